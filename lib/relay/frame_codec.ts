@@ -1,0 +1,327 @@
+/**
+ * Encode and decode `codex.exec_server.relay.v1.RelayMessageFrame`, the relay
+ * envelope, with the protobufjs code generated from `proto/relay.proto`
+ * (`deno task gen`). Decoding validates every frame (see {@linkcode decodeFrame});
+ * nothing reads `.proto` files at run time.
+ *
+ * @module
+ */
+
+// @ts-types="./_relay_pb.d.ts"
+import { codex } from "./_gen/relay_pb.js";
+import type { PbFrame } from "./_relay_pb.d.ts";
+import { ProtocolError } from "../errors.ts";
+
+const PbRelayMessageFrame = codex.exec_server.relay.v1.RelayMessageFrame;
+
+/** The only envelope version outpost and Codex speak. */
+export const RELAY_FRAME_VERSION = 1;
+/** Default upper bound on one encoded frame, in bytes (256 KiB, as upstream). */
+export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024;
+/** Upper bound on `stream_id`, in UTF-8 bytes. */
+export const MAX_STREAM_ID_BYTES = 128;
+/** Upper bound on a reset reason, in UTF-8 bytes. */
+export const MAX_RESET_REASON_BYTES = 256;
+/** The largest value of a protobuf `uint32`. */
+export const MAX_UINT32 = 0xffff_ffff;
+
+/** Application payload: one segment of one message. */
+export interface DataBody {
+  /** Discriminant. */
+  kind: "data";
+  /** Segment sequence number in this direction of this stream. */
+  seq: number;
+  /** 0-based index of this segment inside its message. */
+  segmentIndex: number;
+  /** Number of segments of the message (at least 1). */
+  segmentCount: number;
+  /** The segment bytes; never empty. */
+  payload: Uint8Array;
+}
+
+/** A standalone acknowledgement; the ack itself is in the frame's `ack`/`ackBits`. */
+export interface AckBody {
+  /** Discriminant. */
+  kind: "ack";
+}
+
+/** A stream claim or resume marker. */
+export interface ResumeBody {
+  /** Discriminant. */
+  kind: "resume";
+  /** The next sequence number the sender will use. */
+  nextSeq: number;
+}
+
+/** Tears down one stream. */
+export interface ResetBody {
+  /** Discriminant. */
+  kind: "reset";
+  /** Why, 1..256 bytes; outpost uses the fixed set in PROTOCOL.md. */
+  reason: string;
+}
+
+/** Reserved liveness frame; every receiver ignores it. */
+export interface HeartbeatBody {
+  /** Discriminant. */
+  kind: "heartbeat";
+}
+
+/** An opaque handshake message (Codex Noise relays); carried, never interpreted. */
+export interface HandshakeBody {
+  /** Discriminant. */
+  kind: "handshake";
+  /** The handshake bytes; never empty. */
+  payload: Uint8Array;
+}
+
+/** The body of a relay frame, discriminated by `kind`. */
+export type FrameBody =
+  | DataBody
+  | AckBody
+  | ResumeBody
+  | ResetBody
+  | HeartbeatBody
+  | HandshakeBody;
+
+/** One relay frame: the envelope fields plus exactly one body. */
+export interface RelayFrame {
+  /** Envelope version; always {@linkcode RELAY_FRAME_VERSION}. */
+  version: number;
+  /** The virtual stream this frame belongs to. */
+  streamId: string;
+  /** Highest contiguous peer seq received (0: none). */
+  ack: number;
+  /** Bit i acknowledges seq `ack + 1 + i`. */
+  ackBits: number;
+  /** The frame's body. */
+  body: FrameBody;
+  /** W3C trace context, when the sender propagates one. */
+  traceparent?: string;
+  /** W3C trace state, companion of `traceparent`. */
+  tracestate?: string;
+}
+
+/** Options for {@linkcode decodeFrame}. */
+export interface DecodeFrameOptions {
+  /**
+   * Frames longer than this many bytes are refused before decoding.
+   * @default {262144}
+   */
+  maxFrameBytes?: number;
+}
+
+const utf8 = new TextEncoder();
+
+/** UTF-8 length of a string without allocating for pure-ASCII strings. */
+function utf8Length(text: string): number {
+  let ascii = true;
+  for (let i = 0; i < text.length; i++) {
+    if (text.charCodeAt(i) > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
+  return ascii ? text.length : utf8.encode(text).length;
+}
+
+function isUint32(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= 0 &&
+    value <= MAX_UINT32;
+}
+
+/**
+ * Returns what is wrong with a frame, or `undefined` when it is valid. Shared
+ * by the encoder (caller mistakes) and the decoder (peer mistakes).
+ */
+function frameDefect(frame: RelayFrame): string | undefined {
+  if (frame.version !== RELAY_FRAME_VERSION) {
+    return `version ${frame.version} is not ${RELAY_FRAME_VERSION}`;
+  }
+  const id = frame.streamId;
+  if (typeof id !== "string" || id.length === 0) return "stream_id is empty";
+  if (id.trim() !== id) return "stream_id has surrounding whitespace";
+  const idBytes = utf8Length(id);
+  if (idBytes > MAX_STREAM_ID_BYTES) {
+    return `stream_id is ${idBytes} bytes, over the ${MAX_STREAM_ID_BYTES} byte limit`;
+  }
+  if (!isUint32(frame.ack)) return `ack ${frame.ack} is not a uint32`;
+  if (!isUint32(frame.ackBits)) return `ack_bits ${frame.ackBits} is not a uint32`;
+  const body = frame.body;
+  switch (body?.kind) {
+    case "data":
+      if (!isUint32(body.seq)) return `seq ${body.seq} is not a uint32`;
+      if (!isUint32(body.segmentCount) || body.segmentCount === 0) {
+        return `segment_count ${body.segmentCount} is not at least 1`;
+      }
+      if (!isUint32(body.segmentIndex) || body.segmentIndex >= body.segmentCount) {
+        return `segment_index ${body.segmentIndex} is not below segment_count ${body.segmentCount}`;
+      }
+      if (!(body.payload instanceof Uint8Array) || body.payload.length === 0) {
+        return "data payload is empty";
+      }
+      return undefined;
+    case "reset": {
+      if (typeof body.reason !== "string" || body.reason.length === 0) {
+        return "reset reason is empty";
+      }
+      const reasonBytes = utf8Length(body.reason);
+      if (reasonBytes > MAX_RESET_REASON_BYTES) {
+        return `reset reason is ${reasonBytes} bytes, over the ${MAX_RESET_REASON_BYTES} byte limit`;
+      }
+      return undefined;
+    }
+    case "handshake":
+      if (!(body.payload instanceof Uint8Array) || body.payload.length === 0) {
+        return "handshake payload is empty";
+      }
+      return undefined;
+    case "resume":
+      return isUint32(body.nextSeq) ? undefined : `next_seq ${body.nextSeq} is not a uint32`;
+    case "ack":
+    case "heartbeat":
+      return undefined;
+    default:
+      return "no body";
+  }
+}
+
+/**
+ * Encodes a frame as canonical proto3 bytes (zero scalars omitted, the body
+ * always present), ready to send as one binary WebSocket message.
+ *
+ * @example Encode a resume frame
+ * ```ts
+ * import { encodeFrame } from "@outpost/exec";
+ * const bytes = encodeFrame({
+ *   version: 1,
+ *   streamId: "s-1",
+ *   ack: 0,
+ *   ackBits: 0,
+ *   body: { kind: "resume", nextSeq: 0 },
+ * });
+ * console.log(bytes); // Uint8Array [8, 1, 18, 3, 115, 45, 49, 58, 0]
+ * ```
+ *
+ * @param frame The frame to encode.
+ * @returns The encoded bytes.
+ * @throws {TypeError} If the frame is not valid (the message names the defect).
+ */
+export function encodeFrame(frame: RelayFrame): Uint8Array {
+  const defect = frameDefect(frame);
+  if (defect !== undefined) throw new TypeError(`Cannot encode frame: ${defect}`);
+  const message: PbFrame = {
+    version: frame.version,
+    streamId: frame.streamId,
+    ack: frame.ack,
+    ackBits: frame.ackBits,
+  };
+  const body = frame.body;
+  switch (body.kind) {
+    case "data":
+      message.data = {
+        seq: body.seq,
+        segmentIndex: body.segmentIndex,
+        segmentCount: body.segmentCount,
+        payload: body.payload,
+      };
+      break;
+    case "ack":
+      message.ackFrame = {};
+      break;
+    case "resume":
+      message.resume = { nextSeq: body.nextSeq };
+      break;
+    case "reset":
+      message.reset = { reason: body.reason };
+      break;
+    case "heartbeat":
+      message.heartbeat = {};
+      break;
+    case "handshake":
+      message.handshake = { payload: body.payload };
+      break;
+  }
+  if (frame.traceparent !== undefined) message.traceparent = frame.traceparent;
+  if (frame.tracestate !== undefined) message.tracestate = frame.tracestate;
+  return PbRelayMessageFrame.encode(message).finish();
+}
+
+function toBody(message: PbFrame): FrameBody | undefined {
+  switch (message.body) {
+    case "data": {
+      const data = message.data!;
+      return {
+        kind: "data",
+        seq: data.seq ?? 0,
+        segmentIndex: data.segmentIndex ?? 0,
+        segmentCount: data.segmentCount ?? 0,
+        payload: data.payload ?? new Uint8Array(0),
+      };
+    }
+    case "ackFrame":
+      return { kind: "ack" };
+    case "resume":
+      return { kind: "resume", nextSeq: message.resume!.nextSeq ?? 0 };
+    case "reset":
+      return { kind: "reset", reason: message.reset!.reason ?? "" };
+    case "heartbeat":
+      return { kind: "heartbeat" };
+    case "handshake":
+      return { kind: "handshake", payload: message.handshake!.payload ?? new Uint8Array(0) };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Decodes and validates one frame. Unknown fields are skipped. The frame is
+ * refused when it is longer than the limit, truncated or malformed, has a
+ * version other than 1, a `stream_id` that is empty, whitespace-padded or over
+ * 128 bytes, no body, a data frame with an empty payload or a bad segment
+ * index or count, a reset reason empty or over 256 bytes, or an empty
+ * handshake payload.
+ *
+ * @example Decode the upstream example frame
+ * ```ts
+ * import { decodeFrame } from "@outpost/exec";
+ * const frame = decodeFrame(new Uint8Array([8, 1, 18, 3, 115, 45, 49, 58, 0]));
+ * console.log(frame.streamId, frame.body); // "s-1" { kind: "resume", nextSeq: 0 }
+ * ```
+ *
+ * @param bytes One binary WebSocket message.
+ * @param options The size limit.
+ * @returns The decoded frame.
+ * @throws {ProtocolError} If the bytes are not a valid frame; the message names the defect.
+ */
+export function decodeFrame(bytes: Uint8Array, options: DecodeFrameOptions = {}): RelayFrame {
+  const limit = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  if (bytes.length > limit) {
+    throw new ProtocolError(
+      `Cannot decode frame: length ${bytes.length} exceeds the ${limit} byte limit`,
+    );
+  }
+  let message: PbFrame;
+  try {
+    message = PbRelayMessageFrame.decode(bytes);
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error);
+    throw new ProtocolError(`Cannot decode frame: malformed protobuf: ${detail}`, {
+      cause: error,
+    });
+  }
+  const body = toBody(message);
+  if (body === undefined) throw new ProtocolError("Cannot decode frame: no body");
+  const frame: RelayFrame = {
+    version: message.version ?? 0,
+    streamId: message.streamId ?? "",
+    ack: message.ack ?? 0,
+    ackBits: message.ackBits ?? 0,
+    body,
+  };
+  if (message.traceparent != null) frame.traceparent = message.traceparent;
+  if (message.tracestate != null) frame.tracestate = message.tracestate;
+  const defect = frameDefect(frame);
+  if (defect !== undefined) throw new ProtocolError(`Cannot decode frame: ${defect}`);
+  return frame;
+}
