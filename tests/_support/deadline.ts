@@ -35,7 +35,7 @@ export function withDeadline<T>(
   ms: number,
   label = "operation",
 ): Promise<T> {
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new DeadlineError(label, ms)), ms);
   });
