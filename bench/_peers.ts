@@ -1,0 +1,310 @@
+/**
+ * The peers outpost is compared with: raw Deno `WebSocket` over loopback
+ * (the transport's limit), local `Deno.Command` (the spawn limit) and ssh to
+ * a throwaway sshd (what people use instead).
+ *
+ * Run as a script it is the far side of the raw WebSocket measurements:
+ * `deno run -A bench/_peers.ts ws-send URL SIZE TOTAL` connects as a client
+ * and sends TOTAL bytes in SIZE-byte binary messages, and
+ * `deno run -A bench/_peers.ts ws-echo` serves an echo endpoint and prints
+ * `READY {"port":N}`.
+ *
+ * @module
+ */
+
+import {
+  drainCounting,
+  type Latency,
+  spawnAnnounced,
+  summarize,
+  type Throughput,
+  throughput,
+  withDeadline,
+} from "./_util.ts";
+import type { ThrowawaySshd } from "./_sshd.ts";
+
+const SELF = new URL(import.meta.url).pathname;
+const HIGH_WATER = 4 * 1024 * 1024;
+
+/**
+ * Raw WebSocket throughput: a child process (client) sends `total` bytes in
+ * `size`-byte binary messages to a listener in this process, which counts them.
+ *
+ * @param size Message size in bytes.
+ * @param total Bytes to send.
+ * @param timeoutMs Deadline.
+ * @returns Throughput from the first to the last message received.
+ */
+export async function rawWebSocketThroughput(
+  size: number,
+  total: number,
+  timeoutMs = 60_000,
+): Promise<Throughput> {
+  let resolveDone: (v: { bytes: number; firstAt: number; lastAt: number }) => void = () => {};
+  const done = new Promise<{ bytes: number; firstAt: number; lastAt: number }>((r) =>
+    resolveDone = r
+  );
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.binaryType = "arraybuffer";
+    let bytes = 0;
+    let firstAt = 0;
+    let lastAt = 0;
+    socket.onmessage = (e) => {
+      const now = performance.now();
+      if (bytes === 0) firstAt = now;
+      bytes += (e.data as ArrayBuffer).byteLength;
+      lastAt = now;
+    };
+    socket.onclose = () => resolveDone({ bytes, firstAt, lastAt });
+    return response;
+  });
+  try {
+    const url = `ws://127.0.0.1:${server.addr.port}/sink`;
+    const out = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", SELF, "ws-send", url, String(size), String(total)],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const r = await withDeadline(done, timeoutMs, "raw WebSocket transfer");
+    const o = await out;
+    if (!o.success) throw new Error(new TextDecoder().decode(o.stderr));
+    // The first message's bytes arrived at firstAt; count the rest.
+    return throughput(r.bytes - size, r.lastAt - r.firstAt);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+/**
+ * Raw WebSocket round trip of one byte to an echo server in a child process.
+ *
+ * @param count Round trips to time.
+ * @returns Latency summary.
+ */
+export async function rawWebSocketRoundTrip(count: number): Promise<Latency> {
+  await using echo = await spawnAnnounced<{ port: number }>(Deno.execPath(), [
+    "run",
+    "-A",
+    SELF,
+    "ws-echo",
+  ]);
+  const ws = new WebSocket(`ws://127.0.0.1:${echo.info.port}/echo`);
+  ws.binaryType = "arraybuffer";
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  const one = new Uint8Array([42]);
+  const samples: number[] = [];
+  let resolveMsg: () => void = () => {};
+  ws.onmessage = () => resolveMsg();
+  for (let i = 0; i < count + 20; i++) {
+    const got = new Promise<void>((r) => (resolveMsg = r));
+    const t0 = performance.now();
+    ws.send(one);
+    await got;
+    if (i >= 20) samples.push(performance.now() - t0);
+  }
+  const closed = new Promise((r) => (ws.onclose = r));
+  ws.close();
+  await closed;
+  return summarize(samples);
+}
+
+/**
+ * Start-to-exit of a local command through `Deno.Command`.
+ *
+ * @param count Runs to time.
+ * @param argv Command (default `["true"]`).
+ * @returns Latency summary.
+ */
+export async function localCommandLatency(count: number, argv = ["true"]): Promise<Latency> {
+  const samples: number[] = [];
+  for (let i = 0; i < count + 5; i++) {
+    const t0 = performance.now();
+    const status = await new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn().status;
+    if (!status.success) throw new Error(`${argv.join(" ")} failed`);
+    if (i >= 5) samples.push(performance.now() - t0);
+  }
+  return summarize(samples);
+}
+
+/**
+ * Start-to-exit of `ssh host true` (a new connection each time).
+ *
+ * @param sshd The throwaway server.
+ * @param count Runs to time.
+ * @returns Latency summary.
+ */
+export async function sshTrueLatency(sshd: ThrowawaySshd, count: number): Promise<Latency> {
+  const samples: number[] = [];
+  for (let i = 0; i < count + 1; i++) {
+    const t0 = performance.now();
+    const out = await new Deno.Command("ssh", {
+      args: [...sshd.sshArgs, "true"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) throw new Error(`ssh true failed: ${new TextDecoder().decode(out.stderr)}`);
+    if (i >= 1) samples.push(performance.now() - t0);
+  }
+  return summarize(samples);
+}
+
+/**
+ * Bulk output through ssh: `ssh host <remote>`, stdout counted and discarded.
+ *
+ * @param sshd The throwaway server.
+ * @param remote The remote shell command, e.g. `head -c 268435456 /dev/zero`.
+ * @param timeoutMs Deadline.
+ * @returns Throughput from the first to the last byte (excludes the handshake)
+ *   and the total wall time including connection setup.
+ */
+export async function sshBulkOutput(
+  sshd: ThrowawaySshd,
+  remote: string,
+  timeoutMs = 120_000,
+): Promise<Throughput & { wallMs: number }> {
+  const t0 = performance.now();
+  const child = new Deno.Command("ssh", {
+    args: [...sshd.sshArgs, remote],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const errText = new Response(child.stderr).text();
+  const r = await withDeadline(drainCounting(child.stdout), timeoutMs, "ssh bulk output");
+  const status = await child.status;
+  const wallMs = performance.now() - t0;
+  if (!status.success) throw new Error(`ssh ${remote} failed: ${await errText}`);
+  await errText;
+  return { ...throughput(r.bytes, r.lastAt - r.firstAt), wallMs };
+}
+
+/**
+ * Bulk stdin through ssh: `ssh host <remote>` with `bytes` fed to stdin.
+ *
+ * @param sshd The throwaway server.
+ * @param remote e.g. `cat > /dev/null`.
+ * @param data The bytes to feed (fed in 64 KiB slices).
+ * @param timeoutMs Deadline.
+ * @returns Throughput over the whole run (spawn to exit).
+ */
+export async function sshBulkStdin(
+  sshd: ThrowawaySshd,
+  remote: string,
+  data: Uint8Array,
+  timeoutMs = 120_000,
+): Promise<Throughput> {
+  const t0 = performance.now();
+  const child = new Deno.Command("ssh", {
+    args: [...sshd.sshArgs, remote],
+    stdin: "piped",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const errText = new Response(child.stderr).text();
+  const writer = child.stdin.getWriter();
+  const feed = (async () => {
+    for (let off = 0; off < data.byteLength; off += 65536) {
+      await writer.write(data.subarray(off, Math.min(data.byteLength, off + 65536)));
+    }
+    await writer.close();
+  })();
+  await withDeadline(feed, timeoutMs, "ssh bulk stdin");
+  const status = await child.status;
+  const ms = performance.now() - t0;
+  if (!status.success) throw new Error(`ssh ${remote} failed: ${await errText}`);
+  await errText;
+  return throughput(data.byteLength, ms);
+}
+
+/**
+ * One-byte round trip through `ssh host cat` (one connection, many bytes).
+ *
+ * @param sshd The throwaway server.
+ * @param count Round trips to time.
+ * @returns Latency summary.
+ */
+export async function sshRoundTrip(sshd: ThrowawaySshd, count: number): Promise<Latency> {
+  const child = new Deno.Command("ssh", {
+    args: [...sshd.sshArgs, "cat"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  const reader = child.stdout.getReader();
+  const one = new Uint8Array([42]);
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < count + 20; i++) {
+      const t0 = performance.now();
+      await writer.write(one);
+      const { done } = await withDeadline(reader.read(), 10_000, "ssh cat echo");
+      if (done) throw new Error("ssh cat ended early");
+      if (i >= 20) samples.push(performance.now() - t0);
+    }
+  } finally {
+    await writer.close().catch(() => {});
+    while (!(await reader.read()).done) { /* drain */ }
+    await child.status;
+  }
+  return summarize(samples);
+}
+
+async function wsSend(url: string, size: number, total: number): Promise<void> {
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  const message = new Uint8Array(size);
+  for (let sent = 0; sent < total; sent += size) {
+    ws.send(message);
+    while (ws.bufferedAmount > HIGH_WATER) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+  while (ws.bufferedAmount > 0) await new Promise((r) => setTimeout(r, 1));
+  const closed = new Promise((r) => (ws.onclose = r));
+  ws.close();
+  await closed;
+}
+
+function wsEcho(): void {
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen: ({ port }) => console.log(`READY ${JSON.stringify({ port })}`),
+  }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.binaryType = "arraybuffer";
+    socket.onmessage = (e) => socket.send(e.data);
+    return response;
+  });
+  Deno.addSignalListener("SIGTERM", () => {
+    server.shutdown().then(() => Deno.exit(0));
+  });
+}
+
+if (import.meta.main) {
+  const [mode, ...rest] = Deno.args;
+  if (mode === "ws-send") {
+    await wsSend(rest[0], Number(rest[1]), Number(rest[2]));
+  } else if (mode === "ws-echo") {
+    wsEcho();
+  } else {
+    console.error("usage: _peers.ts ws-send URL SIZE TOTAL | ws-echo");
+    Deno.exit(2);
+  }
+}

@@ -1,0 +1,619 @@
+/**
+ * outpost against its peers, side by side in one run: raw Deno WebSocket on
+ * loopback (the transport's limit), local `Deno.Command` (the spawn limit) and
+ * ssh to a throwaway sshd on 127.0.0.1 (what people use instead).
+ *
+ * ```sh
+ * deno task bench                       # full run, writes bench/RESULTS.md
+ * deno run -A bench/compare.ts --quick  # small sizes (smoke check)
+ * deno run -A bench/compare.ts --quick --no-write
+ * deno run -A bench/compare.ts --only=bulk,rtt   # a subset of workloads
+ * ```
+ *
+ * Workloads: bulk output (`head -c` of /dev/zero and `cat` of a file of random
+ * bytes), bulk stdin, one-byte round trip through `cat`, start-to-exit of
+ * `true` over an open connection, concurrent streams on one executor socket,
+ * memory per idle stream and per idle session. Every outpost workload runs via
+ * the rendezvous (harness -> rendezvous -> executor, three processes) and via
+ * `serve` (harness -> local executor, two processes). The figures are printed
+ * as a markdown table and written to `bench/RESULTS.md`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  localCommandLatency,
+  rawWebSocketRoundTrip,
+  rawWebSocketThroughput,
+  sshBulkOutput,
+  sshBulkStdin,
+  sshRoundTrip,
+  sshTrueLatency,
+} from "./_peers.ts";
+import { startSshd, type ThrowawaySshd } from "./_sshd.ts";
+import { fmt, type Latency, type Throughput, withDeadline } from "./_util.ts";
+import { type OutpostMode, type OutpostTarget, startOutpost } from "./_outpost.ts";
+
+/** Sizes and counts of one run. */
+interface Plan {
+  zeroBytes: number;
+  randomBytes: number;
+  stdinBytes: number;
+  wsSizes: number[];
+  wsBytes: number;
+  roundTrips: number;
+  trueRuns: number;
+  sshTrueRuns: number;
+  streams: number;
+  idleStreams: number;
+  idleSessions: number;
+  workloadTimeoutMs: number;
+}
+
+const MiB = 1024 * 1024;
+const SEGMENT_BYTES = 61_440;
+
+const FULL: Plan = {
+  zeroBytes: 256 * MiB,
+  randomBytes: 64 * MiB,
+  stdinBytes: 64 * MiB,
+  wsSizes: [1024, 16384, SEGMENT_BYTES, 262144],
+  wsBytes: 256 * MiB,
+  roundTrips: 2000,
+  trueRuns: 300,
+  sshTrueRuns: 20,
+  streams: 1000,
+  idleStreams: 1000,
+  idleSessions: 200,
+  workloadTimeoutMs: 180_000,
+};
+
+const QUICK: Plan = {
+  zeroBytes: 8 * MiB,
+  randomBytes: 4 * MiB,
+  stdinBytes: 4 * MiB,
+  wsSizes: [SEGMENT_BYTES],
+  wsBytes: 16 * MiB,
+  roundTrips: 50,
+  trueRuns: 10,
+  sshTrueRuns: 2,
+  streams: 50,
+  idleStreams: 50,
+  idleSessions: 10,
+  workloadTimeoutMs: 30_000,
+};
+
+/** A measured figure, or why there is none. */
+type Figure<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+/** One line of the results table. */
+interface Row {
+  workload: string;
+  outpost: string;
+  peer: string;
+  peerFigure: string;
+  ratio: string;
+  target: string;
+  met: string;
+}
+
+const flags = parseArgs({
+  args: Deno.args,
+  options: {
+    quick: { type: "boolean", default: false },
+    "no-write": { type: "boolean", default: false },
+    "no-ssh": { type: "boolean", default: false },
+    only: { type: "string" },
+    out: { type: "string" },
+    help: { type: "boolean", default: false },
+  },
+});
+
+if (flags.values.help) {
+  console.log(
+    "usage: deno run -A bench/compare.ts [--quick] [--no-write] [--no-ssh] [--only=a,b] [--out=FILE]\n" +
+      "workload groups for --only: peers, bulk, stdin, rtt, true, streams, memory",
+  );
+  Deno.exit(0);
+}
+
+const plan = flags.values.quick ? QUICK : FULL;
+const only = flags.values.only ? new Set(flags.values.only.split(",")) : undefined;
+const want = (group: string): boolean => !only || only.has(group);
+const log = (msg: string): void => console.error(`[bench] ${msg}`);
+
+async function measure<T>(what: string, fn: () => Promise<T>): Promise<Figure<T>> {
+  const t0 = performance.now();
+  try {
+    const value = await withDeadline(fn(), plan.workloadTimeoutMs, what);
+    log(`${what}: ${JSON.stringify(value)} (${(performance.now() - t0).toFixed(0)} ms)`);
+    return { ok: true, value };
+  } catch (error) {
+    const reason = `failed: ${oneLine((error as Error).message ?? String(error))}`;
+    log(`${what}: ${reason}`);
+    return { ok: false, reason };
+  }
+}
+
+function oneLine(text: string): string {
+  const line = text.replace(/\s+/g, " ").trim();
+  return line.length > 160 ? line.slice(0, 157) + "..." : line;
+}
+
+function skipped<T>(reason: string): Figure<T> {
+  return { ok: false, reason };
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+
+const tmp = await Deno.makeTempDir({ prefix: "outpost_bench_" });
+const randomFile = `${tmp}/random.bin`;
+{
+  const file = await Deno.open(randomFile, { write: true, create: true });
+  const block = new Uint8Array(65536);
+  for (let off = 0; off < plan.randomBytes; off += block.byteLength) {
+    crypto.getRandomValues(block);
+    await file.write(block);
+  }
+  file.close();
+}
+const stdinData = new Uint8Array(plan.stdinBytes);
+for (let off = 0; off < stdinData.byteLength; off += 65536) {
+  crypto.getRandomValues(stdinData.subarray(off, Math.min(stdinData.byteLength, off + 65536)));
+}
+
+const zeroCmd = `head -c ${plan.zeroBytes} /dev/zero`;
+const randomCmd = `cat ${randomFile}`;
+
+// ---------------------------------------------------------------------------
+// Peers
+
+const peers: {
+  ws: Map<number, Figure<Throughput>>;
+  wsRtt: Figure<Latency>;
+  localTrue: Figure<Latency>;
+  sshTrue: Figure<Latency>;
+  sshZero: Figure<Throughput>;
+  sshRandom: Figure<Throughput>;
+  sshStdin: Figure<Throughput>;
+  sshRtt: Figure<Latency>;
+} = {
+  ws: new Map(),
+  wsRtt: skipped("not run"),
+  localTrue: skipped("not run"),
+  sshTrue: skipped("not run"),
+  sshZero: skipped("not run"),
+  sshRandom: skipped("not run"),
+  sshStdin: skipped("not run"),
+  sshRtt: skipped("not run"),
+};
+
+if (want("peers") || want("bulk")) {
+  for (const size of plan.wsSizes) {
+    peers.ws.set(
+      size,
+      await measure(
+        `raw WebSocket ${size} B messages`,
+        () => rawWebSocketThroughput(size, plan.wsBytes),
+      ),
+    );
+  }
+}
+if (want("peers") || want("rtt")) {
+  peers.wsRtt = await measure(
+    "raw WebSocket 1-byte echo",
+    () => rawWebSocketRoundTrip(plan.roundTrips),
+  );
+}
+if (want("peers") || want("true")) {
+  peers.localTrue = await measure(
+    "local Deno.Command true",
+    () => localCommandLatency(plan.trueRuns),
+  );
+}
+
+let sshd: ThrowawaySshd | undefined;
+let sshSkip = "skipped: --no-ssh";
+if (!flags.values["no-ssh"]) {
+  try {
+    sshd = await startSshd();
+    log(`sshd on 127.0.0.1:${sshd.port}`);
+  } catch (error) {
+    sshSkip = `skipped: ${oneLine((error as Error).message)}`;
+    log(`ssh ${sshSkip}`);
+  }
+}
+try {
+  if (sshd) {
+    const s = sshd;
+    if (want("peers") || want("true")) {
+      peers.sshTrue = await measure("ssh host true", () => sshTrueLatency(s, plan.sshTrueRuns));
+    }
+    if (want("peers") || want("bulk")) {
+      peers.sshZero = await measure("ssh head /dev/zero", () => sshBulkOutput(s, zeroCmd));
+      peers.sshRandom = await measure("ssh cat random", () => sshBulkOutput(s, randomCmd));
+    }
+    if (want("peers") || want("stdin")) {
+      peers.sshStdin = await measure(
+        "ssh stdin",
+        () => sshBulkStdin(s, "cat > /dev/null", stdinData),
+      );
+    }
+    if (want("peers") || want("rtt")) {
+      peers.sshRtt = await measure("ssh cat round trip", () => sshRoundTrip(s, plan.roundTrips));
+    }
+  } else {
+    peers.sshTrue =
+      peers.sshZero =
+      peers.sshRandom =
+      peers.sshStdin =
+      peers.sshRtt =
+        skipped(
+          sshSkip,
+        );
+  }
+} finally {
+  await sshd?.stop();
+}
+
+// ---------------------------------------------------------------------------
+// outpost
+
+interface OutpostFigures {
+  zero: Figure<Throughput>;
+  random: Figure<Throughput>;
+  stdin: Figure<Throughput>;
+  rtt: Figure<Latency>;
+  trueLatency: Figure<Latency>;
+  streams: Figure<{ streams: number; errors: number; ms: number; firstError?: string }>;
+  idleStream: Figure<{ n: number; rssPerItem: number; heapPerItem: number }>;
+  idleSession: Figure<{ n: number; rssPerItem: number; heapPerItem: number }>;
+}
+
+async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
+  const figures: OutpostFigures = {
+    zero: skipped("not run"),
+    random: skipped("not run"),
+    stdin: skipped("not run"),
+    rtt: skipped("not run"),
+    trueLatency: skipped("not run"),
+    streams: skipped("not run"),
+    idleStream: skipped("not run"),
+    idleSession: skipped("not run"),
+  };
+  let target: OutpostTarget;
+  try {
+    target = await withDeadline(startOutpost(mode), 30_000, `start outpost ${mode}`);
+  } catch (error) {
+    const reason = `skipped: ${oneLine((error as Error).message)}`;
+    log(`outpost ${mode} ${reason}`);
+    for (const key of Object.keys(figures) as (keyof OutpostFigures)[]) {
+      (figures as Record<string, Figure<unknown>>)[key] = skipped(reason);
+    }
+    return figures;
+  }
+  const t = target;
+  try {
+    if (want("bulk")) {
+      figures.zero = await measure(`outpost ${mode} head /dev/zero`, () => t.bulkOutput(zeroCmd));
+      figures.random = await measure(`outpost ${mode} cat random`, () => t.bulkOutput(randomCmd));
+    }
+    if (want("stdin")) {
+      figures.stdin = await measure(
+        `outpost ${mode} stdin`,
+        () => t.bulkStdin("cat > /dev/null", stdinData),
+      );
+    }
+    if (want("rtt")) {
+      figures.rtt = await measure(
+        `outpost ${mode} cat round trip`,
+        () => t.roundTrip(plan.roundTrips),
+      );
+    }
+    if (want("true")) {
+      figures.trueLatency = await measure(
+        `outpost ${mode} start-to-exit true`,
+        () => t.startToExit(plan.trueRuns),
+      );
+    }
+    if (want("streams")) {
+      figures.streams = await measure(
+        `outpost ${mode} ${plan.streams} concurrent streams`,
+        () => t.concurrentStreams(plan.streams),
+      );
+    }
+    if (want("memory")) {
+      figures.idleStream = await measure(
+        `outpost ${mode} idle streams`,
+        () => t.idleStreamMemory(plan.idleStreams),
+      );
+      figures.idleSession = await measure(
+        `outpost ${mode} idle sessions`,
+        () => t.idleSessionMemory(plan.idleSessions),
+      );
+    }
+  } finally {
+    await t.close().catch((e) => log(`outpost ${mode} close: ${e}`));
+  }
+  return figures;
+}
+
+const outpost: Record<OutpostMode, OutpostFigures> = {
+  rendezvous: await runOutpost("rendezvous"),
+  serve: await runOutpost("serve"),
+};
+
+await Deno.remove(tmp, { recursive: true }).catch(() => {});
+
+// ---------------------------------------------------------------------------
+// Table
+
+const rows: Row[] = [];
+const wsRef = peers.ws.get(SEGMENT_BYTES) ?? skipped<Throughput>("not run");
+
+function reasonOf(f: Figure<unknown>): string {
+  return f.ok ? "" : f.reason;
+}
+
+function mibs(f: Figure<Throughput>): string {
+  return f.ok ? `${fmt(f.value.mibPerSec)} MiB/s` : reasonOf(f);
+}
+
+function lat(f: Figure<Latency>): string {
+  return f.ok ? `p50 ${fmt(f.value.p50)} ms, p99 ${fmt(f.value.p99)} ms` : reasonOf(f);
+}
+
+function verdict(ok: boolean | undefined): string {
+  return ok === undefined ? "n/a" : ok ? "met" : "missed";
+}
+
+function bulkRows(
+  label: string,
+  mode: OutpostMode,
+  mine: Figure<Throughput>,
+  ssh: Figure<Throughput>,
+  targets: boolean,
+): void {
+  const both = mine.ok && ssh.ok;
+  const r = both ? mine.value.mibPerSec / ssh.value.mibPerSec : NaN;
+  rows.push({
+    workload: `${label} via ${mode}`,
+    outpost: mibs(mine),
+    peer: "ssh",
+    peerFigure: mibs(ssh),
+    ratio: both ? `${fmt(r)}x` : "n/a",
+    target: targets ? ">= 2x" : "",
+    met: targets ? verdict(both ? r >= 2 : undefined) : "",
+  });
+  const bothWs = mine.ok && wsRef.ok;
+  const w = bothWs ? mine.value.mibPerSec / wsRef.value.mibPerSec : NaN;
+  rows.push({
+    workload: `${label} via ${mode}`,
+    outpost: mibs(mine),
+    peer: `raw WebSocket (${SEGMENT_BYTES} B msgs)`,
+    peerFigure: mibs(wsRef),
+    ratio: bothWs ? `${fmt(w * 100)}%` : "n/a",
+    target: targets ? ">= 50%" : "",
+    met: targets ? verdict(bothWs ? w >= 0.5 : undefined) : "",
+  });
+}
+
+function rttRows(mode: OutpostMode, mine: Figure<Latency>): void {
+  const targets = mode === "rendezvous";
+  for (
+    const [peer, f] of [["raw WebSocket echo", peers.wsRtt], ["ssh cat", peers.sshRtt]] as const
+  ) {
+    const both = mine.ok && f.ok;
+    rows.push({
+      workload: `1-byte round trip via ${mode}`,
+      outpost: lat(mine),
+      peer,
+      peerFigure: lat(f),
+      ratio: both ? `${fmt(mine.value.p50 / f.value.p50)}x (p50)` : "n/a",
+      target: targets && peer !== "ssh cat" ? "p50 < 1 ms" : "",
+      met: targets && peer !== "ssh cat" ? verdict(mine.ok ? mine.value.p50 < 1 : undefined) : "",
+    });
+  }
+}
+
+function trueRows(mode: OutpostMode, mine: Figure<Latency>): void {
+  const local = peers.localTrue;
+  const both = mine.ok && local.ok;
+  rows.push({
+    workload: `start-to-exit of true via ${mode}`,
+    outpost: lat(mine),
+    peer: "local Deno.Command",
+    peerFigure: lat(local),
+    ratio: both ? `${fmt(mine.value.p50 / local.value.p50)}x (p50)` : "n/a",
+    target: "<= 2x local + 2 ms",
+    met: verdict(both ? mine.value.p50 <= 2 * local.value.p50 + 2 : undefined),
+  });
+  const ssh = peers.sshTrue;
+  const bothSsh = mine.ok && ssh.ok;
+  rows.push({
+    workload: `start-to-exit of true via ${mode}`,
+    outpost: lat(mine),
+    peer: "ssh host true",
+    peerFigure: lat(ssh),
+    ratio: bothSsh ? `${fmt(mine.value.p50 / ssh.value.p50)}x (p50)` : "n/a",
+    target: ">= 20x faster",
+    met: verdict(bothSsh ? ssh.value.p50 / mine.value.p50 >= 20 : undefined),
+  });
+}
+
+for (const mode of ["rendezvous", "serve"] as const) {
+  const o = outpost[mode];
+  bulkRows("bulk output head -c /dev/zero", mode, o.zero, peers.sshZero, mode === "rendezvous");
+  bulkRows("bulk output cat random file", mode, o.random, peers.sshRandom, false);
+  const stdinBoth = o.stdin.ok && peers.sshStdin.ok;
+  rows.push({
+    workload: `bulk stdin into cat > /dev/null via ${mode}`,
+    outpost: mibs(o.stdin),
+    peer: "ssh",
+    peerFigure: mibs(peers.sshStdin),
+    ratio: stdinBoth ? `${fmt(o.stdin.value.mibPerSec / peers.sshStdin.value.mibPerSec)}x` : "n/a",
+    target: "",
+    met: "",
+  });
+  rttRows(mode, o.rtt);
+  trueRows(mode, o.trueLatency);
+}
+
+{
+  const s = outpost.rendezvous.streams;
+  rows.push({
+    workload: `${plan.streams} concurrent streams on one executor socket (sh -c "echo hi")`,
+    outpost: s.ok ? `${s.value.errors} errors, ${fmt(s.value.ms)} ms total` : reasonOf(s),
+    peer: "",
+    peerFigure: "",
+    ratio: "",
+    target: "no errors",
+    met: verdict(s.ok ? s.value.errors === 0 && s.value.streams === plan.streams : undefined),
+  });
+  const ss = outpost.serve.streams;
+  rows.push({
+    workload: `${plan.streams} concurrent sessions on serve (one WebSocket each)`,
+    outpost: ss.ok ? `${ss.value.errors} errors, ${fmt(ss.value.ms)} ms total` : reasonOf(ss),
+    peer: "",
+    peerFigure: "",
+    ratio: "",
+    target: "",
+    met: "",
+  });
+}
+
+function memText(
+  f: Figure<{ n: number; rssPerItem: number; heapPerItem: number }>,
+): string {
+  return f.ok
+    ? `${fmt(f.value.heapPerItem / 1024)} KiB heap, ${
+      fmt(f.value.rssPerItem / 1024)
+    } KiB RSS (n=${f.value.n})`
+    : reasonOf(f);
+}
+
+for (const mode of ["rendezvous", "serve"] as const) {
+  const o = outpost[mode];
+  if (mode === "rendezvous") {
+    const f = o.idleStream;
+    rows.push({
+      workload: "memory per idle stream (executor process)",
+      outpost: memText(f),
+      peer: "",
+      peerFigure: "",
+      ratio: "",
+      target: "< 16 KiB",
+      met: verdict(f.ok ? Math.max(f.value.heapPerItem, f.value.rssPerItem) < 16384 : undefined),
+    });
+  }
+  rows.push({
+    workload: `memory per idle session via ${mode} (executor process)`,
+    outpost: memText(o.idleSession),
+    peer: "",
+    peerFigure: "",
+    ratio: "",
+    target: "",
+    met: "",
+  });
+}
+
+const peerLines: string[] = [];
+for (const [size, f] of peers.ws) {
+  peerLines.push(
+    `| raw WebSocket, ${size} B binary messages, child process -> this one | ${mibs(f)} |`,
+  );
+}
+peerLines.push(`| raw WebSocket, 1-byte echo round trip | ${lat(peers.wsRtt)} |`);
+peerLines.push(`| local Deno.Command start-to-exit of true | ${lat(peers.localTrue)} |`);
+peerLines.push(`| ssh host true (new connection each) | ${lat(peers.sshTrue)} |`);
+peerLines.push(`| ssh head -c /dev/zero | ${mibs(peers.sshZero)} |`);
+peerLines.push(`| ssh cat random file | ${mibs(peers.sshRandom)} |`);
+peerLines.push(`| ssh stdin into cat > /dev/null | ${mibs(peers.sshStdin)} |`);
+peerLines.push(`| ssh cat 1-byte round trip | ${lat(peers.sshRtt)} |`);
+
+function machine(): string {
+  const cpuinfo = (() => {
+    try {
+      return Deno.readTextFileSync("/proc/cpuinfo");
+    } catch {
+      return "";
+    }
+  })();
+  const model = cpuinfo.match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "unknown CPU";
+  const mhz = cpuinfo.match(/^cpu MHz\s*:\s*(.*)$/m)?.[1];
+  const meminfo = (() => {
+    try {
+      return Deno.readTextFileSync("/proc/meminfo");
+    } catch {
+      return "";
+    }
+  })();
+  const memKb = Number(meminfo.match(/^MemTotal:\s+(\d+)/m)?.[1] ?? NaN);
+  const load = (() => {
+    try {
+      return Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+    } catch {
+      return "n/a";
+    }
+  })();
+  return [
+    `- CPU: ${model}${
+      mhz ? ` (${Number(mhz).toFixed(0)} MHz)` : ""
+    }, ${navigator.hardwareConcurrency} logical CPUs (nproc)`,
+    `- Memory: ${Number.isFinite(memKb) ? (memKb / 1048576).toFixed(1) + " GiB" : "unknown"}`,
+    `- OS: ${Deno.build.os} ${Deno.osRelease()} ${Deno.build.arch}`,
+    `- Deno ${Deno.version.deno} (V8 ${Deno.version.v8}, TypeScript ${Deno.version.typescript})`,
+    `- Date: ${new Date().toISOString()}`,
+    `- Load average at the end of the run: ${load}`,
+    `- Mode: ${flags.values.quick ? "quick (small sizes; figures are indicative only)" : "full"}`,
+  ].join("\n");
+}
+
+const table = [
+  "| Workload | outpost | Peer | Peer figure | outpost/peer | Target | Met |",
+  "| --- | --- | --- | --- | --- | --- | --- |",
+  ...rows.map((r) =>
+    `| ${r.workload} | ${r.outpost} | ${r.peer} | ${r.peerFigure} | ${r.ratio} | ${r.target} | ${r.met} |`
+  ),
+].join("\n");
+
+const report = `# outpost benchmark results
+
+Written by \`deno task bench\` (\`bench/compare.ts\`); do not edit by hand.
+
+## Machine
+
+${machine()}
+
+## Sizes
+
+bulk output ${plan.zeroBytes / MiB} MiB of /dev/zero and ${
+  plan.randomBytes / MiB
+} MiB of random bytes;
+bulk stdin ${
+  plan.stdinBytes / MiB
+} MiB; ${plan.roundTrips} one-byte round trips; ${plan.trueRuns} runs of
+\`true\` (${plan.sshTrueRuns} over ssh); ${plan.streams} concurrent streams; ${plan.idleStreams} idle streams;
+${plan.idleSessions} idle sessions. Throughput is counted from the first to the last byte the client
+receives (ssh's handshake is therefore excluded), output discarded. Round trips and start-to-exit run
+over an already open connection (ssh true opens a new one each time, as people use it).
+
+## outpost against its peers
+
+${table}
+
+## Peers alone
+
+| Peer | Figure |
+| --- | --- |
+${peerLines.join("\n")}
+`;
+
+console.log(table);
+if (!flags.values["no-write"]) {
+  const out = flags.values.out ?? new URL("./RESULTS.md", import.meta.url).pathname;
+  await Deno.writeTextFile(out, report);
+  log(`wrote ${out}`);
+}
