@@ -84,7 +84,7 @@ export async function drainCounting(
  * @throws Error `Timed out ...` after `ms`.
  */
 export async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     return await Promise.race([
       promise,

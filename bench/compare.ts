@@ -245,14 +245,11 @@ try {
       peers.sshRtt = await measure("ssh cat round trip", () => sshRoundTrip(s, plan.roundTrips));
     }
   } else {
-    peers.sshTrue =
-      peers.sshZero =
-      peers.sshRandom =
-      peers.sshStdin =
-      peers.sshRtt =
-        skipped(
-          sshSkip,
-        );
+    peers.sshTrue = skipped(sshSkip);
+    peers.sshZero = skipped(sshSkip);
+    peers.sshRandom = skipped(sshSkip);
+    peers.sshStdin = skipped(sshSkip);
+    peers.sshRtt = skipped(sshSkip);
   }
 } finally {
   await sshd?.stop();
@@ -290,7 +287,7 @@ async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
     const reason = `skipped: ${oneLine((error as Error).message)}`;
     log(`outpost ${mode} ${reason}`);
     for (const key of Object.keys(figures) as (keyof OutpostFigures)[]) {
-      (figures as Record<string, Figure<unknown>>)[key] = skipped(reason);
+      (figures as unknown as Record<string, Figure<unknown>>)[key] = skipped(reason);
     }
     return figures;
   }
@@ -447,13 +444,16 @@ for (const mode of ["rendezvous", "serve"] as const) {
   const o = outpost[mode];
   bulkRows("bulk output head -c /dev/zero", mode, o.zero, peers.sshZero, mode === "rendezvous");
   bulkRows("bulk output cat random file", mode, o.random, peers.sshRandom, false);
-  const stdinBoth = o.stdin.ok && peers.sshStdin.ok;
+  const stdin = o.stdin;
+  const sshStdin = peers.sshStdin;
   rows.push({
     workload: `bulk stdin into cat > /dev/null via ${mode}`,
-    outpost: mibs(o.stdin),
+    outpost: mibs(stdin),
     peer: "ssh",
-    peerFigure: mibs(peers.sshStdin),
-    ratio: stdinBoth ? `${fmt(o.stdin.value.mibPerSec / peers.sshStdin.value.mibPerSec)}x` : "n/a",
+    peerFigure: mibs(sshStdin),
+    ratio: stdin.ok && sshStdin.ok
+      ? `${fmt(stdin.value.mibPerSec / sshStdin.value.mibPerSec)}x`
+      : "n/a",
     target: "",
     met: "",
   });

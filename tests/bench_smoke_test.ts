@@ -1,0 +1,64 @@
+/**
+ * Smoke check of the peer-comparison benchmark: `bench/compare.ts --quick
+ * --no-write` completes within a deadline and prints the results table with
+ * every expected row. No timing is asserted; figures live in bench/RESULTS.md.
+ */
+
+import assert from "node:assert/strict";
+
+const COMPARE = new URL("../bench/compare.ts", import.meta.url).pathname;
+const DEADLINE_MS = 150_000;
+
+/** Every workload row the table must have (by the start of its first cell). */
+const EXPECTED_ROWS = [
+  "bulk output head -c /dev/zero via rendezvous",
+  "bulk output cat random file via rendezvous",
+  "bulk stdin into cat > /dev/null via rendezvous",
+  "1-byte round trip via rendezvous",
+  "start-to-exit of true via rendezvous",
+  "bulk output head -c /dev/zero via serve",
+  "bulk output cat random file via serve",
+  "bulk stdin into cat > /dev/null via serve",
+  "1-byte round trip via serve",
+  "start-to-exit of true via serve",
+  "concurrent streams on one executor socket",
+  "concurrent sessions on serve",
+  "memory per idle stream",
+  "memory per idle session via rendezvous",
+  "memory per idle session via serve",
+];
+
+Deno.test("bench/compare.ts --quick completes and prints the table with every workload row", async () => {
+  const signal = AbortSignal.timeout(DEADLINE_MS);
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", COMPARE, "--quick", "--no-write"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal,
+  }).output();
+  const stdout = new TextDecoder().decode(output.stdout);
+  const stderr = new TextDecoder().decode(output.stderr);
+  assert.ok(!signal.aborted, `compare.ts did not finish within ${DEADLINE_MS} ms:\n${stderr}`);
+  assert.equal(output.code, 0, `compare.ts exited with ${output.code}:\n${stderr}`);
+
+  const lines = stdout.split("\n").filter((line) => line.startsWith("| "));
+  assert.ok(
+    lines[0]?.startsWith(
+      "| Workload | outpost | Peer | Peer figure | outpost/peer | Target | Met |",
+    ),
+    `missing table header in:\n${stdout}`,
+  );
+  const cells = lines.slice(2).map((line) => line.split(" | ").map((cell) => cell.trim()));
+  for (const row of EXPECTED_ROWS) {
+    assert.ok(
+      cells.some((c) => c[0].replace(/^\|\s*/, "").replace(/^\d+ /, "").startsWith(row)),
+      `missing row "${row}" in:\n${stdout}`,
+    );
+  }
+  // Every row has all seven columns and a figure or a stated reason.
+  for (const c of cells) {
+    assert.equal(c.length, 7, `row with ${c.length} columns: ${c.join(" | ")}`);
+    assert.ok(c[1].length > 0, `row without an outpost figure or reason: ${c.join(" | ")}`);
+  }
+});
