@@ -24,6 +24,8 @@ import {
   ruleBreakingFrame,
 } from "./_support/frame_gen.ts";
 import { record } from "./_support/report.ts";
+import { withDeadline } from "./_support/deadline.ts";
+import { RelaySocket, type RelaySocketOptions } from "../lib/relay/relay_socket.ts";
 
 const SOAK = soakMode();
 const SEED = seedFromEnv(0x5eed_f00d);
@@ -186,4 +188,133 @@ Deno.test("decodeFrame takes a frame of exactly the limit and refuses one byte m
     cases: 4,
     result: "at the limit accepted, one past rejected with a clear ProtocolError",
   });
+});
+
+/** A server that wraps every accepted socket in a RelaySocket. */
+function startRelayServer(
+  options: RelaySocketOptions,
+  onSocket: (relay: RelaySocket) => void,
+): { server: Deno.HttpServer<Deno.NetAddr>; url: string } {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    onSocket(RelaySocket.accept(socket, options));
+    return response;
+  });
+  return { server, url: `ws://127.0.0.1:${server.addr.port}/` };
+}
+
+Deno.test("RelaySocket drops and reports every hostile message and keeps delivering valid frames", async () => {
+  const rng = new Prng(SEED ^ 0x1234);
+  const errors: ProtocolError[] = [];
+  let relay!: RelaySocket;
+  const accepted = Promise.withResolvers<void>();
+  const { server, url } = startRelayServer({ onProtocolError: (e) => errors.push(e) }, (r) => {
+    relay = r;
+    accepted.resolve();
+  });
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  await withDeadline(new Promise((resolve) => ws.onopen = resolve), 3000, "open");
+  await withDeadline(accepted.promise, 3000, "accept");
+  // Consume while sending, as a real reader does.
+  const got: Uint8Array[] = [];
+  const consumer = (async () => {
+    for await (const frame of relay) {
+      if (frame.streamId === "end") break;
+      got.push(Uint8Array.from(frame.bytes));
+    }
+  })();
+  const expected: Uint8Array[] = [];
+  let hostile = 0;
+  let texts = 0;
+  const cases = SOAK ? 100_000 : 5_000;
+  for (let i = 0; i < cases; i++) {
+    if (rng.chance(0.02)) {
+      ws.send(rng.chance(0.5) ? '{"jsonrpc":"2.0"}' : "");
+      texts++;
+      continue;
+    }
+    const [, bytes] = hostileBytes(rng);
+    let valid = true;
+    try {
+      decodeFrame(bytes);
+    } catch {
+      valid = false;
+    }
+    if (valid) expected.push(bytes);
+    else hostile++;
+    ws.send(bytes);
+    // Let the server read now and then, as a real sender would under backpressure.
+    if (i % 1000 === 999) await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  // A sentinel marks the end.
+  const sentinel = encodeFrame({
+    version: 1,
+    streamId: "end",
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "heartbeat" },
+  });
+  ws.send(sentinel);
+  await withDeadline(consumer, 60_000, "relay delivery");
+  assert.equal(got.length, expected.length);
+  for (let i = 0; i < got.length; i++) assert.deepEqual(got[i], Uint8Array.from(expected[i]));
+  assert.equal(errors.length, hostile + texts);
+  assert.ok(errors.every((e) => e instanceof ProtocolError && e.message.startsWith("Cannot ")));
+  const closed = new Promise((resolve) => ws.onclose = resolve);
+  await relay.close();
+  await withDeadline(closed, 3000, "client close");
+  await server.shutdown();
+  record({
+    area: "bad input",
+    name:
+      "RelaySocket over a real WebSocket: hostile binary and text messages mixed with valid frames",
+    cases: cases + 1,
+    result:
+      "every invalid message dropped and reported, every valid frame delivered in order, byte-identical",
+    details: { seed: SEED ^ 0x1234, valid: expected.length, invalid: hostile, text: texts },
+  });
+});
+
+Deno.test("RelaySocket refuses a frame one byte over its limit and keeps serving", async () => {
+  const errors: ProtocolError[] = [];
+  let relay!: RelaySocket;
+  const accepted = Promise.withResolvers<void>();
+  const limit = 1024;
+  const { server, url } = startRelayServer(
+    { maxFrameBytes: limit, onProtocolError: (e) => errors.push(e) },
+    (r) => {
+      relay = r;
+      accepted.resolve();
+    },
+  );
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  await withDeadline(new Promise((resolve) => ws.onopen = resolve), 3000, "open");
+  await withDeadline(accepted.promise, 3000, "accept");
+  const frameOf = (n: number, id: string): Uint8Array =>
+    encodeFrame({
+      version: 1,
+      streamId: id,
+      ack: 0,
+      ackBits: 0,
+      body: { kind: "data", seq: 1, segmentIndex: 0, segmentCount: 1, payload: new Uint8Array(n) },
+    });
+  let n = limit - 20;
+  while (frameOf(n + 1, "a").length <= limit) n++;
+  assert.equal(frameOf(n, "a").length, limit);
+  ws.send(frameOf(n + 1, "b")); // one over: dropped
+  ws.send(frameOf(n, "a")); // at the limit: delivered
+  const it = relay[Symbol.asyncIterator]();
+  const first = await withDeadline(it.next(), 3000, "frame");
+  assert.equal(first.value?.streamId, "a");
+  assert.equal(errors.length, 1);
+  assert.match(
+    errors[0].message,
+    new RegExp(`length ${limit + 1} exceeds the ${limit} byte limit`),
+  );
+  const closed = new Promise((resolve) => ws.onclose = resolve);
+  await relay.close();
+  await withDeadline(closed, 3000, "client close");
+  await server.shutdown();
 });
