@@ -1,0 +1,992 @@
+/**
+ * The per-stream endpoint of the relay protocol, as pure logic: sequencing,
+ * acknowledgements, retransmission, duplicate suppression, segmentation,
+ * reassembly, flow control and the legacy (Codex v1) mode. It does no I/O and
+ * reads time only through an injected clock, so it can be driven by a real
+ * socket ({@linkcode StreamMux}) or by a simulated link in tests.
+ *
+ * The owner feeds inbound frames to {@linkcode ReliableStream.receive}, pulls
+ * outbound frames with {@linkcode ReliableStream.poll} when the stream says it
+ * has output, calls {@linkcode ReliableStream.tick} at
+ * {@linkcode ReliableStream.deadline}, and reads whole messages with
+ * {@linkcode ReliableStream.read}. PROTOCOL.md describes the wire behaviour.
+ *
+ * @module
+ */
+
+import { MAX_UINT32, RELAY_FRAME_VERSION } from "../relay/frame_codec.ts";
+import type { DataBody, FrameBody, RelayFrame } from "../relay/frame_codec.ts";
+import { ProtocolError, StreamResetError } from "../errors.ts";
+import {
+  RESET_INBOX_OVERFLOW,
+  RESET_MESSAGE_TOO_LARGE,
+  RESET_PROTOCOL_ERROR,
+  RESET_REORDER_OVERFLOW,
+} from "./reset_reasons.ts";
+
+/**
+ * How a stream numbers and acknowledges its data: `pending` until the first
+ * data frame, `legacy` (Codex v1: seq from 0, no acks) or `reliable`.
+ */
+export type StreamMode = "pending" | "legacy" | "reliable";
+
+/** Default payload bytes per segment (60 KiB, as Codex's record size). */
+export const DEFAULT_SEGMENT_BYTES = 61_440;
+/** Default sender window: unacknowledged segments in flight. */
+export const DEFAULT_WINDOW_SEGMENTS = 32;
+/** Default sender window: unacknowledged payload bytes in flight (2 MiB). */
+export const DEFAULT_WINDOW_BYTES = 2 * 1024 * 1024;
+/** Default bound on whole messages waiting for the consumer. */
+export const DEFAULT_INBOX_MESSAGES = 128;
+/** Default bound on bytes of whole messages waiting for the consumer (8 MiB). */
+export const DEFAULT_INBOX_BYTES = 8 * 1024 * 1024;
+/** Default reorder window: how far past the expected seq a segment may arrive. */
+export const DEFAULT_REORDER_SEGMENTS = 64;
+/** Default bound on bytes of segments held out of order (4 MiB). */
+export const DEFAULT_REORDER_BYTES = 4 * 1024 * 1024;
+/** Default upper bound on one reassembled message (64 MiB, as Codex). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Default upper bound on one legacy-mode message: one frame minus envelope room. */
+export const DEFAULT_LEGACY_MESSAGE_BYTES = 256 * 1024 - 1024;
+/** Default delay before a standalone ack when no data carries it, in ms. */
+export const DEFAULT_ACK_DELAY_MS = 10;
+/** Default count of accepted segments after which a standalone ack goes out at once. */
+export const DEFAULT_ACK_EVERY_SEGMENTS = 4;
+/** Default retransmission timeout before any RTT sample, in ms. */
+export const DEFAULT_RTO_INITIAL_MS = 1_000;
+/** Default floor of the retransmission timeout, in ms. */
+export const DEFAULT_RTO_MIN_MS = 200;
+/** Default cap of the retransmission timeout (also the backoff cap), in ms. */
+export const DEFAULT_RTO_MAX_MS = 5_000;
+/** A segment is resent early once this many later seqs were selectively acked. */
+export const FAST_RETRANSMIT_THRESHOLD = 3;
+
+/** Options for {@linkcode ReliableStream}. All sizes are payload bytes. */
+export interface ReliableStreamOptions {
+  /**
+   * The initial mode: `pending` (the executor side; the first data frame
+   * decides) or `reliable` (the harness side, which opens reliable streams).
+   * @default {"pending"}
+   */
+  mode?: "pending" | "reliable";
+  /**
+   * The clock, in milliseconds (any monotonic origin).
+   * @default {performance.now}
+   */
+  now?: () => number;
+  /** Payload bytes per segment. @default {61440} */
+  segmentBytes?: number;
+  /** Unacknowledged segments in flight. @default {32} */
+  windowSegments?: number;
+  /** Unacknowledged bytes in flight. @default {2097152} */
+  windowBytes?: number;
+  /**
+   * Bytes queued but not yet in flight beyond which a write's acceptance
+   * waits (backpressure on the writer).
+   * @default {windowBytes}
+   */
+  sendBufferBytes?: number;
+  /** Whole messages waiting for the consumer. @default {128} */
+  inboxMessages?: number;
+  /** Bytes of whole messages waiting for the consumer. @default {8388608} */
+  inboxBytes?: number;
+  /** How far ahead of the expected seq a segment may be. @default {64} */
+  reorderSegments?: number;
+  /** Bytes of segments held out of order or for a full inbox. @default {4194304} */
+  reorderBytes?: number;
+  /** Largest reassembled message. @default {67108864} */
+  maxMessageBytes?: number;
+  /** Largest message in legacy (and pending) mode. @default {261120} */
+  legacyMessageBytes?: number;
+  /** Standalone ack delay. @default {10} */
+  ackDelayMs?: number;
+  /** Accepted segments that trigger an immediate standalone ack. @default {4} */
+  ackEverySegments?: number;
+  /** Retransmission timeout before any RTT sample. @default {1000} */
+  rtoInitialMs?: number;
+  /** Retransmission timeout floor. @default {200} */
+  rtoMinMs?: number;
+  /** Retransmission timeout cap. @default {5000} */
+  rtoMaxMs?: number;
+  /** Called when output may be available or {@linkcode ReliableStream.deadline} moved. */
+  onOutput?: () => void;
+  /** Called when a message became readable or the stream ended. */
+  onReadable?: () => void;
+  /** Called once when the stream has ended and has nothing left to send. */
+  onEnd?: () => void;
+}
+
+/** Counters of one stream, for tests, benchmarks and diagnostics. */
+export interface ReliableStreamStats {
+  /** Data frames sent for the first time. */
+  segmentsSent: number;
+  /** Data frames sent again (timeout, fast retransmit or resume). */
+  retransmits: number;
+  /** Of those, sent early because later seqs were acknowledged. */
+  fastRetransmits: number;
+  /** Retransmission timer expiries. */
+  timeouts: number;
+  /** Standalone ack frames sent. */
+  acksSent: number;
+  /** Inbound data frames dropped as duplicates. */
+  duplicatesDropped: number;
+  /** Segments sent and not yet acknowledged. */
+  unackedSegments: number;
+  /** Their payload bytes. */
+  unackedBytes: number;
+  /** Segments held by the receiver (out of order, or waiting for inbox room). */
+  heldSegments: number;
+  /** Their payload bytes. */
+  heldBytes: number;
+  /** Whole messages waiting for the consumer. */
+  inboxMessages: number;
+  /** Their bytes. */
+  inboxBytes: number;
+  /** Current retransmission timeout in ms. */
+  rtoMs: number;
+  /** Smoothed round-trip time in ms, or -1 before any sample. */
+  srttMs: number;
+}
+
+interface Segment {
+  body: DataBody;
+  sentAt: number;
+  retransmitted: boolean;
+  queued: boolean;
+  fastRetransmitted: boolean;
+}
+
+interface Outgoing {
+  bytes: Uint8Array;
+  offset: number;
+  index: number;
+  count: number;
+}
+
+interface Waiter {
+  end: number;
+  done: (error?: Error) => void;
+}
+
+const ACK_BODY: FrameBody = Object.freeze({ kind: "ack" }) as FrameBody;
+const NOOP = (): void => {};
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  const result = value ?? fallback;
+  if (!Number.isSafeInteger(result) || result < 1) {
+    throw new RangeError(`Cannot create stream: ${name} ${result} is not a positive integer`);
+  }
+  return result;
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/**
+ * One endpoint of one virtual stream. Pure logic: no sockets, no timers; time
+ * comes from the injected clock and the owner calls {@linkcode tick} at
+ * {@linkcode deadline}.
+ *
+ * @example Two endpoints joined by hand
+ * ```ts
+ * import { ReliableStream } from "@outpost/exec";
+ * const a = new ReliableStream("s-1", { mode: "reliable" });
+ * const b = new ReliableStream("s-1");
+ * a.write(new TextEncoder().encode("hello"));
+ * for (let frame = a.poll(); frame; frame = a.poll()) b.receive(frame);
+ * console.log(b.mode, new TextDecoder().decode(b.read())); // "reliable" "hello"
+ * a.close(); b.close();
+ * ```
+ */
+export class ReliableStream {
+  /** The stream id (`stream_id` of every frame). */
+  readonly id: string;
+  #mode: StreamMode;
+  #now: () => number;
+  #onOutput: () => void;
+  #onReadable: () => void;
+  #onEnd: () => void;
+  // limits
+  #segmentBytes: number;
+  #windowSegments: number;
+  #windowBytes: number;
+  #sendBufferBytes: number;
+  #inboxLimit: number;
+  #inboxBytesLimit: number;
+  #reorderSegments: number;
+  #reorderBytesLimit: number;
+  #maxMessageBytes: number;
+  #legacyMessageBytes: number;
+  #ackDelayMs: number;
+  #ackEvery: number;
+  #rtoMin: number;
+  #rtoMax: number;
+  // sender
+  #queue: Outgoing[] = [];
+  #queueHead = 0;
+  #waiters: Waiter[] = [];
+  #waitersHead = 0;
+  #enqueuedTotal = 0;
+  #admittedTotal = 0;
+  #nextSeq = 1;
+  #legacySeq = 0;
+  #peerAck = 0;
+  #unacked = new Map<number, Segment>();
+  #unackedBytes = 0;
+  #resend: number[] = [];
+  #resendHead = 0;
+  #srtt = -1;
+  #rttvar = 0;
+  #rtoBase: number;
+  #rto: number;
+  #rtoDeadline = Infinity;
+  #resumePending = false;
+  // receiver
+  #recvNext = 1;
+  #held = new Map<number, DataBody>();
+  #heldBytes = 0;
+  #partial: Uint8Array[] = [];
+  #partialCount = 0;
+  #partialBytes = 0;
+  #inbox: Uint8Array[] = [];
+  #inboxHead = 0;
+  #inboxBytes = 0;
+  #ackDue = false;
+  #ackDeadline = Infinity;
+  #sinceAck = 0;
+  // lifecycle
+  #error: Error | undefined;
+  #resetReason: string | undefined;
+  #resetPending = false;
+  #endNotified = false;
+  #stats = {
+    segmentsSent: 0,
+    retransmits: 0,
+    fastRetransmits: 0,
+    timeouts: 0,
+    acksSent: 0,
+    duplicatesDropped: 0,
+  };
+
+  /**
+   * Creates an endpoint.
+   *
+   * @param id The stream id.
+   * @param options Mode, clock, limits and hooks.
+   * @throws {RangeError} If a limit is not a positive integer.
+   */
+  constructor(id: string, options: ReliableStreamOptions = {}) {
+    this.id = id;
+    this.#mode = options.mode ?? "pending";
+    this.#now = options.now ?? (() => performance.now());
+    this.#onOutput = options.onOutput ?? NOOP;
+    this.#onReadable = options.onReadable ?? NOOP;
+    this.#onEnd = options.onEnd ?? NOOP;
+    this.#segmentBytes = positive("segmentBytes", options.segmentBytes, DEFAULT_SEGMENT_BYTES);
+    this.#windowSegments = positive(
+      "windowSegments",
+      options.windowSegments,
+      DEFAULT_WINDOW_SEGMENTS,
+    );
+    this.#windowBytes = positive("windowBytes", options.windowBytes, DEFAULT_WINDOW_BYTES);
+    this.#sendBufferBytes = positive(
+      "sendBufferBytes",
+      options.sendBufferBytes,
+      this.#windowBytes,
+    );
+    this.#inboxLimit = positive("inboxMessages", options.inboxMessages, DEFAULT_INBOX_MESSAGES);
+    this.#inboxBytesLimit = positive("inboxBytes", options.inboxBytes, DEFAULT_INBOX_BYTES);
+    this.#reorderSegments = positive(
+      "reorderSegments",
+      options.reorderSegments,
+      DEFAULT_REORDER_SEGMENTS,
+    );
+    this.#reorderBytesLimit = positive(
+      "reorderBytes",
+      options.reorderBytes,
+      DEFAULT_REORDER_BYTES,
+    );
+    this.#maxMessageBytes = positive(
+      "maxMessageBytes",
+      options.maxMessageBytes,
+      DEFAULT_MAX_MESSAGE_BYTES,
+    );
+    this.#legacyMessageBytes = positive(
+      "legacyMessageBytes",
+      options.legacyMessageBytes,
+      DEFAULT_LEGACY_MESSAGE_BYTES,
+    );
+    this.#ackDelayMs = Math.max(0, options.ackDelayMs ?? DEFAULT_ACK_DELAY_MS);
+    this.#ackEvery = positive(
+      "ackEverySegments",
+      options.ackEverySegments,
+      DEFAULT_ACK_EVERY_SEGMENTS,
+    );
+    this.#rtoMin = positive("rtoMinMs", options.rtoMinMs, DEFAULT_RTO_MIN_MS);
+    this.#rtoMax = Math.max(
+      this.#rtoMin,
+      positive("rtoMaxMs", options.rtoMaxMs, DEFAULT_RTO_MAX_MS),
+    );
+    this.#rtoBase = Math.min(
+      this.#rtoMax,
+      Math.max(
+        this.#rtoMin,
+        positive("rtoInitialMs", options.rtoInitialMs, DEFAULT_RTO_INITIAL_MS),
+      ),
+    );
+    this.#rto = this.#rtoBase;
+  }
+
+  /** The stream's mode; `pending` until the first data frame on the executor side. */
+  get mode(): StreamMode {
+    return this.#mode;
+  }
+
+  /** Whether the stream has ended (reset by either side, closed, or failed). */
+  get ended(): boolean {
+    return this.#error !== undefined;
+  }
+
+  /** Why the stream ended, or `undefined` while it is open. */
+  get error(): Error | undefined {
+    return this.#error;
+  }
+
+  /** The reset reason sent or received, or `undefined`. */
+  get resetReason(): string | undefined {
+    return this.#resetReason;
+  }
+
+  /** Whether all written messages were sent and (in reliable mode) acknowledged. */
+  get flushed(): boolean {
+    return this.#queueHead === this.#queue.length && this.#unacked.size === 0;
+  }
+
+  /** Whether the consumer has a whole message to {@linkcode read}. */
+  get readable(): boolean {
+    return this.#inboxHead < this.#inbox.length;
+  }
+
+  /** The next time {@linkcode tick} must run (clock units), or `Infinity`. */
+  get deadline(): number {
+    if (this.#error !== undefined) return Infinity;
+    return this.#ackDeadline < this.#rtoDeadline ? this.#ackDeadline : this.#rtoDeadline;
+  }
+
+  /** A snapshot of the stream's counters. */
+  get stats(): ReliableStreamStats {
+    return {
+      ...this.#stats,
+      unackedSegments: this.#unacked.size,
+      unackedBytes: this.#unackedBytes,
+      heldSegments: this.#held.size,
+      heldBytes: this.#heldBytes,
+      inboxMessages: this.#inbox.length - this.#inboxHead,
+      inboxBytes: this.#inboxBytes,
+      rtoMs: this.#rto,
+      srttMs: this.#srtt,
+    };
+  }
+
+  /** Whether {@linkcode poll} may return a frame now. */
+  get hasOutput(): boolean {
+    if (this.#error !== undefined) return this.#resetPending;
+    if (this.#resumePending || this.#resendHead < this.#resend.length) return true;
+    if (this.#mode === "legacy") return this.#queueHead < this.#queue.length;
+    if (this.#mode !== "reliable") return false;
+    return this.#ackDue || (this.#queueHead < this.#queue.length && this.#windowOpen());
+  }
+
+  /**
+   * Queues one whole message. `done` is called (once) when the message is
+   * accepted: when the bytes queued ahead of its end fit the send buffer, or
+   * with an error if the stream ends first.
+   *
+   * @param message The message bytes (not copied; do not modify them afterwards).
+   * @param done Acceptance callback; receives an error if the stream ended.
+   * @throws {RangeError} If the message is empty, or too large for the mode.
+   */
+  write(message: Uint8Array, done: (error?: Error) => void = NOOP): void {
+    if (this.#error !== undefined) {
+      done(this.#error);
+      return;
+    }
+    if (message.length === 0) {
+      throw new RangeError("Cannot send message: it is empty");
+    }
+    if (this.#mode !== "reliable" && message.length > this.#legacyMessageBytes) {
+      throw new RangeError(
+        `Cannot send message: ${message.length} bytes exceeds the ${this.#legacyMessageBytes} byte limit of a ${this.#mode} stream`,
+      );
+    }
+    if (this.#mode === "reliable" && message.length > this.#maxMessageBytes) {
+      throw new RangeError(
+        `Cannot send message: ${message.length} bytes exceeds the ${this.#maxMessageBytes} byte limit`,
+      );
+    }
+    const count = this.#mode === "reliable" ? Math.ceil(message.length / this.#segmentBytes) : 1;
+    this.#queue.push({ bytes: message, offset: 0, index: 0, count });
+    this.#enqueuedTotal += message.length;
+    this.#waiters.push({ end: this.#enqueuedTotal, done });
+    this.#settleWaiters();
+    this.#onOutput();
+  }
+
+  /**
+   * Takes the next whole message from the inbox, making room (and possibly
+   * acknowledging held segments).
+   *
+   * @returns The message, or `undefined` when the inbox is empty.
+   */
+  read(): Uint8Array | undefined {
+    if (this.#inboxHead >= this.#inbox.length) return undefined;
+    const message = this.#inbox[this.#inboxHead];
+    this.#inbox[this.#inboxHead++] = undefined as unknown as Uint8Array;
+    if (this.#inboxHead === this.#inbox.length) {
+      this.#inbox.length = 0;
+      this.#inboxHead = 0;
+    } else if (this.#inboxHead > 64 && this.#inboxHead * 2 > this.#inbox.length) {
+      this.#inbox = this.#inbox.slice(this.#inboxHead);
+      this.#inboxHead = 0;
+    }
+    this.#inboxBytes -= message.length;
+    if (this.#error === undefined && this.#held.has(this.#recvNext)) {
+      // The consumer made room: accept held segments and open the sender's window.
+      if (this.#drain()) this.#ackNow();
+    }
+    return message;
+  }
+
+  /**
+   * Processes one inbound frame of this stream. Never throws: a frame that
+   * breaks the protocol ends the stream and queues a reset for the peer.
+   *
+   * @param frame The frame (its `streamId` is not checked here).
+   */
+  receive(frame: RelayFrame): void {
+    if (this.#error !== undefined) return;
+    const body = frame.body;
+    switch (body.kind) {
+      case "data":
+        if (this.#mode === "pending") {
+          this.#mode = body.seq === 0 ? "legacy" : "reliable";
+          if (this.#queueHead < this.#queue.length) this.#restartQueueForMode();
+          this.#onOutput();
+        }
+        if (this.#mode === "legacy") {
+          this.#receiveLegacy(body);
+          return;
+        }
+        if (!this.#receiveAck(frame)) return;
+        this.#receiveData(body);
+        return;
+      case "ack":
+        if (this.#mode === "reliable") this.#receiveAck(frame);
+        return;
+      case "resume":
+        if (this.#mode !== "reliable" || body.nextSeq === 0) return;
+        if (body.nextSeq < this.#recvNext) {
+          this.#protocolError(
+            `resume next_seq ${body.nextSeq} is behind the ${this.#recvNext - 1} segments received`,
+          );
+          return;
+        }
+        if (!this.#receiveAck(frame)) return;
+        this.#resendAll();
+        this.#ackNow();
+        return;
+      case "reset":
+        this.#resetReason = body.reason;
+        this.#finish(new StreamResetError(body.reason), false);
+        return;
+      default:
+        return; // heartbeat and handshake are ignored
+    }
+  }
+
+  /**
+   * Returns the next frame to send, or `undefined`. Priority: reset, resume,
+   * retransmissions, new segments (within the window), standalone ack. Every
+   * frame carries the current ack state.
+   *
+   * @returns A frame for the socket writer.
+   */
+  poll(): RelayFrame | undefined {
+    if (this.#error !== undefined) {
+      if (!this.#resetPending) return undefined;
+      this.#resetPending = false;
+      const frame = this.#frame({ kind: "reset", reason: this.#resetReason! });
+      this.#notifyEnd();
+      return frame;
+    }
+    if (this.#mode === "pending") return undefined;
+    if (this.#mode === "legacy") return this.#pollLegacy();
+    if (this.#resumePending) {
+      this.#resumePending = false;
+      return this.#frame({ kind: "resume", nextSeq: this.#nextSeq });
+    }
+    while (this.#resendHead < this.#resend.length) {
+      const seq = this.#resend[this.#resendHead++];
+      if (this.#resendHead === this.#resend.length) {
+        this.#resend.length = 0;
+        this.#resendHead = 0;
+      }
+      const segment = this.#unacked.get(seq);
+      if (segment === undefined || !segment.queued) continue;
+      segment.queued = false;
+      segment.retransmitted = true;
+      segment.sentAt = this.#now();
+      this.#stats.retransmits++;
+      if (this.#rtoDeadline === Infinity) this.#rtoDeadline = segment.sentAt + this.#rto;
+      return this.#frame(segment.body);
+    }
+    if (this.#queueHead < this.#queue.length && this.#windowOpen()) {
+      if (this.#nextSeq > MAX_UINT32) {
+        this.#protocolError("the sequence space is exhausted");
+        return this.poll();
+      }
+      const out = this.#queue[this.#queueHead];
+      const length = Math.min(this.#segmentBytes, out.bytes.length - out.offset);
+      const payload = out.offset === 0 && length === out.bytes.length
+        ? out.bytes
+        : out.bytes.subarray(out.offset, out.offset + length);
+      const body: DataBody = {
+        kind: "data",
+        seq: this.#nextSeq++,
+        segmentIndex: out.index++,
+        segmentCount: out.count,
+        payload,
+      };
+      out.offset += length;
+      if (out.offset === out.bytes.length) this.#shiftQueue();
+      const now = this.#now();
+      this.#unacked.set(body.seq, {
+        body,
+        sentAt: now,
+        retransmitted: false,
+        queued: false,
+        fastRetransmitted: false,
+      });
+      this.#unackedBytes += length;
+      this.#admittedTotal += length;
+      this.#stats.segmentsSent++;
+      if (this.#rtoDeadline === Infinity) this.#rtoDeadline = now + this.#rto;
+      this.#settleWaiters();
+      return this.#frame(body);
+    }
+    if (this.#ackDue) {
+      this.#stats.acksSent++;
+      return this.#frame(ACK_BODY);
+    }
+    return undefined;
+  }
+
+  /** Runs due timers: the delayed ack and the retransmission timeout. */
+  tick(): void {
+    if (this.#error !== undefined) return;
+    const now = this.#now();
+    let output = false;
+    if (now >= this.#ackDeadline) {
+      this.#ackDeadline = Infinity;
+      this.#ackDue = true;
+      output = true;
+    }
+    if (now >= this.#rtoDeadline) {
+      this.#rtoDeadline = Infinity;
+      if (this.#unacked.size > 0) {
+        this.#stats.timeouts++;
+        let first = true;
+        for (const [seq, segment] of this.#unacked) {
+          if (first || segment.sentAt + this.#rto <= now) this.#queueResend(seq, segment);
+          first = false;
+        }
+        this.#rto = Math.min(this.#rto * 2, this.#rtoMax);
+        this.#rtoDeadline = now + this.#rto;
+        output = true;
+      }
+    }
+    if (output) this.#onOutput();
+  }
+
+  /**
+   * Prepares the stream for a new physical socket: a reliable stream queues
+   * `resume{next_seq}` and the resend of everything unacknowledged.
+   */
+  resume(): void {
+    if (this.#error !== undefined || this.#mode !== "reliable") return;
+    this.#resumePending = true;
+    this.#resendAll();
+    this.#rto = this.#rtoBase;
+    this.#rtoDeadline = Infinity;
+    this.#onOutput();
+  }
+
+  /**
+   * Resets the stream: queues `reset{reason}` for the peer and ends it
+   * locally; pending and later writes fail with a `StreamResetError`, reads
+   * fail once the inbox is drained. Idempotent.
+   *
+   * @param reason The reset reason (see `reset_reasons.ts`).
+   */
+  reset(reason: string): void {
+    if (this.#error !== undefined) return;
+    this.#resetReason = reason;
+    this.#finish(new StreamResetError(reason), true);
+  }
+
+  /**
+   * Ends the stream locally without telling the peer (the socket is gone),
+   * failing pending operations with `error`. Idempotent.
+   *
+   * @param error What pending and later operations fail with.
+   */
+  fail(error: Error): void {
+    if (this.#error !== undefined) return;
+    this.#finish(error, false);
+  }
+
+  /** Releases everything; the same as `fail` with a generic error. Idempotent. */
+  close(): void {
+    this.fail(new StreamResetError("shutdown"));
+  }
+
+  // ---- internals ----
+
+  #frame(body: FrameBody): RelayFrame {
+    let ack = 0;
+    let ackBits = 0;
+    if (this.#mode === "reliable") {
+      ack = this.#recvNext - 1;
+      ackBits = this.#ackBits();
+      this.#ackDue = false;
+      this.#ackDeadline = Infinity;
+      this.#sinceAck = 0;
+    }
+    return { version: RELAY_FRAME_VERSION, streamId: this.id, ack, ackBits, body };
+  }
+
+  #ackBits(): number {
+    if (this.#held.size === 0 || this.#held.has(this.#recvNext)) return 0;
+    let bits = 0;
+    for (const seq of this.#held.keys()) {
+      const bit = seq - this.#recvNext;
+      if (bit < 32) bits |= 1 << bit;
+    }
+    return bits >>> 0;
+  }
+
+  #pollLegacy(): RelayFrame | undefined {
+    if (this.#queueHead >= this.#queue.length) return undefined;
+    const out = this.#queue[this.#queueHead];
+    this.#shiftQueue();
+    const seq = this.#legacySeq;
+    this.#legacySeq = (this.#legacySeq + 1) >>> 0;
+    this.#admittedTotal += out.bytes.length;
+    this.#stats.segmentsSent++;
+    this.#settleWaiters();
+    return this.#frame({
+      kind: "data",
+      seq,
+      segmentIndex: 0,
+      segmentCount: 1,
+      payload: out.bytes,
+    });
+  }
+
+  #shiftQueue(): void {
+    this.#queue[this.#queueHead++] = undefined as unknown as Outgoing;
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue.length = 0;
+      this.#queueHead = 0;
+    }
+  }
+
+  /** Messages queued while pending get segment counts for the decided mode. */
+  #restartQueueForMode(): void {
+    for (let i = this.#queueHead; i < this.#queue.length; i++) {
+      const out = this.#queue[i];
+      out.count = this.#mode === "reliable" ? Math.ceil(out.bytes.length / this.#segmentBytes) : 1;
+    }
+  }
+
+  #windowOpen(): boolean {
+    if (this.#nextSeq - 1 - this.#peerAck >= this.#windowSegments) return false;
+    if (this.#unackedBytes === 0) return true;
+    const out = this.#queue[this.#queueHead];
+    const next = Math.min(this.#segmentBytes, out.bytes.length - out.offset);
+    return this.#unackedBytes + next <= this.#windowBytes;
+  }
+
+  #settleWaiters(): void {
+    while (this.#waitersHead < this.#waiters.length) {
+      const waiter = this.#waiters[this.#waitersHead];
+      if (waiter.end - this.#admittedTotal > this.#sendBufferBytes) break;
+      this.#waiters[this.#waitersHead++] = undefined as unknown as Waiter;
+      waiter.done();
+    }
+    if (this.#waitersHead === this.#waiters.length) {
+      this.#waiters.length = 0;
+      this.#waitersHead = 0;
+    }
+  }
+
+  #receiveLegacy(body: DataBody): void {
+    if (body.segmentCount !== 1) {
+      this.#protocolError(`legacy data has segment_count ${body.segmentCount}`);
+      return;
+    }
+    if (this.#inbox.length - this.#inboxHead >= this.#inboxLimit) {
+      this.reset(RESET_INBOX_OVERFLOW);
+      return;
+    }
+    this.#deliver(body.payload);
+  }
+
+  /** Validates and applies the frame's ack fields; false if the stream ended. */
+  #receiveAck(frame: RelayFrame): boolean {
+    const ack = frame.ack;
+    const bits = frame.ackBits >>> 0;
+    if (ack === this.#peerAck && bits === 0) return true;
+    const highest = this.#nextSeq - 1;
+    if (ack > highest) {
+      this.#protocolError(`ack ${ack} is past the highest sent seq ${highest}`);
+      return false;
+    }
+    if (bits & 1) {
+      this.#protocolError("ack_bits has bit 0 set");
+      return false;
+    }
+    const top = bits === 0 ? 0 : ack + 1 + (31 - Math.clz32(bits));
+    if (top > highest) {
+      this.#protocolError(`ack_bits acknowledge seq ${top} past the highest sent seq ${highest}`);
+      return false;
+    }
+    const now = this.#now();
+    let sample = -1;
+    let freed = false;
+    if (ack > this.#peerAck) {
+      for (let seq = this.#peerAck + 1; seq <= ack; seq++) {
+        const segment = this.#unacked.get(seq);
+        if (segment === undefined) continue;
+        if (!segment.retransmitted) sample = now - segment.sentAt;
+        this.#free(seq, segment);
+        freed = true;
+      }
+      this.#peerAck = ack;
+    }
+    if (bits !== 0) {
+      for (let rest = bits >>> 1, seq = ack + 2; rest !== 0; rest >>>= 1, seq++) {
+        if ((rest & 1) === 0) continue;
+        const segment = this.#unacked.get(seq);
+        if (segment === undefined) continue;
+        if (!segment.retransmitted) sample = now - segment.sentAt;
+        this.#free(seq, segment);
+        freed = true;
+      }
+      // Fast retransmit: a segment with enough later seqs acknowledged is lost.
+      for (const [seq, segment] of this.#unacked) {
+        if (seq + FAST_RETRANSMIT_THRESHOLD > top) break;
+        if (!segment.fastRetransmitted && !segment.queued) {
+          segment.fastRetransmitted = true;
+          this.#stats.fastRetransmits++;
+          this.#queueResend(seq, segment);
+        }
+      }
+    }
+    if (freed) {
+      if (sample >= 0) this.#sampleRtt(sample);
+      this.#rto = this.#rtoBase;
+      this.#rtoDeadline = this.#unacked.size > 0 ? now + this.#rto : Infinity;
+      this.#onOutput();
+    }
+    return true;
+  }
+
+  #free(seq: number, segment: Segment): void {
+    this.#unacked.delete(seq);
+    this.#unackedBytes -= segment.body.payload.length;
+    segment.queued = false;
+  }
+
+  #sampleRtt(rtt: number): void {
+    if (this.#srtt < 0) {
+      this.#srtt = rtt;
+      this.#rttvar = rtt / 2;
+    } else {
+      this.#rttvar = 0.75 * this.#rttvar + 0.25 * Math.abs(this.#srtt - rtt);
+      this.#srtt = 0.875 * this.#srtt + 0.125 * rtt;
+    }
+    const rto = this.#srtt + Math.max(1, 4 * this.#rttvar);
+    this.#rtoBase = Math.min(this.#rtoMax, Math.max(this.#rtoMin, rto));
+  }
+
+  #queueResend(seq: number, segment: Segment): void {
+    if (segment.queued) return;
+    segment.queued = true;
+    this.#resend.push(seq);
+  }
+
+  #resendAll(): void {
+    for (const [seq, segment] of this.#unacked) this.#queueResend(seq, segment);
+    if (this.#unacked.size > 0) this.#onOutput();
+  }
+
+  #receiveData(body: DataBody): void {
+    const seq = body.seq;
+    if (seq === 0) {
+      this.#protocolError("data seq 0 on a reliable stream");
+      return;
+    }
+    if (seq < this.#recvNext || this.#held.has(seq)) {
+      this.#stats.duplicatesDropped++;
+      this.#ackNow();
+      return;
+    }
+    if (seq - this.#recvNext >= this.#reorderSegments) {
+      this.reset(RESET_REORDER_OVERFLOW);
+      return;
+    }
+    if (body.segmentIndex >= seq) {
+      this.#protocolError(`segment_index ${body.segmentIndex} is not below seq ${seq}`);
+      return;
+    }
+    const length = body.payload.length;
+    if (this.#heldBytes + length > this.#reorderBytesLimit) {
+      this.reset(RESET_REORDER_OVERFLOW);
+      return;
+    }
+    this.#held.set(seq, body);
+    this.#heldBytes += length;
+    if (seq !== this.#recvNext) {
+      this.#ackNow(); // out of order: tell the sender at once
+      return;
+    }
+    if (!this.#drain()) return;
+    if (this.#error !== undefined) return;
+    if (this.#sinceAck >= this.#ackEvery) {
+      this.#ackNow();
+    } else if (!this.#ackDue && this.#ackDeadline === Infinity) {
+      this.#ackDeadline = this.#now() + this.#ackDelayMs;
+      this.#onOutput();
+    }
+  }
+
+  /** Accepts held segments in order while the inbox has room; true if any was. */
+  #drain(): boolean {
+    let progressed = false;
+    while (this.#error === undefined) {
+      const body = this.#held.get(this.#recvNext);
+      if (body === undefined) break;
+      if (
+        this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
+        this.#inboxBytes >= this.#inboxBytesLimit
+      ) break;
+      this.#held.delete(this.#recvNext);
+      this.#heldBytes -= body.payload.length;
+      this.#recvNext++;
+      this.#sinceAck++;
+      progressed = true;
+      this.#accept(body);
+    }
+    return progressed;
+  }
+
+  #accept(body: DataBody): void {
+    if (this.#partialCount === 0) {
+      if (body.segmentIndex !== 0) {
+        this.#protocolError(`segment_index ${body.segmentIndex} starts a message`);
+        return;
+      }
+      if (body.segmentCount === 1) {
+        this.#deliver(body.payload);
+        return;
+      }
+      this.#partialCount = body.segmentCount;
+    } else if (
+      body.segmentCount !== this.#partialCount || body.segmentIndex !== this.#partial.length
+    ) {
+      this.#protocolError(
+        `segment ${body.segmentIndex}/${body.segmentCount} does not continue segment ${
+          this.#partial.length - 1
+        }/${this.#partialCount}`,
+      );
+      return;
+    }
+    this.#partial.push(body.payload);
+    this.#partialBytes += body.payload.length;
+    if (this.#partialBytes > this.#maxMessageBytes) {
+      this.reset(RESET_MESSAGE_TOO_LARGE);
+      return;
+    }
+    if (this.#partial.length === this.#partialCount) {
+      const message = concat(this.#partial, this.#partialBytes);
+      this.#partial = [];
+      this.#partialCount = 0;
+      this.#partialBytes = 0;
+      this.#deliver(message);
+    }
+  }
+
+  #deliver(message: Uint8Array): void {
+    this.#inbox.push(message);
+    this.#inboxBytes += message.length;
+    this.#onReadable();
+  }
+
+  #ackNow(): void {
+    if (this.#mode !== "reliable") return;
+    this.#ackDeadline = Infinity;
+    if (!this.#ackDue) {
+      this.#ackDue = true;
+      this.#onOutput();
+    }
+  }
+
+  #protocolError(detail: string): void {
+    if (this.#error !== undefined) return;
+    this.#resetReason = RESET_PROTOCOL_ERROR;
+    const cause = new ProtocolError(`Cannot accept frame on stream ${this.id}: ${detail}`);
+    this.#finish(new StreamResetError(RESET_PROTOCOL_ERROR, { cause }), true);
+  }
+
+  #finish(error: Error, sendReset: boolean): void {
+    this.#error = error;
+    this.#resetPending = sendReset;
+    this.#resumePending = false;
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#unacked.clear();
+    this.#unackedBytes = 0;
+    this.#resend = [];
+    this.#resendHead = 0;
+    this.#held.clear();
+    this.#heldBytes = 0;
+    this.#partial = [];
+    this.#partialCount = 0;
+    this.#partialBytes = 0;
+    this.#ackDue = false;
+    this.#ackDeadline = Infinity;
+    this.#rtoDeadline = Infinity;
+    const waiters = this.#waiters;
+    const head = this.#waitersHead;
+    this.#waiters = [];
+    this.#waitersHead = 0;
+    for (let i = head; i < waiters.length; i++) waiters[i].done(error);
+    this.#onReadable();
+    if (sendReset) this.#onOutput();
+    else this.#notifyEnd();
+  }
+
+  #notifyEnd(): void {
+    if (this.#endNotified) return;
+    this.#endNotified = true;
+    this.#onEnd();
+  }
+}
