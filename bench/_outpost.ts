@@ -1,38 +1,440 @@
 /**
- * The outpost workloads (placeholder until the library lands).
+ * The outpost workloads of the peer comparison.
+ *
+ * The servers run as child processes built from the library entry points
+ * (`serveRendezvous`, `runExecutor`, `serveLocal`, each with an `Executor`),
+ * so their memory can be read from /proc and after a forced GC; the harness
+ * (client) runs in the benchmark process over an open connection, which is
+ * what "over an open connection" in the targets means.
+ *
+ * - rendezvous mode: harness -> rendezvous -> executor (three processes, two
+ *   WebSocket hops, reliable mux streams on both relay sockets);
+ * - serve mode: harness -> `serveLocal` (two processes, one WebSocket per
+ *   session, one JSON-RPC message per text message).
+ *
+ * Run as a script it is one of those servers:
+ * `deno run -A --v8-flags=--expose-gc bench/_outpost.ts host-rendezvous|host-executor URL ID|host-serve`
+ * (token in `OUTPOST_BENCH_TOKEN`). Each prints `READY {json}`, then answers
+ * `mem` lines on stdin with `MEM {"rss":N,"heap":N}` after a full GC.
  *
  * @module
  */
-import type { Latency, Throughput } from "./_util.ts";
+
+import { connect, Connection } from "../lib/client/connect.ts";
+import { RemoteCommand } from "../lib/client/remote_command.ts";
+import { StreamMux } from "../lib/mux/stream_mux.ts";
+import { RelaySocket } from "../lib/relay/relay_socket.ts";
+import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
+import {
+  type AnnouncedChild,
+  drainCounting,
+  type Latency,
+  spawnAnnounced,
+  summarize,
+  type Throughput,
+  throughput,
+  withDeadline,
+} from "./_util.ts";
 
 /** How the harness reaches the executor. */
 export type OutpostMode = "rendezvous" | "serve";
 
-/** Memory figure. */
+/** Memory cost of idle items, measured in the executor process. */
 export interface MemoryFigure {
+  /** Items opened. */
   n: number;
+  /** RSS growth per item, bytes. */
   rssPerItem: number;
+  /** V8 heap (used + external) growth per item after a full GC, bytes. */
   heapPerItem: number;
+}
+
+/** Result of the concurrent streams workload. */
+export interface ConcurrentFigure {
+  /** Streams (or sessions) opened. */
+  streams: number;
+  /** Streams whose command failed or printed the wrong thing. */
+  errors: number;
+  /** Wall time for all of them, ms. */
+  ms: number;
+  /** The first error, for the log. */
+  firstError?: string;
 }
 
 /** A running outpost deployment to measure. */
 export interface OutpostTarget {
+  /** Runs `sh -c command` and counts its stdout. */
   bulkOutput(command: string): Promise<Throughput>;
+  /** Runs `sh -c command` with `data` written to its stdin. */
   bulkStdin(command: string, data: Uint8Array): Promise<Throughput>;
+  /** One byte to a remote `cat` and back, `count` times. */
   roundTrip(count: number): Promise<Latency>;
+  /** Start-to-exit of `true`, `count` times. */
   startToExit(count: number): Promise<Latency>;
-  concurrentStreams(n: number): Promise<{ streams: number; errors: number; ms: number }>;
+  /** `n` sessions at once, each running `sh -c "echo hi"`. */
+  concurrentStreams(n: number): Promise<ConcurrentFigure>;
+  /** Executor memory per idle stream (rendezvous only). */
   idleStreamMemory(n: number): Promise<MemoryFigure>;
+  /** Executor memory per idle initialized session. */
   idleSessionMemory(n: number): Promise<MemoryFigure>;
+  /** Stops everything this target started. */
   close(): Promise<void>;
 }
 
+const SELF = new URL(import.meta.url).pathname;
+const EXECUTOR_ID = "bench-executor";
+const WRITE_SLICE = 65536;
+const IDLE_SETTLE_MS = 1000;
+
+type Mem = { rss: number; heap: number };
+
+async function readMem(host: AnnouncedChild<unknown>): Promise<Mem> {
+  const line = await host.request("mem", "MEM ");
+  return JSON.parse(line.slice(4)) as Mem;
+}
+
+function hostArgs(...rest: string[]): string[] {
+  return ["run", "-A", "--v8-flags=--expose-gc", SELF, ...rest];
+}
+
 /**
- * Starts outpost in a mode.
+ * Starts outpost in a mode: the server processes and one open client connection.
  *
- * @param mode rendezvous or serve.
- * @returns The target.
+ * @param mode `rendezvous` or `serve`.
+ * @returns The target to measure.
+ * @throws Error when a server does not come up or the client cannot connect.
  */
-export function startOutpost(mode: OutpostMode): Promise<OutpostTarget> {
-  return Promise.reject(new Error(`outpost ${mode} is not built yet`));
+export async function startOutpost(mode: OutpostMode): Promise<OutpostTarget> {
+  const token = crypto.randomUUID().replaceAll("-", "");
+  const env = { OUTPOST_BENCH_TOKEN: token };
+  const children: AnnouncedChild<unknown>[] = [];
+  const stopAll = async (): Promise<void> => {
+    for (const child of children.reverse()) await child.stop();
+  };
+  try {
+    let url: string;
+    let executorHost: AnnouncedChild<unknown>;
+    let open: () => Promise<Connection>;
+    let openMany: (n: number) => Promise<{ conns: Connection[]; close: () => Promise<void> }>;
+    if (mode === "rendezvous") {
+      const rz = await spawnAnnounced<{ url: string }>(
+        Deno.execPath(),
+        hostArgs("host-rendezvous"),
+        {
+          env,
+        },
+      );
+      children.push(rz);
+      url = rz.info.url;
+      executorHost = await spawnAnnounced(
+        Deno.execPath(),
+        hostArgs("host-executor", url, EXECUTOR_ID),
+        { env, stdin: true },
+      );
+      children.push(executorHost);
+      open = () => connect(url, { executorId: EXECUTOR_ID, token, clientName: "bench" });
+      openMany = (n) => openStreamsOnOneSocket(url, token, n);
+    } else {
+      const sv = await spawnAnnounced<{ url: string }>(Deno.execPath(), hostArgs("host-serve"), {
+        env,
+        stdin: true,
+      });
+      children.push(sv);
+      url = sv.info.url;
+      executorHost = sv;
+      open = () => connect(url, { clientName: "bench" });
+      openMany = async (n) => {
+        const settled = await Promise.allSettled(Array.from({ length: n }, () => open()));
+        const conns = settled.flatMap((s) => s.status === "fulfilled" ? [s.value] : []);
+        const failed = settled.find((s) => s.status === "rejected");
+        if (failed) {
+          await Promise.allSettled(conns.map((c) => c.close()));
+          throw (failed as PromiseRejectedResult).reason;
+        }
+        return {
+          conns,
+          close: async () => void await Promise.allSettled(conns.map((c) => c.close())),
+        };
+      };
+    }
+    const conn = await open();
+    return makeTarget(mode, conn, executorHost, url, token, openMany, async () => {
+      await conn.close();
+      await stopAll();
+    });
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+}
+
+/**
+ * Opens `n` initialized sessions as `n` reliable streams of one harness relay socket.
+ */
+async function openStreamsOnOneSocket(
+  url: string,
+  token: string,
+  n: number,
+): Promise<{ conns: Connection[]; close: () => Promise<void> }> {
+  const harness = `${
+    url.replace(/^http/, "ws").replace(/\/+$/, "")
+  }/harness/${EXECUTOR_ID}?role=harness`;
+  const socket = await RelaySocket.connect(harness, { token });
+  const mux = new StreamMux({ role: "harness" });
+  mux.attach(socket);
+  const conns = Array.from({ length: n }, () => {
+    const stream = mux.open();
+    return new Connection(harness, "rendezvous", (onNotification) => ({
+      peer: new JsonRpcPeer(stream, { onNotification }),
+      channel: stream,
+      stop: async () => {},
+    }));
+  });
+  const close = async (): Promise<void> => {
+    await Promise.allSettled(conns.map((c) => c.close()));
+    await mux.close();
+    await socket.close("client_close");
+  };
+  const settled = await Promise.allSettled(
+    conns.map((c) => c.initialize("bench", { timeoutMs: 60_000 })),
+  );
+  const failed = settled.find((s) => s.status === "rejected");
+  if (failed) {
+    await close();
+    throw (failed as PromiseRejectedResult).reason;
+  }
+  return { conns, close };
+}
+
+function makeTarget(
+  mode: OutpostMode,
+  conn: Connection,
+  executorHost: AnnouncedChild<unknown>,
+  url: string,
+  token: string,
+  openMany: (n: number) => Promise<{ conns: Connection[]; close: () => Promise<void> }>,
+  close: () => Promise<void>,
+): OutpostTarget {
+  const sh = (command: string, options: ConstructorParameters<typeof RemoteCommand>[2] = {}) =>
+    new RemoteCommand(conn, "sh", { args: ["-c", command], ...options });
+
+  async function idleMemory(
+    n: number,
+    open: () => Promise<() => Promise<void>>,
+  ): Promise<MemoryFigure> {
+    const before = await readMem(executorHost);
+    const release = await open();
+    try {
+      // Let the executor finish setting up what the last frames asked for.
+      await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+      const after = await readMem(executorHost);
+      return {
+        n,
+        rssPerItem: (after.rss - before.rss) / n,
+        heapPerItem: (after.heap - before.heap) / n,
+      };
+    } finally {
+      await release();
+    }
+  }
+
+  return {
+    async bulkOutput(command) {
+      const child = sh(command, { stdout: "piped", stderr: "null" }).spawn();
+      const r = await drainCounting(child.stdout);
+      const status = await child.status;
+      if (!status.success) throw new Error(`${command} exited with ${status.code}`);
+      return throughput(r.bytes, r.lastAt - r.firstAt);
+    },
+
+    async bulkStdin(command, data) {
+      const t0 = performance.now();
+      const child = sh(command, { stdin: "piped", stdout: "null", stderr: "null" }).spawn();
+      const writer = child.stdin.getWriter();
+      for (let off = 0; off < data.byteLength; off += WRITE_SLICE) {
+        await writer.write(data.subarray(off, Math.min(data.byteLength, off + WRITE_SLICE)));
+      }
+      await writer.close();
+      const status = await child.status;
+      if (!status.success) throw new Error(`${command} exited with ${status.code}`);
+      return throughput(data.byteLength, performance.now() - t0);
+    },
+
+    async roundTrip(count) {
+      const child = new RemoteCommand(conn, "cat", {
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const writer = child.stdin.getWriter();
+      const reader = child.stdout.getReader();
+      const one = new Uint8Array([42]);
+      const samples: number[] = [];
+      try {
+        for (let i = 0; i < count + 20; i++) {
+          const t0 = performance.now();
+          await writer.write(one);
+          const { done } = await withDeadline(reader.read(), 10_000, "remote cat echo");
+          if (done) throw new Error("remote cat ended early");
+          if (i >= 20) samples.push(performance.now() - t0);
+        }
+      } finally {
+        await writer.close().catch(() => {});
+        while (!(await reader.read().catch(() => ({ done: true }))).done) { /* drain */ }
+        await child.status.catch(() => {});
+      }
+      return summarize(samples);
+    },
+
+    async startToExit(count) {
+      const samples: number[] = [];
+      for (let i = 0; i < count + 5; i++) {
+        const t0 = performance.now();
+        const status = await new RemoteCommand(conn, "true", { stdout: "null", stderr: "null" })
+          .spawn().status;
+        if (!status.success) throw new Error(`true exited with ${status.code}`);
+        if (i >= 5) samples.push(performance.now() - t0);
+      }
+      return summarize(samples);
+    },
+
+    async concurrentStreams(n) {
+      const t0 = performance.now();
+      const { conns, close: release } = await openMany(n);
+      let errors = 0;
+      let firstError: string | undefined;
+      try {
+        await Promise.all(conns.map(async (c) => {
+          try {
+            const out = await new RemoteCommand(c, "sh", { args: ["-c", "echo hi"] }).output();
+            const text = new TextDecoder().decode(out.stdout);
+            if (out.code !== 0 || text !== "hi\n") {
+              throw new Error(`exit ${out.code}, stdout ${JSON.stringify(text)}`);
+            }
+          } catch (error) {
+            errors++;
+            firstError ??= String(error);
+          }
+        }));
+      } finally {
+        await release();
+      }
+      return { streams: conns.length, errors, ms: performance.now() - t0, firstError };
+    },
+
+    idleStreamMemory(n) {
+      if (mode !== "rendezvous") {
+        return Promise.reject(new Error("idle streams exist only via the rendezvous"));
+      }
+      return idleMemory(n, async () => {
+        // A resume frame makes the executor create a stream (mode still pending) without a session.
+        const harness = `${
+          url.replace(/^http/, "ws").replace(/\/+$/, "")
+        }/harness/${EXECUTOR_ID}?role=harness`;
+        const socket = await RelaySocket.connect(harness, { token });
+        for (let i = 0; i < n; i++) {
+          await socket.send({
+            version: 1,
+            streamId: crypto.randomUUID(),
+            ack: 0,
+            ackBits: 0,
+            body: { kind: "resume", nextSeq: 1 },
+          });
+        }
+        return async () => void await socket.close("client_close");
+      });
+    },
+
+    idleSessionMemory(n) {
+      return idleMemory(n, async () => (await openMany(n)).close);
+    },
+
+    close,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Server hosts (child processes)
+
+async function serveMemRequests(): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  const decoder = new TextDecoder();
+  let pending = "";
+  for await (const chunk of Deno.stdin.readable) {
+    pending += decoder.decode(chunk, { stream: true });
+    let nl;
+    while ((nl = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, nl).trim();
+      pending = pending.slice(nl + 1);
+      if (line === "mem") {
+        gc?.();
+        await new Promise((r) => setTimeout(r, 50));
+        gc?.();
+        const m = Deno.memoryUsage();
+        console.log(`MEM ${JSON.stringify({ rss: m.rss, heap: m.heapUsed + m.external })}`);
+      }
+    }
+  }
+}
+
+function executorOptions(): Record<string, unknown> {
+  return {
+    sessionTtlMs: 1_000,
+    maxProcesses: 100_000,
+    maxProcessesPerSession: 100_000,
+  };
+}
+
+async function hostMain(mode: string, args: string[]): Promise<void> {
+  const token = Deno.env.get("OUTPOST_BENCH_TOKEN") ?? "";
+  const stop = new AbortController();
+  Deno.addSignalListener("SIGTERM", () => stop.abort());
+  if (mode === "host-rendezvous") {
+    const { serveRendezvous } = await import("../lib/server/rendezvous_server.ts");
+    const server = await serveRendezvous({ listen: "127.0.0.1:0", token });
+    console.log(`READY ${JSON.stringify({ url: server.url })}`);
+    await new Promise((r) => stop.signal.addEventListener("abort", r, { once: true }));
+    await server.close();
+  } else if (mode === "host-executor") {
+    const { Executor } = await import("../lib/exec/executor.ts");
+    const { runExecutor } = await import("../lib/server/executor_loop.ts");
+    const executor = new Executor(executorOptions() as ConstructorParameters<typeof Executor>[0]);
+    let announced = false;
+    const handle = runExecutor({
+      registry: args[0],
+      executorId: args[1],
+      token,
+      executor,
+      maxStreams: 100_000,
+      signal: stop.signal,
+      onEvent: (event) => {
+        if (event.type === "connected" && !announced) {
+          announced = true;
+          console.log(`READY ${JSON.stringify({ executorId: args[1] })}`);
+        } else if (event.type === "stream_error") {
+          console.error(`stream error ${event.streamId}: ${event.error.message}`);
+        }
+      },
+    });
+    serveMemRequests();
+    await handle.closed.catch((e) => console.error(String(e)));
+    await executor.close();
+  } else if (mode === "host-serve") {
+    const { Executor } = await import("../lib/exec/executor.ts");
+    const { serveLocal } = await import("../lib/server/local_server.ts");
+    const executor = new Executor(executorOptions() as ConstructorParameters<typeof Executor>[0]);
+    const server = await serveLocal({ listen: "127.0.0.1:0", executor, signal: stop.signal });
+    console.log(`READY ${JSON.stringify({ url: server.url })}`);
+    serveMemRequests();
+    await server.closed;
+    await executor.close();
+  } else {
+    console.error("usage: _outpost.ts host-rendezvous | host-executor REGISTRY ID | host-serve");
+    Deno.exit(2);
+  }
+  Deno.exit(0);
+}
+
+if (import.meta.main) {
+  await hostMain(Deno.args[0], Deno.args.slice(1));
 }
