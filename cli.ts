@@ -1,0 +1,621 @@
+/**
+ * The `outpost` command line: `serve` (a local executor, the default),
+ * `rendezvous` (relay and registry), `executor` (a remote executor that dials
+ * a rendezvous) and `exec` (run one program on an executor). This is the only
+ * module that parses arguments, prints, or calls `Deno.exit`; everything else
+ * is the library in `mod.ts`.
+ *
+ * Tokens come from `OUTPOST_TOKEN` or `--token-file`, never from a flag, and
+ * never appear in logs.
+ *
+ * @example Run the embedded default (a local executor on loopback)
+ * ```sh
+ * deno run -P=executor cli.ts serve
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { connect } from "./lib/client/connect.ts";
+import type { Connection } from "./lib/client/connect.ts";
+import { RemoteCommand } from "./lib/client/remote_command.ts";
+import type { RemoteProcess } from "./lib/client/remote_process.ts";
+import { RpcError } from "./lib/errors.ts";
+import { createLogger } from "./lib/server/_logger.ts";
+import type { LogFormat, Logger, LogLevel } from "./lib/server/_logger.ts";
+import { readToken } from "./lib/server/_token.ts";
+import { runExecutor } from "./lib/server/executor_loop.ts";
+import { serveLocal } from "./lib/server/local_server.ts";
+import { serveRendezvous } from "./lib/server/rendezvous_server.ts";
+
+const VERSION = "0.1.0";
+/** Exit code for bad usage (unknown flag, missing value). */
+const EXIT_USAGE = 2;
+/** Exit code when outpost itself fails (refused token, unreachable executor). */
+const EXIT_FAILURE = 1;
+/** Exit code of `exec` when the program could not be run at all (as ssh does). */
+const EXIT_EXEC_FAILURE = 255;
+
+const encoder = new TextEncoder();
+
+class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+const GLOBAL_HELP = `outpost ${VERSION}: a Deno-native remote executor
+
+Usage:
+  outpost [serve] [--listen ws://127.0.0.1:0] [--allow-remote]
+  outpost rendezvous --listen ws://HOST:PORT
+  outpost executor --registry URL --executor-id ID [--name NAME]
+  outpost exec --url URL [--executor-id ID] [--cwd DIR] [--env K=V]... [--tty] -- PROGRAM [ARGS...]
+
+Commands:
+  serve        Run a local executor on a loopback WebSocket (the default)
+  rendezvous   Run the relay and executor registry in one server
+  executor     Register with a rendezvous and serve the streams it routes here
+  exec         Run one program on an executor and stream its output here
+
+Options for every command:
+  --token-file FILE       Read the bearer token from FILE (else OUTPOST_TOKEN)
+  --log-format text|json  Log lines on stderr as human text or JSON (default text)
+  --log-level LEVEL       debug, info, warn or error (default info)
+  -h, --help              Show help for the command
+  --version               Print the version
+
+Tokens are never accepted as flags. Run "outpost COMMAND --help" for details.
+`;
+
+const HELP: Record<string, string> = {
+  serve: `Usage: outpost serve [--listen URL] [--allow-remote] [--token-file FILE]
+
+Runs a local executor: a WebSocket listener where each text message is one
+JSON-RPC message (the Codex local transport). Prints the URL it listens on.
+
+Options:
+  --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0, a free port)
+  --allow-remote      Allow a non-loopback --listen address; requires a token
+  --token-file FILE   Require this bearer token from clients (else OUTPOST_TOKEN, if set)
+  --log-format, --log-level, -h/--help as for every command
+
+Example:
+  deno task start
+`,
+  rendezvous: `Usage: outpost rendezvous --listen ws://HOST:PORT [--token-file FILE]
+
+Runs the relay and the executor registry in one server. Executors register with
+POST /cloud/executor/{id}/register and get a short-lived signed URL; harnesses
+connect to /harness/{id}?role=harness. Both authenticate with the bearer token
+(OUTPOST_TOKEN or --token-file). Set OUTPOST_SIGNING_KEY to keep signed URLs
+valid across restarts (a random key is used otherwise). Prints the URL it listens on.
+
+Options:
+  --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0)
+  --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN; required)
+  --log-format, --log-level, -h/--help as for every command
+
+Example:
+  OUTPOST_TOKEN=$(cat ~/.outpost-token) deno task rendezvous --listen ws://127.0.0.1:8700
+`,
+  executor:
+    `Usage: outpost executor --registry URL --executor-id ID [--name NAME] [--token-file FILE]
+
+Registers with the registry, connects to the signed rendezvous URL it returns and
+serves every stream routed to it. Reconnects with backoff (1 s doubling to 30 s,
+jittered) and registers afresh each time; streams resume within 30 s. A refused
+token is fatal.
+
+Options:
+  --registry URL      The rendezvous/registry URL (http://, https://, ws:// or wss://)
+  --executor-id ID    1..256 ASCII letters, digits, "-" or "_"
+  --name NAME         Display name sent at registration (default outpost)
+  --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN; required)
+  --log-format, --log-level, -h/--help as for every command
+
+Example:
+  OUTPOST_TOKEN=... deno task executor --registry ws://127.0.0.1:8700 --executor-id box-1
+`,
+  exec:
+    `Usage: outpost exec --url URL [--executor-id ID] [--cwd DIR] [--env K=V]... [--tty] -- PROGRAM [ARGS...]
+
+Runs PROGRAM on an executor: a local one (the URL "serve" printed) or, with
+--executor-id, one behind a rendezvous. Its stdout and stderr are copied here
+byte for byte; our stdin is forwarded when it is not a terminal (and closed at
+EOF); Ctrl-C is forwarded as SIGINT. Exits with the program's exit code
+(128+n when a signal n ended it), or 255 when it could not be run.
+
+Options:
+  --url URL           The serve URL, or the rendezvous URL with --executor-id
+  --executor-id ID    Run through the rendezvous on this executor
+  --cwd DIR           Working directory on the executor (absolute)
+  --env K=V           Set an environment variable for the program (repeatable)
+  --tty               Run under a terminal (stdout carries the terminal)
+  --timeout-ms N      Have the executor kill the program after N ms
+  --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN)
+  --log-format, --log-level, -h/--help as for every command
+
+Example:
+  deno task exec --url ws://127.0.0.1:8700 --executor-id box-1 -- sh -c 'uname -a'
+`,
+};
+
+const COMMON_OPTIONS = {
+  "token-file": { type: "string" },
+  "log-format": { type: "string" },
+  "log-level": { type: "string" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
+} as const;
+
+interface Context {
+  log: Logger;
+  startedAt: number;
+  tokenFile: string | undefined;
+}
+
+function writeErr(text: string): void {
+  Deno.stderr.writeSync(encoder.encode(text));
+}
+
+function writeOut(text: string): void {
+  Deno.stdout.writeSync(encoder.encode(text));
+}
+
+function elapsed(context: Context): string {
+  return `${((performance.now() - context.startedAt) / 1000).toFixed(1)} s`;
+}
+
+function parse<
+  T extends Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }>,
+>(
+  command: string,
+  args: string[],
+  options: T,
+) {
+  try {
+    return parseArgs({
+      args,
+      options: { ...COMMON_OPTIONS, ...options },
+      strict: true,
+      allowPositionals: true,
+    });
+  } catch (error) {
+    const message = (error as Error).message.replace(/\. To specify a positional.*$/s, "");
+    throw new UsageError(`Cannot parse ${command} options: ${message}`);
+  }
+}
+
+function makeLogger(values: Record<string, unknown>): Logger {
+  const format = (values["log-format"] ?? "text") as string;
+  if (format !== "text" && format !== "json") {
+    throw new UsageError(`Cannot use --log-format ${format}: choose text or json`);
+  }
+  const level = (values["log-level"] ?? "info") as string;
+  if (!["debug", "info", "warn", "error"].includes(level)) {
+    throw new UsageError(`Cannot use --log-level ${level}: choose debug, info, warn or error`);
+  }
+  return createLogger({
+    format: format as LogFormat,
+    level: level as LogLevel,
+    write: (line) => writeErr(line + "\n"),
+  });
+}
+
+function requireNoPositionals(command: string, positionals: string[]): void {
+  if (positionals.length > 0) {
+    throw new UsageError(`Cannot run ${command}: unexpected argument "${positionals[0]}"`);
+  }
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, "");
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function parseListen(command: string, value: string | undefined): string {
+  const listen = value ?? "ws://127.0.0.1:0";
+  let url: URL;
+  try {
+    url = new URL(listen);
+  } catch {
+    throw new UsageError(`Cannot use --listen ${listen}: it is not a ws://HOST:PORT URL`);
+  }
+  if (url.protocol !== "ws:") {
+    throw new UsageError(`Cannot use --listen ${listen}: ${command} listens on ws:// only`);
+  }
+  return listen;
+}
+
+/** Waits for SIGINT or SIGTERM; returns the name and a cleanup. */
+function shutdownSignal(): { promise: Promise<Deno.Signal>; dispose: () => void } {
+  let resolve!: (signal: Deno.Signal) => void;
+  const promise = new Promise<Deno.Signal>((r) => (resolve = r));
+  const onInt = (): void => resolve("SIGINT");
+  const onTerm = (): void => resolve("SIGTERM");
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
+  return {
+    promise,
+    dispose: () => {
+      Deno.removeSignalListener("SIGINT", onInt);
+      Deno.removeSignalListener("SIGTERM", onTerm);
+    },
+  };
+}
+
+async function runServe(args: string[], context: Context): Promise<number> {
+  const { values, positionals } = parse("serve", args, {
+    listen: { type: "string" },
+    "allow-remote": { type: "boolean" },
+  });
+  requireNoPositionals("serve", positionals);
+  const listen = parseListen("serve", values.listen);
+  const allowRemote = values["allow-remote"] ?? false;
+  const token = await readToken(context.tokenFile ? { tokenFile: context.tokenFile } : {});
+  const host = new URL(listen).hostname;
+  if (!isLoopbackHost(host)) {
+    if (!allowRemote) {
+      throw new UsageError(
+        `Cannot listen on ${listen}: ${host} is not a loopback address; pass --allow-remote (and a token) to expose the executor`,
+      );
+    }
+    if (token === undefined) {
+      throw new UsageError(
+        `Cannot listen on ${listen} with --allow-remote: set OUTPOST_TOKEN or --token-file so clients must authenticate`,
+      );
+    }
+  }
+  const signals = shutdownSignal();
+  const server = await serveLocal({
+    listen,
+    allowRemote,
+    ...(token !== undefined ? { token } : {}),
+  });
+  writeOut(server.url + "\n");
+  context.log.info("serving local executor", { url: server.url, auth: token ? "token" : "none" });
+  const why = await Promise.race([signals.promise, server.closed.then(() => "closed" as const)]);
+  signals.dispose();
+  await server.close();
+  context.log.info(`outpost serve: stopped (${why}) after ${elapsed(context)}`);
+  return 0;
+}
+
+async function runRendezvousCommand(args: string[], context: Context): Promise<number> {
+  const { values, positionals } = parse("rendezvous", args, { listen: { type: "string" } });
+  requireNoPositionals("rendezvous", positionals);
+  const listen = parseListen("rendezvous", values.listen);
+  const token = (await readToken({
+    required: true,
+    ...(context.tokenFile ? { tokenFile: context.tokenFile } : {}),
+  }))!;
+  let signingKey: Uint8Array | undefined;
+  const keyPermission = await Deno.permissions.query({
+    name: "env",
+    variable: "OUTPOST_SIGNING_KEY",
+  });
+  const keyText = keyPermission.state === "granted"
+    ? Deno.env.get("OUTPOST_SIGNING_KEY")?.trim()
+    : undefined;
+  if (keyText) {
+    if (keyText.length < 32) {
+      throw new UsageError("Cannot use OUTPOST_SIGNING_KEY: it must be at least 32 characters");
+    }
+    signingKey = encoder.encode(keyText);
+  }
+  const signals = shutdownSignal();
+  const server = await serveRendezvous({
+    listen,
+    token,
+    ...(signingKey ? { signingKey } : {}),
+  });
+  writeOut(server.url + "\n");
+  context.log.info("serving rendezvous", { url: server.url });
+  const why = await Promise.race([signals.promise, server.closed.then(() => "closed" as const)]);
+  signals.dispose();
+  await server.close();
+  context.log.info(`outpost rendezvous: stopped (${why}) after ${elapsed(context)}`);
+  return 0;
+}
+
+async function runExecutorCommand(args: string[], context: Context): Promise<number> {
+  const { values, positionals } = parse("executor", args, {
+    registry: { type: "string" },
+    "executor-id": { type: "string" },
+    name: { type: "string" },
+  });
+  requireNoPositionals("executor", positionals);
+  if (!values.registry) throw new UsageError("Cannot run executor: --registry URL is required");
+  if (!values["executor-id"]) {
+    throw new UsageError("Cannot run executor: --executor-id ID is required");
+  }
+  const token = (await readToken({
+    required: true,
+    ...(context.tokenFile ? { tokenFile: context.tokenFile } : {}),
+  }))!;
+  const log = context.log;
+  let connects = 0;
+  const signals = shutdownSignal();
+  let handle;
+  try {
+    handle = runExecutor({
+      registry: values.registry,
+      executorId: values["executor-id"],
+      token,
+      ...(values.name !== undefined ? { name: values.name } : {}),
+      onEvent: (event) => {
+        switch (event.type) {
+          case "registered":
+            log.debug("registered", { executorId: event.executorId });
+            break;
+          case "connected":
+            connects++;
+            log.info("connected to rendezvous", { executorId: event.executorId });
+            break;
+          case "disconnected":
+            log.warn("lost rendezvous socket", { code: event.code, reason: event.reason });
+            break;
+          case "retrying":
+            log.warn("retrying", {
+              delayMs: event.delayMs,
+              ...(event.error ? { error: event.error.message } : {}),
+            });
+            break;
+          case "stream_error":
+            log.warn("stream failed", { streamId: event.streamId, error: event.error.message });
+            break;
+          case "closed":
+            break;
+        }
+      },
+    });
+  } catch (error) {
+    signals.dispose();
+    if (error instanceof TypeError || error instanceof RangeError) {
+      throw new UsageError(error.message);
+    }
+    throw error;
+  }
+  log.info("executor starting", { executorId: handle.executorId, registry: values.registry });
+  const outcome = await Promise.race([
+    signals.promise.then((signal) => ({ signal })),
+    handle.closed.then(() => ({ error: undefined }), (error: Error) => ({ error })),
+  ]);
+  signals.dispose();
+  await handle.close();
+  if ("error" in outcome && outcome.error) {
+    log.error(outcome.error.message);
+    log.info(`outpost executor: failed after ${elapsed(context)}, ${connects} connects`);
+    return EXIT_FAILURE;
+  }
+  log.info(`outpost executor: stopped after ${elapsed(context)}, ${connects} connects`);
+  return 0;
+}
+
+function parseEnv(pairs: string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new UsageError(`Cannot use --env ${pair}: expected NAME=VALUE`);
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return env;
+}
+
+async function copyOut(
+  stream: ReadableStream<Uint8Array>,
+  file: typeof Deno.stdout,
+): Promise<number> {
+  let total = 0;
+  for await (const chunk of stream) {
+    total += chunk.byteLength;
+    let offset = 0;
+    while (offset < chunk.byteLength) offset += await file.write(chunk.subarray(offset));
+  }
+  return total;
+}
+
+async function runExec(args: string[], context: Context): Promise<number> {
+  const split = args.indexOf("--");
+  const flagArgs = split === -1 ? args : args.slice(0, split);
+  const command = split === -1 ? [] : args.slice(split + 1);
+  const { values, positionals } = parse("exec", flagArgs, {
+    url: { type: "string" },
+    "executor-id": { type: "string" },
+    cwd: { type: "string" },
+    env: { type: "string", multiple: true },
+    tty: { type: "boolean" },
+    "timeout-ms": { type: "string" },
+  });
+  if (positionals.length > 0 && command.length === 0) {
+    throw new UsageError(
+      `Cannot run exec: put the program after "--", e.g. outpost exec --url URL -- ${
+        positionals[0]
+      }`,
+    );
+  }
+  requireNoPositionals("exec", positionals);
+  if (!values.url) throw new UsageError("Cannot run exec: --url URL is required");
+  if (command.length === 0) {
+    throw new UsageError("Cannot run exec: no program given after --");
+  }
+  const env = parseEnv((values.env ?? []) as string[]);
+  let timeoutMs: number | undefined;
+  if (values["timeout-ms"] !== undefined) {
+    timeoutMs = Number(values["timeout-ms"]);
+    if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
+      throw new UsageError(
+        `Cannot use --timeout-ms ${values["timeout-ms"]}: expected a positive integer`,
+      );
+    }
+  }
+  const executorId = values["executor-id"];
+  const token = await readToken({
+    required: executorId !== undefined,
+    ...(context.tokenFile ? { tokenFile: context.tokenFile } : {}),
+  });
+  const log = context.log;
+  const tty = values.tty ?? false;
+  const stdinIsTerminal = Deno.stdin.isTerminal();
+  const forwardStdin = !stdinIsTerminal || tty;
+
+  let connection: Connection;
+  try {
+    connection = await connect(values.url, {
+      ...(token !== undefined ? { token } : {}),
+      ...(executorId !== undefined ? { executorId } : {}),
+      clientName: "outpost-exec",
+      onEvent: (event) => {
+        if (event.type === "disconnected") {
+          log.warn("lost connection, reconnecting", { code: event.code, reason: event.reason });
+        } else if (event.type === "reconnected") {
+          log.info("reconnected", { attempt: event.attempt });
+        }
+      },
+    });
+  } catch (error) {
+    log.error(`Cannot connect to ${values.url}: ${(error as Error).message}`);
+    return EXIT_EXEC_FAILURE;
+  }
+  const [program, ...programArgs] = command;
+  let child: RemoteProcess | undefined;
+  let interrupts = 0;
+  const onSignal = (signal: Deno.Signal) => (): void => {
+    if (signal === "SIGINT") interrupts++;
+    if (interrupts >= 3) {
+      log.warn("third interrupt: leaving without waiting for the program");
+      Deno.exit(130);
+    }
+    child?.kill(signal).catch((error) =>
+      log.warn("cannot forward signal", { error: error.message })
+    );
+  };
+  const onInt = onSignal("SIGINT");
+  const onTerm = onSignal("SIGTERM");
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
+  let rawMode = false;
+  try {
+    child = new RemoteCommand(connection, program, {
+      args: programArgs,
+      ...(values.cwd !== undefined ? { cwd: values.cwd } : {}),
+      env,
+      tty,
+      stdin: forwardStdin ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+    }).spawn();
+    try {
+      await child.started;
+    } catch (error) {
+      const detail = error instanceof RpcError ? ` (code ${error.code})` : "";
+      log.error(`Cannot start ${program}: ${(error as Error).message}${detail}`);
+      return EXIT_EXEC_FAILURE;
+    }
+    if (forwardStdin) {
+      if (stdinIsTerminal && tty) {
+        Deno.stdin.setRaw(true);
+        rawMode = true;
+      }
+      Deno.stdin.readable.pipeTo(child.stdin).catch(() => {});
+    }
+    const [stdoutBytes, stderrBytes, status] = await Promise.all([
+      copyOut(child.stdout, Deno.stdout),
+      copyOut(child.stderr, Deno.stderr),
+      child.status,
+    ]);
+    const how = status.signal
+      ? `signal ${status.signal} (exit ${status.code})`
+      : `exit ${status.code}`;
+    log.info(
+      `outpost exec: ${program} ended with ${how} after ${
+        elapsed(context)
+      }, ${stdoutBytes} B stdout, ${stderrBytes} B stderr`,
+    );
+    return status.code;
+  } catch (error) {
+    log.error(`Cannot run ${program}: ${(error as Error).message}`);
+    return EXIT_EXEC_FAILURE;
+  } finally {
+    if (rawMode) Deno.stdin.setRaw(false);
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onTerm);
+    await connection.close();
+  }
+}
+
+const COMMANDS: Record<string, (args: string[], context: Context) => Promise<number>> = {
+  serve: runServe,
+  rendezvous: runRendezvousCommand,
+  executor: runExecutorCommand,
+  exec: runExec,
+};
+
+/**
+ * Runs the command line.
+ *
+ * @param argv The arguments after the program name.
+ * @returns The process exit code.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const first = argv[0];
+  let name = "serve";
+  let rest = argv;
+  if (first !== undefined && !first.startsWith("-")) {
+    if (!(first in COMMANDS)) {
+      writeErr(`Cannot run "${first}": unknown command (serve, rendezvous, executor, exec)\n`);
+      writeErr(`Run "outpost --help" for usage\n`);
+      return EXIT_USAGE;
+    }
+    name = first;
+    rest = argv.slice(1);
+  }
+  const beforeDashes = rest.includes("--") ? rest.slice(0, rest.indexOf("--")) : rest;
+  if (beforeDashes.includes("--version")) {
+    writeOut(`outpost ${VERSION}\n`);
+    return 0;
+  }
+  if (beforeDashes.includes("--help") || beforeDashes.includes("-h")) {
+    writeOut(first === undefined || first.startsWith("-") ? GLOBAL_HELP : HELP[name]);
+    return 0;
+  }
+  for (const flag of ["--token", "--bearer-token"]) {
+    if (beforeDashes.some((arg) => arg === flag || arg.startsWith(`${flag}=`))) {
+      writeErr(
+        `Cannot use ${flag}: tokens are never taken from flags (other users can read them); set OUTPOST_TOKEN or pass --token-file FILE\n`,
+      );
+      return EXIT_USAGE;
+    }
+  }
+  let log: Logger;
+  try {
+    const { values } = parseArgs({
+      args: beforeDashes,
+      options: COMMON_OPTIONS,
+      strict: false,
+      allowPositionals: true,
+    });
+    log = makeLogger(values);
+    const context: Context = {
+      log,
+      startedAt: performance.now(),
+      tokenFile: typeof values["token-file"] === "string" ? values["token-file"] : undefined,
+    };
+    return await COMMANDS[name](rest, context);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      writeErr(`${error.message}\nRun "outpost ${name} --help" for usage\n`);
+      return EXIT_USAGE;
+    }
+    writeErr(`outpost ${name}: ${(error as Error).message}\n`);
+    return name === "exec" ? EXIT_EXEC_FAILURE : EXIT_FAILURE;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,193 @@
+/**
+ * A {@linkcode MessageChannel} over one client WebSocket where each text
+ * message is one JSON-RPC message (Codex's local transport, `outpost serve`).
+ *
+ * @module
+ */
+
+import { RelayClosedError } from "../errors.ts";
+import type { MessageChannel } from "../rpc/message_channel.ts";
+
+/** Options of {@linkcode openWebSocketChannel}. */
+export interface WebSocketChannelOptions {
+  /** Bearer token sent in the Authorization header. */
+  token?: string;
+  /** Cancels the connect. */
+  signal?: AbortSignal;
+  /** Connect timeout. @default {10000} */
+  timeoutMs?: number;
+  /** Most received messages queued unread; past it the socket is closed. @default {4096} */
+  maxInboxMessages?: number;
+  /** Sends wait while the socket buffers more than this many bytes. @default {4194304} */
+  highWaterMark?: number;
+}
+
+const NORMAL_CLOSURE = 1000;
+const UNSUPPORTED_DATA = 1003;
+const MESSAGE_TOO_BIG = 1009;
+
+/** A WebSocket adapted to {@linkcode MessageChannel}. */
+export class WebSocketChannel implements MessageChannel {
+  #socket: WebSocket;
+  #inbox: string[] = [];
+  #waiter: ((done: boolean) => void) | null = null;
+  #ended = false;
+  #closeReason: string | undefined;
+  #highWaterMark: number;
+  #maxInbox: number;
+  #closed: Promise<void>;
+
+  constructor(socket: WebSocket, options: WebSocketChannelOptions) {
+    this.#socket = socket;
+    this.#highWaterMark = options.highWaterMark ?? 4 * 1024 * 1024;
+    this.#maxInbox = options.maxInboxMessages ?? 4096;
+    this.#closed = new Promise<void>((resolve) => {
+      socket.addEventListener("close", (event) => {
+        this.#closeReason ??= event.reason || `code ${event.code}`;
+        this.#end();
+        resolve();
+      });
+    });
+    socket.addEventListener("message", (event) => {
+      if (this.#ended) return;
+      if (typeof event.data !== "string") {
+        this.#fail(UNSUPPORTED_DATA, "binary message on a JSON-RPC socket");
+        return;
+      }
+      if (this.#inbox.length >= this.#maxInbox) {
+        this.#fail(MESSAGE_TOO_BIG, `inbox overflow: more than ${this.#maxInbox} unread messages`);
+        return;
+      }
+      this.#inbox.push(event.data);
+      this.#wake(false);
+    });
+  }
+
+  /** Why the channel closed, once it has. */
+  get closeReason(): string | undefined {
+    return this.#closeReason;
+  }
+
+  #wake(done: boolean): void {
+    const waiter = this.#waiter;
+    this.#waiter = null;
+    waiter?.(done);
+  }
+
+  #end(): void {
+    this.#ended = true;
+    this.#wake(true);
+  }
+
+  #fail(code: number, reason: string): void {
+    this.#closeReason = reason;
+    this.#end();
+    try {
+      this.#socket.close(code, reason);
+    } catch {
+      // Already closing.
+    }
+  }
+
+  /** Sends one text message; waits while the socket's buffer is over the high watermark. */
+  async send(message: string): Promise<void> {
+    while (true) {
+      if (this.#ended || this.#socket.readyState !== WebSocket.OPEN) {
+        throw new RelayClosedError(
+          `Cannot send: the connection closed: ${this.#closeReason ?? "closed"}`,
+        );
+      }
+      if (this.#socket.bufferedAmount <= this.#highWaterMark) break;
+      await new Promise<void>((resolve) => setTimeout(resolve, 2));
+    }
+    this.#socket.send(message);
+  }
+
+  /** Closes the socket; idempotent. */
+  close(reason = "client_close"): Promise<void> {
+    if (!this.#ended) {
+      this.#closeReason ??= reason;
+      this.#end();
+      try {
+        this.#socket.close(NORMAL_CLOSURE, reason);
+      } catch {
+        // Already closing.
+      }
+    }
+    return this.#closed;
+  }
+
+  /** Settles once the socket has closed. */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  /** Yields received messages in order; ends when the socket closes. */
+  async *[Symbol.asyncIterator](): AsyncIterator<string> {
+    while (true) {
+      const next = this.#inbox.shift();
+      if (next !== undefined) {
+        yield next;
+        continue;
+      }
+      if (this.#ended) return;
+      const done = await new Promise<boolean>((resolve) => (this.#waiter = resolve));
+      if (done && this.#inbox.length === 0) return;
+    }
+  }
+}
+
+/**
+ * Opens a WebSocket and adapts it to a {@linkcode MessageChannel} once open.
+ *
+ * @param url A `ws:` or `wss:` URL.
+ * @param options Token, signal, timeout and limits.
+ * @returns The open channel.
+ * @throws {RelayClosedError} When the socket cannot be opened or the timeout passes.
+ */
+export function openWebSocketChannel(
+  url: string,
+  options: WebSocketChannelOptions = {},
+): Promise<WebSocketChannel> {
+  options.signal?.throwIfAborted();
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const headers = new Headers();
+  if (options.token !== undefined) headers.set("authorization", `Bearer ${options.token}`);
+  const socket = new WebSocket(url, { headers });
+  return new Promise<WebSocketChannel>((resolve, reject) => {
+    let settled = false;
+    const finish = (error?: unknown): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+      socket.removeEventListener("open", onOpen);
+      socket.removeEventListener("error", onError);
+      if (error === undefined) return;
+      try {
+        socket.close();
+      } catch {
+        // Not open yet.
+      }
+      reject(error);
+    };
+    const onOpen = (): void => {
+      const channel = new WebSocketChannel(socket, options);
+      finish();
+      resolve(channel);
+    };
+    const onError = (event: Event): void => {
+      const message = (event as ErrorEvent).message || "connection refused or rejected";
+      finish(new RelayClosedError(`Cannot connect to ${url}: ${message}`));
+    };
+    const onAbort = (): void => finish(options.signal?.reason);
+    const timer = setTimeout(
+      () =>
+        finish(new RelayClosedError(`Cannot connect to ${url}: timed out after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    socket.addEventListener("open", onOpen);
+    socket.addEventListener("error", onError);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

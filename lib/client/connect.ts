@@ -1,0 +1,425 @@
+/**
+ * {@linkcode connect}: opens a JSON-RPC session with an executor, either
+ * directly (`outpost serve`, one WebSocket text message per JSON-RPC message)
+ * or through a rendezvous (one reliable virtual stream over a harness relay
+ * socket that reconnects and resumes after a dropped connection).
+ *
+ * @module
+ */
+
+import { StreamMux } from "../mux/stream_mux.ts";
+import type { MuxStream } from "../mux/stream_mux.ts";
+import { RelaySocket } from "../relay/relay_socket.ts";
+import { JsonRpcPeer } from "../rpc/json_rpc_peer.ts";
+import type { MessageChannel } from "../rpc/message_channel.ts";
+import { openWebSocketChannel } from "./_websocket_channel.ts";
+import { RemoteFs } from "./remote_fs.ts";
+import type { ProcessTransport } from "./remote_process.ts";
+
+/** Default timeout of connect plus `initialize`, in milliseconds. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+/** Something the connection did, for logs. Never carries a token. */
+export type ConnectionEvent =
+  | { type: "disconnected"; code: number; reason: string }
+  | { type: "reconnecting"; attempt: number; delayMs: number; error?: Error }
+  | { type: "reconnected"; attempt: number };
+
+/** Options of {@linkcode connect}. */
+export interface ConnectOptions {
+  /** Bearer token (rendezvous harness sockets; a local server started with a token). */
+  token?: string;
+  /** Connect through a rendezvous to this executor id. */
+  executorId?: string;
+  /** Cancels connecting. */
+  signal?: AbortSignal;
+  /** Deadline for connecting and `initialize`. @default {10000} */
+  timeoutMs?: number;
+  /** Sent as `clientName` in `initialize`. @default {"outpost"} */
+  clientName?: string;
+  /**
+   * Rendezvous mode: how long to keep reconnecting after the socket drops;
+   * also the mux detach window. @default {30000}
+   */
+  detachWindowMs?: number;
+  /** Receives reconnect events (rendezvous mode). */
+  onEvent?: (event: ConnectionEvent) => void;
+}
+
+/** Options of {@linkcode Connection.request}. */
+export interface ConnectionRequestOptions {
+  /** Cancels waiting for the answer. */
+  signal?: AbortSignal;
+  /** Rejects when no answer arrives in time. */
+  timeoutMs?: number;
+}
+
+type NotificationListener = (method: string, params: unknown) => void;
+
+interface Resources {
+  peer: JsonRpcPeer;
+  channel: MessageChannel;
+  stop: () => Promise<void>;
+}
+
+/**
+ * An initialized JSON-RPC session with one executor, from {@linkcode connect}.
+ *
+ * @example
+ * ```ts ignore
+ * import { connect } from "@outpost/exec";
+ * await using conn = await connect("ws://127.0.0.1:8765");
+ * const info = await conn.request("environment/info");
+ * ```
+ */
+export class Connection implements AsyncDisposable, ProcessTransport {
+  /** The URL connected to (a harness URL in rendezvous mode). */
+  readonly url: string;
+  /** `"local"` for a direct socket, `"rendezvous"` through a relay. */
+  readonly mode: "local" | "rendezvous";
+  /** File helpers on the executor's machine. */
+  readonly fs: RemoteFs;
+  #sessionId = "";
+  #resources: Resources;
+  #processListeners = new Map<string, NotificationListener>();
+  #listeners = new Set<NotificationListener>();
+  #closing: Promise<void> | null = null;
+
+  /**
+   * Wraps resources that {@linkcode connect} set up; use `connect()`.
+   *
+   * @param url The URL.
+   * @param mode The transport mode.
+   * @param resources The peer factory and shutdown.
+   */
+  constructor(
+    url: string,
+    mode: "local" | "rendezvous",
+    resources: (onNotification: NotificationListener) => Resources,
+  ) {
+    this.url = url;
+    this.mode = mode;
+    this.#resources = resources((method, params) => this.#dispatch(method, params));
+    this.fs = new RemoteFs(this);
+  }
+
+  /** The executor's session id, from `initialize`. */
+  get sessionId(): string {
+    return this.#sessionId;
+  }
+
+  /** Settles once the connection has closed, by either side. */
+  get closed(): Promise<void> {
+    return this.#resources.peer.closed;
+  }
+
+  /**
+   * Sends a JSON-RPC request.
+   *
+   * @param method The method, e.g. `"environment/info"`.
+   * @param params The params.
+   * @param options Signal and timeout.
+   * @returns The result.
+   * @throws {RpcError} When the executor answers with an error.
+   * @throws {RelayClosedError} When the connection closes first.
+   */
+  request<T = unknown>(
+    method: string,
+    params?: unknown,
+    options?: ConnectionRequestOptions,
+  ): Promise<T> {
+    return this.#resources.peer.request<T>(method, params, options);
+  }
+
+  /**
+   * Listens to every notification the executor sends.
+   *
+   * @param listener Called with the method and params.
+   * @returns A function that removes the listener.
+   */
+  onNotification(listener: (method: string, params: unknown) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Routes `process/*` notifications of one process to `listener`.
+   *
+   * @param processId The process id.
+   * @param listener Called with the method and params.
+   * @returns A function that removes the route.
+   */
+  subscribeProcess(
+    processId: string,
+    listener: (method: string, params: unknown) => void,
+  ): () => void {
+    this.#processListeners.set(processId, listener);
+    return () => {
+      if (this.#processListeners.get(processId) === listener) {
+        this.#processListeners.delete(processId);
+      }
+    };
+  }
+
+  /** Closes the session and its socket; idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#resources.peer.close().catch(() => {});
+      await this.#resources.channel.close("client_close").catch(() => {});
+      await this.#resources.stop();
+    })();
+    return this.#closing;
+  }
+
+  /** Same as `close()`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /**
+   * Sends `initialize` and `initialized`.
+   *
+   * @param clientName The client name.
+   * @param options Signal and timeout.
+   */
+  async initialize(clientName: string, options: ConnectionRequestOptions): Promise<void> {
+    const result = await this.request<{ sessionId?: string }>(
+      "initialize",
+      { clientName },
+      options,
+    );
+    this.#sessionId = typeof result?.sessionId === "string" ? result.sessionId : "";
+    await this.#resources.peer.notify("initialized", {});
+  }
+
+  #dispatch(method: string, params: unknown): void {
+    const processId = (params as { processId?: unknown } | null)?.processId;
+    if (typeof processId === "string" && method.startsWith("process/")) {
+      this.#processListeners.get(processId)?.(method, params);
+    }
+    for (const listener of this.#listeners) {
+      try {
+        listener(method, params);
+      } catch {
+        // A failing listener must not break the session.
+      }
+    }
+  }
+}
+
+/**
+ * Builds the harness socket URL for `executorId` on a rendezvous.
+ *
+ * @param url The rendezvous URL (any path) or a full harness URL.
+ * @param executorId The executor id, or undefined when `url` already is a harness URL.
+ * @returns The harness URL.
+ * @throws {TypeError} When neither an executor id nor `role=harness` is given.
+ */
+export function harnessUrl(url: URL, executorId: string | undefined): string {
+  if (executorId === undefined) {
+    if (url.searchParams.get("role") !== "harness") {
+      throw new TypeError(
+        "Cannot build harness URL: no executor id and no role=harness in the URL",
+      );
+    }
+    return url.href;
+  }
+  if (executorId === "" || !/^[A-Za-z0-9_-]{1,256}$/.test(executorId)) {
+    throw new TypeError(
+      `Cannot use executor id "${executorId}": only 1..256 ASCII letters, digits, "-" and "_" are allowed`,
+    );
+  }
+  return `${url.protocol}//${url.host}/harness/${executorId}?role=harness`;
+}
+
+function parseUrl(raw: string | URL): URL {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new TypeError(`Cannot connect: "${raw}" is not a URL`);
+  }
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw new TypeError(`Cannot connect: scheme ${url.protocol} is not ws or wss`);
+  }
+  return url;
+}
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+async function openRendezvous(
+  url: string,
+  options: ConnectOptions,
+  deadline: AbortSignal,
+): Promise<(onNotification: NotificationListener) => Resources> {
+  const detachWindowMs = options.detachWindowMs ?? 30_000;
+  const connectOnce = (signal: AbortSignal, timeoutMs: number): Promise<RelaySocket> =>
+    RelaySocket.connect(url, {
+      signal,
+      timeoutMs,
+      ...(options.token !== undefined ? { token: options.token } : {}),
+    });
+  let socket = await connectOnce(deadline, options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+  const mux = new StreamMux({ role: "harness", detachWindowMs });
+  mux.attach(socket);
+  const stream: MuxStream = mux.open();
+  const stop = new AbortController();
+  const emit = (event: ConnectionEvent): void => {
+    try {
+      options.onEvent?.(event);
+    } catch {
+      // Listeners cannot break the connection.
+    }
+  };
+
+  // Keeps the physical socket up: on loss, reconnect with backoff within the detach window.
+  const supervise = (async () => {
+    while (!stop.signal.aborted) {
+      const info = await Promise.race([
+        socket.closed,
+        new Promise<null>((resolve) =>
+          stop.signal.addEventListener("abort", () => resolve(null), { once: true })
+        ),
+      ]);
+      if (info === null || stop.signal.aborted) return;
+      emit({ type: "disconnected", code: info.code, reason: info.reason });
+      const giveUpAt = Date.now() + detachWindowMs;
+      let wait = 100;
+      let attempt = 0;
+      let next: RelaySocket | undefined;
+      while (!stop.signal.aborted && Date.now() < giveUpAt) {
+        attempt++;
+        try {
+          next = await connectOnce(
+            stop.signal,
+            Math.max(1, Math.min(DEFAULT_CONNECT_TIMEOUT_MS, giveUpAt - Date.now())),
+          );
+          break;
+        } catch (error) {
+          if (stop.signal.aborted) return;
+          const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
+          emit({ type: "reconnecting", attempt, delayMs: jittered, error: error as Error });
+          await delay(Math.min(jittered, Math.max(0, giveUpAt - Date.now())), stop.signal);
+          wait = Math.min(5_000, wait * 2);
+        }
+      }
+      if (next === undefined) {
+        if (!stop.signal.aborted) {
+          await stream.close("detach_expired").catch(() => {});
+        }
+        return;
+      }
+      if (stop.signal.aborted) {
+        await next.close("client_close");
+        return;
+      }
+      socket = next;
+      mux.attach(socket);
+      emit({ type: "reconnected", attempt });
+    }
+  })();
+
+  return (onNotification) => {
+    const peer = new JsonRpcPeer(stream, { onNotification });
+    return {
+      peer,
+      channel: stream,
+      stop: async () => {
+        stop.abort();
+        await supervise;
+        await mux.close();
+        await socket.close("client_close");
+      },
+    };
+  };
+}
+
+/**
+ * Connects to an executor and initializes a JSON-RPC session.
+ *
+ * Local mode (a `serve` URL): one WebSocket whose text messages are JSON-RPC
+ * messages. Rendezvous mode (when `executorId` is given, or the URL carries
+ * `role=harness`): a relay socket to `/harness/{executorId}?role=harness`
+ * with the bearer token, one reliable virtual stream on it, reconnected and
+ * resumed within `detachWindowMs` when the socket drops.
+ *
+ * @param url The `serve` URL, the rendezvous URL, or a full harness URL.
+ * @param options Token, executor id, signal, timeout and client name.
+ * @returns The initialized connection.
+ * @throws {TypeError} When the URL or executor id is unusable.
+ * @throws {RelayClosedError} When the socket cannot be opened or is refused.
+ * @throws {RpcError} When the executor refuses `initialize`.
+ * @example
+ * ```ts ignore
+ * import { connect } from "@outpost/exec";
+ * await using conn = await connect("ws://127.0.0.1:8700", {
+ *   executorId: "build-box",
+ *   token: Deno.env.get("OUTPOST_TOKEN"),
+ * });
+ * console.log(conn.sessionId);
+ * ```
+ */
+export async function connect(
+  url: string | URL,
+  options: ConnectOptions = {},
+): Promise<Connection> {
+  options.signal?.throwIfAborted();
+  const parsed = parseUrl(url);
+  const rendezvous = options.executorId !== undefined ||
+    parsed.searchParams.get("role") === "harness";
+  const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const timeout = new AbortController();
+  const timer = setTimeout(
+    () =>
+      timeout.abort(
+        new DOMException(
+          `Cannot connect to ${parsed.host}: no answer within ${timeoutMs} ms`,
+          "TimeoutError",
+        ),
+      ),
+    timeoutMs,
+  );
+  const deadline = options.signal
+    ? AbortSignal.any([options.signal, timeout.signal])
+    : timeout.signal;
+  let connection: Connection | undefined;
+  try {
+    if (rendezvous) {
+      const target = harnessUrl(parsed, options.executorId);
+      const resources = await openRendezvous(target, options, deadline);
+      connection = new Connection(target, "rendezvous", resources);
+    } else {
+      const channel = await openWebSocketChannel(parsed.href, {
+        signal: deadline,
+        timeoutMs,
+        ...(options.token !== undefined ? { token: options.token } : {}),
+      });
+      connection = new Connection(parsed.href, "local", (onNotification) => ({
+        peer: new JsonRpcPeer(channel, { onNotification }),
+        channel,
+        stop: async () => {
+          await channel.close("client_close");
+        },
+      }));
+    }
+    await connection.initialize(options.clientName ?? "outpost", { signal: deadline });
+    return connection;
+  } catch (error) {
+    await connection?.close();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,212 @@
+/**
+ * {@linkcode RemoteFs}: file helpers on the executor's machine over the
+ * `fs/*` JSON-RPC methods, shaped like the matching `Deno.*` calls. Paths are
+ * absolute paths on the executor.
+ *
+ * @module
+ */
+
+/** What {@linkcode RemoteFs} needs from its connection. */
+export interface FsTransport {
+  /** Sends one JSON-RPC request. */
+  request<T = unknown>(method: string, params?: unknown): Promise<T>;
+}
+
+/** Metadata of a path, from {@linkcode RemoteFs.stat}. */
+export interface RemoteFileInfo {
+  /** True for a directory. */
+  isDirectory: boolean;
+  /** True for a regular file. */
+  isFile: boolean;
+  /** True for a symbolic link. */
+  isSymlink: boolean;
+  /** Size in bytes, when the executor reports it. */
+  size?: number;
+  /** Creation time in ms since the epoch, when known. */
+  createdAtMs?: number;
+  /** Modification time in ms since the epoch, when known. */
+  modifiedAtMs?: number;
+}
+
+/** One entry of {@linkcode RemoteFs.readDir}. */
+export interface RemoteDirEntry {
+  /** The entry's name. */
+  fileName: string;
+  /** True for a directory. */
+  isDirectory: boolean;
+  /** True for a regular file. */
+  isFile: boolean;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function decodeBase64(text: string): Uint8Array {
+  return (Uint8Array as unknown as { fromBase64(s: string): Uint8Array }).fromBase64(text);
+}
+
+function encodeBase64(bytes: Uint8Array): string {
+  return (bytes as unknown as { toBase64(): string }).toBase64();
+}
+
+/**
+ * File operations on the executor, each one `fs/*` request. Errors are
+ * `RpcError`s from the executor (`-32003` when its sandbox denies the path,
+ * `-32004` when the path does not exist).
+ *
+ * @example
+ * ```ts ignore
+ * import { connect } from "@outpost/exec";
+ * await using conn = await connect("ws://127.0.0.1:8765");
+ * await conn.fs.writeTextFile("/tmp/hello.txt", "hi");
+ * console.log(await conn.fs.readTextFile("/tmp/hello.txt"));
+ * ```
+ */
+export class RemoteFs {
+  #transport: FsTransport;
+
+  /**
+   * Creates the helpers; use `connection.fs`.
+   *
+   * @param transport The connection.
+   */
+  constructor(transport: FsTransport) {
+    this.#transport = transport;
+  }
+
+  /**
+   * Reads a whole file.
+   *
+   * @param path Absolute path on the executor.
+   * @returns The bytes.
+   * @throws {RpcError} When the executor refuses or the file is missing.
+   */
+  async readFile(path: string): Promise<Uint8Array> {
+    const result = await this.#transport.request<{ dataBase64: string }>("fs/readFile", { path });
+    return decodeBase64(result.dataBase64);
+  }
+
+  /**
+   * Reads a whole file as UTF-8 text.
+   *
+   * @param path Absolute path on the executor.
+   * @returns The text.
+   * @throws {RpcError} When the executor refuses or the file is missing.
+   */
+  async readTextFile(path: string): Promise<string> {
+    return decoder.decode(await this.readFile(path));
+  }
+
+  /**
+   * Writes a whole file, replacing it.
+   *
+   * @param path Absolute path on the executor.
+   * @param data The bytes.
+   * @returns When written.
+   * @throws {RpcError} When the executor refuses.
+   */
+  async writeFile(path: string, data: Uint8Array): Promise<void> {
+    await this.#transport.request("fs/writeFile", { path, dataBase64: encodeBase64(data) });
+  }
+
+  /**
+   * Writes a whole file as UTF-8 text.
+   *
+   * @param path Absolute path on the executor.
+   * @param text The text.
+   * @returns When written.
+   * @throws {RpcError} When the executor refuses.
+   */
+  writeTextFile(path: string, text: string): Promise<void> {
+    return this.writeFile(path, encoder.encode(text));
+  }
+
+  /**
+   * Creates a directory.
+   *
+   * @param path Absolute path on the executor.
+   * @param options `recursive` creates missing parents. @default {{ recursive: false }}
+   * @returns When created.
+   * @throws {RpcError} When the executor refuses.
+   */
+  async mkdir(path: string, options: { recursive?: boolean } = {}): Promise<void> {
+    await this.#transport.request("fs/createDirectory", {
+      path,
+      recursive: options.recursive ?? false,
+    });
+  }
+
+  /**
+   * Reads a path's metadata.
+   *
+   * @param path Absolute path on the executor.
+   * @returns The metadata.
+   * @throws {RpcError} When the executor refuses or the path is missing.
+   */
+  stat(path: string): Promise<RemoteFileInfo> {
+    return this.#transport.request<RemoteFileInfo>("fs/getMetadata", { path });
+  }
+
+  /**
+   * Lists a directory.
+   *
+   * @param path Absolute path on the executor.
+   * @returns The entries.
+   * @throws {RpcError} When the executor refuses or the path is missing.
+   */
+  async readDir(path: string): Promise<RemoteDirEntry[]> {
+    const result = await this.#transport.request<{ entries: RemoteDirEntry[] }>(
+      "fs/readDirectory",
+      { path },
+    );
+    return result.entries;
+  }
+
+  /**
+   * Removes a file or directory.
+   *
+   * @param path Absolute path on the executor.
+   * @param options `recursive` removes a non-empty directory; `force` ignores a missing path.
+   * @returns When removed.
+   * @throws {RpcError} When the executor refuses or the path is missing (without `force`).
+   */
+  async remove(
+    path: string,
+    options: { recursive?: boolean; force?: boolean } = {},
+  ): Promise<void> {
+    await this.#transport.request("fs/remove", {
+      path,
+      recursive: options.recursive ?? false,
+      force: options.force ?? false,
+    });
+  }
+
+  /**
+   * Copies a file or directory.
+   *
+   * @param from Absolute source path on the executor.
+   * @param to Absolute destination path on the executor.
+   * @param options `recursive` copies a directory tree. @default {{ recursive: false }}
+   * @returns When copied.
+   * @throws {RpcError} When the executor refuses.
+   */
+  async copy(from: string, to: string, options: { recursive?: boolean } = {}): Promise<void> {
+    await this.#transport.request("fs/copy", {
+      sourcePath: from,
+      destinationPath: to,
+      recursive: options.recursive ?? false,
+    });
+  }
+
+  /**
+   * Resolves a path to its canonical absolute form.
+   *
+   * @param path Path on the executor.
+   * @returns The canonical path.
+   * @throws {RpcError} When the executor refuses or the path is missing.
+   */
+  async realPath(path: string): Promise<string> {
+    const result = await this.#transport.request<{ path: string }>("fs/canonicalize", { path });
+    return result.path;
+  }
+}

@@ -1,0 +1,442 @@
+/**
+ * {@linkcode RemoteProcess}: a handle to a program running on an executor,
+ * shaped like `Deno.ChildProcess`. Output arrives as `process/output`
+ * notifications; a gap in their sequence numbers (or a paused, slow reader)
+ * is filled from the executor's retained output with `process/read`, so no
+ * byte is lost or repeated.
+ *
+ * @module
+ */
+
+import { RelayClosedError } from "../errors.ts";
+
+/** How a remote process ended, like `Deno.CommandStatus`. */
+export interface RemoteProcessStatus {
+  /** True when the exit code is 0. */
+  success: boolean;
+  /** The exit code; 128 + n when killed by signal n. */
+  code: number;
+  /** The signal that ended the process, or null. */
+  signal: Deno.Signal | null;
+}
+
+/** Everything a finished process wrote, with its status. */
+export interface RemoteProcessOutput extends RemoteProcessStatus {
+  /** All stdout bytes (with `tty`, the terminal output). */
+  stdout: Uint8Array;
+  /** All stderr bytes (empty with `tty`). */
+  stderr: Uint8Array;
+}
+
+/** What a {@linkcode RemoteProcess} needs from its connection. */
+export interface ProcessTransport {
+  /** Sends one JSON-RPC request. */
+  request<T = unknown>(method: string, params?: unknown): Promise<T>;
+  /** Routes notifications for one process id to `listener`; returns the unsubscribe function. */
+  subscribeProcess(
+    processId: string,
+    listener: (method: string, params: unknown) => void,
+  ): () => void;
+  /** Settles when the connection closes. */
+  readonly closed: Promise<void>;
+}
+
+/** How each stdio stream of a {@linkcode RemoteProcess} is set up. */
+export interface RemoteProcessStdio {
+  /** Whether stdin is writable. */
+  stdin: "piped" | "null";
+  /** Whether stdout is readable or discarded. */
+  stdout: "piped" | "null";
+  /** Whether stderr is readable or discarded. */
+  stderr: "piped" | "null";
+}
+
+interface OutputParams {
+  seq: number;
+  stream?: "stdout" | "stderr" | "pty";
+  chunk?: string;
+  exitCode?: number | null;
+  signal?: string | null;
+}
+
+interface ReadResult {
+  chunks: { seq: number; stream: "stdout" | "stderr" | "pty"; chunk: string }[];
+  nextSeq: number;
+  exited: boolean;
+  exitCode: number | null;
+  closed: boolean;
+  failure: string | null;
+  signal?: string | null;
+}
+
+/** Bytes queued in a piped output stream before the process's output is paused. */
+const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+/** Largest `process/read` answer asked for while catching up. */
+const READ_MAX_BYTES = 1024 * 1024;
+/** Largest stdin piece sent in one `process/write`. */
+const WRITE_CHUNK_BYTES = 64 * 1024;
+
+const SIGNAL_NUMBERS: Partial<Record<Deno.Signal, number>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGILL: 4,
+  SIGTRAP: 5,
+  SIGABRT: 6,
+  SIGBUS: 7,
+  SIGFPE: 8,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGSEGV: 11,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+};
+
+/**
+ * The conventional exit code for a process killed by `signal`: 128 + its number.
+ *
+ * @param signal A signal name such as `"SIGINT"`.
+ * @returns 128 + the signal number, or 128 + 15 for unknown names.
+ */
+export function signalExitCode(signal: string): number {
+  return 128 + (SIGNAL_NUMBERS[signal as Deno.Signal] ?? 15);
+}
+
+function decodeBase64(text: string): Uint8Array {
+  return (Uint8Array as unknown as { fromBase64(s: string): Uint8Array }).fromBase64(text);
+}
+
+function encodeBase64(bytes: Uint8Array): string {
+  return (bytes as unknown as { toBase64(): string }).toBase64();
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const chunk of chunks) length += chunk.byteLength;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+function toStatus(
+  exitCode: number | null | undefined,
+  signal: string | null | undefined,
+): RemoteProcessStatus {
+  const sig = (signal ?? null) as Deno.Signal | null;
+  let code = typeof exitCode === "number" && exitCode >= 0 ? exitCode : -1;
+  if (sig !== null && code < 0) code = signalExitCode(sig);
+  return { success: code === 0, code, signal: sig };
+}
+
+/**
+ * A program running on an executor, from {@linkcode RemoteCommand.spawn}.
+ * Shaped like `Deno.ChildProcess`: `status`, `stdin`, `stdout`, `stderr`,
+ * `output()`, `kill()` and `await using`.
+ *
+ * @example
+ * ```ts ignore
+ * import { connect, RemoteCommand } from "@outpost/exec";
+ * await using conn = await connect("ws://127.0.0.1:8765");
+ * const child = new RemoteCommand(conn, "sh", { args: ["-c", "echo hi"] }).spawn();
+ * const { code, stdout } = await child.output();
+ * ```
+ */
+export class RemoteProcess implements AsyncDisposable {
+  /** The process id on the executor (chosen by this client). */
+  readonly id: string;
+  #transport: ProcessTransport;
+  #nextSeq = 1;
+  #maxSeenSeq = 0;
+  #recovering = false;
+  #paused = false;
+  #finished = false;
+  #exited = false;
+  #unsubscribe: (() => void) | null = null;
+  #status: Promise<RemoteProcessStatus>;
+  #resolveStatus!: (status: RemoteProcessStatus) => void;
+  #rejectStatus!: (error: unknown) => void;
+  #stdout: ReadableStream<Uint8Array> | null = null;
+  #stderr: ReadableStream<Uint8Array> | null = null;
+  #stdin: WritableStream<Uint8Array> | null = null;
+  #stdoutController: ReadableStreamDefaultController<Uint8Array> | null = null;
+  #stderrController: ReadableStreamDefaultController<Uint8Array> | null = null;
+  #started: Promise<void>;
+  #startFailed = false;
+
+  /**
+   * Starts tracking a process; `start` performs the `process/start` request.
+   * Use {@linkcode RemoteCommand.spawn} instead of calling this directly.
+   *
+   * @param transport The connection.
+   * @param id The process id.
+   * @param stdio Which stdio streams are piped.
+   * @param start Sends `process/start`; called after notifications are routed here.
+   */
+  constructor(
+    transport: ProcessTransport,
+    id: string,
+    stdio: RemoteProcessStdio,
+    start: () => Promise<unknown>,
+  ) {
+    this.#transport = transport;
+    this.id = id;
+    this.#status = new Promise<RemoteProcessStatus>((resolve, reject) => {
+      this.#resolveStatus = resolve;
+      this.#rejectStatus = reject;
+    });
+    this.#status.catch(() => {});
+    const strategy = new ByteLengthQueuingStrategy({ highWaterMark: OUTPUT_HIGH_WATER_BYTES });
+    if (stdio.stdout === "piped") {
+      this.#stdout = new ReadableStream<Uint8Array>({
+        start: (controller) => void (this.#stdoutController = controller),
+        pull: () => this.#maybeResume(),
+        cancel: () => void (this.#stdoutController = null),
+      }, strategy);
+    }
+    if (stdio.stderr === "piped") {
+      this.#stderr = new ReadableStream<Uint8Array>({
+        start: (controller) => void (this.#stderrController = controller),
+        pull: () => this.#maybeResume(),
+        cancel: () => void (this.#stderrController = null),
+      }, strategy);
+    }
+    if (stdio.stdin === "piped") {
+      this.#stdin = new WritableStream<Uint8Array>({
+        write: (chunk) => this.#write(chunk, false),
+        close: () => this.#write(new Uint8Array(0), true),
+        abort: () => this.#write(new Uint8Array(0), true).catch(() => {}),
+      });
+    }
+    this.#unsubscribe = transport.subscribeProcess(id, (method, params) => {
+      this.#onNotification(method, params as OutputParams);
+    });
+    this.#started = start().then(() => {}, (error) => {
+      this.#startFailed = true;
+      this.#fail(error);
+      throw error;
+    });
+    this.#started.catch(() => {});
+    transport.closed.then(() => {
+      if (!this.#finished) {
+        this.#fail(new RelayClosedError("Cannot follow process: the connection closed"));
+      }
+    });
+  }
+
+  /** Resolves once `process/start` succeeded; rejects with the start error. */
+  get started(): Promise<void> {
+    return this.#started;
+  }
+
+  /** Resolves with the exit status once the process has exited. */
+  get status(): Promise<RemoteProcessStatus> {
+    return this.#status;
+  }
+
+  /**
+   * The process's stdin.
+   *
+   * @throws {TypeError} When stdin is not `"piped"`.
+   */
+  get stdin(): WritableStream<Uint8Array> {
+    if (!this.#stdin) throw new TypeError("Cannot get stdin: it is not piped");
+    return this.#stdin;
+  }
+
+  /**
+   * The process's stdout (with `tty`, everything the terminal shows).
+   *
+   * @throws {TypeError} When stdout is not `"piped"`.
+   */
+  get stdout(): ReadableStream<Uint8Array> {
+    if (!this.#stdout) throw new TypeError("Cannot get stdout: it is not piped");
+    return this.#stdout;
+  }
+
+  /**
+   * The process's stderr.
+   *
+   * @throws {TypeError} When stderr is not `"piped"`.
+   */
+  get stderr(): ReadableStream<Uint8Array> {
+    if (!this.#stderr) throw new TypeError("Cannot get stderr: it is not piped");
+    return this.#stderr;
+  }
+
+  /**
+   * Collects all output and waits for the exit status.
+   *
+   * @returns The status with the complete stdout and stderr bytes.
+   * @throws {RelayClosedError} When the connection closes first.
+   */
+  async output(): Promise<RemoteProcessOutput> {
+    const collect = async (stream: ReadableStream<Uint8Array> | null): Promise<Uint8Array> => {
+      if (!stream) return new Uint8Array(0);
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of stream) chunks.push(chunk);
+      return concat(chunks);
+    };
+    const [stdout, stderr, status] = await Promise.all([
+      collect(this.#stdout),
+      collect(this.#stderr),
+      this.#status,
+    ]);
+    return { ...status, stdout, stderr };
+  }
+
+  /**
+   * Sends a signal to the process (its process group, on the executor).
+   *
+   * @param signal The signal. @default {"SIGTERM"}
+   * @returns When the executor has delivered it.
+   * @throws {RpcError} When the executor refuses.
+   */
+  async kill(signal: Deno.Signal = "SIGTERM"): Promise<void> {
+    await this.#started;
+    if (this.#exited) return;
+    await this.#transport.request("process/signal", { processId: this.id, signal });
+  }
+
+  /** Kills the process unless it has exited, then waits for its status. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (!this.#exited && !this.#startFailed) await this.kill("SIGKILL").catch(() => {});
+    await this.#status.catch(() => {});
+    await Promise.allSettled([this.#stdout?.cancel(), this.#stderr?.cancel()]);
+  }
+
+  async #write(chunk: Uint8Array, eof: boolean): Promise<void> {
+    await this.#started;
+    let offset = 0;
+    do {
+      const piece = chunk.subarray(offset, offset + WRITE_CHUNK_BYTES);
+      offset += piece.byteLength;
+      const last = offset >= chunk.byteLength;
+      const result = await this.#transport.request<{ status: string }>("process/write", {
+        processId: this.id,
+        chunk: encodeBase64(piece),
+        ...(eof && last ? { eof: true } : {}),
+      });
+      if (result?.status !== "accepted") {
+        if (eof && result?.status === "stdinClosed") return;
+        throw new TypeError(`Cannot write to process ${this.id}: ${result?.status ?? "no status"}`);
+      }
+    } while (offset < chunk.byteLength);
+  }
+
+  #onNotification(method: string, params: OutputParams): void {
+    if (this.#finished || typeof params?.seq !== "number") return;
+    const seq = params.seq;
+    if (seq < this.#nextSeq) return;
+    if (seq > this.#maxSeenSeq) this.#maxSeenSeq = seq;
+    if (this.#recovering || this.#paused || seq > this.#nextSeq) {
+      if (!this.#paused) this.#recover();
+      return;
+    }
+    this.#nextSeq = seq + 1;
+    if (method === "process/output") {
+      this.#deliver(params.stream ?? "stdout", decodeBase64(params.chunk ?? ""));
+    } else if (method === "process/exited") {
+      this.#onExit(params.exitCode, params.signal);
+    } else if (method === "process/closed") {
+      this.#finish();
+    }
+  }
+
+  #deliver(stream: "stdout" | "stderr" | "pty", bytes: Uint8Array): void {
+    const controller = stream === "stderr" ? this.#stderrController : this.#stdoutController;
+    if (!controller || bytes.byteLength === 0) return;
+    controller.enqueue(bytes);
+    if ((controller.desiredSize ?? 1) <= 0) this.#paused = true;
+  }
+
+  #maybeResume(): void {
+    if (!this.#paused) return;
+    const blocked = [this.#stdoutController, this.#stderrController].some(
+      (c) => c !== null && (c.desiredSize ?? 1) <= 0,
+    );
+    if (blocked) return;
+    this.#paused = false;
+    if (this.#maxSeenSeq >= this.#nextSeq) this.#recover();
+  }
+
+  #onExit(exitCode: number | null | undefined, signal: string | null | undefined): void {
+    if (this.#exited) return;
+    this.#exited = true;
+    this.#resolveStatus(toStatus(exitCode, signal));
+  }
+
+  /** Catches up from the executor's retained output until no known event is missing. */
+  #recover(): void {
+    if (this.#recovering || this.#finished) return;
+    this.#recovering = true;
+    (async () => {
+      try {
+        while (!this.#finished && !this.#paused) {
+          const result = await this.#transport.request<ReadResult>("process/read", {
+            processId: this.id,
+            afterSeq: this.#nextSeq - 1,
+            maxBytes: READ_MAX_BYTES,
+          });
+          if (this.#finished) return;
+          if (result.failure) throw new Error(`Cannot read process output: ${result.failure}`);
+          for (const chunk of result.chunks) {
+            if (chunk.seq < this.#nextSeq) continue;
+            this.#deliver(chunk.stream, decodeBase64(chunk.chunk));
+          }
+          const before = this.#nextSeq;
+          this.#nextSeq = Math.max(this.#nextSeq, result.nextSeq);
+          if (result.chunks.length === 0) {
+            if (result.exited) this.#onExit(result.exitCode, result.signal);
+            if (result.closed) {
+              this.#finish();
+              return;
+            }
+            if (this.#nextSeq > this.#maxSeenSeq || this.#nextSeq === before) return;
+          }
+        }
+      } catch (error) {
+        this.#fail(error);
+      } finally {
+        this.#recovering = false;
+      }
+    })();
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
+    for (const controller of [this.#stdoutController, this.#stderrController]) {
+      try {
+        controller?.close();
+      } catch {
+        // Cancelled by the reader.
+      }
+    }
+    if (!this.#exited) {
+      this.#rejectStatus(new Error("Cannot get status: the process closed without an exit status"));
+    }
+  }
+
+  #fail(error: unknown): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
+    for (const controller of [this.#stdoutController, this.#stderrController]) {
+      try {
+        controller?.error(error);
+      } catch {
+        // Already closed.
+      }
+    }
+    if (!this.#exited) this.#rejectStatus(error);
+  }
+}

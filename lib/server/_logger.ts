@@ -1,0 +1,118 @@
+/**
+ * A small structured logger for the CLI: human-readable lines by default,
+ * one JSON object per line with `--log-format json`. It formats and redacts;
+ * the caller supplies where lines go (the CLI writes them to stderr), so no
+ * library module prints.
+ *
+ * Secrets never reach the output: fields whose name looks like a credential
+ * (`token`, `authorization`, `secret`, `password`, `signingKey`, ...) are
+ * replaced by `[redacted]`, and the `sig`/`token` query parameters of any URL
+ * in a message or field value are masked.
+ *
+ * @module
+ */
+
+/** Output format of a {@linkcode Logger}. */
+export type LogFormat = "text" | "json";
+
+/** Severity of one log line. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** Structured fields attached to one log line. */
+export type LogFields = Record<string, unknown>;
+
+/** Options for {@linkcode createLogger}. */
+export interface LoggerOptions {
+  /** Line format. @default {"text"} */
+  format?: LogFormat;
+  /** The lowest level written. @default {"info"} */
+  level?: LogLevel;
+  /** Receives each finished line, without the trailing newline. */
+  write: (line: string) => void;
+  /** Clock for timestamps. @default {() => new Date()} */
+  now?: () => Date;
+}
+
+/** A structured logger; see {@linkcode createLogger}. */
+export interface Logger {
+  /** Writes a debug line. */
+  debug(message: string, fields?: LogFields): void;
+  /** Writes an info line. */
+  info(message: string, fields?: LogFields): void;
+  /** Writes a warning line. */
+  warn(message: string, fields?: LogFields): void;
+  /** Writes an error line. */
+  error(message: string, fields?: LogFields): void;
+}
+
+const LEVEL_RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+const SECRET_KEY = /token|authori[sz]ation|secret|password|passwd|signing.?key|credential|cookie/i;
+const SECRET_QUERY = /([?&](?:sig|token|access_token)=)[^&\s"']*/gi;
+const BEARER = /(bearer\s+)[^\s"']+/gi;
+const REDACTED = "[redacted]";
+
+/**
+ * Masks credentials inside a string: `sig=`/`token=` query values and
+ * `Bearer` credentials.
+ *
+ * @param text Any text that may contain a URL or an Authorization value.
+ * @returns The text with credentials replaced by `[redacted]`.
+ */
+export function redactText(text: string): string {
+  return text.replace(SECRET_QUERY, `$1${REDACTED}`).replace(BEARER, `$1${REDACTED}`);
+}
+
+function redactValue(key: string, value: unknown): unknown {
+  if (SECRET_KEY.test(key)) return REDACTED;
+  if (typeof value === "string") return redactText(value);
+  if (value instanceof Error) return redactText(value.message);
+  if (value instanceof URL) return redactText(value.href);
+  return value;
+}
+
+function textValue(value: unknown): string {
+  const text = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+  return /[\s"=]/.test(text) || text === "" ? JSON.stringify(text) : text;
+}
+
+/**
+ * Creates a logger writing human text or JSON lines to `options.write`.
+ *
+ * @param options Format, minimum level and the line sink.
+ * @returns The logger.
+ * @example
+ * ```ts
+ * const lines: string[] = [];
+ * const log = createLogger({ format: "json", write: (l) => lines.push(l) });
+ * log.info("executor connected", { executorId: "e-1", token: "s3cret" });
+ * // lines[0] has "token":"[redacted]"
+ * ```
+ */
+export function createLogger(options: LoggerOptions): Logger {
+  const format = options.format ?? "text";
+  const min = LEVEL_RANK[options.level ?? "info"];
+  const now = options.now ?? (() => new Date());
+  const write = options.write;
+  const emit = (level: LogLevel, message: string, fields: LogFields = {}): void => {
+    if (LEVEL_RANK[level] < min) return;
+    const clean: LogFields = {};
+    for (const [key, value] of Object.entries(fields)) {
+      if (value !== undefined) clean[key] = redactValue(key, value);
+    }
+    const time = now().toISOString();
+    const msg = redactText(message);
+    if (format === "json") {
+      write(JSON.stringify({ time, level, msg, ...clean }));
+      return;
+    }
+    let line = `${time} ${level.toUpperCase().padEnd(5)} ${msg}`;
+    for (const [key, value] of Object.entries(clean)) line += ` ${key}=${textValue(value)}`;
+    write(line);
+  };
+  return {
+    debug: (message, fields) => emit("debug", message, fields),
+    info: (message, fields) => emit("info", message, fields),
+    warn: (message, fields) => emit("warn", message, fields),
+    error: (message, fields) => emit("error", message, fields),
+  };
+}

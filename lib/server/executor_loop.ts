@@ -1,0 +1,301 @@
+/**
+ * The remote executor loop (reference §5.1): register with the registry,
+ * connect to the signed rendezvous URL it returns, serve every virtual stream
+ * on that socket, and when the socket goes away register afresh and
+ * reconnect with backoff. One {@linkcode StreamMux} lives for the whole run,
+ * so streams resume on the new socket within the mux's detach window.
+ *
+ * @module
+ */
+
+import { Executor } from "../exec/executor.ts";
+import { StreamMux } from "../mux/stream_mux.ts";
+import type { MuxStream } from "../mux/stream_mux.ts";
+import { RelaySocket } from "../relay/relay_socket.ts";
+import {
+  DEFAULT_REGISTER_TIMEOUT_MS,
+  normalizeRegistryUrl,
+  registerExecutor,
+  RegistrationError,
+  validateExecutorId,
+} from "./_registration.ts";
+
+export { RegistrationError } from "./_registration.ts";
+
+/** Where a {@linkcode RemoteExecutorHandle} is in its life. */
+export type RemoteExecutorStatus =
+  | "registering"
+  | "connecting"
+  | "connected"
+  | "waiting"
+  | "closed";
+
+/** Something the executor loop did, for logs and tests. Never carries a token or signed URL. */
+export type RemoteExecutorEvent =
+  | { type: "registered"; executorId: string }
+  | { type: "connected"; executorId: string }
+  | { type: "disconnected"; code: number; reason: string }
+  | { type: "retrying"; delayMs: number; error?: Error }
+  | { type: "stream_error"; streamId: string; error: Error }
+  | { type: "closed"; error?: Error };
+
+/** Options of {@linkcode runExecutor}. */
+export interface RunExecutorOptions {
+  /** Registry base URL (`http(s)://` or the rendezvous `ws(s)://` URL). */
+  registry: string;
+  /** The executor id: 1..256 ASCII letters, digits, `-` or `_`. */
+  executorId: string;
+  /** Bearer token for the registry. Never logged. */
+  token: string;
+  /** Display name sent at registration. @default {"outpost"} */
+  name?: string;
+  /** The executor serving the streams; created (and closed at the end) when absent. */
+  executor?: Executor;
+  /** Stops the loop; equivalent to `close()`. */
+  signal?: AbortSignal;
+  /** First reconnect delay. @default {1000} */
+  initialBackoffMs?: number;
+  /** Largest reconnect delay. @default {30000} */
+  maxBackoffMs?: number;
+  /** Relative jitter applied to each delay, 0..1 (0.2 means ±20%). @default {0.2} */
+  jitter?: number;
+  /** Timeout of one registration request. @default {10000} */
+  registerTimeoutMs?: number;
+  /** Timeout of one WebSocket connect. @default {10000} */
+  connectTimeoutMs?: number;
+  /** How long streams survive a lost socket. @default {30000} */
+  detachWindowMs?: number;
+  /** Most concurrent streams; beyond it new streams are reset. Mux default when absent. */
+  maxStreams?: number;
+  /** Receives loop events (for logs). */
+  onEvent?: (event: RemoteExecutorEvent) => void;
+  /** Sleep used between attempts (tests inject a fake). Must reject when `signal` aborts. */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Random source in [0, 1) for jitter. @default {Math.random} */
+  random?: () => number;
+}
+
+/** A running executor loop, from {@linkcode runExecutor}. */
+export interface RemoteExecutorHandle extends AsyncDisposable {
+  /** The executor id. */
+  readonly executorId: string;
+  /** Current state of the loop. */
+  readonly status: RemoteExecutorStatus;
+  /**
+   * Settles when the loop has stopped and everything is released: resolves
+   * after `close()` or an abort, rejects with the fatal error otherwise (a
+   * refused registration, a registry answer naming another executor).
+   */
+  readonly closed: Promise<void>;
+  /** Stops the loop, closes the socket and every stream; idempotent. */
+  close(): Promise<void>;
+}
+
+function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+function checkRange(name: string, value: number, min: number, max: number): number {
+  if (!Number.isFinite(value) || value < min || value > max) {
+    throw new RangeError(`Cannot run executor: ${name} ${value} is outside ${min}..${max}`);
+  }
+  return value;
+}
+
+/**
+ * Runs an executor that registers with a registry and serves the streams a
+ * rendezvous routes to it, reconnecting until closed.
+ *
+ * Retry policy: a lost or failed socket, a registry that cannot be reached,
+ * and registry answers 5xx/408/429 are retried with backoff (1 s doubling to
+ * 30 s, jittered, reset after a good connect), registering afresh each time.
+ * A refused token (401/403), any other 4xx, and an answer naming another
+ * executor are fatal: `closed` rejects with the error.
+ *
+ * @param options Registry, id, token and tuning.
+ * @returns A handle to the running loop.
+ * @throws {TypeError} When the registry URL, executor id or token is unusable.
+ * @throws {RangeError} When a backoff option is out of range.
+ * @example
+ * ```ts ignore
+ * import { runExecutor } from "@outpost/exec";
+ * await using handle = runExecutor({
+ *   registry: "http://127.0.0.1:8700",
+ *   executorId: "build-box",
+ *   token: Deno.env.get("OUTPOST_TOKEN")!,
+ * });
+ * await handle.closed;
+ * ```
+ */
+export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
+  const registry = normalizeRegistryUrl(options.registry);
+  const executorId = validateExecutorId(options.executorId);
+  const token = options.token.trim();
+  if (token === "") throw new TypeError("Cannot run executor: the token is empty");
+  const initialBackoffMs = checkRange(
+    "initialBackoffMs",
+    options.initialBackoffMs ?? 1000,
+    0,
+    3_600_000,
+  );
+  const maxBackoffMs = checkRange(
+    "maxBackoffMs",
+    options.maxBackoffMs ?? 30_000,
+    initialBackoffMs,
+    3_600_000,
+  );
+  const jitter = checkRange("jitter", options.jitter ?? 0.2, 0, 1);
+  const sleep = options.sleep ?? defaultSleep;
+  const random = options.random ?? Math.random;
+  const emit = (event: RemoteExecutorEvent): void => {
+    try {
+      options.onEvent?.(event);
+    } catch {
+      // A failing listener must not stop the executor.
+    }
+  };
+
+  const stop = new AbortController();
+  const onOuterAbort = (): void => stop.abort(options.signal?.reason);
+  if (options.signal?.aborted) stop.abort(options.signal.reason);
+  else options.signal?.addEventListener("abort", onOuterAbort, { once: true });
+
+  const ownsExecutor = options.executor === undefined;
+  const executor = options.executor ?? new Executor();
+  const serving = new Set<Promise<void>>();
+  const mux = new StreamMux({
+    role: "executor",
+    ...(options.detachWindowMs !== undefined ? { detachWindowMs: options.detachWindowMs } : {}),
+    ...(options.maxStreams !== undefined ? { maxStreams: options.maxStreams } : {}),
+    onStream: (stream: MuxStream) => {
+      const run = executor.serve(stream).catch((error: Error) => {
+        emit({ type: "stream_error", streamId: stream.id, error });
+      });
+      serving.add(run);
+      run.finally(() => serving.delete(run));
+    },
+  });
+
+  let status: RemoteExecutorStatus = "registering";
+  let socket: RelaySocket | undefined;
+
+  async function wait(delayMs: number, error?: Error): Promise<void> {
+    const spread = delayMs * jitter * (2 * random() - 1);
+    const actual = Math.max(0, Math.min(maxBackoffMs, Math.round(delayMs + spread)));
+    status = "waiting";
+    emit({ type: "retrying", delayMs: actual, ...(error ? { error } : {}) });
+    await sleep(actual, stop.signal);
+  }
+
+  async function loop(): Promise<void> {
+    let delayMs = initialBackoffMs;
+    const grow = (): void => {
+      delayMs = Math.min(maxBackoffMs, Math.max(delayMs * 2, 1));
+    };
+    while (!stop.signal.aborted) {
+      status = "registering";
+      let url: string;
+      try {
+        const registration = await registerExecutor(registry, executorId, token, {
+          signal: stop.signal,
+          timeoutMs: options.registerTimeoutMs ?? DEFAULT_REGISTER_TIMEOUT_MS,
+          ...(options.name !== undefined ? { name: options.name } : {}),
+        });
+        url = registration.url;
+      } catch (error) {
+        if (stop.signal.aborted) return;
+        if (error instanceof RegistrationError && error.retryable) {
+          await wait(delayMs, error);
+          grow();
+          continue;
+        }
+        throw error;
+      }
+      emit({ type: "registered", executorId });
+      status = "connecting";
+      try {
+        socket = await RelaySocket.connect(url, {
+          signal: stop.signal,
+          timeoutMs: options.connectTimeoutMs ?? 10_000,
+        });
+      } catch (error) {
+        if (stop.signal.aborted) return;
+        await wait(
+          delayMs,
+          new Error("Cannot connect executor socket to the rendezvous", { cause: error }),
+        );
+        grow();
+        continue;
+      }
+      delayMs = initialBackoffMs;
+      status = "connected";
+      mux.attach(socket);
+      emit({ type: "connected", executorId });
+      let info;
+      try {
+        info = await abortable(socket.closed, stop.signal);
+      } catch {
+        return;
+      } finally {
+        if (stop.signal.aborted) await socket.close("shutdown");
+      }
+      socket = undefined;
+      emit({ type: "disconnected", code: info.code, reason: info.reason });
+      await wait(delayMs);
+      grow();
+    }
+  }
+
+  const done = (async () => {
+    let failure: unknown;
+    try {
+      await loop();
+    } catch (error) {
+      if (!stop.signal.aborted) failure = error;
+    }
+    status = "closed";
+    options.signal?.removeEventListener("abort", onOuterAbort);
+    stop.abort(new Error("Executor loop stopped"));
+    await socket?.close("shutdown");
+    await mux.close();
+    await Promise.allSettled([...serving]);
+    if (ownsExecutor) await executor.close();
+    emit({ type: "closed", ...(failure ? { error: failure as Error } : {}) });
+    if (failure !== undefined) throw failure;
+  })();
+  done.catch(() => {});
+
+  const close = async (): Promise<void> => {
+    stop.abort(new Error("Executor loop closed"));
+    await done.catch(() => {});
+  };
+  return {
+    executorId,
+    get status(): RemoteExecutorStatus {
+      return status;
+    },
+    closed: done,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
