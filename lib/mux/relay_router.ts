@@ -1,0 +1,755 @@
+/**
+ * The rendezvous router: forwards relay frames by `stream_id` between one
+ * executor socket per executor id and many harness sockets. It reads only a
+ * frame's `stream_id` and whether it is a reset, and forwards the bytes it
+ * received untouched; it never acks, retries, reorders or reassembles (the
+ * endpoints do, see PROTOCOL.md).
+ *
+ * Ownership: a stream belongs to the harness socket that first sent a frame
+ * for it. When a socket goes away its streams are parked for the detach
+ * window; a returning socket of the same party takes them back by sending
+ * frames for them (e.g. `resume`), and when the window passes the other side
+ * gets a reset naming why. Everything is bounded: executors, harness sockets
+ * per executor, streams per executor, frame size, frames held for an offline
+ * executor, and each socket's outbound queue (a socket that stays behind is
+ * dropped, never buffered without end).
+ *
+ * @module
+ */
+
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, RELAY_FRAME_VERSION } from "../relay/frame_codec.ts";
+import type { ReceivedFrame, RelaySocket } from "../relay/relay_socket.ts";
+import {
+  RESET_EXECUTOR_DISCONNECTED,
+  RESET_EXECUTOR_OFFLINE,
+  RESET_HARNESS_DISCONNECTED,
+  RESET_STREAM_IN_USE,
+  RESET_TOO_MANY_STREAMS,
+  RESET_UNKNOWN_STREAM,
+} from "./reset_reasons.ts";
+
+/** Close reason of an executor socket replaced by a newer one for the same id. */
+export const CLOSE_REPLACED = "replaced";
+/** Close reason of a socket that stayed behind on its outbound frames. */
+export const CLOSE_SLOW_PEER = "slow_peer";
+/** Close reason of every socket when the router shuts down. */
+export const CLOSE_SHUTDOWN = "shutdown";
+
+/** WebSocket close code for {@linkcode CLOSE_REPLACED} (application range). */
+export const CLOSE_CODE_REPLACED = 4000;
+/** WebSocket close code for {@linkcode CLOSE_SLOW_PEER} (application range). */
+export const CLOSE_CODE_SLOW_PEER = 4001;
+/** WebSocket close code for {@linkcode CLOSE_SHUTDOWN} (going away). */
+export const CLOSE_CODE_SHUTDOWN = 1001;
+
+type Timer = ReturnType<typeof setTimeout>;
+
+/** Which party a socket speaks for. */
+export type RouterRole = "executor" | "harness";
+
+/** Something the router did, for logs and metrics. Never carries payloads or credentials. */
+export type RouterEvent =
+  | { type: "executor_attached"; executorId: string; replaced: boolean }
+  | { type: "executor_detached"; executorId: string }
+  | { type: "executor_expired"; executorId: string; streams: number }
+  | { type: "harness_attached"; executorId: string; harnessSockets: number }
+  | { type: "harness_detached"; executorId: string; parkedStreams: number }
+  | { type: "streams_expired"; executorId: string; streams: number }
+  | { type: "peer_dropped"; executorId: string; role: RouterRole; reason: string }
+  | { type: "frames_dropped"; executorId: string; reason: string };
+
+/** Limits and timing of a {@linkcode RelayRouter}; every field is optional. */
+export interface RelayRouterOptions {
+  /**
+   * How long a departed socket's streams stay parked, waiting for it to return.
+   * @default {30000}
+   */
+  detachWindowMs?: number;
+  /**
+   * Most executor ids routed at once (connected, or with parked streams).
+   * @default {1024}
+   */
+  maxExecutors?: number;
+  /**
+   * Most harness sockets per executor id.
+   * @default {64}
+   */
+  maxHarnessSockets?: number;
+  /**
+   * Most streams per executor id, parked ones included; past it a new
+   * stream gets reset `too_many_streams`.
+   * @default {4096}
+   */
+  maxStreams?: number;
+  /**
+   * Largest frame forwarded, in bytes (the sockets should enforce it too).
+   * @default {262144}
+   */
+  maxFrameBytes?: number;
+  /**
+   * Bytes waiting for one socket (queued plus the socket's own buffer) above
+   * which the socket counts as behind. Harness sockets wait while the
+   * executor is behind (backpressure); the executor never waits for a harness.
+   * @default {1048576}
+   */
+  peerHighWaterBytes?: number;
+  /**
+   * Bytes queued for one socket past which it is dropped at once.
+   * @default {16777216}
+   */
+  maxPeerQueueBytes?: number;
+  /**
+   * How long a socket may stay behind before it is dropped (closed `slow_peer`).
+   * @default {15000}
+   */
+  slowPeerTimeoutMs?: number;
+  /**
+   * Bytes of harness frames held per executor id while its executor is away
+   * (within the detach window); they are delivered in order when it returns.
+   * Past the bound frames are dropped (reported as `frames_dropped`):
+   * reliable streams recover them by retransmission and resume.
+   * @default {4194304}
+   */
+  maxOfflineQueueBytes?: number;
+  /** Receives an event for every attach, detach, expiry and drop. */
+  onEvent?: (event: RouterEvent) => void;
+}
+
+/** A snapshot of what the router holds. */
+export interface RelayRouterStats {
+  /** Executor ids routed (connected or with parked streams). */
+  executors: number;
+  /** Connected executor sockets. */
+  executorSockets: number;
+  /** Connected harness sockets. */
+  harnessSockets: number;
+  /** Routed streams, parked ones included. */
+  streams: number;
+  /** Streams whose harness socket is away. */
+  parkedStreams: number;
+}
+
+/** A stream's route: its owning harness socket, or none while parked. */
+interface Route {
+  owner: Peer | undefined;
+  /** Identifies the parking that a window timer may expire. */
+  parking: object | undefined;
+}
+
+/** Everything routed for one executor id. */
+interface Site {
+  readonly id: string;
+  executor: Peer | undefined;
+  /** An executor was here and its detach window has not passed. */
+  executorAway: boolean;
+  executorTimer: Timer | undefined;
+  readonly harnesses: Set<Peer>;
+  readonly routes: Map<string, Route>;
+  offline: Uint8Array[];
+  offlineBytes: number;
+  offlineOverflowReported: boolean;
+  /** Pending harness-parking timers. */
+  readonly parkTimers: Set<Timer>;
+}
+
+/** One socket and its bounded outbound queue. */
+class Peer {
+  readonly role: RouterRole;
+  readonly socket: RelaySocket;
+  readonly site: Site;
+  /** Streams this harness socket owns. */
+  readonly streams = new Set<string>();
+  queuedBytes = 0;
+  overSince = 0;
+  dead = false;
+  #queue: Uint8Array[] = [];
+  #head = 0;
+  #pumping = false;
+  #lowWater: number;
+  #drain: PromiseWithResolvers<void> | undefined;
+  #onSendFailure: (peer: Peer) => void;
+
+  constructor(
+    role: RouterRole,
+    socket: RelaySocket,
+    site: Site,
+    lowWater: number,
+    onSendFailure: (peer: Peer) => void,
+  ) {
+    this.role = role;
+    this.socket = socket;
+    this.site = site;
+    this.#lowWater = lowWater;
+    this.#onSendFailure = onSendFailure;
+  }
+
+  /** Bytes waiting for this socket: queued here plus buffered in the socket. */
+  get pendingBytes(): number {
+    return this.queuedBytes + this.socket.bufferedAmount;
+  }
+
+  enqueue(bytes: Uint8Array): void {
+    if (this.dead) return;
+    this.#queue.push(bytes);
+    this.queuedBytes += bytes.length;
+    if (!this.#pumping) this.#pump();
+  }
+
+  /** Resolves once the queue is under the low water mark or the peer is dead. */
+  drained(): Promise<void> {
+    if (this.dead || this.queuedBytes <= this.#lowWater) return Promise.resolve();
+    this.#drain ??= Promise.withResolvers<void>();
+    return this.#drain.promise;
+  }
+
+  kill(): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.#queue = [];
+    this.#head = 0;
+    this.queuedBytes = 0;
+    this.#releaseDrain();
+  }
+
+  #releaseDrain(): void {
+    const drain = this.#drain;
+    if (drain !== undefined) {
+      this.#drain = undefined;
+      drain.resolve();
+    }
+  }
+
+  async #pump(): Promise<void> {
+    this.#pumping = true;
+    try {
+      while (!this.dead && this.#head < this.#queue.length) {
+        const bytes = this.#queue[this.#head];
+        this.#queue[this.#head++] = EMPTY;
+        this.queuedBytes -= bytes.length;
+        if (this.#drain !== undefined && this.queuedBytes <= this.#lowWater) this.#releaseDrain();
+        await this.socket.sendBytes(bytes);
+      }
+    } catch {
+      if (!this.dead) this.#onSendFailure(this);
+    } finally {
+      this.#pumping = false;
+      if (this.#head >= this.#queue.length) {
+        this.#queue.length = 0;
+        this.#head = 0;
+      } else if (this.#head > 1024) {
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
+      }
+    }
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function positive(value: number | undefined, fallback: number, name: string): number {
+  const v = value ?? fallback;
+  if (!Number.isFinite(v) || v <= 0) {
+    throw new RangeError(`Cannot create router: ${name} must be a positive number, got ${v}`);
+  }
+  return v;
+}
+
+function resetBytes(streamId: string, reason: string): Uint8Array {
+  return encodeFrame({
+    version: RELAY_FRAME_VERSION,
+    streamId,
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "reset", reason },
+  });
+}
+
+/**
+ * Routes relay frames between executor and harness sockets by `stream_id`.
+ *
+ * @example Route the sockets of a rendezvous
+ * ```ts ignore
+ * import { RelayRouter } from "./relay_router.ts";
+ * import { RelaySocket } from "../relay/relay_socket.ts";
+ * const router = new RelayRouter({ detachWindowMs: 30_000 });
+ * Deno.serve((req) => {
+ *   const { socket, response } = Deno.upgradeWebSocket(req);
+ *   router.addExecutor("exec-1", RelaySocket.accept(socket));
+ *   return response;
+ * });
+ * ```
+ */
+export class RelayRouter implements AsyncDisposable {
+  #detachWindowMs: number;
+  #maxExecutors: number;
+  #maxHarnessSockets: number;
+  #maxStreams: number;
+  #maxFrameBytes: number;
+  #highWater: number;
+  #maxQueue: number;
+  #slowMs: number;
+  #maxOffline: number;
+  #onEvent: ((event: RouterEvent) => void) | undefined;
+  #sites = new Map<string, Site>();
+  #peers = new Set<Peer>();
+  #loops = new Set<Promise<void>>();
+  #watchdog: ReturnType<typeof setInterval> | undefined;
+  #closing = false;
+  #closed = Promise.withResolvers<void>();
+
+  /**
+   * Creates a router.
+   *
+   * @param options Limits, detach window and event sink.
+   * @throws {RangeError} When a limit is not a positive number.
+   */
+  constructor(options: RelayRouterOptions = {}) {
+    this.#detachWindowMs = positive(options.detachWindowMs, 30_000, "detachWindowMs");
+    this.#maxExecutors = positive(options.maxExecutors, 1024, "maxExecutors");
+    this.#maxHarnessSockets = positive(options.maxHarnessSockets, 64, "maxHarnessSockets");
+    this.#maxStreams = positive(options.maxStreams, 4096, "maxStreams");
+    this.#maxFrameBytes = positive(
+      options.maxFrameBytes,
+      DEFAULT_MAX_FRAME_BYTES,
+      "maxFrameBytes",
+    );
+    this.#highWater = positive(options.peerHighWaterBytes, 1 << 20, "peerHighWaterBytes");
+    this.#maxQueue = positive(options.maxPeerQueueBytes, 16 << 20, "maxPeerQueueBytes");
+    this.#slowMs = positive(options.slowPeerTimeoutMs, 15_000, "slowPeerTimeoutMs");
+    this.#maxOffline = positive(options.maxOfflineQueueBytes, 4 << 20, "maxOfflineQueueBytes");
+    this.#onEvent = options.onEvent;
+  }
+
+  /** Settles once {@linkcode RelayRouter.close} has closed every socket. */
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+
+  /**
+   * Says whether a socket of this role for this executor id would be
+   * admitted now, so a server can refuse it before the WebSocket upgrade.
+   *
+   * @param role The socket's role.
+   * @param executorId The executor id.
+   * @returns undefined when admitted, else a reason: "shutdown",
+   * "too_many_executors" or "too_many_harness_sockets".
+   */
+  admits(role: RouterRole, executorId: string): string | undefined {
+    if (this.#closing) return "shutdown";
+    const site = this.#sites.get(executorId);
+    if (site === undefined) {
+      return this.#sites.size >= this.#maxExecutors ? "too_many_executors" : undefined;
+    }
+    if (role === "harness" && site.harnesses.size >= this.#maxHarnessSockets) {
+      return "too_many_harness_sockets";
+    }
+    return undefined;
+  }
+
+  /**
+   * Attaches the executor socket for an executor id. A previous executor
+   * socket for the same id is closed (`replaced`); routes and parked streams
+   * carry over to the new one, and frames held while the executor was away
+   * are sent to it first.
+   *
+   * @param executorId The executor id.
+   * @param socket The executor's relay socket (from `RelaySocket.accept`).
+   * @throws {RangeError} When the executor limit is reached or the router is closed;
+   * the socket is closed first.
+   */
+  addExecutor(executorId: string, socket: RelaySocket): void {
+    const site = this.#admit("executor", executorId, socket);
+    const peer = this.#newPeer("executor", socket, site);
+    const previous = site.executor;
+    if (previous !== undefined) this.#dropPeer(previous, CLOSE_REPLACED, CLOSE_CODE_REPLACED);
+    if (site.executorTimer !== undefined) {
+      clearTimeout(site.executorTimer);
+      site.executorTimer = undefined;
+    }
+    site.executor = peer;
+    site.executorAway = false;
+    const held = site.offline;
+    site.offline = [];
+    site.offlineBytes = 0;
+    site.offlineOverflowReported = false;
+    for (const bytes of held) peer.enqueue(bytes);
+    this.#emit({ type: "executor_attached", executorId, replaced: previous !== undefined });
+    this.#track(this.#readExecutor(peer));
+  }
+
+  /**
+   * Attaches a harness socket for an executor id.
+   *
+   * @param executorId The executor id the harness wants to reach.
+   * @param socket The harness's relay socket (from `RelaySocket.accept`).
+   * @throws {RangeError} When the executor or harness socket limit is reached or
+   * the router is closed; the socket is closed first.
+   */
+  addHarness(executorId: string, socket: RelaySocket): void {
+    const site = this.#admit("harness", executorId, socket);
+    const peer = this.#newPeer("harness", socket, site);
+    site.harnesses.add(peer);
+    this.#emit({ type: "harness_attached", executorId, harnessSockets: site.harnesses.size });
+    this.#track(this.#readHarness(peer));
+  }
+
+  /**
+   * Counts what the router holds.
+   *
+   * @returns The counts.
+   */
+  stats(): RelayRouterStats {
+    let executorSockets = 0;
+    let harnessSockets = 0;
+    let streams = 0;
+    let parkedStreams = 0;
+    for (const site of this.#sites.values()) {
+      if (site.executor !== undefined) executorSockets++;
+      harnessSockets += site.harnesses.size;
+      streams += site.routes.size;
+      for (const route of site.routes.values()) if (route.owner === undefined) parkedStreams++;
+    }
+    return { executors: this.#sites.size, executorSockets, harnessSockets, streams, parkedStreams };
+  }
+
+  /**
+   * Closes every socket (`shutdown`), forgets every route and stops every
+   * timer. Idempotent.
+   *
+   * @returns Once every socket's reader has finished.
+   */
+  async close(): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = true;
+      for (const site of this.#sites.values()) {
+        if (site.executorTimer !== undefined) clearTimeout(site.executorTimer);
+        for (const timer of site.parkTimers) clearTimeout(timer);
+        site.parkTimers.clear();
+        site.executorTimer = undefined;
+      }
+      const closing: Promise<unknown>[] = [];
+      for (const peer of this.#peers) {
+        peer.kill();
+        closing.push(peer.socket.close(CLOSE_SHUTDOWN, CLOSE_CODE_SHUTDOWN));
+      }
+      await Promise.allSettled(closing);
+      while (this.#loops.size > 0) await Promise.allSettled([...this.#loops]);
+      this.#sites.clear();
+      this.#stopWatchdog();
+      this.#closed.resolve();
+    }
+    await this.#closed.promise;
+  }
+
+  /** Same as {@linkcode RelayRouter.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #emit(event: RouterEvent): void {
+    if (this.#onEvent === undefined) return;
+    try {
+      this.#onEvent(event);
+    } catch {
+      // An event sink must not break routing.
+    }
+  }
+
+  #track(loop: Promise<void>): void {
+    this.#loops.add(loop);
+    loop.finally(() => this.#loops.delete(loop));
+  }
+
+  #admit(role: RouterRole, executorId: string, socket: RelaySocket): Site {
+    const refusal = this.admits(role, executorId);
+    if (refusal !== undefined) {
+      socket.close(refusal, 1008).catch(() => {});
+      throw new RangeError(`Cannot attach ${role} socket for ${executorId}: ${refusal}`);
+    }
+    let site = this.#sites.get(executorId);
+    if (site === undefined) {
+      site = {
+        id: executorId,
+        executor: undefined,
+        executorAway: false,
+        executorTimer: undefined,
+        harnesses: new Set(),
+        routes: new Map(),
+        offline: [],
+        offlineBytes: 0,
+        offlineOverflowReported: false,
+        parkTimers: new Set(),
+      };
+      this.#sites.set(executorId, site);
+    }
+    return site;
+  }
+
+  #newPeer(role: RouterRole, socket: RelaySocket, site: Site): Peer {
+    const peer = new Peer(
+      role,
+      socket,
+      site,
+      this.#highWater / 2,
+      (p) => {
+        // The socket closed under a pending send; its reader loop cleans up.
+        p.kill();
+        p.socket.close().catch(() => {});
+      },
+    );
+    this.#peers.add(peer);
+    this.#startWatchdog();
+    return peer;
+  }
+
+  /** Closes a socket on the router's initiative; its reader loop then cleans up. */
+  #dropPeer(peer: Peer, reason: string, code: number): void {
+    if (peer.dead) return;
+    peer.kill();
+    if (reason !== CLOSE_REPLACED) {
+      this.#emit({ type: "peer_dropped", executorId: peer.site.id, role: peer.role, reason });
+    }
+    peer.socket.close(reason, code).catch(() => {});
+  }
+
+  /** Queues bytes for a harness socket, dropping the socket when it is too far behind. */
+  #toHarness(peer: Peer, bytes: Uint8Array): void {
+    peer.enqueue(bytes);
+    if (peer.queuedBytes > this.#maxQueue) {
+      this.#dropPeer(peer, CLOSE_SLOW_PEER, CLOSE_CODE_SLOW_PEER);
+    }
+  }
+
+  /** Queues bytes for the executor, or holds them while it is away within its window. */
+  #toExecutor(site: Site, bytes: Uint8Array): void {
+    const executor = site.executor;
+    if (executor !== undefined) {
+      executor.enqueue(bytes);
+      if (executor.queuedBytes > this.#maxQueue) {
+        this.#dropPeer(executor, CLOSE_SLOW_PEER, CLOSE_CODE_SLOW_PEER);
+      }
+      return;
+    }
+    if (!site.executorAway) return;
+    if (site.offlineBytes + bytes.length > this.#maxOffline) {
+      if (!site.offlineOverflowReported) {
+        site.offlineOverflowReported = true;
+        this.#emit({ type: "frames_dropped", executorId: site.id, reason: "offline_queue_full" });
+      }
+      return;
+    }
+    site.offline.push(bytes);
+    site.offlineBytes += bytes.length;
+  }
+
+  async #readExecutor(peer: Peer): Promise<void> {
+    const site = peer.site;
+    try {
+      for await (const frame of peer.socket) {
+        if (peer.dead) break;
+        if (frame.bytes.length > this.#maxFrameBytes) {
+          this.#oversize(peer);
+          continue;
+        }
+        this.#routeFromExecutor(site, peer, frame);
+      }
+    } catch {
+      // The socket failed; treat it as gone.
+    } finally {
+      this.#executorGone(peer);
+    }
+  }
+
+  #routeFromExecutor(site: Site, peer: Peer, frame: ReceivedFrame): void {
+    const streamId = frame.streamId;
+    const isReset = frame.body.kind === "reset";
+    const route = site.routes.get(streamId);
+    if (route === undefined) {
+      if (!isReset) peer.enqueue(resetBytes(streamId, RESET_UNKNOWN_STREAM));
+      return;
+    }
+    const owner = route.owner;
+    if (isReset) {
+      site.routes.delete(streamId);
+      owner?.streams.delete(streamId);
+    }
+    // A parked stream's frames are dropped: its reliable endpoints resend after resume.
+    if (owner !== undefined) this.#toHarness(owner, frame.bytes);
+  }
+
+  async #readHarness(peer: Peer): Promise<void> {
+    const site = peer.site;
+    try {
+      for await (const frame of peer.socket) {
+        if (peer.dead) break;
+        if (frame.bytes.length > this.#maxFrameBytes) {
+          this.#oversize(peer);
+          continue;
+        }
+        if (!this.#routeFromHarness(site, peer, frame)) continue;
+        const executor = site.executor;
+        if (executor !== undefined && executor.queuedBytes > this.#highWater) {
+          await executor.drained();
+        }
+      }
+    } catch {
+      // The socket failed; treat it as gone.
+    } finally {
+      this.#harnessGone(peer);
+    }
+  }
+
+  /** Routes one harness frame; returns true when it was forwarded or held. */
+  #routeFromHarness(site: Site, peer: Peer, frame: ReceivedFrame): boolean {
+    const streamId = frame.streamId;
+    const isReset = frame.body.kind === "reset";
+    let route = site.routes.get(streamId);
+    if (route === undefined) {
+      if (isReset) {
+        // Nothing routed: pass it on so an executor holding state can drop it.
+        if (site.executor !== undefined) this.#toExecutor(site, frame.bytes);
+        return false;
+      }
+      if (site.executor === undefined && !site.executorAway) {
+        this.#toHarness(peer, resetBytes(streamId, RESET_EXECUTOR_OFFLINE));
+        return false;
+      }
+      if (site.routes.size >= this.#maxStreams) {
+        this.#toHarness(peer, resetBytes(streamId, RESET_TOO_MANY_STREAMS));
+        return false;
+      }
+      route = { owner: peer, parking: undefined };
+      site.routes.set(streamId, route);
+      peer.streams.add(streamId);
+    } else if (route.owner !== peer) {
+      if (route.owner !== undefined) {
+        if (!isReset) this.#toHarness(peer, resetBytes(streamId, RESET_STREAM_IN_USE));
+        return false;
+      }
+      // A parked stream: this socket takes it back.
+      route.owner = peer;
+      route.parking = undefined;
+      peer.streams.add(streamId);
+    }
+    if (isReset) {
+      site.routes.delete(streamId);
+      peer.streams.delete(streamId);
+    }
+    this.#toExecutor(site, frame.bytes);
+    return true;
+  }
+
+  #oversize(peer: Peer): void {
+    this.#emit({ type: "frames_dropped", executorId: peer.site.id, reason: "frame_too_large" });
+  }
+
+  #executorGone(peer: Peer): void {
+    peer.kill();
+    this.#peers.delete(peer);
+    const site = peer.site;
+    if (site.executor !== peer) return; // replaced by a newer socket
+    site.executor = undefined;
+    this.#emit({ type: "executor_detached", executorId: site.id });
+    if (this.#closing) return;
+    site.executorAway = true;
+    site.executorTimer = setTimeout(() => this.#executorExpired(site), this.#detachWindowMs);
+  }
+
+  #executorExpired(site: Site): void {
+    site.executorTimer = undefined;
+    site.executorAway = false;
+    site.offline = [];
+    site.offlineBytes = 0;
+    const streams = site.routes.size;
+    for (const [streamId, route] of site.routes) {
+      const owner = route.owner;
+      if (owner !== undefined) {
+        owner.streams.delete(streamId);
+        this.#toHarness(owner, resetBytes(streamId, RESET_EXECUTOR_DISCONNECTED));
+      }
+    }
+    site.routes.clear();
+    this.#emit({ type: "executor_expired", executorId: site.id, streams });
+    this.#maybeForget(site);
+  }
+
+  #harnessGone(peer: Peer): void {
+    peer.kill();
+    this.#peers.delete(peer);
+    const site = peer.site;
+    site.harnesses.delete(peer);
+    const parked = [...peer.streams];
+    peer.streams.clear();
+    this.#emit({ type: "harness_detached", executorId: site.id, parkedStreams: parked.length });
+    if (this.#closing) return;
+    if (parked.length > 0) {
+      const parking = {};
+      for (const streamId of parked) {
+        const route = site.routes.get(streamId);
+        if (route !== undefined && route.owner === peer) {
+          route.owner = undefined;
+          route.parking = parking;
+        }
+      }
+      const timer = setTimeout(() => {
+        site.parkTimers.delete(timer);
+        this.#harnessExpired(site, parked, parking);
+      }, this.#detachWindowMs);
+      site.parkTimers.add(timer);
+    }
+    this.#maybeForget(site);
+  }
+
+  #harnessExpired(site: Site, streamIds: string[], parking: object): void {
+    let expired = 0;
+    for (const streamId of streamIds) {
+      const route = site.routes.get(streamId);
+      if (route === undefined || route.parking !== parking) continue;
+      site.routes.delete(streamId);
+      expired++;
+      this.#toExecutor(site, resetBytes(streamId, RESET_HARNESS_DISCONNECTED));
+    }
+    if (expired > 0) this.#emit({ type: "streams_expired", executorId: site.id, streams: expired });
+    this.#maybeForget(site);
+  }
+
+  /** Drops a site that holds nothing any more. */
+  #maybeForget(site: Site): void {
+    if (
+      site.executor === undefined && site.executorTimer === undefined &&
+      site.harnesses.size === 0 && site.routes.size === 0 && site.parkTimers.size === 0 &&
+      this.#sites.get(site.id) === site
+    ) {
+      this.#sites.delete(site.id);
+    }
+    if (this.#peers.size === 0) this.#stopWatchdog();
+  }
+
+  #startWatchdog(): void {
+    if (this.#watchdog !== undefined) return;
+    const period = Math.max(5, Math.floor(this.#slowMs / 4));
+    this.#watchdog = setInterval(() => this.#checkSlowPeers(), period);
+  }
+
+  #stopWatchdog(): void {
+    if (this.#watchdog === undefined) return;
+    clearInterval(this.#watchdog);
+    this.#watchdog = undefined;
+  }
+
+  /** Drops every socket that has stayed over the high water mark for too long. */
+  #checkSlowPeers(): void {
+    const now = Date.now();
+    for (const peer of this.#peers) {
+      if (peer.dead) continue;
+      if (peer.pendingBytes <= this.#highWater) {
+        peer.overSince = 0;
+      } else if (peer.overSince === 0) {
+        peer.overSince = now;
+      } else if (now - peer.overSince >= this.#slowMs) {
+        this.#dropPeer(peer, CLOSE_SLOW_PEER, CLOSE_CODE_SLOW_PEER);
+      }
+    }
+    if (this.#peers.size === 0) this.#stopWatchdog();
+  }
+}

@@ -1,0 +1,519 @@
+/**
+ * The rendezvous: an HTTP registry and a WebSocket relay in one `Deno.serve`.
+ *
+ * - `POST /cloud/executor/{id}/register` with `Authorization: Bearer <token>`
+ *   answers `{"executor_id": id, "url": "ws://HOST:PORT/executor/{id}?role=executor&exp=…&sig=…"}`,
+ *   a URL signed with HMAC-SHA256 that expires after `urlTtlMs`.
+ * - `GET /executor/{id}?role=executor&exp=…&sig=…` upgrades the executor
+ *   socket (the signed URL is its credential; no token on this socket).
+ * - `GET /harness/{id}?role=harness` with `Authorization: Bearer <token>`
+ *   upgrades a harness socket.
+ *
+ * Frames are routed by {@linkcode RelayRouter}. Every refusal happens before
+ * the upgrade, as JSON `{"error": {"code", "message"}}`.
+ *
+ * @module
+ */
+
+import { RelaySocket } from "../relay/relay_socket.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "../relay/frame_codec.ts";
+import { RelayRouter, type RelayRouterStats, type RouterEvent } from "../mux/relay_router.ts";
+import { UrlSigner } from "./_signed_url.ts";
+import { checkBearer, validateToken } from "./_token.ts";
+
+/** Longest executor id accepted. */
+const MAX_EXECUTOR_ID_LENGTH = 256;
+const EXECUTOR_ID = /^[A-Za-z0-9_-]{1,256}$/;
+const HOST_HEADER = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
+const REGISTER_PATH = /^\/cloud\/(executor|environment)\/([^/]*)\/register\/?$/;
+const SOCKET_PATH = /^\/(executor|harness)\/([^/]*)\/?$/;
+const BODY_READ_TIMEOUT_MS = 10_000;
+
+/** Something the rendezvous did: a router event, a registration, or a refusal. */
+export type RendezvousEvent =
+  | RouterEvent
+  | { type: "registered"; executorId: string }
+  | {
+    type: "refused";
+    /** What was asked for. */
+    target: "register" | "executor" | "harness" | "other";
+    /** The HTTP status of the answer. */
+    status: number;
+    /** The error code of the answer. */
+    code: string;
+  };
+
+/** Options of {@linkcode serveRendezvous}. */
+export interface RendezvousOptions {
+  /**
+   * Where to listen, as a `ws://` (or `http://`) URL; port 0 picks a free port.
+   * @default {"ws://127.0.0.1:0"}
+   */
+  listen?: string;
+  /** The bearer token executors register with and harnesses connect with (16..4096 visible ASCII characters). */
+  token: string;
+  /**
+   * HMAC-SHA256 key (at least 16 bytes) signing executor URLs. When omitted a
+   * random key is made, so URLs do not survive a restart (executors re-register).
+   */
+  signingKey?: Uint8Array;
+  /**
+   * How long a signed executor URL stays valid, in milliseconds.
+   * @default {60000}
+   */
+  urlTtlMs?: number;
+  /**
+   * Base of the URLs given to executors (e.g. `wss://relay.example.com` behind
+   * a TLS proxy). By default the request's `Host` header over `ws://`.
+   */
+  publicUrl?: string;
+  /**
+   * How long the streams of a departed socket stay parked, in milliseconds.
+   * @default {30000}
+   */
+  detachWindowMs?: number;
+  /**
+   * Most executor ids served at once.
+   * @default {1024}
+   */
+  maxExecutors?: number;
+  /**
+   * Most harness sockets per executor id.
+   * @default {64}
+   */
+  maxHarnessSockets?: number;
+  /**
+   * Most streams per executor id.
+   * @default {4096}
+   */
+  maxStreams?: number;
+  /**
+   * Largest relay frame, in bytes.
+   * @default {262144}
+   */
+  maxFrameBytes?: number;
+  /**
+   * Bytes waiting for one socket above which it counts as behind.
+   * @default {1048576}
+   */
+  peerHighWaterBytes?: number;
+  /**
+   * Bytes queued for one socket past which it is dropped at once.
+   * @default {16777216}
+   */
+  maxPeerQueueBytes?: number;
+  /**
+   * How long a socket may stay behind before it is dropped, in milliseconds.
+   * @default {15000}
+   */
+  slowPeerTimeoutMs?: number;
+  /**
+   * Bytes of harness frames held per executor id while its executor is away.
+   * @default {4194304}
+   */
+  maxOfflineQueueBytes?: number;
+  /**
+   * Seconds between server pings; a socket that does not answer one in time is closed.
+   * @default {30}
+   */
+  idleTimeoutSeconds?: number;
+  /**
+   * Largest registration request body, in bytes.
+   * @default {16384}
+   */
+  maxRequestBodyBytes?: number;
+  /** Receives attach, detach, registration and refusal events (never tokens or payloads). */
+  onEvent?: (event: RendezvousEvent) => void;
+  /** Closes the server when aborted. */
+  signal?: AbortSignal;
+}
+
+/** A running rendezvous. */
+export interface RendezvousServer extends AsyncDisposable {
+  /** The WebSocket base URL it listens on, e.g. `ws://127.0.0.1:8080`. */
+  readonly url: string;
+  /** The registry base URL (same port), e.g. `http://127.0.0.1:8080`. */
+  readonly registryUrl: string;
+  /** Settles once the server and every socket are closed. */
+  readonly closed: Promise<void>;
+  /**
+   * Counts executors, sockets and streams.
+   *
+   * @returns The counts.
+   */
+  stats(): RelayRouterStats;
+  /**
+   * Closes every socket and stops listening. Idempotent.
+   *
+   * @returns Once everything is closed.
+   */
+  close(): Promise<void>;
+}
+
+class HttpError extends Error {
+  readonly status: number;
+  readonly code: string;
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function errorResponse(
+  status: number,
+  code: string,
+  message: string,
+  headers?: Record<string, string>,
+): Response {
+  return Response.json({ error: { code, message } }, {
+    status,
+    headers: { "cache-control": "no-store", ...headers },
+  });
+}
+
+function parseListen(listen: string): { hostname: string; port: number } {
+  let url: URL;
+  try {
+    url = new URL(listen);
+  } catch {
+    throw new TypeError(`Cannot listen: "${listen}" is not a URL`);
+  }
+  if (url.protocol !== "ws:" && url.protocol !== "http:") {
+    throw new TypeError(
+      `Cannot listen: scheme ${url.protocol} is not ws or http (terminate TLS in a proxy and set publicUrl)`,
+    );
+  }
+  if (url.pathname !== "/" || url.search !== "" || url.username !== "") {
+    throw new TypeError(`Cannot listen: "${listen}" must be a bare ws://HOST:PORT`);
+  }
+  const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  const port = url.port === "" ? 80 : Number(url.port);
+  return { hostname, port };
+}
+
+function parsePublicUrl(publicUrl: string): string {
+  let url: URL;
+  try {
+    url = new URL(publicUrl);
+  } catch {
+    throw new TypeError(`Cannot use public URL: "${publicUrl}" is not a URL`);
+  }
+  if (url.protocol === "http:") url.protocol = "ws:";
+  else if (url.protocol === "https:") url.protocol = "wss:";
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw new TypeError(
+      `Cannot use public URL: scheme ${url.protocol} is not ws, wss, http or https`,
+    );
+  }
+  url.search = "";
+  url.hash = "";
+  return url.href.replace(/\/+$/, "");
+}
+
+function hostUrl(hostname: string, port: number): string {
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  return `${host}:${port}`;
+}
+
+function positiveOption(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isFinite(v) || v <= 0) {
+    throw new RangeError(`Cannot serve rendezvous: ${name} must be a positive number, got ${v}`);
+  }
+  return v;
+}
+
+function checkExecutorId(id: string): void {
+  if (!EXECUTOR_ID.test(id)) {
+    const detail = id.length === 0
+      ? "it is empty"
+      : id.length > MAX_EXECUTOR_ID_LENGTH
+      ? `length ${id.length} exceeds ${MAX_EXECUTOR_ID_LENGTH}`
+      : 'only ASCII letters, digits, "-" and "_" are allowed';
+    throw new HttpError(400, "invalid_executor_id", `Cannot use executor id: ${detail}`);
+  }
+}
+
+/** Reads and discards a request body, refusing one over the limit or too slow. */
+async function drainBody(request: Request, limit: number): Promise<void> {
+  const length = request.headers.get("content-length");
+  if (length !== null && Number(length) > limit) {
+    await request.body?.cancel().catch(() => {});
+    throw new HttpError(
+      413,
+      "payload_too_large",
+      `Cannot register: body of ${length} bytes exceeds the ${limit} byte limit`,
+    );
+  }
+  const body = request.body;
+  if (body === null) return;
+  const reader = body.getReader();
+  const timer = setTimeout(() => reader.cancel().catch(() => {}), BODY_READ_TIMEOUT_MS);
+  let total = 0;
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      total += value.length;
+      if (total > limit) {
+        await reader.cancel().catch(() => {});
+        throw new HttpError(
+          413,
+          "payload_too_large",
+          `Cannot register: body exceeds the ${limit} byte limit`,
+        );
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    reader.releaseLock();
+  }
+}
+
+/**
+ * Starts a rendezvous: the executor registry and the relay that routes frames
+ * between executor and harness sockets, on one port.
+ *
+ * @example Start a rendezvous on a free loopback port
+ * ```ts
+ * import { serveRendezvous } from "@outpost/exec";
+ * await using rendezvous = await serveRendezvous({ token: crypto.randomUUID() });
+ * console.log(rendezvous.url); // e.g. "ws://127.0.0.1:39127"
+ * ```
+ *
+ * @param options The token, listen address, signing key, limits and signal.
+ * @returns The running server.
+ * @throws {TypeError} When the token, listen URL or public URL is unusable.
+ * @throws {RangeError} When a limit is not a positive number or the signing key is too short.
+ * @throws {Deno.errors.AddrInUse} When the port is taken.
+ */
+export async function serveRendezvous(options: RendezvousOptions): Promise<RendezvousServer> {
+  options.signal?.throwIfAborted();
+  const token = validateToken(options.token, "rendezvous token");
+  const { hostname, port } = parseListen(options.listen ?? "ws://127.0.0.1:0");
+  const publicUrl = options.publicUrl === undefined ? undefined : parsePublicUrl(options.publicUrl);
+  const urlTtlMs = positiveOption("urlTtlMs", options.urlTtlMs, 60_000);
+  const idleTimeout = positiveOption("idleTimeoutSeconds", options.idleTimeoutSeconds, 30);
+  const maxBody = positiveOption("maxRequestBodyBytes", options.maxRequestBodyBytes, 16 * 1024);
+  const maxFrameBytes = positiveOption(
+    "maxFrameBytes",
+    options.maxFrameBytes,
+    DEFAULT_MAX_FRAME_BYTES,
+  );
+  const signer = await UrlSigner.create(options.signingKey);
+  const onEvent = options.onEvent;
+  const emit = (event: RendezvousEvent): void => {
+    if (onEvent === undefined) return;
+    try {
+      onEvent(event);
+    } catch {
+      // An event sink must not break serving.
+    }
+  };
+  const router = new RelayRouter({
+    detachWindowMs: options.detachWindowMs,
+    maxExecutors: options.maxExecutors,
+    maxHarnessSockets: options.maxHarnessSockets,
+    maxStreams: options.maxStreams,
+    maxFrameBytes,
+    peerHighWaterBytes: options.peerHighWaterBytes,
+    maxPeerQueueBytes: options.maxPeerQueueBytes,
+    slowPeerTimeoutMs: options.slowPeerTimeoutMs,
+    maxOfflineQueueBytes: options.maxOfflineQueueBytes,
+    onEvent: emit,
+  });
+  const socketOptions = { maxFrameBytes };
+
+  function baseUrl(request: Request, server: string): string {
+    if (publicUrl !== undefined) return publicUrl;
+    const host = request.headers.get("host");
+    return host !== null && HOST_HEADER.test(host) ? `ws://${host}` : server;
+  }
+
+  async function register(
+    request: Request,
+    naming: string,
+    id: string,
+    server: string,
+  ): Promise<Response> {
+    if (request.method !== "POST") {
+      throw new HttpError(
+        405,
+        "method_not_allowed",
+        `Cannot ${request.method} ${naming} registration: use POST`,
+      );
+    }
+    const auth = checkBearer(request.headers.get("authorization"), token);
+    if (auth === "missing") {
+      throw new HttpError(401, "unauthorized", "Cannot register: a bearer token is required");
+    }
+    if (auth === "wrong") {
+      throw new HttpError(403, "forbidden", "Cannot register: the token is not valid");
+    }
+    checkExecutorId(id);
+    await drainBody(request, maxBody);
+    if (router.admits("executor", id) !== undefined) {
+      throw new HttpError(
+        503,
+        "too_many_executors",
+        "Cannot register: the rendezvous serves its maximum of executors",
+      );
+    }
+    const exp = Date.now() + urlTtlMs;
+    const sig = await signer.sign("executor", id, exp);
+    const url = `${baseUrl(request, server)}/executor/${id}?role=executor&exp=${exp}&sig=${sig}`;
+    emit({ type: "registered", executorId: id });
+    return Response.json(
+      naming === "environment" ? { environment_id: id, url } : { executor_id: id, url },
+      { headers: { "cache-control": "no-store" } },
+    );
+  }
+
+  async function upgrade(
+    request: Request,
+    role: "executor" | "harness",
+    id: string,
+  ): Promise<Response> {
+    if (request.method !== "GET") {
+      throw new HttpError(
+        405,
+        "method_not_allowed",
+        `Cannot ${request.method} a ${role} socket: use GET`,
+      );
+    }
+    checkExecutorId(id);
+    const url = new URL(request.url);
+    const requestedRole = url.searchParams.get("role");
+    if (requestedRole !== null && requestedRole !== role) {
+      throw new HttpError(
+        400,
+        "invalid_role",
+        `Cannot open a ${role} socket with role=${requestedRole}`,
+      );
+    }
+    if (role === "executor") {
+      const defect = await signer.verify("executor", id, url.searchParams, Date.now());
+      if (defect === "missing") {
+        throw new HttpError(
+          401,
+          "unauthorized",
+          "Cannot open executor socket: the URL is not signed; register first",
+        );
+      }
+      if (defect === "expired") {
+        throw new HttpError(
+          401,
+          "url_expired",
+          "Cannot open executor socket: the signed URL has expired; register again",
+        );
+      }
+      if (defect !== undefined) {
+        throw new HttpError(
+          403,
+          "bad_signature",
+          "Cannot open executor socket: the URL signature is not valid",
+        );
+      }
+    } else {
+      const auth = checkBearer(request.headers.get("authorization"), token);
+      if (auth === "missing") {
+        throw new HttpError(
+          401,
+          "unauthorized",
+          "Cannot open harness socket: a bearer token is required",
+        );
+      }
+      if (auth === "wrong") {
+        throw new HttpError(403, "forbidden", "Cannot open harness socket: the token is not valid");
+      }
+    }
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      throw new HttpError(
+        426,
+        "upgrade_required",
+        `Cannot open ${role} socket: a WebSocket upgrade is required`,
+      );
+    }
+    // From here to the router everything is synchronous, so the admission holds.
+    const refusal = router.admits(role, id);
+    if (refusal !== undefined) {
+      throw new HttpError(
+        503,
+        refusal,
+        `Cannot open ${role} socket: ${refusal.replaceAll("_", " ")}`,
+      );
+    }
+    const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout });
+    const relay = RelaySocket.accept(socket, socketOptions);
+    if (role === "executor") router.addExecutor(id, relay);
+    else router.addHarness(id, relay);
+    return response;
+  }
+
+  let server: Deno.HttpServer<Deno.NetAddr> | undefined = undefined;
+  let serverUrl = "";
+  const handler = async (request: Request): Promise<Response> => {
+    const path = new URL(request.url).pathname;
+    let target: "register" | "executor" | "harness" | "other" = "other";
+    try {
+      const registration = REGISTER_PATH.exec(path);
+      if (registration !== null) {
+        target = "register";
+        return await register(request, registration[1], registration[2], serverUrl);
+      }
+      const socket = SOCKET_PATH.exec(path);
+      if (socket !== null) {
+        target = socket[1] as "executor" | "harness";
+        return await upgrade(request, target, socket[2]);
+      }
+      throw new HttpError(404, "not_found", `Cannot find ${path}`);
+    } catch (error) {
+      await request.body?.cancel().catch(() => {});
+      if (error instanceof HttpError) {
+        emit({ type: "refused", target, status: error.status, code: error.code });
+        const headers: Record<string, string> = {};
+        if (error.status === 405) headers.allow = target === "register" ? "POST" : "GET";
+        if (error.status === 401) headers["www-authenticate"] = 'Bearer realm="outpost"';
+        return errorResponse(error.status, error.code, error.message, headers);
+      }
+      emit({ type: "refused", target, status: 500, code: "internal_error" });
+      return errorResponse(500, "internal_error", "Cannot serve the request: internal error");
+    }
+  };
+
+  server = Deno.serve({ hostname, port, onListen: () => {}, handler });
+  const addr = server.addr;
+  serverUrl = `ws://${hostUrl(addr.hostname, addr.port)}`;
+  const url = serverUrl;
+  const registryUrl = `http://${hostUrl(addr.hostname, addr.port)}`;
+
+  let closing: Promise<void> | undefined;
+  const signal = options.signal;
+  const onAbort = (): void => {
+    close();
+  };
+  function close(): Promise<void> {
+    closing ??= (async () => {
+      signal?.removeEventListener("abort", onAbort);
+      await router.close();
+      await server!.shutdown();
+      await server!.finished;
+    })();
+    return closing;
+  }
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const closed = (async () => {
+    await server.finished;
+    await close();
+  })();
+
+  return {
+    url,
+    registryUrl,
+    closed,
+    stats: () => router.stats(),
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
