@@ -136,8 +136,10 @@ async function measure<T>(what: string, fn: () => Promise<T>): Promise<Figure<T>
   }
 }
 
+const ANSI = new RegExp("\u001b\\[[0-9;]*m", "g");
+
 function oneLine(text: string): string {
-  const line = text.replace(/\s+/g, " ").trim();
+  const line = text.replace(ANSI, "").replace(/\s+/g, " ").trim();
   return line.length > 160 ? line.slice(0, 157) + "..." : line;
 }
 
