@@ -113,7 +113,7 @@ const flags = parseArgs({
 if (flags.values.help) {
   console.log(
     "usage: deno run -A bench/compare.ts [--quick] [--no-write] [--no-ssh] [--only=a,b] [--out=FILE]\n" +
-      "workload groups for --only: peers, bulk, stdin, rtt, true, streams, memory",
+      "workload groups for --only: peers, layers, bulk, stdin, rtt, true, streams, memory",
   );
   Deno.exit(0);
 }
@@ -255,6 +255,17 @@ try {
   }
 } finally {
   await sshd?.stop();
+}
+
+// ---------------------------------------------------------------------------
+// Layers (where a gap between raw WebSocket and exec comes from)
+
+let relayLayer: Figure<Throughput> = skipped("not run");
+if (want("bulk") || want("layers")) {
+  relayLayer = await measure(`relay socket ${SEGMENT_BYTES} B data frames`, async () => {
+    const { relaySocketThroughput } = await import("./_layers.ts");
+    return await relaySocketThroughput(SEGMENT_BYTES, plan.wsBytes);
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -535,6 +546,16 @@ const peerLines: string[] = [];
 for (const [size, f] of peers.ws) {
   peerLines.push(
     `| raw WebSocket, ${size} B binary messages, child process -> this one | ${mibs(f)} |`,
+  );
+}
+{
+  const ratio = relayLayer.ok && wsRef.ok
+    ? ` (${fmt((relayLayer.value.mibPerSec / wsRef.value.mibPerSec) * 100)}% of raw)`
+    : "";
+  peerLines.push(
+    `| outpost layer: RelaySocket, ${SEGMENT_BYTES} B payload data frames, child -> this one | ${
+      mibs(relayLayer)
+    }${ratio} |`,
   );
 }
 peerLines.push(`| raw WebSocket, 1-byte echo round trip | ${lat(peers.wsRtt)} |`);
