@@ -117,18 +117,16 @@ export async function startOutpost(mode: OutpostMode): Promise<OutpostTarget> {
     let open: () => Promise<Connection>;
     let openMany: (n: number) => Promise<{ conns: Connection[]; close: () => Promise<void> }>;
     if (mode === "rendezvous") {
-      const rz = await spawnAnnounced<{ url: string }>(
+      const rz = await spawnAnnounced<{ url: string; registry: string }>(
         Deno.execPath(),
         hostArgs("host-rendezvous"),
-        {
-          env,
-        },
+        { env },
       );
       children.push(rz);
       url = rz.info.url;
       executorHost = await spawnAnnounced(
         Deno.execPath(),
-        hostArgs("host-executor", url, EXECUTOR_ID),
+        hostArgs("host-executor", rz.info.registry, EXECUTOR_ID),
         { env, stdin: true },
       );
       children.push(executorHost);
@@ -391,8 +389,13 @@ async function hostMain(mode: string, args: string[]): Promise<void> {
   Deno.addSignalListener("SIGTERM", () => stop.abort());
   if (mode === "host-rendezvous") {
     const { serveRendezvous } = await import("../lib/server/rendezvous_server.ts");
-    const server = await serveRendezvous({ listen: "127.0.0.1:0", token });
-    console.log(`READY ${JSON.stringify({ url: server.url })}`);
+    const server = await serveRendezvous({
+      listen: "127.0.0.1:0",
+      token,
+      maxStreams: 100_000,
+      maxHarnessSockets: 100_000,
+    });
+    console.log(`READY ${JSON.stringify({ url: server.url, registry: server.registryUrl })}`);
     await new Promise((r) => stop.signal.addEventListener("abort", r, { once: true }));
     await server.close();
   } else if (mode === "host-executor") {
