@@ -1,0 +1,293 @@
+/**
+ * runExecutor against a small fake registry (a real HTTP server on
+ * 127.0.0.1): registration, which failures are fatal and which are retried,
+ * backoff growth, cap and reset, and shutdown. The end-to-end path through a
+ * real rendezvous is in cli_e2e_test.ts.
+ */
+
+import assert from "node:assert/strict";
+import { ProtocolError } from "../lib/errors.ts";
+import { RegistrationError, runExecutor } from "../lib/server/executor_loop.ts";
+import type { RemoteExecutorEvent } from "../lib/server/executor_loop.ts";
+import {
+  normalizeRegistryUrl,
+  registerExecutor,
+  validateExecutorId,
+} from "../lib/server/_registration.ts";
+import { withDeadline } from "./_support/deadline.ts";
+
+const TOKEN = "test-token-0123456789abcdef";
+
+interface Seen {
+  path: string;
+  authorization: string | null;
+  method: string;
+}
+
+/** A registry on 127.0.0.1 whose answers come from `answer`, recording each request. */
+function fakeRegistry(answer: (request: Request, n: number) => Response | Promise<Response>) {
+  const seen: Seen[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    seen.push({
+      path: new URL(request.url).pathname,
+      authorization: request.headers.get("authorization"),
+      method: request.method,
+    });
+    return answer(request, seen.length);
+  });
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  return {
+    url,
+    seen,
+    server,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/** A sleep that records each delay and returns at once (no real waiting). */
+function recordingSleep(delays: number[], stopAfter: number, stop: () => void) {
+  return (ms: number, signal: AbortSignal): Promise<void> => {
+    delays.push(ms);
+    if (delays.length >= stopAfter) stop();
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return Promise.resolve();
+  };
+}
+
+/** A free loopback port with nothing listening on it. */
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+Deno.test("registerExecutor posts to /cloud/executor/{id}/register with the bearer token", async () => {
+  await using registry = fakeRegistry(() =>
+    json({ executor_id: "box-1", url: "ws://127.0.0.1:1/executor/box-1?role=executor&sig=x" })
+  );
+  const result = await registerExecutor(registry.url, "box-1", TOKEN);
+  assert.equal(result.executorId, "box-1");
+  assert.equal(result.url, "ws://127.0.0.1:1/executor/box-1?role=executor&sig=x");
+  assert.deepEqual(registry.seen, [{
+    path: "/cloud/executor/box-1/register",
+    authorization: `Bearer ${TOKEN}`,
+    method: "POST",
+  }]);
+});
+
+Deno.test("registerExecutor refuses a 401 as fatal with the registry's message", async () => {
+  await using registry = fakeRegistry(() =>
+    json({ error: { code: "unauthorized", message: "Token is not valid" } }, 401)
+  );
+  const error = await registerExecutor(registry.url, "box-1", TOKEN).catch((e) => e);
+  assert.ok(error instanceof RegistrationError);
+  assert.equal(error.status, 401);
+  assert.equal(error.code, "unauthorized");
+  assert.equal(error.retryable, false);
+  assert.match(error.message, /refused the token \(401 unauthorized\): Token is not valid/);
+  assert.ok(!error.message.includes(TOKEN));
+});
+
+Deno.test("registerExecutor does not follow redirects", async () => {
+  await using target = fakeRegistry(() => json({ executor_id: "box-1", url: "ws://x/" }));
+  await using registry = fakeRegistry(() =>
+    new Response(null, { status: 307, headers: { location: `${target.url}/elsewhere` } })
+  );
+  const error = await registerExecutor(registry.url, "box-1", TOKEN).catch((e) => e);
+  assert.ok(error instanceof RegistrationError);
+  assert.equal(error.status, 307);
+  assert.equal(error.retryable, false);
+  assert.equal(target.seen.length, 0);
+});
+
+Deno.test("registerExecutor rejects an answer naming another executor", async () => {
+  await using registry = fakeRegistry(() => json({ executor_id: "other", url: "ws://x/" }));
+  const error = await registerExecutor(registry.url, "box-1", TOKEN).catch((e) => e);
+  assert.ok(error instanceof ProtocolError);
+  assert.match(error.message, /confirmed another id "other"/);
+});
+
+Deno.test("registerExecutor rejects malformed answers", async () => {
+  const bodies: (string | unknown)[] = [
+    "not json",
+    { executor_id: "box-1" },
+    { executor_id: "box-1", url: "http://127.0.0.1/x" },
+    { executor_id: "box-1", url: "::" },
+  ];
+  for (const body of bodies) {
+    await using registry = fakeRegistry(() =>
+      typeof body === "string" ? new Response(body) : json(body)
+    );
+    const error = await registerExecutor(registry.url, "box-1", TOKEN).catch((e) => e);
+    assert.ok(error instanceof ProtocolError, String(error));
+  }
+});
+
+Deno.test("registerExecutor times out a silent registry as retryable", async () => {
+  let release!: () => void;
+  const hold = new Promise<void>((resolve) => (release = resolve));
+  await using registry = fakeRegistry(async () => {
+    await hold;
+    return json({});
+  });
+  const error = await registerExecutor(registry.url, "box-1", TOKEN, { timeoutMs: 100 })
+    .catch((e) => e);
+  release();
+  assert.ok(error instanceof RegistrationError);
+  assert.equal(error.retryable, true);
+  assert.match(error.message, /timed out after 100 ms/);
+});
+
+Deno.test("normalizeRegistryUrl and validateExecutorId check their input", () => {
+  assert.equal(normalizeRegistryUrl(" ws://127.0.0.1:8700/// "), "http://127.0.0.1:8700");
+  assert.equal(normalizeRegistryUrl("https://r.example/base/"), "https://r.example/base");
+  assert.throws(() => normalizeRegistryUrl(""), TypeError);
+  assert.throws(() => normalizeRegistryUrl("ftp://x"), /scheme ftp: is not/);
+  assert.equal(validateExecutorId("a".repeat(256)), "a".repeat(256));
+  assert.throws(() => validateExecutorId("a".repeat(257)), /length 257 exceeds 256/);
+  assert.throws(() => validateExecutorId(""), /empty/);
+  assert.throws(() => validateExecutorId("a/b"), /only ASCII letters/);
+  assert.throws(() => validateExecutorId(" a"), /only ASCII letters/);
+});
+
+Deno.test("runExecutor stops with a clear error when the registry refuses the token", async () => {
+  await using registry = fakeRegistry(() =>
+    json({ error: { code: "forbidden", message: "Wrong token" } }, 403)
+  );
+  const events: RemoteExecutorEvent[] = [];
+  const handle = runExecutor({
+    registry: registry.url,
+    executorId: "box-1",
+    token: TOKEN,
+    onEvent: (event) => events.push(event),
+  });
+  const error = await withDeadline(handle.closed.catch((e) => e), 5000, "fatal stop");
+  assert.ok(error instanceof RegistrationError);
+  assert.match(error.message, /refused the token \(403 forbidden\): Wrong token/);
+  assert.equal(registry.seen.length, 1, "a refused token is not retried");
+  assert.equal(handle.status, "closed");
+  assert.equal(events.at(-1)?.type, "closed");
+  assert.ok(!JSON.stringify(events.map((e) => ({ ...e }))).includes(TOKEN));
+  await handle.close();
+});
+
+Deno.test("runExecutor treats an answer for another executor id as fatal", async () => {
+  await using registry = fakeRegistry(() => json({ executor_id: "box-2", url: "ws://x/" }));
+  const handle = runExecutor({ registry: registry.url, executorId: "box-1", token: TOKEN });
+  const error = await withDeadline(handle.closed.catch((e) => e), 5000, "fatal stop");
+  assert.ok(error instanceof ProtocolError);
+  assert.equal(registry.seen.length, 1);
+});
+
+Deno.test("runExecutor retries 5xx answers with doubling backoff capped at the maximum", async () => {
+  await using registry = fakeRegistry(() =>
+    json({ error: { code: "unavailable", message: "busy" } }, 503)
+  );
+  const delays: number[] = [];
+  const stop = new AbortController();
+  const handle = runExecutor({
+    registry: registry.url,
+    executorId: "box-1",
+    token: TOKEN,
+    jitter: 0,
+    signal: stop.signal,
+    sleep: recordingSleep(delays, 7, () => stop.abort()),
+  });
+  await withDeadline(handle.closed, 5000, "stop after 7 retries");
+  assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+  assert.equal(registry.seen.length, 7);
+});
+
+Deno.test("runExecutor retries an unreachable registry and applies jitter within bounds", async () => {
+  const delays: number[] = [];
+  const stop = new AbortController();
+  let flip = 0;
+  const handle = runExecutor({
+    registry: `http://127.0.0.1:${closedPort()}`,
+    executorId: "box-1",
+    token: TOKEN,
+    jitter: 0.2,
+    random: () => (flip++ % 2 === 0 ? 0 : 0.999999),
+    signal: stop.signal,
+    sleep: recordingSleep(delays, 4, () => stop.abort()),
+  });
+  await withDeadline(handle.closed, 5000, "stop after 4 retries");
+  assert.deepEqual(delays, [800, 2400, 3200, 9600]);
+});
+
+Deno.test("runExecutor retries a failed socket connect and resets backoff after a good connect", async () => {
+  // The rendezvous side: a WebSocket endpoint that accepts and then closes at once.
+  let accepted = 0;
+  const ws = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    accepted++;
+    socket.onopen = () => socket.close(1000, "bye");
+    return response;
+  });
+  const good = `ws://127.0.0.1:${ws.addr.port}/executor/box-1?role=executor&sig=s`;
+  const bad = `ws://127.0.0.1:${closedPort()}/executor/box-1?role=executor&sig=s`;
+  // Registrations 1 and 2 hand out a dead URL, 3 a good one, 4 a dead one again.
+  await using registry = fakeRegistry((_request, n) =>
+    json({ executor_id: "box-1", url: n === 3 ? good : bad })
+  );
+  const delays: number[] = [];
+  const events: string[] = [];
+  const stop = new AbortController();
+  const handle = runExecutor({
+    registry: registry.url,
+    executorId: "box-1",
+    token: TOKEN,
+    jitter: 0,
+    signal: stop.signal,
+    onEvent: (event) => events.push(event.type),
+    sleep: recordingSleep(delays, 4, () => stop.abort()),
+  });
+  await withDeadline(handle.closed, 10_000, "stop after 4 waits");
+  await ws.shutdown();
+  assert.equal(accepted, 1);
+  // dead, dead (doubling), good connect then loss (reset to 1 s), dead (doubling from 1 s).
+  assert.deepEqual(delays, [1000, 2000, 1000, 2000]);
+  assert.ok(events.includes("connected"));
+  assert.ok(events.includes("disconnected"));
+});
+
+Deno.test("runExecutor validates its options", () => {
+  const base = { registry: "http://127.0.0.1:1", executorId: "box-1", token: TOKEN };
+  assert.throws(() => runExecutor({ ...base, executorId: "bad id" }), TypeError);
+  assert.throws(() => runExecutor({ ...base, registry: "nope" }), TypeError);
+  assert.throws(() => runExecutor({ ...base, token: "  " }), /token is empty/);
+  assert.throws(() => runExecutor({ ...base, jitter: 2 }), RangeError);
+  assert.throws(
+    () => runExecutor({ ...base, initialBackoffMs: 5000, maxBackoffMs: 1000 }),
+    RangeError,
+  );
+});
+
+Deno.test("runExecutor stops promptly when closed during a backoff wait", async () => {
+  await using registry = fakeRegistry(() => json({ error: { code: "x", message: "y" } }, 502));
+  const events: RemoteExecutorEvent[] = [];
+  let waiting!: () => void;
+  const inWait = new Promise<void>((resolve) => (waiting = resolve));
+  const handle = runExecutor({
+    registry: registry.url,
+    executorId: "box-1",
+    token: TOKEN,
+    onEvent: (event) => {
+      events.push(event);
+      if (event.type === "retrying") waiting();
+    },
+  });
+  await withDeadline(inWait, 5000, "first retry");
+  assert.equal(handle.status, "waiting");
+  await withDeadline(handle.close(), 2000, "close during a 1 s wait");
+  await handle.closed;
+  assert.equal(handle.status, "closed");
+});
