@@ -94,7 +94,10 @@ async function readMem(host: AnnouncedChild<unknown>): Promise<Mem> {
 }
 
 function hostArgs(...rest: string[]): string[] {
-  return ["run", "-A", "--v8-flags=--expose-gc", SELF, ...rest];
+  // `compare.ts --profile=DIR` asks for CPU profiles of the server processes too.
+  const dir = Deno.env.get("OUTPOST_BENCH_PROFILE_DIR");
+  const prof = dir ? ["--cpu-prof", `--cpu-prof-dir=${dir}`] : [];
+  return ["run", "-A", "--v8-flags=--expose-gc", ...prof, SELF, ...rest];
 }
 
 /**

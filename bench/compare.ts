@@ -105,6 +105,7 @@ const flags = parseArgs({
     "no-write": { type: "boolean", default: false },
     "no-ssh": { type: "boolean", default: false },
     only: { type: "string" },
+    profile: { type: "string" },
     out: { type: "string" },
     help: { type: "boolean", default: false },
   },
@@ -112,13 +113,18 @@ const flags = parseArgs({
 
 if (flags.values.help) {
   console.log(
-    "usage: deno run -A bench/compare.ts [--quick] [--no-write] [--no-ssh] [--only=a,b] [--out=FILE]\n" +
+    "usage: deno run -A bench/compare.ts [--quick] [--no-write] [--no-ssh] [--only=a,b] [--out=FILE] [--profile=DIR]\n" +
       "workload groups for --only: peers, layers, bulk, stdin, rtt, true, streams, memory",
   );
   Deno.exit(0);
 }
 
 const plan = flags.values.quick ? QUICK : FULL;
+if (flags.values.profile) {
+  // The outpost server processes write CPU profiles there (see profile_summary.ts).
+  await Deno.mkdir(flags.values.profile, { recursive: true });
+  Deno.env.set("OUTPOST_BENCH_PROFILE_DIR", flags.values.profile);
+}
 const only = flags.values.only ? new Set(flags.values.only.split(",")) : undefined;
 const want = (group: string): boolean => !only || only.has(group);
 const log = (msg: string): void => console.error(`[bench] ${msg}`);
