@@ -113,16 +113,29 @@ export interface DecodeFrameOptions {
 
 const utf8 = new TextEncoder();
 
-/** UTF-8 length of a string without allocating for pure-ASCII strings. */
+/**
+ * UTF-8 length of a well-formed string, counted without allocating. (Lone
+ * surrogates are refused before this is used, see `stringDefect`.)
+ */
 function utf8Length(text: string): number {
-  let ascii = true;
+  let bytes = text.length;
   for (let i = 0; i < text.length; i++) {
-    if (text.charCodeAt(i) > 0x7f) {
-      ascii = false;
-      break;
-    }
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) bytes += 1;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      bytes += 2; // a surrogate pair: 2 code units, 4 bytes
+      i++;
+    } else bytes += 2;
   }
-  return ascii ? text.length : utf8.encode(text).length;
+  return bytes;
+}
+
+/** Why a string field cannot be sent as UTF-8, or `undefined` when it can. */
+function stringDefect(name: string, text: string): string | undefined {
+  if (typeof text !== "string") return `${name} is not a string`;
+  if (!text.isWellFormed()) return `${name} is not valid UTF-16 (lone surrogate)`;
+  return undefined;
 }
 
 function isUint32(value: unknown): value is number {
@@ -141,12 +154,22 @@ function frameDefect(frame: RelayFrame): string | undefined {
   const id = frame.streamId;
   if (typeof id !== "string" || id.length === 0) return "stream_id is empty";
   if (id.trim() !== id) return "stream_id has surrounding whitespace";
+  const idDefect = stringDefect("stream_id", id);
+  if (idDefect !== undefined) return idDefect;
   const idBytes = utf8Length(id);
   if (idBytes > MAX_STREAM_ID_BYTES) {
     return `stream_id is ${idBytes} bytes, over the ${MAX_STREAM_ID_BYTES} byte limit`;
   }
   if (!isUint32(frame.ack)) return `ack ${frame.ack} is not a uint32`;
   if (!isUint32(frame.ackBits)) return `ack_bits ${frame.ackBits} is not a uint32`;
+  if (frame.traceparent !== undefined) {
+    const defect = stringDefect("traceparent", frame.traceparent);
+    if (defect !== undefined) return defect;
+  }
+  if (frame.tracestate !== undefined) {
+    const defect = stringDefect("tracestate", frame.tracestate);
+    if (defect !== undefined) return defect;
+  }
   const body = frame.body;
   switch (body?.kind) {
     case "data":
@@ -165,6 +188,8 @@ function frameDefect(frame: RelayFrame): string | undefined {
       if (typeof body.reason !== "string" || body.reason.length === 0) {
         return "reset reason is empty";
       }
+      const reasonDefect = stringDefect("reset reason", body.reason);
+      if (reasonDefect !== undefined) return reasonDefect;
       const reasonBytes = utf8Length(body.reason);
       if (reasonBytes > MAX_RESET_REASON_BYTES) {
         return `reset reason is ${reasonBytes} bytes, over the ${MAX_RESET_REASON_BYTES} byte limit`;
@@ -210,6 +235,117 @@ function frameDefect(frame: RelayFrame): string | undefined {
 export function encodeFrame(frame: RelayFrame): Uint8Array {
   const defect = frameDefect(frame);
   if (defect !== undefined) throw new TypeError(`Cannot encode frame: ${defect}`);
+  if (frame.body.kind === "data") return encodeDataFrame(frame, frame.body);
+  return encodeWithProtobufjs(frame);
+}
+
+function varintLength(value: number): number {
+  return value < 0x80
+    ? 1
+    : value < 0x4000
+    ? 2
+    : value < 0x20_0000
+    ? 3
+    : value < 0x1000_0000
+    ? 4
+    : 5;
+}
+
+function writeVarint(out: Uint8Array, at: number, value: number): number {
+  while (value > 0x7f) {
+    out[at++] = (value & 0x7f) | 0x80;
+    value >>>= 7;
+  }
+  out[at++] = value;
+  return at;
+}
+
+/** Writes a string whose UTF-8 length is `bytes`; ASCII without allocating. */
+function writeString(out: Uint8Array, at: number, text: string, bytes: number): number {
+  if (bytes === text.length) {
+    for (let i = 0; i < bytes; i++) out[at + i] = text.charCodeAt(i);
+  } else {
+    utf8.encodeInto(text, out.subarray(at, at + bytes));
+  }
+  return at + bytes;
+}
+
+/**
+ * The hot path: a data frame written straight into one exactly sized buffer,
+ * byte for byte what the protobufjs encoder produces (fields in number order,
+ * zero scalars omitted); `tests/frame_codec_test.ts` checks that.
+ */
+function encodeDataFrame(frame: RelayFrame, body: DataBody): Uint8Array {
+  const idBytes = utf8Length(frame.streamId);
+  const payloadLength = body.payload.length;
+  // Tags of segment_count (always >= 1) and payload, one byte of the count.
+  let inner = 3 + varintLength(payloadLength) + payloadLength;
+  if (body.seq !== 0) inner += 1 + varintLength(body.seq);
+  if (body.segmentIndex !== 0) inner += 1 + varintLength(body.segmentIndex);
+  inner += varintLength(body.segmentCount) - 1;
+  let total = 2 + 1 + varintLength(idBytes) + idBytes + 1 + varintLength(inner) + inner;
+  if (frame.ack !== 0) total += 1 + varintLength(frame.ack);
+  if (frame.ackBits !== 0) total += 1 + varintLength(frame.ackBits);
+  let parentBytes = 0;
+  let stateBytes = 0;
+  if (frame.traceparent !== undefined) {
+    parentBytes = utf8Length(frame.traceparent);
+    total += 1 + varintLength(parentBytes) + parentBytes;
+  }
+  if (frame.tracestate !== undefined) {
+    stateBytes = utf8Length(frame.tracestate);
+    total += 1 + varintLength(stateBytes) + stateBytes;
+  }
+  const out = new Uint8Array(total);
+  out[0] = 0x08;
+  out[1] = RELAY_FRAME_VERSION;
+  out[2] = 0x12;
+  let at = writeString(out, writeVarint(out, 3, idBytes), frame.streamId, idBytes);
+  if (frame.ack !== 0) {
+    out[at++] = 0x18;
+    at = writeVarint(out, at, frame.ack);
+  }
+  if (frame.ackBits !== 0) {
+    out[at++] = 0x20;
+    at = writeVarint(out, at, frame.ackBits);
+  }
+  out[at++] = 0x2a;
+  at = writeVarint(out, at, inner);
+  if (body.seq !== 0) {
+    out[at++] = 0x08;
+    at = writeVarint(out, at, body.seq);
+  }
+  if (body.segmentIndex !== 0) {
+    out[at++] = 0x10;
+    at = writeVarint(out, at, body.segmentIndex);
+  }
+  out[at++] = 0x18;
+  at = writeVarint(out, at, body.segmentCount);
+  out[at++] = 0x22;
+  at = writeVarint(out, at, payloadLength);
+  out.set(body.payload, at);
+  at += payloadLength;
+  if (frame.traceparent !== undefined) {
+    out[at++] = 0x5a;
+    at = writeString(out, writeVarint(out, at, parentBytes), frame.traceparent, parentBytes);
+  }
+  if (frame.tracestate !== undefined) {
+    out[at++] = 0x62;
+    at = writeString(out, writeVarint(out, at, stateBytes), frame.tracestate, stateBytes);
+  }
+  return out;
+}
+
+/**
+ * Encodes any valid frame with the generated protobufjs code, into a plain
+ * `Uint8Array` that owns its memory (protobufjs hands out Node `Buffer`
+ * slices of a shared pool under Deno). Used for every body except data, and
+ * by the tests as the reference for the data fast path.
+ *
+ * @param frame A frame that passed validation.
+ * @returns The encoded bytes.
+ */
+export function encodeWithProtobufjs(frame: RelayFrame): Uint8Array {
   const message: PbFrame = {
     version: frame.version,
     streamId: frame.streamId,
@@ -244,7 +380,7 @@ export function encodeFrame(frame: RelayFrame): Uint8Array {
   }
   if (frame.traceparent !== undefined) message.traceparent = frame.traceparent;
   if (frame.tracestate !== undefined) message.tracestate = frame.tracestate;
-  return PbRelayMessageFrame.encode(message).finish();
+  return new Uint8Array(PbRelayMessageFrame.encode(message).finish());
 }
 
 function toBody(message: PbFrame): FrameBody | undefined {
