@@ -161,7 +161,10 @@ class Peer {
   readonly streams = new Set<string>();
   queuedBytes = 0;
   overSince = 0;
+  /** No more frames go to or come from this socket. */
   dead = false;
+  /** The router has cleaned up after this socket. */
+  gone = false;
   #queue: Uint8Array[] = [];
   #head = 0;
   #pumping = false;
@@ -361,12 +364,12 @@ export class RelayRouter implements AsyncDisposable {
     const site = this.#admit("executor", executorId, socket);
     const peer = this.#newPeer("executor", socket, site);
     const previous = site.executor;
+    site.executor = peer;
     if (previous !== undefined) this.#dropPeer(previous, CLOSE_REPLACED, CLOSE_CODE_REPLACED);
     if (site.executorTimer !== undefined) {
       clearTimeout(site.executorTimer);
       site.executorTimer = undefined;
     }
-    site.executor = peer;
     site.executorAway = false;
     const held = site.offline;
     site.offline = [];
@@ -510,6 +513,9 @@ export class RelayRouter implements AsyncDisposable {
       this.#emit({ type: "peer_dropped", executorId: peer.site.id, role: peer.role, reason });
     }
     peer.socket.close(reason, code).catch(() => {});
+    // Do not wait for a stalled peer's closing handshake: it is gone now.
+    if (peer.role === "executor") this.#executorGone(peer);
+    else this.#harnessGone(peer);
   }
 
   /** Queues bytes for a harness socket, dropping the socket when it is too far behind. */
@@ -644,6 +650,8 @@ export class RelayRouter implements AsyncDisposable {
   }
 
   #executorGone(peer: Peer): void {
+    if (peer.gone) return;
+    peer.gone = true;
     peer.kill();
     this.#peers.delete(peer);
     const site = peer.site;
@@ -674,6 +682,8 @@ export class RelayRouter implements AsyncDisposable {
   }
 
   #harnessGone(peer: Peer): void {
+    if (peer.gone) return;
+    peer.gone = true;
     peer.kill();
     this.#peers.delete(peer);
     const site = peer.site;

@@ -1,0 +1,578 @@
+/**
+ * RelayRouter over real loopback WebSockets: a tiny Deno.serve hands upgraded
+ * sockets to the router; RelaySockets in the test act as executor and harnesses.
+ */
+
+import assert from "node:assert/strict";
+import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
+import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
+import {
+  CLOSE_CODE_REPLACED,
+  RelayRouter,
+  type RelayRouterOptions,
+  type RouterEvent,
+} from "../lib/mux/relay_router.ts";
+import { withDeadline } from "./_support/deadline.ts";
+
+const DEADLINE_MS = 5_000;
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder();
+
+function data(streamId: string, text: string, seq = 1): RelayFrame {
+  return {
+    version: 1,
+    streamId,
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "data", seq, segmentIndex: 0, segmentCount: 1, payload: utf8.encode(text) },
+  };
+}
+
+function resume(streamId: string, nextSeq = 1): RelayFrame {
+  return { version: 1, streamId, ack: 0, ackBits: 0, body: { kind: "resume", nextSeq } };
+}
+
+function reset(streamId: string, reason: string): RelayFrame {
+  return { version: 1, streamId, ack: 0, ackBits: 0, body: { kind: "reset", reason } };
+}
+
+function payloadOf(frame: RelayFrame): string {
+  assert.equal(frame.body.kind, "data", `expected data on ${frame.streamId}`);
+  return utf8d.decode((frame.body as { payload: Uint8Array }).payload);
+}
+
+function resetReason(frame: RelayFrame): string {
+  assert.equal(frame.body.kind, "reset", `expected a reset on ${frame.streamId}`);
+  return (frame.body as { reason: string }).reason;
+}
+
+/** Reads frames from a socket, one awaited frame at a time, with a deadline. */
+class Inbox {
+  #it: AsyncIterator<ReceivedFrame>;
+  constructor(socket: RelaySocket) {
+    this.#it = socket[Symbol.asyncIterator]();
+  }
+  async next(label = "frame", ms = DEADLINE_MS): Promise<ReceivedFrame> {
+    const result = await withDeadline(this.#it.next(), ms, label);
+    assert.ok(!result.done, `socket closed while waiting for ${label}`);
+    return result.value;
+  }
+  async end(label = "socket end", ms = DEADLINE_MS): Promise<void> {
+    const result = await withDeadline(this.#it.next(), ms, label);
+    assert.ok(result.done, `expected ${label}, got a frame on ${result.value?.streamId}`);
+  }
+}
+
+interface Peer {
+  socket: RelaySocket;
+  inbox: Inbox;
+}
+
+/** A router behind a minimal Deno.serve, with an event log. */
+class RouterHost {
+  readonly router: RelayRouter;
+  readonly events: RouterEvent[] = [];
+  readonly url: string;
+  readonly #server: Deno.HttpServer<Deno.NetAddr>;
+  readonly #waiters: { match: (e: RouterEvent) => boolean; resolve: (e: RouterEvent) => void }[] =
+    [];
+  readonly #sockets: RelaySocket[] = [];
+
+  constructor(options: RelayRouterOptions = {}) {
+    this.router = new RelayRouter({
+      ...options,
+      onEvent: (event) => {
+        this.events.push(event);
+        for (const waiter of [...this.#waiters]) {
+          if (waiter.match(event)) {
+            this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
+            waiter.resolve(event);
+          }
+        }
+      },
+    });
+    const maxFrameBytes = options.maxFrameBytes;
+    this.#server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
+      const match = /^\/(executor|harness)\/([^/]+)$/.exec(new URL(req.url).pathname);
+      if (match === null) return new Response("not found", { status: 404 });
+      const role = match[1] as "executor" | "harness";
+      const refusal = this.router.admits(role, match[2]);
+      if (refusal !== undefined) return new Response(refusal, { status: 503 });
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      const relay = RelaySocket.accept(socket, { maxFrameBytes });
+      if (role === "executor") this.router.addExecutor(match[2], relay);
+      else this.router.addHarness(match[2], relay);
+      return response;
+    });
+    this.url = `ws://127.0.0.1:${this.#server.addr.port}`;
+  }
+
+  get port(): number {
+    return this.#server.addr.port;
+  }
+
+  /** Resolves with the first event (past or future) that matches. */
+  event(match: (e: RouterEvent) => boolean, label = "router event"): Promise<RouterEvent> {
+    const seen = this.events.find(match);
+    if (seen !== undefined) return Promise.resolve(seen);
+    return withDeadline(
+      new Promise<RouterEvent>((resolve) => this.#waiters.push({ match, resolve })),
+      DEADLINE_MS,
+      label,
+    );
+  }
+
+  async connect(
+    role: "executor" | "harness",
+    executorId = "e1",
+    maxFrameBytes?: number,
+  ): Promise<Peer> {
+    const socket = await RelaySocket.connect(`${this.url}/${role}/${executorId}`, {
+      maxFrameBytes,
+    });
+    this.#sockets.push(socket);
+    return { socket, inbox: new Inbox(socket) };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#sockets.map((s) => s.close()));
+    await this.router.close();
+    await this.#server.shutdown();
+  }
+}
+
+async function host(options: RelayRouterOptions = {}): Promise<RouterHost> {
+  return await Promise.resolve(new RouterHost(options));
+}
+
+/** Sends a frame from a harness and waits for the executor to receive it. */
+async function through(from: Peer, to: Peer, frame: RelayFrame): Promise<ReceivedFrame> {
+  await from.socket.send(frame);
+  return await to.inbox.next(`${frame.body.kind} on ${frame.streamId}`);
+}
+
+Deno.test("RelayRouter routes many streams between one executor and several harness sockets without cross-talk", async () => {
+  const h = await host();
+  try {
+    const executor = await h.connect("executor");
+    const harnesses = [
+      await h.connect("harness"),
+      await h.connect("harness"),
+      await h.connect(
+        "harness",
+      ),
+    ];
+    const sent = new Map<string, Uint8Array>();
+    const sends: Promise<void>[] = [];
+    for (let i = 0; i < harnesses.length; i++) {
+      for (let j = 0; j < 20; j++) {
+        const frame = data(`h${i}-s${j}`, `request ${i}/${j}`);
+        sent.set(frame.streamId, encodeFrame(frame));
+        sends.push(harnesses[i].socket.send(frame));
+      }
+    }
+    await Promise.all(sends);
+    for (let n = 0; n < sent.size; n++) {
+      const frame = await executor.inbox.next(`request ${n}`);
+      // Forwarded untouched: byte-identical to what the harness encoded.
+      assert.deepEqual(frame.bytes, sent.get(frame.streamId));
+      await executor.socket.send(data(frame.streamId, `reply to ${payloadOf(frame)}`));
+    }
+    for (let i = 0; i < harnesses.length; i++) {
+      const seen = new Set<string>();
+      for (let j = 0; j < 20; j++) {
+        const frame = await harnesses[i].inbox.next(`reply ${i}/${j}`);
+        assert.ok(frame.streamId.startsWith(`h${i}-`), `harness ${i} got ${frame.streamId}`);
+        const [, j2] = frame.streamId.split("-s");
+        assert.equal(payloadOf(frame), `reply to request ${i}/${j2}`);
+        seen.add(frame.streamId);
+      }
+      assert.equal(seen.size, 20);
+    }
+    assert.deepEqual(h.router.stats(), {
+      executors: 1,
+      executorSockets: 1,
+      harnessSockets: 3,
+      streams: 60,
+      parkedStreams: 0,
+    });
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter resets a stream owned by another harness socket with stream_in_use", async () => {
+  const h = await host();
+  try {
+    const executor = await h.connect("executor");
+    const a = await h.connect("harness");
+    const b = await h.connect("harness");
+    assert.equal(payloadOf(await through(a, executor, data("s", "from a"))), "from a");
+    await b.socket.send(data("s", "from b"));
+    const refused = await b.inbox.next("stream_in_use");
+    assert.equal(refused.streamId, "s");
+    assert.equal(resetReason(refused), "stream_in_use");
+    // A reset from the intruder neither reaches the executor nor frees the stream.
+    await b.socket.send(reset("s", "stream_closed"));
+    assert.equal(payloadOf(await through(a, executor, data("s", "still a", 2))), "still a");
+    await executor.socket.send(data("s", "to a"));
+    assert.equal(payloadOf(await a.inbox.next("reply to a")), "to a");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter answers executor_offline when no executor has connected", async () => {
+  const h = await host();
+  try {
+    const harness = await h.connect("harness");
+    await harness.socket.send(data("s", "anyone?"));
+    const frame = await harness.inbox.next("executor_offline");
+    assert.equal(frame.streamId, "s");
+    assert.equal(resetReason(frame), "executor_offline");
+    assert.equal(h.router.stats().streams, 0);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter removes a route when a reset passes through, in either direction", async () => {
+  const h = await host();
+  try {
+    const executor = await h.connect("executor");
+    const a = await h.connect("harness");
+    const b = await h.connect("harness");
+    await through(a, executor, data("s", "hello"));
+    assert.equal(
+      resetReason(await through(a, executor, reset("s", "stream_closed"))),
+      "stream_closed",
+    );
+    // The id is free again: another socket may open it.
+    assert.equal(payloadOf(await through(b, executor, data("s", "b now"))), "b now");
+    await executor.socket.send(reset("s", "shutdown"));
+    assert.equal(resetReason(await b.inbox.next("reset to b")), "shutdown");
+    assert.equal(h.router.stats().streams, 0);
+    // The executor speaking on a stream nobody owns is told so.
+    await executor.socket.send(data("s", "late"));
+    const unknown = await executor.inbox.next("unknown_stream");
+    assert.equal(resetReason(unknown), "unknown_stream");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter resets a departed harness's streams toward the executor after the detach window", async () => {
+  const windowMs = 300;
+  const h = await host({ detachWindowMs: windowMs });
+  try {
+    const executor = await h.connect("executor");
+    const harness = await h.connect("harness");
+    await through(harness, executor, data("s1", "one"));
+    await through(harness, executor, data("s2", "two"));
+    const left = performance.now();
+    await harness.socket.close();
+    await h.event((e) => e.type === "harness_detached");
+    assert.equal(h.router.stats().parkedStreams, 2);
+    const first = await executor.inbox.next("harness_disconnected 1");
+    const second = await executor.inbox.next("harness_disconnected 2");
+    assert.ok(performance.now() - left >= windowMs * 0.9, "reset came before the window");
+    assert.deepEqual(
+      [first, second].map((f) => [f.streamId, resetReason(f)]).sort(),
+      [["s1", "harness_disconnected"], ["s2", "harness_disconnected"]],
+    );
+    assert.equal(h.router.stats().streams, 0);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter lets a returning harness socket reclaim its parked streams within the window", async () => {
+  const windowMs = 400;
+  const h = await host({ detachWindowMs: windowMs });
+  try {
+    const executor = await h.connect("executor");
+    const harness = await h.connect("harness");
+    await through(harness, executor, data("kept", "one"));
+    await through(harness, executor, data("dropped", "two"));
+    await harness.socket.close();
+    await h.event((e) => e.type === "harness_detached");
+    // While parked, executor frames for the stream are not delivered anywhere.
+    await executor.socket.send(data("kept", "lost while away", 2));
+    const back = await h.connect("harness");
+    const claimed = await through(back, executor, resume("kept", 2));
+    assert.equal(claimed.streamId, "kept");
+    assert.equal(claimed.body.kind, "resume");
+    // The stream that was not reclaimed expires; the reclaimed one does not.
+    const expired = await executor.inbox.next("harness_disconnected");
+    assert.deepEqual([expired.streamId, resetReason(expired)], ["dropped", "harness_disconnected"]);
+    await executor.socket.send(data("kept", "after the window", 3));
+    assert.equal(payloadOf(await back.inbox.next("reply after window")), "after the window");
+    assert.deepEqual(h.router.stats().streams, 1);
+    assert.deepEqual(h.router.stats().parkedStreams, 0);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter resets every harness stream with executor_disconnected after the executor's window", async () => {
+  const windowMs = 300;
+  const h = await host({ detachWindowMs: windowMs });
+  try {
+    const executor = await h.connect("executor");
+    const a = await h.connect("harness");
+    const b = await h.connect("harness");
+    await through(a, executor, data("a1", "x"));
+    await through(b, executor, data("b1", "y"));
+    const left = performance.now();
+    await executor.socket.close();
+    const ra = await a.inbox.next("executor_disconnected to a");
+    const rb = await b.inbox.next("executor_disconnected to b");
+    assert.ok(performance.now() - left >= windowMs * 0.9, "reset came before the window");
+    assert.deepEqual([ra.streamId, resetReason(ra)], ["a1", "executor_disconnected"]);
+    assert.deepEqual([rb.streamId, resetReason(rb)], ["b1", "executor_disconnected"]);
+    // After the window the executor counts as offline again.
+    await a.socket.send(data("a2", "anyone?"));
+    assert.equal(resetReason(await a.inbox.next("executor_offline")), "executor_offline");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter keeps routes and delivers held frames when the executor reconnects within the window", async () => {
+  const windowMs = 300;
+  const h = await host({ detachWindowMs: windowMs });
+  try {
+    const first = await h.connect("executor");
+    const harness = await h.connect("harness");
+    await through(harness, first, data("s", "before"));
+    await first.socket.close();
+    await h.event((e) => e.type === "executor_detached");
+    await harness.socket.send(data("s", "while away", 2));
+    await harness.socket.send(data("new", "opened while away"));
+    const second = await h.connect("executor");
+    assert.equal(payloadOf(await second.inbox.next("held 1")), "while away");
+    assert.equal(payloadOf(await second.inbox.next("held 2")), "opened while away");
+    const expiry = h.event((e) => e.type === "streams_expired" || e.type === "executor_expired");
+    await second.socket.send(data("s", "from the new executor"));
+    assert.equal(payloadOf(await harness.inbox.next("reply")), "from the new executor");
+    // Past the old window nothing expires: prove absence by waiting it out once.
+    await assert.rejects(withDeadline(expiry, windowMs * 2, "expiry"), /deadline/);
+    await second.socket.send(data("new", "still routed"));
+    assert.equal(payloadOf(await harness.inbox.next("reply 2")), "still routed");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter replaces an executor socket with a newer one for the same id", async () => {
+  const h = await host();
+  try {
+    const old = await h.connect("executor");
+    const harness = await h.connect("harness");
+    await through(harness, old, data("s", "one"));
+    const fresh = await h.connect("executor");
+    const info = await withDeadline(old.socket.closed, DEADLINE_MS, "old executor closed");
+    assert.equal(info.code, CLOSE_CODE_REPLACED);
+    assert.equal(info.reason, "replaced");
+    assert.equal(payloadOf(await through(harness, fresh, data("s", "two", 2))), "two");
+    await fresh.socket.send(data("s", "back"));
+    assert.equal(payloadOf(await harness.inbox.next("reply")), "back");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter admits harness sockets up to the limit and refuses one past it", async () => {
+  const h = await host({ maxHarnessSockets: 2 });
+  try {
+    await h.connect("harness");
+    await h.connect("harness");
+    assert.equal(h.router.admits("harness", "e1"), "too_many_harness_sockets");
+    await assert.rejects(h.connect("harness"), /503|closed|connect/i);
+    // Another executor id has its own budget.
+    await h.connect("harness", "e2");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter admits executor ids up to the limit and refuses one past it", async () => {
+  const h = await host({ maxExecutors: 2 });
+  try {
+    await h.connect("executor", "e1");
+    await h.connect("harness", "e2");
+    assert.equal(h.router.admits("executor", "e3"), "too_many_executors");
+    await assert.rejects(h.connect("executor", "e3"), /503|closed|connect/i);
+    // Known ids are still admitted.
+    assert.equal(h.router.admits("executor", "e2"), undefined);
+    await h.connect("executor", "e2");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter routes streams up to the limit and resets one past it with too_many_streams", async () => {
+  const h = await host({ maxStreams: 3 });
+  try {
+    const executor = await h.connect("executor");
+    const harness = await h.connect("harness");
+    for (const id of ["s1", "s2", "s3"]) await through(harness, executor, data(id, id));
+    await harness.socket.send(data("s4", "one too many"));
+    const refused = await harness.inbox.next("too_many_streams");
+    assert.deepEqual([refused.streamId, resetReason(refused)], ["s4", "too_many_streams"]);
+    // Ending a stream frees a slot.
+    await through(harness, executor, reset("s1", "stream_closed"));
+    assert.equal(payloadOf(await through(harness, executor, data("s4", "now fits"))), "now fits");
+  } finally {
+    await h.close();
+  }
+});
+
+/** A data frame whose encoding is exactly `size` bytes. */
+function frameOfSize(streamId: string, size: number): Uint8Array {
+  let n = size - 16;
+  for (;;) {
+    const bytes = encodeFrame({
+      version: 1,
+      streamId,
+      ack: 0,
+      ackBits: 0,
+      body: { kind: "data", seq: 1, segmentIndex: 0, segmentCount: 1, payload: new Uint8Array(n) },
+    });
+    if (bytes.length === size) return bytes;
+    n += size - bytes.length;
+  }
+}
+
+Deno.test("RelayRouter forwards a frame of exactly 256 KiB and drops one byte more", async () => {
+  const limit = 256 * 1024;
+  const h = await host();
+  try {
+    const executor = await h.connect("executor");
+    const harness = await h.connect("harness", "e1", limit * 2);
+    const atLimit = frameOfSize("s", limit);
+    await harness.socket.sendBytes(atLimit);
+    const got = await executor.inbox.next("frame at the limit");
+    assert.equal(got.bytes.length, limit);
+    assert.deepEqual(got.bytes, atLimit);
+    await harness.socket.sendBytes(frameOfSize("s", limit + 1));
+    // The oversize frame is dropped; the next one arrives as the next frame.
+    assert.equal(payloadOf(await through(harness, executor, data("s", "after"))), "after");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter holds frames for an away executor up to the byte bound and drops past it", async () => {
+  const frames = [data("s", "a", 2), data("s", "b", 3), data("s", "c", 4)];
+  const bound = frames.reduce((n, f) => n + encodeFrame(f).length, 0);
+  const h = await host({ maxOfflineQueueBytes: bound, detachWindowMs: 5_000 });
+  try {
+    const first = await h.connect("executor");
+    const harness = await h.connect("harness");
+    await through(harness, first, data("s", "open"));
+    await first.socket.close();
+    await h.event((e) => e.type === "executor_detached");
+    for (const f of frames) await harness.socket.send(f);
+    await harness.socket.send(data("s", "one byte past", 5));
+    const dropped = await h.event((e) => e.type === "frames_dropped");
+    assert.deepEqual(dropped, {
+      type: "frames_dropped",
+      executorId: "e1",
+      reason: "offline_queue_full",
+    });
+    const second = await h.connect("executor");
+    for (const text of ["a", "b", "c"]) {
+      assert.equal(payloadOf(await second.inbox.next(`held ${text}`)), text);
+    }
+    assert.equal(payloadOf(await through(harness, second, data("s", "live", 6))), "live");
+  } finally {
+    await h.close();
+  }
+});
+
+/** A WebSocket client on raw TCP that sends one frame and then never reads. */
+async function stalledHarness(port: number, path: string, frame: Uint8Array): Promise<Deno.Conn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const key = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))));
+  await conn.write(utf8.encode(
+    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+      `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  ));
+  let head = "";
+  const buffer = new Uint8Array(4096);
+  while (!head.includes("\r\n\r\n")) {
+    const n = await conn.read(buffer);
+    if (n === null) throw new Error("Cannot upgrade: connection closed");
+    head += utf8d.decode(buffer.subarray(0, n));
+  }
+  assert.match(head, /^HTTP\/1\.1 101/);
+  // One masked binary frame (client frames must be masked).
+  const mask = crypto.getRandomValues(new Uint8Array(4));
+  const header = frame.length < 126
+    ? [0x82, 0x80 | frame.length]
+    : [0x82, 0x80 | 126, frame.length >> 8, frame.length & 0xff];
+  const out = new Uint8Array(header.length + 4 + frame.length);
+  out.set(header);
+  out.set(mask, header.length);
+  for (let i = 0; i < frame.length; i++) out[header.length + 4 + i] = frame[i] ^ mask[i & 3];
+  await conn.write(out);
+  return conn;
+}
+
+for (const variant of ["stays behind too long", "overflows its queue"] as const) {
+  Deno.test(`RelayRouter drops a harness socket that ${variant} and keeps serving the others`, async () => {
+    const h = await host(
+      variant === "stays behind too long"
+        ? { peerHighWaterBytes: 256 * 1024, slowPeerTimeoutMs: 300, maxPeerQueueBytes: 256 << 20 }
+        : { peerHighWaterBytes: 256 * 1024, slowPeerTimeoutMs: 60_000, maxPeerQueueBytes: 2 << 20 },
+    );
+    let conn: Deno.Conn | undefined;
+    try {
+      const executor = await h.connect("executor");
+      const fast = await h.connect("harness");
+      await through(fast, executor, data("fast", "hello"));
+      conn = await stalledHarness(h.port, "/harness/e1", encodeFrame(data("slow", "hello")));
+      assert.equal((await executor.inbox.next("slow hello")).streamId, "slow");
+      const dropped = h.event((e) => e.type === "peer_dropped", "slow peer dropped");
+      // Flood the stalled socket: 48 MiB, beyond what the kernel buffers absorb.
+      const chunk = frameOfSize("slow", 256 * 1024);
+      for (let i = 0; i < 192 && h.events.every((e) => e.type !== "peer_dropped"); i++) {
+        await executor.socket.sendBytes(chunk);
+        if (i === 8) {
+          // Fairness: the executor's frames for other harnesses are not held up.
+          await executor.socket.send(data("fast", "not blocked"));
+          assert.equal(payloadOf(await fast.inbox.next("fast reply")), "not blocked");
+        }
+      }
+      assert.deepEqual(await dropped, {
+        type: "peer_dropped",
+        executorId: "e1",
+        role: "harness",
+        reason: "slow_peer",
+      });
+      await h.event((e) => e.type === "harness_detached");
+      assert.equal(h.router.stats().harnessSockets, 1);
+      assert.equal(h.router.stats().parkedStreams, 1);
+      await executor.socket.send(data("fast", "still here"));
+      assert.equal(payloadOf(await fast.inbox.next("fast after drop")), "still here");
+    } finally {
+      conn?.close();
+      await h.close();
+    }
+  });
+}
+
+Deno.test("RelayRouter close ends every socket with shutdown and is idempotent", async () => {
+  const h = await host();
+  const executor = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, executor, data("s", "x"));
+  await Promise.all([h.router.close(), h.router.close()]);
+  const info = await withDeadline(harness.socket.closed, DEADLINE_MS, "harness closed");
+  assert.equal(info.code, 1001);
+  assert.equal(info.reason, "shutdown");
+  await executor.inbox.end();
+  assert.equal(h.router.admits("harness", "e1"), "shutdown");
+  await h.close();
+});
