@@ -652,3 +652,41 @@ Deno.test("ReliableStream delivers every message once and in order over a lossy,
     details: { seeds, messagesPerRun: messages, ...totals },
   });
 });
+
+Deno.test({
+  name: "ReliableStream bounds the memory of a reassembly bomb of one-byte segments",
+  // DEFECT: ReliableStream keeps one object per reassembly segment and bounds
+  // only the payload bytes (maxMessageBytes, 64 MiB), not the segment count:
+  // 1,000,000 one-byte segments of a message with segment_count 2^32-1 cost
+  // about 317 MB of heap (~300 bytes per payload byte), so a peer can push an
+  // executor towards ~20 GB within the default limit. Fix: bound
+  // segment_count (e.g. to ceil(maxMessageBytes / a minimum segment size)) or
+  // append segments into one growable buffer.
+  ignore: true,
+  fn() {
+    const stream = new ReliableStream("bomb", { now: () => 0 });
+    const before = Deno.memoryUsage().heapUsed;
+    const segments = 200_000;
+    for (let i = 0; i < segments && !stream.ended; i++) {
+      stream.receive({
+        version: 1,
+        streamId: "bomb",
+        ack: 0,
+        ackBits: 0,
+        body: {
+          kind: "data",
+          seq: i + 1,
+          segmentIndex: i,
+          segmentCount: 0xffff_ffff,
+          payload: new Uint8Array(1),
+        },
+      });
+      if (i % 64 === 0) { while (stream.poll() !== undefined) { /* drain acks */ } }
+    }
+    const grown = Deno.memoryUsage().heapUsed - before;
+    const ended = stream.ended;
+    stream.close();
+    // 200 KB of payload may cost a few MB, not tens of MB.
+    assert.ok(ended || grown < 16 * 1024 * 1024, `heap grew ${(grown / 1e6).toFixed(0)} MB`);
+  },
+});
