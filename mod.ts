@@ -54,6 +54,20 @@ export type {
   ResetBody,
   ResumeBody,
 } from "./lib/relay/frame_codec.ts";
+export {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_HIGH_WATER_MARK,
+  DEFAULT_LOW_WATER_MARK,
+  DEFAULT_MAX_QUEUED_BYTES,
+  DEFAULT_MAX_QUEUED_FRAMES,
+  RelaySocket,
+} from "./lib/relay/relay_socket.ts";
+export type {
+  ReceivedFrame,
+  RelayCloseInfo,
+  RelayConnectOptions,
+  RelaySocketOptions,
+} from "./lib/relay/relay_socket.ts";
 
 // JSON-RPC (lib/rpc)
 export type { MessageChannel } from "./lib/rpc/message_channel.ts";
