@@ -1,0 +1,425 @@
+/**
+ * A JSON-RPC peer over any {@linkcode MessageChannel}: it answers requests and
+ * notifications with handlers, and sends its own requests with timeouts and
+ * abort signals. It speaks Codex's JSON-RPC lite: inbound messages may omit
+ * `"jsonrpc"`, outbound ones carry `"jsonrpc": "2.0"`.
+ *
+ * @module
+ */
+
+import { RelayClosedError, RpcError } from "../errors.ts";
+import type { MessageChannel } from "./message_channel.ts";
+import { classifyMessage, type RpcId, utf8Length } from "./_messages.ts";
+import { INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR } from "./error_codes.ts";
+
+/** The default limit on one JSON-RPC message, in UTF-8 bytes: 16 MiB. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+/**
+ * The smallest allowed `maxMessageBytes`: every error message the peer
+ * generates fits well inside it, so two peers never answer each other's
+ * errors with errors that are themselves too large.
+ */
+export const MIN_MAX_MESSAGE_BYTES = 1024;
+/** The default number of inbound requests served at once before reading pauses. */
+export const DEFAULT_MAX_CONCURRENT_REQUESTS = 64;
+/** The default number of outbound requests awaiting a reply at once. */
+export const DEFAULT_MAX_PENDING_REQUESTS = 1024;
+
+/** What a request handler learns besides the method and params. */
+export interface RequestContext {
+  /** The request id as the peer sent it. */
+  readonly id: string | number;
+  /** Aborted when the peer closes; long-running handlers stop early. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Serves one inbound request. Return the result (`undefined` becomes `null`);
+ * throw an {@linkcode RpcError} for an error reply. Any other thrown error
+ * becomes an internal error (-32603) carrying its message.
+ */
+export type RequestHandler = (
+  method: string,
+  params: unknown,
+  context: RequestContext,
+) => Promise<unknown> | unknown;
+
+/** Options of {@linkcode JsonRpcPeer}. */
+export interface JsonRpcPeerOptions {
+  /**
+   * Serves inbound requests. Without it every request gets -32601.
+   */
+  onRequest?: RequestHandler;
+  /** Receives inbound notifications (errors it throws are ignored). */
+  onNotification?: (method: string, params: unknown) => void;
+  /**
+   * The largest message accepted or sent, in UTF-8 bytes. A larger inbound
+   * message gets a -32600 error (id `null`) and the connection continues; a
+   * larger outbound request or notification is refused with a `RangeError`; a
+   * larger result is replaced by a -32603 error. At least 1024.
+   * @default {16777216}
+   */
+  maxMessageBytes?: number;
+  /**
+   * Inbound requests served at once; beyond it the peer stops reading the
+   * channel until one finishes (backpressure on the sender).
+   * @default {64}
+   */
+  maxConcurrentRequests?: number;
+  /**
+   * Outbound requests awaiting a reply at once; `request` beyond it rejects
+   * with a `RangeError`.
+   * @default {1024}
+   */
+  maxPendingRequests?: number;
+}
+
+/** Options of {@linkcode JsonRpcPeer.request}. */
+export interface RequestOptions {
+  /** Abandons the request; it rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /** Rejects with a `TimeoutError` `DOMException` after this many ms. */
+  timeoutMs?: number;
+}
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
+function positiveInteger(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  min = 1,
+): number {
+  if (value === undefined) return fallback;
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new RangeError(
+      `Cannot create JsonRpcPeer: ${name} must be an integer of at least ${min}, got ${value}`,
+    );
+  }
+  return value;
+}
+
+/** Shortens a peer-chosen name for an error message (keeps replies small). */
+function shown(name: string): string {
+  return name.length > 200 ? `${name.slice(0, 200)}...` : name;
+}
+
+/**
+ * One end of a JSON-RPC connection over a message channel. Used on the server
+ * side by the executor (handlers) and on the client side (requests).
+ *
+ * @example Serve requests and make one
+ * ```ts ignore
+ * import { JsonRpcPeer } from "@outpost/exec";
+ * const peer = new JsonRpcPeer(channel, {
+ *   onRequest: (method, params) => ({ method, params }),
+ * });
+ * const result = await peer.request("environment/info", {}, { timeoutMs: 5_000 });
+ * await peer.close();
+ * ```
+ */
+export class JsonRpcPeer implements AsyncDisposable {
+  #channel: MessageChannel;
+  #onRequest?: RequestHandler;
+  #onNotification?: (method: string, params: unknown) => void;
+  #maxMessageBytes: number;
+  #maxConcurrent: number;
+  #maxPending: number;
+  #pending = new Map<RpcId, Pending>();
+  #nextId = 1;
+  #inFlight = new Set<Promise<void>>();
+  #slotFree: PromiseWithResolvers<void> | null = null;
+  #abort = new AbortController();
+  #closedError: RelayClosedError | null = null;
+  #closed: Promise<void>;
+
+  /**
+   * Creates the peer and starts reading the channel at once.
+   *
+   * @param channel The message channel to speak over; the peer owns it.
+   * @param options Handlers and limits.
+   * @throws {RangeError} If a limit is not a positive integer.
+   */
+  constructor(channel: MessageChannel, options: JsonRpcPeerOptions = {}) {
+    this.#channel = channel;
+    this.#onRequest = options.onRequest;
+    this.#onNotification = options.onNotification;
+    this.#maxMessageBytes = positiveInteger(
+      "maxMessageBytes",
+      options.maxMessageBytes,
+      DEFAULT_MAX_MESSAGE_BYTES,
+      MIN_MAX_MESSAGE_BYTES,
+    );
+    this.#maxConcurrent = positiveInteger(
+      "maxConcurrentRequests",
+      options.maxConcurrentRequests,
+      DEFAULT_MAX_CONCURRENT_REQUESTS,
+    );
+    this.#maxPending = positiveInteger(
+      "maxPendingRequests",
+      options.maxPendingRequests,
+      DEFAULT_MAX_PENDING_REQUESTS,
+    );
+    this.#closed = this.#run();
+  }
+
+  /** Settles once the channel has closed, pending requests have failed and handlers have ended. */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  /**
+   * Sends a request and awaits its result.
+   *
+   * @param method The method name.
+   * @param params The params (omitted from the message when `undefined`).
+   * @param options Abort signal and timeout.
+   * @returns The `result` of the reply.
+   * @throws {RpcError} When the peer replies with an error object.
+   * @throws {RelayClosedError} When the channel closes before the reply.
+   * @throws {RangeError} When the message exceeds `maxMessageBytes` or too many requests are pending.
+   * @throws {DOMException} `TimeoutError` after `timeoutMs`, or `signal.reason` when aborted.
+   */
+  request<T = unknown>(method: string, params?: unknown, options: RequestOptions = {}): Promise<T> {
+    const { signal, timeoutMs } = options;
+    try {
+      signal?.throwIfAborted();
+      if (this.#closedError) throw this.#closedError;
+      if (this.#pending.size >= this.#maxPending) {
+        throw new RangeError(
+          `Cannot send request "${method}": ${this.#maxPending} requests are already pending`,
+        );
+      }
+      if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs < 0)) {
+        throw new RangeError(
+          `Cannot send request "${method}": timeoutMs must be a non-negative number`,
+        );
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const id = this.#nextId++;
+    const message: Record<string, unknown> = { jsonrpc: "2.0", id, method };
+    if (params !== undefined) message.params = params;
+    let text: string;
+    try {
+      text = this.#encode(message, `request "${method}"`);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const onAbort = () => settle(signal!.reason, false);
+    const settle = (value: unknown, ok: boolean) => {
+      if (!this.#pending.delete(id)) return;
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      if (ok) resolve(value as T);
+      else reject(value);
+    };
+    this.#pending.set(id, {
+      resolve: (value) => settle(value, true),
+      reject: (error) => settle(error, false),
+    });
+    signal?.addEventListener("abort", onAbort, { once: true });
+    if (timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        settle(
+          new DOMException(`Request "${method}" timed out after ${timeoutMs} ms`, "TimeoutError"),
+          false,
+        );
+      }, timeoutMs);
+    }
+    this.#channel.send(text).catch((cause) => {
+      settle(
+        this.#closedError ??
+          new RelayClosedError("Cannot send request: the channel is closed", { cause }),
+        false,
+      );
+    });
+    return promise;
+  }
+
+  /**
+   * Sends a notification (no reply expected).
+   *
+   * @param method The method name.
+   * @param params The params (omitted when `undefined`).
+   * @returns Resolves once the channel has accepted the message.
+   * @throws {RelayClosedError} When the channel is closed.
+   * @throws {RangeError} When the message exceeds `maxMessageBytes`.
+   */
+  async notify(method: string, params?: unknown): Promise<void> {
+    if (this.#closedError) throw this.#closedError;
+    const message: Record<string, unknown> = { jsonrpc: "2.0", method };
+    if (params !== undefined) message.params = params;
+    const text = this.#encode(message, `notification "${method}"`);
+    try {
+      await this.#channel.send(text);
+    } catch (cause) {
+      throw this.#closedError ??
+        new RelayClosedError("Cannot send notification: the channel is closed", { cause });
+    }
+  }
+
+  /**
+   * Closes the channel; pending requests fail with {@linkcode RelayClosedError}.
+   * Idempotent.
+   *
+   * @returns Resolves once {@linkcode JsonRpcPeer.closed} has settled.
+   */
+  async close(): Promise<void> {
+    await this.#channel.close().catch(() => {});
+    await this.#closed;
+  }
+
+  /** Same as {@linkcode JsonRpcPeer.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #encode(message: Record<string, unknown>, what: string): string {
+    const text = JSON.stringify(message);
+    const bytes = utf8Length(text, this.#maxMessageBytes);
+    if (bytes > this.#maxMessageBytes) {
+      throw new RangeError(
+        `Cannot send ${what}: the message exceeds the ${this.#maxMessageBytes} byte limit`,
+      );
+    }
+    return text;
+  }
+
+  #sendQuietly(message: Record<string, unknown>): void {
+    if (this.#closedError) return;
+    this.#channel.send(JSON.stringify(message)).catch(() => {});
+  }
+
+  #sendError(id: RpcId | null, code: number, message: string, data?: unknown): void {
+    const error: Record<string, unknown> = { code, message };
+    if (data !== undefined) error.data = data;
+    this.#sendQuietly({ jsonrpc: "2.0", id, error });
+  }
+
+  async #run(): Promise<void> {
+    let cause: unknown;
+    try {
+      for await (const text of this.#channel) {
+        this.#receive(text);
+        while (this.#inFlight.size >= this.#maxConcurrent) {
+          this.#slotFree ??= Promise.withResolvers<void>();
+          await this.#slotFree.promise;
+        }
+      }
+    } catch (error) {
+      cause = error;
+    }
+    await this.#channel.close().catch(() => {});
+    this.#closedError = new RelayClosedError("JSON-RPC channel closed", { cause });
+    this.#abort.abort(this.#closedError);
+    for (const pending of [...this.#pending.values()]) pending.reject(this.#closedError);
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+  }
+
+  #receive(text: string): void {
+    if (utf8Length(text, this.#maxMessageBytes) > this.#maxMessageBytes) {
+      this.#sendError(
+        null,
+        INVALID_REQUEST,
+        `Cannot accept message: it exceeds the ${this.#maxMessageBytes} byte limit`,
+      );
+      return;
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (error) {
+      this.#sendError(
+        null,
+        PARSE_ERROR,
+        `Cannot parse message: ${shown((error as Error).message)}`,
+      );
+      return;
+    }
+    if (Array.isArray(value)) {
+      this.#sendError(
+        null,
+        INVALID_REQUEST,
+        "Cannot accept batch: send one JSON-RPC message at a time",
+      );
+      return;
+    }
+    const message = classifyMessage(value);
+    switch (message.kind) {
+      case "invalid":
+        this.#sendError(null, INVALID_REQUEST, `Cannot accept message: ${message.reason}`);
+        return;
+      case "response":
+        this.#pending.get(message.id)?.resolve(message.result);
+        return;
+      case "error":
+        if (message.id !== null) {
+          const { code, message: text, data } = message.error;
+          this.#pending.get(message.id)?.reject(new RpcError(code, text, data));
+        }
+        return;
+      case "notification":
+        try {
+          this.#onNotification?.(message.method, message.params);
+        } catch {
+          // A notification has no reply; a failing handler must not end the connection.
+        }
+        return;
+      case "request":
+        this.#serve(message.id, message.method, message.params);
+        return;
+    }
+  }
+
+  #serve(id: RpcId, method: string, params: unknown): void {
+    const task = this.#answer(id, method, params).finally(() => {
+      this.#inFlight.delete(task);
+      if (this.#slotFree) {
+        this.#slotFree.resolve();
+        this.#slotFree = null;
+      }
+    });
+    this.#inFlight.add(task);
+  }
+
+  async #answer(id: RpcId, method: string, params: unknown): Promise<void> {
+    let result: unknown;
+    try {
+      if (!this.#onRequest) {
+        throw new RpcError(METHOD_NOT_FOUND, `Method not found: "${shown(method)}"`);
+      }
+      result = await this.#onRequest(method, params, { id, signal: this.#abort.signal });
+    } catch (error) {
+      if (error instanceof RpcError) this.#sendError(id, error.code, error.message, error.data);
+      else {
+        this.#sendError(
+          id,
+          INTERNAL_ERROR,
+          `Cannot complete "${shown(method)}": ${
+            shown(error instanceof Error ? error.message : String(error))
+          }`,
+        );
+      }
+      return;
+    }
+    let text: string;
+    try {
+      text = this.#encode(
+        { jsonrpc: "2.0", id, result: result ?? null },
+        `result of "${shown(method)}"`,
+      );
+    } catch (error) {
+      this.#sendError(id, INTERNAL_ERROR, (error as Error).message);
+      return;
+    }
+    if (this.#closedError) return;
+    this.#channel.send(text).catch(() => {});
+  }
+}

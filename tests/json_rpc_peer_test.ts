@@ -1,0 +1,236 @@
+import assert from "node:assert/strict";
+import { RelayClosedError, RpcError } from "../lib/errors.ts";
+import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
+import { withDeadline } from "./_support/deadline.ts";
+import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
+
+const D = 3_000;
+
+function rejects(promise: Promise<unknown>, check: (error: unknown) => boolean): Promise<void> {
+  return assert.rejects(() => withDeadline(promise, D), (error: unknown) => {
+    assert(check(error), `unexpected error: ${error}`);
+    return true;
+  });
+}
+
+Deno.test("JsonRpcPeer answers a request and the reply carries jsonrpc 2.0", async () => {
+  const [raw, server] = channelPair();
+  const peer = new JsonRpcPeer(server, { onRequest: (method, params) => ({ method, params }) });
+  const it = raw[Symbol.asyncIterator]();
+  await raw.send(JSON.stringify({ id: 7, method: "echo", params: { a: 1 } }));
+  assert.deepEqual(await withDeadline(nextJson(it), D), {
+    jsonrpc: "2.0",
+    id: 7,
+    result: { method: "echo", params: { a: 1 } },
+  });
+  await raw.send(JSON.stringify({ jsonrpc: "2.0", id: "s", method: "echo" }));
+  assert.deepEqual(await withDeadline(nextJson(it), D), {
+    jsonrpc: "2.0",
+    id: "s",
+    result: { method: "echo", params: null },
+  });
+  await peer.close();
+});
+
+Deno.test("JsonRpcPeer requests round trip between two peers", async () => {
+  const [a, b] = channelPair();
+  const server = new JsonRpcPeer(b, {
+    onRequest: (method, params) => {
+      if (method === "fail") throw new RpcError(-32000, "Cannot fail: on purpose", { x: 1 });
+      if (method === "crash") throw new Error("boom");
+      return (params as { n: number }).n + 1;
+    },
+  });
+  const client = new JsonRpcPeer(a);
+  assert.deepEqual(await withDeadline(client.request("inc", { n: 41 }), D), 42);
+  await rejects(
+    client.request("fail"),
+    (e) => e instanceof RpcError && e.code === -32000 && (e.data as { x: number }).x === 1,
+  );
+  await rejects(
+    client.request("crash"),
+    (e) => e instanceof RpcError && e.code === -32603 && e.message.includes("boom"),
+  );
+  await client.close();
+  await server.closed;
+});
+
+Deno.test("JsonRpcPeer refuses bad JSON, bad shapes and batches with id null and keeps serving", async () => {
+  const [raw, server] = channelPair();
+  const peer = new JsonRpcPeer(server, { onRequest: () => "ok" });
+  const it = raw[Symbol.asyncIterator]();
+  const cases: [string, number, string][] = [
+    ["{not json", -32700, "Cannot parse message"],
+    ["5", -32600, "JSON object"],
+    ['{"id":1}', -32600, '"method", "result" or "error"'],
+    ['{"id":1,"method":3}', -32600, '"method"'],
+    ['{"id":{},"method":"x"}', -32600, '"id"'],
+    ['{"id":1.5,"method":"x"}', -32600, '"id"'],
+    ['{"id":1,"method":"x","params":3}', -32600, '"params"'],
+    ['{"jsonrpc":"1.0","id":1,"method":"x"}', -32600, '"jsonrpc"'],
+    ['[{"id":1,"method":"x"}]', -32600, "batch"],
+    ["[]", -32600, "batch"],
+  ];
+  for (const [text, code, words] of cases) {
+    await raw.send(text);
+    const reply = await withDeadline(nextJson(it), D);
+    assert.deepEqual(reply.id, null, text);
+    const error = reply.error as { code: number; message: string };
+    assert.deepEqual(error.code, code, text);
+    assert(error.message.includes(words), `${text}: ${error.message}`);
+  }
+  await raw.send('{"id":2,"method":"x"}');
+  assert.deepEqual((await withDeadline(nextJson(it), D)).result, "ok");
+  await peer.close();
+});
+
+Deno.test("JsonRpcPeer names an unknown method when it has no handler", async () => {
+  const [a, b] = channelPair();
+  const server = new JsonRpcPeer(b);
+  const client = new JsonRpcPeer(a);
+  await rejects(
+    client.request("test/unknown-a"),
+    (e) => e instanceof RpcError && e.code === -32601 && e.message.includes("test/unknown-a"),
+  );
+  await client.close();
+  await server.closed;
+});
+
+Deno.test("JsonRpcPeer accepts a message at the size limit and refuses one byte past it", async () => {
+  const limit = 1024;
+  const [raw, server] = channelPair();
+  const peer = new JsonRpcPeer(server, { maxMessageBytes: limit, onRequest: () => 1 });
+  const it = raw[Symbol.asyncIterator]();
+  const base = JSON.stringify({ id: 1, method: "m", params: { s: "" } });
+  // "é" is two UTF-8 bytes: the limit counts bytes, not characters.
+  const fill = "é".repeat((limit - base.length) >> 1) + "a".repeat((limit - base.length) & 1);
+  const exact = JSON.stringify({ id: 1, method: "m", params: { s: fill } });
+  assert.deepEqual(new TextEncoder().encode(exact).length, limit);
+  await raw.send(exact);
+  assert.deepEqual((await withDeadline(nextJson(it), D)).result, 1);
+  const over = JSON.stringify({ id: 2, method: "m", params: { s: fill + "a" } });
+  await raw.send(over);
+  const reply = await withDeadline(nextJson(it), D);
+  assert.deepEqual(reply.id, null);
+  assert.deepEqual((reply.error as { code: number }).code, -32600);
+  assert((reply.error as { message: string }).message.includes("1024 byte limit"));
+  await peer.close();
+});
+
+Deno.test("JsonRpcPeer refuses an oversized outbound request and replaces an oversized result", async () => {
+  const [a, b] = channelPair();
+  const server = new JsonRpcPeer(b, { maxMessageBytes: 1024, onRequest: () => "x".repeat(2000) });
+  const client = new JsonRpcPeer(a, { maxMessageBytes: 1024 });
+  await rejects(client.request("m", { s: "x".repeat(1024) }), (e) => e instanceof RangeError);
+  await rejects(client.notify("m", { s: "x".repeat(1024) }), (e) => e instanceof RangeError);
+  await rejects(
+    client.request("m"),
+    (e) => e instanceof RpcError && e.code === -32603 && e.message.includes("1024 byte limit"),
+  );
+  assert.throws(() => new JsonRpcPeer(a, { maxMessageBytes: 1023 }), RangeError);
+  await client.close();
+  await server.closed;
+});
+
+Deno.test("JsonRpcPeer times out and aborts requests and ignores their late replies", async () => {
+  const [a, b] = channelPair();
+  const release = Promise.withResolvers<void>();
+  const server = new JsonRpcPeer(b, {
+    onRequest: async (method) => {
+      if (method === "slow") await release.promise;
+      return method;
+    },
+  });
+  const client = new JsonRpcPeer(a);
+  await rejects(
+    client.request("slow", undefined, { timeoutMs: 20 }),
+    (e) => e instanceof DOMException && e.name === "TimeoutError" && e.message.includes("slow"),
+  );
+  const controller = new AbortController();
+  const aborted = client.request("slow", undefined, { signal: controller.signal });
+  controller.abort(new Error("stop"));
+  await rejects(aborted, (e) => e instanceof Error && e.message === "stop");
+  await rejects(
+    client.request("slow", undefined, { signal: AbortSignal.abort(new Error("early")) }),
+    (e) => e instanceof Error && e.message === "early",
+  );
+  release.resolve();
+  assert.deepEqual(await withDeadline(client.request("fast"), D), "fast");
+  await client.close();
+  await server.closed;
+});
+
+Deno.test("JsonRpcPeer fails every pending request with one RelayClosedError when the channel closes", async () => {
+  const [a, b] = channelPair();
+  let sawAbort = 0;
+  const server = new JsonRpcPeer(b, {
+    onRequest: (_method, _params, { signal }) =>
+      new Promise((_, reject) => {
+        signal.addEventListener("abort", () => {
+          sawAbort++;
+          reject(signal.reason);
+        }, { once: true });
+      }),
+  });
+  const client = new JsonRpcPeer(a);
+  const requests = [client.request("a"), client.request("b"), client.request("c")];
+  const errors = requests.map((p) => p.catch((e) => e));
+  await b.close();
+  const [e1, e2, e3] = await withDeadline(Promise.all(errors), D);
+  assert(e1 instanceof RelayClosedError);
+  assert(e1 === e2 && e2 === e3);
+  await withDeadline(server.closed, D);
+  await withDeadline(client.closed, D);
+  assert.deepEqual(sawAbort, 3);
+  await rejects(client.request("late"), (e) => e instanceof RelayClosedError);
+  await rejects(client.notify("late"), (e) => e instanceof RelayClosedError);
+});
+
+Deno.test("JsonRpcPeer delivers notifications and pauses reading at the concurrency limit", async () => {
+  const [a, b] = channelPair();
+  const notes: unknown[] = [];
+  const started: string[] = [];
+  const gates = new Map<string, PromiseWithResolvers<void>>();
+  const server = new JsonRpcPeer(b, {
+    maxConcurrentRequests: 1,
+    onNotification: (method, params) => notes.push([method, params]),
+    onRequest: async (method) => {
+      started.push(method);
+      const gate = Promise.withResolvers<void>();
+      gates.set(method, gate);
+      await gate.promise;
+      return method;
+    },
+  });
+  const client = new JsonRpcPeer(a);
+  const first = client.request("first");
+  const second = client.request("second");
+  await client.notify("note", { n: 1 });
+  await withDeadline(
+    (async () => {
+      while (!gates.has("first")) await new Promise((r) => setTimeout(r, 1));
+    })(),
+    D,
+  );
+  assert.deepEqual(started, ["first"]); // the second waits for a free slot
+  gates.get("first")!.resolve();
+  assert.deepEqual(await withDeadline(first, D), "first");
+  await withDeadline(
+    (async () => {
+      while (!gates.has("second")) await new Promise((r) => setTimeout(r, 1));
+    })(),
+    D,
+  );
+  assert.deepEqual(notes, []); // still queued behind "second": reading is paused
+  gates.get("second")!.resolve();
+  assert.deepEqual(await withDeadline(second, D), "second");
+  await withDeadline(
+    (async () => {
+      while (notes.length === 0) await new Promise((r) => setTimeout(r, 1));
+    })(),
+    D,
+  );
+  assert.deepEqual(notes, [["note", { n: 1 }]]);
+  await client.close();
+  await server.closed;
+});
