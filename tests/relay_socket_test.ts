@@ -230,7 +230,7 @@ Deno.test("RelaySocket drops a text message and garbage bytes and keeps serving"
   assert.equal((last.body as { seq: number }).seq, 4);
   assert.equal(errors.length, 3);
   assert.ok(errors.every((error) => error instanceof ProtocolError));
-  assert.match(errors[0].message, /^Cannot accept message: a text message of 18 characters/);
+  assert.match(errors[0].message, /^Cannot accept message: a text message of 17 characters/);
   assert.match(errors[1].message, /^Cannot decode frame: malformed protobuf/);
   assert.equal(
     errors[2].message,

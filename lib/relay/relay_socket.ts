@@ -226,7 +226,11 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
    * @param role `"server"` for sockets from `Deno.upgradeWebSocket`, `"client"` otherwise.
    * @throws {RangeError} If an option is negative or the low watermark is above the high one.
    */
-  constructor(socket: WebSocket, options: RelaySocketOptions = {}, role: Role = "server") {
+  constructor(
+    socket: WebSocket,
+    options: RelaySocketOptions = {},
+    role: "client" | "server" = "server",
+  ) {
     this.#ws = socket;
     this.#role = role;
     this.#maxFrameBytes = positiveOption(
