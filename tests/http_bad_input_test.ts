@@ -1,0 +1,323 @@
+/**
+ * Hostile HTTP against the rendezvous and its registry: missing, wrong,
+ * expired and replayed tokens and signed URLs, registration for another
+ * executor id, path traversal in ids, oversized headers and bodies. Each gets
+ * a clear refusal, no token is echoed, and the server keeps serving.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
+import { UrlSigner } from "../lib/server/_signed_url.ts";
+import { rawHttp, type RawHttpResponse, upgradeHead } from "./_support/raw_http.ts";
+import { record } from "./_support/report.ts";
+
+const TOKEN = "adversarial-token-0123456789abcdef";
+const KEY = new Uint8Array(32).fill(7);
+
+async function start(options: { urlTtlMs?: number; maxRequestBodyBytes?: number } = {}) {
+  const server = await serveRendezvous({ token: TOKEN, signingKey: KEY, ...options });
+  const port = Number(new URL(server.registryUrl).port);
+  return { server, port };
+}
+
+function assertRefusal(r: RawHttpResponse, statuses: number[], context: string): void {
+  assert.ok(
+    statuses.includes(r.status),
+    `${context}: status ${r.status} not in ${statuses}: ${r.body.slice(0, 200)}`,
+  );
+  assert.ok(!r.body.includes(TOKEN), `${context}: the token is echoed`);
+  if (r.status !== 0 && r.headers.get("content-type")?.includes("json")) {
+    const body = JSON.parse(r.body);
+    assert.equal(typeof body.error?.code, "string", `${context}: no error code`);
+    assert.match(body.error.message, /^Cannot /, `${context}: message ${body.error.message}`);
+  }
+}
+
+function register(id: string, auth?: string, extra: string[] = [], body = ""): string {
+  return [
+    `POST /cloud/executor/${id}/register HTTP/1.1`,
+    "Host: 127.0.0.1",
+    ...(auth === undefined ? [] : [`Authorization: ${auth}`]),
+    `Content-Length: ${new TextEncoder().encode(body).length}`,
+    ...extra,
+  ].join("\r\n");
+}
+
+async function assertStillServing(port: number, context: string): Promise<void> {
+  const r = await rawHttp(port, register("still-ok", `Bearer ${TOKEN}`));
+  assert.equal(r.status, 200, `${context}: a valid registration now fails: ${r.body}`);
+}
+
+Deno.test("registration refuses missing, malformed and wrong tokens without echoing them", async () => {
+  const { server, port } = await start();
+  const auths: [string | undefined, number[]][] = [
+    [undefined, [401]],
+    ["", [401]],
+    ["Bearer", [401]],
+    ["Bearer ", [401]],
+    [`Basic ${btoa(`user:${TOKEN}`)}`, [401]],
+    [`Token ${TOKEN}`, [401]],
+    [`Bearer ${TOKEN.slice(0, -1)}`, [403]],
+    [`Bearer ${TOKEN}x`, [403]],
+    [`Bearer ${TOKEN.toUpperCase()}`, [403]],
+    [`Bearer ${TOKEN} ${TOKEN}`, [401, 403]],
+    [`Bearer ${"a".repeat(5000)}`, [403]],
+    ["Bearer \u00e9\u00e9", [401, 403, 400]],
+    [`Bearer ${TOKEN}\u0000`, [400, 401, 403]],
+  ];
+  for (const [auth, statuses] of auths) {
+    const r = await rawHttp(port, register("e1", auth));
+    assertRefusal(r, statuses, `auth ${JSON.stringify(auth?.slice(0, 30))}`);
+    if (r.status === 401) assert.match(r.headers.get("www-authenticate") ?? "", /Bearer/);
+  }
+  // Lower-case scheme is the same scheme (RFC 7235).
+  const lower = await rawHttp(port, register("e1", `bearer ${TOKEN}`));
+  assert.equal(lower.status, 200);
+  // Wrong method.
+  const get = await rawHttp(
+    port,
+    `GET /cloud/executor/e1/register HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}`,
+  );
+  assertRefusal(get, [405], "GET register");
+  assert.equal(get.headers.get("allow"), "POST");
+  await assertStillServing(port, "bad tokens");
+  await server.close();
+  record({
+    area: "bad input",
+    name:
+      "registry: missing, malformed, wrong-scheme, near-miss, oversized and non-ASCII tokens; wrong method",
+    cases: auths.length + 2,
+    result:
+      "401 (with WWW-Authenticate) or 403, JSON error, token never echoed; server kept serving",
+  });
+});
+
+Deno.test("ids with path traversal or odd characters are refused on every route", async () => {
+  const { server, port } = await start();
+  const ids = [
+    "..",
+    ".",
+    "%2e%2e",
+    "%2E%2E%2F",
+    "..%2f..%2fetc",
+    "a%2Fb",
+    "a%00b",
+    "%00",
+    "a b",
+    "a%20b",
+    "é",
+    "%C3%A9",
+    "x".repeat(257),
+    "",
+    "a;b",
+    "<script>",
+  ];
+  let cases = 0;
+  for (const id of ids) {
+    const reg = await rawHttp(port, register(id, `Bearer ${TOKEN}`));
+    assertRefusal(reg, [400, 404], `register id ${JSON.stringify(id.slice(0, 20))}`);
+    const harness = await rawHttp(
+      port,
+      upgradeHead(`/harness/${id}?role=harness`, [`Authorization: Bearer ${TOKEN}`]),
+    );
+    assertRefusal(harness, [400, 404], `harness id ${JSON.stringify(id.slice(0, 20))}`);
+    const executor = await rawHttp(port, upgradeHead(`/executor/${id}?role=executor&exp=1&sig=00`));
+    assertRefusal(executor, [400, 401, 403, 404], `executor id ${JSON.stringify(id.slice(0, 20))}`);
+    cases += 3;
+  }
+  // Traversal in the route itself.
+  for (
+    const path of [
+      "/cloud/executor/../../etc/passwd",
+      "/cloud/executor/e1/../e2/register",
+      "//cloud/executor/e1/register",
+      "/harness/e1/../../cloud/executor/e1/register",
+    ]
+  ) {
+    const r = await rawHttp(
+      port,
+      register("x", `Bearer ${TOKEN}`).replace(
+        "/cloud/executor/x/register",
+        path,
+      ),
+    );
+    // Either refused, or normalised to a route that then answers as that route would.
+    assert.ok(r.status !== 500, `${path}: internal error`);
+    assert.ok(!r.body.includes("root:"), `${path}: file contents leaked`);
+    cases++;
+  }
+  await assertStillServing(port, "odd ids");
+  await server.close();
+  record({
+    area: "bad input",
+    name: "registry and sockets: path traversal and odd characters in executor ids",
+    cases,
+    result:
+      "every odd id refused 400/404 on register, harness and executor routes; no 500, nothing leaked",
+  });
+});
+
+Deno.test("executor sockets refuse unsigned, forged, expired and other-id URLs, and a replay replaces the socket", async () => {
+  const { server, port } = await start({ urlTtlMs: 60_000 });
+  const reg = await rawHttp(port, register("exec-a", `Bearer ${TOKEN}`));
+  assert.equal(reg.status, 200, reg.body);
+  const url = new URL(JSON.parse(reg.body).url);
+  assert.equal(url.pathname, "/executor/exec-a");
+  assert.equal(url.searchParams.get("role"), "executor");
+  const exp = url.searchParams.get("exp")!;
+  const sig = url.searchParams.get("sig")!;
+  const signer = await UrlSigner.create(KEY);
+  const expiredExp = Date.now() - 1000;
+  const expiredSig = await signer.sign("executor", "exec-a", expiredExp);
+  const harnessSig = await signer.sign("harness", "exec-a", Number(exp));
+  const flipped = (sig[0] === "0" ? "1" : "0") + sig.slice(1);
+  const cases: [string, number[], string][] = [
+    ["/executor/exec-a?role=executor", [401], "unsigned"],
+    [`/executor/exec-a?role=executor&exp=${exp}`, [401], "no sig"],
+    [`/executor/exec-a?role=executor&sig=${sig}`, [401], "no exp"],
+    [`/executor/exec-a?role=executor&exp=${exp}&sig=${flipped}`, [403], "flipped sig"],
+    [`/executor/exec-a?role=executor&exp=${Number(exp) + 1}&sig=${sig}`, [403], "extended exp"],
+    [`/executor/exec-b?role=executor&exp=${exp}&sig=${sig}`, [403], "other executor id"],
+    [`/executor/exec-a?role=executor&exp=${expiredExp}&sig=${expiredSig}`, [401], "expired"],
+    [
+      `/executor/exec-a?role=executor&exp=${exp}&sig=${harnessSig}`,
+      [403],
+      "signed for another role",
+    ],
+    [`/executor/exec-a?role=harness&exp=${exp}&sig=${sig}`, [400], "role mismatch"],
+    [
+      `/executor/exec-a?role=executor&exp=${exp}&sig=${sig.toUpperCase()}`,
+      [400, 403],
+      "upper-case sig",
+    ],
+    [`/executor/exec-a?role=executor&exp=1e99&sig=${sig}`, [400, 403], "exp not digits"],
+    [`/executor/exec-a?role=executor&exp=${exp}&sig=${sig}${sig}`, [400, 403], "sig too long"],
+    [
+      `/harness/exec-a?role=harness&exp=${exp}&sig=${sig}`,
+      [401],
+      "signed URL used as a harness token",
+    ],
+  ];
+  for (const [path, statuses, what] of cases) {
+    const r = await rawHttp(port, upgradeHead(path));
+    assertRefusal(r, statuses, what);
+  }
+  // The real URL works (101), and so does a replay of it within its lifetime:
+  // the signature binds id, role and expiry, not a single use. The replay
+  // replaces the earlier executor socket (documented router behaviour).
+  const first = await rawHttp(port, upgradeHead(`${url.pathname}${url.search}`));
+  assert.equal(first.status, 101);
+  const replay = await rawHttp(port, upgradeHead(`${url.pathname}${url.search}`));
+  assert.equal(replay.status, 101);
+  await assertStillServing(port, "signed URL abuse");
+  await server.close();
+  record({
+    area: "bad input",
+    name:
+      "executor sockets: unsigned, forged, extended, expired, other-id, other-role signed URLs; replay",
+    cases: cases.length + 2,
+    result:
+      "401/403/400 with JSON errors; a replay within the URL lifetime is accepted and replaces " +
+      "the earlier executor socket (signature binds id, role, expiry; not single-use)",
+  });
+});
+
+Deno.test("harness sockets refuse missing and wrong tokens", async () => {
+  const { server, port } = await start();
+  const cases: [string[], number[]][] = [
+    [[], [401]],
+    [["Authorization: Bearer wrong-token-wrong-token"], [403]],
+    [[`Authorization: Bearer ${TOKEN.slice(1)}`], [403]],
+    [[`Authorization: Basic ${btoa(TOKEN)}`], [401]],
+    [[`Sec-WebSocket-Protocol: ${TOKEN}`], [401]],
+  ];
+  for (const [extra, statuses] of cases) {
+    const r = await rawHttp(port, upgradeHead("/harness/exec-a?role=harness", extra));
+    assertRefusal(r, statuses, `harness ${extra.join(" ").slice(0, 40)}`);
+  }
+  // Token in the query string is not accepted (it would end up in logs).
+  const q = await rawHttp(port, upgradeHead(`/harness/exec-a?role=harness&token=${TOKEN}`));
+  assertRefusal(q, [401], "token in query");
+  const ok = await rawHttp(
+    port,
+    upgradeHead("/harness/exec-a?role=harness", [`Authorization: Bearer ${TOKEN}`]),
+  );
+  assert.equal(ok.status, 101);
+  await server.close();
+  record({
+    area: "bad input",
+    name:
+      "harness sockets: missing, wrong, truncated, wrong-scheme tokens; token in subprotocol or query",
+    cases: cases.length + 2,
+    result: "401/403 with JSON errors; only a correct bearer header upgrades",
+  });
+});
+
+Deno.test("oversized headers and bodies are refused and the server keeps serving", async () => {
+  const limit = 1024;
+  const { server, port } = await start({ maxRequestBodyBytes: limit });
+  let cases = 0;
+  // Body at the limit is fine; one byte over is 413.
+  const atLimit = "x".repeat(limit);
+  const r1 = await rawHttp(port, register("e1", `Bearer ${TOKEN}`, [], atLimit), atLimit);
+  assert.equal(r1.status, 200, r1.body);
+  const over = "x".repeat(limit + 1);
+  const r2 = await rawHttp(port, register("e1", `Bearer ${TOKEN}`, [], over), over);
+  assertRefusal(r2, [413], "body one over the limit");
+  cases += 2;
+  // A content-length that lies about a huge body.
+  const r3 = await rawHttp(
+    port,
+    `POST /cloud/executor/e1/register HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 99999999999`,
+  );
+  assertRefusal(r3, [400, 413], "content-length 99999999999");
+  cases++;
+  // Chunked body over the limit (no content-length).
+  const chunk = "x".repeat(600);
+  const chunked = `${(600).toString(16)}\r\n${chunk}\r\n`.repeat(3) + "0\r\n\r\n";
+  const r4 = await rawHttp(
+    port,
+    `POST /cloud/executor/e1/register HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nTransfer-Encoding: chunked`,
+    chunked,
+  );
+  assertRefusal(r4, [413], "chunked body over the limit");
+  cases++;
+  // Oversized headers: one huge header, many headers.
+  for (
+    const extra of [
+      [`X-Big: ${"a".repeat(100 * 1024)}`],
+      Array.from({ length: 2000 }, (_, i) => `X-H${i}: v`),
+    ]
+  ) {
+    const r = await rawHttp(port, register("e1", `Bearer ${TOKEN}`, extra)).catch(() => ({
+      status: 0,
+      headers: new Map(),
+      body: "",
+    }));
+    assert.ok(
+      r.status === 0 || r.status === 431 || r.status === 400 || r.status === 200,
+      `headers: ${r.status}`,
+    );
+    cases++;
+  }
+  // A huge Authorization header.
+  const r5 = await rawHttp(port, register("e1", `Bearer ${"t".repeat(64 * 1024)}`)).catch(() => ({
+    status: 0,
+    headers: new Map(),
+    body: "",
+  }));
+  assert.ok([0, 400, 403, 431].includes(r5.status), `huge token: ${r5.status}`);
+  cases++;
+  await assertStillServing(port, "oversized input");
+  await server.close();
+  record({
+    area: "bad input",
+    name:
+      "registry: body at/over the limit, lying content-length, chunked over-limit, 100 KiB header, 2,000 headers, 64 KiB token",
+    cases,
+    result:
+      "at the limit accepted; over refused 413/400/431 or connection closed; server kept serving",
+  });
+});
