@@ -428,13 +428,6 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
         throw new HttpError(403, "forbidden", "Cannot open harness socket: the token is not valid");
       }
     }
-    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      throw new HttpError(
-        426,
-        "upgrade_required",
-        `Cannot open ${role} socket: a WebSocket upgrade is required`,
-      );
-    }
     // From here to the router everything is synchronous, so the admission holds.
     const refusal = router.admits(role, id);
     if (refusal !== undefined) {
@@ -442,6 +435,13 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
         503,
         refusal,
         `Cannot open ${role} socket: ${refusal.replaceAll("_", " ")}`,
+      );
+    }
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      throw new HttpError(
+        426,
+        "upgrade_required",
+        `Cannot open ${role} socket: a WebSocket upgrade is required`,
       );
     }
     const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout });

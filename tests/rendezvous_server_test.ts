@@ -1,0 +1,382 @@
+/**
+ * serveRendezvous over real loopback HTTP and WebSockets: the registry, signed
+ * executor URLs, harness authentication, limits, and routing end to end.
+ */
+
+import assert from "node:assert/strict";
+import type { RelayFrame } from "../lib/relay/frame_codec.ts";
+import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
+import {
+  type RendezvousEvent,
+  type RendezvousOptions,
+  type RendezvousServer,
+  serveRendezvous,
+} from "../lib/server/rendezvous_server.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
+
+const TOKEN = "test-token-0123456789abcdef";
+const DEADLINE_MS = 5_000;
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder();
+
+function data(streamId: string, text: string): RelayFrame {
+  return {
+    version: 1,
+    streamId,
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "data", seq: 1, segmentIndex: 0, segmentCount: 1, payload: utf8.encode(text) },
+  };
+}
+
+function payloadOf(frame: RelayFrame): string {
+  assert.equal(frame.body.kind, "data");
+  return utf8d.decode((frame.body as { payload: Uint8Array }).payload);
+}
+
+async function nextFrame(socket: RelaySocket, label: string): Promise<ReceivedFrame> {
+  const result = await withDeadline(socket[Symbol.asyncIterator]().next(), DEADLINE_MS, label);
+  assert.ok(!result.done, `socket closed while waiting for ${label}`);
+  return result.value;
+}
+
+interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+  headers: Headers;
+}
+
+async function call(
+  url: string,
+  init: RequestInit & { token?: string } = {},
+): Promise<Answer> {
+  const headers = new Headers(init.headers);
+  if (init.token !== undefined) headers.set("authorization", `Bearer ${init.token}`);
+  const response = await fetch(url, { ...init, headers });
+  const text = await response.text();
+  return {
+    status: response.status,
+    body: text === "" ? {} : JSON.parse(text),
+    headers: response.headers,
+  };
+}
+
+function register(
+  rz: RendezvousServer,
+  id: string,
+  token: string | null = TOKEN,
+  init: RequestInit = {},
+): Promise<Answer> {
+  return call(`${rz.registryUrl}/cloud/executor/${id}/register`, {
+    method: "POST",
+    token: token ?? undefined,
+    ...init,
+  });
+}
+
+function assertError(answer: Answer, status: number, code: string): void {
+  assert.equal(answer.status, status, JSON.stringify(answer.body));
+  const error = answer.body.error as { code: string; message: string };
+  assert.equal(error.code, code);
+  assert.equal(typeof error.message, "string");
+  assert.ok(error.message.length > 0);
+}
+
+async function withRendezvous(
+  options: Partial<RendezvousOptions>,
+  body: (rz: RendezvousServer, events: RendezvousEvent[]) => Promise<void>,
+): Promise<void> {
+  const events: RendezvousEvent[] = [];
+  const rz = await serveRendezvous({ token: TOKEN, onEvent: (e) => events.push(e), ...options });
+  try {
+    await body(rz, events);
+    // Tokens never reach the event log.
+    assert.ok(!JSON.stringify(events).includes(TOKEN));
+  } finally {
+    await rz.close();
+  }
+}
+
+async function executorSocket(rz: RendezvousServer, id: string): Promise<RelaySocket> {
+  const answer = await register(rz, id);
+  assert.equal(answer.status, 200);
+  return await RelaySocket.connect(answer.body.url as string);
+}
+
+function harnessUrl(rz: RendezvousServer, id: string): string {
+  return `${rz.url}/harness/${id}?role=harness`;
+}
+
+Deno.test("serveRendezvous registers an executor with a signed URL and routes a harness to it", async () => {
+  await withRendezvous({ urlTtlMs: 60_000 }, async (rz, events) => {
+    assert.match(rz.url, /^ws:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(rz.registryUrl, rz.url.replace("ws:", "http:"));
+    const before = Date.now();
+    const answer = await register(rz, "exec-1", TOKEN, { body: '{"name":"box"}' });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.executor_id, "exec-1");
+    const url = new URL(answer.body.url as string);
+    assert.equal(`${url.protocol}//${url.host}`, rz.url);
+    assert.equal(url.pathname, "/executor/exec-1");
+    assert.equal(url.searchParams.get("role"), "executor");
+    const exp = Number(url.searchParams.get("exp"));
+    assert.ok(exp >= before + 60_000 && exp <= Date.now() + 60_000, `exp ${exp}`);
+    assert.match(url.searchParams.get("sig")!, /^[0-9a-f]{64}$/);
+    assert.equal(answer.headers.get("cache-control"), "no-store");
+
+    await using executor = await RelaySocket.connect(url);
+    await using harness = await RelaySocket.connect(harnessUrl(rz, "exec-1"), { token: TOKEN });
+    await harness.send(data("s1", "ping"));
+    assert.equal(payloadOf(await nextFrame(executor, "ping")), "ping");
+    await executor.send(data("s1", "pong"));
+    assert.equal(payloadOf(await nextFrame(harness, "pong")), "pong");
+    assert.deepEqual(rz.stats(), {
+      executors: 1,
+      executorSockets: 1,
+      harnessSockets: 1,
+      streams: 1,
+      parkedStreams: 0,
+    });
+    assert.ok(events.some((e) => e.type === "registered" && e.executorId === "exec-1"));
+  });
+});
+
+Deno.test("serveRendezvous refuses registration without a token (401) and with a wrong one (403)", async () => {
+  await withRendezvous({}, async (rz, events) => {
+    const missing = await register(rz, "exec-1", null);
+    assertError(missing, 401, "unauthorized");
+    assert.match(missing.headers.get("www-authenticate")!, /^Bearer/);
+    assertError(await register(rz, "exec-1", `${TOKEN}x`), 403, "forbidden");
+    assertError(await register(rz, "exec-1", TOKEN.slice(0, -1)), 403, "forbidden");
+    assertError(
+      await register(rz, "exec-1", null, { headers: { authorization: `Basic ${TOKEN}` } }),
+      401,
+      "unauthorized",
+    );
+    assert.equal(events.filter((e) => e.type === "refused").length, 4);
+  });
+});
+
+Deno.test("serveRendezvous validates executor ids: 256 characters pass, 257 and bad characters do not", async () => {
+  await withRendezvous({}, async (rz) => {
+    const longest = "a".repeat(256);
+    const ok = await register(rz, longest);
+    assert.equal(ok.status, 200);
+    assert.equal(ok.body.executor_id, longest);
+    assertError(await register(rz, "a".repeat(257)), 400, "invalid_executor_id");
+    assertError(await register(rz, "bad.id"), 400, "invalid_executor_id");
+    assertError(await register(rz, "bad%20id"), 400, "invalid_executor_id");
+    assertError(await register(rz, ""), 400, "invalid_executor_id");
+    assertError(
+      await call(`${rz.url.replace("ws:", "http:")}/harness/bad.id`, { token: TOKEN }),
+      400,
+      "invalid_executor_id",
+    );
+  });
+});
+
+Deno.test("serveRendezvous answers wrong methods with 405, unknown paths with 404, plain GETs with 426", async () => {
+  await withRendezvous({}, async (rz) => {
+    const get = await call(`${rz.registryUrl}/cloud/executor/e1/register`, { token: TOKEN });
+    assertError(get, 405, "method_not_allowed");
+    assert.equal(get.headers.get("allow"), "POST");
+    const post = await call(`${rz.registryUrl}/harness/e1`, { method: "POST", token: TOKEN });
+    assertError(post, 405, "method_not_allowed");
+    assert.equal(post.headers.get("allow"), "GET");
+    assertError(await call(`${rz.registryUrl}/nowhere`), 404, "not_found");
+    assertError(
+      await call(`${rz.registryUrl}/harness/e1`, { token: TOKEN }),
+      426,
+      "upgrade_required",
+    );
+    assertError(
+      await call(`${rz.registryUrl}/harness/e1?role=executor`, { token: TOKEN }),
+      400,
+      "invalid_role",
+    );
+  });
+});
+
+Deno.test("serveRendezvous accepts a registration body at the size limit and refuses one byte more (413)", async () => {
+  await withRendezvous({ maxRequestBodyBytes: 64 }, async (rz) => {
+    assert.equal((await register(rz, "e1", TOKEN, { body: "x".repeat(64) })).status, 200);
+    assertError(
+      await register(rz, "e1", TOKEN, { body: "x".repeat(65) }),
+      413,
+      "payload_too_large",
+    );
+    // Without a Content-Length (a stream), the limit holds too.
+    const stream = (n: number) =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new Uint8Array(n));
+          controller.close();
+        },
+      });
+    assert.equal((await register(rz, "e1", TOKEN, { body: stream(64) })).status, 200);
+    assertError(await register(rz, "e1", TOKEN, { body: stream(65) }), 413, "payload_too_large");
+  });
+});
+
+Deno.test("serveRendezvous refuses executor URLs that are unsigned, tampered with or for another id", async () => {
+  await withRendezvous({}, async (rz) => {
+    const answer = await register(rz, "exec-1");
+    const good = new URL(answer.body.url as string);
+    const http = (url: URL) => url.href.replace("ws:", "http:");
+
+    const unsigned = new URL(good);
+    unsigned.searchParams.delete("sig");
+    assertError(await call(http(unsigned)), 401, "unauthorized");
+
+    const tampered = new URL(good);
+    const sig = tampered.searchParams.get("sig")!;
+    tampered.searchParams.set("sig", (sig[0] === "0" ? "1" : "0") + sig.slice(1));
+    assertError(await call(http(tampered)), 403, "bad_signature");
+
+    const extended = new URL(good);
+    extended.searchParams.set("exp", String(Number(good.searchParams.get("exp")) + 60_000));
+    assertError(await call(http(extended)), 403, "bad_signature");
+
+    const otherId = new URL(good);
+    otherId.pathname = "/executor/exec-2";
+    assertError(await call(http(otherId)), 403, "bad_signature");
+
+    const garbage = new URL(good);
+    garbage.searchParams.set("sig", "zz");
+    assertError(await call(http(garbage)), 403, "bad_signature");
+
+    await assert.rejects(RelaySocket.connect(tampered), /403|connect/i);
+    // The untouched URL still works, and no token is needed on it.
+    const executor = await RelaySocket.connect(good);
+    await executor.close();
+  });
+});
+
+Deno.test("serveRendezvous refuses an executor URL replayed after it expired (401 url_expired)", async () => {
+  await withRendezvous({ urlTtlMs: 300 }, async (rz) => {
+    const answer = await register(rz, "exec-1");
+    const url = new URL(answer.body.url as string);
+    // Replays before expiry are fine (an executor may reconnect quickly).
+    const first = await RelaySocket.connect(url);
+    await first.close();
+    const exp = Number(url.searchParams.get("exp"));
+    await until(() => Date.now() > exp, DEADLINE_MS, "URL expiry");
+    assertError(await call(url.href.replace("ws:", "http:")), 401, "url_expired");
+    await assert.rejects(RelaySocket.connect(url), /401|connect/i);
+    // Registering again gives a fresh URL.
+    const again = await register(rz, "exec-1");
+    const executor = await RelaySocket.connect(again.body.url as string);
+    await executor.close();
+  });
+});
+
+Deno.test("serveRendezvous refuses harness sockets without a token (401) or with a wrong one (403)", async () => {
+  await withRendezvous({}, async (rz) => {
+    const http = harnessUrl(rz, "e1").replace("ws:", "http:");
+    assertError(await call(http), 401, "unauthorized");
+    assertError(await call(http, { token: "wrong-token-0123456789" }), 403, "forbidden");
+    await assert.rejects(RelaySocket.connect(harnessUrl(rz, "e1")), /401|connect/i);
+    await assert.rejects(
+      RelaySocket.connect(harnessUrl(rz, "e1"), { token: `${TOKEN}0` }),
+      /403|connect/i,
+    );
+    assert.equal(rz.stats().harnessSockets, 0);
+  });
+});
+
+Deno.test("serveRendezvous admits harness sockets up to the limit and answers 503 one past it", async () => {
+  await withRendezvous({ maxHarnessSockets: 2 }, async (rz) => {
+    await using a = await RelaySocket.connect(harnessUrl(rz, "e1"), { token: TOKEN });
+    await using b = await RelaySocket.connect(harnessUrl(rz, "e1"), { token: TOKEN });
+    assertError(
+      await call(harnessUrl(rz, "e1").replace("ws:", "http:"), { token: TOKEN }),
+      503,
+      "too_many_harness_sockets",
+    );
+    await assert.rejects(RelaySocket.connect(harnessUrl(rz, "e1"), { token: TOKEN }));
+    assert.equal(rz.stats().harnessSockets, 2);
+    void a, b;
+  });
+});
+
+Deno.test("serveRendezvous serves executor ids up to the limit and answers 503 one past it", async () => {
+  await withRendezvous({ maxExecutors: 2 }, async (rz) => {
+    await using one = await executorSocket(rz, "e1");
+    await using two = await executorSocket(rz, "e2");
+    assertError(await register(rz, "e3"), 503, "too_many_executors");
+    // A known id can still register and reconnect.
+    await using again = await executorSocket(rz, "e2");
+    void one, two, again;
+  });
+});
+
+Deno.test("serveRendezvous tells a harness executor_offline when nothing registered that id", async () => {
+  await withRendezvous({}, async (rz) => {
+    await using harness = await RelaySocket.connect(harnessUrl(rz, "ghost"), { token: TOKEN });
+    await harness.send(data("s", "hello"));
+    const frame = await nextFrame(harness, "executor_offline");
+    assert.deepEqual(frame.body, { kind: "reset", reason: "executor_offline" });
+  });
+});
+
+Deno.test("serveRendezvous hands out publicUrl and the environment naming of the registry", async () => {
+  await withRendezvous({ publicUrl: "https://relay.example.com/" }, async (rz) => {
+    const answer = await call(`${rz.registryUrl}/cloud/environment/env-1/register`, {
+      method: "POST",
+      token: TOKEN,
+    });
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.environment_id, "env-1");
+    assert.match(
+      answer.body.url as string,
+      /^wss:\/\/relay\.example\.com\/executor\/env-1\?role=executor&exp=\d+&sig=[0-9a-f]{64}$/,
+    );
+  });
+});
+
+Deno.test("serveRendezvous signs with a given key so URLs survive a restart", async () => {
+  const signingKey = crypto.getRandomValues(new Uint8Array(32));
+  const first = await serveRendezvous({ token: TOKEN, signingKey });
+  const answer = await register(first, "exec-1");
+  const port = new URL(first.url).port;
+  await first.close();
+  const second = await serveRendezvous({
+    token: TOKEN,
+    signingKey,
+    listen: `ws://127.0.0.1:${port}`,
+  });
+  try {
+    const executor = await RelaySocket.connect(answer.body.url as string);
+    await executor.close();
+  } finally {
+    await second.close();
+  }
+  await assert.rejects(
+    serveRendezvous({ token: TOKEN, signingKey: new Uint8Array(15) }),
+    RangeError,
+  );
+});
+
+Deno.test("serveRendezvous checks its options", async () => {
+  await assert.rejects(serveRendezvous({ token: "short" }), TypeError);
+  await assert.rejects(serveRendezvous({ token: `${TOKEN} x` }), TypeError);
+  await assert.rejects(serveRendezvous({ token: TOKEN, listen: "wss://127.0.0.1:0" }), TypeError);
+  await assert.rejects(serveRendezvous({ token: TOKEN, urlTtlMs: 0 }), RangeError);
+  await assert.rejects(serveRendezvous({ token: TOKEN, signal: AbortSignal.abort() }));
+});
+
+Deno.test("serveRendezvous closes on abort: sockets end, the port is released", async () => {
+  const controller = new AbortController();
+  const rz = await serveRendezvous({ token: TOKEN, signal: controller.signal });
+  const executor = await executorSocket(rz, "e1");
+  const harness = await RelaySocket.connect(harnessUrl(rz, "e1"), { token: TOKEN });
+  controller.abort();
+  await withDeadline(rz.closed, DEADLINE_MS, "rendezvous closed");
+  const info = await withDeadline(harness.closed, DEADLINE_MS, "harness closed");
+  assert.equal(info.reason, "shutdown");
+  await withDeadline(executor.closed, DEADLINE_MS, "executor closed");
+  await rz.close();
+  const port = Number(new URL(rz.url).port);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  listener.close();
+});
