@@ -1,0 +1,408 @@
+/**
+ * Confinement levels for spawned programs, the run-permission checks that
+ * decide what may be spawned, capability detection, and the wrapper command
+ * lines (`bwrap`, `deno run`) that apply a level.
+ *
+ * Levels:
+ * - `none`: the program runs as the executor's user with the child
+ *   environment only; Deno does not confine children.
+ * - `deno`: the program is a Deno module run by the granted `deno` binary
+ *   with permission flags that the request names and the executor itself
+ *   holds (checked with `Deno.permissions.query`; asking for more is refused).
+ * - `os`: bubblewrap: read-only root, the granted write roots writable, fresh
+ *   `/dev`, `/proc` and `/tmp`, own pid, ipc and uts namespaces, no network
+ *   unless the operator allows it, every capability dropped, dies with its
+ *   parent.
+ *
+ * Helper programs (`bwrap`, `script`, `bash`, `deno`) can start any program;
+ * outpost therefore checks the requested program against the executor's run
+ * grant itself and passes the helper an absolute path that the grant covers,
+ * so the request's `PATH` cannot redirect it.
+ *
+ * @module
+ */
+
+import { SandboxDeniedError } from "../errors.ts";
+
+/** A confinement level for a spawned program. */
+export type Confinement = "none" | "deno" | "os";
+
+/** All levels, weakest first. */
+export const CONFINEMENTS: readonly Confinement[] = Object.freeze(["none", "deno", "os"]);
+
+/**
+ * Deno permissions a `deno`-confined program asks for, in Deno's own
+ * vocabulary: `true` for the whole permission, or a list of values (paths,
+ * hosts, variable names, commands, sys kinds). Each must be granted to the
+ * executor itself.
+ */
+export interface DenoPermissions {
+  /** Paths to read (`--allow-read`). */
+  read?: boolean | string[];
+  /** Paths to write (`--allow-write`). */
+  write?: boolean | string[];
+  /** Hosts to reach (`--allow-net`). */
+  net?: boolean | string[];
+  /** Environment variables (`--allow-env`); the child only sees its own environment anyway. */
+  env?: boolean | string[];
+  /** Programs to run (`--allow-run`); those children are not confined by Deno. */
+  run?: boolean | string[];
+  /** System information kinds (`--allow-sys`). */
+  sys?: boolean | string[];
+  /** Dynamic libraries (`--allow-ffi`); FFI escapes every sandbox. */
+  ffi?: boolean | string[];
+}
+
+/** What this executor can offer, as found by {@linkcode detectCapabilities}. */
+export interface Capabilities {
+  /** Levels that work here, `none` always included. */
+  confinements: Confinement[];
+  /** A process tree (the process group) can be signalled: the `kill` helper is granted and works. */
+  treeKill: boolean;
+  /** `tty: true` works: the `script` helper (util-linux) is granted and works. */
+  tty: boolean;
+  /** A terminal can be resized later: the `stty` helper (or `sh`) is granted. */
+  resize: boolean;
+}
+
+/** The search path used when the executor may not read its own `PATH`. */
+export const DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * Finds the absolute path of a program the executor may run, as Deno resolves
+ * `--allow-run` names: a name without `/` is looked up in the executor's
+ * `PATH`, and the first candidate the run grant covers wins.
+ *
+ * @param command A program name or path.
+ * @param cwd The directory a relative path is resolved against.
+ * @returns The path to spawn, or `null` when run access is not granted.
+ * @example
+ * ```ts
+ * import { resolveGrantedProgram } from "./confinement.ts";
+ * console.log(await resolveGrantedProgram("sh")); // e.g. "/usr/bin/sh", or null
+ * ```
+ */
+export async function resolveGrantedProgram(
+  command: string,
+  cwd?: string,
+): Promise<string | null> {
+  if (command.length === 0 || command.includes("\0")) return null;
+  if (command.includes("/")) {
+    const path = command.startsWith("/") || cwd === undefined ? command : joinPath(cwd, command);
+    return (await queryRun(path)) ? path : null;
+  }
+  if (!(await queryRun(command))) return null;
+  const unscoped = (await Deno.permissions.query({ name: "run" })).state === "granted";
+  for (const dir of (await searchPath()).split(":")) {
+    if (!dir.startsWith("/")) continue;
+    const candidate = joinPath(dir, command);
+    if (unscoped) {
+      if (await isFile(candidate)) return candidate;
+    } else if (await queryRun(candidate)) {
+      return candidate;
+    }
+  }
+  // Unscoped grant but PATH unreadable: any program is allowed anyway.
+  return unscoped ? command : null;
+}
+
+/**
+ * Resolves a program or throws the sandbox refusal.
+ *
+ * @param command The program name or path.
+ * @param cwd The directory a relative path is resolved against.
+ * @param purpose Why it is needed; prefixed to the refusal (e.g. `tty needs the "script" helper`).
+ * @param subject The program the refusal is about (defaults to `command`).
+ * @returns The path to spawn.
+ * @throws {SandboxDeniedError} When run access is not granted.
+ */
+export async function requireProgram(
+  command: string,
+  cwd?: string,
+  purpose?: string,
+  subject?: string,
+): Promise<string> {
+  const path = await resolveGrantedProgram(command, cwd);
+  if (path !== null) return path;
+  const who = JSON.stringify(subject ?? command);
+  throw new SandboxDeniedError(
+    purpose === undefined
+      ? `Cannot start ${who}: run access is not granted`
+      : `Cannot start ${who}: ${purpose}, and run access to "${command}" is not granted`,
+  );
+}
+
+let capabilities: Promise<Capabilities> | undefined;
+
+/**
+ * Detects, once per executor process, which levels and features work here:
+ * each helper must be granted and must run (bubblewrap is probed with a real
+ * sandbox, so a kernel without user namespaces is reported honestly).
+ *
+ * @returns The capabilities.
+ * @example
+ * ```ts
+ * import { detectCapabilities } from "./confinement.ts";
+ * const caps = await detectCapabilities();
+ * console.log(caps.confinements.includes("none")); // true
+ * ```
+ */
+export function detectCapabilities(): Promise<Capabilities> {
+  capabilities ??= probeCapabilities();
+  return capabilities;
+}
+
+async function probeCapabilities(): Promise<Capabilities> {
+  const [kill, script, bwrap, deno, stty, sh] = await Promise.all(
+    ["kill", "script", "bwrap", "deno", "stty", "sh"].map((name) => resolveGrantedProgram(name)),
+  );
+  const [treeKill, tty, os, denoOk] = await Promise.all([
+    kill ? probe(kill, ["-l"]) : false,
+    script ? probe(script, ["--version"]) : false,
+    bwrap
+      ? probe(bwrap, [...bwrapArgs({ writeRoots: [], allowNetwork: false }), bwrap, "--version"])
+      : false,
+    deno ? probe(deno, ["--version"]) : false,
+  ]);
+  const confinements: Confinement[] = ["none"];
+  if (denoOk) confinements.push("deno");
+  if (os) confinements.push("os");
+  return { confinements, treeKill, tty, resize: tty && (stty !== null || sh !== null) };
+}
+
+async function probe(program: string, args: string[]): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command(program, {
+      args,
+      clearEnv: true,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+/** Options for {@linkcode bwrapArgs}. */
+export interface BwrapOptions {
+  /** Directories bound writable (absolute, existing, write-granted). */
+  writeRoots: readonly string[];
+  /** Keep the host network (otherwise a fresh network namespace with only loopback). */
+  allowNetwork: boolean;
+  /** Working directory inside the sandbox. */
+  cwd?: string;
+  /** argv[0] as the program sees it. */
+  arg0?: string;
+}
+
+/**
+ * The bubblewrap arguments for the `os` level, ending with `--`; append the
+ * program's absolute path and arguments.
+ *
+ * `--new-session` is deliberately not used: outpost already starts every
+ * child in a session of its own (no controlling terminal of the executor is
+ * reachable, so TIOCSTI injection is moot), and keeping the sandboxed program
+ * in bubblewrap's process group lets a group `SIGTERM` reach the program
+ * itself for a graceful stop; the pid namespace is the backstop that kills
+ * everything once bubblewrap dies.
+ *
+ * @param options Write roots, network, cwd, arg0.
+ * @returns The arguments.
+ */
+export function bwrapArgs(options: BwrapOptions): string[] {
+  const args = [
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    "--tmpfs",
+    "/tmp",
+  ];
+  for (const root of options.writeRoots) args.push("--bind", root, root);
+  args.push("--unshare-pid", "--unshare-ipc", "--unshare-uts");
+  if (!options.allowNetwork) args.push("--unshare-net");
+  args.push("--die-with-parent", "--cap-drop", "ALL");
+  if (options.cwd !== undefined) args.push("--chdir", options.cwd);
+  if (options.arg0 !== undefined) args.push("--argv0", options.arg0);
+  args.push("--");
+  return args;
+}
+
+/**
+ * Keeps the write roots that exist and that the executor may write, as real
+ * paths (symlinks resolved).
+ *
+ * @param roots Candidate roots from the operator.
+ * @returns The roots to bind writable.
+ */
+export async function grantedWriteRoots(roots: readonly string[]): Promise<string[]> {
+  const result: string[] = [];
+  for (const root of roots) {
+    if (!root.startsWith("/")) continue;
+    let real: string;
+    try {
+      real = await Deno.realPath(root);
+    } catch {
+      continue;
+    }
+    const status = await Deno.permissions.query({ name: "write", path: real });
+    if (status.state === "granted" && !result.includes(real)) result.push(real);
+  }
+  return result;
+}
+
+const DENO_PERMISSION_NAMES = ["read", "write", "net", "env", "run", "sys", "ffi"] as const;
+
+/**
+ * Builds the `deno run` flags for a `deno`-confined program, refusing any
+ * permission the executor does not hold itself.
+ *
+ * @param permissions What the program asks for.
+ * @param module The module to run (its path is checked for read access).
+ * @param cwd The directory relative paths are resolved against.
+ * @returns The flags, `--no-prompt` and friends first.
+ * @throws {TypeError} When a permission value is malformed.
+ * @throws {SandboxDeniedError} When the program asks for more than the executor holds.
+ */
+export async function denoRunFlags(
+  permissions: DenoPermissions | undefined,
+  module: string,
+  cwd?: string,
+): Promise<string[]> {
+  const subject = `Cannot start Deno program ${JSON.stringify(module)}`;
+  if (module.length === 0 || module.startsWith("-")) {
+    throw new TypeError(`${subject}: the module must be a path or file URL`);
+  }
+  const modulePath = module.startsWith("file://")
+    ? decodeURIComponent(new URL(module).pathname)
+    : /^[a-z][a-z0-9+.-]*:/i.test(module)
+    ? null
+    : module.startsWith("/") || cwd === undefined
+    ? module
+    : joinPath(cwd, module);
+  if (modulePath === null) {
+    throw new TypeError(`${subject}: only local modules can be run`);
+  }
+  if ((await Deno.permissions.query({ name: "read", path: modulePath })).state !== "granted") {
+    throw new SandboxDeniedError(`${subject}: read access to the module is not granted`);
+  }
+  const flags = ["run", "--no-prompt", "--no-config", "--no-remote", "--no-npm", "--no-lock"];
+  if (permissions === undefined || permissions === null) return flags;
+  if (typeof permissions !== "object" || Array.isArray(permissions)) {
+    throw new TypeError(`${subject}: denoPermissions is not an object`);
+  }
+  for (const key of Object.keys(permissions)) {
+    if (!(DENO_PERMISSION_NAMES as readonly string[]).includes(key)) {
+      throw new TypeError(`${subject}: unknown Deno permission "${key}"`);
+    }
+  }
+  for (const name of DENO_PERMISSION_NAMES) {
+    const asked = permissions[name];
+    if (asked === undefined || asked === false) continue;
+    if (asked === true) {
+      if ((await Deno.permissions.query({ name })).state !== "granted") {
+        throw new SandboxDeniedError(
+          `${subject}: ${name} access to everything is not granted to the executor`,
+        );
+      }
+      flags.push(`--allow-${name}`);
+      continue;
+    }
+    if (!Array.isArray(asked) || asked.length === 0) {
+      throw new TypeError(`${subject}: denoPermissions.${name} must be true or a non-empty list`);
+    }
+    const values: string[] = [];
+    for (const raw of asked) {
+      if (typeof raw !== "string" || raw.length === 0 || raw.includes(",") || raw.includes("\0")) {
+        throw new TypeError(
+          `${subject}: denoPermissions.${name} holds ${
+            JSON.stringify(raw)
+          }, not a non-empty string without commas`,
+        );
+      }
+      const value = (name === "read" || name === "write" || name === "ffi") &&
+          !raw.startsWith("/") && cwd !== undefined
+        ? joinPath(cwd, raw)
+        : raw;
+      if (!(await queryOne(name, value))) {
+        throw new SandboxDeniedError(
+          `${subject}: ${name} access to ${JSON.stringify(value)} is not granted to the executor`,
+        );
+      }
+      values.push(value);
+    }
+    flags.push(`--allow-${name}=${values.join(",")}`);
+  }
+  return flags;
+}
+
+async function queryOne(
+  name: (typeof DENO_PERMISSION_NAMES)[number],
+  value: string,
+): Promise<boolean> {
+  let descriptor: Deno.PermissionDescriptor;
+  switch (name) {
+    case "read":
+    case "write":
+    case "ffi":
+      descriptor = { name, path: value };
+      break;
+    case "net":
+      descriptor = { name, host: value };
+      break;
+    case "env":
+      descriptor = { name, variable: value };
+      break;
+    case "run":
+      descriptor = { name, command: value };
+      break;
+    case "sys":
+      descriptor = { name, kind: value as Deno.SysPermissionDescriptor["kind"] };
+      break;
+  }
+  try {
+    return (await Deno.permissions.query(descriptor)).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+async function queryRun(command: string): Promise<boolean> {
+  try {
+    return (await Deno.permissions.query({ name: "run", command })).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+async function searchPath(): Promise<string> {
+  const status = await Deno.permissions.query({ name: "env", variable: "PATH" });
+  return (status.state === "granted" ? Deno.env.get("PATH") : undefined) ?? DEFAULT_SEARCH_PATH;
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+function joinPath(dir: string, name: string): string {
+  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
+}
+
+/**
+ * Quotes a string for a POSIX shell command line.
+ *
+ * @param word The word.
+ * @returns The quoted word.
+ */
+export function shellQuote(word: string): string {
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}

@@ -1,0 +1,1113 @@
+/**
+ * The per-session process table: spawning (with run-permission checks,
+ * confinement, a terminal when asked), stdin, output retention with one seq
+ * counter per process, long-poll reads, events for an attached session,
+ * process-tree signals and kills, timeouts, and limits.
+ *
+ * Process model, in short (details in the README section "Processes"):
+ * - Every child is spawned with `clearEnv: true` and `detached: true`, so it
+ *   is the leader of a session and process group of its own; terminate and
+ *   timeouts signal the group (TERM, then KILL after a grace period) through
+ *   the granted `kill` helper (see `tree_kill.ts`).
+ * - Output is never cut off at exit: `closed` is emitted only once both
+ *   output streams reached end-of-file and the exit status is known.
+ * - Unread output is never evicted: at the retention cap the table stops
+ *   reading the child's pipes until a reader or the event sink consumes.
+ *
+ * @module
+ */
+
+import { SandboxDeniedError } from "../errors.ts";
+import {
+  buildChildEnv,
+  DEFAULT_INHERITED_ENV,
+  DEFAULT_MAX_ENV_BYTES,
+  utf8Length,
+} from "./child_env.ts";
+import {
+  bwrapArgs,
+  type Capabilities,
+  type Confinement,
+  CONFINEMENTS,
+  type DenoPermissions,
+  denoRunFlags,
+  detectCapabilities,
+  grantedWriteRoots,
+  requireProgram,
+  resolveGrantedProgram,
+} from "./confinement.ts";
+import { DEFAULT_RETAINED_OUTPUT_BYTES, OutputBuffer, type OutputStream } from "./output_buffer.ts";
+import { killProcessGroups } from "./tree_kill.ts";
+import {
+  checkTtySize,
+  DEFAULT_TTY_COLS,
+  DEFAULT_TTY_ROWS,
+  type PtyMarker,
+  PtyMarkerParser,
+  resizePty,
+  ttyCommand,
+} from "./tty.ts";
+
+export type { Capabilities, Confinement, DenoPermissions, OutputStream };
+
+/** The default cap on live processes per table (session). */
+export const DEFAULT_MAX_PROCESSES = 64;
+/** The default grace between TERM and KILL. */
+export const DEFAULT_KILL_GRACE_MS = 2_000;
+/** The default time a closed process stays readable. */
+export const DEFAULT_EXITED_RETENTION_MS = 30_000;
+/** The default cap on argv: 256 KiB counting each argument plus a NUL. */
+export const DEFAULT_MAX_ARGV_BYTES = 256 * 1024;
+/** The default cap on one read's long-poll wait; longer waits are shortened to it. */
+export const DEFAULT_MAX_WAIT_MS = 300_000;
+/** The exit code reported for a process killed by its timeout (as `timeout(1)`). */
+export const TIMEOUT_EXIT_CODE = 124;
+/** The longest process id accepted, in UTF-16 code units. */
+export const MAX_PROCESS_ID_LENGTH = 256;
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Options for {@linkcode ProcessTable.start}. */
+export interface StartProcessOptions {
+  /** The client-chosen id, unique within the table (1 to 256 characters). */
+  processId: string;
+  /** The program and its arguments (non-empty; for `deno` confinement argv[0] is the module). */
+  argv: string[];
+  /** Absolute working directory. @default {the table's `cwd`, else the executor's} */
+  cwd?: string;
+  /** Variables the request names; overlaid on the inherited allowlist. */
+  env?: Record<string, string>;
+  /** Run in a pseudo-terminal (stream `pty`). @default {false} */
+  tty?: boolean;
+  /** Keep stdin open for writes (always true with a tty). @default {false} */
+  pipeStdin?: boolean;
+  /** argv[0] as the program sees it (needs the `bash` helper, or `os` confinement). */
+  arg0?: string | null;
+  /** Kill the process tree after this many milliseconds; the exit is reported as timed out. */
+  timeoutMs?: number;
+  /** The confinement level. @default {the table's `minConfinement` (except `deno`, which must be asked for)} */
+  confinement?: Confinement;
+  /** What a `deno`-confined program may do; each must be granted to the executor. */
+  denoPermissions?: DenoPermissions;
+  /** Inherit the table's env allowlist. @default {true} */
+  inheritEnv?: boolean;
+  /** Initial terminal columns. @default {80} */
+  cols?: number;
+  /** Initial terminal rows. @default {24} */
+  rows?: number;
+}
+
+/** An event for the attached session; `seq` is the process's shared counter. */
+export type ProcessEvent =
+  | { type: "output"; processId: string; seq: number; stream: OutputStream; chunk: Uint8Array }
+  | {
+    type: "exited";
+    processId: string;
+    seq: number;
+    exitCode: number;
+    signal?: string;
+    timedOut?: boolean;
+  }
+  | { type: "closed"; processId: string; seq: number };
+
+/**
+ * Receives events. If it returns a promise, the event counts as consumed (for
+ * backpressure) once the promise fulfils; a rejected delivery is redelivered
+ * to the next sink attached.
+ */
+export type ProcessEventSink = (event: ProcessEvent) => void | Promise<void>;
+
+/** A chunk in a {@linkcode ReadResult}. */
+export interface ReadChunk {
+  /** The chunk's seq. */
+  seq: number;
+  /** Its stream. */
+  stream: OutputStream;
+  /** Its bytes. */
+  chunk: Uint8Array;
+}
+
+/** What {@linkcode ProcessTable.read} returns (upstream `process/read`). */
+export interface ReadResult {
+  /** Retained chunks after `afterSeq`, within `maxBytes` (the first always included). */
+  chunks: ReadChunk[];
+  /** The `afterSeq` for the next read. */
+  nextSeq: number;
+  /** The exit status is known. */
+  exited: boolean;
+  /** The exit code (124 after a timeout), or null while running. */
+  exitCode: number | null;
+  /** The process closed and this read reached its end (no output left beyond `nextSeq`). */
+  closed: boolean;
+  /** Why reading the process failed, or null. */
+  failure: string | null;
+  /** The process was killed by its timeout. */
+  timedOut?: boolean;
+}
+
+/** Options for {@linkcode ProcessTable.read}. */
+export interface ReadOptions {
+  /** Return chunks after this seq. @default {0} */
+  afterSeq?: number;
+  /** Byte budget (the first chunk is always included). @default {unlimited} */
+  maxBytes?: number;
+  /** Wait up to this long for something new (capped at the table's `maxWaitMs`). @default {0} */
+  waitMs?: number;
+  /** Ends the wait early (the read then returns what it has). */
+  signal?: AbortSignal;
+}
+
+/** A row of {@linkcode ProcessTable.list}. */
+export interface ProcessInfo {
+  /** The id. */
+  processId: string;
+  /** The argv as requested. */
+  argv: string[];
+  /** Started and not yet exited. */
+  running: boolean;
+  /** The exit code once known. */
+  exitCode: number | null;
+}
+
+/**
+ * A counter of live processes shared by every table of one executor.
+ *
+ * @example
+ * ```ts
+ * import { ProcessLimiter } from "./process_table.ts";
+ * const limiter = new ProcessLimiter(1);
+ * console.log(limiter.tryAcquire(), limiter.tryAcquire()); // true false
+ * limiter.release();
+ * ```
+ */
+export class ProcessLimiter {
+  readonly #max: number;
+  #active = 0;
+
+  /**
+   * Creates a limiter.
+   *
+   * @param max The most live processes at once.
+   * @throws {RangeError} When `max` is not a positive integer.
+   */
+  constructor(max: number) {
+    if (!Number.isSafeInteger(max) || max < 1) {
+      throw new RangeError(`Cannot create process limiter: ${max} is not a positive integer`);
+    }
+    this.#max = max;
+  }
+
+  /** The limit. */
+  get max(): number {
+    return this.#max;
+  }
+
+  /** Live processes counted now. */
+  get active(): number {
+    return this.#active;
+  }
+
+  /**
+   * Takes a slot.
+   *
+   * @returns False when the limit is reached.
+   */
+  tryAcquire(): boolean {
+    if (this.#active >= this.#max) return false;
+    this.#active++;
+    return true;
+  }
+
+  /** Returns a slot. */
+  release(): void {
+    if (this.#active > 0) this.#active--;
+  }
+}
+
+/** Options for {@linkcode ProcessTable}. */
+export interface ProcessTableOptions {
+  /** Live processes per table. @default {64} */
+  maxProcesses?: number;
+  /** A counter shared across tables (the executor-wide limit). */
+  limiter?: ProcessLimiter;
+  /** Retained output per process, also the unread cap that pauses the child. @default {1048576} */
+  retainedOutputBytes?: number;
+  /** Grace between TERM and KILL. @default {2000} */
+  killGraceMs?: number;
+  /** How long a closed process stays readable. @default {30000} */
+  exitedRetentionMs?: number;
+  /** Directories bound writable for `os` confinement (only those the executor may write). @default {[]} */
+  writeRoots?: readonly string[];
+  /** Give `os`-confined processes the network. @default {false} */
+  allowNetwork?: boolean;
+  /** The weakest level a request may use (`os` also accepts `deno` without `run`/`ffi`). @default {"none"} */
+  minConfinement?: Confinement;
+  /** Names copied from the executor's environment when a request inherits. @default {DEFAULT_INHERITED_ENV} */
+  inheritEnv?: readonly string[];
+  /** The default working directory for children. */
+  cwd?: string;
+  /** argv cap in bytes. @default {262144} */
+  maxArgvBytes?: number;
+  /** env cap in bytes. @default {262144} */
+  maxEnvBytes?: number;
+  /** Longest read wait. @default {300000} */
+  maxWaitMs?: number;
+  /** The initial event sink. */
+  onEvent?: ProcessEventSink | null;
+}
+
+interface ProcessRecord {
+  readonly id: string;
+  readonly argv: string[];
+  readonly buffer: OutputBuffer;
+  readonly tty: boolean;
+  state: "starting" | "running" | "exited" | "closed";
+  child: Deno.ChildProcess | null;
+  pid: number;
+  pty: PtyMarker | null;
+  ptyReady: Promise<void>;
+  resolvePtyReady: () => void;
+  writer: WritableStreamDefaultWriter<Uint8Array> | null;
+  stdinClosed: boolean;
+  readers: ReadableStreamDefaultReader<Uint8Array>[];
+  openStreams: number;
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  exitSeq: number | null;
+  closedSeq: number | null;
+  failure: string | null;
+  terminating: boolean;
+  timers: Set<ReturnType<typeof setTimeout>>;
+  done: Promise<void>;
+  resolveDone: () => void;
+  holdsSlot: boolean;
+}
+
+/**
+ * The processes of one session.
+ *
+ * @example Run a command and read its output
+ * ```ts ignore
+ * import { ProcessTable } from "./process_table.ts";
+ * await using table = new ProcessTable({});
+ * await table.start({ processId: "p1", argv: ["sh", "-c", "echo hi"] });
+ * const result = await table.read("p1", { waitMs: 1000 });
+ * console.log(result.chunks.length > 0);
+ * ```
+ */
+export class ProcessTable implements AsyncDisposable {
+  readonly #records = new Map<string, ProcessRecord>();
+  readonly #maxProcesses: number;
+  readonly #limiter: ProcessLimiter | undefined;
+  readonly #retainedOutputBytes: number;
+  readonly #killGraceMs: number;
+  readonly #exitedRetentionMs: number;
+  readonly #writeRoots: readonly string[];
+  readonly #allowNetwork: boolean;
+  readonly #minConfinement: Confinement;
+  readonly #inheritEnv: readonly string[];
+  readonly #cwd: string | undefined;
+  readonly #maxArgvBytes: number;
+  readonly #maxEnvBytes: number;
+  readonly #maxWaitMs: number;
+  readonly #pending = new Set<Promise<unknown>>();
+  #sink: ProcessEventSink | null;
+  #killHelper: Promise<string | null> | undefined;
+  #closing: Promise<void> | undefined;
+
+  /**
+   * Creates an empty table.
+   *
+   * @param options Limits, sandbox settings and the initial event sink.
+   * @throws {RangeError} When a limit is not a positive integer.
+   * @throws {TypeError} When `minConfinement` or `cwd` is malformed.
+   */
+  constructor(options: ProcessTableOptions = {}) {
+    this.#maxProcesses = positive("maxProcesses", options.maxProcesses ?? DEFAULT_MAX_PROCESSES);
+    this.#limiter = options.limiter;
+    this.#retainedOutputBytes = positive(
+      "retainedOutputBytes",
+      options.retainedOutputBytes ?? DEFAULT_RETAINED_OUTPUT_BYTES,
+    );
+    this.#killGraceMs = positive("killGraceMs", options.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
+    this.#exitedRetentionMs = positive(
+      "exitedRetentionMs",
+      options.exitedRetentionMs ?? DEFAULT_EXITED_RETENTION_MS,
+    );
+    this.#maxArgvBytes = positive("maxArgvBytes", options.maxArgvBytes ?? DEFAULT_MAX_ARGV_BYTES);
+    this.#maxEnvBytes = positive("maxEnvBytes", options.maxEnvBytes ?? DEFAULT_MAX_ENV_BYTES);
+    this.#maxWaitMs = positive("maxWaitMs", options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS);
+    this.#writeRoots = [...(options.writeRoots ?? [])];
+    this.#allowNetwork = options.allowNetwork ?? false;
+    const min = options.minConfinement ?? "none";
+    if (!CONFINEMENTS.includes(min)) {
+      throw new TypeError(
+        `Cannot create process table: unknown confinement ${JSON.stringify(min)}`,
+      );
+    }
+    this.#minConfinement = min;
+    this.#inheritEnv = [...(options.inheritEnv ?? DEFAULT_INHERITED_ENV)];
+    if (options.cwd !== undefined && !options.cwd.startsWith("/")) {
+      throw new TypeError(
+        `Cannot create process table: cwd ${JSON.stringify(options.cwd)} is not absolute`,
+      );
+    }
+    this.#cwd = options.cwd;
+    this.#sink = options.onEvent ?? null;
+  }
+
+  /**
+   * Starts a process.
+   *
+   * @param options What to run and how.
+   * @returns Once the process has been spawned.
+   * @throws {SandboxDeniedError} When run access (to the program or a needed helper) or a confinement is not granted.
+   * @throws {RangeError} When a limit is reached (processes, argv, env, timeout).
+   * @throws {TypeError} When the options are malformed (empty argv, relative cwd, ...).
+   * @throws {Deno.errors.AlreadyExists} When the process id is in use.
+   * @throws {Error} When spawning fails (e.g. the cwd does not exist) or the table is closed.
+   */
+  async start(options: StartProcessOptions): Promise<void> {
+    const id = checkProcessId(options?.processId);
+    const what = `Cannot start process ${JSON.stringify(id)}`;
+    if (this.#closing) throw new Error(`${what}: the process table is closed`);
+    const argv = this.#checkArgv(options.argv, what);
+    const cwd = options.cwd ?? this.#cwd;
+    if (cwd !== undefined && (typeof cwd !== "string" || !cwd.startsWith("/"))) {
+      throw new TypeError(`${what}: cwd ${JSON.stringify(cwd)} is not an absolute path`);
+    }
+    const tty = options.tty === true;
+    const cols = options.cols ?? DEFAULT_TTY_COLS;
+    const rows = options.rows ?? DEFAULT_TTY_ROWS;
+    if (tty) checkTtySize(cols, rows);
+    const timeoutMs = options.timeoutMs;
+    if (
+      timeoutMs !== undefined &&
+      (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMER_MS)
+    ) {
+      throw new RangeError(
+        `${what}: timeoutMs ${timeoutMs} is not an integer from 1 to ${MAX_TIMER_MS}`,
+      );
+    }
+    const arg0 = options.arg0 ?? null;
+    if (arg0 !== null && (typeof arg0 !== "string" || arg0.includes("\0"))) {
+      throw new TypeError(`${what}: arg0 is not a string without NUL`);
+    }
+    const confinement = this.#chooseConfinement(options, what);
+    if (this.#records.has(id)) {
+      throw new Deno.errors.AlreadyExists(`${what}: process already exists`);
+    }
+    this.#evictClosed();
+    let live = 0;
+    for (const record of this.#records.values()) if (record.state !== "closed") live++;
+    if (live >= this.#maxProcesses) {
+      throw new RangeError(
+        `${what}: the limit of ${this.#maxProcesses} processes per session is reached`,
+      );
+    }
+    if (this.#limiter && !this.#limiter.tryAcquire()) {
+      throw new RangeError(
+        `${what}: the executor-wide limit of ${this.#limiter.max} processes is reached`,
+      );
+    }
+    const record = this.#newRecord(id, argv, tty);
+    this.#records.set(id, record);
+    try {
+      const plan = await this.#plan(argv, {
+        cwd,
+        tty,
+        cols,
+        rows,
+        arg0: arg0 !== null && arg0 !== argv[0] ? arg0 : null,
+        confinement,
+        env: options.env,
+        inheritEnv: options.inheritEnv ?? true,
+        denoPermissions: options.denoPermissions,
+      });
+      if (this.#closing) throw new Error(`${what}: the process table is closed`);
+      this.#spawn(record, plan, tty || options.pipeStdin === true, timeoutMs);
+    } catch (error) {
+      this.#records.delete(id);
+      this.#releaseSlot(record);
+      record.buffer.wake();
+      record.resolveDone();
+      if (error instanceof Deno.errors.NotCapable) {
+        throw new SandboxDeniedError(
+          `Cannot start ${JSON.stringify(argv[0])}: run access is not granted`,
+          {
+            cause: error,
+          },
+        );
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Reads retained output per upstream `process/read` (§6.6): chunks after
+   * `afterSeq`, at most `maxBytes` (the first chunk always), waiting up to
+   * `waitMs` when there is nothing new. Returned chunks count as consumed.
+   *
+   * @param processId The process.
+   * @param options Cursor, budget, wait and signal.
+   * @returns The chunks and the process state.
+   * @throws {Deno.errors.NotFound} For an unknown (or already removed) process.
+   * @throws {RangeError} When `afterSeq`, `maxBytes` or `waitMs` is out of range.
+   */
+  async read(processId: string, options: ReadOptions = {}): Promise<ReadResult> {
+    const afterSeq = options.afterSeq ?? 0;
+    const maxBytes = options.maxBytes ?? Infinity;
+    const waitMs = Math.min(options.waitMs ?? 0, this.#maxWaitMs);
+    if (!Number.isSafeInteger(afterSeq) || afterSeq < 0) {
+      throw new RangeError(
+        `Cannot read process: afterSeq ${afterSeq} is not a non-negative integer`,
+      );
+    }
+    if (maxBytes !== Infinity && (!Number.isSafeInteger(maxBytes) || maxBytes < 1)) {
+      throw new RangeError(`Cannot read process: maxBytes ${maxBytes} is not a positive integer`);
+    }
+    if (!(waitMs >= 0)) {
+      throw new RangeError(
+        `Cannot read process: waitMs ${options.waitMs} is not a non-negative number`,
+      );
+    }
+    let record = this.#get(processId, "read");
+    const buffer = record.buffer;
+    if (buffer.nextSeq - 1 <= afterSeq && record.state !== "closed" && waitMs > 0) {
+      if (options.signal?.aborted) throw options.signal.reason;
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(), waitMs);
+      const onAbort = (): void => controller.abort();
+      options.signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        await buffer.waitChange(afterSeq, controller.signal);
+      } finally {
+        clearTimeout(timer);
+        options.signal?.removeEventListener("abort", onAbort);
+      }
+      record = this.#get(processId, "read");
+    }
+    const slice = record.buffer.read(afterSeq, maxBytes);
+    return {
+      chunks: slice.chunks.map(({ seq, stream, chunk }) => ({ seq, stream, chunk })),
+      nextSeq: slice.nextSeq,
+      exited: record.exitCode !== null,
+      exitCode: record.exitCode,
+      closed: record.closedSeq !== null && slice.nextSeq > record.closedSeq,
+      failure: record.failure,
+      timedOut: record.timedOut,
+    };
+  }
+
+  /**
+   * Writes to the process's stdin; `eof` closes it afterwards.
+   *
+   * @param processId The process.
+   * @param chunk The bytes.
+   * @param options `eof: true` closes stdin after the bytes.
+   * @returns `accepted`, `unknownProcess`, `stdinClosed` (no stdin, closed, or the process ended) or `starting`.
+   */
+  async write(
+    processId: string,
+    chunk: Uint8Array,
+    options: { eof?: boolean } = {},
+  ): Promise<"accepted" | "unknownProcess" | "stdinClosed" | "starting"> {
+    const record = this.#records.get(processId);
+    if (!record) return "unknownProcess";
+    if (record.state === "starting") return "starting";
+    const writer = record.writer;
+    if (!writer || record.stdinClosed || record.state !== "running") return "stdinClosed";
+    if (options.eof) record.stdinClosed = true;
+    await record.ptyReady;
+    try {
+      if (chunk.byteLength > 0) await writer.write(chunk);
+      if (options.eof) await writer.close();
+      return "accepted";
+    } catch {
+      record.stdinClosed = true;
+      return "stdinClosed";
+    }
+  }
+
+  /**
+   * Sends a signal to the process tree (its process group; in a terminal, the
+   * terminal's foreground session group).
+   *
+   * @param processId The process.
+   * @param signal The signal.
+   * @returns True when the process was running and the signal was sent.
+   */
+  async signal(processId: string, signal: Deno.Signal): Promise<boolean> {
+    const record = this.#records.get(processId);
+    if (!record || record.state !== "running") return false;
+    const groups = record.tty && record.pty ? [record.pty.pid] : this.#groups(record);
+    return await this.#signalGroups(record, groups, signal);
+  }
+
+  /**
+   * Terminates the process tree: TERM to the group now, KILL after the grace
+   * period if it has not closed by then. Lingering descendants of a process
+   * that already exited are killed too.
+   *
+   * @param processId The process.
+   * @returns True only if the process was running and had not exited (upstream `{running}`).
+   */
+  terminate(processId: string): Promise<boolean> {
+    const record = this.#records.get(processId);
+    if (!record || record.state === "starting" || record.state === "closed") {
+      return Promise.resolve(false);
+    }
+    const running = record.state === "running";
+    this.#terminate(record);
+    return Promise.resolve(running);
+  }
+
+  /**
+   * Resizes a process's terminal (needs the `stty` or `sh` helper).
+   *
+   * @param processId The process.
+   * @param cols Columns.
+   * @param rows Rows.
+   * @throws {Deno.errors.NotFound} For an unknown process.
+   * @throws {TypeError} When the process has no terminal.
+   * @throws {RangeError} When the size is out of range.
+   * @throws {SandboxDeniedError} When no resize helper is granted.
+   * @throws {Error} When the process has exited or its terminal is unknown.
+   */
+  async resize(processId: string, cols: number, rows: number): Promise<void> {
+    const record = this.#get(processId, "resize");
+    const what = `Cannot resize process ${JSON.stringify(processId)}`;
+    checkTtySize(cols, rows);
+    if (!record.tty) throw new TypeError(`${what}: it has no terminal`);
+    await record.ptyReady;
+    if (record.state !== "running") throw new Error(`${what}: it has exited`);
+    if (!record.pty?.device) throw new Error(`${what}: its terminal device is unknown`);
+    await resizePty(record.pty.device, cols, rows);
+  }
+
+  /**
+   * Lists the processes (started ones, including closed ones still retained).
+   *
+   * @returns One row per process.
+   */
+  list(): ProcessInfo[] {
+    const rows: ProcessInfo[] = [];
+    for (const record of this.#records.values()) {
+      if (record.state === "starting") continue;
+      rows.push({
+        processId: record.id,
+        argv: [...record.argv],
+        running: record.state === "running",
+        exitCode: record.exitCode,
+      });
+    }
+    return rows;
+  }
+
+  /**
+   * Attaches (or with null detaches) the event sink. A newly attached sink
+   * first receives, per process in seq order, every retained event not yet
+   * consumed (at-least-once delivery: dedupe by seq).
+   *
+   * @param sink The sink, or null.
+   */
+  setEventSink(sink: ProcessEventSink | null): void {
+    const changed = sink !== this.#sink;
+    this.#sink = sink;
+    if (!sink || !changed) return;
+    for (const record of this.#records.values()) {
+      const after = record.buffer.consumedSeq;
+      const events: ProcessEvent[] = record.buffer.retainedAfter(after).map((c) => ({
+        type: "output",
+        processId: record.id,
+        seq: c.seq,
+        stream: c.stream,
+        chunk: c.chunk,
+      }));
+      if (record.exitSeq !== null && record.exitSeq > after) events.push(this.#exitEvent(record));
+      if (record.closedSeq !== null && record.closedSeq > after) {
+        events.push({ type: "closed", processId: record.id, seq: record.closedSeq });
+      }
+      events.sort((a, b) => a.seq - b.seq);
+      for (const event of events) this.#deliver(record, event);
+    }
+  }
+
+  /**
+   * What this executor offers: confinement levels, tree kill, terminals.
+   *
+   * @returns The capabilities (detected once per executor process).
+   */
+  async capabilities(): Promise<Capabilities> {
+    const caps = await detectCapabilities();
+    return { ...caps, confinements: [...caps.confinements] };
+  }
+
+  /**
+   * Kills every process (group TERM, KILL after the grace period) and waits
+   * until all have closed. Idempotent.
+   *
+   * @returns Once everything is gone.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode ProcessTable.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close(): Promise<void> {
+    this.#sink = null;
+    const records = [...this.#records.values()];
+    for (const record of records) {
+      record.buffer.discard();
+      if (record.state === "running" || record.state === "exited") this.#terminate(record);
+    }
+    await Promise.all(records.map((record) => record.done));
+    for (const record of records) {
+      for (const timer of record.timers) clearTimeout(timer);
+      record.timers.clear();
+    }
+    this.#records.clear();
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+  }
+
+  #chooseConfinement(options: StartProcessOptions, what: string): Confinement {
+    const asked = options.confinement;
+    if (asked !== undefined && !CONFINEMENTS.includes(asked)) {
+      throw new TypeError(`${what}: unknown confinement ${JSON.stringify(asked)}`);
+    }
+    const min = this.#minConfinement;
+    if (asked === undefined) {
+      if (min === "deno") {
+        throw new SandboxDeniedError(
+          `${what}: the executor requires "deno" confinement, and the request does not ask for it`,
+        );
+      }
+      return min;
+    }
+    if (min === "none" || asked === min) return asked;
+    if (min === "os" && asked === "deno") {
+      const p = options.denoPermissions;
+      if (
+        !p || ((p.run === undefined || p.run === false) && (p.ffi === undefined || p.ffi === false))
+      ) {
+        return asked;
+      }
+      throw new SandboxDeniedError(
+        `${what}: the executor requires "os" confinement, and a "deno" program with run or ffi access is weaker`,
+      );
+    }
+    throw new SandboxDeniedError(
+      `${what}: the executor requires "${min}" confinement, and the request asks for "${asked}"`,
+    );
+  }
+
+  async #plan(argv: string[], p: {
+    cwd: string | undefined;
+    tty: boolean;
+    cols: number;
+    rows: number;
+    arg0: string | null;
+    confinement: Confinement;
+    env: Record<string, string> | undefined;
+    inheritEnv: boolean;
+    denoPermissions: DenoPermissions | undefined;
+  }): Promise<{ program: string; args: string[]; env: Record<string, string>; cwd?: string }> {
+    const subject = argv[0];
+    const env = await buildChildEnv(p.env, {
+      inherit: p.inheritEnv,
+      allowlist: this.#inheritEnv,
+      maxEnvBytes: this.#maxEnvBytes,
+    });
+    if (p.confinement !== "none") {
+      const caps = await detectCapabilities();
+      if (!caps.confinements.includes(p.confinement)) {
+        throw new SandboxDeniedError(
+          `Cannot start ${
+            JSON.stringify(subject)
+          }: "${p.confinement}" confinement is not available on this executor`,
+        );
+      }
+    }
+    let base: string[];
+    if (p.confinement === "deno") {
+      if (p.arg0 !== null) {
+        throw new TypeError(
+          `Cannot start ${JSON.stringify(subject)}: arg0 is not supported for Deno programs`,
+        );
+      }
+      const deno = await requireProgram(
+        "deno",
+        undefined,
+        '"deno" confinement needs the "deno" helper',
+        subject,
+      );
+      const flags = await denoRunFlags(p.denoPermissions, subject, p.cwd);
+      base = [deno, ...flags, subject, ...argv.slice(1)];
+    } else {
+      if (p.denoPermissions !== undefined) {
+        throw new TypeError(
+          `Cannot start ${JSON.stringify(subject)}: denoPermissions needs "deno" confinement`,
+        );
+      }
+      const program = await requireProgram(subject, p.cwd);
+      base = [program, ...argv.slice(1)];
+      if (p.arg0 !== null && p.confinement !== "os") {
+        const bash = await requireProgram(
+          "bash",
+          undefined,
+          'arg0 needs the "bash" helper',
+          subject,
+        );
+        base = [bash, "-c", 'exec -a "$0" "$@"', p.arg0, ...base];
+      }
+      if (p.confinement === "os") {
+        const bwrap = await requireProgram(
+          "bwrap",
+          undefined,
+          '"os" confinement needs the "bwrap" helper',
+          subject,
+        );
+        const roots = await grantedWriteRoots(this.#writeRoots);
+        base = [
+          bwrap,
+          ...bwrapArgs({
+            writeRoots: roots,
+            allowNetwork: this.#allowNetwork,
+            cwd: p.cwd,
+            arg0: p.arg0 ?? undefined,
+          }),
+          ...base,
+        ];
+      }
+    }
+    if (p.tty) {
+      const script = await requireProgram(
+        "script",
+        undefined,
+        'tty needs the "script" helper',
+        subject,
+      );
+      const args = ttyCommand(base, { cols: p.cols, rows: p.rows, shell: env.SHELL });
+      return { program: script, args, env: { ...env, SHELL: "/bin/sh" }, cwd: p.cwd };
+    }
+    return { program: base[0], args: base.slice(1), env, cwd: p.cwd };
+  }
+
+  #spawn(
+    record: ProcessRecord,
+    plan: { program: string; args: string[]; env: Record<string, string>; cwd?: string },
+    stdin: boolean,
+    timeoutMs: number | undefined,
+  ): void {
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(plan.program, {
+        args: plan.args,
+        cwd: plan.cwd,
+        clearEnv: true,
+        env: plan.env,
+        stdin: stdin ? "piped" : "null",
+        stdout: "piped",
+        stderr: "piped",
+        detached: true,
+      }).spawn();
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable) throw error;
+      const name = JSON.stringify(record.argv[0]);
+      const detail = error instanceof Deno.errors.NotFound
+        ? `program or working directory not found`
+        : error instanceof Error
+        ? error.message
+        : String(error);
+      throw new Error(`Cannot start ${name}: ${detail}`, { cause: error });
+    }
+    record.child = child;
+    record.pid = child.pid;
+    record.state = "running";
+    record.writer = stdin ? child.stdin.getWriter() : null;
+    if (!record.tty) record.resolvePtyReady();
+    const parser = record.tty ? new PtyMarkerParser() : undefined;
+    this.#pump(record, child.stdout, record.tty ? "pty" : "stdout", parser);
+    this.#pump(record, child.stderr, record.tty ? "pty" : "stderr");
+    if (timeoutMs !== undefined) {
+      this.#timer(record, timeoutMs, () => {
+        if (record.state === "running") record.timedOut = true;
+        this.#terminate(record);
+      });
+    }
+    child.status.then(
+      (status) => this.#onExit(record, status.code, status.signal),
+      (error) => {
+        record.failure ??= `Cannot wait for the process: ${error?.message ?? error}`;
+        this.#onExit(record, -1, null);
+      },
+    );
+  }
+
+  async #pump(
+    record: ProcessRecord,
+    stream: ReadableStream<Uint8Array>,
+    name: OutputStream,
+    parser?: PtyMarkerParser,
+  ): Promise<void> {
+    const reader = stream.getReader();
+    record.readers.push(reader);
+    try {
+      for (;;) {
+        await record.buffer.waitWritable();
+        const { value, done } = await reader.read();
+        if (done) break;
+        let bytes = value;
+        if (parser && !parser.done) {
+          bytes = parser.push(value);
+          if (parser.done) this.#onMarker(record, parser.marker);
+        }
+        if (bytes.byteLength > 0) this.#output(record, name, bytes);
+      }
+    } catch (error) {
+      if (!record.terminating) {
+        record.failure ??= `Cannot read ${name}: ${error instanceof Error ? error.message : error}`;
+      }
+    } finally {
+      if (parser && !parser.done) {
+        const rest = parser.flush();
+        this.#onMarker(record, null);
+        if (rest.byteLength > 0) this.#output(record, name, rest);
+      }
+      reader.releaseLock();
+      record.openStreams--;
+      this.#maybeClosed(record);
+    }
+  }
+
+  #onMarker(record: ProcessRecord, marker: PtyMarker | null): void {
+    record.pty = marker;
+    record.resolvePtyReady();
+  }
+
+  #output(record: ProcessRecord, stream: OutputStream, chunk: Uint8Array): void {
+    const seq = record.buffer.pushOutput(stream, chunk);
+    this.#deliver(record, { type: "output", processId: record.id, seq, stream, chunk });
+  }
+
+  #onExit(record: ProcessRecord, code: number, signal: string | null): void {
+    record.state = "exited";
+    record.exitCode = record.timedOut ? TIMEOUT_EXIT_CODE : code;
+    record.signal = signal;
+    record.exitSeq = record.buffer.takeSeq();
+    this.#deliver(record, this.#exitEvent(record));
+    this.#maybeClosed(record);
+  }
+
+  #exitEvent(record: ProcessRecord): ProcessEvent {
+    const event: ProcessEvent = {
+      type: "exited",
+      processId: record.id,
+      seq: record.exitSeq!,
+      exitCode: record.exitCode!,
+    };
+    if (record.signal) event.signal = record.signal;
+    if (record.timedOut) event.timedOut = true;
+    return event;
+  }
+
+  #maybeClosed(record: ProcessRecord): void {
+    if (record.state !== "exited" || record.openStreams > 0) return;
+    record.state = "closed";
+    record.closedSeq = record.buffer.takeSeq();
+    record.resolvePtyReady();
+    if (record.writer) {
+      const writer = record.writer;
+      record.stdinClosed = true;
+      this.#track(writer.abort().catch(() => {}));
+    }
+    for (const timer of record.timers) clearTimeout(timer);
+    record.timers.clear();
+    this.#releaseSlot(record);
+    this.#deliver(record, { type: "closed", processId: record.id, seq: record.closedSeq });
+    record.resolveDone();
+    if (!this.#closing) {
+      this.#timer(record, this.#exitedRetentionMs, () => {
+        if (this.#records.get(record.id) === record) this.#records.delete(record.id);
+        record.buffer.wake();
+      });
+    }
+  }
+
+  #deliver(record: ProcessRecord, event: ProcessEvent): void {
+    const sink = this.#sink;
+    if (!sink) return;
+    let result: void | Promise<void>;
+    try {
+      result = sink(event);
+    } catch {
+      return;
+    }
+    if (result && typeof (result as Promise<void>).then === "function") {
+      (result as Promise<void>).then(() => record.buffer.consume(event.seq), () => {});
+    } else {
+      record.buffer.consume(event.seq);
+    }
+  }
+
+  #terminate(record: ProcessRecord): void {
+    if (record.terminating || record.state === "closed" || record.state === "starting") return;
+    record.terminating = true;
+    this.#track(this.#signalGroups(record, this.#groups(record), "SIGTERM"));
+    this.#timer(record, this.#killGraceMs, () => {
+      this.#track(this.#signalGroups(record, this.#groups(record), "SIGKILL"));
+      // Pipes held by a descendant that escaped the group: stop waiting for them.
+      this.#timer(record, this.#killGraceMs, () => {
+        for (const reader of record.readers) this.#track(reader.cancel().catch(() => {}));
+      });
+    });
+  }
+
+  #groups(record: ProcessRecord): number[] {
+    const groups = [record.pid];
+    if (record.pty && record.pty.pid !== record.pid) groups.push(record.pty.pid);
+    return groups.filter((pid) => pid > 1);
+  }
+
+  async #signalGroups(
+    record: ProcessRecord,
+    groups: number[],
+    signal: Deno.Signal,
+  ): Promise<boolean> {
+    if (record.state === "closed" || record.state === "starting") return false;
+    const helper = await this.#helper();
+    if (helper !== null && groups.length > 0 && (record.state as string) !== "closed") {
+      if (await killProcessGroups(helper, groups, signal)) return true;
+    }
+    if (record.state !== "running" || !record.child) return false;
+    try {
+      record.child.kill(signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #helper(): Promise<string | null> {
+    this.#killHelper ??= detectCapabilities().then((caps) =>
+      caps.treeKill ? resolveGrantedProgram("kill") : null
+    );
+    return this.#killHelper;
+  }
+
+  #timer(record: ProcessRecord, ms: number, fn: () => void): void {
+    const timer = setTimeout(() => {
+      record.timers.delete(timer);
+      fn();
+    }, Math.min(ms, MAX_TIMER_MS));
+    record.timers.add(timer);
+  }
+
+  #track(promise: Promise<unknown>): void {
+    this.#pending.add(promise);
+    promise.finally(() => this.#pending.delete(promise));
+  }
+
+  #releaseSlot(record: ProcessRecord): void {
+    if (!record.holdsSlot) return;
+    record.holdsSlot = false;
+    this.#limiter?.release();
+  }
+
+  #evictClosed(): void {
+    if (this.#records.size < this.#maxProcesses * 2) return;
+    for (const [id, record] of this.#records) {
+      if (record.state !== "closed") continue;
+      for (const timer of record.timers) clearTimeout(timer);
+      record.timers.clear();
+      this.#records.delete(id);
+      record.buffer.wake();
+      if (this.#records.size < this.#maxProcesses * 2) return;
+    }
+  }
+
+  #get(processId: string, action: string): ProcessRecord {
+    const record = this.#records.get(processId);
+    if (!record) {
+      throw new Deno.errors.NotFound(
+        `Cannot ${action} process ${JSON.stringify(processId)}: unknown process`,
+      );
+    }
+    return record;
+  }
+
+  #checkArgv(argv: unknown, what: string): string[] {
+    if (!Array.isArray(argv) || argv.length === 0) {
+      throw new TypeError(`${what}: argv must be a non-empty array of strings`);
+    }
+    let bytes = 0;
+    for (const arg of argv) {
+      if (typeof arg !== "string" || arg.includes("\0")) {
+        throw new TypeError(`${what}: argv must hold strings without NUL`);
+      }
+      bytes += utf8Length(arg) + 1;
+    }
+    if (argv[0].length === 0) throw new TypeError(`${what}: argv[0] is empty`);
+    if (bytes > this.#maxArgvBytes) {
+      throw new RangeError(
+        `${what}: argv is ${bytes} bytes, over the ${this.#maxArgvBytes} byte limit`,
+      );
+    }
+    return [...argv];
+  }
+
+  #newRecord(id: string, argv: string[], tty: boolean): ProcessRecord {
+    let resolvePtyReady!: () => void;
+    let resolveDone!: () => void;
+    const ptyReady = new Promise<void>((resolve) => resolvePtyReady = resolve);
+    const done = new Promise<void>((resolve) => resolveDone = resolve);
+    return {
+      id,
+      argv,
+      buffer: new OutputBuffer({ capBytes: this.#retainedOutputBytes }),
+      tty,
+      state: "starting",
+      child: null,
+      pid: 0,
+      pty: null,
+      ptyReady,
+      resolvePtyReady,
+      writer: null,
+      stdinClosed: false,
+      readers: [],
+      openStreams: 2,
+      exitCode: null,
+      signal: null,
+      timedOut: false,
+      exitSeq: null,
+      closedSeq: null,
+      failure: null,
+      terminating: false,
+      timers: new Set(),
+      done,
+      resolveDone,
+      holdsSlot: this.#limiter !== undefined,
+    };
+  }
+}
+
+function checkProcessId(id: unknown): string {
+  if (typeof id !== "string" || id.length === 0 || id.length > MAX_PROCESS_ID_LENGTH) {
+    throw new TypeError(
+      `Cannot start process: processId must be a string of 1 to ${MAX_PROCESS_ID_LENGTH} characters`,
+    );
+  }
+  return id;
+}
+
+function positive(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`Cannot create process table: ${name} ${value} is not a positive integer`);
+  }
+  return value;
+}
