@@ -248,6 +248,7 @@ export class ReliableStream {
   #rto: number;
   #rtoDeadline = Infinity;
   #resumePending = false;
+  #recoverUntil = 0;
   // receiver
   #recvNext = 1;
   #held = new Map<number, DataBody>();
@@ -493,9 +494,8 @@ export class ReliableStream {
       case "resume":
         if (this.#mode !== "reliable" || body.nextSeq === 0) return;
         if (body.nextSeq < this.#recvNext) {
-          this.#protocolError(
-            `resume next_seq ${body.nextSeq} is behind the ${this.#recvNext - 1} segments received`,
-          );
+          // A stale copy: the peer has sent more since. Nothing to do.
+          this.#stats.duplicatesDropped++;
           return;
         }
         if (!this.#receiveAck(frame)) return;
@@ -602,11 +602,10 @@ export class ReliableStream {
       this.#rtoDeadline = Infinity;
       if (this.#unacked.size > 0) {
         this.#stats.timeouts++;
-        let first = true;
-        for (const [seq, segment] of this.#unacked) {
-          if (first || segment.sentAt + this.#rto <= now) this.#queueResend(seq, segment);
-          first = false;
-        }
+        // Resend the oldest segment only; later holes follow one per partial ack.
+        const [seq, segment] = this.#unacked.entries().next().value!;
+        this.#queueResend(seq, segment);
+        this.#recoverUntil = this.#nextSeq - 1;
         this.#rto = Math.min(this.#rto * 2, this.#rtoMax);
         this.#rtoDeadline = now + this.#rto;
         output = true;
@@ -780,6 +779,15 @@ export class ReliableStream {
         freed = true;
       }
       this.#peerAck = ack;
+      if (ack < this.#recoverUntil) {
+        // A partial ack after a timeout: the next hole is lost too; resend it now.
+        const next = this.#unacked.entries().next().value;
+        if (next !== undefined && next[0] <= this.#recoverUntil) {
+          this.#queueResend(next[0], next[1]);
+        }
+      } else {
+        this.#recoverUntil = 0;
+      }
     }
     if (bits !== 0) {
       for (let rest = bits >>> 1, seq = ack + 2; rest !== 0; rest >>>= 1, seq++) {

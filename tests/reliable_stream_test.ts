@@ -1,0 +1,859 @@
+/**
+ * The pure per-stream endpoint against a simulated link with a virtual clock
+ * and seeded faults (loss, duplication, reordering, delay, a cut). Every frame
+ * crosses the link encoded and decoded by the real frame codec. Replay a seed
+ * with `OUTPOST_SEED=<seed>`.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { decodeFrame, encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
+import {
+  DEFAULT_RTO_MAX_MS,
+  DEFAULT_RTO_MIN_MS,
+  DEFAULT_SEGMENT_BYTES,
+  ReliableStream,
+  type ReliableStreamOptions,
+} from "../lib/mux/reliable_stream.ts";
+import { ProtocolError, StreamResetError } from "../lib/errors.ts";
+import {
+  RESET_INBOX_OVERFLOW,
+  RESET_MESSAGE_TOO_LARGE,
+  RESET_PROTOCOL_ERROR,
+  RESET_REORDER_OVERFLOW,
+} from "../lib/mux/reset_reasons.ts";
+import { Prng, seedFromEnv } from "./_support/prng.ts";
+
+const SEED = seedFromEnv(0x0ddba11);
+
+/** A virtual clock shared by both endpoints of a simulated link. */
+class Clock {
+  t = 0;
+  now = (): number => this.t;
+}
+
+interface Faults {
+  loss: number;
+  duplicate: number;
+  minDelay: number;
+  maxDelay: number;
+}
+
+interface InFlight {
+  at: number;
+  order: number;
+  to: 0 | 1;
+  bytes: Uint8Array;
+}
+
+/**
+ * Two endpoints joined by a faulty link. `a` is the harness side (reliable),
+ * `b` the executor side (pending until the first data frame).
+ */
+class Link {
+  readonly clock = new Clock();
+  readonly a: ReliableStream;
+  readonly b: ReliableStream;
+  readonly rng: Prng;
+  faults: Faults;
+  down = false;
+  #flight: InFlight[] = [];
+  #order = 0;
+  /** Every frame each side put on the link, decoded, in order. */
+  readonly sent: [RelayFrame[], RelayFrame[]] = [[], []];
+  /** Bounds checked after every step. */
+  check: () => void = () => {};
+
+  constructor(
+    seed: number,
+    faults: Partial<Faults> = {},
+    options: ReliableStreamOptions = {},
+    optionsB: ReliableStreamOptions = options,
+  ) {
+    this.rng = new Prng(seed);
+    this.faults = { loss: 0, duplicate: 0, minDelay: 1, maxDelay: 1, ...faults };
+    this.a = new ReliableStream("s-1", { ...options, mode: "reliable", now: this.clock.now });
+    this.b = new ReliableStream("s-1", { ...optionsB, mode: "pending", now: this.clock.now });
+  }
+
+  /** Moves every frame both sides have to the link (or drops them while down). */
+  pump(): void {
+    for (const [from, stream] of [[0, this.a], [1, this.b]] as const) {
+      for (let frame = stream.poll(); frame !== undefined; frame = stream.poll()) {
+        const bytes = encodeFrame(frame);
+        this.sent[from].push(decodeFrame(bytes));
+        if (this.down || this.rng.chance(this.faults.loss)) continue;
+        const copies = this.rng.chance(this.faults.duplicate) ? 2 : 1;
+        for (let i = 0; i < copies; i++) {
+          const delay = this.rng.int(this.faults.minDelay, this.faults.maxDelay);
+          this.#flight.push({
+            at: this.clock.t + delay,
+            order: this.#order++,
+            to: from === 0 ? 1 : 0,
+            bytes,
+          });
+        }
+      }
+    }
+    this.check();
+  }
+
+  /** Delivers the earliest event (frame or timer); false when nothing is left. */
+  step(): boolean {
+    this.pump();
+    let next = Math.min(this.a.deadline, this.b.deadline);
+    for (const f of this.#flight) if (f.at < next) next = f.at;
+    if (next === Infinity) return false;
+    if (next > this.clock.t) this.clock.t = next;
+    const due = this.#flight.filter((f) => f.at <= this.clock.t).sort((x, y) =>
+      x.at - y.at || x.order - y.order
+    );
+    this.#flight = this.#flight.filter((f) => f.at > this.clock.t);
+    for (const f of due) (f.to === 0 ? this.a : this.b).receive(decodeFrame(f.bytes));
+    this.a.tick();
+    this.b.tick();
+    this.pump();
+    return true;
+  }
+
+  /** Drops everything in flight and stops carrying frames (a dropped socket). */
+  cut(): void {
+    this.down = true;
+    this.#flight = [];
+  }
+
+  /** Carries frames again and resumes both endpoints (a new socket). */
+  reattach(): void {
+    this.down = false;
+    this.a.resume();
+    this.b.resume();
+  }
+
+  /** Runs until `done()` holds; fails after `maxSteps`. */
+  runUntil(done: () => boolean, maxSteps = 200_000): void {
+    for (let i = 0; i < maxSteps; i++) {
+      if (done()) return;
+      if (this.step()) continue;
+      // Idle link: let the application act (a consumer that reads only sometimes).
+      for (let idle = 0; idle < 1000 && !this.#idleProgress(done); idle++);
+      if (!this.#idleProgress(done) && !done()) {
+        throw new Error(
+          `Link stalled at t=${this.clock.t} after ${i} steps: a ${
+            JSON.stringify(this.a.stats)
+          } b ${JSON.stringify(this.b.stats)}`,
+        );
+      }
+    }
+    throw new Error(`Link did not finish in ${maxSteps} steps (t=${this.clock.t})`);
+  }
+
+  #idleProgress(done: () => boolean): boolean {
+    if (done()) return true;
+    this.pump();
+    return Math.min(this.a.deadline, this.b.deadline) < Infinity || this.#flight.length > 0;
+  }
+
+  /** Advances virtual time by `ms`, processing everything due. */
+  advance(ms: number): void {
+    const end = this.clock.t + ms;
+    while (true) {
+      this.pump();
+      let next = Math.min(this.a.deadline, this.b.deadline);
+      for (const f of this.#flight) if (f.at < next) next = f.at;
+      if (next > end) break;
+      this.step();
+    }
+    this.clock.t = end;
+    this.a.tick();
+    this.b.tick();
+    this.pump();
+  }
+
+  close(): void {
+    this.a.close();
+    this.b.close();
+  }
+}
+
+function message(rng: Prng, index: number, maxBytes: number): Uint8Array {
+  const length = rng.int(4, maxBytes);
+  const bytes = rng.bytes(length);
+  new DataView(bytes.buffer).setUint32(0, index);
+  return bytes;
+}
+
+function dataFrames(frames: RelayFrame[]): RelayFrame[] {
+  return frames.filter((f) => f.body.kind === "data");
+}
+
+Deno.test("ReliableStream delivers whole messages in order over a perfect link", () => {
+  const link = new Link(SEED);
+  const text = ["one", "two", "three"].map((s) => new TextEncoder().encode(s));
+  for (const m of text) link.a.write(m);
+  const got: string[] = [];
+  link.runUntil(() => {
+    for (let m = link.b.read(); m; m = link.b.read()) got.push(new TextDecoder().decode(m));
+    return got.length === 3 && link.a.flushed;
+  });
+  assert.deepEqual(got, ["one", "two", "three"]);
+  assert.equal(link.b.mode, "reliable");
+  const data = dataFrames(link.sent[0]).map((f) => f.body.kind === "data" && f.body.seq);
+  assert.deepEqual(data, [1, 2, 3]);
+  link.close();
+});
+
+Deno.test("ReliableStream splits at the segment limit: one under, at, one over, many", () => {
+  const segmentBytes = 1000;
+  const sizes = [segmentBytes - 1, segmentBytes, segmentBytes + 1, segmentBytes * 7 + 3];
+  const expectedCounts = [1, 1, 2, 8];
+  const link = new Link(SEED, {}, { segmentBytes });
+  const rng = new Prng(SEED);
+  const sent = sizes.map((n) => rng.bytes(n));
+  for (const m of sent) link.a.write(m);
+  const got: Uint8Array[] = [];
+  link.runUntil(() => {
+    for (let m = link.b.read(); m; m = link.b.read()) got.push(m);
+    return got.length === sent.length && link.a.flushed;
+  });
+  assert.deepEqual(got, sent);
+  const counts: number[] = [];
+  for (const f of dataFrames(link.sent[0])) {
+    if (f.body.kind === "data" && f.body.segmentIndex === 0) counts.push(f.body.segmentCount);
+    if (f.body.kind === "data") {
+      assert.ok(f.body.payload.length <= segmentBytes);
+      assert.equal(f.body.seq - f.body.segmentIndex >= 1, true);
+    }
+  }
+  assert.deepEqual(counts, expectedCounts);
+  link.close();
+});
+
+Deno.test("ReliableStream carries a 16 MiB message in default-size segments", () => {
+  const link = new Link(SEED, { minDelay: 1, maxDelay: 3 });
+  const big = new Prng(SEED).bytes(16 * 1024 * 1024);
+  link.a.write(big);
+  let got: Uint8Array | undefined;
+  link.runUntil(() => {
+    got ??= link.b.read();
+    return got !== undefined && link.a.flushed;
+  });
+  assert.equal(got!.length, big.length);
+  assert.deepEqual(got, big);
+  const data = dataFrames(link.sent[0]);
+  const seqs = new Set(data.map((f) => f.body.kind === "data" && f.body.seq));
+  assert.equal(seqs.size, Math.ceil(big.length / DEFAULT_SEGMENT_BYTES));
+  for (const f of data) {
+    assert.ok(f.body.kind === "data" && f.body.payload.length <= DEFAULT_SEGMENT_BYTES);
+    assert.ok(encodeFrame(f).length < 256 * 1024);
+  }
+  link.close();
+});
+
+Deno.test("ReliableStream survives loss, duplication, reordering, delay and a cut for many seeds", () => {
+  const seeds = 120;
+  let retransmits = 0;
+  let duplicates = 0;
+  for (let s = 0; s < seeds; s++) {
+    const seed = (SEED + s * 7919) >>> 0;
+    const rng = new Prng(seed ^ 0xabcdef);
+    const options: ReliableStreamOptions = {
+      segmentBytes: 512,
+      windowSegments: 8,
+      windowBytes: 3000,
+      inboxMessages: 3,
+      reorderSegments: 16,
+      reorderBytes: 16 * 512,
+    };
+    const link = new Link(seed, {
+      loss: rng.next() * 0.3,
+      duplicate: rng.next() * 0.2,
+      minDelay: 1,
+      maxDelay: rng.int(2, 60),
+    }, options);
+    const perSide = rng.int(5, 40);
+    const toB = Array.from({ length: perSide }, (_, i) => message(rng, i, 2000));
+    const toA = Array.from({ length: perSide }, (_, i) => message(rng, i, 2000));
+    const gotB: Uint8Array[] = [];
+    const gotA: Uint8Array[] = [];
+    let nextB = 0;
+    let nextA = 0;
+    let acceptedB = true;
+    let acceptedA = true;
+    const cutAt = rng.int(1, perSide - 1);
+    let cutDone = false;
+    link.check = () => {
+      for (const [x, o] of [[link.a, options], [link.b, options]] as const) {
+        const st = x.stats;
+        assert.ok(st.unackedSegments <= o.windowSegments!, `seed ${seed}: segment window`);
+        assert.ok(st.unackedBytes <= o.windowBytes!, `seed ${seed}: byte window`);
+        assert.ok(st.heldSegments <= o.reorderSegments!, `seed ${seed}: reorder window`);
+        assert.ok(st.heldBytes <= o.reorderBytes!, `seed ${seed}: reorder bytes`);
+        assert.ok(st.inboxMessages <= o.inboxMessages!, `seed ${seed}: inbox`);
+        assert.ok(
+          !x.ended,
+          `seed ${seed}: stream ended: ${x.error} ${(x.error?.cause as Error)?.message}`,
+        );
+      }
+    };
+    link.runUntil(() => {
+      // Writers respect backpressure: write the next one once the last was accepted.
+      if (acceptedB && nextB < toB.length) {
+        acceptedB = false;
+        link.a.write(toB[nextB++], (e) => {
+          assert.equal(e, undefined);
+          acceptedB = true;
+        });
+      }
+      // b's mode is set by a's first data frame; only then may b write.
+      if (link.b.mode === "reliable" && acceptedA && nextA < toA.length) {
+        acceptedA = false;
+        link.b.write(toA[nextA++], (e) => {
+          assert.equal(e, undefined);
+          acceptedA = true;
+        });
+      }
+      // Slow consumers: read only sometimes, so inboxes fill and stall the sender.
+      if (rng.chance(0.5)) { for (let m = link.b.read(); m; m = link.b.read()) gotB.push(m); }
+      if (rng.chance(0.5)) { for (let m = link.a.read(); m; m = link.a.read()) gotA.push(m); }
+      if (!cutDone && gotB.length >= cutAt) {
+        cutDone = true;
+        link.cut();
+        link.advance(rng.int(0, 3000));
+        link.reattach();
+      }
+      return gotB.length === toB.length && gotA.length === toA.length && link.a.flushed &&
+        link.b.flushed;
+    });
+    assert.deepEqual(gotB, toB, `seed ${seed}: a -> b`);
+    assert.deepEqual(gotA, toA, `seed ${seed}: b -> a`);
+    // Retransmits stop once everything is acknowledged.
+    link.advance(60_000);
+    const before = [link.a.stats.retransmits, link.b.stats.retransmits];
+    const framesBefore = link.sent[0].length + link.sent[1].length;
+    link.advance(120_000);
+    assert.deepEqual([link.a.stats.retransmits, link.b.stats.retransmits], before);
+    assert.equal(link.sent[0].length + link.sent[1].length, framesBefore, `seed ${seed}: quiet`);
+    assert.equal(link.a.deadline, Infinity);
+    assert.equal(link.b.deadline, Infinity);
+    retransmits += before[0] + before[1];
+    duplicates += link.a.stats.duplicatesDropped + link.b.stats.duplicatesDropped;
+    link.close();
+  }
+  assert.ok(retransmits > 0, "faults caused retransmits");
+  assert.ok(duplicates > 0, "faults caused duplicates");
+});
+
+Deno.test("ReliableStream resends a dropped segment byte-identical after the timeout and stops once acked", () => {
+  const link = new Link(SEED);
+  const payload = new TextEncoder().encode('{"id":1,"method":"initialize"}');
+  link.a.write(payload);
+  link.down = true; // the first send is lost
+  link.pump();
+  const first = link.sent[0][0];
+  link.down = false;
+  assert.equal(link.a.deadline, 1_000); // initial RTO, no sample yet
+  link.advance(999);
+  assert.equal(link.sent[0].length, 1);
+  link.advance(1);
+  const again = link.sent[0][1];
+  assert.ok(first.body.kind === "data" && again.body.kind === "data");
+  assert.deepEqual(again.body, first.body);
+  assert.deepEqual(encodeFrame(again), encodeFrame(first));
+  link.runUntil(() => link.a.flushed);
+  const count = link.sent[0].length;
+  link.advance(60_000);
+  assert.equal(link.sent[0].length, count);
+  assert.equal(link.a.stats.retransmits, 1);
+  assert.equal(link.a.stats.timeouts, 1);
+  assert.deepEqual(link.b.read(), payload);
+  link.close();
+});
+
+Deno.test("ReliableStream retransmits early when later seqs are acknowledged past a gap", () => {
+  const clock = new Clock();
+  const a = new ReliableStream("s", { mode: "reliable", now: clock.now });
+  const b = new ReliableStream("s", { now: clock.now });
+  for (let i = 0; i < 5; i++) a.write(new Uint8Array([i + 1]));
+  const frames: RelayFrame[] = [];
+  for (let f = a.poll(); f; f = a.poll()) frames.push(f);
+  assert.equal(frames.length, 5);
+  clock.t = 5;
+  // seq 1 is lost; 2..5 arrive, b acks selectively at once (out of order).
+  for (const f of frames.slice(1)) b.receive(f);
+  const ack = b.poll()!;
+  assert.equal(ack.body.kind, "ack");
+  assert.equal(ack.ack, 0);
+  assert.equal(ack.ackBits, 0b11110);
+  a.receive(ack);
+  assert.equal(a.stats.unackedSegments, 1);
+  const resent = a.poll()!;
+  assert.ok(resent.body.kind === "data" && resent.body.seq === 1);
+  assert.equal(a.stats.fastRetransmits, 1);
+  assert.ok(clock.t < a.stats.rtoMs);
+  b.receive(resent);
+  assert.deepEqual([1, 2, 3, 4, 5].map(() => b.read()![0]), [1, 2, 3, 4, 5]);
+  a.receive(b.poll()!);
+  assert.ok(a.flushed);
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream adapts its timeout to the RTT, with a floor, backoff and a cap", () => {
+  const clock = new Clock();
+  const a = new ReliableStream("s", { mode: "reliable", now: clock.now, ackDelayMs: 0 });
+  const b = new ReliableStream("s", { now: clock.now, ackDelayMs: 0 });
+  for (let i = 0; i < 20; i++) {
+    a.write(new Uint8Array([1]));
+    const f = a.poll()!;
+    clock.t += 40;
+    b.receive(f);
+    b.read();
+    b.tick();
+    a.receive(b.poll()!);
+  }
+  assert.ok(Math.abs(a.stats.srttMs - 40) < 1, `srtt ${a.stats.srttMs}`);
+  assert.equal(a.stats.rtoMs, DEFAULT_RTO_MIN_MS); // 40 ms + 4 * var is below the floor
+  // Without acks the timeout doubles up to the cap.
+  a.write(new Uint8Array([2]));
+  a.poll();
+  const seen: number[] = [];
+  let last: RelayFrame | undefined;
+  for (let i = 0; i < 8; i++) {
+    clock.t = a.deadline;
+    a.tick();
+    last = a.poll();
+    assert.ok(last?.body.kind === "data");
+    seen.push(a.stats.rtoMs);
+  }
+  assert.deepEqual(seen, [400, 800, 1600, 3200, 5000, 5000, 5000, 5000]);
+  assert.equal(Math.max(...seen), DEFAULT_RTO_MAX_MS);
+  // Karn: the ack of a retransmitted segment gives no sample; the timeout falls back.
+  const srtt = a.stats.srttMs;
+  clock.t += 1_000;
+  b.receive(last!);
+  b.tick();
+  a.receive(b.poll()!);
+  assert.equal(a.stats.srttMs, srtt);
+  assert.equal(a.stats.rtoMs, DEFAULT_RTO_MIN_MS);
+  assert.ok(a.flushed);
+  a.close();
+  b.close();
+});
+
+function pair(options: ReliableStreamOptions = {}) {
+  const clock = new Clock();
+  const a = new ReliableStream("s", { ...options, mode: "reliable", now: clock.now });
+  const b = new ReliableStream("s", { ...options, now: clock.now });
+  return { clock, a, b };
+}
+
+function data(seq: number, payload = new Uint8Array([seq & 0xff]), index = 0, count = 1, ack = 0) {
+  return {
+    version: 1,
+    streamId: "s",
+    ack,
+    ackBits: 0,
+    body: { kind: "data" as const, seq, segmentIndex: index, segmentCount: count, payload },
+  };
+}
+
+Deno.test("ReliableStream resets the stream on an ack for a seq never sent", async () => {
+  const { a, b } = pair();
+  const accepted = new Promise<Error | undefined>((resolve) =>
+    a.write(new Uint8Array(10), resolve)
+  );
+  assert.equal(await accepted, undefined);
+  a.poll();
+  const pending = new Promise<Error | undefined>((resolve) =>
+    a.write(new Uint8Array(3 * 1024 * 1024), resolve)
+  );
+  a.receive({ version: 1, streamId: "s", ack: 2, ackBits: 0, body: { kind: "ack" } });
+  assert.ok(a.ended);
+  assert.equal(a.resetReason, RESET_PROTOCOL_ERROR);
+  const error = await pending;
+  assert.ok(error instanceof StreamResetError && error.reason === RESET_PROTOCOL_ERROR);
+  assert.ok(error.cause instanceof ProtocolError);
+  assert.match(error.cause.message, /ack 2 is past the highest sent seq 1/);
+  const reset = a.poll()!;
+  assert.deepEqual(reset.body, { kind: "reset", reason: RESET_PROTOCOL_ERROR });
+  assert.equal(a.poll(), undefined);
+  b.receive(reset); // b is pending: a reset ends it too
+  assert.ok(b.ended);
+  b.close();
+});
+
+Deno.test("ReliableStream resets on ack_bits with bit 0 set or past the highest seq", () => {
+  for (
+    const [ack, ackBits, detail] of [
+      [0, 1, /bit 0/],
+      [0, 0b100, /seq 3 past the highest sent seq 2/],
+    ] as const
+  ) {
+    const { a, b } = pair();
+    a.write(new Uint8Array([1]));
+    a.write(new Uint8Array([2]));
+    a.poll();
+    a.poll();
+    a.receive({ version: 1, streamId: "s", ack, ackBits, body: { kind: "ack" } });
+    assert.equal(a.resetReason, RESET_PROTOCOL_ERROR);
+    assert.match((a.error!.cause as Error).message, detail);
+    a.close();
+    b.close();
+  }
+  // At the limit: acking exactly the highest sent seq is fine.
+  const { a, b } = pair();
+  a.write(new Uint8Array([1]));
+  a.write(new Uint8Array([2]));
+  a.poll();
+  a.poll();
+  a.receive({ version: 1, streamId: "s", ack: 0, ackBits: 0b10, body: { kind: "ack" } });
+  assert.equal(a.ended, false);
+  assert.equal(a.stats.unackedSegments, 1);
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream drops duplicates and old seqs silently", () => {
+  const { a, b } = pair();
+  b.receive(data(1));
+  b.receive(data(1));
+  b.receive(data(2));
+  b.receive(data(1));
+  b.receive(data(2));
+  assert.deepEqual([b.read(), b.read(), b.read()], [
+    new Uint8Array([1]),
+    new Uint8Array([2]),
+    undefined,
+  ]);
+  assert.equal(b.stats.duplicatesDropped, 3);
+  assert.equal(b.ended, false);
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream enforces the reorder window at and one past its limit", () => {
+  const { a, b } = pair({ reorderSegments: 8 });
+  b.receive(data(1));
+  b.receive(data(9)); // distance 7 from the expected seq 2: the last slot
+  assert.equal(b.ended, false);
+  assert.equal(b.stats.heldSegments, 1);
+  b.receive(data(10)); // distance 8: over
+  assert.equal(b.resetReason, RESET_REORDER_OVERFLOW);
+  assert.deepEqual(b.poll()!.body, { kind: "reset", reason: RESET_REORDER_OVERFLOW });
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream enforces the reorder byte cap at and one past its limit", () => {
+  const { a, b } = pair({ reorderBytes: 100 });
+  b.receive(data(2, new Uint8Array(60)));
+  b.receive(data(3, new Uint8Array(40))); // exactly 100 held
+  assert.equal(b.ended, false);
+  assert.equal(b.stats.heldBytes, 100);
+  b.receive(data(4, new Uint8Array(1)));
+  assert.equal(b.resetReason, RESET_REORDER_OVERFLOW);
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream bounds reassembly at and one past the message limit", () => {
+  for (const [size, ok] of [[1000, true], [1001, false]] as const) {
+    const { a, b } = pair({ maxMessageBytes: 1000, segmentBytes: 100 });
+    const count = Math.ceil(size / 100);
+    for (let i = 0; i < count; i++) {
+      const n = Math.min(100, size - i * 100);
+      b.receive(data(i + 1, new Uint8Array(n).fill(i), i, count));
+    }
+    if (ok) {
+      assert.equal(b.read()!.length, 1000);
+    } else {
+      assert.equal(b.resetReason, RESET_MESSAGE_TOO_LARGE);
+      assert.equal(b.read(), undefined);
+    }
+    a.close();
+    b.close();
+  }
+  const { a } = pair({ maxMessageBytes: 1000 });
+  assert.throws(() => a.write(new Uint8Array(1001)), RangeError);
+  a.close();
+});
+
+Deno.test("ReliableStream resets on segments that do not continue the message", () => {
+  const cases: [ReturnType<typeof data>[], RegExp][] = [
+    [[data(1, undefined, 1, 2)], /segment_index 1 is not below seq 1/],
+    [[data(2, undefined, 1, 2), data(1, undefined, 1, 3)], /segment_index 1 is not below seq 1/],
+    [[data(1, undefined, 0, 2), data(2, undefined, 1, 3)], /does not continue/],
+    [[data(1, undefined, 0, 1), data(2, undefined, 1, 2)], /starts a message/],
+  ];
+  for (const [frames, detail] of cases) {
+    const { a, b } = pair();
+    for (const f of frames) b.receive(f);
+    assert.equal(b.resetReason, RESET_PROTOCOL_ERROR, String(detail));
+    assert.match((b.error!.cause as Error).message, detail);
+    a.close();
+    b.close();
+  }
+  const { a, b } = pair();
+  b.receive(data(1));
+  b.receive(data(0));
+  assert.match((b.error!.cause as Error).message, /seq 0 on a reliable stream/);
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream keeps at most the window in flight, in segments and in bytes", () => {
+  {
+    const { a, b } = pair({ windowSegments: 4, segmentBytes: 10 });
+    a.write(new Uint8Array(100));
+    let n = 0;
+    while (a.poll()) n++;
+    assert.equal(n, 4);
+    assert.equal(a.hasOutput, false);
+    a.receive({ version: 1, streamId: "s", ack: 1, ackBits: 0, body: { kind: "ack" } });
+    assert.ok(a.poll()?.body.kind === "data");
+    assert.equal(a.poll(), undefined);
+    a.close();
+    b.close();
+  }
+  {
+    const { a, b } = pair({ windowBytes: 25, segmentBytes: 10 });
+    a.write(new Uint8Array(100));
+    let n = 0;
+    while (a.poll()) n++;
+    assert.equal(n, 2);
+    assert.equal(a.stats.unackedBytes, 20);
+    // Selective acks free bytes but only the cumulative ack slides the seq window.
+    a.receive({ version: 1, streamId: "s", ack: 0, ackBits: 0b10, body: { kind: "ack" } });
+    assert.equal(a.stats.unackedBytes, 10);
+    assert.ok(a.poll()?.body.kind === "data");
+    assert.equal(a.stats.unackedBytes, 20);
+    a.close();
+    b.close();
+  }
+});
+
+Deno.test("ReliableStream stalls only its own sender when the consumer stops reading", () => {
+  const link = new Link(SEED, {}, { inboxMessages: 4, windowSegments: 6 });
+  const sent: Uint8Array[] = [];
+  for (let i = 0; i < 30; i++) sent.push(new Uint8Array([i, i, i]));
+  let accepted = 0;
+  for (const m of sent) link.a.write(m, () => accepted++);
+  link.advance(10_000);
+  // 4 messages delivered into the inbox, then the receiver holds without acking.
+  assert.equal(link.b.stats.inboxMessages, 4);
+  assert.equal(link.a.stats.unackedSegments, 6);
+  assert.ok(link.b.stats.heldSegments <= 6);
+  const quietFrames = link.sent[0].length;
+  link.advance(10_000);
+  // Stalled: only timeout probes with backoff (a handful), no flood.
+  assert.ok(link.sent[0].length - quietFrames <= 3, `${link.sent[0].length - quietFrames}`);
+  const got: Uint8Array[] = [];
+  link.runUntil(() => {
+    for (let m = link.b.read(); m; m = link.b.read()) got.push(m);
+    return got.length === sent.length && link.a.flushed;
+  });
+  assert.deepEqual(got, sent);
+  assert.equal(accepted, 30);
+  link.close();
+});
+
+Deno.test("ReliableStream accepts exactly inboxMessages before holding", () => {
+  const { clock, a, b } = pair({ inboxMessages: 3 });
+  for (let s = 1; s <= 4; s++) b.receive(data(s));
+  assert.equal(b.stats.inboxMessages, 3);
+  assert.equal(b.stats.heldSegments, 1);
+  clock.t = 100; // the delayed ack is due
+  b.tick();
+  const ack = b.poll();
+  assert.equal(ack?.ack, 3); // the fourth is held, not acknowledged
+  assert.equal(ack?.ackBits, 0);
+  b.read();
+  assert.equal(b.stats.inboxMessages, 3);
+  assert.equal(b.poll()?.ack, 4); // room made: the window update goes out at once
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream coalesces standalone acks under load", () => {
+  const link = new Link(SEED, { minDelay: 1, maxDelay: 1 });
+  const n = 400;
+  for (let i = 0; i < n; i++) link.a.write(new Uint8Array([i & 0xff]));
+  let got = 0;
+  link.runUntil(() => {
+    while (link.b.read()) got++;
+    return got === n && link.a.flushed;
+  });
+  const acks = link.sent[1].filter((f) => f.body.kind === "ack").length;
+  assert.ok(acks <= n / 4 + 5, `${acks} standalone acks for ${n} segments`);
+  assert.ok(acks >= 1);
+  link.close();
+});
+
+Deno.test("ReliableStream piggybacks the ack on data frames", () => {
+  const link = new Link(SEED);
+  link.a.write(new TextEncoder().encode("request"));
+  link.runUntil(() => link.b.readable);
+  link.b.read();
+  link.b.write(new TextEncoder().encode("response"));
+  link.pump();
+  const reply = link.sent[1].at(-1)!;
+  assert.equal(reply.body.kind, "data");
+  assert.equal(reply.ack, 1);
+  assert.equal(link.sent[1].filter((f) => f.body.kind === "ack").length, 0);
+  link.close();
+});
+
+Deno.test("ReliableStream speaks legacy mode to a stream whose first data has seq 0", () => {
+  const { clock, a, b } = pair();
+  // A Codex v1 harness: resume{next_seq: 0} first does not fix the mode.
+  b.receive({
+    version: 1,
+    streamId: "s",
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "resume", nextSeq: 0 },
+  });
+  assert.equal(b.mode, "pending");
+  b.receive(data(0, new TextEncoder().encode("a")));
+  assert.equal(b.mode, "legacy");
+  b.receive(data(1, new TextEncoder().encode("b")));
+  // Legacy does not inspect seq: a repeat is delivered as is (Codex v1 behaviour).
+  b.receive(data(1, new TextEncoder().encode("c"), 0, 1, 77));
+  assert.deepEqual([b.read(), b.read(), b.read()].map((m) => new TextDecoder().decode(m)), [
+    "a",
+    "b",
+    "c",
+  ]);
+  for (const word of ["x", "y"]) b.write(new TextEncoder().encode(word));
+  const out = [b.poll()!, b.poll()!];
+  assert.equal(b.poll(), undefined);
+  assert.deepEqual(out.map((f) => [f.ack, f.ackBits, f.body]), [
+    [0, 0, {
+      kind: "data",
+      seq: 0,
+      segmentIndex: 0,
+      segmentCount: 1,
+      payload: out[0].body.kind === "data" && out[0].body.payload,
+    }],
+    [0, 0, {
+      kind: "data",
+      seq: 1,
+      segmentIndex: 0,
+      segmentCount: 1,
+      payload: out[1].body.kind === "data" && out[1].body.payload,
+    }],
+  ]);
+  // Nothing is retained or resent, and no standalone acks go out.
+  assert.ok(b.flushed);
+  clock.t += 60_000;
+  b.tick();
+  assert.equal(b.poll(), undefined);
+  assert.equal(b.deadline, Infinity);
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream legacy mode bounds the inbox and the message size", () => {
+  const { a, b } = pair({ inboxMessages: 2 });
+  b.receive(data(0));
+  b.receive(data(1));
+  assert.equal(b.ended, false);
+  b.receive(data(2));
+  assert.equal(b.resetReason, RESET_INBOX_OVERFLOW);
+  assert.equal(b.read()![0], 0);
+  a.close();
+  b.close();
+  const legacy = new ReliableStream("s", { legacyMessageBytes: 100 });
+  legacy.receive(data(0));
+  legacy.write(new Uint8Array(100));
+  assert.throws(
+    () => legacy.write(new Uint8Array(101)),
+    /Cannot send message: 101 bytes exceeds the 100 byte limit of a legacy stream/,
+  );
+  legacy.close();
+  const seg = new ReliableStream("s", { legacyMessageBytes: 100 });
+  seg.receive(data(0, new Uint8Array(1), 0, 2));
+  assert.equal(seg.resetReason, RESET_PROTOCOL_ERROR);
+  seg.close();
+});
+
+Deno.test("ReliableStream reset fails pending writes and ends reads after the inbox", async () => {
+  const { a, b } = pair({ sendBufferBytes: 1 });
+  b.receive(data(1));
+  b.write(new Uint8Array(5));
+  const pending = new Promise<Error | undefined>((resolve) => b.write(new Uint8Array(5), resolve));
+  b.receive({
+    version: 1,
+    streamId: "s",
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "reset", reason: "test_reset" },
+  });
+  const error = await pending;
+  assert.ok(error instanceof StreamResetError && error.reason === "test_reset");
+  assert.equal(b.poll(), undefined); // a received reset is not answered
+  assert.deepEqual(b.read(), new Uint8Array([1]));
+  assert.equal(b.read(), undefined);
+  assert.ok(b.ended);
+  let late: Error | undefined;
+  b.write(new Uint8Array(1), (e) => late = e);
+  assert.ok(late instanceof StreamResetError);
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream write acceptance waits for the send buffer", () => {
+  const { a, b } = pair({ sendBufferBytes: 10, segmentBytes: 10, windowSegments: 1 });
+  const accepted: number[] = [];
+  a.write(new Uint8Array(10), () => accepted.push(1)); // fits the buffer
+  a.write(new Uint8Array(10), () => accepted.push(2)); // 20 queued > 10
+  assert.deepEqual(accepted, [1]);
+  a.poll(); // the first is in flight: 10 queued
+  assert.deepEqual(accepted, [1, 2]);
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream resumes after a cut with no gap and no duplicate", () => {
+  const link = new Link(SEED, { minDelay: 2, maxDelay: 5 }, { segmentBytes: 100 });
+  const rng = new Prng(SEED);
+  const sent = Array.from({ length: 20 }, (_, i) => message(rng, i, 350));
+  for (const m of sent.slice(0, 10)) link.a.write(m);
+  link.runUntil(() => link.b.stats.inboxMessages >= 3);
+  link.cut(); // frames in flight are lost, and nothing is carried
+  for (const m of sent.slice(10)) link.a.write(m);
+  link.advance(20_000);
+  assert.ok(link.a.stats.unackedSegments > 0);
+  const resumeFrom = link.sent[0].length;
+  link.reattach();
+  link.pump();
+  const firstAfter = link.sent[0][resumeFrom];
+  assert.deepEqual(firstAfter.body, { kind: "resume", nextSeq: link.a.stats.segmentsSent + 1 });
+  const got: Uint8Array[] = [];
+  link.runUntil(() => {
+    for (let m = link.b.read(); m; m = link.b.read()) got.push(m);
+    return got.length === sent.length && link.a.flushed;
+  });
+  assert.deepEqual(got, sent);
+  link.close();
+});
+
+Deno.test("ReliableStream ignores a stale resume whose next_seq is behind what it received", () => {
+  const { a, b } = pair();
+  b.receive(data(1));
+  b.receive(data(2));
+  b.receive({
+    version: 1,
+    streamId: "s",
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "resume", nextSeq: 2 },
+  });
+  assert.equal(b.ended, false);
+  assert.equal(b.stats.duplicatesDropped, 1);
+  b.receive(data(3));
+  assert.deepEqual([b.read(), b.read(), b.read()], [1, 2, 3].map((n) => new Uint8Array([n])));
+  a.close();
+  b.close();
+});
