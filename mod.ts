@@ -77,5 +77,12 @@ export type { MessageChannel } from "./lib/rpc/message_channel.ts";
 // Sandboxed executor (lib/exec)
 
 // Servers (lib/server)
+export { serveRendezvous } from "./lib/server/rendezvous_server.ts";
+export type {
+  RendezvousEvent,
+  RendezvousOptions,
+  RendezvousServer,
+} from "./lib/server/rendezvous_server.ts";
+export type { RelayRouterStats, RouterEvent, RouterRole } from "./lib/mux/relay_router.ts";
 
 // Client (lib/client)
