@@ -95,6 +95,7 @@ valid across restarts (a random key is used otherwise). Prints the URL it listen
 
 Options:
   --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0)
+  --url-ttl-ms N      Lifetime of a signed executor URL (default 60000)
   --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN; required)
   --log-format, --log-level, -h/--help as for every command
 
@@ -285,9 +286,13 @@ async function runServe(args: string[], context: Context): Promise<number> {
 }
 
 async function runRendezvousCommand(args: string[], context: Context): Promise<number> {
-  const { values, positionals } = parse("rendezvous", args, { listen: { type: "string" } });
+  const { values, positionals } = parse("rendezvous", args, {
+    listen: { type: "string" },
+    "url-ttl-ms": { type: "string" },
+  });
   requireNoPositionals("rendezvous", positionals);
   const listen = parseListen("rendezvous", values.listen);
+  const urlTtlMs = positiveInteger("--url-ttl-ms", values["url-ttl-ms"]);
   const token = (await readToken({
     required: true,
     ...(context.tokenFile ? { tokenFile: context.tokenFile } : {}),
@@ -311,6 +316,18 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
     listen,
     token,
     ...(signingKey ? { signingKey } : {}),
+    ...(urlTtlMs !== undefined ? { urlTtlMs } : {}),
+    onEvent: (event) => {
+      if (event.type === "refused") {
+        context.log.warn("refused a request", {
+          target: event.target,
+          status: event.status,
+          code: event.code,
+        });
+      } else if (event.type === "registered") {
+        context.log.info("executor registered", { executorId: event.executorId });
+      }
+    },
   });
   writeOut(server.url + "\n");
   context.log.info("serving rendezvous", { url: server.url });
@@ -395,6 +412,15 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
   return 0;
 }
 
+function positiveInteger(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) {
+    throw new UsageError(`Cannot use ${flag} ${value}: expected a positive integer`);
+  }
+  return n;
+}
+
 function parseEnv(pairs: string[]): Record<string, string> {
   const env: Record<string, string> = {};
   for (const pair of pairs) {
@@ -477,7 +503,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
       },
     });
   } catch (error) {
-    log.error(`Cannot connect to ${values.url}: ${(error as Error).message}`);
+    log.error((error as Error).message);
     return EXIT_EXEC_FAILURE;
   }
   const [program, ...programArgs] = command;

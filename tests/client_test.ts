@@ -37,6 +37,17 @@ class ScriptedExecutor implements ProcessTransport {
   closed: Promise<void> = new Promise((resolve) => (this.#closeConnection = resolve));
   writeStatus = "accepted";
   processId = "";
+  holds = 0;
+  evictedThrough = 0;
+
+  holdInbound(): () => void {
+    this.holds++;
+    let released = false;
+    return () => {
+      if (!released) this.holds--;
+      released = true;
+    };
+  }
 
   subscribeProcess(id: string, listener: (m: string, p: unknown) => void): () => void {
     this.#listeners.set(id, listener);
@@ -64,7 +75,7 @@ class ScriptedExecutor implements ProcessTransport {
     let nextSeq = this.events.length + 1;
     for (const event of this.events) {
       const seq = event.params.seq as number;
-      if (seq <= after || event.method !== "process/output") continue;
+      if (seq <= after || seq <= this.evictedThrough || event.method !== "process/output") continue;
       const size = (event.params.chunk as string).length;
       if (chunks.length > 0 && bytes + size > maxBytes) {
         nextSeq = seq;
@@ -198,19 +209,32 @@ Deno.test("RemoteProcess recovers a lost exit and close from process/read", asyn
   assert.equal(output.code, 7);
 });
 
-Deno.test("RemoteProcess pauses a slow reader and catches up without losing bytes", async () => {
+Deno.test("RemoteProcess holds the connection for a slow reader and releases it after", async () => {
   const { far, child } = await spawnScripted();
   const piece = new Uint8Array(1024 * 1024).fill(7);
   // 6 MiB delivered while nobody reads: past the 4 MiB high-water mark.
   for (let i = 0; i < 6; i++) far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
+  assert.equal(far.holds, 1, "reading the connection is held");
   far.emit("process/exited", { exitCode: 0 });
   far.emit("process/closed");
-  const reads = far.requests.filter((r) => r.method === "process/read").length;
-  assert.equal(reads, 0, "nothing is read while paused");
   const output = await withDeadline(child.output(), 5000, "output");
   assert.equal(output.stdout.byteLength, 6 * 1024 * 1024);
   assert.ok(output.stdout.every((b) => b === 7));
-  assert.ok(far.requests.some((r) => r.method === "process/read"), "caught up by reading");
+  assert.equal(far.holds, 0, "the hold is released once the reader caught up");
+});
+
+Deno.test("RemoteProcess fails clearly when missing output is no longer retained", async () => {
+  const { far, child } = await spawnScripted();
+  far.emit("process/output", { stream: "stdout", chunk: b64("a") });
+  far.record("process/output", { stream: "stdout", chunk: b64("b") });
+  far.record("process/output", { stream: "stdout", chunk: b64("c") });
+  far.evictedThrough = 2;
+  far.emit("process/output", { stream: "stdout", chunk: b64("d") });
+  await assert.rejects(
+    withDeadline(child.status, 2000, "status"),
+    /Cannot read process output: seq 2\.\.2 is no longer retained/,
+  );
+  await assert.rejects(child.output(), /no longer retained/);
 });
 
 Deno.test("RemoteProcess writes stdin in 64 KiB pieces and closes it with eof", async () => {

@@ -16,8 +16,13 @@ export interface WebSocketChannelOptions {
   signal?: AbortSignal;
   /** Connect timeout. @default {10000} */
   timeoutMs?: number;
-  /** Most received messages queued unread; past it the socket is closed. @default {4096} */
+  /** Most received messages queued unread; past it the socket is closed. @default {65536} */
   maxInboxMessages?: number;
+  /**
+   * Most received UTF-16 code units queued unread (about bytes for JSON);
+   * past it the socket is closed. @default {67108864}
+   */
+  maxInboxChars?: number;
   /** Sends wait while the socket buffers more than this many bytes. @default {4194304} */
   highWaterMark?: number;
 }
@@ -35,12 +40,15 @@ export class WebSocketChannel implements MessageChannel {
   #closeReason: string | undefined;
   #highWaterMark: number;
   #maxInbox: number;
+  #maxInboxChars: number;
+  #inboxChars = 0;
   #closed: Promise<void>;
 
   constructor(socket: WebSocket, options: WebSocketChannelOptions) {
     this.#socket = socket;
     this.#highWaterMark = options.highWaterMark ?? 4 * 1024 * 1024;
-    this.#maxInbox = options.maxInboxMessages ?? 4096;
+    this.#maxInbox = options.maxInboxMessages ?? 65_536;
+    this.#maxInboxChars = options.maxInboxChars ?? 64 * 1024 * 1024;
     this.#closed = new Promise<void>((resolve) => {
       socket.addEventListener("close", (event) => {
         this.#closeReason ??= event.reason || `code ${event.code}`;
@@ -54,10 +62,17 @@ export class WebSocketChannel implements MessageChannel {
         this.#fail(UNSUPPORTED_DATA, "binary message on a JSON-RPC socket");
         return;
       }
-      if (this.#inbox.length >= this.#maxInbox) {
-        this.#fail(MESSAGE_TOO_BIG, `inbox overflow: more than ${this.#maxInbox} unread messages`);
+      if (
+        this.#inbox.length >= this.#maxInbox ||
+        this.#inboxChars + event.data.length > this.#maxInboxChars
+      ) {
+        this.#fail(
+          MESSAGE_TOO_BIG,
+          `inbox overflow: the reader fell more than ${this.#maxInbox} messages or ${this.#maxInboxChars} characters behind`,
+        );
         return;
       }
+      this.#inboxChars += event.data.length;
       this.#inbox.push(event.data);
       this.#wake(false);
     });
@@ -127,6 +142,7 @@ export class WebSocketChannel implements MessageChannel {
     while (true) {
       const next = this.#inbox.shift();
       if (next !== undefined) {
+        this.#inboxChars -= next.length;
         yield next;
         continue;
       }

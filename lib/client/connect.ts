@@ -7,14 +7,15 @@
  * @module
  */
 
+import { RelayClosedError } from "../errors.ts";
 import { StreamMux } from "../mux/stream_mux.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import { RelaySocket } from "../relay/relay_socket.ts";
 import { JsonRpcPeer } from "../rpc/json_rpc_peer.ts";
-import type { MessageChannel } from "../rpc/message_channel.ts";
+import { GatedChannel } from "./_gated_channel.ts";
 import { openWebSocketChannel } from "./_websocket_channel.ts";
 import { RemoteFs } from "./remote_fs.ts";
-import type { ProcessTransport } from "./remote_process.ts";
+import type { ProcessTransport, RemoteProcess } from "./remote_process.ts";
 
 /** Default timeout of connect plus `initialize`, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -58,7 +59,7 @@ type NotificationListener = (method: string, params: unknown) => void;
 
 interface Resources {
   peer: JsonRpcPeer;
-  channel: MessageChannel;
+  channel: GatedChannel;
   stop: () => Promise<void>;
 }
 
@@ -161,6 +162,17 @@ export class Connection implements AsyncDisposable, ProcessTransport {
     };
   }
 
+  /**
+   * Pauses reading from the executor until the returned function is called;
+   * used by {@linkcode RemoteProcess} when a reader falls behind, so output
+   * is slowed at its source instead of buffered without bound.
+   *
+   * @returns Releases the hold; idempotent.
+   */
+  holdInbound(): () => void {
+    return this.#resources.channel.hold();
+  }
+
   /** Closes the session and its socket; idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -259,6 +271,23 @@ function delay(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** Turns "Invalid status code: 403" from a refused WebSocket upgrade into a clear error. */
+function explainRefusal(error: unknown, url: string): unknown {
+  if (!(error instanceof RelayClosedError)) return error;
+  const status = /status code:? (\d{3})/i.exec(error.message)?.[1];
+  const where = new URL(url);
+  const target = `executor ${decodeURIComponent(where.pathname.split("/").at(-1) ?? "")}`;
+  let why: string | undefined;
+  if (status === "401") why = "the rendezvous requires a token (HTTP 401); set OUTPOST_TOKEN";
+  else if (status === "403") why = "the rendezvous refused the token (HTTP 403)";
+  else if (status === "503") why = "the rendezvous is at its limit for this executor (HTTP 503)";
+  else if (status !== undefined) why = `the rendezvous answered HTTP ${status}`;
+  if (why === undefined) return error;
+  return new RelayClosedError(`Cannot connect to ${target} at ${where.host}: ${why}`, {
+    cause: error,
+  });
+}
+
 async function openRendezvous(
   url: string,
   options: ConnectOptions,
@@ -271,7 +300,12 @@ async function openRendezvous(
       timeoutMs,
       ...(options.token !== undefined ? { token: options.token } : {}),
     });
-  let socket = await connectOnce(deadline, options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+  let socket: RelaySocket;
+  try {
+    socket = await connectOnce(deadline, options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+  } catch (error) {
+    throw explainRefusal(error, url);
+  }
   const mux = new StreamMux({ role: "harness", detachWindowMs });
   mux.attach(socket);
   const stream: MuxStream = mux.open();
@@ -332,10 +366,11 @@ async function openRendezvous(
   })();
 
   return (onNotification) => {
-    const peer = new JsonRpcPeer(stream, { onNotification });
+    const channel = new GatedChannel(stream);
+    const peer = new JsonRpcPeer(channel, { onNotification });
     return {
       peer,
-      channel: stream,
+      channel,
       stop: async () => {
         stop.abort();
         await supervise;
@@ -406,9 +441,10 @@ export async function connect(
         timeoutMs,
         ...(options.token !== undefined ? { token: options.token } : {}),
       });
+      const gated = new GatedChannel(channel);
       connection = new Connection(parsed.href, "local", (onNotification) => ({
-        peer: new JsonRpcPeer(channel, { onNotification }),
-        channel,
+        peer: new JsonRpcPeer(gated, { onNotification }),
+        channel: gated,
         stop: async () => {
           await channel.close("client_close");
         },

@@ -1,9 +1,11 @@
 /**
  * {@linkcode RemoteProcess}: a handle to a program running on an executor,
  * shaped like `Deno.ChildProcess`. Output arrives as `process/output`
- * notifications; a gap in their sequence numbers (or a paused, slow reader)
- * is filled from the executor's retained output with `process/read`, so no
- * byte is lost or repeated.
+ * notifications; a gap in their sequence numbers is filled from the
+ * executor's retained output with `process/read`, so no byte is lost or
+ * repeated. A reader that falls behind holds the connection's inbound side
+ * (see {@linkcode ProcessTransport.holdInbound}) instead of buffering
+ * without bound.
  *
  * @module
  */
@@ -39,6 +41,11 @@ export interface ProcessTransport {
   ): () => void;
   /** Settles when the connection closes. */
   readonly closed: Promise<void>;
+  /**
+   * Pauses reading the connection until the returned function is called
+   * (backpressure from a slow output reader). Optional.
+   */
+  holdInbound?(): () => void;
 }
 
 /** How each stdio stream of a {@linkcode RemoteProcess} is set up. */
@@ -69,7 +76,7 @@ interface ReadResult {
   signal?: string | null;
 }
 
-/** Bytes queued in a piped output stream before the process's output is paused. */
+/** Bytes queued in a piped output stream before the connection's reading is held. */
 const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 /** Largest `process/read` answer asked for while catching up. */
 const READ_MAX_BYTES = 1024 * 1024;
@@ -154,7 +161,7 @@ export class RemoteProcess implements AsyncDisposable {
   #nextSeq = 1;
   #maxSeenSeq = 0;
   #recovering = false;
-  #paused = false;
+  #release: (() => void) | null = null;
   #finished = false;
   #exited = false;
   #unsubscribe: (() => void) | null = null;
@@ -196,14 +203,20 @@ export class RemoteProcess implements AsyncDisposable {
       this.#stdout = new ReadableStream<Uint8Array>({
         start: (controller) => void (this.#stdoutController = controller),
         pull: () => this.#maybeResume(),
-        cancel: () => void (this.#stdoutController = null),
+        cancel: () => {
+          this.#stdoutController = null;
+          this.#maybeResume();
+        },
       }, strategy);
     }
     if (stdio.stderr === "piped") {
       this.#stderr = new ReadableStream<Uint8Array>({
         start: (controller) => void (this.#stderrController = controller),
         pull: () => this.#maybeResume(),
-        cancel: () => void (this.#stderrController = null),
+        cancel: () => {
+          this.#stderrController = null;
+          this.#maybeResume();
+        },
       }, strategy);
     }
     if (stdio.stdin === "piped") {
@@ -334,8 +347,8 @@ export class RemoteProcess implements AsyncDisposable {
     const seq = params.seq;
     if (seq < this.#nextSeq) return;
     if (seq > this.#maxSeenSeq) this.#maxSeenSeq = seq;
-    if (this.#recovering || this.#paused || seq > this.#nextSeq) {
-      if (!this.#paused) this.#recover();
+    if (this.#recovering || seq > this.#nextSeq) {
+      this.#recover();
       return;
     }
     this.#nextSeq = seq + 1;
@@ -352,17 +365,24 @@ export class RemoteProcess implements AsyncDisposable {
     const controller = stream === "stderr" ? this.#stderrController : this.#stdoutController;
     if (!controller || bytes.byteLength === 0) return;
     controller.enqueue(bytes);
-    if ((controller.desiredSize ?? 1) <= 0) this.#paused = true;
+    if ((controller.desiredSize ?? 1) <= 0 && this.#release === null) {
+      this.#release = this.#transport.holdInbound?.() ?? null;
+    }
   }
 
   #maybeResume(): void {
-    if (!this.#paused) return;
+    if (this.#release === null) return;
     const blocked = [this.#stdoutController, this.#stderrController].some(
       (c) => c !== null && (c.desiredSize ?? 1) <= 0,
     );
     if (blocked) return;
-    this.#paused = false;
-    if (this.#maxSeenSeq >= this.#nextSeq) this.#recover();
+    this.#releaseHold();
+  }
+
+  #releaseHold(): void {
+    const release = this.#release;
+    this.#release = null;
+    release?.();
   }
 
   #onExit(exitCode: number | null | undefined, signal: string | null | undefined): void {
@@ -377,7 +397,7 @@ export class RemoteProcess implements AsyncDisposable {
     this.#recovering = true;
     (async () => {
       try {
-        while (!this.#finished && !this.#paused) {
+        while (!this.#finished) {
           const result = await this.#transport.request<ReadResult>("process/read", {
             processId: this.id,
             afterSeq: this.#nextSeq - 1,
@@ -387,7 +407,15 @@ export class RemoteProcess implements AsyncDisposable {
           if (result.failure) throw new Error(`Cannot read process output: ${result.failure}`);
           for (const chunk of result.chunks) {
             if (chunk.seq < this.#nextSeq) continue;
+            if (chunk.seq > this.#nextSeq) {
+              throw new Error(
+                `Cannot read process output: seq ${this.#nextSeq}..${
+                  chunk.seq - 1
+                } is no longer retained by the executor`,
+              );
+            }
             this.#deliver(chunk.stream, decodeBase64(chunk.chunk));
+            this.#nextSeq = chunk.seq + 1;
           }
           const before = this.#nextSeq;
           this.#nextSeq = Math.max(this.#nextSeq, result.nextSeq);
@@ -411,6 +439,7 @@ export class RemoteProcess implements AsyncDisposable {
   #finish(): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#releaseHold();
     this.#unsubscribe?.();
     this.#unsubscribe = null;
     for (const controller of [this.#stdoutController, this.#stderrController]) {
@@ -428,6 +457,7 @@ export class RemoteProcess implements AsyncDisposable {
   #fail(error: unknown): void {
     if (this.#finished) return;
     this.#finished = true;
+    this.#releaseHold();
     this.#unsubscribe?.();
     this.#unsubscribe = null;
     for (const controller of [this.#stdoutController, this.#stderrController]) {

@@ -1,0 +1,652 @@
+/**
+ * End to end: the real `outpost` commands started as subprocesses with their
+ * least-privilege permission sets (`deno run -P=<set> cli.ts ...`), talking
+ * over real sockets on 127.0.0.1. Each test kills every subprocess it started.
+ */
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { createLogger } from "../lib/server/_logger.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const TOKEN = "e2e-token-0123456789abcdef";
+const decoder = new TextDecoder();
+
+/** Environment for subprocesses: enough to find Deno's cache, plus `extra`. */
+function childEnv(extra: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = { NO_COLOR: "1" };
+  for (const name of ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME"]) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env[name] = value;
+  }
+  return { ...env, ...extra };
+}
+
+interface CliOptions {
+  env?: Record<string, string>;
+  stdin?: "piped" | "null";
+  /** Hash stdout instead of keeping it (large transfers). */
+  hashStdout?: boolean;
+}
+
+/** One `cli.ts` subprocess with its output collected as it arrives. */
+class Cli implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  #stdout: Uint8Array[] = [];
+  stdoutBytes = 0;
+  #stderr = "";
+  #hash = createHash("sha256");
+  #hashing: boolean;
+  #changed: (() => void)[] = [];
+  #pumps: Promise<void>;
+  #status: Deno.CommandStatus | undefined;
+  readonly status: Promise<Deno.CommandStatus>;
+
+  constructor(set: string, args: string[], options: CliOptions = {}) {
+    this.#hashing = options.hashStdout ?? false;
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-q", `-P=${set}`, "cli.ts", ...args],
+      cwd: ROOT,
+      clearEnv: true,
+      env: childEnv(options.env ?? {}),
+      stdin: options.stdin ?? "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.status = this.child.status.then((status) => (this.#status = status));
+    this.#pumps = Promise.all([
+      this.#pump(this.child.stdout, (chunk) => {
+        this.stdoutBytes += chunk.byteLength;
+        if (this.#hashing) this.#hash.update(chunk);
+        else this.#stdout.push(chunk);
+      }),
+      this.#pump(this.child.stderr, (chunk) => (this.#stderr += decoder.decode(chunk))),
+    ]).then(() => {});
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>, sink: (chunk: Uint8Array) => void) {
+    for await (const chunk of stream) {
+      sink(chunk);
+      for (const wake of this.#changed.splice(0)) wake();
+    }
+  }
+
+  get stdout(): string {
+    return decoder.decode(concat(this.#stdout));
+  }
+
+  get stdoutRaw(): Uint8Array {
+    return concat(this.#stdout);
+  }
+
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  digest(): string {
+    return this.#hash.digest("hex");
+  }
+
+  /** Waits until `condition` holds on the output seen so far. */
+  async waitFor(condition: () => boolean, ms: number, label: string): Promise<void> {
+    const deadline = performance.now() + ms;
+    while (!condition()) {
+      if (this.#status !== undefined) {
+        await this.#pumps;
+        if (condition()) return;
+        throw new Error(
+          `Cannot see ${label}: the process exited with ${this.#status.code}; stderr:\n${this.#stderr}`,
+        );
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new Error(`Cannot see ${label} within ${ms} ms; stderr:\n${this.#stderr}`);
+      }
+      await withDeadline(
+        Promise.race([new Promise<void>((r) => this.#changed.push(r)), this.status]),
+        left,
+        label,
+      ).catch(() => {});
+    }
+  }
+
+  /** The first stdout line (the URL a server prints). */
+  async firstLine(ms = 15_000): Promise<string> {
+    await this.waitFor(() => this.stdout.includes("\n"), ms, "the printed URL");
+    return this.stdout.split("\n")[0].trim();
+  }
+
+  /** Waits for the exit and for all output. */
+  async finished(ms = 30_000): Promise<Deno.CommandStatus> {
+    const status = await withDeadline(this.status, ms, "process exit");
+    await this.#pumps;
+    return status;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#status === undefined) {
+      try {
+        this.child.kill("SIGTERM");
+      } catch {
+        // Already gone.
+      }
+      const ended = await withDeadline(this.status, 5000, "graceful stop").then(
+        () => true,
+        () => false,
+      );
+      if (!ended) {
+        try {
+          this.child.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }
+    }
+    await this.status;
+    await this.#stdinClose();
+    await this.#pumps;
+  }
+
+  async #stdinClose(): Promise<void> {
+    try {
+      await this.child.stdin.close();
+    } catch {
+      // Not piped, or already closed.
+    }
+  }
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let offset = 0;
+  for (const c of chunks) {
+    out.set(c, offset);
+    offset += c.byteLength;
+  }
+  return out;
+}
+
+async function startRendezvous(
+  extraArgs: string[] = [],
+): Promise<{ cli: Cli; url: string }> {
+  const cli = new Cli("rendezvous", ["rendezvous", "--listen", "ws://127.0.0.1:0", ...extraArgs], {
+    env: { OUTPOST_TOKEN: TOKEN },
+  });
+  return { cli, url: await cli.firstLine() };
+}
+
+function startExecutor(registry: string, executorId: string, token = TOKEN): Cli {
+  return new Cli("executor", ["executor", "--registry", registry, "--executor-id", executorId], {
+    env: { OUTPOST_TOKEN: token },
+  });
+}
+
+async function waitConnected(executor: Cli): Promise<void> {
+  await executor.waitFor(
+    () => executor.stderr.includes("connected to rendezvous"),
+    15_000,
+    "the executor connecting",
+  );
+}
+
+function exec(args: string[], options: CliOptions = {}): Cli {
+  return new Cli("client", ["exec", ...args], {
+    ...options,
+    env: { OUTPOST_TOKEN: TOKEN, ...options.env },
+  });
+}
+
+/** A TCP proxy on 127.0.0.1 that can cut every connection through it. */
+class TcpProxy implements AsyncDisposable {
+  #listener: Deno.Listener;
+  #pairs = new Set<[Deno.Conn, Deno.Conn]>();
+  #tasks = new Set<Promise<void>>();
+  #accepting: Promise<void>;
+  connections = 0;
+  readonly port: number;
+
+  constructor(targetPort: number) {
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.port = (this.#listener.addr as Deno.NetAddr).port;
+    this.#accepting = (async () => {
+      for await (const inbound of this.#listener) {
+        let outbound: Deno.Conn;
+        try {
+          outbound = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+        } catch {
+          inbound.close();
+          continue;
+        }
+        this.connections++;
+        const pair: [Deno.Conn, Deno.Conn] = [inbound, outbound];
+        this.#pairs.add(pair);
+        const task = Promise.all([copy(inbound, outbound), copy(outbound, inbound)]).then(() => {
+          this.#closePair(pair);
+        });
+        this.#tasks.add(task);
+        task.finally(() => this.#tasks.delete(task));
+      }
+    })().catch(() => {});
+  }
+
+  #closePair(pair: [Deno.Conn, Deno.Conn]): void {
+    if (!this.#pairs.delete(pair)) return;
+    for (const conn of pair) {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  /** Cuts every connection through the proxy; new ones are still accepted. */
+  cut(): number {
+    const n = this.#pairs.size;
+    for (const pair of [...this.#pairs]) this.#closePair(pair);
+    return n;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    await this.#accepting;
+    this.cut();
+    await Promise.allSettled([...this.#tasks]);
+  }
+}
+
+async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    while (true) {
+      const n = await from.read(buffer);
+      if (n === null) break;
+      let offset = 0;
+      while (offset < n) offset += await to.write(buffer.subarray(offset, n));
+    }
+  } catch {
+    // Cut or reset.
+  }
+  try {
+    await to.closeWrite();
+  } catch {
+    // Already closed.
+  }
+}
+
+/** A file of `bytes` pseudo-random bytes, and its SHA-256. */
+async function makeBlob(bytes: number): Promise<{ dir: string; path: string; sha256: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_e2e_" });
+  const path = `${dir}/blob`;
+  const hash = createHash("sha256");
+  const file = await Deno.open(path, { write: true, create: true });
+  const piece = new Uint8Array(1024 * 1024);
+  let state = 0x9e3779b9;
+  for (let written = 0; written < bytes; written += piece.byteLength) {
+    for (let i = 0; i < piece.length; i += 4) {
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      piece[i] = state & 0xff;
+      piece[i + 1] = (state >>> 8) & 0xff;
+      piece[i + 2] = (state >>> 16) & 0xff;
+      piece[i + 3] = (state >>> 24) & 0xff;
+    }
+    hash.update(piece);
+    let offset = 0;
+    while (offset < piece.byteLength) offset += await file.write(piece.subarray(offset));
+  }
+  file.close();
+  return { dir, path, sha256: hash.digest("hex") };
+}
+
+// ---------------------------------------------------------------------------
+
+Deno.test("cli: exec through rendezvous to executor returns output and exit code", async () => {
+  const rendezvous = await startRendezvous();
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-1");
+  await waitConnected(executor);
+  await using run = exec([
+    "--url",
+    rendezvous.url,
+    "--executor-id",
+    "box-1",
+    "--env",
+    "GREETING=hello there",
+    "--",
+    "sh",
+    "-c",
+    'echo "$GREETING"; echo to-stderr >&2; exit 3',
+  ]);
+  const status = await run.finished();
+  assert.equal(run.stdout, "hello there\n");
+  assert.match(run.stderr, /to-stderr\n/);
+  assert.equal(status.code, 3, run.stderr);
+  assert.match(run.stderr, /ended with exit 3/);
+  assert.ok(!run.stderr.includes(TOKEN) && !executor.stderr.includes(TOKEN));
+  assert.ok(!rendezvous.cli.stderr.includes(TOKEN));
+});
+
+Deno.test("cli: exec pipes stdin to the remote program and closes it at EOF", async () => {
+  const rendezvous = await startRendezvous();
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-stdin");
+  await waitConnected(executor);
+  await using run = exec(
+    ["--url", rendezvous.url, "--executor-id", "box-stdin", "--", "sh", "-c", "wc -c; cat"],
+    { stdin: "piped" },
+  );
+  const input = new Uint8Array(300 * 1024).map((_, i) => 97 + (i % 26));
+  const writer = run.child.stdin.getWriter();
+  await writer.write(input);
+  await writer.close();
+  const status = await run.finished();
+  assert.equal(status.code, 0, run.stderr);
+  // wc consumed everything; cat then sees EOF at once.
+  assert.equal(run.stdout.trim(), String(input.byteLength));
+});
+
+Deno.test("cli: Ctrl-C on exec reaches the remote program and exits 130", async () => {
+  const rendezvous = await startRendezvous();
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-int");
+  await waitConnected(executor);
+  await using run = exec([
+    "--url",
+    rendezvous.url,
+    "--executor-id",
+    "box-int",
+    "--",
+    "sh",
+    "-c",
+    'trap "echo got-sigint; exit 130" INT; echo ready; while :; do sleep 0.05; done',
+  ]);
+  await run.waitFor(() => run.stdout.includes("ready"), 15_000, "the program starting");
+  run.child.kill("SIGINT");
+  const status = await run.finished(10_000);
+  assert.equal(status.code, 130, run.stderr);
+  assert.match(run.stdout, /got-sigint/);
+});
+
+Deno.test("cli: a 64 MiB output arrives byte-identical through the rendezvous", async () => {
+  const blob = await makeBlob(64 * 1024 * 1024);
+  try {
+    const rendezvous = await startRendezvous();
+    await using _r = rendezvous.cli;
+    await using executor = startExecutor(rendezvous.url, "box-big");
+    await waitConnected(executor);
+    await using run = exec(
+      ["--url", rendezvous.url, "--executor-id", "box-big", "--", "cat", blob.path],
+      { hashStdout: true },
+    );
+    const status = await run.finished(60_000);
+    assert.equal(status.code, 0, run.stderr);
+    assert.equal(run.stdoutBytes, 64 * 1024 * 1024);
+    assert.equal(run.digest(), blob.sha256);
+  } finally {
+    await Deno.remove(blob.dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: exec against serve runs a program on the local executor", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+/);
+  await using run = new Cli("client", [
+    "exec",
+    "--url",
+    url,
+    "--",
+    "sh",
+    "-c",
+    "echo local; exit 0",
+  ]);
+  const status = await run.finished();
+  assert.equal(status.code, 0, run.stderr);
+  assert.equal(run.stdout, "local\n");
+});
+
+Deno.test("cli: serve refuses a non-loopback --listen without --allow-remote", async () => {
+  await using refused = new Cli("executor", ["serve", "--listen", "ws://0.0.0.0:0"]);
+  const status = await refused.finished();
+  assert.equal(status.code, 2);
+  assert.match(
+    refused.stderr,
+    /Cannot listen on ws:\/\/0\.0\.0\.0:0: 0\.0\.0\.0 is not a loopback address; pass --allow-remote/,
+  );
+  await using noToken = new Cli("executor", [
+    "serve",
+    "--listen",
+    "ws://0.0.0.0:0",
+    "--allow-remote",
+  ]);
+  assert.equal((await noToken.finished()).code, 2);
+  assert.match(noToken.stderr, /with --allow-remote: set OUTPOST_TOKEN or --token-file/);
+});
+
+Deno.test("cli: a wrong token at registration is fatal and not retried", async () => {
+  const rendezvous = await startRendezvous();
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-bad", "wrong-token-0123456789abcdef");
+  const status = await executor.finished(15_000);
+  assert.equal(status.code, 1);
+  assert.match(
+    executor.stderr,
+    /Cannot register executor box-bad: the registry refused the token \(403 forbidden\): Cannot register: the token is not valid/,
+  );
+  assert.ok(!executor.stderr.includes("retrying"));
+  assert.ok(!executor.stderr.includes("wrong-token-0123456789abcdef"));
+});
+
+Deno.test("cli: a wrong token at the harness socket is refused", async () => {
+  const rendezvous = await startRendezvous();
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-h");
+  await waitConnected(executor);
+  await using run = exec(
+    ["--url", rendezvous.url, "--executor-id", "box-h", "--", "true"],
+    { env: { OUTPOST_TOKEN: "wrong-token-0123456789abcdef" } },
+  );
+  const status = await run.finished();
+  assert.equal(status.code, 255);
+  assert.match(run.stderr, /the rendezvous refused the token \(HTTP 403\)/);
+  assert.ok(!run.stderr.includes("wrong-token-0123456789abcdef"));
+});
+
+Deno.test("cli: tampered and expired signed URLs are refused with the documented errors", async () => {
+  const rendezvous = await startRendezvous(["--url-ttl-ms", "300"]);
+  await using _r = rendezvous.cli;
+  const registry = rendezvous.url.replace(/^ws:/, "http:");
+  const register = async () => {
+    const response = await fetch(`${registry}/cloud/executor/box-sig/register`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    assert.equal(response.status, 200);
+    return (await response.json()).url as string;
+  };
+  const probe = async (url: string) => {
+    const response = await fetch(url.replace(/^ws:/, "http:"));
+    return { status: response.status, body: await response.json() };
+  };
+  const signed = new URL(await register());
+  const tampered = new URL(signed);
+  const sig = tampered.searchParams.get("sig")!;
+  tampered.searchParams.set("sig", (sig[0] === "A" ? "B" : "A") + sig.slice(1));
+  assert.deepEqual(await probe(tampered.href), {
+    status: 403,
+    body: {
+      error: {
+        code: "bad_signature",
+        message: "Cannot open executor socket: the URL signature is not valid",
+      },
+    },
+  });
+  const moved = new URL(signed);
+  moved.searchParams.set("exp", String(Number(signed.searchParams.get("exp")) + 60_000));
+  assert.equal((await probe(moved.href)).body.error.code, "bad_signature");
+  const unsigned = new URL(signed);
+  unsigned.search = "?role=executor";
+  assert.equal((await probe(unsigned.href)).status, 401);
+  // Let the 300 ms lifetime pass (the expiry is a wall-clock time in the URL).
+  const exp = Number(signed.searchParams.get("exp"));
+  await until(() => Date.now() > exp + 5, 5000, "the URL to expire");
+  assert.deepEqual(await probe(signed.href), {
+    status: 401,
+    body: {
+      error: {
+        code: "url_expired",
+        message: "Cannot open executor socket: the signed URL has expired; register again",
+      },
+    },
+  });
+});
+
+Deno.test("cli: the executor keeps retrying when its signed URL is refused", async () => {
+  const rendezvous = await startRendezvous();
+  await using _r = rendezvous.cli;
+  const target = new URL(rendezvous.url);
+  // A registry front that spoils the signature of the first two answers.
+  let registrations = 0;
+  const front = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (request) => {
+      const upstream = await fetch(`http://${target.host}${new URL(request.url).pathname}`, {
+        method: request.method,
+        headers: request.headers,
+        body: await request.arrayBuffer(),
+      });
+      const body = await upstream.json();
+      registrations++;
+      if (registrations <= 2 && typeof body.url === "string") {
+        const url = new URL(body.url);
+        url.searchParams.set("sig", "AAAA" + url.searchParams.get("sig")!.slice(4));
+        body.url = url.href;
+      }
+      return Response.json(body, { status: upstream.status });
+    },
+  );
+  try {
+    await using executor = startExecutor(`http://127.0.0.1:${front.addr.port}`, "box-retry");
+    await waitConnected(executor);
+    assert.equal(registrations, 3);
+    assert.equal(executor.stderr.match(/retrying/g)?.length, 2);
+    await using run = exec([
+      "--url",
+      rendezvous.url,
+      "--executor-id",
+      "box-retry",
+      "--",
+      "sh",
+      "-c",
+      "echo ok",
+    ]);
+    assert.equal((await run.finished()).code, 0, run.stderr);
+    assert.equal(run.stdout, "ok\n");
+  } finally {
+    await front.shutdown();
+  }
+});
+
+Deno.test("cli: a transfer completes intact after the executor's socket is cut", async () => {
+  const blob = await makeBlob(48 * 1024 * 1024);
+  try {
+    const rendezvous = await startRendezvous();
+    await using _r = rendezvous.cli;
+    await using proxy = new TcpProxy(Number(new URL(rendezvous.url).port));
+    // Registering through the proxy makes the signed URL point at the proxy too.
+    await using executor = startExecutor(`ws://127.0.0.1:${proxy.port}`, "box-cut");
+    await waitConnected(executor);
+    await using run = exec(
+      [
+        "--url",
+        rendezvous.url,
+        "--executor-id",
+        "box-cut",
+        "--",
+        "sh",
+        "-c",
+        `head -c 8388608 ${blob.path}; sleep 1; tail -c +8388609 ${blob.path}`,
+      ],
+      { hashStdout: true },
+    );
+    await run.waitFor(() => run.stdoutBytes >= 4 * 1024 * 1024, 30_000, "4 MiB of output");
+    assert.ok(proxy.cut() >= 1, "the executor socket went through the proxy");
+    await executor.waitFor(
+      () => (executor.stderr.match(/connected to rendezvous/g)?.length ?? 0) >= 2,
+      15_000,
+      "the executor reconnecting",
+    );
+    const status = await run.finished(60_000);
+    assert.equal(status.code, 0, run.stderr);
+    assert.equal(run.stdoutBytes, 48 * 1024 * 1024);
+    assert.equal(run.digest(), blob.sha256);
+    assert.match(executor.stderr, /lost rendezvous socket/);
+  } finally {
+    await Deno.remove(blob.dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: --help on each command, bad flags and token flags fail clearly", async () => {
+  for (const command of ["serve", "rendezvous", "executor", "exec"]) {
+    await using help = new Cli("client", [command, "--help"]);
+    assert.equal((await help.finished()).code, 0);
+    assert.match(help.stdout, new RegExp(`^Usage: outpost ${command}`));
+  }
+  await using top = new Cli("client", ["--help"]);
+  assert.equal((await top.finished()).code, 0);
+  assert.match(top.stdout, /Commands:\n  serve/);
+
+  await using bad = new Cli("client", ["exec", "--nope", "x"]);
+  assert.equal((await bad.finished()).code, 2);
+  assert.match(bad.stderr, /Cannot parse exec options: Unknown option '--nope'/);
+
+  await using unknown = new Cli("client", ["frobnicate"]);
+  assert.equal((await unknown.finished()).code, 2);
+  assert.match(unknown.stderr, /Cannot run "frobnicate": unknown command/);
+
+  await using tokenFlag = new Cli("client", ["exec", "--token", "abc", "--url", "ws://x"]);
+  assert.equal((await tokenFlag.finished()).code, 2);
+  assert.match(tokenFlag.stderr, /tokens are never taken from flags/);
+
+  await using noDashes = new Cli("client", ["exec", "--url", "ws://127.0.0.1:1", "ls"]);
+  assert.equal((await noDashes.finished()).code, 2);
+  assert.match(noDashes.stderr, /put the program after "--"/);
+
+  await using missing = new Cli("executor", ["executor", "--registry", "http://127.0.0.1:1"]);
+  assert.equal((await missing.finished()).code, 2);
+  assert.match(missing.stderr, /--executor-id ID is required/);
+});
+
+Deno.test("logger redacts credentials in text and JSON lines", () => {
+  const lines: string[] = [];
+  const now = () => new Date(0);
+  const text = createLogger({ write: (l) => lines.push(l), now });
+  const json = createLogger({ format: "json", write: (l) => lines.push(l), now });
+  for (const log of [text, json]) {
+    log.info("connecting to ws://h/executor/e?role=executor&exp=1&sig=SECRETSIG", {
+      token: "SECRETTOKEN",
+      authorization: "Bearer SECRETBEARER",
+      note: "Bearer SECRETBEARER2",
+      n: 3,
+    });
+    log.debug("hidden at info level");
+  }
+  assert.equal(lines.length, 2);
+  for (const line of lines) assert.ok(!/SECRET/.test(line), line);
+  assert.equal(
+    lines[0],
+    '1970-01-01T00:00:00.000Z INFO  connecting to ws://h/executor/e?role=executor&exp=1&sig=[redacted] token=[redacted] authorization=[redacted] note="Bearer [redacted]" n=3',
+  );
+  assert.deepEqual(JSON.parse(lines[1]), {
+    time: "1970-01-01T00:00:00.000Z",
+    level: "info",
+    msg: "connecting to ws://h/executor/e?role=executor&exp=1&sig=[redacted]",
+    token: "[redacted]",
+    authorization: "[redacted]",
+    note: "Bearer [redacted]",
+    n: 3,
+  });
+});
