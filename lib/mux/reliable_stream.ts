@@ -170,6 +170,9 @@ interface Waiter {
 
 const ACK_BODY: FrameBody = Object.freeze({ kind: "ack" }) as FrameBody;
 const NOOP = (): void => {};
+const EMPTY = new Uint8Array(0);
+/** First allocation for reassembling a message; it doubles as segments arrive. */
+const INITIAL_REASSEMBLY_BYTES = 1024 * 1024;
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   const result = value ?? fallback;
@@ -177,16 +180,6 @@ function positive(name: string, value: number | undefined, fallback: number): nu
     throw new RangeError(`Cannot create stream: ${name} ${result} is not a positive integer`);
   }
   return result;
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /**
@@ -253,7 +246,8 @@ export class ReliableStream {
   #recvNext = 1;
   #held = new Map<number, DataBody>();
   #heldBytes = 0;
-  #partial: Uint8Array[] = [];
+  #partial: Uint8Array = EMPTY;
+  #partialIndex = 0;
   #partialCount = 0;
   #partialBytes = 0;
   #inbox: Uint8Array[] = [];
@@ -907,35 +901,58 @@ export class ReliableStream {
   }
 
   #accept(body: DataBody): void {
+    const payload = body.payload;
     if (this.#partialCount === 0) {
       if (body.segmentIndex !== 0) {
         this.#protocolError(`segment_index ${body.segmentIndex} starts a message`);
         return;
       }
       if (body.segmentCount === 1) {
-        this.#deliver(body.payload);
+        this.#deliver(payload);
         return;
       }
+      // One buffer per message, sized for an honest sender (equal segments)
+      // but never more than a bounded first guess: memory follows the bytes
+      // that actually arrive, whatever segment_count claims.
       this.#partialCount = body.segmentCount;
+      this.#partial = new Uint8Array(
+        Math.min(
+          body.segmentCount * payload.length,
+          this.#maxMessageBytes,
+          INITIAL_REASSEMBLY_BYTES,
+        ),
+      );
     } else if (
-      body.segmentCount !== this.#partialCount || body.segmentIndex !== this.#partial.length
+      body.segmentCount !== this.#partialCount || body.segmentIndex !== this.#partialIndex
     ) {
       this.#protocolError(
         `segment ${body.segmentIndex}/${body.segmentCount} does not continue segment ${
-          this.#partial.length - 1
+          this.#partialIndex - 1
         }/${this.#partialCount}`,
       );
       return;
     }
-    this.#partial.push(body.payload);
-    this.#partialBytes += body.payload.length;
-    if (this.#partialBytes > this.#maxMessageBytes) {
+    const total = this.#partialBytes + payload.length;
+    if (total > this.#maxMessageBytes) {
       this.reset(RESET_MESSAGE_TOO_LARGE);
       return;
     }
-    if (this.#partial.length === this.#partialCount) {
-      const message = concat(this.#partial, this.#partialBytes);
-      this.#partial = [];
+    if (total > this.#partial.length) {
+      const grown = new Uint8Array(
+        Math.min(Math.max(total, this.#partial.length * 2), this.#maxMessageBytes),
+      );
+      grown.set(this.#partial.subarray(0, this.#partialBytes));
+      this.#partial = grown;
+    }
+    this.#partial.set(payload, this.#partialBytes);
+    this.#partialBytes = total;
+    this.#partialIndex++;
+    if (this.#partialIndex === this.#partialCount) {
+      const message = this.#partialBytes === this.#partial.length
+        ? this.#partial
+        : this.#partial.subarray(0, this.#partialBytes);
+      this.#partial = EMPTY;
+      this.#partialIndex = 0;
       this.#partialCount = 0;
       this.#partialBytes = 0;
       this.#deliver(message);
@@ -976,7 +993,8 @@ export class ReliableStream {
     this.#resendHead = 0;
     this.#held.clear();
     this.#heldBytes = 0;
-    this.#partial = [];
+    this.#partial = EMPTY;
+    this.#partialIndex = 0;
     this.#partialCount = 0;
     this.#partialBytes = 0;
     this.#ackDue = false;
