@@ -12,6 +12,8 @@ import {
   type RendezvousServer,
   serveRendezvous,
 } from "../lib/server/rendezvous_server.ts";
+import { checkBearer, parseBearer, readToken, tokensEqual } from "../lib/server/_token.ts";
+import { UrlSigner } from "../lib/server/_signed_url.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 
 const TOKEN = "test-token-0123456789abcdef";
@@ -379,4 +381,76 @@ Deno.test("serveRendezvous closes on abort: sockets end, the port is released", 
   const port = Number(new URL(rz.url).port);
   const listener = Deno.listen({ hostname: "127.0.0.1", port });
   listener.close();
+});
+
+Deno.test("parseBearer and tokensEqual accept exactly the configured bearer token", () => {
+  assert.equal(parseBearer(`Bearer ${TOKEN}`), TOKEN);
+  assert.equal(parseBearer(`bearer  ${TOKEN} `), TOKEN);
+  assert.equal(parseBearer(null), undefined);
+  assert.equal(parseBearer(""), undefined);
+  assert.equal(parseBearer("Bearer"), undefined);
+  assert.equal(parseBearer(`Basic ${TOKEN}`), undefined);
+  assert.equal(parseBearer(`Bearer ${TOKEN} extra`), undefined);
+  assert.ok(tokensEqual(TOKEN, TOKEN));
+  assert.ok(!tokensEqual(`${TOKEN}x`, TOKEN));
+  assert.ok(!tokensEqual(TOKEN.slice(1), TOKEN));
+  assert.ok(!tokensEqual("", TOKEN));
+  assert.ok(!tokensEqual(TOKEN.replace(/.$/, "X"), TOKEN));
+  // A prefix repeated to the right length must not match.
+  assert.ok(!tokensEqual("test", "testtest"));
+  assert.equal(checkBearer(`Bearer ${TOKEN}`, TOKEN), "ok");
+  assert.equal(checkBearer("Bearer nope", TOKEN), "wrong");
+  assert.equal(checkBearer(undefined, TOKEN), "missing");
+});
+
+Deno.test("readToken reads a token file or the environment, and never echoes a bad token", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/token`;
+    await Deno.writeTextFile(file, `${TOKEN}\n`);
+    assert.equal(await readToken({ tokenFile: file }), TOKEN);
+    await Deno.writeTextFile(file, "has space in-it-0123456789");
+    const error = await readToken({ tokenFile: file }).catch((e) => e);
+    assert.ok(error instanceof TypeError);
+    assert.ok(!error.message.includes("in-it"), error.message);
+    await Deno.writeTextFile(file, "  \n");
+    await assert.rejects(readToken({ tokenFile: file }), /empty/);
+    await assert.rejects(readToken({ tokenFile: `${dir}/missing` }), Deno.errors.NotFound);
+
+    const envVar = "OUTPOST_TEST_TOKEN_RENDEZVOUS";
+    Deno.env.delete(envVar);
+    assert.equal(await readToken({ envVar }), undefined);
+    await assert.rejects(readToken({ envVar, required: true }), /set OUTPOST_TEST_TOKEN/);
+    Deno.env.set(envVar, ` ${TOKEN} `);
+    try {
+      assert.equal(await readToken({ envVar }), TOKEN);
+    } finally {
+      Deno.env.delete(envVar);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("UrlSigner signs role, id and expiry together", async () => {
+  const key = crypto.getRandomValues(new Uint8Array(16));
+  const signer = await UrlSigner.create(key);
+  const other = await UrlSigner.create();
+  const exp = Date.now() + 1_000;
+  const sig = await signer.sign("executor", "e1", exp);
+  const params = (e: number, s: string) => new URLSearchParams({ exp: String(e), sig: s });
+  assert.equal(await signer.verify("executor", "e1", params(exp, sig), Date.now()), undefined);
+  assert.equal(await signer.verify("executor", "e1", params(exp, sig), exp), "expired");
+  assert.equal(await signer.verify("harness", "e1", params(exp, sig), 0), "bad_signature");
+  assert.equal(await signer.verify("executor", "e2", params(exp, sig), 0), "bad_signature");
+  assert.equal(await signer.verify("executor", "e1", params(exp + 1, sig), 0), "bad_signature");
+  assert.equal(await other.verify("executor", "e1", params(exp, sig), 0), "bad_signature");
+  assert.equal(
+    await signer.verify("executor", "e1", params(exp, sig.toUpperCase()), 0),
+    "malformed",
+  );
+  assert.equal(await signer.verify("executor", "e1", new URLSearchParams(), 0), "missing");
+  // The key bytes given are not kept or zeroed by the signer.
+  assert.ok(key.some((b) => b !== 0));
+  await assert.rejects(UrlSigner.create(new Uint8Array(15)), RangeError);
 });
