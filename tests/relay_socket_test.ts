@@ -277,7 +277,7 @@ Deno.test("RelaySocket send waits while the peer stops reading and resumes when 
   let blocked: Promise<void>;
   while (true) {
     blocked = client.sendBytes(frame);
-    if (await stillPending(blocked, 300)) break;
+    if (await stillPending(blocked, 500)) break;
     acceptedBytes += frame.length;
     assert.ok(acceptedBytes < 64 * 1024 * 1024, "send never blocked");
   }
@@ -310,10 +310,9 @@ Deno.test("RelaySocket close fails waiting sends with RelayClosedError", async (
   await completeHandshake(await accepted);
   const client = await withDeadline(connecting, DEADLINE, "connect");
   const frame = encodeFrame(dataFrame(1, new Uint8Array(128 * 1024)));
-  while (!await stillPending(client.sendBytes(frame), 300)) {
-    // keep filling until a send waits
-  }
-  const waiting = [client.sendBytes(frame), client.send(dataFrame(2, "x"))];
+  let first: Promise<void>;
+  do first = client.sendBytes(frame); while (!await stillPending(first, 500));
+  const waiting = [first, client.sendBytes(frame), client.send(dataFrame(2, "x"))];
   const closing = client.close("shutting down");
   for (const send of waiting) {
     await assert.rejects(withDeadline(send, DEADLINE, "waiting send"), (error: unknown) => {
@@ -327,6 +326,56 @@ Deno.test("RelaySocket close fails waiting sends with RelayClosedError", async (
   raw.closeConns();
   await withDeadline(closing, DEADLINE, "close");
   await withDeadline(client.close("again"), DEADLINE, "second close");
+});
+
+Deno.test("RelaySocket fails waiting sends when the peer drops the connection", async () => {
+  await using raw = new RawServer();
+  const accepted = raw.accept();
+  const connecting = RelaySocket.connect(raw.url, { highWaterMark: 64 * 1024, lowWaterMark: 0 });
+  await completeHandshake(await accepted);
+  await using client = await withDeadline(connecting, DEADLINE, "connect");
+  const frame = encodeFrame(dataFrame(1, new Uint8Array(128 * 1024)));
+  let waiting: Promise<void>;
+  do waiting = client.sendBytes(frame); while (!await stillPending(waiting, 500));
+  raw.closeConns();
+  await assert.rejects(withDeadline(waiting, DEADLINE, "waiting send"), (error: unknown) => {
+    assert.ok(error instanceof RelayClosedError);
+    assert.match(error.message, /^Relay socket closed: /);
+    assert.equal(typeof (error.cause as { code?: unknown }).code, "number");
+    return true;
+  });
+  const info = await withDeadline(client.closed, DEADLINE, "closed");
+  assert.deepEqual(await client.closed, info);
+});
+
+Deno.test("RelaySocket close gives up after closeTimeoutMs when the peer never answers", async () => {
+  let serverSocket: WebSocket | undefined;
+  await using server = new WsServer((socket) => serverSocket = socket);
+  // A hand-made client: completes the upgrade, then never reads or answers a close.
+  const port = Number(new URL(server.url).port);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(utf8.encode(
+    `GET /relay HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+      "Sec-WebSocket-Version: 13\r\n\r\n",
+  ));
+  const head = new Uint8Array(1024);
+  const n = await withDeadline(conn.read(head), DEADLINE, "upgrade response");
+  assert.match(new TextDecoder().decode(head.subarray(0, n ?? 0)), /^HTTP\/1\.1 101/);
+  await server.next();
+  const relay = RelaySocket.accept(serverSocket!, { closeTimeoutMs: 100 });
+  const started = performance.now();
+  await withDeadline(relay.close("bye"), DEADLINE, "close");
+  assert.ok(performance.now() - started >= 90);
+  assert.deepEqual(await relay.closed, {
+    code: 1006,
+    reason: "closing handshake not finished within 100 ms",
+    wasClean: false,
+  });
+  // Dropping the connection releases the WebSocket.
+  const released = new Promise((resolve) => serverSocket!.addEventListener("close", resolve));
+  conn.close();
+  await withDeadline(released, DEADLINE, "server socket released");
 });
 
 Deno.test("RelaySocket close is idempotent and both sides see the code and reason", async () => {
