@@ -252,10 +252,6 @@ Deno.test("RelayRouter removes a route when a reset passes through, in either di
     await executor.socket.send(reset("s", "shutdown"));
     assert.equal(resetReason(await b.inbox.next("reset to b")), "shutdown");
     assert.equal(h.router.stats().streams, 0);
-    // The executor speaking on a stream nobody owns is told so.
-    await executor.socket.send(data("s", "late"));
-    const unknown = await executor.inbox.next("unknown_stream");
-    assert.equal(resetReason(unknown), "unknown_stream");
   } finally {
     await h.close();
   }
@@ -575,4 +571,54 @@ Deno.test("RelayRouter close ends every socket with shutdown and is idempotent",
   await executor.inbox.end();
   assert.equal(h.router.admits("harness", "e1"), "shutdown");
   await h.close();
+});
+
+Deno.test("RelayRouter parks executor streams nobody holds, for a harness to take back (rendezvous restart)", async () => {
+  const windowMs = 300;
+  const h = await host({ detachWindowMs: windowMs, maxStreams: 2 });
+  try {
+    const executor = await h.connect("executor");
+    // After a restart the executor resumes streams the new router never saw.
+    await executor.socket.send(resume("kept", 4));
+    await executor.socket.send(resume("orphan", 7));
+    await executor.socket.send(resume("over the limit", 1));
+    const refused = await executor.inbox.next("unknown_stream");
+    assert.deepEqual(
+      [refused.streamId, resetReason(refused)],
+      ["over the limit", "unknown_stream"],
+    );
+    assert.equal(h.router.stats().parkedStreams, 2);
+    const harness = await h.connect("harness");
+    assert.equal((await through(harness, executor, resume("kept", 9))).body.kind, "resume");
+    await executor.socket.send(data("kept", "resent after resume", 4));
+    assert.equal(payloadOf(await harness.inbox.next("resent")), "resent after resume");
+    // Nobody came back for the other one: the executor hears so after the window.
+    const expired = await executor.inbox.next("harness_disconnected");
+    assert.deepEqual([expired.streamId, resetReason(expired)], ["orphan", "harness_disconnected"]);
+    assert.equal(h.router.stats().streams, 1);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter holds harness streams during its startup grace until the executor returns", async () => {
+  const windowMs = 300;
+  const h = await host({ detachWindowMs: windowMs, startupGraceMs: 60_000 });
+  try {
+    const harness = await h.connect("harness");
+    const other = await h.connect("harness", "never");
+    // Just after a restart, no executor yet: frames wait instead of a reset.
+    await harness.socket.send(resume("s", 3));
+    await other.socket.send(resume("t", 3));
+    const executor = await h.connect("executor");
+    const held = await executor.inbox.next("held resume");
+    assert.deepEqual([held.streamId, held.body.kind], ["s", "resume"]);
+    await executor.socket.send(data("s", "welcome back", 3));
+    assert.equal(payloadOf(await harness.inbox.next("reply")), "welcome back");
+    // An executor that never returns: its streams end after the window.
+    const gone = await other.inbox.next("executor_disconnected");
+    assert.deepEqual([gone.streamId, resetReason(gone)], ["t", "executor_disconnected"]);
+  } finally {
+    await h.close();
+  }
 });

@@ -111,6 +111,14 @@ export interface RelayRouterOptions {
    * @default {4194304}
    */
   maxOfflineQueueBytes?: number;
+  /**
+   * For this long after the router starts, a harness stream for an executor
+   * id that has no executor socket is held for the detach window (as if the
+   * executor were reconnecting) instead of being reset `executor_offline`, so
+   * sessions survive a restart of the rendezvous. 0 turns this off.
+   * @default {0}
+   */
+  startupGraceMs?: number;
   /** Receives an event for every attach, detach, expiry and drop. */
   onEvent?: (event: RouterEvent) => void;
 }
@@ -298,6 +306,8 @@ export class RelayRouter implements AsyncDisposable {
   #loops = new Set<Promise<void>>();
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #closing = false;
+  #startedAt = performance.now();
+  #startupGraceMs: number;
   #closed = Promise.withResolvers<void>();
 
   /**
@@ -320,6 +330,12 @@ export class RelayRouter implements AsyncDisposable {
     this.#maxQueue = positive(options.maxPeerQueueBytes, 16 << 20, "maxPeerQueueBytes");
     this.#slowMs = positive(options.slowPeerTimeoutMs, 15_000, "slowPeerTimeoutMs");
     this.#maxOffline = positive(options.maxOfflineQueueBytes, 4 << 20, "maxOfflineQueueBytes");
+    this.#startupGraceMs = options.startupGraceMs ?? 0;
+    if (!Number.isFinite(this.#startupGraceMs) || this.#startupGraceMs < 0) {
+      throw new RangeError(
+        `Cannot create router: startupGraceMs must be a non-negative number, got ${this.#startupGraceMs}`,
+      );
+    }
     this.#onEvent = options.onEvent;
   }
 
@@ -571,7 +587,16 @@ export class RelayRouter implements AsyncDisposable {
     const isReset = frame.body.kind === "reset";
     const route = site.routes.get(streamId);
     if (route === undefined) {
-      if (!isReset) peer.enqueue(resetBytes(streamId, RESET_UNKNOWN_STREAM));
+      if (isReset) return;
+      if (site.routes.size >= this.#maxStreams) {
+        peer.enqueue(resetBytes(streamId, RESET_UNKNOWN_STREAM));
+        return;
+      }
+      // No harness holds this stream (e.g. the rendezvous restarted): park it
+      // so a returning harness can take it back; the frame itself is dropped.
+      const parking = {};
+      site.routes.set(streamId, { owner: undefined, parking });
+      this.#park(site, [streamId], parking);
       return;
     }
     const owner = route.owner;
@@ -617,8 +642,12 @@ export class RelayRouter implements AsyncDisposable {
         return false;
       }
       if (site.executor === undefined && !site.executorAway) {
-        this.#toHarness(peer, resetBytes(streamId, RESET_EXECUTOR_OFFLINE));
-        return false;
+        if (performance.now() - this.#startedAt >= this.#startupGraceMs) {
+          this.#toHarness(peer, resetBytes(streamId, RESET_EXECUTOR_OFFLINE));
+          return false;
+        }
+        // Just started (perhaps restarted): the executor may be on its way back.
+        this.#awaitExecutor(site);
       }
       if (site.routes.size >= this.#maxStreams) {
         this.#toHarness(peer, resetBytes(streamId, RESET_TOO_MANY_STREAMS));
@@ -659,6 +688,11 @@ export class RelayRouter implements AsyncDisposable {
     site.executor = undefined;
     this.#emit({ type: "executor_detached", executorId: site.id });
     if (this.#closing) return;
+    this.#awaitExecutor(site);
+  }
+
+  /** Holds the site's streams for the detach window, waiting for an executor socket. */
+  #awaitExecutor(site: Site): void {
     site.executorAway = true;
     site.executorTimer = setTimeout(() => this.#executorExpired(site), this.#detachWindowMs);
   }
@@ -701,13 +735,18 @@ export class RelayRouter implements AsyncDisposable {
           route.parking = parking;
         }
       }
-      const timer = setTimeout(() => {
-        site.parkTimers.delete(timer);
-        this.#harnessExpired(site, parked, parking);
-      }, this.#detachWindowMs);
-      site.parkTimers.add(timer);
+      this.#park(site, parked, parking);
     }
     this.#maybeForget(site);
+  }
+
+  /** Expires parked streams after the detach window unless taken back by then. */
+  #park(site: Site, streamIds: string[], parking: object): void {
+    const timer = setTimeout(() => {
+      site.parkTimers.delete(timer);
+      this.#harnessExpired(site, streamIds, parking);
+    }, this.#detachWindowMs);
+    site.parkTimers.add(timer);
   }
 
   #harnessExpired(site: Site, streamIds: string[], parking: object): void {

@@ -113,6 +113,13 @@ export interface RendezvousOptions {
    */
   maxOfflineQueueBytes?: number;
   /**
+   * For this long after start, harness streams for an executor id with no
+   * executor socket wait for the detach window instead of being reset
+   * `executor_offline`, so sessions survive a rendezvous restart. 0 turns it off.
+   * @default {0}
+   */
+  startupGraceMs?: number;
+  /**
    * Seconds between server pings; a socket that does not answer one in time is closed.
    * @default {30}
    */
@@ -321,6 +328,7 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     maxPeerQueueBytes: options.maxPeerQueueBytes,
     slowPeerTimeoutMs: options.slowPeerTimeoutMs,
     maxOfflineQueueBytes: options.maxOfflineQueueBytes,
+    startupGraceMs: options.startupGraceMs,
     onEvent: emit,
   });
   const socketOptions = { maxFrameBytes };
