@@ -236,6 +236,10 @@ class Peer {
       while (!this.dead && this.#head < this.#queue.length) {
         const bytes = this.#queue[this.#head];
         this.#queue[this.#head++] = EMPTY;
+        if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+          this.#queue.splice(0, this.#head);
+          this.#head = 0;
+        }
         this.queuedBytes -= bytes.length;
         if (this.#drain !== undefined && this.queuedBytes <= this.#lowWater) this.#releaseDrain();
         await this.socket.sendBytes(bytes);
@@ -246,9 +250,6 @@ class Peer {
       this.#pumping = false;
       if (this.#head >= this.#queue.length) {
         this.#queue.length = 0;
-        this.#head = 0;
-      } else if (this.#head > 1024) {
-        this.#queue = this.#queue.slice(this.#head);
         this.#head = 0;
       }
     }
