@@ -385,7 +385,9 @@ Deno.test("RelaySocket close is idempotent and both sides see the code and reaso
   const client = await connecting;
   const serverFrames = serverRelay[Symbol.asyncIterator]();
   const pendingRead = serverFrames.next();
-  await assert.rejects(client.close("bad", 1008), RangeError);
+  for (const bad of [999, 1005, 1006, 2000, 5000, 4000.5]) {
+    await assert.rejects(client.close("bad", bad), RangeError);
+  }
   const first = client.close("bye", 4000);
   const second = client.close("ignored", 4001);
   await withDeadline(Promise.all([first, second]), DEADLINE, "close");
@@ -409,6 +411,16 @@ Deno.test("RelaySocket close is idempotent and both sides see the code and reaso
     return true;
   });
   await serverRelay.close();
+});
+
+Deno.test("RelaySocket client side sends a standard close code as 4000 + its last digits", async () => {
+  await using server = new WsServer();
+  const connecting = RelaySocket.connect(server.url);
+  const serverRelay = RelaySocket.accept(await server.next());
+  const client = await connecting;
+  await withDeadline(client.close("going away", 1001), DEADLINE, "close");
+  assert.equal((await withDeadline(serverRelay.closed, DEADLINE, "closed")).code, 4001);
+  assert.equal((await client.closed).code, 4001);
 });
 
 Deno.test("RelaySocket is AsyncDisposable and a long close reason is cut to 123 bytes", async () => {
