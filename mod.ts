@@ -71,12 +71,49 @@ export type {
 
 // JSON-RPC (lib/rpc)
 export type { MessageChannel } from "./lib/rpc/message_channel.ts";
+export {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  JsonRpcPeer,
+  MIN_MAX_MESSAGE_BYTES,
+} from "./lib/rpc/json_rpc_peer.ts";
+export type {
+  JsonRpcPeerOptions,
+  RequestContext,
+  RequestHandler,
+  RequestOptions,
+} from "./lib/rpc/json_rpc_peer.ts";
+export {
+  INTERNAL_ERROR,
+  INVALID_PARAMS,
+  INVALID_REQUEST,
+  METHOD_NOT_FOUND,
+  NOT_FOUND,
+  PARSE_ERROR,
+  SANDBOX_DENIED,
+  SESSION_ATTACHED_ELSEWHERE,
+} from "./lib/rpc/error_codes.ts";
 
 // Stream mux (lib/mux)
 
 // Sandboxed executor (lib/exec)
+export { Executor } from "./lib/exec/executor.ts";
+export type { ExecutorOptions } from "./lib/exec/executor.ts";
+export type {
+  EnvironmentInfo,
+  SandboxInfo,
+  ShellInfo,
+} from "./lib/exec/environment_info.ts";
+export { SandboxPolicy } from "./lib/exec/sandbox_policy.ts";
+export type {
+  AccessKind,
+  PathCheckOptions,
+  PermissionQuery,
+  SandboxPolicyOptions,
+} from "./lib/exec/sandbox_policy.ts";
 
 // Servers (lib/server)
+export { serveLocal } from "./lib/server/local_server.ts";
+export type { LocalServer, ServeLocalOptions } from "./lib/server/local_server.ts";
 export { serveRendezvous } from "./lib/server/rendezvous_server.ts";
 export type {
   RendezvousEvent,

@@ -266,6 +266,30 @@ export class JsonRpcPeer implements AsyncDisposable {
   }
 
   /**
+   * Sends an error object with id `null`: the reply to a message that had no
+   * id to answer (a bad notification, say). The connection continues.
+   *
+   * @param code The JSON-RPC error code.
+   * @param message The error message.
+   * @returns Resolves once the channel has accepted it.
+   * @throws {RelayClosedError} When the channel is closed.
+   */
+  async sendError(code: number, message: string): Promise<void> {
+    if (this.#closedError) throw this.#closedError;
+    const text = JSON.stringify({
+      jsonrpc: "2.0",
+      id: null,
+      error: { code, message: shown(message) },
+    });
+    try {
+      await this.#channel.send(text);
+    } catch (cause) {
+      throw this.#closedError ??
+        new RelayClosedError("Cannot send error: the channel is closed", { cause });
+    }
+  }
+
+  /**
    * Closes the channel; pending requests fail with {@linkcode RelayClosedError}.
    * Idempotent.
    *

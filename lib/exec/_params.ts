@@ -1,0 +1,200 @@
+/**
+ * Small validators for JSON-RPC params. Each throws an `RpcError` with code
+ * -32602 whose message names the param and says what was wrong.
+ *
+ * @module
+ */
+
+import { RpcError } from "../errors.ts";
+import { INVALID_PARAMS } from "../rpc/error_codes.ts";
+
+/** Params as an object with named members. */
+export type Params = Record<string, unknown>;
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "string") return value.length > 40 ? "a long string" : JSON.stringify(value);
+  if (typeof value === "number") return String(value);
+  return `a ${typeof value}`;
+}
+
+/**
+ * Builds the -32602 error for one param.
+ *
+ * @param name The param name.
+ * @param why What it must be.
+ * @param value The value received.
+ * @returns The error to throw.
+ */
+export function invalidParam(name: string, why: string, value?: unknown): RpcError {
+  const got = arguments.length > 2 ? `, got ${describe(value)}` : "";
+  return new RpcError(INVALID_PARAMS, `Invalid params: "${name}" ${why}${got}`);
+}
+
+/**
+ * Accepts missing or null params as `{}` and otherwise requires an object.
+ *
+ * @param params The raw params.
+ * @returns The params object.
+ */
+export function paramsObject(params: unknown): Params {
+  if (params === undefined || params === null) return {};
+  if (typeof params !== "object" || Array.isArray(params)) {
+    throw new RpcError(
+      INVALID_PARAMS,
+      `Invalid params: expected an object, got ${describe(params)}`,
+    );
+  }
+  return params as Params;
+}
+
+/**
+ * Reads a required non-empty string.
+ *
+ * @param params The params object.
+ * @param name The param name.
+ * @returns The string.
+ */
+export function requiredString(params: Params, name: string): string {
+  const value = params[name];
+  if (value === undefined) throw invalidParam(name, "is required");
+  if (typeof value !== "string" || value.length === 0) {
+    throw invalidParam(name, "must be a non-empty string", value);
+  }
+  return value;
+}
+
+/**
+ * Reads an optional string (`null` counts as absent).
+ *
+ * @param params The params object.
+ * @param name The param name.
+ * @returns The string or undefined.
+ */
+export function optionalString(params: Params, name: string): string | undefined {
+  const value = params[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") throw invalidParam(name, "must be a string", value);
+  return value;
+}
+
+/**
+ * Reads an optional boolean (`null` counts as absent).
+ *
+ * @param params The params object.
+ * @param name The param name.
+ * @param fallback The value when absent.
+ * @returns The boolean.
+ */
+export function optionalBoolean(params: Params, name: string, fallback: boolean): boolean {
+  const value = params[name];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== "boolean") throw invalidParam(name, "must be a boolean", value);
+  return value;
+}
+
+/**
+ * Reads an optional integer within `[min, max]` (`null` counts as absent).
+ *
+ * @param params The params object.
+ * @param name The param name.
+ * @param range Inclusive bounds.
+ * @returns The integer or undefined.
+ */
+export function optionalInteger(
+  params: Params,
+  name: string,
+  range: { min: number; max: number },
+): number | undefined {
+  const value = params[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "number" || !Number.isSafeInteger(value)) {
+    throw invalidParam(name, "must be an integer", value);
+  }
+  if (value < range.min || value > range.max) {
+    throw invalidParam(name, `must be between ${range.min} and ${range.max}`, value);
+  }
+  return value;
+}
+
+/**
+ * Reads a required absolute path.
+ *
+ * @param params The params object.
+ * @param name The param name.
+ * @returns The path.
+ */
+export function absolutePath(params: Params, name: string): string {
+  const value = requiredString(params, name);
+  if (!value.startsWith("/")) throw invalidParam(name, "must be an absolute path", value);
+  if (value.includes("\0")) throw invalidParam(name, "must not contain NUL characters");
+  return value;
+}
+
+/**
+ * Reads a required non-empty array of strings.
+ *
+ * @param params The params object.
+ * @param name The param name.
+ * @returns The strings.
+ */
+export function stringArray(params: Params, name: string): string[] {
+  const value = params[name];
+  if (value === undefined) throw invalidParam(name, "is required");
+  if (!Array.isArray(value) || value.length === 0) {
+    throw invalidParam(name, "must be a non-empty array of strings", value);
+  }
+  for (const [i, item] of value.entries()) {
+    if (typeof item !== "string") throw invalidParam(`${name}[${i}]`, "must be a string", item);
+    if (item.includes("\0")) throw invalidParam(`${name}[${i}]`, "must not contain NUL characters");
+  }
+  return value as string[];
+}
+
+/**
+ * Reads an optional object of string values (`null` counts as absent).
+ *
+ * @param params The params object.
+ * @param name The param name.
+ * @returns The record or undefined.
+ */
+export function stringRecord(params: Params, name: string): Record<string, string> | undefined {
+  const value = params[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw invalidParam(name, "must be an object of strings", value);
+  }
+  const record: Record<string, string> = {};
+  for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
+    if (typeof item !== "string") throw invalidParam(`${name}.${key}`, "must be a string", item);
+    if (key.length === 0 || key.includes("=") || key.includes("\0") || item.includes("\0")) {
+      throw invalidParam(`${name}.${key}`, "must be a valid environment variable");
+    }
+    record[key] = item;
+  }
+  return record;
+}
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * Reads a required standard base64 string and decodes it.
+ *
+ * @param params The params object.
+ * @param name The param name.
+ * @returns The decoded bytes.
+ */
+export function base64Bytes(params: Params, name: string): Uint8Array {
+  const value = params[name];
+  if (value === undefined) throw invalidParam(name, "is required");
+  if (typeof value !== "string") throw invalidParam(name, "must be a base64 string", value);
+  if (value.length % 4 !== 0 || !BASE64.test(value)) {
+    throw invalidParam(name, "must be valid standard base64 (padded, no whitespace)");
+  }
+  try {
+    return Uint8Array.fromBase64(value, { lastChunkHandling: "strict" });
+  } catch {
+    throw invalidParam(name, "must be valid standard base64 (padded, no whitespace)");
+  }
+}

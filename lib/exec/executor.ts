@@ -1,0 +1,242 @@
+/**
+ * The executor: one per executor process. It serves JSON-RPC sessions over
+ * any message channel (a local WebSocket connection, a virtual stream of the
+ * mux) and owns the sessions, their processes and the sandbox policy.
+ *
+ * @module
+ */
+
+import type { MessageChannel } from "../rpc/message_channel.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
+import { type Capabilities, type Confinement, detectCapabilities } from "./confinement.ts";
+import {
+  detectShell,
+  type EnvironmentInfo,
+  environmentInfo,
+  osRelease,
+  type ShellInfo,
+} from "./environment_info.ts";
+import { FsOps } from "./fs_ops.ts";
+import { ProcessLimiter, ProcessTable } from "./process_table.ts";
+import { SandboxPolicy } from "./sandbox_policy.ts";
+import { DEFAULT_MAX_WAIT_MS, serveSession } from "./session.ts";
+import {
+  DEFAULT_MAX_SESSIONS,
+  DEFAULT_SESSION_TTL_MS,
+  SessionRegistry,
+} from "./session_registry.ts";
+
+/** The default number of live processes per executor, over all sessions. */
+export const DEFAULT_MAX_EXECUTOR_PROCESSES = 256;
+
+/** Options of {@linkcode Executor}. */
+export interface ExecutorOptions {
+  /** How long a detached session keeps its processes, in ms. @default {30000} */
+  sessionTtlMs?: number;
+  /** Sessions held at once (attached or detached). @default {256} */
+  maxSessions?: number;
+  /** Live processes per session. @default {64} */
+  maxProcessesPerSession?: number;
+  /** Live processes per executor. @default {256} */
+  maxProcesses?: number;
+  /** Unread output retained per process before the child is paused, in bytes. @default {1048576} */
+  retainedOutputBytes?: number;
+  /**
+   * Directories writes must stay inside (fs methods), also bound writable for
+   * `os` confinement. Unset: the executor's write permission alone decides fs
+   * writes, and `os`-confined processes get no writable directory.
+   */
+  writeRoots?: string[];
+  /** The weakest confinement a request may use. @default {"none"} */
+  minConfinement?: Confinement;
+  /** Environment variable names children inherit from the executor when a request asks. @default {["PATH","HOME","LANG","LC_ALL","TERM","TZ","USER","LOGNAME","SHELL","TMPDIR"] (the process table's list)} */
+  inheritEnv?: string[];
+  /** The default working directory of processes. @default {Deno.cwd()} */
+  cwd?: string;
+  /** The largest JSON-RPC message, in UTF-8 bytes. @default {16777216} */
+  maxMessageBytes?: number;
+  /** The cap on `waitMs` of `process/read`. @default {30000} */
+  maxWaitMs?: number;
+  /** Grace between TERM and KILL when terminating. @default {2000} */
+  killGraceMs?: number;
+  /** How long a closed process stays readable. @default {30000} */
+  exitedRetentionMs?: number;
+  /** Give `os`-confined processes the network. @default {false} */
+  allowNetwork?: boolean;
+  /** The largest file `fs/readFile` returns. @default {about 3/4 of maxMessageBytes} */
+  maxFileBytes?: number;
+}
+
+const CONSERVATIVE_CAPABILITIES: Capabilities = {
+  confinements: ["none"],
+  treeKill: false,
+  tty: false,
+  resize: false,
+};
+
+function defaultCwd(): string {
+  try {
+    return Deno.cwd();
+  } catch {
+    return "/";
+  }
+}
+
+/**
+ * Serves JSON-RPC sessions: processes, files and environment info, inside
+ * the sandbox of the executor's own Deno permissions.
+ *
+ * @example Serve one session over a channel
+ * ```ts ignore
+ * import { Executor } from "@outpost/exec";
+ * await using executor = new Executor({ sessionTtlMs: 30_000 });
+ * await executor.serve(channel); // returns when the channel closes
+ * ```
+ */
+export class Executor implements AsyncDisposable {
+  #registry: SessionRegistry;
+  #fs: FsOps;
+  #cwd: string;
+  #minConfinement: Confinement;
+  #maxMessageBytes: number;
+  #maxWaitMs: number;
+  #capabilities: Capabilities = CONSERVATIVE_CAPABILITIES;
+  #shell: ShellInfo = { name: "sh", path: "/bin/sh" };
+  #release: string | null = null;
+  #probe: Promise<void>;
+  #serving = new Set<Promise<void>>();
+  #channels = new Set<MessageChannel>();
+  #closing: Promise<void> | null = null;
+
+  /**
+   * Creates the executor and starts probing what its sandbox can offer.
+   *
+   * @param options Limits, sandbox settings and the default working directory.
+   * @throws {RangeError} When a limit is out of range.
+   * @throws {TypeError} When a path option is not absolute.
+   */
+  constructor(options: ExecutorOptions = {}) {
+    this.#cwd = options.cwd ?? defaultCwd();
+    this.#minConfinement = options.minConfinement ?? "none";
+    this.#maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.#maxWaitMs = options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
+    const policy = new SandboxPolicy(options.writeRoots ? { writeRoots: options.writeRoots } : {});
+    this.#fs = new FsOps(policy, {
+      maxFileBytes: options.maxFileBytes ??
+        Math.floor((this.#maxMessageBytes - 1024) / 4) * 3,
+    });
+    const limiter = new ProcessLimiter(options.maxProcesses ?? DEFAULT_MAX_EXECUTOR_PROCESSES);
+    const tableOptions = {
+      limiter,
+      cwd: this.#cwd,
+      minConfinement: this.#minConfinement,
+      maxWaitMs: this.#maxWaitMs,
+      ...(options.maxProcessesPerSession !== undefined
+        ? { maxProcesses: options.maxProcessesPerSession }
+        : {}),
+      ...(options.retainedOutputBytes !== undefined
+        ? { retainedOutputBytes: options.retainedOutputBytes }
+        : {}),
+      ...(options.writeRoots !== undefined ? { writeRoots: options.writeRoots } : {}),
+      ...(options.inheritEnv !== undefined ? { inheritEnv: options.inheritEnv } : {}),
+      ...(options.killGraceMs !== undefined ? { killGraceMs: options.killGraceMs } : {}),
+      ...(options.exitedRetentionMs !== undefined
+        ? { exitedRetentionMs: options.exitedRetentionMs }
+        : {}),
+      ...(options.allowNetwork !== undefined ? { allowNetwork: options.allowNetwork } : {}),
+    };
+    // Fail fast on bad table options rather than at the first initialize.
+    new ProcessTable(tableOptions).close();
+    this.#registry = new SessionRegistry({
+      createTable: () => new ProcessTable(tableOptions),
+      ttlMs: options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS,
+      maxSessions: options.maxSessions ?? DEFAULT_MAX_SESSIONS,
+    });
+    this.#probe = Promise.all([detectCapabilities(), detectShell(), osRelease()]).then(
+      ([capabilities, shell, release]) => {
+        this.#capabilities = capabilities;
+        this.#shell = shell;
+        this.#release = release;
+      },
+      () => {},
+    );
+  }
+
+  /**
+   * Serves one JSON-RPC session over `channel` until the channel closes; the
+   * session then detaches and keeps its processes for `sessionTtlMs`.
+   *
+   * @param channel The connection (the executor closes it when it closes).
+   * @returns Once the connection has ended.
+   */
+  async serve(channel: MessageChannel): Promise<void> {
+    if (this.#closing) {
+      await channel.close("executor closed").catch(() => {});
+      return;
+    }
+    this.#channels.add(channel);
+    const served = serveSession(channel, {
+      registry: this.#registry,
+      fs: this.#fs,
+      environmentInfo: () => this.#info(),
+      maxMessageBytes: this.#maxMessageBytes,
+      maxWaitMs: this.#maxWaitMs,
+    });
+    this.#serving.add(served);
+    try {
+      await served;
+    } finally {
+      this.#serving.delete(served);
+      this.#channels.delete(channel);
+    }
+  }
+
+  /**
+   * The `environment/info` answer. Until the sandbox probe has finished it
+   * reports only what is certain (confinement `none`, no tree kill, no tty).
+   *
+   * @returns The environment info.
+   */
+  info(): EnvironmentInfo {
+    return environmentInfo(
+      { cwd: this.#cwd, capabilities: this.#capabilities, minConfinement: this.#minConfinement },
+      this.#shell,
+      this.#release,
+    );
+  }
+
+  /**
+   * Resolves once the sandbox probe has finished (then {@linkcode Executor.info}
+   * reports the real capabilities).
+   *
+   * @returns When ready.
+   */
+  ready(): Promise<void> {
+    return this.#probe;
+  }
+
+  async #info(): Promise<EnvironmentInfo> {
+    await this.#probe;
+    return this.info();
+  }
+
+  /**
+   * Closes every connection and kills every session's processes. Idempotent.
+   *
+   * @returns Once everything is gone.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.allSettled([...this.#channels].map((c) => c.close("executor closed")));
+      while (this.#serving.size > 0) await Promise.allSettled([...this.#serving]);
+      await this.#registry.close();
+      await this.#probe;
+    })();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode Executor.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

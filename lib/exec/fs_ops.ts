@@ -1,0 +1,360 @@
+/**
+ * The `fs/*` methods of the Codex exec-server, with upstream param and result
+ * names, every path checked by the {@linkcode SandboxPolicy} first and acted
+ * on in its resolved form.
+ *
+ * @module
+ */
+
+import { RpcError, SandboxDeniedError } from "../errors.ts";
+import { INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, SANDBOX_DENIED } from "../rpc/error_codes.ts";
+import type { SandboxPolicy } from "./sandbox_policy.ts";
+import {
+  absolutePath,
+  base64Bytes,
+  invalidParam,
+  optionalBoolean,
+  paramsObject,
+} from "./_params.ts";
+
+/** The default largest file `fs/readFile` returns: 12 MiB minus a little (fits a 16 MiB message). */
+export const DEFAULT_MAX_FILE_BYTES = Math.floor((16 * 1024 * 1024 - 1024) / 4) * 3;
+
+/** The fs methods served by {@linkcode FsOps}. */
+export const FS_METHODS: ReadonlySet<string> = new Set([
+  "fs/readFile",
+  "fs/writeFile",
+  "fs/createDirectory",
+  "fs/getMetadata",
+  "fs/readDirectory",
+  "fs/remove",
+  "fs/copy",
+  "fs/canonicalize",
+]);
+
+/** Result of `fs/getMetadata`. */
+export interface FileMetadata {
+  isDirectory: boolean;
+  isFile: boolean;
+  isSymlink: boolean;
+  size: number;
+  createdAtMs: number;
+  modifiedAtMs: number;
+}
+
+/** One entry of `fs/readDirectory`. */
+export interface DirectoryEntry {
+  fileName: string;
+  isDirectory: boolean;
+  isFile: boolean;
+  isSymlink: boolean;
+}
+
+/** Options of {@linkcode FsOps}. */
+export interface FsOpsOptions {
+  /** The largest file `fs/readFile` returns. @default {DEFAULT_MAX_FILE_BYTES} */
+  maxFileBytes?: number;
+}
+
+/**
+ * Runs a filesystem action, turning its failure into a JSON-RPC error whose
+ * message names the action and path.
+ */
+async function io<T>(action: string, path: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw fsError(action, path, error);
+  }
+}
+
+function fsError(action: string, path: string, error: unknown): unknown {
+  if (error instanceof RpcError || error instanceof SandboxDeniedError) return error;
+  if (error instanceof Deno.errors.NotFound) {
+    return new RpcError(NOT_FOUND, `Cannot ${action} "${path}": it does not exist`);
+  }
+  if (error instanceof Deno.errors.NotCapable) {
+    return new RpcError(SANDBOX_DENIED, `Cannot ${action} "${path}": access is not granted`);
+  }
+  const detail = error instanceof Error ? error.message : String(error);
+  return new RpcError(INTERNAL_ERROR, `Cannot ${action} "${path}": ${detail}`);
+}
+
+/**
+ * Serves the `fs/*` methods for one executor.
+ *
+ * @example Read a file through the sandbox
+ * ```ts ignore
+ * import { FsOps, SandboxPolicy } from "@outpost/exec";
+ * const fs = new FsOps(new SandboxPolicy());
+ * const { dataBase64 } = await fs.call("fs/readFile", { path: "/tmp/a.txt" }) as { dataBase64: string };
+ * ```
+ */
+export class FsOps {
+  #policy: SandboxPolicy;
+  #maxFileBytes: number;
+
+  /**
+   * Creates the handler.
+   *
+   * @param policy The sandbox policy every path is checked against.
+   * @param options Limits.
+   */
+  constructor(policy: SandboxPolicy, options: FsOpsOptions = {}) {
+    this.#policy = policy;
+    this.#maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+  }
+
+  /**
+   * Serves one fs method.
+   *
+   * @param method One of {@linkcode FS_METHODS}.
+   * @param rawParams The request params.
+   * @returns The method's result object.
+   * @throws {RpcError} -32602 for bad params, -32004 for a missing path, -32603 for I/O failures.
+   * @throws {SandboxDeniedError} When the sandbox refuses the path.
+   */
+  call(method: string, rawParams: unknown): Promise<unknown> {
+    const params = paramsObject(rawParams);
+    switch (method) {
+      case "fs/readFile":
+        return this.readFile(absolutePath(params, "path"));
+      case "fs/writeFile":
+        return this.writeFile(absolutePath(params, "path"), base64Bytes(params, "dataBase64"));
+      case "fs/createDirectory":
+        return this.createDirectory(
+          absolutePath(params, "path"),
+          optionalBoolean(params, "recursive", true),
+        );
+      case "fs/getMetadata":
+        return this.getMetadata(absolutePath(params, "path"));
+      case "fs/readDirectory":
+        return this.readDirectory(absolutePath(params, "path"));
+      case "fs/remove":
+        return this.remove(
+          absolutePath(params, "path"),
+          optionalBoolean(params, "recursive", true),
+          optionalBoolean(params, "force", true),
+        );
+      case "fs/copy":
+        return this.copy(
+          absolutePath(params, "sourcePath"),
+          absolutePath(params, "destinationPath"),
+          optionalBoolean(params, "recursive", false),
+        );
+      case "fs/canonicalize":
+        return this.canonicalize(absolutePath(params, "path"));
+    }
+    return Promise.reject(new TypeError(`Cannot serve "${method}": not an fs method`));
+  }
+
+  /**
+   * `fs/readFile`: reads a whole file.
+   *
+   * @param path Absolute path.
+   * @returns `{dataBase64}`.
+   */
+  async readFile(path: string): Promise<{ dataBase64: string }> {
+    const resolved = await this.#policy.checkRead(path);
+    const data = await io("read", path, async () => {
+      using file = await Deno.open(resolved, { read: true });
+      const info = await file.stat();
+      if (info.isDirectory) throw new Error("it is a directory");
+      const limit = this.#maxFileBytes;
+      if (info.size > limit) throw this.#tooLarge(path, info.size);
+      let buffer = new Uint8Array(info.size + 1); // one spare byte detects growth
+      let length = 0;
+      while (true) {
+        if (length === buffer.length) {
+          if (length > limit) throw this.#tooLarge(path, length);
+          const grown = new Uint8Array(Math.min(length * 2, limit + 1));
+          grown.set(buffer);
+          buffer = grown;
+        }
+        const n = await file.read(buffer.subarray(length));
+        if (n === null) break;
+        length += n;
+      }
+      return buffer.subarray(0, length);
+    });
+    return { dataBase64: data.toBase64() };
+  }
+
+  /**
+   * `fs/writeFile`: creates or replaces a file.
+   *
+   * @param path Absolute path.
+   * @param data The content.
+   * @returns `{}`.
+   */
+  async writeFile(path: string, data: Uint8Array): Promise<Record<string, never>> {
+    const resolved = await this.#policy.checkWrite(path);
+    await io("write", path, () => Deno.writeFile(resolved, data));
+    return {};
+  }
+
+  /**
+   * `fs/createDirectory`.
+   *
+   * @param path Absolute path.
+   * @param recursive Create missing parents (and accept an existing directory).
+   * @returns `{}`.
+   */
+  async createDirectory(path: string, recursive: boolean): Promise<Record<string, never>> {
+    const resolved = await this.#policy.checkWrite(path, { action: "create directory" });
+    await io("create directory", path, () => Deno.mkdir(resolved, { recursive }));
+    return {};
+  }
+
+  /**
+   * `fs/getMetadata`: about the path itself (`isSymlink`), and about the
+   * link's target for the other fields when the target may be read.
+   *
+   * @param path Absolute path.
+   * @returns The metadata.
+   */
+  async getMetadata(path: string): Promise<FileMetadata> {
+    const own = await this.#policy.checkRead(path, { followFinal: false, action: "inspect" });
+    let info = await io("inspect", path, () => Deno.lstat(own));
+    const isSymlink = info.isSymlink;
+    if (isSymlink) {
+      try {
+        const target = await this.#policy.checkRead(path, { action: "inspect" });
+        info = await Deno.stat(target);
+      } catch (error) {
+        if (!(error instanceof SandboxDeniedError) && !(error instanceof Deno.errors.NotFound)) {
+          throw fsError("inspect", path, error);
+        }
+        // A dangling or unreadable target: describe the link itself.
+      }
+    }
+    return {
+      isDirectory: info.isDirectory,
+      isFile: info.isFile,
+      isSymlink,
+      size: info.size,
+      createdAtMs: info.birthtime?.getTime() ?? 0,
+      modifiedAtMs: info.mtime?.getTime() ?? 0,
+    };
+  }
+
+  /**
+   * `fs/readDirectory`: entries sorted by name.
+   *
+   * @param path Absolute path.
+   * @returns `{entries}`.
+   */
+  async readDirectory(path: string): Promise<{ entries: DirectoryEntry[] }> {
+    const resolved = await this.#policy.checkRead(path, { action: "list" });
+    const entries = await io("list", path, async () => {
+      const list: DirectoryEntry[] = [];
+      for await (const entry of Deno.readDir(resolved)) {
+        list.push({
+          fileName: entry.name,
+          isDirectory: entry.isDirectory,
+          isFile: entry.isFile,
+          isSymlink: entry.isSymlink,
+        });
+      }
+      return list;
+    });
+    entries.sort((a, b) => (a.fileName < b.fileName ? -1 : a.fileName > b.fileName ? 1 : 0));
+    return { entries };
+  }
+
+  /**
+   * `fs/remove`: removes a file, a symbolic link (not its target) or a directory.
+   *
+   * @param path Absolute path.
+   * @param recursive Remove a non-empty directory with its content.
+   * @param force Succeed when the path does not exist.
+   * @returns `{}`.
+   */
+  async remove(path: string, recursive: boolean, force: boolean): Promise<Record<string, never>> {
+    const resolved = await this.#policy.checkWrite(path, { followFinal: false, action: "remove" });
+    try {
+      await Deno.remove(resolved, { recursive });
+    } catch (error) {
+      if (!(force && error instanceof Deno.errors.NotFound)) throw fsError("remove", path, error);
+    }
+    return {};
+  }
+
+  /**
+   * `fs/copy`: copies a file, or a directory tree when `recursive`.
+   * Symbolic links inside a copied tree are refused (never followed).
+   *
+   * @param sourcePath Absolute source path.
+   * @param destinationPath Absolute destination path.
+   * @param recursive Copy a directory with its content.
+   * @returns `{}`.
+   */
+  async copy(
+    sourcePath: string,
+    destinationPath: string,
+    recursive: boolean,
+  ): Promise<Record<string, never>> {
+    const source = await this.#policy.checkRead(sourcePath, { action: "copy" });
+    const destination = await this.#policy.checkWrite(destinationPath, { action: "copy to" });
+    const info = await io("copy", sourcePath, () => Deno.stat(source));
+    if (!info.isDirectory) {
+      await io("copy", sourcePath, () => Deno.copyFile(source, destination));
+      return {};
+    }
+    if (!recursive) {
+      throw invalidParam("recursive", `must be true to copy the directory "${sourcePath}"`);
+    }
+    if (destination === source || destination.startsWith(source + "/")) {
+      throw new RpcError(
+        INVALID_PARAMS,
+        `Cannot copy "${sourcePath}": the destination "${destinationPath}" is inside it`,
+      );
+    }
+    await this.#copyTree(source, destination, destinationPath);
+    return {};
+  }
+
+  async #copyTree(source: string, destination: string, shown: string): Promise<void> {
+    // Each destination is checked again: an existing tree may hold links that lead elsewhere.
+    const target = await this.#policy.checkWrite(destination, { action: "copy to" });
+    await io("create directory", shown, () => Deno.mkdir(target, { recursive: true }));
+    const entries: Deno.DirEntry[] = [];
+    await io("list", source, async () => {
+      for await (const entry of Deno.readDir(source)) entries.push(entry);
+    });
+    for (const entry of entries) {
+      const from = `${source}/${entry.name}`;
+      const to = `${target}/${entry.name}`;
+      if (entry.isSymlink) {
+        throw new RpcError(
+          INTERNAL_ERROR,
+          `Cannot copy "${from}": symbolic links inside a directory are not copied`,
+        );
+      }
+      if (entry.isDirectory) {
+        await this.#copyTree(from, to, `${shown}/${entry.name}`);
+      } else {
+        const checked = await this.#policy.checkWrite(to, { action: "copy to" });
+        await io("copy", from, () => Deno.copyFile(from, checked));
+      }
+    }
+  }
+
+  /**
+   * `fs/canonicalize`: the real path (the path must exist).
+   *
+   * @param path Absolute path.
+   * @returns `{path}`.
+   */
+  async canonicalize(path: string): Promise<{ path: string }> {
+    const resolved = await this.#policy.checkRead(path, { action: "canonicalize" });
+    return { path: await io("canonicalize", path, () => Deno.realPath(resolved)) };
+  }
+
+  #tooLarge(path: string, size: number): RpcError {
+    return new RpcError(
+      INVALID_PARAMS,
+      `Cannot read "${path}": its ${size} bytes exceed the ${this.#maxFileBytes} byte limit of fs/readFile`,
+    );
+  }
+}

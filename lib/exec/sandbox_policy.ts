@@ -1,0 +1,272 @@
+/**
+ * The executor's sandbox for paths and programs, stated in Deno's permission
+ * vocabulary: a request may touch a path only if the executor itself was
+ * granted that access, checked on the path as the operating system will
+ * resolve it (symbolic links and `..` followed), before acting. A refusal is a
+ * {@linkcode SandboxDeniedError} naming the path or program, never a
+ * `Deno.errors.NotCapable` from deep inside an operation.
+ *
+ * @module
+ */
+
+import { SandboxDeniedError } from "../errors.ts";
+
+/** The kind of file access checked. */
+export type AccessKind = "read" | "write";
+
+/** Answers a permission query; defaults to `Deno.permissions.query`. */
+export type PermissionQuery = (
+  descriptor: Deno.PermissionDescriptor,
+) => Promise<Deno.PermissionState>;
+
+/** Options of {@linkcode SandboxPolicy}. */
+export interface SandboxPolicyOptions {
+  /**
+   * Absolute directories that writes must stay inside, on top of the
+   * executor's write permission. Unset: the write permission alone decides.
+   */
+  writeRoots?: string[];
+  /** Permission oracle, for tests. @default {Deno.permissions.query} */
+  query?: PermissionQuery;
+}
+
+/** Options of one path check. */
+export interface PathCheckOptions {
+  /**
+   * Follow a symbolic link in the last component (true for reading or writing
+   * a file's content; false for removing or inspecting the link itself).
+   * @default {true}
+   */
+  followFinal?: boolean;
+  /** The verb used in a refusal, e.g. `remove`. @default {the access kind} */
+  action?: string;
+}
+
+const MAX_SYMLINK_HOPS = 40;
+
+function defaultQuery(descriptor: Deno.PermissionDescriptor): Promise<Deno.PermissionState> {
+  return Deno.permissions.query(descriptor).then((status) => status.state);
+}
+
+function components(path: string): string[] {
+  return path.split("/").filter((part) => part.length > 0 && part !== ".");
+}
+
+function lexicalParts(path: string): string[] {
+  const out: string[] = [];
+  for (const part of components(path)) {
+    if (part === "..") out.pop();
+    else out.push(part);
+  }
+  return out;
+}
+
+function isMissing(error: unknown): boolean {
+  return error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory;
+}
+
+/** A resolution step was refused by Deno itself (no read access to resolve). */
+class ResolveDenied extends Error {}
+
+/**
+ * Checks paths and programs against the executor's own Deno permissions.
+ *
+ * @example Refuse a read outside the granted directories
+ * ```ts ignore
+ * import { SandboxPolicy } from "@outpost/exec";
+ * const policy = new SandboxPolicy();
+ * await policy.checkRead("/etc/passwd"); // throws SandboxDeniedError unless read is granted there
+ * ```
+ */
+export class SandboxPolicy {
+  #writeRoots: string[] | undefined;
+  #query: PermissionQuery;
+
+  /**
+   * Creates the policy.
+   *
+   * @param options Write roots and the permission oracle.
+   * @throws {TypeError} If a write root is not absolute.
+   */
+  constructor(options: SandboxPolicyOptions = {}) {
+    this.#query = options.query ?? defaultQuery;
+    if (options.writeRoots) {
+      this.#writeRoots = options.writeRoots.map((root) => {
+        if (!root.startsWith("/")) {
+          throw new TypeError(`Cannot use write root "${root}": it must be an absolute path`);
+        }
+        return "/" + components(root).join("/");
+      });
+    }
+  }
+
+  /** The write roots, if any were configured. */
+  get writeRoots(): readonly string[] | undefined {
+    return this.#writeRoots;
+  }
+
+  /**
+   * Resolves an absolute path the way the operating system will: symbolic
+   * links and `..` are followed through every existing component; a missing
+   * tail is appended lexically.
+   *
+   * @param path An absolute path.
+   * @param options Whether to follow a symbolic link in the last component.
+   * @returns The resolved absolute path.
+   * @throws {TypeError} If the path is not absolute.
+   * @throws {SandboxDeniedError} If Deno refuses the reads needed to resolve it.
+   */
+  async resolve(path: string, options: PathCheckOptions = {}): Promise<string> {
+    try {
+      return await this.#resolve(path, options.followFinal ?? true);
+    } catch (error) {
+      if (error instanceof ResolveDenied) {
+        throw new SandboxDeniedError(
+          `Cannot ${options.action ?? "resolve"} "${path}": read access is not granted`,
+        );
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Resolves a path and checks that reading it is granted.
+   *
+   * @param path An absolute path.
+   * @param options Link handling and the verb for the message.
+   * @returns The resolved path; act on it, not on `path`.
+   * @throws {SandboxDeniedError} If read access is not granted on the resolved path.
+   */
+  checkRead(path: string, options: PathCheckOptions = {}): Promise<string> {
+    return this.#check("read", path, options);
+  }
+
+  /**
+   * Resolves a path and checks that writing it is granted (and that it lies
+   * inside a write root when roots are configured).
+   *
+   * @param path An absolute path.
+   * @param options Link handling and the verb for the message.
+   * @returns The resolved path; act on it, not on `path`.
+   * @throws {SandboxDeniedError} If write access is not granted on the resolved path.
+   */
+  checkWrite(path: string, options: PathCheckOptions = {}): Promise<string> {
+    return this.#check("write", path, options);
+  }
+
+  /**
+   * Checks that running a program is granted.
+   *
+   * @param program The program name or path, as the request gave it.
+   * @throws {SandboxDeniedError} If run access is not granted, e.g. `Cannot start "ls": run access is not granted`.
+   */
+  async checkRun(program: string): Promise<void> {
+    const state = await this.#query({ name: "run", command: program });
+    if (state !== "granted") {
+      throw new SandboxDeniedError(`Cannot start "${program}": run access is not granted`);
+    }
+  }
+
+  async #check(kind: AccessKind, path: string, options: PathCheckOptions): Promise<string> {
+    const action = options.action ?? kind;
+    let resolved: string;
+    try {
+      resolved = await this.#resolve(path, options.followFinal ?? true);
+    } catch (error) {
+      if (error instanceof ResolveDenied) {
+        // Name the permission the caller asked for when it is missing too
+        // (judged on the lexical path; the request is refused either way).
+        const lexical = "/" + lexicalParts(path).join("/");
+        const missing =
+          kind === "read" || (await this.#query({ name: kind, path: lexical })) !== "granted"
+            ? `${kind} access is not granted`
+            : "read access is not granted (needed to resolve the path)";
+        throw new SandboxDeniedError(`Cannot ${action} "${path}": ${missing}`);
+      }
+      throw error;
+    }
+    const where = resolved === path ? "" : ` (it resolves to "${resolved}")`;
+    const state = await this.#query({ name: kind, path: resolved });
+    if (state !== "granted") {
+      throw new SandboxDeniedError(
+        `Cannot ${action} "${path}": ${kind} access is not granted${where}`,
+      );
+    }
+    if (kind === "write" && this.#writeRoots && !this.#insideWriteRoot(resolved)) {
+      throw new SandboxDeniedError(
+        `Cannot ${action} "${path}": it is outside the write roots${where}`,
+      );
+    }
+    return resolved;
+  }
+
+  #insideWriteRoot(path: string): boolean {
+    return this.#writeRoots!.some((root) =>
+      root === "/" || path === root || path.startsWith(root + "/")
+    );
+  }
+
+  async #resolve(path: string, followFinal: boolean): Promise<string> {
+    if (typeof path !== "string" || !path.startsWith("/")) {
+      throw new TypeError(`Cannot resolve "${path}": the path must be absolute`);
+    }
+    const parts = components(path);
+    const last = parts.at(-1);
+    if (!followFinal && last !== undefined && last !== "..") {
+      const parent = await this.#resolveParts(parts.slice(0, -1), 0);
+      return parent === "/" ? `/${last}` : `${parent}/${last}`;
+    }
+    return await this.#resolveParts(parts, 0);
+  }
+
+  /** Resolves `/` + parts, following links; `hops` counts symlinks followed. */
+  async #resolveParts(parts: string[], hops: number): Promise<string> {
+    // Find the deepest existing prefix and let the OS resolve it.
+    let n = parts.length;
+    let real = "/";
+    for (; n >= 0; n--) {
+      try {
+        real = await Deno.realPath("/" + parts.slice(0, n).join("/"));
+        break;
+      } catch (error) {
+        if (error instanceof Deno.errors.NotCapable) throw new ResolveDenied();
+        if (!isMissing(error)) throw error;
+      }
+    }
+    if (n < 0) n = 0;
+    const out = components(real);
+    for (let i = n; i < parts.length; i++) {
+      const part = parts[i];
+      if (part === "..") {
+        out.pop();
+        continue;
+      }
+      // The first missing component may still be a dangling symbolic link,
+      // which a write would follow: resolve its target.
+      const candidate = "/" + [...out, part].join("/");
+      let target: string | undefined;
+      try {
+        const info = await Deno.lstat(candidate);
+        if (info.isSymlink) target = await Deno.readLink(candidate);
+      } catch (error) {
+        if (error instanceof Deno.errors.NotCapable) throw new ResolveDenied();
+        if (!isMissing(error)) throw error;
+      }
+      if (target === undefined) {
+        out.push(part);
+        continue;
+      }
+      if (hops >= MAX_SYMLINK_HOPS) {
+        throw new Deno.errors.FilesystemLoop(
+          `Cannot resolve "${candidate}": too many symbolic links`,
+        );
+      }
+      const base = target.startsWith("/") ? [] : out;
+      return await this.#resolveParts(
+        [...base, ...components(target), ...parts.slice(i + 1)],
+        hops + 1,
+      );
+    }
+    return "/" + out.join("/");
+  }
+}

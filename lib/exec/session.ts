@@ -1,0 +1,437 @@
+/**
+ * One JSON-RPC connection to the executor: the Codex exec-server lifecycle
+ * (`initialize`, `initialized`, then methods), method dispatch, error
+ * mapping, and `process/*` notifications while attached. It knows nothing of
+ * sockets or frames: it speaks over a {@linkcode MessageChannel}.
+ *
+ * @module
+ */
+
+import { RpcError, SandboxDeniedError } from "../errors.ts";
+import {
+  INTERNAL_ERROR,
+  INVALID_PARAMS,
+  INVALID_REQUEST,
+  METHOD_NOT_FOUND,
+  SANDBOX_DENIED,
+} from "../rpc/error_codes.ts";
+import { JsonRpcPeer, type RequestContext } from "../rpc/json_rpc_peer.ts";
+import type { MessageChannel } from "../rpc/message_channel.ts";
+import type { EnvironmentInfo } from "./environment_info.ts";
+import { FS_METHODS, type FsOps } from "./fs_ops.ts";
+import type { Confinement, DenoPermissions, ProcessEvent } from "./process_table.ts";
+import type { SessionAttachment, SessionRecord, SessionRegistry } from "./session_registry.ts";
+import {
+  absolutePath,
+  base64Bytes,
+  invalidParam,
+  optionalBoolean,
+  optionalInteger,
+  optionalString,
+  type Params,
+  paramsObject,
+  requiredString,
+  stringArray,
+  stringRecord,
+} from "./_params.ts";
+
+/** The default cap on `waitMs` of `process/read`: 30 s. */
+export const DEFAULT_MAX_WAIT_MS = 30_000;
+
+/** Signal names accepted by `process/signal`: upstream words and Deno names. */
+const SIGNALS: Record<string, Deno.Signal> = {
+  interrupt: "SIGINT",
+  terminate: "SIGTERM",
+  kill: "SIGKILL",
+  hangup: "SIGHUP",
+  quit: "SIGQUIT",
+  SIGINT: "SIGINT",
+  SIGTERM: "SIGTERM",
+  SIGKILL: "SIGKILL",
+  SIGHUP: "SIGHUP",
+  SIGQUIT: "SIGQUIT",
+  SIGUSR1: "SIGUSR1",
+  SIGUSR2: "SIGUSR2",
+  SIGCONT: "SIGCONT",
+  SIGSTOP: "SIGSTOP",
+  SIGTSTP: "SIGTSTP",
+  SIGWINCH: "SIGWINCH",
+};
+
+const CONFINEMENT_NAMES: readonly string[] = ["none", "deno", "os"];
+const DENO_PERMISSION_NAMES: readonly string[] = [
+  "read",
+  "write",
+  "net",
+  "env",
+  "run",
+  "sys",
+  "ffi",
+];
+const MAX_TIMEOUT_MS = 2_147_483_647;
+
+/** What a session needs from its executor. */
+export interface SessionContext {
+  /** The executor's sessions. */
+  registry: SessionRegistry;
+  /** The fs method handler. */
+  fs: FsOps;
+  /** Produces the `environment/info` result. */
+  environmentInfo: () => Promise<EnvironmentInfo>;
+  /** The message size limit of the connection. */
+  maxMessageBytes?: number;
+  /** The cap applied to `waitMs`. @default {30000} */
+  maxWaitMs?: number;
+}
+
+type Phase = "new" | "initialized-pending" | "ready" | "evicted";
+
+/**
+ * Maps an error thrown while serving a request to a JSON-RPC error.
+ *
+ * @param error What was thrown.
+ * @param method The method being served.
+ * @returns The error to reply with.
+ */
+export function toRpcError(error: unknown, method: string): RpcError {
+  if (error instanceof RpcError) return error;
+  if (error instanceof SandboxDeniedError) return new RpcError(SANDBOX_DENIED, error.message);
+  if (error instanceof Deno.errors.NotCapable) {
+    return new RpcError(SANDBOX_DENIED, `Cannot complete "${method}": ${error.message}`);
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.AlreadyExists) {
+    return new RpcError(INVALID_REQUEST, message);
+  }
+  if (error instanceof TypeError || error instanceof RangeError) {
+    return new RpcError(INVALID_PARAMS, message);
+  }
+  return new RpcError(INTERNAL_ERROR, message.length > 0 ? message : `Cannot complete "${method}"`);
+}
+
+function denoPermissions(params: Params): DenoPermissions | undefined {
+  const value = params.denoPermissions;
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw invalidParam("denoPermissions", "must be an object", value);
+  }
+  const result: DenoPermissions = {};
+  for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
+    if (!DENO_PERMISSION_NAMES.includes(key)) {
+      throw invalidParam(
+        `denoPermissions.${key}`,
+        `is not one of ${DENO_PERMISSION_NAMES.join(", ")}`,
+      );
+    }
+    if (
+      typeof item !== "boolean" &&
+      !(Array.isArray(item) && item.every((entry) => typeof entry === "string"))
+    ) {
+      throw invalidParam(
+        `denoPermissions.${key}`,
+        "must be a boolean or an array of strings",
+        item,
+      );
+    }
+    result[key as keyof DenoPermissions] = item as boolean | string[];
+  }
+  return result;
+}
+
+function encodeEvent(event: ProcessEvent): [string, Record<string, unknown>] {
+  switch (event.type) {
+    case "output":
+      return ["process/output", {
+        processId: event.processId,
+        seq: event.seq,
+        stream: event.stream,
+        chunk: event.chunk.toBase64(),
+      }];
+    case "exited": {
+      const params: Record<string, unknown> = {
+        processId: event.processId,
+        seq: event.seq,
+        exitCode: event.exitCode,
+      };
+      if (event.signal !== undefined) params.signal = event.signal;
+      if (event.timedOut) params.timedOut = true;
+      return ["process/exited", params];
+    }
+    case "closed":
+      return ["process/closed", { processId: event.processId, seq: event.seq }];
+  }
+}
+
+/**
+ * Serves one JSON-RPC connection until its channel closes; the session it
+ * created or resumed then detaches (and lives on for the registry's TTL).
+ *
+ * @param channel The connection's message channel.
+ * @param context The executor's registry, fs handler and info.
+ * @returns Once the connection has ended and the session has detached.
+ */
+export async function serveSession(
+  channel: MessageChannel,
+  context: SessionContext,
+): Promise<void> {
+  const connection = new SessionConnection(channel, context);
+  await connection.closed;
+}
+
+class SessionConnection implements SessionAttachment {
+  #context: SessionContext;
+  #peer: JsonRpcPeer;
+  #phase: Phase = "new";
+  #session: SessionRecord | null = null;
+  #maxWaitMs: number;
+  #maxReadBytes: number;
+  #starting = new Set<string>();
+  readonly closed: Promise<void>;
+  readonly sink: (event: ProcessEvent) => Promise<void>;
+
+  constructor(channel: MessageChannel, context: SessionContext) {
+    this.#context = context;
+    this.#maxWaitMs = context.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
+    this.sink = (event) => {
+      const [method, params] = encodeEvent(event);
+      return this.#peer.notify(method, params);
+    };
+    this.#peer = new JsonRpcPeer(channel, {
+      maxMessageBytes: context.maxMessageBytes,
+      onRequest: (method, params, request) => this.#handle(method, params, request),
+      onNotification: (method) => this.#notification(method),
+    });
+    // Base64 grows 4/3; keep a read reply well inside the message limit.
+    const limit = context.maxMessageBytes ?? 16 * 1024 * 1024;
+    this.#maxReadBytes = Math.max(1, Math.floor((limit - 64 * 1024) / 4) * 3);
+    this.closed = this.#peer.closed.then(() => {
+      if (this.#session) context.registry.detach(this.#session.id, this);
+    });
+  }
+
+  #notification(method: string): void {
+    if (method === "initialized") {
+      if (this.#phase === "new") {
+        this.#peer.sendError(
+          INVALID_REQUEST,
+          "Cannot accept initialized: must call initialize first",
+        ).catch(() => {});
+      } else if (this.#phase === "initialized-pending") {
+        this.#phase = "ready";
+      }
+      return;
+    }
+    this.#peer.sendError(METHOD_NOT_FOUND, `Method not found: "${method}" (notification)`)
+      .catch(() => {});
+  }
+
+  async #handle(method: string, params: unknown, request: RequestContext): Promise<unknown> {
+    try {
+      return await this.#dispatch(method, params, request);
+    } catch (error) {
+      throw toRpcError(error, method);
+    }
+  }
+
+  #requireReady(method: string): SessionRecord {
+    const family = method.slice(0, method.indexOf("/"));
+    if (this.#phase === "new") {
+      throw new RpcError(
+        INVALID_REQUEST,
+        `Cannot call "${method}": must call initialize before using ${family} methods`,
+      );
+    }
+    if (this.#phase === "initialized-pending") {
+      throw new RpcError(
+        INVALID_REQUEST,
+        `Cannot call "${method}": must send initialized before using ${family} methods`,
+      );
+    }
+    const session = this.#session!;
+    if (this.#phase === "evicted" || session.attachment !== this) {
+      this.#evict();
+      throw new RpcError(
+        INVALID_REQUEST,
+        `Cannot call "${method}": session has been resumed by another connection`,
+      );
+    }
+    return session;
+  }
+
+  #evict(): void {
+    if (this.#phase === "evicted") return;
+    this.#phase = "evicted";
+    // Let the error reply go out first, then drop the connection.
+    setTimeout(() => this.#peer.close(), 0);
+  }
+
+  #dispatch(method: string, raw: unknown, request: RequestContext): unknown {
+    switch (method) {
+      case "initialize":
+        return this.#initialize(paramsObject(raw));
+      case "environment/info":
+        paramsObject(raw);
+        return this.#context.environmentInfo();
+      case "process/start":
+        return this.#start(this.#requireReady(method), paramsObject(raw));
+      case "process/read":
+        return this.#read(this.#requireReady(method), paramsObject(raw), request.signal);
+      case "process/write":
+        return this.#write(this.#requireReady(method), paramsObject(raw));
+      case "process/signal":
+        return this.#signal(this.#requireReady(method), paramsObject(raw));
+      case "process/terminate":
+        return this.#terminate(this.#requireReady(method), paramsObject(raw));
+      case "process/resize":
+        return this.#resize(this.#requireReady(method), paramsObject(raw));
+      case "process/list":
+        paramsObject(raw);
+        return { processes: this.#requireReady(method).table.list() };
+    }
+    if (FS_METHODS.has(method)) {
+      this.#requireReady(method);
+      return this.#context.fs.call(method, raw);
+    }
+    throw new RpcError(
+      METHOD_NOT_FOUND,
+      `Method not found: "${method.length > 200 ? method.slice(0, 200) + "..." : method}"`,
+    );
+  }
+
+  #initialize(params: Params): { sessionId: string } {
+    if (this.#phase !== "new") {
+      throw new RpcError(
+        INVALID_REQUEST,
+        "Cannot initialize: initialize may only be sent once per connection",
+      );
+    }
+    optionalString(params, "clientName");
+    const resumeId = optionalString(params, "resumeSessionId");
+    const registry = this.#context.registry;
+    this.#session = resumeId === undefined
+      ? registry.create(this)
+      : registry.resume(resumeId, this);
+    this.#phase = "initialized-pending";
+    return { sessionId: this.#session.id };
+  }
+
+  async #start(session: SessionRecord, params: Params): Promise<{ processId: string }> {
+    const processId = requiredString(params, "processId");
+    const argv = stringArray(params, "argv");
+    const cwd = params.cwd === undefined || params.cwd === null
+      ? undefined
+      : absolutePath(params, "cwd");
+    const env = stringRecord(params, "env");
+    const tty = optionalBoolean(params, "tty", false);
+    const pipeStdin = optionalBoolean(params, "pipeStdin", false);
+    const arg0 = optionalString(params, "arg0");
+    const timeoutMs = optionalInteger(params, "timeoutMs", { min: 1, max: MAX_TIMEOUT_MS });
+    const confinement = optionalString(params, "confinement");
+    if (confinement !== undefined && !CONFINEMENT_NAMES.includes(confinement)) {
+      throw invalidParam(
+        "confinement",
+        `must be one of ${CONFINEMENT_NAMES.join(", ")}`,
+        confinement,
+      );
+    }
+    const permissions = denoPermissions(params);
+    const inheritEnv = optionalBoolean(params, "inheritEnv", true);
+    const cols = optionalInteger(params, "cols", { min: 1, max: 65_535 });
+    const rows = optionalInteger(params, "rows", { min: 1, max: 65_535 });
+    if (
+      this.#starting.has(processId) || session.table.list().some((p) => p.processId === processId)
+    ) {
+      throw new RpcError(
+        INVALID_REQUEST,
+        `Cannot start process "${processId}": process already exists`,
+      );
+    }
+    this.#starting.add(processId);
+    try {
+      await session.table.start({
+        processId,
+        argv,
+        tty,
+        pipeStdin,
+        inheritEnv,
+        ...(cwd !== undefined ? { cwd } : {}),
+        ...(env !== undefined ? { env } : {}),
+        ...(arg0 !== undefined ? { arg0 } : {}),
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...(confinement !== undefined ? { confinement: confinement as Confinement } : {}),
+        ...(permissions !== undefined ? { denoPermissions: permissions } : {}),
+        ...(cols !== undefined ? { cols } : {}),
+        ...(rows !== undefined ? { rows } : {}),
+      });
+    } finally {
+      this.#starting.delete(processId);
+    }
+    return { processId };
+  }
+
+  async #read(session: SessionRecord, params: Params, signal: AbortSignal): Promise<unknown> {
+    const processId = requiredString(params, "processId");
+    const afterSeq = optionalInteger(params, "afterSeq", { min: 0, max: Number.MAX_SAFE_INTEGER });
+    const maxBytes = optionalInteger(params, "maxBytes", { min: 1, max: Number.MAX_SAFE_INTEGER });
+    const waitMs = optionalInteger(params, "waitMs", { min: 0, max: Number.MAX_SAFE_INTEGER });
+    if (this.#starting.has(processId)) {
+      throw new RpcError(
+        INVALID_REQUEST,
+        `Cannot read process "${processId}": it is still starting`,
+      );
+    }
+    const result = await session.table.read(processId, {
+      afterSeq: afterSeq ?? 0,
+      maxBytes: Math.min(maxBytes ?? Infinity, this.#maxReadBytes),
+      waitMs: Math.min(waitMs ?? 0, this.#maxWaitMs),
+      signal,
+    });
+    const reply: Record<string, unknown> = {
+      chunks: result.chunks.map((c) => ({
+        seq: c.seq,
+        stream: c.stream,
+        chunk: c.chunk.toBase64(),
+      })),
+      nextSeq: result.nextSeq,
+      exited: result.exited,
+      exitCode: result.exitCode,
+      closed: result.closed,
+      failure: result.failure,
+    };
+    if (result.timedOut) reply.timedOut = true;
+    return reply;
+  }
+
+  async #write(session: SessionRecord, params: Params): Promise<{ status: string }> {
+    const processId = requiredString(params, "processId");
+    const chunk = base64Bytes(params, "chunk");
+    const eof = optionalBoolean(params, "eof", false);
+    if (this.#starting.has(processId)) return { status: "starting" };
+    return { status: await session.table.write(processId, chunk, { eof }) };
+  }
+
+  async #signal(session: SessionRecord, params: Params): Promise<{ delivered: boolean }> {
+    const processId = requiredString(params, "processId");
+    const name = requiredString(params, "signal");
+    const signal = Object.hasOwn(SIGNALS, name) ? SIGNALS[name] : undefined;
+    if (signal === undefined) {
+      throw invalidParam("signal", `must be one of ${Object.keys(SIGNALS).join(", ")}`, name);
+    }
+    return { delivered: await session.table.signal(processId, signal) };
+  }
+
+  async #terminate(session: SessionRecord, params: Params): Promise<{ running: boolean }> {
+    const processId = requiredString(params, "processId");
+    return { running: await session.table.terminate(processId) };
+  }
+
+  async #resize(session: SessionRecord, params: Params): Promise<Record<string, never>> {
+    const processId = requiredString(params, "processId");
+    const cols = optionalInteger(params, "cols", { min: 1, max: 65_535 });
+    const rows = optionalInteger(params, "rows", { min: 1, max: 65_535 });
+    if (cols === undefined) throw invalidParam("cols", "is required");
+    if (rows === undefined) throw invalidParam("rows", "is required");
+    await session.table.resize(processId, cols, rows);
+    return {};
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * Sessions by id. A session outlives the connection that created it: when
+ * the connection ends the session detaches and keeps its processes for a TTL
+ * (default 30 s), during which `initialize` with `resumeSessionId` attaches a
+ * new connection to it; after the TTL its processes are killed.
+ *
+ * @module
+ */
+
+import { RpcError } from "../errors.ts";
+import { INVALID_REQUEST, SESSION_ATTACHED_ELSEWHERE } from "../rpc/error_codes.ts";
+import type { ProcessEventSink, ProcessTable } from "./process_table.ts";
+
+/** The default time a detached session keeps its processes: 30 s. */
+export const DEFAULT_SESSION_TTL_MS = 30_000;
+/** The default number of sessions (attached or detached) per executor. */
+export const DEFAULT_MAX_SESSIONS = 256;
+
+/** A connection attached to a session. */
+export interface SessionAttachment {
+  /** Receives the session's process events while attached. */
+  readonly sink: ProcessEventSink;
+}
+
+/** One session: its id, its processes, and the connection attached to it. */
+export interface SessionRecord {
+  /** The session id (a UUID). */
+  readonly id: string;
+  /** The session's processes. */
+  readonly table: ProcessTable;
+  /** The attached connection, or null while detached. */
+  readonly attachment: SessionAttachment | null;
+}
+
+interface Entry extends SessionRecord {
+  attachment: SessionAttachment | null;
+  timer: ReturnType<typeof setTimeout> | null;
+}
+
+/** Options of {@linkcode SessionRegistry}. */
+export interface SessionRegistryOptions {
+  /** Creates the process table of a new session. */
+  createTable: () => ProcessTable;
+  /** How long a detached session lives. @default {30000} */
+  ttlMs?: number;
+  /** Sessions per executor, attached or detached. @default {256} */
+  maxSessions?: number;
+}
+
+/**
+ * Keeps the sessions of one executor.
+ *
+ * @example
+ * ```ts ignore
+ * const registry = new SessionRegistry({ createTable: () => new ProcessTable() });
+ * const session = registry.create({ sink: () => {} });
+ * registry.detach(session.id, attachment); // starts the TTL
+ * ```
+ */
+export class SessionRegistry implements AsyncDisposable {
+  #sessions = new Map<string, Entry>();
+  #createTable: () => ProcessTable;
+  #ttlMs: number;
+  #maxSessions: number;
+  #closing: Promise<void> | null = null;
+  #expiring = new Set<Promise<void>>();
+
+  /**
+   * Creates the registry.
+   *
+   * @param options The table factory, TTL and session limit.
+   * @throws {RangeError} When a limit is not a non-negative integer.
+   */
+  constructor(options: SessionRegistryOptions) {
+    this.#createTable = options.createTable;
+    this.#ttlMs = options.ttlMs ?? DEFAULT_SESSION_TTL_MS;
+    this.#maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    if (!Number.isSafeInteger(this.#ttlMs) || this.#ttlMs < 0) {
+      throw new RangeError(
+        `Cannot create session registry: ttlMs ${this.#ttlMs} is not a non-negative integer`,
+      );
+    }
+    if (!Number.isSafeInteger(this.#maxSessions) || this.#maxSessions < 1) {
+      throw new RangeError(
+        `Cannot create session registry: maxSessions ${this.#maxSessions} is not a positive integer`,
+      );
+    }
+  }
+
+  /** Sessions now held (attached and detached). */
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  /**
+   * Creates a session attached to `attachment`.
+   *
+   * @param attachment The connection.
+   * @returns The session.
+   * @throws {RpcError} -32600 when the session limit is reached or the registry is closed.
+   */
+  create(attachment: SessionAttachment): SessionRecord {
+    if (this.#closing) {
+      throw new RpcError(INVALID_REQUEST, "Cannot initialize: the executor is closing");
+    }
+    if (this.#sessions.size >= this.#maxSessions) {
+      throw new RpcError(
+        INVALID_REQUEST,
+        `Cannot initialize: the limit of ${this.#maxSessions} sessions is reached`,
+      );
+    }
+    const entry: Entry = {
+      id: crypto.randomUUID(),
+      table: this.#createTable(),
+      attachment,
+      timer: null,
+    };
+    this.#sessions.set(entry.id, entry);
+    entry.table.setEventSink(attachment.sink);
+    return entry;
+  }
+
+  /**
+   * Attaches `attachment` to a detached session.
+   *
+   * @param id The `resumeSessionId`.
+   * @param attachment The new connection.
+   * @returns The session.
+   * @throws {RpcError} -32600 for an unknown or expired id; -32010 when another connection is attached.
+   */
+  resume(id: string, attachment: SessionAttachment): SessionRecord {
+    const entry = this.#sessions.get(id);
+    if (!entry || this.#closing) {
+      throw new RpcError(INVALID_REQUEST, `Cannot resume session: unknown session id "${id}"`);
+    }
+    if (entry.attachment !== null && entry.attachment !== attachment) {
+      throw new RpcError(
+        SESSION_ATTACHED_ELSEWHERE,
+        `Cannot resume session "${id}": it is attached to another connection`,
+      );
+    }
+    if (entry.timer !== null) clearTimeout(entry.timer);
+    entry.timer = null;
+    entry.attachment = attachment;
+    entry.table.setEventSink(attachment.sink);
+    return entry;
+  }
+
+  /**
+   * Detaches `attachment` from its session (if it is still the attached one)
+   * and starts the TTL; when it passes, the session's processes are killed.
+   *
+   * @param id The session id.
+   * @param attachment The connection that ended.
+   */
+  detach(id: string, attachment: SessionAttachment): void {
+    const entry = this.#sessions.get(id);
+    if (!entry || entry.attachment !== attachment) return;
+    entry.attachment = null;
+    entry.table.setEventSink(null);
+    if (this.#closing) return;
+    entry.timer = setTimeout(() => {
+      entry.timer = null;
+      if (entry.attachment !== null || this.#sessions.get(id) !== entry) return;
+      this.#sessions.delete(id);
+      const done = entry.table.close().catch(() => {}).finally(() => this.#expiring.delete(done));
+      this.#expiring.add(done);
+    }, this.#ttlMs);
+  }
+
+  /**
+   * Kills every session's processes and forgets all sessions. Idempotent.
+   *
+   * @returns Once every process is gone.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const entries = [...this.#sessions.values()];
+      this.#sessions.clear();
+      for (const entry of entries) {
+        if (entry.timer !== null) clearTimeout(entry.timer);
+        entry.timer = null;
+        entry.table.setEventSink(null);
+      }
+      await Promise.allSettled(entries.map((entry) => entry.table.close()));
+      while (this.#expiring.size > 0) await Promise.allSettled([...this.#expiring]);
+    })();
+    return this.#closing;
+  }
+
+  /** Same as {@linkcode SessionRegistry.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}

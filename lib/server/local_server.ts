@@ -1,0 +1,278 @@
+/**
+ * The local transport (`outpost serve`): a WebSocket listener where each text
+ * message is one JSON-RPC message, each connection one executor session.
+ * Loopback only unless the operator both allows remote clients and sets a
+ * token. It prints nothing.
+ *
+ * @module
+ */
+
+import { Executor } from "../exec/executor.ts";
+import type { MessageChannel } from "../rpc/message_channel.ts";
+import { INVALID_REQUEST } from "../rpc/error_codes.ts";
+import { checkBearer, validateToken } from "./_token.ts";
+
+/** The default listen address: loopback, a free port. */
+export const DEFAULT_LOCAL_LISTEN = "ws://127.0.0.1:0";
+/** Inbound messages queued per connection before it is closed as overloaded. */
+export const MAX_QUEUED_MESSAGES = 1024;
+
+const HIGH_WATER_BYTES = 1024 * 1024;
+const LOW_WATER_BYTES = 256 * 1024;
+const DRAIN_POLL_MS = 5;
+const IDLE_TIMEOUT_S = 30;
+const BINARY_REFUSAL = JSON.stringify({
+  jsonrpc: "2.0",
+  id: null,
+  error: {
+    code: INVALID_REQUEST,
+    message: "Cannot accept binary message: send each JSON-RPC message as a text WebSocket message",
+  },
+});
+
+/** Options of {@linkcode serveLocal}. */
+export interface ServeLocalOptions {
+  /**
+   * Where to listen: `ws://HOST:PORT` or `HOST:PORT`. A non-loopback host
+   * needs `allowRemote` and a `token`.
+   * @default {"ws://127.0.0.1:0"}
+   */
+  listen?: string;
+  /** The executor to serve; when absent one is created and closed with the server. */
+  executor?: Executor;
+  /** When set, clients must send `Authorization: Bearer <token>` (compared in constant time). */
+  token?: string;
+  /** Allow a non-loopback listen address (needs `token`). @default {false} */
+  allowRemote?: boolean;
+  /** Closes the server when aborted. */
+  signal?: AbortSignal;
+}
+
+/** A running local server, from {@linkcode serveLocal}. */
+export interface LocalServer extends AsyncDisposable {
+  /** The URL clients connect to, e.g. `ws://127.0.0.1:41234`. */
+  readonly url: string;
+  /** Settles once the server has stopped and its connections have ended. */
+  readonly closed: Promise<void>;
+  /** Stops listening, closes every connection (their sessions detach). Idempotent. */
+  close(): Promise<void>;
+}
+
+function isLoopback(host: string): boolean {
+  const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+function parseListen(listen: string): { hostname: string; port: number } {
+  const text = listen.includes("://") ? listen : `ws://${listen}`;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new TypeError(`Cannot listen on "${listen}": expected ws://HOST:PORT`);
+  }
+  if (url.protocol !== "ws:") {
+    throw new TypeError(`Cannot listen on "${listen}": only ws:// is supported (put TLS in front)`);
+  }
+  if ((url.pathname !== "/" && url.pathname !== "") || url.search || url.username) {
+    throw new TypeError(`Cannot listen on "${listen}": expected ws://HOST:PORT without a path`);
+  }
+  const port = url.port === "" ? 0 : Number(url.port);
+  const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
+  return { hostname, port };
+}
+
+/** Adapts a server-side WebSocket (text messages) into a MessageChannel. */
+class WebSocketChannel implements MessageChannel {
+  #socket: WebSocket;
+  #queue: string[] = [];
+  #waiter: PromiseWithResolvers<void> | null = null;
+  #done = false;
+  #closed = Promise.withResolvers<void>();
+  #opened = Promise.withResolvers<void>();
+
+  constructor(socket: WebSocket) {
+    this.#socket = socket;
+    if (socket.readyState === WebSocket.OPEN) this.#opened.resolve();
+    socket.addEventListener("open", () => this.#opened.resolve(), { once: true });
+    socket.addEventListener("message", (event) => this.#onMessage(event.data));
+    socket.addEventListener("close", () => this.#finish(), { once: true });
+    socket.addEventListener("error", () => this.#finish(), { once: true });
+  }
+
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+
+  #onMessage(data: unknown): void {
+    if (this.#done) return;
+    if (typeof data !== "string") {
+      this.#socket.send(BINARY_REFUSAL);
+      return;
+    }
+    if (this.#queue.length >= MAX_QUEUED_MESSAGES) {
+      this.#closeSocket(1008, "Cannot keep up: too many queued messages");
+      return;
+    }
+    this.#queue.push(data);
+    this.#waiter?.resolve();
+  }
+
+  #finish(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#opened.resolve();
+    this.#waiter?.resolve();
+    this.#closed.resolve();
+  }
+
+  #closeSocket(code: number, reason: string): void {
+    try {
+      this.#socket.close(code, reason);
+    } catch {
+      // Already closing.
+    }
+  }
+
+  async send(message: string): Promise<void> {
+    await this.#opened.promise;
+    if (this.#done || this.#socket.readyState !== WebSocket.OPEN) {
+      throw new Error("Cannot send message: the WebSocket is closed");
+    }
+    this.#socket.send(message);
+    while (this.#socket.bufferedAmount > HIGH_WATER_BYTES && !this.#done) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, DRAIN_POLL_MS);
+        this.#closed.promise.then(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      if (this.#socket.bufferedAmount <= LOW_WATER_BYTES) break;
+    }
+  }
+
+  close(reason = "closed"): Promise<void> {
+    if (!this.#done) {
+      const bytes = new TextEncoder().encode(reason);
+      this.#closeSocket(1000, bytes.length > 123 ? "closed" : reason);
+    }
+    return this.#closed.promise;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<string> {
+    while (true) {
+      if (this.#queue.length > 0) {
+        yield this.#queue.shift()!;
+        continue;
+      }
+      if (this.#done) return;
+      this.#waiter = Promise.withResolvers<void>();
+      await this.#waiter.promise;
+      this.#waiter = null;
+    }
+  }
+}
+
+/**
+ * Serves an executor over local WebSockets: one JSON-RPC message per text
+ * message, one session per connection.
+ *
+ * @example Serve on a free loopback port
+ * ```ts ignore
+ * import { serveLocal } from "@outpost/exec";
+ * await using server = await serveLocal();
+ * console.log(server.url); // ws://127.0.0.1:PORT
+ * ```
+ *
+ * @param options Listen address, executor, token and abort signal.
+ * @returns The running server.
+ * @throws {TypeError} For a bad listen address, a non-loopback address without
+ *   `allowRemote` and a token, or an unusable token.
+ */
+export async function serveLocal(options: ServeLocalOptions = {}): Promise<LocalServer> {
+  const listen = options.listen ?? DEFAULT_LOCAL_LISTEN;
+  const { hostname, port } = parseListen(listen);
+  const token = options.token === undefined ? undefined : validateToken(options.token);
+  if (!isLoopback(hostname)) {
+    if (!options.allowRemote || token === undefined) {
+      throw new TypeError(
+        `Cannot listen on "${listen}": ${hostname} is not a loopback address; pass allowRemote and a token to expose the executor`,
+      );
+    }
+  }
+  options.signal?.throwIfAborted();
+  const ownsExecutor = options.executor === undefined;
+  const executor = options.executor ?? new Executor();
+  const channels = new Set<WebSocketChannel>();
+  const serving = new Set<Promise<void>>();
+  const abort = new AbortController();
+  let stopping = false;
+
+  const handler = (request: Request): Response => {
+    if (stopping) return new Response("Server is closing\n", { status: 503 });
+    if (token !== undefined) {
+      const verdict = checkBearer(request.headers.get("authorization"), token);
+      if (verdict !== "ok") {
+        return Response.json({
+          error: {
+            code: "unauthorized",
+            message: verdict === "missing"
+              ? "Cannot connect: send Authorization: Bearer <token>"
+              : "Cannot connect: the bearer token is not valid",
+          },
+        }, { status: 401, headers: { "www-authenticate": "Bearer" } });
+      }
+    }
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("Cannot serve plain HTTP: connect with a WebSocket\n", {
+        status: 426,
+        headers: { upgrade: "websocket" },
+      });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout: IDLE_TIMEOUT_S });
+    const channel = new WebSocketChannel(socket);
+    channels.add(channel);
+    const served = executor.serve(channel).catch(() => {}).finally(() => {
+      channels.delete(channel);
+      serving.delete(served);
+    });
+    serving.add(served);
+    return response;
+  };
+
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({ hostname, port, signal: abort.signal, onListen: () => {} }, handler);
+  } catch (error) {
+    if (ownsExecutor) await executor.close();
+    throw error;
+  }
+  const address = server.addr;
+  const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
+  const url = `ws://${host}:${address.port}`;
+
+  let closing: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      stopping = true;
+      options.signal?.removeEventListener("abort", onAbort);
+      abort.abort();
+      await Promise.allSettled([...channels].map((c) => c.close("server closed")));
+      while (serving.size > 0) await Promise.allSettled([...serving]);
+      await server.finished;
+      if (ownsExecutor) await executor.close();
+    })();
+    return closing;
+  };
+  const onAbort = (): void => void close();
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  const closed = server.finished.then(() => close());
+
+  return {
+    url,
+    closed,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
