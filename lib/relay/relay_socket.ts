@@ -106,15 +106,15 @@ export interface RelayConnectOptions extends RelaySocketOptions {
 }
 
 /** Default {@linkcode RelaySocketOptions.highWaterMark}: 1 MiB. */
-export const DEFAULT_HIGH_WATER_MARK = 1024 * 1024;
+export const DEFAULT_HIGH_WATER_MARK: number = 1024 * 1024;
 /** Default {@linkcode RelaySocketOptions.lowWaterMark}: 256 KiB. */
-export const DEFAULT_LOW_WATER_MARK = 256 * 1024;
+export const DEFAULT_LOW_WATER_MARK: number = 256 * 1024;
 /** Default {@linkcode RelaySocketOptions.maxQueuedBytes}: 16 MiB. */
-export const DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_QUEUED_BYTES: number = 16 * 1024 * 1024;
 /** Default {@linkcode RelaySocketOptions.maxQueuedFrames}. */
-export const DEFAULT_MAX_QUEUED_FRAMES = 4096;
+export const DEFAULT_MAX_QUEUED_FRAMES: number = 4096;
 /** Default {@linkcode RelayConnectOptions.timeoutMs}. */
-export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_CONNECT_TIMEOUT_MS: number = 10_000;
 
 const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 const MIN_POLL_MS = 1;
