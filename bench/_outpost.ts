@@ -221,10 +221,13 @@ function makeTarget(
 
   async function idleMemory(
     n: number,
-    open: () => Promise<() => Promise<void>>,
+    open: (n: number) => Promise<() => Promise<void>>,
   ): Promise<MemoryFigure> {
+    // Warm up the code paths (lazy module state, JIT) before the baseline.
+    await (await open(Math.min(n, 20)))();
+    await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
     const before = await readMem(executorHost);
-    const release = await open();
+    const release = await open(n);
     try {
       // Let the executor finish setting up what the last frames asked for.
       await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
@@ -327,7 +330,7 @@ function makeTarget(
       if (mode !== "rendezvous") {
         return Promise.reject(new Error("idle streams exist only via the rendezvous"));
       }
-      return idleMemory(n, async () => {
+      return idleMemory(n, async (n) => {
         // A resume frame makes the executor create a stream (mode still pending) without a session.
         const harness = `${
           url.replace(/^http/, "ws").replace(/\/+$/, "")
@@ -347,7 +350,7 @@ function makeTarget(
     },
 
     idleSessionMemory(n) {
-      return idleMemory(n, async () => (await openMany(n)).close);
+      return idleMemory(n, async (n) => (await openMany(n)).close);
     },
 
     close,
@@ -381,6 +384,7 @@ async function serveMemRequests(): Promise<void> {
 function executorOptions(): Record<string, unknown> {
   return {
     sessionTtlMs: 1_000,
+    maxSessions: 100_000,
     maxProcesses: 100_000,
     maxProcessesPerSession: 100_000,
   };
@@ -393,7 +397,7 @@ async function hostMain(mode: string, args: string[]): Promise<void> {
   if (mode === "host-rendezvous") {
     const { serveRendezvous } = await import("../lib/server/rendezvous_server.ts");
     const server = await serveRendezvous({
-      listen: "127.0.0.1:0",
+      listen: "ws://127.0.0.1:0",
       token,
       maxStreams: 100_000,
       maxHarnessSockets: 100_000,
@@ -429,7 +433,7 @@ async function hostMain(mode: string, args: string[]): Promise<void> {
     const { Executor } = await import("../lib/exec/executor.ts");
     const { serveLocal } = await import("../lib/server/local_server.ts");
     const executor = new Executor(executorOptions() as ConstructorParameters<typeof Executor>[0]);
-    const server = await serveLocal({ listen: "127.0.0.1:0", executor, signal: stop.signal });
+    const server = await serveLocal({ listen: "ws://127.0.0.1:0", executor, signal: stop.signal });
     console.log(`READY ${JSON.stringify({ url: server.url })}`);
     serveMemRequests();
     await server.closed;

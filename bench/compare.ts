@@ -314,6 +314,19 @@ async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
   }
   const t = target;
   try {
+    // Memory first, while the executor holds nothing else.
+    if (want("memory") && mode === "rendezvous") {
+      figures.idleStream = await measure(
+        `outpost ${mode} idle streams`,
+        () => t.idleStreamMemory(plan.idleStreams),
+      );
+    }
+    if (want("memory")) {
+      figures.idleSession = await measure(
+        `outpost ${mode} idle sessions`,
+        () => t.idleSessionMemory(plan.idleSessions),
+      );
+    }
     if (want("bulk")) {
       figures.zero = await measure(`outpost ${mode} head /dev/zero`, () => t.bulkOutput(zeroCmd));
       figures.random = await measure(`outpost ${mode} cat random`, () => t.bulkOutput(randomCmd));
@@ -340,16 +353,6 @@ async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
       figures.streams = await measure(
         `outpost ${mode} ${plan.streams} concurrent streams`,
         () => t.concurrentStreams(plan.streams),
-      );
-    }
-    if (want("memory")) {
-      figures.idleStream = await measure(
-        `outpost ${mode} idle streams`,
-        () => t.idleStreamMemory(plan.idleStreams),
-      );
-      figures.idleSession = await measure(
-        `outpost ${mode} idle sessions`,
-        () => t.idleSessionMemory(plan.idleSessions),
       );
     }
   } finally {
