@@ -66,7 +66,14 @@ function isMissing(error: unknown): boolean {
 }
 
 /** A resolution step was refused by Deno itself (no read access to resolve). */
-class ResolveDenied extends Error {}
+class ResolveDenied extends Error {
+  /** The (partly resolved) path Deno refused to look at. */
+  readonly at: string;
+  constructor(at: string) {
+    super(`Cannot resolve "${at}"`);
+    this.at = at;
+  }
+}
 
 /**
  * Checks paths and programs against the executor's own Deno permissions.
@@ -174,13 +181,15 @@ export class SandboxPolicy {
       resolved = await this.#resolve(path, options.followFinal ?? true);
     } catch (error) {
       if (error instanceof ResolveDenied) {
-        // Name the permission the caller asked for when it is missing too
-        // (judged on the lexical path; the request is refused either way).
-        const lexical = "/" + lexicalParts(path).join("/");
+        // Name the permission the caller asked for when it is missing where
+        // the path leads (judged lexically from where resolution stopped; the
+        // request is refused either way).
+        const lexical = "/" + lexicalParts(error.at).join("/");
+        const shown = lexical === path ? "" : ` (it resolves to "${lexical}")`;
         const missing =
           kind === "read" || (await this.#query({ name: kind, path: lexical })) !== "granted"
-            ? `${kind} access is not granted`
-            : "read access is not granted (needed to resolve the path)";
+            ? `${kind} access is not granted${shown}`
+            : `read access is not granted${shown}, and is needed to resolve the path`;
         throw new SandboxDeniedError(`Cannot ${action} "${path}": ${missing}`);
       }
       throw error;
@@ -229,7 +238,7 @@ export class SandboxPolicy {
         real = await Deno.realPath("/" + parts.slice(0, n).join("/"));
         break;
       } catch (error) {
-        if (error instanceof Deno.errors.NotCapable) throw new ResolveDenied();
+        if (error instanceof Deno.errors.NotCapable) throw new ResolveDenied("/" + parts.join("/"));
         if (!isMissing(error)) throw error;
       }
     }
@@ -249,7 +258,9 @@ export class SandboxPolicy {
         const info = await Deno.lstat(candidate);
         if (info.isSymlink) target = await Deno.readLink(candidate);
       } catch (error) {
-        if (error instanceof Deno.errors.NotCapable) throw new ResolveDenied();
+        if (error instanceof Deno.errors.NotCapable) {
+          throw new ResolveDenied("/" + [...out, ...parts.slice(i)].join("/"));
+        }
         if (!isMissing(error)) throw error;
       }
       if (target === undefined) {

@@ -1,0 +1,317 @@
+import assert from "node:assert/strict";
+import { Executor } from "../lib/exec/executor.ts";
+import { serveLocal } from "../lib/server/local_server.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
+import { type Message, text, WsRpc } from "./_fixtures/ws_rpc.ts";
+
+const D = 10_000;
+const SECRET = "outpost-secret-value-7f3a";
+const FIXTURE = new URL("./_fixtures/serve_restricted.ts", import.meta.url).pathname;
+
+interface Restricted extends AsyncDisposable {
+  url: string;
+  dir: string;
+}
+
+/** Runs the executor in a subprocess with the acceptance permissions, granting only DIR. */
+async function startRestricted(): Promise<Restricted> {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_local_" }));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--allow-net=127.0.0.1",
+      "--allow-run=sh,cat,kill,bwrap,script",
+      `--allow-read=${dir}`,
+      `--allow-write=${dir}`,
+      "--allow-env",
+      "--allow-sys",
+      FIXTURE,
+      dir,
+    ],
+    env: { OUTPOST_TEST_SECRET: SECRET },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let line = "";
+  while (!line.includes("\n")) {
+    const { value, done } = await withDeadline(reader.read(), D, "server URL");
+    if (done) throw new Error("Cannot start the restricted executor: it exited");
+    line += value;
+  }
+  return {
+    url: line.trim(),
+    dir,
+    async [Symbol.asyncDispose]() {
+      await child.stdin.close();
+      await reader.cancel();
+      const status = await withDeadline(child.status, D, "executor exit");
+      await Deno.remove(dir, { recursive: true });
+      assert.equal(status.code, 0);
+    },
+  };
+}
+
+function isNote(method: string, processId: string, extra?: (m: Message) => boolean) {
+  return (m: Message): boolean =>
+    m.method === method && m.params?.processId === processId && (extra?.(m) ?? true);
+}
+
+/** Collects a process's output from its notifications until process/closed. */
+async function outputOf(rpc: WsRpc, processId: string): Promise<Record<string, string>> {
+  await rpc.waitFor(isNote("process/closed", processId), D);
+  const out: Record<string, string> = {};
+  for (const m of rpc.received) {
+    if (m.method !== "process/output" || m.params?.processId !== processId) continue;
+    const stream = m.params.stream as string;
+    out[stream] = (out[stream] ?? "") + text(m.params.chunk);
+  }
+  return out;
+}
+
+function assertDenied(reply: Message, ...mentions: string[]): void {
+  assert.ok(reply.error, `expected an error, got ${JSON.stringify(reply)}`);
+  assert.equal(reply.error.code, -32003, reply.error.message);
+  for (const word of mentions) {
+    assert.ok(reply.error.message.includes(word), `${reply.error.message} should name ${word}`);
+  }
+}
+
+async function pidGone(pid: number): Promise<boolean> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
+  }
+}
+
+Deno.test("serveLocal under restricted permissions serves processes and files and refuses what is not granted", async (t) => {
+  await using server = await startRestricted();
+  await using rpc = await WsRpc.open(server.url);
+  await rpc.initialize();
+
+  await t.step("sh -c with separate stdout and stderr and its exit code", async () => {
+    await rpc.call("process/start", {
+      processId: "sh1",
+      argv: ["sh", "-c", "echo out; echo err >&2; exit 3"],
+    });
+    const exited = await rpc.waitFor(isNote("process/exited", "sh1"), D);
+    assert.equal(exited.params!.exitCode, 3);
+    assert.deepEqual(await outputOf(rpc, "sh1"), { stdout: "out\n", stderr: "err\n" });
+  });
+
+  await t.step("process/read replays the retained output", async () => {
+    const read = await rpc.call("process/read", { processId: "sh1", afterSeq: 0 });
+    const chunks = read.chunks as { seq: number; stream: string; chunk: string }[];
+    const streams = Object.fromEntries(chunks.map((c) => [c.stream, text(c.chunk)]));
+    assert.deepEqual(streams, { stdout: "out\n", stderr: "err\n" });
+    assert.equal(read.exited, true);
+    assert.equal(read.exitCode, 3);
+    const rest = await rpc.call("process/read", { processId: "sh1", afterSeq: read.nextSeq });
+    assert.deepEqual(rest.chunks, []);
+    assert.equal(rest.closed, true);
+  });
+
+  await t.step("cat is fed and its stdin closed with eof", async () => {
+    await rpc.call("process/start", { processId: "cat1", argv: ["cat"], pipeStdin: true });
+    const chunk = new TextEncoder().encode("hello cat\n").toBase64();
+    assert.deepEqual(await rpc.call("process/write", { processId: "cat1", chunk }), {
+      status: "accepted",
+    });
+    assert.deepEqual(
+      await rpc.call("process/write", { processId: "cat1", chunk: "", eof: true }),
+      { status: "accepted" },
+    );
+    assert.deepEqual(await outputOf(rpc, "cat1"), { stdout: "hello cat\n" });
+    const exited = rpc.received.find(isNote("process/exited", "cat1"))!;
+    assert.equal(exited.params!.exitCode, 0);
+    assert.deepEqual(await rpc.call("process/write", { processId: "cat1", chunk }), {
+      status: "stdinClosed",
+    });
+  });
+
+  await t.step("terminate kills a shell and all its background sleep children", async () => {
+    await rpc.call("process/start", {
+      processId: "tree",
+      argv: ["sh", "-c", "sleep 100 & echo $!; sleep 100 & echo $!; wait"],
+    });
+    let pids: number[] = [];
+    await until(
+      () => {
+        const out = rpc.received
+          .filter(isNote("process/output", "tree"))
+          .map((m) => text(m.params!.chunk))
+          .join("");
+        pids = out.split("\n").filter(Boolean).map(Number);
+        return pids.length === 2;
+      },
+      D,
+      "two sleep pids",
+    );
+    for (const pid of pids) assert.equal(await pidGone(pid), false);
+    assert.deepEqual(await rpc.call("process/terminate", { processId: "tree" }), { running: true });
+    await rpc.waitFor(isNote("process/closed", "tree"), D);
+    await until(async () => (await pidGone(pids[0])) && (await pidGone(pids[1])), D, "sleeps gone");
+    assert.deepEqual(await rpc.call("process/terminate", { processId: "tree" }), {
+      running: false,
+    });
+  });
+
+  await t.step(
+    "a program that is not granted is refused and the server keeps serving",
+    async () => {
+      assertDenied(
+        await rpc.request("process/start", { processId: "ls", argv: ["ls"] }),
+        '"ls"',
+        "run",
+      );
+      assert.equal((await rpc.call("environment/info")).cwd, server.dir);
+    },
+  );
+
+  await t.step("reads and writes outside DIR are refused: absolute, .., symlink", async () => {
+    const { dir } = server;
+    assertDenied(await rpc.request("fs/readFile", { path: "/etc/passwd" }), "/etc/passwd", "read");
+    assertDenied(
+      await rpc.request("fs/readFile", { path: `${dir}/../../etc/passwd` }),
+      "read access is not granted",
+    );
+    await Deno.symlink("/etc/passwd", `${dir}/link`);
+    assertDenied(await rpc.request("fs/readFile", { path: `${dir}/link` }), "/etc/passwd");
+    await Deno.symlink("/etc", `${dir}/etc`);
+    assertDenied(await rpc.request("fs/readDirectory", { path: `${dir}/etc` }), "/etc");
+    const outside = `${dir}-outside-target`;
+    await Deno.symlink(outside, `${dir}/dangling`);
+    assertDenied(
+      await rpc.request("fs/writeFile", { path: `${dir}/dangling`, dataBase64: "YQ==" }),
+      outside,
+      "write",
+    );
+    assertDenied(
+      await rpc.request("fs/writeFile", { path: `${dir}/../escape.txt`, dataBase64: "YQ==" }),
+      "write access is not granted",
+    );
+    assertDenied(
+      await rpc.request("fs/writeFile", { path: "/tmp/outpost-escape.txt", dataBase64: "YQ==" }),
+      "write access is not granted",
+    );
+    assertDenied(
+      await rpc.request("fs/createDirectory", { path: `${dir}/etc/evil` }),
+      "/etc/evil",
+    );
+    await assert.rejects(Deno.stat(outside), Deno.errors.NotFound);
+    // Removing the link itself (inside DIR) is allowed; its target is untouched.
+    assert.deepEqual(await rpc.call("fs/remove", { path: `${dir}/etc` }), {});
+    assert.ok((await Deno.stat("/etc")).isDirectory);
+    assert.equal((await rpc.call("environment/info")).cwd, dir);
+  });
+
+  await t.step("a child does not inherit the executor's environment", async () => {
+    await rpc.call("process/start", {
+      processId: "env1",
+      argv: ["sh", "-c", 'echo "[$OUTPOST_TEST_SECRET]"; env'],
+      env: { MINE: "yes" },
+    });
+    const { stdout } = await outputOf(rpc, "env1");
+    assert.ok(stdout.startsWith("[]\n"), stdout);
+    assert.ok(!stdout.includes(SECRET));
+    assert.ok(stdout.includes("MINE=yes"));
+  });
+
+  await t.step("fs methods round trip inside DIR", async () => {
+    const { dir } = server;
+    const data = new Uint8Array([0, 1, 2, 250, 255]).toBase64();
+    await rpc.call("fs/createDirectory", { path: `${dir}/a/b`, recursive: true });
+    await rpc.call("fs/writeFile", { path: `${dir}/a/b/f.bin`, dataBase64: data });
+    assert.deepEqual(await rpc.call("fs/readFile", { path: `${dir}/a/b/f.bin` }), {
+      dataBase64: data,
+    });
+    const meta = await rpc.call("fs/getMetadata", { path: `${dir}/a/b/f.bin` });
+    assert.equal(meta.isFile, true);
+    assert.equal(meta.size, 5);
+    await rpc.call("fs/copy", {
+      sourcePath: `${dir}/a`,
+      destinationPath: `${dir}/c`,
+      recursive: true,
+    });
+    const listing = await rpc.call("fs/readDirectory", { path: `${dir}/c/b` });
+    assert.deepEqual(listing.entries, [
+      { fileName: "f.bin", isDirectory: false, isFile: true, isSymlink: false },
+    ]);
+    assert.deepEqual(await rpc.call("fs/canonicalize", { path: `${dir}/c/../a/./b` }), {
+      path: `${dir}/a/b`,
+    });
+    await rpc.call("fs/remove", { path: `${dir}/c`, recursive: true });
+    const missing = await rpc.request("fs/getMetadata", { path: `${dir}/c` });
+    assert.equal(missing.error?.code, -32004);
+  });
+});
+
+Deno.test("serveLocal checks the bearer token when one is set", async () => {
+  const token = "local-token-0123456789abcdef";
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using server = await serveLocal({ executor, token });
+  const http = server.url.replace("ws://", "http://");
+  const missing = await fetch(http);
+  assert.equal(missing.status, 401);
+  assert.ok(!(await missing.text()).includes(token));
+  const wrong = await fetch(http, {
+    headers: { authorization: "Bearer local-token-0123456789abcdeX" },
+  });
+  assert.equal(wrong.status, 401);
+  await wrong.body?.cancel();
+  await using rpc = await WsRpc.open(server.url, { authorization: `Bearer ${token}` });
+  assert.ok((await rpc.call("environment/info")).shell);
+});
+
+Deno.test("serveLocal refuses a non-loopback address unless allowRemote and a token are given", async () => {
+  await assert.rejects(serveLocal({ listen: "ws://0.0.0.0:0" }), /not a loopback address/);
+  await assert.rejects(
+    serveLocal({ listen: "ws://0.0.0.0:0", allowRemote: true }),
+    /not a loopback address/,
+  );
+  await assert.rejects(
+    serveLocal({ listen: "ws://0.0.0.0:0", token: "local-token-0123456789abcdef" }),
+    /not a loopback address/,
+  );
+  await assert.rejects(serveLocal({ listen: "wss://127.0.0.1:0" }), /only ws:/);
+  await assert.rejects(serveLocal({ listen: "ws://127.0.0.1:0/path" }), /without a path/);
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using server = await serveLocal({
+    listen: "0.0.0.0:0",
+    allowRemote: true,
+    token: "local-token-0123456789abcdef",
+    executor,
+  });
+  assert.match(server.url, /^ws:\/\/0\.0\.0\.0:\d+$/);
+});
+
+Deno.test("serveLocal refuses binary messages and plain HTTP, and keeps the connection", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using server = await serveLocal({ executor, listen: "127.0.0.1:0" });
+  const plain = await fetch(server.url.replace("ws://", "http://"));
+  assert.equal(plain.status, 426);
+  await plain.body?.cancel();
+  await using rpc = await WsRpc.open(server.url);
+  rpc.send(new TextEncoder().encode('{"id":1,"method":"environment/info"}'));
+  const refusal = await rpc.waitFor((m) => m.id === null && m.error !== undefined);
+  assert.equal(refusal.error!.code, -32600);
+  assert.match(refusal.error!.message, /binary message/);
+  assert.ok((await rpc.call("environment/info")).cwd);
+});
+
+Deno.test("serveLocal closes its connections on close and on abort", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  const controller = new AbortController();
+  const server = await serveLocal({ executor, signal: controller.signal });
+  const rpc = await WsRpc.open(server.url);
+  await rpc.initialize();
+  controller.abort();
+  await withDeadline(server.closed, D, "server closed");
+  await withDeadline(rpc.closed, D, "client closed");
+  await server.close();
+  await rpc.close();
+});
