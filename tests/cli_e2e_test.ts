@@ -207,10 +207,11 @@ class TcpProxy implements AsyncDisposable {
   readonly port: number;
 
   constructor(targetPort: number) {
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.port = (this.#listener.addr as Deno.NetAddr).port;
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.#listener = listener;
+    this.port = (listener.addr as Deno.NetAddr).port;
     this.#accepting = (async () => {
-      for await (const inbound of this.#listener) {
+      for await (const inbound of listener) {
         let outbound: Deno.Conn;
         try {
           outbound = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
@@ -597,7 +598,7 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   }
   await using top = new Cli("client", ["--help"]);
   assert.equal((await top.finished()).code, 0);
-  assert.match(top.stdout, /Commands:\n  serve/);
+  assert.match(top.stdout, /Commands:\n {2}serve/);
 
   await using bad = new Cli("client", ["exec", "--nope", "x"]);
   assert.equal((await bad.finished()).code, 2);

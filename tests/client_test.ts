@@ -7,7 +7,8 @@
 
 import assert from "node:assert/strict";
 import { RemoteCommand } from "../lib/client/remote_command.ts";
-import { RemoteProcess, signalExitCode } from "../lib/client/remote_process.ts";
+import { signalExitCode } from "../lib/client/remote_process.ts";
+import type { RemoteProcess } from "../lib/client/remote_process.ts";
 import type { ProcessTransport } from "../lib/client/remote_process.ts";
 import { RelayClosedError } from "../lib/errors.ts";
 import { until, withDeadline } from "./_support/deadline.ts";

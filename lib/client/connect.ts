@@ -15,7 +15,7 @@ import { JsonRpcPeer } from "../rpc/json_rpc_peer.ts";
 import { GatedChannel } from "./_gated_channel.ts";
 import { openWebSocketChannel } from "./_websocket_channel.ts";
 import { RemoteFs } from "./remote_fs.ts";
-import type { ProcessTransport, RemoteProcess } from "./remote_process.ts";
+import type { ProcessTransport } from "./remote_process.ts";
 
 /** Default timeout of connect plus `initialize`, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -164,7 +164,7 @@ export class Connection implements AsyncDisposable, ProcessTransport {
 
   /**
    * Pauses reading from the executor until the returned function is called;
-   * used by {@linkcode RemoteProcess} when a reader falls behind, so output
+   * used by `RemoteProcess` when a reader falls behind, so output
    * is slowed at its source instead of buffered without bound.
    *
    * @returns Releases the hold; idempotent.
