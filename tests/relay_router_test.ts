@@ -408,7 +408,7 @@ Deno.test("RelayRouter admits executor ids up to the limit and refuses one past 
 });
 
 Deno.test("RelayRouter routes streams up to the limit and resets one past it with too_many_streams", async () => {
-  const h = await host({ maxStreams: 3 });
+  const h = await host({ maxStreams: 3, reservedStreamsPerHarness: 0 });
   try {
     const executor = await h.connect("executor");
     const harness = await h.connect("harness");
@@ -419,6 +419,43 @@ Deno.test("RelayRouter routes streams up to the limit and resets one past it wit
     // Ending a stream frees a slot.
     await through(harness, executor, reset("s1", "stream_closed"));
     assert.equal(payloadOf(await through(harness, executor, data("s4", "now fits"))), "now fits");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter limits streams per harness socket: at the limit ok, one past reset", async () => {
+  const h = await host({ maxStreamsPerHarness: 2 });
+  try {
+    const executor = await h.connect("executor");
+    const a = await h.connect("harness");
+    const b = await h.connect("harness");
+    await through(a, executor, data("a1", "1"));
+    await through(a, executor, data("a2", "2"));
+    await a.socket.send(data("a3", "3"));
+    const refused = await a.inbox.next("too_many_streams");
+    assert.deepEqual([refused.streamId, resetReason(refused)], ["a3", "too_many_streams"]);
+    // Another socket has its own share.
+    assert.equal(payloadOf(await through(b, executor, data("b1", "b"))), "b");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter keeps a reserve of streams for every harness socket when one took them all", async () => {
+  const h = await host({ maxStreams: 4, reservedStreamsPerHarness: 1 });
+  try {
+    const executor = await h.connect("executor");
+    const greedy = await h.connect("harness");
+    for (let i = 0; i < 4; i++) await through(greedy, executor, data(`g${i}`, "x"));
+    await greedy.socket.send(data("g4", "x"));
+    assert.equal(resetReason(await greedy.inbox.next("greedy refused")), "too_many_streams");
+    const polite = await h.connect("harness");
+    assert.equal(payloadOf(await through(polite, executor, data("p1", "hi"))), "hi");
+    // The reserve is one stream: the second is refused while the executor is full.
+    await polite.socket.send(data("p2", "more"));
+    assert.equal(resetReason(await polite.inbox.next("polite refused")), "too_many_streams");
+    assert.equal(h.router.stats().streams, 5);
   } finally {
     await h.close();
   }

@@ -82,6 +82,20 @@ export interface RelayRouterOptions {
    */
   maxStreams?: number;
   /**
+   * Most streams one harness socket may own; taking back its own parked
+   * streams is always allowed.
+   * @default {1024}
+   */
+  maxStreamsPerHarness?: number;
+  /**
+   * Streams every harness socket may own even when the executor is at
+   * `maxStreams`, so one busy harness cannot lock the others out. The router
+   * then holds at most `maxStreams + maxHarnessSockets * reservedStreamsPerHarness`
+   * streams per executor id.
+   * @default {4}
+   */
+  reservedStreamsPerHarness?: number;
+  /**
    * Largest frame forwarded, in bytes (the sockets should enforce it too).
    * @default {262144}
    */
@@ -296,6 +310,8 @@ export class RelayRouter implements AsyncDisposable {
   #maxExecutors: number;
   #maxHarnessSockets: number;
   #maxStreams: number;
+  #maxStreamsPerHarness: number;
+  #reservedStreams: number;
   #maxFrameBytes: number;
   #highWater: number;
   #maxQueue: number;
@@ -322,6 +338,17 @@ export class RelayRouter implements AsyncDisposable {
     this.#maxExecutors = positive(options.maxExecutors, 1024, "maxExecutors");
     this.#maxHarnessSockets = positive(options.maxHarnessSockets, 64, "maxHarnessSockets");
     this.#maxStreams = positive(options.maxStreams, 4096, "maxStreams");
+    this.#maxStreamsPerHarness = positive(
+      options.maxStreamsPerHarness,
+      Math.min(this.#maxStreams, 1024),
+      "maxStreamsPerHarness",
+    );
+    this.#reservedStreams = options.reservedStreamsPerHarness ?? 4;
+    if (!Number.isInteger(this.#reservedStreams) || this.#reservedStreams < 0) {
+      throw new RangeError(
+        `Cannot create router: reservedStreamsPerHarness must be a non-negative integer, got ${this.#reservedStreams}`,
+      );
+    }
     this.#maxFrameBytes = positive(
       options.maxFrameBytes,
       DEFAULT_MAX_FRAME_BYTES,
@@ -650,7 +677,11 @@ export class RelayRouter implements AsyncDisposable {
         // Just started (perhaps restarted): the executor may be on its way back.
         this.#awaitExecutor(site);
       }
-      if (site.routes.size >= this.#maxStreams) {
+      const owned = peer.streams.size;
+      if (
+        owned >= this.#maxStreamsPerHarness ||
+        (site.routes.size >= this.#maxStreams && owned >= this.#reservedStreams)
+      ) {
         this.#toHarness(peer, resetBytes(streamId, RESET_TOO_MANY_STREAMS));
         return false;
       }

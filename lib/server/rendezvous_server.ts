@@ -88,6 +88,16 @@ export interface RendezvousOptions {
    */
   maxStreams?: number;
   /**
+   * Most streams one harness socket may own.
+   * @default {1024}
+   */
+  maxStreamsPerHarness?: number;
+  /**
+   * Streams every harness socket may own even when its executor is at `maxStreams`.
+   * @default {4}
+   */
+  reservedStreamsPerHarness?: number;
+  /**
    * Largest relay frame, in bytes.
    * @default {262144}
    */
@@ -323,6 +333,8 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     maxExecutors: options.maxExecutors,
     maxHarnessSockets: options.maxHarnessSockets,
     maxStreams: options.maxStreams,
+    maxStreamsPerHarness: options.maxStreamsPerHarness,
+    reservedStreamsPerHarness: options.reservedStreamsPerHarness,
     maxFrameBytes,
     peerHighWaterBytes: options.peerHighWaterBytes,
     maxPeerQueueBytes: options.maxPeerQueueBytes,
