@@ -1,0 +1,497 @@
+/**
+ * Hostile JSON-RPC against a real local server over a real WebSocket:
+ * malformed JSON, wrong types for every param of every method, huge and
+ * deeply nested messages, unknown methods, lifecycle misuse, out-of-range
+ * `afterSeq`/`maxBytes`/`waitMs`, base64 that is not base64. Each gets a clear
+ * JSON-RPC error, and the session keeps serving.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { Executor } from "../lib/exec/executor.ts";
+import { serveExecutor } from "./_support/ws_channel.ts";
+import { type RawResponse, RawRpc } from "./_support/raw_rpc.ts";
+import { withDeadline } from "./_support/deadline.ts";
+import { record } from "./_support/report.ts";
+
+const PARSE_ERROR = -32700;
+const INVALID_REQUEST = -32600;
+const METHOD_NOT_FOUND = -32601;
+const INVALID_PARAMS = -32602;
+
+interface Harness extends AsyncDisposable {
+  url: string;
+  dir: string;
+  connect(): Promise<RawRpc>;
+  session(): Promise<RawRpc>;
+}
+
+async function startServer(): Promise<Harness> {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_rpc_bad_" });
+  const executor = new Executor({ writeRoots: [dir], cwd: dir, sessionTtlMs: 200 });
+  const server = serveExecutor(executor);
+  const open: RawRpc[] = [];
+  const connect = async (): Promise<RawRpc> => {
+    const rpc = await RawRpc.open(server.url);
+    open.push(rpc);
+    return rpc;
+  };
+  return {
+    url: server.url,
+    dir,
+    connect,
+    async session(): Promise<RawRpc> {
+      const rpc = await connect();
+      await rpc.call("initialize", { clientName: "bad-input-test" });
+      rpc.notify("initialized");
+      return rpc;
+    },
+    async [Symbol.asyncDispose](): Promise<void> {
+      await Promise.all(open.map((r) => r.close()));
+      await server.close();
+      await executor.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** The session still answers a cheap request. */
+async function assertServing(rpc: RawRpc, context: string): Promise<void> {
+  const r = await rpc.request("environment/info", {}, 5000);
+  assert.ok(
+    r.result !== undefined,
+    `session stopped serving after ${context}: ${JSON.stringify(r)}`,
+  );
+}
+
+function assertError(r: RawResponse, codes: number[], context: string, mentions?: string): void {
+  assert.ok(r.error, `${context}: expected an error, got ${JSON.stringify(r).slice(0, 300)}`);
+  assert.ok(
+    codes.includes(r.error.code),
+    `${context}: code ${r.error.code} not in ${codes}: ${r.error.message}`,
+  );
+  assert.equal(typeof r.error.message, "string");
+  assert.ok(
+    r.error.message.length > 0 && r.error.message.length < 2000,
+    `${context}: message length`,
+  );
+  assert.ok(!r.error.message.endsWith("."), `${context}: message ends with a period`);
+  if (mentions !== undefined) {
+    assert.ok(
+      r.error.message.includes(mentions),
+      `${context}: message does not name ${mentions}: ${r.error.message}`,
+    );
+  }
+}
+
+Deno.test("malformed JSON-RPC messages get a parse or invalid-request error and the session keeps serving", async () => {
+  await using h = await startServer();
+  const rpc = await h.session();
+  const inputs = [
+    "{",
+    "",
+    " ",
+    "nul",
+    '{"id":1,"method":"environment/info"',
+    "\u0000",
+    "null",
+    "42",
+    '"text"',
+    "true",
+    "[]",
+    "{}",
+    '{"id":7}',
+    '{"id":8,"method":5}',
+    '{"id":9,"method":null}',
+    '{"id":10,"method":["environment/info"]}',
+    '{"id":{"x":1},"method":"environment/info"}',
+    '{"id":[1],"method":"environment/info"}',
+    '{"id":true,"method":"environment/info"}',
+  ];
+  let cases = 0;
+  for (const text of inputs) {
+    const r = await rpc.sendRawExpectingReply(text);
+    assertError(r, [PARSE_ERROR, INVALID_REQUEST], `input ${JSON.stringify(text)}`);
+    await assertServing(rpc, JSON.stringify(text));
+    cases++;
+  }
+  assert.deepEqual(rpc.garbage, []);
+  record({
+    area: "bad input",
+    name: "JSON-RPC: malformed JSON and invalid request shapes",
+    cases,
+    result: "each answered -32700/-32600; session kept serving",
+  });
+});
+
+/** Param kinds and values of the wrong type or out of range for each. */
+const WRONG: Record<string, unknown[]> = {
+  string: [42, true, [], {}, null, ""],
+  optString: [42, true, [], {}],
+  nullableString: [42, true, [], {}],
+  uint: ["1", true, [], {}, -1, 1.5, 1e300, -0.5],
+  optUint: ["1", true, [], {}, -1, 1.5, 1e300],
+  optBool: ["true", 1, [], {}],
+  argv: ["cat", [], [1], [null], [""], {}, 1, null],
+  env: [[], "A=1", 1, { A: 1 }, { A: null }, { A: {} }],
+  base64: [42, [], {}, "a", "!!!!", "ab=c", "YQ==YQ==", "-_-_", "éééé"],
+  signal: [42, [], {}, "", "SIGNOPE", "KILL; rm -rf /"],
+  confinement: [42, [], {}, "root", "NONE "],
+};
+
+interface MethodSpec {
+  method: string;
+  base: (id: string) => Record<string, unknown>;
+  params: Record<string, keyof typeof WRONG>;
+}
+
+function methodSpecs(dir: string): MethodSpec[] {
+  const file = `${dir}/f.txt`;
+  return [
+    {
+      method: "process/start",
+      base: (id) => ({ processId: id, argv: ["true"] }),
+      params: {
+        processId: "string",
+        argv: "argv",
+        cwd: "optString",
+        env: "env",
+        tty: "optBool",
+        pipeStdin: "optBool",
+        arg0: "nullableString",
+        timeoutMs: "optUint",
+        confinement: "confinement",
+      },
+    },
+    {
+      method: "process/read",
+      base: () => ({ processId: "live", waitMs: 0 }),
+      params: { processId: "string", afterSeq: "optUint", maxBytes: "optUint", waitMs: "optUint" },
+    },
+    {
+      method: "process/write",
+      base: () => ({ processId: "live", chunk: "" }),
+      params: { processId: "string", chunk: "base64", eof: "optBool" },
+    },
+    {
+      method: "process/signal",
+      base: () => ({ processId: "live", signal: "interrupt" }),
+      params: { processId: "string", signal: "signal" },
+    },
+    {
+      method: "process/terminate",
+      base: () => ({ processId: "live" }),
+      params: { processId: "string" },
+    },
+    {
+      method: "process/resize",
+      base: () => ({ processId: "live", cols: 80, rows: 24 }),
+      params: { processId: "string", cols: "uint", rows: "uint" },
+    },
+    { method: "fs/readFile", base: () => ({ path: file }), params: { path: "string" } },
+    {
+      method: "fs/writeFile",
+      base: () => ({ path: file, dataBase64: "YQ==" }),
+      params: { path: "string", dataBase64: "base64" },
+    },
+    {
+      method: "fs/createDirectory",
+      base: () => ({ path: `${dir}/d`, recursive: true }),
+      params: { path: "string", recursive: "optBool" },
+    },
+    { method: "fs/getMetadata", base: () => ({ path: file }), params: { path: "string" } },
+    { method: "fs/readDirectory", base: () => ({ path: dir }), params: { path: "string" } },
+    {
+      method: "fs/remove",
+      base: () => ({ path: `${dir}/nothing`, force: true }),
+      params: { path: "string", recursive: "optBool", force: "optBool" },
+    },
+    {
+      method: "fs/copy",
+      base: () => ({ sourcePath: file, destinationPath: `${dir}/copy.txt`, recursive: false }),
+      params: { sourcePath: "string", destinationPath: "string", recursive: "optBool" },
+    },
+    { method: "fs/canonicalize", base: () => ({ path: file }), params: { path: "string" } },
+  ];
+}
+
+Deno.test("every param of every method refuses wrong types and out-of-range values with -32602 naming it", async () => {
+  await using h = await startServer();
+  await Deno.writeTextFile(`${h.dir}/f.txt`, "x");
+  const rpc = await h.session();
+  // A live process for the process/* methods.
+  await rpc.call("process/start", { processId: "live", argv: ["cat"], pipeStdin: true });
+  let cases = 0;
+  const failures: string[] = [];
+  let n = 0;
+  for (const spec of methodSpecs(h.dir)) {
+    // Params that are not an object at all.
+    for (const params of [[], "x", 42, true]) {
+      // Primitive params are an invalid request (answered with id null, see
+      // the DEFECT test below); an array is invalid params.
+      const r = Array.isArray(params) ? await rpc.request(spec.method, params) : await rpc
+        .sendRawExpectingReply(
+          JSON.stringify({ jsonrpc: "2.0", id: `raw-${n++}`, method: spec.method, params }),
+        );
+      if (!r.error || ![INVALID_PARAMS, INVALID_REQUEST].includes(r.error.code)) {
+        failures.push(`${spec.method} params=${JSON.stringify(params)} -> ${JSON.stringify(r)}`);
+      }
+      cases++;
+    }
+    for (const [name, kind] of Object.entries(spec.params)) {
+      const values = [...WRONG[kind]];
+      for (const value of values) {
+        const params = { ...spec.base(`bad-${n++}`), [name]: value };
+        const r = await rpc.request(spec.method, params, 3000).catch((e) => ({
+          id: null,
+          error: { code: 0, message: `no reply: ${e.message}` },
+        }));
+        cases++;
+        if (!r.error || r.error.code !== INVALID_PARAMS || !r.error.message.includes(name)) {
+          failures.push(
+            `${spec.method} ${name}=${JSON.stringify(value)} -> ${JSON.stringify(r).slice(0, 200)}`,
+          );
+        }
+      }
+      // A required param left out.
+      if (
+        kind === "string" || kind === "argv" || kind === "base64" || kind === "uint" ||
+        kind === "signal"
+      ) {
+        const params: Record<string, unknown> = spec.base(`bad-${n++}`);
+        delete params[name];
+        const r = await rpc.request(spec.method, params, 3000).catch((e) => ({
+          id: null,
+          error: { code: 0, message: `no reply: ${e.message}` },
+        }));
+        cases++;
+        if (!r.error || r.error.code !== INVALID_PARAMS || !r.error.message.includes(name)) {
+          failures.push(`${spec.method} without ${name} -> ${JSON.stringify(r).slice(0, 200)}`);
+        }
+      }
+    }
+    await assertServing(rpc, spec.method);
+  }
+  // Nothing started by a refused process/start.
+  const listed = await rpc.request("process/read", { processId: "bad-0", waitMs: 0 });
+  assert.ok(listed.error, "a refused process/start left a process behind");
+  await rpc.call("process/terminate", { processId: "live" });
+  record({
+    area: "bad input",
+    name: "JSON-RPC: wrong types and out-of-range values for every param of every method",
+    cases,
+    result: failures.length === 0
+      ? "each answered -32602 naming the param; session kept serving"
+      : `${failures.length} not refused correctly`,
+  });
+  assert.deepEqual(failures, [], `${failures.length} of ${cases} cases misbehaved`);
+});
+
+Deno.test("unknown methods get -32601 naming the method, also for prototype names", async () => {
+  await using h = await startServer();
+  const rpc = await h.session();
+  const methods = [
+    "nope",
+    "process/",
+    "process/startx",
+    "PROCESS/START",
+    "__proto__",
+    "constructor",
+    "toString",
+    "hasOwnProperty",
+    "fs/readFile/../x",
+    "initialized/",
+  ];
+  for (const method of methods) {
+    const r = await rpc.request(method, {});
+    assertError(r, [METHOD_NOT_FOUND], method, method);
+  }
+  const long = "m".repeat(100_000);
+  const r = await rpc.request(long, {});
+  assertError(r, [METHOD_NOT_FOUND, INVALID_REQUEST], "100 KB method name");
+  const empty = await rpc.sendRawExpectingReply(
+    JSON.stringify({ jsonrpc: "2.0", id: "empty", method: "", params: {} }),
+  );
+  assertError(empty, [METHOD_NOT_FOUND, INVALID_REQUEST], "empty method name");
+  await assertServing(rpc, "unknown methods");
+  // Prototype names as ids of processes do not reach Object.prototype.
+  for (const processId of ["__proto__", "constructor", "toString"]) {
+    const read = await rpc.request("process/read", { processId, waitMs: 0 });
+    assert.ok(read.error, `process/read of ${processId} must fail as unknown`);
+    assert.notEqual(read.error.code, -32603, `${processId}: internal error ${read.error.message}`);
+  }
+  await rpc.call("process/start", { processId: "__proto__", argv: ["true"] });
+  const read = await rpc.request("process/read", { processId: "__proto__", waitMs: 2000 });
+  assert.ok(read.result, `process named __proto__: ${JSON.stringify(read)}`);
+  record({
+    area: "bad input",
+    name:
+      "JSON-RPC: unknown methods (incl. prototype names, 100 KB name) and prototype-named process ids",
+    cases: methods.length + 2 + 4,
+    result: "each answered -32601 naming the method (or -32600); no prototype pollution",
+  });
+});
+
+Deno.test("lifecycle misuse gets -32600 and the connection keeps serving", async () => {
+  await using h = await startServer();
+  const rpc = await h.connect();
+  // Wrong types in initialize, before it has succeeded.
+  for (const params of [{ clientName: 5 }, { clientName: "x", resumeSessionId: 5 }, []]) {
+    const r = await rpc.request("initialize", params);
+    assertError(r, [INVALID_PARAMS], `initialize ${JSON.stringify(params)}`);
+  }
+  // Work before initialize.
+  for (const method of ["process/start", "fs/readFile", "process/read"]) {
+    const r = await rpc.request(method, { processId: "p", argv: ["true"], path: h.dir });
+    assertError(r, [INVALID_REQUEST], `${method} before initialize`, "initialize");
+  }
+  // Resuming a session that does not exist.
+  const unknown = await rpc.request("initialize", {
+    clientName: "t",
+    resumeSessionId: "00000000-0000-4000-8000-000000000000",
+  });
+  assertError(unknown, [INVALID_REQUEST, -32004], "resume unknown session");
+  await rpc.call("initialize", { clientName: "t" });
+  const twice = await rpc.request("initialize", { clientName: "t" });
+  assertError(twice, [INVALID_REQUEST], "initialize twice");
+  rpc.notify("initialized");
+  await assertServing(rpc, "initialize twice");
+  // A response object from the client, and a stray notification: ignored or
+  // the connection closed; the server keeps serving other connections.
+  rpc.sendText(JSON.stringify({ jsonrpc: "2.0", id: 12345, result: {} }));
+  rpc.notify("process/output", { processId: "x" });
+  const other = await h.session();
+  await assertServing(other, "a client-sent response on another connection");
+  record({
+    area: "bad input",
+    name:
+      "JSON-RPC: lifecycle misuse (work before initialize, initialize twice, bad resume, client responses)",
+    cases: 11,
+    result: "each answered -32600/-32602; other connections unaffected",
+  });
+});
+
+Deno.test("out-of-range afterSeq, maxBytes and waitMs are refused or bounded, and a long poll never blocks the session", async () => {
+  await using h = await startServer();
+  const rpc = await h.session();
+  await rpc.call("process/start", { processId: "p", argv: ["cat"], pipeStdin: true });
+  let cases = 0;
+  for (
+    const params of [
+      { afterSeq: -1 },
+      { afterSeq: 2 ** 64 },
+      { afterSeq: 0.5 },
+      { maxBytes: -1 },
+      { maxBytes: 2 ** 64 },
+      { waitMs: -1 },
+      { waitMs: Number.MAX_VALUE },
+    ]
+  ) {
+    const r = await rpc.request("process/read", { processId: "p", ...params });
+    assertError(r, [INVALID_PARAMS], `process/read ${JSON.stringify(params)}`);
+    cases++;
+  }
+  // The largest safe afterSeq is valid and simply has nothing after it.
+  const far = await rpc.request("process/read", {
+    processId: "p",
+    afterSeq: Number.MAX_SAFE_INTEGER,
+    waitMs: 0,
+  });
+  assert.ok(far.result, JSON.stringify(far));
+  cases++;
+  // A very long poll (if accepted) must not hold up other requests on the session.
+  const poll = rpc.request("process/read", { processId: "p", waitMs: 3_600_000 }, 10_000);
+  const t0 = performance.now();
+  await assertServing(rpc, "a long poll");
+  const meanwhile = performance.now() - t0;
+  await rpc.call("process/write", { processId: "p", chunk: btoa("hi"), eof: true });
+  const polled = await poll;
+  assert.ok(polled.result || polled.error, "the long poll answered");
+  cases++;
+  await rpc.call("process/terminate", { processId: "p" });
+  record({
+    area: "bad input",
+    name: "JSON-RPC: out-of-range afterSeq/maxBytes/waitMs; hour-long poll beside other requests",
+    cases,
+    result: "out-of-range refused with -32602; long poll returned on output; session kept serving",
+    details: { otherRequestDuringPollMs: Math.round(meanwhile) },
+  });
+});
+
+Deno.test("huge and deeply nested messages get a clear error and the session keeps serving", async () => {
+  await using h = await startServer();
+  const rpc = await h.session();
+  // Deep nesting in params: valid JSON, wrong shape.
+  const depth = 100_000;
+  const deepArray = `{"jsonrpc":"2.0","id":"deep1","method":"environment/info","params":${
+    "[".repeat(depth)
+  }${"]".repeat(depth)}}`;
+  const r1 = await rpc.sendRawExpectingReply(deepArray, 10_000).catch((e) => e);
+  let deepObject = "1";
+  for (let i = 0; i < depth; i++) deepObject = `{"a":${deepObject}}`;
+  const r2 = await rpc.request("fs/readFile", JSON.parse(`{"path":${deepObject}}`), 10_000)
+    .catch((e) => e);
+  for (const [r, what] of [[r1, "deep array params"], [r2, "deep object param"]] as const) {
+    assert.ok(!(r instanceof Error), `${what}: no reply: ${r}`);
+    assertError(r as RawResponse, [INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR], what);
+  }
+  await assertServing(rpc, "deep nesting");
+  // Over the 16 MiB message limit: refused with a clear error, connection kept.
+  const huge = JSON.stringify({
+    jsonrpc: "2.0",
+    id: "huge",
+    method: "fs/writeFile",
+    params: { path: `${h.dir}/huge.bin`, dataBase64: "A".repeat(17 * 1024 * 1024) },
+  });
+  const r3 = await rpc.sendRawExpectingReply(huge, 20_000).catch((e) => e);
+  let hugeOutcome: string;
+  if (r3 instanceof Error) {
+    // Closing the connection is acceptable for an oversize message, as long as it is not silent.
+    const ev = await withDeadline(rpc.closed, 5000, "close after oversize message");
+    hugeOutcome = `connection closed ${ev.code} ${ev.reason}`;
+  } else {
+    assertError(r3, [INVALID_REQUEST, PARSE_ERROR], "17 MiB message");
+    assert.match(r3.error!.message, /limit/);
+    hugeOutcome = `error ${r3.error!.code}: ${r3.error!.message}`;
+    await assertServing(rpc, "a 17 MiB message");
+  }
+  assert.equal(
+    await Deno.stat(`${h.dir}/huge.bin`).then(() => true, () => false),
+    false,
+    "the oversize write left a file behind",
+  );
+  // A large message under the limit works.
+  const rpc2 = await h.session();
+  const big = "A".repeat(8 * 1024 * 1024);
+  await rpc2.call("fs/writeFile", { path: `${h.dir}/big.bin`, dataBase64: big }, 20_000);
+  assert.equal((await Deno.stat(`${h.dir}/big.bin`)).size, 6 * 1024 * 1024);
+  record({
+    area: "bad input",
+    name: "JSON-RPC: 100,000-deep arrays/objects, 17 MiB message, 8 MiB message under the limit",
+    cases: 4,
+    result:
+      `deep nesting refused with a JSON-RPC error; oversize: ${hugeOutcome}; under-limit accepted`,
+  });
+});
+
+Deno.test({
+  name: "an invalid request with a valid id is answered with that id",
+  // DEFECT: lib/rpc/_messages.ts classifyMessage drops the id of a request
+  // whose id is valid but whose method is empty or whose params are a
+  // primitive ("params": "x"); json_rpc_peer.ts then answers -32600 with
+  // id null, so the caller cannot match the answer and waits for its own
+  // timeout. JSON-RPC 2.0 says id is null only when it could not be detected.
+  // Fix: carry a valid id in the "invalid" classification and reply with it.
+  ignore: true,
+  async fn() {
+    await using h = await startServer();
+    const rpc = await h.session();
+    for (const params of ["x", 42, true]) {
+      const r = await rpc.request("process/start", params, 2000);
+      assertError(r, [INVALID_REQUEST, INVALID_PARAMS], `params ${JSON.stringify(params)}`);
+    }
+    const r = await rpc.request("", {}, 2000);
+    assertError(r, [INVALID_REQUEST, METHOD_NOT_FOUND], "empty method");
+  },
+});
