@@ -21,6 +21,8 @@ import { RelayRouter, type RelayRouterStats, type RouterEvent } from "../mux/rel
 import { UrlSigner } from "./_signed_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 
+export type { RelayRouterStats, RouterEvent, RouterRole } from "../mux/relay_router.ts";
+
 /** Longest executor id accepted. */
 const MAX_EXECUTOR_ID_LENGTH = 256;
 const EXECUTOR_ID = /^[A-Za-z0-9_-]{1,256}$/;
