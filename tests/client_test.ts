@@ -10,7 +10,11 @@ import { RemoteCommand } from "../lib/client/remote_command.ts";
 import { signalExitCode } from "../lib/client/remote_process.ts";
 import type { RemoteProcess } from "../lib/client/remote_process.ts";
 import type { ProcessTransport } from "../lib/client/remote_process.ts";
-import { RelayClosedError } from "../lib/errors.ts";
+import { connect } from "../lib/client/connect.ts";
+import { RelayClosedError, RpcError } from "../lib/errors.ts";
+import { runExecutor } from "../lib/server/executor_loop.ts";
+import { serveLocal } from "../lib/server/local_server.ts";
+import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 
 const encoder = new TextEncoder();
@@ -311,3 +315,280 @@ Deno.test("RemoteProcess dispose kills a running process and waits for it", asyn
   far.emit("process/closed");
   await withDeadline(disposed, 2000, "dispose");
 });
+
+// ---------------------------------------------------------------------------
+// Against real servers on 127.0.0.1 (in-process), over real WebSockets.
+
+const SERVER_TOKEN = "client-test-token-0123456789";
+
+Deno.test("connect (local) runs a command, pipes stdin and reports the exit code", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  assert.equal(conn.mode, "local");
+  assert.match(conn.sessionId, /^[0-9a-f-]{36}$/);
+  const child = new RemoteCommand(conn, "sh", {
+    args: ["-c", "tr a-z A-Z; echo done >&2; exit 5"],
+    stdin: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(encoder.encode("hello "));
+  await writer.write(encoder.encode("remote"));
+  await writer.close();
+  const output = await withDeadline(child.output(), 10_000, "output");
+  assert.equal(decoder.decode(output.stdout), "HELLO REMOTE");
+  assert.equal(decoder.decode(output.stderr), "done\n");
+  assert.equal(output.code, 5);
+  assert.equal(output.success, false);
+});
+
+Deno.test("connect (local) refuses a missing or wrong token with a clear error", async () => {
+  await using server = await serveLocal({ token: SERVER_TOKEN });
+  await assert.rejects(connect(server.url), /Cannot connect to .*401/);
+  await assert.rejects(connect(server.url, { token: "wrong-token-0123456789abc" }), /401/);
+  await using conn = await connect(server.url, { token: SERVER_TOKEN });
+  const { code } = await new RemoteCommand(conn, "true").output();
+  assert.equal(code, 0);
+});
+
+Deno.test("RemoteCommand reports a program the executor cannot start", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  const child = new RemoteCommand(conn, "/no/such/program").spawn();
+  await assert.rejects(child.started, RpcError);
+  await assert.rejects(child.status, RpcError);
+  await assert.rejects(new RemoteCommand(conn, "/no/such/program").output(), RpcError);
+});
+
+Deno.test("RemoteProcess.kill delivers a signal and status reports it", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  const child = new RemoteCommand(conn, "sh", {
+    args: ["-c", "echo ready; exec sleep 30"],
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const first = await withDeadline(reader.read(), 10_000, "ready line");
+  assert.equal(decoder.decode(first.value), "ready\n");
+  reader.releaseLock();
+  await child.kill("SIGTERM");
+  const status = await withDeadline(child.status, 10_000, "status");
+  assert.equal(status.success, false);
+  assert.equal(status.code, 143);
+  assert.equal(status.signal, "SIGTERM");
+  await child.output();
+});
+
+Deno.test("RemoteCommand kills the process when its signal aborts", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  const abort = new AbortController();
+  const child = new RemoteCommand(conn, "sh", {
+    args: ["-c", "echo ready; exec sleep 30"],
+    signal: abort.signal,
+  }).spawn();
+  const reader = child.stdout.getReader();
+  await withDeadline(reader.read(), 10_000, "ready line");
+  reader.releaseLock();
+  abort.abort();
+  const status = await withDeadline(child.status, 10_000, "status");
+  assert.equal(status.code, 137);
+  await child.output();
+});
+
+Deno.test("await using a RemoteProcess kills it and waits", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  let status: Promise<unknown>;
+  {
+    await using child = new RemoteCommand(conn, "sh", { args: ["-c", "exec sleep 30"] }).spawn();
+    await child.started;
+    status = child.status;
+  }
+  assert.equal(((await status) as { code: number }).code, 137);
+});
+
+Deno.test("Connection.fs reads, writes, lists and removes files on the executor", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_client_fs_" }));
+  try {
+    await using server = await serveLocal();
+    await using conn = await connect(server.url);
+    await conn.fs.mkdir(`${dir}/sub/deeper`, { recursive: true });
+    await conn.fs.writeTextFile(`${dir}/sub/a.txt`, "alpha");
+    await conn.fs.writeFile(`${dir}/sub/b.bin`, new Uint8Array([0, 255, 7]));
+    assert.equal(await conn.fs.readTextFile(`${dir}/sub/a.txt`), "alpha");
+    assert.deepEqual(await conn.fs.readFile(`${dir}/sub/b.bin`), new Uint8Array([0, 255, 7]));
+    const info = await conn.fs.stat(`${dir}/sub/a.txt`);
+    assert.equal(info.isFile, true);
+    assert.equal(info.isDirectory, false);
+    const names = (await conn.fs.readDir(`${dir}/sub`)).map((e) => e.fileName).sort();
+    assert.deepEqual(names, ["a.txt", "b.bin", "deeper"]);
+    await conn.fs.copy(`${dir}/sub/a.txt`, `${dir}/copy.txt`);
+    assert.equal(await conn.fs.readTextFile(`${dir}/copy.txt`), "alpha");
+    assert.equal(await conn.fs.realPath(`${dir}/sub/../copy.txt`), `${dir}/copy.txt`);
+    await conn.fs.remove(`${dir}/sub`, { recursive: true });
+    await assert.rejects(conn.fs.stat(`${dir}/sub`), RpcError);
+    await conn.fs.remove(`${dir}/sub`, { recursive: true, force: true });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Connection requests fail with RelayClosedError once the server goes away", async () => {
+  const server = await serveLocal();
+  await using conn = await connect(server.url);
+  await server.close();
+  await withDeadline(conn.closed, 5000, "connection closed");
+  await assert.rejects(conn.request("environment/info"), RelayClosedError);
+});
+
+Deno.test("connect validates its URL and times out a silent server", async () => {
+  await assert.rejects(connect("not a url"), TypeError);
+  await assert.rejects(connect("ftp://127.0.0.1/"), /scheme ftp: is not ws or wss/);
+  await assert.rejects(connect("ws://127.0.0.1:1", { executorId: "a/b" }), TypeError);
+  // A TCP listener that never answers the WebSocket handshake.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) accepted.push(conn);
+  })();
+  const port = (listener.addr as Deno.NetAddr).port;
+  await assert.rejects(connect(`ws://127.0.0.1:${port}`, { timeoutMs: 200 }), /200 ms/);
+  listener.close();
+  await accepting;
+  for (const conn of accepted) conn.close();
+});
+
+Deno.test("connect through a rendezvous runs a command on an executor", async () => {
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-client",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using conn = await connect(rendezvous.url, {
+    executorId: "box-client",
+    token: SERVER_TOKEN,
+  });
+  assert.equal(conn.mode, "rendezvous");
+  assert.match(conn.url, /\/harness\/box-client\?role=harness$/);
+  const output = await new RemoteCommand(conn, "sh", { args: ["-c", "printf relay"] }).output();
+  assert.equal(decoder.decode(output.stdout), "relay");
+  assert.equal(output.code, 0);
+  await assert.rejects(
+    connect(rendezvous.url, { executorId: "box-client", token: "wrong-token-0123456789abc" }),
+    /the rendezvous refused the token \(HTTP 403\)/,
+  );
+});
+
+Deno.test("connect resumes its stream after the harness socket is cut mid-transfer", async () => {
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-resume",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using proxy = new TcpProxy(Number(new URL(rendezvous.url).port));
+  const events: string[] = [];
+  await using conn = await connect(`ws://127.0.0.1:${proxy.port}`, {
+    executorId: "box-resume",
+    token: SERVER_TOKEN,
+    onEvent: (event) => events.push(event.type),
+  });
+  const total = 8 * 1024 * 1024;
+  const child = new RemoteCommand(conn, "sh", {
+    args: ["-c", `head -c ${total} /dev/zero | tr '\\0' 'x'`],
+  }).spawn();
+  let received = 0;
+  let cut = false;
+  let intact = true;
+  for await (const chunk of child.stdout) {
+    received += chunk.byteLength;
+    if (!chunk.every((b) => b === 120)) intact = false;
+    if (!cut && received >= 1024 * 1024) cut = proxy.cut() > 0;
+  }
+  const status = await withDeadline(child.status, 20_000, "status");
+  assert.ok(cut, "the harness socket was cut");
+  assert.equal(received, total);
+  assert.ok(intact);
+  assert.equal(status.code, 0);
+  assert.ok(events.includes("disconnected"));
+  assert.ok(events.includes("reconnected"));
+  await child.output();
+});
+
+/** A TCP proxy on 127.0.0.1 that can cut every connection through it. */
+class TcpProxy implements AsyncDisposable {
+  #listener: Deno.Listener;
+  #pairs = new Set<[Deno.Conn, Deno.Conn]>();
+  #tasks = new Set<Promise<void>>();
+  #accepting: Promise<void>;
+  readonly port: number;
+
+  constructor(targetPort: number) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.#listener = listener;
+    this.port = (listener.addr as Deno.NetAddr).port;
+    this.#accepting = (async () => {
+      for await (const inbound of listener) {
+        let outbound: Deno.Conn;
+        try {
+          outbound = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+        } catch {
+          inbound.close();
+          continue;
+        }
+        const pair: [Deno.Conn, Deno.Conn] = [inbound, outbound];
+        this.#pairs.add(pair);
+        const task = Promise.all([pipe(inbound, outbound), pipe(outbound, inbound)]).then(() =>
+          this.#closePair(pair)
+        );
+        this.#tasks.add(task);
+        task.finally(() => this.#tasks.delete(task));
+      }
+    })().catch(() => {});
+  }
+
+  #closePair(pair: [Deno.Conn, Deno.Conn]): void {
+    if (!this.#pairs.delete(pair)) return;
+    for (const conn of pair) {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  cut(): number {
+    const n = this.#pairs.size;
+    for (const pair of [...this.#pairs]) this.#closePair(pair);
+    return n;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    await this.#accepting;
+    this.cut();
+    await Promise.allSettled([...this.#tasks]);
+  }
+}
+
+async function pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buffer = new Uint8Array(64 * 1024);
+  try {
+    while (true) {
+      const n = await from.read(buffer);
+      if (n === null) break;
+      let offset = 0;
+      while (offset < n) offset += await to.write(buffer.subarray(offset, n));
+    }
+  } catch {
+    // Cut or reset.
+  }
+  try {
+    await to.closeWrite();
+  } catch {
+    // Already closed.
+  }
+}
