@@ -1,0 +1,317 @@
+import assert from "node:assert/strict";
+import { RpcError } from "../lib/errors.ts";
+import { Executor, type ExecutorOptions } from "../lib/exec/executor.ts";
+import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
+import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
+
+const D = 5_000;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+interface Note {
+  method: string;
+  params: Record<string, unknown>;
+}
+
+interface Conn extends AsyncDisposable {
+  peer: JsonRpcPeer;
+  notes: Note[];
+  call(method: string, params?: unknown): Promise<Record<string, unknown>>;
+  fails(method: string, params: unknown, code: number, ...mentions: string[]): Promise<void>;
+  init(params?: Record<string, unknown>): Promise<string>;
+  served: Promise<void>;
+}
+
+function connect(executor: Executor): Conn {
+  const [a, b] = channelPair();
+  const served = executor.serve(b);
+  const notes: Note[] = [];
+  const peer = new JsonRpcPeer(a, {
+    onNotification: (method, params) => notes.push({ method, params: params as Note["params"] }),
+  });
+  const call = (method: string, params?: unknown) =>
+    withDeadline(peer.request<Record<string, unknown>>(method, params), D, method);
+  return {
+    peer,
+    notes,
+    served,
+    call,
+    async fails(method, params, code, ...mentions) {
+      await assert.rejects(call(method, params), (error: unknown) => {
+        assert.ok(error instanceof RpcError, String(error));
+        assert.equal(error.code, code, error.message);
+        for (const word of mentions) {
+          assert.ok(error.message.includes(word), `${error.message} should mention ${word}`);
+        }
+        assert.ok(!error.message.endsWith("."));
+        return true;
+      });
+    },
+    async init(params = {}) {
+      const { sessionId } = await call("initialize", { clientName: "session-test", ...params });
+      await peer.notify("initialized", {});
+      return sessionId as string;
+    },
+    async [Symbol.asyncDispose]() {
+      await peer.close();
+      await withDeadline(served, D, "serve end");
+    },
+  };
+}
+
+function useExecutor(options: ExecutorOptions = {}): Executor {
+  return new Executor({
+    sessionTtlMs: 200,
+    killGraceMs: 200,
+    exitedRetentionMs: 2_000,
+    ...options,
+  });
+}
+
+function outputText(notes: Note[], processId: string): string {
+  return notes
+    .filter((n) => n.method === "process/output" && n.params.processId === processId)
+    .map((n) => new TextDecoder().decode(Uint8Array.fromBase64(n.params.chunk as string)))
+    .join("");
+}
+
+function waitNote(conn: Conn, method: string, processId: string): Promise<Note> {
+  let found: Note | undefined;
+  return until(
+    () => {
+      found = conn.notes.find((n) => n.method === method && n.params.processId === processId);
+      return found !== undefined;
+    },
+    D,
+    `${method} of ${processId}`,
+  ).then(() => found!);
+}
+
+Deno.test("Session lifecycle: every misuse gets the upstream error and the connection continues", async () => {
+  await using executor = useExecutor();
+  const [raw, server] = channelPair();
+  const served = executor.serve(server);
+  const it = raw[Symbol.asyncIterator]();
+  const ask = async (message: unknown) => {
+    await raw.send(JSON.stringify(message));
+    return await withDeadline(nextJson(it), D, "reply");
+  };
+  const errorOf = (reply: Record<string, unknown>) =>
+    reply.error as { code: number; message: string };
+
+  let reply = await ask({
+    id: 1,
+    method: "process/start",
+    params: { processId: "p", argv: ["true"] },
+  });
+  assert.equal(errorOf(reply).code, -32600);
+  assert.match(errorOf(reply).message, /must call initialize before using process methods/);
+  reply = await ask({ id: 2, method: "fs/readFile", params: { path: "/tmp" } });
+  assert.match(errorOf(reply).message, /must call initialize before using fs methods/);
+  await raw.send(JSON.stringify({ method: "initialized" }));
+  reply = await withDeadline(nextJson(it), D);
+  assert.equal(reply.id, null);
+  assert.equal(errorOf(reply).code, -32600);
+  assert.match(errorOf(reply).message, /must call initialize first/);
+  reply = await ask({ id: 3, method: "environment/info" });
+  assert.ok((reply.result as { shell: unknown }).shell, "environment/info works before initialize");
+  reply = await ask({ id: 4, method: "test/unknown-a" });
+  assert.equal(errorOf(reply).code, -32601);
+  assert.match(errorOf(reply).message, /test\/unknown-a/);
+
+  reply = await ask({ id: 5, method: "initialize", params: { clientName: "t" } });
+  assert.match((reply.result as { sessionId: string }).sessionId, UUID);
+  reply = await ask({ id: 6, method: "process/list" });
+  assert.equal(errorOf(reply).code, -32600);
+  assert.match(errorOf(reply).message, /must send initialized before using process methods/);
+  reply = await ask({ id: 7, method: "initialize", params: { clientName: "t" } });
+  assert.equal(errorOf(reply).code, -32600);
+  assert.match(errorOf(reply).message, /may only be sent once/);
+  await raw.send(JSON.stringify({ method: "initialized" }));
+  await raw.send(JSON.stringify({ method: "initialized" })); // a second one is harmless
+  await raw.send(JSON.stringify({ method: "test/note" }));
+  reply = await withDeadline(nextJson(it), D);
+  assert.equal(reply.id, null);
+  assert.equal(errorOf(reply).code, -32601);
+  assert.match(errorOf(reply).message, /test\/note/);
+  await raw.send(JSON.stringify({ id: 99, result: {} })); // a stray response is ignored
+  reply = await ask({ id: 8, method: "process/list" });
+  assert.deepEqual(reply, { jsonrpc: "2.0", id: 8, result: { processes: [] } });
+  reply = await ask({ id: 9, method: "initialize", params: { resumeSessionId: 5 } });
+  assert.equal(errorOf(reply).code, -32600); // still "only once", checked first
+  await raw.close();
+  await withDeadline(served, D);
+});
+
+Deno.test("Session ids are UUIDs, one per connection", async () => {
+  await using executor = useExecutor();
+  await using a = connect(executor);
+  await using b = connect(executor);
+  const [idA, idB] = [await a.init(), await b.init()];
+  assert.match(idA, UUID);
+  assert.match(idB, UUID);
+  assert.notEqual(idA, idB);
+  await a.fails("initialize", { clientName: 3 }, -32600, "once");
+});
+
+Deno.test("Session resumes within its TTL: processes survive, output is caught up with process/read", async () => {
+  await using executor = useExecutor({ sessionTtlMs: 5_000 });
+  const first = connect(executor);
+  const sessionId = await first.init();
+  await first.call("process/start", { processId: "cat", argv: ["cat"], pipeStdin: true });
+  await first[Symbol.asyncDispose]();
+  await using second = connect(executor);
+  assert.deepEqual(await second.call("initialize", { resumeSessionId: sessionId }), { sessionId });
+  await second.peer.notify("initialized");
+  const chunk = new TextEncoder().encode("after resume\n").toBase64();
+  assert.deepEqual(await second.call("process/write", { processId: "cat", chunk, eof: true }), {
+    status: "accepted",
+  });
+  await waitNote(second, "process/closed", "cat");
+  assert.equal(outputText(second.notes, "cat"), "after resume\n");
+  const read = await second.call("process/read", { processId: "cat" });
+  assert.equal(read.exitCode, 0);
+  // A third connection cannot take a session that is attached.
+  await using third = connect(executor);
+  await third.fails("initialize", { resumeSessionId: sessionId }, -32010, sessionId);
+  await third.fails(
+    "initialize",
+    { resumeSessionId: crypto.randomUUID() },
+    -32600,
+    "unknown session id",
+  );
+});
+
+Deno.test("Session detached past its TTL is gone and its processes are killed", async () => {
+  await using executor = useExecutor({ sessionTtlMs: 100 });
+  const first = connect(executor);
+  const sessionId = await first.init();
+  await first.call("process/start", {
+    processId: "s",
+    argv: ["sh", "-c", "echo $$; exec sleep 100"],
+  });
+  await until(() => outputText(first.notes, "s").endsWith("\n"), D, "pid");
+  const pid = Number(outputText(first.notes, "s").trim());
+  await first[Symbol.asyncDispose]();
+  await until(
+    async () => {
+      try {
+        const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+        return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+      } catch {
+        return true;
+      }
+    },
+    D,
+    "sleep killed after the TTL",
+  );
+  await using second = connect(executor);
+  await second.fails("initialize", { resumeSessionId: sessionId }, -32600, "unknown session id");
+});
+
+Deno.test("Session validates every param and names it", async () => {
+  await using executor = useExecutor();
+  await using c = connect(executor);
+  await c.init();
+  const P = -32602;
+  await c.fails("process/start", [], P, "expected an object");
+  await c.fails("process/start", { argv: ["true"] }, P, '"processId" is required');
+  await c.fails("process/start", { processId: "", argv: ["true"] }, P, '"processId"');
+  await c.fails("process/start", { processId: "p", argv: [] }, P, '"argv"');
+  await c.fails("process/start", { processId: "p", argv: ["true", 1] }, P, '"argv[1]"');
+  await c.fails(
+    "process/start",
+    { processId: "p", argv: ["true"], cwd: "rel" },
+    P,
+    '"cwd"',
+    "absolute",
+  );
+  await c.fails("process/start", { processId: "p", argv: ["true"], env: { A: 1 } }, P, '"env.A"');
+  await c.fails("process/start", { processId: "p", argv: ["true"], tty: "yes" }, P, '"tty"');
+  await c.fails(
+    "process/start",
+    { processId: "p", argv: ["true"], timeoutMs: 0 },
+    P,
+    '"timeoutMs"',
+  );
+  await c.fails(
+    "process/start",
+    { processId: "p", argv: ["true"], confinement: "vm" },
+    P,
+    '"confinement"',
+  );
+  await c.fails("process/read", { processId: "p", afterSeq: -1 }, P, '"afterSeq"');
+  await c.fails("process/read", { processId: "p", afterSeq: 1.5 }, P, '"afterSeq"');
+  await c.fails("process/read", { processId: "p", maxBytes: 0 }, P, '"maxBytes"');
+  await c.fails("process/read", { processId: "p", waitMs: "1" }, P, '"waitMs"');
+  await c.fails("process/write", { processId: "p", chunk: "not base64!" }, P, '"chunk"', "base64");
+  await c.fails("process/write", { processId: "p", chunk: "YQ" }, P, '"chunk"');
+  await c.fails("process/write", { processId: "p", chunk: "YQ==", eof: 1 }, P, '"eof"');
+  await c.fails("process/signal", { processId: "p", signal: "SIGFOO" }, P, '"signal"');
+  await c.fails("process/resize", { processId: "p", cols: 0, rows: 1 }, P, '"cols"');
+  await c.fails("fs/readFile", { path: "relative" }, P, '"path"', "absolute");
+  await c.fails("fs/writeFile", { path: "/tmp/x", dataBase64: 5 }, P, '"dataBase64"');
+  await c.fails("fs/copy", { sourcePath: "/tmp" }, P, '"destinationPath"');
+  assert.deepEqual(await c.call("process/list"), { processes: [] });
+});
+
+Deno.test("Session process methods: unknown ids, duplicates, signals, list, limits, timeouts", async () => {
+  await using executor = useExecutor({ maxProcessesPerSession: 2, maxWaitMs: 50 });
+  await using c = connect(executor);
+  await c.init();
+  await c.fails("process/read", { processId: "nope" }, -32600, "unknown process");
+  assert.deepEqual(await c.call("process/write", { processId: "nope", chunk: "" }), {
+    status: "unknownProcess",
+  });
+  assert.deepEqual(await c.call("process/terminate", { processId: "nope" }), { running: false });
+  await c.call("process/start", { processId: "a", argv: ["sleep", "100"] });
+  await c.fails("process/start", { processId: "a", argv: ["true"] }, -32600, "already exists");
+  await c.call("process/start", { processId: "b", argv: ["sleep", "100"] });
+  // At the limit of 2 live processes; one past it is refused.
+  await c.fails("process/start", { processId: "c", argv: ["true"] }, -32602, "limit");
+  const listed = (await c.call("process/list")).processes as {
+    processId: string;
+    running: boolean;
+  }[];
+  assert.deepEqual(listed.map((p) => [p.processId, p.running]).sort(), [["a", true], ["b", true]]);
+  // waitMs is capped by maxWaitMs (50 ms here): the long-poll returns empty, promptly.
+  const started = performance.now();
+  const idle = await c.call("process/read", { processId: "a", waitMs: 1_000_000 });
+  assert.deepEqual(idle.chunks, []);
+  assert.ok(performance.now() - started < 2_000);
+  await c.fails("process/resize", { processId: "a", cols: 80, rows: 24 }, -32602, "terminal");
+  assert.deepEqual(await c.call("process/signal", { processId: "a", signal: "SIGTERM" }), {
+    delivered: true,
+  });
+  const exited = await waitNote(c, "process/exited", "a");
+  assert.notEqual(exited.params.exitCode, 0);
+  assert.deepEqual(await c.call("process/terminate", { processId: "b" }), { running: true });
+  await waitNote(c, "process/closed", "b");
+  await c.call("process/start", { processId: "t", argv: ["sleep", "100"], timeoutMs: 100 });
+  const timed = await waitNote(c, "process/exited", "t");
+  assert.equal(timed.params.timedOut, true);
+  const read = await c.call("process/read", { processId: "t" });
+  assert.equal(read.timedOut, true);
+});
+
+Deno.test("Session delivers output bigger than the retention cap whole, in seq order", async () => {
+  await using executor = useExecutor({ retainedOutputBytes: 64 * 1024 });
+  await using c = connect(executor);
+  await c.init();
+  const size = 1024 * 1024;
+  await c.call("process/start", {
+    processId: "big",
+    argv: ["head", "-c", String(size), "/dev/zero"],
+  });
+  await waitNote(c, "process/closed", "big");
+  const outputs = c.notes.filter((n) => n.method === "process/output");
+  const total = outputs.reduce(
+    (sum, n) => sum + Uint8Array.fromBase64(n.params.chunk as string).length,
+    0,
+  );
+  assert.equal(total, size);
+  const seqs = c.notes.filter((n) => n.params.processId === "big").map((n) =>
+    n.params.seq as number
+  );
+  assert.deepEqual(seqs, seqs.map((_, i) => i + 1));
+});
