@@ -818,12 +818,8 @@ Deno.test("the router survives hostile harness frames, refuses hijacks and keeps
 
 Deno.test({
   name: "one harness socket cannot take every stream slot of an executor",
-  // DEFECT: the router's maxStreams is per executor id, with no per-harness
-  // socket share: one authenticated harness that opens maxStreams streams
-  // (and keeps them parked for the detach window after it leaves) makes every
-  // other harness's new stream fail with reset too_many_streams. Fix: a
-  // per-harness-socket stream limit below maxStreams.
-  ignore: true,
+  // Found by this suite: maxStreams was per executor id with no per-harness
+  // share, so one harness could lock the others out. Fixed in 051488b.
   async fn() {
     const rendezvous = await serveRendezvous({ token: RDV_TOKEN, maxStreams: 8 });
     const reg = await fetch(`${rendezvous.registryUrl}/cloud/executor/fz/register`, {
