@@ -121,5 +121,29 @@ export type {
   RendezvousServer,
 } from "./lib/server/rendezvous_server.ts";
 export type { RelayRouterStats, RouterEvent, RouterRole } from "./lib/mux/relay_router.ts";
+export { RegistrationError, runExecutor } from "./lib/server/executor_loop.ts";
+export type {
+  RemoteExecutorEvent,
+  RemoteExecutorHandle,
+  RemoteExecutorStatus,
+  RunExecutorOptions,
+} from "./lib/server/executor_loop.ts";
 
 // Client (lib/client)
+export { connect, Connection } from "./lib/client/connect.ts";
+export type {
+  ConnectionEvent,
+  ConnectionRequestOptions,
+  ConnectOptions,
+} from "./lib/client/connect.ts";
+export { RemoteCommand } from "./lib/client/remote_command.ts";
+export type { RemoteCommandOptions } from "./lib/client/remote_command.ts";
+export { RemoteProcess, signalExitCode } from "./lib/client/remote_process.ts";
+export type {
+  ProcessTransport,
+  RemoteProcessOutput,
+  RemoteProcessStatus,
+  RemoteProcessStdio,
+} from "./lib/client/remote_process.ts";
+export { RemoteFs } from "./lib/client/remote_fs.ts";
+export type { FsTransport, RemoteDirEntry, RemoteFileInfo } from "./lib/client/remote_fs.ts";
