@@ -268,11 +268,22 @@ async function drainBody(request: Request, limit: number): Promise<void> {
   const body = request.body;
   if (body === null) return;
   const reader = body.getReader();
-  const timer = setTimeout(() => reader.cancel().catch(() => {}), BODY_READ_TIMEOUT_MS);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    reader.cancel().catch(() => {});
+  }, BODY_READ_TIMEOUT_MS);
   let total = 0;
   try {
     while (true) {
       const { done, value } = await reader.read();
+      if (timedOut) {
+        throw new HttpError(
+          408,
+          "request_timeout",
+          `Cannot register: the body did not arrive within ${BODY_READ_TIMEOUT_MS} ms`,
+        );
+      }
       if (done) return;
       total += value.length;
       if (total > limit) {
