@@ -115,6 +115,14 @@ export class FsOps {
    * @throws {SandboxDeniedError} When the sandbox refuses the path.
    */
   call(method: string, rawParams: unknown): Promise<unknown> {
+    try {
+      return this.#call(method, rawParams);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #call(method: string, rawParams: unknown): Promise<unknown> {
     const params = paramsObject(rawParams);
     switch (method) {
       case "fs/readFile":

@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { SandboxDeniedError } from "../lib/errors.ts";
+import { type PermissionQuery, SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
+
+/**
+ * Deno permissions are the far side of this boundary: the oracle grants read
+ * and write below `dir` only (as `--allow-read=DIR --allow-write=DIR` would)
+ * and run for `sh`. The filesystem, links included, is real.
+ */
+function grantsOnly(dir: string): PermissionQuery {
+  return (descriptor) => {
+    if (descriptor.name === "run") {
+      return Promise.resolve(descriptor.command === "sh" ? "granted" : "prompt");
+    }
+    if (descriptor.name === "read" || descriptor.name === "write") {
+      const path = descriptor.path as string;
+      return Promise.resolve(path === dir || path.startsWith(dir + "/") ? "granted" : "prompt");
+    }
+    return Promise.resolve("prompt");
+  };
+}
+
+async function fixture(): Promise<{ dir: string; policy: SandboxPolicy } & AsyncDisposable> {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_policy_" }));
+  await Deno.mkdir(`${dir}/sub/deep`, { recursive: true });
+  await Deno.writeTextFile(`${dir}/sub/file.txt`, "x");
+  await Deno.symlink("/etc/passwd", `${dir}/to_passwd`);
+  await Deno.symlink("/etc", `${dir}/to_etc`);
+  await Deno.symlink("sub", `${dir}/to_sub`);
+  await Deno.symlink(`${dir}-outside/new.txt`, `${dir}/dangling`);
+  await Deno.symlink("loop_b", `${dir}/loop_a`);
+  await Deno.symlink("loop_a", `${dir}/loop_b`);
+  return {
+    dir,
+    policy: new SandboxPolicy({ query: grantsOnly(dir) }),
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+async function denied(promise: Promise<unknown>, ...mentions: string[]): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof SandboxDeniedError, String(error));
+    for (const word of mentions) {
+      assert.ok(error.message.includes(word), `${error.message} should mention ${word}`);
+    }
+    return true;
+  });
+}
+
+Deno.test("SandboxPolicy grants paths inside the granted directory and returns them resolved", async () => {
+  await using f = await fixture();
+  assert.equal(await f.policy.checkRead(`${f.dir}/sub/file.txt`), `${f.dir}/sub/file.txt`);
+  assert.equal(await f.policy.checkRead(`${f.dir}/to_sub/file.txt`), `${f.dir}/sub/file.txt`);
+  assert.equal(await f.policy.checkRead(`${f.dir}/sub/deep/../file.txt`), `${f.dir}/sub/file.txt`);
+  assert.equal(await f.policy.checkWrite(`${f.dir}//sub/./new.txt`), `${f.dir}/sub/new.txt`);
+  assert.equal(await f.policy.checkWrite(`${f.dir}/a/b/../c`), `${f.dir}/a/c`);
+});
+
+Deno.test("SandboxPolicy refuses absolute paths and .. escapes outside the grant", async () => {
+  await using f = await fixture();
+  await denied(
+    f.policy.checkRead("/etc/passwd"),
+    'Cannot read "/etc/passwd": read access is not granted',
+  );
+  await denied(f.policy.checkRead(`${f.dir}/../x`), "read access is not granted");
+  await denied(f.policy.checkWrite(`${f.dir}/sub/../../x`), "write access is not granted");
+  await denied(f.policy.checkWrite(`${f.dir}/missing/../../x`), "write access is not granted");
+  await denied(f.policy.checkWrite("/"), "write");
+});
+
+Deno.test("SandboxPolicy follows symbolic links before checking", async () => {
+  await using f = await fixture();
+  await denied(f.policy.checkRead(`${f.dir}/to_passwd`), 'resolves to "/etc/passwd"');
+  await denied(f.policy.checkRead(`${f.dir}/to_etc/hostname`), '"/etc/hostname"');
+  await denied(f.policy.checkWrite(`${f.dir}/to_etc/new/deeper`), "/etc/new/deeper");
+  // A dangling link would let a write create its target: the target is checked.
+  await denied(f.policy.checkWrite(`${f.dir}/dangling`), `${f.dir}-outside/new.txt`);
+  // Physical `..`: to_etc/.. is "/", not the granted directory.
+  await denied(f.policy.checkRead(`${f.dir}/to_etc/../tmp`), '"/tmp"');
+  // Removing or inspecting the link itself stays inside the grant.
+  assert.equal(
+    await f.policy.checkWrite(`${f.dir}/to_etc`, { followFinal: false }),
+    `${f.dir}/to_etc`,
+  );
+  await denied(
+    f.policy.checkWrite(`${f.dir}/to_etc/passwd`, { followFinal: false }),
+    "/etc/passwd",
+  );
+});
+
+Deno.test("SandboxPolicy reports a symbolic link loop", async () => {
+  await using f = await fixture();
+  await assert.rejects(f.policy.checkRead(`${f.dir}/loop_a`), Error);
+  await assert.rejects(f.policy.checkWrite(`${f.dir}/loop_a/x`), Error);
+});
+
+Deno.test("SandboxPolicy write roots narrow the write permission", async () => {
+  await using f = await fixture();
+  const policy = new SandboxPolicy({ query: grantsOnly(f.dir), writeRoots: [`${f.dir}/sub`] });
+  assert.equal(await policy.checkWrite(`${f.dir}/sub/x`), `${f.dir}/sub/x`);
+  assert.equal(await policy.checkWrite(`${f.dir}/sub`), `${f.dir}/sub`);
+  await denied(policy.checkWrite(`${f.dir}/x`), "outside the write roots");
+  await denied(policy.checkWrite(`${f.dir}/subway`), "outside the write roots");
+  assert.equal(await policy.checkRead(`${f.dir}/x`), `${f.dir}/x`);
+  assert.throws(() => new SandboxPolicy({ writeRoots: ["relative"] }), TypeError);
+});
+
+Deno.test("SandboxPolicy checks run access and refuses relative paths", async () => {
+  await using f = await fixture();
+  await f.policy.checkRun("sh");
+  await denied(f.policy.checkRun("ls"), 'Cannot start "ls": run access is not granted');
+  await assert.rejects(f.policy.checkRead("relative/path"), TypeError);
+});
+
+Deno.test("SandboxPolicy uses the real Deno permissions by default", async () => {
+  // Under `deno test -A` everything is granted; the check must pass through.
+  const policy = new SandboxPolicy();
+  assert.equal(await policy.checkRead("/etc/../etc/hostname"), "/etc/hostname");
+  await policy.checkRun("sh");
+});
