@@ -110,6 +110,7 @@ export type {
   PermissionQuery,
   SandboxPolicyOptions,
 } from "./lib/exec/sandbox_policy.ts";
+export type { Confinement } from "./lib/exec/confinement.ts";
 
 // Servers (lib/server)
 export { serveLocal } from "./lib/server/local_server.ts";

@@ -27,7 +27,7 @@ import {
 } from "./session_registry.ts";
 
 /** The default number of live processes per executor, over all sessions. */
-export const DEFAULT_MAX_EXECUTOR_PROCESSES = 256;
+export const DEFAULT_MAX_EXECUTOR_PROCESSES: number = 256;
 
 /** Options of {@linkcode Executor}. */
 export interface ExecutorOptions {

@@ -18,7 +18,7 @@ import {
 } from "./_params.ts";
 
 /** The default largest file `fs/readFile` returns: 12 MiB minus a little (fits a 16 MiB message). */
-export const DEFAULT_MAX_FILE_BYTES = Math.floor((16 * 1024 * 1024 - 1024) / 4) * 3;
+export const DEFAULT_MAX_FILE_BYTES: number = Math.floor((16 * 1024 * 1024 - 1024) / 4) * 3;
 
 /** The fs methods served by {@linkcode FsOps}. */
 export const FS_METHODS: ReadonlySet<string> = new Set([

@@ -36,7 +36,7 @@ import {
 } from "./_params.ts";
 
 /** The default cap on `waitMs` of `process/read`: 30 s. */
-export const DEFAULT_MAX_WAIT_MS = 30_000;
+export const DEFAULT_MAX_WAIT_MS: number = 30_000;
 
 /** Signal names accepted by `process/signal`: upstream words and Deno names. */
 const SIGNALS: Record<string, Deno.Signal> = {

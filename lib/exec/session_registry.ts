@@ -12,9 +12,9 @@ import { INVALID_REQUEST, SESSION_ATTACHED_ELSEWHERE } from "../rpc/error_codes.
 import type { ProcessEventSink, ProcessTable } from "./process_table.ts";
 
 /** The default time a detached session keeps its processes: 30 s. */
-export const DEFAULT_SESSION_TTL_MS = 30_000;
+export const DEFAULT_SESSION_TTL_MS: number = 30_000;
 /** The default number of sessions (attached or detached) per executor. */
-export const DEFAULT_MAX_SESSIONS = 256;
+export const DEFAULT_MAX_SESSIONS: number = 256;
 
 /** A connection attached to a session. */
 export interface SessionAttachment {

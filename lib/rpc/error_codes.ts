@@ -19,18 +19,18 @@
  */
 
 /** The message is not valid JSON. */
-export const PARSE_ERROR = -32700;
+export const PARSE_ERROR: number = -32700;
 /** The message is not a valid request, or the request is not allowed now. */
-export const INVALID_REQUEST = -32600;
+export const INVALID_REQUEST: number = -32600;
 /** The method does not exist. */
-export const METHOD_NOT_FOUND = -32601;
+export const METHOD_NOT_FOUND: number = -32601;
 /** A param is missing, of the wrong type or out of range. */
-export const INVALID_PARAMS = -32602;
+export const INVALID_PARAMS: number = -32602;
 /** The request failed inside the server. */
-export const INTERNAL_ERROR = -32603;
+export const INTERNAL_ERROR: number = -32603;
 /** A path or object the request names does not exist. */
-export const NOT_FOUND = -32004;
+export const NOT_FOUND: number = -32004;
 /** The executor's sandbox refused the action (outpost's documented code). */
-export const SANDBOX_DENIED = -32003;
+export const SANDBOX_DENIED: number = -32003;
 /** The session named by `resumeSessionId` is attached to another connection. */
-export const SESSION_ATTACHED_ELSEWHERE = -32010;
+export const SESSION_ATTACHED_ELSEWHERE: number = -32010;

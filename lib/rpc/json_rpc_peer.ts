@@ -13,17 +13,17 @@ import { classifyMessage, type RpcId, utf8Length } from "./_messages.ts";
 import { INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR } from "./error_codes.ts";
 
 /** The default limit on one JSON-RPC message, in UTF-8 bytes: 16 MiB. */
-export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_MESSAGE_BYTES: number = 16 * 1024 * 1024;
 /**
  * The smallest allowed `maxMessageBytes`: every error message the peer
  * generates fits well inside it, so two peers never answer each other's
  * errors with errors that are themselves too large.
  */
-export const MIN_MAX_MESSAGE_BYTES = 1024;
+export const MIN_MAX_MESSAGE_BYTES: number = 1024;
 /** The default number of inbound requests served at once before reading pauses. */
-export const DEFAULT_MAX_CONCURRENT_REQUESTS = 64;
+export const DEFAULT_MAX_CONCURRENT_REQUESTS: number = 64;
 /** The default number of outbound requests awaiting a reply at once. */
-export const DEFAULT_MAX_PENDING_REQUESTS = 1024;
+export const DEFAULT_MAX_PENDING_REQUESTS: number = 1024;
 
 /** What a request handler learns besides the method and params. */
 export interface RequestContext {

@@ -13,9 +13,9 @@ import { INVALID_REQUEST } from "../rpc/error_codes.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 
 /** The default listen address: loopback, a free port. */
-export const DEFAULT_LOCAL_LISTEN = "ws://127.0.0.1:0";
+export const DEFAULT_LOCAL_LISTEN: string = "ws://127.0.0.1:0";
 /** Inbound messages queued per connection before it is closed as overloaded. */
-export const MAX_QUEUED_MESSAGES = 1024;
+export const MAX_QUEUED_MESSAGES: number = 1024;
 
 const HIGH_WATER_BYTES = 1024 * 1024;
 const LOW_WATER_BYTES = 256 * 1024;
