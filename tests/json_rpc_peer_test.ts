@@ -55,7 +55,7 @@ Deno.test("JsonRpcPeer requests round trip between two peers", async () => {
   await server.closed;
 });
 
-Deno.test("JsonRpcPeer refuses bad JSON, bad shapes and batches with id null and keeps serving", async () => {
+Deno.test("JsonRpcPeer refuses bad JSON, bad shapes and batches with a clear error and keeps serving", async () => {
   const [raw, server] = channelPair();
   const peer = new JsonRpcPeer(server, { onRequest: () => "ok" });
   const it = raw[Symbol.asyncIterator]();
@@ -63,11 +63,9 @@ Deno.test("JsonRpcPeer refuses bad JSON, bad shapes and batches with id null and
     ["{not json", -32700, "Cannot parse message"],
     ["5", -32600, "JSON object"],
     ['{"id":1}', -32600, '"method", "result" or "error"'],
-    ['{"id":1,"method":3}', -32600, '"method"'],
+    ['{"id":1,"result":1,"error":{"code":1,"message":"x"}}', -32600, '"result" and "error"'],
     ['{"id":{},"method":"x"}', -32600, '"id"'],
     ['{"id":1.5,"method":"x"}', -32600, '"id"'],
-    ['{"id":1,"method":"x","params":3}', -32600, '"params"'],
-    ['{"jsonrpc":"1.0","id":1,"method":"x"}', -32600, '"jsonrpc"'],
     ['[{"id":1,"method":"x"}]', -32600, "batch"],
     ["[]", -32600, "batch"],
   ];
@@ -78,6 +76,23 @@ Deno.test("JsonRpcPeer refuses bad JSON, bad shapes and batches with id null and
     const error = reply.error as { code: number; message: string };
     assert.deepEqual(error.code, code, text);
     assert(error.message.includes(words), `${text}: ${error.message}`);
+  }
+  // A request whose id can be detected is answered with that id.
+  for (
+    const [text, words] of [
+      ['{"id":1,"method":3}', '"method"'],
+    ['{"jsonrpc":"1.0","id":1,"method":"x"}', '"jsonrpc"'],
+      ['{"id":"a","method":""}', '"method"'],
+      ['{"id":2,"method":"x","params":3}', '"params"'],
+      ['{"id":3,"method":"x","params":"s"}', '"params"'],
+    ]
+  ) {
+    await raw.send(text);
+    const reply = await withDeadline(nextJson(it), D);
+    assert.equal(reply.id, JSON.parse(text).id, text);
+    const error = reply.error as { code: number; message: string };
+    assert.equal(error.code, -32600, text);
+    assert.ok(error.message.includes(words), `${text}: ${error.message}`);
   }
   await raw.send('{"id":2,"method":"x"}');
   assert.deepEqual((await withDeadline(nextJson(it), D)).result, "ok");

@@ -21,7 +21,7 @@ export type ClassifiedMessage =
   | { kind: "notification"; method: string; params: unknown }
   | { kind: "response"; id: RpcId; result: unknown }
   | { kind: "error"; id: RpcId | null; error: RpcErrorObject }
-  | { kind: "invalid"; reason: string };
+  | { kind: "invalid"; reason: string; id: RpcId | null };
 
 function isId(value: unknown): value is RpcId {
   return typeof value === "string" || (typeof value === "number" && Number.isSafeInteger(value));
@@ -42,56 +42,62 @@ function isErrorObject(value: unknown): value is RpcErrorObject {
  */
 export function classifyMessage(value: unknown): ClassifiedMessage {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return { kind: "invalid", reason: "a message must be a JSON object" };
+    return { kind: "invalid", reason: "a message must be a JSON object", id: null };
   }
   const message = value as Record<string, unknown>;
+  // JSON-RPC 2.0: an error reply carries the id whenever it can be detected.
+  const id = isId(message.id) ? message.id : null;
+  // Only a request is answered with its id: answering a malformed response or
+  // error with an id could fail an unrelated request of the other side.
+  const invalid = (reason: string, replyId: RpcId | null = id): ClassifiedMessage => ({
+    kind: "invalid",
+    reason,
+    id: replyId,
+  });
   if (message.jsonrpc !== undefined && message.jsonrpc !== "2.0") {
-    return { kind: "invalid", reason: '"jsonrpc" must be "2.0" when present' };
+    return invalid('"jsonrpc" must be "2.0" when present');
   }
   const hasId = "id" in message;
   if ("method" in message) {
     if (typeof message.method !== "string" || message.method.length === 0) {
-      return { kind: "invalid", reason: '"method" must be a non-empty string' };
+      return invalid('"method" must be a non-empty string');
     }
     if ("result" in message || "error" in message) {
-      return {
-        kind: "invalid",
-        reason: 'a message cannot have both "method" and "result" or "error"',
-      };
+      return invalid('a message cannot have both "method" and "result" or "error"');
     }
     const params = message.params ?? null;
     if (typeof params !== "object") {
-      return { kind: "invalid", reason: '"params" must be an object or an array when present' };
+      return invalid('"params" must be an object or an array when present');
     }
     if (!hasId) return { kind: "notification", method: message.method, params };
     if (!isId(message.id)) {
-      return { kind: "invalid", reason: '"id" must be a string or an integer' };
+      return invalid('"id" must be a string or an integer');
     }
     return { kind: "request", id: message.id, method: message.method, params };
   }
   if ("result" in message) {
     if ("error" in message) {
-      return { kind: "invalid", reason: 'a response cannot have both "result" and "error"' };
+      return invalid('a response cannot have both "result" and "error"', null);
     }
     if (!isId(message.id)) {
-      return { kind: "invalid", reason: '"id" must be a string or an integer' };
+      return invalid('"id" must be a string or an integer', null);
     }
     return { kind: "response", id: message.id, result: message.result };
   }
   if ("error" in message) {
     if (!isErrorObject(message.error)) {
-      return {
-        kind: "invalid",
-        reason: '"error" must be an object with an integer "code" and a string "message"',
-      };
+      return invalid(
+        '"error" must be an object with an integer "code" and a string "message"',
+        null,
+      );
     }
-    const id = message.id ?? null;
-    if (id !== null && !isId(id)) {
-      return { kind: "invalid", reason: '"id" must be a string, an integer or null' };
+    const errorId = message.id ?? null;
+    if (errorId !== null && !isId(errorId)) {
+      return invalid('"id" must be a string, an integer or null', null);
     }
-    return { kind: "error", id, error: message.error };
+    return { kind: "error", id: errorId, error: message.error };
   }
-  return { kind: "invalid", reason: 'a message needs "method", "result" or "error"' };
+  return invalid('a message needs "method", "result" or "error"', null);
 }
 
 /**

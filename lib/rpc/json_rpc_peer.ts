@@ -378,7 +378,7 @@ export class JsonRpcPeer implements AsyncDisposable {
     const message = classifyMessage(value);
     switch (message.kind) {
       case "invalid":
-        this.#sendError(null, INVALID_REQUEST, `Cannot accept message: ${message.reason}`);
+        this.#sendError(message.id, INVALID_REQUEST, `Cannot accept message: ${message.reason}`);
         return;
       case "response":
         this.#pending.get(message.id)?.resolve(message.result);
