@@ -22,6 +22,7 @@ import type { Connection } from "./lib/client/connect.ts";
 import { RemoteCommand } from "./lib/client/remote_command.ts";
 import type { RemoteProcess } from "./lib/client/remote_process.ts";
 import { RpcError } from "./lib/errors.ts";
+import { Executor } from "./lib/exec/executor.ts";
 import { createLogger } from "./lib/server/_logger.ts";
 import type { LogFormat, Logger, LogLevel } from "./lib/server/_logger.ts";
 import { readToken } from "./lib/server/_token.ts";
@@ -30,6 +31,17 @@ import { serveLocal } from "./lib/server/local_server.ts";
 import { serveRendezvous } from "./lib/server/rendezvous_server.ts";
 
 const VERSION = "0.1.0";
+const EXECUTOR_FLAGS = {
+  cwd: { type: "string" },
+  "write-root": { type: "string", multiple: true },
+  "min-confinement": { type: "string" },
+} as const;
+
+const EXECUTOR_FLAGS_HELP =
+  `  --cwd DIR                Default working directory of programs (default: the current one)
+  --write-root DIR         Confine fs writes (and os-confined programs) to DIR (repeatable)
+  --min-confinement KIND   Weakest confinement a request may use: none, deno or os (default none)`;
+
 /** Exit code for bad usage (unknown flag, missing value). */
 const EXIT_USAGE = 2;
 /** Exit code when outpost itself fails (refused token, unreachable executor). */
@@ -80,6 +92,7 @@ Options:
   --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0, a free port)
   --allow-remote      Allow a non-loopback --listen address; requires a token
   --token-file FILE   Require this bearer token from clients (else OUTPOST_TOKEN, if set)
+${EXECUTOR_FLAGS_HELP}
   --log-format, --log-level, -h/--help as for every command
 
 Example:
@@ -115,6 +128,7 @@ Options:
   --executor-id ID    1..256 ASCII letters, digits, "-" or "_"
   --name NAME         Display name sent at registration (default outpost)
   --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN; required)
+${EXECUTOR_FLAGS_HELP}
   --log-format, --log-level, -h/--help as for every command
 
 Example:
@@ -206,6 +220,45 @@ function makeLogger(values: Record<string, unknown>): Logger {
   });
 }
 
+/** Reads the token from --token-file or OUTPOST_TOKEN, with a hint when read access is missing. */
+async function loadToken(context: Context, required: boolean): Promise<string | undefined> {
+  const file = context.tokenFile;
+  try {
+    return await readToken({ required, ...(file !== undefined ? { tokenFile: file } : {}) });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotCapable && file !== undefined) {
+      throw new UsageError(
+        `Cannot read token file ${file}: read access is not granted; add --allow-read=${file} to the deno command`,
+      );
+    }
+    if (error instanceof TypeError) throw new UsageError(error.message);
+    throw error;
+  }
+}
+
+function makeExecutor(values: Record<string, unknown>): Executor {
+  const confinement = values["min-confinement"] as string | undefined;
+  if (confinement !== undefined && !["none", "deno", "os"].includes(confinement)) {
+    throw new UsageError(`Cannot use --min-confinement ${confinement}: choose none, deno or os`);
+  }
+  const writeRoots = values["write-root"] as string[] | undefined;
+  const cwd = values.cwd as string | undefined;
+  try {
+    return new Executor({
+      ...(cwd !== undefined ? { cwd } : {}),
+      ...(writeRoots !== undefined ? { writeRoots } : {}),
+      ...(confinement !== undefined
+        ? { minConfinement: confinement as "none" | "deno" | "os" }
+        : {}),
+    });
+  } catch (error) {
+    if (error instanceof TypeError || error instanceof RangeError) {
+      throw new UsageError(error.message);
+    }
+    throw error;
+  }
+}
+
 function requireNoPositionals(command: string, positionals: string[]): void {
   if (positionals.length > 0) {
     throw new UsageError(`Cannot run ${command}: unexpected argument "${positionals[0]}"`);
@@ -252,11 +305,12 @@ async function runServe(args: string[], context: Context): Promise<number> {
   const { values, positionals } = parse("serve", args, {
     listen: { type: "string" },
     "allow-remote": { type: "boolean" },
+    ...EXECUTOR_FLAGS,
   });
   requireNoPositionals("serve", positionals);
   const listen = parseListen("serve", values.listen);
   const allowRemote = values["allow-remote"] ?? false;
-  const token = await readToken(context.tokenFile ? { tokenFile: context.tokenFile } : {});
+  const token = await loadToken(context, false);
   const host = new URL(listen).hostname;
   if (!isLoopbackHost(host)) {
     if (!allowRemote) {
@@ -270,17 +324,27 @@ async function runServe(args: string[], context: Context): Promise<number> {
       );
     }
   }
+  const executor = makeExecutor(values);
   const signals = shutdownSignal();
-  const server = await serveLocal({
-    listen,
-    allowRemote,
-    ...(token !== undefined ? { token } : {}),
-  });
+  let server;
+  try {
+    server = await serveLocal({
+      listen,
+      allowRemote,
+      executor,
+      ...(token !== undefined ? { token } : {}),
+    });
+  } catch (error) {
+    signals.dispose();
+    await executor.close();
+    throw error;
+  }
   writeOut(server.url + "\n");
   context.log.info("serving local executor", { url: server.url, auth: token ? "token" : "none" });
   const why = await Promise.race([signals.promise, server.closed.then(() => "closed" as const)]);
   signals.dispose();
   await server.close();
+  await executor.close();
   context.log.info(`outpost serve: stopped (${why}) after ${elapsed(context)}`);
   return 0;
 }
@@ -293,10 +357,7 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
   requireNoPositionals("rendezvous", positionals);
   const listen = parseListen("rendezvous", values.listen);
   const urlTtlMs = positiveInteger("--url-ttl-ms", values["url-ttl-ms"]);
-  const token = (await readToken({
-    required: true,
-    ...(context.tokenFile ? { tokenFile: context.tokenFile } : {}),
-  }))!;
+  const token = (await loadToken(context, true))!;
   let signingKey: Uint8Array | undefined;
   const keyPermission = await Deno.permissions.query({
     name: "env",
@@ -343,22 +404,22 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
     registry: { type: "string" },
     "executor-id": { type: "string" },
     name: { type: "string" },
+    ...EXECUTOR_FLAGS,
   });
   requireNoPositionals("executor", positionals);
   if (!values.registry) throw new UsageError("Cannot run executor: --registry URL is required");
   if (!values["executor-id"]) {
     throw new UsageError("Cannot run executor: --executor-id ID is required");
   }
-  const token = (await readToken({
-    required: true,
-    ...(context.tokenFile ? { tokenFile: context.tokenFile } : {}),
-  }))!;
+  const token = (await loadToken(context, true))!;
   const log = context.log;
   let connects = 0;
+  const executor = makeExecutor(values);
   const signals = shutdownSignal();
   let handle;
   try {
     handle = runExecutor({
+      executor,
       registry: values.registry,
       executorId: values["executor-id"],
       token,
@@ -391,6 +452,7 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
     });
   } catch (error) {
     signals.dispose();
+    await executor.close();
     if (error instanceof TypeError || error instanceof RangeError) {
       throw new UsageError(error.message);
     }
@@ -403,6 +465,7 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
   ]);
   signals.dispose();
   await handle.close();
+  await executor.close();
   if ("error" in outcome && outcome.error) {
     log.error(outcome.error.message);
     log.info(`outpost executor: failed after ${elapsed(context)}, ${connects} connects`);
@@ -479,10 +542,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
     }
   }
   const executorId = values["executor-id"];
-  const token = await readToken({
-    required: executorId !== undefined,
-    ...(context.tokenFile ? { tokenFile: context.tokenFile } : {}),
-  });
+  const token = await loadToken(context, executorId !== undefined);
   const log = context.log;
   const tty = values.tty ?? false;
   const stdinIsTerminal = Deno.stdin.isTerminal();

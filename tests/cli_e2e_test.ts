@@ -616,6 +616,21 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   assert.equal((await noDashes.finished()).code, 2);
   assert.match(noDashes.stderr, /put the program after "--"/);
 
+  await using tokenFile = new Cli("client", [
+    "exec",
+    "--url",
+    "ws://127.0.0.1:1",
+    "--token-file",
+    "/tmp/outpost-no-such-token",
+    "--",
+    "true",
+  ]);
+  assert.equal((await tokenFile.finished()).code, 2);
+  assert.match(
+    tokenFile.stderr,
+    /Cannot read token file \/tmp\/outpost-no-such-token: read access is not granted; add --allow-read=/,
+  );
+
   await using missing = new Cli("executor", ["executor", "--registry", "http://127.0.0.1:1"]);
   assert.equal((await missing.finished()).code, 2);
   assert.match(missing.stderr, /--executor-id ID is required/);
