@@ -102,6 +102,9 @@ export class Connection implements AsyncDisposable, ProcessTransport {
     this.mode = mode;
     this.#resources = resources((method, params) => this.#dispatch(method, params));
     this.fs = new RemoteFs(this);
+    // When the session ends on its own (server gone, detach window passed),
+    // release the socket, the mux and the reconnect loop too.
+    this.#resources.peer.closed.then(() => this.close());
   }
 
   /** The executor's session id, from `initialize`. */
