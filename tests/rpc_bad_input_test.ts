@@ -228,12 +228,8 @@ Deno.test("every param of every method refuses wrong types and out-of-range valu
   for (const spec of methodSpecs(h.dir)) {
     // Params that are not an object at all.
     for (const params of [[], "x", 42, true]) {
-      // Primitive params are an invalid request (answered with id null, see
-      // the DEFECT test below); an array is invalid params.
-      const r = Array.isArray(params) ? await rpc.request(spec.method, params) : await rpc
-        .sendRawExpectingReply(
-          JSON.stringify({ jsonrpc: "2.0", id: `raw-${n++}`, method: spec.method, params }),
-        );
+      // Primitive params are an invalid request; an array is invalid params.
+      const r = await rpc.request(spec.method, params);
       if (!r.error || ![INVALID_PARAMS, INVALID_REQUEST].includes(r.error.code)) {
         failures.push(`${spec.method} params=${JSON.stringify(params)} -> ${JSON.stringify(r)}`);
       }
@@ -337,9 +333,9 @@ Deno.test("lifecycle misuse gets -32600 and the connection keeps serving", async
   await using h = await startServer();
   const rpc = await h.connect();
   // Wrong types in initialize, before it has succeeded.
-  for (const params of [{ clientName: 5 }, { clientName: "x", resumeSessionId: 5 }, []]) {
+  for (const params of [{ clientName: 5 }, { clientName: "x", resumeSessionId: 5 }, [], "x"]) {
     const r = await rpc.request("initialize", params);
-    assertError(r, [INVALID_PARAMS], `initialize ${JSON.stringify(params)}`);
+    assertError(r, [INVALID_PARAMS, INVALID_REQUEST], `initialize ${JSON.stringify(params)}`);
   }
   // Work before initialize.
   for (const method of ["process/start", "fs/readFile", "process/read"]) {
@@ -477,13 +473,8 @@ Deno.test("huge and deeply nested messages get a clear error and the session kee
 
 Deno.test({
   name: "an invalid request with a valid id is answered with that id",
-  // DEFECT: lib/rpc/_messages.ts classifyMessage drops the id of a request
-  // whose id is valid but whose method is empty or whose params are a
-  // primitive ("params": "x"); json_rpc_peer.ts then answers -32600 with
-  // id null, so the caller cannot match the answer and waits for its own
-  // timeout. JSON-RPC 2.0 says id is null only when it could not be detected.
-  // Fix: carry a valid id in the "invalid" classification and reply with it.
-  ignore: true,
+  // Found by this suite: an invalid request with a valid id (empty method,
+  // primitive params) was answered with id null. Fixed in c1299e4.
   async fn() {
     await using h = await startServer();
     const rpc = await h.session();
