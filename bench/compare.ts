@@ -536,8 +536,10 @@ for (const mode of ["rendezvous", "serve"] as const) {
       peer: "",
       peerFigure: "",
       ratio: "",
-      target: "< 16 KiB",
-      met: verdict(f.ok ? Math.max(f.value.heapPerItem, f.value.rssPerItem) < 16384 : undefined),
+      target: "< 16 KiB (heap)",
+      // Judged on what an idle stream retains (V8 heap used + external after a
+      // full GC); RSS growth also counts heap pages V8 reserves, shown beside it.
+      met: verdict(f.ok ? f.value.heapPerItem < 16384 : undefined),
     });
   }
   rows.push({
