@@ -81,7 +81,7 @@ Deno.test("JsonRpcPeer refuses bad JSON, bad shapes and batches with a clear err
   for (
     const [text, words] of [
       ['{"id":1,"method":3}', '"method"'],
-    ['{"jsonrpc":"1.0","id":1,"method":"x"}', '"jsonrpc"'],
+      ['{"jsonrpc":"1.0","id":1,"method":"x"}', '"jsonrpc"'],
       ['{"id":"a","method":""}', '"method"'],
       ['{"id":2,"method":"x","params":3}', '"params"'],
       ['{"id":3,"method":"x","params":"s"}', '"params"'],
@@ -246,6 +246,29 @@ Deno.test("JsonRpcPeer delivers notifications and pauses reading at the concurre
     D,
   );
   assert.deepEqual(notes, [["note", { n: 1 }]]);
+  await client.close();
+  await server.closed;
+});
+
+Deno.test("JsonRpcPeer allows maxPendingRequests outstanding requests and refuses one more", async () => {
+  const [a, b] = channelPair();
+  const release = Promise.withResolvers<void>();
+  const server = new JsonRpcPeer(b, {
+    onRequest: async () => {
+      await release.promise;
+      return "done";
+    },
+  });
+  const client = new JsonRpcPeer(a, { maxPendingRequests: 2 });
+  const first = client.request("a");
+  const second = client.request("b");
+  await rejects(
+    client.request("c"),
+    (e) => e instanceof RangeError && e.message.includes("2 requests"),
+  );
+  release.resolve();
+  assert.deepEqual(await withDeadline(Promise.all([first, second]), D), ["done", "done"]);
+  assert.equal(await withDeadline(client.request("d"), D), "done");
   await client.close();
   await server.closed;
 });

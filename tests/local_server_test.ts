@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Executor } from "../lib/exec/executor.ts";
-import { serveLocal } from "../lib/server/local_server.ts";
+import { MAX_QUEUED_MESSAGES, serveLocal } from "../lib/server/local_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { type Message, text, WsRpc } from "./_fixtures/ws_rpc.ts";
 
@@ -314,4 +314,31 @@ Deno.test("serveLocal closes its connections on close and on abort", async () =>
   await withDeadline(rpc.closed, D, "client closed");
   await server.close();
   await rpc.close();
+});
+
+Deno.test("serveLocal closes a connection that floods past its inbound queue, and only that one", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0, killGraceMs: 200 });
+  await using server = await serveLocal({ executor });
+  await using flood = await WsRpc.open(server.url);
+  await using calm = await WsRpc.open(server.url);
+  await flood.initialize();
+  await flood.call("process/start", { processId: "idle", argv: ["sleep", "100"] });
+  // Fill every request slot with a long poll, then queue more than the limit.
+  for (let i = 0; i < 64; i++) {
+    flood.send(
+      JSON.stringify({
+        id: `poll${i}`,
+        method: "process/read",
+        params: { processId: "idle", waitMs: 30_000 },
+      }),
+    );
+  }
+  for (let i = 0; i < MAX_QUEUED_MESSAGES + 64; i++) {
+    flood.send(JSON.stringify({ id: `q${i}`, method: "environment/info" }));
+  }
+  // The server closes it with 1008 "Cannot keep up: too many queued messages";
+  // the client may see an abnormal close instead, as it is still sending.
+  const event = await withDeadline(flood.closed, D, "flooded connection closed");
+  assert.ok(event.code === 1008 || !event.wasClean, `close code ${event.code}`);
+  assert.ok((await calm.call("environment/info")).shell);
 });

@@ -315,3 +315,19 @@ Deno.test("Session delivers output bigger than the retention cap whole, in seq o
   );
   assert.deepEqual(seqs, seqs.map((_, i) => i + 1));
 });
+
+Deno.test("Executor limits sessions and live processes across sessions, at the limit and one past", async () => {
+  await using executor = useExecutor({ maxSessions: 2, maxProcesses: 1 });
+  await using a = connect(executor);
+  await using b = connect(executor);
+  await using c = connect(executor);
+  await a.init();
+  await b.init();
+  await c.fails("initialize", { clientName: "third" }, -32600, "limit of 2 sessions");
+  await a.call("process/start", { processId: "one", argv: ["sleep", "100"] });
+  await b.fails("process/start", { processId: "two", argv: ["sleep", "100"] }, -32602, "limit");
+  await a.call("process/terminate", { processId: "one" });
+  await waitNote(a, "process/closed", "one");
+  await b.call("process/start", { processId: "two", argv: ["true"] });
+  await waitNote(b, "process/closed", "two");
+});

@@ -330,11 +330,16 @@ export class JsonRpcPeer implements AsyncDisposable {
   async #run(): Promise<void> {
     let cause: unknown;
     try {
-      for await (const text of this.#channel) {
+      reading: for await (const text of this.#channel) {
         this.#receive(text);
         while (this.#inFlight.size >= this.#maxConcurrent) {
           this.#slotFree ??= Promise.withResolvers<void>();
-          await this.#slotFree.promise;
+          // A closed channel must not wait for a slot: closing aborts the handlers.
+          const closed = await Promise.race([
+            this.#slotFree.promise.then(() => false),
+            this.#channel.closed.then(() => true, () => true),
+          ]);
+          if (closed) break reading;
         }
       }
     } catch (error) {
