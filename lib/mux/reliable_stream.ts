@@ -241,7 +241,6 @@ export class ReliableStream {
   #rto: number;
   #rtoDeadline = Infinity;
   #resumePending = false;
-  #recoverUntil = 0;
   // receiver
   #recvNext = 1;
   #held = new Map<number, DataBody>();
@@ -596,10 +595,13 @@ export class ReliableStream {
       this.#rtoDeadline = Infinity;
       if (this.#unacked.size > 0) {
         this.#stats.timeouts++;
-        // Resend the oldest segment only; later holes follow one per partial ack.
+        // Resend the oldest segment only. A receiver whose consumer is slow
+        // holds segments without acknowledging them, so a timeout is a probe,
+        // not proof of loss; real losses are rare on a TCP relay (a dropped
+        // socket is repaired by resume) and the later ones are found by
+        // selective acks (fast retransmit) or their own timeouts.
         const [seq, segment] = this.#unacked.entries().next().value!;
         this.#queueResend(seq, segment);
-        this.#recoverUntil = this.#nextSeq - 1;
         this.#rto = Math.min(this.#rto * 2, this.#rtoMax);
         this.#rtoDeadline = now + this.#rto;
         output = true;
@@ -773,15 +775,6 @@ export class ReliableStream {
         freed = true;
       }
       this.#peerAck = ack;
-      if (ack < this.#recoverUntil) {
-        // A partial ack after a timeout: the next hole is lost too; resend it now.
-        const next = this.#unacked.entries().next().value;
-        if (next !== undefined && next[0] <= this.#recoverUntil) {
-          this.#queueResend(next[0], next[1]);
-        }
-      } else {
-        this.#recoverUntil = 0;
-      }
     }
     if (bits !== 0) {
       for (let rest = bits >>> 1, seq = ack + 2; rest !== 0; rest >>>= 1, seq++) {

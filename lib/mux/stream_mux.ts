@@ -1,0 +1,750 @@
+/**
+ * Many virtual streams over one {@linkcode RelaySocket}: the executor side
+ * serves every `stream_id` that appears, the harness side opens streams. Each
+ * stream is a {@linkcode ReliableStream} endpoint wrapped as a
+ * {@linkcode MuxStream} message channel. One reader dispatches inbound frames
+ * without ever waiting on a consumer; one writer takes one frame per turn from
+ * each stream that has output (round robin), so a bulk stream cannot starve
+ * small messages. Stream state survives a dropped socket for the detach
+ * window; {@linkcode StreamMux.attach} with a new socket resumes it.
+ *
+ * @module
+ */
+
+import { RelayClosedError, StreamResetError } from "../errors.ts";
+import { MAX_RESET_REASON_BYTES, MAX_STREAM_ID_BYTES } from "../relay/frame_codec.ts";
+import type { RelayFrame } from "../relay/frame_codec.ts";
+import type { ReceivedFrame, RelayCloseInfo, RelaySocket } from "../relay/relay_socket.ts";
+import type { MessageChannel } from "../rpc/message_channel.ts";
+import {
+  DEFAULT_LEGACY_MESSAGE_BYTES,
+  ReliableStream,
+  type ReliableStreamOptions,
+  type ReliableStreamStats,
+  type StreamMode,
+} from "./reliable_stream.ts";
+import {
+  RESET_DETACH_EXPIRED,
+  RESET_SHUTDOWN,
+  RESET_STREAM_CLOSED,
+  RESET_TOO_MANY_STREAMS,
+  RESET_UNKNOWN_STREAM,
+} from "./reset_reasons.ts";
+
+/** Default {@linkcode StreamMuxOptions.detachWindowMs}: 30 s. */
+export const DEFAULT_DETACH_WINDOW_MS = 30_000;
+/** Default {@linkcode StreamMuxOptions.maxStreams} (executor side). */
+export const DEFAULT_MAX_STREAMS = 1024;
+/** Default {@linkcode StreamMuxOptions.closeTimeoutMs}: how long `close()` waits for acks. */
+export const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
+
+const RETIRED_IDS = 4096;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Options for {@linkcode StreamMux}. */
+export interface StreamMuxOptions {
+  /** Which end this mux is: the executor serves streams, the harness opens them. */
+  role: "executor" | "harness";
+  /** Executor side: called with each new stream when its `stream_id` first appears. */
+  onStream?: (stream: MuxStream) => void;
+  /**
+   * Executor side: most streams at once; a new stream past it gets
+   * `reset{too_many_streams}`.
+   * @default {1024}
+   */
+  maxStreams?: number;
+  /**
+   * How long stream state survives a lost socket waiting for
+   * {@linkcode StreamMux.attach}; then the streams fail with `RelayClosedError`.
+   * @default {30000}
+   */
+  detachWindowMs?: number;
+  /** Payload bytes per segment. @default {61440} */
+  segmentBytes?: number;
+  /** Whole messages a stream buffers for its consumer. @default {128} */
+  inboxMessages?: number;
+  /** Unacknowledged segments in flight per stream. @default {32} */
+  windowSegments?: number;
+  /** Unacknowledged bytes in flight per stream. @default {2097152} */
+  windowBytes?: number;
+  /** How long `MuxStream.close()` waits for its sent data to be acked. @default {5000} */
+  closeTimeoutMs?: number;
+  /** Any other per-stream limit or timer of {@linkcode ReliableStreamOptions}. */
+  stream?: Omit<ReliableStreamOptions, "mode" | "now" | "onOutput" | "onReadable" | "onEnd">;
+  /**
+   * The clock for the streams' timers, in milliseconds.
+   * @default {performance.now}
+   */
+  now?: () => number;
+}
+
+/** Options for {@linkcode StreamMux.open}. */
+export interface OpenStreamOptions {
+  /**
+   * The stream id: 1..128 bytes without surrounding whitespace.
+   * @default {crypto.randomUUID()}
+   */
+  id?: string;
+}
+
+/** Options for a {@linkcode MuxStream}. */
+export interface MuxStreamOptions {
+  /** How long `close()` waits for sent data to be acked. @default {5000} */
+  closeTimeoutMs?: number;
+}
+
+interface Internals {
+  readable(): void;
+  output(): void;
+}
+
+/** ReliableStream -> the MuxStream wrapping it (hooks run before the handle exists). */
+const internals = new WeakMap<ReliableStream, Internals>();
+
+interface Slot {
+  core: ReliableStream;
+  handle: MuxStream;
+  queued: boolean;
+  armed: boolean;
+}
+
+function idDefect(id: unknown): string | undefined {
+  if (typeof id !== "string" || id.length === 0) return "it is empty";
+  if (id.trim() !== id) return "it has surrounding whitespace";
+  const bytes = encoder.encode(id).length;
+  if (bytes > MAX_STREAM_ID_BYTES) return `it is ${bytes} bytes, over ${MAX_STREAM_ID_BYTES}`;
+  return undefined;
+}
+
+/**
+ * One virtual stream as a {@linkcode MessageChannel} of text messages (one
+ * JSON-RPC message each). Created by {@linkcode StreamMux.open} (harness) or
+ * handed to `onStream` (executor).
+ *
+ * Reads: async iteration yields whole messages in order; it ends when the
+ * stream is closed gracefully (`stream_closed`) or locally, and throws
+ * `StreamResetError` (other resets) or `RelayClosedError` (the socket stayed
+ * away past the detach window, or the mux closed) once earlier messages are
+ * read. Writes: `send` resolves when the message is accepted by the stream's
+ * bounded send buffer (backpressure).
+ *
+ * @example Echo every message of a stream
+ * ```ts ignore
+ * for await (const message of stream) await stream.send(message);
+ * ```
+ */
+export class MuxStream implements MessageChannel, AsyncDisposable {
+  /** The stream id (`stream_id` on the wire). */
+  readonly id: string;
+  #core: ReliableStream;
+  #closeTimeoutMs: number;
+  #readers: (() => void)[] = [];
+  #flushWaiters: (() => void)[] = [];
+  #closedLocally = false;
+  #closing: Promise<void> | undefined;
+  #closed: Promise<void>;
+  #resolveClosed!: () => void;
+
+  /**
+   * Wraps an endpoint as a message channel. {@linkcode StreamMux} does this;
+   * use it directly only to drive a {@linkcode ReliableStream} by hand.
+   *
+   * @param core The endpoint.
+   * @param options The close timeout.
+   */
+  constructor(core: ReliableStream, options: MuxStreamOptions = {}) {
+    this.id = core.id;
+    this.#core = core;
+    this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    internals.set(core, { readable: () => this.#wakeReaders(), output: () => this.#wakeFlush() });
+    if (core.ended) this.#resolveClosed();
+  }
+
+  /** `pending` until the first data frame decides, then `legacy` or `reliable`. */
+  get mode(): StreamMode {
+    return this.#core.mode;
+  }
+
+  /** The reset reason sent or received, or `undefined` while open. */
+  get resetReason(): string | undefined {
+    return this.#core.resetReason;
+  }
+
+  /** Counters of the underlying endpoint. */
+  get stats(): ReliableStreamStats {
+    return this.#core.stats;
+  }
+
+  /** Settles once the stream has ended, by either side or by its transport; never rejects. */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  /**
+   * Sends one whole message (a reliable stream segments it as needed).
+   *
+   * @param message The message text.
+   * @returns Resolves once the stream's send buffer accepted the message.
+   * @throws {TypeError} If `message` is not a string.
+   * @throws {RangeError} If the message is empty or over the mode's size limit.
+   * @throws {StreamResetError} If the stream was reset (the reason is on the error).
+   * @throws {RelayClosedError} If the stream ended with its transport.
+   */
+  send(message: string): Promise<void> {
+    if (typeof message !== "string") {
+      return Promise.reject(new TypeError("Cannot send message: it is not a string"));
+    }
+    if (this.#closedLocally && !this.#core.ended) {
+      return Promise.reject(new StreamResetError(RESET_STREAM_CLOSED));
+    }
+    const bytes = encoder.encode(message);
+    return new Promise<void>((resolve, reject) => {
+      try {
+        this.#core.write(bytes, (error) => error ? reject(error) : resolve());
+      } catch (error) {
+        reject(error);
+      }
+    });
+  }
+
+  /**
+   * Resets the stream at once: sends `reset{reason}` to the peer, fails
+   * pending sends with `StreamResetError`; reads end after buffered messages.
+   * Idempotent.
+   *
+   * @param reason One of the reasons in `reset_reasons.ts`, or any 1..256 byte string.
+   * @throws {TypeError} If the reason is empty or over 256 bytes.
+   */
+  reset(reason: string): void {
+    const bytes = typeof reason === "string" ? encoder.encode(reason).length : 0;
+    if (bytes === 0 || bytes > MAX_RESET_REASON_BYTES) {
+      throw new TypeError(
+        `Cannot reset stream: the reason must be 1..${MAX_RESET_REASON_BYTES} bytes, got ${bytes}`,
+      );
+    }
+    this.#core.reset(reason);
+  }
+
+  /**
+   * Closes gracefully: waits (up to the close timeout) until everything sent
+   * is acknowledged, then sends `reset{reason}` (default `stream_closed`).
+   * Local reads end. Idempotent.
+   *
+   * @param reason The reset reason sent to the peer.
+   * @returns Resolves once the stream has ended.
+   */
+  close(reason: string = RESET_STREAM_CLOSED): Promise<void> {
+    this.#closedLocally = true;
+    this.#wakeReaders();
+    this.#closing ??= this.#close(reason);
+    return this.#closing;
+  }
+
+  /** Closes the stream; same as `close()`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  /**
+   * Iterates whole messages in order.
+   *
+   * @returns An iterator of message texts.
+   */
+  [Symbol.asyncIterator](): AsyncIterator<string> {
+    return {
+      next: (): Promise<IteratorResult<string>> => this.#next(),
+      return: (): Promise<IteratorResult<string>> =>
+        Promise.resolve({ done: true, value: undefined }),
+    };
+  }
+
+  async #close(reason: string): Promise<void> {
+    const core = this.#core;
+    if (!core.ended && !core.flushed) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#flushWaiters.push(resolve);
+        timer = setTimeout(resolve, this.#closeTimeoutMs);
+      });
+      clearTimeout(timer);
+    }
+    if (!core.ended) this.reset(reason);
+    await this.#closed;
+  }
+
+  async #next(): Promise<IteratorResult<string>> {
+    while (true) {
+      const message = this.#core.read();
+      if (message !== undefined) return { done: false, value: decoder.decode(message) };
+      if (this.#closedLocally) return { done: true, value: undefined };
+      const error = this.#core.error;
+      if (error !== undefined) {
+        if (error instanceof StreamResetError && error.reason === RESET_STREAM_CLOSED) {
+          return { done: true, value: undefined };
+        }
+        throw error;
+      }
+      await new Promise<void>((resolve) => this.#readers.push(resolve));
+    }
+  }
+
+  #wakeReaders(): void {
+    if (this.#core.ended) {
+      this.#resolveClosed();
+      this.#wakeFlush();
+    }
+    if (this.#readers.length === 0) return;
+    const readers = this.#readers;
+    this.#readers = [];
+    for (const wake of readers) wake();
+  }
+
+  #wakeFlush(): void {
+    if (this.#flushWaiters.length === 0) return;
+    if (!this.#core.flushed && !this.#core.ended) return;
+    const waiters = this.#flushWaiters;
+    this.#flushWaiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+/**
+ * Carries many {@linkcode MuxStream}s over one {@linkcode RelaySocket} at a
+ * time. Hand it a socket with {@linkcode StreamMux.attach}; await
+ * {@linkcode StreamMux.detached} to learn that the socket was lost, then
+ * attach a new one within the detach window to resume every stream.
+ *
+ * @example Harness: open a stream and exchange a message
+ * ```ts ignore
+ * import { RelaySocket, StreamMux } from "@outpost/exec";
+ * await using mux = new StreamMux({ role: "harness" });
+ * mux.attach(await RelaySocket.connect(url, { token }));
+ * const stream = mux.open();
+ * await stream.send('{"id":1,"method":"initialize","params":{}}');
+ * for await (const reply of stream) { console.log(reply); break; }
+ * ```
+ */
+export class StreamMux implements AsyncDisposable {
+  #role: "executor" | "harness";
+  #onStream: ((stream: MuxStream) => void) | undefined;
+  #maxStreams: number;
+  #detachWindowMs: number;
+  #closeTimeoutMs: number;
+  #streamOptions: ReliableStreamOptions;
+  #now: () => number;
+  #streams = new Map<string, Slot>();
+  #retired = new Map<string, string>();
+  #socket: RelaySocket | undefined;
+  #control: RelayFrame[] = [];
+  #ready: Slot[] = [];
+  #readyHead = 0;
+  #writing: Promise<void> | undefined;
+  #armed = new Set<Slot>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = Infinity;
+  #detachTimer: ReturnType<typeof setTimeout> | undefined;
+  #detached: Promise<RelayCloseInfo> = Promise.resolve({
+    code: 1006,
+    reason: "not attached",
+    wasClean: false,
+  });
+  #resolveDetached: ((info: RelayCloseInfo) => void) | undefined;
+  #closing = false;
+  #closed: Promise<void>;
+  #resolveClosed!: () => void;
+
+  /**
+   * Creates a mux with no socket yet.
+   *
+   * @param options Role, limits and the executor's `onStream`.
+   * @throws {RangeError} If a limit is not a positive integer.
+   */
+  constructor(options: StreamMuxOptions) {
+    if (options.role !== "executor" && options.role !== "harness") {
+      throw new TypeError(
+        `Cannot create stream mux: role ${options.role} is not executor or harness`,
+      );
+    }
+    this.#role = options.role;
+    this.#onStream = options.onStream;
+    this.#maxStreams = options.maxStreams ?? DEFAULT_MAX_STREAMS;
+    this.#detachWindowMs = options.detachWindowMs ?? DEFAULT_DETACH_WINDOW_MS;
+    this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    for (
+      const [name, value] of [
+        ["maxStreams", this.#maxStreams],
+        ["detachWindowMs", this.#detachWindowMs],
+        ["closeTimeoutMs", this.#closeTimeoutMs],
+      ] as const
+    ) {
+      if (!Number.isSafeInteger(value) || value < 1) {
+        throw new RangeError(
+          `Cannot create stream mux: ${name} ${value} is not a positive integer`,
+        );
+      }
+    }
+    this.#now = options.now ?? (() => performance.now());
+    this.#streamOptions = {
+      legacyMessageBytes: DEFAULT_LEGACY_MESSAGE_BYTES,
+      ...options.stream,
+      segmentBytes: options.segmentBytes ?? options.stream?.segmentBytes,
+      inboxMessages: options.inboxMessages ?? options.stream?.inboxMessages,
+      windowSegments: options.windowSegments ?? options.stream?.windowSegments,
+      windowBytes: options.windowBytes ?? options.stream?.windowBytes,
+      now: this.#now,
+    };
+    // Validate the stream limits once, up front.
+    new ReliableStream("probe", this.#streamOptions);
+    this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
+  }
+
+  /** How many streams are open (including detached ones). */
+  get streams(): number {
+    return this.#streams.size;
+  }
+
+  /** Whether a socket is attached. */
+  get attached(): boolean {
+    return this.#socket !== undefined;
+  }
+
+  /**
+   * Resolves with the socket's close info when the currently attached socket
+   * is lost (or the mux closes); already resolved while no socket is attached.
+   * Read it again after each {@linkcode attach}.
+   */
+  get detached(): Promise<RelayCloseInfo> {
+    return this.#detached;
+  }
+
+  /** Settles once the mux has closed; never rejects. */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  /**
+   * Attaches a physical socket; the mux owns it from now on (and closes it on
+   * `close()`). A socket already attached is closed and replaced. Every live
+   * reliable stream sends `resume{next_seq}` and resends what is unacked.
+   *
+   * @param socket The new socket (may still be connecting).
+   * @throws {RelayClosedError} If the mux is closed.
+   */
+  attach(socket: RelaySocket): void {
+    if (this.#closing) throw new RelayClosedError("Cannot attach socket: the stream mux is closed");
+    const old = this.#socket;
+    if (old !== undefined) {
+      this.#lose(old, { code: 1000, reason: "replaced", wasClean: true });
+      old.close("replaced").catch(() => {});
+    }
+    clearTimeout(this.#detachTimer);
+    this.#detachTimer = undefined;
+    this.#socket = socket;
+    this.#detached = new Promise((resolve) => this.#resolveDetached = resolve);
+    for (const slot of this.#streams.values()) {
+      slot.core.resume();
+      this.#wake(slot);
+    }
+    this.#read(socket);
+    this.#pump();
+  }
+
+  /**
+   * Harness side: opens a new reliable stream. Works while detached too (it
+   * starts sending once a socket is attached).
+   *
+   * @param options The stream id.
+   * @returns The stream.
+   * @throws {TypeError} On the executor side, or if the id is invalid or in use.
+   * @throws {RelayClosedError} If the mux is closed.
+   */
+  open(options: OpenStreamOptions = {}): MuxStream {
+    if (this.#closing) throw new RelayClosedError("Cannot open stream: the stream mux is closed");
+    if (this.#role !== "harness") {
+      throw new TypeError("Cannot open stream: only the harness side opens streams");
+    }
+    const id = options.id ?? crypto.randomUUID();
+    const defect = idDefect(id);
+    if (defect !== undefined) throw new TypeError(`Cannot open stream "${id}": ${defect}`);
+    if (this.#streams.has(id)) {
+      throw new TypeError(`Cannot open stream "${id}": it is already open`);
+    }
+    this.#retired.delete(id);
+    return this.#create(id, "reliable").handle;
+  }
+
+  /**
+   * Closes the mux: resets every stream with `shutdown` (sent if a socket is
+   * attached), then closes the socket. Idempotent.
+   *
+   * @returns Resolves once everything is released.
+   */
+  async close(): Promise<void> {
+    if (this.#closing) return this.#closed;
+    this.#closing = true;
+    clearTimeout(this.#detachTimer);
+    this.#detachTimer = undefined;
+    for (const slot of [...this.#streams.values()]) slot.core.reset(RESET_SHUTDOWN);
+    const socket = this.#socket;
+    if (socket !== undefined) {
+      // Let the writer put the resets on the wire (briefly), then close.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const bound = new Promise<void>((resolve) => timer = setTimeout(resolve, 1_000));
+      while (this.#writing !== undefined) {
+        if (await Promise.race([this.#writing.then(() => false), bound.then(() => true)])) break;
+      }
+      clearTimeout(timer);
+      this.#socket = undefined;
+      this.#resolveDetached?.({ code: 1000, reason: "closed", wasClean: true });
+      await socket.close("shutdown").catch(() => {});
+    }
+    const error = new RelayClosedError("Stream mux closed");
+    for (const slot of [...this.#streams.values()]) slot.core.fail(error);
+    this.#streams.clear();
+    this.#clearTimer();
+    this.#resolveClosed();
+  }
+
+  /** Closes the mux; same as `close()`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---- streams ----
+
+  #create(id: string, mode: "pending" | "reliable"): Slot {
+    const slot = { queued: false, armed: false } as Slot;
+    slot.core = new ReliableStream(id, {
+      ...this.#streamOptions,
+      mode,
+      onOutput: () => {
+        internals.get(slot.core)?.output();
+        this.#wake(slot);
+      },
+      onReadable: () => {
+        // An ended stream leaves the table at once; its reset may still be queued.
+        if (slot.core.ended) this.#ended(slot);
+        internals.get(slot.core)?.readable();
+      },
+      onEnd: () => this.#ended(slot),
+    });
+    slot.handle = new MuxStream(slot.core, { closeTimeoutMs: this.#closeTimeoutMs });
+    this.#streams.set(id, slot);
+    return slot;
+  }
+
+  #ended(slot: Slot): void {
+    const id = slot.core.id;
+    if (this.#streams.get(id) === slot) this.#streams.delete(id);
+    this.#armed.delete(slot);
+    this.#retired.delete(id);
+    this.#retired.set(id, RESET_STREAM_CLOSED);
+    if (this.#retired.size > RETIRED_IDS) {
+      this.#retired.delete(this.#retired.keys().next().value!);
+    }
+  }
+
+  // ---- reading ----
+
+  async #read(socket: RelaySocket): Promise<void> {
+    try {
+      for await (const frame of socket) {
+        if (this.#socket !== socket) break;
+        this.#dispatch(frame);
+      }
+    } catch {
+      // The iterator does not throw; a dispatch bug must not hang the mux.
+    }
+    const info = await socket.closed;
+    this.#lose(socket, info);
+  }
+
+  #dispatch(frame: ReceivedFrame): void {
+    const id = frame.streamId;
+    let slot = this.#streams.get(id);
+    if (slot === undefined) {
+      const kind = frame.body.kind;
+      if (kind !== "data" && kind !== "resume") return; // acks, resets, heartbeats: nothing to do
+      if (this.#closing) return;
+      const retired = this.#retired.get(id);
+      if (retired !== undefined) {
+        if (kind === "data") this.#sendControl(id, retired);
+        return;
+      }
+      if (this.#role === "harness") {
+        this.#sendControl(id, RESET_UNKNOWN_STREAM);
+        return;
+      }
+      if (kind === "resume" && frame.body.nextSeq > 1) {
+        this.#sendControl(id, RESET_UNKNOWN_STREAM); // the peer resumes state we do not have
+        return;
+      }
+      if (this.#streams.size >= this.#maxStreams) {
+        this.#sendControl(id, RESET_TOO_MANY_STREAMS);
+        return;
+      }
+      slot = this.#create(id, "pending");
+      try {
+        this.#onStream?.(slot.handle);
+      } catch {
+        slot.core.reset(RESET_SHUTDOWN);
+        return;
+      }
+    }
+    slot.core.receive(frame);
+  }
+
+  // ---- writing ----
+
+  #sendControl(id: string, reason: string): void {
+    if (this.#control.length >= 1024) return; // a flood of strangers: drop, they will retry
+    this.#control.push({
+      version: 1,
+      streamId: id,
+      ack: 0,
+      ackBits: 0,
+      body: { kind: "reset", reason },
+    });
+    this.#pump();
+  }
+
+  #wake(slot: Slot): void {
+    const core = slot.core;
+    if (!slot.queued && core.hasOutput) {
+      slot.queued = true;
+      this.#ready.push(slot);
+      this.#pump();
+    }
+    this.#arm(slot);
+  }
+
+  #pump(): void {
+    if (this.#writing !== undefined || this.#socket === undefined) return;
+    if (this.#control.length === 0 && this.#readyHead === this.#ready.length) return;
+    this.#writing = this.#write(this.#socket).finally(() => {
+      this.#writing = undefined;
+      if (this.#socket !== undefined) this.#pump();
+    });
+  }
+
+  async #write(socket: RelaySocket): Promise<void> {
+    try {
+      while (this.#socket === socket) {
+        let frame: RelayFrame | undefined;
+        if (this.#control.length > 0) {
+          frame = this.#control.shift()!;
+        } else if (this.#readyHead < this.#ready.length) {
+          const slot = this.#ready[this.#readyHead++];
+          if (this.#readyHead === this.#ready.length) {
+            this.#ready.length = 0;
+            this.#readyHead = 0;
+          } else if (this.#readyHead >= 1024 && this.#readyHead * 2 >= this.#ready.length) {
+            this.#ready.splice(0, this.#readyHead);
+            this.#readyHead = 0;
+          }
+          frame = slot.core.poll();
+          if (frame !== undefined && slot.core.hasOutput) {
+            this.#ready.push(slot); // round robin: back of the line
+          } else {
+            slot.queued = false;
+          }
+          this.#arm(slot);
+          if (frame === undefined) continue;
+        } else {
+          return;
+        }
+        await socket.send(frame);
+      }
+    } catch {
+      // The socket closed under us; the reader notices and detaches. Reliable
+      // streams resend after the next attach.
+    }
+  }
+
+  // ---- timers ----
+
+  #arm(slot: Slot): void {
+    const deadline = slot.core.deadline;
+    if (deadline === Infinity) {
+      if (slot.armed) {
+        slot.armed = false;
+        this.#armed.delete(slot);
+      }
+      return;
+    }
+    if (!slot.armed) {
+      slot.armed = true;
+      this.#armed.add(slot);
+    }
+    if (deadline < this.#timerAt) this.#schedule(deadline);
+  }
+
+  #schedule(at: number): void {
+    if (this.#socket === undefined || this.#closing) return;
+    clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = setTimeout(this.#onTimer, Math.max(0, Math.ceil(at - this.#now())));
+  }
+
+  #clearTimer(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+  }
+
+  #onTimer = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    if (this.#socket === undefined) return;
+    const now = this.#now();
+    let next = Infinity;
+    for (const slot of [...this.#armed]) {
+      if (slot.core.deadline <= now) slot.core.tick();
+      const deadline = slot.core.deadline;
+      if (deadline === Infinity) {
+        slot.armed = false;
+        this.#armed.delete(slot);
+      } else if (deadline < next) {
+        next = deadline;
+      }
+    }
+    if (next < this.#timerAt) this.#schedule(next);
+  };
+
+  // ---- socket loss ----
+
+  #lose(socket: RelaySocket, info: RelayCloseInfo): void {
+    if (this.#socket !== socket) return;
+    this.#socket = undefined;
+    this.#clearTimer();
+    const resolve = this.#resolveDetached;
+    this.#resolveDetached = undefined;
+    if (this.#closing) {
+      resolve?.(info);
+      return;
+    }
+    // Legacy streams cannot resume (no acks, no resend): they end now.
+    const lost = new RelayClosedError(`Relay socket closed: ${info.reason || info.code}`, {
+      cause: info,
+    });
+    for (const slot of [...this.#streams.values()]) {
+      if (slot.core.mode === "legacy") slot.core.fail(lost);
+    }
+    this.#control.length = 0;
+    this.#detachTimer = setTimeout(() => {
+      this.#detachTimer = undefined;
+      const error = new RelayClosedError(
+        `Relay socket closed: no socket was attached within the ${this.#detachWindowMs} ms detach window`,
+        { cause: info },
+      );
+      for (const slot of [...this.#streams.values()]) {
+        slot.core.fail(error);
+        this.#ended(slot);
+        this.#retired.set(slot.core.id, RESET_DETACH_EXPIRED);
+      }
+    }, this.#detachWindowMs);
+    resolve?.(info);
+  }
+}

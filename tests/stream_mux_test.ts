@@ -1,0 +1,348 @@
+/**
+ * StreamMux over real loopback WebSockets: an executor-side mux behind a
+ * `Deno.serve` listener and harness muxes connecting with `RelaySocket`.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { RelaySocket } from "../lib/relay/relay_socket.ts";
+import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
+import { RelayClosedError, StreamResetError } from "../lib/errors.ts";
+import {
+  RESET_STREAM_CLOSED,
+  RESET_TOO_MANY_STREAMS,
+  RESET_UNKNOWN_STREAM,
+} from "../lib/mux/reset_reasons.ts";
+import { withDeadline } from "./_support/deadline.ts";
+import { echo, loopback } from "./_mux_loopback.ts";
+
+async function nextMessage(stream: MuxStream): Promise<string> {
+  const result = await stream[Symbol.asyncIterator]().next();
+  if (result.done) throw new Error(`Stream ${stream.id} ended`);
+  return result.value;
+}
+
+Deno.test("StreamMux carries a request and its reply over a real WebSocket", async () => {
+  await using lb = loopback({ onStream: echo() });
+  const harness = await lb.harness();
+  const stream = harness.open();
+  assert.match(stream.id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.equal(stream.mode, "reliable");
+  await stream.send('{"id":1,"method":"initialize"}');
+  assert.equal(
+    await withDeadline(nextMessage(stream), 5_000, "reply"),
+    'echo:{"id":1,"method":"initialize"}',
+  );
+  assert.equal(harness.streams, 1);
+  assert.equal(lb.executor.streams, 1);
+});
+
+Deno.test("StreamMux serves 1,000 concurrent streams over one socket with no cross-talk", async () => {
+  await using lb = loopback({ onStream: echo(), maxStreams: 1000 });
+  const harness = await lb.harness();
+  const streams = Array.from({ length: 1000 }, () => harness.open());
+  const work = streams.map(async (stream, i) => {
+    const got: string[] = [];
+    const reader = (async () => {
+      for await (const message of stream) {
+        got.push(message);
+        if (got.length === 3) break;
+      }
+    })();
+    for (let k = 0; k < 3; k++) await stream.send(`${stream.id}/${i}/${k}`);
+    await reader;
+    assert.deepEqual(got, [0, 1, 2].map((k) => `echo:${stream.id}/${i}/${k}`));
+  });
+  await withDeadline(Promise.all(work), 20_000, "1,000 streams");
+  assert.equal(lb.executor.streams, 1000);
+  // Closing each stream flushes and resets it on both sides.
+  await withDeadline(Promise.all(streams.map((s) => s.close())), 10_000, "close all");
+  assert.equal(harness.streams, 0);
+});
+
+Deno.test("StreamMux carries a multi-segment message byte-identical", async () => {
+  await using lb = loopback({ onStream: echo("") });
+  const harness = await lb.harness();
+  const stream = harness.open();
+  const big = "x".repeat(3 * 61_440 + 17) + "é".repeat(1000);
+  await stream.send(big);
+  assert.equal(await withDeadline(nextMessage(stream), 10_000, "big echo"), big);
+  assert.ok(stream.stats.segmentsSent >= 4);
+});
+
+Deno.test("StreamMux keeps small messages flowing beside a bulk stream (fairness)", async () => {
+  let bulkDone = false;
+  await using lb = loopback({
+    onStream: (stream) => {
+      (async () => {
+        try {
+          for await (const message of stream) {
+            if (message === "bulk") {
+              const chunk = "b".repeat(60_000);
+              for (let i = 0; i < 3000; i++) await stream.send(chunk);
+              await stream.send("end");
+            } else {
+              await stream.send("pong:" + message);
+            }
+          }
+        } catch { /* closed */ }
+      })();
+    },
+  });
+  const harness = await lb.harness();
+  const bulk = harness.open();
+  const small = harness.open();
+  await bulk.send("bulk");
+  const bulkReader = (async () => {
+    for await (const message of bulk) if (message === "end") break;
+    bulkDone = true;
+  })();
+  // 20 round trips on the small stream complete while 180 MB flow on the bulk one.
+  for (let i = 0; i < 20; i++) {
+    await small.send(`ping${i}`);
+    assert.equal(await withDeadline(nextMessage(small), 5_000, "pong"), `pong:ping${i}`);
+  }
+  assert.equal(bulkDone, false, "small exchanges finished before the bulk transfer");
+  await withDeadline(bulkReader, 20_000, "bulk");
+});
+
+Deno.test("StreamMux lets one stalled consumer stall only its own stream", async () => {
+  const stalled: MuxStream[] = [];
+  await using lb = loopback({
+    inboxMessages: 4,
+    onStream: (stream) => {
+      stream.send("hello").catch(() => {});
+      // The first stream's consumer never reads; the others echo.
+      if (stalled.length === 0) stalled.push(stream);
+      else echo()(stream);
+    },
+  });
+  const harness = await lb.harness({ windowSegments: 8, stream: { sendBufferBytes: 1024 } });
+  const slow = harness.open();
+  await slow.send("first");
+  assert.equal(await withDeadline(nextMessage(slow), 5_000, "hello"), "hello");
+  // Fill the stalled stream: sends stop being accepted once inbox + window + buffer are full.
+  let accepted = 0;
+  let blocked = false;
+  for (let i = 0; i < 200 && !blocked; i++) {
+    const sent = slow.send("m".repeat(500)).then(() => accepted++);
+    blocked = await Promise.race([
+      sent.then(() => false),
+      new Promise<boolean>((r) => setTimeout(() => r(true), 200)),
+    ]);
+  }
+  assert.ok(blocked, `sends kept being accepted (${accepted})`);
+  assert.ok(accepted < 40, `${accepted} accepted`);
+  // Another stream on the same socket is served normally.
+  const other = harness.open();
+  await other.send("ping");
+  assert.equal(await withDeadline(nextMessage(other), 5_000, "hello"), "hello");
+  assert.equal(await withDeadline(nextMessage(other), 5_000, "echo"), "echo:ping");
+  // The stalled consumer drains and the blocked sender completes.
+  const drained: string[] = [];
+  const expected = accepted + 2; // "first", the accepted ones, the blocked one
+  for await (const message of stalled[0]) {
+    drained.push(message);
+    if (drained.length === expected) break;
+  }
+  assert.equal(slow.stats.retransmits <= slow.stats.timeouts, true);
+  assert.equal(drained[0], "first");
+  slow.reset("test_done");
+});
+
+Deno.test("StreamMux resets new streams past maxStreams, and serves at the limit", async () => {
+  await using lb = loopback({ onStream: echo(), maxStreams: 2 });
+  const harness = await lb.harness();
+  const [a, b, c] = [harness.open(), harness.open(), harness.open()];
+  for (const s of [a, b]) {
+    await s.send("hi");
+    assert.equal(await withDeadline(nextMessage(s), 5_000, "echo"), "echo:hi");
+  }
+  await c.send("hi");
+  const error = await withDeadline(nextMessage(c).catch((e) => e), 5_000, "reset");
+  assert.ok(error instanceof StreamResetError);
+  assert.equal(error.reason, RESET_TOO_MANY_STREAMS);
+  assert.equal(c.resetReason, RESET_TOO_MANY_STREAMS);
+  await withDeadline(c.closed, 1_000, "closed");
+  assert.equal(lb.executor.streams, 2);
+  assert.equal(harness.streams, 2);
+});
+
+Deno.test("StreamMux reset ends one stream on both sides and leaves the others", async () => {
+  const executorSide = new Map<string, Promise<unknown>>();
+  await using lb = loopback({
+    onStream: (stream) => {
+      executorSide.set(
+        stream.id,
+        (async () => {
+          for await (const message of stream) await stream.send("echo:" + message);
+        })().catch((e) => e),
+      );
+    },
+  });
+  const harness = await lb.harness();
+  const a = harness.open();
+  const b = harness.open();
+  for (const s of [a, b]) {
+    await s.send("x");
+    await withDeadline(nextMessage(s), 5_000, "echo");
+  }
+  const pendingRead = nextMessage(a).catch((e) => e);
+  a.reset("test_reset");
+  const local = await pendingRead;
+  assert.ok(local instanceof StreamResetError && local.reason === "test_reset");
+  await assert.rejects(a.send("late"), StreamResetError);
+  const remote = await withDeadline(executorSide.get(a.id)!, 5_000, "executor reset");
+  assert.ok(remote instanceof StreamResetError && remote.reason === "test_reset");
+  await b.send("still");
+  assert.equal(await withDeadline(nextMessage(b), 5_000, "b"), "echo:still");
+  assert.throws(() => b.reset(""), TypeError);
+  assert.throws(() => b.reset("r".repeat(257)), TypeError);
+});
+
+Deno.test("StreamMux close flushes, then ends the peer's reads cleanly", async () => {
+  const received: string[] = [];
+  let ended!: () => void;
+  const endedCleanly = new Promise<void>((r) => ended = r);
+  await using lb = loopback({
+    onStream: (stream) => {
+      (async () => {
+        for await (const message of stream) received.push(message);
+        ended();
+      })();
+    },
+  });
+  const harness = await lb.harness();
+  const stream = harness.open();
+  const n = 50;
+  for (let i = 0; i < n; i++) await stream.send(`m${i}-${"p".repeat(10_000)}`);
+  await withDeadline(stream.close(), 5_000, "close");
+  assert.equal(stream.resetReason, RESET_STREAM_CLOSED);
+  await withDeadline(endedCleanly, 5_000, "peer end");
+  assert.equal(received.length, n);
+  assert.ok(received.every((m, i) => m.startsWith(`m${i}-`)));
+  // Local reads end, sends fail.
+  const after = await stream[Symbol.asyncIterator]().next();
+  assert.equal(after.done, true);
+  await assert.rejects(stream.send("x"), StreamResetError);
+});
+
+Deno.test("StreamMux resumes every stream on a new socket with no gap and no duplicate", async () => {
+  await using lb = loopback({ onStream: echo() });
+  const harness = await lb.harness();
+  const streams = Array.from({ length: 8 }, () => harness.open());
+  const total = 200;
+  const results = streams.map(async (stream) => {
+    const got: string[] = [];
+    for await (const message of stream) {
+      got.push(message);
+      if (got.length === total) break;
+    }
+    return got;
+  });
+  const senders = streams.map(async (stream) => {
+    for (let i = 0; i < total; i++) await stream.send(`${i}:${"z".repeat(i * 37)}`);
+  });
+  // Cut the physical socket in the middle (from the server side), then reconnect.
+  await withDeadline(
+    (async () => {
+      while (streams[0].stats.segmentsSent < 40) await new Promise((r) => setTimeout(r, 1));
+    })(),
+    5_000,
+    "progress",
+  );
+  const detached = harness.detached;
+  const executorDetached = lb.executor.detached;
+  await lb.accepted[0].close("test cut", 4000);
+  await withDeadline(detached, 5_000, "harness detached");
+  await withDeadline(executorDetached, 5_000, "executor detached");
+  assert.equal(harness.attached, false);
+  assert.equal(harness.streams, 8);
+  harness.attach(await RelaySocket.connect(lb.url));
+  await withDeadline(Promise.all(senders), 20_000, "senders");
+  const all = await withDeadline(Promise.all(results), 20_000, "receivers");
+  for (const got of all) {
+    assert.deepEqual(
+      got,
+      Array.from({ length: total }, (_, i) => `echo:${i}:${"z".repeat(i * 37)}`),
+    );
+  }
+  assert.equal(lb.accepted.length, 2);
+});
+
+Deno.test("StreamMux fails streams with RelayClosedError after the detach window", async () => {
+  await using lb = loopback({ onStream: echo(), detachWindowMs: 150 });
+  const harness = await lb.harness({ detachWindowMs: 150 });
+  const stream = harness.open();
+  await stream.send("x");
+  await withDeadline(nextMessage(stream), 5_000, "echo");
+  const read = nextMessage(stream).catch((e) => e);
+  await lb.accepted[0].close("gone", 4001);
+  await withDeadline(harness.detached, 5_000, "detached");
+  const error = await withDeadline(read, 5_000, "expiry");
+  assert.ok(error instanceof RelayClosedError, String(error));
+  assert.match(error.message, /150 ms detach window/);
+  await withDeadline(stream.closed, 1_000, "closed");
+  assert.equal(harness.streams, 0);
+  await withDeadline(
+    (async () => {
+      while (lb.executor.streams > 0) await new Promise((r) => setTimeout(r, 5));
+    })(),
+    5_000,
+    "executor expiry",
+  );
+});
+
+Deno.test("StreamMux harness answers data for a stream it never opened with unknown_stream", async () => {
+  await using lb = loopback({}, false);
+  const harness = await lb.harness();
+  const raw = lb.accepted[0] ?? await lb.nextAccepted();
+  const frames = raw[Symbol.asyncIterator]();
+  await raw.send({
+    version: 1,
+    streamId: "stranger",
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "data", seq: 1, segmentIndex: 0, segmentCount: 1, payload: new Uint8Array([1]) },
+  });
+  const reply = await withDeadline(frames.next(), 5_000, "reset");
+  assert.equal(reply.value?.streamId, "stranger");
+  assert.deepEqual(reply.value?.body, { kind: "reset", reason: RESET_UNKNOWN_STREAM });
+  // The harness's own streams start reliable: data seq 1.
+  const own = harness.open({ id: "mine" });
+  await own.send("hello");
+  const frame = await withDeadline(frames.next(), 5_000, "data");
+  assert.equal(frame.value?.streamId, "mine");
+  assert.ok(frame.value?.body.kind === "data" && frame.value.body.seq === 1);
+  assert.throws(() => harness.open({ id: "mine" }), /already open/);
+  assert.throws(() => harness.open({ id: " padded" }), TypeError);
+  assert.throws(() => lb.executor.open(), TypeError);
+});
+
+Deno.test("StreamMux executor answers a resume of unknown state with unknown_stream", async () => {
+  await using lb = loopback({ onStream: echo() });
+  const raw = await RelaySocket.connect(lb.url);
+  const frames = raw[Symbol.asyncIterator]();
+  await raw.send({
+    version: 1,
+    streamId: "lost",
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "resume", nextSeq: 7 },
+  });
+  const reply = await withDeadline(frames.next(), 5_000, "reset");
+  assert.deepEqual(reply.value?.body, { kind: "reset", reason: RESET_UNKNOWN_STREAM });
+  assert.equal(lb.executor.streams, 0);
+  await raw.close();
+});
+
+Deno.test("StreamMux close is idempotent and fails later opens", async () => {
+  const mux = new StreamMux({ role: "harness" });
+  const stream = mux.open();
+  const read = nextMessage(stream).catch((e) => e);
+  await Promise.all([mux.close(), mux.close()]);
+  assert.ok((await read) instanceof StreamResetError);
+  assert.throws(() => mux.open(), RelayClosedError);
+  await mux.closed;
+});
