@@ -94,6 +94,19 @@ export {
 } from "./lib/rpc/error_codes.ts";
 
 // Stream mux (lib/mux)
+export { DEFAULT_DETACH_WINDOW_MS, MuxStream, StreamMux } from "./lib/mux/stream_mux.ts";
+export type {
+  MuxStreamOptions,
+  OpenStreamOptions,
+  StreamMuxOptions,
+} from "./lib/mux/stream_mux.ts";
+export { DEFAULT_SEGMENT_BYTES, ReliableStream } from "./lib/mux/reliable_stream.ts";
+export type {
+  ReliableStreamOptions,
+  ReliableStreamStats,
+  StreamMode,
+} from "./lib/mux/reliable_stream.ts";
+export * from "./lib/mux/reset_reasons.ts";
 
 // Sandboxed executor (lib/exec)
 export { Executor } from "./lib/exec/executor.ts";
