@@ -20,6 +20,7 @@
  * @module
  */
 
+import { GatedChannel } from "../lib/client/_gated_channel.ts";
 import { connect, Connection } from "../lib/client/connect.ts";
 import { RemoteCommand } from "../lib/client/remote_command.ts";
 import { StreamMux } from "../lib/mux/stream_mux.ts";
@@ -184,10 +185,11 @@ async function openStreamsOnOneSocket(
   const mux = new StreamMux({ role: "harness" });
   mux.attach(socket);
   const conns = Array.from({ length: n }, () => {
-    const stream = mux.open();
+    // Wired as connect() wires its one stream, but many streams share one socket.
+    const channel = new GatedChannel(mux.open());
     return new Connection(harness, "rendezvous", (onNotification) => ({
-      peer: new JsonRpcPeer(stream, { onNotification }),
-      channel: stream,
+      peer: new JsonRpcPeer(channel, { onNotification }),
+      channel,
       stop: async () => {},
     }));
   });

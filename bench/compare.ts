@@ -615,6 +615,17 @@ function machine(): string {
   ].join("\n");
 }
 
+function targetLines(): string {
+  return rows
+    .filter((r) => r.target !== "")
+    .map((r) =>
+      `- ${r.workload}${r.peer ? ` vs ${r.peer}` : ""}, target ${r.target}: **${r.met}** (${
+        r.ratio && r.ratio !== "n/a" ? r.ratio : r.outpost
+      })`
+    )
+    .join("\n");
+}
+
 const table = [
   "| Workload | outpost | Peer | Peer figure | outpost/peer | Target | Met |",
   "| --- | --- | --- | --- | --- | --- | --- |",
@@ -643,6 +654,10 @@ bulk stdin ${
 ${plan.idleSessions} idle sessions. Throughput is counted from the first to the last byte the client
 receives (ssh's handshake is therefore excluded), output discarded. Round trips and start-to-exit run
 over an already open connection (ssh true opens a new one each time, as people use it).
+
+## Targets
+
+${targetLines()}
 
 ## outpost against its peers
 
