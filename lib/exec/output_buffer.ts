@@ -33,6 +33,8 @@ export interface OutputSlice {
   readonly chunks: OutputChunk[];
   /** One past the last returned chunk, or the buffer's next seq when none was returned. */
   readonly nextSeq: number;
+  /** True when no retained chunk was left out (the budget did not cut the read short). */
+  readonly complete: boolean;
 }
 
 /** Options for {@linkcode OutputBuffer}. */
@@ -155,8 +157,9 @@ export class OutputBuffer {
   /**
    * Collects retained chunks with `seq > afterSeq` per upstream §6.6: in order,
    * stopping before a chunk that would exceed `maxBytes` (the first chunk is
-   * always included) and once the total reaches `maxBytes`. Everything up to
-   * the returned `nextSeq - 1` counts as consumed.
+   * always included) and once the total reaches `maxBytes`. The returned
+   * chunks (and anything older) count as consumed; a read that returns no
+   * chunk consumes nothing, whatever its `afterSeq`.
    *
    * @param afterSeq Return chunks after this seq.
    * @param maxBytes The byte budget (`Infinity` for none).
@@ -165,17 +168,21 @@ export class OutputBuffer {
   read(afterSeq: number, maxBytes: number): OutputSlice {
     const chunks: OutputChunk[] = [];
     let total = 0;
-    for (let i = this.#firstIndexAfter(afterSeq); i < this.#chunks.length; i++) {
+    let i = this.#firstIndexAfter(afterSeq);
+    for (; i < this.#chunks.length; i++) {
       const item = this.#chunks[i];
       const size = item.chunk.byteLength;
       if (chunks.length > 0 && total + size > maxBytes) break;
       chunks.push(item);
       total += size;
-      if (total >= maxBytes) break;
+      if (total >= maxBytes) {
+        i++;
+        break;
+      }
     }
     const nextSeq = chunks.length > 0 ? chunks[chunks.length - 1].seq + 1 : this.#nextSeq;
-    this.consume(nextSeq - 1);
-    return { chunks, nextSeq };
+    if (chunks.length > 0) this.consume(nextSeq - 1);
+    return { chunks, nextSeq, complete: i >= this.#chunks.length };
   }
 
   /**
@@ -220,8 +227,9 @@ export class OutputBuffer {
   }
 
   /**
-   * Resolves when an item with a seq greater than `afterSeq` exists, or at once
-   * if one already does; also resolves (without error) when `signal` aborts.
+   * Resolves when an item with a seq greater than `afterSeq` exists (at once if
+   * one already does), on {@linkcode OutputBuffer.wake}, or (without error)
+   * when `signal` aborts.
    *
    * @param afterSeq The seq the caller has seen.
    * @param signal Ends the wait early.
@@ -234,10 +242,7 @@ export class OutputBuffer {
         signal?.removeEventListener("abort", onAbort);
         resolve();
       };
-      const check = (): void => {
-        if (this.#nextSeq - 1 > afterSeq || this.#discarding) done();
-        else this.#changeWaiters.push(check);
-      };
+      const check = (): void => done();
       const onAbort = (): void => {
         this.#changeWaiters = this.#changeWaiters.filter((w) => w !== check);
         done();

@@ -136,7 +136,7 @@ export interface ReadResult {
   exited: boolean;
   /** The exit code (124 after a timeout), or null while running. */
   exitCode: number | null;
-  /** The process closed and this read reached its end (no output left beyond `nextSeq`). */
+  /** The process closed and this read returned all its remaining retained output (not cut short by `maxBytes`). */
   closed: boolean;
   /** Why reading the process failed, or null. */
   failure: string | null;
@@ -472,20 +472,23 @@ export class ProcessTable implements AsyncDisposable {
       );
     }
     let record = this.#get(processId, "read");
-    const buffer = record.buffer;
-    if (buffer.nextSeq - 1 <= afterSeq && record.state !== "closed" && waitMs > 0) {
+    const ready = (r: ProcessRecord): boolean =>
+      r.buffer.nextSeq - 1 > afterSeq || r.state === "closed";
+    if (!ready(record) && waitMs > 0) {
       if (options.signal?.aborted) throw options.signal.reason;
       const controller = new AbortController();
       const timer = setTimeout(() => controller.abort(), waitMs);
       const onAbort = (): void => controller.abort();
       options.signal?.addEventListener("abort", onAbort, { once: true });
       try {
-        await buffer.waitChange(afterSeq, controller.signal);
+        while (!ready(record) && !controller.signal.aborted) {
+          await record.buffer.waitChange(record.buffer.nextSeq - 1, controller.signal);
+          record = this.#get(processId, "read");
+        }
       } finally {
         clearTimeout(timer);
         options.signal?.removeEventListener("abort", onAbort);
       }
-      record = this.#get(processId, "read");
     }
     const slice = record.buffer.read(afterSeq, maxBytes);
     return {
@@ -493,7 +496,7 @@ export class ProcessTable implements AsyncDisposable {
       nextSeq: slice.nextSeq,
       exited: record.exitCode !== null,
       exitCode: record.exitCode,
-      closed: record.closedSeq !== null && slice.nextSeq > record.closedSeq,
+      closed: record.closedSeq !== null && slice.complete,
       failure: record.failure,
       timedOut: record.timedOut,
     };

@@ -1,0 +1,95 @@
+// Runs a ProcessTable under the permissions the test gives this subprocess
+// (e.g. `--allow-run=sh` only) and prints what happened as one JSON line.
+import { ProcessTable } from "../lib/exec/process_table.ts";
+
+const scenario = Deno.args[0];
+const results: Record<string, unknown> = {};
+const table = new ProcessTable({ killGraceMs: 200 });
+
+async function attempt(name: string, fn: () => Promise<unknown>): Promise<void> {
+  try {
+    results[name] = { ok: await fn() };
+  } catch (error) {
+    results[name] = { error: (error as Error).name, message: (error as Error).message };
+  }
+}
+
+async function output(processId: string): Promise<string> {
+  let text = "";
+  let afterSeq = 0;
+  for (;;) {
+    const r = await table.read(processId, { afterSeq, waitMs: 1000 });
+    for (const c of r.chunks) text += new TextDecoder().decode(c.chunk);
+    afterSeq = r.nextSeq - 1;
+    if (r.closed) return text;
+  }
+}
+
+if (scenario === "run") {
+  results.capabilities = await table.capabilities();
+  await attempt("ls", () => table.start({ processId: "ls", argv: ["ls", "/"] }));
+  await attempt("lsPath", () => table.start({ processId: "ls2", argv: ["/usr/bin/ls"] }));
+  await attempt("tty", () => table.start({ processId: "t", argv: ["sh"], tty: true }));
+  await attempt("os", () => table.start({ processId: "o", argv: ["sh"], confinement: "os" }));
+  await attempt("arg0", () => table.start({ processId: "a", argv: ["sh"], arg0: "fake" }));
+  await attempt("sh", async () => {
+    await table.start({ processId: "sh", argv: ["sh", "-c", "echo ok"] });
+    return await output("sh");
+  });
+  await attempt("terminate", async () => {
+    await table.start({
+      processId: "w",
+      argv: ["sh", "-c", "echo ready; read x"],
+      pipeStdin: true,
+    });
+    const first = await table.read("w", { waitMs: 2000 });
+    const running = await table.terminate("w");
+    await output("w");
+    const last = await table.read("w", { afterSeq: first.nextSeq - 1 });
+    return { running, exitCode: last.exitCode, closed: last.closed };
+  });
+} else if (scenario === "deno") {
+  const dir = Deno.args[1];
+  const module = `${dir}/child.ts`;
+  await attempt(
+    "moreRead",
+    () =>
+      table.start({
+        processId: "d1",
+        argv: [module],
+        confinement: "deno",
+        denoPermissions: { read: ["/etc"] },
+      }),
+  );
+  await attempt(
+    "allNet",
+    () =>
+      table.start({
+        processId: "d2",
+        argv: [module],
+        confinement: "deno",
+        denoPermissions: { net: true },
+      }),
+  );
+  await attempt(
+    "env",
+    () =>
+      table.start({
+        processId: "d3",
+        argv: [module],
+        confinement: "deno",
+        denoPermissions: { env: ["SECRET"] },
+      }),
+  );
+  await attempt("inside", async () => {
+    await table.start({
+      processId: "d4",
+      argv: [module, "/etc/hostname", `${dir}/data.txt`],
+      confinement: "deno",
+      denoPermissions: { read: [dir] },
+    });
+    return await output("d4");
+  });
+}
+await table.close();
+console.log(JSON.stringify(results));

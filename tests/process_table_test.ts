@@ -1,0 +1,571 @@
+import assert from "node:assert/strict";
+import { SandboxDeniedError } from "../lib/errors.ts";
+import {
+  DEFAULT_MAX_ARGV_BYTES,
+  type ProcessEvent,
+  ProcessLimiter,
+  ProcessTable,
+  TIMEOUT_EXIT_CODE,
+} from "../lib/exec/process_table.ts";
+import {
+  collect,
+  killPids,
+  livePidsWith,
+  readUntil,
+  sha256,
+  uniqueSleep,
+  withDeadline,
+} from "./_process_helpers.ts";
+
+const encoder = new TextEncoder();
+
+Deno.test("ProcessTable separates stdout and stderr and reports the exit code", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["sh", "-c", "echo out; echo err >&2; exit 3"] });
+  const { text, last } = await collect(table, "p");
+  assert.equal(text.stdout, "out\n");
+  assert.equal(text.stderr, "err\n");
+  assert.equal(last.exitCode, 3);
+  assert.equal(last.exited, true);
+  assert.equal(last.closed, true);
+  assert.equal(last.failure, null);
+  assert.equal(last.timedOut, false);
+});
+
+Deno.test("ProcessTable numbers output, exit and closed with one counter from 1", async () => {
+  const events: ProcessEvent[] = [];
+  await using table = new ProcessTable({ onEvent: (e) => void events.push(e) });
+  await table.start({ processId: "p", argv: ["sh", "-c", "echo a; echo b >&2; echo c"] });
+  await collect(table, "p");
+  assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+  assert.equal(events.at(-1)!.type, "closed");
+  const exited = events.find((e) => e.type === "exited");
+  assert.ok(exited && exited.type === "exited" && exited.exitCode === 0);
+  const bytes = events.filter((e) => e.type === "output").reduce(
+    (n, e) => n + (e.type === "output" ? e.chunk.byteLength : 0),
+    0,
+  );
+  assert.equal(bytes, 6);
+});
+
+Deno.test("ProcessTable replays retained output with afterSeq and maxBytes", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "p",
+    argv: ["sh", "-c", "printf one; read x; printf two; read x; printf three"],
+    pipeStdin: true,
+  });
+  await readUntil(table, "p", "one");
+  assert.equal(await table.write("p", encoder.encode("\n")), "accepted");
+  await readUntil(table, "p", "two");
+  assert.equal(await table.write("p", encoder.encode("\n"), { eof: true }), "accepted");
+  const all = await collect(table, "p");
+  assert.equal(all.text.stdout, "onetwothree");
+  // Replay from the start: the same chunks again.
+  const replay = await table.read("p", {});
+  assert.deepEqual(replay.chunks.map((c) => c.seq), all.chunks.map((c) => c.seq));
+  // maxBytes 1: the first chunk is always included, whole.
+  const first = await table.read("p", { maxBytes: 1 });
+  assert.equal(first.chunks.length, 1);
+  assert.equal(new TextDecoder().decode(first.chunks[0].chunk), "one");
+  assert.equal(first.nextSeq, first.chunks[0].seq + 1);
+  assert.equal(first.closed, false, "a read cut short by maxBytes is not the end");
+  // maxBytes 6: stops once the total reaches the budget.
+  const two = await table.read("p", { maxBytes: 6 });
+  assert.deepEqual(two.chunks.map((c) => new TextDecoder().decode(c.chunk)), ["one", "two"]);
+  // Continue after the first chunk.
+  const rest = await table.read("p", { afterSeq: first.chunks[0].seq });
+  assert.deepEqual(rest.chunks.map((c) => new TextDecoder().decode(c.chunk)), ["two", "three"]);
+  assert.equal(rest.closed, true);
+  // Past everything: no chunks, nextSeq is the process's next seq.
+  const none = await table.read("p", { afterSeq: 1000 });
+  assert.equal(none.chunks.length, 0);
+  assert.equal(none.nextSeq, all.last.nextSeq);
+});
+
+Deno.test("ProcessTable read long-polls until output arrives", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["sh", "-c", "read x; echo got $x"], pipeStdin: true });
+  const pending = table.read("p", { waitMs: 5_000 });
+  assert.equal(await table.write("p", encoder.encode("hi\n")), "accepted");
+  const result = await withDeadline(pending, 3_000, "long-poll");
+  assert.equal(new TextDecoder().decode(result.chunks[0].chunk), "got hi\n");
+  await collect(table, "p");
+});
+
+Deno.test("ProcessTable read with a short wait returns empty while nothing happens", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["sh", "-c", "read x"], pipeStdin: true });
+  const result = await withDeadline(table.read("p", { waitMs: 50 }), 2_000, "short wait");
+  assert.deepEqual(result.chunks, []);
+  assert.equal(result.exited, false);
+  assert.equal(result.nextSeq, 1);
+  const controller = new AbortController();
+  const aborted = table.read("p", { waitMs: 60_000, signal: controller.signal });
+  controller.abort();
+  assert.deepEqual((await withDeadline(aborted, 2_000, "aborted wait")).chunks, []);
+  await table.write("p", encoder.encode("\n"), { eof: true });
+  await collect(table, "p");
+});
+
+Deno.test("ProcessTable feeds stdin and closes it with eof", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "cat", argv: ["cat"], pipeStdin: true });
+  assert.equal(await table.write("cat", encoder.encode("hello ")), "accepted");
+  assert.equal(await table.write("cat", encoder.encode("world"), { eof: true }), "accepted");
+  assert.equal(await table.write("cat", encoder.encode("late")), "stdinClosed");
+  const { text, last } = await collect(table, "cat");
+  assert.equal(text.stdout, "hello world");
+  assert.equal(last.exitCode, 0);
+});
+
+Deno.test("ProcessTable write reports stdinClosed without pipeStdin and unknownProcess", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["sh", "-c", "cat; echo done"] });
+  assert.equal(await table.write("p", encoder.encode("x")), "stdinClosed");
+  assert.equal(await table.write("nope", encoder.encode("x")), "unknownProcess");
+  const { text } = await collect(table, "p");
+  assert.equal(text.stdout, "done\n", "stdin is /dev/null");
+  assert.equal(await table.write("p", encoder.encode("x")), "stdinClosed");
+});
+
+Deno.test("ProcessTable delivers output bigger than the retention cap whole to a slow reader", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const data = new Uint8Array(8 * 1024 * 1024);
+    for (let i = 0; i < data.length; i += 65536) {
+      crypto.getRandomValues(data.subarray(i, i + 65536));
+    }
+    await Deno.writeFile(`${dir}/data`, data);
+    await using table = new ProcessTable({ retainedOutputBytes: 256 * 1024 });
+    await table.start({ processId: "big", argv: ["cat", `${dir}/data`] });
+    // Nobody reads: the child must block instead of the table evicting unread bytes.
+    const peek = await table.read("big", { afterSeq: 1_000_000, waitMs: 300 });
+    assert.equal(peek.exited, false, "cat is blocked on a full pipe");
+    const { bytes, chunks, last } = await collect(table, "big", { maxBytes: 65536, ms: 30_000 });
+    assert.equal(bytes.stdout.byteLength, data.byteLength);
+    assert.equal(await sha256(bytes.stdout), await sha256(data));
+    for (let i = 1; i < chunks.length; i++) {
+      assert.equal(chunks[i].seq, chunks[i - 1].seq + 1, "no chunk was skipped or evicted");
+    }
+    assert.equal(last.exitCode, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ProcessTable never cuts output off when the exit races it", async () => {
+  await using table = new ProcessTable();
+  const expected = 300_000;
+  const runs = 12;
+  for (let i = 0; i < runs; i++) {
+    // The shell exits while a background writer still holds the pipes.
+    await table.start({
+      processId: `r${i}`,
+      argv: ["sh", "-c", `head -c ${expected - 5} /dev/zero & printf tail1 >&2; exit ${i % 3}`],
+    });
+  }
+  for (let i = 0; i < runs; i++) {
+    const { bytes, last } = await collect(table, `r${i}`);
+    assert.equal(bytes.stdout.byteLength, expected - 5);
+    assert.equal(new TextDecoder().decode(bytes.stderr), "tail1");
+    assert.equal(last.exitCode, i % 3);
+  }
+});
+
+Deno.test("ProcessTable emits closed only after every output event", async () => {
+  const events: ProcessEvent[] = [];
+  await using table = new ProcessTable({ onEvent: (e) => void events.push(e) });
+  await table.start({ processId: "p", argv: ["sh", "-c", "head -c 500000 /dev/zero & exit 0"] });
+  await collect(table, "p");
+  const closed = events.findIndex((e) => e.type === "closed");
+  assert.equal(closed, events.length - 1);
+  const total = events.reduce((n, e) => n + (e.type === "output" ? e.chunk.byteLength : 0), 0);
+  assert.equal(total, 500000);
+});
+
+Deno.test("ProcessTable terminate kills the whole process tree", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "tree",
+    argv: ["sh", "-c", `sleep ${token} & sleep ${token} & (sleep ${token} &) ; echo ready; wait`],
+  });
+  await readUntil(table, "tree", "ready");
+  assert.equal(livePidsWith(`sleep ${token}`).length, 3);
+  assert.equal(await table.terminate("tree"), true);
+  const { last } = await collect(table, "tree");
+  assert.equal(last.exitCode, 143);
+  const survivors = livePidsWith(`sleep ${token}`);
+  killPids(survivors);
+  assert.deepEqual(survivors, []);
+  assert.equal(await table.terminate("tree"), false, "closed: not running");
+  assert.equal(await table.terminate("nope"), false);
+});
+
+Deno.test("ProcessTable escalates to KILL after the grace period", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable({ killGraceMs: 200 });
+  await table.start({
+    processId: "stubborn",
+    argv: ["sh", "-c", `trap '' TERM; sleep ${token} & echo ready; wait; wait`],
+  });
+  await readUntil(table, "stubborn", "ready");
+  await table.terminate("stubborn");
+  const { last } = await collect(table, "stubborn");
+  assert.equal(last.exitCode, 137);
+  const survivors = livePidsWith(`sleep ${token}`);
+  killPids(survivors);
+  assert.deepEqual(survivors, []);
+});
+
+Deno.test("ProcessTable terminate kills descendants that outlive an exited leader", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["sh", "-c", `sleep ${token} & echo ready`] });
+  await readUntil(table, "p", "ready");
+  const exited = await withDeadline(
+    (async () => {
+      for (;;) {
+        const r = await table.read("p", { afterSeq: 1, waitMs: 1000 });
+        if (r.exited) return r;
+      }
+    })(),
+    5_000,
+    "leader exit",
+  );
+  assert.equal(exited.closed, false, "the background sleep holds the pipes");
+  assert.equal(await table.terminate("p"), false, "the leader is no longer running");
+  await collect(table, "p");
+  const survivors = livePidsWith(`sleep ${token}`);
+  killPids(survivors);
+  assert.deepEqual(survivors, []);
+});
+
+Deno.test("ProcessTable enforces timeoutMs and reports the exit as timed out", async () => {
+  const token = uniqueSleep();
+  const events: ProcessEvent[] = [];
+  await using table = new ProcessTable({ onEvent: (e) => void events.push(e) });
+  await table.start({ processId: "slow", argv: ["sh", "-c", `sleep ${token}`], timeoutMs: 200 });
+  const { last } = await collect(table, "slow");
+  assert.equal(last.exitCode, TIMEOUT_EXIT_CODE);
+  assert.equal(last.timedOut, true);
+  const exited = events.find((e) => e.type === "exited");
+  assert.deepEqual(exited, {
+    type: "exited",
+    processId: "slow",
+    seq: 1,
+    exitCode: 124,
+    signal: "SIGTERM",
+    timedOut: true,
+  });
+  assert.deepEqual(livePidsWith(`sleep ${token}`), []);
+  // A process that finishes in time is not marked.
+  await table.start({ processId: "fast", argv: ["sh", "-c", "exit 0"], timeoutMs: 10_000 });
+  assert.equal((await collect(table, "fast")).last.timedOut, false);
+});
+
+Deno.test("ProcessTable validates timeoutMs at and past its limits", async () => {
+  await using table = new ProcessTable();
+  await assert.rejects(table.start({ processId: "a", argv: ["true"], timeoutMs: 0 }), RangeError);
+  await assert.rejects(
+    table.start({ processId: "a", argv: ["true"], timeoutMs: 2_147_483_648 }),
+    RangeError,
+  );
+  await table.start({ processId: "a", argv: ["sh", "-c", "exit 0"], timeoutMs: 2_147_483_647 });
+  await collect(table, "a");
+});
+
+Deno.test("ProcessTable sends signals to the process group", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "p",
+    argv: ["sh", "-c", "trap 'echo got; exit 5' INT; echo ready; while :; do sleep 0.05; done"],
+  });
+  await readUntil(table, "p", "ready");
+  assert.equal(await table.signal("p", "SIGINT"), true);
+  const { text, last } = await collect(table, "p");
+  assert.match(text.stdout, /got/);
+  assert.equal(last.exitCode, 5);
+  assert.equal(await table.signal("p", "SIGINT"), false);
+  assert.equal(await table.signal("nope", "SIGINT"), false);
+});
+
+Deno.test("ProcessTable children never see the executor's environment", async () => {
+  Deno.env.set("OUTPOST_TEST_SECRET_TOKEN", "hunter2");
+  try {
+    await using table = new ProcessTable();
+    await table.start({ processId: "env", argv: ["sh", "-c", "env"], env: { GREETING: "hi" } });
+    const { text } = await collect(table, "env");
+    assert.doesNotMatch(text.stdout, /hunter2|OUTPOST_TEST_SECRET_TOKEN/);
+    assert.match(text.stdout, /^GREETING=hi$/m);
+    assert.match(text.stdout, /^PATH=/m, "PATH is on the default allowlist");
+    await table.start({
+      processId: "bare",
+      argv: ["sh", "-c", "env"],
+      env: { ONLY: "1" },
+      inheritEnv: false,
+    });
+    const bare = await collect(table, "bare");
+    const names = bare.text.stdout.trim().split("\n").map((line) => line.split("=")[0]).sort();
+    // sh itself adds PWD (and may add OLDPWD); nothing else beyond the request.
+    assert.deepEqual(names.filter((n) => n !== "PWD" && n !== "OLDPWD"), ["ONLY"]);
+  } finally {
+    Deno.env.delete("OUTPOST_TEST_SECRET_TOKEN");
+  }
+});
+
+Deno.test("ProcessTable runs the granted program, not one the request's PATH names", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/sh`, "#!/bin/sh\necho impostor\n", { mode: 0o755 });
+    await using table = new ProcessTable();
+    await table.start({
+      processId: "p",
+      argv: ["sh", "-c", "echo real"],
+      env: { PATH: dir },
+      tty: false,
+      arg0: "custom-name",
+    });
+    assert.equal((await collect(table, "p")).text.stdout, "real\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ProcessTable applies arg0", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["sh", "-c", "echo $0", "ignored"], arg0: "x" });
+  // `sh -c CMD NAME`: $0 is the first operand; arg0 replaces argv[0] itself.
+  assert.equal((await collect(table, "p")).text.stdout, "ignored\n");
+  await table.start({
+    processId: "q",
+    argv: ["bash", "-c", 'cat /proc/$$/cmdline | tr "\\0" " "'],
+    arg0: "renamed",
+  });
+  assert.match((await collect(table, "q")).text.stdout, /^renamed -c /);
+});
+
+Deno.test("ProcessTable rejects bad starts with clear errors", async () => {
+  await using table = new ProcessTable();
+  await assert.rejects(table.start({ processId: "a", argv: [] }), TypeError);
+  await assert.rejects(table.start({ processId: "", argv: ["true"] }), TypeError);
+  await assert.rejects(table.start({ processId: "x".repeat(257), argv: ["true"] }), TypeError);
+  await assert.rejects(table.start({ processId: "a", argv: ["a\0b"] }), TypeError);
+  await assert.rejects(table.start({ processId: "a", argv: ["true"], cwd: "relative" }), TypeError);
+  await assert.rejects(
+    table.start({ processId: "a", argv: ["sh"], cwd: "/definitely/not/here" }),
+    /Cannot start "sh": program or working directory not found/,
+  );
+  await assert.rejects(
+    table.start({ processId: "a", argv: ["sh"], confinement: "bogus" as "os" }),
+    TypeError,
+  );
+  await table.start({ processId: "dup", argv: ["sh", "-c", "exit 0"] });
+  await assert.rejects(
+    table.start({ processId: "dup", argv: ["sh"] }),
+    (e: Error) =>
+      e instanceof Deno.errors.AlreadyExists && /process already exists/.test(e.message),
+  );
+  await collect(table, "dup");
+  await assert.rejects(
+    table.read("nope", {}),
+    (e: Error) => e instanceof Deno.errors.NotFound && /unknown process/.test(e.message),
+  );
+  await assert.rejects(table.read("dup", { afterSeq: -1 }), RangeError);
+  await assert.rejects(table.read("dup", { maxBytes: 0 }), RangeError);
+});
+
+Deno.test("ProcessTable limits argv bytes at and past the limit", async () => {
+  await using table = new ProcessTable({ maxArgvBytes: 64 });
+  // "sh" + NUL + "-c" + NUL + "exit 0" + NUL = 13 bytes; pad the last argument.
+  const pad = "x".repeat(64 - 13 - 1);
+  await table.start({ processId: "at", argv: ["sh", "-c", "exit 0", pad] });
+  await collect(table, "at");
+  await assert.rejects(
+    table.start({ processId: "past", argv: ["sh", "-c", "exit 0", pad + "x"] }),
+    /argv is 65 bytes, over the 64 byte limit/,
+  );
+  assert.equal(DEFAULT_MAX_ARGV_BYTES, 262144);
+});
+
+Deno.test("ProcessTable limits env bytes at and past the limit", async () => {
+  await using table = new ProcessTable({ maxEnvBytes: 16 });
+  // "A=" + value + NUL: 16 bytes with a 13 byte value.
+  await table.start({ processId: "at", argv: ["sh", "-c", "exit 0"], env: { A: "x".repeat(13) } });
+  await collect(table, "at");
+  await assert.rejects(
+    table.start({ processId: "past", argv: ["sh"], env: { A: "x".repeat(14) } }),
+    RangeError,
+  );
+  await assert.rejects(
+    table.start({ processId: "bad", argv: ["sh"], env: { "A=B": "x" } }),
+    TypeError,
+  );
+});
+
+Deno.test("ProcessTable limits live processes per table and executor-wide", async () => {
+  const limiter = new ProcessLimiter(3);
+  await using one = new ProcessTable({ maxProcesses: 2, limiter });
+  await using two = new ProcessTable({ maxProcesses: 2, limiter });
+  const hold = { argv: ["sh", "-c", "read x"], pipeStdin: true };
+  await one.start({ processId: "a", ...hold });
+  await one.start({ processId: "b", ...hold });
+  await assert.rejects(
+    one.start({ processId: "c", ...hold }),
+    /Cannot start process "c": the limit of 2 processes per session is reached/,
+  );
+  await two.start({ processId: "a", ...hold });
+  assert.equal(limiter.active, 3);
+  await assert.rejects(
+    two.start({ processId: "b", ...hold }),
+    /the executor-wide limit of 3 processes is reached/,
+  );
+  await one.write("a", encoder.encode("\n"), { eof: true });
+  await collect(one, "a");
+  assert.equal(limiter.active, 2);
+  await two.start({ processId: "b", ...hold });
+  assert.equal(limiter.active, 3);
+  await one.close();
+  await two.close();
+  assert.equal(limiter.active, 0);
+});
+
+Deno.test("ProcessTable removes a closed process after the retention time", async () => {
+  await using table = new ProcessTable({ exitedRetentionMs: 25 });
+  await table.start({ processId: "p", argv: ["sh", "-c", "echo x"] });
+  await collect(table, "p");
+  await withDeadline(
+    (async () => {
+      // Removal has no event of its own: poll the list on a short tick.
+      while (table.list().length > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    })(),
+    2_000,
+    "retention expiry",
+  );
+  await assert.rejects(table.read("p", {}), Deno.errors.NotFound);
+});
+
+Deno.test("ProcessTable list shows running and exited processes", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "run", argv: ["sh", "-c", "read x"], pipeStdin: true });
+  await table.start({ processId: "done", argv: ["sh", "-c", "exit 7"] });
+  await collect(table, "done");
+  const rows = table.list().sort((a, b) => a.processId.localeCompare(b.processId));
+  assert.deepEqual(rows, [
+    { processId: "done", argv: ["sh", "-c", "exit 7"], running: false, exitCode: 7 },
+    { processId: "run", argv: ["sh", "-c", "read x"], running: true, exitCode: null },
+  ]);
+});
+
+Deno.test("ProcessTable close kills everything and refuses new starts", async () => {
+  const token = uniqueSleep();
+  const table = new ProcessTable({ killGraceMs: 200 });
+  await table.start({ processId: "a", argv: ["sh", "-c", `sleep ${token} & sleep ${token}`] });
+  await table.start({ processId: "b", argv: ["sh", "-c", `trap '' TERM; sleep ${token}`] });
+  await table.start({ processId: "c", argv: ["cat"], pipeStdin: true });
+  await withDeadline(table.close(), 5_000, "close");
+  await table.close();
+  const survivors = livePidsWith(`sleep ${token}`);
+  killPids(survivors);
+  assert.deepEqual(survivors, []);
+  await assert.rejects(table.start({ processId: "d", argv: ["true"] }), /process table is closed/);
+});
+
+Deno.test("ProcessTable close does not wait on unread output it stopped reading", async () => {
+  const table = new ProcessTable({ retainedOutputBytes: 1024 });
+  await table.start({ processId: "flood", argv: ["sh", "-c", "exec cat /dev/zero"] });
+  await table.read("flood", { afterSeq: 1_000_000, waitMs: 100 });
+  await withDeadline(table.close(), 5_000, "close with a blocked child");
+});
+
+Deno.test("ProcessTable event sink backpressure pauses the child until deliveries settle", async () => {
+  const held: (() => void)[] = [];
+  let delivered = 0;
+  await using table = new ProcessTable({
+    retainedOutputBytes: 64 * 1024,
+    onEvent: (e) => {
+      if (e.type !== "output") return;
+      delivered += e.chunk.byteLength;
+      return new Promise<void>((resolve) => held.push(resolve));
+    },
+  });
+  await table.start({ processId: "p", argv: ["head", "-c", "1048576", "/dev/zero"] });
+  const stalled = await table.read("p", { afterSeq: 1_000_000, waitMs: 300 });
+  assert.equal(stalled.exited, false, "unacknowledged deliveries hold the child");
+  assert.ok(delivered < 1048576);
+  const release = setInterval(() => held.splice(0).forEach((resolve) => resolve()), 5);
+  try {
+    await withDeadline(
+      (async () => {
+        for (;;) {
+          const r = await table.read("p", { afterSeq: 1_000_000, waitMs: 500 });
+          if (r.closed || r.exited) return;
+        }
+      })(),
+      10_000,
+      "drain through the sink",
+    );
+  } finally {
+    clearInterval(release);
+    held.splice(0).forEach((resolve) => resolve());
+  }
+  await collect(table, "p", { afterSeq: 1_000_000 });
+  assert.equal(delivered, 1048576);
+});
+
+Deno.test("ProcessTable redelivers unconsumed events to a newly attached sink", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["sh", "-c", "echo one; exit 2"] });
+  // Detached: wait for the close without consuming (afterSeq far ahead).
+  await withDeadline(
+    (async () => {
+      for (;;) {
+        if ((await table.read("p", { afterSeq: 1_000, waitMs: 500 })).closed) return;
+      }
+    })(),
+    5_000,
+    "close",
+  );
+  const events: ProcessEvent[] = [];
+  table.setEventSink((e) => void events.push(e));
+  assert.deepEqual(events.map((e) => e.type), ["output", "exited", "closed"]);
+  assert.deepEqual(events.map((e) => e.seq), [1, 2, 3]);
+  const again: ProcessEvent[] = [];
+  table.setEventSink((e) => void again.push(e));
+  assert.deepEqual(again, [], "consumed events are not redelivered");
+});
+
+Deno.test("ProcessTable refuses programs the executor may not run", async () => {
+  const command = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-run=sh",
+      new URL("./_process_fixture.ts", import.meta.url).pathname,
+      "run",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const { code, stdout, stderr } = await withDeadline(command.output(), 30_000, "fixture");
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  const results = JSON.parse(new TextDecoder().decode(stdout));
+  assert.deepEqual(results.ls, {
+    error: "SandboxDeniedError",
+    message: 'Cannot start "ls": run access is not granted',
+  });
+  assert.equal(results.lsPath.error, "SandboxDeniedError");
+  assert.match(results.tty.message, /tty needs the "script" helper/);
+  assert.match(results.os.message, /"os" confinement is not available/);
+  assert.match(results.arg0.message, /arg0 needs the "bash" helper/);
+  assert.deepEqual(results.sh, { ok: "ok\n" });
+  assert.deepEqual(results.capabilities, {
+    confinements: ["none"],
+    treeKill: false,
+    tty: false,
+    resize: false,
+  });
+  // Without the kill helper the direct child is still signalled.
+  assert.deepEqual(results.terminate, { ok: { running: true, exitCode: 143, closed: true } });
+  assert.ok(SandboxDeniedError);
+});
