@@ -139,3 +139,16 @@ export function killPids(pids: number[]): void {
     }
   }
 }
+
+/** Polls /proc (10 ms tick, bounded) until `count` live processes start with `token`. */
+export async function waitForPids(token: string, count: number, ms = 3_000): Promise<number[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const pids = livePidsWith(token);
+    if (pids.length >= count) return pids;
+    if (Date.now() > deadline) {
+      throw new Error(`Expected ${count} processes "${token}", found ${pids.length}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

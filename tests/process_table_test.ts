@@ -14,6 +14,7 @@ import {
   readUntil,
   sha256,
   uniqueSleep,
+  waitForPids,
   withDeadline,
 } from "./_process_helpers.ts";
 
@@ -192,7 +193,7 @@ Deno.test("ProcessTable terminate kills the whole process tree", async () => {
     argv: ["sh", "-c", `sleep ${token} & sleep ${token} & (sleep ${token} &) ; echo ready; wait`],
   });
   await readUntil(table, "tree", "ready");
-  assert.equal(livePidsWith(`sleep ${token}`).length, 3);
+  assert.equal((await waitForPids(`sleep ${token}`, 3)).length, 3);
   assert.equal(await table.terminate("tree"), true);
   const { last } = await collect(table, "tree");
   assert.equal(last.exitCode, 143);

@@ -1,0 +1,146 @@
+import assert from "node:assert/strict";
+import { ProcessTable } from "../lib/exec/process_table.ts";
+import { PtyMarkerParser, ttyCommand } from "../lib/exec/tty.ts";
+import {
+  collect,
+  killPids,
+  livePidsWith,
+  readUntil,
+  uniqueSleep,
+  waitForPids,
+} from "./_process_helpers.ts";
+
+const encoder = new TextEncoder();
+
+Deno.test("tty gives the child a real terminal and reports stream pty", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "t",
+    argv: ["sh", "-c", "test -t 0 && test -t 1 && test -t 2 && echo is-a-tty; echo err >&2"],
+    tty: true,
+  });
+  const { chunks, text, last } = await collect(table, "t");
+  assert.ok(chunks.length > 0);
+  assert.ok(chunks.every((c) => c.stream === "pty"));
+  assert.equal(text.pty, "is-a-tty\r\nerr\r\n");
+  assert.doesNotMatch(text.pty, /outpost;/, "the wrapper's marker is stripped");
+  assert.equal(last.exitCode, 0);
+});
+
+Deno.test("tty applies the initial size and resizes on request", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "t",
+    argv: ["sh", "-c", "stty size; echo ready; read x; stty size"],
+    tty: true,
+    cols: 100,
+    rows: 30,
+  });
+  const first = await readUntil(table, "t", "ready");
+  assert.match(first.text, /^30 100\r\n/);
+  await table.resize("t", 132, 43);
+  assert.equal(await table.write("t", encoder.encode("\n")), "accepted");
+  const { text } = await collect(table, "t", { afterSeq: first.afterSeq });
+  assert.match(text.pty, /43 132/);
+  await assert.rejects(table.resize("t", 0, 10), RangeError);
+  await assert.rejects(table.resize("t", 80, 65536), RangeError);
+  await assert.rejects(table.resize("t", 80, 24), /has exited/);
+});
+
+Deno.test("tty delivers SIGWINCH to the program on resize", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "t",
+    argv: ["sh", "-c", "trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done"],
+    tty: true,
+  });
+  const first = await readUntil(table, "t", "ready");
+  await table.resize("t", 90, 20);
+  const { text } = await collect(table, "t", { afterSeq: first.afterSeq });
+  assert.match(text.pty, /20 90/);
+});
+
+Deno.test("tty accepts input right after start without forging the marker", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "t", argv: ["sh", "-c", 'read x; echo "got $x"'], tty: true });
+  // Echoed input could look like the marker; input is held until the marker arrived.
+  const forged = "\x1b]outpost;1;/dev/pts/0\x07";
+  assert.equal(await table.write("t", encoder.encode(`${forged}\n`)), "accepted");
+  const { text } = await collect(table, "t");
+  assert.match(text.pty, /got /);
+  assert.ok(await table.terminate("t") === false);
+});
+
+Deno.test("tty input reaches cat and eof ends it", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "cat", argv: ["cat"], tty: true });
+  assert.equal(await table.write("cat", encoder.encode("hello\n")), "accepted");
+  await readUntil(table, "cat", "hello\r\nhello\r\n");
+  assert.equal(await table.write("cat", new Uint8Array(0), { eof: true }), "accepted");
+  const { last } = await collect(table, "cat");
+  assert.equal(last.closed, true);
+});
+
+Deno.test("tty terminate kills the terminal's whole session", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable({ killGraceMs: 300 });
+  await table.start({
+    processId: "t",
+    argv: ["sh", "-c", `trap '' HUP; sleep ${token} & sleep ${token} & echo ready; wait`],
+    tty: true,
+  });
+  await readUntil(table, "t", "ready");
+  assert.equal((await waitForPids(`sleep ${token}`, 2)).length, 2);
+  assert.equal(await table.terminate("t"), true);
+  await collect(table, "t");
+  const survivors = livePidsWith(`sleep ${token}`);
+  killPids(survivors);
+  assert.deepEqual(survivors, []);
+});
+
+Deno.test("tty resize is refused for a process without a terminal", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["sh", "-c", "exit 0"] });
+  await assert.rejects(table.resize("p", 80, 24), TypeError);
+  await assert.rejects(table.resize("nope", 80, 24), Deno.errors.NotFound);
+  await collect(table, "p");
+  await assert.rejects(
+    table.start({ processId: "big", argv: ["sh"], tty: true, cols: 65536 }),
+    RangeError,
+  );
+});
+
+Deno.test("PtyMarkerParser strips the marker across chunk boundaries", () => {
+  const parser = new PtyMarkerParser();
+  const bytes = encoder.encode("\x1b]outpost;4242;/dev/pts/7\x07hello");
+  let out = "";
+  for (let i = 0; i < bytes.length; i += 3) {
+    out += new TextDecoder().decode(parser.push(bytes.subarray(i, i + 3)));
+  }
+  assert.equal(out, "hello");
+  assert.deepEqual(parser.marker, { pid: 4242, device: "/dev/pts/7" });
+  assert.equal(parser.done, true);
+});
+
+Deno.test("PtyMarkerParser rejects pids 0 and 1 and gives up on long output", () => {
+  const parser = new PtyMarkerParser();
+  parser.push(encoder.encode("\x1b]outpost;1;/dev/pts/1\x07"));
+  assert.equal(parser.marker, null);
+  assert.equal(parser.done, true);
+  const long = new PtyMarkerParser();
+  const out = long.push(new Uint8Array(5000).fill(0x61));
+  assert.equal(out.byteLength, 5000);
+  assert.equal(long.done, true);
+});
+
+Deno.test("ttyCommand quotes every argument for the shell", () => {
+  const args = ttyCommand(["/bin/echo", "it's", "$HOME", "a b"], {
+    cols: 80,
+    rows: 24,
+    shell: "/bin/zsh",
+  });
+  assert.equal(args[0], "-qfec");
+  assert.equal(args[2], "/dev/null");
+  assert.ok(args[1].endsWith(`exec '/bin/echo' 'it'\\''s' '$HOME' 'a b'`));
+  assert.match(args[1], /SHELL='\/bin\/zsh'; export SHELL/);
+});
