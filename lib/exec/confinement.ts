@@ -193,8 +193,6 @@ export interface BwrapOptions {
   allowNetwork: boolean;
   /** Working directory inside the sandbox. */
   cwd?: string;
-  /** argv[0] as the program sees it. */
-  arg0?: string;
 }
 
 /**
@@ -208,7 +206,8 @@ export interface BwrapOptions {
  * itself for a graceful stop; the pid namespace is the backstop that kills
  * everything once bubblewrap dies.
  *
- * @param options Write roots, network, cwd, arg0.
+ * @param options Write roots, network, cwd. (`--argv0` is not used: bubblewrap 0.8
+ * lacks it; arg0 goes through `bash -c 'exec -a'` inside the sandbox.)
  * @returns The arguments.
  */
 export function bwrapArgs(options: BwrapOptions): string[] {
@@ -228,7 +227,6 @@ export function bwrapArgs(options: BwrapOptions): string[] {
   if (!options.allowNetwork) args.push("--unshare-net");
   args.push("--die-with-parent", "--cap-drop", "ALL");
   if (options.cwd !== undefined) args.push("--chdir", options.cwd);
-  if (options.arg0 !== undefined) args.push("--argv0", options.arg0);
   args.push("--");
   return args;
 }

@@ -80,7 +80,7 @@ export interface StartProcessOptions {
   tty?: boolean;
   /** Keep stdin open for writes (always true with a tty). @default {false} */
   pipeStdin?: boolean;
-  /** argv[0] as the program sees it (needs the `bash` helper, or `os` confinement). */
+  /** argv[0] as the program sees it (needs the `bash` helper: `exec -a`). */
   arg0?: string | null;
   /** Kill the process tree after this many milliseconds; the exit is reported as timed out. */
   timeoutMs?: number;
@@ -759,7 +759,7 @@ export class ProcessTable implements AsyncDisposable {
       }
       const program = await requireProgram(subject, p.cwd);
       base = [program, ...argv.slice(1)];
-      if (p.arg0 !== null && p.confinement !== "os") {
+      if (p.arg0 !== null) {
         const bash = await requireProgram(
           "bash",
           undefined,
@@ -782,7 +782,6 @@ export class ProcessTable implements AsyncDisposable {
             writeRoots: roots,
             allowNetwork: this.#allowNetwork,
             cwd: p.cwd,
-            arg0: p.arg0 ?? undefined,
           }),
           ...base,
         ];

@@ -1,0 +1,303 @@
+import assert from "node:assert/strict";
+import { SandboxDeniedError } from "../lib/errors.ts";
+import {
+  bwrapArgs,
+  denoRunFlags,
+  detectCapabilities,
+  grantedWriteRoots,
+  resolveGrantedProgram,
+} from "../lib/exec/confinement.ts";
+import { ProcessTable } from "../lib/exec/process_table.ts";
+import {
+  collect,
+  killPids,
+  livePidsWith,
+  readUntil,
+  uniqueSleep,
+  waitForPids,
+  withDeadline,
+} from "./_process_helpers.ts";
+
+const CHILD_MODULE = `
+for (const path of Deno.args) {
+  try {
+    Deno.readTextFileSync(path);
+    console.log("ok:" + path);
+  } catch (error) {
+    console.log("denied:" + path + ":" + error.name);
+  }
+}
+`;
+
+async function tempDirs(): Promise<
+  { root: string; outside: string; cleanup: () => Promise<void> }
+> {
+  const root = await Deno.makeTempDir({ prefix: "outpost_root_" });
+  // Outside /tmp, so the sandbox sees it (read-only) instead of its private /tmp.
+  const outside = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "outpost_outside_" });
+  return {
+    root,
+    outside,
+    cleanup: async () => {
+      await Deno.remove(root, { recursive: true });
+      await Deno.remove(outside, { recursive: true });
+    },
+  };
+}
+
+Deno.test("detectCapabilities reports what works on this machine", async () => {
+  const caps = await detectCapabilities();
+  assert.deepEqual(caps.confinements, ["none", "deno", "os"]);
+  assert.equal(caps.treeKill, true);
+  assert.equal(caps.tty, true);
+  assert.equal(caps.resize, true);
+  await using table = new ProcessTable();
+  assert.deepEqual(await table.capabilities(), caps);
+});
+
+Deno.test("os confinement makes everything but the write roots read-only", async () => {
+  const dirs = await tempDirs();
+  try {
+    await using table = new ProcessTable({
+      writeRoots: [dirs.root, "/does/not/exist", "relative"],
+    });
+    await table.start({
+      processId: "w",
+      confinement: "os",
+      cwd: dirs.root,
+      argv: [
+        "sh",
+        "-c",
+        `echo in > ${dirs.root}/inside && echo wrote-inside
+         echo out > ${dirs.outside}/outside || echo refused-outside
+         echo etc > /etc/outpost-test || echo refused-etc
+         echo tmp > /tmp/private && echo wrote-private-tmp
+         pwd`,
+      ],
+    });
+    const { text, last } = await collect(table, "w");
+    assert.match(text.stdout, /wrote-inside/);
+    assert.match(text.stdout, /refused-outside/);
+    assert.match(text.stdout, /refused-etc/);
+    assert.match(text.stdout, /wrote-private-tmp/);
+    assert.match(text.stdout, new RegExp(`^${dirs.root}$`, "m"));
+    assert.match(text.stderr, /Read-only file system/);
+    assert.equal(last.exitCode, 0);
+    assert.equal(await Deno.readTextFile(`${dirs.root}/inside`), "in\n");
+    await assert.rejects(Deno.stat(`${dirs.outside}/outside`), Deno.errors.NotFound);
+    await assert.rejects(Deno.stat("/tmp/private"), Deno.errors.NotFound);
+  } finally {
+    await dirs.cleanup();
+  }
+});
+
+Deno.test("os confinement has no network unless the operator allows it", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const script =
+    `exec 3<>/dev/tcp/127.0.0.1/${listener.addr.port} && echo connected || echo unreachable`;
+  {
+    await using table = new ProcessTable();
+    await table.start({ processId: "n", confinement: "os", argv: ["bash", "-c", script] });
+    const { text } = await collect(table, "n");
+    assert.match(text.stdout, /unreachable/);
+    await table.start({ processId: "ifaces", confinement: "os", argv: ["cat", "/proc/net/dev"] });
+    const ifaces = (await collect(table, "ifaces")).text.stdout;
+    assert.deepEqual(
+      ifaces.split("\n").slice(2).filter(Boolean).map((line) => line.trim().split(":")[0]),
+      ["lo"],
+    );
+  }
+  {
+    await using table = new ProcessTable({ allowNetwork: true });
+    const accepted = listener.accept();
+    await table.start({ processId: "n", confinement: "os", argv: ["bash", "-c", script] });
+    const conn = await withDeadline(accepted, 5_000, "accept");
+    conn.close();
+    const { text } = await collect(table, "n");
+    assert.match(text.stdout, /connected/);
+  }
+});
+
+Deno.test("os confinement cannot see or signal host processes", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "ps",
+    confinement: "os",
+    argv: [
+      "sh",
+      "-c",
+      `ls /proc | grep -c '^[0-9]'; kill -0 ${Deno.pid} 2>/dev/null && echo visible || echo invisible`,
+    ],
+  });
+  const { text } = await collect(table, "ps");
+  const [count, visibility] = text.stdout.trim().split("\n");
+  assert.ok(Number(count) <= 5, `sandbox sees ${count} processes`);
+  assert.equal(visibility, "invisible");
+});
+
+Deno.test("os confinement kills even descendants that left the process group", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable({ killGraceMs: 300 });
+  await table.start({
+    processId: "escape",
+    confinement: "os",
+    argv: ["sh", "-c", `setsid sleep ${token} & sleep ${token} & echo ready; wait`],
+  });
+  await readUntil(table, "escape", "ready");
+  await waitForPids(`sleep ${token}`, 2);
+  assert.equal(await table.terminate("escape"), true);
+  await collect(table, "escape");
+  const survivors = livePidsWith(`sleep ${token}`);
+  killPids(survivors);
+  assert.deepEqual(survivors, []);
+});
+
+Deno.test("os confinement works with a terminal and arg0", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "t",
+    confinement: "os",
+    tty: true,
+    argv: ["sh", "-c", "test -t 1 && echo tty-in-sandbox; ls /proc | grep -c '^[0-9]'"],
+  });
+  const { text } = await collect(table, "t");
+  assert.match(text.pty, /tty-in-sandbox/);
+  await table.start({
+    processId: "a",
+    confinement: "os",
+    arg0: "renamed",
+    argv: ["sh", "-c", 'tr "\\0" " " < /proc/$$/cmdline'],
+  });
+  assert.match((await collect(table, "a")).text.stdout, /^renamed -c /);
+});
+
+Deno.test("minConfinement upgrades default requests and refuses weaker ones", async () => {
+  await using table = new ProcessTable({ minConfinement: "os" });
+  await table.start({ processId: "d", argv: ["sh", "-c", "ls /proc | grep -c '^[0-9]'"] });
+  assert.ok(Number((await collect(table, "d")).text.stdout) <= 5, "ran inside bubblewrap");
+  await assert.rejects(
+    table.start({ processId: "n", argv: ["sh"], confinement: "none" }),
+    (e: Error) =>
+      e instanceof SandboxDeniedError &&
+      e.message ===
+        'Cannot start process "n": the executor requires "os" confinement, and the request asks for "none"',
+  );
+  await assert.rejects(
+    table.start({
+      processId: "r",
+      argv: ["/x.ts"],
+      confinement: "deno",
+      denoPermissions: { run: ["sh"] },
+    }),
+    SandboxDeniedError,
+  );
+  await using denoOnly = new ProcessTable({ minConfinement: "deno" });
+  await assert.rejects(denoOnly.start({ processId: "x", argv: ["sh"] }), SandboxDeniedError);
+  assert.throws(() => new ProcessTable({ minConfinement: "strict" as "os" }), TypeError);
+});
+
+Deno.test("deno confinement runs a module with exactly the asked permissions", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/child.ts`, CHILD_MODULE);
+    await Deno.writeTextFile(`${dir}/data.txt`, "data");
+    await using table = new ProcessTable();
+    await table.start({
+      processId: "d",
+      confinement: "deno",
+      argv: [`${dir}/child.ts`, `${dir}/data.txt`, "/etc/hostname"],
+      denoPermissions: { read: [dir] },
+      cwd: dir,
+    });
+    const { text, last } = await collect(table, "d", { ms: 30_000 });
+    assert.match(text.stdout, new RegExp(`ok:${dir}/data.txt`));
+    assert.match(text.stdout, /denied:\/etc\/hostname:NotCapable/);
+    assert.equal(last.exitCode, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno confinement refuses a program that asks for more than the executor has", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/child.ts`, CHILD_MODULE);
+    await Deno.writeTextFile(`${dir}/data.txt`, "data");
+    const { code, stdout, stderr } = await withDeadline(
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-run=deno",
+          `--allow-read=${dir}`,
+          new URL("./_process_fixture.ts", import.meta.url).pathname,
+          "deno",
+          dir,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output(),
+      30_000,
+      "fixture",
+    );
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    const results = JSON.parse(new TextDecoder().decode(stdout));
+    assert.deepEqual(results.moreRead, {
+      error: "SandboxDeniedError",
+      message:
+        `Cannot start Deno program "${dir}/child.ts": read access to "/etc" is not granted to the executor`,
+    });
+    assert.match(results.allNet.message, /net access to everything is not granted/);
+    assert.match(results.env.message, /env access to "SECRET" is not granted/);
+    assert.match(results.inside.ok, new RegExp(`ok:${dir}/data.txt`));
+    assert.match(results.inside.ok, /denied:\/etc\/hostname:NotCapable/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("denoRunFlags validates what a program asks for", async () => {
+  assert.deepEqual(await denoRunFlags(undefined, "/m.ts"), [
+    "run",
+    "--no-prompt",
+    "--no-config",
+    "--no-remote",
+    "--no-npm",
+    "--no-lock",
+  ]);
+  assert.deepEqual(
+    (await denoRunFlags({ read: ["data"], net: ["127.0.0.1"] }, "/m.ts", "/srv")).slice(6),
+    [
+      "--allow-read=/srv/data",
+      "--allow-net=127.0.0.1",
+    ],
+  );
+  await assert.rejects(denoRunFlags({ read: ["a,b"] }, "/m.ts"), TypeError);
+  await assert.rejects(denoRunFlags({ read: [] }, "/m.ts"), TypeError);
+  await assert.rejects(
+    denoRunFlags({ bogus: true } as never, "/m.ts"),
+    /unknown Deno permission "bogus"/,
+  );
+  await assert.rejects(denoRunFlags(undefined, "https://example.com/m.ts"), /only local modules/);
+  await assert.rejects(denoRunFlags(undefined, "--allow-all"), TypeError);
+});
+
+Deno.test("resolveGrantedProgram and grantedWriteRoots resolve to real paths", async () => {
+  const sh = await resolveGrantedProgram("sh");
+  assert.ok(sh?.startsWith("/") && sh.endsWith("/sh"));
+  assert.equal(await resolveGrantedProgram("/usr/bin/env"), "/usr/bin/env");
+  assert.equal(await resolveGrantedProgram(""), null);
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.symlink(dir, `${dir}-link`);
+    assert.deepEqual(await grantedWriteRoots([`${dir}-link`, dir, "/nope/nope", "rel"]), [
+      await Deno.realPath(dir),
+    ]);
+  } finally {
+    await Deno.remove(`${dir}-link`);
+    await Deno.remove(dir, { recursive: true });
+  }
+  const args = bwrapArgs({ writeRoots: ["/w"], allowNetwork: false, cwd: "/w" });
+  assert.ok(args.includes("--unshare-net") && args.includes("--die-with-parent"));
+  assert.deepEqual(args.slice(-3), ["--chdir", "/w", "--"]);
+  assert.ok(!bwrapArgs({ writeRoots: [], allowNetwork: true }).includes("--unshare-net"));
+});
