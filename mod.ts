@@ -124,6 +124,24 @@ export type {
   SandboxPolicyOptions,
 } from "./lib/exec/sandbox_policy.ts";
 export type { Confinement } from "./lib/exec/confinement.ts";
+export type { Capabilities, DenoPermissions } from "./lib/exec/confinement.ts";
+export {
+  ProcessLimiter,
+  ProcessTable,
+  TIMEOUT_EXIT_CODE,
+} from "./lib/exec/process_table.ts";
+export type {
+  ProcessEvent,
+  ProcessEventSink,
+  ProcessInfo,
+  ProcessTableOptions,
+  ReadChunk,
+  ReadOptions,
+  ReadResult,
+  StartProcessOptions,
+} from "./lib/exec/process_table.ts";
+export type { OutputStream } from "./lib/exec/output_buffer.ts";
+export { DEFAULT_INHERITED_ENV } from "./lib/exec/child_env.ts";
 
 // Servers (lib/server)
 export { serveLocal } from "./lib/server/local_server.ts";
