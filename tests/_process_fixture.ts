@@ -48,6 +48,32 @@ if (scenario === "run") {
     const last = await table.read("w", { afterSeq: first.nextSeq - 1 });
     return { running, exitCode: last.exitCode, closed: last.closed };
   });
+} else if (scenario === "scoped") {
+  const token = Deno.args[1];
+  results.capabilities = await table.capabilities();
+  await attempt("tree", async () => {
+    await table.start({
+      processId: "tree",
+      argv: ["sh", "-c", `sleep ${token} & sleep ${token} & echo ready; wait`],
+    });
+    const first = await table.read("tree", { waitMs: 2000 });
+    const running = await table.terminate("tree");
+    await output("tree");
+    const last = await table.read("tree", { afterSeq: first.nextSeq - 1 });
+    return { running, exitCode: last.exitCode };
+  });
+  await attempt("tty", async () => {
+    await table.start({ processId: "t", argv: ["sh", "-c", "test -t 1 && echo tty"], tty: true });
+    return await output("t");
+  });
+  await attempt("os", async () => {
+    await table.start({
+      processId: "o",
+      argv: ["sh", "-c", "echo x > /etc/nope"],
+      confinement: "os",
+    });
+    return await output("o");
+  });
 } else if (scenario === "deno") {
   const dir = Deno.args[1];
   const module = `${dir}/child.ts`;

@@ -570,3 +570,36 @@ Deno.test("ProcessTable refuses programs the executor may not run", async () => 
   assert.deepEqual(results.terminate, { ok: { running: true, exitCode: 143, closed: true } });
   assert.ok(SandboxDeniedError);
 });
+
+Deno.test("ProcessTable kills trees, gives terminals and confines under scoped run grants", async () => {
+  const token = uniqueSleep();
+  const { code, stdout, stderr } = await withDeadline(
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-run=sh,kill,script,bwrap",
+        new URL("./_process_fixture.ts", import.meta.url).pathname,
+        "scoped",
+        token,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output(),
+    30_000,
+    "fixture",
+  );
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  const results = JSON.parse(new TextDecoder().decode(stdout));
+  assert.deepEqual(results.capabilities, {
+    confinements: ["none", "os"],
+    treeKill: true,
+    tty: true,
+    resize: true,
+  });
+  assert.deepEqual(results.tree, { ok: { running: true, exitCode: 143 } });
+  const survivors = livePidsWith(`sleep ${token}`);
+  killPids(survivors);
+  assert.deepEqual(survivors, []);
+  assert.deepEqual(results.tty, { ok: "tty\r\n" });
+  assert.match(results.os.ok, /Read-only file system/);
+});
