@@ -8,9 +8,13 @@
  */
 
 import assert from "node:assert/strict";
-import { FaultProxy } from "./_support/fault_proxy.ts";
-import { withDeadline } from "./_support/deadline.ts";
+import { createHash } from "node:crypto";
+import { FaultProxy, type FaultRates } from "./_support/fault_proxy.ts";
+import { DeadlineError, withDeadline } from "./_support/deadline.ts";
 import { record } from "./_support/report.ts";
+import { Prng, soakMode } from "./_support/prng.ts";
+import { connect } from "../lib/client/connect.ts";
+import { RemoteCommand } from "../lib/client/remote_command.ts";
 
 /** An upstream that echoes every message back and counts connections. */
 function startEcho(): { server: Deno.HttpServer<Deno.NetAddr>; url: string; headers: Headers[] } {
@@ -116,7 +120,7 @@ Deno.test("FaultProxy drops, duplicates and reorders reproducibly for a seed", a
       name: "fault proxy self-test: seeded drop/duplicate/reorder 10% each",
       cases: n,
       result: "what arrives is exactly what the proxy let through; same seed, same schedule",
-      details: { ...proxy.stats },
+      details: { ...proxy.stats, resets: proxy.stats.resets.length },
     });
     await closeSocket(ws);
     await proxy.close();
@@ -157,4 +161,440 @@ Deno.test("FaultProxy cuts both sockets on command and at random, and bounds its
   assert.ok(small.stats.cuts >= 1);
   await small.close();
   await echo.server.shutdown();
+});
+
+// ---------------------------------------------------------------------------
+// Whole transfers: harness (this process) -> proxy A -> rendezvous (process)
+// <- proxy B <- executor (process).
+
+const SOAK = soakMode();
+const TOKEN = "fault-token-0123456789abcdef";
+const SUPPORT = new URL("./_support/", import.meta.url).pathname;
+
+/** A child Deno process that prints JSON lines; stops when its stdin closes. */
+class Proc {
+  readonly child: Deno.ChildProcess;
+  readonly lines: Record<string, unknown>[] = [];
+  #waiters: (() => void)[] = [];
+  #reading: Promise<void>;
+  #stopped = false;
+
+  constructor(script: string, args: string[]) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${SUPPORT}${script}`, ...args],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    this.child = child;
+    this.#reading = (async () => {
+      let buffer = "";
+      for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
+        buffer += text;
+        let i: number;
+        while ((i = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, i);
+          buffer = buffer.slice(i + 1);
+          try {
+            this.lines.push(JSON.parse(line));
+          } catch {
+            // not ours
+          }
+          for (const w of this.#waiters.splice(0)) w();
+        }
+      }
+      for (const w of this.#waiters.splice(0)) w();
+    })();
+  }
+
+  /** Waits for a line matching `predicate` (also one already seen after `from`). */
+  async waitFor(
+    predicate: (line: Record<string, unknown>) => boolean,
+    ms: number,
+    label: string,
+    from = 0,
+  ): Promise<Record<string, unknown>> {
+    const end = performance.now() + ms;
+    while (true) {
+      const found = this.lines.slice(from).find(predicate);
+      if (found) return found;
+      const left = end - performance.now();
+      if (left <= 0) throw new DeadlineError(label, ms);
+      await withDeadline(new Promise<void>((resolve) => this.#waiters.push(resolve)), left, label)
+        .catch(() => {});
+    }
+  }
+
+  /** Closes stdin and waits for the exit. */
+  async stop(): Promise<void> {
+    if (!this.#stopped) {
+      this.#stopped = true;
+      await this.child.stdin.close().catch(() => {});
+    }
+    await withDeadline(this.child.status, 10_000, "child exit").catch(() => {
+      this.child.kill("SIGKILL");
+    });
+    await this.child.status;
+    await this.#reading;
+  }
+
+  /** Kills at once (SIGKILL) and waits. */
+  async kill(): Promise<void> {
+    this.#stopped = true;
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // gone
+    }
+    await this.child.status;
+    await this.child.stdin.close().catch(() => {});
+    await this.#reading;
+  }
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+interface Rig extends AsyncDisposable {
+  dir: string;
+  port: number;
+  rendezvous: Proc;
+  executor: Proc;
+  proxyA: FaultProxy;
+  proxyB: FaultProxy;
+  restartRendezvous(): Promise<void>;
+}
+
+async function startRig(
+  seed: number,
+  rates: FaultRates,
+  options: { rdvDetachMs?: number; executorDetachMs?: number; startupGraceMs?: number } = {},
+): Promise<Rig> {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fault_" }));
+  const port = freePort();
+  const rdvArgs = [
+    String(port),
+    TOKEN,
+    String(options.rdvDetachMs ?? 30_000),
+    ...(options.startupGraceMs ? [String(options.startupGraceMs)] : []),
+  ];
+  let rendezvous = new Proc("run_rendezvous.ts", rdvArgs);
+  await rendezvous.waitFor((l) => typeof l.url === "string", 20_000, "rendezvous start");
+  const upstream = `http://127.0.0.1:${port}`;
+  const proxyA = FaultProxy.start({ upstream, seed, rates, inspect: true });
+  const proxyB = FaultProxy.start({ upstream, seed: seed ^ 0x9e3779b9, rates, inspect: true });
+  const executor = new Proc("run_executor.ts", [
+    proxyB.url,
+    "fault-exec",
+    TOKEN,
+    dir,
+    ...(options.executorDetachMs ? [String(options.executorDetachMs)] : []),
+  ]);
+  await executor.waitFor((l) => l.event === "connected", 20_000, "executor connect");
+  const rig: Rig = {
+    dir,
+    port,
+    get rendezvous() {
+      return rendezvous;
+    },
+    executor,
+    proxyA,
+    proxyB,
+    async restartRendezvous(): Promise<void> {
+      await rendezvous.kill();
+      rendezvous = new Proc("run_rendezvous.ts", rdvArgs);
+      await rendezvous.waitFor((l) => typeof l.url === "string", 20_000, "rendezvous restart");
+    },
+    async [Symbol.asyncDispose](): Promise<void> {
+      await executor.stop();
+      await proxyA.close();
+      await proxyB.close();
+      await rendezvous.stop();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+  return rig;
+}
+
+async function makeFile(
+  dir: string,
+  size: number,
+  seed: number,
+): Promise<{ path: string; sha: string }> {
+  const rng = new Prng(seed);
+  const path = `${dir}/payload.bin`;
+  const file = await Deno.open(path, { write: true, create: true });
+  const hash = createHash("sha256");
+  const block = 1 << 20;
+  for (let off = 0; off < size; off += block) {
+    const chunk = rng.bytes(Math.min(block, size - off));
+    hash.update(chunk);
+    let w = 0;
+    while (w < chunk.length) w += await file.write(chunk.subarray(w));
+  }
+  file.close();
+  return { path, sha: hash.digest("hex") };
+}
+
+/** Runs `cat FILE` remotely (logging each start) and hashes stdout as it streams. */
+async function remoteCat(
+  rig: Rig,
+  file: string,
+  during?: (received: () => number) => Promise<void>,
+): Promise<{ sha: string; bytes: number; code: number; starts: number; ms: number }> {
+  const t0 = performance.now();
+  await using conn = await connect(rig.proxyA.wsUrl, {
+    executorId: "fault-exec",
+    token: TOKEN,
+    timeoutMs: 20_000,
+    detachWindowMs: 30_000,
+  });
+  const log = `${rig.dir}/starts.log`;
+  const child = new RemoteCommand(conn, "sh", {
+    args: ["-c", `echo start >> ${log}; exec cat ${file}`],
+    stderr: "null",
+  }).spawn();
+  const hash = createHash("sha256");
+  let bytes = 0;
+  const reading = (async () => {
+    for await (const chunk of child.stdout) {
+      hash.update(chunk);
+      bytes += chunk.length;
+    }
+  })();
+  reading.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
+  if (during) await during(() => bytes);
+  await reading.catch((error) => {
+    // Name the resets the proxies saw: they say which side gave up and why.
+    const seen = [
+      ...rig.proxyA.stats.resets.map((r) => `harness hop: ${r}`),
+      ...rig.proxyB.stats.resets.map((r) => `executor hop: ${r}`),
+    ];
+    throw new Error(
+      `Cannot finish remote cat: ${(error as Error).message}; resets seen: ${
+        seen.join("; ") || "none"
+      }`,
+      { cause: error },
+    );
+  });
+  const status = await child.status;
+  const starts = (await Deno.readTextFile(log)).trim().split("\n").length;
+  return { sha: hash.digest("hex"), bytes, code: status.code, starts, ms: performance.now() - t0 };
+}
+
+const SIZE = SOAK ? 32 * 1024 * 1024 : 4 * 1024 * 1024;
+const SEEDS = SOAK ? [11, 12, 13, 14, 15, 16] : [11, 12];
+const LOSSES = SOAK ? [0.01, 0.05, 0.1] : [0.02, 0.1];
+
+Deno.test({
+  name: "cat FILE arrives byte-identical through two faulty hops, exit code right, never restarted",
+  async fn() {
+    for (const seed of SEEDS) {
+      for (const loss of LOSSES) {
+        const rates: FaultRates = {
+          drop: loss,
+          duplicate: loss / 2,
+          reorder: loss,
+          delay: loss / 4,
+          delayMs: [1, 15],
+        };
+        await using rig = await startRig(seed, rates);
+        const { path, sha } = await makeFile(rig.dir, SIZE, seed);
+        const result = await withDeadline(
+          remoteCat(rig, path),
+          SOAK ? 300_000 : 90_000,
+          "transfer",
+        );
+        assert.equal(
+          result.sha,
+          sha,
+          `seed ${seed} loss ${loss}: SHA-256 differs (${result.bytes} bytes)`,
+        );
+        assert.equal(result.code, 0);
+        assert.equal(result.starts, 1, "the process was started more than once");
+        record({
+          area: "fault",
+          name:
+            `cat of ${SIZE / 1048576} MiB through harness->proxy->rendezvous->proxy->executor, ` +
+            `drop ${loss * 100}%, dup ${loss * 50}%, reorder ${loss * 100}%, delay ${loss * 25}%`,
+          cases: 1,
+          result: "SHA-256 identical, exit 0, started once",
+          details: {
+            seed,
+            ms: Math.round(result.ms),
+            MiBps: Number((SIZE / 1048576 / (result.ms / 1000)).toFixed(1)),
+            droppedA: rig.proxyA.stats.dropped,
+            droppedB: rig.proxyB.stats.dropped,
+            duplicated: rig.proxyA.stats.duplicated + rig.proxyB.stats.duplicated,
+            reordered: rig.proxyA.stats.reordered + rig.proxyB.stats.reordered,
+          },
+        });
+      }
+    }
+  },
+});
+
+/** Cuts the given hops at 20%, 50% and 80% of the transfer. */
+function cutAt(rig: Rig, hops: ("A" | "B")[], halfOpen: boolean) {
+  let cuts = 0;
+  const during = async (received: () => number): Promise<void> => {
+    for (const fraction of [0.2, 0.5, 0.8]) {
+      while (received() < SIZE * fraction) await new Promise((resolve) => setTimeout(resolve, 5));
+      if (hops.includes("A")) cuts += rig.proxyA.cutAll({ halfOpen });
+      if (hops.includes("B")) cuts += rig.proxyB.cutAll({ halfOpen });
+    }
+  };
+  return { during, cuts: () => cuts };
+}
+
+Deno.test({
+  name: "cat FILE survives the executor's socket cut mid-transfer (closed or half-open)",
+  async fn() {
+    for (const halfOpen of [false, true]) {
+      await using rig = await startRig(21, { drop: 0.02, reorder: 0.02 });
+      const { path, sha } = await makeFile(rig.dir, SIZE, 21);
+      const cut = cutAt(rig, ["B"], halfOpen);
+      const result = await withDeadline(remoteCat(rig, path, cut.during), 120_000, "transfer");
+      assert.equal(result.sha, sha);
+      assert.equal(result.code, 0);
+      assert.equal(result.starts, 1);
+      record({
+        area: "fault",
+        name: `cat of ${SIZE / 1048576} MiB with the executor hop cut ${
+          halfOpen ? "half-open (server side lingers)" : "(both sides closed)"
+        } at 20%, 50%, 80%`,
+        cases: 3,
+        result: "executor reconnected and resumed; SHA-256 identical, exit 0, started once",
+        details: { cuts: cut.cuts(), ms: Math.round(result.ms) },
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "cat FILE survives the harness's socket cut mid-transfer (closed or half-open)",
+  // DEFECT: lib/mux/relay_router.ts answers a harness that reconnects before
+  // the rendezvous has noticed its old socket is gone with reset
+  // stream_in_use (the old socket still owns the stream), which kills the
+  // stream. With a clean close it is a race (about half the runs fail here);
+  // with a half-open old socket (a network drop: no close reaches the
+  // server) it fails every time until the server's ping timeout. Found with
+  // tests/_support/fault_proxy.ts (inspect: true shows
+  // "down <stream> stream_in_use"). Fix: let a socket that resumes a stream
+  // take it over from an older socket of the same executor (dropping the old
+  // owner's claim), or reset the old socket's ownership when the same
+  // stream is claimed with a resume.
+  ignore: true,
+  async fn() {
+    for (const halfOpen of [false, true]) {
+      await using rig = await startRig(22, {});
+      const { path, sha } = await makeFile(rig.dir, SIZE, 22);
+      const cut = cutAt(rig, ["A"], halfOpen);
+      const result = await withDeadline(remoteCat(rig, path, cut.during), 120_000, "transfer");
+      assert.equal(result.sha, sha);
+      assert.equal(result.starts, 1);
+    }
+  },
+});
+
+async function restartRun(
+  rig: Rig,
+): Promise<{ sha: string; result: Awaited<ReturnType<typeof remoteCat>> }> {
+  const { path, sha } = await makeFile(rig.dir, SIZE, 31);
+  const result = await withDeadline(
+    remoteCat(rig, path, async (received) => {
+      while (received() < SIZE * 0.3) await new Promise((resolve) => setTimeout(resolve, 5));
+      await rig.restartRendezvous();
+    }),
+    120_000,
+    "transfer across a rendezvous restart",
+  );
+  return { sha, result };
+}
+
+Deno.test({
+  name: "cat FILE survives a rendezvous restart mid-transfer (with a startup grace)",
+  async fn() {
+    const runs = 3;
+    for (let i = 0; i < runs; i++) {
+      await using rig = await startRig(31 + i, {}, { startupGraceMs: 10_000 });
+      const { sha, result } = await restartRun(rig);
+      assert.equal(result.sha, sha);
+      assert.equal(result.code, 0);
+      assert.equal(result.starts, 1);
+      if (i === runs - 1) {
+        record({
+          area: "fault",
+          name:
+            `cat of ${
+              SIZE / 1048576
+            } MiB with the rendezvous process killed and restarted at 30% ` +
+            "(startupGraceMs 10000)",
+          cases: runs,
+          result: "executor and harness reconnected; SHA-256 identical, exit 0, started once",
+          details: { lastMs: Math.round(result.ms) },
+        });
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "cat FILE survives a rendezvous restart mid-transfer with the default settings",
+  // DEFECT: serveRendezvous defaults startupGraceMs to 0 and cli.ts does not
+  // set it, so after a rendezvous restart a harness that reconnects before
+  // its executor gets reset executor_offline and loses its session (about
+  // one run in three here). DESIGN.md promises the run completes. Fix: a
+  // default grace of about the detach window (or the URL TTL), and a CLI
+  // flag.
+  ignore: true,
+  async fn() {
+    for (let i = 0; i < 5; i++) {
+      await using rig = await startRig(31 + i, {});
+      const { sha, result } = await restartRun(rig);
+      assert.equal(result.sha, sha);
+      assert.equal(result.starts, 1);
+    }
+  },
+});
+
+Deno.test({
+  name: "the harness reports an executor killed mid-run clearly within a bounded time",
+  async fn() {
+    await using rig = await startRig(41, {}, { rdvDetachMs: 1500 });
+    const { path } = await makeFile(rig.dir, SIZE, 41);
+    let killedAt = 0;
+    let error: unknown;
+    try {
+      await withDeadline(
+        remoteCat(rig, path, async (received) => {
+          while (received() < SIZE * 0.2) await new Promise((resolve) => setTimeout(resolve, 5));
+          killedAt = performance.now();
+          await rig.executor.kill();
+        }),
+        60_000,
+        "transfer with a killed executor",
+      );
+    } catch (e) {
+      error = e;
+    }
+    const reportedAfter = performance.now() - killedAt;
+    assert.ok(error !== undefined, "the transfer 'succeeded' although the executor died");
+    assert.ok(!(error instanceof DeadlineError), `no report within the deadline: ${error}`);
+    const message = String((error as Error)?.message ?? error);
+    record({
+      area: "fault",
+      name: "executor process killed (SIGKILL) at 20% of a transfer",
+      cases: 1,
+      result: `harness failed clearly after ${Math.round(reportedAfter)} ms: ${
+        (error as Error)?.name
+      }: ${message.slice(0, 120)}`,
+      details: { reportedAfterMs: Math.round(reportedAfter) },
+    });
+    assert.ok(reportedAfter < 45_000, `reported after ${reportedAfter} ms`);
+  },
 });

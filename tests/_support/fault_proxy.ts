@@ -15,6 +15,7 @@
  */
 
 import { Prng } from "./prng.ts";
+import { decodeFrame } from "../../lib/relay/frame_codec.ts";
 
 /** Fault rates for one direction; probabilities per binary message. */
 export interface FaultRates {
@@ -55,6 +56,8 @@ export interface FaultProxyOptions {
   rewriteUrls?: boolean;
   /** Upstream dial timeout. @default {5000} */
   connectTimeoutMs?: number;
+  /** Decode frames and record reset reasons seen (diagnostics). @default {false} */
+  inspect?: boolean;
 }
 
 /** Counters of what the proxy did. */
@@ -81,6 +84,8 @@ export interface FaultStats {
   httpRequests: number;
   /** Upstream dials that failed. */
   upstreamFailures: number;
+  /** With `inspect`: reset frames seen, as "direction stream reason". */
+  resets: string[];
 }
 
 interface Pipe {
@@ -101,6 +106,7 @@ class Link {
   readonly pipes: Pipe[] = [];
   readonly closed: Promise<void>;
   timers = new Set<ReturnType<typeof setTimeout>>();
+  halfOpen = false;
   #closes = 0;
   #resolve!: () => void;
 
@@ -145,6 +151,7 @@ export class FaultProxy implements AsyncDisposable {
   #maxQueue: number;
   #rewrite: boolean;
   #connectTimeoutMs: number;
+  #inspect: boolean;
   #links = new Set<Link>();
   #pending = new Set<Promise<unknown>>();
   #closing = false;
@@ -162,6 +169,7 @@ export class FaultProxy implements AsyncDisposable {
     cuts: 0,
     httpRequests: 0,
     upstreamFailures: 0,
+    resets: [],
   };
   /** The proxy's base URL, `http://127.0.0.1:PORT`. */
   readonly url: string;
@@ -175,6 +183,7 @@ export class FaultProxy implements AsyncDisposable {
     this.#maxQueue = options.maxQueue ?? 4096;
     this.#rewrite = options.rewriteUrls ?? true;
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 5000;
+    this.#inspect = options.inspect ?? false;
     this.#server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
       (req) => this.#handle(req),
@@ -225,14 +234,19 @@ export class FaultProxy implements AsyncDisposable {
   }
 
   /**
-   * Cuts every live connection now (both sockets closed).
+   * Cuts every live connection now: both sockets closed, or with
+   * `halfOpen` only the client's, while the upstream socket stays open and
+   * silent (a NAT or network drop the server has not noticed yet) until the
+   * proxy closes.
    *
+   * @param options `halfOpen` to leave the upstream side dangling.
    * @returns How many connections were cut.
    */
-  cutAll(): number {
+  cutAll(options: { halfOpen?: boolean } = {}): number {
     let n = 0;
     for (const link of this.#links) {
-      this.#cut(link);
+      if (options.halfOpen) this.#cutHalfOpen(link);
+      else this.#cut(link);
       n++;
     }
     return n;
@@ -255,7 +269,10 @@ export class FaultProxy implements AsyncDisposable {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       this.#closing = true;
-      this.cutAll();
+      for (const link of this.#links) {
+        link.halfOpen = false;
+        this.#cut(link);
+      }
       await this.#server.shutdown();
       await Promise.allSettled([...this.#pending]);
       await this.drained();
@@ -380,6 +397,7 @@ export class FaultProxy implements AsyncDisposable {
     for (const pipe of [up, down]) {
       pipe.from.addEventListener("message", (ev) => this.#onMessage(link, pipe, ev.data));
       pipe.from.addEventListener("close", (ev) => {
+        if (link.halfOpen && !this.#closing) return; // the upstream side lingers until close()
         this.#flush(link, pipe);
         const code = ev.code === 1000 || (ev.code >= 3000 && ev.code <= 4999) ? ev.code : 1000;
         safeClose(pipe.to, code, ev.reason);
@@ -390,9 +408,20 @@ export class FaultProxy implements AsyncDisposable {
   }
 
   #onMessage(link: Link, pipe: Pipe, data: ArrayBuffer | string): void {
+    if (link.halfOpen) return; // a dead link: nothing gets through either way
     if (typeof data !== "string") {
       this.stats.messages++;
       this.stats.bytes += data.byteLength;
+      if (this.#inspect && this.stats.resets.length < 1000) {
+        try {
+          const frame = decodeFrame(new Uint8Array(data));
+          if (frame.body.kind === "reset") {
+            this.stats.resets.push(`${pipe.direction} ${frame.streamId} ${frame.body.reason}`);
+          }
+        } catch {
+          // not a frame
+        }
+      }
     }
     if (pipe.paused) {
       if (pipe.queue.length >= this.#maxQueue) {
@@ -477,6 +506,18 @@ export class FaultProxy implements AsyncDisposable {
     if (pipe.to.readyState !== WebSocket.OPEN) return;
     pipe.to.send(data);
     this.stats.forwarded++;
+  }
+
+  #cutHalfOpen(link: Link): void {
+    this.stats.cuts++;
+    link.clearTimers();
+    for (const pipe of link.pipes) {
+      pipe.queue.length = 0;
+      pipe.held = null;
+      pipe.paused = false;
+    }
+    link.halfOpen = true;
+    safeClose(link.client, 4000, "fault proxy cut");
   }
 
   #cut(link: Link): void {
