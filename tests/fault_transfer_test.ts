@@ -15,6 +15,9 @@ import { record } from "./_support/report.ts";
 import { Prng, soakMode } from "./_support/prng.ts";
 import { connect } from "../lib/client/connect.ts";
 import { RemoteCommand } from "../lib/client/remote_command.ts";
+import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
+import { RelaySocket } from "../lib/relay/relay_socket.ts";
+import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
 
 /** An upstream that echoes every message back and counts connections. */
 function startEcho(): { server: Deno.HttpServer<Deno.NetAddr>; url: string; headers: Headers[] } {
@@ -596,5 +599,84 @@ Deno.test({
       details: { reportedAfterMs: Math.round(reportedAfter) },
     });
     assert.ok(reportedAfter < 45_000, `reported after ${reportedAfter} ms`);
+  },
+});
+
+/** Runs `cat FILE` on one stream of a shared mux and counts output bytes until closed. */
+async function catOnStream(
+  stream: MuxStream,
+  file: string,
+  id: string,
+): Promise<{ bytes: number; ms: number }> {
+  let bytes = 0;
+  const closed = Promise.withResolvers<void>();
+  const peer = new JsonRpcPeer(stream, {
+    onNotification: (method, params) => {
+      const p = params as { processId: string; chunk?: string };
+      if (p.processId !== id) return;
+      if (method === "process/output" && p.chunk) bytes += atob(p.chunk).length;
+      if (method === "process/closed") closed.resolve();
+    },
+  });
+  await peer.request("initialize", { clientName: "slow-consumer-test" });
+  await peer.notify("initialized");
+  const t0 = performance.now();
+  await peer.request("process/start", { processId: id, argv: ["cat", file] });
+  await withDeadline(closed.promise, 120_000, `cat on stream ${id}`);
+  const ms = performance.now() - t0;
+  await peer.close();
+  return { bytes, ms };
+}
+
+Deno.test({
+  name: "a consumer that stops reading one stream does not slow the other streams on its socket",
+  async fn() {
+    await using rig = await startRig(51, {});
+    const { path } = await makeFile(rig.dir, SIZE, 51);
+    const socket = await RelaySocket.connect(
+      `${rig.proxyA.wsUrl}/harness/fault-exec?role=harness`,
+      {
+        token: TOKEN,
+      },
+    );
+    const mux = new StreamMux({ role: "harness" });
+    mux.attach(socket);
+    // Baseline: stream B alone.
+    const alone = await catOnStream(mux.open(), path, "b-alone");
+    // Stream A starts a big output and is never read; then B runs again.
+    const stalled = mux.open();
+    await stalled.send(
+      JSON.stringify({ id: 1, method: "initialize", params: { clientName: "stall" } }),
+    );
+    await stalled.send(JSON.stringify({ method: "initialized" }));
+    await stalled.send(
+      JSON.stringify({
+        id: 2,
+        method: "process/start",
+        params: { processId: "a", argv: ["cat", path] },
+      }),
+    );
+    const beside = await catOnStream(mux.open(), path, "b-beside");
+    assert.equal(alone.bytes, SIZE);
+    assert.equal(beside.bytes, SIZE);
+    const ratio = beside.ms / alone.ms;
+    record({
+      area: "fault",
+      name: `slow consumer: stream A on the same harness socket never read while stream B cats ${
+        SIZE / 1048576
+      } MiB`,
+      cases: 1,
+      result: `B took ${ratio.toFixed(2)}x its time alone (generous bound 5x)`,
+      details: {
+        aloneMs: Math.round(alone.ms),
+        besideMs: Math.round(beside.ms),
+        ratio: Number(ratio.toFixed(2)),
+        stalledInbox: stalled.stats.inboxMessages,
+      },
+    });
+    assert.ok(ratio < 5, `stream B slowed ${ratio.toFixed(2)}x by a stalled stream A`);
+    stalled.reset("stream_closed");
+    await mux.close();
+    await socket.close();
   },
 });
