@@ -26,6 +26,10 @@ import {
 import { record } from "./_support/report.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
+import { runExecutor } from "../lib/server/executor_loop.ts";
+import { Executor } from "../lib/exec/executor.ts";
+import { connect } from "../lib/client/connect.ts";
+import { RemoteCommand } from "../lib/client/remote_command.ts";
 import { RelaySocket, type RelaySocketOptions } from "../lib/relay/relay_socket.ts";
 import { ReliableStream } from "../lib/mux/reliable_stream.ts";
 
@@ -847,4 +851,103 @@ Deno.test({
     await rendezvous.close();
     assert.equal(refused, false, "the polite harness's first stream was refused too_many_streams");
   },
+});
+
+// ---------------------------------------------------------------------------
+// The executor-side mux (real executor loop, real rendezvous, real sockets).
+
+Deno.test("the executor's mux resets only the hostile streams and keeps serving a good session", async () => {
+  const rng = new Prng(SEED ^ 0x4242);
+  const dir = await Deno.makeTempDir({ prefix: "outpost_fuzz_mux_" });
+  const rendezvous = await serveRendezvous({ token: RDV_TOKEN });
+  const executor = new Executor({ cwd: dir, writeRoots: [dir] });
+  const connected = Promise.withResolvers<void>();
+  const loop = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "fz-exec",
+    token: RDV_TOKEN,
+    executor,
+    onEvent: (e) => {
+      if (e.type === "connected") connected.resolve();
+    },
+  });
+  await withDeadline(connected.promise, 10_000, "executor connect");
+  const good = await connect(rendezvous.url, { executorId: "fz-exec", token: RDV_TOKEN });
+  const hostile = await RelaySocket.connect(`${rendezvous.url}/harness/fz-exec?role=harness`, {
+    token: RDV_TOKEN,
+  });
+  const resets = new Map<string, number>();
+  let framesBack = 0;
+  const hostileLoop = (async () => {
+    for await (const frame of hostile) {
+      framesBack++;
+      if (frame.body.kind === "reset") {
+        resets.set(frame.body.reason, (resets.get(frame.body.reason) ?? 0) + 1);
+      }
+    }
+  })();
+  const initialize = new TextEncoder().encode(
+    JSON.stringify({ id: 1, method: "initialize", params: { clientName: "hostile" } }),
+  );
+  const cases = SOAK ? 100_000 : 4_000;
+  let goodCalls = 0;
+  const heapBefore = Deno.memoryUsage().heapUsed;
+  for (let i = 0; i < cases; i++) {
+    const streamId = `hx-${rng.int(0, 40)}`;
+    const r = rng.int(0, 9);
+    let frame: RelayFrame;
+    if (r <= 2) {
+      // A proper opening, so the executor creates a live reliable session.
+      frame = dataFrame(streamId, 1, initialize);
+    } else if (r <= 7) {
+      // Then absurd frames on it: seqs, acks, ack_bits, segments, resumes, resets.
+      frame = randomValidFrame(rng, streamId);
+      if (frame.body.kind === "data" && rng.chance(0.5)) {
+        frame.body.seq = rng.pick([0, 1, 2, 65, 0xffff_ffff]);
+        frame.body.segmentCount = rng.pick([1, 2, 1000, 0xffff_ffff]);
+        frame.body.segmentIndex = rng.int(0, Math.min(3, frame.body.segmentCount - 1));
+      }
+    } else {
+      frame = { ...randomValidFrame(rng, streamId), body: { kind: "reset", reason: "fuzz" } };
+    }
+    await hostile.send(frame);
+    if (i % 200 === 199) {
+      // The good session keeps working while this goes on.
+      const info = await withDeadline(good.request("environment/info", {}), 10_000, "good call");
+      assert.ok(info);
+      goodCalls++;
+    }
+  }
+  const { code, stdout } = await withDeadline(
+    new RemoteCommand(good, "sh", { args: ["-c", "echo still-serving"] }).output(),
+    10_000,
+    "good command",
+  );
+  assert.equal(code, 0);
+  assert.equal(new TextDecoder().decode(stdout).trim(), "still-serving");
+  const heapGrowth = Deno.memoryUsage().heapUsed - heapBefore;
+  await hostile.close();
+  await hostileLoop;
+  await good.close();
+  await loop.close();
+  await executor.close();
+  await rendezvous.close();
+  await Deno.remove(dir, { recursive: true });
+  record({
+    area: "bad input",
+    name:
+      "executor-side mux (real executor loop and rendezvous): hostile harness opening sessions " +
+      "then sending absurd seqs, acks, segments, resumes and resets on them",
+    cases,
+    result:
+      "only hostile streams reset; the good session answered throughout and ran a command after",
+    details: {
+      seed: SEED ^ 0x4242,
+      goodCalls,
+      framesBack,
+      heapGrowthMB: Math.round(heapGrowth / 1e6),
+      ...Object.fromEntries([...resets].map(([k, v]) => [`reset:${k}`, v])),
+    },
+  });
+  assert.ok(heapGrowth < 200e6, `heap grew ${Math.round(heapGrowth / 1e6)} MB`);
 });
