@@ -20,8 +20,9 @@ const FILES = [
   "tests/http_bad_input_test.ts",
   "tests/escape_test.ts",
 ];
-const BEGIN = "<!-- BEGIN GENERATED TABLE -->";
-const END = "<!-- END GENERATED TABLE -->";
+const SOAK = Deno.env.get("OUTPOST_SOAK") === "1";
+const BEGIN = `<!-- BEGIN GENERATED TABLE ${SOAK ? "SOAK" : "CI"} -->`;
+const END = `<!-- END GENERATED TABLE ${SOAK ? "SOAK" : "CI"} -->`;
 
 const root = new URL("../../", import.meta.url).pathname;
 const reportFile = await Deno.makeTempFile({ prefix: "outpost_security_" });
@@ -29,7 +30,7 @@ const started = performance.now();
 const child = new Deno.Command(Deno.execPath(), {
   args: ["test", "-A", ...FILES],
   cwd: root,
-  env: { OUTPOST_REPORT_FILE: reportFile },
+  env: { OUTPOST_REPORT_FILE: reportFile, ...(SOAK ? { OUTPOST_SOAK: "1" } : {}) },
   stdout: "piped",
   stderr: "piped",
 });
@@ -46,7 +47,7 @@ function cell(text: string): string {
   return text.replaceAll("|", "\\|").replaceAll("\n", " ");
 }
 
-const mode = Deno.env.get("OUTPOST_SOAK") === "1" ? "soak (OUTPOST_SOAK=1)" : "CI";
+const mode = SOAK ? "soak (OUTPOST_SOAK=1)" : "CI";
 const lines = [
   `Run: ${new Date().toISOString()}, ${mode}, ${
     Math.round((performance.now() - started) / 1000)
