@@ -18,6 +18,15 @@ import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 
 const encoder = new TextEncoder();
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
 const decoder = new TextDecoder();
 
 function b64(text: string | Uint8Array): string {
@@ -592,3 +601,40 @@ async function pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
     // Already closed.
   }
 }
+
+Deno.test("connect (local) holds a slow reader within maxInboxBytes and closes clearly past it", async () => {
+  await using server = await serveLocal();
+  // Within the limit: 6 MiB fill the 4 MiB stream buffer, the connection is
+  // held and the rest (about 2.8 MB of JSON) waits in an 8 MB inbox until read.
+  {
+    const dir = await Deno.makeTempDir({ prefix: "outpost_client_inbox_" });
+    try {
+      await using conn = await connect(server.url, { maxInboxBytes: 8_000_000 });
+      const child = new RemoteCommand(conn, "sh", {
+        args: ["-c", `head -c 6291456 /dev/zero; : > ${dir}/done`],
+      }).spawn();
+      await child.started;
+      await until(() => existsSync(`${dir}/done`), 20_000, "the program writing everything");
+      const output = await withDeadline(child.output(), 20_000, "output");
+      assert.equal(output.stdout.byteLength, 6291456);
+      assert.equal(output.code, 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+  // Past the limit: a 1 MB inbox cannot hold 6 MiB that nobody reads.
+  {
+    await using conn = await connect(server.url, { maxInboxBytes: 1_000_000 });
+    const child = new RemoteCommand(conn, "sh", {
+      args: ["-c", "head -c 16777216 /dev/zero"],
+    }).spawn();
+    await child.started;
+    await withDeadline(conn.closed, 20_000, "connection closed by overflow");
+    assert.match(conn.closeReason ?? "", /^inbox overflow: the reader fell more than/);
+    await assert.rejects(
+      child.status,
+      /Cannot follow process: the connection closed: inbox overflow/,
+    );
+    await assert.rejects(child.output());
+  }
+});

@@ -19,8 +19,8 @@ export interface WebSocketChannelOptions {
   /** Most received messages queued unread; past it the socket is closed. @default {65536} */
   maxInboxMessages?: number;
   /**
-   * Most received UTF-16 code units queued unread (about bytes for JSON);
-   * past it the socket is closed. @default {67108864}
+   * Most received characters queued unread (bytes, for JSON-RPC text);
+   * past it the socket is closed. @default {134217728}
    */
   maxInboxChars?: number;
   /** Sends wait while the socket buffers more than this many bytes. @default {4194304} */
@@ -28,8 +28,9 @@ export interface WebSocketChannelOptions {
 }
 
 const NORMAL_CLOSURE = 1000;
-const UNSUPPORTED_DATA = 1003;
-const MESSAGE_TOO_BIG = 1009;
+// A client may only close with 1000 or 3000..4999: 4000 + the matching 10xx code.
+const UNSUPPORTED_DATA = 4003;
+const MESSAGE_TOO_BIG = 4009;
 
 /** A WebSocket adapted to {@linkcode MessageChannel}. */
 export class WebSocketChannel implements MessageChannel {
@@ -48,7 +49,7 @@ export class WebSocketChannel implements MessageChannel {
     this.#socket = socket;
     this.#highWaterMark = options.highWaterMark ?? 4 * 1024 * 1024;
     this.#maxInbox = options.maxInboxMessages ?? 65_536;
-    this.#maxInboxChars = options.maxInboxChars ?? 64 * 1024 * 1024;
+    this.#maxInboxChars = options.maxInboxChars ?? 128 * 1024 * 1024;
     this.#closed = new Promise<void>((resolve) => {
       socket.addEventListener("close", (event) => {
         this.#closeReason ??= event.reason || `code ${event.code}`;
@@ -68,7 +69,7 @@ export class WebSocketChannel implements MessageChannel {
       ) {
         this.#fail(
           MESSAGE_TOO_BIG,
-          `inbox overflow: the reader fell more than ${this.#maxInbox} messages or ${this.#maxInboxChars} characters behind`,
+          `inbox overflow: the reader fell more than ${this.#maxInbox} messages or ${this.#maxInboxChars} bytes behind`,
         );
         return;
       }
@@ -98,7 +99,7 @@ export class WebSocketChannel implements MessageChannel {
     this.#closeReason = reason;
     this.#end();
     try {
-      this.#socket.close(code, reason);
+      this.#socket.close(code, reason.slice(0, 120));
     } catch {
       // Already closing.
     }

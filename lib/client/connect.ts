@@ -43,6 +43,14 @@ export interface ConnectOptions {
    * also the mux detach window. @default {30000}
    */
   detachWindowMs?: number;
+  /**
+   * Local mode: most bytes of received messages held unread while a slow
+   * output reader holds the connection. Deno's WebSocket client cannot pause
+   * reading, so past this bound the connection closes with
+   * `inbox overflow` instead of growing. (Through a rendezvous, backpressure
+   * reaches the remote program and nothing is buffered.) @default {134217728}
+   */
+  maxInboxBytes?: number;
   /** Receives reconnect events (rendezvous mode). */
   onEvent?: (event: ConnectionEvent) => void;
 }
@@ -61,6 +69,7 @@ interface Resources {
   peer: JsonRpcPeer;
   channel: GatedChannel;
   stop: () => Promise<void>;
+  closeReason: () => string | undefined;
 }
 
 /**
@@ -115,6 +124,11 @@ export class Connection implements AsyncDisposable, ProcessTransport {
   /** Settles once the connection has closed, by either side. */
   get closed(): Promise<void> {
     return this.#resources.peer.closed;
+  }
+
+  /** Why the connection closed (e.g. `inbox overflow: ...`), once known. */
+  get closeReason(): string | undefined {
+    return this.#resources.closeReason();
   }
 
   /**
@@ -380,6 +394,7 @@ async function openRendezvous(
         await mux.close();
         await socket.close("client_close");
       },
+      closeReason: () => stream.resetReason,
     };
   };
 }
@@ -443,6 +458,7 @@ export async function connect(
         signal: deadline,
         timeoutMs,
         ...(options.token !== undefined ? { token: options.token } : {}),
+        ...(options.maxInboxBytes !== undefined ? { maxInboxChars: options.maxInboxBytes } : {}),
       });
       const gated = new GatedChannel(channel);
       connection = new Connection(parsed.href, "local", (onNotification) => ({
@@ -451,6 +467,7 @@ export async function connect(
         stop: async () => {
           await channel.close("client_close");
         },
+        closeReason: () => channel.closeReason,
       }));
     }
     await connection.initialize(options.clientName ?? "outpost", { signal: deadline });

@@ -41,6 +41,8 @@ export interface ProcessTransport {
   ): () => void;
   /** Settles when the connection closes. */
   readonly closed: Promise<void>;
+  /** Why the connection closed, once it has (optional). */
+  readonly closeReason?: string;
   /**
    * Pauses reading the connection until the returned function is called
    * (backpressure from a slow output reader). Optional.
@@ -237,7 +239,12 @@ export class RemoteProcess implements AsyncDisposable {
     this.#started.catch(() => {});
     transport.closed.then(() => {
       if (!this.#finished) {
-        this.#fail(new RelayClosedError("Cannot follow process: the connection closed"));
+        const reason = transport.closeReason;
+        this.#fail(
+          new RelayClosedError(
+            `Cannot follow process: the connection closed${reason ? `: ${reason}` : ""}`,
+          ),
+        );
       }
     });
   }
