@@ -255,6 +255,17 @@ class Proc {
   }
 }
 
+/** Peak resident memory of a process (VmHWM), in MiB; 0 when unknown. */
+function peakRssMiB(pid: number): number {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
+    return Math.round(kb / 1024);
+  } catch {
+    return 0;
+  }
+}
+
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = l.addr.port;
@@ -419,13 +430,21 @@ Deno.test({
         );
         assert.equal(result.code, 0);
         assert.equal(result.starts, 1, "the process was started more than once");
+        const rdvPeak = peakRssMiB(rig.rendezvous.child.pid);
+        const execPeak = peakRssMiB(rig.executor.child.pid);
+        const harnessRss = Math.round(Deno.memoryUsage().rss / 1048576);
+        // Generous: the whole file must never be buffered several times over.
+        assert.ok(
+          rdvPeak < 512 && execPeak < 512,
+          `peak RSS rendezvous ${rdvPeak} MiB, executor ${execPeak} MiB`,
+        );
         record({
           area: "fault",
           name:
             `cat of ${SIZE / 1048576} MiB through harness->proxy->rendezvous->proxy->executor, ` +
             `drop ${loss * 100}%, dup ${loss * 50}%, reorder ${loss * 100}%, delay ${loss * 25}%`,
           cases: 1,
-          result: "SHA-256 identical, exit 0, started once",
+          result: "SHA-256 identical, exit 0, started once, peak RSS bounded",
           details: {
             seed,
             ms: Math.round(result.ms),
@@ -434,6 +453,9 @@ Deno.test({
             droppedB: rig.proxyB.stats.dropped,
             duplicated: rig.proxyA.stats.duplicated + rig.proxyB.stats.duplicated,
             reordered: rig.proxyA.stats.reordered + rig.proxyB.stats.reordered,
+            rendezvousPeakRssMiB: rdvPeak,
+            executorPeakRssMiB: execPeak,
+            harnessRssMiB: harnessRss,
           },
         });
       }
