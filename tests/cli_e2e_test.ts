@@ -409,6 +409,28 @@ Deno.test("cli: exec against serve runs a program on the local executor", async 
   assert.equal(run.stdout, "local\n");
 });
 
+Deno.test("cli: exec --tty runs the program under a terminal and forwards stdin", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  await using run = new Cli("client", [
+    "exec",
+    "--url",
+    url,
+    "--tty",
+    "--",
+    "sh",
+    "-c",
+    "test -t 0 && test -t 1 && echo is-a-tty; read line; echo got:$line",
+  ], { stdin: "piped" });
+  const writer = run.child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("hello\n"));
+  await writer.close();
+  const status = await run.finished();
+  assert.equal(status.code, 0, run.stderr);
+  assert.match(run.stdout, /is-a-tty\r?\n/);
+  assert.match(run.stdout, /got:hello\r?\n/);
+});
+
 Deno.test("cli: serve refuses a non-loopback --listen without --allow-remote", async () => {
   await using refused = new Cli("executor", ["serve", "--listen", "ws://0.0.0.0:0"]);
   const status = await refused.finished();
