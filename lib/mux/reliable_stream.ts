@@ -33,7 +33,7 @@ export type StreamMode = "pending" | "legacy" | "reliable";
 /** Default payload bytes per segment (60 KiB, as Codex's record size). */
 export const DEFAULT_SEGMENT_BYTES = 61_440;
 /** Default sender window: unacknowledged segments in flight. */
-export const DEFAULT_WINDOW_SEGMENTS = 32;
+export const DEFAULT_WINDOW_SEGMENTS = 128;
 /** Default sender window: unacknowledged payload bytes in flight (2 MiB). */
 export const DEFAULT_WINDOW_BYTES = 2 * 1024 * 1024;
 /** Default bound on whole messages waiting for the consumer. */
@@ -41,7 +41,7 @@ export const DEFAULT_INBOX_MESSAGES = 128;
 /** Default bound on bytes of whole messages waiting for the consumer (8 MiB). */
 export const DEFAULT_INBOX_BYTES = 8 * 1024 * 1024;
 /** Default reorder window: how far past the expected seq a segment may arrive. */
-export const DEFAULT_REORDER_SEGMENTS = 64;
+export const DEFAULT_REORDER_SEGMENTS = 256;
 /** Default bound on bytes of segments held out of order (4 MiB). */
 export const DEFAULT_REORDER_BYTES = 4 * 1024 * 1024;
 /** Default upper bound on one reassembled message (64 MiB, as Codex). */
