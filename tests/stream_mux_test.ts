@@ -331,6 +331,13 @@ Deno.test("StreamMux executor answers a resume of unknown state with unknown_str
     ackBits: 0,
     body: { kind: "resume", nextSeq: 7 },
   });
+  await raw.send({
+    version: 1,
+    streamId: "lost",
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "data", seq: 5, segmentIndex: 0, segmentCount: 1, payload: new Uint8Array([1]) },
+  });
   const reply = await withDeadline(frames.next(), 5_000, "reset");
   assert.deepEqual(reply.value?.body, { kind: "reset", reason: RESET_UNKNOWN_STREAM });
   assert.equal(lb.executor.streams, 0);

@@ -577,8 +577,14 @@ export class StreamMux implements AsyncDisposable {
         this.#sendControl(id, RESET_UNKNOWN_STREAM);
         return;
       }
-      if (kind === "resume" && frame.body.nextSeq > 1) {
-        this.#sendControl(id, RESET_UNKNOWN_STREAM); // the peer resumes state we do not have
+      // A new stream starts at seq 0 (legacy) or 1 (reliable); the relay is
+      // ordered, so a first data frame past 1 means the peer holds state we
+      // lost (e.g. this process restarted). A resume past 1 waits for the
+      // resent data: a stream whose first frames died with a socket starts
+      // over from seq 1.
+      if (kind === "resume" && frame.body.nextSeq > 1) return;
+      if (frame.body.kind === "data" && frame.body.seq > 1) {
+        this.#sendControl(id, RESET_UNKNOWN_STREAM);
         return;
       }
       if (this.#streams.size >= this.#maxStreams) {
