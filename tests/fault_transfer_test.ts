@@ -401,8 +401,13 @@ async function remoteCat(
 }
 
 const SIZE = SOAK ? 32 * 1024 * 1024 : 4 * 1024 * 1024;
-const SEEDS = SOAK ? [11, 12, 13, 14, 15, 16] : [11, 12];
-const LOSSES = SOAK ? [0.01, 0.05, 0.1] : [0.02, 0.1];
+/** Replay one case with e.g. `OUTPOST_FAULT_SEEDS=11 OUTPOST_FAULT_LOSSES=0.05`. */
+function listFromEnv(name: string, fallback: number[]): number[] {
+  const raw = Deno.env.get(name);
+  return raw ? raw.split(",").map(Number) : fallback;
+}
+const SEEDS = listFromEnv("OUTPOST_FAULT_SEEDS", SOAK ? [11, 12, 13, 14, 15, 16] : [11, 12]);
+const LOSSES = listFromEnv("OUTPOST_FAULT_LOSSES", SOAK ? [0.01, 0.05, 0.1] : [0.02, 0.1]);
 
 Deno.test({
   name: "cat FILE arrives byte-identical through two faulty hops, exit code right, never restarted",
