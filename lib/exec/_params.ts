@@ -16,7 +16,7 @@ function describe(value: unknown): string {
   if (Array.isArray(value)) return "an array";
   if (typeof value === "string") return value.length > 40 ? "a long string" : JSON.stringify(value);
   if (typeof value === "number") return String(value);
-  return `a ${typeof value}`;
+  return typeof value === "object" ? "an object" : `a ${typeof value}`;
 }
 
 /**
