@@ -74,6 +74,30 @@ if (scenario === "run") {
     });
     return await output("o");
   });
+} else if (scenario === "path") {
+  // PATH is DIR/a:DIR/b:...; one program moves between the two.
+  const dir = Deno.args[1];
+  await Deno.mkdir(`${dir}/a`);
+  await Deno.mkdir(`${dir}/b`);
+  const put = (where: string) =>
+    Deno.writeTextFile(`${dir}/${where}/outpost_probe`, `#!/bin/sh\necho ${where}\n`, {
+      mode: 0o755,
+    });
+  const run = async (processId: string) => {
+    await table.start({ processId, argv: ["outpost_probe"] });
+    return await output(processId);
+  };
+  await put("a");
+  await attempt("first", () => run("first"));
+  await Deno.remove(`${dir}/a/outpost_probe`);
+  await put("b");
+  await attempt("moved", () => run("moved"));
+  await put("a");
+  await attempt("shadowed", () => run("shadowed"));
+  await Deno.remove(`${dir}/b/outpost_probe`);
+  await attempt("backAgain", () => run("backAgain"));
+  await Deno.remove(`${dir}/a/outpost_probe`);
+  await attempt("gone", () => run("gone"));
 } else if (scenario === "deno") {
   const dir = Deno.args[1];
   const module = `${dir}/child.ts`;

@@ -603,3 +603,39 @@ Deno.test("ProcessTable kills trees, gives terminals and confines under scoped r
   assert.deepEqual(results.tty, { ok: "tty\r\n" });
   assert.match(results.os.ok, /Read-only file system/);
 });
+
+Deno.test("ProcessTable remembers PATH lookups and searches again when a program moved", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_path_" });
+  try {
+    const { code, stdout, stderr } = await withDeadline(
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("./_process_fixture.ts", import.meta.url).pathname,
+          "path",
+          dir,
+        ],
+        env: { PATH: `${dir}/a:${dir}/b:/usr/bin:/bin` },
+        stdout: "piped",
+        stderr: "piped",
+      }).output(),
+      30_000,
+      "fixture",
+    );
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    const results = JSON.parse(new TextDecoder().decode(stdout));
+    assert.deepEqual(results.first, { ok: "a\n" });
+    // The program moved from a/ to b/: the remembered path is stale and searched again.
+    assert.deepEqual(results.moved, { ok: "b\n" });
+    // A program appearing earlier in PATH is not noticed while the remembered one exists.
+    assert.deepEqual(results.shadowed, { ok: "b\n" });
+    assert.deepEqual(results.backAgain, { ok: "a\n" });
+    assert.deepEqual(results.gone, {
+      error: "Error",
+      message: 'Cannot start "outpost_probe": program or working directory not found',
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

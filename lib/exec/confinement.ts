@@ -23,6 +23,7 @@
  */
 
 import { SandboxDeniedError } from "../errors.ts";
+import { BoundedCache } from "./_bounded_cache.ts";
 
 /** A confinement level for a spawned program. */
 export type Confinement = "none" | "deno" | "os";
@@ -68,10 +69,27 @@ export interface Capabilities {
 /** The search path used when the executor may not read its own `PATH`. */
 export const DEFAULT_SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/** The most program name lookups remembered (per search path and name). */
+export const MAX_RESOLVED_PROGRAMS = 256;
+
+/** Program name lookups, keyed by search path and name; see {@linkcode forgetResolvedPrograms}. */
+const resolvedPrograms = new BoundedCache<string, string>(MAX_RESOLVED_PROGRAMS);
+
+/**
+ * Forgets every remembered program lookup, so the next start searches `PATH`
+ * again. The process table calls it when a spawn finds a program missing.
+ */
+export function forgetResolvedPrograms(): void {
+  resolvedPrograms.clear();
+}
+
 /**
  * Finds the absolute path of a program the executor may run, as Deno resolves
  * `--allow-run` names: a name without `/` is looked up in the executor's
- * `PATH`, and the first candidate the run grant covers wins.
+ * `PATH`, and the first candidate the run grant covers wins. A name lookup is
+ * remembered per search path (a bounded cache; the run grant is re-checked on
+ * every call), so a start does not search `PATH` again until
+ * {@linkcode forgetResolvedPrograms} is called.
  *
  * @param command A program name or path.
  * @param cwd The directory a relative path is resolved against.
@@ -92,13 +110,16 @@ export async function resolveGrantedProgram(
     return (await queryRun(path)) ? path : null;
   }
   if (!(await queryRun(command))) return null;
+  const path = await searchPath();
+  const key = `${path}\0${command}`;
+  const known = resolvedPrograms.get(key);
+  if (known !== undefined && (await queryRun(known))) return known;
   const unscoped = (await Deno.permissions.query({ name: "run" })).state === "granted";
-  for (const dir of (await searchPath()).split(":")) {
+  for (const dir of path.split(":")) {
     if (!dir.startsWith("/")) continue;
     const candidate = joinPath(dir, command);
-    if (unscoped) {
-      if (await isFile(candidate)) return candidate;
-    } else if (await queryRun(candidate)) {
+    if (unscoped ? await isFile(candidate) : await queryRun(candidate)) {
+      resolvedPrograms.set(key, candidate);
       return candidate;
     }
   }

@@ -32,6 +32,7 @@ import {
   type DenoPermissions,
   denoRunFlags,
   detectCapabilities,
+  forgetResolvedPrograms,
   grantedWriteRoots,
   requireProgram,
   resolveGrantedProgram,
@@ -413,7 +414,7 @@ export class ProcessTable implements AsyncDisposable {
     const record = this.#newRecord(id, argv, tty);
     this.#records.set(id, record);
     try {
-      const plan = await this.#plan(argv, {
+      const planOptions = {
         cwd,
         tty,
         cols,
@@ -423,9 +424,24 @@ export class ProcessTable implements AsyncDisposable {
         env: options.env,
         inheritEnv: options.inheritEnv ?? true,
         denoPermissions: options.denoPermissions,
-      });
-      if (this.#closing) throw new Error(`${what}: the process table is closed`);
-      this.#spawn(record, plan, tty || options.pipeStdin === true, timeoutMs);
+      };
+      let plan = await this.#plan(argv, planOptions);
+      const stdin = tty || options.pipeStdin === true;
+      for (let attempt = 1;; attempt++) {
+        if (this.#closing) throw new Error(`${what}: the process table is closed`);
+        try {
+          this.#spawn(record, plan, stdin, timeoutMs);
+          break;
+        } catch (error) {
+          if (error instanceof Deno.errors.NotCapable) throw error;
+          if (!(error instanceof Deno.errors.NotFound) || attempt > 1) {
+            throw spawnError(argv[0], error);
+          }
+          // A remembered PATH lookup may be stale (the program moved): search once more.
+          forgetResolvedPrograms();
+          plan = await this.#plan(argv, planOptions);
+        }
+      }
     } catch (error) {
       this.#records.delete(id);
       this.#releaseSlot(record);
@@ -806,28 +822,16 @@ export class ProcessTable implements AsyncDisposable {
     stdin: boolean,
     timeoutMs: number | undefined,
   ): void {
-    let child: Deno.ChildProcess;
-    try {
-      child = new Deno.Command(plan.program, {
-        args: plan.args,
-        cwd: plan.cwd,
-        clearEnv: true,
-        env: plan.env,
-        stdin: stdin ? "piped" : "null",
-        stdout: "piped",
-        stderr: "piped",
-        detached: true,
-      }).spawn();
-    } catch (error) {
-      if (error instanceof Deno.errors.NotCapable) throw error;
-      const name = JSON.stringify(record.argv[0]);
-      const detail = error instanceof Deno.errors.NotFound
-        ? `program or working directory not found`
-        : error instanceof Error
-        ? error.message
-        : String(error);
-      throw new Error(`Cannot start ${name}: ${detail}`, { cause: error });
-    }
+    const child = new Deno.Command(plan.program, {
+      args: plan.args,
+      cwd: plan.cwd,
+      clearEnv: true,
+      env: plan.env,
+      stdin: stdin ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+      detached: true,
+    }).spawn();
     record.child = child;
     record.pid = child.pid;
     record.state = "running";
@@ -1096,6 +1100,16 @@ export class ProcessTable implements AsyncDisposable {
       holdsSlot: this.#limiter !== undefined,
     };
   }
+}
+
+/** Wraps a spawn failure in an error naming the program. */
+function spawnError(program: string, error: unknown): Error {
+  const detail = error instanceof Deno.errors.NotFound
+    ? "program or working directory not found"
+    : error instanceof Error
+    ? error.message
+    : String(error);
+  return new Error(`Cannot start ${JSON.stringify(program)}: ${detail}`, { cause: error });
 }
 
 function checkProcessId(id: unknown): string {
