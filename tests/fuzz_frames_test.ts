@@ -951,3 +951,35 @@ Deno.test("the executor's mux resets only the hostile streams and keeps serving 
   });
   assert.ok(heapGrowth < 200e6, `heap grew ${Math.round(heapGrowth / 1e6)} MB`);
 });
+
+Deno.test("ReliableStream with default limits never outruns the receiver's reorder budget across a lasting hole", () => {
+  const now = (): number => 0;
+  const a = new ReliableStream("hole", { mode: "reliable", now });
+  const b = new ReliableStream("hole", { now });
+  const message = new Uint8Array(61_440);
+  for (let i = 0; i < 200; i++) a.write(message);
+  let maxHeld = 0;
+  for (let round = 0; round < 50 && !b.ended; round++) {
+    let sent = 0;
+    for (let f = a.poll(); f !== undefined; f = a.poll()) {
+      // seq 1 is lost every time it is sent: a lasting hole.
+      if (f.body.kind === "data" && f.body.seq === 1) continue;
+      b.receive(decodeFrame(encodeFrame(f)));
+      sent++;
+    }
+    maxHeld = Math.max(maxHeld, b.stats.heldBytes);
+    for (let f = b.poll(); f !== undefined; f = b.poll()) a.receive(decodeFrame(encodeFrame(f)));
+    if (sent === 0) break;
+  }
+  const reason = b.resetReason;
+  a.close();
+  b.close();
+  assert.equal(reason, undefined, `receiver reset ${reason}`);
+  record({
+    area: "fault",
+    name: "ReliableStream defaults: seq 1 lost on every send while 12 MiB waits behind it",
+    cases: 1,
+    result: "the sender stopped within the receiver's budget; no reorder_overflow",
+    details: { maxHeldBytes: maxHeld },
+  });
+});
