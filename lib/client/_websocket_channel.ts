@@ -31,6 +31,8 @@ const NORMAL_CLOSURE = 1000;
 // A client may only close with 1000 or 3000..4999: 4000 + the matching 10xx code.
 const UNSUPPORTED_DATA = 4003;
 const MESSAGE_TOO_BIG = 4009;
+/** How often a waiting send looks at `bufferedAmount` again, in milliseconds. */
+const DRAIN_POLL_MS = 2;
 
 /** A WebSocket adapted to {@linkcode MessageChannel}. */
 export class WebSocketChannel implements MessageChannel {
@@ -44,6 +46,8 @@ export class WebSocketChannel implements MessageChannel {
   #maxInboxChars: number;
   #inboxChars = 0;
   #closed: Promise<void>;
+  #sendQueue: Promise<void> = Promise.resolve();
+  #waitingSends = 0;
 
   constructor(socket: WebSocket, options: WebSocketChannelOptions) {
     this.#socket = socket;
@@ -105,18 +109,43 @@ export class WebSocketChannel implements MessageChannel {
     }
   }
 
-  /** Sends one text message; waits while the socket's buffer is over the high watermark. */
-  async send(message: string): Promise<void> {
-    while (true) {
-      if (this.#ended || this.#socket.readyState !== WebSocket.OPEN) {
-        throw new RelayClosedError(
-          `Cannot send: the connection closed: ${this.#closeReason ?? "closed"}`,
-        );
+  /**
+   * Sends one text message; waits while the socket's buffer is over the high
+   * watermark. Messages go out in the order `send` was called, also when
+   * some of them had to wait (pipelined requests rely on it).
+   */
+  send(message: string): Promise<void> {
+    if (this.#waitingSends === 0) {
+      try {
+        if (this.#trySend(message)) return Promise.resolve();
+      } catch (error) {
+        return Promise.reject(error);
       }
-      if (this.#socket.bufferedAmount <= this.#highWaterMark) break;
-      await new Promise<void>((resolve) => setTimeout(resolve, 2));
     }
+    this.#waitingSends++;
+    const sent = this.#sendQueue.then(async () => {
+      try {
+        while (!this.#trySend(message)) {
+          await new Promise<void>((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+        }
+      } finally {
+        this.#waitingSends--;
+      }
+    });
+    this.#sendQueue = sent.catch(() => {});
+    return sent;
+  }
+
+  /** Sends now and returns true, or returns false while the buffer is over the watermark. */
+  #trySend(message: string): boolean {
+    if (this.#ended || this.#socket.readyState !== WebSocket.OPEN) {
+      throw new RelayClosedError(
+        `Cannot send: the connection closed: ${this.#closeReason ?? "closed"}`,
+      );
+    }
+    if (this.#socket.bufferedAmount > this.#highWaterMark) return false;
     this.#socket.send(message);
+    return true;
   }
 
   /** Closes the socket; idempotent. */
