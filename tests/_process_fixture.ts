@@ -1,5 +1,6 @@
 // Runs a ProcessTable under the permissions the test gives this subprocess
 // (e.g. `--allow-run=sh` only) and prints what happened as one JSON line.
+import { detectSessionHelper } from "../lib/exec/confinement.ts";
 import { ProcessTable } from "../lib/exec/process_table.ts";
 
 const scenario = Deno.args[0];
@@ -25,7 +26,22 @@ async function output(processId: string): Promise<string> {
   }
 }
 
+/** Where a child stands: /proc/PID/stat as the child itself reads it. */
+async function standing(processId: string): Promise<Record<string, boolean>> {
+  await table.start({ processId, argv: ["sh", "-c", "cat /proc/$$/stat"] });
+  const text = await output(processId);
+  const pid = Number(text.slice(0, text.indexOf(" ")));
+  const [, ppid, pgrp, session] = text.slice(text.lastIndexOf(")") + 2).split(" ").map(Number);
+  return {
+    setsid: (await detectSessionHelper()) !== null,
+    childOfExecutor: ppid === Deno.pid,
+    groupLeader: pgrp === pid,
+    sessionLeader: session === pid,
+  };
+}
+
 if (scenario === "run") {
+  await attempt("standing", () => standing("standing"));
   results.capabilities = await table.capabilities();
   await attempt("ls", () => table.start({ processId: "ls", argv: ["ls", "/"] }));
   await attempt("lsPath", () => table.start({ processId: "ls2", argv: ["/usr/bin/ls"] }));
@@ -51,6 +67,7 @@ if (scenario === "run") {
 } else if (scenario === "scoped") {
   const token = Deno.args[1];
   results.capabilities = await table.capabilities();
+  await attempt("standing", () => standing("standing"));
   await attempt("tree", async () => {
     await table.start({
       processId: "tree",

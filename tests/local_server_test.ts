@@ -21,7 +21,7 @@ async function startRestricted(): Promise<Restricted> {
       "run",
       "--quiet",
       "--allow-net=127.0.0.1",
-      "--allow-run=sh,cat,kill,bwrap,script",
+      "--allow-run=sh,cat,kill,bwrap,script,setsid",
       `--allow-read=${dir}`,
       `--allow-write=${dir}`,
       "--allow-env",

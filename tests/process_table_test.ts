@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { SandboxDeniedError } from "../lib/errors.ts";
+import { detectSessionHelper } from "../lib/exec/confinement.ts";
 import {
   DEFAULT_MAX_ARGV_BYTES,
   type ProcessEvent,
@@ -19,6 +20,24 @@ import {
 } from "./_process_helpers.ts";
 
 const encoder = new TextEncoder();
+
+/** pid, ppid, process group and session of a /proc/PID/stat line. */
+function parseStat(text: string): { pid: number; ppid: number; pgrp: number; session: number } {
+  const pid = Number(text.slice(0, text.indexOf(" ")));
+  const [, ppid, pgrp, session] = text.slice(text.lastIndexOf(")") + 2).split(" ").map(Number);
+  return { pid, ppid, pgrp, session };
+}
+
+Deno.test("ProcessTable starts each child through setsid as the leader of its own session and group", async () => {
+  assert.match(String(await detectSessionHelper()), /\/setsid$/, "this test runs with -A");
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["sh", "-c", "cat /proc/$$/stat"] });
+  const stat = parseStat((await collect(table, "p")).text.stdout);
+  // setsid execs in place: the process the executor spawned is the leader, not a forked child.
+  assert.equal(stat.ppid, Deno.pid);
+  assert.equal(stat.pgrp, stat.pid);
+  assert.equal(stat.session, stat.pid);
+});
 
 Deno.test("ProcessTable separates stdout and stderr and reports the exit code", async () => {
   await using table = new ProcessTable();
@@ -560,6 +579,10 @@ Deno.test("ProcessTable refuses programs the executor may not run", async () => 
   assert.match(results.os.message, /"os" confinement is not available/);
   assert.match(results.arg0.message, /arg0 needs the "bash" helper/);
   assert.deepEqual(results.sh, { ok: "ok\n" });
+  // Without the setsid helper the child is spawned detached: still its own leader.
+  assert.deepEqual(results.standing, {
+    ok: { setsid: false, childOfExecutor: true, groupLeader: true, sessionLeader: true },
+  });
   assert.deepEqual(results.capabilities, {
     confinements: ["none"],
     treeKill: false,
@@ -571,37 +594,71 @@ Deno.test("ProcessTable refuses programs the executor may not run", async () => 
   assert.ok(SandboxDeniedError);
 });
 
-Deno.test("ProcessTable kills trees, gives terminals and confines under scoped run grants", async () => {
-  const token = uniqueSleep();
-  const { code, stdout, stderr } = await withDeadline(
-    new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-run=sh,kill,script,bwrap",
-        new URL("./_process_fixture.ts", import.meta.url).pathname,
-        "scoped",
-        token,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output(),
-    30_000,
-    "fixture",
+for (const setsid of [false, true]) {
+  Deno.test(
+    `ProcessTable kills trees, gives terminals and confines under scoped run grants (${
+      setsid ? "with" : "without"
+    } setsid)`,
+    async () => {
+      const token = uniqueSleep();
+      const grant = setsid ? "sh,kill,script,bwrap,setsid" : "sh,kill,script,bwrap";
+      const { code, stdout, stderr } = await withDeadline(
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            `--allow-run=${grant}`,
+            new URL("./_process_fixture.ts", import.meta.url).pathname,
+            "scoped",
+            token,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output(),
+        30_000,
+        "fixture",
+      );
+      assert.equal(code, 0, new TextDecoder().decode(stderr));
+      const results = JSON.parse(new TextDecoder().decode(stdout));
+      assert.deepEqual(results.capabilities, {
+        confinements: ["none", "os"],
+        treeKill: true,
+        tty: true,
+        resize: true,
+      });
+      assert.deepEqual(results.standing, {
+        ok: { setsid, childOfExecutor: true, groupLeader: true, sessionLeader: true },
+      });
+      assert.deepEqual(results.tree, { ok: { running: true, exitCode: 143 } });
+      const survivors = livePidsWith(`sleep ${token}`);
+      killPids(survivors);
+      assert.deepEqual(survivors, []);
+      assert.deepEqual(results.tty, { ok: "tty\r\n" });
+      assert.match(results.os.ok, /Read-only file system/);
+    },
   );
-  assert.equal(code, 0, new TextDecoder().decode(stderr));
-  const results = JSON.parse(new TextDecoder().decode(stdout));
-  assert.deepEqual(results.capabilities, {
-    confinements: ["none", "os"],
-    treeKill: true,
-    tty: true,
-    resize: true,
-  });
-  assert.deepEqual(results.tree, { ok: { running: true, exitCode: 143 } });
-  const survivors = livePidsWith(`sleep ${token}`);
-  killPids(survivors);
-  assert.deepEqual(survivors, []);
-  assert.deepEqual(results.tty, { ok: "tty\r\n" });
-  assert.match(results.os.ok, /Read-only file system/);
+}
+
+Deno.test("ProcessTable refuses a missing or non-executable program at start, not as an exit code", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_prog_" });
+  try {
+    await using table = new ProcessTable();
+    await Deno.writeTextFile(`${dir}/plain`, "#!/bin/sh\necho hi\n", { mode: 0o644 });
+    await assert.rejects(
+      table.start({ processId: "a", argv: [`${dir}/missing`] }),
+      /Cannot start ".*\/missing": program or working directory not found/,
+    );
+    await assert.rejects(
+      table.start({ processId: "b", argv: [`${dir}/plain`] }),
+      /Cannot start ".*\/plain": Permission denied/,
+    );
+    await assert.rejects(
+      table.start({ processId: "c", argv: [dir] }),
+      /Cannot start ".*": Permission denied/,
+    );
+    assert.deepEqual(table.list(), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("ProcessTable remembers PATH lookups and searches again when a program moved", async () => {

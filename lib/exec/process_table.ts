@@ -5,10 +5,13 @@
  * process-tree signals and kills, timeouts, and limits.
  *
  * Process model, in short (details in the README section "Processes"):
- * - Every child is spawned with `clearEnv: true` and `detached: true`, so it
- *   is the leader of a session and process group of its own; terminate and
- *   timeouts signal the group (TERM, then KILL after a grace period) through
- *   the granted `kill` helper (see `tree_kill.ts`).
+ * - Every child is spawned with `clearEnv: true` as the leader of a session
+ *   and process group of its own: through the util-linux `setsid` helper when
+ *   it is granted (`setsid` execs in place, so the spawned pid is the leader),
+ *   else with `detached: true` (which makes Deno fork the whole executor, far
+ *   slower in a large process); terminate and timeouts signal the group (TERM,
+ *   then KILL after a grace period) through the granted `kill` helper (see
+ *   `tree_kill.ts`).
  * - Output is never cut off at exit: `closed` is emitted only once both
  *   output streams reached end-of-file and the exit status is known.
  * - Unread output is never evicted: at the retention cap the table stops
@@ -27,11 +30,13 @@ import {
 import {
   bwrapArgs,
   type Capabilities,
+  checkProgramFile,
   type Confinement,
   CONFINEMENTS,
   type DenoPermissions,
   denoRunFlags,
   detectCapabilities,
+  detectSessionHelper,
   forgetResolvedPrograms,
   grantedWriteRoots,
   requireProgram,
@@ -426,11 +431,14 @@ export class ProcessTable implements AsyncDisposable {
         denoPermissions: options.denoPermissions,
       };
       let plan = await this.#plan(argv, planOptions);
+      const setsid = await detectSessionHelper();
       const stdin = tty || options.pipeStdin === true;
       for (let attempt = 1;; attempt++) {
         if (this.#closing) throw new Error(`${what}: the process table is closed`);
         try {
-          this.#spawn(record, plan, stdin, timeoutMs);
+          // Through setsid a missing program would only show as exit code 127: look first.
+          if (setsid !== null) await checkProgramFile(plan.program);
+          this.#spawn(record, plan, setsid, stdin, timeoutMs);
           break;
         } catch (error) {
           if (error instanceof Deno.errors.NotCapable) throw error;
@@ -819,18 +827,20 @@ export class ProcessTable implements AsyncDisposable {
   #spawn(
     record: ProcessRecord,
     plan: { program: string; args: string[]; env: Record<string, string>; cwd?: string },
+    setsid: string | null,
     stdin: boolean,
     timeoutMs: number | undefined,
   ): void {
-    const child = new Deno.Command(plan.program, {
-      args: plan.args,
+    // Either way the child leads a new session and process group (see the module doc).
+    const child = new Deno.Command(setsid ?? plan.program, {
+      args: setsid === null ? plan.args : ["--", plan.program, ...plan.args],
       cwd: plan.cwd,
       clearEnv: true,
       env: plan.env,
       stdin: stdin ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
-      detached: true,
+      detached: setsid === null,
     }).spawn();
     record.child = child;
     record.pid = child.pid;

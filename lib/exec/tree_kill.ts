@@ -1,7 +1,8 @@
 /**
  * Process-tree kill. Every child starts as the leader of a session and
- * process group of its own (`Deno.Command` with `detached: true` calls
- * `setsid`), so its descendants share its process group id. Deno lets a
+ * process group of its own (spawned through the util-linux `setsid` helper,
+ * or with `Deno.Command`'s `detached: true`, which calls `setsid()` after a
+ * fork), so its descendants share its process group id. Deno lets a
  * scoped `--allow-run` signal only its own `ChildProcess`; signalling a group
  * (`Deno.kill(-pgid)`) needs the unscoped grant. outpost therefore signals
  * groups through the `kill` helper program (`kill -s TERM -- -PGID`) when the
