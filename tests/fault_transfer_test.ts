@@ -406,7 +406,8 @@ function listFromEnv(name: string, fallback: number[]): number[] {
   const raw = Deno.env.get(name);
   return raw ? raw.split(",").map(Number) : fallback;
 }
-const SEEDS = listFromEnv("OUTPOST_FAULT_SEEDS", SOAK ? [11, 12, 13, 14, 15, 16] : [11, 12]);
+// The soak is long: 32 MiB at 10% loss takes minutes (see SECURITY_TESTS.md).
+const SEEDS = listFromEnv("OUTPOST_FAULT_SEEDS", SOAK ? [11, 12, 13] : [11, 12]);
 const LOSSES = listFromEnv("OUTPOST_FAULT_LOSSES", SOAK ? [0.01, 0.05, 0.1] : [0.02, 0.1]);
 
 Deno.test({
@@ -425,7 +426,7 @@ Deno.test({
         const { path, sha } = await makeFile(rig.dir, SIZE, seed);
         const result = await withDeadline(
           remoteCat(rig, path),
-          SOAK ? 300_000 : 90_000,
+          SOAK ? 900_000 : 90_000,
           "transfer",
         );
         assert.equal(
