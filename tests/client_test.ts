@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { RemoteCommand } from "../lib/client/remote_command.ts";
-import { signalExitCode } from "../lib/client/remote_process.ts";
+import { MAX_WRITES_IN_FLIGHT, signalExitCode } from "../lib/client/remote_process.ts";
 import type { RemoteProcess } from "../lib/client/remote_process.ts";
 import type { ProcessTransport } from "../lib/client/remote_process.ts";
 import { connect } from "../lib/client/connect.ts";
@@ -51,6 +51,8 @@ class ScriptedExecutor implements ProcessTransport {
   #closeConnection!: () => void;
   closed: Promise<void> = new Promise((resolve) => (this.#closeConnection = resolve));
   writeStatus = "accepted";
+  /** When set, `process/write` replies wait here until released. */
+  heldWrites: (() => void)[] | null = null;
   processId = "";
   holds = 0;
   evictedThrough = 0;
@@ -76,7 +78,11 @@ class ScriptedExecutor implements ProcessTransport {
       this.processId = p.processId as string;
       return Promise.resolve({ processId: p.processId } as T);
     }
-    if (method === "process/write") return Promise.resolve({ status: this.writeStatus } as T);
+    if (method === "process/write") {
+      const reply = { status: this.writeStatus } as T;
+      if (this.heldWrites === null) return Promise.resolve(reply);
+      return new Promise<T>((resolve) => this.heldWrites!.push(() => resolve(reply)));
+    }
     if (method === "process/signal") return Promise.resolve({} as T);
     if (method === "process/read") return Promise.resolve(this.#read(p) as T);
     return Promise.reject(new Error(`unexpected ${method}`));
@@ -273,9 +279,52 @@ Deno.test("RemoteProcess stdin write fails clearly when the executor reports std
   const { far, child } = await spawnScripted({ stdin: "piped" });
   far.writeStatus = "stdinClosed";
   const writer = child.stdin.getWriter();
+  // Writes are pipelined: the refusal errors the stream once the reply is in.
+  const wrote = writer.write(encoder.encode("x")).catch((error) => error);
   await assert.rejects(
-    writer.write(encoder.encode("x")),
+    withDeadline(writer.closed, 2000, "stdin errored"),
     /Cannot write to process .*: stdinClosed/,
+  );
+  await wrote;
+  await assert.rejects(writer.write(encoder.encode("y")), /stdinClosed/);
+  assert.equal(far.requests.filter((r) => r.method === "process/write").length, 1);
+  far.emit("process/exited", { exitCode: 0 });
+  far.emit("process/closed");
+  await child.output();
+});
+
+Deno.test("RemoteProcess keeps at most MAX_WRITES_IN_FLIGHT stdin writes unanswered, eof last", async () => {
+  const { far, child } = await spawnScripted({ stdin: "piped" });
+  far.heldWrites = [];
+  const writer = child.stdin.getWriter();
+  const writes = () => far.requests.filter((r) => r.method === "process/write");
+  // At the limit: every write resolves without any reply.
+  for (let i = 0; i < MAX_WRITES_IN_FLIGHT; i++) {
+    await withDeadline(writer.write(new Uint8Array([i])), 2000, `write ${i}`);
+  }
+  assert.equal(writes().length, MAX_WRITES_IN_FLIGHT);
+  // One past it: the write waits until a reply frees a slot.
+  let pastDone = false;
+  const past = writer.write(new Uint8Array([MAX_WRITES_IN_FLIGHT])).then(() => (pastDone = true));
+  await until(() => far.heldWrites!.length === MAX_WRITES_IN_FLIGHT, 2000, "held replies");
+  assert.equal(pastDone, false);
+  assert.equal(writes().length, MAX_WRITES_IN_FLIGHT);
+  far.heldWrites.shift()!();
+  await withDeadline(past, 2000, "write past the limit");
+  assert.equal(writes().length, MAX_WRITES_IN_FLIGHT + 1);
+  // Close sends eof only after every write has been answered.
+  const closing = writer.close();
+  await until(() => far.heldWrites!.length === MAX_WRITES_IN_FLIGHT, 2000, "held replies");
+  assert.equal(writes().some((w) => w.params.eof === true), false);
+  const held = far.heldWrites;
+  far.heldWrites = null;
+  for (const release of held) release();
+  await withDeadline(closing, 2000, "close");
+  const sent = writes().map((w) => w.params);
+  assert.deepEqual(sent.at(-1), { processId: child.id, chunk: "", eof: true });
+  assert.deepEqual(
+    sent.slice(0, -1).map((p) => p.chunk),
+    [...Array(MAX_WRITES_IN_FLIGHT + 1).keys()].map((i) => b64(new Uint8Array([i]))),
   );
   far.emit("process/exited", { exitCode: 0 });
   far.emit("process/closed");
@@ -349,6 +398,37 @@ Deno.test("connect (local) runs a command, pipes stdin and reports the exit code
   assert.equal(decoder.decode(output.stderr), "done\n");
   assert.equal(output.code, 5);
   assert.equal(output.success, false);
+});
+
+/** Pipes `size` patterned bytes in uneven writes through `cat` and checks they come back intact. */
+async function pipeThroughCat(conn: ProcessTransport, size: number): Promise<void> {
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i++) data[i] = (i * 7 + (i >> 16)) & 0xff;
+  const child = new RemoteCommand(conn, "cat", { stdin: "piped", stderr: "null" }).spawn();
+  const writing = (async () => {
+    const writer = child.stdin.getWriter();
+    const sizes = [1, 65_536, 100_000, 7, 200_000, 65_535, 300_000];
+    for (let offset = 0, i = 0; offset < size; i++) {
+      const end = Math.min(size, offset + sizes[i % sizes.length]);
+      await writer.write(data.subarray(offset, end));
+      offset = end;
+    }
+    await writer.close();
+  })();
+  const [output] = await withDeadline(
+    Promise.all([child.output(), writing]),
+    20_000,
+    "piping through cat",
+  );
+  assert.equal(output.code, 0);
+  assert.equal(output.stdout.byteLength, size);
+  assert.ok(output.stdout.every((byte, i) => byte === data[i]), "stdin arrived out of order");
+}
+
+Deno.test("connect (local) pipes 8 MiB of pipelined stdin writes in order", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  await pipeThroughCat(conn, 8 * 1024 * 1024);
 });
 
 Deno.test("connect (local) refuses a missing or wrong token with a clear error", async () => {
@@ -484,6 +564,7 @@ Deno.test("connect through a rendezvous runs a command on an executor", async ()
   const output = await new RemoteCommand(conn, "sh", { args: ["-c", "printf relay"] }).output();
   assert.equal(decoder.decode(output.stdout), "relay");
   assert.equal(output.code, 0);
+  await pipeThroughCat(conn, 4 * 1024 * 1024);
   await assert.rejects(
     connect(rendezvous.url, { executorId: "box-client", token: "wrong-token-0123456789abc" }),
     /the rendezvous refused the token \(HTTP 403\)/,

@@ -84,6 +84,13 @@ const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 const READ_MAX_BYTES = 1024 * 1024;
 /** Largest stdin piece sent in one `process/write`. */
 const WRITE_CHUNK_BYTES = 64 * 1024;
+/**
+ * Most `process/write` requests sent and not yet answered (at most 1 MiB of
+ * stdin with full pieces). A stdin write resolves once its pieces are sent
+ * within this window; a piece the executor refuses errors the stream, and the
+ * error shows on the next write or on close.
+ */
+export const MAX_WRITES_IN_FLIGHT = 16;
 
 const SIGNAL_NUMBERS: Partial<Record<Deno.Signal, number>> = {
   SIGHUP: 1,
@@ -177,6 +184,10 @@ export class RemoteProcess implements AsyncDisposable {
   #stderrController: ReadableStreamDefaultController<Uint8Array> | null = null;
   #started: Promise<void>;
   #startFailed = false;
+  #stdinController: WritableStreamDefaultController | null = null;
+  #writesInFlight = 0;
+  #writeSettled: PromiseWithResolvers<void> | null = null;
+  #writeError: unknown = undefined;
 
   /**
    * Starts tracking a process; `start` performs the `process/start` request.
@@ -223,9 +234,10 @@ export class RemoteProcess implements AsyncDisposable {
     }
     if (stdio.stdin === "piped") {
       this.#stdin = new WritableStream<Uint8Array>({
-        write: (chunk) => this.#write(chunk, false),
-        close: () => this.#write(new Uint8Array(0), true),
-        abort: () => this.#write(new Uint8Array(0), true).catch(() => {}),
+        start: (controller) => void (this.#stdinController = controller),
+        write: (chunk) => this.#write(chunk),
+        close: () => this.#closeStdin(),
+        abort: () => this.#closeStdin().catch(() => {}),
       });
     }
     this.#unsubscribe = transport.subscribeProcess(id, (method, params) => {
@@ -330,23 +342,69 @@ export class RemoteProcess implements AsyncDisposable {
     await Promise.allSettled([this.#stdout?.cancel(), this.#stderr?.cancel()]);
   }
 
-  async #write(chunk: Uint8Array, eof: boolean): Promise<void> {
+  /**
+   * Sends `chunk` as `process/write` pieces without waiting for their replies
+   * (up to {@linkcode MAX_WRITES_IN_FLIGHT} unanswered). The executor applies
+   * a session's writes to the child's stdin in the order they arrive, and the
+   * channel keeps the order they are sent in.
+   */
+  async #write(chunk: Uint8Array): Promise<void> {
     await this.#started;
-    let offset = 0;
-    do {
+    this.#throwIfStdinFailed();
+    for (let offset = 0; offset < chunk.byteLength;) {
+      while (this.#writesInFlight >= MAX_WRITES_IN_FLIGHT) await this.#nextWriteSettled();
+      this.#throwIfStdinFailed();
       const piece = chunk.subarray(offset, offset + WRITE_CHUNK_BYTES);
       offset += piece.byteLength;
-      const last = offset >= chunk.byteLength;
-      const result = await this.#transport.request<{ status: string }>("process/write", {
+      this.#writesInFlight++;
+      // Encoded now: the caller may reuse its buffer once this write resolves.
+      this.#transport.request<{ status: string }>("process/write", {
         processId: this.id,
         chunk: encodeBase64(piece),
-        ...(eof && last ? { eof: true } : {}),
+      }).then((result) => {
+        if (result?.status !== "accepted") {
+          this.#failStdin(
+            new TypeError(`Cannot write to process ${this.id}: ${result?.status ?? "no status"}`),
+          );
+        }
+      }, (error) => this.#failStdin(error)).finally(() => {
+        this.#writesInFlight--;
+        const settled = this.#writeSettled;
+        this.#writeSettled = null;
+        settled?.resolve();
       });
-      if (result?.status !== "accepted") {
-        if (eof && result?.status === "stdinClosed") return;
-        throw new TypeError(`Cannot write to process ${this.id}: ${result?.status ?? "no status"}`);
-      }
-    } while (offset < chunk.byteLength);
+    }
+  }
+
+  /** Waits for every piece in flight, then closes stdin with an `eof` write. */
+  async #closeStdin(): Promise<void> {
+    await this.#started;
+    while (this.#writesInFlight > 0) await this.#nextWriteSettled();
+    this.#throwIfStdinFailed();
+    const result = await this.#transport.request<{ status: string }>("process/write", {
+      processId: this.id,
+      chunk: "",
+      eof: true,
+    });
+    // Already closed (the program exited, say) is what close asked for.
+    if (result?.status !== "accepted" && result?.status !== "stdinClosed") {
+      throw new TypeError(`Cannot write to process ${this.id}: ${result?.status ?? "no status"}`);
+    }
+  }
+
+  #nextWriteSettled(): Promise<void> {
+    this.#writeSettled ??= Promise.withResolvers<void>();
+    return this.#writeSettled.promise;
+  }
+
+  #throwIfStdinFailed(): void {
+    if (this.#writeError !== undefined) throw this.#writeError;
+  }
+
+  #failStdin(error: unknown): void {
+    if (this.#writeError !== undefined) return;
+    this.#writeError = error;
+    this.#stdinController?.error(error);
   }
 
   #onNotification(method: string, params: OutputParams): void {
