@@ -21,12 +21,14 @@
  */
 
 import { ProtocolError, RelayClosedError } from "../errors.ts";
+import { DrainPoller } from "./_backpressure.ts";
 import {
   decodeFrame,
   DEFAULT_MAX_FRAME_BYTES,
   encodeFrame,
   type RelayFrame,
 } from "./frame_codec.ts";
+import { TcpWebSocket } from "./_tcp_websocket.ts";
 
 /** A decoded frame together with the exact bytes it arrived as. */
 export interface ReceivedFrame extends RelayFrame {
@@ -103,6 +105,16 @@ export interface RelayConnectOptions extends RelaySocketOptions {
   timeoutMs?: number;
   /** WebSocket subprotocols to offer. */
   protocols?: string[];
+  /**
+   * How to dial: `"tcp"` runs outpost's own WebSocket client over
+   * `Deno.connect` with `TCP_NODELAY` set and same-turn frames coalesced into
+   * one write; `"native"` uses Deno's built-in `WebSocket`, which leaves
+   * Nagle's algorithm on (back-to-back small frames then wait for the peer's
+   * delayed ACK, about 40 ms) but honours whatever the runtime adds, such as
+   * proxies.
+   * @default {"tcp"}
+   */
+  transport?: "tcp" | "native";
 }
 
 /** Default {@linkcode RelaySocketOptions.highWaterMark}: 1 MiB. */
@@ -117,8 +129,8 @@ export const DEFAULT_MAX_QUEUED_FRAMES: number = 4096;
 export const DEFAULT_CONNECT_TIMEOUT_MS: number = 10_000;
 
 const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
-const MIN_POLL_MS = 1;
-const MAX_POLL_MS = 32;
+/** Messages up to this size are passed up (and dropped as oversize frames there); past it the transport closes. */
+const DEFAULT_MAX_TRANSPORT_MESSAGE_BYTES = 16 * 1024 * 1024;
 const MAX_CLOSE_REASON_BYTES = 123;
 const RESOLVED: Promise<void> = Promise.resolve();
 const utf8 = new TextEncoder();
@@ -201,9 +213,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   #pending: PendingSend[] = [];
   #pendingHead = 0;
   #blocked = false;
-  #pollTimer: ReturnType<typeof setTimeout> | undefined;
-  #pollDelay = MIN_POLL_MS;
-  #lastBuffered = 0;
+  #drain: DrainPoller;
 
   #queue: ReceivedFrame[] = [];
   #queueHead = 0;
@@ -249,6 +259,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
         `Cannot create relay socket: lowWaterMark ${this.#low} is above highWaterMark ${this.#high}`,
       );
     }
+    this.#drain = new DrainPoller(() => this.#ws.bufferedAmount, this.#low, this.#onDrained);
     this.#maxQueuedBytes = positiveOption(
       "maxQueuedBytes",
       options.maxQueuedBytes,
@@ -334,7 +345,21 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     try {
       const headers = new Headers(options.headers);
       if (options.token !== undefined) headers.set("authorization", `Bearer ${options.token}`);
-      ws = new WebSocket(url, { headers, protocols: options.protocols });
+      ws = options.transport === "native"
+        ? new WebSocket(url, { headers, protocols: options.protocols })
+        : new TcpWebSocket(url, {
+          headers,
+          protocols: options.protocols,
+          closeTimeoutMs: positiveOption(
+            "closeTimeoutMs",
+            options.closeTimeoutMs,
+            DEFAULT_CLOSE_TIMEOUT_MS,
+          ),
+          maxMessageBytes: Math.max(
+            DEFAULT_MAX_TRANSPORT_MESSAGE_BYTES,
+            positiveOption("maxFrameBytes", options.maxFrameBytes, DEFAULT_MAX_FRAME_BYTES),
+          ),
+        });
     } catch (error) {
       return Promise.reject(error);
     }
@@ -537,31 +562,14 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     this.#ws.send(bytes);
     if (this.#ws.bufferedAmount > this.#high) {
       this.#blocked = true;
-      this.#lastBuffered = this.#ws.bufferedAmount;
-      this.#pollDelay = MIN_POLL_MS;
-      this.#schedulePoll();
+      this.#drain.start();
     }
   }
 
-  #schedulePoll(): void {
-    this.#pollTimer = setTimeout(this.#poll, this.#pollDelay);
-  }
-
-  #poll = (): void => {
-    this.#pollTimer = undefined;
+  #onDrained = (): void => {
     if (this.#closeError !== undefined) return;
-    const buffered = this.#ws.bufferedAmount;
-    if (buffered <= this.#low) {
-      this.#blocked = false;
-      this.#flush();
-      return;
-    }
-    // Falling: poll again soon. Stalled: back off so a dead peer costs little.
-    this.#pollDelay = buffered < this.#lastBuffered
-      ? MIN_POLL_MS
-      : Math.min(this.#pollDelay * 2, MAX_POLL_MS);
-    this.#lastBuffered = buffered;
-    this.#schedulePoll();
+    this.#blocked = false;
+    this.#flush();
   };
 
   /** Writes waiting sends in order until the socket blocks again. */
@@ -654,7 +662,9 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     } catch {
       // Already closing; the close event or the timer below settles `closed`.
     }
-    if (this.#info === undefined) {
+    // Our own transport runs the same deadline itself and reports the close
+    // only once its connection is released.
+    if (this.#info === undefined && !(this.#ws instanceof TcpWebSocket)) {
       this.#closeTimer = setTimeout(() => {
         this.#finish({
           code: 1006,
@@ -668,8 +678,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   #failSends(error: RelayClosedError): void {
     if (this.#closeError !== undefined) return;
     this.#closeError = error;
-    clearTimeout(this.#pollTimer);
-    this.#pollTimer = undefined;
+    this.#drain.stop();
     this.#blocked = false;
     const pending = this.#pending;
     const head = this.#pendingHead;

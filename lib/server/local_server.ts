@@ -8,6 +8,7 @@
  */
 
 import { Executor } from "../exec/executor.ts";
+import { DrainPoller } from "../relay/_backpressure.ts";
 import type { MessageChannel } from "../rpc/message_channel.ts";
 import { INVALID_REQUEST } from "../rpc/error_codes.ts";
 import { checkBearer, validateToken } from "./_token.ts";
@@ -17,9 +18,10 @@ export const DEFAULT_LOCAL_LISTEN: string = "ws://127.0.0.1:0";
 /** Inbound messages queued per connection before it is closed as overloaded. */
 export const MAX_QUEUED_MESSAGES: number = 1024;
 
-const HIGH_WATER_BYTES = 1024 * 1024;
-const LOW_WATER_BYTES = 256 * 1024;
-const DRAIN_POLL_MS = 5;
+/** Sends wait once a connection's send buffer holds more than this. */
+const HIGH_WATER_BYTES = 8 * 1024 * 1024;
+/** Waiting sends resume once the send buffer is at or below this. */
+const LOW_WATER_BYTES = 1024 * 1024;
 const IDLE_TIMEOUT_S = 30;
 const BINARY_REFUSAL = JSON.stringify({
   jsonrpc: "2.0",
@@ -90,11 +92,19 @@ class WebSocketChannel implements MessageChannel {
   #done = false;
   #closed = Promise.withResolvers<void>();
   #opened = Promise.withResolvers<void>();
+  #open = false;
+  #drain: DrainPoller;
+  #drained: PromiseWithResolvers<void> | null = null;
 
   constructor(socket: WebSocket) {
     this.#socket = socket;
-    if (socket.readyState === WebSocket.OPEN) this.#opened.resolve();
-    socket.addEventListener("open", () => this.#opened.resolve(), { once: true });
+    this.#drain = new DrainPoller(
+      () => this.#socket.bufferedAmount,
+      LOW_WATER_BYTES,
+      () => this.#releaseSenders(),
+    );
+    if (socket.readyState === WebSocket.OPEN) this.#onOpen();
+    socket.addEventListener("open", () => this.#onOpen(), { once: true });
     socket.addEventListener("message", (event) => this.#onMessage(event.data));
     socket.addEventListener("close", () => this.#finish(), { once: true });
     socket.addEventListener("error", () => this.#finish(), { once: true });
@@ -118,9 +128,22 @@ class WebSocketChannel implements MessageChannel {
     this.#waiter?.resolve();
   }
 
+  #onOpen(): void {
+    this.#open = true;
+    this.#opened.resolve();
+  }
+
+  #releaseSenders(): void {
+    const drained = this.#drained;
+    this.#drained = null;
+    drained?.resolve();
+  }
+
   #finish(): void {
     if (this.#done) return;
     this.#done = true;
+    this.#drain.stop();
+    this.#releaseSenders();
     this.#opened.resolve();
     this.#waiter?.resolve();
     this.#closed.resolve();
@@ -134,22 +157,23 @@ class WebSocketChannel implements MessageChannel {
     }
   }
 
+  /**
+   * Sends at once (so messages go out in call order); once the send buffer is
+   * over the high watermark, resolves only when it has drained to the low
+   * watermark (polled, see `DrainPoller`) or the socket has closed.
+   */
   async send(message: string): Promise<void> {
-    await this.#opened.promise;
+    if (!this.#open) await this.#opened.promise;
     if (this.#done || this.#socket.readyState !== WebSocket.OPEN) {
       throw new Error("Cannot send message: the WebSocket is closed");
     }
     this.#socket.send(message);
-    while (this.#socket.bufferedAmount > HIGH_WATER_BYTES && !this.#done) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, DRAIN_POLL_MS);
-        this.#closed.promise.then(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-      if (this.#socket.bufferedAmount <= LOW_WATER_BYTES) break;
+    if (this.#socket.bufferedAmount <= HIGH_WATER_BYTES) return;
+    if (this.#drained === null) {
+      this.#drained = Promise.withResolvers<void>();
+      this.#drain.start();
     }
+    await this.#drained.promise;
   }
 
   close(reason = "closed"): Promise<void> {
