@@ -22,13 +22,13 @@ import type { Connection } from "./lib/client/connect.ts";
 import { RemoteCommand } from "./lib/client/remote_command.ts";
 import type { RemoteProcess } from "./lib/client/remote_process.ts";
 import { RpcError } from "./lib/errors.ts";
-import { Executor } from "./lib/exec/executor.ts";
+import type { Executor } from "./lib/exec/executor.ts";
 import { createLogger } from "./lib/server/_logger.ts";
 import type { LogFormat, Logger, LogLevel } from "./lib/server/_logger.ts";
 import { readToken } from "./lib/server/_token.ts";
-import { runExecutor } from "./lib/server/executor_loop.ts";
-import { serveLocal } from "./lib/server/local_server.ts";
-import { serveRendezvous } from "./lib/server/rendezvous_server.ts";
+
+// The server modules are imported by the commands that run them: `exec`
+// should not pay for loading the executor, the rendezvous and protobufjs.
 
 const VERSION = "0.1.0";
 const EXECUTOR_FLAGS = {
@@ -236,13 +236,14 @@ async function loadToken(context: Context, required: boolean): Promise<string | 
   }
 }
 
-function makeExecutor(values: Record<string, unknown>): Executor {
+async function makeExecutor(values: Record<string, unknown>): Promise<Executor> {
   const confinement = values["min-confinement"] as string | undefined;
   if (confinement !== undefined && !["none", "deno", "os"].includes(confinement)) {
     throw new UsageError(`Cannot use --min-confinement ${confinement}: choose none, deno or os`);
   }
   const writeRoots = values["write-root"] as string[] | undefined;
   const cwd = values.cwd as string | undefined;
+  const { Executor } = await import("./lib/exec/executor.ts");
   try {
     return new Executor({
       ...(cwd !== undefined ? { cwd } : {}),
@@ -324,7 +325,8 @@ async function runServe(args: string[], context: Context): Promise<number> {
       );
     }
   }
-  const executor = makeExecutor(values);
+  const executor = await makeExecutor(values);
+  const { serveLocal } = await import("./lib/server/local_server.ts");
   const signals = shutdownSignal();
   let server;
   try {
@@ -372,6 +374,7 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
     }
     signingKey = encoder.encode(keyText);
   }
+  const { serveRendezvous } = await import("./lib/server/rendezvous_server.ts");
   const signals = shutdownSignal();
   const server = await serveRendezvous({
     listen,
@@ -414,7 +417,8 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
   const token = (await loadToken(context, true))!;
   const log = context.log;
   let connects = 0;
-  const executor = makeExecutor(values);
+  const executor = await makeExecutor(values);
+  const { runExecutor } = await import("./lib/server/executor_loop.ts");
   const signals = shutdownSignal();
   let handle;
   try {

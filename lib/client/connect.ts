@@ -8,9 +8,8 @@
  */
 
 import { RelayClosedError } from "../errors.ts";
-import { StreamMux } from "../mux/stream_mux.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
-import { RelaySocket } from "../relay/relay_socket.ts";
+import type { RelaySocket } from "../relay/relay_socket.ts";
 import { JsonRpcPeer } from "../rpc/json_rpc_peer.ts";
 import { GatedChannel } from "./_gated_channel.ts";
 import { openWebSocketChannel } from "./_websocket_channel.ts";
@@ -311,6 +310,12 @@ async function openRendezvous(
   deadline: AbortSignal,
 ): Promise<(onNotification: NotificationListener) => Resources> {
   const detachWindowMs = options.detachWindowMs ?? 30_000;
+  // Loaded here, not at the top: the relay codec pulls in protobufjs, which
+  // costs a local-mode `outpost exec` about 60 ms of start-up for nothing.
+  const [{ RelaySocket }, { StreamMux }] = await Promise.all([
+    import("../relay/relay_socket.ts"),
+    import("../mux/stream_mux.ts"),
+  ]);
   const connectOnce = (signal: AbortSignal, timeoutMs: number): Promise<RelaySocket> =>
     RelaySocket.connect(url, {
       signal,
