@@ -272,3 +272,27 @@ Deno.test("JsonRpcPeer allows maxPendingRequests outstanding requests and refuse
   await client.close();
   await server.closed;
 });
+
+Deno.test("JsonRpcPeer notifyJson splices ready JSON params and keeps the size limit at and one past it", async () => {
+  const [raw, server] = channelPair();
+  const limit = 1024;
+  const peer = new JsonRpcPeer(server, { maxMessageBytes: limit });
+  const it = raw[Symbol.asyncIterator]();
+  await peer.notifyJson("process/output", '{"processId":"p\\"1","seq":3,"chunk":"aGk="}');
+  assert.deepEqual(await withDeadline(nextJson(it), D), {
+    jsonrpc: "2.0",
+    method: "process/output",
+    params: { processId: 'p"1', seq: 3, chunk: "aGk=" },
+  });
+  const overhead = '{"jsonrpc":"2.0","method":"m","params":{"x":""}}'.length;
+  const fits = `{"x":"${"é".repeat((limit - overhead) / 2)}"}`; // 2 UTF-8 bytes each
+  await peer.notifyJson("m", fits);
+  const received = await withDeadline(nextJson(it), D) as { params: { x: string } };
+  assert.equal(new TextEncoder().encode(JSON.stringify(received)).length, limit);
+  await assert.rejects(
+    peer.notifyJson("m", `{"x":"${"é".repeat((limit - overhead) / 2)}e"}`),
+    RangeError,
+  );
+  await peer.close();
+  await assert.rejects(peer.notifyJson("m", "{}"), RelayClosedError);
+});

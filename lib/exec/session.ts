@@ -138,15 +138,23 @@ function denoPermissions(params: Params): DenoPermissions | undefined {
   return result;
 }
 
-function encodeEvent(event: ProcessEvent): [string, Record<string, unknown>] {
+/**
+ * The params of a `process/output` notification as JSON text, built directly:
+ * the base64 chunk (the bulk of the message) needs no escaping, so it is not
+ * scanned and copied again by `JSON.stringify`.
+ */
+function outputParamsJson(
+  event: Extract<ProcessEvent, { type: "output" }>,
+): string {
+  return `{"processId":${
+    JSON.stringify(event.processId)
+  },"seq":${event.seq},"stream":"${event.stream}","chunk":"${event.chunk.toBase64()}"}`;
+}
+
+function encodeEvent(
+  event: Exclude<ProcessEvent, { type: "output" }>,
+): [string, Record<string, unknown>] {
   switch (event.type) {
-    case "output":
-      return ["process/output", {
-        processId: event.processId,
-        seq: event.seq,
-        stream: event.stream,
-        chunk: event.chunk.toBase64(),
-      }];
     case "exited": {
       const params: Record<string, unknown> = {
         processId: event.processId,
@@ -193,6 +201,9 @@ class SessionConnection implements SessionAttachment {
     this.#context = context;
     this.#maxWaitMs = context.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
     this.sink = (event) => {
+      if (event.type === "output") {
+        return this.#peer.notifyJson("process/output", outputParamsJson(event));
+      }
       const [method, params] = encodeEvent(event);
       return this.#peer.notify(method, params);
     };

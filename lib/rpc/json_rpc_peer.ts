@@ -256,7 +256,33 @@ export class JsonRpcPeer implements AsyncDisposable {
     if (this.#closedError) throw this.#closedError;
     const message: Record<string, unknown> = { jsonrpc: "2.0", method };
     if (params !== undefined) message.params = params;
-    const text = this.#encode(message, `notification "${method}"`);
+    await this.#sendNotification(this.#encode(message, `notification "${method}"`));
+  }
+
+  /**
+   * Sends a notification whose params are already JSON text, spliced into the
+   * message as is instead of being serialized again (for hot paths such as
+   * process output, where the params hold a large base64 string).
+   *
+   * @param method The method name.
+   * @param paramsJson The params as the JSON text of one object; the caller
+   *   guarantees it is valid JSON.
+   * @returns Resolves once the channel has accepted the message.
+   * @throws {RelayClosedError} When the channel is closed.
+   * @throws {RangeError} When the message exceeds `maxMessageBytes`.
+   * @example
+   * ```ts ignore
+   * await peer.notifyJson("process/output", `{"processId":"p1","seq":1,"chunk":"aGk="}`);
+   * ```
+   */
+  async notifyJson(method: string, paramsJson: string): Promise<void> {
+    if (this.#closedError) throw this.#closedError;
+    const text = `{"jsonrpc":"2.0","method":${JSON.stringify(method)},"params":${paramsJson}}`;
+    this.#checkSize(text, `notification "${method}"`);
+    await this.#sendNotification(text);
+  }
+
+  async #sendNotification(text: string): Promise<void> {
     try {
       await this.#channel.send(text);
     } catch (cause) {
@@ -307,13 +333,16 @@ export class JsonRpcPeer implements AsyncDisposable {
 
   #encode(message: Record<string, unknown>, what: string): string {
     const text = JSON.stringify(message);
-    const bytes = utf8Length(text, this.#maxMessageBytes);
-    if (bytes > this.#maxMessageBytes) {
+    this.#checkSize(text, what);
+    return text;
+  }
+
+  #checkSize(text: string, what: string): void {
+    if (utf8Length(text, this.#maxMessageBytes) > this.#maxMessageBytes) {
       throw new RangeError(
         `Cannot send ${what}: the message exceeds the ${this.#maxMessageBytes} byte limit`,
       );
     }
-    return text;
   }
 
   #sendQuietly(message: Record<string, unknown>): void {
