@@ -476,6 +476,10 @@ Deno.test("ProcessTable list shows running and exited processes", async () => {
     { processId: "done", argv: ["sh", "-c", "exit 7"], running: false, exitCode: 7 },
     { processId: "run", argv: ["sh", "-c", "read x"], running: true, exitCode: null },
   ]);
+  assert.deepEqual([table.has("run"), table.has("done"), table.has("never")], [true, true, false]);
+  const starting = table.start({ processId: "new", argv: ["true"] });
+  assert.equal(table.has("new"), true, "a starting process already holds its id");
+  await starting;
 });
 
 Deno.test("ProcessTable close kills everything and refuses new starts", async () => {

@@ -613,6 +613,17 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   /**
+   * Tells whether a process id is taken: a process starting, running, or
+   * closed and still retained (a cheap check, unlike scanning {@linkcode ProcessTable.list}).
+   *
+   * @param processId The id.
+   * @returns True when a start with this id would fail as already existing.
+   */
+  has(processId: string): boolean {
+    return this.#records.has(processId);
+  }
+
+  /**
    * Lists the processes (started ones, including closed ones still retained).
    *
    * @returns One row per process.

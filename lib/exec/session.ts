@@ -350,7 +350,7 @@ class SessionConnection implements SessionAttachment {
     const cols = optionalInteger(params, "cols", { min: 1, max: 65_535 });
     const rows = optionalInteger(params, "rows", { min: 1, max: 65_535 });
     if (
-      this.#starting.has(processId) || session.table.list().some((p) => p.processId === processId)
+      this.#starting.has(processId) || session.table.has(processId)
     ) {
       throw new RpcError(
         INVALID_REQUEST,
