@@ -721,34 +721,37 @@ Deno.test("connect (local) holds a slow reader within maxInboxBytes and closes c
   }
 });
 
-Deno.test("WebSocketChannel keeps send order while sends wait for the buffer to drain", async () => {
-  const received: string[] = [];
-  const count = 120;
-  const allReceived = Promise.withResolvers<void>();
-  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
-    const { socket, response } = Deno.upgradeWebSocket(req);
-    socket.onmessage = (event) => {
-      received.push((event.data as string).slice(0, 8));
-      if (received.length === count) allReceived.resolve();
-    };
-    return response;
-  });
-  const channel = await openWebSocketChannel(`ws://127.0.0.1:${server.addr.port}`, {
-    highWaterMark: 1,
-  });
-  try {
-    const filler = "x".repeat(256 * 1024);
-    const sends: Promise<void>[] = [];
-    for (let i = 0; i < count; i++) {
-      sends.push(channel.send(String(i).padStart(8, "0") + filler));
-      // Let earlier waiting sends and new ones interleave: a new send may
-      // find the buffer drained while older ones still wait.
-      if (i % 8 === 7) await sends[i - 4];
+for (const transport of ["tcp", "native"] as const) {
+  Deno.test(`WebSocketChannel (${transport}) keeps send order while sends wait for the buffer to drain`, async () => {
+    const received: string[] = [];
+    const count = 120;
+    const allReceived = Promise.withResolvers<void>();
+    await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
+      const { socket, response } = Deno.upgradeWebSocket(req);
+      socket.onmessage = (event) => {
+        received.push((event.data as string).slice(0, 8));
+        if (received.length === count) allReceived.resolve();
+      };
+      return response;
+    });
+    const channel = await openWebSocketChannel(`ws://127.0.0.1:${server.addr.port}`, {
+      highWaterMark: 1,
+      transport,
+    });
+    try {
+      const filler = "x".repeat(256 * 1024);
+      const sends: Promise<void>[] = [];
+      for (let i = 0; i < count; i++) {
+        sends.push(channel.send(String(i).padStart(8, "0") + filler));
+        // Let earlier waiting sends and new ones interleave: a new send may
+        // find the buffer drained while older ones still wait.
+        if (i % 8 === 7) await sends[i - 4];
+      }
+      await withDeadline(Promise.all(sends), 10_000, "sends");
+      await withDeadline(allReceived.promise, 10_000, "all messages received");
+      assert.deepEqual(received, [...Array(count).keys()].map((i) => String(i).padStart(8, "0")));
+    } finally {
+      await channel.close();
     }
-    await withDeadline(Promise.all(sends), 10_000, "sends");
-    await withDeadline(allReceived.promise, 10_000, "all messages received");
-    assert.deepEqual(received, [...Array(count).keys()].map((i) => String(i).padStart(8, "0")));
-  } finally {
-    await channel.close();
-  }
-});
+  });
+}

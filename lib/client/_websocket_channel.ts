@@ -6,6 +6,7 @@
  */
 
 import { RelayClosedError } from "../errors.ts";
+import { TcpWebSocket } from "../relay/_tcp_websocket.ts";
 import type { MessageChannel } from "../rpc/message_channel.ts";
 
 /** Options of {@linkcode openWebSocketChannel}. */
@@ -25,12 +26,22 @@ export interface WebSocketChannelOptions {
   maxInboxChars?: number;
   /** Sends wait while the socket buffers more than this many bytes. @default {4194304} */
   highWaterMark?: number;
+  /**
+   * How to dial: `"tcp"` is outpost's own WebSocket client with `TCP_NODELAY`
+   * set; `"native"` is Deno's built-in `WebSocket`, which leaves Nagle's
+   * algorithm on, so a small message sent right after another (`initialized`
+   * then `process/start`, say) waits for the server's delayed ACK, about
+   * 40 ms. @default {"tcp"}
+   */
+  transport?: "tcp" | "native";
 }
 
 const NORMAL_CLOSURE = 1000;
 // A client may only close with 1000 or 3000..4999: 4000 + the matching 10xx code.
 const UNSUPPORTED_DATA = 4003;
 const MESSAGE_TOO_BIG = 4009;
+/** Largest message received (the executor's default JSON-RPC limit is 16 MiB). */
+const MAX_RECEIVED_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** How often a waiting send looks at `bufferedAmount` again, in milliseconds. */
 const DRAIN_POLL_MS = 2;
 
@@ -199,7 +210,9 @@ export function openWebSocketChannel(
   const timeoutMs = options.timeoutMs ?? 10_000;
   const headers = new Headers();
   if (options.token !== undefined) headers.set("authorization", `Bearer ${options.token}`);
-  const socket = new WebSocket(url, { headers });
+  const socket = options.transport === "native"
+    ? new WebSocket(url, { headers })
+    : new TcpWebSocket(url, { headers, maxMessageBytes: MAX_RECEIVED_MESSAGE_BYTES });
   return new Promise<WebSocketChannel>((resolve, reject) => {
     let settled = false;
     const finish = (error?: unknown): void => {
