@@ -530,7 +530,9 @@ Deno.test("a restricted executor denies every escape attempt and leaves nothing 
   await executor.stop();
   assert.deepEqual(await listTree(world.outside), outsideBefore, "something was left outside");
   await Deno.remove(world.base, { recursive: true });
+  // toctou and env have their own rows with what actually happened.
   for (const [what, cases] of Object.entries(counts)) {
+    if (what === "toctou" || what === "env") continue;
     record({
       area: "escape",
       name: {
