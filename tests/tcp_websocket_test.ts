@@ -1,0 +1,287 @@
+import assert from "node:assert/strict";
+import { TcpWebSocket } from "../lib/relay/_tcp_websocket.ts";
+
+const DEADLINE = 5_000;
+const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+const utf8 = new TextEncoder();
+
+function withDeadline<T>(promise: Promise<T>, ms: number, label: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Timed out waiting for ${label}`)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** A raw TCP server speaking WebSocket by hand, so tests control every byte. */
+class RawWsServer implements AsyncDisposable {
+  readonly url: string;
+  #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
+  #conns: Deno.Conn[] = [];
+  #pending = new Uint8Array(0);
+
+  constructor() {
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.url = `ws://127.0.0.1:${this.#listener.addr.port}/relay?x=1`;
+  }
+
+  /** Accepts one connection and completes the upgrade; resolves with the request head. */
+  async accept(): Promise<{ conn: Deno.Conn; request: string }> {
+    const conn = await withDeadline(this.#listener.accept(), DEADLINE, "accept");
+    this.#conns.push(conn);
+    const buffer = new Uint8Array(8192);
+    let request = "";
+    while (!request.includes("\r\n\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) throw new Error("Cannot read upgrade request: connection closed");
+      request += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    const key = /sec-websocket-key: *([^\r\n]*)/i.exec(request)?.[1]?.trim() ?? "";
+    const digest = await crypto.subtle.digest("SHA-1", utf8.encode(key + WS_GUID));
+    const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
+    await conn.write(utf8.encode(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
+    ));
+    return { conn, request };
+  }
+
+  /** Reads one client frame, checking that it is masked, and unmasks it. */
+  async readFrame(conn: Deno.Conn): Promise<{ fin: boolean; opcode: number; payload: Uint8Array }> {
+    const need = async (n: number): Promise<void> => {
+      while (this.#pending.length < n) {
+        const chunk = new Uint8Array(65536);
+        const got = await withDeadline(conn.read(chunk), DEADLINE, "client frame");
+        if (got === null) throw new Error("Cannot read frame: connection closed");
+        const merged = new Uint8Array(this.#pending.length + got);
+        merged.set(this.#pending);
+        merged.set(chunk.subarray(0, got), this.#pending.length);
+        this.#pending = merged;
+      }
+    };
+    await need(2);
+    const b0 = this.#pending[0];
+    const b1 = this.#pending[1];
+    assert.ok(b1 & 0x80, "client frames are masked");
+    let length = b1 & 0x7f;
+    let at = 2;
+    if (length === 126) {
+      await need(4);
+      length = (this.#pending[2] << 8) | this.#pending[3];
+      at = 4;
+    } else if (length === 127) {
+      await need(10);
+      length = new DataView(this.#pending.buffer).getUint32(6);
+      at = 10;
+    }
+    await need(at + 4 + length);
+    const mask = this.#pending.slice(at, at + 4);
+    const payload = this.#pending.slice(at + 4, at + 4 + length);
+    for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i & 3];
+    this.#pending = this.#pending.slice(at + 4 + length);
+    return { fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f, payload };
+  }
+
+  closeConns(): void {
+    for (const conn of this.#conns.splice(0)) {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.closeConns();
+    this.#listener.close();
+    return Promise.resolve();
+  }
+}
+
+/** An unmasked server frame. */
+function serverFrame(opcode: number, payload: Uint8Array, fin = true, masked = false): Uint8Array {
+  const length = payload.length;
+  const header = length < 126 ? 2 : length < 65536 ? 4 : 10;
+  const out = new Uint8Array(header + (masked ? 4 : 0) + length);
+  out[0] = (fin ? 0x80 : 0) | opcode;
+  out[1] = (masked ? 0x80 : 0) | (length < 126 ? length : length < 65536 ? 126 : 127);
+  if (header === 4) new DataView(out.buffer).setUint16(2, length);
+  if (header === 10) new DataView(out.buffer).setUint32(6, length);
+  out.set(payload, header + (masked ? 4 : 0));
+  return out;
+}
+
+function nextEvent<T extends Event>(ws: TcpWebSocket, type: string): Promise<T> {
+  return withDeadline(
+    new Promise<T>((resolve) => ws.addEventListener(type, (e) => resolve(e as T), { once: true })),
+    DEADLINE,
+    `${type} event`,
+  );
+}
+
+function collectMessages(ws: TcpWebSocket): (string | ArrayBuffer)[] {
+  const messages: (string | ArrayBuffer)[] = [];
+  ws.addEventListener("message", (e) => messages.push((e as MessageEvent).data));
+  return messages;
+}
+
+async function openPair(
+  server: RawWsServer,
+  options: ConstructorParameters<typeof TcpWebSocket>[1] = {},
+): Promise<{ ws: TcpWebSocket; conn: Deno.Conn; request: string }> {
+  const ws = new TcpWebSocket(server.url, options);
+  ws.binaryType = "arraybuffer";
+  const opened = nextEvent(ws, "open");
+  const { conn, request } = await server.accept();
+  await opened;
+  return { ws, conn, request };
+}
+
+Deno.test("TcpWebSocket sends the upgrade with headers and masks frames sent in one turn as separate messages", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn, request } = await openPair(server, {
+    headers: { authorization: "Bearer t0k" },
+  });
+  assert.match(request, /^GET \/relay\?x=1 HTTP\/1\.1\r\n/);
+  assert.match(request, /\r\nauthorization: Bearer t0k\r\n/i);
+  assert.equal(ws.readyState, TcpWebSocket.OPEN);
+  const big = new Uint8Array(70_000).map((_, i) => i & 0xff);
+  ws.send(new Uint8Array([1, 2, 3]));
+  ws.send("héllo");
+  ws.send(big);
+  assert.equal(ws.bufferedAmount, 3 + utf8.encode("héllo").length + big.length);
+  assert.deepEqual(await server.readFrame(conn), {
+    fin: true,
+    opcode: 2,
+    payload: new Uint8Array([1, 2, 3]),
+  });
+  const text = await server.readFrame(conn);
+  assert.equal(text.opcode, 1);
+  assert.equal(new TextDecoder().decode(text.payload), "héllo");
+  const large = await server.readFrame(conn);
+  assert.deepEqual(large.payload, big);
+  assert.equal(ws.bufferedAmount, 0);
+  conn.close();
+  const closed = await nextEvent<CloseEvent>(ws, "close");
+  assert.equal(closed.code, 1006);
+  assert.equal(closed.wasClean, false);
+});
+
+Deno.test("TcpWebSocket delivers small, 16-bit and 64-bit length messages, fragments and answers pings", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  const messages = collectMessages(ws);
+  const mid = new Uint8Array(1000).fill(7);
+  const large = new Uint8Array(100_000).fill(9);
+  // All in one write: the client must split them by their headers.
+  const parts = [
+    serverFrame(2, new Uint8Array([5])),
+    serverFrame(1, utf8.encode("text")),
+    serverFrame(9, utf8.encode("ping!")),
+    serverFrame(2, mid),
+    serverFrame(2, utf8.encode("frag-"), false),
+    serverFrame(0, utf8.encode("ment"), true),
+    serverFrame(2, large),
+  ];
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    all.set(part, at);
+    at += part.length;
+  }
+  await conn.write(all.subarray(0, 3)); // a header split across reads
+  await conn.write(all.subarray(3));
+  const pong = await server.readFrame(conn);
+  assert.equal(pong.opcode, 10);
+  assert.equal(new TextDecoder().decode(pong.payload), "ping!");
+  await withDeadline(
+    (async () => {
+      while (messages.length < 5) await nextEvent(ws, "message");
+    })(),
+    DEADLINE,
+    "five messages",
+  );
+  assert.deepEqual(new Uint8Array(messages[0] as ArrayBuffer), new Uint8Array([5]));
+  assert.equal(messages[1], "text");
+  assert.deepEqual(new Uint8Array(messages[2] as ArrayBuffer), mid);
+  assert.equal(new TextDecoder().decode(messages[3] as ArrayBuffer), "frag-ment");
+  assert.deepEqual(new Uint8Array(messages[4] as ArrayBuffer), large);
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  ws.close(1000, "done");
+  const close = await server.readFrame(conn);
+  assert.equal(close.opcode, 8);
+  assert.equal(new DataView(close.payload.buffer).getUint16(0), 1000);
+  assert.equal(new TextDecoder().decode(close.payload.subarray(2)), "done");
+  await conn.write(serverFrame(8, close.payload));
+  const event = await closing;
+  assert.deepEqual([event.code, event.reason, event.wasClean], [1000, "done", true]);
+  assert.equal(ws.readyState, TcpWebSocket.CLOSED);
+});
+
+Deno.test("TcpWebSocket echoes a close the server starts and reports it clean", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  const payload = new Uint8Array([0x0f, 0xa0, ...utf8.encode("bye")]); // 4000
+  await conn.write(serverFrame(8, payload));
+  const echo = await server.readFrame(conn);
+  assert.equal(echo.opcode, 8);
+  assert.equal(new DataView(echo.payload.buffer).getUint16(0), 4000);
+  const event = await closing;
+  assert.deepEqual([event.code, event.reason, event.wasClean], [4000, "bye", true]);
+});
+
+Deno.test("TcpWebSocket closes with 1002 when the server masks a frame", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  const messages = collectMessages(ws);
+  const errored = nextEvent<ErrorEvent>(ws, "error");
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  await conn.write(serverFrame(2, new Uint8Array([1, 2]), true, true));
+  const close = await server.readFrame(conn);
+  assert.equal(close.opcode, 8);
+  assert.equal(new DataView(close.payload.buffer).getUint16(0), 1002);
+  assert.match((await errored).message, /masked/);
+  assert.equal((await closing).code, 1006);
+  assert.equal(messages.length, 0);
+});
+
+Deno.test("TcpWebSocket closes with 1009 past its message limit and serves one at it", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server, { maxMessageBytes: 1000 });
+  const messages = collectMessages(ws);
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  await conn.write(serverFrame(2, new Uint8Array(1000)));
+  await conn.write(serverFrame(2, new Uint8Array(1001)));
+  const close = await server.readFrame(conn);
+  assert.equal(new DataView(close.payload.buffer).getUint16(0), 1009);
+  await closing;
+  assert.equal(messages.length, 1);
+  assert.equal((messages[0] as ArrayBuffer).byteLength, 1000);
+});
+
+Deno.test("TcpWebSocket reports a refused upgrade with its status code", async () => {
+  await using server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    () => new Response("no", { status: 403 }),
+  );
+  const ws = new TcpWebSocket(`ws://127.0.0.1:${server.addr.port}/x`);
+  const errored = nextEvent<ErrorEvent>(ws, "error");
+  const closed = nextEvent<CloseEvent>(ws, "close");
+  assert.match((await errored).message, /Invalid status code: 403/);
+  assert.equal((await closed).code, 1006);
+  assert.throws(() => new TcpWebSocket("http//nope"), SyntaxError);
+  assert.throws(() => new TcpWebSocket("ftp://127.0.0.1/"), SyntaxError);
+});
+
+Deno.test("TcpWebSocket drops the connection when the closing handshake times out", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server, { closeTimeoutMs: 50 });
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  ws.close(1000, "bye");
+  assert.equal((await server.readFrame(conn)).opcode, 8);
+  const event = await closing; // the server never answers
+  assert.deepEqual([event.code, event.wasClean], [1006, false]);
+  assert.throws(() => ws.close(1001), DOMException);
+});
