@@ -7,6 +7,7 @@ import { ProtocolError } from "../lib/errors.ts";
 import {
   decodeFrame,
   DEFAULT_MAX_FRAME_BYTES,
+  encodeDataFrameHead,
   encodeFrame,
   encodeWithProtobufjs,
   type FrameBody,
@@ -511,4 +512,23 @@ Deno.test("frame codec refuses to encode values that are not uint32", () => {
     name: "TypeError",
     message: "Cannot encode frame: traceparent is not valid UTF-16 (lone surrogate)",
   });
+});
+
+Deno.test("encodeDataFrameHead is the encoded data frame up to its payload", () => {
+  const payload = new Uint8Array(70_000).map((_, i) => i & 0xff);
+  const frame: RelayFrame = {
+    version: 1,
+    streamId: "stream-é",
+    ack: 300,
+    ackBits: 10,
+    body: { kind: "data", seq: 129, segmentIndex: 1, segmentCount: 2, payload },
+  };
+  const whole = encodeFrame(frame);
+  const head = encodeDataFrameHead(frame)!;
+  assert.equal(head.length + payload.length, whole.length);
+  assert.deepEqual(head, whole.subarray(0, head.length));
+  assert.deepEqual(whole.subarray(head.length), payload);
+  assert.equal(encodeDataFrameHead({ ...frame, traceparent: "00-x" }), undefined);
+  assert.equal(encodeDataFrameHead({ ...frame, body: { kind: "ack" } }), undefined);
+  assert.throws(() => encodeDataFrameHead({ ...frame, streamId: "" }), TypeError);
 });

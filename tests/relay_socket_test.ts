@@ -288,6 +288,7 @@ Deno.test("RelaySocket send waits while the peer stops reading and resumes when 
   assert.ok(client.bufferedAmount <= high + frame.length, `buffered ${client.bufferedAmount}`);
 
   // The peer reads again: the waiting sends go out, in order.
+  const readAccepted = Promise.withResolvers<void>();
   const drain = (async () => {
     const buffer = new Uint8Array(256 * 1024);
     let total = 0;
@@ -295,9 +296,12 @@ Deno.test("RelaySocket send waits while the peer stops reading and resumes when 
       const n = await conn.read(buffer).catch(() => null);
       if (n === null) return total;
       total += n;
+      if (total >= acceptedBytes) readAccepted.resolve();
     }
   })();
   await withDeadline(Promise.all([blocked, ...more]), DEADLINE, "sends after drain");
+  // Everything accepted before the stall reaches the peer.
+  await withDeadline(readAccepted.promise, DEADLINE, "accepted bytes read by the peer");
   raw.closeConns();
   await withDeadline(client.closed, DEADLINE, "closed after peer vanished");
   assert.ok(await drain >= acceptedBytes);

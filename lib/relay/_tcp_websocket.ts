@@ -111,6 +111,14 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   /** See `onopen`. */
   onclose: ((this: WebSocket, ev: CloseEvent) => unknown) | null = null;
 
+  /**
+   * Called with each binary message instead of a `message` event when set
+   * (no event object, no `ArrayBuffer` wrapper). The bytes are the caller's.
+   */
+  onbinary: ((bytes: Uint8Array) => void) | null = null;
+  /** Called after a write lowered `bufferedAmount` (so a waiting writer needs no polling). */
+  ondrain: (() => void) | null = null;
+
   #protocol = "";
   #readyState = CONNECTING;
   #conn: Deno.Conn | undefined;
@@ -209,6 +217,28 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       return;
     }
     this.#queueFrame(opcode, bytes);
+  }
+
+  /**
+   * Sends one binary message made of two parts, `head` then `tail`, copying
+   * each once into the write buffer (no joined copy first).
+   *
+   * @param head The first bytes of the message.
+   * @param tail The rest of the message.
+   * @throws {DOMException} `InvalidStateError` while still connecting.
+   */
+  sendParts(head: Uint8Array, tail: Uint8Array): void {
+    if (this.#readyState === CONNECTING) {
+      throw new DOMException(
+        "Cannot send on a WebSocket that is still connecting",
+        "InvalidStateError",
+      );
+    }
+    if (this.#readyState !== OPEN || this.#closeSent) {
+      this.#buffered += head.length + tail.length;
+      return;
+    }
+    this.#queueFrame(OP_BINARY, head, tail);
   }
 
   /**
@@ -353,8 +383,8 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
 
   // ---- writing ----
 
-  #queueFrame(opcode: number, payload: Uint8Array): void {
-    const length = payload.length;
+  #queueFrame(opcode: number, payload: Uint8Array, tail: Uint8Array = EMPTY): void {
+    const length = payload.length + tail.length;
     const headerBytes = length < 126 ? 6 : length < 65536 ? 8 : 14;
     const need = this.#batchLength + headerBytes + length;
     if (need > this.#batch.length) {
@@ -396,6 +426,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     out[at++] = m2;
     out[at++] = m3;
     out.set(payload, at);
+    if (tail.length > 0) out.set(tail, at + payload.length);
     maskInPlace(out, at, length, m0, m1, m2, m3);
     this.#batchLength = at + length;
     this.#batchPayload += length;
@@ -420,6 +451,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
         await writeAll(conn, batch.subarray(0, length));
         this.#buffered -= payload;
         if (batch.length <= MAX_SPARE_BYTES) this.#spare = batch;
+        this.ondrain?.();
       }
     } catch (error) {
       this.#errorMessage ||= `write failed: ${error instanceof Error ? error.message : error}`;
@@ -648,6 +680,9 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       } catch {
         throw new CloseWith(1007, "a text message is not UTF-8");
       }
+    } else if (this.onbinary !== null) {
+      this.onbinary(payload);
+      return;
     } else {
       const buffer = payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength
         ? payload.buffer as ArrayBuffer

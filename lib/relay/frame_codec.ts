@@ -239,6 +239,37 @@ export function encodeFrame(frame: RelayFrame): Uint8Array {
   return encodeWithProtobufjs(frame);
 }
 
+/**
+ * Encodes a data frame without trace fields as the bytes that precede its
+ * payload: the whole frame is `head` followed by `frame.body.payload`, so a
+ * writer can send the two parts without first copying the payload into one
+ * buffer. Other frames return `undefined` (use {@linkcode encodeFrame}).
+ *
+ * @example
+ * ```ts
+ * import { encodeDataFrameHead, encodeFrame } from "./frame_codec.ts";
+ * const frame = {
+ *   version: 1, streamId: "s-1", ack: 0, ackBits: 0,
+ *   body: { kind: "data" as const, seq: 1, segmentIndex: 0, segmentCount: 1, payload: new Uint8Array([104, 105]) },
+ * };
+ * const head = encodeDataFrameHead(frame)!;
+ * console.log(head.length + 2 === encodeFrame(frame).length); // true
+ * ```
+ *
+ * @param frame The frame.
+ * @returns The head bytes, or `undefined` for a frame that is not plain data.
+ * @throws {TypeError} If the frame is invalid.
+ */
+export function encodeDataFrameHead(frame: RelayFrame): Uint8Array | undefined {
+  const body = frame.body;
+  if (
+    body.kind !== "data" || frame.traceparent !== undefined || frame.tracestate !== undefined
+  ) return undefined;
+  const defect = frameDefect(frame);
+  if (defect !== undefined) throw new TypeError(`Cannot encode frame: ${defect}`);
+  return encodeDataFrame(frame, body, true);
+}
+
 function varintLength(value: number): number {
   return value < 0x80
     ? 1
@@ -275,7 +306,7 @@ function writeString(out: Uint8Array, at: number, text: string, bytes: number): 
  * byte for byte what the protobufjs encoder produces (fields in number order,
  * zero scalars omitted); `tests/frame_codec_test.ts` checks that.
  */
-function encodeDataFrame(frame: RelayFrame, body: DataBody): Uint8Array {
+function encodeDataFrame(frame: RelayFrame, body: DataBody, headOnly = false): Uint8Array {
   const idBytes = utf8Length(frame.streamId);
   const payloadLength = body.payload.length;
   // Tags of segment_count (always >= 1) and payload, one byte of the count.
@@ -296,7 +327,7 @@ function encodeDataFrame(frame: RelayFrame, body: DataBody): Uint8Array {
     stateBytes = utf8Length(frame.tracestate);
     total += 1 + varintLength(stateBytes) + stateBytes;
   }
-  const out = new Uint8Array(total);
+  const out = new Uint8Array(headOnly ? total - payloadLength : total);
   out[0] = 0x08;
   out[1] = RELAY_FRAME_VERSION;
   out[2] = 0x12;
@@ -323,6 +354,7 @@ function encodeDataFrame(frame: RelayFrame, body: DataBody): Uint8Array {
   at = writeVarint(out, at, body.segmentCount);
   out[at++] = 0x22;
   at = writeVarint(out, at, payloadLength);
+  if (headOnly) return out;
   out.set(body.payload, at);
   at += payloadLength;
   if (frame.traceparent !== undefined) {

@@ -25,6 +25,7 @@ import { DrainPoller } from "./_backpressure.ts";
 import {
   decodeFrame,
   DEFAULT_MAX_FRAME_BYTES,
+  encodeDataFrameHead,
   encodeFrame,
   type RelayFrame,
 } from "./frame_codec.ts";
@@ -137,6 +138,8 @@ const utf8 = new TextEncoder();
 
 interface PendingSend {
   bytes: Uint8Array;
+  /** The payload of a data frame sent in two parts (`bytes` is then its head). */
+  tail: Uint8Array | undefined;
   resolve: () => void;
   reject: (error: unknown) => void;
 }
@@ -214,6 +217,8 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   #pendingHead = 0;
   #blocked = false;
   #drain: DrainPoller;
+  /** The socket when it is our own transport: two-part sends, drain and message hooks. */
+  #tcp: TcpWebSocket | undefined;
 
   #queue: ReceivedFrame[] = [];
   #queueHead = 0;
@@ -278,6 +283,11 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     this.#onProtocolError = options.onProtocolError;
     this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
     socket.binaryType = "arraybuffer";
+    if (socket instanceof TcpWebSocket) {
+      this.#tcp = socket;
+      socket.onbinary = this.#onBytes;
+      socket.ondrain = this.#onTransportDrain;
+    }
     socket.addEventListener("open", this.#onOpen);
     socket.addEventListener("message", this.#onMessage);
     socket.addEventListener("error", this.#onError);
@@ -444,13 +454,17 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
    * @throws {RelayClosedError} If the socket is closed or closes while the send waits.
    */
   send(frame: RelayFrame): Promise<void> {
-    let bytes: Uint8Array;
+    let bytes: Uint8Array | undefined;
+    let tail: Uint8Array | undefined;
     try {
-      bytes = encodeFrame(frame);
+      // Our transport takes a data frame as head + payload: no joined copy.
+      if (this.#tcp !== undefined) bytes = encodeDataFrameHead(frame);
+      if (bytes === undefined) bytes = encodeFrame(frame);
+      else tail = (frame.body as { payload: Uint8Array }).payload;
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.sendBytes(bytes);
+    return this.#send(bytes, tail);
   }
 
   /**
@@ -464,11 +478,16 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
    * @throws {RelayClosedError} If the socket is closed or closes while the send waits.
    */
   sendBytes(bytes: Uint8Array): Promise<void> {
+    return this.#send(bytes, undefined);
+  }
+
+  #send(bytes: Uint8Array, tail: Uint8Array | undefined): Promise<void> {
     if (this.#closeError !== undefined) return Promise.reject(this.#closeError);
-    if (bytes.length > this.#maxFrameBytes) {
+    const length = bytes.length + (tail?.length ?? 0);
+    if (length > this.#maxFrameBytes) {
       return Promise.reject(
         new RangeError(
-          `Cannot send frame: length ${bytes.length} exceeds the ${this.#maxFrameBytes} byte limit`,
+          `Cannot send frame: length ${length} exceeds the ${this.#maxFrameBytes} byte limit`,
         ),
       );
     }
@@ -476,11 +495,11 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
       !this.#blocked && this.#pendingHead === this.#pending.length &&
       this.#ws.readyState === WebSocket.OPEN
     ) {
-      this.#write(bytes);
+      this.#write(bytes, tail);
       return RESOLVED;
     }
     return new Promise<void>((resolve, reject) => {
-      this.#pending.push({ bytes, resolve, reject });
+      this.#pending.push({ bytes, tail, resolve, reject });
     });
   }
 
@@ -558,13 +577,19 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     return frame;
   }
 
-  #write(bytes: Uint8Array): void {
-    this.#ws.send(bytes);
+  #write(bytes: Uint8Array, tail: Uint8Array | undefined): void {
+    if (tail !== undefined) this.#tcp!.sendParts(bytes, tail);
+    else this.#ws.send(bytes);
     if (this.#ws.bufferedAmount > this.#high) {
       this.#blocked = true;
-      this.#drain.start();
+      // Our transport says when its buffer falls; Deno's WebSocket is polled.
+      if (this.#tcp === undefined) this.#drain.start();
     }
   }
+
+  #onTransportDrain = (): void => {
+    if (this.#blocked && this.#ws.bufferedAmount <= this.#low) this.#onDrained();
+  };
 
   #onDrained = (): void => {
     if (this.#closeError !== undefined) return;
@@ -580,7 +605,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     ) {
       const next = this.#pending[this.#pendingHead];
       this.#pending[this.#pendingHead++] = undefined as unknown as PendingSend;
-      this.#write(next.bytes);
+      this.#write(next.bytes, next.tail);
       next.resolve();
     }
     if (this.#pendingHead === this.#pending.length) {
@@ -605,7 +630,12 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
       );
       return;
     }
-    const bytes = new Uint8Array(data);
+    this.#onBytes(new Uint8Array(data));
+  };
+
+  /** One binary message: decode, then hand to a waiting reader or queue it. */
+  #onBytes = (bytes: Uint8Array): void => {
+    if (this.#info !== undefined) return;
     let frame: RelayFrame;
     try {
       frame = decodeFrame(bytes, { maxFrameBytes: this.#maxFrameBytes });
@@ -701,6 +731,10 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     const readers = this.#readers;
     this.#readers = [];
     for (const reader of readers) reader.resolve({ done: true, value: undefined });
+    if (this.#tcp !== undefined) {
+      this.#tcp.onbinary = null;
+      this.#tcp.ondrain = null;
+    }
     this.#ws.removeEventListener("open", this.#onOpen);
     this.#ws.removeEventListener("message", this.#onMessage);
     this.#ws.removeEventListener("error", this.#onError);
