@@ -38,8 +38,12 @@ const MAX_HEAD_BYTES = 16 * 1024;
 const READ_BUFFER_BYTES = 256 * 1024;
 /** Payloads at least this large are read straight into their own buffer. */
 const DIRECT_READ_BYTES = 16 * 1024;
-const BATCH_BYTES = 256 * 1024;
-const MAX_SPARE_BYTES = 4 * 1024 * 1024;
+/** Write buffers under load: frames are packed into chunks of this size, reused from a pool. */
+const CHUNK_BYTES = 256 * 1024;
+/** The first chunk of a burst (most bursts are one small frame). */
+const SMALL_CHUNK_BYTES = 16 * 1024;
+/** Chunks kept for reuse while a burst lasts; the pool empties when the writer goes idle. */
+const MAX_POOLED_CHUNKS = 8;
 const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 
@@ -64,6 +68,13 @@ const maskPool = new Uint8Array(4096);
 let maskPoolAt = maskPool.length;
 const maskWord = new Uint8Array(4);
 const maskWord32 = new Uint32Array(maskWord.buffer);
+
+/** Encoded frames waiting to be written, and the payload bytes among them. */
+interface Chunk {
+  bytes: Uint8Array;
+  length: number;
+  payload: number;
+}
 
 /** Thrown inside the reader for a peer that broke the protocol. */
 class CloseWith extends Error {
@@ -132,10 +143,13 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   #wasClean = false;
   #errorMessage = "";
   // writer
-  #batch: Uint8Array = new Uint8Array(BATCH_BYTES);
+  /** The chunk frames are being packed into. */
+  #batch: Uint8Array = EMPTY;
   #batchLength = 0;
   #batchPayload = 0;
-  #spare: Uint8Array | undefined;
+  /** Packed chunks waiting for the writer, in order. */
+  #full: Chunk[] = [];
+  #pool: Uint8Array[] = [];
   #buffered = 0;
   #writing: Promise<void> | undefined;
   // reader: a fragmented message being assembled
@@ -386,11 +400,26 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   #queueFrame(opcode: number, payload: Uint8Array, tail: Uint8Array = EMPTY): void {
     const length = payload.length + tail.length;
     const headerBytes = length < 126 ? 6 : length < 65536 ? 8 : 14;
-    const need = this.#batchLength + headerBytes + length;
-    if (need > this.#batch.length) {
-      const grown = new Uint8Array(Math.max(need, this.#batch.length * 2));
-      grown.set(this.#batch.subarray(0, this.#batchLength));
-      this.#batch = grown;
+    const frameBytes = headerBytes + length;
+    if (this.#batchLength + frameBytes > this.#batch.length) {
+      // Start a new chunk rather than grow this one: no copy of what is packed.
+      if (this.#batchLength > 0) {
+        this.#full.push({
+          bytes: this.#batch,
+          length: this.#batchLength,
+          payload: this.#batchPayload,
+        });
+      }
+      const size = this.#writing === undefined && this.#full.length === 0
+        ? SMALL_CHUNK_BYTES
+        : CHUNK_BYTES;
+      this.#batch = frameBytes > size
+        ? new Uint8Array(frameBytes)
+        : size === CHUNK_BYTES
+        ? this.#pool.pop() ?? new Uint8Array(CHUNK_BYTES)
+        : new Uint8Array(size);
+      this.#batchLength = 0;
+      this.#batchPayload = 0;
     }
     const out = this.#batch;
     let at = this.#batchLength;
@@ -434,23 +463,29 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     this.#writing ??= this.#pump();
   }
 
-  /** Writes batches until none is left; frames queued meanwhile join the next batch. */
+  /**
+   * Writes packed chunks in order until none is left; frames queued while a
+   * write is in flight are packed together and go out in the next one.
+   */
   async #pump(): Promise<void> {
     // Let frames queued in the same turn join the first write.
     await Promise.resolve();
     const conn = this.#conn;
     try {
-      while (this.#batchLength > 0 && conn !== undefined) {
-        const batch = this.#batch;
-        const length = this.#batchLength;
-        const payload = this.#batchPayload;
-        this.#batch = this.#spare ?? new Uint8Array(BATCH_BYTES);
-        this.#spare = undefined;
-        this.#batchLength = 0;
-        this.#batchPayload = 0;
-        await writeAll(conn, batch.subarray(0, length));
-        this.#buffered -= payload;
-        if (batch.length <= MAX_SPARE_BYTES) this.#spare = batch;
+      while (conn !== undefined) {
+        let chunk = this.#full.shift();
+        if (chunk === undefined) {
+          if (this.#batchLength === 0) break;
+          chunk = { bytes: this.#batch, length: this.#batchLength, payload: this.#batchPayload };
+          this.#batch = this.#pool.pop() ?? EMPTY;
+          this.#batchLength = 0;
+          this.#batchPayload = 0;
+        }
+        await writeAll(conn, chunk.bytes.subarray(0, chunk.length));
+        this.#buffered -= chunk.payload;
+        if (chunk.bytes.length === CHUNK_BYTES && this.#pool.length < MAX_POOLED_CHUNKS) {
+          this.#pool.push(chunk.bytes);
+        }
         this.ondrain?.();
       }
     } catch (error) {
@@ -458,6 +493,9 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       this.#dropConnection();
     } finally {
       this.#writing = undefined;
+      // Idle: hold no write memory.
+      this.#pool.length = 0;
+      if (this.#batchLength === 0 && this.#full.length === 0) this.#batch = EMPTY;
     }
   }
 
