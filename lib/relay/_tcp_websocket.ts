@@ -35,7 +35,9 @@ const OP_PING = 0x9;
 const OP_PONG = 0xa;
 /** Largest HTTP response head accepted during the handshake. */
 const MAX_HEAD_BYTES = 16 * 1024;
+/** The read buffer under load; a connection starts with a small one. */
 const READ_BUFFER_BYTES = 256 * 1024;
+const FIRST_READ_BUFFER_BYTES = 16 * 1024;
 /** Payloads at least this large are read straight into their own buffer. */
 const DIRECT_READ_BYTES = 16 * 1024;
 /** Write buffers under load: frames are packed into chunks of this size, reused from a pool. */
@@ -535,7 +537,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   // ---- reading ----
 
   async #readLoop(conn: Deno.Conn, leftover: Uint8Array): Promise<void> {
-    let buffer = new Uint8Array(Math.max(READ_BUFFER_BYTES, leftover.length));
+    let buffer = new Uint8Array(Math.max(FIRST_READ_BUFFER_BYTES, leftover.length));
     buffer.set(leftover);
     let start = 0;
     let end = leftover.length;
@@ -617,6 +619,14 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
         const n = await conn.read(buffer.subarray(end));
         if (n === null) return;
         end += n;
+        if (end === buffer.length && buffer.length < READ_BUFFER_BYTES) {
+          // A read filled the buffer: data is streaming in, so read in bigger steps.
+          const grown = new Uint8Array(READ_BUFFER_BYTES);
+          grown.set(buffer.subarray(start, end));
+          end -= start;
+          start = 0;
+          buffer = grown;
+        }
       }
     } catch (error) {
       if (error instanceof CloseWith) {
