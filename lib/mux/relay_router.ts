@@ -689,11 +689,18 @@ export class RelayRouter implements AsyncDisposable {
       site.routes.set(streamId, route);
       peer.streams.add(streamId);
     } else if (route.owner !== peer) {
-      if (route.owner !== undefined) {
-        if (!isReset) this.#toHarness(peer, resetBytes(streamId, RESET_STREAM_IN_USE));
-        return false;
+      const previous = route.owner;
+      if (previous !== undefined) {
+        if (frame.body.kind !== "resume") {
+          if (!isReset) this.#toHarness(peer, resetBytes(streamId, RESET_STREAM_IN_USE));
+          return false;
+        }
+        // A harness that reconnected before its old socket was seen to go
+        // (half-open, or a close still in flight) resumes on the new one: the
+        // new socket takes the stream over and the old one loses it.
+        previous.streams.delete(streamId);
       }
-      // A parked stream: this socket takes it back.
+      // A parked or resumed stream: this socket takes it (back).
       route.owner = peer;
       route.parking = undefined;
       peer.streams.add(streamId);
