@@ -1,15 +1,30 @@
 /**
  * The rendezvous router: forwards relay frames by `stream_id` between one
  * executor socket per executor id and many harness sockets. It reads only a
- * frame's `stream_id` and whether it is a reset, and forwards the bytes it
- * received untouched; it never acks, retries, reorders or reassembles (the
+ * frame's `stream_id` and its body kind (reset, resume), and forwards the
+ * bytes it received untouched; it never acks, retries, reorders or reassembles (the
  * endpoints do, see PROTOCOL.md).
  *
  * Ownership: a stream belongs to the harness socket that first sent a frame
  * for it. When a socket goes away its streams are parked for the detach
  * window; a returning socket of the same party takes them back by sending
  * frames for them (e.g. `resume`), and when the window passes the other side
- * gets a reset naming why. Everything is bounded: executors, harness sockets
+ * gets a reset naming why.
+ *
+ * Takeover: a harness often reconnects before the router has seen its old
+ * socket go (a close still in flight, or a half-open socket after a network
+ * drop that lingers until the ping timeout). So a `resume` for a stream owned
+ * by another, still-open harness socket of the same executor id moves the
+ * stream to the resuming socket; the old socket loses it, and frames it sends
+ * for the stream afterwards get `reset{stream_in_use}`. Any other frame from
+ * a non-owner (data, ack, heartbeat) gets `stream_in_use` as before, and its
+ * resets are dropped. This does not widen who can act: every harness socket
+ * authenticates with the same bearer token, and whoever holds it can already
+ * open its own sessions on that executor and do everything a session can;
+ * a party without the token cannot attach a harness socket at all. (A
+ * takeover also needs the stream id, a random UUIDv4 from our harness.)
+ *
+ * Everything is bounded: executors, harness sockets
  * per executor, streams per executor, frame size, frames held for an offline
  * executor, and each socket's outbound queue (a socket that stays behind is
  * dropped, never buffered without end).
