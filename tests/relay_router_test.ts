@@ -222,6 +222,58 @@ Deno.test("RelayRouter resets a stream owned by another harness socket with stre
   }
 });
 
+Deno.test("RelayRouter moves a stream to a harness socket that resumes it while the old owner is still open", async () => {
+  const h = await host();
+  try {
+    const executor = await h.connect("executor");
+    // `old` stands for a socket the harness gave up on (half-open after a
+    // network drop): the router still sees it open.
+    const old = await h.connect("harness");
+    const fresh = await h.connect("harness");
+    await through(old, executor, data("s", "before the drop"));
+    await through(old, executor, data("t", "a stream the old socket keeps"));
+    // Data from a non-owner is still refused, and changes nothing.
+    await fresh.socket.send(data("s", "data first", 2));
+    const refused = await fresh.inbox.next("stream_in_use to fresh");
+    assert.deepEqual([refused.streamId, resetReason(refused)], ["s", "stream_in_use"]);
+    // A resume takes the stream over; the executor gets the frame untouched.
+    const sent = resume("s", 2);
+    const resumed = await through(fresh, executor, sent);
+    assert.deepEqual(resumed.bytes, encodeFrame(sent));
+    assert.deepEqual(
+      { streams: h.router.stats().streams, parked: h.router.stats().parkedStreams },
+      { streams: 2, parked: 0 },
+    );
+    // The executor's frames for the stream now go to the new owner.
+    await executor.socket.send(data("s", "to the new owner", 2));
+    assert.equal(payloadOf(await fresh.inbox.next("reply to fresh")), "to the new owner");
+    // The old socket lost it: its data is refused (the reset is its first
+    // frame, so the executor's reply did not go there), its reset dropped.
+    await old.socket.send(reset("s", "stream_closed"));
+    await old.socket.send(data("s", "late from the old socket", 2));
+    const lost = await old.inbox.next("stream_in_use to old");
+    assert.deepEqual([lost.streamId, resetReason(lost)], ["s", "stream_in_use"]);
+    assert.equal(
+      payloadOf(await through(fresh, executor, data("s", "still flowing", 2))),
+      "still flowing",
+    );
+    // The old socket keeps its other streams.
+    assert.equal(payloadOf(await through(old, executor, data("t", "t again", 2))), "t again");
+    // When the old socket finally goes, it parks only what it still owns.
+    await old.socket.close();
+    const detached = await h.event((e) => e.type === "harness_detached");
+    assert.deepEqual(detached, { type: "harness_detached", executorId: "e1", parkedStreams: 1 });
+    await executor.socket.send(data("s", "after the old socket left", 3));
+    assert.equal(
+      payloadOf(await fresh.inbox.next("reply after close")),
+      "after the old socket left",
+    );
+    assert.equal(h.router.stats().parkedStreams, 1);
+  } finally {
+    await h.close();
+  }
+});
+
 Deno.test("RelayRouter answers executor_offline when no executor has connected", async () => {
   const h = await host();
   try {
