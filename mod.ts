@@ -111,11 +111,7 @@ export * from "./lib/mux/reset_reasons.ts";
 // Sandboxed executor (lib/exec)
 export { Executor } from "./lib/exec/executor.ts";
 export type { ExecutorOptions } from "./lib/exec/executor.ts";
-export type {
-  EnvironmentInfo,
-  SandboxInfo,
-  ShellInfo,
-} from "./lib/exec/environment_info.ts";
+export type { EnvironmentInfo, SandboxInfo, ShellInfo } from "./lib/exec/environment_info.ts";
 export { SandboxPolicy } from "./lib/exec/sandbox_policy.ts";
 export type {
   AccessKind,
@@ -125,11 +121,7 @@ export type {
 } from "./lib/exec/sandbox_policy.ts";
 export type { Confinement } from "./lib/exec/confinement.ts";
 export type { Capabilities, DenoPermissions } from "./lib/exec/confinement.ts";
-export {
-  ProcessLimiter,
-  ProcessTable,
-  TIMEOUT_EXIT_CODE,
-} from "./lib/exec/process_table.ts";
+export { ProcessLimiter, ProcessTable, TIMEOUT_EXIT_CODE } from "./lib/exec/process_table.ts";
 export type {
   ProcessEvent,
   ProcessEventSink,

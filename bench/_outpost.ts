@@ -191,6 +191,7 @@ async function openStreamsOnOneSocket(
       peer: new JsonRpcPeer(channel, { onNotification }),
       channel,
       stop: async () => {},
+      closeReason: () => undefined,
     }));
   });
   const close = async (): Promise<void> => {
