@@ -1,0 +1,44 @@
+/**
+ * Keeps README.md true: its TypeScript example runs against this checkout,
+ * and every `deno task` it tells people to run exists in deno.json.
+ */
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url);
+const readme = await Deno.readTextFile(new URL("README.md", root));
+
+Deno.test("README's TypeScript examples run against this checkout and print what they say", async () => {
+  const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
+  assert.ok(blocks.length > 0, "README.md has no ```ts example");
+  const modUrl = new URL("mod.ts", root).href;
+  for (const block of blocks) {
+    const expected = [...block.matchAll(/console\.log\(.*\); \/\/ (.*)$/gm)].map((m) => m[1]);
+    const dir = await Deno.makeTempDir({ prefix: "outpost-readme-" });
+    try {
+      const file = `${dir}/example.ts`;
+      await Deno.writeTextFile(file, block.replaceAll('"@outpost/exec"', JSON.stringify(modUrl)));
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--config", new URL("deno.json", root).pathname, file],
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(60_000),
+      }).output();
+      const out = new TextDecoder().decode(stdout);
+      assert.equal(code, 0, `example failed:\n${block}\n${new TextDecoder().decode(stderr)}`);
+      // Each `console.log(...); // 0 "hi\n"` comment names the printed values.
+      for (const comment of expected) {
+        const words = comment.replaceAll('"', "").replaceAll("\\n", "").split(/\s+/);
+        for (const word of words) assert.ok(out.includes(word), `expected ${word} in ${out}`);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});
+
+Deno.test("every `deno task NAME` in README.md exists in deno.json", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  const named = new Set([...readme.matchAll(/deno(?:@2)? task ([a-z:]+)/g)].map((m) => m[1]));
+  assert.ok(named.has("start") && named.has("test"), "README must give deno task start and test");
+  for (const name of named) assert.ok(name in config.tasks, `README names missing task ${name}`);
+});
