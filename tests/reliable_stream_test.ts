@@ -287,6 +287,7 @@ Deno.test("ReliableStream survives loss, duplication, reordering, delay and a cu
         const st = x.stats;
         assert.ok(st.unackedSegments <= o.windowSegments!, `seed ${seed}: segment window`);
         assert.ok(st.unackedBytes <= o.windowBytes!, `seed ${seed}: byte window`);
+        assert.ok(st.inFlightBytes <= o.windowBytes!, `seed ${seed}: byte window (held by peer)`);
         assert.ok(st.heldSegments <= o.reorderSegments!, `seed ${seed}: reorder window`);
         assert.ok(st.heldBytes <= o.reorderBytes!, `seed ${seed}: reorder bytes`);
         assert.ok(st.inboxMessages <= o.inboxMessages!, `seed ${seed}: inbox`);
@@ -414,7 +415,8 @@ Deno.test("ReliableStream adapts its timeout to the RTT, with a floor, backoff a
   }
   assert.ok(Math.abs(a.stats.srttMs - 40) < 1, `srtt ${a.stats.srttMs}`);
   assert.equal(a.stats.rtoMs, DEFAULT_RTO_MIN_MS); // 40 ms + 4 * var is below the floor
-  // Without acks the timeout doubles up to the cap.
+  // The first expiry after acks arrived keeps the timeout (acks still flow:
+  // loss, not a dead path); each later one without any ack doubles it up to the cap.
   a.write(new Uint8Array([2]));
   a.poll();
   const seen: number[] = [];
@@ -426,7 +428,7 @@ Deno.test("ReliableStream adapts its timeout to the RTT, with a floor, backoff a
     assert.ok(last?.body.kind === "data");
     seen.push(a.stats.rtoMs);
   }
-  assert.deepEqual(seen, [400, 800, 1600, 3200, 5000, 5000, 5000, 5000]);
+  assert.deepEqual(seen, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
   assert.equal(Math.max(...seen), DEFAULT_RTO_MAX_MS);
   // Karn: the ack of a retransmitted segment gives no sample; the timeout falls back.
   const srtt = a.stats.srttMs;
@@ -623,11 +625,20 @@ Deno.test("ReliableStream keeps at most the window in flight, in segments and in
     while (a.poll()) n++;
     assert.equal(n, 2);
     assert.equal(a.stats.unackedBytes, 20);
-    // Selective acks free bytes but only the cumulative ack slides the seq window.
+    // A selectively acked segment is no longer unacked, but the peer holds it
+    // until the gap fills: it stays in the byte window (the receiver's reorder
+    // budget must cover the window), so nothing more goes out.
     a.receive({ version: 1, streamId: "s", ack: 0, ackBits: 0b10, body: { kind: "ack" } });
     assert.equal(a.stats.unackedBytes, 10);
+    assert.equal(a.stats.inFlightBytes, 20);
+    assert.equal(a.poll(), undefined);
+    // The cumulative ack slides the window: two more fit (25 bytes).
+    a.receive({ version: 1, streamId: "s", ack: 2, ackBits: 0, body: { kind: "ack" } });
+    assert.equal(a.stats.inFlightBytes, 0);
     assert.ok(a.poll()?.body.kind === "data");
-    assert.equal(a.stats.unackedBytes, 20);
+    assert.ok(a.poll()?.body.kind === "data");
+    assert.equal(a.poll(), undefined);
+    assert.equal(a.stats.inFlightBytes, 20);
     a.close();
     b.close();
   }

@@ -60,6 +60,14 @@ export const DEFAULT_RTO_MIN_MS = 200;
 export const DEFAULT_RTO_MAX_MS = 5_000;
 /** A segment is resent early once this many later seqs were selectively acked. */
 export const FAST_RETRANSMIT_THRESHOLD = 3;
+/**
+ * Smallest reorder allowance, in ms: a segment sent before one that was
+ * acknowledged is deemed lost this long (or a quarter of the minimum RTT, if
+ * more) after the time its acknowledgement was expected.
+ */
+export const MIN_REORDER_ALLOWANCE_MS = 2;
+/** How far past the cumulative ack the selective bitmap reaches (`ack_bits`). */
+export const SACK_SPAN = 32;
 
 /** Options for {@linkcode ReliableStream}. All sizes are payload bytes. */
 export interface ReliableStreamOptions {
@@ -122,7 +130,10 @@ export interface ReliableStreamStats {
   segmentsSent: number;
   /** Data frames sent again (timeout, fast retransmit or resume). */
   retransmits: number;
-  /** Of those, sent early because later seqs were acknowledged. */
+  /**
+   * Of those, sent early because later seqs, or segments sent later, were
+   * acknowledged (loss detection by selective acks, not by the timer).
+   */
   fastRetransmits: number;
   /** Retransmission timer expiries. */
   timeouts: number;
@@ -134,6 +145,12 @@ export interface ReliableStreamStats {
   unackedSegments: number;
   /** Their payload bytes. */
   unackedBytes: number;
+  /**
+   * Payload bytes of every seq past the peer's cumulative ack that was sent,
+   * selectively acknowledged or not: what the peer may have to hold. The
+   * sender keeps it within the byte window.
+   */
+  inFlightBytes: number;
   /** Segments held by the receiver (out of order, or waiting for inbox room). */
   heldSegments: number;
   /** Their payload bytes. */
@@ -151,9 +168,10 @@ export interface ReliableStreamStats {
 interface Segment {
   body: DataBody;
   sentAt: number;
+  /** Transmission order of the last send (orders sends at the same instant). */
+  xmit: number;
   retransmitted: boolean;
   queued: boolean;
-  fastRetransmitted: boolean;
 }
 
 interface Outgoing {
@@ -233,6 +251,25 @@ export class ReliableStream {
   #peerAck = 0;
   #unacked = new Map<number, Segment>();
   #unackedBytes = 0;
+  /** Payload bytes of seqs past the peer's cumulative ack, sent or selectively acked. */
+  #spanBytes = 0;
+  /** Selectively acknowledged seqs past the cumulative ack, with their payload bytes. */
+  #sacked = new Map<number, number>();
+  #xmitCounter = 0;
+  /** Transmission order of the latest-sent acknowledged segment (RACK). */
+  #rackXmit = 0;
+  /** The RTT that segment saw. */
+  #rackRtt = 0;
+  #minRtt = Infinity;
+  #lossDeadline = Infinity;
+  /** Whether any segment was acknowledged since the last timeout. */
+  #ackedSinceTimeout = false;
+  /**
+   * Whether the peer's latest ack reported holes (`ack_bits` not 0). Only then
+   * are unacknowledged seqs in the bitmap's span known to be missing: a
+   * receiver holding segments for a full inbox reports `ack_bits = 0`.
+   */
+  #peerHoles = false;
   #resend: number[] = [];
   #resendHead = 0;
   #srtt = -1;
@@ -371,7 +408,7 @@ export class ReliableStream {
   /** The next time {@linkcode tick} must run (clock units), or `Infinity`. */
   get deadline(): number {
     if (this.#error !== undefined) return Infinity;
-    return this.#ackDeadline < this.#rtoDeadline ? this.#ackDeadline : this.#rtoDeadline;
+    return Math.min(this.#ackDeadline, this.#rtoDeadline, this.#lossDeadline);
   }
 
   /** A snapshot of the stream's counters. */
@@ -380,6 +417,7 @@ export class ReliableStream {
       ...this.#stats,
       unackedSegments: this.#unacked.size,
       unackedBytes: this.#unackedBytes,
+      inFlightBytes: this.#spanBytes,
       heldSegments: this.#held.size,
       heldBytes: this.#heldBytes,
       inboxMessages: this.#inbox.length - this.#inboxHead,
@@ -536,6 +574,7 @@ export class ReliableStream {
       segment.queued = false;
       segment.retransmitted = true;
       segment.sentAt = this.#now();
+      segment.xmit = ++this.#xmitCounter;
       this.#stats.retransmits++;
       if (this.#rtoDeadline === Infinity) this.#rtoDeadline = segment.sentAt + this.#rto;
       return this.#frame(segment.body);
@@ -563,11 +602,12 @@ export class ReliableStream {
       this.#unacked.set(body.seq, {
         body,
         sentAt: now,
+        xmit: ++this.#xmitCounter,
         retransmitted: false,
         queued: false,
-        fastRetransmitted: false,
       });
       this.#unackedBytes += length;
+      this.#spanBytes += length;
       this.#admittedTotal += length;
       this.#stats.segmentsSent++;
       if (this.#rtoDeadline === Infinity) this.#rtoDeadline = now + this.#rto;
@@ -591,19 +631,15 @@ export class ReliableStream {
       this.#ackDue = true;
       output = true;
     }
+    if (now >= this.#lossDeadline) {
+      this.#lossDeadline = Infinity;
+      if (this.#detectLosses(now, this.#peerAck)) output = true;
+    }
     if (now >= this.#rtoDeadline) {
       this.#rtoDeadline = Infinity;
       if (this.#unacked.size > 0) {
         this.#stats.timeouts++;
-        // Resend the oldest segment only. A receiver whose consumer is slow
-        // holds segments without acknowledging them, so a timeout is a probe,
-        // not proof of loss; real losses are rare on a TCP relay (a dropped
-        // socket is repaired by resume) and the later ones are found by
-        // selective acks (fast retransmit) or their own timeouts.
-        const [seq, segment] = this.#unacked.entries().next().value!;
-        this.#queueResend(seq, segment);
-        this.#rto = Math.min(this.#rto * 2, this.#rtoMax);
-        this.#rtoDeadline = now + this.#rto;
+        this.#timeout(now);
         output = true;
       }
     }
@@ -711,12 +747,111 @@ export class ReliableStream {
     }
   }
 
+  /**
+   * The window counts every seq past the peer's cumulative ack, selectively
+   * acknowledged or not: the peer holds the acknowledged ones until the gap
+   * before them fills, so this is what its reorder limits must cover.
+   */
   #windowOpen(): boolean {
     if (this.#nextSeq - 1 - this.#peerAck >= this.#windowSegments) return false;
-    if (this.#unackedBytes === 0) return true;
+    if (this.#spanBytes === 0) return true;
     const out = this.#queue[this.#queueHead];
     const next = Math.min(this.#segmentBytes, out.bytes.length - out.offset);
-    return this.#unackedBytes + next <= this.#windowBytes;
+    return this.#spanBytes + next <= this.#windowBytes;
+  }
+
+  /**
+   * The retransmission timer expired. The oldest segment is resent; when the
+   * peer has selectively acknowledged later seqs (so there are holes), every
+   * segment the bitmap can describe that has waited a whole timeout is resent
+   * with it (a burst of at most {@linkcode SACK_SPAN}). Without selective
+   * acks the resend is a probe: the receiver may just be holding segments for
+   * a full inbox, and if they were lost, the probe's ack makes the others
+   * overdue for {@linkcode #detectLosses}. The timeout keeps its value while
+   * acks still arrive and doubles (up to its cap) only when nothing at all
+   * was acknowledged since the last expiry.
+   */
+  #timeout(now: number): void {
+    let queued = false;
+    if (this.#peerHoles) {
+      const limit = this.#peerAck + SACK_SPAN;
+      const cutoff = now - this.#rto;
+      for (const [seq, segment] of this.#unacked) {
+        if (seq > limit) break;
+        if (segment.sentAt <= cutoff && !segment.queued) {
+          this.#queueResend(seq, segment);
+          queued = true;
+        }
+      }
+    }
+    if (!this.#ackedSinceTimeout) this.#rto = Math.min(this.#rto * 2, this.#rtoMax);
+    if (!queued) {
+      const [seq, segment] = this.#unacked.entries().next().value!;
+      this.#queueResend(seq, segment);
+    }
+    this.#ackedSinceTimeout = false;
+    this.#rtoDeadline = now + this.#rto;
+  }
+
+  /**
+   * Loss detection by acknowledgements (in the spirit of RACK and SACK): a
+   * segment the bitmap can describe is lost when a segment sent after it was
+   * acknowledged and the segment's own acknowledgement is overdue by the
+   * reorder allowance (its send time + the RTT the later one saw + the
+   * allowance), or at once when it was sent once and
+   * {@linkcode FAST_RETRANSMIT_THRESHOLD} later seqs were acknowledged. Every
+   * such hole is resent, not only the oldest; a resent segment is deemed lost
+   * again only once something sent after the resend is acknowledged, so at
+   * most about once per RTT. Arms the loss timer for the earliest segment not
+   * yet overdue.
+   *
+   * @returns Whether any segment was queued for resending.
+   */
+  #detectLosses(now: number, top: number): boolean {
+    if (!this.#peerHoles) {
+      // Unacknowledged may mean held for a full inbox, not lost: leave it to the timer.
+      this.#lossDeadline = Infinity;
+      return false;
+    }
+    const allowance = this.#minRtt === Infinity
+      ? MIN_REORDER_ALLOWANCE_MS
+      : Math.max(MIN_REORDER_ALLOWANCE_MS, this.#minRtt / 4);
+    const limit = this.#peerAck + SACK_SPAN;
+    let next = Infinity;
+    let found = false;
+    for (const [seq, segment] of this.#unacked) {
+      if (seq > limit) break;
+      if (segment.queued) continue;
+      if (!segment.retransmitted && seq + FAST_RETRANSMIT_THRESHOLD <= top) {
+        // lost: enough later seqs arrived
+      } else if (segment.xmit < this.#rackXmit) {
+        const due = segment.sentAt + this.#rackRtt + allowance;
+        if (now < due) {
+          if (due < next) next = due;
+          continue;
+        }
+      } else {
+        continue;
+      }
+      this.#stats.fastRetransmits++;
+      this.#queueResend(seq, segment);
+      found = true;
+    }
+    this.#lossDeadline = next;
+    return found;
+  }
+
+  /** Notes an acknowledged segment for loss detection; returns its RTT sample or -1. */
+  #delivered(segment: Segment, now: number): number {
+    const rtt = now - segment.sentAt;
+    // An ack sooner than any RTT seen after a resend is likely for an earlier
+    // copy: it says nothing about when the resend was delivered.
+    if (segment.retransmitted && rtt < this.#minRtt) return -1;
+    if (segment.xmit > this.#rackXmit) {
+      this.#rackXmit = segment.xmit;
+      this.#rackRtt = rtt;
+    }
+    return segment.retransmitted ? -1 : rtt;
   }
 
   #settleWaiters(): void {
@@ -748,7 +883,10 @@ export class ReliableStream {
   #receiveAck(frame: RelayFrame): boolean {
     const ack = frame.ack;
     const bits = frame.ackBits >>> 0;
-    if (ack === this.#peerAck && bits === 0) return true;
+    if (ack === this.#peerAck && bits === 0) {
+      this.#peerHoles = false;
+      return true;
+    }
     const highest = this.#nextSeq - 1;
     if (ack > highest) {
       this.#protocolError(`ack ${ack} is past the highest sent seq ${highest}`);
@@ -763,15 +901,25 @@ export class ReliableStream {
       this.#protocolError(`ack_bits acknowledge seq ${top} past the highest sent seq ${highest}`);
       return false;
     }
+    if (ack >= this.#peerAck) this.#peerHoles = bits !== 0;
     const now = this.#now();
     let sample = -1;
     let freed = false;
     if (ack > this.#peerAck) {
       for (let seq = this.#peerAck + 1; seq <= ack; seq++) {
         const segment = this.#unacked.get(seq);
-        if (segment === undefined) continue;
-        if (!segment.retransmitted) sample = now - segment.sentAt;
+        if (segment === undefined) {
+          const length = this.#sacked.get(seq);
+          if (length !== undefined) {
+            this.#sacked.delete(seq);
+            this.#spanBytes -= length;
+          }
+          continue;
+        }
+        const rtt = this.#delivered(segment, now);
+        if (rtt >= 0) sample = rtt;
         this.#free(seq, segment);
+        this.#spanBytes -= segment.body.payload.length;
         freed = true;
       }
       this.#peerAck = ack;
@@ -781,24 +929,20 @@ export class ReliableStream {
         if ((rest & 1) === 0) continue;
         const segment = this.#unacked.get(seq);
         if (segment === undefined) continue;
-        if (!segment.retransmitted) sample = now - segment.sentAt;
+        const rtt = this.#delivered(segment, now);
+        if (rtt >= 0) sample = rtt;
         this.#free(seq, segment);
+        // Still in the window until the cumulative ack passes it: the peer holds it.
+        this.#sacked.set(seq, segment.body.payload.length);
         freed = true;
-      }
-      // Fast retransmit: a segment with enough later seqs acknowledged is lost.
-      for (const [seq, segment] of this.#unacked) {
-        if (seq + FAST_RETRANSMIT_THRESHOLD > top) break;
-        if (!segment.fastRetransmitted && !segment.queued) {
-          segment.fastRetransmitted = true;
-          this.#stats.fastRetransmits++;
-          this.#queueResend(seq, segment);
-        }
       }
     }
     if (freed) {
+      this.#ackedSinceTimeout = true;
       if (sample >= 0) this.#sampleRtt(sample);
       this.#rto = this.#rtoBase;
       this.#rtoDeadline = this.#unacked.size > 0 ? now + this.#rto : Infinity;
+      this.#detectLosses(now, top > ack ? top : ack);
       this.#onOutput();
     }
     return true;
@@ -818,6 +962,7 @@ export class ReliableStream {
       this.#rttvar = 0.75 * this.#rttvar + 0.25 * Math.abs(this.#srtt - rtt);
       this.#srtt = 0.875 * this.#srtt + 0.125 * rtt;
     }
+    if (rtt < this.#minRtt) this.#minRtt = rtt;
     const rto = this.#srtt + Math.max(1, 4 * this.#rttvar);
     this.#rtoBase = Math.min(this.#rtoMax, Math.max(this.#rtoMin, rto));
   }
@@ -982,6 +1127,9 @@ export class ReliableStream {
     this.#queueHead = 0;
     this.#unacked.clear();
     this.#unackedBytes = 0;
+    this.#sacked.clear();
+    this.#spanBytes = 0;
+    this.#lossDeadline = Infinity;
     this.#resend = [];
     this.#resendHead = 0;
     this.#held.clear();
