@@ -511,18 +511,11 @@ Deno.test({
 
 Deno.test({
   name: "cat FILE survives the harness's socket cut mid-transfer (closed or half-open)",
-  // DEFECT: lib/mux/relay_router.ts answers a harness that reconnects before
-  // the rendezvous has noticed its old socket is gone with reset
-  // stream_in_use (the old socket still owns the stream), which kills the
-  // stream. With a clean close it is a race (about half the runs fail here);
-  // with a half-open old socket (a network drop: no close reaches the
-  // server) it fails every time until the server's ping timeout. Found with
-  // tests/_support/fault_proxy.ts (inspect: true shows
-  // "down <stream> stream_in_use"). Fix: let a socket that resumes a stream
-  // take it over from an older socket of the same executor (dropping the old
-  // owner's claim), or reset the old socket's ownership when the same
-  // stream is claimed with a resume.
-  ignore: true,
+  // Was defect 4: the harness reconnects before the rendezvous has noticed its
+  // old socket is gone (a race with a clean close; every time with a
+  // half-open one), and the router answered its resume with stream_in_use.
+  // Now a resume from another harness socket of the executor takes the
+  // stream over (lib/mux/relay_router.ts).
   async fn() {
     for (const halfOpen of [false, true]) {
       await using rig = await startRig(22, {});
@@ -530,7 +523,21 @@ Deno.test({
       const cut = cutAt(rig, ["A"], halfOpen);
       const result = await withDeadline(remoteCat(rig, path, cut.during), 120_000, "transfer");
       assert.equal(result.sha, sha);
+      assert.equal(result.code, 0);
       assert.equal(result.starts, 1);
+      assert.ok(cut.cuts() >= 3, `only ${cut.cuts()} cuts`);
+      const inUse = rig.proxyA.stats.resets.filter((r) => r.endsWith(" stream_in_use"));
+      assert.deepEqual(inUse, [], "the harness was refused its own stream");
+      record({
+        area: "fault",
+        name: `cat of ${SIZE / 1048576} MiB with the harness hop cut ${
+          halfOpen ? "half-open (server side lingers)" : "(both sides closed)"
+        } at 20%, 50%, 80%`,
+        cases: 3,
+        result:
+          "harness reconnected and resumed (taking its stream over from the old socket); SHA-256 identical, exit 0, started once",
+        details: { cuts: cut.cuts(), ms: Math.round(result.ms) },
+      });
     }
   },
 });
