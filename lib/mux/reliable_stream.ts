@@ -34,7 +34,13 @@ export type StreamMode = "pending" | "legacy" | "reliable";
 export const DEFAULT_SEGMENT_BYTES = 61_440;
 /** Default sender window: unacknowledged segments in flight. */
 export const DEFAULT_WINDOW_SEGMENTS = 128;
-/** Default sender window: unacknowledged payload bytes in flight (2 MiB). */
+/**
+ * Default sender window: payload bytes of the seqs past the peer's cumulative
+ * ack, selectively acknowledged or not (2 MiB). Half of
+ * {@linkcode DEFAULT_REORDER_BYTES}, as {@linkcode DEFAULT_WINDOW_SEGMENTS} is
+ * half of {@linkcode DEFAULT_REORDER_SEGMENTS}: a receiver holds only seqs in
+ * the sender's window, so an honest sender never causes `reorder_overflow`.
+ */
 export const DEFAULT_WINDOW_BYTES = 2 * 1024 * 1024;
 /** Default bound on whole messages waiting for the consumer. */
 export const DEFAULT_INBOX_MESSAGES = 128;
@@ -84,9 +90,17 @@ export interface ReliableStreamOptions {
   now?: () => number;
   /** Payload bytes per segment. @default {61440} */
   segmentBytes?: number;
-  /** Unacknowledged segments in flight. @default {32} */
+  /**
+   * Seqs in flight past the peer's cumulative ack (selectively acked ones
+   * included). Keep it within the peer's `reorderSegments`.
+   * @default {128}
+   */
   windowSegments?: number;
-  /** Unacknowledged bytes in flight. @default {2097152} */
+  /**
+   * Payload bytes of the seqs in flight past the peer's cumulative ack
+   * (selectively acked ones included). Keep it within the peer's `reorderBytes`.
+   * @default {2097152}
+   */
   windowBytes?: number;
   /**
    * Bytes queued but not yet in flight beyond which a write's acceptance
@@ -98,7 +112,7 @@ export interface ReliableStreamOptions {
   inboxMessages?: number;
   /** Bytes of whole messages waiting for the consumer. @default {8388608} */
   inboxBytes?: number;
-  /** How far ahead of the expected seq a segment may be. @default {64} */
+  /** How far ahead of the expected seq a segment may be. @default {256} */
   reorderSegments?: number;
   /** Bytes of segments held out of order or for a full inbox. @default {4194304} */
   reorderBytes?: number;
