@@ -313,11 +313,33 @@ Deno.test("serveRendezvous serves executor ids up to the limit and answers 503 o
 });
 
 Deno.test("serveRendezvous tells a harness executor_offline when nothing registered that id", async () => {
-  await withRendezvous({}, async (rz) => {
+  // Without a startup grace (the default grace is covered below).
+  await withRendezvous({ startupGraceMs: 0 }, async (rz) => {
     await using harness = await RelaySocket.connect(harnessUrl(rz, "ghost"), { token: TOKEN });
     await harness.send(data("s", "hello"));
     const frame = await nextFrame(harness, "executor_offline");
     assert.deepEqual(frame.body, { kind: "reset", reason: "executor_offline" });
+  });
+});
+
+Deno.test("serveRendezvous by default holds a harness stream for one detach window after start (restart grace)", async () => {
+  const detachWindowMs = 300;
+  await withRendezvous({ detachWindowMs }, async (rz) => {
+    // As after a restart: the harness is back before its executor.
+    await using harness = await RelaySocket.connect(harnessUrl(rz, "box"), { token: TOKEN });
+    await harness.send(data("s", "held until the executor is back"));
+    await using executor = await executorSocket(rz, "box");
+    const held = await nextFrame(executor, "held frame");
+    assert.equal(payloadOf(held), "held until the executor is back");
+    await executor.send(data("s", "welcome back"));
+    assert.equal(payloadOf(await nextFrame(harness, "reply")), "welcome back");
+    // The trade-off: an id nobody serves waits out the window, then fails.
+    await using other = await RelaySocket.connect(harnessUrl(rz, "ghost"), { token: TOKEN });
+    const asked = performance.now();
+    await other.send(data("t", "anyone?"));
+    const frame = await nextFrame(other, "executor_disconnected");
+    assert.deepEqual(frame.body, { kind: "reset", reason: "executor_disconnected" });
+    assert.ok(performance.now() - asked >= detachWindowMs * 0.9, "failed before the window");
   });
 });
 

@@ -30,6 +30,8 @@ const HOST_HEADER = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{
 const REGISTER_PATH = /^\/cloud\/(executor|environment)\/([^/]*)\/register\/?$/;
 const SOCKET_PATH = /^\/(executor|harness)\/([^/]*)\/?$/;
 const BODY_READ_TIMEOUT_MS = 10_000;
+/** The router's default detach window; also the default startup grace. */
+const DEFAULT_DETACH_WINDOW_MS = 30_000;
 
 /** Something the rendezvous did: a router event, a registration, or a refusal. */
 export type RendezvousEvent =
@@ -127,8 +129,17 @@ export interface RendezvousOptions {
   /**
    * For this long after start, harness streams for an executor id with no
    * executor socket wait for the detach window instead of being reset
-   * `executor_offline`, so sessions survive a rendezvous restart. 0 turns it off.
-   * @default {0}
+   * `executor_offline`, so sessions survive a rendezvous restart even when a
+   * harness reconnects before its executor does. The default is the detach
+   * window, the longest either side keeps a session to resume.
+   *
+   * The trade-off: during that first window a harness naming an executor id
+   * that is not coming (a typo, an executor that is down) waits up to the
+   * detach window and then gets `executor_disconnected`, instead of failing
+   * fast with `executor_offline`. After the grace, unknown ids fail fast
+   * again. Set 0 for a rendezvous that is never restarted under live
+   * sessions, or when fast failure matters more.
+   * @default {detachWindowMs}
    */
   startupGraceMs?: number;
   /**
@@ -341,8 +352,9 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
       // An event sink must not break serving.
     }
   };
+  const detachWindowMs = options.detachWindowMs ?? DEFAULT_DETACH_WINDOW_MS;
   const router = new RelayRouter({
-    detachWindowMs: options.detachWindowMs,
+    detachWindowMs,
     maxExecutors: options.maxExecutors,
     maxHarnessSockets: options.maxHarnessSockets,
     maxStreams: options.maxStreams,
@@ -353,7 +365,7 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     maxPeerQueueBytes: options.maxPeerQueueBytes,
     slowPeerTimeoutMs: options.slowPeerTimeoutMs,
     maxOfflineQueueBytes: options.maxOfflineQueueBytes,
-    startupGraceMs: options.startupGraceMs,
+    startupGraceMs: options.startupGraceMs ?? detachWindowMs,
     onEvent: emit,
   });
   const socketOptions = { maxFrameBytes };
