@@ -145,6 +145,8 @@ export interface RelayRouterOptions {
    * id that has no executor socket is held for the detach window (as if the
    * executor were reconnecting) instead of being reset `executor_offline`, so
    * sessions survive a restart of the rendezvous. 0 turns this off.
+   * `serveRendezvous` sets it to the detach window by default (see there for
+   * the trade-off); a bare router answers unknown ids at once.
    * @default {0}
    */
   startupGraceMs?: number;
