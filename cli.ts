@@ -42,6 +42,16 @@ const EXECUTOR_FLAGS_HELP =
   --write-root DIR         Confine fs writes (and os-confined programs) to DIR (repeatable)
   --min-confinement KIND   Weakest confinement a request may use: none, deno or os (default none)`;
 
+// Defect 7 (SECURITY_TESTS.md): a warning at start-up recommending
+// --token-file would mislead, since a same-user program can read the token
+// file as well as /proc/<pid>/environ; the help says what each choice exposes.
+const TOKEN_EXPOSURE_HELP =
+  `Programs run with confinement none run as this user and can read the token,
+from this process's environment (/proc/PID/environ) or from the token file
+alike. Under --min-confinement os they cannot see this process, so
+OUTPOST_TOKEN stays hidden, but they can read the files this user can, a token
+file included.`;
+
 /** Exit code for bad usage (unknown flag, missing value). */
 const EXIT_USAGE = 2;
 /** Exit code when outpost itself fails (refused token, unreachable executor). */
@@ -106,6 +116,12 @@ connect to /harness/{id}?role=harness. Both authenticate with the bearer token
 (OUTPOST_TOKEN or --token-file). Set OUTPOST_SIGNING_KEY to keep signed URLs
 valid across restarts (a random key is used otherwise). Prints the URL it listens on.
 
+For the first 30 s after it starts (the detach window), a harness stream for an
+executor id with no executor socket waits for that executor instead of failing
+with executor_offline, so sessions survive a restart of the rendezvous whichever
+side reconnects first. The price: in that window an unknown executor id waits
+up to 30 s instead of failing fast.
+
 Options:
   --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0)
   --url-ttl-ms N      Lifetime of a signed executor URL (default 60000)
@@ -122,6 +138,8 @@ Registers with the registry, connects to the signed rendezvous URL it returns an
 serves every stream routed to it. Reconnects with backoff (1 s doubling to 30 s,
 jittered) and registers afresh each time; streams resume within 30 s. A refused
 token is fatal.
+
+${TOKEN_EXPOSURE_HELP}
 
 Options:
   --registry URL      The rendezvous/registry URL (http://, https://, ws:// or wss://)
