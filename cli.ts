@@ -408,6 +408,10 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
         });
       } else if (event.type === "registered") {
         context.log.info("executor registered", { executorId: event.executorId });
+      } else {
+        // Router events (attach, detach, expiry, drops) carry ids and counts only.
+        const { type, ...fields } = event;
+        context.log.debug(type, fields);
       }
     },
   });

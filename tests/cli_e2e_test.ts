@@ -330,6 +330,35 @@ Deno.test("cli: exec through rendezvous to executor returns output and exit code
   assert.ok(!rendezvous.cli.stderr.includes(TOKEN));
 });
 
+Deno.test("cli: a harness that reaches a fresh rendezvous before its executor waits for it (restart grace)", async () => {
+  // As after a rendezvous restart: the harness is back first. Within the
+  // startup grace (the detach window) its stream waits instead of failing
+  // executor_offline.
+  const rendezvous = await startRendezvous(["--log-level", "debug"]);
+  await using _r = rendezvous.cli;
+  await using run = exec([
+    "--url",
+    rendezvous.url,
+    "--executor-id",
+    "box-late",
+    "--",
+    "sh",
+    "-c",
+    "echo late but served",
+  ]);
+  await rendezvous.cli.waitFor(
+    () => /harness_attached.*box-late/.test(rendezvous.cli.stderr),
+    15_000,
+    "the harness attaching",
+  );
+  await using executor = startExecutor(rendezvous.url, "box-late");
+  const status = await run.finished();
+  assert.equal(status.code, 0, run.stderr);
+  assert.equal(run.stdout, "late but served\n");
+  assert.ok(!rendezvous.cli.stderr.includes(TOKEN));
+  void executor;
+});
+
 Deno.test("cli: exec pipes stdin to the remote program and closes it at EOF", async () => {
   const rendezvous = await startRendezvous();
   await using _r = rendezvous.cli;
