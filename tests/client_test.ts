@@ -12,7 +12,10 @@ import type { RemoteProcess } from "../lib/client/remote_process.ts";
 import type { ProcessTransport } from "../lib/client/remote_process.ts";
 import { connect } from "../lib/client/connect.ts";
 import { openWebSocketChannel } from "../lib/client/_websocket_channel.ts";
-import { RelayClosedError, RpcError } from "../lib/errors.ts";
+import { RelayClosedError, RpcError, StreamResetError } from "../lib/errors.ts";
+import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
+import { RelaySocket } from "../lib/relay/relay_socket.ts";
+import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
 import { runExecutor } from "../lib/server/executor_loop.ts";
 import { serveLocal } from "../lib/server/local_server.ts";
 import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
@@ -752,6 +755,248 @@ for (const transport of ["tcp", "native"] as const) {
       assert.deepEqual(received, [...Array(count).keys()].map((i) => String(i).padStart(8, "0")));
     } finally {
       await channel.close();
+    }
+  });
+}
+
+/**
+ * A fake rendezvous on 127.0.0.1 (the far side of the harness socket): every
+ * accepted harness socket feeds one executor-side mux whose sessions answer
+ * `initialize` and `process/start` and hold `process/read` until the stream
+ * ends. With `refuseWith` set, newly accepted sockets instead answer every
+ * frame with `reset{refuseWith}`, as the router does for a stream it will not
+ * route (`stream_in_use`, `unknown_stream`, ...).
+ */
+class FakeRendezvous implements AsyncDisposable {
+  readonly url: string;
+  readonly sockets: RelaySocket[] = [];
+  readonly streams: MuxStream[] = [];
+  refuseWith: string | undefined;
+  #mux = new StreamMux({ role: "executor", onStream: (stream) => this.#serve(stream) });
+  #server: Deno.HttpServer<Deno.NetAddr>;
+  #peers: JsonRpcPeer[] = [];
+  #tasks: Promise<void>[] = [];
+  #reads: (() => void)[] = [];
+  #readCount = 0;
+
+  constructor() {
+    this.#server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      const relay = RelaySocket.accept(socket);
+      this.sockets.push(relay);
+      if (this.refuseWith === undefined) {
+        this.#mux.attach(relay);
+      } else {
+        this.#tasks.push(this.#refuse(relay, this.refuseWith));
+      }
+      return response;
+    });
+    this.url = `ws://127.0.0.1:${this.#server.addr.port}`;
+  }
+
+  /** Resolves once the far side holds `n` `process/read` requests in total. */
+  reads(n: number): Promise<void> {
+    if (this.#readCount >= n) return Promise.resolve();
+    return new Promise((resolve) => this.#reads.push(() => this.#readCount >= n && resolve()));
+  }
+
+  /** Closes every accepted socket (a cut, as seen by the harness). */
+  async cut(): Promise<void> {
+    await Promise.all(this.sockets.map((socket) => socket.close("cut")));
+  }
+
+  async #refuse(relay: RelaySocket, reason: string): Promise<void> {
+    for await (const frame of relay) {
+      if (frame.body.kind === "reset") continue;
+      await relay.send({
+        version: 1,
+        streamId: frame.streamId,
+        ack: 0,
+        ackBits: 0,
+        body: { kind: "reset", reason },
+      }).catch(() => {});
+    }
+  }
+
+  /** Sends `process/output` notifications of 16 KiB until the session ends. */
+  async #flood(peer: JsonRpcPeer, processId: string): Promise<void> {
+    const chunk = b64("x".repeat(16 * 1024));
+    try {
+      for (let seq = 1;; seq++) {
+        await peer.notify("process/output", { processId, seq, stream: "stdout", chunk });
+      }
+    } catch {
+      // The session ended.
+    }
+  }
+
+  #serve(stream: MuxStream): void {
+    this.streams.push(stream);
+    const peer: JsonRpcPeer = new JsonRpcPeer(stream, {
+      onRequest: (method, params, context) => {
+        const p = params as Record<string, unknown>;
+        if (method === "initialize") return { sessionId: "fake-session" };
+        if (method === "process/start") {
+          if ((p.argv as string[])[0] === "flood") {
+            this.#tasks.push(this.#flood(peer, p.processId as string));
+          }
+          return { processId: p.processId };
+        }
+        if (method === "process/read") {
+          this.#readCount++;
+          for (const wake of this.#reads) wake();
+          return new Promise((resolve) =>
+            context.signal.addEventListener("abort", () => resolve(null), { once: true })
+          );
+        }
+        return {};
+      },
+    });
+    this.#peers.push(peer);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#mux.close();
+    await Promise.all(this.#peers.map((peer) => peer.close()));
+    await this.cut();
+    await Promise.all(this.#tasks);
+    await this.#server.shutdown();
+  }
+}
+
+/** Asserts that `error` is the one typed error a reset of the session's stream gives. */
+function assertResetError(error: unknown, reason: string): true {
+  const reset = error instanceof StreamResetError
+    ? error
+    : error instanceof RelayClosedError
+    ? findCause(error, StreamResetError)
+    : undefined;
+  assert.ok(
+    reset,
+    `expected a StreamResetError (or a RelayClosedError caused by one), got ${error}`,
+  );
+  assert.equal(reset.reason, reason);
+  return true;
+}
+
+function findCause<T extends Error>(
+  error: unknown,
+  type: new (...args: never[]) => T,
+): T | undefined {
+  for (let e: unknown = error; e instanceof Error; e = e.cause) {
+    if (e instanceof type) return e;
+  }
+  return undefined;
+}
+
+for (const reason of ["executor_disconnected", "unknown_stream", "stream_in_use"]) {
+  Deno.test(`connect (rendezvous) fails fast when the relay resets its stream: ${reason}`, async () => {
+    await using fake = new FakeRendezvous();
+    const events: string[] = [];
+    await using conn = await connect(fake.url, {
+      executorId: "fake",
+      token: SERVER_TOKEN,
+      timeoutMs: 5_000,
+      onEvent: (event) => events.push(event.type),
+    });
+    const child = new RemoteCommand(conn, "prog").spawn();
+    await withDeadline(child.started, 5_000, "started");
+    const pending = conn.request("process/read", { processId: child.id, afterSeq: 0 });
+    pending.catch(() => {});
+    await withDeadline(fake.reads(1), 5_000, "process/read held");
+    fake.streams[0].reset(reason);
+    await withDeadline(
+      assert.rejects(pending, (error) => assertResetError(error, reason)),
+      3_000,
+      "pending request rejected",
+    );
+    await withDeadline(conn.closed, 3_000, "connection closed");
+    assert.equal(conn.closeReason, reason);
+    await withDeadline(
+      assert.rejects(child.status, new RegExp(`connection closed: .*${reason}`)),
+      3_000,
+      "status rejected",
+    );
+    await withDeadline(assert.rejects(child.output()), 3_000, "output rejected");
+    await assert.rejects(conn.request("environment/info"), RelayClosedError);
+    assert.deepEqual(events, []);
+  });
+}
+
+Deno.test("connect (rendezvous) fails fast when its stream is reset after a reconnect and resume", async () => {
+  await using fake = new FakeRendezvous();
+  const events: string[] = [];
+  await using conn = await connect(fake.url, {
+    executorId: "fake",
+    token: SERVER_TOKEN,
+    timeoutMs: 5_000,
+    onEvent: (event) => events.push(event.type),
+  });
+  const child = new RemoteCommand(conn, "prog").spawn();
+  await withDeadline(child.started, 5_000, "started");
+  const pending = conn.request("process/read", { processId: child.id, afterSeq: 0 });
+  pending.catch(() => {});
+  await withDeadline(fake.reads(1), 5_000, "process/read held");
+  // The router no longer routes the stream to this harness (e.g. another
+  // socket holds it): the resume after the reconnect is answered with a reset.
+  fake.refuseWith = "stream_in_use";
+  await fake.cut();
+  await withDeadline(
+    assert.rejects(pending, (error) => assertResetError(error, "stream_in_use")),
+    5_000,
+    "pending request rejected",
+  );
+  await withDeadline(conn.closed, 3_000, "connection closed");
+  assert.equal(conn.closeReason, "stream_in_use");
+  await withDeadline(
+    assert.rejects(child.status, /connection closed: .*stream_in_use/),
+    3_000,
+    "status rejected",
+  );
+  await withDeadline(assert.rejects(child.output()), 3_000, "output rejected");
+  assert.ok(events.includes("disconnected"));
+  assert.ok(events.includes("reconnected"));
+  // No reconnecting after the stream itself ended.
+  const accepted = fake.sockets.length;
+  await conn.close();
+  assert.equal(fake.sockets.length, accepted);
+  assert.equal(accepted, 2);
+});
+
+for (const reader of ["reading", "not reading"] as const) {
+  Deno.test(`connect (rendezvous) fails fast when its stream is reset mid-output, reader ${reader}`, async () => {
+    await using fake = new FakeRendezvous();
+    await using conn = await connect(fake.url, {
+      executorId: "fake",
+      token: SERVER_TOKEN,
+      timeoutMs: 5_000,
+    });
+    const child = new RemoteCommand(conn, "flood").spawn();
+    await withDeadline(child.started, 5_000, "started");
+    let received = 0;
+    const flowing = Promise.withResolvers<void>();
+    const reading = reader === "reading"
+      ? (async () => {
+        for await (const chunk of child.stdout) {
+          received += chunk.byteLength;
+          if (received >= 1024 * 1024) flowing.resolve();
+        }
+      })()
+      : (flowing.resolve(), Promise.resolve());
+    reading.catch(() => {});
+    await withDeadline(flowing.promise, 5_000, "output flowing");
+    fake.streams[0].reset("executor_disconnected");
+    await withDeadline(conn.closed, 3_000, "connection closed");
+    assert.equal(conn.closeReason, "executor_disconnected");
+    await withDeadline(
+      assert.rejects(child.status, /connection closed: .*executor_disconnected/),
+      3_000,
+      "status rejected",
+    );
+    if (reader === "reading") {
+      await withDeadline(assert.rejects(reading, /executor_disconnected/), 3_000, "reader failed");
+    } else {
+      await withDeadline(assert.rejects(child.output()), 3_000, "output rejected");
     }
   });
 }
