@@ -772,6 +772,8 @@ class FakeRendezvous implements AsyncDisposable {
   readonly sockets: RelaySocket[] = [];
   readonly streams: MuxStream[] = [];
   refuseWith: string | undefined;
+  /** When set, the session's stream is reset with this reason on `initialize`. */
+  resetOnInitialize: string | undefined;
   #mux = new StreamMux({ role: "executor", onStream: (stream) => this.#serve(stream) });
   #server: Deno.HttpServer<Deno.NetAddr>;
   #peers: JsonRpcPeer[] = [];
@@ -835,7 +837,10 @@ class FakeRendezvous implements AsyncDisposable {
     const peer: JsonRpcPeer = new JsonRpcPeer(stream, {
       onRequest: (method, params, context) => {
         const p = params as Record<string, unknown>;
-        if (method === "initialize") return { sessionId: "fake-session" };
+        if (method === "initialize") {
+          if (this.resetOnInitialize !== undefined) stream.reset(this.resetOnInitialize);
+          return { sessionId: "fake-session" };
+        }
         if (method === "process/start") {
           if ((p.argv as string[])[0] === "flood") {
             this.#tasks.push(this.#flood(peer, p.processId as string));
@@ -876,6 +881,11 @@ function assertResetError(error: unknown, reason: string): true {
     `expected a StreamResetError (or a RelayClosedError caused by one), got ${error}`,
   );
   assert.equal(reset.reason, reason);
+  assert.match(
+    (error as Error).message,
+    new RegExp(`: ${reason}$`),
+    "the message names the reason",
+  );
   return true;
 }
 
@@ -918,7 +928,10 @@ for (const reason of ["executor_disconnected", "unknown_stream", "stream_in_use"
       "status rejected",
     );
     await withDeadline(assert.rejects(child.output()), 3_000, "output rejected");
-    await assert.rejects(conn.request("environment/info"), RelayClosedError);
+    await assert.rejects(conn.request("environment/info"), (error) => {
+      assert.ok(error instanceof RelayClosedError);
+      return assertResetError(error, reason);
+    });
     assert.deepEqual(events, []);
   });
 }
@@ -1000,3 +1013,20 @@ for (const reader of ["reading", "not reading"] as const) {
     }
   });
 }
+
+Deno.test("connect (rendezvous) names the reset reason when the stream is reset before initialize answers", async () => {
+  await using fake = new FakeRendezvous();
+  fake.resetOnInitialize = "executor_offline";
+  await withDeadline(
+    assert.rejects(
+      connect(fake.url, { executorId: "fake", token: SERVER_TOKEN, timeoutMs: 5_000 }),
+      (error) => {
+        assert.ok(error instanceof RelayClosedError, `got ${error}`);
+        assert.match(error.message, /^Cannot connect to executor fake at 127\.0\.0\.1:\d+: /);
+        return assertResetError(error, "executor_offline");
+      },
+    ),
+    3_000,
+    "connect rejected",
+  );
+});

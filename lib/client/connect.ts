@@ -138,14 +138,30 @@ export class Connection implements AsyncDisposable, ProcessTransport {
    * @param options Signal and timeout.
    * @returns The result.
    * @throws {RpcError} When the executor answers with an error.
-   * @throws {RelayClosedError} When the connection closes first.
+   * @throws {RelayClosedError} When the connection closes first; its message
+   * ends with {@linkcode Connection.closeReason} (e.g. a reset reason such as
+   * `stream_in_use`) and its `cause` chain holds the transport's error (a
+   * `StreamResetError` when the relay reset the session's stream).
    */
   request<T = unknown>(
     method: string,
     params?: unknown,
     options?: ConnectionRequestOptions,
   ): Promise<T> {
-    return this.#resources.peer.request<T>(method, params, options);
+    return this.#resources.peer.request<T>(method, params, options).catch((error) => {
+      throw this.#explainClosed(error, `Cannot finish request ${method}`);
+    });
+  }
+
+  /**
+   * Names the close reason in a closed-channel error, so that callers (and
+   * the CLI, which prints the message) learn why without walking `cause`.
+   */
+  #explainClosed(error: unknown, action: string): unknown {
+    if (!(error instanceof RelayClosedError)) return error;
+    const reason = this.closeReason;
+    if (reason === undefined) return error;
+    return new RelayClosedError(`${action}: the connection closed: ${reason}`, { cause: error });
   }
 
   /**
@@ -332,6 +348,10 @@ async function openRendezvous(
   mux.attach(socket);
   const stream: MuxStream = mux.open();
   const stop = new AbortController();
+  // A reset (or any end) of the session's stream ends the session: nothing
+  // is left to resume, so stop reconnecting at once instead of retrying for
+  // the rest of the detach window.
+  stream.closed.then(() => stop.abort());
   const emit = (event: ConnectionEvent): void => {
     try {
       options.onEvent?.(event);
@@ -478,7 +498,17 @@ export async function connect(
     await connection.initialize(options.clientName ?? "outpost", { signal: deadline });
     return connection;
   } catch (error) {
+    const reason = connection?.closeReason;
     await connection?.close();
+    if (error instanceof RelayClosedError && reason !== undefined) {
+      const target = options.executorId !== undefined
+        ? `executor ${options.executorId} at ${parsed.host}`
+        : parsed.host;
+      throw new RelayClosedError(
+        `Cannot connect to ${target}: the session ended before initialize answered: ${reason}`,
+        { cause: error },
+      );
+    }
     throw error;
   } finally {
     clearTimeout(timer);
