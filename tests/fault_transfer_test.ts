@@ -361,7 +361,7 @@ async function makeFile(
 async function remoteCat(
   rig: Rig,
   file: string,
-  during?: (received: () => number) => Promise<void>,
+  during?: (reached: (bytes: number) => Promise<void>) => Promise<void>,
 ): Promise<{ sha: string; bytes: number; code: number; starts: number; ms: number }> {
   const t0 = performance.now();
   await using conn = await connect(rig.proxyA.wsUrl, {
@@ -377,14 +377,45 @@ async function remoteCat(
   }).spawn();
   const hash = createHash("sha256");
   let bytes = 0;
+  // Waiters for "this many bytes have arrived": resolved as output streams in,
+  // rejected as soon as the transfer ends, so `during` never outwaits a failure.
+  const waiters: { bytes: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  const settleWaiters = (ended?: Error): void => {
+    for (let i = waiters.length - 1; i >= 0; i--) {
+      if (waiters[i].bytes <= bytes) waiters.splice(i, 1)[0].resolve();
+      else if (ended) waiters.splice(i, 1)[0].reject(ended);
+    }
+  };
+  const reached = (target: number): Promise<void> =>
+    new Promise((resolve, reject) => {
+      waiters.push({ bytes: target, resolve, reject });
+      settleWaiters();
+    });
   const reading = (async () => {
     for await (const chunk of child.stdout) {
       hash.update(chunk);
       bytes += chunk.length;
+      if (waiters.length > 0) settleWaiters();
     }
   })();
+  let readerEnded = false;
+  reading.then(
+    () => {
+      readerEnded = true;
+      settleWaiters(new Error(`Transfer ended after ${bytes} bytes`));
+    },
+    (error) => {
+      readerEnded = true;
+      settleWaiters(new Error(`Transfer failed after ${bytes} bytes`, { cause: error }));
+    },
+  );
   reading.catch(() => {}); // awaited below; a failure must not go unhandled meanwhile
-  if (during) await during(() => bytes);
+  if (during) {
+    // A `during` that stopped because the reader ended is reported by the reader below.
+    await during(reached).catch((error) => {
+      if (!readerEnded) throw error;
+    });
+  }
   await reading.catch((error) => {
     // Name the resets the proxies saw: they say which side gave up and why.
     const seen = [
@@ -475,9 +506,9 @@ Deno.test({
 /** Cuts the given hops at 20%, 50% and 80% of the transfer. */
 function cutAt(rig: Rig, hops: ("A" | "B")[], halfOpen: boolean) {
   let cuts = 0;
-  const during = async (received: () => number): Promise<void> => {
+  const during = async (reached: (bytes: number) => Promise<void>): Promise<void> => {
     for (const fraction of [0.2, 0.5, 0.8]) {
-      while (received() < SIZE * fraction) await new Promise((resolve) => setTimeout(resolve, 5));
+      await reached(SIZE * fraction);
       if (hops.includes("A")) cuts += rig.proxyA.cutAll({ halfOpen });
       if (hops.includes("B")) cuts += rig.proxyB.cutAll({ halfOpen });
     }
@@ -547,8 +578,8 @@ async function restartRun(
 ): Promise<{ sha: string; result: Awaited<ReturnType<typeof remoteCat>> }> {
   const { path, sha } = await makeFile(rig.dir, SIZE, 31);
   const result = await withDeadline(
-    remoteCat(rig, path, async (received) => {
-      while (received() < SIZE * 0.3) await new Promise((resolve) => setTimeout(resolve, 5));
+    remoteCat(rig, path, async (reached) => {
+      await reached(SIZE * 0.3);
       await rig.restartRendezvous();
     }),
     120_000,
@@ -623,8 +654,8 @@ Deno.test({
     let error: unknown;
     try {
       await withDeadline(
-        remoteCat(rig, path, async (received) => {
-          while (received() < SIZE * 0.2) await new Promise((resolve) => setTimeout(resolve, 5));
+        remoteCat(rig, path, async (reached) => {
+          await reached(SIZE * 0.2);
           killedAt = performance.now();
           await rig.executor.kill();
         }),
