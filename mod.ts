@@ -144,7 +144,12 @@ export type {
   RendezvousOptions,
   RendezvousServer,
 } from "./lib/server/rendezvous_server.ts";
-export type { RelayRouterStats, RouterEvent, RouterRole } from "./lib/mux/relay_router.ts";
+export type {
+  RelayRouterOptions,
+  RelayRouterStats,
+  RouterEvent,
+  RouterRole,
+} from "./lib/mux/relay_router.ts";
 export { RegistrationError, runExecutor } from "./lib/server/executor_loop.ts";
 export type {
   RemoteExecutorEvent,

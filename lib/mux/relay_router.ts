@@ -76,7 +76,8 @@ export type RouterEvent =
 /** Limits and timing of a {@linkcode RelayRouter}; every field is optional. */
 export interface RelayRouterOptions {
   /**
-   * How long a departed socket's streams stay parked, waiting for it to return.
+   * How long a departed socket's streams stay parked, waiting for it to
+   * return, in milliseconds.
    * @default {30000}
    */
   detachWindowMs?: number;
@@ -128,7 +129,8 @@ export interface RelayRouterOptions {
    */
   maxPeerQueueBytes?: number;
   /**
-   * How long a socket may stay behind before it is dropped (closed `slow_peer`).
+   * How long a socket may stay behind before it is dropped (closed
+   * `slow_peer`), in milliseconds.
    * @default {15000}
    */
   slowPeerTimeoutMs?: number;

@@ -17,11 +17,21 @@
 
 import { RelaySocket } from "../relay/relay_socket.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../relay/frame_codec.ts";
-import { RelayRouter, type RelayRouterStats, type RouterEvent } from "../mux/relay_router.ts";
+import {
+  RelayRouter,
+  type RelayRouterOptions,
+  type RelayRouterStats,
+  type RouterEvent,
+} from "../mux/relay_router.ts";
 import { UrlSigner } from "./_signed_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 
-export type { RelayRouterStats, RouterEvent, RouterRole } from "../mux/relay_router.ts";
+export type {
+  RelayRouterOptions,
+  RelayRouterStats,
+  RouterEvent,
+  RouterRole,
+} from "../mux/relay_router.ts";
 
 /** Longest executor id accepted. */
 const MAX_EXECUTOR_ID_LENGTH = 256;
@@ -47,8 +57,11 @@ export type RendezvousEvent =
     code: string;
   };
 
-/** Options of {@linkcode serveRendezvous}. */
-export interface RendezvousOptions {
+/**
+ * Options of {@linkcode serveRendezvous}: the router's limits and timing
+ * (see {@linkcode RelayRouterOptions}) plus those of the HTTP side.
+ */
+export interface RendezvousOptions extends Omit<RelayRouterOptions, "onEvent" | "startupGraceMs"> {
   /**
    * Where to listen, as a `ws://` (or `http://`) URL; port 0 picks a free port.
    * @default {"ws://127.0.0.1:0"}
@@ -71,61 +84,6 @@ export interface RendezvousOptions {
    * a TLS proxy). By default the request's `Host` header over `ws://`.
    */
   publicUrl?: string;
-  /**
-   * How long the streams of a departed socket stay parked, in milliseconds.
-   * @default {30000}
-   */
-  detachWindowMs?: number;
-  /**
-   * Most executor ids served at once.
-   * @default {1024}
-   */
-  maxExecutors?: number;
-  /**
-   * Most harness sockets per executor id.
-   * @default {64}
-   */
-  maxHarnessSockets?: number;
-  /**
-   * Most streams per executor id.
-   * @default {4096}
-   */
-  maxStreams?: number;
-  /**
-   * Most streams one harness socket may own.
-   * @default {1024}
-   */
-  maxStreamsPerHarness?: number;
-  /**
-   * Streams every harness socket may own even when its executor is at `maxStreams`.
-   * @default {4}
-   */
-  reservedStreamsPerHarness?: number;
-  /**
-   * Largest relay frame, in bytes.
-   * @default {262144}
-   */
-  maxFrameBytes?: number;
-  /**
-   * Bytes waiting for one socket above which it counts as behind.
-   * @default {1048576}
-   */
-  peerHighWaterBytes?: number;
-  /**
-   * Bytes queued for one socket past which it is dropped at once.
-   * @default {16777216}
-   */
-  maxPeerQueueBytes?: number;
-  /**
-   * How long a socket may stay behind before it is dropped, in milliseconds.
-   * @default {15000}
-   */
-  slowPeerTimeoutMs?: number;
-  /**
-   * Bytes of harness frames held per executor id while its executor is away.
-   * @default {4194304}
-   */
-  maxOfflineQueueBytes?: number;
   /**
    * For this long after start, harness streams for an executor id with no
    * executor socket wait for the detach window instead of being reset
