@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { RpcError, SandboxDeniedError } from "../lib/errors.ts";
+import { type Confinement, detectCapabilities } from "../lib/exec/confinement.ts";
 import { FsOps } from "../lib/exec/fs_ops.ts";
 import { type PermissionQuery, SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
+
+/** bubblewrap works here: the `os` variants run (they are reported ignored otherwise). */
+const OS_WORKS = (await detectCapabilities()).confinements.includes("os");
+/** The writing tests run below the `os` minimum (in the executor) and at it (in bubblewrap). */
+const LEVELS: Confinement[] = ["none", "os"];
 
 /** Grants read and write below `dir` only (Deno permissions are the far side of the boundary). */
 function grantsOnly(dir: string): PermissionQuery {
@@ -14,12 +20,14 @@ function grantsOnly(dir: string): PermissionQuery {
     );
 }
 
-async function fixture(maxFileBytes?: number) {
+async function fixture(maxFileBytes?: number, minConfinement: Confinement = "none") {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_" }));
   const outside = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_out_" }));
+  // The os minimum confines writes to the write roots (bound writable in the sandbox).
+  const roots = minConfinement === "os" ? { writeRoots: [dir] } : {};
   const fs = new FsOps(
-    new SandboxPolicy({ query: grantsOnly(dir) }),
-    maxFileBytes === undefined ? {} : { maxFileBytes },
+    new SandboxPolicy({ query: grantsOnly(dir), ...roots }),
+    { ...(maxFileBytes === undefined ? {} : { maxFileBytes }), minConfinement },
   );
   return {
     dir,
@@ -55,40 +63,46 @@ async function rpcFails(
 
 const b64 = (text: string) => new TextEncoder().encode(text).toBase64();
 
-Deno.test("FsOps writes, reads and inspects files with upstream names", async () => {
-  await using f = await fixture();
-  const bytes = new Uint8Array(256).map((_, i) => i);
-  assert.deepEqual(
-    await f.call("fs/writeFile", { path: `${f.dir}/a.bin`, dataBase64: bytes.toBase64() }),
-    {},
-  );
-  assert.deepEqual(await f.call("fs/readFile", { path: `${f.dir}/a.bin` }), {
-    dataBase64: bytes.toBase64(),
+for (const level of LEVELS) {
+  Deno.test({
+    name: `FsOps writes, reads and inspects files with upstream names (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      const bytes = new Uint8Array(256).map((_, i) => i);
+      assert.deepEqual(
+        await f.call("fs/writeFile", { path: `${f.dir}/a.bin`, dataBase64: bytes.toBase64() }),
+        {},
+      );
+      assert.deepEqual(await f.call("fs/readFile", { path: `${f.dir}/a.bin` }), {
+        dataBase64: bytes.toBase64(),
+      });
+      const meta = await f.call("fs/getMetadata", { path: `${f.dir}/a.bin` });
+      assert.equal(meta.isFile, true);
+      assert.equal(meta.isDirectory, false);
+      assert.equal(meta.isSymlink, false);
+      assert.equal(meta.size, 256);
+      assert.equal(typeof meta.modifiedAtMs, "number");
+      assert.equal(typeof meta.createdAtMs, "number");
+      await Deno.symlink(`${f.dir}/a.bin`, `${f.dir}/link`);
+      const viaLink = await f.call("fs/getMetadata", { path: `${f.dir}/link` });
+      assert.equal(viaLink.isSymlink, true);
+      assert.equal(viaLink.isFile, true);
+      assert.equal(viaLink.size, 256);
+      await Deno.symlink(`${f.outside}/secret`, `${f.dir}/out_link`);
+      const dangling = await f.call("fs/getMetadata", { path: `${f.dir}/out_link` });
+      assert.equal(dangling.isSymlink, true); // describes the link, not the refused target
+      assert.deepEqual(await f.call("fs/canonicalize", { path: `${f.dir}/link` }), {
+        path: `${f.dir}/a.bin`,
+      });
+      await rpcFails(
+        f.call("fs/writeFile", { path: `${f.dir}/x`, dataBase64: "%%%=" }),
+        -32602,
+        '"dataBase64"',
+      );
+    },
   });
-  const meta = await f.call("fs/getMetadata", { path: `${f.dir}/a.bin` });
-  assert.equal(meta.isFile, true);
-  assert.equal(meta.isDirectory, false);
-  assert.equal(meta.isSymlink, false);
-  assert.equal(meta.size, 256);
-  assert.equal(typeof meta.modifiedAtMs, "number");
-  assert.equal(typeof meta.createdAtMs, "number");
-  await Deno.symlink(`${f.dir}/a.bin`, `${f.dir}/link`);
-  const viaLink = await f.call("fs/getMetadata", { path: `${f.dir}/link` });
-  assert.equal(viaLink.isSymlink, true);
-  assert.equal(viaLink.isFile, true);
-  assert.equal(viaLink.size, 256);
-  await Deno.symlink(`${f.outside}/secret`, `${f.dir}/out_link`);
-  const dangling = await f.call("fs/getMetadata", { path: `${f.dir}/out_link` });
-  assert.equal(dangling.isSymlink, true); // describes the link, not the refused target
-  assert.deepEqual(await f.call("fs/canonicalize", { path: `${f.dir}/link` }), {
-    path: `${f.dir}/a.bin`,
-  });
-  await rpcFails(
-    f.call("fs/writeFile", { path: `${f.dir}/x`, dataBase64: "%%%=" }),
-    -32602,
-    '"dataBase64"',
-  );
-});
+}
 
 Deno.test("FsOps readFile allows a file at the size limit and refuses one byte past it", async () => {
   await using f = await fixture(1000);
@@ -106,114 +120,257 @@ Deno.test("FsOps readFile allows a file at the size limit and refuses one byte p
   await rpcFails(f.call("fs/readFile", { path: `${f.dir}/missing` }), -32004, "does not exist");
 });
 
-Deno.test("FsOps creates, lists and removes directories", async () => {
-  await using f = await fixture();
-  assert.deepEqual(await f.call("fs/createDirectory", { path: `${f.dir}/a/b/c` }), {});
-  await f.call("fs/createDirectory", { path: `${f.dir}/a/b/c` }); // recursive accepts existing
-  await rpcFails(f.call("fs/createDirectory", { path: `${f.dir}/x/y`, recursive: false }), -32004);
-  await rpcFails(
-    f.call("fs/createDirectory", { path: `${f.dir}/a`, recursive: false }),
-    -32603,
-    `${f.dir}/a`,
+for (const level of LEVELS) {
+  Deno.test({
+    name: `FsOps creates, lists and removes directories (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      assert.deepEqual(await f.call("fs/createDirectory", { path: `${f.dir}/a/b/c` }), {});
+      await f.call("fs/createDirectory", { path: `${f.dir}/a/b/c` }); // recursive accepts existing
+      await rpcFails(
+        f.call("fs/createDirectory", { path: `${f.dir}/x/y`, recursive: false }),
+        -32004,
+      );
+      await rpcFails(
+        f.call("fs/createDirectory", { path: `${f.dir}/a`, recursive: false }),
+        -32603,
+        `${f.dir}/a`,
+      );
+      await Deno.writeTextFile(`${f.dir}/a/z.txt`, "z");
+      await Deno.writeTextFile(`${f.dir}/a/m.txt`, "m");
+      const { entries } = await f.call("fs/readDirectory", { path: `${f.dir}/a` });
+      assert.deepEqual(entries, [
+        { fileName: "b", isDirectory: true, isFile: false, isSymlink: false },
+        { fileName: "m.txt", isDirectory: false, isFile: true, isSymlink: false },
+        { fileName: "z.txt", isDirectory: false, isFile: true, isSymlink: false },
+      ]);
+      await rpcFails(
+        f.call("fs/remove", { path: `${f.dir}/a`, recursive: false }),
+        -32603,
+        `${f.dir}/a`,
+      );
+      await f.call("fs/remove", { path: `${f.dir}/missing` }); // force defaults to true
+      await rpcFails(f.call("fs/remove", { path: `${f.dir}/missing`, force: false }), -32004);
+      await Deno.writeTextFile(`${f.outside}/keep.txt`, "keep");
+      await Deno.symlink(f.outside, `${f.dir}/out`);
+      await f.call("fs/remove", { path: `${f.dir}/out` }); // the link, not its target
+      assert.equal(await Deno.readTextFile(`${f.outside}/keep.txt`), "keep");
+      await f.call("fs/remove", { path: `${f.dir}/a` });
+      await assert.rejects(Deno.stat(`${f.dir}/a`), Deno.errors.NotFound);
+    },
+  });
+}
+
+for (const level of LEVELS) {
+  Deno.test({
+    name:
+      `FsOps copies files and trees and never writes through links out of the sandbox (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      await Deno.mkdir(`${f.dir}/src/inner`, { recursive: true });
+      await Deno.writeTextFile(`${f.dir}/src/one.txt`, "one");
+      await Deno.writeTextFile(`${f.dir}/src/inner/two.txt`, "two");
+      await f.call("fs/copy", {
+        sourcePath: `${f.dir}/src/one.txt`,
+        destinationPath: `${f.dir}/one.txt`,
+        recursive: false,
+      });
+      assert.equal(await Deno.readTextFile(`${f.dir}/one.txt`), "one");
+      await rpcFails(
+        f.call("fs/copy", {
+          sourcePath: `${f.dir}/src`,
+          destinationPath: `${f.dir}/dst`,
+          recursive: false,
+        }),
+        -32602,
+        '"recursive"',
+      );
+      await f.call("fs/copy", {
+        sourcePath: `${f.dir}/src`,
+        destinationPath: `${f.dir}/dst`,
+        recursive: true,
+      });
+      assert.equal(await Deno.readTextFile(`${f.dir}/dst/inner/two.txt`), "two");
+      await rpcFails(
+        f.call("fs/copy", {
+          sourcePath: `${f.dir}/src`,
+          destinationPath: `${f.dir}/src/inner/again`,
+          recursive: true,
+        }),
+        -32602,
+        "inside it",
+      );
+      // An existing destination tree holding a link that leads outside: refused.
+      await Deno.mkdir(`${f.dir}/trap`);
+      await Deno.symlink(f.outside, `${f.dir}/trap/inner`);
+      await rpcFails(
+        f.call("fs/copy", {
+          sourcePath: `${f.dir}/src`,
+          destinationPath: `${f.dir}/trap`,
+          recursive: true,
+        }),
+        -32003,
+        f.outside,
+      );
+      assert.deepEqual([...Deno.readDirSync(f.outside)], []);
+      await Deno.symlink("/etc", `${f.dir}/src/link`);
+      await rpcFails(
+        f.call("fs/copy", {
+          sourcePath: `${f.dir}/src`,
+          destinationPath: `${f.dir}/dst2`,
+          recursive: true,
+        }),
+        -32603,
+        "symbolic links",
+      );
+      await rpcFails(
+        f.call("fs/copy", {
+          sourcePath: "/etc/hostname",
+          destinationPath: `${f.dir}/h`,
+          recursive: false,
+        }),
+        -32003,
+        "/etc/hostname",
+      );
+      await rpcFails(
+        f.call("fs/copy", {
+          sourcePath: `${f.dir}/one.txt`,
+          destinationPath: `${f.outside}/x`,
+          recursive: false,
+        }),
+        -32003,
+        "write access",
+      );
+      await f.call("fs/writeFile", { path: `${f.dir}/t.txt`, dataBase64: b64("t") });
+    },
+  });
+}
+
+/**
+ * A world under /var/tmp (not /tmp: the sandbox has its own /tmp) whose
+ * permission oracle swaps `root/swap` (a real directory) for a link to
+ * `outside` right after the write check has resolved the path: the race
+ * of SECURITY_TESTS.md defect 6, won every time.
+ */
+async function swapWorld(minConfinement: Confinement) {
+  const base = await Deno.realPath(
+    await Deno.makeTempDir({ dir: "/var/tmp", prefix: "outpost_fs_swap_" }),
   );
-  await Deno.writeTextFile(`${f.dir}/a/z.txt`, "z");
-  await Deno.writeTextFile(`${f.dir}/a/m.txt`, "m");
-  const { entries } = await f.call("fs/readDirectory", { path: `${f.dir}/a` });
-  assert.deepEqual(entries, [
-    { fileName: "b", isDirectory: true, isFile: false, isSymlink: false },
-    { fileName: "m.txt", isDirectory: false, isFile: true, isSymlink: false },
-    { fileName: "z.txt", isDirectory: false, isFile: true, isSymlink: false },
-  ]);
-  await rpcFails(
-    f.call("fs/remove", { path: `${f.dir}/a`, recursive: false }),
-    -32603,
-    `${f.dir}/a`,
-  );
-  await f.call("fs/remove", { path: `${f.dir}/missing` }); // force defaults to true
-  await rpcFails(f.call("fs/remove", { path: `${f.dir}/missing`, force: false }), -32004);
-  await Deno.writeTextFile(`${f.outside}/keep.txt`, "keep");
-  await Deno.symlink(f.outside, `${f.dir}/out`);
-  await f.call("fs/remove", { path: `${f.dir}/out` }); // the link, not its target
-  assert.equal(await Deno.readTextFile(`${f.outside}/keep.txt`), "keep");
-  await f.call("fs/remove", { path: `${f.dir}/a` });
-  await assert.rejects(Deno.stat(`${f.dir}/a`), Deno.errors.NotFound);
+  const root = `${base}/root`;
+  const outside = `${base}/outside`;
+  const swap = `${root}/swap`;
+  await Deno.mkdir(swap, { recursive: true });
+  await Deno.mkdir(outside);
+  let swaps = 0;
+  const query: PermissionQuery = async (d) => {
+    const path = (d as { path?: string }).path ?? "";
+    const inRoot = path === root || path.startsWith(root + "/");
+    if (d.name === "write" && path.startsWith(swap + "/")) {
+      // The check resolved the path already; swap before the operation runs.
+      await Deno.rename(swap, `${swap}.real`);
+      await Deno.symlink(outside, swap);
+      swaps++;
+    }
+    return (d.name === "read" && path.startsWith(base)) || (d.name === "write" && inRoot)
+      ? "granted"
+      : "prompt";
+  };
+  const fs = new FsOps(new SandboxPolicy({ query, writeRoots: [root] }), { minConfinement });
+  return {
+    root,
+    outside,
+    swap,
+    fs,
+    swaps: () => swaps,
+    /** Puts the real directory back. */
+    async restore(): Promise<void> {
+      await Deno.remove(swap);
+      await Deno.rename(`${swap}.real`, swap);
+    },
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(base, { recursive: true });
+    },
+  };
+}
+
+Deno.test({
+  name: "FsOps below the os minimum: a directory swapped after the check still redirects writes " +
+    "(the documented race the os minimum closes)",
+  async fn() {
+    await using w = await swapWorld("none");
+    await Deno.writeTextFile(`${w.outside}/victim.txt`, "victim");
+    await w.fs.call("fs/writeFile", { path: `${w.swap}/w.txt`, dataBase64: b64("x") });
+    await w.restore();
+    await w.fs.call("fs/createDirectory", { path: `${w.swap}/d`, recursive: false });
+    await w.restore();
+    await w.fs.call("fs/remove", { path: `${w.swap}/victim.txt`, recursive: false });
+    await w.restore();
+    assert.equal(w.swaps(), 3);
+    // The swap hook really races: each operation landed outside.
+    assert.deepEqual([...Deno.readDirSync(w.outside)].map((e) => e.name).sort(), ["d", "w.txt"]);
+  },
 });
 
-Deno.test("FsOps copies files and trees and never writes through links out of the sandbox", async () => {
-  await using f = await fixture();
-  await Deno.mkdir(`${f.dir}/src/inner`, { recursive: true });
-  await Deno.writeTextFile(`${f.dir}/src/one.txt`, "one");
-  await Deno.writeTextFile(`${f.dir}/src/inner/two.txt`, "two");
-  await f.call("fs/copy", {
-    sourcePath: `${f.dir}/src/one.txt`,
-    destinationPath: `${f.dir}/one.txt`,
-    recursive: false,
-  });
-  assert.equal(await Deno.readTextFile(`${f.dir}/one.txt`), "one");
-  await rpcFails(
-    f.call("fs/copy", {
-      sourcePath: `${f.dir}/src`,
-      destinationPath: `${f.dir}/dst`,
+Deno.test({
+  name: "FsOps at the os minimum: a directory swapped after the check cannot lead " +
+    "writeFile, createDirectory, remove or copy outside the write roots",
+  ignore: !OS_WORKS,
+  async fn() {
+    await using w = await swapWorld("os");
+    assert.equal(await w.fs.confinedWrites(), true);
+    await Deno.writeTextFile(`${w.outside}/victim.txt`, "victim");
+    await Deno.writeTextFile(`${w.root}/source.txt`, "source");
+    const attempts: [string, Record<string, unknown>][] = [
+      ["fs/writeFile", { path: `${w.swap}/w.txt`, dataBase64: b64("x") }],
+      ["fs/createDirectory", { path: `${w.swap}/d`, recursive: false }],
+      ["fs/createDirectory", { path: `${w.swap}/p/q`, recursive: true }],
+      ["fs/remove", { path: `${w.swap}/victim.txt`, recursive: false }],
+      ["fs/remove", { path: `${w.swap}/victim.txt`, recursive: true, force: true }],
+      ["fs/copy", {
+        sourcePath: `${w.root}/source.txt`,
+        destinationPath: `${w.swap}/c.txt`,
+        recursive: false,
+      }],
+    ];
+    for (const [method, params] of attempts) {
+      await rpcFails(w.fs.call(method, params), -32003, "Read-only file system", w.swap);
+      await w.restore();
+    }
+    assert.equal(w.swaps(), attempts.length);
+    assert.deepEqual([...Deno.readDirSync(w.outside)].map((e) => e.name), ["victim.txt"]);
+    assert.equal(await Deno.readTextFile(`${w.outside}/victim.txt`), "victim");
+    // Without a swap the same operations work.
+    await w.fs.call("fs/writeFile", { path: `${w.root}/ok.txt`, dataBase64: b64("ok") });
+    await w.fs.call("fs/copy", {
+      sourcePath: `${w.root}/ok.txt`,
+      destinationPath: `${w.root}/ok2.txt`,
       recursive: false,
-    }),
-    -32602,
-    '"recursive"',
-  );
-  await f.call("fs/copy", {
-    sourcePath: `${f.dir}/src`,
-    destinationPath: `${f.dir}/dst`,
-    recursive: true,
-  });
-  assert.equal(await Deno.readTextFile(`${f.dir}/dst/inner/two.txt`), "two");
-  await rpcFails(
-    f.call("fs/copy", {
-      sourcePath: `${f.dir}/src`,
-      destinationPath: `${f.dir}/src/inner/again`,
-      recursive: true,
-    }),
-    -32602,
-    "inside it",
-  );
-  // An existing destination tree holding a link that leads outside: refused.
-  await Deno.mkdir(`${f.dir}/trap`);
-  await Deno.symlink(f.outside, `${f.dir}/trap/inner`);
-  await rpcFails(
-    f.call("fs/copy", {
-      sourcePath: `${f.dir}/src`,
-      destinationPath: `${f.dir}/trap`,
-      recursive: true,
-    }),
-    -32003,
-    f.outside,
-  );
-  assert.deepEqual([...Deno.readDirSync(f.outside)], []);
-  await Deno.symlink("/etc", `${f.dir}/src/link`);
-  await rpcFails(
-    f.call("fs/copy", {
-      sourcePath: `${f.dir}/src`,
-      destinationPath: `${f.dir}/dst2`,
-      recursive: true,
-    }),
-    -32603,
-    "symbolic links",
-  );
-  await rpcFails(
-    f.call("fs/copy", {
-      sourcePath: "/etc/hostname",
-      destinationPath: `${f.dir}/h`,
-      recursive: false,
-    }),
-    -32003,
-    "/etc/hostname",
-  );
-  await rpcFails(
-    f.call("fs/copy", {
-      sourcePath: `${f.dir}/one.txt`,
-      destinationPath: `${f.outside}/x`,
-      recursive: false,
-    }),
-    -32003,
-    "write access",
-  );
-  await f.call("fs/writeFile", { path: `${f.dir}/t.txt`, dataBase64: b64("t") });
+    });
+    assert.equal(await Deno.readTextFile(`${w.root}/ok2.txt`), "ok");
+  },
+});
+
+Deno.test({
+  name: "FsOps at the os minimum refuses writes outside existing write roots without running them",
+  ignore: !OS_WORKS,
+  async fn() {
+    const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_noroot_" }));
+    try {
+      // No write roots: the policy alone would allow the write; the os minimum does not.
+      const fs = new FsOps(new SandboxPolicy({ query: grantsOnly(dir) }), {
+        minConfinement: "os",
+      });
+      await rpcFails(
+        fs.call("fs/writeFile", { path: `${dir}/a.txt`, dataBase64: b64("a") }),
+        -32003,
+        `${dir}/a.txt`,
+        "write roots",
+      );
+      await assert.rejects(Deno.stat(`${dir}/a.txt`), Deno.errors.NotFound);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

@@ -28,6 +28,14 @@ export interface SandboxInfo {
   tty: boolean;
   /** A terminal can be resized with `process/resize`. */
   resize: boolean;
+  /**
+   * The writing fs methods run inside the `os` sandbox (minimum confinement
+   * `os`, bubblewrap works, and `bwrap`, `sh`, `cat`, `mkdir`, `rm` are
+   * granted), so a directory swapped for a link cannot lead a write outside
+   * the write roots. Under the `os` minimum a write whose helper is missing is
+   * refused, never done unconfined.
+   */
+  confinedFs: boolean;
 }
 
 /** The result of `environment/info`. */
@@ -52,6 +60,8 @@ export interface EnvironmentInfoOptions {
   capabilities: Capabilities;
   /** The operator's minimum confinement. */
   minConfinement: Confinement;
+  /** Whether fs writes run inside the `os` sandbox. @default {false} */
+  confinedFs?: boolean;
 }
 
 async function envGranted(variable: string): Promise<boolean> {
@@ -118,6 +128,7 @@ export function environmentInfo(
       treeKill: capabilities.treeKill,
       tty: capabilities.tty,
       resize: capabilities.resize,
+      confinedFs: options.confinedFs ?? false,
     },
   };
 }

@@ -103,6 +103,7 @@ export class Executor implements AsyncDisposable {
   #capabilities: Capabilities = CONSERVATIVE_CAPABILITIES;
   #shell: ShellInfo = { name: "sh", path: "/bin/sh" };
   #release: string | null = null;
+  #confinedFs = false;
   #probe: Promise<void>;
   #serving = new Set<Promise<void>>();
   #channels = new Set<MessageChannel>();
@@ -124,6 +125,7 @@ export class Executor implements AsyncDisposable {
     this.#fs = new FsOps(policy, {
       maxFileBytes: options.maxFileBytes ??
         Math.floor((this.#maxMessageBytes - 1024) / 4) * 3,
+      minConfinement: this.#minConfinement,
     });
     const limiter = new ProcessLimiter(options.maxProcesses ?? DEFAULT_MAX_EXECUTOR_PROCESSES);
     const tableOptions = {
@@ -152,11 +154,17 @@ export class Executor implements AsyncDisposable {
       ttlMs: options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS,
       maxSessions: options.maxSessions ?? DEFAULT_MAX_SESSIONS,
     });
-    this.#probe = Promise.all([detectCapabilities(), detectShell(), osRelease()]).then(
-      ([capabilities, shell, release]) => {
+    this.#probe = Promise.all([
+      detectCapabilities(),
+      detectShell(),
+      osRelease(),
+      this.#fs.confinedWrites(),
+    ]).then(
+      ([capabilities, shell, release, confinedFs]) => {
         this.#capabilities = capabilities;
         this.#shell = shell;
         this.#release = release;
+        this.#confinedFs = confinedFs && capabilities.confinements.includes("os");
       },
       () => {},
     );
@@ -199,7 +207,12 @@ export class Executor implements AsyncDisposable {
    */
   info(): EnvironmentInfo {
     return environmentInfo(
-      { cwd: this.#cwd, capabilities: this.#capabilities, minConfinement: this.#minConfinement },
+      {
+        cwd: this.#cwd,
+        capabilities: this.#capabilities,
+        minConfinement: this.#minConfinement,
+        confinedFs: this.#confinedFs,
+      },
       this.#shell,
       this.#release,
     );

@@ -3,12 +3,21 @@
  * names, every path checked by the {@linkcode SandboxPolicy} first and acted
  * on in its resolved form.
  *
+ * Under the `os` confinement minimum the writing methods (`fs/writeFile`,
+ * `fs/createDirectory`, `fs/remove`, the destination side of `fs/copy`) run
+ * inside a bubblewrap sandbox that binds only the write roots writable, so a
+ * directory swapped for a symbolic link after the check cannot lead a write
+ * outside them (Deno has no `openat`/`O_NOFOLLOW`). Below that minimum they
+ * run in the executor itself and that race remains (see SECURITY_TESTS.md).
+ *
  * @module
  */
 
 import { RpcError, SandboxDeniedError } from "../errors.ts";
 import { INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, SANDBOX_DENIED } from "../rpc/error_codes.ts";
 import type { SandboxPolicy } from "./sandbox_policy.ts";
+import type { Confinement } from "./confinement.ts";
+import { type ConfinedData, ConfinedFs } from "./_confined_fs.ts";
 import {
   absolutePath,
   base64Bytes,
@@ -54,6 +63,14 @@ export interface DirectoryEntry {
 export interface FsOpsOptions {
   /** The largest file `fs/readFile` returns. @default {DEFAULT_MAX_FILE_BYTES} */
   maxFileBytes?: number;
+  /**
+   * The executor's minimum confinement. At `os` the writing methods run inside
+   * a bubblewrap sandbox limited to the policy's write roots (helpers `bwrap`,
+   * `sh`, `cat`, `mkdir`, `rm` must be granted; without them those methods are
+   * refused, never done unconfined).
+   * @default {"none"}
+   */
+  minConfinement?: Confinement;
 }
 
 /**
@@ -93,6 +110,7 @@ function fsError(action: string, path: string, error: unknown): unknown {
 export class FsOps {
   #policy: SandboxPolicy;
   #maxFileBytes: number;
+  #confined: ConfinedFs | null;
 
   /**
    * Creates the handler.
@@ -103,6 +121,18 @@ export class FsOps {
   constructor(policy: SandboxPolicy, options: FsOpsOptions = {}) {
     this.#policy = policy;
     this.#maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+    this.#confined = options.minConfinement === "os" ? new ConfinedFs(policy.writeRoots) : null;
+  }
+
+  /**
+   * Whether the writing methods run inside the `os` sandbox: the minimum
+   * confinement is `os` and every helper they need is granted. (Under the `os`
+   * minimum a method whose helper is missing is refused, not run unconfined.)
+   *
+   * @returns True when fs writes are confined.
+   */
+  async confinedWrites(): Promise<boolean> {
+    return this.#confined !== null && await this.#confined.available();
   }
 
   /**
@@ -197,7 +227,7 @@ export class FsOps {
    */
   async writeFile(path: string, data: Uint8Array): Promise<Record<string, never>> {
     const resolved = await this.#policy.checkWrite(path);
-    await io("write", path, () => Deno.writeFile(resolved, data));
+    await this.#write("write", path, resolved, data);
     return {};
   }
 
@@ -210,7 +240,7 @@ export class FsOps {
    */
   async createDirectory(path: string, recursive: boolean): Promise<Record<string, never>> {
     const resolved = await this.#policy.checkWrite(path, { action: "create directory" });
-    await io("create directory", path, () => Deno.mkdir(resolved, { recursive }));
+    await this.#mkdir(path, resolved, recursive);
     return {};
   }
 
@@ -280,6 +310,10 @@ export class FsOps {
    */
   async remove(path: string, recursive: boolean, force: boolean): Promise<Record<string, never>> {
     const resolved = await this.#policy.checkWrite(path, { followFinal: false, action: "remove" });
+    if (this.#confined) {
+      await this.#confined.remove(path, resolved, recursive, force);
+      return {};
+    }
     try {
       await Deno.remove(resolved, { recursive });
     } catch (error) {
@@ -306,7 +340,7 @@ export class FsOps {
     const destination = await this.#policy.checkWrite(destinationPath, { action: "copy to" });
     const info = await io("copy", sourcePath, () => Deno.stat(source));
     if (!info.isDirectory) {
-      await io("copy", sourcePath, () => Deno.copyFile(source, destination));
+      await this.#copyFile(sourcePath, source, destinationPath, destination);
       return {};
     }
     if (!recursive) {
@@ -325,7 +359,7 @@ export class FsOps {
   async #copyTree(source: string, destination: string, shown: string): Promise<void> {
     // Each destination is checked again: an existing tree may hold links that lead elsewhere.
     const target = await this.#policy.checkWrite(destination, { action: "copy to" });
-    await io("create directory", shown, () => Deno.mkdir(target, { recursive: true }));
+    await this.#mkdir(shown, target, true);
     const entries: Deno.DirEntry[] = [];
     await io("list", source, async () => {
       for await (const entry of Deno.readDir(source)) entries.push(entry);
@@ -343,7 +377,7 @@ export class FsOps {
         await this.#copyTree(from, to, `${shown}/${entry.name}`);
       } else {
         const checked = await this.#policy.checkWrite(to, { action: "copy to" });
-        await io("copy", from, () => Deno.copyFile(from, checked));
+        await this.#copyFile(from, from, `${shown}/${entry.name}`, checked);
       }
     }
   }
@@ -357,6 +391,31 @@ export class FsOps {
   async canonicalize(path: string): Promise<{ path: string }> {
     const resolved = await this.#policy.checkRead(path, { action: "canonicalize" });
     return { path: await io("canonicalize", path, () => Deno.realPath(resolved)) };
+  }
+
+  #write(action: string, shown: string, resolved: string, data: ConfinedData): Promise<void> {
+    if (this.#confined) return this.#confined.writeFile(action, shown, resolved, data);
+    return io(action, shown, () => Deno.writeFile(resolved, data));
+  }
+
+  #mkdir(shown: string, resolved: string, recursive: boolean): Promise<void> {
+    if (this.#confined) return this.#confined.mkdir(shown, resolved, recursive);
+    return io("create directory", shown, () => Deno.mkdir(resolved, { recursive }));
+  }
+
+  /** Copies one file; confined, the source is read here and streamed into the sandbox. */
+  async #copyFile(
+    sourceShown: string,
+    source: string,
+    destinationShown: string,
+    destination: string,
+  ): Promise<void> {
+    if (!this.#confined) {
+      await io("copy", sourceShown, () => Deno.copyFile(source, destination));
+      return;
+    }
+    const file = await io("copy", sourceShown, () => Deno.open(source, { read: true }));
+    await this.#confined.writeFile("copy to", destinationShown, destination, file.readable);
   }
 
   #tooLarge(path: string, size: number): RpcError {

@@ -1,0 +1,250 @@
+/**
+ * Writing fs operations run inside a bubblewrap sandbox, for executors whose
+ * minimum confinement is `os`: the same mount layout as the `os` process
+ * level (read-only `/`, only the write roots bound writable), a fresh session
+ * and no capabilities. Deno has no `openat`/`O_NOFOLLOW`, so a real directory
+ * on a checked path can be swapped for a symbolic link between the policy
+ * check and the write; inside the sandbox such a link can only lead into a
+ * read-only mount (or the sandbox's own `/tmp`), and the write fails with
+ * `EROFS` instead of landing outside the write roots.
+ *
+ * Helpers: `bwrap`, `sh` and `cat` (write), `mkdir` (create directory),
+ * `rm` (remove); each must be granted to the executor (`--allow-run`). A
+ * missing grant refuses the operation; it never falls back to an unconfined
+ * write.
+ *
+ * @module
+ */
+
+import { RpcError, SandboxDeniedError } from "../errors.ts";
+import { INTERNAL_ERROR, NOT_FOUND } from "../rpc/error_codes.ts";
+import { bwrapArgs, grantedWriteRoots, resolveGrantedProgram } from "./confinement.ts";
+
+/** The helper programs confined fs writes use, by the operation that needs them. */
+export const CONFINED_FS_HELPERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  write: ["bwrap", "sh", "cat"],
+  mkdir: ["bwrap", "mkdir"],
+  remove: ["bwrap", "rm"],
+});
+
+/** The most stderr kept from a helper, for the error message. */
+const MAX_STDERR_BYTES = 4096;
+
+/** Data for a confined write: bytes, or a stream that is consumed (and cancelled on failure). */
+export type ConfinedData = Uint8Array | ReadableStream<Uint8Array>;
+
+/** Granted helper paths (in the order of {@linkcode CONFINED_FS_HELPERS}) and the roots to bind. */
+interface Prepared {
+  paths: string[];
+  roots: string[];
+}
+
+/** Runs writing fs operations inside a bubblewrap sandbox limited to the write roots. */
+export class ConfinedFs {
+  #writeRoots: readonly string[];
+
+  /**
+   * @param writeRoots The configured write roots (only those that exist and
+   *   are write-granted are bound writable).
+   */
+  constructor(writeRoots: readonly string[] | undefined) {
+    this.#writeRoots = writeRoots ?? [];
+  }
+
+  /**
+   * Whether every helper is granted (bubblewrap itself is probed by the
+   * capability detection, not here).
+   *
+   * @returns True when writes, directory creation and removal can all run confined.
+   */
+  async available(): Promise<boolean> {
+    const names = new Set(Object.values(CONFINED_FS_HELPERS).flat());
+    const found = await Promise.all([...names].map((name) => resolveGrantedProgram(name)));
+    return found.every((path) => path !== null);
+  }
+
+  /**
+   * Creates or replaces the file at `resolved` with `data`.
+   *
+   * @param action The verb for messages, e.g. `write`.
+   * @param shown The path as the request gave it.
+   * @param resolved The checked, resolved path.
+   * @param data The content.
+   * @throws {SandboxDeniedError} When a helper is not granted or the sandbox refuses the write.
+   * @throws {RpcError} -32004 when a parent is missing, -32603 for other failures.
+   */
+  async writeFile(
+    action: string,
+    shown: string,
+    resolved: string,
+    data: ConfinedData,
+  ): Promise<void> {
+    let prepared: Prepared;
+    try {
+      prepared = await this.#prepare(action, shown, resolved, "write");
+    } catch (error) {
+      if (!(data instanceof Uint8Array)) await data.cancel().catch(() => {});
+      throw error;
+    }
+    const { paths: [bwrap, sh, cat], roots } = prepared;
+    const command = [sh, "-c", 'exec "$1" > "$2"', "sh", cat, resolved];
+    await this.#run(action, shown, bwrap, roots, command, data);
+  }
+
+  /**
+   * Creates a directory.
+   *
+   * @param shown The path as the request gave it.
+   * @param resolved The checked, resolved path.
+   * @param recursive Create missing parents and accept an existing directory.
+   * @throws {SandboxDeniedError} When a helper is not granted or the sandbox refuses it.
+   * @throws {RpcError} -32004 when a parent is missing, -32603 for other failures.
+   */
+  async mkdir(shown: string, resolved: string, recursive: boolean): Promise<void> {
+    const action = "create directory";
+    const { paths: [bwrap, mkdir], roots } = await this.#prepare(action, shown, resolved, "mkdir");
+    const command = [mkdir, ...(recursive ? ["-p"] : []), "--", resolved];
+    await this.#run(action, shown, bwrap, roots, command);
+  }
+
+  /**
+   * Removes a file, a symbolic link (not its target) or a directory.
+   *
+   * @param shown The path as the request gave it.
+   * @param resolved The checked path (its final link not followed).
+   * @param recursive Remove a directory with its content.
+   * @param force Succeed when the path does not exist.
+   * @throws {SandboxDeniedError} When a helper is not granted or the sandbox refuses it.
+   * @throws {RpcError} -32004 when the path is missing (and not `force`), -32603 for other failures.
+   */
+  async remove(shown: string, resolved: string, recursive: boolean, force: boolean): Promise<void> {
+    const action = "remove";
+    const { paths: [bwrap, rm], roots } = await this.#prepare(action, shown, resolved, "remove");
+    const flags = (recursive ? "-r" : "-d") + (force ? "f" : "");
+    await this.#run(action, shown, bwrap, roots, [rm, flags, "--", resolved]);
+  }
+
+  async #prepare(
+    action: string,
+    shown: string,
+    resolved: string,
+    operation: keyof typeof CONFINED_FS_HELPERS,
+  ): Promise<Prepared> {
+    const names = CONFINED_FS_HELPERS[operation];
+    const paths = await Promise.all(names.map((name) => resolveGrantedProgram(name)));
+    const missing = names.filter((_, i) => paths[i] === null);
+    if (missing.length > 0) {
+      throw new SandboxDeniedError(
+        `Cannot ${action} "${shown}": the os confinement minimum runs fs writes in a sandbox, ` +
+          `and run access to ${missing.map((name) => `"${name}"`).join(", ")} is not granted`,
+      );
+    }
+    const roots = await grantedWriteRoots(this.#writeRoots);
+    if (
+      !roots.some((root) => root === "/" || resolved === root || resolved.startsWith(root + "/"))
+    ) {
+      const where = resolved === shown ? "" : ` (it resolves to "${resolved}")`;
+      throw new SandboxDeniedError(
+        `Cannot ${action} "${shown}": under the os confinement minimum fs writes stay inside ` +
+          `the existing write roots${where}`,
+      );
+    }
+    return { paths: paths as string[], roots };
+  }
+
+  async #run(
+    action: string,
+    shown: string,
+    bwrap: string,
+    roots: readonly string[],
+    command: string[],
+    data?: ConfinedData,
+  ): Promise<void> {
+    const args = bwrapArgs({ writeRoots: roots, allowNetwork: false });
+    // A fresh session: no controlling terminal of the executor is reachable.
+    args.splice(args.length - 1, 0, "--new-session");
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(bwrap, {
+        args: [...args, ...command],
+        clearEnv: true,
+        env: { LC_ALL: "C" },
+        stdin: data === undefined ? "null" : "piped",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+    } catch (error) {
+      if (data !== undefined && !(data instanceof Uint8Array)) await data.cancel().catch(() => {});
+      const detail = error instanceof Error ? error.message : String(error);
+      throw new RpcError(
+        INTERNAL_ERROR,
+        `Cannot ${action} "${shown}": cannot start the sandbox: ${detail}`,
+      );
+    }
+    const feeding = data === undefined ? Promise.resolve() : feed(child.stdin, data);
+    const [stderr, status] = await Promise.all([readCapped(child.stderr), child.status, feeding]);
+    if (status.success) return;
+    throw helperError(action, shown, stderr, status.code);
+  }
+}
+
+/** Writes the data to the helper's stdin; a helper that exits early (broken pipe) is judged by its status. */
+async function feed(stdin: WritableStream<Uint8Array>, data: ConfinedData): Promise<void> {
+  if (data instanceof Uint8Array) {
+    const writer = stdin.getWriter();
+    try {
+      await writer.write(data);
+      await writer.close();
+    } catch {
+      await writer.abort().catch(() => {});
+    }
+    return;
+  }
+  await data.pipeTo(stdin).catch(() => {});
+}
+
+/** Reads a stream to its end, keeping its first bytes only. */
+async function readCapped(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const kept = new Uint8Array(MAX_STDERR_BYTES);
+  let length = 0;
+  for await (const chunk of stream) {
+    const n = Math.min(chunk.length, kept.length - length);
+    kept.set(chunk.subarray(0, n), length);
+    length += n;
+  }
+  return new TextDecoder().decode(kept.subarray(0, length));
+}
+
+/**
+ * Maps a helper's failure to the error for the caller. The helpers run with
+ * `LC_ALL=C`, so their messages end with the C library's error text.
+ */
+function helperError(action: string, shown: string, stderr: string, code: number): Error {
+  const line = stderr.split("\n").map((l) => l.trim()).find((l) => l.length > 0);
+  if (line === undefined) {
+    return new RpcError(
+      INTERNAL_ERROR,
+      `Cannot ${action} "${shown}": the sandboxed helper exited with code ${code}`,
+    );
+  }
+  if (line.startsWith("bwrap:")) {
+    return new RpcError(INTERNAL_ERROR, `Cannot ${action} "${shown}": the sandbox failed: ${line}`);
+  }
+  const reason = line.slice(line.lastIndexOf(": ") + 2);
+  if (reason === "Read-only file system") {
+    return new SandboxDeniedError(
+      `Cannot ${action} "${shown}": the os sandbox refused it, the path leads outside the ` +
+        `writable roots: ${reason}`,
+    );
+  }
+  if (reason === "Permission denied" || reason === "Operation not permitted") {
+    return new SandboxDeniedError(
+      `Cannot ${action} "${shown}": the os sandbox refused it: ${reason}`,
+    );
+  }
+  // dash says "Directory nonexistent" for a redirection into a missing directory.
+  if (reason === "No such file or directory" || reason === "Directory nonexistent") {
+    return new RpcError(NOT_FOUND, `Cannot ${action} "${shown}": it does not exist`);
+  }
+  return new RpcError(INTERNAL_ERROR, `Cannot ${action} "${shown}": ${reason}`);
+}
