@@ -213,24 +213,14 @@ export class RemoteProcess implements AsyncDisposable {
     this.#status.catch(() => {});
     const strategy = new ByteLengthQueuingStrategy({ highWaterMark: OUTPUT_HIGH_WATER_BYTES });
     if (stdio.stdout === "piped") {
-      this.#stdout = new ReadableStream<Uint8Array>({
-        start: (controller) => void (this.#stdoutController = controller),
-        pull: () => this.#maybeResume(),
-        cancel: () => {
-          this.#stdoutController = null;
-          this.#maybeResume();
-        },
-      }, strategy);
+      this.#stdout = this.#outputStream(strategy, (controller) => {
+        this.#stdoutController = controller;
+      });
     }
     if (stdio.stderr === "piped") {
-      this.#stderr = new ReadableStream<Uint8Array>({
-        start: (controller) => void (this.#stderrController = controller),
-        pull: () => this.#maybeResume(),
-        cancel: () => {
-          this.#stderrController = null;
-          this.#maybeResume();
-        },
-      }, strategy);
+      this.#stderr = this.#outputStream(strategy, (controller) => {
+        this.#stderrController = controller;
+      });
     }
     if (stdio.stdin === "piped") {
       this.#stdin = new WritableStream<Uint8Array>({
@@ -424,6 +414,24 @@ export class RemoteProcess implements AsyncDisposable {
     } else if (method === "process/closed") {
       this.#finish();
     }
+  }
+
+  /**
+   * A piped output stream: `setController` keeps its controller (null once
+   * cancelled), and a read or a cancel may resume held inbound output.
+   */
+  #outputStream(
+    strategy: ByteLengthQueuingStrategy,
+    setController: (controller: ReadableStreamDefaultController<Uint8Array> | null) => void,
+  ): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>({
+      start: (controller) => setController(controller),
+      pull: () => this.#maybeResume(),
+      cancel: () => {
+        setController(null);
+        this.#maybeResume();
+      },
+    }, strategy);
   }
 
   #deliver(stream: "stdout" | "stderr" | "pty", bytes: Uint8Array): void {
