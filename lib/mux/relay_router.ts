@@ -440,7 +440,7 @@ export class RelayRouter implements AsyncDisposable {
     site.offlineOverflowReported = false;
     for (const bytes of held) peer.enqueue(bytes);
     this.#emit({ type: "executor_attached", executorId, replaced: previous !== undefined });
-    this.#track(this.#readExecutor(peer));
+    this.#track(this.#readPeer(peer));
   }
 
   /**
@@ -456,7 +456,7 @@ export class RelayRouter implements AsyncDisposable {
     const peer = this.#newPeer("harness", socket, site);
     site.harnesses.add(peer);
     this.#emit({ type: "harness_attached", executorId, harnessSockets: site.harnesses.size });
-    this.#track(this.#readHarness(peer));
+    this.#track(this.#readPeer(peer));
   }
 
   /**
@@ -577,8 +577,7 @@ export class RelayRouter implements AsyncDisposable {
     }
     peer.socket.close(reason, code).catch(() => {});
     // Do not wait for a stalled peer's closing handshake: it is gone now.
-    if (peer.role === "executor") this.#executorGone(peer);
-    else this.#harnessGone(peer);
+    this.#peerGone(peer);
   }
 
   /** Queues bytes for a harness socket, dropping the socket when it is too far behind. */
@@ -611,8 +610,14 @@ export class RelayRouter implements AsyncDisposable {
     site.offlineBytes += bytes.length;
   }
 
-  async #readExecutor(peer: Peer): Promise<void> {
+  /**
+   * Routes a socket's frames until it ends, then cleans up after it. A
+   * harness waits while the executor is behind (backpressure); the executor
+   * never waits for a harness.
+   */
+  async #readPeer(peer: Peer): Promise<void> {
     const site = peer.site;
+    const fromExecutor = peer.role === "executor";
     try {
       for await (const frame of peer.socket) {
         if (peer.dead) break;
@@ -620,12 +625,20 @@ export class RelayRouter implements AsyncDisposable {
           this.#oversize(peer);
           continue;
         }
-        this.#routeFromExecutor(site, peer, frame);
+        if (fromExecutor) {
+          this.#routeFromExecutor(site, peer, frame);
+          continue;
+        }
+        if (!this.#routeFromHarness(site, peer, frame)) continue;
+        const executor = site.executor;
+        if (executor !== undefined && executor.queuedBytes > this.#highWater) {
+          await executor.drained();
+        }
       }
     } catch {
       // The socket failed; treat it as gone.
     } finally {
-      this.#executorGone(peer);
+      this.#peerGone(peer);
     }
   }
 
@@ -653,28 +666,6 @@ export class RelayRouter implements AsyncDisposable {
     }
     // A parked stream's frames are dropped: its reliable endpoints resend after resume.
     if (owner !== undefined) this.#toHarness(owner, frame.bytes);
-  }
-
-  async #readHarness(peer: Peer): Promise<void> {
-    const site = peer.site;
-    try {
-      for await (const frame of peer.socket) {
-        if (peer.dead) break;
-        if (frame.bytes.length > this.#maxFrameBytes) {
-          this.#oversize(peer);
-          continue;
-        }
-        if (!this.#routeFromHarness(site, peer, frame)) continue;
-        const executor = site.executor;
-        if (executor !== undefined && executor.queuedBytes > this.#highWater) {
-          await executor.drained();
-        }
-      }
-    } catch {
-      // The socket failed; treat it as gone.
-    } finally {
-      this.#harnessGone(peer);
-    }
   }
 
   /** Routes one harness frame; returns true when it was forwarded or held. */
@@ -734,6 +725,11 @@ export class RelayRouter implements AsyncDisposable {
 
   #oversize(peer: Peer): void {
     this.#emit({ type: "frames_dropped", executorId: peer.site.id, reason: "frame_too_large" });
+  }
+
+  #peerGone(peer: Peer): void {
+    if (peer.role === "executor") this.#executorGone(peer);
+    else this.#harnessGone(peer);
   }
 
   #executorGone(peer: Peer): void {
