@@ -24,6 +24,7 @@
 
 import { SandboxDeniedError } from "../errors.ts";
 import { BoundedCache } from "./_bounded_cache.ts";
+import { runQuietly } from "./_run_quietly.ts";
 
 /** A confinement level for a spawned program. */
 export type Confinement = "none" | "deno" | "os";
@@ -249,33 +250,22 @@ async function probeCapabilities(): Promise<Capabilities> {
   );
   // The session helper probe runs alongside (every start needs it) and settles with these.
   const [treeKill, tty, os, denoOk] = await Promise.all([
-    kill ? probe(kill, ["-l"]) : false,
-    script ? probe(script, ["--version"]) : false,
+    kill ? runQuietly(kill, ["-l"]) : false,
+    script ? runQuietly(script, ["--version"]) : false,
     bwrap
-      ? probe(bwrap, [...bwrapArgs({ writeRoots: [], allowNetwork: false }), bwrap, "--version"])
+      ? runQuietly(bwrap, [
+        ...bwrapArgs({ writeRoots: [], allowNetwork: false }),
+        bwrap,
+        "--version",
+      ])
       : false,
-    deno ? probe(deno, ["--version"]) : false,
+    deno ? runQuietly(deno, ["--version"]) : false,
     detectSessionHelper(),
   ]);
   const confinements: Confinement[] = ["none"];
   if (denoOk) confinements.push("deno");
   if (os) confinements.push("os");
   return { confinements, treeKill, tty, resize: tty && (stty !== null || sh !== null) };
-}
-
-async function probe(program: string, args: string[]): Promise<boolean> {
-  try {
-    const { success } = await new Deno.Command(program, {
-      args,
-      clearEnv: true,
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success;
-  } catch {
-    return false;
-  }
 }
 
 /** Options for {@linkcode bwrapArgs}. */

@@ -17,6 +17,8 @@
  * @module
  */
 
+import { runQuietly } from "./_run_quietly.ts";
+
 /**
  * Signals whole process groups through the `kill` helper.
  *
@@ -43,16 +45,5 @@ export async function killProcessGroups(
   }
   if (pgids.length === 0) return false;
   const name = signal.startsWith("SIG") ? signal.slice(3) : signal;
-  try {
-    const { success } = await new Deno.Command(helper, {
-      args: ["-s", name, "--", ...pgids.map((pgid) => `-${pgid}`)],
-      clearEnv: true,
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success;
-  } catch {
-    return false;
-  }
+  return await runQuietly(helper, ["-s", name, "--", ...pgids.map((pgid) => `-${pgid}`)]);
 }
