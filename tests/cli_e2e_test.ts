@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { createLogger } from "../lib/server/_logger.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
+import { TcpProxy } from "./_support/tcp_proxy.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const TOKEN = "e2e-token-0123456789abcdef";
@@ -195,85 +196,6 @@ function exec(args: string[], options: CliOptions = {}): Cli {
     ...options,
     env: { OUTPOST_TOKEN: TOKEN, ...options.env },
   });
-}
-
-/** A TCP proxy on 127.0.0.1 that can cut every connection through it. */
-class TcpProxy implements AsyncDisposable {
-  #listener: Deno.Listener;
-  #pairs = new Set<[Deno.Conn, Deno.Conn]>();
-  #tasks = new Set<Promise<void>>();
-  #accepting: Promise<void>;
-  connections = 0;
-  readonly port: number;
-
-  constructor(targetPort: number) {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.#listener = listener;
-    this.port = (listener.addr as Deno.NetAddr).port;
-    this.#accepting = (async () => {
-      for await (const inbound of listener) {
-        let outbound: Deno.Conn;
-        try {
-          outbound = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
-        } catch {
-          inbound.close();
-          continue;
-        }
-        this.connections++;
-        const pair: [Deno.Conn, Deno.Conn] = [inbound, outbound];
-        this.#pairs.add(pair);
-        const task = Promise.all([copy(inbound, outbound), copy(outbound, inbound)]).then(() => {
-          this.#closePair(pair);
-        });
-        this.#tasks.add(task);
-        task.finally(() => this.#tasks.delete(task));
-      }
-    })().catch(() => {});
-  }
-
-  #closePair(pair: [Deno.Conn, Deno.Conn]): void {
-    if (!this.#pairs.delete(pair)) return;
-    for (const conn of pair) {
-      try {
-        conn.close();
-      } catch {
-        // Already closed.
-      }
-    }
-  }
-
-  /** Cuts every connection through the proxy; new ones are still accepted. */
-  cut(): number {
-    const n = this.#pairs.size;
-    for (const pair of [...this.#pairs]) this.#closePair(pair);
-    return n;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#listener.close();
-    await this.#accepting;
-    this.cut();
-    await Promise.allSettled([...this.#tasks]);
-  }
-}
-
-async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
-  const buffer = new Uint8Array(64 * 1024);
-  try {
-    while (true) {
-      const n = await from.read(buffer);
-      if (n === null) break;
-      let offset = 0;
-      while (offset < n) offset += await to.write(buffer.subarray(offset, n));
-    }
-  } catch {
-    // Cut or reset.
-  }
-  try {
-    await to.closeWrite();
-  } catch {
-    // Already closed.
-  }
 }
 
 /** A file of `bytes` pseudo-random bytes, and its SHA-256. */

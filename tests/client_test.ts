@@ -20,6 +20,7 @@ import { runExecutor } from "../lib/server/executor_loop.ts";
 import { serveLocal } from "../lib/server/local_server.ts";
 import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
+import { TcpProxy } from "./_support/tcp_proxy.ts";
 
 const encoder = new TextEncoder();
 
@@ -610,82 +611,6 @@ Deno.test("connect resumes its stream after the harness socket is cut mid-transf
   assert.ok(events.includes("reconnected"));
   await child.output();
 });
-
-/** A TCP proxy on 127.0.0.1 that can cut every connection through it. */
-class TcpProxy implements AsyncDisposable {
-  #listener: Deno.Listener;
-  #pairs = new Set<[Deno.Conn, Deno.Conn]>();
-  #tasks = new Set<Promise<void>>();
-  #accepting: Promise<void>;
-  readonly port: number;
-
-  constructor(targetPort: number) {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.#listener = listener;
-    this.port = (listener.addr as Deno.NetAddr).port;
-    this.#accepting = (async () => {
-      for await (const inbound of listener) {
-        let outbound: Deno.Conn;
-        try {
-          outbound = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
-        } catch {
-          inbound.close();
-          continue;
-        }
-        const pair: [Deno.Conn, Deno.Conn] = [inbound, outbound];
-        this.#pairs.add(pair);
-        const task = Promise.all([pipe(inbound, outbound), pipe(outbound, inbound)]).then(() =>
-          this.#closePair(pair)
-        );
-        this.#tasks.add(task);
-        task.finally(() => this.#tasks.delete(task));
-      }
-    })().catch(() => {});
-  }
-
-  #closePair(pair: [Deno.Conn, Deno.Conn]): void {
-    if (!this.#pairs.delete(pair)) return;
-    for (const conn of pair) {
-      try {
-        conn.close();
-      } catch {
-        // Already closed.
-      }
-    }
-  }
-
-  cut(): number {
-    const n = this.#pairs.size;
-    for (const pair of [...this.#pairs]) this.#closePair(pair);
-    return n;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#listener.close();
-    await this.#accepting;
-    this.cut();
-    await Promise.allSettled([...this.#tasks]);
-  }
-}
-
-async function pipe(from: Deno.Conn, to: Deno.Conn): Promise<void> {
-  const buffer = new Uint8Array(64 * 1024);
-  try {
-    while (true) {
-      const n = await from.read(buffer);
-      if (n === null) break;
-      let offset = 0;
-      while (offset < n) offset += await to.write(buffer.subarray(offset, n));
-    }
-  } catch {
-    // Cut or reset.
-  }
-  try {
-    await to.closeWrite();
-  } catch {
-    // Already closed.
-  }
-}
 
 Deno.test("connect (local) holds a slow reader within maxInboxBytes and closes clearly past it", async () => {
   await using server = await serveLocal();
