@@ -15,6 +15,7 @@ import type { ReceivedFrame } from "../lib/relay/relay_socket.ts";
 import type { RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { withDeadline } from "./_support/deadline.ts";
+import { dataFrame } from "./_support/frames.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -45,19 +46,7 @@ function respond(stream: MuxStream): void {
 }
 
 function legacyData(streamId: string, seq: number, message: unknown): RelayFrame {
-  return {
-    version: 1,
-    streamId,
-    ack: 0,
-    ackBits: 0,
-    body: {
-      kind: "data",
-      seq,
-      segmentIndex: 0,
-      segmentCount: 1,
-      payload: new TextEncoder().encode(JSON.stringify(message)),
-    },
-  };
+  return dataFrame(streamId, seq, JSON.stringify(message));
 }
 
 /** Reads the next data frame, skipping other bodies; 5 s per step as upstream. */

@@ -25,6 +25,7 @@ import {
 } from "./_support/frame_gen.ts";
 import { record } from "./_support/report.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
+import { dataFrame } from "./_support/frames.ts";
 import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { runExecutor } from "../lib/server/executor_loop.ts";
 import { Executor } from "../lib/exec/executor.ts";
@@ -157,19 +158,7 @@ Deno.test("decodeFrame refuses oversize length prefixes without allocating them"
 Deno.test("decodeFrame takes a frame of exactly the limit and refuses one byte more", () => {
   const streamId = "s-1";
   const frameOf = (payloadBytes: number): Uint8Array =>
-    encodeFrame({
-      version: 1,
-      streamId,
-      ack: 0,
-      ackBits: 0,
-      body: {
-        kind: "data",
-        seq: 1,
-        segmentIndex: 0,
-        segmentCount: 1,
-        payload: new Uint8Array(payloadBytes),
-      },
-    });
+    encodeFrame(dataFrame(streamId, 1, new Uint8Array(payloadBytes)));
   // Find the payload size whose encoding is exactly the limit.
   let size = DEFAULT_MAX_FRAME_BYTES - 32;
   while (frameOf(size + 1).length <= DEFAULT_MAX_FRAME_BYTES) size++;
@@ -695,16 +684,6 @@ Deno.test({
 // The router, inside a real rendezvous, over real sockets.
 
 const RDV_TOKEN = "fuzz-token-0123456789abcdef";
-
-function dataFrame(streamId: string, seq: number, payload: Uint8Array): RelayFrame {
-  return {
-    version: 1,
-    streamId,
-    ack: 0,
-    ackBits: 0,
-    body: { kind: "data", seq, segmentIndex: 0, segmentCount: 1, payload },
-  };
-}
 
 Deno.test("the router survives hostile harness frames, refuses hijacks and keeps a good stream flowing", async () => {
   const rng = new Prng(SEED ^ 0x7777);

@@ -6,26 +6,11 @@ import { ProtocolError, RelayClosedError } from "../lib/errors.ts";
 import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import { withDeadline } from "./_support/deadline.ts";
+import { dataFrame } from "./_support/frames.ts";
 
 const DEADLINE = 5_000;
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const utf8 = new TextEncoder();
-
-function dataFrame(seq: number, payload: Uint8Array | string, streamId = "s-1"): RelayFrame {
-  return {
-    version: 1,
-    streamId,
-    ack: 0,
-    ackBits: 0,
-    body: {
-      kind: "data",
-      seq,
-      segmentIndex: 0,
-      segmentCount: 1,
-      payload: typeof payload === "string" ? utf8.encode(payload) : payload,
-    },
-  };
-}
 
 /** A loopback WebSocket server whose upgraded sockets tests take one by one. */
 class WsServer implements AsyncDisposable {
@@ -152,7 +137,7 @@ Deno.test("RelaySocket carries frames both ways and sends the bearer token", asy
   assert.equal(server.headers?.get("authorization"), "Bearer secret-token");
   assert.equal(server.headers?.get("x-outpost-test"), "1");
 
-  const up = dataFrame(1, "hello");
+  const up = dataFrame("s-1", 1, "hello");
   await client.send(up);
   const serverFrames = serverRelay[Symbol.asyncIterator]();
   const got = await take(serverFrames, "frame at server");
@@ -184,7 +169,7 @@ Deno.test("RelaySocket.accept on a connecting socket holds sends until it opens"
   await using server = new WsServer((socket) => {
     assert.equal(socket.readyState, WebSocket.CONNECTING);
     serverRelay = RelaySocket.accept(socket);
-    early = serverRelay.send(dataFrame(1, "sent while connecting"));
+    early = serverRelay.send(dataFrame("s-1", 1, "sent while connecting"));
   });
   await using client = await RelaySocket.connect(server.url);
   await server.next();
@@ -213,16 +198,16 @@ Deno.test("RelaySocket drops a text message and garbage bytes and keeps serving"
     if (raw.readyState === WebSocket.OPEN) resolve(undefined);
     else raw.addEventListener("open", resolve, { once: true });
   });
-  const overhead = encodeFrame(dataFrame(2, new Uint8Array(1))).length - 1;
-  const atLimit = encodeFrame(dataFrame(2, new Uint8Array(64 - overhead)));
+  const overhead = encodeFrame(dataFrame("s-1", 2, new Uint8Array(1))).length - 1;
+  const atLimit = encodeFrame(dataFrame("s-1", 2, new Uint8Array(64 - overhead)));
   assert.equal(atLimit.length, 64);
-  const pastLimit = encodeFrame(dataFrame(3, new Uint8Array(65 - overhead)));
-  raw.send(encodeFrame(dataFrame(1, "first")));
+  const pastLimit = encodeFrame(dataFrame("s-1", 3, new Uint8Array(65 - overhead)));
+  raw.send(encodeFrame(dataFrame("s-1", 1, "first")));
   raw.send('{"jsonrpc":"2.0"}');
   raw.send(new Uint8Array([0xff, 0xff, 0xff]));
   raw.send(pastLimit);
   raw.send(atLimit);
-  raw.send(encodeFrame(dataFrame(4, "last")));
+  raw.send(encodeFrame(dataFrame("s-1", 4, "last")));
   const frames = client[Symbol.asyncIterator]();
   assert.equal((await take(frames, "first")).body.kind, "data");
   assert.deepEqual((await take(frames, "at limit")).bytes, atLimit);
@@ -240,7 +225,7 @@ Deno.test("RelaySocket drops a text message and garbage bytes and keeps serving"
   const echo = new Promise<MessageEvent>((resolve) =>
     raw.addEventListener("message", resolve, { once: true })
   );
-  await client.send(dataFrame(5, "after garbage"));
+  await client.send(dataFrame("s-1", 5, "after garbage"));
   assert.ok((await withDeadline(echo, DEADLINE, "raw receive")).data instanceof ArrayBuffer);
   raw.close();
   await withDeadline(client.closed, DEADLINE, "client closed");
@@ -251,14 +236,14 @@ Deno.test("RelaySocket refuses to send a frame over the limit or an invalid fram
   const connecting = RelaySocket.connect(server.url, { maxFrameBytes: 64 });
   await using _server = RelaySocket.accept(await server.next());
   await using client = await connecting;
-  const overhead = encodeFrame(dataFrame(1, new Uint8Array(1))).length - 1;
-  await client.sendBytes(encodeFrame(dataFrame(1, new Uint8Array(64 - overhead))));
-  await client.send(dataFrame(1, new Uint8Array(64 - overhead)));
+  const overhead = encodeFrame(dataFrame("s-1", 1, new Uint8Array(1))).length - 1;
+  await client.sendBytes(encodeFrame(dataFrame("s-1", 1, new Uint8Array(64 - overhead))));
+  await client.send(dataFrame("s-1", 1, new Uint8Array(64 - overhead)));
   await assert.rejects(
-    client.send(dataFrame(1, new Uint8Array(65 - overhead))),
+    client.send(dataFrame("s-1", 1, new Uint8Array(65 - overhead))),
     { name: "RangeError", message: "Cannot send frame: length 65 exceeds the 64 byte limit" },
   );
-  await assert.rejects(client.send({ ...dataFrame(1, ""), streamId: "" }), TypeError);
+  await assert.rejects(client.send({ ...dataFrame("s-1", 1, ""), streamId: "" }), TypeError);
 });
 
 Deno.test("RelaySocket send waits while the peer stops reading and resumes when it reads", async () => {
@@ -269,7 +254,7 @@ Deno.test("RelaySocket send waits while the peer stops reading and resumes when 
   const conn = await accepted;
   await completeHandshake(conn);
   await using client = await withDeadline(connecting, DEADLINE, "connect");
-  const frame = encodeFrame(dataFrame(1, new Uint8Array(200 * 1024)));
+  const frame = encodeFrame(dataFrame("s-1", 1, new Uint8Array(200 * 1024)));
 
   // Fill the kernel buffers and then the WebSocket's own buffer, until a
   // send stays pending.
@@ -313,10 +298,10 @@ Deno.test("RelaySocket close fails waiting sends with RelayClosedError", async (
   const connecting = RelaySocket.connect(raw.url, { highWaterMark: 64 * 1024, lowWaterMark: 0 });
   await completeHandshake(await accepted);
   const client = await withDeadline(connecting, DEADLINE, "connect");
-  const frame = encodeFrame(dataFrame(1, new Uint8Array(128 * 1024)));
+  const frame = encodeFrame(dataFrame("s-1", 1, new Uint8Array(128 * 1024)));
   let first: Promise<void>;
   do first = client.sendBytes(frame); while (!await stillPending(first, 500));
-  const waiting = [first, client.sendBytes(frame), client.send(dataFrame(2, "x"))];
+  const waiting = [first, client.sendBytes(frame), client.send(dataFrame("s-1", 2, "x"))];
   const closing = client.close("shutting down");
   for (const send of waiting) {
     await assert.rejects(withDeadline(send, DEADLINE, "waiting send"), (error: unknown) => {
@@ -338,7 +323,7 @@ Deno.test("RelaySocket fails waiting sends when the peer drops the connection", 
   const connecting = RelaySocket.connect(raw.url, { highWaterMark: 64 * 1024, lowWaterMark: 0 });
   await completeHandshake(await accepted);
   await using client = await withDeadline(connecting, DEADLINE, "connect");
-  const frame = encodeFrame(dataFrame(1, new Uint8Array(128 * 1024)));
+  const frame = encodeFrame(dataFrame("s-1", 1, new Uint8Array(128 * 1024)));
   let waiting: Promise<void>;
   do waiting = client.sendBytes(frame); while (!await stillPending(waiting, 500));
   raw.closeConns();
@@ -407,8 +392,8 @@ Deno.test("RelaySocket close is idempotent and both sides see the code and reaso
   });
   const clientFrames = client[Symbol.asyncIterator]();
   assert.equal((await clientFrames.next()).done, true);
-  await assert.rejects(client.send(dataFrame(1, "late")), RelayClosedError);
-  await assert.rejects(serverRelay.send(dataFrame(1, "late")), (error: unknown) => {
+  await assert.rejects(client.send(dataFrame("s-1", 1, "late")), RelayClosedError);
+  await assert.rejects(serverRelay.send(dataFrame("s-1", 1, "late")), (error: unknown) => {
     assert.ok(error instanceof RelayClosedError);
     assert.equal(error.message, "Relay socket closed: bye");
     assert.deepEqual(error.cause, { code: 4000, reason: "bye", wasClean: true });
@@ -450,7 +435,7 @@ Deno.test("RelaySocket leaving a loop early keeps the socket open", async () => 
   const connecting = RelaySocket.connect(server.url);
   await using serverRelay = RelaySocket.accept(await server.next());
   await using client = await connecting;
-  for (let seq = 1; seq <= 3; seq++) await client.send(dataFrame(seq, "m"));
+  for (let seq = 1; seq <= 3; seq++) await client.send(dataFrame("s-1", seq, "m"));
   const seen: number[] = [];
   for await (const frame of serverRelay) {
     seen.push((frame.body as { seq: number }).seq);
@@ -468,7 +453,7 @@ Deno.test("RelaySocket inbound queue holds exactly its frame budget", async () =
   const connecting = RelaySocket.connect(server.url);
   const serverRelay = RelaySocket.accept(await server.next(), { maxQueuedFrames: 3 });
   const client = await connecting;
-  for (let seq = 1; seq <= 3; seq++) await client.send(dataFrame(seq, "m"));
+  for (let seq = 1; seq <= 3; seq++) await client.send(dataFrame("s-1", seq, "m"));
   await client.close("done", 4000);
   assert.equal((await withDeadline(serverRelay.closed, DEADLINE, "closed")).code, 4000);
   const seqs: number[] = [];
@@ -481,7 +466,7 @@ Deno.test("RelaySocket closes with 1008 when a slow consumer overflows the frame
   const connecting = RelaySocket.connect(server.url);
   const serverRelay = RelaySocket.accept(await server.next(), { maxQueuedFrames: 3 });
   const client = await connecting;
-  for (let seq = 1; seq <= 4; seq++) await client.send(dataFrame(seq, "m"));
+  for (let seq = 1; seq <= 4; seq++) await client.send(dataFrame("s-1", seq, "m"));
   const info = await withDeadline(client.closed, DEADLINE, "client closed");
   assert.equal(info.code, 1008);
   assert.equal(info.reason, "inbound queue overflow: over 3 frames unread");
@@ -494,7 +479,7 @@ Deno.test("RelaySocket closes with 1008 when a slow consumer overflows the frame
 
 Deno.test("RelaySocket inbound byte budget: at the limit it serves, one past it closes", async () => {
   await using server = new WsServer();
-  const frame = encodeFrame(dataFrame(1, new Uint8Array(100)));
+  const frame = encodeFrame(dataFrame("s-1", 1, new Uint8Array(100)));
   // At the limit: two frames fit exactly, and the socket ends only when the peer closes.
   {
     const connecting = RelaySocket.connect(server.url);
