@@ -509,12 +509,18 @@ export class RemoteProcess implements AsyncDisposable {
     })();
   }
 
-  #finish(): void {
-    if (this.#finished) return;
+  /** Marks the process finished and stops following it; false when it already was. */
+  #stopFollowing(): boolean {
+    if (this.#finished) return false;
     this.#finished = true;
     this.#releaseHold();
     this.#unsubscribe?.();
     this.#unsubscribe = null;
+    return true;
+  }
+
+  #finish(): void {
+    if (!this.#stopFollowing()) return;
     for (const controller of [this.#stdoutController, this.#stderrController]) {
       try {
         controller?.close();
@@ -528,11 +534,7 @@ export class RemoteProcess implements AsyncDisposable {
   }
 
   #fail(error: unknown): void {
-    if (this.#finished) return;
-    this.#finished = true;
-    this.#releaseHold();
-    this.#unsubscribe?.();
-    this.#unsubscribe = null;
+    if (!this.#stopFollowing()) return;
     for (const controller of [this.#stdoutController, this.#stderrController]) {
       try {
         controller?.error(error);
