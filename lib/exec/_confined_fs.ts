@@ -181,26 +181,44 @@ export class ConfinedFs {
         `Cannot ${action} "${shown}": cannot start the sandbox: ${detail}`,
       );
     }
-    const feeding = data === undefined ? Promise.resolve() : feed(child.stdin, data);
-    const [stderr, status] = await Promise.all([readCapped(child.stderr), child.status, feeding]);
-    if (status.success) return;
-    throw helperError(action, shown, stderr, status.code);
+    const feeding = data === undefined ? Promise.resolve(null) : feed(child.stdin, data);
+    const [stderr, status, fed] = await Promise.all([
+      readCapped(child.stderr),
+      child.status,
+      feeding,
+    ]);
+    if (!status.success) throw helperError(action, shown, stderr, status.code);
+    if (fed !== null) {
+      // The helper wrote what it got, but the data did not all arrive (a source read failed).
+      const detail = fed instanceof Error ? fed.message : String(fed);
+      throw new RpcError(INTERNAL_ERROR, `Cannot ${action} "${shown}": ${detail}`);
+    }
   }
 }
 
-/** Writes the data to the helper's stdin; a helper that exits early (broken pipe) is judged by its status. */
-async function feed(stdin: WritableStream<Uint8Array>, data: ConfinedData): Promise<void> {
+/**
+ * Writes the data to the helper's stdin. Returns the failure, if any, for the
+ * caller to judge with the helper's status: a helper that exits early breaks
+ * the pipe, a source that fails to read leaves the helper a short input.
+ */
+async function feed(stdin: WritableStream<Uint8Array>, data: ConfinedData): Promise<unknown> {
   if (data instanceof Uint8Array) {
     const writer = stdin.getWriter();
     try {
       await writer.write(data);
       await writer.close();
-    } catch {
+      return null;
+    } catch (error) {
       await writer.abort().catch(() => {});
+      return error ?? new Error("the data did not reach the sandbox");
     }
-    return;
   }
-  await data.pipeTo(stdin).catch(() => {});
+  try {
+    await data.pipeTo(stdin);
+    return null;
+  } catch (error) {
+    return error ?? new Error("the data did not reach the sandbox");
+  }
 }
 
 /** Reads a stream to its end, keeping its first bytes only. */
