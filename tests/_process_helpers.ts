@@ -1,4 +1,5 @@
 // Helpers shared by the process table tests (real processes, bounded waits).
+import assert from "node:assert/strict";
 import type { ProcessTable, ReadChunk, ReadResult } from "../lib/exec/process_table.ts";
 
 /** Rejects when `promise` does not settle within `ms`; clears its timer either way. */
@@ -151,4 +152,33 @@ export async function waitForPids(token: string, count: number, ms = 3_000): Pro
     }
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/**
+ * Runs `_process_fixture.ts` in a Deno subprocess (bounded by 30 s), with
+ * `permissions` as its `deno run` flags and `args` after the script, and
+ * returns what it printed; fails with its stderr when it exits non-zero.
+ */
+export async function runProcessFixture(
+  permissions: string[],
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): Promise<string> {
+  const { code, stdout, stderr } = await withDeadline(
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        ...permissions,
+        new URL("./_process_fixture.ts", import.meta.url).pathname,
+        ...args,
+      ],
+      env: options.env,
+      stdout: "piped",
+      stderr: "piped",
+    }).output(),
+    30_000,
+    "fixture",
+  );
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  return new TextDecoder().decode(stdout);
 }

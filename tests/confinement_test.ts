@@ -13,6 +13,7 @@ import {
   killPids,
   livePidsWith,
   readUntil,
+  runProcessFixture,
   uniqueSleep,
   waitForPids,
   withDeadline,
@@ -223,24 +224,9 @@ Deno.test("deno confinement refuses a program that asks for more than the execut
   try {
     await Deno.writeTextFile(`${dir}/child.ts`, CHILD_MODULE);
     await Deno.writeTextFile(`${dir}/data.txt`, "data");
-    const { code, stdout, stderr } = await withDeadline(
-      new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "--allow-run=deno",
-          `--allow-read=${dir}`,
-          new URL("./_process_fixture.ts", import.meta.url).pathname,
-          "deno",
-          dir,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output(),
-      30_000,
-      "fixture",
+    const results = JSON.parse(
+      await runProcessFixture(["--allow-run=deno", `--allow-read=${dir}`], ["deno", dir]),
     );
-    assert.equal(code, 0, new TextDecoder().decode(stderr));
-    const results = JSON.parse(new TextDecoder().decode(stdout));
     assert.deepEqual(results.moreRead, {
       error: "SandboxDeniedError",
       message:

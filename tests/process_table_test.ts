@@ -13,6 +13,7 @@ import {
   killPids,
   livePidsWith,
   readUntil,
+  runProcessFixture,
   sha256,
   uniqueSleep,
   waitForPids,
@@ -561,19 +562,7 @@ Deno.test("ProcessTable redelivers unconsumed events to a newly attached sink", 
 });
 
 Deno.test("ProcessTable refuses programs the executor may not run", async () => {
-  const command = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-run=sh",
-      new URL("./_process_fixture.ts", import.meta.url).pathname,
-      "run",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const { code, stdout, stderr } = await withDeadline(command.output(), 30_000, "fixture");
-  assert.equal(code, 0, new TextDecoder().decode(stderr));
-  const results = JSON.parse(new TextDecoder().decode(stdout));
+  const results = JSON.parse(await runProcessFixture(["--allow-run=sh"], ["run"]));
   assert.deepEqual(results.ls, {
     error: "SandboxDeniedError",
     message: 'Cannot start "ls": run access is not granted',
@@ -606,23 +595,9 @@ for (const setsid of [false, true]) {
     async () => {
       const token = uniqueSleep();
       const grant = setsid ? "sh,kill,script,bwrap,setsid" : "sh,kill,script,bwrap";
-      const { code, stdout, stderr } = await withDeadline(
-        new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            `--allow-run=${grant}`,
-            new URL("./_process_fixture.ts", import.meta.url).pathname,
-            "scoped",
-            token,
-          ],
-          stdout: "piped",
-          stderr: "piped",
-        }).output(),
-        30_000,
-        "fixture",
+      const results = JSON.parse(
+        await runProcessFixture([`--allow-run=${grant}`], ["scoped", token]),
       );
-      assert.equal(code, 0, new TextDecoder().decode(stderr));
-      const results = JSON.parse(new TextDecoder().decode(stdout));
       assert.deepEqual(results.capabilities, {
         confinements: ["none", "os"],
         treeKill: true,
@@ -668,24 +643,11 @@ Deno.test("ProcessTable refuses a missing or non-executable program at start, no
 Deno.test("ProcessTable remembers PATH lookups and searches again when a program moved", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outpost_path_" });
   try {
-    const { code, stdout, stderr } = await withDeadline(
-      new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          new URL("./_process_fixture.ts", import.meta.url).pathname,
-          "path",
-          dir,
-        ],
+    const results = JSON.parse(
+      await runProcessFixture(["-A"], ["path", dir], {
         env: { PATH: `${dir}/a:${dir}/b:/usr/bin:/bin` },
-        stdout: "piped",
-        stderr: "piped",
-      }).output(),
-      30_000,
-      "fixture",
+      }),
     );
-    assert.equal(code, 0, new TextDecoder().decode(stderr));
-    const results = JSON.parse(new TextDecoder().decode(stdout));
     assert.deepEqual(results.first, { ok: "a\n" });
     // The program moved from a/ to b/: the remembered path is stale and searched again.
     assert.deepEqual(results.moved, { ok: "b\n" });
