@@ -7,9 +7,9 @@ import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import { withDeadline } from "./_support/deadline.ts";
 import { dataFrame } from "./_support/frames.ts";
+import { completeHandshake } from "./_support/raw_websocket.ts";
 
 const DEADLINE = 5_000;
-const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const utf8 = new TextEncoder();
 
 /** A loopback WebSocket server whose upgraded sockets tests take one by one. */
@@ -49,25 +49,6 @@ class WsServer implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.#server.shutdown();
   }
-}
-
-/** Reads one HTTP upgrade request from a raw connection and answers 101. */
-async function completeHandshake(conn: Deno.Conn): Promise<string> {
-  const buffer = new Uint8Array(8192);
-  let request = "";
-  while (!request.includes("\r\n\r\n")) {
-    const n = await conn.read(buffer);
-    if (n === null) throw new Error("Cannot read upgrade request: connection closed");
-    request += new TextDecoder().decode(buffer.subarray(0, n));
-  }
-  const key = /sec-websocket-key: *([^\r\n]*)/i.exec(request)?.[1]?.trim() ?? "";
-  const digest = await crypto.subtle.digest("SHA-1", utf8.encode(key + WS_GUID));
-  const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
-  await conn.write(utf8.encode(
-    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-      `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
-  ));
-  return request;
 }
 
 /** A raw TCP listener; tests decide whether and when to read. */

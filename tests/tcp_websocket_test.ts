@@ -1,17 +1,10 @@
 import assert from "node:assert/strict";
 import { TcpWebSocket } from "../lib/relay/_tcp_websocket.ts";
+import { withDeadline } from "./_support/deadline.ts";
+import { completeHandshake } from "./_support/raw_websocket.ts";
 
 const DEADLINE = 5_000;
-const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const utf8 = new TextEncoder();
-
-function withDeadline<T>(promise: Promise<T>, ms: number, label: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out waiting for ${label}`)), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}
 
 /** A raw TCP server speaking WebSocket by hand, so tests control every byte. */
 class RawWsServer implements AsyncDisposable {
@@ -29,21 +22,7 @@ class RawWsServer implements AsyncDisposable {
   async accept(): Promise<{ conn: Deno.Conn; request: string }> {
     const conn = await withDeadline(this.#listener.accept(), DEADLINE, "accept");
     this.#conns.push(conn);
-    const buffer = new Uint8Array(8192);
-    let request = "";
-    while (!request.includes("\r\n\r\n")) {
-      const n = await conn.read(buffer);
-      if (n === null) throw new Error("Cannot read upgrade request: connection closed");
-      request += new TextDecoder().decode(buffer.subarray(0, n));
-    }
-    const key = /sec-websocket-key: *([^\r\n]*)/i.exec(request)?.[1]?.trim() ?? "";
-    const digest = await crypto.subtle.digest("SHA-1", utf8.encode(key + WS_GUID));
-    const accept = btoa(String.fromCharCode(...new Uint8Array(digest)));
-    await conn.write(utf8.encode(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-        `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
-    ));
-    return { conn, request };
+    return { conn, request: await completeHandshake(conn) };
   }
 
   /** Reads one client frame, checking that it is masked, and unmasks it. */
