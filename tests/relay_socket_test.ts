@@ -7,7 +7,7 @@ import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import { withDeadline } from "./_support/deadline.ts";
 import { dataFrame } from "./_support/frames.ts";
-import { completeHandshake } from "./_support/raw_websocket.ts";
+import { completeHandshake, RawTcpServer } from "./_support/raw_websocket.ts";
 
 const DEADLINE = 5_000;
 const utf8 = new TextEncoder();
@@ -48,40 +48,6 @@ class WsServer implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.#server.shutdown();
-  }
-}
-
-/** A raw TCP listener; tests decide whether and when to read. */
-class RawServer implements AsyncDisposable {
-  readonly url: string;
-  #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
-  #conns: Deno.Conn[] = [];
-
-  constructor() {
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.url = `ws://127.0.0.1:${this.#listener.addr.port}/relay`;
-  }
-
-  async accept(): Promise<Deno.Conn> {
-    const conn = await withDeadline(this.#listener.accept(), DEADLINE, "raw accept");
-    this.#conns.push(conn);
-    return conn;
-  }
-
-  closeConns(): void {
-    for (const conn of this.#conns.splice(0)) {
-      try {
-        conn.close();
-      } catch {
-        // already closed
-      }
-    }
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    this.closeConns();
-    this.#listener.close();
-    return Promise.resolve();
   }
 }
 
@@ -228,7 +194,7 @@ Deno.test("RelaySocket refuses to send a frame over the limit or an invalid fram
 });
 
 Deno.test("RelaySocket send waits while the peer stops reading and resumes when it reads", async () => {
-  await using raw = new RawServer();
+  await using raw = new RawTcpServer();
   const accepted = raw.accept();
   const high = 1024 * 1024;
   const connecting = RelaySocket.connect(raw.url);
@@ -274,7 +240,7 @@ Deno.test("RelaySocket send waits while the peer stops reading and resumes when 
 });
 
 Deno.test("RelaySocket close fails waiting sends with RelayClosedError", async () => {
-  await using raw = new RawServer();
+  await using raw = new RawTcpServer();
   const accepted = raw.accept();
   const connecting = RelaySocket.connect(raw.url, { highWaterMark: 64 * 1024, lowWaterMark: 0 });
   await completeHandshake(await accepted);
@@ -299,7 +265,7 @@ Deno.test("RelaySocket close fails waiting sends with RelayClosedError", async (
 });
 
 Deno.test("RelaySocket fails waiting sends when the peer drops the connection", async () => {
-  await using raw = new RawServer();
+  await using raw = new RawTcpServer();
   const accepted = raw.accept();
   const connecting = RelaySocket.connect(raw.url, { highWaterMark: 64 * 1024, lowWaterMark: 0 });
   await completeHandshake(await accepted);
@@ -506,7 +472,7 @@ Deno.test("RelaySocket.connect reports a refused upgrade", async () => {
 });
 
 Deno.test("RelaySocket.connect times out when the server never answers", async () => {
-  await using raw = new RawServer();
+  await using raw = new RawTcpServer();
   const accepted = raw.accept();
   const started = performance.now();
   await assert.rejects(RelaySocket.connect(raw.url, { timeoutMs: 150 }), (error: unknown) => {
@@ -520,7 +486,7 @@ Deno.test("RelaySocket.connect times out when the server never answers", async (
 });
 
 Deno.test("RelaySocket.connect rejects with the abort reason", async () => {
-  await using raw = new RawServer();
+  await using raw = new RawTcpServer();
   const reason = new Error("caller gave up");
   await assert.rejects(RelaySocket.connect(raw.url, { signal: AbortSignal.abort(reason) }), reason);
   const controller = new AbortController();

@@ -1,27 +1,23 @@
 import assert from "node:assert/strict";
 import { TcpWebSocket } from "../lib/relay/_tcp_websocket.ts";
 import { withDeadline } from "./_support/deadline.ts";
-import { completeHandshake } from "./_support/raw_websocket.ts";
+import { completeHandshake, RawTcpServer } from "./_support/raw_websocket.ts";
 
 const DEADLINE = 5_000;
 const utf8 = new TextEncoder();
 
 /** A raw TCP server speaking WebSocket by hand, so tests control every byte. */
 class RawWsServer implements AsyncDisposable {
-  readonly url: string;
-  #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
-  #conns: Deno.Conn[] = [];
+  #raw = new RawTcpServer("/relay?x=1");
   #pending = new Uint8Array(0);
 
-  constructor() {
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.url = `ws://127.0.0.1:${this.#listener.addr.port}/relay?x=1`;
+  get url(): string {
+    return this.#raw.url;
   }
 
   /** Accepts one connection and completes the upgrade; resolves with the request head. */
   async accept(): Promise<{ conn: Deno.Conn; request: string }> {
-    const conn = await withDeadline(this.#listener.accept(), DEADLINE, "accept");
-    this.#conns.push(conn);
+    const conn = await this.#raw.accept();
     return { conn, request: await completeHandshake(conn) };
   }
 
@@ -61,20 +57,8 @@ class RawWsServer implements AsyncDisposable {
     return { fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f, payload };
   }
 
-  closeConns(): void {
-    for (const conn of this.#conns.splice(0)) {
-      try {
-        conn.close();
-      } catch {
-        // already closed
-      }
-    }
-  }
-
   [Symbol.asyncDispose](): Promise<void> {
-    this.closeConns();
-    this.#listener.close();
-    return Promise.resolve();
+    return this.#raw[Symbol.asyncDispose]();
   }
 }
 

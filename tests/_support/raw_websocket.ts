@@ -1,9 +1,11 @@
 /**
- * The server side of a WebSocket upgrade done by hand over a raw TCP
- * connection, for tests that control every byte after it.
+ * A raw TCP server and the server side of a WebSocket upgrade done by hand,
+ * for tests that control every byte (or stop reading).
  *
  * @module
  */
+
+import { withDeadline } from "./deadline.ts";
 
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const utf8 = new TextEncoder();
@@ -31,4 +33,51 @@ export async function completeHandshake(conn: Deno.Conn): Promise<string> {
       `Sec-WebSocket-Accept: ${accept}\r\n\r\n`,
   ));
   return request;
+}
+
+/** A raw TCP listener on 127.0.0.1; tests decide whether and when to read. */
+export class RawTcpServer implements AsyncDisposable {
+  /** A `ws://` URL of the listener with `path`. */
+  readonly url: string;
+  #listener: Deno.Listener<Deno.TcpConn, Deno.NetAddr>;
+  #conns: Deno.Conn[] = [];
+
+  /**
+   * Listens on a free port.
+   *
+   * @param path The path (and query) of {@linkcode RawTcpServer.url}.
+   */
+  constructor(path = "/relay") {
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.url = `ws://127.0.0.1:${this.#listener.addr.port}${path}`;
+  }
+
+  /**
+   * Accepts one connection (within 5 s); it is closed with the server.
+   *
+   * @returns The connection, with nothing read from it.
+   */
+  async accept(): Promise<Deno.Conn> {
+    const conn = await withDeadline(this.#listener.accept(), 5_000, "raw accept");
+    this.#conns.push(conn);
+    return conn;
+  }
+
+  /** Closes every accepted connection; the listener stays open. */
+  closeConns(): void {
+    for (const conn of this.#conns.splice(0)) {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  /** Closes every connection and the listener. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.closeConns();
+    this.#listener.close();
+    return Promise.resolve();
+  }
 }
