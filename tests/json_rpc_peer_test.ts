@@ -205,15 +205,27 @@ Deno.test("JsonRpcPeer delivers notifications and pauses reading at the concurre
   const [a, b] = channelPair();
   const notes: unknown[] = [];
   const started: string[] = [];
-  const gates = new Map<string, PromiseWithResolvers<void>>();
+  // The handlers themselves signal: `entered` when a request handler starts,
+  // `noted` when the notification arrives; `gates` hold each handler open.
+  const entered = new Map([
+    ["first", Promise.withResolvers<void>()],
+    ["second", Promise.withResolvers<void>()],
+  ]);
+  const gates = new Map([
+    ["first", Promise.withResolvers<void>()],
+    ["second", Promise.withResolvers<void>()],
+  ]);
+  const noted = Promise.withResolvers<void>();
   const server = new JsonRpcPeer(b, {
     maxConcurrentRequests: 1,
-    onNotification: (method, params) => notes.push([method, params]),
+    onNotification: (method, params) => {
+      notes.push([method, params]);
+      noted.resolve();
+    },
     onRequest: async (method) => {
       started.push(method);
-      const gate = Promise.withResolvers<void>();
-      gates.set(method, gate);
-      await gate.promise;
+      entered.get(method)!.resolve();
+      await gates.get(method)!.promise;
       return method;
     },
   });
@@ -221,30 +233,16 @@ Deno.test("JsonRpcPeer delivers notifications and pauses reading at the concurre
   const first = client.request("first");
   const second = client.request("second");
   await client.notify("note", { n: 1 });
-  await withDeadline(
-    (async () => {
-      while (!gates.has("first")) await new Promise((r) => setTimeout(r, 1));
-    })(),
-    D,
-  );
+  await withDeadline(entered.get("first")!.promise, D, "first handler entered");
   assert.deepEqual(started, ["first"]); // the second waits for a free slot
   gates.get("first")!.resolve();
   assert.deepEqual(await withDeadline(first, D), "first");
-  await withDeadline(
-    (async () => {
-      while (!gates.has("second")) await new Promise((r) => setTimeout(r, 1));
-    })(),
-    D,
-  );
+  await withDeadline(entered.get("second")!.promise, D, "second handler entered");
+  assert.deepEqual(started, ["first", "second"]);
   assert.deepEqual(notes, []); // still queued behind "second": reading is paused
   gates.get("second")!.resolve();
   assert.deepEqual(await withDeadline(second, D), "second");
-  await withDeadline(
-    (async () => {
-      while (notes.length === 0) await new Promise((r) => setTimeout(r, 1));
-    })(),
-    D,
-  );
+  await withDeadline(noted.promise, D, "notification delivered");
   assert.deepEqual(notes, [["note", { n: 1 }]]);
   await client.close();
   await server.closed;
