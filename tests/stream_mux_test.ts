@@ -127,10 +127,14 @@ Deno.test("StreamMux lets one stalled consumer stall only its own stream", async
   let blocked = false;
   for (let i = 0; i < 200 && !blocked; i++) {
     const sent = slow.send("m".repeat(500)).then(() => accepted++);
+    // Negative check: a send not accepted within a short 200 ms window counts
+    // as blocked (there is no event for "will not happen"); the drain below
+    // proves the blocked send does complete later.
+    let timer: ReturnType<typeof setTimeout> | undefined;
     blocked = await Promise.race([
       sent.then(() => false),
-      new Promise<boolean>((r) => setTimeout(() => r(true), 200)),
-    ]);
+      new Promise<boolean>((r) => timer = setTimeout(() => r(true), 200)),
+    ]).finally(() => clearTimeout(timer));
   }
   assert.ok(blocked, `sends kept being accepted (${accepted})`);
   assert.ok(accepted < 40, `${accepted} accepted`);
@@ -233,10 +237,14 @@ Deno.test("StreamMux resumes every stream on a new socket with no gap and no dup
   const harness = await lb.harness();
   const streams = Array.from({ length: 8 }, () => harness.open());
   const total = 200;
-  const results = streams.map(async (stream) => {
+  // Resolved by stream 0's consumer once 40 echoes came back: at least 40
+  // segments went out and the transfer is under way on the first socket.
+  const progress = Promise.withResolvers<void>();
+  const results = streams.map(async (stream, index) => {
     const got: string[] = [];
     for await (const message of stream) {
       got.push(message);
+      if (index === 0 && got.length === 40) progress.resolve();
       if (got.length === total) break;
     }
     return got;
@@ -245,13 +253,7 @@ Deno.test("StreamMux resumes every stream on a new socket with no gap and no dup
     for (let i = 0; i < total; i++) await stream.send(`${i}:${"z".repeat(i * 37)}`);
   });
   // Cut the physical socket in the middle (from the server side), then reconnect.
-  await withDeadline(
-    (async () => {
-      while (streams[0].stats.segmentsSent < 40) await new Promise((r) => setTimeout(r, 1));
-    })(),
-    5_000,
-    "progress",
-  );
+  await withDeadline(progress.promise, 5_000, "progress");
   const detached = harness.detached;
   const executorDetached = lb.executor.detached;
   await lb.accepted[0].close("test cut", 4000);
@@ -272,7 +274,14 @@ Deno.test("StreamMux resumes every stream on a new socket with no gap and no dup
 });
 
 Deno.test("StreamMux fails streams with RelayClosedError after the detach window", async () => {
-  await using lb = loopback({ onStream: echo(), detachWindowMs: 150 });
+  const executorStreams: MuxStream[] = [];
+  await using lb = loopback({
+    detachWindowMs: 150,
+    onStream: (stream) => {
+      executorStreams.push(stream);
+      echo()(stream);
+    },
+  });
   const harness = await lb.harness({ detachWindowMs: 150 });
   const stream = harness.open();
   await stream.send("x");
@@ -285,13 +294,11 @@ Deno.test("StreamMux fails streams with RelayClosedError after the detach window
   assert.match(error.message, /150 ms detach window/);
   await withDeadline(stream.closed, 1_000, "closed");
   assert.equal(harness.streams, 0);
-  await withDeadline(
-    (async () => {
-      while (lb.executor.streams > 0) await new Promise((r) => setTimeout(r, 5));
-    })(),
-    5_000,
-    "executor expiry",
-  );
+  // The executor side expires on its own detach window: its stream's `closed`
+  // settles once the stream has left the executor mux's table.
+  assert.equal(executorStreams.length, 1);
+  await withDeadline(executorStreams[0].closed, 5_000, "executor expiry");
+  assert.equal(lb.executor.streams, 0);
 });
 
 Deno.test("StreamMux harness answers data for a stream it never opened with unknown_stream", async () => {
