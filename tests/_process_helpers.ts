@@ -1,6 +1,7 @@
 // Helpers shared by the process table tests (real processes, bounded waits).
 import assert from "node:assert/strict";
 import type { ProcessTable, ReadChunk, ReadResult } from "../lib/exec/process_table.ts";
+import { DeadlineError, until } from "./_support/deadline.ts";
 
 /** Rejects when `promise` does not settle within `ms`; clears its timer either way. */
 export async function withDeadline<T>(
@@ -141,17 +142,22 @@ export function killPids(pids: number[]): void {
   }
 }
 
-/** Polls /proc (10 ms tick, bounded) until `count` live processes start with `token`. */
+/**
+ * Polls /proc through `until()` (bounded by `ms`) until `count` live processes
+ * start with `token`. These are grandchildren a test's shell spawns: the OS
+ * gives no event for their start, so there is nothing to await.
+ */
 export async function waitForPids(token: string, count: number, ms = 3_000): Promise<number[]> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const pids = livePidsWith(token);
-    if (pids.length >= count) return pids;
-    if (Date.now() > deadline) {
-      throw new Error(`Expected ${count} processes "${token}", found ${pids.length}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 10));
+  let pids: number[] = [];
+  try {
+    await until(() => (pids = livePidsWith(token)).length >= count, ms, `${count} processes`);
+  } catch (error) {
+    if (!(error instanceof DeadlineError)) throw error;
+    throw new Error(`Expected ${count} processes "${token}", found ${pids.length}`, {
+      cause: error,
+    });
   }
+  return pids;
 }
 
 /**
