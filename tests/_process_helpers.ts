@@ -150,7 +150,11 @@ export function killPids(pids: number[]): void {
 export async function waitForPids(token: string, count: number, ms = 3_000): Promise<number[]> {
   let pids: number[] = [];
   try {
-    await until(() => (pids = livePidsWith(token)).length >= count, ms, `${count} processes`);
+    await until(
+      () => (pids = livePidsWith(token)).length >= count,
+      ms,
+      `waiting for ${count} processes`,
+    );
   } catch (error) {
     if (!(error instanceof DeadlineError)) throw error;
     throw new Error(`Expected ${count} processes "${token}", found ${pids.length}`, {
