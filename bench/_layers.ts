@@ -9,7 +9,7 @@
  */
 
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
-import { type Throughput, throughput, withDeadline } from "./_util.ts";
+import { type Arrivals, type Throughput, timeChildSender } from "./_util.ts";
 
 const SELF = new URL(import.meta.url).pathname;
 
@@ -27,10 +27,8 @@ export async function relaySocketThroughput(
   total: number,
   timeoutMs = 60_000,
 ): Promise<Throughput> {
-  let resolveDone: (v: { bytes: number; firstAt: number; lastAt: number }) => void = () => {};
-  const done = new Promise<{ bytes: number; firstAt: number; lastAt: number }>((r) =>
-    resolveDone = r
-  );
+  let resolveDone: (v: Arrivals) => void = () => {};
+  const done = new Promise<Arrivals>((r) => resolveDone = r);
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
     const { socket, response } = Deno.upgradeWebSocket(req);
     const relay = RelaySocket.accept(socket);
@@ -51,16 +49,13 @@ export async function relaySocketThroughput(
   });
   try {
     const url = `ws://127.0.0.1:${server.addr.port}/relay`;
-    const out = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", SELF, "relay-send", url, String(size), String(total)],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    const r = await withDeadline(done, timeoutMs, "relay socket transfer");
-    const o = await out;
-    if (!o.success) throw new Error(new TextDecoder().decode(o.stderr));
-    return throughput(r.bytes - size, r.lastAt - r.firstAt);
+    return await timeChildSender(
+      SELF,
+      ["relay-send", url, size, total],
+      done,
+      timeoutMs,
+      "relay socket transfer",
+    );
   } finally {
     await server.shutdown();
   }

@@ -34,7 +34,7 @@ import {
   summarize,
   type Throughput,
   throughput,
-  withDeadline,
+  timeEchoes,
 } from "./_util.ts";
 
 /** How the harness reaches the executor. */
@@ -275,16 +275,9 @@ function makeTarget(
       }).spawn();
       const writer = child.stdin.getWriter();
       const reader = child.stdout.getReader();
-      const one = new Uint8Array([42]);
-      const samples: number[] = [];
+      let samples: number[];
       try {
-        for (let i = 0; i < count + 20; i++) {
-          const t0 = performance.now();
-          await writer.write(one);
-          const { done } = await withDeadline(reader.read(), 10_000, "remote cat echo");
-          if (done) throw new Error("remote cat ended early");
-          if (i >= 20) samples.push(performance.now() - t0);
-        }
+        samples = await timeEchoes(writer, reader, count, "remote cat");
       } finally {
         await writer.close().catch(() => {});
         while (!(await reader.read().catch(() => ({ done: true }))).done) { /* drain */ }

@@ -13,12 +13,15 @@
  */
 
 import {
+  type Arrivals,
   drainCounting,
   type Latency,
   spawnAnnounced,
   summarize,
   type Throughput,
   throughput,
+  timeChildSender,
+  timeEchoes,
   withDeadline,
 } from "./_util.ts";
 import type { ThrowawaySshd } from "./_sshd.ts";
@@ -40,10 +43,8 @@ export async function rawWebSocketThroughput(
   total: number,
   timeoutMs = 60_000,
 ): Promise<Throughput> {
-  let resolveDone: (v: { bytes: number; firstAt: number; lastAt: number }) => void = () => {};
-  const done = new Promise<{ bytes: number; firstAt: number; lastAt: number }>((r) =>
-    resolveDone = r
-  );
+  let resolveDone: (v: Arrivals) => void = () => {};
+  const done = new Promise<Arrivals>((r) => resolveDone = r);
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
     const { socket, response } = Deno.upgradeWebSocket(req);
     socket.binaryType = "arraybuffer";
@@ -61,17 +62,13 @@ export async function rawWebSocketThroughput(
   });
   try {
     const url = `ws://127.0.0.1:${server.addr.port}/sink`;
-    const out = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", SELF, "ws-send", url, String(size), String(total)],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    const r = await withDeadline(done, timeoutMs, "raw WebSocket transfer");
-    const o = await out;
-    if (!o.success) throw new Error(new TextDecoder().decode(o.stderr));
-    // The first message's bytes arrived at firstAt; count the rest.
-    return throughput(r.bytes - size, r.lastAt - r.firstAt);
+    return await timeChildSender(
+      SELF,
+      ["ws-send", url, size, total],
+      done,
+      timeoutMs,
+      "raw WebSocket transfer",
+    );
   } finally {
     await server.shutdown();
   }
@@ -243,16 +240,9 @@ export async function sshRoundTrip(sshd: ThrowawaySshd, count: number): Promise<
   }).spawn();
   const writer = child.stdin.getWriter();
   const reader = child.stdout.getReader();
-  const one = new Uint8Array([42]);
-  const samples: number[] = [];
+  let samples: number[];
   try {
-    for (let i = 0; i < count + 20; i++) {
-      const t0 = performance.now();
-      await writer.write(one);
-      const { done } = await withDeadline(reader.read(), 10_000, "ssh cat echo");
-      if (done) throw new Error("ssh cat ended early");
-      if (i >= 20) samples.push(performance.now() - t0);
-    }
+    samples = await timeEchoes(writer, reader, count, "ssh cat");
   } finally {
     await writer.close().catch(() => {});
     while (!(await reader.read()).done) { /* drain */ }

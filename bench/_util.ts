@@ -97,6 +97,77 @@ export async function withDeadline<T>(promise: Promise<T>, ms: number, what: str
   }
 }
 
+/** What a sink saw of a transfer: the bytes, and when the first and last message arrived. */
+export interface Arrivals {
+  /** Bytes received. */
+  bytes: number;
+  /** `performance.now()` at the first message. */
+  firstAt: number;
+  /** `performance.now()` at the last message. */
+  lastAt: number;
+}
+
+/**
+ * Runs `deno run -A SELF MODE URL SIZE TOTAL` as the sending child of a sink
+ * that resolves `done`, and measures throughput from the first to the last
+ * message (the first message's bytes arrived at `firstAt`, so they are not
+ * counted).
+ *
+ * @param self The bench module that implements MODE when run as a script.
+ * @param args MODE, URL, SIZE and TOTAL.
+ * @param done Resolves when the sink has seen the whole transfer.
+ * @param timeoutMs Deadline for the transfer.
+ * @param what A description for errors.
+ * @returns The measured throughput.
+ */
+export async function timeChildSender(
+  self: string,
+  args: [mode: string, url: string, size: number, total: number],
+  done: Promise<Arrivals>,
+  timeoutMs: number,
+  what: string,
+): Promise<Throughput> {
+  const [mode, url, size, total] = args;
+  const out = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", self, mode, url, String(size), String(total)],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const r = await withDeadline(done, timeoutMs, what);
+  const o = await out;
+  if (!o.success) throw new Error(new TextDecoder().decode(o.stderr));
+  return throughput(r.bytes - size, r.lastAt - r.firstAt);
+}
+
+/**
+ * Times one-byte echoes through a writer and reader of the same echoing
+ * program (`cat`), after 20 warm-up rounds.
+ *
+ * @param writer The program's stdin.
+ * @param reader The program's stdout.
+ * @param count How many echoes to time.
+ * @param what A description for errors.
+ * @returns One sample per timed echo, in milliseconds.
+ */
+export async function timeEchoes(
+  writer: WritableStreamDefaultWriter<Uint8Array>,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  count: number,
+  what: string,
+): Promise<number[]> {
+  const one = new Uint8Array([42]);
+  const samples: number[] = [];
+  for (let i = 0; i < count + 20; i++) {
+    const t0 = performance.now();
+    await writer.write(one);
+    const { done } = await withDeadline(reader.read(), 10_000, `${what} echo`);
+    if (done) throw new Error(`${what} ended early`);
+    if (i >= 20) samples.push(performance.now() - t0);
+  }
+  return samples;
+}
+
 /**
  * Resident set size of a process from /proc/PID/status.
  *
