@@ -9,7 +9,7 @@
  */
 
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
-import { type Arrivals, type Throughput, timeChildSender } from "./_util.ts";
+import { ArrivalCounter, type Arrivals, type Throughput, timeChildSender } from "./_util.ts";
 
 const SELF = new URL(import.meta.url).pathname;
 
@@ -33,17 +33,11 @@ export async function relaySocketThroughput(
     const { socket, response } = Deno.upgradeWebSocket(req);
     const relay = RelaySocket.accept(socket);
     (async () => {
-      let bytes = 0;
-      let firstAt = 0;
-      let lastAt = 0;
+      const counter = new ArrivalCounter();
       for await (const frame of relay) {
-        if (frame.body.kind !== "data") continue;
-        const now = performance.now();
-        if (bytes === 0) firstAt = now;
-        bytes += frame.body.payload.byteLength;
-        lastAt = now;
+        if (frame.body.kind === "data") counter.add(frame.body.payload.byteLength);
       }
-      resolveDone({ bytes, firstAt, lastAt });
+      resolveDone(counter.arrivals);
     })();
     return response;
   });

@@ -273,16 +273,7 @@ function makeTarget(
         stdout: "piped",
         stderr: "null",
       }).spawn();
-      const writer = child.stdin.getWriter();
-      const reader = child.stdout.getReader();
-      let samples: number[];
-      try {
-        samples = await timeEchoes(writer, reader, count, "remote cat");
-      } finally {
-        await writer.close().catch(() => {});
-        while (!(await reader.read().catch(() => ({ done: true }))).done) { /* drain */ }
-        await child.status.catch(() => {});
-      }
+      const samples = await timeEchoes(child, count, "remote cat");
       return summarize(samples);
     },
 

@@ -13,6 +13,7 @@
  */
 
 import {
+  ArrivalCounter,
   type Arrivals,
   drainCounting,
   type Latency,
@@ -48,16 +49,9 @@ export async function rawWebSocketThroughput(
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
     const { socket, response } = Deno.upgradeWebSocket(req);
     socket.binaryType = "arraybuffer";
-    let bytes = 0;
-    let firstAt = 0;
-    let lastAt = 0;
-    socket.onmessage = (e) => {
-      const now = performance.now();
-      if (bytes === 0) firstAt = now;
-      bytes += (e.data as ArrayBuffer).byteLength;
-      lastAt = now;
-    };
-    socket.onclose = () => resolveDone({ bytes, firstAt, lastAt });
+    const counter = new ArrivalCounter();
+    socket.onmessage = (e) => counter.add((e.data as ArrayBuffer).byteLength);
+    socket.onclose = () => resolveDone(counter.arrivals);
     return response;
   });
   try {
@@ -238,16 +232,7 @@ export async function sshRoundTrip(sshd: ThrowawaySshd, count: number): Promise<
     stdout: "piped",
     stderr: "null",
   }).spawn();
-  const writer = child.stdin.getWriter();
-  const reader = child.stdout.getReader();
-  let samples: number[];
-  try {
-    samples = await timeEchoes(writer, reader, count, "ssh cat");
-  } finally {
-    await writer.close().catch(() => {});
-    while (!(await reader.read()).done) { /* drain */ }
-    await child.status;
-  }
+  const samples = await timeEchoes(child, count, "ssh cat");
   return summarize(samples);
 }
 

@@ -140,30 +140,64 @@ export async function timeChildSender(
   return throughput(r.bytes - size, r.lastAt - r.firstAt);
 }
 
+/** Counts what a sink receives and when the first and last message arrived. */
+export class ArrivalCounter {
+  #arrivals: Arrivals = { bytes: 0, firstAt: 0, lastAt: 0 };
+
+  /**
+   * Records one received message.
+   *
+   * @param byteLength Its size in bytes.
+   */
+  add(byteLength: number): void {
+    const now = performance.now();
+    if (this.#arrivals.bytes === 0) this.#arrivals.firstAt = now;
+    this.#arrivals.bytes += byteLength;
+    this.#arrivals.lastAt = now;
+  }
+
+  /** What has arrived so far. */
+  get arrivals(): Arrivals {
+    return { ...this.#arrivals };
+  }
+}
+
+/** An echoing program (`cat`) with piped stdin and stdout, local or remote. */
+export interface EchoChild {
+  /** The program's stdin. */
+  stdin: WritableStream<Uint8Array>;
+  /** The program's stdout. */
+  stdout: ReadableStream<Uint8Array>;
+  /** Settles when the program has ended. */
+  status: Promise<unknown>;
+}
+
 /**
- * Times one-byte echoes through a writer and reader of the same echoing
- * program (`cat`), after 20 warm-up rounds.
+ * Times one-byte echoes through an echoing program after 20 warm-up rounds,
+ * then closes its stdin, drains its stdout and awaits its end.
  *
- * @param writer The program's stdin.
- * @param reader The program's stdout.
+ * @param child The echoing program.
  * @param count How many echoes to time.
  * @param what A description for errors.
  * @returns One sample per timed echo, in milliseconds.
  */
-export async function timeEchoes(
-  writer: WritableStreamDefaultWriter<Uint8Array>,
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  count: number,
-  what: string,
-): Promise<number[]> {
+export async function timeEchoes(child: EchoChild, count: number, what: string): Promise<number[]> {
+  const writer = child.stdin.getWriter();
+  const reader = child.stdout.getReader();
   const one = new Uint8Array([42]);
   const samples: number[] = [];
-  for (let i = 0; i < count + 20; i++) {
-    const t0 = performance.now();
-    await writer.write(one);
-    const { done } = await withDeadline(reader.read(), 10_000, `${what} echo`);
-    if (done) throw new Error(`${what} ended early`);
-    if (i >= 20) samples.push(performance.now() - t0);
+  try {
+    for (let i = 0; i < count + 20; i++) {
+      const t0 = performance.now();
+      await writer.write(one);
+      const { done } = await withDeadline(reader.read(), 10_000, `${what} echo`);
+      if (done) throw new Error(`${what} ended early`);
+      if (i >= 20) samples.push(performance.now() - t0);
+    }
+  } finally {
+    await writer.close().catch(() => {});
+    while (!(await reader.read().catch(() => ({ done: true }))).done) { /* drain */ }
+    await child.status.catch(() => {});
   }
   return samples;
 }
