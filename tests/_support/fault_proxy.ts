@@ -107,6 +107,8 @@ class Link {
   readonly closed: Promise<void>;
   timers = new Set<ReturnType<typeof setTimeout>>();
   halfOpen = false;
+  /** Set once the proxy cut the link: nothing more is forwarded or recorded on it. */
+  cut = false;
   #closes = 0;
   #resolve!: () => void;
 
@@ -408,7 +410,9 @@ export class FaultProxy implements AsyncDisposable {
   }
 
   #onMessage(link: Link, pipe: Pipe, data: ArrayBuffer | string): void {
-    if (link.halfOpen) return; // a dead link: nothing gets through either way
+    // A cut link is dead: a message the socket still delivers while closing
+    // (or a lingering half-open side) gets through neither way.
+    if (link.cut || link.halfOpen) return;
     if (typeof data !== "string") {
       this.stats.messages++;
       this.stats.bytes += data.byteLength;
@@ -510,6 +514,7 @@ export class FaultProxy implements AsyncDisposable {
 
   #cutHalfOpen(link: Link): void {
     this.stats.cuts++;
+    link.cut = true;
     link.clearTimers();
     for (const pipe of link.pipes) {
       pipe.queue.length = 0;
@@ -522,6 +527,7 @@ export class FaultProxy implements AsyncDisposable {
 
   #cut(link: Link): void {
     this.stats.cuts++;
+    link.cut = true;
     link.clearTimers();
     for (const pipe of link.pipes) {
       pipe.queue.length = 0;
