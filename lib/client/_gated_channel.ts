@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { MessageChannel } from "../rpc/message_channel.ts";
+import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 
 /** A channel whose consumer can be paused with {@linkcode GatedChannel.hold}. */
 export class GatedChannel implements MessageChannel {
@@ -76,9 +76,23 @@ export class GatedChannel implements MessageChannel {
     return this.#inner.closed;
   }
 
+  /** The inner channel's binary lane, its messages held like the text ones. */
+  get binary(): BinaryLane | undefined {
+    const inner = this.#inner.binary;
+    if (inner === undefined) return undefined;
+    return {
+      send: (message) => inner.send(message),
+      messages: () => ({ [Symbol.asyncIterator]: () => this.#gated(inner.messages()) }),
+    };
+  }
+
   /** Yields the inner channel's messages, waiting while held. */
-  async *[Symbol.asyncIterator](): AsyncIterator<string> {
-    const iterator = this.#inner[Symbol.asyncIterator]();
+  [Symbol.asyncIterator](): AsyncIterator<string> {
+    return this.#gated(this.#inner);
+  }
+
+  async *#gated<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
+    const iterator = source[Symbol.asyncIterator]();
     while (true) {
       while (this.#holds > 0 && !this.#ended) {
         this.#gate ??= Promise.withResolvers<void>();

@@ -7,7 +7,7 @@
 
 import { RelayClosedError } from "../errors.ts";
 import { TcpWebSocket } from "../relay/_tcp_websocket.ts";
-import type { MessageChannel } from "../rpc/message_channel.ts";
+import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 
 /** Options of {@linkcode openWebSocketChannel}. */
 export interface WebSocketChannelOptions {
@@ -48,7 +48,7 @@ const DRAIN_POLL_MS = 2;
 /** A WebSocket adapted to {@linkcode MessageChannel}. */
 export class WebSocketChannel implements MessageChannel {
   #socket: WebSocket;
-  #inbox: string[] = [];
+  #inbox: (string | Uint8Array)[] = [];
   #waiter: ((done: boolean) => void) | null = null;
   #ended = false;
   #closeReason: string | undefined;
@@ -56,6 +56,8 @@ export class WebSocketChannel implements MessageChannel {
   #maxInbox: number;
   #maxInboxChars: number;
   #inboxChars = 0;
+  /** True once read through `binary.messages()`: binary messages are then queued, not refused. */
+  #binaryIterated = false;
   #closed: Promise<void>;
   #sendQueue: Promise<void> = Promise.resolve();
   #waitingSends = 0;
@@ -72,15 +74,21 @@ export class WebSocketChannel implements MessageChannel {
         resolve();
       });
     });
+    socket.binaryType = "arraybuffer";
     socket.addEventListener("message", (event) => {
       if (this.#ended) return;
-      if (typeof event.data !== "string") {
+      let message: string | Uint8Array;
+      if (typeof event.data === "string") {
+        message = event.data;
+      } else if (this.#binaryIterated && event.data instanceof ArrayBuffer) {
+        message = new Uint8Array(event.data);
+      } else {
         this.#fail(UNSUPPORTED_DATA, "binary message on a JSON-RPC socket");
         return;
       }
       if (
         this.#inbox.length >= this.#maxInbox ||
-        this.#inboxChars + event.data.length > this.#maxInboxChars
+        this.#inboxChars + message.length > this.#maxInboxChars
       ) {
         this.#fail(
           MESSAGE_TOO_BIG,
@@ -88,8 +96,8 @@ export class WebSocketChannel implements MessageChannel {
         );
         return;
       }
-      this.#inboxChars += event.data.length;
-      this.#inbox.push(event.data);
+      this.#inboxChars += message.length;
+      this.#inbox.push(message);
       this.#wake(false);
     });
   }
@@ -126,6 +134,19 @@ export class WebSocketChannel implements MessageChannel {
    * some of them had to wait (pipelined requests rely on it).
    */
   send(message: string): Promise<void> {
+    return this.#send(message);
+  }
+
+  /**
+   * Binary messages (negotiated output): sent as binary WebSocket messages;
+   * received ones are queued, not refused, once `messages()` is iterated.
+   */
+  readonly binary: BinaryLane = {
+    send: (message) => this.#send(message),
+    messages: () => this.#messages(true),
+  };
+
+  #send(message: string | Uint8Array): Promise<void> {
     if (this.#waitingSends === 0) {
       try {
         if (this.#trySend(message)) return Promise.resolve();
@@ -148,7 +169,7 @@ export class WebSocketChannel implements MessageChannel {
   }
 
   /** Sends now and returns true, or returns false while the buffer is over the watermark. */
-  #trySend(message: string): boolean {
+  #trySend(message: string | Uint8Array): boolean {
     if (this.#ended || this.#socket.readyState !== WebSocket.OPEN) {
       throw new RelayClosedError(
         `Cannot send: the connection closed: ${this.#closeReason ?? "closed"}`,
@@ -179,7 +200,12 @@ export class WebSocketChannel implements MessageChannel {
   }
 
   /** Yields received messages in order; ends when the socket closes. */
-  async *[Symbol.asyncIterator](): AsyncIterator<string> {
+  [Symbol.asyncIterator](): AsyncIterator<string> {
+    return this.#messages(false) as AsyncGenerator<string>;
+  }
+
+  async *#messages(binary: boolean): AsyncGenerator<string | Uint8Array> {
+    this.#binaryIterated = binary;
     while (true) {
       const next = this.#inbox.shift();
       if (next !== undefined) {

@@ -10,6 +10,7 @@
 import { RelayClosedError } from "../errors.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import type { RelaySocket } from "../relay/relay_socket.ts";
+import { decodeBinaryOutput } from "../rpc/binary_output.ts";
 import { JsonRpcPeer } from "../rpc/json_rpc_peer.ts";
 import { GatedChannel } from "./_gated_channel.ts";
 import { openWebSocketChannel } from "./_websocket_channel.ts";
@@ -52,6 +53,13 @@ export interface ConnectOptions {
   maxInboxBytes?: number;
   /** Receives reconnect events (rendezvous mode). */
   onEvent?: (event: ConnectionEvent) => void;
+  /**
+   * Offer binary output messages in `initialize` (outpost's extension: process
+   * output without JSON or base64). An executor that does not know it (Codex)
+   * ignores the offer and output arrives as `process/output` notifications.
+   * @default {true}
+   */
+  binaryOutput?: boolean;
 }
 
 /** Options of {@linkcode Connection.request}. */
@@ -63,6 +71,12 @@ export interface ConnectionRequestOptions {
 }
 
 type NotificationListener = (method: string, params: unknown) => void;
+
+/** What a connection's peer reports to it. */
+interface PeerHandlers {
+  onNotification: NotificationListener;
+  onBinary: (message: Uint8Array) => void;
+}
 
 interface Resources {
   peer: JsonRpcPeer;
@@ -89,6 +103,7 @@ export class Connection implements AsyncDisposable, ProcessTransport {
   /** File helpers on the executor's machine. */
   readonly fs: RemoteFs;
   #sessionId = "";
+  #binaryOutput = false;
   #resources: Resources;
   #processListeners = new Map<string, NotificationListener>();
   #listeners = new Set<NotificationListener>();
@@ -104,11 +119,14 @@ export class Connection implements AsyncDisposable, ProcessTransport {
   constructor(
     url: string,
     mode: "local" | "rendezvous",
-    resources: (onNotification: NotificationListener) => Resources,
+    resources: (handlers: PeerHandlers) => Resources,
   ) {
     this.url = url;
     this.mode = mode;
-    this.#resources = resources((method, params) => this.#dispatch(method, params));
+    this.#resources = resources({
+      onNotification: (method, params) => this.#dispatch(method, params),
+      onBinary: (message) => this.#dispatchBinary(message),
+    });
     this.fs = new RemoteFs(this);
     // When the session ends on its own (server gone, detach window passed),
     // release the socket, the mux and the reconnect loop too.
@@ -118,6 +136,11 @@ export class Connection implements AsyncDisposable, ProcessTransport {
   /** The executor's session id, from `initialize`. */
   get sessionId(): string {
     return this.#sessionId;
+  }
+
+  /** True when `initialize` negotiated binary output messages. */
+  get binaryOutput(): boolean {
+    return this.#binaryOutput;
   }
 
   /** Settles once the connection has closed, by either side. */
@@ -224,16 +247,48 @@ export class Connection implements AsyncDisposable, ProcessTransport {
    * Sends `initialize` and `initialized`.
    *
    * @param clientName The client name.
+   * @param binaryOutput Whether to offer binary output messages.
    * @param options Signal and timeout.
    */
-  async initialize(clientName: string, options: ConnectionRequestOptions): Promise<void> {
-    const result = await this.request<{ sessionId?: string }>(
+  async initialize(
+    clientName: string,
+    binaryOutput: boolean,
+    options: ConnectionRequestOptions,
+  ): Promise<void> {
+    const result = await this.request<{ sessionId?: string; binaryOutput?: boolean }>(
       "initialize",
-      { clientName },
+      binaryOutput ? { clientName, binaryOutput: true } : { clientName },
       options,
     );
     this.#sessionId = typeof result?.sessionId === "string" ? result.sessionId : "";
+    this.#binaryOutput = binaryOutput && result?.binaryOutput === true;
     await this.#resources.peer.notify("initialized", {});
+  }
+
+  /**
+   * A binary output message: its process gets the bytes as they are
+   * (`params.bytes`); other listeners get the `process/output` params of the
+   * JSON form, base64 included, built only when someone listens.
+   * Throws on a malformed message (the peer answers it with an error).
+   */
+  #dispatchBinary(message: Uint8Array): void {
+    const output = decodeBinaryOutput(message);
+    const { processId, seq, stream, chunk } = output;
+    this.#processListeners.get(processId)?.("process/output", {
+      processId,
+      seq,
+      stream,
+      bytes: chunk,
+    });
+    if (this.#listeners.size === 0) return;
+    const params = { processId, seq, stream, chunk: chunk.toBase64() };
+    for (const listener of this.#listeners) {
+      try {
+        listener("process/output", params);
+      } catch {
+        // A failing listener must not break the session.
+      }
+    }
   }
 
   #dispatch(method: string, params: unknown): void {
@@ -324,7 +379,7 @@ async function openRendezvous(
   url: string,
   options: ConnectOptions,
   deadline: AbortSignal,
-): Promise<(onNotification: NotificationListener) => Resources> {
+): Promise<(handlers: PeerHandlers) => Resources> {
   const detachWindowMs = options.detachWindowMs ?? 30_000;
   // Loaded here, not at the top: the relay codec pulls in protobufjs, which
   // costs a local-mode `outpost exec` about 60 ms of start-up for nothing.
@@ -407,9 +462,9 @@ async function openRendezvous(
     }
   })();
 
-  return (onNotification) => {
+  return (handlers) => {
     const channel = new GatedChannel(stream);
-    const peer = new JsonRpcPeer(channel, { onNotification });
+    const peer = new JsonRpcPeer(channel, handlers);
     return {
       peer,
       channel,
@@ -486,8 +541,8 @@ export async function connect(
         ...(options.maxInboxBytes !== undefined ? { maxInboxChars: options.maxInboxBytes } : {}),
       });
       const gated = new GatedChannel(channel);
-      connection = new Connection(parsed.href, "local", (onNotification) => ({
-        peer: new JsonRpcPeer(gated, { onNotification }),
+      connection = new Connection(parsed.href, "local", (handlers) => ({
+        peer: new JsonRpcPeer(gated, handlers),
         channel: gated,
         stop: async () => {
           await channel.close("client_close");
@@ -495,7 +550,11 @@ export async function connect(
         closeReason: () => channel.closeReason,
       }));
     }
-    await connection.initialize(options.clientName ?? "outpost", { signal: deadline });
+    await connection.initialize(
+      options.clientName ?? "outpost",
+      options.binaryOutput ?? true,
+      { signal: deadline },
+    );
     return connection;
   } catch (error) {
     const reason = connection?.closeReason;

@@ -64,6 +64,8 @@ interface OutputParams {
   seq: number;
   stream?: "stdout" | "stderr" | "pty";
   chunk?: string;
+  /** The output bytes of a binary output message (then `chunk` is absent). */
+  bytes?: Uint8Array;
   exitCode?: number | null;
   signal?: string | null;
 }
@@ -408,7 +410,7 @@ export class RemoteProcess implements AsyncDisposable {
     }
     this.#nextSeq = seq + 1;
     if (method === "process/output") {
-      this.#deliver(params.stream ?? "stdout", decodeBase64(params.chunk ?? ""));
+      this.#deliver(params.stream ?? "stdout", params.bytes ?? decodeBase64(params.chunk ?? ""));
     } else if (method === "process/exited") {
       this.#onExit(params.exitCode, params.signal);
     } else if (method === "process/closed") {

@@ -16,6 +16,7 @@ import {
   SANDBOX_DENIED,
 } from "../rpc/error_codes.ts";
 import { JsonRpcPeer, type RequestContext } from "../rpc/json_rpc_peer.ts";
+import { binaryProcessId, encodeBinaryOutput } from "../rpc/binary_output.ts";
 import type { MessageChannel } from "../rpc/message_channel.ts";
 import type { EnvironmentInfo } from "./environment_info.ts";
 import { FS_METHODS, type FsOps } from "./fs_ops.ts";
@@ -194,6 +195,8 @@ class SessionConnection implements SessionAttachment {
   #maxWaitMs: number;
   #maxReadBytes: number;
   #starting = new Set<string>();
+  /** True once `initialize` negotiated binary output messages. */
+  #binaryOutput = false;
   readonly closed: Promise<void>;
   readonly sink: (event: ProcessEvent) => Promise<void>;
 
@@ -202,6 +205,12 @@ class SessionConnection implements SessionAttachment {
     this.#maxWaitMs = context.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
     this.sink = (event) => {
       if (event.type === "output") {
+        const id = this.#binaryOutput ? binaryProcessId(event.processId) : null;
+        if (id !== null) {
+          return this.#peer.sendBinary(
+            encodeBinaryOutput(id, event.seq, event.stream, event.chunk),
+          );
+        }
         return this.#peer.notifyJson("process/output", outputParamsJson(event));
       }
       const [method, params] = encodeEvent(event);
@@ -309,7 +318,7 @@ class SessionConnection implements SessionAttachment {
     );
   }
 
-  #initialize(params: Params): { sessionId: string } {
+  #initialize(params: Params): { sessionId: string; binaryOutput?: true } {
     if (this.#phase !== "new") {
       throw new RpcError(
         INVALID_REQUEST,
@@ -318,12 +327,18 @@ class SessionConnection implements SessionAttachment {
     }
     optionalString(params, "clientName");
     const resumeId = optionalString(params, "resumeSessionId");
+    // outpost's extension: output as binary messages when the harness offers
+    // it and the channel carries them; a Codex harness never offers it.
+    this.#binaryOutput = optionalBoolean(params, "binaryOutput", false) &&
+      this.#peer.canSendBinary;
     const registry = this.#context.registry;
     this.#session = resumeId === undefined
       ? registry.create(this)
       : registry.resume(resumeId, this);
     this.#phase = "initialized-pending";
-    return { sessionId: this.#session.id };
+    return this.#binaryOutput
+      ? { sessionId: this.#session.id, binaryOutput: true }
+      : { sessionId: this.#session.id };
   }
 
   async #start(session: SessionRecord, params: Params): Promise<{ processId: string }> {

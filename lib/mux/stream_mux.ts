@@ -15,7 +15,7 @@ import { RelayClosedError, StreamResetError } from "../errors.ts";
 import { MAX_RESET_REASON_BYTES, MAX_STREAM_ID_BYTES } from "../relay/frame_codec.ts";
 import type { RelayFrame } from "../relay/frame_codec.ts";
 import type { ReceivedFrame, RelayCloseInfo, RelaySocket } from "../relay/relay_socket.ts";
-import type { MessageChannel } from "../rpc/message_channel.ts";
+import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 import {
   DEFAULT_LEGACY_MESSAGE_BYTES,
   ReliableStream,
@@ -199,7 +199,32 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
     if (this.#closedLocally && !this.#core.ended) {
       return Promise.reject(new StreamResetError(RESET_STREAM_CLOSED));
     }
-    const bytes = encoder.encode(message);
+    return this.#write(encoder.encode(message));
+  }
+
+  /**
+   * Binary messages on this stream (outpost's negotiated extension): sent as
+   * they are; `messages()` yields received ones starting with `0x00` as bytes.
+   */
+  readonly binary: BinaryLane = {
+    send: (message: Uint8Array): Promise<void> => {
+      if (!(message instanceof Uint8Array)) {
+        return Promise.reject(new TypeError("Cannot send binary message: it is not a Uint8Array"));
+      }
+      if (this.#closedLocally && !this.#core.ended) {
+        return Promise.reject(new StreamResetError(RESET_STREAM_CLOSED));
+      }
+      return this.#write(message);
+    },
+    messages: (): AsyncIterable<string | Uint8Array> => ({
+      [Symbol.asyncIterator]: () => ({
+        next: () => this.#next(true),
+        return: () => Promise.resolve({ done: true, value: undefined }),
+      }),
+    }),
+  };
+
+  #write(bytes: Uint8Array): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       try {
         this.#core.write(bytes, (error) => error ? reject(error) : resolve());
@@ -254,7 +279,8 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
    */
   [Symbol.asyncIterator](): AsyncIterator<string> {
     return {
-      next: (): Promise<IteratorResult<string>> => this.#next(),
+      next: (): Promise<IteratorResult<string>> =>
+        this.#next(false) as Promise<IteratorResult<string>>,
       return: (): Promise<IteratorResult<string>> =>
         Promise.resolve({ done: true, value: undefined }),
     };
@@ -274,10 +300,13 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
     await this.#closed;
   }
 
-  async #next(): Promise<IteratorResult<string>> {
+  async #next(binary: boolean): Promise<IteratorResult<string | Uint8Array>> {
     while (true) {
       const message = this.#core.read();
-      if (message !== undefined) return { done: false, value: decoder.decode(message) };
+      if (message !== undefined) {
+        if (binary && message[0] === 0) return { done: false, value: message };
+        return { done: false, value: decoder.decode(message) };
+      }
       if (this.#closedLocally) return { done: true, value: undefined };
       const error = this.#core.error;
       if (error !== undefined) {

@@ -53,6 +53,13 @@ export interface JsonRpcPeerOptions {
   /** Receives inbound notifications (errors it throws are ignored). */
   onNotification?: (method: string, params: unknown) => void;
   /**
+   * Receives inbound binary messages (outpost's negotiated extension, see
+   * `binary_output.ts`), in order with the JSON messages. A message it throws
+   * on gets a -32600 error (id `null`) naming the defect; without it every
+   * binary message gets one, and the connection continues either way.
+   */
+  onBinary?: (message: Uint8Array) => void;
+  /**
    * The largest message accepted or sent, in UTF-8 bytes. A larger inbound
    * message gets a -32600 error (id `null`) and the connection continues; a
    * larger outbound request or notification is refused with a `RangeError`; a
@@ -125,6 +132,7 @@ export class JsonRpcPeer implements AsyncDisposable {
   #channel: MessageChannel;
   #onRequest?: RequestHandler;
   #onNotification?: (method: string, params: unknown) => void;
+  #onBinary?: (message: Uint8Array) => void;
   #maxMessageBytes: number;
   #maxConcurrent: number;
   #maxPending: number;
@@ -147,6 +155,7 @@ export class JsonRpcPeer implements AsyncDisposable {
     this.#channel = channel;
     this.#onRequest = options.onRequest;
     this.#onNotification = options.onNotification;
+    this.#onBinary = options.onBinary;
     this.#maxMessageBytes = positiveInteger(
       "maxMessageBytes",
       options.maxMessageBytes,
@@ -282,6 +291,40 @@ export class JsonRpcPeer implements AsyncDisposable {
     await this.#sendNotification(text);
   }
 
+  /** True when the channel carries binary messages (see {@linkcode JsonRpcPeer.sendBinary}). */
+  get canSendBinary(): boolean {
+    return this.#channel.binary !== undefined;
+  }
+
+  /**
+   * Sends one binary message (outpost's extension; only after the peer agreed
+   * to it), in order with notifications and replies.
+   *
+   * @param message The message; its first byte is `0x00`.
+   * @returns Resolves once the channel has accepted it.
+   * @throws {TypeError} When the channel carries no binary messages.
+   * @throws {RelayClosedError} When the channel is closed.
+   * @throws {RangeError} When the message exceeds `maxMessageBytes`.
+   */
+  async sendBinary(message: Uint8Array): Promise<void> {
+    if (this.#closedError) throw this.#closedError;
+    const lane = this.#channel.binary;
+    if (lane === undefined) {
+      throw new TypeError("Cannot send binary message: the channel carries only text");
+    }
+    if (message.length > this.#maxMessageBytes) {
+      throw new RangeError(
+        `Cannot send binary message: ${message.length} bytes exceeds the ${this.#maxMessageBytes} byte limit`,
+      );
+    }
+    try {
+      await lane.send(message);
+    } catch (cause) {
+      throw this.#closedError ??
+        new RelayClosedError("Cannot send binary message: the channel is closed", { cause });
+    }
+  }
+
   async #sendNotification(text: string): Promise<void> {
     try {
       await this.#channel.send(text);
@@ -359,8 +402,10 @@ export class JsonRpcPeer implements AsyncDisposable {
   async #run(): Promise<void> {
     let cause: unknown;
     try {
-      reading: for await (const text of this.#channel) {
-        this.#receive(text);
+      const messages = this.#channel.binary?.messages() ?? this.#channel;
+      reading: for await (const message of messages) {
+        if (typeof message === "string") this.#receive(message);
+        else this.#receiveBinary(message);
         while (this.#inFlight.size >= this.#maxConcurrent) {
           this.#slotFree ??= Promise.withResolvers<void>();
           // A closed channel must not wait for a slot: closing aborts the handlers.
@@ -379,6 +424,22 @@ export class JsonRpcPeer implements AsyncDisposable {
     this.#abort.abort(this.#closedError);
     for (const pending of [...this.#pending.values()]) pending.reject(this.#closedError);
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+  }
+
+  #receiveBinary(message: Uint8Array): void {
+    const refuse = (reason: string) =>
+      this.#sendError(null, INVALID_REQUEST, `Cannot accept binary message: ${reason}`);
+    if (message.length > this.#maxMessageBytes) {
+      refuse(`it exceeds the ${this.#maxMessageBytes} byte limit`);
+    } else if (this.#onBinary === undefined) {
+      refuse("binary messages were not negotiated; send each JSON-RPC message as text");
+    } else {
+      try {
+        this.#onBinary(message);
+      } catch (error) {
+        refuse(shown(error instanceof Error ? error.message : String(error)));
+      }
+    }
   }
 
   #receive(text: string): void {

@@ -17,4 +17,27 @@ export interface MessageChannel extends AsyncIterable<string> {
   close(reason?: string): Promise<void>;
   /** Settles once the channel is closed, by either side or by its transport. */
   readonly closed: Promise<void>;
+  /**
+   * Binary messages, where the transport carries them (a mux stream, a
+   * WebSocket); used only after `initialize` negotiated them (PROTOCOL.md).
+   */
+  readonly binary?: BinaryLane;
+}
+
+/**
+ * The binary side of a {@linkcode MessageChannel}: messages that are bytes,
+ * sent and received in one order with the text messages.
+ */
+export interface BinaryLane {
+  /**
+   * Sends one binary message (its first byte is `0x00`), in call order with
+   * text sends and with the same backpressure.
+   */
+  send(message: Uint8Array): Promise<void>;
+  /**
+   * Iterates every received message in order, text as strings and binary as
+   * bytes; use it instead of the channel's own (text only) iterator. On a mux
+   * stream a message is binary when its first byte is `0x00`.
+   */
+  messages(): AsyncIterable<string | Uint8Array>;
 }

@@ -9,7 +9,7 @@
 
 import { Executor } from "../exec/executor.ts";
 import { DrainPoller } from "../relay/_backpressure.ts";
-import type { MessageChannel } from "../rpc/message_channel.ts";
+import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 import { INVALID_REQUEST } from "../rpc/error_codes.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 
@@ -84,10 +84,16 @@ function parseListen(listen: string): { hostname: string; port: number } {
   return { hostname, port };
 }
 
-/** Adapts a server-side WebSocket (text messages) into a MessageChannel. */
+/**
+ * Adapts a server-side WebSocket into a MessageChannel: text messages are
+ * JSON-RPC; binary messages are outpost's negotiated binary messages, refused
+ * here unless the reader iterates `binary.messages()`.
+ */
 class WebSocketChannel implements MessageChannel {
   #socket: WebSocket;
-  #queue: string[] = [];
+  #queue: (string | Uint8Array)[] = [];
+  /** True once read through `binary.messages()`: binary messages are then queued, not refused. */
+  #binaryIterated = false;
   #waiter: PromiseWithResolvers<void> | null = null;
   #done = false;
   #closed = Promise.withResolvers<void>();
@@ -96,8 +102,14 @@ class WebSocketChannel implements MessageChannel {
   #drain: DrainPoller;
   #drained: PromiseWithResolvers<void> | null = null;
 
+  readonly binary: BinaryLane = {
+    send: (message) => this.#send(message),
+    messages: () => this.#messages(true),
+  };
+
   constructor(socket: WebSocket) {
     this.#socket = socket;
+    socket.binaryType = "arraybuffer";
     this.#drain = new DrainPoller(
       () => this.#socket.bufferedAmount,
       LOW_WATER_BYTES,
@@ -116,7 +128,12 @@ class WebSocketChannel implements MessageChannel {
 
   #onMessage(data: unknown): void {
     if (this.#done) return;
-    if (typeof data !== "string") {
+    let message: string | Uint8Array;
+    if (typeof data === "string") {
+      message = data;
+    } else if (this.#binaryIterated && data instanceof ArrayBuffer) {
+      message = new Uint8Array(data);
+    } else {
       this.#socket.send(BINARY_REFUSAL);
       return;
     }
@@ -124,7 +141,7 @@ class WebSocketChannel implements MessageChannel {
       this.#closeSocket(1008, "Cannot keep up: too many queued messages");
       return;
     }
-    this.#queue.push(data);
+    this.#queue.push(message);
     this.#waiter?.resolve();
   }
 
@@ -162,7 +179,11 @@ class WebSocketChannel implements MessageChannel {
    * over the high watermark, resolves only when it has drained to the low
    * watermark (polled, see `DrainPoller`) or the socket has closed.
    */
-  async send(message: string): Promise<void> {
+  send(message: string): Promise<void> {
+    return this.#send(message);
+  }
+
+  async #send(message: string | Uint8Array): Promise<void> {
     if (!this.#open) await this.#opened.promise;
     if (this.#done || this.#socket.readyState !== WebSocket.OPEN) {
       throw new Error("Cannot send message: the WebSocket is closed");
@@ -184,7 +205,12 @@ class WebSocketChannel implements MessageChannel {
     return this.#closed.promise;
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<string> {
+  [Symbol.asyncIterator](): AsyncIterator<string> {
+    return this.#messages(false) as AsyncGenerator<string>;
+  }
+
+  async *#messages(binary: boolean): AsyncGenerator<string | Uint8Array> {
+    this.#binaryIterated = binary;
     while (true) {
       if (this.#queue.length > 0) {
         yield this.#queue.shift()!;
