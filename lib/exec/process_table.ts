@@ -21,6 +21,7 @@
  */
 
 import { SandboxDeniedError } from "../errors.ts";
+import { BINARY_OUTPUT_FIXED_BYTES, MAX_BINARY_PROCESS_ID_BYTES } from "../rpc/binary_output.ts";
 import {
   buildChildEnv,
   DEFAULT_INHERITED_ENV,
@@ -71,6 +72,14 @@ export const TIMEOUT_EXIT_CODE = 124;
 /** The longest process id accepted, in UTF-16 code units. */
 export const MAX_PROCESS_ID_LENGTH = 256;
 const MAX_TIMER_MS = 2_147_483_647;
+/**
+ * Output is read in pieces that, with a binary output header in front, fill
+ * one relay segment (61,440 bytes) and no more: a chunk then travels as one
+ * frame and is never reassembled. Each read buffer keeps the header's room
+ * free before the chunk, so the header is written there instead of copying.
+ */
+const OUTPUT_HEADROOM_BYTES = BINARY_OUTPUT_FIXED_BYTES + MAX_BINARY_PROCESS_ID_BYTES;
+const OUTPUT_READ_BYTES = 61_440 - OUTPUT_HEADROOM_BYTES;
 
 /** Options for {@linkcode ProcessTable.start}. */
 export interface StartProcessOptions {
@@ -104,7 +113,18 @@ export interface StartProcessOptions {
 
 /** An event for the attached session; `seq` is the process's shared counter. */
 export type ProcessEvent =
-  | { type: "output"; processId: string; seq: number; stream: OutputStream; chunk: Uint8Array }
+  | {
+    type: "output";
+    processId: string;
+    seq: number;
+    stream: OutputStream;
+    chunk: Uint8Array;
+    /**
+     * Bytes just before `chunk` in its buffer that belong to nobody (absent:
+     * none): a sink may write a message header there instead of copying.
+     */
+    headroom?: number;
+  }
   | {
     type: "exited";
     processId: string;
@@ -274,7 +294,7 @@ interface ProcessRecord {
   resolvePtyReady: () => void;
   writer: WritableStreamDefaultWriter<Uint8Array> | null;
   stdinClosed: boolean;
-  readers: ReadableStreamDefaultReader<Uint8Array>[];
+  readers: ReadableStreamBYOBReader[];
   openStreams: number;
   exitCode: number | null;
   signal: string | null;
@@ -882,19 +902,24 @@ export class ProcessTable implements AsyncDisposable {
     name: OutputStream,
     parser?: PtyMarkerParser,
   ): Promise<void> {
-    const reader = stream.getReader();
+    const reader = stream.getReader({ mode: "byob" });
     record.readers.push(reader);
     try {
       for (;;) {
         await record.buffer.waitWritable();
-        const { value, done } = await reader.read();
-        if (done) break;
-        let bytes = value;
+        const buffer = new ArrayBuffer(OUTPUT_HEADROOM_BYTES + OUTPUT_READ_BYTES);
+        const { value, done } = await reader.read(
+          new Uint8Array(buffer, OUTPUT_HEADROOM_BYTES, OUTPUT_READ_BYTES),
+        );
+        if (done || value === undefined) break;
+        let bytes: Uint8Array = value;
         if (parser && !parser.done) {
           bytes = parser.push(value);
           if (parser.done) this.#onMarker(record, parser.marker);
         }
-        if (bytes.byteLength > 0) this.#output(record, name, bytes);
+        if (bytes.byteLength > 0) {
+          this.#output(record, name, bytes, bytes === value ? OUTPUT_HEADROOM_BYTES : 0);
+        }
       }
     } catch (error) {
       if (!record.terminating) {
@@ -917,9 +942,9 @@ export class ProcessTable implements AsyncDisposable {
     record.resolvePtyReady();
   }
 
-  #output(record: ProcessRecord, stream: OutputStream, chunk: Uint8Array): void {
+  #output(record: ProcessRecord, stream: OutputStream, chunk: Uint8Array, headroom = 0): void {
     const seq = record.buffer.pushOutput(stream, chunk);
-    this.#deliver(record, { type: "output", processId: record.id, seq, stream, chunk });
+    this.#deliver(record, { type: "output", processId: record.id, seq, stream, chunk, headroom });
   }
 
   #onExit(record: ProcessRecord, code: number, signal: string | null): void {

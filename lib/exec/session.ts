@@ -208,7 +208,7 @@ class SessionConnection implements SessionAttachment {
         const id = this.#binaryOutput ? binaryProcessId(event.processId) : null;
         if (id !== null) {
           return this.#peer.sendBinary(
-            encodeBinaryOutput(id, event.seq, event.stream, event.chunk),
+            encodeBinaryOutput(id, event.seq, event.stream, event.chunk, event.headroom),
           );
         }
         return this.#peer.notifyJson("process/output", outputParamsJson(event));

@@ -16,7 +16,8 @@
  * | n | processId (UTF-8) |
  * | rest | the output bytes, exactly as read from the child |
  *
- * Encoding costs one copy of the chunk; decoding none (the chunk is a view).
+ * Encoding writes the header into free room before the chunk when the reader
+ * left some (no copy), else copies the chunk once; decoding copies nothing.
  *
  * @module
  */
@@ -68,6 +69,9 @@ export function binaryProcessId(processId: string): Uint8Array | null {
  * @param seq The chunk's seq, a safe non-negative integer.
  * @param stream The stream the bytes came from.
  * @param chunk The output bytes.
+ * @param headroom Bytes just before `chunk` in its buffer that are free to
+ *   write (the process table reads output with room for this header); when
+ *   they hold the header, the message is a view over them and the chunk.
  * @returns The message.
  * @example
  * ```ts
@@ -81,18 +85,32 @@ export function encodeBinaryOutput(
   seq: number,
   stream: BinaryOutputStream,
   chunk: Uint8Array,
+  headroom = 0,
 ): Uint8Array {
   const start = BINARY_OUTPUT_FIXED_BYTES + processId.length;
-  const message = new Uint8Array(start + chunk.length);
+  let message: Uint8Array;
+  if (headroom >= start && chunk.byteOffset >= start) {
+    // The header goes into the free bytes before the chunk: no copy.
+    message = new Uint8Array(chunk.buffer, chunk.byteOffset - start, start + chunk.length);
+  } else {
+    message = new Uint8Array(start + chunk.length);
+    message.set(chunk, start);
+  }
   message[0] = BINARY_MARKER;
   message[1] = BINARY_KIND_OUTPUT;
   message[2] = STREAMS.indexOf(stream);
   message[3] = processId.length;
-  const view = new DataView(message.buffer);
-  view.setUint32(4, Math.floor(seq / 0x1_0000_0000));
-  view.setUint32(8, seq >>> 0);
+  const high = Math.floor(seq / 0x1_0000_0000);
+  const low = seq >>> 0;
+  message[4] = high >>> 24;
+  message[5] = (high >>> 16) & 0xff;
+  message[6] = (high >>> 8) & 0xff;
+  message[7] = high & 0xff;
+  message[8] = low >>> 24;
+  message[9] = (low >>> 16) & 0xff;
+  message[10] = (low >>> 8) & 0xff;
+  message[11] = low & 0xff;
   message.set(processId, BINARY_OUTPUT_FIXED_BYTES);
-  message.set(chunk, start);
   return message;
 }
 
