@@ -187,8 +187,8 @@ async function openStreamsOnOneSocket(
   const conns = Array.from({ length: n }, () => {
     // Wired as connect() wires its one stream, but many streams share one socket.
     const channel = new GatedChannel(mux.open());
-    return new Connection(harness, "rendezvous", (onNotification) => ({
-      peer: new JsonRpcPeer(channel, { onNotification }),
+    return new Connection(harness, "rendezvous", (handlers) => ({
+      peer: new JsonRpcPeer(channel, handlers),
       channel,
       stop: async () => {},
       closeReason: () => undefined,
@@ -200,7 +200,7 @@ async function openStreamsOnOneSocket(
     await socket.close("client_close");
   };
   const settled = await Promise.allSettled(
-    conns.map((c) => c.initialize("bench", { timeoutMs: 60_000 })),
+    conns.map((c) => c.initialize("bench", true, { timeoutMs: 60_000 })),
   );
   const failed = settled.find((s) => s.status === "rejected");
   if (failed) {
