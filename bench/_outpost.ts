@@ -78,6 +78,11 @@ export interface OutpostTarget {
   idleStreamMemory(n: number): Promise<MemoryFigure>;
   /** Executor memory per idle initialized session. */
   idleSessionMemory(n: number): Promise<MemoryFigure>;
+  /**
+   * CPU time (user + system) each server process has used so far, in ms, by
+   * role (`rendezvous`, `executor`; `serve`), read from /proc.
+   */
+  serverCpuMs(): Record<string, number>;
   /** Stops everything this target started. */
   close(): Promise<void>;
 }
@@ -86,6 +91,8 @@ const SELF = new URL(import.meta.url).pathname;
 const EXECUTOR_ID = "bench-executor";
 const WRITE_SLICE = 65536;
 const IDLE_SETTLE_MS = 1000;
+/** USER_HZ: Linux reports /proc CPU times in these ticks (100 on every common build). */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 type Mem = { rss: number; heap: number };
 
@@ -160,7 +167,14 @@ export async function startOutpost(mode: OutpostMode): Promise<OutpostTarget> {
       };
     }
     const conn = await open();
-    return makeTarget(mode, conn, executorHost, url, token, openMany, async () => {
+    const roles = new Map<string, number>(
+      children.map((c, i) => [
+        mode === "serve" ? "serve" : i === 0 ? "rendezvous" : "executor",
+        c.child.pid,
+      ]),
+    );
+    const serverCpuMs = () => Object.fromEntries([...roles].map(([r, pid]) => [r, cpuMs(pid)]));
+    return makeTarget(mode, conn, executorHost, url, token, serverCpuMs, openMany, async () => {
       await conn.close();
       await stopAll();
     });
@@ -210,12 +224,25 @@ async function openStreamsOnOneSocket(
   return { conns, close };
 }
 
+/** CPU time (user + system) a process has used, in ms, from /proc (NaN when unreadable). */
+function cpuMs(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the parenthesized command name; utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 1000 / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return NaN;
+  }
+}
+
 function makeTarget(
   mode: OutpostMode,
   conn: Connection,
   executorHost: AnnouncedChild<unknown>,
   url: string,
   token: string,
+  serverCpuMs: () => Record<string, number>,
   openMany: (n: number) => Promise<{ conns: Connection[]; close: () => Promise<void> }>,
   close: () => Promise<void>,
 ): OutpostTarget {
@@ -340,6 +367,7 @@ function makeTarget(
       return idleMemory(n, async (n) => (await openMany(n)).close);
     },
 
+    serverCpuMs,
     close,
   };
 }

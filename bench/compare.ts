@@ -21,6 +21,7 @@
  * @module
  */
 
+import process from "node:process";
 import { parseArgs } from "node:util";
 import {
   localCommandLatency,
@@ -279,6 +280,8 @@ if (want("bulk") || want("layers")) {
 
 interface OutpostFigures {
   zero: Figure<Throughput>;
+  /** CPU time per process (ms) during the zero run, and the run's wall time. */
+  zeroCpu: Figure<{ cpuMs: Record<string, number>; wallMs: number }>;
   random: Figure<Throughput>;
   stdin: Figure<Throughput>;
   rtt: Figure<Latency>;
@@ -291,6 +294,7 @@ interface OutpostFigures {
 async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
   const figures: OutpostFigures = {
     zero: skipped("not run"),
+    zeroCpu: skipped("not run"),
     random: skipped("not run"),
     stdin: skipped("not run"),
     rtt: skipped("not run"),
@@ -328,7 +332,18 @@ async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
       );
     }
     if (want("bulk")) {
+      const servers0 = t.serverCpuMs();
+      const harness0 = process.cpuUsage();
+      const wall0 = performance.now();
       figures.zero = await measure(`outpost ${mode} head /dev/zero`, () => t.bulkOutput(zeroCmd));
+      if (figures.zero.ok) {
+        // Where the CPU goes: on two cores, every process of the path competes for them.
+        const harness = process.cpuUsage(harness0);
+        const cpuMs: Record<string, number> = { harness: (harness.user + harness.system) / 1000 };
+        for (const [role, ms] of Object.entries(t.serverCpuMs())) cpuMs[role] = ms - servers0[role];
+        figures.zeroCpu = { ok: true, value: { cpuMs, wallMs: performance.now() - wall0 } };
+        log(`outpost ${mode} CPU during head /dev/zero: ${JSON.stringify(figures.zeroCpu.value)}`);
+      }
       figures.random = await measure(`outpost ${mode} cat random`, () => t.bulkOutput(randomCmd));
     }
     if (want("stdin")) {
@@ -467,6 +482,22 @@ function trueRows(mode: OutpostMode, mine: Figure<Latency>): void {
 for (const mode of ["rendezvous", "serve"] as const) {
   const o = outpost[mode];
   bulkRows("bulk output head -c /dev/zero", mode, o.zero, peers.sshZero, mode === "rendezvous");
+  const cpu = o.zeroCpu;
+  if (cpu.ok) {
+    const parts = Object.entries(cpu.value.cpuMs).map(([role, ms]) => `${role} ${fmt(ms)} ms`);
+    const total = Object.values(cpu.value.cpuMs).reduce((a, b) => a + b, 0);
+    rows.push({
+      workload: `CPU time during bulk output head -c /dev/zero via ${mode}`,
+      outpost: `${parts.join(", ")}; ${fmt(total / cpu.value.wallMs)} cores busy over ${
+        fmt(cpu.value.wallMs)
+      } ms`,
+      peer: "",
+      peerFigure: "",
+      ratio: "",
+      target: "",
+      met: "",
+    });
+  }
   bulkRows("bulk output cat random file", mode, o.random, peers.sshRandom, false);
   const stdin = o.stdin;
   const sshStdin = peers.sshStdin;
