@@ -104,6 +104,8 @@ export class Connection implements AsyncDisposable, ProcessTransport {
   readonly fs: RemoteFs;
   #sessionId = "";
   #binaryOutput = false;
+  /** Whether a binary message is taken now: offered and unanswered, or negotiated. */
+  #binaryAccepted = false;
   #resources: Resources;
   #processListeners = new Map<string, NotificationListener>();
   #listeners = new Set<NotificationListener>();
@@ -255,13 +257,21 @@ export class Connection implements AsyncDisposable, ProcessTransport {
     binaryOutput: boolean,
     options: ConnectionRequestOptions,
   ): Promise<void> {
-    const result = await this.request<{ sessionId?: string; binaryOutput?: boolean }>(
-      "initialize",
-      binaryOutput ? { clientName, binaryOutput: true } : { clientName },
-      options,
-    );
+    // Offered and not yet answered, binary output is accepted: a resumed
+    // session's retained output may be sent before the answer.
+    this.#binaryAccepted = binaryOutput;
+    let result: { sessionId?: string; binaryOutput?: boolean } | undefined;
+    try {
+      result = await this.request<{ sessionId?: string; binaryOutput?: boolean }>(
+        "initialize",
+        binaryOutput ? { clientName, binaryOutput: true } : { clientName },
+        options,
+      );
+    } finally {
+      this.#binaryOutput = binaryOutput && result?.binaryOutput === true;
+      this.#binaryAccepted = this.#binaryOutput;
+    }
     this.#sessionId = typeof result?.sessionId === "string" ? result.sessionId : "";
-    this.#binaryOutput = binaryOutput && result?.binaryOutput === true;
     await this.#resources.peer.notify("initialized", {});
   }
 
@@ -269,17 +279,25 @@ export class Connection implements AsyncDisposable, ProcessTransport {
    * A binary output message: its process gets the bytes as they are
    * (`params.bytes`); other listeners get the `process/output` params of the
    * JSON form, base64 included, built only when someone listens.
-   * Throws on a malformed message (the peer answers it with an error).
+   * Throws on a message that was not negotiated or is malformed (the peer
+   * answers it with an error).
    */
   #dispatchBinary(message: Uint8Array): void {
+    if (!this.#binaryAccepted) {
+      throw new TypeError("binary output was not negotiated in initialize");
+    }
     const output = decodeBinaryOutput(message);
     const { processId, seq, stream, chunk } = output;
-    this.#processListeners.get(processId)?.("process/output", {
-      processId,
-      seq,
-      stream,
-      bytes: chunk,
-    });
+    try {
+      this.#processListeners.get(processId)?.("process/output", {
+        processId,
+        seq,
+        stream,
+        bytes: chunk,
+      });
+    } catch {
+      // A failing listener must not break the session or hide the output from others.
+    }
     if (this.#listeners.size === 0) return;
     const params = { processId, seq, stream, chunk: chunk.toBase64() };
     for (const listener of this.#listeners) {
@@ -294,7 +312,11 @@ export class Connection implements AsyncDisposable, ProcessTransport {
   #dispatch(method: string, params: unknown): void {
     const processId = (params as { processId?: unknown } | null)?.processId;
     if (typeof processId === "string" && method.startsWith("process/")) {
-      this.#processListeners.get(processId)?.(method, params);
+      try {
+        this.#processListeners.get(processId)?.(method, params);
+      } catch {
+        // A failing listener must not break the session or hide the message from others.
+      }
     }
     for (const listener of this.#listeners) {
       try {
