@@ -10,7 +10,11 @@
 import { RelayClosedError } from "../errors.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import type { RelaySocket } from "../relay/relay_socket.ts";
-import { decodeBinaryOutput } from "../rpc/binary_output.ts";
+import {
+  binaryProcessId,
+  decodeBinaryOutput,
+  encodeBinaryWrite,
+} from "../rpc/binary_messages.ts";
 import { JsonRpcPeer } from "../rpc/json_rpc_peer.ts";
 import { GatedChannel } from "./_gated_channel.ts";
 import { openWebSocketChannel } from "./_websocket_channel.ts";
@@ -60,6 +64,12 @@ export interface ConnectOptions {
    * @default {true}
    */
   binaryOutput?: boolean;
+  /**
+   * Offer binary write requests in `initialize` (outpost's extension: stdin
+   * bytes without JSON or base64). Declined (Codex), `process/write` stays JSON.
+   * @default {true}
+   */
+  binaryInput?: boolean;
 }
 
 /** Options of {@linkcode Connection.request}. */
@@ -104,6 +114,7 @@ export class Connection implements AsyncDisposable, ProcessTransport {
   readonly fs: RemoteFs;
   #sessionId = "";
   #binaryOutput = false;
+  #binaryInput = false;
   /** Whether a binary message is taken now: offered and unanswered, or negotiated. */
   #binaryAccepted = false;
   #resources: Resources;
@@ -143,6 +154,37 @@ export class Connection implements AsyncDisposable, ProcessTransport {
   /** True when `initialize` negotiated binary output messages. */
   get binaryOutput(): boolean {
     return this.#binaryOutput;
+  }
+
+  /** True when `initialize` negotiated binary write requests. */
+  get binaryInput(): boolean {
+    return this.#binaryInput;
+  }
+
+  /**
+   * Writes to a process's stdin (`process/write`): as a binary request when
+   * negotiated and the processId fits one, else as JSON with base64.
+   *
+   * @param processId The process id.
+   * @param data The bytes (copied before this returns).
+   * @param eof Whether stdin closes after them.
+   * @returns The executor's answer, e.g. `{status: "accepted"}`.
+   * @throws {RpcError} When the executor answers with an error.
+   * @throws {RelayClosedError} When the connection closes first.
+   */
+  writeStdin(processId: string, data: Uint8Array, eof = false): Promise<{ status: string }> {
+    const id = this.#binaryInput ? binaryProcessId(processId) : null;
+    if (id === null) {
+      const params: Record<string, unknown> = { processId, chunk: data.toBase64() };
+      if (eof) params.eof = true;
+      return this.request("process/write", params);
+    }
+    return this.#resources.peer.requestBinary<{ status: string }>(
+      "process/write",
+      (requestId) => encodeBinaryWrite(id, requestId, eof, data),
+    ).catch((error) => {
+      throw this.#explainClosed(error, "Cannot finish request process/write");
+    });
   }
 
   /** Settles once the connection has closed, by either side. */
@@ -251,25 +293,28 @@ export class Connection implements AsyncDisposable, ProcessTransport {
    * @param clientName The client name.
    * @param binaryOutput Whether to offer binary output messages.
    * @param options Signal and timeout.
+   * @param binaryInput Whether to offer binary write requests.
    */
   async initialize(
     clientName: string,
     binaryOutput: boolean,
     options: ConnectionRequestOptions,
+    binaryInput = binaryOutput,
   ): Promise<void> {
     // Offered and not yet answered, binary output is accepted: a resumed
     // session's retained output may be sent before the answer.
     this.#binaryAccepted = binaryOutput;
-    let result: { sessionId?: string; binaryOutput?: boolean } | undefined;
+    type Answer = { sessionId?: string; binaryOutput?: boolean; binaryInput?: boolean };
+    let result: Answer | undefined;
+    const params: Record<string, unknown> = { clientName };
+    if (binaryOutput) params.binaryOutput = true;
+    if (binaryInput) params.binaryInput = true;
     try {
-      result = await this.request<{ sessionId?: string; binaryOutput?: boolean }>(
-        "initialize",
-        binaryOutput ? { clientName, binaryOutput: true } : { clientName },
-        options,
-      );
+      result = await this.request<Answer>("initialize", params, options);
     } finally {
       this.#binaryOutput = binaryOutput && result?.binaryOutput === true;
       this.#binaryAccepted = this.#binaryOutput;
+      this.#binaryInput = binaryInput && result?.binaryInput === true;
     }
     this.#sessionId = typeof result?.sessionId === "string" ? result.sessionId : "";
     await this.#resources.peer.notify("initialized", {});
@@ -576,6 +621,7 @@ export async function connect(
       options.clientName ?? "outpost",
       options.binaryOutput ?? true,
       { signal: deadline },
+      options.binaryInput ?? true,
     );
     return connection;
   } catch (error) {

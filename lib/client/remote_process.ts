@@ -39,6 +39,12 @@ export interface ProcessTransport {
     processId: string,
     listener: (method: string, params: unknown) => void,
   ): () => void;
+  /**
+   * Writes to a process's stdin (`process/write`), choosing the encoding
+   * (binary when negotiated). Optional: without it, JSON `process/write`
+   * requests with base64 are sent through `request`.
+   */
+  writeStdin?(processId: string, data: Uint8Array, eof?: boolean): Promise<{ status: string }>;
   /** Settles when the connection closes. */
   readonly closed: Promise<void>;
   /** Why the connection closed, once it has (optional). */
@@ -350,10 +356,7 @@ export class RemoteProcess implements AsyncDisposable {
       offset += piece.byteLength;
       this.#writesInFlight++;
       // Encoded now: the caller may reuse its buffer once this write resolves.
-      this.#transport.request<{ status: string }>("process/write", {
-        processId: this.id,
-        chunk: encodeBase64(piece),
-      }).then((result) => {
+      this.#sendStdin(piece, false).then((result) => {
         if (result?.status !== "accepted") {
           this.#failStdin(
             new TypeError(`Cannot write to process ${this.id}: ${result?.status ?? "no status"}`),
@@ -373,15 +376,19 @@ export class RemoteProcess implements AsyncDisposable {
     await this.#started;
     while (this.#writesInFlight > 0) await this.#nextWriteSettled();
     this.#throwIfStdinFailed();
-    const result = await this.#transport.request<{ status: string }>("process/write", {
-      processId: this.id,
-      chunk: "",
-      eof: true,
-    });
+    const result = await this.#sendStdin(new Uint8Array(0), true);
     // Already closed (the program exited, say) is what close asked for.
     if (result?.status !== "accepted" && result?.status !== "stdinClosed") {
       throw new TypeError(`Cannot write to process ${this.id}: ${result?.status ?? "no status"}`);
     }
+  }
+
+  /** One `process/write`; the bytes are encoded (copied) before it returns. */
+  #sendStdin(data: Uint8Array, eof: boolean): Promise<{ status: string }> {
+    if (this.#transport.writeStdin) return this.#transport.writeStdin(this.id, data, eof);
+    const params: Record<string, unknown> = { processId: this.id, chunk: encodeBase64(data) };
+    if (eof) params.eof = true;
+    return this.#transport.request<{ status: string }>("process/write", params);
   }
 
   #nextWriteSettled(): Promise<void> {

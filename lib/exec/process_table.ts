@@ -21,7 +21,7 @@
  */
 
 import { SandboxDeniedError } from "../errors.ts";
-import { BINARY_OUTPUT_FIXED_BYTES, MAX_BINARY_PROCESS_ID_BYTES } from "../rpc/binary_output.ts";
+import { BINARY_OUTPUT_FIXED_BYTES, MAX_BINARY_PROCESS_ID_BYTES } from "../rpc/binary_messages.ts";
 import {
   buildChildEnv,
   DEFAULT_INHERITED_ENV,

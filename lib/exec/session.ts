@@ -15,8 +15,19 @@ import {
   METHOD_NOT_FOUND,
   SANDBOX_DENIED,
 } from "../rpc/error_codes.ts";
-import { JsonRpcPeer, type RequestContext } from "../rpc/json_rpc_peer.ts";
-import { binaryProcessId, encodeBinaryOutput } from "../rpc/binary_output.ts";
+import {
+  type BinaryRequest,
+  BinaryRequestError,
+  JsonRpcPeer,
+  type RequestContext,
+} from "../rpc/json_rpc_peer.ts";
+import {
+  binaryProcessId,
+  type BinaryWrite,
+  binaryWriteRequestId,
+  decodeBinaryWrite,
+  encodeBinaryOutput,
+} from "../rpc/binary_messages.ts";
 import type { MessageChannel } from "../rpc/message_channel.ts";
 import type { EnvironmentInfo } from "./environment_info.ts";
 import { FS_METHODS, type FsOps } from "./fs_ops.ts";
@@ -197,6 +208,8 @@ class SessionConnection implements SessionAttachment {
   #starting = new Set<string>();
   /** True once `initialize` negotiated binary output messages. */
   #binaryOutput = false;
+  /** True once `initialize` negotiated binary write requests. */
+  #binaryInput = false;
   readonly closed: Promise<void>;
   readonly sink: (event: ProcessEvent) => Promise<void>;
 
@@ -220,6 +233,7 @@ class SessionConnection implements SessionAttachment {
       maxMessageBytes: context.maxMessageBytes,
       onRequest: (method, params, request) => this.#handle(method, params, request),
       onNotification: (method) => this.#notification(method),
+      onBinary: (message) => this.#binaryRequest(message),
     });
     // Base64 grows 4/3; keep a read reply well inside the message limit.
     const limit = context.maxMessageBytes ?? 16 * 1024 * 1024;
@@ -318,7 +332,9 @@ class SessionConnection implements SessionAttachment {
     );
   }
 
-  #initialize(params: Params): { sessionId: string; binaryOutput?: true } {
+  #initialize(
+    params: Params,
+  ): { sessionId: string; binaryOutput?: true; binaryInput?: true } {
     if (this.#phase !== "new") {
       throw new RpcError(
         INVALID_REQUEST,
@@ -331,14 +347,41 @@ class SessionConnection implements SessionAttachment {
     // it and the channel carries them; a Codex harness never offers it.
     this.#binaryOutput = optionalBoolean(params, "binaryOutput", false) &&
       this.#peer.canSendBinary;
+    this.#binaryInput = optionalBoolean(params, "binaryInput", false) &&
+      this.#peer.canSendBinary;
     const registry = this.#context.registry;
     this.#session = resumeId === undefined
       ? registry.create(this)
       : registry.resume(resumeId, this);
     this.#phase = "initialized-pending";
-    return this.#binaryOutput
-      ? { sessionId: this.#session.id, binaryOutput: true }
-      : { sessionId: this.#session.id };
+    const result: { sessionId: string; binaryOutput?: true; binaryInput?: true } = {
+      sessionId: this.#session.id,
+    };
+    if (this.#binaryOutput) result.binaryOutput = true;
+    if (this.#binaryInput) result.binaryInput = true;
+    return result;
+  }
+
+  /**
+   * A binary message from the harness: a `process/write` request when binary
+   * input was negotiated (served like the JSON method, answered in JSON).
+   */
+  #binaryRequest(message: Uint8Array): BinaryRequest {
+    if (!this.#binaryInput) {
+      const id = binaryWriteRequestId(message);
+      const why = "binary messages were not negotiated; send each JSON-RPC message as text";
+      throw id === null ? new TypeError(why) : new BinaryRequestError(id, why);
+    }
+    let write: BinaryWrite;
+    try {
+      write = decodeBinaryWrite(message);
+    } catch (error) {
+      const id = binaryWriteRequestId(message);
+      if (id === null) throw error;
+      throw new BinaryRequestError(id, (error as Error).message);
+    }
+    const { requestId, processId, eof, data } = write;
+    return { id: requestId, method: "process/write", params: { processId, eof, data } };
   }
 
   async #start(session: SessionRecord, params: Params): Promise<{ processId: string }> {
@@ -430,7 +473,8 @@ class SessionConnection implements SessionAttachment {
 
   async #write(session: SessionRecord, params: Params): Promise<{ status: string }> {
     const processId = requiredString(params, "processId");
-    const chunk = base64Bytes(params, "chunk");
+    // `data` holds the bytes of a binary write request; JSON cannot make a Uint8Array.
+    const chunk = params.data instanceof Uint8Array ? params.data : base64Bytes(params, "chunk");
     const eof = optionalBoolean(params, "eof", false);
     if (this.#starting.has(processId)) return { status: "starting" };
     return { status: await session.table.write(processId, chunk, { eof }) };

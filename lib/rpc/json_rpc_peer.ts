@@ -44,6 +44,37 @@ export type RequestHandler = (
   context: RequestContext,
 ) => Promise<unknown> | unknown;
 
+/** A binary message that stands for a request: served like one, answered in JSON. */
+export interface BinaryRequest {
+  /** The request id the reply carries. */
+  id: number;
+  /** The method it stands for. */
+  method: string;
+  /** The params the handler gets. */
+  params: unknown;
+}
+
+/**
+ * Thrown by an `onBinary` handler for a binary request it refuses: the
+ * refusal then carries the request's id instead of `null`.
+ */
+export class BinaryRequestError extends TypeError {
+  /** The id of the refused request. */
+  readonly id: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param id The request id.
+   * @param message Why it is refused.
+   */
+  constructor(id: number, message: string) {
+    super(message);
+    this.name = "BinaryRequestError";
+    this.id = id;
+  }
+}
+
 /** Options of {@linkcode JsonRpcPeer}. */
 export interface JsonRpcPeerOptions {
   /**
@@ -54,11 +85,13 @@ export interface JsonRpcPeerOptions {
   onNotification?: (method: string, params: unknown) => void;
   /**
    * Receives inbound binary messages (outpost's negotiated extension, see
-   * `binary_output.ts`), in order with the JSON messages. A message it throws
-   * on gets a -32600 error (id `null`) naming the defect; without it every
+   * `binary_messages.ts`), in order with the JSON messages. When it returns a
+   * request, the peer serves it as one (its reply is JSON). A message it
+   * throws on gets a -32600 error naming the defect (id `null`, or the
+   * request's id from a {@linkcode BinaryRequestError}); without it every
    * binary message gets one, and the connection continues either way.
    */
-  onBinary?: (message: Uint8Array) => void;
+  onBinary?: (message: Uint8Array) => void | BinaryRequest;
   /**
    * The largest message accepted or sent, in UTF-8 bytes. A larger inbound
    * message gets a -32600 error (id `null`) and the connection continues; a
@@ -132,7 +165,7 @@ export class JsonRpcPeer implements AsyncDisposable {
   #channel: MessageChannel;
   #onRequest?: RequestHandler;
   #onNotification?: (method: string, params: unknown) => void;
-  #onBinary?: (message: Uint8Array) => void;
+  #onBinary?: (message: Uint8Array) => void | BinaryRequest;
   #maxMessageBytes: number;
   #maxConcurrent: number;
   #maxPending: number;
@@ -193,6 +226,55 @@ export class JsonRpcPeer implements AsyncDisposable {
    * @throws {DOMException} `TimeoutError` after `timeoutMs`, or `signal.reason` when aborted.
    */
   request<T = unknown>(method: string, params?: unknown, options: RequestOptions = {}): Promise<T> {
+    return this.#call<T>(method, options, (id) => {
+      const message: Record<string, unknown> = { jsonrpc: "2.0", id, method };
+      if (params !== undefined) message.params = params;
+      return this.#encode(message, `request "${method}"`);
+    });
+  }
+
+  /**
+   * Sends a request as a binary message (outpost's negotiated extension, e.g.
+   * a binary `process/write`) and awaits its JSON reply, with the same
+   * pending-request bookkeeping, limits, signal and timeout as
+   * {@linkcode JsonRpcPeer.request}.
+   *
+   * @param method The method the message stands for (for errors and limits).
+   * @param encode Builds the message for the request id it is given.
+   * @param options Abort signal and timeout.
+   * @returns The `result` of the reply.
+   * @throws {TypeError} When the channel carries no binary messages.
+   * @throws {RpcError} When the peer replies with an error object.
+   * @throws {RelayClosedError} When the channel closes before the reply.
+   * @throws {RangeError} When the message exceeds `maxMessageBytes` or too many requests are pending.
+   * @throws {DOMException} `TimeoutError` after `timeoutMs`, or `signal.reason` when aborted.
+   */
+  requestBinary<T = unknown>(
+    method: string,
+    encode: (id: number) => Uint8Array,
+    options: RequestOptions = {},
+  ): Promise<T> {
+    if (this.#channel.binary === undefined) {
+      return Promise.reject(
+        new TypeError(`Cannot send binary request "${method}": the channel carries only text`),
+      );
+    }
+    return this.#call<T>(method, options, (id) => {
+      const message = encode(id);
+      if (message.length > this.#maxMessageBytes) {
+        throw new RangeError(
+          `Cannot send binary request "${method}": ${message.length} bytes exceeds the ${this.#maxMessageBytes} byte limit`,
+        );
+      }
+      return message;
+    });
+  }
+
+  #call<T>(
+    method: string,
+    options: RequestOptions,
+    encode: (id: number) => string | Uint8Array,
+  ): Promise<T> {
     const { signal, timeoutMs } = options;
     try {
       signal?.throwIfAborted();
@@ -211,11 +293,9 @@ export class JsonRpcPeer implements AsyncDisposable {
       return Promise.reject(error);
     }
     const id = this.#nextId++;
-    const message: Record<string, unknown> = { jsonrpc: "2.0", id, method };
-    if (params !== undefined) message.params = params;
-    let text: string;
+    let encoded: string | Uint8Array;
     try {
-      text = this.#encode(message, `request "${method}"`);
+      encoded = encode(id);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -242,7 +322,10 @@ export class JsonRpcPeer implements AsyncDisposable {
         );
       }, timeoutMs);
     }
-    this.#channel.send(text).catch((cause) => {
+    const sent = typeof encoded === "string"
+      ? this.#channel.send(encoded)
+      : this.#channel.binary!.send(encoded);
+    sent.catch((cause) => {
       settle(
         this.#closedError ??
           new RelayClosedError("Cannot send request: the channel is closed", { cause }),
@@ -434,11 +517,16 @@ export class JsonRpcPeer implements AsyncDisposable {
     } else if (this.#onBinary === undefined) {
       refuse("binary messages were not negotiated; send each JSON-RPC message as text");
     } else {
+      let request: void | BinaryRequest;
       try {
-        this.#onBinary(message);
+        request = this.#onBinary(message);
       } catch (error) {
-        refuse(shown(error instanceof Error ? error.message : String(error)));
+        const reason = shown(error instanceof Error ? error.message : String(error));
+        const id = error instanceof BinaryRequestError ? error.id : null;
+        this.#sendError(id, INVALID_REQUEST, `Cannot accept binary message: ${reason}`);
+        return;
       }
+      if (request) this.#serve(request.id, request.method, request.params);
     }
   }
 

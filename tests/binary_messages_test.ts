@@ -13,7 +13,7 @@ import {
   decodeBinaryOutput,
   encodeBinaryOutput,
   isBinaryMessage,
-} from "../lib/rpc/binary_output.ts";
+} from "../lib/rpc/binary_messages.ts";
 import { runExecutor } from "../lib/server/executor_loop.ts";
 import { serveLocal } from "../lib/server/local_server.ts";
 import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
