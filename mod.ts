@@ -70,18 +70,30 @@ export type {
 } from "./lib/relay/relay_socket.ts";
 
 // JSON-RPC (lib/rpc)
-export type { MessageChannel } from "./lib/rpc/message_channel.ts";
+export type { BinaryLane, MessageChannel } from "./lib/rpc/message_channel.ts";
 export {
+  BinaryRequestError,
   DEFAULT_MAX_MESSAGE_BYTES,
   JsonRpcPeer,
   MIN_MAX_MESSAGE_BYTES,
 } from "./lib/rpc/json_rpc_peer.ts";
 export type {
+  BinaryRequest,
   JsonRpcPeerOptions,
   RequestContext,
   RequestHandler,
   RequestOptions,
 } from "./lib/rpc/json_rpc_peer.ts";
+export {
+  binaryProcessId,
+  binaryWriteRequestId,
+  decodeBinaryOutput,
+  decodeBinaryWrite,
+  encodeBinaryOutput,
+  encodeBinaryWrite,
+  isBinaryMessage,
+} from "./lib/rpc/binary_messages.ts";
+export type { BinaryOutput, BinaryOutputStream, BinaryWrite } from "./lib/rpc/binary_messages.ts";
 export {
   INTERNAL_ERROR,
   INVALID_PARAMS,

@@ -10,11 +10,7 @@
 import { RelayClosedError } from "../errors.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import type { RelaySocket } from "../relay/relay_socket.ts";
-import {
-  binaryProcessId,
-  decodeBinaryOutput,
-  encodeBinaryWrite,
-} from "../rpc/binary_messages.ts";
+import { binaryProcessId, decodeBinaryOutput, encodeBinaryWrite } from "../rpc/binary_messages.ts";
 import { JsonRpcPeer } from "../rpc/json_rpc_peer.ts";
 import { GatedChannel } from "./_gated_channel.ts";
 import { openWebSocketChannel } from "./_websocket_channel.ts";
