@@ -90,7 +90,12 @@ interface ReadResult {
 const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
 /** Largest `process/read` answer asked for while catching up. */
 const READ_MAX_BYTES = 1024 * 1024;
-/** Largest stdin piece sent in one `process/write`. */
+/**
+ * Largest stdin piece sent in one `process/write`. Not cut to one relay
+ * segment as output is: writers commonly hand over 64 KiB, and a tiny second
+ * piece per write costs more than reassembling two segments (measured with
+ * 64 KiB writes through the rendezvous: 119-139 MiB/s against 83-103).
+ */
 const WRITE_CHUNK_BYTES = 64 * 1024;
 /**
  * Most `process/write` requests sent and not yet answered (at most 1 MiB of

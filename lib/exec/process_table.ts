@@ -21,7 +21,11 @@
  */
 
 import { SandboxDeniedError } from "../errors.ts";
-import { BINARY_OUTPUT_FIXED_BYTES, MAX_BINARY_PROCESS_ID_BYTES } from "../rpc/binary_messages.ts";
+import {
+  BINARY_OUTPUT_FIXED_BYTES,
+  MAX_BINARY_PROCESS_ID_BYTES,
+  SEGMENT_FIT_DATA_BYTES,
+} from "../rpc/binary_messages.ts";
 import {
   buildChildEnv,
   DEFAULT_INHERITED_ENV,
@@ -79,7 +83,7 @@ const MAX_TIMER_MS = 2_147_483_647;
  * free before the chunk, so the header is written there instead of copying.
  */
 const OUTPUT_HEADROOM_BYTES = BINARY_OUTPUT_FIXED_BYTES + MAX_BINARY_PROCESS_ID_BYTES;
-const OUTPUT_READ_BYTES = 61_440 - OUTPUT_HEADROOM_BYTES;
+const OUTPUT_READ_BYTES = SEGMENT_FIT_DATA_BYTES;
 
 /** Options for {@linkcode ProcessTable.start}. */
 export interface StartProcessOptions {

@@ -35,6 +35,14 @@ export const BINARY_KIND_WRITE = 0x02;
 export const BINARY_OUTPUT_FIXED_BYTES = 12;
 /** The longest processId (UTF-8 bytes) a binary message carries. */
 export const MAX_BINARY_PROCESS_ID_BYTES = 255;
+/**
+ * The most data bytes a binary message carries while still fitting one
+ * 61,440-byte relay segment whatever its processId: output is read and stdin
+ * is written in pieces of this size, so each travels as one frame and is
+ * never reassembled.
+ */
+export const SEGMENT_FIT_DATA_BYTES = 61_440 - BINARY_OUTPUT_FIXED_BYTES -
+  MAX_BINARY_PROCESS_ID_BYTES;
 
 /** The stream an output chunk came from. */
 export type BinaryOutputStream = "stdout" | "stderr" | "pty";
