@@ -72,7 +72,6 @@ export type {
 // JSON-RPC (lib/rpc)
 export type { BinaryLane, MessageChannel } from "./lib/rpc/message_channel.ts";
 export {
-  BinaryRequestError,
   DEFAULT_MAX_MESSAGE_BYTES,
   JsonRpcPeer,
   MIN_MAX_MESSAGE_BYTES,

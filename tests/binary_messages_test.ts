@@ -638,7 +638,7 @@ Deno.test("decodeBinaryWrite throws a TypeError naming each defect, at and past 
   });
 });
 
-Deno.test("binaryWriteRequestId reads the id from a kind-2 header even when the rest is malformed, else null", () => {
+Deno.test("binaryWriteRequestId reads the id from a marked kind-2 header even when the rest is malformed, else null", () => {
   const good = writeMessage("p1", 3, false, Uint8Array.of(1, 2));
   const readable: [Uint8Array, number][] = [
     [good, 3],
@@ -662,6 +662,7 @@ Deno.test("binaryWriteRequestId reads the id from a kind-2 header even when the 
     edited(good, 4, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
     edited(good, 1, 1), // kind 1
     edited(good, 1, 3), // a reserved kind
+    edited(good, 0, 7), // no marker: not a binary message at all
     encodeBinaryOutput(encoder.encode("p1"), 3, "stdout", Uint8Array.of(1, 2)),
   ];
   for (const message of unreadable) assert.equal(binaryWriteRequestId(message), null);
@@ -796,7 +797,6 @@ Deno.test("serveLocal serves binary writes on a negotiated session and answers e
     [edited(good, 3, 0), 84, /the processId is empty/],
     [edited(good, 3, 200), 85, /16 bytes cannot hold a 200 byte processId/],
     [edited(good, 12, 0xff), 86, /the processId is not valid UTF-8/],
-    [edited(good, 0, 7), 87, /first byte 7 is not the marker 0/],
   ];
   for (const [message, id, reason] of refusedById) {
     const reply = await c.binaryCall(edited(message, 4, 0, 0, 0, 0, 0, 0, 0, id), id);
@@ -815,6 +815,7 @@ Deno.test("serveLocal serves binary writes on a negotiated session and answers e
     [good.subarray(0, 11), /11 bytes is shorter than the 12 byte header/],
     [encodeBinaryOutput(encoder.encode("cat"), 1, "stdout", Uint8Array.of(1)), /kind 1 is not 2/],
     [edited(good, 1, 3), /kind 3 is not 2/],
+    [edited(good, 0, 7), /first byte 7 is not the marker 0/],
   ];
   for (const [message, reason] of refusedNull) {
     const reply = await c.refusalOf(message);
@@ -898,7 +899,7 @@ Deno.test("serveLocal: a binary write at the message size limit is served, one b
     refusal.error!.message,
     /^Cannot accept binary message: it exceeds the 1024 byte limit/,
   );
-  assert.ok(refusal.id === null || refusal.id === 6, `refusal id ${refusal.id}`);
+  assert.equal(refusal.id, 6, "an oversized write is refused by its readable id");
   assert.equal(c.json.filter((m) => m.id === 6 && m.result !== undefined).length, 0);
   await stillServes(c, "the oversized write");
   assert.deepEqual((await c.binaryCall(writeMessage("wc", 7, true, ""), 7)).result, {

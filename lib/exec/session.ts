@@ -15,15 +15,9 @@ import {
   METHOD_NOT_FOUND,
   SANDBOX_DENIED,
 } from "../rpc/error_codes.ts";
-import {
-  type BinaryRequest,
-  BinaryRequestError,
-  JsonRpcPeer,
-  type RequestContext,
-} from "../rpc/json_rpc_peer.ts";
+import { type BinaryRequest, JsonRpcPeer, type RequestContext } from "../rpc/json_rpc_peer.ts";
 import {
   binaryProcessId,
-  type BinaryWrite,
   binaryWriteRequestId,
   decodeBinaryWrite,
   encodeBinaryOutput,
@@ -234,6 +228,7 @@ class SessionConnection implements SessionAttachment {
       onRequest: (method, params, request) => this.#handle(method, params, request),
       onNotification: (method) => this.#notification(method),
       onBinary: (message) => this.#binaryRequest(message),
+      binaryRequestId: binaryWriteRequestId,
     });
     // Base64 grows 4/3; keep a read reply well inside the message limit.
     const limit = context.maxMessageBytes ?? 16 * 1024 * 1024;
@@ -368,18 +363,11 @@ class SessionConnection implements SessionAttachment {
    */
   #binaryRequest(message: Uint8Array): BinaryRequest {
     if (!this.#binaryInput) {
-      const id = binaryWriteRequestId(message);
-      const why = "binary messages were not negotiated; send each JSON-RPC message as text";
-      throw id === null ? new TypeError(why) : new BinaryRequestError(id, why);
+      throw new TypeError(
+        "binary messages were not negotiated; send each JSON-RPC message as text",
+      );
     }
-    let write: BinaryWrite;
-    try {
-      write = decodeBinaryWrite(message);
-    } catch (error) {
-      const id = binaryWriteRequestId(message);
-      if (id === null) throw error;
-      throw new BinaryRequestError(id, (error as Error).message);
-    }
+    const write = decodeBinaryWrite(message);
     const { requestId, processId, eof, data } = write;
     return { id: requestId, method: "process/write", params: { processId, eof, data } };
   }

@@ -214,7 +214,10 @@ export function decodeBinaryWrite(message: Uint8Array): BinaryWrite {
  * @returns The id, or null when the message is not a write with a readable id.
  */
 export function binaryWriteRequestId(message: Uint8Array): number | null {
-  if (message.length < BINARY_OUTPUT_FIXED_BYTES || message[1] !== BINARY_KIND_WRITE) return null;
+  if (
+    message.length < BINARY_OUTPUT_FIXED_BYTES || message[0] !== BINARY_MARKER ||
+    message[1] !== BINARY_KIND_WRITE
+  ) return null;
   const high = readUint32(message, 4);
   return high > 0x1f_ffff ? null : high * 0x1_0000_0000 + readUint32(message, 8);
 }

@@ -54,27 +54,6 @@ export interface BinaryRequest {
   params: unknown;
 }
 
-/**
- * Thrown by an `onBinary` handler for a binary request it refuses: the
- * refusal then carries the request's id instead of `null`.
- */
-export class BinaryRequestError extends TypeError {
-  /** The id of the refused request. */
-  readonly id: number;
-
-  /**
-   * Creates the error.
-   *
-   * @param id The request id.
-   * @param message Why it is refused.
-   */
-  constructor(id: number, message: string) {
-    super(message);
-    this.name = "BinaryRequestError";
-    this.id = id;
-  }
-}
-
 /** Options of {@linkcode JsonRpcPeer}. */
 export interface JsonRpcPeerOptions {
   /**
@@ -87,11 +66,17 @@ export interface JsonRpcPeerOptions {
    * Receives inbound binary messages (outpost's negotiated extension, see
    * `binary_messages.ts`), in order with the JSON messages. When it returns a
    * request, the peer serves it as one (its reply is JSON). A message it
-   * throws on gets a -32600 error naming the defect (id `null`, or the
-   * request's id from a {@linkcode BinaryRequestError}); without it every
-   * binary message gets one, and the connection continues either way.
+   * throws on gets a -32600 error naming the defect; without it every binary
+   * message gets one, and the connection continues either way.
    */
   onBinary?: (message: Uint8Array) => void | BinaryRequest;
+  /**
+   * Reads the request id of a binary message that stands for a request, so
+   * that its refusal (oversized, not negotiated, malformed) is answered with
+   * that id and the sender's call fails instead of waiting; `null` when none
+   * can be read (the refusal then has id `null`).
+   */
+  binaryRequestId?: (message: Uint8Array) => number | null;
   /**
    * The largest message accepted or sent, in UTF-8 bytes. A larger inbound
    * message gets a -32600 error (id `null`) and the connection continues; a
@@ -166,6 +151,7 @@ export class JsonRpcPeer implements AsyncDisposable {
   #onRequest?: RequestHandler;
   #onNotification?: (method: string, params: unknown) => void;
   #onBinary?: (message: Uint8Array) => void | BinaryRequest;
+  #binaryRequestId?: (message: Uint8Array) => number | null;
   #maxMessageBytes: number;
   #maxConcurrent: number;
   #maxPending: number;
@@ -189,6 +175,7 @@ export class JsonRpcPeer implements AsyncDisposable {
     this.#onRequest = options.onRequest;
     this.#onNotification = options.onNotification;
     this.#onBinary = options.onBinary;
+    this.#binaryRequestId = options.binaryRequestId;
     this.#maxMessageBytes = positiveInteger(
       "maxMessageBytes",
       options.maxMessageBytes,
@@ -510,24 +497,31 @@ export class JsonRpcPeer implements AsyncDisposable {
   }
 
   #receiveBinary(message: Uint8Array): void {
-    const refuse = (reason: string) =>
-      this.#sendError(null, INVALID_REQUEST, `Cannot accept binary message: ${reason}`);
+    const refuse = (reason: string) => {
+      let id: number | null = null;
+      try {
+        id = this.#binaryRequestId?.(message) ?? null;
+      } catch {
+        // No readable id: refuse with null.
+      }
+      this.#sendError(id, INVALID_REQUEST, `Cannot accept binary message: ${reason}`);
+    };
     if (message.length > this.#maxMessageBytes) {
       refuse(`it exceeds the ${this.#maxMessageBytes} byte limit`);
-    } else if (this.#onBinary === undefined) {
-      refuse("binary messages were not negotiated; send each JSON-RPC message as text");
-    } else {
-      let request: void | BinaryRequest;
-      try {
-        request = this.#onBinary(message);
-      } catch (error) {
-        const reason = shown(error instanceof Error ? error.message : String(error));
-        const id = error instanceof BinaryRequestError ? error.id : null;
-        this.#sendError(id, INVALID_REQUEST, `Cannot accept binary message: ${reason}`);
-        return;
-      }
-      if (request) this.#serve(request.id, request.method, request.params);
+      return;
     }
+    if (this.#onBinary === undefined) {
+      refuse("binary messages were not negotiated; send each JSON-RPC message as text");
+      return;
+    }
+    let request: void | BinaryRequest;
+    try {
+      request = this.#onBinary(message);
+    } catch (error) {
+      refuse(shown(error instanceof Error ? error.message : String(error)));
+      return;
+    }
+    if (request) this.#serve(request.id, request.method, request.params);
   }
 
   #receive(text: string): void {
