@@ -342,3 +342,45 @@ Deno.test("serveLocal closes a connection that floods past its inbound queue, an
   assert.ok(event.code === 1008 || !event.wasClean, `close code ${event.code}`);
   assert.ok((await calm.call("environment/info")).shell);
 });
+
+Deno.test("serveLocal under the smallest message limit delivers every output byte in notifications and reads that fit it", async () => {
+  const limit = 1024;
+  await using executor = new Executor({ sessionTtlMs: 0, maxMessageBytes: limit });
+  await using server = await serveLocal({ executor, listen: "127.0.0.1:0" });
+  await using rpc = await WsRpc.open(server.url);
+  await rpc.initialize();
+  const size = (m: unknown) => new TextEncoder().encode(JSON.stringify(m)).length;
+  const total = 5000;
+  // A short id, and a long one (256 UTF-8 bytes) that leaves less room for the chunk.
+  for (const processId of ["p", "é".repeat(128)]) {
+    await rpc.call("process/start", {
+      processId,
+      argv: ["head", "-c", String(total), "/dev/zero"],
+    });
+    await rpc.waitFor(isNote("process/closed", processId), D);
+    const notes = rpc.received.filter((m) =>
+      m.method === "process/output" && m.params?.processId === processId
+    );
+    assert.ok(notes.length > 1, "the output came in several notifications");
+    for (const note of notes) {
+      assert.ok(size(note) <= limit, `a notification of ${size(note)} bytes`);
+    }
+    const streamed = notes.reduce(
+      (n, m) => n + Uint8Array.fromBase64(m.params!.chunk as string).length,
+      0,
+    );
+    assert.equal(streamed, total, "every byte arrived as a notification");
+    // The same bytes again through process/read, one reply within the limit at a time.
+    let afterSeq = 0;
+    let read = 0;
+    for (;;) {
+      const reply = await rpc.request("process/read", { processId, afterSeq });
+      assert.ok(size(reply) <= limit, `a read reply of ${size(reply)} bytes`);
+      const result = reply.result as { chunks: { chunk: string }[]; nextSeq: number };
+      if (result.chunks.length === 0) break;
+      for (const c of result.chunks) read += Uint8Array.fromBase64(c.chunk).length;
+      afterSeq = result.nextSeq - 1;
+    }
+    assert.equal(read, total, "every byte was readable");
+  }
+});

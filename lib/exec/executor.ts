@@ -133,6 +133,7 @@ export class Executor implements AsyncDisposable {
       cwd: this.#cwd,
       minConfinement: this.#minConfinement,
       maxWaitMs: this.#maxWaitMs,
+      maxMessageBytes: this.#maxMessageBytes,
       ...(options.maxProcessesPerSession !== undefined
         ? { maxProcesses: options.maxProcessesPerSession }
         : {}),

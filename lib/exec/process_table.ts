@@ -84,6 +84,13 @@ const MAX_TIMER_MS = 2_147_483_647;
  */
 const OUTPUT_HEADROOM_BYTES = BINARY_OUTPUT_FIXED_BYTES + MAX_BINARY_PROCESS_ID_BYTES;
 const OUTPUT_READ_BYTES = SEGMENT_FIT_DATA_BYTES;
+/**
+ * Bytes around the base64 chunk in a `process/output` notification or a
+ * one-chunk `process/read` reply, besides the processId: field names, seq,
+ * stream, exit fields and a failure message, with room to spare.
+ */
+const OUTPUT_ENVELOPE_BYTES = 512;
+const utf8 = new TextEncoder();
 
 /** Options for {@linkcode ProcessTable.start}. */
 export interface StartProcessOptions {
@@ -281,6 +288,13 @@ export interface ProcessTableOptions {
   maxEnvBytes?: number;
   /** Longest read wait. @default {300000} */
   maxWaitMs?: number;
+  /**
+   * The JSON-RPC message limit the output is sent under: output is read in
+   * chunks small enough that a chunk's `process/output` notification (base64
+   * and the processId included) fits it, so no chunk is ever undeliverable.
+   * @default {16777216}
+   */
+  maxMessageBytes?: number;
   /** The initial event sink. */
   onEvent?: ProcessEventSink | null;
 }
@@ -330,6 +344,7 @@ export class ProcessTable implements AsyncDisposable {
   readonly #maxProcesses: number;
   readonly #limiter: ProcessLimiter | undefined;
   readonly #retainedOutputBytes: number;
+  readonly #maxMessageBytes: number;
   readonly #killGraceMs: number;
   readonly #exitedRetentionMs: number;
   readonly #writeRoots: readonly string[];
@@ -360,6 +375,10 @@ export class ProcessTable implements AsyncDisposable {
       options.retainedOutputBytes ?? DEFAULT_RETAINED_OUTPUT_BYTES,
     );
     this.#killGraceMs = positive("killGraceMs", options.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
+    this.#maxMessageBytes = positive(
+      "maxMessageBytes",
+      options.maxMessageBytes ?? 16 * 1024 * 1024,
+    );
     this.#exitedRetentionMs = positive(
       "exitedRetentionMs",
       options.exitedRetentionMs ?? DEFAULT_EXITED_RETENTION_MS,
@@ -908,12 +927,13 @@ export class ProcessTable implements AsyncDisposable {
   ): Promise<void> {
     const reader = stream.getReader({ mode: "byob" });
     record.readers.push(reader);
+    const readBytes = this.#outputReadBytes(record.id);
     try {
       for (;;) {
         await record.buffer.waitWritable();
-        const buffer = new ArrayBuffer(OUTPUT_HEADROOM_BYTES + OUTPUT_READ_BYTES);
+        const buffer = new ArrayBuffer(OUTPUT_HEADROOM_BYTES + readBytes);
         const { value, done } = await reader.read(
-          new Uint8Array(buffer, OUTPUT_HEADROOM_BYTES, OUTPUT_READ_BYTES),
+          new Uint8Array(buffer, OUTPUT_HEADROOM_BYTES, readBytes),
         );
         if (done || value === undefined) break;
         let bytes: Uint8Array = value;
@@ -939,6 +959,18 @@ export class ProcessTable implements AsyncDisposable {
       record.openStreams--;
       this.#maybeClosed(record);
     }
+  }
+
+  /**
+   * The most bytes one output read takes: one relay segment's worth, less
+   * under a small message limit, where the chunk's JSON notification (base64
+   * grows 4/3; the envelope, seq and JSON-escaped processId around it) must
+   * still fit. At least 1.
+   */
+  #outputReadBytes(processId: string): number {
+    const envelope = OUTPUT_ENVELOPE_BYTES + utf8.encode(JSON.stringify(processId)).length;
+    const fitting = Math.floor((this.#maxMessageBytes - envelope) / 4) * 3;
+    return Math.max(1, Math.min(OUTPUT_READ_BYTES, fitting));
   }
 
   #onMarker(record: ProcessRecord, marker: PtyMarker | null): void {
