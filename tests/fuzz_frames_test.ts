@@ -655,7 +655,7 @@ Deno.test({
   fn() {
     const stream = new ReliableStream("bomb", { now: () => 0 });
     const before = Deno.memoryUsage().heapUsed;
-    const segments = 200_000;
+    const segments = 400_000;
     for (let i = 0; i < segments && !stream.ended; i++) {
       stream.receive({
         version: 1,
@@ -675,8 +675,11 @@ Deno.test({
     const grown = Deno.memoryUsage().heapUsed - before;
     const ended = stream.ended;
     stream.close();
-    // 200 KB of payload may cost a few MB, not tens of MB.
-    assert.ok(ended || grown < 16 * 1024 * 1024, `heap grew ${(grown / 1e6).toFixed(0)} MB`);
+    // The defect cost ~127 MB here (one object per segment). Fixed, 400 KB of
+    // payload costs a few MB, but heapUsed also counts the young generation's
+    // not yet collected garbage of the 400,000 frames fed in (seen up to
+    // 17 MB), so the bound sits halfway.
+    assert.ok(ended || grown < 64 * 1024 * 1024, `heap grew ${(grown / 1e6).toFixed(0)} MB`);
   },
 });
 
