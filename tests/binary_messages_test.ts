@@ -22,6 +22,7 @@ import { serveLocal } from "../lib/server/local_server.ts";
 import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { serveExecutor } from "./_support/ws_channel.ts";
+import { sha256 } from "./_process_helpers.ts";
 
 const D = 10_000;
 const encoder = new TextEncoder();
@@ -64,9 +65,30 @@ function assertBytes(actual: Uint8Array, expected: Uint8Array, label: string): v
   );
 }
 
-async function sha256(bytes: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
-  return new Uint8Array(digest).toHex();
+/** Random bytes (getRandomValues fills at most 64 KiB per call). */
+function randomBytes(length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  for (let at = 0; at < length; at += 65_536) {
+    crypto.getRandomValues(bytes.subarray(at, at + 65_536));
+  }
+  return bytes;
+}
+
+/** An in-process rendezvous with one executor registered and connected as `executorId`. */
+async function rendezvousWithExecutor(token: string, executorId: string) {
+  const rendezvous = await serveRendezvous({ token });
+  const executor = runExecutor({ registry: rendezvous.registryUrl, executorId, token });
+  const closeAll = async () => {
+    await executor[Symbol.asyncDispose]();
+    await rendezvous[Symbol.asyncDispose]();
+  };
+  try {
+    await until(() => executor.status === "connected", D, "executor connected");
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+  return { url: rendezvous.url, [Symbol.asyncDispose]: closeAll };
 }
 
 async function dataFile(bytes: Uint8Array) {
@@ -491,18 +513,9 @@ Deno.test("connect: binaryOutput is false when the executor does not accept the 
 
 Deno.test("connect through a rendezvous carries binary output on the mux stream byte-identical", async () => {
   const token = "binary-test-token-0123456789";
-  const random = new Uint8Array(4 * 1024 * 1024 + 12_345);
-  for (let at = 0; at < random.length; at += 65_536) {
-    crypto.getRandomValues(random.subarray(at, at + 65_536));
-  }
+  const random = randomBytes(4 * 1024 * 1024 + 12_345);
   await using file = await dataFile(random);
-  await using rendezvous = await serveRendezvous({ token });
-  await using executor = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-binary",
-    token,
-  });
-  await until(() => executor.status === "connected", D, "executor connected");
+  await using rendezvous = await rendezvousWithExecutor(token, "box-binary");
   for (const binaryOutput of [true, false]) {
     await using conn = await connect(rendezvous.url, {
       executorId: "box-binary",
@@ -1037,18 +1050,9 @@ Deno.test("connect: writeStdin is a binary request when negotiated and the proce
 
 Deno.test("connect through a rendezvous carries binary stdin on the mux stream byte-identical", async () => {
   const token = "binary-input-test-token-0123456789";
-  const random = new Uint8Array(3 * 1024 * 1024 + 4_321);
-  for (let at = 0; at < random.length; at += 65_536) {
-    crypto.getRandomValues(random.subarray(at, at + 65_536));
-  }
+  const random = randomBytes(3 * 1024 * 1024 + 4_321);
   const digest = await sha256(random);
-  await using rendezvous = await serveRendezvous({ token });
-  await using executor = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-binary-input",
-    token,
-  });
-  await until(() => executor.status === "connected", D, "executor connected");
+  await using rendezvous = await rendezvousWithExecutor(token, "box-binary-input");
   for (const binaryInput of [true, false]) {
     await using conn = await connect(rendezvous.url, {
       executorId: "box-binary-input",
