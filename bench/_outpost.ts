@@ -214,7 +214,7 @@ async function openStreamsOnOneSocket(
     await socket.close("client_close");
   };
   const settled = await Promise.allSettled(
-    conns.map((c) => c.initialize("bench", true, { timeoutMs: 60_000 })),
+    conns.map((c) => c.initialize("bench", { timeoutMs: 60_000 })),
   );
   const failed = settled.find((s) => s.status === "rejected");
   if (failed) {

@@ -287,16 +287,15 @@ export class Connection implements AsyncDisposable, ProcessTransport {
    * Sends `initialize` and `initialized`.
    *
    * @param clientName The client name.
-   * @param binaryOutput Whether to offer binary output messages.
    * @param options Signal and timeout.
-   * @param binaryInput Whether to offer binary write requests.
+   * @param offer Which binary messages to offer (both by default).
    */
   async initialize(
     clientName: string,
-    binaryOutput: boolean,
     options: ConnectionRequestOptions,
-    binaryInput = binaryOutput,
+    offer: { binaryOutput?: boolean; binaryInput?: boolean } = {},
   ): Promise<void> {
+    const { binaryOutput = true, binaryInput = true } = offer;
     // Offered and not yet answered, binary output is accepted: a resumed
     // session's retained output may be sent before the answer.
     this.#binaryAccepted = binaryOutput;
@@ -327,8 +326,7 @@ export class Connection implements AsyncDisposable, ProcessTransport {
     if (!this.#binaryAccepted) {
       throw new TypeError("binary output was not negotiated in initialize");
     }
-    const output = decodeBinaryOutput(message);
-    const { processId, seq, stream, chunk } = output;
+    const { processId, seq, stream, chunk } = decodeBinaryOutput(message);
     try {
       this.#processListeners.get(processId)?.("process/output", {
         processId,
@@ -613,12 +611,10 @@ export async function connect(
         closeReason: () => channel.closeReason,
       }));
     }
-    await connection.initialize(
-      options.clientName ?? "outpost",
-      options.binaryOutput ?? true,
-      { signal: deadline },
-      options.binaryInput ?? true,
-    );
+    await connection.initialize(options.clientName ?? "outpost", { signal: deadline }, {
+      binaryOutput: options.binaryOutput,
+      binaryInput: options.binaryInput,
+    });
     return connection;
   } catch (error) {
     const reason = connection?.closeReason;

@@ -26,6 +26,7 @@ import {
   MAX_BINARY_PROCESS_ID_BYTES,
   SEGMENT_FIT_DATA_BYTES,
 } from "../rpc/binary_messages.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
 import {
   buildChildEnv,
   DEFAULT_INHERITED_ENV,
@@ -77,13 +78,13 @@ export const TIMEOUT_EXIT_CODE = 124;
 export const MAX_PROCESS_ID_LENGTH = 256;
 const MAX_TIMER_MS = 2_147_483_647;
 /**
- * Output is read in pieces that, with a binary output header in front, fill
- * one relay segment (61,440 bytes) and no more: a chunk then travels as one
- * frame and is never reassembled. Each read buffer keeps the header's room
- * free before the chunk, so the header is written there instead of copying.
+ * Output is read in pieces of SEGMENT_FIT_DATA_BYTES, which with a binary
+ * output header in front fill one relay segment and no more: a chunk then
+ * travels as one frame and is never reassembled. Each read buffer keeps the
+ * header's room free before the chunk, so the header is written there
+ * instead of copying.
  */
 const OUTPUT_HEADROOM_BYTES = BINARY_OUTPUT_FIXED_BYTES + MAX_BINARY_PROCESS_ID_BYTES;
-const OUTPUT_READ_BYTES = SEGMENT_FIT_DATA_BYTES;
 /**
  * Bytes around the base64 chunk in a `process/output` notification or a
  * one-chunk `process/read` reply, besides the processId: field names, seq,
@@ -377,7 +378,7 @@ export class ProcessTable implements AsyncDisposable {
     this.#killGraceMs = positive("killGraceMs", options.killGraceMs ?? DEFAULT_KILL_GRACE_MS);
     this.#maxMessageBytes = positive(
       "maxMessageBytes",
-      options.maxMessageBytes ?? 16 * 1024 * 1024,
+      options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
     );
     this.#exitedRetentionMs = positive(
       "exitedRetentionMs",
@@ -970,7 +971,7 @@ export class ProcessTable implements AsyncDisposable {
   #outputReadBytes(processId: string): number {
     const envelope = OUTPUT_ENVELOPE_BYTES + utf8.encode(JSON.stringify(processId)).length;
     const fitting = Math.floor((this.#maxMessageBytes - envelope) / 4) * 3;
-    return Math.max(1, Math.min(OUTPUT_READ_BYTES, fitting));
+    return Math.max(1, Math.min(SEGMENT_FIT_DATA_BYTES, fitting));
   }
 
   #onMarker(record: ProcessRecord, marker: PtyMarker | null): void {

@@ -15,7 +15,12 @@ import {
   METHOD_NOT_FOUND,
   SANDBOX_DENIED,
 } from "../rpc/error_codes.ts";
-import { type BinaryRequest, JsonRpcPeer, type RequestContext } from "../rpc/json_rpc_peer.ts";
+import {
+  type BinaryRequest,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  JsonRpcPeer,
+  type RequestContext,
+} from "../rpc/json_rpc_peer.ts";
 import {
   binaryProcessId,
   binaryWriteRequestId,
@@ -231,7 +236,7 @@ class SessionConnection implements SessionAttachment {
       binaryRequestId: binaryWriteRequestId,
     });
     // Base64 grows 4/3; keep a read reply well inside the message limit.
-    const limit = context.maxMessageBytes ?? 16 * 1024 * 1024;
+    const limit = context.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.#maxReadBytes = Math.max(1, Math.floor((limit - 64 * 1024) / 4) * 3);
     this.closed = this.#peer.closed.then(() => {
       if (this.#session) context.registry.detach(this.#session.id, this);
@@ -367,8 +372,7 @@ class SessionConnection implements SessionAttachment {
         "binary messages were not negotiated; send each JSON-RPC message as text",
       );
     }
-    const write = decodeBinaryWrite(message);
-    const { requestId, processId, eof, data } = write;
+    const { requestId, processId, eof, data } = decodeBinaryWrite(message);
     return { id: requestId, method: "process/write", params: { processId, eof, data } };
   }
 
