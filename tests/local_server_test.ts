@@ -350,9 +350,10 @@ Deno.test("serveLocal under the smallest message limit delivers every output byt
   await using rpc = await WsRpc.open(server.url);
   await rpc.initialize();
   const size = (m: unknown) => new TextEncoder().encode(JSON.stringify(m)).length;
-  const total = 5000;
-  // A short id, and a long one (256 UTF-8 bytes) that leaves less room for the chunk.
-  for (const processId of ["p", "é".repeat(128)]) {
+  // A short id; a long one (256 UTF-8 bytes) that leaves less room for the chunk;
+  // the longest (256 characters, 512 UTF-8 bytes), which leaves none: read a byte at a time.
+  const cases: [string, number][] = [["p", 5000], ["é".repeat(128), 5000], ["é".repeat(256), 40]];
+  for (const [processId, total] of cases) {
     await rpc.call("process/start", {
       processId,
       argv: ["head", "-c", String(total), "/dev/zero"],
@@ -370,6 +371,7 @@ Deno.test("serveLocal under the smallest message limit delivers every output byt
       0,
     );
     assert.equal(streamed, total, "every byte arrived as a notification");
+    if (processId.length === 256) assert.equal(notes.length, total, "one byte per notification");
     // The same bytes again through process/read, one reply within the limit at a time.
     let afterSeq = 0;
     let read = 0;
