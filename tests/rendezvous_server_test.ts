@@ -394,16 +394,45 @@ Deno.test("serveRendezvous closes on abort: sockets end, the port is released", 
   const rz = await serveRendezvous({ token: TOKEN, signal: controller.signal });
   const executor = await executorSocket(rz, "e1");
   const harness = await RelaySocket.connect(harnessUrl(rz, "e1"), { token: TOKEN });
+  const port = Number(new URL(rz.url).port);
+  assert.equal(ownListeningSockets(port).length, 1, "the open rendezvous is seen listening");
   controller.abort();
   await withDeadline(rz.closed, DEADLINE_MS, "rendezvous closed");
   const info = await withDeadline(harness.closed, DEADLINE_MS, "harness closed");
   assert.equal(info.reason, "shutdown");
   await withDeadline(executor.closed, DEADLINE_MS, "executor closed");
   await rz.close();
-  const port = Number(new URL(rz.url).port);
-  const listener = Deno.listen({ hostname: "127.0.0.1", port });
-  listener.close();
+  // Asked of /proc rather than by listening again: a parallel test may have
+  // been given the freed port already.
+  assert.deepEqual(ownListeningSockets(port), [], `port ${port} still listened on by this process`);
 });
+
+/**
+ * Inodes of this process's sockets listening on `port` (IPv4 or IPv6), from
+ * /proc/net/tcp{,6} matched against /proc/self/fd.
+ */
+function ownListeningSockets(port: number): string[] {
+  const own = new Set<string>();
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const match = Deno.readLinkSync(`/proc/self/fd/${entry.name}`).match(/^socket:\[(\d+)\]$/);
+      if (match) own.add(match[1]);
+    } catch {
+      // Closed while listing.
+    }
+  }
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  const inodes: string[] = [];
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const line of Deno.readTextFileSync(table).split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      // local_address is ADDR:PORT in hex; state 0A is LISTEN; field 9 is the inode.
+      if (fields.length < 10 || !fields[1].endsWith(`:${hexPort}`) || fields[3] !== "0A") continue;
+      if (own.has(fields[9])) inodes.push(fields[9]);
+    }
+  }
+  return inodes;
+}
 
 Deno.test("parseBearer and tokensEqual accept exactly the configured bearer token", () => {
   assert.equal(parseBearer(`Bearer ${TOKEN}`), TOKEN);
