@@ -131,6 +131,24 @@ Deno.test("TcpWebSocket sends the upgrade with headers and masks frames sent in 
   assert.equal(closed.wasClean, false);
 });
 
+Deno.test("TcpWebSocket masks payloads of every length remainder at every alignment", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  // Lengths 0..80 cover each byte remainder before and after the word loop and
+  // each count of words left after the eight-word steps; frames packed one after
+  // another in a chunk start at every alignment. Plus a few unaligned large ones.
+  const lengths = [...Array.from({ length: 81 }, (_, n) => n), 1021, 4099, 65_537];
+  const sent = lengths.map((n, k) => new Uint8Array(n).map((_, i) => (i * 31 + k) & 0xff));
+  for (const payload of sent) ws.send(payload);
+  for (const payload of sent) {
+    const frame = await withDeadline(server.readFrame(conn), DEADLINE, `${payload.length} B frame`);
+    assert.equal(frame.opcode, 2);
+    assert.deepEqual(frame.payload, payload, `payload of ${payload.length} bytes`);
+  }
+  conn.close();
+  await nextEvent(ws, "close");
+});
+
 Deno.test("TcpWebSocket delivers small, 16-bit and 64-bit length messages, fragments and answers pings", async () => {
   await using server = new RawWsServer();
   const { ws, conn } = await openPair(server);
