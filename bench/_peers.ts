@@ -7,7 +7,8 @@
  * `deno run -A bench/_peers.ts ws-send URL SIZE TOTAL` connects as a client
  * and sends TOTAL bytes in SIZE-byte binary messages, and
  * `deno run -A bench/_peers.ts ws-echo` serves an echo endpoint and prints
- * `READY {"port":N}`.
+ * `READY {"port":N}`; `ws-forward` serves `/sink` and `/source` and passes
+ * every message from the source to the sink.
  *
  * @module
  */
@@ -65,6 +66,58 @@ export async function rawWebSocketThroughput(
     );
   } finally {
     await server.shutdown();
+  }
+}
+
+/**
+ * Raw WebSocket through a forwarding process: the topology of the rendezvous
+ * (three processes, two hops) with nothing but Deno's WebSocket in it. A child
+ * sends `total` bytes in `size`-byte binary messages to a second child, which
+ * passes each message on, unchanged, to a client in this process. It is the
+ * transport's limit for any relay on this machine.
+ *
+ * @param size Message size in bytes.
+ * @param total Bytes to send.
+ * @param timeoutMs Deadline.
+ * @returns Throughput from the first to the last message received.
+ */
+export async function rawWebSocketForwardedThroughput(
+  size: number,
+  total: number,
+  timeoutMs = 60_000,
+): Promise<Throughput> {
+  await using forwarder = await spawnAnnounced<{ port: number }>(Deno.execPath(), [
+    "run",
+    "-A",
+    SELF,
+    "ws-forward",
+  ]);
+  const base = `ws://127.0.0.1:${forwarder.info.port}`;
+  const sink = new WebSocket(`${base}/sink`);
+  sink.binaryType = "arraybuffer";
+  await new Promise((resolve, reject) => {
+    sink.onopen = resolve;
+    sink.onerror = reject;
+  });
+  const counter = new ArrivalCounter();
+  const done = new Promise<Arrivals>((resolve) => {
+    sink.onmessage = (e) => {
+      counter.add((e.data as ArrayBuffer).byteLength);
+      if (counter.arrivals.bytes >= total) resolve(counter.arrivals);
+    };
+  });
+  const closed = new Promise((r) => (sink.onclose = r));
+  try {
+    return await timeChildSender(
+      SELF,
+      ["ws-send", `${base}/source`, size, total],
+      done,
+      timeoutMs,
+      "forwarded raw WebSocket transfer",
+    );
+  } finally {
+    sink.close();
+    await closed;
   }
 }
 
@@ -272,14 +325,38 @@ function wsEcho(): void {
   });
 }
 
+/** Passes every message from the `/source` socket to the `/sink` socket, unchanged. */
+function wsForward(): void {
+  let sink: WebSocket | undefined;
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen: ({ port }) => console.log(`READY ${JSON.stringify({ port })}`),
+  }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.binaryType = "arraybuffer";
+    if (new URL(req.url).pathname === "/sink") {
+      sink = socket;
+    } else {
+      socket.onmessage = (e) => sink?.send(e.data);
+    }
+    return response;
+  });
+  Deno.addSignalListener("SIGTERM", () => {
+    server.shutdown().then(() => Deno.exit(0));
+  });
+}
+
 if (import.meta.main) {
   const [mode, ...rest] = Deno.args;
   if (mode === "ws-send") {
     await wsSend(rest[0], Number(rest[1]), Number(rest[2]));
   } else if (mode === "ws-echo") {
     wsEcho();
+  } else if (mode === "ws-forward") {
+    wsForward();
   } else {
-    console.error("usage: _peers.ts ws-send URL SIZE TOTAL | ws-echo");
+    console.error("usage: _peers.ts ws-send URL SIZE TOTAL | ws-echo | ws-forward");
     Deno.exit(2);
   }
 }

@@ -25,6 +25,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import {
   localCommandLatency,
+  rawWebSocketForwardedThroughput,
   rawWebSocketRoundTrip,
   rawWebSocketThroughput,
   sshBulkOutput,
@@ -181,6 +182,8 @@ const randomCmd = `cat ${randomFile}`;
 
 const peers: {
   ws: Map<number, Figure<Throughput>>;
+  /** Raw WebSocket through a forwarding process, at the segment size. */
+  wsForwarded: Figure<Throughput>;
   wsRtt: Figure<Latency>;
   localTrue: Figure<Latency>;
   sshTrue: Figure<Latency>;
@@ -190,6 +193,7 @@ const peers: {
   sshRtt: Figure<Latency>;
 } = {
   ws: new Map(),
+  wsForwarded: skipped("not run"),
   wsRtt: skipped("not run"),
   localTrue: skipped("not run"),
   sshTrue: skipped("not run"),
@@ -209,6 +213,10 @@ if (want("peers") || want("bulk")) {
       ),
     );
   }
+  peers.wsForwarded = await measure(
+    `raw WebSocket ${SEGMENT_BYTES} B messages through a forwarding process`,
+    () => rawWebSocketForwardedThroughput(SEGMENT_BYTES, plan.wsBytes),
+  );
 }
 if (want("peers") || want("rtt")) {
   peers.wsRtt = await measure(
@@ -434,6 +442,19 @@ function bulkRows(
     target: targets ? ">= 50%" : "",
     met: targets ? verdict(bothWs ? w >= 0.5 : undefined) : "",
   });
+  if (mode !== "rendezvous") return;
+  // Context, no target: the same bytes over the rendezvous' topology with nothing but WebSocket in it.
+  const fwd = peers.wsForwarded;
+  const bothFwd = mine.ok && fwd.ok;
+  rows.push({
+    workload: `${label} via ${mode}`,
+    outpost: mibs(mine),
+    peer: `raw WebSocket through a forwarding process (${SEGMENT_BYTES} B msgs, two hops)`,
+    peerFigure: mibs(fwd),
+    ratio: bothFwd ? `${fmt((mine.value.mibPerSec / fwd.value.mibPerSec) * 100)}%` : "n/a",
+    target: "",
+    met: "",
+  });
 }
 
 function rttRows(mode: OutpostMode, mine: Figure<Latency>): void {
@@ -600,6 +621,11 @@ for (const [size, f] of peers.ws) {
     }${ratio} |`,
   );
 }
+peerLines.push(
+  `| raw WebSocket, ${SEGMENT_BYTES} B binary messages, child -> forwarding child -> this one | ${
+    mibs(peers.wsForwarded)
+  } |`,
+);
 peerLines.push(`| raw WebSocket, 1-byte echo round trip | ${lat(peers.wsRtt)} |`);
 peerLines.push(`| local Deno.Command start-to-exit of true | ${lat(peers.localTrue)} |`);
 peerLines.push(`| ssh host true (new connection each) | ${lat(peers.sshTrue)} |`);
