@@ -61,7 +61,7 @@ Deno.test("bench/compare.ts --quick completes and prints the table with every wo
     c[2].startsWith("raw WebSocket through a forwarding process")
   );
   assert.ok(forwarded, `missing the forwarded raw WebSocket row in:\n${stdout}`);
-  assert.match(forwarded[3], /^\d+ MiB\/s$/, `forwarded raw WebSocket: ${forwarded[3]}`);
+  assert.match(forwarded[3], /^[\d.]+ MiB\/s$/, `forwarded raw WebSocket: ${forwarded[3]}`);
   // Every row has all seven columns and a figure or a stated reason.
   for (const c of cells) {
     assert.equal(c.length, 7, `row with ${c.length} columns: ${c.join(" | ")}`);
