@@ -96,6 +96,37 @@ Deno.test("OutputBuffer evicts consumed output oldest first down to the cap", ()
   assert.deepEqual(buffer.retainedAfter(8).map((c) => c.seq), [9, 10]);
 });
 
+Deno.test("OutputBuffer caps chunks too: the producer pauses at maxChunks unread, consumed chunks are evicted past it", async () => {
+  const buffer = new OutputBuffer({ capBytes: 1_000, maxChunks: 4 });
+  for (let i = 0; i < 3; i++) buffer.pushOutput("stdout", bytes(1, i));
+  assert.equal(buffer.writable, true, "3 of 4 chunks unread");
+  buffer.pushOutput("stdout", bytes(1, 3));
+  assert.equal(buffer.writable, false, "4 of 4 chunks unread: at the cap, though 4 of 1000 bytes");
+  const waiting = buffer.waitWritable();
+  // One past: nothing unread is evicted.
+  buffer.pushOutput("stdout", bytes(1, 4));
+  assert.equal(buffer.retainedChunks, 5);
+  assert.deepEqual(buffer.read(0, Infinity).chunks.map((c) => c.seq), [1, 2, 3, 4, 5]);
+  await withDeadline(waiting, 1_000, "writable after the read");
+  // Everything is consumed: the next push evicts the oldest down to 4 chunks.
+  buffer.pushOutput("stdout", bytes(1, 5));
+  assert.equal(buffer.retainedChunks, 4);
+  assert.deepEqual(buffer.retainedAfter(0).map((c) => c.seq), [3, 4, 5, 6]);
+  assert.equal(buffer.writable, true, "one chunk unread");
+});
+
+Deno.test("OutputBuffer derives its default chunk cap from the byte cap and rejects a bad one", () => {
+  assert.equal(new OutputBuffer().maxChunks, 8192, "1 MiB / 128");
+  assert.equal(
+    new OutputBuffer({ capBytes: 20 }).maxChunks,
+    1024,
+    "never fewer than 1024 by default",
+  );
+  assert.equal(new OutputBuffer({ maxChunks: 1 }).maxChunks, 1);
+  assert.throws(() => new OutputBuffer({ maxChunks: 0 }), /maxChunks 0 is not a positive integer/);
+  assert.throws(() => new OutputBuffer({ maxChunks: 2.5 }), RangeError);
+});
+
 Deno.test("OutputBuffer waitChange resolves on new items, wake, or abort", async () => {
   const buffer = new OutputBuffer();
   await withDeadline(buffer.waitChange(-1), 1_000, "already newer");

@@ -176,6 +176,30 @@ Deno.test("ProcessTable delivers output bigger than the retention cap whole to a
   }
 });
 
+Deno.test("ProcessTable retains short reads in right-sized buffers, not whole read buffers", async () => {
+  await using table = new ProcessTable();
+  // One short line every 2 ms: the reader keeps up and sees each line alone.
+  await table.start({
+    processId: "p",
+    argv: ["sh", "-c", "i=0; while [ $i -lt 100 ]; do echo line-$i; sleep 0.002; i=$((i+1)); done"],
+  });
+  const { chunks, text } = await collect(table, "p");
+  assert.equal(text.stdout.split("\n").length, 101);
+  assert.ok(chunks.length >= 20, `${chunks.length} chunks: the lines were not read one by one`);
+  let payload = 0;
+  let backing = 0;
+  for (const { chunk } of chunks) {
+    payload += chunk.byteLength;
+    backing += chunk.buffer.byteLength;
+  }
+  // A read buffer is about 60 KiB; a right-sized chunk holds its bytes and the
+  // binary header's room (under 300 bytes).
+  assert.ok(
+    backing <= 2 * payload + 300 * chunks.length,
+    `${chunks.length} chunks of ${payload} bytes hold ${backing} bytes of buffers`,
+  );
+});
+
 Deno.test("ProcessTable never cuts output off when the exit races it", async () => {
   await using table = new ProcessTable();
   const expected = 300_000;

@@ -9,7 +9,9 @@
  * (unconsumed) output is never evicted: when it reaches the cap, the producer
  * waits in {@linkcode OutputBuffer.waitWritable} (the child then blocks on its
  * write). Consumed output stays retained for replay until newer output pushes
- * the retained total over the cap, oldest first.
+ * the retained total over the cap, oldest first. The number of chunks is
+ * capped the same way, so a child writing a byte at a time cannot make the
+ * bookkeeping of a million one-byte chunks outweigh the bytes themselves.
  *
  * @module
  */
@@ -45,10 +47,20 @@ export interface OutputBufferOptions {
    * @default {1048576}
    */
   capBytes?: number;
+  /**
+   * Retained chunk cap; also the unread chunk count that pauses the producer.
+   *
+   * @default {Math.max(1024, Math.ceil(capBytes / 128))}
+   */
+  maxChunks?: number;
 }
 
 /** The default retention cap: 1 MiB per process, as upstream. */
 export const DEFAULT_RETAINED_OUTPUT_BYTES = 1024 * 1024;
+/** Fewest chunks a buffer may retain by default, however small its byte cap. */
+const MIN_DEFAULT_CHUNKS = 1024;
+/** Payload bytes per chunk the default chunk cap allows for on average. */
+const BYTES_PER_DEFAULT_CHUNK = 128;
 
 const EVICTED: OutputChunk = Object.freeze({ seq: 0, stream: "stdout", chunk: new Uint8Array(0) });
 
@@ -66,6 +78,7 @@ const EVICTED: OutputChunk = Object.freeze({ seq: 0, stream: "stdout", chunk: ne
  */
 export class OutputBuffer {
   readonly #cap: number;
+  readonly #maxChunks: number;
   #chunks: OutputChunk[] = [];
   #head = 0;
   #nextSeq = 1;
@@ -81,8 +94,8 @@ export class OutputBuffer {
   /**
    * Creates an empty buffer.
    *
-   * @param options The retention cap.
-   * @throws {RangeError} When `capBytes` is not a positive integer.
+   * @param options The retention caps.
+   * @throws {RangeError} When `capBytes` or `maxChunks` is not a positive integer.
    */
   constructor(options: OutputBufferOptions = {}) {
     const cap = options.capBytes ?? DEFAULT_RETAINED_OUTPUT_BYTES;
@@ -92,6 +105,14 @@ export class OutputBuffer {
       );
     }
     this.#cap = cap;
+    const maxChunks = options.maxChunks ??
+      Math.max(MIN_DEFAULT_CHUNKS, Math.ceil(cap / BYTES_PER_DEFAULT_CHUNK));
+    if (!Number.isSafeInteger(maxChunks) || maxChunks < 1) {
+      throw new RangeError(
+        `Cannot create output buffer: maxChunks ${maxChunks} is not a positive integer`,
+      );
+    }
+    this.#maxChunks = maxChunks;
   }
 
   /** The seq the next item will get. */
@@ -119,9 +140,20 @@ export class OutputBuffer {
     return this.#cap;
   }
 
-  /** True while unread output is below the cap (the producer may read more). */
+  /** The retention cap in chunks. */
+  get maxChunks(): number {
+    return this.#maxChunks;
+  }
+
+  /** Output chunks currently retained (consumed and unread). */
+  get retainedChunks(): number {
+    return this.#chunks.length - this.#head;
+  }
+
+  /** True while unread output is below both caps (the producer may read more). */
   get writable(): boolean {
-    return this.#discarding || this.#unreadBytes < this.#cap;
+    return this.#discarding ||
+      (this.#unreadBytes < this.#cap && this.#chunks.length - this.#unreadIndex < this.#maxChunks);
   }
 
   /**
@@ -284,7 +316,7 @@ export class OutputBuffer {
 
   #evict(): void {
     while (
-      this.#retainedBytes > this.#cap &&
+      (this.#retainedBytes > this.#cap || this.#chunks.length - this.#head > this.#maxChunks) &&
       this.#head < this.#unreadIndex
     ) {
       this.#retainedBytes -= this.#chunks[this.#head].chunk.byteLength;

@@ -93,6 +93,16 @@ const OUTPUT_HEADROOM_BYTES = BINARY_OUTPUT_FIXED_BYTES + MAX_BINARY_PROCESS_ID_
 const OUTPUT_ENVELOPE_BYTES = 512;
 const utf8 = new TextEncoder();
 
+/** A copy of `bytes` with the binary header's room free in front of it. */
+function withHeadroom(bytes: Uint8Array): Uint8Array {
+  const copy = new Uint8Array(
+    new ArrayBuffer(OUTPUT_HEADROOM_BYTES + bytes.byteLength),
+    OUTPUT_HEADROOM_BYTES,
+  );
+  copy.set(bytes);
+  return copy;
+}
+
 /** Options for {@linkcode ProcessTable.start}. */
 export interface StartProcessOptions {
   /** The client-chosen id, unique within the table (1 to 256 characters). */
@@ -929,10 +939,10 @@ export class ProcessTable implements AsyncDisposable {
     const reader = stream.getReader({ mode: "byob" });
     record.readers.push(reader);
     const readBytes = this.#outputReadBytes(record.id);
+    let buffer = new ArrayBuffer(OUTPUT_HEADROOM_BYTES + readBytes);
     try {
       for (;;) {
         await record.buffer.waitWritable();
-        const buffer = new ArrayBuffer(OUTPUT_HEADROOM_BYTES + readBytes);
         const { value, done } = await reader.read(
           new Uint8Array(buffer, OUTPUT_HEADROOM_BYTES, readBytes),
         );
@@ -942,8 +952,19 @@ export class ProcessTable implements AsyncDisposable {
           bytes = parser.push(value);
           if (parser.done) this.#onMarker(record, parser.marker);
         }
-        if (bytes.byteLength > 0) {
-          this.#output(record, name, bytes, bytes === value ? OUTPUT_HEADROOM_BYTES : 0);
+        if (value.byteLength * 2 < readBytes) {
+          // A short read keeps a right-sized copy: a retained chunk must not
+          // hold a whole read buffer (a line at a time would cost ~60 KiB per
+          // line). The read buffer, now unreferenced, takes the next read.
+          buffer = value.buffer;
+          if (bytes.byteLength > 0) {
+            this.#output(record, name, withHeadroom(bytes), OUTPUT_HEADROOM_BYTES);
+          }
+        } else {
+          buffer = new ArrayBuffer(OUTPUT_HEADROOM_BYTES + readBytes);
+          if (bytes.byteLength > 0) {
+            this.#output(record, name, bytes, bytes === value ? OUTPUT_HEADROOM_BYTES : 0);
+          }
         }
       }
     } catch (error) {
