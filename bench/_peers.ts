@@ -309,7 +309,11 @@ async function wsSend(url: string, size: number, total: number): Promise<void> {
   await closed;
 }
 
-function wsEcho(): void {
+/**
+ * Serves WebSockets on a free loopback port, announces it as `READY {"port":N}`
+ * and stops on SIGTERM.
+ */
+function serveAnnounced(onSocket: (socket: WebSocket, path: string) => void): void {
   const server = Deno.serve({
     hostname: "127.0.0.1",
     port: 0,
@@ -317,7 +321,7 @@ function wsEcho(): void {
   }, (req) => {
     const { socket, response } = Deno.upgradeWebSocket(req);
     socket.binaryType = "arraybuffer";
-    socket.onmessage = (e) => socket.send(e.data);
+    onSocket(socket, new URL(req.url).pathname);
     return response;
   });
   Deno.addSignalListener("SIGTERM", () => {
@@ -325,25 +329,17 @@ function wsEcho(): void {
   });
 }
 
+/** Echoes every message back on its socket. */
+function wsEcho(): void {
+  serveAnnounced((socket) => socket.onmessage = (e) => socket.send(e.data));
+}
+
 /** Passes every message from the `/source` socket to the `/sink` socket, unchanged. */
 function wsForward(): void {
   let sink: WebSocket | undefined;
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    onListen: ({ port }) => console.log(`READY ${JSON.stringify({ port })}`),
-  }, (req) => {
-    const { socket, response } = Deno.upgradeWebSocket(req);
-    socket.binaryType = "arraybuffer";
-    if (new URL(req.url).pathname === "/sink") {
-      sink = socket;
-    } else {
-      socket.onmessage = (e) => sink?.send(e.data);
-    }
-    return response;
-  });
-  Deno.addSignalListener("SIGTERM", () => {
-    server.shutdown().then(() => Deno.exit(0));
+  serveAnnounced((socket, path) => {
+    if (path === "/sink") sink = socket;
+    else socket.onmessage = (e) => sink?.send(e.data);
   });
 }
 
