@@ -8,7 +8,12 @@
  */
 
 import assert from "node:assert/strict";
-import { decodeFrame, encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
+import {
+  decodeFrame,
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeFrame,
+  type RelayFrame,
+} from "../lib/relay/frame_codec.ts";
 import {
   DEFAULT_REORDER_BYTES,
   DEFAULT_REORDER_SEGMENTS,
@@ -588,6 +593,103 @@ Deno.test("ReliableStream bounds reassembly at and one past the message limit", 
   const { a } = pair({ maxMessageBytes: 1000 });
   assert.throws(() => a.write(new Uint8Array(1001)), RangeError);
   a.close();
+});
+
+/** `length` payload bytes at the start of a buffer of `bufferBytes`: a view, as decoding gives. */
+function viewOf(length: number, bufferBytes: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(bufferBytes).fill(7).subarray(0, length);
+}
+
+/** A real encoded and decoded data frame: a 1-byte payload padded to the frame limit. */
+function paddedFrame(seq: number): RelayFrame {
+  return decodeFrame(encodeFrame({
+    version: 1,
+    streamId: "s",
+    ack: 0,
+    ackBits: 0,
+    tracestate: "x".repeat(DEFAULT_MAX_FRAME_BYTES - 64),
+    body: { kind: "data", seq, segmentIndex: 0, segmentCount: 1, payload: new Uint8Array([seq]) },
+  }));
+}
+
+Deno.test("ReliableStream keeps a retained payload's view only up to twice its size", () => {
+  // At the limit (buffer = 2 × payload) the view is kept; one byte past, it is copied.
+  for (const [bufferBytes, retained] of [[200, 200], [201, 100]] as const) {
+    const { a, b } = pair({ inboxMessages: 1 });
+    b.receive(data(3, viewOf(100, bufferBytes))); // held out of order
+    b.receive(data(1, viewOf(100, bufferBytes))); // into the inbox
+    b.receive(data(2, viewOf(100, bufferBytes))); // held for a full inbox
+    assert.equal(b.stats.heldSegments, 2);
+    const got = [b.read()!, b.read()!, b.read()!];
+    assert.deepEqual(got.map((m) => [m.length, m.buffer.byteLength]), [
+      [100, retained],
+      [100, retained],
+      [100, retained],
+    ]);
+    assert.deepEqual(got[0], new Uint8Array(100).fill(7));
+    a.close();
+    b.close();
+    const legacy = new ReliableStream("s");
+    legacy.receive(data(0, viewOf(100, bufferBytes)));
+    assert.equal(legacy.read()!.buffer.byteLength, retained);
+    legacy.close();
+  }
+});
+
+Deno.test("ReliableStream holds padded 256 KiB frames at the cost of their payloads", () => {
+  const { a, b } = pair({ inboxMessages: 4 });
+  // Seqs 1-4 fill the inbox, 5 is missing, 6-20 are held out of order.
+  for (let seq = 1; seq <= 20; seq++) if (seq !== 5) b.receive(paddedFrame(seq));
+  assert.equal(b.stats.inboxMessages, 4);
+  assert.equal(b.stats.heldSegments, 15);
+  const frame = paddedFrame(5);
+  assert.ok(frame.body.kind === "data" && frame.body.payload.buffer.byteLength > 250_000);
+  b.receive(frame);
+  const got: Uint8Array[] = [];
+  for (let m = b.read(); m; m = b.read()) got.push(m);
+  assert.deepEqual(got.map((m) => m[0]), Array.from({ length: 20 }, (_, i) => i + 1));
+  const retained = got.reduce((sum, m) => sum + m.buffer.byteLength, 0);
+  assert.ok(retained <= 2 * got.length, `${retained} bytes retained for ${got.length}`);
+  a.close();
+  b.close();
+  const legacy = new ReliableStream("s");
+  legacy.receive(paddedFrame(0));
+  assert.equal(legacy.read()!.buffer.byteLength, 1);
+  legacy.close();
+});
+
+Deno.test("ReliableStream delivers a reassembled message in a buffer at most 1.25 times its size", () => {
+  // count × first segment = 300 bytes; 240 is exactly 1.25 times smaller, 239 is past it.
+  for (const [last, retained] of [[40, 300], [39, 239]] as const) {
+    const { a, b } = pair();
+    b.receive(data(1, new Uint8Array(100).fill(1), 0, 3));
+    b.receive(data(2, new Uint8Array(100).fill(2), 1, 3));
+    b.receive(data(3, new Uint8Array(last).fill(3), 2, 3));
+    const message = b.read()!;
+    assert.equal(message.length, 200 + last);
+    assert.equal(message.buffer.byteLength, retained);
+    assert.deepEqual([message[0], message[100], message[200 + last - 1]], [1, 2, 3]);
+    a.close();
+    b.close();
+  }
+});
+
+Deno.test("ReliableStream does not size reassembly by a segment_count the bytes do not back", () => {
+  // Each message claims 1,024 segments but sends 1 KiB and then 1-byte segments.
+  const { a, b } = pair();
+  let seq = 1;
+  for (let m = 0; m < 8; m++) {
+    b.receive(data(seq++, new Uint8Array(1024), 0, 1024));
+    for (let i = 1; i < 1024; i++) b.receive(data(seq++, new Uint8Array(1), i, 1024));
+  }
+  assert.equal(b.stats.inboxMessages, 8);
+  const inboxBytes = b.stats.inboxBytes;
+  assert.equal(inboxBytes, 8 * 2047);
+  let retained = 0;
+  for (let m = b.read(); m; m = b.read()) retained += m.buffer.byteLength;
+  assert.ok(retained <= 1.25 * inboxBytes, `${retained} bytes retained for ${inboxBytes}`);
+  a.close();
+  b.close();
 });
 
 Deno.test("ReliableStream resets on segments that do not continue the message", () => {

@@ -203,8 +203,21 @@ interface Waiter {
 const ACK_BODY: FrameBody = Object.freeze({ kind: "ack" }) as FrameBody;
 const NOOP = (): void => {};
 const EMPTY = new Uint8Array(0);
-/** First allocation for reassembling a message; it doubles as segments arrive. */
-const INITIAL_REASSEMBLY_BYTES = 1024 * 1024;
+/**
+ * Reassembly starts at twice the first segment (or this, if more) and doubles
+ * as bytes arrive, so memory follows what was received, not what
+ * `segment_count` claims.
+ */
+const REASSEMBLY_START_BYTES = 64 * 1024;
+
+/**
+ * A payload to keep past the current call. A decoded payload is a view into
+ * its whole frame, which may be mostly other fields: one much smaller than its
+ * buffer is copied, so what is held costs about what is counted.
+ */
+function ownBytes(payload: Uint8Array): Uint8Array {
+  return payload.length * 2 < payload.buffer.byteLength ? payload.slice() : payload;
+}
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   const result = value ?? fallback;
@@ -300,6 +313,8 @@ export class ReliableStream {
   #partialIndex = 0;
   #partialCount = 0;
   #partialBytes = 0;
+  /** What an honest sender's message can reach: segment_count × the first segment. */
+  #partialExpected = 0;
   #inbox: Uint8Array[] = [];
   #inboxHead = 0;
   #inboxBytes = 0;
@@ -890,7 +905,7 @@ export class ReliableStream {
       this.reset(RESET_INBOX_OVERFLOW);
       return;
     }
-    this.#deliver(body.payload);
+    this.#deliver(ownBytes(body.payload));
   }
 
   /** Validates and applies the frame's ack fields; false if the stream ended. */
@@ -1016,7 +1031,8 @@ export class ReliableStream {
       this.reset(RESET_REORDER_OVERFLOW);
       return;
     }
-    this.#held.set(seq, body);
+    const payload = ownBytes(body.payload);
+    this.#held.set(seq, payload === body.payload ? body : { ...body, payload });
     this.#heldBytes += length;
     if (seq !== this.#recvNext) {
       this.#ackNow(); // out of order: tell the sender at once
@@ -1063,16 +1079,13 @@ export class ReliableStream {
         this.#deliver(payload);
         return;
       }
-      // One buffer per message, sized for an honest sender (equal segments)
-      // but never more than a bounded first guess: memory follows the bytes
-      // that actually arrive, whatever segment_count claims.
+      // One buffer per message. An honest sender's segments are equal but the
+      // last, so growth stops at count × first; a claim is never allocated
+      // ahead of the bytes that back it.
       this.#partialCount = body.segmentCount;
+      this.#partialExpected = Math.min(body.segmentCount * payload.length, this.#maxMessageBytes);
       this.#partial = new Uint8Array(
-        Math.min(
-          body.segmentCount * payload.length,
-          this.#maxMessageBytes,
-          INITIAL_REASSEMBLY_BYTES,
-        ),
+        Math.min(this.#partialExpected, Math.max(2 * payload.length, REASSEMBLY_START_BYTES)),
       );
     } else if (
       body.segmentCount !== this.#partialCount || body.segmentIndex !== this.#partialIndex
@@ -1090,9 +1103,11 @@ export class ReliableStream {
       return;
     }
     if (total > this.#partial.length) {
-      const grown = new Uint8Array(
-        Math.min(Math.max(total, this.#partial.length * 2), this.#maxMessageBytes),
-      );
+      const doubled = this.#partial.length * 2;
+      const target = total <= this.#partialExpected
+        ? Math.min(doubled, this.#partialExpected)
+        : doubled;
+      const grown = new Uint8Array(Math.min(Math.max(total, target), this.#maxMessageBytes));
       grown.set(this.#partial.subarray(0, this.#partialBytes));
       this.#partial = grown;
     }
@@ -1100,13 +1115,17 @@ export class ReliableStream {
     this.#partialBytes = total;
     this.#partialIndex++;
     if (this.#partialIndex === this.#partialCount) {
-      const message = this.#partialBytes === this.#partial.length
-        ? this.#partial
-        : this.#partial.subarray(0, this.#partialBytes);
+      // The inbox counts the message's length: copy it out of a buffer
+      // more than 1.25 times as large rather than keep the slack.
+      const bytes = this.#partialBytes;
+      const message = this.#partial.length * 4 > bytes * 5
+        ? this.#partial.slice(0, bytes)
+        : this.#partial.subarray(0, bytes);
       this.#partial = EMPTY;
       this.#partialIndex = 0;
       this.#partialCount = 0;
       this.#partialBytes = 0;
+      this.#partialExpected = 0;
       this.#deliver(message);
     }
   }
@@ -1152,6 +1171,7 @@ export class ReliableStream {
     this.#partialIndex = 0;
     this.#partialCount = 0;
     this.#partialBytes = 0;
+    this.#partialExpected = 0;
     this.#ackDue = false;
     this.#ackDeadline = Infinity;
     this.#rtoDeadline = Infinity;
