@@ -8,8 +8,10 @@ import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import {
   CLOSE_CODE_REPLACED,
+  CLOSE_CODE_SLOW_PEER,
   RelayRouter,
   type RelayRouterOptions,
+  ROUTER_FRAME_OVERHEAD_BYTES,
   type RouterEvent,
 } from "../lib/mux/relay_router.ts";
 import { withDeadline } from "./_support/deadline.ts";
@@ -34,6 +36,10 @@ function resume(streamId: string, nextSeq = 1): RelayFrame {
 
 function reset(streamId: string, reason: string): RelayFrame {
   return { version: 1, streamId, ack: 0, ackBits: 0, body: { kind: "reset", reason } };
+}
+
+function heartbeat(streamId: string): RelayFrame {
+  return { version: 1, streamId, ack: 0, ackBits: 0, body: { kind: "heartbeat" } };
 }
 
 function payloadOf(frame: RelayFrame): string {
@@ -550,7 +556,7 @@ Deno.test("RelayRouter forwards a frame of exactly 256 KiB and drops one byte mo
 
 Deno.test("RelayRouter holds frames for an away executor up to the byte bound and drops past it", async () => {
   const frames = [data("s", "a", 2), data("s", "b", 3), data("s", "c", 4)];
-  const bound = frames.reduce((n, f) => n + encodeFrame(f).length, 0);
+  const bound = frames.reduce((n, f) => n + encodeFrame(f).length + ROUTER_FRAME_OVERHEAD_BYTES, 0);
   const h = await host({ maxOfflineQueueBytes: bound, detachWindowMs: 5_000 });
   try {
     const first = await h.connect("executor");
@@ -571,6 +577,131 @@ Deno.test("RelayRouter holds frames for an away executor up to the byte bound an
       assert.equal(payloadOf(await second.inbox.next(`held ${text}`)), text);
     }
     assert.equal(payloadOf(await through(harness, second, data("s", "live", 6))), "live");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter charges held frames their overhead: many tiny frames up to the bound are held, one more is dropped", async () => {
+  const count = 1000;
+  const charge = encodeFrame(heartbeat("s")).length + ROUTER_FRAME_OVERHEAD_BYTES;
+  const h = await host({ maxOfflineQueueBytes: count * charge, detachWindowMs: 5_000 });
+  try {
+    const first = await h.connect("executor");
+    const harness = await h.connect("harness");
+    await through(harness, first, data("s", "open"));
+    await first.socket.close();
+    await h.event((e) => e.type === "executor_detached");
+    for (let i = 0; i < count; i++) await harness.socket.send(heartbeat("s"));
+    await harness.socket.send(heartbeat("s"));
+    const dropped = await h.event((e) => e.type === "frames_dropped", "offline queue full");
+    assert.deepEqual(dropped, {
+      type: "frames_dropped",
+      executorId: "e1",
+      reason: "offline_queue_full",
+    });
+    // Exactly `count` were held: the returning executor gets them, then live frames.
+    const second = await h.connect("executor");
+    for (let i = 0; i < count; i++) {
+      assert.equal((await second.inbox.next(`held heartbeat ${i}`)).body.kind, "heartbeat");
+    }
+    assert.equal(payloadOf(await through(harness, second, data("s", "live", 2))), "live");
+  } finally {
+    await h.close();
+  }
+});
+
+/**
+ * The router's end of a harness socket whose peer stopped reading: the first
+ * send never completes, so every later frame stays in the router's queue. (A
+ * real socket's kernel buffers would absorb an unknown number of frames.)
+ */
+class StalledHarnessSocket implements AsyncIterable<ReceivedFrame> {
+  readonly bufferedAmount = 0;
+  readonly sent: Uint8Array[] = [];
+  readonly closeInfo = Promise.withResolvers<{ reason?: string; code?: number }>();
+  #inbound: ReceivedFrame[] = [];
+  #wake: (() => void) | undefined;
+  #closed = false;
+  #stall = Promise.withResolvers<void>();
+
+  constructor() {
+    this.#stall.promise.catch(() => {});
+  }
+
+  /** Delivers a frame to the router as if the harness had sent it. */
+  receive(frame: RelayFrame): void {
+    this.#inbound.push({ ...frame, bytes: encodeFrame(frame) });
+    this.#wake?.();
+  }
+
+  sendBytes(bytes: Uint8Array): Promise<void> {
+    this.sent.push(bytes);
+    return this.#stall.promise;
+  }
+
+  close(reason?: string, code?: number): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#stall.reject(new Error("closed"));
+      this.closeInfo.resolve({ reason, code });
+      this.#wake?.();
+    }
+    return Promise.resolve();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ReceivedFrame> {
+    for (;;) {
+      const frame = this.#inbound.shift();
+      if (frame !== undefined) {
+        yield frame;
+      } else if (this.#closed) {
+        return;
+      } else {
+        await new Promise<void>((resolve) => this.#wake = resolve);
+        this.#wake = undefined;
+      }
+    }
+  }
+}
+
+Deno.test("RelayRouter charges queued frames their overhead: many tiny frames up to the limit stay queued, one more drops the socket", async () => {
+  const count = 2000;
+  const charge = encodeFrame(heartbeat("s")).length + ROUTER_FRAME_OVERHEAD_BYTES;
+  const h = await host({ maxPeerQueueBytes: count * charge, slowPeerTimeoutMs: 60_000 });
+  try {
+    const executor = await h.connect("executor");
+    const fast = await h.connect("harness");
+    await through(fast, executor, data("marker", "hello"));
+    const stalled = new StalledHarnessSocket();
+    h.router.addHarness("e1", stalled as unknown as RelaySocket);
+    stalled.receive(resume("s"));
+    assert.equal(
+      (await executor.inbox.next("resume from the stalled harness")).body.kind,
+      "resume",
+    );
+    /** Returns once the router has routed every frame the executor sent before. */
+    const routed = async (label: string) => {
+      await executor.socket.send(data("marker", label));
+      assert.equal(payloadOf(await fast.inbox.next(label)), label);
+    };
+    // The first frame is in the stalled send; `count` more fill the queue to the limit.
+    for (let i = 0; i <= count; i++) await executor.socket.send(heartbeat("s"));
+    await routed("at the limit");
+    assert.equal(stalled.sent.length, 1);
+    assert.ok(h.events.every((e) => e.type !== "peer_dropped"), "dropped at the limit");
+    await executor.socket.send(heartbeat("s"));
+    assert.deepEqual(await h.event((e) => e.type === "peer_dropped", "slow peer dropped"), {
+      type: "peer_dropped",
+      executorId: "e1",
+      role: "harness",
+      reason: "slow_peer",
+    });
+    assert.deepEqual(await withDeadline(stalled.closeInfo.promise, DEADLINE_MS, "close"), {
+      reason: "slow_peer",
+      code: CLOSE_CODE_SLOW_PEER,
+    });
+    await routed("after the drop");
   } finally {
     await h.close();
   }

@@ -27,7 +27,9 @@
  * Everything is bounded: executors, harness sockets
  * per executor, streams per executor, frame size, frames held for an offline
  * executor, and each socket's outbound queue (a socket that stays behind is
- * dropped, never buffered without end).
+ * dropped, never buffered without end). The queues count each frame as its
+ * length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}, so tiny frames cannot
+ * hold far more memory than the byte limits say.
  *
  * @module
  */
@@ -56,6 +58,20 @@ export const CLOSE_CODE_REPLACED = 4000;
 export const CLOSE_CODE_SLOW_PEER = 4001;
 /** WebSocket close code for {@linkcode CLOSE_SHUTDOWN} (going away). */
 export const CLOSE_CODE_SHUTDOWN = 1001;
+
+/**
+ * What the router charges each queued frame on top of its length, against
+ * every queue limit and watermark. A queued frame costs far more than its
+ * bytes (about 220 bytes of heap for the Uint8Array, its ArrayBuffer and the
+ * queue slot, measured in Deno 2); without this charge a flood of 7-byte
+ * heartbeats held 400 MiB under a 16 MiB limit.
+ */
+export const ROUTER_FRAME_OVERHEAD_BYTES = 256;
+
+/** A frame's charge against the queue limits: its length plus the per-frame overhead. */
+function chargeOf(bytes: Uint8Array): number {
+  return bytes.length + ROUTER_FRAME_OVERHEAD_BYTES;
+}
 
 type Timer = ReturnType<typeof setTimeout>;
 
@@ -120,11 +136,13 @@ export interface RelayRouterOptions {
    * Bytes waiting for one socket (queued plus the socket's own buffer) above
    * which the socket counts as behind. Harness sockets wait while the
    * executor is behind (backpressure); the executor never waits for a harness.
+   * Queued frames count as their length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}.
    * @default {1048576}
    */
   peerHighWaterBytes?: number;
   /**
-   * Bytes queued for one socket past which it is dropped at once.
+   * Bytes queued for one socket past which it is dropped at once; each frame
+   * counts as its length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}.
    * @default {16777216}
    */
   maxPeerQueueBytes?: number;
@@ -137,6 +155,7 @@ export interface RelayRouterOptions {
   /**
    * Bytes of harness frames held per executor id while its executor is away
    * (within the detach window); they are delivered in order when it returns.
+   * Each frame counts as its length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}.
    * Past the bound frames are dropped (reported as `frames_dropped`):
    * reliable streams recover them by retransmission and resume.
    * @default {4194304}
@@ -156,7 +175,7 @@ export interface RelayRouterOptions {
   onEvent?: (event: RouterEvent) => void;
 }
 
-/** A snapshot of what the router holds. */
+/** A snapshot of what the router holds: counts of ids, sockets and streams (not bytes). */
 export interface RelayRouterStats {
   /** Executor ids routed (connected or with parked streams). */
   executors: number;
@@ -187,7 +206,8 @@ interface Site {
   readonly harnesses: Set<Peer>;
   readonly routes: Map<string, Route>;
   offline: Uint8Array[];
-  offlineBytes: number;
+  /** What `offline` is charged: each frame's length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}. */
+  offlineCharge: number;
   offlineOverflowReported: boolean;
   /** Pending harness-parking timers. */
   readonly parkTimers: Set<Timer>;
@@ -200,7 +220,8 @@ class Peer {
   readonly site: Site;
   /** Streams this harness socket owns. */
   readonly streams = new Set<string>();
-  queuedBytes = 0;
+  /** What the queue is charged: each frame's length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}. */
+  queuedCharge = 0;
   overSince = 0;
   /** No more frames go to or come from this socket. */
   dead = false;
@@ -227,21 +248,21 @@ class Peer {
     this.#onSendFailure = onSendFailure;
   }
 
-  /** Bytes waiting for this socket: queued here plus buffered in the socket. */
+  /** Bytes waiting for this socket: the queue's charge plus the socket's buffer. */
   get pendingBytes(): number {
-    return this.queuedBytes + this.socket.bufferedAmount;
+    return this.queuedCharge + this.socket.bufferedAmount;
   }
 
   enqueue(bytes: Uint8Array): void {
     if (this.dead) return;
     this.#queue.push(bytes);
-    this.queuedBytes += bytes.length;
+    this.queuedCharge += chargeOf(bytes);
     if (!this.#pumping) this.#pump();
   }
 
   /** Resolves once the queue is under the low water mark or the peer is dead. */
   drained(): Promise<void> {
-    if (this.dead || this.queuedBytes <= this.#lowWater) return Promise.resolve();
+    if (this.dead || this.queuedCharge <= this.#lowWater) return Promise.resolve();
     this.#drain ??= Promise.withResolvers<void>();
     return this.#drain.promise;
   }
@@ -251,7 +272,7 @@ class Peer {
     this.dead = true;
     this.#queue = [];
     this.#head = 0;
-    this.queuedBytes = 0;
+    this.queuedCharge = 0;
     this.#releaseDrain();
   }
 
@@ -273,8 +294,8 @@ class Peer {
           this.#queue.splice(0, this.#head);
           this.#head = 0;
         }
-        this.queuedBytes -= bytes.length;
-        if (this.#drain !== undefined && this.queuedBytes <= this.#lowWater) this.#releaseDrain();
+        this.queuedCharge -= chargeOf(bytes);
+        if (this.#drain !== undefined && this.queuedCharge <= this.#lowWater) this.#releaseDrain();
         await this.socket.sendBytes(bytes);
       }
     } catch {
@@ -436,7 +457,7 @@ export class RelayRouter implements AsyncDisposable {
     site.executorAway = false;
     const held = site.offline;
     site.offline = [];
-    site.offlineBytes = 0;
+    site.offlineCharge = 0;
     site.offlineOverflowReported = false;
     for (const bytes of held) peer.enqueue(bytes);
     this.#emit({ type: "executor_attached", executorId, replaced: previous !== undefined });
@@ -542,7 +563,7 @@ export class RelayRouter implements AsyncDisposable {
         harnesses: new Set(),
         routes: new Map(),
         offline: [],
-        offlineBytes: 0,
+        offlineCharge: 0,
         offlineOverflowReported: false,
         parkTimers: new Set(),
       };
@@ -583,7 +604,7 @@ export class RelayRouter implements AsyncDisposable {
   /** Queues bytes for a harness socket, dropping the socket when it is too far behind. */
   #toHarness(peer: Peer, bytes: Uint8Array): void {
     peer.enqueue(bytes);
-    if (peer.queuedBytes > this.#maxQueue) {
+    if (peer.queuedCharge > this.#maxQueue) {
       this.#dropPeer(peer, CLOSE_SLOW_PEER, CLOSE_CODE_SLOW_PEER);
     }
   }
@@ -593,13 +614,14 @@ export class RelayRouter implements AsyncDisposable {
     const executor = site.executor;
     if (executor !== undefined) {
       executor.enqueue(bytes);
-      if (executor.queuedBytes > this.#maxQueue) {
+      if (executor.queuedCharge > this.#maxQueue) {
         this.#dropPeer(executor, CLOSE_SLOW_PEER, CLOSE_CODE_SLOW_PEER);
       }
       return;
     }
     if (!site.executorAway) return;
-    if (site.offlineBytes + bytes.length > this.#maxOffline) {
+    const charge = chargeOf(bytes);
+    if (site.offlineCharge + charge > this.#maxOffline) {
       if (!site.offlineOverflowReported) {
         site.offlineOverflowReported = true;
         this.#emit({ type: "frames_dropped", executorId: site.id, reason: "offline_queue_full" });
@@ -607,7 +629,7 @@ export class RelayRouter implements AsyncDisposable {
       return;
     }
     site.offline.push(bytes);
-    site.offlineBytes += bytes.length;
+    site.offlineCharge += charge;
   }
 
   /**
@@ -631,7 +653,7 @@ export class RelayRouter implements AsyncDisposable {
         }
         if (!this.#routeFromHarness(site, peer, frame)) continue;
         const executor = site.executor;
-        if (executor !== undefined && executor.queuedBytes > this.#highWater) {
+        if (executor !== undefined && executor.queuedCharge > this.#highWater) {
           await executor.drained();
         }
       }
@@ -755,7 +777,7 @@ export class RelayRouter implements AsyncDisposable {
     site.executorTimer = undefined;
     site.executorAway = false;
     site.offline = [];
-    site.offlineBytes = 0;
+    site.offlineCharge = 0;
     const streams = site.routes.size;
     for (const [streamId, route] of site.routes) {
       const owner = route.owner;
