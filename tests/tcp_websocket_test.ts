@@ -266,3 +266,121 @@ Deno.test("TcpWebSocket drops the connection when the closing handshake times ou
   assert.deepEqual([event.code, event.wasClean], [1006, false]);
   assert.throws(() => ws.close(1001), DOMException);
 });
+
+/** Server frames joined into one buffer, so a test can send them in one write. */
+function joined(frames: Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+  let at = 0;
+  for (const frame of frames) {
+    all.set(frame, at);
+    at += frame.length;
+  }
+  return all;
+}
+
+/** A binary message split into frames of the given payload sizes. */
+function fragmented(message: Uint8Array, sizes: number[]): Uint8Array[] {
+  let at = 0;
+  return sizes.map((size, i) => {
+    const frame = serverFrame(
+      i === 0 ? 2 : 0,
+      message.subarray(at, at + size),
+      i === sizes.length - 1,
+    );
+    at += size;
+    return frame;
+  });
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
+}
+
+/** Reads and discards one client frame with a 64-bit length of `payloadBytes`. */
+async function skipLargeFrame(conn: Deno.Conn, payloadBytes: number): Promise<void> {
+  const buffer = new Uint8Array(1024 * 1024);
+  let left = 10 + 4 + payloadBytes; // header, mask, payload
+  while (left > 0) {
+    const n = await withDeadline(
+      conn.read(buffer.subarray(0, Math.min(buffer.length, left))),
+      DEADLINE,
+      "large client frame",
+    );
+    if (n === null) throw new Error("Cannot skip frame: connection closed");
+    left -= n;
+  }
+}
+
+Deno.test("TcpWebSocket delivers a message split into 1024 frames and closes with 1009 at 1025", async () => {
+  await using server = new RawWsServer();
+  const maxMessageBytes = 10_000;
+  const { ws, conn } = await openPair(server, { maxMessageBytes });
+  const messages = collectMessages(ws);
+  const errored = nextEvent<ErrorEvent>(ws, "error");
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  // 1024 frames of 0..12 bytes (empty ones too), the last filling the message to the byte limit.
+  const sizes = Array.from({ length: 1023 }, (_, i) => i % 13);
+  sizes.push(maxMessageBytes - sizes.reduce((n, s) => n + s, 0));
+  const atLimit = new Uint8Array(maxMessageBytes).map((_, i) => (i * 7 + 3) & 0xff);
+  const pastLimit = new Uint8Array(1025).fill(1);
+  await writeAll(conn, joined(fragmented(atLimit, sizes)));
+  await writeAll(conn, joined(fragmented(pastLimit, new Array(1025).fill(1))));
+  // Awaited together, so a missing close fails the test rather than leaving a rejection behind.
+  const [close, error] = await Promise.all([server.readFrame(conn), errored, closing]);
+  assert.equal(close.opcode, 8);
+  assert.equal(new DataView(close.payload.buffer).getUint16(0), 1009);
+  assert.match(new TextDecoder().decode(close.payload.subarray(2)), /more than 1024 frames/);
+  assert.match(error.message, /a message is split into more than 1024 frames/);
+  assert.equal(messages.length, 1);
+  assert.deepEqual(new Uint8Array(messages[0] as ArrayBuffer), atLimit);
+});
+
+Deno.test("TcpWebSocket delivers fragments that fill its message limit and closes with 1009 one byte past", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server, { maxMessageBytes: 1000 });
+  const messages = collectMessages(ws);
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  // 400 + 300 + 300: the assembly buffer doubles, capped at the limit on the last frame.
+  const atLimit = new Uint8Array(1000).map((_, i) => i & 0xff);
+  await writeAll(conn, joined(fragmented(atLimit, [400, 300, 300])));
+  await writeAll(conn, joined(fragmented(new Uint8Array(1001), [600, 401])));
+  const [close] = await Promise.all([server.readFrame(conn), closing]);
+  assert.equal(new DataView(close.payload.buffer).getUint16(0), 1009);
+  assert.equal(messages.length, 1);
+  assert.deepEqual(new Uint8Array(messages[0] as ArrayBuffer), atLimit);
+});
+
+Deno.test("TcpWebSocket answers a ping flood during a stalled write with one pong, for the latest ping", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  const messages = collectMessages(ws);
+  // The server reads nothing, so this write stalls (loopback buffers took about 2 MiB here).
+  const big = new Uint8Array(16 * 1024 * 1024);
+  ws.send(big);
+  const pings = Array.from(
+    { length: 1000 },
+    (_, i) => serverFrame(9, new Uint8Array(125).fill(i & 0xff)),
+  );
+  const latest = new Uint8Array(125).fill(999 & 0xff);
+  // A message after the pings: once it arrives, every ping was handled.
+  await writeAll(conn, joined([...pings, serverFrame(2, new Uint8Array([1]))]));
+  await withDeadline(
+    (async () => {
+      while (messages.length < 1) await nextEvent(ws, "message");
+    })(),
+    DEADLINE,
+    "message after the pings",
+  );
+  // Nothing but the stalled message is queued: one pending pong, not 1000 (125,000 bytes).
+  assert.equal(ws.bufferedAmount, big.length, "the large write is stalled, no pong queued");
+  await skipLargeFrame(conn, big.length);
+  const pong = await server.readFrame(conn);
+  assert.equal(pong.opcode, 10);
+  assert.deepEqual(pong.payload, latest);
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  ws.close(1000);
+  assert.equal((await server.readFrame(conn)).opcode, 8, "the close follows the one pong");
+  await conn.write(serverFrame(8, new Uint8Array([0x03, 0xe8])));
+  assert.equal((await closing).wasClean, true);
+});

@@ -15,7 +15,8 @@
  *
  * Client frames are masked with a fresh random key each (as RFC 6455
  * requires); the server's frames must be unmasked. Text, binary, fragmented
- * messages, ping (answered with pong), pong and the closing handshake are
+ * messages, ping (answered with pong; while a write is stalled only the
+ * latest ping is answered), pong and the closing handshake are
  * supported; extensions are not offered. `wss:` upgrades the TCP connection
  * with `Deno.startTls`.
  *
@@ -47,6 +48,11 @@ const SMALL_CHUNK_BYTES = 16 * 1024;
 /** Chunks kept for reuse while a burst lasts; the pool empties when the writer goes idle. */
 const MAX_POOLED_CHUNKS = 8;
 const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/**
+ * Most frames one message may be split into: each frame costs work however
+ * small it is, and empty continuation frames would otherwise never end a message.
+ */
+const MAX_MESSAGE_FRAGMENTS = 1024;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 
 const utf8 = new TextEncoder();
@@ -59,7 +65,10 @@ export interface TcpWebSocketOptions {
   headers?: HeadersInit;
   /** Subprotocols to offer. */
   protocols?: string[];
-  /** Largest message accepted; a larger one closes the socket with 1009. @default {67108864} */
+  /**
+   * Largest message accepted; a larger one closes the socket with 1009, as does
+   * one split into more than 1024 frames. @default {67108864}
+   */
   maxMessageBytes?: number;
   /** How long the closing handshake may take before the connection is dropped. @default {5000} */
   closeTimeoutMs?: number;
@@ -154,9 +163,16 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   #pool: Uint8Array[] = [];
   #buffered = 0;
   #writing: Promise<void> | undefined;
-  // reader: a fragmented message being assembled
-  #fragments: Uint8Array[] = [];
+  /**
+   * The payload of the latest ping, answered once the writer reaches it: a
+   * ping flood during a stalled write leaves one pong pending, not one per
+   * ping (RFC 6455 5.5.3 allows answering only the most recent ping).
+   */
+  #pendingPong: Uint8Array | undefined;
+  // reader: a fragmented message being assembled, in one buffer grown by doubling
+  #fragmentBuffer: Uint8Array = EMPTY;
   #fragmentBytes = 0;
+  #fragmentCount = 0;
   #fragmentOpcode = 0;
 
   /**
@@ -475,6 +491,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     const conn = this.#conn;
     try {
       while (conn !== undefined) {
+        if (this.#full.length === 0) this.#packPendingPong();
         let chunk = this.#full.shift();
         if (chunk === undefined) {
           if (this.#batchLength === 0) break;
@@ -499,6 +516,22 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       this.#pool.length = 0;
       if (this.#batchLength === 0 && this.#full.length === 0) this.#batch = EMPTY;
     }
+  }
+
+  /** Answers a ping now if the writer is idle, else once it reaches the pong (see `#pendingPong`). */
+  #queuePong(payload: Uint8Array): void {
+    if (this.#writing === undefined) {
+      this.#queueFrame(OP_PONG, payload);
+    } else {
+      this.#pendingPong = payload;
+    }
+  }
+
+  #packPendingPong(): void {
+    const payload = this.#pendingPong;
+    this.#pendingPong = undefined;
+    // No frame may follow a close frame.
+    if (payload !== undefined && !this.#closeSent) this.#queueFrame(OP_PONG, payload);
   }
 
   #sendClose(code: number | undefined, reasonBytes: Uint8Array): void {
@@ -657,33 +690,39 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
         if (fin) {
           this.#deliver(opcode, payload);
         } else {
+          // The payload is this frame's own copy: it becomes the buffer to grow.
           this.#fragmentOpcode = opcode;
-          this.#fragments.push(payload);
+          this.#fragmentBuffer = payload;
           this.#fragmentBytes = payload.length;
+          this.#fragmentCount = 1;
         }
         return false;
       case OP_CONTINUATION: {
         if (this.#fragmentOpcode === 0) {
           throw new CloseWith(1002, "a continuation frame without a message");
         }
-        this.#fragments.push(payload);
-        this.#fragmentBytes += payload.length;
-        if (!fin) return false;
-        const whole = new Uint8Array(this.#fragmentBytes);
-        let at = 0;
-        for (const part of this.#fragments) {
-          whole.set(part, at);
-          at += part.length;
+        if (++this.#fragmentCount > MAX_MESSAGE_FRAGMENTS) {
+          throw new CloseWith(
+            1009,
+            `a message is split into more than ${MAX_MESSAGE_FRAGMENTS} frames`,
+          );
         }
+        this.#appendFragment(payload);
+        if (!fin) return false;
+        const buffer = this.#fragmentBuffer;
+        const whole = this.#fragmentBytes === buffer.length
+          ? buffer
+          : buffer.slice(0, this.#fragmentBytes);
         const kind = this.#fragmentOpcode;
-        this.#fragments = [];
+        this.#fragmentBuffer = EMPTY;
         this.#fragmentBytes = 0;
+        this.#fragmentCount = 0;
         this.#fragmentOpcode = 0;
         this.#deliver(kind, whole);
         return false;
       }
       case OP_PING:
-        if (this.#readyState === OPEN && !this.#closeSent) this.#queueFrame(OP_PONG, payload);
+        if (this.#readyState === OPEN && !this.#closeSent) this.#queuePong(payload);
         return false;
       case OP_PONG:
         return false;
@@ -709,6 +748,25 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       default:
         throw new CloseWith(1002, `unknown opcode ${opcode}`);
     }
+  }
+
+  /**
+   * Appends a continuation payload, doubling the buffer when it is full
+   * (never past `maxMessageBytes`, which the reader checked the total against).
+   */
+  #appendFragment(payload: Uint8Array): void {
+    const total = this.#fragmentBytes + payload.length;
+    if (total > this.#fragmentBuffer.length) {
+      const size = Math.min(
+        this.#maxMessageBytes,
+        Math.max(total, this.#fragmentBuffer.length * 2),
+      );
+      const grown = new Uint8Array(size);
+      grown.set(this.#fragmentBuffer.subarray(0, this.#fragmentBytes));
+      this.#fragmentBuffer = grown;
+    }
+    this.#fragmentBuffer.set(payload, this.#fragmentBytes);
+    this.#fragmentBytes = total;
   }
 
   /** Both close frames are exchanged once the echo is written; then the TCP connection goes. */
