@@ -7,7 +7,12 @@
 
 import assert from "node:assert/strict";
 import { RemoteCommand } from "../lib/client/remote_command.ts";
-import { MAX_WRITES_IN_FLIGHT, signalExitCode } from "../lib/client/remote_process.ts";
+import {
+  MAX_WRITES_IN_FLIGHT,
+  OUTPUT_CHUNK_OVERHEAD_BYTES,
+  OUTPUT_HIGH_WATER_BYTES,
+  signalExitCode,
+} from "../lib/client/remote_process.ts";
 import type { RemoteProcess } from "../lib/client/remote_process.ts";
 import type { ProcessTransport } from "../lib/client/remote_process.ts";
 import { connect } from "../lib/client/connect.ts";
@@ -245,6 +250,24 @@ Deno.test("RemoteProcess holds the connection for a slow reader and releases it 
   const output = await withDeadline(child.output(), 5000, "output");
   assert.equal(output.stdout.byteLength, 6 * 1024 * 1024);
   assert.ok(output.stdout.every((b) => b === 7));
+  assert.equal(far.holds, 0, "the hold is released once the reader caught up");
+});
+
+Deno.test("RemoteProcess counts a per-chunk overhead: one-byte chunks hold the connection at the limit", async () => {
+  const { far, child } = await spawnScripted();
+  // Each one-byte chunk counts 1 + overhead; the hold comes once the queue reaches the mark.
+  const holdAt = Math.ceil(OUTPUT_HIGH_WATER_BYTES / (1 + OUTPUT_CHUNK_OVERHEAD_BYTES));
+  const oneByte = b64("x");
+  for (let i = 0; i < holdAt - 1; i++) {
+    far.emit("process/output", { stream: "stdout", chunk: oneByte });
+  }
+  assert.equal(far.holds, 0, `${holdAt - 1} chunks queued: not held yet`);
+  far.emit("process/output", { stream: "stdout", chunk: oneByte });
+  assert.equal(far.holds, 1, `${holdAt} chunks queued: reading the connection is held`);
+  far.emit("process/exited", { exitCode: 0 });
+  far.emit("process/closed");
+  const output = await withDeadline(child.output(), 5000, "output");
+  assert.equal(output.stdout.byteLength, holdAt);
   assert.equal(far.holds, 0, "the hold is released once the reader caught up");
 });
 

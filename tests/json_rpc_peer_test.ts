@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { RelayClosedError, RpcError } from "../lib/errors.ts";
-import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
-import { withDeadline } from "./_support/deadline.ts";
+import { DEFAULT_MAX_CONCURRENT_REQUESTS, JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
+import type { MessageChannel } from "../lib/rpc/message_channel.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
 import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
 
 const D = 3_000;
@@ -247,6 +248,79 @@ Deno.test("JsonRpcPeer delivers notifications and pauses reading at the concurre
   await client.close();
   await server.closed;
 });
+
+/**
+ * The far side of a channel that never takes a reply: it offers `inbox` to the
+ * peer, counting what the peer reads, and each send waits until the test
+ * settles it (or the channel closes).
+ */
+class UnackedChannel implements MessageChannel {
+  /** Messages the peer has read so far. */
+  read = 0;
+  /** Every send so far, unsettled until the test settles it. */
+  sends: PromiseWithResolvers<void>[] = [];
+  #inbox: string[];
+  #done = false;
+  #wake: (() => void) | null = null;
+  #closed = Promise.withResolvers<void>();
+
+  constructor(inbox: string[]) {
+    this.#inbox = [...inbox];
+  }
+
+  get closed(): Promise<void> {
+    return this.#closed.promise;
+  }
+
+  send(_message: string): Promise<void> {
+    if (this.#done) return Promise.reject(new Error("Cannot send: channel closed"));
+    const send = Promise.withResolvers<void>();
+    this.sends.push(send);
+    return send.promise;
+  }
+
+  close(): Promise<void> {
+    if (!this.#done) {
+      this.#done = true;
+      for (const send of this.sends) send.reject(new Error("Cannot send: channel closed"));
+      this.#wake?.();
+      this.#closed.resolve();
+    }
+    return Promise.resolve();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<string> {
+    while (!this.#done) {
+      if (this.#inbox.length > 0) {
+        this.read++;
+        yield this.#inbox.shift()!;
+        continue;
+      }
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+  }
+}
+
+for (
+  const [what, message] of [
+    ["replies", (i: number) => JSON.stringify({ id: i, method: "m" })],
+    ["error replies to bad input", (i: number) => `{not json ${i}`],
+  ] as const
+) {
+  Deno.test(`JsonRpcPeer stops reading at the concurrency limit while ${what} are unsent`, async () => {
+    const limit = DEFAULT_MAX_CONCURRENT_REQUESTS;
+    const channel = new UnackedChannel([...Array(limit + 2).keys()].map(message));
+    const peer = new JsonRpcPeer(channel, { onRequest: () => "ok" });
+    // At the limit: `limit` messages read, each reply handed to a send that never completes.
+    await until(() => channel.sends.length >= limit, D, `${limit} replies sent`);
+    assert.equal(channel.read, limit, "reading paused at the limit");
+    // One past it: a settled send frees a slot for exactly one more message.
+    channel.sends[0].resolve();
+    await until(() => channel.sends.length >= limit + 1, D, "one more reply sent");
+    assert.equal(channel.read, limit + 1);
+    await withDeadline(peer.close(), D, "close");
+  });
+}
 
 Deno.test("JsonRpcPeer allows maxPendingRequests outstanding requests and refuses one more", async () => {
   const [a, b] = channelPair();

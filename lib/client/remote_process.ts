@@ -87,7 +87,13 @@ interface ReadResult {
 }
 
 /** Bytes queued in a piped output stream before the connection's reading is held. */
-const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+export const OUTPUT_HIGH_WATER_BYTES = 4 * 1024 * 1024;
+/**
+ * What each queued output chunk counts for besides its bytes: a chunk's record
+ * costs memory of its own, so many tiny chunks reach the high-water mark (and
+ * hold the connection) long before their bytes alone would.
+ */
+export const OUTPUT_CHUNK_OVERHEAD_BYTES = 256;
 /** Largest `process/read` answer asked for while catching up. */
 const READ_MAX_BYTES = 1024 * 1024;
 /**
@@ -224,7 +230,10 @@ export class RemoteProcess implements AsyncDisposable {
       this.#rejectStatus = reject;
     });
     this.#status.catch(() => {});
-    const strategy = new ByteLengthQueuingStrategy({ highWaterMark: OUTPUT_HIGH_WATER_BYTES });
+    const strategy: QueuingStrategy<Uint8Array> = {
+      highWaterMark: OUTPUT_HIGH_WATER_BYTES,
+      size: (chunk) => chunk.byteLength + OUTPUT_CHUNK_OVERHEAD_BYTES,
+    };
     if (stdio.stdout === "piped") {
       this.#stdout = this.#outputStream(strategy, (controller) => {
         this.#stdoutController = controller;
@@ -435,7 +444,7 @@ export class RemoteProcess implements AsyncDisposable {
    * cancelled), and a read or a cancel may resume held inbound output.
    */
   #outputStream(
-    strategy: ByteLengthQueuingStrategy,
+    strategy: QueuingStrategy<Uint8Array>,
     setController: (controller: ReadableStreamDefaultController<Uint8Array> | null) => void,
   ): ReadableStream<Uint8Array> {
     return new ReadableStream<Uint8Array>({

@@ -20,7 +20,10 @@ export const DEFAULT_MAX_MESSAGE_BYTES: number = 16 * 1024 * 1024;
  * errors with errors that are themselves too large.
  */
 export const MIN_MAX_MESSAGE_BYTES: number = 1024;
-/** The default number of inbound requests served at once before reading pauses. */
+/**
+ * The default number of inbound requests served at once (each counted until
+ * its reply is sent) before reading pauses.
+ */
 export const DEFAULT_MAX_CONCURRENT_REQUESTS: number = 64;
 /** The default number of outbound requests awaiting a reply at once. */
 export const DEFAULT_MAX_PENDING_REQUESTS: number = 1024;
@@ -87,7 +90,10 @@ export interface JsonRpcPeerOptions {
   maxMessageBytes?: number;
   /**
    * Inbound requests served at once; beyond it the peer stops reading the
-   * channel until one finishes (backpressure on the sender).
+   * channel until one finishes (backpressure on the sender). A request counts
+   * until the channel has accepted its reply, and an error reply to bad input
+   * counts until it is sent, so a sender that does not take replies stops
+   * being read instead of growing the peer's send queue.
    * @default {64}
    */
   maxConcurrentRequests?: number;
@@ -458,32 +464,58 @@ export class JsonRpcPeer implements AsyncDisposable {
     }
   }
 
-  #sendQuietly(message: Record<string, unknown>): void {
-    if (this.#closedError) return;
-    this.#channel.send(JSON.stringify(message)).catch(() => {});
+  /** Sends a reply; settles (never rejects) once the channel has taken it or failed. */
+  #sendQuietly(text: string): Promise<void> {
+    if (this.#closedError) return Promise.resolve();
+    return this.#channel.send(text).catch(() => {});
   }
 
-  #sendError(id: RpcId | null, code: number, message: string, data?: unknown): void {
+  #sendError(id: RpcId | null, code: number, message: string, data?: unknown): Promise<void> {
     const error: Record<string, unknown> = { code, message };
     if (data !== undefined) error.data = data;
-    this.#sendQuietly({ jsonrpc: "2.0", id, error });
+    return this.#sendQuietly(JSON.stringify({ jsonrpc: "2.0", id, error }));
+  }
+
+  /** Answers bad input with an error reply that counts against the concurrency cap until sent. */
+  #refuse(id: RpcId | null, code: number, message: string): void {
+    this.#track(this.#sendError(id, code, message));
+  }
+
+  /** Counts `task` in flight until it settles; reading pauses while the cap is reached. */
+  #track(task: Promise<void>): void {
+    const tracked = task.finally(() => {
+      this.#inFlight.delete(tracked);
+      this.#freeSlot();
+    });
+    this.#inFlight.add(tracked);
+  }
+
+  #freeSlot(): void {
+    const slotFree = this.#slotFree;
+    this.#slotFree = null;
+    slotFree?.resolve();
   }
 
   async #run(): Promise<void> {
     let cause: unknown;
+    // A closed channel must not wait for a slot: closing aborts the handlers.
+    // Watched once here, not raced per wait (each race would leave a reaction
+    // on the pending `closed` promise).
+    let channelClosed = false;
+    const onClosed = () => {
+      channelClosed = true;
+      this.#freeSlot();
+    };
+    this.#channel.closed.then(onClosed, onClosed);
     try {
       const messages = this.#channel.binary?.messages() ?? this.#channel;
       reading: for await (const message of messages) {
         if (typeof message === "string") this.#receive(message);
         else this.#receiveBinary(message);
         while (this.#inFlight.size >= this.#maxConcurrent) {
+          if (channelClosed) break reading;
           this.#slotFree ??= Promise.withResolvers<void>();
-          // A closed channel must not wait for a slot: closing aborts the handlers.
-          const closed = await Promise.race([
-            this.#slotFree.promise.then(() => false),
-            this.#channel.closed.then(() => true, () => true),
-          ]);
-          if (closed) break reading;
+          await this.#slotFree.promise;
         }
       }
     } catch (error) {
@@ -504,7 +536,7 @@ export class JsonRpcPeer implements AsyncDisposable {
       } catch {
         // No readable id: refuse with null.
       }
-      this.#sendError(id, INVALID_REQUEST, `Cannot accept binary message: ${reason}`);
+      this.#refuse(id, INVALID_REQUEST, `Cannot accept binary message: ${reason}`);
     };
     if (message.length > this.#maxMessageBytes) {
       refuse(`it exceeds the ${this.#maxMessageBytes} byte limit`);
@@ -526,7 +558,7 @@ export class JsonRpcPeer implements AsyncDisposable {
 
   #receive(text: string): void {
     if (utf8Length(text, this.#maxMessageBytes) > this.#maxMessageBytes) {
-      this.#sendError(
+      this.#refuse(
         null,
         INVALID_REQUEST,
         `Cannot accept message: it exceeds the ${this.#maxMessageBytes} byte limit`,
@@ -537,7 +569,7 @@ export class JsonRpcPeer implements AsyncDisposable {
     try {
       value = JSON.parse(text);
     } catch (error) {
-      this.#sendError(
+      this.#refuse(
         null,
         PARSE_ERROR,
         `Cannot parse message: ${shown((error as Error).message)}`,
@@ -545,7 +577,7 @@ export class JsonRpcPeer implements AsyncDisposable {
       return;
     }
     if (Array.isArray(value)) {
-      this.#sendError(
+      this.#refuse(
         null,
         INVALID_REQUEST,
         "Cannot accept batch: send one JSON-RPC message at a time",
@@ -555,7 +587,7 @@ export class JsonRpcPeer implements AsyncDisposable {
     const message = classifyMessage(value);
     switch (message.kind) {
       case "invalid":
-        this.#sendError(message.id, INVALID_REQUEST, `Cannot accept message: ${message.reason}`);
+        this.#refuse(message.id, INVALID_REQUEST, `Cannot accept message: ${message.reason}`);
         return;
       case "response":
         this.#pending.get(message.id)?.resolve(message.result);
@@ -580,16 +612,10 @@ export class JsonRpcPeer implements AsyncDisposable {
   }
 
   #serve(id: RpcId, method: string, params: unknown): void {
-    const task = this.#answer(id, method, params).finally(() => {
-      this.#inFlight.delete(task);
-      if (this.#slotFree) {
-        this.#slotFree.resolve();
-        this.#slotFree = null;
-      }
-    });
-    this.#inFlight.add(task);
+    this.#track(this.#answer(id, method, params));
   }
 
+  /** Runs the handler and sends its reply; settles once the reply is sent. */
   async #answer(id: RpcId, method: string, params: unknown): Promise<void> {
     let result: unknown;
     try {
@@ -598,9 +624,10 @@ export class JsonRpcPeer implements AsyncDisposable {
       }
       result = await this.#onRequest(method, params, { id, signal: this.#abort.signal });
     } catch (error) {
-      if (error instanceof RpcError) this.#sendError(id, error.code, error.message, error.data);
-      else {
-        this.#sendError(
+      if (error instanceof RpcError) {
+        await this.#sendError(id, error.code, error.message, error.data);
+      } else {
+        await this.#sendError(
           id,
           INTERNAL_ERROR,
           `Cannot complete "${shown(method)}": ${
@@ -617,10 +644,9 @@ export class JsonRpcPeer implements AsyncDisposable {
         `result of "${shown(method)}"`,
       );
     } catch (error) {
-      this.#sendError(id, INTERNAL_ERROR, (error as Error).message);
+      await this.#sendError(id, INTERNAL_ERROR, (error as Error).message);
       return;
     }
-    if (this.#closedError) return;
-    this.#channel.send(text).catch(() => {});
+    await this.#sendQuietly(text);
   }
 }
