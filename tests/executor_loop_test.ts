@@ -6,15 +6,22 @@
  */
 
 import assert from "node:assert/strict";
-import { ProtocolError } from "../lib/errors.ts";
+import { ProtocolError, StreamResetError } from "../lib/errors.ts";
+import { RESET_MESSAGE_TOO_LARGE } from "../lib/mux/reset_reasons.ts";
+import { StreamMux } from "../lib/mux/stream_mux.ts";
+import { RelaySocket } from "../lib/relay/relay_socket.ts";
+import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { RegistrationError, runExecutor } from "../lib/server/executor_loop.ts";
-import type { RemoteExecutorEvent } from "../lib/server/executor_loop.ts";
+import type { RemoteExecutorEvent, RunExecutorOptions } from "../lib/server/executor_loop.ts";
+import { Executor } from "../lib/exec/executor.ts";
 import {
+  MAX_ANSWER_BYTES,
+  MAX_ERROR_BODY_BYTES,
   normalizeRegistryUrl,
   registerExecutor,
   validateExecutorId,
 } from "../lib/server/_registration.ts";
-import { withDeadline } from "./_support/deadline.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
 
 const TOKEN = "test-token-0123456789abcdef";
 
@@ -49,6 +56,43 @@ function json(body: unknown, status = 200): Response {
     status,
     headers: { "content-type": "application/json" },
   });
+}
+
+/**
+ * A registry on 127.0.0.1 that streams `head` and then filler bytes up to
+ * `total`, 64 KiB at a time, recording how much it sent and whether the
+ * client cancelled the body.
+ */
+function streamingRegistry(status: number, head: string, total: number) {
+  const first = new TextEncoder().encode(head);
+  const filler = new Uint8Array(64 * 1024).fill(0x61);
+  const cancelled = Promise.withResolvers<void>();
+  const state = { sent: 0, cancelled: cancelled.promise };
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, () => {
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (state.sent >= total) return controller.close();
+        const chunk = state.sent === 0 && first.length > 0 ? first : filler;
+        const part = chunk.subarray(0, Math.min(chunk.length, total - state.sent));
+        controller.enqueue(part);
+        state.sent += part.length;
+      },
+      cancel() {
+        cancelled.resolve();
+      },
+    });
+    return new Response(body, { status, headers: { "content-type": "application/json" } });
+  });
+  return Object.assign(state, {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  });
+}
+
+/** A registration answer for box-1 padded to exactly `size` bytes. */
+function answerOfSize(size: number): string {
+  const head = JSON.stringify({ executor_id: "box-1", url: "ws://127.0.0.1:1/e", pad: "" });
+  return head.replace('"pad":""', `"pad":"${"p".repeat(size - head.length)}"`);
 }
 
 /** A sleep that records each delay and returns at once (no real waiting). */
@@ -129,6 +173,60 @@ Deno.test("registerExecutor rejects malformed answers", async () => {
     const error = await registerExecutor(registry.url, "box-1", TOKEN).catch((e) => e);
     assert.ok(error instanceof ProtocolError, String(error));
   }
+});
+
+Deno.test("registerExecutor reads an answer of up to 64 KiB and refuses a longer one unread", async () => {
+  const atCap = answerOfSize(MAX_ANSWER_BYTES);
+  await using exact = streamingRegistry(200, atCap, atCap.length);
+  const result = await registerExecutor(exact.url, "box-1", TOKEN);
+  assert.equal(result.url, "ws://127.0.0.1:1/e");
+
+  const onePast = answerOfSize(MAX_ANSWER_BYTES + 1);
+  await using past = streamingRegistry(200, onePast, onePast.length);
+  const error = await registerExecutor(past.url, "box-1", TOKEN).catch((e) => e);
+  assert.ok(error instanceof ProtocolError, String(error));
+  assert.match(error.message, /the registry's answer exceeds 65536 bytes/);
+
+  // An endless-looking answer: the client stops reading and cancels the body.
+  const total = 64 * 1024 * 1024;
+  await using huge = streamingRegistry(200, '{"executor_id":"box-1","pad":"', total);
+  const refused = await registerExecutor(huge.url, "box-1", TOKEN).catch((e) => e);
+  assert.ok(refused instanceof ProtocolError, String(refused));
+  assert.match(refused.message, /exceeds 65536 bytes/);
+  await withDeadline(huge.cancelled, 5000, "the registry sees its body cancelled");
+  assert.ok(huge.sent < total, `the registry sent all ${huge.sent} bytes`);
+});
+
+Deno.test("registerExecutor quotes at most 4 KiB of an error body and cancels the rest", async () => {
+  const body = JSON.stringify({ error: { code: "busy", message: "" } });
+  const atCap = body.replace(
+    '"message":""',
+    `"message":"${"m".repeat(MAX_ERROR_BODY_BYTES - body.length)}"`,
+  );
+  await using exact = streamingRegistry(503, atCap, atCap.length);
+  const quoted = await registerExecutor(exact.url, "box-1", TOKEN).catch((e) => e);
+  assert.ok(quoted instanceof RegistrationError);
+  assert.equal(quoted.code, "busy");
+  assert.ok(quoted.message.endsWith(`: ${"m".repeat(MAX_ERROR_BODY_BYTES - body.length)}`));
+
+  const onePast = "e".repeat(MAX_ERROR_BODY_BYTES + 1);
+  await using past = streamingRegistry(503, onePast, onePast.length);
+  const cut = await registerExecutor(past.url, "box-1", TOKEN).catch((e) => e);
+  assert.ok(cut instanceof RegistrationError);
+  assert.ok(
+    cut.message.endsWith(`: ${"e".repeat(MAX_ERROR_BODY_BYTES)}`),
+    cut.message.slice(0, 80),
+  );
+
+  const total = 64 * 1024 * 1024;
+  await using huge = streamingRegistry(503, "", total);
+  const error = await registerExecutor(huge.url, "box-1", TOKEN).catch((e) => e);
+  assert.ok(error instanceof RegistrationError);
+  assert.equal(error.status, 503);
+  assert.equal(error.retryable, true);
+  assert.ok(error.message.length < MAX_ERROR_BODY_BYTES + 200, `${error.message.length} chars`);
+  await withDeadline(huge.cancelled, 5000, "the registry sees its body cancelled");
+  assert.ok(huge.sent < total, `the registry sent all ${huge.sent} bytes`);
 });
 
 Deno.test("registerExecutor times out a silent registry as retryable", async () => {
@@ -290,4 +388,61 @@ Deno.test("runExecutor stops promptly when closed during a backoff wait", async 
   await withDeadline(handle.close(), 2000, "close during a 1 s wait");
   await handle.closed;
   assert.equal(handle.status, "closed");
+});
+
+const STREAM_LIMIT = 100_000; // two segments
+
+for (
+  const [how, limits] of [
+    ["maxMessageBytes", () => ({ maxMessageBytes: STREAM_LIMIT })],
+    ["the given executor's limit", () => ({
+      executor: new Executor({ maxMessageBytes: STREAM_LIMIT }),
+    })],
+  ] as const
+) {
+  Deno.test(`runExecutor answers a message at ${how} and resets a stream whose message passes it`, async () => {
+    await checkStreamLimit(limits());
+  });
+}
+
+async function checkStreamLimit(limits: Partial<RunExecutorOptions>): Promise<void> {
+  const limit = STREAM_LIMIT;
+  await using _executor = limits.executor; // a given executor is the caller's to close
+  await using rendezvous = await serveRendezvous({ token: TOKEN });
+  await using handle = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-1",
+    token: TOKEN,
+    ...limits,
+  });
+  await until(() => handle.status === "connected", 10_000, "executor connected");
+  const socket = await RelaySocket.connect(`${rendezvous.url}/harness/box-1?role=harness`, {
+    token: TOKEN,
+  });
+  await using mux = new StreamMux({ role: "harness" });
+  mux.attach(socket);
+  /** An environment/info request of exactly `size` bytes. */
+  const request = (size: number): string => {
+    const head = JSON.stringify({ id: 1, method: "environment/info", params: { pad: "" } });
+    return head.replace('"pad":""', `"pad":"${"x".repeat(size - head.length)}"`);
+  };
+
+  const atLimit = mux.open();
+  await atLimit.send(request(limit));
+  const reply = await withDeadline(atLimit[Symbol.asyncIterator]().next(), 10_000, "reply");
+  assert.ok(JSON.parse(reply.value).result.shell, reply.value.slice(0, 200));
+  await atLimit.close();
+
+  const past = mux.open();
+  await past.send(request(limit + 1));
+  const error = await withDeadline(past[Symbol.asyncIterator]().next(), 10_000, "reset")
+    .then((r) => new Error(`expected a reset, got ${String(r.value).slice(0, 200)}`), (e) => e);
+  assert.ok(error instanceof StreamResetError, String(error));
+  assert.equal(error.reason, RESET_MESSAGE_TOO_LARGE);
+}
+
+Deno.test("runExecutor refuses a maxMessageBytes outside 1 KiB..64 MiB", () => {
+  const base = { registry: "http://127.0.0.1:1", executorId: "box-1", token: TOKEN };
+  assert.throws(() => runExecutor({ ...base, maxMessageBytes: 1023 }), RangeError);
+  assert.throws(() => runExecutor({ ...base, maxMessageBytes: 64 * 1024 * 1024 + 1 }), RangeError);
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Executor } from "../lib/exec/executor.ts";
-import { MAX_QUEUED_MESSAGES, serveLocal } from "../lib/server/local_server.ts";
+import type { MessageChannel } from "../lib/rpc/message_channel.ts";
+import { MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES, serveLocal } from "../lib/server/local_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { type Message, text, WsRpc } from "./_fixtures/ws_rpc.ts";
 
@@ -385,4 +386,118 @@ Deno.test("serveLocal under the smallest message limit delivers every output byt
     }
     assert.equal(read, total, "every byte was readable");
   }
+});
+
+/**
+ * Stands in for the executor: reads the first `readFirst` messages of each
+ * connection at once (then says so), the rest only after the connection has
+ * closed, so everything in between waits in the server's queue.
+ */
+function lateReader(readFirst = 0) {
+  const read: string[][] = [];
+  const served: Promise<void>[] = [];
+  const executor = {
+    serve(channel: MessageChannel): Promise<void> {
+      const got: string[] = [];
+      read.push(got);
+      const done = (async () => {
+        const messages = channel[Symbol.asyncIterator]();
+        for (let i = 0; i < readFirst; i++) got.push((await messages.next()).value);
+        if (readFirst > 0) await channel.send(`took ${readFirst}`);
+        await channel.closed;
+        for (let next = await messages.next(); !next.done; next = await messages.next()) {
+          got.push(next.value);
+        }
+      })();
+      served.push(done);
+      return done;
+    },
+  } as unknown as Executor;
+  return { executor, read, served };
+}
+
+/** Opens a plain WebSocket, sends `messages`, and returns its close event (closing it if `close`). */
+async function sendAll(url: string, messages: string[], close: boolean): Promise<CloseEvent> {
+  const ws = new WebSocket(url);
+  const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
+  await withDeadline(new Promise((resolve) => (ws.onopen = resolve)), D, "open");
+  for (const message of messages) ws.send(message);
+  if (close) ws.close(1000, "done");
+  return await withDeadline(closed, D, "close");
+}
+
+Deno.test("serveLocal queues inbound messages up to maxQueuedBytes and closes with 1009 one byte past", async () => {
+  const budget = 64 * 1024;
+  const { executor, read, served } = lateReader();
+  await using server = await serveLocal({ executor, maxQueuedBytes: budget });
+  const quarter = "q".repeat(budget / 4);
+
+  // Exactly the budget: all four are queued; the client's own close ends the connection.
+  const atLimit = await sendAll(server.url, [quarter, quarter, quarter, quarter], true);
+  assert.equal(atLimit.code, 1000);
+  await withDeadline(served[0], D, "first connection read");
+  assert.deepEqual(read[0].map((m) => m.length), [budget / 4, budget / 4, budget / 4, budget / 4]);
+
+  // One byte past it: the server drops that message and closes with 1009.
+  const past = await sendAll(server.url, [quarter, quarter, quarter, quarter + "x"], false);
+  assert.equal(past.code, 1009);
+  assert.equal(past.reason, `Cannot keep up: queued messages exceed ${budget} bytes`);
+  await withDeadline(served[1], D, "second connection read");
+  assert.equal(read[1].length, 3);
+
+  // A lone message over the budget is still taken (the executor's size limit answers it).
+  const lone = await sendAll(server.url, ["L".repeat(budget + 1)], true);
+  assert.equal(lone.code, 1000);
+  await withDeadline(served[2], D, "third connection read");
+  assert.deepEqual(read[2].map((m) => m.length), [budget + 1]);
+  assert.equal(MAX_QUEUED_BYTES, 32 * 1024 * 1024);
+});
+
+Deno.test("serveLocal frees a message's share of the queue budget once it is read", async () => {
+  const budget = 64 * 1024;
+  const { executor, read, served } = lateReader(4);
+  await using server = await serveLocal({ executor, maxQueuedBytes: budget });
+  const quarter = "q".repeat(budget / 4);
+  const ws = new WebSocket(server.url);
+  const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
+  const took = new Promise<unknown>((resolve) => (ws.onmessage = (event) => resolve(event.data)));
+  await withDeadline(new Promise((resolve) => (ws.onopen = resolve)), D, "open");
+  // A full budget read at once, then a full budget more left queued.
+  for (let i = 0; i < 4; i++) ws.send(quarter);
+  assert.equal(await withDeadline(took, D, "first four read"), "took 4");
+  for (let i = 0; i < 4; i++) ws.send(quarter);
+  ws.close(1000, "done");
+  assert.equal((await withDeadline(closed, D, "close")).code, 1000);
+  await withDeadline(served[0], D, "connection read");
+  assert.equal(read[0].length, 8);
+});
+
+Deno.test("serveLocal closes a connection whose queued bytes pass the budget while the executor is busy, and only that one", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0, killGraceMs: 200 });
+  await using server = await serveLocal({ executor, maxQueuedBytes: 1024 * 1024 });
+  await using flood = await WsRpc.open(server.url);
+  await using calm = await WsRpc.open(server.url);
+  await flood.initialize();
+  await flood.call("process/start", { processId: "idle", argv: ["sleep", "100"] });
+  // Long polls fill every request slot, so the executor stops reading.
+  for (let i = 0; i < 64; i++) {
+    flood.send(
+      JSON.stringify({
+        id: `poll${i}`,
+        method: "process/read",
+        params: { processId: "idle", waitMs: 30_000 },
+      }),
+    );
+  }
+  // 16 messages of 65,600 bytes: 15 fit the 1 MiB budget (with room for polls
+  // not yet taken), the 16th, the last sent, passes it.
+  const message = (i: number) => {
+    const head = JSON.stringify({ id: `big${i}`, method: "environment/info", params: { pad: "" } });
+    return head.replace('"pad":""', `"pad":"${"a".repeat(65_600 - head.length)}"`);
+  };
+  for (let i = 0; i < 16; i++) flood.send(message(i));
+  const event = await withDeadline(flood.closed, D, "flooded connection closed");
+  assert.equal(event.code, 1009);
+  assert.match(event.reason, /queued messages exceed 1048576 bytes/);
+  assert.ok((await calm.call("environment/info")).shell);
 });

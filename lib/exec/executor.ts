@@ -109,6 +109,11 @@ export class Executor implements AsyncDisposable {
   #channels = new Set<MessageChannel>();
   #closing: Promise<void> | null = null;
 
+  /** The largest JSON-RPC message a session accepts or sends, in bytes. */
+  get maxMessageBytes(): number {
+    return this.#maxMessageBytes;
+  }
+
   /**
    * Creates the executor and starts probing what its sandbox can offer.
    *

@@ -12,8 +12,10 @@ import { ProtocolError } from "../errors.ts";
 export const MAX_EXECUTOR_ID_LENGTH = 256;
 /** Default timeout of one registration request, in milliseconds. */
 export const DEFAULT_REGISTER_TIMEOUT_MS = 10_000;
-/** How much of an error body is quoted in an error message. */
-const ERROR_BODY_PREVIEW_CHARS = 4096;
+/** How much of an error body is read and quoted in an error message; the rest is cancelled. */
+export const MAX_ERROR_BODY_BYTES = 4096;
+/** Largest registration answer read; a longer one fails registration, unread. */
+export const MAX_ANSWER_BYTES = 64 * 1024;
 const EXECUTOR_ID = /^[A-Za-z0-9_-]+$/;
 
 /** Why a registration failed, and whether retrying can help. */
@@ -118,8 +120,42 @@ export interface RegisterOptions {
   name?: string;
 }
 
+/**
+ * Reads at most `limit` bytes of a body, then cancels the rest, so a huge or
+ * endless body costs no more than the limit.
+ *
+ * @returns The bytes read (at most `limit`) and whether more followed.
+ */
+async function readCapped(
+  response: Response,
+  limit: number,
+): Promise<{ bytes: Uint8Array; truncated: boolean }> {
+  if (response.body === null) return { bytes: new Uint8Array(0), truncated: false };
+  const bytes = new Uint8Array(limit);
+  let length = 0;
+  const reader = response.body.getReader();
+  try {
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) return { bytes: bytes.subarray(0, length), truncated: false };
+      const take = Math.min(value.length, limit - length);
+      bytes.set(value.subarray(0, take), length);
+      length += take;
+      if (take < value.length) {
+        await reader.cancel().catch(() => {});
+        return { bytes, truncated: true };
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
 async function readErrorBody(response: Response): Promise<{ code?: string; message: string }> {
-  const text = (await response.text().catch(() => "")).slice(0, ERROR_BODY_PREVIEW_CHARS);
+  const { bytes } = await readCapped(response, MAX_ERROR_BODY_BYTES)
+    .catch(() => ({ bytes: new Uint8Array(0) }));
+  // Streaming decode drops a character cut at the end instead of garbling it.
+  const text = new TextDecoder().decode(bytes, { stream: true });
   try {
     const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
     const code = typeof body?.error?.code === "string" ? body.error.code : undefined;
@@ -139,7 +175,8 @@ async function readErrorBody(response: Response): Promise<{ code?: string; messa
  * @param options Signal, timeout and display name.
  * @returns The confirmed id and the signed rendezvous URL.
  * @throws {RegistrationError} On any failure; `retryable` says whether to try again.
- * @throws {ProtocolError} When the answer is malformed or names another executor.
+ * @throws {ProtocolError} When the answer is malformed, over {@linkcode MAX_ANSWER_BYTES} or
+ *   names another executor. An error answer is read up to {@linkcode MAX_ERROR_BODY_BYTES}.
  */
 export async function registerExecutor(
   registry: string,
@@ -203,29 +240,50 @@ export async function registerExecutor(
         code,
       );
     }
+    let answer: { bytes: Uint8Array; truncated: boolean };
+    try {
+      answer = await readCapped(response, MAX_ANSWER_BYTES);
+    } catch (error) {
+      if (options.signal?.aborted) throw options.signal.reason;
+      const why = controller.signal.aborted
+        ? String((controller.signal.reason as Error)?.message ?? controller.signal.reason)
+        : (error as Error).message;
+      throw new RegistrationError(
+        `Cannot register executor ${executorId}: reading the registry's answer failed: ${why}`,
+        response.status,
+        true,
+        undefined,
+        { cause: error },
+      );
+    }
+    if (answer.truncated) {
+      throw new ProtocolError(
+        `Cannot register executor ${executorId}: the registry's answer exceeds ${MAX_ANSWER_BYTES} bytes`,
+      );
+    }
     let body: unknown;
     try {
-      body = await response.json();
+      body = JSON.parse(new TextDecoder().decode(answer.bytes));
     } catch (error) {
       throw new ProtocolError(
         `Cannot register executor ${executorId}: the registry's answer is not JSON`,
         { cause: error },
       );
     }
-    const answer = body as { executor_id?: unknown; url?: unknown };
-    if (typeof answer?.executor_id !== "string" || typeof answer.url !== "string") {
+    const fields = body as { executor_id?: unknown; url?: unknown };
+    if (typeof fields?.executor_id !== "string" || typeof fields.url !== "string") {
       throw new ProtocolError(
         `Cannot register executor ${executorId}: the answer lacks "executor_id" or "url"`,
       );
     }
-    if (answer.executor_id !== executorId) {
+    if (fields.executor_id !== executorId) {
       throw new ProtocolError(
-        `Cannot register executor ${executorId}: the registry confirmed another id "${answer.executor_id}"`,
+        `Cannot register executor ${executorId}: the registry confirmed another id "${fields.executor_id}"`,
       );
     }
     let url: URL;
     try {
-      url = new URL(answer.url);
+      url = new URL(fields.url);
     } catch (error) {
       throw new ProtocolError(
         `Cannot register executor ${executorId}: the rendezvous URL is not a URL`,
@@ -237,7 +295,7 @@ export async function registerExecutor(
         `Cannot register executor ${executorId}: the rendezvous URL scheme ${url.protocol} is not ws or wss`,
       );
     }
-    return { executorId: answer.executor_id, url: answer.url };
+    return { executorId: fields.executor_id, url: fields.url };
   } finally {
     clearTimeout(timer);
     options.signal?.removeEventListener("abort", onAbort);

@@ -9,9 +9,11 @@
  */
 
 import { Executor } from "../exec/executor.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES as MAX_STREAM_MESSAGE_BYTES } from "../mux/reliable_stream.ts";
 import { StreamMux } from "../mux/stream_mux.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import { RelaySocket } from "../relay/relay_socket.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
 import {
   DEFAULT_REGISTER_TIMEOUT_MS,
   normalizeRegistryUrl,
@@ -67,6 +69,14 @@ export interface RunExecutorOptions {
   detachWindowMs?: number;
   /** Most concurrent streams; beyond it new streams are reset. Mux default when absent. */
   maxStreams?: number;
+  /**
+   * The largest JSON-RPC message, in bytes: a stream is reset with
+   * `message_too_large` as soon as a message grows past it, before it is
+   * reassembled. Also the limit of the executor created when `executor` is
+   * absent. Defaults to the given executor's `maxMessageBytes`, else 16 MiB.
+   * @default {16777216}
+   */
+  maxMessageBytes?: number;
   /** Receives loop events (for logs). */
   onEvent?: (event: RemoteExecutorEvent) => void;
   /** Sleep used between attempts (tests inject a fake). Must reject when `signal` aborts. */
@@ -135,7 +145,7 @@ function checkRange(name: string, value: number, min: number, max: number): numb
  * @param options Registry, id, token and tuning.
  * @returns A handle to the running loop.
  * @throws {TypeError} When the registry URL, executor id or token is unusable.
- * @throws {RangeError} When a backoff option is out of range.
+ * @throws {RangeError} When a backoff option or `maxMessageBytes` is out of range.
  * @example
  * ```ts ignore
  * import { runExecutor } from "@outpost/exec";
@@ -165,6 +175,16 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
     3_600_000,
   );
   const jitter = checkRange("jitter", options.jitter ?? 0.2, 0, 1);
+  const maxMessageBytes = checkRange(
+    "maxMessageBytes",
+    options.maxMessageBytes ??
+      Math.min(
+        options.executor?.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+        MAX_STREAM_MESSAGE_BYTES,
+      ),
+    MIN_MAX_MESSAGE_BYTES,
+    MAX_STREAM_MESSAGE_BYTES,
+  );
   const sleep = options.sleep ?? defaultSleep;
   const random = options.random ?? Math.random;
   const emit = (event: RemoteExecutorEvent): void => {
@@ -181,10 +201,12 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
   else options.signal?.addEventListener("abort", onOuterAbort, { once: true });
 
   const ownsExecutor = options.executor === undefined;
-  const executor = options.executor ?? new Executor();
+  const executor = options.executor ?? new Executor({ maxMessageBytes });
   const serving = new Set<Promise<void>>();
   const mux = new StreamMux({
     role: "executor",
+    // Refuse an oversized message while it arrives, not after reassembly and decoding.
+    stream: { maxMessageBytes },
     ...(options.detachWindowMs !== undefined ? { detachWindowMs: options.detachWindowMs } : {}),
     ...(options.maxStreams !== undefined ? { maxStreams: options.maxStreams } : {}),
     onStream: (stream: MuxStream) => {

@@ -17,6 +17,12 @@ import { checkBearer, validateToken } from "./_token.ts";
 export const DEFAULT_LOCAL_LISTEN: string = "ws://127.0.0.1:0";
 /** Inbound messages queued per connection before it is closed as overloaded. */
 export const MAX_QUEUED_MESSAGES: number = 1024;
+/**
+ * Default {@linkcode ServeLocalOptions.maxQueuedBytes}: twice the executor's
+ * default message limit, so a count cap alone cannot let 1024 large messages
+ * pile up while the executor is busy.
+ */
+export const MAX_QUEUED_BYTES: number = 32 * 1024 * 1024;
 
 /** Sends wait once a connection's send buffer holds more than this. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
@@ -48,6 +54,14 @@ export interface ServeLocalOptions {
   allowRemote?: boolean;
   /** Closes the server when aborted. */
   signal?: AbortSignal;
+  /**
+   * Bytes of inbound messages queued per connection (text counted in UTF-16
+   * code units, never more than its UTF-8 size) before it is closed with 1009.
+   * A message into an empty queue is always taken, so the executor's own
+   * message limit answers a single oversized one.
+   * @default {33554432}
+   */
+  maxQueuedBytes?: number;
 }
 
 /** A running local server, from {@linkcode serveLocal}. */
@@ -92,6 +106,8 @@ function parseListen(listen: string): { hostname: string; port: number } {
 class WebSocketChannel implements MessageChannel {
   #socket: WebSocket;
   #queue: (string | Uint8Array)[] = [];
+  #queuedBytes = 0;
+  #maxQueuedBytes: number;
   /** True once read through `binary.messages()`: binary messages are then queued, not refused. */
   #binaryIterated = false;
   #waiter: PromiseWithResolvers<void> | null = null;
@@ -107,8 +123,9 @@ class WebSocketChannel implements MessageChannel {
     messages: () => this.#messages(true),
   };
 
-  constructor(socket: WebSocket) {
+  constructor(socket: WebSocket, maxQueuedBytes: number) {
     this.#socket = socket;
+    this.#maxQueuedBytes = maxQueuedBytes;
     socket.binaryType = "arraybuffer";
     this.#drain = new DrainPoller(
       () => this.#socket.bufferedAmount,
@@ -141,6 +158,15 @@ class WebSocketChannel implements MessageChannel {
       this.#closeSocket(1008, "Cannot keep up: too many queued messages");
       return;
     }
+    const size = typeof message === "string" ? message.length : message.byteLength;
+    if (this.#queue.length > 0 && this.#queuedBytes + size > this.#maxQueuedBytes) {
+      this.#closeSocket(
+        1009,
+        `Cannot keep up: queued messages exceed ${this.#maxQueuedBytes} bytes`,
+      );
+      return;
+    }
+    this.#queuedBytes += size;
     this.#queue.push(message);
     this.#waiter?.resolve();
   }
@@ -213,7 +239,9 @@ class WebSocketChannel implements MessageChannel {
     this.#binaryIterated = binary;
     while (true) {
       if (this.#queue.length > 0) {
-        yield this.#queue.shift()!;
+        const message = this.#queue.shift()!;
+        this.#queuedBytes -= typeof message === "string" ? message.length : message.byteLength;
+        yield message;
         continue;
       }
       if (this.#done) return;
@@ -239,6 +267,7 @@ class WebSocketChannel implements MessageChannel {
  * @returns The running server.
  * @throws {TypeError} For a bad listen address, a non-loopback address without
  *   `allowRemote` and a token, or an unusable token.
+ * @throws {RangeError} When `maxQueuedBytes` is not a positive integer.
  */
 export async function serveLocal(options: ServeLocalOptions = {}): Promise<LocalServer> {
   const listen = options.listen ?? DEFAULT_LOCAL_LISTEN;
@@ -250,6 +279,12 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
         `Cannot listen on "${listen}": ${hostname} is not a loopback address; pass allowRemote and a token to expose the executor`,
       );
     }
+  }
+  const maxQueuedBytes = options.maxQueuedBytes ?? MAX_QUEUED_BYTES;
+  if (!Number.isSafeInteger(maxQueuedBytes) || maxQueuedBytes < 1) {
+    throw new RangeError(
+      `Cannot serve: maxQueuedBytes ${maxQueuedBytes} is not a positive integer`,
+    );
   }
   options.signal?.throwIfAborted();
   const ownsExecutor = options.executor === undefined;
@@ -281,7 +316,7 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
       });
     }
     const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout: IDLE_TIMEOUT_S });
-    const channel = new WebSocketChannel(socket);
+    const channel = new WebSocketChannel(socket, maxQueuedBytes);
     channels.add(channel);
     const served = executor.serve(channel).catch(() => {}).finally(() => {
       channels.delete(channel);
