@@ -189,6 +189,8 @@ interface RaceOutcome {
   missing: number;
   /** Requests that failed otherwise. */
   failed: number;
+  /** The errors of those, as JSON. */
+  unexpected: string[];
 }
 
 /**
@@ -218,20 +220,24 @@ async function directorySwapRace(
   let denied = 0;
   let missing = 0;
   let failed = 0;
+  const unexpected: string[] = [];
   for (let i = 0; i < rounds; i++) {
     const r = method === "fs/writeFile"
       ? await rpc.request(method, { path: `${dir}/s${i}.txt`, dataBase64: btoa("x") })
       : await rpc.request(method, { path: `${dir}/s${i}`, recursive: false });
     if (r.error?.code === SANDBOX_DENIED) denied++;
     else if (r.error?.code === NOT_FOUND) missing++;
-    else if (r.error) failed++;
+    else if (r.error) {
+      failed++;
+      unexpected.push(JSON.stringify(r.error));
+    }
   }
   flipping = false;
   await swapper;
   await Deno.remove(dir, { recursive: true });
   // Only the race's own names: `outside` also holds secret.txt.
   const escaped = (await listTree(world.outside)).filter((n) => /^s\d+(\.txt)?$/.test(n)).length;
-  return { escaped, denied, missing, failed };
+  return { escaped, denied, missing, failed, unexpected };
 }
 
 Deno.test({
@@ -350,7 +356,11 @@ Deno.test("under --min-confinement os a directory swapped for a link cannot redi
       );
       assert.equal(dirs.escaped, 0, `${dirs.escaped} directories escaped through a swap`);
       // Every failure is a clear refusal or a missing directory, nothing else.
-      assert.equal(writes.failed + dirs.failed, 0, "a racing request failed unexpectedly");
+      assert.equal(
+        writes.failed + dirs.failed,
+        0,
+        `racing requests failed unexpectedly: ${[...writes.unexpected, ...dirs.unexpected]}`,
+      );
       // The race was really run: some requests met the link and were refused.
       assert.ok(writes.denied + dirs.denied > 0, "no request met a swapped directory");
     },

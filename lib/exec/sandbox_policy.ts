@@ -65,6 +65,15 @@ function isMissing(error: unknown): boolean {
   return error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory;
 }
 
+/** readlink's EINVAL: the entry exists but is not a symbolic link (any more). */
+function isNoLongerALink(error: unknown): boolean {
+  return (error as { code?: unknown })?.code === "EINVAL";
+}
+
+function tooManyLinks(path: string): Error {
+  return new Deno.errors.FilesystemLoop(`Cannot resolve "${path}": too many symbolic links`);
+}
+
 /** A resolution step was refused by Deno itself (no read access to resolve). */
 class ResolveDenied extends Error {
   /** The (partly resolved) path Deno refused to look at. */
@@ -261,17 +270,20 @@ export class SandboxPolicy {
         if (error instanceof Deno.errors.NotCapable) {
           throw new ResolveDenied("/" + [...out, ...parts.slice(i)].join("/"));
         }
+        if (isNoLongerALink(error)) {
+          // Swapped for a non-link between lstat and readlink: the path is
+          // changing under us, so resolve it again from the start. Counted as
+          // a hop, so a path that never holds still ends as a loop error.
+          if (hops >= MAX_SYMLINK_HOPS) throw tooManyLinks(candidate);
+          return await this.#resolveParts(parts, hops + 1);
+        }
         if (!isMissing(error)) throw error;
       }
       if (target === undefined) {
         out.push(part);
         continue;
       }
-      if (hops >= MAX_SYMLINK_HOPS) {
-        throw new Deno.errors.FilesystemLoop(
-          `Cannot resolve "${candidate}": too many symbolic links`,
-        );
-      }
+      if (hops >= MAX_SYMLINK_HOPS) throw tooManyLinks(candidate);
       const base = target.startsWith("/") ? [] : out;
       return await this.#resolveParts(
         [...base, ...components(target), ...parts.slice(i + 1)],
