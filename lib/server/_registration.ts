@@ -194,6 +194,14 @@ export async function registerExecutor(
   const onAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener("abort", onAbort, { once: true });
   const endpoint = `${registry}/cloud/executor/${encodeURIComponent(executorId)}/register`;
+  /** A failed fetch or read: the caller's abort as is, else a retryable error saying why. */
+  const failure = (error: unknown, what: string, status: number): unknown => {
+    if (options.signal?.aborted) return options.signal.reason;
+    const why = controller.signal.aborted
+      ? String((controller.signal.reason as Error)?.message ?? controller.signal.reason)
+      : (error as Error).message;
+    return new RegistrationError(`${what}: ${why}`, status, true, undefined, { cause: error });
+  };
   try {
     let response: Response;
     try {
@@ -205,17 +213,7 @@ export async function registerExecutor(
         body: JSON.stringify({ executor_id: executorId, name: options.name ?? "outpost" }),
       });
     } catch (error) {
-      if (options.signal?.aborted) throw options.signal.reason;
-      const why = controller.signal.aborted
-        ? String((controller.signal.reason as Error)?.message ?? controller.signal.reason)
-        : (error as Error).message;
-      throw new RegistrationError(
-        `Cannot register executor ${executorId} at ${registry}: ${why}`,
-        0,
-        true,
-        undefined,
-        { cause: error },
-      );
+      throw failure(error, `Cannot register executor ${executorId} at ${registry}`, 0);
     }
     if (!response.ok) {
       const { code, message } = await readErrorBody(response);
@@ -244,16 +242,10 @@ export async function registerExecutor(
     try {
       answer = await readCapped(response, MAX_ANSWER_BYTES);
     } catch (error) {
-      if (options.signal?.aborted) throw options.signal.reason;
-      const why = controller.signal.aborted
-        ? String((controller.signal.reason as Error)?.message ?? controller.signal.reason)
-        : (error as Error).message;
-      throw new RegistrationError(
-        `Cannot register executor ${executorId}: reading the registry's answer failed: ${why}`,
+      throw failure(
+        error,
+        `Cannot register executor ${executorId}: reading the registry's answer failed`,
         response.status,
-        true,
-        undefined,
-        { cause: error },
       );
     }
     if (answer.truncated) {
