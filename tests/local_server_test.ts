@@ -317,16 +317,12 @@ Deno.test("serveLocal closes its connections on close and on abort", async () =>
   await rpc.close();
 });
 
-Deno.test("serveLocal closes a connection that floods past its inbound queue, and only that one", async () => {
-  await using executor = new Executor({ sessionTtlMs: 0, killGraceMs: 200 });
-  await using server = await serveLocal({ executor });
-  await using flood = await WsRpc.open(server.url);
-  await using calm = await WsRpc.open(server.url);
-  await flood.initialize();
-  await flood.call("process/start", { processId: "idle", argv: ["sleep", "100"] });
-  // Fill every request slot with a long poll, then queue more than the limit.
+/** Initializes and sends 64 long polls on an idle process: every request slot is busy. */
+async function fillRequestSlots(rpc: WsRpc): Promise<void> {
+  await rpc.initialize();
+  await rpc.call("process/start", { processId: "idle", argv: ["sleep", "100"] });
   for (let i = 0; i < 64; i++) {
-    flood.send(
+    rpc.send(
       JSON.stringify({
         id: `poll${i}`,
         method: "process/read",
@@ -334,6 +330,15 @@ Deno.test("serveLocal closes a connection that floods past its inbound queue, an
       }),
     );
   }
+}
+
+Deno.test("serveLocal closes a connection that floods past its inbound queue, and only that one", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0, killGraceMs: 200 });
+  await using server = await serveLocal({ executor });
+  await using flood = await WsRpc.open(server.url);
+  await using calm = await WsRpc.open(server.url);
+  // Fill every request slot with a long poll, then queue more than the limit.
+  await fillRequestSlots(flood);
   for (let i = 0; i < MAX_QUEUED_MESSAGES + 64; i++) {
     flood.send(JSON.stringify({ id: `q${i}`, method: "environment/info" }));
   }
@@ -477,18 +482,8 @@ Deno.test("serveLocal closes a connection whose queued bytes pass the budget whi
   await using server = await serveLocal({ executor, maxQueuedBytes: 1024 * 1024 });
   await using flood = await WsRpc.open(server.url);
   await using calm = await WsRpc.open(server.url);
-  await flood.initialize();
-  await flood.call("process/start", { processId: "idle", argv: ["sleep", "100"] });
   // Long polls fill every request slot, so the executor stops reading.
-  for (let i = 0; i < 64; i++) {
-    flood.send(
-      JSON.stringify({
-        id: `poll${i}`,
-        method: "process/read",
-        params: { processId: "idle", waitMs: 30_000 },
-      }),
-    );
-  }
+  await fillRequestSlots(flood);
   // 16 messages of 65,600 bytes: 15 fit the 1 MiB budget (with room for polls
   // not yet taken), the 16th, the last sent, passes it.
   const message = (i: number) => {
