@@ -93,7 +93,8 @@ Tokens are never accepted as flags. Run "outpost COMMAND --help" for details.
 `;
 
 const HELP: Record<string, string> = {
-  serve: `Usage: outpost serve [--listen URL] [--allow-remote] [--token-file FILE]
+  serve:
+    `Usage: outpost serve [--listen URL] [--allow-remote] [--allow-origin ORIGIN]... [--token-file FILE]
 
 Runs a local executor: a WebSocket listener where each text message is one
 JSON-RPC message (the Codex local transport). Prints the URL it listens on.
@@ -101,6 +102,9 @@ JSON-RPC message (the Codex local transport). Prints the URL it listens on.
 Options:
   --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0, a free port)
   --allow-remote      Allow a non-loopback --listen address; requires a token
+  --allow-origin ORIGIN
+                      Accept WebSockets from this web origin (repeatable); any
+                      other request carrying an Origin header (a web page) is refused
   --token-file FILE   Require this bearer token from clients (else OUTPOST_TOKEN, if set)
 ${EXECUTOR_FLAGS_HELP}
   --log-format, --log-level, -h/--help as for every command
@@ -324,6 +328,7 @@ async function runServe(args: string[], context: Context): Promise<number> {
   const { values, positionals } = parse("serve", args, {
     listen: { type: "string" },
     "allow-remote": { type: "boolean" },
+    "allow-origin": { type: "string", multiple: true },
     ...EXECUTOR_FLAGS,
   });
   requireNoPositionals("serve", positionals);
@@ -351,6 +356,7 @@ async function runServe(args: string[], context: Context): Promise<number> {
     server = await serveLocal({
       listen,
       allowRemote,
+      allowedOrigins: values["allow-origin"] ?? [],
       executor,
       ...(token !== undefined ? { token } : {}),
     });

@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { createLogger } from "../lib/server/_logger.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { TcpProxy } from "./_support/tcp_proxy.ts";
+import { rawHttp, upgradeHead } from "./_support/raw_http.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const TOKEN = "e2e-token-0123456789abcdef";
@@ -380,6 +381,18 @@ Deno.test("cli: exec --tty runs the program under a terminal and forwards stdin"
   assert.equal(status.code, 0, run.stderr);
   assert.match(run.stdout, /is-a-tty\r?\n/);
   assert.match(run.stdout, /got:hello\r?\n/);
+});
+
+Deno.test("cli: serve refuses web pages (an Origin header) except --allow-origin ones", async () => {
+  await using serve = new Cli("executor", ["serve", "--allow-origin", "https://tool.example"]);
+  const port = Number(new URL(await serve.firstLine()).port);
+  const page = await rawHttp(port, upgradeHead("/", ["Origin: https://evil.example"]));
+  assert.equal(page.status, 403);
+  assert.match(page.body, /forbidden_origin/);
+  assert.equal(
+    (await rawHttp(port, upgradeHead("/", ["Origin: https://tool.example"]))).status,
+    101,
+  );
 });
 
 Deno.test("cli: serve refuses a non-loopback --listen without --allow-remote", async () => {

@@ -9,6 +9,8 @@
 
 import assert from "node:assert/strict";
 import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
+import { serveLocal } from "../lib/server/local_server.ts";
+import { Executor } from "../lib/exec/executor.ts";
 import { UrlSigner } from "../lib/server/_signed_url.ts";
 import { rawHttp, type RawHttpResponse, upgradeHead } from "./_support/raw_http.ts";
 import { record } from "./_support/report.ts";
@@ -252,6 +254,48 @@ Deno.test("harness sockets refuse missing and wrong tokens", async () => {
       "harness sockets: missing, wrong, truncated, wrong-scheme tokens; token in subprotocol or query",
     cases: cases.length + 2,
     result: "401/403 with JSON errors; only a correct bearer header upgrades",
+  });
+});
+
+Deno.test("serve refuses WebSocket upgrades from web pages (an Origin header) unless the origin is allowed", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using server = await serveLocal({
+    executor,
+    allowedOrigins: ["https://tool.example"],
+  });
+  const port = Number(new URL(server.url).port);
+  const refusedOrigins = [
+    "https://evil.example",
+    "null",
+    "http://127.0.0.1",
+    "https://tool.example.",
+  ];
+  for (const origin of refusedOrigins) {
+    const r = await rawHttp(port, upgradeHead("/", [`Origin: ${origin}`]));
+    assert.equal(r.status, 403, `Origin ${origin}`);
+    const body = JSON.parse(r.body) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, "forbidden_origin");
+    assert.match(body.error.message, /Cannot connect from a web page/);
+  }
+  // An allowed origin and a client that sends none (Deno's WebSocket, outpost's client) upgrade.
+  assert.equal(
+    (await rawHttp(port, upgradeHead("/", ["Origin: https://tool.example"]))).status,
+    101,
+  );
+  assert.equal((await rawHttp(port, upgradeHead("/"))).status, 101);
+  const ws = new WebSocket(server.url);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  const closed = new Promise((resolve) => ws.onclose = resolve);
+  ws.close();
+  await closed;
+  record({
+    area: "bad input",
+    name: "serve: WebSocket upgrades carrying an Origin header (a web page's cross-site request)",
+    cases: refusedOrigins.length + 3,
+    result: "403 forbidden_origin unless listed in allowedOrigins; clients without Origin connect",
   });
 });
 

@@ -62,6 +62,15 @@ export interface ServeLocalOptions {
    * @default {33554432}
    */
   maxQueuedBytes?: number;
+  /**
+   * Web origins allowed to connect (exact `Origin` header values, e.g.
+   * `https://tool.example`). A request carrying any other `Origin` is refused
+   * with 403: browsers let any page open a WebSocket to loopback, and a
+   * tokenless `serve` would then run programs for that page. Non-browser
+   * clients send no `Origin` and are not affected.
+   * @default {[]}
+   */
+  allowedOrigins?: string[];
 }
 
 /** A running local server, from {@linkcode serveLocal}. */
@@ -294,8 +303,20 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
   const abort = new AbortController();
   let stopping = false;
 
+  const allowedOrigins = new Set(options.allowedOrigins ?? []);
   const handler = (request: Request): Response => {
     if (stopping) return new Response("Server is closing\n", { status: 503 });
+    const origin = request.headers.get("origin");
+    if (origin !== null && !allowedOrigins.has(origin)) {
+      return Response.json({
+        error: {
+          code: "forbidden_origin",
+          message: `Cannot connect from a web page (Origin ${
+            JSON.stringify(origin.slice(0, 200))
+          }): serve accepts clients that send no Origin, or origins in allowedOrigins`,
+        },
+      }, { status: 403 });
+    }
     if (token !== undefined) {
       const verdict = checkBearer(request.headers.get("authorization"), token);
       if (verdict !== "ok") {
