@@ -96,26 +96,41 @@ Deno.test("os confinement has no network unless the operator allows it", async (
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const script =
     `exec 3<>/dev/tcp/127.0.0.1/${listener.addr.port} && echo connected || echo unreachable`;
-  {
-    await using table = new ProcessTable();
-    await table.start({ processId: "n", confinement: "os", argv: ["bash", "-c", script] });
-    const { text } = await collect(table, "n");
-    assert.match(text.stdout, /unreachable/);
-    await table.start({ processId: "ifaces", confinement: "os", argv: ["cat", "/proc/net/dev"] });
-    const ifaces = (await collect(table, "ifaces")).text.stdout;
-    assert.deepEqual(
-      ifaces.split("\n").slice(2).filter(Boolean).map((line) => line.trim().split(":")[0]),
-      ["lo"],
-    );
-  }
-  {
-    await using table = new ProcessTable({ allowNetwork: true });
-    const accepted = listener.accept();
-    await table.start({ processId: "n", confinement: "os", argv: ["bash", "-c", script] });
-    const conn = await withDeadline(accepted, 5_000, "accept");
-    conn.close();
-    const { text } = await collect(table, "n");
-    assert.match(text.stdout, /connected/);
+  // A system service's Unix socket, where services keep them (/var/run links to /run).
+  const socketPath = `/run/outpost-test-${crypto.randomUUID()}.sock`;
+  using _service = Deno.listen({ transport: "unix", path: socketPath });
+  const probe = (path: string) => `test -S ${path} && echo socket-visible || echo socket-hidden`;
+  const run = async (table: ProcessTable, processId: string, command: string) => {
+    await table.start({ processId, confinement: "os", argv: ["bash", "-c", command] });
+    return (await collect(table, processId)).text.stdout;
+  };
+  try {
+    {
+      await using table = new ProcessTable();
+      assert.match(await run(table, "n", script), /unreachable/);
+      assert.match(await run(table, "s", probe(socketPath)), /socket-hidden/);
+      assert.match(
+        await run(table, "vs", probe(socketPath.replace("/run/", "/var/run/"))),
+        /socket-hidden/,
+      );
+      await table.start({ processId: "ifaces", confinement: "os", argv: ["cat", "/proc/net/dev"] });
+      const ifaces = (await collect(table, "ifaces")).text.stdout;
+      assert.deepEqual(
+        ifaces.split("\n").slice(2).filter(Boolean).map((line) => line.trim().split(":")[0]),
+        ["lo"],
+      );
+    }
+    {
+      await using table = new ProcessTable({ allowNetwork: true });
+      const accepted = listener.accept();
+      const connected = run(table, "n", script);
+      const conn = await withDeadline(accepted, 5_000, "accept");
+      conn.close();
+      assert.match(await connected, /connected/);
+      assert.match(await run(table, "s", probe(socketPath)), /socket-visible/);
+    }
+  } finally {
+    await Deno.remove(socketPath).catch(() => {});
   }
 });
 

@@ -305,6 +305,11 @@ export function bwrapArgs(options: BwrapOptions): string[] {
     "--tmpfs",
     "/tmp",
   ];
+  // Without network, also no system services: their Unix sockets (D-Bus,
+  // Docker, ...) live under /run (and /var/run, a link to it), and connecting
+  // to a socket file needs no write access. With network allowed /run stays,
+  // since name resolution may depend on it (systemd-resolved).
+  if (!options.allowNetwork) args.push("--tmpfs", "/run");
   for (const root of options.writeRoots) args.push("--bind", root, root);
   args.push("--unshare-pid", "--unshare-ipc", "--unshare-uts");
   if (!options.allowNetwork) args.push("--unshare-net");
