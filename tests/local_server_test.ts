@@ -3,6 +3,7 @@ import { Executor } from "../lib/exec/executor.ts";
 import type { MessageChannel } from "../lib/rpc/message_channel.ts";
 import { MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES, serveLocal } from "../lib/server/local_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
+import { killPids, livePidsWith, uniqueSleep } from "./_process_helpers.ts";
 import { type Message, text, WsRpc } from "./_fixtures/ws_rpc.ts";
 
 const D = 10_000;
@@ -495,4 +496,69 @@ Deno.test("serveLocal closes a connection whose queued bytes pass the budget whi
   assert.equal(event.code, 1009);
   assert.match(event.reason, /queued messages exceed 1048576 bytes/);
   assert.ok((await calm.call("environment/info")).shell);
+});
+
+/**
+ * Kills the test's `sleep token` on exit. Disposed before the server and the
+ * executor, so that a failing test does not leave them waiting on its write.
+ */
+function killedOnExit(token: string): Disposable {
+  return { [Symbol.dispose]: () => killPids(livePidsWith(`sleep ${token}`)) };
+}
+
+/** Starts `sleep token` with a stdin it never reads and sends it 1 MiB: the write blocks. */
+async function startStuckWrite(rpc: WsRpc, token: string): Promise<void> {
+  await rpc.call("process/start", {
+    processId: "p",
+    argv: ["sh", "-c", `exec sleep ${token}`],
+    pipeStdin: true,
+  });
+  const chunk = new Uint8Array(1024 * 1024).toBase64();
+  rpc.send(
+    JSON.stringify({ id: "stuck", method: "process/write", params: { processId: "p", chunk } }),
+  );
+  await rpc.call("process/list"); // served after the write began
+}
+
+Deno.test("serveLocal: a write the child never reads does not keep a closed connection's session attached", async () => {
+  const token = uniqueSleep();
+  await using executor = new Executor({ sessionTtlMs: 5_000, killGraceMs: 200 });
+  await using server = await serveLocal({ executor });
+  using _cleanup = killedOnExit(token);
+  const first = await WsRpc.open(server.url);
+  const sessionId = await first.initialize();
+  await startStuckWrite(first, token);
+  await first.close();
+  await using second = await WsRpc.open(server.url);
+  // The server may see the close a moment after the client: retry while it is still attached.
+  await until(
+    async () => {
+      const reply = await second.request("initialize", { resumeSessionId: sessionId });
+      if (reply.error?.code === -32010) return false;
+      assert.deepEqual(reply.result, { sessionId }, JSON.stringify(reply));
+      return true;
+    },
+    D,
+    "resume",
+  );
+  second.notify("initialized");
+  const { processes } = await second.call("process/list");
+  assert.deepEqual(
+    (processes as { processId: string; running: boolean }[]).map((p) => [p.processId, p.running]),
+    [["p", true]],
+  );
+  assert.equal(livePidsWith(`sleep ${token}`).length, 1);
+});
+
+Deno.test("Executor close settles while a process/write waits on a child that never reads, and kills the child", async () => {
+  const token = uniqueSleep();
+  await using executor = new Executor({ sessionTtlMs: 5_000, killGraceMs: 200 });
+  await using server = await serveLocal({ executor });
+  await using rpc = await WsRpc.open(server.url);
+  using _cleanup = killedOnExit(token);
+  await rpc.initialize();
+  await startStuckWrite(rpc, token);
+  await withDeadline(executor.close(), 5_000, "executor close");
+  assert.deepEqual(livePidsWith(`sleep ${token}`), []);
+  await withDeadline(rpc.closed, D, "connection closed");
 });

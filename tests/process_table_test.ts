@@ -682,3 +682,95 @@ Deno.test("ProcessTable remembers PATH lookups and searches again when a program
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Makes a named pipe in a new temp dir (removed by the returned disposer). */
+async function tempFifo(): Promise<{ path: string } & AsyncDisposable> {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_fifo_" });
+  const path = `${dir}/gate`;
+  const made = await new Deno.Command("mkfifo", { args: [path] }).output();
+  assert.ok(made.success, "mkfifo");
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
+}
+
+Deno.test("ProcessTable write stops waiting when its signal aborts, and later writes keep their order", async () => {
+  await using gate = await tempFifo();
+  await using table = new ProcessTable({ killGraceMs: 200 });
+  // The child reads stdin only once the gate opens: 1 MiB overflows the pipe and blocks.
+  await table.start({
+    processId: "p",
+    argv: ["sh", "-c", `read go < ${gate.path}; exec cat`],
+    pipeStdin: true,
+  });
+  const big = new Uint8Array(1024 * 1024).fill(0x61);
+  const controller = new AbortController();
+  const stuck = table.write("p", big, { signal: controller.signal });
+  controller.abort(new Error("connection closed"));
+  await assert.rejects(withDeadline(stuck, 5_000, "aborted write"), /connection closed/);
+  const tail = table.write("p", encoder.encode("tail"), { eof: true });
+  await Deno.writeTextFile(gate.path, "go\n");
+  assert.equal(await withDeadline(tail, 5_000, "later write"), "accepted");
+  const { bytes } = await collect(table, "p");
+  assert.equal(bytes.stdout.byteLength, big.byteLength + 4);
+  assert.ok(bytes.stdout.subarray(0, big.byteLength).every((b) => b === 0x61));
+  assert.equal(new TextDecoder().decode(bytes.stdout.subarray(big.byteLength)), "tail");
+});
+
+Deno.test("ProcessTable close racing start spawns nothing it does not kill, at every offset", async () => {
+  const token = uniqueSleep();
+  const offsets: { label: string; wait: () => Promise<void> }[] = [
+    { label: "same turn", wait: () => Promise.resolve() },
+  ];
+  for (let n = 1; n <= 100; n++) {
+    offsets.push({
+      label: `${n} microtasks`,
+      wait: async () => {
+        for (let i = 0; i < n; i++) await Promise.resolve();
+      },
+    });
+  }
+  for (let n = 1; n <= 5; n++) {
+    offsets.push({
+      label: `${n} macrotasks`,
+      wait: async () => {
+        for (let i = 0; i < n; i++) await new Promise((resolve) => setTimeout(resolve, 0));
+      },
+    });
+  }
+  try {
+    for (const { label, wait } of offsets) {
+      const table = new ProcessTable({ killGraceMs: 200 });
+      const started = table.start({ processId: "p", argv: ["sleep", token] }).then(
+        () => "started",
+        (error: Error) => error.message,
+      );
+      if (label === "same turn") {
+        await withDeadline(table.close(), 3_000, `close (${label})`);
+      } else {
+        await wait();
+        await withDeadline(table.close(), 3_000, `close after ${label}`);
+      }
+      const outcome = await withDeadline(started, 3_000, `start (${label})`);
+      assert.ok(
+        outcome === "started" || /the process table is closed/.test(outcome),
+        `${label}: ${outcome}`,
+      );
+      assert.deepEqual(livePidsWith(`sleep ${token}`), [], `a child survived close (${label})`);
+    }
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+  }
+});
+
+Deno.test("ProcessTable refuses a processId that is not well-formed Unicode", async () => {
+  await using table = new ProcessTable();
+  await assert.rejects(
+    table.start({ processId: "\ud800", argv: ["true"] }),
+    (e: Error) => e instanceof TypeError && /processId must be well-formed Unicode/.test(e.message),
+  );
+  await assert.rejects(table.start({ processId: "a\udc00b", argv: ["true"] }), TypeError);
+  assert.equal(table.has("\ud800"), false);
+  await table.start({ processId: "\uFFFD", argv: ["sh", "-c", "echo ok"] });
+  assert.equal((await collect(table, "\uFFFD")).text.stdout, "ok\n");
+  await table.start({ processId: "\ud83d\ude00", argv: ["true"] });
+  await collect(table, "\ud83d\ude00");
+});

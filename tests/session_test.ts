@@ -1,9 +1,16 @@
 import assert from "node:assert/strict";
 import { RpcError } from "../lib/errors.ts";
 import { Executor, type ExecutorOptions } from "../lib/exec/executor.ts";
+import { FsOps } from "../lib/exec/fs_ops.ts";
+import { ProcessTable } from "../lib/exec/process_table.ts";
+import { SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
+import { serveSession } from "../lib/exec/session.ts";
+import { SessionRegistry } from "../lib/exec/session_registry.ts";
+import type { EnvironmentInfo } from "../lib/exec/environment_info.ts";
 import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
+import { livePidsWith, uniqueSleep } from "./_process_helpers.ts";
 
 const D = 5_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -330,4 +337,95 @@ Deno.test("Executor limits sessions and live processes across sessions, at the l
   await waitNote(a, "process/closed", "one");
   await b.call("process/start", { processId: "two", argv: ["true"] });
   await waitNote(b, "process/closed", "two");
+});
+
+Deno.test("Session: a process/write to a child that never reads ends with its connection, and the session resumes", async () => {
+  const token = uniqueSleep();
+  await using executor = useExecutor({ sessionTtlMs: 5_000 });
+  const first = connect(executor);
+  const sessionId = await first.init();
+  await first.call("process/start", {
+    processId: "p",
+    argv: ["sh", "-c", `exec sleep ${token}`],
+    pipeStdin: true,
+  });
+  // 1 MiB overflows the pipe the child never reads: the write blocks.
+  const chunk = new Uint8Array(1024 * 1024).toBase64();
+  const stuck = first.peer.request("process/write", { processId: "p", chunk }).catch((e) => e);
+  await first.call("process/list"); // served after the write began
+  await first[Symbol.asyncDispose](); // fails unless serve() ends with the connection
+  assert.ok(await stuck instanceof Error, "the stuck write gets no reply");
+  await using second = connect(executor);
+  assert.deepEqual(await second.call("initialize", { resumeSessionId: sessionId }), { sessionId });
+  await second.peer.notify("initialized");
+  const { processes } = await second.call("process/list");
+  assert.deepEqual(
+    (processes as { processId: string; running: boolean }[]).map((p) => [p.processId, p.running]),
+    [["p", true]],
+  );
+  assert.equal(livePidsWith(`sleep ${token}`).length, 1);
+});
+
+Deno.test("Session detaches as soon as its channel closes, while a request is still being served", async () => {
+  await using registry = new SessionRegistry({ createTable: () => new ProcessTable() });
+  // environment/info waits on the sandbox probe, i.e. on helper programs: here one that hangs.
+  const probe = Promise.withResolvers<EnvironmentInfo>();
+  const context = {
+    registry,
+    fs: new FsOps(new SandboxPolicy()),
+    environmentInfo: () => probe.promise,
+  };
+  const [firstClient, firstServer] = channelPair();
+  const firstServed = serveSession(firstServer, context);
+  const first = new JsonRpcPeer(firstClient);
+  const { sessionId } = await first.request<{ sessionId: string }>("initialize", {});
+  const info = first.request("environment/info").catch((e) => e);
+  await first.close();
+  const [secondClient, secondServer] = channelPair();
+  const secondServed = serveSession(secondServer, context);
+  await using second = new JsonRpcPeer(secondClient);
+  assert.deepEqual(
+    await withDeadline(second.request("initialize", { resumeSessionId: sessionId }), D, "resume"),
+    { sessionId },
+  );
+  probe.reject(new Error("probe ended"));
+  await withDeadline(firstServed, D, "first connection served");
+  assert.ok(await info instanceof Error, "the request gets no reply on a closed connection");
+  await second.close();
+  await withDeadline(secondServed, D, "second connection served");
+});
+
+Deno.test("Session: an initialize read after its channel closed attaches nothing", async () => {
+  await using registry = new SessionRegistry({ createTable: () => new ProcessTable() });
+  const probe = Promise.withResolvers<EnvironmentInfo>();
+  const context = {
+    registry,
+    fs: new FsOps(new SandboxPolicy()),
+    environmentInfo: () => probe.promise,
+  };
+  const [firstClient, firstServer] = channelPair();
+  const firstServed = serveSession(firstServer, context);
+  const first = new JsonRpcPeer(firstClient);
+  const { sessionId } = await first.request<{ sessionId: string }>("initialize", {});
+  await first.close();
+  await withDeadline(firstServed, D, "first connection served");
+  // A connection that queues a resume behind a request that hangs, then closes at once.
+  const [raw, server] = channelPair();
+  const served = serveSession(server, context);
+  await raw.send(JSON.stringify({ id: 1, method: "environment/info" }));
+  await raw.send(
+    JSON.stringify({ id: 2, method: "initialize", params: { resumeSessionId: sessionId } }),
+  );
+  await raw.close();
+  const [thirdClient, thirdServer] = channelPair();
+  const thirdServed = serveSession(thirdServer, context);
+  await using third = new JsonRpcPeer(thirdClient);
+  assert.deepEqual(
+    await withDeadline(third.request("initialize", { resumeSessionId: sessionId }), D, "resume"),
+    { sessionId },
+  );
+  probe.reject(new Error("probe ended"));
+  await withDeadline(served, D, "closed connection served");
+  await third.close();
+  await withDeadline(thirdServed, D, "third connection served");
 });

@@ -247,8 +247,11 @@ export class Executor implements AsyncDisposable {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.allSettled([...this.#channels].map((c) => c.close("executor closed")));
+      // Kill the processes while the connections end: a handler still waiting
+      // on a process must not keep the processes, and so itself, alive.
+      const registryClosed = this.#registry.close();
       while (this.#serving.size > 0) await Promise.allSettled([...this.#serving]);
-      await this.#registry.close();
+      await registryClosed;
       await this.#probe;
     })();
     return this.#closing;

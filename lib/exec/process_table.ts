@@ -105,7 +105,7 @@ function withHeadroom(bytes: Uint8Array): Uint8Array {
 
 /** Options for {@linkcode ProcessTable.start}. */
 export interface StartProcessOptions {
-  /** The client-chosen id, unique within the table (1 to 256 characters). */
+  /** The client-chosen id, unique within the table (1 to 256 characters, well-formed Unicode). */
   processId: string;
   /** The program and its arguments (non-empty; for `deno` confinement argv[0] is the module). */
   argv: string[];
@@ -492,6 +492,8 @@ export class ProcessTable implements AsyncDisposable {
         try {
           // Through setsid a missing program would only show as exit code 127: look first.
           if (setsid !== null) await checkProgramFile(plan.program);
+          // close() may have begun during the await: it terminates only spawned processes.
+          if (this.#closing) break;
           this.#spawn(record, plan, setsid, stdin, timeoutMs);
           break;
         } catch (error) {
@@ -504,6 +506,7 @@ export class ProcessTable implements AsyncDisposable {
           plan = await this.#plan(argv, planOptions);
         }
       }
+      if (record.state === "starting") throw new Error(`${what}: the process table is closed`);
     } catch (error) {
       this.#records.delete(id);
       this.#releaseSlot(record);
@@ -585,24 +588,38 @@ export class ProcessTable implements AsyncDisposable {
    *
    * @param processId The process.
    * @param chunk The bytes.
-   * @param options `eof: true` closes stdin after the bytes.
+   * @param options `eof: true` closes stdin after the bytes; `signal` stops
+   *   the wait (the bytes stay queued and are written in order).
    * @returns `accepted`, `unknownProcess`, `stdinClosed` (no stdin, closed, or the process ended) or `starting`.
+   * @throws {unknown} The signal's reason when it aborts before the bytes are taken.
    */
   async write(
     processId: string,
     chunk: Uint8Array,
-    options: { eof?: boolean } = {},
+    options: { eof?: boolean; signal?: AbortSignal } = {},
   ): Promise<"accepted" | "unknownProcess" | "stdinClosed" | "starting"> {
     const record = this.#records.get(processId);
     if (!record) return "unknownProcess";
     if (record.state === "starting") return "starting";
     const writer = record.writer;
     if (!writer || record.stdinClosed || record.state !== "running") return "stdinClosed";
-    if (options.eof) record.stdinClosed = true;
+    const eof = options.eof === true;
+    if (eof) record.stdinClosed = true;
+    const written = this.#writeStdin(record, writer, chunk, eof);
+    return options.signal ? await untilAborted(written, options.signal) : await written;
+  }
+
+  /** Queues the bytes on the stdin writer, which keeps writes in call order. */
+  async #writeStdin(
+    record: ProcessRecord,
+    writer: WritableStreamDefaultWriter<Uint8Array>,
+    chunk: Uint8Array,
+    eof: boolean,
+  ): Promise<"accepted" | "stdinClosed"> {
     await record.ptyReady;
     try {
       if (chunk.byteLength > 0) await writer.write(chunk);
-      if (options.eof) await writer.close();
+      if (eof) await writer.close();
       return "accepted";
     } catch {
       record.stdinClosed = true;
@@ -758,6 +775,7 @@ export class ProcessTable implements AsyncDisposable {
       record.buffer.discard();
       if (record.state === "running" || record.state === "exited") this.#terminate(record);
     }
+    // A start in progress sees #closing before it would spawn and settles `done` by failing.
     await Promise.all(records.map((record) => record.done));
     for (const record of records) {
       for (const timer of record.timers) clearTimeout(timer);
@@ -1216,10 +1234,27 @@ function spawnError(program: string, error: unknown): Error {
   return new Error(`Cannot start ${JSON.stringify(program)}: ${detail}`, { cause: error });
 }
 
+/** Settles like `promise`, or rejects with the signal's reason once it aborts (`promise` runs on). */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
 function checkProcessId(id: unknown): string {
   if (typeof id !== "string" || id.length === 0 || id.length > MAX_PROCESS_ID_LENGTH) {
     throw new TypeError(
       `Cannot start process: processId must be a string of 1 to ${MAX_PROCESS_ID_LENGTH} characters`,
+    );
+  }
+  // Binary output carries the id as UTF-8, where a lone surrogate would turn
+  // into U+FFFD and collide with another process's id.
+  if (!id.isWellFormed()) {
+    throw new TypeError(
+      "Cannot start process: processId must be well-formed Unicode (it has a lone surrogate)",
     );
   }
   return id;

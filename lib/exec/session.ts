@@ -205,6 +205,8 @@ class SessionConnection implements SessionAttachment {
   #maxWaitMs: number;
   #maxReadBytes: number;
   #starting = new Set<string>();
+  /** True once the channel has closed (the session, if any, is detached). */
+  #channelClosed = false;
   /** True once `initialize` negotiated binary output messages. */
   #binaryOutput = false;
   /** True once `initialize` negotiated binary write requests. */
@@ -238,9 +240,14 @@ class SessionConnection implements SessionAttachment {
     // Base64 grows 4/3; keep a read reply well inside the message limit.
     const limit = context.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.#maxReadBytes = Math.max(1, Math.floor((limit - 64 * 1024) / 4) * 3);
-    this.closed = this.#peer.closed.then(() => {
+    const detach = (): void => {
+      this.#channelClosed = true;
       if (this.#session) context.registry.detach(this.#session.id, this);
-    });
+    };
+    // Detach as soon as the channel closes: handlers still in flight must not
+    // keep the session from being resumed by another connection.
+    channel.closed.then(detach, detach);
+    this.closed = this.#peer.closed.then(detach);
   }
 
   #notification(method: string): void {
@@ -311,7 +318,7 @@ class SessionConnection implements SessionAttachment {
       case "process/read":
         return this.#read(this.#requireReady(method), paramsObject(raw), request.signal);
       case "process/write":
-        return this.#write(this.#requireReady(method), paramsObject(raw));
+        return this.#write(this.#requireReady(method), paramsObject(raw), request.signal);
       case "process/signal":
         return this.#signal(this.#requireReady(method), paramsObject(raw));
       case "process/terminate":
@@ -343,6 +350,10 @@ class SessionConnection implements SessionAttachment {
     }
     optionalString(params, "clientName");
     const resumeId = optionalString(params, "resumeSessionId");
+    // A message read after the close would attach a session nothing detaches.
+    if (this.#channelClosed) {
+      throw new RpcError(INVALID_REQUEST, "Cannot initialize: the connection is closed");
+    }
     // outpost's extension: output as binary messages when the harness offers
     // it and the channel carries them; a Codex harness never offers it.
     this.#binaryOutput = optionalBoolean(params, "binaryOutput", false) &&
@@ -463,13 +474,18 @@ class SessionConnection implements SessionAttachment {
     return reply;
   }
 
-  async #write(session: SessionRecord, params: Params): Promise<{ status: string }> {
+  /** Stops waiting when the connection closes: a child that never reads must not hold it. */
+  async #write(
+    session: SessionRecord,
+    params: Params,
+    signal: AbortSignal,
+  ): Promise<{ status: string }> {
     const processId = requiredString(params, "processId");
     // `data` holds the bytes of a binary write request; JSON cannot make a Uint8Array.
     const chunk = params.data instanceof Uint8Array ? params.data : base64Bytes(params, "chunk");
     const eof = optionalBoolean(params, "eof", false);
     if (this.#starting.has(processId)) return { status: "starting" };
-    return { status: await session.table.write(processId, chunk, { eof }) };
+    return { status: await session.table.write(processId, chunk, { eof, signal }) };
   }
 
   async #signal(session: SessionRecord, params: Params): Promise<{ delivered: boolean }> {
