@@ -48,6 +48,10 @@ if (scenario === "run") {
   await attempt("tty", () => table.start({ processId: "t", argv: ["sh"], tty: true }));
   await attempt("os", () => table.start({ processId: "o", argv: ["sh"], confinement: "os" }));
   await attempt("arg0", () => table.start({ processId: "a", argv: ["sh"], arg0: "fake" }));
+  await attempt(
+    "preload",
+    () => table.start({ processId: "p", argv: ["sh"], env: { LD_PRELOAD: "/nonexistent.so" } }),
+  );
   await attempt("sh", async () => {
     await table.start({ processId: "sh", argv: ["sh", "-c", "echo ok"] });
     return await output("sh");

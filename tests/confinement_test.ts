@@ -7,7 +7,7 @@ import {
   grantedWriteRoots,
   resolveGrantedProgram,
 } from "../lib/exec/confinement.ts";
-import { ProcessTable } from "../lib/exec/process_table.ts";
+import { type DenoPermissions, ProcessTable } from "../lib/exec/process_table.ts";
 import {
   collect,
   killPids,
@@ -198,15 +198,47 @@ Deno.test("minConfinement upgrades default requests and refuses weaker ones", as
       e.message ===
         'Cannot start process "n": the executor requires "os" confinement, and the request asks for "none"',
   );
-  await assert.rejects(
-    table.start({
-      processId: "r",
-      argv: ["/x.ts"],
+  // A Deno program is held to what os allows: no write, run, ffi, or (without
+  // the operator's network) net; reading is as open as os's read-only /.
+  const weaker: [DenoPermissions, string][] = [
+    [{ run: ["sh"] }, "run"],
+    [{ write: ["/var/tmp"] }, "write"],
+    [{ write: true, read: true }, "write"],
+    [{ net: ["127.0.0.1"] }, "net"],
+    [{ ffi: true, net: true }, "ffi, net"],
+  ];
+  for (const [denoPermissions, named] of weaker) {
+    await assert.rejects(
+      table.start({ processId: "r", argv: ["/x.ts"], confinement: "deno", denoPermissions }),
+      (e: Error) =>
+        e instanceof SandboxDeniedError &&
+        e.message ===
+          `Cannot start process "r": the executor requires "os" confinement, and a "deno" program with ${named} access is weaker (use "os")`,
+      JSON.stringify(denoPermissions),
+    );
+  }
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/child.ts`, CHILD_MODULE);
+    // At the rule: reads are accepted and run.
+    await table.start({
+      processId: "ok",
+      argv: [`${dir}/child.ts`, `${dir}/child.ts`],
       confinement: "deno",
-      denoPermissions: { run: ["sh"] },
-    }),
-    SandboxDeniedError,
-  );
+      denoPermissions: { read: [dir], net: false },
+    });
+    assert.match((await collect(table, "ok")).text.stdout, /^ok:/);
+    await using networked = new ProcessTable({ minConfinement: "os", allowNetwork: true });
+    await networked.start({
+      processId: "net",
+      argv: [`${dir}/child.ts`],
+      confinement: "deno",
+      denoPermissions: { net: ["127.0.0.1"] },
+    });
+    assert.equal((await collect(networked, "net")).last.exitCode, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
   await using denoOnly = new ProcessTable({ minConfinement: "deno" });
   await assert.rejects(denoOnly.start({ processId: "x", argv: ["sh"] }), SandboxDeniedError);
   assert.throws(() => new ProcessTable({ minConfinement: "strict" as "os" }), TypeError);

@@ -591,6 +591,12 @@ Deno.test("ProcessTable refuses programs the executor may not run", async () => 
   assert.match(results.tty.message, /tty needs the "script" helper/);
   assert.match(results.os.message, /"os" confinement is not available/);
   assert.match(results.arg0.message, /arg0 needs the "bash" helper/);
+  // A granted program refused for a loader variable says so, not "not granted".
+  assert.deepEqual(results.preload, {
+    error: "SandboxDeniedError",
+    message:
+      'Cannot start "sh": Deno passes LD_PRELOAD to a child only when run access is unrestricted; unset it',
+  });
   assert.deepEqual(results.sh, { ok: "ok\n" });
   // Without the setsid helper the child is spawned detached: still its own leader.
   assert.deepEqual(results.standing, {

@@ -513,12 +513,14 @@ export class ProcessTable implements AsyncDisposable {
       record.buffer.wake();
       record.resolveDone();
       if (error instanceof Deno.errors.NotCapable) {
-        throw new SandboxDeniedError(
-          `Cannot start ${JSON.stringify(argv[0])}: run access is not granted`,
-          {
-            cause: error,
-          },
-        );
+        // Deno also refuses loader variables (LD_PRELOAD, ...) unless run access is unrestricted.
+        const variable = /with (\S+) environment variable/.exec(error.message)?.[1];
+        const why = variable === undefined
+          ? "run access is not granted"
+          : `Deno passes ${variable} to a child only when run access is unrestricted; unset it`;
+        throw new SandboxDeniedError(`Cannot start ${JSON.stringify(argv[0])}: ${why}`, {
+          cause: error,
+        });
       }
       throw error;
     }
@@ -801,14 +803,19 @@ export class ProcessTable implements AsyncDisposable {
     }
     if (min === "none" || asked === min) return asked;
     if (min === "os" && asked === "deno") {
-      const p = options.denoPermissions;
-      if (
-        !p || ((p.run === undefined || p.run === false) && (p.ffi === undefined || p.ffi === false))
-      ) {
-        return asked;
-      }
+      // A Deno program is held to what `os` would allow: no writes (`os`
+      // writes only the write roots), no network unless the operator allows
+      // it, and nothing that escapes Deno (run, ffi). Reading is as open as
+      // `os`'s read-only `/`.
+      const p = options.denoPermissions ?? {};
+      const held: (keyof DenoPermissions)[] = ["write", "run", "ffi"];
+      if (!this.#allowNetwork) held.push("net");
+      const weaker = held.filter((name) => asks(p[name]));
+      if (weaker.length === 0) return asked;
       throw new SandboxDeniedError(
-        `${what}: the executor requires "os" confinement, and a "deno" program with run or ffi access is weaker`,
+        `${what}: the executor requires "os" confinement, and a "deno" program with ${
+          weaker.join(", ")
+        } access is weaker (use "os")`,
       );
     }
     throw new SandboxDeniedError(
@@ -1232,6 +1239,11 @@ function spawnError(program: string, error: unknown): Error {
     ? error.message
     : String(error);
   return new Error(`Cannot start ${JSON.stringify(program)}: ${detail}`, { cause: error });
+}
+
+/** Whether a Deno permission value grants anything (`true` or a non-empty list). */
+function asks(value: boolean | string[] | undefined): boolean {
+  return value === true || (Array.isArray(value) && value.length > 0);
 }
 
 /** Settles like `promise`, or rejects with the signal's reason once it aborts (`promise` runs on). */
