@@ -49,7 +49,7 @@ export interface ExecutorOptions {
   writeRoots?: string[];
   /** The weakest confinement a request may use. @default {"none"} */
   minConfinement?: Confinement;
-  /** Environment variable names children inherit from the executor when a request asks. @default {["PATH","HOME","LANG","LC_ALL","TERM","TZ","USER","LOGNAME","SHELL","TMPDIR"] (the process table's list)} */
+  /** Environment variable names children inherit from the executor when a request asks. @default {["PATH","HOME","LANG","LC_ALL","TERM","USER","SHELL","TMPDIR"] (DEFAULT_INHERITED_ENV)} */
   inheritEnv?: string[];
   /** The default working directory of processes. @default {Deno.cwd()} */
   cwd?: string;
