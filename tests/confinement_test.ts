@@ -266,6 +266,53 @@ Deno.test("deno confinement runs a module with exactly the asked permissions", a
   }
 });
 
+Deno.test("deno confinement refuses env that configures the Deno runtime of the program", async () => {
+  const dir = await Deno.makeTempDir();
+  // Outside /tmp and outside any grant: where DENO_COVERAGE_DIR would write.
+  const coverage = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "outpost_cov_" });
+  try {
+    await Deno.writeTextFile(`${dir}/child.ts`, 'console.log(Deno.env.get("GREETING"));');
+    await using table = new ProcessTable();
+    const start = (processId: string, env: Record<string, string>) =>
+      table.start({
+        processId,
+        confinement: "deno",
+        argv: [`${dir}/child.ts`],
+        denoPermissions: { env: ["GREETING"] },
+        env,
+      });
+    const refused = [
+      "DENO_COVERAGE_DIR",
+      "DENO_V8_FLAGS",
+      "deno_dir",
+      "SSLKEYLOGFILE",
+      "HTTPS_PROXY",
+      "npm_config_registry",
+      "NODE_OPTIONS",
+    ];
+    for (const name of refused) {
+      await assert.rejects(
+        start(name, { [name]: name === "DENO_V8_FLAGS" ? "--allow-natives-syntax" : coverage }),
+        (e: Error) =>
+          e instanceof SandboxDeniedError &&
+          e.message.endsWith(
+            `env ${
+              JSON.stringify(name)
+            } configures the Deno runtime, which a "deno" program may not set`,
+          ),
+        name,
+      );
+    }
+    assert.deepEqual([...Deno.readDirSync(coverage)], [], "nothing was written there");
+    // Other variables reach the program.
+    await start("ok", { GREETING: "hi", DENOMINATOR: "2" });
+    assert.equal((await collect(table, "ok")).text.stdout, "hi\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(coverage, { recursive: true });
+  }
+});
+
 Deno.test("deno confinement refuses a program that asks for more than the executor has", async () => {
   const dir = await Deno.makeTempDir();
   try {

@@ -342,6 +342,39 @@ export async function grantedWriteRoots(roots: readonly string[]): Promise<strin
   return result;
 }
 
+/**
+ * Environment variables the Deno runtime itself reads, which would let a
+ * `deno`-level program step around its permissions: DENO_V8_FLAGS weakens
+ * V8, DENO_COVERAGE_DIR and SSLKEYLOGFILE write files and DENO_CERT reads one
+ * without any grant, DENO_DIR moves the cache, proxies and registries change
+ * where code comes from.
+ */
+const DENO_RUNTIME_ENV =
+  /^(DENO_.*|NPM_CONFIG_.*|NODE_.*|SSLKEYLOGFILE|(HTTPS?|ALL|NO)_PROXY|RUST_.*)$/i;
+
+/**
+ * Refuses a request environment that configures the Deno runtime of a
+ * `deno`-level program (see the list above).
+ *
+ * @param env The variables the request names.
+ * @param subject The program, for the message.
+ * @throws {SandboxDeniedError} Naming the first such variable.
+ */
+export function checkDenoProgramEnv(
+  env: Record<string, string> | undefined,
+  subject: string,
+): void {
+  for (const name of Object.keys(env ?? {})) {
+    if (DENO_RUNTIME_ENV.test(name)) {
+      throw new SandboxDeniedError(
+        `Cannot start ${JSON.stringify(subject)}: env ${
+          JSON.stringify(name)
+        } configures the Deno runtime, which a "deno" program may not set`,
+      );
+    }
+  }
+}
+
 const DENO_PERMISSION_NAMES = ["read", "write", "net", "env", "run", "sys", "ffi"] as const;
 
 /**

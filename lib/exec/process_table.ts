@@ -36,6 +36,7 @@ import {
 import {
   bwrapArgs,
   type Capabilities,
+  checkDenoProgramEnv,
   checkProgramFile,
   type Confinement,
   CONFINEMENTS,
@@ -863,6 +864,7 @@ export class ProcessTable implements AsyncDisposable {
         '"deno" confinement needs the "deno" helper',
         subject,
       );
+      checkDenoProgramEnv(p.env, subject);
       const flags = await denoRunFlags(p.denoPermissions, subject, p.cwd);
       base = [deno, ...flags, subject, ...argv.slice(1)];
     } else {
