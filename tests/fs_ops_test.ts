@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { RpcError, SandboxDeniedError } from "../lib/errors.ts";
 import { type Confinement, detectCapabilities } from "../lib/exec/confinement.ts";
 import { FsOps } from "../lib/exec/fs_ops.ts";
-import { type PermissionQuery, SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
+import {
+  MAX_SHOWN_PATH_CHARS,
+  type PermissionQuery,
+  SandboxPolicy,
+} from "../lib/exec/sandbox_policy.ts";
+import { withDeadline } from "./_support/deadline.ts";
 
 /** bubblewrap works here: the `os` variants run (they are reported ignored otherwise). */
 const OS_WORKS = (await detectCapabilities()).confinements.includes("os");
@@ -116,7 +121,7 @@ Deno.test("FsOps readFile allows a file at the size limit and refuses one byte p
     "1001 bytes",
     "1000 byte limit",
   );
-  await rpcFails(f.call("fs/readFile", { path: f.dir }), -32603, "directory");
+  await rpcFails(f.call("fs/readFile", { path: f.dir }), -32602, "is a directory");
   await rpcFails(f.call("fs/readFile", { path: `${f.dir}/missing` }), -32004, "does not exist");
 });
 
@@ -135,7 +140,7 @@ for (const level of LEVELS) {
       await rpcFails(
         f.call("fs/createDirectory", { path: `${f.dir}/a`, recursive: false }),
         -32603,
-        `${f.dir}/a`,
+        `"${f.dir}/a": it already exists`,
       );
       await Deno.writeTextFile(`${f.dir}/a/z.txt`, "z");
       await Deno.writeTextFile(`${f.dir}/a/m.txt`, "m");
@@ -373,4 +378,188 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+/** Makes a FIFO (Deno has no mkfifo). */
+async function mkfifo(path: string): Promise<void> {
+  const { success } = await new Deno.Command("mkfifo", { args: [path] }).output();
+  assert.ok(success, `mkfifo ${path}`);
+}
+
+/**
+ * Opens the FIFO for reading and writing at once and closes it, which wakes
+ * anything blocked opening either end: if a refusal regresses, the test fails
+ * on its deadline instead of hanging.
+ */
+async function releaseFifo(path: string): Promise<void> {
+  await new Deno.Command("sh", { args: ["-c", ': <> "$1"', "sh", path] }).output();
+}
+
+for (const level of LEVELS) {
+  Deno.test({
+    name:
+      `FsOps refuses a FIFO promptly in readFile, writeFile and copy (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      await Deno.mkdir(`${f.dir}/tree`);
+      await Deno.mkdir(`${f.dir}/src`);
+      const fifo = `${f.dir}/tree/fifo`;
+      await mkfifo(fifo);
+      await Deno.writeTextFile(`${f.dir}/src/fifo`, "plain"); // a regular file of the same name
+      const attempts: [string, Record<string, unknown>][] = [
+        ["fs/readFile", { path: fifo }],
+        ["fs/writeFile", { path: fifo, dataBase64: b64("x") }],
+        ["fs/copy", { sourcePath: fifo, destinationPath: `${f.dir}/copy`, recursive: false }],
+        ["fs/copy", { sourcePath: `${f.dir}/src/fifo`, destinationPath: fifo, recursive: false }],
+        // A FIFO inside a copied tree, and one in an existing destination tree.
+        ["fs/copy", {
+          sourcePath: `${f.dir}/tree`,
+          destinationPath: `${f.dir}/c`,
+          recursive: true,
+        }],
+        ["fs/copy", {
+          sourcePath: `${f.dir}/src`,
+          destinationPath: `${f.dir}/tree`,
+          recursive: true,
+        }],
+      ];
+      try {
+        for (const [method, params] of attempts) {
+          await withDeadline(
+            rpcFails(f.call(method, params), -32602, `"${fifo}": it is a FIFO, not a regular file`),
+            5_000,
+            `${method} ${JSON.stringify(params)}`,
+          );
+        }
+      } finally {
+        await releaseFifo(fifo);
+      }
+      assert.equal((await Deno.lstat(fifo)).isFifo, true);
+      await assert.rejects(Deno.lstat(`${f.dir}/copy`), Deno.errors.NotFound);
+      // Regular files still work.
+      await f.call("fs/writeFile", { path: `${f.dir}/tree/plain`, dataBase64: b64("ok") });
+      assert.deepEqual(await f.call("fs/readFile", { path: `${f.dir}/tree/plain` }), {
+        dataBase64: b64("ok"),
+      });
+    },
+  });
+}
+
+Deno.test("FsOps names the kind of a non-regular file it refuses: directory, socket, device", async () => {
+  await using f = await fixture();
+  await rpcFails(
+    f.call("fs/writeFile", { path: f.dir, dataBase64: b64("x") }),
+    -32602,
+    `"${f.dir}": it is a directory, not a regular file`,
+  );
+  const socket = `${f.dir}/socket`;
+  using _listener = Deno.listen({ transport: "unix", path: socket });
+  await rpcFails(f.call("fs/readFile", { path: socket }), -32602, "it is a socket");
+  // Devices: /dev/zero would never end and /dev/null would swallow the write.
+  const devices = new FsOps(new SandboxPolicy({ query: grantsOnly("/dev") }));
+  await rpcFails(
+    devices.call("fs/readFile", { path: "/dev/zero" }),
+    -32602,
+    '"/dev/zero": it is a character device',
+  );
+  await rpcFails(
+    devices.call("fs/writeFile", { path: "/dev/null", dataBase64: b64("x") }),
+    -32602,
+    '"/dev/null": it is a character device',
+  );
+});
+
+/** Asserts the message does not carry Deno's raw text (which repeats the whole path). */
+async function clearFailure(
+  promise: Promise<unknown>,
+  code: number,
+  ...mentions: string[]
+): Promise<void> {
+  await rpcFails(promise, code, ...mentions);
+  await promise.catch((error: Error) => {
+    assert.ok(!error.message.includes("os error"), error.message);
+    assert.ok(error.message.length < 2 * MAX_SHOWN_PATH_CHARS, error.message);
+  });
+}
+
+for (const level of LEVELS) {
+  Deno.test({
+    name:
+      `FsOps maps path failures to clear errors with the action named (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      await Deno.writeTextFile(`${f.dir}/file`, "x");
+      const data = b64("x");
+      // A name at the system's 255-byte limit is merely missing; one byte more is too long.
+      const atLimit = `${f.dir}/${"n".repeat(255)}`;
+      await clearFailure(f.call("fs/readFile", { path: atLimit }), -32004, "does not exist");
+      await clearFailure(
+        f.call("fs/writeFile", { path: `${atLimit}/x`, dataBase64: data }),
+        -32004,
+      );
+      const longName = `${f.dir}/${"n".repeat(256)}`;
+      const longPath = `${f.dir}/${"a".repeat(5000)}`;
+      for (const path of [longName, longPath]) {
+        const tooLong = "the path is too long";
+        await clearFailure(f.call("fs/readFile", { path }), -32602, "Cannot read", tooLong);
+        await clearFailure(f.call("fs/getMetadata", { path }), -32602, "Cannot inspect", tooLong);
+        await clearFailure(f.call("fs/writeFile", { path, dataBase64: data }), -32602, tooLong);
+        await clearFailure(f.call("fs/createDirectory", { path }), -32602, tooLong);
+        await clearFailure(f.call("fs/remove", { path }), -32602, "Cannot remove", tooLong);
+      }
+      // A regular file used as a directory: not found.
+      const under = `${f.dir}/file/x`;
+      const notDir =
+        `"${under}": it does not exist (it or a parent in the path is not a directory)`;
+      await clearFailure(f.call("fs/getMetadata", { path: under }), -32004, "inspect", notDir);
+      await clearFailure(f.call("fs/readFile", { path: under }), -32004, notDir);
+      await clearFailure(f.call("fs/writeFile", { path: under, dataBase64: data }), -32004, notDir);
+      await clearFailure(
+        f.call("fs/createDirectory", { path: under, recursive: false }),
+        -32004,
+        notDir,
+      );
+      await clearFailure(f.call("fs/readDirectory", { path: `${f.dir}/file` }), -32004, "list");
+      // An existing path: its documented I/O code, a clear message.
+      await clearFailure(
+        f.call("fs/createDirectory", { path: `${f.dir}/file`, recursive: false }),
+        -32603,
+        `Cannot create directory "${f.dir}/file": it already exists`,
+      );
+      // A symbolic link loop: a path the system cannot take.
+      await Deno.symlink("loop_b", `${f.dir}/loop_a`);
+      await Deno.symlink("loop_a", `${f.dir}/loop_b`);
+      await clearFailure(
+        f.call("fs/readFile", { path: `${f.dir}/loop_a` }),
+        -32602,
+        "too many levels of symbolic links",
+      );
+    },
+  });
+}
+
+Deno.test("FsOps echoes a path whole up to the limit and elides its middle past it", async () => {
+  await using f = await fixture();
+  /** `${dir}/missing`, padded with `/.` to `length` characters (it resolves the same). */
+  const padded = (length: number) => {
+    const pad = length - `${f.dir}/missing`.length;
+    return `${f.dir}${"/.".repeat(Math.floor(pad / 2))}${pad % 2 ? "/" : ""}/missing`;
+  };
+  const at = padded(MAX_SHOWN_PATH_CHARS);
+  assert.equal(at.length, MAX_SHOWN_PATH_CHARS);
+  await rpcFails(f.call("fs/readFile", { path: at }), -32004, `"${at}": it does not exist`);
+  for (const length of [MAX_SHOWN_PATH_CHARS + 1, 1_000_000]) {
+    const past = padded(length);
+    assert.equal(past.length, length);
+    await assert.rejects(f.call("fs/readFile", { path: past }), (error: RpcError) => {
+      assert.equal(error.code, -32004);
+      const shown = /^Cannot read "(.*)": it does not exist$/s.exec(error.message)?.[1];
+      assert.equal(shown?.length, MAX_SHOWN_PATH_CHARS, error.message);
+      assert.ok(shown.startsWith(past.slice(0, 100)) && shown.endsWith("/missing"), shown);
+      assert.ok(shown.includes("\u2026"), shown);
+      return true;
+    });
+  }
 });

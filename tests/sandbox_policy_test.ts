@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { SandboxDeniedError } from "../lib/errors.ts";
-import { type PermissionQuery, SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
+import {
+  MAX_SHOWN_PATH_CHARS,
+  type PermissionQuery,
+  SandboxPolicy,
+  shownPath,
+} from "../lib/exec/sandbox_policy.ts";
 
 /**
  * Deno permissions are the far side of this boundary: the oracle grants read
@@ -117,4 +122,48 @@ Deno.test("SandboxPolicy uses the real Deno permissions by default", async () =>
   const policy = new SandboxPolicy();
   assert.equal(await policy.checkRead("/etc/../etc/hostname"), "/etc/hostname");
   await policy.checkRun("sh");
+});
+
+Deno.test("SandboxPolicy shows a path whole up to the limit and elides its middle past it", async () => {
+  await using f = await fixture();
+  const limit = MAX_SHOWN_PATH_CHARS;
+  assert.equal(shownPath("p".repeat(limit)), "p".repeat(limit));
+  assert.equal(shownPath("p".repeat(limit + 1)).length, limit);
+  /** `/etc/passwd` padded with `/.` to `length` characters (it resolves the same). */
+  const padded = (length: number) => {
+    const pad = length - "/etc/passwd".length;
+    return `/etc${"/.".repeat(Math.floor(pad / 2))}${pad % 2 ? "/" : ""}/passwd`;
+  };
+  const resolves = '(it resolves to "/etc/passwd")';
+  const at = padded(limit);
+  assert.equal(at.length, limit);
+  await denied(
+    f.policy.checkRead(at),
+    `Cannot read "${at}": read access is not granted ${resolves}`,
+  );
+  const writeRooted = new SandboxPolicy({
+    query: () => Promise.resolve("granted"),
+    writeRoots: [f.dir],
+  });
+  for (const length of [limit + 1, 1_000_000]) {
+    const past = padded(length);
+    const checks = [
+      [() => f.policy.checkRead(past), "read access is not granted"],
+      [() => writeRooted.checkWrite(past), "it is outside the write roots"],
+    ] as const;
+    for (const [check, why] of checks) {
+      await assert.rejects(check(), (error: unknown) => {
+        assert.ok(error instanceof SandboxDeniedError, String(error));
+        const message = new RegExp(
+          `^Cannot \\w+ "(.*)": ${why} \\(it resolves to "/etc/passwd"\\)$`,
+          "s",
+        );
+        const shown = message.exec(error.message)?.[1];
+        assert.equal(shown?.length, limit, error.message.slice(0, 1000));
+        assert.ok(shown.startsWith("/etc/./.") && shown.endsWith("/passwd"), shown);
+        assert.ok(shown.includes("\u2026"), shown);
+        return true;
+      });
+    }
+  }
 });

@@ -17,8 +17,9 @@
  */
 
 import { RpcError, SandboxDeniedError } from "../errors.ts";
-import { INTERNAL_ERROR, NOT_FOUND } from "../rpc/error_codes.ts";
+import { INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND } from "../rpc/error_codes.ts";
 import { bwrapArgs, grantedWriteRoots, resolveGrantedProgram } from "./confinement.ts";
+import { shownPath } from "./sandbox_policy.ts";
 
 /** The helper programs confined fs writes use, by the operation that needs them. */
 export const CONFINED_FS_HELPERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
@@ -29,6 +30,51 @@ export const CONFINED_FS_HELPERS: Readonly<Record<string, readonly string[]>> = 
 
 /** The most stderr kept from a helper, for the error message. */
 const MAX_STDERR_BYTES = 4096;
+
+/** The path failures reported the same way in the executor and by a sandboxed helper. */
+export type PathErrorCode = "ENOENT" | "ENOTDIR" | "EEXIST" | "ENAMETOOLONG" | "ELOOP";
+
+/** The C library's text for each {@linkcode PathErrorCode} (helpers run with `LC_ALL=C`). */
+const PATH_ERROR_TEXTS: Readonly<Record<string, PathErrorCode>> = {
+  "No such file or directory": "ENOENT",
+  "Directory nonexistent": "ENOENT", // dash, for a redirection into a missing directory
+  "Not a directory": "ENOTDIR",
+  "File exists": "EEXIST",
+  "File name too long": "ENAMETOOLONG",
+  "Too many levels of symbolic links": "ELOOP",
+};
+
+/**
+ * The JSON-RPC error for a path failure: a missing path or a file where a
+ * directory is needed is -32004, a path the system cannot take (too long,
+ * a symbolic link loop) is -32602, an existing path is -32603.
+ *
+ * @param action The verb, e.g. `read`.
+ * @param shown The path as the request gave it (shortened here).
+ * @param code The failure.
+ * @returns The error to throw.
+ */
+export function pathError(action: string, shown: string, code: PathErrorCode): RpcError {
+  const cannot = `Cannot ${action} "${shownPath(shown)}"`;
+  switch (code) {
+    case "ENOENT":
+      return new RpcError(NOT_FOUND, `${cannot}: it does not exist`);
+    case "ENOTDIR":
+      return new RpcError(
+        NOT_FOUND,
+        `${cannot}: it does not exist (it or a parent in the path is not a directory)`,
+      );
+    case "EEXIST":
+      return new RpcError(INTERNAL_ERROR, `${cannot}: it already exists`);
+    case "ENAMETOOLONG":
+      return new RpcError(
+        INVALID_PARAMS,
+        `${cannot}: the path is too long (a name or the whole path exceeds the system's limit)`,
+      );
+    case "ELOOP":
+      return new RpcError(INVALID_PARAMS, `${cannot}: too many levels of symbolic links`);
+  }
+}
 
 /** Data for a confined write: bytes, or a stream that is consumed (and cancelled on failure). */
 export type ConfinedData = Uint8Array | ReadableStream<Uint8Array>;
@@ -135,18 +181,19 @@ export class ConfinedFs {
     const missing = names.filter((_, i) => paths[i] === null);
     if (missing.length > 0) {
       throw new SandboxDeniedError(
-        `Cannot ${action} "${shown}": the os confinement minimum runs fs writes in a sandbox, ` +
-          `and run access to ${missing.map((name) => `"${name}"`).join(", ")} is not granted`,
+        `Cannot ${action} "${shownPath(shown)}": the os confinement minimum runs fs writes in ` +
+          `a sandbox, and run access to ${missing.map((name) => `"${name}"`).join(", ")} ` +
+          `is not granted`,
       );
     }
     const roots = await grantedWriteRoots(this.#writeRoots);
     if (
       !roots.some((root) => root === "/" || resolved === root || resolved.startsWith(root + "/"))
     ) {
-      const where = resolved === shown ? "" : ` (it resolves to "${resolved}")`;
+      const where = resolved === shown ? "" : ` (it resolves to "${shownPath(resolved)}")`;
       throw new SandboxDeniedError(
-        `Cannot ${action} "${shown}": under the os confinement minimum fs writes stay inside ` +
-          `the existing write roots${where}`,
+        `Cannot ${action} "${shownPath(shown)}": under the os confinement minimum fs writes ` +
+          `stay inside the existing write roots${where}`,
       );
     }
     return { paths: paths as string[], roots };
@@ -178,7 +225,7 @@ export class ConfinedFs {
       const detail = error instanceof Error ? error.message : String(error);
       throw new RpcError(
         INTERNAL_ERROR,
-        `Cannot ${action} "${shown}": cannot start the sandbox: ${detail}`,
+        `Cannot ${action} "${shownPath(shown)}": cannot start the sandbox: ${detail}`,
       );
     }
     const feeding = data === undefined ? Promise.resolve(null) : feed(child.stdin, data);
@@ -191,7 +238,7 @@ export class ConfinedFs {
     if (fed !== null) {
       // The helper wrote what it got, but the data did not all arrive (a source read failed).
       const detail = fed instanceof Error ? fed.message : String(fed);
-      throw new RpcError(INTERNAL_ERROR, `Cannot ${action} "${shown}": ${detail}`);
+      throw new RpcError(INTERNAL_ERROR, `Cannot ${action} "${shownPath(shown)}": ${detail}`);
     }
   }
 }
@@ -238,31 +285,24 @@ async function readCapped(stream: ReadableStream<Uint8Array>): Promise<string> {
  * `LC_ALL=C`, so their messages end with the C library's error text.
  */
 function helperError(action: string, shown: string, stderr: string, code: number): Error {
+  const cannot = `Cannot ${action} "${shownPath(shown)}"`;
   const line = stderr.split("\n").map((l) => l.trim()).find((l) => l.length > 0);
   if (line === undefined) {
-    return new RpcError(
-      INTERNAL_ERROR,
-      `Cannot ${action} "${shown}": the sandboxed helper exited with code ${code}`,
-    );
+    return new RpcError(INTERNAL_ERROR, `${cannot}: the sandboxed helper exited with code ${code}`);
   }
   if (line.startsWith("bwrap:")) {
-    return new RpcError(INTERNAL_ERROR, `Cannot ${action} "${shown}": the sandbox failed: ${line}`);
+    return new RpcError(INTERNAL_ERROR, `${cannot}: the sandbox failed: ${shownPath(line)}`);
   }
-  const reason = line.slice(line.lastIndexOf(": ") + 2);
+  const reason = shownPath(line.slice(line.lastIndexOf(": ") + 2));
   if (reason === "Read-only file system") {
     return new SandboxDeniedError(
-      `Cannot ${action} "${shown}": the os sandbox refused it, the path leads outside the ` +
-        `writable roots: ${reason}`,
+      `${cannot}: the os sandbox refused it, the path leads outside the writable roots: ${reason}`,
     );
   }
   if (reason === "Permission denied" || reason === "Operation not permitted") {
-    return new SandboxDeniedError(
-      `Cannot ${action} "${shown}": the os sandbox refused it: ${reason}`,
-    );
+    return new SandboxDeniedError(`${cannot}: the os sandbox refused it: ${reason}`);
   }
-  // dash says "Directory nonexistent" for a redirection into a missing directory.
-  if (reason === "No such file or directory" || reason === "Directory nonexistent") {
-    return new RpcError(NOT_FOUND, `Cannot ${action} "${shown}": it does not exist`);
-  }
-  return new RpcError(INTERNAL_ERROR, `Cannot ${action} "${shown}": ${reason}`);
+  const known = PATH_ERROR_TEXTS[reason];
+  if (known !== undefined) return pathError(action, shown, known);
+  return new RpcError(INTERNAL_ERROR, `${cannot}: ${reason}`);
 }

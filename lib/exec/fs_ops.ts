@@ -10,14 +10,19 @@
  * outside them (Deno has no `openat`/`O_NOFOLLOW`). Below that minimum they
  * run in the executor itself and that race remains (see SECURITY_TESTS.md).
  *
+ * Only regular files are read or written: opening a FIFO blocks until its
+ * other end opens, holding one of Deno's blocking threads (shared by the fs
+ * and process work of every session), and a device such as `/dev/zero` never
+ * ends, so the other kinds are refused with -32602 before they are opened.
+ *
  * @module
  */
 
 import { RpcError, SandboxDeniedError } from "../errors.ts";
-import { INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, SANDBOX_DENIED } from "../rpc/error_codes.ts";
-import type { SandboxPolicy } from "./sandbox_policy.ts";
+import { INTERNAL_ERROR, INVALID_PARAMS, SANDBOX_DENIED } from "../rpc/error_codes.ts";
+import { type SandboxPolicy, shownPath } from "./sandbox_policy.ts";
 import type { Confinement } from "./confinement.ts";
-import { type ConfinedData, ConfinedFs } from "./_confined_fs.ts";
+import { type ConfinedData, ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
 import {
   absolutePath,
   base64Bytes,
@@ -87,14 +92,70 @@ async function io<T>(action: string, path: string, run: () => Promise<T>): Promi
 
 function fsError(action: string, path: string, error: unknown): unknown {
   if (error instanceof RpcError || error instanceof SandboxDeniedError) return error;
-  if (error instanceof Deno.errors.NotFound) {
-    return new RpcError(NOT_FOUND, `Cannot ${action} "${path}": it does not exist`);
-  }
   if (error instanceof Deno.errors.NotCapable) {
-    return new RpcError(SANDBOX_DENIED, `Cannot ${action} "${path}": access is not granted`);
+    return new RpcError(
+      SANDBOX_DENIED,
+      `Cannot ${action} "${shownPath(path)}": access is not granted`,
+    );
   }
-  const detail = error instanceof Error ? error.message : String(error);
-  return new RpcError(INTERNAL_ERROR, `Cannot ${action} "${path}": ${detail}`);
+  const code = pathErrorCode(error);
+  if (code !== undefined) return pathError(action, path, code);
+  // Deno's text ends by repeating the (possibly huge) path; the message names it already.
+  const text = error instanceof Error ? error.message : String(error);
+  const detail = /^.*?\(os error \d+\)/s.exec(text)?.[0] ?? text;
+  return new RpcError(
+    INTERNAL_ERROR,
+    `Cannot ${action} "${shownPath(path)}": ${shownPath(detail)}`,
+  );
+}
+
+function pathErrorCode(error: unknown): PathErrorCode | undefined {
+  if (error instanceof Deno.errors.NotFound) return "ENOENT";
+  if (error instanceof Deno.errors.NotADirectory) return "ENOTDIR";
+  if (error instanceof Deno.errors.AlreadyExists) return "EEXIST";
+  if (error instanceof Deno.errors.FilesystemLoop) return "ELOOP";
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "ENAMETOOLONG" || code === "ELOOP" ? code : undefined;
+}
+
+/** The kind of a path that is not a regular file, for the refusal. */
+function kindOf(info: Deno.FileInfo): string {
+  if (info.isDirectory) return "a directory";
+  if (info.isFifo) return "a FIFO";
+  if (info.isSocket) return "a socket";
+  if (info.isCharDevice) return "a character device";
+  if (info.isBlockDevice) return "a block device";
+  return "a special file";
+}
+
+function notRegularFile(action: string, path: string, info: Deno.FileInfo): RpcError {
+  return new RpcError(
+    INVALID_PARAMS,
+    `Cannot ${action} "${shownPath(path)}": it is ${kindOf(info)}, not a regular file ` +
+      `(fs methods read and write regular files only)`,
+  );
+}
+
+/**
+ * Refuses a path that is not a regular file, before anything opens it (stat
+ * does not block on a FIFO; open does).
+ *
+ * @param mayBeMissing A missing path passes (a write creates it).
+ */
+async function requireRegularFile(
+  action: string,
+  shown: string,
+  resolved: string,
+  mayBeMissing: boolean,
+): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(resolved);
+  } catch (error) {
+    if (mayBeMissing && error instanceof Deno.errors.NotFound) return;
+    throw fsError(action, shown, error);
+  }
+  if (!info.isFile) throw notRegularFile(action, shown, info);
 }
 
 /**
@@ -141,7 +202,8 @@ export class FsOps {
    * @param method One of {@linkcode FS_METHODS}.
    * @param rawParams The request params.
    * @returns The method's result object.
-   * @throws {RpcError} -32602 for bad params, -32004 for a missing path, -32603 for I/O failures.
+   * @throws {RpcError} -32602 for bad params, a path too long or not a regular file where one is
+   *   read or written; -32004 for a missing path; -32603 for I/O failures.
    * @throws {SandboxDeniedError} When the sandbox refuses the path.
    */
   call(method: string, rawParams: unknown): Promise<unknown> {
@@ -193,11 +255,12 @@ export class FsOps {
    * @returns `{dataBase64}`.
    */
   async readFile(path: string): Promise<{ dataBase64: string }> {
-    const resolved = await this.#policy.checkRead(path);
+    const resolved = await this.#checkRead("read", path);
+    await requireRegularFile("read", path, resolved, false);
     const data = await io("read", path, async () => {
       using file = await Deno.open(resolved, { read: true });
       const info = await file.stat();
-      if (info.isDirectory) throw new Error("it is a directory");
+      if (!info.isFile) throw notRegularFile("read", path, info); // swapped since the stat
       const limit = this.#maxFileBytes;
       if (info.size > limit) throw this.#tooLarge(path, info.size);
       let buffer = new Uint8Array(info.size + 1); // one spare byte detects growth
@@ -226,7 +289,8 @@ export class FsOps {
    * @returns `{}`.
    */
   async writeFile(path: string, data: Uint8Array): Promise<Record<string, never>> {
-    const resolved = await this.#policy.checkWrite(path);
+    const resolved = await this.#checkWrite("write", path);
+    await requireRegularFile("write", path, resolved, true);
     await this.#write("write", path, resolved, data);
     return {};
   }
@@ -239,7 +303,7 @@ export class FsOps {
    * @returns `{}`.
    */
   async createDirectory(path: string, recursive: boolean): Promise<Record<string, never>> {
-    const resolved = await this.#policy.checkWrite(path, { action: "create directory" });
+    const resolved = await this.#checkWrite("create directory", path);
     await this.#mkdir(path, resolved, recursive);
     return {};
   }
@@ -252,7 +316,7 @@ export class FsOps {
    * @returns The metadata.
    */
   async getMetadata(path: string): Promise<FileMetadata> {
-    const own = await this.#policy.checkRead(path, { followFinal: false, action: "inspect" });
+    const own = await this.#checkRead("inspect", path, false);
     let info = await io("inspect", path, () => Deno.lstat(own));
     const isSymlink = info.isSymlink;
     if (isSymlink) {
@@ -283,7 +347,7 @@ export class FsOps {
    * @returns `{entries}`.
    */
   async readDirectory(path: string): Promise<{ entries: DirectoryEntry[] }> {
-    const resolved = await this.#policy.checkRead(path, { action: "list" });
+    const resolved = await this.#checkRead("list", path);
     const entries = await io("list", path, async () => {
       const list: DirectoryEntry[] = [];
       for await (const entry of Deno.readDir(resolved)) {
@@ -309,8 +373,15 @@ export class FsOps {
    * @returns `{}`.
    */
   async remove(path: string, recursive: boolean, force: boolean): Promise<Record<string, never>> {
-    const resolved = await this.#policy.checkWrite(path, { followFinal: false, action: "remove" });
+    const resolved = await this.#checkWrite("remove", path, false);
     if (this.#confined) {
+      // The helper's message on a huge path is cut short: let the OS judge the path here first.
+      await Deno.lstat(resolved).catch((error) => {
+        const missing = error instanceof Deno.errors.NotFound;
+        if (!missing && !(error instanceof Deno.errors.NotCapable)) {
+          throw fsError("remove", path, error);
+        }
+      });
       await this.#confined.remove(path, resolved, recursive, force);
       return {};
     }
@@ -336,20 +407,25 @@ export class FsOps {
     destinationPath: string,
     recursive: boolean,
   ): Promise<Record<string, never>> {
-    const source = await this.#policy.checkRead(sourcePath, { action: "copy" });
-    const destination = await this.#policy.checkWrite(destinationPath, { action: "copy to" });
+    const source = await this.#checkRead("copy", sourcePath);
+    const destination = await this.#checkWrite("copy to", destinationPath);
     const info = await io("copy", sourcePath, () => Deno.stat(source));
     if (!info.isDirectory) {
       await this.#copyFile(sourcePath, source, destinationPath, destination);
       return {};
     }
     if (!recursive) {
-      throw invalidParam("recursive", `must be true to copy the directory "${sourcePath}"`);
+      throw invalidParam(
+        "recursive",
+        `must be true to copy the directory "${shownPath(sourcePath)}"`,
+      );
     }
     if (destination === source || destination.startsWith(source + "/")) {
       throw new RpcError(
         INVALID_PARAMS,
-        `Cannot copy "${sourcePath}": the destination "${destinationPath}" is inside it`,
+        `Cannot copy "${shownPath(sourcePath)}": the destination "${
+          shownPath(destinationPath)
+        }" is inside it`,
       );
     }
     await this.#copyTree(source, destination, destinationPath);
@@ -358,7 +434,7 @@ export class FsOps {
 
   async #copyTree(source: string, destination: string, shown: string): Promise<void> {
     // Each destination is checked again: an existing tree may hold links that lead elsewhere.
-    const target = await this.#policy.checkWrite(destination, { action: "copy to" });
+    const target = await this.#checkWrite("copy to", destination);
     await this.#mkdir(shown, target, true);
     const entries: Deno.DirEntry[] = [];
     await io("list", source, async () => {
@@ -370,13 +446,13 @@ export class FsOps {
       if (entry.isSymlink) {
         throw new RpcError(
           INTERNAL_ERROR,
-          `Cannot copy "${from}": symbolic links inside a directory are not copied`,
+          `Cannot copy "${shownPath(from)}": symbolic links inside a directory are not copied`,
         );
       }
       if (entry.isDirectory) {
         await this.#copyTree(from, to, `${shown}/${entry.name}`);
       } else {
-        const checked = await this.#policy.checkWrite(to, { action: "copy to" });
+        const checked = await this.#checkWrite("copy to", to);
         await this.#copyFile(from, from, `${shown}/${entry.name}`, checked);
       }
     }
@@ -389,8 +465,18 @@ export class FsOps {
    * @returns `{path}`.
    */
   async canonicalize(path: string): Promise<{ path: string }> {
-    const resolved = await this.#policy.checkRead(path, { action: "canonicalize" });
+    const resolved = await this.#checkRead("canonicalize", path);
     return { path: await io("canonicalize", path, () => Deno.realPath(resolved)) };
+  }
+
+  /** The policy's read check, its lookup failures mapped like the action's own. */
+  #checkRead(action: string, path: string, followFinal = true): Promise<string> {
+    return io(action, path, () => this.#policy.checkRead(path, { action, followFinal }));
+  }
+
+  /** The policy's write check, its lookup failures mapped like the action's own. */
+  #checkWrite(action: string, path: string, followFinal = true): Promise<string> {
+    return io(action, path, () => this.#policy.checkWrite(path, { action, followFinal }));
   }
 
   #write(action: string, shown: string, resolved: string, data: ConfinedData): Promise<void> {
@@ -410,6 +496,8 @@ export class FsOps {
     destinationShown: string,
     destination: string,
   ): Promise<void> {
+    await requireRegularFile("copy", sourceShown, source, false);
+    await requireRegularFile("copy to", destinationShown, destination, true);
     if (!this.#confined) {
       await io("copy", sourceShown, () => Deno.copyFile(source, destination));
       return;
@@ -421,7 +509,9 @@ export class FsOps {
   #tooLarge(path: string, size: number): RpcError {
     return new RpcError(
       INVALID_PARAMS,
-      `Cannot read "${path}": its ${size} bytes exceed the ${this.#maxFileBytes} byte limit of fs/readFile`,
+      `Cannot read "${
+        shownPath(path)
+      }": its ${size} bytes exceed the ${this.#maxFileBytes} byte limit of fs/readFile`,
     );
   }
 }

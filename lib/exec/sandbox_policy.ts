@@ -44,6 +44,24 @@ export interface PathCheckOptions {
 
 const MAX_SYMLINK_HOPS = 40;
 
+/** The longest path (or other echoed text) an error message repeats whole. */
+export const MAX_SHOWN_PATH_CHARS = 256;
+
+/**
+ * A path as error messages show it: whole up to {@linkcode MAX_SHOWN_PATH_CHARS},
+ * else its start and end around an ellipsis, so a huge request path (e.g. one
+ * padded with `/./`) is not echoed back in full.
+ *
+ * @param path The path as given.
+ * @returns At most {@linkcode MAX_SHOWN_PATH_CHARS} characters.
+ */
+export function shownPath(path: string): string {
+  if (path.length <= MAX_SHOWN_PATH_CHARS) return path;
+  const head = Math.ceil((MAX_SHOWN_PATH_CHARS - 1) / 2);
+  const tail = MAX_SHOWN_PATH_CHARS - 1 - head;
+  return `${path.slice(0, head)}\u2026${path.slice(path.length - tail)}`;
+}
+
 function defaultQuery(descriptor: Deno.PermissionDescriptor): Promise<Deno.PermissionState> {
   return Deno.permissions.query(descriptor).then((status) => status.state);
 }
@@ -71,7 +89,9 @@ function isNoLongerALink(error: unknown): boolean {
 }
 
 function tooManyLinks(path: string): Error {
-  return new Deno.errors.FilesystemLoop(`Cannot resolve "${path}": too many symbolic links`);
+  return new Deno.errors.FilesystemLoop(
+    `Cannot resolve "${shownPath(path)}": too many symbolic links`,
+  );
 }
 
 /** A resolution step was refused by Deno itself (no read access to resolve). */
@@ -79,7 +99,7 @@ class ResolveDenied extends Error {
   /** The (partly resolved) path Deno refused to look at. */
   readonly at: string;
   constructor(at: string) {
-    super(`Cannot resolve "${at}"`);
+    super(`Cannot resolve "${shownPath(at)}"`);
     this.at = at;
   }
 }
@@ -138,7 +158,7 @@ export class SandboxPolicy {
     } catch (error) {
       if (error instanceof ResolveDenied) {
         throw new SandboxDeniedError(
-          `Cannot ${options.action ?? "resolve"} "${path}": read access is not granted`,
+          `Cannot ${options.action ?? "resolve"} "${shownPath(path)}": read access is not granted`,
         );
       }
       throw error;
@@ -152,6 +172,9 @@ export class SandboxPolicy {
    * @param options Link handling and the verb for the message.
    * @returns The resolved path; act on it, not on `path`.
    * @throws {SandboxDeniedError} If read access is not granted on the resolved path.
+   * @throws {Deno.errors.FilesystemLoop} If resolving meets too many symbolic links.
+   * @throws {Error} The lookup's own error otherwise (e.g. code `ENAMETOOLONG`), for the
+   *   caller to map with the action it names.
    */
   checkRead(path: string, options: PathCheckOptions = {}): Promise<string> {
     return this.#check("read", path, options);
@@ -165,6 +188,7 @@ export class SandboxPolicy {
    * @param options Link handling and the verb for the message.
    * @returns The resolved path; act on it, not on `path`.
    * @throws {SandboxDeniedError} If write access is not granted on the resolved path.
+   * @throws {Error} A failed lookup, as for {@linkcode SandboxPolicy.checkRead}.
    */
   checkWrite(path: string, options: PathCheckOptions = {}): Promise<string> {
     return this.#check("write", path, options);
@@ -194,25 +218,25 @@ export class SandboxPolicy {
         // the path leads (judged lexically from where resolution stopped; the
         // request is refused either way).
         const lexical = "/" + lexicalParts(error.at).join("/");
-        const shown = lexical === path ? "" : ` (it resolves to "${lexical}")`;
+        const shown = lexical === path ? "" : ` (it resolves to "${shownPath(lexical)}")`;
         const missing =
           kind === "read" || (await this.#query({ name: kind, path: lexical })) !== "granted"
             ? `${kind} access is not granted${shown}`
             : `read access is not granted${shown}, and is needed to resolve the path`;
-        throw new SandboxDeniedError(`Cannot ${action} "${path}": ${missing}`);
+        throw new SandboxDeniedError(`Cannot ${action} "${shownPath(path)}": ${missing}`);
       }
       throw error;
     }
-    const where = resolved === path ? "" : ` (it resolves to "${resolved}")`;
+    const where = resolved === path ? "" : ` (it resolves to "${shownPath(resolved)}")`;
     const state = await this.#query({ name: kind, path: resolved });
     if (state !== "granted") {
       throw new SandboxDeniedError(
-        `Cannot ${action} "${path}": ${kind} access is not granted${where}`,
+        `Cannot ${action} "${shownPath(path)}": ${kind} access is not granted${where}`,
       );
     }
     if (kind === "write" && this.#writeRoots && !this.#insideWriteRoot(resolved)) {
       throw new SandboxDeniedError(
-        `Cannot ${action} "${path}": it is outside the write roots${where}`,
+        `Cannot ${action} "${shownPath(path)}": it is outside the write roots${where}`,
       );
     }
     return resolved;
@@ -226,7 +250,7 @@ export class SandboxPolicy {
 
   async #resolve(path: string, followFinal: boolean): Promise<string> {
     if (typeof path !== "string" || !path.startsWith("/")) {
-      throw new TypeError(`Cannot resolve "${path}": the path must be absolute`);
+      throw new TypeError(`Cannot resolve "${shownPath(path)}": the path must be absolute`);
     }
     const parts = components(path);
     const last = parts.at(-1);
