@@ -31,6 +31,7 @@ import {
   buildChildEnv,
   DEFAULT_INHERITED_ENV,
   DEFAULT_MAX_ENV_BYTES,
+  type EnvPolicy,
   utf8Length,
 } from "./child_env.ts";
 import {
@@ -126,8 +127,10 @@ export interface StartProcessOptions {
   confinement?: Confinement;
   /** What a `deno`-confined program may do; each must be granted to the executor. */
   denoPermissions?: DenoPermissions;
-  /** Inherit the table's env allowlist. @default {true} */
+  /** Inherit the table's env allowlist (ignored when `envPolicy` is given). @default {true} */
   inheritEnv?: boolean;
+  /** Codex's env policy: what to inherit and set beneath `env` (see {@linkcode EnvPolicy}). */
+  envPolicy?: EnvPolicy;
   /** Initial terminal columns. @default {80} */
   cols?: number;
   /** Initial terminal rows. @default {24} */
@@ -483,6 +486,7 @@ export class ProcessTable implements AsyncDisposable {
         confinement,
         env: options.env,
         inheritEnv: options.inheritEnv ?? true,
+        envPolicy: options.envPolicy,
         denoPermissions: options.denoPermissions,
       };
       let plan = await this.#plan(argv, planOptions);
@@ -833,6 +837,7 @@ export class ProcessTable implements AsyncDisposable {
     confinement: Confinement;
     env: Record<string, string> | undefined;
     inheritEnv: boolean;
+    envPolicy: EnvPolicy | undefined;
     denoPermissions: DenoPermissions | undefined;
   }): Promise<{ program: string; args: string[]; env: Record<string, string>; cwd?: string }> {
     const subject = argv[0];
@@ -840,6 +845,7 @@ export class ProcessTable implements AsyncDisposable {
       inherit: p.inheritEnv,
       allowlist: this.#inheritEnv,
       maxEnvBytes: this.#maxEnvBytes,
+      policy: p.envPolicy,
     });
     if (p.confinement !== "none") {
       const caps = await detectCapabilities();
@@ -864,7 +870,7 @@ export class ProcessTable implements AsyncDisposable {
         '"deno" confinement needs the "deno" helper',
         subject,
       );
-      checkDenoProgramEnv(p.env, subject);
+      checkDenoProgramEnv({ ...p.envPolicy?.set, ...p.env }, subject);
       const flags = await denoRunFlags(p.denoPermissions, subject, p.cwd);
       base = [deno, ...flags, subject, ...argv.slice(1)];
     } else {
