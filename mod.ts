@@ -132,6 +132,7 @@ export type {
 } from "./lib/exec/sandbox_policy.ts";
 export type { Confinement } from "./lib/exec/confinement.ts";
 export type { Capabilities, DenoPermissions } from "./lib/exec/confinement.ts";
+export type { EnvPolicy } from "./lib/exec/child_env.ts";
 export { ProcessLimiter, ProcessTable, TIMEOUT_EXIT_CODE } from "./lib/exec/process_table.ts";
 export type {
   ProcessEvent,
