@@ -368,3 +368,102 @@ Deno.test("JsonRpcPeer notifyJson splices ready JSON params and keeps the size l
   await peer.close();
   await assert.rejects(peer.notifyJson("m", "{}"), RelayClosedError);
 });
+
+/**
+ * A channel that, like a Codex v1 mux stream, refuses a message over its limit
+ * with a `RangeError`, counting every send attempt.
+ */
+class LimitedChannel implements MessageChannel {
+  readonly maxMessageBytes: number;
+  /** Every send attempt, taken or refused. */
+  attempts: string[] = [];
+  #inner: MessageChannel;
+
+  constructor(inner: MessageChannel, limit: number) {
+    this.#inner = inner;
+    this.maxMessageBytes = limit;
+  }
+
+  get closed(): Promise<void> {
+    return this.#inner.closed;
+  }
+
+  send(message: string): Promise<void> {
+    this.attempts.push(message);
+    const bytes = new TextEncoder().encode(message).length;
+    if (bytes > this.maxMessageBytes) {
+      return Promise.reject(
+        new RangeError(`Cannot send message: ${bytes} bytes exceeds the limit`),
+      );
+    }
+    return this.#inner.send(message);
+  }
+
+  close(): Promise<void> {
+    return this.#inner.close();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<string> {
+    return this.#inner[Symbol.asyncIterator]();
+  }
+}
+
+Deno.test("JsonRpcPeer sends a reply at the channel's limit and answers one past it with a -32603 error", async () => {
+  const [raw, inner] = channelPair();
+  const limit = 2048;
+  const channel = new LimitedChannel(inner, limit);
+  const overhead = JSON.stringify({ jsonrpc: "2.0", id: 1, result: "" }).length;
+  const peer = new JsonRpcPeer(channel, {
+    onRequest: (method, params) => {
+      const size = (params as { size: number }).size;
+      if (method === "fail") throw new RpcError(-32000, "Cannot fail", "d".repeat(size));
+      return "r".repeat(size);
+    },
+  });
+  const it = raw[Symbol.asyncIterator]();
+  await raw.send(JSON.stringify({ id: 1, method: "big", params: { size: limit - overhead } }));
+  const atLimit = await withDeadline(nextJson(it), D);
+  assert.equal(JSON.stringify(atLimit).length, limit);
+  assert.equal((atLimit.result as string).length, limit - overhead);
+
+  await raw.send(JSON.stringify({ id: 2, method: "big", params: { size: limit - overhead + 1 } }));
+  assert.deepEqual(await withDeadline(nextJson(it), D), {
+    jsonrpc: "2.0",
+    id: 2,
+    error: {
+      code: -32603,
+      message: `Cannot reply to "big": the reply is ${
+        limit + 1
+      } bytes, over this stream's ${limit}-byte message limit`,
+    },
+  });
+  // An error reply the channel refuses is answered the same way.
+  await raw.send(JSON.stringify({ id: 3, method: "fail", params: { size: limit } }));
+  const refused = await withDeadline(nextJson(it), D) as {
+    id: number;
+    error: { code: number; message: string };
+  };
+  assert.equal(refused.id, 3);
+  assert.equal(refused.error.code, -32603);
+  assert.match(
+    refused.error.message,
+    /^Cannot reply to "fail": the reply is \d+ bytes, over this stream's 2048-byte/,
+  );
+  await peer.close();
+});
+
+Deno.test("JsonRpcPeer gives up quietly when the error reply is refused too, and keeps serving", async () => {
+  const [raw, inner] = channelPair();
+  const channel = new LimitedChannel(inner, 1024);
+  const peer = new JsonRpcPeer(channel, { onRequest: () => "ok" });
+  const it = raw[Symbol.asyncIterator]();
+  const hugeId = "i".repeat(2048); // no reply with this id fits
+  const tries = () => channel.attempts.filter((text) => text.includes(hugeId));
+  await raw.send(JSON.stringify({ id: hugeId, method: "m" }));
+  await until(() => tries().length >= 2, D, "the reply and its error reply attempted");
+  await raw.send(JSON.stringify({ id: 2, method: "m" }));
+  assert.deepEqual(await withDeadline(nextJson(it), D), { jsonrpc: "2.0", id: 2, result: "ok" });
+  assert.equal(tries().length, 2, "the reply, then one error reply, then nothing");
+  assert.match(tries()[1], /"code":-32603/);
+  await peer.close();
+});

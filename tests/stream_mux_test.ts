@@ -14,7 +14,7 @@ import {
   RESET_TOO_MANY_STREAMS,
   RESET_UNKNOWN_STREAM,
 } from "../lib/mux/reset_reasons.ts";
-import { withDeadline } from "./_support/deadline.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
 import { echo, loopback } from "./_mux_loopback.ts";
 
 async function nextMessage(stream: MuxStream): Promise<string> {
@@ -349,6 +349,56 @@ Deno.test("StreamMux executor answers a resume of unknown state with unknown_str
   assert.deepEqual(reply.value?.body, { kind: "reset", reason: RESET_UNKNOWN_STREAM });
   assert.equal(lb.executor.streams, 0);
   await raw.close();
+});
+
+Deno.test("MuxStream reports its mode's message limit once the mode is known, and sends up to it", async () => {
+  const limits = { legacyMessageBytes: 4096, maxMessageBytes: 1 << 20 };
+  const served: MuxStream[] = [];
+  const atCreation: (number | undefined)[] = [];
+  await using lb = loopback({
+    onStream: (stream) => {
+      served.push(stream);
+      atCreation.push(stream.maxMessageBytes);
+    },
+    stream: limits,
+  });
+  // A Codex v1 harness: data from seq 0 makes the stream legacy.
+  const raw = await RelaySocket.connect(lb.url);
+  try {
+    await raw.send({
+      version: 1,
+      streamId: "v1",
+      ack: 0,
+      ackBits: 0,
+      body: {
+        kind: "data",
+        seq: 0,
+        segmentIndex: 0,
+        segmentCount: 1,
+        payload: new Uint8Array([123]),
+      },
+    });
+    await until(() => served.length === 1, 5_000, "legacy stream");
+    const legacy = served[0];
+    assert.equal(await withDeadline(nextMessage(legacy), 5_000, "first message"), "{");
+    assert.deepEqual(atCreation, [undefined], "unknown while pending");
+    assert.equal(legacy.mode, "legacy");
+    assert.equal(legacy.maxMessageBytes, 4096);
+    await legacy.send("x".repeat(4096));
+    await assert.rejects(legacy.send("x".repeat(4097)), RangeError);
+
+    // Our harness opens reliable streams: the reliable limit on both sides.
+    const harness = await lb.harness({ stream: limits });
+    const own = harness.open();
+    assert.equal(own.maxMessageBytes, 1 << 20);
+    await own.send("hello");
+    await until(() => served.length === 2, 5_000, "reliable stream");
+    assert.equal(await withDeadline(nextMessage(served[1]), 5_000, "hello"), "hello");
+    assert.equal(served[1].mode, "reliable");
+    assert.equal(served[1].maxMessageBytes, 1 << 20);
+  } finally {
+    await raw.close();
+  }
 });
 
 Deno.test("StreamMux close is idempotent and fails later opens", async () => {

@@ -26,11 +26,18 @@ import {
   binaryWriteRequestId,
   decodeBinaryWrite,
   encodeBinaryOutput,
+  SEGMENT_FIT_DATA_BYTES,
 } from "../rpc/binary_messages.ts";
 import type { MessageChannel } from "../rpc/message_channel.ts";
 import type { EnvironmentInfo } from "./environment_info.ts";
 import { FS_METHODS, type FsOps } from "./fs_ops.ts";
-import type { Confinement, DenoPermissions, ProcessEvent } from "./process_table.ts";
+import type {
+  Confinement,
+  DenoPermissions,
+  ProcessEvent,
+  ReadChunk,
+  ReadResult,
+} from "./process_table.ts";
 import type { SessionAttachment, SessionRecord, SessionRegistry } from "./session_registry.ts";
 import {
   absolutePath,
@@ -80,6 +87,35 @@ const DENO_PERMISSION_NAMES: readonly string[] = [
   "ffi",
 ];
 const MAX_TIMEOUT_MS = 2_147_483_647;
+
+/**
+ * Bytes of a `process/read` result besides its chunks: nextSeq, the exit
+ * fields and a failure message, with room to spare.
+ */
+const READ_FIELDS_BYTES = 1024;
+/** Bytes around one chunk's base64 in a `process/read` result: `{"seq":…,"stream":…,"chunk":""},`. */
+const CHUNK_FIELDS_BYTES = 64;
+/** What one output byte can cost in a `process/read` result at worst: a 1-byte chunk. */
+const WORST_CHUNK_BYTES_PER_BYTE = 4 + CHUNK_FIELDS_BYTES;
+/** The reply bytes of the largest output chunk the process table makes. */
+const LARGEST_CHUNK_REPLY_BYTES = chunkReplyBytes(SEGMENT_FIT_DATA_BYTES);
+
+/** The bytes a chunk of `size` output bytes takes in a `process/read` result, at most. */
+function chunkReplyBytes(size: number): number {
+  return Math.ceil(size / 3) * 4 + CHUNK_FIELDS_BYTES;
+}
+
+/** The bytes a reply to request `id` takes besides its result. */
+function replyEnvelopeBytes(id: string | number): number {
+  return new TextEncoder().encode(JSON.stringify({ jsonrpc: "2.0", id, result: null })).length -
+    "null".length;
+}
+
+/** The bytes a base64 text decodes to. */
+function decodedBytes(base64: string): number {
+  const padding = base64.endsWith("==") ? 2 : base64.endsWith("=") ? 1 : 0;
+  return base64.length / 4 * 3 - padding;
+}
 
 /** What a session needs from its executor. */
 export interface SessionContext {
@@ -199,11 +235,11 @@ export async function serveSession(
 
 class SessionConnection implements SessionAttachment {
   #context: SessionContext;
+  #channel: MessageChannel;
   #peer: JsonRpcPeer;
   #phase: Phase = "new";
   #session: SessionRecord | null = null;
   #maxWaitMs: number;
-  #maxReadBytes: number;
   #starting = new Set<string>();
   /** True once the channel has closed (the session, if any, is detached). */
   #channelClosed = false;
@@ -216,6 +252,7 @@ class SessionConnection implements SessionAttachment {
 
   constructor(channel: MessageChannel, context: SessionContext) {
     this.#context = context;
+    this.#channel = channel;
     this.#maxWaitMs = context.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
     this.sink = (event) => {
       if (event.type === "output") {
@@ -237,9 +274,6 @@ class SessionConnection implements SessionAttachment {
       onBinary: (message) => this.#binaryRequest(message),
       binaryRequestId: binaryWriteRequestId,
     });
-    // Base64 grows 4/3; keep a read reply well inside the message limit.
-    const limit = context.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-    this.#maxReadBytes = Math.max(1, Math.floor((limit - 64 * 1024) / 4) * 3);
     const detach = (): void => {
       this.#channelClosed = true;
       if (this.#session) context.registry.detach(this.#session.id, this);
@@ -248,6 +282,15 @@ class SessionConnection implements SessionAttachment {
     // keep the session from being resumed by another connection.
     channel.closed.then(detach, detach);
     this.closed = this.#peer.closed.then(detach);
+  }
+
+  /**
+   * The largest reply this connection can send: the executor's message limit,
+   * or less where the channel carries less (a Codex v1 stream: one relay frame).
+   */
+  #replyLimit(): number {
+    const limit = this.#context.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    return Math.min(limit, this.#channel.maxMessageBytes ?? Infinity);
   }
 
   #notification(method: string): void {
@@ -316,7 +359,7 @@ class SessionConnection implements SessionAttachment {
       case "process/start":
         return this.#start(this.#requireReady(method), paramsObject(raw));
       case "process/read":
-        return this.#read(this.#requireReady(method), paramsObject(raw), request.signal);
+        return this.#read(this.#requireReady(method), paramsObject(raw), request);
       case "process/write":
         return this.#write(this.#requireReady(method), paramsObject(raw), request.signal);
       case "process/signal":
@@ -331,6 +374,7 @@ class SessionConnection implements SessionAttachment {
     }
     if (FS_METHODS.has(method)) {
       this.#requireReady(method);
+      if (method === "fs/readFile") return this.#readFile(raw, request.id);
       return this.#context.fs.call(method, raw);
     }
     throw new RpcError(
@@ -441,7 +485,34 @@ class SessionConnection implements SessionAttachment {
     return { processId };
   }
 
-  async #read(session: SessionRecord, params: Params, signal: AbortSignal): Promise<unknown> {
+  /**
+   * `fs/readFile`, refused with -32602 when the whole file cannot fit one
+   * reply on this connection (no partial reads upstream; a Codex v1 stream
+   * carries one relay frame per message).
+   */
+  async #readFile(raw: unknown, id: string | number): Promise<unknown> {
+    const result = await this.#context.fs.call("fs/readFile", raw) as { dataBase64: string };
+    const limit = this.#replyLimit();
+    const envelope = replyEnvelopeBytes(id) + '{"dataBase64":""}'.length;
+    if (envelope + result.dataBase64.length <= limit) return result;
+    const path = String((raw as Params).path);
+    const largest = Math.max(0, Math.floor((limit - envelope) / 4) * 3);
+    throw new RpcError(
+      INVALID_PARAMS,
+      `Cannot read "${path.length > 256 ? `${path.slice(0, 256)}...` : path}": its ${
+        decodedBytes(result.dataBase64)
+      } bytes do not fit one reply on this stream, whose message limit is ${limit} bytes ` +
+        `(files up to ${largest} bytes fit)`,
+    );
+  }
+
+  /**
+   * `process/read` whose reply fits this connection's message limit. It reads
+   * in steps, each asking for no more than surely fits the room left (a tiny
+   * chunk costs its JSON fields), so nothing is consumed that is not sent.
+   * The first chunk is always returned, as upstream; one chunk always fits.
+   */
+  async #read(session: SessionRecord, params: Params, request: RequestContext): Promise<unknown> {
     const processId = requiredString(params, "processId");
     const afterSeq = optionalInteger(params, "afterSeq", { min: 0, max: Number.MAX_SAFE_INTEGER });
     const maxBytes = optionalInteger(params, "maxBytes", { min: 1, max: Number.MAX_SAFE_INTEGER });
@@ -452,19 +523,36 @@ class SessionConnection implements SessionAttachment {
         `Cannot read process "${processId}": it is still starting`,
       );
     }
-    const result = await session.table.read(processId, {
-      afterSeq: afterSeq ?? 0,
-      maxBytes: Math.min(maxBytes ?? Infinity, this.#maxReadBytes),
-      waitMs: Math.min(waitMs ?? 0, this.#maxWaitMs),
-      signal,
-    });
+    let room = this.#replyLimit() - replyEnvelopeBytes(request.id) - READ_FIELDS_BYTES;
+    let wanted = maxBytes ?? Infinity;
+    let cursor = afterSeq ?? 0;
+    const chunks: ReadChunk[] = [];
+    let result: ReadResult;
+    for (let step = 0;; step++) {
+      result = await session.table.read(processId, {
+        afterSeq: cursor,
+        maxBytes: Math.min(wanted, Math.max(1, Math.floor(room / WORST_CHUNK_BYTES_PER_BYTE))),
+        waitMs: step === 0 ? Math.min(waitMs ?? 0, this.#maxWaitMs) : 0,
+        signal: request.signal,
+      });
+      for (const chunk of result.chunks) {
+        chunks.push(chunk);
+        room -= chunkReplyBytes(chunk.chunk.byteLength);
+        wanted -= chunk.chunk.byteLength;
+      }
+      if (result.chunks.length === 0) break;
+      cursor = result.nextSeq - 1;
+      // Another step returns at least one chunk: go on only while any fits.
+      if (result.closed || room < LARGEST_CHUNK_REPLY_BYTES) break;
+      if (wanted < SEGMENT_FIT_DATA_BYTES) break;
+    }
     const reply: Record<string, unknown> = {
-      chunks: result.chunks.map((c) => ({
+      chunks: chunks.map((c) => ({
         seq: c.seq,
         stream: c.stream,
         chunk: c.chunk.toBase64(),
       })),
-      nextSeq: result.nextSeq,
+      nextSeq: chunks.length > 0 ? cursor + 1 : result.nextSeq,
       exited: result.exited,
       exitCode: result.exitCode,
       closed: result.closed,

@@ -18,6 +18,7 @@ import type { ReceivedFrame, RelayCloseInfo, RelaySocket } from "../relay/relay_
 import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 import {
   DEFAULT_LEGACY_MESSAGE_BYTES,
+  DEFAULT_MAX_MESSAGE_BYTES,
   ReliableStream,
   type ReliableStreamOptions,
   type ReliableStreamStats,
@@ -92,6 +93,18 @@ export interface OpenStreamOptions {
 export interface MuxStreamOptions {
   /** How long `close()` waits for sent data to be acked. @default {5000} */
   closeTimeoutMs?: number;
+  /**
+   * The endpoint's `legacyMessageBytes`, reported by
+   * {@linkcode MuxStream.maxMessageBytes} on a legacy stream.
+   * @default {261120}
+   */
+  legacyMessageBytes?: number;
+  /**
+   * The endpoint's `maxMessageBytes`, reported by
+   * {@linkcode MuxStream.maxMessageBytes} on a reliable stream.
+   * @default {67108864}
+   */
+  maxMessageBytes?: number;
 }
 
 interface Internals {
@@ -139,6 +152,8 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
   readonly id: string;
   #core: ReliableStream;
   #closeTimeoutMs: number;
+  #legacyMessageBytes: number;
+  #reliableMessageBytes: number;
   #readers: (() => void)[] = [];
   #flushWaiters: (() => void)[] = [];
   #closedLocally = false;
@@ -151,12 +166,14 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
    * use it directly only to drive a {@linkcode ReliableStream} by hand.
    *
    * @param core The endpoint.
-   * @param options The close timeout.
+   * @param options The close timeout and the endpoint's message limits.
    */
   constructor(core: ReliableStream, options: MuxStreamOptions = {}) {
     this.id = core.id;
     this.#core = core;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    this.#legacyMessageBytes = options.legacyMessageBytes ?? DEFAULT_LEGACY_MESSAGE_BYTES;
+    this.#reliableMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
     internals.set(core, { readable: () => this.#wakeReaders(), output: () => this.#wakeFlush() });
     if (core.ended) this.#resolveClosed();
@@ -165,6 +182,22 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
   /** `pending` until the first data frame decides, then `legacy` or `reliable`. */
   get mode(): StreamMode {
     return this.#core.mode;
+  }
+
+  /**
+   * The largest message this stream sends, in bytes, once its mode is known:
+   * a legacy (Codex v1) stream carries each message in one relay frame, a
+   * reliable one segments it. `undefined` while the mode is `pending`.
+   */
+  get maxMessageBytes(): number | undefined {
+    switch (this.#core.mode) {
+      case "legacy":
+        return this.#legacyMessageBytes;
+      case "reliable":
+        return this.#reliableMessageBytes;
+      default:
+        return undefined;
+    }
   }
 
   /** The reset reason sent or received, or `undefined` while open. */
@@ -559,7 +592,11 @@ export class StreamMux implements AsyncDisposable {
       },
       onEnd: () => this.#ended(slot),
     });
-    slot.handle = new MuxStream(slot.core, { closeTimeoutMs: this.#closeTimeoutMs });
+    slot.handle = new MuxStream(slot.core, {
+      closeTimeoutMs: this.#closeTimeoutMs,
+      legacyMessageBytes: this.#streamOptions.legacyMessageBytes,
+      maxMessageBytes: this.#streamOptions.maxMessageBytes,
+    });
     this.#streams.set(id, slot);
     return slot;
   }

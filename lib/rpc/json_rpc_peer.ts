@@ -133,6 +133,15 @@ function positiveInteger(
   return value;
 }
 
+/** The text of an error reply. */
+function errorText(id: RpcId | null, code: number, message: string, data?: unknown): string {
+  const error: Record<string, unknown> = { code, message };
+  if (data !== undefined) error.data = data;
+  return JSON.stringify({ jsonrpc: "2.0", id, error });
+}
+
+const utf8 = new TextEncoder();
+
 /** Shortens a peer-chosen name for an error message (keeps replies small). */
 function shown(name: string): string {
   return name.length > 200 ? `${name.slice(0, 200)}...` : name;
@@ -471,9 +480,32 @@ export class JsonRpcPeer implements AsyncDisposable {
   }
 
   #sendError(id: RpcId | null, code: number, message: string, data?: unknown): Promise<void> {
-    const error: Record<string, unknown> = { code, message };
-    if (data !== undefined) error.data = data;
-    return this.#sendQuietly(JSON.stringify({ jsonrpc: "2.0", id, error }));
+    return this.#sendQuietly(errorText(id, code, message, data));
+  }
+
+  /**
+   * Sends the reply to request `id`. A reply the channel refuses as too large
+   * (a `RangeError`: a Codex v1 stream carries one relay frame per message) is
+   * answered with a -32603 error instead, so the caller never waits in vain;
+   * if that is refused too, the peer gives up quietly.
+   */
+  async #reply(id: RpcId, method: string, text: string): Promise<void> {
+    if (this.#closedError) return;
+    try {
+      await this.#channel.send(text);
+    } catch (error) {
+      if (!(error instanceof RangeError) || this.#closedError) return;
+      const bytes = utf8.encode(text).length;
+      const limit = this.#channel.maxMessageBytes;
+      const over = limit === undefined
+        ? "more than this stream carries in one message"
+        : `over this stream's ${limit}-byte message limit`;
+      await this.#sendError(
+        id,
+        INTERNAL_ERROR,
+        `Cannot reply to "${shown(method)}": the reply is ${bytes} bytes, ${over}`,
+      );
+    }
   }
 
   /** Answers bad input with an error reply that counts against the concurrency cap until sent. */
@@ -625,7 +657,7 @@ export class JsonRpcPeer implements AsyncDisposable {
       result = await this.#onRequest(method, params, { id, signal: this.#abort.signal });
     } catch (error) {
       if (error instanceof RpcError) {
-        await this.#sendError(id, error.code, error.message, error.data);
+        await this.#reply(id, method, errorText(id, error.code, error.message, error.data));
       } else {
         await this.#sendError(
           id,
@@ -647,6 +679,6 @@ export class JsonRpcPeer implements AsyncDisposable {
       await this.#sendError(id, INTERNAL_ERROR, (error as Error).message);
       return;
     }
-    await this.#sendQuietly(text);
+    await this.#reply(id, method, text);
   }
 }

@@ -22,6 +22,13 @@ export interface MessageChannel extends AsyncIterable<string> {
    * WebSocket); used only after `initialize` negotiated them (PROTOCOL.md).
    */
   readonly binary?: BinaryLane;
+  /**
+   * The largest message the channel carries, in UTF-8 bytes, when the
+   * transport has one below the JSON-RPC limit (a Codex v1 mux stream carries
+   * one relay frame per message); `undefined` when it is not known. A larger
+   * send rejects with a `RangeError`.
+   */
+  readonly maxMessageBytes?: number;
 }
 
 /**
