@@ -180,6 +180,7 @@ Deno.test("RemoteCommand sends process/start with argv, env, cwd, stdio and time
       env: { A: "1" },
       tty: false,
       pipeStdin: true,
+      inheritEnv: true,
       cwd: "/tmp",
       timeoutMs: 500,
     },

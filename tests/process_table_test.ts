@@ -86,6 +86,9 @@ Deno.test("ProcessTable replays retained output with afterSeq and maxBytes", asy
   // Replay from the start: the same chunks again.
   const replay = await table.read("p", {});
   assert.deepEqual(replay.chunks.map((c) => c.seq), all.chunks.map((c) => c.seq));
+  // maxBytes 0 (as upstream's usize allows): exactly the first chunk.
+  const zero = await table.read("p", { maxBytes: 0 });
+  assert.deepEqual(zero.chunks.map((c) => new TextDecoder().decode(c.chunk)), ["one"]);
   // maxBytes 1: the first chunk is always included, whole.
   const first = await table.read("p", { maxBytes: 1 });
   assert.equal(first.chunks.length, 1);
@@ -419,7 +422,7 @@ Deno.test("ProcessTable rejects bad starts with clear errors", async () => {
     (e: Error) => e instanceof Deno.errors.NotFound && /unknown process/.test(e.message),
   );
   await assert.rejects(table.read("dup", { afterSeq: -1 }), RangeError);
-  await assert.rejects(table.read("dup", { maxBytes: 0 }), RangeError);
+  await assert.rejects(table.read("dup", { maxBytes: -1 }), RangeError);
 });
 
 Deno.test("ProcessTable limits argv bytes at and past the limit", async () => {

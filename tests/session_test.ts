@@ -249,7 +249,7 @@ Deno.test("Session validates every param and names it", async () => {
   );
   await c.fails("process/read", { processId: "p", afterSeq: -1 }, P, '"afterSeq"');
   await c.fails("process/read", { processId: "p", afterSeq: 1.5 }, P, '"afterSeq"');
-  await c.fails("process/read", { processId: "p", maxBytes: 0 }, P, '"maxBytes"');
+  await c.fails("process/read", { processId: "p", maxBytes: -1 }, P, '"maxBytes"');
   await c.fails("process/read", { processId: "p", waitMs: "1" }, P, '"waitMs"');
   await c.fails("process/write", { processId: "p", chunk: "not base64!" }, P, '"chunk"', "base64");
   await c.fails("process/write", { processId: "p", chunk: "YQ" }, P, '"chunk"');
@@ -321,6 +321,42 @@ Deno.test("Session delivers output bigger than the retention cap whole, in seq o
     n.params.seq as number
   );
   assert.deepEqual(seqs, seqs.map((_, i) => i + 1));
+});
+
+Deno.test("Session gives a child exactly env as Codex does, follows envPolicy, and inherits when asked", async () => {
+  await using executor = useExecutor();
+  await using c = connect(executor);
+  await c.init();
+  const envOf = async (processId: string, params: Record<string, unknown>) => {
+    await c.call("process/start", { processId, argv: ["env"], ...params });
+    await waitNote(c, "process/closed", processId);
+    return outputText(c.notes, processId).trim().split("\n").filter(Boolean).sort();
+  };
+  // Without envPolicy: exactly env (upstream §6.5).
+  assert.deepEqual(await envOf("exact", { env: { FOO: "1" } }), ["FOO=1"]);
+  // envPolicy: "core" inherits from the allowlist, set lies beneath env.
+  const policy = await envOf("policy", {
+    env: { B: "env" },
+    envPolicy: { inherit: "core", set: { A: "set", B: "set" }, exclude: ["SHELL"] },
+  });
+  assert.ok(policy.includes("A=set") && policy.includes("B=env"), policy.join(" "));
+  assert.ok(policy.some((line) => line.startsWith("PATH=")), "PATH is a core variable");
+  assert.ok(!policy.some((line) => /^(LANG|TERM|SHELL)=/.test(line)), policy.join(" "));
+  // outpost's inheritEnv: the whole allowlist.
+  const inherited = await envOf("inherit", { env: { FOO: "1" }, inheritEnv: true });
+  assert.ok(inherited.includes("FOO=1") && inherited.some((l) => l.startsWith("PATH=")));
+  await c.fails(
+    "process/start",
+    { processId: "bad", argv: ["env"], envPolicy: { inherit: "some" } },
+    -32602,
+    "inherit",
+  );
+  await c.fails(
+    "process/start",
+    { processId: "bad2", argv: ["env"], envPolicy: { keep: [] } },
+    -32602,
+    "envPolicy.keep",
+  );
 });
 
 Deno.test("Executor limits sessions and live processes across sessions, at the limit and one past", async () => {

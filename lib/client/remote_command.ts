@@ -30,6 +30,12 @@ export interface RemoteCommandOptions {
   timeoutMs?: number;
   /** Confinement the executor must apply (`"none"`, `"deno"` or `"os"`). Executor default when absent. */
   confinement?: "none" | "deno" | "os";
+  /**
+   * Start from the executor operator's allowlist of harmless variables (PATH,
+   * HOME, LANG, ...) beneath `env`; `false` gives the program exactly `env`.
+   * @default {true}
+   */
+  inheritEnv?: boolean;
 }
 
 /**
@@ -93,6 +99,7 @@ export class RemoteCommand {
       env: options.env ?? {},
       tty: options.tty ?? false,
       pipeStdin: stdin === "piped",
+      inheritEnv: options.inheritEnv ?? true,
     };
     if (options.cwd !== undefined) params.cwd = options.cwd;
     if (options.timeoutMs !== undefined) params.timeoutMs = options.timeoutMs;

@@ -551,8 +551,10 @@ export class ProcessTable implements AsyncDisposable {
         `Cannot read process: afterSeq ${afterSeq} is not a non-negative integer`,
       );
     }
-    if (maxBytes !== Infinity && (!Number.isSafeInteger(maxBytes) || maxBytes < 1)) {
-      throw new RangeError(`Cannot read process: maxBytes ${maxBytes} is not a positive integer`);
+    if (maxBytes !== Infinity && (!Number.isSafeInteger(maxBytes) || maxBytes < 0)) {
+      throw new RangeError(
+        `Cannot read process: maxBytes ${maxBytes} is not a non-negative integer`,
+      );
     }
     if (!(waitMs >= 0)) {
       throw new RangeError(

@@ -30,6 +30,7 @@ import {
 } from "../rpc/binary_messages.ts";
 import type { MessageChannel } from "../rpc/message_channel.ts";
 import type { EnvironmentInfo } from "./environment_info.ts";
+import type { EnvPolicy } from "./child_env.ts";
 import { FS_METHODS, type FsOps } from "./fs_ops.ts";
 import type {
   Confinement,
@@ -184,6 +185,25 @@ function denoPermissions(params: Params): DenoPermissions | undefined {
   }
   return result;
 }
+
+/**
+ * Codex's `envPolicy`, checked for shape here; its values (inherit modes,
+ * pattern limits, `set` entries) are checked where the environment is built.
+ */
+function envPolicyParam(value: unknown): EnvPolicy {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw invalidParam("envPolicy", "must be an object", value);
+  }
+  const policy = value as Record<string, unknown>;
+  for (const key of Object.keys(policy)) {
+    if (!ENV_POLICY_KEYS.includes(key)) {
+      throw invalidParam(`envPolicy.${key}`, `is not one of ${ENV_POLICY_KEYS.join(", ")}`);
+    }
+  }
+  return policy as EnvPolicy;
+}
+
+const ENV_POLICY_KEYS = ["inherit", "ignoreDefaultExcludes", "exclude", "includeOnly", "set"];
 
 /**
  * The params of a `process/output` notification as JSON text, built directly:
@@ -451,7 +471,12 @@ class SessionConnection implements SessionAttachment {
       );
     }
     const permissions = denoPermissions(params);
-    const inheritEnv = optionalBoolean(params, "inheritEnv", true);
+    // As Codex: without envPolicy the child gets exactly `env`, unless the
+    // request asks to inherit (outpost's client does by default).
+    const inheritEnv = optionalBoolean(params, "inheritEnv", false);
+    const envPolicy = params.envPolicy === undefined || params.envPolicy === null
+      ? undefined
+      : envPolicyParam(params.envPolicy);
     const cols = optionalInteger(params, "cols", { min: 1, max: 65_535 });
     const rows = optionalInteger(params, "rows", { min: 1, max: 65_535 });
     if (
@@ -470,6 +495,7 @@ class SessionConnection implements SessionAttachment {
         tty,
         pipeStdin,
         inheritEnv,
+        ...(envPolicy !== undefined ? { envPolicy } : {}),
         ...(cwd !== undefined ? { cwd } : {}),
         ...(env !== undefined ? { env } : {}),
         ...(arg0 !== undefined ? { arg0 } : {}),
@@ -515,7 +541,8 @@ class SessionConnection implements SessionAttachment {
   async #read(session: SessionRecord, params: Params, request: RequestContext): Promise<unknown> {
     const processId = requiredString(params, "processId");
     const afterSeq = optionalInteger(params, "afterSeq", { min: 0, max: Number.MAX_SAFE_INTEGER });
-    const maxBytes = optionalInteger(params, "maxBytes", { min: 1, max: Number.MAX_SAFE_INTEGER });
+    // 0 returns exactly one chunk: upstream always includes the first.
+    const maxBytes = optionalInteger(params, "maxBytes", { min: 0, max: Number.MAX_SAFE_INTEGER });
     const waitMs = optionalInteger(params, "waitMs", { min: 0, max: Number.MAX_SAFE_INTEGER });
     if (this.#starting.has(processId)) {
       throw new RpcError(
