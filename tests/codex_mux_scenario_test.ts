@@ -151,6 +151,21 @@ Deno.test("Codex mux scenario: two legacy streams with the same ids, no cross-ta
     assert.equal(reply.id, 3);
     assert.ok((reply.error as { message: string }).message.includes("test/unknown-b-after-reset"));
     assert.equal(executor.streams, 1);
+    // 10. (beyond the upstream test) a Codex v1 harness reusing the reset id
+    // from seq 0 gets a new stream with a fresh session, as G1's executor
+    // does (§4.2); a later seq of the old stream is still refused.
+    await relay.send(legacyData("stream-a", 5, { id: 9, method: "test/old-stream" }));
+    const refused = await withDeadline(frames.next(), 5_000, "reset of the old stream");
+    assert.equal(refused.value?.streamId, "stream-a");
+    assert.deepEqual(refused.value?.body, { kind: "reset", reason: "stream_closed" });
+    await relay.send(legacyData("stream-a", 0, { id: 1, method: "initialize", params: {} }));
+    const fresh = await nextData(frames);
+    assert.equal(fresh.streamId, "stream-a");
+    assert.equal(fresh.body.kind === "data" && fresh.body.seq, 0);
+    const renewed = payloadOf(fresh).result as { sessionId: string };
+    assert.match(renewed.sessionId, UUID);
+    assert.ok(!sessions.includes(renewed.sessionId), "a fresh session");
+    assert.equal(executor.streams, 2);
   } finally {
     // 9. close the socket and stop the executor.
     await relay.close();

@@ -635,10 +635,15 @@ export class StreamMux implements AsyncDisposable {
       if (kind !== "data" && kind !== "resume") return; // acks, resets, heartbeats: nothing to do
       if (this.#closing) return;
       const retired = this.#retired.get(id);
-      if (retired !== undefined) {
+      // A Codex v1 harness may reuse an ended stream's id from seq 0: as
+      // Codex's executor does, that is a new stream with a fresh session.
+      const restart = this.#role === "executor" && frame.body.kind === "data" &&
+        frame.body.seq === 0;
+      if (retired !== undefined && !restart) {
         if (kind === "data") this.#sendControl(id, retired);
         return;
       }
+      this.#retired.delete(id);
       if (this.#role === "harness") {
         this.#sendControl(id, RESET_UNKNOWN_STREAM);
         return;
