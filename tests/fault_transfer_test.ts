@@ -15,6 +15,7 @@ import { record } from "./_support/report.ts";
 import { Prng, soakMode } from "./_support/prng.ts";
 import { connect } from "../lib/client/connect.ts";
 import { RemoteCommand } from "../lib/client/remote_command.ts";
+import { killPids, livePidsWith, uniqueSleep } from "./_process_helpers.ts";
 import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
 import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
@@ -686,6 +687,57 @@ Deno.test({
       details: { reportedAfterMs: Math.round(reportedAfter) },
     });
     assert.ok(reportedAfter < 45_000, `reported after ${reportedAfter} ms`);
+  },
+});
+
+Deno.test({
+  name:
+    "a harness waiting on a quiet process learns of a restarted executor within the detach window",
+  async fn() {
+    // The rendezvous' window is 1.5 s: a returning executor must speak for each stream in it.
+    await using rig = await startRig(43, {}, { rdvDetachMs: 1500 });
+    await using conn = await connect(rig.proxyA.wsUrl, {
+      executorId: "fault-exec",
+      token: TOKEN,
+      timeoutMs: 20_000,
+    });
+    // The old executor dies with SIGKILL, so its child outlives it: a unique sleep to clean up.
+    const token = uniqueSleep();
+    const child = new RemoteCommand(conn, "sh", {
+      args: ["-c", `echo start; exec sleep ${token}`],
+      stderr: "null",
+    }).spawn();
+    const reader = child.stdout.getReader();
+    assert.equal(
+      new TextDecoder().decode((await withDeadline(reader.read(), 20_000, "start")).value),
+      "start\n",
+    );
+    // The executor dies and a new one (knowing no stream) takes its id; the
+    // harness sends nothing meanwhile.
+    await rig.executor.kill();
+    const restarted = new Proc("run_executor.ts", [rig.proxyB.url, "fault-exec", TOKEN, rig.dir]);
+    try {
+      await restarted.waitFor((l) => l.event === "connected", 20_000, "executor restart");
+      const since = performance.now();
+      const error = await withDeadline(child.status, 20_000, "status after the restart").then(
+        (status) => new Error(`exited ${status.code} instead of failing`),
+        (e) => e as Error,
+      );
+      assert.match(error.message, /executor_disconnected/);
+      record({
+        area: "fault",
+        name:
+          "executor restarted (SIGKILL, then a new process with the same id) while the harness waits",
+        cases: 1,
+        result: `harness failed clearly ${
+          Math.round(performance.now() - since)
+        } ms after the new executor connected: ${error.message.slice(0, 100)}`,
+      });
+    } finally {
+      reader.releaseLock();
+      await restarted.stop();
+      killPids(livePidsWith(`sleep ${token}`));
+    }
   },
 });
 

@@ -418,6 +418,48 @@ Deno.test("RelayRouter keeps routes and delivers held frames when the executor r
   }
 });
 
+Deno.test("RelayRouter resets a stream the returning executor does not resume within the window (a restarted executor)", async () => {
+  const windowMs = 300;
+  for (const replaced of [false, true]) {
+    const h = await host({ detachWindowMs: windowMs });
+    try {
+      const first = await h.connect("executor");
+      const harness = await h.connect("harness");
+      // Two quiet streams: the harness waits on both and sends nothing more.
+      await through(harness, first, data("kept", "start"));
+      await through(harness, first, data("lost", "start"));
+      if (!replaced) {
+        await first.socket.close();
+        await h.event((e) => e.type === "executor_detached");
+      }
+      const second = await h.connect("executor");
+      // The executor speaks for one stream (a reconnecting mux resumes each at once).
+      await second.socket.send(resume("kept", 2));
+      const started = performance.now();
+      assert.equal((await harness.inbox.next("the executor's resume")).body.kind, "resume");
+      const frame = await harness.inbox.next("reset of the stream nobody resumed", windowMs * 10);
+      assert.equal(frame.streamId, "lost");
+      assert.equal(resetReason(frame), "executor_disconnected");
+      assert.ok(performance.now() - started >= windowMs * 0.8, "not before the window ends");
+      assert.deepEqual(await h.event((e) => e.type === "streams_not_resumed"), {
+        type: "streams_not_resumed",
+        executorId: "e1",
+        streams: 1,
+      });
+      assert.equal(
+        resetReason(await second.inbox.next("reset toward the executor")),
+        "executor_disconnected",
+      );
+      // The resumed stream still routes both ways.
+      assert.equal(payloadOf(await through(harness, second, data("kept", "more", 2))), "more");
+      await second.socket.send(data("kept", "back", 2));
+      assert.equal(payloadOf(await harness.inbox.next("reply on kept")), "back");
+    } finally {
+      await h.close();
+    }
+  }
+});
+
 Deno.test("RelayRouter replaces an executor socket with a newer one for the same id", async () => {
   const h = await host();
   try {

@@ -86,6 +86,7 @@ export type RouterEvent =
   | { type: "harness_attached"; executorId: string; harnessSockets: number }
   | { type: "harness_detached"; executorId: string; parkedStreams: number }
   | { type: "streams_expired"; executorId: string; streams: number }
+  | { type: "streams_not_resumed"; executorId: string; streams: number }
   | { type: "peer_dropped"; executorId: string; role: RouterRole; reason: string }
   | { type: "frames_dropped"; executorId: string; reason: string };
 
@@ -194,6 +195,14 @@ interface Route {
   owner: Peer | undefined;
   /** Identifies the parking that a window timer may expire. */
   parking: object | undefined;
+  /**
+   * Set when a new executor socket arrives: cleared by the first frame the
+   * executor sends for the stream (a reconnecting executor resumes every
+   * stream at once); still set when the window ends, the stream is gone.
+   */
+  unconfirmed?: boolean;
+  /** The harness sent frames for it while the executor was away (they are held for it). */
+  heldWhileAway?: boolean;
 }
 
 /** Everything routed for one executor id. */
@@ -203,6 +212,8 @@ interface Site {
   /** An executor was here and its detach window has not passed. */
   executorAway: boolean;
   executorTimer: Timer | undefined;
+  /** Ends the window in which a newly attached executor must resume the routed streams. */
+  confirmTimer: Timer | undefined;
   readonly harnesses: Set<Peer>;
   readonly routes: Map<string, Route>;
   offline: Uint8Array[];
@@ -448,6 +459,7 @@ export class RelayRouter implements AsyncDisposable {
     const site = this.#admit("executor", executorId, socket);
     const peer = this.#newPeer("executor", socket, site);
     const previous = site.executor;
+    const returning = previous !== undefined || site.executorAway;
     site.executor = peer;
     if (previous !== undefined) this.#dropPeer(previous, CLOSE_REPLACED, CLOSE_CODE_REPLACED);
     if (site.executorTimer !== undefined) {
@@ -455,6 +467,24 @@ export class RelayRouter implements AsyncDisposable {
       site.executorTimer = undefined;
     }
     site.executorAway = false;
+    // The socket may come from the same executor (it resumes every stream at
+    // once) or from a restarted one that knows none of them: a harness
+    // waiting on such a stream would wait forever, so streams the executor
+    // has not spoken for within the detach window are reset.
+    // A stream with frames held for the executor needs no check: the
+    // executor answers those (or resets the stream), and so does the harness learn.
+    if (returning && site.routes.size > 0) {
+      let unconfirmed = 0;
+      for (const route of site.routes.values()) {
+        route.unconfirmed = route.heldWhileAway ? undefined : true;
+        route.heldWhileAway = undefined;
+        if (route.unconfirmed) unconfirmed++;
+      }
+      clearTimeout(site.confirmTimer);
+      site.confirmTimer = unconfirmed > 0
+        ? setTimeout(() => this.#confirmExpired(site), this.#detachWindowMs)
+        : undefined;
+    }
     const held = site.offline;
     site.offline = [];
     site.offlineCharge = 0;
@@ -510,9 +540,11 @@ export class RelayRouter implements AsyncDisposable {
       this.#closing = true;
       for (const site of this.#sites.values()) {
         if (site.executorTimer !== undefined) clearTimeout(site.executorTimer);
+        clearTimeout(site.confirmTimer);
         for (const timer of site.parkTimers) clearTimeout(timer);
         site.parkTimers.clear();
         site.executorTimer = undefined;
+        site.confirmTimer = undefined;
       }
       const closing: Promise<unknown>[] = [];
       for (const peer of this.#peers) {
@@ -560,6 +592,7 @@ export class RelayRouter implements AsyncDisposable {
         executor: undefined,
         executorAway: false,
         executorTimer: undefined,
+        confirmTimer: undefined,
         harnesses: new Set(),
         routes: new Map(),
         offline: [],
@@ -681,6 +714,7 @@ export class RelayRouter implements AsyncDisposable {
       this.#park(site, [streamId], parking);
       return;
     }
+    route.unconfirmed = undefined;
     const owner = route.owner;
     if (isReset) {
       site.routes.delete(streamId);
@@ -741,6 +775,9 @@ export class RelayRouter implements AsyncDisposable {
       site.routes.delete(streamId);
       peer.streams.delete(streamId);
     }
+    // The executor will answer this frame, so the harness learns the stream's fate either way.
+    route.unconfirmed = undefined;
+    if (site.executor === undefined) route.heldWhileAway = true;
     this.#toExecutor(site, frame.bytes);
     return true;
   }
@@ -762,6 +799,9 @@ export class RelayRouter implements AsyncDisposable {
     const site = peer.site;
     if (site.executor !== peer) return; // replaced by a newer socket
     site.executor = undefined;
+    // The detach window takes over; the next executor socket starts a new confirmation.
+    clearTimeout(site.confirmTimer);
+    site.confirmTimer = undefined;
     this.#emit({ type: "executor_detached", executorId: site.id });
     if (this.#closing) return;
     this.#awaitExecutor(site);
@@ -788,6 +828,29 @@ export class RelayRouter implements AsyncDisposable {
     }
     site.routes.clear();
     this.#emit({ type: "executor_expired", executorId: site.id, streams });
+    this.#maybeForget(site);
+  }
+
+  /** Resets the streams a newly attached executor did not resume in time. */
+  #confirmExpired(site: Site): void {
+    site.confirmTimer = undefined;
+    let streams = 0;
+    for (const [streamId, route] of site.routes) {
+      if (!route.unconfirmed) continue;
+      streams++;
+      site.routes.delete(streamId);
+      const owner = route.owner;
+      if (owner !== undefined) {
+        owner.streams.delete(streamId);
+        this.#toHarness(owner, resetBytes(streamId, RESET_EXECUTOR_DISCONNECTED));
+      }
+      // The executor does not hold it either way: a reset keeps it from appearing later.
+      const executor = site.executor;
+      if (executor !== undefined) {
+        executor.enqueue(resetBytes(streamId, RESET_EXECUTOR_DISCONNECTED));
+      }
+    }
+    if (streams > 0) this.#emit({ type: "streams_not_resumed", executorId: site.id, streams });
     this.#maybeForget(site);
   }
 
