@@ -257,7 +257,7 @@ Deno.test("harness sockets refuse missing and wrong tokens", async () => {
   });
 });
 
-Deno.test("serve refuses WebSocket upgrades from web pages (an Origin header) unless the origin is allowed", async () => {
+Deno.test("serve refuses WebSocket upgrades from web pages (an Origin header) unless the origin is allowed, and rendezvous paths", async () => {
   await using executor = new Executor({ sessionTtlMs: 0 });
   await using server = await serveLocal({
     executor,
@@ -276,6 +276,14 @@ Deno.test("serve refuses WebSocket upgrades from web pages (an Origin header) un
     const body = JSON.parse(r.body) as { error: { code: string; message: string } };
     assert.equal(body.error.code, "forbidden_origin");
     assert.match(body.error.message, /Cannot connect from a web page/);
+  }
+  // A client that takes serve for a rendezvous is told so at once.
+  for (
+    const path of ["/harness/box-1?role=harness", "/executor/box-1", "/cloud/executor/x/register"]
+  ) {
+    const r = await rawHttp(port, upgradeHead(path));
+    assert.equal(r.status, 404, path);
+    assert.match(r.body, /"not_a_rendezvous".*not a rendezvous/, path);
   }
   // An allowed origin and a client that sends none (Deno's WebSocket, outpost's client) upgrade.
   assert.equal(

@@ -330,6 +330,19 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
         }, { status: 401, headers: { "www-authenticate": "Bearer" } });
       }
     }
+    // A client that thinks this is a rendezvous (`exec --executor-id` on a
+    // serve URL) would otherwise speak relay frames into a JSON-RPC session.
+    const path = new URL(request.url).pathname;
+    if (/^\/(harness|executor|cloud)\//.test(path)) {
+      return Response.json({
+        error: {
+          code: "not_a_rendezvous",
+          message: `Cannot serve ${
+            JSON.stringify(path.slice(0, 100))
+          }: this is a local executor (outpost serve), not a rendezvous; connect to its URL without an executor id`,
+        },
+      }, { status: 404 });
+    }
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return new Response("Cannot serve plain HTTP: connect with a WebSocket\n", {
         status: 426,
