@@ -17,7 +17,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { connect } from "./lib/client/connect.ts";
+import { connect, harnessUrl } from "./lib/client/connect.ts";
 import type { Connection } from "./lib/client/connect.ts";
 import { RemoteCommand } from "./lib/client/remote_command.ts";
 import type { RemoteProcess } from "./lib/client/remote_process.ts";
@@ -58,6 +58,19 @@ const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
 /** Exit code of `exec` when the program could not be run at all (as ssh does). */
 const EXIT_EXEC_FAILURE = 255;
+/**
+ * Exit code of `exec` when its stdout or stderr is a closed pipe: 128 + SIGPIPE,
+ * what a shell reports for the writer of `yes | head`.
+ */
+const EXIT_BROKEN_PIPE = 141;
+/** Exit code of `exec` after a third Ctrl-C: 128 + SIGINT. */
+const EXIT_INTERRUPTED = 130;
+/**
+ * How long `exec` waits for a program it stops (its output cannot be written,
+ * or a third Ctrl-C): after SIGTERM before SIGKILL, and after SIGKILL before
+ * leaving anyway.
+ */
+const STOP_GRACE_MS = 2_000;
 
 const encoder = new TextEncoder();
 
@@ -162,8 +175,13 @@ Example:
 Runs PROGRAM on an executor: a local one (the URL "serve" printed) or, with
 --executor-id, one behind a rendezvous. Its stdout and stderr are copied here
 byte for byte; our stdin is forwarded when it is not a terminal (and closed at
-EOF); Ctrl-C is forwarded as SIGINT. Exits with the program's exit code
-(128+n when a signal n ended it), or 255 when it could not be run.
+EOF); Ctrl-C is forwarded as SIGINT, and a third Ctrl-C kills the program
+(SIGKILL) and exits 130. Exits with the program's exit code (128+n when a
+signal n ended it), 2 for bad usage, or 255 when it could not be run. When
+our stdout or stderr cannot be written, the program is stopped (SIGTERM,
+SIGKILL after 2 s) and exec exits 141 for a closed pipe (as in "| head"),
+1 for any other write error. With --tty and stdout a terminal, the program's
+terminal gets our size and follows its changes.
 
 Options:
   --url URL           The serve URL, or the rendezvous URL with --executor-id
@@ -195,7 +213,11 @@ interface Context {
 }
 
 function writeErr(text: string): void {
-  Deno.stderr.writeSync(encoder.encode(text));
+  try {
+    Deno.stderr.writeSync(encoder.encode(text));
+  } catch {
+    // A closed or full stderr has nowhere to report to; the exit code tells.
+  }
 }
 
 function writeOut(text: string): void {
@@ -526,17 +548,138 @@ function parseEnv(pairs: string[]): Record<string, string> {
   return env;
 }
 
+/** Our own stdout or stderr failed a write: no fault of the program or the connection. */
+class LocalOutputError extends Error {
+  constructor(readonly streamName: "stdout" | "stderr", cause: unknown) {
+    super(`Cannot write to ${streamName}: ${(cause as Error).message}`, { cause });
+    this.name = "LocalOutputError";
+  }
+
+  /** True for EPIPE: the reader went away, as `head` does. */
+  get brokenPipe(): boolean {
+    return this.cause instanceof Deno.errors.BrokenPipe;
+  }
+}
+
+/**
+ * Copies a program's output to `file`. A failed write throws
+ * {@linkcode LocalOutputError} (and cancels `stream`, so unread output stops
+ * holding the connection).
+ */
 async function copyOut(
   stream: ReadableStream<Uint8Array>,
   file: typeof Deno.stdout,
+  streamName: "stdout" | "stderr",
 ): Promise<number> {
   let total = 0;
   for await (const chunk of stream) {
     total += chunk.byteLength;
     let offset = 0;
-    while (offset < chunk.byteLength) offset += await file.write(chunk.subarray(offset));
+    while (offset < chunk.byteLength) {
+      try {
+        offset += await file.write(chunk.subarray(offset));
+      } catch (error) {
+        throw new LocalOutputError(streamName, error);
+      }
+    }
   }
   return total;
+}
+
+/** Resolves true when `promise` settles within `ms`, false when the time runs out first. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Stops a program whose output can no longer be delivered, so it does not
+ * run on unseen until the session expires. The executor accepts no SIGPIPE,
+ * so: SIGTERM, then SIGKILL after {@linkcode STOP_GRACE_MS}.
+ *
+ * @returns What happened, for the log ("stopped sh with SIGTERM").
+ */
+async function stopProgram(child: RemoteProcess, program: string, log: Logger): Promise<string> {
+  if (await settlesWithin(child.status, 0)) return `${program} had already ended`;
+  for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+    const sent = child.kill(signal).catch((error) => {
+      log.warn("cannot stop the program", { signal, error: error.message });
+    });
+    if (await settlesWithin(sent.then(() => child.status), STOP_GRACE_MS)) {
+      return `stopped ${program} with ${signal}`;
+    }
+  }
+  return `${program} did not stop within ${2 * STOP_GRACE_MS / 1000} s`;
+}
+
+/** The local terminal's size, when stdout is one. */
+function localTerminalSize(): { cols: number; rows: number } | undefined {
+  if (!Deno.stdout.isTerminal()) return undefined;
+  try {
+    const { columns, rows } = Deno.consoleSize();
+    return columns > 0 && rows > 0 ? { cols: columns, rows } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Forwards local terminal resizes (SIGWINCH) to `child`, at most one
+ * `process/resize` in flight: sizes that arrive meanwhile collapse into the
+ * latest. Returns the function that stops listening.
+ */
+function forwardResizes(child: RemoteProcess, log: Logger): () => void {
+  let sending = false;
+  let pending = false;
+  const send = async (): Promise<void> => {
+    sending = true;
+    try {
+      while (pending) {
+        pending = false;
+        const size = localTerminalSize();
+        if (size === undefined) continue;
+        await child.resize(size.cols, size.rows).catch((error) => {
+          log.debug("cannot resize the terminal", { error: error.message });
+        });
+      }
+    } finally {
+      sending = false;
+    }
+  };
+  const onResize = (): void => {
+    pending = true;
+    if (!sending) void send();
+  };
+  Deno.addSignalListener("SIGWINCH", onResize);
+  return () => Deno.removeSignalListener("SIGWINCH", onResize);
+}
+
+/** Checks the exec flags that name the far side, so a bad value is a usage error. */
+function checkExecTarget(url: string, executorId: string | undefined, cwd: string | undefined) {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new UsageError(`Cannot use --url ${url}: it is not a URL`);
+  }
+  if (!["ws:", "wss:", "http:", "https:"].includes(parsed.protocol)) {
+    throw new UsageError(`Cannot use --url ${url}: the scheme must be ws, wss, http or https`);
+  }
+  if (executorId !== undefined) {
+    try {
+      harnessUrl(parsed, executorId);
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
+  }
+  if (cwd !== undefined && !cwd.startsWith("/")) {
+    throw new UsageError(`Cannot use --cwd ${cwd}: it must be an absolute path`);
+  }
 }
 
 async function runExec(args: string[], context: Context): Promise<number> {
@@ -574,6 +717,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
     }
   }
   const executorId = values["executor-id"];
+  checkExecTarget(values.url, executorId, values.cwd);
   const token = await loadToken(context, executorId !== undefined);
   const log = context.log;
   const tty = values.tty ?? false;
@@ -601,12 +745,20 @@ async function runExec(args: string[], context: Context): Promise<number> {
   const [program, ...programArgs] = command;
   let child: RemoteProcess | undefined;
   let interrupts = 0;
+  let rawMode = false;
+  let stopResizes = (): void => {};
   const onSignal = (signal: Deno.Signal) => (): void => {
     if (signal === "SIGINT") interrupts++;
-    if (interrupts >= 3) {
-      log.warn("third interrupt: leaving without waiting for the program");
-      Deno.exit(130);
+    if (interrupts === 3) {
+      // A program that traps SIGINT would outlive us until the session expires.
+      log.warn("third interrupt: killing the program and leaving");
+      const killed = child ? child.kill("SIGKILL") : Promise.resolve();
+      void settlesWithin(killed, STOP_GRACE_MS).then(() => {
+        if (rawMode) Deno.stdin.setRaw(false);
+        Deno.exit(EXIT_INTERRUPTED);
+      });
     }
+    if (interrupts >= 3) return;
     child?.kill(signal).catch((error) =>
       log.warn("cannot forward signal", { error: error.message })
     );
@@ -615,18 +767,26 @@ async function runExec(args: string[], context: Context): Promise<number> {
   const onTerm = onSignal("SIGTERM");
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
-  let rawMode = false;
   try {
-    child = new RemoteCommand(connection, program, {
-      args: programArgs,
-      ...(values.cwd !== undefined ? { cwd: values.cwd } : {}),
-      env,
-      tty,
-      stdin: forwardStdin ? "piped" : "null",
-      stdout: "piped",
-      stderr: "piped",
-      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-    }).spawn();
+    const size = tty ? localTerminalSize() : undefined;
+    try {
+      child = new RemoteCommand(connection, program, {
+        args: programArgs,
+        ...(values.cwd !== undefined ? { cwd: values.cwd } : {}),
+        env,
+        tty,
+        ...(size ?? {}),
+        stdin: forwardStdin ? "piped" : "null",
+        stdout: "piped",
+        stderr: "piped",
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+      }).spawn();
+    } catch (error) {
+      if (error instanceof TypeError || error instanceof RangeError) {
+        throw new UsageError(error.message);
+      }
+      throw error;
+    }
     try {
       await child.started;
     } catch (error) {
@@ -641,11 +801,25 @@ async function runExec(args: string[], context: Context): Promise<number> {
       }
       Deno.stdin.readable.pipeTo(child.stdin).catch(() => {});
     }
-    const [stdoutBytes, stderrBytes, status] = await Promise.all([
-      copyOut(child.stdout, Deno.stdout),
-      copyOut(child.stderr, Deno.stderr),
-      child.status,
-    ]);
+    if (size !== undefined) stopResizes = forwardResizes(child, log);
+    let outcome;
+    try {
+      outcome = await Promise.all([
+        copyOut(child.stdout, Deno.stdout, "stdout"),
+        copyOut(child.stderr, Deno.stderr, "stderr"),
+        child.status,
+      ]);
+    } catch (error) {
+      if (!(error instanceof LocalOutputError)) throw error;
+      const stopped = await stopProgram(child, program, log);
+      if (error.brokenPipe) {
+        log.info(`outpost exec: ${error.streamName} is a closed pipe; ${stopped}`);
+        return EXIT_BROKEN_PIPE;
+      }
+      log.error(`${error.message}; ${stopped}`);
+      return EXIT_FAILURE;
+    }
+    const [stdoutBytes, stderrBytes, status] = outcome;
     const how = status.signal
       ? `signal ${status.signal} (exit ${status.code})`
       : `exit ${status.code}`;
@@ -656,9 +830,11 @@ async function runExec(args: string[], context: Context): Promise<number> {
     );
     return status.code;
   } catch (error) {
+    if (error instanceof UsageError) throw error;
     log.error(`Cannot run ${program}: ${(error as Error).message}`);
     return EXIT_EXEC_FAILURE;
   } finally {
+    stopResizes();
     if (rawMode) Deno.stdin.setRaw(false);
     Deno.removeSignalListener("SIGINT", onInt);
     Deno.removeSignalListener("SIGTERM", onTerm);

@@ -30,6 +30,8 @@ interface CliOptions {
   stdin?: "piped" | "null";
   /** Hash stdout instead of keeping it (large transfers). */
   hashStdout?: boolean;
+  /** Runs the `deno run ... cli.ts` argv through a wrapper (a shell pipeline, `script`). */
+  via?: (argv: string[]) => string[];
 }
 
 /** One `cli.ts` subprocess with its output collected as it arrives. */
@@ -47,8 +49,10 @@ class Cli implements AsyncDisposable {
 
   constructor(set: string, args: string[], options: CliOptions = {}) {
     this.#hashing = options.hashStdout ?? false;
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-q", `-P=${set}`, "cli.ts", ...args],
+    const argv = [Deno.execPath(), "run", "-q", `-P=${set}`, "cli.ts", ...args];
+    const [program, ...programArgs] = options.via ? options.via(argv) : argv;
+    this.child = new Deno.Command(program, {
+      args: programArgs,
       cwd: ROOT,
       clearEnv: true,
       env: childEnv(options.env ?? {}),
@@ -197,6 +201,40 @@ function exec(args: string[], options: CliOptions = {}): Cli {
     ...options,
     env: { OUTPOST_TOKEN: TOKEN, ...options.env },
   });
+}
+
+/** Pids of live (not zombie) processes whose command line mentions `marker`. */
+function pidsMentioning(marker: string): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
+      if (!cmdline.includes(marker)) continue;
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+      if (state !== "Z" && state !== "X") pids.push(Number(entry.name));
+    } catch {
+      // The process went away while we looked.
+    }
+  }
+  return pids;
+}
+
+/** Kills what a failed test left behind (cleanup only; assertions come first). */
+function killLeftovers(marker: string): void {
+  for (const pid of pidsMentioning(marker)) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+/** Quotes `word` for a POSIX shell command line. */
+function shellQuote(word: string): string {
+  return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
 /** A file of `bytes` pseudo-random bytes, and its SHA-256. */
@@ -381,6 +419,152 @@ Deno.test("cli: exec --tty runs the program under a terminal and forwards stdin"
   assert.equal(status.code, 0, run.stderr);
   assert.match(run.stdout, /is-a-tty\r?\n/);
   assert.match(run.stdout, /got:hello\r?\n/);
+});
+
+Deno.test("cli: exec piped into a reader that closes early exits 141 and stops the program", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  const marker = `outpost-epipe-${crypto.randomUUID()}`;
+  try {
+    // As `yes | head -n 1`: the program writes on after head has gone.
+    await using run = new Cli("client", [
+      "exec",
+      "--url",
+      url,
+      "--",
+      "sh",
+      "-c",
+      "while :; do echo line; sleep 0.05; done",
+      marker,
+    ], {
+      via: (argv) => [
+        "bash",
+        "-c",
+        '"$@" | head -n 1; echo "exec exited ${PIPESTATUS[0]}"',
+        "bash",
+        ...argv,
+      ],
+    });
+    assert.equal((await run.finished()).code, 0, run.stderr);
+    assert.equal(run.stdout, "line\nexec exited 141\n", run.stderr);
+    assert.match(run.stderr, /stdout is a closed pipe; stopped sh with SIGTERM/);
+    // Left running, the loop would go on until the session expires (30 s).
+    await until(() => pidsMentioning(marker).length === 0, 5_000, "the remote program to stop");
+  } finally {
+    killLeftovers(marker);
+  }
+});
+
+Deno.test("cli: exec whose stdout cannot be written (/dev/full) stops the program and exits 1", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  const marker = `outpost-full-${crypto.randomUUID()}`;
+  try {
+    await using run = new Cli("client", [
+      "exec",
+      "--url",
+      url,
+      "--",
+      "sh",
+      "-c",
+      "while :; do echo line; sleep 0.05; done",
+      marker,
+    ], {
+      via: (argv) => ["bash", "-c", '"$@" >/dev/full; echo "exec exited $?"', "bash", ...argv],
+    });
+    assert.equal((await run.finished()).code, 0, run.stderr);
+    assert.equal(run.stdout, "exec exited 1\n", run.stderr);
+    assert.match(
+      run.stderr,
+      /Cannot write to stdout: No space left on device \(os error 28\); stopped sh with SIGTERM/,
+    );
+    await until(() => pidsMentioning(marker).length === 0, 5_000, "the remote program to stop");
+  } finally {
+    killLeftovers(marker);
+  }
+});
+
+Deno.test("cli: a third Ctrl-C kills a program that traps SIGINT and exits 130", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  const marker = `outpost-int3-${crypto.randomUUID()}`;
+  try {
+    await using run = new Cli("client", [
+      "exec",
+      "--url",
+      url,
+      "--",
+      "sh",
+      "-c",
+      'trap "echo got-int" INT; echo ready; while :; do sleep 0.05; done',
+      marker,
+    ]);
+    await run.waitFor(() => run.stdout.includes("ready"), 15_000, "the program starting");
+    for (let i = 1; i <= 2; i++) {
+      run.child.kill("SIGINT");
+      await run.waitFor(
+        () => (run.stdout.match(/got-int/g)?.length ?? 0) >= i,
+        10_000,
+        `interrupt ${i} reaching the program`,
+      );
+    }
+    run.child.kill("SIGINT");
+    assert.equal((await run.finished(10_000)).code, 130, run.stderr);
+    assert.match(run.stderr, /third interrupt: killing the program/);
+    // Orphaned, the program would run until the session expires (30 s).
+    await until(() => pidsMentioning(marker).length === 0, 5_000, "the remote program to end");
+  } finally {
+    killLeftovers(marker);
+  }
+});
+
+Deno.test("cli: exec --tty gives the program the local terminal's size and forwards SIGWINCH", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  const program = "trap 'echo resized-to $(stty size); exit 0' WINCH; " +
+    "echo started-at $(stty size); while :; do sleep 0.05; done";
+  // exec runs in a 120x40 terminal of its own (script's), which this test can resize.
+  await using run = new Cli("client", ["exec", "--url", url, "--tty", "--", "sh", "-c", program], {
+    stdin: "piped",
+    via: (argv) => [
+      "script",
+      "-qfec",
+      `tty; stty cols 120 rows 40; exec ${argv.map(shellQuote).join(" ")}`,
+      "/dev/null",
+    ],
+  });
+  await run.waitFor(() => /started-at \d+ \d+/.test(run.stdout), 15_000, "the program starting");
+  assert.match(run.stdout, /started-at 40 120/);
+  const device = run.stdout.split(/\r?\n/)[0].trim();
+  assert.match(device, /^\/dev\/pts\/\d+$/);
+  // Resizing a terminal sends SIGWINCH to its foreground processes, exec among them.
+  const resized = await new Deno.Command("stty", {
+    args: ["-F", device, "cols", "100", "rows", "30"],
+  }).output();
+  assert.equal(resized.code, 0, decoder.decode(resized.stderr));
+  await run.waitFor(() => run.stdout.includes("resized-to 30 100"), 10_000, "the new size");
+  assert.equal((await run.finished()).code, 0, run.stdout);
+});
+
+Deno.test("cli: bad exec flag values are usage errors (exit 2), as missing ones are", async () => {
+  const cases: [string[], RegExp][] = [
+    [
+      ["--url", "ws://127.0.0.1:1", "--executor-id", "bad id", "--", "true"],
+      /Cannot use executor id "bad id": only 1\.\.256 ASCII letters/,
+    ],
+    [["--url", "not a url", "--", "true"], /Cannot use --url not a url: it is not a URL/],
+    [["--url", "ftp://127.0.0.1:1", "--", "true"], /the scheme must be ws, wss, http or https/],
+    [
+      ["--url", "ws://127.0.0.1:1", "--cwd", "relative/dir", "--", "true"],
+      /Cannot use --cwd relative\/dir: it must be an absolute path/,
+    ],
+  ];
+  for (const [args, message] of cases) {
+    await using run = exec(args);
+    assert.equal((await run.finished()).code, 2, run.stderr);
+    assert.match(run.stderr, message);
+    assert.match(run.stderr, /Run "outpost exec --help" for usage/);
+  }
 });
 
 Deno.test("cli: serve refuses web pages (an Origin header) except --allow-origin ones", async () => {

@@ -93,6 +93,7 @@ class ScriptedExecutor implements ProcessTransport {
       return new Promise<T>((resolve) => this.heldWrites!.push(() => resolve(reply)));
     }
     if (method === "process/signal") return Promise.resolve({} as T);
+    if (method === "process/resize") return Promise.resolve({} as T);
     if (method === "process/read") return Promise.resolve(this.#read(p) as T);
     return Promise.reject(new Error(`unexpected ${method}`));
   }
@@ -196,6 +197,35 @@ Deno.test("RemoteCommand refuses an empty program and a non-positive timeout", (
   assert.throws(() => new RemoteCommand(far, ""), TypeError);
   assert.throws(() => new RemoteCommand(far, "x", { timeoutMs: 0 }), RangeError);
   assert.throws(() => new RemoteCommand(far, "x", { args: [1 as unknown as string] }), TypeError);
+});
+
+Deno.test("RemoteCommand sends a terminal size (1..65535) with process/start", async () => {
+  const { far, child } = await spawnScripted({ tty: true, cols: 65_535, rows: 1 });
+  assert.equal(far.requests[0].params.cols, 65_535);
+  assert.equal(far.requests[0].params.rows, 1);
+  assert.throws(() => new RemoteCommand(far, "x", { tty: true, cols: 65_536 }), RangeError);
+  assert.throws(() => new RemoteCommand(far, "x", { tty: true, rows: 0 }), RangeError);
+  assert.throws(() => new RemoteCommand(far, "x", { tty: true, cols: 80.5 }), RangeError);
+  far.emit("process/exited", { exitCode: 0 });
+  far.emit("process/closed");
+  await child.output();
+});
+
+Deno.test("RemoteProcess.resize sends process/resize, checks the size and skips an exited process", async () => {
+  const { far, child } = await spawnScripted({ tty: true });
+  await child.resize(65_535, 1);
+  assert.deepEqual(far.requests.at(-1), {
+    method: "process/resize",
+    params: { processId: child.id, cols: 65_535, rows: 1 },
+  });
+  await assert.rejects(child.resize(0, 30), RangeError);
+  await assert.rejects(child.resize(100, 65_536), RangeError);
+  far.emit("process/exited", { exitCode: 0 });
+  const sent = far.requests.length;
+  await child.resize(100, 30);
+  assert.equal(far.requests.length, sent, "no resize after the exit");
+  far.emit("process/closed");
+  await child.output();
 });
 
 Deno.test("RemoteProcess delivers stdout and stderr in order and resolves status", async () => {
@@ -492,6 +522,39 @@ Deno.test("RemoteProcess.kill delivers a signal and status reports it", async ()
   assert.equal(status.success, false);
   assert.equal(status.code, 143);
   assert.equal(status.signal, "SIGTERM");
+  await child.output();
+});
+
+Deno.test("a terminal gets the size RemoteCommand asks for and RemoteProcess.resize changes it", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  const child = new RemoteCommand(conn, "sh", {
+    args: ["-c", "stty size; read line; stty size"],
+    tty: true,
+    cols: 120,
+    rows: 40,
+    stdin: "piped",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  let text = "";
+  const readUntil = async (pattern: RegExp, label: string): Promise<void> => {
+    while (!pattern.test(text)) {
+      const { value, done } = await withDeadline(reader.read(), 10_000, label);
+      if (done) throw new Error(`Cannot see ${label}: the output ended: ${text}`);
+      text += decoder.decode(value, { stream: true });
+    }
+  };
+  await readUntil(/\d+ \d+\r?\n/, "the first size");
+  assert.match(text, /^40 120\r?\n/);
+  await child.resize(100, 30);
+  const writer = child.stdin.getWriter();
+  await writer.write(encoder.encode("\n"));
+  await writer.close();
+  await readUntil(/\d+ \d+\r?\n[^]*\d+ \d+\r?\n/, "the second size");
+  assert.match(text, /30 100\r?\n$/);
+  reader.releaseLock();
+  const status = await withDeadline(child.status, 10_000, "status");
+  assert.equal(status.code, 0);
   await child.output();
 });
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { RemoteProcess } from "./remote_process.ts";
+import { checkTerminalSize, RemoteProcess } from "./remote_process.ts";
 import type { ProcessTransport, RemoteProcessOutput } from "./remote_process.ts";
 
 /** Options of {@linkcode RemoteCommand}. */
@@ -24,6 +24,10 @@ export interface RemoteCommandOptions {
   stderr?: "piped" | "null";
   /** Run under a terminal; stdout then carries everything the terminal shows. @default {false} */
   tty?: boolean;
+  /** Initial terminal columns (1..65535), with `tty`. Executor default (80) when absent. */
+  cols?: number;
+  /** Initial terminal rows (1..65535), with `tty`. Executor default (24) when absent. */
+  rows?: number;
   /** Kills the process (SIGKILL) when aborted. */
   signal?: AbortSignal;
   /** The executor kills the process after this long. No limit when absent. */
@@ -63,7 +67,8 @@ export class RemoteCommand {
    * @param program The program name or path on the executor.
    * @param options Arguments, cwd, env, stdio, tty, signal and timeout.
    * @throws {TypeError} When the program is empty or an option has the wrong type.
-   * @throws {RangeError} When `timeoutMs` is not a positive number.
+   * @throws {RangeError} When `timeoutMs` is not a positive number, or `cols` or
+   * `rows` is not an integer from 1 to 65535.
    */
   constructor(connection: ProcessTransport, program: string, options: RemoteCommandOptions = {}) {
     if (typeof program !== "string" || program === "") {
@@ -77,6 +82,8 @@ export class RemoteCommand {
         `Cannot create command: timeoutMs ${options.timeoutMs} is not a positive number`,
       );
     }
+    if (options.cols !== undefined) checkTerminalSize("cols", options.cols);
+    if (options.rows !== undefined) checkTerminalSize("rows", options.rows);
     this.#transport = connection;
     this.#program = program;
     this.#options = options;
@@ -104,6 +111,8 @@ export class RemoteCommand {
     if (options.cwd !== undefined) params.cwd = options.cwd;
     if (options.timeoutMs !== undefined) params.timeoutMs = options.timeoutMs;
     if (options.confinement !== undefined) params.confinement = options.confinement;
+    if (options.cols !== undefined) params.cols = options.cols;
+    if (options.rows !== undefined) params.rows = options.rows;
     const process = new RemoteProcess(
       this.#transport,
       processId,

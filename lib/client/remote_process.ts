@@ -139,6 +139,22 @@ export function signalExitCode(signal: string): number {
   return 128 + (SIGNAL_NUMBERS[signal as Deno.Signal] ?? 15);
 }
 
+/**
+ * Checks one terminal dimension, as the executor will (1..65535), so a bad
+ * size fails here instead of as a refused request.
+ *
+ * @param name `"cols"` or `"rows"`.
+ * @param value The size.
+ * @throws {RangeError} When `value` is not an integer from 1 to 65535.
+ */
+export function checkTerminalSize(name: "cols" | "rows", value: number): void {
+  if (!Number.isInteger(value) || value < 1 || value > 65_535) {
+    throw new RangeError(
+      `Cannot size terminal: ${name} ${value} is not an integer from 1 to 65535`,
+    );
+  }
+}
+
 function decodeBase64(text: string): Uint8Array {
   return (Uint8Array as unknown as { fromBase64(s: string): Uint8Array }).fromBase64(text);
 }
@@ -172,7 +188,7 @@ function toStatus(
 /**
  * A program running on an executor, from {@linkcode RemoteCommand.spawn}.
  * Shaped like `Deno.ChildProcess`: `status`, `stdin`, `stdout`, `stderr`,
- * `output()`, `kill()` and `await using`.
+ * `output()`, `kill()` and `await using`; `resize()` sizes its terminal.
  *
  * @example
  * ```ts ignore
@@ -345,6 +361,24 @@ export class RemoteProcess implements AsyncDisposable {
     await this.#started;
     if (this.#exited) return;
     await this.#transport.request("process/signal", { processId: this.id, signal });
+  }
+
+  /**
+   * Resizes the process's terminal (`process/resize`); the program gets
+   * `SIGWINCH`. Does nothing once the process has exited.
+   *
+   * @param cols Columns, 1..65535.
+   * @param rows Rows, 1..65535.
+   * @returns When the executor has applied the size.
+   * @throws {RangeError} When a size is out of range.
+   * @throws {RpcError} When the executor refuses (no terminal, or no resize helper).
+   */
+  async resize(cols: number, rows: number): Promise<void> {
+    checkTerminalSize("cols", cols);
+    checkTerminalSize("rows", rows);
+    await this.#started;
+    if (this.#exited) return;
+    await this.#transport.request("process/resize", { processId: this.id, cols, rows });
   }
 
   /** Kills the process unless it has exited, then waits for its status. */
