@@ -61,6 +61,7 @@ import {
   resizePty,
   ttyCommand,
 } from "./tty.ts";
+import { abortable } from "../_abortable.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
 
@@ -615,7 +616,7 @@ export class ProcessTable implements AsyncDisposable {
     const eof = options.eof === true;
     if (eof) record.stdinClosed = true;
     const written = this.#writeStdin(record, writer, chunk, eof);
-    return options.signal ? await untilAborted(written, options.signal) : await written;
+    return options.signal ? await abortable(written, options.signal) : await written;
   }
 
   /** Queues the bytes on the stdin writer, which keeps writes in call order. */
@@ -1254,16 +1255,6 @@ function spawnError(program: string, error: unknown): Error {
 /** Whether a Deno permission value grants anything (`true` or a non-empty list). */
 function asks(value: boolean | string[] | undefined): boolean {
   return value === true || (Array.isArray(value) && value.length > 0);
-}
-
-/** Settles like `promise`, or rejects with the signal's reason once it aborts (`promise` runs on). */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 function checkProcessId(id: unknown): string {

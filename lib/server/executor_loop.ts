@@ -21,6 +21,7 @@ import {
   RegistrationError,
   validateExecutorId,
 } from "./_registration.ts";
+import { abortable } from "../_abortable.ts";
 
 export { RegistrationError } from "./_registration.ts";
 
@@ -113,15 +114,6 @@ function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
       resolve();
     }, ms);
     signal.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
 }
 
