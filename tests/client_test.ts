@@ -638,6 +638,16 @@ Deno.test("connect validates its URL and times out a silent server", async () =>
   for (const conn of accepted) conn.close();
 });
 
+Deno.test("connect with an executor id to a serve URL fails at once with a clear error", async () => {
+  await using server = await serveLocal();
+  const started = performance.now();
+  await assert.rejects(
+    connect(server.url, { executorId: "box-1", token: SERVER_TOKEN, timeoutMs: 10_000 }),
+    /HTTP 404\); for a local executor \(outpost serve\), connect without an executor id/,
+  );
+  assert.ok(performance.now() - started < 5_000, "refused at once, not at the deadline");
+});
+
 Deno.test("connect through a rendezvous runs a command on an executor", async () => {
   await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
   await using executor = runExecutor({

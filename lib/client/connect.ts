@@ -429,7 +429,10 @@ function explainRefusal(error: unknown, url: string): unknown {
   if (status === "401") why = "the rendezvous requires a token (HTTP 401); set OUTPOST_TOKEN";
   else if (status === "403") why = "the rendezvous refused the token (HTTP 403)";
   else if (status === "503") why = "the rendezvous is at its limit for this executor (HTTP 503)";
-  else if (status !== undefined) why = `the rendezvous answered HTTP ${status}`;
+  else if (status === "404") {
+    why =
+      "no rendezvous route answers there (HTTP 404); for a local executor (outpost serve), connect without an executor id";
+  } else if (status !== undefined) why = `the rendezvous answered HTTP ${status}`;
   if (why === undefined) return error;
   return new RelayClosedError(`Cannot connect to ${target} at ${where.host}: ${why}`, {
     cause: error,
