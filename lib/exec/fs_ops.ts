@@ -252,23 +252,29 @@ export class FsOps {
    * `fs/readFile`: reads a whole file.
    *
    * @param path Absolute path.
+   * @param limit A smaller size limit for this read (e.g. what fits the
+   *   caller's connection) and why it applies, for the refusal.
    * @returns `{dataBase64}`.
    */
-  async readFile(path: string): Promise<{ dataBase64: string }> {
+  async readFile(
+    path: string,
+    limit?: { maxBytes: number; why: string },
+  ): Promise<{ dataBase64: string }> {
+    const tooLarge = (size: number) => this.#tooLarge(path, size, limit);
     const resolved = await this.#checkRead("read", path);
     await requireRegularFile("read", path, resolved, false);
     const data = await io("read", path, async () => {
       using file = await Deno.open(resolved, { read: true });
       const info = await file.stat();
       if (!info.isFile) throw notRegularFile("read", path, info); // swapped since the stat
-      const limit = this.#maxFileBytes;
-      if (info.size > limit) throw this.#tooLarge(path, info.size);
+      const max = Math.min(this.#maxFileBytes, limit?.maxBytes ?? Infinity);
+      if (info.size > max) throw tooLarge(info.size);
       let buffer = new Uint8Array(info.size + 1); // one spare byte detects growth
       let length = 0;
       while (true) {
         if (length === buffer.length) {
-          if (length > limit) throw this.#tooLarge(path, length);
-          const grown = new Uint8Array(Math.min(length * 2, limit + 1));
+          if (length > max) throw tooLarge(length);
+          const grown = new Uint8Array(Math.min(length * 2, max + 1));
           grown.set(buffer);
           buffer = grown;
         }
@@ -506,12 +512,13 @@ export class FsOps {
     await this.#confined.writeFile("copy to", destinationShown, destination, file.readable);
   }
 
-  #tooLarge(path: string, size: number): RpcError {
+  #tooLarge(path: string, size: number, limit?: { maxBytes: number; why: string }): RpcError {
+    const own = limit === undefined || limit.maxBytes >= this.#maxFileBytes;
+    const max = own ? this.#maxFileBytes : limit.maxBytes;
     return new RpcError(
       INVALID_PARAMS,
-      `Cannot read "${
-        shownPath(path)
-      }": its ${size} bytes exceed the ${this.#maxFileBytes} byte limit of fs/readFile`,
+      `Cannot read "${shownPath(path)}": its ${size} bytes exceed the ${max} byte limit of ` +
+        `fs/readFile${own ? "" : ` ${limit.why}`}`,
     );
   }
 }

@@ -106,16 +106,11 @@ function chunkReplyBytes(size: number): number {
   return Math.ceil(size / 3) * 4 + CHUNK_FIELDS_BYTES;
 }
 
+const utf8 = new TextEncoder();
+
 /** The bytes a reply to request `id` takes besides its result. */
 function replyEnvelopeBytes(id: string | number): number {
-  return new TextEncoder().encode(JSON.stringify({ jsonrpc: "2.0", id, result: null })).length -
-    "null".length;
-}
-
-/** The bytes a base64 text decodes to. */
-function decodedBytes(base64: string): number {
-  const padding = base64.endsWith("==") ? 2 : base64.endsWith("=") ? 1 : 0;
-  return base64.length / 4 * 3 - padding;
+  return utf8.encode(JSON.stringify({ jsonrpc: "2.0", id, result: null })).length - "null".length;
 }
 
 /** What a session needs from its executor. */
@@ -512,24 +507,18 @@ class SessionConnection implements SessionAttachment {
   }
 
   /**
-   * `fs/readFile`, refused with -32602 when the whole file cannot fit one
-   * reply on this connection (no partial reads upstream; a Codex v1 stream
-   * carries one relay frame per message).
+   * `fs/readFile` limited to what fits one reply on this connection (no
+   * partial reads upstream; a Codex v1 stream carries one relay frame per
+   * message): a larger file is refused with -32602 before it is read.
    */
-  async #readFile(raw: unknown, id: string | number): Promise<unknown> {
-    const result = await this.#context.fs.call("fs/readFile", raw) as { dataBase64: string };
+  #readFile(raw: unknown, id: string | number): Promise<unknown> {
+    const path = absolutePath(paramsObject(raw), "path");
     const limit = this.#replyLimit();
     const envelope = replyEnvelopeBytes(id) + '{"dataBase64":""}'.length;
-    if (envelope + result.dataBase64.length <= limit) return result;
-    const path = String((raw as Params).path);
-    const largest = Math.max(0, Math.floor((limit - envelope) / 4) * 3);
-    throw new RpcError(
-      INVALID_PARAMS,
-      `Cannot read "${path.length > 256 ? `${path.slice(0, 256)}...` : path}": its ${
-        decodedBytes(result.dataBase64)
-      } bytes do not fit one reply on this stream, whose message limit is ${limit} bytes ` +
-        `(files up to ${largest} bytes fit)`,
-    );
+    return this.#context.fs.readFile(path, {
+      maxBytes: Math.max(0, Math.floor((limit - envelope) / 4) * 3),
+      why: `on this stream, whose message limit is ${limit} bytes (base64 grows 4/3)`,
+    });
   }
 
   /**
