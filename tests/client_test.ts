@@ -709,6 +709,61 @@ Deno.test("connect resumes its stream after the harness socket is cut mid-transf
   await child.output();
 });
 
+Deno.test("connect replaces a harness socket that went silent without closing, and the session resumes", async () => {
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-silent",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using proxy = new TcpProxy(Number(new URL(rendezvous.url).port));
+  const events: string[] = [];
+  await using conn = await connect(`ws://127.0.0.1:${proxy.port}`, {
+    executorId: "box-silent",
+    token: SERVER_TOKEN,
+    idleTimeoutMs: 400,
+    onEvent: (event) => events.push(event.type),
+  });
+  const child = new RemoteCommand(conn, "cat", { stdin: "piped", stdout: "piped" }).spawn();
+  const writer = child.stdin.getWriter();
+  const reader = child.stdout.getReader();
+  const echo = async (text: string): Promise<void> => {
+    await writer.write(new TextEncoder().encode(text));
+    let got = "";
+    while (got.length < text.length) {
+      const { value, done } = await withDeadline(reader.read(), 10_000, `echo of ${text}`);
+      assert.ok(!done, "stdout ended early");
+      got += decoder.decode(value);
+    }
+    assert.equal(got, text);
+  };
+  await echo("before\n");
+  assert.ok(proxy.silence() > 0);
+  // Sent into the silent socket; it arrives once the socket is replaced.
+  await echo("after\n");
+  assert.ok(events.includes("disconnected"), events.join());
+  assert.ok(events.includes("reconnected"), events.join());
+  await writer.close();
+  reader.releaseLock();
+  assert.equal((await withDeadline(child.status, 10_000, "status")).code, 0);
+});
+
+Deno.test("connect (local) closes a connection that went silent instead of waiting forever", async () => {
+  await using server = await serveLocal();
+  await using proxy = new TcpProxy(Number(new URL(server.url).port));
+  await using conn = await connect(`ws://127.0.0.1:${proxy.port}`, { idleTimeoutMs: 400 });
+  const child = new RemoteCommand(conn, "sh", { args: ["-c", "sleep 30"] }).spawn();
+  await child.started;
+  assert.ok(proxy.silence() > 0);
+  await withDeadline(conn.closed, 10_000, "the silent connection closed");
+  await assert.rejects(
+    withDeadline(child.status, 10_000, "status"),
+    /the connection closed: nothing received for 400 ms \(no answer to a ping\) \(code 1006\)/,
+  );
+  assert.match(conn.closeReason ?? "", /^nothing received for 400 ms/);
+});
+
 Deno.test("connect (local) holds a slow reader within maxInboxBytes and closes clearly past it", async () => {
   await using server = await serveLocal();
   // Within the limit: 6 MiB fill the 4 MiB stream buffer, the connection is

@@ -22,6 +22,9 @@ import {
   validateExecutorId,
 } from "../lib/server/_registration.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
+import { TcpProxy } from "./_support/tcp_proxy.ts";
+import { connect } from "../lib/client/connect.ts";
+import { RemoteCommand } from "../lib/client/remote_command.ts";
 
 const TOKEN = "test-token-0123456789abcdef";
 
@@ -445,4 +448,37 @@ Deno.test("runExecutor refuses a maxMessageBytes outside 1 KiB..64 MiB", () => {
   const base = { registry: "http://127.0.0.1:1", executorId: "box-1", token: TOKEN };
   assert.throws(() => runExecutor({ ...base, maxMessageBytes: 1023 }), RangeError);
   assert.throws(() => runExecutor({ ...base, maxMessageBytes: 64 * 1024 * 1024 + 1 }), RangeError);
+});
+
+Deno.test("runExecutor replaces a socket that went silent without closing and is reachable again", async () => {
+  await using rendezvous = await serveRendezvous({ token: TOKEN });
+  // Registered through the proxy, the executor's signed URL points through it too.
+  await using proxy = new TcpProxy(Number(new URL(rendezvous.url).port));
+  const events: string[] = [];
+  await using handle = runExecutor({
+    registry: `http://127.0.0.1:${proxy.port}`,
+    executorId: "box-silent",
+    token: TOKEN,
+    idleTimeoutMs: 400,
+    initialBackoffMs: 50,
+    jitter: 0,
+    onEvent: (event) => events.push(event.type),
+  });
+  await until(() => handle.status === "connected", 10_000, "executor connected");
+  const before = proxy.connections;
+  assert.ok(proxy.silence() > 0);
+  // Nothing closes the silenced socket: only the executor's own check can notice.
+  await until(() => events.includes("disconnected"), 10_000, "the silent socket dropped");
+  await until(
+    () => handle.status === "connected" && proxy.connections > before,
+    10_000,
+    "a new executor socket",
+  );
+  await using conn = await connect(rendezvous.url, { executorId: "box-silent", token: TOKEN });
+  const output = await withDeadline(
+    new RemoteCommand(conn, "sh", { args: ["-c", "echo back"] }).output(),
+    10_000,
+    "a command on the returned executor",
+  );
+  assert.equal(new TextDecoder().decode(output.stdout), "back\n");
 });

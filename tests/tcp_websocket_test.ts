@@ -384,3 +384,68 @@ Deno.test("TcpWebSocket answers a ping flood during a stalled write with one pon
   await conn.write(serverFrame(8, new Uint8Array([0x03, 0xe8])));
   assert.equal((await closing).wasClean, true);
 });
+
+Deno.test("TcpWebSocket pings a silent server halfway through idleTimeoutMs and stays open while pongs come back", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server, { idleTimeoutMs: 200 });
+  let closed = false;
+  ws.addEventListener("close", () => closed = true);
+  for (let round = 0; round < 3; round++) {
+    const frame = await server.readFrame(conn);
+    assert.equal(frame.opcode, 9, `round ${round}: a ping`);
+    await writeAll(conn, serverFrame(0xa, frame.payload));
+  }
+  // Three pings answered span more than the whole timeout: the pongs kept it open.
+  assert.equal(closed, false);
+  assert.equal(ws.readyState, TcpWebSocket.OPEN);
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  ws.close(1000);
+  assert.equal((await server.readFrame(conn)).opcode, 8);
+  await writeAll(conn, serverFrame(8, new Uint8Array([0x03, 0xe8])));
+  assert.equal((await closing).wasClean, true);
+});
+
+Deno.test("TcpWebSocket drops a connection on which nothing arrives within idleTimeoutMs, ping unanswered", async () => {
+  await using server = new RawWsServer();
+  const openedAt = performance.now();
+  const { ws, conn } = await openPair(server, { idleTimeoutMs: 200 });
+  const error = nextEvent<ErrorEvent>(ws, "error");
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  assert.equal((await server.readFrame(conn)).opcode, 9); // left unanswered
+  const event = await closing;
+  assert.ok(performance.now() - openedAt >= 200, "not before the whole timeout passed");
+  assert.deepEqual([event.code, event.wasClean], [1006, false]);
+  assert.match((await error).message, /nothing received for 200 ms \(no answer to a ping\)/);
+  assert.equal(ws.readyState, TcpWebSocket.CLOSED);
+});
+
+Deno.test("TcpWebSocket counts data as a sign of life: a server that sends but never answers pings stays connected", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server, { idleTimeoutMs: 600 });
+  const messages = collectMessages(ws);
+  // 20 messages 50 ms apart outlast the timeout; pings go unanswered, so
+  // only the data can keep the connection. (The pause paces the sender; no
+  // timer waits for an event.)
+  const started = performance.now();
+  for (let i = 0; i < 20; i++) {
+    await writeAll(conn, serverFrame(2, new Uint8Array([i])));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.ok(performance.now() - started >= 600);
+  assert.equal(messages.length, 20);
+  assert.equal(ws.readyState, TcpWebSocket.OPEN);
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  ws.close(1000);
+  let frame = await server.readFrame(conn);
+  while (frame.opcode === 9) frame = await server.readFrame(conn);
+  assert.equal(frame.opcode, 8);
+  await writeAll(conn, serverFrame(8, new Uint8Array([0x03, 0xe8])));
+  assert.equal((await closing).wasClean, true);
+});
+
+Deno.test("TcpWebSocket refuses a negative idleTimeoutMs", () => {
+  assert.throws(
+    () => new TcpWebSocket("ws://127.0.0.1:9/", { idleTimeoutMs: -1 }),
+    /idleTimeoutMs -1 is not a non-negative number/,
+  );
+});

@@ -34,6 +34,11 @@ export interface WebSocketChannelOptions {
    * 40 ms. @default {"tcp"}
    */
   transport?: "tcp" | "native";
+  /**
+   * With the `"tcp"` transport: nothing received for this long (a ping goes
+   * out halfway) closes the channel as lost. 0 turns the check off. @default {30000}
+   */
+  idleTimeoutMs?: number;
 }
 
 const NORMAL_CLOSURE = 1000;
@@ -67,9 +72,17 @@ export class WebSocketChannel implements MessageChannel {
     this.#highWaterMark = options.highWaterMark ?? 4 * 1024 * 1024;
     this.#maxInbox = options.maxInboxMessages ?? 65_536;
     this.#maxInboxChars = options.maxInboxChars ?? 128 * 1024 * 1024;
+    // An error event says why a connection was lost (e.g. it went silent);
+    // the close event that follows carries only code 1006.
+    let lostBecause = "";
+    socket.addEventListener("error", (event) => {
+      const message = (event as ErrorEvent).message;
+      if (typeof message === "string" && message !== "") lostBecause = message;
+    });
     this.#closed = new Promise<void>((resolve) => {
       socket.addEventListener("close", (event) => {
-        this.#closeReason ??= event.reason || `code ${event.code}`;
+        this.#closeReason ??= event.reason ||
+          (lostBecause ? `${lostBecause} (code ${event.code})` : `code ${event.code}`);
         this.#end();
         resolve();
       });
@@ -238,7 +251,11 @@ export function openWebSocketChannel(
   if (options.token !== undefined) headers.set("authorization", `Bearer ${options.token}`);
   const socket = options.transport === "native"
     ? new WebSocket(url, { headers })
-    : new TcpWebSocket(url, { headers, maxMessageBytes: MAX_RECEIVED_MESSAGE_BYTES });
+    : new TcpWebSocket(url, {
+      headers,
+      maxMessageBytes: MAX_RECEIVED_MESSAGE_BYTES,
+      ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+    });
   return new Promise<WebSocketChannel>((resolve, reject) => {
     let settled = false;
     const finish = (error?: unknown): void => {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { abortable } from "../_abortable.ts";
 import { RelayClosedError } from "../errors.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import type { RelaySocket } from "../relay/relay_socket.ts";
@@ -51,6 +52,14 @@ export interface ConnectOptions {
    * reaches the remote program and nothing is buffered.) @default {134217728}
    */
   maxInboxBytes?: number;
+  /**
+   * A socket on which nothing arrives for this long (a ping goes out halfway)
+   * counts as lost: through a rendezvous it is replaced and the session
+   * resumes; a local connection closes. Without it a connection that went
+   * silent without closing would wait forever. 0 turns the check off.
+   * @default {30000}
+   */
+  idleTimeoutMs?: number;
   /** Receives reconnect events (rendezvous mode). */
   onEvent?: (event: ConnectionEvent) => void;
   /**
@@ -456,6 +465,7 @@ async function openRendezvous(
       signal,
       timeoutMs,
       ...(options.token !== undefined ? { token: options.token } : {}),
+      ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
     });
   let socket: RelaySocket;
   try {
@@ -482,12 +492,9 @@ async function openRendezvous(
   // Keeps the physical socket up: on loss, reconnect with backoff within the detach window.
   const supervise = (async () => {
     while (!stop.signal.aborted) {
-      const info = await Promise.race([
-        socket.closed,
-        new Promise<null>((resolve) =>
-          stop.signal.addEventListener("abort", () => resolve(null), { once: true })
-        ),
-      ]);
+      // abortable, not a race with a fresh abort listener: one listener per
+      // reconnect would pile up on `stop.signal` for the connection's life.
+      const info = await abortable(socket.closed, stop.signal).catch(() => null);
       if (info === null || stop.signal.aborted) return;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
       const giveUpAt = Date.now() + detachWindowMs;
@@ -603,6 +610,7 @@ export async function connect(
         timeoutMs,
         ...(options.token !== undefined ? { token: options.token } : {}),
         ...(options.maxInboxBytes !== undefined ? { maxInboxChars: options.maxInboxBytes } : {}),
+        ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
       });
       const gated = new GatedChannel(channel);
       connection = new Connection(parsed.href, "local", (handlers) => ({

@@ -20,6 +20,14 @@
  * supported; extensions are not offered. `wss:` upgrades the TCP connection
  * with `Deno.startTls`.
  *
+ * Liveness: a connection can stop carrying bytes without closing (a NAT or
+ * route change, a peer host that vanished), and a socket that only waits for
+ * its close would wait forever. So once nothing has arrived for half of
+ * `idleTimeoutMs` this side sends a ping, and if nothing (pong, data, ping)
+ * arrives for the other half either, it drops the connection: the `close`
+ * event then comes with code 1006, like any lost connection. The same rule
+ * as the server side's `Deno.upgradeWebSocket(..., { idleTimeout })`.
+ *
  * @module
  */
 
@@ -54,6 +62,8 @@ const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
  */
 const MAX_MESSAGE_FRAGMENTS = 1024;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
+/** Default {@linkcode TcpWebSocketOptions.idleTimeoutMs}. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
@@ -72,6 +82,13 @@ export interface TcpWebSocketOptions {
   maxMessageBytes?: number;
   /** How long the closing handshake may take before the connection is dropped. @default {5000} */
   closeTimeoutMs?: number;
+  /**
+   * Silence after which the connection counts as dead: a ping goes out once
+   * nothing has arrived for half of it, and the connection is dropped when
+   * the other half passes with still nothing received (so 1 to 1.5 times this
+   * after the last byte). 0 turns the check off. @default {30000}
+   */
+  idleTimeoutMs?: number;
 }
 
 /** Random masking keys, drawn from a pool refilled in bulk. */
@@ -149,6 +166,11 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   #closeTimeoutMs: number;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #closeSent = false;
+  #idleTimeoutMs: number;
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set by every read; the idle check clears it (cheaper than a clock read per read). */
+  #heard = false;
+  #pingSent = false;
   #closeCode = 1005;
   #closeReason = "";
   #wasClean = false;
@@ -199,6 +221,13 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     this.url = parsed.href;
     this.#maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    if (!Number.isFinite(idleTimeoutMs) || idleTimeoutMs < 0) {
+      throw new RangeError(
+        `Cannot open WebSocket: idleTimeoutMs ${idleTimeoutMs} is not a non-negative number`,
+      );
+    }
+    this.#idleTimeoutMs = idleTimeoutMs;
     this.#run(parsed, new Headers(options.headers), options.protocols ?? []);
   }
 
@@ -321,6 +350,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       return;
     }
     this.#readyState = OPEN;
+    this.#armIdleTimer();
     this.#emit("open", new Event("open"));
     await this.#readLoop(this.#conn!, leftover);
     await this.#finish();
@@ -556,6 +586,32 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     }, this.#closeTimeoutMs);
   }
 
+  /**
+   * Checks liveness every half `idleTimeoutMs` (see the module doc): heard
+   * something, all is well; heard nothing, ping; heard nothing after a ping,
+   * drop the connection.
+   */
+  #armIdleTimer(): void {
+    if (this.#idleTimeoutMs === 0) return;
+    this.#idleTimer = setTimeout(() => {
+      this.#idleTimer = undefined;
+      if (this.#conn === undefined || this.#readyState === CLOSED) return;
+      if (this.#heard) {
+        this.#heard = false;
+        this.#pingSent = false;
+      } else if (!this.#pingSent) {
+        this.#pingSent = true;
+        if (!this.#closeSent) this.#queueFrame(OP_PING, EMPTY);
+      } else {
+        this.#errorMessage ||=
+          `nothing received for ${this.#idleTimeoutMs} ms (no answer to a ping)`;
+        this.#dropConnection();
+        return;
+      }
+      this.#armIdleTimer();
+    }, this.#idleTimeoutMs / 2);
+  }
+
   /** Closes the TCP connection; the reader then ends and the close event follows. */
   #dropConnection(): void {
     const conn = this.#conn;
@@ -626,6 +682,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
             while (filled < length) {
               const n = await conn.read(payload.subarray(filled));
               if (n === null) return;
+              this.#heard = true;
               filled += n;
             }
             if (this.#onFrame(opcode, fin, payload)) {
@@ -651,6 +708,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
         }
         const n = await conn.read(buffer.subarray(end));
         if (n === null) return;
+        this.#heard = true;
         end += n;
         if (end === buffer.length && buffer.length < READ_BUFFER_BYTES) {
           // A read filled the buffer: data is streaming in, so read in bigger steps.
@@ -806,6 +864,8 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   async #finish(): Promise<void> {
     clearTimeout(this.#closeTimer);
     this.#closeTimer = undefined;
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
     await this.#settleWrites();
     this.#readyState = CLOSED;
     this.#buffered = 0;

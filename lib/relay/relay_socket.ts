@@ -29,7 +29,7 @@ import {
   encodeFrame,
   type RelayFrame,
 } from "./frame_codec.ts";
-import { TcpWebSocket } from "./_tcp_websocket.ts";
+import { DEFAULT_IDLE_TIMEOUT_MS, TcpWebSocket } from "./_tcp_websocket.ts";
 
 /** A decoded frame together with the exact bytes it arrived as. */
 export interface ReceivedFrame extends RelayFrame {
@@ -116,6 +116,14 @@ export interface RelayConnectOptions extends RelaySocketOptions {
    * @default {"tcp"}
    */
   transport?: "tcp" | "native";
+  /**
+   * With the `"tcp"` transport: a connection on which nothing has arrived for
+   * this long (a ping goes out halfway) is dropped, so a connection that went
+   * silent without closing ends like a lost one (code 1006) instead of
+   * waiting forever. 0 turns the check off; the `"native"` transport has no
+   * such check. @default {30000}
+   */
+  idleTimeoutMs?: number;
 }
 
 /** Default {@linkcode RelaySocketOptions.highWaterMark}: 1 MiB. */
@@ -364,6 +372,11 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
             "closeTimeoutMs",
             options.closeTimeoutMs,
             DEFAULT_CLOSE_TIMEOUT_MS,
+          ),
+          idleTimeoutMs: positiveOption(
+            "idleTimeoutMs",
+            options.idleTimeoutMs,
+            DEFAULT_IDLE_TIMEOUT_MS,
           ),
           maxMessageBytes: Math.max(
             DEFAULT_MAX_TRANSPORT_MESSAGE_BYTES,

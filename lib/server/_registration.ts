@@ -194,6 +194,10 @@ export async function registerExecutor(
   const onAbort = (): void => controller.abort(options.signal?.reason);
   options.signal?.addEventListener("abort", onAbort, { once: true });
   const endpoint = `${registry}/cloud/executor/${encodeURIComponent(executorId)}/register`;
+  // A fresh connection each time, none kept: registering follows a lost
+  // socket, and a connection kept from the last registration may have died
+  // with it (a route gone silent), costing the whole timeout to find out.
+  const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
   /** A failed fetch or read: the caller's abort as is, else a retryable error saying why. */
   const failure = (error: unknown, what: string, status: number): unknown => {
     if (options.signal?.aborted) return options.signal.reason;
@@ -206,6 +210,7 @@ export async function registerExecutor(
     let response: Response;
     try {
       response = await fetch(endpoint, {
+        client,
         method: "POST",
         redirect: "manual",
         signal: controller.signal,
@@ -291,5 +296,6 @@ export async function registerExecutor(
   } finally {
     clearTimeout(timer);
     options.signal?.removeEventListener("abort", onAbort);
+    client.close();
   }
 }

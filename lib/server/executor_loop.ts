@@ -66,6 +66,13 @@ export interface RunExecutorOptions {
   registerTimeoutMs?: number;
   /** Timeout of one WebSocket connect. @default {10000} */
   connectTimeoutMs?: number;
+  /**
+   * A connected socket on which nothing arrives for this long (a ping goes
+   * out halfway) is dropped and the executor reconnects: a connection that
+   * went silent without closing would otherwise keep it offline for good.
+   * 0 turns the check off. @default {30000}
+   */
+  idleTimeoutMs?: number;
   /** How long streams survive a lost socket. @default {30000} */
   detachWindowMs?: number;
   /** Most concurrent streams; beyond it new streams are reset. Mux default when absent. */
@@ -251,6 +258,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
         socket = await RelaySocket.connect(url, {
           signal: stop.signal,
           timeoutMs: options.connectTimeoutMs ?? 10_000,
+          ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
         });
       } catch (error) {
         if (stop.signal.aborted) return;

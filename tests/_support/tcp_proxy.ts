@@ -1,14 +1,18 @@
 /**
  * A plain TCP proxy on 127.0.0.1 that can cut every connection through it,
- * for tests of reconnects after a socket is lost.
+ * or silence them (a black hole that keeps them open), for tests of
+ * reconnects after a socket is lost.
  *
  * @module
  */
 
-/** A TCP proxy on 127.0.0.1 that can cut every connection through it. */
+type Pair = [Deno.Conn, Deno.Conn];
+
+/** A TCP proxy on 127.0.0.1 that can cut or silence every connection through it. */
 export class TcpProxy implements AsyncDisposable {
   #listener: Deno.Listener;
-  #pairs = new Set<[Deno.Conn, Deno.Conn]>();
+  #pairs = new Set<Pair>();
+  #silenced = new WeakSet<Pair>();
   #tasks = new Set<Promise<void>>();
   #accepting: Promise<void>;
   /** Connections accepted and forwarded so far. */
@@ -35,9 +39,13 @@ export class TcpProxy implements AsyncDisposable {
           continue;
         }
         this.connections++;
-        const pair: [Deno.Conn, Deno.Conn] = [inbound, outbound];
+        const pair: Pair = [inbound, outbound];
         this.#pairs.add(pair);
-        const task = Promise.all([copy(inbound, outbound), copy(outbound, inbound)]).then(() => {
+        const silent = () => this.#silenced.has(pair);
+        const task = Promise.all([
+          copy(inbound, outbound, silent),
+          copy(outbound, inbound, silent),
+        ]).then(() => {
           this.#closePair(pair);
         });
         this.#tasks.add(task);
@@ -46,7 +54,7 @@ export class TcpProxy implements AsyncDisposable {
     })().catch(() => {});
   }
 
-  #closePair(pair: [Deno.Conn, Deno.Conn]): void {
+  #closePair(pair: Pair): void {
     if (!this.#pairs.delete(pair)) return;
     for (const conn of pair) {
       try {
@@ -68,6 +76,18 @@ export class TcpProxy implements AsyncDisposable {
     return n;
   }
 
+  /**
+   * Silences every connection through the proxy without closing it: from now
+   * on their bytes are read and dropped both ways, as on a route that went
+   * dead (no FIN, no RST). New connections are forwarded as usual.
+   *
+   * @returns How many connections were silenced.
+   */
+  silence(): number {
+    for (const pair of this.#pairs) this.#silenced.add(pair);
+    return this.#pairs.size;
+  }
+
   /** Stops listening, cuts every connection and waits for the copies to end. */
   async [Symbol.asyncDispose](): Promise<void> {
     this.#listener.close();
@@ -77,12 +97,13 @@ export class TcpProxy implements AsyncDisposable {
   }
 }
 
-async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+async function copy(from: Deno.Conn, to: Deno.Conn, silent: () => boolean): Promise<void> {
   const buffer = new Uint8Array(64 * 1024);
   try {
     while (true) {
       const n = await from.read(buffer);
       if (n === null) break;
+      if (silent()) continue;
       let offset = 0;
       while (offset < n) offset += await to.write(buffer.subarray(offset, n));
     }
