@@ -14,7 +14,7 @@ import {
   ROUTER_FRAME_OVERHEAD_BYTES,
   type RouterEvent,
 } from "../lib/mux/relay_router.ts";
-import { withDeadline } from "./_support/deadline.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
 
 const DEADLINE_MS = 5_000;
 const utf8 = new TextEncoder();
@@ -363,6 +363,98 @@ Deno.test("RelayRouter lets a returning harness socket reclaim its parked stream
     assert.equal(payloadOf(await back.inbox.next("reply after window")), "after the window");
     assert.deepEqual(h.router.stats().streams, 1);
     assert.deepEqual(h.router.stats().parkedStreams, 0);
+  } finally {
+    await h.close();
+  }
+});
+
+/**
+ * Counts the live timers of one delay (the router's detach window: pick a
+ * value nothing else uses) by wrapping the global timer functions until disposed.
+ */
+function liveTimersOf(delayMs: number): { readonly count: number } & Disposable {
+  type Timer = ReturnType<typeof setTimeout>;
+  const live = new Set<Timer>();
+  const realSet = globalThis.setTimeout;
+  const realClear = globalThis.clearTimeout;
+  globalThis.setTimeout = ((callback: () => void, ms?: number) => {
+    const id = realSet(() => {
+      live.delete(id);
+      callback();
+    }, ms);
+    if (ms === delayMs) live.add(id);
+    return id;
+  }) as typeof setTimeout;
+  globalThis.clearTimeout = ((id?: Timer) => {
+    if (id !== undefined) live.delete(id);
+    realClear(id);
+  }) as typeof clearTimeout;
+  return {
+    get count() {
+      return live.size;
+    },
+    [Symbol.dispose]() {
+      globalThis.setTimeout = realSet;
+      globalThis.clearTimeout = realClear;
+    },
+  };
+}
+
+Deno.test("RelayRouter leaves no detach timer behind when returning harness sockets take their stream back", async () => {
+  const windowMs = 777;
+  using timers = liveTimersOf(windowMs);
+  const h = await host({ detachWindowMs: windowMs });
+  try {
+    const executor = await h.connect("executor");
+    let harness = await h.connect("harness");
+    await through(harness, executor, data("s", "start"));
+    const reconnects = 30;
+    for (let i = 1; i <= reconnects; i++) {
+      await harness.socket.close();
+      await until(
+        () => h.events.filter((e) => e.type === "harness_detached").length === i,
+        DEADLINE_MS,
+        `harness ${i} detached`,
+      );
+      assert.equal(h.router.stats().parkedStreams, 1);
+      harness = await h.connect("harness");
+      await through(harness, executor, resume("s", 2));
+      assert.equal(timers.count, 0, `live detach timers after ${i} takeovers`);
+    }
+    // Past the window of every parking, the stream is still routed both ways.
+    const expiry = h.event((e) => e.type === "streams_expired");
+    await assert.rejects(withDeadline(expiry, windowMs * 2, "expiry"), /deadline/);
+    assert.equal(
+      payloadOf(await through(harness, executor, data("s", "still here", 2))),
+      "still here",
+    );
+    await executor.socket.send(data("s", "and back", 2));
+    assert.equal(payloadOf(await harness.inbox.next("reply")), "and back");
+    assert.deepEqual(h.router.stats().streams, 1);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter clears a parking's timer only once none of its streams is parked", async () => {
+  const windowMs = 555;
+  using timers = liveTimersOf(windowMs);
+  const h = await host({ detachWindowMs: windowMs });
+  try {
+    const executor = await h.connect("executor");
+    const harness = await h.connect("harness");
+    await through(harness, executor, data("a", "one"));
+    await through(harness, executor, data("b", "two"));
+    await harness.socket.close();
+    await h.event((e) => e.type === "harness_detached");
+    assert.equal(timers.count, 1);
+    const back = await h.connect("harness");
+    await through(back, executor, resume("a", 2));
+    assert.equal(timers.count, 1, "b is still parked");
+    // The executor ends b: nothing is parked any more.
+    await executor.socket.send(reset("b", "shutdown"));
+    await until(() => h.router.stats().streams === 1, DEADLINE_MS, "b gone");
+    assert.equal(timers.count, 0);
   } finally {
     await h.close();
   }

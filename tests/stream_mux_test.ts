@@ -10,12 +10,15 @@ import { RelaySocket } from "../lib/relay/relay_socket.ts";
 import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelayClosedError, StreamResetError } from "../lib/errors.ts";
 import {
+  RESET_EXECUTOR_DISCONNECTED,
   RESET_STREAM_CLOSED,
   RESET_TOO_MANY_STREAMS,
   RESET_UNKNOWN_STREAM,
 } from "../lib/mux/reset_reasons.ts";
+import type { ReceivedFrame } from "../lib/relay/relay_socket.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
-import { echo, loopback } from "./_mux_loopback.ts";
+import { dataFrame } from "./_support/frames.ts";
+import { echo, type Loopback, loopback } from "./_mux_loopback.ts";
 
 async function nextMessage(stream: MuxStream): Promise<string> {
   const result = await stream[Symbol.asyncIterator]().next();
@@ -349,6 +352,100 @@ Deno.test("StreamMux executor answers a resume of unknown state with unknown_str
   assert.deepEqual(reply.value?.body, { kind: "reset", reason: RESET_UNKNOWN_STREAM });
   assert.equal(lb.executor.streams, 0);
   await raw.close();
+});
+
+/** The reason of a reset frame, or a description of what came instead. */
+function resetOf(frame: ReceivedFrame | undefined): [string, string] | string {
+  if (frame?.body.kind !== "reset") return `not a reset: ${frame?.body.kind}`;
+  return [frame.streamId, frame.body.reason];
+}
+
+/**
+ * Opens `count` Codex v1 streams on one raw socket (resume{next_seq 0}, then
+ * data from seq 0) and waits until the executor serves each in legacy mode.
+ */
+async function openLegacyStreams(
+  lb: Loopback,
+  served: MuxStream[],
+  count: number,
+): Promise<{ raw: RelaySocket; ids: string[] }> {
+  const raw = await RelaySocket.connect(lb.url);
+  const ids = Array.from({ length: count }, (_, i) => `v1-${i}`);
+  for (const id of ids) {
+    await raw.send({
+      version: 1,
+      streamId: id,
+      ack: 0,
+      ackBits: 0,
+      body: { kind: "resume", nextSeq: 0 },
+    });
+    await raw.send(dataFrame(id, 0, '{"id":1,"method":"initialize","params":{}}'));
+  }
+  await until(
+    () => served.length === count && served.every((s) => s.mode === "legacy"),
+    10_000,
+    `${count} legacy streams`,
+  );
+  return { raw, ids };
+}
+
+/** Cuts the executor's socket from the server side and waits until the mux saw it go. */
+async function cutExecutorSocket(lb: Loopback): Promise<void> {
+  const detached = lb.executor.detached;
+  await lb.accepted[lb.accepted.length - 1].close("test cut", 4000);
+  await withDeadline(detached, 5_000, "executor detached");
+}
+
+Deno.test("StreamMux tells a legacy stream lost with its socket executor_disconnected at once on the next socket", async () => {
+  const served: MuxStream[] = [];
+  // A 30 s detach window: the reset must not wait for it (nor for the rendezvous's).
+  await using lb = loopback({ detachWindowMs: 30_000, onStream: (s) => served.push(s) });
+  const { raw: first } = await openLegacyStreams(lb, served, 1);
+  await cutExecutorSocket(lb);
+  // The legacy stream cannot resume: it ended with the socket.
+  await withDeadline(served[0].closed, 1_000, "legacy stream ended");
+  await first.close();
+
+  // The executor's next socket (here: the harness again) is told at once.
+  await using second = await RelaySocket.connect(lb.url);
+  const frames = second[Symbol.asyncIterator]();
+  const told = await withDeadline(frames.next(), 2_000, "reset on the next socket");
+  assert.deepEqual(resetOf(told.value), ["v1-0", RESET_EXECUTOR_DISCONNECTED]);
+  // A later request on the id gets the same reason, not stream_closed.
+  await second.send(dataFrame("v1-0", 1, '{"id":2,"method":"process/start","params":{}}'));
+  const answer = await withDeadline(frames.next(), 2_000, "answer to later data");
+  assert.deepEqual(resetOf(answer.value), ["v1-0", RESET_EXECUTOR_DISCONNECTED]);
+  // The id may start over from seq 0 (a Codex v1 restart): a new stream.
+  await second.send(dataFrame("v1-0", 0, '{"id":1,"method":"initialize","params":{}}'));
+  await until(() => served.length === 2 && served[1].mode === "legacy", 5_000, "restart");
+  await served[1].send("served again");
+  const reply = await withDeadline(frames.next(), 2_000, "reply on the restarted stream");
+  assert.equal(reply.value?.body.kind, "data");
+  assert.equal(lb.executor.streams, 1);
+});
+
+Deno.test("StreamMux tells at most 4,096 lost legacy streams, the newest ones, on the next socket", async () => {
+  for (const count of [4096, 4097]) {
+    const served: MuxStream[] = [];
+    await using lb = loopback({ maxStreams: 5000, onStream: (s) => served.push(s) });
+    const { raw: first, ids } = await openLegacyStreams(lb, served, count);
+    await cutExecutorSocket(lb);
+    await first.close();
+    await using second = await RelaySocket.connect(lb.url);
+    const frames = second[Symbol.asyncIterator]();
+    const told: ([string, string] | string)[] = [];
+    for (let i = 0; i < 4096; i++) {
+      told.push(resetOf((await withDeadline(frames.next(), 5_000, `reset ${i}`)).value));
+    }
+    // Oldest first; past the bound the oldest is dropped (its harness still
+    // learns from the rendezvous, or from the answer to its next request).
+    const expected = ids.slice(count - 4096).map((id) => [id, RESET_EXECUTOR_DISCONNECTED]);
+    assert.deepEqual(told, expected, `${count} lost`);
+    // Nothing more: the answer to a probe comes next.
+    await second.send(dataFrame("probe", 5, "x"));
+    const next = await withDeadline(frames.next(), 5_000, "probe answer");
+    assert.deepEqual(resetOf(next.value), ["probe", RESET_UNKNOWN_STREAM], `${count} lost`);
+  }
 });
 
 Deno.test("MuxStream reports its mode's message limit once the mode is known, and sends up to it", async () => {

@@ -190,11 +190,18 @@ export interface RelayRouterStats {
   parkedStreams: number;
 }
 
+/** Streams parked together (one departed socket), and the timer that expires them. */
+interface Parking {
+  timer: Timer | undefined;
+  /** Its streams still parked; the timer is cleared when none is left. */
+  streams: number;
+}
+
 /** A stream's route: its owning harness socket, or none while parked. */
 interface Route {
   owner: Peer | undefined;
-  /** Identifies the parking that a window timer may expire. */
-  parking: object | undefined;
+  /** The parking that a window timer may expire. */
+  parking: Parking | undefined;
   /**
    * Set when a new executor socket arrives: cleared by the first frame the
    * executor sends for the stream (a reconnecting executor resumes every
@@ -709,7 +716,7 @@ export class RelayRouter implements AsyncDisposable {
       }
       // No harness holds this stream (e.g. the rendezvous restarted): park it
       // so a returning harness can take it back; the frame itself is dropped.
-      const parking = {};
+      const parking: Parking = { timer: undefined, streams: 1 };
       site.routes.set(streamId, { owner: undefined, parking });
       this.#park(site, [streamId], parking);
       return;
@@ -719,6 +726,7 @@ export class RelayRouter implements AsyncDisposable {
     if (isReset) {
       site.routes.delete(streamId);
       owner?.streams.delete(streamId);
+      this.#unpark(site, route);
     }
     // A parked stream's frames are dropped: its reliable endpoints resend after resume.
     if (owner !== undefined) this.#toHarness(owner, frame.bytes);
@@ -768,7 +776,7 @@ export class RelayRouter implements AsyncDisposable {
       }
       // A parked or resumed stream: this socket takes it (back).
       route.owner = peer;
-      route.parking = undefined;
+      this.#unpark(site, route);
       peer.streams.add(streamId);
     }
     if (isReset) {
@@ -820,6 +828,7 @@ export class RelayRouter implements AsyncDisposable {
     site.offlineCharge = 0;
     const streams = site.routes.size;
     for (const [streamId, route] of site.routes) {
+      this.#unpark(site, route);
       const owner = route.owner;
       if (owner !== undefined) {
         owner.streams.delete(streamId);
@@ -839,6 +848,7 @@ export class RelayRouter implements AsyncDisposable {
       if (!route.unconfirmed) continue;
       streams++;
       site.routes.delete(streamId);
+      this.#unpark(site, route);
       const owner = route.owner;
       if (owner !== undefined) {
         owner.streams.delete(streamId);
@@ -865,30 +875,46 @@ export class RelayRouter implements AsyncDisposable {
     peer.streams.clear();
     this.#emit({ type: "harness_detached", executorId: site.id, parkedStreams: parked.length });
     if (this.#closing) return;
-    if (parked.length > 0) {
-      const parking = {};
-      for (const streamId of parked) {
-        const route = site.routes.get(streamId);
-        if (route !== undefined && route.owner === peer) {
-          route.owner = undefined;
-          route.parking = parking;
-        }
+    const parking: Parking = { timer: undefined, streams: 0 };
+    for (const streamId of parked) {
+      const route = site.routes.get(streamId);
+      if (route !== undefined && route.owner === peer) {
+        route.owner = undefined;
+        route.parking = parking;
+        parking.streams++;
       }
-      this.#park(site, parked, parking);
     }
+    if (parking.streams > 0) this.#park(site, parked, parking);
     this.#maybeForget(site);
   }
 
   /** Expires parked streams after the detach window unless taken back by then. */
-  #park(site: Site, streamIds: string[], parking: object): void {
+  #park(site: Site, streamIds: string[], parking: Parking): void {
     const timer = setTimeout(() => {
       site.parkTimers.delete(timer);
+      parking.timer = undefined;
       this.#harnessExpired(site, streamIds, parking);
     }, this.#detachWindowMs);
+    parking.timer = timer;
     site.parkTimers.add(timer);
   }
 
-  #harnessExpired(site: Site, streamIds: string[], parking: object): void {
+  /**
+   * A parked stream was taken back or is gone: once none of its parking is
+   * left, the parking's timer goes too, so a flapping harness does not pile
+   * up one live timer per reconnect.
+   */
+  #unpark(site: Site, route: Route): void {
+    const parking = route.parking;
+    if (parking === undefined) return;
+    route.parking = undefined;
+    if (--parking.streams > 0 || parking.timer === undefined) return;
+    clearTimeout(parking.timer);
+    site.parkTimers.delete(parking.timer);
+    parking.timer = undefined;
+  }
+
+  #harnessExpired(site: Site, streamIds: string[], parking: Parking): void {
     let expired = 0;
     for (const streamId of streamIds) {
       const route = site.routes.get(streamId);

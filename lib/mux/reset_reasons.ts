@@ -26,7 +26,10 @@ export const RESET_UNKNOWN_STREAM = "unknown_stream";
 export const RESET_DETACH_EXPIRED = "detach_expired";
 /** Router: the harness socket that owns the stream went away. */
 export const RESET_HARNESS_DISCONNECTED = "harness_disconnected";
-/** Router: the executor socket went away. */
+/**
+ * The executor socket went away: the router tells harnesses, and an executor
+ * tells them on its next socket for each legacy stream it lost with the old one.
+ */
 export const RESET_EXECUTOR_DISCONNECTED = "executor_disconnected";
 /** Router: a harness opened a stream while no executor socket is connected. */
 export const RESET_EXECUTOR_OFFLINE = "executor_offline";

@@ -26,6 +26,7 @@ import {
 } from "./reliable_stream.ts";
 import {
   RESET_DETACH_EXPIRED,
+  RESET_EXECUTOR_DISCONNECTED,
   RESET_SHUTDOWN,
   RESET_STREAM_CLOSED,
   RESET_TOO_MANY_STREAMS,
@@ -39,6 +40,7 @@ export const DEFAULT_MAX_STREAMS = 1024;
 /** Default {@linkcode StreamMuxOptions.closeTimeoutMs}: how long `close()` waits for acks. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 
+/** Most ended stream ids remembered (and lost legacy streams waiting to be told). */
 const RETIRED_IDS = 4096;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -120,6 +122,10 @@ interface Slot {
   handle: MuxStream;
   queued: boolean;
   armed: boolean;
+}
+
+function resetFrame(id: string, reason: string): RelayFrame {
+  return { version: 1, streamId: id, ack: 0, ackBits: 0, body: { kind: "reset", reason } };
 }
 
 function idDefect(id: unknown): string | undefined {
@@ -398,6 +404,13 @@ export class StreamMux implements AsyncDisposable {
   #now: () => number;
   #streams = new Map<string, Slot>();
   #retired = new Map<string, string>();
+  /**
+   * Legacy streams lost with a socket whose peer has not been told yet: the
+   * next socket carries `reset{executor_disconnected}` for each at once, so a
+   * harness need not wait out the rendezvous's detach window. Bounded like
+   * `#retired`; an id leaves once its reset is written.
+   */
+  #lostLegacy = new Set<string>();
   #socket: RelaySocket | undefined;
   #control: RelayFrame[] = [];
   #ready: Slot[] = [];
@@ -565,6 +578,7 @@ export class StreamMux implements AsyncDisposable {
     const error = new RelayClosedError("Stream mux closed");
     for (const slot of [...this.#streams.values()]) slot.core.fail(error);
     this.#streams.clear();
+    this.#lostLegacy.clear();
     this.#clearTimer();
     this.#resolveClosed();
   }
@@ -601,12 +615,12 @@ export class StreamMux implements AsyncDisposable {
     return slot;
   }
 
-  #ended(slot: Slot): void {
+  #ended(slot: Slot, reason: string = RESET_STREAM_CLOSED): void {
     const id = slot.core.id;
     if (this.#streams.get(id) === slot) this.#streams.delete(id);
     this.#armed.delete(slot);
     this.#retired.delete(id);
-    this.#retired.set(id, RESET_STREAM_CLOSED);
+    this.#retired.set(id, reason);
     if (this.#retired.size > RETIRED_IDS) {
       this.#retired.delete(this.#retired.keys().next().value!);
     }
@@ -677,13 +691,7 @@ export class StreamMux implements AsyncDisposable {
 
   #sendControl(id: string, reason: string): void {
     if (this.#control.length >= 1024) return; // a flood of strangers: drop, they will retry
-    this.#control.push({
-      version: 1,
-      streamId: id,
-      ack: 0,
-      ackBits: 0,
-      body: { kind: "reset", reason },
-    });
+    this.#control.push(resetFrame(id, reason));
     this.#pump();
   }
 
@@ -699,7 +707,10 @@ export class StreamMux implements AsyncDisposable {
 
   #pump(): void {
     if (this.#writing !== undefined || this.#socket === undefined) return;
-    if (this.#control.length === 0 && this.#readyHead === this.#ready.length) return;
+    if (
+      this.#control.length === 0 && this.#lostLegacy.size === 0 &&
+      this.#readyHead === this.#ready.length
+    ) return;
     this.#writing = this.#write(this.#socket).finally(() => {
       this.#writing = undefined;
       if (this.#socket !== undefined) this.#pump();
@@ -712,6 +723,12 @@ export class StreamMux implements AsyncDisposable {
         let frame: RelayFrame | undefined;
         if (this.#control.length > 0) {
           frame = this.#control.shift()!;
+        } else if (this.#lostLegacy.size > 0) {
+          const id = this.#lostLegacy.values().next().value!;
+          this.#lostLegacy.delete(id);
+          // Skip an id reused since (a Codex v1 restart from seq 0).
+          if (this.#retired.get(id) !== RESET_EXECUTOR_DISCONNECTED) continue;
+          frame = resetFrame(id, RESET_EXECUTOR_DISCONNECTED);
         } else if (this.#readyHead < this.#ready.length) {
           const slot = this.#ready[this.#readyHead++];
           if (this.#readyHead === this.#ready.length) {
@@ -802,12 +819,20 @@ export class StreamMux implements AsyncDisposable {
       resolve?.(info);
       return;
     }
-    // Legacy streams cannot resume (no acks, no resend): they end now.
+    // Legacy streams cannot resume (no acks, no resend): they end now, and
+    // their ids answer `executor_disconnected`, not `stream_closed` (which
+    // says everything was delivered).
     const lost = new RelayClosedError(`Relay socket closed: ${info.reason || info.code}`, {
       cause: info,
     });
     for (const slot of [...this.#streams.values()]) {
-      if (slot.core.mode === "legacy") slot.core.fail(lost);
+      if (slot.core.mode !== "legacy") continue;
+      slot.core.fail(lost);
+      this.#ended(slot, RESET_EXECUTOR_DISCONNECTED);
+      this.#lostLegacy.add(slot.core.id);
+      if (this.#lostLegacy.size > RETIRED_IDS) {
+        this.#lostLegacy.delete(this.#lostLegacy.values().next().value!);
+      }
     }
     this.#control.length = 0;
     this.#detachTimer = setTimeout(() => {
@@ -818,8 +843,7 @@ export class StreamMux implements AsyncDisposable {
       );
       for (const slot of [...this.#streams.values()]) {
         slot.core.fail(error);
-        this.#ended(slot);
-        this.#retired.set(slot.core.id, RESET_DETACH_EXPIRED);
+        this.#ended(slot, RESET_DETACH_EXPIRED);
       }
     }, this.#detachWindowMs);
     resolve?.(info);
