@@ -749,6 +749,74 @@ Deno.test("connect replaces a harness socket that went silent without closing, a
   assert.equal((await withDeadline(child.status, 10_000, "status")).code, 0);
 });
 
+/** Counts abort listeners on AbortSignals that are still registered, until disposed. */
+function liveAbortListeners(): { readonly count: number } & Disposable {
+  const live = new Map<EventTarget, Set<unknown>>();
+  const proto = EventTarget.prototype;
+  const realAdd = proto.addEventListener;
+  const realRemove = proto.removeEventListener;
+  const forget = (target: EventTarget, listener: unknown) => live.get(target)?.delete(listener);
+  proto.addEventListener = function (this: EventTarget, type, listener, options) {
+    if (type === "abort" && this instanceof AbortSignal && listener !== null) {
+      if (!live.has(this)) live.set(this, new Set());
+      live.get(this)!.add(listener);
+      // A once listener leaves when the signal fires.
+      if (typeof options === "object" && options.once) {
+        realAdd.call(this, type, () => forget(this, listener), { once: true });
+      }
+    }
+    return realAdd.call(this, type, listener, options);
+  } as typeof proto.addEventListener;
+  proto.removeEventListener = function (this: EventTarget, type, listener, options) {
+    if (type === "abort") forget(this, listener);
+    return realRemove.call(this, type, listener, options);
+  } as typeof proto.removeEventListener;
+  return {
+    get count() {
+      let n = 0;
+      for (const listeners of live.values()) n += listeners.size;
+      return n;
+    },
+    [Symbol.dispose]() {
+      proto.addEventListener = realAdd;
+      proto.removeEventListener = realRemove;
+    },
+  };
+}
+
+Deno.test("connect holds no more abort listeners after 10 reconnects than after 1", async () => {
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-flap",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using proxy = new TcpProxy(Number(new URL(rendezvous.url).port));
+  using listeners = liveAbortListeners();
+  let reconnects = 0;
+  await using conn = await connect(`ws://127.0.0.1:${proxy.port}`, {
+    executorId: "box-flap",
+    token: SERVER_TOKEN,
+    onEvent: (event) => {
+      if (event.type === "reconnected") reconnects++;
+    },
+  });
+  const flap = async (times: number): Promise<void> => {
+    for (let i = 0; i < times; i++) {
+      const before = reconnects;
+      assert.ok(proxy.cut() > 0);
+      await until(() => reconnects > before, 10_000, "reconnected");
+      // A request round trip: the reconnect is complete, not just dialed.
+      await withDeadline(conn.request("environment/info"), 10_000, "info");
+    }
+  };
+  await flap(1);
+  const afterOne = listeners.count;
+  await flap(9);
+  assert.equal(listeners.count, afterOne, "abort listeners grew with reconnects");
+});
+
 Deno.test("connect (local) closes a connection that went silent instead of waiting forever", async () => {
   await using server = await serveLocal();
   await using proxy = new TcpProxy(Number(new URL(server.url).port));
