@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
+import { decodeFrame, encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import {
   CLOSE_CODE_REPLACED,
@@ -774,6 +774,11 @@ class StalledHarnessSocket implements AsyncIterable<ReceivedFrame> {
     return this.#stall.promise;
   }
 
+  /** Ends the stall: the send in progress and every later one complete at once. */
+  release(): void {
+    this.#stall.resolve();
+  }
+
   close(reason?: string, code?: number): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
@@ -841,6 +846,80 @@ Deno.test("RelayRouter charges queued frames their overhead: many tiny frames up
   }
 });
 
+Deno.test("RelayRouter sheds reliable data for a harness socket past half its queue bound and keeps the socket", async () => {
+  const frameBytes = 64 * 1024;
+  const charge = frameBytes + ROUTER_FRAME_OVERHEAD_BYTES;
+  const maxQueue = 32 * charge;
+  const h = await host({ maxPeerQueueBytes: maxQueue, slowPeerTimeoutMs: 60_000 });
+  try {
+    const executor = await h.connect("executor");
+    const fast = await h.connect("harness");
+    await through(fast, executor, data("marker", "hello"));
+    const stalled = new StalledHarnessSocket();
+    h.router.addHarness("e1", stalled as unknown as RelaySocket);
+    stalled.receive(data("r", "hello", 1)); // a reliable stream
+    stalled.receive(data("l", "hello", 0)); // a legacy stream
+    assert.equal((await executor.inbox.next("reliable hello")).streamId, "r");
+    assert.equal((await executor.inbox.next("legacy hello")).streamId, "l");
+    const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
+    const routed = async (label: string) => {
+      await executor.socket.send(data("marker", label));
+      assert.equal(payloadOf(await fast.inbox.next(label)), label);
+    };
+    // One frame sits in the stalled send; 16 more fill the queue to half its bound.
+    const reliable = frameOfSize("r", frameBytes);
+    for (let i = 0; i <= 16; i++) await executor.socket.sendBytes(reliable);
+    await routed("at half");
+    assert.equal(seen("frames_dropped"), 0, "shed at half the bound");
+    // Past half: 40 more reliable frames (more than the whole bound) are shed, the socket stays.
+    for (let i = 0; i < 40; i++) await executor.socket.sendBytes(reliable);
+    await routed("shedding");
+    assert.deepEqual(h.events.filter((e) => e.type === "frames_dropped"), [
+      { type: "frames_dropped", executorId: "e1", reason: "harness_behind" },
+    ]);
+    assert.equal(seen("peer_dropped"), 0, "the socket was dropped");
+    // Legacy data is never shed (nothing resends it): it fills the rest of the bound...
+    const legacy = frameOfSize("l", frameBytes);
+    for (let i = 0; i < 16; i++) await executor.socket.sendBytes(legacy);
+    await routed("legacy at the bound");
+    assert.equal(seen("peer_dropped"), 0, "dropped at the bound");
+    // ...and the stalled socket delivers all of it, in order, once it drains.
+    stalled.release();
+    await until(() => stalled.sent.length === 1 + 16 + 16, DEADLINE_MS, "the queue drained");
+    const streams = stalled.sent.map((bytes) => decodeFrame(bytes).streamId);
+    assert.deepEqual(streams, [...Array(17).fill("r"), ...Array(16).fill("l")]);
+    // Drained, reliable data flows again.
+    await executor.socket.sendBytes(reliable);
+    await until(() => stalled.sent.length === 34, DEADLINE_MS, "reliable data after the drain");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter still drops a harness socket whose legacy data passes the whole queue bound", async () => {
+  const frameBytes = 64 * 1024;
+  const maxQueue = 8 * (frameBytes + ROUTER_FRAME_OVERHEAD_BYTES);
+  const h = await host({ maxPeerQueueBytes: maxQueue, slowPeerTimeoutMs: 60_000 });
+  try {
+    const executor = await h.connect("executor");
+    const stalled = new StalledHarnessSocket();
+    h.router.addHarness("e1", stalled as unknown as RelaySocket);
+    stalled.receive(data("l", "hello", 0));
+    assert.equal((await executor.inbox.next("legacy hello")).streamId, "l");
+    const legacy = frameOfSize("l", frameBytes);
+    // One in the stalled send, eight fill the bound, the ninth passes it.
+    for (let i = 0; i < 10; i++) await executor.socket.sendBytes(legacy);
+    assert.deepEqual(await h.event((e) => e.type === "peer_dropped", "slow peer dropped"), {
+      type: "peer_dropped",
+      executorId: "e1",
+      role: "harness",
+      reason: "slow_peer",
+    });
+  } finally {
+    await h.close();
+  }
+});
+
 /** A WebSocket client on raw TCP that sends one frame and then never reads. */
 async function stalledHarness(port: number, path: string, frame: Uint8Array): Promise<Deno.Conn> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -882,7 +961,8 @@ for (const variant of ["stays behind too long", "overflows its queue"] as const)
       const executor = await h.connect("executor");
       const fast = await h.connect("harness");
       await through(fast, executor, data("fast", "hello"));
-      conn = await stalledHarness(h.port, "/harness/e1", encodeFrame(data("slow", "hello")));
+      // A legacy stream (seq 0): its data cannot be shed, so the bounds apply to it whole.
+      conn = await stalledHarness(h.port, "/harness/e1", encodeFrame(data("slow", "hello", 0)));
       assert.equal((await executor.inbox.next("slow hello")).streamId, "slow");
       const dropped = h.event((e) => e.type === "peer_dropped", "slow peer dropped");
       // Flood the stalled socket: 48 MiB, beyond what the kernel buffers absorb.

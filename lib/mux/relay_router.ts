@@ -1,9 +1,10 @@
 /**
  * The rendezvous router: forwards relay frames by `stream_id` between one
  * executor socket per executor id and many harness sockets. It reads only a
- * frame's `stream_id` and its body kind (reset, resume), and forwards the
- * bytes it received untouched; it never acks, retries, reorders or reassembles (the
- * endpoints do, see PROTOCOL.md).
+ * frame's `stream_id`, its body kind (reset, resume, data) and the seq of a
+ * stream's first data frame from the harness (0 marks a Codex v1 legacy
+ * stream), and forwards the bytes it received untouched; it never acks,
+ * retries, reorders or reassembles (the endpoints do, see PROTOCOL.md).
  *
  * Ownership: a stream belongs to the harness socket that first sent a frame
  * for it. When a socket goes away its streams are parked for the detach
@@ -30,6 +31,15 @@
  * dropped, never buffered without end). The queues count each frame as its
  * length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}, so tiny frames cannot
  * hold far more memory than the byte limits say.
+ *
+ * Shedding: one harness socket may carry many busy reliable streams, each
+ * with up to a send window (2 MiB) in flight, more in sum than a queue
+ * holds when the harness reads slower than the executor writes. Dropping
+ * the socket would end every session on it. So once a harness socket's
+ * queue is past half of `maxPeerQueueBytes`, the executor's data frames on
+ * its reliable streams are dropped instead, as a lossy network would, and
+ * their senders resend them; acks, resets and legacy streams' data (nothing
+ * resends those) still queue up to the full bound.
  *
  * @module
  */
@@ -143,7 +153,9 @@ export interface RelayRouterOptions {
   peerHighWaterBytes?: number;
   /**
    * Bytes queued for one socket past which it is dropped at once; each frame
-   * counts as its length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}.
+   * counts as its length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}. The
+   * executor's data on a harness socket's reliable streams is shed instead
+   * of queued past half of it (see the module doc).
    * @default {16777216}
    */
   maxPeerQueueBytes?: number;
@@ -210,6 +222,12 @@ interface Route {
   unconfirmed?: boolean;
   /** The harness sent frames for it while the executor was away (they are held for it). */
   heldWhileAway?: boolean;
+  /**
+   * Set by the harness's first data frame: true for a reliable stream (seq
+   * 1 and up), whose data may be shed when its harness falls behind; false
+   * for a legacy one (seq 0), whose data nothing would resend.
+   */
+  reliable?: boolean;
 }
 
 /** Everything routed for one executor id. */
@@ -241,6 +259,8 @@ class Peer {
   /** What the queue is charged: each frame's length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}. */
   queuedCharge = 0;
   overSince = 0;
+  /** Data frames are being shed for this harness socket (reported once per episode). */
+  shedding = false;
   /** No more frames go to or come from this socket. */
   dead = false;
   /** The router has cleaned up after this socket. */
@@ -641,8 +661,26 @@ export class RelayRouter implements AsyncDisposable {
     this.#peerGone(peer);
   }
 
-  /** Queues bytes for a harness socket, dropping the socket when it is too far behind. */
-  #toHarness(peer: Peer, bytes: Uint8Array): void {
+  /**
+   * Queues bytes for a harness socket, dropping the socket when it is too far
+   * behind; `sheddable` (reliable data) that would take it past half the
+   * bound is dropped instead.
+   */
+  #toHarness(peer: Peer, bytes: Uint8Array, sheddable = false): void {
+    if (sheddable) {
+      if (peer.queuedCharge + chargeOf(bytes) > this.#maxQueue / 2) {
+        if (!peer.shedding && !peer.dead) {
+          peer.shedding = true;
+          this.#emit({
+            type: "frames_dropped",
+            executorId: peer.site.id,
+            reason: "harness_behind",
+          });
+        }
+        return;
+      }
+      peer.shedding = false;
+    }
     peer.enqueue(bytes);
     if (peer.queuedCharge > this.#maxQueue) {
       this.#dropPeer(peer, CLOSE_SLOW_PEER, CLOSE_CODE_SLOW_PEER);
@@ -729,7 +767,9 @@ export class RelayRouter implements AsyncDisposable {
       this.#unpark(site, route);
     }
     // A parked stream's frames are dropped: its reliable endpoints resend after resume.
-    if (owner !== undefined) this.#toHarness(owner, frame.bytes);
+    if (owner !== undefined) {
+      this.#toHarness(owner, frame.bytes, route.reliable === true && frame.body.kind === "data");
+    }
   }
 
   /** Routes one harness frame; returns true when it was forwarded or held. */
@@ -782,6 +822,9 @@ export class RelayRouter implements AsyncDisposable {
     if (isReset) {
       site.routes.delete(streamId);
       peer.streams.delete(streamId);
+    }
+    if (route.reliable === undefined && frame.body.kind === "data") {
+      route.reliable = frame.body.seq !== 0;
     }
     // The executor will answer this frame, so the harness learns the stream's fate either way.
     route.unconfirmed = undefined;
