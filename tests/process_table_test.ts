@@ -170,9 +170,16 @@ Deno.test("ProcessTable delivers output bigger than the retention cap whole to a
     const { bytes, chunks, last } = await collect(table, "big", { maxBytes: 65536, ms: 30_000 });
     assert.equal(bytes.stdout.byteLength, data.byteLength);
     assert.equal(await sha256(bytes.stdout), await sha256(data));
-    for (let i = 1; i < chunks.length; i++) {
-      assert.equal(chunks[i].seq, chunks[i - 1].seq + 1, "no chunk was skipped or evicted");
-    }
+    // Seqs are consecutive but for at most one gap of one: the exit event
+    // takes a seq of the same counter, between chunks when cat exits before
+    // its last bytes are read from the pipe.
+    const gaps = chunks.slice(1).map((chunk, i) => chunk.seq - chunks[i].seq).filter((d) =>
+      d !== 1
+    );
+    assert.ok(
+      gaps.length === 0 || (gaps.length === 1 && gaps[0] === 2),
+      `no chunk was skipped or evicted (gaps between seqs: ${gaps.join(", ")})`,
+    );
     assert.equal(last.exitCode, 0);
   } finally {
     await Deno.remove(dir, { recursive: true });
