@@ -5,7 +5,9 @@ import {
   denoRunFlags,
   detectCapabilities,
   grantedWriteRoots,
+  hiddenInSandbox,
   resolveGrantedProgram,
+  writeRootProblem,
 } from "../lib/exec/confinement.ts";
 import { type DenoPermissions, ProcessTable } from "../lib/exec/process_table.ts";
 import {
@@ -29,6 +31,9 @@ for (const path of Deno.args) {
   }
 }
 `;
+
+/** bubblewrap works here: the tests that need it are reported ignored otherwise. */
+const OS_WORKS = (await detectCapabilities()).confinements.includes("os");
 
 async function tempDirs(): Promise<
   { root: string; outside: string; cleanup: () => Promise<void> }
@@ -90,6 +95,128 @@ Deno.test("os confinement makes everything but the write roots read-only", async
   } finally {
     await dirs.cleanup();
   }
+});
+
+Deno.test({
+  name: "os confinement shows the executor's working directory under /tmp, read-only",
+  ignore: !OS_WORKS,
+  fn: async () => {
+    // Under /tmp, where the sandbox mounts a private tmpfs.
+    const dir = await Deno.realPath(
+      await Deno.makeTempDir({ dir: "/tmp", prefix: "outpost_cwd_" }),
+    );
+    try {
+      await Deno.writeTextFile(`${dir}/data.txt`, "visible");
+      await Deno.mkdir(`${dir}/sub`);
+      await using table = new ProcessTable({ cwd: dir });
+      const script = (target: string) =>
+        `pwd; cat ${dir}/data.txt; echo; echo x > ${target} && echo wrote || echo refused`;
+      // No cwd in the request: the table's own.
+      await table.start({ processId: "own", confinement: "os", argv: ["sh", "-c", script("new")] });
+      const own = await collect(table, "own");
+      assert.equal(own.text.stdout, `${dir}\nvisible\nrefused\n`, own.text.stderr);
+      assert.match(own.text.stderr ?? "", /Read-only file system/);
+      // Below it, and elsewhere ("/"): still visible, still read-only.
+      for (const cwd of [`${dir}/sub`, "/"]) {
+        await table.start({
+          processId: cwd,
+          confinement: "os",
+          cwd,
+          argv: ["sh", "-c", script(`${dir}/new`)],
+        });
+        assert.equal((await collect(table, cwd)).text.stdout, `${cwd}\nvisible\nrefused\n`);
+      }
+      await assert.rejects(Deno.stat(`${dir}/new`), Deno.errors.NotFound);
+      await assert.rejects(Deno.stat(`${dir}/sub/new`), Deno.errors.NotFound);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "os confinement keeps a write root inside or around the working directory writable",
+  ignore: !OS_WORKS,
+  fn: async () => {
+    const dir = await Deno.realPath(
+      await Deno.makeTempDir({ dir: "/tmp", prefix: "outpost_cwd_" }),
+    );
+    try {
+      await Deno.mkdir(`${dir}/w`);
+      const script =
+        `pwd; echo x > ${dir}/w/in && echo wrote-root; echo x > ${dir}/out && echo wrote-dir`;
+      {
+        // The write root lies inside the read-only working directory: it is bound after it.
+        await using table = new ProcessTable({ cwd: dir, writeRoots: [`${dir}/w`] });
+        await table.start({ processId: "inside", confinement: "os", argv: ["sh", "-c", script] });
+        const { text } = await collect(table, "inside");
+        assert.equal(text.stdout, `${dir}\nwrote-root\n`, text.stderr);
+        assert.equal(await Deno.readTextFile(`${dir}/w/in`), "x\n");
+        await assert.rejects(Deno.stat(`${dir}/out`), Deno.errors.NotFound);
+      }
+      {
+        // The working directory is a write root: writable, as bound.
+        await using table = new ProcessTable({ cwd: dir, writeRoots: [dir] });
+        await table.start({ processId: "root", confinement: "os", argv: ["sh", "-c", script] });
+        const { text } = await collect(table, "root");
+        assert.equal(text.stdout, `${dir}\nwrote-root\nwrote-dir\n`, text.stderr);
+        assert.equal(await Deno.readTextFile(`${dir}/out`), "x\n");
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "os confinement refuses a request cwd hidden by its private /tmp, and a missing one as none does",
+  ignore: !OS_WORKS,
+  fn: async () => {
+    const own = await Deno.realPath(
+      await Deno.makeTempDir({ dir: "/tmp", prefix: "outpost_cwd_" }),
+    );
+    // Another directory under /tmp with a Unix socket in it (like tmux's or ssh-agent's):
+    // binding it, even read-only, would let the program connect to that socket.
+    const other = await Deno.realPath(
+      await Deno.makeTempDir({ dir: "/tmp", prefix: "outpost_other_" }),
+    );
+    try {
+      using _service = Deno.listen({ transport: "unix", path: `${other}/agent.sock` });
+      await Deno.symlink(other, `${own}/link`);
+      await using table = new ProcessTable({ cwd: own });
+      await assert.rejects(
+        table.start({ processId: "o", confinement: "os", cwd: other, argv: ["true"] }),
+        (e: Error) =>
+          e instanceof SandboxDeniedError &&
+          e.message ===
+            `Cannot start "true": cwd "${other}" lies under the private /tmp of "os" confinement; use a directory outside it, inside a write root, or inside the executor's working directory`,
+      );
+      // A symlink inside the shown directory does not lead out of it.
+      await assert.rejects(
+        table.start({ processId: "l", confinement: "os", cwd: `${own}/link`, argv: ["true"] }),
+        (e: Error) =>
+          e instanceof SandboxDeniedError &&
+          e.message.includes(`cwd "${own}/link" (it resolves to "${other}") lies under`),
+      );
+      const missing = `${own}/missing`;
+      const none = await table.start({
+        processId: "n",
+        confinement: "none",
+        cwd: missing,
+        argv: ["true"],
+      })
+        .then(() => "started", (e: Error) => e.message);
+      assert.equal(none, 'Cannot start "true": program or working directory not found');
+      await assert.rejects(
+        table.start({ processId: "m", confinement: "os", cwd: missing, argv: ["true"] }),
+        (e: Error) => e.message === none,
+      );
+    } finally {
+      await Deno.remove(own, { recursive: true });
+      await Deno.remove(other, { recursive: true });
+    }
+  },
 });
 
 Deno.test("os confinement has no network unless the operator allows it", async () => {
@@ -379,5 +506,34 @@ Deno.test("resolveGrantedProgram and grantedWriteRoots resolve to real paths", a
   const args = bwrapArgs({ writeRoots: ["/w"], allowNetwork: false, cwd: "/w" });
   assert.ok(args.includes("--unshare-net") && args.includes("--die-with-parent"));
   assert.deepEqual(args.slice(-3), ["--chdir", "/w", "--"]);
+  // Mounts apply in order: read-only dirs over the private /tmp, write roots over those.
+  const layered = bwrapArgs({
+    writeRoots: ["/tmp/d/w"],
+    readOnlyDirs: ["/tmp/d"],
+    allowNetwork: false,
+  })
+    .join(" ");
+  assert.match(
+    layered,
+    /--tmpfs \/tmp --tmpfs \/run --ro-bind \/tmp\/d \/tmp\/d --bind \/tmp\/d\/w /,
+  );
+  assert.deepEqual(
+    [["/tmp/x", false], ["/tmp", false], ["/run/x", false], ["/run/x", true], ["/var/x", false]]
+      .map(([path, network]) => hiddenInSandbox(path as string, network as boolean)),
+    [true, false, true, false, false],
+  );
   assert.ok(!bwrapArgs({ writeRoots: [], allowNetwork: true }).includes("--unshare-net"));
+});
+
+Deno.test("writeRootProblem says why a write root would be dropped", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/file`, "");
+    assert.equal(await writeRootProblem(dir), null);
+    assert.equal(await writeRootProblem("/nonexistent-xyz"), "it does not exist");
+    assert.equal(await writeRootProblem(`${dir}/file`), "it is not a directory");
+    assert.equal(await writeRootProblem("rel"), "it must be an absolute path");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

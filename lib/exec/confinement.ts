@@ -12,7 +12,8 @@
  * - `os`: bubblewrap: read-only root, the granted write roots writable, fresh
  *   `/dev`, `/proc` and `/tmp`, own pid, ipc and uts namespaces, no network
  *   unless the operator allows it, every capability dropped, dies with its
- *   parent.
+ *   parent. The executor's working directory stays visible (read-only) when
+ *   it lies under the private `/tmp` or `/run`.
  *
  * Helper programs (`bwrap`, `script`, `bash`, `deno`) can start any program;
  * outpost therefore checks the requested program against the executor's run
@@ -274,8 +275,38 @@ export interface BwrapOptions {
   writeRoots: readonly string[];
   /** Keep the host network (otherwise a fresh network namespace with only loopback). */
   allowNetwork: boolean;
+  /**
+   * Directories bound read-only over the private `/tmp` and `/run` at the same
+   * path (the executor's working directory), before the write roots, so a
+   * write root inside one stays writable.
+   */
+  readOnlyDirs?: readonly string[];
   /** Working directory inside the sandbox. */
   cwd?: string;
+}
+
+/**
+ * Whether the `os` sandbox hides `path` behind a private mount: it lies under
+ * `/tmp`, or under `/run` without network. The mount points themselves are
+ * not hidden: they exist, empty, inside.
+ *
+ * @param path An absolute path, symlinks resolved.
+ * @param allowNetwork Whether the sandbox keeps the host network (and `/run`).
+ * @returns Whether the program cannot see it unless it is bound.
+ */
+export function hiddenInSandbox(path: string, allowNetwork: boolean): boolean {
+  return path.startsWith("/tmp/") || (!allowNetwork && path.startsWith("/run/"));
+}
+
+/**
+ * Whether `path` is `dir` or lies below it (lexically).
+ *
+ * @param path An absolute path.
+ * @param dir An absolute directory.
+ * @returns Whether it is inside.
+ */
+export function isInside(path: string, dir: string): boolean {
+  return dir === "/" || path === dir || path.startsWith(dir + "/");
 }
 
 /**
@@ -289,7 +320,7 @@ export interface BwrapOptions {
  * itself for a graceful stop; the pid namespace is the backstop that kills
  * everything once bubblewrap dies.
  *
- * @param options Write roots, network, cwd. (`--argv0` is not used: bubblewrap 0.8
+ * @param options Write roots, read-only dirs, network, cwd. (`--argv0` is not used: bubblewrap 0.8
  * lacks it; arg0 goes through `bash -c 'exec -a'` inside the sandbox.)
  * @returns The arguments.
  */
@@ -310,6 +341,8 @@ export function bwrapArgs(options: BwrapOptions): string[] {
   // to a socket file needs no write access. With network allowed /run stays,
   // since name resolution may depend on it (systemd-resolved).
   if (!options.allowNetwork) args.push("--tmpfs", "/run");
+  // Mounts apply in order: these go over the private mounts above.
+  for (const dir of options.readOnlyDirs ?? []) args.push("--ro-bind", dir, dir);
   for (const root of options.writeRoots) args.push("--bind", root, root);
   args.push("--unshare-pid", "--unshare-ipc", "--unshare-uts");
   if (!options.allowNetwork) args.push("--unshare-net");
@@ -321,7 +354,9 @@ export function bwrapArgs(options: BwrapOptions): string[] {
 
 /**
  * Keeps the write roots that exist and that the executor may write, as real
- * paths (symlinks resolved).
+ * paths (symlinks resolved). Others are dropped silently (the library API
+ * has always accepted them); callers that take roots from an operator should
+ * refuse them first with {@linkcode writeRootProblem}, as the CLI does.
  *
  * @param roots Candidate roots from the operator.
  * @returns The roots to bind writable.
@@ -340,6 +375,39 @@ export async function grantedWriteRoots(roots: readonly string[]): Promise<strin
     if (status.state === "granted" && !result.includes(real)) result.push(real);
   }
   return result;
+}
+
+/**
+ * Says why a write root would not take effect: it is not absolute, does not
+ * exist, is not a directory, cannot be resolved (no read access), or the
+ * executor may not write it.
+ *
+ * @param root A write root from the operator.
+ * @returns The reason (completes "Cannot use --write-root ROOT: "), or null when it is usable.
+ * @example
+ * ```ts
+ * import { writeRootProblem } from "./confinement.ts";
+ * console.log(await writeRootProblem("/nonexistent")); // "it does not exist"
+ * ```
+ */
+export async function writeRootProblem(root: string): Promise<string | null> {
+  if (!root.startsWith("/")) return "it must be an absolute path";
+  let real: string;
+  try {
+    real = await Deno.realPath(root);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return "it does not exist";
+    if (error instanceof Deno.errors.NotCapable) {
+      return `read access to it is not granted (needed to resolve it); add --allow-read=${root} to the deno command`;
+    }
+    return `it cannot be resolved: ${error instanceof Error ? error.message : String(error)}`;
+  }
+  const shown = real === root ? "" : ` (it resolves to ${real})`;
+  if (!(await Deno.stat(real)).isDirectory) return `it is not a directory${shown}`;
+  if ((await Deno.permissions.query({ name: "write", path: real })).state !== "granted") {
+    return `write access to it is not granted${shown}; add --allow-write=${real} to the deno command`;
+  }
+  return null;
 }
 
 /**

@@ -47,6 +47,8 @@ import {
   detectSessionHelper,
   forgetResolvedPrograms,
   grantedWriteRoots,
+  hiddenInSandbox,
+  isInside,
   requireProgram,
   resolveGrantedProgram,
 } from "./confinement.ts";
@@ -288,7 +290,7 @@ export interface ProcessTableOptions {
   killGraceMs?: number;
   /** How long a closed process stays readable. @default {30000} */
   exitedRetentionMs?: number;
-  /** Directories bound writable for `os` confinement (only those the executor may write). @default {[]} */
+  /** Directories bound writable for `os` confinement (only those that exist and the executor may write; others are dropped silently). @default {[]} */
   writeRoots?: readonly string[];
   /** Give `os`-confined processes the network. @default {false} */
   allowNetwork?: boolean;
@@ -296,7 +298,7 @@ export interface ProcessTableOptions {
   minConfinement?: Confinement;
   /** Names copied from the executor's environment when a request inherits. @default {DEFAULT_INHERITED_ENV} */
   inheritEnv?: readonly string[];
-  /** The default working directory for children. */
+  /** The default working directory for children; `os` confinement shows it read-only when its private `/tmp` or `/run` would hide it. @default {the executor's} */
   cwd?: string;
   /** argv cap in bytes. @default {262144} */
   maxArgvBytes?: number;
@@ -426,7 +428,7 @@ export class ProcessTable implements AsyncDisposable {
    *
    * @param options What to run and how.
    * @returns Once the process has been spawned.
-   * @throws {SandboxDeniedError} When run access (to the program or a needed helper) or a confinement is not granted.
+   * @throws {SandboxDeniedError} When run access (to the program or a needed helper) or a confinement is not granted, or an `os` program's cwd is hidden by its private `/tmp` or `/run`.
    * @throws {RangeError} When a limit is reached (processes, argv, env, timeout).
    * @throws {TypeError} When the options are malformed (empty argv, relative cwd, ...).
    * @throws {Deno.errors.AlreadyExists} When the process id is in use.
@@ -901,12 +903,14 @@ export class ProcessTable implements AsyncDisposable {
           subject,
         );
         const roots = await grantedWriteRoots(this.#writeRoots);
+        const dirs = await this.#sandboxDirs(subject, p.cwd, roots);
         base = [
           bwrap,
           ...bwrapArgs({
             writeRoots: roots,
+            readOnlyDirs: dirs.readOnlyDirs,
             allowNetwork: this.#allowNetwork,
-            cwd: p.cwd,
+            cwd: dirs.cwd,
           }),
           ...base,
         ];
@@ -923,6 +927,48 @@ export class ProcessTable implements AsyncDisposable {
       return { program: script, args, env: { ...env, SHELL: "/bin/sh" }, cwd: p.cwd };
     }
     return { program: base[0], args: base.slice(1), env, cwd: p.cwd };
+  }
+
+  /**
+   * Keeps the working directory visible under `os` confinement, whose private
+   * `/tmp` (and `/run`) would hide it. The table's own directory (the
+   * operator's) is bound read-only then. A request's directory elsewhere
+   * under them is refused rather than bound: a read-only bind still lets the
+   * program connect to the Unix sockets in it (tmux, ssh-agent, the D-Bus
+   * user bus in /run/user), which the private mounts exist to hide.
+   */
+  async #sandboxDirs(
+    subject: string,
+    cwd: string | undefined,
+    writeRoots: readonly string[],
+  ): Promise<{ readOnlyDirs: string[]; cwd?: string }> {
+    const network = this.#allowNetwork;
+    const own = await realPathOrNull(this.#cwd ?? currentDir());
+    const readOnlyDirs = own !== null && hiddenInSandbox(own, network) &&
+        !writeRoots.some((root) => isInside(own, root))
+      ? [own]
+      : [];
+    if (cwd === undefined) return { readOnlyDirs };
+    let real = cwd;
+    try {
+      real = await Deno.realPath(cwd);
+    } catch (error) {
+      // A missing directory fails the spawn itself, as without confinement.
+      if (error instanceof Deno.errors.NotFound) return { readOnlyDirs, cwd };
+    }
+    if (
+      hiddenInSandbox(real, network) &&
+      ![...writeRoots, ...readOnlyDirs].some((dir) => isInside(real, dir))
+    ) {
+      const resolved = real === cwd ? "" : ` (it resolves to ${JSON.stringify(real)})`;
+      throw new SandboxDeniedError(
+        `Cannot start ${JSON.stringify(subject)}: cwd ${JSON.stringify(cwd)}${resolved} lies ` +
+          `under the private ${real.startsWith("/tmp/") ? "/tmp" : "/run"} of "os" ` +
+          `confinement; use a directory outside it, inside a write root, or inside the ` +
+          `executor's working directory`,
+      );
+    }
+    return { readOnlyDirs, cwd: real };
   }
 
   #spawn(
@@ -1239,6 +1285,25 @@ export class ProcessTable implements AsyncDisposable {
       resolveDone,
       holdsSlot: this.#limiter !== undefined,
     };
+  }
+}
+
+/** The executor's working directory, or null when it may not be read. */
+function currentDir(): string | null {
+  try {
+    return Deno.cwd();
+  } catch {
+    return null;
+  }
+}
+
+/** The real path of a directory, or null when it is unknown (missing, or no read access). */
+async function realPathOrNull(path: string | null): Promise<string | null> {
+  if (path === null) return null;
+  try {
+    return await Deno.realPath(path);
+  } catch {
+    return null;
   }
 }
 

@@ -13,6 +13,7 @@ import {
   INVALID_PARAMS,
   INVALID_REQUEST,
   METHOD_NOT_FOUND,
+  NOT_FOUND,
   SANDBOX_DENIED,
 } from "../rpc/error_codes.ts";
 import {
@@ -32,6 +33,7 @@ import type { MessageChannel } from "../rpc/message_channel.ts";
 import type { EnvironmentInfo } from "./environment_info.ts";
 import type { EnvPolicy } from "./child_env.ts";
 import { FS_METHODS, type FsOps } from "./fs_ops.ts";
+import { shownPath } from "./sandbox_policy.ts";
 import type {
   Confinement,
   DenoPermissions,
@@ -150,6 +152,36 @@ export function toRpcError(error: unknown, method: string): RpcError {
     return new RpcError(INVALID_PARAMS, message);
   }
   return new RpcError(INTERNAL_ERROR, message.length > 0 ? message : `Cannot complete "${method}"`);
+}
+
+/**
+ * A spawn that failed with NotFound blames "program or working directory":
+ * when the request's cwd is what is missing (or not a directory), says so
+ * with -32004, the code of a missing path. Other errors pass through.
+ */
+async function missingCwdError(
+  error: unknown,
+  program: string | undefined,
+  cwd: string | undefined,
+): Promise<unknown> {
+  if (cwd === undefined || !(error instanceof Error)) return error;
+  if (!(error.cause instanceof Deno.errors.NotFound)) return error;
+  let problem: string;
+  try {
+    if ((await Deno.stat(cwd)).isDirectory) return error;
+    problem = "is not a directory";
+  } catch (statError) {
+    const missing = statError instanceof Deno.errors.NotFound ||
+      statError instanceof Deno.errors.NotADirectory;
+    if (!missing) return error;
+    problem = "does not exist";
+  }
+  return new RpcError(
+    NOT_FOUND,
+    `Cannot start ${JSON.stringify(program)}: working directory "${shownPath(cwd)}" ${problem}`,
+    undefined,
+    { cause: error },
+  );
 }
 
 function denoPermissions(params: Params): DenoPermissions | undefined {
@@ -500,6 +532,8 @@ class SessionConnection implements SessionAttachment {
         ...(cols !== undefined ? { cols } : {}),
         ...(rows !== undefined ? { rows } : {}),
       });
+    } catch (error) {
+      throw await missingCwdError(error, argv[0], cwd);
     } finally {
       this.#starting.delete(processId);
     }
