@@ -116,8 +116,10 @@ Options:
   --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0, a free port)
   --allow-remote      Allow a non-loopback --listen address; requires a token
   --allow-origin ORIGIN
-                      Accept WebSockets from this web origin (repeatable); any
-                      other request carrying an Origin header (a web page) is refused
+                      Accept WebSockets from this web origin (repeatable), written
+                      as browsers send it: scheme://host[:port], no path, no
+                      trailing slash, no "*"; any other request carrying an
+                      Origin header (a web page) is refused
   --token-file FILE   Require this bearer token from clients (else OUTPOST_TOKEN, if set)
 ${EXECUTOR_FLAGS_HELP}
   --log-format, --log-level, -h/--help as for every command
@@ -141,7 +143,7 @@ up to 30 s instead of failing fast.
 
 Options:
   --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0)
-  --url-ttl-ms N      Lifetime of a signed executor URL (default 60000)
+  --url-ttl-ms N      Lifetime of a signed executor URL, at least 1000 (default 60000)
   --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN; required)
   --log-format, --log-level, -h/--help as for every command
 
@@ -287,6 +289,12 @@ async function makeExecutor(values: Record<string, unknown>): Promise<Executor> 
   }
   const writeRoots = values["write-root"] as string[] | undefined;
   const cwd = values.cwd as string | undefined;
+  // The library drops an unusable write root silently; an operator must hear of it.
+  const { writeRootProblem } = await import("./lib/exec/confinement.ts");
+  for (const root of writeRoots ?? []) {
+    const problem = await writeRootProblem(root);
+    if (problem !== null) throw new UsageError(`Cannot use --write-root ${root}: ${problem}`);
+  }
   const { Executor } = await import("./lib/exec/executor.ts");
   try {
     return new Executor({
@@ -326,7 +334,30 @@ function parseListen(command: string, value: string | undefined): string {
   if (url.protocol !== "ws:") {
     throw new UsageError(`Cannot use --listen ${listen}: ${command} listens on ws:// only`);
   }
+  if (url.pathname !== "/" || url.search !== "" || url.hash !== "" || url.username !== "") {
+    throw new UsageError(
+      `Cannot use --listen ${listen}: it must be a bare ws://HOST:PORT, without a path or query`,
+    );
+  }
   return listen;
+}
+
+/**
+ * Turns what a server library refuses at start into a usage error: a bad
+ * option (TypeError, RangeError), or a listen address Deno grants no net
+ * access to (the permission sets grant only 127.0.0.1 and localhost).
+ */
+function startError(listen: string, error: unknown): unknown {
+  if (error instanceof Deno.errors.NotCapable) {
+    const host = new URL(listen).hostname;
+    return new UsageError(
+      `Cannot listen on ${listen}: this deno process has no net access to ${host}; run deno with --allow-net=${host} (the executor and rendezvous permission sets grant only 127.0.0.1 and localhost)`,
+    );
+  }
+  if (error instanceof TypeError || error instanceof RangeError) {
+    return new UsageError(error.message);
+  }
+  return error;
 }
 
 /** Waits for SIGINT or SIGTERM; returns the name and a cleanup. */
@@ -381,11 +412,15 @@ async function runServe(args: string[], context: Context): Promise<number> {
       allowedOrigins: values["allow-origin"] ?? [],
       executor,
       ...(token !== undefined ? { token } : {}),
+      onEvent: (event) => {
+        const { type: _type, ...fields } = event;
+        context.log.warn("refused a request", fields);
+      },
     });
   } catch (error) {
     signals.dispose();
     await executor.close();
-    throw error;
+    throw startError(listen, error);
   }
   writeOut(server.url + "\n");
   context.log.info("serving local executor", { url: server.url, auth: token ? "token" : "none" });
@@ -405,6 +440,12 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
   requireNoPositionals("rendezvous", positionals);
   const listen = parseListen("rendezvous", values.listen);
   const urlTtlMs = positiveInteger("--url-ttl-ms", values["url-ttl-ms"]);
+  const { MIN_URL_TTL_MS, serveRendezvous } = await import("./lib/server/rendezvous_server.ts");
+  if (urlTtlMs !== undefined && urlTtlMs < MIN_URL_TTL_MS) {
+    throw new UsageError(
+      `Cannot use --url-ttl-ms ${urlTtlMs}: a signed URL must live at least ${MIN_URL_TTL_MS} ms, or it expires before the executor connects with it`,
+    );
+  }
   const token = (await loadToken(context, true))!;
   let signingKey: Uint8Array | undefined;
   const keyPermission = await Deno.permissions.query({
@@ -420,29 +461,34 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
     }
     signingKey = encoder.encode(keyText);
   }
-  const { serveRendezvous } = await import("./lib/server/rendezvous_server.ts");
   const signals = shutdownSignal();
-  const server = await serveRendezvous({
-    listen,
-    token,
-    ...(signingKey ? { signingKey } : {}),
-    ...(urlTtlMs !== undefined ? { urlTtlMs } : {}),
-    onEvent: (event) => {
-      if (event.type === "refused") {
-        context.log.warn("refused a request", {
-          target: event.target,
-          status: event.status,
-          code: event.code,
-        });
-      } else if (event.type === "registered") {
-        context.log.info("executor registered", { executorId: event.executorId });
-      } else {
-        // Router events (attach, detach, expiry, drops) carry ids and counts only.
-        const { type, ...fields } = event;
-        context.log.debug(type, fields);
-      }
-    },
-  });
+  let server;
+  try {
+    server = await serveRendezvous({
+      listen,
+      token,
+      ...(signingKey ? { signingKey } : {}),
+      ...(urlTtlMs !== undefined ? { urlTtlMs } : {}),
+      onEvent: (event) => {
+        if (event.type === "refused") {
+          context.log.warn("refused a request", {
+            target: event.target,
+            status: event.status,
+            code: event.code,
+          });
+        } else if (event.type === "registered") {
+          context.log.info("executor registered", { executorId: event.executorId });
+        } else {
+          // Router events (attach, detach, expiry, drops) carry ids and counts only.
+          const { type, ...fields } = event;
+          context.log.debug(type, fields);
+        }
+      },
+    });
+  } catch (error) {
+    signals.dispose();
+    throw startError(listen, error);
+  }
   writeOut(server.url + "\n");
   context.log.info("serving rendezvous", { url: server.url });
   const why = await Promise.race([signals.promise, server.closed.then(() => "closed" as const)]);
@@ -525,7 +571,8 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
     log.info(`outpost executor: failed after ${elapsed(context)}, ${connects} connects`);
     return EXIT_FAILURE;
   }
-  log.info(`outpost executor: stopped after ${elapsed(context)}, ${connects} connects`);
+  const why = "signal" in outcome ? outcome.signal : "closed";
+  log.info(`outpost executor: stopped (${why}) after ${elapsed(context)}, ${connects} connects`);
   return 0;
 }
 
@@ -759,9 +806,19 @@ async function runExec(args: string[], context: Context): Promise<number> {
       });
     }
     if (interrupts >= 3) return;
-    child?.kill(signal).catch((error) =>
-      log.warn("cannot forward signal", { error: error.message })
-    );
+    const target = child;
+    target?.kill(signal).catch(async (error) => {
+      // The program often ends of this very signal before the executor's
+      // answer comes back, and exec then closes the connection under it; a
+      // connection lost meanwhile is reported as the program's failure.
+      if (await settlesWithin(target.status, 0)) {
+        log.debug("no answer to a forwarded signal; the program already ended", {
+          error: error.message,
+        });
+        return;
+      }
+      log.warn("cannot forward signal", { error: error.message });
+    });
   };
   const onInt = onSignal("SIGINT");
   const onTerm = onSignal("SIGTERM");
@@ -791,7 +848,12 @@ async function runExec(args: string[], context: Context): Promise<number> {
       await child.started;
     } catch (error) {
       const detail = error instanceof RpcError ? ` (code ${error.code})` : "";
-      log.error(`Cannot start ${program}: ${(error as Error).message}${detail}`);
+      const message = (error as Error).message;
+      // The executor's messages already say "Cannot start "tr": ...".
+      const text = message.startsWith("Cannot start")
+        ? message
+        : `Cannot start ${program}: ${message}`;
+      log.error(`${text}${detail}`);
       return EXIT_EXEC_FAILURE;
     }
     if (forwardStdin) {

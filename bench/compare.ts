@@ -5,8 +5,9 @@
  *
  * ```sh
  * deno task bench                       # full run, writes bench/RESULTS.md
- * deno run -A bench/compare.ts --quick  # small sizes (smoke check)
- * deno run -A bench/compare.ts --quick --no-write
+ * deno run -A bench/compare.ts --quick  # small sizes (smoke check), writes nothing
+ * deno run -A bench/compare.ts --quick --write --out=/tmp/quick.md
+ * deno run -A bench/compare.ts --no-write         # full run, table on stdout only
  * deno run -A bench/compare.ts --only=bulk,rtt   # a subset of workloads
  * ```
  *
@@ -16,7 +17,9 @@
  * memory per idle stream and per idle session. Every outpost workload runs via
  * the rendezvous (harness -> rendezvous -> executor, three processes) and via
  * `serve` (harness -> local executor, two processes). The figures are printed
- * as a markdown table and written to `bench/RESULTS.md`.
+ * as a markdown table and written to `bench/RESULTS.md` (or `--out=FILE`),
+ * except with `--no-write`, and with `--quick` unless `--write` is given: quick
+ * figures must not replace the tracked full-run results.
  *
  * @module
  */
@@ -105,6 +108,7 @@ const flags = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
     "no-write": { type: "boolean", default: false },
+    write: { type: "boolean", default: false },
     "no-ssh": { type: "boolean", default: false },
     only: { type: "string" },
     profile: { type: "string" },
@@ -115,13 +119,20 @@ const flags = parseArgs({
 
 if (flags.values.help) {
   console.log(
-    "usage: deno run -A bench/compare.ts [--quick] [--no-write] [--no-ssh] [--only=a,b] [--out=FILE] [--profile=DIR]\n" +
+    "usage: deno run -A bench/compare.ts [--quick] [--write|--no-write] [--no-ssh] [--only=a,b] [--out=FILE] [--profile=DIR]\n" +
+      "writes bench/RESULTS.md (or --out) unless --no-write; --quick writes only with --write\n" +
       "workload groups for --only: peers, layers, bulk, stdin, rtt, true, streams, memory",
   );
   Deno.exit(0);
 }
 
+if (flags.values.write && flags.values["no-write"]) {
+  console.error("Cannot use --write with --no-write: choose one");
+  Deno.exit(2);
+}
 const plan = flags.values.quick ? QUICK : FULL;
+/** Quick figures are indicative only: they replace RESULTS.md only when asked to. */
+const write = flags.values.write || (!flags.values.quick && !flags.values["no-write"]);
 if (flags.values.profile) {
   // The outpost server processes write CPU profiles there (see profile_summary.ts).
   await Deno.mkdir(flags.values.profile, { recursive: true });
@@ -728,8 +739,10 @@ ${peerLines.join("\n")}
 `;
 
 console.log(table);
-if (!flags.values["no-write"]) {
-  const out = flags.values.out ?? new URL("./RESULTS.md", import.meta.url).pathname;
+const out = flags.values.out ?? new URL("./RESULTS.md", import.meta.url).pathname;
+if (write) {
   await Deno.writeTextFile(out, report);
   log(`wrote ${out}`);
+} else if (flags.values.quick && !flags.values["no-write"]) {
+  log(`quick run: ${out} left as it is (pass --write to write it)`);
 }

@@ -68,3 +68,37 @@ Deno.test("bench/compare.ts --quick completes and prints the table with every wo
     assert.ok(c[1].length > 0, `row without an outpost figure or reason: ${c.join(" | ")}`);
   }
 });
+
+/** Runs compare.ts with no workloads (`--only=none`, a few seconds) and these flags. */
+async function runEmptyBench(flags: string[]): Promise<{ code: number; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", COMPARE, "--only=none", "--no-ssh", ...flags],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  return { code: output.code, stderr: new TextDecoder().decode(output.stderr) };
+}
+
+Deno.test("bench/compare.ts --quick writes its figures only with --write (quick ones must not replace RESULTS.md)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_bench_out_" });
+  try {
+    const out = `${dir}/results.md`;
+    const quick = await runEmptyBench(["--quick", `--out=${out}`]);
+    assert.equal(quick.code, 0, quick.stderr);
+    assert.match(
+      quick.stderr,
+      /quick run: .*results\.md left as it is \(pass --write to write it\)/,
+    );
+    await assert.rejects(Deno.stat(out), Deno.errors.NotFound, "--quick wrote the results");
+    const written = await runEmptyBench(["--quick", "--write", `--out=${out}`]);
+    assert.equal(written.code, 0, written.stderr);
+    assert.match(await Deno.readTextFile(out), /- Mode: quick/);
+    const both = await runEmptyBench(["--quick", "--write", "--no-write"]);
+    assert.equal(both.code, 2);
+    assert.match(both.stderr, /Cannot use --write with --no-write/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

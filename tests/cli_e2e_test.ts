@@ -399,6 +399,79 @@ Deno.test("cli: exec against serve runs a program on the local executor", async 
   assert.equal(run.stdout, "local\n");
 });
 
+Deno.test("cli: exec prints a refused start once, and a missing --cwd as -32004 naming it", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  // The executor permission set does not grant run access to tr.
+  await using refused = new Cli("client", ["exec", "--url", url, "--", "tr", "a", "b"]);
+  assert.equal((await refused.finished()).code, 255, refused.stderr);
+  assert.match(
+    refused.stderr,
+    /ERROR Cannot start "tr": run access is not granted \(code -32003\)\n/,
+  );
+  assert.doesNotMatch(refused.stderr, /Cannot start tr:/);
+  const cwd = `/nonexistent-outpost-${crypto.randomUUID()}`;
+  await using missing = new Cli("client", ["exec", "--url", url, "--cwd", cwd, "--", "true"]);
+  assert.equal((await missing.finished()).code, 255, missing.stderr);
+  assert.match(
+    missing.stderr,
+    new RegExp(
+      `ERROR Cannot start "true": working directory "${cwd}" does not exist \\(code -32004\\)\\n`,
+    ),
+  );
+});
+
+Deno.test("cli: a Ctrl-C whose program ends before the executor answers it is no warning", async () => {
+  // A scripted executor (the far side): process/signal ends the program at
+  // once and its answer never comes, as when the program dies of the signal
+  // before the executor replies and exec then closes the connection.
+  const started = Promise.withResolvers<void>();
+  const signals: unknown[] = [];
+  const closed = Promise.withResolvers<void>();
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    const send = (message: unknown): void => socket.send(JSON.stringify(message));
+    socket.onclose = () => closed.resolve();
+    socket.onmessage = (event) => {
+      const { id, method, params } = JSON.parse(event.data);
+      if (id === undefined) return;
+      if (method === "initialize") send({ jsonrpc: "2.0", id, result: { sessionId: "s1" } });
+      else if (method === "process/start") {
+        send({ jsonrpc: "2.0", id, result: { processId: params.processId } });
+        started.resolve();
+      } else if (method === "process/write") {
+        send({ jsonrpc: "2.0", id, result: { status: "accepted" } });
+      } else if (method === "process/signal") {
+        signals.push(params.signal);
+        const processId = params.processId;
+        send({
+          jsonrpc: "2.0",
+          method: "process/exited",
+          params: { processId, seq: 1, exitCode: 130, signal: "SIGINT" },
+        });
+        send({ jsonrpc: "2.0", method: "process/closed", params: { processId, seq: 2 } });
+      } else send({ jsonrpc: "2.0", id, error: { code: -32601, message: `no ${method}` } });
+    };
+    return response;
+  });
+  await using run = new Cli("client", [
+    "exec",
+    "--url",
+    `ws://127.0.0.1:${server.addr.port}`,
+    "--",
+    "sleep",
+    "30",
+  ]);
+  await withDeadline(started.promise, 15_000, "process/start");
+  run.child.kill("SIGINT");
+  const status = await run.finished(10_000);
+  await withDeadline(closed.promise, 5_000, "the socket closing");
+  assert.deepEqual(signals, ["SIGINT"]);
+  assert.equal(status.code, 130, run.stderr);
+  assert.match(run.stderr, /sleep ended with signal SIGINT \(exit 130\)/);
+  assert.doesNotMatch(run.stderr, /WARN|cannot forward signal/);
+});
+
 Deno.test("cli: exec --tty runs the program under a terminal and forwards stdin", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = await serve.firstLine();
@@ -597,6 +670,43 @@ Deno.test("cli: serve refuses a non-loopback --listen without --allow-remote", a
   assert.match(noToken.stderr, /with --allow-remote: set OUTPOST_TOKEN or --token-file/);
 });
 
+Deno.test("cli: serve and executor refuse a --write-root that would not take effect", async () => {
+  // The library drops such a root silently; the operator must hear of it at start.
+  const listen = ["--listen", "ws://127.0.0.1:0"];
+  const cases: [string[], RegExp][] = [
+    [
+      ["serve", ...listen, "--write-root", "/nonexistent-xyz"],
+      /^Cannot use --write-root \/nonexistent-xyz: it does not exist\n/,
+    ],
+    [
+      ["serve", ...listen, "--write-root", "/etc/hostname"],
+      /^Cannot use --write-root \/etc\/hostname: it is not a directory\n/,
+    ],
+    // The executor permission set grants write to its own directory only.
+    [
+      ["serve", ...listen, "--write-root", ROOT, "--write-root", "/var/tmp"],
+      /^Cannot use --write-root \/var\/tmp: write access to it is not granted; add --allow-write=\/var\/tmp to the deno command\n/,
+    ],
+    [
+      [
+        "executor",
+        "--registry",
+        "http://127.0.0.1:1",
+        "--executor-id",
+        "e",
+        "--write-root",
+        "/nonexistent-xyz",
+      ],
+      /^Cannot use --write-root \/nonexistent-xyz: it does not exist\n/,
+    ],
+  ];
+  for (const [args, message] of cases) {
+    await using cli = new Cli("executor", args, { env: { OUTPOST_TOKEN: TOKEN } });
+    assert.equal((await cli.finished()).code, 2, `${args.join(" ")}: ${cli.stderr}`);
+    assert.match(cli.stderr, message);
+  }
+});
+
 Deno.test("cli: a wrong token at registration is fatal and not retried", async () => {
   const rendezvous = await startRendezvous();
   await using _r = rendezvous.cli;
@@ -627,7 +737,7 @@ Deno.test("cli: a wrong token at the harness socket is refused", async () => {
 });
 
 Deno.test("cli: tampered and expired signed URLs are refused with the documented errors", async () => {
-  const rendezvous = await startRendezvous(["--url-ttl-ms", "300"]);
+  const rendezvous = await startRendezvous(["--url-ttl-ms", "1000"]);
   await using _r = rendezvous.cli;
   const registry = rendezvous.url.replace(/^ws:/, "http:");
   const register = async () => {
@@ -661,7 +771,7 @@ Deno.test("cli: tampered and expired signed URLs are refused with the documented
   const unsigned = new URL(signed);
   unsigned.search = "?role=executor";
   assert.equal((await probe(unsigned.href)).status, 401);
-  // Let the 300 ms lifetime pass (the expiry is a wall-clock time in the URL).
+  // Let the 1000 ms lifetime pass (the expiry is a wall-clock time in the URL).
   const exp = Number(signed.searchParams.get("exp"));
   await until(() => Date.now() > exp + 5, 5000, "the URL to expire");
   assert.deepEqual(await probe(signed.href), {
@@ -704,6 +814,12 @@ Deno.test("cli: the executor keeps retrying when its signed URL is refused", asy
     await waitConnected(executor);
     assert.equal(registrations, 3);
     assert.equal(executor.stderr.match(/retrying/g)?.length, 2);
+    // The retry says what the rendezvous answered, and the signature stays out of the log.
+    assert.match(
+      executor.stderr,
+      /retrying .*error="Cannot connect executor socket to ws:\/\/127\.0\.0\.1:\d+\/executor\/box-retry: the rendezvous refused it with HTTP 403( bad_signature: [^"]*)?"/,
+    );
+    assert.doesNotMatch(executor.stderr, /sig=[0-9a-f]/);
     await using run = exec([
       "--url",
       rendezvous.url,
@@ -758,6 +874,119 @@ Deno.test("cli: a transfer completes intact after the executor's socket is cut",
   } finally {
     await Deno.remove(blob.dir, { recursive: true });
   }
+});
+
+Deno.test("cli: rendezvous refuses a --url-ttl-ms under 1000 (exit 2); with 1000 an executor connects", async () => {
+  await using short = new Cli("rendezvous", ["rendezvous", "--url-ttl-ms", "999"], {
+    env: { OUTPOST_TOKEN: TOKEN },
+  });
+  assert.equal((await short.finished()).code, 2, short.stderr);
+  assert.match(
+    short.stderr,
+    /Cannot use --url-ttl-ms 999: a signed URL must live at least 1000 ms, or it expires before the executor connects with it/,
+  );
+  const rendezvous = await startRendezvous(["--url-ttl-ms", "1000"]);
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-ttl");
+  await waitConnected(executor);
+  assert.doesNotMatch(executor.stderr, /retrying/);
+});
+
+Deno.test("cli: a --listen URL with a path or query is a usage error (exit 2) for serve and rendezvous", async () => {
+  for (
+    const [set, args] of [
+      ["executor", ["serve", "--listen", "ws://127.0.0.1:0/path"]],
+      ["rendezvous", ["rendezvous", "--listen", "ws://127.0.0.1:0/path"]],
+      ["rendezvous", ["rendezvous", "--listen", "ws://127.0.0.1:0?x=1"]],
+    ] as const
+  ) {
+    await using run = new Cli(set, [...args], { env: { OUTPOST_TOKEN: TOKEN } });
+    assert.equal((await run.finished()).code, 2, run.stderr);
+    assert.match(run.stderr, /: it must be a bare ws:\/\/HOST:PORT, without a path or query\n/);
+  }
+});
+
+Deno.test("cli: a listen host the permission set does not grant is a usage error (exit 2) naming --allow-net", async () => {
+  for (
+    const [set, args, host] of [
+      ["executor", ["serve", "--listen", "ws://[::1]:0"], "[::1]"],
+      ["executor", ["serve", "--allow-remote", "--listen", "ws://0.0.0.0:0"], "0.0.0.0"],
+      ["rendezvous", ["rendezvous", "--listen", "ws://[::1]:0"], "[::1]"],
+    ] as const
+  ) {
+    await using run = new Cli(set, [...args], { env: { OUTPOST_TOKEN: TOKEN } });
+    assert.equal((await run.finished()).code, 2, run.stderr);
+    assert.ok(
+      run.stderr.includes(
+        `this deno process has no net access to ${host}; run deno with --allow-net=${host} (`,
+      ),
+      run.stderr,
+    );
+    assert.doesNotMatch(run.stderr, /Requires net access/);
+  }
+});
+
+Deno.test("cli: serve refuses --allow-origin values a browser never sends (exit 2)", async () => {
+  for (const origin of ["*", "https://ok.example/"]) {
+    await using run = new Cli("executor", ["serve", "--allow-origin", origin]);
+    assert.equal((await run.finished()).code, 2, run.stderr);
+    assert.ok(
+      run.stderr.includes(
+        `Cannot allow origin ${
+          JSON.stringify(origin)
+        }: an origin is scheme://host[:port] as a browser sends it, without a path or a trailing slash`,
+      ),
+      run.stderr,
+    );
+  }
+});
+
+Deno.test("cli: serve logs each refused request as the rendezvous does, never the token", async () => {
+  await using serve = new Cli(
+    "executor",
+    ["serve", "--log-format", "json", "--allow-origin", "https://tool.example"],
+    { env: { OUTPOST_TOKEN: TOKEN } },
+  );
+  const port = Number(new URL(await serve.firstLine()).port);
+  const bearer = `Authorization: Bearer ${TOKEN}`;
+  assert.equal(
+    (await rawHttp(port, upgradeHead("/", ["Origin: https://evil.example", bearer]))).status,
+    403,
+  );
+  assert.equal((await rawHttp(port, upgradeHead("/", [`${bearer}x`]))).status, 401);
+  const refusals = () =>
+    serve.stderr.split("\n").filter((line) => line.includes('"msg":"refused a request"'));
+  await serve.waitFor(() => refusals().length >= 2, 5_000, "two refusals logged");
+  const [origin, token] = refusals().map((line) => JSON.parse(line));
+  assert.deepEqual(
+    { level: origin.level, status: origin.status, code: origin.code, origin: origin.origin },
+    { level: "warn", status: 403, code: "forbidden_origin", origin: "https://evil.example" },
+  );
+  assert.deepEqual(
+    { level: token.level, status: token.status, code: token.code },
+    { level: "warn", status: 401, code: "unauthorized" },
+  );
+  assert.ok(!serve.stderr.includes(TOKEN));
+});
+
+Deno.test("cli: the executor's exit summary names the signal it stopped on", async () => {
+  const rendezvous = await startRendezvous();
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-sig");
+  await waitConnected(executor);
+  executor.child.kill("SIGTERM");
+  assert.equal((await executor.finished()).code, 0, executor.stderr);
+  assert.match(executor.stderr, /outpost executor: stopped \(SIGTERM\) after [\d.]+ s, 1 connects/);
+});
+
+Deno.test("cli: a registry host the permission set does not grant is fatal, not retried", async () => {
+  await using executor = startExecutor("http://10.255.255.1:8700", "box-net");
+  assert.equal((await executor.finished(15_000)).code, 1, executor.stderr);
+  assert.match(
+    executor.stderr,
+    /Cannot register executor box-net at http:\/\/10\.255\.255\.1:8700: Requires net access to "10\.255\.255\.1:8700"/,
+  );
+  assert.doesNotMatch(executor.stderr, /retrying/);
 });
 
 Deno.test("cli: --help on each command, bad flags and token flags fail clearly", async () => {

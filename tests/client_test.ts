@@ -491,8 +491,14 @@ Deno.test("connect (local) pipes 8 MiB of pipelined stdin writes in order", asyn
 
 Deno.test("connect (local) refuses a missing or wrong token with a clear error", async () => {
   await using server = await serveLocal({ token: SERVER_TOKEN });
-  await assert.rejects(connect(server.url), /Cannot connect to .*401/);
-  await assert.rejects(connect(server.url, { token: "wrong-token-0123456789abc" }), /401/);
+  await assert.rejects(
+    connect(server.url),
+    /^RelayClosedError: Cannot connect to 127\.0\.0\.1:\d+: the executor requires a token \(HTTP 401\); set OUTPOST_TOKEN or --token-file$/,
+  );
+  await assert.rejects(
+    connect(server.url, { token: "wrong-token-0123456789abc" }),
+    /^RelayClosedError: Cannot connect to 127\.0\.0\.1:\d+: the executor refused the token \(HTTP 401\)$/,
+  );
   await using conn = await connect(server.url, { token: SERVER_TOKEN });
   const { code } = await new RemoteCommand(conn, "true").output();
   assert.equal(code, 0);
@@ -646,6 +652,39 @@ Deno.test("connect with an executor id to a serve URL fails at once with a clear
     /HTTP 404\); for a local executor \(outpost serve\), connect without an executor id/,
   );
   assert.ok(performance.now() - started < 5_000, "refused at once, not at the deadline");
+});
+
+Deno.test("connect without an executor id to a rendezvous URL says it needs one", async () => {
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  await assert.rejects(
+    connect(rendezvous.url, { token: SERVER_TOKEN }),
+    /: no executor answers there \(HTTP 404\); a rendezvous URL needs an executor id \(--executor-id\)$/,
+  );
+});
+
+Deno.test("connect that times out on an open socket blames the executor, not the server", async () => {
+  // Within its startup grace a rendezvous holds the stream for an executor
+  // that never came: the socket opened, only initialize goes unanswered.
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  const started = performance.now();
+  await assert.rejects(
+    connect(rendezvous.url, { executorId: "box-ghost", token: SERVER_TOKEN, timeoutMs: 300 }),
+    /^TimeoutError: Cannot connect to 127\.0\.0\.1:\d+: the executor box-ghost did not answer initialize within 300 ms \(it may be offline or not yet connected to the rendezvous\)$/,
+  );
+  // Gives up at the deadline: no graceful close waiting for acks nobody sends.
+  assert.ok(performance.now() - started < 3_000, `took ${performance.now() - started} ms`);
+  // A local socket that opens and then stays silent.
+  const sockets: WebSocket[] = [];
+  await using silent = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    sockets.push(socket);
+    return response;
+  });
+  await assert.rejects(
+    connect(`ws://127.0.0.1:${silent.addr.port}`, { timeoutMs: 300 }),
+    /^TimeoutError: Cannot connect to 127\.0\.0\.1:\d+: the executor did not answer initialize within 300 ms$/,
+  );
+  await until(() => sockets.every((s) => s.readyState === WebSocket.CLOSED), 5_000, "closed");
 });
 
 Deno.test("connect through a rendezvous runs a command on an executor", async () => {

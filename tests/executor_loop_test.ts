@@ -10,7 +10,7 @@ import { ProtocolError, StreamResetError } from "../lib/errors.ts";
 import { RESET_MESSAGE_TOO_LARGE } from "../lib/mux/reset_reasons.ts";
 import { StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
-import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
+import { MIN_URL_TTL_MS, serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { RegistrationError, runExecutor } from "../lib/server/executor_loop.ts";
 import type { RemoteExecutorEvent, RunExecutorOptions } from "../lib/server/executor_loop.ts";
 import { Executor } from "../lib/exec/executor.ts";
@@ -358,6 +358,51 @@ Deno.test("runExecutor retries a failed socket connect and resets backoff after 
   assert.deepEqual(delays, [1000, 2000, 1000, 2000]);
   assert.ok(events.includes("connected"));
   assert.ok(events.includes("disconnected"));
+});
+
+Deno.test("runExecutor says why the rendezvous refused its socket: HTTP 401 for a signed URL that expired on the way", async () => {
+  await using rendezvous = await serveRendezvous({ token: TOKEN, urlTtlMs: MIN_URL_TTL_MS });
+  // A registry front whose first answer arrives after the URL's lifetime (a slow path).
+  let answers = 0;
+  const front = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const upstream = await fetch(`${rendezvous.registryUrl}${new URL(req.url).pathname}`, {
+      method: "POST",
+      headers: { authorization: req.headers.get("authorization")! },
+      body: await req.arrayBuffer(),
+    });
+    const body = await upstream.json();
+    if (++answers === 1) {
+      const exp = Number(new URL(body.url).searchParams.get("exp"));
+      await until(() => Date.now() > exp, 5_000, "the signed URL to expire");
+    }
+    return Response.json(body, { status: upstream.status });
+  });
+  const retries: RemoteExecutorEvent[] = [];
+  const connected = Promise.withResolvers<void>();
+  const handle = runExecutor({
+    registry: `http://127.0.0.1:${front.addr.port}`,
+    executorId: "box-ttl",
+    token: TOKEN,
+    onEvent: (event) => {
+      if (event.type === "retrying") retries.push(event);
+      if (event.type === "connected") connected.resolve();
+    },
+    sleep: () => Promise.resolve(),
+  });
+  try {
+    await withDeadline(connected.promise, 10_000, "the executor connecting on its second try");
+  } finally {
+    await handle.close();
+    await front.shutdown();
+  }
+  assert.equal(retries.length, 1);
+  const message = (retries[0] as { error?: Error }).error?.message ?? "";
+  // The status with our hint, or the rendezvous' own code and message where
+  // the client WebSocket reports the body of a refused upgrade.
+  assert.match(
+    message,
+    /^Cannot connect executor socket to ws:\/\/127\.0\.0\.1:\d+\/executor\/box-ttl: the rendezvous refused it with HTTP 401 (\(the signed URL expired before the socket connected, or arrived unsigned\)|url_expired: Cannot open executor socket: the signed URL has expired; register again)$/,
+  );
 });
 
 Deno.test("runExecutor validates its options", () => {

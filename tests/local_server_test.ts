@@ -5,6 +5,7 @@ import { MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES, serveLocal } from "../lib/server
 import { until, withDeadline } from "./_support/deadline.ts";
 import { killPids, livePidsWith, uniqueSleep } from "./_process_helpers.ts";
 import { type Message, text, WsRpc } from "./_fixtures/ws_rpc.ts";
+import { rawHttp, upgradeHead } from "./_support/raw_http.ts";
 
 const D = 10_000;
 const SECRET = "outpost-secret-value-7f3a";
@@ -289,6 +290,78 @@ Deno.test("serveLocal refuses a non-loopback address unless allowRemote and a to
     executor,
   });
   assert.match(server.url, /^ws:\/\/0\.0\.0\.0:\d+$/);
+});
+
+Deno.test("serveLocal refuses allowed origins a browser never sends: a path, a trailing slash, *", async () => {
+  const never = [
+    "*",
+    "null",
+    "",
+    "https://ok.example/",
+    "https://ok.example/app",
+    "https://ok.example?x=1",
+    "https://OK.example",
+    "https://ok.example:443",
+    "https://user@ok.example",
+    "ok.example",
+  ];
+  for (const origin of never) {
+    await assert.rejects(
+      serveLocal({ allowedOrigins: [origin] }),
+      (error: Error) =>
+        error instanceof TypeError &&
+        error.message.includes(`Cannot allow origin ${JSON.stringify(origin)}`) &&
+        error.message.includes("scheme://host[:port]"),
+      `allowedOrigins [${JSON.stringify(origin)}]`,
+    );
+  }
+  await assert.rejects(
+    serveLocal({ allowedOrigins: ["https://ok.example/"] }),
+    /; write https:\/\/ok\.example$/,
+  );
+  // Exactly what browsers send is accepted and matches.
+  const exact = ["https://ok.example", "http://127.0.0.1:3000", "chrome-extension://abcdef"];
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using server = await serveLocal({ executor, allowedOrigins: exact });
+  const port = Number(new URL(server.url).port);
+  for (const origin of exact) {
+    const answer = await rawHttp(port, upgradeHead("/", [`Origin: ${origin}`]));
+    assert.equal(answer.status, 101, origin);
+  }
+});
+
+Deno.test("serveLocal reports each refused request to onEvent, never the token", async () => {
+  const token = "local-token-0123456789abcdef";
+  const events: unknown[] = [];
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using server = await serveLocal({
+    executor,
+    token,
+    allowedOrigins: ["https://tool.example"],
+    onEvent: (event) => events.push(event),
+  });
+  const port = Number(new URL(server.url).port);
+  const bearer = `Authorization: Bearer ${token}`;
+  const page = await rawHttp(port, upgradeHead("/", ["Origin: https://evil.example", bearer]));
+  assert.equal(page.status, 403);
+  assert.match(
+    JSON.parse(page.body).error.message,
+    /or origins allowed with --allow-origin \(allowedOrigins\)$/,
+  );
+  assert.equal((await rawHttp(port, upgradeHead("/"))).status, 401);
+  const wrong = await rawHttp(port, upgradeHead("/", [`Authorization: Bearer ${token}X`]));
+  assert.equal(wrong.status, 401);
+  assert.equal((await rawHttp(port, upgradeHead("/harness/box-1", [bearer]))).status, 404);
+  assert.equal((await rawHttp(port, `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n${bearer}`)).status, 426);
+  assert.equal((await rawHttp(port, upgradeHead("/", [bearer]))).status, 101);
+  assert.deepEqual(events, [
+    { type: "refused", status: 403, code: "forbidden_origin", origin: "https://evil.example" },
+    { type: "refused", status: 401, code: "unauthorized" },
+    { type: "refused", status: 401, code: "unauthorized" },
+    { type: "refused", status: 404, code: "not_a_rendezvous" },
+    { type: "refused", status: 426, code: "upgrade_required" },
+  ]);
+  assert.ok(!JSON.stringify(events).includes(token));
 });
 
 Deno.test("serveLocal refuses binary messages and plain HTTP, and keeps the connection", async () => {

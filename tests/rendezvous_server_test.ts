@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import type { RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import {
+  MIN_URL_TTL_MS,
   type RendezvousEvent,
   type RendezvousOptions,
   type RendezvousServer,
@@ -255,7 +256,7 @@ Deno.test("serveRendezvous refuses executor URLs that are unsigned, tampered wit
 });
 
 Deno.test("serveRendezvous refuses an executor URL replayed after it expired (401 url_expired)", async () => {
-  await withRendezvous({ urlTtlMs: 300 }, async (rz) => {
+  await withRendezvous({ urlTtlMs: MIN_URL_TTL_MS }, async (rz) => {
     const answer = await register(rz, "exec-1");
     const url = new URL(answer.body.url as string);
     // Replays before expiry are fine (an executor may reconnect quickly).
@@ -268,6 +269,22 @@ Deno.test("serveRendezvous refuses an executor URL replayed after it expired (40
     // Registering again gives a fresh URL.
     const again = await register(rz, "exec-1");
     const executor = await RelaySocket.connect(again.body.url as string);
+    await executor.close();
+  });
+});
+
+Deno.test("serveRendezvous takes a URL lifetime of 1000 ms, which an executor connects within, and refuses 999", async () => {
+  assert.equal(MIN_URL_TTL_MS, 1000);
+  await assert.rejects(
+    serveRendezvous({ token: TOKEN, urlTtlMs: MIN_URL_TTL_MS - 1 }),
+    (error: Error) =>
+      error instanceof RangeError && /urlTtlMs 999 is below 1000 ms/.test(error.message),
+  );
+  await withRendezvous({ urlTtlMs: MIN_URL_TTL_MS }, async (rz) => {
+    const answer = await register(rz, "exec-1");
+    const exp = Number(new URL(answer.body.url as string).searchParams.get("exp"));
+    assert.ok(exp - Date.now() > MIN_URL_TTL_MS / 2, "the URL outlives the registration");
+    const executor = await RelaySocket.connect(answer.body.url as string);
     await executor.close();
   });
 });

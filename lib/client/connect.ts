@@ -9,6 +9,7 @@
 
 import { abortable } from "../_abortable.ts";
 import { RelayClosedError } from "../errors.ts";
+import { RESET_STREAM_CLOSED } from "../mux/reset_reasons.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import type { RelaySocket } from "../relay/relay_socket.ts";
 import { binaryProcessId, decodeBinaryOutput, encodeBinaryWrite } from "../rpc/binary_messages.ts";
@@ -428,15 +429,26 @@ function delay(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** Turns "Invalid status code: 403" from a refused WebSocket upgrade into a clear error. */
+/** The executor id in a harness URL (`/harness/{id}?role=harness`). */
+function executorIdOf(harness: string): string {
+  return decodeURIComponent(new URL(harness).pathname.split("/").at(-1) ?? "");
+}
+
+/** The HTTP status of a refused WebSocket upgrade ("Invalid status code: 403"), if `error` is one. */
+function refusedStatus(error: unknown): string | undefined {
+  if (!(error instanceof RelayClosedError)) return undefined;
+  return /status code:? (\d{3})/i.exec(error.message)?.[1];
+}
+
+/** Turns "Invalid status code: 403" from a refused harness socket upgrade into a clear error. */
 function explainRefusal(error: unknown, url: string): unknown {
-  if (!(error instanceof RelayClosedError)) return error;
-  const status = /status code:? (\d{3})/i.exec(error.message)?.[1];
+  const status = refusedStatus(error);
   const where = new URL(url);
-  const target = `executor ${decodeURIComponent(where.pathname.split("/").at(-1) ?? "")}`;
+  const target = `executor ${executorIdOf(url)}`;
   let why: string | undefined;
-  if (status === "401") why = "the rendezvous requires a token (HTTP 401); set OUTPOST_TOKEN";
-  else if (status === "403") why = "the rendezvous refused the token (HTTP 403)";
+  if (status === "401") {
+    why = "the rendezvous requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
+  } else if (status === "403") why = "the rendezvous refused the token (HTTP 403)";
   else if (status === "503") why = "the rendezvous is at its limit for this executor (HTTP 503)";
   else if (status === "404") {
     why =
@@ -448,11 +460,28 @@ function explainRefusal(error: unknown, url: string): unknown {
   });
 }
 
+/** The same for a local executor's socket (`outpost serve`, no executor id). */
+function explainLocalRefusal(error: unknown, url: URL, tokenSent: boolean): unknown {
+  const status = refusedStatus(error);
+  let why: string | undefined;
+  if (status === "401") {
+    why = tokenSent
+      ? "the executor refused the token (HTTP 401)"
+      : "the executor requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
+  } else if (status === "404") {
+    // A rendezvous answers 404 outside its routes; serve answers any other path.
+    why = "no executor answers there (HTTP 404); a rendezvous URL needs an executor id " +
+      "(--executor-id)";
+  } else if (status !== undefined) why = `the server answered HTTP ${status}`;
+  if (why === undefined) return error;
+  return new RelayClosedError(`Cannot connect to ${url.host}: ${why}`, { cause: error });
+}
+
 async function openRendezvous(
   url: string,
   options: ConnectOptions,
   deadline: AbortSignal,
-): Promise<(handlers: PeerHandlers) => Resources> {
+): Promise<{ resources: (handlers: PeerHandlers) => Resources; abandon: () => void }> {
   const detachWindowMs = options.detachWindowMs ?? 30_000;
   // Loaded here, not at the top: the relay codec pulls in protobufjs, which
   // costs a local-mode `outpost exec` about 60 ms of start-up for nothing.
@@ -533,7 +562,7 @@ async function openRendezvous(
     }
   })();
 
-  return (handlers) => {
+  const resources = (handlers: PeerHandlers): Resources => {
     const channel = new GatedChannel(stream);
     const peer = new JsonRpcPeer(channel, handlers);
     return {
@@ -548,6 +577,10 @@ async function openRendezvous(
       closeReason: () => stream.resetReason,
     };
   };
+  // A connect that failed has nothing to deliver: a graceful close would wait
+  // up to its close timeout for acks that an absent executor never sends.
+  const abandon = (): void => stream.reset(RESET_STREAM_CLOSED);
+  return { resources, abandon };
 }
 
 /**
@@ -585,25 +618,29 @@ export async function connect(
     parsed.searchParams.get("role") === "harness";
   const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const timeout = new AbortController();
-  const timer = setTimeout(
-    () =>
-      timeout.abort(
-        new DOMException(
-          `Cannot connect to ${parsed.host}: no answer within ${timeoutMs} ms`,
-          "TimeoutError",
-        ),
-      ),
-    timeoutMs,
-  );
+  let connection: Connection | undefined;
+  let abandon: (() => void) | undefined;
+  // Once the socket is open, silence comes from the executor, not the server
+  // we dialled: a rendezvous holds a stream for an executor that is not
+  // connected (yet) for its startup grace.
+  const timer = setTimeout(() => {
+    let what = `no answer within ${timeoutMs} ms`;
+    if (connection !== undefined) {
+      const executor = rendezvous ? ` ${executorIdOf(connection.url)}` : "";
+      what = `the executor${executor} did not answer initialize within ${timeoutMs} ms`;
+      if (rendezvous) what += " (it may be offline or not yet connected to the rendezvous)";
+    }
+    timeout.abort(new DOMException(`Cannot connect to ${parsed.host}: ${what}`, "TimeoutError"));
+  }, timeoutMs);
   const deadline = options.signal
     ? AbortSignal.any([options.signal, timeout.signal])
     : timeout.signal;
-  let connection: Connection | undefined;
   try {
     if (rendezvous) {
       const target = harnessUrl(parsed, options.executorId);
-      const resources = await openRendezvous(target, options, deadline);
-      connection = new Connection(target, "rendezvous", resources);
+      const opened = await openRendezvous(target, options, deadline);
+      abandon = opened.abandon;
+      connection = new Connection(target, "rendezvous", opened.resources);
     } else {
       const channel = await openWebSocketChannel(parsed.href, {
         signal: deadline,
@@ -611,6 +648,8 @@ export async function connect(
         ...(options.token !== undefined ? { token: options.token } : {}),
         ...(options.maxInboxBytes !== undefined ? { maxInboxChars: options.maxInboxBytes } : {}),
         ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+      }).catch((error) => {
+        throw explainLocalRefusal(error, parsed, options.token !== undefined);
       });
       const gated = new GatedChannel(channel);
       connection = new Connection(parsed.href, "local", (handlers) => ({
@@ -629,6 +668,7 @@ export async function connect(
     return connection;
   } catch (error) {
     const reason = connection?.closeReason;
+    abandon?.();
     await connection?.close();
     if (error instanceof RelayClosedError && reason !== undefined) {
       const target = options.executorId !== undefined

@@ -44,6 +44,8 @@ const OP_PING = 0x9;
 const OP_PONG = 0xa;
 /** Largest HTTP response head accepted during the handshake. */
 const MAX_HEAD_BYTES = 16 * 1024;
+/** Most of a refused upgrade's body read for its `{"error": {"code", "message"}}`. */
+const MAX_REFUSAL_BODY_BYTES = 4096;
 /** The read buffer under load; a connection starts with a small one. */
 const READ_BUFFER_BYTES = 256 * 1024;
 const FIRST_READ_BUFFER_BYTES = 16 * 1024;
@@ -108,6 +110,40 @@ interface Chunk {
 class CloseWith extends Error {
   constructor(readonly code: number, message: string) {
     super(message);
+  }
+}
+
+/**
+ * Reads the JSON body of a refused upgrade (a rendezvous or serve answers
+ * `{"error": {"code", "message"}}`), at most {@linkcode MAX_REFUSAL_BODY_BYTES}
+ * and only as long as the content-length says, and returns " code: message"
+ * for the error, or "" when there is none. The connect deadline bounds the wait.
+ */
+async function refusalDetail(
+  conn: Deno.Conn,
+  headers: Map<string, string>,
+  start: Uint8Array,
+): Promise<string> {
+  const declared = Number(headers.get("content-length"));
+  if (!Number.isSafeInteger(declared) || declared <= 0) return "";
+  const want = Math.min(declared, MAX_REFUSAL_BODY_BYTES);
+  const body = new Uint8Array(want);
+  let length = Math.min(start.length, want);
+  body.set(start.subarray(0, length));
+  try {
+    while (length < want) {
+      const n = await conn.read(body.subarray(length));
+      if (n === null) break;
+      length += n;
+    }
+    const parsed = JSON.parse(new TextDecoder().decode(body.subarray(0, length)));
+    const code = typeof parsed?.error?.code === "string" ? parsed.error.code.slice(0, 64) : "";
+    const message = typeof parsed?.error?.message === "string"
+      ? parsed.error.message.slice(0, 300)
+      : "";
+    return code === "" ? "" : ` ${code}${message === "" ? "" : `: ${message}`}`;
+  } catch {
+    return "";
   }
 }
 
@@ -413,13 +449,16 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     const text = new TextDecoder().decode(head.subarray(0, end));
     const [statusLine, ...headerLines] = text.split("\r\n");
     const status = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1];
-    if (status !== "101") throw new Error(`Invalid status code: ${status ?? statusLine}`);
     const answer = new Map<string, string>();
     for (const line of headerLines) {
       const colon = line.indexOf(":");
       if (colon > 0) {
         answer.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
       }
+    }
+    if (status !== "101") {
+      const why = await refusalDetail(conn, answer, head.slice(end, length));
+      throw new Error(`Invalid status code: ${status ?? statusLine}${why}`);
     }
     if (answer.get("upgrade")?.toLowerCase() !== "websocket") {
       throw new Error("the server did not upgrade to websocket");

@@ -198,13 +198,19 @@ export async function registerExecutor(
   // socket, and a connection kept from the last registration may have died
   // with it (a route gone silent), costing the whole timeout to find out.
   const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
-  /** A failed fetch or read: the caller's abort as is, else a retryable error saying why. */
+  /**
+   * A failed fetch or read: the caller's abort as is, else an error saying
+   * why, retryable unless Deno refused net access (no retry grants it).
+   */
   const failure = (error: unknown, what: string, status: number): unknown => {
     if (options.signal?.aborted) return options.signal.reason;
     const why = controller.signal.aborted
       ? String((controller.signal.reason as Error)?.message ?? controller.signal.reason)
       : (error as Error).message;
-    return new RegistrationError(`${what}: ${why}`, status, true, undefined, { cause: error });
+    const retryable = !(error instanceof Deno.errors.NotCapable);
+    return new RegistrationError(`${what}: ${why}`, status, retryable, undefined, {
+      cause: error,
+    });
   };
   try {
     let response: Response;

@@ -124,6 +124,29 @@ function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/**
+ * Says why the executor socket did not connect, so the retry log shows it: a
+ * refused upgrade reaches us only as the relay error's "Invalid status code:
+ * N"; 401 is the rendezvous' answer to a signed URL that expired or lost its
+ * signature. The URL's query (the signature) is left out.
+ */
+function connectError(url: string, error: unknown): Error {
+  const parsed = new URL(url);
+  const where = `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
+  const detail = String((error as Error)?.message ?? error)
+    .replace(/^Cannot connect relay socket to \S+: /, "");
+  const refused = /Invalid status code: (\d{3})(.*)$/s.exec(detail);
+  let why = detail;
+  if (refused !== null) {
+    const [, status, rest] = refused;
+    const hint = rest === "" && status === "401"
+      ? " (the signed URL expired before the socket connected, or arrived unsigned)"
+      : rest;
+    why = `the rendezvous refused it with HTTP ${status}${hint}`;
+  }
+  return new Error(`Cannot connect executor socket to ${where}: ${why}`, { cause: error });
+}
+
 function checkRange(name: string, value: number, min: number, max: number): number {
   if (!Number.isFinite(value) || value < min || value > max) {
     throw new RangeError(`Cannot run executor: ${name} ${value} is outside ${min}..${max}`);
@@ -138,8 +161,9 @@ function checkRange(name: string, value: number, min: number, max: number): numb
  * Retry policy: a lost or failed socket, a registry that cannot be reached,
  * and registry answers 5xx/408/429 are retried with backoff (1 s doubling to
  * 30 s, jittered, reset after a good connect), registering afresh each time.
- * A refused token (401/403), any other 4xx, and an answer naming another
- * executor are fatal: `closed` rejects with the error.
+ * A refused token (401/403), any other 4xx, an answer naming another
+ * executor, and a registry host Deno grants no net access to are fatal:
+ * `closed` rejects with the error.
  *
  * @param options Registry, id, token and tuning.
  * @returns A handle to the running loop.
@@ -262,10 +286,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
         });
       } catch (error) {
         if (stop.signal.aborted) return;
-        await wait(
-          delayMs,
-          new Error("Cannot connect executor socket to the rendezvous", { cause: error }),
-        );
+        await wait(delayMs, connectError(url, error));
         grow();
         continue;
       }

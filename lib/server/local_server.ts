@@ -67,10 +67,18 @@ export interface ServeLocalOptions {
    * `https://tool.example`). A request carrying any other `Origin` is refused
    * with 403: browsers let any page open a WebSocket to loopback, and a
    * tokenless `serve` would then run programs for that page. Non-browser
-   * clients send no `Origin` and are not affected.
+   * clients send no `Origin` and are not affected. Each entry must be an
+   * origin as browsers send it, `scheme://host[:port]` without a path or a
+   * trailing slash (`*` is not a wildcard), or `serveLocal` throws.
    * @default {[]}
    */
   allowedOrigins?: string[];
+  /**
+   * Receives each refused request (a wrong or missing token, a foreign
+   * `Origin`, a rendezvous path, plain HTTP): its HTTP status and error code,
+   * and the `Origin` it carried when that was the reason. Never the token.
+   */
+  onEvent?: (event: { type: "refused"; status: number; code: string; origin?: string }) => void;
 }
 
 /** A running local server, from {@linkcode serveLocal}. */
@@ -86,6 +94,30 @@ export interface LocalServer extends AsyncDisposable {
 function isLoopback(host: string): boolean {
   const bare = host.startsWith("[") ? host.slice(1, -1) : host;
   return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/**
+ * Checks an allowed origin: a browser's `Origin` header is exactly
+ * `scheme://host[:port]` (lower-case host, default port left out), so any
+ * other spelling, `*` included, would never match and only mislead.
+ */
+function checkOrigin(origin: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(origin);
+  } catch {
+    // Reported below.
+  }
+  const canonical = url !== undefined && url.host !== "" ? `${url.protocol}//${url.host}` : "";
+  if (canonical === "" || canonical !== origin) {
+    const suggestion = canonical !== "" ? `; write ${canonical}` : "";
+    throw new TypeError(
+      `Cannot allow origin ${
+        JSON.stringify(origin)
+      }: an origin is scheme://host[:port] as a browser sends it, without a path or a trailing slash (e.g. https://tool.example)${suggestion}`,
+    );
+  }
+  return origin;
 }
 
 function parseListen(listen: string): { hostname: string; port: number } {
@@ -275,7 +307,8 @@ class WebSocketChannel implements MessageChannel {
  * @param options Listen address, executor, token and abort signal.
  * @returns The running server.
  * @throws {TypeError} For a bad listen address, a non-loopback address without
- *   `allowRemote` and a token, or an unusable token.
+ *   `allowRemote` and a token, an unusable token, or an allowed origin that is
+ *   not `scheme://host[:port]`.
  * @throws {RangeError} When `maxQueuedBytes` is not a positive integer.
  */
 export async function serveLocal(options: ServeLocalOptions = {}): Promise<LocalServer> {
@@ -295,6 +328,7 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
       `Cannot serve: maxQueuedBytes ${maxQueuedBytes} is not a positive integer`,
     );
   }
+  const allowedOrigins = new Set((options.allowedOrigins ?? []).map(checkOrigin));
   options.signal?.throwIfAborted();
   const ownsExecutor = options.executor === undefined;
   const executor = options.executor ?? new Executor();
@@ -303,23 +337,32 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
   const abort = new AbortController();
   let stopping = false;
 
-  const allowedOrigins = new Set(options.allowedOrigins ?? []);
+  const refused = (status: number, code: string, origin?: string): void => {
+    try {
+      options.onEvent?.({ type: "refused", status, code, ...(origin ? { origin } : {}) });
+    } catch {
+      // An event sink must not break serving.
+    }
+  };
   const handler = (request: Request): Response => {
     if (stopping) return new Response("Server is closing\n", { status: 503 });
     const origin = request.headers.get("origin");
     if (origin !== null && !allowedOrigins.has(origin)) {
+      const shown = origin.slice(0, 200);
+      refused(403, "forbidden_origin", shown);
       return Response.json({
         error: {
           code: "forbidden_origin",
           message: `Cannot connect from a web page (Origin ${
-            JSON.stringify(origin.slice(0, 200))
-          }): serve accepts clients that send no Origin, or origins in allowedOrigins`,
+            JSON.stringify(shown)
+          }): serve accepts clients that send no Origin, or origins allowed with --allow-origin (allowedOrigins)`,
         },
       }, { status: 403 });
     }
     if (token !== undefined) {
       const verdict = checkBearer(request.headers.get("authorization"), token);
       if (verdict !== "ok") {
+        refused(401, "unauthorized");
         return Response.json({
           error: {
             code: "unauthorized",
@@ -334,6 +377,7 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
     // serve URL) would otherwise speak relay frames into a JSON-RPC session.
     const path = new URL(request.url).pathname;
     if (/^\/(harness|executor|cloud)\//.test(path)) {
+      refused(404, "not_a_rendezvous");
       return Response.json({
         error: {
           code: "not_a_rendezvous",
@@ -344,6 +388,7 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
       }, { status: 404 });
     }
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      refused(426, "upgrade_required");
       return new Response("Cannot serve plain HTTP: connect with a WebSocket\n", {
         status: 426,
         headers: { upgrade: "websocket" },

@@ -42,6 +42,12 @@ const SOCKET_PATH = /^\/(executor|harness)\/([^/]*)\/?$/;
 const BODY_READ_TIMEOUT_MS = 10_000;
 /** The router's default detach window; also the default startup grace. */
 const DEFAULT_DETACH_WINDOW_MS = 30_000;
+/**
+ * Shortest signed-URL lifetime accepted: the URL must outlive the executor's
+ * registration answer and its socket connect, or it is refused `url_expired`
+ * on every attempt and the executor never comes online.
+ */
+export const MIN_URL_TTL_MS = 1_000;
 
 /** Something the rendezvous did: a router event, a registration, or a refusal. */
 export type RendezvousEvent =
@@ -75,7 +81,8 @@ export interface RendezvousOptions extends Omit<RelayRouterOptions, "onEvent" | 
    */
   signingKey?: Uint8Array;
   /**
-   * How long a signed executor URL stays valid, in milliseconds.
+   * How long a signed executor URL stays valid, in milliseconds; at least
+   * 1000, so the executor can connect with it after registering.
    * @default {60000}
    */
   urlTtlMs?: number;
@@ -284,7 +291,8 @@ async function drainBody(request: Request, limit: number): Promise<void> {
  * @param options The token, listen address, signing key, limits and signal.
  * @returns The running server.
  * @throws {TypeError} When the token, listen URL or public URL is unusable.
- * @throws {RangeError} When a limit is not a positive number or the signing key is too short.
+ * @throws {RangeError} When a limit is not a positive number, `urlTtlMs` is below
+ *   1000 ms or the signing key is too short.
  * @throws {Deno.errors.AddrInUse} When the port is taken.
  */
 export async function serveRendezvous(options: RendezvousOptions): Promise<RendezvousServer> {
@@ -293,6 +301,11 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
   const { hostname, port } = parseListen(options.listen ?? "ws://127.0.0.1:0");
   const publicUrl = options.publicUrl === undefined ? undefined : parsePublicUrl(options.publicUrl);
   const urlTtlMs = positiveOption("urlTtlMs", options.urlTtlMs, 60_000);
+  if (urlTtlMs < MIN_URL_TTL_MS) {
+    throw new RangeError(
+      `Cannot serve rendezvous: urlTtlMs ${urlTtlMs} is below ${MIN_URL_TTL_MS} ms, too short for an executor to connect after registering`,
+    );
+  }
   const idleTimeout = positiveOption("idleTimeoutSeconds", options.idleTimeoutSeconds, 30);
   const maxBody = positiveOption("maxRequestBodyBytes", options.maxRequestBodyBytes, 16 * 1024);
   const maxFrameBytes = positiveOption(
