@@ -757,11 +757,9 @@ class StalledHarnessSocket implements AsyncIterable<ReceivedFrame> {
   #inbound: ReceivedFrame[] = [];
   #wake: (() => void) | undefined;
   #closed = false;
-  #stall = Promise.withResolvers<void>();
-
-  constructor() {
-    this.#stall.promise.catch(() => {});
-  }
+  #released = false;
+  /** Sends not yet completed, oldest first. */
+  #pending: PromiseWithResolvers<void>[] = [];
 
   /** Delivers a frame to the router as if the harness had sent it. */
   receive(frame: RelayFrame): void {
@@ -771,18 +769,28 @@ class StalledHarnessSocket implements AsyncIterable<ReceivedFrame> {
 
   sendBytes(bytes: Uint8Array): Promise<void> {
     this.sent.push(bytes);
-    return this.#stall.promise;
+    if (this.#released) return Promise.resolve();
+    const send = Promise.withResolvers<void>();
+    send.promise.catch(() => {});
+    this.#pending.push(send);
+    return send.promise;
+  }
+
+  /** Completes the oldest send in progress (a harness reading one frame). */
+  drainOne(): void {
+    this.#pending.shift()?.resolve();
   }
 
   /** Ends the stall: the send in progress and every later one complete at once. */
   release(): void {
-    this.#stall.resolve();
+    this.#released = true;
+    for (const send of this.#pending.splice(0)) send.resolve();
   }
 
   close(reason?: string, code?: number): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      this.#stall.reject(new Error("closed"));
+      for (const send of this.#pending.splice(0)) send.reject(new Error("closed"));
       this.closeInfo.resolve({ reason, code });
       this.#wake?.();
     }
@@ -891,6 +899,84 @@ Deno.test("RelayRouter sheds reliable data for a harness socket past half its qu
     // Drained, reliable data flows again.
     await executor.socket.sendBytes(reliable);
     await until(() => stalled.sent.length === 34, DEADLINE_MS, "reliable data after the drain");
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter keeps a harness socket that drains slowly while its data is shed, and reports the episode once", async () => {
+  const frameBytes = 64 * 1024;
+  const charge = frameBytes + ROUTER_FRAME_OVERHEAD_BYTES;
+  const slowMs = 300;
+  const h = await host({
+    maxPeerQueueBytes: 16 * charge,
+    peerHighWaterBytes: 2 * charge,
+    slowPeerTimeoutMs: slowMs,
+  });
+  try {
+    const executor = await h.connect("executor");
+    const fast = await h.connect("harness");
+    await through(fast, executor, data("marker", "hello"));
+    const harness = new StalledHarnessSocket();
+    h.router.addHarness("e1", harness as unknown as RelaySocket);
+    harness.receive(data("r", "hello", 1));
+    assert.equal((await executor.inbox.next("reliable hello")).streamId, "r");
+    const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
+    const reliable = frameOfSize("r", frameBytes);
+    // The executor writes three frames for each one the harness reads, for
+    // four times the slow-peer timeout: the queue stays over the high water
+    // mark, shedding, while the harness keeps reading. (The pause paces the
+    // harness's reads; no timer waits for an event.)
+    const started = performance.now();
+    while (performance.now() - started < 4 * slowMs) {
+      for (let i = 0; i < 3; i++) await executor.socket.sendBytes(reliable);
+      await executor.socket.send(data("marker", "sync"));
+      assert.equal(payloadOf(await fast.inbox.next("sync")), "sync");
+      harness.drainOne();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(seen("peer_dropped"), 0, "a reading harness was dropped as slow");
+    assert.equal(seen("frames_dropped"), 1, "one shedding episode, reported once");
+    // A harness that stops reading altogether is still dropped.
+    const dropped = h.event((e) => e.type === "peer_dropped", "stalled harness dropped");
+    await executor.socket.sendBytes(reliable);
+    assert.deepEqual(await dropped, {
+      type: "peer_dropped",
+      executorId: "e1",
+      role: "harness",
+      reason: "slow_peer",
+    });
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("RelayRouter sheds data of a reliable stream its harness only resumed (no data frame since a rendezvous restart)", async () => {
+  const frameBytes = 64 * 1024;
+  const h = await host({
+    maxPeerQueueBytes: 8 * (frameBytes + ROUTER_FRAME_OVERHEAD_BYTES),
+    slowPeerTimeoutMs: 60_000,
+  });
+  try {
+    const executor = await h.connect("executor");
+    const fast = await h.connect("harness");
+    await through(fast, executor, data("marker", "hello"));
+    const stalled = new StalledHarnessSocket();
+    h.router.addHarness("e1", stalled as unknown as RelaySocket);
+    stalled.receive(resume("r", 5)); // all its data was acked before the restart
+    assert.equal((await executor.inbox.next("resume")).body.kind, "resume");
+    const reliable = frameOfSize("r", frameBytes);
+    const shed = h.event((e) => e.type === "frames_dropped", "shedding");
+    for (let i = 0; i < 20; i++) await executor.socket.sendBytes(reliable);
+    assert.deepEqual(await shed, {
+      type: "frames_dropped",
+      executorId: "e1",
+      reason: "harness_behind",
+    });
+    // Every frame is routed (the marker comes after them) and the socket stays.
+    await executor.socket.send(data("marker", "after"));
+    assert.equal(payloadOf(await fast.inbox.next("after")), "after");
+    assert.equal(h.events.filter((e) => e.type === "peer_dropped").length, 0);
   } finally {
     await h.close();
   }

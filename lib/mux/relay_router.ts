@@ -259,8 +259,15 @@ class Peer {
   /** What the queue is charged: each frame's length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}. */
   queuedCharge = 0;
   overSince = 0;
-  /** Data frames are being shed for this harness socket (reported once per episode). */
+  /**
+   * Data frames are being shed for this harness socket: set by the first
+   * frame shed (reported then), cleared once the queue is under a quarter
+   * of its bound, so one episode is reported once.
+   */
   shedding = false;
+  /** Charge handed to the socket so far, and its value at the last slow-peer check. */
+  sentCharge = 0;
+  sentAtCheck = 0;
   /** No more frames go to or come from this socket. */
   dead = false;
   /** The router has cleaned up after this socket. */
@@ -333,6 +340,7 @@ class Peer {
           this.#head = 0;
         }
         this.queuedCharge -= chargeOf(bytes);
+        this.sentCharge += chargeOf(bytes);
         if (this.#drain !== undefined && this.queuedCharge <= this.#lowWater) this.#releaseDrain();
         await this.socket.sendBytes(bytes);
       }
@@ -679,7 +687,7 @@ export class RelayRouter implements AsyncDisposable {
         }
         return;
       }
-      peer.shedding = false;
+      if (peer.shedding && peer.queuedCharge < this.#maxQueue / 4) peer.shedding = false;
     }
     peer.enqueue(bytes);
     if (peer.queuedCharge > this.#maxQueue) {
@@ -823,8 +831,12 @@ export class RelayRouter implements AsyncDisposable {
       site.routes.delete(streamId);
       peer.streams.delete(streamId);
     }
-    if (route.reliable === undefined && frame.body.kind === "data") {
-      route.reliable = frame.body.seq !== 0;
+    // The mode shows in the harness's first data frame, or in a resume (a
+    // harness back after a rendezvous restart may resume without data):
+    // seq and next_seq 0 are Codex v1's, 1 and up reliable streams'.
+    if (route.reliable === undefined) {
+      if (frame.body.kind === "data") route.reliable = frame.body.seq !== 0;
+      else if (frame.body.kind === "resume") route.reliable = frame.body.nextSeq !== 0;
     }
     // The executor will answer this frame, so the harness learns the stream's fate either way.
     route.unconfirmed = undefined;
@@ -994,12 +1006,20 @@ export class RelayRouter implements AsyncDisposable {
     this.#watchdog = undefined;
   }
 
-  /** Drops every socket that has stayed over the high water mark for too long. */
+  /**
+   * Drops every socket that has stayed over the high water mark for too long.
+   * A harness socket whose data is being shed stays over it by design while
+   * it reads slower than the executor writes: it counts as behind only when
+   * it drained nothing since the last check.
+   */
   #checkSlowPeers(): void {
     const now = Date.now();
     for (const peer of this.#peers) {
       if (peer.dead) continue;
-      if (peer.pendingBytes <= this.#highWater) {
+      if (peer.shedding && peer.queuedCharge < this.#maxQueue / 4) peer.shedding = false;
+      const drained = peer.sentCharge !== peer.sentAtCheck;
+      peer.sentAtCheck = peer.sentCharge;
+      if (peer.pendingBytes <= this.#highWater || (peer.shedding && drained)) {
         peer.overSince = 0;
       } else if (peer.overSince === 0) {
         peer.overSince = now;
