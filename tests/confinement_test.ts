@@ -199,6 +199,21 @@ Deno.test({
           e instanceof SandboxDeniedError &&
           e.message.includes(`cwd "${own}/link" (it resolves to "${other}") lies under`),
       );
+      // The sandbox's /dev is fresh too: a directory under the host's /dev/shm is not there.
+      const shm = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "outpost_cwd_" })
+        .catch(() => own); // no /dev/shm here: the /tmp case above covers the rule
+      if (shm !== own) {
+        try {
+          await assert.rejects(
+            table.start({ processId: "s", confinement: "os", cwd: shm, argv: ["true"] }),
+            (e: Error) =>
+              e instanceof SandboxDeniedError &&
+              e.message.includes(`cwd "${shm}" lies under the private /dev of "os" confinement`),
+          );
+        } finally {
+          await Deno.remove(shm, { recursive: true });
+        }
+      }
       const missing = `${own}/missing`;
       const none = await table.start({
         processId: "n",
@@ -518,9 +533,15 @@ Deno.test("resolveGrantedProgram and grantedWriteRoots resolve to real paths", a
     /--tmpfs \/tmp --tmpfs \/run --ro-bind \/tmp\/d \/tmp\/d --bind \/tmp\/d\/w /,
   );
   assert.deepEqual(
-    [["/tmp/x", false], ["/tmp", false], ["/run/x", false], ["/run/x", true], ["/var/x", false]]
-      .map(([path, network]) => hiddenInSandbox(path as string, network as boolean)),
-    [true, false, true, false, false],
+    [
+      ["/tmp/x", false],
+      ["/tmp", false],
+      ["/run/x", false],
+      ["/run/x", true],
+      ["/dev/shm/x", true],
+      ["/var/x", false],
+    ].map(([path, network]) => hiddenInSandbox(path as string, network as boolean)),
+    ["/tmp", null, "/run", null, "/dev", null],
   );
   assert.ok(!bwrapArgs({ writeRoots: [], allowNetwork: true }).includes("--unshare-net"));
 });

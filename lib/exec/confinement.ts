@@ -276,9 +276,9 @@ export interface BwrapOptions {
   /** Keep the host network (otherwise a fresh network namespace with only loopback). */
   allowNetwork: boolean;
   /**
-   * Directories bound read-only over the private `/tmp` and `/run` at the same
-   * path (the executor's working directory), before the write roots, so a
-   * write root inside one stays writable.
+   * Directories bound read-only over the private `/tmp`, `/dev` and `/run` at
+   * the same path (the executor's working directory), before the write roots,
+   * so a write root inside one stays writable.
    */
   readOnlyDirs?: readonly string[];
   /** Working directory inside the sandbox. */
@@ -286,16 +286,20 @@ export interface BwrapOptions {
 }
 
 /**
- * Whether the `os` sandbox hides `path` behind a private mount: it lies under
- * `/tmp`, or under `/run` without network. The mount points themselves are
- * not hidden: they exist, empty, inside.
+ * The private mount that hides `path` in the `os` sandbox: `/tmp`, `/dev`
+ * (a fresh one, so e.g. `/dev/shm` is empty), or `/run` without network; null
+ * when the path is visible. The mount points themselves are not hidden: they
+ * exist inside.
  *
  * @param path An absolute path, symlinks resolved.
  * @param allowNetwork Whether the sandbox keeps the host network (and `/run`).
- * @returns Whether the program cannot see it unless it is bound.
+ * @returns The hiding mount point, or null.
  */
-export function hiddenInSandbox(path: string, allowNetwork: boolean): boolean {
-  return path.startsWith("/tmp/") || (!allowNetwork && path.startsWith("/run/"));
+export function hiddenInSandbox(path: string, allowNetwork: boolean): string | null {
+  for (const mount of allowNetwork ? ["/tmp", "/dev"] : ["/tmp", "/dev", "/run"]) {
+    if (path.startsWith(`${mount}/`)) return mount;
+  }
+  return null;
 }
 
 /**

@@ -944,7 +944,7 @@ export class ProcessTable implements AsyncDisposable {
   ): Promise<{ readOnlyDirs: string[]; cwd?: string }> {
     const network = this.#allowNetwork;
     const own = await realPathOrNull(this.#cwd ?? currentDir());
-    const readOnlyDirs = own !== null && hiddenInSandbox(own, network) &&
+    const readOnlyDirs = own !== null && hiddenInSandbox(own, network) !== null &&
         !writeRoots.some((root) => isInside(own, root))
       ? [own]
       : [];
@@ -956,14 +956,15 @@ export class ProcessTable implements AsyncDisposable {
       // A missing directory fails the spawn itself, as without confinement.
       if (error instanceof Deno.errors.NotFound) return { readOnlyDirs, cwd };
     }
+    const hiddenBy = hiddenInSandbox(real, network);
     if (
-      hiddenInSandbox(real, network) &&
+      hiddenBy !== null &&
       ![...writeRoots, ...readOnlyDirs].some((dir) => isInside(real, dir))
     ) {
       const resolved = real === cwd ? "" : ` (it resolves to ${JSON.stringify(real)})`;
       throw new SandboxDeniedError(
         `Cannot start ${JSON.stringify(subject)}: cwd ${JSON.stringify(cwd)}${resolved} lies ` +
-          `under the private ${real.startsWith("/tmp/") ? "/tmp" : "/run"} of "os" ` +
+          `under the private ${hiddenBy} of "os" ` +
           `confinement; use a directory outside it, inside a write root, or inside the ` +
           `executor's working directory`,
       );
