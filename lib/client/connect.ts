@@ -9,7 +9,7 @@
 
 import { abortable } from "../_abortable.ts";
 import { RelayClosedError } from "../errors.ts";
-import { RESET_STREAM_CLOSED } from "../mux/reset_reasons.ts";
+import { RESET_SHUTDOWN } from "../mux/reset_reasons.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import type { RelaySocket } from "../relay/relay_socket.ts";
 import { binaryProcessId, decodeBinaryOutput, encodeBinaryWrite } from "../rpc/binary_messages.ts";
@@ -579,7 +579,7 @@ async function openRendezvous(
   };
   // A connect that failed has nothing to deliver: a graceful close would wait
   // up to its close timeout for acks that an absent executor never sends.
-  const abandon = (): void => stream.reset(RESET_STREAM_CLOSED);
+  const abandon = (): void => stream.reset(RESET_SHUTDOWN);
   return { resources, abandon };
 }
 

@@ -37,7 +37,7 @@ export const RESET_EXECUTOR_OFFLINE = "executor_offline";
 export const RESET_STREAM_IN_USE = "stream_in_use";
 /** Router: the socket is not allowed to use this stream or executor. */
 export const RESET_UNAUTHORIZED = "unauthorized";
-/** The endpoint (its mux) is shutting down. */
+/** The endpoint (its mux) is shutting down, or a harness gave up a stream it had just opened. */
 export const RESET_SHUTDOWN = "shutdown";
 
 /** Every reset reason outpost sends, in the order PROTOCOL.md lists them. */

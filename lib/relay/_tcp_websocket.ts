@@ -23,10 +23,10 @@
  * Liveness: a connection can stop carrying bytes without closing (a NAT or
  * route change, a peer host that vanished), and a socket that only waits for
  * its close would wait forever. So once nothing has arrived for half of
- * `idleTimeoutMs` this side sends a ping, and if nothing (pong, data, ping)
- * arrives for the other half either, it drops the connection: the `close`
- * event then comes with code 1006, like any lost connection. The same rule
- * as the server side's `Deno.upgradeWebSocket(..., { idleTimeout })`.
+ * `idleTimeoutMs` this side sends a ping, and once nothing (pong, data,
+ * ping) has arrived for the whole of it, it drops the connection: the
+ * `close` event then comes with code 1006, like any lost connection. The
+ * same rule as the server side's `Deno.upgradeWebSocket(..., { idleTimeout })`.
  *
  * @module
  */
@@ -86,9 +86,8 @@ export interface TcpWebSocketOptions {
   closeTimeoutMs?: number;
   /**
    * Silence after which the connection counts as dead: a ping goes out once
-   * nothing has arrived for half of it, and the connection is dropped when
-   * the other half passes with still nothing received (so 1 to 1.5 times this
-   * after the last byte). 0 turns the check off. @default {30000}
+   * nothing has arrived for half of it, and the connection is dropped once
+   * nothing has arrived for all of it. 0 turns the check off. @default {30000}
    */
   idleTimeoutMs?: number;
 }
@@ -204,8 +203,9 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   #closeSent = false;
   #idleTimeoutMs: number;
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Set by every read; the idle check clears it (cheaper than a clock read per read). */
-  #heard = false;
+  /** When the last bytes arrived (`performance.now()`), set by every read. */
+  #lastHeard = 0;
+  /** A ping went out for the current silence. */
   #pingSent = false;
   #closeCode = 1005;
   #closeReason = "";
@@ -626,29 +626,34 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   }
 
   /**
-   * Checks liveness every half `idleTimeoutMs` (see the module doc): heard
-   * something, all is well; heard nothing, ping; heard nothing after a ping,
-   * drop the connection.
+   * Checks liveness when the current silence reaches half of `idleTimeoutMs`
+   * (ping) and the whole of it (drop the connection); see the module doc. The
+   * timer is re-armed only when it fires, for the deadline the last arrival
+   * sets, so reads cost one clock read each and no timer work.
    */
   #armIdleTimer(): void {
     if (this.#idleTimeoutMs === 0) return;
-    this.#idleTimer = setTimeout(() => {
+    this.#lastHeard = performance.now();
+    const check = (): void => {
       this.#idleTimer = undefined;
       if (this.#conn === undefined || this.#readyState === CLOSED) return;
-      if (this.#heard) {
-        this.#heard = false;
+      const silent = performance.now() - this.#lastHeard;
+      const half = this.#idleTimeoutMs / 2;
+      if (silent < half) {
         this.#pingSent = false;
-      } else if (!this.#pingSent) {
+      } else if (silent < this.#idleTimeoutMs) {
+        if (!this.#pingSent && !this.#closeSent) this.#queueFrame(OP_PING, EMPTY);
         this.#pingSent = true;
-        if (!this.#closeSent) this.#queueFrame(OP_PING, EMPTY);
       } else {
         this.#errorMessage ||=
           `nothing received for ${this.#idleTimeoutMs} ms (no answer to a ping)`;
         this.#dropConnection();
         return;
       }
-      this.#armIdleTimer();
-    }, this.#idleTimeoutMs / 2);
+      const next = silent < half ? half : this.#idleTimeoutMs;
+      this.#idleTimer = setTimeout(check, Math.max(1, next - silent));
+    };
+    this.#idleTimer = setTimeout(check, this.#idleTimeoutMs / 2);
   }
 
   /** Closes the TCP connection; the reader then ends and the close event follows. */
@@ -721,7 +726,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
             while (filled < length) {
               const n = await conn.read(payload.subarray(filled));
               if (n === null) return;
-              this.#heard = true;
+              this.#lastHeard = performance.now();
               filled += n;
             }
             if (this.#onFrame(opcode, fin, payload)) {
@@ -747,7 +752,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
         }
         const n = await conn.read(buffer.subarray(end));
         if (n === null) return;
-        this.#heard = true;
+        this.#lastHeard = performance.now();
         end += n;
         if (end === buffer.length && buffer.length < READ_BUFFER_BYTES) {
           // A read filled the buffer: data is streaming in, so read in bigger steps.
