@@ -145,6 +145,10 @@ class RouterHost {
     await this.router.close();
     await this.#server.shutdown();
   }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
 }
 
 async function host(options: RelayRouterOptions = {}): Promise<RouterHost> {
@@ -158,214 +162,186 @@ async function through(from: Peer, to: Peer, frame: RelayFrame): Promise<Receive
 }
 
 Deno.test("RelayRouter routes many streams between one executor and several harness sockets without cross-talk", async () => {
-  const h = await host();
-  try {
-    const executor = await h.connect("executor");
-    const harnesses = [
-      await h.connect("harness"),
-      await h.connect("harness"),
-      await h.connect(
-        "harness",
-      ),
-    ];
-    const sent = new Map<string, Uint8Array>();
-    const sends: Promise<void>[] = [];
-    for (let i = 0; i < harnesses.length; i++) {
-      for (let j = 0; j < 20; j++) {
-        const frame = data(`h${i}-s${j}`, `request ${i}/${j}`);
-        sent.set(frame.streamId, encodeFrame(frame));
-        sends.push(harnesses[i].socket.send(frame));
-      }
+  await using h = await host();
+  const executor = await h.connect("executor");
+  const harnesses = [
+    await h.connect("harness"),
+    await h.connect("harness"),
+    await h.connect(
+      "harness",
+    ),
+  ];
+  const sent = new Map<string, Uint8Array>();
+  const sends: Promise<void>[] = [];
+  for (let i = 0; i < harnesses.length; i++) {
+    for (let j = 0; j < 20; j++) {
+      const frame = data(`h${i}-s${j}`, `request ${i}/${j}`);
+      sent.set(frame.streamId, encodeFrame(frame));
+      sends.push(harnesses[i].socket.send(frame));
     }
-    await Promise.all(sends);
-    for (let n = 0; n < sent.size; n++) {
-      const frame = await executor.inbox.next(`request ${n}`);
-      // Forwarded untouched: byte-identical to what the harness encoded.
-      assert.deepEqual(frame.bytes, sent.get(frame.streamId));
-      await executor.socket.send(data(frame.streamId, `reply to ${payloadOf(frame)}`));
-    }
-    for (let i = 0; i < harnesses.length; i++) {
-      const seen = new Set<string>();
-      for (let j = 0; j < 20; j++) {
-        const frame = await harnesses[i].inbox.next(`reply ${i}/${j}`);
-        assert.ok(frame.streamId.startsWith(`h${i}-`), `harness ${i} got ${frame.streamId}`);
-        const [, j2] = frame.streamId.split("-s");
-        assert.equal(payloadOf(frame), `reply to request ${i}/${j2}`);
-        seen.add(frame.streamId);
-      }
-      assert.equal(seen.size, 20);
-    }
-    assert.deepEqual(h.router.stats(), {
-      executors: 1,
-      executorSockets: 1,
-      harnessSockets: 3,
-      streams: 60,
-      parkedStreams: 0,
-    });
-  } finally {
-    await h.close();
   }
+  await Promise.all(sends);
+  for (let n = 0; n < sent.size; n++) {
+    const frame = await executor.inbox.next(`request ${n}`);
+    // Forwarded untouched: byte-identical to what the harness encoded.
+    assert.deepEqual(frame.bytes, sent.get(frame.streamId));
+    await executor.socket.send(data(frame.streamId, `reply to ${payloadOf(frame)}`));
+  }
+  for (let i = 0; i < harnesses.length; i++) {
+    const seen = new Set<string>();
+    for (let j = 0; j < 20; j++) {
+      const frame = await harnesses[i].inbox.next(`reply ${i}/${j}`);
+      assert.ok(frame.streamId.startsWith(`h${i}-`), `harness ${i} got ${frame.streamId}`);
+      const [, j2] = frame.streamId.split("-s");
+      assert.equal(payloadOf(frame), `reply to request ${i}/${j2}`);
+      seen.add(frame.streamId);
+    }
+    assert.equal(seen.size, 20);
+  }
+  assert.deepEqual(h.router.stats(), {
+    executors: 1,
+    executorSockets: 1,
+    harnessSockets: 3,
+    streams: 60,
+    parkedStreams: 0,
+  });
 });
 
 Deno.test("RelayRouter resets a stream owned by another harness socket with stream_in_use", async () => {
-  const h = await host();
-  try {
-    const executor = await h.connect("executor");
-    const a = await h.connect("harness");
-    const b = await h.connect("harness");
-    assert.equal(payloadOf(await through(a, executor, data("s", "from a"))), "from a");
-    await b.socket.send(data("s", "from b"));
-    const refused = await b.inbox.next("stream_in_use");
-    assert.equal(refused.streamId, "s");
-    assert.equal(resetReason(refused), "stream_in_use");
-    // A reset from the intruder neither reaches the executor nor frees the stream.
-    await b.socket.send(reset("s", "stream_closed"));
-    assert.equal(payloadOf(await through(a, executor, data("s", "still a", 2))), "still a");
-    await executor.socket.send(data("s", "to a"));
-    assert.equal(payloadOf(await a.inbox.next("reply to a")), "to a");
-  } finally {
-    await h.close();
-  }
+  await using h = await host();
+  const executor = await h.connect("executor");
+  const a = await h.connect("harness");
+  const b = await h.connect("harness");
+  assert.equal(payloadOf(await through(a, executor, data("s", "from a"))), "from a");
+  await b.socket.send(data("s", "from b"));
+  const refused = await b.inbox.next("stream_in_use");
+  assert.equal(refused.streamId, "s");
+  assert.equal(resetReason(refused), "stream_in_use");
+  // A reset from the intruder neither reaches the executor nor frees the stream.
+  await b.socket.send(reset("s", "stream_closed"));
+  assert.equal(payloadOf(await through(a, executor, data("s", "still a", 2))), "still a");
+  await executor.socket.send(data("s", "to a"));
+  assert.equal(payloadOf(await a.inbox.next("reply to a")), "to a");
 });
 
 Deno.test("RelayRouter moves a stream to a harness socket that resumes it while the old owner is still open", async () => {
-  const h = await host();
-  try {
-    const executor = await h.connect("executor");
-    // `old` stands for a socket the harness gave up on (half-open after a
-    // network drop): the router still sees it open.
-    const old = await h.connect("harness");
-    const fresh = await h.connect("harness");
-    await through(old, executor, data("s", "before the drop"));
-    await through(old, executor, data("t", "a stream the old socket keeps"));
-    // Data from a non-owner is still refused, and changes nothing.
-    await fresh.socket.send(data("s", "data first", 2));
-    const refused = await fresh.inbox.next("stream_in_use to fresh");
-    assert.deepEqual([refused.streamId, resetReason(refused)], ["s", "stream_in_use"]);
-    // A resume takes the stream over; the executor gets the frame untouched.
-    const sent = resume("s", 2);
-    const resumed = await through(fresh, executor, sent);
-    assert.deepEqual(resumed.bytes, encodeFrame(sent));
-    assert.deepEqual(
-      { streams: h.router.stats().streams, parked: h.router.stats().parkedStreams },
-      { streams: 2, parked: 0 },
-    );
-    // The executor's frames for the stream now go to the new owner.
-    await executor.socket.send(data("s", "to the new owner", 2));
-    assert.equal(payloadOf(await fresh.inbox.next("reply to fresh")), "to the new owner");
-    // The old socket lost it: its data is refused (the reset is its first
-    // frame, so the executor's reply did not go there), its reset dropped.
-    await old.socket.send(reset("s", "stream_closed"));
-    await old.socket.send(data("s", "late from the old socket", 2));
-    const lost = await old.inbox.next("stream_in_use to old");
-    assert.deepEqual([lost.streamId, resetReason(lost)], ["s", "stream_in_use"]);
-    assert.equal(
-      payloadOf(await through(fresh, executor, data("s", "still flowing", 2))),
-      "still flowing",
-    );
-    // The old socket keeps its other streams.
-    assert.equal(payloadOf(await through(old, executor, data("t", "t again", 2))), "t again");
-    // When the old socket finally goes, it parks only what it still owns.
-    await old.socket.close();
-    const detached = await h.event((e) => e.type === "harness_detached");
-    assert.deepEqual(detached, { type: "harness_detached", executorId: "e1", parkedStreams: 1 });
-    await executor.socket.send(data("s", "after the old socket left", 3));
-    assert.equal(
-      payloadOf(await fresh.inbox.next("reply after close")),
-      "after the old socket left",
-    );
-    assert.equal(h.router.stats().parkedStreams, 1);
-  } finally {
-    await h.close();
-  }
+  await using h = await host();
+  const executor = await h.connect("executor");
+  // `old` stands for a socket the harness gave up on (half-open after a
+  // network drop): the router still sees it open.
+  const old = await h.connect("harness");
+  const fresh = await h.connect("harness");
+  await through(old, executor, data("s", "before the drop"));
+  await through(old, executor, data("t", "a stream the old socket keeps"));
+  // Data from a non-owner is still refused, and changes nothing.
+  await fresh.socket.send(data("s", "data first", 2));
+  const refused = await fresh.inbox.next("stream_in_use to fresh");
+  assert.deepEqual([refused.streamId, resetReason(refused)], ["s", "stream_in_use"]);
+  // A resume takes the stream over; the executor gets the frame untouched.
+  const sent = resume("s", 2);
+  const resumed = await through(fresh, executor, sent);
+  assert.deepEqual(resumed.bytes, encodeFrame(sent));
+  assert.deepEqual(
+    { streams: h.router.stats().streams, parked: h.router.stats().parkedStreams },
+    { streams: 2, parked: 0 },
+  );
+  // The executor's frames for the stream now go to the new owner.
+  await executor.socket.send(data("s", "to the new owner", 2));
+  assert.equal(payloadOf(await fresh.inbox.next("reply to fresh")), "to the new owner");
+  // The old socket lost it: its data is refused (the reset is its first
+  // frame, so the executor's reply did not go there), its reset dropped.
+  await old.socket.send(reset("s", "stream_closed"));
+  await old.socket.send(data("s", "late from the old socket", 2));
+  const lost = await old.inbox.next("stream_in_use to old");
+  assert.deepEqual([lost.streamId, resetReason(lost)], ["s", "stream_in_use"]);
+  assert.equal(
+    payloadOf(await through(fresh, executor, data("s", "still flowing", 2))),
+    "still flowing",
+  );
+  // The old socket keeps its other streams.
+  assert.equal(payloadOf(await through(old, executor, data("t", "t again", 2))), "t again");
+  // When the old socket finally goes, it parks only what it still owns.
+  await old.socket.close();
+  const detached = await h.event((e) => e.type === "harness_detached");
+  assert.deepEqual(detached, { type: "harness_detached", executorId: "e1", parkedStreams: 1 });
+  await executor.socket.send(data("s", "after the old socket left", 3));
+  assert.equal(
+    payloadOf(await fresh.inbox.next("reply after close")),
+    "after the old socket left",
+  );
+  assert.equal(h.router.stats().parkedStreams, 1);
 });
 
 Deno.test("RelayRouter answers executor_offline when no executor has connected", async () => {
-  const h = await host();
-  try {
-    const harness = await h.connect("harness");
-    await harness.socket.send(data("s", "anyone?"));
-    const frame = await harness.inbox.next("executor_offline");
-    assert.equal(frame.streamId, "s");
-    assert.equal(resetReason(frame), "executor_offline");
-    assert.equal(h.router.stats().streams, 0);
-  } finally {
-    await h.close();
-  }
+  await using h = await host();
+  const harness = await h.connect("harness");
+  await harness.socket.send(data("s", "anyone?"));
+  const frame = await harness.inbox.next("executor_offline");
+  assert.equal(frame.streamId, "s");
+  assert.equal(resetReason(frame), "executor_offline");
+  assert.equal(h.router.stats().streams, 0);
 });
 
 Deno.test("RelayRouter removes a route when a reset passes through, in either direction", async () => {
-  const h = await host();
-  try {
-    const executor = await h.connect("executor");
-    const a = await h.connect("harness");
-    const b = await h.connect("harness");
-    await through(a, executor, data("s", "hello"));
-    assert.equal(
-      resetReason(await through(a, executor, reset("s", "stream_closed"))),
-      "stream_closed",
-    );
-    // The id is free again: another socket may open it.
-    assert.equal(payloadOf(await through(b, executor, data("s", "b now"))), "b now");
-    await executor.socket.send(reset("s", "shutdown"));
-    assert.equal(resetReason(await b.inbox.next("reset to b")), "shutdown");
-    assert.equal(h.router.stats().streams, 0);
-  } finally {
-    await h.close();
-  }
+  await using h = await host();
+  const executor = await h.connect("executor");
+  const a = await h.connect("harness");
+  const b = await h.connect("harness");
+  await through(a, executor, data("s", "hello"));
+  assert.equal(
+    resetReason(await through(a, executor, reset("s", "stream_closed"))),
+    "stream_closed",
+  );
+  // The id is free again: another socket may open it.
+  assert.equal(payloadOf(await through(b, executor, data("s", "b now"))), "b now");
+  await executor.socket.send(reset("s", "shutdown"));
+  assert.equal(resetReason(await b.inbox.next("reset to b")), "shutdown");
+  assert.equal(h.router.stats().streams, 0);
 });
 
 Deno.test("RelayRouter resets a departed harness's streams toward the executor after the detach window", async () => {
   const windowMs = 300;
-  const h = await host({ detachWindowMs: windowMs });
-  try {
-    const executor = await h.connect("executor");
-    const harness = await h.connect("harness");
-    await through(harness, executor, data("s1", "one"));
-    await through(harness, executor, data("s2", "two"));
-    const left = performance.now();
-    await harness.socket.close();
-    await h.event((e) => e.type === "harness_detached");
-    assert.equal(h.router.stats().parkedStreams, 2);
-    const first = await executor.inbox.next("harness_disconnected 1");
-    const second = await executor.inbox.next("harness_disconnected 2");
-    assert.ok(performance.now() - left >= windowMs * 0.9, "reset came before the window");
-    assert.deepEqual(
-      [first, second].map((f) => [f.streamId, resetReason(f)]).sort(),
-      [["s1", "harness_disconnected"], ["s2", "harness_disconnected"]],
-    );
-    assert.equal(h.router.stats().streams, 0);
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ detachWindowMs: windowMs });
+  const executor = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, executor, data("s1", "one"));
+  await through(harness, executor, data("s2", "two"));
+  const left = performance.now();
+  await harness.socket.close();
+  await h.event((e) => e.type === "harness_detached");
+  assert.equal(h.router.stats().parkedStreams, 2);
+  const first = await executor.inbox.next("harness_disconnected 1");
+  const second = await executor.inbox.next("harness_disconnected 2");
+  assert.ok(performance.now() - left >= windowMs * 0.9, "reset came before the window");
+  assert.deepEqual(
+    [first, second].map((f) => [f.streamId, resetReason(f)]).sort(),
+    [["s1", "harness_disconnected"], ["s2", "harness_disconnected"]],
+  );
+  assert.equal(h.router.stats().streams, 0);
 });
 
 Deno.test("RelayRouter lets a returning harness socket reclaim its parked streams within the window", async () => {
   const windowMs = 400;
-  const h = await host({ detachWindowMs: windowMs });
-  try {
-    const executor = await h.connect("executor");
-    const harness = await h.connect("harness");
-    await through(harness, executor, data("kept", "one"));
-    await through(harness, executor, data("dropped", "two"));
-    await harness.socket.close();
-    await h.event((e) => e.type === "harness_detached");
-    // While parked, executor frames for the stream are not delivered anywhere.
-    await executor.socket.send(data("kept", "lost while away", 2));
-    const back = await h.connect("harness");
-    const claimed = await through(back, executor, resume("kept", 2));
-    assert.equal(claimed.streamId, "kept");
-    assert.equal(claimed.body.kind, "resume");
-    // The stream that was not reclaimed expires; the reclaimed one does not.
-    const expired = await executor.inbox.next("harness_disconnected");
-    assert.deepEqual([expired.streamId, resetReason(expired)], ["dropped", "harness_disconnected"]);
-    await executor.socket.send(data("kept", "after the window", 3));
-    assert.equal(payloadOf(await back.inbox.next("reply after window")), "after the window");
-    assert.deepEqual(h.router.stats().streams, 1);
-    assert.deepEqual(h.router.stats().parkedStreams, 0);
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ detachWindowMs: windowMs });
+  const executor = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, executor, data("kept", "one"));
+  await through(harness, executor, data("dropped", "two"));
+  await harness.socket.close();
+  await h.event((e) => e.type === "harness_detached");
+  // While parked, executor frames for the stream are not delivered anywhere.
+  await executor.socket.send(data("kept", "lost while away", 2));
+  const back = await h.connect("harness");
+  const claimed = await through(back, executor, resume("kept", 2));
+  assert.equal(claimed.streamId, "kept");
+  assert.equal(claimed.body.kind, "resume");
+  // The stream that was not reclaimed expires; the reclaimed one does not.
+  const expired = await executor.inbox.next("harness_disconnected");
+  assert.deepEqual([expired.streamId, resetReason(expired)], ["dropped", "harness_disconnected"]);
+  await executor.socket.send(data("kept", "after the window", 3));
+  assert.equal(payloadOf(await back.inbox.next("reply after window")), "after the window");
+  assert.deepEqual(h.router.stats().streams, 1);
+  assert.deepEqual(h.router.stats().parkedStreams, 0);
 });
 
 /**
@@ -403,254 +379,210 @@ function liveTimersOf(delayMs: number): { readonly count: number } & Disposable 
 Deno.test("RelayRouter leaves no detach timer behind when returning harness sockets take their stream back", async () => {
   const windowMs = 777;
   using timers = liveTimersOf(windowMs);
-  const h = await host({ detachWindowMs: windowMs });
-  try {
-    const executor = await h.connect("executor");
-    let harness = await h.connect("harness");
-    await through(harness, executor, data("s", "start"));
-    const reconnects = 30;
-    for (let i = 1; i <= reconnects; i++) {
-      await harness.socket.close();
-      await until(
-        () => h.events.filter((e) => e.type === "harness_detached").length === i,
-        DEADLINE_MS,
-        `harness ${i} detached`,
-      );
-      assert.equal(h.router.stats().parkedStreams, 1);
-      harness = await h.connect("harness");
-      await through(harness, executor, resume("s", 2));
-      assert.equal(timers.count, 0, `live detach timers after ${i} takeovers`);
-    }
-    // Past the window of every parking, the stream is still routed both ways.
-    const expiry = h.event((e) => e.type === "streams_expired");
-    await assert.rejects(withDeadline(expiry, windowMs * 2, "expiry"), /deadline/);
-    assert.equal(
-      payloadOf(await through(harness, executor, data("s", "still here", 2))),
-      "still here",
+  await using h = await host({ detachWindowMs: windowMs });
+  const executor = await h.connect("executor");
+  let harness = await h.connect("harness");
+  await through(harness, executor, data("s", "start"));
+  const reconnects = 30;
+  for (let i = 1; i <= reconnects; i++) {
+    await harness.socket.close();
+    await until(
+      () => h.events.filter((e) => e.type === "harness_detached").length === i,
+      DEADLINE_MS,
+      `harness ${i} detached`,
     );
-    await executor.socket.send(data("s", "and back", 2));
-    assert.equal(payloadOf(await harness.inbox.next("reply")), "and back");
-    assert.deepEqual(h.router.stats().streams, 1);
-  } finally {
-    await h.close();
+    assert.equal(h.router.stats().parkedStreams, 1);
+    harness = await h.connect("harness");
+    await through(harness, executor, resume("s", 2));
+    assert.equal(timers.count, 0, `live detach timers after ${i} takeovers`);
   }
+  // Past the window of every parking, the stream is still routed both ways.
+  const expiry = h.event((e) => e.type === "streams_expired");
+  await assert.rejects(withDeadline(expiry, windowMs * 2, "expiry"), /deadline/);
+  assert.equal(
+    payloadOf(await through(harness, executor, data("s", "still here", 2))),
+    "still here",
+  );
+  await executor.socket.send(data("s", "and back", 2));
+  assert.equal(payloadOf(await harness.inbox.next("reply")), "and back");
+  assert.deepEqual(h.router.stats().streams, 1);
 });
 
 Deno.test("RelayRouter clears a parking's timer only once none of its streams is parked", async () => {
   const windowMs = 555;
   using timers = liveTimersOf(windowMs);
-  const h = await host({ detachWindowMs: windowMs });
-  try {
-    const executor = await h.connect("executor");
-    const harness = await h.connect("harness");
-    await through(harness, executor, data("a", "one"));
-    await through(harness, executor, data("b", "two"));
-    await harness.socket.close();
-    await h.event((e) => e.type === "harness_detached");
-    assert.equal(timers.count, 1);
-    const back = await h.connect("harness");
-    await through(back, executor, resume("a", 2));
-    assert.equal(timers.count, 1, "b is still parked");
-    // The executor ends b: nothing is parked any more.
-    await executor.socket.send(reset("b", "shutdown"));
-    await until(() => h.router.stats().streams === 1, DEADLINE_MS, "b gone");
-    assert.equal(timers.count, 0);
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ detachWindowMs: windowMs });
+  const executor = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, executor, data("a", "one"));
+  await through(harness, executor, data("b", "two"));
+  await harness.socket.close();
+  await h.event((e) => e.type === "harness_detached");
+  assert.equal(timers.count, 1);
+  const back = await h.connect("harness");
+  await through(back, executor, resume("a", 2));
+  assert.equal(timers.count, 1, "b is still parked");
+  // The executor ends b: nothing is parked any more.
+  await executor.socket.send(reset("b", "shutdown"));
+  await until(() => h.router.stats().streams === 1, DEADLINE_MS, "b gone");
+  assert.equal(timers.count, 0);
 });
 
 Deno.test("RelayRouter resets every harness stream with executor_disconnected after the executor's window", async () => {
   const windowMs = 300;
-  const h = await host({ detachWindowMs: windowMs });
-  try {
-    const executor = await h.connect("executor");
-    const a = await h.connect("harness");
-    const b = await h.connect("harness");
-    await through(a, executor, data("a1", "x"));
-    await through(b, executor, data("b1", "y"));
-    const left = performance.now();
-    await executor.socket.close();
-    const ra = await a.inbox.next("executor_disconnected to a");
-    const rb = await b.inbox.next("executor_disconnected to b");
-    assert.ok(performance.now() - left >= windowMs * 0.9, "reset came before the window");
-    assert.deepEqual([ra.streamId, resetReason(ra)], ["a1", "executor_disconnected"]);
-    assert.deepEqual([rb.streamId, resetReason(rb)], ["b1", "executor_disconnected"]);
-    // After the window the executor counts as offline again.
-    await a.socket.send(data("a2", "anyone?"));
-    assert.equal(resetReason(await a.inbox.next("executor_offline")), "executor_offline");
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ detachWindowMs: windowMs });
+  const executor = await h.connect("executor");
+  const a = await h.connect("harness");
+  const b = await h.connect("harness");
+  await through(a, executor, data("a1", "x"));
+  await through(b, executor, data("b1", "y"));
+  const left = performance.now();
+  await executor.socket.close();
+  const ra = await a.inbox.next("executor_disconnected to a");
+  const rb = await b.inbox.next("executor_disconnected to b");
+  assert.ok(performance.now() - left >= windowMs * 0.9, "reset came before the window");
+  assert.deepEqual([ra.streamId, resetReason(ra)], ["a1", "executor_disconnected"]);
+  assert.deepEqual([rb.streamId, resetReason(rb)], ["b1", "executor_disconnected"]);
+  // After the window the executor counts as offline again.
+  await a.socket.send(data("a2", "anyone?"));
+  assert.equal(resetReason(await a.inbox.next("executor_offline")), "executor_offline");
 });
 
 Deno.test("RelayRouter keeps routes and delivers held frames when the executor reconnects within the window", async () => {
   const windowMs = 300;
-  const h = await host({ detachWindowMs: windowMs });
-  try {
-    const first = await h.connect("executor");
-    const harness = await h.connect("harness");
-    await through(harness, first, data("s", "before"));
-    await first.socket.close();
-    await h.event((e) => e.type === "executor_detached");
-    await harness.socket.send(data("s", "while away", 2));
-    await harness.socket.send(data("new", "opened while away"));
-    const second = await h.connect("executor");
-    assert.equal(payloadOf(await second.inbox.next("held 1")), "while away");
-    assert.equal(payloadOf(await second.inbox.next("held 2")), "opened while away");
-    const expiry = h.event((e) => e.type === "streams_expired" || e.type === "executor_expired");
-    await second.socket.send(data("s", "from the new executor"));
-    assert.equal(payloadOf(await harness.inbox.next("reply")), "from the new executor");
-    // Past the old window nothing expires: prove absence by waiting it out once.
-    await assert.rejects(withDeadline(expiry, windowMs * 2, "expiry"), /deadline/);
-    await second.socket.send(data("new", "still routed"));
-    assert.equal(payloadOf(await harness.inbox.next("reply 2")), "still routed");
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ detachWindowMs: windowMs });
+  const first = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, first, data("s", "before"));
+  await first.socket.close();
+  await h.event((e) => e.type === "executor_detached");
+  await harness.socket.send(data("s", "while away", 2));
+  await harness.socket.send(data("new", "opened while away"));
+  const second = await h.connect("executor");
+  assert.equal(payloadOf(await second.inbox.next("held 1")), "while away");
+  assert.equal(payloadOf(await second.inbox.next("held 2")), "opened while away");
+  const expiry = h.event((e) => e.type === "streams_expired" || e.type === "executor_expired");
+  await second.socket.send(data("s", "from the new executor"));
+  assert.equal(payloadOf(await harness.inbox.next("reply")), "from the new executor");
+  // Past the old window nothing expires: prove absence by waiting it out once.
+  await assert.rejects(withDeadline(expiry, windowMs * 2, "expiry"), /deadline/);
+  await second.socket.send(data("new", "still routed"));
+  assert.equal(payloadOf(await harness.inbox.next("reply 2")), "still routed");
 });
 
 Deno.test("RelayRouter resets a stream the returning executor does not resume within the window (a restarted executor)", async () => {
   const windowMs = 300;
   for (const replaced of [false, true]) {
-    const h = await host({ detachWindowMs: windowMs });
-    try {
-      const first = await h.connect("executor");
-      const harness = await h.connect("harness");
-      // Two quiet streams: the harness waits on both and sends nothing more.
-      await through(harness, first, data("kept", "start"));
-      await through(harness, first, data("lost", "start"));
-      if (!replaced) {
-        await first.socket.close();
-        await h.event((e) => e.type === "executor_detached");
-      }
-      const second = await h.connect("executor");
-      // The executor speaks for one stream (a reconnecting mux resumes each at once).
-      await second.socket.send(resume("kept", 2));
-      const started = performance.now();
-      assert.equal((await harness.inbox.next("the executor's resume")).body.kind, "resume");
-      const frame = await harness.inbox.next("reset of the stream nobody resumed", windowMs * 10);
-      assert.equal(frame.streamId, "lost");
-      assert.equal(resetReason(frame), "executor_disconnected");
-      assert.ok(performance.now() - started >= windowMs * 0.8, "not before the window ends");
-      assert.deepEqual(await h.event((e) => e.type === "streams_not_resumed"), {
-        type: "streams_not_resumed",
-        executorId: "e1",
-        streams: 1,
-      });
-      assert.equal(
-        resetReason(await second.inbox.next("reset toward the executor")),
-        "executor_disconnected",
-      );
-      // The resumed stream still routes both ways.
-      assert.equal(payloadOf(await through(harness, second, data("kept", "more", 2))), "more");
-      await second.socket.send(data("kept", "back", 2));
-      assert.equal(payloadOf(await harness.inbox.next("reply on kept")), "back");
-    } finally {
-      await h.close();
+    await using h = await host({ detachWindowMs: windowMs });
+    const first = await h.connect("executor");
+    const harness = await h.connect("harness");
+    // Two quiet streams: the harness waits on both and sends nothing more.
+    await through(harness, first, data("kept", "start"));
+    await through(harness, first, data("lost", "start"));
+    if (!replaced) {
+      await first.socket.close();
+      await h.event((e) => e.type === "executor_detached");
     }
+    const second = await h.connect("executor");
+    // The executor speaks for one stream (a reconnecting mux resumes each at once).
+    await second.socket.send(resume("kept", 2));
+    const started = performance.now();
+    assert.equal((await harness.inbox.next("the executor's resume")).body.kind, "resume");
+    const frame = await harness.inbox.next("reset of the stream nobody resumed", windowMs * 10);
+    assert.equal(frame.streamId, "lost");
+    assert.equal(resetReason(frame), "executor_disconnected");
+    assert.ok(performance.now() - started >= windowMs * 0.8, "not before the window ends");
+    assert.deepEqual(await h.event((e) => e.type === "streams_not_resumed"), {
+      type: "streams_not_resumed",
+      executorId: "e1",
+      streams: 1,
+    });
+    assert.equal(
+      resetReason(await second.inbox.next("reset toward the executor")),
+      "executor_disconnected",
+    );
+    // The resumed stream still routes both ways.
+    assert.equal(payloadOf(await through(harness, second, data("kept", "more", 2))), "more");
+    await second.socket.send(data("kept", "back", 2));
+    assert.equal(payloadOf(await harness.inbox.next("reply on kept")), "back");
   }
 });
 
 Deno.test("RelayRouter replaces an executor socket with a newer one for the same id", async () => {
-  const h = await host();
-  try {
-    const old = await h.connect("executor");
-    const harness = await h.connect("harness");
-    await through(harness, old, data("s", "one"));
-    const fresh = await h.connect("executor");
-    const info = await withDeadline(old.socket.closed, DEADLINE_MS, "old executor closed");
-    assert.equal(info.code, CLOSE_CODE_REPLACED);
-    assert.equal(info.reason, "replaced");
-    assert.equal(payloadOf(await through(harness, fresh, data("s", "two", 2))), "two");
-    await fresh.socket.send(data("s", "back"));
-    assert.equal(payloadOf(await harness.inbox.next("reply")), "back");
-  } finally {
-    await h.close();
-  }
+  await using h = await host();
+  const old = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, old, data("s", "one"));
+  const fresh = await h.connect("executor");
+  const info = await withDeadline(old.socket.closed, DEADLINE_MS, "old executor closed");
+  assert.equal(info.code, CLOSE_CODE_REPLACED);
+  assert.equal(info.reason, "replaced");
+  assert.equal(payloadOf(await through(harness, fresh, data("s", "two", 2))), "two");
+  await fresh.socket.send(data("s", "back"));
+  assert.equal(payloadOf(await harness.inbox.next("reply")), "back");
 });
 
 Deno.test("RelayRouter admits harness sockets up to the limit and refuses one past it", async () => {
-  const h = await host({ maxHarnessSockets: 2 });
-  try {
-    await h.connect("harness");
-    await h.connect("harness");
-    assert.equal(h.router.admits("harness", "e1"), "too_many_harness_sockets");
-    await assert.rejects(h.connect("harness"), /503|closed|connect/i);
-    // Another executor id has its own budget.
-    await h.connect("harness", "e2");
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ maxHarnessSockets: 2 });
+  await h.connect("harness");
+  await h.connect("harness");
+  assert.equal(h.router.admits("harness", "e1"), "too_many_harness_sockets");
+  await assert.rejects(h.connect("harness"), /503|closed|connect/i);
+  // Another executor id has its own budget.
+  await h.connect("harness", "e2");
 });
 
 Deno.test("RelayRouter admits executor ids up to the limit and refuses one past it", async () => {
-  const h = await host({ maxExecutors: 2 });
-  try {
-    await h.connect("executor", "e1");
-    await h.connect("harness", "e2");
-    assert.equal(h.router.admits("executor", "e3"), "too_many_executors");
-    await assert.rejects(h.connect("executor", "e3"), /503|closed|connect/i);
-    // Known ids are still admitted.
-    assert.equal(h.router.admits("executor", "e2"), undefined);
-    await h.connect("executor", "e2");
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ maxExecutors: 2 });
+  await h.connect("executor", "e1");
+  await h.connect("harness", "e2");
+  assert.equal(h.router.admits("executor", "e3"), "too_many_executors");
+  await assert.rejects(h.connect("executor", "e3"), /503|closed|connect/i);
+  // Known ids are still admitted.
+  assert.equal(h.router.admits("executor", "e2"), undefined);
+  await h.connect("executor", "e2");
 });
 
 Deno.test("RelayRouter routes streams up to the limit and resets one past it with too_many_streams", async () => {
-  const h = await host({ maxStreams: 3, reservedStreamsPerHarness: 0 });
-  try {
-    const executor = await h.connect("executor");
-    const harness = await h.connect("harness");
-    for (const id of ["s1", "s2", "s3"]) await through(harness, executor, data(id, id));
-    await harness.socket.send(data("s4", "one too many"));
-    const refused = await harness.inbox.next("too_many_streams");
-    assert.deepEqual([refused.streamId, resetReason(refused)], ["s4", "too_many_streams"]);
-    // Ending a stream frees a slot.
-    await through(harness, executor, reset("s1", "stream_closed"));
-    assert.equal(payloadOf(await through(harness, executor, data("s4", "now fits"))), "now fits");
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ maxStreams: 3, reservedStreamsPerHarness: 0 });
+  const executor = await h.connect("executor");
+  const harness = await h.connect("harness");
+  for (const id of ["s1", "s2", "s3"]) await through(harness, executor, data(id, id));
+  await harness.socket.send(data("s4", "one too many"));
+  const refused = await harness.inbox.next("too_many_streams");
+  assert.deepEqual([refused.streamId, resetReason(refused)], ["s4", "too_many_streams"]);
+  // Ending a stream frees a slot.
+  await through(harness, executor, reset("s1", "stream_closed"));
+  assert.equal(payloadOf(await through(harness, executor, data("s4", "now fits"))), "now fits");
 });
 
 Deno.test("RelayRouter limits streams per harness socket: at the limit ok, one past reset", async () => {
-  const h = await host({ maxStreamsPerHarness: 2 });
-  try {
-    const executor = await h.connect("executor");
-    const a = await h.connect("harness");
-    const b = await h.connect("harness");
-    await through(a, executor, data("a1", "1"));
-    await through(a, executor, data("a2", "2"));
-    await a.socket.send(data("a3", "3"));
-    const refused = await a.inbox.next("too_many_streams");
-    assert.deepEqual([refused.streamId, resetReason(refused)], ["a3", "too_many_streams"]);
-    // Another socket has its own share.
-    assert.equal(payloadOf(await through(b, executor, data("b1", "b"))), "b");
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ maxStreamsPerHarness: 2 });
+  const executor = await h.connect("executor");
+  const a = await h.connect("harness");
+  const b = await h.connect("harness");
+  await through(a, executor, data("a1", "1"));
+  await through(a, executor, data("a2", "2"));
+  await a.socket.send(data("a3", "3"));
+  const refused = await a.inbox.next("too_many_streams");
+  assert.deepEqual([refused.streamId, resetReason(refused)], ["a3", "too_many_streams"]);
+  // Another socket has its own share.
+  assert.equal(payloadOf(await through(b, executor, data("b1", "b"))), "b");
 });
 
 Deno.test("RelayRouter keeps a reserve of streams for every harness socket when one took them all", async () => {
-  const h = await host({ maxStreams: 4, reservedStreamsPerHarness: 1 });
-  try {
-    const executor = await h.connect("executor");
-    const greedy = await h.connect("harness");
-    for (let i = 0; i < 4; i++) await through(greedy, executor, data(`g${i}`, "x"));
-    await greedy.socket.send(data("g4", "x"));
-    assert.equal(resetReason(await greedy.inbox.next("greedy refused")), "too_many_streams");
-    const polite = await h.connect("harness");
-    assert.equal(payloadOf(await through(polite, executor, data("p1", "hi"))), "hi");
-    // The reserve is one stream: the second is refused while the executor is full.
-    await polite.socket.send(data("p2", "more"));
-    assert.equal(resetReason(await polite.inbox.next("polite refused")), "too_many_streams");
-    assert.equal(h.router.stats().streams, 5);
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ maxStreams: 4, reservedStreamsPerHarness: 1 });
+  const executor = await h.connect("executor");
+  const greedy = await h.connect("harness");
+  for (let i = 0; i < 4; i++) await through(greedy, executor, data(`g${i}`, "x"));
+  await greedy.socket.send(data("g4", "x"));
+  assert.equal(resetReason(await greedy.inbox.next("greedy refused")), "too_many_streams");
+  const polite = await h.connect("harness");
+  assert.equal(payloadOf(await through(polite, executor, data("p1", "hi"))), "hi");
+  // The reserve is one stream: the second is refused while the executor is full.
+  await polite.socket.send(data("p2", "more"));
+  assert.equal(resetReason(await polite.inbox.next("polite refused")), "too_many_streams");
+  assert.equal(h.router.stats().streams, 5);
 });
 
 /** A data frame whose encoding is exactly `size` bytes. */
@@ -671,78 +603,66 @@ function frameOfSize(streamId: string, size: number): Uint8Array {
 
 Deno.test("RelayRouter forwards a frame of exactly 256 KiB and drops one byte more", async () => {
   const limit = 256 * 1024;
-  const h = await host();
-  try {
-    const executor = await h.connect("executor");
-    const harness = await h.connect("harness", "e1", limit * 2);
-    const atLimit = frameOfSize("s", limit);
-    await harness.socket.sendBytes(atLimit);
-    const got = await executor.inbox.next("frame at the limit");
-    assert.equal(got.bytes.length, limit);
-    assert.deepEqual(got.bytes, atLimit);
-    await harness.socket.sendBytes(frameOfSize("s", limit + 1));
-    // The oversize frame is dropped; the next one arrives as the next frame.
-    assert.equal(payloadOf(await through(harness, executor, data("s", "after"))), "after");
-  } finally {
-    await h.close();
-  }
+  await using h = await host();
+  const executor = await h.connect("executor");
+  const harness = await h.connect("harness", "e1", limit * 2);
+  const atLimit = frameOfSize("s", limit);
+  await harness.socket.sendBytes(atLimit);
+  const got = await executor.inbox.next("frame at the limit");
+  assert.equal(got.bytes.length, limit);
+  assert.deepEqual(got.bytes, atLimit);
+  await harness.socket.sendBytes(frameOfSize("s", limit + 1));
+  // The oversize frame is dropped; the next one arrives as the next frame.
+  assert.equal(payloadOf(await through(harness, executor, data("s", "after"))), "after");
 });
 
 Deno.test("RelayRouter holds frames for an away executor up to the byte bound and drops past it", async () => {
   const frames = [data("s", "a", 2), data("s", "b", 3), data("s", "c", 4)];
   const bound = frames.reduce((n, f) => n + encodeFrame(f).length + ROUTER_FRAME_OVERHEAD_BYTES, 0);
-  const h = await host({ maxOfflineQueueBytes: bound, detachWindowMs: 5_000 });
-  try {
-    const first = await h.connect("executor");
-    const harness = await h.connect("harness");
-    await through(harness, first, data("s", "open"));
-    await first.socket.close();
-    await h.event((e) => e.type === "executor_detached");
-    for (const f of frames) await harness.socket.send(f);
-    await harness.socket.send(data("s", "one byte past", 5));
-    const dropped = await h.event((e) => e.type === "frames_dropped");
-    assert.deepEqual(dropped, {
-      type: "frames_dropped",
-      executorId: "e1",
-      reason: "offline_queue_full",
-    });
-    const second = await h.connect("executor");
-    for (const text of ["a", "b", "c"]) {
-      assert.equal(payloadOf(await second.inbox.next(`held ${text}`)), text);
-    }
-    assert.equal(payloadOf(await through(harness, second, data("s", "live", 6))), "live");
-  } finally {
-    await h.close();
+  await using h = await host({ maxOfflineQueueBytes: bound, detachWindowMs: 5_000 });
+  const first = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, first, data("s", "open"));
+  await first.socket.close();
+  await h.event((e) => e.type === "executor_detached");
+  for (const f of frames) await harness.socket.send(f);
+  await harness.socket.send(data("s", "one byte past", 5));
+  const dropped = await h.event((e) => e.type === "frames_dropped");
+  assert.deepEqual(dropped, {
+    type: "frames_dropped",
+    executorId: "e1",
+    reason: "offline_queue_full",
+  });
+  const second = await h.connect("executor");
+  for (const text of ["a", "b", "c"]) {
+    assert.equal(payloadOf(await second.inbox.next(`held ${text}`)), text);
   }
+  assert.equal(payloadOf(await through(harness, second, data("s", "live", 6))), "live");
 });
 
 Deno.test("RelayRouter charges held frames their overhead: many tiny frames up to the bound are held, one more is dropped", async () => {
   const count = 1000;
   const charge = encodeFrame(heartbeat("s")).length + ROUTER_FRAME_OVERHEAD_BYTES;
-  const h = await host({ maxOfflineQueueBytes: count * charge, detachWindowMs: 5_000 });
-  try {
-    const first = await h.connect("executor");
-    const harness = await h.connect("harness");
-    await through(harness, first, data("s", "open"));
-    await first.socket.close();
-    await h.event((e) => e.type === "executor_detached");
-    for (let i = 0; i < count; i++) await harness.socket.send(heartbeat("s"));
-    await harness.socket.send(heartbeat("s"));
-    const dropped = await h.event((e) => e.type === "frames_dropped", "offline queue full");
-    assert.deepEqual(dropped, {
-      type: "frames_dropped",
-      executorId: "e1",
-      reason: "offline_queue_full",
-    });
-    // Exactly `count` were held: the returning executor gets them, then live frames.
-    const second = await h.connect("executor");
-    for (let i = 0; i < count; i++) {
-      assert.equal((await second.inbox.next(`held heartbeat ${i}`)).body.kind, "heartbeat");
-    }
-    assert.equal(payloadOf(await through(harness, second, data("s", "live", 2))), "live");
-  } finally {
-    await h.close();
+  await using h = await host({ maxOfflineQueueBytes: count * charge, detachWindowMs: 5_000 });
+  const first = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, first, data("s", "open"));
+  await first.socket.close();
+  await h.event((e) => e.type === "executor_detached");
+  for (let i = 0; i < count; i++) await harness.socket.send(heartbeat("s"));
+  await harness.socket.send(heartbeat("s"));
+  const dropped = await h.event((e) => e.type === "frames_dropped", "offline queue full");
+  assert.deepEqual(dropped, {
+    type: "frames_dropped",
+    executorId: "e1",
+    reason: "offline_queue_full",
+  });
+  // Exactly `count` were held: the returning executor gets them, then live frames.
+  const second = await h.connect("executor");
+  for (let i = 0; i < count; i++) {
+    assert.equal((await second.inbox.next(`held heartbeat ${i}`)).body.kind, "heartbeat");
   }
+  assert.equal(payloadOf(await through(harness, second, data("s", "live", 2))), "live");
 });
 
 /**
@@ -815,195 +735,175 @@ class StalledHarnessSocket implements AsyncIterable<ReceivedFrame> {
 Deno.test("RelayRouter charges queued frames their overhead: many tiny frames up to the limit stay queued, one more drops the socket", async () => {
   const count = 2000;
   const charge = encodeFrame(heartbeat("s")).length + ROUTER_FRAME_OVERHEAD_BYTES;
-  const h = await host({ maxPeerQueueBytes: count * charge, slowPeerTimeoutMs: 60_000 });
-  try {
-    const executor = await h.connect("executor");
-    const fast = await h.connect("harness");
-    await through(fast, executor, data("marker", "hello"));
-    const stalled = new StalledHarnessSocket();
-    h.router.addHarness("e1", stalled as unknown as RelaySocket);
-    stalled.receive(resume("s"));
-    assert.equal(
-      (await executor.inbox.next("resume from the stalled harness")).body.kind,
-      "resume",
-    );
-    /** Returns once the router has routed every frame the executor sent before. */
-    const routed = async (label: string) => {
-      await executor.socket.send(data("marker", label));
-      assert.equal(payloadOf(await fast.inbox.next(label)), label);
-    };
-    // The first frame is in the stalled send; `count` more fill the queue to the limit.
-    for (let i = 0; i <= count; i++) await executor.socket.send(heartbeat("s"));
-    await routed("at the limit");
-    assert.equal(stalled.sent.length, 1);
-    assert.ok(h.events.every((e) => e.type !== "peer_dropped"), "dropped at the limit");
-    await executor.socket.send(heartbeat("s"));
-    assert.deepEqual(await h.event((e) => e.type === "peer_dropped", "slow peer dropped"), {
-      type: "peer_dropped",
-      executorId: "e1",
-      role: "harness",
-      reason: "slow_peer",
-    });
-    assert.deepEqual(await withDeadline(stalled.closeInfo.promise, DEADLINE_MS, "close"), {
-      reason: "slow_peer",
-      code: CLOSE_CODE_SLOW_PEER,
-    });
-    await routed("after the drop");
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ maxPeerQueueBytes: count * charge, slowPeerTimeoutMs: 60_000 });
+  const executor = await h.connect("executor");
+  const fast = await h.connect("harness");
+  await through(fast, executor, data("marker", "hello"));
+  const stalled = new StalledHarnessSocket();
+  h.router.addHarness("e1", stalled as unknown as RelaySocket);
+  stalled.receive(resume("s"));
+  assert.equal(
+    (await executor.inbox.next("resume from the stalled harness")).body.kind,
+    "resume",
+  );
+  /** Returns once the router has routed every frame the executor sent before. */
+  const routed = async (label: string) => {
+    await executor.socket.send(data("marker", label));
+    assert.equal(payloadOf(await fast.inbox.next(label)), label);
+  };
+  // The first frame is in the stalled send; `count` more fill the queue to the limit.
+  for (let i = 0; i <= count; i++) await executor.socket.send(heartbeat("s"));
+  await routed("at the limit");
+  assert.equal(stalled.sent.length, 1);
+  assert.ok(h.events.every((e) => e.type !== "peer_dropped"), "dropped at the limit");
+  await executor.socket.send(heartbeat("s"));
+  assert.deepEqual(await h.event((e) => e.type === "peer_dropped", "slow peer dropped"), {
+    type: "peer_dropped",
+    executorId: "e1",
+    role: "harness",
+    reason: "slow_peer",
+  });
+  assert.deepEqual(await withDeadline(stalled.closeInfo.promise, DEADLINE_MS, "close"), {
+    reason: "slow_peer",
+    code: CLOSE_CODE_SLOW_PEER,
+  });
+  await routed("after the drop");
 });
 
 Deno.test("RelayRouter sheds reliable data for a harness socket past half its queue bound and keeps the socket", async () => {
   const frameBytes = 64 * 1024;
   const charge = frameBytes + ROUTER_FRAME_OVERHEAD_BYTES;
   const maxQueue = 32 * charge;
-  const h = await host({ maxPeerQueueBytes: maxQueue, slowPeerTimeoutMs: 60_000 });
-  try {
-    const executor = await h.connect("executor");
-    const fast = await h.connect("harness");
-    await through(fast, executor, data("marker", "hello"));
-    const stalled = new StalledHarnessSocket();
-    h.router.addHarness("e1", stalled as unknown as RelaySocket);
-    stalled.receive(data("r", "hello", 1)); // a reliable stream
-    stalled.receive(data("l", "hello", 0)); // a legacy stream
-    assert.equal((await executor.inbox.next("reliable hello")).streamId, "r");
-    assert.equal((await executor.inbox.next("legacy hello")).streamId, "l");
-    const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
-    const routed = async (label: string) => {
-      await executor.socket.send(data("marker", label));
-      assert.equal(payloadOf(await fast.inbox.next(label)), label);
-    };
-    // One frame sits in the stalled send; 16 more fill the queue to half its bound.
-    const reliable = frameOfSize("r", frameBytes);
-    for (let i = 0; i <= 16; i++) await executor.socket.sendBytes(reliable);
-    await routed("at half");
-    assert.equal(seen("frames_dropped"), 0, "shed at half the bound");
-    // Past half: 40 more reliable frames (more than the whole bound) are shed, the socket stays.
-    for (let i = 0; i < 40; i++) await executor.socket.sendBytes(reliable);
-    await routed("shedding");
-    assert.deepEqual(h.events.filter((e) => e.type === "frames_dropped"), [
-      { type: "frames_dropped", executorId: "e1", reason: "harness_behind" },
-    ]);
-    assert.equal(seen("peer_dropped"), 0, "the socket was dropped");
-    // Legacy data is never shed (nothing resends it): it fills the rest of the bound...
-    const legacy = frameOfSize("l", frameBytes);
-    for (let i = 0; i < 16; i++) await executor.socket.sendBytes(legacy);
-    await routed("legacy at the bound");
-    assert.equal(seen("peer_dropped"), 0, "dropped at the bound");
-    // ...and the stalled socket delivers all of it, in order, once it drains.
-    stalled.release();
-    await until(() => stalled.sent.length === 1 + 16 + 16, DEADLINE_MS, "the queue drained");
-    const streams = stalled.sent.map((bytes) => decodeFrame(bytes).streamId);
-    assert.deepEqual(streams, [...Array(17).fill("r"), ...Array(16).fill("l")]);
-    // Drained, reliable data flows again.
-    await executor.socket.sendBytes(reliable);
-    await until(() => stalled.sent.length === 34, DEADLINE_MS, "reliable data after the drain");
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ maxPeerQueueBytes: maxQueue, slowPeerTimeoutMs: 60_000 });
+  const executor = await h.connect("executor");
+  const fast = await h.connect("harness");
+  await through(fast, executor, data("marker", "hello"));
+  const stalled = new StalledHarnessSocket();
+  h.router.addHarness("e1", stalled as unknown as RelaySocket);
+  stalled.receive(data("r", "hello", 1)); // a reliable stream
+  stalled.receive(data("l", "hello", 0)); // a legacy stream
+  assert.equal((await executor.inbox.next("reliable hello")).streamId, "r");
+  assert.equal((await executor.inbox.next("legacy hello")).streamId, "l");
+  const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
+  const routed = async (label: string) => {
+    await executor.socket.send(data("marker", label));
+    assert.equal(payloadOf(await fast.inbox.next(label)), label);
+  };
+  // One frame sits in the stalled send; 16 more fill the queue to half its bound.
+  const reliable = frameOfSize("r", frameBytes);
+  for (let i = 0; i <= 16; i++) await executor.socket.sendBytes(reliable);
+  await routed("at half");
+  assert.equal(seen("frames_dropped"), 0, "shed at half the bound");
+  // Past half: 40 more reliable frames (more than the whole bound) are shed, the socket stays.
+  for (let i = 0; i < 40; i++) await executor.socket.sendBytes(reliable);
+  await routed("shedding");
+  assert.deepEqual(h.events.filter((e) => e.type === "frames_dropped"), [
+    { type: "frames_dropped", executorId: "e1", reason: "harness_behind" },
+  ]);
+  assert.equal(seen("peer_dropped"), 0, "the socket was dropped");
+  // Legacy data is never shed (nothing resends it): it fills the rest of the bound...
+  const legacy = frameOfSize("l", frameBytes);
+  for (let i = 0; i < 16; i++) await executor.socket.sendBytes(legacy);
+  await routed("legacy at the bound");
+  assert.equal(seen("peer_dropped"), 0, "dropped at the bound");
+  // ...and the stalled socket delivers all of it, in order, once it drains.
+  stalled.release();
+  await until(() => stalled.sent.length === 1 + 16 + 16, DEADLINE_MS, "the queue drained");
+  const streams = stalled.sent.map((bytes) => decodeFrame(bytes).streamId);
+  assert.deepEqual(streams, [...Array(17).fill("r"), ...Array(16).fill("l")]);
+  // Drained, reliable data flows again.
+  await executor.socket.sendBytes(reliable);
+  await until(() => stalled.sent.length === 34, DEADLINE_MS, "reliable data after the drain");
 });
 
 Deno.test("RelayRouter keeps a harness socket that drains slowly while its data is shed, and reports the episode once", async () => {
   const frameBytes = 64 * 1024;
   const charge = frameBytes + ROUTER_FRAME_OVERHEAD_BYTES;
   const slowMs = 300;
-  const h = await host({
+  await using h = await host({
     maxPeerQueueBytes: 16 * charge,
     peerHighWaterBytes: 2 * charge,
     slowPeerTimeoutMs: slowMs,
   });
-  try {
-    const executor = await h.connect("executor");
-    const fast = await h.connect("harness");
-    await through(fast, executor, data("marker", "hello"));
-    const harness = new StalledHarnessSocket();
-    h.router.addHarness("e1", harness as unknown as RelaySocket);
-    harness.receive(data("r", "hello", 1));
-    assert.equal((await executor.inbox.next("reliable hello")).streamId, "r");
-    const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
-    const reliable = frameOfSize("r", frameBytes);
-    // The executor writes three frames for each one the harness reads, for
-    // four times the slow-peer timeout: the queue stays over the high water
-    // mark, shedding, while the harness keeps reading. (The pause paces the
-    // harness's reads; no timer waits for an event.)
-    const started = performance.now();
-    while (performance.now() - started < 4 * slowMs) {
-      for (let i = 0; i < 3; i++) await executor.socket.sendBytes(reliable);
-      await executor.socket.send(data("marker", "sync"));
-      assert.equal(payloadOf(await fast.inbox.next("sync")), "sync");
-      harness.drainOne();
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    assert.equal(seen("peer_dropped"), 0, "a reading harness was dropped as slow");
-    assert.equal(seen("frames_dropped"), 1, "one shedding episode, reported once");
-    // A harness that stops reading altogether is still dropped.
-    const dropped = h.event((e) => e.type === "peer_dropped", "stalled harness dropped");
-    await executor.socket.sendBytes(reliable);
-    assert.deepEqual(await dropped, {
-      type: "peer_dropped",
-      executorId: "e1",
-      role: "harness",
-      reason: "slow_peer",
-    });
-  } finally {
-    await h.close();
+  const executor = await h.connect("executor");
+  const fast = await h.connect("harness");
+  await through(fast, executor, data("marker", "hello"));
+  const harness = new StalledHarnessSocket();
+  h.router.addHarness("e1", harness as unknown as RelaySocket);
+  harness.receive(data("r", "hello", 1));
+  assert.equal((await executor.inbox.next("reliable hello")).streamId, "r");
+  const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
+  const reliable = frameOfSize("r", frameBytes);
+  // The executor writes three frames for each one the harness reads, for
+  // four times the slow-peer timeout: the queue stays over the high water
+  // mark, shedding, while the harness keeps reading. (The pause paces the
+  // harness's reads; no timer waits for an event.)
+  const started = performance.now();
+  while (performance.now() - started < 4 * slowMs) {
+    for (let i = 0; i < 3; i++) await executor.socket.sendBytes(reliable);
+    await executor.socket.send(data("marker", "sync"));
+    assert.equal(payloadOf(await fast.inbox.next("sync")), "sync");
+    harness.drainOne();
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
+  assert.equal(seen("peer_dropped"), 0, "a reading harness was dropped as slow");
+  assert.equal(seen("frames_dropped"), 1, "one shedding episode, reported once");
+  // A harness that stops reading altogether is still dropped.
+  const dropped = h.event((e) => e.type === "peer_dropped", "stalled harness dropped");
+  await executor.socket.sendBytes(reliable);
+  assert.deepEqual(await dropped, {
+    type: "peer_dropped",
+    executorId: "e1",
+    role: "harness",
+    reason: "slow_peer",
+  });
 });
 
 Deno.test("RelayRouter sheds data of a reliable stream its harness only resumed (no data frame since a rendezvous restart)", async () => {
   const frameBytes = 64 * 1024;
-  const h = await host({
+  await using h = await host({
     maxPeerQueueBytes: 8 * (frameBytes + ROUTER_FRAME_OVERHEAD_BYTES),
     slowPeerTimeoutMs: 60_000,
   });
-  try {
-    const executor = await h.connect("executor");
-    const fast = await h.connect("harness");
-    await through(fast, executor, data("marker", "hello"));
-    const stalled = new StalledHarnessSocket();
-    h.router.addHarness("e1", stalled as unknown as RelaySocket);
-    stalled.receive(resume("r", 5)); // all its data was acked before the restart
-    assert.equal((await executor.inbox.next("resume")).body.kind, "resume");
-    const reliable = frameOfSize("r", frameBytes);
-    const shed = h.event((e) => e.type === "frames_dropped", "shedding");
-    for (let i = 0; i < 20; i++) await executor.socket.sendBytes(reliable);
-    assert.deepEqual(await shed, {
-      type: "frames_dropped",
-      executorId: "e1",
-      reason: "harness_behind",
-    });
-    // Every frame is routed (the marker comes after them) and the socket stays.
-    await executor.socket.send(data("marker", "after"));
-    assert.equal(payloadOf(await fast.inbox.next("after")), "after");
-    assert.equal(h.events.filter((e) => e.type === "peer_dropped").length, 0);
-  } finally {
-    await h.close();
-  }
+  const executor = await h.connect("executor");
+  const fast = await h.connect("harness");
+  await through(fast, executor, data("marker", "hello"));
+  const stalled = new StalledHarnessSocket();
+  h.router.addHarness("e1", stalled as unknown as RelaySocket);
+  stalled.receive(resume("r", 5)); // all its data was acked before the restart
+  assert.equal((await executor.inbox.next("resume")).body.kind, "resume");
+  const reliable = frameOfSize("r", frameBytes);
+  const shed = h.event((e) => e.type === "frames_dropped", "shedding");
+  for (let i = 0; i < 20; i++) await executor.socket.sendBytes(reliable);
+  assert.deepEqual(await shed, {
+    type: "frames_dropped",
+    executorId: "e1",
+    reason: "harness_behind",
+  });
+  // Every frame is routed (the marker comes after them) and the socket stays.
+  await executor.socket.send(data("marker", "after"));
+  assert.equal(payloadOf(await fast.inbox.next("after")), "after");
+  assert.equal(h.events.filter((e) => e.type === "peer_dropped").length, 0);
 });
 
 Deno.test("RelayRouter still drops a harness socket whose legacy data passes the whole queue bound", async () => {
   const frameBytes = 64 * 1024;
   const maxQueue = 8 * (frameBytes + ROUTER_FRAME_OVERHEAD_BYTES);
-  const h = await host({ maxPeerQueueBytes: maxQueue, slowPeerTimeoutMs: 60_000 });
-  try {
-    const executor = await h.connect("executor");
-    const stalled = new StalledHarnessSocket();
-    h.router.addHarness("e1", stalled as unknown as RelaySocket);
-    stalled.receive(data("l", "hello", 0));
-    assert.equal((await executor.inbox.next("legacy hello")).streamId, "l");
-    const legacy = frameOfSize("l", frameBytes);
-    // One in the stalled send, eight fill the bound, the ninth passes it.
-    for (let i = 0; i < 10; i++) await executor.socket.sendBytes(legacy);
-    assert.deepEqual(await h.event((e) => e.type === "peer_dropped", "slow peer dropped"), {
-      type: "peer_dropped",
-      executorId: "e1",
-      role: "harness",
-      reason: "slow_peer",
-    });
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ maxPeerQueueBytes: maxQueue, slowPeerTimeoutMs: 60_000 });
+  const executor = await h.connect("executor");
+  const stalled = new StalledHarnessSocket();
+  h.router.addHarness("e1", stalled as unknown as RelaySocket);
+  stalled.receive(data("l", "hello", 0));
+  assert.equal((await executor.inbox.next("legacy hello")).streamId, "l");
+  const legacy = frameOfSize("l", frameBytes);
+  // One in the stalled send, eight fill the bound, the ninth passes it.
+  for (let i = 0; i < 10; i++) await executor.socket.sendBytes(legacy);
+  assert.deepEqual(await h.event((e) => e.type === "peer_dropped", "slow peer dropped"), {
+    type: "peer_dropped",
+    executorId: "e1",
+    role: "harness",
+    reason: "slow_peer",
+  });
 });
 
 /** A WebSocket client on raw TCP that sends one frame and then never reads. */
@@ -1095,50 +995,42 @@ Deno.test("RelayRouter close ends every socket with shutdown and is idempotent",
 
 Deno.test("RelayRouter parks executor streams nobody holds, for a harness to take back (rendezvous restart)", async () => {
   const windowMs = 300;
-  const h = await host({ detachWindowMs: windowMs, maxStreams: 2 });
-  try {
-    const executor = await h.connect("executor");
-    // After a restart the executor resumes streams the new router never saw.
-    await executor.socket.send(resume("kept", 4));
-    await executor.socket.send(resume("orphan", 7));
-    await executor.socket.send(resume("over the limit", 1));
-    const refused = await executor.inbox.next("unknown_stream");
-    assert.deepEqual(
-      [refused.streamId, resetReason(refused)],
-      ["over the limit", "unknown_stream"],
-    );
-    assert.equal(h.router.stats().parkedStreams, 2);
-    const harness = await h.connect("harness");
-    assert.equal((await through(harness, executor, resume("kept", 9))).body.kind, "resume");
-    await executor.socket.send(data("kept", "resent after resume", 4));
-    assert.equal(payloadOf(await harness.inbox.next("resent")), "resent after resume");
-    // Nobody came back for the other one: the executor hears so after the window.
-    const expired = await executor.inbox.next("harness_disconnected");
-    assert.deepEqual([expired.streamId, resetReason(expired)], ["orphan", "harness_disconnected"]);
-    assert.equal(h.router.stats().streams, 1);
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ detachWindowMs: windowMs, maxStreams: 2 });
+  const executor = await h.connect("executor");
+  // After a restart the executor resumes streams the new router never saw.
+  await executor.socket.send(resume("kept", 4));
+  await executor.socket.send(resume("orphan", 7));
+  await executor.socket.send(resume("over the limit", 1));
+  const refused = await executor.inbox.next("unknown_stream");
+  assert.deepEqual(
+    [refused.streamId, resetReason(refused)],
+    ["over the limit", "unknown_stream"],
+  );
+  assert.equal(h.router.stats().parkedStreams, 2);
+  const harness = await h.connect("harness");
+  assert.equal((await through(harness, executor, resume("kept", 9))).body.kind, "resume");
+  await executor.socket.send(data("kept", "resent after resume", 4));
+  assert.equal(payloadOf(await harness.inbox.next("resent")), "resent after resume");
+  // Nobody came back for the other one: the executor hears so after the window.
+  const expired = await executor.inbox.next("harness_disconnected");
+  assert.deepEqual([expired.streamId, resetReason(expired)], ["orphan", "harness_disconnected"]);
+  assert.equal(h.router.stats().streams, 1);
 });
 
 Deno.test("RelayRouter holds harness streams during its startup grace until the executor returns", async () => {
   const windowMs = 300;
-  const h = await host({ detachWindowMs: windowMs, startupGraceMs: 60_000 });
-  try {
-    const harness = await h.connect("harness");
-    const other = await h.connect("harness", "never");
-    // Just after a restart, no executor yet: frames wait instead of a reset.
-    await harness.socket.send(resume("s", 3));
-    await other.socket.send(resume("t", 3));
-    const executor = await h.connect("executor");
-    const held = await executor.inbox.next("held resume");
-    assert.deepEqual([held.streamId, held.body.kind], ["s", "resume"]);
-    await executor.socket.send(data("s", "welcome back", 3));
-    assert.equal(payloadOf(await harness.inbox.next("reply")), "welcome back");
-    // An executor that never returns: its streams end after the window.
-    const gone = await other.inbox.next("executor_disconnected");
-    assert.deepEqual([gone.streamId, resetReason(gone)], ["t", "executor_disconnected"]);
-  } finally {
-    await h.close();
-  }
+  await using h = await host({ detachWindowMs: windowMs, startupGraceMs: 60_000 });
+  const harness = await h.connect("harness");
+  const other = await h.connect("harness", "never");
+  // Just after a restart, no executor yet: frames wait instead of a reset.
+  await harness.socket.send(resume("s", 3));
+  await other.socket.send(resume("t", 3));
+  const executor = await h.connect("executor");
+  const held = await executor.inbox.next("held resume");
+  assert.deepEqual([held.streamId, held.body.kind], ["s", "resume"]);
+  await executor.socket.send(data("s", "welcome back", 3));
+  assert.equal(payloadOf(await harness.inbox.next("reply")), "welcome back");
+  // An executor that never returns: its streams end after the window.
+  const gone = await other.inbox.next("executor_disconnected");
+  assert.deepEqual([gone.streamId, resetReason(gone)], ["t", "executor_disconnected"]);
 });
