@@ -259,6 +259,52 @@ Deno.test("ProcessTable terminate kills the whole process tree", async () => {
   assert.equal(await table.terminate("nope"), false);
 });
 
+Deno.test("ProcessTable terminate and signal sent before the start settles apply to the process", async () => {
+  await using table = new ProcessTable();
+  for (const how of ["terminate", "signal"] as const) {
+    const token = uniqueSleep();
+    const id = `early-${how}`;
+    // Neither waits for the start: a harness may send them before its reply.
+    const start = table.start({ processId: id, argv: ["sleep", token] });
+    const sent = how === "terminate" ? table.terminate(id) : table.signal(id, "SIGKILL");
+    await start;
+    assert.equal(await sent, true, `${how} reached the process`);
+    const { last } = await collect(table, id);
+    assert.equal(last.exitCode, how === "terminate" ? 143 : 137);
+    assert.deepEqual(livePidsWith(`sleep ${token}`), []);
+  }
+  // A start that fails answers the waiting request with "not running".
+  const failing = table.start({ processId: "gone", argv: ["true"], cwd: "/nonexistent-outpost" });
+  const terminated = table.terminate("gone");
+  await assert.rejects(failing);
+  assert.equal(await terminated, false);
+});
+
+Deno.test("ProcessTable kills what a closed process left in its group on terminate and close", async () => {
+  const token = uniqueSleep();
+  const table = new ProcessTable();
+  try {
+    // The leader exits at once; its background child keeps no pipe open, so
+    // the process closes while the child lives on in its group.
+    for (const id of ["a", "b"]) {
+      await table.start({
+        processId: id,
+        argv: ["sh", "-c", `sleep ${token} >/dev/null 2>&1 </dev/null & exit 0`],
+      });
+      const { last } = await collect(table, id);
+      assert.equal(last.exitCode, 0);
+    }
+    assert.equal((await waitForPids(`sleep ${token}`, 2)).length, 2);
+    assert.equal(await table.terminate("a"), false, "closed: not running");
+    await until(() => livePidsWith(`sleep ${token}`).length === 1, 5_000, "a's child killed");
+    await table.close();
+    assert.deepEqual(livePidsWith(`sleep ${token}`), [], "b's child killed on close");
+  } finally {
+    await table.close();
+    killPids(livePidsWith(`sleep ${token}`));
+  }
+});
+
 Deno.test("ProcessTable escalates to KILL after the grace period", async () => {
   const token = uniqueSleep();
   await using table = new ProcessTable({ killGraceMs: 200 });

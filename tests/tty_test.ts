@@ -8,6 +8,7 @@ import {
   readUntil,
   uniqueSleep,
   waitForPids,
+  withDeadline,
 } from "./_process_helpers.ts";
 
 const encoder = new TextEncoder();
@@ -96,6 +97,22 @@ Deno.test("tty terminate kills the terminal's whole session", async () => {
   const survivors = livePidsWith(`sleep ${token}`);
   killPids(survivors);
   assert.deepEqual(survivors, []);
+});
+
+Deno.test("tty resize sent during a start that fails answers instead of waiting forever", async () => {
+  await using table = new ProcessTable();
+  const start = table.start({
+    processId: "t",
+    argv: ["sh"],
+    tty: true,
+    cwd: "/nonexistent-outpost",
+  });
+  const resize = table.resize("t", 100, 30); // before the start settles
+  await assert.rejects(start);
+  await assert.rejects(
+    withDeadline(resize, 5_000, "resize after a failed start"),
+    (e: Error) => e instanceof Deno.errors.NotFound && /it did not start/.test(e.message),
+  );
 });
 
 Deno.test("tty resize is refused for a process without a terminal", async () => {

@@ -328,6 +328,9 @@ interface ProcessRecord {
   pty: PtyMarker | null;
   ptyReady: Promise<void>;
   resolvePtyReady: () => void;
+  /** Settles once the start has spawned the process or failed. */
+  spawned: Promise<void>;
+  resolveSpawned: () => void;
   writer: WritableStreamDefaultWriter<Uint8Array> | null;
   stdinClosed: boolean;
   readers: ReadableStreamBYOBReader[];
@@ -519,6 +522,9 @@ export class ProcessTable implements AsyncDisposable {
       this.#records.delete(id);
       this.#releaseSlot(record);
       record.buffer.wake();
+      // Requests waiting for the start (signal, terminate, resize) see it failed.
+      record.resolveSpawned();
+      record.resolvePtyReady();
       record.resolveDone();
       if (error instanceof Deno.errors.NotCapable) {
         // Deno also refuses loader variables (LD_PRELOAD, ...) unless run access is unrestricted.
@@ -648,7 +654,7 @@ export class ProcessTable implements AsyncDisposable {
    * @returns True when the process was running and the signal was sent.
    */
   async signal(processId: string, signal: Deno.Signal): Promise<boolean> {
-    const record = this.#records.get(processId);
+    const record = await this.#started(processId);
     if (!record || record.state !== "running") return false;
     const groups = record.tty && record.pty ? [record.pty.pid] : this.#groups(record);
     return await this.#signalGroups(record, groups, signal);
@@ -660,16 +666,34 @@ export class ProcessTable implements AsyncDisposable {
    * that already exited are killed too.
    *
    * @param processId The process.
+   * A process that closed but is still retained may have left children in
+   * its group (`cmd &` that outlives `sh`): they are killed.
+   *
    * @returns True only if the process was running and had not exited (upstream `{running}`).
    */
-  terminate(processId: string): Promise<boolean> {
-    const record = this.#records.get(processId);
-    if (!record || record.state === "starting" || record.state === "closed") {
-      return Promise.resolve(false);
+  async terminate(processId: string): Promise<boolean> {
+    const record = await this.#started(processId);
+    if (!record) return false;
+    if (record.state === "closed") {
+      this.#killLeftovers(record);
+      return false;
     }
     const running = record.state === "running";
     this.#terminate(record);
-    return Promise.resolve(running);
+    return running;
+  }
+
+  /**
+   * The record of a process, once its start has spawned it: a signal or
+   * terminate sent right after `process/start`, before its reply, applies to
+   * the process instead of being dropped. Undefined when unknown or the
+   * start failed.
+   */
+  async #started(processId: string): Promise<ProcessRecord | undefined> {
+    const record = this.#records.get(processId);
+    if (record?.state !== "starting") return record;
+    await record.spawned;
+    return this.#records.get(processId) === record ? record : undefined;
   }
 
   /**
@@ -690,6 +714,9 @@ export class ProcessTable implements AsyncDisposable {
     checkTtySize(cols, rows);
     if (!record.tty) throw new TypeError(`${what}: it has no terminal`);
     await record.ptyReady;
+    if (this.#records.get(processId) !== record) {
+      throw new Deno.errors.NotFound(`${what}: it did not start`);
+    }
     if (record.state !== "running") throw new Error(`${what}: it has exited`);
     if (!record.pty?.device) throw new Error(`${what}: its terminal device is unknown`);
     await resizePty(record.pty.device, cols, rows);
@@ -786,6 +813,7 @@ export class ProcessTable implements AsyncDisposable {
     for (const record of records) {
       record.buffer.discard();
       if (record.state === "running" || record.state === "exited") this.#terminate(record);
+      else if (record.state === "closed") this.#killLeftovers(record);
     }
     // A start in progress sees #closing before it would spawn and settles `done` by failing.
     await Promise.all(records.map((record) => record.done));
@@ -994,6 +1022,7 @@ export class ProcessTable implements AsyncDisposable {
     record.pid = child.pid;
     record.state = "running";
     record.writer = stdin ? child.stdin.getWriter() : null;
+    record.resolveSpawned();
     if (!record.tty) record.resolvePtyReady();
     const parser = record.tty ? new PtyMarkerParser() : undefined;
     this.#pump(record, child.stdout, record.tty ? "pty" : "stdout", parser);
@@ -1161,6 +1190,21 @@ export class ProcessTable implements AsyncDisposable {
     });
   }
 
+  /**
+   * Kills what is left in a closed process's group: background children
+   * that outlived it with the output redirected (`sh -c 'daemon >/dev/null &'`).
+   * Only while the record is retained, so the group id is recent; a group
+   * that is empty by now gets nothing (the helper's kill fails quietly).
+   */
+  #killLeftovers(record: ProcessRecord): void {
+    const groups = this.#groups(record);
+    if (groups.length === 0) return;
+    this.#track((async () => {
+      const helper = await this.#helper();
+      if (helper !== null) await killProcessGroups(helper, groups, "SIGKILL");
+    })().catch(() => {}));
+  }
+
   #groups(record: ProcessRecord): number[] {
     const groups = [record.pid];
     if (record.pty && record.pty.pid !== record.pid) groups.push(record.pty.pid);
@@ -1256,8 +1300,10 @@ export class ProcessTable implements AsyncDisposable {
 
   #newRecord(id: string, argv: string[], tty: boolean): ProcessRecord {
     let resolvePtyReady!: () => void;
+    let resolveSpawned!: () => void;
     let resolveDone!: () => void;
     const ptyReady = new Promise<void>((resolve) => resolvePtyReady = resolve);
+    const spawned = new Promise<void>((resolve) => resolveSpawned = resolve);
     const done = new Promise<void>((resolve) => resolveDone = resolve);
     return {
       id,
@@ -1270,6 +1316,8 @@ export class ProcessTable implements AsyncDisposable {
       pty: null,
       ptyReady,
       resolvePtyReady,
+      spawned,
+      resolveSpawned,
       writer: null,
       stdinClosed: false,
       readers: [],
