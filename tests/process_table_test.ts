@@ -8,6 +8,7 @@ import {
   ProcessTable,
   TIMEOUT_EXIT_CODE,
 } from "../lib/exec/process_table.ts";
+import { killProcesses, MAX_PIDS_PER_KILL, sessionPids } from "../lib/exec/tree_kill.ts";
 import {
   collect,
   killPids,
@@ -342,6 +343,78 @@ Deno.test("ProcessTable terminate kills descendants that outlive an exited leade
   const survivors = livePidsWith(`sleep ${token}`);
   killPids(survivors);
   assert.deepEqual(survivors, []);
+});
+
+Deno.test("sessionPids lists exactly a session's processes, never the executor's own session", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable();
+  // The child leads a session of its own; its jobs stay in it.
+  await table.start({
+    processId: "p",
+    argv: ["sh", "-c", `echo $$; sleep ${token} & sleep ${token} & wait`],
+  });
+  const leader = Number((await readUntil(table, "p", "\n")).text.trim());
+  const jobs = await waitForPids(`sleep ${token}`, 2);
+  const members = await sessionPids(leader);
+  assert.deepEqual(members?.sort(), [leader, ...jobs].sort());
+  const own = parseStat(Deno.readTextFileSync("/proc/self/stat")).session;
+  if (own > 1) {
+    assert.deepEqual(await sessionPids(own), [], "the executor's session is never listed");
+  }
+  await assert.rejects(sessionPids(1), RangeError);
+  await assert.rejects(sessionPids(0), RangeError);
+  assert.equal(await table.terminate("p"), true);
+  await collect(table, "p");
+});
+
+Deno.test("sessionPids answers null without read access to /proc", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_session_" });
+  try {
+    const module = `${dir}/probe.ts`;
+    const treeKill = new URL("../lib/exec/tree_kill.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      module,
+      `import { sessionPids } from ${JSON.stringify(treeKill)};\n` +
+        "console.log(JSON.stringify(await sessionPids(Deno.pid)));\n",
+    );
+    const { code, stdout, stderr } = await withDeadline(
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "--no-prompt", "--no-config", module],
+        stdout: "piped",
+        stderr: "piped",
+      }).output(),
+      30_000,
+      "probe",
+    );
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    assert.equal(new TextDecoder().decode(stdout).trim(), "null");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("killProcesses runs the kill helper with at most MAX_PIDS_PER_KILL pids at a time", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_kill_" });
+  try {
+    // A stand-in for the helper that records how many pids each run got.
+    const helper = `${dir}/kill`;
+    await Deno.writeTextFile(helper, `#!/bin/sh\necho $(($# - 3)) >> ${dir}/runs\n`, {
+      mode: 0o755,
+    });
+    const runs = async (count: number): Promise<string> => {
+      await Deno.writeTextFile(`${dir}/runs`, "");
+      const pids = Array.from({ length: count }, (_, i) => i + 2);
+      await killProcesses(helper, pids, "SIGTERM");
+      return (await Deno.readTextFile(`${dir}/runs`)).trim().replaceAll("\n", ",");
+    };
+    assert.equal(MAX_PIDS_PER_KILL, 1024);
+    assert.equal(await runs(MAX_PIDS_PER_KILL), "1024");
+    assert.equal(await runs(MAX_PIDS_PER_KILL + 1), "1024,1");
+    assert.equal(await runs(0), "");
+    await assert.rejects(killProcesses(helper, [1], "SIGTERM"), RangeError);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("ProcessTable enforces timeoutMs and reports the exit as timed out", async () => {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ProcessTable } from "../lib/exec/process_table.ts";
 import { PtyMarkerParser, ttyCommand } from "../lib/exec/tty.ts";
+import { until } from "./_support/deadline.ts";
 import {
   collect,
   killPids,
@@ -97,6 +98,85 @@ Deno.test("tty terminate kills the terminal's whole session", async () => {
   const survivors = livePidsWith(`sleep ${token}`);
   killPids(survivors);
   assert.deepEqual(survivors, []);
+});
+
+/** Starts an interactive bash whose two jobs job control puts in process groups of their own. */
+async function startJobControlShell(
+  table: ProcessTable,
+  token: string,
+  timeoutMs?: number,
+): Promise<number[]> {
+  await table.start({
+    processId: "t",
+    argv: ["bash", "--norc", "-ic", `sleep ${token} & sleep ${token} & echo ready; wait`],
+    tty: true,
+    timeoutMs,
+  });
+  await readUntil(table, "t", "ready");
+  const jobs = await waitForPids(`sleep ${token}`, 2);
+  const groups = jobs.map((pid) => statFields(pid).pgrp);
+  assert.equal(new Set(groups).size, 2, "each job leads a process group of its own");
+  assert.ok(jobs.every((pid) => statFields(pid).pgrp === pid));
+  return jobs;
+}
+
+/** Waits until no live process runs `sleep TOKEN`; kills the survivors and fails if some remain. */
+async function assertJobsGone(token: string, label: string): Promise<void> {
+  try {
+    await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, label);
+  } catch (error) {
+    const survivors = livePidsWith(`sleep ${token}`);
+    killPids(survivors);
+    assert.deepEqual(survivors, [], `${label}: ${error}`);
+  }
+}
+
+/** Fields 5 and 6 of /proc/PID/stat. */
+function statFields(pid: number): { pgrp: number; session: number } {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const [, , pgrp, session] = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+  return { pgrp, session };
+}
+
+Deno.test("tty program leads the terminal's session (the marker's pid is its session id)", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "t", argv: ["sh", "-c", "cat /proc/$$/stat"], tty: true });
+  const { text } = await collect(table, "t");
+  const pid = Number(text.pty.slice(0, text.pty.indexOf(" ")));
+  const [, , pgrp, session] = text.pty.slice(text.pty.lastIndexOf(")") + 2).split(" ").map(Number);
+  assert.ok(pid > 1);
+  assert.deepEqual({ pgrp, session }, { pgrp: pid, session: pid });
+});
+
+Deno.test("tty terminate kills the jobs of an interactive shell (groups of their own, same session)", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable({ killGraceMs: 300 });
+  await startJobControlShell(table, token);
+  assert.equal(await table.terminate("t"), true);
+  await collect(table, "t");
+  await assertJobsGone(token, "jobs after terminate");
+});
+
+Deno.test("tty timeout kills the jobs of an interactive shell", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable({ killGraceMs: 300 });
+  await startJobControlShell(table, token, 1_000);
+  const { last } = await collect(table, "t");
+  assert.equal(last.timedOut, true);
+  await assertJobsGone(token, "jobs after the timeout");
+});
+
+Deno.test("tty close kills the jobs of an interactive shell", async () => {
+  const token = uniqueSleep();
+  const table = new ProcessTable({ killGraceMs: 300 });
+  try {
+    await startJobControlShell(table, token);
+  } catch (error) {
+    await table.close();
+    throw error;
+  }
+  await withDeadline(table.close(), 5_000, "close");
+  await assertJobsGone(token, "jobs after close");
 });
 
 Deno.test("tty resize sent during a start that fails answers instead of waiting forever", async () => {

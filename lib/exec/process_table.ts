@@ -10,8 +10,8 @@
  *   it is granted (`setsid` execs in place, so the spawned pid is the leader),
  *   else with `detached: true` (which makes Deno fork the whole executor, far
  *   slower in a large process); terminate and timeouts signal the group (TERM,
- *   then KILL after a grace period) through the granted `kill` helper (see
- *   `tree_kill.ts`).
+ *   then KILL after a grace period) through the granted `kill` helper, and
+ *   for a terminal every process of its session too (see `tree_kill.ts`).
  * - Output is never cut off at exit: `closed` is emitted only once both
  *   output streams reached end-of-file and the exit status is known.
  * - Unread output is never evicted: at the retention cap the table stops
@@ -53,7 +53,7 @@ import {
   resolveGrantedProgram,
 } from "./confinement.ts";
 import { DEFAULT_RETAINED_OUTPUT_BYTES, OutputBuffer, type OutputStream } from "./output_buffer.ts";
-import { killProcessGroups } from "./tree_kill.ts";
+import { killProcesses, killProcessGroups, sessionPids } from "./tree_kill.ts";
 import {
   checkTtySize,
   DEFAULT_TTY_COLS,
@@ -1180,9 +1180,9 @@ export class ProcessTable implements AsyncDisposable {
   #terminate(record: ProcessRecord): void {
     if (record.terminating || record.state === "closed" || record.state === "starting") return;
     record.terminating = true;
-    this.#track(this.#signalGroups(record, this.#groups(record), "SIGTERM"));
+    this.#track(this.#signalTree(record, "SIGTERM"));
     this.#timer(record, this.#killGraceMs, () => {
-      this.#track(this.#signalGroups(record, this.#groups(record), "SIGKILL"));
+      this.#track(this.#signalTree(record, "SIGKILL"));
       // Pipes held by a descendant that escaped the group: stop waiting for them.
       this.#timer(record, this.#killGraceMs, () => {
         for (const reader of record.readers) this.#track(reader.cancel().catch(() => {}));
@@ -1191,18 +1191,47 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   /**
-   * Kills what is left in a closed process's group: background children
-   * that outlived it with the output redirected (`sh -c 'daemon >/dev/null &'`).
+   * Kills what is left in a closed process's group (and terminal session):
+   * background children that outlived it with the output redirected
+   * (`sh -c 'daemon >/dev/null &'`).
    * Only while the record is retained, so the group id is recent; a group
    * that is empty by now gets nothing (the helper's kill fails quietly).
    */
   #killLeftovers(record: ProcessRecord): void {
     const groups = this.#groups(record);
     if (groups.length === 0) return;
-    this.#track((async () => {
-      const helper = await this.#helper();
-      if (helper !== null) await killProcessGroups(helper, groups, "SIGKILL");
-    })().catch(() => {}));
+    this.#track(
+      (async () => {
+        const helper = await this.#helper();
+        if (helper === null) return;
+        await Promise.all([
+          killProcessGroups(helper, groups, "SIGKILL"),
+          this.#killSession(record, helper, "SIGKILL"),
+        ]);
+      })().catch(() => {}),
+    );
+  }
+
+  /** Signals the process's groups and, for a terminal, its whole session. */
+  async #signalTree(record: ProcessRecord, signal: Deno.Signal): Promise<void> {
+    const helper = await this.#helper();
+    await Promise.all([
+      this.#signalGroups(record, this.#groups(record), signal),
+      helper === null ? undefined : this.#killSession(record, helper, signal),
+    ]);
+  }
+
+  /**
+   * Signals every process in a terminal's session: shell job control puts
+   * jobs in groups of their own, which a group kill misses, but they stay in
+   * the session. The wrapper's pid in the marker is the session id (`script`
+   * runs it as a session leader, and it execs in place). Without read access
+   * to `/proc` only the groups are signalled.
+   */
+  async #killSession(record: ProcessRecord, helper: string, signal: Deno.Signal): Promise<void> {
+    if (!record.tty || record.pty === null) return;
+    const pids = await sessionPids(record.pty.pid).catch(() => null);
+    if (pids !== null && pids.length > 0) await killProcesses(helper, pids, signal);
   }
 
   #groups(record: ProcessRecord): number[] {

@@ -9,10 +9,14 @@
  * operator grants it (`--allow-run=kill`), and falls back to signalling the
  * direct child only, reporting `treeKill: false`.
  *
- * What a group kill does not reach: a descendant that moved itself to another
- * process group or session (`setsid`, shell job control). The `os` level
- * closes that gap: bubblewrap's pid namespace dies with it, taking every
- * process inside along.
+ * A terminal's programs also move to groups of their own (shell job
+ * control), but never out of the terminal's session: for a `tty` process
+ * outpost also signals every member of that session, found by one scan of
+ * `/proc` per signal ({@linkcode sessionPids}), when it may read `/proc`.
+ *
+ * What that does not reach: a descendant that started a session of its own
+ * (`setsid`). The `os` level closes that gap: bubblewrap's pid namespace dies
+ * with it, taking every process inside along.
  *
  * @module
  */
@@ -38,12 +42,99 @@ export async function killProcessGroups(
   pgids: readonly number[],
   signal: Deno.Signal,
 ): Promise<boolean> {
-  for (const pgid of pgids) {
-    if (!Number.isSafeInteger(pgid) || pgid <= 1) {
-      throw new RangeError(`Cannot kill process group: ${pgid} is not a process group id`);
+  checkIds(pgids, "process group");
+  if (pgids.length === 0) return false;
+  return await runQuietly(helper, [
+    "-s",
+    signalName(signal),
+    "--",
+    ...pgids.map((pgid) => `-${pgid}`),
+  ]);
+}
+
+/** The most pids one run of the `kill` helper is given (keeps its argv small). */
+export const MAX_PIDS_PER_KILL = 1024;
+
+/**
+ * Signals single processes through the `kill` helper, at most
+ * {@linkcode MAX_PIDS_PER_KILL} per run. Pids that are gone by now are
+ * skipped quietly.
+ *
+ * @param helper The absolute path of the granted `kill` program.
+ * @param pids Process ids (each must be greater than 1).
+ * @param signal The signal.
+ * @throws {RangeError} When a pid is not an integer greater than 1.
+ * @example
+ * ```ts ignore
+ * import { killProcesses } from "./tree_kill.ts";
+ * await killProcesses("/usr/bin/kill", [12345, 12346], "SIGKILL");
+ * ```
+ */
+export async function killProcesses(
+  helper: string,
+  pids: readonly number[],
+  signal: Deno.Signal,
+): Promise<void> {
+  checkIds(pids, "process");
+  for (let i = 0; i < pids.length; i += MAX_PIDS_PER_KILL) {
+    const batch = pids.slice(i, i + MAX_PIDS_PER_KILL).map(String);
+    await runQuietly(helper, ["-s", signalName(signal), "--", ...batch]);
+  }
+}
+
+/**
+ * The processes of session `sid`, from one scan of `/proc` (field 6 of
+ * `/proc/PID/stat`). A pid is not reused while a process still carries it as
+ * its session id, so every match belongs to that very session. Pid 1 and the
+ * executor are never listed, and nothing is when the executor itself belongs
+ * to the session.
+ *
+ * @param sid The session id (greater than 1).
+ * @returns The pids, or null when `/proc` may not be read (no read permission, no `/proc`).
+ * @throws {RangeError} When `sid` is not an integer greater than 1.
+ * @example
+ * ```ts ignore
+ * import { sessionPids } from "./tree_kill.ts";
+ * console.log(await sessionPids(12345)); // e.g. [12345, 12350]
+ * ```
+ */
+export async function sessionPids(sid: number): Promise<number[] | null> {
+  checkIds([sid], "session");
+  // Asking first: reading without the grant would prompt on an interactive executor.
+  const { state } = await Deno.permissions.query({ name: "read", path: "/proc" });
+  if (state !== "granted") return null;
+  const pids: number[] = [];
+  try {
+    for await (const entry of Deno.readDir("/proc")) {
+      if (!/^\d+$/.test(entry.name)) continue;
+      const pid = Number(entry.name);
+      let stat: string;
+      try {
+        stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+      } catch {
+        continue; // It exited while we looked.
+      }
+      // After the command name: state, ppid, pgrp, session.
+      const session = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[3]);
+      if (session !== sid) continue;
+      if (pid === Deno.pid) return [];
+      if (pid > 1) pids.push(pid);
+    }
+  } catch {
+    return null;
+  }
+  return pids;
+}
+
+function checkIds(ids: readonly number[], what: string): void {
+  for (const id of ids) {
+    // 0 and 1 would hit the caller's own group or every process.
+    if (!Number.isSafeInteger(id) || id <= 1) {
+      throw new RangeError(`Cannot kill ${what}: ${id} is not a ${what} id`);
     }
   }
-  if (pgids.length === 0) return false;
-  const name = signal.startsWith("SIG") ? signal.slice(3) : signal;
-  return await runQuietly(helper, ["-s", name, "--", ...pgids.map((pgid) => `-${pgid}`)]);
+}
+
+function signalName(signal: Deno.Signal): string {
+  return signal.startsWith("SIG") ? signal.slice(3) : signal;
 }

@@ -10,7 +10,8 @@
  * session's process group, and the terminal device), and then `exec`s the
  * program by absolute path. The process table strips the marker from the
  * output and uses it to (1) signal the terminal's process group, which
- * `script` placed in a session of its own, and (2) resize later by running
+ * `script` placed in a session of its own (the pid is also that session's id,
+ * whose every process terminate reaches), and (2) resize later by running
  * `stty -F DEVICE cols C rows R` through the granted `stty` helper (or `sh`),
  * which makes the kernel send `SIGWINCH` to the program. Input is held back
  * until the marker has been seen, so terminal echo can never forge it.
