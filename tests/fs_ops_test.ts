@@ -152,7 +152,7 @@ for (const level of LEVELS) {
       ]);
       await rpcFails(
         f.call("fs/remove", { path: `${f.dir}/a`, recursive: false }),
-        -32603,
+        -32602,
         `${f.dir}/a`,
       );
       await f.call("fs/remove", { path: `${f.dir}/missing` }); // force defaults to true
@@ -521,7 +521,7 @@ for (const level of LEVELS) {
         -32004,
         notDir,
       );
-      await clearFailure(f.call("fs/readDirectory", { path: `${f.dir}/file` }), -32004, "list");
+      await clearFailure(f.call("fs/readDirectory", { path: under }), -32004, "list", notDir);
       // An existing path: its documented I/O code, a clear message.
       await clearFailure(
         f.call("fs/createDirectory", { path: `${f.dir}/file`, recursive: false }),
@@ -539,6 +539,69 @@ for (const level of LEVELS) {
     },
   });
 }
+
+for (const level of LEVELS) {
+  Deno.test({
+    name: `FsOps refuses listing a non-directory and removing a non-empty directory without ` +
+      `recursive with -32602 and a clear message (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      await Deno.writeTextFile(`${f.dir}/file`, "x");
+      await mkfifo(`${f.dir}/fifo`);
+      await Deno.mkdir(`${f.dir}/full/sub`, { recursive: true });
+      await Deno.mkdir(`${f.dir}/empty`);
+      // The path exists and is not a directory: an invalid target, not a missing one.
+      await clearFailure(
+        f.call("fs/readDirectory", { path: `${f.dir}/file` }),
+        -32602,
+        `Cannot list "${f.dir}/file": it is a regular file, not a directory`,
+      );
+      await clearFailure(
+        f.call("fs/readDirectory", { path: `${f.dir}/fifo` }),
+        -32602,
+        `"${f.dir}/fifo": it is a FIFO, not a directory`,
+      );
+      // A missing path stays -32004.
+      await clearFailure(
+        f.call("fs/readDirectory", { path: `${f.dir}/missing` }),
+        -32004,
+        "does not exist",
+      );
+      const notEmpty =
+        `Cannot remove "${f.dir}/full": it is a directory that is not empty; pass recursive: true`;
+      for (const force of [true, false]) {
+        await clearFailure(
+          f.call("fs/remove", { path: `${f.dir}/full`, recursive: false, force }),
+          -32602,
+          notEmpty,
+        );
+      }
+      assert.equal((await Deno.stat(`${f.dir}/full/sub`)).isDirectory, true);
+      // An empty directory goes without recursive; the full one with it.
+      await f.call("fs/remove", { path: `${f.dir}/empty`, recursive: false, force: false });
+      await f.call("fs/remove", { path: `${f.dir}/full`, recursive: true, force: false });
+      await assert.rejects(Deno.lstat(`${f.dir}/empty`), Deno.errors.NotFound);
+      await assert.rejects(Deno.lstat(`${f.dir}/full`), Deno.errors.NotFound);
+    },
+  });
+}
+
+Deno.test("FsOps reports an OS refusal it has no mapping for by the C library's text alone", async () => {
+  // procfs refuses unlinking and writing its files to every user (root included).
+  const proc = new FsOps(new SandboxPolicy({ query: grantsOnly("/proc") }));
+  await clearFailure(
+    proc.call("fs/remove", { path: "/proc/version", recursive: false, force: false }),
+    -32603,
+    'Cannot remove "/proc/version": ',
+  );
+  await clearFailure(
+    proc.call("fs/writeFile", { path: "/proc/version", dataBase64: b64("x") }),
+    -32603,
+    'Cannot write "/proc/version": ',
+  );
+  assert.ok((await Deno.readTextFile("/proc/version")).length > 0);
+});
 
 Deno.test("FsOps echoes a path whole up to the limit and elides its middle past it", async () => {
   await using f = await fixture();

@@ -32,7 +32,13 @@ export const CONFINED_FS_HELPERS: Readonly<Record<string, readonly string[]>> = 
 const MAX_STDERR_BYTES = 4096;
 
 /** The path failures reported the same way in the executor and by a sandboxed helper. */
-export type PathErrorCode = "ENOENT" | "ENOTDIR" | "EEXIST" | "ENAMETOOLONG" | "ELOOP";
+export type PathErrorCode =
+  | "ENOENT"
+  | "ENOTDIR"
+  | "EEXIST"
+  | "ENOTEMPTY"
+  | "ENAMETOOLONG"
+  | "ELOOP";
 
 /** The C library's text for each {@linkcode PathErrorCode} (helpers run with `LC_ALL=C`). */
 const PATH_ERROR_TEXTS: Readonly<Record<string, PathErrorCode>> = {
@@ -40,6 +46,7 @@ const PATH_ERROR_TEXTS: Readonly<Record<string, PathErrorCode>> = {
   "Directory nonexistent": "ENOENT", // dash, for a redirection into a missing directory
   "Not a directory": "ENOTDIR",
   "File exists": "EEXIST",
+  "Directory not empty": "ENOTEMPTY",
   "File name too long": "ENAMETOOLONG",
   "Too many levels of symbolic links": "ELOOP",
 };
@@ -47,7 +54,8 @@ const PATH_ERROR_TEXTS: Readonly<Record<string, PathErrorCode>> = {
 /**
  * The JSON-RPC error for a path failure: a missing path or a file where a
  * directory is needed is -32004, a path the system cannot take (too long,
- * a symbolic link loop) is -32602, an existing path is -32603.
+ * a symbolic link loop) or a non-empty directory removed without `recursive`
+ * is -32602, an existing path is -32603.
  *
  * @param action The verb, e.g. `read`.
  * @param shown The path as the request gave it (shortened here).
@@ -66,6 +74,12 @@ export function pathError(action: string, shown: string, code: PathErrorCode): R
       );
     case "EEXIST":
       return new RpcError(INTERNAL_ERROR, `${cannot}: it already exists`);
+    case "ENOTEMPTY": // only removing a directory (rmdir) fails so
+      return new RpcError(
+        INVALID_PARAMS,
+        `${cannot}: it is a directory that is not empty; pass recursive: true to remove it ` +
+          `with its content`,
+      );
     case "ENAMETOOLONG":
       return new RpcError(
         INVALID_PARAMS,
@@ -161,7 +175,8 @@ export class ConfinedFs {
    * @param recursive Remove a directory with its content.
    * @param force Succeed when the path does not exist.
    * @throws {SandboxDeniedError} When a helper is not granted or the sandbox refuses it.
-   * @throws {RpcError} -32004 when the path is missing (and not `force`), -32603 for other failures.
+   * @throws {RpcError} -32004 when the path is missing (and not `force`), -32602 for a non-empty
+   *   directory without `recursive`, -32603 for other failures.
    */
   async remove(shown: string, resolved: string, recursive: boolean, force: boolean): Promise<void> {
     const action = "remove";

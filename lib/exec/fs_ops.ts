@@ -100,9 +100,10 @@ function fsError(action: string, path: string, error: unknown): unknown {
   }
   const code = pathErrorCode(error);
   if (code !== undefined) return pathError(action, path, code);
-  // Deno's text ends by repeating the (possibly huge) path; the message names it already.
+  // Deno's text is the C library's, then "(os error N)" and the (possibly huge) path, which
+  // the message names already: keep the C text only.
   const text = error instanceof Error ? error.message : String(error);
-  const detail = /^.*?\(os error \d+\)/s.exec(text)?.[0] ?? text;
+  const detail = /^(.*?) \(os error \d+\)/s.exec(text)?.[1] ?? text;
   return new RpcError(
     INTERNAL_ERROR,
     `Cannot ${action} "${shownPath(path)}": ${shownPath(detail)}`,
@@ -115,11 +116,12 @@ function pathErrorCode(error: unknown): PathErrorCode | undefined {
   if (error instanceof Deno.errors.AlreadyExists) return "EEXIST";
   if (error instanceof Deno.errors.FilesystemLoop) return "ELOOP";
   const code = (error as { code?: unknown } | null)?.code;
-  return code === "ENAMETOOLONG" || code === "ELOOP" ? code : undefined;
+  return code === "ENAMETOOLONG" || code === "ELOOP" || code === "ENOTEMPTY" ? code : undefined;
 }
 
 /** The kind of a path that is not a regular file, for the refusal. */
 function kindOf(info: Deno.FileInfo): string {
+  if (info.isFile) return "a regular file";
   if (info.isDirectory) return "a directory";
   if (info.isFifo) return "a FIFO";
   if (info.isSocket) return "a socket";
@@ -133,6 +135,13 @@ function notRegularFile(action: string, path: string, info: Deno.FileInfo): RpcE
     INVALID_PARAMS,
     `Cannot ${action} "${shownPath(path)}": it is ${kindOf(info)}, not a regular file ` +
       `(fs methods read and write regular files only)`,
+  );
+}
+
+function notDirectory(action: string, path: string, info: Deno.FileInfo): RpcError {
+  return new RpcError(
+    INVALID_PARAMS,
+    `Cannot ${action} "${shownPath(path)}": it is ${kindOf(info)}, not a directory`,
   );
 }
 
@@ -202,8 +211,9 @@ export class FsOps {
    * @param method One of {@linkcode FS_METHODS}.
    * @param rawParams The request params.
    * @returns The method's result object.
-   * @throws {RpcError} -32602 for bad params, a path too long or not a regular file where one is
-   *   read or written; -32004 for a missing path; -32603 for I/O failures.
+   * @throws {RpcError} -32602 for bad params, a path too long, not a regular file where one is
+   *   read or written, not a directory where one is listed, or a non-empty directory removed
+   *   without `recursive`; -32004 for a missing path; -32603 for I/O failures.
    * @throws {SandboxDeniedError} When the sandbox refuses the path.
    */
   call(method: string, rawParams: unknown): Promise<unknown> {
@@ -349,20 +359,29 @@ export class FsOps {
   /**
    * `fs/readDirectory`: entries sorted by name.
    *
-   * @param path Absolute path.
+   * @param path Absolute path of a directory (anything else is refused with -32602).
    * @returns `{entries}`.
    */
   async readDirectory(path: string): Promise<{ entries: DirectoryEntry[] }> {
     const resolved = await this.#checkRead("list", path);
     const entries = await io("list", path, async () => {
       const list: DirectoryEntry[] = [];
-      for await (const entry of Deno.readDir(resolved)) {
-        list.push({
-          fileName: entry.name,
-          isDirectory: entry.isDirectory,
-          isFile: entry.isFile,
-          isSymlink: entry.isSymlink,
-        });
+      try {
+        for await (const entry of Deno.readDir(resolved)) {
+          list.push({
+            fileName: entry.name,
+            isDirectory: entry.isDirectory,
+            isFile: entry.isFile,
+            isSymlink: entry.isSymlink,
+          });
+        }
+      } catch (error) {
+        if (error instanceof Deno.errors.NotADirectory) {
+          // When the path itself exists, it is what is not a directory (not a parent: -32004).
+          const info = await Deno.stat(resolved).catch(() => null);
+          if (info !== null && !info.isDirectory) throw notDirectory("list", path, info);
+        }
+        throw error;
       }
       return list;
     });
