@@ -177,7 +177,7 @@ export type {
   ConnectionRequestOptions,
   ConnectOptions,
 } from "./lib/client/connect.ts";
-export { RemoteCommand } from "./lib/client/remote_command.ts";
+export { MAX_COMMAND_TIMEOUT_MS, RemoteCommand } from "./lib/client/remote_command.ts";
 export type { RemoteCommandOptions } from "./lib/client/remote_command.ts";
 export { RemoteProcess, signalExitCode } from "./lib/client/remote_process.ts";
 export type {

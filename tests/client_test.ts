@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { RemoteCommand } from "../lib/client/remote_command.ts";
+import { MAX_COMMAND_TIMEOUT_MS, RemoteCommand } from "../lib/client/remote_command.ts";
 import {
   MAX_WRITES_IN_FLIGHT,
   OUTPUT_CHUNK_OVERHEAD_BYTES,
@@ -15,7 +15,7 @@ import {
 } from "../lib/client/remote_process.ts";
 import type { RemoteProcess } from "../lib/client/remote_process.ts";
 import type { ProcessTransport } from "../lib/client/remote_process.ts";
-import { connect } from "../lib/client/connect.ts";
+import { connect, type Connection } from "../lib/client/connect.ts";
 import { openWebSocketChannel } from "../lib/client/_websocket_channel.ts";
 import { RelayClosedError, RpcError, StreamResetError } from "../lib/errors.ts";
 import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
@@ -433,6 +433,268 @@ Deno.test("RemoteProcess dispose kills a running process and waits for it", asyn
   await withDeadline(disposed, 2000, "dispose");
 });
 
+Deno.test("RemoteProcess.kill releases its hold and then drops only the output that does not fit the queue", async () => {
+  const { far, child } = await spawnScripted();
+  const piece = new Uint8Array(1024 * 1024).fill(7);
+  for (let i = 0; i < 4; i++) far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
+  assert.equal(far.holds, 1, "4 MiB unread holds the connection");
+  const killed = child.kill("SIGKILL");
+  assert.equal(far.holds, 0, "kill releases the hold at once, before its reply");
+  // Past the full queue: dropped and counted, never held again.
+  for (let i = 0; i < 3; i++) far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
+  assert.equal(far.holds, 0);
+  assert.equal(child.droppedOutputBytes, 3 * piece.byteLength);
+  await withDeadline(killed, 2000, "kill");
+  far.emit("process/exited", { exitCode: null, signal: "SIGKILL" });
+  far.emit("process/closed");
+  assert.deepEqual(await withDeadline(child.status, 2000, "status"), {
+    success: false,
+    code: 137,
+    signal: "SIGKILL",
+  });
+  // What was queued before the kill is still there, whole.
+  const output = await withDeadline(child.output(), 2000, "output");
+  assert.equal(output.stdout.byteLength, 4 * piece.byteLength);
+  assert.ok(output.stdout.every((b) => b === 7));
+});
+
+Deno.test("RemoteProcess.kill with a signal a program may survive (SIGINT) keeps every byte and the hold", async () => {
+  const { far, child } = await spawnScripted();
+  const piece = new Uint8Array(1024 * 1024).fill(3);
+  for (let i = 0; i < 4; i++) far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
+  assert.equal(far.holds, 1, "4 MiB unread holds the connection");
+  const interrupted = child.kill("SIGINT");
+  assert.equal(far.holds, 1, "the hold stays: nothing may be dropped");
+  // The program traps SIGINT and prints on; a reader drains everything.
+  far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
+  const reader = child.stdout.getReader();
+  let received = 0;
+  while (received < 5 * piece.byteLength) {
+    const { value } = await withDeadline(reader.read(), 2000, "read");
+    received += value?.byteLength ?? 0;
+  }
+  assert.equal(child.droppedOutputBytes, 0);
+  await withDeadline(interrupted, 2000, "kill");
+  reader.releaseLock();
+  far.emit("process/exited", { exitCode: 0 });
+  far.emit("process/closed");
+  await child.output();
+});
+
+Deno.test("RemoteProcess.kill keeps holding nothing while its queue has room, and after the exit sends nothing", async () => {
+  const { far, child } = await spawnScripted();
+  await child.kill("SIGTERM");
+  // A reader that keeps up loses nothing after a kill.
+  const reader = child.stdout.getReader();
+  const piece = new Uint8Array(1024 * 1024).fill(1);
+  for (let i = 0; i < 8; i++) {
+    far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
+    const { value } = await reader.read();
+    assert.equal(value?.byteLength, piece.byteLength);
+  }
+  assert.equal(child.droppedOutputBytes, 0);
+  reader.releaseLock();
+  far.emit("process/exited", { exitCode: 0 });
+  const sent = far.requests.length;
+  await child.kill("SIGKILL");
+  assert.equal(far.requests.length, sent, "kill after the exit is a silent no-op (Deno throws)");
+  far.emit("process/closed");
+  await child.output();
+});
+
+Deno.test("RemoteProcess dispose cancels unread output first, so a full queue does not hold the kill", async () => {
+  const { far, child } = await spawnScripted();
+  const piece = new Uint8Array(1024 * 1024);
+  for (let i = 0; i < 5; i++) far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
+  assert.equal(far.holds, 1);
+  const disposed = child[Symbol.asyncDispose]();
+  assert.equal(far.holds, 0, "the hold is released");
+  assert.equal((await child.stdout.getReader().read()).done, true, "unread stdout is discarded");
+  await until(() => far.requests.some((r) => r.method === "process/signal"), 2000, "kill request");
+  far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
+  assert.equal(far.holds, 0);
+  far.emit("process/exited", { exitCode: null, signal: "SIGKILL" });
+  far.emit("process/closed");
+  await withDeadline(disposed, 2000, "dispose");
+});
+
+Deno.test("RemoteCommand's aborted signal discards unread output and kills, leaving a reader's stream alone", async () => {
+  const abort = new AbortController();
+  const { far, child } = await spawnScripted({ signal: abort.signal });
+  const piece = new Uint8Array(1024 * 1024);
+  for (let i = 0; i < 5; i++) far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
+  far.emit("process/output", { stream: "stderr", chunk: b64("kept for its reader") });
+  assert.equal(far.holds, 1);
+  const stderrReader = child.stderr.getReader();
+  abort.abort();
+  assert.equal(far.holds, 0, "the hold is released");
+  assert.equal((await child.stdout.getReader().read()).done, true, "unread stdout is discarded");
+  await until(() => far.requests.some((r) => r.method === "process/signal"), 2000, "kill request");
+  assert.equal(far.requests.at(-1)?.params.signal, "SIGKILL");
+  far.emit("process/exited", { exitCode: null, signal: "SIGKILL" });
+  far.emit("process/closed");
+  assert.equal((await withDeadline(child.status, 2000, "status")).code, 137);
+  const { value } = await stderrReader.read();
+  assert.equal(decoder.decode(value), "kept for its reader", "a held stream keeps its output");
+});
+
+Deno.test("RemoteProcess.output refuses a locked stream before reading either", async () => {
+  const { far, child } = await spawnScripted();
+  const stdoutReader = child.stdout.getReader();
+  await assert.rejects(child.output(), {
+    name: "TypeError",
+    message: "Cannot collect output: 'stdout' is locked",
+  });
+  assert.equal(child.stderr.locked, false, "the failed call left stderr alone");
+  stdoutReader.releaseLock();
+  const stderrReader = child.stderr.getReader();
+  await assert.rejects(child.output(), {
+    name: "TypeError",
+    message: "Cannot collect output: 'stderr' is locked",
+  });
+  assert.equal(child.stdout.locked, false, "the failed call left stdout alone");
+  stderrReader.releaseLock();
+  far.emit("process/output", { stream: "stdout", chunk: b64("out") });
+  far.emit("process/output", { stream: "stderr", chunk: b64("err") });
+  far.emit("process/exited", { exitCode: 0 });
+  far.emit("process/closed");
+  const output = await withDeadline(child.output(), 2000, "output");
+  assert.equal(decoder.decode(output.stdout), "out");
+  assert.equal(decoder.decode(output.stderr), "err");
+});
+
+Deno.test("signalExitCode gives 128 + the Linux number of every Deno.Signal name", () => {
+  const linux: Record<Deno.Signal, number | null> = {
+    SIGHUP: 1,
+    SIGINT: 2,
+    SIGQUIT: 3,
+    SIGILL: 4,
+    SIGTRAP: 5,
+    SIGABRT: 6,
+    SIGBUS: 7,
+    SIGFPE: 8,
+    SIGKILL: 9,
+    SIGUSR1: 10,
+    SIGSEGV: 11,
+    SIGUSR2: 12,
+    SIGPIPE: 13,
+    SIGALRM: 14,
+    SIGTERM: 15,
+    SIGSTKFLT: 16,
+    SIGCHLD: 17,
+    SIGCONT: 18,
+    SIGSTOP: 19,
+    SIGTSTP: 20,
+    SIGTTIN: 21,
+    SIGTTOU: 22,
+    SIGURG: 23,
+    SIGXCPU: 24,
+    SIGXFSZ: 25,
+    SIGVTALRM: 26,
+    SIGPROF: 27,
+    SIGWINCH: 28,
+    SIGIO: 29,
+    SIGPOLL: 29,
+    SIGPWR: 30,
+    SIGSYS: 31,
+    SIGUNUSED: 31,
+    // Not Linux signals: a Linux executor never reports them; the fallback is SIGTERM's.
+    SIGBREAK: null,
+    SIGEMT: null,
+    SIGINFO: null,
+  };
+  for (const [name, number] of Object.entries(linux)) {
+    assert.equal(signalExitCode(name), 128 + (number ?? 15), name);
+  }
+  assert.equal(signalExitCode("SIGNOPE"), 143);
+  assert.equal(signalExitCode("toString"), 143, "no inherited property counts as a signal");
+});
+
+Deno.test("RemoteCommand checks each option's type and range", () => {
+  const far = new ScriptedExecutor();
+  const bad = (options: Record<string, unknown>, error: typeof TypeError, message: RegExp) =>
+    assert.throws(
+      () => new RemoteCommand(far, "x", options as ConstructorParameters<typeof RemoteCommand>[2]),
+      (e: Error) => e instanceof error && message.test(e.message),
+      JSON.stringify(options),
+    );
+  for (const name of ["stdin", "stdout", "stderr"]) {
+    bad({ [name]: "inherit" }, TypeError, new RegExp(`${name} "inherit" is not supported`));
+    bad({ [name]: "pipe" }, TypeError, new RegExp(`${name} must be "piped" or "null"`));
+    bad({ [name]: true }, TypeError, new RegExp(`${name} must be "piped" or "null"`));
+  }
+  bad({ args: "-c" }, TypeError, /args must be an array of strings/);
+  bad({ args: ["-c", 1] }, TypeError, /args must be an array of strings/);
+  bad({ env: "A=1" }, TypeError, /env must be an object of strings/);
+  bad({ env: ["A=1"] }, TypeError, /env must be an object of strings/);
+  bad({ env: { A: 1 } }, TypeError, /env must be an object of strings/);
+  bad({ cwd: 7 }, TypeError, /cwd must be a string/);
+  bad({ signal: { aborted: false } }, TypeError, /signal must be an AbortSignal/);
+  bad({ tty: "yes" }, TypeError, /tty must be a boolean/);
+  bad({ inheritEnv: 0 }, TypeError, /inheritEnv must be a boolean/);
+  bad({ confinement: "strict" }, TypeError, /confinement must be "none", "deno" or "os"/);
+  bad({ cols: 80 }, TypeError, /cols needs tty: true/);
+  bad({ tty: false, rows: 24 }, TypeError, /rows needs tty: true/);
+  bad({ tty: true, cols: "80" }, TypeError, /cols must be a number/);
+  bad({ timeoutMs: "100" }, TypeError, /timeoutMs must be a number/);
+  for (const timeoutMs of [0, -1, 1.5, NaN, Infinity, MAX_COMMAND_TIMEOUT_MS + 1, 1e12]) {
+    bad({ timeoutMs }, RangeError, /timeoutMs .* is not an integer from 1 to 2147483647/);
+  }
+  // At the limits: accepted.
+  new RemoteCommand(far, "x", { timeoutMs: 1 });
+  new RemoteCommand(far, "x", { timeoutMs: MAX_COMMAND_TIMEOUT_MS });
+  new RemoteCommand(far, "x", { stdin: "null", stdout: "null", stderr: "piped", tty: false });
+  assert.throws(() => new RemoteCommand(far, "x", null as unknown as undefined), TypeError);
+});
+
+Deno.test("RemoteCommand copies its options: a later change to the caller's object is not seen", async () => {
+  const options = {
+    args: ["-c", "true"],
+    env: { A: "1" },
+    stdout: "piped" as "piped" | "null",
+    timeoutMs: 1000,
+  };
+  const far = new ScriptedExecutor();
+  const command = new RemoteCommand(far, "prog", options);
+  options.args.push("extra");
+  options.env.A = "2";
+  (options as Record<string, unknown>).stdout = "inherit";
+  options.timeoutMs = 1.5;
+  const child = command.spawn();
+  await child.started;
+  const params = far.requests[0].params;
+  assert.deepEqual(params.argv, ["prog", "-c", "true"]);
+  assert.deepEqual(params.env, { A: "1" });
+  assert.equal(params.timeoutMs, 1000);
+  assert.ok(child.stdout instanceof ReadableStream, "stdout stays piped");
+  far.emit("process/exited", { exitCode: 0 });
+  far.emit("process/closed");
+  await child.output();
+});
+
+Deno.test("RemoteCommand closes a tty program's input when stdin is not piped, and only then", async () => {
+  for (
+    const [options, eofWrites] of [
+      [{ tty: true }, 1],
+      [{ tty: true, stdin: "null" }, 1],
+      [{ tty: true, stdin: "piped" }, 0],
+      [{ tty: false }, 0],
+    ] as const
+  ) {
+    const { far, child } = await spawnScripted(options);
+    const writes = far.requests.filter((r) => r.method === "process/write");
+    assert.equal(writes.length, eofWrites, JSON.stringify(options));
+    if (eofWrites) {
+      assert.deepEqual(writes[0].params, { processId: child.id, chunk: "", eof: true });
+    }
+    assert.equal(far.requests[0].method, "process/start", "the eof write follows the start");
+    far.emit("process/exited", { exitCode: 0 });
+    far.emit("process/closed");
+    if (options.stdin === "piped") await child.stdin.close();
+    await child.output();
+  }
+});
+
 // ---------------------------------------------------------------------------
 // Against real servers on 127.0.0.1 (in-process), over real WebSockets.
 
@@ -593,11 +855,139 @@ Deno.test("await using a RemoteProcess kills it and waits", async () => {
   assert.equal(((await status) as { code: number }).code, 137);
 });
 
+/** `conn` as a process transport that also counts the output holds its processes take. */
+function countingHolds(conn: Connection): { transport: ProcessTransport; holds: () => number } {
+  let holds = 0;
+  const transport = new Proxy(conn, {
+    get(target, key) {
+      if (key === "holdInbound") {
+        return () => {
+          const release = target.holdInbound();
+          holds++;
+          let released = false;
+          return () => {
+            if (released) return;
+            released = true;
+            holds--;
+            release();
+          };
+        };
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { transport, holds: () => holds };
+}
+
+const UNREAD_BYTES = 20_000_000;
+
+/**
+ * With 20 MB of stdout nobody reads (the process holds the connection's
+ * reading), kill() and status, `await using` and an aborted signal each
+ * settle, and what was queued before the kill stays readable.
+ */
+async function unreadOutputDoesNotBlockTheEnd(conn: Connection): Promise<void> {
+  const { transport, holds } = countingHolds(conn);
+  const spawnUnread = (signal?: AbortSignal): RemoteProcess =>
+    new RemoteCommand(transport, "sh", {
+      args: ["-c", `head -c ${UNREAD_BYTES} /dev/zero; exec sleep 30`],
+      stderr: "null",
+      ...(signal ? { signal } : {}),
+    }).spawn();
+  const held = (): Promise<void> => until(() => holds() === 1, 10_000, "the unread output holds");
+
+  const killed = spawnUnread();
+  await held();
+  await withDeadline(killed.kill("SIGKILL"), 10_000, "kill with 20 MB unread");
+  const status = await withDeadline(killed.status, 10_000, "status after kill");
+  assert.equal(status.code, 137);
+  assert.equal(holds(), 0);
+  let queued = 0;
+  for await (const chunk of killed.stdout) {
+    assert.ok(chunk.every((b) => b === 0));
+    queued += chunk.byteLength;
+  }
+  assert.ok(queued >= 3 * 1024 * 1024, `the queued output stays readable (${queued} B)`);
+  assert.ok(queued <= OUTPUT_HIGH_WATER_BYTES + 1024 * 1024, `queued ${queued} B`);
+  assert.ok(killed.droppedOutputBytes > 0, "output past the full queue was dropped");
+  assert.ok(queued + killed.droppedOutputBytes <= UNREAD_BYTES);
+
+  let disposedStatus: Promise<unknown> | undefined;
+  await withDeadline(
+    (async () => {
+      await using disposed = spawnUnread();
+      disposedStatus = disposed.status;
+      await held();
+    })(),
+    20_000,
+    "await using with 20 MB unread",
+  );
+  assert.equal(((await disposedStatus) as { code: number }).code, 137);
+  assert.equal(holds(), 0);
+
+  const abort = new AbortController();
+  const aborted = spawnUnread(abort.signal);
+  await held();
+  abort.abort();
+  const abortedStatus = await withDeadline(aborted.status, 10_000, "status after abort");
+  assert.equal(abortedStatus.code, 137);
+  assert.equal(holds(), 0);
+}
+
+Deno.test("connect (local): kill, status, await using and abort settle with 20 MB of unread output", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  await unreadOutputDoesNotBlockTheEnd(conn);
+});
+
+Deno.test("connect (rendezvous): kill, status, await using and abort settle with 20 MB of unread output", async () => {
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-unread",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using conn = await connect(rendezvous.url, {
+    executorId: "box-unread",
+    token: SERVER_TOKEN,
+  });
+  await unreadOutputDoesNotBlockTheEnd(conn);
+});
+
+Deno.test("a tty program whose stdin is not piped sees its end: cat and read finish", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  const cat = new RemoteCommand(conn, "cat", { tty: true }).spawn();
+  assert.throws(() => cat.stdin, /stdin: it is not piped/);
+  const output = await withDeadline(cat.output(), 10_000, "cat under a terminal");
+  assert.equal(output.code, 0);
+  const read = await withDeadline(
+    new RemoteCommand(conn, "sh", { args: ["-c", "read line; echo read-status:$?"], tty: true })
+      .output(),
+    10_000,
+    "read under a terminal",
+  );
+  assert.match(decoder.decode(read.stdout), /read-status:1/);
+});
+
+Deno.test("a process the executor times out reports code 124 and the signal that ended it", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  const child = new RemoteCommand(conn, "sh", { args: ["-c", "exec sleep 30"], timeoutMs: 200 })
+    .spawn();
+  const status = await withDeadline(child.status, 10_000, "status after the timeout");
+  assert.deepEqual(status, { success: false, code: 124, signal: "SIGTERM" });
+  await child.output();
+});
+
 Deno.test("Connection.fs reads, writes, lists and removes files on the executor", async () => {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_client_fs_" }));
   try {
     await using server = await serveLocal();
-    await using conn = await connect(server.url);
+    // The longest connect timeout a timer takes is accepted.
+    await using conn = await connect(server.url, { timeoutMs: 2_147_483_647 });
     await conn.fs.mkdir(`${dir}/sub/deeper`, { recursive: true });
     await conn.fs.writeTextFile(`${dir}/sub/a.txt`, "alpha");
     await conn.fs.writeFile(`${dir}/sub/b.bin`, new Uint8Array([0, 255, 7]));
@@ -606,8 +996,15 @@ Deno.test("Connection.fs reads, writes, lists and removes files on the executor"
     const info = await conn.fs.stat(`${dir}/sub/a.txt`);
     assert.equal(info.isFile, true);
     assert.equal(info.isDirectory, false);
-    const names = (await conn.fs.readDir(`${dir}/sub`)).map((e) => e.fileName).sort();
-    assert.deepEqual(names, ["a.txt", "b.bin", "deeper"]);
+    await Deno.symlink(`${dir}/sub/a.txt`, `${dir}/sub/link`);
+    const entries = (await conn.fs.readDir(`${dir}/sub`))
+      .sort((a, b) => a.fileName.localeCompare(b.fileName));
+    assert.deepEqual(entries.map((e) => [e.fileName, e.isFile, e.isDirectory, e.isSymlink]), [
+      ["a.txt", true, false, false],
+      ["b.bin", true, false, false],
+      ["deeper", false, true, false],
+      ["link", false, false, true],
+    ]);
     await conn.fs.copy(`${dir}/sub/a.txt`, `${dir}/copy.txt`);
     assert.equal(await conn.fs.readTextFile(`${dir}/copy.txt`), "alpha");
     assert.equal(await conn.fs.realPath(`${dir}/sub/../copy.txt`), `${dir}/copy.txt`);
@@ -631,6 +1028,22 @@ Deno.test("connect validates its URL and times out a silent server", async () =>
   await assert.rejects(connect("not a url"), TypeError);
   await assert.rejects(connect("ftp://127.0.0.1/"), /scheme ftp: is not ws or wss/);
   await assert.rejects(connect("ws://127.0.0.1:1", { executorId: "a/b" }), TypeError);
+  for (const timeoutMs of [0, -1, NaN, Infinity, 2_147_483_648]) {
+    await assert.rejects(
+      connect("ws://127.0.0.1:1", { timeoutMs }),
+      (e: Error) =>
+        e instanceof RangeError && /timeoutMs .* is not a finite number/.test(e.message),
+      `timeoutMs ${timeoutMs}`,
+    );
+  }
+  for (const maxInboxBytes of [0, -1, NaN, Infinity]) {
+    await assert.rejects(
+      connect("ws://127.0.0.1:1", { maxInboxBytes }),
+      (e: Error) =>
+        e instanceof RangeError && /maxInboxBytes .* is not a finite number/.test(e.message),
+      `maxInboxBytes ${maxInboxBytes}`,
+    );
+  }
   // A TCP listener that never answers the WebSocket handshake.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepted: Deno.Conn[] = [];

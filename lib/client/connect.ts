@@ -36,7 +36,10 @@ export interface ConnectOptions {
   executorId?: string;
   /** Cancels connecting. */
   signal?: AbortSignal;
-  /** Deadline for connecting and `initialize`. @default {10000} */
+  /**
+   * Deadline for connecting and `initialize`, in ms: more than 0, at most
+   * 2147483647 (a timer's limit). @default {10000}
+   */
   timeoutMs?: number;
   /** Sent as `clientName` in `initialize`. @default {"outpost"} */
   clientName?: string;
@@ -50,7 +53,8 @@ export interface ConnectOptions {
    * output reader holds the connection. Deno's WebSocket client cannot pause
    * reading, so past this bound the connection closes with
    * `inbox overflow` instead of growing. (Through a rendezvous, backpressure
-   * reaches the remote program and nothing is buffered.) @default {134217728}
+   * reaches the remote program and nothing is buffered.) More than 0 and
+   * finite. @default {134217728}
    */
   maxInboxBytes?: number;
   /**
@@ -402,6 +406,18 @@ export function harnessUrl(url: URL, executorId: string | undefined): string {
   return `${url.protocol}//${url.host}/harness/${executorId}?role=harness`;
 }
 
+/** The longest delay a timer takes; a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Refuses a set option that is not a number above 0 and at most `max` (and finite). */
+function checkPositive(name: string, value: number | undefined, max: number): void {
+  if (value === undefined) return;
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || value > max) {
+    const limit = max === Infinity ? "" : ` and at most ${max}`;
+    throw new RangeError(`Cannot connect: ${name} ${value} is not a finite number above 0${limit}`);
+  }
+}
+
 function parseUrl(raw: string | URL): URL {
   let url: URL;
   try {
@@ -596,6 +612,8 @@ async function openRendezvous(
  * @param options Token, executor id, signal, timeout and client name.
  * @returns The initialized connection.
  * @throws {TypeError} When the URL or executor id is unusable.
+ * @throws {RangeError} When `timeoutMs` or `maxInboxBytes` is not a positive
+ * finite number (`timeoutMs` also at most 2147483647).
  * @throws {RelayClosedError} When the socket cannot be opened or is refused.
  * @throws {RpcError} When the executor refuses `initialize`.
  * @example
@@ -613,6 +631,8 @@ export async function connect(
   options: ConnectOptions = {},
 ): Promise<Connection> {
   options.signal?.throwIfAborted();
+  checkPositive("timeoutMs", options.timeoutMs, MAX_TIMER_MS);
+  checkPositive("maxInboxBytes", options.maxInboxBytes, Infinity);
   const parsed = parseUrl(url);
   const rendezvous = options.executorId !== undefined ||
     parsed.searchParams.get("role") === "harness";

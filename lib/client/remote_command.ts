@@ -8,6 +8,9 @@
 import { checkTerminalSize, RemoteProcess } from "./remote_process.ts";
 import type { ProcessTransport, RemoteProcessOutput } from "./remote_process.ts";
 
+/** Largest `timeoutMs` the executor takes (its timer's limit, 2^31 - 1 ms, about 24.8 days). */
+export const MAX_COMMAND_TIMEOUT_MS = 2_147_483_647;
+
 /** Options of {@linkcode RemoteCommand}. */
 export interface RemoteCommandOptions {
   /** Arguments after the program. @default {[]} */
@@ -16,7 +19,11 @@ export interface RemoteCommandOptions {
   cwd?: string;
   /** Environment for the program; the executor adds only its small inherited allowlist. */
   env?: Record<string, string>;
-  /** `"piped"` gives a writable `stdin`; `"null"` closes it. @default {"null"} */
+  /**
+   * `"piped"` gives a writable `stdin`; `"null"` closes it (also under `tty`).
+   * `"inherit"` is not supported: the program runs on another machine.
+   * @default {"null"}
+   */
   stdin?: "piped" | "null";
   /** `"piped"` gives a readable `stdout`; `"null"` discards it. @default {"piped"} */
   stdout?: "piped" | "null";
@@ -24,13 +31,20 @@ export interface RemoteCommandOptions {
   stderr?: "piped" | "null";
   /** Run under a terminal; stdout then carries everything the terminal shows. @default {false} */
   tty?: boolean;
-  /** Initial terminal columns (1..65535), with `tty`. Executor default (80) when absent. */
+  /** Initial terminal columns (1..65535); only with `tty`. Executor default (80) when absent. */
   cols?: number;
-  /** Initial terminal rows (1..65535), with `tty`. Executor default (24) when absent. */
+  /** Initial terminal rows (1..65535); only with `tty`. Executor default (24) when absent. */
   rows?: number;
-  /** Kills the process (SIGKILL) when aborted. */
+  /**
+   * Kills the process (SIGKILL) when aborted, discarding its unread output:
+   * a stdout or stderr that no reader holds is cancelled.
+   */
   signal?: AbortSignal;
-  /** The executor kills the process after this long. No limit when absent. */
+  /**
+   * The executor kills the process after this many ms, an integer from 1 to
+   * {@linkcode MAX_COMMAND_TIMEOUT_MS}; its status then has code 124. No
+   * limit when absent.
+   */
   timeoutMs?: number;
   /** Confinement the executor must apply (`"none"`, `"deno"` or `"os"`). Executor default when absent. */
   confinement?: "none" | "deno" | "os";
@@ -62,31 +76,25 @@ export class RemoteCommand {
 
   /**
    * Describes the command; nothing runs until {@linkcode RemoteCommand.spawn}.
+   * The options are checked and copied here, so a later change to the
+   * caller's object has no effect.
    *
    * @param connection The connection to the executor.
    * @param program The program name or path on the executor.
    * @param options Arguments, cwd, env, stdio, tty, signal and timeout.
-   * @throws {TypeError} When the program is empty or an option has the wrong type.
-   * @throws {RangeError} When `timeoutMs` is not a positive number, or `cols` or
-   * `rows` is not an integer from 1 to 65535.
+   * @throws {TypeError} When the program is empty or an option has the wrong
+   * type or value (`"inherit"` stdio, `cols` or `rows` without `tty`).
+   * @throws {RangeError} When `timeoutMs` is not an integer from 1 to
+   * {@linkcode MAX_COMMAND_TIMEOUT_MS}, or `cols` or `rows` is not an integer
+   * from 1 to 65535.
    */
   constructor(connection: ProcessTransport, program: string, options: RemoteCommandOptions = {}) {
     if (typeof program !== "string" || program === "") {
       throw new TypeError("Cannot create command: the program is empty");
     }
-    if (options.args !== undefined && !options.args.every((a) => typeof a === "string")) {
-      throw new TypeError("Cannot create command: every argument must be a string");
-    }
-    if (options.timeoutMs !== undefined && !(options.timeoutMs > 0)) {
-      throw new RangeError(
-        `Cannot create command: timeoutMs ${options.timeoutMs} is not a positive number`,
-      );
-    }
-    if (options.cols !== undefined) checkTerminalSize("cols", options.cols);
-    if (options.rows !== undefined) checkTerminalSize("rows", options.rows);
     this.#transport = connection;
     this.#program = program;
-    this.#options = options;
+    this.#options = checkedOptions(options);
   }
 
   /**
@@ -113,19 +121,35 @@ export class RemoteCommand {
     if (options.confinement !== undefined) params.confinement = options.confinement;
     if (options.cols !== undefined) params.cols = options.cols;
     if (options.rows !== undefined) params.rows = options.rows;
+    // The executor opens a terminal's input for every tty process; closed
+    // here, a program that reads stdin sees its end instead of waiting forever.
+    const closeTtyInput = params.tty === true && stdin !== "piped";
     const process = new RemoteProcess(
       this.#transport,
       processId,
       { stdin, stdout: options.stdout ?? "piped", stderr: options.stderr ?? "piped" },
-      () => this.#transport.request("process/start", params),
+      async () => {
+        const started = await this.#transport.request("process/start", params);
+        if (closeTtyInput) this.#closeInput(processId).catch(() => {});
+        return started;
+      },
     );
     const signal = options.signal;
     if (signal) {
-      const onAbort = (): void => void process.kill("SIGKILL").catch(() => {});
+      // Dispose discards the unread output first: a reader that is not
+      // reading must not hold back the kill and the exit.
+      const onAbort = (): void => void process[Symbol.asyncDispose]();
       signal.addEventListener("abort", onAbort, { once: true });
       process.status.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => {});
     }
     return process;
+  }
+
+  /** Sends the `eof` write that closes a process's stdin. */
+  #closeInput(processId: string): Promise<unknown> {
+    const transport = this.#transport;
+    if (transport.writeStdin) return transport.writeStdin(processId, new Uint8Array(0), true);
+    return transport.request("process/write", { processId, chunk: "", eof: true });
   }
 
   /**
@@ -141,4 +165,81 @@ export class RemoteCommand {
     if ((this.#options.stdin ?? "null") === "piped") await process.stdin.close();
     return await process.output();
   }
+}
+
+const STDIO_VALUES: readonly unknown[] = ["piped", "null"];
+const CONFINEMENTS: readonly unknown[] = ["none", "deno", "os"];
+
+/** Checks every option against its type and returns a copy the caller cannot change. */
+function checkedOptions(options: RemoteCommandOptions): RemoteCommandOptions {
+  const fail = (what: string): never => {
+    throw new TypeError(`Cannot create command: ${what}`);
+  };
+  if (typeof options !== "object" || options === null) fail("options must be an object");
+  const { args, cwd, env, tty, cols, rows, signal, timeoutMs, confinement, inheritEnv } = options;
+  const copy: RemoteCommandOptions = {};
+  if (args !== undefined) {
+    if (!Array.isArray(args) || !args.every((a) => typeof a === "string")) {
+      fail("args must be an array of strings");
+    }
+    copy.args = [...args];
+  }
+  if (cwd !== undefined) {
+    if (typeof cwd !== "string") fail("cwd must be a string");
+    copy.cwd = cwd;
+  }
+  if (env !== undefined) {
+    if (typeof env !== "object" || env === null || Array.isArray(env)) {
+      fail("env must be an object of strings");
+    }
+    const entries = Object.entries(env);
+    if (!entries.every(([, value]) => typeof value === "string")) {
+      fail("env must be an object of strings");
+    }
+    copy.env = Object.fromEntries(entries);
+  }
+  for (const name of ["stdin", "stdout", "stderr"] as const) {
+    const value = options[name];
+    if (value === undefined) continue;
+    if (value === ("inherit" as unknown)) {
+      fail(`${name} "inherit" is not supported (the program runs on the executor)`);
+    }
+    if (!STDIO_VALUES.includes(value)) fail(`${name} must be "piped" or "null", not ${value}`);
+    copy[name] = value;
+  }
+  if (tty !== undefined) {
+    if (typeof tty !== "boolean") fail("tty must be a boolean");
+    copy.tty = tty;
+  }
+  for (const [name, value] of [["cols", cols], ["rows", rows]] as const) {
+    if (value === undefined) continue;
+    if (copy.tty !== true) fail(`${name} needs tty: true`);
+    if (typeof value !== "number") fail(`${name} must be a number`);
+    checkTerminalSize(name, value);
+    copy[name] = value;
+  }
+  if (signal !== undefined) {
+    if (!(signal instanceof AbortSignal)) fail("signal must be an AbortSignal");
+    copy.signal = signal;
+  }
+  if (timeoutMs !== undefined) {
+    if (typeof timeoutMs !== "number") fail("timeoutMs must be a number");
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_COMMAND_TIMEOUT_MS) {
+      throw new RangeError(
+        `Cannot create command: timeoutMs ${timeoutMs} is not an integer from 1 to ${MAX_COMMAND_TIMEOUT_MS}`,
+      );
+    }
+    copy.timeoutMs = timeoutMs;
+  }
+  if (confinement !== undefined) {
+    if (!CONFINEMENTS.includes(confinement)) {
+      fail(`confinement must be "none", "deno" or "os", not ${confinement}`);
+    }
+    copy.confinement = confinement;
+  }
+  if (inheritEnv !== undefined) {
+    if (typeof inheritEnv !== "boolean") fail("inheritEnv must be a boolean");
+    copy.inheritEnv = inheritEnv;
+  }
+  return copy;
 }

@@ -36,6 +36,8 @@ export interface RemoteDirEntry {
   isDirectory: boolean;
   /** True for a regular file. */
   isFile: boolean;
+  /** True for a symbolic link (the entry itself, not followed). */
+  isSymlink: boolean;
 }
 
 const encoder = new TextEncoder();

@@ -5,7 +5,9 @@
  * executor's retained output with `process/read`, so no byte is lost or
  * repeated. A reader that falls behind holds the connection's inbound side
  * (see {@linkcode ProcessTransport.holdInbound}) instead of buffering
- * without bound.
+ * without bound; once the process is being killed (SIGTERM or SIGKILL),
+ * output that does not fit its stream's queue is dropped instead, so the
+ * kill's reply and the exit can arrive.
  *
  * @module
  */
@@ -16,7 +18,14 @@ import { RelayClosedError } from "../errors.ts";
 export interface RemoteProcessStatus {
   /** True when the exit code is 0. */
   success: boolean;
-  /** The exit code; 128 + n when killed by signal n. */
+  /**
+   * The exit code; 128 + n when killed by signal n (Linux numbers, see
+   * {@linkcode signalExitCode}). A process the executor ended for its
+   * `timeoutMs` reports 124 instead, with the signal that ended it:
+   * `"SIGTERM"`, or `"SIGKILL"` when it outlived the executor's kill grace
+   * (2 s by default), so that status can come up to `timeoutMs` + 2 s after
+   * the start.
+   */
   code: number;
   /** The signal that ended the process, or null. */
   signal: Deno.Signal | null;
@@ -111,7 +120,12 @@ const WRITE_CHUNK_BYTES = 64 * 1024;
  */
 export const MAX_WRITES_IN_FLIGHT = 16;
 
-const SIGNAL_NUMBERS: Partial<Record<Deno.Signal, number>> = {
+/**
+ * Linux signal numbers (x86-64, arm64) of every `Deno.Signal` name; null for
+ * the names Linux lacks (Windows' SIGBREAK, BSD's SIGEMT and SIGINFO), which
+ * a Linux executor never reports.
+ */
+const SIGNAL_NUMBERS: Record<Deno.Signal, number | null> = {
   SIGHUP: 1,
   SIGINT: 2,
   SIGQUIT: 3,
@@ -127,16 +141,41 @@ const SIGNAL_NUMBERS: Partial<Record<Deno.Signal, number>> = {
   SIGPIPE: 13,
   SIGALRM: 14,
   SIGTERM: 15,
+  SIGSTKFLT: 16,
+  SIGCHLD: 17,
+  SIGCONT: 18,
+  SIGSTOP: 19,
+  SIGTSTP: 20,
+  SIGTTIN: 21,
+  SIGTTOU: 22,
+  SIGURG: 23,
+  SIGXCPU: 24,
+  SIGXFSZ: 25,
+  SIGVTALRM: 26,
+  SIGPROF: 27,
+  SIGWINCH: 28,
+  SIGIO: 29,
+  SIGPOLL: 29,
+  SIGPWR: 30,
+  SIGSYS: 31,
+  SIGUNUSED: 31,
+  SIGBREAK: null,
+  SIGEMT: null,
+  SIGINFO: null,
 };
 
 /**
- * The conventional exit code for a process killed by `signal`: 128 + its number.
+ * The conventional exit code for a process killed by `signal`: 128 + its
+ * Linux number.
  *
  * @param signal A signal name such as `"SIGINT"`.
- * @returns 128 + the signal number, or 128 + 15 for unknown names.
+ * @returns 128 + the signal number, or 128 + 15 for a name Linux lacks or does not know.
  */
 export function signalExitCode(signal: string): number {
-  return 128 + (SIGNAL_NUMBERS[signal as Deno.Signal] ?? 15);
+  const number = Object.hasOwn(SIGNAL_NUMBERS, signal)
+    ? SIGNAL_NUMBERS[signal as Deno.Signal]
+    : null;
+  return 128 + (number ?? 15);
 }
 
 /**
@@ -206,6 +245,9 @@ export class RemoteProcess implements AsyncDisposable {
   #maxSeenSeq = 0;
   #recovering = false;
   #release: (() => void) | null = null;
+  /** Set by kill() with SIGTERM or SIGKILL: output that does not fit a stream's queue is dropped, never held. */
+  #dropWhenFull = false;
+  #droppedOutputBytes = 0;
   #finished = false;
   #exited = false;
   #unsubscribe: (() => void) | null = null;
@@ -294,6 +336,14 @@ export class RemoteProcess implements AsyncDisposable {
     return this.#started;
   }
 
+  /**
+   * Output bytes dropped because they arrived after {@linkcode RemoteProcess.kill}
+   * while their stream's queue was full (nobody was reading).
+   */
+  get droppedOutputBytes(): number {
+    return this.#droppedOutputBytes;
+  }
+
   /** Resolves with the exit status once the process has exited. */
   get status(): Promise<RemoteProcessStatus> {
     return this.#status;
@@ -333,9 +383,13 @@ export class RemoteProcess implements AsyncDisposable {
    * Collects all output and waits for the exit status.
    *
    * @returns The status with the complete stdout and stderr bytes.
+   * @throws {TypeError} When stdout or stderr is locked (by a reader); nothing is read then.
    * @throws {RelayClosedError} When the connection closes first.
    */
   async output(): Promise<RemoteProcessOutput> {
+    // Both checked before either is read: a failed call must not lock one.
+    if (this.#stdout?.locked) throw new TypeError("Cannot collect output: 'stdout' is locked");
+    if (this.#stderr?.locked) throw new TypeError("Cannot collect output: 'stderr' is locked");
     const collect = async (stream: ReadableStream<Uint8Array> | null): Promise<Uint8Array> => {
       if (!stream) return new Uint8Array(0);
       const chunks: Uint8Array[] = [];
@@ -353,11 +407,26 @@ export class RemoteProcess implements AsyncDisposable {
   /**
    * Sends a signal to the process (its process group, on the executor).
    *
+   * With `SIGTERM` or `SIGKILL`, the signals that end a program, this is
+   * like `Deno.ChildProcess.kill` with an unread pipe: it does not wait for a
+   * reader. From this call on, output that does not fit its stream's queue
+   * (4 MiB) is dropped and counted in {@linkcode RemoteProcess.droppedOutputBytes}
+   * instead of holding the connection's reading, which would also hold back
+   * this request's reply and the exit. Output already queued stays readable.
+   * Other signals (`SIGINT`, which a program may trap and live on) keep every
+   * byte, so their reply can wait for a reader that has fallen 4 MiB behind.
+   * Unlike Deno, a process that has already exited is not an error: nothing
+   * is sent.
+   *
    * @param signal The signal. @default {"SIGTERM"}
    * @returns When the executor has delivered it.
    * @throws {RpcError} When the executor refuses.
    */
   async kill(signal: Deno.Signal = "SIGTERM"): Promise<void> {
+    if (!this.#exited && (signal === "SIGTERM" || signal === "SIGKILL")) {
+      this.#dropWhenFull = true;
+      this.#releaseHold();
+    }
     await this.#started;
     if (this.#exited) return;
     await this.#transport.request("process/signal", { processId: this.id, signal });
@@ -381,8 +450,15 @@ export class RemoteProcess implements AsyncDisposable {
     await this.#transport.request("process/resize", { processId: this.id, cols, rows });
   }
 
-  /** Kills the process unless it has exited, then waits for its status. */
+  /**
+   * Discards unread output (cancels each stream no reader holds), kills the
+   * process (SIGKILL) unless it has exited, then waits for its status.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
+    for (const stream of [this.#stdout, this.#stderr]) {
+      // Cancelling runs the stream's cancel at once, which releases a hold.
+      if (stream && !stream.locked) stream.cancel().catch(() => {});
+    }
     if (!this.#exited && !this.#startFailed) await this.kill("SIGKILL").catch(() => {});
     await this.#status.catch(() => {});
     await Promise.allSettled([this.#stdout?.cancel(), this.#stderr?.cancel()]);
@@ -494,8 +570,12 @@ export class RemoteProcess implements AsyncDisposable {
   #deliver(stream: "stdout" | "stderr" | "pty", bytes: Uint8Array): void {
     const controller = stream === "stderr" ? this.#stderrController : this.#stdoutController;
     if (!controller || bytes.byteLength === 0) return;
+    if (this.#dropWhenFull && (controller.desiredSize ?? 1) <= 0) {
+      this.#droppedOutputBytes += bytes.byteLength;
+      return;
+    }
     controller.enqueue(bytes);
-    if ((controller.desiredSize ?? 1) <= 0 && this.#release === null) {
+    if ((controller.desiredSize ?? 1) <= 0 && this.#release === null && !this.#dropWhenFull) {
       this.#release = this.#transport.holdInbound?.() ?? null;
     }
   }
