@@ -20,7 +20,12 @@ export interface RemoteCommandOptions {
   /** Environment for the program; the executor adds only its small inherited allowlist. */
   env?: Record<string, string>;
   /**
-   * `"piped"` gives a writable `stdin`; `"null"` closes it (also under `tty`).
+   * `"piped"` gives a writable `stdin`; `"null"` gives the program none. Under
+   * `tty` a terminal's input cannot be absent: `"null"` is then a terminal
+   * nobody types on, so a program that reads it waits. To end its input,
+   * pipe stdin and close it, which types the terminal's end-of-file key
+   * (Ctrl-D): end of input for a line-reading program, a key press for a
+   * full-screen one.
    * `"inherit"` is not supported: the program runs on another machine.
    * @default {"null"}
    */
@@ -121,18 +126,11 @@ export class RemoteCommand {
     if (options.confinement !== undefined) params.confinement = options.confinement;
     if (options.cols !== undefined) params.cols = options.cols;
     if (options.rows !== undefined) params.rows = options.rows;
-    // The executor opens a terminal's input for every tty process; closed
-    // here, a program that reads stdin sees its end instead of waiting forever.
-    const closeTtyInput = params.tty === true && stdin !== "piped";
     const process = new RemoteProcess(
       this.#transport,
       processId,
       { stdin, stdout: options.stdout ?? "piped", stderr: options.stderr ?? "piped" },
-      async () => {
-        const started = await this.#transport.request("process/start", params);
-        if (closeTtyInput) this.#closeInput(processId).catch(() => {});
-        return started;
-      },
+      () => this.#transport.request("process/start", params),
     );
     const signal = options.signal;
     if (signal) {
@@ -145,15 +143,9 @@ export class RemoteCommand {
     return process;
   }
 
-  /** Sends the `eof` write that closes a process's stdin. */
-  #closeInput(processId: string): Promise<unknown> {
-    const transport = this.#transport;
-    if (transport.writeStdin) return transport.writeStdin(processId, new Uint8Array(0), true);
-    return transport.request("process/write", { processId, chunk: "", eof: true });
-  }
-
   /**
-   * Runs the program to completion and collects its output. stdin is closed.
+   * Runs the program to completion and collects its output. stdin is closed
+   * (under `tty` without piped stdin, nothing is typed: see `stdin`).
    *
    * @returns The exit status with all stdout and stderr bytes.
    * @throws {RpcError} When the executor refuses to start the program.
