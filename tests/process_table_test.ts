@@ -8,7 +8,13 @@ import {
   ProcessTable,
   TIMEOUT_EXIT_CODE,
 } from "../lib/exec/process_table.ts";
-import { killProcesses, MAX_PIDS_PER_KILL, sessionPids } from "../lib/exec/tree_kill.ts";
+import {
+  foregroundGroup,
+  killProcesses,
+  MAX_PIDS_PER_KILL,
+  pidExists,
+  sessionPids,
+} from "../lib/exec/tree_kill.ts";
 import {
   collect,
   killPids,
@@ -299,7 +305,12 @@ Deno.test("ProcessTable kills what a closed process left in its group on termina
     assert.equal(await table.terminate("a"), false, "closed: not running");
     await until(() => livePidsWith(`sleep ${token}`).length === 1, 5_000, "a's child killed");
     await table.close();
-    assert.deepEqual(livePidsWith(`sleep ${token}`), [], "b's child killed on close");
+    // Signalled by now; dying takes its turn on a busy machine.
+    await until(
+      () => livePidsWith(`sleep ${token}`).length === 0,
+      5_000,
+      "b's child killed on close",
+    );
   } finally {
     await table.close();
     killPids(livePidsWith(`sleep ${token}`));
@@ -343,6 +354,27 @@ Deno.test("ProcessTable terminate kills descendants that outlive an exited leade
   const survivors = livePidsWith(`sleep ${token}`);
   killPids(survivors);
   assert.deepEqual(survivors, []);
+});
+
+Deno.test("pidExists tells a live pid from a freed one; foregroundGroup needs a session with a terminal", async () => {
+  assert.equal(await pidExists(Deno.pid), true);
+  const child = new Deno.Command("true").spawn();
+  await child.status; // reaped: the pid is free now
+  assert.equal(await pidExists(child.pid), false);
+  // A process that leads a session without a terminal has no foreground group.
+  const leader = new Deno.Command("setsid", { args: ["sleep", "30"], stdout: "null" }).spawn();
+  try {
+    await until(
+      async () => (await Deno.readTextFile(`/proc/${leader.pid}/cmdline`)).startsWith("sleep"),
+      5_000,
+      "setsid to exec sleep",
+    );
+    assert.equal(await foregroundGroup(leader.pid), null);
+    assert.equal(await foregroundGroup(child.pid), null, "a freed pid");
+  } finally {
+    leader.kill("SIGKILL");
+    await leader.status;
+  }
 });
 
 Deno.test("sessionPids lists exactly a session's processes, never the executor's own session", async () => {

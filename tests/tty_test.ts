@@ -179,6 +179,43 @@ Deno.test("tty close kills the jobs of an interactive shell", async () => {
   await assertJobsGone(token, "jobs after close");
 });
 
+Deno.test("tty process/signal reaches the terminal's foreground job, as Ctrl-C does, and not the shell", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable({ killGraceMs: 300 });
+  await table.start({
+    processId: "t",
+    argv: ["bash", "--norc", "-i"],
+    tty: true,
+    pipeStdin: true,
+  });
+  // A foreground job: bash gives it its own group and the terminal.
+  assert.equal(
+    await table.write("t", encoder.encode(`sleep ${token}; echo after-$?\n`)),
+    "accepted",
+  );
+  const [job] = await waitForPids(`sleep ${token}`, 1);
+  assert.equal(statFields(job).pgrp, job, "the job leads its own group");
+  assert.equal(await table.signal("t", "SIGINT"), true);
+  await assertJobsGone(token, "the foreground job after SIGINT");
+  // The shell lives on and still answers.
+  assert.equal(await table.write("t", encoder.encode("echo shell-$((20+22))\n")), "accepted");
+  await readUntil(table, "t", "shell-42");
+  assert.equal(await table.terminate("t"), true);
+  await collect(table, "t");
+});
+
+Deno.test("tty process/signal sent before the start settles reaches the program, not script", async () => {
+  await using table = new ProcessTable();
+  const start = table.start({ processId: "t", argv: ["sleep", "30"], tty: true });
+  const signalled = table.signal("t", "SIGINT"); // before the start's answer
+  await start;
+  assert.equal(await signalled, true);
+  const { text, last } = await collect(table, "t");
+  // script, signalled instead, would end the session ("Session terminated") and exit 0.
+  assert.doesNotMatch(text.pty ?? "", /Session terminated/);
+  assert.equal(last.exitCode, 130, "sleep itself died of SIGINT");
+});
+
 Deno.test("tty resize sent during a start that fails answers instead of waiting forever", async () => {
   await using table = new ProcessTable();
   const start = table.start({

@@ -53,7 +53,13 @@ import {
   resolveGrantedProgram,
 } from "./confinement.ts";
 import { DEFAULT_RETAINED_OUTPUT_BYTES, OutputBuffer, type OutputStream } from "./output_buffer.ts";
-import { killProcesses, killProcessGroups, sessionPids } from "./tree_kill.ts";
+import {
+  foregroundGroup,
+  killProcesses,
+  killProcessGroups,
+  pidExists,
+  sessionPids,
+} from "./tree_kill.ts";
 import {
   checkTtySize,
   DEFAULT_TTY_COLS,
@@ -647,7 +653,7 @@ export class ProcessTable implements AsyncDisposable {
 
   /**
    * Sends a signal to the process tree (its process group; in a terminal, the
-   * terminal's foreground session group).
+   * terminal's foreground process group, as the terminal's own keys do).
    *
    * @param processId The process.
    * @param signal The signal.
@@ -656,7 +662,14 @@ export class ProcessTable implements AsyncDisposable {
   async signal(processId: string, signal: Deno.Signal): Promise<boolean> {
     const record = await this.#started(processId);
     if (!record || record.state !== "running") return false;
-    const groups = record.tty && record.pty ? [record.pty.pid] : this.#groups(record);
+    // A terminal's signal goes where its Ctrl-C would: the foreground group
+    // (a shell's job, say), known once the terminal has reported its session.
+    // Before that it would reach `script`, which ends the whole session.
+    if (record.tty) await record.ptyReady;
+    let groups = this.#groups(record);
+    if (record.tty && record.pty) {
+      groups = [await foregroundGroup(record.pty.pid) ?? record.pty.pid];
+    }
     return await this.#signalGroups(record, groups, signal);
   }
 
@@ -1194,19 +1207,27 @@ export class ProcessTable implements AsyncDisposable {
    * Kills what is left in a closed process's group (and terminal session):
    * background children that outlived it with the output redirected
    * (`sh -c 'daemon >/dev/null &'`).
-   * Only while the record is retained, so the group id is recent; a group
-   * that is empty by now gets nothing (the helper's kill fails quietly).
+   * Only while the record is retained, and only groups (and a session) whose
+   * leader's pid is still free; an empty group gets nothing (the helper's kill
+   * fails quietly).
    */
   #killLeftovers(record: ProcessRecord): void {
-    const groups = this.#groups(record);
-    if (groups.length === 0) return;
+    if (this.#groups(record).length === 0) return;
     this.#track(
       (async () => {
         const helper = await this.#helper();
         if (helper === null) return;
+        // The leaders are gone and reaped: a live process under one of their
+        // pids is a newcomer reusing it, whose group and session are not ours.
+        // (The kernel keeps a pid unused while it still names a group or
+        // session, so members found under a free pid are ours.)
+        const free = async (pid: number) => !(await pidExists(pid));
+        const groups = [];
+        for (const pid of this.#groups(record)) if (await free(pid)) groups.push(pid);
+        const sessionFree = record.pty !== null && await free(record.pty.pid);
         await Promise.all([
-          killProcessGroups(helper, groups, "SIGKILL"),
-          this.#killSession(record, helper, "SIGKILL"),
+          groups.length > 0 ? killProcessGroups(helper, groups, "SIGKILL") : undefined,
+          sessionFree ? this.#killSession(record, helper, "SIGKILL") : undefined,
         ]);
       })().catch(() => {}),
     );

@@ -126,6 +126,46 @@ export async function sessionPids(sid: number): Promise<number[] | null> {
   return pids;
 }
 
+/**
+ * The foreground process group of the terminal that session `sid` controls
+ * (field 8, `tpgid`, of its leader's `/proc/PID/stat`): where the terminal's
+ * Ctrl-C goes. Null when it cannot be read or the session has no terminal.
+ *
+ * @param sid The session id (its leader's pid, greater than 1).
+ * @returns The process group id, or null.
+ */
+export async function foregroundGroup(sid: number): Promise<number | null> {
+  checkIds([sid], "session");
+  try {
+    const stat = await Deno.readTextFile(`/proc/${sid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // After the command name: state, ppid, pgrp, session, tty_nr, tpgid.
+    const session = Number(fields[3]);
+    const tpgid = Number(fields[5]);
+    return session === sid && Number.isSafeInteger(tpgid) && tpgid > 1 ? tpgid : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether a process `pid` exists now (a zombie counts). A closed process's
+ * leader is gone and reaped, so a live process under its pid is a newcomer
+ * that merely reuses the number: its group and session must not be signalled.
+ * Unknown (no read access to `/proc`) counts as existing, to be safe.
+ *
+ * @param pid A process id.
+ * @returns True when it exists or cannot be told.
+ */
+export async function pidExists(pid: number): Promise<boolean> {
+  try {
+    await Deno.stat(`/proc/${pid}`);
+    return true;
+  } catch (error) {
+    return !(error instanceof Deno.errors.NotFound);
+  }
+}
+
 function checkIds(ids: readonly number[], what: string): void {
   for (const id of ids) {
     // 0 and 1 would hit the caller's own group or every process.
