@@ -859,6 +859,48 @@ Deno.test("RelayRouter keeps a harness socket that drains slowly while its data 
   });
 });
 
+Deno.test("RelayRouter keeps a harness socket over the high water mark while it keeps draining, without shedding", async () => {
+  const frameBytes = 64 * 1024;
+  const charge = frameBytes + ROUTER_FRAME_OVERHEAD_BYTES;
+  const slowMs = 300;
+  await using h = await host({
+    maxPeerQueueBytes: 64 * charge,
+    peerHighWaterBytes: 2 * charge,
+    slowPeerTimeoutMs: slowMs,
+  });
+  const executor = await h.connect("executor");
+  const fast = await h.connect("harness");
+  await through(fast, executor, data("marker", "hello"));
+  const harness = new StalledHarnessSocket();
+  h.router.addHarness("e1", harness as unknown as RelaySocket);
+  harness.receive(data("l", "hello", 0)); // legacy: nothing is shed
+  assert.equal((await executor.inbox.next("legacy hello")).streamId, "l");
+  const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
+  const legacy = frameOfSize("l", frameBytes);
+  // Ten frames over the high water mark, then one in, one out: a backlog that
+  // stays, drained steadily, for four times the slow-peer timeout. (The pause
+  // paces the harness's reads; no timer waits for an event.)
+  for (let i = 0; i < 10; i++) await executor.socket.sendBytes(legacy);
+  const started = performance.now();
+  while (performance.now() - started < 4 * slowMs) {
+    await executor.socket.sendBytes(legacy);
+    await executor.socket.send(data("marker", "sync"));
+    assert.equal(payloadOf(await fast.inbox.next("sync")), "sync");
+    harness.drainOne();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.equal(seen("peer_dropped"), 0, "a draining harness was dropped as slow");
+  assert.equal(seen("frames_dropped"), 0, "legacy data was shed");
+  // Draining nothing, it is dropped.
+  const dropped = h.event((e) => e.type === "peer_dropped", "stalled harness dropped");
+  assert.deepEqual(await dropped, {
+    type: "peer_dropped",
+    executorId: "e1",
+    role: "harness",
+    reason: "slow_peer",
+  });
+});
+
 Deno.test("RelayRouter sheds data of a reliable stream its harness only resumed (no data frame since a rendezvous restart)", async () => {
   const frameBytes = 64 * 1024;
   await using h = await host({

@@ -13,7 +13,7 @@
  *   `/dev`, `/proc` and `/tmp`, own pid, ipc and uts namespaces, no network
  *   unless the operator allows it, every capability dropped, dies with its
  *   parent. The executor's working directory stays visible (read-only) when
- *   it lies under the private `/tmp` or `/run`.
+ *   it lies under the private `/tmp`, `/dev` or `/run`.
  *
  * Helper programs (`bwrap`, `script`, `bash`, `deno`) can start any program;
  * outpost therefore checks the requested program against the executor's run

@@ -160,8 +160,8 @@ export interface RelayRouterOptions {
    */
   maxPeerQueueBytes?: number;
   /**
-   * How long a socket may stay behind before it is dropped (closed
-   * `slow_peer`), in milliseconds.
+   * How long a socket may stay over the high water mark while draining
+   * nothing before it is dropped (closed `slow_peer`), in milliseconds.
    * @default {15000}
    */
   slowPeerTimeoutMs?: number;
@@ -1007,10 +1007,10 @@ export class RelayRouter implements AsyncDisposable {
   }
 
   /**
-   * Drops every socket that has stayed over the high water mark for too long.
-   * A harness socket whose data is being shed stays over it by design while
-   * it reads slower than the executor writes: it counts as behind only when
-   * it drained nothing since the last check.
+   * Drops every socket that has stayed over the high water mark, draining
+   * nothing, for too long. A socket that keeps draining is slow, not stuck:
+   * its queue is bounded anyway (and a harness's reliable data is shed past
+   * half the bound), so it stays.
    */
   #checkSlowPeers(): void {
     const now = Date.now();
@@ -1019,7 +1019,7 @@ export class RelayRouter implements AsyncDisposable {
       if (peer.shedding && peer.queuedCharge < this.#maxQueue / 4) peer.shedding = false;
       const drained = peer.sentCharge !== peer.sentAtCheck;
       peer.sentAtCheck = peer.sentCharge;
-      if (peer.pendingBytes <= this.#highWater || (peer.shedding && drained)) {
+      if (peer.pendingBytes <= this.#highWater || drained) {
         peer.overSince = 0;
       } else if (peer.overSince === 0) {
         peer.overSince = now;
