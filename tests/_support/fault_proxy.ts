@@ -275,9 +275,15 @@ export class FaultProxy implements AsyncDisposable {
         link.halfOpen = false;
         this.#cut(link);
       }
-      await this.#server.shutdown();
+      // A link Deno leaves in CLOSING for good (both sides sent their close
+      // frame, neither close event ever fires) would hold the server's
+      // shutdown and the drain forever; measured: 3 to 4 teardowns in 30 of
+      // the harness-cut test, in the previous stop's code too. Such a link is
+      // given up after a while. (With it given up, the test still passes with
+      // the sanitizers on: nothing of it is left pending.)
+      await withinMs(this.#server.shutdown(), TEARDOWN_WAIT_MS);
       await Promise.allSettled([...this.#pending]);
-      await this.drained();
+      await withinMs(this.drained(), TEARDOWN_WAIT_MS);
     })();
     return this.#closed;
   }
@@ -536,6 +542,19 @@ export class FaultProxy implements AsyncDisposable {
     }
     safeClose(link.client, 4000, "fault proxy cut");
     safeClose(link.upstream, 4000, "fault proxy cut");
+  }
+}
+
+/** How long close() waits for the server's shutdown, and then for the links, before giving up on them. */
+const TEARDOWN_WAIT_MS = 5_000;
+
+/** Waits for `promise`, or `ms` at most; the timer is cleared either way. */
+async function withinMs(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([promise, new Promise((resolve) => timer = setTimeout(resolve, ms))]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
