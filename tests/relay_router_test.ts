@@ -816,12 +816,23 @@ Deno.test("RelayRouter sheds reliable data for a harness socket past half its qu
   await until(() => stalled.sent.length === 34, DEADLINE_MS, "reliable data after the drain");
 });
 
-Deno.test("RelayRouter keeps a harness socket that drains slowly while its data is shed, and reports the episode once", async () => {
+/**
+ * A harness socket that keeps reading, slower than the executor writes, for
+ * four times the slow-peer timeout: the executor sends `perRead` frames of
+ * stream `streamId` (seq 1: reliable, 0: legacy) for each one the harness
+ * reads, after `backlog` frames to start over the high water mark. Returns
+ * the router's events by then and checks that a harness that then stops
+ * reading is dropped. (The pause paces the harness's reads; no timer waits
+ * for an event.)
+ */
+async function drainSlowly(
+  options: { seq: number; backlog: number; perRead: number; maxFrames: number },
+): Promise<{ peerDropped: number; framesDropped: number }> {
   const frameBytes = 64 * 1024;
   const charge = frameBytes + ROUTER_FRAME_OVERHEAD_BYTES;
   const slowMs = 300;
   await using h = await host({
-    maxPeerQueueBytes: 16 * charge,
+    maxPeerQueueBytes: options.maxFrames * charge,
     peerHighWaterBytes: 2 * charge,
     slowPeerTimeoutMs: slowMs,
   });
@@ -830,75 +841,54 @@ Deno.test("RelayRouter keeps a harness socket that drains slowly while its data 
   await through(fast, executor, data("marker", "hello"));
   const harness = new StalledHarnessSocket();
   h.router.addHarness("e1", harness as unknown as RelaySocket);
-  harness.receive(data("r", "hello", 1));
-  assert.equal((await executor.inbox.next("reliable hello")).streamId, "r");
-  const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
-  const reliable = frameOfSize("r", frameBytes);
-  // The executor writes three frames for each one the harness reads, for
-  // four times the slow-peer timeout: the queue stays over the high water
-  // mark, shedding, while the harness keeps reading. (The pause paces the
-  // harness's reads; no timer waits for an event.)
+  harness.receive(data("s", "hello", options.seq));
+  assert.equal((await executor.inbox.next("hello")).streamId, "s");
+  const frame = frameOfSize("s", frameBytes);
+  for (let i = 0; i < options.backlog; i++) await executor.socket.sendBytes(frame);
   const started = performance.now();
   while (performance.now() - started < 4 * slowMs) {
-    for (let i = 0; i < 3; i++) await executor.socket.sendBytes(reliable);
+    for (let i = 0; i < options.perRead; i++) await executor.socket.sendBytes(frame);
     await executor.socket.send(data("marker", "sync"));
     assert.equal(payloadOf(await fast.inbox.next("sync")), "sync");
     harness.drainOne();
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
-  assert.equal(seen("peer_dropped"), 0, "a reading harness was dropped as slow");
-  assert.equal(seen("frames_dropped"), 1, "one shedding episode, reported once");
+  const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
+  const counts = { peerDropped: seen("peer_dropped"), framesDropped: seen("frames_dropped") };
   // A harness that stops reading altogether is still dropped.
   const dropped = h.event((e) => e.type === "peer_dropped", "stalled harness dropped");
-  await executor.socket.sendBytes(reliable);
+  await executor.socket.sendBytes(frame);
   assert.deepEqual(await dropped, {
     type: "peer_dropped",
     executorId: "e1",
     role: "harness",
     reason: "slow_peer",
   });
+  return counts;
+}
+
+Deno.test("RelayRouter keeps a harness socket that drains slowly while its data is shed, and reports the episode once", async () => {
+  // Reliable data, three frames written per one read: the queue fills to half and sheds.
+  const { peerDropped, framesDropped } = await drainSlowly({
+    seq: 1,
+    backlog: 0,
+    perRead: 3,
+    maxFrames: 16,
+  });
+  assert.equal(peerDropped, 0, "a reading harness was dropped as slow");
+  assert.equal(framesDropped, 1, "one shedding episode, reported once");
 });
 
 Deno.test("RelayRouter keeps a harness socket over the high water mark while it keeps draining, without shedding", async () => {
-  const frameBytes = 64 * 1024;
-  const charge = frameBytes + ROUTER_FRAME_OVERHEAD_BYTES;
-  const slowMs = 300;
-  await using h = await host({
-    maxPeerQueueBytes: 64 * charge,
-    peerHighWaterBytes: 2 * charge,
-    slowPeerTimeoutMs: slowMs,
+  // Legacy data (nothing is shed): ten frames over the mark, then one in, one out.
+  const { peerDropped, framesDropped } = await drainSlowly({
+    seq: 0,
+    backlog: 10,
+    perRead: 1,
+    maxFrames: 64,
   });
-  const executor = await h.connect("executor");
-  const fast = await h.connect("harness");
-  await through(fast, executor, data("marker", "hello"));
-  const harness = new StalledHarnessSocket();
-  h.router.addHarness("e1", harness as unknown as RelaySocket);
-  harness.receive(data("l", "hello", 0)); // legacy: nothing is shed
-  assert.equal((await executor.inbox.next("legacy hello")).streamId, "l");
-  const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;
-  const legacy = frameOfSize("l", frameBytes);
-  // Ten frames over the high water mark, then one in, one out: a backlog that
-  // stays, drained steadily, for four times the slow-peer timeout. (The pause
-  // paces the harness's reads; no timer waits for an event.)
-  for (let i = 0; i < 10; i++) await executor.socket.sendBytes(legacy);
-  const started = performance.now();
-  while (performance.now() - started < 4 * slowMs) {
-    await executor.socket.sendBytes(legacy);
-    await executor.socket.send(data("marker", "sync"));
-    assert.equal(payloadOf(await fast.inbox.next("sync")), "sync");
-    harness.drainOne();
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  assert.equal(seen("peer_dropped"), 0, "a draining harness was dropped as slow");
-  assert.equal(seen("frames_dropped"), 0, "legacy data was shed");
-  // Draining nothing, it is dropped.
-  const dropped = h.event((e) => e.type === "peer_dropped", "stalled harness dropped");
-  assert.deepEqual(await dropped, {
-    type: "peer_dropped",
-    executorId: "e1",
-    role: "harness",
-    reason: "slow_peer",
-  });
+  assert.equal(peerDropped, 0, "a draining harness was dropped as slow");
+  assert.equal(framesDropped, 0, "legacy data was shed");
 });
 
 Deno.test("RelayRouter sheds data of a reliable stream its harness only resumed (no data frame since a rendezvous restart)", async () => {
