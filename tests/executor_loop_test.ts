@@ -397,12 +397,39 @@ Deno.test("runExecutor says why the rendezvous refused its socket: HTTP 401 for 
   }
   assert.equal(retries.length, 1);
   const message = (retries[0] as { error?: Error }).error?.message ?? "";
-  // The status with our hint, or the rendezvous' own code and message where
-  // the client WebSocket reports the body of a refused upgrade.
+  // The rendezvous' own code and message, from the body of the refused upgrade.
   assert.match(
     message,
-    /^Cannot connect executor socket to ws:\/\/127\.0\.0\.1:\d+\/executor\/box-ttl: the rendezvous refused it with HTTP 401 (\(the signed URL expired before the socket connected, or arrived unsigned\)|url_expired: Cannot open executor socket: the signed URL has expired; register again)$/,
+    /^Cannot connect executor socket to ws:\/\/127\.0\.0\.1:\d+\/executor\/box-ttl: the rendezvous refused it with HTTP 401 url_expired: Cannot open executor socket: the signed URL has expired; register again$/,
   );
+});
+
+Deno.test("runExecutor hints at an expired signed URL for a bare 401 and leaves the signature out", async () => {
+  // A socket endpoint that refuses every upgrade with 401 and no body.
+  const refuser = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response(null, { status: 401 }),
+  );
+  const url = `ws://127.0.0.1:${refuser.addr.port}/executor/box-1?role=executor&sig=secret-sig`;
+  await using registry = fakeRegistry(() => json({ executor_id: "box-1", url }));
+  const errors: string[] = [];
+  const stop = new AbortController();
+  const handle = runExecutor({
+    registry: registry.url,
+    executorId: "box-1",
+    token: TOKEN,
+    signal: stop.signal,
+    onEvent: (event) => {
+      if (event.type === "retrying") errors.push(event.error?.message ?? "");
+    },
+    sleep: recordingSleep([], 1, () => stop.abort()),
+  });
+  await withDeadline(handle.closed, 10_000, "stop after the first retry");
+  await refuser.shutdown();
+  assert.deepEqual(errors, [
+    `Cannot connect executor socket to ws://127.0.0.1:${refuser.addr.port}/executor/box-1: ` +
+    "the rendezvous refused it with HTTP 401 (the signed URL expired before the socket connected, or arrived unsigned)",
+  ]);
 });
 
 Deno.test("runExecutor validates its options", () => {

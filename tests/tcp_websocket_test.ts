@@ -256,6 +256,48 @@ Deno.test("TcpWebSocket reports a refused upgrade with its status code", async (
   assert.throws(() => new TcpWebSocket("ftp://127.0.0.1/"), SyntaxError);
 });
 
+/** The error message of a connection refused with `status` and `body`. */
+async function refusal(status: number, body: string): Promise<string> {
+  await using server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    () => new Response(body, { status, headers: { "content-type": "application/json" } }),
+  );
+  const ws = new TcpWebSocket(`ws://127.0.0.1:${server.addr.port}/x`);
+  const errored = nextEvent<ErrorEvent>(ws, "error");
+  await nextEvent<CloseEvent>(ws, "close");
+  return (await errored).message;
+}
+
+/** A JSON error body of exactly `size` bytes, padded in its message. */
+function errorBody(code: string, size: number): string {
+  const empty = JSON.stringify({ error: { code, message: "" } });
+  return JSON.stringify({ error: { code, message: "m".repeat(size - empty.length) } });
+}
+
+Deno.test("TcpWebSocket names a refusal's error code and message from a body of up to 4096 bytes", async () => {
+  const atLimit = errorBody("url_expired", 4096);
+  assert.equal(new TextEncoder().encode(atLimit).length, 4096);
+  assert.match(
+    await refusal(401, atLimit),
+    new RegExp(`Invalid status code: 401 url_expired: ${"m".repeat(300)}$`),
+    "the message is cut at 300 characters",
+  );
+  // One byte more is not read whole: no detail rather than a cut guess.
+  assert.match(await refusal(401, errorBody("url_expired", 4097)), /Invalid status code: 401$/);
+  // The code is cut at 64 characters.
+  const code = (n: number) => "c".repeat(n);
+  const short = JSON.stringify({ error: { code: code(64), message: "why" } });
+  assert.match(await refusal(403, short), new RegExp(`Invalid status code: 403 ${code(64)}: why$`));
+  const long = JSON.stringify({ error: { code: code(65), message: "why" } });
+  assert.match(await refusal(403, long), new RegExp(`Invalid status code: 403 ${code(64)}: why$`));
+  // A message of exactly 300 characters stays whole.
+  const whole = JSON.stringify({ error: { code: "x", message: "w".repeat(300) } });
+  assert.match(
+    await refusal(403, whole),
+    new RegExp(`Invalid status code: 403 x: ${"w".repeat(300)}$`),
+  );
+});
+
 Deno.test("TcpWebSocket drops the connection when the closing handshake times out", async () => {
   await using server = new RawWsServer();
   const { ws, conn } = await openPair(server, { closeTimeoutMs: 50 });
