@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { connect, harnessUrl } from "./lib/client/connect.ts";
 import type { Connection } from "./lib/client/connect.ts";
 import { RemoteCommand } from "./lib/client/remote_command.ts";
-import type { RemoteProcess } from "./lib/client/remote_process.ts";
+import { type RemoteProcess, signalExitCode } from "./lib/client/remote_process.ts";
 import { RpcError } from "./lib/errors.ts";
 import type { Executor } from "./lib/exec/executor.ts";
 import { createLogger } from "./lib/server/_logger.ts";
@@ -62,9 +62,9 @@ const EXIT_EXEC_FAILURE = 255;
  * Exit code of `exec` when its stdout or stderr is a closed pipe: 128 + SIGPIPE,
  * what a shell reports for the writer of `yes | head`.
  */
-const EXIT_BROKEN_PIPE = 141;
+const EXIT_BROKEN_PIPE = signalExitCode("SIGPIPE");
 /** Exit code of `exec` after a third Ctrl-C: 128 + SIGINT. */
-const EXIT_INTERRUPTED = 130;
+const EXIT_INTERRUPTED = signalExitCode("SIGINT");
 /**
  * How long `exec` waits for a program it stops (its output cannot be written,
  * or a third Ctrl-C): after SIGTERM before SIGKILL, and after SIGKILL before

@@ -851,6 +851,8 @@ async function drainSlowly(
     await executor.socket.send(data("marker", "sync"));
     assert.equal(payloadOf(await fast.inbox.next("sync")), "sync");
     harness.drainOne();
+    // Paces the harness's reads across the slow-peer window: elapsed time is
+    // what is under test here, no event stands in for it.
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   const seen = (type: RouterEvent["type"]) => h.events.filter((e) => e.type === type).length;

@@ -261,13 +261,12 @@ class Peer {
   overSince = 0;
   /**
    * Data frames are being shed for this harness socket: set by the first
-   * frame shed (reported then), cleared once the queue is under a quarter
-   * of its bound, so one episode is reported once.
+   * frame shed (reported then), cleared by the slow-peer check once the
+   * queue is under a quarter of its bound, so one episode is reported once.
    */
   shedding = false;
-  /** Charge handed to the socket so far, and its value at the last slow-peer check. */
-  sentCharge = 0;
-  sentAtCheck = 0;
+  /** A frame was handed to the socket since the last slow-peer check. */
+  sentSinceCheck = false;
   /** No more frames go to or come from this socket. */
   dead = false;
   /** The router has cleaned up after this socket. */
@@ -340,7 +339,7 @@ class Peer {
           this.#head = 0;
         }
         this.queuedCharge -= chargeOf(bytes);
-        this.sentCharge += chargeOf(bytes);
+        this.sentSinceCheck = true;
         if (this.#drain !== undefined && this.queuedCharge <= this.#lowWater) this.#releaseDrain();
         await this.socket.sendBytes(bytes);
       }
@@ -675,19 +674,12 @@ export class RelayRouter implements AsyncDisposable {
    * bound is dropped instead.
    */
   #toHarness(peer: Peer, bytes: Uint8Array, sheddable = false): void {
-    if (sheddable) {
-      if (peer.queuedCharge + chargeOf(bytes) > this.#maxQueue / 2) {
-        if (!peer.shedding && !peer.dead) {
-          peer.shedding = true;
-          this.#emit({
-            type: "frames_dropped",
-            executorId: peer.site.id,
-            reason: "harness_behind",
-          });
-        }
-        return;
+    if (sheddable && peer.queuedCharge + chargeOf(bytes) > this.#maxQueue / 2) {
+      if (!peer.shedding && !peer.dead) {
+        peer.shedding = true;
+        this.#emit({ type: "frames_dropped", executorId: peer.site.id, reason: "harness_behind" });
       }
-      if (peer.shedding && peer.queuedCharge < this.#maxQueue / 4) peer.shedding = false;
+      return;
     }
     peer.enqueue(bytes);
     if (peer.queuedCharge > this.#maxQueue) {
@@ -904,16 +896,14 @@ export class RelayRouter implements AsyncDisposable {
       streams++;
       site.routes.delete(streamId);
       this.#unpark(site, route);
+      const reset = resetBytes(streamId, RESET_EXECUTOR_DISCONNECTED);
       const owner = route.owner;
       if (owner !== undefined) {
         owner.streams.delete(streamId);
-        this.#toHarness(owner, resetBytes(streamId, RESET_EXECUTOR_DISCONNECTED));
+        this.#toHarness(owner, reset);
       }
       // The executor does not hold it either way: a reset keeps it from appearing later.
-      const executor = site.executor;
-      if (executor !== undefined) {
-        executor.enqueue(resetBytes(streamId, RESET_EXECUTOR_DISCONNECTED));
-      }
+      if (site.executor !== undefined) this.#toExecutor(site, reset);
     }
     if (streams > 0) this.#emit({ type: "streams_not_resumed", executorId: site.id, streams });
     this.#maybeForget(site);
@@ -1017,8 +1007,8 @@ export class RelayRouter implements AsyncDisposable {
     for (const peer of this.#peers) {
       if (peer.dead) continue;
       if (peer.shedding && peer.queuedCharge < this.#maxQueue / 4) peer.shedding = false;
-      const drained = peer.sentCharge !== peer.sentAtCheck;
-      peer.sentAtCheck = peer.sentCharge;
+      const drained = peer.sentSinceCheck;
+      peer.sentSinceCheck = false;
       if (peer.pendingBytes <= this.#highWater || drained) {
         peer.overSince = 0;
       } else if (peer.overSince === 0) {
