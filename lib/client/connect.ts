@@ -18,6 +18,7 @@ import { GatedChannel } from "./_gated_channel.ts";
 import { openWebSocketChannel } from "./_websocket_channel.ts";
 import { RemoteFs } from "./remote_fs.ts";
 import type { ProcessTransport } from "./remote_process.ts";
+import { MAX_TIMER_MS } from "../_limits.ts";
 
 /** Default timeout of connect plus `initialize`, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -407,7 +408,6 @@ export function harnessUrl(url: URL, executorId: string | undefined): string {
 }
 
 /** The longest delay a timer takes; a longer one fires at once. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** Refuses a set option that is not a number above 0 and at most `max` (and finite). */
 function checkPositive(name: string, value: number | undefined, max: number): void {

@@ -5,11 +5,12 @@
  * @module
  */
 
-import { checkTerminalSize, RemoteProcess } from "./remote_process.ts";
+import { RemoteProcess } from "./remote_process.ts";
 import type { ProcessTransport, RemoteProcessOutput } from "./remote_process.ts";
+import { checkTerminalSide, MAX_TIMER_MS } from "../_limits.ts";
 
 /** Largest `timeoutMs` the executor takes (its timer's limit, 2^31 - 1 ms, about 24.8 days). */
-export const MAX_COMMAND_TIMEOUT_MS = 2_147_483_647;
+export const MAX_COMMAND_TIMEOUT_MS: number = MAX_TIMER_MS;
 
 /** Options of {@linkcode RemoteCommand}. */
 export interface RemoteCommandOptions {
@@ -207,7 +208,7 @@ function checkedOptions(options: RemoteCommandOptions): RemoteCommandOptions {
     if (value === undefined) continue;
     if (copy.tty !== true) fail(`${name} needs tty: true`);
     if (typeof value !== "number") fail(`${name} must be a number`);
-    checkTerminalSize(name, value);
+    checkTerminalSide(name, value);
     copy[name] = value;
   }
   if (signal !== undefined) {

@@ -13,6 +13,7 @@
  */
 
 import { RelayClosedError } from "../errors.ts";
+import { checkTerminalSide } from "../_limits.ts";
 
 /** How a remote process ended, like `Deno.CommandStatus`. */
 export interface RemoteProcessStatus {
@@ -176,22 +177,6 @@ export function signalExitCode(signal: string): number {
     ? SIGNAL_NUMBERS[signal as Deno.Signal]
     : null;
   return 128 + (number ?? 15);
-}
-
-/**
- * Checks one terminal dimension, as the executor will (1..65535), so a bad
- * size fails here instead of as a refused request.
- *
- * @param name `"cols"` or `"rows"`.
- * @param value The size.
- * @throws {RangeError} When `value` is not an integer from 1 to 65535.
- */
-export function checkTerminalSize(name: "cols" | "rows", value: number): void {
-  if (!Number.isInteger(value) || value < 1 || value > 65_535) {
-    throw new RangeError(
-      `Cannot size terminal: ${name} ${value} is not an integer from 1 to 65535`,
-    );
-  }
 }
 
 function decodeBase64(text: string): Uint8Array {
@@ -443,8 +428,8 @@ export class RemoteProcess implements AsyncDisposable {
    * @throws {RpcError} When the executor refuses (no terminal, or no resize helper).
    */
   async resize(cols: number, rows: number): Promise<void> {
-    checkTerminalSize("cols", cols);
-    checkTerminalSize("rows", rows);
+    checkTerminalSide("cols", cols);
+    checkTerminalSide("rows", rows);
     await this.#started;
     if (this.#exited) return;
     await this.#transport.request("process/resize", { processId: this.id, cols, rows });

@@ -70,6 +70,7 @@ import {
   ttyCommand,
 } from "./tty.ts";
 import { abortable } from "../_abortable.ts";
+import { MAX_TIMER_MS } from "../_limits.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
 
@@ -87,7 +88,6 @@ export const DEFAULT_MAX_WAIT_MS = 300_000;
 export const TIMEOUT_EXIT_CODE = 124;
 /** The longest process id accepted, in UTF-16 code units. */
 export const MAX_PROCESS_ID_LENGTH = 256;
-const MAX_TIMER_MS = 2_147_483_647;
 /**
  * Output is read in pieces of SEGMENT_FIT_DATA_BYTES, which with a binary
  * output header in front fill one relay segment and no more: a chunk then

@@ -55,6 +55,7 @@ import {
   stringArray,
   stringRecord,
 } from "./_params.ts";
+import { MAX_TIMER_MS } from "../_limits.ts";
 
 /** The default cap on `waitMs` of `process/read`: 30 s. */
 export const DEFAULT_MAX_WAIT_MS: number = 30_000;
@@ -89,7 +90,6 @@ const DENO_PERMISSION_NAMES: readonly string[] = [
   "sys",
   "ffi",
 ];
-const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /**
  * Bytes of a `process/read` result besides its chunks: nextSeq, the exit
@@ -488,7 +488,7 @@ class SessionConnection implements SessionAttachment {
     const tty = optionalBoolean(params, "tty", false);
     const pipeStdin = optionalBoolean(params, "pipeStdin", false);
     const arg0 = optionalString(params, "arg0");
-    const timeoutMs = optionalInteger(params, "timeoutMs", { min: 1, max: MAX_TIMEOUT_MS });
+    const timeoutMs = optionalInteger(params, "timeoutMs", { min: 1, max: MAX_TIMER_MS });
     const confinement = optionalString(params, "confinement");
     if (confinement !== undefined && !CONFINEMENT_NAMES.includes(confinement)) {
       throw invalidParam(

@@ -21,6 +21,7 @@
 
 import { SandboxDeniedError } from "../errors.ts";
 import { resolveGrantedProgram, shellQuote } from "./confinement.ts";
+import { checkTerminalSide } from "../_limits.ts";
 
 /** The default terminal width when the request names none. */
 export const DEFAULT_TTY_COLS = 80;
@@ -39,13 +40,8 @@ const MAX_MARKER_SEARCH_BYTES = 4096;
  * @throws {RangeError} When either is not an integer from 1 to 65535.
  */
 export function checkTtySize(cols: number, rows: number): void {
-  for (const [name, value] of [["cols", cols], ["rows", rows]] as const) {
-    if (!Number.isInteger(value) || value < 1 || value > 65535) {
-      throw new RangeError(
-        `Cannot size terminal: ${name} ${value} is not an integer from 1 to 65535`,
-      );
-    }
-  }
+  checkTerminalSide("cols", cols);
+  checkTerminalSide("rows", rows);
 }
 
 /** Options for {@linkcode ttyCommand}. */
