@@ -429,7 +429,9 @@ Deno.test("TcpWebSocket answers a ping flood during a stalled write with one pon
 
 Deno.test("TcpWebSocket pings a silent server halfway through idleTimeoutMs and stays open while pongs come back", async () => {
   await using server = new RawWsServer();
-  const { ws, conn } = await openPair(server, { idleTimeoutMs: 200 });
+  // 1,000 ms leaves the pong 500 ms to come back: the test's server shares
+  // this event loop, and a loaded CI machine has stalled it past 100 ms.
+  const { ws, conn } = await openPair(server, { idleTimeoutMs: 1_000 });
   let closed = false;
   ws.addEventListener("close", () => closed = true);
   for (let round = 0; round < 3; round++) {
@@ -463,17 +465,17 @@ Deno.test("TcpWebSocket drops a connection on which nothing arrives within idleT
 
 Deno.test("TcpWebSocket counts data as a sign of life: a server that sends but never answers pings stays connected", async () => {
   await using server = new RawWsServer();
-  const { ws, conn } = await openPair(server, { idleTimeoutMs: 600 });
+  const { ws, conn } = await openPair(server, { idleTimeoutMs: 1_500 });
   const messages = collectMessages(ws);
-  // 20 messages 50 ms apart outlast the timeout; pings go unanswered, so
+  // 20 messages 100 ms apart outlast the timeout; pings go unanswered, so
   // only the data can keep the connection. (The pause paces the sender; no
-  // timer waits for an event.)
+  // timer waits for an event. The gap leaves 1.4 s for a stalled loop.)
   const started = performance.now();
   for (let i = 0; i < 20; i++) {
     await writeAll(conn, serverFrame(2, new Uint8Array([i])));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  assert.ok(performance.now() - started >= 600);
+  assert.ok(performance.now() - started >= 1_500);
   assert.equal(messages.length, 20);
   assert.equal(ws.readyState, TcpWebSocket.OPEN);
   const closing = nextEvent<CloseEvent>(ws, "close");
