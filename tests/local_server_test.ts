@@ -369,7 +369,12 @@ Deno.test("serveLocal refuses binary messages and plain HTTP, and keeps the conn
   await using server = await serveLocal({ executor, listen: "127.0.0.1:0" });
   const plain = await fetch(server.url.replace("ws://", "http://"));
   assert.equal(plain.status, 426);
-  await plain.body?.cancel();
+  // The same refusal shape as the rendezvous', so clients show code and message.
+  assert.equal(plain.headers.get("cache-control"), "no-store");
+  assert.deepEqual((await plain.json()).error, {
+    code: "upgrade_required",
+    message: "Cannot serve plain HTTP: connect with a WebSocket",
+  });
   await using rpc = await WsRpc.open(server.url);
   rpc.send(new TextEncoder().encode('{"id":1,"method":"environment/info"}'));
   const refusal = await rpc.waitFor((m) => m.id === null && m.error !== undefined);

@@ -11,6 +11,7 @@ import { Executor } from "../exec/executor.ts";
 import { DrainPoller } from "../relay/_backpressure.ts";
 import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 import { INVALID_REQUEST } from "../rpc/error_codes.ts";
+import { errorResponse } from "./_error_response.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 
 /** The default listen address: loopback, a free port. */
@@ -337,60 +338,66 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
   const abort = new AbortController();
   let stopping = false;
 
-  const refused = (status: number, code: string, origin?: string): void => {
+  /** Answers a refused request and tells the event sink (code and status, never the token). */
+  const refuse = (
+    status: number,
+    code: string,
+    message: string,
+    extra: { origin?: string; headers?: Record<string, string> } = {},
+  ): Response => {
     try {
-      options.onEvent?.({ type: "refused", status, code, ...(origin ? { origin } : {}) });
+      options.onEvent?.({
+        type: "refused",
+        status,
+        code,
+        ...(extra.origin ? { origin: extra.origin } : {}),
+      });
     } catch {
       // An event sink must not break serving.
     }
+    return errorResponse(status, code, message, extra.headers);
   };
   const handler = (request: Request): Response => {
-    if (stopping) return new Response("Server is closing\n", { status: 503 });
+    if (stopping) return errorResponse(503, "shutdown", "Cannot connect: the server is closing");
     const origin = request.headers.get("origin");
     if (origin !== null && !allowedOrigins.has(origin)) {
       const shown = origin.slice(0, 200);
-      refused(403, "forbidden_origin", shown);
-      return Response.json({
-        error: {
-          code: "forbidden_origin",
-          message: `Cannot connect from a web page (Origin ${
-            JSON.stringify(shown)
-          }): serve accepts clients that send no Origin, or origins allowed with --allow-origin (allowedOrigins)`,
-        },
-      }, { status: 403 });
+      return refuse(
+        403,
+        "forbidden_origin",
+        `Cannot connect from a web page (Origin ${
+          JSON.stringify(shown)
+        }): serve accepts clients that send no Origin, or origins allowed with --allow-origin (allowedOrigins)`,
+        { origin: shown },
+      );
     }
     if (token !== undefined) {
       const verdict = checkBearer(request.headers.get("authorization"), token);
       if (verdict !== "ok") {
-        refused(401, "unauthorized");
-        return Response.json({
-          error: {
-            code: "unauthorized",
-            message: verdict === "missing"
-              ? "Cannot connect: send Authorization: Bearer <token>"
-              : "Cannot connect: the bearer token is not valid",
-          },
-        }, { status: 401, headers: { "www-authenticate": "Bearer" } });
+        return refuse(
+          401,
+          "unauthorized",
+          verdict === "missing"
+            ? "Cannot connect: send Authorization: Bearer <token>"
+            : "Cannot connect: the bearer token is not valid",
+          { headers: { "www-authenticate": "Bearer" } },
+        );
       }
     }
     // A client that thinks this is a rendezvous (`exec --executor-id` on a
     // serve URL) would otherwise speak relay frames into a JSON-RPC session.
     const path = new URL(request.url).pathname;
     if (/^\/(harness|executor|cloud)\//.test(path)) {
-      refused(404, "not_a_rendezvous");
-      return Response.json({
-        error: {
-          code: "not_a_rendezvous",
-          message: `Cannot serve ${
-            JSON.stringify(path.slice(0, 100))
-          }: this is a local executor (outpost serve), not a rendezvous; connect to its URL without an executor id`,
-        },
-      }, { status: 404 });
+      return refuse(
+        404,
+        "not_a_rendezvous",
+        `Cannot serve ${
+          JSON.stringify(path.slice(0, 100))
+        }: this is a local executor (outpost serve), not a rendezvous; connect to its URL without an executor id`,
+      );
     }
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      refused(426, "upgrade_required");
-      return new Response("Cannot serve plain HTTP: connect with a WebSocket\n", {
-        status: 426,
+      return refuse(426, "upgrade_required", "Cannot serve plain HTTP: connect with a WebSocket", {
         headers: { upgrade: "websocket" },
       });
     }

@@ -23,6 +23,7 @@ import {
   type RelayRouterStats,
   type RouterEvent,
 } from "../mux/relay_router.ts";
+import { errorResponse } from "./_error_response.ts";
 import { UrlSigner } from "./_signed_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 
@@ -153,18 +154,6 @@ class HttpError extends Error {
     this.status = status;
     this.code = code;
   }
-}
-
-function errorResponse(
-  status: number,
-  code: string,
-  message: string,
-  headers?: Record<string, string>,
-): Response {
-  return Response.json({ error: { code, message } }, {
-    status,
-    headers: { "cache-control": "no-store", ...headers },
-  });
 }
 
 function parseListen(listen: string): { hostname: string; port: number } {
