@@ -39,14 +39,28 @@ export class StreamResetError extends Error {
 /** The relay socket (or the connection built on it) closed; `cause` says why. */
 export class RelayClosedError extends Error {
   /**
+   * Set when the server refused the WebSocket upgrade: its HTTP `status`,
+   * and the `code` and `message` of its `{"error": {"code", "message"}}`
+   * body when it sent one (a rendezvous does, e.g. `url_expired` for a
+   * signed URL that expired; `code` is cut at 64 characters and `message`
+   * at 300). Deno's built-in WebSocket (`transport: "native"`) reports the
+   * status only. Unset for every other failure (no answer, a lost connection).
+   */
+  readonly refusal?: { readonly status: number; readonly code?: string; readonly message?: string };
+  /**
    * Creates the error.
    *
    * @param message What closed, e.g. `Relay socket closed: peer_close`.
-   * @param options Standard error options; `cause` carries the close reason.
+   * @param options Standard error options (`cause` carries the close reason),
+   * plus `refusal` for a refused upgrade.
    */
-  constructor(message = "Relay socket closed", options?: ErrorOptions) {
+  constructor(
+    message = "Relay socket closed",
+    options?: ErrorOptions & { refusal?: RelayClosedError["refusal"] },
+  ) {
     super(message, options);
     this.name = "RelayClosedError";
+    if (options?.refusal !== undefined) this.refusal = options.refusal;
   }
 }
 

@@ -766,6 +766,9 @@ Deno.test("connect (local) refuses a missing or wrong token with a clear error",
     connect(server.url, { token: "wrong-token-0123456789abc" }),
     /^RelayClosedError: Cannot connect to 127\.0\.0\.1:\d+: the executor refused the token \(HTTP 401\)$/,
   );
+  const refused = await connect(server.url).catch((e) => e);
+  assert.ok(refused instanceof RelayClosedError, String(refused));
+  assert.equal(refused.refusal?.status, 401);
   await using conn = await connect(server.url, { token: SERVER_TOKEN });
   const { code } = await new RemoteCommand(conn, "true").output();
   assert.equal(code, 0);
@@ -1124,10 +1127,18 @@ Deno.test("connect through a rendezvous runs a command on an executor", async ()
   assert.equal(decoder.decode(output.stdout), "relay");
   assert.equal(output.code, 0);
   await pipeThroughCat(conn, 4 * 1024 * 1024);
-  await assert.rejects(
-    connect(rendezvous.url, { executorId: "box-client", token: "wrong-token-0123456789abc" }),
-    /the rendezvous refused the token \(HTTP 403\)/,
-  );
+  const refused = await connect(rendezvous.url, {
+    executorId: "box-client",
+    token: "wrong-token-0123456789abc",
+  }).catch((e) => e);
+  assert.ok(refused instanceof RelayClosedError, String(refused));
+  assert.match(refused.message, /the rendezvous refused the token \(HTTP 403\)/);
+  // What the rendezvous answered, for a harness to act on without parsing the message.
+  assert.deepEqual(refused.refusal, {
+    status: 403,
+    code: "forbidden",
+    message: "Cannot open harness socket: the token is not valid",
+  });
 });
 
 Deno.test("connect resumes its stream after the harness socket is cut mid-transfer", async () => {

@@ -4,7 +4,11 @@
 import assert from "node:assert/strict";
 import { ProtocolError, RelayClosedError } from "../lib/errors.ts";
 import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
-import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
+import {
+  type ReceivedFrame,
+  type RelayConnectOptions,
+  RelaySocket,
+} from "../lib/relay/relay_socket.ts";
 import { withDeadline } from "./_support/deadline.ts";
 import { dataFrame } from "./_support/frames.ts";
 import { completeHandshake, RawTcpServer } from "./_support/raw_websocket.ts";
@@ -469,6 +473,33 @@ Deno.test("RelaySocket.connect reports a refused upgrade", async () => {
     assert.doesNotMatch(error.message, /secret/);
     return true;
   });
+});
+
+Deno.test("RelaySocket.connect puts a refused upgrade's status, code and message in error.refusal", async () => {
+  await using server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    (request) =>
+      new URL(request.url).pathname === "/bare"
+        ? new Response(null, { status: 401 })
+        : Response.json({ error: { code: "url_expired", message: "register again" } }, {
+          status: 403,
+        }),
+  );
+  const base = `ws://127.0.0.1:${server.addr.port}`;
+  const refusal = async (path: string, options?: RelayConnectOptions) => {
+    const error = await RelaySocket.connect(`${base}${path}`, options).catch((e) => e);
+    assert.ok(error instanceof RelayClosedError, String(error));
+    return error.refusal;
+  };
+  assert.deepEqual(await refusal("/json"), {
+    status: 403,
+    code: "url_expired",
+    message: "register again",
+  });
+  assert.deepEqual(await refusal("/bare"), { status: 401 });
+  // Deno's own WebSocket reports the status only.
+  assert.deepEqual(await refusal("/json", { transport: "native" }), { status: 403 });
+  assert.deepEqual(await refusal("/bare", { transport: "native" }), { status: 401 });
 });
 
 Deno.test("RelaySocket.connect times out when the server never answers", async () => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { TcpWebSocket } from "../lib/relay/_tcp_websocket.ts";
+import { TcpWebSocket, UpgradeRefusedError } from "../lib/relay/_tcp_websocket.ts";
 import { withDeadline } from "./_support/deadline.ts";
 import { completeHandshake, RawTcpServer } from "./_support/raw_websocket.ts";
 
@@ -250,14 +250,18 @@ Deno.test("TcpWebSocket reports a refused upgrade with its status code", async (
   const ws = new TcpWebSocket(`ws://127.0.0.1:${server.addr.port}/x`);
   const errored = nextEvent<ErrorEvent>(ws, "error");
   const closed = nextEvent<CloseEvent>(ws, "close");
-  assert.match((await errored).message, /Invalid status code: 403/);
+  const event = await errored;
+  assert.match(event.message, /Invalid status code: 403/);
+  // The event's error carries the refusal, so no listener parses the message.
+  assert.ok(event.error instanceof UpgradeRefusedError, String(event.error));
+  assert.deepEqual(event.error.refusal, { status: 403 });
   assert.equal((await closed).code, 1006);
   assert.throws(() => new TcpWebSocket("http//nope"), SyntaxError);
   assert.throws(() => new TcpWebSocket("ftp://127.0.0.1/"), SyntaxError);
 });
 
-/** The error message of a connection refused with `status` and `body`. */
-async function refusal(status: number, body: string): Promise<string> {
+/** The error event of a connection refused with `status` and `body`. */
+async function refusedEvent(status: number, body: string): Promise<ErrorEvent> {
   await using server = Deno.serve(
     { port: 0, hostname: "127.0.0.1", onListen: () => {} },
     () => new Response(body, { status, headers: { "content-type": "application/json" } }),
@@ -265,7 +269,12 @@ async function refusal(status: number, body: string): Promise<string> {
   const ws = new TcpWebSocket(`ws://127.0.0.1:${server.addr.port}/x`);
   const errored = nextEvent<ErrorEvent>(ws, "error");
   await nextEvent<CloseEvent>(ws, "close");
-  return (await errored).message;
+  return await errored;
+}
+
+/** The error message of a connection refused with `status` and `body`. */
+async function refusal(status: number, body: string): Promise<string> {
+  return (await refusedEvent(status, body)).message;
 }
 
 /** A JSON error body of exactly `size` bytes, padded in its message. */
@@ -282,6 +291,12 @@ Deno.test("TcpWebSocket names a refusal's error code and message from a body of 
     new RegExp(`Invalid status code: 401 url_expired: ${"m".repeat(300)}$`),
     "the message is cut at 300 characters",
   );
+  // The event's error carries the same pieces.
+  assert.deepEqual((await refusedEvent(401, atLimit)).error.refusal, {
+    status: 401,
+    code: "url_expired",
+    message: "m".repeat(300),
+  });
   // One byte more is not read whole: no detail rather than a cut guess.
   assert.match(await refusal(401, errorBody("url_expired", 4097)), /Invalid status code: 401$/);
   // The code is cut at 64 characters.

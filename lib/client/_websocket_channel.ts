@@ -6,7 +6,7 @@
  */
 
 import { RelayClosedError } from "../errors.ts";
-import { TcpWebSocket } from "../relay/_tcp_websocket.ts";
+import { TcpWebSocket, upgradeRefusal } from "../relay/_tcp_websocket.ts";
 import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 
 /** Options of {@linkcode openWebSocketChannel}. */
@@ -280,7 +280,11 @@ export function openWebSocketChannel(
     };
     const onError = (event: Event): void => {
       const message = (event as ErrorEvent).message || "connection refused or rejected";
-      finish(new RelayClosedError(`Cannot connect to ${url}: ${message}`));
+      finish(
+        new RelayClosedError(`Cannot connect to ${url}: ${message}`, {
+          refusal: upgradeRefusal(event),
+        }),
+      );
     };
     const onAbort = (): void => finish(options.signal?.reason);
     const timer = setTimeout(

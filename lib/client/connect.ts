@@ -450,47 +450,49 @@ function executorIdOf(harness: string): string {
   return decodeURIComponent(new URL(harness).pathname.split("/").at(-1) ?? "");
 }
 
-/** The HTTP status of a refused WebSocket upgrade ("Invalid status code: 403"), if `error` is one. */
-function refusedStatus(error: unknown): string | undefined {
-  if (!(error instanceof RelayClosedError)) return undefined;
-  return /status code:? (\d{3})/i.exec(error.message)?.[1];
+/** What the server answered a refused WebSocket upgrade, if `error` is one. */
+function refusalOf(error: unknown): RelayClosedError["refusal"] {
+  return error instanceof RelayClosedError ? error.refusal : undefined;
 }
 
-/** Turns "Invalid status code: 403" from a refused harness socket upgrade into a clear error. */
+/** Turns a refused harness socket upgrade (HTTP 403, say) into a clear error. */
 function explainRefusal(error: unknown, url: string): unknown {
-  const status = refusedStatus(error);
+  const refusal = refusalOf(error);
+  const status = refusal?.status;
   const where = new URL(url);
   const target = `executor ${executorIdOf(url)}`;
   let why: string | undefined;
-  if (status === "401") {
+  if (status === 401) {
     why = "the rendezvous requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
-  } else if (status === "403") why = "the rendezvous refused the token (HTTP 403)";
-  else if (status === "503") why = "the rendezvous is at its limit for this executor (HTTP 503)";
-  else if (status === "404") {
+  } else if (status === 403) why = "the rendezvous refused the token (HTTP 403)";
+  else if (status === 503) why = "the rendezvous is at its limit for this executor (HTTP 503)";
+  else if (status === 404) {
     why =
       "no rendezvous route answers there (HTTP 404); for a local executor (outpost serve), connect without an executor id";
   } else if (status !== undefined) why = `the rendezvous answered HTTP ${status}`;
   if (why === undefined) return error;
   return new RelayClosedError(`Cannot connect to ${target} at ${where.host}: ${why}`, {
     cause: error,
+    refusal,
   });
 }
 
 /** The same for a local executor's socket (`outpost serve`, no executor id). */
 function explainLocalRefusal(error: unknown, url: URL, tokenSent: boolean): unknown {
-  const status = refusedStatus(error);
+  const refusal = refusalOf(error);
+  const status = refusal?.status;
   let why: string | undefined;
-  if (status === "401") {
+  if (status === 401) {
     why = tokenSent
       ? "the executor refused the token (HTTP 401)"
       : "the executor requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
-  } else if (status === "404") {
+  } else if (status === 404) {
     // A rendezvous answers 404 outside its routes; serve answers any other path.
     why = "no executor answers there (HTTP 404); a rendezvous URL needs an executor id " +
       "(--executor-id)";
   } else if (status !== undefined) why = `the server answered HTTP ${status}`;
   if (why === undefined) return error;
-  return new RelayClosedError(`Cannot connect to ${url.host}: ${why}`, { cause: error });
+  return new RelayClosedError(`Cannot connect to ${url.host}: ${why}`, { cause: error, refusal });
 }
 
 async function openRendezvous(

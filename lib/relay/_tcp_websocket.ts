@@ -31,6 +31,11 @@
  * @module
  */
 
+import type { RelayClosedError } from "../errors.ts";
+
+/** A refused upgrade, as {@linkcode RelayClosedError.refusal} carries it. */
+export type UpgradeRefusal = NonNullable<RelayClosedError["refusal"]>;
+
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const CONNECTING = 0;
 const OPEN = 1;
@@ -113,18 +118,51 @@ class CloseWith extends Error {
 }
 
 /**
+ * The error a refused upgrade ends the handshake with; the `error` event
+ * carries it, so a listener reads the refusal without parsing the message.
+ */
+export class UpgradeRefusedError extends Error {
+  /** The status, and the body's error code and message if it had them. */
+  readonly refusal: UpgradeRefusal;
+  /** @param refusal What the server answered. */
+  constructor(refusal: UpgradeRefusal) {
+    const { status, code, message } = refusal;
+    const detail = code === undefined
+      ? ""
+      : ` ${code}${message === undefined ? "" : `: ${message}`}`;
+    super(`Invalid status code: ${status}${detail}`);
+    this.refusal = refusal;
+  }
+}
+
+/**
+ * The refused upgrade a WebSocket's `error` event reports, if it is one. This
+ * class's event carries an {@linkcode UpgradeRefusedError}; Deno's built-in
+ * WebSocket reports a refusal only as text ("NetworkError: failed to connect
+ * to WebSocket: Invalid status code: 403", Deno 2.9), with no status property
+ * and no body, so for it the status is read from the message.
+ */
+export function upgradeRefusal(event: Event): UpgradeRefusal | undefined {
+  const { message, error } = event as ErrorEvent;
+  if (error instanceof UpgradeRefusedError) return error.refusal;
+  const status = /Invalid status code: (\d{3})\b/.exec(message ?? "")?.[1];
+  return status === undefined ? undefined : { status: Number(status) };
+}
+
+/**
  * Reads the JSON body of a refused upgrade (a rendezvous or serve answers
  * `{"error": {"code", "message"}}`), at most {@linkcode MAX_REFUSAL_BODY_BYTES}
- * and only as long as the content-length says, and returns " code: message"
- * for the error, or "" when there is none. The connect deadline bounds the wait.
+ * and only as long as the content-length says, and returns its code (cut at
+ * 64 characters) and message (cut at 300; only with a code), or neither.
+ * The connect deadline bounds the wait.
  */
 async function refusalDetail(
   conn: Deno.Conn,
   headers: Map<string, string>,
   start: Uint8Array,
-): Promise<string> {
+): Promise<{ code?: string; message?: string }> {
   const declared = Number(headers.get("content-length"));
-  if (!Number.isSafeInteger(declared) || declared <= 0) return "";
+  if (!Number.isSafeInteger(declared) || declared <= 0) return {};
   const want = Math.min(declared, MAX_REFUSAL_BODY_BYTES);
   const body = new Uint8Array(want);
   let length = Math.min(start.length, want);
@@ -140,9 +178,10 @@ async function refusalDetail(
     const message = typeof parsed?.error?.message === "string"
       ? parsed.error.message.slice(0, 300)
       : "";
-    return code === "" ? "" : ` ${code}${message === "" ? "" : `: ${message}`}`;
+    if (code === "") return {};
+    return message === "" ? { code } : { code, message };
   } catch {
-    return "";
+    return {};
   }
 }
 
@@ -381,7 +420,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       this.#readyState = CLOSED;
       const message = this.#errorMessage ||
         `failed to connect to WebSocket: ${error instanceof Error ? error.message : String(error)}`;
-      this.#emit("error", new ErrorEvent("error", { message }));
+      this.#emit("error", new ErrorEvent("error", { message, error }));
       this.#emit("close", new CloseEvent("close", { code: 1006, reason: "", wasClean: false }));
       return;
     }
@@ -456,9 +495,10 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
         answer.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
       }
     }
+    if (status === undefined) throw new Error(`Invalid status code: ${statusLine}`);
     if (status !== "101") {
-      const why = await refusalDetail(conn, answer, head.slice(end, length));
-      throw new Error(`Invalid status code: ${status ?? statusLine}${why}`);
+      const detail = await refusalDetail(conn, answer, head.slice(end, length));
+      throw new UpgradeRefusedError({ status: Number(status), ...detail });
     }
     if (answer.get("upgrade")?.toLowerCase() !== "websocket") {
       throw new Error("the server did not upgrade to websocket");

@@ -29,7 +29,12 @@ import {
   encodeFrame,
   type RelayFrame,
 } from "./frame_codec.ts";
-import { DEFAULT_IDLE_TIMEOUT_MS, TcpWebSocket } from "./_tcp_websocket.ts";
+import {
+  DEFAULT_IDLE_TIMEOUT_MS,
+  TcpWebSocket,
+  type UpgradeRefusal,
+  upgradeRefusal,
+} from "./_tcp_websocket.ts";
 
 /** A decoded frame together with the exact bytes it arrived as. */
 export interface ReceivedFrame extends RelayFrame {
@@ -348,7 +353,8 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
    * @param url A `ws:` or `wss:` URL.
    * @param options The token, headers, deadline, abort signal and socket options.
    * @returns The open relay socket.
-   * @throws {RelayClosedError} If the connection fails or is refused (e.g. HTTP 401).
+   * @throws {RelayClosedError} If the connection fails or is refused (e.g. HTTP
+   * 401); for a refused upgrade its `refusal` holds the status and the body's error code.
    * @throws {DOMException} A `TimeoutError` when `timeoutMs` passes first.
    * @throws {SyntaxError} If the URL is not a valid WebSocket URL.
    * @throws {RangeError} If an option is out of range.
@@ -389,6 +395,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     ws.binaryType = "arraybuffer";
     return new Promise<RelaySocket>((resolve, reject) => {
       let errorMessage = "";
+      let refusal: UpgradeRefusal | undefined;
       let failure: unknown;
       const cleanup = (): void => {
         clearTimeout(timer);
@@ -409,6 +416,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
       };
       const onError = (event: Event): void => {
         errorMessage = (event as ErrorEvent).message ?? "";
+        refusal = upgradeRefusal(event);
       };
       const onClose = (event: CloseEvent): void => {
         cleanup();
@@ -417,7 +425,10 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
             `Cannot connect relay socket to ${where}: ${
               errorMessage || `closed with code ${event.code}`
             }`,
-            { cause: { code: event.code, reason: event.reason, wasClean: event.wasClean } },
+            {
+              cause: { code: event.code, reason: event.reason, wasClean: event.wasClean },
+              refusal,
+            },
           ),
         );
       };

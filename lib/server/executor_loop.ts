@@ -8,6 +8,7 @@
  * @module
  */
 
+import { RelayClosedError } from "../errors.ts";
 import { Executor } from "../exec/executor.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES as MAX_STREAM_MESSAGE_BYTES } from "../mux/reliable_stream.ts";
 import { StreamMux } from "../mux/stream_mux.ts";
@@ -126,23 +127,26 @@ function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
 
 /**
  * Says why the executor socket did not connect, so the retry log shows it: a
- * refused upgrade reaches us only as the relay error's "Invalid status code:
- * N"; 401 is the rendezvous' answer to a signed URL that expired or lost its
+ * refused upgrade with the rendezvous' own code and message when it sent
+ * them; a bare 401 is its answer to a signed URL that expired or lost its
  * signature. The URL's query (the signature) is left out.
  */
 function connectError(url: string, error: unknown): Error {
   const parsed = new URL(url);
   const where = `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
-  const detail = String((error as Error)?.message ?? error)
-    .replace(/^Cannot connect relay socket to \S+: /, "");
-  const refused = /Invalid status code: (\d{3})(.*)$/s.exec(detail);
-  let why = detail;
-  if (refused !== null) {
-    const [, status, rest] = refused;
-    const hint = rest === "" && status === "401"
+  const refusal = error instanceof RelayClosedError ? error.refusal : undefined;
+  let why: string;
+  if (refusal !== undefined) {
+    const { status, code, message } = refusal;
+    const detail = code !== undefined
+      ? ` ${code}${message === undefined ? "" : `: ${message}`}`
+      : status === 401
       ? " (the signed URL expired before the socket connected, or arrived unsigned)"
-      : rest;
-    why = `the rendezvous refused it with HTTP ${status}${hint}`;
+      : "";
+    why = `the rendezvous refused it with HTTP ${status}${detail}`;
+  } else {
+    why = String((error as Error)?.message ?? error)
+      .replace(/^Cannot connect relay socket to \S+: /, "");
   }
   return new Error(`Cannot connect executor socket to ${where}: ${why}`, { cause: error });
 }
