@@ -478,6 +478,58 @@ Deno.test("TcpWebSocket drops a connection on which nothing arrives within idleT
   assert.equal(ws.readyState, TcpWebSocket.CLOSED);
 });
 
+/** Blocks this process's event loop: no timer, read or write runs meanwhile. */
+function stallEventLoop(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // A synchronous stall, as a long computation on the executor would cause.
+  }
+}
+
+Deno.test("TcpWebSocket pings first after a stall of its own that outlasted idleTimeoutMs, and stays open on the pong", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server, { idleTimeoutMs: 1_000 });
+  stallEventLoop(1_200);
+  // The check, due at 500 ms, runs at 1,200: the peer was never asked, so it
+  // gets a ping and half the timeout to answer, not a drop.
+  const ping = await server.readFrame(conn);
+  assert.equal(ping.opcode, 9);
+  // A peer far away: its pong takes 250 ms, within the 500 ms the ping is
+  // given and past the late check's second look (100 ms). (Paces the peer.)
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  await writeAll(conn, serverFrame(0xa, ping.payload));
+  // Still alive a round later: the next ping arrives.
+  assert.equal((await server.readFrame(conn)).opcode, 9);
+  assert.equal(ws.readyState, TcpWebSocket.OPEN);
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  ws.close(1000);
+  let frame = await server.readFrame(conn);
+  while (frame.opcode === 9) frame = await server.readFrame(conn);
+  assert.equal(frame.opcode, 8);
+  await writeAll(conn, serverFrame(8, new Uint8Array([0x03, 0xe8])));
+  assert.equal((await closing).wasClean, true);
+});
+
+Deno.test("TcpWebSocket reads a pong that arrived while its own loop stalled before it drops anything", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server, { idleTimeoutMs: 400 });
+  const ping = await server.readFrame(conn);
+  assert.equal(ping.opcode, 9);
+  await writeAll(conn, serverFrame(0xa, ping.payload));
+  // The pong is in the client's receive buffer, unread; the stall passes
+  // the drop deadline, and Deno runs the due check before the read.
+  stallEventLoop(600);
+  assert.equal((await server.readFrame(conn)).opcode, 9, "a later ping: the pong counted");
+  assert.equal(ws.readyState, TcpWebSocket.OPEN);
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  ws.close(1000);
+  let frame = await server.readFrame(conn);
+  while (frame.opcode === 9) frame = await server.readFrame(conn);
+  assert.equal(frame.opcode, 8);
+  await writeAll(conn, serverFrame(8, new Uint8Array([0x03, 0xe8])));
+  assert.equal((await closing).wasClean, true);
+});
+
 Deno.test("TcpWebSocket counts data as a sign of life: a server that sends but never answers pings stays connected", async () => {
   await using server = new RawWsServer();
   const { ws, conn } = await openPair(server, { idleTimeoutMs: 1_500 });

@@ -26,7 +26,12 @@
  * `idleTimeoutMs` this side sends a ping, and once nothing (pong, data,
  * ping) has arrived for the whole of it, it drops the connection: the
  * `close` event then comes with code 1006, like any lost connection. The
- * same rule as the server side's `Deno.upgradeWebSocket(..., { idleTimeout })`.
+ * same rule as the server side's `Deno.upgradeWebSocket(..., { idleTimeout })`,
+ * with this process's own stalls not blamed on the peer: a ping always gets
+ * half the timeout to be answered (after a stall that outlasted the whole
+ * silence, the ping goes out first), and a check that fires late (the event
+ * loop was busy, so arrivals may sit unread; Deno runs due timers before
+ * completed reads) looks again a moment later before it drops anything.
  *
  * @module
  */
@@ -69,6 +74,10 @@ const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
  */
 const MAX_MESSAGE_FRAGMENTS = 1024;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
+/** How late a liveness check may fire and still count as on time (timers run a little late). */
+const IDLE_CHECK_SLACK_MS = 20;
+/** Longest second look a late liveness check takes before it drops the connection. */
+const IDLE_CHECK_GRACE_MS = 1_000;
 /** Default {@linkcode TcpWebSocketOptions.idleTimeoutMs}. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
@@ -92,7 +101,9 @@ export interface TcpWebSocketOptions {
   /**
    * Silence after which the connection counts as dead: a ping goes out once
    * nothing has arrived for half of it, and the connection is dropped once
-   * nothing has arrived for all of it. 0 turns the check off. @default {30000}
+   * nothing has arrived for all of it and the ping has waited half of it
+   * (later only when this process itself stalled). 0 turns the check off.
+   * @default {30000}
    */
   idleTimeoutMs?: number;
 }
@@ -244,8 +255,8 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the last bytes arrived (`performance.now()`), set by every read. */
   #lastHeard = 0;
-  /** A ping went out for the current silence. */
-  #pingSent = false;
+  /** When the latest ping went out; one before the last arrival belongs to an older silence. */
+  #pingSentAt = -1;
   #closeCode = 1005;
   #closeReason = "";
   #wasClean = false;
@@ -667,33 +678,40 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
 
   /**
    * Checks liveness when the current silence reaches half of `idleTimeoutMs`
-   * (ping) and the whole of it (drop the connection); see the module doc. The
-   * timer is re-armed only when it fires, for the deadline the last arrival
-   * sets, so reads cost one clock read each and no timer work.
+   * (ping) and when the ping has waited the other half (drop the
+   * connection); see the module doc. The timer is re-armed only when it
+   * fires, for the deadline the last arrival sets, so reads cost one clock
+   * read each and no timer work.
    */
   #armIdleTimer(): void {
     if (this.#idleTimeoutMs === 0) return;
     this.#lastHeard = performance.now();
+    const half = this.#idleTimeoutMs / 2;
+    let dueAt = 0;
+    const schedule = (now: number, delay: number): void => {
+      dueAt = now + delay;
+      this.#idleTimer = setTimeout(check, Math.max(1, delay));
+    };
     const check = (): void => {
       this.#idleTimer = undefined;
       if (this.#conn === undefined || this.#readyState === CLOSED) return;
-      const silent = performance.now() - this.#lastHeard;
-      const half = this.#idleTimeoutMs / 2;
-      if (silent < half) {
-        this.#pingSent = false;
-      } else if (silent < this.#idleTimeoutMs) {
-        if (!this.#pingSent && !this.#closeSent) this.#queueFrame(OP_PING, EMPTY);
-        this.#pingSent = true;
-      } else {
-        this.#errorMessage ||=
-          `nothing received for ${this.#idleTimeoutMs} ms (no answer to a ping)`;
-        this.#dropConnection();
-        return;
+      const now = performance.now();
+      const silent = now - this.#lastHeard;
+      if (silent < half) return schedule(now, half - silent);
+      if (this.#pingSentAt < this.#lastHeard) {
+        if (!this.#closeSent) this.#queueFrame(OP_PING, EMPTY);
+        this.#pingSentAt = now;
       }
-      const next = silent < half ? half : this.#idleTimeoutMs;
-      this.#idleTimer = setTimeout(check, Math.max(1, next - silent));
+      const answerBy = Math.max(this.#lastHeard + this.#idleTimeoutMs, this.#pingSentAt + half);
+      if (now < answerBy) return schedule(now, answerBy - now);
+      if (now - dueAt > IDLE_CHECK_SLACK_MS) {
+        // Late: this process was not running, and an answer may wait unread.
+        return schedule(now, Math.min(half / 5, IDLE_CHECK_GRACE_MS));
+      }
+      this.#errorMessage ||= `nothing received for ${this.#idleTimeoutMs} ms (no answer to a ping)`;
+      this.#dropConnection();
     };
-    this.#idleTimer = setTimeout(check, this.#idleTimeoutMs / 2);
+    schedule(this.#lastHeard, half);
   }
 
   /** Closes the TCP connection; the reader then ends and the close event follows. */
