@@ -237,6 +237,27 @@ function shellQuote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
+/** Runs `sh -c script` by exec on a fresh serve for `drive`; then the remote program must end. */
+async function execLeavingNoProgram(
+  script: string,
+  options: CliOptions,
+  drive: (run: Cli) => Promise<void>,
+): Promise<void> {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  // An argument of the remote program, to find it in /proc.
+  const marker = `outpost-e2e-${crypto.randomUUID()}`;
+  try {
+    const args = ["exec", "--url", url, "--", "sh", "-c", script, marker];
+    await using run = new Cli("client", args, options);
+    await drive(run);
+    // Left running, the program would go on until the session expires (30 s).
+    await until(() => pidsMentioning(marker).length === 0, 5_000, "the remote program to end");
+  } finally {
+    killLeftovers(marker);
+  }
+}
+
 /** A file of `bytes` pseudo-random bytes, and its SHA-256. */
 async function makeBlob(bytes: number): Promise<{ dir: string; path: string; sha256: string }> {
   const dir = await Deno.makeTempDir({ prefix: "outpost_e2e_" });
@@ -495,83 +516,38 @@ Deno.test("cli: exec --tty runs the program under a terminal and forwards stdin"
 });
 
 Deno.test("cli: exec piped into a reader that closes early exits 141 and stops the program", async () => {
-  await using serve = new Cli("executor", ["serve"]);
-  const url = await serve.firstLine();
-  const marker = `outpost-epipe-${crypto.randomUUID()}`;
-  try {
-    // As `yes | head -n 1`: the program writes on after head has gone.
-    await using run = new Cli("client", [
-      "exec",
-      "--url",
-      url,
-      "--",
-      "sh",
+  // As `yes | head -n 1`: the program writes on after head has gone.
+  await execLeavingNoProgram("while :; do echo line; sleep 0.05; done", {
+    via: (argv) => [
+      "bash",
       "-c",
-      "while :; do echo line; sleep 0.05; done",
-      marker,
-    ], {
-      via: (argv) => [
-        "bash",
-        "-c",
-        '"$@" | head -n 1; echo "exec exited ${PIPESTATUS[0]}"',
-        "bash",
-        ...argv,
-      ],
-    });
+      '"$@" | head -n 1; echo "exec exited ${PIPESTATUS[0]}"',
+      "bash",
+      ...argv,
+    ],
+  }, async (run) => {
     assert.equal((await run.finished()).code, 0, run.stderr);
     assert.equal(run.stdout, "line\nexec exited 141\n", run.stderr);
     assert.match(run.stderr, /stdout is a closed pipe; stopped sh with SIGTERM/);
-    // Left running, the loop would go on until the session expires (30 s).
-    await until(() => pidsMentioning(marker).length === 0, 5_000, "the remote program to stop");
-  } finally {
-    killLeftovers(marker);
-  }
+  });
 });
 
 Deno.test("cli: exec whose stdout cannot be written (/dev/full) stops the program and exits 1", async () => {
-  await using serve = new Cli("executor", ["serve"]);
-  const url = await serve.firstLine();
-  const marker = `outpost-full-${crypto.randomUUID()}`;
-  try {
-    await using run = new Cli("client", [
-      "exec",
-      "--url",
-      url,
-      "--",
-      "sh",
-      "-c",
-      "while :; do echo line; sleep 0.05; done",
-      marker,
-    ], {
-      via: (argv) => ["bash", "-c", '"$@" >/dev/full; echo "exec exited $?"', "bash", ...argv],
-    });
+  await execLeavingNoProgram("while :; do echo line; sleep 0.05; done", {
+    via: (argv) => ["bash", "-c", '"$@" >/dev/full; echo "exec exited $?"', "bash", ...argv],
+  }, async (run) => {
     assert.equal((await run.finished()).code, 0, run.stderr);
     assert.equal(run.stdout, "exec exited 1\n", run.stderr);
     assert.match(
       run.stderr,
       /Cannot write to stdout: No space left on device \(os error 28\); stopped sh with SIGTERM/,
     );
-    await until(() => pidsMentioning(marker).length === 0, 5_000, "the remote program to stop");
-  } finally {
-    killLeftovers(marker);
-  }
+  });
 });
 
 Deno.test("cli: a third Ctrl-C kills a program that traps SIGINT and exits 130", async () => {
-  await using serve = new Cli("executor", ["serve"]);
-  const url = await serve.firstLine();
-  const marker = `outpost-int3-${crypto.randomUUID()}`;
-  try {
-    await using run = new Cli("client", [
-      "exec",
-      "--url",
-      url,
-      "--",
-      "sh",
-      "-c",
-      'trap "echo got-int" INT; echo ready; while :; do sleep 0.05; done',
-      marker,
-    ]);
+  const program = 'trap "echo got-int" INT; echo ready; while :; do sleep 0.05; done';
+  await execLeavingNoProgram(program, {}, async (run) => {
     await run.waitFor(() => run.stdout.includes("ready"), 15_000, "the program starting");
     for (let i = 1; i <= 2; i++) {
       run.child.kill("SIGINT");
@@ -584,11 +560,7 @@ Deno.test("cli: a third Ctrl-C kills a program that traps SIGINT and exits 130",
     run.child.kill("SIGINT");
     assert.equal((await run.finished(10_000)).code, 130, run.stderr);
     assert.match(run.stderr, /third interrupt: killing the program/);
-    // Orphaned, the program would run until the session expires (30 s).
-    await until(() => pidsMentioning(marker).length === 0, 5_000, "the remote program to end");
-  } finally {
-    killLeftovers(marker);
-  }
+  });
 });
 
 Deno.test("cli: exec --tty gives the program the local terminal's size and forwards SIGWINCH", async () => {

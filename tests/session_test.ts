@@ -4,7 +4,7 @@ import { Executor, type ExecutorOptions } from "../lib/exec/executor.ts";
 import { FsOps } from "../lib/exec/fs_ops.ts";
 import { ProcessTable } from "../lib/exec/process_table.ts";
 import { SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
-import { serveSession } from "../lib/exec/session.ts";
+import { serveSession, type SessionContext } from "../lib/exec/session.ts";
 import { SessionRegistry } from "../lib/exec/session_registry.ts";
 import type { EnvironmentInfo } from "../lib/exec/environment_info.ts";
 import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
@@ -73,6 +73,31 @@ function useExecutor(options: ExecutorOptions = {}): Executor {
     exitedRetentionMs: 2_000,
     ...options,
   });
+}
+
+/** Sessions whose environment/info hangs until `probe` settles (a sandbox probe's helper hangs). */
+function hangingProbeSessions() {
+  const registry = new SessionRegistry({ createTable: () => new ProcessTable() });
+  const probe = Promise.withResolvers<EnvironmentInfo>();
+  const context: SessionContext = {
+    registry,
+    fs: new FsOps(new SandboxPolicy()),
+    environmentInfo: () => probe.promise,
+  };
+  return {
+    probe,
+    context,
+    /** Serves a new connection: the client's peer, the end of serving, and a resume by the peer. */
+    connect() {
+      const [client, server] = channelPair();
+      const served = serveSession(server, context);
+      const peer = new JsonRpcPeer(client);
+      const resume = (sessionId: string) =>
+        withDeadline(peer.request("initialize", { resumeSessionId: sessionId }), D, "resume");
+      return { peer, served, resume, [Symbol.asyncDispose]: () => peer.close() };
+    },
+    [Symbol.asyncDispose]: () => registry[Symbol.asyncDispose](),
+  };
 }
 
 function outputText(notes: Note[], processId: string): string {
@@ -403,65 +428,38 @@ Deno.test("Session: a process/write to a child that never reads ends with its co
 });
 
 Deno.test("Session detaches as soon as its channel closes, while a request is still being served", async () => {
-  await using registry = new SessionRegistry({ createTable: () => new ProcessTable() });
-  // environment/info waits on the sandbox probe, i.e. on helper programs: here one that hangs.
-  const probe = Promise.withResolvers<EnvironmentInfo>();
-  const context = {
-    registry,
-    fs: new FsOps(new SandboxPolicy()),
-    environmentInfo: () => probe.promise,
-  };
-  const [firstClient, firstServer] = channelPair();
-  const firstServed = serveSession(firstServer, context);
-  const first = new JsonRpcPeer(firstClient);
-  const { sessionId } = await first.request<{ sessionId: string }>("initialize", {});
-  const info = first.request("environment/info").catch((e) => e);
-  await first.close();
-  const [secondClient, secondServer] = channelPair();
-  const secondServed = serveSession(secondServer, context);
-  await using second = new JsonRpcPeer(secondClient);
-  assert.deepEqual(
-    await withDeadline(second.request("initialize", { resumeSessionId: sessionId }), D, "resume"),
-    { sessionId },
-  );
-  probe.reject(new Error("probe ended"));
-  await withDeadline(firstServed, D, "first connection served");
+  await using sessions = hangingProbeSessions();
+  const first = sessions.connect();
+  const { sessionId } = await first.peer.request<{ sessionId: string }>("initialize", {});
+  const info = first.peer.request("environment/info").catch((e) => e);
+  await first.peer.close();
+  await using second = sessions.connect();
+  assert.deepEqual(await second.resume(sessionId), { sessionId });
+  sessions.probe.reject(new Error("probe ended"));
+  await withDeadline(first.served, D, "first connection served");
   assert.ok(await info instanceof Error, "the request gets no reply on a closed connection");
-  await second.close();
-  await withDeadline(secondServed, D, "second connection served");
+  await second.peer.close();
+  await withDeadline(second.served, D, "second connection served");
 });
 
 Deno.test("Session: an initialize read after its channel closed attaches nothing", async () => {
-  await using registry = new SessionRegistry({ createTable: () => new ProcessTable() });
-  const probe = Promise.withResolvers<EnvironmentInfo>();
-  const context = {
-    registry,
-    fs: new FsOps(new SandboxPolicy()),
-    environmentInfo: () => probe.promise,
-  };
-  const [firstClient, firstServer] = channelPair();
-  const firstServed = serveSession(firstServer, context);
-  const first = new JsonRpcPeer(firstClient);
-  const { sessionId } = await first.request<{ sessionId: string }>("initialize", {});
-  await first.close();
-  await withDeadline(firstServed, D, "first connection served");
+  await using sessions = hangingProbeSessions();
+  const first = sessions.connect();
+  const { sessionId } = await first.peer.request<{ sessionId: string }>("initialize", {});
+  await first.peer.close();
+  await withDeadline(first.served, D, "first connection served");
   // A connection that queues a resume behind a request that hangs, then closes at once.
   const [raw, server] = channelPair();
-  const served = serveSession(server, context);
+  const served = serveSession(server, sessions.context);
   await raw.send(JSON.stringify({ id: 1, method: "environment/info" }));
   await raw.send(
     JSON.stringify({ id: 2, method: "initialize", params: { resumeSessionId: sessionId } }),
   );
   await raw.close();
-  const [thirdClient, thirdServer] = channelPair();
-  const thirdServed = serveSession(thirdServer, context);
-  await using third = new JsonRpcPeer(thirdClient);
-  assert.deepEqual(
-    await withDeadline(third.request("initialize", { resumeSessionId: sessionId }), D, "resume"),
-    { sessionId },
-  );
-  probe.reject(new Error("probe ended"));
+  await using third = sessions.connect();
+  assert.deepEqual(await third.resume(sessionId), { sessionId });
+  sessions.probe.reject(new Error("probe ended"));
   await withDeadline(served, D, "closed connection served");
-  await third.close();
-  await withDeadline(thirdServed, D, "third connection served");
+  await third.peer.close();
+  await withDeadline(third.served, D, "third connection served");
 });
