@@ -400,6 +400,39 @@ Deno.test("Executor limits sessions and live processes across sessions, at the l
   await waitNote(b, "process/closed", "two");
 });
 
+Deno.test("Executor at its session limit replaces the oldest detached idle session, and refuses while each is attached or busy", async () => {
+  // A long TTL: only the limit can end a detached session here.
+  await using executor = useExecutor({ maxSessions: 2, sessionTtlMs: 30_000 });
+  const busy = connect(executor);
+  const busyId = await busy.init();
+  await busy.call("process/start", { processId: "long", argv: ["sleep", "100"] });
+  await busy[Symbol.asyncDispose](); // detached, its process running
+  const idle = connect(executor);
+  const idleId = await idle.init();
+  await idle.call("process/start", { processId: "quick", argv: ["true"] });
+  await waitNote(idle, "process/exited", "quick");
+  await idle[Symbol.asyncDispose](); // detached, nothing running
+  // At the limit (2 of 2): the idle detached session makes room.
+  await using third = connect(executor);
+  await third.init();
+  await using late = connect(executor);
+  await late.fails(
+    "initialize",
+    { resumeSessionId: idleId },
+    -32600,
+    "unknown session id",
+  );
+  // Past it: one session attached, the other running a process; nothing to replace.
+  await late.fails("initialize", { clientName: "fourth" }, -32600, "limit of 2 sessions");
+  // The busy one was kept, and resumes with its process.
+  await using back = connect(executor);
+  assert.equal(await back.init({ resumeSessionId: busyId }), busyId);
+  assert.deepEqual(
+    (await back.call("process/list")).processes,
+    [{ processId: "long", argv: ["sleep", "100"], running: true, exitCode: null }],
+  );
+});
+
 Deno.test("Session: a process/write to a child that never reads ends with its connection, and the session resumes", async () => {
   const token = uniqueSleep();
   await using executor = useExecutor({ sessionTtlMs: 5_000 });

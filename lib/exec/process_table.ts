@@ -746,6 +746,14 @@ export class ProcessTable implements AsyncDisposable {
     return this.#records.has(processId);
   }
 
+  /** A process is starting or running (exited ones only keep their output). */
+  get busy(): boolean {
+    for (const record of this.#records.values()) {
+      if (record.state === "starting" || record.state === "running") return true;
+    }
+    return false;
+  }
+
   /**
    * Lists the processes (started ones, including closed ones still retained).
    *

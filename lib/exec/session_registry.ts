@@ -2,7 +2,10 @@
  * Sessions by id. A session outlives the connection that created it: when
  * the connection ends the session detaches and keeps its processes for a TTL
  * (default 30 s), during which `initialize` with `resumeSessionId` attaches a
- * new connection to it; after the TTL its processes are killed.
+ * new connection to it; after the TTL its processes are killed. At the
+ * session limit a new session takes the place of the oldest detached one
+ * with nothing starting or running, so harnesses that connect, run a command
+ * and leave are not refused for the TTL after them; only live work is.
  *
  * @module
  */
@@ -97,16 +100,18 @@ export class SessionRegistry implements AsyncDisposable {
    *
    * @param attachment The connection.
    * @returns The session.
-   * @throws {RpcError} -32600 when the session limit is reached or the registry is closed.
+   * @throws {RpcError} -32600 when the session limit is reached (every session
+   * attached or running a process) or the registry is closed.
    */
   create(attachment: SessionAttachment): SessionRecord {
     if (this.#closing) {
       throw new RpcError(INVALID_REQUEST, "Cannot initialize: the executor is closing");
     }
-    if (this.#sessions.size >= this.#maxSessions) {
+    if (this.#sessions.size >= this.#maxSessions && !this.#dropIdleDetached()) {
       throw new RpcError(
         INVALID_REQUEST,
-        `Cannot initialize: the limit of ${this.#maxSessions} sessions is reached`,
+        `Cannot initialize: the limit of ${this.#maxSessions} sessions is reached, ` +
+          "each attached or running a process",
       );
     }
     const entry: Entry = {
@@ -163,9 +168,27 @@ export class SessionRegistry implements AsyncDisposable {
       entry.timer = null;
       if (entry.attachment !== null || this.#sessions.get(id) !== entry) return;
       this.#sessions.delete(id);
-      const done = entry.table.close().catch(() => {}).finally(() => this.#expiring.delete(done));
-      this.#expiring.add(done);
+      this.#expire(entry);
     }, this.#ttlMs);
+  }
+
+  /** Forgets the oldest detached session with nothing starting or running; false if none. */
+  #dropIdleDetached(): boolean {
+    for (const [id, entry] of this.#sessions) {
+      if (entry.attachment !== null || entry.table.busy) continue;
+      if (entry.timer !== null) clearTimeout(entry.timer);
+      entry.timer = null;
+      this.#sessions.delete(id);
+      this.#expire(entry);
+      return true;
+    }
+    return false;
+  }
+
+  /** Closes a forgotten session's table, tracked so `close` waits for it. */
+  #expire(entry: Entry): void {
+    const done = entry.table.close().catch(() => {}).finally(() => this.#expiring.delete(done));
+    this.#expiring.add(done);
   }
 
   /**
