@@ -16,13 +16,15 @@ const LEVELS: Confinement[] = ["none", "os"];
 
 /** Grants read and write below `dir` only (Deno permissions are the far side of the boundary). */
 function grantsOnly(dir: string): PermissionQuery {
-  return (d) =>
-    Promise.resolve(
-      (d.name === "read" || d.name === "write") &&
-        ((d.path as string) === dir || (d.path as string).startsWith(dir + "/"))
+  return (d) => {
+    const path = (d as { path?: string }).path;
+    return Promise.resolve(
+      (d.name === "read" || d.name === "write") && path !== undefined &&
+        (path === dir || path.startsWith(dir + "/"))
         ? "granted"
         : "prompt",
     );
+  };
 }
 
 async function fixture(maxFileBytes?: number, minConfinement: Confinement = "none") {

@@ -18,7 +18,8 @@ function grantsOnly(dir: string): PermissionQuery {
       return Promise.resolve(descriptor.command === "sh" ? "granted" : "prompt");
     }
     if (descriptor.name === "read" || descriptor.name === "write") {
-      const path = descriptor.path as string;
+      const path = descriptor.path as string | undefined;
+      if (path === undefined) return Promise.resolve("prompt"); // not the whole file system
       return Promise.resolve(path === dir || path.startsWith(dir + "/") ? "granted" : "prompt");
     }
     return Promise.resolve("prompt");
@@ -122,6 +123,66 @@ Deno.test("SandboxPolicy uses the real Deno permissions by default", async () =>
   const policy = new SandboxPolicy();
   assert.equal(await policy.checkRead("/etc/../etc/hostname"), "/etc/hostname");
   await policy.checkRun("sh");
+});
+
+Deno.test("SandboxPolicy asks about a path only when the whole file system is not granted", async () => {
+  // Deno keeps a status object per distinct descriptor for good, so a
+  // question per path would grow the executor with every new path.
+  for (const wholeGranted of [true, false]) {
+    const asked: Deno.PermissionDescriptor[] = [];
+    const policy = new SandboxPolicy({
+      query: (descriptor) => {
+        asked.push(descriptor);
+        const whole = (descriptor as { path?: string }).path === undefined;
+        return Promise.resolve(whole && !wholeGranted ? "prompt" : "granted");
+      },
+    });
+    for (let i = 0; i < 100; i++) await policy.checkRead(`/no-such-dir-outpost/file-${i}`);
+    await policy.checkWrite("/no-such-dir-outpost/new");
+    const perPath = asked.filter((d) => (d as { path?: string }).path !== undefined).length;
+    assert.equal(perPath, wholeGranted ? 0 : 101, `whole file system granted: ${wholeGranted}`);
+  }
+});
+
+Deno.test("SandboxPolicy still refuses a denied path under a global grant (--allow-write --deny-write=DIR)", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_deny_" }));
+  try {
+    const script = `${dir}/probe.ts`;
+    await Deno.mkdir(`${dir}/open`);
+    await Deno.mkdir(`${dir}/secret`);
+    const policyModule = new URL("../lib/exec/sandbox_policy.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      script,
+      `import { SandboxPolicy } from ${JSON.stringify(policyModule)};
+const policy = new SandboxPolicy();
+const outcome = async (path: string) => {
+  try { await policy.checkWrite(path); return "granted"; } catch (e) { return (e as Error).name; }
+};
+console.log(JSON.stringify([await outcome(${JSON.stringify(`${dir}/open/x`)}), await outcome(${
+        JSON.stringify(`${dir}/secret/x`)
+      })]));`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-lock",
+        "--allow-read",
+        "--allow-write",
+        `--deny-write=${dir}/secret`,
+        script,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.ok(out.success, stderr);
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), [
+      "granted",
+      "SandboxDeniedError",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("SandboxPolicy shows a path whole up to the limit and elides its middle past it", async () => {

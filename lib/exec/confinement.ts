@@ -25,6 +25,7 @@
 
 import { SandboxDeniedError } from "../errors.ts";
 import { BoundedCache } from "./_bounded_cache.ts";
+import { isGranted, isGrantedValue, isGrantedValueSync } from "./_permissions.ts";
 import { runQuietly } from "./_run_quietly.ts";
 
 /** A confinement level for a spawned program. */
@@ -116,7 +117,7 @@ export async function resolveGrantedProgram(
   const key = `${path}\0${command}`;
   const known = resolvedPrograms.get(key);
   if (known !== undefined && (await queryRun(known))) return known;
-  const unscoped = (await Deno.permissions.query({ name: "run" })).state === "granted";
+  const unscoped = await isGranted({ name: "run" });
   for (const dir of path.split(":")) {
     if (!dir.startsWith("/")) continue;
     const candidate = joinPath(dir, command);
@@ -232,7 +233,7 @@ async function probeSessionHelper(): Promise<string | null> {
  * @throws {Deno.errors.PermissionDenied} When it is a directory or has no execute bit.
  */
 export async function checkProgramFile(path: string): Promise<void> {
-  if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return;
+  if (!isGrantedValueSync({ name: "read", path })) return;
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);
@@ -479,7 +480,7 @@ export async function denoRunFlags(
   if (modulePath === null) {
     throw new TypeError(`${subject}: only local modules can be run`);
   }
-  if ((await Deno.permissions.query({ name: "read", path: modulePath })).state !== "granted") {
+  if (!(await isGrantedValue({ name: "read", path: modulePath }))) {
     throw new SandboxDeniedError(`${subject}: read access to the module is not granted`);
   }
   const flags = ["run", "--no-prompt", "--no-config", "--no-remote", "--no-npm", "--no-lock"];
@@ -496,7 +497,8 @@ export async function denoRunFlags(
     const asked = permissions[name];
     if (asked === undefined || asked === false) continue;
     if (asked === true) {
-      if ((await Deno.permissions.query({ name })).state !== "granted") {
+      // Not when partly denied: the program would get what the executor may not have.
+      if (!(await isGranted({ name }))) {
         throw new SandboxDeniedError(
           `${subject}: ${name} access to everything is not granted to the executor`,
         );
@@ -556,19 +558,11 @@ async function queryOne(
       descriptor = { name, kind: value as Deno.SysPermissionDescriptor["kind"] };
       break;
   }
-  try {
-    return (await Deno.permissions.query(descriptor)).state === "granted";
-  } catch {
-    return false;
-  }
+  return await isGrantedValue(descriptor);
 }
 
-async function queryRun(command: string): Promise<boolean> {
-  try {
-    return (await Deno.permissions.query({ name: "run", command })).state === "granted";
-  } catch {
-    return false;
-  }
+function queryRun(command: string): Promise<boolean> {
+  return isGrantedValue({ name: "run", command });
 }
 
 async function searchPath(): Promise<string> {

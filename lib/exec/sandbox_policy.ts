@@ -26,7 +26,11 @@ export interface SandboxPolicyOptions {
    * executor's write permission. Unset: the write permission alone decides.
    */
   writeRoots?: string[];
-  /** Permission oracle, for tests. @default {Deno.permissions.query} */
+  /**
+   * Permission oracle, for tests. It is asked about a kind as a whole
+   * (`{name: "read"}`) before a path; "granted" for the whole must mean no
+   * path is denied. @default {Deno.permissions.query}
+   */
   query?: PermissionQuery;
 }
 
@@ -62,8 +66,11 @@ export function shownPath(path: string): string {
   return `${path.slice(0, head)}\u2026${path.slice(path.length - tail)}`;
 }
 
+/** Deno's answer; a global grant with some paths denied (`--deny-read=…`) counts as not global. */
 function defaultQuery(descriptor: Deno.PermissionDescriptor): Promise<Deno.PermissionState> {
-  return Deno.permissions.query(descriptor).then((status) => status.state);
+  return Deno.permissions.query(descriptor).then((status) =>
+    status.partial ? "prompt" : status.state
+  );
 }
 
 function components(path: string): string[] {
@@ -219,17 +226,15 @@ export class SandboxPolicy {
         // request is refused either way).
         const lexical = "/" + lexicalParts(error.at).join("/");
         const shown = lexical === path ? "" : ` (it resolves to "${shownPath(lexical)}")`;
-        const missing =
-          kind === "read" || (await this.#query({ name: kind, path: lexical })) !== "granted"
-            ? `${kind} access is not granted${shown}`
-            : `read access is not granted${shown}, and is needed to resolve the path`;
+        const missing = kind === "read" || !(await this.#granted(kind, lexical))
+          ? `${kind} access is not granted${shown}`
+          : `read access is not granted${shown}, and is needed to resolve the path`;
         throw new SandboxDeniedError(`Cannot ${action} "${shownPath(path)}": ${missing}`);
       }
       throw error;
     }
     const where = resolved === path ? "" : ` (it resolves to "${shownPath(resolved)}")`;
-    const state = await this.#query({ name: kind, path: resolved });
-    if (state !== "granted") {
+    if (!(await this.#granted(kind, resolved))) {
       throw new SandboxDeniedError(
         `Cannot ${action} "${shownPath(path)}": ${kind} access is not granted${where}`,
       );
@@ -240,6 +245,19 @@ export class SandboxPolicy {
       );
     }
     return resolved;
+  }
+
+  /**
+   * Asks about the whole file system first and about `path` only when that
+   * is not granted: Deno keeps a status object for every distinct
+   * descriptor ever queried, for the life of the process (about 0.5 KB
+   * each), so per-path questions would grow the executor with each new
+   * path a harness names. Under a global grant (`--allow-read`, `-A`) none
+   * is asked.
+   */
+  async #granted(kind: AccessKind, path: string): Promise<boolean> {
+    if ((await this.#query({ name: kind })) === "granted") return true;
+    return (await this.#query({ name: kind, path })) === "granted";
   }
 
   #insideWriteRoot(path: string): boolean {
