@@ -64,6 +64,20 @@ function plain(frame: RelayFrame): unknown {
   return frame;
 }
 
+/** Upper bound on one decode of a fuzzed input, in ms. */
+const DECODE_BOUND_MS = 250;
+
+/** Milliseconds one decode of `bytes` takes, whether it accepts or rejects them. */
+function timeDecode(bytes: Uint8Array): number {
+  const t0 = performance.now();
+  try {
+    decodeFrame(bytes);
+  } catch {
+    // rejected: the loop above checks how
+  }
+  return performance.now() - t0;
+}
+
 function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -73,6 +87,8 @@ Deno.test("decodeFrame throws only ProtocolError and accepts only valid frames, 
   let accepted = 0;
   let rejected = 0;
   let slowest = 0;
+  /** Inputs whose decode looked over the time bound, to time again. */
+  const overBound: { i: number; bytes: Uint8Array }[] = [];
   const families = new Map<string, number>();
   const started = performance.now();
   for (let i = 0; i < CASES; i++) {
@@ -93,7 +109,9 @@ Deno.test("decodeFrame throws only ProtocolError and accepts only valid frames, 
       assert.match(error.message, /^Cannot decode frame: /);
       rejected++;
     }
-    slowest = Math.max(slowest, performance.now() - t0);
+    const took = performance.now() - t0;
+    slowest = Math.max(slowest, took);
+    if (took >= DECODE_BOUND_MS) overBound.push({ i, bytes });
     if (frame !== undefined) {
       accepted++;
       // An accepted frame is valid: it re-encodes without error and round-trips.
@@ -106,8 +124,17 @@ Deno.test("decodeFrame throws only ProtocolError and accepts only valid frames, 
     }
   }
   const elapsed = performance.now() - started;
-  // Generous: one decode of < 1 KiB must never take 250 ms, even on a loaded machine (no quadratic paths).
-  assert.ok(slowest < 250, `slowest decode took ${slowest.toFixed(1)} ms`);
+  // Generous: one decode of < 1 KiB must never take 250 ms, even on a loaded
+  // machine (no quadratic paths). A slow input is slow every time; a stall of
+  // the machine is not, so an input over the bound is timed three more times
+  // and fails only if every time is over.
+  for (const { i, bytes } of overBound) {
+    const best = Math.min(...[1, 2, 3].map(() => timeDecode(bytes)));
+    assert.ok(
+      best < DECODE_BOUND_MS,
+      `case ${i} (seed ${SEED}): decode took ${best.toFixed(1)} ms`,
+    );
+  }
   record({
     area: "bad input",
     name: "frame decoder: random, raw protobuf, rule-breaking, mutated frames",

@@ -111,9 +111,11 @@ Deno.test("StreamMux keeps small messages flowing beside a bulk stream (fairness
 });
 
 Deno.test("StreamMux lets one stalled consumer stall only its own stream", async () => {
+  const inboxMessages = 4;
+  const windowSegments = 8;
   const stalled: MuxStream[] = [];
   await using lb = loopback({
-    inboxMessages: 4,
+    inboxMessages,
     onStream: (stream) => {
       stream.send("hello").catch(() => {});
       // The first stream's consumer never reads; the others echo.
@@ -121,40 +123,61 @@ Deno.test("StreamMux lets one stalled consumer stall only its own stream", async
       else echo()(stream);
     },
   });
-  const harness = await lb.harness({ windowSegments: 8, stream: { sendBufferBytes: 1024 } });
+  const harness = await lb.harness({ windowSegments, stream: { sendBufferBytes: 1024 } });
   const slow = harness.open();
   await slow.send("first");
-  assert.equal(await withDeadline(nextMessage(slow), 5_000, "hello"), "hello");
+  assert.equal(
+    await withDeadline(nextMessage(slow), 5_000, "hello on the stalled stream"),
+    "hello",
+  );
+  const consumer = stalled[0];
+  // Nothing can move until the consumer reads: its inbox is full, it holds
+  // every segment in flight unacknowledged, and the sender's window is full.
+  const stuck = () =>
+    consumer.stats.inboxMessages === inboxMessages &&
+    slow.stats.unackedSegments === windowSegments &&
+    consumer.stats.heldSegments === windowSegments;
   // Fill the stalled stream: sends stop being accepted once inbox + window + buffer are full.
   let accepted = 0;
-  let blocked = false;
-  for (let i = 0; i < 200 && !blocked; i++) {
-    const sent = slow.send("m".repeat(500)).then(() => accepted++);
-    // Negative check: a send not accepted within a short 200 ms window counts
-    // as blocked (there is no event for "will not happen"); the drain below
-    // proves the blocked send does complete later.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    blocked = await Promise.race([
-      sent.then(() => false),
-      new Promise<boolean>((r) => timer = setTimeout(() => r(true), 200)),
-    ]).finally(() => clearTimeout(timer));
+  let blocked: Promise<void> | undefined;
+  for (let i = 0; i < 200 && blocked === undefined; i++) {
+    let done = false;
+    const sent = slow.send("m".repeat(500)).then(() => {
+      accepted++;
+      done = true;
+    });
+    // A send is accepted at once or as the window opens; once the stream is
+    // stuck nothing opens it, so a send not accepted by then is blocked.
+    await until(() => done || stuck(), 5_000, `send ${i} accepted, or the stream stuck`);
+    if (!done) {
+      blocked = sent;
+      // Awaited below; if the test fails first, teardown rejects it.
+      blocked.catch(() => {});
+    }
   }
-  assert.ok(blocked, `sends kept being accepted (${accepted})`);
+  assert.ok(blocked !== undefined, `sends kept being accepted (${accepted})`);
   assert.ok(accepted < 40, `${accepted} accepted`);
   // Another stream on the same socket is served normally.
   const other = harness.open();
   await other.send("ping");
-  assert.equal(await withDeadline(nextMessage(other), 5_000, "hello"), "hello");
+  assert.equal(await withDeadline(nextMessage(other), 5_000, "hello on the other stream"), "hello");
   assert.equal(await withDeadline(nextMessage(other), 5_000, "echo"), "echo:ping");
   // The stalled consumer drains and the blocked sender completes.
   const drained: string[] = [];
   const expected = accepted + 2; // "first", the accepted ones, the blocked one
-  for await (const message of stalled[0]) {
-    drained.push(message);
-    if (drained.length === expected) break;
-  }
+  await withDeadline(
+    (async () => {
+      for await (const message of consumer) {
+        drained.push(message);
+        if (drained.length === expected) break;
+      }
+    })(),
+    10_000,
+    `drain of ${expected} messages`,
+  );
+  await withDeadline(blocked, 5_000, "the blocked send accepted");
   assert.equal(slow.stats.retransmits <= slow.stats.timeouts, true);
-  assert.equal(drained[0], "first");
+  assert.deepEqual(drained, ["first", ...Array(expected - 1).fill("m".repeat(500))]);
   slow.reset("test_done");
 });
 

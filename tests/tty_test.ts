@@ -160,7 +160,8 @@ Deno.test("tty terminate kills the jobs of an interactive shell (groups of their
 Deno.test("tty timeout kills the jobs of an interactive shell", async () => {
   const token = uniqueSleep();
   await using table = new ProcessTable({ killGraceMs: 300 });
-  await startJobControlShell(table, token, 1_000);
+  // Long enough for bash to start its jobs and say ready on a loaded machine.
+  await startJobControlShell(table, token, 3_000);
   const { last } = await collect(table, "t");
   assert.equal(last.timedOut, true);
   await assertJobsGone(token, "jobs after the timeout");
