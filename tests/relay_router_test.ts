@@ -1081,3 +1081,41 @@ Deno.test("RelayRouter holds harness streams during its startup grace until the 
   const gone = await other.inbox.next("executor_disconnected");
   assert.deepEqual([gone.streamId, resetReason(gone)], ["t", "executor_disconnected"]);
 });
+Deno.test("RelayRouter drops executor frames that crossed a harness's reset, for the newest 1,024 ended streams, instead of parking them again", async () => {
+  await using h = await host();
+  const executor = await h.connect("executor");
+  const harness = await h.connect("harness");
+  const ids = Array.from({ length: 1025 }, (_, i) => `ended-${i}`);
+  // In batches, as a busy harness would: within its own share of streams.
+  for (let at = 0; at < ids.length; at += 100) {
+    const batch = ids.slice(at, at + 100);
+    for (const id of batch) await harness.socket.send(data(id, "request"));
+    for (const id of batch) await harness.socket.send(reset(id, "client_reset"));
+    for (let n = 0; n < batch.length * 2; n++) await executor.inbox.next(`frame ${at * 2 + n}`);
+  }
+  assert.equal(h.router.stats().streams, 0);
+  const late = (id: string): RelayFrame => ({
+    version: 1,
+    streamId: id,
+    ack: 1,
+    ackBits: 0,
+    body: { kind: "ack" },
+  });
+  // Routed in order on one socket: once the live stream's reply arrives, so have the late frames.
+  const settled = async (label: string): Promise<void> => {
+    await through(harness, executor, data(`live-${label}`, "ping"));
+    await through(executor, harness, data(`live-${label}`, "pong"));
+  };
+  // At the bound: every late frame for the 1,024 newest ended streams is dropped.
+  for (const id of ids.slice(1)) await executor.socket.send(late(id));
+  await settled("a");
+  assert.deepEqual(
+    [h.router.stats().streams, h.router.stats().parkedStreams],
+    [1, 0],
+    "only the live stream is routed",
+  );
+  // Past it: the oldest is forgotten, and its late frame parks it as an unknown stream.
+  await executor.socket.send(late(ids[0]));
+  await settled("b");
+  assert.equal(h.router.stats().parkedStreams, 1);
+});

@@ -247,6 +247,13 @@ interface Site {
   offlineOverflowReported: boolean;
   /** Pending harness-parking timers. */
   readonly parkTimers: Set<Timer>;
+  /**
+   * Streams this rendezvous ended (a harness reset, a parked stream that
+   * expired, one the executor did not resume), newest last, at most
+   * {@linkcode MAX_ENDED_STREAMS}: an executor frame sent before it saw the
+   * end is dropped instead of parking the stream again for a detach window.
+   */
+  readonly ended: Set<string>;
 }
 
 /** One socket and its bounded outbound queue. */
@@ -356,6 +363,8 @@ class Peer {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Ended streams remembered per executor id (see `Site.ended`): late frames come within a round trip. */
+const MAX_ENDED_STREAMS = 1024;
 
 function positive(value: number | undefined, fallback: number, name: string): number {
   const v = value ?? fallback;
@@ -633,6 +642,7 @@ export class RelayRouter implements AsyncDisposable {
         offlineCharge: 0,
         offlineOverflowReported: false,
         parkTimers: new Set(),
+        ended: new Set(),
       };
       this.#sites.set(executorId, site);
     }
@@ -747,7 +757,7 @@ export class RelayRouter implements AsyncDisposable {
     const isReset = frame.body.kind === "reset";
     const route = site.routes.get(streamId);
     if (route === undefined) {
-      if (isReset) return;
+      if (isReset || site.ended.has(streamId)) return;
       if (site.routes.size >= this.#maxStreams) {
         peer.enqueue(resetBytes(streamId, RESET_UNKNOWN_STREAM));
         return;
@@ -801,6 +811,7 @@ export class RelayRouter implements AsyncDisposable {
       }
       route = { owner: peer, parking: undefined };
       site.routes.set(streamId, route);
+      site.ended.delete(streamId);
       peer.streams.add(streamId);
     } else if (route.owner !== peer) {
       const previous = route.owner;
@@ -822,6 +833,7 @@ export class RelayRouter implements AsyncDisposable {
     if (isReset) {
       site.routes.delete(streamId);
       peer.streams.delete(streamId);
+      this.#ended(site, streamId);
     }
     // The mode shows in the harness's first data frame, or in a resume (a
     // harness back after a rendezvous restart may resume without data):
@@ -896,6 +908,7 @@ export class RelayRouter implements AsyncDisposable {
       streams++;
       site.routes.delete(streamId);
       this.#unpark(site, route);
+      this.#ended(site, streamId);
       const reset = resetBytes(streamId, RESET_EXECUTOR_DISCONNECTED);
       const owner = route.owner;
       if (owner !== undefined) {
@@ -965,11 +978,19 @@ export class RelayRouter implements AsyncDisposable {
       const route = site.routes.get(streamId);
       if (route === undefined || route.parking !== parking) continue;
       site.routes.delete(streamId);
+      this.#ended(site, streamId);
       expired++;
       this.#toExecutor(site, resetBytes(streamId, RESET_HARNESS_DISCONNECTED));
     }
     if (expired > 0) this.#emit({ type: "streams_expired", executorId: site.id, streams: expired });
     this.#maybeForget(site);
+  }
+
+  /** Remembers a stream this rendezvous ended, forgetting the oldest past the bound. */
+  #ended(site: Site, streamId: string): void {
+    site.ended.delete(streamId);
+    site.ended.add(streamId);
+    if (site.ended.size > MAX_ENDED_STREAMS) site.ended.delete(site.ended.values().next().value!);
   }
 
   /** Drops a site that holds nothing any more. */
