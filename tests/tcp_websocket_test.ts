@@ -149,6 +149,24 @@ Deno.test("TcpWebSocket masks payloads of every length remainder at every alignm
   await nextEvent(ws, "close");
 });
 
+Deno.test("TcpWebSocket reuses its write buffers across bursts without leaking bytes from an earlier one", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  // Each burst waits for the last to be read, so the writer idles in between
+  // and the next burst packs into buffers the earlier one filled. Later
+  // bursts are shorter: a stale byte past a frame's end would show.
+  for (const [burst, sizes] of [[200_000, 70_000, 3], [50_000, 9, 1], [61_440, 0, 100]].entries()) {
+    const sent = sizes.map((n, k) => new Uint8Array(n).fill(burst * 16 + k + 1));
+    for (const payload of sent) ws.send(payload);
+    for (const payload of sent) {
+      const frame = await server.readFrame(conn);
+      assert.deepEqual(frame.payload, payload, `burst ${burst}: ${payload.length} B`);
+    }
+  }
+  conn.close();
+  await nextEvent(ws, "close");
+});
+
 Deno.test("TcpWebSocket delivers small, 16-bit and 64-bit length messages, fragments and answers pings", async () => {
   await using server = new RawWsServer();
   const { ws, conn } = await openPair(server);

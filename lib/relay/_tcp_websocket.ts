@@ -65,8 +65,10 @@ const DIRECT_READ_BYTES = 16 * 1024;
 const CHUNK_BYTES = 256 * 1024;
 /** The first chunk of a burst (most bursts are one small frame). */
 const SMALL_CHUNK_BYTES = 16 * 1024;
-/** Chunks kept for reuse while a burst lasts; the pool empties when the writer goes idle. */
+/** Chunks kept for reuse while a burst lasts. */
 const MAX_POOLED_CHUNKS = 8;
+/** Chunks kept while the writer is idle, for the next burst. */
+const IDLE_POOLED_CHUNKS = 2;
 const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /**
  * Most frames one message may be split into: each frame costs work however
@@ -548,14 +550,11 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
           payload: this.#batchPayload,
         });
       }
-      const size = this.#writing === undefined && this.#full.length === 0
-        ? SMALL_CHUNK_BYTES
-        : CHUNK_BYTES;
-      this.#batch = frameBytes > size
+      const busy = this.#writing !== undefined || this.#full.length > 0;
+      this.#batch = frameBytes > CHUNK_BYTES
         ? new Uint8Array(frameBytes)
-        : size === CHUNK_BYTES
-        ? this.#pool.pop() ?? new Uint8Array(CHUNK_BYTES)
-        : new Uint8Array(size);
+        : this.#pool.pop() ??
+          new Uint8Array(busy || frameBytes > SMALL_CHUNK_BYTES ? CHUNK_BYTES : SMALL_CHUNK_BYTES);
       this.#batchLength = 0;
       this.#batchPayload = 0;
     }
@@ -632,9 +631,13 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       this.#dropConnection();
     } finally {
       this.#writing = undefined;
-      // Idle: hold no write memory.
-      this.#pool.length = 0;
-      if (this.#batchLength === 0 && this.#full.length === 0) this.#batch = EMPTY;
+      if (this.#batchLength === 0 && this.#full.length === 0) {
+        if (this.#batch.length === CHUNK_BYTES) this.#pool.push(this.#batch);
+        this.#batch = EMPTY;
+      }
+      // Idle: keep a little for the next burst (a sender paced by its
+      // source idles between frames), never the whole burst's worth.
+      if (this.#pool.length > IDLE_POOLED_CHUNKS) this.#pool.length = IDLE_POOLED_CHUNKS;
     }
   }
 
