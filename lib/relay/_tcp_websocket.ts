@@ -551,10 +551,8 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
         });
       }
       const busy = this.#writing !== undefined || this.#full.length > 0;
-      this.#batch = frameBytes > CHUNK_BYTES
-        ? new Uint8Array(frameBytes)
-        : this.#pool.pop() ??
-          new Uint8Array(busy || frameBytes > SMALL_CHUNK_BYTES ? CHUNK_BYTES : SMALL_CHUNK_BYTES);
+      this.#batch = frameBytes > CHUNK_BYTES ? new Uint8Array(frameBytes) : this.#pool.pop() ??
+        new Uint8Array(busy || frameBytes > SMALL_CHUNK_BYTES ? CHUNK_BYTES : SMALL_CHUNK_BYTES);
       this.#batchLength = 0;
       this.#batchPayload = 0;
     }
