@@ -1145,6 +1145,31 @@ Deno.test("connect through a rendezvous runs a command on an executor", async ()
   });
 });
 
+Deno.test("connect names the limit a rendezvous answered 503 for, from its code", async () => {
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN, maxHarnessSockets: 1 });
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-full",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  // At the limit: the one harness socket allowed.
+  await using first = await connect(rendezvous.url, {
+    executorId: "box-full",
+    token: SERVER_TOKEN,
+  });
+  assert.equal(first.mode, "rendezvous");
+  // One past it.
+  const refused = await connect(rendezvous.url, { executorId: "box-full", token: SERVER_TOKEN })
+    .catch((e) => e);
+  assert.ok(refused instanceof RelayClosedError, String(refused));
+  assert.match(
+    refused.message,
+    /: the rendezvous holds as many harness sockets for this executor as it allows \(HTTP 503 too_many_harness_sockets\)$/,
+  );
+  assert.equal(refused.refusal?.code, "too_many_harness_sockets");
+});
+
 Deno.test("connect resumes its stream after the harness socket is cut mid-transfer", async () => {
   await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
   await using executor = runExecutor({

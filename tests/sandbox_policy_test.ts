@@ -158,9 +158,12 @@ const policy = new SandboxPolicy();
 const outcome = async (path: string) => {
   try { await policy.checkWrite(path); return "granted"; } catch (e) { return (e as Error).name; }
 };
-console.log(JSON.stringify([await outcome(${JSON.stringify(`${dir}/open/x`)}), await outcome(${
-        JSON.stringify(`${dir}/secret/x`)
-      })]));`,
+console.log(JSON.stringify([
+  await outcome(${JSON.stringify(`${dir}/open/x`)}),
+  await outcome(${JSON.stringify(`${dir}/secret/x`)}),
+  // Above the denied directory: granted, as Deno grants it (partly).
+  await outcome(${JSON.stringify(dir)}),
+]));`,
     );
     const out = await new Deno.Command(Deno.execPath(), {
       args: [
@@ -179,6 +182,7 @@ console.log(JSON.stringify([await outcome(${JSON.stringify(`${dir}/open/x`)}), a
     assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), [
       "granted",
       "SandboxDeniedError",
+      "granted",
     ]);
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -465,7 +465,7 @@ function explainRefusal(error: unknown, url: string): unknown {
   if (status === 401) {
     why = "the rendezvous requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
   } else if (status === 403) why = "the rendezvous refused the token (HTTP 403)";
-  else if (status === 503) why = "the rendezvous is at its limit for this executor (HTTP 503)";
+  else if (status === 503) why = busyRendezvous(refusal?.code);
   else if (status === 404) {
     why =
       "no rendezvous route answers there (HTTP 404); for a local executor (outpost serve), connect without an executor id";
@@ -475,6 +475,19 @@ function explainRefusal(error: unknown, url: string): unknown {
     cause: error,
     refusal,
   });
+}
+
+/** Why a rendezvous answered 503, from the code it gave (see README "Rendezvous and registry"). */
+function busyRendezvous(code: string | undefined): string {
+  if (code === "shutdown") return "the rendezvous is shutting down (HTTP 503 shutdown)";
+  if (code === "too_many_harness_sockets") {
+    return "the rendezvous holds as many harness sockets for this executor as it allows " +
+      "(HTTP 503 too_many_harness_sockets)";
+  }
+  if (code === "too_many_executors") {
+    return "the rendezvous serves as many executors as it allows (HTTP 503 too_many_executors)";
+  }
+  return `the rendezvous is at a limit (HTTP 503${code === undefined ? "" : ` ${code}`})`;
 }
 
 /** The same for a local executor's socket (`outpost serve`, no executor id). */

@@ -66,10 +66,15 @@ export function shownPath(path: string): string {
   return `${path.slice(0, head)}\u2026${path.slice(path.length - tail)}`;
 }
 
-/** Deno's answer; a global grant with some paths denied (`--deny-read=…`) counts as not global. */
+/**
+ * Deno's answer. A whole kind granted with some paths denied (`--deny-read=…`)
+ * counts as not whole, so the path itself is asked about; a path granted with
+ * some paths below it denied is granted (Deno refuses the denied ones itself).
+ */
 function defaultQuery(descriptor: Deno.PermissionDescriptor): Promise<Deno.PermissionState> {
+  const whole = !("path" in descriptor) || descriptor.path === undefined;
   return Deno.permissions.query(descriptor).then((status) =>
-    status.partial ? "prompt" : status.state
+    whole && status.partial ? "prompt" : status.state
   );
 }
 
