@@ -10,7 +10,7 @@ import type { EnvironmentInfo } from "../lib/exec/environment_info.ts";
 import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
-import { livePidsWith, uniqueSleep } from "./_process_helpers.ts";
+import { killPids, livePidsWith, uniqueSleep, waitForPids } from "./_process_helpers.ts";
 
 const D = 5_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -433,6 +433,47 @@ Deno.test("Executor at its session limit replaces the oldest detached idle sessi
   );
 });
 
+Deno.test("Executor at its session limit keeps a detached session whose exited process left a child holding its output", async () => {
+  const token = uniqueSleep();
+  await using executor = useExecutor({ maxSessions: 1, sessionTtlMs: 30_000 });
+  const first = connect(executor);
+  const sessionId = await first.init();
+  // The shell exits at once; the `sleep` it left behind keeps its stdout open.
+  await first.call("process/start", {
+    processId: "bg",
+    argv: ["sh", "-c", `sleep ${token} & echo started`],
+  });
+  await waitNote(first, "process/exited", "bg");
+  const pids = await waitForPids(`sleep ${token}`, 1);
+  await first[Symbol.asyncDispose](); // detached, its process exited but not closed
+  await using second = connect(executor);
+  await second.fails("initialize", { clientName: "second" }, -32600, "limit of 1 sessions");
+  assert.deepEqual(livePidsWith(`sleep ${token}`), pids, "the child outlives the refusal");
+  // Once the child ends, the process closes and the session makes room.
+  const back = connect(executor);
+  assert.equal(await back.init({ resumeSessionId: sessionId }), sessionId);
+  killPids(pids);
+  await waitNote(back, "process/closed", "bg");
+  await back[Symbol.asyncDispose]();
+  await using third = connect(executor);
+  await third.init();
+});
+
+Deno.test("Executor at its session limit replaces the session detached the longest, not the oldest created", async () => {
+  await using executor = useExecutor({ maxSessions: 2, sessionTtlMs: 30_000 });
+  const older = connect(executor);
+  const olderId = await older.init();
+  const newer = connect(executor);
+  const newerId = await newer.init();
+  await newer[Symbol.asyncDispose](); // detached first
+  await older[Symbol.asyncDispose]();
+  await using third = connect(executor);
+  await third.init();
+  await using late = connect(executor);
+  await late.fails("initialize", { resumeSessionId: newerId }, -32600, "unknown session id");
+  assert.equal(await late.init({ resumeSessionId: olderId }), olderId);
+});
+
 Deno.test("Session: a process/write to a child that never reads ends with its connection, and the session resumes", async () => {
   const token = uniqueSleep();
   await using executor = useExecutor({ sessionTtlMs: 5_000 });
@@ -457,7 +498,8 @@ Deno.test("Session: a process/write to a child that never reads ends with its co
     (processes as { processId: string; running: boolean }[]).map((p) => [p.processId, p.running]),
     [["p", true]],
   );
-  assert.equal(livePidsWith(`sleep ${token}`).length, 1);
+  // The shell may not have exec'd `sleep` yet: wait for it, then check there is one.
+  assert.equal((await waitForPids(`sleep ${token}`, 1)).length, 1);
 });
 
 Deno.test("Session detaches as soon as its channel closes, while a request is still being served", async () => {

@@ -746,10 +746,14 @@ export class ProcessTable implements AsyncDisposable {
     return this.#records.has(processId);
   }
 
-  /** A process is starting or running (exited ones only keep their output). */
+  /**
+   * A process is not yet closed: starting, running, or exited while a child it
+   * started still holds its output open (`sh -c 'sleep 9 & echo'`); closing
+   * the table would kill that child. Closed ones only keep their output.
+   */
   get busy(): boolean {
     for (const record of this.#records.values()) {
-      if (record.state === "starting" || record.state === "running") return true;
+      if (record.state !== "closed") return true;
     }
     return false;
   }

@@ -3,9 +3,11 @@
  * the connection ends the session detaches and keeps its processes for a TTL
  * (default 30 s), during which `initialize` with `resumeSessionId` attaches a
  * new connection to it; after the TTL its processes are killed. At the
- * session limit a new session takes the place of the oldest detached one
- * with nothing starting or running, so harnesses that connect, run a command
- * and leave are not refused for the TTL after them; only live work is.
+ * session limit a new session takes the place of the session detached the
+ * longest whose processes are all closed (none starting, running, or with
+ * output still held open by a child it left behind), so harnesses that
+ * connect, run a command and leave are not refused for the TTL after them;
+ * only live work is.
  *
  * @module
  */
@@ -97,11 +99,13 @@ export class SessionRegistry implements AsyncDisposable {
 
   /**
    * Creates a session attached to `attachment`.
+   * At the limit it replaces the session detached the longest whose
+   * processes are all closed.
    *
    * @param attachment The connection.
    * @returns The session.
    * @throws {RpcError} -32600 when the session limit is reached (every session
-   * attached or running a process) or the registry is closed.
+   * attached or with a process not yet closed) or the registry is closed.
    */
   create(attachment: SessionAttachment): SessionRecord {
     if (this.#closing) {
@@ -111,7 +115,7 @@ export class SessionRegistry implements AsyncDisposable {
       throw new RpcError(
         INVALID_REQUEST,
         `Cannot initialize: the limit of ${this.#maxSessions} sessions is reached, ` +
-          "each attached or running a process",
+          "each attached or with a process not yet closed",
       );
     }
     const entry: Entry = {
@@ -164,6 +168,9 @@ export class SessionRegistry implements AsyncDisposable {
     entry.attachment = null;
     entry.table.setEventSink(null);
     if (this.#closing) return;
+    // Detached entries sit in the order they detached, so eviction finds the longest detached first.
+    this.#sessions.delete(id);
+    this.#sessions.set(id, entry);
     entry.timer = setTimeout(() => {
       entry.timer = null;
       if (entry.attachment !== null || this.#sessions.get(id) !== entry) return;
@@ -172,7 +179,7 @@ export class SessionRegistry implements AsyncDisposable {
     }, this.#ttlMs);
   }
 
-  /** Forgets the oldest detached session with nothing starting or running; false if none. */
+  /** Forgets the session detached the longest whose processes are all closed; false if none. */
   #dropIdleDetached(): boolean {
     for (const [id, entry] of this.#sessions) {
       if (entry.attachment !== null || entry.table.busy) continue;
