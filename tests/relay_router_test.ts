@@ -1081,7 +1081,7 @@ Deno.test("RelayRouter holds harness streams during its startup grace until the 
   const gone = await other.inbox.next("executor_disconnected");
   assert.deepEqual([gone.streamId, resetReason(gone)], ["t", "executor_disconnected"]);
 });
-Deno.test("RelayRouter drops executor frames that crossed a harness's reset, for the newest 1,024 ended streams, instead of parking them again", async () => {
+Deno.test("RelayRouter answers executor frames that crossed a harness's reset with unknown_stream, for the newest 1,024 ended streams, instead of parking them again", async () => {
   await using h = await host();
   const executor = await h.connect("executor");
   const harness = await h.connect("harness");
@@ -1094,28 +1094,120 @@ Deno.test("RelayRouter drops executor frames that crossed a harness's reset, for
     for (let n = 0; n < batch.length * 2; n++) await executor.inbox.next(`frame ${at * 2 + n}`);
   }
   assert.equal(h.router.stats().streams, 0);
-  const late = (id: string): RelayFrame => ({
-    version: 1,
-    streamId: id,
-    ack: 1,
-    ackBits: 0,
-    body: { kind: "ack" },
-  });
   // Routed in order on one socket: once the live stream's reply arrives, so have the late frames.
   const settled = async (label: string): Promise<void> => {
-    await through(harness, executor, data(`live-${label}`, "ping"));
+    assert.equal(
+      payloadOf(await through(harness, executor, data(`live-${label}`, "ping"))),
+      "ping",
+    );
     await through(executor, harness, data(`live-${label}`, "pong"));
   };
-  // At the bound: every late frame for the 1,024 newest ended streams is dropped.
-  for (const id of ids.slice(1)) await executor.socket.send(late(id));
+  // At the bound: every late frame for the 1,024 newest ended streams is
+  // answered with a reset (the executor may never have got the first one).
+  for (const id of ids.slice(1)) await executor.socket.send(lateAck(id));
+  const answers: string[] = [];
+  for (let n = 1; n < ids.length; n++) {
+    const frame = await executor.inbox.next(`answer ${n}`);
+    answers.push(`${frame.streamId} ${resetReason(frame)}`);
+  }
+  assert.deepEqual(answers, ids.slice(1).map((id) => `${id} unknown_stream`));
   await settled("a");
   assert.deepEqual(
     [h.router.stats().streams, h.router.stats().parkedStreams],
     [1, 0],
     "only the live stream is routed",
   );
-  // Past it: the oldest is forgotten, and its late frame parks it as an unknown stream.
-  await executor.socket.send(late(ids[0]));
+  // Past it: the oldest is forgotten, and its late frame parks it as an
+  // unknown stream (unanswered: `settled` sees the ping come first).
+  await executor.socket.send(lateAck(ids[0]));
   await settled("b");
   assert.equal(h.router.stats().parkedStreams, 1);
+});
+
+/** An executor frame for a stream whose end it has not seen yet. */
+function lateAck(streamId: string): RelayFrame {
+  return { version: 1, streamId, ack: 1, ackBits: 0, body: { kind: "ack" } };
+}
+
+Deno.test("RelayRouter answers an executor frame for a parked stream that expired with unknown_stream, without parking it again", async () => {
+  // The test only waits for the window to pass: a short one.
+  await using h = await host({ detachWindowMs: 200 });
+  const executor = await h.connect("executor");
+  const gone = await h.connect("harness");
+  const staying = await h.connect("harness");
+  await through(gone, executor, data("s", "request"));
+  await through(staying, executor, data("live", "hello"));
+  await gone.socket.close();
+  await h.event((e) => e.type === "streams_expired", "parking expired");
+  const expired = await executor.inbox.next("harness_disconnected");
+  assert.deepEqual([expired.streamId, resetReason(expired)], ["s", "harness_disconnected"]);
+  // The executor's reply crossed that reset.
+  await executor.socket.send(data("s", "late reply"));
+  await through(executor, staying, data("live", "routed after the late reply"));
+  assert.equal(h.router.stats().parkedStreams, 0);
+  const answer = await executor.inbox.next("answer to the late reply");
+  assert.deepEqual([answer.streamId, resetReason(answer)], ["s", "unknown_stream"]);
+});
+
+Deno.test("RelayRouter answers an executor frame for a stream it did not resume in time with unknown_stream, without parking it again", async () => {
+  // The test only waits for the window to pass: a short one. The new socket
+  // replaces the old one, so nothing has to happen within the window.
+  await using h = await host({ detachWindowMs: 200 });
+  const first = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, first, data("s", "request"));
+  const second = await h.connect("executor");
+  await h.event((e) => e.type === "streams_not_resumed", "window to resume passed");
+  const ended = await second.inbox.next("executor_disconnected");
+  assert.deepEqual([ended.streamId, resetReason(ended)], ["s", "executor_disconnected"]);
+  assert.equal(
+    resetReason(await harness.inbox.next("reset to the harness")),
+    "executor_disconnected",
+  );
+  await through(harness, second, data("live", "hello"));
+  // A late frame for it (the executor resumed it just too late).
+  await second.socket.send(resume("s", 2));
+  await through(second, harness, data("live", "routed after the late resume"));
+  assert.equal(h.router.stats().parkedStreams, 0);
+  const answer = await second.inbox.next("answer to the late resume");
+  assert.deepEqual([answer.streamId, resetReason(answer)], ["s", "unknown_stream"]);
+});
+
+Deno.test("RelayRouter queues its answers to late executor frames within the executor's queue bound: at it kept, one past dropped", async () => {
+  const count = 100;
+  const charge = (frame: RelayFrame) => encodeFrame(frame).length + ROUTER_FRAME_OVERHEAD_BYTES;
+  const request = data("s", "request");
+  const ended = reset("s", "client_reset");
+  const queued = charge(request) + charge(ended);
+  const answer = charge(reset("s", "unknown_stream"));
+  await using h = await host({
+    maxPeerQueueBytes: queued + count * answer,
+    slowPeerTimeoutMs: 60_000,
+  });
+  // An executor that sends but reads nothing (the fake stands for its far end).
+  const executor = new StalledHarnessSocket();
+  h.router.addExecutor("e1", executor as unknown as RelaySocket);
+  const harness = await h.connect("harness");
+  await harness.socket.send(data("live", "hello"));
+  await until(() => executor.sent.length === 1, DEADLINE_MS, "the send that stalls");
+  await harness.socket.send(request);
+  await until(() => h.router.stats().streams === 2, DEADLINE_MS, "s routed");
+  await harness.socket.send(ended);
+  await until(() => h.router.stats().streams === 1, DEADLINE_MS, "s ended");
+  /** Returns once the router has routed every frame the executor sent before. */
+  const routed = async (label: string) => {
+    executor.receive(data("live", label));
+    assert.equal(payloadOf(await harness.inbox.next(label)), label);
+  };
+  for (let i = 0; i < count; i++) executor.receive(lateAck("s"));
+  await routed("at the limit");
+  assert.ok(h.events.every((e) => e.type !== "peer_dropped"), "dropped at the limit");
+  executor.receive(lateAck("s"));
+  assert.deepEqual(await h.event((e) => e.type === "peer_dropped", "executor dropped"), {
+    type: "peer_dropped",
+    executorId: "e1",
+    role: "executor",
+    reason: "slow_peer",
+  });
+  assert.equal(h.router.stats().parkedStreams, 0);
 });

@@ -251,7 +251,8 @@ interface Site {
    * Streams this rendezvous ended (a harness reset, a parked stream that
    * expired, one the executor did not resume), newest last, at most
    * {@linkcode MAX_ENDED_STREAMS}: an executor frame sent before it saw the
-   * end is dropped instead of parking the stream again for a detach window.
+   * end is answered with `reset{unknown_stream}` instead of parking the
+   * stream again for a detach window.
    */
   readonly ended: Set<string>;
 }
@@ -736,7 +737,7 @@ export class RelayRouter implements AsyncDisposable {
           continue;
         }
         if (fromExecutor) {
-          this.#routeFromExecutor(site, peer, frame);
+          this.#routeFromExecutor(site, frame);
           continue;
         }
         if (!this.#routeFromHarness(site, peer, frame)) continue;
@@ -752,14 +753,26 @@ export class RelayRouter implements AsyncDisposable {
     }
   }
 
-  #routeFromExecutor(site: Site, peer: Peer, frame: ReceivedFrame): void {
+  #routeFromExecutor(site: Site, frame: ReceivedFrame): void {
     const streamId = frame.streamId;
     const isReset = frame.body.kind === "reset";
     const route = site.routes.get(streamId);
     if (route === undefined) {
-      if (isReset || site.ended.has(streamId)) return;
+      // Nothing to end; and a reset is never answered (nor does the executor
+      // answer ours), so the answer below cannot loop.
+      if (isReset) return;
+      if (site.ended.has(streamId)) {
+        // Not parked again, but answered: the reset that ended it may never
+        // have reached the executor (dropped past the offline queue bound, or
+        // queued on a socket that died), and the executor would hold the
+        // stream forever. `unknown_stream`: the router holds no state for it
+        // any more (the first reset's reason is gone). One small frame per
+        // late frame, through the executor queue's bound.
+        this.#toExecutor(site, resetBytes(streamId, RESET_UNKNOWN_STREAM));
+        return;
+      }
       if (site.routes.size >= this.#maxStreams) {
-        peer.enqueue(resetBytes(streamId, RESET_UNKNOWN_STREAM));
+        this.#toExecutor(site, resetBytes(streamId, RESET_UNKNOWN_STREAM));
         return;
       }
       // No harness holds this stream (e.g. the rendezvous restarted): park it
