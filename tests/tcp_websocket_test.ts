@@ -167,6 +167,73 @@ Deno.test("TcpWebSocket reuses its write buffers across bursts without leaking b
   await nextEvent(ws, "close");
 });
 
+/** The writer's chunk size: its pool holds chunks of this size. */
+const CHUNK_BYTES = 256 * 1024;
+/** 60 KiB messages: four fit one chunk, so a burst of 4n of them fills n chunks. */
+const BURST_MESSAGE = new Uint8Array(60 * 1024);
+
+/**
+ * Sends `count` 60 KiB messages in one turn, has the server read them all,
+ * and resolves once the writer is idle, with the most write memory the socket
+ * kept for reuse meanwhile (sampled after each write).
+ */
+async function writeBurst(
+  ws: TcpWebSocket,
+  server: RawWsServer,
+  conn: Deno.Conn,
+  count: number,
+): Promise<number> {
+  let peak = 0;
+  const idle = withDeadline(
+    new Promise<void>((resolve) => {
+      ws.ondrain = () => {
+        peak = Math.max(peak, ws.retainedWriteBytes);
+        // The writer goes idle (trims its pool) in the same turn as its last drain.
+        if (ws.bufferedAmount === 0) resolve();
+      };
+    }),
+    DEADLINE,
+    "writer idle",
+  );
+  for (let i = 0; i < count; i++) ws.send(BURST_MESSAGE);
+  for (let i = 0; i < count; i++) {
+    assert.equal((await server.readFrame(conn)).payload.length, BURST_MESSAGE.length);
+  }
+  await idle;
+  ws.ondrain = null;
+  return peak;
+}
+
+Deno.test("TcpWebSocket keeps at most 8 write chunks for reuse during a burst", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  // 52 messages (about 3 MiB) fill 13 chunks, each pooled once written.
+  assert.equal(await writeBurst(ws, server, conn, 52), 8 * CHUNK_BYTES);
+  await closeCleanly(ws, server, conn);
+});
+
+Deno.test("TcpWebSocket keeps 2 write chunks once idle: all of a burst that leaves 2, 2 of one that leaves 3 or more", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  assert.equal(ws.retainedWriteBytes, 0, "nothing before the first burst");
+  // A burst of n chunks leaves n (up to 9) for the pool when the writer goes idle.
+  for (const [chunks, kept] of [[2, 2], [3, 2], [13, 2]]) {
+    await writeBurst(ws, server, conn, 4 * chunks);
+    assert.equal(ws.retainedWriteBytes, kept * CHUNK_BYTES, `after a burst of ${chunks} chunks`);
+  }
+  await closeCleanly(ws, server, conn);
+});
+
+Deno.test("TcpWebSocket keeps no write chunks once closed", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  await writeBurst(ws, server, conn, 52);
+  assert.equal(ws.retainedWriteBytes, 2 * CHUNK_BYTES);
+  // The closed socket is still referenced here, as a caller may hold it.
+  await closeCleanly(ws, server, conn);
+  assert.equal(ws.retainedWriteBytes, 0);
+});
+
 Deno.test("TcpWebSocket delivers small, 16-bit and 64-bit length messages, fragments and answers pings", async () => {
   await using server = new RawWsServer();
   const { ws, conn } = await openPair(server);
@@ -372,6 +439,20 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
 }
 
+/**
+ * Closes from the client with 1000, answers the close frame (after any pings
+ * the liveness check sent first) and asserts that the close was clean.
+ */
+async function closeCleanly(ws: TcpWebSocket, server: RawWsServer, conn: Deno.Conn): Promise<void> {
+  const closing = nextEvent<CloseEvent>(ws, "close");
+  ws.close(1000);
+  let frame = await server.readFrame(conn);
+  while (frame.opcode === 9) frame = await server.readFrame(conn);
+  assert.equal(frame.opcode, 8);
+  await writeAll(conn, serverFrame(8, new Uint8Array([0x03, 0xe8])));
+  assert.equal((await closing).wasClean, true);
+}
+
 /** Reads and discards one client frame with a 64-bit length of `payloadBytes`. */
 async function skipLargeFrame(conn: Deno.Conn, payloadBytes: number): Promise<void> {
   const buffer = new Uint8Array(1024 * 1024);
@@ -475,11 +556,7 @@ Deno.test("TcpWebSocket pings a silent server halfway through idleTimeoutMs and 
   // Three pings answered span more than the whole timeout: the pongs kept it open.
   assert.equal(closed, false);
   assert.equal(ws.readyState, TcpWebSocket.OPEN);
-  const closing = nextEvent<CloseEvent>(ws, "close");
-  ws.close(1000);
-  assert.equal((await server.readFrame(conn)).opcode, 8);
-  await writeAll(conn, serverFrame(8, new Uint8Array([0x03, 0xe8])));
-  assert.equal((await closing).wasClean, true);
+  await closeCleanly(ws, server, conn);
 });
 
 Deno.test("TcpWebSocket drops a connection on which nothing arrives within idleTimeoutMs, ping unanswered", async () => {
@@ -519,13 +596,7 @@ Deno.test("TcpWebSocket pings first after a stall of its own that outlasted idle
   // Still alive a round later: the next ping arrives.
   assert.equal((await server.readFrame(conn)).opcode, 9);
   assert.equal(ws.readyState, TcpWebSocket.OPEN);
-  const closing = nextEvent<CloseEvent>(ws, "close");
-  ws.close(1000);
-  let frame = await server.readFrame(conn);
-  while (frame.opcode === 9) frame = await server.readFrame(conn);
-  assert.equal(frame.opcode, 8);
-  await writeAll(conn, serverFrame(8, new Uint8Array([0x03, 0xe8])));
-  assert.equal((await closing).wasClean, true);
+  await closeCleanly(ws, server, conn);
 });
 
 Deno.test("TcpWebSocket reads a pong that arrived while its own loop stalled before it drops anything", async () => {
@@ -539,13 +610,35 @@ Deno.test("TcpWebSocket reads a pong that arrived while its own loop stalled bef
   stallEventLoop(600);
   assert.equal((await server.readFrame(conn)).opcode, 9, "a later ping: the pong counted");
   assert.equal(ws.readyState, TcpWebSocket.OPEN);
+  await closeCleanly(ws, server, conn);
+});
+
+Deno.test("TcpWebSocket drops a silent peer within a bound while its own loop keeps running late", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server, { idleTimeoutMs: 400 });
+  const openedAt = performance.now();
+  let errorMessage = "";
+  ws.addEventListener("error", (e) => errorMessage = (e as ErrorEvent).message);
   const closing = nextEvent<CloseEvent>(ws, "close");
-  ws.close(1000);
-  let frame = await server.readFrame(conn);
-  while (frame.opcode === 9) frame = await server.readFrame(conn);
-  assert.equal(frame.opcode, 8);
-  await writeAll(conn, serverFrame(8, new Uint8Array([0x03, 0xe8])));
-  assert.equal((await closing).wasClean, true);
+  let closedAt = -1;
+  ws.addEventListener("close", () => closedAt = performance.now(), { once: true });
+  // The peer never answers (its ping stays unread). This process runs in
+  // 130 ms blocks, so every liveness check fires late; each late check may
+  // look again once, not forever: ping by ~330 ms, drop due by ~530, a late
+  // check plus one second look (40 ms) and the stalls around it: under 1 s.
+  const deadline = openedAt + 3_000;
+  while (closedAt < 0 && performance.now() < deadline) {
+    stallEventLoop(130);
+    // Let timers and reads run between blocks.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  const dropped = closedAt >= 0;
+  if (!dropped) conn.close(); // ends the socket, so a failure leaves nothing open
+  const event = await closing;
+  assert.ok(dropped, "dropped within 3,000 ms of silence");
+  assert.deepEqual([event.code, event.wasClean], [1006, false]);
+  assert.ok(closedAt - openedAt >= 400, "not before the whole timeout passed");
+  assert.match(errorMessage, /nothing received for 400 ms \(no answer to a ping\)/);
 });
 
 Deno.test("TcpWebSocket counts data as a sign of life: a server that sends but never answers pings stays connected", async () => {
@@ -563,13 +656,7 @@ Deno.test("TcpWebSocket counts data as a sign of life: a server that sends but n
   assert.ok(performance.now() - started >= 1_500);
   assert.equal(messages.length, 20);
   assert.equal(ws.readyState, TcpWebSocket.OPEN);
-  const closing = nextEvent<CloseEvent>(ws, "close");
-  ws.close(1000);
-  let frame = await server.readFrame(conn);
-  while (frame.opcode === 9) frame = await server.readFrame(conn);
-  assert.equal(frame.opcode, 8);
-  await writeAll(conn, serverFrame(8, new Uint8Array([0x03, 0xe8])));
-  assert.equal((await closing).wasClean, true);
+  await closeCleanly(ws, server, conn);
 });
 
 Deno.test("TcpWebSocket refuses a negative idleTimeoutMs", () => {

@@ -31,7 +31,10 @@
  * half the timeout to be answered (after a stall that outlasted the whole
  * silence, the ping goes out first), and a check that fires late (the event
  * loop was busy, so arrivals may sit unread; Deno runs due timers before
- * completed reads) looks again a moment later before it drops anything.
+ * completed reads) looks again a moment later before it drops anything. That
+ * second look comes once per ping, so a loop that keeps running late still
+ * drops a dead peer: at most one second look (a tenth of the timeout, at most
+ * 1 s) and the stalls around it after the deadline.
  *
  * @module
  */
@@ -332,6 +335,15 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   /** Payload bytes handed to `send` and not yet written to the connection. */
   get bufferedAmount(): number {
     return this.#buffered;
+  }
+
+  /**
+   * Bytes of write chunks kept for reuse (for diagnostics and tests): at most
+   * 8 chunks of 256 KiB during a burst, 2 once the writer is idle, none once
+   * closed. Frames waiting to be written are not counted.
+   */
+  get retainedWriteBytes(): number {
+    return this.#pool.reduce((sum, chunk) => sum + chunk.length, 0);
   }
 
   /**
@@ -689,6 +701,8 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     this.#lastHeard = performance.now();
     const half = this.#idleTimeoutMs / 2;
     let dueAt = 0;
+    /** The ping whose late deadline check took its second look: one per ping, then a drop. */
+    let graceFor = -1;
     const schedule = (now: number, delay: number): void => {
       dueAt = now + delay;
       this.#idleTimer = setTimeout(check, Math.max(1, delay));
@@ -705,8 +719,10 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       }
       const answerBy = Math.max(this.#lastHeard + this.#idleTimeoutMs, this.#pingSentAt + half);
       if (now < answerBy) return schedule(now, answerBy - now);
-      if (now - dueAt > IDLE_CHECK_SLACK_MS) {
+      if (now - dueAt > IDLE_CHECK_SLACK_MS && graceFor !== this.#pingSentAt) {
         // Late: this process was not running, and an answer may wait unread.
+        // Once per ping: a loop that keeps running late must not keep a dead peer.
+        graceFor = this.#pingSentAt;
         return schedule(now, Math.min(half / 5, IDLE_CHECK_GRACE_MS));
       }
       this.#errorMessage ||= `nothing received for ${this.#idleTimeoutMs} ms (no answer to a ping)`;
@@ -972,6 +988,14 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     await this.#settleWrites();
     this.#readyState = CLOSED;
     this.#buffered = 0;
+    // Nothing is written or read any more: a closed socket someone still holds keeps no buffers.
+    this.#pool.length = 0;
+    this.#full.length = 0;
+    this.#batch = EMPTY;
+    this.#batchLength = 0;
+    this.#batchPayload = 0;
+    this.#pendingPong = undefined;
+    this.#fragmentBuffer = EMPTY;
     if (!this.#wasClean) {
       if (this.#errorMessage !== "") {
         this.#emit("error", new ErrorEvent("error", { message: this.#errorMessage }));
