@@ -67,3 +67,26 @@ console.log(JSON.stringify({ grownBytes: heap() - before, found }));`,
   // whole grant asked first, 2.3 MB without.
   assert.ok(result.grownBytes < 1024 * 1024, `heap grew ${result.grownBytes} bytes`);
 });
+
+Deno.test("a write root with a path denied inside it is not bound writable, and the CLI's check says why", async () => {
+  const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_root_" }));
+  const whole = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_root_" }));
+  try {
+    await Deno.mkdir(`${root}/secret`);
+    const result = await underFlags(
+      ["--allow-read", "--allow-write", `--deny-write=${root}/secret`],
+      `import { grantedWriteRoots, writeRootProblem } from ${JSON.stringify(CONFINEMENT)};
+console.log(JSON.stringify([
+  await grantedWriteRoots([${JSON.stringify(root)}, ${JSON.stringify(whole)}]),
+  await writeRootProblem(${JSON.stringify(root)}),
+]));`,
+    );
+    assert.deepEqual(result, [
+      [whole],
+      "write access to part of it is denied (--deny-write), and a sandbox can only make a whole root writable",
+    ]);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+    await Deno.remove(whole, { recursive: true });
+  }
+});

@@ -358,10 +358,13 @@ export function bwrapArgs(options: BwrapOptions): string[] {
 }
 
 /**
- * Keeps the write roots that exist and that the executor may write, as real
- * paths (symlinks resolved). Others are dropped silently (the library API
- * has always accepted them); callers that take roots from an operator should
- * refuse them first with {@linkcode writeRootProblem}, as the CLI does.
+ * Keeps the write roots that exist and that the executor may write wholly, as
+ * real paths (symlinks resolved). A root with a path denied inside it
+ * (`--deny-write=ROOT/x`, a "partial" grant) is dropped: bubblewrap binds a
+ * root writable as a whole and cannot keep the denied path out. Others are
+ * dropped silently too (the library API has always accepted them); callers
+ * that take roots from an operator should refuse them first with
+ * {@linkcode writeRootProblem}, as the CLI does.
  *
  * @param roots Candidate roots from the operator.
  * @returns The roots to bind writable.
@@ -376,8 +379,9 @@ export async function grantedWriteRoots(roots: readonly string[]): Promise<strin
     } catch {
       continue;
     }
-    const status = await Deno.permissions.query({ name: "write", path: real });
-    if (status.state === "granted" && !result.includes(real)) result.push(real);
+    if ((await isGranted({ name: "write", path: real })) && !result.includes(real)) {
+      result.push(real);
+    }
   }
   return result;
 }
@@ -409,8 +413,13 @@ export async function writeRootProblem(root: string): Promise<string | null> {
   }
   const shown = real === root ? "" : ` (it resolves to ${real})`;
   if (!(await Deno.stat(real)).isDirectory) return `it is not a directory${shown}`;
-  if ((await Deno.permissions.query({ name: "write", path: real })).state !== "granted") {
+  const status = await Deno.permissions.query({ name: "write", path: real });
+  if (status.state !== "granted") {
     return `write access to it is not granted${shown}; add --allow-write=${real} to the deno command`;
+  }
+  if (status.partial) {
+    return `write access to part of it is denied (--deny-write)${shown}, and a sandbox can only ` +
+      "make a whole root writable";
   }
   return null;
 }

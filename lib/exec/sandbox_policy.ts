@@ -67,14 +67,18 @@ export function shownPath(path: string): string {
 }
 
 /**
- * Deno's answer. A whole kind granted with some paths denied (`--deny-read=…`)
- * counts as not whole, so the path itself is asked about; a path granted with
- * some paths below it denied is granted (Deno refuses the denied ones itself).
+ * Deno's answer. A grant with some paths below it denied (`--deny-read=…`,
+ * "partial") counts as not granted for the whole kind (the path itself is
+ * asked about then) and for a write: an `os`-confined write runs in a helper
+ * Deno does not watch, and removing or copying onto a directory would reach
+ * the denied paths inside it. A partial read of a path is granted: the
+ * executor reads itself, so Deno refuses the denied paths below it.
  */
 function defaultQuery(descriptor: Deno.PermissionDescriptor): Promise<Deno.PermissionState> {
   const whole = !("path" in descriptor) || descriptor.path === undefined;
+  const strict = whole || descriptor.name === "write";
   return Deno.permissions.query(descriptor).then((status) =>
-    whole && status.partial ? "prompt" : status.state
+    strict && status.partial ? "prompt" : status.state
   );
 }
 
