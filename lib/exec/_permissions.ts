@@ -4,12 +4,11 @@
  * Deno keeps a status object for every distinct descriptor ever queried, for
  * the life of the process (about 0.5 KB each; in a review's measurement,
  * 50,000 distinct paths took a bare Deno 2.9 from 2.3 to 22.6 MB of heap).
- * Harnesses name paths, programs and
- * values at will, so a question per value would grow the executor with each
- * new one. These helpers ask about the permission as a whole first (one
- * descriptor, asked once per kind) and about the value only when the whole is
- * not granted, so only a scoped grant (`--allow-run=sh,cat`) still adds an
- * entry per distinct value.
+ * Harnesses name paths, programs and values at will, so a question per value
+ * would grow the executor with each new one. These helpers ask about the
+ * permission as a whole first (one descriptor, asked once per kind) and about
+ * the value only when the whole is not granted, so only a scoped grant
+ * (`--allow-run=sh,cat`) still adds an entry per distinct value.
  *
  * A whole grant with parts denied (`--allow-read --deny-read=/secret`) is
  * `partial` in Deno's answer, and counts as not granted here.
