@@ -144,53 +144,112 @@ Deno.test("SandboxPolicy asks about a path only when the whole file system is no
   }
 });
 
+/**
+ * Runs `checks` (expressions on `policy`, a default {@linkcode SandboxPolicy})
+ * in a child Deno under the permission `flags`, so the real permissions
+ * decide. Each outcome is "granted" or the error's `name: message`.
+ */
+async function outcomesUnder(dir: string, flags: string[], checks: string[]): Promise<string[]> {
+  const script = `${dir}/probe.ts`;
+  const policyModule = new URL("../lib/exec/sandbox_policy.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    script,
+    `import { SandboxPolicy } from ${JSON.stringify(policyModule)};
+const policy = new SandboxPolicy();
+const outcome = async (check: () => Promise<unknown>) => {
+  try { await check(); return "granted"; } catch (e) { return \`\${(e as Error).name}: \${(e as Error).message}\`; }
+};
+const outcomes = [];
+${checks.map((check) => `outcomes.push(await outcome(() => ${check}));`).join("\n")}
+console.log(JSON.stringify(outcomes));`,
+  );
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-lock", ...flags, script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
 Deno.test("SandboxPolicy under a global grant with a path denied (--deny-write=DIR --deny-read=DIR): refuses it, writes above it, and reads above it as Deno does", async () => {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_deny_" }));
   try {
-    const script = `${dir}/probe.ts`;
     await Deno.mkdir(`${dir}/open`);
     await Deno.mkdir(`${dir}/secret`);
-    const policyModule = new URL("../lib/exec/sandbox_policy.ts", import.meta.url).href;
-    await Deno.writeTextFile(
-      script,
-      `import { SandboxPolicy } from ${JSON.stringify(policyModule)};
-const policy = new SandboxPolicy();
-const outcome = async (check: Promise<string>) => {
-  try { await check; return "granted"; } catch (e) { return (e as Error).name; }
-};
-console.log(JSON.stringify([
-  await outcome(policy.checkWrite(${JSON.stringify(`${dir}/open/x`)})),
-  await outcome(policy.checkWrite(${JSON.stringify(`${dir}/secret/x`)})),
-  // Above the denied directory. A write there (a recursive remove, a copy
-  // onto it) would reach inside, and an os-confined write runs where Deno
-  // does not watch: refused.
-  await outcome(policy.checkWrite(${JSON.stringify(dir)})),
-  // A read there is granted, as Deno grants it: the executor reads itself,
-  // and Deno refuses what lies in the denied directory.
-  await outcome(policy.checkRead(${JSON.stringify(dir)})),
-]));`,
-    );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--no-lock",
-        "--allow-read",
-        "--allow-write",
-        `--deny-write=${dir}/secret`,
-        `--deny-read=${dir}/secret`,
-        script,
+    const outcomes = await outcomesUnder(
+      dir,
+      ["--allow-read", "--allow-write", `--deny-write=${dir}/secret`, `--deny-read=${dir}/secret`],
+      [
+        `policy.checkWrite(${JSON.stringify(`${dir}/open/x`)})`,
+        `policy.checkWrite(${JSON.stringify(`${dir}/secret/x`)})`,
+        // Above the denied directory. A write there (a recursive remove, a copy
+        // onto it) would reach inside, and an os-confined write runs where Deno
+        // does not watch: refused, saying why (Deno itself would allow it).
+        `policy.checkWrite(${JSON.stringify(dir)}, { action: "create directory" })`,
+        // A read there is granted, as Deno grants it: the executor reads itself,
+        // and Deno refuses what lies in the denied directory.
+        `policy.checkRead(${JSON.stringify(dir)})`,
       ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.ok(out.success, stderr);
-    assert.deepEqual(JSON.parse(new TextDecoder().decode(out.stdout)), [
+    );
+    assert.deepEqual(outcomes, [
       "granted",
-      "SandboxDeniedError",
-      "SandboxDeniedError",
+      `SandboxDeniedError: Cannot write "${dir}/secret/x": write access is not granted`,
+      `SandboxDeniedError: Cannot create directory "${dir}": write access is denied to a path inside it`,
       "granted",
     ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SandboxPolicy refuses a path denied as spelled through a symbolic link (--deny-write=DIR/link), as Deno does", async () => {
+  // Deno matches a denied path as spelled: it refuses dir/link/x but not the
+  // resolved dir/real/x, so the spelling as given must be asked about too.
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_deny_link_" }));
+  try {
+    await Deno.mkdir(`${dir}/real`);
+    await Deno.writeTextFile(`${dir}/real/file`, "x");
+    await Deno.symlink(`${dir}/real`, `${dir}/link`);
+    const outcomes = await outcomesUnder(
+      dir,
+      [
+        "--allow-read",
+        "--allow-write",
+        `--deny-write=${dir}/link`,
+        `--deny-read=${dir}/link/file`,
+      ],
+      [
+        // Deno itself, under the same flags.
+        `Deno.writeTextFile(${JSON.stringify(`${dir}/link/new`)}, "")`,
+        `Deno.lstat(${JSON.stringify(`${dir}/link/file`)})`,
+        `policy.checkWrite(${JSON.stringify(`${dir}/link/new`)})`,
+        `policy.checkWrite(${JSON.stringify(`${dir}/link/./sub/../new`)})`,
+        `policy.checkWrite(${JSON.stringify(`${dir}/link/file`)}, { followFinal: false })`,
+        // The same directory spelled without the link is not denied.
+        `policy.checkWrite(${JSON.stringify(`${dir}/real/new`)})`,
+        // Reading resolves through realPath, which Deno checks as spelled;
+        // inspecting a path itself (no realPath of it) must not skip that.
+        `policy.checkRead(${JSON.stringify(`${dir}/link/file`)})`,
+        `policy.checkRead(${JSON.stringify(`${dir}/link/file`)}, { followFinal: false })`,
+        `policy.checkRead(${JSON.stringify(`${dir}/real/file`)}, { followFinal: false })`,
+      ],
+    );
+    const refused = (verb: string, path: string) =>
+      `SandboxDeniedError: Cannot ${verb} "${path}": ${verb} access is not granted`;
+    const [denoWrite, denoLstat, ...policy] = outcomes;
+    assert.match(denoWrite, /^NotCapable: /);
+    assert.match(denoLstat, /^NotCapable: /);
+    assert.deepEqual(policy, [
+      refused("write", `${dir}/link/new`),
+      refused("write", `${dir}/link/./sub/../new`),
+      refused("write", `${dir}/link/file`),
+      "granted",
+      refused("read", `${dir}/link/file`),
+      refused("read", `${dir}/link/file`),
+      "granted",
+    ]);
+    assert.equal(await Deno.readTextFile(`${dir}/real/file`), "x");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

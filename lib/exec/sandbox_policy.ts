@@ -2,7 +2,8 @@
  * The executor's sandbox for paths and programs, stated in Deno's permission
  * vocabulary: a request may touch a path only if the executor itself was
  * granted that access, checked on the path as the operating system will
- * resolve it (symbolic links and `..` followed), before acting. A refusal is a
+ * resolve it (symbolic links and `..` followed) and on the path as given
+ * (Deno matches a `--deny-*` path as spelled), before acting. A refusal is a
  * {@linkcode SandboxDeniedError} naming the path or program, never a
  * `Deno.errors.NotCapable` from deep inside an operation.
  *
@@ -14,10 +15,14 @@ import { SandboxDeniedError } from "../errors.ts";
 /** The kind of file access checked. */
 export type AccessKind = "read" | "write";
 
-/** Answers a permission query; defaults to `Deno.permissions.query`. */
+/**
+ * Answers a permission query; defaults to `Deno.permissions.query`.
+ * "partial": granted, but some paths below it are denied (`--deny-write=…`
+ * inside the grant).
+ */
 export type PermissionQuery = (
   descriptor: Deno.PermissionDescriptor,
-) => Promise<Deno.PermissionState>;
+) => Promise<Deno.PermissionState | "partial">;
 
 /** Options of {@linkcode SandboxPolicy}. */
 export interface SandboxPolicyOptions {
@@ -66,20 +71,19 @@ export function shownPath(path: string): string {
   return `${path.slice(0, head)}\u2026${path.slice(path.length - tail)}`;
 }
 
-/**
- * Deno's answer. A grant with some paths below it denied (`--deny-read=…`,
- * "partial") counts as not granted for the whole kind (the path itself is
- * asked about then) and for a write: an `os`-confined write runs in a helper
- * Deno does not watch, and removing or copying onto a directory would reach
- * the denied paths inside it. A partial read of a path is granted: the
- * executor reads itself, so Deno refuses the denied paths below it.
- */
-function defaultQuery(descriptor: Deno.PermissionDescriptor): Promise<Deno.PermissionState> {
-  const whole = !("path" in descriptor) || descriptor.path === undefined;
-  const strict = whole || descriptor.name === "write";
+/** Deno's answer, with a grant that has denied paths below it as "partial". */
+function defaultQuery(
+  descriptor: Deno.PermissionDescriptor,
+): Promise<Deno.PermissionState | "partial"> {
   return Deno.permissions.query(descriptor).then((status) =>
-    strict && status.partial ? "prompt" : status.state
+    status.partial && status.state === "granted" ? "partial" : status.state
   );
+}
+
+/** A path a check refused, and whether only paths below it are denied. */
+interface Refusal {
+  path: string;
+  partial: boolean;
 }
 
 function components(path: string): string[] {
@@ -235,7 +239,7 @@ export class SandboxPolicy {
         // request is refused either way).
         const lexical = "/" + lexicalParts(error.at).join("/");
         const shown = lexical === path ? "" : ` (it resolves to "${shownPath(lexical)}")`;
-        const missing = kind === "read" || !(await this.#granted(kind, lexical))
+        const missing = kind === "read" || (await this.#refusal(kind, [lexical])) !== undefined
           ? `${kind} access is not granted${shown}`
           : `read access is not granted${shown}, and is needed to resolve the path`;
         throw new SandboxDeniedError(`Cannot ${action} "${shownPath(path)}": ${missing}`);
@@ -243,10 +247,16 @@ export class SandboxPolicy {
       throw error;
     }
     const where = resolved === path ? "" : ` (it resolves to "${shownPath(resolved)}")`;
-    if (!(await this.#granted(kind, resolved))) {
-      throw new SandboxDeniedError(
-        `Cannot ${action} "${shownPath(path)}": ${kind} access is not granted${where}`,
-      );
+    // The spelling matters too: Deno refuses `--deny-write=/d/link` when asked
+    // about /d/link/x, but not about the resolved /d/target/x.
+    const given = "/" + lexicalParts(path).join("/");
+    const refusal = await this.#refusal(kind, [resolved, given]);
+    if (refusal) {
+      const why = refusal.partial
+        ? `${kind} access is denied to a path inside it`
+        : `${kind} access is not granted`;
+      const shown = refusal.path === resolved ? where : "";
+      throw new SandboxDeniedError(`Cannot ${action} "${shownPath(path)}": ${why}${shown}`);
     }
     if (kind === "write" && this.#writeRoots && !this.#insideWriteRoot(resolved)) {
       throw new SandboxDeniedError(
@@ -257,16 +267,27 @@ export class SandboxPolicy {
   }
 
   /**
-   * Asks about the whole file system first and about `path` only when that
-   * is not granted: Deno keeps a status object for every distinct
-   * descriptor ever queried, for the life of the process (about 0.5 KB
-   * each), so per-path questions would grow the executor with each new
-   * path a harness names. Under a global grant (`--allow-read`, `-A`) none
-   * is asked.
+   * The first of `paths` that `kind` access is refused on, if any. Asks about
+   * the whole file system first and about the paths only when that is not
+   * wholly granted: Deno keeps a status object for every distinct descriptor
+   * ever queried, for the life of the process (about 0.5 KB each), so
+   * per-path questions would grow the executor with each new path a harness
+   * names. Under a global grant (`--allow-read`, `-A`) none is asked.
+   *
+   * A partial grant (paths below denied) counts as not granted for the whole
+   * kind and for a write: an `os`-confined write runs in a helper Deno does
+   * not watch, and removing or copying onto a directory would reach the
+   * denied paths inside it. A partial read of a path is granted: the
+   * executor reads itself, so Deno refuses the denied paths below it.
    */
-  async #granted(kind: AccessKind, path: string): Promise<boolean> {
-    if ((await this.#query({ name: kind })) === "granted") return true;
-    return (await this.#query({ name: kind, path })) === "granted";
+  async #refusal(kind: AccessKind, paths: string[]): Promise<Refusal | undefined> {
+    if ((await this.#query({ name: kind })) === "granted") return undefined;
+    for (const path of new Set(paths)) {
+      const state = await this.#query({ name: kind, path });
+      if (state === "granted" || (state === "partial" && kind === "read")) continue;
+      return { path, partial: state === "partial" };
+    }
+    return undefined;
   }
 
   #insideWriteRoot(path: string): boolean {
