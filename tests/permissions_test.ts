@@ -8,14 +8,18 @@ import assert from "node:assert/strict";
 
 const CONFINEMENT = new URL("../lib/exec/confinement.ts", import.meta.url).href;
 
-/** Runs `body` (module code that prints one JSON line) under `flags`; returns what it printed. */
-async function underFlags(flags: string[], body: string): Promise<unknown> {
+/**
+ * Runs `body` (module code that prints one JSON line) under `flags`, in `cwd`
+ * when given; returns what it printed.
+ */
+async function underFlags(flags: string[], body: string, cwd?: string): Promise<unknown> {
   const dir = await Deno.makeTempDir({ prefix: "outpost_perm_" });
   try {
     const script = `${dir}/probe.ts`;
     await Deno.writeTextFile(script, body);
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", "--no-lock", ...flags, script],
+      cwd,
       stdout: "piped",
       stderr: "piped",
     }).output();
@@ -88,5 +92,150 @@ console.log(JSON.stringify([
   } finally {
     await Deno.remove(root, { recursive: true });
     await Deno.remove(whole, { recursive: true });
+  }
+});
+
+/** Module code defining `asked(permissions, cwd?)`: the `--allow` flags denoRunFlags builds, or its refusal. */
+const ASKED = `import { denoRunFlags } from ${JSON.stringify(CONFINEMENT)};
+const asked = async (permissions: Record<string, unknown>, cwd?: string) => {
+  try { return (await denoRunFlags(permissions, "/tmp/m.ts", cwd)).filter((f) => f.startsWith("--allow")); }
+  catch (e) { return (e as Error).name + ": " + (e as Error).message; }
+};
+`;
+
+/** Writes an executable shell script at `path`. */
+async function writeProgram(path: string, text = "#!/bin/sh\necho planted\n"): Promise<void> {
+  await Deno.writeTextFile(path, text);
+  await Deno.chmod(path, 0o755);
+}
+
+Deno.test("under a whole run grant with a program denied, names resolve to existing files (-A --deny-run=curl)", async () => {
+  // First on PATH: a directory without sh (Deno grants any path there but curl's).
+  const empty = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_path_" }));
+  try {
+    const result = await underFlags(
+      ["-A", "--deny-run=curl"],
+      `import { resolveGrantedProgram } from ${JSON.stringify(CONFINEMENT)};
+Deno.env.set("PATH", ${JSON.stringify(`${empty}:`)} + Deno.env.get("PATH"));
+const sh = await resolveGrantedProgram("sh");
+let shIsFile = false;
+try { shIsFile = sh !== null && Deno.statSync(sh).isFile; } catch { /* missing */ }
+console.log(JSON.stringify({ sh, shIsFile, curl: await resolveGrantedProgram("curl") }));`,
+    ) as { sh: string; shIsFile: boolean; curl: string | null };
+    assert.ok(result.shIsFile, `sh resolved to ${result.sh}`);
+    assert.equal(result.curl, null);
+  } finally {
+    await Deno.remove(empty, { recursive: true });
+  }
+});
+
+Deno.test("under a whole net grant with a host denied, a deno program gets only single IP:port values (--allow-net --deny-net=127.0.0.2)", async () => {
+  const values = [
+    "127.0.0.0/8",
+    "127.0.0.2",
+    "127.0.0.2:80",
+    "127.0.0.3",
+    "localhost:8080",
+    "0177.0.0.2:80",
+    "127.0.0.3:8080",
+    "[::1]:8080",
+  ];
+  const body = `${ASKED}
+const values = ${JSON.stringify(values)};
+console.log(JSON.stringify(await Promise.all(values.map(async (v) => [v, await asked({ net: [v] })]))));`;
+  const partial = Object.fromEntries(
+    await underFlags(["--allow-read", "--allow-net", "--deny-net=127.0.0.2"], body) as [
+      string,
+      unknown,
+    ][],
+  );
+  const refused = (v: string) =>
+    `SandboxDeniedError: Cannot start Deno program "/tmp/m.ts": net access to "${v}" is not granted to the executor`;
+  assert.deepEqual(partial, {
+    // A range holding the denied host, a host on every port, a name Deno checks by address on use.
+    "127.0.0.0/8": refused("127.0.0.0/8"),
+    "127.0.0.2": refused("127.0.0.2"),
+    "127.0.0.2:80": refused("127.0.0.2:80"),
+    "127.0.0.3": refused("127.0.0.3"),
+    "localhost:8080": refused("localhost:8080"),
+    // getaddrinfo reads it as 127.0.0.2; Deno as a host name.
+    "0177.0.0.2:80": refused("0177.0.0.2:80"),
+    "127.0.0.3:8080": ["--allow-net=127.0.0.3:8080"],
+    "[::1]:8080": ["--allow-net=[::1]:8080"],
+  });
+  // A whole grant covers every value.
+  const whole = Object.fromEntries(
+    await underFlags(["--allow-read", "--allow-net"], body) as [string, unknown][],
+  );
+  assert.deepEqual(whole["127.0.0.0/8"], ["--allow-net=127.0.0.0/8"]);
+  assert.deepEqual(whole["localhost:8080"], ["--allow-net=localhost:8080"]);
+});
+
+Deno.test("a deno program's relative run value is checked in the request's cwd and passed absolute", async () => {
+  const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_run_" }));
+  try {
+    await Deno.mkdir(`${base}/bin`);
+    await Deno.mkdir(`${base}/a/bin`, { recursive: true });
+    await writeProgram(`${base}/bin/tool`);
+    await writeProgram(`${base}/a/bin/tool`);
+    // The executor runs in base, where bin/tool is granted.
+    const result = await underFlags(
+      ["--allow-read", `--allow-run=${base}/bin/tool`],
+      `${ASKED}
+console.log(JSON.stringify([
+  await asked({ run: ["bin/tool"] }, ${JSON.stringify(`${base}/a`)}),
+  await asked({ run: ["bin/tool"] }, ${JSON.stringify(base)}),
+]));`,
+      base,
+    );
+    assert.deepEqual(result, [
+      'SandboxDeniedError: Cannot start Deno program "/tmp/m.ts": run access to "bin/tool" is not granted to the executor',
+      [`--allow-run=${base}/bin/tool`],
+    ]);
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("a deno program's run name is passed as the path the executor's PATH gives (--allow-run=true)", async () => {
+  let expected: string | undefined;
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (!dir.startsWith("/")) continue;
+    try {
+      if (Deno.statSync(`${dir}/true`).isFile) {
+        expected = `${dir}/true`;
+        break;
+      }
+    } catch { /* not here */ }
+  }
+  assert.ok(expected, "no true on PATH");
+  const result = await underFlags(
+    ["--allow-read", "--allow-env", "--allow-run=true"],
+    `${ASKED}
+console.log(JSON.stringify([await asked({ run: ["true"] }), await asked({ run: ["no-such-program-outpost"] })]));`,
+  );
+  assert.deepEqual(result, [
+    [`--allow-run=${expected}`],
+    'SandboxDeniedError: Cannot start Deno program "/tmp/m.ts": run access to "no-such-program-outpost" is not granted to the executor',
+  ]);
+});
+
+Deno.test("a write root given through a link is not bound writable when a path under the link is denied", async () => {
+  const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_root_" }));
+  try {
+    await Deno.mkdir(`${base}/w/x`, { recursive: true });
+    await Deno.symlink(`${base}/w`, `${base}/wlink`);
+    const result = await underFlags(
+      ["-A", `--deny-write=${base}/wlink/x`],
+      `import { grantedWriteRoots, writeRootProblem } from ${JSON.stringify(CONFINEMENT)};
+const link = ${JSON.stringify(`${base}/wlink`)};
+console.log(JSON.stringify([await grantedWriteRoots([link]), await writeRootProblem(link)]));`,
+    );
+    assert.deepEqual(result, [
+      [],
+      `write access to part of it is denied (--deny-write) (it resolves to ${base}/w), and a sandbox can only make a whole root writable`,
+    ]);
+  } finally {
+    await Deno.remove(base, { recursive: true });
   }
 });

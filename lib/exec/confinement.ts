@@ -45,11 +45,14 @@ export interface DenoPermissions {
   read?: boolean | string[];
   /** Paths to write (`--allow-write`). */
   write?: boolean | string[];
-  /** Hosts to reach (`--allow-net`). */
+  /** Hosts to reach (`--allow-net`); only `IP:port` values when the executor has hosts denied. */
   net?: boolean | string[];
   /** Environment variables (`--allow-env`); the child only sees its own environment anyway. */
   env?: boolean | string[];
-  /** Programs to run (`--allow-run`); those children are not confined by Deno. */
+  /**
+   * Programs to run (`--allow-run`), pinned to the path the executor resolves
+   * (its `PATH`, the request's `cwd`); those children are not confined by Deno.
+   */
   run?: boolean | string[];
   /** System information kinds (`--allow-sys`). */
   sys?: boolean | string[];
@@ -89,7 +92,11 @@ export function forgetResolvedPrograms(): void {
 /**
  * Finds the absolute path of a program the executor may run, as Deno resolves
  * `--allow-run` names: a name without `/` is looked up in the executor's
- * `PATH`, and the first candidate the run grant covers wins. A name lookup is
+ * `PATH`, and the first candidate the run grant covers wins: under a whole
+ * grant the first existing file, under a scoped one (`--allow-run=sh`) the
+ * path Deno granted, and under a whole grant with programs denied
+ * (`--allow-run --deny-run=curl`) the first existing file Deno does not deny
+ * (Deno grants any other path there, existing or not). A name lookup is
  * remembered per search path (a bounded cache; the run grant is re-checked on
  * every call), so a start does not search `PATH` again until
  * {@linkcode forgetResolvedPrograms} is called.
@@ -117,17 +124,22 @@ export async function resolveGrantedProgram(
   const key = `${path}\0${command}`;
   const known = resolvedPrograms.get(key);
   if (known !== undefined && (await queryRun(known))) return known;
-  const unscoped = await isGranted({ name: "run" });
+  const grant = await wholeGrant("run");
   for (const dir of path.split(":")) {
     if (!dir.startsWith("/")) continue;
     const candidate = joinPath(dir, command);
-    if (unscoped ? await isFile(candidate) : await queryRun(candidate)) {
+    const found = grant === "whole"
+      ? await isFile(candidate)
+      : grant === "partial"
+      ? (await isFile(candidate)) && (await queryRun(candidate))
+      : await queryRun(candidate);
+    if (found) {
       resolvedPrograms.set(key, candidate);
       return candidate;
     }
   }
-  // Unscoped grant but PATH unreadable: any program is allowed anyway.
-  return unscoped ? command : null;
+  // Whole grant but PATH unreadable: any program is allowed anyway.
+  return grant === "whole" ? command : null;
 }
 
 /**
@@ -370,6 +382,8 @@ export function bwrapArgs(options: BwrapOptions): string[] {
  * @returns The roots to bind writable.
  */
 export async function grantedWriteRoots(roots: readonly string[]): Promise<string[]> {
+  // Deno matches --deny-write literally: a denied path spelled through a link
+  // to the root is only seen when asking about the root as given.
   const result: string[] = [];
   for (const root of roots) {
     if (!root.startsWith("/")) continue;
@@ -379,7 +393,9 @@ export async function grantedWriteRoots(roots: readonly string[]): Promise<strin
     } catch {
       continue;
     }
-    if ((await isGranted({ name: "write", path: real })) && !result.includes(real)) {
+    const granted = (await isGrantedValue({ name: "write", path: real })) &&
+      (real === root || (await isGrantedValue({ name: "write", path: root })));
+    if (granted && !result.includes(real)) {
       result.push(real);
     }
   }
@@ -389,7 +405,8 @@ export async function grantedWriteRoots(roots: readonly string[]): Promise<strin
 /**
  * Says why a write root would not take effect: it is not absolute, does not
  * exist, is not a directory, cannot be resolved (no read access), or the
- * executor may not write it.
+ * executor may not write it wholly, asked both as given and as resolved
+ * (Deno matches `--deny-write` paths literally, links unresolved).
  *
  * @param root A write root from the operator.
  * @returns The reason (completes "Cannot use --write-root ROOT: "), or null when it is usable.
@@ -413,13 +430,15 @@ export async function writeRootProblem(root: string): Promise<string | null> {
   }
   const shown = real === root ? "" : ` (it resolves to ${real})`;
   if (!(await Deno.stat(real)).isDirectory) return `it is not a directory${shown}`;
-  const status = await Deno.permissions.query({ name: "write", path: real });
-  if (status.state !== "granted") {
-    return `write access to it is not granted${shown}; add --allow-write=${real} to the deno command`;
-  }
-  if (status.partial) {
-    return `write access to part of it is denied (--deny-write)${shown}, and a sandbox can only ` +
-      "make a whole root writable";
+  for (const path of real === root ? [real] : [real, root]) {
+    const status = await Deno.permissions.query({ name: "write", path });
+    if (status.state !== "granted") {
+      return `write access to it is not granted${shown}; add --allow-write=${path} to the deno command`;
+    }
+    if (status.partial) {
+      return `write access to part of it is denied (--deny-write)${shown}, and a sandbox can only ` +
+        "make a whole root writable";
+    }
   }
   return null;
 }
@@ -461,7 +480,10 @@ const DENO_PERMISSION_NAMES = ["read", "write", "net", "env", "run", "sys", "ffi
 
 /**
  * Builds the `deno run` flags for a `deno`-confined program, refusing any
- * permission the executor does not hold itself.
+ * permission the executor does not hold itself. Programs in `run` are passed
+ * as the absolute paths the executor would spawn ({@linkcode
+ * resolveGrantedProgram}); under a net grant with hosts denied, a `net` value
+ * must name one IP address and port.
  *
  * @param permissions What the program asks for.
  * @param module The module to run (its path is checked for read access).
@@ -527,6 +549,10 @@ export async function denoRunFlags(
           }, not a non-empty string without commas`,
         );
       }
+      if (name === "run") {
+        values.push(await denoRunValue(raw, cwd, subject));
+        continue;
+      }
       const value = (name === "read" || name === "write" || name === "ffi") &&
           !raw.startsWith("/") && cwd !== undefined
         ? joinPath(cwd, raw)
@@ -543,6 +569,41 @@ export async function denoRunFlags(
   return flags;
 }
 
+/**
+ * A program a `deno` program may run, as the path the executor itself would
+ * spawn: the child's Deno would otherwise resolve a relative path against the
+ * request's directory and a name with the request's `PATH`.
+ */
+async function denoRunValue(
+  raw: string,
+  cwd: string | undefined,
+  subject: string,
+): Promise<string> {
+  const program = await resolveGrantedProgram(raw, cwd);
+  if (program === null) {
+    throw new SandboxDeniedError(
+      `${subject}: run access to ${JSON.stringify(raw)} is not granted to the executor`,
+    );
+  }
+  // A bare name comes back only under a whole grant when PATH has no such file.
+  if (!program.includes("/")) {
+    throw new SandboxDeniedError(
+      `${subject}: run: ${JSON.stringify(raw)} is not found in the executor's PATH`,
+    );
+  }
+  return program;
+}
+
+/**
+ * A net value Deno's answer covers exactly: one IP address (IPv4 in plain
+ * decimal, or IPv6) and one port. Deno answers for a value as written, so
+ * under `--allow-net --deny-net=X` it grants a range holding X
+ * (`127.0.0.0/8`), a host name that resolves to X (Deno checks addresses
+ * only on use) and a host without a port where X names one (every port).
+ */
+const ONE_NET_ENDPOINT =
+  /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}|\[[0-9a-f:.]+\]):[1-9]\d{0,4}$/i;
+
 async function queryOne(
   name: (typeof DENO_PERMISSION_NAMES)[number],
   value: string,
@@ -554,9 +615,16 @@ async function queryOne(
     case "ffi":
       descriptor = { name, path: value };
       break;
-    case "net":
+    case "net": {
+      const grant = await wholeGrant("net");
+      if (grant === "whole") return true;
+      // A range is never granted by a scoped grant; under a partial one only a single endpoint is safe.
+      if (value.includes("/") || (grant === "partial" && !ONE_NET_ENDPOINT.test(value))) {
+        return false;
+      }
       descriptor = { name, host: value };
       break;
+    }
     case "env":
       descriptor = { name, variable: value };
       break;
@@ -568,6 +636,19 @@ async function queryOne(
       break;
   }
   return await isGrantedValue(descriptor);
+}
+
+/**
+ * How `name` is granted as a whole: wholly, wholly with parts denied
+ * (`--allow-run --deny-run=curl`), or not (scoped or none).
+ */
+async function wholeGrant(name: "run" | "net"): Promise<"whole" | "partial" | "none"> {
+  try {
+    const status = await Deno.permissions.query({ name });
+    return status.state !== "granted" ? "none" : status.partial ? "partial" : "whole";
+  } catch {
+    return "none";
+  }
 }
 
 function queryRun(command: string): Promise<boolean> {
