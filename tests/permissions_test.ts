@@ -139,6 +139,8 @@ Deno.test("under a whole net grant with a host denied, a deno program gets only 
     "0177.0.0.2:80",
     "127.0.0.3:8080",
     "[::1]:8080",
+    "0.0.0.0:8080",
+    "[::]:8080",
   ];
   const body = `${ASKED}
 const values = ${JSON.stringify(values)};
@@ -162,6 +164,9 @@ console.log(JSON.stringify(await Promise.all(values.map(async (v) => [v, await a
     "0177.0.0.2:80": refused("0177.0.0.2:80"),
     "127.0.0.3:8080": ["--allow-net=127.0.0.3:8080"],
     "[::1]:8080": ["--allow-net=[::1]:8080"],
+    // Connecting to the unspecified address reaches this host's loopback.
+    "0.0.0.0:8080": refused("0.0.0.0:8080"),
+    "[::]:8080": refused("[::]:8080"),
   });
   // A whole grant covers every value.
   const whole = Object.fromEntries(
@@ -237,5 +242,80 @@ console.log(JSON.stringify([await grantedWriteRoots([link]), await writeRootProb
     ]);
   } finally {
     await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("under a whole run grant a deno program's run name stays as asked, for its own PATH to find (-A)", async () => {
+  // Pinning guards nothing when the executor may run anything, and a pinned
+  // /usr/bin/sh would refuse the child's PATH finding /bin/sh.
+  const result = await underFlags(
+    ["-A"],
+    `${ASKED}
+console.log(JSON.stringify(await asked({ run: ["sh", "bin/tool"] }, "/tmp")));`,
+  );
+  assert.deepEqual(result, ["--allow-run=sh,bin/tool"]);
+});
+
+Deno.test("a write root given through a link into a granted directory is bound (--allow-write=DIR/real)", async () => {
+  const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_root_" }));
+  try {
+    await Deno.mkdir(`${base}/real`);
+    await Deno.symlink(`${base}/real`, `${base}/link`);
+    const result = await underFlags(
+      ["--allow-read", `--allow-write=${base}/real`],
+      `import { grantedWriteRoots, writeRootProblem } from ${JSON.stringify(CONFINEMENT)};
+const link = ${JSON.stringify(`${base}/link`)};
+console.log(JSON.stringify([await grantedWriteRoots([link]), await writeRootProblem(link)]));`,
+    );
+    assert.deepEqual(result, [[`${base}/real`], null]);
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("a deno program run by an executor with a scoped run grant cannot be redirected by the request's PATH", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_pin_" }));
+  try {
+    await Deno.mkdir(`${dir}/bin`);
+    await writeProgram(`${dir}/bin/true`);
+    await Deno.writeTextFile(
+      `${dir}/child.ts`,
+      `try {
+  const out = new Deno.Command("true", { stdout: "piped" }).outputSync();
+  console.log("ran:" + new TextDecoder().decode(out.stdout).trim());
+} catch (error) {
+  console.log("refused:" + error.name);
+}`,
+    );
+    const table = new URL("../lib/exec/process_table.ts", import.meta.url).href;
+    const helpers = new URL("./_process_helpers.ts", import.meta.url).href;
+    const result = await underFlags(
+      // What a process start needs, and run granted for `true` only.
+      [
+        "--allow-read",
+        "--allow-write=/tmp",
+        "--allow-env",
+        "--allow-sys",
+        `--allow-run=deno,${Deno.execPath()},true,setsid,kill,sh`,
+      ],
+      `import { ProcessTable } from ${JSON.stringify(table)};
+import { collect } from ${JSON.stringify(helpers)};
+await using table = new ProcessTable();
+await table.start({
+  processId: "d",
+  confinement: "deno",
+  argv: [${JSON.stringify(`${dir}/child.ts`)}],
+  denoPermissions: { run: ["true"] },
+  env: { PATH: ${JSON.stringify(`${dir}/bin:/usr/bin:/bin`)} },
+  inheritEnv: false,
+});
+const { text } = await collect(table, "d", { ms: 30_000 });
+console.log(JSON.stringify(text.stdout));`,
+    );
+    // The child may run only the executor's own `true`; the planted one, first
+    // on the request's PATH, is refused.
+    assert.equal(result, "refused:NotCapable\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

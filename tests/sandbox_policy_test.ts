@@ -255,6 +255,36 @@ Deno.test("SandboxPolicy refuses a path denied as spelled through a symbolic lin
   }
 });
 
+Deno.test("SandboxPolicy takes a path through a link into a granted directory, and refuses a read through a link above a denied path", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_spelled_" }));
+  try {
+    await Deno.mkdir(`${dir}/real`);
+    await Deno.writeTextFile(`${dir}/real/file`, "secret");
+    await Deno.symlink(`${dir}/real`, `${dir}/link`);
+    // Scoped: write is granted on real/ only. Spelled through the link the path
+    // is not granted, but not denied either: the write lands in real/.
+    const scoped = await outcomesUnder(dir, ["--allow-read", `--allow-write=${dir}/real`], [
+      `policy.checkWrite(${JSON.stringify(`${dir}/link/x`)})`,
+    ]);
+    assert.deepEqual(scoped, ["granted"]);
+    // Denied as spelled through the link: reading the link itself (as a
+    // recursive copy does) would reach link/file by its resolved path, which
+    // the deny does not name. Through the real path Deno enforces the deny.
+    const denied = await outcomesUnder(
+      dir,
+      ["--allow-read", "--allow-write", `--deny-read=${dir}/link/file`],
+      [
+        `policy.checkRead(${JSON.stringify(`${dir}/link`)})`,
+        `policy.checkRead(${JSON.stringify(`${dir}/real`)})`,
+      ],
+    );
+    assert.match(denied[0], /^SandboxDeniedError: .*read access is denied to a path inside it$/);
+    assert.equal(denied[1], "granted");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SandboxPolicy shows a path whole up to the limit and elides its middle past it", async () => {
   await using f = await fixture();
   const limit = MAX_SHOWN_PATH_CHARS;

@@ -383,7 +383,9 @@ export function bwrapArgs(options: BwrapOptions): string[] {
  */
 export async function grantedWriteRoots(roots: readonly string[]): Promise<string[]> {
   // Deno matches --deny-write literally: a denied path spelled through a link
-  // to the root is only seen when asking about the root as given.
+  // to the root is only seen when asking about the root as given. As given,
+  // the root need not be granted (a link into a granted directory is fine),
+  // only not denied, wholly or in part.
   const result: string[] = [];
   for (const root of roots) {
     if (!root.startsWith("/")) continue;
@@ -394,7 +396,7 @@ export async function grantedWriteRoots(roots: readonly string[]): Promise<strin
       continue;
     }
     const granted = (await isGrantedValue({ name: "write", path: real })) &&
-      (real === root || (await isGrantedValue({ name: "write", path: root })));
+      (real === root || !(await deniedAsSpelled(root)));
     if (granted && !result.includes(real)) {
       result.push(real);
     }
@@ -405,8 +407,9 @@ export async function grantedWriteRoots(roots: readonly string[]): Promise<strin
 /**
  * Says why a write root would not take effect: it is not absolute, does not
  * exist, is not a directory, cannot be resolved (no read access), or the
- * executor may not write it wholly, asked both as given and as resolved
- * (Deno matches `--deny-write` paths literally, links unresolved).
+ * executor may not write it wholly: granted as resolved, and denied in no
+ * part as given (Deno matches `--deny-write` paths literally, links
+ * unresolved).
  *
  * @param root A write root from the operator.
  * @returns The reason (completes "Cannot use --write-root ROOT: "), or null when it is usable.
@@ -430,17 +433,23 @@ export async function writeRootProblem(root: string): Promise<string | null> {
   }
   const shown = real === root ? "" : ` (it resolves to ${real})`;
   if (!(await Deno.stat(real)).isDirectory) return `it is not a directory${shown}`;
-  for (const path of real === root ? [real] : [real, root]) {
-    const status = await Deno.permissions.query({ name: "write", path });
-    if (status.state !== "granted") {
-      return `write access to it is not granted${shown}; add --allow-write=${path} to the deno command`;
-    }
-    if (status.partial) {
-      return `write access to part of it is denied (--deny-write)${shown}, and a sandbox can only ` +
-        "make a whole root writable";
-    }
+  const status = await Deno.permissions.query({ name: "write", path: real });
+  if (status.state !== "granted") {
+    return `write access to it is not granted${shown}; add --allow-write=${real} to the deno command`;
+  }
+  if (status.partial || (real !== root && (await deniedAsSpelled(root)))) {
+    return `write access to part of it is denied (--deny-write)${shown}, and a sandbox can only ` +
+      "make a whole root writable";
   }
   return null;
+}
+
+/** Whether Deno denies writing `path` as spelled, wholly or in part (`--deny-write` matches literally). */
+async function deniedAsSpelled(path: string): Promise<boolean> {
+  const whole = await Deno.permissions.query({ name: "write" });
+  if (whole.state === "granted" && !whole.partial) return false;
+  const status = await Deno.permissions.query({ name: "write", path });
+  return status.state === "denied" || status.partial;
 }
 
 /**
@@ -579,6 +588,10 @@ async function denoRunValue(
   cwd: string | undefined,
   subject: string,
 ): Promise<string> {
+  // Under a whole run grant the executor may run anything, so pinning guards
+  // nothing, and a pinned /usr/bin/sh would refuse the child's own PATH
+  // finding /bin/sh: the value stays as asked.
+  if ((await wholeGrant("run")) === "whole") return raw;
   const program = await resolveGrantedProgram(raw, cwd);
   if (program === null) {
     throw new SandboxDeniedError(
@@ -601,6 +614,8 @@ async function denoRunValue(
  * (`127.0.0.0/8`), a host name that resolves to X (Deno checks addresses
  * only on use) and a host without a port where X names one (every port).
  */
+/** 0.0.0.0 and [::]: connecting there reaches this host's loopback, whatever a deny names. */
+const UNSPECIFIED_HOST = /^(?:0\.0\.0\.0|\[[0:]*\]):/;
 const ONE_NET_ENDPOINT =
   /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}|\[[0-9a-f:.]+\]):[1-9]\d{0,4}$/i;
 
@@ -619,7 +634,10 @@ async function queryOne(
       const grant = await wholeGrant("net");
       if (grant === "whole") return true;
       // A range is never granted by a scoped grant; under a partial one only a single endpoint is safe.
-      if (value.includes("/") || (grant === "partial" && !ONE_NET_ENDPOINT.test(value))) {
+      if (
+        value.includes("/") ||
+        (grant === "partial" && (!ONE_NET_ENDPOINT.test(value) || UNSPECIFIED_HOST.test(value)))
+      ) {
         return false;
       }
       descriptor = { name, host: value };

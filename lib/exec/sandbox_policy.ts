@@ -239,7 +239,7 @@ export class SandboxPolicy {
         // request is refused either way).
         const lexical = "/" + lexicalParts(error.at).join("/");
         const shown = lexical === path ? "" : ` (it resolves to "${shownPath(lexical)}")`;
-        const missing = kind === "read" || (await this.#refusal(kind, [lexical])) !== undefined
+        const missing = kind === "read" || (await this.#refusal(kind, lexical)) !== undefined
           ? `${kind} access is not granted${shown}`
           : `read access is not granted${shown}, and is needed to resolve the path`;
         throw new SandboxDeniedError(`Cannot ${action} "${shownPath(path)}": ${missing}`);
@@ -250,7 +250,7 @@ export class SandboxPolicy {
     // The spelling matters too: Deno refuses `--deny-write=/d/link` when asked
     // about /d/link/x, but not about the resolved /d/target/x.
     const given = "/" + lexicalParts(path).join("/");
-    const refusal = await this.#refusal(kind, [resolved, given]);
+    const refusal = await this.#refusal(kind, resolved, given);
     if (refusal) {
       const why = refusal.partial
         ? `${kind} access is denied to a path inside it`
@@ -267,25 +267,41 @@ export class SandboxPolicy {
   }
 
   /**
-   * The first of `paths` that `kind` access is refused on, if any. Asks about
-   * the whole file system first and about the paths only when that is not
-   * wholly granted: Deno keeps a status object for every distinct descriptor
-   * ever queried, for the life of the process (about 0.5 KB each), so
-   * per-path questions would grow the executor with each new path a harness
-   * names. Under a global grant (`--allow-read`, `-A`) none is asked.
+   * Why `kind` access to `resolved` (the path the action uses), spelled
+   * `given` by the request, is refused, if it is. Asks about the whole file
+   * system first and about the paths only when that is not wholly granted:
+   * Deno keeps a status object for every distinct descriptor ever queried,
+   * for the life of the process (about 0.5 KB each), so per-path questions
+   * would grow the executor with each new path a harness names. Under a
+   * global grant (`--allow-read`, `-A`) none is asked.
    *
-   * A partial grant (paths below denied) counts as not granted for the whole
-   * kind and for a write: an `os`-confined write runs in a helper Deno does
-   * not watch, and removing or copying onto a directory would reach the
-   * denied paths inside it. A partial read of a path is granted: the
-   * executor reads itself, so Deno refuses the denied paths below it.
+   * `resolved` must be granted. A partial grant (paths below denied) counts
+   * as not granted for a write: an `os`-confined write runs in a helper Deno
+   * does not watch, and removing or copying onto a directory would reach the
+   * denied paths inside it. A partial read of `resolved` is granted: the
+   * executor reads below it by resolved paths itself, so Deno refuses the
+   * denied ones.
+   *
+   * `given` matters only for what Deno denies as spelled (`--deny-*` matches
+   * literally): refused when denied, or when partial and it differs from
+   * `resolved` (the action reaches below it by resolved paths, which the
+   * deny does not name). Not being granted as spelled is no refusal: a path
+   * through a link into a granted directory is fine.
    */
-  async #refusal(kind: AccessKind, paths: string[]): Promise<Refusal | undefined> {
+  async #refusal(
+    kind: AccessKind,
+    resolved: string,
+    given = resolved,
+  ): Promise<Refusal | undefined> {
     if ((await this.#query({ name: kind })) === "granted") return undefined;
-    for (const path of new Set(paths)) {
-      const state = await this.#query({ name: kind, path });
-      if (state === "granted" || (state === "partial" && kind === "read")) continue;
-      return { path, partial: state === "partial" };
+    const state = await this.#query({ name: kind, path: resolved });
+    if (state !== "granted" && !(state === "partial" && kind === "read")) {
+      return { path: resolved, partial: state === "partial" };
+    }
+    if (given === resolved) return undefined;
+    const spelled = await this.#query({ name: kind, path: given });
+    if (spelled === "denied" || spelled === "partial") {
+      return { path: given, partial: spelled === "partial" };
     }
     return undefined;
   }
