@@ -141,6 +141,8 @@ Deno.test("under a whole net grant with a host denied, a deno program gets only 
     "[::1]:8080",
     "0.0.0.0:8080",
     "[::]:8080",
+    "[::ffff:0.0.0.0]:8080",
+    "[::ffff:0:0]:8080",
   ];
   const body = `${ASKED}
 const values = ${JSON.stringify(values)};
@@ -167,6 +169,9 @@ console.log(JSON.stringify(await Promise.all(values.map(async (v) => [v, await a
     // Connecting to the unspecified address reaches this host's loopback.
     "0.0.0.0:8080": refused("0.0.0.0:8080"),
     "[::]:8080": refused("[::]:8080"),
+    // IPv4-mapped: the same addresses in IPv6 spelling.
+    "[::ffff:0.0.0.0]:8080": refused("[::ffff:0.0.0.0]:8080"),
+    "[::ffff:0:0]:8080": refused("[::ffff:0:0]:8080"),
   });
   // A whole grant covers every value.
   const whole = Object.fromEntries(
@@ -238,7 +243,7 @@ console.log(JSON.stringify([await grantedWriteRoots([link]), await writeRootProb
     );
     assert.deepEqual(result, [
       [],
-      `write access to part of it is denied (--deny-write) (it resolves to ${base}/w), and a sandbox can only make a whole root writable`,
+      `write access to it as written is not wholly granted (it resolves to ${base}/w); give --write-root ${base}/w, or grant --allow-write=${base}/wlink`,
     ]);
   } finally {
     await Deno.remove(base, { recursive: true });
@@ -256,18 +261,29 @@ console.log(JSON.stringify(await asked({ run: ["sh", "bin/tool"] }, "/tmp")));`,
   assert.deepEqual(result, ["--allow-run=sh,bin/tool"]);
 });
 
-Deno.test("a write root given through a link into a granted directory is bound (--allow-write=DIR/real)", async () => {
+Deno.test("a write root given through a link is bound only when granted as written too, and the refusal names the fix", async () => {
+  // Under a scoped grant Deno answers "prompt" for a path it does not cover,
+  // so it cannot say whether a deny is spelled below the link.
   const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_root_" }));
   try {
     await Deno.mkdir(`${base}/real`);
     await Deno.symlink(`${base}/real`, `${base}/link`);
-    const result = await underFlags(
-      ["--allow-read", `--allow-write=${base}/real`],
-      `import { grantedWriteRoots, writeRootProblem } from ${JSON.stringify(CONFINEMENT)};
+    const body = `import { grantedWriteRoots, writeRootProblem } from ${
+      JSON.stringify(CONFINEMENT)
+    };
 const link = ${JSON.stringify(`${base}/link`)};
-console.log(JSON.stringify([await grantedWriteRoots([link]), await writeRootProblem(link)]));`,
+console.log(JSON.stringify([await grantedWriteRoots([link]), await writeRootProblem(link)]));`;
+    assert.deepEqual(
+      await underFlags(["--allow-read", `--allow-write=${base}/real`], body),
+      [
+        [],
+        `write access to it as written is not wholly granted (it resolves to ${base}/real); give --write-root ${base}/real, or grant --allow-write=${base}/link`,
+      ],
     );
-    assert.deepEqual(result, [[`${base}/real`], null]);
+    assert.deepEqual(
+      await underFlags(["--allow-read", `--allow-write=${base}/real,${base}/link`], body),
+      [[`${base}/real`], null],
+    );
   } finally {
     await Deno.remove(base, { recursive: true });
   }
@@ -317,5 +333,29 @@ console.log(JSON.stringify(text.stdout));`,
     assert.equal(result, "refused:NotCapable\n");
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a deno program's read value through a link is checked where it leads (--deny-read=DIR/x, value DIR/lnx -> x)", async () => {
+  const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_denolink_" }));
+  try {
+    await Deno.mkdir(`${base}/x`);
+    await Deno.mkdir(`${base}/y`);
+    await Deno.symlink(`${base}/x`, `${base}/lnx`);
+    await Deno.symlink(`${base}/y`, `${base}/lny`);
+    const result = await underFlags(
+      ["--allow-read", "--allow-env", `--deny-read=${base}/x`],
+      `${ASKED}
+console.log(JSON.stringify([
+  await asked({ read: [${JSON.stringify(`${base}/lnx`)}] }),
+  await asked({ read: [${JSON.stringify(`${base}/lny`)}] }),
+]));`,
+    );
+    assert.deepEqual(result, [
+      `SandboxDeniedError: Cannot start Deno program "/tmp/m.ts": read access to "${base}/lnx" is not granted to the executor`,
+      [`--allow-read=${base}/lny`],
+    ]);
+  } finally {
+    await Deno.remove(base, { recursive: true });
   }
 });

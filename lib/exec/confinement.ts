@@ -383,9 +383,9 @@ export function bwrapArgs(options: BwrapOptions): string[] {
  */
 export async function grantedWriteRoots(roots: readonly string[]): Promise<string[]> {
   // Deno matches --deny-write literally: a denied path spelled through a link
-  // to the root is only seen when asking about the root as given. As given,
-  // the root need not be granted (a link into a granted directory is fine),
-  // only not denied, wholly or in part.
+  // to the root is only seen when asking about the root as given, and only
+  // when the grant covers it as given (a scoped grant answers "prompt" above
+  // a deny it does not cover). So the root must be wholly granted both ways.
   const result: string[] = [];
   for (const root of roots) {
     if (!root.startsWith("/")) continue;
@@ -396,7 +396,7 @@ export async function grantedWriteRoots(roots: readonly string[]): Promise<strin
       continue;
     }
     const granted = (await isGrantedValue({ name: "write", path: real })) &&
-      (real === root || !(await deniedAsSpelled(root)));
+      (real === root || (await isGrantedValue({ name: "write", path: root })));
     if (granted && !result.includes(real)) {
       result.push(real);
     }
@@ -437,19 +437,18 @@ export async function writeRootProblem(root: string): Promise<string | null> {
   if (status.state !== "granted") {
     return `write access to it is not granted${shown}; add --allow-write=${real} to the deno command`;
   }
-  if (status.partial || (real !== root && (await deniedAsSpelled(root)))) {
+  if (status.partial) {
     return `write access to part of it is denied (--deny-write)${shown}, and a sandbox can only ` +
       "make a whole root writable";
   }
+  if (real !== root && !(await isGrantedValue({ name: "write", path: root }))) {
+    // Deno matches --deny-write as spelled, and can only say what it denies
+    // below a path it grants: a root through a link is taken when its
+    // spelling is wholly granted too.
+    return `write access to it as written is not wholly granted (it resolves to ${real}); ` +
+      `give --write-root ${real}, or grant --allow-write=${root}`;
+  }
   return null;
-}
-
-/** Whether Deno denies writing `path` as spelled, wholly or in part (`--deny-write` matches literally). */
-async function deniedAsSpelled(path: string): Promise<boolean> {
-  const whole = await Deno.permissions.query({ name: "write" });
-  if (whole.state === "granted" && !whole.partial) return false;
-  const status = await Deno.permissions.query({ name: "write", path });
-  return status.state === "denied" || status.partial;
 }
 
 /**
@@ -562,11 +561,15 @@ export async function denoRunFlags(
         values.push(await denoRunValue(raw, cwd, subject));
         continue;
       }
-      const value = (name === "read" || name === "write" || name === "ffi") &&
-          !raw.startsWith("/") && cwd !== undefined
-        ? joinPath(cwd, raw)
-        : raw;
-      if (!(await queryOne(name, value))) {
+      const isPath = name === "read" || name === "write" || name === "ffi";
+      const value = isPath && !raw.startsWith("/") && cwd !== undefined ? joinPath(cwd, raw) : raw;
+      // The child's Deno checks the value as spelled; a deny spelled at the
+      // link's target shows only when asking about the resolved path too.
+      const resolved = isPath ? await realPathOrNull(value) : null;
+      if (
+        !(await queryOne(name, value)) ||
+        (resolved !== null && resolved !== value && !(await queryOne(name, resolved)))
+      ) {
         throw new SandboxDeniedError(
           `${subject}: ${name} access to ${JSON.stringify(value)} is not granted to the executor`,
         );
@@ -614,8 +617,12 @@ async function denoRunValue(
  * (`127.0.0.0/8`), a host name that resolves to X (Deno checks addresses
  * only on use) and a host without a port where X names one (every port).
  */
-/** 0.0.0.0 and [::]: connecting there reaches this host's loopback, whatever a deny names. */
-const UNSPECIFIED_HOST = /^(?:0\.0\.0\.0|\[[0:]*\]):/;
+/**
+ * 0.0.0.0, [::] and IPv4-mapped IPv6 ([::ffff:…]): the first two reach this
+ * host's loopback whatever a deny names, the last reaches an IPv4 address a
+ * deny names in its IPv4 form.
+ */
+const UNSPECIFIED_HOST = /^(?:0\.0\.0\.0|\[[0:]*\]|\[[0:]*ffff:[^\]]*\]):/i;
 const ONE_NET_ENDPOINT =
   /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}|\[[0-9a-f:.]+\]):[1-9]\d{0,4}$/i;
 
@@ -676,6 +683,14 @@ function queryRun(command: string): Promise<boolean> {
 async function searchPath(): Promise<string> {
   const status = await Deno.permissions.query({ name: "env", variable: "PATH" });
   return (status.state === "granted" ? Deno.env.get("PATH") : undefined) ?? DEFAULT_SEARCH_PATH;
+}
+
+async function realPathOrNull(path: string): Promise<string | null> {
+  try {
+    return await Deno.realPath(path);
+  } catch {
+    return null;
+  }
 }
 
 async function isFile(path: string): Promise<boolean> {
