@@ -111,6 +111,18 @@ Deno.test("SandboxPolicy write roots narrow the write permission", async () => {
   assert.throws(() => new SandboxPolicy({ writeRoots: ["relative"] }), TypeError);
 });
 
+Deno.test("SandboxPolicy takes a write root given through a symbolic link as where it leads", async () => {
+  await using f = await fixture();
+  // to_sub -> sub: a write under either spelling lands in sub, inside the root.
+  const policy = new SandboxPolicy({ query: grantsOnly(f.dir), writeRoots: [`${f.dir}/to_sub`] });
+  assert.equal(await policy.checkWrite(`${f.dir}/to_sub/new.txt`), `${f.dir}/sub/new.txt`);
+  assert.equal(await policy.checkWrite(`${f.dir}/sub/new.txt`), `${f.dir}/sub/new.txt`);
+  await denied(
+    policy.checkWrite(`${f.dir}/new.txt`),
+    `Cannot write "${f.dir}/new.txt": it is outside the write roots`,
+  );
+});
+
 Deno.test("SandboxPolicy checks run access and refuses relative paths", async () => {
   await using f = await fixture();
   await f.policy.checkRun("sh");

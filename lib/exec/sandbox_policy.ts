@@ -86,6 +86,19 @@ interface Refusal {
   partial: boolean;
 }
 
+/**
+ * A write root as the paths checked against it are: resolved (symbolic links
+ * followed), so a root given through a link still holds what lies under it.
+ * A root that cannot be resolved yet (missing, unreadable) stays as given.
+ */
+function realRoot(root: string): string {
+  try {
+    return Deno.realPathSync(root);
+  } catch {
+    return root;
+  }
+}
+
 function components(path: string): string[] {
   return path.split("/").filter((part) => part.length > 0 && part !== ".");
 }
@@ -151,7 +164,7 @@ export class SandboxPolicy {
         if (!root.startsWith("/")) {
           throw new TypeError(`Cannot use write root "${root}": it must be an absolute path`);
         }
-        return "/" + components(root).join("/");
+        return realRoot("/" + components(root).join("/"));
       });
     }
   }
