@@ -5,30 +5,9 @@
  */
 
 import assert from "node:assert/strict";
+import { underFlags } from "./_support/under_flags.ts";
 
 const CONFINEMENT = new URL("../lib/exec/confinement.ts", import.meta.url).href;
-
-/**
- * Runs `body` (module code that prints one JSON line) under `flags`, in `cwd`
- * when given; returns what it printed.
- */
-async function underFlags(flags: string[], body: string, cwd?: string): Promise<unknown> {
-  const dir = await Deno.makeTempDir({ prefix: "outpost_perm_" });
-  try {
-    const script = `${dir}/probe.ts`;
-    await Deno.writeTextFile(script, body);
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--no-lock", ...flags, script],
-      cwd,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.ok(out.success, new TextDecoder().decode(out.stderr));
-    return JSON.parse(new TextDecoder().decode(out.stdout));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("a deno program gets no whole permission the executor holds only in part (--allow-read --deny-read=DIR)", async () => {
   const secret = await Deno.makeTempDir({ prefix: "outpost_secret_" });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { underFlags } from "./_support/under_flags.ts";
 import { SandboxDeniedError } from "../lib/errors.ts";
 import {
   MAX_SHOWN_PATH_CHARS,
@@ -161,11 +162,10 @@ Deno.test("SandboxPolicy asks about a path only when the whole file system is no
  * in a child Deno under the permission `flags`, so the real permissions
  * decide. Each outcome is "granted" or the error's `name: message`.
  */
-async function outcomesUnder(dir: string, flags: string[], checks: string[]): Promise<string[]> {
-  const script = `${dir}/probe.ts`;
+async function outcomesUnder(flags: string[], checks: string[]): Promise<string[]> {
   const policyModule = new URL("../lib/exec/sandbox_policy.ts", import.meta.url).href;
-  await Deno.writeTextFile(
-    script,
+  return await underFlags(
+    flags,
     `import { SandboxPolicy } from ${JSON.stringify(policyModule)};
 const policy = new SandboxPolicy();
 const outcome = async (check: () => Promise<unknown>) => {
@@ -174,14 +174,7 @@ const outcome = async (check: () => Promise<unknown>) => {
 const outcomes = [];
 ${checks.map((check) => `outcomes.push(await outcome(() => ${check}));`).join("\n")}
 console.log(JSON.stringify(outcomes));`,
-  );
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-lock", ...flags, script],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+  ) as string[];
 }
 
 Deno.test("SandboxPolicy under a global grant with a path denied (--deny-write=DIR --deny-read=DIR): refuses it, writes above it, and reads above it as Deno does", async () => {
@@ -189,21 +182,22 @@ Deno.test("SandboxPolicy under a global grant with a path denied (--deny-write=D
   try {
     await Deno.mkdir(`${dir}/open`);
     await Deno.mkdir(`${dir}/secret`);
-    const outcomes = await outcomesUnder(
-      dir,
-      ["--allow-read", "--allow-write", `--deny-write=${dir}/secret`, `--deny-read=${dir}/secret`],
-      [
-        `policy.checkWrite(${JSON.stringify(`${dir}/open/x`)})`,
-        `policy.checkWrite(${JSON.stringify(`${dir}/secret/x`)})`,
-        // Above the denied directory. A write there (a recursive remove, a copy
-        // onto it) would reach inside, and an os-confined write runs where Deno
-        // does not watch: refused, saying why (Deno itself would allow it).
-        `policy.checkWrite(${JSON.stringify(dir)}, { action: "create directory" })`,
-        // A read there is granted, as Deno grants it: the executor reads itself,
-        // and Deno refuses what lies in the denied directory.
-        `policy.checkRead(${JSON.stringify(dir)})`,
-      ],
-    );
+    const outcomes = await outcomesUnder([
+      "--allow-read",
+      "--allow-write",
+      `--deny-write=${dir}/secret`,
+      `--deny-read=${dir}/secret`,
+    ], [
+      `policy.checkWrite(${JSON.stringify(`${dir}/open/x`)})`,
+      `policy.checkWrite(${JSON.stringify(`${dir}/secret/x`)})`,
+      // Above the denied directory. A write there (a recursive remove, a copy
+      // onto it) would reach inside, and an os-confined write runs where Deno
+      // does not watch: refused, saying why (Deno itself would allow it).
+      `policy.checkWrite(${JSON.stringify(dir)}, { action: "create directory" })`,
+      // A read there is granted, as Deno grants it: the executor reads itself,
+      // and Deno refuses what lies in the denied directory.
+      `policy.checkRead(${JSON.stringify(dir)})`,
+    ]);
     assert.deepEqual(outcomes, [
       "granted",
       `SandboxDeniedError: Cannot write "${dir}/secret/x": write access is not granted`,
@@ -223,30 +217,26 @@ Deno.test("SandboxPolicy refuses a path denied as spelled through a symbolic lin
     await Deno.mkdir(`${dir}/real`);
     await Deno.writeTextFile(`${dir}/real/file`, "x");
     await Deno.symlink(`${dir}/real`, `${dir}/link`);
-    const outcomes = await outcomesUnder(
-      dir,
-      [
-        "--allow-read",
-        "--allow-write",
-        `--deny-write=${dir}/link`,
-        `--deny-read=${dir}/link/file`,
-      ],
-      [
-        // Deno itself, under the same flags.
-        `Deno.writeTextFile(${JSON.stringify(`${dir}/link/new`)}, "")`,
-        `Deno.lstat(${JSON.stringify(`${dir}/link/file`)})`,
-        `policy.checkWrite(${JSON.stringify(`${dir}/link/new`)})`,
-        `policy.checkWrite(${JSON.stringify(`${dir}/link/./sub/../new`)})`,
-        `policy.checkWrite(${JSON.stringify(`${dir}/link/file`)}, { followFinal: false })`,
-        // The same directory spelled without the link is not denied.
-        `policy.checkWrite(${JSON.stringify(`${dir}/real/new`)})`,
-        // Reading resolves through realPath, which Deno checks as spelled;
-        // inspecting a path itself (no realPath of it) must not skip that.
-        `policy.checkRead(${JSON.stringify(`${dir}/link/file`)})`,
-        `policy.checkRead(${JSON.stringify(`${dir}/link/file`)}, { followFinal: false })`,
-        `policy.checkRead(${JSON.stringify(`${dir}/real/file`)}, { followFinal: false })`,
-      ],
-    );
+    const outcomes = await outcomesUnder([
+      "--allow-read",
+      "--allow-write",
+      `--deny-write=${dir}/link`,
+      `--deny-read=${dir}/link/file`,
+    ], [
+      // Deno itself, under the same flags.
+      `Deno.writeTextFile(${JSON.stringify(`${dir}/link/new`)}, "")`,
+      `Deno.lstat(${JSON.stringify(`${dir}/link/file`)})`,
+      `policy.checkWrite(${JSON.stringify(`${dir}/link/new`)})`,
+      `policy.checkWrite(${JSON.stringify(`${dir}/link/./sub/../new`)})`,
+      `policy.checkWrite(${JSON.stringify(`${dir}/link/file`)}, { followFinal: false })`,
+      // The same directory spelled without the link is not denied.
+      `policy.checkWrite(${JSON.stringify(`${dir}/real/new`)})`,
+      // Reading resolves through realPath, which Deno checks as spelled;
+      // inspecting a path itself (no realPath of it) must not skip that.
+      `policy.checkRead(${JSON.stringify(`${dir}/link/file`)})`,
+      `policy.checkRead(${JSON.stringify(`${dir}/link/file`)}, { followFinal: false })`,
+      `policy.checkRead(${JSON.stringify(`${dir}/real/file`)}, { followFinal: false })`,
+    ]);
     const refused = (verb: string, path: string) =>
       `SandboxDeniedError: Cannot ${verb} "${path}": ${verb} access is not granted`;
     const [denoWrite, denoLstat, ...policy] = outcomes;
@@ -275,21 +265,21 @@ Deno.test("SandboxPolicy takes a path through a link into a granted directory, a
     await Deno.symlink(`${dir}/real`, `${dir}/link`);
     // Scoped: write is granted on real/ only. Spelled through the link the path
     // is not granted, but not denied either: the write lands in real/.
-    const scoped = await outcomesUnder(dir, ["--allow-read", `--allow-write=${dir}/real`], [
+    const scoped = await outcomesUnder(["--allow-read", `--allow-write=${dir}/real`], [
       `policy.checkWrite(${JSON.stringify(`${dir}/link/x`)})`,
     ]);
     assert.deepEqual(scoped, ["granted"]);
     // Denied as spelled through the link: reading the link itself (as a
     // recursive copy does) would reach link/file by its resolved path, which
     // the deny does not name. Through the real path Deno enforces the deny.
-    const denied = await outcomesUnder(
-      dir,
-      ["--allow-read", "--allow-write", `--deny-read=${dir}/link/file`],
-      [
-        `policy.checkRead(${JSON.stringify(`${dir}/link`)})`,
-        `policy.checkRead(${JSON.stringify(`${dir}/real`)})`,
-      ],
-    );
+    const denied = await outcomesUnder([
+      "--allow-read",
+      "--allow-write",
+      `--deny-read=${dir}/link/file`,
+    ], [
+      `policy.checkRead(${JSON.stringify(`${dir}/link`)})`,
+      `policy.checkRead(${JSON.stringify(`${dir}/real`)})`,
+    ]);
     assert.match(denied[0], /^SandboxDeniedError: .*read access is denied to a path inside it$/);
     assert.equal(denied[1], "granted");
   } finally {
