@@ -36,6 +36,19 @@ export class StreamResetError extends Error {
   }
 }
 
+/**
+ * A refused upgrade's code and message as logs and errors show them after the
+ * status: " code: message", " code", or "" when the server gave no code.
+ *
+ * @param refusal What the server answered.
+ * @returns The text to append.
+ */
+export function refusalText(refusal: { code?: string; message?: string }): string {
+  const { code, message } = refusal;
+  if (code === undefined) return "";
+  return message === undefined ? ` ${code}` : ` ${code}: ${message}`;
+}
+
 /** The relay socket (or the connection built on it) closed; `cause` says why. */
 export class RelayClosedError extends Error {
   /**

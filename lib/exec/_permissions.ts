@@ -17,18 +17,31 @@
  */
 
 /**
+ * How Deno grants `descriptor`: wholly, with parts denied
+ * (`--allow-run --deny-run=curl` for `{name: "run"}`), or not at all.
+ *
+ * @param descriptor What to ask about.
+ * @returns "none" also when the question is malformed.
+ */
+export async function grantOf(
+  descriptor: Deno.PermissionDescriptor,
+): Promise<"whole" | "partial" | "none"> {
+  try {
+    const status = await Deno.permissions.query(descriptor);
+    return status.state !== "granted" ? "none" : status.partial ? "partial" : "whole";
+  } catch {
+    return "none";
+  }
+}
+
+/**
  * Whether Deno grants `descriptor` wholly: "granted" and not partial.
  *
  * @param descriptor What to ask about.
  * @returns False when not granted, partly denied, or the question is malformed.
  */
 export async function isGranted(descriptor: Deno.PermissionDescriptor): Promise<boolean> {
-  try {
-    const status = await Deno.permissions.query(descriptor);
-    return status.state === "granted" && !status.partial;
-  } catch {
-    return false;
-  }
+  return (await grantOf(descriptor)) === "whole";
 }
 
 /**

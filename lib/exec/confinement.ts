@@ -25,7 +25,7 @@
 
 import { SandboxDeniedError } from "../errors.ts";
 import { BoundedCache } from "./_bounded_cache.ts";
-import { isGranted, isGrantedValue, isGrantedValueSync } from "./_permissions.ts";
+import { grantOf, isGranted, isGrantedValue, isGrantedValueSync } from "./_permissions.ts";
 import { runQuietly } from "./_run_quietly.ts";
 
 /** A confinement level for a spawned program. */
@@ -124,7 +124,7 @@ export async function resolveGrantedProgram(
   const key = `${path}\0${command}`;
   const known = resolvedPrograms.get(key);
   if (known !== undefined && (await queryRun(known))) return known;
-  const grant = await wholeGrant("run");
+  const grant = await grantOf({ name: "run" });
   for (const dir of path.split(":")) {
     if (!dir.startsWith("/")) continue;
     const candidate = joinPath(dir, command);
@@ -594,7 +594,7 @@ async function denoRunValue(
   // Under a whole run grant the executor may run anything, so pinning guards
   // nothing, and a pinned /usr/bin/sh would refuse the child's own PATH
   // finding /bin/sh: the value stays as asked.
-  if ((await wholeGrant("run")) === "whole") return raw;
+  if ((await grantOf({ name: "run" })) === "whole") return raw;
   const program = await resolveGrantedProgram(raw, cwd);
   if (program === null) {
     throw new SandboxDeniedError(
@@ -638,7 +638,7 @@ async function queryOne(
       descriptor = { name, path: value };
       break;
     case "net": {
-      const grant = await wholeGrant("net");
+      const grant = await grantOf({ name: "net" });
       if (grant === "whole") return true;
       // A range is never granted by a scoped grant; under a partial one only a single endpoint is safe.
       if (
@@ -661,19 +661,6 @@ async function queryOne(
       break;
   }
   return await isGrantedValue(descriptor);
-}
-
-/**
- * How `name` is granted as a whole: wholly, wholly with parts denied
- * (`--allow-run --deny-run=curl`), or not (scoped or none).
- */
-async function wholeGrant(name: "run" | "net"): Promise<"whole" | "partial" | "none"> {
-  try {
-    const status = await Deno.permissions.query({ name });
-    return status.state !== "granted" ? "none" : status.partial ? "partial" : "whole";
-  } catch {
-    return "none";
-  }
 }
 
 function queryRun(command: string): Promise<boolean> {

@@ -39,7 +39,7 @@
  * @module
  */
 
-import type { RelayClosedError } from "../errors.ts";
+import { refusalText, type RelayClosedError } from "../errors.ts";
 
 /** A refused upgrade, as {@linkcode RelayClosedError.refusal} carries it. */
 export type UpgradeRefusal = NonNullable<RelayClosedError["refusal"]>;
@@ -142,11 +142,7 @@ export class UpgradeRefusedError extends Error {
   readonly refusal: UpgradeRefusal;
   /** @param refusal What the server answered. */
   constructor(refusal: UpgradeRefusal) {
-    const { status, code, message } = refusal;
-    const detail = code === undefined
-      ? ""
-      : ` ${code}${message === undefined ? "" : `: ${message}`}`;
-    super(`Invalid status code: ${status}${detail}`);
+    super(`Invalid status code: ${refusal.status}${refusalText(refusal)}`);
     this.refusal = refusal;
   }
 }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { RelayClosedError } from "../errors.ts";
+import { refusalText, RelayClosedError } from "../errors.ts";
 import { Executor } from "../exec/executor.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES as MAX_STREAM_MESSAGE_BYTES } from "../mux/reliable_stream.ts";
 import { StreamMux } from "../mux/stream_mux.ts";
@@ -137,13 +137,10 @@ function connectError(url: string, error: unknown): Error {
   const refusal = error instanceof RelayClosedError ? error.refusal : undefined;
   let why: string;
   if (refusal !== undefined) {
-    const { status, code, message } = refusal;
-    const detail = code !== undefined
-      ? ` ${code}${message === undefined ? "" : `: ${message}`}`
-      : status === 401
+    const detail = refusal.code === undefined && refusal.status === 401
       ? " (the signed URL expired before the socket connected, or arrived unsigned)"
-      : "";
-    why = `the rendezvous refused it with HTTP ${status}${detail}`;
+      : refusalText(refusal);
+    why = `the rendezvous refused it with HTTP ${refusal.status}${detail}`;
   } else {
     why = String((error as Error)?.message ?? error)
       .replace(/^Cannot connect relay socket to \S+: /, "");
