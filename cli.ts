@@ -807,16 +807,8 @@ async function runExec(args: string[], context: Context): Promise<number> {
     }
     if (interrupts >= 3) return;
     const target = child;
-    target?.kill(signal).catch(async (error) => {
-      // The program often ends of this very signal before the executor's
-      // answer comes back, and exec then closes the connection under it; a
-      // connection lost meanwhile is reported as the program's failure.
-      if (await settlesWithin(target.status, 0)) {
-        log.debug("no answer to a forwarded signal; the program already ended", {
-          error: error.message,
-        });
-        return;
-      }
+    // kill() is quiet when the program ends of the signal before the answer.
+    target?.kill(signal).catch((error) => {
       log.warn("cannot forward signal", { error: error.message });
     });
   };

@@ -62,6 +62,8 @@ class ScriptedExecutor implements ProcessTransport {
   writeStatus = "accepted";
   /** When set, `process/write` replies wait here until released. */
   heldWrites: (() => void)[] | null = null;
+  /** When set, `process/signal` answers as this settles. */
+  signalAnswer: Promise<unknown> | null = null;
   processId = "";
   holds = 0;
   evictedThrough = 0;
@@ -92,7 +94,9 @@ class ScriptedExecutor implements ProcessTransport {
       if (this.heldWrites === null) return Promise.resolve(reply);
       return new Promise<T>((resolve) => this.heldWrites!.push(() => resolve(reply)));
     }
-    if (method === "process/signal") return Promise.resolve({} as T);
+    if (method === "process/signal") {
+      return (this.signalAnswer ?? Promise.resolve({})) as Promise<T>;
+    }
     if (method === "process/resize") return Promise.resolve({} as T);
     if (method === "process/read") return Promise.resolve(this.#read(p) as T);
     return Promise.reject(new Error(`unexpected ${method}`));
@@ -491,6 +495,7 @@ Deno.test("RemoteProcess.kill keeps holding nothing while its queue has room, an
     far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
     const { value } = await reader.read();
     assert.equal(value?.byteLength, piece.byteLength);
+    assert.equal(far.holds, 0, `chunk ${i}: the queue has room, nothing is held`);
   }
   assert.equal(child.droppedOutputBytes, 0);
   reader.releaseLock();
@@ -500,6 +505,30 @@ Deno.test("RemoteProcess.kill keeps holding nothing while its queue has room, an
   assert.equal(far.requests.length, sent, "kill after the exit is a silent no-op (Deno throws)");
   far.emit("process/closed");
   await child.output();
+});
+
+Deno.test("RemoteProcess.kill is quiet when the program exits before a failed answer, and fails otherwise", async () => {
+  const { far, child } = await spawnScripted();
+  // No exit: a failed request is the caller's error.
+  const refused = Promise.withResolvers<unknown>();
+  far.signalAnswer = refused.promise;
+  const failing = child.kill("SIGINT");
+  refused.reject(new Error("the connection closed"));
+  await assert.rejects(failing, /the connection closed/);
+  // The program ends of the signal, and the connection closes before the answer.
+  const answer = Promise.withResolvers<unknown>();
+  far.signalAnswer = answer.promise;
+  const killed = child.kill("SIGTERM");
+  await until(
+    () => far.requests.some((r) => r.method === "process/signal" && r.params.signal === "SIGTERM"),
+    5_000,
+    "the signal request sent",
+  );
+  far.emit("process/exited", { exitCode: 143 });
+  answer.reject(new Error("the connection closed"));
+  await killed;
+  far.emit("process/closed");
+  assert.equal((await child.output()).code, 143);
 });
 
 Deno.test("RemoteProcess dispose cancels unread output first, so a full queue does not hold the kill", async () => {

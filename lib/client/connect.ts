@@ -407,8 +407,6 @@ export function harnessUrl(url: URL, executorId: string | undefined): string {
   return `${url.protocol}//${url.host}/harness/${executorId}?role=harness`;
 }
 
-/** The longest delay a timer takes; a longer one fires at once. */
-
 /** Refuses a set option that is not a number above 0 and at most `max` (and finite). */
 function checkPositive(name: string, value: number | undefined, max: number): void {
   if (value === undefined) return;

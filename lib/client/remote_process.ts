@@ -414,7 +414,15 @@ export class RemoteProcess implements AsyncDisposable {
     }
     await this.#started;
     if (this.#exited) return;
-    await this.#transport.request("process/signal", { processId: this.id, signal });
+    try {
+      await this.#transport.request("process/signal", { processId: this.id, signal });
+    } catch (error) {
+      // The program often ends of this very signal before the answer comes
+      // back, and a connection closed meanwhile fails the request: an exit
+      // seen by then is what was asked for.
+      if (this.#exited) return;
+      throw error;
+    }
   }
 
   /**
