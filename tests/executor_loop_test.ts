@@ -522,6 +522,16 @@ Deno.test("runExecutor refuses a maxMessageBytes outside 1 KiB..64 MiB", () => {
   assert.throws(() => runExecutor({ ...base, maxMessageBytes: 64 * 1024 * 1024 + 1 }), RangeError);
 });
 
+Deno.test("runExecutor refuses an idleTimeoutMs outside 0..2^31-1 at once, instead of failing every connect", () => {
+  const base = { registry: "http://127.0.0.1:1", executorId: "box-1", token: TOKEN };
+  for (const bad of [-1, 2 ** 31]) {
+    assert.throws(
+      () => runExecutor({ ...base, idleTimeoutMs: bad }),
+      new RegExp(`idleTimeoutMs ${bad} is outside 0\\.\\.2147483647`),
+    );
+  }
+});
+
 Deno.test("runExecutor replaces a socket that went silent without closing and is reachable again", async () => {
   await using rendezvous = await serveRendezvous({ token: TOKEN });
   // Registered through the proxy, the executor's signed URL points through it too.

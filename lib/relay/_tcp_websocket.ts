@@ -39,6 +39,7 @@
  * @module
  */
 
+import { MAX_TIMER_MS } from "../_limits.ts";
 import { refusalText, type RelayClosedError } from "../errors.ts";
 
 /** A refused upgrade, as {@linkcode RelayClosedError.refusal} carries it. */
@@ -309,9 +310,10 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     this.#maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
     const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-    if (!Number.isFinite(idleTimeoutMs) || idleTimeoutMs < 0) {
+    // Past MAX_TIMER_MS a timer fires at once: the check would spin.
+    if (!Number.isFinite(idleTimeoutMs) || idleTimeoutMs < 0 || idleTimeoutMs > MAX_TIMER_MS) {
       throw new RangeError(
-        `Cannot open WebSocket: idleTimeoutMs ${idleTimeoutMs} is not a non-negative number`,
+        `Cannot open WebSocket: idleTimeoutMs ${idleTimeoutMs} is not a number from 0 to ${MAX_TIMER_MS}`,
       );
     }
     this.#idleTimeoutMs = idleTimeoutMs;

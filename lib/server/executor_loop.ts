@@ -8,6 +8,7 @@
  * @module
  */
 
+import { MAX_TIMER_MS } from "../_limits.ts";
 import { refusalText, RelayClosedError } from "../errors.ts";
 import { Executor } from "../exec/executor.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES as MAX_STREAM_MESSAGE_BYTES } from "../mux/reliable_stream.ts";
@@ -199,6 +200,10 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
     3_600_000,
   );
   const jitter = checkRange("jitter", options.jitter ?? 0.2, 0, 1);
+  // Checked here, not only by the socket: a bad value would fail every connect and retry forever.
+  if (options.idleTimeoutMs !== undefined) {
+    checkRange("idleTimeoutMs", options.idleTimeoutMs, 0, MAX_TIMER_MS);
+  }
   const maxMessageBytes = checkRange(
     "maxMessageBytes",
     options.maxMessageBytes ??
