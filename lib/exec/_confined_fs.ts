@@ -20,6 +20,7 @@ import { RpcError, SandboxDeniedError } from "../errors.ts";
 import { INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND } from "../rpc/error_codes.ts";
 import { bwrapArgs, grantedWriteRoots, resolveGrantedProgram } from "./confinement.ts";
 import { shownPath } from "./sandbox_policy.ts";
+import { isInside } from "./_paths.ts";
 
 /** The helper programs confined fs writes use, by the operation that needs them. */
 export const CONFINED_FS_HELPERS: Readonly<Record<string, readonly string[]>> = Object.freeze({
@@ -203,7 +204,7 @@ export class ConfinedFs {
     }
     const roots = await grantedWriteRoots(this.#writeRoots);
     if (
-      !roots.some((root) => root === "/" || resolved === root || resolved.startsWith(root + "/"))
+      !roots.some((root) => isInside(resolved, root))
     ) {
       const where = resolved === shown ? "" : ` (it resolves to "${shownPath(resolved)}")`;
       throw new SandboxDeniedError(

@@ -8,7 +8,8 @@
  * would grow the executor with each new one. These helpers ask about the
  * permission as a whole first (one descriptor, asked once per kind) and about
  * the value only when the whole is not granted, so only a scoped grant
- * (`--allow-run=sh,cat`) still adds an entry per distinct value.
+ * (`--allow-run=sh,cat`) or one with parts denied (`--deny-run=curl`) still
+ * adds an entry per distinct value.
  *
  * A whole grant with parts denied (`--allow-read --deny-read=/secret`) is
  * `partial` in Deno's answer, and counts as not granted here.

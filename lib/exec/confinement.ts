@@ -25,6 +25,7 @@
 
 import { SandboxDeniedError } from "../errors.ts";
 import { BoundedCache } from "./_bounded_cache.ts";
+import { realPathOrNull } from "./_paths.ts";
 import { grantOf, isGranted, isGrantedValue, isGrantedValueSync } from "./_permissions.ts";
 import { runQuietly } from "./_run_quietly.ts";
 
@@ -316,17 +317,6 @@ export function hiddenInSandbox(path: string, allowNetwork: boolean): string | n
 }
 
 /**
- * Whether `path` is `dir` or lies below it (lexically).
- *
- * @param path An absolute path.
- * @param dir An absolute directory.
- * @returns Whether it is inside.
- */
-export function isInside(path: string, dir: string): boolean {
-  return dir === "/" || path === dir || path.startsWith(dir + "/");
-}
-
-/**
  * The bubblewrap arguments for the `os` level, ending with `--`; append the
  * program's absolute path and arguments.
  *
@@ -611,18 +601,18 @@ async function denoRunValue(
 }
 
 /**
+ * 0.0.0.0, [::] and IPv4-mapped IPv6 ([::ffff:…]): the first two reach this
+ * host's loopback whatever a deny names, the last reaches an IPv4 address a
+ * deny names in its IPv4 form.
+ */
+const UNSPECIFIED_HOST = /^(?:0\.0\.0\.0|\[[0:]*\]|\[[0:]*ffff:[^\]]*\]):/i;
+/**
  * A net value Deno's answer covers exactly: one IP address (IPv4 in plain
  * decimal, or IPv6) and one port. Deno answers for a value as written, so
  * under `--allow-net --deny-net=X` it grants a range holding X
  * (`127.0.0.0/8`), a host name that resolves to X (Deno checks addresses
  * only on use) and a host without a port where X names one (every port).
  */
-/**
- * 0.0.0.0, [::] and IPv4-mapped IPv6 ([::ffff:…]): the first two reach this
- * host's loopback whatever a deny names, the last reaches an IPv4 address a
- * deny names in its IPv4 form.
- */
-const UNSPECIFIED_HOST = /^(?:0\.0\.0\.0|\[[0:]*\]|\[[0:]*ffff:[^\]]*\]):/i;
 const ONE_NET_ENDPOINT =
   /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}|\[[0-9a-f:.]+\]):[1-9]\d{0,4}$/i;
 
@@ -670,14 +660,6 @@ function queryRun(command: string): Promise<boolean> {
 async function searchPath(): Promise<string> {
   const status = await Deno.permissions.query({ name: "env", variable: "PATH" });
   return (status.state === "granted" ? Deno.env.get("PATH") : undefined) ?? DEFAULT_SEARCH_PATH;
-}
-
-async function realPathOrNull(path: string): Promise<string | null> {
-  try {
-    return await Deno.realPath(path);
-  } catch {
-    return null;
-  }
 }
 
 async function isFile(path: string): Promise<boolean> {

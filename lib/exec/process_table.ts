@@ -48,10 +48,10 @@ import {
   forgetResolvedPrograms,
   grantedWriteRoots,
   hiddenInSandbox,
-  isInside,
   requireProgram,
   resolveGrantedProgram,
 } from "./confinement.ts";
+import { isInside, realPathOrNull } from "./_paths.ts";
 import { DEFAULT_RETAINED_OUTPUT_BYTES, OutputBuffer, type OutputStream } from "./output_buffer.ts";
 import {
   foregroundGroup,
@@ -304,7 +304,7 @@ export interface ProcessTableOptions {
   minConfinement?: Confinement;
   /** Names copied from the executor's environment when a request inherits. @default {DEFAULT_INHERITED_ENV} */
   inheritEnv?: readonly string[];
-  /** The default working directory for children; `os` confinement shows it read-only when its private `/tmp` or `/run` would hide it. @default {the executor's} */
+  /** The default working directory for children; `os` confinement shows it read-only when its private `/tmp`, `/dev` or `/run` would hide it. @default {the executor's} */
   cwd?: string;
   /** argv cap in bytes. @default {262144} */
   maxArgvBytes?: number;
@@ -437,7 +437,7 @@ export class ProcessTable implements AsyncDisposable {
    *
    * @param options What to run and how.
    * @returns Once the process has been spawned.
-   * @throws {SandboxDeniedError} When run access (to the program or a needed helper) or a confinement is not granted, or an `os` program's cwd is hidden by its private `/tmp` or `/run`.
+   * @throws {SandboxDeniedError} When run access (to the program or a needed helper) or a confinement is not granted, or an `os` program's cwd is hidden by its private `/tmp`, `/dev` or `/run`.
    * @throws {RangeError} When a limit is reached (processes, argv, env, timeout).
    * @throws {TypeError} When the options are malformed (empty argv, relative cwd, ...).
    * @throws {Deno.errors.AlreadyExists} When the process id is in use.
@@ -676,12 +676,11 @@ export class ProcessTable implements AsyncDisposable {
   /**
    * Terminates the process tree: TERM to the group now, KILL after the grace
    * period if it has not closed by then. Lingering descendants of a process
-   * that already exited are killed too.
+   * that already exited are killed too. A process that closed but is still
+   * retained may have left children in its group (`cmd &` that outlives
+   * `sh`): they are killed.
    *
    * @param processId The process.
-   * A process that closed but is still retained may have left children in
-   * its group (`cmd &` that outlives `sh`): they are killed.
-   *
    * @returns True only if the process was running and had not exited (upstream `{running}`).
    */
   async terminate(processId: string): Promise<boolean> {
@@ -1403,16 +1402,6 @@ export class ProcessTable implements AsyncDisposable {
 function currentDir(): string | null {
   try {
     return Deno.cwd();
-  } catch {
-    return null;
-  }
-}
-
-/** The real path of a directory, or null when it is unknown (missing, or no read access). */
-async function realPathOrNull(path: string | null): Promise<string | null> {
-  if (path === null) return null;
-  try {
-    return await Deno.realPath(path);
   } catch {
     return null;
   }

@@ -11,6 +11,7 @@
  */
 
 import { SandboxDeniedError } from "../errors.ts";
+import { isInside } from "./_paths.ts";
 
 /** The kind of file access checked. */
 export type AccessKind = "read" | "write";
@@ -320,9 +321,7 @@ export class SandboxPolicy {
   }
 
   #insideWriteRoot(path: string): boolean {
-    return this.#writeRoots!.some((root) =>
-      root === "/" || path === root || path.startsWith(root + "/")
-    );
+    return this.#writeRoots!.some((root) => isInside(path, root));
   }
 
   async #resolve(path: string, followFinal: boolean): Promise<string> {

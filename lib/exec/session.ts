@@ -8,6 +8,7 @@
  */
 
 import { RpcError, SandboxDeniedError } from "../errors.ts";
+import { MAX_TERMINAL_SIDE, MAX_TIMER_MS } from "../_limits.ts";
 import {
   INTERNAL_ERROR,
   INVALID_PARAMS,
@@ -55,7 +56,6 @@ import {
   stringArray,
   stringRecord,
 } from "./_params.ts";
-import { MAX_TIMER_MS } from "../_limits.ts";
 
 /** The default cap on `waitMs` of `process/read`: 30 s. */
 export const DEFAULT_MAX_WAIT_MS: number = 30_000;
@@ -504,8 +504,8 @@ class SessionConnection implements SessionAttachment {
     const envPolicy = params.envPolicy === undefined || params.envPolicy === null
       ? undefined
       : envPolicyParam(params.envPolicy);
-    const cols = optionalInteger(params, "cols", { min: 1, max: 65_535 });
-    const rows = optionalInteger(params, "rows", { min: 1, max: 65_535 });
+    const cols = optionalInteger(params, "cols", { min: 1, max: MAX_TERMINAL_SIDE });
+    const rows = optionalInteger(params, "rows", { min: 1, max: MAX_TERMINAL_SIDE });
     if (
       this.#starting.has(processId) || session.table.has(processId)
     ) {
@@ -643,8 +643,8 @@ class SessionConnection implements SessionAttachment {
 
   async #resize(session: SessionRecord, params: Params): Promise<Record<string, never>> {
     const processId = requiredString(params, "processId");
-    const cols = optionalInteger(params, "cols", { min: 1, max: 65_535 });
-    const rows = optionalInteger(params, "rows", { min: 1, max: 65_535 });
+    const cols = optionalInteger(params, "cols", { min: 1, max: MAX_TERMINAL_SIDE });
+    const rows = optionalInteger(params, "rows", { min: 1, max: MAX_TERMINAL_SIDE });
     if (cols === undefined) throw invalidParam("cols", "is required");
     if (rows === undefined) throw invalidParam("rows", "is required");
     await session.table.resize(processId, cols, rows);

@@ -21,6 +21,7 @@
  * @module
  */
 
+import { isGrantedValue } from "./_permissions.ts";
 import { runQuietly } from "./_run_quietly.ts";
 
 /**
@@ -100,9 +101,7 @@ export async function killProcesses(
  */
 export async function sessionPids(sid: number): Promise<number[] | null> {
   checkIds([sid], "session");
-  // Asking first: reading without the grant would prompt on an interactive executor.
-  const { state } = await Deno.permissions.query({ name: "read", path: "/proc" });
-  if (state !== "granted") return null;
+  if (!(await mayReadProc())) return null;
   const pids: number[] = [];
   try {
     for await (const entry of Deno.readDir("/proc")) {
@@ -136,6 +135,7 @@ export async function sessionPids(sid: number): Promise<number[] | null> {
  */
 export async function foregroundGroup(sid: number): Promise<number | null> {
   checkIds([sid], "session");
+  if (!(await mayReadProc())) return null;
   try {
     const stat = await Deno.readTextFile(`/proc/${sid}/stat`);
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
@@ -158,12 +158,21 @@ export async function foregroundGroup(sid: number): Promise<number | null> {
  * @returns True when it exists or cannot be told.
  */
 export async function pidExists(pid: number): Promise<boolean> {
+  if (!(await mayReadProc())) return true;
   try {
     await Deno.stat(`/proc/${pid}`);
     return true;
   } catch (error) {
     return !(error instanceof Deno.errors.NotFound);
   }
+}
+
+/**
+ * Whether `/proc` may be read. Asked first because reading without the grant
+ * would stop an executor run from a terminal at Deno's permission prompt.
+ */
+function mayReadProc(): Promise<boolean> {
+  return isGrantedValue({ name: "read", path: "/proc" });
 }
 
 function checkIds(ids: readonly number[], what: string): void {
