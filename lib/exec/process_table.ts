@@ -1223,7 +1223,8 @@ export class ProcessTable implements AsyncDisposable {
    * fails quietly).
    */
   #killLeftovers(record: ProcessRecord): void {
-    if (this.#groups(record).length === 0) return;
+    const leaders = this.#groups(record);
+    if (leaders.length === 0) return;
     this.#track(
       (async () => {
         const helper = await this.#helper();
@@ -1234,8 +1235,10 @@ export class ProcessTable implements AsyncDisposable {
         // session, so members found under a free pid are ours.)
         const free = async (pid: number) => !(await pidExists(pid));
         const groups = [];
-        for (const pid of this.#groups(record)) if (await free(pid)) groups.push(pid);
-        const sessionFree = record.pty !== null && await free(record.pty.pid);
+        for (const pid of leaders) if (await free(pid)) groups.push(pid);
+        const sid = record.pty?.pid;
+        const sessionFree = sid !== undefined &&
+          (leaders.includes(sid) ? groups.includes(sid) : await free(sid));
         await Promise.all([
           groups.length > 0 ? killProcessGroups(helper, groups, "SIGKILL") : undefined,
           sessionFree ? this.#killSession(record, helper, "SIGKILL") : undefined,
