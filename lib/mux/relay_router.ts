@@ -44,7 +44,7 @@
  * @module
  */
 
-import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, RELAY_FRAME_VERSION } from "../relay/frame_codec.ts";
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, resetFrame } from "../relay/frame_codec.ts";
 import type { ReceivedFrame, RelaySocket } from "../relay/relay_socket.ts";
 import {
   RESET_EXECUTOR_DISCONNECTED,
@@ -376,13 +376,7 @@ function positive(value: number | undefined, fallback: number, name: string): nu
 }
 
 function resetBytes(streamId: string, reason: string): Uint8Array {
-  return encodeFrame({
-    version: RELAY_FRAME_VERSION,
-    streamId,
-    ack: 0,
-    ackBits: 0,
-    body: { kind: "reset", reason },
-  });
+  return encodeFrame(resetFrame(streamId, reason));
 }
 
 /**

@@ -12,7 +12,7 @@
  */
 
 import { RelayClosedError, StreamResetError } from "../errors.ts";
-import { MAX_RESET_REASON_BYTES, MAX_STREAM_ID_BYTES } from "../relay/frame_codec.ts";
+import { MAX_RESET_REASON_BYTES, MAX_STREAM_ID_BYTES, resetFrame } from "../relay/frame_codec.ts";
 import type { RelayFrame } from "../relay/frame_codec.ts";
 import type { ReceivedFrame, RelayCloseInfo, RelaySocket } from "../relay/relay_socket.ts";
 import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
@@ -122,10 +122,6 @@ interface Slot {
   handle: MuxStream;
   queued: boolean;
   armed: boolean;
-}
-
-function resetFrame(id: string, reason: string): RelayFrame {
-  return { version: 1, streamId: id, ack: 0, ackBits: 0, body: { kind: "reset", reason } };
 }
 
 function idDefect(id: unknown): string | undefined {

@@ -212,6 +212,24 @@ function frameDefect(frame: RelayFrame): string | undefined {
 }
 
 /**
+ * A `reset` frame for a stream, with no ack: what a mux or the rendezvous
+ * sends to end a stream it holds no sequence state for.
+ *
+ * @param streamId The stream.
+ * @param reason Why, e.g. `unknown_stream`.
+ * @returns The frame, to encode with {@linkcode encodeFrame}.
+ */
+export function resetFrame(streamId: string, reason: string): RelayFrame {
+  return {
+    version: RELAY_FRAME_VERSION,
+    streamId,
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "reset", reason },
+  };
+}
+
+/**
  * Encodes a frame as canonical proto3 bytes (zero scalars omitted, the body
  * always present), ready to send as one binary WebSocket message.
  *
