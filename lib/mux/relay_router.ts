@@ -2,8 +2,8 @@
  * The rendezvous router: forwards relay frames by `stream_id` between one
  * executor socket per executor id and many harness sockets. It reads only a
  * frame's `stream_id`, its body kind (reset, resume, data) and the seq of a
- * stream's first data frame from the harness (0 marks a Codex v1 legacy
- * stream), and forwards the bytes it received untouched; it never acks,
+ * stream's first data frame or the `next_seq` of a resume from the harness
+ * (0 marks a Codex v1 legacy stream), and forwards the bytes it received untouched; it never acks,
  * retries, reorders or reassembles (the endpoints do, see PROTOCOL.md).
  *
  * Ownership: a stream belongs to the harness socket that first sent a frame
@@ -223,9 +223,10 @@ interface Route {
   /** The harness sent frames for it while the executor was away (they are held for it). */
   heldWhileAway?: boolean;
   /**
-   * Set by the harness's first data frame: true for a reliable stream (seq
-   * 1 and up), whose data may be shed when its harness falls behind; false
-   * for a legacy one (seq 0), whose data nothing would resend.
+   * Set by the harness's first data frame or resume: true for a reliable
+   * stream (seq or next_seq 1 and up), whose data may be shed when its
+   * harness falls behind; false for a legacy one (0), whose data nothing
+   * would resend.
    */
   reliable?: boolean;
 }

@@ -404,7 +404,7 @@ export class StreamMux implements AsyncDisposable {
    * Legacy streams lost with a socket whose peer has not been told yet: the
    * next socket carries `reset{executor_disconnected}` for each at once, so a
    * harness need not wait out the rendezvous's detach window. Bounded like
-   * `#retired`; an id leaves once its reset is written.
+   * `#retired`; an id leaves as its reset is handed to the socket.
    */
   #lostLegacy = new Set<string>();
   #socket: RelaySocket | undefined;
