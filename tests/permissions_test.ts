@@ -338,3 +338,24 @@ console.log(JSON.stringify([
     await Deno.remove(base, { recursive: true });
   }
 });
+
+Deno.test("a child inherits only the allowlisted variables Deno grants the executor: whole, partly denied, or scoped", async () => {
+  const CHILD_ENV = new URL("../lib/exec/child_env.ts", import.meta.url).href;
+  const body = `import { buildChildEnv } from ${JSON.stringify(CHILD_ENV)};
+console.log(JSON.stringify(Object.keys(buildChildEnv({}, { allowlist: ["OUTPOST_T_A", "OUTPOST_T_B", "OUTPOST_T_C"] })).sort()));`;
+  const env = { OUTPOST_T_A: "a", OUTPOST_T_B: "b", OUTPOST_T_C: "c" };
+  const run = (flags: string[]) => {
+    for (const [name, value] of Object.entries(env)) Deno.env.set(name, value);
+    return underFlags(flags, body);
+  };
+  try {
+    assert.deepEqual(await run(["--allow-env"]), ["OUTPOST_T_A", "OUTPOST_T_B", "OUTPOST_T_C"]);
+    assert.deepEqual(await run(["--allow-env", "--deny-env=OUTPOST_T_B"]), [
+      "OUTPOST_T_A",
+      "OUTPOST_T_C",
+    ]);
+    assert.deepEqual(await run(["--allow-env=OUTPOST_T_C"]), ["OUTPOST_T_C"]);
+  } finally {
+    for (const name of Object.keys(env)) Deno.env.delete(name);
+  }
+});

@@ -56,16 +56,18 @@ export async function isGrantedValue(descriptor: Deno.PermissionDescriptor): Pro
     await isGranted(descriptor);
 }
 
-/** {@linkcode isGrantedValue}, synchronously. */
-export function isGrantedValueSync(descriptor: Deno.PermissionDescriptor): boolean {
+/** {@linkcode isGranted}, synchronously. */
+export function isGrantedSync(descriptor: Deno.PermissionDescriptor): boolean {
   try {
-    const whole = Deno.permissions.querySync(
-      { name: descriptor.name } as Deno.PermissionDescriptor,
-    );
-    if (whole.state === "granted" && !whole.partial) return true;
     const status = Deno.permissions.querySync(descriptor);
     return status.state === "granted" && !status.partial;
   } catch {
     return false;
   }
+}
+
+/** {@linkcode isGrantedValue}, synchronously. */
+export function isGrantedValueSync(descriptor: Deno.PermissionDescriptor): boolean {
+  return isGrantedSync({ name: descriptor.name } as Deno.PermissionDescriptor) ||
+    isGrantedSync(descriptor);
 }

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { isGrantedSync } from "./_permissions.ts";
+
 /**
  * The default inherited allowlist: variables a program commonly needs to find
  * programs, its home, locale and terminal type. None of them carries secrets.
@@ -135,14 +137,14 @@ const ENCODER = new TextEncoder();
  * @example
  * ```ts
  * import { buildChildEnv } from "./child_env.ts";
- * const env = await buildChildEnv({ GREETING: "hi" }, { inherit: false });
+ * const env = buildChildEnv({ GREETING: "hi" }, { inherit: false });
  * console.log(env); // { GREETING: "hi" }
  * ```
  */
-export async function buildChildEnv(
+export function buildChildEnv(
   env: Record<string, string> | undefined,
   options: ChildEnvOptions = {},
-): Promise<Record<string, string>> {
+): Record<string, string> {
   const maxBytes = options.maxEnvBytes ?? DEFAULT_MAX_ENV_BYTES;
   const policy = options.policy;
   if (policy !== undefined) checkPolicy(policy);
@@ -154,12 +156,13 @@ export async function buildChildEnv(
       ...(policy?.exclude ?? []),
     ];
     const only = policy?.includeOnly ?? [];
+    // One question for the whole kind under a whole grant, rather than one per name.
+    const everyVariable = isGrantedSync({ name: "env" });
     for (const name of options.allowlist ?? DEFAULT_INHERITED_ENV) {
       if (inherit === "core" && !CORE_ENV.includes(name)) continue;
       if (drop.some((pattern) => matchesPattern(pattern, name))) continue;
       if (only.length > 0 && !only.some((pattern) => matchesPattern(pattern, name))) continue;
-      const status = await Deno.permissions.query({ name: "env", variable: name });
-      if (status.state !== "granted") continue;
+      if (!everyVariable && !isGrantedSync({ name: "env", variable: name })) continue;
       const value = Deno.env.get(name);
       if (value !== undefined) result[name] = value;
     }

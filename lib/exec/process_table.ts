@@ -508,9 +508,7 @@ export class ProcessTable implements AsyncDisposable {
         if (this.#closing) throw new Error(`${what}: the process table is closed`);
         try {
           // Through setsid a missing program would only show as exit code 127: look first.
-          if (setsid !== null) await checkProgramFile(plan.program);
-          // close() may have begun during the await: it terminates only spawned processes.
-          if (this.#closing) break;
+          if (setsid !== null) checkProgramFile(plan.program);
           this.#spawn(record, plan, setsid, stdin, timeoutMs);
           break;
         } catch (error) {
@@ -898,7 +896,7 @@ export class ProcessTable implements AsyncDisposable {
     denoPermissions: DenoPermissions | undefined;
   }): Promise<{ program: string; args: string[]; env: Record<string, string>; cwd?: string }> {
     const subject = argv[0];
-    const env = await buildChildEnv(p.env, {
+    const env = buildChildEnv(p.env, {
       inherit: p.inheritEnv,
       allowlist: this.#inheritEnv,
       maxEnvBytes: this.#maxEnvBytes,
