@@ -779,11 +779,8 @@ export class RelayRouter implements AsyncDisposable {
     }
     route.unconfirmed = undefined;
     const owner = route.owner;
-    if (isReset) {
-      site.routes.delete(streamId);
-      owner?.streams.delete(streamId);
-      this.#unpark(site, route);
-    }
+    // The executor ended it, and knows: nothing to remember.
+    if (isReset) this.#endRoute(site, streamId, route, false);
     // A parked stream's frames are dropped: its reliable endpoints resend after resume.
     if (owner !== undefined) {
       this.#toHarness(owner, frame.bytes, route.reliable === true && frame.body.kind === "data");
@@ -838,11 +835,7 @@ export class RelayRouter implements AsyncDisposable {
       this.#unpark(site, route);
       peer.streams.add(streamId);
     }
-    if (isReset) {
-      site.routes.delete(streamId);
-      peer.streams.delete(streamId);
-      this.#ended(site, streamId);
-    }
+    if (isReset) this.#endRoute(site, streamId, route, true);
     // The mode shows in the harness's first data frame, or in a resume (a
     // harness back after a rendezvous restart may resume without data):
     // seq and next_seq 0 are Codex v1's, 1 and up reliable streams'.
@@ -914,15 +907,9 @@ export class RelayRouter implements AsyncDisposable {
     for (const [streamId, route] of site.routes) {
       if (!route.unconfirmed) continue;
       streams++;
-      site.routes.delete(streamId);
-      this.#unpark(site, route);
-      this.#ended(site, streamId);
+      this.#endRoute(site, streamId, route, true);
       const reset = resetBytes(streamId, RESET_EXECUTOR_DISCONNECTED);
-      const owner = route.owner;
-      if (owner !== undefined) {
-        owner.streams.delete(streamId);
-        this.#toHarness(owner, reset);
-      }
+      if (route.owner !== undefined) this.#toHarness(route.owner, reset);
       // The executor does not hold it either way: a reset keeps it from appearing later.
       if (site.executor !== undefined) this.#toExecutor(site, reset);
     }
@@ -985,8 +972,7 @@ export class RelayRouter implements AsyncDisposable {
     for (const streamId of streamIds) {
       const route = site.routes.get(streamId);
       if (route === undefined || route.parking !== parking) continue;
-      site.routes.delete(streamId);
-      this.#ended(site, streamId);
+      this.#endRoute(site, streamId, route, true);
       expired++;
       this.#toExecutor(site, resetBytes(streamId, RESET_HARNESS_DISCONNECTED));
     }
@@ -994,8 +980,16 @@ export class RelayRouter implements AsyncDisposable {
     this.#maybeForget(site);
   }
 
-  /** Remembers a stream this rendezvous ended, forgetting the oldest past the bound. */
-  #ended(site: Site, streamId: string): void {
+  /**
+   * Ends one stream's route: its owner loses it, its parking lets go, and a
+   * stream this rendezvous ended (`remember`) is remembered, the oldest
+   * forgotten past the bound.
+   */
+  #endRoute(site: Site, streamId: string, route: Route, remember: boolean): void {
+    site.routes.delete(streamId);
+    route.owner?.streams.delete(streamId);
+    this.#unpark(site, route);
+    if (!remember) return;
     site.ended.delete(streamId);
     site.ended.add(streamId);
     if (site.ended.size > MAX_ENDED_STREAMS) site.ended.delete(site.ended.values().next().value!);
