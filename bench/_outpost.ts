@@ -35,6 +35,7 @@ import {
   type Throughput,
   throughput,
   timeEchoes,
+  withDeadline,
 } from "./_util.ts";
 
 /** How the harness reaches the executor. */
@@ -70,6 +71,13 @@ export interface OutpostTarget {
   bulkStdin(command: string, data: Uint8Array): Promise<Throughput>;
   /** One byte to a remote `cat` and back, `count` times. */
   roundTrip(count: number): Promise<Latency>;
+  /**
+   * {@linkcode OutpostTarget.roundTrip} while a second session, on a harness
+   * socket of its own, streams `cat /dev/zero`: through the rendezvous both
+   * sessions share the executor's one socket. Also reports that stream's
+   * throughput over the same time.
+   */
+  roundTripBesideBulk(count: number): Promise<{ latency: Latency; bulk: Throughput }>;
   /** Start-to-exit of `true`, `count` times. */
   startToExit(count: number): Promise<Latency>;
   /** `n` sessions at once, each running `sh -c "echo hi"`. */
@@ -91,6 +99,8 @@ const SELF = new URL(import.meta.url).pathname;
 const EXECUTOR_ID = "bench-executor";
 const WRITE_SLICE = 65536;
 const IDLE_SETTLE_MS = 1000;
+/** Output the bulk stream beside the round trips delivers before they start (past its ramp-up). */
+const BESIDE_WARM_BYTES = 32 * 1024 * 1024;
 /** USER_HZ: Linux reports /proc CPU times in these ticks (100 on every common build). */
 const CLOCK_TICKS_PER_SECOND = 100;
 
@@ -302,6 +312,47 @@ function makeTarget(
       }).spawn();
       const samples = await timeEchoes(child, count, "remote cat");
       return summarize(samples);
+    },
+
+    async roundTripBesideBulk(count) {
+      const { conns, close: release } = await openMany(1);
+      const bulk = new RemoteCommand(conns[0], "cat", {
+        args: ["/dev/zero"],
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const reader = bulk.stdout.getReader();
+      let bytes = 0;
+      let warmed!: () => void;
+      const warm = new Promise<void>((resolve) => warmed = resolve);
+      const draining = (async () => {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return;
+          bytes += value.byteLength;
+          if (bytes >= BESIDE_WARM_BYTES) warmed();
+        }
+      })();
+      try {
+        await withDeadline(Promise.race([warm, draining]), 60_000, "bulk stream warm-up");
+        if (bytes < BESIDE_WARM_BYTES) throw new Error("the bulk stream ended early");
+        const echo = new RemoteCommand(conn, "cat", {
+          stdin: "piped",
+          stdout: "piped",
+          stderr: "null",
+        }).spawn();
+        const from = bytes;
+        const t0 = performance.now();
+        const samples = await timeEchoes(echo, count, "remote cat beside bulk");
+        const during = throughput(bytes - from, performance.now() - t0);
+        return { latency: summarize(samples), bulk: during };
+      } finally {
+        bulk.kill("SIGKILL").catch(() => {});
+        await reader.cancel().catch(() => {});
+        await draining.catch(() => {});
+        await bulk.status.catch(() => {});
+        await release();
+      }
     },
 
     async startToExit(count) {

@@ -12,8 +12,8 @@
  * ```
  *
  * Workloads: bulk output (`head -c` of /dev/zero and `cat` of a file of random
- * bytes), bulk stdin, one-byte round trip through `cat`, start-to-exit of
- * `true` over an open connection, concurrent streams on one executor socket,
+ * bytes), bulk stdin, one-byte round trip through `cat` (idle, and beside a
+ * bulk stream of another session), start-to-exit of `true` over an open connection, concurrent streams on one executor socket,
  * memory per idle stream and per idle session. Every outpost workload runs via
  * the rendezvous (harness -> rendezvous -> executor, three processes) and via
  * `serve` (harness -> local executor, two processes). The figures are printed
@@ -48,6 +48,8 @@ interface Plan {
   wsSizes: number[];
   wsBytes: number;
   roundTrips: number;
+  /** Round trips timed beside a bulk stream (each waits behind its queued output). */
+  besideRoundTrips: number;
   trueRuns: number;
   sshTrueRuns: number;
   streams: number;
@@ -66,6 +68,7 @@ const FULL: Plan = {
   wsSizes: [1024, 16384, SEGMENT_BYTES, 262144],
   wsBytes: 256 * MiB,
   roundTrips: 2000,
+  besideRoundTrips: 500,
   trueRuns: 300,
   sshTrueRuns: 20,
   streams: 1000,
@@ -81,6 +84,7 @@ const QUICK: Plan = {
   wsSizes: [SEGMENT_BYTES],
   wsBytes: 16 * MiB,
   roundTrips: 50,
+  besideRoundTrips: 20,
   trueRuns: 10,
   sshTrueRuns: 2,
   streams: 50,
@@ -304,6 +308,7 @@ interface OutpostFigures {
   random: Figure<Throughput>;
   stdin: Figure<Throughput>;
   rtt: Figure<Latency>;
+  rttBesideBulk: Figure<{ latency: Latency; bulk: Throughput }>;
   trueLatency: Figure<Latency>;
   streams: Figure<{ streams: number; errors: number; ms: number; firstError?: string }>;
   idleStream: Figure<{ n: number; rssPerItem: number; heapPerItem: number }>;
@@ -317,6 +322,7 @@ async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
     random: skipped("not run"),
     stdin: skipped("not run"),
     rtt: skipped("not run"),
+    rttBesideBulk: skipped("not run"),
     trueLatency: skipped("not run"),
     streams: skipped("not run"),
     idleStream: skipped("not run"),
@@ -375,6 +381,10 @@ async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
       figures.rtt = await measure(
         `outpost ${mode} cat round trip`,
         () => t.roundTrip(plan.roundTrips),
+      );
+      figures.rttBesideBulk = await measure(
+        `outpost ${mode} cat round trip beside bulk output`,
+        () => t.roundTripBesideBulk(plan.besideRoundTrips),
       );
     }
     if (want("true")) {
@@ -486,6 +496,31 @@ function rttRows(mode: OutpostMode, mine: Figure<Latency>): void {
   }
 }
 
+function besideRows(
+  mode: OutpostMode,
+  idle: Figure<Latency>,
+  beside: Figure<{ latency: Latency; bulk: Throughput }>,
+): void {
+  const both = idle.ok && beside.ok;
+  const shared = mode === "rendezvous"
+    ? "another harness socket, the same executor socket"
+    : "another WebSocket to the same executor";
+  rows.push({
+    workload:
+      `1-byte round trip via ${mode} beside bulk output (cat /dev/zero) of a session on ${shared}`,
+    outpost: beside.ok
+      ? `${lat({ ok: true, value: beside.value.latency })}; the bulk stream ran at ${
+        fmt(beside.value.bulk.mibPerSec)
+      } MiB/s`
+      : reasonOf(beside),
+    peer: "the same round trip, idle",
+    peerFigure: lat(idle),
+    ratio: both ? `${fmt(beside.value.latency.p50 / idle.value.p50)}x (p50)` : "n/a",
+    target: "",
+    met: "",
+  });
+}
+
 function trueRows(mode: OutpostMode, mine: Figure<Latency>): void {
   const local = peers.localTrue;
   const both = mine.ok && local.ok;
@@ -545,6 +580,7 @@ for (const mode of ["rendezvous", "serve"] as const) {
     met: "",
   });
   rttRows(mode, o.rtt);
+  besideRows(mode, o.rtt, o.rttBesideBulk);
   trueRows(mode, o.trueLatency);
 }
 
@@ -717,7 +753,7 @@ bulk output ${plan.zeroBytes / MiB} MiB of /dev/zero and ${
 } MiB of random bytes;
 bulk stdin ${
   plan.stdinBytes / MiB
-} MiB; ${plan.roundTrips} one-byte round trips; ${plan.trueRuns} runs of
+} MiB; ${plan.roundTrips} one-byte round trips (${plan.besideRoundTrips} beside a bulk stream); ${plan.trueRuns} runs of
 \`true\` (${plan.sshTrueRuns} over ssh); ${plan.streams} concurrent streams; ${plan.idleStreams} idle streams;
 ${plan.idleSessions} idle sessions. Throughput is counted from the first to the last byte the client
 receives (ssh's handshake is therefore excluded), output discarded. Round trips and start-to-exit run
