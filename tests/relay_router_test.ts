@@ -515,6 +515,34 @@ Deno.test("RelayRouter resets a stream the returning executor does not resume wi
   }
 });
 
+Deno.test("RelayRouter still resets a stream a returning executor does not resume when the harness sent only acks, resumes or heartbeats for it", async () => {
+  // A restarted executor may ignore those (Codex's does): they prove nothing.
+  const windowMs = 1_000;
+  await using h = await host({ detachWindowMs: windowMs });
+  const first = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, first, data("quiet", "start"));
+  await first.socket.close();
+  await h.event((e) => e.type === "executor_detached");
+  await harness.socket.send({ ...heartbeat("quiet"), ack: 1 }); // held while away
+  const started = performance.now();
+  const second = await h.connect("executor");
+  assert.equal((await second.inbox.next("held heartbeat")).body.kind, "heartbeat");
+  await harness.socket.send({
+    version: 1,
+    streamId: "quiet",
+    ack: 1,
+    ackBits: 0,
+    body: { kind: "ack" },
+  });
+  await harness.socket.send({ ...resume("quiet", 2), ack: 1 });
+  assert.equal((await second.inbox.next("ack")).body.kind, "ack");
+  assert.equal((await second.inbox.next("resume")).body.kind, "resume");
+  const frame = await harness.inbox.next("reset of the stream nobody resumed", windowMs * 10);
+  assert.equal(resetReason(frame), "executor_disconnected");
+  assert.ok(performance.now() - started >= windowMs * 0.9, "not before the window ends");
+});
+
 Deno.test("RelayRouter replaces an executor socket with a newer one for the same id", async () => {
   await using h = await host();
   const old = await h.connect("executor");

@@ -16,6 +16,7 @@ import {
   RESET_UNKNOWN_STREAM,
 } from "../lib/mux/reset_reasons.ts";
 import type { ReceivedFrame } from "../lib/relay/relay_socket.ts";
+import type { RelayFrame } from "../lib/relay/frame_codec.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { dataFrame } from "./_support/frames.ts";
 import { echo, type Loopback, loopback } from "./_mux_loopback.ts";
@@ -377,6 +378,43 @@ Deno.test("StreamMux executor answers a resume of unknown state with unknown_str
   await raw.close();
 });
 
+Deno.test("StreamMux executor answers an ack, or a resume that acks its data, for a stream it does not hold (a restarted executor)", async () => {
+  await using lb = loopback({ onStream: echo() });
+  const raw = await RelaySocket.connect(lb.url);
+  const frames = raw[Symbol.asyncIterator]();
+  const frame = (streamId: string, ack: number, body: RelayFrame["body"]): RelayFrame => ({
+    version: 1,
+    streamId,
+    ack,
+    ackBits: 0,
+    body,
+  });
+  // A resume that acks nothing waits for resent data: no answer. The data
+  // frame sent after it proves the order (the relay is ordered).
+  await raw.send(frame("early", 0, { kind: "resume", nextSeq: 3 }));
+  await raw.send(frame("acked", 4, { kind: "ack" }));
+  await raw.send(frame("resumed", 2, { kind: "resume", nextSeq: 3 }));
+  await raw.send(frame("beat", 0, { kind: "heartbeat" }));
+  await raw.send(frame("probe", 0, {
+    kind: "data",
+    seq: 9,
+    segmentIndex: 0,
+    segmentCount: 1,
+    payload: new Uint8Array([1]),
+  }));
+  const answers: ([string, string] | string)[] = [];
+  for (let i = 0; i < 3; i++) {
+    answers.push(resetOf((await withDeadline(frames.next(), 5_000, `answer ${i}`)).value));
+  }
+  assert.deepEqual(answers, [
+    ["acked", RESET_UNKNOWN_STREAM],
+    ["resumed", RESET_UNKNOWN_STREAM],
+    ["probe", RESET_UNKNOWN_STREAM],
+  ]);
+  assert.equal(lb.executor.streams, 0);
+  await raw.close();
+});
+
 /** The reason of a reset frame, or a description of what came instead. */
 function resetOf(frame: ReceivedFrame | undefined): [string, string] | string {
   if (frame?.body.kind !== "reset") return `not a reset: ${frame?.body.kind}`;
@@ -438,6 +476,12 @@ Deno.test("StreamMux tells a legacy stream lost with its socket executor_disconn
   await second.send(dataFrame("v1-0", 1, '{"id":2,"method":"process/start","params":{}}'));
   const answer = await withDeadline(frames.next(), 2_000, "answer to later data");
   assert.deepEqual(resetOf(answer.value), ["v1-0", RESET_EXECUTOR_DISCONNECTED]);
+  // So do an ack and a resume for it: the peer may never have seen the first reset.
+  for (const body of [{ kind: "ack" }, { kind: "resume", nextSeq: 2 }] as const) {
+    await second.send({ version: 1, streamId: "v1-0", ack: 0, ackBits: 0, body });
+    const again = await withDeadline(frames.next(), 2_000, `answer to ${body.kind}`);
+    assert.deepEqual(resetOf(again.value), ["v1-0", RESET_EXECUTOR_DISCONNECTED]);
+  }
   // The id may start over from seq 0 (a Codex v1 restart): a new stream.
   await second.send(dataFrame("v1-0", 0, '{"id":1,"method":"initialize","params":{}}'));
   await until(() => served.length === 2 && served[1].mode === "legacy", 5_000, "restart");

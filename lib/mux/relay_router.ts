@@ -220,7 +220,7 @@ interface Route {
    * stream at once); still set when the window ends, the stream is gone.
    */
   unconfirmed?: boolean;
-  /** The harness sent frames for it while the executor was away (they are held for it). */
+  /** The harness sent data for it while the executor was away (held for it, to be answered). */
   heldWhileAway?: boolean;
   /**
    * Set by the harness's first data frame or resume: true for a reliable
@@ -510,8 +510,8 @@ export class RelayRouter implements AsyncDisposable {
     // once) or from a restarted one that knows none of them: a harness
     // waiting on such a stream would wait forever, so streams the executor
     // has not spoken for within the detach window are reset.
-    // A stream with frames held for the executor needs no check: the
-    // executor answers those (or resets the stream), and so does the harness learn.
+    // A stream with data held for the executor needs no check: the executor
+    // answers it (or resets the stream), and so does the harness learn.
     if (returning && site.routes.size > 0) {
       let unconfirmed = 0;
       for (const route of site.routes.values()) {
@@ -843,9 +843,14 @@ export class RelayRouter implements AsyncDisposable {
       if (frame.body.kind === "data") route.reliable = frame.body.seq !== 0;
       else if (frame.body.kind === "resume") route.reliable = frame.body.nextSeq !== 0;
     }
-    // The executor will answer this frame, so the harness learns the stream's fate either way.
-    route.unconfirmed = undefined;
-    if (site.executor === undefined) route.heldWhileAway = true;
+    // The executor answers data (a reply, an ack or a reset), so the harness
+    // learns the stream's fate either way. Not so an ack, a resume or a
+    // heartbeat: an executor that restarted may ignore those (Codex's does),
+    // and only the window would end the stream then.
+    if (frame.body.kind === "data") {
+      route.unconfirmed = undefined;
+      if (site.executor === undefined) route.heldWhileAway = true;
+    }
     this.#toExecutor(site, frame.bytes);
     return true;
   }

@@ -642,7 +642,8 @@ export class StreamMux implements AsyncDisposable {
     let slot = this.#streams.get(id);
     if (slot === undefined) {
       const kind = frame.body.kind;
-      if (kind !== "data" && kind !== "resume") return; // acks, resets, heartbeats: nothing to do
+      // Resets, heartbeats and handshakes for a stream we do not hold need no answer.
+      if (kind !== "data" && kind !== "resume" && kind !== "ack") return;
       if (this.#closing) return;
       const retired = this.#retired.get(id);
       // A Codex v1 harness may reuse an ended stream's id from seq 0: as
@@ -650,7 +651,8 @@ export class StreamMux implements AsyncDisposable {
       const restart = this.#role === "executor" && frame.body.kind === "data" &&
         frame.body.seq === 0;
       if (retired !== undefined && !restart) {
-        if (kind === "data") this.#sendControl(id, retired);
+        // Again: the peer may never have seen the first reset.
+        this.#sendControl(id, retired);
         return;
       }
       this.#retired.delete(id);
@@ -659,10 +661,15 @@ export class StreamMux implements AsyncDisposable {
         return;
       }
       // A new stream starts at seq 0 (legacy) or 1 (reliable); the relay is
-      // ordered, so a first data frame past 1 means the peer holds state we
-      // lost (e.g. this process restarted). A resume past 1 waits for the
-      // resent data: a stream whose first frames died with a socket starts
-      // over from seq 1.
+      // ordered, so a first data frame past 1, an ack, or a resume that acks
+      // our data means the peer holds state we lost (e.g. this process
+      // restarted): say so, or a peer that only waits would wait forever. A
+      // resume past 1 that acks nothing waits for the resent data: a stream
+      // whose first frames died with a socket starts over from seq 1.
+      if (kind === "ack" || (kind === "resume" && frame.ack > 0)) {
+        this.#sendControl(id, RESET_UNKNOWN_STREAM);
+        return;
+      }
       if (kind === "resume" && frame.body.nextSeq > 1) return;
       if (frame.body.kind === "data" && frame.body.seq > 1) {
         this.#sendControl(id, RESET_UNKNOWN_STREAM);
