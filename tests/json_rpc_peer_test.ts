@@ -305,12 +305,17 @@ for (
   const [what, message] of [
     ["replies", (i: number) => JSON.stringify({ id: i, method: "m" })],
     ["error replies to bad input", (i: number) => `{not json ${i}`],
+    ["error replies to notifications", (i: number) => JSON.stringify({ method: `n${i}` })],
   ] as const
 ) {
   Deno.test(`JsonRpcPeer stops reading at the concurrency limit while ${what} are unsent`, async () => {
     const limit = DEFAULT_MAX_CONCURRENT_REQUESTS;
     const channel = new UnackedChannel([...Array(limit + 2).keys()].map(message));
-    const peer = new JsonRpcPeer(channel, { onRequest: () => "ok" });
+    const peer: JsonRpcPeer = new JsonRpcPeer(channel, {
+      onRequest: () => "ok",
+      // As the executor's session answers a notification it does not know.
+      onNotification: (method) => void peer.sendError(-32601, `no ${method}`).catch(() => {}),
+    });
     // At the limit: `limit` messages read, each reply handed to a send that never completes.
     await until(() => channel.sends.length >= limit, D, `${limit} replies sent`);
     assert.equal(channel.read, limit, "reading paused at the limit");

@@ -368,6 +368,21 @@ Deno.test("lifecycle misuse gets -32600 and the connection keeps serving", async
   });
 });
 
+Deno.test("a notification gets an error with id null: -32601 for an unknown method, -32600 for a request sent without an id", async () => {
+  await using h = await startServer();
+  const rpc = await h.session();
+  const note = (method: string) => JSON.stringify({ jsonrpc: "2.0", method, params: {} });
+  const unknown = await rpc.sendRawExpectingReply(note("process/output"));
+  assert.equal(unknown.id, null);
+  assertError(unknown, [METHOD_NOT_FOUND], "unknown notification", "process/output");
+  for (const method of ["process/start", "fs/readFile", "initialize"]) {
+    const r = await rpc.sendRawExpectingReply(note(method));
+    assert.equal(r.id, null);
+    assertError(r, [INVALID_REQUEST], `${method} as a notification`, "give it an id");
+  }
+  await assertServing(rpc, "notifications");
+});
+
 Deno.test("out-of-range afterSeq, maxBytes and waitMs are refused or bounded, and a long poll never blocks the session", async () => {
   await using h = await startServer();
   const rpc = await h.session();

@@ -81,6 +81,18 @@ const SIGNALS: Record<string, Deno.Signal> = {
 };
 
 const CONFINEMENT_NAMES: readonly string[] = ["none", "deno", "os"];
+/** The requests `#dispatch` serves besides the `fs/*` ones: sent without an id, they are misuse. */
+const REQUEST_METHODS: ReadonlySet<string> = new Set([
+  "initialize",
+  "environment/info",
+  "process/start",
+  "process/read",
+  "process/write",
+  "process/signal",
+  "process/terminate",
+  "process/resize",
+  "process/list",
+]);
 const DENO_PERMISSION_NAMES: readonly string[] = [
   "read",
   "write",
@@ -350,6 +362,13 @@ class SessionConnection implements SessionAttachment {
       } else if (this.#phase === "initialized-pending") {
         this.#phase = "ready";
       }
+      return;
+    }
+    if (REQUEST_METHODS.has(method) || FS_METHODS.has(method)) {
+      this.#peer.sendError(
+        INVALID_REQUEST,
+        `Cannot accept "${method}" as a notification: it is a request; give it an id`,
+      ).catch(() => {});
       return;
     }
     this.#peer.sendError(METHOD_NOT_FOUND, `Method not found: "${method}" (notification)`)

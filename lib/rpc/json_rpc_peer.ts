@@ -421,26 +421,29 @@ export class JsonRpcPeer implements AsyncDisposable {
 
   /**
    * Sends an error object with id `null`: the reply to a message that had no
-   * id to answer (a bad notification, say). The connection continues.
+   * id to answer (a bad notification, say). The connection continues. Like
+   * the replies to requests, it counts against the concurrency cap until the
+   * channel takes it, so a peer that sends such messages and never reads is
+   * held back instead of queued for.
    *
    * @param code The JSON-RPC error code.
    * @param message The error message.
    * @returns Resolves once the channel has accepted it.
    * @throws {RelayClosedError} When the channel is closed.
    */
-  async sendError(code: number, message: string): Promise<void> {
-    if (this.#closedError) throw this.#closedError;
+  sendError(code: number, message: string): Promise<void> {
+    if (this.#closedError) return Promise.reject(this.#closedError);
     const text = JSON.stringify({
       jsonrpc: "2.0",
       id: null,
       error: { code, message: shown(message) },
     });
-    try {
-      await this.#channel.send(text);
-    } catch (cause) {
+    const sent = this.#channel.send(text).catch((cause) => {
       throw this.#closedError ??
         new RelayClosedError("Cannot send error: the channel is closed", { cause });
-    }
+    });
+    this.#track(sent.catch(() => {}));
+    return sent;
   }
 
   /**
