@@ -71,6 +71,8 @@ Deno.test("buildChildEnv refuses a malformed envPolicy, at and past its limits",
   assert.throws(() => build({ exclude: "X" }), /exclude must be a list of patterns/);
   assert.throws(() => build({ set: ["A=1"] }), /env is not an object of strings/);
   assert.throws(() => build({ set: { "A=B": "1" } }), /holds "=" or NUL/);
+  assert.throws(() => build({ set: { A: "x\ud800" } }), /lone surrogate/);
+  assert.throws(() => build({ set: { "\udc00": "x" } }), /lone surrogate/);
   // 256 patterns of 1024 characters are accepted; one more pattern, or one more character, is not.
   const long = "*".repeat(1024);
   assert.deepEqual(build({ includeOnly: Array(256).fill(long) }), {});

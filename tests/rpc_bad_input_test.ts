@@ -9,6 +9,7 @@
  */
 
 import assert from "node:assert/strict";
+import { MAX_DENO_PERMISSION_VALUES } from "../lib/exec/session.ts";
 import { Executor } from "../lib/exec/executor.ts";
 import { serveExecutor } from "./_support/ws_channel.ts";
 import { type RawResponse, RawRpc } from "./_support/raw_rpc.ts";
@@ -128,13 +129,15 @@ Deno.test("malformed JSON-RPC messages get a parse or invalid-request error and 
 /** Param kinds and values of the wrong type or out of range for each. */
 const WRONG: Record<string, unknown[]> = {
   string: [42, true, [], {}, null, ""],
-  optString: [42, true, [], {}],
-  nullableString: [42, true, [], {}],
+  // A lone surrogate would reach the system as U+FFFD: another file.
+  path: [42, true, [], {}, null, "", "/tmp/a\ud800", "/tmp/\udc00b"],
+  optPath: [42, true, [], {}, "/tmp/\ud800"],
+  nullableString: [42, true, [], {}, "a\ud800"],
   uint: ["1", true, [], {}, -1, 1.5, 1e300, -0.5],
   optUint: ["1", true, [], {}, -1, 1.5, 1e300],
   optBool: ["true", 1, [], {}],
-  argv: ["cat", [], [1], [null], [""], {}, 1, null],
-  env: [[], "A=1", 1, { A: 1 }, { A: null }, { A: {} }],
+  argv: ["cat", [], [1], [null], [""], {}, 1, null, ["a\udfff"]],
+  env: [[], "A=1", 1, { A: 1 }, { A: null }, { A: {} }, { A: "\udc00" }, { "\ud800": "x" }],
   base64: [42, [], {}, "a", "!!!!", "ab=c", "YQ==YQ==", "-_-_", "éééé"],
   signal: [42, [], {}, "", "SIGNOPE", "KILL; rm -rf /"],
   confinement: [42, [], {}, "root", "NONE "],
@@ -155,7 +158,7 @@ function methodSpecs(dir: string): MethodSpec[] {
       params: {
         processId: "string",
         argv: "argv",
-        cwd: "optString",
+        cwd: "optPath",
         env: "env",
         tty: "optBool",
         pipeStdin: "optBool",
@@ -189,30 +192,30 @@ function methodSpecs(dir: string): MethodSpec[] {
       base: () => ({ processId: "live", cols: 80, rows: 24 }),
       params: { processId: "string", cols: "uint", rows: "uint" },
     },
-    { method: "fs/readFile", base: () => ({ path: file }), params: { path: "string" } },
+    { method: "fs/readFile", base: () => ({ path: file }), params: { path: "path" } },
     {
       method: "fs/writeFile",
       base: () => ({ path: file, dataBase64: "YQ==" }),
-      params: { path: "string", dataBase64: "base64" },
+      params: { path: "path", dataBase64: "base64" },
     },
     {
       method: "fs/createDirectory",
       base: () => ({ path: `${dir}/d`, recursive: true }),
-      params: { path: "string", recursive: "optBool" },
+      params: { path: "path", recursive: "optBool" },
     },
-    { method: "fs/getMetadata", base: () => ({ path: file }), params: { path: "string" } },
-    { method: "fs/readDirectory", base: () => ({ path: dir }), params: { path: "string" } },
+    { method: "fs/getMetadata", base: () => ({ path: file }), params: { path: "path" } },
+    { method: "fs/readDirectory", base: () => ({ path: dir }), params: { path: "path" } },
     {
       method: "fs/remove",
       base: () => ({ path: `${dir}/nothing`, force: true }),
-      params: { path: "string", recursive: "optBool", force: "optBool" },
+      params: { path: "path", recursive: "optBool", force: "optBool" },
     },
     {
       method: "fs/copy",
       base: () => ({ sourcePath: file, destinationPath: `${dir}/copy.txt`, recursive: false }),
-      params: { sourcePath: "string", destinationPath: "string", recursive: "optBool" },
+      params: { sourcePath: "path", destinationPath: "path", recursive: "optBool" },
     },
-    { method: "fs/canonicalize", base: () => ({ path: file }), params: { path: "string" } },
+    { method: "fs/canonicalize", base: () => ({ path: file }), params: { path: "path" } },
   ];
 }
 
@@ -252,7 +255,8 @@ Deno.test("every param of every method refuses wrong types and out-of-range valu
       }
       // A required param left out.
       if (
-        kind === "string" || kind === "argv" || kind === "base64" || kind === "uint" ||
+        kind === "string" || kind === "path" || kind === "argv" || kind === "base64" ||
+        kind === "uint" ||
         kind === "signal"
       ) {
         const params: Record<string, unknown> = spec.base(`bad-${n++}`);
@@ -366,6 +370,26 @@ Deno.test("lifecycle misuse gets -32600 and the connection keeps serving", async
     cases: 11,
     result: "each answered -32600/-32602; other connections unaffected",
   });
+});
+
+Deno.test("denoPermissions lists are bounded: 1,024 values pass the params check, one more is refused, and each must be well-formed", async () => {
+  await using h = await startServer();
+  const rpc = await h.session();
+  const start = (read: string[]) =>
+    rpc.request("process/start", {
+      processId: `dp-${read.length}`,
+      argv: ["true"],
+      // Without "deno" confinement the start fails after the params check, with its own reason.
+      denoPermissions: { read },
+    });
+  const paths = (n: number) => Array.from({ length: n }, (_, i) => `/tmp/outpost-dp-${i}`);
+  const atLimit = await start(paths(MAX_DENO_PERMISSION_VALUES));
+  assertError(atLimit, [INVALID_PARAMS], "1,024 values", 'needs "deno" confinement');
+  const past = await start(paths(MAX_DENO_PERMISSION_VALUES + 1));
+  assertError(past, [INVALID_PARAMS], "1,025 values", "more than 1024 values");
+  const lone = await start(["/tmp/a\ud800"]);
+  assertError(lone, [INVALID_PARAMS], "a lone surrogate", "denoPermissions.read[0]");
+  await assertServing(rpc, "denoPermissions");
 });
 
 Deno.test("a notification gets an error with id null: -32601 for an unknown method, -32600 for a request sent without an id", async () => {

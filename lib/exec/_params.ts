@@ -50,6 +50,22 @@ export function paramsObject(params: unknown): Params {
 }
 
 /**
+ * Refuses a string that is not well-formed Unicode: a lone surrogate (a
+ * Python harness's `surrogateescape` of an undecodable file name, say) would
+ * reach the system as U+FFFD and name another file, program or variable.
+ *
+ * @param name The param name, for the error.
+ * @param value The string.
+ * @returns The string.
+ */
+export function wellFormed(name: string, value: string): string {
+  if (!value.isWellFormed()) {
+    throw invalidParam(name, "must be well-formed Unicode (it has a lone surrogate)");
+  }
+  return value;
+}
+
+/**
  * Reads a required non-empty string.
  *
  * @param params The params object.
@@ -129,7 +145,7 @@ export function absolutePath(params: Params, name: string): string {
   const value = requiredString(params, name);
   if (!value.startsWith("/")) throw invalidParam(name, "must be an absolute path", value);
   if (value.includes("\0")) throw invalidParam(name, "must not contain NUL characters");
-  return value;
+  return wellFormed(name, value);
 }
 
 /**
@@ -148,6 +164,7 @@ export function stringArray(params: Params, name: string): string[] {
   for (const [i, item] of value.entries()) {
     if (typeof item !== "string") throw invalidParam(`${name}[${i}]`, "must be a string", item);
     if (item.includes("\0")) throw invalidParam(`${name}[${i}]`, "must not contain NUL characters");
+    wellFormed(`${name}[${i}]`, item);
   }
   return value as string[];
 }
@@ -171,7 +188,8 @@ export function stringRecord(params: Params, name: string): Record<string, strin
     if (key.length === 0 || key.includes("=") || key.includes("\0") || item.includes("\0")) {
       throw invalidParam(`${name}.${key}`, "must be a valid environment variable");
     }
-    record[key] = item;
+    wellFormed(`${name} names`, key);
+    record[key] = wellFormed(`${name}.${key}`, item);
   }
   return record;
 }

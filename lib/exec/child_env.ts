@@ -226,6 +226,14 @@ function addRequested(
     if (value.includes("\0")) {
       throw new TypeError(`Cannot build child environment: the value of "${name}" holds NUL`);
     }
+    if (!name.isWellFormed() || !value.isWellFormed()) {
+      // It would reach the child as U+FFFD: another name, or another value.
+      throw new TypeError(
+        `Cannot build child environment: the name or value of ${
+          JSON.stringify(name)
+        } has a lone surrogate`,
+      );
+    }
     bytes += utf8Length(name) + utf8Length(value) + 2;
     if (bytes > maxBytes) {
       throw new RangeError(

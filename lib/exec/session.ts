@@ -55,6 +55,7 @@ import {
   requiredString,
   stringArray,
   stringRecord,
+  wellFormed,
 } from "./_params.ts";
 
 /** The default cap on `waitMs` of `process/read`: 30 s. */
@@ -81,6 +82,8 @@ const SIGNALS: Record<string, Deno.Signal> = {
 };
 
 const CONFINEMENT_NAMES: readonly string[] = ["none", "deno", "os"];
+/** The most values one `denoPermissions` list may hold. */
+export const MAX_DENO_PERMISSION_VALUES = 1024;
 /** The requests `#dispatch` serves besides the `fs/*` ones: sent without an id, they are misuse. */
 const REQUEST_METHODS: ReadonlySet<string> = new Set([
   "initialize",
@@ -219,6 +222,16 @@ function denoPermissions(params: Params): DenoPermissions | undefined {
         "must be a boolean or an array of strings",
         item,
       );
+    }
+    if (Array.isArray(item)) {
+      // Each value costs permission checks (and a path lookup) before the spawn.
+      if (item.length > MAX_DENO_PERMISSION_VALUES) {
+        throw invalidParam(
+          `denoPermissions.${key}`,
+          `holds more than ${MAX_DENO_PERMISSION_VALUES} values`,
+        );
+      }
+      item.forEach((entry, i) => wellFormed(`denoPermissions.${key}[${i}]`, entry));
     }
     result[key as keyof DenoPermissions] = item as boolean | string[];
   }
@@ -507,6 +520,7 @@ class SessionConnection implements SessionAttachment {
     const tty = optionalBoolean(params, "tty", false);
     const pipeStdin = optionalBoolean(params, "pipeStdin", false);
     const arg0 = optionalString(params, "arg0");
+    if (arg0 !== undefined) wellFormed("arg0", arg0);
     const timeoutMs = optionalInteger(params, "timeoutMs", { min: 1, max: MAX_TIMER_MS });
     const confinement = optionalString(params, "confinement");
     if (confinement !== undefined && !CONFINEMENT_NAMES.includes(confinement)) {
