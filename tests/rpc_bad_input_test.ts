@@ -392,6 +392,46 @@ Deno.test("denoPermissions lists are bounded: 1,024 values pass the params check
   await assertServing(rpc, "denoPermissions");
 });
 
+Deno.test("unknown ids are not echoed whole: a 100,000-character processId or resumeSessionId gets a short error", async () => {
+  await using h = await startServer();
+  const rpc = await h.session();
+  const long = '"'.repeat(100_000);
+  for (const method of ["process/read", "process/resize"]) {
+    const r = await rpc.request(method, {
+      processId: long,
+      waitMs: 0,
+      cols: 80,
+      rows: 24,
+    });
+    // assertError bounds the message at 2,000 characters.
+    assertError(r, [INVALID_REQUEST], `${method} of a long unknown id`, "unknown process");
+  }
+  const fresh = await h.connect();
+  const resume = await fresh.request("initialize", { clientName: "t", resumeSessionId: long });
+  assertError(resume, [INVALID_REQUEST], "resume of a long unknown id", "unknown session id");
+  await assertServing(rpc, "long unknown ids");
+});
+
+Deno.test("a process/start whose cwd cannot be used says why: missing or a file -32004, too long or a link loop -32602", async () => {
+  await using h = await startServer();
+  const rpc = await h.session();
+  await Deno.writeTextFile(`${h.dir}/file`, "x");
+  await Deno.symlink(`${h.dir}/loop-b`, `${h.dir}/loop-a`);
+  await Deno.symlink(`${h.dir}/loop-a`, `${h.dir}/loop-b`);
+  const cases: [string, number, string][] = [
+    [`${h.dir}/missing`, -32004, "does not exist"],
+    [`${h.dir}/file`, -32004, "is not a directory"],
+    [`${h.dir}/${"a".repeat(300)}`, INVALID_PARAMS, "is too long"],
+    [`${h.dir}/loop-a`, INVALID_PARAMS, "too many levels of symbolic links"],
+  ];
+  let n = 0;
+  for (const [cwd, code, why] of cases) {
+    const r = await rpc.request("process/start", { processId: `cwd-${n++}`, argv: ["true"], cwd });
+    assertError(r, [code], `cwd ${cwd.slice(-20)}`, why);
+  }
+  await assertServing(rpc, "unusable cwd");
+});
+
 Deno.test("a notification gets an error with id null: -32601 for an unknown method, -32600 for a request sent without an id", async () => {
   await using h = await startServer();
   const rpc = await h.session();

@@ -50,6 +50,19 @@ export function paramsObject(params: unknown): Params {
 }
 
 /**
+ * A peer-chosen string as an error message shows it: whole up to `max`
+ * characters, else cut there with an ellipsis, so a huge unknown id is not
+ * echoed back in full.
+ *
+ * @param text The string.
+ * @param max The most characters kept.
+ * @returns The string, or its start and an ellipsis.
+ */
+export function clipped(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}\u2026`;
+}
+
+/**
  * Refuses a string that is not well-formed Unicode: a lone surrogate (a
  * Python harness's `surrogateescape` of an undecodable file name, say) would
  * reach the system as U+FFFD and name another file, program or variable.

@@ -52,6 +52,7 @@ import {
   resolveGrantedProgram,
 } from "./confinement.ts";
 import { isInside, realPathOrNull } from "./_paths.ts";
+import { clipped } from "./_params.ts";
 import { DEFAULT_RETAINED_OUTPUT_BYTES, OutputBuffer, type OutputStream } from "./output_buffer.ts";
 import {
   foregroundGroup,
@@ -1334,7 +1335,9 @@ export class ProcessTable implements AsyncDisposable {
     const record = this.#records.get(processId);
     if (!record) {
       throw new Deno.errors.NotFound(
-        `Cannot ${action} process ${JSON.stringify(processId)}: unknown process`,
+        `Cannot ${action} process ${
+          JSON.stringify(clipped(processId, MAX_PROCESS_ID_LENGTH))
+        }: unknown process`,
       );
     }
     return record;

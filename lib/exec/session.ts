@@ -172,7 +172,8 @@ export function toRpcError(error: unknown, method: string): RpcError {
 /**
  * A spawn that failed with NotFound blames "program or working directory":
  * when the request's cwd is what is missing (or not a directory), says so
- * with -32004, the code of a missing path. Other errors pass through.
+ * with -32004, the code of a missing path; when it is a path the system
+ * cannot take (too long, a link loop), with -32602. Other errors pass through.
  */
 async function missingCwdError(
   error: unknown,
@@ -182,17 +183,29 @@ async function missingCwdError(
   if (cwd === undefined || !(error instanceof Error)) return error;
   if (!(error.cause instanceof Deno.errors.NotFound)) return error;
   let problem: string;
+  let code = NOT_FOUND;
   try {
     if ((await Deno.stat(cwd)).isDirectory) return error;
     problem = "is not a directory";
   } catch (statError) {
-    const missing = statError instanceof Deno.errors.NotFound ||
-      statError instanceof Deno.errors.NotADirectory;
-    if (!missing) return error;
-    problem = "does not exist";
+    // A path the system cannot take is the request's fault (-32602), as the fs methods answer.
+    if (
+      statError instanceof Deno.errors.NotFound || statError instanceof Deno.errors.NotADirectory
+    ) {
+      problem = "does not exist";
+    } else if (statError instanceof Deno.errors.FilesystemLoop) {
+      [code, problem] = [INVALID_PARAMS, "has too many levels of symbolic links"];
+    } else if ((statError as { code?: unknown } | null)?.code === "ENAMETOOLONG") {
+      [code, problem] = [
+        INVALID_PARAMS,
+        "is too long (a name or the whole path exceeds the system's limit)",
+      ];
+    } else {
+      return error;
+    }
   }
   return new RpcError(
-    NOT_FOUND,
+    code,
     `Cannot start ${JSON.stringify(program)}: working directory "${shownPath(cwd)}" ${problem}`,
     undefined,
     { cause: error },

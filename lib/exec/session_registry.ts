@@ -15,6 +15,7 @@
 import { RpcError } from "../errors.ts";
 import { INVALID_REQUEST, SESSION_ATTACHED_ELSEWHERE } from "../rpc/error_codes.ts";
 import type { ProcessEventSink, ProcessTable } from "./process_table.ts";
+import { clipped } from "./_params.ts";
 
 /** The default time a detached session keeps its processes: 30 s. */
 export const DEFAULT_SESSION_TTL_MS: number = 30_000;
@@ -140,7 +141,10 @@ export class SessionRegistry implements AsyncDisposable {
   resume(id: string, attachment: SessionAttachment): SessionRecord {
     const entry = this.#sessions.get(id);
     if (!entry || this.#closing) {
-      throw new RpcError(INVALID_REQUEST, `Cannot resume session: unknown session id "${id}"`);
+      throw new RpcError(
+        INVALID_REQUEST,
+        `Cannot resume session: unknown session id ${JSON.stringify(clipped(id, 64))}`,
+      );
     }
     if (entry.attachment !== null && entry.attachment !== attachment) {
       throw new RpcError(
