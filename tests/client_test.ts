@@ -26,6 +26,7 @@ import { serveLocal } from "../lib/server/local_server.ts";
 import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { TcpProxy } from "./_support/tcp_proxy.ts";
+import { underFlags } from "./_support/under_flags.ts";
 
 const encoder = new TextEncoder();
 
@@ -1702,4 +1703,48 @@ Deno.test("connect (rendezvous) names the reset reason when the stream is reset 
     3_000,
     "connect rejected",
   );
+});
+
+Deno.test("a finished RemoteProcess is not kept alive by its connection while the connection stays open", async () => {
+  // A transport whose connection never closes: the far side, scripted.
+  const LIB = new URL("../lib/client/remote_process.ts", import.meta.url).href;
+  const result = await underFlags(
+    ["--allow-read", "--v8-flags=--expose-gc"],
+    `import { RemoteProcess } from ${JSON.stringify(LIB)};
+const gc = (globalThis as unknown as { gc: () => void }).gc;
+const listeners = new Map<string, (method: string, params: unknown) => void>();
+const transport = {
+  request: (method: string, params: { processId: string }) => {
+    if (method === "process/start") {
+      queueMicrotask(() => {
+        listeners.get(params.processId)?.("process/exited", { seq: 1, exitCode: 0 });
+        listeners.get(params.processId)?.("process/closed", { seq: 2 });
+      });
+    }
+    return Promise.resolve({ processId: params.processId });
+  },
+  subscribeProcess: (id: string, listener: (method: string, params: unknown) => void) => {
+    listeners.set(id, listener);
+    return () => listeners.delete(id);
+  },
+  closed: new Promise<void>(() => {}),
+};
+let collected = 0;
+const registry = new FinalizationRegistry<void>(() => collected++);
+const stdio = { stdin: "null", stdout: "piped", stderr: "null" } as const;
+for (let i = 0; i < 1000; i++) {
+  const id = "p" + i;
+  const p = new RemoteProcess(transport as never, id, stdio, () => transport.request("process/start", { processId: id }));
+  registry.register(p);
+  await p.status;
+}
+// Finalizers run after a collection, in a later task: collect until they have, or give up.
+for (let i = 0; i < 200 && collected < 1000; i++) {
+  gc();
+  await new Promise((resolve) => setTimeout(resolve, 5));
+}
+console.log(JSON.stringify({ collected }));`,
+  ) as { collected: number };
+  // Before the fix each process stayed reachable from the connection's \`closed\` promise: 0 collected.
+  assert.ok(result.collected >= 990, `${result.collected} of 1000 finished processes collected`);
 });

@@ -223,6 +223,13 @@ function toStatus(
  * ```
  */
 export class RemoteProcess implements AsyncDisposable {
+  /**
+   * The processes still followed on each transport. One reaction to a
+   * transport's `closed` serves them all: a reaction per process would keep
+   * every process (and its unread output) alive until the connection closes.
+   */
+  static #following = new WeakMap<ProcessTransport, Set<RemoteProcess>>();
+
   /** The process id on the executor (chosen by this client). */
   readonly id: string;
   #transport: ProcessTransport;
@@ -304,16 +311,28 @@ export class RemoteProcess implements AsyncDisposable {
       throw error;
     });
     this.#started.catch(() => {});
-    transport.closed.then(() => {
-      if (!this.#finished) {
+    RemoteProcess.#follow(transport, this);
+  }
+
+  /** Fails `process` when its transport closes, unless it finished first. */
+  static #follow(transport: ProcessTransport, process: RemoteProcess): void {
+    let live = RemoteProcess.#following.get(transport);
+    if (live === undefined) {
+      const followed = new Set<RemoteProcess>();
+      live = followed;
+      RemoteProcess.#following.set(transport, followed);
+      transport.closed.then(() => {
         const reason = transport.closeReason;
-        this.#fail(
-          new RelayClosedError(
-            `Cannot follow process: the connection closed${reason ? `: ${reason}` : ""}`,
-          ),
-        );
-      }
-    });
+        for (const orphan of [...followed]) {
+          orphan.#fail(
+            new RelayClosedError(
+              `Cannot follow process: the connection closed${reason ? `: ${reason}` : ""}`,
+            ),
+          );
+        }
+      });
+    }
+    live.add(process);
   }
 
   /** Resolves once `process/start` succeeded; rejects with the start error. */
@@ -646,6 +665,7 @@ export class RemoteProcess implements AsyncDisposable {
     this.#releaseHold();
     this.#unsubscribe?.();
     this.#unsubscribe = null;
+    RemoteProcess.#following.get(this.#transport)?.delete(this);
     return true;
   }
 
