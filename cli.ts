@@ -65,6 +65,10 @@ const EXIT_EXEC_FAILURE = 255;
 const EXIT_BROKEN_PIPE = signalExitCode("SIGPIPE");
 /** Exit code of `exec` after a third Ctrl-C: 128 + SIGINT. */
 const EXIT_INTERRUPTED = signalExitCode("SIGINT");
+/** Exit code of `exec` when its program outlives a SIGTERM by the grace: 128 + SIGTERM. */
+const EXIT_TERMINATED = signalExitCode("SIGTERM");
+/** SIGINTs closer together than this count as one Ctrl-C. */
+const INTERRUPT_REPEAT_MS = 200;
 /**
  * How long `exec` waits for a program it stops (its output cannot be written,
  * or a third Ctrl-C): after SIGTERM before SIGKILL, and after SIGKILL before
@@ -361,11 +365,25 @@ function startError(listen: string, error: unknown): unknown {
 }
 
 /** Waits for SIGINT or SIGTERM; returns the name and a cleanup. */
-function shutdownSignal(): { promise: Promise<Deno.Signal>; dispose: () => void } {
+function shutdownSignal(log: Logger): { promise: Promise<Deno.Signal>; dispose: () => void } {
+  let stopping = false;
   let resolve!: (signal: Deno.Signal) => void;
   const promise = new Promise<Deno.Signal>((r) => (resolve = r));
-  const onInt = (): void => resolve("SIGINT");
-  const onTerm = (): void => resolve("SIGTERM");
+  // Listening on until the close has finished: a second Ctrl-C (\`deno task\`
+  // forwards one press more than once) would otherwise kill the process
+  // mid-close and leave its programs running.
+  const on = (signal: Deno.Signal) => (): void => {
+    if (stopping) {
+      log.warn(
+        `already stopping (${signal} ignored): programs get SIGTERM, then SIGKILL after 2 s`,
+      );
+      return;
+    }
+    stopping = true;
+    resolve(signal);
+  };
+  const onInt = on("SIGINT");
+  const onTerm = on("SIGTERM");
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   return {
@@ -403,7 +421,7 @@ async function runServe(args: string[], context: Context): Promise<number> {
   }
   const executor = await makeExecutor(values);
   const { serveLocal } = await import("./lib/server/local_server.ts");
-  const signals = shutdownSignal();
+  const signals = shutdownSignal(context.log);
   let server;
   try {
     server = await serveLocal({
@@ -425,9 +443,9 @@ async function runServe(args: string[], context: Context): Promise<number> {
   writeOut(server.url + "\n");
   context.log.info("serving local executor", { url: server.url, auth: token ? "token" : "none" });
   const why = await Promise.race([signals.promise, server.closed.then(() => "closed" as const)]);
-  signals.dispose();
   await server.close();
   await executor.close();
+  signals.dispose();
   context.log.info(`outpost serve: stopped (${why}) after ${elapsed(context)}`);
   return 0;
 }
@@ -461,7 +479,7 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
     }
     signingKey = encoder.encode(keyText);
   }
-  const signals = shutdownSignal();
+  const signals = shutdownSignal(context.log);
   let server;
   try {
     server = await serveRendezvous({
@@ -492,8 +510,8 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
   writeOut(server.url + "\n");
   context.log.info("serving rendezvous", { url: server.url });
   const why = await Promise.race([signals.promise, server.closed.then(() => "closed" as const)]);
-  signals.dispose();
   await server.close();
+  signals.dispose();
   context.log.info(`outpost rendezvous: stopped (${why}) after ${elapsed(context)}`);
   return 0;
 }
@@ -515,7 +533,7 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
   let connects = 0;
   const executor = await makeExecutor(values);
   const { runExecutor } = await import("./lib/server/executor_loop.ts");
-  const signals = shutdownSignal();
+  const signals = shutdownSignal(context.log);
   let handle;
   try {
     handle = runExecutor({
@@ -563,9 +581,9 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
     signals.promise.then((signal) => ({ signal })),
     handle.closed.then(() => ({ error: undefined }), (error: Error) => ({ error })),
   ]);
-  signals.dispose();
   await handle.close();
   await executor.close();
+  signals.dispose();
   if ("error" in outcome && outcome.error) {
     log.error(outcome.error.message);
     log.info(`outpost executor: failed after ${elapsed(context)}, ${connects} connects`);
@@ -792,28 +810,46 @@ async function runExec(args: string[], context: Context): Promise<number> {
   const [program, ...programArgs] = command;
   let child: RemoteProcess | undefined;
   let interrupts = 0;
+  let lastInterruptAt = -Infinity;
+  let termTimer: ReturnType<typeof setTimeout> | undefined;
+  let leaving = false;
   let rawMode = false;
   let stopResizes = (): void => {};
-  const onSignal = (signal: Deno.Signal) => (): void => {
-    if (signal === "SIGINT") interrupts++;
-    if (interrupts === 3) {
-      // A program that traps SIGINT would outlive us until the session expires.
-      log.warn("third interrupt: killing the program and leaving");
-      const killed = child ? child.kill("SIGKILL") : Promise.resolve();
-      void settlesWithin(killed, STOP_GRACE_MS).then(() => {
-        if (rawMode) Deno.stdin.setRaw(false);
-        Deno.exit(EXIT_INTERRUPTED);
-      });
-    }
-    if (interrupts >= 3) return;
-    const target = child;
+  const forward = (signal: Deno.Signal): void => {
     // kill() is quiet when the program ends of the signal before the answer.
-    target?.kill(signal).catch((error) => {
+    child?.kill(signal).catch((error) => {
       log.warn("cannot forward signal", { error: error.message });
     });
   };
-  const onInt = onSignal("SIGINT");
-  const onTerm = onSignal("SIGTERM");
+  // A program that traps the signal would outlive us until its session expires.
+  const killAndLeave = (code: number, why: string): void => {
+    if (leaving) return;
+    leaving = true;
+    log.warn(`${why}: killing the program and leaving`);
+    const killed = child ? child.kill("SIGKILL") : Promise.resolve();
+    void settlesWithin(killed, STOP_GRACE_MS).then(() => {
+      if (rawMode) Deno.stdin.setRaw(false);
+      Deno.exit(code);
+    });
+  };
+  const onInt = (): void => {
+    // One Ctrl-C can arrive more than once: \`deno task\` passes on the one
+    // the terminal already sent us (twice, as seen with strace).
+    const now = performance.now();
+    if (now - lastInterruptAt < INTERRUPT_REPEAT_MS) return;
+    lastInterruptAt = now;
+    if (++interrupts === 3) killAndLeave(EXIT_INTERRUPTED, "third interrupt");
+    else if (interrupts < 3) forward("SIGINT");
+  };
+  const onTerm = (): void => {
+    if (termTimer !== undefined) return;
+    forward("SIGTERM");
+    // As a third Ctrl-C: \`timeout\` or a service manager must be able to stop us.
+    termTimer = setTimeout(
+      () => killAndLeave(EXIT_TERMINATED, `the program outlived SIGTERM by ${STOP_GRACE_MS} ms`),
+      STOP_GRACE_MS,
+    );
+  };
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   try {
@@ -892,6 +928,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
     if (rawMode) Deno.stdin.setRaw(false);
     Deno.removeSignalListener("SIGINT", onInt);
     Deno.removeSignalListener("SIGTERM", onTerm);
+    clearTimeout(termTimer);
     await connection.close();
   }
 }

@@ -545,21 +545,81 @@ Deno.test("cli: exec whose stdout cannot be written (/dev/full) stops the progra
   });
 });
 
+/**
+ * SIGINTs closer together than this count as one Ctrl-C in `exec` (cli.ts's
+ * INTERRUPT_REPEAT_MS, 200 ms, with room): separate presses must be further apart.
+ */
+const PRESS_GAP_MS = 300;
+
+/** Waits until a signal sent at `sentAt` lies a press gap behind (the rule under test is timed). */
+async function pastPressGap(sentAt: number): Promise<void> {
+  const left = PRESS_GAP_MS - (performance.now() - sentAt);
+  if (left > 0) await new Promise((resolve) => setTimeout(resolve, left));
+}
+
 Deno.test("cli: a third Ctrl-C kills a program that traps SIGINT and exits 130", async () => {
   const program = 'trap "echo got-int" INT; echo ready; while :; do sleep 0.05; done';
   await execLeavingNoProgram(program, {}, async (run) => {
     await run.waitFor(() => run.stdout.includes("ready"), 15_000, "the program starting");
+    let sentAt = -Infinity;
     for (let i = 1; i <= 2; i++) {
+      await pastPressGap(sentAt);
       run.child.kill("SIGINT");
+      sentAt = performance.now();
       await run.waitFor(
         () => (run.stdout.match(/got-int/g)?.length ?? 0) >= i,
         10_000,
         `interrupt ${i} reaching the program`,
       );
     }
+    await pastPressGap(sentAt);
     run.child.kill("SIGINT");
     assert.equal((await run.finished(10_000)).code, 130, run.stderr);
     assert.match(run.stderr, /third interrupt: killing the program/);
+  });
+});
+
+Deno.test("cli: a Ctrl-C that reaches exec twice at once (as deno task passes it on) counts as one press", async () => {
+  // The program answers each stdin line, so it can show it is still there.
+  const program =
+    'trap "echo got-int" INT; echo ready; while :; do if read -r line; then echo "pong $line"; fi; done';
+  await execLeavingNoProgram(program, { stdin: "piped" }, async (run) => {
+    await run.waitFor(() => run.stdout.includes("ready"), 15_000, "the program starting");
+    const writer = run.child.stdin.getWriter();
+    // Press 1 arrives twice, 40 ms apart (back to back, Deno would see one
+    // signal), press 2 once: two presses, not three.
+    run.child.kill("SIGINT");
+    let sentAt = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    run.child.kill("SIGINT");
+    await run.waitFor(() => run.stdout.includes("got-int"), 10_000, "press 1");
+    await pastPressGap(sentAt);
+    run.child.kill("SIGINT");
+    sentAt = performance.now();
+    await pastPressGap(sentAt);
+    // Still running: counted as a third press, the program would have been killed.
+    await writer.write(new TextEncoder().encode("alive\n"));
+    await run.waitFor(() => run.stdout.includes("pong alive"), 10_000, "the program answering");
+    assert.doesNotMatch(run.stderr, /third interrupt/);
+    run.child.kill("SIGINT");
+    assert.equal((await run.finished(10_000)).code, 130, run.stderr);
+    assert.match(run.stderr, /third interrupt: killing the program/);
+    writer.releaseLock();
+  });
+});
+
+Deno.test("cli: exec kills a program that outlives a SIGTERM by 2 s and exits 143 (timeout, service managers)", async () => {
+  const program = 'trap "echo got-term" TERM; echo ready; while :; do sleep 0.05; done';
+  await execLeavingNoProgram(program, {}, async (run) => {
+    await run.waitFor(() => run.stdout.includes("ready"), 15_000, "the program starting");
+    run.child.kill("SIGTERM");
+    await run.waitFor(
+      () => run.stdout.includes("got-term"),
+      10_000,
+      "SIGTERM reaching the program",
+    );
+    assert.equal((await run.finished(15_000)).code, 143, run.stderr);
+    assert.match(run.stderr, /the program outlived SIGTERM by 2000 ms: killing the program/);
   });
 });
 
@@ -939,6 +999,37 @@ Deno.test("cli: serve logs each refused request as the rendezvous does, never th
     { level: "warn", status: 401, code: "unauthorized" },
   );
   assert.ok(!serve.stderr.includes(TOKEN));
+});
+
+Deno.test("cli: a second Ctrl-C while serve stops does not cut its close short: programs are still stopped", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  const marker = `outpost-e2e-${crypto.randomUUID()}`;
+  try {
+    // A program that ignores SIGTERM: the close takes its 2 s grace, then SIGKILL.
+    await using run = new Cli("client", [
+      "exec",
+      "--url",
+      url,
+      "--",
+      "sh",
+      "-c",
+      'trap "" TERM; echo ready; while :; do sleep 0.05; done',
+      marker,
+    ]);
+    await run.waitFor(() => run.stdout.includes("ready"), 15_000, "the program starting");
+    serve.child.kill("SIGINT");
+    // The close has begun once serve drops the connection; the program is in its grace.
+    await run.finished(10_000);
+    serve.child.kill("SIGINT");
+    const status = await serve.finished(15_000);
+    assert.equal(status.code, 0, serve.stderr);
+    assert.match(serve.stderr, /already stopping \(SIGINT ignored\)/);
+    assert.match(serve.stderr, /outpost serve: stopped \(SIGINT\)/);
+    assert.deepEqual(pidsMentioning(marker), [], "the program outlived serve");
+  } finally {
+    killLeftovers(marker);
+  }
 });
 
 Deno.test("cli: the executor's exit summary names the signal it stopped on", async () => {
