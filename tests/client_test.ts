@@ -1050,6 +1050,15 @@ Deno.test("Connection.fs reads, writes, lists and removes files on the executor"
     await conn.fs.remove(`${dir}/sub`, { recursive: true });
     await assert.rejects(conn.fs.stat(`${dir}/sub`), RpcError);
     await conn.fs.remove(`${dir}/sub`, { recursive: true, force: true });
+    // One 16 MiB message carries the base64: 12 MiB less 4 KiB fits, 12 MiB does not, and says so.
+    const fits = 12 * 1024 * 1024 - 4096;
+    await conn.fs.writeFile(`${dir}/big`, new Uint8Array(fits));
+    assert.equal((await conn.fs.stat(`${dir}/big`)).size, fits);
+    await assert.rejects(
+      conn.fs.writeFile(`${dir}/big`, new Uint8Array(12 * 1024 * 1024)),
+      (e: Error) =>
+        e instanceof RangeError && /do not fit one fs\/writeFile message/.test(e.message),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -1083,6 +1092,21 @@ Deno.test("connect validates its URL and times out a silent server", async () =>
       `maxInboxBytes ${maxInboxBytes}`,
     );
   }
+  // Refused before any socket opens: nothing listens on port 1, so a check
+  // made after connecting would fail with a connection error instead.
+  for (const detachWindowMs of [0, -5, 1.5, NaN, 2_147_483_648]) {
+    await assert.rejects(
+      connect("ws://127.0.0.1:1", { executorId: "e", detachWindowMs }),
+      (e: Error) =>
+        e instanceof RangeError && /detachWindowMs .* is not an integer from 1 to/.test(e.message),
+      `detachWindowMs ${detachWindowMs}`,
+    );
+  }
+  // At the limit the value passes, and the connect fails only at the socket.
+  await assert.rejects(
+    connect("ws://127.0.0.1:1", { executorId: "e", detachWindowMs: 2_147_483_647 }),
+    (e: Error) => !(e instanceof RangeError),
+  );
   // A TCP listener that never answers the WebSocket handshake.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepted: Deno.Conn[] = [];
@@ -1235,6 +1259,29 @@ Deno.test("connect resumes its stream after the harness socket is cut mid-transf
   assert.ok(events.includes("disconnected"));
   assert.ok(events.includes("reconnected"));
   await child.output();
+});
+
+Deno.test("connect says why it closed when the rendezvous stays unreachable past the detach window", async () => {
+  const rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-gone",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using conn = await connect(rendezvous.url, {
+    executorId: "box-gone",
+    token: SERVER_TOKEN,
+    detachWindowMs: 500,
+  });
+  const child = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
+  await child.started;
+  await rendezvous.close();
+  await assert.rejects(
+    withDeadline(child.status, 10_000, "status"),
+    /the connection closed: detach_expired: the rendezvous could not be reached again within 500 ms/,
+  );
+  assert.match(conn.closeReason ?? "", /^detach_expired: /);
 });
 
 Deno.test("connect replaces a harness socket that went silent without closing, and the session resumes", async () => {

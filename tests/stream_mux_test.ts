@@ -574,3 +574,17 @@ Deno.test("StreamMux close is idempotent and fails later opens", async () => {
   assert.throws(() => mux.open(), RelayClosedError);
   await mux.closed;
 });
+
+Deno.test("StreamMux takes its timer options up to 2^31 - 1 ms and refuses one more (a timer's limit)", async () => {
+  for (const name of ["detachWindowMs", "closeTimeoutMs"] as const) {
+    const mux = new StreamMux({ role: "harness", [name]: 2 ** 31 - 1 });
+    await mux.close();
+    for (const value of [0, 1.5, 2 ** 31]) {
+      assert.throws(
+        () => new StreamMux({ role: "harness", [name]: value }),
+        (e: Error) => e instanceof RangeError && e.message.includes(`${name} ${value}`),
+        `${name} ${value}`,
+      );
+    }
+  }
+});

@@ -46,7 +46,8 @@ export interface ConnectOptions {
   clientName?: string;
   /**
    * Rendezvous mode: how long to keep reconnecting after the socket drops;
-   * also the mux detach window. @default {30000}
+   * also the mux detach window. An integer from 1 to 2147483647 (a timer's
+   * limit). @default {30000}
    */
   detachWindowMs?: number;
   /**
@@ -407,6 +408,14 @@ export function harnessUrl(url: URL, executorId: string | undefined): string {
   return `${url.protocol}//${url.host}/harness/${executorId}?role=harness`;
 }
 
+/** Refuses a set option that is not an integer from 1 to `max`. */
+function checkPositiveInteger(name: string, value: number | undefined, max: number): void {
+  if (value === undefined) return;
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new RangeError(`Cannot connect: ${name} ${value} is not an integer from 1 to ${max}`);
+  }
+}
+
 /** Refuses a set option that is not a number above 0 and at most `max` (and finite). */
 function checkPositive(name: string, value: number | undefined, max: number): void {
   if (value === undefined) return;
@@ -547,6 +556,7 @@ async function openRendezvous(
     }
   };
 
+  let unreachable: string | undefined;
   // Keeps the physical socket up: on loss, reconnect with backoff within the detach window.
   const supervise = (async () => {
     while (!stop.signal.aborted) {
@@ -559,6 +569,10 @@ async function openRendezvous(
       let wait = 100;
       let attempt = 0;
       let next: RelaySocket | undefined;
+      // Why the session ends if the window passes first (the mux may end the stream then too).
+      const why =
+        `detach_expired: the rendezvous could not be reached again within ${detachWindowMs} ms`;
+      unreachable = why;
       while (!stop.signal.aborted && Date.now() < giveUpAt) {
         attempt++;
         try {
@@ -569,6 +583,7 @@ async function openRendezvous(
           break;
         } catch (error) {
           if (stop.signal.aborted) return;
+          unreachable = `${why} (${(error as Error).message})`;
           const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
           emit({ type: "reconnecting", attempt, delayMs: jittered, error: error as Error });
           await delay(Math.min(jittered, Math.max(0, giveUpAt - Date.now())), stop.signal);
@@ -586,6 +601,7 @@ async function openRendezvous(
         return;
       }
       socket = next;
+      unreachable = undefined;
       mux.attach(socket);
       emit({ type: "reconnected", attempt });
     }
@@ -603,7 +619,7 @@ async function openRendezvous(
         await mux.close();
         await socket.close("client_close");
       },
-      closeReason: () => stream.resetReason,
+      closeReason: () => unreachable ?? stream.resetReason,
     };
   };
   // A connect that failed has nothing to deliver: a graceful close would wait
@@ -646,6 +662,8 @@ export async function connect(
   options.signal?.throwIfAborted();
   checkPositive("timeoutMs", options.timeoutMs, MAX_TIMER_MS);
   checkPositive("maxInboxBytes", options.maxInboxBytes, Infinity);
+  // Checked before any socket opens (the stream mux would refuse it only after).
+  checkPositiveInteger("detachWindowMs", options.detachWindowMs, MAX_TIMER_MS);
   const parsed = parseUrl(url);
   const rendezvous = options.executorId !== undefined ||
     parsed.searchParams.get("role") === "harness";

@@ -103,12 +103,24 @@ export class RemoteFs {
    * Writes a whole file, replacing it.
    *
    * @param path Absolute path on the executor.
-   * @param data The bytes.
+   * @param data The bytes: about 12 MiB at most, since they travel as base64
+   *   in one message of at most 16 MiB.
    * @returns When written.
    * @throws {RpcError} When the executor refuses.
+   * @throws {RangeError} When the data does not fit one message.
    */
   async writeFile(path: string, data: Uint8Array): Promise<void> {
-    await this.#transport.request("fs/writeFile", { path, dataBase64: encodeBase64(data) });
+    try {
+      await this.#transport.request("fs/writeFile", { path, dataBase64: encodeBase64(data) });
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error;
+      throw new RangeError(
+        `Cannot write ${JSON.stringify(path)}: ${data.byteLength} bytes do not fit one ` +
+          `fs/writeFile message (base64 in at most 16 MiB: about 12 MiB of data); write it ` +
+          `through a program's stdin instead (e.g. cat > FILE)`,
+        { cause: error },
+      );
+    }
   }
 
   /**

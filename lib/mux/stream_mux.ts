@@ -12,6 +12,7 @@
  */
 
 import { RelayClosedError, StreamResetError } from "../errors.ts";
+import { MAX_TIMER_MS } from "../_limits.ts";
 import { MAX_RESET_REASON_BYTES, MAX_STREAM_ID_BYTES, resetFrame } from "../relay/frame_codec.ts";
 import type { RelayFrame } from "../relay/frame_codec.ts";
 import type { ReceivedFrame, RelayCloseInfo, RelaySocket } from "../relay/relay_socket.ts";
@@ -444,15 +445,16 @@ export class StreamMux implements AsyncDisposable {
     this.#detachWindowMs = options.detachWindowMs ?? DEFAULT_DETACH_WINDOW_MS;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
     for (
-      const [name, value] of [
-        ["maxStreams", this.#maxStreams],
-        ["detachWindowMs", this.#detachWindowMs],
-        ["closeTimeoutMs", this.#closeTimeoutMs],
+      const [name, value, max] of [
+        ["maxStreams", this.#maxStreams, Number.MAX_SAFE_INTEGER],
+        // Timers: past 2^31 - 1 ms Deno fires at once.
+        ["detachWindowMs", this.#detachWindowMs, MAX_TIMER_MS],
+        ["closeTimeoutMs", this.#closeTimeoutMs, MAX_TIMER_MS],
       ] as const
     ) {
-      if (!Number.isSafeInteger(value) || value < 1) {
+      if (!Number.isSafeInteger(value) || value < 1 || value > max) {
         throw new RangeError(
-          `Cannot create stream mux: ${name} ${value} is not a positive integer`,
+          `Cannot create stream mux: ${name} ${value} is not an integer from 1 to ${max}`,
         );
       }
     }
