@@ -182,7 +182,8 @@ Runs PROGRAM on an executor: a local one (the URL "serve" printed) or, with
 --executor-id, one behind a rendezvous. Its stdout and stderr are copied here
 byte for byte; our stdin is forwarded when it is not a terminal (and closed at
 EOF); Ctrl-C is forwarded as SIGINT, and a third Ctrl-C kills the program
-(SIGKILL) and exits 130. Exits with the program's exit code (128+n when a
+(SIGKILL) and exits 130; SIGTERM is forwarded, and a program still running
+2 s later is killed (exit 143). Exits with the program's exit code (128+n when a
 signal n ended it), 2 for bad usage, or 255 when it could not be run. When
 our stdout or stderr cannot be written, the program is stopped (SIGTERM,
 SIGKILL after 2 s) and exec exits 141 for a closed pipe (as in "| head"),
@@ -196,6 +197,8 @@ Options:
   --env K=V           Set an environment variable for the program (repeatable)
   --tty               Run under a terminal (stdout carries the terminal)
   --timeout-ms N      Have the executor kill the program after N ms
+  --confinement LEVEL Ask for none, deno (PROGRAM is a Deno module) or os;
+                      else the executor's minimum applies
   --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN)
   --log-format, --log-level, -h/--help as for every command
 
@@ -281,7 +284,14 @@ async function loadToken(context: Context, required: boolean): Promise<string | 
         `Cannot read token file ${file}: read access is not granted; add --allow-read=${file} to the deno command`,
       );
     }
-    if (error instanceof TypeError) throw new UsageError(error.message);
+    if (error instanceof TypeError || error instanceof Deno.errors.NotFound) {
+      throw new UsageError(error.message);
+    }
+    if (file !== undefined && error instanceof Error) {
+      // "Is a directory (os error 21): readfile '…'" says it twice.
+      const why = /^(.*?) \(os error \d+\)/s.exec(error.message)?.[1] ?? error.message;
+      throw new UsageError(`Cannot read token file ${file}: ${why}`);
+    }
     throw error;
   }
 }
@@ -293,6 +303,7 @@ async function makeExecutor(values: Record<string, unknown>): Promise<Executor> 
   }
   const writeRoots = values["write-root"] as string[] | undefined;
   const cwd = values.cwd as string | undefined;
+  if (cwd !== undefined) await checkCwd(cwd);
   // The library drops an unusable write root silently; an operator must hear of it.
   const { writeRootProblem } = await import("./lib/exec/confinement.ts");
   for (const root of writeRoots ?? []) {
@@ -314,6 +325,28 @@ async function makeExecutor(values: Record<string, unknown>): Promise<Executor> 
     }
     throw error;
   }
+}
+
+/**
+ * Refuses a `--cwd` that cannot work, at start rather than at every program's
+ * start. Without read access it is left to the spawn (asking would prompt).
+ */
+async function checkCwd(cwd: string): Promise<void> {
+  if (!cwd.startsWith("/")) {
+    throw new UsageError(`Cannot use --cwd ${cwd}: it must be an absolute path`);
+  }
+  const { isGrantedValue } = await import("./lib/exec/_permissions.ts");
+  if (!(await isGrantedValue({ name: "read", path: cwd }))) return;
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(cwd);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
+      throw new UsageError(`Cannot use --cwd ${cwd}: it does not exist`);
+    }
+    return;
+  }
+  if (!info.isDirectory) throw new UsageError(`Cannot use --cwd ${cwd}: it is not a directory`);
 }
 
 function requireNoPositionals(command: string, positionals: string[]): void {
@@ -758,6 +791,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
     env: { type: "string", multiple: true },
     tty: { type: "boolean" },
     "timeout-ms": { type: "string" },
+    confinement: { type: "string" },
   });
   if (positionals.length > 0 && command.length === 0) {
     throw new UsageError(
@@ -780,6 +814,10 @@ async function runExec(args: string[], context: Context): Promise<number> {
         `Cannot use --timeout-ms ${values["timeout-ms"]}: expected a positive integer`,
       );
     }
+  }
+  const confinement = values.confinement;
+  if (confinement !== undefined && !["none", "deno", "os"].includes(confinement)) {
+    throw new UsageError(`Cannot use --confinement ${confinement}: expected none, deno or os`);
   }
   const executorId = values["executor-id"];
   checkExecTarget(values.url, executorId, values.cwd);
@@ -865,6 +903,9 @@ async function runExec(args: string[], context: Context): Promise<number> {
         stdout: "piped",
         stderr: "piped",
         ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...(confinement !== undefined
+          ? { confinement: confinement as "none" | "deno" | "os" }
+          : {}),
       }).spawn();
     } catch (error) {
       if (error instanceof TypeError || error instanceof RangeError) {

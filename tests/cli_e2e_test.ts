@@ -651,6 +651,26 @@ Deno.test("cli: exec --tty gives the program the local terminal's size and forwa
   assert.equal((await run.finished()).code, 0, run.stdout);
 });
 
+Deno.test("cli: exec --confinement deno runs a Deno module on a serve that requires it; without it the refusal names the program", async () => {
+  await using serve = new Cli("executor", ["serve", "--min-confinement", "deno"]);
+  const url = await serve.firstLine();
+  const dir = await Deno.makeTempDir({ prefix: "outpost_e2e_" });
+  try {
+    await Deno.writeTextFile(`${dir}/hello.ts`, 'console.log("hello from deno");\n');
+    await using refused = exec(["--url", url, "--", "sh", "-c", "true"]);
+    assert.equal((await refused.finished()).code, 255, refused.stderr);
+    assert.match(
+      refused.stderr,
+      /Cannot start "sh" \(process "[^"]+"\): the executor requires "deno" confinement, .*--confinement deno/,
+    );
+    await using run = exec(["--url", url, "--confinement", "deno", "--", `${dir}/hello.ts`]);
+    assert.equal((await run.finished()).code, 0, run.stderr);
+    assert.equal(run.stdout, "hello from deno\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("cli: bad exec flag values are usage errors (exit 2), as missing ones are", async () => {
   const cases: [string[], RegExp][] = [
     [
@@ -662,6 +682,10 @@ Deno.test("cli: bad exec flag values are usage errors (exit 2), as missing ones 
     [
       ["--url", "ws://127.0.0.1:1", "--cwd", "relative/dir", "--", "true"],
       /Cannot use --cwd relative\/dir: it must be an absolute path/,
+    ],
+    [
+      ["--url", "ws://127.0.0.1:1", "--confinement", "strict", "--", "true"],
+      /Cannot use --confinement strict: expected none, deno or os/,
     ],
   ];
   for (const [args, message] of cases) {
@@ -731,6 +755,16 @@ Deno.test("cli: serve and executor refuse a --write-root that would not take eff
       ],
       /^Cannot use --write-root \/nonexistent-xyz: it does not exist\n/,
     ],
+    // So does a --cwd that every program's start would fail on.
+    [
+      ["serve", ...listen, "--cwd", "/nonexistent-xyz"],
+      /^Cannot use --cwd \/nonexistent-xyz: it does not exist\n/,
+    ],
+    [
+      ["serve", ...listen, "--cwd", "/etc/hostname"],
+      /^Cannot use --cwd \/etc\/hostname: it is not a directory\n/,
+    ],
+    [["serve", ...listen, "--cwd", "tmp"], /^Cannot use --cwd tmp: it must be an absolute path\n/],
   ];
   for (const [args, message] of cases) {
     await using cli = new Cli("executor", args, { env: { OUTPOST_TOKEN: TOKEN } });
@@ -1092,6 +1126,18 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
     tokenFile.stderr,
     /Cannot read token file \/tmp\/outpost-no-such-token: read access is not granted; add --allow-read=/,
   );
+
+  // A token file the set may read (serve: read all) that is missing, or a directory.
+  for (
+    const [file, why] of [
+      ["/tmp/outpost-no-such-token", "does not exist"],
+      ["/tmp", "Is a directory"],
+    ]
+  ) {
+    await using serveFile = new Cli("executor", ["serve", "--token-file", file]);
+    assert.equal((await serveFile.finished()).code, 2, serveFile.stderr);
+    assert.match(serveFile.stderr, new RegExp(`Cannot read token file:? ${file}:? ${why}\n`));
+  }
 
   await using missing = new Cli("executor", ["executor", "--registry", "http://127.0.0.1:1"]);
   assert.equal((await missing.finished()).code, 2);

@@ -338,7 +338,7 @@ Deno.test("minConfinement upgrades default requests and refuses weaker ones", as
     (e: Error) =>
       e instanceof SandboxDeniedError &&
       e.message ===
-        'Cannot start process "n": the executor requires "os" confinement, and the request asks for "none"',
+        'Cannot start "sh" (process "n"): the executor requires "os" confinement, and the request asks for "none"',
   );
   // A Deno program is held to what os allows: no write, run, ffi, or (without
   // the operator's network) net; reading is as open as os's read-only /.
@@ -355,7 +355,7 @@ Deno.test("minConfinement upgrades default requests and refuses weaker ones", as
       (e: Error) =>
         e instanceof SandboxDeniedError &&
         e.message ===
-          `Cannot start process "r": the executor requires "os" confinement, and a "deno" program with ${named} access is weaker (use "os")`,
+          `Cannot start "/x.ts" (process "r"): the executor requires "os" confinement, and a "deno" program with ${named} access is weaker (use "os")`,
       JSON.stringify(denoPermissions),
     );
   }

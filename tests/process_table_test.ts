@@ -620,7 +620,7 @@ Deno.test("ProcessTable limits live processes per table and executor-wide", asyn
   await one.start({ processId: "b", ...hold });
   await assert.rejects(
     one.start({ processId: "c", ...hold }),
-    /Cannot start process "c": the limit of 2 processes per session is reached/,
+    /Cannot start "sh" \(process "c"\): the limit of 2 processes per session is reached/,
   );
   await two.start({ processId: "a", ...hold });
   assert.equal(limiter.active, 3);

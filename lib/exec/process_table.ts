@@ -446,7 +446,13 @@ export class ProcessTable implements AsyncDisposable {
    */
   async start(options: StartProcessOptions): Promise<void> {
     const id = checkProcessId(options?.processId);
-    const what = `Cannot start process ${JSON.stringify(id)}`;
+    // Named by its program too: a client's process id may be a UUID the user never saw.
+    const program = Array.isArray(options.argv) && typeof options.argv[0] === "string"
+      ? options.argv[0]
+      : undefined;
+    const what = program === undefined
+      ? `Cannot start process ${JSON.stringify(id)}`
+      : `Cannot start ${JSON.stringify(clipped(program, 256))} (process ${JSON.stringify(id)})`;
     if (this.#closing) throw new Error(`${what}: the process table is closed`);
     const argv = this.#checkArgv(options.argv, what);
     const cwd = options.cwd ?? this.#cwd;
@@ -857,7 +863,8 @@ export class ProcessTable implements AsyncDisposable {
     if (asked === undefined) {
       if (min === "deno") {
         throw new SandboxDeniedError(
-          `${what}: the executor requires "deno" confinement, and the request does not ask for it`,
+          `${what}: the executor requires "deno" confinement, and the request does not ask for ` +
+            `it (a Deno module run with confinement "deno"; outpost exec --confinement deno)`,
         );
       }
       return min;
