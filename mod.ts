@@ -187,4 +187,9 @@ export type {
   RemoteProcessStdio,
 } from "./lib/client/remote_process.ts";
 export { RemoteFs } from "./lib/client/remote_fs.ts";
-export type { FsTransport, RemoteDirEntry, RemoteFileInfo } from "./lib/client/remote_fs.ts";
+export type {
+  FsCallOptions,
+  FsTransport,
+  RemoteDirEntry,
+  RemoteFileInfo,
+} from "./lib/client/remote_fs.ts";

@@ -1064,6 +1064,53 @@ Deno.test("Connection.fs reads, writes, lists and removes files on the executor"
   }
 });
 
+Deno.test("RemoteFs calls, kill and resize take a signal and a timeout: an executor gone silent does not hold them", async () => {
+  await using server = await serveLocal();
+  await using proxy = new TcpProxy(Number(new URL(server.url).port));
+  const conn = await connect(`ws://127.0.0.1:${proxy.port}`);
+  const dir = await Deno.makeTempDir({ prefix: "outpost_client_fs_" });
+  try {
+    const child = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
+    await child.started;
+    // An aborted signal: nothing is sent (the write does not happen).
+    const aborted = { signal: AbortSignal.abort() };
+    const calls: [string, () => Promise<unknown>][] = [
+      ["readFile", () => conn.fs.readFile(`${dir}/x`, aborted)],
+      ["readTextFile", () => conn.fs.readTextFile(`${dir}/x`, aborted)],
+      ["writeFile", () => conn.fs.writeFile(`${dir}/x`, new Uint8Array(1), aborted)],
+      ["writeTextFile", () => conn.fs.writeTextFile(`${dir}/x`, "x", aborted)],
+      ["mkdir", () => conn.fs.mkdir(`${dir}/d`, { recursive: true, ...aborted })],
+      ["stat", () => conn.fs.stat(dir, aborted)],
+      ["readDir", () => conn.fs.readDir(dir, aborted)],
+      ["remove", () => conn.fs.remove(`${dir}/x`, { force: true, ...aborted })],
+      ["copy", () => conn.fs.copy(`${dir}/x`, `${dir}/y`, aborted)],
+      ["realPath", () => conn.fs.realPath(dir, aborted)],
+      ["kill", () => child.kill("SIGINT", aborted)],
+      ["resize", () => child.resize(80, 24, aborted)],
+    ];
+    for (const [name, call] of calls) {
+      await assert.rejects(call(), (e: Error) => e.name === "AbortError", name);
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "an aborted call reached the executor");
+    // A timeout: the executor goes silent, the call ends in time anyway.
+    proxy.silence();
+    const started = performance.now();
+    await assert.rejects(
+      conn.fs.stat(dir, { timeoutMs: 200 }),
+      (e: Error) => e.name === "TimeoutError",
+    );
+    await assert.rejects(
+      child.kill("SIGTERM", { timeoutMs: 200 }),
+      (e: Error) => e.name === "TimeoutError",
+    );
+    assert.ok(performance.now() - started < 5_000, "the timeouts held");
+  } finally {
+    proxy.cut();
+    await conn.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("Connection requests fail with RelayClosedError once the server goes away", async () => {
   const server = await serveLocal();
   await using conn = await connect(server.url);

@@ -6,10 +6,20 @@
  * @module
  */
 
+import type { RequestOptions } from "../rpc/json_rpc_peer.ts";
+
+/**
+ * What every {@linkcode RemoteFs} call takes besides its own options: a
+ * signal that abandons the call, and a timeout. Without them a call waits as
+ * long as the connection lives (through a rendezvous, a frozen executor is
+ * noticed only after the idle check and the detach window).
+ */
+export type FsCallOptions = RequestOptions;
+
 /** What {@linkcode RemoteFs} needs from its connection. */
 export interface FsTransport {
-  /** Sends one JSON-RPC request. */
-  request<T = unknown>(method: string, params?: unknown): Promise<T>;
+  /** Sends one JSON-RPC request; `options` may abandon it or time it out. */
+  request<T = unknown>(method: string, params?: unknown, options?: FsCallOptions): Promise<T>;
 }
 
 /** Metadata of a path, from {@linkcode RemoteFs.stat}. */
@@ -76,15 +86,24 @@ export class RemoteFs {
     this.#transport = transport;
   }
 
+  #call<T>(method: string, params: unknown, options: FsCallOptions | undefined): Promise<T> {
+    // Only the call's own options: a method's flags (recursive, force) stay in its params.
+    const call: FsCallOptions = {};
+    if (options?.signal !== undefined) call.signal = options.signal;
+    if (options?.timeoutMs !== undefined) call.timeoutMs = options.timeoutMs;
+    return this.#transport.request<T>(method, params, call);
+  }
+
   /**
    * Reads a whole file.
    *
    * @param path Absolute path on the executor.
+   * @param options A signal and a timeout for the call.
    * @returns The bytes.
    * @throws {RpcError} When the executor refuses or the file is missing.
    */
-  async readFile(path: string): Promise<Uint8Array> {
-    const result = await this.#transport.request<{ dataBase64: string }>("fs/readFile", { path });
+  async readFile(path: string, options?: FsCallOptions): Promise<Uint8Array> {
+    const result = await this.#call<{ dataBase64: string }>("fs/readFile", { path }, options);
     return decodeBase64(result.dataBase64);
   }
 
@@ -92,11 +111,12 @@ export class RemoteFs {
    * Reads a whole file as UTF-8 text.
    *
    * @param path Absolute path on the executor.
+   * @param options A signal and a timeout for the call.
    * @returns The text.
    * @throws {RpcError} When the executor refuses or the file is missing.
    */
-  async readTextFile(path: string): Promise<string> {
-    return decoder.decode(await this.readFile(path));
+  async readTextFile(path: string, options?: FsCallOptions): Promise<string> {
+    return decoder.decode(await this.readFile(path, options));
   }
 
   /**
@@ -105,13 +125,14 @@ export class RemoteFs {
    * @param path Absolute path on the executor.
    * @param data The bytes: about 12 MiB at most, since they travel as base64
    *   in one message of at most 16 MiB.
+   * @param options A signal and a timeout for the call.
    * @returns When written.
    * @throws {RpcError} When the executor refuses.
    * @throws {RangeError} When the data does not fit one message.
    */
-  async writeFile(path: string, data: Uint8Array): Promise<void> {
+  async writeFile(path: string, data: Uint8Array, options?: FsCallOptions): Promise<void> {
     try {
-      await this.#transport.request("fs/writeFile", { path, dataBase64: encodeBase64(data) });
+      await this.#call("fs/writeFile", { path, dataBase64: encodeBase64(data) }, options);
     } catch (error) {
       if (!(error instanceof RangeError)) throw error;
       throw new RangeError(
@@ -128,50 +149,59 @@ export class RemoteFs {
    *
    * @param path Absolute path on the executor.
    * @param text The text.
+   * @param options A signal and a timeout for the call.
    * @returns When written.
    * @throws {RpcError} When the executor refuses.
    */
-  writeTextFile(path: string, text: string): Promise<void> {
-    return this.writeFile(path, encoder.encode(text));
+  writeTextFile(path: string, text: string, options?: FsCallOptions): Promise<void> {
+    return this.writeFile(path, encoder.encode(text), options);
   }
 
   /**
    * Creates a directory.
    *
    * @param path Absolute path on the executor.
-   * @param options `recursive` creates missing parents. @default {{ recursive: false }}
+   * @param options `recursive` creates missing parents; a signal and a timeout for the call.
+   *   @default {{ recursive: false }}
    * @returns When created.
    * @throws {RpcError} When the executor refuses.
    */
-  async mkdir(path: string, options: { recursive?: boolean } = {}): Promise<void> {
-    await this.#transport.request("fs/createDirectory", {
-      path,
-      recursive: options.recursive ?? false,
-    });
+  async mkdir(
+    path: string,
+    options: { recursive?: boolean } & FsCallOptions = {},
+  ): Promise<void> {
+    await this.#call(
+      "fs/createDirectory",
+      { path, recursive: options.recursive ?? false },
+      options,
+    );
   }
 
   /**
    * Reads a path's metadata.
    *
    * @param path Absolute path on the executor.
+   * @param options A signal and a timeout for the call.
    * @returns The metadata.
    * @throws {RpcError} When the executor refuses or the path is missing.
    */
-  stat(path: string): Promise<RemoteFileInfo> {
-    return this.#transport.request<RemoteFileInfo>("fs/getMetadata", { path });
+  stat(path: string, options?: FsCallOptions): Promise<RemoteFileInfo> {
+    return this.#call<RemoteFileInfo>("fs/getMetadata", { path }, options);
   }
 
   /**
    * Lists a directory.
    *
    * @param path Absolute path on the executor.
+   * @param options A signal and a timeout for the call.
    * @returns The entries.
    * @throws {RpcError} When the executor refuses or the path is missing.
    */
-  async readDir(path: string): Promise<RemoteDirEntry[]> {
-    const result = await this.#transport.request<{ entries: RemoteDirEntry[] }>(
+  async readDir(path: string, options?: FsCallOptions): Promise<RemoteDirEntry[]> {
+    const result = await this.#call<{ entries: RemoteDirEntry[] }>(
       "fs/readDirectory",
       { path },
+      options,
     );
     return result.entries;
   }
@@ -180,19 +210,20 @@ export class RemoteFs {
    * Removes a file or directory.
    *
    * @param path Absolute path on the executor.
-   * @param options `recursive` removes a non-empty directory; `force` ignores a missing path.
+   * @param options `recursive` removes a non-empty directory; `force` ignores a missing path;
+   *   a signal and a timeout for the call.
    * @returns When removed.
    * @throws {RpcError} When the executor refuses or the path is missing (without `force`).
    */
   async remove(
     path: string,
-    options: { recursive?: boolean; force?: boolean } = {},
+    options: { recursive?: boolean; force?: boolean } & FsCallOptions = {},
   ): Promise<void> {
-    await this.#transport.request("fs/remove", {
+    await this.#call("fs/remove", {
       path,
       recursive: options.recursive ?? false,
       force: options.force ?? false,
-    });
+    }, options);
   }
 
   /**
@@ -200,27 +231,33 @@ export class RemoteFs {
    *
    * @param from Absolute source path on the executor.
    * @param to Absolute destination path on the executor.
-   * @param options `recursive` copies a directory tree. @default {{ recursive: false }}
+   * @param options `recursive` copies a directory tree; a signal and a timeout for the call.
+   *   @default {{ recursive: false }}
    * @returns When copied.
    * @throws {RpcError} When the executor refuses.
    */
-  async copy(from: string, to: string, options: { recursive?: boolean } = {}): Promise<void> {
-    await this.#transport.request("fs/copy", {
+  async copy(
+    from: string,
+    to: string,
+    options: { recursive?: boolean } & FsCallOptions = {},
+  ): Promise<void> {
+    await this.#call("fs/copy", {
       sourcePath: from,
       destinationPath: to,
       recursive: options.recursive ?? false,
-    });
+    }, options);
   }
 
   /**
    * Resolves a path to its canonical absolute form.
    *
    * @param path Path on the executor.
+   * @param options A signal and a timeout for the call.
    * @returns The canonical path.
    * @throws {RpcError} When the executor refuses or the path is missing.
    */
-  async realPath(path: string): Promise<string> {
-    const result = await this.#transport.request<{ path: string }>("fs/canonicalize", { path });
+  async realPath(path: string, options?: FsCallOptions): Promise<string> {
+    const result = await this.#call<{ path: string }>("fs/canonicalize", { path }, options);
     return result.path;
   }
 }

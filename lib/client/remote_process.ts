@@ -14,6 +14,7 @@
 
 import { RelayClosedError } from "../errors.ts";
 import { checkTerminalSide } from "../_limits.ts";
+import type { RequestOptions } from "../rpc/json_rpc_peer.ts";
 
 /** How a remote process ended, like `Deno.CommandStatus`. */
 export interface RemoteProcessStatus {
@@ -42,8 +43,8 @@ export interface RemoteProcessOutput extends RemoteProcessStatus {
 
 /** What a {@linkcode RemoteProcess} needs from its connection. */
 export interface ProcessTransport {
-  /** Sends one JSON-RPC request. */
-  request<T = unknown>(method: string, params?: unknown): Promise<T>;
+  /** Sends one JSON-RPC request; `options` may abandon it or time it out. */
+  request<T = unknown>(method: string, params?: unknown, options?: RequestOptions): Promise<T>;
   /** Routes notifications for one process id to `listener`; returns the unsubscribe function. */
   subscribeProcess(
     processId: string,
@@ -423,10 +424,11 @@ export class RemoteProcess implements AsyncDisposable {
    * is sent.
    *
    * @param signal The signal. @default {"SIGTERM"}
+   * @param options A signal that abandons waiting for the answer, and a timeout.
    * @returns When the executor has delivered it.
    * @throws {RpcError} When the executor refuses.
    */
-  async kill(signal: Deno.Signal = "SIGTERM"): Promise<void> {
+  async kill(signal: Deno.Signal = "SIGTERM", options?: RequestOptions): Promise<void> {
     if (!this.#exited && (signal === "SIGTERM" || signal === "SIGKILL")) {
       this.#dropWhenFull = true;
       this.#releaseHold();
@@ -434,7 +436,11 @@ export class RemoteProcess implements AsyncDisposable {
     await this.#started;
     if (this.#exited) return;
     try {
-      await this.#transport.request("process/signal", { processId: this.id, signal });
+      await this.#transport.request(
+        "process/signal",
+        { processId: this.id, signal },
+        options,
+      );
     } catch (error) {
       // The program often ends of this very signal before the answer comes
       // back, and a connection closed meanwhile fails the request: an exit
@@ -450,16 +456,17 @@ export class RemoteProcess implements AsyncDisposable {
    *
    * @param cols Columns, 1..65535.
    * @param rows Rows, 1..65535.
+   * @param options A signal that abandons waiting for the answer, and a timeout.
    * @returns When the executor has applied the size.
    * @throws {RangeError} When a size is out of range.
    * @throws {RpcError} When the executor refuses (no terminal, or no resize helper).
    */
-  async resize(cols: number, rows: number): Promise<void> {
+  async resize(cols: number, rows: number, options?: RequestOptions): Promise<void> {
     checkTerminalSide("cols", cols);
     checkTerminalSide("rows", rows);
     await this.#started;
     if (this.#exited) return;
-    await this.#transport.request("process/resize", { processId: this.id, cols, rows });
+    await this.#transport.request("process/resize", { processId: this.id, cols, rows }, options);
   }
 
   /**
