@@ -850,6 +850,8 @@ async function runExec(args: string[], context: Context): Promise<number> {
   let interrupts = 0;
   let lastInterruptAt = -Infinity;
   let termTimer: ReturnType<typeof setTimeout> | undefined;
+  // Once the program has ended, only its output is left to copy: no escalation.
+  let programEnded = false;
   let leaving = false;
   let rawMode = false;
   let stopResizes = (): void => {};
@@ -880,8 +882,8 @@ async function runExec(args: string[], context: Context): Promise<number> {
     else if (interrupts < 3) forward("SIGINT");
   };
   const onTerm = (): void => {
-    if (termTimer !== undefined) return;
     forward("SIGTERM");
+    if (termTimer !== undefined || programEnded) return;
     // As a third Ctrl-C: \`timeout\` or a service manager must be able to stop us.
     termTimer = setTimeout(
       () => killAndLeave(EXIT_TERMINATED, `the program outlived SIGTERM by ${STOP_GRACE_MS} ms`),
@@ -913,6 +915,10 @@ async function runExec(args: string[], context: Context): Promise<number> {
       }
       throw error;
     }
+    child.status.finally(() => {
+      programEnded = true;
+      clearTimeout(termTimer);
+    }).catch(() => {});
     try {
       await child.started;
     } catch (error) {

@@ -551,9 +551,9 @@ Deno.test("cli: exec whose stdout cannot be written (/dev/full) stops the progra
  */
 const PRESS_GAP_MS = 300;
 
-/** Waits until a signal sent at `sentAt` lies a press gap behind (the rule under test is timed). */
-async function pastPressGap(sentAt: number): Promise<void> {
-  const left = PRESS_GAP_MS - (performance.now() - sentAt);
+/** Waits until `since` lies a press gap behind (the rule under test is timed). */
+async function pastPressGap(since: number): Promise<void> {
+  const left = PRESS_GAP_MS - (performance.now() - since);
   if (left > 0) await new Promise((resolve) => setTimeout(resolve, left));
 }
 
@@ -561,18 +561,20 @@ Deno.test("cli: a third Ctrl-C kills a program that traps SIGINT and exits 130",
   const program = 'trap "echo got-int" INT; echo ready; while :; do sleep 0.05; done';
   await execLeavingNoProgram(program, {}, async (run) => {
     await run.waitFor(() => run.stdout.includes("ready"), 15_000, "the program starting");
-    let sentAt = -Infinity;
+    // Each gap counts from when the program showed the press (exec handled it
+    // by then), not from the send, which a loaded exec may handle late.
+    let seenAt = -Infinity;
     for (let i = 1; i <= 2; i++) {
-      await pastPressGap(sentAt);
+      await pastPressGap(seenAt);
       run.child.kill("SIGINT");
-      sentAt = performance.now();
       await run.waitFor(
         () => (run.stdout.match(/got-int/g)?.length ?? 0) >= i,
         10_000,
         `interrupt ${i} reaching the program`,
       );
+      seenAt = performance.now();
     }
-    await pastPressGap(sentAt);
+    await pastPressGap(seenAt);
     run.child.kill("SIGINT");
     assert.equal((await run.finished(10_000)).code, 130, run.stderr);
     assert.match(run.stderr, /third interrupt: killing the program/);
@@ -589,14 +591,17 @@ Deno.test("cli: a Ctrl-C that reaches exec twice at once (as deno task passes it
     // Press 1 arrives twice, 40 ms apart (back to back, Deno would see one
     // signal), press 2 once: two presses, not three.
     run.child.kill("SIGINT");
-    let sentAt = performance.now();
     await new Promise((resolve) => setTimeout(resolve, 40));
     run.child.kill("SIGINT");
     await run.waitFor(() => run.stdout.includes("got-int"), 10_000, "press 1");
-    await pastPressGap(sentAt);
+    await pastPressGap(performance.now());
     run.child.kill("SIGINT");
-    sentAt = performance.now();
-    await pastPressGap(sentAt);
+    await run.waitFor(
+      () => (run.stdout.match(/got-int/g)?.length ?? 0) >= 2,
+      10_000,
+      "press 2",
+    );
+    await pastPressGap(performance.now());
     // Still running: counted as a third press, the program would have been killed.
     await writer.write(new TextEncoder().encode("alive\n"));
     await run.waitFor(() => run.stdout.includes("pong alive"), 10_000, "the program answering");
@@ -1033,6 +1038,45 @@ Deno.test("cli: serve logs each refused request as the rendezvous does, never th
     { level: "warn", status: 401, code: "unauthorized" },
   );
   assert.ok(!serve.stderr.includes(TOKEN));
+});
+
+Deno.test("cli: exec does not escalate a SIGTERM the program answered by exiting, while its output still drains to a slow reader", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  const program =
+    'trap "head -c 3000000 /dev/zero; exit 7" TERM; echo ready; while :; do sleep 0.05; done';
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-q", "-P=client", "cli.ts", "exec", "--url", url, "--", "sh", "-c", program],
+    cwd: ROOT,
+    clearEnv: true,
+    env: childEnv({}),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const reader = child.stdout.getReader();
+  let bytes = 0;
+  let head = "";
+  while (!head.includes("ready")) {
+    const { value, done } = await withDeadline(reader.read(), 15_000, "the program starting");
+    if (done) break;
+    bytes += value.byteLength;
+    head += new TextDecoder().decode(value);
+  }
+  child.kill("SIGTERM");
+  // A reader slower than the 2 s grace: exec must still deliver all and keep the program's code.
+  await new Promise((resolve) => setTimeout(resolve, 2_500));
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    bytes += value.byteLength;
+  }
+  const status = await child.status;
+  const log = await stderr;
+  assert.equal(status.code, 7, log);
+  assert.equal(bytes, "ready\n".length + 3_000_000);
+  assert.doesNotMatch(log, /outlived SIGTERM/);
 });
 
 Deno.test("cli: a second Ctrl-C while serve stops does not cut its close short: programs are still stopped", async () => {

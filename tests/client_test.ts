@@ -1059,6 +1059,12 @@ Deno.test("Connection.fs reads, writes, lists and removes files on the executor"
       (e: Error) =>
         e instanceof RangeError && /do not fit one fs\/writeFile message/.test(e.message),
     );
+    // Another RangeError keeps its own reason.
+    await assert.rejects(
+      conn.fs.writeFile(`${dir}/small`, new Uint8Array(1), { timeoutMs: -1 }),
+      (e: Error) =>
+        e instanceof RangeError && /timeoutMs must be a non-negative number/.test(e.message),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -1103,6 +1109,16 @@ Deno.test("RemoteFs calls, kill and resize take a signal and a timeout: an execu
       child.kill("SIGTERM", { timeoutMs: 200 }),
       (e: Error) => e.name === "TimeoutError",
     );
+    // Also while the start itself is unanswered.
+    const unstarted = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
+    for (
+      const call of [
+        () => unstarted.kill("SIGTERM", { timeoutMs: 200 }),
+        () => unstarted.resize(80, 24, { timeoutMs: 200 }),
+      ]
+    ) {
+      await assert.rejects(call(), (e: Error) => e.name === "TimeoutError");
+    }
     assert.ok(performance.now() - started < 5_000, "the timeouts held");
   } finally {
     proxy.cut();
@@ -1329,6 +1345,34 @@ Deno.test("connect says why it closed when the rendezvous stays unreachable past
     /the connection closed: detach_expired: the rendezvous could not be reached again within 500 ms/,
   );
   assert.match(conn.closeReason ?? "", /^detach_expired: /);
+});
+
+Deno.test("connect claims no outage while it reconnects, nor after the caller closes it meanwhile", async () => {
+  const rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-away",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  let reconnecting = 0;
+  const conn = await connect(rendezvous.url, {
+    executorId: "box-away",
+    token: SERVER_TOKEN,
+    detachWindowMs: 30_000,
+    onEvent: (event) => {
+      if (event.type === "reconnecting") reconnecting++;
+    },
+  });
+  const child = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
+  await child.started;
+  await rendezvous.close();
+  await until(() => reconnecting > 0, 10_000, "a failed reconnect");
+  assert.equal(conn.closeReason, undefined, "still within the window");
+  await conn.close();
+  const error = await child.status.then(() => undefined, (e: Error) => e);
+  assert.ok(error instanceof Error, "the process fails with its connection");
+  assert.doesNotMatch(error.message, /detach_expired/);
 });
 
 Deno.test("connect replaces a harness socket that went silent without closing, and the session resumes", async () => {

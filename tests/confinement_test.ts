@@ -6,6 +6,7 @@ import {
   detectCapabilities,
   grantedWriteRoots,
   hiddenInSandbox,
+  MAX_DENO_PERMISSION_VALUES,
   resolveGrantedProgram,
   writeRootProblem,
 } from "../lib/exec/confinement.ts";
@@ -501,6 +502,35 @@ Deno.test("denoRunFlags validates what a program asks for", async () => {
   );
   await assert.rejects(denoRunFlags(undefined, "https://example.com/m.ts"), /only local modules/);
   await assert.rejects(denoRunFlags(undefined, "--allow-all"), TypeError);
+  await assert.rejects(denoRunFlags({ read: ["/tmp/a\ud800"] }, "/m.ts"), /well-formed/);
+  // At most MAX_DENO_PERMISSION_VALUES values per list: at the bound the
+  // values are checked (here refused for their commas), past it refused for the count.
+  const values = (n: number) => Array.from({ length: n }, (_, i) => `/tmp/${i},x`);
+  await assert.rejects(
+    denoRunFlags({ read: values(MAX_DENO_PERMISSION_VALUES) }, "/m.ts"),
+    /without commas/,
+  );
+  await assert.rejects(
+    denoRunFlags({ read: values(MAX_DENO_PERMISSION_VALUES + 1) }, "/m.ts"),
+    /holds more than 1024 values/,
+  );
+});
+
+Deno.test("ProcessTable refuses argv, arg0 and cwd with a lone surrogate, which would reach the system as U+FFFD", async () => {
+  await using table = new ProcessTable();
+  const starts: [string, Record<string, unknown>][] = [
+    ["argv", { argv: ["echo", "x\ud800"] }],
+    ["arg0", { argv: ["true"], arg0: "\udc00" }],
+    ["cwd", { argv: ["true"], cwd: "/tmp/\ud800" }],
+  ];
+  for (const [what, options] of starts) {
+    await assert.rejects(
+      table.start({ processId: what, ...options } as never),
+      (e: Error) => e instanceof TypeError && /well-formed/.test(e.message),
+      what,
+    );
+  }
+  assert.equal(table.list().length, 0);
 });
 
 Deno.test("resolveGrantedProgram and grantedWriteRoots resolve to real paths", async () => {

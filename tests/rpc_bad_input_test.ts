@@ -9,7 +9,8 @@
  */
 
 import assert from "node:assert/strict";
-import { MAX_DENO_PERMISSION_VALUES } from "../lib/exec/session.ts";
+import { MAX_DENO_PERMISSION_VALUES } from "../lib/exec/confinement.ts";
+import { clipped } from "../lib/exec/_params.ts";
 import { Executor } from "../lib/exec/executor.ts";
 import { serveExecutor } from "./_support/ws_channel.ts";
 import { type RawResponse, RawRpc } from "./_support/raw_rpc.ts";
@@ -564,4 +565,13 @@ Deno.test({
     const r = await rpc.request("", {}, 2000);
     assertError(r, [INVALID_REQUEST, METHOD_NOT_FOUND], "empty method");
   },
+});
+
+Deno.test("clipped cuts a peer's string for an error message, never between the halves of a surrogate pair", () => {
+  assert.equal(clipped("short", 10), "short");
+  assert.equal(clipped("abcdef", 3), "abc\u2026");
+  // "a" then pairs: index 3 is a pair's first half, so the cut falls before it.
+  const cut = clipped("a\u{1F600}\u{1F600}\u{1F600}", 4);
+  assert.equal(cut, "a\u{1F600}\u2026");
+  assert.ok(cut.isWellFormed());
 });

@@ -482,7 +482,15 @@ Deno.test("StreamMux tells a legacy stream lost with its socket executor_disconn
     const again = await withDeadline(frames.next(), 2_000, `answer to ${body.kind}`);
     assert.deepEqual(resetOf(again.value), ["v1-0", RESET_EXECUTOR_DISCONNECTED]);
   }
-  // The id may start over from seq 0 (a Codex v1 restart): a new stream.
+  // The id may start over from seq 0 (a Codex v1 restart): a new stream. Its
+  // claim (resume{next_seq 0}) is not answered with the old end.
+  await second.send({
+    version: 1,
+    streamId: "v1-0",
+    ack: 0,
+    ackBits: 0,
+    body: { kind: "resume", nextSeq: 0 },
+  });
   await second.send(dataFrame("v1-0", 0, '{"id":1,"method":"initialize","params":{}}'));
   await until(() => served.length === 2 && served[1].mode === "legacy", 5_000, "restart");
   await served[1].send("served again");
@@ -587,4 +595,26 @@ Deno.test("StreamMux takes its timer options up to 2^31 - 1 ms and refuses one m
       );
     }
   }
+});
+
+Deno.test("StreamMux answers later frames for a stream it reset with that reset's reason, not stream_closed", async () => {
+  const served: MuxStream[] = [];
+  await using lb = loopback({ onStream: (s) => served.push(s) });
+  const raw = await RelaySocket.connect(lb.url);
+  const frames = raw[Symbol.asyncIterator]();
+  await raw.send(dataFrame("r", 1, "hello"));
+  await until(() => served.length === 1, 5_000, "the stream served");
+  served[0].reset("custom_reason");
+  const first = await withDeadline(frames.next(), 5_000, "the reset");
+  // The ack for "hello" may come first.
+  const reset = first.value?.body.kind === "reset"
+    ? first
+    : await withDeadline(frames.next(), 5_000, "the reset");
+  assert.deepEqual(resetOf(reset.value), ["r", "custom_reason"]);
+  // A late ack: the peer may have missed the reset, and a repeat could overtake
+  // it while queued, so the repeat says the same.
+  await raw.send({ version: 1, streamId: "r", ack: 1, ackBits: 0, body: { kind: "ack" } });
+  const again = await withDeadline(frames.next(), 5_000, "the repeat");
+  assert.deepEqual(resetOf(again.value), ["r", "custom_reason"]);
+  await raw.close();
 });

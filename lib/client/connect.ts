@@ -9,7 +9,7 @@
 
 import { abortable } from "../_abortable.ts";
 import { RelayClosedError } from "../errors.ts";
-import { RESET_SHUTDOWN } from "../mux/reset_reasons.ts";
+import { RESET_DETACH_EXPIRED, RESET_SHUTDOWN } from "../mux/reset_reasons.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import type { RelaySocket } from "../relay/relay_socket.ts";
 import { binaryProcessId, decodeBinaryOutput, encodeBinaryWrite } from "../rpc/binary_messages.ts";
@@ -22,6 +22,11 @@ import { MAX_TIMER_MS } from "../_limits.ts";
 
 /** Default timeout of connect plus `initialize`, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * How much longer the harness mux keeps a stream than reconnecting goes on:
+ * the give-up, with its reason, ends the stream rather than the mux expiry.
+ */
+const GIVE_UP_MARGIN_MS = 1_000;
 
 /** Something the connection did, for logs. Never carries a token. */
 export type ConnectionEvent =
@@ -540,7 +545,12 @@ async function openRendezvous(
   } catch (error) {
     throw explainRefusal(error, url);
   }
-  const mux = new StreamMux({ role: "harness", detachWindowMs });
+  // The mux keeps the stream a little longer than reconnecting goes on, so
+  // that giving up, not the mux's own expiry, ends it (and says why).
+  const mux = new StreamMux({
+    role: "harness",
+    detachWindowMs: Math.min(MAX_TIMER_MS, detachWindowMs + GIVE_UP_MARGIN_MS),
+  });
   mux.attach(socket);
   const stream: MuxStream = mux.open();
   const stop = new AbortController();
@@ -556,7 +566,7 @@ async function openRendezvous(
     }
   };
 
-  let unreachable: string | undefined;
+  let gaveUp: string | undefined;
   // Keeps the physical socket up: on loss, reconnect with backoff within the detach window.
   const supervise = (async () => {
     while (!stop.signal.aborted) {
@@ -569,10 +579,7 @@ async function openRendezvous(
       let wait = 100;
       let attempt = 0;
       let next: RelaySocket | undefined;
-      // Why the session ends if the window passes first (the mux may end the stream then too).
-      const why =
-        `detach_expired: the rendezvous could not be reached again within ${detachWindowMs} ms`;
-      unreachable = why;
+      let lastError: Error | undefined;
       while (!stop.signal.aborted && Date.now() < giveUpAt) {
         attempt++;
         try {
@@ -583,7 +590,7 @@ async function openRendezvous(
           break;
         } catch (error) {
           if (stop.signal.aborted) return;
-          unreachable = `${why} (${(error as Error).message})`;
+          lastError = error as Error;
           const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
           emit({ type: "reconnecting", attempt, delayMs: jittered, error: error as Error });
           await delay(Math.min(jittered, Math.max(0, giveUpAt - Date.now())), stop.signal);
@@ -592,7 +599,11 @@ async function openRendezvous(
       }
       if (next === undefined) {
         if (!stop.signal.aborted) {
-          await stream.close("detach_expired").catch(() => {});
+          // Set before the stream ends: what fails on its end reads the reason.
+          gaveUp =
+            `detach_expired: the rendezvous could not be reached again within ${detachWindowMs} ms` +
+            (lastError ? ` (${lastError.message})` : "");
+          stream.reset(RESET_DETACH_EXPIRED);
         }
         return;
       }
@@ -601,7 +612,6 @@ async function openRendezvous(
         return;
       }
       socket = next;
-      unreachable = undefined;
       mux.attach(socket);
       emit({ type: "reconnected", attempt });
     }
@@ -619,7 +629,7 @@ async function openRendezvous(
         await mux.close();
         await socket.close("client_close");
       },
-      closeReason: () => unreachable ?? stream.resetReason,
+      closeReason: () => gaveUp ?? stream.resetReason,
     };
   };
   // A connect that failed has nothing to deliver: a graceful close would wait

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { RequestOptions } from "../rpc/json_rpc_peer.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, type RequestOptions } from "../rpc/json_rpc_peer.ts";
 
 /**
  * What every {@linkcode RemoteFs} call takes besides its own options: a
@@ -131,17 +131,22 @@ export class RemoteFs {
    * @throws {RangeError} When the data does not fit one message.
    */
   async writeFile(path: string, data: Uint8Array, options?: FsCallOptions): Promise<void> {
-    try {
-      await this.#call("fs/writeFile", { path, dataBase64: encodeBase64(data) }, options);
-    } catch (error) {
-      if (!(error instanceof RangeError)) throw error;
+    const dataBase64 = encodeBase64(data);
+    // Checked here, not left to the peer's limit, so that only this case gets this advice.
+    const envelope = encoder.encode(JSON.stringify({
+      jsonrpc: "2.0",
+      id: Number.MAX_SAFE_INTEGER,
+      method: "fs/writeFile",
+      params: { path, dataBase64: "" },
+    })).length;
+    if (envelope + dataBase64.length > DEFAULT_MAX_MESSAGE_BYTES) {
       throw new RangeError(
         `Cannot write ${JSON.stringify(path)}: ${data.byteLength} bytes do not fit one ` +
           `fs/writeFile message (base64 in at most 16 MiB: about 12 MiB of data); write it ` +
           `through a program's stdin instead (e.g. cat > FILE)`,
-        { cause: error },
       );
     }
+    await this.#call("fs/writeFile", { path, dataBase64 }, options);
   }
 
   /**

@@ -15,6 +15,7 @@
 import { RelayClosedError } from "../errors.ts";
 import { checkTerminalSide } from "../_limits.ts";
 import type { RequestOptions } from "../rpc/json_rpc_peer.ts";
+import { abortable } from "../_abortable.ts";
 
 /** How a remote process ended, like `Deno.CommandStatus`. */
 export interface RemoteProcessStatus {
@@ -429,17 +430,18 @@ export class RemoteProcess implements AsyncDisposable {
    * @throws {RpcError} When the executor refuses.
    */
   async kill(signal: Deno.Signal = "SIGTERM", options?: RequestOptions): Promise<void> {
+    options?.signal?.throwIfAborted();
     if (!this.#exited && (signal === "SIGTERM" || signal === "SIGKILL")) {
       this.#dropWhenFull = true;
       this.#releaseHold();
     }
-    await this.#started;
+    const left = await this.#startedWithin(options);
     if (this.#exited) return;
     try {
       await this.#transport.request(
         "process/signal",
         { processId: this.id, signal },
-        options,
+        left,
       );
     } catch (error) {
       // The program often ends of this very signal before the answer comes
@@ -464,9 +466,9 @@ export class RemoteProcess implements AsyncDisposable {
   async resize(cols: number, rows: number, options?: RequestOptions): Promise<void> {
     checkTerminalSide("cols", cols);
     checkTerminalSide("rows", rows);
-    await this.#started;
+    const left = await this.#startedWithin(options);
     if (this.#exited) return;
-    await this.#transport.request("process/resize", { processId: this.id, cols, rows }, options);
+    await this.#transport.request("process/resize", { processId: this.id, cols, rows }, left);
   }
 
   /**
@@ -663,6 +665,39 @@ export class RemoteProcess implements AsyncDisposable {
         this.#recovering = false;
       }
     })();
+  }
+
+  /**
+   * Waits for the start's answer within a call's signal and timeout (a call
+   * made before the start was answered must not wait longer than asked).
+   *
+   * @returns The options left for the call's own request: the rest of the timeout.
+   */
+  async #startedWithin(options?: RequestOptions): Promise<RequestOptions | undefined> {
+    if (options?.signal === undefined && options?.timeoutMs === undefined) {
+      await this.#started;
+      return options;
+    }
+    const begun = performance.now();
+    const gaveUp = new AbortController();
+    const onAbort = (): void => gaveUp.abort(options.signal?.reason);
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    if (options.signal?.aborted) onAbort();
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(
+      () => gaveUp.abort(new DOMException("Signal timed out.", "TimeoutError")),
+      options.timeoutMs,
+    );
+    try {
+      await abortable(this.#started, gaveUp.signal);
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    }
+    if (options.timeoutMs === undefined) return options;
+    return {
+      ...options,
+      timeoutMs: Math.max(0, options.timeoutMs - (performance.now() - begun)),
+    };
   }
 
   /** Marks the process finished and stops following it; false when it already was. */

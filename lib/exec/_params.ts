@@ -59,7 +59,11 @@ export function paramsObject(params: unknown): Params {
  * @returns The string, or its start and an ellipsis.
  */
 export function clipped(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max)}\u2026`;
+  if (text.length <= max) return text;
+  // Not between the halves of a surrogate pair: the cut would leave a lone one.
+  const code = text.charCodeAt(max - 1);
+  const end = code >= 0xd800 && code <= 0xdbff ? max - 1 : max;
+  return `${text.slice(0, end)}\u2026`;
 }
 
 /**

@@ -241,20 +241,20 @@ async function probeSessionHelper(): Promise<string | null> {
  * program only through its exit code (127 or 126), while a direct spawn
  * throws. Paths the executor may not read are not checked.
  *
- * The stat is synchronous: the spawn right after it blocks on the same
- * file's filesystem anyway, and an asynchronous stat's trip through Deno's
- * blocking pool added about 0.15 ms to every start of `true` (timed around it
- * during `deno task bench --only=true`).
+ * The stat is asynchronous although its trip through Deno's blocking pool
+ * adds about 0.15 ms to every start (timed around it during `deno task bench
+ * --only=true`): the spawn execs the helper, not the program, so a program on
+ * a hung mount would otherwise stop the executor's whole event loop here.
  *
  * @param path The absolute program path.
  * @throws {Deno.errors.NotFound} When the path does not exist.
  * @throws {Deno.errors.PermissionDenied} When it is a directory or has no execute bit.
  */
-export function checkProgramFile(path: string): void {
+export async function checkProgramFile(path: string): Promise<void> {
   if (!isGrantedValueSync({ name: "read", path })) return;
   let info: Deno.FileInfo;
   try {
-    info = Deno.statSync(path);
+    info = await Deno.stat(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) throw error;
     return;
@@ -481,6 +481,9 @@ export function checkDenoProgramEnv(
 
 const DENO_PERMISSION_NAMES = ["read", "write", "net", "env", "run", "sys", "ffi"] as const;
 
+/** The most values one `denoPermissions` list may hold. */
+export const MAX_DENO_PERMISSION_VALUES = 1024;
+
 /**
  * Builds the `deno run` flags for a `deno`-confined program, refusing any
  * permission the executor does not hold itself. Programs in `run` are passed
@@ -543,13 +546,22 @@ export async function denoRunFlags(
     if (!Array.isArray(asked) || asked.length === 0) {
       throw new TypeError(`${subject}: denoPermissions.${name} must be true or a non-empty list`);
     }
+    // Each value costs permission checks (and a path lookup) before the spawn.
+    if (asked.length > MAX_DENO_PERMISSION_VALUES) {
+      throw new RangeError(
+        `${subject}: denoPermissions.${name} holds more than ${MAX_DENO_PERMISSION_VALUES} values`,
+      );
+    }
     const values: string[] = [];
     for (const raw of asked) {
-      if (typeof raw !== "string" || raw.length === 0 || raw.includes(",") || raw.includes("\0")) {
+      if (
+        typeof raw !== "string" || raw.length === 0 || raw.includes(",") || raw.includes("\0") ||
+        !raw.isWellFormed()
+      ) {
         throw new TypeError(
           `${subject}: denoPermissions.${name} holds ${
             JSON.stringify(raw)
-          }, not a non-empty string without commas`,
+          }, not a non-empty well-formed string without commas`,
         );
       }
       if (name === "run") {

@@ -459,6 +459,9 @@ export class ProcessTable implements AsyncDisposable {
     if (cwd !== undefined && (typeof cwd !== "string" || !cwd.startsWith("/"))) {
       throw new TypeError(`${what}: cwd ${JSON.stringify(cwd)} is not an absolute path`);
     }
+    if (cwd !== undefined && !cwd.isWellFormed()) {
+      throw new TypeError(`${what}: cwd is not well-formed Unicode (it has a lone surrogate)`);
+    }
     const tty = options.tty === true;
     const cols = options.cols ?? DEFAULT_TTY_COLS;
     const rows = options.rows ?? DEFAULT_TTY_ROWS;
@@ -473,8 +476,10 @@ export class ProcessTable implements AsyncDisposable {
       );
     }
     const arg0 = options.arg0 ?? null;
-    if (arg0 !== null && (typeof arg0 !== "string" || arg0.includes("\0"))) {
-      throw new TypeError(`${what}: arg0 is not a string without NUL`);
+    if (
+      arg0 !== null && (typeof arg0 !== "string" || arg0.includes("\0") || !arg0.isWellFormed())
+    ) {
+      throw new TypeError(`${what}: arg0 is not a well-formed string without NUL`);
     }
     const confinement = this.#chooseConfinement(options, what);
     if (this.#records.has(id)) {
@@ -515,7 +520,9 @@ export class ProcessTable implements AsyncDisposable {
         if (this.#closing) throw new Error(`${what}: the process table is closed`);
         try {
           // Through setsid a missing program would only show as exit code 127: look first.
-          if (setsid !== null) checkProgramFile(plan.program);
+          if (setsid !== null) await checkProgramFile(plan.program);
+          // close() may have begun during the await: it terminates only spawned processes.
+          if (this.#closing) break;
           this.#spawn(record, plan, setsid, stdin, timeoutMs);
           break;
         } catch (error) {
@@ -1356,8 +1363,9 @@ export class ProcessTable implements AsyncDisposable {
     }
     let bytes = 0;
     for (const arg of argv) {
-      if (typeof arg !== "string" || arg.includes("\0")) {
-        throw new TypeError(`${what}: argv must hold strings without NUL`);
+      // A lone surrogate would reach the program as U+FFFD: another file name.
+      if (typeof arg !== "string" || arg.includes("\0") || !arg.isWellFormed()) {
+        throw new TypeError(`${what}: argv must hold well-formed strings without NUL`);
       }
       bytes += utf8Length(arg) + 1;
     }

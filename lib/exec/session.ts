@@ -33,6 +33,7 @@ import {
 import type { MessageChannel } from "../rpc/message_channel.ts";
 import type { EnvironmentInfo } from "./environment_info.ts";
 import type { EnvPolicy } from "./child_env.ts";
+import { MAX_DENO_PERMISSION_VALUES } from "./confinement.ts";
 import { FS_METHODS, type FsOps } from "./fs_ops.ts";
 import { shownPath } from "./sandbox_policy.ts";
 import type {
@@ -82,8 +83,6 @@ const SIGNALS: Record<string, Deno.Signal> = {
 };
 
 const CONFINEMENT_NAMES: readonly string[] = ["none", "deno", "os"];
-/** The most values one `denoPermissions` list may hold. */
-export const MAX_DENO_PERMISSION_VALUES = 1024;
 /** The requests `#dispatch` serves besides the `fs/*` ones: sent without an id, they are misuse. */
 const REQUEST_METHODS: ReadonlySet<string> = new Set([
   "initialize",
@@ -442,6 +441,7 @@ class SessionConnection implements SessionAttachment {
   }
 
   #dispatch(method: string, raw: unknown, request: RequestContext): unknown {
+    // Keep REQUEST_METHODS in step with these cases (it tells a request sent as a notification).
     switch (method) {
       case "initialize":
         return this.#initialize(paramsObject(raw));

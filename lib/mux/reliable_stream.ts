@@ -325,6 +325,8 @@ export class ReliableStream {
   #error: Error | undefined;
   #resetReason: string | undefined;
   #resetPending = false;
+  /** This endpoint ended the stream with a reset of its own (not the peer's, nor a local failure). */
+  #resetSent = false;
   #endNotified = false;
   #stats = {
     segmentsSent: 0,
@@ -422,6 +424,11 @@ export class ReliableStream {
   /** The reset reason sent or received, or `undefined`. */
   get resetReason(): string | undefined {
     return this.#resetReason;
+  }
+
+  /** The reason of the reset this endpoint sent, or queued, when it ended the stream itself. */
+  get sentResetReason(): string | undefined {
+    return this.#resetSent ? this.#resetReason : undefined;
   }
 
   /** Whether all written messages were sent and (in reliable mode) acknowledged. */
@@ -1155,6 +1162,7 @@ export class ReliableStream {
   #finish(error: Error, sendReset: boolean): void {
     this.#error = error;
     this.#resetPending = sendReset;
+    this.#resetSent = sendReset;
     this.#resumePending = false;
     this.#queue = [];
     this.#queueHead = 0;

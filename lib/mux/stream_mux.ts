@@ -613,7 +613,12 @@ export class StreamMux implements AsyncDisposable {
     return slot;
   }
 
-  #ended(slot: Slot, reason: string = RESET_STREAM_CLOSED): void {
+  /**
+   * Retires an ended stream's id with the reason later frames for it get: the
+   * reset this side sent (a repeat may overtake that reset while it is still
+   * queued, so it must say the same), else `reason`.
+   */
+  #ended(slot: Slot, reason: string = slot.core.sentResetReason ?? RESET_STREAM_CLOSED): void {
     const id = slot.core.id;
     if (this.#streams.get(id) === slot) this.#streams.delete(id);
     this.#armed.delete(slot);
@@ -652,23 +657,29 @@ export class StreamMux implements AsyncDisposable {
       // Codex's executor does, that is a new stream with a fresh session.
       const restart = this.#role === "executor" && frame.body.kind === "data" &&
         frame.body.seq === 0;
+      // A Codex v1 claim (`resume{next_seq 0}`) comes before its data seq 0:
+      // answered, the new stream's harness would take the old end for its own.
+      const claim = kind === "resume" && frame.body.nextSeq === 0;
       if (retired !== undefined && !restart) {
         // Again: the peer may never have seen the first reset.
-        this.#sendControl(id, retired);
+        if (!claim) this.#sendControl(id, retired);
         return;
       }
+      // An ack or a resume that acknowledges our data: the peer holds state
+      // we lost (e.g. this process restarted). Say so, or a peer that only
+      // waits would wait forever.
+      const acksOurData = frame.ack > 0 || frame.ackBits !== 0;
+      if (kind === "ack" && !acksOurData) return;
       this.#retired.delete(id);
       if (this.#role === "harness") {
         this.#sendControl(id, RESET_UNKNOWN_STREAM);
         return;
       }
       // A new stream starts at seq 0 (legacy) or 1 (reliable); the relay is
-      // ordered, so a first data frame past 1, an ack, or a resume that acks
-      // our data means the peer holds state we lost (e.g. this process
-      // restarted): say so, or a peer that only waits would wait forever. A
-      // resume past 1 that acks nothing waits for the resent data: a stream
-      // whose first frames died with a socket starts over from seq 1.
-      if (kind === "ack" || (kind === "resume" && frame.ack > 0)) {
+      // ordered, so a first data frame past 1 means lost state too. A resume
+      // past 1 that acks nothing waits for the resent data: a stream whose
+      // first frames died with a socket starts over from seq 1.
+      if (acksOurData) {
         this.#sendControl(id, RESET_UNKNOWN_STREAM);
         return;
       }
@@ -695,7 +706,9 @@ export class StreamMux implements AsyncDisposable {
   // ---- writing ----
 
   #sendControl(id: string, reason: string): void {
-    if (this.#control.length >= 1024) return; // a flood of strangers: drop, they will retry
+    // A flood of strangers: drop. Data is resent and answered then; a lone ack
+    // or resume is not, and its stream ends at the rendezvous's window instead.
+    if (this.#control.length >= 1024) return;
     this.#control.push(resetFrame(id, reason));
     this.#pump();
   }
