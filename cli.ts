@@ -183,7 +183,7 @@ Runs PROGRAM on an executor: a local one (the URL "serve" printed) or, with
 byte for byte; our stdin is forwarded when it is not a terminal (and closed at
 EOF); Ctrl-C is forwarded as SIGINT, and a third Ctrl-C kills the program
 (SIGKILL) and exits 130; SIGTERM is forwarded, and a program still running
-2 s later is killed (exit 143). Exits with the program's exit code (128+n when a
+2 s later is killed (exit 143), as is an output copy stuck for 2 s. Exits with the program's exit code (128+n when a
 signal n ended it), 2 for bad usage, or 255 when it could not be run. When
 our stdout or stderr cannot be written, the program is stopped (SIGTERM,
 SIGKILL after 2 s) and exec exits 141 for a closed pipe (as in "| head"),
@@ -402,7 +402,7 @@ function shutdownSignal(log: Logger): { promise: Promise<Deno.Signal>; dispose: 
   let stopping = false;
   let resolve!: (signal: Deno.Signal) => void;
   const promise = new Promise<Deno.Signal>((r) => (resolve = r));
-  // Listening on until the close has finished: a second Ctrl-C (\`deno task\`
+  // Listening on until the close has finished: a second Ctrl-C (`deno task`
   // forwards one press more than once) would otherwise kill the process
   // mid-close and leave its programs running.
   const on = (signal: Deno.Signal) => (): void => {
@@ -668,6 +668,7 @@ async function copyOut(
   stream: ReadableStream<Uint8Array>,
   file: typeof Deno.stdout,
   streamName: "stdout" | "stderr",
+  onProgress: () => void = () => {},
 ): Promise<number> {
   let total = 0;
   for await (const chunk of stream) {
@@ -679,6 +680,7 @@ async function copyOut(
       } catch (error) {
         throw new LocalOutputError(streamName, error);
       }
+      onProgress();
     }
   }
   return total;
@@ -850,8 +852,11 @@ async function runExec(args: string[], context: Context): Promise<number> {
   let interrupts = 0;
   let lastInterruptAt = -Infinity;
   let termTimer: ReturnType<typeof setTimeout> | undefined;
-  // Once the program has ended, only its output is left to copy: no escalation.
+  // Once the program has ended, only its output is left to copy: after a
+  // SIGTERM that may take as long as it makes progress, no longer.
   let programEnded = false;
+  let lastOutputAt = performance.now();
+  const onOutput = (): void => void (lastOutputAt = performance.now());
   let leaving = false;
   let rawMode = false;
   let stopResizes = (): void => {};
@@ -865,7 +870,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
   const killAndLeave = (code: number, why: string): void => {
     if (leaving) return;
     leaving = true;
-    log.warn(`${why}: killing the program and leaving`);
+    log.warn(programEnded ? `${why}: leaving` : `${why}: killing the program and leaving`);
     const killed = child ? child.kill("SIGKILL") : Promise.resolve();
     void settlesWithin(killed, STOP_GRACE_MS).then(() => {
       if (rawMode) Deno.stdin.setRaw(false);
@@ -873,7 +878,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
     });
   };
   const onInt = (): void => {
-    // One Ctrl-C can arrive more than once: \`deno task\` passes on the one
+    // One Ctrl-C can arrive more than once: `deno task` passes on the one
     // the terminal already sent us (twice, as seen with strace).
     const now = performance.now();
     if (now - lastInterruptAt < INTERRUPT_REPEAT_MS) return;
@@ -883,12 +888,24 @@ async function runExec(args: string[], context: Context): Promise<number> {
   };
   const onTerm = (): void => {
     forward("SIGTERM");
-    if (termTimer !== undefined || programEnded) return;
-    // As a third Ctrl-C: \`timeout\` or a service manager must be able to stop us.
-    termTimer = setTimeout(
-      () => killAndLeave(EXIT_TERMINATED, `the program outlived SIGTERM by ${STOP_GRACE_MS} ms`),
-      STOP_GRACE_MS,
-    );
+    if (termTimer !== undefined) return;
+    // As a third Ctrl-C: `timeout` or a service manager must be able to stop us.
+    const check = (): void => {
+      if (!programEnded) {
+        killAndLeave(EXIT_TERMINATED, `the program outlived SIGTERM by ${STOP_GRACE_MS} ms`);
+        return;
+      }
+      const idle = performance.now() - lastOutputAt;
+      if (idle >= STOP_GRACE_MS) {
+        killAndLeave(
+          EXIT_TERMINATED,
+          `after SIGTERM our output made no progress for ${STOP_GRACE_MS} ms`,
+        );
+        return;
+      }
+      termTimer = setTimeout(check, STOP_GRACE_MS - idle);
+    };
+    termTimer = setTimeout(check, STOP_GRACE_MS);
   };
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
@@ -915,10 +932,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
       }
       throw error;
     }
-    child.status.finally(() => {
-      programEnded = true;
-      clearTimeout(termTimer);
-    }).catch(() => {});
+    child.status.finally(() => void (programEnded = true)).catch(() => {});
     try {
       await child.started;
     } catch (error) {
@@ -942,8 +956,8 @@ async function runExec(args: string[], context: Context): Promise<number> {
     let outcome;
     try {
       outcome = await Promise.all([
-        copyOut(child.stdout, Deno.stdout, "stdout"),
-        copyOut(child.stderr, Deno.stderr, "stderr"),
+        copyOut(child.stdout, Deno.stdout, "stdout", onOutput),
+        copyOut(child.stderr, Deno.stderr, "stderr", onOutput),
         child.status,
       ]);
     } catch (error) {

@@ -1040,7 +1040,7 @@ Deno.test("cli: serve logs each refused request as the rendezvous does, never th
   assert.ok(!serve.stderr.includes(TOKEN));
 });
 
-Deno.test("cli: exec does not escalate a SIGTERM the program answered by exiting, while its output still drains to a slow reader", async () => {
+Deno.test("cli: exec does not escalate a SIGTERM the program answered by exiting while its output still drains, slowly, to our reader", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = await serve.firstLine();
   const program =
@@ -1065,18 +1065,51 @@ Deno.test("cli: exec does not escalate a SIGTERM the program answered by exiting
     head += new TextDecoder().decode(value);
   }
   child.kill("SIGTERM");
-  // A reader slower than the 2 s grace: exec must still deliver all and keep the program's code.
-  await new Promise((resolve) => setTimeout(resolve, 2_500));
+  // A reader that keeps taking output, slowly, for longer than the 2 s grace:
+  // exec must deliver all of it and keep the program's code.
+  const t0 = performance.now();
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
     bytes += value.byteLength;
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
+  assert.ok(performance.now() - t0 > 2_000, "the drain outlasted the grace");
   const status = await child.status;
   const log = await stderr;
   assert.equal(status.code, 7, log);
   assert.equal(bytes, "ready\n".length + 3_000_000);
   assert.doesNotMatch(log, /outlived SIGTERM/);
+});
+
+Deno.test("cli: exec leaves after SIGTERM when its program has ended but our stdout takes nothing for 2 s", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  const program = 'trap "exit 7" TERM; echo ready; head -c 3000000 /dev/zero; sleep 30';
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-q", "-P=client", "cli.ts", "exec", "--url", url, "--", "sh", "-c", program],
+    cwd: ROOT,
+    clearEnv: true,
+    env: childEnv({}),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const reader = child.stdout.getReader();
+  let head = "";
+  while (!head.includes("ready")) {
+    const { value, done } = await withDeadline(reader.read(), 15_000, "the program starting");
+    if (done) break;
+    head += new TextDecoder().decode(value);
+  }
+  // From here on nothing reads exec's stdout: a stalled pipe, as behind a stuck consumer.
+  child.kill("SIGTERM");
+  const status = await withDeadline(child.status, 15_000, "exec leaving");
+  await reader.cancel();
+  const log = await stderr;
+  assert.equal(status.code, 143, log);
+  assert.match(log, /after SIGTERM our output made no progress for 2000 ms: leaving/);
 });
 
 Deno.test("cli: a second Ctrl-C while serve stops does not cut its close short: programs are still stopped", async () => {

@@ -1109,6 +1109,12 @@ Deno.test("RemoteFs calls, kill and resize take a signal and a timeout: an execu
       child.kill("SIGTERM", { timeoutMs: 200 }),
       (e: Error) => e.name === "TimeoutError",
     );
+    // A timeout the request would refuse is refused as such.
+    await assert.rejects(
+      child.kill("SIGTERM", { timeoutMs: -1 }),
+      (e: Error) =>
+        e instanceof RangeError && /timeoutMs must be a non-negative number/.test(e.message),
+    );
     // Also while the start itself is unanswered.
     const unstarted = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
     for (
@@ -1880,6 +1886,6 @@ await new Promise((resolve) => setTimeout(resolve, 0));
 gc();
 console.log(JSON.stringify({ collected: refs.filter((ref) => ref.deref() === undefined).length }));`,
   ) as { collected: number };
-  // Before the fix each process stayed reachable from the connection's \`closed\` promise: 0 collected.
+  // Before the fix each process stayed reachable from the connection's `closed` promise: 0 collected.
   assert.ok(result.collected >= 990, `${result.collected} of 1000 finished processes collected`);
 });

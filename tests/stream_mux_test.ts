@@ -392,6 +392,9 @@ Deno.test("StreamMux executor answers an ack, or a resume that acks its data, fo
   // A resume that acks nothing waits for resent data: no answer. The data
   // frame sent after it proves the order (the relay is ordered).
   await raw.send(frame("early", 0, { kind: "resume", nextSeq: 3 }));
+  // An ack that acknowledges nothing is not answered either; ack_bits alone counts.
+  await raw.send(frame("empty", 0, { kind: "ack" }));
+  await raw.send({ ...frame("bits", 0, { kind: "ack" }), ackBits: 1 });
   await raw.send(frame("acked", 4, { kind: "ack" }));
   await raw.send(frame("resumed", 2, { kind: "resume", nextSeq: 3 }));
   await raw.send(frame("beat", 0, { kind: "heartbeat" }));
@@ -403,15 +406,21 @@ Deno.test("StreamMux executor answers an ack, or a resume that acks its data, fo
     payload: new Uint8Array([1]),
   }));
   const answers: ([string, string] | string)[] = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 4; i++) {
     answers.push(resetOf((await withDeadline(frames.next(), 5_000, `answer ${i}`)).value));
   }
   assert.deepEqual(answers, [
+    ["bits", RESET_UNKNOWN_STREAM],
     ["acked", RESET_UNKNOWN_STREAM],
     ["resumed", RESET_UNKNOWN_STREAM],
     ["probe", RESET_UNKNOWN_STREAM],
   ]);
   assert.equal(lb.executor.streams, 0);
+  // Data seq 0 opens a legacy stream whatever its ack fields say (Codex v1 ignores them).
+  await raw.send({ ...dataFrame("legacy", 0, "hi"), ack: 3 });
+  const echoed = await withDeadline(frames.next(), 5_000, "the legacy echo");
+  assert.equal(echoed.value?.streamId, "legacy");
+  assert.equal(echoed.value?.body.kind, "data");
   await raw.close();
 });
 

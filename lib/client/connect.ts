@@ -22,11 +22,6 @@ import { MAX_TIMER_MS } from "../_limits.ts";
 
 /** Default timeout of connect plus `initialize`, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
-/**
- * How much longer the harness mux keeps a stream than reconnecting goes on:
- * the give-up, with its reason, ends the stream rather than the mux expiry.
- */
-const GIVE_UP_MARGIN_MS = 1_000;
 
 /** Something the connection did, for logs. Never carries a token. */
 export type ConnectionEvent =
@@ -50,9 +45,9 @@ export interface ConnectOptions {
   /** Sent as `clientName` in `initialize`. @default {"outpost"} */
   clientName?: string;
   /**
-   * Rendezvous mode: how long to keep reconnecting after the socket drops;
-   * also the mux detach window. An integer from 1 to 2147483647 (a timer's
-   * limit). @default {30000}
+   * Rendezvous mode: how long to keep reconnecting after the socket drops
+   * before the session is given up (the executor keeps it as long). An
+   * integer from 1 to 2147483647 (a timer's limit). @default {30000}
    */
   detachWindowMs?: number;
   /**
@@ -545,12 +540,9 @@ async function openRendezvous(
   } catch (error) {
     throw explainRefusal(error, url);
   }
-  // The mux keeps the stream a little longer than reconnecting goes on, so
-  // that giving up, not the mux's own expiry, ends it (and says why).
-  const mux = new StreamMux({
-    role: "harness",
-    detachWindowMs: Math.min(MAX_TIMER_MS, detachWindowMs + GIVE_UP_MARGIN_MS),
-  });
+  // Only giving up (or the caller's close) ends the stream, and says why: the
+  // mux's own expiry would race it, so the mux keeps the stream for good.
+  const mux = new StreamMux({ role: "harness", detachWindowMs: MAX_TIMER_MS });
   mux.attach(socket);
   const stream: MuxStream = mux.open();
   const stop = new AbortController();

@@ -678,6 +678,11 @@ export class RemoteProcess implements AsyncDisposable {
       await this.#started;
       return options;
     }
+    const timeoutMs = options.timeoutMs;
+    if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs < 0)) {
+      // As the request itself would refuse it.
+      throw new RangeError("Cannot send request: timeoutMs must be a non-negative number");
+    }
     const begun = performance.now();
     const gaveUp = new AbortController();
     const onAbort = (): void => gaveUp.abort(options.signal?.reason);
@@ -693,10 +698,10 @@ export class RemoteProcess implements AsyncDisposable {
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", onAbort);
     }
-    if (options.timeoutMs === undefined) return options;
+    if (timeoutMs === undefined) return options;
     return {
       ...options,
-      timeoutMs: Math.max(0, options.timeoutMs - (performance.now() - begun)),
+      timeoutMs: Math.max(0, Math.ceil(timeoutMs - (performance.now() - begun))),
     };
   }
 

@@ -679,7 +679,7 @@ export class StreamMux implements AsyncDisposable {
       // ordered, so a first data frame past 1 means lost state too. A resume
       // past 1 that acks nothing waits for the resent data: a stream whose
       // first frames died with a socket starts over from seq 1.
-      if (acksOurData) {
+      if (kind !== "data" && acksOurData) {
         this.#sendControl(id, RESET_UNKNOWN_STREAM);
         return;
       }
