@@ -67,6 +67,11 @@ const EXIT_BROKEN_PIPE = signalExitCode("SIGPIPE");
 const EXIT_INTERRUPTED = signalExitCode("SIGINT");
 /** Exit code of `exec` when its program outlives a SIGTERM by the grace: 128 + SIGTERM. */
 const EXIT_TERMINATED = signalExitCode("SIGTERM");
+/**
+ * The most `exec` writes to its stdout or stderr at once: after a SIGTERM a
+ * reader taking at least this much every 2 s counts as making progress.
+ */
+const WRITE_SLICE_BYTES = 16 * 1024;
 /** SIGINTs closer together than this count as one Ctrl-C. */
 const INTERRUPT_REPEAT_MS = 200;
 /**
@@ -676,7 +681,9 @@ async function copyOut(
     let offset = 0;
     while (offset < chunk.byteLength) {
       try {
-        offset += await file.write(chunk.subarray(offset));
+        // In slices: into a full pipe a write returns only once the reader
+        // took all of it, and a slow reader must still show as progress.
+        offset += await file.write(chunk.subarray(offset, offset + WRITE_SLICE_BYTES));
       } catch (error) {
         throw new LocalOutputError(streamName, error);
       }
@@ -862,7 +869,8 @@ async function runExec(args: string[], context: Context): Promise<number> {
   let stopResizes = (): void => {};
   const forward = (signal: Deno.Signal): void => {
     // kill() is quiet when the program ends of the signal before the answer.
-    child?.kill(signal).catch((error) => {
+    // exec reads every byte: a forwarded SIGTERM must not drop output past the queue.
+    child?.kill(signal, { keepOutput: true }).catch((error) => {
       log.warn("cannot forward signal", { error: error.message });
     });
   };

@@ -181,6 +181,7 @@ export { MAX_COMMAND_TIMEOUT_MS, RemoteCommand } from "./lib/client/remote_comma
 export type { RemoteCommandOptions } from "./lib/client/remote_command.ts";
 export { RemoteProcess, signalExitCode } from "./lib/client/remote_process.ts";
 export type {
+  KillOptions,
   ProcessTransport,
   RemoteProcessOutput,
   RemoteProcessStatus,

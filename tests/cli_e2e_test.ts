@@ -1043,8 +1043,9 @@ Deno.test("cli: serve logs each refused request as the rendezvous does, never th
 Deno.test("cli: exec does not escalate a SIGTERM the program answered by exiting while its output still drains, slowly, to our reader", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = await serve.firstLine();
+  // More than the client's 4 MiB output queue: a forwarded SIGTERM must not drop any of it.
   const program =
-    'trap "head -c 3000000 /dev/zero; exit 7" TERM; echo ready; while :; do sleep 0.05; done';
+    'trap "head -c 6000000 /dev/zero; exit 7" TERM; echo ready; while :; do sleep 0.05; done';
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-q", "-P=client", "cli.ts", "exec", "--url", url, "--", "sh", "-c", program],
     cwd: ROOT,
@@ -1072,13 +1073,13 @@ Deno.test("cli: exec does not escalate a SIGTERM the program answered by exiting
     const { value, done } = await reader.read();
     if (done) break;
     bytes += value.byteLength;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
   assert.ok(performance.now() - t0 > 2_000, "the drain outlasted the grace");
   const status = await child.status;
   const log = await stderr;
   assert.equal(status.code, 7, log);
-  assert.equal(bytes, "ready\n".length + 3_000_000);
+  assert.equal(bytes, "ready\n".length + 6_000_000);
   assert.doesNotMatch(log, /outlived SIGTERM/);
 });
 

@@ -68,6 +68,23 @@ export interface ProcessTransport {
   holdInbound?(): () => void;
 }
 
+/** Options of {@linkcode RemoteProcess.kill}. */
+export interface KillOptions extends RequestOptions {
+  /**
+   * Keep every byte of output even for `SIGTERM` and `SIGKILL` (which
+   * otherwise drop what does not fit a stream's queue): for a caller that
+   * reads everything. @default {false}
+   */
+  keepOutput?: boolean;
+}
+
+/** The request's own options out of a call's options. */
+function requestOptions(options: KillOptions | undefined): RequestOptions | undefined {
+  if (options === undefined) return undefined;
+  const { keepOutput: _keepOutput, ...rest } = options;
+  return rest;
+}
+
 /** How each stdio stream of a {@linkcode RemoteProcess} is set up. */
 export interface RemoteProcessStdio {
   /** Whether stdin is writable. */
@@ -421,21 +438,25 @@ export class RemoteProcess implements AsyncDisposable {
    * this request's reply and the exit. Output already queued stays readable.
    * Other signals (`SIGINT`, which a program may trap and live on) keep every
    * byte, so their reply can wait for a reader that has fallen 4 MiB behind.
+   * A caller that reads every byte anyway (a CLI forwarding a signal to its
+   * program) passes `keepOutput` to keep that behaviour for these two as well.
    * Unlike Deno, a process that has already exited is not an error: nothing
    * is sent.
    *
    * @param signal The signal. @default {"SIGTERM"}
-   * @param options A signal that abandons waiting for the answer, and a timeout.
+   * @param options A signal that abandons waiting for the answer, a timeout,
+   *   and `keepOutput`.
    * @returns When the executor has delivered it.
    * @throws {RpcError} When the executor refuses.
    */
-  async kill(signal: Deno.Signal = "SIGTERM", options?: RequestOptions): Promise<void> {
+  async kill(signal: Deno.Signal = "SIGTERM", options?: KillOptions): Promise<void> {
     options?.signal?.throwIfAborted();
-    if (!this.#exited && (signal === "SIGTERM" || signal === "SIGKILL")) {
+    const ends = signal === "SIGTERM" || signal === "SIGKILL";
+    if (!this.#exited && ends && options?.keepOutput !== true) {
       this.#dropWhenFull = true;
       this.#releaseHold();
     }
-    const left = await this.#startedWithin(options);
+    const left = await this.#startedWithin(requestOptions(options));
     if (this.#exited) return;
     try {
       await this.#transport.request(
