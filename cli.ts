@@ -187,8 +187,9 @@ Runs PROGRAM on an executor: a local one (the URL "serve" printed) or, with
 --executor-id, one behind a rendezvous. Its stdout and stderr are copied here
 byte for byte; our stdin is forwarded when it is not a terminal (and closed at
 EOF); Ctrl-C is forwarded as SIGINT, and a third Ctrl-C kills the program
-(SIGKILL) and exits 130; SIGTERM is forwarded, and a program still running
-2 s later is killed (exit 143), as is an output copy stuck for 2 s. Exits with the program's exit code (128+n when a
+(SIGKILL) and exits 130; SIGTERM is forwarded, a program still running 2 s
+later gets SIGKILL, and exec leaves (exit 143) once its output copy is stuck
+for 2 s. Exits with the program's exit code (128+n when a
 signal n ended it), 2 for bad usage, or 255 when it could not be run. When
 our stdout or stderr cannot be written, the program is stopped (SIGTERM,
 SIGKILL after 2 s) and exec exits 141 for a closed pipe (as in "| head"),
@@ -897,11 +898,17 @@ async function runExec(args: string[], context: Context): Promise<number> {
   const onTerm = (): void => {
     forward("SIGTERM");
     if (termTimer !== undefined) return;
-    // As a third Ctrl-C: `timeout` or a service manager must be able to stop us.
+    // As a third Ctrl-C: `timeout` or a service manager must be able to stop
+    // us. 2 s after SIGTERM a program not seen to end gets SIGKILL; its end may
+    // also just wait behind output our reader has not taken, so every byte is
+    // still kept, and we leave only once the output makes no progress for 2 s.
+    let killed = false;
     const check = (): void => {
-      if (!programEnded) {
-        killAndLeave(EXIT_TERMINATED, `the program outlived SIGTERM by ${STOP_GRACE_MS} ms`);
-        return;
+      if (!programEnded && !killed) {
+        killed = true;
+        log.warn(`no end of the program seen ${STOP_GRACE_MS} ms after SIGTERM: SIGKILL`);
+        child?.kill("SIGKILL", { keepOutput: true }).catch(() => {});
+        lastOutputAt = performance.now();
       }
       const idle = performance.now() - lastOutputAt;
       if (idle >= STOP_GRACE_MS) {
@@ -915,6 +922,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
     };
     termTimer = setTimeout(check, STOP_GRACE_MS);
   };
+
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   try {

@@ -463,12 +463,26 @@ Deno.test("RemoteProcess.kill releases its hold and then drops only the output t
   assert.ok(output.stdout.every((b) => b === 7));
 });
 
-Deno.test("RemoteProcess.kill with a signal a program may survive (SIGINT) keeps every byte and the hold", async () => {
+for (
+  const [what, kill] of [
+    ["a signal a program may survive (SIGINT)", (c: RemoteProcess) => c.kill("SIGINT")],
+    [
+      "SIGTERM and keepOutput (a reader of everything)",
+      (c: RemoteProcess) => c.kill("SIGTERM", { keepOutput: true }),
+    ],
+  ] as const
+) {
+  Deno.test(`RemoteProcess.kill with ${what} keeps every byte and the hold`, async () => {
+    await killKeepingOutput(kill);
+  });
+}
+
+async function killKeepingOutput(kill: (child: RemoteProcess) => Promise<void>): Promise<void> {
   const { far, child } = await spawnScripted();
   const piece = new Uint8Array(1024 * 1024).fill(3);
   for (let i = 0; i < 4; i++) far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
   assert.equal(far.holds, 1, "4 MiB unread holds the connection");
-  const interrupted = child.kill("SIGINT");
+  const interrupted = kill(child);
   assert.equal(far.holds, 1, "the hold stays: nothing may be dropped");
   // The program traps SIGINT and prints on; a reader drains everything.
   far.emit("process/output", { stream: "stdout", chunk: b64(piece) });
@@ -484,7 +498,7 @@ Deno.test("RemoteProcess.kill with a signal a program may survive (SIGINT) keeps
   far.emit("process/exited", { exitCode: 0 });
   far.emit("process/closed");
   await child.output();
-});
+}
 
 Deno.test("RemoteProcess.kill keeps holding nothing while its queue has room, and after the exit sends nothing", async () => {
   const { far, child } = await spawnScripted();

@@ -439,7 +439,8 @@ export class RemoteProcess implements AsyncDisposable {
    * Other signals (`SIGINT`, which a program may trap and live on) keep every
    * byte, so their reply can wait for a reader that has fallen 4 MiB behind.
    * A caller that reads every byte anyway (a CLI forwarding a signal to its
-   * program) passes `keepOutput` to keep that behaviour for these two as well.
+   * program) passes `keepOutput` to keep that behaviour for these two as well;
+   * it cannot undo the dropping an earlier plain `SIGTERM`/`SIGKILL` began.
    * Unlike Deno, a process that has already exited is not an error: nothing
    * is sent.
    *
