@@ -1040,13 +1040,17 @@ Deno.test("cli: serve logs each refused request as the rendezvous does, never th
   assert.ok(!serve.stderr.includes(TOKEN));
 });
 
-Deno.test("cli: exec keeps every byte and the exit code of a program that answers SIGTERM by exiting while its output drains slowly", async () => {
-  await using serve = new Cli("executor", ["serve"]);
-  const url = await serve.firstLine();
-  // Well past the client's 4 MiB output queue: a forwarded SIGTERM must not
-  // drop any of it, and the exit, queued behind it, arrives after the grace.
-  const program =
-    'trap "head -c 8000000 /dev/zero; exit 7" TERM; echo ready; while :; do sleep 0.05; done';
+/**
+ * Runs `exec … -- sh -c program` with its stdout read by the test itself
+ * (the Cli helper reads as fast as it can), and reads up to the program's
+ * "ready" line.
+ */
+async function execReadByHand(url: string, program: string): Promise<{
+  child: Deno.ChildProcess;
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+  stderr: Promise<string>;
+  headBytes: number;
+}> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-q", "-P=client", "cli.ts", "exec", "--url", url, "--", "sh", "-c", program],
     cwd: ROOT,
@@ -1058,14 +1062,27 @@ Deno.test("cli: exec keeps every byte and the exit code of a program that answer
   }).spawn();
   const stderr = new Response(child.stderr).text();
   const reader = child.stdout.getReader();
-  let bytes = 0;
   let head = "";
+  let headBytes = 0;
   while (!head.includes("ready")) {
     const { value, done } = await withDeadline(reader.read(), 15_000, "the program starting");
     if (done) break;
-    bytes += value.byteLength;
+    headBytes += value.byteLength;
     head += new TextDecoder().decode(value);
   }
+  return { child, reader, stderr, headBytes };
+}
+
+Deno.test("cli: exec keeps every byte and the exit code of a program that answers SIGTERM by exiting while its output drains slowly", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  // Well past the client's 4 MiB output queue: a forwarded SIGTERM must not
+  // drop any of it, and the exit, queued behind it, arrives after the grace.
+  const { child, reader, stderr, headBytes } = await execReadByHand(
+    url,
+    'trap "head -c 8000000 /dev/zero; exit 7" TERM; echo ready; while :; do sleep 0.05; done',
+  );
+  let bytes = headBytes;
   child.kill("SIGTERM");
   // A reader that keeps taking output, slowly, for longer than the 2 s grace:
   // exec must deliver all of it and keep the program's code.
@@ -1087,24 +1104,10 @@ Deno.test("cli: exec keeps every byte and the exit code of a program that answer
 Deno.test("cli: exec leaves after SIGTERM when its program has ended but our stdout takes nothing for 2 s", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = await serve.firstLine();
-  const program = 'trap "exit 7" TERM; echo ready; head -c 3000000 /dev/zero; sleep 30';
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-q", "-P=client", "cli.ts", "exec", "--url", url, "--", "sh", "-c", program],
-    cwd: ROOT,
-    clearEnv: true,
-    env: childEnv({}),
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const reader = child.stdout.getReader();
-  let head = "";
-  while (!head.includes("ready")) {
-    const { value, done } = await withDeadline(reader.read(), 15_000, "the program starting");
-    if (done) break;
-    head += new TextDecoder().decode(value);
-  }
+  const { child, reader, stderr } = await execReadByHand(
+    url,
+    'trap "exit 7" TERM; echo ready; head -c 3000000 /dev/zero; sleep 30',
+  );
   // From here on nothing reads exec's stdout: a stalled pipe, as behind a stuck consumer.
   child.kill("SIGTERM");
   const status = await withDeadline(child.status, 15_000, "exec leaving");
