@@ -15,7 +15,7 @@ import type { ReceivedFrame } from "../lib/relay/relay_socket.ts";
 import type { RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { withDeadline } from "./_support/deadline.ts";
-import { dataFrame } from "./_support/frames.ts";
+import { bodyFrame, dataFrame } from "./_support/frames.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -81,13 +81,7 @@ Deno.test("Codex mux scenario: two legacy streams with the same ids, no cross-ta
   const frames = relay[Symbol.asyncIterator]();
   try {
     // A Codex v1 harness may send resume{next_seq: 0} first; it does not fix the mode.
-    await relay.send({
-      version: 1,
-      streamId: "stream-a",
-      ack: 0,
-      ackBits: 0,
-      body: { kind: "resume", nextSeq: 0 },
-    });
+    await relay.send(bodyFrame("stream-a", { kind: "resume", nextSeq: 0 }));
     // 1. initialize on both streams, seq 0, the same request id 1.
     for (const [id, client] of [["stream-a", "relay-test-a"], ["stream-b", "relay-test-b"]]) {
       await relay.send(legacyData(id, 0, {

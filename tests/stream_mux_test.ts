@@ -16,9 +16,8 @@ import {
   RESET_UNKNOWN_STREAM,
 } from "../lib/mux/reset_reasons.ts";
 import type { ReceivedFrame } from "../lib/relay/relay_socket.ts";
-import type { RelayFrame } from "../lib/relay/frame_codec.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
-import { dataFrame } from "./_support/frames.ts";
+import { bodyFrame, dataFrame } from "./_support/frames.ts";
 import { echo, type Loopback, loopback } from "./_mux_loopback.ts";
 
 async function nextMessage(stream: MuxStream): Promise<string> {
@@ -358,13 +357,7 @@ Deno.test("StreamMux executor answers a resume of unknown state with unknown_str
   await using lb = loopback({ onStream: echo() });
   const raw = await RelaySocket.connect(lb.url);
   const frames = raw[Symbol.asyncIterator]();
-  await raw.send({
-    version: 1,
-    streamId: "lost",
-    ack: 0,
-    ackBits: 0,
-    body: { kind: "resume", nextSeq: 7 },
-  });
+  await raw.send(bodyFrame("lost", { kind: "resume", nextSeq: 7 }));
   await raw.send({
     version: 1,
     streamId: "lost",
@@ -382,23 +375,16 @@ Deno.test("StreamMux executor answers an ack, or a resume that acks its data, fo
   await using lb = loopback({ onStream: echo() });
   const raw = await RelaySocket.connect(lb.url);
   const frames = raw[Symbol.asyncIterator]();
-  const frame = (streamId: string, ack: number, body: RelayFrame["body"]): RelayFrame => ({
-    version: 1,
-    streamId,
-    ack,
-    ackBits: 0,
-    body,
-  });
   // A resume that acks nothing waits for resent data: no answer. The data
   // frame sent after it proves the order (the relay is ordered).
-  await raw.send(frame("early", 0, { kind: "resume", nextSeq: 3 }));
+  await raw.send(bodyFrame("early", { kind: "resume", nextSeq: 3 }));
   // An ack that acknowledges nothing is not answered either; ack_bits alone counts.
-  await raw.send(frame("empty", 0, { kind: "ack" }));
-  await raw.send({ ...frame("bits", 0, { kind: "ack" }), ackBits: 1 });
-  await raw.send(frame("acked", 4, { kind: "ack" }));
-  await raw.send(frame("resumed", 2, { kind: "resume", nextSeq: 3 }));
-  await raw.send(frame("beat", 0, { kind: "heartbeat" }));
-  await raw.send(frame("probe", 0, {
+  await raw.send(bodyFrame("empty", { kind: "ack" }));
+  await raw.send({ ...bodyFrame("bits", { kind: "ack" }), ackBits: 1 });
+  await raw.send(bodyFrame("acked", { kind: "ack" }, 4));
+  await raw.send(bodyFrame("resumed", { kind: "resume", nextSeq: 3 }, 2));
+  await raw.send(bodyFrame("beat", { kind: "heartbeat" }));
+  await raw.send(bodyFrame("probe", {
     kind: "data",
     seq: 9,
     segmentIndex: 0,
@@ -442,13 +428,7 @@ async function openLegacyStreams(
   const raw = await RelaySocket.connect(lb.url);
   const ids = Array.from({ length: count }, (_, i) => `v1-${i}`);
   for (const id of ids) {
-    await raw.send({
-      version: 1,
-      streamId: id,
-      ack: 0,
-      ackBits: 0,
-      body: { kind: "resume", nextSeq: 0 },
-    });
+    await raw.send(bodyFrame(id, { kind: "resume", nextSeq: 0 }));
     await raw.send(dataFrame(id, 0, '{"id":1,"method":"initialize","params":{}}'));
   }
   await until(
@@ -487,19 +467,13 @@ Deno.test("StreamMux tells a legacy stream lost with its socket executor_disconn
   assert.deepEqual(resetOf(answer.value), ["v1-0", RESET_EXECUTOR_DISCONNECTED]);
   // So do an ack and a resume for it: the peer may never have seen the first reset.
   for (const body of [{ kind: "ack" }, { kind: "resume", nextSeq: 2 }] as const) {
-    await second.send({ version: 1, streamId: "v1-0", ack: 0, ackBits: 0, body });
+    await second.send(bodyFrame("v1-0", body));
     const again = await withDeadline(frames.next(), 2_000, `answer to ${body.kind}`);
     assert.deepEqual(resetOf(again.value), ["v1-0", RESET_EXECUTOR_DISCONNECTED]);
   }
   // The id may start over from seq 0 (a Codex v1 restart): a new stream. Its
   // claim (resume{next_seq 0}) is not answered with the old end.
-  await second.send({
-    version: 1,
-    streamId: "v1-0",
-    ack: 0,
-    ackBits: 0,
-    body: { kind: "resume", nextSeq: 0 },
-  });
+  await second.send(bodyFrame("v1-0", { kind: "resume", nextSeq: 0 }));
   await second.send(dataFrame("v1-0", 0, '{"id":1,"method":"initialize","params":{}}'));
   await until(() => served.length === 2 && served[1].mode === "legacy", 5_000, "restart");
   await served[1].send("served again");
@@ -622,7 +596,7 @@ Deno.test("StreamMux answers later frames for a stream it reset with that reset'
   assert.deepEqual(resetOf(reset.value), ["r", "custom_reason"]);
   // A late ack: the peer may have missed the reset, and a repeat could overtake
   // it while queued, so the repeat says the same.
-  await raw.send({ version: 1, streamId: "r", ack: 1, ackBits: 0, body: { kind: "ack" } });
+  await raw.send(bodyFrame("r", { kind: "ack" }, 1));
   const again = await withDeadline(frames.next(), 5_000, "the repeat");
   assert.deepEqual(resetOf(again.value), ["r", "custom_reason"]);
   await raw.close();

@@ -36,3 +36,16 @@ export function dataFrame(
     },
   };
 }
+
+/**
+ * A frame of any other kind (ack, resume, reset, heartbeat) with the given
+ * cumulative ack.
+ *
+ * @param streamId The stream id.
+ * @param body The frame's body.
+ * @param ack The cumulative ack it carries.
+ * @returns The frame.
+ */
+export function bodyFrame(streamId: string, body: RelayFrame["body"], ack = 0): RelayFrame {
+  return { version: 1, streamId, ack, ackBits: 0, body };
+}
