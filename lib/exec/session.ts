@@ -33,7 +33,6 @@ import {
 import type { MessageChannel } from "../rpc/message_channel.ts";
 import type { EnvironmentInfo } from "./environment_info.ts";
 import type { EnvPolicy } from "./child_env.ts";
-import { MAX_DENO_PERMISSION_VALUES } from "./confinement.ts";
 import { FS_METHODS, type FsOps } from "./fs_ops.ts";
 import { shownPath } from "./sandbox_policy.ts";
 import type {
@@ -234,16 +233,6 @@ function denoPermissions(params: Params): DenoPermissions | undefined {
         "must be a boolean or an array of strings",
         item,
       );
-    }
-    if (Array.isArray(item)) {
-      // Each value costs permission checks (and a path lookup) before the spawn.
-      if (item.length > MAX_DENO_PERMISSION_VALUES) {
-        throw invalidParam(
-          `denoPermissions.${key}`,
-          `holds more than ${MAX_DENO_PERMISSION_VALUES} values`,
-        );
-      }
-      item.forEach((entry, i) => wellFormed(`denoPermissions.${key}[${i}]`, entry));
     }
     result[key as keyof DenoPermissions] = item as boolean | string[];
   }
