@@ -516,6 +516,44 @@ async function checkStreamLimit(limits: Partial<RunExecutorOptions>): Promise<vo
   assert.equal(error.reason, RESET_MESSAGE_TOO_LARGE);
 }
 
+Deno.test("a relay stream's message that is not valid UTF-8 gets -32700 and the stream goes on", async () => {
+  await using rendezvous = await serveRendezvous({ token: TOKEN });
+  await using handle = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-1",
+    token: TOKEN,
+  });
+  await until(() => handle.status === "connected", 10_000, "executor connected");
+  const socket = await RelaySocket.connect(`${rendezvous.url}/harness/box-1?role=harness`, {
+    token: TOKEN,
+  });
+  await using mux = new StreamMux({ role: "harness" });
+  mux.attach(socket);
+  await using stream = mux.open();
+  const replies = stream[Symbol.asyncIterator]();
+  const utf8 = new TextEncoder();
+  /** An environment/info request whose `pad` string holds `middle` as raw bytes. */
+  const request = (id: number, middle: number[]): Uint8Array =>
+    Uint8Array.from([
+      ...utf8.encode(`{"id":${id},"method":"environment/info","params":{"pad":"`),
+      ...middle,
+      ...utf8.encode('"}}'),
+    ]);
+  // Sent as bytes: a lone 0xFF, a truncated 2-byte sequence, an overlong "/".
+  for (const bad of [[0xff], [0x61, 0xc3], [0xc0, 0xaf]]) {
+    await stream.binary.send(request(1, bad));
+    const reply = JSON.parse((await withDeadline(replies.next(), 10_000, "reply")).value);
+    assert.equal(reply.id, null, JSON.stringify(reply));
+    assert.equal(reply.error.code, -32700);
+    assert.match(reply.error.message, /not valid UTF-8/);
+  }
+  // Well-formed text, U+FFFD itself included, is still read.
+  await stream.binary.send(request(2, [...utf8.encode("\uFFFDé")]));
+  const good = JSON.parse((await withDeadline(replies.next(), 10_000, "reply")).value);
+  assert.equal(good.id, 2, JSON.stringify(good));
+  assert.ok(good.result.shell);
+});
+
 Deno.test("runExecutor refuses a maxMessageBytes outside 1 KiB..64 MiB", () => {
   const base = { registry: "http://127.0.0.1:1", executorId: "box-1", token: TOKEN };
   assert.throws(() => runExecutor({ ...base, maxMessageBytes: 1023 }), RangeError);

@@ -45,6 +45,16 @@ export const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 const RETIRED_IDS = 4096;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** The message as text, or undefined when it is not valid UTF-8. */
+function strictText(message: Uint8Array): string | undefined {
+  try {
+    return strictDecoder.decode(message);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Options for {@linkcode StreamMux}. */
 export interface StreamMuxOptions {
@@ -240,7 +250,10 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
 
   /**
    * Binary messages on this stream (outpost's negotiated extension): sent as
-   * they are; `messages()` yields received ones starting with `0x00` as bytes.
+   * they are; `messages()` yields received ones starting with `0x00` as bytes,
+   * and a text message that is not valid UTF-8 as bytes too, so the reader
+   * can refuse it instead of reading a lossy decoding (the plain iterator
+   * decodes such bytes as U+FFFD).
    */
   readonly binary: BinaryLane = {
     send: (message: Uint8Array): Promise<void> => {
@@ -340,8 +353,9 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
     while (true) {
       const message = this.#core.read();
       if (message !== undefined) {
-        if (binary && message[0] === 0) return { done: false, value: message };
-        return { done: false, value: decoder.decode(message) };
+        if (!binary) return { done: false, value: decoder.decode(message) };
+        if (message[0] === 0) return { done: false, value: message };
+        return { done: false, value: strictText(message) ?? message };
       }
       if (this.#closedLocally) return { done: true, value: undefined };
       const error = this.#core.error;

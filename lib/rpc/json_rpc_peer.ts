@@ -9,6 +9,7 @@
 
 import { RelayClosedError, RpcError } from "../errors.ts";
 import type { MessageChannel } from "./message_channel.ts";
+import { BINARY_MARKER } from "./binary_messages.ts";
 import { classifyMessage, type RpcId, utf8Length } from "./_messages.ts";
 import { INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR } from "./error_codes.ts";
 
@@ -141,6 +142,16 @@ function errorText(id: RpcId | null, code: number, message: string, data?: unkno
 }
 
 const utf8 = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+function isUtf8(bytes: Uint8Array): boolean {
+  try {
+    strictUtf8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Shortens a peer-chosen name for an error message (keeps replies small). */
 function shown(name: string): string {
@@ -575,6 +586,12 @@ export class JsonRpcPeer implements AsyncDisposable {
     };
     if (message.length > this.#maxMessageBytes) {
       refuse(`it exceeds the ${this.#maxMessageBytes} byte limit`);
+      return;
+    }
+    if (message[0] !== BINARY_MARKER && !isUtf8(message)) {
+      // Text that is not UTF-8 (a mux stream yields it as bytes): the same
+      // refusal as text that is not JSON, rather than a lossy reading.
+      this.#refuse(null, PARSE_ERROR, "Cannot parse message: it is not valid UTF-8");
       return;
     }
     if (this.#onBinary === undefined) {

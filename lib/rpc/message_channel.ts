@@ -44,7 +44,9 @@ export interface BinaryLane {
   /**
    * Iterates every received message in order, text as strings and binary as
    * bytes; use it instead of the channel's own (text only) iterator. On a mux
-   * stream a message is binary when its first byte is `0x00`.
+   * stream a message is binary when its first byte is `0x00`, and a text
+   * message that is not valid UTF-8 is yielded as bytes (not starting with
+   * `0x00`) so the reader can refuse it.
    */
   messages(): AsyncIterable<string | Uint8Array>;
 }
