@@ -360,17 +360,23 @@ Deno.test("minConfinement upgrades default requests and refuses weaker ones", as
       JSON.stringify(denoPermissions),
     );
   }
-  const dir = await Deno.makeTempDir();
+  // Outside /tmp, which the sandbox replaces with its own.
+  const dir = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "outpost_minos_" });
+  const hidden = await Deno.makeTempFile({ prefix: "outpost_hidden_" }); // in the host's /tmp
   try {
     await Deno.writeTextFile(`${dir}/child.ts`, CHILD_MODULE);
-    // At the rule: reads are accepted and run.
+    // At the rule: reads are accepted and run, inside bubblewrap, so even a
+    // whole read grant does not reach the host's /tmp.
     await table.start({
       processId: "ok",
-      argv: [`${dir}/child.ts`, `${dir}/child.ts`],
+      argv: [`${dir}/child.ts`, `${dir}/child.ts`, hidden],
       confinement: "deno",
-      denoPermissions: { read: [dir], net: false },
+      denoPermissions: { read: true, net: false },
     });
-    assert.match((await collect(table, "ok")).text.stdout, /^ok:/);
+    assert.equal(
+      (await collect(table, "ok")).text.stdout,
+      `ok:${dir}/child.ts\ndenied:${hidden}:NotFound\n`,
+    );
     await using networked = new ProcessTable({ minConfinement: "os", allowNetwork: true });
     await networked.start({
       processId: "net",
@@ -381,6 +387,7 @@ Deno.test("minConfinement upgrades default requests and refuses weaker ones", as
     assert.equal((await collect(networked, "net")).last.exitCode, 0);
   } finally {
     await Deno.remove(dir, { recursive: true });
+    await Deno.remove(hidden);
   }
   await using denoOnly = new ProcessTable({ minConfinement: "deno" });
   await assert.rejects(denoOnly.start({ processId: "x", argv: ["sh"] }), SandboxDeniedError);
@@ -432,6 +439,8 @@ Deno.test("deno confinement refuses env that configures the Deno runtime of the 
       "HTTPS_PROXY",
       "npm_config_registry",
       "NODE_OPTIONS",
+      "HOME", // with XDG_CACHE_HOME, places the cache the runtime writes
+      "XDG_CACHE_HOME",
     ];
     for (const name of refused) {
       await assert.rejects(
@@ -454,6 +463,50 @@ Deno.test("deno confinement refuses env that configures the Deno runtime of the 
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(coverage, { recursive: true });
   }
+});
+
+Deno.test({
+  name:
+    "a confined program's env may not carry loader variables, which its helpers would load outside the sandbox",
+  ignore: !OS_WORKS,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "outpost_loader_" });
+    try {
+      await Deno.writeTextFile(`${dir}/child.ts`, "console.log('ran');");
+      await using table = new ProcessTable();
+      const names = ["LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "GCONV_PATH", "GLIBC_TUNABLES"];
+      let n = 0;
+      for (const name of names) {
+        for (const confinement of ["os", "deno"] as const) {
+          const argv = confinement === "deno" ? [`${dir}/child.ts`] : ["true"];
+          for (const where of ["env", "envPolicy"] as const) {
+            const vars = { [name]: `${dir}/nothing.so` };
+            await assert.rejects(
+              table.start({
+                processId: `p${n++}`,
+                argv,
+                confinement,
+                ...(where === "env" ? { env: vars } : { envPolicy: { set: vars } }),
+              }),
+              (e: Error) =>
+                e instanceof SandboxDeniedError &&
+                e.message.includes(`env "${name}" is read by the dynamic loader`),
+              `${name} ${confinement} ${where}`,
+            );
+          }
+        }
+      }
+      // At "none" the program is not confined: its environment is its own.
+      await table.start({
+        processId: "none",
+        argv: ["sh", "-c", 'echo "$LD_LIBRARY_PATH"'],
+        env: { LD_LIBRARY_PATH: dir },
+      });
+      assert.equal((await collect(table, "none")).text.stdout, `${dir}\n`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
 
 Deno.test("deno confinement refuses a program that asks for more than the executor has", async () => {

@@ -10,6 +10,8 @@ import { ProtocolError, StreamResetError } from "../lib/errors.ts";
 import { RESET_MESSAGE_TOO_LARGE } from "../lib/mux/reset_reasons.ts";
 import { StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
+import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
+import { dataFrame } from "./_support/frames.ts";
 import { MIN_URL_TTL_MS, serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { RegistrationError, runExecutor } from "../lib/server/executor_loop.ts";
 import type { RemoteExecutorEvent, RunExecutorOptions } from "../lib/server/executor_loop.ts";
@@ -553,6 +555,63 @@ Deno.test("a relay stream's message that is not valid UTF-8 gets -32700 and the 
   assert.equal(good.id, 2, JSON.stringify(good));
   assert.ok(good.result.shell);
 });
+
+/**
+ * A Codex v1 harness (one frame per message, no acks) sends a request frame
+ * one byte past a socket's 256 KiB limit: the side that refuses it (the
+ * rendezvous, or with a larger rendezvous limit the executor) resets that
+ * stream `message_too_large` at once, and a frame at the limit, and the
+ * socket's other streams, are served.
+ */
+for (const refuser of ["rendezvous", "executor"] as const) {
+  Deno.test(`a harness frame past the ${refuser}'s frame limit resets its stream message_too_large`, async () => {
+    const limit = DEFAULT_MAX_FRAME_BYTES;
+    await using rendezvous = await serveRendezvous({
+      token: TOKEN,
+      maxFrameBytes: refuser === "executor" ? 2 * limit : limit,
+    });
+    await using handle = runExecutor({
+      registry: rendezvous.registryUrl,
+      executorId: "box-1",
+      token: TOKEN,
+    });
+    await until(() => handle.status === "connected", 10_000, "executor connected");
+    await using socket = await RelaySocket.connect(
+      `${rendezvous.url}/harness/box-1?role=harness`,
+      { token: TOKEN, maxFrameBytes: 2 * limit },
+    );
+    const frames = socket[Symbol.asyncIterator]();
+    /** A legacy data frame of exactly `size` bytes carrying an environment/info request. */
+    const request = (streamId: string, size: number): RelayFrame => {
+      const build = (pad: number) =>
+        dataFrame(
+          streamId,
+          0,
+          `{"id":1,"method":"environment/info","params":{"p":"${"x".repeat(pad)}"}}`,
+        );
+      let pad = size - encodeFrame(build(0)).length;
+      // The payload's length prefix grows with the padding: settle it.
+      while (encodeFrame(build(pad)).length > size) pad--;
+      return build(pad);
+    };
+    const next = async (what: string): Promise<RelayFrame> =>
+      (await withDeadline(frames.next(), 10_000, what)).value;
+    const past = request("past", limit + 1);
+    assert.equal(encodeFrame(past).length, limit + 1);
+    await socket.send(past);
+    const reset = await next("reset of the stream past the limit");
+    assert.equal(reset.streamId, "past");
+    assert.deepEqual(reset.body, { kind: "reset", reason: RESET_MESSAGE_TOO_LARGE });
+    // The executor's limit applies to its replies' frames, so at the limit the
+    // request is answered (an environment/info reply is small).
+    const at = request("at", limit);
+    assert.equal(encodeFrame(at).length, limit);
+    await socket.send(at);
+    const reply = await next("reply at the limit");
+    assert.equal(reply.streamId, "at");
+    assert.equal(reply.body.kind, "data");
+  });
+}
 
 Deno.test("runExecutor refuses a maxMessageBytes outside 1 KiB..64 MiB", () => {
   const base = { registry: "http://127.0.0.1:1", executorId: "box-1", token: TOKEN };

@@ -14,7 +14,9 @@ import {
   MAX_RESET_REASON_BYTES,
   MAX_STREAM_ID_BYTES,
   MAX_UINT32,
+  peekStreamId,
   type RelayFrame,
+  resetFrame,
 } from "../lib/relay/frame_codec.ts";
 
 const utf8 = new TextEncoder();
@@ -531,4 +533,39 @@ Deno.test("encodeDataFrameHead is the encoded data frame up to its payload", () 
   assert.equal(encodeDataFrameHead({ ...frame, traceparent: "00-x" }), undefined);
   assert.equal(encodeDataFrameHead({ ...frame, body: { kind: "ack" } }), undefined);
   assert.throws(() => encodeDataFrameHead({ ...frame, streamId: "" }), TypeError);
+});
+
+Deno.test("peekStreamId reads the stream of a frame too large to decode, and nothing from malformed bytes", () => {
+  const big = encodeFrame({
+    version: 1,
+    streamId: "s-big",
+    ack: 3,
+    ackBits: 1,
+    body: {
+      kind: "data",
+      seq: 2,
+      segmentIndex: 0,
+      segmentCount: 1,
+      payload: new Uint8Array(DEFAULT_MAX_FRAME_BYTES),
+    },
+  });
+  assert.throws(() => decodeFrame(big), ProtocolError);
+  assert.equal(peekStreamId(big), "s-big");
+  const longest = "x".repeat(MAX_STREAM_ID_BYTES);
+  assert.equal(peekStreamId(encodeFrame(resetFrame(longest, "r"))), longest);
+  // Protobuf takes the last occurrence of a field; so does the peek.
+  const twice = Uint8Array.from([8, 1, 18, 1, 0x61, 18, 1, 0x62, 58, 0]);
+  assert.equal(decodeFrame(twice).streamId, "b");
+  assert.equal(peekStreamId(twice), "b");
+  const id = (bytes: number[]) => peekStreamId(Uint8Array.from(bytes));
+  assert.equal(id([8, 1, 58, 0]), undefined, "no stream_id");
+  assert.equal(id([8, 1, 18, 0, 58, 0]), undefined, "empty");
+  assert.equal(id([8, 1, 18, 2, 0x20, 0x61, 58, 0]), undefined, "padded");
+  assert.equal(id([8, 1, 18, 1, 0xff, 58, 0]), undefined, "not UTF-8");
+  assert.equal(id([8, 1, 18, 9, 0x61]), undefined, "truncated");
+  assert.equal(id([8, 0xff]), undefined, "truncated varint");
+  assert.equal(id([8, 1, 18, 1, 0x61, 0x0b]), undefined, "wire type 3");
+  const over = new Uint8Array(MAX_STREAM_ID_BYTES + 1).fill(0x61);
+  assert.equal(id([8, 1, 18, MAX_STREAM_ID_BYTES + 1, 1, ...over, 58, 0]), undefined, "129 bytes");
+  assert.equal(id(new Array(200).fill(0).flatMap(() => [8, 1]).concat([18, 1, 0x61])), undefined);
 });

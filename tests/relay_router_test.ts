@@ -636,7 +636,7 @@ function frameOfSize(streamId: string, size: number): Uint8Array {
   }
 }
 
-Deno.test("RelayRouter forwards a frame of exactly 256 KiB and drops one byte more", async () => {
+Deno.test("RelayRouter forwards a frame of exactly 256 KiB; one byte more ends its stream message_too_large both ways", async () => {
   const limit = 256 * 1024;
   await using h = await host();
   const executor = await h.connect("executor");
@@ -647,8 +647,14 @@ Deno.test("RelayRouter forwards a frame of exactly 256 KiB and drops one byte mo
   assert.equal(got.bytes.length, limit);
   assert.deepEqual(got.bytes, atLimit);
   await harness.socket.sendBytes(frameOfSize("s", limit + 1));
-  // The oversize frame is dropped; the next one arrives as the next frame.
-  assert.equal(payloadOf(await through(harness, executor, data("s", "after"))), "after");
+  // The oversize frame is dropped, and both ends hear that its stream ended.
+  for (const [end, name] of [[harness, "harness"], [executor, "executor"]] as const) {
+    const reset = await end.inbox.next(`reset to the ${name}`);
+    assert.equal(reset.streamId, "s");
+    assert.deepEqual(reset.body, { kind: "reset", reason: "message_too_large" });
+  }
+  // The socket's other streams go on.
+  assert.equal(payloadOf(await through(harness, executor, data("t", "after"))), "after");
 });
 
 Deno.test("RelayRouter holds frames for an away executor up to the byte bound and drops past it", async () => {

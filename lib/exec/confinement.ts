@@ -450,11 +450,49 @@ export async function writeRootProblem(root: string): Promise<string | null> {
  * Environment variables the Deno runtime itself reads, which would let a
  * `deno`-level program step around its permissions: DENO_V8_FLAGS weakens
  * V8, DENO_COVERAGE_DIR and SSLKEYLOGFILE write files and DENO_CERT reads one
- * without any grant, DENO_DIR moves the cache, proxies and registries change
- * where code comes from.
+ * without any grant, DENO_DIR (and HOME or XDG_CACHE_HOME, which place it
+ * when it is unset) moves the cache the runtime writes without any grant,
+ * proxies and registries change where code comes from.
  */
 const DENO_RUNTIME_ENV =
-  /^(DENO_.*|NPM_CONFIG_.*|NODE_.*|SSLKEYLOGFILE|(HTTPS?|ALL|NO)_PROXY|RUST_.*)$/i;
+  /^(DENO_.*|NPM_CONFIG_.*|NODE_.*|SSLKEYLOGFILE|(HTTPS?|ALL|NO)_PROXY|RUST_.*|HOME|XDG_CACHE_HOME)$/i;
+
+/**
+ * Environment variables glibc's loader and libc read on their own: they load
+ * code (LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH, GCONV_PATH, ...) or write
+ * files (LD_DEBUG_OUTPUT, MALLOC_TRACE). A confined program's environment is
+ * also the environment of the helpers that start it (`setsid`, `script`,
+ * `bwrap`, and `deno` itself, the `deno` level's sandbox), which run outside
+ * its sandbox, so these would run the harness's code there.
+ */
+const LOADER_ENV = /^(LD_.*|DYLD_.*|GCONV_PATH|GLIBC_TUNABLES|LOCPATH|NLSPATH|MALLOC_TRACE)$/;
+
+/**
+ * Refuses a request environment that the dynamic loader of a confined
+ * program's helpers would act on (see the list above). Inside the sandbox
+ * the program may still set them, e.g. `sh -c 'LD_PRELOAD=… exec prog'`
+ * under `os`.
+ *
+ * @param env The variables the request names.
+ * @param subject The program, for the message.
+ * @throws {SandboxDeniedError} Naming the first such variable.
+ */
+export function checkConfinedEnv(
+  env: Record<string, string> | undefined,
+  subject: string,
+): void {
+  for (const name of Object.keys(env ?? {})) {
+    if (LOADER_ENV.test(name)) {
+      throw new SandboxDeniedError(
+        `Cannot start ${JSON.stringify(subject)}: env ${
+          JSON.stringify(name)
+        } is read by the dynamic loader of the helpers that start a confined program ` +
+          "(setsid, script, bwrap, deno), outside its sandbox; set it inside the program's own " +
+          "command instead (under \"os\": sh -c 'NAME=value exec PROGRAM')",
+      );
+    }
+  }
+}
 
 /**
  * Refuses a request environment that configures the Deno runtime of a

@@ -37,6 +37,7 @@ import {
 import {
   bwrapArgs,
   type Capabilities,
+  checkConfinedEnv,
   checkDenoProgramEnv,
   checkProgramFile,
   type Confinement,
@@ -880,8 +881,8 @@ export class ProcessTable implements AsyncDisposable {
     if (min === "os" && asked === "deno") {
       // A Deno program is held to what `os` would allow: no writes (`os`
       // writes only the write roots), no network unless the operator allows
-      // it, and nothing that escapes Deno (run, ffi). Reading is as open as
-      // `os`'s read-only `/`.
+      // it, and nothing that escapes Deno (run, ffi). It runs in bubblewrap
+      // too (see #plan), so it reads only what `os` shows.
       const p = options.denoPermissions ?? {};
       const held: (keyof DenoPermissions)[] = ["write", "run", "ffi"];
       if (!this.#allowNetwork) held.push("net");
@@ -917,7 +918,9 @@ export class ProcessTable implements AsyncDisposable {
       maxEnvBytes: this.#maxEnvBytes,
       policy: p.envPolicy,
     });
+    const asked = { ...p.envPolicy?.set, ...p.env };
     if (p.confinement !== "none") {
+      checkConfinedEnv(asked, subject);
       const caps = await detectCapabilities();
       if (!caps.confinements.includes(p.confinement)) {
         throw new SandboxDeniedError(
@@ -940,7 +943,7 @@ export class ProcessTable implements AsyncDisposable {
         '"deno" confinement needs the "deno" helper',
         subject,
       );
-      checkDenoProgramEnv({ ...p.envPolicy?.set, ...p.env }, subject);
+      checkDenoProgramEnv(asked, subject);
       const flags = await denoRunFlags(p.denoPermissions, subject, p.cwd);
       base = [deno, ...flags, subject, ...argv.slice(1)];
     } else {
@@ -960,26 +963,30 @@ export class ProcessTable implements AsyncDisposable {
         );
         base = [bash, "-c", 'exec -a "$0" "$@"', p.arg0, ...base];
       }
-      if (p.confinement === "os") {
-        const bwrap = await requireProgram(
-          "bwrap",
-          undefined,
-          '"os" confinement needs the "bwrap" helper',
-          subject,
-        );
-        const roots = await grantedWriteRoots(this.#writeRoots);
-        const dirs = await this.#sandboxDirs(subject, p.cwd, roots);
-        base = [
-          bwrap,
-          ...bwrapArgs({
-            writeRoots: roots,
-            readOnlyDirs: dirs.readOnlyDirs,
-            allowNetwork: this.#allowNetwork,
-            cwd: dirs.cwd,
-          }),
-          ...base,
-        ];
-      }
+    }
+    // Under an `os` minimum a Deno program runs in bubblewrap too, so what it
+    // may read is what `os` shows (not the host's /tmp, /run or /dev).
+    if (
+      p.confinement === "os" || (p.confinement === "deno" && this.#minConfinement === "os")
+    ) {
+      const bwrap = await requireProgram(
+        "bwrap",
+        undefined,
+        '"os" confinement needs the "bwrap" helper',
+        subject,
+      );
+      const roots = await grantedWriteRoots(this.#writeRoots);
+      const dirs = await this.#sandboxDirs(subject, p.cwd, roots);
+      base = [
+        bwrap,
+        ...bwrapArgs({
+          writeRoots: roots,
+          readOnlyDirs: dirs.readOnlyDirs,
+          allowNetwork: this.#allowNetwork,
+          cwd: dirs.cwd,
+        }),
+        ...base,
+      ];
     }
     if (p.tty) {
       const script = await requireProgram(

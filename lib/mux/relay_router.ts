@@ -50,6 +50,7 @@ import {
   RESET_EXECUTOR_DISCONNECTED,
   RESET_EXECUTOR_OFFLINE,
   RESET_HARNESS_DISCONNECTED,
+  RESET_MESSAGE_TOO_LARGE,
   RESET_STREAM_IN_USE,
   RESET_TOO_MANY_STREAMS,
   RESET_UNKNOWN_STREAM,
@@ -657,6 +658,9 @@ export class RelayRouter implements AsyncDisposable {
         p.socket.close().catch(() => {});
       },
     );
+    socket.onOversizedFrame = (streamId) => {
+      if (!peer.dead) this.#oversize(peer, streamId);
+    };
     this.#peers.add(peer);
     this.#startWatchdog();
     return peer;
@@ -728,7 +732,7 @@ export class RelayRouter implements AsyncDisposable {
       for await (const frame of peer.socket) {
         if (peer.dead) break;
         if (frame.bytes.length > this.#maxFrameBytes) {
-          this.#oversize(peer);
+          this.#oversize(peer, frame.streamId);
           continue;
         }
         if (fromExecutor) {
@@ -855,8 +859,25 @@ export class RelayRouter implements AsyncDisposable {
     return true;
   }
 
-  #oversize(peer: Peer): void {
+  /**
+   * A frame too large to carry: its stream ends both ways with
+   * `message_too_large`, so neither end waits for what was dropped (a Codex
+   * v1 harness would wait forever for the reply). Another harness's stream is
+   * not touched: only the sender hears of it.
+   */
+  #oversize(peer: Peer, streamId: string): void {
     this.#emit({ type: "frames_dropped", executorId: peer.site.id, reason: "frame_too_large" });
+    const site = peer.site;
+    const reset = resetBytes(streamId, RESET_MESSAGE_TOO_LARGE);
+    const route = site.routes.get(streamId);
+    if (peer.role === "harness") {
+      this.#toHarness(peer, reset);
+      if (route === undefined || route.owner !== peer) return;
+    } else if (route?.owner !== undefined) {
+      this.#toHarness(route.owner, reset);
+    }
+    if (route !== undefined) this.#endRoute(site, streamId, route, true);
+    this.#toExecutor(site, reset);
   }
 
   #peerGone(peer: Peer): void {

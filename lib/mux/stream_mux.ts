@@ -28,6 +28,7 @@ import {
 import {
   RESET_DETACH_EXPIRED,
   RESET_EXECUTOR_DISCONNECTED,
+  RESET_MESSAGE_TOO_LARGE,
   RESET_SHUTDOWN,
   RESET_STREAM_CLOSED,
   RESET_TOO_MANY_STREAMS,
@@ -78,7 +79,7 @@ export interface StreamMuxOptions {
   segmentBytes?: number;
   /** Whole messages a stream buffers for its consumer. @default {128} */
   inboxMessages?: number;
-  /** Unacknowledged segments in flight per stream. @default {32} */
+  /** Unacknowledged segments in flight per stream. @default {128} */
   windowSegments?: number;
   /** Unacknowledged bytes in flight per stream. @default {2097152} */
   windowBytes?: number;
@@ -529,6 +530,9 @@ export class StreamMux implements AsyncDisposable {
     clearTimeout(this.#detachTimer);
     this.#detachTimer = undefined;
     this.#socket = socket;
+    socket.onOversizedFrame = (id) => {
+      if (this.#socket === socket) this.#refuseOversized(id);
+    };
     this.#detached = new Promise((resolve) => this.#resolveDetached = resolve);
     for (const slot of this.#streams.values()) {
       slot.core.resume();
@@ -715,6 +719,17 @@ export class StreamMux implements AsyncDisposable {
       }
     }
     slot.core.receive(frame);
+  }
+
+  /**
+   * A frame of this stream was too large for the socket to take: end the
+   * stream both ways, so its sender learns at once (a Codex v1 harness would
+   * otherwise wait forever for the reply).
+   */
+  #refuseOversized(id: string): void {
+    const slot = this.#streams.get(id);
+    if (slot !== undefined) slot.core.reset(RESET_MESSAGE_TOO_LARGE);
+    else this.#sendControl(id, RESET_MESSAGE_TOO_LARGE);
   }
 
   // ---- writing ----

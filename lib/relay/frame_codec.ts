@@ -460,6 +460,66 @@ function toBody(message: PbFrame): FrameBody | undefined {
   }
 }
 
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Reads the `stream_id` of a frame without decoding the rest: its other
+ * fields are skipped by their lengths, nothing is copied. Used for a frame
+ * refused for its size, so that its stream can be told instead of waiting
+ * for a reply that will never come.
+ *
+ * @example
+ * ```ts
+ * import { peekStreamId } from "./frame_codec.ts";
+ * console.log(peekStreamId(new Uint8Array([8, 1, 18, 3, 115, 45, 49, 58, 0]))); // "s-1"
+ * ```
+ *
+ * @param bytes One binary WebSocket message.
+ * @returns The stream id (the last one, as protobuf reads it), or `undefined`
+ *   when the bytes are malformed or the id is empty, padded or over 128 bytes.
+ */
+export function peekStreamId(bytes: Uint8Array): string | undefined {
+  let at = 0;
+  const varint = (): number | undefined => {
+    let value = 0;
+    for (let scale = 1, i = 0; i < 10 && at < bytes.length; i++, scale *= 128) {
+      const byte = bytes[at++];
+      value += (byte & 0x7f) * scale;
+      if (byte < 0x80) return value;
+    }
+    return undefined;
+  };
+  let id: string | undefined;
+  // A frame has at most a dozen fields; a flood of tiny ones is not a frame.
+  for (let fields = 0; at < bytes.length; fields++) {
+    const tag = varint();
+    if (tag === undefined || fields >= 64) return undefined;
+    const wire = tag % 8;
+    if (wire === 0) {
+      if (varint() === undefined) return undefined;
+    } else if (wire === 1 || wire === 5) {
+      at += wire === 1 ? 8 : 4;
+    } else if (wire === 2) {
+      const length = varint();
+      if (length === undefined || length > bytes.length - at) return undefined;
+      if (tag === 18) { // field 2, stream_id
+        try {
+          id = strictUtf8.decode(bytes.subarray(at, at + length));
+        } catch {
+          return undefined;
+        }
+      }
+      at += length;
+    } else {
+      return undefined;
+    }
+  }
+  if (at !== bytes.length || id === undefined || id.length === 0 || id.trim() !== id) {
+    return undefined;
+  }
+  return utf8Length(id) <= MAX_STREAM_ID_BYTES ? id : undefined;
+}
+
 /**
  * Decodes and validates one frame. Unknown fields are skipped. The frame is
  * refused when it is longer than the limit, truncated or malformed, has a

@@ -27,6 +27,7 @@ import {
   DEFAULT_MAX_FRAME_BYTES,
   encodeDataFrameHead,
   encodeFrame,
+  peekStreamId,
   type RelayFrame,
 } from "./frame_codec.ts";
 import {
@@ -216,6 +217,13 @@ function positiveOption(name: string, value: number | undefined, fallback: numbe
  * ```
  */
 export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposable {
+  /**
+   * Called with the `stream_id` of a frame refused for its size, when it can
+   * be read (after the protocol error is reported), so the socket's owner can
+   * reset that stream: its sender would otherwise wait for a reply that will
+   * never come. The stream mux and the rendezvous router set it.
+   */
+  onOversizedFrame: ((streamId: string) => void) | undefined = undefined;
   #ws: WebSocket;
   #role: Role;
   #maxFrameBytes: number;
@@ -657,6 +665,16 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     this.#onBytes(new Uint8Array(data));
   };
 
+  #oversized(bytes: Uint8Array): void {
+    const streamId = this.onOversizedFrame === undefined ? undefined : peekStreamId(bytes);
+    if (streamId === undefined) return;
+    try {
+      this.onOversizedFrame?.(streamId);
+    } catch {
+      // The owner's handler must not break reading.
+    }
+  }
+
   /** One binary message: decode, then hand to a waiting reader or queue it. */
   #onBytes = (bytes: Uint8Array): void => {
     if (this.#info !== undefined) return;
@@ -669,6 +687,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
           ? error
           : new ProtocolError(`Cannot decode frame: ${String(error)}`, { cause: error }),
       );
+      if (bytes.length > this.#maxFrameBytes) this.#oversized(bytes);
       return;
     }
     (frame as { bytes?: Uint8Array }).bytes = bytes;
