@@ -3,6 +3,7 @@ import { RpcError, SandboxDeniedError } from "../lib/errors.ts";
 import { type Confinement, detectCapabilities } from "../lib/exec/confinement.ts";
 import { FsOps } from "../lib/exec/fs_ops.ts";
 import {
+  MAX_PATH_BYTES,
   MAX_SHOWN_PATH_CHARS,
   type PermissionQuery,
   SandboxPolicy,
@@ -510,6 +511,22 @@ for (const level of LEVELS) {
         await clearFailure(f.call("fs/writeFile", { path, dataBase64: data }), -32602, tooLong);
         await clearFailure(f.call("fs/createDirectory", { path }), -32602, tooLong);
         await clearFailure(f.call("fs/remove", { path }), -32602, "Cannot remove", tooLong);
+      }
+      // A whole path at the system's 4,095 bytes is merely missing; one byte
+      // more, or 1 MB of short names, is too long, and said at once.
+      const deep = (bytes: number) => {
+        const head = `${f.dir}/${"d/".repeat((bytes - f.dir.length) / 2 - 2)}`;
+        return head + "x".repeat(bytes - head.length);
+      };
+      assert.equal(deep(MAX_PATH_BYTES).length, MAX_PATH_BYTES);
+      await clearFailure(f.call("fs/getMetadata", { path: deep(MAX_PATH_BYTES) }), -32004);
+      for (const path of [deep(MAX_PATH_BYTES + 1), `/${"a/".repeat(500_000)}`]) {
+        await clearFailure(
+          withDeadline(f.call("fs/getMetadata", { path }), 10_000, "a long path's refusal"),
+          -32602,
+          "Cannot inspect",
+          "the path is too long",
+        );
       }
       // A regular file used as a directory: not found.
       const under = `${f.dir}/file/x`;

@@ -3,6 +3,7 @@ import { SandboxDeniedError } from "../lib/errors.ts";
 import { detectSessionHelper } from "../lib/exec/confinement.ts";
 import {
   DEFAULT_MAX_ARGV_BYTES,
+  MAX_QUEUED_STDIN_BYTES,
   type ProcessEvent,
   ProcessLimiter,
   ProcessTable,
@@ -149,6 +150,35 @@ Deno.test("ProcessTable feeds stdin and closes it with eof", async () => {
   const { text, last } = await collect(table, "cat");
   assert.equal(text.stdout, "hello world");
   assert.equal(last.exitCode, 0);
+});
+
+Deno.test("ProcessTable queues stdin for a child that does not read up to its limit and refuses a byte more", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "p",
+    // Reads nothing until SIGHUP, then counts what waited.
+    argv: ["sh", "-c", 'trap "wc -c; exit 0" HUP; echo ready; while :; do sleep 1 & wait $!; done'],
+    pipeStdin: true,
+  });
+  await readUntil(table, "p", "ready");
+  const atLimit = table.write("p", new Uint8Array(MAX_QUEUED_STDIN_BYTES));
+  await assert.rejects(
+    withDeadline(table.write("p", new Uint8Array(1)), 10_000, "the refusal"),
+    (e: Error) =>
+      e instanceof RangeError &&
+      e.message.includes(`the limit of ${MAX_QUEUED_STDIN_BYTES}`) &&
+      e.message.includes(`${MAX_QUEUED_STDIN_BYTES} bytes already wait`),
+  );
+  assert.equal(await table.signal("p", "SIGHUP"), true);
+  assert.equal(await atLimit, "accepted");
+  // Taken: the queue is empty again.
+  assert.equal(await table.write("p", new Uint8Array(1), { eof: true }), "accepted");
+  const { text } = await collect(table, "p");
+  assert.equal(
+    text.stdout,
+    `ready\n${MAX_QUEUED_STDIN_BYTES + 1}\n`,
+    "the refused byte was not queued",
+  );
 });
 
 Deno.test("ProcessTable write reports stdinClosed without pipeStdin and unknownProcess", async () => {

@@ -177,6 +177,31 @@ console.log(JSON.stringify(outcomes));`,
   ) as string[];
 }
 
+Deno.test("SandboxPolicy under a scoped grant (--allow-read=DIR) resolves a missing path below DIR, and refuses one whose existing part lies above it", async () => {
+  const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_scoped_" }));
+  // Deep, so that a search from the middle of the path starts above it.
+  const dir = `${base}/p/q/r/s/t/u/v/granted`;
+  try {
+    await Deno.mkdir(`${dir}/a/b`, { recursive: true });
+    await Deno.symlink("a", `${dir}/to_a`);
+    const outcomes = await outcomesUnder([`--allow-read=${dir}`, `--allow-write=${dir}`], [
+      // Missing below DIR: the prefixes above DIR are not Deno's to show, and
+      // the search finds the deepest existing one below it.
+      `policy.checkWrite(${JSON.stringify(`${dir}/to_a/b/m/x`)})`,
+      `policy.checkRead(${JSON.stringify(`${dir}/gone/x`)})`,
+      `policy.checkWrite(${JSON.stringify(`${dir}/to_a/${"m/".repeat(40)}x`)})`,
+      `policy.checkRead(${JSON.stringify(`${dir}-sibling/x`)})`,
+    ]);
+    assert.deepEqual(outcomes.slice(0, 3), ["granted", "granted", "granted"]);
+    assert.match(
+      outcomes[3],
+      /^SandboxDeniedError: Cannot read .*-sibling\/x": read access is not granted/,
+    );
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
 Deno.test("SandboxPolicy under a global grant with a path denied (--deny-write=DIR --deny-read=DIR): refuses it, writes above it, and reads above it as Deno does", async () => {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_deny_" }));
   try {

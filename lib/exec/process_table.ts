@@ -91,6 +91,13 @@ export const TIMEOUT_EXIT_CODE = 124;
 /** The longest process id accepted, in UTF-16 code units. */
 export const MAX_PROCESS_ID_LENGTH = 256;
 /**
+ * Stdin bytes a process may have waiting for its child to read. A write
+ * whose wait ended (its connection closed) leaves its bytes queued, so
+ * without a bound a harness that reconnects and writes again to a child
+ * that never reads would grow the executor without end.
+ */
+export const MAX_QUEUED_STDIN_BYTES = 16 * 1024 * 1024;
+/**
  * Output is read in pieces of SEGMENT_FIT_DATA_BYTES, which with a binary
  * output header in front fill one relay segment and no more: a chunk then
  * travels as one frame and is never reassembled. Each read buffer keeps the
@@ -341,6 +348,8 @@ interface ProcessRecord {
   resolveSpawned: () => void;
   writer: WritableStreamDefaultWriter<Uint8Array> | null;
   stdinClosed: boolean;
+  /** Bytes handed to `writer` that the child has not taken yet. */
+  stdinQueued: number;
   readers: ReadableStreamBYOBReader[];
   openStreams: number;
   exitCode: number | null;
@@ -628,6 +637,8 @@ export class ProcessTable implements AsyncDisposable {
    * @param options `eof: true` closes stdin after the bytes; `signal` stops
    *   the wait (the bytes stay queued and are written in order).
    * @returns `accepted`, `unknownProcess`, `stdinClosed` (no stdin, closed, or the process ended) or `starting`.
+   * @throws {RangeError} When the bytes would take what waits for the child past
+   *   {@linkcode MAX_QUEUED_STDIN_BYTES}; nothing is queued then.
    * @throws {unknown} The signal's reason when it aborts before the bytes are taken.
    */
   async write(
@@ -640,6 +651,13 @@ export class ProcessTable implements AsyncDisposable {
     if (record.state === "starting") return "starting";
     const writer = record.writer;
     if (!writer || record.stdinClosed || record.state !== "running") return "stdinClosed";
+    if (record.stdinQueued + chunk.byteLength > MAX_QUEUED_STDIN_BYTES) {
+      throw new RangeError(
+        `Cannot write to process ${JSON.stringify(clipped(processId, 64))}: ` +
+          `${record.stdinQueued} bytes already wait for it to read, and ${chunk.byteLength} ` +
+          `more would pass the limit of ${MAX_QUEUED_STDIN_BYTES}; wait for earlier writes' replies`,
+      );
+    }
     const eof = options.eof === true;
     if (eof) record.stdinClosed = true;
     const written = this.#writeStdin(record, writer, chunk, eof);
@@ -653,14 +671,17 @@ export class ProcessTable implements AsyncDisposable {
     chunk: Uint8Array,
     eof: boolean,
   ): Promise<"accepted" | "stdinClosed"> {
-    await record.ptyReady;
+    record.stdinQueued += chunk.byteLength;
     try {
+      await record.ptyReady;
       if (chunk.byteLength > 0) await writer.write(chunk);
       if (eof) await writer.close();
       return "accepted";
     } catch {
       record.stdinClosed = true;
       return "stdinClosed";
+    } finally {
+      record.stdinQueued -= chunk.byteLength;
     }
   }
 
@@ -1407,6 +1428,7 @@ export class ProcessTable implements AsyncDisposable {
       resolveSpawned,
       writer: null,
       stdinClosed: false,
+      stdinQueued: 0,
       readers: [],
       openStreams: 2,
       exitCode: null,

@@ -122,6 +122,10 @@ function isNoLongerALink(error: unknown): boolean {
   return (error as { code?: unknown })?.code === "EINVAL";
 }
 
+/** The longest path the system takes (Linux's PATH_MAX less the NUL), in UTF-8 bytes. */
+export const MAX_PATH_BYTES = 4095;
+const utf8 = new TextEncoder();
+
 function tooManyLinks(path: string): Error {
   return new Deno.errors.FilesystemLoop(
     `Cannot resolve "${shownPath(path)}": too many symbolic links`,
@@ -337,21 +341,68 @@ export class SandboxPolicy {
     return await this.#resolveParts(parts, 0);
   }
 
+  /**
+   * The deepest prefix (count of parts below `missing`, which does not
+   * resolve) that resolves, and where it leads. Every prefix of a resolving
+   * prefix resolves, so this bisects; Deno will not look above a scoped read
+   * grant, and from such a prefix it searches down one by one, as before, so
+   * the answer and the refusal are what a walk from the full path gives.
+   */
+  async #deepestResolved(
+    missing: number,
+    resolve: (n: number) => Promise<string | undefined>,
+  ): Promise<[number, string]> {
+    let low = 0; // not yet looked at: "/" is not always readable
+    let best: [number, string] | undefined;
+    while (missing - low > 1) {
+      const mid = (low + missing) >>> 1;
+      let at: string | undefined;
+      try {
+        at = await resolve(mid);
+      } catch (error) {
+        if (!(error instanceof ResolveDenied)) throw error;
+        // Above the grant: the answer lies below `mid`, or there is none.
+        for (let n = missing - 1; n > mid; n--) {
+          const below = await resolve(n);
+          if (below !== undefined) return [n, below];
+        }
+        throw error;
+      }
+      if (at === undefined) missing = mid;
+      else [low, best] = [mid, [mid, at]];
+    }
+    if (best !== undefined) return best;
+    const root = await resolve(0);
+    return [0, root ?? "/"];
+  }
+
   /** Resolves `/` + parts, following links; `hops` counts symlinks followed. */
   async #resolveParts(parts: string[], hops: number): Promise<string> {
-    // Find the deepest existing prefix and let the OS resolve it.
-    let n = parts.length;
-    let real = "/";
-    for (; n >= 0; n--) {
-      try {
-        real = await Deno.realPath("/" + parts.slice(0, n).join("/"));
-        break;
-      } catch (error) {
-        if (error instanceof Deno.errors.NotCapable) throw new ResolveDenied("/" + parts.join("/"));
-        if (!isMissing(error)) throw error;
-      }
+    const spelled = "/" + parts.join("/");
+    // Past PATH_MAX the system answers ENOENT for every prefix, not
+    // ENAMETOOLONG, and a long path's work would grow with its square.
+    if (spelled.length > MAX_PATH_BYTES || utf8.encode(spelled).length > MAX_PATH_BYTES) {
+      throw Object.assign(
+        new Error(
+          `Cannot resolve "${shownPath(spelled)}": it is longer than the system's ` +
+            `${MAX_PATH_BYTES} bytes`,
+        ),
+        { code: "ENAMETOOLONG" },
+      );
     }
-    if (n < 0) n = 0;
+    // Find the deepest existing prefix and let the OS resolve it.
+    const resolve = async (n: number): Promise<string | undefined> => {
+      try {
+        return await Deno.realPath("/" + parts.slice(0, n).join("/"));
+      } catch (error) {
+        if (error instanceof Deno.errors.NotCapable) throw new ResolveDenied(spelled);
+        if (!isMissing(error)) throw error;
+        return undefined;
+      }
+    };
+    let n = parts.length;
+    let real = await resolve(n);
+    if (real === undefined) [n, real] = await this.#deepestResolved(n, resolve);
     const out = components(real);
     for (let i = n; i < parts.length; i++) {
       const part = parts[i];
