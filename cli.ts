@@ -141,7 +141,8 @@ Example:
 Runs the relay and the executor registry in one server. Executors register with
 POST /cloud/executor/{id}/register and get a short-lived signed URL; harnesses
 connect to /harness/{id}?role=harness. Both authenticate with the bearer token
-(OUTPOST_TOKEN or --token-file). Set OUTPOST_SIGNING_KEY to keep signed URLs
+(OUTPOST_TOKEN or --token-file); a harness may instead use a short-lived signed
+URL from POST /cloud/executor/{id}/connect (asked for with the token). Set OUTPOST_SIGNING_KEY to keep signed URLs
 valid across restarts (a random key is used otherwise). Prints the URL it listens on.
 
 For the first 30 s after it starts (the detach window), a harness stream for an

@@ -661,3 +661,26 @@ Deno.test("runExecutor replaces a socket that went silent without closing and is
   );
   assert.equal(new TextDecoder().decode(output.stdout), "back\n");
 });
+
+Deno.test("a harness given a signed URL from /connect runs a command without holding the token", async () => {
+  await using rendezvous = await serveRendezvous({ token: TOKEN });
+  await using handle = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-1",
+    token: TOKEN,
+  });
+  await until(() => handle.status === "connected", 10_000, "executor connected");
+  const answer = await fetch(`${rendezvous.registryUrl}/cloud/environment/box-1/connect`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${TOKEN}` },
+  });
+  assert.equal(answer.status, 200);
+  const { url } = await answer.json();
+  await using conn = await connect(url); // no token, no executor id: the URL says it all
+  const output = await withDeadline(
+    new RemoteCommand(conn, "sh", { args: ["-c", "echo signed"] }).output(),
+    10_000,
+    "a command over a signed harness URL",
+  );
+  assert.equal(new TextDecoder().decode(output.stdout), "signed\n");
+});

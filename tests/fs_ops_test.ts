@@ -645,3 +645,34 @@ Deno.test("FsOps echoes a path whole up to the limit and elides its middle past 
     });
   }
 });
+
+Deno.test("fs/join and fs/parent work on the path as written, as Rust's Path does, and touch nothing", async () => {
+  await using f = await fixture();
+  const join = (basePath: unknown, path: unknown) => f.call("fs/join", { basePath, path });
+  const parent = (path: unknown) => f.call("fs/parent", { path });
+  const joins: [string, string, string][] = [
+    ["/a", "b", "/a/b"],
+    ["/a/", "b/c", "/a/b/c"],
+    ["/", "b", "/b"],
+    ["/a", "../b", "/a/../b"],
+    ["/a", "/etc", "/etc"], // an absolute path replaces the base
+    ["/missing/dir", "x", "/missing/dir/x"],
+  ];
+  for (const [base, path, joined] of joins) {
+    assert.deepEqual(await join(base, path), { path: joined }, `${base} + ${path}`);
+  }
+  const parents: [string, string | null][] = [
+    ["/a/b", "/a"],
+    ["/a/b/", "/a"],
+    ["/a", "/"],
+    ["/", null],
+    ["//", null],
+    ["/a/..", "/a"],
+  ];
+  for (const [path, up] of parents) assert.deepEqual(await parent(path), { path: up }, path);
+  await rpcFails(join("a", "b"), -32602, "basePath", "absolute");
+  await rpcFails(join("/a", 7), -32602, "path");
+  await rpcFails(join("/a", "b\0"), -32602, "NUL");
+  await rpcFails(join("/a", "\ud800"), -32602, "path");
+  await rpcFails(parent("relative"), -32602, "absolute");
+});

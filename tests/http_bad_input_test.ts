@@ -198,8 +198,8 @@ Deno.test("executor sockets refuse unsigned, forged, expired and other-id URLs, 
     [`/executor/exec-a?role=executor&exp=${exp}&sig=${sig}${sig}`, [400, 403], "sig too long"],
     [
       `/harness/exec-a?role=harness&exp=${exp}&sig=${sig}`,
-      [401],
-      "signed URL used as a harness token",
+      [403],
+      "an executor URL's signature on a harness URL (the role is signed)",
     ],
   ];
   for (const [path, statuses, what] of cases) {

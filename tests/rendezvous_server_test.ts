@@ -118,6 +118,7 @@ Deno.test("serveRendezvous registers an executor with a signed URL and routes a 
     const answer = await register(rz, "exec-1", TOKEN, { body: '{"name":"box"}' });
     assert.equal(answer.status, 200);
     assert.equal(answer.body.executor_id, "exec-1");
+    assert.equal(answer.body.id, "exec-1", "the earliest Codex executors read id");
     const url = new URL(answer.body.url as string);
     assert.equal(`${url.protocol}//${url.host}`, rz.url);
     assert.equal(url.pathname, "/executor/exec-1");
@@ -141,6 +142,65 @@ Deno.test("serveRendezvous registers an executor with a signed URL and routes a 
       parkedStreams: 0,
     });
     assert.ok(events.some((e) => e.type === "registered" && e.executorId === "exec-1"));
+  });
+});
+
+Deno.test("serveRendezvous issues signed harness URLs (POST .../connect) that open a harness socket without the token", async () => {
+  const key = crypto.getRandomValues(new Uint8Array(32));
+  await withRendezvous({ signingKey: key }, async (rz) => {
+    const connect = (id: string, token: string | null = TOKEN, naming = "executor") =>
+      call(`${rz.registryUrl}/cloud/${naming}/${id}/connect`, {
+        method: "POST",
+        token: token ?? undefined,
+        body: '{"harness_public_key":"ignored"}',
+      });
+    assertError(await connect("exec-1", null), 401, "unauthorized");
+    assertError(await connect("exec-1", `${TOKEN}x`), 403, "forbidden");
+    assertError(await connect("bad.id"), 400, "invalid_executor_id");
+    const answer = await connect("exec-1");
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    assert.equal(answer.body.executor_id, "exec-1");
+    assert.equal(answer.headers.get("cache-control"), "no-store");
+    const url = new URL(answer.body.url as string);
+    assert.equal(url.pathname, "/harness/exec-1");
+    assert.equal(url.searchParams.get("role"), "harness");
+    const environment = await connect("exec-1", TOKEN, "environment");
+    assert.equal(environment.body.environment_id, "exec-1");
+
+    await using executor = await executorSocket(rz, "exec-1");
+    await using harness = await RelaySocket.connect(url); // no token
+    await harness.send(data("s1", "ping"));
+    assert.equal(payloadOf(await nextFrame(executor, "ping")), "ping");
+    await executor.send(data("s1", "pong"));
+    assert.equal(payloadOf(await nextFrame(harness, "pong")), "pong");
+
+    // The URL is for this executor, for harnesses, and until it expires.
+    const refused = async (target: string | URL, status: number, code: string) => {
+      const error = await RelaySocket.connect(target).then(
+        (socket) => socket.close().then(() => new Error(`${target} was admitted`)),
+        (e) => e,
+      );
+      assert.equal(error.refusal?.status, status, String(error));
+      assert.equal(error.refusal?.code, code, String(error));
+    };
+    const other = new URL(url);
+    other.pathname = "/harness/exec-2";
+    await refused(other, 403, "bad_signature");
+    const asExecutor = new URL(url);
+    asExecutor.pathname = "/executor/exec-1";
+    asExecutor.searchParams.set("role", "executor");
+    await refused(asExecutor, 403, "bad_signature");
+    const tampered = new URL(url);
+    tampered.searchParams.set("exp", String(Number(url.searchParams.get("exp")) + 1));
+    await refused(tampered, 403, "bad_signature");
+    const exp = Date.now() - 1;
+    const expired = new URL(url);
+    expired.searchParams.set("exp", String(exp));
+    expired.searchParams.set(
+      "sig",
+      await (await UrlSigner.create(key)).sign("harness", "exec-1", exp),
+    );
+    await refused(expired, 401, "url_expired");
   });
 });
 

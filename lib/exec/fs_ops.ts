@@ -28,7 +28,10 @@ import {
   base64Bytes,
   invalidParam,
   optionalBoolean,
+  type Params,
   paramsObject,
+  requiredString,
+  wellFormed,
 } from "./_params.ts";
 
 /** The default largest file `fs/readFile` returns: 12 MiB minus a little (fits a 16 MiB message). */
@@ -44,6 +47,8 @@ export const FS_METHODS: ReadonlySet<string> = new Set([
   "fs/remove",
   "fs/copy",
   "fs/canonicalize",
+  "fs/join",
+  "fs/parent",
 ]);
 
 /** Result of `fs/getMetadata`. */
@@ -117,6 +122,34 @@ function pathErrorCode(error: unknown): PathErrorCode | undefined {
   if (error instanceof Deno.errors.FilesystemLoop) return "ELOOP";
   const code = (error as { code?: unknown } | null)?.code;
   return code === "ENAMETOOLONG" || code === "ELOOP" || code === "ENOTEMPTY" ? code : undefined;
+}
+
+/** `fs/join`'s `path`: any string without NUL; absolute replaces the base. */
+function relativePart(params: Params): string {
+  const path = requiredString(params, "path");
+  if (path.includes("\0")) throw invalidParam("path", "must not contain NUL characters");
+  return wellFormed("path", path);
+}
+
+/**
+ * `fs/join` (some Codex versions): `path` appended to `basePath` as Rust's
+ * `Path::join` does, lexically and touching nothing; an absolute `path`
+ * replaces the base.
+ */
+function joinPaths(basePath: string, path: string): { path: string } {
+  if (path.startsWith("/")) return { path };
+  return { path: basePath.endsWith("/") ? basePath + path : `${basePath}/${path}` };
+}
+
+/**
+ * `fs/parent` (some Codex versions): the path without its last component,
+ * lexically as Rust's `Path::parent`; `null` for `/`.
+ */
+function parentPath(path: string): string | null {
+  const trimmed = path.replace(/\/+$/, "");
+  if (trimmed === "") return null;
+  const cut = trimmed.replace(/\/+[^/]*$/, "");
+  return cut === "" ? "/" : cut;
 }
 
 /** The kind of a path that is not a regular file, for the refusal. */
@@ -254,6 +287,10 @@ export class FsOps {
         );
       case "fs/canonicalize":
         return this.canonicalize(absolutePath(params, "path"));
+      case "fs/join":
+        return Promise.resolve(joinPaths(absolutePath(params, "basePath"), relativePart(params)));
+      case "fs/parent":
+        return Promise.resolve({ path: parentPath(absolutePath(params, "path")) });
     }
     return Promise.reject(new TypeError(`Cannot serve "${method}": not an fs method`));
   }

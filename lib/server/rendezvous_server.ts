@@ -2,12 +2,15 @@
  * The rendezvous: an HTTP registry and a WebSocket relay in one `Deno.serve`.
  *
  * - `POST /cloud/executor/{id}/register` with `Authorization: Bearer <token>`
- *   answers `{"executor_id": id, "url": "ws://HOST:PORT/executor/{id}?role=executor&exp=…&sig=…"}`,
+ *   answers `{"id": id, "executor_id": id, "url": "ws://HOST:PORT/executor/{id}?role=executor&exp=…&sig=…"}`,
  *   a URL signed with HMAC-SHA256 that expires after `urlTtlMs`.
  * - `GET /executor/{id}?role=executor&exp=…&sig=…` upgrades the executor
  *   socket (the signed URL is its credential; no token on this socket).
- * - `GET /harness/{id}?role=harness` with `Authorization: Bearer <token>`
- *   upgrades a harness socket.
+ * - `POST /cloud/executor/{id}/connect` with the token answers
+ *   `{"executor_id": id, "url": "ws://HOST:PORT/harness/{id}?role=harness&exp=…&sig=…"}`:
+ *   a signed harness URL, for a harness that is handed a URL and sends no headers.
+ * - `GET /harness/{id}?role=harness` with `Authorization: Bearer <token>`, or
+ *   with the `exp` and `sig` of such a URL, upgrades a harness socket.
  *
  * Frames are routed by {@linkcode RelayRouter}. Every refusal happens before
  * the upgrade, as JSON `{"error": {"code", "message"}}`.
@@ -38,7 +41,7 @@ export type {
 const MAX_EXECUTOR_ID_LENGTH = 256;
 const EXECUTOR_ID = /^[A-Za-z0-9_-]{1,256}$/;
 const HOST_HEADER = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
-const REGISTER_PATH = /^\/cloud\/(executor|environment)\/([^/]*)\/register\/?$/;
+const REGISTER_PATH = /^\/cloud\/(executor|environment)\/([^/]*)\/(register|connect)\/?$/;
 const SOCKET_PATH = /^\/(executor|harness)\/([^/]*)\/?$/;
 const BODY_READ_TIMEOUT_MS = 10_000;
 /** The router's default detach window; also the default startup grace. */
@@ -336,43 +339,90 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     return host !== null && HOST_HEADER.test(host) ? `ws://${host}` : server;
   }
 
+  /**
+   * `register` gives an executor its signed socket URL; `connect` gives a
+   * harness one for that executor, so a harness that cannot send headers (a
+   * Codex harness handed a URL) connects without holding the token.
+   */
   async function register(
     request: Request,
     naming: string,
     id: string,
+    action: string,
     server: string,
   ): Promise<Response> {
+    const role = action === "connect" ? "harness" : "executor";
+    const what = action === "connect" ? "issue a harness URL" : "register";
     if (request.method !== "POST") {
       throw new HttpError(
         405,
         "method_not_allowed",
-        `Cannot ${request.method} ${naming} registration: use POST`,
+        `Cannot ${request.method} ${naming} ${
+          action === "connect" ? "connect" : "registration"
+        }: use POST`,
       );
     }
     const auth = checkBearer(request.headers.get("authorization"), token);
     if (auth === "missing") {
-      throw new HttpError(401, "unauthorized", "Cannot register: a bearer token is required");
+      throw new HttpError(401, "unauthorized", `Cannot ${what}: a bearer token is required`);
     }
     if (auth === "wrong") {
-      throw new HttpError(403, "forbidden", "Cannot register: the token is not valid");
+      throw new HttpError(403, "forbidden", `Cannot ${what}: the token is not valid`);
     }
     checkExecutorId(id);
     await drainBody(request, maxBody);
-    if (router.admits("executor", id) !== undefined) {
+    const refusal = router.admits(role, id);
+    if (refusal !== undefined) {
       throw new HttpError(
         503,
-        "too_many_executors",
-        "Cannot register: the rendezvous serves its maximum of executors",
+        refusal,
+        `Cannot ${what}: ${refusal.replaceAll("_", " ")}`,
       );
     }
     const exp = Date.now() + urlTtlMs;
-    const sig = await signer.sign("executor", id, exp);
-    const url = `${baseUrl(request, server)}/executor/${id}?role=executor&exp=${exp}&sig=${sig}`;
-    emit({ type: "registered", executorId: id });
+    const sig = await signer.sign(role, id, exp);
+    const url = `${baseUrl(request, server)}/${role}/${id}?role=${role}&exp=${exp}&sig=${sig}`;
+    if (role === "executor") emit({ type: "registered", executorId: id });
     return Response.json(
-      naming === "environment" ? { environment_id: id, url } : { executor_id: id, url },
+      // The earliest Codex executors also read `id`.
+      naming === "environment"
+        ? { environment_id: id, url }
+        : role === "executor"
+        ? { id, executor_id: id, url }
+        : { executor_id: id, url },
       { headers: { "cache-control": "no-store" } },
     );
+  }
+
+  /** Refuses a socket URL whose signature is missing, expired or wrong. */
+  async function checkSignedUrl(
+    role: "executor" | "harness",
+    id: string,
+    params: URLSearchParams,
+  ): Promise<void> {
+    const defect = await signer.verify(role, id, params, Date.now());
+    const again = role === "executor" ? "register again" : "ask for a new one";
+    if (defect === "missing") {
+      throw new HttpError(
+        401,
+        "unauthorized",
+        `Cannot open ${role} socket: the URL is not signed; register first`,
+      );
+    }
+    if (defect === "expired") {
+      throw new HttpError(
+        401,
+        "url_expired",
+        `Cannot open ${role} socket: the signed URL has expired; ${again}`,
+      );
+    }
+    if (defect !== undefined) {
+      throw new HttpError(
+        403,
+        "bad_signature",
+        `Cannot open ${role} socket: the URL signature is not valid`,
+      );
+    }
   }
 
   async function upgrade(
@@ -397,29 +447,9 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
         `Cannot open a ${role} socket with role=${requestedRole}`,
       );
     }
-    if (role === "executor") {
-      const defect = await signer.verify("executor", id, url.searchParams, Date.now());
-      if (defect === "missing") {
-        throw new HttpError(
-          401,
-          "unauthorized",
-          "Cannot open executor socket: the URL is not signed; register first",
-        );
-      }
-      if (defect === "expired") {
-        throw new HttpError(
-          401,
-          "url_expired",
-          "Cannot open executor socket: the signed URL has expired; register again",
-        );
-      }
-      if (defect !== undefined) {
-        throw new HttpError(
-          403,
-          "bad_signature",
-          "Cannot open executor socket: the URL signature is not valid",
-        );
-      }
+    if (role === "executor" || url.searchParams.has("sig")) {
+      // A harness may come with a URL from /connect instead of the token.
+      await checkSignedUrl(role, id, url.searchParams);
     } else {
       const auth = checkBearer(request.headers.get("authorization"), token);
       if (auth === "missing") {
@@ -465,7 +495,13 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
       const registration = REGISTER_PATH.exec(path);
       if (registration !== null) {
         target = "register";
-        return await register(request, registration[1], registration[2], serverUrl);
+        return await register(
+          request,
+          registration[1],
+          registration[2],
+          registration[3],
+          serverUrl,
+        );
       }
       const socket = SOCKET_PATH.exec(path);
       if (socket !== null) {
