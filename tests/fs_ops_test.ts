@@ -676,3 +676,52 @@ Deno.test("fs/join and fs/parent work on the path as written, as Rust's Path doe
   await rpcFails(join("/a", "\ud800"), -32602, "path");
   await rpcFails(parent("relative"), -32602, "absolute");
 });
+
+for (const level of LEVELS) {
+  Deno.test({
+    name:
+      `a path that ends in "/" names a directory, as the system reads it (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      await Deno.writeTextFile(`${f.dir}/a.txt`, "keep");
+      await Deno.mkdir(`${f.dir}/d`);
+      await Deno.symlink("a.txt", `${f.dir}/to_a`);
+      const data = b64("x");
+      const names = 'a path that ends in "/" names a directory';
+      await rpcFails(
+        f.call("fs/writeFile", { path: `${f.dir}/a.txt/`, dataBase64: data }),
+        -32602,
+        names,
+      );
+      await rpcFails(
+        f.call("fs/writeFile", { path: `${f.dir}/new/`, dataBase64: data }),
+        -32602,
+        names,
+      );
+      await rpcFails(f.call("fs/readFile", { path: `${f.dir}/a.txt/` }), -32602, names);
+      await rpcFails(
+        f.call("fs/copy", { sourcePath: `${f.dir}/a.txt`, destinationPath: `${f.dir}/b.txt/` }),
+        -32602,
+        names,
+      );
+      const notDir = "not a directory";
+      await rpcFails(f.call("fs/getMetadata", { path: `${f.dir}/a.txt/` }), -32004, notDir);
+      await rpcFails(f.call("fs/getMetadata", { path: `${f.dir}/to_a/` }), -32004, notDir);
+      await rpcFails(f.call("fs/canonicalize", { path: `${f.dir}/a.txt/` }), -32004, notDir);
+      await rpcFails(f.call("fs/remove", { path: `${f.dir}/a.txt/` }), -32004, notDir);
+      await rpcFails(f.call("fs/remove", { path: `${f.dir}/to_a/` }), -32004, notDir);
+      assert.equal(await Deno.readTextFile(`${f.dir}/a.txt`), "keep", "untouched");
+      assert.equal(await Deno.lstat(`${f.dir}/new`).catch(() => null), null, "nothing created");
+      // A directory with its slash is fine.
+      assert.equal((await f.call("fs/getMetadata", { path: `${f.dir}/d/` })).isDirectory, true);
+      assert.deepEqual(await f.call("fs/canonicalize", { path: `${f.dir}/d/` }), {
+        path: `${f.dir}/d`,
+      });
+      await f.call("fs/createDirectory", { path: `${f.dir}/e/` });
+      await f.call("fs/remove", { path: `${f.dir}/d/` });
+      assert.equal(await Deno.lstat(`${f.dir}/d`).catch(() => null), null);
+      assert.equal((await Deno.stat(`${f.dir}/e`)).isDirectory, true);
+    },
+  });
+}

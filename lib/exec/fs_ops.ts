@@ -190,6 +190,13 @@ async function requireRegularFile(
   resolved: string,
   mayBeMissing: boolean,
 ): Promise<void> {
+  if (endsInSlash(shown)) {
+    throw new RpcError(
+      INVALID_PARAMS,
+      `Cannot ${action} "${shownPath(shown)}": a path that ends in "/" names a directory, ` +
+        "not a regular file",
+    );
+  }
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(resolved);
@@ -198,6 +205,27 @@ async function requireRegularFile(
     throw fsError(action, shown, error);
   }
   if (!info.isFile) throw notRegularFile(action, shown, info);
+}
+
+/** Whether a path ends in "/" after a name: the system reads it as a directory. */
+function endsInSlash(path: string): boolean {
+  return path.length > 1 && path.endsWith("/");
+}
+
+/**
+ * The sandbox resolves a path without its trailing "/"; the system would
+ * take "x/" to mean the directory x (ENOTDIR when x is a file or, where links
+ * are not followed, a link). So does this, before acting on `resolved`.
+ */
+async function requireDirectoryForSlash(
+  action: string,
+  shown: string,
+  resolved: string,
+  follow: boolean,
+): Promise<void> {
+  if (!endsInSlash(shown)) return;
+  const info = await (follow ? Deno.stat(resolved) : Deno.lstat(resolved)).catch(() => null);
+  if (info !== null && !info.isDirectory) throw pathError(action, shown, "ENOTDIR");
 }
 
 /**
@@ -370,6 +398,7 @@ export class FsOps {
    */
   async getMetadata(path: string): Promise<FileMetadata> {
     const own = await this.#checkRead("inspect", path, false);
+    await requireDirectoryForSlash("inspect", path, own, true);
     let info = await io("inspect", path, () => Deno.lstat(own));
     const isSymlink = info.isSymlink;
     if (isSymlink) {
@@ -436,6 +465,7 @@ export class FsOps {
    */
   async remove(path: string, recursive: boolean, force: boolean): Promise<Record<string, never>> {
     const resolved = await this.#checkWrite("remove", path, false);
+    await requireDirectoryForSlash("remove", path, resolved, false);
     if (this.#confined) {
       // The helper's message on a huge path is cut short: let the OS judge the path here first.
       await Deno.lstat(resolved).catch((error) => {
@@ -528,6 +558,7 @@ export class FsOps {
    */
   async canonicalize(path: string): Promise<{ path: string }> {
     const resolved = await this.#checkRead("canonicalize", path);
+    await requireDirectoryForSlash("canonicalize", path, resolved, true);
     return { path: await io("canonicalize", path, () => Deno.realPath(resolved)) };
   }
 
