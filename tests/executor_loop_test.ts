@@ -12,9 +12,18 @@ import { StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { dataFrame } from "./_support/frames.ts";
-import { MIN_URL_TTL_MS, serveRendezvous } from "../lib/server/rendezvous_server.ts";
+import {
+  MIN_URL_TTL_MS,
+  type RendezvousOptions,
+  type RendezvousServer,
+  serveRendezvous,
+} from "../lib/server/rendezvous_server.ts";
 import { RegistrationError, runExecutor } from "../lib/server/executor_loop.ts";
-import type { RemoteExecutorEvent, RunExecutorOptions } from "../lib/server/executor_loop.ts";
+import type {
+  RemoteExecutorEvent,
+  RemoteExecutorHandle,
+  RunExecutorOptions,
+} from "../lib/server/executor_loop.ts";
 import { Executor } from "../lib/exec/executor.ts";
 import {
   MAX_ANSWER_BYTES,
@@ -467,6 +476,31 @@ Deno.test("runExecutor stops promptly when closed during a backoff wait", async 
   assert.equal(handle.status, "closed");
 });
 
+/** A rendezvous with executor "box-1" registered and connected to it; both closed on dispose. */
+async function box1(
+  rendezvousOptions: Partial<RendezvousOptions> = {},
+  executorOptions: Partial<RunExecutorOptions> = {},
+): Promise<{ rendezvous: RendezvousServer; handle: RemoteExecutorHandle } & AsyncDisposable> {
+  const rendezvous = await serveRendezvous({ token: TOKEN, ...rendezvousOptions });
+  const handle = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-1",
+    token: TOKEN,
+    ...executorOptions,
+  });
+  const dispose = async () => {
+    await handle[Symbol.asyncDispose]();
+    await rendezvous[Symbol.asyncDispose]();
+  };
+  try {
+    await until(() => handle.status === "connected", 10_000, "executor connected");
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+  return { rendezvous, handle, [Symbol.asyncDispose]: dispose };
+}
+
 const STREAM_LIMIT = 100_000; // two segments
 
 for (
@@ -485,14 +519,8 @@ for (
 async function checkStreamLimit(limits: Partial<RunExecutorOptions>): Promise<void> {
   const limit = STREAM_LIMIT;
   await using _executor = limits.executor; // a given executor is the caller's to close
-  await using rendezvous = await serveRendezvous({ token: TOKEN });
-  await using handle = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-1",
-    token: TOKEN,
-    ...limits,
-  });
-  await until(() => handle.status === "connected", 10_000, "executor connected");
+  await using box = await box1({}, limits);
+  const rendezvous = box.rendezvous;
   const socket = await RelaySocket.connect(`${rendezvous.url}/harness/box-1?role=harness`, {
     token: TOKEN,
   });
@@ -519,13 +547,8 @@ async function checkStreamLimit(limits: Partial<RunExecutorOptions>): Promise<vo
 }
 
 Deno.test("a relay stream's message that is not valid UTF-8 gets -32700 and the stream goes on", async () => {
-  await using rendezvous = await serveRendezvous({ token: TOKEN });
-  await using handle = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-1",
-    token: TOKEN,
-  });
-  await until(() => handle.status === "connected", 10_000, "executor connected");
+  await using box = await box1();
+  const rendezvous = box.rendezvous;
   const socket = await RelaySocket.connect(`${rendezvous.url}/harness/box-1?role=harness`, {
     token: TOKEN,
   });
@@ -566,16 +589,8 @@ Deno.test("a relay stream's message that is not valid UTF-8 gets -32700 and the 
 for (const refuser of ["rendezvous", "executor"] as const) {
   Deno.test(`a harness frame past the ${refuser}'s frame limit resets its stream message_too_large`, async () => {
     const limit = DEFAULT_MAX_FRAME_BYTES;
-    await using rendezvous = await serveRendezvous({
-      token: TOKEN,
-      maxFrameBytes: refuser === "executor" ? 2 * limit : limit,
-    });
-    await using handle = runExecutor({
-      registry: rendezvous.registryUrl,
-      executorId: "box-1",
-      token: TOKEN,
-    });
-    await until(() => handle.status === "connected", 10_000, "executor connected");
+    await using box = await box1({ maxFrameBytes: refuser === "executor" ? 2 * limit : limit });
+    const rendezvous = box.rendezvous;
     await using socket = await RelaySocket.connect(
       `${rendezvous.url}/harness/box-1?role=harness`,
       { token: TOKEN, maxFrameBytes: 2 * limit },
@@ -663,13 +678,8 @@ Deno.test("runExecutor replaces a socket that went silent without closing and is
 });
 
 Deno.test("a harness given a signed URL from /connect runs a command without holding the token", async () => {
-  await using rendezvous = await serveRendezvous({ token: TOKEN });
-  await using handle = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-1",
-    token: TOKEN,
-  });
-  await until(() => handle.status === "connected", 10_000, "executor connected");
+  await using box = await box1();
+  const rendezvous = box.rendezvous;
   const answer = await fetch(`${rendezvous.registryUrl}/cloud/environment/box-1/connect`, {
     method: "POST",
     headers: { authorization: `Bearer ${TOKEN}` },
