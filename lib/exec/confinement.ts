@@ -481,17 +481,14 @@ export function checkConfinedEnv(
   env: Record<string, string> | undefined,
   subject: string,
 ): void {
-  for (const name of Object.keys(env ?? {})) {
-    if (LOADER_ENV.test(name)) {
-      throw new SandboxDeniedError(
-        `Cannot start ${JSON.stringify(subject)}: env ${
-          JSON.stringify(name)
-        } is read by the dynamic loader of the helpers that start a confined program ` +
-          "(setsid, script, bwrap, deno), outside its sandbox; set it inside the program's own " +
-          "command instead (under \"os\": sh -c 'NAME=value exec PROGRAM')",
-      );
-    }
-  }
+  refuseEnv(
+    env,
+    subject,
+    LOADER_ENV,
+    "is read by the dynamic loader of the helpers that start a confined program " +
+      "(setsid, script, bwrap, deno), outside its sandbox; set it inside the program's own " +
+      "command instead (under \"os\": sh -c 'NAME=value exec PROGRAM')",
+  );
 }
 
 /**
@@ -506,12 +503,25 @@ export function checkDenoProgramEnv(
   env: Record<string, string> | undefined,
   subject: string,
 ): void {
+  refuseEnv(
+    env,
+    subject,
+    DENO_RUNTIME_ENV,
+    'configures the Deno runtime, which a "deno" program may not set',
+  );
+}
+
+/** Refuses the first variable whose name matches `names`, saying `why`. */
+function refuseEnv(
+  env: Record<string, string> | undefined,
+  subject: string,
+  names: RegExp,
+  why: string,
+): void {
   for (const name of Object.keys(env ?? {})) {
-    if (DENO_RUNTIME_ENV.test(name)) {
+    if (names.test(name)) {
       throw new SandboxDeniedError(
-        `Cannot start ${JSON.stringify(subject)}: env ${
-          JSON.stringify(name)
-        } configures the Deno runtime, which a "deno" program may not set`,
+        `Cannot start ${JSON.stringify(subject)}: env ${JSON.stringify(name)} ${why}`,
       );
     }
   }
