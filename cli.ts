@@ -153,7 +153,7 @@ up to 30 s instead of failing fast.
 
 Options:
   --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0)
-  --url-ttl-ms N      Lifetime of a signed executor URL, at least 1000 (default 60000)
+  --url-ttl-ms N      Lifetime of a signed executor or harness URL, at least 1000 (default 60000)
   --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN; required)
   --log-format, --log-level, -h/--help as for every command
 

@@ -763,6 +763,12 @@ Deno.test("serveLocal serves binary writes on a negotiated session and answers e
     early.error!.message,
     /^Cannot accept binary message: binary messages were not negotiated/,
   );
+  // A binary WebSocket message that is not outpost's is -32600 whatever its
+  // bytes: not UTF-8 text (that -32700 is for a mux stream's text).
+  for (const bytes of [[0x7b, 0x7d], [0xff, 0xfe]]) {
+    const stray = await c.binaryCall(Uint8Array.from(bytes), null);
+    assert.equal(stray.error?.code, -32600, JSON.stringify(stray));
+  }
   const init = await c.call("initialize", { clientName: "t", binaryInput: true });
   assert.deepEqual(init, { sessionId: init.sessionId, binaryInput: true });
   // Served like process/write: before `initialized` it gets that method's refusal.

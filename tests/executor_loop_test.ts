@@ -35,6 +35,7 @@ import {
 import { until, withDeadline } from "./_support/deadline.ts";
 import { TcpProxy } from "./_support/tcp_proxy.ts";
 import { connect } from "../lib/client/connect.ts";
+import { UrlSigner } from "../lib/server/_signed_url.ts";
 import { RemoteCommand } from "../lib/client/remote_command.ts";
 
 const TOKEN = "test-token-0123456789abcdef";
@@ -693,4 +694,15 @@ Deno.test("a harness given a signed URL from /connect runs a command without hol
     "a command over a signed harness URL",
   );
   assert.equal(new TextDecoder().decode(output.stdout), "signed\n");
+});
+
+Deno.test("connect() says why a signed harness URL is refused: expired, or not signed for this executor", async () => {
+  const key = crypto.getRandomValues(new Uint8Array(32));
+  await using box = await box1({ signingKey: key });
+  const exp = Date.now() - 1;
+  const sig = await (await UrlSigner.create(key)).sign("harness", "box-1", exp);
+  const url = `${box.rendezvous.url}/harness/box-1?role=harness&exp=${exp}&sig=${sig}`;
+  await assert.rejects(connect(url), /signed harness URL has expired \(HTTP 401 url_expired\)/);
+  const other = url.replace("/harness/box-1", "/harness/box-2");
+  await assert.rejects(connect(other), /refused the URL's signature \(HTTP 403 bad_signature\)/);
 });

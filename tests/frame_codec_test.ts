@@ -568,4 +568,9 @@ Deno.test("peekStreamId reads the stream of a frame too large to decode, and not
   const over = new Uint8Array(MAX_STREAM_ID_BYTES + 1).fill(0x61);
   assert.equal(id([8, 1, 18, MAX_STREAM_ID_BYTES + 1, 1, ...over, 58, 0]), undefined, "129 bytes");
   assert.equal(id(new Array(200).fill(0).flatMap(() => [8, 1]).concat([18, 1, 0x61])), undefined);
+  // A long id field is skipped by its length, not decoded; the last one counts.
+  const long = new Uint8Array(70_000).fill(0x61);
+  const longFirst = [8, 1, 18, 0xf0, 0xa2, 0x04, ...long, 18, 1, 0x62, 58, 0]; // 70,000 = f0 a2 04
+  assert.equal(id(longFirst), "b");
+  assert.equal(id([8, 1, 18, 1, 0x62, 18, 0xf0, 0xa2, 0x04, ...long, 58, 0]), undefined);
 });

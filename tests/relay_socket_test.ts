@@ -9,7 +9,7 @@ import {
   type RelayConnectOptions,
   RelaySocket,
 } from "../lib/relay/relay_socket.ts";
-import { withDeadline } from "./_support/deadline.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
 import { dataFrame } from "./_support/frames.ts";
 import { completeHandshake, RawTcpServer } from "./_support/raw_websocket.ts";
 
@@ -529,4 +529,37 @@ Deno.test("RelaySocket.connect rejects with the abort reason", async () => {
   await accepted;
   controller.abort(reason);
   await assert.rejects(withDeadline(connecting, DEADLINE, "aborted connect"), reason);
+});
+
+Deno.test("RelaySocket tells its owner of an oversized frame in the frame's place, after the frames before it are read", async () => {
+  await using server = new WsServer();
+  let reportedError: () => void = () => {};
+  const reported = new Promise<void>((resolve) => reportedError = resolve);
+  const connecting = RelaySocket.connect(server.url, {
+    maxFrameBytes: 64,
+    onProtocolError: () => reportedError(),
+  });
+  const raw = await server.next();
+  await using client = await connecting;
+  const told: string[] = [];
+  client.onOversizedFrame = (streamId) => told.push(streamId);
+  await new Promise((resolve) => {
+    if (raw.readyState === WebSocket.OPEN) resolve(undefined);
+    else raw.addEventListener("open", resolve, { once: true });
+  });
+  raw.send(encodeFrame(dataFrame("s-1", 0, "before")));
+  raw.send(encodeFrame(dataFrame("s-1", 0, new Uint8Array(100)))); // past 64 bytes
+  raw.send(encodeFrame(dataFrame("s-2", 0, "after")));
+  await withDeadline(reported, DEADLINE, "the oversized frame's report");
+  assert.deepEqual(told, [], "not ahead of the unread frame before it");
+  const frames = client[Symbol.asyncIterator]();
+  assert.equal((await take(frames, "before")).streamId, "s-1");
+  assert.deepEqual(told, []);
+  const after = await take(frames, "after");
+  assert.equal(after.streamId, "s-2");
+  assert.deepEqual(told, ["s-1"], "told once the reader came to its place");
+  // With nothing unread, at once.
+  raw.send(encodeFrame(dataFrame("s-3", 0, new Uint8Array(100))));
+  await until(() => told.length === 2, DEADLINE, "told at once");
+  assert.deepEqual(told, ["s-1", "s-3"]);
 });

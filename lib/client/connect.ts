@@ -469,7 +469,13 @@ function explainRefusal(error: unknown, url: string): unknown {
   const where = new URL(url);
   const target = `executor ${executorIdOf(url)}`;
   let why: string | undefined;
-  if (status === 401) {
+  if (refusal?.code === "url_expired") {
+    why = "the signed harness URL has expired (HTTP 401 url_expired); ask the rendezvous for a " +
+      "new one (POST /cloud/executor/{id}/connect)";
+  } else if (refusal?.code === "bad_signature") {
+    why = "the rendezvous refused the URL's signature (HTTP 403 bad_signature): it is not a " +
+      "harness URL for this executor";
+  } else if (status === 401) {
     why = "the rendezvous requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
   } else if (status === 403) why = "the rendezvous refused the token (HTTP 403)";
   else if (status === 503) why = busyRendezvous(refusal?.code);

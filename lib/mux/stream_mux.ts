@@ -266,6 +266,7 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
       }
       return this.#write(message);
     },
+    invalidTextAsBytes: true,
     messages: (): AsyncIterable<string | Uint8Array> => ({
       [Symbol.asyncIterator]: () => ({
         next: () => this.#next(true),

@@ -489,7 +489,7 @@ export function peekStreamId(bytes: Uint8Array): string | undefined {
     }
     return undefined;
   };
-  let id: string | undefined;
+  let id: string | null | undefined; // null: present but not a valid id
   // A frame has at most a dozen fields; a flood of tiny ones is not a frame.
   for (let fields = 0; at < bytes.length; fields++) {
     const tag = varint();
@@ -502,11 +502,13 @@ export function peekStreamId(bytes: Uint8Array): string | undefined {
     } else if (wire === 2) {
       const length = varint();
       if (length === undefined || length > bytes.length - at) return undefined;
-      if (tag === 18) { // field 2, stream_id
+      if (tag === 18) { // field 2, stream_id; one too long is not decoded
         try {
-          id = strictUtf8.decode(bytes.subarray(at, at + length));
+          id = length <= MAX_STREAM_ID_BYTES
+            ? strictUtf8.decode(bytes.subarray(at, at + length))
+            : null;
         } catch {
-          return undefined;
+          id = null;
         }
       }
       at += length;
@@ -514,10 +516,10 @@ export function peekStreamId(bytes: Uint8Array): string | undefined {
       return undefined;
     }
   }
-  if (at !== bytes.length || id === undefined || id.length === 0 || id.trim() !== id) {
+  if (at !== bytes.length || id == null || id.length === 0 || id.trim() !== id) {
     return undefined;
   }
-  return utf8Length(id) <= MAX_STREAM_ID_BYTES ? id : undefined;
+  return id;
 }
 
 /**

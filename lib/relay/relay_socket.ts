@@ -197,6 +197,14 @@ function positiveOption(name: string, value: number | undefined, fallback: numbe
   return value;
 }
 
+/** Where a frame refused for its size stood in the inbound queue. */
+interface OversizeNotice {
+  oversizedStreamId: string;
+  bytes: Uint8Array;
+}
+
+const NO_BYTES = new Uint8Array(0);
+
 /**
  * Relay frames over one WebSocket: the client side dials with
  * {@linkcode RelaySocket.connect}, the server side wraps the socket from
@@ -241,7 +249,8 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   /** The socket when it is our own transport: two-part sends, drain and message hooks. */
   #tcp: TcpWebSocket | undefined;
 
-  #queue: ReceivedFrame[] = [];
+  /** Unread frames, and oversize notices kept in their place among them. */
+  #queue: (ReceivedFrame | OversizeNotice)[] = [];
   #queueHead = 0;
   #queuedBytes = 0;
   #readers: WaitingReader[] = [];
@@ -588,14 +597,20 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   }
 
   #next(): Promise<IteratorResult<ReceivedFrame>> {
-    if (this.#queueHead < this.#queue.length) {
-      return Promise.resolve({ done: false, value: this.#take() });
+    while (this.#queueHead < this.#queue.length) {
+      const item = this.#take();
+      if ("oversizedStreamId" in item) {
+        // The reader has dealt with every frame before it: its turn now.
+        this.#notifyOversized(item.oversizedStreamId);
+        continue;
+      }
+      return Promise.resolve({ done: false, value: item });
     }
     if (this.#info !== undefined) return Promise.resolve({ done: true, value: undefined });
     return new Promise((resolve) => this.#readers.push({ resolve }));
   }
 
-  #take(): ReceivedFrame {
+  #take(): ReceivedFrame | OversizeNotice {
     const frame = this.#queue[this.#queueHead];
     this.#queue[this.#queueHead++] = undefined as unknown as ReceivedFrame;
     this.#queuedBytes -= frame.bytes.length;
@@ -665,9 +680,30 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     this.#onBytes(new Uint8Array(data));
   };
 
+  /**
+   * A frame refused for its size: its stream's owner hears of it in the
+   * frame's place, after the reader has taken every frame that came before
+   * (else a reset could overtake them, and a frame after it open the stream
+   * again).
+   */
   #oversized(bytes: Uint8Array): void {
     const streamId = this.onOversizedFrame === undefined ? undefined : peekStreamId(bytes);
     if (streamId === undefined) return;
+    if (this.#queueHead === this.#queue.length) {
+      this.#notifyOversized(streamId);
+      return;
+    }
+    if (this.#queue.length - this.#queueHead + 1 > this.#maxQueuedFrames) {
+      this.#startClose(
+        `inbound queue overflow: over ${this.#maxQueuedFrames} frames unread`,
+        this.#role === "server" ? 1008 : 4008,
+      );
+      return;
+    }
+    this.#queue.push({ oversizedStreamId: streamId, bytes: NO_BYTES });
+  }
+
+  #notifyOversized(streamId: string): void {
     try {
       this.onOversizedFrame?.(streamId);
     } catch {

@@ -142,16 +142,6 @@ function errorText(id: RpcId | null, code: number, message: string, data?: unkno
 }
 
 const utf8 = new TextEncoder();
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-
-function isUtf8(bytes: Uint8Array): boolean {
-  try {
-    strictUtf8.decode(bytes);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Shortens a peer-chosen name for an error message (keeps replies small). */
 function shown(name: string): string {
@@ -588,8 +578,8 @@ export class JsonRpcPeer implements AsyncDisposable {
       refuse(`it exceeds the ${this.#maxMessageBytes} byte limit`);
       return;
     }
-    if (message[0] !== BINARY_MARKER && !isUtf8(message)) {
-      // Text that is not UTF-8 (a mux stream yields it as bytes): the same
+    if (message[0] !== BINARY_MARKER && this.#channel.binary?.invalidTextAsBytes === true) {
+      // Text that is not UTF-8, which a mux stream yields as bytes: the same
       // refusal as text that is not JSON, rather than a lossy reading.
       this.#refuse(null, PARSE_ERROR, "Cannot parse message: it is not valid UTF-8");
       return;

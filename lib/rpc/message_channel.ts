@@ -46,7 +46,14 @@ export interface BinaryLane {
    * bytes; use it instead of the channel's own (text only) iterator. On a mux
    * stream a message is binary when its first byte is `0x00`, and a text
    * message that is not valid UTF-8 is yielded as bytes (not starting with
-   * `0x00`) so the reader can refuse it.
+   * `0x00`) so the reader can refuse it: see `invalidTextAsBytes`.
    */
   messages(): AsyncIterable<string | Uint8Array>;
+  /**
+   * True when `messages()` yields a text message that is not valid UTF-8 as
+   * bytes, so that bytes not starting with `0x00` are such text (a mux
+   * stream, where text and binary share one lane); on a WebSocket they are
+   * a binary message.
+   */
+  readonly invalidTextAsBytes?: boolean;
 }

@@ -1,9 +1,10 @@
 /**
- * Short-lived signed executor URLs: the registry answers a registration with
- * `ws://HOST:PORT/executor/{id}?role=executor&exp=<unix ms>&sig=<hex>`, where
+ * Short-lived signed socket URLs: the registry answers a registration with
+ * `ws://HOST:PORT/executor/{id}?role=executor&exp=<unix ms>&sig=<hex>` (and a
+ * harness's `connect` with the same for `/harness/{id}?role=harness`), where
  * `sig` is HMAC-SHA256 (WebCrypto) over the role, the executor id and the
- * expiry. The executor socket needs no token: the URL is the credential, and
- * it stops working at `exp`.
+ * expiry. The socket needs no token: the URL is the credential, and it stops
+ * working at `exp`.
  *
  * @module
  */

@@ -60,7 +60,7 @@ export type RendezvousEvent =
   | {
     type: "refused";
     /** What was asked for. */
-    target: "register" | "executor" | "harness" | "other";
+    target: "register" | "connect" | "executor" | "harness" | "other";
     /** The HTTP status of the answer. */
     status: number;
     /** The error code of the answer. */
@@ -80,13 +80,14 @@ export interface RendezvousOptions extends Omit<RelayRouterOptions, "onEvent" | 
   /** The bearer token executors register with and harnesses connect with (16..4096 visible ASCII characters). */
   token: string;
   /**
-   * HMAC-SHA256 key (at least 16 bytes) signing executor URLs. When omitted a
-   * random key is made, so URLs do not survive a restart (executors re-register).
+   * HMAC-SHA256 key (at least 16 bytes) signing executor and harness URLs.
+   * When omitted a random key is made, so URLs do not survive a restart
+   * (executors re-register, harnesses ask again).
    */
   signingKey?: Uint8Array;
   /**
-   * How long a signed executor URL stays valid, in milliseconds; at least
-   * 1000, so the executor can connect with it after registering.
+   * How long a signed executor or harness URL stays valid, in milliseconds;
+   * at least 1000, so the executor can connect with it after registering.
    * @default {60000}
    */
   urlTtlMs?: number;
@@ -223,14 +224,14 @@ function checkExecutorId(id: string): void {
 }
 
 /** Reads and discards a request body, refusing one over the limit or too slow. */
-async function drainBody(request: Request, limit: number): Promise<void> {
+async function drainBody(request: Request, limit: number, what: string): Promise<void> {
   const length = request.headers.get("content-length");
   if (length !== null && Number(length) > limit) {
     await request.body?.cancel().catch(() => {});
     throw new HttpError(
       413,
       "payload_too_large",
-      `Cannot register: body of ${length} bytes exceeds the ${limit} byte limit`,
+      `Cannot ${what}: body of ${length} bytes exceeds the ${limit} byte limit`,
     );
   }
   const body = request.body;
@@ -249,7 +250,7 @@ async function drainBody(request: Request, limit: number): Promise<void> {
         throw new HttpError(
           408,
           "request_timeout",
-          `Cannot register: the body did not arrive within ${BODY_READ_TIMEOUT_MS} ms`,
+          `Cannot ${what}: the body did not arrive within ${BODY_READ_TIMEOUT_MS} ms`,
         );
       }
       if (done) return;
@@ -259,7 +260,7 @@ async function drainBody(request: Request, limit: number): Promise<void> {
         throw new HttpError(
           413,
           "payload_too_large",
-          `Cannot register: body exceeds the ${limit} byte limit`,
+          `Cannot ${what}: body exceeds the ${limit} byte limit`,
         );
       }
     }
@@ -370,7 +371,7 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
       throw new HttpError(403, "forbidden", `Cannot ${what}: the token is not valid`);
     }
     checkExecutorId(id);
-    await drainBody(request, maxBody);
+    await drainBody(request, maxBody, what);
     const refusal = router.admits(role, id);
     if (refusal !== undefined) {
       throw new HttpError(
@@ -406,7 +407,10 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
       throw new HttpError(
         401,
         "unauthorized",
-        `Cannot open ${role} socket: the URL is not signed; register first`,
+        role === "executor"
+          ? "Cannot open executor socket: the URL is not signed; register first"
+          : "Cannot open harness socket: the URL's signature is incomplete (exp and sig " +
+            "come together from POST /cloud/executor/{id}/connect); or send the bearer token",
       );
     }
     if (defect === "expired") {
@@ -490,11 +494,11 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
   let serverUrl = "";
   const handler = async (request: Request): Promise<Response> => {
     const path = new URL(request.url).pathname;
-    let target: "register" | "executor" | "harness" | "other" = "other";
+    let target: "register" | "connect" | "executor" | "harness" | "other" = "other";
     try {
       const registration = REGISTER_PATH.exec(path);
       if (registration !== null) {
-        target = "register";
+        target = registration[3] === "connect" ? "connect" : "register";
         return await register(
           request,
           registration[1],
@@ -514,7 +518,9 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
       if (error instanceof HttpError) {
         emit({ type: "refused", target, status: error.status, code: error.code });
         const headers: Record<string, string> = {};
-        if (error.status === 405) headers.allow = target === "register" ? "POST" : "GET";
+        if (error.status === 405) {
+          headers.allow = target === "register" || target === "connect" ? "POST" : "GET";
+        }
         if (error.status === 401) headers["www-authenticate"] = 'Bearer realm="outpost"';
         return errorResponse(error.status, error.code, error.message, headers);
       }
