@@ -474,7 +474,17 @@ Deno.test({
     try {
       await Deno.writeTextFile(`${dir}/child.ts`, "console.log('ran');");
       await using table = new ProcessTable();
-      const names = ["LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "GCONV_PATH", "GLIBC_TUNABLES"];
+      const names = [
+        "LD_PRELOAD",
+        "LD_AUDIT",
+        "LD_LIBRARY_PATH",
+        "GCONV_PATH",
+        "GLIBC_TUNABLES",
+        "BASH_FUNC_stty%%", // for script's sh -c when /bin/sh is bash
+        "BASH_ENV",
+        "SHELLOPTS",
+        "PS4",
+      ];
       let n = 0;
       for (const name of names) {
         for (const confinement of ["os", "deno"] as const) {
@@ -490,7 +500,7 @@ Deno.test({
               }),
               (e: Error) =>
                 e instanceof SandboxDeniedError &&
-                e.message.includes(`env "${name}" is read by the dynamic loader`),
+                e.message.includes(`env "${name}" is read by the loader or shell`),
               `${name} ${confinement} ${where}`,
             );
           }

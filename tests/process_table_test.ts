@@ -161,6 +161,13 @@ Deno.test("ProcessTable queues stdin for a child that does not read up to its li
     pipeStdin: true,
   });
   await readUntil(table, "p", "ready");
+  // A view counts with the buffer it keeps alive (a binary write's message).
+  const view = new Uint8Array(MAX_QUEUED_STDIN_BYTES + 1).subarray(0, 16);
+  await assert.rejects(
+    withDeadline(table.write("p", view), 10_000, "the refusal of a view"),
+    (e: Error) =>
+      e instanceof RangeError && e.message.includes(`${MAX_QUEUED_STDIN_BYTES + 1} more`),
+  );
   const atLimit = table.write("p", new Uint8Array(MAX_QUEUED_STDIN_BYTES));
   await assert.rejects(
     withDeadline(table.write("p", new Uint8Array(1)), 10_000, "the refusal"),

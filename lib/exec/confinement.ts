@@ -458,14 +458,18 @@ const DENO_RUNTIME_ENV =
   /^(DENO_.*|NPM_CONFIG_.*|NODE_.*|SSLKEYLOGFILE|(HTTPS?|ALL|NO)_PROXY|RUST_.*|HOME|XDG_CACHE_HOME)$/i;
 
 /**
- * Environment variables glibc's loader and libc read on their own: they load
- * code (LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH, GCONV_PATH, ...) or write
- * files (LD_DEBUG_OUTPUT, MALLOC_TRACE). A confined program's environment is
- * also the environment of the helpers that start it (`setsid`, `script`,
- * `bwrap`, and `deno` itself, the `deno` level's sandbox), which run outside
- * its sandbox, so these would run the harness's code there.
+ * Environment variables that make a program run code or write files on its
+ * own: glibc's loader and libc's (LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH,
+ * GCONV_PATH, ..., LD_DEBUG_OUTPUT, MALLOC_TRACE) and the shell's, for
+ * `script`'s `/bin/sh -c` wrapper in a tty when /bin/sh is bash (exported
+ * functions `BASH_FUNC_*`, BASH_ENV, ENV, SHELLOPTS and BASHOPTS with a PS4
+ * that runs a command). A confined program's environment is also the
+ * environment of the helpers that start it (`setsid`, `script` and its
+ * shell, `bwrap`, and `deno` itself, the `deno` level's sandbox), which run
+ * outside its sandbox, so these would run the harness's code there.
  */
-const LOADER_ENV = /^(LD_.*|DYLD_.*|GCONV_PATH|GLIBC_TUNABLES|LOCPATH|NLSPATH|MALLOC_TRACE)$/;
+const LOADER_ENV =
+  /^(LD_.*|DYLD_.*|GCONV_PATH|GLIBC_TUNABLES|LOCPATH|NLSPATH|MALLOC_TRACE|BASH_FUNC_.*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|PS4)$/;
 
 /**
  * Refuses a request environment that the dynamic loader of a confined
@@ -485,7 +489,7 @@ export function checkConfinedEnv(
     env,
     subject,
     LOADER_ENV,
-    "is read by the dynamic loader of the helpers that start a confined program " +
+    "is read by the loader or shell of the helpers that start a confined program " +
       "(setsid, script, bwrap, deno), outside its sandbox; set it inside the program's own " +
       "command instead (under \"os\": sh -c 'NAME=value exec PROGRAM')",
   );

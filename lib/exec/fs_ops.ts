@@ -30,7 +30,6 @@ import {
   optionalBoolean,
   type Params,
   paramsObject,
-  requiredString,
   wellFormed,
 } from "./_params.ts";
 
@@ -124,32 +123,45 @@ function pathErrorCode(error: unknown): PathErrorCode | undefined {
   return code === "ENAMETOOLONG" || code === "ELOOP" || code === "ENOTEMPTY" ? code : undefined;
 }
 
-/** `fs/join`'s `path`: any string without NUL; absolute replaces the base. */
+/** `fs/join`'s `path`: any string without NUL, empty included; absolute replaces the base. */
 function relativePart(params: Params): string {
-  const path = requiredString(params, "path");
+  const path = params.path;
+  if (path === undefined) throw invalidParam("path", "is required");
+  if (typeof path !== "string") throw invalidParam("path", "must be a string", path);
   if (path.includes("\0")) throw invalidParam("path", "must not contain NUL characters");
   return wellFormed("path", path);
 }
 
 /**
- * `fs/join` (some Codex versions): `path` appended to `basePath` as Rust's
- * `Path::join` does, lexically and touching nothing; an absolute `path`
- * replaces the base.
+ * A path with `.`, `..` and repeated slashes worked out as text, touching
+ * nothing (`..` at `/` stays there), as Codex's `AbsolutePathBuf` does.
  */
-function joinPaths(basePath: string, path: string): { path: string } {
-  if (path.startsWith("/")) return { path };
-  return { path: basePath.endsWith("/") ? basePath + path : `${basePath}/${path}` };
+function normalized(path: string): string {
+  const out: string[] = [];
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") out.pop();
+    else out.push(part);
+  }
+  return "/" + out.join("/");
 }
 
 /**
- * `fs/parent` (some Codex versions): the path without its last component,
- * lexically as Rust's `Path::parent`; `null` for `/`.
+ * `fs/join` (some Codex versions): `path` appended to `basePath`, an
+ * absolute `path` replacing it, normalized as text (see `normalized`).
+ */
+function joinPaths(basePath: string, path: string): { path: string } {
+  return { path: normalized(path.startsWith("/") ? path : `${basePath}/${path}`) };
+}
+
+/**
+ * `fs/parent` (some Codex versions): the normalized path without its last
+ * component; `null` for `/`.
  */
 function parentPath(path: string): string | null {
-  const trimmed = path.replace(/\/+$/, "");
-  if (trimmed === "") return null;
-  const cut = trimmed.replace(/\/+[^/]*$/, "");
-  return cut === "" ? "/" : cut;
+  const full = normalized(path);
+  if (full === "/") return null;
+  return full.slice(0, full.lastIndexOf("/")) || "/";
 }
 
 /** The kind of a path that is not a regular file, for the refusal. */

@@ -348,7 +348,7 @@ interface ProcessRecord {
   resolveSpawned: () => void;
   writer: WritableStreamDefaultWriter<Uint8Array> | null;
   stdinClosed: boolean;
-  /** Bytes handed to `writer` that the child has not taken yet. */
+  /** Bytes handed to `writer` that the child has not taken yet (with the buffers they are views on). */
   stdinQueued: number;
   readers: ReadableStreamBYOBReader[];
   openStreams: number;
@@ -651,16 +651,19 @@ export class ProcessTable implements AsyncDisposable {
     if (record.state === "starting") return "starting";
     const writer = record.writer;
     if (!writer || record.stdinClosed || record.state !== "running") return "stdinClosed";
-    if (record.stdinQueued + chunk.byteLength > MAX_QUEUED_STDIN_BYTES) {
+    // A chunk may be a view on the message it came in (a binary write): what
+    // it keeps alive is that whole buffer, so that is what counts.
+    const held = Math.max(chunk.byteLength, chunk.buffer.byteLength);
+    if (record.stdinQueued + held > MAX_QUEUED_STDIN_BYTES) {
       throw new RangeError(
         `Cannot write to process ${JSON.stringify(clipped(processId, 64))}: ` +
-          `${record.stdinQueued} bytes already wait for it to read, and ${chunk.byteLength} ` +
+          `${record.stdinQueued} bytes already wait for it to read, and ${held} ` +
           `more would pass the limit of ${MAX_QUEUED_STDIN_BYTES}; wait for earlier writes' replies`,
       );
     }
     const eof = options.eof === true;
     if (eof) record.stdinClosed = true;
-    const written = this.#writeStdin(record, writer, chunk, eof);
+    const written = this.#writeStdin(record, writer, chunk, held, eof);
     return options.signal ? await abortable(written, options.signal) : await written;
   }
 
@@ -669,9 +672,10 @@ export class ProcessTable implements AsyncDisposable {
     record: ProcessRecord,
     writer: WritableStreamDefaultWriter<Uint8Array>,
     chunk: Uint8Array,
+    held: number,
     eof: boolean,
   ): Promise<"accepted" | "stdinClosed"> {
-    record.stdinQueued += chunk.byteLength;
+    record.stdinQueued += held;
     try {
       await record.ptyReady;
       if (chunk.byteLength > 0) await writer.write(chunk);
@@ -681,7 +685,7 @@ export class ProcessTable implements AsyncDisposable {
       record.stdinClosed = true;
       return "stdinClosed";
     } finally {
-      record.stdinQueued -= chunk.byteLength;
+      record.stdinQueued -= held;
     }
   }
 

@@ -126,6 +126,21 @@ function isNoLongerALink(error: unknown): boolean {
 export const MAX_PATH_BYTES = 4095;
 const utf8 = new TextEncoder();
 
+/**
+ * Refuses a path past PATH_MAX, as the system would: past it the system
+ * answers ENOENT for every prefix, not ENAMETOOLONG, and a long path's work
+ * would grow with its square.
+ */
+function refuseTooLong(path: string): void {
+  if (path.length <= MAX_PATH_BYTES && utf8.encode(path).length <= MAX_PATH_BYTES) return;
+  throw Object.assign(
+    new Error(
+      `Cannot resolve "${shownPath(path)}": it is longer than the system's ${MAX_PATH_BYTES} bytes`,
+    ),
+    { code: "ENAMETOOLONG" },
+  );
+}
+
 function tooManyLinks(path: string): Error {
   return new Deno.errors.FilesystemLoop(
     `Cannot resolve "${shownPath(path)}": too many symbolic links`,
@@ -332,6 +347,7 @@ export class SandboxPolicy {
     if (typeof path !== "string" || !path.startsWith("/")) {
       throw new TypeError(`Cannot resolve "${shownPath(path)}": the path must be absolute`);
     }
+    refuseTooLong(path);
     const parts = components(path);
     const last = parts.at(-1);
     if (!followFinal && last !== undefined && last !== "..") {
@@ -343,10 +359,11 @@ export class SandboxPolicy {
 
   /**
    * The deepest prefix (count of parts below `missing`, which does not
-   * resolve) that resolves, and where it leads. Every prefix of a resolving
-   * prefix resolves, so this bisects; Deno will not look above a scoped read
-   * grant, and from such a prefix it searches down one by one, as before, so
-   * the answer and the refusal are what a walk from the full path gives.
+   * resolve) that resolves, and where it leads. The parts hold no "..", so
+   * every prefix of a resolving prefix resolves, and this bisects; Deno will
+   * not look above a scoped read grant, and from such a prefix it searches
+   * down one by one, so the answer and the refusal are those of a walk down
+   * from `missing`.
    */
   async #deepestResolved(
     missing: number,
@@ -379,18 +396,11 @@ export class SandboxPolicy {
   /** Resolves `/` + parts, following links; `hops` counts symlinks followed. */
   async #resolveParts(parts: string[], hops: number): Promise<string> {
     const spelled = "/" + parts.join("/");
-    // Past PATH_MAX the system answers ENOENT for every prefix, not
-    // ENAMETOOLONG, and a long path's work would grow with its square.
-    if (spelled.length > MAX_PATH_BYTES || utf8.encode(spelled).length > MAX_PATH_BYTES) {
-      throw Object.assign(
-        new Error(
-          `Cannot resolve "${shownPath(spelled)}": it is longer than the system's ` +
-            `${MAX_PATH_BYTES} bytes`,
-        ),
-        { code: "ENAMETOOLONG" },
-      );
-    }
-    // Find the deepest existing prefix and let the OS resolve it.
+    refuseTooLong(spelled); // a link's target may have made it longer
+    // Find the deepest existing prefix and let the OS resolve it. Only the
+    // parts before the first "..": Deno (without -A) removes ".." as text
+    // before asking the system, where the system would go to the parent of
+    // what a link leads to; the walk below does that.
     const resolve = async (n: number): Promise<string | undefined> => {
       try {
         return await Deno.realPath("/" + parts.slice(0, n).join("/"));
@@ -400,7 +410,8 @@ export class SandboxPolicy {
         return undefined;
       }
     };
-    let n = parts.length;
+    const dots = parts.indexOf("..");
+    let n = dots === -1 ? parts.length : dots;
     let real = await resolve(n);
     if (real === undefined) [n, real] = await this.#deepestResolved(n, resolve);
     const out = components(real);
