@@ -17,6 +17,8 @@ import type { RemoteProcess } from "../lib/client/remote_process.ts";
 import type { ProcessTransport } from "../lib/client/remote_process.ts";
 import { connect, type Connection } from "../lib/client/connect.ts";
 import { openWebSocketChannel } from "../lib/client/_websocket_channel.ts";
+import { GatedChannel } from "../lib/client/_gated_channel.ts";
+import { loopback } from "./_mux_loopback.ts";
 import { RelayClosedError, RpcError, StreamResetError } from "../lib/errors.ts";
 import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
@@ -1902,4 +1904,23 @@ console.log(JSON.stringify({ collected: refs.filter((ref) => ref.deref() === und
   ) as { collected: number };
   // Before the fix each process stayed reachable from the connection's `closed` promise: 0 collected.
   assert.ok(result.collected >= 990, `${result.collected} of 1000 finished processes collected`);
+});
+
+Deno.test("the client's gated mux stream keeps the mux's rule: text from the executor that is not UTF-8 gets -32700", async () => {
+  const opened = Promise.withResolvers<MuxStream>();
+  await using lb = loopback({ onStream: (stream) => opened.resolve(stream) });
+  const harness = await lb.harness();
+  const peer = new JsonRpcPeer(new GatedChannel(harness.open()));
+  try {
+    await peer.notify("hello"); // makes the stream known on the far side
+    const far = await withDeadline(opened.promise, 10_000, "the stream on the executor side");
+    const messages = far[Symbol.asyncIterator]();
+    await withDeadline(messages.next(), 10_000, "the hello");
+    await far.binary.send(Uint8Array.from([0x7b, 0xff, 0x7d]));
+    const reply = JSON.parse((await withDeadline(messages.next(), 10_000, "the refusal")).value);
+    assert.equal(reply.id, null, JSON.stringify(reply));
+    assert.equal(reply.error.code, -32700, JSON.stringify(reply));
+  } finally {
+    await peer.close();
+  }
 });

@@ -482,7 +482,9 @@ Deno.test({
         "GLIBC_TUNABLES",
         "BASH_FUNC_stty%%", // for script's sh -c when /bin/sh is bash
         "BASH_ENV",
+        "ENV",
         "SHELLOPTS",
+        "BASHOPTS",
         "PS4",
       ];
       let n = 0;

@@ -687,6 +687,15 @@ Deno.test("fs/join and fs/parent normalize the path as text, as Codex's Absolute
   await rpcFails(join("/a", "b\0"), -32602, "NUL");
   await rpcFails(join("/a", "\ud800"), -32602, "path");
   await rpcFails(parent("relative"), -32602, "absolute");
+  // The system's 4,095 bytes bound them as every fs path.
+  const longest = `/${"a".repeat(MAX_PATH_BYTES - 1)}`;
+  assert.deepEqual(await parent(longest), { path: "/" });
+  assert.deepEqual(await join(longest, "b".repeat(MAX_PATH_BYTES)), {
+    path: `${longest}/${"b".repeat(MAX_PATH_BYTES)}`,
+  });
+  await rpcFails(parent(`${longest}b`), -32602, "path", "4095 bytes");
+  await rpcFails(join(`${longest}b`, "c"), -32602, "basePath", "4095 bytes");
+  await rpcFails(join("/", "b".repeat(MAX_PATH_BYTES + 1)), -32602, "path", "4095 bytes");
 });
 
 for (const level of LEVELS) {

@@ -219,17 +219,44 @@ Deno.test('SandboxPolicy resolves ".." after a link the way the system does, fro
       const outcomes = await outcomesUnder(flags, [
         `policy.checkRead(${JSON.stringify(`${base}/link/../x`)})`,
         `policy.checkWrite(${JSON.stringify(`${base}/link/../new/../y`)})`,
-        `policy.checkWrite(${JSON.stringify(`${base}/missing/../link/../z`)})`,
+        `policy.checkWrite(${JSON.stringify(`${base}/real/../link/../z`)})`,
+        // At "/" a ".." stays there; under a scoped grant that is not a refusal.
+        `policy.checkRead(${JSON.stringify(`/../..${base}/x`)})`,
+        // Above a scoped grant Deno will not look, and takes ".." as text itself.
+        `policy.checkRead(${JSON.stringify(`/tmp/..${base}/x`)})`,
+        // Nothing below a missing name exists (the system would say so): the rest is text.
+        `policy.checkWrite(${JSON.stringify(`${base}/missing/../link/../w`)})`,
       ], { paths: true });
       assert.deepEqual(outcomes, [
         `${base}/real/x`,
         `${base}/real/y`,
         `${base}/real/z`,
+        `${base}/x`,
+        `${base}/x`,
+        `${base}/w`,
       ], flags.join(" "));
     }
   } finally {
     await Deno.remove(base, { recursive: true });
   }
+});
+
+Deno.test('SandboxPolicy resolves with at most 4,096 lookups: dangling links through long runs of "d/.." are refused past it', async () => {
+  await using f = await fixture();
+  await Deno.mkdir(`${f.dir}/d`);
+  // A dangling link is resolved part by part (a write would follow it), and
+  // each "d/.." in its target costs a lookup: a chain of six links with 800
+  // each costs about 4,800, past the budget; the last two, about 1,600.
+  const detour = "d/../".repeat(800);
+  for (let i = 1; i <= 6; i++) {
+    await Deno.symlink(`${detour}${i < 6 ? `chain${i + 1}` : "nothing"}`, `${f.dir}/chain${i}`);
+  }
+  assert.equal(await f.policy.checkWrite(`${f.dir}/chain5`), `${f.dir}/nothing`);
+  await assert.rejects(
+    f.policy.checkWrite(`${f.dir}/chain1`),
+    (e: Error) =>
+      (e as { code?: string }).code === "ELOOP" && e.message.includes("more than 4096 lookups"),
+  );
 });
 
 Deno.test("SandboxPolicy under a global grant with a path denied (--deny-write=DIR --deny-read=DIR): refuses it, writes above it, and reads above it as Deno does", async () => {

@@ -83,6 +83,9 @@ export class GatedChannel implements MessageChannel {
     return {
       send: (message) => inner.send(message),
       messages: () => ({ [Symbol.asyncIterator]: () => this.#gated(inner.messages()) }),
+      ...(inner.invalidTextAsBytes === undefined
+        ? {}
+        : { invalidTextAsBytes: inner.invalidTextAsBytes }),
     };
   }
 

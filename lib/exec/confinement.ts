@@ -461,9 +461,10 @@ const DENO_RUNTIME_ENV =
  * Environment variables that make a program run code or write files on its
  * own: glibc's loader and libc's (LD_PRELOAD, LD_AUDIT, LD_LIBRARY_PATH,
  * GCONV_PATH, ..., LD_DEBUG_OUTPUT, MALLOC_TRACE) and the shell's, for
- * `script`'s `/bin/sh -c` wrapper in a tty when /bin/sh is bash (exported
- * functions `BASH_FUNC_*`, BASH_ENV, ENV, SHELLOPTS and BASHOPTS with a PS4
- * that runs a command). A confined program's environment is also the
+ * `script`'s `/bin/sh -c` wrapper in a tty when /bin/sh is bash, which reads
+ * exported functions (`BASH_FUNC_*`) and SHELLOPTS or BASHOPTS (xtrace with
+ * a PS4 that runs a command) even as `sh`; BASH_ENV and ENV, which shells
+ * started under other names read, go with them. A confined program's environment is also the
  * environment of the helpers that start it (`setsid`, `script` and its
  * shell, `bwrap`, and `deno` itself, the `deno` level's sandbox), which run
  * outside its sandbox, so these would run the harness's code there.

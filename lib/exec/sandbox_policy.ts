@@ -141,6 +141,30 @@ function refuseTooLong(path: string): void {
   );
 }
 
+/**
+ * File system lookups one resolution may make. A path of 4,095 bytes takes
+ * a few; links whose targets are long runs of `d/..` would take tens of
+ * thousands (each `..` after a link is looked up again), which the system
+ * does in the kernel but this does one await at a time.
+ */
+const MAX_LOOKUPS = 4096;
+
+/** Lookups left for one resolution. */
+interface Budget {
+  left: number;
+}
+
+function spend(budget: Budget, path: string): void {
+  if (--budget.left >= 0) return;
+  throw Object.assign(
+    new Error(
+      `Cannot resolve "${shownPath(path)}": it takes more than ${MAX_LOOKUPS} lookups ` +
+        '(links and ".." parts)',
+    ),
+    { code: "ELOOP" },
+  );
+}
+
 function tooManyLinks(path: string): Error {
   return new Deno.errors.FilesystemLoop(
     `Cannot resolve "${shownPath(path)}": too many symbolic links`,
@@ -351,10 +375,10 @@ export class SandboxPolicy {
     const parts = components(path);
     const last = parts.at(-1);
     if (!followFinal && last !== undefined && last !== "..") {
-      const parent = await this.#resolveParts(parts.slice(0, -1), 0);
+      const parent = await this.#resolveParts(parts.slice(0, -1), 0, { left: MAX_LOOKUPS });
       return parent === "/" ? `/${last}` : `${parent}/${last}`;
     }
-    return await this.#resolveParts(parts, 0);
+    return await this.#resolveParts(parts, 0, { left: MAX_LOOKUPS });
   }
 
   /**
@@ -394,14 +418,16 @@ export class SandboxPolicy {
   }
 
   /** Resolves `/` + parts, following links; `hops` counts symlinks followed. */
-  async #resolveParts(parts: string[], hops: number): Promise<string> {
+  async #resolveParts(parts: string[], hops: number, budget: Budget): Promise<string> {
+    const first = parts.findIndex((part) => part !== "..");
+    if (first !== 0) parts = first === -1 ? [] : parts.slice(first); // ".." at "/" stays there
     const spelled = "/" + parts.join("/");
-    refuseTooLong(spelled); // a link's target may have made it longer
     // Find the deepest existing prefix and let the OS resolve it. Only the
     // parts before the first "..": Deno (without -A) removes ".." as text
-    // before asking the system, where the system would go to the parent of
-    // what a link leads to; the walk below does that.
+    // before asking the system, where the system goes to the parent of what
+    // a link leads to; the walk below does that.
     const resolve = async (n: number): Promise<string | undefined> => {
+      spend(budget, spelled);
       try {
         return await Deno.realPath("/" + parts.slice(0, n).join("/"));
       } catch (error) {
@@ -412,20 +438,32 @@ export class SandboxPolicy {
     };
     const dots = parts.indexOf("..");
     let n = dots === -1 ? parts.length : dots;
-    let real = await resolve(n);
-    if (real === undefined) [n, real] = await this.#deepestResolved(n, resolve);
+    let real: string | undefined;
+    try {
+      real = await resolve(n);
+      if (real === undefined) [n, real] = await this.#deepestResolved(n, resolve);
+    } catch (error) {
+      // Deno will not look above a scoped read grant; it takes ".." as text
+      // there, and so would the action that follows: do the same.
+      if (error instanceof ResolveDenied && dots !== -1) {
+        return await this.#resolveParts(lexicalParts(spelled), hops, budget);
+      }
+      throw error;
+    }
     const out = components(real);
     for (let i = n; i < parts.length; i++) {
       const part = parts[i];
       if (part === "..") {
+        // The parent of the real path, as the system goes; the rest again in one go.
         out.pop();
-        continue;
+        return await this.#resolveParts([...out, ...parts.slice(i + 1)], hops, budget);
       }
       // The first missing component may still be a dangling symbolic link,
       // which a write would follow: resolve its target.
       const candidate = "/" + [...out, part].join("/");
       let target: string | undefined;
       try {
+        spend(budget, spelled);
         const info = await Deno.lstat(candidate);
         if (info.isSymlink) target = await Deno.readLink(candidate);
       } catch (error) {
@@ -437,9 +475,11 @@ export class SandboxPolicy {
           // changing under us, so resolve it again from the start. Counted as
           // a hop, so a path that never holds still ends as a loop error.
           if (hops >= MAX_SYMLINK_HOPS) throw tooManyLinks(candidate);
-          return await this.#resolveParts(parts, hops + 1);
+          return await this.#resolveParts(parts, hops + 1, budget);
         }
         if (!isMissing(error)) throw error;
+        // Nothing below a missing name exists: the rest is text.
+        return "/" + lexicalParts("/" + [...out, ...parts.slice(i)].join("/")).join("/");
       }
       if (target === undefined) {
         out.push(part);
@@ -450,6 +490,7 @@ export class SandboxPolicy {
       return await this.#resolveParts(
         [...base, ...components(target), ...parts.slice(i + 1)],
         hops + 1,
+        budget,
       );
     }
     return "/" + out.join("/");
