@@ -224,7 +224,8 @@ Deno.test('SandboxPolicy resolves ".." after a link the way the system does, fro
         `policy.checkRead(${JSON.stringify(`/../..${base}/x`)})`,
         // Above a scoped grant Deno will not look, and takes ".." as text itself.
         `policy.checkRead(${JSON.stringify(`/tmp/..${base}/x`)})`,
-        // Nothing below a missing name exists (the system would say so): the rest is text.
+        // Past a missing name the system would stop (ENOENT); a ".." there
+        // climbs back, and what follows is looked up again, links included.
         `policy.checkWrite(${JSON.stringify(`${base}/missing/../link/../w`)})`,
       ], { paths: true });
       assert.deepEqual(outcomes, [
@@ -233,9 +234,28 @@ Deno.test('SandboxPolicy resolves ".." after a link the way the system does, fro
         `${base}/real/z`,
         `${base}/x`,
         `${base}/x`,
-        `${base}/w`,
+        `${base}/real/w`,
       ], flags.join(" "));
     }
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test('SandboxPolicy looks up what follows a missing name and a "..": a link there to outside the grant is refused', async () => {
+  const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_climb_" }));
+  try {
+    await Deno.mkdir(`${base}/granted`);
+    await Deno.mkdir(`${base}/outside`);
+    await Deno.writeTextFile(`${base}/outside/secret`, "s");
+    await Deno.symlink(`${base}/outside`, `${base}/granted/out`);
+    const flags = [`--allow-read=${base}/granted`, `--allow-write=${base}/granted`];
+    const outcomes = await outcomesUnder(flags, [
+      `policy.checkRead(${JSON.stringify(`${base}/granted/missing/../out/secret`)})`,
+      `policy.checkWrite(${JSON.stringify(`${base}/granted/m/n/../../out/new`)})`,
+    ]);
+    assert.match(outcomes[0], /^SandboxDeniedError: .*resolves to ".*\/outside\/secret"/);
+    assert.match(outcomes[1], /^SandboxDeniedError: .*resolves to ".*\/outside\/new"/);
   } finally {
     await Deno.remove(base, { recursive: true });
   }

@@ -478,8 +478,11 @@ export class SandboxPolicy {
           return await this.#resolveParts(parts, hops + 1, budget);
         }
         if (!isMissing(error)) throw error;
-        // Nothing below a missing name exists: the rest is text.
-        return "/" + lexicalParts("/" + [...out, ...parts.slice(i)].join("/")).join("/");
+        const rest = parts.slice(i + 1);
+        // Nothing below a missing name exists, so the rest is text, unless a
+        // ".." climbs back out: then what follows it is looked up again, or a
+        // link there would stay in the result unresolved.
+        if (!rest.includes("..")) return "/" + [...out, part, ...rest].join("/");
       }
       if (target === undefined) {
         out.push(part);
