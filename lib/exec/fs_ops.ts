@@ -20,7 +20,7 @@
 
 import { RpcError, SandboxDeniedError } from "../errors.ts";
 import { INTERNAL_ERROR, INVALID_PARAMS, SANDBOX_DENIED } from "../rpc/error_codes.ts";
-import { MAX_PATH_BYTES, type SandboxPolicy, shownPath } from "./sandbox_policy.ts";
+import { isTooLong, MAX_PATH_BYTES, type SandboxPolicy, shownPath } from "./sandbox_policy.ts";
 import type { Confinement } from "./confinement.ts";
 import { type ConfinedData, ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
 import {
@@ -132,11 +132,9 @@ function relativePart(params: Params): string {
   return wellFormed("path", path);
 }
 
-const utf8 = new TextEncoder();
-
 /** Refuses a path the system would not take, as every fs method does. */
 function withinPathLimit(name: string, path: string): string {
-  if (path.length > MAX_PATH_BYTES || utf8.encode(path).length > MAX_PATH_BYTES) {
+  if (isTooLong(path)) {
     throw invalidParam(name, `is longer than the system's ${MAX_PATH_BYTES} bytes`);
   }
   return path;
@@ -337,13 +335,13 @@ export class FsOps {
         );
       case "fs/canonicalize":
         return this.canonicalize(absolutePath(params, "path"));
-      case "fs/join":
-        return Promise.resolve(
-          joinPaths(
-            withinPathLimit("basePath", absolutePath(params, "basePath")),
-            withinPathLimit("path", relativePart(params)),
-          ),
+      case "fs/join": {
+        const joined = joinPaths(
+          withinPathLimit("basePath", absolutePath(params, "basePath")),
+          withinPathLimit("path", relativePart(params)),
         );
+        return Promise.resolve({ path: withinPathLimit("the joined path", joined.path) });
+      }
       case "fs/parent":
         return Promise.resolve({
           path: parentPath(withinPathLimit("path", absolutePath(params, "path"))),

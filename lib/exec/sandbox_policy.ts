@@ -127,12 +127,22 @@ export const MAX_PATH_BYTES = 4095;
 const utf8 = new TextEncoder();
 
 /**
+ * Whether a path is longer than the system takes (PATH_MAX).
+ *
+ * @param path The path.
+ * @returns True past {@linkcode MAX_PATH_BYTES} UTF-8 bytes.
+ */
+export function isTooLong(path: string): boolean {
+  return path.length > MAX_PATH_BYTES || utf8.encode(path).length > MAX_PATH_BYTES;
+}
+
+/**
  * Refuses a path past PATH_MAX, as the system would: past it the system
  * answers ENOENT for every prefix, not ENAMETOOLONG, and a long path's work
  * would grow with its square.
  */
 function refuseTooLong(path: string): void {
-  if (path.length <= MAX_PATH_BYTES && utf8.encode(path).length <= MAX_PATH_BYTES) return;
+  if (!isTooLong(path)) return;
   throw Object.assign(
     new Error(
       `Cannot resolve "${shownPath(path)}": it is longer than the system's ${MAX_PATH_BYTES} bytes`,
@@ -454,9 +464,11 @@ export class SandboxPolicy {
     for (let i = n; i < parts.length; i++) {
       const part = parts[i];
       if (part === "..") {
-        // The parent of the real path, as the system goes; the rest again in one go.
+        // `out` is a real path: its parent is where the system goes. (Not
+        // realPath again from here: on a deep path each call costs lookups
+        // in proportion to the depth, in the C library.)
         out.pop();
-        return await this.#resolveParts([...out, ...parts.slice(i + 1)], hops, budget);
+        continue;
       }
       // The first missing component may still be a dangling symbolic link,
       // which a write would follow: resolve its target.
