@@ -198,7 +198,8 @@ SIGKILL after 2 s) and exec exits 141 for a closed pipe (as in "| head"),
 terminal gets our size and follows its changes.
 
 Options:
-  --url URL           The serve URL, or the rendezvous URL with --executor-id
+  --url URL           The serve URL, the rendezvous URL with --executor-id, or a
+                      signed harness URL from the rendezvous (no token needed)
   --executor-id ID    Run through the rendezvous on this executor
   --cwd DIR           Working directory on the executor (absolute)
   --env K=V           Set an environment variable for the program (repeatable)

@@ -133,7 +133,12 @@ export type {
 export type { Confinement } from "./lib/exec/confinement.ts";
 export type { Capabilities, DenoPermissions } from "./lib/exec/confinement.ts";
 export type { EnvPolicy } from "./lib/exec/child_env.ts";
-export { ProcessLimiter, ProcessTable, TIMEOUT_EXIT_CODE } from "./lib/exec/process_table.ts";
+export {
+  MAX_QUEUED_STDIN_BYTES,
+  ProcessLimiter,
+  ProcessTable,
+  TIMEOUT_EXIT_CODE,
+} from "./lib/exec/process_table.ts";
 export type {
   ProcessEvent,
   ProcessEventSink,

@@ -706,3 +706,36 @@ Deno.test("connect() says why a signed harness URL is refused: expired, or not s
   const other = url.replace("/harness/box-1", "/harness/box-2");
   await assert.rejects(connect(other), /refused the URL's signature \(HTTP 403 bad_signature\)/);
 });
+
+/**
+ * A harness on a signed URL whose socket drops after `exp`: without a token
+ * the rendezvous refuses it back (401), and the connection says so at once
+ * instead of retrying for the detach window; with a token, the token counts
+ * and it reconnects.
+ */
+for (const withToken of [false, true]) {
+  Deno.test(`a signed harness URL past its exp ${withToken ? "reconnects on the token" : "is refused back at once"}`, async () => {
+    const key = crypto.getRandomValues(new Uint8Array(32));
+    await using box = await box1({ signingKey: key });
+    await using proxy = new TcpProxy(Number(new URL(box.rendezvous.url).port));
+    const exp = Date.now() + 1_500;
+    const sig = await (await UrlSigner.create(key)).sign("harness", "box-1", exp);
+    const url = `ws://127.0.0.1:${proxy.port}/harness/box-1?role=harness&exp=${exp}&sig=${sig}`;
+    const events: string[] = [];
+    await using conn = await connect(url, {
+      ...(withToken ? { token: TOKEN } : {}),
+      detachWindowMs: 60_000,
+      onEvent: (event) => events.push(event.type),
+    });
+    assert.ok((await conn.request<{ shell: unknown }>("environment/info")).shell);
+    await until(() => Date.now() > exp, 5_000, "the URL's expiry");
+    assert.equal(proxy.cut() > 0, true, "a socket to cut");
+    if (withToken) {
+      await until(() => events.includes("reconnected"), 10_000, "reconnected");
+      assert.ok((await conn.request<{ shell: unknown }>("environment/info")).shell);
+      return;
+    }
+    await withDeadline(conn.closed, 10_000, "the refused connection's close");
+    assert.match(conn.closeReason ?? "", /^refused: .*url_expired/);
+  });
+}

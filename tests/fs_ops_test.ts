@@ -692,8 +692,8 @@ Deno.test("fs/join and fs/parent normalize the path as text, as Codex's Absolute
   assert.deepEqual(await parent(longest), { path: "/" });
   const half = "b".repeat(MAX_PATH_BYTES - 3); // "/a/" + it: exactly the limit
   assert.deepEqual(await join("/a", half), { path: `/a/${half}` });
-  await rpcFails(join("/a", `${half}b`), -32602, "the joined path", "4095 bytes");
-  await rpcFails(join(longest, "b".repeat(MAX_PATH_BYTES)), -32602, "the joined path");
+  await rpcFails(join("/a", `${half}b`), -32602, "the result is longer", "4095 bytes");
+  await rpcFails(join(longest, "b".repeat(MAX_PATH_BYTES)), -32602, "the result is longer");
   await rpcFails(parent(`${longest}b`), -32602, "path", "4095 bytes");
   await rpcFails(join(`${longest}b`, "c"), -32602, "basePath", "4095 bytes");
   await rpcFails(join("/", "b".repeat(MAX_PATH_BYTES + 1)), -32602, "path", "4095 bytes");

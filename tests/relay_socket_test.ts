@@ -535,9 +535,13 @@ Deno.test("RelaySocket tells its owner of an oversized frame in the frame's plac
   await using server = new WsServer();
   let reportedError: () => void = () => {};
   const reported = new Promise<void>((resolve) => reportedError = resolve);
+  let errors = 0;
   const connecting = RelaySocket.connect(server.url, {
     maxFrameBytes: 64,
-    onProtocolError: () => reportedError(),
+    onProtocolError: () => {
+      errors++;
+      reportedError();
+    },
   });
   const raw = await server.next();
   await using client = await connecting;
@@ -558,8 +562,19 @@ Deno.test("RelaySocket tells its owner of an oversized frame in the frame's plac
   const after = await take(frames, "after");
   assert.equal(after.streamId, "s-2");
   assert.deepEqual(told, ["s-1"], "told once the reader came to its place");
-  // With nothing unread, at once.
+  // With the reader waiting (it has dealt with all it took), at once.
+  const waiting = frames.next();
   raw.send(encodeFrame(dataFrame("s-3", 0, new Uint8Array(100))));
   await until(() => told.length === 2, DEADLINE, "told at once");
   assert.deepEqual(told, ["s-1", "s-3"]);
+  raw.send(encodeFrame(dataFrame("s-4", 0, "last")));
+  assert.equal((await withDeadline(waiting, DEADLINE, "last")).value.streamId, "s-4");
+  // With nothing unread but the reader busy with the last frame it took, in
+  // that frame's wake: at its next read.
+  raw.send(encodeFrame(dataFrame("s-5", 0, new Uint8Array(100))));
+  await until(() => errors === 3, DEADLINE, "the third oversized frame's report");
+  assert.deepEqual(told, ["s-1", "s-3"], "not while the reader may still be on s-4");
+  raw.send(encodeFrame(dataFrame("s-6", 0, "after")));
+  assert.equal((await take(frames, "after s-5")).streamId, "s-6");
+  assert.deepEqual(told, ["s-1", "s-3", "s-5"]);
 });

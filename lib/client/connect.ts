@@ -474,7 +474,8 @@ function explainRefusal(error: unknown, url: string): unknown {
       "new one (POST /cloud/executor/{id}/connect)";
   } else if (refusal?.code === "bad_signature") {
     why = "the rendezvous refused the URL's signature (HTTP 403 bad_signature): it is not a " +
-      "harness URL for this executor";
+      "harness URL for this executor, or the rendezvous restarted with a new signing key " +
+      "(set OUTPOST_SIGNING_KEY to keep it)";
   } else if (status === 401) {
     why = "the rendezvous requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
   } else if (status === 403) why = "the rendezvous refused the token (HTTP 403)";
@@ -578,6 +579,7 @@ async function openRendezvous(
       let attempt = 0;
       let next: RelaySocket | undefined;
       let lastError: Error | undefined;
+      let refused: Error | undefined;
       while (!stop.signal.aborted && Date.now() < giveUpAt) {
         attempt++;
         try {
@@ -589,6 +591,13 @@ async function openRendezvous(
         } catch (error) {
           if (stop.signal.aborted) return;
           lastError = error as Error;
+          // A refused credential (an expired signed URL, a token no longer
+          // valid) is refused again on every try: say so now.
+          const status = refusalOf(error)?.status;
+          if (status === 401 || status === 403) {
+            refused = explainRefusal(error, url) as Error;
+            break;
+          }
           const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
           emit({ type: "reconnecting", attempt, delayMs: jittered, error: error as Error });
           await delay(Math.min(jittered, Math.max(0, giveUpAt - Date.now())), stop.signal);
@@ -598,9 +607,10 @@ async function openRendezvous(
       if (next === undefined) {
         if (!stop.signal.aborted) {
           // Set before the stream ends: what fails on its end reads the reason.
-          gaveUp =
-            `detach_expired: the rendezvous could not be reached again within ${detachWindowMs} ms` +
-            (lastError ? ` (${lastError.message})` : "");
+          gaveUp = refused
+            ? `refused: the rendezvous refused to take the connection back (${refused.message})`
+            : `detach_expired: the rendezvous could not be reached again within ${detachWindowMs} ms` +
+              (lastError ? ` (${lastError.message})` : "");
           stream.reset(RESET_DETACH_EXPIRED);
         }
         return;
@@ -643,9 +653,12 @@ async function openRendezvous(
  * messages. Rendezvous mode (when `executorId` is given, or the URL carries
  * `role=harness`): a relay socket to `/harness/{executorId}?role=harness`
  * with the bearer token, one reliable virtual stream on it, reconnected and
- * resumed within `detachWindowMs` when the socket drops.
+ * resumed within `detachWindowMs` when the socket drops. A full harness URL
+ * may be a signed one from the rendezvous (`POST /cloud/executor/{id}/connect`),
+ * which needs no token until its `exp`; with `executorId` the URL is only
+ * the rendezvous's base, and its query is not used.
  *
- * @param url The `serve` URL, the rendezvous URL, or a full harness URL.
+ * @param url The `serve` URL, the rendezvous URL, or a full (maybe signed) harness URL.
  * @param options Token, executor id, signal, timeout and client name.
  * @returns The initialized connection.
  * @throws {TypeError} When the URL or executor id is unusable.

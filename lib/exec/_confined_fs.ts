@@ -87,7 +87,10 @@ export function pathError(action: string, shown: string, code: PathErrorCode): R
         `${cannot}: the path is too long (a name or the whole path exceeds the system's limit)`,
       );
     case "ELOOP":
-      return new RpcError(INVALID_PARAMS, `${cannot}: too many levels of symbolic links`);
+      return new RpcError(
+        INVALID_PARAMS,
+        `${cannot}: too many levels of symbolic links (or over 4096 lookups to resolve it)`,
+      );
   }
 }
 

@@ -20,7 +20,13 @@
 
 import { RpcError, SandboxDeniedError } from "../errors.ts";
 import { INTERNAL_ERROR, INVALID_PARAMS, SANDBOX_DENIED } from "../rpc/error_codes.ts";
-import { isTooLong, MAX_PATH_BYTES, type SandboxPolicy, shownPath } from "./sandbox_policy.ts";
+import {
+  isTooLong,
+  lexicalParts,
+  MAX_PATH_BYTES,
+  type SandboxPolicy,
+  shownPath,
+} from "./sandbox_policy.ts";
 import type { Confinement } from "./confinement.ts";
 import { type ConfinedData, ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
 import {
@@ -140,18 +146,9 @@ function withinPathLimit(name: string, path: string): string {
   return path;
 }
 
-/**
- * A path with `.`, `..` and repeated slashes worked out as text, touching
- * nothing (`..` at `/` stays there), as Codex's `AbsolutePathBuf` does.
- */
+/** A path normalized as text, as Codex's `AbsolutePathBuf` does (see `lexicalParts`). */
 function normalized(path: string): string {
-  const out: string[] = [];
-  for (const part of path.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") out.pop();
-    else out.push(part);
-  }
-  return "/" + out.join("/");
+  return "/" + lexicalParts(path).join("/");
 }
 
 /**
@@ -340,7 +337,13 @@ export class FsOps {
           withinPathLimit("basePath", absolutePath(params, "basePath")),
           withinPathLimit("path", relativePart(params)),
         );
-        return Promise.resolve({ path: withinPathLimit("the joined path", joined.path) });
+        if (isTooLong(joined.path)) {
+          throw new RpcError(
+            INVALID_PARAMS,
+            `Cannot join paths: the result is longer than the system's ${MAX_PATH_BYTES} bytes`,
+          );
+        }
+        return Promise.resolve(joined);
       }
       case "fs/parent":
         return Promise.resolve({

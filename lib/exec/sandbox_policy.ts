@@ -104,7 +104,14 @@ function components(path: string): string[] {
   return path.split("/").filter((part) => part.length > 0 && part !== ".");
 }
 
-function lexicalParts(path: string): string[] {
+/**
+ * The parts of a path with `.`, `..` and repeated slashes worked out as
+ * text, touching nothing (`..` at `/` stays there).
+ *
+ * @param path The path.
+ * @returns Its parts.
+ */
+export function lexicalParts(path: string): string[] {
   const out: string[] = [];
   for (const part of components(path)) {
     if (part === "..") out.pop();

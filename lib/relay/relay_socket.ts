@@ -689,7 +689,9 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   #oversized(bytes: Uint8Array): void {
     const streamId = this.onOversizedFrame === undefined ? undefined : peekStreamId(bytes);
     if (streamId === undefined) return;
-    if (this.#queueHead === this.#queue.length) {
+    // A waiting reader has dealt with every frame it took; otherwise the
+    // last frame taken may still be on its way through the reader.
+    if (this.#readers.length > 0) {
       this.#notifyOversized(streamId);
       return;
     }

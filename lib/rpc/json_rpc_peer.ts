@@ -165,6 +165,8 @@ function shown(name: string): string {
 export class JsonRpcPeer implements AsyncDisposable {
   #channel: MessageChannel;
   #onRequest?: RequestHandler;
+  /** The channel yields text that is not UTF-8 as bytes (a mux stream). */
+  #invalidTextAsBytes = false;
   #onNotification?: (method: string, params: unknown) => void;
   #onBinary?: (message: Uint8Array) => void | BinaryRequest;
   #binaryRequestId?: (message: Uint8Array) => number | null;
@@ -544,7 +546,9 @@ export class JsonRpcPeer implements AsyncDisposable {
     };
     this.#channel.closed.then(onClosed, onClosed);
     try {
-      const messages = this.#channel.binary?.messages() ?? this.#channel;
+      const lane = this.#channel.binary;
+      this.#invalidTextAsBytes = lane?.invalidTextAsBytes === true;
+      const messages = lane?.messages() ?? this.#channel;
       reading: for await (const message of messages) {
         if (typeof message === "string") this.#receive(message);
         else this.#receiveBinary(message);
@@ -578,7 +582,7 @@ export class JsonRpcPeer implements AsyncDisposable {
       refuse(`it exceeds the ${this.#maxMessageBytes} byte limit`);
       return;
     }
-    if (message[0] !== BINARY_MARKER && this.#channel.binary?.invalidTextAsBytes === true) {
+    if (message[0] !== BINARY_MARKER && this.#invalidTextAsBytes) {
       // Text that is not UTF-8, which a mux stream yields as bytes: the same
       // refusal as text that is not JSON, rather than a lossy reading.
       this.#refuse(null, PARSE_ERROR, "Cannot parse message: it is not valid UTF-8");

@@ -451,8 +451,12 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
         `Cannot open a ${role} socket with role=${requestedRole}`,
       );
     }
-    if (role === "executor" || url.searchParams.has("sig")) {
-      // A harness may come with a URL from /connect instead of the token.
+    if (
+      role === "executor" ||
+      (url.searchParams.has("sig") && !request.headers.has("authorization"))
+    ) {
+      // A harness may come with a URL from /connect instead of the token (a
+      // token, when sent, is what counts: it outlives the URL).
       await checkSignedUrl(role, id, url.searchParams);
     } else {
       const auth = checkBearer(request.headers.get("authorization"), token);
