@@ -261,6 +261,45 @@ Deno.test('SandboxPolicy looks up what follows a missing name and a "..": a link
   }
 });
 
+Deno.test('SandboxPolicy walks on from the real path after a "..": a run of x/.. under a deep directory stays within the lookup budget', async () => {
+  await using f = await fixture();
+  const deep = f.dir + "/d".repeat(300);
+  await Deno.mkdir(`${deep}/x`, { recursive: true });
+  // Once resolved, the deep part is not looked up again for every "..":
+  // about 500 lookups, where resolving the prefix again after each would
+  // take some 30,000, past the budget.
+  assert.equal(await f.policy.checkRead(`${deep}${"/x/..".repeat(100)}/x`), `${deep}/x`);
+  // A realPath counts the components it walks: a link chain through the
+  // deep directory is charged for its depth.
+  for (let i = 0; i < 20; i++) await Deno.symlink(`${deep}/x/l${i + 1}`, `${deep}/x/l${i}`);
+  await assert.rejects(
+    f.policy.checkWrite(`${deep}/x/l0`),
+    (e: Error) => e.message.includes("more than 4096 lookups"),
+  );
+});
+
+Deno.test('SandboxPolicy takes a ".." as text where Deno will not look, anywhere in the walk, as Deno does', async () => {
+  const base = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_text_dotdot_" }));
+  try {
+    await Deno.mkdir(`${base}/G`);
+    await Deno.mkdir(`${base}/O`);
+    await Deno.writeTextFile(`${base}/G/f`, "f");
+    for (
+      const flags of [
+        [`--allow-read=${base}/G`, `--allow-write=${base}/G`],
+        ["--allow-read", "--allow-write", `--deny-read=${base}/O`],
+      ]
+    ) {
+      const outcomes = await outcomesUnder(flags, [
+        `policy.checkRead(${JSON.stringify(`${base}/G/../O/../G/f`)})`,
+      ], { paths: true });
+      assert.deepEqual(outcomes, [`${base}/G/f`], flags.join(" "));
+    }
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
 Deno.test('SandboxPolicy resolves with at most 4,096 lookups: dangling links through long runs of "d/.." are refused past it', async () => {
   await using f = await fixture();
   await Deno.mkdir(`${f.dir}/d`);

@@ -159,10 +159,11 @@ function refuseTooLong(path: string): void {
 }
 
 /**
- * File system lookups one resolution may make. A path of 4,095 bytes takes
- * a few; links whose targets are long runs of `d/..` would take tens of
- * thousands (each `..` after a link is looked up again), which the system
- * does in the kernel but this does one await at a time.
+ * Path components one resolution may look up: a `realPath` of n parts counts
+ * n (the C library's `realpath` looks up each one), an `lstat` one. Paths of
+ * up to 4,095 bytes take a few hundred at most; chains of links through deep
+ * directories or with long runs of `d/..` would take hundreds of thousands,
+ * which the system does in the kernel but this does one await at a time.
  */
 const MAX_LOOKUPS = 4096;
 
@@ -171,12 +172,13 @@ interface Budget {
   left: number;
 }
 
-function spend(budget: Budget, path: string): void {
-  if (--budget.left >= 0) return;
+function spend(budget: Budget, path: string, components = 1): void {
+  budget.left -= components;
+  if (budget.left >= 0) return;
   throw Object.assign(
     new Error(
       `Cannot resolve "${shownPath(path)}": it takes more than ${MAX_LOOKUPS} lookups ` +
-        '(links and ".." parts)',
+        "(path components, through its links)",
     ),
     { code: "ELOOP" },
   );
@@ -444,7 +446,7 @@ export class SandboxPolicy {
     // before asking the system, where the system goes to the parent of what
     // a link leads to; the walk below does that.
     const resolve = async (n: number): Promise<string | undefined> => {
-      spend(budget, spelled);
+      spend(budget, spelled, Math.max(1, n));
       try {
         return await Deno.realPath("/" + parts.slice(0, n).join("/"));
       } catch (error) {
@@ -487,6 +489,10 @@ export class SandboxPolicy {
         if (info.isSymlink) target = await Deno.readLink(candidate);
       } catch (error) {
         if (error instanceof Deno.errors.NotCapable) {
+          // As above: where Deno will not look, a ".." still to come is text.
+          if (parts.indexOf("..", i) !== -1) {
+            return await this.#resolveParts(lexicalParts(spelled), hops, budget);
+          }
           throw new ResolveDenied("/" + [...out, ...parts.slice(i)].join("/"));
         }
         if (isNoLongerALink(error)) {
