@@ -169,6 +169,8 @@ Deno.test("serveRendezvous issues signed harness URLs (POST .../connect) that op
 
     await using executor = await executorSocket(rz, "exec-1");
     await using harness = await RelaySocket.connect(url); // no token
+    // A token that is not valid (stale, another rendezvous's) does not undo the URL.
+    await (await RelaySocket.connect(url, { token: "stale-token-0123456789abcdef" })).close();
     await harness.send(data("s1", "ping"));
     assert.equal(payloadOf(await nextFrame(executor, "ping")), "ping");
     await executor.send(data("s1", "pong"));

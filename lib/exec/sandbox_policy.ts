@@ -159,11 +159,12 @@ function refuseTooLong(path: string): void {
 }
 
 /**
- * Path components one resolution may look up: a `realPath` of n parts counts
- * n (the C library's `realpath` looks up each one), an `lstat` one. Paths of
- * up to 4,095 bytes take a few hundred at most; chains of links through deep
- * directories or with long runs of `d/..` would take hundreds of thousands,
- * which the system does in the kernel but this does one await at a time.
+ * Lookups one resolution may make: an `lstat` counts one, a `realPath` one
+ * too, or, once a link has been followed, one per component it walks (the C
+ * library's `realpath` looks up each one). A path as written takes a dozen
+ * or so; chains of links through deep directories or with long runs of
+ * `d/..` would take hundreds of thousands, which the system does in the
+ * kernel but this does one await at a time.
  */
 const MAX_LOOKUPS = 4096;
 
@@ -403,17 +404,27 @@ export class SandboxPolicy {
   /**
    * The deepest prefix (count of parts below `missing`, which does not
    * resolve) that resolves, and where it leads. The parts hold no "..", so
-   * every prefix of a resolving prefix resolves, and this bisects; Deno will
-   * not look above a scoped read grant, and from such a prefix it searches
-   * down one by one, so the answer and the refusal are those of a walk down
-   * from `missing`.
+   * every prefix of a resolving prefix resolves, and this bisects. Deno will
+   * not look above a scoped read grant (and a denied path would have made the
+   * whole path refused already), so a prefix it refuses lies above every one
+   * that resolves: the search goes deeper from it, and with nothing found
+   * below it the path is refused, as a walk down from `missing` would be.
    */
   async #deepestResolved(
     missing: number,
     resolve: (n: number) => Promise<string | undefined>,
   ): Promise<[number, string]> {
+    // Most often only the last name is missing (a file to create).
+    if (missing > 1) {
+      const parent = await resolve(missing - 1).catch((error) => {
+        if (error instanceof ResolveDenied) return undefined;
+        throw error;
+      });
+      if (parent !== undefined) return [missing - 1, parent];
+    }
     let low = 0; // not yet looked at: "/" is not always readable
     let best: [number, string] | undefined;
+    let denied: ResolveDenied | undefined;
     while (missing - low > 1) {
       const mid = (low + missing) >>> 1;
       let at: string | undefined;
@@ -421,17 +432,16 @@ export class SandboxPolicy {
         at = await resolve(mid);
       } catch (error) {
         if (!(error instanceof ResolveDenied)) throw error;
-        // Above the grant: the answer lies below `mid`, or there is none.
-        for (let n = missing - 1; n > mid; n--) {
-          const below = await resolve(n);
-          if (below !== undefined) return [n, below];
-        }
-        throw error;
+        // Above a scoped grant: what resolves, if anything, lies deeper.
+        denied = error;
+        low = mid;
+        continue;
       }
       if (at === undefined) missing = mid;
       else [low, best] = [mid, [mid, at]];
     }
     if (best !== undefined) return best;
+    if (denied !== undefined) throw denied;
     const root = await resolve(0);
     return [0, root ?? "/"];
   }
@@ -446,7 +456,9 @@ export class SandboxPolicy {
     // before asking the system, where the system goes to the parent of what
     // a link leads to; the walk below does that.
     const resolve = async (n: number): Promise<string | undefined> => {
-      spend(budget, spelled, Math.max(1, n));
+      // Past a link the walk may be on a path deep through links of the
+      // harness's making: there a realPath counts every component it walks.
+      spend(budget, spelled, hops > 0 ? Math.max(1, n) : 1);
       try {
         return await Deno.realPath("/" + parts.slice(0, n).join("/"));
       } catch (error) {

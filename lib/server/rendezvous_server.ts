@@ -451,23 +451,22 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
         `Cannot open a ${role} socket with role=${requestedRole}`,
       );
     }
-    if (
-      role === "executor" ||
-      (url.searchParams.has("sig") && !request.headers.has("authorization"))
-    ) {
-      // A harness may come with a URL from /connect instead of the token (a
-      // token, when sent, is what counts: it outlives the URL).
+    if (role === "executor") {
       await checkSignedUrl(role, id, url.searchParams);
     } else {
+      // A harness comes with the token or with a URL from /connect; either
+      // admits it (the token outlives the URL; a URL works whatever header
+      // a proxy or a stale environment adds).
       const auth = checkBearer(request.headers.get("authorization"), token);
-      if (auth === "missing") {
+      if (auth !== "ok" && url.searchParams.has("sig")) {
+        await checkSignedUrl(role, id, url.searchParams);
+      } else if (auth === "missing") {
         throw new HttpError(
           401,
           "unauthorized",
           "Cannot open harness socket: a bearer token is required",
         );
-      }
-      if (auth === "wrong") {
+      } else if (auth === "wrong") {
         throw new HttpError(403, "forbidden", "Cannot open harness socket: the token is not valid");
       }
     }
