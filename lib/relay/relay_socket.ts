@@ -599,12 +599,13 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   #next(): Promise<IteratorResult<ReceivedFrame>> {
     while (this.#queueHead < this.#queue.length) {
       const item = this.#take();
-      if ("oversizedStreamId" in item) {
-        // The reader has dealt with every frame before it: its turn now.
-        this.#notifyOversized(item.oversizedStreamId);
+      // A notice (its bytes are NO_BYTES; a frame's never are, frames are not
+      // empty): the reader has dealt with every frame before it, its turn now.
+      if (item.bytes === NO_BYTES) {
+        this.#notifyOversized((item as OversizeNotice).oversizedStreamId);
         continue;
       }
-      return Promise.resolve({ done: false, value: item });
+      return Promise.resolve({ done: false, value: item as ReceivedFrame });
     }
     if (this.#info !== undefined) return Promise.resolve({ done: true, value: undefined });
     return new Promise((resolve) => this.#readers.push({ resolve }));
