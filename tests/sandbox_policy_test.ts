@@ -268,6 +268,12 @@ Deno.test('SandboxPolicy walks on from the real path after a "..": a run of x/..
   // Once resolved, the deep part is not resolved again for every "..": the
   // walk goes on from the real path.
   assert.equal(await f.policy.checkRead(`${deep}${"/x/..".repeat(100)}/x`), `${deep}/x`);
+  // Past a link a realPath is charged its depth (about 300 here), so here
+  // resolving the path again at every ".." would take some 30,000 lookups,
+  // past the budget; the walk takes about 700. (The link's missing part
+  // keeps the system from following it for us.)
+  await Deno.symlink(`${deep}/missing/..`, `${f.dir}/via`);
+  assert.equal(await f.policy.checkRead(`${f.dir}/via${"/x/..".repeat(100)}/x`), `${deep}/x`);
   // A new name in a directory 1,000 deep is fine (its parent is looked at first).
   const deeper = `${deep}${"/e".repeat(700)}`;
   await Deno.mkdir(deeper, { recursive: true });
@@ -303,19 +309,30 @@ Deno.test('SandboxPolicy takes a ".." as text where Deno will not look, anywhere
   }
 });
 
-Deno.test('SandboxPolicy resolves with at most 4,096 lookups: dangling links through long runs of "d/.." are refused past it', async () => {
+Deno.test('SandboxPolicy resolves with at most 4,096 lookups: a chain of dangling links through runs of "d/.." that takes exactly 4,096 resolves, one more is refused', async () => {
   await using f = await fixture();
   await Deno.mkdir(`${f.dir}/d`);
-  // A dangling link is resolved part by part (a write would follow it), and
-  // each "d/.." in its target costs a lookup: a chain of six links with 800
-  // each costs about 4,800, past the budget; the last two, about 1,600.
-  const detour = "d/../".repeat(800);
-  for (let i = 1; i <= 6; i++) {
-    await Deno.symlink(`${detour}${i < 6 ? `chain${i + 1}` : "nothing"}`, `${f.dir}/chain${i}`);
-  }
-  assert.equal(await f.policy.checkWrite(`${f.dir}/chain5`), `${f.dir}/nothing`);
+  // A dangling link is resolved part by part (a write would follow it). The
+  // count: 3 for the path as written (the path, its parent, the link); then
+  // for each of the 6 links, its "d" by realPath (charged the depth of
+  // `dir/d`, as past a link), one lstat per further "d", and one for the name
+  // it leads to. The "d"s make up the rest of the 4,096.
+  const depth = f.dir.split("/").filter(Boolean).length + 1;
+  const chain = async (detours: number) => {
+    let left = detours;
+    for (let i = 0; i < 6; i++) {
+      const k = i < 5 ? Math.min(800, left - 1) : left;
+      left -= k;
+      const name = `${f.dir}/c${i}`;
+      await Deno.remove(name).catch(() => {});
+      await Deno.symlink(`${"d/../".repeat(k)}${i < 5 ? `c${i + 1}` : "nothing"}`, name);
+    }
+    return f.policy.checkWrite(`${f.dir}/c0`);
+  };
+  const atLimit = 4096 - 3 - 6 * depth;
+  assert.equal(await chain(atLimit), `${f.dir}/nothing`);
   await assert.rejects(
-    f.policy.checkWrite(`${f.dir}/chain1`),
+    chain(atLimit + 1),
     (e: Error) =>
       (e as { code?: string }).code === "ELOOP" && e.message.includes("more than 4096 lookups"),
   );
