@@ -84,7 +84,8 @@ class RouterHost {
     [];
   readonly #sockets: RelaySocket[] = [];
 
-  constructor(options: RelayRouterOptions = {}) {
+  /** `socketMaxFrameBytes`: the sockets' own limit, when it differs from the router's. */
+  constructor(options: RelayRouterOptions = {}, socketMaxFrameBytes?: number) {
     this.router = new RelayRouter({
       ...options,
       onEvent: (event) => {
@@ -97,7 +98,7 @@ class RouterHost {
         }
       },
     });
-    const maxFrameBytes = options.maxFrameBytes;
+    const maxFrameBytes = socketMaxFrameBytes ?? options.maxFrameBytes;
     this.#server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
       const match = /^\/(executor|harness)\/([^/]+)$/.exec(new URL(req.url).pathname);
       if (match === null) return new Response("not found", { status: 404 });
@@ -151,8 +152,11 @@ class RouterHost {
   }
 }
 
-async function host(options: RelayRouterOptions = {}): Promise<RouterHost> {
-  return await Promise.resolve(new RouterHost(options));
+async function host(
+  options: RelayRouterOptions = {},
+  socketMaxFrameBytes?: number,
+): Promise<RouterHost> {
+  return await Promise.resolve(new RouterHost(options, socketMaxFrameBytes));
 }
 
 /** Sends a frame from a harness and waits for the executor to receive it. */
@@ -654,6 +658,29 @@ Deno.test("RelayRouter forwards a frame of exactly 256 KiB; one byte more ends i
     assert.deepEqual(reset.body, { kind: "reset", reason: "message_too_large" });
   }
   // The socket's other streams go on.
+  assert.equal(payloadOf(await through(harness, executor, data("t", "after"))), "after");
+});
+
+Deno.test("RelayRouter given a smaller limit than its sockets forwards a frame at its own limit; one byte more, from either side, ends the stream message_too_large both ways", async () => {
+  const limit = 1024;
+  await using h = await host({ maxFrameBytes: limit }, 256 * 1024);
+  const executor = await h.connect("executor");
+  const harness = await h.connect("harness");
+  const atLimit = frameOfSize("s", limit);
+  await harness.socket.sendBytes(atLimit);
+  assert.deepEqual((await executor.inbox.next("frame at the limit")).bytes, atLimit);
+  const endsBothWays = async (from: Peer, id: string) => {
+    await from.socket.sendBytes(frameOfSize(id, limit + 1));
+    for (const [end, name] of [[harness, "harness"], [executor, "executor"]] as const) {
+      const reset = await end.inbox.next(`reset of ${id} to the ${name}`);
+      assert.equal(reset.streamId, id);
+      assert.deepEqual(reset.body, { kind: "reset", reason: "message_too_large" });
+    }
+  };
+  await endsBothWays(harness, "s");
+  assert.equal(payloadOf(await through(harness, executor, data("u", "open"))), "open");
+  await endsBothWays(executor, "u");
+  // The sockets' other streams go on.
   assert.equal(payloadOf(await through(harness, executor, data("t", "after"))), "after");
 });
 
