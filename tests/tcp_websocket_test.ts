@@ -674,3 +674,78 @@ Deno.test("TcpWebSocket takes an idleTimeoutMs from 0 to 2^31 - 1 and refuses on
   assert.equal(ws.readyState, TcpWebSocket.OPEN);
   await closeCleanly(ws, server, conn);
 });
+
+/** A Deno server that sends a numbered message every 50 ms and counts them. */
+function countingServer(idleTimeoutSeconds: number) {
+  let sent = 0;
+  let closed = false;
+  const counted = new Map<number, () => void>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request, {
+      idleTimeout: idleTimeoutSeconds,
+    });
+    const timer = setInterval(() => {
+      if (socket.readyState !== WebSocket.OPEN) return;
+      socket.send(String(sent++));
+      counted.get(sent)?.();
+    }, 50);
+    socket.onclose = () => {
+      closed = true;
+      clearInterval(timer);
+      for (const resolve of counted.values()) resolve();
+    };
+    return response;
+  });
+  return {
+    url: `ws://127.0.0.1:${server.addr.port}`,
+    get closed() {
+      return closed;
+    },
+    /** Resolves once `n` messages went out (or the socket closed). */
+    sent: (n: number) =>
+      withDeadline(new Promise<void>((r) => counted.set(n, r)), 10_000, `${n} messages sent`),
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+Deno.test("TcpWebSocket pauses reading without losing a message, and its heartbeat keeps a Deno server's idle check satisfied meanwhile", async () => {
+  // Deno's server pings after half its idleTimeout of silence and closes
+  // when no pong comes in the other half: 1 s here. 40 messages take 2 s.
+  await using server = countingServer(1);
+  const ws = new TcpWebSocket(server.url, { idleTimeoutMs: 400 });
+  const messages = collectMessages(ws);
+  await nextEvent(ws, "open");
+  ws.pauseReading();
+  const before = messages.length;
+  await server.sent(40);
+  assert.equal(server.closed, false, "the server dropped a paused client");
+  assert.ok(messages.length - before <= 1, `${messages.length - before} delivered while paused`);
+  ws.resumeReading();
+  await withDeadline(
+    (async () => {
+      while (messages.length < 40) await nextEvent(ws, "message");
+    })(),
+    DEADLINE,
+    "every message after resuming",
+  );
+  assert.deepEqual(messages.slice(0, 40), Array.from({ length: 40 }, (_, i) => String(i)));
+  // Closing while paused still completes the closing handshake.
+  ws.pauseReading();
+  const closed = nextEvent<CloseEvent>(ws, "close");
+  ws.close(1000, "done");
+  assert.equal((await closed).wasClean, true);
+});
+
+Deno.test("TcpWebSocket paused with no heartbeat within the server's idle timeout is dropped by a Deno server", async () => {
+  // idleTimeoutMs 0: the paused heartbeat is every 10 s, past the server's 1 s.
+  await using server = countingServer(1);
+  const ws = new TcpWebSocket(server.url, { idleTimeoutMs: 0 });
+  await nextEvent(ws, "open");
+  const closed = nextEvent<CloseEvent>(ws, "close");
+  ws.pauseReading();
+  await server.sent(40);
+  assert.equal(server.closed, true);
+  // A paused side learns of the close once it reads again.
+  ws.resumeReading();
+  assert.equal((await closed).code, 1001);
+});

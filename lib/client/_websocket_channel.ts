@@ -17,11 +17,18 @@ export interface WebSocketChannelOptions {
   signal?: AbortSignal;
   /** Connect timeout. @default {10000} */
   timeoutMs?: number;
-  /** Most received messages queued unread; past it the socket is closed. @default {65536} */
+  /**
+   * Most received messages queued unread; past it the socket is closed. With
+   * the `"tcp"` transport reading pauses long before (at 4,096, or half this
+   * bound if less), so only Deno's built-in client meets it. @default {65536}
+   */
   maxInboxMessages?: number;
   /**
    * Most received characters queued unread (bytes, for JSON-RPC text);
-   * past it the socket is closed. @default {134217728}
+   * past it the socket is closed. With the `"tcp"` transport reading pauses
+   * at 1 MiB (or half this bound if less) and goes on at half that, so only
+   * a single message larger than the rest of the bound meets it.
+   * @default {134217728}
    */
   maxInboxChars?: number;
   /** Sends wait while the socket buffers more than this many bytes. @default {4194304} */
@@ -49,6 +56,14 @@ const MESSAGE_TOO_BIG = 4009;
 const MAX_RECEIVED_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** How often a waiting send looks at `bufferedAmount` again, in milliseconds. */
 const DRAIN_POLL_MS = 2;
+/**
+ * Unread received characters at which reading from a socket that can pause
+ * (outpost's own client) stops, and the server's sends wait (down to the
+ * executor's reading of the program's output). It starts again at half.
+ */
+const PAUSE_INBOX_CHARS = 1024 * 1024;
+/** Unread received messages at which reading pauses likewise. */
+const PAUSE_INBOX_MESSAGES = 4096;
 
 /** A WebSocket adapted to {@linkcode MessageChannel}. */
 export class WebSocketChannel implements MessageChannel {
@@ -64,6 +79,11 @@ export class WebSocketChannel implements MessageChannel {
   /** True once read through `binary.messages()`: binary messages are then queued, not refused. */
   #binaryIterated = false;
   #closed: Promise<void>;
+  /** The socket, when it can stop reading (backpressure); null for Deno's built-in one. */
+  #pausable: TcpWebSocket | null;
+  #paused = false;
+  #pauseChars: number;
+  #pauseMessages: number;
   #sendQueue: Promise<void> = Promise.resolve();
   #waitingSends = 0;
 
@@ -72,6 +92,9 @@ export class WebSocketChannel implements MessageChannel {
     this.#highWaterMark = options.highWaterMark ?? 4 * 1024 * 1024;
     this.#maxInbox = options.maxInboxMessages ?? 65_536;
     this.#maxInboxChars = options.maxInboxChars ?? 128 * 1024 * 1024;
+    this.#pausable = socket instanceof TcpWebSocket ? socket : null;
+    this.#pauseChars = Math.min(PAUSE_INBOX_CHARS, Math.floor(this.#maxInboxChars / 2));
+    this.#pauseMessages = Math.min(PAUSE_INBOX_MESSAGES, Math.floor(this.#maxInbox / 2));
     // An error event says why a connection was lost (e.g. it went silent);
     // the close event that follows carries only code 1006.
     let lostBecause = "";
@@ -111,6 +134,13 @@ export class WebSocketChannel implements MessageChannel {
       }
       this.#inboxChars += message.length;
       this.#inbox.push(message);
+      if (
+        this.#pausable !== null && !this.#paused &&
+        (this.#inboxChars >= this.#pauseChars || this.#inbox.length >= this.#pauseMessages)
+      ) {
+        this.#paused = true;
+        this.#pausable.pauseReading();
+      }
       this.#wake(false);
     });
   }
@@ -223,6 +253,13 @@ export class WebSocketChannel implements MessageChannel {
       const next = this.#inbox.shift();
       if (next !== undefined) {
         this.#inboxChars -= next.length;
+        if (
+          this.#paused && this.#inboxChars <= this.#pauseChars / 2 &&
+          this.#inbox.length <= this.#pauseMessages / 2
+        ) {
+          this.#paused = false;
+          this.#pausable!.resumeReading();
+        }
         yield next;
         continue;
       }

@@ -51,12 +51,13 @@ export interface ConnectOptions {
    */
   detachWindowMs?: number;
   /**
-   * Local mode: most bytes of received messages held unread while a slow
-   * output reader holds the connection. Deno's WebSocket client cannot pause
-   * reading, so past this bound the connection closes with
-   * `inbox overflow` instead of growing. (Through a rendezvous, backpressure
-   * reaches the remote program and nothing is buffered.) More than 0 and
-   * finite. @default {134217728}
+   * Local mode: most bytes of received messages held unread; past it the
+   * connection closes with `inbox overflow`. While a slow output reader holds
+   * the connection, reading from the socket pauses at 1 MiB (or half this
+   * bound, if less), so the executor's sends wait and the program blocks on
+   * its output, as through a rendezvous; only a single message larger than
+   * the rest of the bound can reach it. More than 0 and finite.
+   * @default {134217728}
    */
   maxInboxBytes?: number;
   /**

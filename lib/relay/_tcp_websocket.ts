@@ -84,6 +84,8 @@ const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 const IDLE_CHECK_SLACK_MS = 20;
 /** Longest second look a late liveness check takes before it drops the connection. */
 const IDLE_CHECK_GRACE_MS = 1_000;
+/** Most time between heartbeats while reading is paused (Deno's server pings after 15 s of silence). */
+const PAUSED_HEARTBEAT_MS = 10_000;
 /** Default {@linkcode TcpWebSocketOptions.idleTimeoutMs}. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
@@ -259,6 +261,9 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   #lastHeard = 0;
   /** When the latest ping went out; one before the last arrival belongs to an older silence. */
   #pingSentAt = -1;
+  /** Set while reading is paused (see `pauseReading`); resolved to resume. */
+  #paused: PromiseWithResolvers<void> | undefined;
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
   #closeCode = 1005;
   #closeReason = "";
   #wasClean = false;
@@ -333,6 +338,38 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
   /** Payload bytes handed to `send` and not yet written to the connection. */
   get bufferedAmount(): number {
     return this.#buffered;
+  }
+
+  /**
+   * Stops reading from the connection until {@linkcode TcpWebSocket.resumeReading}:
+   * messages already received are still delivered, nothing more is read, and
+   * TCP's own flow control makes the server's sends wait. For a consumer that
+   * cannot keep up (the built-in `WebSocket` has no way to do this).
+   *
+   * While paused the silence is this side's doing, so the idle check does not
+   * drop the connection, and an unsolicited pong (RFC 6455 5.5.3: a one-way
+   * heartbeat) goes out every half `idleTimeoutMs` (at most 10 s), so a
+   * server whose idle check counts what it receives (Deno's does) sees this
+   * side alive. Closing resumes reading (the closing handshake needs it).
+   */
+  pauseReading(): void {
+    if (this.#readyState === CLOSED || this.#paused !== undefined) return;
+    this.#paused = Promise.withResolvers<void>();
+    const every = Math.min(this.#idleTimeoutMs / 2 || Infinity, PAUSED_HEARTBEAT_MS);
+    this.#heartbeat = setInterval(() => {
+      if (this.#readyState === OPEN && !this.#closeSent) this.#queueFrame(OP_PONG, EMPTY);
+    }, every);
+  }
+
+  /** Reads again after {@linkcode TcpWebSocket.pauseReading}; does nothing otherwise. */
+  resumeReading(): void {
+    const paused = this.#paused;
+    if (paused === undefined) return;
+    this.#paused = undefined;
+    clearInterval(this.#heartbeat);
+    // The silence while paused was this side's: the idle check starts over.
+    this.#lastHeard = performance.now();
+    paused.resolve();
   }
 
   /**
@@ -429,6 +466,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     this.#readyState = CLOSING;
     this.#sendClose(code, reasonBytes);
     this.#armCloseTimer();
+    this.resumeReading(); // the server's close frame must be read
   }
 
   // ---- connecting ----
@@ -709,6 +747,8 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       this.#idleTimer = undefined;
       if (this.#conn === undefined || this.#readyState === CLOSED) return;
       const now = performance.now();
+      // Not reading: the silence is ours (the heartbeat tells the server).
+      if (this.#paused !== undefined) return schedule(now, half);
       const silent = now - this.#lastHeard;
       if (silent < half) return schedule(now, half - silent);
       if (this.#pingSentAt < this.#lastHeard) {
@@ -731,6 +771,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
 
   /** Closes the TCP connection; the reader then ends and the close event follows. */
   #dropConnection(): void {
+    this.resumeReading(); // the reader must see the end
     const conn = this.#conn;
     this.#conn = undefined;
     try {
@@ -797,6 +838,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
             let filled = available;
             start = end = 0;
             while (filled < length) {
+              if (this.#paused !== undefined) await this.#paused.promise;
               const n = await conn.read(payload.subarray(filled));
               if (n === null) return;
               this.#lastHeard = performance.now();
@@ -823,6 +865,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
           grown.set(buffer);
           buffer = grown;
         }
+        if (this.#paused !== undefined) await this.#paused.promise;
         const n = await conn.read(buffer.subarray(end));
         if (n === null) return;
         this.#lastHeard = performance.now();
