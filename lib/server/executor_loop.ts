@@ -304,9 +304,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
       try {
         info = await abortable(socket.closed, stop.signal);
       } catch {
-        return;
-      } finally {
-        if (stop.signal.aborted) await socket.close("shutdown");
+        return; // stopping: `done` resets the streams on this socket, then closes it
       }
       socket = undefined;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
@@ -325,8 +323,11 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
     status = "closed";
     options.signal?.removeEventListener("abort", onOuterAbort);
     stop.abort(new Error("Executor loop stopped"));
-    await socket?.close("shutdown");
+    // While the socket is still up: every stream is reset `shutdown`, so each
+    // harness learns now instead of after the rendezvous' detach window; the
+    // mux then closes the socket.
     await mux.close();
+    await socket?.close("shutdown");
     await Promise.allSettled([...serving]);
     if (ownsExecutor) await executor.close();
     emit({ type: "closed", ...(failure ? { error: failure as Error } : {}) });
