@@ -537,6 +537,12 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
           });
         } else if (event.type === "registered") {
           context.log.info("executor registered", { executorId: event.executorId });
+        } else if (event.type === "executor_attached" && event.replaced) {
+          // A reconnect whose old socket was still open, or two executors
+          // sharing an id (the replaced one stops).
+          context.log.warn("executor socket replaced by a newer one for the same id", {
+            executorId: event.executorId,
+          });
         } else {
           // Router events (attach, detach, expiry, drops) carry ids and counts only.
           const { type, ...fields } = event;

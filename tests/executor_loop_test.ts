@@ -754,3 +754,25 @@ Deno.test("runExecutor closed while a harness runs a program resets the harness'
   );
   assert.equal(conn.closeReason, "shutdown");
 });
+
+Deno.test("runExecutor stops with a clear error when another executor takes its id, instead of taking it back for ever", async () => {
+  await using box = await box1();
+  const events: string[] = [];
+  await using second = runExecutor({
+    registry: box.rendezvous.registryUrl,
+    executorId: "box-1",
+    token: TOKEN,
+    onEvent: (event) => events.push(event.type),
+  });
+  await assert.rejects(
+    withDeadline(box.handle.closed, 10_000, "the first executor stopping"),
+    /Cannot keep executor id box-1: another executor connected with it/,
+  );
+  assert.equal(box.handle.status, "closed");
+  await until(() => second.status === "connected", 10_000, "the second executor connected");
+  assert.deepEqual(events, ["registered", "connected"]);
+  // The one that stayed serves the id.
+  await using conn = await connect(box.rendezvous.url, { executorId: "box-1", token: TOKEN });
+  const output = await new RemoteCommand(conn, "sh", { args: ["-c", "echo kept"] }).output();
+  assert.equal(new TextDecoder().decode(output.stdout), "kept\n");
+});

@@ -11,6 +11,7 @@
 import { MAX_TIMER_MS } from "../_limits.ts";
 import { refusalText, RelayClosedError } from "../errors.ts";
 import { Executor } from "../exec/executor.ts";
+import { CLOSE_REPLACED } from "../mux/relay_router.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES as MAX_STREAM_MESSAGE_BYTES } from "../mux/reliable_stream.ts";
 import { StreamMux } from "../mux/stream_mux.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
@@ -165,7 +166,11 @@ function checkRange(name: string, value: number, min: number, max: number): numb
  * 30 s, jittered, reset after a good connect), registering afresh each time.
  * A refused token (401/403), any other 4xx, an answer naming another
  * executor, and a registry host Deno grants no net access to are fatal:
- * `closed` rejects with the error.
+ * `closed` rejects with the error. So is a socket the rendezvous closed as
+ * `replaced`: another executor connected with the same id (this loop opens
+ * a new socket only once its last one has closed), and two executors taking
+ * the id from each other would each keep reconnecting for ever; the last to
+ * connect keeps it.
  *
  * @param options Registry, id, token and tuning.
  * @returns A handle to the running loop.
@@ -308,6 +313,12 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
       }
       socket = undefined;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
+      if (info.reason === CLOSE_REPLACED) {
+        throw new Error(
+          `Cannot keep executor id ${executorId}: another executor connected with it and the ` +
+            "rendezvous replaced this one (give each executor its own id)",
+        );
+      }
       await wait(delayMs);
       grow();
     }
