@@ -601,3 +601,23 @@ Deno.test("StreamMux answers later frames for a stream it reset with that reset'
   assert.deepEqual(resetOf(again.value), ["r", "custom_reason"]);
   await raw.close();
 });
+
+Deno.test("StreamMux answers later frames for a stream a received reset ended with that reset's reason (a harness back after the rendezvous' window hears harness_disconnected, not stream_closed)", async () => {
+  const served: MuxStream[] = [];
+  await using lb = loopback({ onStream: (s) => served.push(s) });
+  const raw = await RelaySocket.connect(lb.url);
+  const frames = raw[Symbol.asyncIterator]();
+  await raw.send(dataFrame("r", 1, "hello"));
+  await until(() => served.length === 1, 5_000, "the stream served");
+  // The rendezvous ends the stream (its harness stayed away too long).
+  await raw.send(bodyFrame("r", { kind: "reset", reason: "harness_disconnected" }));
+  await withDeadline(served[0].closed, 5_000, "the stream ended");
+  // The harness comes back and resumes it.
+  await raw.send(bodyFrame("r", { kind: "resume", nextSeq: 1 }));
+  let answer = await withDeadline(frames.next(), 5_000, "the answer");
+  if (answer.value?.body.kind !== "reset") {
+    answer = await withDeadline(frames.next(), 5_000, "the answer"); // past the ack of "hello"
+  }
+  assert.deepEqual(resetOf(answer.value), ["r", "harness_disconnected"]);
+  await raw.close();
+});

@@ -635,9 +635,14 @@ export class StreamMux implements AsyncDisposable {
   /**
    * Retires an ended stream's id with the reason later frames for it get: the
    * reset this side sent (a repeat may overtake that reset while it is still
-   * queued, so it must say the same), else `reason`.
+   * queued, so it must say the same), else the one it received (the
+   * rendezvous' `harness_disconnected`, say: a harness back after its window
+   * learns why its session is gone, not that it closed), else `reason`.
    */
-  #ended(slot: Slot, reason: string = slot.core.sentResetReason ?? RESET_STREAM_CLOSED): void {
+  #ended(
+    slot: Slot,
+    reason: string = slot.core.sentResetReason ?? slot.core.resetReason ?? RESET_STREAM_CLOSED,
+  ): void {
     const id = slot.core.id;
     if (this.#streams.get(id) === slot) this.#streams.delete(id);
     this.#armed.delete(slot);
