@@ -1967,3 +1967,23 @@ Deno.test("the client's gated mux stream keeps the mux's rule: text from the exe
     await peer.close();
   }
 });
+
+Deno.test("output received before the connection closed stays readable; the stream then errors with why", async () => {
+  await using server = await serveLocal();
+  const conn = await connect(server.url);
+  // A background child keeps stdout open past the exit, so the output's end
+  // (`process/closed`) is still to come when the connection closes.
+  const child = new RemoteCommand(conn, "sh", {
+    args: ["-c", "echo first; (sleep 30; echo late) & exit 0"],
+    stderr: "null",
+  }).spawn();
+  assert.equal((await child.status).code, 0);
+  await conn.close();
+  const reader = child.stdout.getReader();
+  const first = await withDeadline(reader.read(), 5_000, "the output received before");
+  assert.equal(decoder.decode(first.value), "first\n");
+  await assert.rejects(
+    withDeadline(reader.read(), 5_000, "the end"),
+    /Cannot follow process: the connection closed: client_close/,
+  );
+});

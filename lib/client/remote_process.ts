@@ -276,6 +276,8 @@ export class RemoteProcess implements AsyncDisposable {
   #writesInFlight = 0;
   #writeSettled: PromiseWithResolvers<void> | null = null;
   #writeError: unknown = undefined;
+  /** Why following failed; each output stream errors with it once its queue is read. */
+  #failure: { error: unknown } | null = null;
 
   /**
    * Starts tracking a process; `start` performs the `process/start` request.
@@ -442,7 +444,10 @@ export class RemoteProcess implements AsyncDisposable {
    * program) passes `keepOutput` to keep that behaviour for these two as well;
    * it cannot undo the dropping an earlier plain `SIGTERM`/`SIGKILL` began.
    * Unlike Deno, a process that has already exited is not an error: nothing
-   * is sent.
+   * is sent. A program that ended on its own but whose exit is still queued
+   * behind the unread output has not exited as far as this call can tell, so
+   * its output past the queue is dropped all the same (the exit's answer is
+   * behind it); `droppedOutputBytes` counts it, and `keepOutput` keeps it.
    *
    * @param signal The signal. @default {"SIGTERM"}
    * @param options A signal that abandons waiting for the answer, a timeout,
@@ -602,7 +607,10 @@ export class RemoteProcess implements AsyncDisposable {
   ): ReadableStream<Uint8Array> {
     return new ReadableStream<Uint8Array>({
       start: (controller) => setController(controller),
-      pull: () => this.#maybeResume(),
+      pull: (controller) => {
+        if (this.#failure !== null) this.#errorWhenRead(controller);
+        this.#maybeResume();
+      },
       cancel: () => {
         setController(null);
         this.#maybeResume();
@@ -754,13 +762,25 @@ export class RemoteProcess implements AsyncDisposable {
 
   #fail(error: unknown): void {
     if (!this.#stopFollowing()) return;
+    this.#failure = { error };
     for (const controller of [this.#stdoutController, this.#stderrController]) {
-      try {
-        controller?.error(error);
-      } catch {
-        // Already closed.
-      }
+      if (controller !== null) this.#errorWhenRead(controller);
     }
     if (!this.#exited) this.#rejectStatus(error);
+  }
+
+  /**
+   * Errors an output stream with the failure once nothing received is left
+   * in its queue: output that arrived before the connection closed stays
+   * readable (as a `Deno.ChildProcess`'s does), and the error then says the
+   * rest, if any, is lost. Called again from `pull` as the queue is read.
+   */
+  #errorWhenRead(controller: ReadableStreamDefaultController<Uint8Array>): void {
+    if (controller.desiredSize !== OUTPUT_HIGH_WATER_BYTES) return; // chunks left, or ended
+    try {
+      controller.error(this.#failure!.error);
+    } catch {
+      // Already closed.
+    }
   }
 }
