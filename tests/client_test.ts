@@ -599,6 +599,12 @@ Deno.test("RemoteProcess.output refuses a locked stream before reading either", 
   const output = await withDeadline(child.output(), 2000, "output");
   assert.equal(decoder.decode(output.stdout), "out");
   assert.equal(decoder.decode(output.stderr), "err");
+  // Spent, as Deno's: a second call is refused, not answered with nothing.
+  assert.equal(child.stdout.locked, true);
+  await assert.rejects(child.output(), {
+    name: "TypeError",
+    message: "Cannot collect output: 'stdout' is locked",
+  });
 });
 
 Deno.test("signalExitCode gives 128 + the Linux number of every Deno.Signal name", async () => {

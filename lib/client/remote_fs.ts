@@ -22,13 +22,19 @@ export interface FsTransport {
   request<T = unknown>(method: string, params?: unknown, options?: FsCallOptions): Promise<T>;
 }
 
-/** Metadata of a path, from {@linkcode RemoteFs.stat}. */
+/**
+ * Metadata of a path, from {@linkcode RemoteFs.stat}. As Codex's
+ * `fs/getMetadata`: `isSymlink` is about the path itself, the other fields
+ * about a link's target when it exists and may be read (so a link to a file
+ * has `isFile` and `isSymlink` both true, which neither `Deno.stat` nor
+ * `Deno.lstat` reports), else about the link.
+ */
 export interface RemoteFileInfo {
-  /** True for a directory. */
+  /** True for a directory (a link's target, followed). */
   isDirectory: boolean;
-  /** True for a regular file. */
+  /** True for a regular file (a link's target, followed). */
   isFile: boolean;
-  /** True for a symbolic link. */
+  /** True when the path itself is a symbolic link. */
   isSymlink: boolean;
   /** Size in bytes, when the executor reports it. */
   size?: number;
@@ -183,7 +189,8 @@ export class RemoteFs {
   }
 
   /**
-   * Reads a path's metadata.
+   * Reads a path's metadata: a link's target's, with `isSymlink` for the
+   * path itself (see {@linkcode RemoteFileInfo}).
    *
    * @param path Absolute path on the executor.
    * @param options A signal and a timeout for the call.

@@ -417,8 +417,12 @@ export class RemoteProcess implements AsyncDisposable {
     if (this.#stderr?.locked) throw new TypeError("Cannot collect output: 'stderr' is locked");
     const collect = async (stream: ReadableStream<Uint8Array> | null): Promise<Uint8Array> => {
       if (!stream) return new Uint8Array(0);
+      // Left locked, as Deno's: the output is spent, and a second call says so.
+      const reader = stream.getReader();
       const chunks: Uint8Array[] = [];
-      for await (const chunk of stream) chunks.push(chunk);
+      for (let next = await reader.read(); !next.done; next = await reader.read()) {
+        chunks.push(next.value);
+      }
       return concat(chunks);
     };
     const [stdout, stderr, status] = await Promise.all([
