@@ -1993,3 +1993,19 @@ Deno.test("output received before the connection closed stays readable; the stre
     /Cannot follow process: the connection closed: client_close/,
   );
 });
+
+Deno.test("connect takes a harness URL by its path (/harness/{id}) without role=harness", async () => {
+  await using rendezvous = await serveRendezvous({ token: "harness-path-token-0123456789" });
+  await using handle = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "hp",
+    token: "harness-path-token-0123456789",
+  });
+  await until(() => handle.status === "connected", 10_000, "executor connected");
+  await using conn = await connect(`${rendezvous.url}/harness/hp`, {
+    token: "harness-path-token-0123456789",
+    timeoutMs: 5_000,
+  });
+  const output = await new RemoteCommand(conn, "sh", { args: ["-c", "echo via-path"] }).output();
+  assert.equal(decoder.decode(output.stdout), "via-path\n");
+});

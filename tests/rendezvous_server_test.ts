@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import type { RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
+import { TcpWebSocket } from "../lib/relay/_tcp_websocket.ts";
 import {
   MIN_URL_TTL_MS,
   type RendezvousEvent,
@@ -602,4 +603,28 @@ Deno.test("UrlSigner signs role, id and expiry together", async () => {
   // The key bytes given are not kept or zeroed by the signer.
   assert.ok(key.some((b) => b !== 0));
   await assert.rejects(UrlSigner.create(new Uint8Array(15)), RangeError);
+});
+
+Deno.test("serveRendezvous closes a relay socket that sends JSON-RPC text at once (1003), saying relay sockets carry binary frames", async () => {
+  await withRendezvous({}, async (rz) => {
+    const ws = new TcpWebSocket(`${rz.url}/harness/exec-1`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    await withDeadline(
+      new Promise((resolve) => ws.addEventListener("open", resolve, { once: true })),
+      5_000,
+      "open",
+    );
+    const closed = withDeadline(
+      new Promise<CloseEvent>((resolve) =>
+        ws.addEventListener("close", (e) => resolve(e as CloseEvent), { once: true })
+      ),
+      5_000,
+      "the close",
+    );
+    ws.send(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: {} }));
+    const event = await closed;
+    assert.equal(event.code, 1003);
+    assert.match(event.reason, /^relay sockets carry binary relay frames, not JSON-RPC text/);
+  });
 });

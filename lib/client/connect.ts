@@ -385,16 +385,24 @@ export class Connection implements AsyncDisposable, ProcessTransport {
 }
 
 /**
+ * Whether a URL names a rendezvous's harness socket: `role=harness`, or the
+ * path `/harness/{id}` alone (a `serve` URL has no path).
+ */
+function isHarnessUrl(url: URL): boolean {
+  return url.searchParams.get("role") === "harness" || /^\/harness\/[^/]+\/?$/.test(url.pathname);
+}
+
+/**
  * Builds the harness socket URL for `executorId` on a rendezvous.
  *
  * @param url The rendezvous URL (any path) or a full harness URL.
  * @param executorId The executor id, or undefined when `url` already is a harness URL.
  * @returns The harness URL.
- * @throws {TypeError} When neither an executor id nor `role=harness` is given.
+ * @throws {TypeError} When neither an executor id nor a harness URL (`/harness/{id}`, `role=harness`) is given.
  */
 export function harnessUrl(url: URL, executorId: string | undefined): string {
   if (executorId === undefined) {
-    if (url.searchParams.get("role") !== "harness") {
+    if (!isHarnessUrl(url)) {
       throw new TypeError(
         "Cannot build harness URL: no executor id and no role=harness in the URL",
       );
@@ -651,8 +659,8 @@ async function openRendezvous(
  * Connects to an executor and initializes a JSON-RPC session.
  *
  * Local mode (a `serve` URL): one WebSocket whose text messages are JSON-RPC
- * messages. Rendezvous mode (when `executorId` is given, or the URL carries
- * `role=harness`): a relay socket to `/harness/{executorId}?role=harness`
+ * messages. Rendezvous mode (when `executorId` is given, or the URL is a
+ * harness socket's: `/harness/{id}` or `role=harness`): a relay socket to `/harness/{executorId}?role=harness`
  * with the bearer token, one reliable virtual stream on it, reconnected and
  * resumed within `detachWindowMs` when the socket drops. A full harness URL
  * may be a signed one from the rendezvous (`POST /cloud/executor/{id}/connect`),
@@ -687,8 +695,7 @@ export async function connect(
   // Checked before any socket opens (the stream mux would refuse it only after).
   checkPositiveInteger("detachWindowMs", options.detachWindowMs, MAX_TIMER_MS);
   const parsed = parseUrl(url);
-  const rendezvous = options.executorId !== undefined ||
-    parsed.searchParams.get("role") === "harness";
+  const rendezvous = options.executorId !== undefined || isHarnessUrl(parsed);
   const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const timeout = new AbortController();
   let connection: Connection | undefined;

@@ -550,21 +550,22 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
    * Idempotent; every call resolves once the socket has closed.
    *
    * @param reason The close reason sent to the peer (cut to 123 bytes).
-   * @param code The close code: 1000, 1001, 1008, 1009, 1011 or 3000-4999. The
-   *   client side sends 1001, 1008, 1009 and 1011 as 4001, 4008, 4009 and 4011,
-   *   because WebSocket clients may only send 1000 and 3000-4999.
+   * @param code The close code: 1000, 1001, 1003, 1008, 1009, 1011 or 3000-4999.
+   *   The client side sends 1001, 1003, 1008, 1009 and 1011 as 4001, 4003, 4008,
+   *   4009 and 4011, because WebSocket clients may only send 1000 and 3000-4999.
    * @returns A promise that resolves when the socket has closed.
    * @throws {RangeError} If the code is not one of those.
    */
   close(reason = "", code = 1000): Promise<void> {
     if (this.#closeError === undefined) {
-      const standard = code === 1001 || code === 1008 || code === 1009 || code === 1011;
+      const standard = code === 1001 || code === 1003 || code === 1008 || code === 1009 ||
+        code === 1011;
       if (
         !Number.isInteger(code) || !(code === 1000 || standard || (code >= 3000 && code <= 4999))
       ) {
         return Promise.reject(
           new RangeError(
-            `Cannot close relay socket: code ${code} is not 1000, 1001, 1008, 1009, 1011 or 3000-4999`,
+            `Cannot close relay socket: code ${code} is not 1000, 1001, 1003, 1008, 1009, 1011 or 3000-4999`,
           ),
         );
       }

@@ -44,6 +44,10 @@ const HOST_HEADER = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{
 const REGISTER_PATH = /^\/cloud\/(executor|environment)\/([^/]*)\/(register|connect)\/?$/;
 const SOCKET_PATH = /^\/(executor|harness)\/([^/]*)\/?$/;
 const BODY_READ_TIMEOUT_MS = 10_000;
+/** Close code and reason for a socket that sent text: relay sockets carry binary frames. */
+const UNSUPPORTED_DATA = 1003;
+const NOT_RELAY_FRAMES =
+  "relay sockets carry binary relay frames, not JSON-RPC text: connect with an executor id";
 /** The router's default detach window; also the default startup grace. */
 const DEFAULT_DETACH_WINDOW_MS = 30_000;
 /**
@@ -488,6 +492,13 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     }
     const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout });
     const relay = RelaySocket.accept(socket, socketOptions);
+    // A JSON-RPC client dialled a relay path (a `serve` URL's way of talking):
+    // tell it at once instead of dropping its messages until it times out.
+    socket.addEventListener("message", (event) => {
+      if (typeof event.data === "string") {
+        relay.close(NOT_RELAY_FRAMES, UNSUPPORTED_DATA).catch(() => {});
+      }
+    });
     if (role === "executor") router.addExecutor(id, relay);
     else router.addHarness(id, relay);
     return response;
