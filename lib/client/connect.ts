@@ -398,7 +398,8 @@ function isHarnessUrl(url: URL): boolean {
  * @param url The rendezvous URL (any path) or a full harness URL.
  * @param executorId The executor id, or undefined when `url` already is a harness URL.
  * @returns The harness URL.
- * @throws {TypeError} When neither an executor id nor a harness URL (`/harness/{id}`, `role=harness`) is given.
+ * @throws {TypeError} When neither an executor id nor a harness URL
+ *   (`/harness/{id}`, `role=harness`) is given.
  */
 export function harnessUrl(url: URL, executorId: string | undefined): string {
   if (executorId === undefined) {
@@ -660,9 +661,10 @@ async function openRendezvous(
  *
  * Local mode (a `serve` URL): one WebSocket whose text messages are JSON-RPC
  * messages. Rendezvous mode (when `executorId` is given, or the URL is a
- * harness socket's: `/harness/{id}` or `role=harness`): a relay socket to `/harness/{executorId}?role=harness`
- * with the bearer token, one reliable virtual stream on it, reconnected and
- * resumed within `detachWindowMs` when the socket drops. A full harness URL
+ * harness socket's: `/harness/{id}` or `role=harness`): a relay socket to
+ * `/harness/{executorId}?role=harness` with the bearer token, one reliable
+ * virtual stream on it, reconnected and resumed within `detachWindowMs` when
+ * the socket drops. A full harness URL
  * may be a signed one from the rendezvous (`POST /cloud/executor/{id}/connect`),
  * which needs no token until its `exp`; with `executorId` the URL is only
  * the rendezvous's base, and its query is not used.
