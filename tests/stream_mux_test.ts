@@ -580,44 +580,50 @@ Deno.test("StreamMux takes its timer options up to 2^31 - 1 ms and refuses one m
   }
 });
 
-Deno.test("StreamMux answers later frames for a stream it reset with that reset's reason, not stream_closed", async () => {
+/**
+ * An executor mux serving stream "r", opened by a raw relay socket with the
+ * data "hello". `nextReset` takes the next reset, past the ack of "hello".
+ */
+async function oneServedStream() {
   const served: MuxStream[] = [];
-  await using lb = loopback({ onStream: (s) => served.push(s) });
+  const lb = loopback({ onStream: (s) => served.push(s) });
   const raw = await RelaySocket.connect(lb.url);
   const frames = raw[Symbol.asyncIterator]();
   await raw.send(dataFrame("r", 1, "hello"));
   await until(() => served.length === 1, 5_000, "the stream served");
-  served[0].reset("custom_reason");
-  const first = await withDeadline(frames.next(), 5_000, "the reset");
-  // The ack for "hello" may come first.
-  const reset = first.value?.body.kind === "reset"
-    ? first
-    : await withDeadline(frames.next(), 5_000, "the reset");
-  assert.deepEqual(resetOf(reset.value), ["r", "custom_reason"]);
+  return {
+    stream: served[0],
+    raw,
+    nextReset: async (label: string) => {
+      let frame = await withDeadline(frames.next(), 5_000, label);
+      if (frame.value?.body.kind !== "reset") {
+        frame = await withDeadline(frames.next(), 5_000, label);
+      }
+      return resetOf(frame.value);
+    },
+    [Symbol.asyncDispose]: async () => {
+      await raw.close();
+      await lb[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("StreamMux answers later frames for a stream it reset with that reset's reason, not stream_closed", async () => {
+  await using r = await oneServedStream();
+  r.stream.reset("custom_reason");
+  assert.deepEqual(await r.nextReset("the reset"), ["r", "custom_reason"]);
   // A late ack: the peer may have missed the reset, and a repeat could overtake
   // it while queued, so the repeat says the same.
-  await raw.send(bodyFrame("r", { kind: "ack" }, 1));
-  const again = await withDeadline(frames.next(), 5_000, "the repeat");
-  assert.deepEqual(resetOf(again.value), ["r", "custom_reason"]);
-  await raw.close();
+  await r.raw.send(bodyFrame("r", { kind: "ack" }, 1));
+  assert.deepEqual(await r.nextReset("the repeat"), ["r", "custom_reason"]);
 });
 
 Deno.test("StreamMux answers later frames for a stream a received reset ended with that reset's reason (a harness back after the rendezvous' window hears harness_disconnected, not stream_closed)", async () => {
-  const served: MuxStream[] = [];
-  await using lb = loopback({ onStream: (s) => served.push(s) });
-  const raw = await RelaySocket.connect(lb.url);
-  const frames = raw[Symbol.asyncIterator]();
-  await raw.send(dataFrame("r", 1, "hello"));
-  await until(() => served.length === 1, 5_000, "the stream served");
+  await using r = await oneServedStream();
   // The rendezvous ends the stream (its harness stayed away too long).
-  await raw.send(bodyFrame("r", { kind: "reset", reason: "harness_disconnected" }));
-  await withDeadline(served[0].closed, 5_000, "the stream ended");
+  await r.raw.send(bodyFrame("r", { kind: "reset", reason: "harness_disconnected" }));
+  await withDeadline(r.stream.closed, 5_000, "the stream ended");
   // The harness comes back and resumes it.
-  await raw.send(bodyFrame("r", { kind: "resume", nextSeq: 1 }));
-  let answer = await withDeadline(frames.next(), 5_000, "the answer");
-  if (answer.value?.body.kind !== "reset") {
-    answer = await withDeadline(frames.next(), 5_000, "the answer"); // past the ack of "hello"
-  }
-  assert.deepEqual(resetOf(answer.value), ["r", "harness_disconnected"]);
-  await raw.close();
+  await r.raw.send(bodyFrame("r", { kind: "resume", nextSeq: 1 }));
+  assert.deepEqual(await r.nextReset("the answer"), ["r", "harness_disconnected"]);
 });
