@@ -1519,12 +1519,14 @@ Deno.test("connect (local) closes a connection that went silent instead of waiti
   assert.match(conn.closeReason ?? "", /^nothing received for 1500 ms/);
 });
 
-Deno.test("connect (local) pauses reading for a slow reader: 16 MiB pass through a 1 MB inbox bound, in order, and the connection lives", async () => {
+Deno.test("connect (local) pauses reading for a slow reader: 16 MiB pass through a 300 KB inbox bound, in order, and the connection lives", async () => {
   await using server = await serveLocal();
-  // Before reading paused, a 1 MB inbox overflowed within the first MiB a
+  // Before reading paused, such an inbox overflowed within the first MiB a
   // reader fell behind (at about 30 MiB/s here, against the program's
-  // hundreds). Now the program's output waits on the executor.
-  await using conn = await connect(server.url, { maxInboxBytes: 1_000_000 });
+  // hundreds). Now the program's output waits on the executor. (Pausing at
+  // 150 KB, half the bound, holds with the 256 KiB read buffer full too: no
+  // message is delivered while paused.)
+  await using conn = await connect(server.url, { maxInboxBytes: 300_000 });
   const child = new RemoteCommand(conn, "sh", {
     args: ["-c", "head -c 16777216 /dev/zero | tr '\\0' x"],
     stderr: "null",

@@ -749,3 +749,17 @@ Deno.test("TcpWebSocket paused with no heartbeat within the server's idle timeou
   ws.resumeReading();
   assert.equal((await closed).code, 1001);
 });
+
+Deno.test("TcpWebSocket does not pause once closing: the closing handshake completes at once", async () => {
+  await using server = countingServer(30);
+  const ws = new TcpWebSocket(server.url);
+  await nextEvent(ws, "open");
+  const closed = new Promise<CloseEvent>((resolve) =>
+    ws.addEventListener("close", (e) => resolve(e as CloseEvent), { once: true })
+  );
+  ws.close(1000, "bye");
+  ws.pauseReading(); // too late: the server's close frame must be read
+  // Well before the 5 s close timeout that a paused reader would wait out.
+  const event = await withDeadline(closed, 2_500, "the clean close");
+  assert.equal(event.wasClean, true);
+});

@@ -342,9 +342,10 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
 
   /**
    * Stops reading from the connection until {@linkcode TcpWebSocket.resumeReading}:
-   * messages already received are still delivered, nothing more is read, and
-   * TCP's own flow control makes the server's sends wait. For a consumer that
-   * cannot keep up (the built-in `WebSocket` has no way to do this).
+   * no further message is delivered (the one being delivered completes),
+   * nothing more is read, and TCP's own flow control makes the server's sends
+   * wait. For a consumer that cannot keep up (the built-in `WebSocket` has no
+   * way to do this). Does nothing once the connection is gone.
    *
    * While paused the silence is this side's doing, so the idle check does not
    * drop the connection, and an unsolicited pong (RFC 6455 5.5.3: a one-way
@@ -353,7 +354,10 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
    * side alive. Closing resumes reading (the closing handshake needs it).
    */
   pauseReading(): void {
-    if (this.#readyState === CLOSED || this.#paused !== undefined) return;
+    // Only while open: a closing handshake needs the server's close frame
+    // read, and a dropped connection's reader must run on to its end.
+    if (this.#conn === undefined || this.#readyState !== OPEN) return;
+    if (this.#paused !== undefined) return;
     this.#paused = Promise.withResolvers<void>();
     const every = Math.min(this.#idleTimeoutMs / 2 || Infinity, PAUSED_HEARTBEAT_MS);
     this.#heartbeat = setInterval(() => {
@@ -790,8 +794,9 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     let end = leftover.length;
     try {
       while (true) {
-        // Parse every complete frame in the buffer.
+        // Parse every complete frame in the buffer (none while paused).
         while (end - start >= 2) {
+          if (this.#paused !== undefined) await this.#paused.promise;
           const b0 = buffer[start];
           const b1 = buffer[start + 1];
           if (b0 & 0x70) throw new CloseWith(1002, "a frame has reserved bits set");

@@ -45,6 +45,9 @@ export type RemoteExecutorEvent =
   | { type: "stream_error"; streamId: string; error: Error }
   | { type: "closed"; error?: Error };
 
+/** A second `replaced` socket within this long stops the loop (see {@linkcode runExecutor}). */
+const REPLACED_AGAIN_MS = 60_000;
+
 /** Options of {@linkcode runExecutor}. */
 export interface RunExecutorOptions {
   /** Registry base URL (`http(s)://` or the rendezvous `ws(s)://` URL). */
@@ -166,11 +169,13 @@ function checkRange(name: string, value: number, min: number, max: number): numb
  * 30 s, jittered, reset after a good connect), registering afresh each time.
  * A refused token (401/403), any other 4xx, an answer naming another
  * executor, and a registry host Deno grants no net access to are fatal:
- * `closed` rejects with the error. So is a socket the rendezvous closed as
- * `replaced`: another executor connected with the same id (this loop opens
- * a new socket only once its last one has closed), and two executors taking
- * the id from each other would each keep reconnecting for ever; the last to
- * connect keeps it.
+ * `closed` rejects with the error. So is a second socket within a minute
+ * that the rendezvous closed as `replaced`: another executor connected with
+ * the same id (this loop opens a new socket only once its last one has
+ * closed), and two executors taking the id from each other would each keep
+ * reconnecting for ever; one of them stops, the other keeps the id. A first
+ * `replaced` only reconnects: it may be a connect attempt of this loop's own
+ * that timed out but reached the rendezvous late.
  *
  * @param options Registry, id, token and tuning.
  * @returns A handle to the running loop.
@@ -265,6 +270,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
 
   async function loop(): Promise<void> {
     let delayMs = initialBackoffMs;
+    let replacedAt = -Infinity;
     const grow = (): void => {
       delayMs = Math.min(maxBackoffMs, Math.max(delayMs * 2, 1));
     };
@@ -314,10 +320,14 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
       socket = undefined;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
       if (info.reason === CLOSE_REPLACED) {
-        throw new Error(
-          `Cannot keep executor id ${executorId}: another executor connected with it and the ` +
-            "rendezvous replaced this one (give each executor its own id)",
-        );
+        const now = performance.now();
+        if (now - replacedAt < REPLACED_AGAIN_MS) {
+          throw new Error(
+            `Cannot keep executor id ${executorId}: another executor connected with it, and the ` +
+              "rendezvous replaced this one twice within a minute (give each executor its own id)",
+          );
+        }
+        replacedAt = now;
       }
       await wait(delayMs);
       grow();
