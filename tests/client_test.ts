@@ -1519,14 +1519,14 @@ Deno.test("connect (local) closes a connection that went silent instead of waiti
   assert.match(conn.closeReason ?? "", /^nothing received for 1500 ms/);
 });
 
-Deno.test("connect (local) pauses reading for a slow reader: 16 MiB pass through a 300 KB inbox bound, in order, and the connection lives", async () => {
+Deno.test("connect (local) pauses reading for a slow reader: 16 MiB pass through a 100 KB inbox bound, in order, and the connection lives", async () => {
   await using server = await serveLocal();
   // Before reading paused, such an inbox overflowed within the first MiB a
   // reader fell behind (at about 30 MiB/s here, against the program's
-  // hundreds). Now the program's output waits on the executor. (Pausing at
-  // 150 KB, half the bound, holds with the 256 KiB read buffer full too: no
-  // message is delivered while paused.)
-  await using conn = await connect(server.url, { maxInboxBytes: 300_000 });
+  // hundreds). Now the program's output waits on the executor. (Reading
+  // pauses at 50 KB, half the bound, and no message is delivered while
+  // paused, so the inbox holds at most that plus one ~61 KB message.)
+  await using conn = await connect(server.url, { maxInboxBytes: 100_000 });
   const child = new RemoteCommand(conn, "sh", {
     args: ["-c", "head -c 16777216 /dev/zero | tr '\\0' x"],
     stderr: "null",
@@ -1596,6 +1596,27 @@ Deno.test("WebSocketChannel (tcp) stops reading at its pause point while nobody 
     assert.equal(channel.closeReason, undefined);
   } finally {
     await channel.close();
+  }
+});
+
+Deno.test("WebSocketChannel (tcp) takes a message as large as maxInboxChars and closes on one a byte larger, saying so", async () => {
+  for (const [size, closes] of [[100_000, false], [100_001, true]] as const) {
+    await using server = floodingServer(1, size);
+    const channel = await openWebSocketChannel(server.url, { maxInboxChars: 100_000 });
+    try {
+      if (closes) {
+        await withDeadline(channel.closed, 10_000, "the channel closed");
+        assert.equal(
+          channel.closeReason,
+          "inbox overflow: a message of 100001 bytes is larger than the inbox (100000 bytes)",
+        );
+      } else {
+        const next = await withDeadline(channel[Symbol.asyncIterator]().next(), 10_000, "it");
+        assert.equal(next.value.length, size);
+      }
+    } finally {
+      await channel.close();
+    }
   }
 });
 

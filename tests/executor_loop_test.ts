@@ -791,3 +791,42 @@ Deno.test("runExecutor replaced once (a late connect attempt of its own, say) re
   const output = await new RemoteCommand(conn, "sh", { args: ["-c", "echo back"] }).output();
   assert.equal(new TextDecoder().decode(output.stdout), "back\n");
 });
+
+Deno.test("runExecutor takes replacements while a connect attempt of its own failed within the window: such attempts may reach the rendezvous late", async () => {
+  // The signed socket URLs lead through a proxy that can refuse connections.
+  const reserved = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (reserved.addr as Deno.NetAddr).port;
+  reserved.close();
+  await using rendezvous = await serveRendezvous({
+    token: TOKEN,
+    publicUrl: `ws://127.0.0.1:${port}`,
+  });
+  await using proxy = new TcpProxy(Number(new URL(rendezvous.url).port), port);
+  proxy.refusing = true;
+  const events: RemoteExecutorEvent[] = [];
+  await using handle = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-1",
+    token: TOKEN,
+    initialBackoffMs: 100,
+    onEvent: (event) => events.push(event),
+  });
+  await until(
+    () => events.some((e) => e.type === "retrying" && e.error !== undefined),
+    10_000,
+    "a failed connect attempt",
+  );
+  proxy.refusing = false;
+  await until(() => handle.status === "connected", 10_000, "the executor connected");
+  // Two replacements within the window, as two late attempts would make:
+  // without the failed attempt the second would stop the executor.
+  for (let i = 0; i < 2; i++) {
+    const { url } = await registerExecutor(rendezvous.registryUrl, "box-1", TOKEN);
+    await using stale = await RelaySocket.connect(url);
+    await withDeadline(stale.closed, 10_000, `stale socket ${i} replaced in turn`);
+    await until(() => handle.status === "connected", 10_000, "the executor back");
+  }
+  await using conn = await connect(rendezvous.url, { executorId: "box-1", token: TOKEN });
+  const output = await new RemoteCommand(conn, "sh", { args: ["-c", "echo kept"] }).output();
+  assert.equal(new TextDecoder().decode(output.stdout), "kept\n");
+});

@@ -763,3 +763,29 @@ Deno.test("TcpWebSocket does not pause once closing: the closing handshake compl
   const event = await withDeadline(closed, 2_500, "the clean close");
   assert.equal(event.wasClean, true);
 });
+
+Deno.test("TcpWebSocket resumed and paused again in one turn delivers nothing until resumed for good, then everything in order", async () => {
+  await using server = new RawWsServer();
+  const { ws, conn } = await openPair(server);
+  const messages = collectMessages(ws);
+  ws.pauseReading();
+  const frames = Array.from({ length: 20 }, (_, i) => serverFrame(1, utf8.encode(`m${i}`)));
+  await writeAll(conn, joined(frames));
+  for (let i = 0; i < 5; i++) {
+    ws.resumeReading();
+    ws.pauseReading();
+    // Let the read loop run (a turn of the event loop, not a wait for an event).
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  assert.equal(messages.length, 0, "delivered while paused");
+  ws.resumeReading();
+  await withDeadline(
+    (async () => {
+      while (messages.length < 20) await nextEvent(ws, "message");
+    })(),
+    DEADLINE,
+    "the 20 messages",
+  );
+  assert.deepEqual(messages, Array.from({ length: 20 }, (_, i) => `m${i}`));
+  await closeCleanly(ws, server, conn);
+});

@@ -19,16 +19,16 @@ export interface WebSocketChannelOptions {
   timeoutMs?: number;
   /**
    * Most received messages queued unread; past it the socket is closed. With
-   * the `"tcp"` transport reading pauses long before (at 4,096, or half this
-   * bound if less), so only Deno's built-in client meets it. @default {65536}
+   * the `"tcp"` transport reading pauses instead (at 4,096, or half this
+   * bound if less). @default {65536}
    */
   maxInboxMessages?: number;
   /**
    * Most received characters queued unread (bytes, for JSON-RPC text);
-   * past it the socket is closed. With the `"tcp"` transport reading pauses
-   * at 1 MiB (or half this bound if less) and goes on at half that, so only
-   * a single message larger than the rest of the bound meets it.
-   * @default {134217728}
+   * past it the socket is closed, and a single larger message closes it
+   * too. With the `"tcp"` transport reading pauses instead, at 1 MiB (or
+   * half this bound if less), and goes on at half that: the inbox then holds
+   * at most the pause point plus one message. @default {134217728}
    */
   maxInboxChars?: number;
   /** Sends wait while the socket buffers more than this many bytes. @default {4194304} */
@@ -122,9 +122,17 @@ export class WebSocketChannel implements MessageChannel {
         this.#fail(UNSUPPORTED_DATA, "binary message on a JSON-RPC socket");
         return;
       }
+      if (message.length > this.#maxInboxChars) {
+        this.#fail(
+          MESSAGE_TOO_BIG,
+          `inbox overflow: a message of ${message.length} bytes is larger than the inbox (${this.#maxInboxChars} bytes)`,
+        );
+        return;
+      }
+      // A socket that pauses holds at most its pause point plus one message.
       if (
-        this.#inbox.length >= this.#maxInbox ||
-        this.#inboxChars + message.length > this.#maxInboxChars
+        this.#pausable === null && (this.#inbox.length >= this.#maxInbox ||
+          this.#inboxChars + message.length > this.#maxInboxChars)
       ) {
         this.#fail(
           MESSAGE_TOO_BIG,

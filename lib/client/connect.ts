@@ -51,13 +51,15 @@ export interface ConnectOptions {
    */
   detachWindowMs?: number;
   /**
-   * Local mode: most bytes of received messages held unread; past it the
-   * connection closes with `inbox overflow`. While a slow output reader holds
-   * the connection, reading from the socket pauses at 1 MiB (or half this
-   * bound, if less), so the executor's sends wait and the program blocks on
-   * its output, as through a rendezvous; only a single message larger than
-   * the rest of the bound can reach it. More than 0 and finite.
-   * @default {134217728}
+   * Local mode: the most bytes of received messages held unread. While a slow
+   * output reader holds the connection, reading from the socket pauses at 1
+   * MiB (or half this bound, if less) and goes on at half that, so the
+   * executor's sends wait and the program blocks on its output, as through a
+   * rendezvous; the unread messages then take at most the pause point plus
+   * one message. A single message larger than this bound closes the
+   * connection with `inbox overflow` (outpost's executor sends output in
+   * messages of up to about 61 KB, so keep it well above that). More than 0
+   * and finite. @default {134217728}
    */
   maxInboxBytes?: number;
   /**

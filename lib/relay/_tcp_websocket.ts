@@ -376,6 +376,13 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     paused.resolve();
   }
 
+  /** Waits until reading is resumed for good (not resumed and paused again in one turn). */
+  async #resumed(): Promise<void> {
+    for (let paused = this.#paused; paused !== undefined; paused = this.#paused) {
+      await paused.promise;
+    }
+  }
+
   /**
    * Bytes of write chunks kept for reuse (for diagnostics and tests): at most
    * 8 chunks of 256 KiB during a burst, 2 once the writer is idle, none once
@@ -796,7 +803,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
       while (true) {
         // Parse every complete frame in the buffer (none while paused).
         while (end - start >= 2) {
-          if (this.#paused !== undefined) await this.#paused.promise;
+          if (this.#paused !== undefined) await this.#resumed();
           const b0 = buffer[start];
           const b1 = buffer[start + 1];
           if (b0 & 0x70) throw new CloseWith(1002, "a frame has reserved bits set");
@@ -843,7 +850,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
             let filled = available;
             start = end = 0;
             while (filled < length) {
-              if (this.#paused !== undefined) await this.#paused.promise;
+              if (this.#paused !== undefined) await this.#resumed();
               const n = await conn.read(payload.subarray(filled));
               if (n === null) return;
               this.#lastHeard = performance.now();
@@ -870,7 +877,7 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
           grown.set(buffer);
           buffer = grown;
         }
-        if (this.#paused !== undefined) await this.#paused.promise;
+        if (this.#paused !== undefined) await this.#resumed();
         const n = await conn.read(buffer.subarray(end));
         if (n === null) return;
         this.#lastHeard = performance.now();

@@ -45,7 +45,11 @@ export type RemoteExecutorEvent =
   | { type: "stream_error"; streamId: string; error: Error }
   | { type: "closed"; error?: Error };
 
-/** A second `replaced` socket within this long stops the loop (see {@linkcode runExecutor}). */
+/**
+ * A second `replaced` socket within this long stops the loop (see
+ * {@linkcode runExecutor}); longer when the backoff is (two executors
+ * replace each other about once per backoff delay).
+ */
 const REPLACED_AGAIN_MS = 60_000;
 
 /** Options of {@linkcode runExecutor}. */
@@ -170,12 +174,14 @@ function checkRange(name: string, value: number, min: number, max: number): numb
  * A refused token (401/403), any other 4xx, an answer naming another
  * executor, and a registry host Deno grants no net access to are fatal:
  * `closed` rejects with the error. So is a second socket within a minute
- * that the rendezvous closed as `replaced`: another executor connected with
- * the same id (this loop opens a new socket only once its last one has
+ * (or two of the longest first backoff delays plus 30 s, if longer) that
+ * the rendezvous closed as `replaced`: another executor connected with the
+ * same id (this loop opens a new socket only once its last one has
  * closed), and two executors taking the id from each other would each keep
  * reconnecting for ever; one of them stops, the other keeps the id. A first
- * `replaced` only reconnects: it may be a connect attempt of this loop's own
- * that timed out but reached the rendezvous late.
+ * `replaced` only reconnects, and so does any while a connect attempt of
+ * this loop's own failed within that time: such an attempt may have reached
+ * the rendezvous late.
  *
  * @param options Registry, id, token and tuning.
  * @returns A handle to the running loop.
@@ -210,6 +216,12 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
     3_600_000,
   );
   const jitter = checkRange("jitter", options.jitter ?? 0.2, 0, 1);
+  // Two executors swap the id about once per first delay (jittered), plus
+  // the time a registration and a connect take.
+  const replacedWindowMs = Math.max(
+    REPLACED_AGAIN_MS,
+    2 * (1 + jitter) * initialBackoffMs + 30_000,
+  );
   // Checked here, not only by the socket: a bad value would fail every connect and retry forever.
   if (options.idleTimeoutMs !== undefined) {
     checkRange("idleTimeoutMs", options.idleTimeoutMs, 0, MAX_TIMER_MS);
@@ -271,6 +283,8 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
   async function loop(): Promise<void> {
     let delayMs = initialBackoffMs;
     let replacedAt = -Infinity;
+    /** When a connect attempt last failed: it may still reach the rendezvous. */
+    let abandonedAt = -Infinity;
     const grow = (): void => {
       delayMs = Math.min(maxBackoffMs, Math.max(delayMs * 2, 1));
     };
@@ -303,6 +317,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
         });
       } catch (error) {
         if (stop.signal.aborted) return;
+        abandonedAt = performance.now();
         await wait(delayMs, connectError(url, error));
         grow();
         continue;
@@ -321,10 +336,13 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
       emit({ type: "disconnected", code: info.code, reason: info.reason });
       if (info.reason === CLOSE_REPLACED) {
         const now = performance.now();
-        if (now - replacedAt < REPLACED_AGAIN_MS) {
+        if (now - replacedAt < replacedWindowMs && now - abandonedAt >= replacedWindowMs) {
           throw new Error(
             `Cannot keep executor id ${executorId}: another executor connected with it, and the ` +
-              "rendezvous replaced this one twice within a minute (give each executor its own id)",
+              `rendezvous replaced this one twice within ${
+                Math.round(replacedWindowMs / 1000)
+              } s ` +
+              "(give each executor its own id)",
           );
         }
         replacedAt = now;

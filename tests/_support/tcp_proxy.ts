@@ -19,18 +19,26 @@ export class TcpProxy implements AsyncDisposable {
   connections = 0;
   /** The port it listens on. */
   readonly port: number;
+  /** While true, new connections are closed at once, as by a target that is down. */
+  refusing = false;
 
   /**
-   * Starts listening on a free port and forwards each connection to `targetPort`.
+   * Starts listening on `port` (a free one by default) and forwards each
+   * connection to `targetPort`.
    *
    * @param targetPort The port on 127.0.0.1 to forward to.
+   * @param port The port to listen on.
    */
-  constructor(targetPort: number) {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  constructor(targetPort: number, port = 0) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port });
     this.#listener = listener;
     this.port = (listener.addr as Deno.NetAddr).port;
     this.#accepting = (async () => {
       for await (const inbound of listener) {
+        if (this.refusing) {
+          inbound.close();
+          continue;
+        }
         let outbound: Deno.Conn;
         try {
           outbound = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
