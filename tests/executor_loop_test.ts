@@ -792,41 +792,81 @@ Deno.test("runExecutor replaced once (a late connect attempt of its own, say) re
   assert.equal(new TextDecoder().decode(output.stdout), "back\n");
 });
 
-Deno.test("runExecutor takes replacements while a connect attempt of its own failed within the window: such attempts may reach the rendezvous late", async () => {
-  // The signed socket URLs lead through a proxy that can refuse connections.
+/**
+ * A rendezvous whose signed socket URLs lead through a proxy, an executor
+ * whose first connects fail there (`fault`: "refusing" or "stalling") until
+ * one has failed, then connected; and `replace()`, a socket for the same id
+ * that the executor then replaces in turn, as a late connect attempt would.
+ */
+async function executorBehindFaultyProxy(fault: "refusing" | "stalling") {
   const reserved = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (reserved.addr as Deno.NetAddr).port;
   reserved.close();
-  await using rendezvous = await serveRendezvous({
-    token: TOKEN,
-    publicUrl: `ws://127.0.0.1:${port}`,
-  });
-  await using proxy = new TcpProxy(Number(new URL(rendezvous.url).port), port);
-  proxy.refusing = true;
+  const rendezvous = await serveRendezvous({ token: TOKEN, publicUrl: `ws://127.0.0.1:${port}` });
+  const proxy = new TcpProxy(Number(new URL(rendezvous.url).port), port);
+  proxy[fault] = true;
   const events: RemoteExecutorEvent[] = [];
-  await using handle = runExecutor({
+  const handle = runExecutor({
     registry: rendezvous.registryUrl,
     executorId: "box-1",
     token: TOKEN,
     initialBackoffMs: 100,
+    connectTimeoutMs: 300,
     onEvent: (event) => events.push(event),
   });
-  await until(
-    () => events.some((e) => e.type === "retrying" && e.error !== undefined),
-    10_000,
-    "a failed connect attempt",
-  );
-  proxy.refusing = false;
-  await until(() => handle.status === "connected", 10_000, "the executor connected");
-  // Two replacements within the window, as two late attempts would make:
-  // without the failed attempt the second would stop the executor.
-  for (let i = 0; i < 2; i++) {
-    const { url } = await registerExecutor(rendezvous.registryUrl, "box-1", TOKEN);
-    await using stale = await RelaySocket.connect(url);
-    await withDeadline(stale.closed, 10_000, `stale socket ${i} replaced in turn`);
-    await until(() => handle.status === "connected", 10_000, "the executor back");
+  const dispose = async () => {
+    await handle.close();
+    await proxy[Symbol.asyncDispose]();
+    await rendezvous.close();
+  };
+  try {
+    await until(
+      () => events.some((e) => e.type === "retrying" && e.error !== undefined),
+      10_000,
+      "a failed connect attempt",
+    );
+    proxy[fault] = false;
+    await until(() => handle.status === "connected", 10_000, "the executor connected");
+  } catch (error) {
+    await dispose();
+    throw error;
   }
-  await using conn = await connect(rendezvous.url, { executorId: "box-1", token: TOKEN });
+  return {
+    rendezvous,
+    handle,
+    /** Connects a socket for the same id; `replaced` waits for the executor to take the id back. */
+    replace: async (replaced = true) => {
+      const { url } = await registerExecutor(rendezvous.registryUrl, "box-1", TOKEN);
+      const stale = await RelaySocket.connect(url);
+      if (!replaced) return stale;
+      await withDeadline(stale.closed, 10_000, "the stale socket replaced in turn");
+      return stale;
+    },
+    [Symbol.asyncDispose]: dispose,
+  };
+}
+
+Deno.test("runExecutor takes replacements while a connect attempt of its own that timed out may still arrive (until its URL expires)", async () => {
+  await using box = await executorBehindFaultyProxy("stalling");
+  // Without the timed-out attempt the second would stop the executor.
+  for (let i = 0; i < 2; i++) {
+    await box.replace();
+    await until(() => box.handle.status === "connected", 10_000, "the executor back");
+  }
+  await using conn = await connect(box.rendezvous.url, { executorId: "box-1", token: TOKEN });
   const output = await new RemoteCommand(conn, "sh", { args: ["-c", "echo kept"] }).output();
   assert.equal(new TextDecoder().decode(output.stdout), "kept\n");
+});
+
+Deno.test("runExecutor is not excused by a refused connect attempt (it can never arrive): a second replacement stops it", async () => {
+  await using box = await executorBehindFaultyProxy("refusing");
+  await box.replace();
+  await until(() => box.handle.status === "connected", 10_000, "the executor back");
+  await using _stays = await box.replace(false);
+  await assert.rejects(
+    withDeadline(box.handle.closed, 10_000, "the executor stopping"),
+    /Cannot keep executor id box-1: another executor connected with it/,
+  );
+  // The other socket keeps the id.
+  await until(() => box.rendezvous.stats().executorSockets === 1, 5_000, "one executor socket");
 });

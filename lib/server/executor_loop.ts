@@ -157,6 +157,12 @@ function connectError(url: string, error: unknown): Error {
   return new Error(`Cannot connect executor socket to ${where}: ${why}`, { cause: error });
 }
 
+/** When a signed socket URL expires (its `exp`, ms since the epoch); a minute from now without one. */
+function urlExpiry(url: string): number {
+  const exp = Number(new URL(url).searchParams.get("exp") ?? NaN);
+  return Number.isFinite(exp) ? exp : Date.now() + 60_000;
+}
+
 function checkRange(name: string, value: number, min: number, max: number): number {
   if (!Number.isFinite(value) || value < min || value > max) {
     throw new RangeError(`Cannot run executor: ${name} ${value} is outside ${min}..${max}`);
@@ -180,8 +186,8 @@ function checkRange(name: string, value: number, min: number, max: number): numb
  * closed), and two executors taking the id from each other would each keep
  * reconnecting for ever; one of them stops, the other keeps the id. A first
  * `replaced` only reconnects, and so does any while a connect attempt of
- * this loop's own failed within that time: such an attempt may have reached
- * the rendezvous late.
+ * this loop's own that timed out may still reach the rendezvous (until its
+ * signed URL's `exp`): it may be that attempt, arriving late.
  *
  * @param options Registry, id, token and tuning.
  * @returns A handle to the running loop.
@@ -283,8 +289,8 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
   async function loop(): Promise<void> {
     let delayMs = initialBackoffMs;
     let replacedAt = -Infinity;
-    /** When a connect attempt last failed: it may still reach the rendezvous. */
-    let abandonedAt = -Infinity;
+    /** Until when (ms since the epoch) a timed-out connect attempt may still reach the rendezvous. */
+    let lateUntil = 0;
     const grow = (): void => {
       delayMs = Math.min(maxBackoffMs, Math.max(delayMs * 2, 1));
     };
@@ -317,7 +323,10 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
         });
       } catch (error) {
         if (stop.signal.aborted) return;
-        abandonedAt = performance.now();
+        // Refused, it never arrives; timed out, it may yet, until its URL expires.
+        if (error instanceof DOMException && error.name === "TimeoutError") {
+          lateUntil = Math.max(lateUntil, urlExpiry(url));
+        }
         await wait(delayMs, connectError(url, error));
         grow();
         continue;
@@ -336,7 +345,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
       emit({ type: "disconnected", code: info.code, reason: info.reason });
       if (info.reason === CLOSE_REPLACED) {
         const now = performance.now();
-        if (now - replacedAt < replacedWindowMs && now - abandonedAt >= replacedWindowMs) {
+        if (now - replacedAt < replacedWindowMs && Date.now() >= lateUntil) {
           throw new Error(
             `Cannot keep executor id ${executorId}: another executor connected with it, and the ` +
               `rendezvous replaced this one twice within ${

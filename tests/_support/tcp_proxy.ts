@@ -21,6 +21,9 @@ export class TcpProxy implements AsyncDisposable {
   readonly port: number;
   /** While true, new connections are closed at once, as by a target that is down. */
   refusing = false;
+  /** While true, new connections are held open and never answered (closed on dispose). */
+  stalling = false;
+  #held = new Set<Deno.Conn>();
 
   /**
    * Starts listening on `port` (a free one by default) and forwards each
@@ -37,6 +40,10 @@ export class TcpProxy implements AsyncDisposable {
       for await (const inbound of listener) {
         if (this.refusing) {
           inbound.close();
+          continue;
+        }
+        if (this.stalling) {
+          this.#held.add(inbound);
           continue;
         }
         let outbound: Deno.Conn;
@@ -100,6 +107,8 @@ export class TcpProxy implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     this.#listener.close();
     await this.#accepting;
+    for (const conn of this.#held) conn.close();
+    this.#held.clear();
     this.cut();
     await Promise.allSettled([...this.#tasks]);
   }
