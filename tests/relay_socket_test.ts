@@ -447,21 +447,38 @@ Deno.test("RelaySocket inbound byte budget: at the limit it serves, one past it 
     for await (const _ of receiver) count++;
     assert.equal(count, 2);
   }
-  // One byte past it on the client side: closed with 4008 (clients may not send 1008).
+  // One byte past it on the client side, in one frame (the client pauses its
+  // reading for anything smaller): closed with 4008 (clients may not send 1008).
   {
-    const connecting = RelaySocket.connect(server.url, { maxQueuedBytes: 2 * frame.length - 1 });
+    const connecting = RelaySocket.connect(server.url, { maxQueuedBytes: frame.length - 1 });
     const sender = RelaySocket.accept(await server.next());
     const receiver = await connecting;
     await sender.sendBytes(frame);
-    await sender.sendBytes(frame);
     const info = await withDeadline(sender.closed, DEADLINE, "sender closed");
     assert.equal(info.code, 4008);
-    assert.equal(info.reason, `inbound queue overflow: over ${2 * frame.length - 1} bytes unread`);
+    assert.equal(info.reason, `inbound queue overflow: over ${frame.length - 1} bytes unread`);
     await withDeadline(receiver.closed, DEADLINE, "receiver closed");
     let count = 0;
     for await (const _ of receiver) count++;
-    assert.equal(count, 1);
+    assert.equal(count, 0);
   }
+});
+
+Deno.test("RelaySocket.connect pauses reading at half its queue budget instead of overflowing: a slow consumer gets every frame", async () => {
+  await using server = new WsServer();
+  // 64 frames into a 16-frame budget that nobody reads for now.
+  const connecting = RelaySocket.connect(server.url, { maxQueuedFrames: 16 });
+  const sender = RelaySocket.accept(await server.next());
+  const receiver = await connecting;
+  for (let seq = 1; seq <= 64; seq++) await sender.send(dataFrame("s-1", seq, "m"));
+  const seqs: number[] = [];
+  for await (const frame of receiver) {
+    seqs.push((frame.body as { seq: number }).seq);
+    if (seqs.length === 64) break;
+  }
+  assert.deepEqual(seqs, Array.from({ length: 64 }, (_, i) => i + 1));
+  await sender.close("done", 4000);
+  assert.equal((await withDeadline(receiver.closed, DEADLINE, "closed")).code, 4000);
 });
 
 Deno.test("RelaySocket.connect reports a refused upgrade", async () => {

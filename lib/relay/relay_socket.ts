@@ -73,7 +73,10 @@ export interface RelaySocketOptions {
   lowWaterMark?: number;
   /**
    * Byte budget of received frames not yet taken by the consumer; crossing it
-   * closes the socket (code 1008, or 4008 on the client side).
+   * closes the socket (code 1008, or 4008 on the client side). A socket from
+   * {@linkcode RelaySocket.connect} stops reading at half of either budget
+   * (and reads again at a quarter), so a slow consumer holds the peer back
+   * instead; one accepted on Deno's server WebSocket cannot.
    * @default {16777216}
    */
   maxQueuedBytes?: number;
@@ -251,6 +254,8 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
 
   /** Unread frames, and oversize notices kept in their place among them. */
   #queue: (ReceivedFrame | OversizeNotice)[] = [];
+  /** Set while the client transport's reading is paused for a full queue. */
+  #readingPaused = false;
   #queueHead = 0;
   #queuedBytes = 0;
   #readers: WaitingReader[] = [];
@@ -616,6 +621,13 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     const frame = this.#queue[this.#queueHead];
     this.#queue[this.#queueHead++] = undefined as unknown as ReceivedFrame;
     this.#queuedBytes -= frame.bytes.length;
+    if (
+      this.#readingPaused && (this.#queue.length - this.#queueHead) * 4 <= this.#maxQueuedFrames &&
+      this.#queuedBytes * 4 <= this.#maxQueuedBytes
+    ) {
+      this.#readingPaused = false;
+      this.#tcp!.resumeReading();
+    }
     if (this.#queueHead === this.#queue.length) {
       this.#queue.length = 0;
       this.#queueHead = 0;
@@ -748,6 +760,15 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     }
     this.#queue.push(received);
     this.#queuedBytes = queuedBytes;
+    // Our own client transport can stop reading: a slow reader then holds
+    // the peer back (TCP flow control) instead of overflowing this queue.
+    if (
+      this.#tcp !== undefined && !this.#readingPaused &&
+      (frames * 2 >= this.#maxQueuedFrames || queuedBytes * 2 >= this.#maxQueuedBytes)
+    ) {
+      this.#readingPaused = true;
+      this.#tcp.pauseReading();
+    }
   };
 
   #reportProtocolError(error: ProtocolError): void {
