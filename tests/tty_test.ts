@@ -83,6 +83,70 @@ Deno.test("tty input reaches cat and eof ends it", async () => {
   assert.equal(last.closed, true);
 });
 
+Deno.test("tty input that ends without a newline still ends cat at eof (Ctrl-D typed twice)", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "cat", argv: ["cat"], tty: true });
+  assert.equal(
+    await table.write("cat", encoder.encode("no newline"), { eof: true }),
+    "accepted",
+  );
+  const { text, last } = await collect(table, "cat");
+  assert.match(text.pty, /no newline/);
+  assert.equal(last.closed, true);
+  assert.equal(last.exitCode, 0);
+});
+
+Deno.test("tty terminate ends the program with SIGTERM's 143, and script adds nothing to the output", async () => {
+  // A long grace: only the SIGTERM can end it in time.
+  await using table = new ProcessTable({ killGraceMs: 30_000 });
+  await table.start({
+    processId: "t",
+    argv: ["sh", "-c", "echo ready; exec sleep 60"],
+    tty: true,
+  });
+  const first = await readUntil(table, "t", "ready");
+  assert.equal(await table.terminate("t"), true);
+  const { text, last } = await collect(table, "t", { afterSeq: first.afterSeq });
+  assert.equal(last.exitCode, 143);
+  assert.doesNotMatch(text.pty ?? "", /Session terminated|killing shell/);
+});
+
+Deno.test("tty resizes sent together leave the last size asked for", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "t",
+    argv: ["sh", "-c", "echo ready; while read x; do stty size; done"],
+    tty: true,
+  });
+  let afterSeq = (await readUntil(table, "t", "ready")).afterSeq;
+  const decoder = new TextDecoder();
+  /** The next `stty size` line the program prints. */
+  const nextSize = () =>
+    withDeadline(
+      (async () => {
+        let text = "";
+        for (;;) {
+          const result = await table.read("t", { afterSeq, waitMs: 1_000 });
+          for (const c of result.chunks) text += decoder.decode(c.chunk, { stream: true });
+          afterSeq = result.nextSeq - 1;
+          const size = /(\d+) (\d+)\r\n/.exec(text);
+          if (size) return `${size[1]} ${size[2]}`;
+        }
+      })(),
+      5_000,
+      "a size line",
+    );
+  // Each stty runs on its own: without ordering, one of a burst may finish
+  // last with an older size (1 or 2 bursts in 10-20 did).
+  for (let burst = 0; burst < 10; burst++) {
+    const sizes = Array.from({ length: 8 }, (_, i) => [100 + burst * 8 + i, 20 + i] as const);
+    await Promise.all(sizes.map(([cols, rows]) => table.resize("t", cols, rows)));
+    assert.equal(await table.write("t", encoder.encode("\n")), "accepted");
+    const [cols, rows] = sizes.at(-1)!;
+    assert.equal(await nextSize(), `${rows} ${cols}`, `burst ${burst}`);
+  }
+});
+
 Deno.test("tty terminate kills the terminal's whole session", async () => {
   const token = uniqueSleep();
   await using table = new ProcessTable({ killGraceMs: 300 });

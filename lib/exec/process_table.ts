@@ -97,6 +97,8 @@ export const MAX_PROCESS_ID_LENGTH = 256;
  * that never reads would grow the executor without end.
  */
 export const MAX_QUEUED_STDIN_BYTES = 16 * 1024 * 1024;
+/** The end-of-file key a terminal's line discipline reads (`VEOF`, Ctrl-D). */
+const CTRL_D = new Uint8Array([0x04]);
 /**
  * Output is read in pieces of SEGMENT_FIT_DATA_BYTES, which with a binary
  * output header in front fill one relay segment and no more: a chunk then
@@ -350,6 +352,11 @@ interface ProcessRecord {
   stdinClosed: boolean;
   /** Bytes handed to `writer` that the child has not taken yet (with the buffers they are views on). */
   stdinQueued: number;
+  /** Under a terminal: the last byte written to stdin left a line unfinished. */
+  ttyLineOpen: boolean;
+  /** Under a terminal: the size a resize still has to apply, and the resize under way. */
+  wantedSize: { cols: number; rows: number } | null;
+  resizing: Promise<void> | null;
   readers: ReadableStreamBYOBReader[];
   openStreams: number;
   exitCode: number | null;
@@ -663,7 +670,14 @@ export class ProcessTable implements AsyncDisposable {
     }
     const eof = options.eof === true;
     if (eof) record.stdinClosed = true;
-    const written = this.#writeStdin(record, writer, chunk, held, eof);
+    if (record.tty && chunk.byteLength > 0) {
+      const last = chunk[chunk.byteLength - 1];
+      record.ttyLineOpen = last !== 0x0a && last !== 0x0d && last !== CTRL_D[0];
+    }
+    // A terminal takes Ctrl-D as end of input only at the start of a line;
+    // within one it only hands the line over, so then it is typed twice
+    // (`script` types the second when its stdin closes).
+    const written = this.#writeStdin(record, writer, chunk, held, eof, eof && record.ttyLineOpen);
     return options.signal ? await abortable(written, options.signal) : await written;
   }
 
@@ -674,11 +688,13 @@ export class ProcessTable implements AsyncDisposable {
     chunk: Uint8Array,
     held: number,
     eof: boolean,
+    endLine: boolean,
   ): Promise<"accepted" | "stdinClosed"> {
     record.stdinQueued += held;
     try {
       await record.ptyReady;
       if (chunk.byteLength > 0) await writer.write(chunk);
+      if (endLine) await writer.write(CTRL_D.slice());
       if (eof) await writer.close();
       return "accepted";
     } catch {
@@ -768,8 +784,22 @@ export class ProcessTable implements AsyncDisposable {
       throw new Deno.errors.NotFound(`${what}: it did not start`);
     }
     if (record.state !== "running") throw new Error(`${what}: it has exited`);
-    if (!record.pty?.device) throw new Error(`${what}: its terminal device is unknown`);
-    await resizePty(record.pty.device, cols, rows);
+    const device = record.pty?.device;
+    if (!device) throw new Error(`${what}: its terminal device is unknown`);
+    // One `stty` at a time, each for the latest size asked for: concurrent
+    // ones may finish in any order and leave an older size behind.
+    record.wantedSize = { cols, rows };
+    record.resizing ??= (async () => {
+      try {
+        for (let size = record.wantedSize; size !== null; size = record.wantedSize) {
+          record.wantedSize = null;
+          await resizePty(device, size.cols, size.rows);
+        }
+      } finally {
+        record.resizing = null;
+      }
+    })();
+    await record.resizing;
   }
 
   /**
@@ -1292,11 +1322,21 @@ export class ProcessTable implements AsyncDisposable {
     );
   }
 
-  /** Signals the process's groups and, for a terminal, its whole session. */
+  /**
+   * Signals the process's groups and, for a terminal, its whole session. A
+   * terminal's program (once its session is known) is asked to end through
+   * that session only: `script`, signalled itself, prints a notice of its own
+   * into the output, waits 2 s and exits 0 without its child's status
+   * (util-linux 2.38), while left alone it exits with its child. SIGKILL, the
+   * end of the grace, takes `script` too.
+   */
   async #signalTree(record: ProcessRecord, signal: Deno.Signal): Promise<void> {
     const helper = await this.#helper();
+    const groups = record.tty && record.pty && signal !== "SIGKILL"
+      ? [record.pty.pid]
+      : this.#groups(record);
     await Promise.all([
-      this.#signalGroups(record, this.#groups(record), signal),
+      this.#signalGroups(record, groups, signal),
       helper === null ? undefined : this.#killSession(record, helper, signal),
     ]);
   }
@@ -1433,6 +1473,9 @@ export class ProcessTable implements AsyncDisposable {
       writer: null,
       stdinClosed: false,
       stdinQueued: 0,
+      ttyLineOpen: false,
+      wantedSize: null,
+      resizing: null,
       readers: [],
       openStreams: 2,
       exitCode: null,
