@@ -111,6 +111,32 @@ Deno.test("tty terminate ends the program with SIGTERM's 143, and script adds no
   assert.doesNotMatch(text.pty ?? "", /Session terminated|killing shell/);
 });
 
+Deno.test("tty terminate or timeout before the terminal has reported its session still goes to the session, not script", async () => {
+  // A long grace: only the TERM can end these in time. `script` handles TERM
+  // from about 1 ms after the start, and the session is known from about
+  // 8 ms: the requests are spread over that window (a deliberate spread, not
+  // a wait for an event).
+  await using table = new ProcessTable({ killGraceMs: 30_000 });
+  for (const delay of [1, 2, 3, 4, 5]) {
+    await table.start({ processId: `early${delay}`, argv: ["sleep", "60"], tty: true });
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    assert.equal(await table.terminate(`early${delay}`), true);
+    await table.start({
+      processId: `timed${delay}`,
+      argv: ["sleep", "60"],
+      tty: true,
+      timeoutMs: delay,
+    });
+  }
+  for (const delay of [1, 2, 3, 4, 5]) {
+    for (const [id, code] of [[`early${delay}`, 143], [`timed${delay}`, 124]] as const) {
+      const { text, last } = await collect(table, id);
+      assert.equal(last.exitCode, code, id);
+      assert.doesNotMatch(text.pty ?? "", /Session terminated|killing shell/, id);
+    }
+  }
+});
+
 Deno.test("tty resizes sent together leave the last size asked for", async () => {
   await using table = new ProcessTable();
   await table.start({

@@ -793,6 +793,8 @@ export class ProcessTable implements AsyncDisposable {
       try {
         for (let size = record.wantedSize; size !== null; size = record.wantedSize) {
           record.wantedSize = null;
+          // Exited meanwhile: its terminal device may be gone, or someone else's.
+          if (record.state !== "running") throw new Error(`${what}: it has exited`);
           await resizePty(device, size.cols, size.rows);
         }
       } finally {
@@ -1324,19 +1326,32 @@ export class ProcessTable implements AsyncDisposable {
 
   /**
    * Signals the process's groups and, for a terminal, its whole session. A
-   * terminal's program (once its session is known) is asked to end through
-   * that session only: `script`, signalled itself, prints a notice of its own
-   * into the output, waits 2 s and exits 0 without its child's status
-   * (util-linux 2.38), while left alone it exits with its child. SIGKILL, the
-   * end of the grace, takes `script` too.
+   * terminal's program is asked to end through that session only (known
+   * once the terminal has reported it; a signal sent earlier waits for
+   * that): `script`, signalled itself, prints a notice of its own into the
+   * output, waits 2 s and exits 0 without its child's status (util-linux
+   * 2.38), while left alone it exits with its child. Each process of the
+   * session gets the signal once (found in `/proc`; the session's group when
+   * it cannot be read). Without the `kill` helper nothing but `script` could
+   * be reached, so nothing is: SIGKILL, the end of the grace, takes `script`
+   * and the terminal with it.
    */
   async #signalTree(record: ProcessRecord, signal: Deno.Signal): Promise<void> {
     const helper = await this.#helper();
-    const groups = record.tty && record.pty && signal !== "SIGKILL"
-      ? [record.pty.pid]
-      : this.#groups(record);
+    if (record.tty && signal !== "SIGKILL") {
+      if (record.pty === null) await record.ptyReady;
+      if (record.state === "closed" || record.state === "starting") return;
+      if (record.pty !== null) {
+        if (helper === null) return;
+        const sid = record.pty.pid;
+        const pids = await sessionPids(sid).catch(() => null);
+        if (pids !== null && pids.length > 0) await killProcesses(helper, pids, signal);
+        else await killProcessGroups(helper, [sid], signal);
+        return;
+      }
+    }
     await Promise.all([
-      this.#signalGroups(record, groups, signal),
+      this.#signalGroups(record, this.#groups(record), signal),
       helper === null ? undefined : this.#killSession(record, helper, signal),
     ]);
   }

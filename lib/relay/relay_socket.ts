@@ -74,9 +74,12 @@ export interface RelaySocketOptions {
   /**
    * Byte budget of received frames not yet taken by the consumer; crossing it
    * closes the socket (code 1008, or 4008 on the client side). A socket from
-   * {@linkcode RelaySocket.connect} stops reading at half of either budget
-   * (and reads again at a quarter), so a slow consumer holds the peer back
-   * instead; one accepted on Deno's server WebSocket cannot.
+   * {@linkcode RelaySocket.connect} on outpost's own client transport (not
+   * `transport: "native"`) stops reading at half of either budget (and reads
+   * again at a quarter), so a slow consumer holds the peer back instead; one
+   * accepted on Deno's server WebSocket cannot. While it holds back, the
+   * peer's close frame waits behind the unread frames too: `closed` settles
+   * once the consumer has taken enough of them.
    * @default {16777216}
    */
   maxQueuedBytes?: number;
