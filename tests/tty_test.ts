@@ -137,6 +137,32 @@ Deno.test("tty terminate or timeout before the terminal has reported its session
   }
 });
 
+Deno.test("tty terminate reaches children forked while it runs: the session's own group is signalled as a whole", async () => {
+  const token = uniqueSleep();
+  // A long grace: the record closes when the shell dies, and its KILL with it.
+  await using table = new ProcessTable({ killGraceMs: 30_000 });
+  await table.start({
+    processId: "t",
+    argv: [
+      "sh",
+      "-c",
+      `trap '' HUP; echo ready; i=0; while [ $i -lt 100000 ]; do sleep ${token} & i=$((i+1)); done; wait`,
+    ],
+    tty: true,
+  });
+  await readUntil(table, "t", "ready");
+  await waitForPids(`sleep ${token}`, 20);
+  assert.equal(await table.terminate("t"), true);
+  await collect(table, "t");
+  // Hundreds got the TERM; some may still be on their way out. One that
+  // missed it would sleep for 15 minutes.
+  try {
+    await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "every child gone");
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+  }
+});
+
 Deno.test("tty resizes sent together leave the last size asked for", async () => {
   await using table = new ProcessTable();
   await table.start({

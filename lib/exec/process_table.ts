@@ -1331,10 +1331,11 @@ export class ProcessTable implements AsyncDisposable {
    * that): `script`, signalled itself, prints a notice of its own into the
    * output, waits 2 s and exits 0 without its child's status (util-linux
    * 2.38), while left alone it exits with its child. Each process of the
-   * session gets the signal once (found in `/proc`; the session's group when
-   * it cannot be read). Without the `kill` helper nothing but `script` could
-   * be reached, so nothing is: SIGKILL, the end of the grace, takes `script`
-   * and the terminal with it.
+   * session gets the signal once: its own group by a group kill, the rest
+   * (found in `/proc`, when it may be read) one by one. Without the `kill`
+   * helper nothing but `script` could be reached, so nothing is: SIGKILL,
+   * the end of the grace, takes `script`, and its terminal's hangup ends a
+   * program that does not ignore SIGHUP.
    */
   async #signalTree(record: ProcessRecord, signal: Deno.Signal): Promise<void> {
     const helper = await this.#helper();
@@ -1343,10 +1344,13 @@ export class ProcessTable implements AsyncDisposable {
       if (record.state === "closed" || record.state === "starting") return;
       if (record.pty !== null) {
         if (helper === null) return;
+        // The session's own group as a whole (a child forked in it meanwhile
+        // is a member), then the processes job control put in other groups:
+        // each gets the signal once.
         const sid = record.pty.pid;
-        const pids = await sessionPids(sid).catch(() => null);
-        if (pids !== null && pids.length > 0) await killProcesses(helper, pids, signal);
-        else await killProcessGroups(helper, [sid], signal);
+        const others = await sessionPids(sid, sid).catch(() => null);
+        await killProcessGroups(helper, [sid], signal);
+        if (others !== null && others.length > 0) await killProcesses(helper, others, signal);
         return;
       }
     }

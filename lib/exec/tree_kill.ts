@@ -91,6 +91,7 @@ export async function killProcesses(
  * to the session.
  *
  * @param sid The session id (greater than 1).
+ * @param exceptGroup Leave out the members of this process group (field 5).
  * @returns The pids, or null when `/proc` may not be read (no read permission, no `/proc`).
  * @throws {RangeError} When `sid` is not an integer greater than 1.
  * @example
@@ -99,7 +100,7 @@ export async function killProcesses(
  * console.log(await sessionPids(12345)); // e.g. [12345, 12350]
  * ```
  */
-export async function sessionPids(sid: number): Promise<number[] | null> {
+export async function sessionPids(sid: number, exceptGroup?: number): Promise<number[] | null> {
   checkIds([sid], "session");
   if (!(await mayReadProc())) return null;
   const pids: number[] = [];
@@ -114,8 +115,9 @@ export async function sessionPids(sid: number): Promise<number[] | null> {
         continue; // It exited while we looked.
       }
       // After the command name: state, ppid, pgrp, session.
-      const session = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[3]);
-      if (session !== sid) continue;
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[3]) !== sid) continue;
+      if (exceptGroup !== undefined && Number(fields[2]) === exceptGroup) continue;
       if (pid === Deno.pid) return [];
       if (pid > 1) pids.push(pid);
     }
