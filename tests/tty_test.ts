@@ -137,31 +137,40 @@ Deno.test("tty terminate or timeout before the terminal has reported its session
   }
 });
 
-Deno.test("tty terminate reaches children forked while it runs: the session's own group is signalled as a whole", async () => {
-  const token = uniqueSleep();
-  // A long grace: the record closes when the shell dies, and its KILL with it.
-  await using table = new ProcessTable({ killGraceMs: 30_000 });
-  await table.start({
-    processId: "t",
-    argv: [
-      "sh",
-      "-c",
-      `trap '' HUP; echo ready; i=0; while [ $i -lt 100000 ]; do sleep ${token} & i=$((i+1)); done; wait`,
+for (
+  const [where, script] of [
+    ["the session's own group", (t: string) => `trap '' HUP; echo ready; ${forkLoop(t)}; wait`],
+    // `set -m`: the loop runs as a job, in a group of its own.
+    [
+      "a job's group",
+      (t: string) =>
+        `set -m; trap '' HUP; ( trap '' HUP; ${forkLoop(t)}; wait ) & echo ready; wait`,
     ],
-    tty: true,
+  ] as const
+) {
+  Deno.test(`tty terminate reaches children forked while it runs, in ${where}: each group is signalled as a whole`, async () => {
+    const token = uniqueSleep();
+    // A long grace: the record closes when the shell dies, and its KILL with it.
+    await using table = new ProcessTable({ killGraceMs: 30_000 });
+    await table.start({ processId: "t", argv: ["sh", "-c", script(token)], tty: true });
+    await readUntil(table, "t", "ready");
+    await waitForPids(`sleep ${token}`, 20);
+    assert.equal(await table.terminate("t"), true);
+    await collect(table, "t");
+    // Hundreds got the TERM; some may still be on their way out. One that
+    // missed it would sleep for 15 minutes.
+    try {
+      await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "every child gone");
+    } finally {
+      killPids(livePidsWith(`sleep ${token}`));
+    }
   });
-  await readUntil(table, "t", "ready");
-  await waitForPids(`sleep ${token}`, 20);
-  assert.equal(await table.terminate("t"), true);
-  await collect(table, "t");
-  // Hundreds got the TERM; some may still be on their way out. One that
-  // missed it would sleep for 15 minutes.
-  try {
-    await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "every child gone");
-  } finally {
-    killPids(livePidsWith(`sleep ${token}`));
-  }
-});
+}
+
+/** A shell loop that keeps forking `sleep TOKEN` into the background. */
+function forkLoop(token: string): string {
+  return `i=0; while [ $i -lt 100000 ]; do sleep ${token} & i=$((i+1)); done`;
+}
 
 Deno.test("tty resizes sent together leave the last size asked for", async () => {
   await using table = new ProcessTable();

@@ -60,6 +60,7 @@ import {
   killProcesses,
   killProcessGroups,
   pidExists,
+  sessionGroups,
   sessionPids,
 } from "./tree_kill.ts";
 import {
@@ -1331,8 +1332,8 @@ export class ProcessTable implements AsyncDisposable {
    * that): `script`, signalled itself, prints a notice of its own into the
    * output, waits 2 s and exits 0 without its child's status (util-linux
    * 2.38), while left alone it exits with its child. Each process of the
-   * session gets the signal once: its own group by a group kill, the rest
-   * (found in `/proc`, when it may be read) one by one. Without the `kill`
+   * session gets the signal once, by a group kill of each of its groups
+   * (found in `/proc`, when it may be read; else its own). Without the `kill`
    * helper nothing but `script` could be reached, so nothing is: SIGKILL,
    * the end of the grace, takes `script`, and its terminal's hangup ends a
    * program that does not ignore SIGHUP.
@@ -1344,13 +1345,13 @@ export class ProcessTable implements AsyncDisposable {
       if (record.state === "closed" || record.state === "starting") return;
       if (record.pty !== null) {
         if (helper === null) return;
-        // The session's own group as a whole (a child forked in it meanwhile
-        // is a member), then the processes job control put in other groups:
-        // each gets the signal once.
+        // Every group of the session as a whole (job control puts jobs in
+        // groups of their own; a child forked in one meanwhile is a member):
+        // each process gets the signal once.
         const sid = record.pty.pid;
-        const others = await sessionPids(sid, sid).catch(() => null);
-        await killProcessGroups(helper, [sid], signal);
-        if (others !== null && others.length > 0) await killProcesses(helper, others, signal);
+        const groups = new Set(await sessionGroups(sid).catch(() => null) ?? []);
+        groups.add(sid);
+        await killProcessGroups(helper, [...groups], signal);
         return;
       }
     }

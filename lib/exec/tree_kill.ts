@@ -91,7 +91,6 @@ export async function killProcesses(
  * to the session.
  *
  * @param sid The session id (greater than 1).
- * @param exceptGroup Leave out the members of this process group (field 5).
  * @returns The pids, or null when `/proc` may not be read (no read permission, no `/proc`).
  * @throws {RangeError} When `sid` is not an integer greater than 1.
  * @example
@@ -100,10 +99,32 @@ export async function killProcesses(
  * console.log(await sessionPids(12345)); // e.g. [12345, 12350]
  * ```
  */
-export async function sessionPids(sid: number, exceptGroup?: number): Promise<number[] | null> {
+export async function sessionPids(sid: number): Promise<number[] | null> {
+  const members = await sessionMembers(sid);
+  return members === null ? null : members.map(([pid]) => pid);
+}
+
+/**
+ * The process groups of session `sid`, from one scan of `/proc` (field 5 of
+ * `/proc/PID/stat` for each of {@linkcode sessionPids}). A group never spans
+ * two sessions, so a group kill of each reaches every member once, a child
+ * forked after the scan into one of them included.
+ *
+ * @param sid The session id (greater than 1).
+ * @returns The group ids, or null when `/proc` may not be read.
+ * @throws {RangeError} When `sid` is not an integer greater than 1.
+ */
+export async function sessionGroups(sid: number): Promise<number[] | null> {
+  const members = await sessionMembers(sid);
+  if (members === null) return null;
+  return [...new Set(members.map(([, pgrp]) => pgrp))].filter((pgrp) => pgrp > 1);
+}
+
+/** `[pid, pgrp]` of each process of session `sid` (see {@linkcode sessionPids}). */
+async function sessionMembers(sid: number): Promise<[number, number][] | null> {
   checkIds([sid], "session");
   if (!(await mayReadProc())) return null;
-  const pids: number[] = [];
+  const members: [number, number][] = [];
   try {
     for await (const entry of Deno.readDir("/proc")) {
       if (!/^\d+$/.test(entry.name)) continue;
@@ -117,14 +138,13 @@ export async function sessionPids(sid: number, exceptGroup?: number): Promise<nu
       // After the command name: state, ppid, pgrp, session.
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       if (Number(fields[3]) !== sid) continue;
-      if (exceptGroup !== undefined && Number(fields[2]) === exceptGroup) continue;
       if (pid === Deno.pid) return [];
-      if (pid > 1) pids.push(pid);
+      if (pid > 1) members.push([pid, Number(fields[2])]);
     }
   } catch {
     return null;
   }
-  return pids;
+  return members;
 }
 
 /**
