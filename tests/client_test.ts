@@ -1599,6 +1599,22 @@ Deno.test("WebSocketChannel (tcp) stops reading at its pause point while nobody 
   }
 });
 
+Deno.test("WebSocketChannel (tcp) pauses at half maxInboxMessages too: 20,000 tiny messages pass a 100-message bound", async () => {
+  const count = 20_000;
+  await using server = floodingServer(count, 8);
+  const channel = await openWebSocketChannel(server.url, { maxInboxMessages: 100 });
+  try {
+    let received = 0;
+    for await (const message of channel) {
+      assert.equal(message, String(received).padStart(8, "0"));
+      if (++received === count) break;
+    }
+    assert.equal(channel.closeReason, undefined);
+  } finally {
+    await channel.close();
+  }
+});
+
 Deno.test("WebSocketChannel (tcp) takes a message as large as maxInboxChars and closes on one a byte larger, saying so", async () => {
   for (const [size, closes] of [[100_000, false], [100_001, true]] as const) {
     await using server = floodingServer(1, size);

@@ -464,22 +464,28 @@ Deno.test("RelaySocket inbound byte budget: at the limit it serves, one past it 
   }
 });
 
-Deno.test("RelaySocket.connect pauses reading at half its queue budget instead of overflowing: a slow consumer gets every frame", async () => {
-  await using server = new WsServer();
-  // 64 frames into a 16-frame budget that nobody reads for now.
-  const connecting = RelaySocket.connect(server.url, { maxQueuedFrames: 16 });
-  const sender = RelaySocket.accept(await server.next());
-  const receiver = await connecting;
-  for (let seq = 1; seq <= 64; seq++) await sender.send(dataFrame("s-1", seq, "m"));
-  const seqs: number[] = [];
-  for await (const frame of receiver) {
-    seqs.push((frame.body as { seq: number }).seq);
-    if (seqs.length === 64) break;
-  }
-  assert.deepEqual(seqs, Array.from({ length: 64 }, (_, i) => i + 1));
-  await sender.close("done", 4000);
-  assert.equal((await withDeadline(receiver.closed, DEADLINE, "closed")).code, 4000);
-});
+for (const budget of ["frames", "bytes"] as const) {
+  Deno.test(`RelaySocket.connect pauses reading at half its ${budget} budget instead of overflowing: a slow consumer gets every frame`, async () => {
+    await using server = new WsServer();
+    // 64 frames into a budget of 16 that nobody reads for now.
+    const frameBytes = encodeFrame(dataFrame("s-1", 10, "m")).length;
+    const connecting = RelaySocket.connect(
+      server.url,
+      budget === "frames" ? { maxQueuedFrames: 16 } : { maxQueuedBytes: 16 * frameBytes },
+    );
+    const sender = RelaySocket.accept(await server.next());
+    const receiver = await connecting;
+    for (let seq = 10; seq < 74; seq++) await sender.send(dataFrame("s-1", seq, "m"));
+    const seqs: number[] = [];
+    for await (const frame of receiver) {
+      seqs.push((frame.body as { seq: number }).seq);
+      if (seqs.length === 64) break;
+    }
+    assert.deepEqual(seqs, Array.from({ length: 64 }, (_, i) => i + 10));
+    await sender.close("done", 4000);
+    assert.equal((await withDeadline(receiver.closed, DEADLINE, "closed")).code, 4000);
+  });
+}
 
 Deno.test("RelaySocket.connect reports a refused upgrade", async () => {
   await using _server = Deno.serve(

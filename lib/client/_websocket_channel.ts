@@ -129,10 +129,12 @@ export class WebSocketChannel implements MessageChannel {
         );
         return;
       }
-      // A socket that pauses holds at most its pause point plus one message.
+      // A socket that pauses holds at most its pause point plus one message:
+      // past the count bound only if pausing failed; its bytes may pass the
+      // byte bound by most of one message.
       if (
-        this.#pausable === null && (this.#inbox.length >= this.#maxInbox ||
-          this.#inboxChars + message.length > this.#maxInboxChars)
+        this.#inbox.length >= this.#maxInbox ||
+        (this.#pausable === null && this.#inboxChars + message.length > this.#maxInboxChars)
       ) {
         this.#fail(
           MESSAGE_TOO_BIG,
