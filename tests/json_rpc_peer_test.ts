@@ -249,6 +249,56 @@ Deno.test("JsonRpcPeer delivers notifications and pauses reading at the concurre
   await server.closed;
 });
 
+Deno.test("JsonRpcPeer does not count released requests against the concurrency limit", async () => {
+  const [a, b] = channelPair();
+  const gate = Promise.withResolvers<void>();
+  let waiting = 0;
+  const server = new JsonRpcPeer(b, {
+    maxConcurrentRequests: 2,
+    onRequest: async (method, _params, request) => {
+      if (method !== "wait") return method;
+      // Released before it waits (synchronously) or after a turn: both free the slot.
+      if (waiting++ % 2 === 0) request.release();
+      else await Promise.resolve().then(() => request.release());
+      request.release(); // twice is harmless
+      await gate.promise;
+      return method;
+    },
+  });
+  const client = new JsonRpcPeer(a);
+  // Four times the limit wait at once, and the peer still reads and serves the next.
+  const waits = [...Array(8)].map(() => client.request("wait"));
+  assert.equal(await withDeadline(client.request("next"), D, "served past released waits"), "next");
+  assert.equal(waiting, 8);
+  gate.resolve();
+  assert.deepEqual(await withDeadline(Promise.all(waits), D, "released replies"), [
+    ...Array(8).fill("wait"),
+  ]);
+  // A closing peer still waits for released requests before `closed` settles.
+  const late = Promise.withResolvers<void>();
+  const held = Promise.withResolvers<void>();
+  const [c, d] = channelPair();
+  const closing = new JsonRpcPeer(d, {
+    onRequest: async (_method, _params, request) => {
+      request.release();
+      held.resolve();
+      await late.promise;
+    },
+  });
+  const other = new JsonRpcPeer(c);
+  other.request("hold").catch(() => {});
+  await withDeadline(held.promise, D, "held");
+  let closed = false;
+  closing.closed.then(() => closed = true);
+  await other.close();
+  await new Promise((r) => setTimeout(r, 0)); // one turn: `closed` must not have settled
+  assert.equal(closed, false, "closed waits for the released handler");
+  late.resolve();
+  await withDeadline(closing.closed, D, "closed after the handler");
+  await client.close();
+  await server.closed;
+});
+
 /**
  * The far side of a channel that never takes a reply: it offers `inbox` to the
  * peer, counting what the peer reads, and each send waits until the test

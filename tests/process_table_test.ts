@@ -4,6 +4,7 @@ import { detectSessionHelper } from "../lib/exec/confinement.ts";
 import {
   DEFAULT_MAX_ARGV_BYTES,
   MAX_QUEUED_STDIN_BYTES,
+  MAX_QUEUED_STDIN_WRITES,
   type ProcessEvent,
   ProcessLimiter,
   ProcessTable,
@@ -188,6 +189,33 @@ Deno.test("ProcessTable queues stdin for a child that does not read up to its li
   );
 });
 
+Deno.test("ProcessTable queues at most MAX_QUEUED_STDIN_WRITES writes for a child that does not read, and refuses one more", async () => {
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "p",
+    argv: ["sh", "-c", 'trap "wc -c; exit 0" HUP; echo ready; while :; do sleep 1 & wait $!; done'],
+    pipeStdin: true,
+  });
+  await readUntil(table, "p", "ready");
+  // The first overflows the pipe and waits; the rest wait behind it.
+  const writes = [table.write("p", new Uint8Array(256 * 1024))];
+  for (let i = 1; i < MAX_QUEUED_STDIN_WRITES; i++) {
+    writes.push(table.write("p", new Uint8Array(1)));
+  }
+  await assert.rejects(
+    withDeadline(table.write("p", new Uint8Array(1)), 10_000, "the refusal"),
+    (e: Error) =>
+      e instanceof RangeError &&
+      e.message.includes(`${MAX_QUEUED_STDIN_WRITES} writes already wait`),
+  );
+  assert.equal(await table.signal("p", "SIGHUP"), true);
+  const statuses = await withDeadline(Promise.all(writes), 10_000, "the queued writes");
+  assert.ok(statuses.every((status) => status === "accepted"));
+  assert.equal(await table.write("p", new Uint8Array(0), { eof: true }), "accepted");
+  const { text } = await collect(table, "p");
+  assert.equal(text.stdout, `ready\n${256 * 1024 + MAX_QUEUED_STDIN_WRITES - 1}\n`);
+});
+
 Deno.test("ProcessTable write reports stdinClosed without pipeStdin and unknownProcess", async () => {
   await using table = new ProcessTable();
   await table.start({ processId: "p", argv: ["sh", "-c", "cat; echo done"] });
@@ -370,6 +398,71 @@ Deno.test("ProcessTable escalates to KILL after the grace period", async () => {
   assert.deepEqual(survivors, []);
 });
 
+Deno.test("ProcessTable terminate still KILLs a TERM-ignoring child left in the group when the program closed within the grace", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable({ killGraceMs: 200 });
+  try {
+    // The shell dies of the TERM; its child ignores it and holds no pipe, so
+    // the process closes before the grace ends.
+    await table.start({
+      processId: "p",
+      argv: ["sh", "-c", `(trap '' TERM; exec sleep ${token}) >/dev/null 2>&1 & echo ready; wait`],
+    });
+    await readUntil(table, "p", "ready");
+    await waitForPids(`sleep ${token}`, 1);
+    assert.equal(await table.terminate("p"), true);
+    const { last } = await collect(table, "p");
+    assert.equal(last.exitCode, 143);
+    await until(
+      () => livePidsWith(`sleep ${token}`).length === 0,
+      5_000,
+      "the child killed at the end of the grace",
+    );
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+  }
+});
+
+Deno.test("ProcessTable terminate keeps output still in the pipe for a reader that comes back after the grace", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const grace = 100;
+    const cap = 64 * 1024;
+    await using table = new ProcessTable({ killGraceMs: grace, retainedOutputBytes: cap });
+    // Reading stops at the cap or at most one read (under 64 KiB) past it, so
+    // the pipe keeps 4 to 64 KiB (all it holds): the program finishes writing.
+    const total = cap + 64 * 1024;
+    const mark = `${dir}/written`;
+    await table.start({
+      processId: "p",
+      argv: ["sh", "-c", `head -c ${total} /dev/zero; : > ${mark}; exec sleep 60`],
+    });
+    // Nobody reads: the retained output fills and the rest waits in the pipe.
+    await until(
+      async () => {
+        try {
+          await Deno.stat(mark);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      10_000,
+      "everything written",
+    );
+    assert.equal(await table.terminate("p"), true);
+    // Pacing, not a wait for an event: the reader comes back after the KILL
+    // and the grace after it, when the pipe readers would be cancelled.
+    await new Promise((resolve) => setTimeout(resolve, grace * 5));
+    const { bytes, last } = await collect(table, "p");
+    assert.equal(bytes.stdout.byteLength, total);
+    assert.equal(last.exitCode, 143);
+    assert.equal(last.failure, null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("ProcessTable terminate kills descendants that outlive an exited leader", async () => {
   const token = uniqueSleep();
   await using table = new ProcessTable();
@@ -507,6 +600,22 @@ Deno.test("ProcessTable enforces timeoutMs and reports the exit as timed out", a
   // A process that finishes in time is not marked.
   await table.start({ processId: "fast", argv: ["sh", "-c", "exit 0"], timeoutMs: 10_000 });
   assert.equal((await collect(table, "fast")).last.timedOut, false);
+});
+
+Deno.test("ProcessTable reports a terminate whose grace outlasts timeoutMs as terminated, not timed out", async () => {
+  // The timeout passes within the grace, well after the start on a busy machine.
+  await using table = new ProcessTable({ killGraceMs: 1_500 });
+  await table.start({
+    processId: "p",
+    argv: ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
+    timeoutMs: 1_000,
+  });
+  await readUntil(table, "p", "ready");
+  await table.terminate("p");
+  const { last } = await collect(table, "p");
+  assert.equal(last.exitCode, 137);
+  assert.equal(last.signal, "SIGKILL");
+  assert.equal(last.timedOut, false);
 });
 
 Deno.test("ProcessTable validates timeoutMs at and past its limits", async () => {

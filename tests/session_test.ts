@@ -316,7 +316,10 @@ Deno.test("Session process methods: unknown ids, duplicates, signals, list, limi
     delivered: true,
   });
   const exited = await waitNote(c, "process/exited", "a");
-  assert.notEqual(exited.params.exitCode, 0);
+  assert.equal(exited.params.exitCode, 143);
+  assert.equal(exited.params.signal, "SIGTERM");
+  // A read tells the signal too (a client that missed the notification recovers it).
+  assert.equal((await c.call("process/read", { processId: "a" })).signal, "SIGTERM");
   assert.deepEqual(await c.call("process/terminate", { processId: "b" }), { running: true });
   await waitNote(c, "process/closed", "b");
   await c.call("process/start", { processId: "t", argv: ["sleep", "100"], timeoutMs: 100 });
@@ -324,6 +327,10 @@ Deno.test("Session process methods: unknown ids, duplicates, signals, list, limi
   assert.equal(timed.params.timedOut, true);
   const read = await c.call("process/read", { processId: "t" });
   assert.equal(read.timedOut, true);
+  // Exited on its own: no signal field, as in process/exited.
+  await c.call("process/start", { processId: "ok", argv: ["true"] });
+  await waitNote(c, "process/closed", "ok");
+  assert.equal(Object.hasOwn(await c.call("process/read", { processId: "ok" }), "signal"), false);
 });
 
 Deno.test("Session delivers output bigger than the retention cap whole, in seq order", async () => {
@@ -500,6 +507,37 @@ Deno.test("Session: a process/write to a child that never reads ends with its co
   );
   // The shell may not have exec'd `sleep` yet: wait for it, then check there is one.
   assert.equal((await waitForPids(`sleep ${token}`, 1)).length, 1);
+});
+
+Deno.test("Session: writes waiting for children that do not read never keep a terminate from being served", async () => {
+  await using executor = useExecutor();
+  await using conn = connect(executor);
+  await conn.init();
+  await conn.call("process/start", {
+    processId: "p",
+    argv: ["sh", "-c", "exec sleep 60"],
+    pipeStdin: true,
+  });
+  // Past the connection's 64 requests served at once, each write waiting on
+  // the full pipe (the first one fills it).
+  const chunk = new Uint8Array(128 * 1024).toBase64();
+  const writes = [...Array(80)].map(() =>
+    conn.peer.request<{ status: string }>("process/write", { processId: "p", chunk })
+  );
+  assert.deepEqual(await conn.call("process/terminate", { processId: "p" }), { running: true });
+  const settled = await withDeadline(Promise.allSettled(writes), D, "writes end with the child");
+  assert.equal(settled.length, 80);
+  for (const result of settled) {
+    assert.ok(
+      result.status === "rejected" || result.value.status === "stdinClosed" ||
+        result.value.status === "accepted",
+      JSON.stringify(result),
+    );
+  }
+  assert.ok(
+    settled.some((r) => r.status === "fulfilled" && r.value.status === "stdinClosed"),
+    "the writes after the kill report the closed stdin",
+  );
 });
 
 Deno.test("Session detaches as soon as its channel closes, while a request is still being served", async () => {

@@ -98,6 +98,13 @@ export const MAX_PROCESS_ID_LENGTH = 256;
  * that never reads would grow the executor without end.
  */
 export const MAX_QUEUED_STDIN_BYTES = 16 * 1024 * 1024;
+/**
+ * The most writes that may wait for a child to read its stdin. Such waits do
+ * not count against the connection's request cap (so that they cannot keep
+ * a kill from being read), so this bounds many tiny ones, as
+ * {@linkcode MAX_QUEUED_STDIN_BYTES} bounds their bytes.
+ */
+export const MAX_QUEUED_STDIN_WRITES = 4096;
 /** The end-of-file key a terminal's line discipline reads (`VEOF`, Ctrl-D). */
 const CTRL_D = new Uint8Array([0x04]);
 /**
@@ -213,6 +220,8 @@ export interface ReadResult {
   closed: boolean;
   /** Why reading the process failed, or null. */
   failure: string | null;
+  /** The signal that ended the process (`SIGTERM`), or null. */
+  signal: string | null;
   /** The process was killed by its timeout. */
   timedOut?: boolean;
 }
@@ -353,12 +362,18 @@ interface ProcessRecord {
   stdinClosed: boolean;
   /** Bytes handed to `writer` that the child has not taken yet (with the buffers they are views on). */
   stdinQueued: number;
+  /** Writes handed to `writer` that have not settled. */
+  stdinWrites: number;
   /** Under a terminal: the last byte written to stdin left a line unfinished. */
   ttyLineOpen: boolean;
   /** Under a terminal: the size a resize still has to apply, and the resize under way. */
   wantedSize: { cols: number; rows: number } | null;
   resizing: Promise<void> | null;
   readers: ReadableStreamBYOBReader[];
+  /** Readers waiting for room in the output buffer (paused, not reading the pipe). */
+  pausedReaders: Set<ReadableStreamBYOBReader>;
+  /** Readers to cancel once they read again: the pipe may still hold output. */
+  cancelOnResume: Set<ReadableStreamBYOBReader>;
   openStreams: number;
   exitCode: number | null;
   signal: string | null;
@@ -367,6 +382,8 @@ interface ProcessRecord {
   closedSeq: number | null;
   failure: string | null;
   terminating: boolean;
+  /** When (`performance.now()`) a terminate's KILL is due; null once sent or when none is. */
+  killDueAt: number | null;
   timers: Set<ReturnType<typeof setTimeout>>;
   done: Promise<void>;
   resolveDone: () => void;
@@ -631,6 +648,7 @@ export class ProcessTable implements AsyncDisposable {
       nextSeq: slice.nextSeq,
       exited: record.exitCode !== null,
       exitCode: record.exitCode,
+      signal: record.signal,
       closed: record.closedSeq !== null && slice.complete,
       failure: record.failure,
       timedOut: record.timedOut,
@@ -646,7 +664,8 @@ export class ProcessTable implements AsyncDisposable {
    *   the wait (the bytes stay queued and are written in order).
    * @returns `accepted`, `unknownProcess`, `stdinClosed` (no stdin, closed, or the process ended) or `starting`.
    * @throws {RangeError} When the bytes would take what waits for the child past
-   *   {@linkcode MAX_QUEUED_STDIN_BYTES}; nothing is queued then.
+   *   {@linkcode MAX_QUEUED_STDIN_BYTES}, or {@linkcode MAX_QUEUED_STDIN_WRITES}
+   *   writes already wait; nothing is queued then.
    * @throws {unknown} The signal's reason when it aborts before the bytes are taken.
    */
   async write(
@@ -662,6 +681,13 @@ export class ProcessTable implements AsyncDisposable {
     // A chunk may be a view on the message it came in (a binary write): what
     // it keeps alive is that whole buffer, so that is what counts.
     const held = Math.max(chunk.byteLength, chunk.buffer.byteLength);
+    if (record.stdinWrites >= MAX_QUEUED_STDIN_WRITES) {
+      throw new RangeError(
+        `Cannot write to process ${JSON.stringify(clipped(processId, 64))}: ` +
+          `${record.stdinWrites} writes already wait for it to read, the limit; ` +
+          "wait for earlier writes' replies",
+      );
+    }
     if (record.stdinQueued + held > MAX_QUEUED_STDIN_BYTES) {
       throw new RangeError(
         `Cannot write to process ${JSON.stringify(clipped(processId, 64))}: ` +
@@ -692,6 +718,7 @@ export class ProcessTable implements AsyncDisposable {
     endLine: boolean,
   ): Promise<"accepted" | "stdinClosed"> {
     record.stdinQueued += held;
+    record.stdinWrites++;
     try {
       await record.ptyReady;
       if (chunk.byteLength > 0) await writer.write(chunk);
@@ -703,6 +730,7 @@ export class ProcessTable implements AsyncDisposable {
       return "stdinClosed";
     } finally {
       record.stdinQueued -= held;
+      record.stdinWrites--;
     }
   }
 
@@ -1131,7 +1159,8 @@ export class ProcessTable implements AsyncDisposable {
     this.#pump(record, child.stderr, record.tty ? "pty" : "stderr");
     if (timeoutMs !== undefined) {
       this.#timer(record, timeoutMs, () => {
-        if (record.state === "running") record.timedOut = true;
+        // A terminate asked for earlier is not a timeout.
+        if (record.state === "running" && !record.terminating) record.timedOut = true;
         this.#terminate(record);
       });
     }
@@ -1156,7 +1185,10 @@ export class ProcessTable implements AsyncDisposable {
     let buffer = new ArrayBuffer(OUTPUT_HEADROOM_BYTES + readBytes);
     try {
       for (;;) {
+        record.pausedReaders.add(reader);
         await record.buffer.waitWritable();
+        record.pausedReaders.delete(reader);
+        if (record.cancelOnResume.delete(reader)) this.#cancelReaderLater(record, reader);
         const { value, done } = await reader.read(
           new Uint8Array(buffer, OUTPUT_HEADROOM_BYTES, readBytes),
         );
@@ -1191,6 +1223,8 @@ export class ProcessTable implements AsyncDisposable {
         this.#onMarker(record, null);
         if (rest.byteLength > 0) this.#output(record, name, rest);
       }
+      record.pausedReaders.delete(reader);
+      record.cancelOnResume.delete(reader);
       reader.releaseLock();
       record.openStreams--;
       this.#maybeClosed(record);
@@ -1253,6 +1287,15 @@ export class ProcessTable implements AsyncDisposable {
     for (const timer of record.timers) clearTimeout(timer);
     record.timers.clear();
     this.#releaseSlot(record);
+    if (record.killDueAt !== null) {
+      // Terminated, and closed within the grace: what is left in its group
+      // (a TERM-ignoring child with its output redirected) still gets the KILL.
+      const due = record.killDueAt;
+      record.killDueAt = null;
+      if (this.#closing) this.#killLeftovers(record);
+      else {this.#timer(record, Math.max(0, due - performance.now()), () =>
+          this.#killLeftovers(record));}
+    }
     this.#deliver(record, { type: "closed", processId: record.id, seq: record.closedSeq });
     record.resolveDone();
     if (!this.#closing) {
@@ -1283,13 +1326,33 @@ export class ProcessTable implements AsyncDisposable {
     if (record.terminating || record.state === "closed" || record.state === "starting") return;
     record.terminating = true;
     this.#track(this.#signalTree(record, "SIGTERM"));
+    record.killDueAt = performance.now() + this.#killGraceMs;
     this.#timer(record, this.#killGraceMs, () => {
+      record.killDueAt = null;
       this.#track(this.#signalTree(record, "SIGKILL"));
       // Pipes held by a descendant that escaped the group: stop waiting for them.
       this.#timer(record, this.#killGraceMs, () => {
-        for (const reader of record.readers) this.#track(reader.cancel().catch(() => {}));
+        for (const reader of record.readers) this.#cancelReader(record, reader);
       });
     });
+  }
+
+  /**
+   * Stops waiting for a pipe that a descendant outside the group keeps open.
+   * A reader paused for room in the output buffer is not cancelled: the pipe
+   * may still hold what the program wrote before it ended, which would be
+   * lost; it is cancelled a grace period after it reads again.
+   */
+  #cancelReader(record: ProcessRecord, reader: ReadableStreamBYOBReader): void {
+    if (record.pausedReaders.has(reader)) {
+      record.cancelOnResume.add(reader);
+      return;
+    }
+    this.#track(reader.cancel().catch(() => {}));
+  }
+
+  #cancelReaderLater(record: ProcessRecord, reader: ReadableStreamBYOBReader): void {
+    this.#timer(record, this.#killGraceMs, () => this.#cancelReader(record, reader));
   }
 
   /**
@@ -1443,7 +1506,9 @@ export class ProcessTable implements AsyncDisposable {
       throw new Deno.errors.NotFound(
         `Cannot ${action} process ${
           JSON.stringify(clipped(processId, MAX_PROCESS_ID_LENGTH))
-        }: unknown process`,
+        }: unknown process (a closed process is kept ${
+          Math.round(this.#exitedRetentionMs / 1000)
+        } s, and only the latest while a session holds ${this.#maxProcesses * 2})`,
       );
     }
     return record;
@@ -1493,10 +1558,13 @@ export class ProcessTable implements AsyncDisposable {
       writer: null,
       stdinClosed: false,
       stdinQueued: 0,
+      stdinWrites: 0,
       ttyLineOpen: false,
       wantedSize: null,
       resizing: null,
       readers: [],
+      pausedReaders: new Set(),
+      cancelOnResume: new Set(),
       openStreams: 2,
       exitCode: null,
       signal: null,
@@ -1505,6 +1573,7 @@ export class ProcessTable implements AsyncDisposable {
       closedSeq: null,
       failure: null,
       terminating: false,
+      killDueAt: null,
       timers: new Set(),
       done,
       resolveDone,

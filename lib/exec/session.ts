@@ -442,7 +442,7 @@ class SessionConnection implements SessionAttachment {
       case "process/read":
         return this.#read(this.#requireReady(method), paramsObject(raw), request);
       case "process/write":
-        return this.#write(this.#requireReady(method), paramsObject(raw), request.signal);
+        return this.#write(this.#requireReady(method), paramsObject(raw), request);
       case "process/signal":
         return this.#signal(this.#requireReady(method), paramsObject(raw));
       case "process/terminate":
@@ -643,22 +643,32 @@ class SessionConnection implements SessionAttachment {
       closed: result.closed,
       failure: result.failure,
     };
+    // As in `process/exited`: only when a signal ended it (upstream has no such field).
+    if (result.signal) reply.signal = result.signal;
     if (result.timedOut) reply.timedOut = true;
     return reply;
   }
 
-  /** Stops waiting when the connection closes: a child that never reads must not hold it. */
+  /**
+   * Stops waiting when the connection closes: a child that never reads must
+   * not hold it. Nor does the wait count against the connection's request
+   * cap: writes to children that do not read yet must not keep it from
+   * reading the kill that would end them. The child's stdin queue bounds them.
+   */
   async #write(
     session: SessionRecord,
     params: Params,
-    signal: AbortSignal,
+    request: RequestContext,
   ): Promise<{ status: string }> {
     const processId = requiredString(params, "processId");
     // `data` holds the bytes of a binary write request; JSON cannot make a Uint8Array.
     const chunk = params.data instanceof Uint8Array ? params.data : base64Bytes(params, "chunk");
     const eof = optionalBoolean(params, "eof", false);
     if (this.#starting.has(processId)) return { status: "starting" };
-    return { status: await session.table.write(processId, chunk, { eof, signal }) };
+    request.release();
+    return {
+      status: await session.table.write(processId, chunk, { eof, signal: request.signal }),
+    };
   }
 
   async #signal(session: SessionRecord, params: Params): Promise<{ delivered: boolean }> {

@@ -35,6 +35,13 @@ export interface RequestContext {
   readonly id: string | number;
   /** Aborted when the peer closes; long-running handlers stop early. */
   readonly signal: AbortSignal;
+  /**
+   * Stops counting this request against `maxConcurrentRequests`, for a
+   * handler about to wait on something bounded elsewhere (a child's stdin
+   * queue, bounded in bytes): such waits must not keep the peer from reading
+   * the request that would end them (a kill). The reply is still sent.
+   */
+  release(): void;
 }
 
 /**
@@ -176,6 +183,8 @@ export class JsonRpcPeer implements AsyncDisposable {
   #pending = new Map<RpcId, Pending>();
   #nextId = 1;
   #inFlight = new Set<Promise<void>>();
+  /** Requests still being served that no longer count against the cap. */
+  #released = new Set<Promise<void>>();
   #slotFree: PromiseWithResolvers<void> | null = null;
   #abort = new AbortController();
   #closedError: RelayClosedError | null = null;
@@ -519,13 +528,15 @@ export class JsonRpcPeer implements AsyncDisposable {
     this.#track(this.#sendError(id, code, message));
   }
 
-  /** Counts `task` in flight until it settles; reading pauses while the cap is reached. */
-  #track(task: Promise<void>): void {
+  /** Counts `task` in flight until it settles (unless `released`); reading pauses while the cap is reached. */
+  #track(task: Promise<void>, released = false): Promise<void> {
     const tracked = task.finally(() => {
       this.#inFlight.delete(tracked);
+      this.#released.delete(tracked);
       this.#freeSlot();
     });
-    this.#inFlight.add(tracked);
+    (released ? this.#released : this.#inFlight).add(tracked);
+    return tracked;
   }
 
   #freeSlot(): void {
@@ -565,7 +576,9 @@ export class JsonRpcPeer implements AsyncDisposable {
     this.#closedError = new RelayClosedError("JSON-RPC channel closed", { cause });
     this.#abort.abort(this.#closedError);
     for (const pending of [...this.#pending.values()]) pending.reject(this.#closedError);
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+    while (this.#inFlight.size > 0 || this.#released.size > 0) {
+      await Promise.allSettled([...this.#inFlight, ...this.#released]);
+    }
   }
 
   #receiveBinary(message: Uint8Array): void {
@@ -658,17 +671,33 @@ export class JsonRpcPeer implements AsyncDisposable {
   }
 
   #serve(id: RpcId, method: string, params: unknown): void {
-    this.#track(this.#answer(id, method, params));
+    const slot: { tracked?: Promise<void>; released: boolean } = { released: false };
+    const release = (): void => {
+      if (slot.released) return;
+      slot.released = true;
+      // Released before it was tracked (synchronously, in the handler): `#track` sees the flag.
+      if (slot.tracked && this.#inFlight.delete(slot.tracked)) {
+        this.#released.add(slot.tracked);
+        this.#freeSlot();
+      }
+    };
+    // Arguments run in order: the handler's synchronous part first, then the flag is read.
+    slot.tracked = this.#track(this.#answer(id, method, params, release), slot.released);
   }
 
   /** Runs the handler and sends its reply; settles once the reply is sent. */
-  async #answer(id: RpcId, method: string, params: unknown): Promise<void> {
+  async #answer(
+    id: RpcId,
+    method: string,
+    params: unknown,
+    release: () => void,
+  ): Promise<void> {
     let result: unknown;
     try {
       if (!this.#onRequest) {
         throw new RpcError(METHOD_NOT_FOUND, `Method not found: "${shown(method)}"`);
       }
-      result = await this.#onRequest(method, params, { id, signal: this.#abort.signal });
+      result = await this.#onRequest(method, params, { id, signal: this.#abort.signal, release });
     } catch (error) {
       if (error instanceof RpcError) {
         await this.#reply(id, method, errorText(id, error.code, error.message, error.data));
