@@ -107,7 +107,8 @@ Commands:
 Options for every command:
   --token-file FILE       Read the bearer token from FILE (else OUTPOST_TOKEN)
   --log-format text|json  Log lines on stderr as human text or JSON (default text)
-  --log-level LEVEL       debug, info, warn or error (default info)
+  --log-level LEVEL       debug, info, warn or error (default info; warn for exec,
+                          so its stderr is the program's: info adds a summary)
   -h, --help              Show help for the command
   --version               Print the version
 
@@ -265,12 +266,12 @@ function parse<
   }
 }
 
-function makeLogger(values: Record<string, unknown>): Logger {
+function makeLogger(values: Record<string, unknown>, defaultLevel: LogLevel): Logger {
   const format = (values["log-format"] ?? "text") as string;
   if (format !== "text" && format !== "json") {
     throw new UsageError(`Cannot use --log-format ${format}: choose text or json`);
   }
-  const level = (values["log-level"] ?? "info") as string;
+  const level = (values["log-level"] ?? defaultLevel) as string;
   if (!["debug", "info", "warn", "error"].includes(level)) {
     throw new UsageError(`Cannot use --log-level ${level}: choose debug, info, warn or error`);
   }
@@ -281,11 +282,28 @@ function makeLogger(values: Record<string, unknown>): Logger {
   });
 }
 
+/**
+ * Warns when other users may read or change the token file (as ssh refuses
+ * such a key; a warning here, since the file may sit on a filesystem without
+ * modes). Nothing is said when its mode cannot be read.
+ */
+async function warnIfShared(log: Logger, file: string): Promise<void> {
+  const mode = (await Deno.stat(file).catch(() => null))?.mode;
+  if (mode === null || mode === undefined || (mode & 0o077) === 0) return;
+  const octal = (mode & 0o777).toString(8).padStart(4, "0");
+  log.warn(
+    `token file ${file} is open to other users (mode ${octal}): anyone who can read it can ` +
+      `act as this server's clients; chmod 600 it`,
+  );
+}
+
 /** Reads the token from --token-file or OUTPOST_TOKEN, with a hint when read access is missing. */
 async function loadToken(context: Context, required: boolean): Promise<string | undefined> {
   const file = context.tokenFile;
   try {
-    return await readToken({ required, ...(file !== undefined ? { tokenFile: file } : {}) });
+    const token = await readToken({ required, ...(file !== undefined ? { tokenFile: file } : {}) });
+    if (file !== undefined) await warnIfShared(context.log, file);
+    return token;
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable && file !== undefined) {
       throw new UsageError(
@@ -1069,7 +1087,8 @@ export async function main(argv: string[]): Promise<number> {
       strict: false,
       allowPositionals: true,
     });
-    log = makeLogger(values);
+    // exec's stderr carries the program's stderr: only problems of its own join it.
+    log = makeLogger(values, name === "exec" ? "warn" : "info");
     const context: Context = {
       log,
       startedAt: performance.now(),

@@ -248,7 +248,7 @@ async function execLeavingNoProgram(
   // An argument of the remote program, to find it in /proc.
   const marker = `outpost-e2e-${crypto.randomUUID()}`;
   try {
-    const args = ["exec", "--url", url, "--", "sh", "-c", script, marker];
+    const args = ["exec", "--url", url, "--log-level", "info", "--", "sh", "-c", script, marker];
     await using run = new Cli("client", args, options);
     await drive(run);
     // Left running, the program would go on until the session expires (30 s).
@@ -298,6 +298,8 @@ Deno.test("cli: exec through rendezvous to executor returns output and exit code
     "box-1",
     "--env",
     "GREETING=hello there",
+    "--log-level",
+    "info",
     "--",
     "sh",
     "-c",
@@ -413,11 +415,12 @@ Deno.test("cli: exec against serve runs a program on the local executor", async 
     "--",
     "sh",
     "-c",
-    "echo local; exit 0",
+    "echo local; echo to-stderr >&2; exit 0",
   ]);
   const status = await run.finished();
   assert.equal(status.code, 0, run.stderr);
   assert.equal(run.stdout, "local\n");
+  assert.equal(run.stderr, "to-stderr\n", "at the default level stderr is the program's alone");
 });
 
 Deno.test("cli: exec prints a refused start once, and a missing --cwd as -32004 naming it", async () => {
@@ -479,6 +482,8 @@ Deno.test("cli: a Ctrl-C whose program ends before the executor answers it is no
     "exec",
     "--url",
     `ws://127.0.0.1:${server.addr.port}`,
+    "--log-level",
+    "info",
     "--",
     "sleep",
     "30",
@@ -1224,6 +1229,39 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   await using missing = new Cli("executor", ["executor", "--registry", "http://127.0.0.1:1"]);
   assert.equal((await missing.finished()).code, 2);
   assert.match(missing.stderr, /--executor-id ID is required/);
+});
+
+Deno.test("cli: a token file other users may read gets a warning naming its mode; a private one none", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const mode of [0o644, 0o600]) {
+      const file = `${dir}/token-${mode.toString(8)}`;
+      await Deno.writeTextFile(file, `${"t".repeat(32)}\n`);
+      await Deno.chmod(file, mode);
+      const serve = new Cli("executor", ["serve", "--token-file", file]);
+      assert.match(await serve.firstLine(), /^ws:\/\/127\.0\.0\.1:\d+/);
+      await serve[Symbol.asyncDispose](); // stopped: all of stderr is in
+      const warned = /WARN +token file \S+ is open to other users \(mode 0644\).*chmod 600 it/;
+      if (mode === 0o644) assert.match(serve.stderr, warned);
+      else assert.doesNotMatch(serve.stderr, /open to other users/);
+      assert.ok(!serve.stderr.includes("t".repeat(32)), "the token is never printed");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("logger keeps a text line one line: control characters in a message are escaped", () => {
+  const lines: string[] = [];
+  const log = createLogger({ write: (l) => lines.push(l), now: () => new Date(0) });
+  // As a registry's error body might read, forging a line and coloring the terminal.
+  log.error("HTTP 404: <html>\n1970-01-01T00:00:00.000Z INFO  all fine\r\x1b[2J\u2028\u0085\ttab", {
+    body: "x\ny",
+  });
+  assert.deepEqual(lines, [
+    "1970-01-01T00:00:00.000Z ERROR HTTP 404: <html>\\n1970-01-01T00:00:00.000Z INFO  all fine" +
+    '\\r\\u001b[2J\\u2028\\u0085\\ttab body="x\\ny"',
+  ]);
 });
 
 Deno.test("logger redacts credentials in text and JSON lines", () => {

@@ -645,6 +645,31 @@ Deno.test("runExecutor refuses an idleTimeoutMs outside 0..2^31-1 at once, inste
   }
 });
 
+Deno.test("runExecutor refuses a registerTimeoutMs or connectTimeoutMs outside 1..2^31-1 at once", () => {
+  const base = { registry: "http://127.0.0.1:1", executorId: "box-1", token: TOKEN };
+  for (const name of ["registerTimeoutMs", "connectTimeoutMs"]) {
+    for (const bad of [0, -1, NaN, 2 ** 31]) {
+      assert.throws(
+        () => runExecutor({ ...base, [name]: bad }),
+        new RegExp(`${name} ${bad} is outside 1\\.\\.2147483647`),
+      );
+    }
+  }
+});
+
+Deno.test("registerExecutor says why a connection failed, and gives up on a port fetch never connects to", async () => {
+  const refused = await registerExecutor(`http://127.0.0.1:${closedPort()}`, "box-1", TOKEN)
+    .catch((e) => e);
+  assert.ok(refused instanceof RegistrationError);
+  assert.equal(refused.retryable, true);
+  assert.match(refused.message, /Connection refused/);
+  const blocked = await registerExecutor("http://127.0.0.1:10080", "box-1", TOKEN)
+    .catch((e) => e);
+  assert.ok(blocked instanceof RegistrationError);
+  assert.equal(blocked.retryable, false);
+  assert.match(blocked.message, /port 10080.*run the rendezvous on another/);
+});
+
 Deno.test("runExecutor replaces a socket that went silent without closing and is reachable again", async () => {
   await using rendezvous = await serveRendezvous({ token: TOKEN });
   // Registered through the proxy, the executor's signed URL points through it too.

@@ -292,6 +292,21 @@ Deno.test("serveLocal refuses a non-loopback address unless allowRemote and a to
   assert.match(server.url, /^ws:\/\/0\.0\.0\.0:\d+$/);
 });
 
+Deno.test("serveLocal reads a listen address without a port as ws's port 80, as the rendezvous does", async () => {
+  for (const listen of ["ws://127.0.0.1", "ws://127.0.0.1:80"]) {
+    try {
+      await using server = await serveLocal({ listen });
+      assert.equal(server.url, "ws://127.0.0.1:80");
+    } catch (error) {
+      // Port 80 may be taken or not allowed on this machine: then it fails, naming no other port.
+      assert.ok(
+        error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.PermissionDenied,
+        String(error),
+      );
+    }
+  }
+});
+
 Deno.test("serveLocal refuses allowed origins a browser never sends: a path, a trailing slash, *", async () => {
   const never = [
     "*",

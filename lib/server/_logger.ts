@@ -70,6 +70,24 @@ function redactValue(key: string, value: unknown): unknown {
   return value;
 }
 
+// deno-lint-ignore no-control-regex -- matching control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+/**
+ * A message on one text line: control characters (a newline, a carriage
+ * return, a terminal escape) written as JSON escapes, so that text from
+ * elsewhere (a registry's error body) can neither forge a line nor drive the
+ * terminal.
+ */
+function oneLine(text: string): string {
+  return text.replace(CONTROL, (c) => {
+    const escaped = JSON.stringify(c);
+    return escaped.length > 3
+      ? escaped.slice(1, -1)
+      : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
+  });
+}
+
 function textValue(value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
   return /[\s"=]/.test(text) || text === "" ? JSON.stringify(text) : text;
@@ -105,7 +123,7 @@ export function createLogger(options: LoggerOptions): Logger {
       write(JSON.stringify({ time, level, msg, ...clean }));
       return;
     }
-    let line = `${time} ${level.toUpperCase().padEnd(5)} ${msg}`;
+    let line = `${time} ${level.toUpperCase().padEnd(5)} ${oneLine(msg)}`;
     for (const [key, value] of Object.entries(clean)) line += ` ${key}=${textValue(value)}`;
     write(line);
   };

@@ -200,13 +200,30 @@ export async function registerExecutor(
   const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
   /**
    * A failed fetch or read: the caller's abort as is, else an error saying
-   * why, retryable unless Deno refused net access (no retry grants it).
+   * why (with the cause `fetch failed` hides, such as a refused connection),
+   * retryable unless no retry can succeed: Deno refused net access, or the
+   * port is one fetch never connects to (the Fetch standard's bad ports).
    */
   const failure = (error: unknown, what: string, status: number): unknown => {
     if (options.signal?.aborted) return options.signal.reason;
+    const message = (error as Error)?.message ?? String(error);
+    const cause = (error as Error)?.cause;
     const why = controller.signal.aborted
       ? String((controller.signal.reason as Error)?.message ?? controller.signal.reason)
-      : (error as Error).message;
+      : cause instanceof Error
+      ? `${message}: ${cause.message.replace(/^error sending request for url \(.*?\): /, "")}`
+      : message;
+    const blockedPort = error instanceof TypeError &&
+      /Requests to port \d+ are blocked/.test(message);
+    if (blockedPort) {
+      return new RegistrationError(
+        `${what}: ${why} (fetch never connects to that port: run the rendezvous on another)`,
+        status,
+        false,
+        undefined,
+        { cause: error },
+      );
+    }
     const retryable = !(error instanceof Deno.errors.NotCapable);
     return new RegistrationError(`${what}: ${why}`, status, retryable, undefined, {
       cause: error,

@@ -232,6 +232,18 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
   if (options.idleTimeoutMs !== undefined) {
     checkRange("idleTimeoutMs", options.idleTimeoutMs, 0, MAX_TIMER_MS);
   }
+  const registerTimeoutMs = checkRange(
+    "registerTimeoutMs",
+    options.registerTimeoutMs ?? DEFAULT_REGISTER_TIMEOUT_MS,
+    1,
+    MAX_TIMER_MS,
+  );
+  const connectTimeoutMs = checkRange(
+    "connectTimeoutMs",
+    options.connectTimeoutMs ?? 10_000,
+    1,
+    MAX_TIMER_MS,
+  );
   const maxMessageBytes = checkRange(
     "maxMessageBytes",
     options.maxMessageBytes ??
@@ -300,7 +312,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
       try {
         const registration = await registerExecutor(registry, executorId, token, {
           signal: stop.signal,
-          timeoutMs: options.registerTimeoutMs ?? DEFAULT_REGISTER_TIMEOUT_MS,
+          timeoutMs: registerTimeoutMs,
           ...(options.name !== undefined ? { name: options.name } : {}),
         });
         url = registration.url;
@@ -318,7 +330,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
       try {
         socket = await RelaySocket.connect(url, {
           signal: stop.signal,
-          timeoutMs: options.connectTimeoutMs ?? 10_000,
+          timeoutMs: connectTimeoutMs,
           ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
         });
       } catch (error) {

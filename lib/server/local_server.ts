@@ -135,7 +135,8 @@ function parseListen(listen: string): { hostname: string; port: number } {
   if ((url.pathname !== "/" && url.pathname !== "") || url.search || url.username) {
     throw new TypeError(`Cannot listen on "${listen}": expected ws://HOST:PORT without a path`);
   }
-  const port = url.port === "" ? 0 : Number(url.port);
+  // No port is ws's own, 80 (the URL parser drops ":80"), as the rendezvous reads it.
+  const port = url.port === "" ? 80 : Number(url.port);
   const hostname = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   return { hostname, port };
 }
