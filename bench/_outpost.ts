@@ -21,11 +21,10 @@
  */
 
 import { GatedChannel } from "../lib/client/_gated_channel.ts";
-import { connect, Connection } from "../lib/client/connect.ts";
+import { connect, type Connection, connectionOver } from "../lib/client/connect.ts";
 import { RemoteCommand } from "../lib/client/remote_command.ts";
 import { StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
-import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
 import {
   type AnnouncedChild,
   drainCounting,
@@ -210,13 +209,7 @@ async function openStreamsOnOneSocket(
   mux.attach(socket);
   const conns = Array.from({ length: n }, () => {
     // Wired as connect() wires its one stream, but many streams share one socket.
-    const channel = new GatedChannel(mux.open());
-    return new Connection(harness, "rendezvous", (handlers) => ({
-      peer: new JsonRpcPeer(channel, handlers),
-      channel,
-      stop: async () => {},
-      closeReason: () => undefined,
-    }));
+    return connectionOver(harness, new GatedChannel(mux.open()));
   });
   const close = async (): Promise<void> => {
     await Promise.allSettled(conns.map((c) => c.close()));

@@ -689,6 +689,9 @@ Deno.test("RemoteCommand checks each option's type and range", () => {
   bad({ env: "A=1" }, TypeError, /env must be an object of strings/);
   bad({ env: ["A=1"] }, TypeError, /env must be an object of strings/);
   bad({ env: { A: 1 } }, TypeError, /env must be an object of strings/);
+  bad({ env: { "A=B": "x" } }, TypeError, /env name "A=B" is empty or holds "=" or NUL/);
+  bad({ env: { "": "x" } }, TypeError, /env name "" is empty/);
+  bad({ env: { A: "x\0y" } }, TypeError, /env value of A holds NUL/);
   bad({ cwd: 7 }, TypeError, /cwd must be a string/);
   bad({ signal: { aborted: false } }, TypeError, /signal must be an AbortSignal/);
   bad({ tty: "yes" }, TypeError, /tty must be a boolean/);

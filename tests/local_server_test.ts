@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { Executor } from "../lib/exec/executor.ts";
+import { Executor, type ExecutorOptions } from "../lib/exec/executor.ts";
+import { connect } from "../lib/client/connect.ts";
+import { RelayClosedError } from "../lib/errors.ts";
 import type { MessageChannel } from "../lib/rpc/message_channel.ts";
 import { MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES, serveLocal } from "../lib/server/local_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
@@ -305,6 +307,36 @@ Deno.test("serveLocal reads a listen address without a port as ws's port 80, as 
       );
     }
   }
+});
+
+Deno.test("serveLocal with an executor that closed closes each new connection at once, naming why", async () => {
+  const executor = new Executor({ sessionTtlMs: 0 });
+  await using server = await serveLocal({ executor });
+  await executor.close();
+  // Long enough that a connection left open shows as the deadline, not as a timeout of connect.
+  const refused = await withDeadline(
+    connect(server.url, { timeoutMs: 60_000 }).catch((e) => e),
+    20_000,
+    "the refusal",
+  );
+  assert.ok(refused instanceof RelayClosedError, String(refused));
+  assert.match(refused.message, /the session ended before initialize answered: executor closed/);
+});
+
+Deno.test("Executor refuses options every request would fail under, at and one past each limit", async () => {
+  for (
+    const [options, message] of [
+      [{ maxMessageBytes: 1023 }, /maxMessageBytes 1023 is not an integer of at least 1024/],
+      [{ maxMessageBytes: 2048.5 }, /maxMessageBytes 2048.5 is not an integer/],
+      [{ maxFileBytes: 0 }, /maxFileBytes 0 is not an integer of at least 1/],
+      [{ inheritEnv: ["PATH", "A=B"] }, /inheritEnv names a variable "A=B"/],
+      [{ inheritEnv: [""] }, /inheritEnv names a variable ""/],
+    ] as [ExecutorOptions, RegExp][]
+  ) {
+    assert.throws(() => new Executor(options), message, JSON.stringify(options));
+  }
+  await using atLimits = new Executor({ maxMessageBytes: 1024, maxFileBytes: 1 });
+  assert.equal(atLimits.maxMessageBytes, 1024);
 });
 
 Deno.test("serveLocal refuses allowed origins a browser never sends: a path, a trailing slash, *", async () => {

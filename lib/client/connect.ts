@@ -110,6 +110,31 @@ interface Resources {
   closeReason: () => string | undefined;
 }
 
+let newConnection: (
+  url: string,
+  mode: "local" | "rendezvous",
+  resources: (handlers: PeerHandlers) => Resources,
+) => Connection;
+
+/**
+ * Makes a {@linkcode Connection} over a channel that is already open (the
+ * benchmark opens many streams of one socket this way). Internal: not in
+ * `mod.ts`. The class's constructor is private, so that only this module
+ * makes one and the internal types it takes stay out of the public API.
+ *
+ * @param url The URL shown as the connection's.
+ * @param channel The open channel; closing the connection does not close what carries it.
+ * @returns The connection, not yet initialized.
+ */
+export function connectionOver(url: string, channel: GatedChannel): Connection {
+  return newConnection(url, "rendezvous", (handlers) => ({
+    peer: new JsonRpcPeer(channel, handlers),
+    channel,
+    stop: async () => {},
+    closeReason: () => undefined,
+  }));
+}
+
 /**
  * An initialized JSON-RPC session with one executor, from {@linkcode connect}.
  *
@@ -132,30 +157,31 @@ export class Connection implements AsyncDisposable, ProcessTransport {
   #binaryInput = false;
   /** Whether a binary message is taken now: offered and unanswered, or negotiated. */
   #binaryAccepted = false;
-  #resources: Resources;
+  #resources!: Resources;
   #processListeners = new Map<string, NotificationListener>();
   #listeners = new Set<NotificationListener>();
   #closing: Promise<void> | null = null;
 
-  /**
-   * Wraps resources that {@linkcode connect} set up; use `connect()`.
-   *
-   * @param url The URL.
-   * @param mode The transport mode.
-   * @param resources The peer factory and shutdown.
-   */
-  constructor(
-    url: string,
-    mode: "local" | "rendezvous",
-    resources: (handlers: PeerHandlers) => Resources,
-  ) {
+  static {
+    newConnection = (url, mode, resources) => {
+      const connection = new Connection(url, mode);
+      connection.#wire(resources);
+      return connection;
+    };
+  }
+
+  /** Made by {@linkcode connect} only. */
+  private constructor(url: string, mode: "local" | "rendezvous") {
     this.url = url;
     this.mode = mode;
+    this.fs = new RemoteFs(this);
+  }
+
+  #wire(resources: (handlers: PeerHandlers) => Resources): void {
     this.#resources = resources({
       onNotification: (method, params) => this.#dispatch(method, params),
       onBinary: (message) => this.#dispatchBinary(message),
     });
-    this.fs = new RemoteFs(this);
     // When the session ends on its own (server gone, detach window passed),
     // release the socket, the mux and the reconnect loop too.
     this.#resources.peer.closed.then(() => this.close());
@@ -724,7 +750,7 @@ export async function connect(
       const target = harnessUrl(parsed, options.executorId);
       const opened = await openRendezvous(target, options, deadline);
       abandon = opened.abandon;
-      connection = new Connection(target, "rendezvous", opened.resources);
+      connection = newConnection(target, "rendezvous", opened.resources);
     } else {
       const channel = await openWebSocketChannel(parsed.href, {
         signal: deadline,
@@ -736,7 +762,7 @@ export async function connect(
         throw explainLocalRefusal(error, parsed, options.token !== undefined);
       });
       const gated = new GatedChannel(channel);
-      connection = new Connection(parsed.href, "local", (handlers) => ({
+      connection = newConnection(parsed.href, "local", (handlers) => ({
         peer: new JsonRpcPeer(gated, handlers),
         channel: gated,
         stop: async () => {
@@ -751,6 +777,16 @@ export async function connect(
     });
     return connection;
   } catch (error) {
+    if (error instanceof RelayClosedError && connection?.closeReason === undefined) {
+      // A send can fail on a socket whose close frame arrived before its
+      // close event, which carries the reason: wait for it, briefly.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        connection?.closed.catch(() => {}),
+        new Promise((resolve) => timer = setTimeout(resolve, 1_000)),
+      ]);
+      clearTimeout(timer);
+    }
     const reason = connection?.closeReason;
     abandon?.();
     await connection?.close();

@@ -189,6 +189,13 @@ function checkedOptions(options: RemoteCommandOptions): RemoteCommandOptions {
     if (!entries.every(([, value]) => typeof value === "string")) {
       fail("env must be an object of strings");
     }
+    // As the system takes them: a name is not empty and holds no `=` or NUL, a value no NUL.
+    for (const [name, value] of entries) {
+      if (name === "" || /[=\0]/.test(name)) {
+        fail(`env name ${JSON.stringify(name)} is empty or holds "=" or NUL`);
+      }
+      if (value.includes("\0")) fail(`env value of ${name} holds NUL`);
+    }
     copy.env = Object.fromEntries(entries);
   }
   for (const name of ["stdin", "stdout", "stderr"] as const) {

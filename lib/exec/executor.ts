@@ -7,7 +7,7 @@
  */
 
 import type { MessageChannel } from "../rpc/message_channel.ts";
-import { DEFAULT_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
 import { type Capabilities, type Confinement, detectCapabilities } from "./confinement.ts";
 import {
   detectShell,
@@ -83,6 +83,32 @@ function defaultCwd(): string {
 }
 
 /**
+ * Refuses options that would make every later request fail obscurely: a
+ * message limit no session can work under, a file limit below one byte, an
+ * inherited variable name the system cannot hold. (Whether `cwd` and the
+ * write roots exist is checked by the CLI; they may appear later.)
+ */
+function checkOptions(options: ExecutorOptions): void {
+  const integerFrom = (name: string, value: number | undefined, min: number): void => {
+    if (value !== undefined && (!Number.isSafeInteger(value) || value < min)) {
+      throw new RangeError(
+        `Cannot create executor: ${name} ${value} is not an integer of at least ${min}`,
+      );
+    }
+  };
+  integerFrom("maxMessageBytes", options.maxMessageBytes, MIN_MAX_MESSAGE_BYTES);
+  integerFrom("maxFileBytes", options.maxFileBytes, 1);
+  for (const name of options.inheritEnv ?? []) {
+    if (typeof name !== "string" || name === "" || /[=\0]/.test(name)) {
+      throw new TypeError(
+        `Cannot create executor: inheritEnv names a variable ${JSON.stringify(name)} the system ` +
+          'cannot hold (empty, or with "=" or NUL)',
+      );
+    }
+  }
+}
+
+/**
  * Serves JSON-RPC sessions: processes, files and environment info, inside
  * the sandbox of the executor's own Deno permissions.
  *
@@ -122,6 +148,7 @@ export class Executor implements AsyncDisposable {
    * @throws {TypeError} When a path option is not absolute.
    */
   constructor(options: ExecutorOptions = {}) {
+    checkOptions(options);
     this.#cwd = options.cwd ?? defaultCwd();
     this.#minConfinement = options.minConfinement ?? "none";
     this.#maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;

@@ -236,6 +236,12 @@ class WebSocketChannel implements MessageChannel {
   }
 
   #closeSocket(code: number, reason: string): void {
+    if (this.#socket.readyState === WebSocket.CONNECTING) {
+      // Not open yet (an executor that closed refuses the channel at once):
+      // closing now would throw and leave the client waiting.
+      this.#opened.promise.then(() => this.#closeSocket(code, reason));
+      return;
+    }
     try {
       this.#socket.close(code, reason);
     } catch {
