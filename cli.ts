@@ -420,6 +420,16 @@ function startError(listen: string, error: unknown): unknown {
   if (error instanceof TypeError || error instanceof RangeError) {
     return new UsageError(error.message);
   }
+  const port = Number(new URL(listen).port || 80);
+  if (error instanceof Deno.errors.AddrInUse) {
+    return new Error(`Cannot listen on ${listen}: port ${port} is in use`, { cause: error });
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    const why = port < 1024
+      ? `port ${port} is below 1024, which needs root or CAP_NET_BIND_SERVICE (a URL without a port means 80)`
+      : "the system refused it";
+    return new Error(`Cannot listen on ${listen}: ${why}`, { cause: error });
+  }
   return error;
 }
 
@@ -873,7 +883,8 @@ async function runExec(args: string[], context: Context): Promise<number> {
         if (event.type === "disconnected") {
           log.warn("lost connection, reconnecting", { code: event.code, reason: event.reason });
         } else if (event.type === "reconnected") {
-          log.info("reconnected", { attempt: event.attempt });
+          // As loud as the warning it answers.
+          log.warn("reconnected", { attempt: event.attempt });
         }
       },
     });

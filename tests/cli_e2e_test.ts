@@ -1231,6 +1231,21 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   assert.match(missing.stderr, /--executor-id ID is required/);
 });
 
+Deno.test("cli: serve and rendezvous on a port in use exit 1 naming the port", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const listen = `ws://127.0.0.1:${taken.addr.port}`;
+  for (const [set, command] of [["executor", "serve"], ["rendezvous", "rendezvous"]]) {
+    await using server = new Cli(set, [command, "--listen", listen], {
+      env: { OUTPOST_TOKEN: TOKEN },
+    });
+    assert.equal((await server.finished()).code, 1, server.stderr);
+    assert.match(
+      server.stderr,
+      new RegExp(`Cannot listen on ${listen}: port ${taken.addr.port} is in use`),
+    );
+  }
+});
+
 Deno.test("cli: a token file other users may read gets a warning naming its mode; a private one none", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -1257,10 +1272,15 @@ Deno.test("logger keeps a text line one line: control characters in a message ar
   // As a registry's error body might read, forging a line and coloring the terminal.
   log.error("HTTP 404: <html>\n1970-01-01T00:00:00.000Z INFO  all fine\r\x1b[2J\u2028\u0085\ttab", {
     body: "x\ny",
+    // Field values too: a close reason with terminal escapes and no space, C1 and U+2028.
+    reason: "\x1b]0;pwned\x07\x1b[2J",
+    origin: "a\u009bb\u2028",
+    registry: "http://user:pw@h:1/",
   });
   assert.deepEqual(lines, [
     "1970-01-01T00:00:00.000Z ERROR HTTP 404: <html>\\n1970-01-01T00:00:00.000Z INFO  all fine" +
-    '\\r\\u001b[2J\\u2028\\u0085\\ttab body="x\\ny"',
+    '\\r\\u001b[2J\\u2028\\u0085\\ttab body="x\\ny" reason="\\u001b]0;pwned\\u0007\\u001b[2J"' +
+    ' origin="a\\u009bb\\u2028" registry=http://[redacted]@h:1/',
   ]);
 });
 

@@ -517,6 +517,20 @@ Deno.test("serveLocal under the smallest message limit delivers every output byt
     }
     assert.equal(read, total, "every byte was readable");
   }
+  // A file still fits its reply: the default file limit leaves room for the envelope, not 0.
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/small`, "x".repeat(300));
+    const reply = await rpc.request("fs/readFile", { path: `${dir}/small` });
+    assert.ok(size(reply) <= limit, `a readFile reply of ${size(reply)} bytes`);
+    const result = reply.result as { dataBase64: string };
+    assert.equal(
+      new TextDecoder().decode(Uint8Array.fromBase64(result.dataBase64)),
+      "x".repeat(300),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 /**

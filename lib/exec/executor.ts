@@ -155,8 +155,10 @@ export class Executor implements AsyncDisposable {
     this.#maxWaitMs = options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
     const policy = new SandboxPolicy(options.writeRoots ? { writeRoots: options.writeRoots } : {});
     this.#fs = new FsOps(policy, {
+      // Base64 grows 4/3, and the reply's envelope takes up to 1 KiB (half
+      // of the smallest limits, so that they still carry a file).
       maxFileBytes: options.maxFileBytes ??
-        Math.floor((this.#maxMessageBytes - 1024) / 4) * 3,
+        Math.floor((this.#maxMessageBytes - Math.min(1024, this.#maxMessageBytes / 2)) / 4) * 3,
       minConfinement: this.#minConfinement,
     });
     const limiter = new ProcessLimiter(options.maxProcesses ?? DEFAULT_MAX_EXECUTOR_PROCESSES);

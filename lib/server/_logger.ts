@@ -49,17 +49,20 @@ const LEVEL_RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, er
 const SECRET_KEY = /token|authori[sz]ation|secret|password|passwd|signing.?key|credential|cookie/i;
 const SECRET_QUERY = /([?&](?:sig|token|access_token)=)[^&\s"']*/gi;
 const BEARER = /(bearer\s+)[^\s"']+/gi;
+/** The user and password part of a URL (`http://user:pw@host`). */
+const USERINFO = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@"']*@/gi;
 const REDACTED = "[redacted]";
 
 /**
- * Masks credentials inside a string: `sig=`/`token=` query values and
- * `Bearer` credentials.
+ * Masks credentials inside a string: `sig=`/`token=` query values,
+ * `Bearer` credentials and a URL's user and password.
  *
  * @param text Any text that may contain a URL or an Authorization value.
  * @returns The text with credentials replaced by `[redacted]`.
  */
 export function redactText(text: string): string {
-  return text.replace(SECRET_QUERY, `$1${REDACTED}`).replace(BEARER, `$1${REDACTED}`);
+  return text.replace(SECRET_QUERY, `$1${REDACTED}`).replace(BEARER, `$1${REDACTED}`)
+    .replace(USERINFO, `$1${REDACTED}@`);
 }
 
 function redactValue(key: string, value: unknown): unknown {
@@ -72,6 +75,8 @@ function redactValue(key: string, value: unknown): unknown {
 
 // deno-lint-ignore no-control-regex -- matching control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+// deno-lint-ignore no-control-regex -- the same, tested (no `g`: no lastIndex state)
+const HAS_CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 /**
  * A message on one text line: control characters (a newline, a carriage
@@ -88,9 +93,13 @@ function oneLine(text: string): string {
   });
 }
 
+/** A field value: quoted when it holds a space, `"`, `=` or a control character, which are escaped. */
 function textValue(value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
-  return /[\s"=]/.test(text) || text === "" ? JSON.stringify(text) : text;
+  const quoted = /[\s"=]/.test(text) || HAS_CONTROL.test(text) || text === ""
+    ? JSON.stringify(text)
+    : text;
+  return oneLine(quoted);
 }
 
 /**
