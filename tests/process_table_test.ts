@@ -153,15 +153,19 @@ Deno.test("ProcessTable feeds stdin and closes it with eof", async () => {
   assert.equal(last.exitCode, 0);
 });
 
-Deno.test("ProcessTable queues stdin for a child that does not read up to its limit and refuses a byte more", async () => {
-  await using table = new ProcessTable();
+/** Starts "p", which reads no stdin until SIGHUP, then prints how many bytes waited and exits. */
+async function startStdinCounter(table: ProcessTable): Promise<void> {
   await table.start({
     processId: "p",
-    // Reads nothing until SIGHUP, then counts what waited.
     argv: ["sh", "-c", 'trap "wc -c; exit 0" HUP; echo ready; while :; do sleep 1 & wait $!; done'],
     pipeStdin: true,
   });
   await readUntil(table, "p", "ready");
+}
+
+Deno.test("ProcessTable queues stdin for a child that does not read up to its limit and refuses a byte more", async () => {
+  await using table = new ProcessTable();
+  await startStdinCounter(table);
   // A view counts with the buffer it keeps alive (a binary write's message).
   const view = new Uint8Array(MAX_QUEUED_STDIN_BYTES + 1).subarray(0, 16);
   await assert.rejects(
@@ -191,12 +195,7 @@ Deno.test("ProcessTable queues stdin for a child that does not read up to its li
 
 Deno.test("ProcessTable queues at most MAX_QUEUED_STDIN_WRITES writes for a child that does not read, and refuses one more", async () => {
   await using table = new ProcessTable();
-  await table.start({
-    processId: "p",
-    argv: ["sh", "-c", 'trap "wc -c; exit 0" HUP; echo ready; while :; do sleep 1 & wait $!; done'],
-    pipeStdin: true,
-  });
-  await readUntil(table, "p", "ready");
+  await startStdinCounter(table);
   // The first overflows the pipe and waits; the rest wait behind it.
   const writes = [table.write("p", new Uint8Array(256 * 1024))];
   for (let i = 1; i < MAX_QUEUED_STDIN_WRITES; i++) {
