@@ -112,6 +112,99 @@ for (const level of LEVELS) {
   });
 }
 
+Deno.test("FsOps removes a tree whose paths reach the system's 4,095 bytes and refuses one a byte deeper, removing nothing", async () => {
+  await using f = await fixture();
+  // Built by a program, as a build step would (relative mkdir goes past the limit).
+  const chain = async (root: string, deepest: number): Promise<void> => {
+    await Deno.mkdir(root);
+    const levels = Math.floor((deepest - root.length) / 2);
+    const rest = deepest - root.length - 2 * levels; // one longer last name makes it exact
+    const path = "a/".repeat(levels - 1) + "a".repeat(1 + rest);
+    const made = await new Deno.Command("mkdir", { args: ["-p", path], cwd: root }).output();
+    assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+  };
+  await chain(`${f.dir}/fits`, 4095);
+  assert.deepEqual(await f.call("fs/remove", { path: `${f.dir}/fits`, recursive: true }), {});
+  await assert.rejects(Deno.lstat(`${f.dir}/fits`), Deno.errors.NotFound);
+  await chain(`${f.dir}/past`, 4096);
+  await rpcFails(
+    f.call("fs/remove", { path: `${f.dir}/past`, recursive: true }),
+    -32602,
+    "paths in it pass the system's 4,095 bytes",
+  );
+  assert.ok((await Deno.lstat(`${f.dir}/past/a`)).isDirectory, "nothing was removed");
+  await new Deno.Command("rm", { args: ["-rf", "past"], cwd: f.dir }).output();
+});
+
+Deno.test("FsOps lists a directory up to its listing bound and refuses one entry past it", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_" }));
+  try {
+    for (let i = 0; i < 10; i++) await Deno.writeTextFile(`${dir}/f${i}`, "");
+    // Each entry counts its name's JSON ("f0": 4 bytes) and 64 more.
+    const bound = 10 * (4 + 64);
+    const policy = new SandboxPolicy({ query: grantsOnly(dir) });
+    const fits = new FsOps(policy, { maxListingBytes: bound });
+    const { entries } = await fits.call("fs/readDirectory", { path: dir }) as {
+      entries: unknown[];
+    };
+    assert.equal(entries.length, 10);
+    const short = new FsOps(policy, { maxListingBytes: bound - 1 });
+    await rpcFails(
+      short.call("fs/readDirectory", { path: dir }),
+      -32602,
+      "more entries than one reply carries",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+for (const level of LEVELS) {
+  Deno.test({
+    name:
+      `FsOps refuses to copy a file onto itself, by path, link or hard link, and leaves it whole (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      const data = new Uint8Array(256 * 1024).map((_, i) => i % 251);
+      await Deno.writeFile(`${f.dir}/big`, data);
+      await Deno.symlink(`${f.dir}/big`, `${f.dir}/alias`);
+      await Deno.link(`${f.dir}/big`, `${f.dir}/hard`);
+      for (const to of ["big", "alias", "hard"]) {
+        await rpcFails(
+          f.call("fs/copy", { sourcePath: `${f.dir}/big`, destinationPath: `${f.dir}/${to}` }),
+          -32602,
+          "they are the same file",
+        );
+      }
+      assert.deepEqual(await Deno.readFile(`${f.dir}/big`), data);
+      // A different file is still copied.
+      assert.deepEqual(
+        await f.call("fs/copy", { sourcePath: `${f.dir}/big`, destinationPath: `${f.dir}/copy` }),
+        {},
+      );
+      assert.deepEqual(await Deno.readFile(`${f.dir}/copy`), data);
+    },
+  });
+}
+
+Deno.test({
+  name: "FsOps under the os minimum refuses to remove a write root itself, and leaves it whole",
+  ignore: !OS_WORKS,
+  async fn() {
+    await using f = await fixture(undefined, "os");
+    await Deno.writeTextFile(`${f.dir}/keep`, "kept");
+    await rpcFails(
+      f.call("fs/remove", { path: f.dir, recursive: true }),
+      -32602,
+      "it is a write root",
+    );
+    assert.equal(await Deno.readTextFile(`${f.dir}/keep`), "kept");
+    // What is inside it can still be removed.
+    assert.deepEqual(await f.call("fs/remove", { path: `${f.dir}/keep` }), {});
+  },
+});
+
 Deno.test("FsOps readFile allows a file at the size limit and refuses one byte past it", async () => {
   await using f = await fixture(1000);
   await Deno.writeFile(`${f.dir}/at`, new Uint8Array(1000));

@@ -159,6 +159,7 @@ export class Executor implements AsyncDisposable {
       // of the smallest limits, so that they still carry a file).
       maxFileBytes: options.maxFileBytes ??
         Math.floor((this.#maxMessageBytes - Math.min(1024, this.#maxMessageBytes / 2)) / 4) * 3,
+      maxListingBytes: this.#maxMessageBytes - Math.min(1024, this.#maxMessageBytes / 2),
       minConfinement: this.#minConfinement,
     });
     const limiter = new ProcessLimiter(options.maxProcesses ?? DEFAULT_MAX_EXECUTOR_PROCESSES);

@@ -86,6 +86,51 @@ export interface FsOpsOptions {
    * @default {"none"}
    */
   minConfinement?: Confinement;
+  /**
+   * About the most a `fs/readDirectory` reply may take, in bytes (its JSON,
+   * estimated): a larger listing is refused as soon as it passes this, not
+   * after it was all read.
+   * @default {DEFAULT_MAX_LISTING_BYTES}
+   */
+  maxListingBytes?: number;
+}
+
+/** The default bound of a directory listing: what fits a 16 MiB message. */
+export const DEFAULT_MAX_LISTING_BYTES: number = 16 * 1024 * 1024 - 1024;
+
+const utf8 = new TextEncoder();
+
+/** What one entry adds to a `fs/readDirectory` reply besides its name's JSON. */
+const LISTING_ENTRY_BYTES = 64;
+
+/**
+ * Refuses a recursive remove of a tree whose paths grow past the 4,095 bytes
+ * the system takes, before anything is removed: Deno's recursive remove
+ * reaches deeper (relative to each directory) but recurses once per level on
+ * a thread whose stack overflows past about 10,000 levels, which aborts the
+ * whole executor; paths within the system's limit stay near 2,000 levels.
+ * Walks directories only, not following links. (A program that deepens the
+ * tree meanwhile could still crash an executor it could kill anyway: below
+ * `os` it runs as the executor's user; at `os` the remove runs `rm`.)
+ */
+async function checkRemoveDepth(shown: string, root: string): Promise<void> {
+  const stack = [root];
+  while (stack.length > 0) {
+    const directory = stack.pop()!;
+    try {
+      for await (const entry of Deno.readDir(directory)) {
+        if (entry.isDirectory) stack.push(`${directory}/${entry.name}`);
+      }
+    } catch (error) {
+      // Anything else, or the path itself too long: the remove says why.
+      if (directory === root || (error as { code?: string })?.code !== "ENAMETOOLONG") continue;
+      throw new RpcError(
+        INVALID_PARAMS,
+        `Cannot remove "${shownPath(shown)}": paths in it pass the system's 4,095 bytes, ` +
+          "deeper than fs/remove takes apart; remove it with a program (rm -r)",
+      );
+    }
+  }
 }
 
 /**
@@ -258,6 +303,7 @@ async function requireDirectoryForSlash(
 export class FsOps {
   #policy: SandboxPolicy;
   #maxFileBytes: number;
+  #maxListingBytes: number;
   #confined: ConfinedFs | null;
 
   /**
@@ -269,6 +315,7 @@ export class FsOps {
   constructor(policy: SandboxPolicy, options: FsOpsOptions = {}) {
     this.#policy = policy;
     this.#maxFileBytes = options.maxFileBytes ?? DEFAULT_MAX_FILE_BYTES;
+    this.#maxListingBytes = options.maxListingBytes ?? DEFAULT_MAX_LISTING_BYTES;
     this.#confined = options.minConfinement === "os" ? new ConfinedFs(policy.writeRoots) : null;
   }
 
@@ -462,8 +509,18 @@ export class FsOps {
     const resolved = await this.#checkRead("list", path);
     const entries = await io("list", path, async () => {
       const list: DirectoryEntry[] = [];
+      let bytes = 0;
       try {
         for await (const entry of Deno.readDir(resolved)) {
+          bytes += utf8.encode(JSON.stringify(entry.name)).length + LISTING_ENTRY_BYTES;
+          if (bytes > this.#maxListingBytes) {
+            throw new RpcError(
+              INVALID_PARAMS,
+              `Cannot list "${shownPath(path)}": it holds more entries than one reply carries ` +
+                `(over ${this.#maxListingBytes} bytes after ${list.length}); list it in parts ` +
+                "with a program (ls, find)",
+            );
+          }
           list.push({
             fileName: entry.name,
             isDirectory: entry.isDirectory,
@@ -497,6 +554,14 @@ export class FsOps {
     const resolved = await this.#checkWrite("remove", path, false);
     await requireDirectoryForSlash("remove", path, resolved, false);
     if (this.#confined) {
+      if (this.#policy.writeRoots?.includes(resolved)) {
+        // Bound into the sandbox as a mount point: `rm -r` would empty it, then fail.
+        throw new RpcError(
+          INVALID_PARAMS,
+          `Cannot remove "${shownPath(path)}": it is a write root, which the os sandbox ` +
+            "binds as a whole; remove what is inside it",
+        );
+      }
       // The helper's message on a huge path is cut short: let the OS judge the path here first.
       await Deno.lstat(resolved).catch((error) => {
         const missing = error instanceof Deno.errors.NotFound;
@@ -507,6 +572,7 @@ export class FsOps {
       await this.#confined.remove(path, resolved, recursive, force);
       return {};
     }
+    if (recursive) await checkRemoveDepth(path, resolved);
     try {
       await Deno.remove(resolved, { recursive });
     } catch (error) {
@@ -621,6 +687,19 @@ export class FsOps {
   ): Promise<void> {
     await requireRegularFile("copy", sourceShown, source, false);
     await requireRegularFile("copy to", destinationShown, destination, true);
+    const [from, to] = await Promise.all([
+      Deno.stat(source).catch(() => null),
+      Deno.stat(destination).catch(() => null),
+    ]);
+    if (from !== null && to !== null && from.dev === to.dev && from.ino === to.ino) {
+      // Copying would truncate the source before reading it (the confined
+      // copy streams it into `cat > destination`).
+      throw new RpcError(
+        INVALID_PARAMS,
+        `Cannot copy "${shownPath(sourceShown)}" to "${shownPath(destinationShown)}": ` +
+          "they are the same file",
+      );
+    }
     if (!this.#confined) {
       await io("copy", sourceShown, () => Deno.copyFile(source, destination));
       return;
