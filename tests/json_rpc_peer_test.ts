@@ -377,6 +377,39 @@ for (
   });
 }
 
+Deno.test("JsonRpcPeer counts a released request's reply again: a sender that takes no replies stops being read", async () => {
+  const limit = DEFAULT_MAX_CONCURRENT_REQUESTS;
+  const waits = 2 * limit;
+  const gate = Promise.withResolvers<void>();
+  const channel = new UnackedChannel([
+    ...[...Array(waits).keys()].map((i) => JSON.stringify({ id: i, method: "wait" })),
+    ...[...Array(limit + 5).keys()].map((i) => JSON.stringify({ id: waits + i, method: "now" })),
+  ]);
+  const peer = new JsonRpcPeer(channel, {
+    onRequest: async (method, _params, request) => {
+      if (method === "wait") {
+        request.release();
+        await gate.promise;
+      }
+      return method;
+    },
+  });
+  // Released, the waits do not count: the peer reads past them, then `limit` answered at once.
+  await until(() => channel.sends.length >= limit, D, `${limit} replies sent`);
+  assert.equal(channel.read, waits + limit);
+  // Answered, the waits' replies count until sent: settling as many sends
+  // as they add frees no slot...
+  gate.resolve();
+  await until(() => channel.sends.length >= waits + limit, D, "the waits' replies sent");
+  for (const send of channel.sends.slice(0, waits)) send.resolve();
+  for (let turn = 0; turn < 5; turn++) await new Promise((r) => setTimeout(r, 0)); // pacing
+  assert.equal(channel.read, waits + limit, "still paused");
+  // ...and one more frees one.
+  channel.sends[waits].resolve();
+  await until(() => channel.read === waits + limit + 1, D, "one more read");
+  await withDeadline(peer.close(), D, "close");
+});
+
 Deno.test("JsonRpcPeer allows maxPendingRequests outstanding requests and refuses one more", async () => {
   const [a, b] = channelPair();
   const release = Promise.withResolvers<void>();

@@ -153,14 +153,14 @@ Deno.test("ProcessTable feeds stdin and closes it with eof", async () => {
   assert.equal(last.exitCode, 0);
 });
 
-/** Starts "p", which reads no stdin until SIGHUP, then prints how many bytes waited and exits. */
-async function startStdinCounter(table: ProcessTable): Promise<void> {
+/** Starts a process that reads no stdin until SIGHUP, then prints how many bytes waited and exits. */
+async function startStdinCounter(table: ProcessTable, processId = "p"): Promise<void> {
   await table.start({
-    processId: "p",
+    processId,
     argv: ["sh", "-c", 'trap "wc -c; exit 0" HUP; echo ready; while :; do sleep 1 & wait $!; done'],
     pipeStdin: true,
   });
-  await readUntil(table, "p", "ready");
+  await readUntil(table, processId, "ready");
 }
 
 Deno.test("ProcessTable queues stdin for a child that does not read up to its limit and refuses a byte more", async () => {
@@ -193,26 +193,33 @@ Deno.test("ProcessTable queues stdin for a child that does not read up to its li
   );
 });
 
-Deno.test("ProcessTable queues at most MAX_QUEUED_STDIN_WRITES writes for a child that does not read, and refuses one more", async () => {
+Deno.test("ProcessTable queues at most MAX_QUEUED_STDIN_WRITES writes for its children, all together, and refuses one more", async () => {
   await using table = new ProcessTable();
-  await startStdinCounter(table);
-  // The first overflows the pipe and waits; the rest wait behind it.
-  const writes = [table.write("p", new Uint8Array(256 * 1024))];
-  for (let i = 1; i < MAX_QUEUED_STDIN_WRITES; i++) {
-    writes.push(table.write("p", new Uint8Array(1)));
+  await startStdinCounter(table, "p");
+  await startStdinCounter(table, "q");
+  // The first to each overflows its pipe and waits; the rest wait behind it.
+  const half = MAX_QUEUED_STDIN_WRITES / 2;
+  const writes: Record<string, Promise<string>[]> = { p: [], q: [] };
+  for (const id of ["p", "q"]) {
+    writes[id].push(table.write(id, new Uint8Array(256 * 1024)));
+    for (let i = 1; i < half; i++) writes[id].push(table.write(id, new Uint8Array(1)));
   }
-  await assert.rejects(
-    withDeadline(table.write("p", new Uint8Array(1)), 10_000, "the refusal"),
-    (e: Error) =>
-      e instanceof RangeError &&
-      e.message.includes(`${MAX_QUEUED_STDIN_WRITES} writes already wait`),
-  );
-  assert.equal(await table.signal("p", "SIGHUP"), true);
-  const statuses = await withDeadline(Promise.all(writes), 10_000, "the queued writes");
-  assert.ok(statuses.every((status) => status === "accepted"));
-  assert.equal(await table.write("p", new Uint8Array(0), { eof: true }), "accepted");
-  const { text } = await collect(table, "p");
-  assert.equal(text.stdout, `ready\n${256 * 1024 + MAX_QUEUED_STDIN_WRITES - 1}\n`);
+  for (const id of ["p", "q"]) {
+    await assert.rejects(
+      withDeadline(table.write(id, new Uint8Array(1)), 10_000, "the refusal"),
+      (e: Error) =>
+        e instanceof RangeError &&
+        e.message.includes(`${MAX_QUEUED_STDIN_WRITES} writes already wait for this session's`),
+    );
+  }
+  for (const id of ["p", "q"]) {
+    assert.equal(await table.signal(id, "SIGHUP"), true);
+    const statuses = await withDeadline(Promise.all(writes[id]), 10_000, "the queued writes");
+    assert.ok(statuses.every((status) => status === "accepted"));
+    assert.equal(await table.write(id, new Uint8Array(0), { eof: true }), "accepted");
+    const { text } = await collect(table, id);
+    assert.equal(text.stdout, `ready\n${256 * 1024 + half - 1}\n`);
+  }
 });
 
 Deno.test("ProcessTable write reports stdinClosed without pipeStdin and unknownProcess", async () => {
@@ -422,6 +429,63 @@ Deno.test("ProcessTable terminate still KILLs a TERM-ignoring child left in the 
   }
 });
 
+Deno.test("ProcessTable sends a closed process's due KILL at once when a start evicts its record", async () => {
+  const token = uniqueSleep();
+  // Two live processes per table: a fourth record evicts the oldest closed one.
+  await using table = new ProcessTable({ killGraceMs: 60_000, maxProcesses: 2 });
+  try {
+    await table.start({
+      processId: "t",
+      argv: ["sh", "-c", `(trap '' TERM; exec sleep ${token}) >/dev/null 2>&1 & echo ready; wait`],
+    });
+    await readUntil(table, "t", "ready");
+    await waitForPids(`sleep ${token}`, 1);
+    await table.terminate("t");
+    assert.equal((await collect(table, "t")).last.exitCode, 143);
+    for (const id of ["a", "b", "c", "d"]) {
+      await table.start({ processId: id, argv: ["true"] });
+      await collect(table, id);
+    }
+    await assert.rejects(table.read("t", {}), Deno.errors.NotFound, "t was evicted");
+    // Long before the minute's grace ends.
+    await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "the child killed");
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+  }
+});
+
+Deno.test("ProcessTable closes a terminated process whose escaped writer keeps its pipe full for a slow reader", async () => {
+  const token = `outpost-escaped-${crypto.randomUUID()}`;
+  const grace = 100;
+  await using table = new ProcessTable({ killGraceMs: grace, retainedOutputBytes: 64 * 1024 });
+  try {
+    // `yes` leaves the group (its own session) and keeps writing into the pipe.
+    await table.start({
+      processId: "p",
+      argv: ["sh", "-c", `setsid sh -c 'exec yes ${token}' & exec sleep 600`],
+    });
+    await waitForPids("yes", 1);
+    await table.terminate("p");
+    // A reader slower than `yes`: one read every 20 ms (pacing), until the process closes.
+    const closed = withDeadline(
+      (async () => {
+        let afterSeq = 0;
+        for (;;) {
+          const result = await table.read("p", { afterSeq, maxBytes: 4096, waitMs: 1_000 });
+          afterSeq = result.nextSeq - 1;
+          if (result.closed) return result;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      })(),
+      20_000,
+      "the process closing",
+    );
+    assert.equal((await closed).exitCode, 143);
+  } finally {
+    killPids(livePidsWith(`yes ${token}`));
+  }
+});
+
 Deno.test("ProcessTable terminate keeps output still in the pipe for a reader that comes back after the grace", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -603,11 +667,11 @@ Deno.test("ProcessTable enforces timeoutMs and reports the exit as timed out", a
 
 Deno.test("ProcessTable reports a terminate whose grace outlasts timeoutMs as terminated, not timed out", async () => {
   // The timeout passes within the grace, well after the start on a busy machine.
-  await using table = new ProcessTable({ killGraceMs: 1_500 });
+  await using table = new ProcessTable({ killGraceMs: 3_000 });
   await table.start({
     processId: "p",
     argv: ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
-    timeoutMs: 1_000,
+    timeoutMs: 1_500,
   });
   await readUntil(table, "p", "ready");
   await table.terminate("p");

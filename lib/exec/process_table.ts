@@ -72,7 +72,6 @@ import {
   resizePty,
   ttyCommand,
 } from "./tty.ts";
-import { abortable } from "../_abortable.ts";
 import { MAX_TIMER_MS } from "../_limits.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
@@ -99,10 +98,11 @@ export const MAX_PROCESS_ID_LENGTH = 256;
  */
 export const MAX_QUEUED_STDIN_BYTES = 16 * 1024 * 1024;
 /**
- * The most writes that may wait for a child to read its stdin. Such waits do
- * not count against the connection's request cap (so that they cannot keep
- * a kill from being read), so this bounds many tiny ones, as
- * {@linkcode MAX_QUEUED_STDIN_BYTES} bounds their bytes.
+ * The most writes that may wait for a session's children to read their
+ * stdin, all processes together. Such waits do not count against the
+ * connection's request cap (so that they cannot keep a kill from being
+ * read), so this bounds many tiny ones, as {@linkcode MAX_QUEUED_STDIN_BYTES}
+ * bounds their bytes per process.
  */
 export const MAX_QUEUED_STDIN_WRITES = 4096;
 /** The end-of-file key a terminal's line discipline reads (`VEOF`, Ctrl-D). */
@@ -362,8 +362,6 @@ interface ProcessRecord {
   stdinClosed: boolean;
   /** Bytes handed to `writer` that the child has not taken yet (with the buffers they are views on). */
   stdinQueued: number;
-  /** Writes handed to `writer` that have not settled. */
-  stdinWrites: number;
   /** Under a terminal: the last byte written to stdin left a line unfinished. */
   ttyLineOpen: boolean;
   /** Under a terminal: the size a resize still has to apply, and the resize under way. */
@@ -384,6 +382,8 @@ interface ProcessRecord {
   terminating: boolean;
   /** When (`performance.now()`) a terminate's KILL is due; null once sent or when none is. */
   killDueAt: number | null;
+  /** Closed with that KILL still due: it waits in a timer for what is left in the group. */
+  leftoverKillDue: boolean;
   timers: Set<ReturnType<typeof setTimeout>>;
   done: Promise<void>;
   resolveDone: () => void;
@@ -409,6 +409,10 @@ export class ProcessTable implements AsyncDisposable {
   readonly #retainedOutputBytes: number;
   readonly #maxMessageBytes: number;
   readonly #killGraceMs: number;
+  /** Writes handed to a child's stdin writer that have not settled, all processes together. */
+  #stdinWrites = 0;
+  /** The writes waiting on each caller's signal (see `#abortable`). */
+  #abortWaiters = new Map<AbortSignal, Set<() => void>>();
   readonly #exitedRetentionMs: number;
   readonly #writeRoots: readonly string[];
   readonly #allowNetwork: boolean;
@@ -661,17 +665,18 @@ export class ProcessTable implements AsyncDisposable {
    * @param processId The process.
    * @param chunk The bytes.
    * @param options `eof: true` closes stdin after the bytes; `signal` stops
-   *   the wait (the bytes stay queued and are written in order).
+   *   the wait (the bytes stay queued and are written in order); `onQueued`
+   *   is called once the bytes are queued, before the wait for the child.
    * @returns `accepted`, `unknownProcess`, `stdinClosed` (no stdin, closed, or the process ended) or `starting`.
    * @throws {RangeError} When the bytes would take what waits for the child past
    *   {@linkcode MAX_QUEUED_STDIN_BYTES}, or {@linkcode MAX_QUEUED_STDIN_WRITES}
-   *   writes already wait; nothing is queued then.
+   *   writes already wait for the table's children; nothing is queued then.
    * @throws {unknown} The signal's reason when it aborts before the bytes are taken.
    */
   async write(
     processId: string,
     chunk: Uint8Array,
-    options: { eof?: boolean; signal?: AbortSignal } = {},
+    options: { eof?: boolean; signal?: AbortSignal; onQueued?: () => void } = {},
   ): Promise<"accepted" | "unknownProcess" | "stdinClosed" | "starting"> {
     const record = this.#records.get(processId);
     if (!record) return "unknownProcess";
@@ -681,11 +686,11 @@ export class ProcessTable implements AsyncDisposable {
     // A chunk may be a view on the message it came in (a binary write): what
     // it keeps alive is that whole buffer, so that is what counts.
     const held = Math.max(chunk.byteLength, chunk.buffer.byteLength);
-    if (record.stdinWrites >= MAX_QUEUED_STDIN_WRITES) {
+    if (this.#stdinWrites >= MAX_QUEUED_STDIN_WRITES) {
       throw new RangeError(
         `Cannot write to process ${JSON.stringify(clipped(processId, 64))}: ` +
-          `${record.stdinWrites} writes already wait for it to read, the limit; ` +
-          "wait for earlier writes' replies",
+          `${this.#stdinWrites} writes already wait for this session's processes to read, ` +
+          "the limit; wait for earlier writes' replies",
       );
     }
     if (record.stdinQueued + held > MAX_QUEUED_STDIN_BYTES) {
@@ -705,7 +710,33 @@ export class ProcessTable implements AsyncDisposable {
     // within one it only hands the line over, so then it is typed twice
     // (`script` types the second when its stdin closes).
     const written = this.#writeStdin(record, writer, chunk, held, eof, eof && record.ttyLineOpen);
-    return options.signal ? await abortable(written, options.signal) : await written;
+    options.onQueued?.();
+    return options.signal ? await this.#abortable(written, options.signal) : await written;
+  }
+
+  /**
+   * The write, or the signal's reason once it aborts. One listener per
+   * signal, however many writes wait on it: adding a listener costs time in
+   * the number a signal already has.
+   */
+  #abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    let waiting = this.#abortWaiters.get(signal);
+    if (waiting === undefined) {
+      const set = new Set<() => void>();
+      waiting = set;
+      this.#abortWaiters.set(signal, set);
+      signal.addEventListener("abort", () => {
+        this.#abortWaiters.delete(signal);
+        for (const abort of set) abort();
+      }, { once: true });
+    }
+    const set = waiting;
+    return new Promise<T>((resolve, reject) => {
+      const abort = (): void => reject(signal.reason);
+      set.add(abort);
+      promise.then(resolve, reject).finally(() => set.delete(abort));
+    });
   }
 
   /** Queues the bytes on the stdin writer, which keeps writes in call order. */
@@ -718,7 +749,7 @@ export class ProcessTable implements AsyncDisposable {
     endLine: boolean,
   ): Promise<"accepted" | "stdinClosed"> {
     record.stdinQueued += held;
-    record.stdinWrites++;
+    this.#stdinWrites++;
     try {
       await record.ptyReady;
       if (chunk.byteLength > 0) await writer.write(chunk);
@@ -730,7 +761,7 @@ export class ProcessTable implements AsyncDisposable {
       return "stdinClosed";
     } finally {
       record.stdinQueued -= held;
-      record.stdinWrites--;
+      this.#stdinWrites--;
     }
   }
 
@@ -1293,8 +1324,13 @@ export class ProcessTable implements AsyncDisposable {
       const due = record.killDueAt;
       record.killDueAt = null;
       if (this.#closing) this.#killLeftovers(record);
-      else {this.#timer(record, Math.max(0, due - performance.now()), () =>
-          this.#killLeftovers(record));}
+      else {
+        record.leftoverKillDue = true;
+        this.#timer(record, Math.max(0, due - performance.now()), () => {
+          record.leftoverKillDue = false;
+          this.#killLeftovers(record);
+        });
+      }
     }
     this.#deliver(record, { type: "closed", processId: record.id, seq: record.closedSeq });
     record.resolveDone();
@@ -1339,12 +1375,14 @@ export class ProcessTable implements AsyncDisposable {
 
   /**
    * Stops waiting for a pipe that a descendant outside the group keeps open.
-   * A reader paused for room in the output buffer is not cancelled: the pipe
-   * may still hold what the program wrote before it ended, which would be
-   * lost; it is cancelled a grace period after it reads again.
+   * A reader paused for room in the output buffer is not cancelled yet: the
+   * pipe may still hold what the program wrote before it ended, which would
+   * be lost; it is cancelled a grace period after it reads again, paused or
+   * not by then (time enough to drain a pipe: one that still fills is fed by
+   * the descendant).
    */
-  #cancelReader(record: ProcessRecord, reader: ReadableStreamBYOBReader): void {
-    if (record.pausedReaders.has(reader)) {
+  #cancelReader(record: ProcessRecord, reader: ReadableStreamBYOBReader, force = false): void {
+    if (!force && record.pausedReaders.has(reader)) {
       record.cancelOnResume.add(reader);
       return;
     }
@@ -1352,7 +1390,7 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   #cancelReaderLater(record: ProcessRecord, reader: ReadableStreamBYOBReader): void {
-    this.#timer(record, this.#killGraceMs, () => this.#cancelReader(record, reader));
+    this.#timer(record, this.#killGraceMs, () => this.#cancelReader(record, reader, true));
   }
 
   /**
@@ -1494,6 +1532,8 @@ export class ProcessTable implements AsyncDisposable {
       if (record.state !== "closed") continue;
       for (const timer of record.timers) clearTimeout(timer);
       record.timers.clear();
+      // Its KILL would go with its timers: sent now, early, rather than never.
+      if (record.leftoverKillDue) this.#killLeftovers(record);
       this.#records.delete(id);
       record.buffer.wake();
       if (this.#records.size < this.#maxProcesses * 2) return;
@@ -1558,7 +1598,6 @@ export class ProcessTable implements AsyncDisposable {
       writer: null,
       stdinClosed: false,
       stdinQueued: 0,
-      stdinWrites: 0,
       ttyLineOpen: false,
       wantedSize: null,
       resizing: null,
@@ -1574,6 +1613,7 @@ export class ProcessTable implements AsyncDisposable {
       failure: null,
       terminating: false,
       killDueAt: null,
+      leftoverKillDue: false,
       timers: new Set(),
       done,
       resolveDone,

@@ -651,9 +651,10 @@ class SessionConnection implements SessionAttachment {
 
   /**
    * Stops waiting when the connection closes: a child that never reads must
-   * not hold it. Nor does the wait count against the connection's request
-   * cap: writes to children that do not read yet must not keep it from
-   * reading the kill that would end them. The child's stdin queue bounds them.
+   * not hold it. Nor does the wait for the child count against the
+   * connection's request cap (the reply does again): writes to children that
+   * do not read yet must not keep it from reading the kill that would end
+   * them. The session's stdin queues bound them.
    */
   async #write(
     session: SessionRecord,
@@ -665,10 +666,13 @@ class SessionConnection implements SessionAttachment {
     const chunk = params.data instanceof Uint8Array ? params.data : base64Bytes(params, "chunk");
     const eof = optionalBoolean(params, "eof", false);
     if (this.#starting.has(processId)) return { status: "starting" };
-    request.release();
-    return {
-      status: await session.table.write(processId, chunk, { eof, signal: request.signal }),
-    };
+    const status = await session.table.write(processId, chunk, {
+      eof,
+      signal: request.signal,
+      // Queued: it may wait for the child now, uncounted until its reply.
+      onQueued: () => request.release(),
+    });
+    return { status };
   }
 
   async #signal(session: SessionRecord, params: Params): Promise<{ delivered: boolean }> {

@@ -36,10 +36,11 @@ export interface RequestContext {
   /** Aborted when the peer closes; long-running handlers stop early. */
   readonly signal: AbortSignal;
   /**
-   * Stops counting this request against `maxConcurrentRequests`, for a
-   * handler about to wait on something bounded elsewhere (a child's stdin
-   * queue, bounded in bytes): such waits must not keep the peer from reading
-   * the request that would end them (a kill). The reply is still sent.
+   * Stops counting this request against `maxConcurrentRequests` until the
+   * handler returns, for a handler about to wait on something bounded
+   * elsewhere (a child's stdin queue): such waits must not keep the peer from
+   * reading the request that would end them (a kill). Its reply counts again
+   * until sent, so a sender that does not take replies is still not read.
    */
   release(): void;
 }
@@ -671,9 +672,12 @@ export class JsonRpcPeer implements AsyncDisposable {
   }
 
   #serve(id: RpcId, method: string, params: unknown): void {
-    const slot: { tracked?: Promise<void>; released: boolean } = { released: false };
+    const slot: { tracked?: Promise<void>; released: boolean; settled: boolean } = {
+      released: false,
+      settled: false,
+    };
     const release = (): void => {
-      if (slot.released) return;
+      if (slot.released || slot.settled) return;
       slot.released = true;
       // Released before it was tracked (synchronously, in the handler): `#track` sees the flag.
       if (slot.tracked && this.#inFlight.delete(slot.tracked)) {
@@ -681,8 +685,14 @@ export class JsonRpcPeer implements AsyncDisposable {
         this.#freeSlot();
       }
     };
+    /** The handler returned: the reply counts until sent. */
+    const recount = (): void => {
+      slot.settled = true;
+      if (slot.tracked && this.#released.delete(slot.tracked)) this.#inFlight.add(slot.tracked);
+      slot.released = false;
+    };
     // Arguments run in order: the handler's synchronous part first, then the flag is read.
-    slot.tracked = this.#track(this.#answer(id, method, params, release), slot.released);
+    slot.tracked = this.#track(this.#answer(id, method, params, release, recount), slot.released);
   }
 
   /** Runs the handler and sends its reply; settles once the reply is sent. */
@@ -691,13 +701,22 @@ export class JsonRpcPeer implements AsyncDisposable {
     method: string,
     params: unknown,
     release: () => void,
+    recount: () => void,
   ): Promise<void> {
     let result: unknown;
     try {
       if (!this.#onRequest) {
         throw new RpcError(METHOD_NOT_FOUND, `Method not found: "${shown(method)}"`);
       }
-      result = await this.#onRequest(method, params, { id, signal: this.#abort.signal, release });
+      try {
+        result = await this.#onRequest(method, params, {
+          id,
+          signal: this.#abort.signal,
+          release,
+        });
+      } finally {
+        recount();
+      }
     } catch (error) {
       if (error instanceof RpcError) {
         await this.#reply(id, method, errorText(id, error.code, error.message, error.data));
