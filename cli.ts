@@ -94,7 +94,7 @@ const GLOBAL_HELP = `outpost ${VERSION}: a Deno-native remote executor
 
 Usage:
   outpost [serve] [--listen ws://127.0.0.1:0] [--allow-remote]
-  outpost rendezvous --listen ws://HOST:PORT
+  outpost rendezvous [--listen ws://HOST:PORT]
   outpost executor --registry URL --executor-id ID [--name NAME]
   outpost exec --url URL [--executor-id ID] [--cwd DIR] [--env K=V]... [--tty] -- PROGRAM [ARGS...]
 
@@ -137,7 +137,7 @@ ${EXECUTOR_FLAGS_HELP}
 Example:
   deno task start
 `,
-  rendezvous: `Usage: outpost rendezvous --listen ws://HOST:PORT [--token-file FILE]
+  rendezvous: `Usage: outpost rendezvous [--listen ws://HOST:PORT] [--token-file FILE]
 
 Runs the relay and the executor registry in one server. Executors register with
 POST /cloud/executor/{id}/register and get a short-lived signed URL; harnesses

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { RpcError, SandboxDeniedError } from "../lib/errors.ts";
 import { type Confinement, detectCapabilities } from "../lib/exec/confinement.ts";
-import { FsOps } from "../lib/exec/fs_ops.ts";
+import { FsOps, LISTING_ENTRY_BYTES } from "../lib/exec/fs_ops.ts";
 import {
   MAX_PATH_BYTES,
   MAX_SHOWN_PATH_CHARS,
@@ -140,14 +140,17 @@ Deno.test("FsOps lists a directory up to its listing bound and refuses one entry
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_" }));
   try {
     for (let i = 0; i < 10; i++) await Deno.writeTextFile(`${dir}/f${i}`, "");
-    // Each entry counts its name's JSON ("f0": 4 bytes) and 64 more.
-    const bound = 10 * (4 + 64);
+    // Each entry counts its name's JSON ("f0": 4 bytes) and LISTING_ENTRY_BYTES more.
+    const bound = 10 * (4 + LISTING_ENTRY_BYTES);
     const policy = new SandboxPolicy({ query: grantsOnly(dir) });
     const fits = new FsOps(policy, { maxListingBytes: bound });
     const { entries } = await fits.call("fs/readDirectory", { path: dir }) as {
       entries: unknown[];
     };
     assert.equal(entries.length, 10);
+    // The estimate is never short of the entries' own JSON (the array's brackets are the envelope's).
+    const json = JSON.stringify(entries).length - 2;
+    assert.ok(json <= bound, `${json} bytes`);
     const short = new FsOps(policy, { maxListingBytes: bound - 1 });
     await rpcFails(
       short.call("fs/readDirectory", { path: dir }),

@@ -100,8 +100,12 @@ export const DEFAULT_MAX_LISTING_BYTES: number = 16 * 1024 * 1024 - 1024;
 
 const utf8 = new TextEncoder();
 
-/** What one entry adds to a `fs/readDirectory` reply besides its name's JSON. */
-const LISTING_ENTRY_BYTES = 64;
+/**
+ * The most one entry adds to a `fs/readDirectory` reply besides its name's
+ * JSON: `{"fileName":,"isDirectory":false,"isFile":false,"isSymlink":false},`
+ * (a FIFO or device is none of the three).
+ */
+export const LISTING_ENTRY_BYTES = 67;
 
 /**
  * Refuses a recursive remove of a tree whose paths grow past the 4,095 bytes
