@@ -136,6 +136,25 @@ Deno.test("FsOps removes a tree whose paths reach the system's 4,095 bytes and r
   await new Deno.Command("rm", { args: ["-rf", "past"], cwd: f.dir }).output();
 });
 
+Deno.test("FsOps removes a link to a directory as a link, reading nothing below it", async () => {
+  await using f = await fixture();
+  // The target is past the walk's limit and outside the grants: neither matters to the link.
+  const target = `${f.outside}/deep`;
+  await Deno.mkdir(target);
+  // Past 4,095 bytes through the link too (its path is shorter than the target's).
+  const levels = 2040;
+  const made = await new Deno.Command("mkdir", {
+    args: ["-p", "a/".repeat(levels)],
+    cwd: target,
+  }).output();
+  assert.equal(made.code, 0);
+  await Deno.symlink(target, `${f.dir}/link`);
+  assert.deepEqual(await f.call("fs/remove", { path: `${f.dir}/link`, recursive: true }), {});
+  await assert.rejects(Deno.lstat(`${f.dir}/link`), Deno.errors.NotFound);
+  assert.ok((await Deno.lstat(`${target}/a`)).isDirectory, "the target is untouched");
+  await new Deno.Command("rm", { args: ["-rf", "deep"], cwd: f.outside }).output();
+});
+
 Deno.test("FsOps lists a directory up to its listing bound and refuses one entry past it", async () => {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_" }));
   try {
@@ -190,6 +209,30 @@ for (const level of LEVELS) {
     },
   });
 }
+
+Deno.test({
+  name: "FsOps under the os minimum refuses to remove a directory that holds a write root",
+  ignore: !OS_WORKS,
+  async fn() {
+    const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_" }));
+    try {
+      await Deno.mkdir(`${dir}/d/inner`, { recursive: true });
+      await Deno.writeTextFile(`${dir}/d/inner/keep`, "kept");
+      const fs = new FsOps(
+        new SandboxPolicy({ query: grantsOnly(dir), writeRoots: [dir, `${dir}/d/inner`] }),
+        { minConfinement: "os" },
+      );
+      await rpcFails(
+        fs.call("fs/remove", { path: `${dir}/d`, recursive: true }),
+        -32602,
+        `it holds the write root "${dir}/d/inner"`,
+      );
+      assert.equal(await Deno.readTextFile(`${dir}/d/inner/keep`), "kept");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
 
 Deno.test({
   name: "FsOps under the os minimum refuses to remove a write root itself, and leaves it whole",

@@ -429,10 +429,65 @@ Deno.test("ProcessTable terminate still KILLs a TERM-ignoring child left in the 
   }
 });
 
-Deno.test("ProcessTable sends a closed process's due KILL at once when a start evicts its record", async () => {
+Deno.test("ProcessTable terminate keeps a program's own output in the pipe for a reader slower than a pipe per grace", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const grace = 100;
+    const cap = 16 * 1024;
+    // Small messages make small reads (about 2.9 KB): draining a pipe takes many of them.
+    await using table = new ProcessTable({
+      killGraceMs: grace,
+      retainedOutputBytes: cap,
+      maxMessageBytes: 4096,
+    });
+    const total = cap + 64 * 1024; // the cap, and what the pipe holds (see the late reader's test)
+    const mark = `${dir}/written`;
+    await table.start({
+      processId: "p",
+      argv: ["sh", "-c", `head -c ${total} /dev/zero; : > ${mark}; exec sleep 60`],
+    });
+    await until(
+      async () => {
+        try {
+          await Deno.stat(mark);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      10_000,
+      "everything written",
+    );
+    assert.equal(await table.terminate("p"), true);
+    // Pacing: the reader starts once the pipe's cancel is due (KILL plus a grace),
+    await new Promise((resolve) => setTimeout(resolve, grace * 3));
+    // then takes 8 KiB every 50 ms (pacing): 160 KB/s, slower than a 64 KiB pipe per 100 ms grace.
+    const got = await withDeadline(
+      (async () => {
+        let afterSeq = 0;
+        let bytes = 0;
+        for (;;) {
+          const result = await table.read("p", { afterSeq, maxBytes: 8192, waitMs: 1_000 });
+          for (const chunk of result.chunks) bytes += chunk.chunk.byteLength;
+          afterSeq = result.nextSeq - 1;
+          if (result.closed) return { bytes, result };
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      })(),
+      20_000,
+      "reading it all",
+    );
+    assert.equal(got.bytes, total);
+    assert.equal(got.result.failure, null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ProcessTable still sends a closed process's due KILL when a start evicts its record", async () => {
   const token = uniqueSleep();
   // Two live processes per table: a fourth record evicts the oldest closed one.
-  await using table = new ProcessTable({ killGraceMs: 60_000, maxProcesses: 2 });
+  await using table = new ProcessTable({ killGraceMs: 1_000, maxProcesses: 2 });
   try {
     await table.start({
       processId: "t",
@@ -447,11 +502,71 @@ Deno.test("ProcessTable sends a closed process's due KILL at once when a start e
       await collect(table, id);
     }
     await assert.rejects(table.read("t", {}), Deno.errors.NotFound, "t was evicted");
-    // Long before the minute's grace ends.
     await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "the child killed");
   } finally {
     killPids(livePidsWith(`sleep ${token}`));
   }
+});
+
+Deno.test("ProcessTable keeps a terminate's grace for what a closed process left even when its record is evicted", async () => {
+  const dir = await Deno.makeTempDir();
+  const token = uniqueSleep();
+  await using table = new ProcessTable({ killGraceMs: 1_500, maxProcesses: 2 });
+  try {
+    const mark = `${dir}/cleaned`;
+    // The child cleans up for 300 ms on TERM; the shell dies of it at once.
+    const child = `trap 'sleep 0.3; : > ${mark}; exit 0' TERM; while :; do sleep ${token}; done`;
+    await table.start({
+      processId: "t",
+      argv: ["sh", "-c", `(${child}) >/dev/null 2>&1 & echo ready; wait`],
+    });
+    await readUntil(table, "t", "ready");
+    await table.terminate("t");
+    await collect(table, "t");
+    for (const id of ["a", "b", "c", "d"]) {
+      await table.start({ processId: id, argv: ["true"] });
+      await collect(table, id);
+    }
+    await assert.rejects(table.read("t", {}), Deno.errors.NotFound, "t was evicted");
+    await until(
+      async () => {
+        try {
+          await Deno.stat(mark);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      5_000,
+      "the child's cleanup finished: no early KILL",
+    );
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ProcessTable write leaves no listener on a signal once the write settles", async () => {
+  await using table = new ProcessTable();
+  await table.start({ processId: "p", argv: ["cat"], pipeStdin: true });
+  const signal = new AbortController().signal;
+  const added: unknown[] = [];
+  const removed: unknown[] = [];
+  const add = signal.addEventListener.bind(signal);
+  const remove = signal.removeEventListener.bind(signal);
+  signal.addEventListener = ((type: string, listener: EventListener, options?: unknown) => {
+    added.push(listener);
+    add(type, listener, options as AddEventListenerOptions);
+  }) as typeof signal.addEventListener;
+  signal.removeEventListener = ((type: string, listener: EventListener) => {
+    removed.push(listener);
+    remove(type, listener);
+  }) as typeof signal.removeEventListener;
+  await Promise.all([1, 2, 3].map(() => table.write("p", encoder.encode("x"), { signal })));
+  assert.equal(added.length, 1, "one listener for all the writes on the signal");
+  assert.deepEqual(removed, added, "and it is removed once none waits");
+  await table.write("p", new Uint8Array(0), { eof: true });
+  assert.equal((await collect(table, "p")).text.stdout, "xxx");
 });
 
 Deno.test("ProcessTable closes a terminated process whose escaped writer keeps its pipe full for a slow reader", async () => {
@@ -466,15 +581,15 @@ Deno.test("ProcessTable closes a terminated process whose escaped writer keeps i
     });
     await waitForPids("yes", 1);
     await table.terminate("p");
-    // A reader slower than `yes`: one read every 20 ms (pacing), until the process closes.
+    // A reader slower than `yes`: 16 KiB every 10 ms (pacing), until the process closes.
     const closed = withDeadline(
       (async () => {
         let afterSeq = 0;
         for (;;) {
-          const result = await table.read("p", { afterSeq, maxBytes: 4096, waitMs: 1_000 });
+          const result = await table.read("p", { afterSeq, maxBytes: 16384, waitMs: 1_000 });
           afterSeq = result.nextSeq - 1;
           if (result.closed) return result;
-          await new Promise((resolve) => setTimeout(resolve, 20));
+          await new Promise((resolve) => setTimeout(resolve, 10));
         }
       })(),
       20_000,

@@ -540,6 +540,41 @@ Deno.test("Session: writes waiting for children that do not read never keep a te
   );
 });
 
+Deno.test("Session limits fs/readDirectory to what one reply carries on its channel, refusing a larger listing early", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_session_" }));
+  try {
+    for (let i = 0; i < 5; i++) await Deno.mkdir(`${dir}/few/${i}`, { recursive: true });
+    for (let i = 0; i < 100; i++) await Deno.mkdir(`${dir}/many/${i}`, { recursive: true });
+    await using executor = useExecutor();
+    const [a, b] = channelPair();
+    // A channel that carries less than the executor's limit (a Codex v1 stream's 261,120, smaller).
+    Object.defineProperty(b, "maxMessageBytes", { value: 2048 });
+    const served = executor.serve(b);
+    const peer = new JsonRpcPeer(a);
+    try {
+      await withDeadline(peer.request("initialize", { clientName: "t" }), D, "initialize");
+      await peer.notify("initialized", {});
+      const few = await withDeadline(
+        peer.request<{ entries: unknown[] }>("fs/readDirectory", { path: `${dir}/few` }),
+        D,
+        "few",
+      );
+      assert.equal(few.entries.length, 5);
+      await assert.rejects(
+        withDeadline(peer.request("fs/readDirectory", { path: `${dir}/many` }), D, "many"),
+        (error: unknown) =>
+          error instanceof RpcError && error.code === -32602 &&
+          error.message.includes("on this stream, whose message limit is 2048 bytes"),
+      );
+    } finally {
+      await peer.close();
+      await withDeadline(served, D, "serve end");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("Session detaches as soon as its channel closes, while a request is still being served", async () => {
   await using sessions = hangingProbeSessions();
   const first = sessions.connect();

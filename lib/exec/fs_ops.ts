@@ -107,33 +107,51 @@ const utf8 = new TextEncoder();
  */
 export const LISTING_ENTRY_BYTES = 67;
 
+/** Directories the remove's pre-walk reads at once (each read waits on a blocking thread). */
+const WALK_READS_AT_ONCE = 8;
+
 /**
  * Refuses a recursive remove of a tree whose paths grow past the 4,095 bytes
  * the system takes, before anything is removed: Deno's recursive remove
  * reaches deeper (relative to each directory) but recurses once per level on
  * a thread whose stack overflows past about 10,000 levels, which aborts the
  * whole executor; paths within the system's limit stay near 2,000 levels.
- * Walks directories only, not following links. (A program that deepens the
- * tree meanwhile could still crash an executor it could kill anyway: below
- * `os` it runs as the executor's user; at `os` the remove runs `rm`.)
+ * Walks directories only, never through a link (a link, even to a directory,
+ * is removed as a link: nothing below it is read), {@linkcode
+ * WALK_READS_AT_ONCE} at a time. (A program that deepens the tree meanwhile
+ * could still crash an executor it could kill anyway: below `os` it runs as
+ * the executor's user; at `os` the remove runs `rm`.)
  */
 async function checkRemoveDepth(shown: string, root: string): Promise<void> {
-  const stack = [root];
-  while (stack.length > 0) {
-    const directory = stack.pop()!;
-    try {
-      for await (const entry of Deno.readDir(directory)) {
-        if (entry.isDirectory) stack.push(`${directory}/${entry.name}`);
+  const info = await Deno.lstat(root).catch(() => null);
+  if (info === null || !info.isDirectory) return; // a link, a file, or gone: the remove says
+  const pending = [root];
+  let tooDeep = false;
+  const walk = async (): Promise<void> => {
+    for (let directory = pending.pop(); directory !== undefined; directory = pending.pop()) {
+      if (tooDeep) return;
+      try {
+        for await (const entry of Deno.readDir(directory)) {
+          if (entry.isDirectory) pending.push(`${directory}/${entry.name}`);
+        }
+      } catch (error) {
+        // Anything else, or the path itself too long: the remove says why.
+        if (directory !== root && (error as { code?: string })?.code === "ENAMETOOLONG") {
+          tooDeep = true;
+        }
       }
-    } catch (error) {
-      // Anything else, or the path itself too long: the remove says why.
-      if (directory === root || (error as { code?: string })?.code !== "ENAMETOOLONG") continue;
-      throw new RpcError(
-        INVALID_PARAMS,
-        `Cannot remove "${shownPath(shown)}": paths in it pass the system's 4,095 bytes, ` +
-          "deeper than fs/remove takes apart; remove it with a program (rm -r)",
-      );
     }
+  };
+  // Readers stop when nothing is pending, so more start while the first lists a wide level.
+  while (pending.length > 0 && !tooDeep) {
+    await Promise.all(Array.from({ length: Math.min(WALK_READS_AT_ONCE, pending.length) }, walk));
+  }
+  if (tooDeep) {
+    throw new RpcError(
+      INVALID_PARAMS,
+      `Cannot remove "${shownPath(shown)}": paths in it pass the system's 4,095 bytes, ` +
+        "deeper than fs/remove takes apart; remove it with a program (rm -r)",
+    );
   }
 }
 
@@ -509,20 +527,25 @@ export class FsOps {
    * @param path Absolute path of a directory (anything else is refused with -32602).
    * @returns `{entries}`.
    */
-  async readDirectory(path: string): Promise<{ entries: DirectoryEntry[] }> {
+  async readDirectory(
+    path: string,
+    limit?: { maxBytes: number; why: string },
+  ): Promise<{ entries: DirectoryEntry[] }> {
     const resolved = await this.#checkRead("list", path);
+    const own = limit === undefined || limit.maxBytes >= this.#maxListingBytes;
+    const maxBytes = own ? this.#maxListingBytes : limit.maxBytes;
     const entries = await io("list", path, async () => {
       const list: DirectoryEntry[] = [];
       let bytes = 0;
       try {
         for await (const entry of Deno.readDir(resolved)) {
           bytes += utf8.encode(JSON.stringify(entry.name)).length + LISTING_ENTRY_BYTES;
-          if (bytes > this.#maxListingBytes) {
+          if (bytes > maxBytes) {
             throw new RpcError(
               INVALID_PARAMS,
               `Cannot list "${shownPath(path)}": it holds more entries than one reply carries ` +
-                `(over ${this.#maxListingBytes} bytes after ${list.length}); list it in parts ` +
-                "with a program (ls, find)",
+                `(over ${maxBytes} bytes after ${list.length}${own ? "" : ` ${limit.why}`}); ` +
+                "list it in parts with a program (ls, find)",
             );
           }
           list.push({
@@ -558,12 +581,18 @@ export class FsOps {
     const resolved = await this.#checkWrite("remove", path, false);
     await requireDirectoryForSlash("remove", path, resolved, false);
     if (this.#confined) {
-      if (this.#policy.writeRoots?.includes(resolved)) {
+      const root = this.#policy.writeRoots?.find((root) =>
+        root === resolved || root.startsWith(resolved === "/" ? "/" : `${resolved}/`)
+      );
+      if (root !== undefined) {
         // Bound into the sandbox as a mount point: `rm -r` would empty it, then fail.
         throw new RpcError(
           INVALID_PARAMS,
-          `Cannot remove "${shownPath(path)}": it is a write root, which the os sandbox ` +
-            "binds as a whole; remove what is inside it",
+          `Cannot remove "${shownPath(path)}": ${
+            root === resolved
+              ? "it is a write root"
+              : `it holds the write root "${shownPath(root)}"`
+          }, which the os sandbox binds as a whole; remove what is inside it`,
         );
       }
       // The helper's message on a huge path is cut short: let the OS judge the path here first.

@@ -105,6 +105,13 @@ export const MAX_QUEUED_STDIN_BYTES = 16 * 1024 * 1024;
  * bounds their bytes per process.
  */
 export const MAX_QUEUED_STDIN_WRITES = 4096;
+
+/**
+ * The most a pipe holds on Linux (`/proc/sys/fs/pipe-max-size`, 1 MiB by
+ * default; a program may enlarge its pipe up to it). More than this read
+ * after a process's end was written after it, by a descendant.
+ */
+const MAX_PIPE_BYTES = 1024 * 1024;
 /** The end-of-file key a terminal's line discipline reads (`VEOF`, Ctrl-D). */
 const CTRL_D = new Uint8Array([0x04]);
 /**
@@ -372,6 +379,8 @@ interface ProcessRecord {
   pausedReaders: Set<ReadableStreamBYOBReader>;
   /** Readers to cancel once they read again: the pipe may still hold output. */
   cancelOnResume: Set<ReadableStreamBYOBReader>;
+  /** Bytes each reader has read since a terminate's cancel of it came due. */
+  readSinceCancelDue: Map<ReadableStreamBYOBReader, number>;
   openStreams: number;
   exitCode: number | null;
   signal: string | null;
@@ -382,8 +391,6 @@ interface ProcessRecord {
   terminating: boolean;
   /** When (`performance.now()`) a terminate's KILL is due; null once sent or when none is. */
   killDueAt: number | null;
-  /** Closed with that KILL still due: it waits in a timer for what is left in the group. */
-  leftoverKillDue: boolean;
   timers: Set<ReturnType<typeof setTimeout>>;
   done: Promise<void>;
   resolveDone: () => void;
@@ -411,8 +418,10 @@ export class ProcessTable implements AsyncDisposable {
   readonly #killGraceMs: number;
   /** Writes handed to a child's stdin writer that have not settled, all processes together. */
   #stdinWrites = 0;
-  /** The writes waiting on each caller's signal (see `#abortable`). */
-  #abortWaiters = new Map<AbortSignal, Set<() => void>>();
+  /** The writes waiting on each caller's signal, and its one listener (see `#abortable`). */
+  #abortWaiters = new Map<AbortSignal, { aborts: Set<() => void>; onAbort: () => void }>();
+  /** The KILLs due for what closed processes left in their groups (see `#maybeClosed`). */
+  #leftoverKills = new Map<ReturnType<typeof setTimeout>, ProcessRecord>();
   readonly #exitedRetentionMs: number;
   readonly #writeRoots: readonly string[];
   readonly #allowNetwork: boolean;
@@ -723,19 +732,27 @@ export class ProcessTable implements AsyncDisposable {
     if (signal.aborted) return Promise.reject(signal.reason);
     let waiting = this.#abortWaiters.get(signal);
     if (waiting === undefined) {
-      const set = new Set<() => void>();
-      waiting = set;
-      this.#abortWaiters.set(signal, set);
-      signal.addEventListener("abort", () => {
+      const aborts = new Set<() => void>();
+      const onAbort = (): void => {
         this.#abortWaiters.delete(signal);
-        for (const abort of set) abort();
-      }, { once: true });
+        for (const abort of aborts) abort();
+      };
+      waiting = { aborts, onAbort };
+      this.#abortWaiters.set(signal, waiting);
+      signal.addEventListener("abort", onAbort, { once: true });
     }
-    const set = waiting;
+    const { aborts, onAbort } = waiting;
     return new Promise<T>((resolve, reject) => {
       const abort = (): void => reject(signal.reason);
-      set.add(abort);
-      promise.then(resolve, reject).finally(() => set.delete(abort));
+      aborts.add(abort);
+      promise.then(resolve, reject).finally(() => {
+        aborts.delete(abort);
+        // The last write on a signal that never aborted: nothing may keep it.
+        if (aborts.size === 0 && this.#abortWaiters.get(signal)?.aborts === aborts) {
+          this.#abortWaiters.delete(signal);
+          signal.removeEventListener("abort", onAbort);
+        }
+      });
     });
   }
 
@@ -975,6 +992,11 @@ export class ProcessTable implements AsyncDisposable {
       for (const timer of record.timers) clearTimeout(timer);
       record.timers.clear();
     }
+    for (const [timer, record] of this.#leftoverKills) {
+      clearTimeout(timer);
+      this.#killLeftovers(record);
+    }
+    this.#leftoverKills.clear();
     this.#records.clear();
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
@@ -1224,6 +1246,10 @@ export class ProcessTable implements AsyncDisposable {
           new Uint8Array(buffer, OUTPUT_HEADROOM_BYTES, readBytes),
         );
         if (done || value === undefined) break;
+        const sinceDue = record.readSinceCancelDue.get(reader);
+        if (sinceDue !== undefined) {
+          record.readSinceCancelDue.set(reader, sinceDue + value.byteLength);
+        }
         let bytes: Uint8Array = value;
         if (parser && !parser.done) {
           bytes = parser.push(value);
@@ -1256,6 +1282,7 @@ export class ProcessTable implements AsyncDisposable {
       }
       record.pausedReaders.delete(reader);
       record.cancelOnResume.delete(reader);
+      record.readSinceCancelDue.delete(reader);
       reader.releaseLock();
       record.openStreams--;
       this.#maybeClosed(record);
@@ -1325,11 +1352,12 @@ export class ProcessTable implements AsyncDisposable {
       record.killDueAt = null;
       if (this.#closing) this.#killLeftovers(record);
       else {
-        record.leftoverKillDue = true;
-        this.#timer(record, Math.max(0, due - performance.now()), () => {
-          record.leftoverKillDue = false;
+        // Kept by the table, not the record: an eviction must not drop it or send it early.
+        const timer = setTimeout(() => {
+          this.#leftoverKills.delete(timer);
           this.#killLeftovers(record);
-        });
+        }, Math.max(0, due - performance.now()));
+        this.#leftoverKills.set(timer, record);
       }
     }
     this.#deliver(record, { type: "closed", processId: record.id, seq: record.closedSeq });
@@ -1377,12 +1405,15 @@ export class ProcessTable implements AsyncDisposable {
    * Stops waiting for a pipe that a descendant outside the group keeps open.
    * A reader paused for room in the output buffer is not cancelled yet: the
    * pipe may still hold what the program wrote before it ended, which would
-   * be lost; it is cancelled a grace period after it reads again, paused or
-   * not by then (time enough to drain a pipe: one that still fills is fed by
-   * the descendant).
+   * be lost. It is looked at again a grace period after it reads again, and
+   * cancelled then even if paused once it has read more since than any pipe
+   * holds ({@linkcode MAX_PIPE_BYTES}): what comes after that is fed by the
+   * descendant.
    */
-  #cancelReader(record: ProcessRecord, reader: ReadableStreamBYOBReader, force = false): void {
-    if (!force && record.pausedReaders.has(reader)) {
+  #cancelReader(record: ProcessRecord, reader: ReadableStreamBYOBReader): void {
+    const sinceDue = record.readSinceCancelDue.get(reader);
+    if (sinceDue === undefined) record.readSinceCancelDue.set(reader, 0);
+    if (record.pausedReaders.has(reader) && (sinceDue ?? 0) <= MAX_PIPE_BYTES) {
       record.cancelOnResume.add(reader);
       return;
     }
@@ -1390,7 +1421,7 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   #cancelReaderLater(record: ProcessRecord, reader: ReadableStreamBYOBReader): void {
-    this.#timer(record, this.#killGraceMs, () => this.#cancelReader(record, reader, true));
+    this.#timer(record, this.#killGraceMs, () => this.#cancelReader(record, reader));
   }
 
   /**
@@ -1532,8 +1563,6 @@ export class ProcessTable implements AsyncDisposable {
       if (record.state !== "closed") continue;
       for (const timer of record.timers) clearTimeout(timer);
       record.timers.clear();
-      // Its KILL would go with its timers: sent now, early, rather than never.
-      if (record.leftoverKillDue) this.#killLeftovers(record);
       this.#records.delete(id);
       record.buffer.wake();
       if (this.#records.size < this.#maxProcesses * 2) return;
@@ -1604,6 +1633,7 @@ export class ProcessTable implements AsyncDisposable {
       readers: [],
       pausedReaders: new Set(),
       cancelOnResume: new Set(),
+      readSinceCancelDue: new Map(),
       openStreams: 2,
       exitCode: null,
       signal: null,
@@ -1613,7 +1643,6 @@ export class ProcessTable implements AsyncDisposable {
       failure: null,
       terminating: false,
       killDueAt: null,
-      leftoverKillDue: false,
       timers: new Set(),
       done,
       resolveDone,

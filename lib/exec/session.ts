@@ -456,6 +456,7 @@ class SessionConnection implements SessionAttachment {
     if (FS_METHODS.has(method)) {
       this.#requireReady(method);
       if (method === "fs/readFile") return this.#readFile(raw, request.id);
+      if (method === "fs/readDirectory") return this.#readDirectory(raw, request.id);
       return this.#context.fs.call(method, raw);
     }
     throw new RpcError(
@@ -587,6 +588,16 @@ class SessionConnection implements SessionAttachment {
     return this.#context.fs.readFile(path, {
       maxBytes: Math.max(0, Math.floor((limit - envelope) / 4) * 3),
       why: `on this stream, whose message limit is ${limit} bytes (base64 grows 4/3)`,
+    });
+  }
+
+  /** `fs/readDirectory` limited to what fits one reply on this connection. */
+  #readDirectory(raw: unknown, id: string | number): Promise<unknown> {
+    const path = absolutePath(paramsObject(raw), "path");
+    const limit = this.#replyLimit();
+    return this.#context.fs.readDirectory(path, {
+      maxBytes: Math.max(0, limit - replyEnvelopeBytes(id) - '{"entries":[]}'.length),
+      why: `on this stream, whose message limit is ${limit} bytes`,
     });
   }
 
