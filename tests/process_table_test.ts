@@ -404,18 +404,29 @@ Deno.test("ProcessTable escalates to KILL after the grace period", async () => {
   assert.deepEqual(survivors, []);
 });
 
+/**
+ * Starts a shell that dies of a TERM, with a child `sleep TOKEN` that
+ * ignores it and holds no pipe (so the process closes before a terminate's
+ * grace ends), once the child runs.
+ */
+async function startWithStubbornChild(
+  table: ProcessTable,
+  processId: string,
+  token: string,
+): Promise<void> {
+  await table.start({
+    processId,
+    argv: ["sh", "-c", `(trap '' TERM; exec sleep ${token}) >/dev/null 2>&1 & echo ready; wait`],
+  });
+  await readUntil(table, processId, "ready");
+  await waitForPids(`sleep ${token}`, 1);
+}
+
 Deno.test("ProcessTable terminate still KILLs a TERM-ignoring child left in the group when the program closed within the grace", async () => {
   const token = uniqueSleep();
   await using table = new ProcessTable({ killGraceMs: 200 });
   try {
-    // The shell dies of the TERM; its child ignores it and holds no pipe, so
-    // the process closes before the grace ends.
-    await table.start({
-      processId: "p",
-      argv: ["sh", "-c", `(trap '' TERM; exec sleep ${token}) >/dev/null 2>&1 & echo ready; wait`],
-    });
-    await readUntil(table, "p", "ready");
-    await waitForPids(`sleep ${token}`, 1);
+    await startWithStubbornChild(table, "p", token);
     assert.equal(await table.terminate("p"), true);
     const { last } = await collect(table, "p");
     assert.equal(last.exitCode, 143);
@@ -441,24 +452,7 @@ Deno.test("ProcessTable terminate keeps a program's own output in the pipe for a
       maxMessageBytes: 4096,
     });
     const total = cap + 64 * 1024; // the cap, and what the pipe holds (see the late reader's test)
-    const mark = `${dir}/written`;
-    await table.start({
-      processId: "p",
-      argv: ["sh", "-c", `head -c ${total} /dev/zero; : > ${mark}; exec sleep 60`],
-    });
-    await until(
-      async () => {
-        try {
-          await Deno.stat(mark);
-          return true;
-        } catch {
-          return false;
-        }
-      },
-      10_000,
-      "everything written",
-    );
-    assert.equal(await table.terminate("p"), true);
+    await writeThenTerminate(table, dir, total);
     // Pacing: the reader starts once the pipe's cancel is due (KILL plus a grace),
     await new Promise((resolve) => setTimeout(resolve, grace * 3));
     // then takes 8 KiB every 50 ms (pacing): 160 KB/s, slower than a 64 KiB pipe per 100 ms grace.
@@ -489,12 +483,7 @@ Deno.test("ProcessTable still sends a closed process's due KILL when a start evi
   // Two live processes per table: a fourth record evicts the oldest closed one.
   await using table = new ProcessTable({ killGraceMs: 1_000, maxProcesses: 2 });
   try {
-    await table.start({
-      processId: "t",
-      argv: ["sh", "-c", `(trap '' TERM; exec sleep ${token}) >/dev/null 2>&1 & echo ready; wait`],
-    });
-    await readUntil(table, "t", "ready");
-    await waitForPids(`sleep ${token}`, 1);
+    await startWithStubbornChild(table, "t", token);
     await table.terminate("t");
     assert.equal((await collect(table, "t")).last.exitCode, 143);
     for (const id of ["a", "b", "c", "d"]) {
@@ -529,14 +518,7 @@ Deno.test("ProcessTable keeps a terminate's grace for what a closed process left
     }
     await assert.rejects(table.read("t", {}), Deno.errors.NotFound, "t was evicted");
     await until(
-      async () => {
-        try {
-          await Deno.stat(mark);
-          return true;
-        } catch {
-          return false;
-        }
-      },
+      () => exists(mark),
       5_000,
       "the child's cleanup finished: no early KILL",
     );
@@ -601,6 +583,35 @@ Deno.test("ProcessTable closes a terminated process whose escaped writer keeps i
   }
 });
 
+/** Whether a path exists (a mark file a test's program leaves). */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts "p", which writes `total` bytes (unread, they fill the retained
+ * output and the pipe) and then sleeps; once it has written them all (a mark
+ * file says so), terminates it.
+ */
+async function writeThenTerminate(table: ProcessTable, dir: string, total: number): Promise<void> {
+  const mark = `${dir}/written`;
+  await table.start({
+    processId: "p",
+    argv: ["sh", "-c", `head -c ${total} /dev/zero; : > ${mark}; exec sleep 60`],
+  });
+  await until(
+    () => exists(mark),
+    10_000,
+    "everything written",
+  );
+  assert.equal(await table.terminate("p"), true);
+}
+
 Deno.test("ProcessTable terminate keeps output still in the pipe for a reader that comes back after the grace", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -610,25 +621,7 @@ Deno.test("ProcessTable terminate keeps output still in the pipe for a reader th
     // Reading stops at the cap or at most one read (under 64 KiB) past it, so
     // the pipe keeps 4 to 64 KiB (all it holds): the program finishes writing.
     const total = cap + 64 * 1024;
-    const mark = `${dir}/written`;
-    await table.start({
-      processId: "p",
-      argv: ["sh", "-c", `head -c ${total} /dev/zero; : > ${mark}; exec sleep 60`],
-    });
-    // Nobody reads: the retained output fills and the rest waits in the pipe.
-    await until(
-      async () => {
-        try {
-          await Deno.stat(mark);
-          return true;
-        } catch {
-          return false;
-        }
-      },
-      10_000,
-      "everything written",
-    );
-    assert.equal(await table.terminate("p"), true);
+    await writeThenTerminate(table, dir, total);
     // Pacing, not a wait for an event: the reader comes back after the KILL
     // and the grace after it, when the pipe readers would be cancelled.
     await new Promise((resolve) => setTimeout(resolve, grace * 5));
