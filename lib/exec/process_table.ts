@@ -418,10 +418,14 @@ export class ProcessTable implements AsyncDisposable {
   readonly #killGraceMs: number;
   /** Writes handed to a child's stdin writer that have not settled, all processes together. */
   #stdinWrites = 0;
-  /** The writes waiting on each caller's signal, and its one listener (see `#abortable`). */
-  #abortWaiters = new Map<AbortSignal, { aborts: Set<() => void>; onAbort: () => void }>();
+  /**
+   * The writes waiting on each caller's signal, and its one listener (see
+   * `#abortable`). Made when first needed, as `#leftoverKills`: an idle
+   * session's memory is a figure kept low (an empty `Map` is about 130 bytes).
+   */
+  #abortWaiters?: Map<AbortSignal, { aborts: Set<() => void>; onAbort: () => void }>;
   /** The KILLs due for what closed processes left in their groups (see `#maybeClosed`). */
-  #leftoverKills = new Map<ReturnType<typeof setTimeout>, ProcessRecord>();
+  #leftoverKills?: Map<ReturnType<typeof setTimeout>, ProcessRecord>;
   readonly #exitedRetentionMs: number;
   readonly #writeRoots: readonly string[];
   readonly #allowNetwork: boolean;
@@ -730,15 +734,16 @@ export class ProcessTable implements AsyncDisposable {
    */
   #abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
     if (signal.aborted) return Promise.reject(signal.reason);
-    let waiting = this.#abortWaiters.get(signal);
+    const waiters = this.#abortWaiters ??= new Map();
+    let waiting = waiters.get(signal);
     if (waiting === undefined) {
       const aborts = new Set<() => void>();
       const onAbort = (): void => {
-        this.#abortWaiters.delete(signal);
+        waiters.delete(signal);
         for (const abort of aborts) abort();
       };
       waiting = { aborts, onAbort };
-      this.#abortWaiters.set(signal, waiting);
+      waiters.set(signal, waiting);
       signal.addEventListener("abort", onAbort, { once: true });
     }
     const { aborts, onAbort } = waiting;
@@ -748,8 +753,8 @@ export class ProcessTable implements AsyncDisposable {
       promise.then(resolve, reject).finally(() => {
         aborts.delete(abort);
         // The last write on a signal that never aborted: nothing may keep it.
-        if (aborts.size === 0 && this.#abortWaiters.get(signal)?.aborts === aborts) {
-          this.#abortWaiters.delete(signal);
+        if (aborts.size === 0 && waiters.get(signal)?.aborts === aborts) {
+          waiters.delete(signal);
           signal.removeEventListener("abort", onAbort);
         }
       });
@@ -992,11 +997,11 @@ export class ProcessTable implements AsyncDisposable {
       for (const timer of record.timers) clearTimeout(timer);
       record.timers.clear();
     }
-    for (const [timer, record] of this.#leftoverKills) {
+    for (const [timer, record] of this.#leftoverKills ?? []) {
       clearTimeout(timer);
       this.#killLeftovers(record);
     }
-    this.#leftoverKills.clear();
+    this.#leftoverKills?.clear();
     this.#records.clear();
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
@@ -1354,10 +1359,10 @@ export class ProcessTable implements AsyncDisposable {
       else {
         // Kept by the table, not the record: an eviction must not drop it or send it early.
         const timer = setTimeout(() => {
-          this.#leftoverKills.delete(timer);
+          this.#leftoverKills?.delete(timer);
           this.#killLeftovers(record);
         }, Math.max(0, due - performance.now()));
-        this.#leftoverKills.set(timer, record);
+        (this.#leftoverKills ??= new Map()).set(timer, record);
       }
     }
     this.#deliver(record, { type: "closed", processId: record.id, seq: record.closedSeq });

@@ -184,8 +184,8 @@ export class JsonRpcPeer implements AsyncDisposable {
   #pending = new Map<RpcId, Pending>();
   #nextId = 1;
   #inFlight = new Set<Promise<void>>();
-  /** Requests still being served that no longer count against the cap. */
-  #released = new Set<Promise<void>>();
+  /** Requests still being served that no longer count against the cap (made when first needed). */
+  #released?: Set<Promise<void>>;
   #slotFree: PromiseWithResolvers<void> | null = null;
   #abort = new AbortController();
   #closedError: RelayClosedError | null = null;
@@ -533,10 +533,10 @@ export class JsonRpcPeer implements AsyncDisposable {
   #track(task: Promise<void>, released = false): Promise<void> {
     const tracked = task.finally(() => {
       this.#inFlight.delete(tracked);
-      this.#released.delete(tracked);
+      this.#released?.delete(tracked);
       this.#freeSlot();
     });
-    (released ? this.#released : this.#inFlight).add(tracked);
+    (released ? (this.#released ??= new Set()) : this.#inFlight).add(tracked);
     return tracked;
   }
 
@@ -577,8 +577,8 @@ export class JsonRpcPeer implements AsyncDisposable {
     this.#closedError = new RelayClosedError("JSON-RPC channel closed", { cause });
     this.#abort.abort(this.#closedError);
     for (const pending of [...this.#pending.values()]) pending.reject(this.#closedError);
-    while (this.#inFlight.size > 0 || this.#released.size > 0) {
-      await Promise.allSettled([...this.#inFlight, ...this.#released]);
+    while (this.#inFlight.size > 0 || (this.#released?.size ?? 0) > 0) {
+      await Promise.allSettled([...this.#inFlight, ...this.#released ?? []]);
     }
   }
 
@@ -681,14 +681,14 @@ export class JsonRpcPeer implements AsyncDisposable {
       slot.released = true;
       // Released before it was tracked (synchronously, in the handler): `#track` sees the flag.
       if (slot.tracked && this.#inFlight.delete(slot.tracked)) {
-        this.#released.add(slot.tracked);
+        (this.#released ??= new Set()).add(slot.tracked);
         this.#freeSlot();
       }
     };
     /** The handler returned: the reply counts until sent. */
     const recount = (): void => {
       slot.settled = true;
-      if (slot.tracked && this.#released.delete(slot.tracked)) this.#inFlight.add(slot.tracked);
+      if (slot.tracked && this.#released?.delete(slot.tracked)) this.#inFlight.add(slot.tracked);
       slot.released = false;
     };
     // Arguments run in order: the handler's synchronous part first, then the flag is read.
