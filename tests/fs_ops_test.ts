@@ -155,6 +155,22 @@ Deno.test("FsOps removes a link to a directory as a link, reading nothing below 
   await new Deno.Command("rm", { args: ["-rf", "deep"], cwd: f.outside }).output();
 });
 
+Deno.test("FsOps refuses to copy the root directory, inside which every destination lies", async () => {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_" }));
+  try {
+    // Read granted everywhere (the executor's own grant in this test), write below dir.
+    const fs = new FsOps(new SandboxPolicy());
+    await rpcFails(
+      fs.call("fs/copy", { sourcePath: "/", destinationPath: `${dir}/copy`, recursive: true }),
+      -32602,
+      "is inside it",
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing was copied");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("FsOps lists a directory up to its listing bound and refuses one entry past it", async () => {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_" }));
   try {

@@ -641,7 +641,8 @@ export class FsOps {
         `must be true to copy the directory "${shownPath(sourcePath)}"`,
       );
     }
-    if (destination === source || destination.startsWith(source + "/")) {
+    // (Every path is inside `/`, whose own prefix is not `//`.)
+    if (destination === source || destination.startsWith(source === "/" ? "/" : `${source}/`)) {
       throw new RpcError(
         INVALID_PARAMS,
         `Cannot copy "${shownPath(sourcePath)}": the destination "${
