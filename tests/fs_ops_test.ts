@@ -171,6 +171,34 @@ Deno.test("FsOps refuses to copy the root directory, inside which every destinat
   }
 });
 
+Deno.test("FsOps walks a tree before removing it several directories at a time", async () => {
+  await using f = await fixture();
+  for (let i = 0; i < 40; i++) await Deno.mkdir(`${f.dir}/tree/b${i}/c`, { recursive: true });
+  // Counts the walk's reads in flight (the remove itself lists nothing through Deno.readDir).
+  const readDir = Deno.readDir;
+  let active = 0;
+  let most = 0;
+  Deno.readDir = ((path: string | URL) => {
+    const entries = readDir(path);
+    return (async function* () {
+      active++;
+      most = Math.max(most, active);
+      try {
+        yield* entries;
+      } finally {
+        active--;
+      }
+    })();
+  }) as typeof Deno.readDir;
+  try {
+    assert.deepEqual(await f.call("fs/remove", { path: `${f.dir}/tree`, recursive: true }), {});
+  } finally {
+    Deno.readDir = readDir;
+  }
+  await assert.rejects(Deno.lstat(`${f.dir}/tree`), Deno.errors.NotFound);
+  assert.equal(most, 8, "eight reads at once");
+});
+
 Deno.test("FsOps lists a directory up to its listing bound and refuses one entry past it", async () => {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_" }));
   try {

@@ -478,6 +478,21 @@ Deno.test("ProcessTable terminate keeps a program's own output in the pipe for a
   }
 });
 
+Deno.test("ProcessTable is busy while a closed process's due KILL waits, so its session is not replaced early", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable({ killGraceMs: 500 });
+  try {
+    await startWithStubbornChild(table, "p", token);
+    await table.terminate("p");
+    await collect(table, "p");
+    assert.equal(table.busy, true, "closed, with the KILL for its leftover still due");
+    await until(() => !table.busy, 5_000, "the KILL sent");
+    await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "the child killed");
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+  }
+});
+
 Deno.test("ProcessTable still sends a closed process's due KILL when a start evicts its record", async () => {
   const token = uniqueSleep();
   // Two live processes per table: a fourth record evicts the oldest closed one.

@@ -127,25 +127,33 @@ async function checkRemoveDepth(shown: string, root: string): Promise<void> {
   if (info === null || !info.isDirectory) return; // a link, a file, or gone: the remove says
   const pending = [root];
   let tooDeep = false;
-  const walk = async (): Promise<void> => {
-    for (let directory = pending.pop(); directory !== undefined; directory = pending.pop()) {
-      if (tooDeep) return;
-      try {
-        for await (const entry of Deno.readDir(directory)) {
-          if (entry.isDirectory) pending.push(`${directory}/${entry.name}`);
-        }
-      } catch (error) {
-        // Anything else, or the path itself too long: the remove says why.
-        if (directory !== root && (error as { code?: string })?.code === "ENAMETOOLONG") {
-          tooDeep = true;
-        }
+  const read = async (directory: string): Promise<void> => {
+    try {
+      for await (const entry of Deno.readDir(directory)) {
+        if (entry.isDirectory) pending.push(`${directory}/${entry.name}`);
+      }
+    } catch (error) {
+      // Anything else, or the path itself too long: the remove says why.
+      if (directory !== root && (error as { code?: string })?.code === "ENAMETOOLONG") {
+        tooDeep = true;
       }
     }
   };
-  // Readers stop when nothing is pending, so more start while the first lists a wide level.
-  while (pending.length > 0 && !tooDeep) {
-    await Promise.all(Array.from({ length: Math.min(WALK_READS_AT_ONCE, pending.length) }, walk));
-  }
+  // A pool: each finished read starts as many more as are pending, up to the width.
+  await new Promise<void>((done) => {
+    let active = 0;
+    const fill = (): void => {
+      while (!tooDeep && active < WALK_READS_AT_ONCE && pending.length > 0) {
+        active++;
+        read(pending.pop()!).then(() => {
+          active--;
+          if (active === 0 && (tooDeep || pending.length === 0)) done();
+          else fill();
+        });
+      }
+    };
+    fill();
+  });
   if (tooDeep) {
     throw new RpcError(
       INVALID_PARAMS,

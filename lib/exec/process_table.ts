@@ -900,9 +900,12 @@ export class ProcessTable implements AsyncDisposable {
   /**
    * A process is not yet closed: starting, running, or exited while a child it
    * started still holds its output open (`sh -c 'sleep 9 & echo'`); closing
-   * the table would kill that child. Closed ones only keep their output.
+   * the table would kill that child. Or a terminated one closed within its
+   * grace and what it left still has the rest of it: closing would cut that
+   * short. Other closed ones only keep their output.
    */
   get busy(): boolean {
+    if ((this.#leftoverKills?.size ?? 0) > 0) return true;
     for (const record of this.#records.values()) {
       if (record.state !== "closed") return true;
     }
