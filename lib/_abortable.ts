@@ -6,8 +6,14 @@
  * @module
  */
 
+/** The waits on each signal, and the one listener that ends them all. */
+const waits = new WeakMap<AbortSignal, { ends: Set<() => void>; onAbort: () => void }>();
+
 /**
  * Settles like `promise`, or rejects with the signal's reason once it aborts.
+ * However many waits share a signal (every stdin write of a connection), it
+ * carries one listener: adding one costs time in the number it already has.
+ * The listener goes with the last wait.
  *
  * @param promise What to wait for; it is not cancelled.
  * @param signal Ends the wait.
@@ -15,9 +21,27 @@
  */
 export function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
+  let entry = waits.get(signal);
+  if (entry === undefined) {
+    const ends = new Set<() => void>();
+    const onAbort = (): void => {
+      waits.delete(signal);
+      for (const end of ends) end();
+    };
+    entry = { ends, onAbort };
+    waits.set(signal, entry);
     signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  }
+  const { ends, onAbort } = entry;
+  return new Promise<T>((resolve, reject) => {
+    const end = (): void => reject(signal.reason);
+    ends.add(end);
+    promise.then(resolve, reject).finally(() => {
+      ends.delete(end);
+      if (ends.size === 0 && waits.get(signal)?.ends === ends) {
+        waits.delete(signal);
+        signal.removeEventListener("abort", onAbort);
+      }
+    });
   });
 }

@@ -72,6 +72,7 @@ import {
   resizePty,
   ttyCommand,
 } from "./tty.ts";
+import { abortable } from "../_abortable.ts";
 import { MAX_TIMER_MS } from "../_limits.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
@@ -374,13 +375,8 @@ interface ProcessRecord {
   /** Under a terminal: the size a resize still has to apply, and the resize under way. */
   wantedSize: { cols: number; rows: number } | null;
   resizing: Promise<void> | null;
-  readers: ReadableStreamBYOBReader[];
-  /** Readers waiting for room in the output buffer (paused, not reading the pipe). */
-  pausedReaders: Set<ReadableStreamBYOBReader>;
-  /** Readers to cancel once they read again: the pipe may still hold output. */
-  cancelOnResume: Set<ReadableStreamBYOBReader>;
-  /** Bytes each reader has read since a terminate's cancel of it came due. */
-  readSinceCancelDue: Map<ReadableStreamBYOBReader, number>;
+  /** The readers of its stdout and stderr (or terminal), each with its state. */
+  pumps: Pump[];
   openStreams: number;
   exitCode: number | null;
   signal: string | null;
@@ -395,6 +391,17 @@ interface ProcessRecord {
   done: Promise<void>;
   resolveDone: () => void;
   holdsSlot: boolean;
+}
+
+/** One output pipe's reader, as a terminate's cancel of it needs to know it. */
+interface Pump {
+  reader: ReadableStreamBYOBReader;
+  /** Waiting for room in the output buffer, not reading the pipe. */
+  paused: boolean;
+  /** To be looked at again once it reads again: the pipe may still hold output. */
+  cancelOnResume: boolean;
+  /** Bytes read since a terminate's cancel of it came due, or null before. */
+  readSinceCancelDue: number | null;
 }
 
 /**
@@ -419,12 +426,10 @@ export class ProcessTable implements AsyncDisposable {
   /** Writes handed to a child's stdin writer that have not settled, all processes together. */
   #stdinWrites = 0;
   /**
-   * The writes waiting on each caller's signal, and its one listener (see
-   * `#abortable`). Made when first needed, as `#leftoverKills`: an idle
-   * session's memory is a figure kept low (an empty `Map` is about 130 bytes).
+   * The KILLs due for what closed processes left in their groups (see
+   * `#maybeClosed`). Made when first needed: an idle session's memory is a
+   * figure kept low (an empty `Map` is about 130 bytes).
    */
-  #abortWaiters?: Map<AbortSignal, { aborts: Set<() => void>; onAbort: () => void }>;
-  /** The KILLs due for what closed processes left in their groups (see `#maybeClosed`). */
   #leftoverKills?: Map<ReturnType<typeof setTimeout>, ProcessRecord>;
   readonly #exitedRetentionMs: number;
   readonly #writeRoots: readonly string[];
@@ -724,41 +729,7 @@ export class ProcessTable implements AsyncDisposable {
     // (`script` types the second when its stdin closes).
     const written = this.#writeStdin(record, writer, chunk, held, eof, eof && record.ttyLineOpen);
     options.onQueued?.();
-    return options.signal ? await this.#abortable(written, options.signal) : await written;
-  }
-
-  /**
-   * The write, or the signal's reason once it aborts. One listener per
-   * signal, however many writes wait on it: adding a listener costs time in
-   * the number a signal already has.
-   */
-  #abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-    if (signal.aborted) return Promise.reject(signal.reason);
-    const waiters = this.#abortWaiters ??= new Map();
-    let waiting = waiters.get(signal);
-    if (waiting === undefined) {
-      const aborts = new Set<() => void>();
-      const onAbort = (): void => {
-        waiters.delete(signal);
-        for (const abort of aborts) abort();
-      };
-      waiting = { aborts, onAbort };
-      waiters.set(signal, waiting);
-      signal.addEventListener("abort", onAbort, { once: true });
-    }
-    const { aborts, onAbort } = waiting;
-    return new Promise<T>((resolve, reject) => {
-      const abort = (): void => reject(signal.reason);
-      aborts.add(abort);
-      promise.then(resolve, reject).finally(() => {
-        aborts.delete(abort);
-        // The last write on a signal that never aborted: nothing may keep it.
-        if (aborts.size === 0 && waiters.get(signal)?.aborts === aborts) {
-          waiters.delete(signal);
-          signal.removeEventListener("abort", onAbort);
-        }
-      });
-    });
+    return options.signal ? await abortable(written, options.signal) : await written;
   }
 
   /** Queues the bytes on the stdin writer, which keeps writes in call order. */
@@ -1241,23 +1212,24 @@ export class ProcessTable implements AsyncDisposable {
     parser?: PtyMarkerParser,
   ): Promise<void> {
     const reader = stream.getReader({ mode: "byob" });
-    record.readers.push(reader);
+    const pump: Pump = { reader, paused: false, cancelOnResume: false, readSinceCancelDue: null };
+    record.pumps.push(pump);
     const readBytes = this.#outputReadBytes(record.id);
     let buffer = new ArrayBuffer(OUTPUT_HEADROOM_BYTES + readBytes);
     try {
       for (;;) {
-        record.pausedReaders.add(reader);
+        pump.paused = true;
         await record.buffer.waitWritable();
-        record.pausedReaders.delete(reader);
-        if (record.cancelOnResume.delete(reader)) this.#cancelReaderLater(record, reader);
+        pump.paused = false;
+        if (pump.cancelOnResume) {
+          pump.cancelOnResume = false;
+          this.#timer(record, this.#killGraceMs, () => this.#cancelPump(pump));
+        }
         const { value, done } = await reader.read(
           new Uint8Array(buffer, OUTPUT_HEADROOM_BYTES, readBytes),
         );
         if (done || value === undefined) break;
-        const sinceDue = record.readSinceCancelDue.get(reader);
-        if (sinceDue !== undefined) {
-          record.readSinceCancelDue.set(reader, sinceDue + value.byteLength);
-        }
+        if (pump.readSinceCancelDue !== null) pump.readSinceCancelDue += value.byteLength;
         let bytes: Uint8Array = value;
         if (parser && !parser.done) {
           bytes = parser.push(value);
@@ -1288,9 +1260,6 @@ export class ProcessTable implements AsyncDisposable {
         this.#onMarker(record, null);
         if (rest.byteLength > 0) this.#output(record, name, rest);
       }
-      record.pausedReaders.delete(reader);
-      record.cancelOnResume.delete(reader);
-      record.readSinceCancelDue.delete(reader);
       reader.releaseLock();
       record.openStreams--;
       this.#maybeClosed(record);
@@ -1404,7 +1373,7 @@ export class ProcessTable implements AsyncDisposable {
       this.#track(this.#signalTree(record, "SIGKILL"));
       // Pipes held by a descendant that escaped the group: stop waiting for them.
       this.#timer(record, this.#killGraceMs, () => {
-        for (const reader of record.readers) this.#cancelReader(record, reader);
+        for (const pump of record.pumps) this.#cancelPump(pump);
       });
     });
   }
@@ -1418,18 +1387,13 @@ export class ProcessTable implements AsyncDisposable {
    * holds ({@linkcode MAX_PIPE_BYTES}): what comes after that is fed by the
    * descendant.
    */
-  #cancelReader(record: ProcessRecord, reader: ReadableStreamBYOBReader): void {
-    const sinceDue = record.readSinceCancelDue.get(reader);
-    if (sinceDue === undefined) record.readSinceCancelDue.set(reader, 0);
-    if (record.pausedReaders.has(reader) && (sinceDue ?? 0) <= MAX_PIPE_BYTES) {
-      record.cancelOnResume.add(reader);
+  #cancelPump(pump: Pump): void {
+    pump.readSinceCancelDue ??= 0;
+    if (pump.paused && pump.readSinceCancelDue <= MAX_PIPE_BYTES) {
+      pump.cancelOnResume = true;
       return;
     }
-    this.#track(reader.cancel().catch(() => {}));
-  }
-
-  #cancelReaderLater(record: ProcessRecord, reader: ReadableStreamBYOBReader): void {
-    this.#timer(record, this.#killGraceMs, () => this.#cancelReader(record, reader));
+    this.#track(pump.reader.cancel().catch(() => {}));
   }
 
   /**
@@ -1638,10 +1602,7 @@ export class ProcessTable implements AsyncDisposable {
       ttyLineOpen: false,
       wantedSize: null,
       resizing: null,
-      readers: [],
-      pausedReaders: new Set(),
-      cancelOnResume: new Set(),
-      readSinceCancelDue: new Map(),
+      pumps: [],
       openStreams: 2,
       exitCode: null,
       signal: null,
