@@ -153,13 +153,14 @@ export class Executor implements AsyncDisposable {
     this.#minConfinement = options.minConfinement ?? "none";
     this.#maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.#maxWaitMs = options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
+    // A reply's envelope takes up to 1 KiB (half of the smallest limits, so
+    // that they still carry a file or a listing).
+    const replyRoom = this.#maxMessageBytes - Math.min(1024, this.#maxMessageBytes / 2);
     const policy = new SandboxPolicy(options.writeRoots ? { writeRoots: options.writeRoots } : {});
     this.#fs = new FsOps(policy, {
-      // Base64 grows 4/3, and the reply's envelope takes up to 1 KiB (half
-      // of the smallest limits, so that they still carry a file).
-      maxFileBytes: options.maxFileBytes ??
-        Math.floor((this.#maxMessageBytes - Math.min(1024, this.#maxMessageBytes / 2)) / 4) * 3,
-      maxListingBytes: this.#maxMessageBytes - Math.min(1024, this.#maxMessageBytes / 2),
+      // Base64 grows 4/3.
+      maxFileBytes: options.maxFileBytes ?? Math.floor(replyRoom / 4) * 3,
+      maxListingBytes: replyRoom,
       minConfinement: this.#minConfinement,
     });
     const limiter = new ProcessLimiter(options.maxProcesses ?? DEFAULT_MAX_EXECUTOR_PROCESSES);

@@ -28,6 +28,7 @@ import {
   shownPath,
 } from "./sandbox_policy.ts";
 import type { Confinement } from "./confinement.ts";
+import { isInside } from "./_paths.ts";
 import { type ConfinedData, ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
 import {
   absolutePath,
@@ -589,9 +590,7 @@ export class FsOps {
     const resolved = await this.#checkWrite("remove", path, false);
     await requireDirectoryForSlash("remove", path, resolved, false);
     if (this.#confined) {
-      const root = this.#policy.writeRoots?.find((root) =>
-        root === resolved || root.startsWith(resolved === "/" ? "/" : `${resolved}/`)
-      );
+      const root = this.#policy.writeRoots?.find((root) => isInside(root, resolved));
       if (root !== undefined) {
         // Bound into the sandbox as a mount point: `rm -r` would empty it, then fail.
         throw new RpcError(
@@ -649,8 +648,7 @@ export class FsOps {
         `must be true to copy the directory "${shownPath(sourcePath)}"`,
       );
     }
-    // (Every path is inside `/`, whose own prefix is not `//`.)
-    if (destination === source || destination.startsWith(source === "/" ? "/" : `${source}/`)) {
+    if (isInside(destination, source)) {
       throw new RpcError(
         INVALID_PARAMS,
         `Cannot copy "${shownPath(sourcePath)}": the destination "${

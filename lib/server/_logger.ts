@@ -75,8 +75,8 @@ function redactValue(key: string, value: unknown): unknown {
 
 // deno-lint-ignore no-control-regex -- matching control characters is the point
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
-// deno-lint-ignore no-control-regex -- the same, tested (no `g`: no lastIndex state)
-const HAS_CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+/** The same class, for a test (no `g` flag: no `lastIndex` state between calls). */
+const HAS_CONTROL = new RegExp(CONTROL.source);
 
 /**
  * A message on one text line: control characters (a newline, a carriage
@@ -86,10 +86,9 @@ const HAS_CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
  */
 function oneLine(text: string): string {
   return text.replace(CONTROL, (c) => {
-    const escaped = JSON.stringify(c);
-    return escaped.length > 3
-      ? escaped.slice(1, -1)
-      : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
+    // JSON's own escape (`\n`, `\u001b`), or `\uXXXX` for what JSON leaves as is (C1, U+2028).
+    const escaped = JSON.stringify(c).slice(1, -1);
+    return escaped !== c ? escaped : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
   });
 }
 
