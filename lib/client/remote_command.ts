@@ -5,6 +5,7 @@
  * @module
  */
 
+import { isEnvName } from "../_env.ts";
 import { RemoteProcess } from "./remote_process.ts";
 import type { ProcessTransport, RemoteProcessOutput } from "./remote_process.ts";
 import { checkTerminalSide, MAX_TIMER_MS } from "../_limits.ts";
@@ -191,7 +192,7 @@ function checkedOptions(options: RemoteCommandOptions): RemoteCommandOptions {
     }
     // As the system takes them: a name is not empty and holds no `=` or NUL, a value no NUL.
     for (const [name, value] of entries) {
-      if (name === "" || /[=\0]/.test(name)) {
+      if (!isEnvName(name)) {
         fail(`env name ${JSON.stringify(name)} is empty or holds "=" or NUL`);
       }
       if (value.includes("\0")) fail(`env value of ${name} holds NUL`);

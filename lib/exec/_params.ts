@@ -5,6 +5,7 @@
  * @module
  */
 
+import { isEnvName } from "../_env.ts";
 import { RpcError } from "../errors.ts";
 import { INVALID_PARAMS } from "../rpc/error_codes.ts";
 
@@ -202,7 +203,7 @@ export function stringRecord(params: Params, name: string): Record<string, strin
   const record: Record<string, string> = {};
   for (const [key, item] of Object.entries(value as Record<string, unknown>)) {
     if (typeof item !== "string") throw invalidParam(`${name}.${key}`, "must be a string", item);
-    if (key.length === 0 || key.includes("=") || key.includes("\0") || item.includes("\0")) {
+    if (!isEnvName(key) || item.includes("\0")) {
       throw invalidParam(`${name}.${key}`, "must be a valid environment variable");
     }
     wellFormed(`${name} names`, key);

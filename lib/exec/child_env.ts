@@ -9,6 +9,7 @@
  */
 
 import { isGrantedSync } from "./_permissions.ts";
+import { isEnvName } from "../_env.ts";
 
 /**
  * The default inherited allowlist: variables a program commonly needs to find
@@ -216,7 +217,7 @@ function addRequested(
     if (typeof value !== "string") {
       throw new TypeError(`Cannot build child environment: the value of "${name}" is not a string`);
     }
-    if (name.length === 0 || name.includes("=") || name.includes("\0")) {
+    if (!isEnvName(name)) {
       throw new TypeError(
         `Cannot build child environment: variable name ${
           JSON.stringify(name)

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { isEnvName } from "../_env.ts";
 import type { MessageChannel } from "../rpc/message_channel.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
 import { type Capabilities, type Confinement, detectCapabilities } from "./confinement.ts";
@@ -99,7 +100,7 @@ function checkOptions(options: ExecutorOptions): void {
   integerFrom("maxMessageBytes", options.maxMessageBytes, MIN_MAX_MESSAGE_BYTES);
   integerFrom("maxFileBytes", options.maxFileBytes, 1);
   for (const name of options.inheritEnv ?? []) {
-    if (typeof name !== "string" || name === "" || /[=\0]/.test(name)) {
+    if (typeof name !== "string" || !isEnvName(name)) {
       throw new TypeError(
         `Cannot create executor: inheritEnv names a variable ${JSON.stringify(name)} the system ` +
           'cannot hold (empty, or with "=" or NUL)',

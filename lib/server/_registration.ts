@@ -215,17 +215,11 @@ export async function registerExecutor(
       : message;
     const blockedPort = error instanceof TypeError &&
       /Requests to port \d+ are blocked/.test(message);
-    if (blockedPort) {
-      return new RegistrationError(
-        `${what}: ${why} (fetch never connects to that port: run the rendezvous on another)`,
-        status,
-        false,
-        undefined,
-        { cause: error },
-      );
-    }
-    const retryable = !(error instanceof Deno.errors.NotCapable);
-    return new RegistrationError(`${what}: ${why}`, status, retryable, undefined, {
+    const hint = blockedPort
+      ? " (fetch never connects to that port: run the rendezvous on another)"
+      : "";
+    const retryable = !blockedPort && !(error instanceof Deno.errors.NotCapable);
+    return new RegistrationError(`${what}: ${why}${hint}`, status, retryable, undefined, {
       cause: error,
     });
   };
