@@ -37,9 +37,9 @@ export const BINARY_OUTPUT_FIXED_BYTES = 12;
 export const MAX_BINARY_PROCESS_ID_BYTES = 255;
 /**
  * The most data bytes a binary message carries while still fitting one
- * 61,440-byte relay segment whatever its processId: output is read and stdin
- * is written in pieces of this size, so each travels as one frame and is
- * never reassembled.
+ * 61,440-byte relay segment whatever its processId: output is read in pieces
+ * of this size, so each chunk travels as one frame and is never reassembled.
+ * (Stdin is not cut to it: see the client's write piece size.)
  */
 export const SEGMENT_FIT_DATA_BYTES = 61_440 - BINARY_OUTPUT_FIXED_BYTES -
   MAX_BINARY_PROCESS_ID_BYTES;
