@@ -553,6 +553,11 @@ Deno.test("peekStreamId reads the stream of a frame too large to decode, and not
   assert.equal(peekStreamId(big), "s-big");
   const longest = "x".repeat(MAX_STREAM_ID_BYTES);
   assert.equal(peekStreamId(encodeFrame(resetFrame(longest, "r"))), longest);
+  // A leading U+FEFF (bytes EF BB BF) is part of the id, which that pads, as decodeFrame reads it:
+  // a peek that dropped it would name another stream, "s".
+  const marked = Uint8Array.from([8, 1, 18, 4, 0xef, 0xbb, 0xbf, 0x73, 58, 0]);
+  assert.throws(() => decodeFrame(marked), /surrounding whitespace/);
+  assert.equal(peekStreamId(marked), undefined);
   // Protobuf takes the last occurrence of a field; so does the peek.
   const twice = Uint8Array.from([8, 1, 18, 1, 0x61, 18, 1, 0x62, 58, 0]);
   assert.equal(decodeFrame(twice).streamId, "b");

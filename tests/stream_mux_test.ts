@@ -10,7 +10,9 @@ import { RelaySocket } from "../lib/relay/relay_socket.ts";
 import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelayClosedError, StreamResetError } from "../lib/errors.ts";
 import {
+  RESET_CLOSE_TIMEOUT,
   RESET_EXECUTOR_DISCONNECTED,
+  RESET_MESSAGE_TOO_LARGE,
   RESET_STREAM_CLOSED,
   RESET_TOO_MANY_STREAMS,
   RESET_UNKNOWN_STREAM,
@@ -256,6 +258,53 @@ Deno.test("StreamMux close flushes, then ends the peer's reads cleanly", async (
   const after = await stream[Symbol.asyncIterator]().next();
   assert.equal(after.done, true);
   await assert.rejects(stream.send("x"), StreamResetError);
+});
+
+Deno.test("StreamMux close that times out with data unacknowledged resets close_timeout: neither side sees a clean end", async () => {
+  let accepted!: (stream: MuxStream) => void;
+  const serverStream = new Promise<MuxStream>((resolve) => accepted = resolve);
+  // The executor's consumer does not read: its inbox (128 messages) fills and the rest stays unacked.
+  await using lb = loopback({ onStream: (stream) => accepted(stream) });
+  const harness = await lb.harness({ closeTimeoutMs: 300 });
+  const stream = harness.open();
+  const n = 300;
+  for (let i = 0; i < n; i++) await stream.send(`m${i}`);
+  const peer = await withDeadline(serverStream, 5_000, "the stream reaching the executor");
+  await assert.rejects(
+    withDeadline(stream.close(), 5_000, "close"),
+    (error) => error instanceof StreamResetError && error.reason === RESET_CLOSE_TIMEOUT,
+  );
+  let read = 0;
+  await assert.rejects(
+    withDeadline(
+      (async () => {
+        for await (const _ of peer) read++;
+      })(),
+      5_000,
+      "the executor's reads",
+    ),
+    (error) => error instanceof StreamResetError && error.reason === RESET_CLOSE_TIMEOUT,
+  );
+  assert.ok(read > 0 && read < n, `the executor read ${read} of ${n} before the error`);
+});
+
+Deno.test("StreamMux resets a stream whose segment its socket refuses as too large; the other streams go on", async () => {
+  await using lb = loopback({ onStream: echo() });
+  // A segment size past the socket's 256 KiB frame limit: a misconfiguration, caught per stream.
+  const harness = await lb.harness({ segmentBytes: 300_000 });
+  const small = harness.open();
+  await small.send("before");
+  assert.equal(await withDeadline(nextMessage(small), 5_000, "echo"), "echo:before");
+  const big = harness.open();
+  const fits = "f".repeat(250_000);
+  await big.send(fits);
+  assert.equal(await withDeadline(nextMessage(big), 5_000, "echo at the limit"), "echo:" + fits);
+  await big.send("y".repeat(280_000)).catch(() => {});
+  const error = await withDeadline(nextMessage(big).catch((e) => e), 5_000, "the stream's end");
+  assert.ok(error instanceof StreamResetError, String(error));
+  assert.equal(error.reason, RESET_MESSAGE_TOO_LARGE);
+  await small.send("after");
+  assert.equal(await withDeadline(nextMessage(small), 5_000, "echo"), "echo:after");
 });
 
 Deno.test("StreamMux resumes every stream on a new socket with no gap and no duplicate", async () => {

@@ -10,6 +10,11 @@
 
 /** An endpoint closed the stream gracefully after its sent data was acknowledged. */
 export const RESET_STREAM_CLOSED = "stream_closed";
+/**
+ * An endpoint closed the stream while some of its sent data was still
+ * unacknowledged after the close timeout: the receiver may be missing some.
+ */
+export const RESET_CLOSE_TIMEOUT = "close_timeout";
 /** A frame broke the protocol for this stream (bad ack, bad segment, seq 0 in reliable mode). */
 export const RESET_PROTOCOL_ERROR = "protocol_error";
 /** The executor refused a new stream because it already serves its maximum. */
@@ -43,6 +48,7 @@ export const RESET_SHUTDOWN = "shutdown";
 /** Every reset reason outpost sends, in the order PROTOCOL.md lists them. */
 export const RESET_REASONS: readonly string[] = Object.freeze([
   RESET_STREAM_CLOSED,
+  RESET_CLOSE_TIMEOUT,
   RESET_PROTOCOL_ERROR,
   RESET_TOO_MANY_STREAMS,
   RESET_INBOX_OVERFLOW,

@@ -26,6 +26,7 @@ import {
   type StreamMode,
 } from "./reliable_stream.ts";
 import {
+  RESET_CLOSE_TIMEOUT,
   RESET_DETACH_EXPIRED,
   RESET_EXECUTOR_DISCONNECTED,
   RESET_MESSAGE_TOO_LARGE,
@@ -45,8 +46,8 @@ export const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 /** Most ended stream ids remembered (and lost legacy streams waiting to be told). */
 const RETIRED_IDS = 4096;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** The message as text, or undefined when it is not valid UTF-8. */
 function strictText(message: Uint8Array): string | undefined {
@@ -306,10 +307,14 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
   /**
    * Closes gracefully: waits (up to the close timeout) until everything sent
    * is acknowledged, then sends `reset{reason}` (default `stream_closed`).
-   * Local reads end. Idempotent.
+   * Local reads end. Idempotent. When the timeout passes first, the peer may
+   * not have everything: the stream is reset `close_timeout` instead, so the
+   * peer's reads fail rather than end cleanly, and this rejects.
    *
    * @param reason The reset reason sent to the peer.
    * @returns Resolves once the stream has ended.
+   * @throws {StreamResetError} `close_timeout`, when sent data was still
+   *   unacknowledged at the close timeout.
    */
   close(reason: string = RESET_STREAM_CLOSED): Promise<void> {
     this.#closedLocally = true;
@@ -347,8 +352,12 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
       });
       clearTimeout(timer);
     }
-    if (!core.ended) this.reset(reason);
+    if (core.ended) return await this.#closed;
+    // A graceful reason would tell the peer it has everything: it has not.
+    const lost = !core.flushed;
+    this.reset(lost ? RESET_CLOSE_TIMEOUT : reason);
     await this.#closed;
+    if (lost) throw new StreamResetError(RESET_CLOSE_TIMEOUT);
   }
 
   async #next(binary: boolean): Promise<IteratorResult<string | Uint8Array>> {
@@ -802,7 +811,14 @@ export class StreamMux implements AsyncDisposable {
         } else {
           return;
         }
-        await socket.send(frame);
+        try {
+          await socket.send(frame);
+        } catch (error) {
+          if (!(error instanceof RangeError)) throw error;
+          // Over this socket's frame limit (a segment or legacy message
+          // sized past it): that stream's fault alone, and its sends fail.
+          this.#refuseOversized(frame.streamId);
+        }
       }
     } catch {
       // The socket closed under us; the reader notices and detaches. Reliable

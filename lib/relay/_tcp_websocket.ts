@@ -90,7 +90,7 @@ const PAUSED_HEARTBEAT_MS = 10_000;
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 const utf8 = new TextEncoder();
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const EMPTY = new Uint8Array(0);
 
 /** Options for {@linkcode TcpWebSocket}. */

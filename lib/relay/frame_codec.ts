@@ -460,7 +460,7 @@ function toBody(message: PbFrame): FrameBody | undefined {
   }
 }
 
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * Reads the `stream_id` of a frame without decoding the rest: its other

@@ -49,7 +49,7 @@ export type BinaryOutputStream = "stdout" | "stderr" | "pty";
 
 const STREAMS: readonly BinaryOutputStream[] = ["stdout", "stderr", "pty"];
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** A decoded binary output message. */
 export interface BinaryOutput {
