@@ -214,6 +214,63 @@ Deno.test("Session resumes within its TTL: processes survive, output is caught u
   );
 });
 
+Deno.test("Session resume answers initialize first, then sends the events retained while detached, in order", async () => {
+  let table: ProcessTable | undefined;
+  await using registry = new SessionRegistry({ createTable: () => table = new ProcessTable() });
+  const context: SessionContext = {
+    registry,
+    fs: new FsOps(new SandboxPolicy()),
+    environmentInfo: () => Promise.reject(new Error("not used")),
+  };
+  const [firstClient, firstServer] = channelPair();
+  const firstServed = serveSession(firstServer, context);
+  const first = new JsonRpcPeer(firstClient);
+  const { sessionId } = await withDeadline(
+    first.request<{ sessionId: string }>("initialize", {}),
+    D,
+    "initialize",
+  );
+  await first.notify("initialized");
+  await first.close();
+  await withDeadline(firstServed, D, "first connection served");
+  // The session is detached: its program runs and ends with nobody attached.
+  await withDeadline(
+    table!.start({ processId: "p", argv: ["sh", "-c", "echo late"] }),
+    D,
+    "start",
+  );
+  await until(() => !table!.busy && table!.list().length === 1, D, "p closed, unread");
+  const [raw, server] = channelPair();
+  const served = serveSession(server, context);
+  const it = raw[Symbol.asyncIterator]();
+  await raw.send(
+    JSON.stringify({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "initialize",
+      params: { resumeSessionId: sessionId },
+    }),
+  );
+  const order: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    const message = await withDeadline(nextJson(it), D, `message ${i}`);
+    const params = message.params as Record<string, unknown> | undefined;
+    order.push(
+      message.id === 1
+        ? `reply ${(message.result as { sessionId?: string })?.sessionId === sessionId}`
+        : `${message.method} ${params?.seq}`,
+    );
+  }
+  assert.deepEqual(order, [
+    "reply true",
+    "process/output 1",
+    "process/exited 2",
+    "process/closed 3",
+  ]);
+  await raw.close();
+  await withDeadline(served, D, "served");
+});
+
 Deno.test("Session detached past its TTL is gone and its processes are killed", async () => {
   await using executor = useExecutor({ sessionTtlMs: 100 });
   const first = connect(executor);

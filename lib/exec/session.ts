@@ -320,6 +320,11 @@ class SessionConnection implements SessionAttachment {
   #binaryOutput = false;
   /** True once `initialize` negotiated binary write requests. */
   #binaryInput = false;
+  /**
+   * Events that reached this connection while its resume's reply was not yet
+   * sent (the session's retained ones, and any new): sent right after it.
+   */
+  #heldEvents: { event: ProcessEvent; sent: PromiseWithResolvers<void> }[] | null = null;
   readonly closed: Promise<void>;
   readonly sink: (event: ProcessEvent) => Promise<void>;
 
@@ -328,17 +333,10 @@ class SessionConnection implements SessionAttachment {
     this.#channel = channel;
     this.#maxWaitMs = context.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
     this.sink = (event) => {
-      if (event.type === "output") {
-        const id = this.#binaryOutput ? binaryProcessId(event.processId) : null;
-        if (id !== null) {
-          return this.#peer.sendBinary(
-            encodeBinaryOutput(id, event.seq, event.stream, event.chunk, event.headroom),
-          );
-        }
-        return this.#peer.notifyJson("process/output", outputParamsJson(event));
-      }
-      const [method, params] = encodeEvent(event);
-      return this.#peer.notify(method, params);
+      if (this.#heldEvents === null) return this.#send(event);
+      const held = Promise.withResolvers<void>();
+      this.#heldEvents.push({ event, sent: held });
+      return held.promise;
     };
     this.#peer = new JsonRpcPeer(channel, {
       maxMessageBytes: context.maxMessageBytes,
@@ -433,7 +431,7 @@ class SessionConnection implements SessionAttachment {
     // Keep REQUEST_METHODS in step with these cases (it tells a request sent as a notification).
     switch (method) {
       case "initialize":
-        return this.#initialize(paramsObject(raw));
+        return this.#initialize(paramsObject(raw), request);
       case "environment/info":
         paramsObject(raw);
         return this.#context.environmentInfo();
@@ -467,6 +465,7 @@ class SessionConnection implements SessionAttachment {
 
   #initialize(
     params: Params,
+    request: RequestContext,
   ): { sessionId: string; binaryOutput?: true; binaryInput?: true } {
     if (this.#phase !== "new") {
       throw new RpcError(
@@ -487,6 +486,12 @@ class SessionConnection implements SessionAttachment {
     this.#binaryInput = optionalBoolean(params, "binaryInput", false) &&
       this.#peer.canSendBinary;
     const registry = this.#context.registry;
+    if (resumeId !== undefined) {
+      // The session's retained events go to this connection as it attaches:
+      // they follow the reply, which tells the harness what it resumed.
+      this.#heldEvents = [];
+      request.afterReply(() => this.#releaseHeldEvents());
+    }
     this.#session = resumeId === undefined
       ? registry.create(this)
       : registry.resume(resumeId, this);
@@ -497,6 +502,28 @@ class SessionConnection implements SessionAttachment {
     if (this.#binaryOutput) result.binaryOutput = true;
     if (this.#binaryInput) result.binaryInput = true;
     return result;
+  }
+
+  /** Sends one process event as its notification (or binary output message). */
+  #send(event: ProcessEvent): Promise<void> {
+    if (event.type === "output") {
+      const id = this.#binaryOutput ? binaryProcessId(event.processId) : null;
+      if (id !== null) {
+        return this.#peer.sendBinary(
+          encodeBinaryOutput(id, event.seq, event.stream, event.chunk, event.headroom),
+        );
+      }
+      return this.#peer.notifyJson("process/output", outputParamsJson(event));
+    }
+    const [method, params] = encodeEvent(event);
+    return this.#peer.notify(method, params);
+  }
+
+  /** Sends the events held while a resume's reply was on its way, in order. */
+  #releaseHeldEvents(): void {
+    const held = this.#heldEvents;
+    this.#heldEvents = null;
+    for (const { event, sent } of held ?? []) this.#send(event).then(sent.resolve, sent.reject);
   }
 
   /**

@@ -43,6 +43,12 @@ export interface RequestContext {
    * until sent, so a sender that does not take replies is still not read.
    */
   release(): void;
+  /**
+   * Runs `callback` once this request's reply (result or error) has been
+   * handed to the channel, or given up on because the peer closed: what it
+   * sends then goes out after the reply.
+   */
+  afterReply(callback: () => void): void;
 }
 
 /**
@@ -703,17 +709,39 @@ export class JsonRpcPeer implements AsyncDisposable {
     release: () => void,
     recount: () => void,
   ): Promise<void> {
+    let replied: (() => void)[] | undefined;
+    try {
+      await this.#answerWith(id, method, params, {
+        id,
+        signal: this.#abort.signal,
+        release,
+        afterReply: (callback) => (replied ??= []).push(callback),
+      }, recount);
+    } finally {
+      for (const callback of replied ?? []) {
+        try {
+          callback();
+        } catch {
+          // A callback's failure is its own; the reply has gone out.
+        }
+      }
+    }
+  }
+
+  async #answerWith(
+    id: RpcId,
+    method: string,
+    params: unknown,
+    context: RequestContext,
+    recount: () => void,
+  ): Promise<void> {
     let result: unknown;
     try {
       if (!this.#onRequest) {
         throw new RpcError(METHOD_NOT_FOUND, `Method not found: "${shown(method)}"`);
       }
       try {
-        result = await this.#onRequest(method, params, {
-          id,
-          signal: this.#abort.signal,
-          release,
-        });
+        result = await this.#onRequest(method, params, context);
       } finally {
         recount();
       }
