@@ -748,10 +748,15 @@ Deno.test("cli: serve and executor refuse a --write-root that would not take eff
       ["serve", ...listen, "--write-root", "/etc/hostname"],
       /^Cannot use --write-root \/etc\/hostname: it is not a directory\n/,
     ],
-    // The executor permission set grants write to its own directory only.
+    // The executor permission set grants write to the checkout's workspace/ only: not to
+    // the executor's own code and permission sets, which a harness could otherwise rewrite.
     [
-      ["serve", ...listen, "--write-root", ROOT, "--write-root", "/var/tmp"],
+      ["serve", ...listen, "--write-root", `${ROOT}workspace`, "--write-root", "/var/tmp"],
       /^Cannot use --write-root \/var\/tmp: write access to it is not granted; add --allow-write=\/var\/tmp to the deno command\n/,
+    ],
+    [
+      ["serve", ...listen, "--write-root", ROOT],
+      /^Cannot use --write-root \S+: write access to it is not granted/,
     ],
     [
       [

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { SandboxDeniedError } from "../lib/errors.ts";
-import { detectSessionHelper } from "../lib/exec/confinement.ts";
+import { detectSessionHelper, resolveGrantedProgram } from "../lib/exec/confinement.ts";
 import {
   DEFAULT_MAX_ARGV_BYTES,
   MAX_QUEUED_STDIN_BYTES,
@@ -673,10 +673,12 @@ Deno.test("ProcessTable terminate kills descendants that outlive an exited leade
 });
 
 Deno.test("pidExists tells a live pid from a freed one; foregroundGroup needs a session with a terminal", async () => {
-  assert.equal(await pidExists(Deno.pid), true);
+  const ps = await psPath();
+  assert.equal(await pidExists(ps, Deno.pid), true);
   const child = new Deno.Command("true").spawn();
   await child.status; // reaped: the pid is free now
-  assert.equal(await pidExists(child.pid), false);
+  assert.equal(await pidExists(ps, child.pid), false);
+  assert.equal(await pidExists("/nonexistent/ps", child.pid), true, "unknown counts as existing");
   // A process that leads a session without a terminal has no foreground group.
   const leader = new Deno.Command("setsid", { args: ["sleep", "30"], stdout: "null" }).spawn();
   try {
@@ -685,8 +687,8 @@ Deno.test("pidExists tells a live pid from a freed one; foregroundGroup needs a 
       5_000,
       "setsid to exec sleep",
     );
-    assert.equal(await foregroundGroup(leader.pid), null);
-    assert.equal(await foregroundGroup(child.pid), null, "a freed pid");
+    assert.equal(await foregroundGroup(ps, leader.pid), null);
+    assert.equal(await foregroundGroup(ps, child.pid), null, "a freed pid");
   } finally {
     leader.kill("SIGKILL");
     await leader.status;
@@ -703,31 +705,57 @@ Deno.test("sessionPids lists exactly a session's processes, never the executor's
   });
   const leader = Number((await readUntil(table, "p", "\n")).text.trim());
   const jobs = await waitForPids(`sleep ${token}`, 2);
-  const members = await sessionPids(leader);
+  const ps = await psPath();
+  const members = await sessionPids(ps, leader);
   assert.deepEqual(members?.sort(), [leader, ...jobs].sort());
   const own = parseStat(Deno.readTextFileSync("/proc/self/stat")).session;
   if (own > 1) {
-    assert.deepEqual(await sessionPids(own), [], "the executor's session is never listed");
+    assert.deepEqual(await sessionPids(ps, own), [], "the executor's session is never listed");
   }
-  await assert.rejects(sessionPids(1), RangeError);
-  await assert.rejects(sessionPids(0), RangeError);
+  await assert.rejects(sessionPids(ps, 1), RangeError);
+  await assert.rejects(sessionPids(ps, 0), RangeError);
   assert.equal(await table.terminate("p"), true);
   await collect(table, "p");
 });
 
-Deno.test("sessionPids answers null without read access to /proc", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "outpost_session_" });
+Deno.test("ProcessTable kills leftovers and a terminal's jobs under the executor's permission set, which may not read /proc", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_leftover_" });
+  const token = uniqueSleep();
   try {
-    const module = `${dir}/probe.ts`;
-    const treeKill = new URL("../lib/exec/tree_kill.ts", import.meta.url).href;
+    const table = new URL("../lib/exec/process_table.ts", import.meta.url).href;
+    const probe = `${dir}/probe.ts`;
+    // A closed program's background child (its output redirected), and a
+    // terminal's job in a group of its own: both must go.
     await Deno.writeTextFile(
-      module,
-      `import { sessionPids } from ${JSON.stringify(treeKill)};\n` +
-        "console.log(JSON.stringify(await sessionPids(Deno.pid)));\n",
+      probe,
+      `import { ProcessTable } from ${JSON.stringify(table)};
+const table = new ProcessTable({ killGraceMs: 200 });
+// Reads until the output holds \`want\`, or to the end.
+const read = async (id, want) => {
+  let afterSeq = 0, text = "";
+  for (;;) {
+    const r = await table.read(id, { afterSeq, waitMs: 1000 });
+    for (const c of r.chunks) text += new TextDecoder().decode(c.chunk);
+    afterSeq = r.nextSeq - 1;
+    if (r.closed || (want && text.includes(want))) return text;
+  }
+};
+await table.start({ processId: "bg", argv: ["sh", "-c", "sleep ${token} >/dev/null 2>&1 & echo started"] });
+await read("bg");
+await table.terminate("bg");
+await table.start({ processId: "tty", tty: true, argv: ["bash", "--norc", "-ic", "sleep ${token} & echo job-started; wait"] });
+await read("tty", "job-started");
+await table.terminate("tty");
+await read("tty");
+await table.close();
+console.log("done");
+`,
     );
+    const config = new URL("../deno.json", import.meta.url).pathname;
     const { code, stdout, stderr } = await withDeadline(
       new Deno.Command(Deno.execPath(), {
-        args: ["run", "--no-prompt", "--no-config", module],
+        args: ["run", "--no-prompt", "-P=executor", "--config", config, probe],
+        cwd: dir,
         stdout: "piped",
         stderr: "piped",
       }).output(),
@@ -735,7 +763,22 @@ Deno.test("sessionPids answers null without read access to /proc", async () => {
       "probe",
     );
     assert.equal(code, 0, new TextDecoder().decode(stderr));
-    assert.equal(new TextDecoder().decode(stdout).trim(), "null");
+    assert.equal(new TextDecoder().decode(stdout).trim(), "done");
+    await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "no sleep left");
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sessionPids answers null when ps cannot run or lists something else", async () => {
+  assert.equal(await sessionPids("/nonexistent/ps", 12345), null);
+  const dir = await Deno.makeTempDir({ prefix: "outpost_ps_" });
+  try {
+    // A stand-in whose rows are not four numbers: nothing is trusted.
+    const fake = `${dir}/ps`;
+    await Deno.writeTextFile(fake, "#!/bin/sh\necho '12 12 12345 -1 extra'\n", { mode: 0o755 });
+    assert.equal(await sessionPids(fake, 12345), null);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -1273,3 +1316,10 @@ Deno.test("ProcessTable refuses a processId that is not well-formed Unicode", as
   await table.start({ processId: "\ud83d\ude00", argv: ["true"] });
   await collect(table, "\ud83d\ude00");
 });
+
+/** The `ps` program the table would use. */
+async function psPath(): Promise<string> {
+  const path = await resolveGrantedProgram("ps");
+  assert.ok(path !== null, "ps (procps) is installed");
+  return path;
+}

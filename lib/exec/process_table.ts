@@ -443,6 +443,7 @@ export class ProcessTable implements AsyncDisposable {
   readonly #pending = new Set<Promise<unknown>>();
   #sink: ProcessEventSink | null;
   #killHelper: Promise<string | null> | undefined;
+  #ps: Promise<string | null> | undefined;
   #closing: Promise<void> | undefined;
 
   /**
@@ -775,7 +776,9 @@ export class ProcessTable implements AsyncDisposable {
     if (record.tty) await record.ptyReady;
     let groups = this.#groups(record);
     if (record.tty && record.pty) {
-      groups = [await foregroundGroup(record.pty.pid) ?? record.pty.pid];
+      const ps = await this.#psHelper();
+      const foreground = ps === null ? null : await foregroundGroup(ps, record.pty.pid);
+      groups = [foreground ?? record.pty.pid];
     }
     return await this.#signalGroups(record, groups, signal);
   }
@@ -1415,7 +1418,9 @@ export class ProcessTable implements AsyncDisposable {
         // pids is a newcomer reusing it, whose group and session are not ours.
         // (The kernel keeps a pid unused while it still names a group or
         // session, so members found under a free pid are ours.)
-        const free = async (pid: number) => !(await pidExists(pid));
+        const ps = await this.#psHelper();
+        // Without `ps` no pid can be told free: nothing is killed.
+        const free = async (pid: number) => ps !== null && !(await pidExists(ps, pid));
         const groups = [];
         for (const pid of leaders) if (await free(pid)) groups.push(pid);
         const sid = record.pty?.pid;
@@ -1437,7 +1442,7 @@ export class ProcessTable implements AsyncDisposable {
    * output, waits 2 s and exits 0 without its child's status (util-linux
    * 2.38), while left alone it exits with its child. Each process of the
    * session gets the signal once, by a group kill of each of its groups
-   * (found in `/proc`, when it may be read; else its own). Without the `kill`
+   * (found by the `ps` helper, when it is granted; else its own). Without the `kill`
    * helper nothing but `script` could be reached, so nothing is: SIGKILL,
    * the end of the grace, takes `script`, and its terminal's hangup ends a
    * program that does not ignore SIGHUP.
@@ -1453,7 +1458,10 @@ export class ProcessTable implements AsyncDisposable {
         // groups of their own; a child forked in one meanwhile is a member):
         // each process gets the signal once.
         const sid = record.pty.pid;
-        const groups = new Set(await sessionGroups(sid).catch(() => null) ?? []);
+        const ps = await this.#psHelper();
+        const groups = new Set(
+          ps === null ? [] : await sessionGroups(ps, sid).catch(() => null) ?? [],
+        );
         groups.add(sid);
         await killProcessGroups(helper, [...groups], signal);
         return;
@@ -1469,12 +1477,13 @@ export class ProcessTable implements AsyncDisposable {
    * Signals every process in a terminal's session: shell job control puts
    * jobs in groups of their own, which a group kill misses, but they stay in
    * the session. The wrapper's pid in the marker is the session id (`script`
-   * runs it as a session leader, and it execs in place). Without read access
-   * to `/proc` only the groups are signalled.
+   * runs it as a session leader, and it execs in place). Without the `ps`
+   * helper only the groups are signalled.
    */
   async #killSession(record: ProcessRecord, helper: string, signal: Deno.Signal): Promise<void> {
     if (!record.tty || record.pty === null) return;
-    const pids = await sessionPids(record.pty.pid).catch(() => null);
+    const ps = await this.#psHelper();
+    const pids = ps === null ? null : await sessionPids(ps, record.pty.pid).catch(() => null);
     if (pids !== null && pids.length > 0) await killProcesses(helper, pids, signal);
   }
 
@@ -1508,6 +1517,12 @@ export class ProcessTable implements AsyncDisposable {
       caps.treeKill ? resolveGrantedProgram("kill") : null
     );
     return this.#killHelper;
+  }
+
+  /** The granted `ps`, which finds a terminal's session members and tells a pid free. */
+  #psHelper(): Promise<string | null> {
+    this.#ps ??= resolveGrantedProgram("ps");
+    return this.#ps;
   }
 
   #timer(record: ProcessRecord, ms: number, fn: () => void): void {

@@ -11,8 +11,9 @@
  *
  * A terminal's programs also move to groups of their own (shell job
  * control), but never out of the terminal's session: for a `tty` process
- * outpost also signals every member of that session, found by one scan of
- * `/proc` per signal ({@linkcode sessionPids}), when it may read `/proc`.
+ * outpost also signals every member of that session, found by one run of the
+ * `ps` helper per signal ({@linkcode sessionPids}), when it is granted
+ * (`--allow-run=ps`).
  *
  * What that does not reach: a descendant that started a session of its own
  * (`setsid`). The `os` level closes that gap: bubblewrap's pid namespace dies
@@ -21,7 +22,6 @@
  * @module
  */
 
-import { isGrantedValue } from "./_permissions.ts";
 import { runQuietly } from "./_run_quietly.ts";
 
 /**
@@ -84,117 +84,125 @@ export async function killProcesses(
 }
 
 /**
- * The processes of session `sid`, from one scan of `/proc` (field 6 of
- * `/proc/PID/stat`). A pid is not reused while a process still carries it as
- * its session id, so every match belongs to that very session. Pid 1 and the
- * executor are never listed, and nothing is when the executor itself belongs
- * to the session.
+ * The processes of session `sid`, from one run of the `ps` helper (every
+ * process's pid, group and session: numbers only, so no process can forge a
+ * row through its name). A pid is not reused while a process still carries
+ * it as its session id, so every match belongs to that very session. Pid 1
+ * and the executor are never listed, and nothing is when the executor itself
+ * belongs to the session.
  *
+ * `ps` rather than reading `/proc`: Deno 2 refuses every `/proc` read without
+ * `--allow-all`, whatever `--allow-read` says.
+ *
+ * @param ps The absolute path of the granted `ps` program.
  * @param sid The session id (greater than 1).
- * @returns The pids, or null when `/proc` may not be read (no read permission, no `/proc`).
+ * @returns The pids, or null when `ps` could not list them.
  * @throws {RangeError} When `sid` is not an integer greater than 1.
  * @example
  * ```ts ignore
  * import { sessionPids } from "./tree_kill.ts";
- * console.log(await sessionPids(12345)); // e.g. [12345, 12350]
+ * console.log(await sessionPids("/usr/bin/ps", 12345)); // e.g. [12345, 12350]
  * ```
  */
-export async function sessionPids(sid: number): Promise<number[] | null> {
-  const members = await sessionMembers(sid);
-  return members === null ? null : members.map(([pid]) => pid);
+export async function sessionPids(ps: string, sid: number): Promise<number[] | null> {
+  const members = await sessionMembers(ps, sid);
+  return members === null ? null : members.map((row) => row.pid);
 }
 
 /**
- * The process groups of session `sid`, from one scan of `/proc` (field 5 of
- * `/proc/PID/stat` for each of {@linkcode sessionPids}). A group never spans
- * two sessions, so a group kill of each reaches every member once, a child
- * forked after the scan into one of them included.
+ * The process groups of session `sid` (see {@linkcode sessionPids}). A
+ * group never spans two sessions, so a group kill of each reaches every
+ * member once, a child forked after the scan into one of them included.
  *
+ * @param ps The absolute path of the granted `ps` program.
  * @param sid The session id (greater than 1).
- * @returns The group ids, or null when `/proc` may not be read.
+ * @returns The group ids, or null when `ps` could not list them.
  * @throws {RangeError} When `sid` is not an integer greater than 1.
  */
-export async function sessionGroups(sid: number): Promise<number[] | null> {
-  const members = await sessionMembers(sid);
+export async function sessionGroups(ps: string, sid: number): Promise<number[] | null> {
+  const members = await sessionMembers(ps, sid);
   if (members === null) return null;
-  return [...new Set(members.map(([, pgrp]) => pgrp))].filter((pgrp) => pgrp > 1);
+  return [...new Set(members.map((row) => row.pgid))].filter((pgid) => pgid > 1);
 }
 
-/** `[pid, pgrp]` of each process of session `sid` (see {@linkcode sessionPids}). */
-async function sessionMembers(sid: number): Promise<[number, number][] | null> {
+async function sessionMembers(ps: string, sid: number): Promise<ProcessRow[] | null> {
   checkIds([sid], "session");
-  if (!(await mayReadProc())) return null;
-  const members: [number, number][] = [];
-  try {
-    for await (const entry of Deno.readDir("/proc")) {
-      if (!/^\d+$/.test(entry.name)) continue;
-      const pid = Number(entry.name);
-      let stat: string;
-      try {
-        stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-      } catch {
-        continue; // It exited while we looked.
-      }
-      // After the command name: state, ppid, pgrp, session.
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[3]) !== sid) continue;
-      if (pid === Deno.pid) return [];
-      if (pid > 1) members.push([pid, Number(fields[2])]);
-    }
-  } catch {
-    return null;
-  }
-  return members;
+  const rows = await listProcesses(ps);
+  if (rows === null) return null;
+  const members = rows.filter((row) => row.sid === sid);
+  if (members.some((row) => row.pid === Deno.pid)) return [];
+  return members.filter((row) => row.pid > 1);
 }
 
 /**
  * The foreground process group of the terminal that session `sid` controls
- * (field 8, `tpgid`, of its leader's `/proc/PID/stat`): where the terminal's
- * Ctrl-C goes. Null when it cannot be read or the session has no terminal.
+ * (`ps`'s `tpgid` of its leader): where the terminal's Ctrl-C goes. Null
+ * when it cannot be told or the session has no terminal.
  *
+ * @param ps The absolute path of the granted `ps` program.
  * @param sid The session id (its leader's pid, greater than 1).
  * @returns The process group id, or null.
  */
-export async function foregroundGroup(sid: number): Promise<number | null> {
+export async function foregroundGroup(ps: string, sid: number): Promise<number | null> {
   checkIds([sid], "session");
-  if (!(await mayReadProc())) return null;
-  try {
-    const stat = await Deno.readTextFile(`/proc/${sid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // After the command name: state, ppid, pgrp, session, tty_nr, tpgid.
-    const session = Number(fields[3]);
-    const tpgid = Number(fields[5]);
-    return session === sid && Number.isSafeInteger(tpgid) && tpgid > 1 ? tpgid : null;
-  } catch {
-    return null;
-  }
+  const leader = (await listProcesses(ps, sid))?.[0];
+  if (leader === undefined || leader.sid !== sid) return null;
+  return leader.tpgid > 1 ? leader.tpgid : null;
 }
 
 /**
  * Whether a process `pid` exists now (a zombie counts). A closed process's
  * leader is gone and reaped, so a live process under its pid is a newcomer
  * that merely reuses the number: its group and session must not be signalled.
- * Unknown (no read access to `/proc`) counts as existing, to be safe.
+ * Unknown (`ps` failed) counts as existing, to be safe.
  *
+ * @param ps The absolute path of the granted `ps` program.
  * @param pid A process id.
  * @returns True when it exists or cannot be told.
  */
-export async function pidExists(pid: number): Promise<boolean> {
-  if (!(await mayReadProc())) return true;
-  try {
-    await Deno.stat(`/proc/${pid}`);
-    return true;
-  } catch (error) {
-    return !(error instanceof Deno.errors.NotFound);
-  }
+export async function pidExists(ps: string, pid: number): Promise<boolean> {
+  const rows = await listProcesses(ps, pid);
+  return rows === null || rows.length > 0;
+}
+
+/** One process as `ps` lists it. */
+interface ProcessRow {
+  pid: number;
+  pgid: number;
+  sid: number;
+  /** The foreground group of its controlling terminal; -1 without one. */
+  tpgid: number;
 }
 
 /**
- * Whether `/proc` may be read. Asked first because reading without the grant
- * would stop an executor run from a terminal at Deno's permission prompt.
+ * Every process (or only `pid`), from `ps`. Null when `ps` cannot be run or
+ * its output is not the rows asked for.
  */
-function mayReadProc(): Promise<boolean> {
-  return isGrantedValue({ name: "read", path: "/proc" });
+async function listProcesses(ps: string, pid?: number): Promise<ProcessRow[] | null> {
+  const columns = ["-o", "pid=,pgid=,sid=,tpgid="];
+  let output: Deno.CommandOutput;
+  try {
+    output = await new Deno.Command(ps, {
+      args: pid === undefined ? ["-e", ...columns] : [...columns, "-p", String(pid)],
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+  } catch {
+    return null;
+  }
+  const text = new TextDecoder().decode(output.stdout).trim();
+  // `ps -p` of a pid that does not exist lists nothing and exits 1.
+  if (!output.success) return pid !== undefined && output.code === 1 && text === "" ? [] : null;
+  const rows: ProcessRow[] = [];
+  for (const line of text === "" ? [] : text.split("\n")) {
+    const fields = line.trim().split(/\s+/).map(Number);
+    if (fields.length !== 4 || !fields.every(Number.isSafeInteger)) return null;
+    const [rowPid, pgid, sid, tpgid] = fields;
+    rows.push({ pid: rowPid, pgid, sid, tpgid });
+  }
+  return rows;
 }
 
 function checkIds(ids: readonly number[], what: string): void {
