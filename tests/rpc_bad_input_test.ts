@@ -415,6 +415,51 @@ Deno.test("unknown ids are not echoed whole: a 100,000-character processId or re
   await assertServing(rpc, "long unknown ids");
 });
 
+Deno.test("Codex's sandbox fields are refused (-32602), not ignored: nothing runs or is written without the sandbox asked for", async () => {
+  await using h = await startServer();
+  const rpc = await h.session();
+  const target = `${h.dir}/written`;
+  const readOnly = { type: "read-only" };
+  const cases: [string, Record<string, unknown>, string][] = [
+    ["process/start", { processId: "s1", argv: ["true"], sandbox: readOnly }, "sandbox"],
+    [
+      "process/start",
+      { processId: "s2", argv: ["true"], enforceManagedNetwork: true },
+      "enforceManagedNetwork",
+    ],
+    [
+      "process/start",
+      { processId: "s3", argv: ["true"], managedNetwork: { loopbackPorts: [] } },
+      "managedNetwork",
+    ],
+    ["fs/writeFile", { path: target, dataBase64: "eA==", sandbox: readOnly }, "sandbox"],
+    ["fs/readFile", { path: target, sandbox: readOnly }, "sandbox"],
+    ["fs/remove", { path: h.dir, sandbox: readOnly }, "sandbox"],
+  ];
+  for (const [method, params, field] of cases) {
+    const r = await rpc.request(method, params);
+    assertError(
+      r,
+      [INVALID_PARAMS],
+      `${method} with ${field}`,
+      `"${field}" asks for Codex's sandbox`,
+    );
+  }
+  const listed = await rpc.request("process/list", {});
+  assert.deepEqual((listed.result as { processes: unknown[] }).processes, [], "nothing started");
+  await assert.rejects(Deno.stat(target), Deno.errors.NotFound);
+  // Absent, null and false are no request for a sandbox.
+  const plain = await rpc.request("process/start", {
+    processId: "plain",
+    argv: ["true"],
+    sandbox: null,
+    managedNetwork: null,
+    enforceManagedNetwork: false,
+  });
+  assert.deepEqual(plain.result, { processId: "plain" });
+  await assertServing(rpc, "sandbox fields");
+});
+
 Deno.test("a process/start whose cwd cannot be used says why: missing or a file -32004, too long or a link loop -32602", async () => {
   await using h = await startServer();
   const rpc = await h.session();

@@ -34,6 +34,28 @@ export function invalidParam(name: string, why: string, value?: unknown): RpcErr
 }
 
 /**
+ * Refuses Codex's later sandbox fields (`sandbox` on `process/start` and the
+ * fs methods, `enforceManagedNetwork`, `managedNetwork`), which outpost does
+ * not implement: a request that asks for a sandbox must not run without it.
+ * outpost's own `confinement` and `denoPermissions` say how to confine.
+ *
+ * @param params The request's params.
+ * @throws {RpcError} -32602 naming the field, when one is set (not null, not false).
+ */
+export function refuseCodexSandbox(params: Params): void {
+  for (const name of ["sandbox", "managedNetwork", "enforceManagedNetwork"]) {
+    const value = params[name];
+    if (value === undefined || value === null || value === false) continue;
+    throw new RpcError(
+      INVALID_PARAMS,
+      `Invalid params: "${name}" asks for Codex's sandbox, which outpost does not implement; ` +
+        `refused rather than run unconfined (outpost confines with "confinement" and ` +
+        `"denoPermissions" on process/start, and with the executor's own grant)`,
+    );
+  }
+}
+
+/**
  * Accepts missing or null params as `{}` and otherwise requires an object.
  *
  * @param params The raw params.

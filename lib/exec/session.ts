@@ -52,6 +52,7 @@ import {
   optionalString,
   type Params,
   paramsObject,
+  refuseCodexSandbox,
   requiredString,
   stringArray,
   stringRecord,
@@ -435,8 +436,12 @@ class SessionConnection implements SessionAttachment {
       case "environment/info":
         paramsObject(raw);
         return this.#context.environmentInfo();
-      case "process/start":
-        return this.#start(this.#requireReady(method), paramsObject(raw));
+      case "process/start": {
+        const session = this.#requireReady(method);
+        const params = paramsObject(raw);
+        refuseCodexSandbox(params);
+        return this.#start(session, params);
+      }
       case "process/read":
         return this.#read(this.#requireReady(method), paramsObject(raw), request);
       case "process/write":
@@ -453,6 +458,7 @@ class SessionConnection implements SessionAttachment {
     }
     if (FS_METHODS.has(method)) {
       this.#requireReady(method);
+      if (raw !== null && typeof raw === "object") refuseCodexSandbox(raw as Params);
       if (method === "fs/readFile") return this.#readFile(raw, request.id);
       if (method === "fs/readDirectory") return this.#readDirectory(raw, request.id);
       return this.#context.fs.call(method, raw);
