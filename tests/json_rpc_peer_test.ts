@@ -124,13 +124,30 @@ Deno.test("JsonRpcPeer accepts a message at the size limit and refuses one byte 
   assert.deepEqual(new TextEncoder().encode(exact).length, limit);
   await raw.send(exact);
   assert.deepEqual((await withDeadline(nextJson(it), D)).result, 1);
+  // Refused unparsed, yet answered by its id, wherever the id stands.
   const over = JSON.stringify({ id: 2, method: "m", params: { s: fill + "a" } });
-  await raw.send(over);
-  const reply = await withDeadline(nextJson(it), D);
-  assert.deepEqual(reply.id, null);
-  assert.deepEqual((reply.error as { code: number }).code, -32600);
-  assert((reply.error as { message: string }).message.includes("1024 byte limit"));
+  const idLast = JSON.stringify({ method: "m", params: { id: 5, s: fill + "a" }, id: "last" });
+  const notification = JSON.stringify({ method: "m", params: { id: 6, s: fill + "a" } });
+  for (const [message, id] of [[over, 2], [idLast, "last"], [notification, null]] as const) {
+    await raw.send(message);
+    const reply = await withDeadline(nextJson(it), D);
+    assert.deepEqual(reply.id, id);
+    assert.deepEqual((reply.error as { code: number }).code, -32600);
+    assert((reply.error as { message: string }).message.includes("1024 byte limit"));
+  }
   await peer.close();
+});
+
+Deno.test("JsonRpcPeer fails its own request at once when the answer is over its size limit", async () => {
+  const [a, b] = channelPair();
+  const server = new JsonRpcPeer(b, { onRequest: () => "x".repeat(2000) });
+  const client = new JsonRpcPeer(a, { maxMessageBytes: 1024 });
+  await rejects(
+    withDeadline(client.request("m"), D, "the request's end"),
+    (e) => e instanceof RangeError && e.message.includes("1024 byte limit"),
+  );
+  await client.close();
+  await server.closed;
 });
 
 Deno.test("JsonRpcPeer refuses an oversized outbound request and replaces an oversized result", async () => {

@@ -128,3 +128,103 @@ export function utf8Length(text: string, limit: number): number {
   }
   return bytes;
 }
+
+/** What {@linkcode peekEnvelope} finds at the top level of a message. */
+export interface Envelope {
+  /** The `id` member, when it is a valid id. */
+  id: RpcId | null;
+  /** Whether a `method` member is present (a request, not a response). */
+  hasMethod: boolean;
+}
+
+/**
+ * Finds the top-level `id` and whether there is a `method` in a JSON object
+ * text without parsing it: for a message refused unparsed, for its size, so
+ * that a request is still answered by its id. One pass; strings are skipped
+ * whole and nested values only counted. The first `id` wins (a parse takes
+ * the last; a message that repeats it is not worth more). Null id when the
+ * text is not an object or its `id` is not a valid one.
+ *
+ * @param text The message text.
+ * @returns The envelope.
+ */
+export function peekEnvelope(text: string): Envelope {
+  const envelope: Envelope = { id: null, hasMethod: false };
+  let depth = 0;
+  let keyNext = false;
+  let key: string | null = null;
+  let idFound = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) { // a string: a key, a value, or nested
+      const end = stringEnd(text, i);
+      if (end < 0) break;
+      if (depth === 1 && keyNext) {
+        key = text.slice(i + 1, end);
+        keyNext = false;
+        if (key === "method") envelope.hasMethod = true;
+      } else if (depth === 1 && key === "id" && !idFound) {
+        idFound = true;
+        envelope.id = parsedId(text.slice(i, end + 1));
+      }
+      i = end;
+    } else if (c === 0x7b || c === 0x5b) { // { [
+      if (depth === 0 && c !== 0x7b) break;
+      depth++;
+      if (depth === 1) keyNext = true;
+      else if (depth === 2 && key === "id") idFound = true; // an object or array: not an id
+    } else if (c === 0x7d || c === 0x5d) { // } ]
+      depth--;
+      if (depth === 0) break;
+    } else if (depth === 1) {
+      if (c === 0x2c) { // ,
+        keyNext = true;
+        key = null;
+      } else if (key === "id" && !idFound && c !== 0x3a && !isJsonSpace(c)) {
+        // A number or literal, up to the next delimiter.
+        let end = i;
+        while (end < text.length && !isValueEnd(text.charCodeAt(end))) end++;
+        idFound = true;
+        envelope.id = parsedId(text.slice(i, end));
+        i = end - 1;
+      }
+    } else if (depth === 0 && !isJsonSpace(c)) {
+      break; // not an object
+    }
+  }
+  return envelope;
+}
+
+/** The index of the quote that closes the string opening at `start`, or -1. */
+function stringEnd(text: string, start: number): number {
+  for (let at = start + 1;;) {
+    const quote = text.indexOf('"', at);
+    if (quote < 0) return -1;
+    let backslashes = 0;
+    while (text.charCodeAt(quote - 1 - backslashes) === 0x5c) backslashes++;
+    if (backslashes % 2 === 0) return quote;
+    at = quote + 1;
+  }
+}
+
+/** A longer string id is not echoed from an unparsed message: its answer must stay small. */
+const MAX_PEEKED_ID_CHARS = 1024;
+
+function parsedId(token: string): RpcId | null {
+  if (token.length > MAX_PEEKED_ID_CHARS * 6 + 2) return null; // even all escapes would be too long
+  try {
+    const value: unknown = JSON.parse(token);
+    if (typeof value === "string" && value.length > MAX_PEEKED_ID_CHARS) return null;
+    return isId(value) ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+function isJsonSpace(c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
+}
+
+function isValueEnd(c: number): boolean {
+  return c === 0x2c || c === 0x7d || c === 0x5d || isJsonSpace(c);
+}

@@ -10,7 +10,7 @@
 import { RelayClosedError, RpcError } from "../errors.ts";
 import type { MessageChannel } from "./message_channel.ts";
 import { BINARY_MARKER } from "./binary_messages.ts";
-import { classifyMessage, type RpcId, utf8Length } from "./_messages.ts";
+import { classifyMessage, peekEnvelope, type RpcId, utf8Length } from "./_messages.ts";
 import { INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR } from "./error_codes.ts";
 
 /** The default limit on one JSON-RPC message, in UTF-8 bytes: 16 MiB. */
@@ -624,11 +624,16 @@ export class JsonRpcPeer implements AsyncDisposable {
 
   #receive(text: string): void {
     if (utf8Length(text, this.#maxMessageBytes) > this.#maxMessageBytes) {
-      this.#refuse(
-        null,
-        INVALID_REQUEST,
-        `Cannot accept message: it exceeds the ${this.#maxMessageBytes} byte limit`,
-      );
+      const why = `it exceeds the ${this.#maxMessageBytes} byte limit`;
+      // Unparsed, but its caller must not wait in vain: a request is answered
+      // by its id, and an answer to our own request fails that request.
+      const { id, hasMethod } = peekEnvelope(text);
+      const pending = id === null || hasMethod ? undefined : this.#pending.get(id);
+      if (pending) {
+        pending.reject(new RangeError(`Cannot accept the answer: ${why}`));
+        return;
+      }
+      this.#refuse(hasMethod ? id : null, INVALID_REQUEST, `Cannot accept message: ${why}`);
       return;
     }
     let value: unknown;
