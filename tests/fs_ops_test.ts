@@ -155,6 +155,47 @@ Deno.test("FsOps removes a link to a directory as a link, reading nothing below 
   await new Deno.Command("rm", { args: ["-rf", "deep"], cwd: f.outside }).output();
 });
 
+Deno.test('FsOps reads "link/." as the directory it leads to, and refuses to remove a path ending in "." or ".."', async () => {
+  await using f = await fixture();
+  await Deno.mkdir(`${f.dir}/t/sub`, { recursive: true });
+  await Deno.writeTextFile(`${f.dir}/t/keep`, "k");
+  await Deno.symlink(`${f.dir}/t`, `${f.dir}/link`);
+  const meta = await f.call("fs/getMetadata", { path: `${f.dir}/link/.` }) as Record<
+    string,
+    unknown
+  >;
+  assert.equal(meta.isDirectory, true);
+  assert.equal(meta.isSymlink, false, "through the link, as the system reads it");
+  for (const path of [`${f.dir}/link/.`, `${f.dir}/t/.`, `${f.dir}/t/sub/..`]) {
+    await rpcFails(f.call("fs/remove", { path, recursive: true }), -32602, "ends in");
+  }
+  assert.ok((await Deno.lstat(`${f.dir}/link`)).isSymlink, "the link stays");
+  assert.equal(await Deno.readTextFile(`${f.dir}/t/keep`), "k", "the directory stays");
+  assert.deepEqual(await f.call("fs/remove", { path: `${f.dir}/t/sub`, recursive: true }), {});
+});
+
+for (const level of LEVELS) {
+  Deno.test({
+    name:
+      `FsOps names the destination when a copy's destination directory is missing (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      await Deno.writeTextFile(`${f.dir}/source`, "s");
+      const destination = `${f.dir}/missing/copy`;
+      await assert.rejects(
+        f.call("fs/copy", { sourcePath: `${f.dir}/source`, destinationPath: destination }),
+        (error: unknown) => {
+          const message = (error as Error).message;
+          assert.ok(message.includes(`"${f.dir}/missing`), message);
+          assert.ok(!message.includes(`"${f.dir}/source"`), `${message} blames the source`);
+          return true;
+        },
+      );
+    },
+  });
+}
+
 Deno.test("FsOps refuses to copy the root directory, inside which every destination lies", async () => {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fs_" }));
   try {

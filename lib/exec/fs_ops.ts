@@ -587,6 +587,15 @@ export class FsOps {
    * @returns `{}`.
    */
   async remove(path: string, recursive: boolean, force: boolean): Promise<Record<string, never>> {
+    if (/\/\.\.?$/.test(path)) {
+      // The system refuses too (rmdir: EINVAL), and so does `rm`; read as
+      // the directory it names, "a/sub/.." would remove "a", "link/." the link.
+      throw new RpcError(
+        INVALID_PARAMS,
+        `Cannot remove "${shownPath(path)}": a path that ends in "." or ".." cannot be removed ` +
+          "(as with rm); give the directory's own path",
+      );
+    }
     const resolved = await this.#checkWrite("remove", path, false);
     await requireDirectoryForSlash("remove", path, resolved, false);
     if (this.#confined) {
@@ -741,7 +750,17 @@ export class FsOps {
       );
     }
     if (!this.#confined) {
-      await io("copy", sourceShown, () => Deno.copyFile(source, destination));
+      try {
+        await Deno.copyFile(source, destination);
+      } catch (error) {
+        // The source was just found a regular file: a missing or non-directory
+        // component now is on the destination's side (its directory is missing).
+        const code = pathErrorCode(error);
+        const theirs = from !== null && (code === "ENOENT" || code === "ENOTDIR");
+        throw theirs
+          ? fsError("copy to", destinationShown, error)
+          : fsError("copy", sourceShown, error);
+      }
       return;
     }
     const file = await io("copy", sourceShown, () => Deno.open(source, { read: true }));

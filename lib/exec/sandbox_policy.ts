@@ -394,7 +394,8 @@ export class SandboxPolicy {
     refuseTooLong(path);
     const parts = components(path);
     const last = parts.at(-1);
-    if (!followFinal && last !== undefined && last !== "..") {
+    // "link/." and "link/.." go through the link, as the system reads them.
+    if (!followFinal && last !== undefined && last !== ".." && !path.endsWith("/.")) {
       const parent = await this.#resolveParts(parts.slice(0, -1), 0, { left: MAX_LOOKUPS });
       return parent === "/" ? `/${last}` : `${parent}/${last}`;
     }
