@@ -587,16 +587,17 @@ export class FsOps {
    * @returns `{}`.
    */
   async remove(path: string, recursive: boolean, force: boolean): Promise<Record<string, never>> {
+    const resolved = await this.#checkWrite("remove", path, false);
     if (/\/\.\.?$/.test(path)) {
-      // The system refuses too (rmdir: EINVAL), and so does `rm`; read as
-      // the directory it names, "a/sub/.." would remove "a", "link/." the link.
+      // After the grant check, so a path outside it is refused as such. The
+      // system refuses too (rmdir: EINVAL), and so does `rm`; read as the
+      // directory it names, "a/sub/.." would remove "a", "link/." the link.
       throw new RpcError(
         INVALID_PARAMS,
         `Cannot remove "${shownPath(path)}": a path that ends in "." or ".." cannot be removed ` +
           "(as with rm); give the directory's own path",
       );
     }
-    const resolved = await this.#checkWrite("remove", path, false);
     await requireDirectoryForSlash("remove", path, resolved, false);
     if (this.#confined) {
       const root = this.#policy.writeRoots?.find((root) => isInside(root, resolved));
