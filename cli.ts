@@ -137,7 +137,8 @@ ${EXECUTOR_FLAGS_HELP}
 Example:
   deno task start
 `,
-  rendezvous: `Usage: outpost rendezvous [--listen ws://HOST:PORT] [--token-file FILE]
+  rendezvous:
+    `Usage: outpost rendezvous [--listen ws://HOST:PORT] [--public-url URL] [--token-file FILE]
 
 Runs the relay and the executor registry in one server. Executors register with
 POST /cloud/executor/{id}/register and get a short-lived signed URL; harnesses
@@ -155,6 +156,10 @@ up to 30 s instead of failing fast.
 Options:
   --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0)
   --url-ttl-ms N      Lifetime of a signed executor or harness URL, at least 1000 (default 60000)
+  --public-url URL    Base of the signed URLs handed out, as clients reach this
+                      server: wss://HOST[:PORT][/PATH] behind a TLS proxy (ws://
+                      or wss://, no query or fragment; default ws:// and the
+                      request's Host header)
   --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN; required)
   --log-format, --log-level, -h/--help as for every command
 
@@ -519,14 +524,44 @@ async function runServe(args: string[], context: Context): Promise<number> {
   return 0;
 }
 
+/**
+ * Checks `--public-url`: the base of the signed URLs the rendezvous hands out,
+ * as clients reach it (`wss://` behind a TLS proxy). Only ws:// or wss://, with
+ * no query, fragment or credentials, since the rendezvous appends
+ * `/ROLE/ID?role=…&exp=…&sig=…` to it.
+ */
+function parsePublicUrl(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new UsageError(
+      `Cannot use --public-url ${value}: it is not a URL (expected wss://HOST[:PORT][/PATH])`,
+    );
+  }
+  const fail = (why: string): never => {
+    throw new UsageError(`Cannot use --public-url ${value}: ${why}`);
+  };
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    fail(`the scheme must be ws:// or wss://, not ${url.protocol}//`);
+  }
+  if (url.search !== "" || value.includes("?")) fail("it must not have a query");
+  if (url.hash !== "" || value.includes("#")) fail("it must not have a fragment");
+  if (url.username !== "" || url.password !== "") fail("it must not carry credentials");
+  return value;
+}
+
 async function runRendezvousCommand(args: string[], context: Context): Promise<number> {
   const { values, positionals } = parse("rendezvous", args, {
     listen: { type: "string" },
     "url-ttl-ms": { type: "string" },
+    "public-url": { type: "string" },
   });
   requireNoPositionals("rendezvous", positionals);
   const listen = parseListen("rendezvous", values.listen);
   const urlTtlMs = positiveInteger("--url-ttl-ms", values["url-ttl-ms"]);
+  const publicUrl = parsePublicUrl(values["public-url"]);
   const { MIN_URL_TTL_MS, serveRendezvous } = await import("./lib/server/rendezvous_server.ts");
   if (urlTtlMs !== undefined && urlTtlMs < MIN_URL_TTL_MS) {
     throw new UsageError(
@@ -556,6 +591,7 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
       token,
       ...(signingKey ? { signingKey } : {}),
       ...(urlTtlMs !== undefined ? { urlTtlMs } : {}),
+      ...(publicUrl !== undefined ? { publicUrl } : {}),
       onEvent: (event) => {
         if (event.type === "refused") {
           context.log.warn("refused a request", {
@@ -565,6 +601,19 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
           });
         } else if (event.type === "registered") {
           context.log.info("executor registered", { executorId: event.executorId });
+        } else if (event.type === "listener_failed") {
+          // Out of file descriptors (idle connections nobody closes, see the
+          // README), or the port taken meanwhile: open sockets are still served.
+          context.log.warn(
+            "stopped accepting connections, still serving open ones; listening again",
+            { error: event.message, retryInMs: event.retryInMs },
+          );
+        } else if (event.type === "accepting_again") {
+          // As loud as the warning it answers.
+          context.log.warn("accepting connections again", {
+            downMs: event.downMs,
+            attempts: event.attempts,
+          });
         } else if (event.type === "executor_attached" && event.replaced) {
           // A reconnect whose old socket was still open, or two executors
           // sharing an id (the replaced one stops).

@@ -973,6 +973,102 @@ Deno.test("cli: rendezvous refuses a --url-ttl-ms under 1000 (exit 2); with 1000
   assert.doesNotMatch(executor.stderr, /retrying/);
 });
 
+Deno.test("cli: rendezvous --public-url hands out signed URLs on that base; a bad one is a usage error (exit 2)", async () => {
+  const rendezvous = await startRendezvous(["--public-url", "wss://relay.example.com/outpost/"]);
+  await using _r = rendezvous.cli;
+  const registry = rendezvous.url.replace("ws:", "http:");
+  for (
+    const [action, role] of [["register", "executor"], ["connect", "harness"]] as const
+  ) {
+    // As a TLS proxy in front would forward it: the Host header no longer decides.
+    const response = await fetch(`${registry}/cloud/executor/box-1/${action}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}`, host: "relay.example.com" },
+    });
+    assert.equal(response.status, 200);
+    const { url } = await response.json();
+    assert.match(
+      url,
+      new RegExp(
+        `^wss://relay\\.example\\.com/outpost/${role}/box-1\\?role=${role}&exp=\\d+&sig=[0-9a-f]{64}$`,
+      ),
+    );
+  }
+  await using help = new Cli("client", ["rendezvous", "--help"]);
+  assert.equal((await help.finished()).code, 0);
+  assert.match(help.stdout, /--public-url URL {4}Base of the signed URLs handed out/);
+  for (
+    const [value, why] of [
+      ["https://relay.example.com", "the scheme must be ws:// or wss://, not https://"],
+      ["relay.example.com", "it is not a URL"],
+      ["wss://relay.example.com/?a=1", "it must not have a query"],
+      ["wss://relay.example.com/#top", "it must not have a fragment"],
+      ["wss://user:pw@relay.example.com", "it must not carry credentials"],
+    ]
+  ) {
+    await using bad = new Cli("rendezvous", ["rendezvous", "--public-url", value], {
+      env: { OUTPOST_TOKEN: TOKEN },
+    });
+    assert.equal((await bad.finished()).code, 2, bad.stderr);
+    assert.ok(bad.stderr.startsWith(`Cannot use --public-url ${value}: ${why}`), bad.stderr);
+  }
+});
+
+Deno.test("cli: the rendezvous outlives running out of file descriptors: it warns, keeps its executor and accepts again", async () => {
+  // A small descriptor limit (`ulimit -n` sets the hard one too, which Deno
+  // raises its soft limit to), and connections that send nothing, as anyone
+  // who can reach the port may open.
+  const cli = new Cli("rendezvous", ["rendezvous", "--listen", "ws://127.0.0.1:0"], {
+    env: { OUTPOST_TOKEN: TOKEN },
+    via: (argv) => ["sh", "-c", 'ulimit -n 128 && exec "$@"', "sh", ...argv],
+  });
+  await using _r = cli;
+  const url = await cli.firstLine();
+  const port = Number(new URL(url).port);
+  await using executor = startExecutor(url, "box-fd");
+  await waitConnected(executor);
+  const idle: Deno.TcpConn[] = [];
+  const warned = () => cli.stderr.includes("stopped accepting connections");
+  try {
+    for (let i = 0; i < 1_000 && !warned(); i++) {
+      try {
+        idle.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      } catch {
+        break; // refused: the listener is gone
+      }
+    }
+    await cli.waitFor(warned, 15_000, "the warning");
+    assert.match(
+      cli.stderr,
+      /WARN {2}stopped accepting connections, still serving open ones; listening again error="Too many open files \(os error 24\)" retryInMs=100\n/,
+    );
+  } finally {
+    for (const conn of idle) conn.close();
+  }
+  // Free again: an exec opens a new harness socket through the same process,
+  // to the executor that stayed connected.
+  await using run = exec([
+    "--url",
+    url,
+    "--executor-id",
+    "box-fd",
+    "--",
+    "sh",
+    "-c",
+    "echo still here",
+  ]);
+  assert.equal((await run.finished()).code, 0, run.stderr);
+  assert.equal(run.stdout, "still here\n");
+  await cli.waitFor(
+    () => cli.stderr.includes("accepting connections again"),
+    15_000,
+    "accepting again",
+  );
+  assert.doesNotMatch(executor.stderr, /lost rendezvous socket/);
+  cli.child.kill("SIGTERM");
+  assert.equal((await cli.finished()).code, 0, cli.stderr);
+});
+
 Deno.test("cli: a --listen URL with a path or query is a usage error (exit 2) for serve and rendezvous", async () => {
   for (
     const [set, args] of [

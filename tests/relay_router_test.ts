@@ -1012,6 +1012,40 @@ Deno.test("RelayRouter still drops a harness socket whose legacy data passes the
   });
 });
 
+Deno.test("RelayRouter holds back a harness flooding resets for streams it does not route while the executor is behind, instead of dropping the executor", async () => {
+  const count = 256;
+  const charge = encodeFrame(reset(`gone-${count}`, "cancelled")).length +
+    ROUTER_FRAME_OVERHEAD_BYTES;
+  // The flood is four times the executor's queue bound.
+  await using h = await host({
+    maxPeerQueueBytes: (count / 4) * charge,
+    peerHighWaterBytes: 8 * charge,
+    slowPeerTimeoutMs: 60_000,
+  });
+  // An executor that stopped reading for a moment (a GC pause, a busy loop).
+  const executor = new StalledHarnessSocket();
+  h.router.addExecutor("e1", executor as unknown as RelaySocket);
+  const harness = await h.connect("harness");
+  for (let i = 0; i < count; i++) await harness.socket.send(reset(`gone-${i}`, "cancelled"));
+  await harness.socket.send(data("marker", "after the flood"));
+  // The executor reads again, one frame at a time: everything arrives, in order.
+  await until(
+    () => {
+      executor.drainOne();
+      return executor.sent.length === count + 1 || h.events.some((e) => e.type === "peer_dropped");
+    },
+    DEADLINE_MS * 2,
+    "the flood and the marker at the executor",
+  );
+  assert.deepEqual(h.events.filter((e) => e.type === "peer_dropped"), []);
+  const received = executor.sent.map((bytes) => decodeFrame(bytes));
+  assert.deepEqual(
+    received.map((frame) => frame.streamId),
+    [...Array.from({ length: count }, (_, i) => `gone-${i}`), "marker"],
+  );
+  assert.equal(payloadOf(received[count]), "after the flood");
+});
+
 /** A WebSocket client on raw TCP that sends one frame and then never reads. */
 async function stalledHarness(port: number, path: string, frame: Uint8Array): Promise<Deno.Conn> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });

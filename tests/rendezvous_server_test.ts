@@ -628,3 +628,153 @@ Deno.test("serveRendezvous closes a relay socket that sends JSON-RPC text at onc
     assert.match(event.reason, /^relay sockets carry binary relay frames, not JSON-RPC text/);
   });
 });
+
+/** A rendezvous in its own process (tests/_support/run_rendezvous.ts) under `ulimit -n`. */
+class LimitedRendezvous implements AsyncDisposable {
+  readonly child: Deno.ChildProcess;
+  readonly lines: Record<string, unknown>[] = [];
+  #changed: (() => void)[] = [];
+  #reading: Promise<void>;
+
+  constructor(maxFiles: number) {
+    const script = new URL("./_support/run_rendezvous.ts", import.meta.url).pathname;
+    // `ulimit -n` sets the hard limit too, which is what Deno raises its soft limit to.
+    const child = new Deno.Command("sh", {
+      args: [
+        "-c",
+        `ulimit -n ${maxFiles} && exec "$0" run -A "$1" 0 "$2"`,
+        Deno.execPath(),
+        script,
+        TOKEN,
+      ],
+      env: { DENO_NO_UPDATE_CHECK: "1" },
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    this.child = child;
+    this.#reading = (async () => {
+      let buffer = "";
+      for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
+        buffer += text;
+        let i: number;
+        while ((i = buffer.indexOf("\n")) >= 0) {
+          this.lines.push(JSON.parse(buffer.slice(0, i)));
+          buffer = buffer.slice(i + 1);
+        }
+        for (const wake of this.#changed.splice(0)) wake();
+      }
+      for (const wake of this.#changed.splice(0)) wake();
+    })();
+  }
+
+  /** Waits for a printed line that matches, with a deadline. */
+  async line(
+    match: (line: Record<string, unknown>) => boolean,
+    label: string,
+  ): Promise<Record<string, unknown>> {
+    const end = performance.now() + 15_000;
+    for (;;) {
+      const found = this.lines.find(match);
+      if (found !== undefined) return found;
+      const left = end - performance.now();
+      if (left <= 0) throw new Error(`Cannot see ${label}: printed ${JSON.stringify(this.lines)}`);
+      const exited = this.child.status.then((s) => {
+        throw new Error(`Cannot see ${label}: the rendezvous exited with ${s.code}`);
+      });
+      await withDeadline(
+        Promise.race([new Promise<void>((r) => this.#changed.push(r)), exited]),
+        left,
+        label,
+      ).catch((error) => {
+        if (!(error instanceof Error) || !error.message.includes("exited")) return;
+        throw error;
+      });
+    }
+  }
+
+  event(type: string): Promise<Record<string, unknown>> {
+    return this.line((l) => (l.event as { type?: string } | undefined)?.type === type, type)
+      .then((l) => l.event as Record<string, unknown>);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.child.stdin.close().catch(() => {});
+    const ended = await withDeadline(this.child.status, 10_000, "rendezvous exit").then(
+      () => true,
+      () => false,
+    );
+    if (!ended) this.child.kill("SIGKILL");
+    await this.child.status;
+    await this.#reading;
+  }
+}
+
+Deno.test("serveRendezvous outlives running out of file descriptors: open sockets stay served, and it accepts again once some are free", async () => {
+  await using rz = new LimitedRendezvous(128);
+  const started = await rz.line((l) => typeof l.url === "string", "the rendezvous URL");
+  const url = started.url as string;
+  const registryUrl = started.registryUrl as string;
+  const port = Number(new URL(url).port);
+  const registration = await call(`${registryUrl}/cloud/executor/e1/register`, {
+    method: "POST",
+    token: TOKEN,
+  });
+  assert.equal(registration.status, 200);
+  await using executor = await RelaySocket.connect(registration.body.url as string);
+  await using harness = await RelaySocket.connect(`${url}/harness/e1?role=harness`, {
+    token: TOKEN,
+  });
+  await harness.send(data("s1", "before"));
+  assert.equal(payloadOf(await nextFrame(executor, "before")), "before");
+
+  // Connections that send nothing, as anyone who can reach the port may open,
+  // until the rendezvous has no descriptor left to accept one more.
+  const idle: Deno.TcpConn[] = [];
+  try {
+    const failed = rz.event("listener_failed");
+    let refused = false;
+    failed.then(() => (refused = true), () => {});
+    for (let i = 0; i < 1_000 && !refused; i++) {
+      try {
+        idle.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      } catch {
+        break; // the listener is gone: refused
+      }
+    }
+    const failure = await failed;
+    assert.match(failure.message as string, /Too many open files/);
+    // The sockets it had keep working, both ways.
+    await harness.send(data("s1", "during"));
+    assert.equal(payloadOf(await nextFrame(executor, "during")), "during");
+    await executor.send(data("s1", "reply"));
+    assert.equal(payloadOf(await nextFrame(harness, "reply")), "reply");
+  } finally {
+    for (const conn of idle) conn.close();
+  }
+  // Descriptors free again: a registration on a new connection (no pooled
+  // one, which the failed listener would still serve) gets through within the
+  // backoff (2 s at most).
+  using fresh = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+  let status = 0;
+  await until(
+    async () => {
+      status = await fetch(`${registryUrl}/cloud/executor/e2/register`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}` },
+        client: fresh,
+      }).then(async (response) => {
+        await response.body?.cancel();
+        return response.status;
+      }, () => 0);
+      return status !== 0;
+    },
+    10_000,
+    "a registration after the descriptors are free",
+  );
+  assert.equal(status, 200);
+  const back = await rz.event("accepting_again");
+  assert.ok((back.attempts as number) >= 1);
+  await harness.send(data("s1", "after"));
+  assert.equal(payloadOf(await nextFrame(executor, "after")), "after");
+});

@@ -798,9 +798,15 @@ export class RelayRouter implements AsyncDisposable {
     let route = site.routes.get(streamId);
     if (route === undefined) {
       if (isReset) {
-        // Nothing routed: pass it on so an executor holding state can drop it.
-        if (site.executor !== undefined) this.#toExecutor(site, frame.bytes);
-        return false;
+        // Nothing routed: pass it on so an executor holding state can drop it
+        // (after a rendezvous restart the executor may hold streams the
+        // router never saw). Forwarded, it counts toward backpressure as data
+        // does: a harness flooding resets for ids nobody routes must wait for
+        // a briefly slow executor, not fill its queue until it is dropped
+        // `slow_peer`, which would end every other harness's legacy streams.
+        if (site.executor === undefined) return false;
+        this.#toExecutor(site, frame.bytes);
+        return true;
       }
       if (site.executor === undefined && !site.executorAway) {
         if (performance.now() - this.#startedAt >= this.#startupGraceMs) {

@@ -15,6 +15,15 @@
  * Frames are routed by {@linkcode RelayRouter}. Every refusal happens before
  * the upgrade, as JSON `{"error": {"code", "message"}}`.
  *
+ * Running out of file descriptors does not stop it. Deno.serve (2.9) ends its
+ * accept loop at the first failed accept (`Too many open files`) while the
+ * connections it holds go on being served; the rendezvous then reports a
+ * `listener_failed` event and listens again on the same address (100 ms
+ * doubling to 2 s) until it can. Deno offers no header-read or idle timeout
+ * and no connection limit, and a handler cannot close a kept-alive
+ * connection, so connections that never complete a request are not bounded
+ * here: see the README for what to put in front.
+ *
  * @module
  */
 
@@ -37,6 +46,11 @@ export type {
   RouterRole,
 } from "../mux/relay_router.ts";
 
+/** First wait before listening again after the listener failed; it doubles up to the maximum. */
+const RELISTEN_FIRST_DELAY_MS = 100;
+/** Longest wait between attempts to listen again. */
+const RELISTEN_MAX_DELAY_MS = 2_000;
+
 /** Longest executor id accepted. */
 const MAX_EXECUTOR_ID_LENGTH = 256;
 const EXECUTOR_ID = /^[A-Za-z0-9_-]{1,256}$/;
@@ -57,10 +71,38 @@ const DEFAULT_DETACH_WINDOW_MS = 30_000;
  */
 export const MIN_URL_TTL_MS = 1_000;
 
-/** Something the rendezvous did: a router event, a registration, or a refusal. */
+/**
+ * Something the rendezvous did: a router event, a registration, a refusal, or
+ * its listener failing and coming back.
+ */
 export type RendezvousEvent =
   | RouterEvent
   | { type: "registered"; executorId: string }
+  | {
+    /**
+     * The listener stopped accepting connections (Deno.serve ends its accept
+     * loop on a failed accept, such as `Too many open files`), or an attempt
+     * to listen again failed for a new reason (reported once per outage and
+     * reason). Open connections are still served; the next attempt to listen
+     * again follows after `retryInMs`.
+     */
+    type: "listener_failed";
+    /** Why, e.g. `Too many open files (os error 24)`. */
+    message: string;
+    /** Milliseconds until the next attempt to listen again. */
+    retryInMs: number;
+  }
+  | {
+    /**
+     * After `listener_failed`: a listener started since then accepted a
+     * connection and got a request (reported with that first request).
+     */
+    type: "accepting_again";
+    /** Milliseconds from the failure to that request. */
+    downMs: number;
+    /** Attempts to listen again it took. */
+    attempts: number;
+  }
   | {
     type: "refused";
     /** What was asked for. */
@@ -201,6 +243,33 @@ function parsePublicUrl(publicUrl: string): string {
   url.search = "";
   url.hash = "";
   return url.href.replace(/\/+$/, "");
+}
+
+let signalHandlingReady = false;
+
+/**
+ * Sets up Deno's signal handling now, while file descriptors are to be had.
+ * Deno 2.9 sets it up on first use (a self-pipe) and panics when that fails:
+ * a plain Deno.serve process with no signal listener that listened again
+ * during descriptor exhaustion aborted in `ext/signals` (measured with Deno
+ * 2.9.6); the same process with its signal handling set up beforehand did not.
+ */
+function readySignalHandling(): void {
+  if (signalHandlingReady || Deno.build.os === "windows") return;
+  signalHandlingReady = true;
+  const ignore = (): void => {};
+  try {
+    // SIGWINCH's default action is to ignore it, as is done with no listener left.
+    Deno.addSignalListener("SIGWINCH", ignore);
+    Deno.removeSignalListener("SIGWINCH", ignore);
+  } catch {
+    // No signals here: nothing to set up.
+  }
+}
+
+function messageOf(error: unknown): string {
+  // Deno.serve wraps the accept error: "Error: Too many open files (os error 24)".
+  return (error instanceof Error ? error.message : String(error)).replace(/^Error: /, "");
 }
 
 function hostUrl(hostname: string, port: number): string {
@@ -504,7 +573,6 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     return response;
   }
 
-  let server: Deno.HttpServer<Deno.NetAddr> | undefined = undefined;
   let serverUrl = "";
   const handler = async (request: Request): Promise<Response> => {
     const path = new URL(request.url).pathname;
@@ -543,31 +611,108 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     }
   };
 
-  server = Deno.serve({ hostname, port, onListen: () => {}, handler });
-  const addr = server.addr;
+  // Every listener started, the failed ones too: Deno keeps serving the
+  // connections a failed listener accepted (executor and harness sockets
+  // among them) until it is shut down, which closes them.
+  const servers = new Set<Deno.HttpServer<Deno.NetAddr>>();
+  /** Listeners started so far, and which of them accepts connections (0: none). */
+  let generations = 0;
+  let accepting = 0;
+  let closing: Promise<void> | undefined;
+  let relistenTimer: ReturnType<typeof setTimeout> | undefined;
+  let relistenDelay = RELISTEN_FIRST_DELAY_MS;
+  /** Set from the listener's failure until the newest listener serves a request. */
+  let outage: { since: number; attempts: number; message: string } | undefined;
+
+  function listen(at: { hostname: string; port: number }): Deno.HttpServer<Deno.NetAddr> {
+    const generation = ++generations;
+    const server = Deno.serve({
+      ...at,
+      onListen: () => {},
+      handler: (request) => {
+        // A request on the listener started since: it accepts connections
+        // again. (A failed one still serves requests on the connections it had.)
+        if (outage !== undefined && generation === accepting) acceptingAgain();
+        return handler(request);
+      },
+    });
+    accepting = generation;
+    servers.add(server);
+    const ended = (error: unknown): void => {
+      if (closing === undefined && generation === accepting) {
+        accepting = 0;
+        failed(error ?? new Error("the listener stopped"));
+      }
+    };
+    server.finished.then(() => ended(undefined), ended);
+    return server;
+  }
+
+  /** The newest listener stopped, or listening again failed: try again later. */
+  function failed(error: unknown): void {
+    const message = messageOf(error);
+    if (outage === undefined) {
+      outage = { since: performance.now(), attempts: 0, message };
+      relistenDelay = RELISTEN_FIRST_DELAY_MS;
+      emit({ type: "listener_failed", message, retryInMs: relistenDelay });
+    } else if (message !== outage.message) {
+      // One report per outage and reason, not one per attempt.
+      outage.message = message;
+      emit({ type: "listener_failed", message, retryInMs: relistenDelay });
+    }
+    relistenTimer = setTimeout(relisten, relistenDelay);
+  }
+
+  function relisten(): void {
+    relistenTimer = undefined;
+    if (closing !== undefined || outage === undefined) return;
+    outage.attempts++;
+    // Doubled whatever comes of it: a new listener that fails again at once
+    // (every descriptor still taken) makes the next attempt wait longer.
+    relistenDelay = Math.min(relistenDelay * 2, RELISTEN_MAX_DELAY_MS);
+    try {
+      listen({ hostname: addr.hostname, port: addr.port });
+    } catch (error) {
+      // Still out of descriptors, or the port was taken meanwhile.
+      failed(error);
+    }
+  }
+
+  function acceptingAgain(): void {
+    const { since, attempts } = outage!;
+    outage = undefined;
+    relistenDelay = RELISTEN_FIRST_DELAY_MS;
+    emit({ type: "accepting_again", downMs: Math.round(performance.now() - since), attempts });
+  }
+
+  readySignalHandling();
+  const addr = listen({ hostname, port }).addr;
   serverUrl = `ws://${hostUrl(addr.hostname, addr.port)}`;
   const url = serverUrl;
   const registryUrl = `http://${hostUrl(addr.hostname, addr.port)}`;
 
-  let closing: Promise<void> | undefined;
   const signal = options.signal;
   const onAbort = (): void => {
     close();
   };
+  const closedSignal = Promise.withResolvers<void>();
   function close(): Promise<void> {
     closing ??= (async () => {
       signal?.removeEventListener("abort", onAbort);
+      clearTimeout(relistenTimer);
+      relistenTimer = undefined;
       await router.close();
-      await server!.shutdown();
-      await server!.finished;
+      await Promise.all([...servers].map(async (server) => {
+        await server.shutdown().catch(() => {});
+        // A failed listener's `finished` rejected already; it was reported then.
+        await server.finished.catch(() => {});
+      }));
+      closedSignal.resolve();
     })();
     return closing;
   }
   signal?.addEventListener("abort", onAbort, { once: true });
-  const closed = (async () => {
-    await server.finished;
-    await close();
-  })();
+  const closed = closedSignal.promise;
 
   return {
     url,
