@@ -166,9 +166,29 @@ Deno.test('FsOps reads "link/." as the directory it leads to, and refuses to rem
   >;
   assert.equal(meta.isDirectory, true);
   assert.equal(meta.isSymlink, false, "through the link, as the system reads it");
-  for (const path of [`${f.dir}/link/.`, `${f.dir}/t/.`, `${f.dir}/t/sub/..`]) {
+  const meta2 = await f.call("fs/getMetadata", { path: `${f.dir}/link/.//` }) as Record<
+    string,
+    unknown
+  >;
+  assert.equal(meta2.isSymlink, false, "with slashes after the dot too");
+  for (
+    const path of [
+      `${f.dir}/link/.`,
+      `${f.dir}/t/.`,
+      `${f.dir}/t/sub/..`,
+      `${f.dir}/t/./`,
+      `${f.dir}/t/.//`,
+      `${f.dir}/t/sub/../`,
+      `${f.dir}/t/sub/..//`,
+    ]
+  ) {
     await rpcFails(f.call("fs/remove", { path, recursive: true }), -32602, "ends in");
   }
+  await rpcFails(
+    f.call("fs/remove", { path: `${f.dir}/link/`, recursive: true }),
+    -32004,
+    'ends in "/" but is a symbolic link',
+  );
   assert.ok((await Deno.lstat(`${f.dir}/link`)).isSymlink, "the link stays");
   assert.equal(await Deno.readTextFile(`${f.dir}/t/keep`), "k", "the directory stays");
   assert.deepEqual(await f.call("fs/remove", { path: `${f.dir}/t/sub`, recursive: true }), {});

@@ -679,6 +679,9 @@ Deno.test("pidExists tells a live pid from a freed one; foregroundGroup needs a 
   await child.status; // reaped: the pid is free now
   assert.equal(await pidExists(ps, child.pid), false);
   assert.equal(await pidExists("/nonexistent/ps", child.pid), true, "unknown counts as existing");
+  // Without ps, from /proc (this test runs with --allow-all).
+  assert.equal(await pidExists(null, Deno.pid), true);
+  assert.equal(await pidExists(null, child.pid), false);
   // A process that leads a session without a terminal has no foreground group.
   const leader = new Deno.Command("setsid", { args: ["sleep", "30"], stdout: "null" }).spawn();
   try {
@@ -688,6 +691,7 @@ Deno.test("pidExists tells a live pid from a freed one; foregroundGroup needs a 
       "setsid to exec sleep",
     );
     assert.equal(await foregroundGroup(ps, leader.pid), null);
+    assert.equal(await foregroundGroup(null, leader.pid), null);
     assert.equal(await foregroundGroup(ps, child.pid), null, "a freed pid");
   } finally {
     leader.kill("SIGKILL");
@@ -708,6 +712,7 @@ Deno.test("sessionPids lists exactly a session's processes, never the executor's
   const ps = await psPath();
   const members = await sessionPids(ps, leader);
   assert.deepEqual(members?.sort(), [leader, ...jobs].sort());
+  assert.deepEqual((await sessionPids(null, leader))?.sort(), members, "the same from /proc");
   const own = parseStat(Deno.readTextFileSync("/proc/self/stat")).session;
   if (own > 1) {
     assert.deepEqual(await sessionPids(ps, own), [], "the executor's session is never listed");
@@ -771,8 +776,31 @@ console.log("done");
   }
 });
 
-Deno.test("sessionPids answers null when ps cannot run or lists something else", async () => {
+Deno.test("sessionPids answers null when ps cannot run or lists something else, and without ps outside --allow-all", async () => {
   assert.equal(await sessionPids("/nonexistent/ps", 12345), null);
+  const probeDir = await Deno.makeTempDir({ prefix: "outpost_session_" });
+  try {
+    const treeKill = new URL("../lib/exec/tree_kill.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      `${probeDir}/probe.ts`,
+      `import { sessionPids } from ${JSON.stringify(treeKill)};\n` +
+        "console.log(JSON.stringify(await sessionPids(null, Deno.pid)));\n",
+    );
+    // Read granted whole, as under -P=executor: Deno still refuses /proc.
+    const { code, stdout, stderr } = await withDeadline(
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "--no-prompt", "--no-config", "--allow-read", `${probeDir}/probe.ts`],
+        stdout: "piped",
+        stderr: "piped",
+      }).output(),
+      30_000,
+      "probe",
+    );
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    assert.equal(new TextDecoder().decode(stdout).trim(), "null");
+  } finally {
+    await Deno.remove(probeDir, { recursive: true });
+  }
   const dir = await Deno.makeTempDir({ prefix: "outpost_ps_" });
   try {
     // A stand-in whose rows are not four numbers: nothing is trusted.

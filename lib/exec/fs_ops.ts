@@ -19,7 +19,7 @@
  */
 
 import { RpcError, SandboxDeniedError } from "../errors.ts";
-import { INTERNAL_ERROR, INVALID_PARAMS, SANDBOX_DENIED } from "../rpc/error_codes.ts";
+import { INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, SANDBOX_DENIED } from "../rpc/error_codes.ts";
 import {
   isTooLong,
   lexicalParts,
@@ -318,7 +318,14 @@ async function requireDirectoryForSlash(
 ): Promise<void> {
   if (!endsInSlash(shown)) return;
   const info = await (follow ? Deno.stat(resolved) : Deno.lstat(resolved)).catch(() => null);
-  if (info !== null && !info.isDirectory) throw pathError(action, shown, "ENOTDIR");
+  if (info !== null && !info.isDirectory) {
+    // The system's ENOTDIR, said of what it is.
+    const kind = info.isSymlink ? "a symbolic link" : kindOf(info);
+    throw new RpcError(
+      NOT_FOUND,
+      `Cannot ${action} "${shownPath(shown)}": it ends in "/" but is ${kind}, not a directory`,
+    );
+  }
 }
 
 /**
@@ -588,7 +595,7 @@ export class FsOps {
    */
   async remove(path: string, recursive: boolean, force: boolean): Promise<Record<string, never>> {
     const resolved = await this.#checkWrite("remove", path, false);
-    if (/\/\.\.?$/.test(path)) {
+    if (/\/\.\.?\/*$/.test(path)) {
       // After the grant check, so a path outside it is refused as such. The
       // system refuses too (rmdir: EINVAL), and so does `rm`; read as the
       // directory it names, "a/sub/.." would remove "a", "link/." the link.

@@ -777,7 +777,7 @@ export class ProcessTable implements AsyncDisposable {
     let groups = this.#groups(record);
     if (record.tty && record.pty) {
       const ps = await this.#psHelper();
-      const foreground = ps === null ? null : await foregroundGroup(ps, record.pty.pid);
+      const foreground = await foregroundGroup(ps, record.pty.pid);
       groups = [foreground ?? record.pty.pid];
     }
     return await this.#signalGroups(record, groups, signal);
@@ -1419,8 +1419,7 @@ export class ProcessTable implements AsyncDisposable {
         // (The kernel keeps a pid unused while it still names a group or
         // session, so members found under a free pid are ours.)
         const ps = await this.#psHelper();
-        // Without `ps` no pid can be told free: nothing is killed.
-        const free = async (pid: number) => ps !== null && !(await pidExists(ps, pid));
+        const free = async (pid: number) => !(await pidExists(ps, pid));
         const groups = [];
         for (const pid of leaders) if (await free(pid)) groups.push(pid);
         const sid = record.pty?.pid;
@@ -1442,7 +1441,7 @@ export class ProcessTable implements AsyncDisposable {
    * output, waits 2 s and exits 0 without its child's status (util-linux
    * 2.38), while left alone it exits with its child. Each process of the
    * session gets the signal once, by a group kill of each of its groups
-   * (found by the `ps` helper, when it is granted; else its own). Without the `kill`
+   * (found by the `ps` helper, or in `/proc` under `--allow-all`; else its own). Without the `kill`
    * helper nothing but `script` could be reached, so nothing is: SIGKILL,
    * the end of the grace, takes `script`, and its terminal's hangup ends a
    * program that does not ignore SIGHUP.
@@ -1459,9 +1458,7 @@ export class ProcessTable implements AsyncDisposable {
         // each process gets the signal once.
         const sid = record.pty.pid;
         const ps = await this.#psHelper();
-        const groups = new Set(
-          ps === null ? [] : await sessionGroups(ps, sid).catch(() => null) ?? [],
-        );
+        const groups = new Set(await sessionGroups(ps, sid).catch(() => null) ?? []);
         groups.add(sid);
         await killProcessGroups(helper, [...groups], signal);
         return;
@@ -1478,12 +1475,13 @@ export class ProcessTable implements AsyncDisposable {
    * jobs in groups of their own, which a group kill misses, but they stay in
    * the session. The wrapper's pid in the marker is the session id (`script`
    * runs it as a session leader, and it execs in place). Without the `ps`
-   * helper only the groups are signalled.
+   * helper, and without `--allow-all` to read `/proc`, only the groups are
+   * signalled.
    */
   async #killSession(record: ProcessRecord, helper: string, signal: Deno.Signal): Promise<void> {
     if (!record.tty || record.pty === null) return;
     const ps = await this.#psHelper();
-    const pids = ps === null ? null : await sessionPids(ps, record.pty.pid).catch(() => null);
+    const pids = await sessionPids(ps, record.pty.pid).catch(() => null);
     if (pids !== null && pids.length > 0) await killProcesses(helper, pids, signal);
   }
 
@@ -1519,7 +1517,10 @@ export class ProcessTable implements AsyncDisposable {
     return this.#killHelper;
   }
 
-  /** The granted `ps`, which finds a terminal's session members and tells a pid free. */
+  /**
+   * The granted `ps`, which finds a terminal's session members and tells a
+   * pid free; null reads `/proc` instead (Deno allows it under `--allow-all`).
+   */
   #psHelper(): Promise<string | null> {
     this.#ps ??= resolveGrantedProgram("ps");
     return this.#ps;

@@ -395,7 +395,7 @@ export class SandboxPolicy {
     const parts = components(path);
     const last = parts.at(-1);
     // "link/." and "link/.." go through the link, as the system reads them.
-    if (!followFinal && last !== undefined && last !== ".." && !path.endsWith("/.")) {
+    if (!followFinal && last !== undefined && last !== ".." && !/\/\.\/*$/.test(path)) {
       const parent = await this.#resolveParts(parts.slice(0, -1), 0, { left: MAX_LOOKUPS });
       return parent === "/" ? `/${last}` : `${parent}/${last}`;
     }

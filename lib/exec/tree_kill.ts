@@ -22,6 +22,7 @@
  * @module
  */
 
+import { isGrantedValue } from "./_permissions.ts";
 import { runQuietly } from "./_run_quietly.ts";
 
 /**
@@ -92,11 +93,12 @@ export async function killProcesses(
  * belongs to the session.
  *
  * `ps` rather than reading `/proc`: Deno 2 refuses every `/proc` read without
- * `--allow-all`, whatever `--allow-read` says.
+ * `--allow-all`, whatever `--allow-read` says. Without `ps`, `/proc` is read,
+ * which works under `--allow-all` only.
  *
- * @param ps The absolute path of the granted `ps` program.
+ * @param ps The granted `ps` program, or null to read `/proc` instead.
  * @param sid The session id (greater than 1).
- * @returns The pids, or null when `ps` could not list them.
+ * @returns The pids, or null when neither `ps` nor `/proc` could list them.
  * @throws {RangeError} When `sid` is not an integer greater than 1.
  * @example
  * ```ts ignore
@@ -104,7 +106,7 @@ export async function killProcesses(
  * console.log(await sessionPids("/usr/bin/ps", 12345)); // e.g. [12345, 12350]
  * ```
  */
-export async function sessionPids(ps: string, sid: number): Promise<number[] | null> {
+export async function sessionPids(ps: string | null, sid: number): Promise<number[] | null> {
   const members = await sessionMembers(ps, sid);
   return members === null ? null : members.map((row) => row.pid);
 }
@@ -114,18 +116,18 @@ export async function sessionPids(ps: string, sid: number): Promise<number[] | n
  * group never spans two sessions, so a group kill of each reaches every
  * member once, a child forked after the scan into one of them included.
  *
- * @param ps The absolute path of the granted `ps` program.
+ * @param ps The granted `ps` program, or null to read `/proc` instead.
  * @param sid The session id (greater than 1).
- * @returns The group ids, or null when `ps` could not list them.
+ * @returns The group ids, or null when neither `ps` nor `/proc` could list them.
  * @throws {RangeError} When `sid` is not an integer greater than 1.
  */
-export async function sessionGroups(ps: string, sid: number): Promise<number[] | null> {
+export async function sessionGroups(ps: string | null, sid: number): Promise<number[] | null> {
   const members = await sessionMembers(ps, sid);
   if (members === null) return null;
   return [...new Set(members.map((row) => row.pgid))].filter((pgid) => pgid > 1);
 }
 
-async function sessionMembers(ps: string, sid: number): Promise<ProcessRow[] | null> {
+async function sessionMembers(ps: string | null, sid: number): Promise<ProcessRow[] | null> {
   checkIds([sid], "session");
   const rows = await listProcesses(ps);
   if (rows === null) return null;
@@ -139,11 +141,11 @@ async function sessionMembers(ps: string, sid: number): Promise<ProcessRow[] | n
  * (`ps`'s `tpgid` of its leader): where the terminal's Ctrl-C goes. Null
  * when it cannot be told or the session has no terminal.
  *
- * @param ps The absolute path of the granted `ps` program.
+ * @param ps The granted `ps` program, or null to read `/proc` instead.
  * @param sid The session id (its leader's pid, greater than 1).
  * @returns The process group id, or null.
  */
-export async function foregroundGroup(ps: string, sid: number): Promise<number | null> {
+export async function foregroundGroup(ps: string | null, sid: number): Promise<number | null> {
   checkIds([sid], "session");
   const leader = (await listProcesses(ps, sid))?.[0];
   if (leader === undefined || leader.sid !== sid) return null;
@@ -154,13 +156,13 @@ export async function foregroundGroup(ps: string, sid: number): Promise<number |
  * Whether a process `pid` exists now (a zombie counts). A closed process's
  * leader is gone and reaped, so a live process under its pid is a newcomer
  * that merely reuses the number: its group and session must not be signalled.
- * Unknown (`ps` failed) counts as existing, to be safe.
+ * Unknown (neither `ps` nor `/proc` could tell) counts as existing, to be safe.
  *
- * @param ps The absolute path of the granted `ps` program.
+ * @param ps The granted `ps` program, or null to read `/proc` instead.
  * @param pid A process id.
  * @returns True when it exists or cannot be told.
  */
-export async function pidExists(ps: string, pid: number): Promise<boolean> {
+export async function pidExists(ps: string | null, pid: number): Promise<boolean> {
   const rows = await listProcesses(ps, pid);
   return rows === null || rows.length > 0;
 }
@@ -175,10 +177,15 @@ interface ProcessRow {
 }
 
 /**
- * Every process (or only `pid`), from `ps`. Null when `ps` cannot be run or
- * its output is not the rows asked for.
+ * Every process (or only `pid`), from `ps`, or without it from `/proc`. Null
+ * when neither can be read.
  */
-async function listProcesses(ps: string, pid?: number): Promise<ProcessRow[] | null> {
+function listProcesses(ps: string | null, pid?: number): Promise<ProcessRow[] | null> {
+  return ps === null ? readProc(pid) : runPs(ps, pid);
+}
+
+/** The rows from `ps`; null when it cannot be run or prints something else. */
+async function runPs(ps: string, pid?: number): Promise<ProcessRow[] | null> {
   const columns = ["-o", "pid=,pgid=,sid=,tpgid="];
   let output: Deno.CommandOutput;
   try {
@@ -201,6 +208,42 @@ async function listProcesses(ps: string, pid?: number): Promise<ProcessRow[] | n
     if (fields.length !== 4 || !fields.every(Number.isSafeInteger)) return null;
     const [rowPid, pgid, sid, tpgid] = fields;
     rows.push({ pid: rowPid, pgid, sid, tpgid });
+  }
+  return rows;
+}
+
+/**
+ * The rows from `/proc/PID/stat` (one file per process, read whole, the
+ * fields taken after the name's last `)`, so no name can forge them). Deno
+ * allows that only under `--allow-all`; null when it refuses.
+ */
+async function readProc(pid?: number): Promise<ProcessRow[] | null> {
+  // Asked first: reading without the grant would stop an executor run from a
+  // terminal at Deno's permission prompt.
+  if (!(await isGrantedValue({ name: "read", path: "/proc" }))) return null;
+  const rows: ProcessRow[] = [];
+  try {
+    const pids: number[] = [];
+    if (pid !== undefined) pids.push(pid);
+    else {
+      for await (const entry of Deno.readDir("/proc")) {
+        if (/^\d+$/.test(entry.name)) pids.push(Number(entry.name));
+      }
+    }
+    for (const each of pids) {
+      let stat: string;
+      try {
+        stat = await Deno.readTextFile(`/proc/${each}/stat`);
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) continue; // it exited, or never was
+        throw error;
+      }
+      // After the name: state, ppid, pgrp, session, tty_nr, tpgid.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+      rows.push({ pid: each, pgid: fields[2], sid: fields[3], tpgid: fields[5] });
+    }
+  } catch {
+    return null;
   }
   return rows;
 }
