@@ -158,8 +158,8 @@ Options:
   --url-ttl-ms N      Lifetime of a signed executor or harness URL, at least 1000 (default 60000)
   --public-url URL    Base of the signed URLs handed out, as clients reach this
                       server: wss://HOST[:PORT][/PATH] behind a TLS proxy (ws://
-                      or wss://, no query or fragment; default ws:// and the
-                      request's Host header)
+                      or wss://, no query or fragment; a PATH is for a proxy
+                      that strips it; default ws:// and the request's Host header)
   --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN; required)
   --log-format, --log-level, -h/--help as for every command
 
@@ -549,6 +549,7 @@ function parsePublicUrl(value: string | undefined): string | undefined {
   if (url.search !== "" || value.includes("?")) fail("it must not have a query");
   if (url.hash !== "" || value.includes("#")) fail("it must not have a fragment");
   if (url.username !== "" || url.password !== "") fail("it must not carry credentials");
+  if (url.port === "0") fail("port 0 is not one clients can reach");
   return value;
 }
 

@@ -1004,6 +1004,7 @@ Deno.test("cli: rendezvous --public-url hands out signed URLs on that base; a ba
       ["wss://relay.example.com/?a=1", "it must not have a query"],
       ["wss://relay.example.com/#top", "it must not have a fragment"],
       ["wss://user:pw@relay.example.com", "it must not carry credentials"],
+      ["ws://relay.example.com:0", "port 0 is not one clients can reach"],
     ]
   ) {
     await using bad = new Cli("rendezvous", ["rendezvous", "--public-url", value], {

@@ -678,7 +678,8 @@ Deno.test("pidExists tells a live pid from a freed one; foregroundGroup needs a 
   const child = new Deno.Command("true").spawn();
   await child.status; // reaped: the pid is free now
   assert.equal(await pidExists(ps, child.pid), false);
-  assert.equal(await pidExists("/nonexistent/ps", child.pid), true, "unknown counts as existing");
+  // A ps that cannot be spawned (not installed): from /proc.
+  assert.equal(await pidExists("/nonexistent/ps", child.pid), false);
   // Without ps, from /proc (this test runs with --allow-all).
   assert.equal(await pidExists(null, Deno.pid), true);
   assert.equal(await pidExists(null, child.pid), false);
@@ -776,15 +777,63 @@ console.log("done");
   }
 });
 
+Deno.test("ProcessTable kills a closed program's leftover under --allow-all on a host without ps, from /proc", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_nops_" });
+  const token = uniqueSleep();
+  try {
+    // A PATH with what the table needs and no ps: a whole run grant resolves
+    // the missing program to its bare name, which cannot be spawned.
+    await Deno.mkdir(`${dir}/bin`);
+    for (const name of ["sh", "kill", "setsid", "sleep"]) {
+      const path = await resolveGrantedProgram(name);
+      assert.ok(path !== null && path.startsWith("/"), name);
+      await Deno.symlink(path, `${dir}/bin/${name}`);
+    }
+    const table = new URL("../lib/exec/process_table.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      `${dir}/probe.ts`,
+      `import { ProcessTable } from ${JSON.stringify(table)};
+const table = new ProcessTable({ killGraceMs: 200 });
+await table.start({ processId: "bg", argv: ["sh", "-c", "sleep ${token} >/dev/null 2>&1 & echo started"] });
+for (let afterSeq = 0;;) {
+  const r = await table.read("bg", { afterSeq, waitMs: 1000 });
+  afterSeq = r.nextSeq - 1;
+  if (r.closed) break;
+}
+await table.terminate("bg");
+await table.close();
+console.log("done");
+`,
+    );
+    const { code, stdout, stderr } = await withDeadline(
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "--no-prompt", "--no-config", "-A", `${dir}/probe.ts`],
+        env: { PATH: `${dir}/bin` },
+        stdout: "piped",
+        stderr: "piped",
+      }).output(),
+      30_000,
+      "probe",
+    );
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    assert.equal(new TextDecoder().decode(stdout).trim(), "done");
+    await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "no sleep left");
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("sessionPids answers null when ps cannot run or lists something else, and without ps outside --allow-all", async () => {
-  assert.equal(await sessionPids("/nonexistent/ps", 12345), null);
+  assert.deepEqual(await sessionPids("/nonexistent/ps", 12345), [], "from /proc instead");
   const probeDir = await Deno.makeTempDir({ prefix: "outpost_session_" });
   try {
     const treeKill = new URL("../lib/exec/tree_kill.ts", import.meta.url).href;
     await Deno.writeTextFile(
       `${probeDir}/probe.ts`,
-      `import { sessionPids } from ${JSON.stringify(treeKill)};\n` +
-        "console.log(JSON.stringify(await sessionPids(null, Deno.pid)));\n",
+      `import { pidExists, sessionPids } from ${JSON.stringify(treeKill)};\n` +
+        "console.log(JSON.stringify([await sessionPids(null, Deno.pid), " +
+        "await pidExists(null, 2 ** 22 + 1)]));\n",
     );
     // Read granted whole, as under -P=executor: Deno still refuses /proc.
     const { code, stdout, stderr } = await withDeadline(
@@ -797,7 +846,8 @@ Deno.test("sessionPids answers null when ps cannot run or lists something else, 
       "probe",
     );
     assert.equal(code, 0, new TextDecoder().decode(stderr));
-    assert.equal(new TextDecoder().decode(stdout).trim(), "null");
+    // Nothing listed, and a pid that cannot be told free counts as taken.
+    assert.equal(new TextDecoder().decode(stdout).trim(), "[null,true]");
   } finally {
     await Deno.remove(probeDir, { recursive: true });
   }

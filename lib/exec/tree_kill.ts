@@ -177,15 +177,20 @@ interface ProcessRow {
 }
 
 /**
- * Every process (or only `pid`), from `ps`, or without it from `/proc`. Null
- * when neither can be read.
+ * Every process (or only `pid`), from `ps`, or when it is missing from
+ * `/proc`. Null when neither can be read.
  */
-function listProcesses(ps: string | null, pid?: number): Promise<ProcessRow[] | null> {
-  return ps === null ? readProc(pid) : runPs(ps, pid);
+async function listProcesses(ps: string | null, pid?: number): Promise<ProcessRow[] | null> {
+  const rows = ps === null ? undefined : await runPs(ps, pid);
+  return rows === undefined ? await readProc(pid) : rows;
 }
 
-/** The rows from `ps`; null when it cannot be run or prints something else. */
-async function runPs(ps: string, pid?: number): Promise<ProcessRow[] | null> {
+/**
+ * The rows from `ps`; null when it prints something else, undefined when it
+ * cannot be run (not installed: a whole run grant resolves a missing program
+ * to its bare name).
+ */
+async function runPs(ps: string, pid?: number): Promise<ProcessRow[] | null | undefined> {
   const columns = ["-o", "pid=,pgid=,sid=,tpgid="];
   let output: Deno.CommandOutput;
   try {
@@ -197,7 +202,7 @@ async function runPs(ps: string, pid?: number): Promise<ProcessRow[] | null> {
       stderr: "null",
     }).output();
   } catch {
-    return null;
+    return undefined;
   }
   const text = new TextDecoder().decode(output.stdout).trim();
   // `ps -p` of a pid that does not exist lists nothing and exits 1.
