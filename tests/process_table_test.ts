@@ -758,18 +758,10 @@ console.log("done");
 `,
     );
     const config = new URL("../deno.json", import.meta.url).pathname;
-    const { code, stdout, stderr } = await withDeadline(
-      new Deno.Command(Deno.execPath(), {
-        args: ["run", "--no-prompt", "-P=executor", "--config", config, probe],
-        cwd: dir,
-        stdout: "piped",
-        stderr: "piped",
-      }).output(),
-      30_000,
-      "probe",
-    );
-    assert.equal(code, 0, new TextDecoder().decode(stderr));
-    assert.equal(new TextDecoder().decode(stdout).trim(), "done");
+    const printed = await runProbe(["--no-prompt", "-P=executor", "--config", config, probe], {
+      cwd: dir,
+    });
+    assert.equal(printed, "done");
     await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "no sleep left");
   } finally {
     killPids(livePidsWith(`sleep ${token}`));
@@ -805,18 +797,10 @@ await table.close();
 console.log("done");
 `,
     );
-    const { code, stdout, stderr } = await withDeadline(
-      new Deno.Command(Deno.execPath(), {
-        args: ["run", "--no-prompt", "--no-config", "-A", `${dir}/probe.ts`],
-        env: { PATH: `${dir}/bin` },
-        stdout: "piped",
-        stderr: "piped",
-      }).output(),
-      30_000,
-      "probe",
-    );
-    assert.equal(code, 0, new TextDecoder().decode(stderr));
-    assert.equal(new TextDecoder().decode(stdout).trim(), "done");
+    const printed = await runProbe(["--no-prompt", "--no-config", "-A", `${dir}/probe.ts`], {
+      env: { PATH: `${dir}/bin` },
+    });
+    assert.equal(printed, "done");
     await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "no sleep left");
   } finally {
     killPids(livePidsWith(`sleep ${token}`));
@@ -836,18 +820,14 @@ Deno.test("sessionPids answers null when ps cannot run or lists something else, 
         "await pidExists(null, 2 ** 22 + 1)]));\n",
     );
     // Read granted whole, as under -P=executor: Deno still refuses /proc.
-    const { code, stdout, stderr } = await withDeadline(
-      new Deno.Command(Deno.execPath(), {
-        args: ["run", "--no-prompt", "--no-config", "--allow-read", `${probeDir}/probe.ts`],
-        stdout: "piped",
-        stderr: "piped",
-      }).output(),
-      30_000,
-      "probe",
-    );
-    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    const printed = await runProbe([
+      "--no-prompt",
+      "--no-config",
+      "--allow-read",
+      `${probeDir}/probe.ts`,
+    ]);
     // Nothing listed, and a pid that cannot be told free counts as taken.
-    assert.equal(new TextDecoder().decode(stdout).trim(), "[null,true]");
+    assert.equal(printed, "[null,true]");
   } finally {
     await Deno.remove(probeDir, { recursive: true });
   }
@@ -1400,4 +1380,23 @@ async function psPath(): Promise<string> {
   const path = await resolveGrantedProgram("ps");
   assert.ok(path !== null, "ps (procps) is installed");
   return path;
+}
+
+/** Runs `deno run ARGS` (a probe module) and returns what it printed, failing on a non-zero exit. */
+async function runProbe(
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<string> {
+  const { code, stdout, stderr } = await withDeadline(
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", ...args],
+      ...options,
+      stdout: "piped",
+      stderr: "piped",
+    }).output(),
+    30_000,
+    "probe",
+  );
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  return new TextDecoder().decode(stdout).trim();
 }
