@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { FaultProxy, type FaultRates } from "./_support/fault_proxy.ts";
 import { DeadlineError, withDeadline } from "./_support/deadline.ts";
+import { JsonLinesProcess } from "./_support/json_lines_process.ts";
 import { record } from "./_support/report.ts";
 import { Prng, soakMode } from "./_support/prng.ts";
 import { connect } from "../lib/client/connect.ts";
@@ -178,85 +179,9 @@ const SOAK = soakMode();
 const TOKEN = "fault-token-0123456789abcdef";
 const SUPPORT = new URL("./_support/", import.meta.url).pathname;
 
-/** A child Deno process that prints JSON lines; stops when its stdin closes. */
-class Proc {
-  readonly child: Deno.ChildProcess;
-  readonly lines: Record<string, unknown>[] = [];
-  #waiters: (() => void)[] = [];
-  #reading: Promise<void>;
-  #stopped = false;
-
-  constructor(script: string, args: string[]) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${SUPPORT}${script}`, ...args],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    this.child = child;
-    this.#reading = (async () => {
-      let buffer = "";
-      for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
-        buffer += text;
-        let i: number;
-        while ((i = buffer.indexOf("\n")) >= 0) {
-          const line = buffer.slice(0, i);
-          buffer = buffer.slice(i + 1);
-          try {
-            this.lines.push(JSON.parse(line));
-          } catch {
-            // not ours
-          }
-          for (const w of this.#waiters.splice(0)) w();
-        }
-      }
-      for (const w of this.#waiters.splice(0)) w();
-    })();
-  }
-
-  /** Waits for a line matching `predicate` (also one already seen after `from`). */
-  async waitFor(
-    predicate: (line: Record<string, unknown>) => boolean,
-    ms: number,
-    label: string,
-    from = 0,
-  ): Promise<Record<string, unknown>> {
-    const end = performance.now() + ms;
-    while (true) {
-      const found = this.lines.slice(from).find(predicate);
-      if (found) return found;
-      const left = end - performance.now();
-      if (left <= 0) throw new DeadlineError(label, ms);
-      await withDeadline(new Promise<void>((resolve) => this.#waiters.push(resolve)), left, label)
-        .catch(() => {});
-    }
-  }
-
-  /** Closes stdin and waits for the exit. */
-  async stop(): Promise<void> {
-    if (!this.#stopped) {
-      this.#stopped = true;
-      await this.child.stdin.close().catch(() => {});
-    }
-    await withDeadline(this.child.status, 10_000, "child exit").catch(() => {
-      this.child.kill("SIGKILL");
-    });
-    await this.child.status;
-    await this.#reading;
-  }
-
-  /** Kills at once (SIGKILL) and waits. */
-  async kill(): Promise<void> {
-    this.#stopped = true;
-    try {
-      this.child.kill("SIGKILL");
-    } catch {
-      // gone
-    }
-    await this.child.status;
-    await this.child.stdin.close().catch(() => {});
-    await this.#reading;
-  }
+/** A support script in its own Deno process, printing JSON lines. */
+function supportProcess(script: string, args: string[]): JsonLinesProcess {
+  return new JsonLinesProcess(Deno.execPath(), ["run", "-A", `${SUPPORT}${script}`, ...args]);
 }
 
 /** Peak resident memory of a process (VmHWM), in MiB; 0 when unknown. */
@@ -280,8 +205,8 @@ function freePort(): number {
 interface Rig extends AsyncDisposable {
   dir: string;
   port: number;
-  rendezvous: Proc;
-  executor: Proc;
+  rendezvous: JsonLinesProcess;
+  executor: JsonLinesProcess;
   proxyA: FaultProxy;
   proxyB: FaultProxy;
   restartRendezvous(): Promise<void>;
@@ -300,12 +225,12 @@ async function startRig(
     String(options.rdvDetachMs ?? 30_000),
     ...(options.startupGraceMs ? [String(options.startupGraceMs)] : []),
   ];
-  let rendezvous = new Proc("run_rendezvous.ts", rdvArgs);
+  let rendezvous = supportProcess("run_rendezvous.ts", rdvArgs);
   await rendezvous.waitFor((l) => typeof l.url === "string", 20_000, "rendezvous start");
   const upstream = `http://127.0.0.1:${port}`;
   const proxyA = FaultProxy.start({ upstream, seed, rates, inspect: true });
   const proxyB = FaultProxy.start({ upstream, seed: seed ^ 0x9e3779b9, rates, inspect: true });
-  const executor = new Proc("run_executor.ts", [
+  const executor = supportProcess("run_executor.ts", [
     proxyB.url,
     "fault-exec",
     TOKEN,
@@ -324,7 +249,7 @@ async function startRig(
     proxyB,
     async restartRendezvous(): Promise<void> {
       await rendezvous.kill();
-      rendezvous = new Proc("run_rendezvous.ts", rdvArgs);
+      rendezvous = supportProcess("run_rendezvous.ts", rdvArgs);
       await rendezvous.waitFor((l) => typeof l.url === "string", 20_000, "rendezvous restart");
     },
     async [Symbol.asyncDispose](): Promise<void> {
@@ -716,7 +641,12 @@ Deno.test({
     // The executor dies and a new one (knowing no stream) takes its id; the
     // harness sends nothing meanwhile.
     await rig.executor.kill();
-    const restarted = new Proc("run_executor.ts", [rig.proxyB.url, "fault-exec", TOKEN, rig.dir]);
+    const restarted = supportProcess("run_executor.ts", [
+      rig.proxyB.url,
+      "fault-exec",
+      TOKEN,
+      rig.dir,
+    ]);
     try {
       await restarted.waitFor((l) => l.event === "connected", 20_000, "executor restart");
       const since = performance.now();

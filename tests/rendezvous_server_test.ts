@@ -17,6 +17,7 @@ import {
 import { checkBearer, parseBearer, readToken, tokensEqual } from "../lib/server/_token.ts";
 import { UrlSigner } from "../lib/server/_signed_url.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
+import { JsonLinesProcess } from "./_support/json_lines_process.ts";
 
 const TOKEN = "test-token-0123456789abcdef";
 const DEADLINE_MS = 5_000;
@@ -630,89 +631,29 @@ Deno.test("serveRendezvous closes a relay socket that sends JSON-RPC text at onc
 });
 
 /** A rendezvous in its own process (tests/_support/run_rendezvous.ts) under `ulimit -n`. */
-class LimitedRendezvous implements AsyncDisposable {
-  readonly child: Deno.ChildProcess;
-  readonly lines: Record<string, unknown>[] = [];
-  #changed: (() => void)[] = [];
-  #reading: Promise<void>;
+function limitedRendezvous(maxFiles: number): JsonLinesProcess {
+  const script = new URL("./_support/run_rendezvous.ts", import.meta.url).pathname;
+  // `ulimit -n` sets the hard limit too, which is what Deno raises its soft limit to.
+  return new JsonLinesProcess(
+    "sh",
+    ["-c", `ulimit -n ${maxFiles} && exec "$0" run -A "$1" 0 "$2"`, Deno.execPath(), script, TOKEN],
+    { DENO_NO_UPDATE_CHECK: "1" },
+  );
+}
 
-  constructor(maxFiles: number) {
-    const script = new URL("./_support/run_rendezvous.ts", import.meta.url).pathname;
-    // `ulimit -n` sets the hard limit too, which is what Deno raises its soft limit to.
-    const child = new Deno.Command("sh", {
-      args: [
-        "-c",
-        `ulimit -n ${maxFiles} && exec "$0" run -A "$1" 0 "$2"`,
-        Deno.execPath(),
-        script,
-        TOKEN,
-      ],
-      env: { DENO_NO_UPDATE_CHECK: "1" },
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    this.child = child;
-    this.#reading = (async () => {
-      let buffer = "";
-      for await (const text of child.stdout.pipeThrough(new TextDecoderStream())) {
-        buffer += text;
-        let i: number;
-        while ((i = buffer.indexOf("\n")) >= 0) {
-          this.lines.push(JSON.parse(buffer.slice(0, i)));
-          buffer = buffer.slice(i + 1);
-        }
-        for (const wake of this.#changed.splice(0)) wake();
-      }
-      for (const wake of this.#changed.splice(0)) wake();
-    })();
-  }
-
-  /** Waits for a printed line that matches, with a deadline. */
-  async line(
-    match: (line: Record<string, unknown>) => boolean,
-    label: string,
-  ): Promise<Record<string, unknown>> {
-    const end = performance.now() + 15_000;
-    for (;;) {
-      const found = this.lines.find(match);
-      if (found !== undefined) return found;
-      const left = end - performance.now();
-      if (left <= 0) throw new Error(`Cannot see ${label}: printed ${JSON.stringify(this.lines)}`);
-      const exited = this.child.status.then((s) => {
-        throw new Error(`Cannot see ${label}: the rendezvous exited with ${s.code}`);
-      });
-      await withDeadline(
-        Promise.race([new Promise<void>((r) => this.#changed.push(r)), exited]),
-        left,
-        label,
-      ).catch((error) => {
-        if (!(error instanceof Error) || !error.message.includes("exited")) return;
-        throw error;
-      });
-    }
-  }
-
-  event(type: string): Promise<Record<string, unknown>> {
-    return this.line((l) => (l.event as { type?: string } | undefined)?.type === type, type)
-      .then((l) => l.event as Record<string, unknown>);
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.child.stdin.close().catch(() => {});
-    const ended = await withDeadline(this.child.status, 10_000, "rendezvous exit").then(
-      () => true,
-      () => false,
-    );
-    if (!ended) this.child.kill("SIGKILL");
-    await this.child.status;
-    await this.#reading;
-  }
+/** The first event of `type` that a rendezvous in its own process printed. */
+async function printedEvent(rz: JsonLinesProcess, type: string): Promise<Record<string, unknown>> {
+  const line = await rz.waitFor(
+    (l) => (l.event as { type?: string } | undefined)?.type === type,
+    15_000,
+    type,
+  );
+  return line.event as Record<string, unknown>;
 }
 
 Deno.test("serveRendezvous outlives running out of file descriptors: open sockets stay served, and it accepts again once some are free", async () => {
-  await using rz = new LimitedRendezvous(128);
-  const started = await rz.line((l) => typeof l.url === "string", "the rendezvous URL");
+  await using rz = limitedRendezvous(128);
+  const started = await rz.waitFor((l) => typeof l.url === "string", 15_000, "the rendezvous URL");
   const url = started.url as string;
   const registryUrl = started.registryUrl as string;
   const port = Number(new URL(url).port);
@@ -732,7 +673,7 @@ Deno.test("serveRendezvous outlives running out of file descriptors: open socket
   // until the rendezvous has no descriptor left to accept one more.
   const idle: Deno.TcpConn[] = [];
   try {
-    const failed = rz.event("listener_failed");
+    const failed = printedEvent(rz, "listener_failed");
     let refused = false;
     failed.then(() => (refused = true), () => {});
     for (let i = 0; i < 1_000 && !refused; i++) {
@@ -773,7 +714,7 @@ Deno.test("serveRendezvous outlives running out of file descriptors: open socket
     "a registration after the descriptors are free",
   );
   assert.equal(status, 200);
-  const back = await rz.event("accepting_again");
+  const back = await printedEvent(rz, "accepting_again");
   assert.ok((back.attempts as number) >= 1);
   await harness.send(data("s1", "after"));
   assert.equal(payloadOf(await nextFrame(executor, "after")), "after");
