@@ -324,6 +324,22 @@ Deno.test("RelayRouter resets a departed harness's streams toward the executor a
   assert.equal(h.router.stats().streams, 0);
 });
 
+Deno.test("RelayRouter tells the executor at once of a departed harness's Codex v1 streams, which cannot resume, and parks its reliable ones", async () => {
+  // A window far longer than the test: any reset seen now is not the window's.
+  await using h = await host({ detachWindowMs: 60_000 });
+  const executor = await h.connect("executor");
+  const harness = await h.connect("harness");
+  await through(harness, executor, data("legacy", "codex v1", 0));
+  await through(harness, executor, data("reliable", "outpost"));
+  await harness.socket.close();
+  const told = await executor.inbox.next("harness_disconnected for the legacy stream");
+  assert.deepEqual([told.streamId, resetReason(told)], ["legacy", "harness_disconnected"]);
+  assert.equal(h.router.stats().parkedStreams, 1, "the reliable stream waits for its harness");
+  // The reliable stream is still the harness's to take back.
+  const back = await h.connect("harness");
+  assert.equal(payloadOf(await through(back, executor, data("reliable", "again", 2))), "again");
+});
+
 Deno.test("RelayRouter lets a returning harness socket reclaim its parked streams within the window", async () => {
   // The test reconnects and resumes within the window: room for a loaded machine.
   const windowMs = 1_000;
@@ -1109,7 +1125,10 @@ for (const variant of ["stays behind too long", "overflows its queue"] as const)
       });
       await h.event((e) => e.type === "harness_detached");
       assert.equal(h.router.stats().harnessSockets, 1);
-      assert.equal(h.router.stats().parkedStreams, 1);
+      // A legacy stream is never resumed: it ends at once instead of parking.
+      assert.equal(h.router.stats().parkedStreams, 0);
+      const ended = await executor.inbox.next("harness_disconnected for slow");
+      assert.deepEqual([ended.streamId, resetReason(ended)], ["slow", "harness_disconnected"]);
       await executor.socket.send(data("fast", "still here"));
       assert.equal(payloadOf(await fast.inbox.next("fast after drop")), "still here");
     } finally {

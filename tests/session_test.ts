@@ -186,6 +186,27 @@ Deno.test("Session ids are UUIDs, one per connection", async () => {
   await a.fails("initialize", { clientName: 3 }, -32600, "once");
 });
 
+Deno.test("Session takes initialized with any params, as Codex ignores them", async () => {
+  await using executor = useExecutor();
+  for (const params of ["x", 1, true, [], {}, null]) {
+    const [raw, server] = channelPair();
+    const served = executor.serve(server);
+    const it = raw[Symbol.asyncIterator]();
+    await raw.send(JSON.stringify({ id: 1, method: "initialize", params: {} }));
+    assert.ok((await withDeadline(nextJson(it), D, "initialize")).result);
+    await raw.send(JSON.stringify({ method: "initialized", params }));
+    await raw.send(JSON.stringify({ id: 2, method: "process/list" }));
+    const reply = await withDeadline(
+      nextJson(it),
+      D,
+      `process/list after params ${JSON.stringify(params)}`,
+    );
+    assert.deepEqual(reply, { jsonrpc: "2.0", id: 2, result: { processes: [] } });
+    await raw.close();
+    await withDeadline(served, D, "served");
+  }
+});
+
 Deno.test("Session resumes within its TTL: processes survive, output is caught up with process/read", async () => {
   await using executor = useExecutor({ sessionTtlMs: 5_000 });
   const first = connect(executor);

@@ -963,11 +963,19 @@ export class RelayRouter implements AsyncDisposable {
     const parking: Parking = { timer: undefined, streams: 0 };
     for (const streamId of parked) {
       const route = site.routes.get(streamId);
-      if (route !== undefined && route.owner === peer) {
-        route.owner = undefined;
-        route.parking = parking;
-        parking.streams++;
+      if (route === undefined || route.owner !== peer) continue;
+      if (route.reliable === false) {
+        // A Codex v1 stream is never resumed (its harness opens new streams
+        // on its next socket): the executor hears of its end at once, as
+        // Codex's rendezvous tells it, so the session detaches now and can be
+        // resumed, rather than a detach window later.
+        this.#endRoute(site, streamId, route, true);
+        this.#toExecutor(site, resetBytes(streamId, RESET_HARNESS_DISCONNECTED));
+        continue;
       }
+      route.owner = undefined;
+      route.parking = parking;
+      parking.streams++;
     }
     if (parking.streams > 0) this.#park(site, parked, parking);
     this.#maybeForget(site);

@@ -66,10 +66,12 @@ export function classifyMessage(value: unknown): ClassifiedMessage {
       return invalid('a message cannot have both "method" and "result" or "error"');
     }
     const params = message.params ?? null;
+    // A notification's params are its handler's to judge, unanswered: Codex
+    // ignores `initialized`'s, whatever they are.
+    if (!hasId) return { kind: "notification", method: message.method, params };
     if (typeof params !== "object") {
       return invalid('"params" must be an object or an array when present');
     }
-    if (!hasId) return { kind: "notification", method: message.method, params };
     if (!isId(message.id)) {
       return invalid('"id" must be a string or an integer');
     }
