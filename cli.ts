@@ -517,8 +517,10 @@ async function runServe(args: string[], context: Context): Promise<number> {
   writeOut(server.url + "\n");
   context.log.info("serving local executor", { url: server.url, auth: token ? "token" : "none" });
   const why = await Promise.race([signals.promise, server.closed.then(() => "closed" as const)]);
-  await server.close();
+  // The programs end first, while their connections are up: their last
+  // output and exit reach the harnesses.
   await executor.close();
+  await server.close();
   signals.dispose();
   context.log.info(`outpost serve: stopped (${why}) after ${elapsed(context)}`);
   return 0;
@@ -706,8 +708,9 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
     signals.promise.then((signal) => ({ signal })),
     handle.closed.then(() => ({ error: undefined }), (error: Error) => ({ error })),
   ]);
-  await handle.close();
+  // As for serve: the programs end first, while their streams are up.
   await executor.close();
+  await handle.close();
   signals.dispose();
   if ("error" in outcome && outcome.error) {
     log.error(outcome.error.message);

@@ -423,6 +423,25 @@ Deno.test("cli: exec against serve runs a program on the local executor", async 
   assert.equal(run.stderr, "to-stderr\n", "at the default level stderr is the program's alone");
 });
 
+Deno.test("cli: serve stopped by SIGTERM ends its programs first: their last output and exit code reach exec", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  await using run = exec([
+    "--url",
+    url,
+    "--",
+    "sh",
+    "-c",
+    'trap "echo got term; exit 9" TERM; echo before; while :; do sleep 0.1; done',
+  ]);
+  await run.waitFor(() => run.stdout.includes("before\n"), 10_000, "the program running");
+  serve.child.kill("SIGTERM");
+  const status = await run.finished();
+  assert.equal(run.stdout, "before\ngot term\n", run.stderr);
+  assert.equal(status.code, 9, run.stderr);
+  assert.equal((await serve.finished()).code, 0, serve.stderr);
+});
+
 Deno.test("cli: exec prints a refused start once, and a missing --cwd as -32004 naming it", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = await serve.firstLine();
@@ -1229,7 +1248,8 @@ Deno.test("cli: a second Ctrl-C while serve stops does not cut its close short: 
   const url = await serve.firstLine();
   const marker = `outpost-e2e-${crypto.randomUUID()}`;
   try {
-    // A program that ignores SIGTERM: the close takes its 2 s grace, then SIGKILL.
+    // A program that outlives SIGTERM (it only says so): the close takes its
+    // 2 s grace, then SIGKILL.
     await using run = new Cli("client", [
       "exec",
       "--url",
@@ -1237,14 +1257,15 @@ Deno.test("cli: a second Ctrl-C while serve stops does not cut its close short: 
       "--",
       "sh",
       "-c",
-      'trap "" TERM; echo ready; while :; do sleep 0.05; done',
+      'trap "echo got-term" TERM; echo ready; while :; do sleep 0.05; done',
       marker,
     ]);
     await run.waitFor(() => run.stdout.includes("ready"), 15_000, "the program starting");
     serve.child.kill("SIGINT");
-    // The close has begun once serve drops the connection; the program is in its grace.
-    await run.finished(10_000);
+    // The close has begun once the program has its TERM; it is in its grace.
+    await run.waitFor(() => run.stdout.includes("got-term"), 10_000, "the program's TERM");
     serve.child.kill("SIGINT");
+    assert.equal((await run.finished(10_000)).code, 137, "killed at the end of the grace");
     const status = await serve.finished(15_000);
     assert.equal(status.code, 0, serve.stderr);
     assert.match(serve.stderr, /already stopping \(SIGINT ignored\)/);

@@ -518,13 +518,17 @@ Deno.test("ProcessTable keeps a terminate's grace for what a closed process left
   await using table = new ProcessTable({ killGraceMs: 1_500, maxProcesses: 2 });
   try {
     const mark = `${dir}/cleaned`;
+    const trapped = `${dir}/trapped`;
     // The child cleans up for 300 ms on TERM; the shell dies of it at once.
-    const child = `trap 'sleep 0.3; : > ${mark}; exit 0' TERM; while :; do sleep ${token}; done`;
+    const child =
+      `trap 'sleep 0.3; : > ${mark}; exit 0' TERM; : > ${trapped}; while :; do sleep ${token}; done`;
     await table.start({
       processId: "t",
       argv: ["sh", "-c", `(${child}) >/dev/null 2>&1 & echo ready; wait`],
     });
     await readUntil(table, "t", "ready");
+    // Its trap is set (a TERM before that would end it at once, with no cleanup).
+    await until(() => exists(trapped), 5_000, "the child's trap set");
     await table.terminate("t");
     await collect(table, "t");
     for (const id of ["a", "b", "c", "d"]) {

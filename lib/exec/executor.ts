@@ -278,12 +278,12 @@ export class Executor implements AsyncDisposable {
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      // The programs end first (TERM, then KILL after the grace) while their
+      // connections are up: their last output and exit reach the harnesses.
+      // Handlers waiting on a process end with it.
+      await this.#registry.close();
       await Promise.allSettled([...this.#channels].map((c) => c.close("executor closed")));
-      // Kill the processes while the connections end: a handler still waiting
-      // on a process must not keep the processes, and so itself, alive.
-      const registryClosed = this.#registry.close();
       while (this.#serving.size > 0) await Promise.allSettled([...this.#serving]);
-      await registryClosed;
       await this.#probe;
     })();
     return this.#closing;

@@ -961,7 +961,9 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   async #close(): Promise<void> {
-    this.#sink = null;
+    // The sink stays while the programs end: their last output and exit reach
+    // a connected harness. Output is no longer kept for reading (nor waited
+    // for: a harness that does not read cannot hold the close up).
     const records = [...this.#records.values()];
     for (const record of records) {
       record.buffer.discard();
@@ -980,6 +982,7 @@ export class ProcessTable implements AsyncDisposable {
     }
     this.#leftoverKills?.clear();
     this.#records.clear();
+    this.#sink = null;
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
 

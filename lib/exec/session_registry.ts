@@ -214,9 +214,11 @@ export class SessionRegistry implements AsyncDisposable {
       for (const entry of entries) {
         if (entry.timer !== null) clearTimeout(entry.timer);
         entry.timer = null;
-        entry.table.setEventSink(null);
       }
+      // Attached sessions keep their sinks while their programs end, so the
+      // last output and exits reach their harnesses.
       await Promise.allSettled(entries.map((entry) => entry.table.close()));
+      for (const entry of entries) entry.table.setEventSink(null);
       while (this.#expiring.size > 0) await Promise.allSettled([...this.#expiring]);
     })();
     return this.#closing;
