@@ -1080,7 +1080,8 @@ Deno.test("Connection.fs reads, writes, lists and removes files on the executor"
     await assert.rejects(
       conn.fs.writeFile(`${dir}/small`, new Uint8Array(1), { timeoutMs: -1 }),
       (e: Error) =>
-        e instanceof RangeError && /timeoutMs must be a non-negative number/.test(e.message),
+        e instanceof RangeError &&
+        /timeoutMs must be a number from 0 to 2147483647/.test(e.message),
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -1126,12 +1127,20 @@ Deno.test("RemoteFs calls, kill and resize take a signal and a timeout: an execu
       child.kill("SIGTERM", { timeoutMs: 200 }),
       (e: Error) => e.name === "TimeoutError",
     );
-    // A timeout the request would refuse is refused as such.
-    await assert.rejects(
-      child.kill("SIGTERM", { timeoutMs: -1 }),
-      (e: Error) =>
-        e instanceof RangeError && /timeoutMs must be a non-negative number/.test(e.message),
-    );
+    // A timeout the request would refuse is refused as such: below 0, and
+    // past 2^31 - 1 ms, where a timer would fire at once.
+    for (const timeoutMs of [-1, 2 ** 31]) {
+      await assert.rejects(
+        child.kill("SIGTERM", { timeoutMs }),
+        (e: Error) =>
+          e instanceof RangeError &&
+          /timeoutMs must be a number from 0 to 2147483647/.test(e.message),
+      );
+      await assert.rejects(
+        conn.fs.stat(dir, { timeoutMs }),
+        (e: Error) => e instanceof RangeError,
+      );
+    }
     // Also while the start itself is unanswered.
     const unstarted = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
     for (

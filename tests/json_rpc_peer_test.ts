@@ -138,6 +138,19 @@ Deno.test("JsonRpcPeer accepts a message at the size limit and refuses one byte 
   await peer.close();
 });
 
+Deno.test("JsonRpcPeer takes a timeoutMs up to 2^31 - 1 ms and refuses one more (a timer's limit)", async () => {
+  const [a, b] = channelPair();
+  const server = new JsonRpcPeer(b, { onRequest: () => "ok" });
+  const client = new JsonRpcPeer(a);
+  assert.equal(await withDeadline(client.request("m", {}, { timeoutMs: 2 ** 31 - 1 }), D), "ok");
+  await rejects(
+    client.request("m", {}, { timeoutMs: 2 ** 31 }),
+    (e) => e instanceof RangeError && e.message.includes("from 0 to 2147483647"),
+  );
+  await client.close();
+  await server.closed;
+});
+
 Deno.test("JsonRpcPeer fails its own request at once when the answer is over its size limit", async () => {
   const [a, b] = channelPair();
   const server = new JsonRpcPeer(b, { onRequest: () => "x".repeat(2000) });

@@ -13,7 +13,7 @@
  */
 
 import { RelayClosedError } from "../errors.ts";
-import { checkTerminalSide } from "../_limits.ts";
+import { checkTerminalSide, MAX_TIMER_MS } from "../_limits.ts";
 import type { RequestOptions } from "../rpc/json_rpc_peer.ts";
 import { abortable } from "../_abortable.ts";
 
@@ -713,9 +713,11 @@ export class RemoteProcess implements AsyncDisposable {
       return options;
     }
     const timeoutMs = options.timeoutMs;
-    if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs < 0)) {
+    if (timeoutMs !== undefined && (!(timeoutMs >= 0) || timeoutMs > MAX_TIMER_MS)) {
       // As the request itself would refuse it.
-      throw new RangeError("Cannot send request: timeoutMs must be a non-negative number");
+      throw new RangeError(
+        `Cannot send request: timeoutMs must be a number from 0 to ${MAX_TIMER_MS}`,
+      );
     }
     const begun = performance.now();
     const gaveUp = new AbortController();

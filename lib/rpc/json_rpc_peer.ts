@@ -8,6 +8,7 @@
  */
 
 import { RelayClosedError, RpcError } from "../errors.ts";
+import { MAX_TIMER_MS } from "../_limits.ts";
 import type { MessageChannel } from "./message_channel.ts";
 import { BINARY_MARKER } from "./binary_messages.ts";
 import { classifyMessage, peekEnvelope, type RpcId, utf8Length } from "./_messages.ts";
@@ -305,9 +306,12 @@ export class JsonRpcPeer implements AsyncDisposable {
           `Cannot send request "${method}": ${this.#maxPending} requests are already pending`,
         );
       }
-      if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs < 0)) {
+      if (
+        timeoutMs !== undefined && (!(timeoutMs >= 0) || timeoutMs > MAX_TIMER_MS)
+      ) {
+        // Past 2^31 - 1 ms a timer fires at once.
         throw new RangeError(
-          `Cannot send request "${method}": timeoutMs must be a non-negative number`,
+          `Cannot send request "${method}": timeoutMs must be a number from 0 to ${MAX_TIMER_MS}`,
         );
       }
     } catch (error) {
