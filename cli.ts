@@ -518,9 +518,11 @@ async function runServe(args: string[], context: Context): Promise<number> {
   context.log.info("serving local executor", { url: server.url, auth: token ? "token" : "none" });
   const why = await Promise.race([signals.promise, server.closed.then(() => "closed" as const)]);
   // The programs end first, while their connections are up: their last
-  // output and exit reach the harnesses.
-  await executor.close();
+  // output and exit reach the harnesses. Then the server drops every
+  // connection (a client that no longer answers included), then the rest.
+  await executor.endPrograms();
   await server.close();
+  await executor.close();
   signals.dispose();
   context.log.info(`outpost serve: stopped (${why}) after ${elapsed(context)}`);
   return 0;
@@ -709,8 +711,9 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
     handle.closed.then(() => ({ error: undefined }), (error: Error) => ({ error })),
   ]);
   // As for serve: the programs end first, while their streams are up.
-  await executor.close();
+  await executor.endPrograms();
   await handle.close();
+  await executor.close();
   signals.dispose();
   if ("error" in outcome && outcome.error) {
     log.error(outcome.error.message);

@@ -442,6 +442,23 @@ Deno.test("cli: serve stopped by SIGTERM ends its programs first: their last out
   assert.equal((await serve.finished()).code, 0, serve.stderr);
 });
 
+Deno.test("cli: serve stopped by SIGTERM exits though a client no longer answers", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = new URL(await serve.firstLine());
+  // A WebSocket client that upgrades, then neither reads nor answers a close.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(url.port) });
+  try {
+    await conn.write(new TextEncoder().encode(upgradeHead("/") + "\r\n\r\n"));
+    const head = new Uint8Array(1024);
+    assert.ok((await withDeadline(conn.read(head), 5_000, "the upgrade")) !== null);
+    assert.match(new TextDecoder().decode(head), /^HTTP\/1\.1 101/);
+    serve.child.kill("SIGTERM");
+    assert.equal((await serve.finished(10_000)).code, 0, serve.stderr);
+  } finally {
+    conn.close();
+  }
+});
+
 Deno.test("cli: exec prints a refused start once, and a missing --cwd as -32004 naming it", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = await serve.firstLine();

@@ -728,6 +728,29 @@ Deno.test("sessionPids lists exactly a session's processes, never the executor's
   await collect(table, "p");
 });
 
+Deno.test("ProcessTable closing sends on a program's last output up to the retention's worth, not all of it toward a sink that does not keep up", async () => {
+  const cap = 64 * 1024;
+  const table = new ProcessTable({ killGraceMs: 300, retainedOutputBytes: cap });
+  let outputBytes = 0;
+  const ends: string[] = [];
+  // A harness that never takes what it is sent.
+  table.setEventSink((event) => {
+    if (event.type === "output") outputBytes += event.chunk.byteLength;
+    else ends.push(event.type);
+    return new Promise<void>(() => {});
+  });
+  await table.start({ processId: "p", argv: ["sh", "-c", 'trap "" TERM; exec cat /dev/zero'] });
+  await until(() => outputBytes >= cap, 5_000, "the output held at the retention");
+  const before = outputBytes;
+  await withDeadline(table.close(), 10_000, "close");
+  // What it printed while it stopped (a grace of full-speed writing) was sent up to the cap only.
+  assert.ok(
+    outputBytes - before <= cap + 64 * 1024,
+    `${outputBytes - before} bytes sent while closing`,
+  );
+  assert.deepEqual(ends, ["exited", "closed"], "its end was still sent");
+});
+
 Deno.test("ProcessTable kills leftovers and a terminal's jobs under the executor's permission set, which may not read /proc", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outpost_leftover_" });
   const token = uniqueSleep();

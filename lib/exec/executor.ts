@@ -272,16 +272,28 @@ export class Executor implements AsyncDisposable {
   }
 
   /**
-   * Closes every connection and kills every session's processes. Idempotent.
+   * Ends every session's programs (SIGTERM, then SIGKILL after the grace)
+   * while the sessions stay attached and their connections up, so what a
+   * program prints as it stops (up to 1 MiB each) and its exit reach the
+   * harness; no program starts after this. A server stopping calls this,
+   * then closes its connections, then {@linkcode Executor.close}. Idempotent.
+   *
+   * @returns Once every program has ended.
+   */
+  endPrograms(): Promise<void> {
+    return this.#registry.close();
+  }
+
+  /**
+   * Ends every program as {@linkcode Executor.endPrograms} does, then closes
+   * every connection. Idempotent.
    *
    * @returns Once everything is gone.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      // The programs end first (TERM, then KILL after the grace) while their
-      // connections are up: their last output and exit reach the harnesses.
       // Handlers waiting on a process end with it.
-      await this.#registry.close();
+      await this.endPrograms();
       await Promise.allSettled([...this.#channels].map((c) => c.close("executor closed")));
       while (this.#serving.size > 0) await Promise.allSettled([...this.#serving]);
       await this.#probe;

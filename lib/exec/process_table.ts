@@ -354,6 +354,8 @@ export interface ProcessTableOptions {
 
 interface ProcessRecord {
   readonly id: string;
+  /** Output bytes sent on since the table began to close (bounded: see `#output`). */
+  closingBytes: number;
   readonly argv: string[];
   readonly buffer: OutputBuffer;
   readonly tty: boolean;
@@ -1291,6 +1293,14 @@ export class ProcessTable implements AsyncDisposable {
 
   #output(record: ProcessRecord, stream: OutputStream, chunk: Uint8Array, headroom = 0): void {
     const seq = record.buffer.pushOutput(stream, chunk);
+    // Closing, output is no longer held back for a harness (it could hold the
+    // close up): what a program prints as it stops is sent on up to the
+    // retention's worth, as much as a harness may have waiting anyway; the
+    // rest is dropped (its seqs skipped), not queued toward one that does not read.
+    if (this.#closing !== undefined) {
+      record.closingBytes += chunk.byteLength;
+      if (record.closingBytes > this.#retainedOutputBytes) return;
+    }
     this.#deliver(record, { type: "output", processId: record.id, seq, stream, chunk, headroom });
   }
 
@@ -1604,6 +1614,7 @@ export class ProcessTable implements AsyncDisposable {
     const done = new Promise<void>((resolve) => resolveDone = resolve);
     return {
       id,
+      closingBytes: 0,
       argv,
       buffer: new OutputBuffer({ capBytes: this.#retainedOutputBytes }),
       tty,
