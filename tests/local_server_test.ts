@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Executor, type ExecutorOptions } from "../lib/exec/executor.ts";
 import { connect } from "../lib/client/connect.ts";
+import { RemoteCommand } from "../lib/client/remote_command.ts";
 import { RelayClosedError } from "../lib/errors.ts";
 import type { MessageChannel } from "../lib/rpc/message_channel.ts";
 import { MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES, serveLocal } from "../lib/server/local_server.ts";
@@ -700,4 +701,35 @@ Deno.test("Executor close settles while a process/write waits on a child that ne
   await withDeadline(executor.close(), 5_000, "executor close");
   assert.deepEqual(livePidsWith(`sleep ${token}`), []);
   await withDeadline(rpc.closed, D, "connection closed");
+});
+
+Deno.test("serveLocal with an executor of its own ends the programs first on close: their last output and exit reach the harness", async () => {
+  const server = await serveLocal({ listen: "ws://127.0.0.1:0" });
+  let closed = false;
+  try {
+    await using conn = await connect(server.url);
+    const child = new RemoteCommand(conn, "sh", {
+      args: ["-c", 'trap "echo bye; exit 7" TERM; echo hi; while :; do sleep 0.1; done'],
+      stdout: "piped",
+    }).spawn();
+    const reader = child.stdout!.getReader();
+    let text = "";
+    while (!text.includes("hi\n")) {
+      const { value, done } = await withDeadline(reader.read(), 10_000, "the program's first line");
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    const closing = server.close();
+    for (;;) {
+      const { value, done } = await withDeadline(reader.read(), 10_000, "the program's last line");
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    assert.equal(text, "hi\nbye\n");
+    assert.equal((await withDeadline(child.status, 10_000, "the exit")).code, 7);
+    await withDeadline(closing, 10_000, "the close");
+    closed = true;
+  } finally {
+    if (!closed) await server.close();
+  }
 });

@@ -383,6 +383,8 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
     status = "closed";
     options.signal?.removeEventListener("abort", onOuterAbort);
     stop.abort(new Error("Executor loop stopped"));
+    // An executor of its own ends its programs while their streams are up.
+    if (ownsExecutor) await executor.endPrograms();
     // While the socket is still up: every stream is reset `shutdown`, so each
     // harness learns now instead of after the rendezvous' detach window; the
     // mux then closes the socket.

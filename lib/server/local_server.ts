@@ -435,6 +435,9 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
     closing ??= (async () => {
       stopping = true;
       options.signal?.removeEventListener("abort", onAbort);
+      // An executor of its own ends its programs while their connections are
+      // up, so their last output and exit reach the harnesses.
+      if (ownsExecutor) await executor.endPrograms();
       abort.abort();
       await Promise.allSettled([...channels].map((c) => c.close("server closed")));
       while (serving.size > 0) await Promise.allSettled([...serving]);
