@@ -128,7 +128,19 @@ Deno.test("JsonRpcPeer accepts a message at the size limit and refuses one byte 
   const over = JSON.stringify({ id: 2, method: "m", params: { s: fill + "a" } });
   const idLast = JSON.stringify({ method: "m", params: { id: 5, s: fill + "a" }, id: "last" });
   const notification = JSON.stringify({ method: "m", params: { id: 6, s: fill + "a" } });
-  for (const [message, id] of [[over, 2], [idLast, "last"], [notification, null]] as const) {
+  // An id is echoed from an unparsed message up to 1,024 characters, so the answer stays small.
+  const longestId = "i".repeat(1024);
+  const longId = JSON.stringify({ id: longestId, method: "m", params: { s: fill } });
+  const tooLongId = JSON.stringify({ id: longestId + "i", method: "m", params: { s: fill } });
+  for (
+    const [message, id] of [
+      [over, 2],
+      [idLast, "last"],
+      [notification, null],
+      [longId, longestId],
+      [tooLongId, null],
+    ] as const
+  ) {
     await raw.send(message);
     const reply = await withDeadline(nextJson(it), D);
     assert.deepEqual(reply.id, id);

@@ -12,8 +12,8 @@
  * A terminal's programs also move to groups of their own (shell job
  * control), but never out of the terminal's session: for a `tty` process
  * outpost also signals every member of that session, found by one run of the
- * `ps` helper per signal ({@linkcode sessionPids}), when it is granted
- * (`--allow-run=ps`).
+ * `ps` helper per signal ({@linkcode sessionPids}) when it is granted
+ * (`--allow-run=ps`), else in `/proc`, which Deno lets only `--allow-all` read.
  *
  * What that does not reach: a descendant that started a session of its own
  * (`setsid`). The `os` level closes that gap: bubblewrap's pid namespace dies

@@ -710,7 +710,11 @@ export class JsonRpcPeer implements AsyncDisposable {
     slot.tracked = this.#track(this.#answer(id, method, params, release, recount), slot.released);
   }
 
-  /** Runs the handler and sends its reply; settles once the reply is sent. */
+  /**
+   * Runs the handler and sends its reply; settles once the reply is sent.
+   * Callbacks the handler left with `afterReply` run then (or once the reply
+   * is given up on), whichever way it ended.
+   */
   async #answer(
     id: RpcId,
     method: string,
@@ -720,12 +724,46 @@ export class JsonRpcPeer implements AsyncDisposable {
   ): Promise<void> {
     let replied: (() => void)[] | undefined;
     try {
-      await this.#answerWith(id, method, params, {
-        id,
-        signal: this.#abort.signal,
-        release,
-        afterReply: (callback) => (replied ??= []).push(callback),
-      }, recount);
+      let result: unknown;
+      try {
+        if (!this.#onRequest) {
+          throw new RpcError(METHOD_NOT_FOUND, `Method not found: "${shown(method)}"`);
+        }
+        try {
+          result = await this.#onRequest(method, params, {
+            id,
+            signal: this.#abort.signal,
+            release,
+            afterReply: (callback) => (replied ??= []).push(callback),
+          });
+        } finally {
+          recount();
+        }
+      } catch (error) {
+        if (error instanceof RpcError) {
+          await this.#reply(id, method, errorText(id, error.code, error.message, error.data));
+        } else {
+          await this.#sendError(
+            id,
+            INTERNAL_ERROR,
+            `Cannot complete "${shown(method)}": ${
+              shown(error instanceof Error ? error.message : String(error))
+            }`,
+          );
+        }
+        return;
+      }
+      let text: string;
+      try {
+        text = this.#encode(
+          { jsonrpc: "2.0", id, result: result ?? null },
+          `result of "${shown(method)}"`,
+        );
+      } catch (error) {
+        await this.#sendError(id, INTERNAL_ERROR, (error as Error).message);
+        return;
+      }
+      await this.#reply(id, method, text);
     } finally {
       for (const callback of replied ?? []) {
         try {
@@ -735,49 +773,5 @@ export class JsonRpcPeer implements AsyncDisposable {
         }
       }
     }
-  }
-
-  async #answerWith(
-    id: RpcId,
-    method: string,
-    params: unknown,
-    context: RequestContext,
-    recount: () => void,
-  ): Promise<void> {
-    let result: unknown;
-    try {
-      if (!this.#onRequest) {
-        throw new RpcError(METHOD_NOT_FOUND, `Method not found: "${shown(method)}"`);
-      }
-      try {
-        result = await this.#onRequest(method, params, context);
-      } finally {
-        recount();
-      }
-    } catch (error) {
-      if (error instanceof RpcError) {
-        await this.#reply(id, method, errorText(id, error.code, error.message, error.data));
-      } else {
-        await this.#sendError(
-          id,
-          INTERNAL_ERROR,
-          `Cannot complete "${shown(method)}": ${
-            shown(error instanceof Error ? error.message : String(error))
-          }`,
-        );
-      }
-      return;
-    }
-    let text: string;
-    try {
-      text = this.#encode(
-        { jsonrpc: "2.0", id, result: result ?? null },
-        `result of "${shown(method)}"`,
-      );
-    } catch (error) {
-      await this.#sendError(id, INTERNAL_ERROR, (error as Error).message);
-      return;
-    }
-    await this.#reply(id, method, text);
   }
 }
