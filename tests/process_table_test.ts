@@ -655,6 +655,61 @@ Deno.test("ProcessTable terminate keeps output still in the pipe for a reader th
   }
 });
 
+Deno.test("ProcessTable terminate keeps a full 1 MiB pipe, the most a program may give its own, for a slow reader", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const grace = 50;
+    const cap = 64 * 1024;
+    // /proc/sys/fs/pipe-max-size's default, the table's MAX_PIPE_BYTES. Past it: the escaped
+    // writer's test, whose reader is cut off once it has read more than a pipe holds.
+    const pipeBytes = 1024 * 1024;
+    // Small messages make small reads (about 2.9 KB), so the table looks at the pipe often
+    // while its last 64 KiB are still in it.
+    await using table = new ProcessTable({
+      killGraceMs: grace,
+      retainedOutputBytes: cap,
+      maxMessageBytes: 4096,
+    });
+    // perl (Debian's perl-base) enlarges the output pipe (F_SETPIPE_SZ) before writing into it.
+    const mark = `${dir}/written`;
+    const total = cap + pipeBytes;
+    await table.start({
+      processId: "p",
+      argv: [
+        "sh",
+        "-c",
+        `perl -e 'fcntl(STDOUT, 1031, ${pipeBytes}) or die "F_SETPIPE_SZ: $!"' && ` +
+        `head -c ${total} /dev/zero && : > ${mark}; exec sleep 60`,
+      ],
+    });
+    await until(() => exists(mark), 10_000, "everything written");
+    assert.equal(await table.terminate("p"), true);
+    // Pacing: the reader starts once the pipe's cancel is due (KILL plus a grace),
+    await new Promise((resolve) => setTimeout(resolve, grace * 3));
+    // then takes 8 KiB every 10 ms (pacing): the 1 MiB in the pipe lasts many graces.
+    const got = await withDeadline(
+      (async () => {
+        let afterSeq = 0;
+        let bytes = 0;
+        for (;;) {
+          const result = await table.read("p", { afterSeq, maxBytes: 8192, waitMs: 1_000 });
+          for (const chunk of result.chunks) bytes += chunk.chunk.byteLength;
+          afterSeq = result.nextSeq - 1;
+          if (result.closed) return { bytes, result };
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+      })(),
+      20_000,
+      "reading it all",
+    );
+    assert.equal(got.bytes, total, "all of the program's own output, the full pipe included");
+    assert.equal(got.result.exitCode, 143);
+    assert.equal(got.result.failure, null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("ProcessTable terminate kills descendants that outlive an exited leader", async () => {
   const token = uniqueSleep();
   await using table = new ProcessTable();
