@@ -625,8 +625,16 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
           context.log.warn("executor socket replaced by a newer one for the same id", {
             executorId: event.executorId,
           });
+        } else if (event.type === "peer_dropped" || event.type === "frames_dropped") {
+          // A socket that fell too far behind, or data shed for one: what an
+          // operator looks for when a harness says it was disconnected.
+          const { type, ...fields } = event;
+          context.log.warn(
+            type === "peer_dropped" ? "dropped a socket that fell behind" : "dropped frames",
+            fields,
+          );
         } else {
-          // Router events (attach, detach, expiry, drops) carry ids and counts only.
+          // Router events (attach, detach, expiry) carry ids and counts only.
           const { type, ...fields } = event;
           context.log.debug(type, fields);
         }

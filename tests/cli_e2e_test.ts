@@ -9,6 +9,8 @@ import { createHash } from "node:crypto";
 import { createLogger } from "../lib/server/_logger.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { TcpProxy } from "./_support/tcp_proxy.ts";
+import { dataFrame } from "./_support/frames.ts";
+import { RelaySocket } from "../lib/relay/relay_socket.ts";
 import { rawHttp, upgradeHead } from "./_support/raw_http.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -1104,6 +1106,39 @@ Deno.test("cli: the rendezvous outlives running out of file descriptors: it warn
   assert.doesNotMatch(executor.stderr, /lost rendezvous socket/);
   cli.child.kill("SIGTERM");
   assert.equal((await cli.finished()).code, 0, cli.stderr);
+});
+
+Deno.test("cli: the rendezvous warns, with the reason, when it drops a harness socket that fell behind", async () => {
+  const rendezvous = await startRendezvous();
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-slow");
+  await waitConnected(executor);
+  // A Codex v1 harness (legacy frames, seq from 0, never acked) starts an
+  // endless output and reads nothing: its socket stops reading once its queue
+  // is half full.
+  const harness = await RelaySocket.connect(`${rendezvous.url}/harness/box-slow?role=harness`, {
+    token: TOKEN,
+  });
+  try {
+    const messages = [
+      { id: 1, method: "initialize", params: { clientName: "slow" } },
+      { method: "initialized" },
+      { id: 2, method: "process/start", params: { processId: "z", argv: ["cat", "/dev/zero"] } },
+    ];
+    for (const [seq, message] of messages.entries()) {
+      await harness.send(dataFrame("s", seq, JSON.stringify(message)));
+    }
+    const dropped = () => rendezvous.cli.stderr.includes("dropped a socket");
+    await rendezvous.cli.waitFor(dropped, 30_000, "the drop");
+    assert.match(
+      rendezvous.cli.stderr,
+      /WARN {2}dropped a socket that fell behind executorId=box-slow role=harness reason=slow_peer\n/,
+    );
+  } finally {
+    await harness.close().catch(() => {});
+  }
+  // The executor stays connected and its session ends with the socket.
+  assert.doesNotMatch(executor.stderr, /lost rendezvous socket/);
 });
 
 Deno.test("cli: a --listen URL with a path or query is a usage error (exit 2) for serve and rendezvous", async () => {
