@@ -1088,6 +1088,12 @@ async function runExec(args: string[], context: Context): Promise<number> {
       return EXIT_FAILURE;
     }
     const [stdoutBytes, stderrBytes, status] = outcome;
+    if (child.droppedOutputBytes > 0) {
+      // Past the 1 MiB a program may print while its executor stops.
+      log.warn(
+        `outpost exec: ${child.droppedOutputBytes} B of output were dropped as the executor stopped`,
+      );
+    }
     const how = status.signal
       ? `signal ${status.signal} (exit ${status.code})`
       : `exit ${status.code}`;

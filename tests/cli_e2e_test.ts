@@ -444,6 +444,32 @@ Deno.test("cli: serve stopped by SIGTERM ends its programs first: their last out
   assert.equal((await serve.finished()).code, 0, serve.stderr);
 });
 
+Deno.test("cli: serve stopped by SIGTERM while its program prints 3 MB as it stops: 1 MiB of it, the count of the rest and the exit code reach exec", async () => {
+  await using serve = new Cli("executor", ["serve"]);
+  const url = await serve.firstLine();
+  const total = 3_000_000;
+  await using run = exec([
+    "--url",
+    url,
+    "--",
+    "sh",
+    "-c",
+    `trap "head -c ${total} /dev/zero; exit 5" TERM; echo before; while :; do sleep 0.1; done`,
+  ]);
+  await run.waitFor(() => run.stdout.includes("before\n"), 10_000, "the program running");
+  serve.child.kill("SIGTERM");
+  const status = await run.finished();
+  assert.equal(status.code, 5, run.stderr);
+  const sent = run.stdoutBytes - "before\n".length;
+  assert.ok(sent > 0 && sent <= 1024 * 1024, `${sent} B sent while serve stopped`);
+  const dropped = run.stderr.match(
+    /WARN {2}outpost exec: (\d+) B of output were dropped as the executor stopped\n/,
+  );
+  assert.ok(dropped, run.stderr);
+  assert.equal(sent + Number(dropped[1]), total, "what was sent and what was dropped add up");
+  assert.equal((await serve.finished()).code, 0, serve.stderr);
+});
+
 Deno.test("cli: serve stopped by SIGTERM exits though a client no longer answers", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = new URL(await serve.firstLine());

@@ -790,10 +790,14 @@ Deno.test("ProcessTable closing sends on a program's last output up to the reten
   const table = new ProcessTable({ killGraceMs: 300, retainedOutputBytes: cap });
   let outputBytes = 0;
   const ends: string[] = [];
+  const seqs: number[] = [];
+  let dropped: number | undefined;
   // A harness that never takes what it is sent.
   table.setEventSink((event) => {
+    seqs.push(event.seq);
     if (event.type === "output") outputBytes += event.chunk.byteLength;
     else ends.push(event.type);
+    if (event.type === "closed") dropped = event.droppedOutputBytes;
     return new Promise<void>(() => {});
   });
   await table.start({ processId: "p", argv: ["sh", "-c", 'trap "" TERM; exec cat /dev/zero'] });
@@ -806,6 +810,9 @@ Deno.test("ProcessTable closing sends on a program's last output up to the reten
     `${outputBytes - before} bytes sent while closing`,
   );
   assert.deepEqual(ends, ["exited", "closed"], "its end was still sent");
+  // The dropped output took no seqs: a harness sees no gap to ask `process/read` for.
+  assert.deepEqual(seqs, seqs.map((_, i) => i + 1));
+  assert.ok(dropped !== undefined && dropped > 0, `closed counts the dropped bytes: ${dropped}`);
 });
 
 Deno.test("ProcessTable kills leftovers and a terminal's jobs under the executor's permission set, which may not read /proc", async () => {

@@ -103,6 +103,8 @@ interface OutputParams {
   bytes?: Uint8Array;
   exitCode?: number | null;
   signal?: string | null;
+  /** `process/closed`: output the executor dropped as it stopped. */
+  droppedOutputBytes?: number;
 }
 
 interface ReadResult {
@@ -362,8 +364,10 @@ export class RemoteProcess implements AsyncDisposable {
   }
 
   /**
-   * Output bytes dropped because they arrived after {@linkcode RemoteProcess.kill}
-   * while their stream's queue was full (nobody was reading).
+   * Output bytes dropped: here, because they arrived after
+   * {@linkcode RemoteProcess.kill} while their stream's queue was full (nobody
+   * was reading); and by the executor, past the 1 MiB a program may print
+   * while the executor stops (counted once the process has closed).
    */
   get droppedOutputBytes(): number {
     return this.#droppedOutputBytes;
@@ -597,6 +601,8 @@ export class RemoteProcess implements AsyncDisposable {
     } else if (method === "process/exited") {
       this.#onExit(params.exitCode, params.signal);
     } else if (method === "process/closed") {
+      const dropped = params.droppedOutputBytes;
+      if (Number.isSafeInteger(dropped) && dropped! > 0) this.#droppedOutputBytes += dropped!;
       this.#finish();
     }
   }

@@ -195,7 +195,16 @@ export type ProcessEvent =
     signal?: string;
     timedOut?: boolean;
   }
-  | { type: "closed"; processId: string; seq: number };
+  | {
+    type: "closed";
+    processId: string;
+    seq: number;
+    /**
+     * Output bytes dropped while the table closed, past the retention's worth
+     * (absent: none). They took no seqs, so the seqs a harness saw have no gap.
+     */
+    droppedOutputBytes?: number;
+  };
 
 /**
  * Receives events. If it returns a promise, the event counts as consumed (for
@@ -356,6 +365,8 @@ interface ProcessRecord {
   readonly id: string;
   /** Output bytes sent on since the table began to close (bounded: see `#output`). */
   closingBytes: number;
+  /** Output bytes dropped while closing, past that bound. */
+  droppedOutputBytes: number;
   readonly argv: string[];
   readonly buffer: OutputBuffer;
   readonly tty: boolean;
@@ -929,7 +940,7 @@ export class ProcessTable implements AsyncDisposable {
       }));
       if (record.exitSeq !== null && record.exitSeq > after) events.push(this.#exitEvent(record));
       if (record.closedSeq !== null && record.closedSeq > after) {
-        events.push({ type: "closed", processId: record.id, seq: record.closedSeq });
+        events.push(this.#closedEvent(record, record.closedSeq));
       }
       events.sort((a, b) => a.seq - b.seq);
       for (const event of events) this.#deliver(record, event);
@@ -1292,15 +1303,22 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   #output(record: ProcessRecord, stream: OutputStream, chunk: Uint8Array, headroom = 0): void {
-    const seq = record.buffer.pushOutput(stream, chunk);
     // Closing, output is no longer held back for a harness (it could hold the
     // close up): what a program prints as it stops is sent on up to the
     // retention's worth, as much as a harness may have waiting anyway; the
-    // rest is dropped (its seqs skipped), not queued toward one that does not read.
+    // rest is dropped, not queued toward one that does not read. A dropped
+    // chunk takes no seq: a gap would send a harness to `process/read` for
+    // it, which fails once the table has closed, and the exit with it.
     if (this.#closing !== undefined) {
+      // Once a chunk is dropped, so is all that follows: no hole in what is sent.
+      const over = record.closingBytes + chunk.byteLength > this.#retainedOutputBytes;
+      if (over || record.droppedOutputBytes > 0) {
+        record.droppedOutputBytes += chunk.byteLength;
+        return;
+      }
       record.closingBytes += chunk.byteLength;
-      if (record.closingBytes > this.#retainedOutputBytes) return;
     }
+    const seq = record.buffer.pushOutput(stream, chunk);
     this.#deliver(record, { type: "output", processId: record.id, seq, stream, chunk, headroom });
   }
 
@@ -1322,6 +1340,12 @@ export class ProcessTable implements AsyncDisposable {
     };
     if (record.signal) event.signal = record.signal;
     if (record.timedOut) event.timedOut = true;
+    return event;
+  }
+
+  #closedEvent(record: ProcessRecord, seq: number): ProcessEvent {
+    const event: ProcessEvent = { type: "closed", processId: record.id, seq };
+    if (record.droppedOutputBytes > 0) event.droppedOutputBytes = record.droppedOutputBytes;
     return event;
   }
 
@@ -1353,7 +1377,7 @@ export class ProcessTable implements AsyncDisposable {
         (this.#leftoverKills ??= new Map()).set(timer, record);
       }
     }
-    this.#deliver(record, { type: "closed", processId: record.id, seq: record.closedSeq });
+    this.#deliver(record, this.#closedEvent(record, record.closedSeq));
     record.resolveDone();
     if (!this.#closing) {
       this.#timer(record, this.#exitedRetentionMs, () => {
@@ -1615,6 +1639,7 @@ export class ProcessTable implements AsyncDisposable {
     return {
       id,
       closingBytes: 0,
+      droppedOutputBytes: 0,
       argv,
       buffer: new OutputBuffer({ capBytes: this.#retainedOutputBytes }),
       tty,

@@ -286,8 +286,12 @@ function encodeEvent(
       if (event.timedOut) params.timedOut = true;
       return ["process/exited", params];
     }
-    case "closed":
-      return ["process/closed", { processId: event.processId, seq: event.seq }];
+    case "closed": {
+      const params: Record<string, unknown> = { processId: event.processId, seq: event.seq };
+      // outpost's extension: output dropped while the executor stopped.
+      if (event.droppedOutputBytes) params.droppedOutputBytes = event.droppedOutputBytes;
+      return ["process/closed", params];
+    }
   }
 }
 
