@@ -4,10 +4,14 @@ import { Executor, type ExecutorOptions } from "../lib/exec/executor.ts";
 import { FsOps } from "../lib/exec/fs_ops.ts";
 import { ProcessTable } from "../lib/exec/process_table.ts";
 import { SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
-import { serveSession, type SessionContext } from "../lib/exec/session.ts";
+import {
+  MAX_UNCOUNTED_READ_WAITS,
+  serveSession,
+  type SessionContext,
+} from "../lib/exec/session.ts";
 import { SessionRegistry } from "../lib/exec/session_registry.ts";
 import type { EnvironmentInfo } from "../lib/exec/environment_info.ts";
-import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
+import { DEFAULT_MAX_CONCURRENT_REQUESTS, JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
 import { killPids, livePidsWith, uniqueSleep, waitForPids } from "./_process_helpers.ts";
@@ -173,6 +177,63 @@ Deno.test("Session lifecycle: every misuse gets the upstream error and the conne
   assert.equal(errorOf(reply).code, -32600); // still "only once", checked first
   await raw.close();
   await withDeadline(served, D);
+});
+
+/**
+ * Starts `quiet` (no output) and `target`, sends `uncounted` long polls on
+ * `quiet` waiting 20 s and `counted` more waiting `countedWaitMs`, then
+ * terminates `target`: resolves with how many polls had been answered when
+ * the terminate was.
+ */
+async function terminateBehindLongPolls(
+  uncounted: number,
+  counted: number,
+  countedWaitMs: number,
+): Promise<number> {
+  await using executor = useExecutor();
+  await using conn = connect(executor);
+  await conn.init();
+  for (const processId of ["quiet", "target"]) {
+    await conn.call("process/start", { processId, argv: ["sleep", "60"] });
+  }
+  let answered = 0;
+  const poll = (waitMs: number) =>
+    conn.peer.request("process/read", { processId: "quiet", afterSeq: 0, waitMs }, {
+      timeoutMs: 60_000,
+    }).then(() => answered++, () => {});
+  const polls = [
+    ...Array.from({ length: uncounted }, () => poll(20_000)),
+    ...Array.from({ length: counted }, () => poll(countedWaitMs)),
+  ];
+  // Sent after them: answered at once while a request slot is free, else once a counted poll ends.
+  await withDeadline(
+    conn.peer.request("process/terminate", { processId: "target" }),
+    30_000,
+    "the terminate",
+  );
+  const seen = answered;
+  await conn.peer.close();
+  await Promise.all(polls);
+  return seen;
+}
+
+Deno.test("Session: 64 long polls (MAX_UNCOUNTED_READ_WAITS) and 63 more that count leave room for a terminate", async () => {
+  assert.equal(MAX_UNCOUNTED_READ_WAITS, 64);
+  const answered = await terminateBehindLongPolls(
+    MAX_UNCOUNTED_READ_WAITS,
+    DEFAULT_MAX_CONCURRENT_REQUESTS - 1,
+    20_000,
+  );
+  assert.equal(answered, 0, "the terminate was answered while every poll still waited");
+});
+
+Deno.test("Session: past MAX_UNCOUNTED_READ_WAITS long polls count, and 64 that count hold a terminate until one ends", async () => {
+  const answered = await terminateBehindLongPolls(
+    MAX_UNCOUNTED_READ_WAITS,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    1_000,
+  );
+  assert.ok(answered > 0, "the terminate waited for a counted poll to end");
 });
 
 Deno.test("Session ids are UUIDs, one per connection", async () => {

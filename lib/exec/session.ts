@@ -62,6 +62,14 @@ import {
 /** The default cap on `waitMs` of `process/read`: 30 s. */
 export const DEFAULT_MAX_WAIT_MS: number = 30_000;
 
+/**
+ * Long polls (`process/read` with `waitMs`) per connection whose wait does
+ * not count against its request cap (64): a harness polling each of its 64
+ * processes can still be read when it asks to end one. Past this many they
+ * count again, so waiting replies (each up to a message) stay bounded.
+ */
+export const MAX_UNCOUNTED_READ_WAITS = 64;
+
 /** Signal names accepted by `process/signal`: upstream words and Deno names. */
 const SIGNALS: Record<string, Deno.Signal> = {
   interrupt: "SIGINT",
@@ -318,6 +326,8 @@ class SessionConnection implements SessionAttachment {
   #phase: Phase = "new";
   #session: SessionRecord | null = null;
   #maxWaitMs: number;
+  /** Long polls waiting uncounted (see {@linkcode MAX_UNCOUNTED_READ_WAITS}). */
+  #uncountedReadWaits = 0;
   #starting = new Set<string>();
   /** True once the channel has closed (the session, if any, is detached). */
   #channelClosed = false;
@@ -661,13 +671,27 @@ class SessionConnection implements SessionAttachment {
     let cursor = afterSeq ?? 0;
     const chunks: ReadChunk[] = [];
     let result: ReadResult;
-    for (let step = 0;; step++) {
-      result = await session.table.read(processId, {
+    const step = (waitMs: number) =>
+      session.table.read(processId, {
         afterSeq: cursor,
         maxBytes: Math.min(wanted, Math.max(1, Math.floor(room / WORST_CHUNK_BYTES_PER_BYTE))),
-        waitMs: step === 0 ? Math.min(waitMs ?? 0, this.#maxWaitMs) : 0,
+        waitMs,
         signal: request.signal,
       });
+    const firstWaitMs = Math.min(waitMs ?? 0, this.#maxWaitMs);
+    // The wait, not the reply, is uncounted: the reply counts again until sent.
+    const uncounted = firstWaitMs > 0 && this.#uncountedReadWaits < MAX_UNCOUNTED_READ_WAITS;
+    if (uncounted) {
+      this.#uncountedReadWaits++;
+      request.release();
+    }
+    try {
+      result = await step(firstWaitMs);
+    } finally {
+      if (uncounted) this.#uncountedReadWaits--;
+    }
+    for (let first = true;; first = false) {
+      if (!first) result = await step(0);
       for (const chunk of result.chunks) {
         chunks.push(chunk);
         room -= chunkReplyBytes(chunk.chunk.byteLength);
