@@ -512,6 +512,27 @@ Deno.test("ProcessTable still sends a closed process's due KILL when a start evi
   }
 });
 
+Deno.test("ProcessTable forgets the processes that closed first, not those started first, when its records are full", async () => {
+  // Two live processes per table, four records: a start past them evicts one closed record.
+  await using table = new ProcessTable({ maxProcesses: 2 });
+  await table.start({ processId: "long", argv: ["cat"], pipeStdin: true });
+  for (const id of ["q1", "q2"]) {
+    await table.start({ processId: id, argv: ["true"] });
+    await collect(table, id);
+  }
+  // Started first, closed last, its output unread.
+  await table.write("long", encoder.encode("late"), { eof: true });
+  await until(async () => (await table.read("long", { maxBytes: 0 })).closed, 5_000, "long closed");
+  await table.start({ processId: "q3", argv: ["true"] });
+  await collect(table, "q3");
+  // Four records: q1 (closed first) is forgotten at the next start.
+  await table.start({ processId: "next", argv: ["true"] });
+  await assert.rejects(table.read("q1", {}), Deno.errors.NotFound, "q1 closed first");
+  assert.equal((await collect(table, "long")).text.stdout, "late", "long is still readable");
+  await collect(table, "q2");
+  await collect(table, "next");
+});
+
 Deno.test("ProcessTable keeps a terminate's grace for what a closed process left even when its record is evicted", async () => {
   const dir = await Deno.makeTempDir();
   const token = uniqueSleep();

@@ -367,6 +367,8 @@ interface ProcessRecord {
   closingBytes: number;
   /** Output bytes dropped while closing, past that bound. */
   droppedOutputBytes: number;
+  /** When it closed, in the order processes closed (0 until then): eviction takes the first. */
+  closedOrder: number;
   readonly argv: string[];
   readonly buffer: OutputBuffer;
   readonly tty: boolean;
@@ -458,6 +460,8 @@ export class ProcessTable implements AsyncDisposable {
   #killHelper: Promise<string | null> | undefined;
   #ps: Promise<string | null> | undefined;
   #closing: Promise<void> | undefined;
+  /** Processes closed so far (numbers their close order). */
+  #closedCount = 0;
 
   /**
    * Creates an empty table.
@@ -1352,6 +1356,7 @@ export class ProcessTable implements AsyncDisposable {
   #maybeClosed(record: ProcessRecord): void {
     if (record.state !== "exited" || record.openStreams > 0) return;
     record.state = "closed";
+    record.closedOrder = ++this.#closedCount;
     record.closedSeq = record.buffer.takeSeq();
     record.resolvePtyReady();
     if (record.writer) {
@@ -1582,13 +1587,15 @@ export class ProcessTable implements AsyncDisposable {
     this.#limiter?.release();
   }
 
+  /** Forgets the processes that closed first (not started first) until there is room. */
   #evictClosed(): void {
     if (this.#records.size < this.#maxProcesses * 2) return;
-    for (const [id, record] of this.#records) {
-      if (record.state !== "closed") continue;
+    const closed = [...this.#records.values()].filter((record) => record.state === "closed");
+    closed.sort((a, b) => a.closedOrder - b.closedOrder);
+    for (const record of closed) {
       for (const timer of record.timers) clearTimeout(timer);
       record.timers.clear();
-      this.#records.delete(id);
+      this.#records.delete(record.id);
       record.buffer.wake();
       if (this.#records.size < this.#maxProcesses * 2) return;
     }
@@ -1640,6 +1647,7 @@ export class ProcessTable implements AsyncDisposable {
       id,
       closingBytes: 0,
       droppedOutputBytes: 0,
+      closedOrder: 0,
       argv,
       buffer: new OutputBuffer({ capBytes: this.#retainedOutputBytes }),
       tty,
