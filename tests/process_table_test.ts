@@ -3,6 +3,7 @@ import { SandboxDeniedError } from "../lib/errors.ts";
 import { detectSessionHelper, resolveGrantedProgram } from "../lib/exec/confinement.ts";
 import {
   DEFAULT_MAX_ARGV_BYTES,
+  MAX_FORGOTTEN_GROUPS,
   MAX_QUEUED_STDIN_BYTES,
   MAX_QUEUED_STDIN_WRITES,
   type ProcessEvent,
@@ -531,6 +532,75 @@ Deno.test("ProcessTable forgets the processes that closed first, not those start
   assert.equal((await collect(table, "long")).text.stdout, "late", "long is still readable");
   await collect(table, "q2");
   await collect(table, "next");
+});
+
+Deno.test("ProcessTable close kills what forgotten processes left: a background child and a terminal's job", async () => {
+  const plain = uniqueSleep();
+  const job = uniqueSleep();
+  // Retention shorter than any wait here: both records are forgotten long before the close.
+  const table = new ProcessTable({ exitedRetentionMs: 50 });
+  try {
+    await table.start({
+      processId: "plain",
+      argv: ["sh", "-c", `sleep ${plain} >/dev/null 2>&1 &`],
+    });
+    await table.start({
+      processId: "job",
+      argv: ["bash", "-c", `set -m; sleep ${job} >/dev/null 2>&1 & echo started`],
+      tty: true,
+    });
+    await waitForPids(`sleep ${plain}`, 1);
+    await waitForPids(`sleep ${job}`, 1);
+    for (const id of ["plain", "job"]) {
+      await until(
+        () => table.read(id, {}).then(() => false, (e) => e instanceof Deno.errors.NotFound),
+        10_000,
+        `${id} forgotten`,
+      );
+    }
+    assert.equal(livePidsWith(`sleep ${plain}`).length, 1, "the child outlived its record");
+    await withDeadline(table.close(), 10_000, "close");
+    assert.deepEqual(livePidsWith(`sleep ${plain}`), [], "the background child killed");
+    assert.deepEqual(livePidsWith(`sleep ${job}`), [], "the terminal's job killed");
+  } finally {
+    killPids([...livePidsWith(`sleep ${plain}`), ...livePidsWith(`sleep ${job}`)]);
+    await table.close();
+  }
+});
+
+/**
+ * Starts a program that leaves a background child, then `more` quick ones
+ * (each start past the second forgets the record that closed first), then
+ * one more; closes the table and says whether the child was killed.
+ */
+async function leftoverKilledAfter(more: number): Promise<boolean> {
+  const token = uniqueSleep();
+  // One live process, two records: every start forgets the record before the last.
+  const table = new ProcessTable({ maxProcesses: 1 });
+  try {
+    await table.start({
+      processId: "first",
+      argv: ["sh", "-c", `sleep ${token} >/dev/null 2>&1 &`],
+    });
+    await collect(table, "first");
+    await waitForPids(`sleep ${token}`, 1);
+    for (let i = 0; i < more; i++) {
+      await table.start({ processId: `q${i}`, argv: ["true"] });
+      await collect(table, `q${i}`);
+    }
+    await table.start({ processId: "last", argv: ["true"] });
+    await withDeadline(table.close(), 10_000, "close");
+    return livePidsWith(`sleep ${token}`).length === 0;
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+    await table.close();
+  }
+}
+
+Deno.test("ProcessTable close kills the leftovers of the last MAX_FORGOTTEN_GROUPS forgotten processes, not one more", async () => {
+  // With `more` quick ones, `more` records are forgotten ("first" among them); two are held.
+  assert.equal(await leftoverKilledAfter(MAX_FORGOTTEN_GROUPS), true, "at the limit");
+  assert.equal(await leftoverKilledAfter(MAX_FORGOTTEN_GROUPS + 1), false, "one past it");
 });
 
 Deno.test("ProcessTable keeps a terminate's grace for what a closed process left even when its record is evicted", async () => {

@@ -59,6 +59,7 @@ import {
   foregroundGroup,
   killProcesses,
   killProcessGroups,
+  orphanedMembers,
   pidExists,
   sessionGroups,
   sessionPids,
@@ -113,6 +114,12 @@ export const MAX_QUEUED_STDIN_WRITES = 4096;
  * after a process's end was written after it, by a descendant.
  */
 const MAX_PIPE_BYTES = 1024 * 1024;
+/**
+ * The most forgotten processes (retention ended, or evicted) whose groups the
+ * table's close still looks at: numbers only, so a long session that ran
+ * many short programs keeps a bounded list, and its end one `ps` run.
+ */
+export const MAX_FORGOTTEN_GROUPS = 1024;
 /** The end-of-file key a terminal's line discipline reads (`VEOF`, Ctrl-D). */
 const CTRL_D = new Uint8Array([0x04]);
 /**
@@ -462,6 +469,12 @@ export class ProcessTable implements AsyncDisposable {
   #closing: Promise<void> | undefined;
   /** Processes closed so far (numbers their close order). */
   #closedCount = 0;
+  /**
+   * The groups (and terminal sessions) of forgotten processes, newest last,
+   * at most {@linkcode MAX_FORGOTTEN_GROUPS}: the table's close kills what is
+   * left in them, as it does for the processes it still holds.
+   */
+  #forgotten: { groups: number[]; session: number | null }[] = [];
 
   /**
    * Creates an empty table.
@@ -998,6 +1011,7 @@ export class ProcessTable implements AsyncDisposable {
       this.#killLeftovers(record);
     }
     this.#leftoverKills?.clear();
+    this.#track(this.#killForgottenLeftovers().catch(() => {}));
     this.#records.clear();
     this.#sink = null;
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
@@ -1386,7 +1400,7 @@ export class ProcessTable implements AsyncDisposable {
     record.resolveDone();
     if (!this.#closing) {
       this.#timer(record, this.#exitedRetentionMs, () => {
-        if (this.#records.get(record.id) === record) this.#records.delete(record.id);
+        if (this.#records.get(record.id) === record) this.#forget(record);
         record.buffer.wake();
       });
     }
@@ -1445,7 +1459,8 @@ export class ProcessTable implements AsyncDisposable {
    * Kills what is left in a closed process's group (and terminal session):
    * background children that outlived it with the output redirected
    * (`sh -c 'daemon >/dev/null &'`).
-   * Only while the record is retained, and only groups (and a session) whose
+   * While the record is retained (forgotten ones wait for the table's close:
+   * see `#killForgottenLeftovers`), and only groups (and a session) whose
    * leader's pid is still free; an empty group gets nothing (the helper's kill
    * fails quietly).
    */
@@ -1587,6 +1602,30 @@ export class ProcessTable implements AsyncDisposable {
     this.#limiter?.release();
   }
 
+  /** Drops a closed record, keeping its groups for the close's leftover kill. */
+  #forget(record: ProcessRecord): void {
+    this.#records.delete(record.id);
+    const groups = this.#groups(record);
+    if (groups.length === 0) return;
+    this.#forgotten.push({ groups, session: record.tty ? record.pty?.pid ?? null : null });
+    if (this.#forgotten.length > MAX_FORGOTTEN_GROUPS) this.#forgotten.shift();
+  }
+
+  /** Kills what forgotten processes left in their groups and terminal sessions. */
+  async #killForgottenLeftovers(): Promise<void> {
+    const forgotten = this.#forgotten;
+    this.#forgotten = [];
+    if (forgotten.length === 0) return;
+    const helper = await this.#helper();
+    if (helper === null) return;
+    const pids = await orphanedMembers(
+      await this.#psHelper(),
+      forgotten.flatMap((each) => each.groups),
+      forgotten.flatMap((each) => each.session === null ? [] : [each.session]),
+    );
+    if (pids !== null && pids.length > 0) await killProcesses(helper, pids, "SIGKILL");
+  }
+
   /** Forgets the processes that closed first (not started first) until there is room. */
   #evictClosed(): void {
     if (this.#records.size < this.#maxProcesses * 2) return;
@@ -1595,7 +1634,7 @@ export class ProcessTable implements AsyncDisposable {
     for (const record of closed) {
       for (const timer of record.timers) clearTimeout(timer);
       record.timers.clear();
-      this.#records.delete(record.id);
+      this.#forget(record);
       record.buffer.wake();
       if (this.#records.size < this.#maxProcesses * 2) return;
     }

@@ -137,6 +137,39 @@ async function sessionMembers(ps: string | null, sid: number): Promise<ProcessRo
 }
 
 /**
+ * What is left of process groups and terminal sessions whose leaders are
+ * gone: the members of each group in `groups` and of each session in
+ * `sessions` whose leader's pid no process has (a pid is not reused while it
+ * still names a group or session, so such members are the leader's own
+ * descendants). One listing for all of them. Pid 1 and the executor are never
+ * listed, nor anything of a group or session the executor belongs to.
+ *
+ * @param ps The granted `ps` program, or null to read `/proc` instead.
+ * @param groups Process group ids (their leaders' pids).
+ * @param sessions Session ids (their leaders' pids).
+ * @returns The pids, or null when neither `ps` nor `/proc` could list them.
+ */
+export async function orphanedMembers(
+  ps: string | null,
+  groups: readonly number[],
+  sessions: readonly number[],
+): Promise<number[] | null> {
+  if (groups.length === 0 && sessions.length === 0) return [];
+  const rows = await listProcesses(ps);
+  if (rows === null) return null;
+  const live = new Set(rows.map((row) => row.pid));
+  const own = rows.find((row) => row.pid === Deno.pid);
+  const freeGroups = new Set(groups.filter((id) => id > 1 && !live.has(id) && id !== own?.pgid));
+  const freeSessions = new Set(
+    sessions.filter((id) => id > 1 && !live.has(id) && id !== own?.sid),
+  );
+  return rows
+    .filter((row) => freeGroups.has(row.pgid) || freeSessions.has(row.sid))
+    .map((row) => row.pid)
+    .filter((pid) => pid > 1 && pid !== Deno.pid);
+}
+
+/**
  * The foreground process group of the terminal that session `sid` controls
  * (`ps`'s `tpgid` of its leader): where the terminal's Ctrl-C goes. Null
  * when it cannot be told or the session has no terminal.
