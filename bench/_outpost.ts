@@ -29,11 +29,13 @@ import {
   type AnnouncedChild,
   drainCounting,
   type Latency,
+  READY_PREFIX,
   spawnAnnounced,
   summarize,
   type Throughput,
   throughput,
   timeEchoes,
+  timeStdinFromReady,
   withDeadline,
 } from "./_util.ts";
 
@@ -66,7 +68,11 @@ export interface ConcurrentFigure {
 export interface OutpostTarget {
   /** Runs `sh -c command` and counts its stdout. */
   bulkOutput(command: string): Promise<Throughput>;
-  /** Runs `sh -c command` with `data` written to its stdin. */
+  /**
+   * Runs `sh -c command` with `data` written to its stdin, timed from when
+   * the command is running (it prints a ready byte first, as the ssh peer's
+   * does) to its exit.
+   */
   bulkStdin(command: string, data: Uint8Array): Promise<Throughput>;
   /** One byte to a remote `cat` and back, `count` times. */
   roundTrip(count: number): Promise<Latency>;
@@ -285,16 +291,17 @@ function makeTarget(
     },
 
     async bulkStdin(command, data) {
-      const t0 = performance.now();
-      const child = sh(command, { stdin: "piped", stdout: "null", stderr: "null" }).spawn();
-      const writer = child.stdin.getWriter();
-      for (let off = 0; off < data.byteLength; off += WRITE_SLICE) {
-        await writer.write(data.subarray(off, Math.min(data.byteLength, off + WRITE_SLICE)));
+      const child = sh(READY_PREFIX + command, {
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      try {
+        return await timeStdinFromReady(child, data, WRITE_SLICE, 120_000, command);
+      } catch (error) {
+        await child.kill("SIGKILL").catch(() => {});
+        throw error;
       }
-      await writer.close();
-      const status = await child.status;
-      if (!status.success) throw new Error(`${command} exited with ${status.code}`);
-      return throughput(data.byteLength, performance.now() - t0);
     },
 
     async roundTrip(count) {
@@ -440,19 +447,32 @@ async function serveMemRequests(): Promise<void> {
   }
 }
 
+/**
+ * The bench's executor limits, library options only: `outpost executor` runs
+ * with the defaults (256 sessions, 256 processes, 64 per session). They are
+ * raised so that the concurrent streams workload can open 1,000 sessions at
+ * once; compare.ts says so beside that workload.
+ */
+export const EXECUTOR_LIMITS = {
+  maxSessions: 100_000,
+  maxProcesses: 100_000,
+  maxProcessesPerSession: 100_000,
+} as const;
+
 function executorOptions(): Record<string, unknown> {
   return {
     sessionTtlMs: 1_000,
-    maxSessions: 100_000,
-    maxProcesses: 100_000,
-    maxProcessesPerSession: 100_000,
+    ...EXECUTOR_LIMITS,
   };
 }
 
 async function hostMain(mode: string, args: string[]): Promise<void> {
   const token = Deno.env.get("OUTPOST_BENCH_TOKEN") ?? "";
   const stop = new AbortController();
+  // SIGINT too: Ctrl-C reaches the whole process group, and the executor must
+  // stop its own children (each in a process group of its own) on the way out.
   Deno.addSignalListener("SIGTERM", () => stop.abort());
+  Deno.addSignalListener("SIGINT", () => stop.abort());
   if (mode === "host-rendezvous") {
     const { serveRendezvous } = await import("../lib/server/rendezvous_server.ts");
     const server = await serveRendezvous({

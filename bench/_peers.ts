@@ -18,12 +18,15 @@ import {
   type Arrivals,
   drainCounting,
   type Latency,
+  READY_PREFIX,
   spawnAnnounced,
+  spawnTracked,
   summarize,
   type Throughput,
   throughput,
   timeChildSender,
   timeEchoes,
+  timeStdinFromReady,
   withDeadline,
 } from "./_util.ts";
 import type { ThrowawaySshd } from "./_sshd.ts";
@@ -181,18 +184,24 @@ export async function localCommandLatency(count: number, argv = ["true"]): Promi
 }
 
 /**
- * Start-to-exit of `ssh host true` (a new connection each time).
+ * Start-to-exit of `ssh host true` (a new connection each time: the
+ * handshake and login are in every sample, as people use it).
  *
  * @param sshd The throwaway server.
  * @param count Runs to time.
+ * @param extraArgs `ssh` options put before the server's arguments.
  * @returns Latency summary.
  */
-export async function sshTrueLatency(sshd: ThrowawaySshd, count: number): Promise<Latency> {
+export async function sshTrueLatency(
+  sshd: ThrowawaySshd,
+  count: number,
+  extraArgs: readonly string[] = [],
+): Promise<Latency> {
   const samples: number[] = [];
   for (let i = 0; i < count + 1; i++) {
     const t0 = performance.now();
-    const out = await new Deno.Command("ssh", {
-      args: [...sshd.sshArgs, "true"],
+    const out = await spawnTracked("ssh", {
+      args: [...extraArgs, ...sshd.sshArgs, "true"],
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -204,13 +213,74 @@ export async function sshTrueLatency(sshd: ThrowawaySshd, count: number): Promis
 }
 
 /**
+ * Start-to-exit of `ssh host true` over an open connection: one master
+ * connection (`ssh -M -N`, its control socket in the server's temporary
+ * directory) is opened before the timing and closed after it with
+ * `ssh -O exit`; each timed `ssh host true` runs as a new session on it
+ * (OpenSSH connection sharing), so no handshake or login is in the samples.
+ * It is the peer of outpost's start-to-exit over an open connection.
+ *
+ * @param sshd The throwaway server.
+ * @param count Runs to time.
+ * @returns Latency summary.
+ * @throws Error when the master does not come up or is gone before the end
+ *   (the samples would then be fresh connections).
+ */
+export async function sshTrueOverOpenConnection(
+  sshd: ThrowawaySshd,
+  count: number,
+): Promise<Latency> {
+  const control = ["-o", `ControlPath=${sshd.controlPath}`];
+  const master = spawnTracked("ssh", {
+    args: ["-M", "-N", "-o", "ControlPersist=no", ...control, ...sshd.sshArgs],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  });
+  const masterErr = new Response(master.stderr).text();
+  let ended = false;
+  const masterEnded = master.status.then(() => void (ended = true));
+  const ctl = async (op: "check" | "exit"): Promise<boolean> =>
+    (await spawnTracked("ssh", {
+      args: [...control, "-O", op, ...sshd.sshArgs],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).status).success;
+  try {
+    const deadline = Date.now() + 10_000;
+    while (!(await ctl("check"))) {
+      if (ended) throw new Error(`the ssh master connection ended: ${await masterErr}`);
+      if (Date.now() > deadline) throw new Error("the ssh master connection did not come up");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // ControlMaster=no: the runs only use the master, they never become one.
+    const latency = await sshTrueLatency(sshd, count, [...control, "-o", "ControlMaster=no"]);
+    if (ended || !(await ctl("check"))) {
+      throw new Error("the ssh master connection ended during the runs");
+    }
+    return latency;
+  } finally {
+    if (!ended) await ctl("exit").catch(() => false);
+    await withDeadline(masterEnded, 5_000, "ssh -O exit").catch(() => {
+      try {
+        master.kill("SIGKILL");
+      } catch { /* gone */ }
+    });
+    await masterEnded;
+    await masterErr.catch(() => "");
+  }
+}
+
+/**
  * Bulk output through ssh: `ssh host <remote>`, stdout counted and discarded.
  *
  * @param sshd The throwaway server.
  * @param remote The remote shell command, e.g. `head -c 268435456 /dev/zero`.
  * @param timeoutMs Deadline.
- * @returns Throughput from the first to the last byte (excludes the handshake)
- *   and the total wall time including connection setup.
+ * @returns Throughput from the first to the last byte received (connection
+ *   setup and login come before the first byte, so they are excluded) and the
+ *   total wall time including them.
  */
 export async function sshBulkOutput(
   sshd: ThrowawaySshd,
@@ -218,12 +288,12 @@ export async function sshBulkOutput(
   timeoutMs = 120_000,
 ): Promise<Throughput & { wallMs: number }> {
   const t0 = performance.now();
-  const child = new Deno.Command("ssh", {
+  const child = spawnTracked("ssh", {
     args: [...sshd.sshArgs, remote],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-  }).spawn();
+  });
   const errText = new Response(child.stderr).text();
   const r = await withDeadline(drainCounting(child.stdout), timeoutMs, "ssh bulk output");
   const status = await child.status;
@@ -234,13 +304,15 @@ export async function sshBulkOutput(
 }
 
 /**
- * Bulk stdin through ssh: `ssh host <remote>` with `bytes` fed to stdin.
+ * Bulk stdin through ssh: `ssh host '<READY_PREFIX><remote>'` with `data` fed
+ * to stdin once the remote command has printed its ready byte, so connection
+ * setup and login are not in the figure (see {@linkcode timeStdinFromReady}).
  *
  * @param sshd The throwaway server.
  * @param remote e.g. `cat > /dev/null`.
  * @param data The bytes to feed (fed in 64 KiB slices).
  * @param timeoutMs Deadline.
- * @returns Throughput over the whole run (spawn to exit).
+ * @returns Throughput from the ready byte to ssh's exit.
  */
 export async function sshBulkStdin(
   sshd: ThrowawaySshd,
@@ -248,27 +320,23 @@ export async function sshBulkStdin(
   data: Uint8Array,
   timeoutMs = 120_000,
 ): Promise<Throughput> {
-  const t0 = performance.now();
-  const child = new Deno.Command("ssh", {
-    args: [...sshd.sshArgs, remote],
+  const child = spawnTracked("ssh", {
+    args: [...sshd.sshArgs, READY_PREFIX + remote],
     stdin: "piped",
-    stdout: "null",
+    stdout: "piped",
     stderr: "piped",
-  }).spawn();
+  });
   const errText = new Response(child.stderr).text();
-  const writer = child.stdin.getWriter();
-  const feed = (async () => {
-    for (let off = 0; off < data.byteLength; off += 65536) {
-      await writer.write(data.subarray(off, Math.min(data.byteLength, off + 65536)));
-    }
-    await writer.close();
-  })();
-  await withDeadline(feed, timeoutMs, "ssh bulk stdin");
-  const status = await child.status;
-  const ms = performance.now() - t0;
-  if (!status.success) throw new Error(`ssh ${remote} failed: ${await errText}`);
-  await errText;
-  return throughput(data.byteLength, ms);
+  try {
+    return await timeStdinFromReady(child, data, 65536, timeoutMs, `ssh ${remote}`);
+  } catch (error) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    throw new Error(`${(error as Error).message}: ${(await errText).trim()}`);
+  } finally {
+    await errText.catch(() => "");
+  }
 }
 
 /**
@@ -279,12 +347,12 @@ export async function sshBulkStdin(
  * @returns Latency summary.
  */
 export async function sshRoundTrip(sshd: ThrowawaySshd, count: number): Promise<Latency> {
-  const child = new Deno.Command("ssh", {
+  const child = spawnTracked("ssh", {
     args: [...sshd.sshArgs, "cat"],
     stdin: "piped",
     stdout: "piped",
     stderr: "null",
-  }).spawn();
+  });
   const samples = await timeEchoes(child, count, "ssh cat");
   return summarize(samples);
 }

@@ -4,8 +4,17 @@
  * `authorized_keys` file, all in a temporary directory that is removed when
  * the server stops. Nothing in `/etc/ssh` or `~/.ssh` is read or changed.
  *
+ * Remote commands skip the login user's shell start-up files: sshd runs them
+ * through the user's shell, and bash sources `~/.bashrc` when it sees it was
+ * started by sshd, unless `SHLVL` is already set on entry (here root's
+ * `~/.bashrc` runs `pyenv init`, 0.18–0.23 s per command). The client sends
+ * `SHLVL=1` (`-o SetEnv=SHLVL=1`) and this server's config accepts it
+ * (`AcceptEnv SHLVL`), so the figures are ssh's, not the shell's.
+ *
  * @module
  */
+
+import { makeTrackedTempDir, removeTrackedTempDir, spawnTracked } from "./_util.ts";
 
 /** A running throwaway sshd and the client arguments that reach it. */
 export interface ThrowawaySshd extends AsyncDisposable {
@@ -16,6 +25,11 @@ export interface ThrowawaySshd extends AsyncDisposable {
    * command, e.g. `[...sshd.sshArgs, "true"]`.
    */
   readonly sshArgs: readonly string[];
+  /**
+   * A path in the server's temporary directory for a client's `ControlPath`
+   * (connection sharing); removed with the directory.
+   */
+  readonly controlPath: string;
   /** Stops sshd and removes the temporary directory; idempotent. */
   stop(): Promise<void>;
 }
@@ -38,7 +52,7 @@ export async function startSshd(options: { sshd?: string } = {}): Promise<Throwa
   } catch {
     throw new Error(`Cannot start sshd: ${sshd} is not installed`);
   }
-  const dir = await Deno.makeTempDir({ prefix: "outpost_bench_sshd_" });
+  const dir = await makeTrackedTempDir("outpost_bench_sshd_");
   let child: Deno.ChildProcess | undefined;
   try {
     // Privilege separation needs its empty root-owned directory.
@@ -62,18 +76,20 @@ export async function startSshd(options: { sshd?: string } = {}): Promise<Throwa
       "StrictModes no",
       "PrintMotd no",
       "UseDNS no",
+      // The client sends SHLVL=1 so that bash skips ~/.bashrc (see the module doc).
+      "AcceptEnv SHLVL",
       "X11Forwarding no",
       "MaxStartups 200:30:400",
       "MaxSessions 100",
       "LogLevel ERROR",
     ].join("\n") + "\n";
     await Deno.writeTextFile(`${dir}/sshd_config`, config);
-    child = new Deno.Command(sshd, {
+    child = spawnTracked(sshd, {
       args: ["-D", "-e", "-f", `${dir}/sshd_config`],
       stdin: "null",
       stdout: "null",
       stderr: "piped",
-    }).spawn();
+    });
     const stderr = collect(child.stderr);
     const sshArgs = [
       "-F",
@@ -88,6 +104,8 @@ export async function startSshd(options: { sshd?: string } = {}): Promise<Throwa
       "LogLevel=ERROR",
       "-o",
       "IdentitiesOnly=yes",
+      "-o",
+      "SetEnv=SHLVL=1",
       "-i",
       `${dir}/client_ed25519`,
       "-p",
@@ -98,12 +116,14 @@ export async function startSshd(options: { sshd?: string } = {}): Promise<Throwa
     const deadline = Date.now() + START_DEADLINE_MS;
     let lastError = "no answer";
     while (true) {
-      const probe = await new Deno.Command("ssh", {
-        args: ["-o", "ConnectTimeout=2", ...sshArgs, "true"],
-        stdin: "null",
-        stdout: "null",
-        stderr: "piped",
-      }).output().catch((e) => ({ success: false, stderr: new TextEncoder().encode(String(e)) }));
+      const probe = await Promise.resolve().then(() =>
+        spawnTracked("ssh", {
+          args: ["-o", "ConnectTimeout=2", ...sshArgs, "true"],
+          stdin: "null",
+          stdout: "null",
+          stderr: "piped",
+        }).output()
+      ).catch((e) => ({ success: false, stderr: new TextEncoder().encode(String(e)) }));
       if (probe.success) break;
       lastError = new TextDecoder().decode(probe.stderr).trim() || "ssh failed";
       const done = await Promise.race([exited, delay(100).then(() => null)]);
@@ -125,9 +145,10 @@ export async function startSshd(options: { sshd?: string } = {}): Promise<Throwa
         } catch { /* already gone */ }
         await running.status;
         await stderr;
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
+        await removeTrackedTempDir(dir);
       })();
-    return { port, sshArgs, stop, [Symbol.asyncDispose]: stop };
+    const controlPath = `${dir}/control`;
+    return { port, sshArgs, controlPath, stop, [Symbol.asyncDispose]: stop };
   } catch (error) {
     if (child) {
       try {
@@ -135,18 +156,20 @@ export async function startSshd(options: { sshd?: string } = {}): Promise<Throwa
       } catch { /* already gone */ }
       await child.status;
     }
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await removeTrackedTempDir(dir);
     throw error;
   }
 }
 
 async function keygen(path: string): Promise<void> {
-  const out = await new Deno.Command("ssh-keygen", {
-    args: ["-q", "-t", "ed25519", "-N", "", "-C", "outpost-bench", "-f", path],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output().catch((e) => {
+  const out = await Promise.resolve().then(() =>
+    spawnTracked("ssh-keygen", {
+      args: ["-q", "-t", "ed25519", "-N", "", "-C", "outpost-bench", "-f", path],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output()
+  ).catch((e) => {
     throw new Error(`Cannot generate an ssh key: ${e}`);
   });
   if (!out.success) {

@@ -1,9 +1,113 @@
 /**
  * Small helpers shared by the benchmark scripts: statistics, formatting,
- * deadlines, child processes that announce themselves, and process memory.
+ * deadlines, child processes that announce themselves, process memory, and
+ * a registry of what a run must not leave behind (child processes, temporary
+ * directories) so that an interrupted run can clean up.
  *
  * @module
  */
+
+// ---------------------------------------------------------------------------
+// What a run must not leave behind
+
+const liveChildren = new Set<Deno.ChildProcess>();
+const tempDirs = new Set<string>();
+let cleaningUp = false;
+
+/**
+ * Registers a child process so that {@linkcode cleanUpAll} stops it if the
+ * run is interrupted; it leaves the registry when it exits. A child spawned
+ * after the clean-up began is killed at once.
+ *
+ * @param child The spawned child.
+ * @returns The same child.
+ */
+export function track(child: Deno.ChildProcess): Deno.ChildProcess {
+  if (cleaningUp) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }
+  liveChildren.add(child);
+  const forget = (): void => void liveChildren.delete(child);
+  child.status.then(forget, forget);
+  return child;
+}
+
+/**
+ * Spawns a command and {@linkcode track}s it.
+ *
+ * @param cmd Program.
+ * @param options `Deno.Command` options.
+ * @returns The running child.
+ */
+export function spawnTracked(cmd: string, options: Deno.CommandOptions): Deno.ChildProcess {
+  if (cleaningUp) throw new Error(`Cannot start ${cmd}: the run is being stopped`);
+  return track(new Deno.Command(cmd, options).spawn());
+}
+
+/**
+ * Makes a temporary directory that {@linkcode cleanUpAll} removes.
+ *
+ * @param prefix Name prefix (under the system's temporary directory).
+ * @returns The directory's path.
+ * @throws Error once the clean-up has begun.
+ */
+export async function makeTrackedTempDir(prefix: string): Promise<string> {
+  if (cleaningUp) throw new Error("Cannot make a temporary directory: the run is being stopped");
+  const dir = await Deno.makeTempDir({ prefix });
+  tempDirs.add(dir);
+  return dir;
+}
+
+/**
+ * Removes a directory made by {@linkcode makeTrackedTempDir}; errors are ignored.
+ *
+ * @param dir The directory.
+ */
+export async function removeTrackedTempDir(dir: string): Promise<void> {
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  tempDirs.delete(dir);
+}
+
+/**
+ * What is still registered: live child processes (pids) and temporary directories.
+ *
+ * @returns The leftovers (empty arrays after a clean run).
+ */
+export function leftovers(): { pids: number[]; dirs: string[] } {
+  return { pids: [...liveChildren].map((c) => c.pid), dirs: [...tempDirs] };
+}
+
+/**
+ * Stops every registered child process (SIGTERM, then SIGKILL after
+ * `graceMs`) and removes every registered temporary directory. From then on
+ * nothing new can be spawned or made through this module.
+ *
+ * @param graceMs How long children get to exit after SIGTERM.
+ */
+export async function cleanUpAll(graceMs = 3000): Promise<void> {
+  cleaningUp = true;
+  const children = [...liveChildren];
+  for (const child of children) {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+  }
+  const all = Promise.allSettled(children.map((c) => c.status));
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const graceOver = new Promise<"late">((r) => timer = setTimeout(() => r("late"), graceMs));
+  if (await Promise.race([all, graceOver]) === "late") {
+    for (const child of liveChildren) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }
+    await Promise.race([all, new Promise((r) => setTimeout(r, 1000))]);
+  }
+  clearTimeout(timer);
+  for (const dir of [...tempDirs]) await removeTrackedTempDir(dir);
+}
 
 /** Latency summary in milliseconds. */
 export interface Latency {
@@ -128,7 +232,7 @@ export async function timeChildSender(
   what: string,
 ): Promise<Throughput> {
   const [mode, url, size, total] = args;
-  const out = new Deno.Command(Deno.execPath(), {
+  const out = spawnTracked(Deno.execPath(), {
     args: ["run", "-A", self, mode, url, String(size), String(total)],
     stdin: "null",
     stdout: "null",
@@ -203,6 +307,78 @@ export async function timeEchoes(child: EchoChild, count: number, what: string):
 }
 
 /**
+ * The shell prefix of a bulk stdin command: the command prints one byte (`R`)
+ * on stdout once it is running, then becomes the command that reads stdin.
+ * {@linkcode timeStdinFromReady} starts the clock at that byte, so connection
+ * setup, login and the spawn are not in the figure (the same for every peer).
+ */
+export const READY_PREFIX = "printf R; exec ";
+
+/** A program fed on stdin that first prints one ready byte (see {@linkcode READY_PREFIX}). */
+export interface StdinChild {
+  /** The program's stdin. */
+  stdin: WritableStream<Uint8Array>;
+  /** The program's stdout: the ready byte, then nothing. */
+  stdout: ReadableStream<Uint8Array>;
+  /** Settles with the exit status when the program has ended. */
+  status: Promise<{ success: boolean; code: number }>;
+}
+
+/**
+ * Bulk stdin timed from when the remote command is running: waits for the
+ * ready byte, then writes `data` in `slice`-byte pieces, closes stdin and
+ * waits for the program's exit.
+ *
+ * @param child A program started as `READY_PREFIX + command`.
+ * @param data The bytes to feed.
+ * @param slice Bytes per write.
+ * @param timeoutMs Deadline for the whole transfer.
+ * @param what A description for errors.
+ * @returns Throughput from the ready byte to the program's exit.
+ * @throws Error when no ready byte comes, the deadline passes or the program fails.
+ */
+export async function timeStdinFromReady(
+  child: StdinChild,
+  data: Uint8Array,
+  slice: number,
+  timeoutMs: number,
+  what: string,
+): Promise<Throughput> {
+  const reader = child.stdout.getReader();
+  const writer = child.stdin.getWriter();
+  let finished = false;
+  try {
+    const first = await withDeadline(reader.read(), timeoutMs, `${what}: the ready byte`);
+    if (first.done || first.value[0] !== 0x52) {
+      throw new Error(`${what}: no ready byte (the command did not start)`);
+    }
+    const t0 = performance.now();
+    const feed = async (): Promise<void> => {
+      for (let off = 0; off < data.byteLength; off += slice) {
+        await writer.write(data.subarray(off, Math.min(data.byteLength, off + slice)));
+      }
+      await writer.close();
+    };
+    await withDeadline(feed(), timeoutMs, what);
+    const status = await withDeadline(child.status, timeoutMs, `${what}: exit`);
+    const ms = performance.now() - t0;
+    if (!status.success) throw new Error(`${what} exited with ${status.code}`);
+    finished = true;
+    return throughput(data.byteLength, ms);
+  } finally {
+    if (finished) {
+      while (!(await reader.read().catch(() => ({ done: true }))).done) {
+        // Nothing more comes after the ready byte; wait for the pipe's end.
+      }
+    } else {
+      // A stuck write must not keep the caller waiting: drop both pipes.
+      await writer.abort().catch(() => {});
+      await reader.cancel().catch(() => {});
+    }
+  }
+}
+
+/**
  * Resident set size of a process from /proc/PID/status.
  *
  * @param pid The process id.
@@ -256,13 +432,13 @@ export async function spawnAnnounced<T = unknown>(
     stdin?: boolean;
   } = {},
 ): Promise<AnnouncedChild<T>> {
-  const child = new Deno.Command(cmd, {
+  const child = spawnTracked(cmd, {
     args,
     stdin: options.stdin ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
     env: options.env,
-  }).spawn();
+  });
   let stderrText = "";
   let resolveReady: (v: T) => void = () => {};
   const ready = new Promise<T>((r) => (resolveReady = r));
