@@ -35,12 +35,16 @@ const EXECUTOR_FLAGS = {
   cwd: { type: "string" },
   "write-root": { type: "string", multiple: true },
   "min-confinement": { type: "string" },
+  "max-sessions": { type: "string" },
+  "max-processes": { type: "string" },
 } as const;
 
 const EXECUTOR_FLAGS_HELP =
   `  --cwd DIR                Default working directory of programs (default: the current one)
   --write-root DIR         Confine fs writes (and os-confined programs) to DIR (repeatable)
-  --min-confinement KIND   Weakest confinement a request may use: none, deno or os (default none)`;
+  --min-confinement KIND   Weakest confinement a request may use: none, deno or os (default none)
+  --max-sessions N         Sessions held at once, connected or waiting to resume (default 256)
+  --max-processes N        Live processes over all sessions (default 256; 64 per session)`;
 
 // Defect 7 (SECURITY_TESTS.md): a warning at start-up recommending
 // --token-file would mislead, since a same-user program can read the token
@@ -334,6 +338,14 @@ async function makeExecutor(values: Record<string, unknown>): Promise<Executor> 
   }
   const writeRoots = values["write-root"] as string[] | undefined;
   const cwd = values.cwd as string | undefined;
+  const maxSessions = positiveInteger(
+    "--max-sessions",
+    values["max-sessions"] as string | undefined,
+  );
+  const maxProcesses = positiveInteger(
+    "--max-processes",
+    values["max-processes"] as string | undefined,
+  );
   if (cwd !== undefined) await checkCwd(cwd);
   // The library drops an unusable write root silently; an operator must hear of it.
   const { writeRootProblem } = await import("./lib/exec/confinement.ts");
@@ -346,6 +358,8 @@ async function makeExecutor(values: Record<string, unknown>): Promise<Executor> 
     return new Executor({
       ...(cwd !== undefined ? { cwd } : {}),
       ...(writeRoots !== undefined ? { writeRoots } : {}),
+      ...(maxSessions !== undefined ? { maxSessions } : {}),
+      ...(maxProcesses !== undefined ? { maxProcesses } : {}),
       ...(confinement !== undefined
         ? { minConfinement: confinement as "none" | "deno" | "os" }
         : {}),

@@ -470,6 +470,32 @@ Deno.test("cli: serve stopped by SIGTERM while its program prints 3 MB as it sto
   assert.equal((await serve.finished()).code, 0, serve.stderr);
 });
 
+Deno.test("cli: serve --max-sessions and --max-processes hold the executor to them, and refuse what is not a positive integer", async () => {
+  for (const [flag, value] of [["--max-sessions", "0"], ["--max-processes", "1.5"]]) {
+    await using bad = new Cli("executor", ["serve", flag, value]);
+    assert.equal((await bad.finished()).code, 2, bad.stderr);
+    assert.ok(
+      bad.stderr.startsWith(`Cannot use ${flag} ${value}: expected a positive integer`),
+      bad.stderr,
+    );
+  }
+  const program = ["--", "sh", "-c", "echo ready; sleep 30"];
+  for (
+    const [flag, refusal] of [
+      ["--max-sessions", /the limit of 1 sessions is reached/],
+      ["--max-processes", /the executor-wide limit of 1 processes is reached/],
+    ] as const
+  ) {
+    await using serve = new Cli("executor", ["serve", flag, "1"]);
+    const url = await serve.firstLine();
+    await using first = exec(["--url", url, ...program]);
+    await first.waitFor(() => first.stdout.includes("ready\n"), 10_000, "the first program");
+    await using second = exec(["--url", url, ...program]);
+    assert.equal((await second.finished()).code, 255, second.stderr);
+    assert.match(second.stderr, refusal);
+  }
+});
+
 Deno.test("cli: serve stopped by SIGTERM exits though a client no longer answers", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = new URL(await serve.firstLine());
