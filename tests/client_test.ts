@@ -28,6 +28,7 @@ import { serveLocal } from "../lib/server/local_server.ts";
 import { serveRendezvous } from "../lib/server/rendezvous_server.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { TcpProxy } from "./_support/tcp_proxy.ts";
+import { PathPrefixProxy } from "./_support/path_prefix_proxy.ts";
 import { underFlags } from "./_support/under_flags.ts";
 
 const encoder = new TextEncoder();
@@ -1009,6 +1010,39 @@ Deno.test("connect (rendezvous): kill, status, await using and abort settle with
     token: SERVER_TOKEN,
   });
   await unreadOutputDoesNotBlockTheEnd(conn);
+});
+
+Deno.test("connect keeps the path of a rendezvous served under a prefix by a proxy that strips it", async () => {
+  await using proxy = new PathPrefixProxy("/prefix");
+  // Signed URLs are handed out under the prefix, as clients reach the rendezvous.
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN, publicUrl: proxy.url });
+  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
+  // The executor registers through the proxy too.
+  await using executor = runExecutor({
+    registry: proxy.url,
+    executorId: "px",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  for (
+    const [url, executorId] of [
+      [proxy.url, "px"],
+      [`${proxy.url}/`, "px"],
+      [`${proxy.url}/harness/other?role=harness`, "px"],
+      [`${proxy.url}/harness/px`, undefined],
+    ] as const
+  ) {
+    await using conn = await connect(url, {
+      token: SERVER_TOKEN,
+      ...(executorId !== undefined ? { executorId } : {}),
+    });
+    const out = await new RemoteCommand(conn, "sh", { args: ["-c", "echo ok"] }).output();
+    assert.equal(new TextDecoder().decode(out.stdout), "ok\n", url);
+  }
+  assert.ok(
+    proxy.seen.includes("/prefix/harness/px?role=harness"),
+    `the harness path kept its prefix: ${proxy.seen.join(" ")}`,
+  );
 });
 
 Deno.test("a tty program's piped stdin, closed, ends its input: cat and read finish", async () => {

@@ -416,14 +416,19 @@ export class Connection implements AsyncDisposable, ProcessTransport {
  * Whether a URL names a rendezvous's harness socket: `role=harness`, or the
  * path `/harness/{id}` alone (a `serve` URL has no path).
  */
+/** A harness path, after any prefix a path-stripping proxy serves the rendezvous under. */
+const HARNESS_PATH = /\/harness\/[^/]+\/?$/;
+
 function isHarnessUrl(url: URL): boolean {
-  return url.searchParams.get("role") === "harness" || /^\/harness\/[^/]+\/?$/.test(url.pathname);
+  return url.searchParams.get("role") === "harness" || HARNESS_PATH.test(url.pathname);
 }
 
 /**
  * Builds the harness socket URL for `executorId` on a rendezvous.
  *
- * @param url The rendezvous URL (any path) or a full harness URL.
+ * @param url The rendezvous URL or a full harness URL. Its path is kept as a
+ *   prefix (a rendezvous behind a proxy that serves it under a path and strips
+ *   it, as `--public-url` allows), less a `/harness/{id}` it ends with.
  * @param executorId The executor id, or undefined when `url` already is a harness URL.
  * @returns The harness URL.
  * @throws {TypeError} When neither an executor id nor a harness URL
@@ -443,7 +448,8 @@ export function harnessUrl(url: URL, executorId: string | undefined): string {
       `Cannot use executor id "${executorId}": only 1..256 ASCII letters, digits, "-" and "_" are allowed`,
     );
   }
-  return `${url.protocol}//${url.host}/harness/${executorId}?role=harness`;
+  const prefix = url.pathname.replace(HARNESS_PATH, "").replace(/\/+$/, "");
+  return `${url.protocol}//${url.host}${prefix}/harness/${executorId}?role=harness`;
 }
 
 /** Refuses a set option that is not an integer from 1 to `max`. */

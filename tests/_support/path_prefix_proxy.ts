@@ -1,0 +1,102 @@
+/**
+ * A reverse proxy on 127.0.0.1 that serves an upstream under a path prefix
+ * and strips the prefix before passing a request on, as a TLS proxy in front
+ * of a rendezvous started with `--public-url wss://HOST/PREFIX` does. HTTP
+ * requests are forwarded with `fetch`; WebSocket upgrades are bridged
+ * message by message (the `Authorization` header passed on).
+ *
+ * @module
+ */
+
+/** A running path-prefix proxy. */
+export class PathPrefixProxy implements AsyncDisposable {
+  readonly #server: Deno.HttpServer<Deno.NetAddr>;
+  readonly #sockets = new Set<WebSocket>();
+  /** Paths (with query) of the requests it received, in order. */
+  readonly seen: string[] = [];
+  /**
+   * The port on 127.0.0.1 to forward to; set once the upstream listens (it
+   * may need the proxy's URL to start). Until then requests get 502.
+   */
+  upstreamPort: number | undefined;
+
+  /** @param prefix The path prefix, e.g. `/prefix` (no trailing slash). */
+  constructor(readonly prefix: string) {
+    this.#server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      (request) => this.#handle(request),
+    );
+  }
+
+  /** The proxy's base URL, prefix included: `ws://127.0.0.1:PORT/PREFIX`. */
+  get url(): string {
+    return `ws://127.0.0.1:${this.#server.addr.port}${this.prefix}`;
+  }
+
+  async #handle(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    this.seen.push(url.pathname + url.search);
+    const upstreamPort = this.upstreamPort;
+    if (upstreamPort === undefined) return new Response("no upstream yet", { status: 502 });
+    if (!url.pathname.startsWith(`${this.prefix}/`)) {
+      return new Response("not under the prefix", { status: 404 });
+    }
+    const path = url.pathname.slice(this.prefix.length) + url.search;
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      const headers = new Headers(request.headers);
+      headers.delete("host");
+      return await fetch(`http://127.0.0.1:${upstreamPort}${path}`, {
+        method: request.method,
+        headers,
+        body: request.body,
+      });
+    }
+    const headers: Record<string, string> = {};
+    const auth = request.headers.get("authorization");
+    if (auth !== null) headers.authorization = auth;
+    const upstream = new WebSocket(`ws://127.0.0.1:${upstreamPort}${path}`, { headers });
+    upstream.binaryType = "arraybuffer";
+    this.#track(upstream);
+    const opened = await new Promise<boolean>((resolve) => {
+      upstream.onopen = () => resolve(true);
+      upstream.onclose = () => resolve(false);
+    });
+    if (!opened) return new Response("upstream refused", { status: 502 });
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    socket.binaryType = "arraybuffer";
+    this.#track(socket);
+    socket.onmessage = (event) => {
+      if (upstream.readyState === WebSocket.OPEN) upstream.send(event.data);
+    };
+    upstream.onmessage = (event) => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(event.data);
+    };
+    socket.onclose = () => upstream.close();
+    upstream.onclose = () => {
+      if (socket.readyState === WebSocket.OPEN) socket.close();
+    };
+    return response;
+  }
+
+  #track(socket: WebSocket): void {
+    this.#sockets.add(socket);
+    socket.addEventListener("close", () => this.#sockets.delete(socket));
+  }
+
+  /** Closes every bridged socket, waits for their close, and stops listening. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    const closed = [...this.#sockets].map((socket) =>
+      new Promise<void>((resolve) => {
+        if (socket.readyState === WebSocket.CLOSED) return resolve();
+        socket.addEventListener("close", () => resolve());
+        try {
+          socket.close();
+        } catch {
+          resolve();
+        }
+      })
+    );
+    await Promise.all(closed);
+    await this.#server.shutdown();
+  }
+}
