@@ -1,8 +1,10 @@
 /**
  * Keeps README.md true: its TypeScript example runs against this checkout,
- * and every `deno task` it tells people to run exists in deno.json.
+ * and every `deno task` it tells people to run exists in deno.json; and
+ * PROTOCOL.md's table of reset reasons lists exactly the ones outpost sends.
  */
 import assert from "node:assert/strict";
+import { RESET_REASONS } from "../lib/mux/reset_reasons.ts";
 
 const root = new URL("../", import.meta.url);
 const readme = await Deno.readTextFile(new URL("README.md", root));
@@ -41,4 +43,10 @@ Deno.test("every `deno task NAME` in README.md exists in deno.json", async () =>
   const named = new Set([...readme.matchAll(/deno(?:@2)? task ([a-z:]+)/g)].map((m) => m[1]));
   assert.ok(named.has("start") && named.has("test"), "README must give deno task start and test");
   for (const name of named) assert.ok(name in config.tasks, `README names missing task ${name}`);
+});
+
+Deno.test("PROTOCOL.md's reset reason table lists exactly RESET_REASONS, in order", async () => {
+  const protocol = await Deno.readTextFile(new URL("PROTOCOL.md", root));
+  const rows = [...protocol.matchAll(/^\| `([a-z_]+)` +\| ([a-z, ]+?) +\|/gm)].map((m) => m[1]);
+  assert.deepEqual(rows, [...RESET_REASONS]);
 });

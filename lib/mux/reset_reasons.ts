@@ -27,7 +27,10 @@ export const RESET_REORDER_OVERFLOW = "reorder_overflow";
 export const RESET_MESSAGE_TOO_LARGE = "message_too_large";
 /** A resume or data frame named a stream the receiver holds no state for. */
 export const RESET_UNKNOWN_STREAM = "unknown_stream";
-/** The stream's physical socket stayed away longer than the detach window. */
+/**
+ * The stream ended at this endpoint because its socket stayed away longer
+ * than the detach window; the answer to later frames for it.
+ */
 export const RESET_DETACH_EXPIRED = "detach_expired";
 /** Router: the harness socket that owns the stream went away. */
 export const RESET_HARNESS_DISCONNECTED = "harness_disconnected";
@@ -40,8 +43,6 @@ export const RESET_EXECUTOR_DISCONNECTED = "executor_disconnected";
 export const RESET_EXECUTOR_OFFLINE = "executor_offline";
 /** Router: the stream belongs to another harness socket. */
 export const RESET_STREAM_IN_USE = "stream_in_use";
-/** Router: the socket is not allowed to use this stream or executor. */
-export const RESET_UNAUTHORIZED = "unauthorized";
 /** The endpoint (its mux) is shutting down, or a harness gave up a stream it had just opened. */
 export const RESET_SHUTDOWN = "shutdown";
 
@@ -60,6 +61,5 @@ export const RESET_REASONS: readonly string[] = Object.freeze([
   RESET_EXECUTOR_DISCONNECTED,
   RESET_EXECUTOR_OFFLINE,
   RESET_STREAM_IN_USE,
-  RESET_UNAUTHORIZED,
   RESET_SHUTDOWN,
 ]);
