@@ -453,21 +453,29 @@ function startError(listen: string, error: unknown): unknown {
 }
 
 /** Waits for SIGINT or SIGTERM; returns the name and a cleanup. */
-function shutdownSignal(log: Logger): { promise: Promise<Deno.Signal>; dispose: () => void } {
-  let stopping = false;
+/** What closing an executor (`serve`, `executor`) does, for the second signal's log line. */
+const PROGRAMS_STOPPING = "programs get SIGTERM, then SIGKILL after 2 s";
+
+/**
+ * The first SIGINT or SIGTERM; later ones are logged and ignored.
+ * `stopping` says what the close does, for that log line.
+ */
+function shutdownSignal(
+  log: Logger,
+  stopping: string,
+): { promise: Promise<Deno.Signal>; dispose: () => void } {
+  let started = false;
   let resolve!: (signal: Deno.Signal) => void;
   const promise = new Promise<Deno.Signal>((r) => (resolve = r));
   // Listening on until the close has finished: a second Ctrl-C (`deno task`
   // forwards one press more than once) would otherwise kill the process
   // mid-close and leave its programs running.
   const on = (signal: Deno.Signal) => (): void => {
-    if (stopping) {
-      log.warn(
-        `already stopping (${signal} ignored): programs get SIGTERM, then SIGKILL after 2 s`,
-      );
+    if (started) {
+      log.warn(`already stopping (${signal} ignored): ${stopping}`);
       return;
     }
-    stopping = true;
+    started = true;
     resolve(signal);
   };
   const onInt = on("SIGINT");
@@ -509,7 +517,7 @@ async function runServe(args: string[], context: Context): Promise<number> {
   }
   const executor = await makeExecutor(values);
   const { serveLocal } = await import("./lib/server/local_server.ts");
-  const signals = shutdownSignal(context.log);
+  const signals = shutdownSignal(context.log, PROGRAMS_STOPPING);
   let server;
   try {
     server = await serveLocal({
@@ -602,7 +610,7 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
     }
     signingKey = encoder.encode(keyText);
   }
-  const signals = shutdownSignal(context.log);
+  const signals = shutdownSignal(context.log, "closing the connections");
   let server;
   try {
     server = await serveRendezvous({
@@ -684,7 +692,7 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
   let connects = 0;
   const executor = await makeExecutor(values);
   const { runExecutor } = await import("./lib/server/executor_loop.ts");
-  const signals = shutdownSignal(context.log);
+  const signals = shutdownSignal(context.log, PROGRAMS_STOPPING);
   let handle;
   try {
     handle = runExecutor({
