@@ -900,6 +900,12 @@ function checkExecTarget(url: string, executorId: string | undefined, cwd: strin
   if (!["ws:", "wss:", "http:", "https:"].includes(parsed.protocol)) {
     throw new UsageError(`Cannot use --url ${url}: the scheme must be ws, wss, http or https`);
   }
+  if (parsed.username !== "" || parsed.password !== "") {
+    // Not echoed: the message would print the password.
+    throw new UsageError(
+      "Cannot use --url: it must not carry credentials (user:password@); the token comes from OUTPOST_TOKEN or --token-file",
+    );
+  }
   if (executorId !== undefined) {
     try {
       harnessUrl(parsed, executorId);

@@ -470,6 +470,16 @@ Deno.test("cli: serve stopped by SIGTERM while its program prints 3 MB as it sto
   assert.equal((await serve.finished()).code, 0, serve.stderr);
 });
 
+Deno.test("cli: credentials in exec's --url or executor's --registry are a usage error that does not print them", async () => {
+  await using run = exec(["--url", "ws://user:hunter2pw@127.0.0.1:9", "--", "true"]);
+  assert.equal((await run.finished()).code, 2, run.stderr);
+  assert.match(run.stderr, /^Cannot use --url: it must not carry credentials \(user:password@\)/);
+  await using executor = startExecutor("ws://user:hunter2pw@127.0.0.1:9", "box-cred");
+  assert.equal((await executor.finished()).code, 2, executor.stderr);
+  assert.match(executor.stderr, /Cannot use registry URL: it must not carry credentials/);
+  for (const log of [run.stderr, executor.stderr]) assert.doesNotMatch(log, /hunter2pw/);
+});
+
 Deno.test("cli: serve --max-sessions and --max-processes hold the executor to them, and refuse what is not a positive integer", async () => {
   for (const [flag, value] of [["--max-sessions", "0"], ["--max-processes", "1.5"]]) {
     await using bad = new Cli("executor", ["serve", flag, value]);

@@ -1012,6 +1012,15 @@ Deno.test("connect (rendezvous): kill, status, await using and abort settle with
   await unreadOutputDoesNotBlockTheEnd(conn);
 });
 
+Deno.test("connect refuses a URL with credentials, without naming them", async () => {
+  await assert.rejects(
+    connect("ws://user:hunter2pw@127.0.0.1:9"),
+    (error: unknown) =>
+      error instanceof TypeError && /must not carry credentials/.test(error.message) &&
+      !error.message.includes("hunter2pw"),
+  );
+});
+
 Deno.test("connect keeps the path of a rendezvous served under a prefix by a proxy that strips it", async () => {
   await using proxy = new PathPrefixProxy("/prefix");
   // Signed URLs are handed out under the prefix, as clients reach the rendezvous.

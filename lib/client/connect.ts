@@ -481,6 +481,13 @@ function parseUrl(raw: string | URL): URL {
   if (url.protocol !== "ws:" && url.protocol !== "wss:") {
     throw new TypeError(`Cannot connect: scheme ${url.protocol} is not ws or wss`);
   }
+  if (url.username !== "" || url.password !== "") {
+    // They would be sent as Basic credentials in place of the bearer token,
+    // and echoed in every error that names the URL.
+    throw new TypeError(
+      "Cannot connect: the URL must not carry credentials (user:password@); the token is sent as a bearer token",
+    );
+  }
   return url;
 }
 

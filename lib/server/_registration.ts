@@ -65,7 +65,8 @@ export interface Registration {
  *
  * @param registry The registry base URL.
  * @returns The normalized http(s) base, without a trailing slash.
- * @throws {TypeError} When the URL is empty, unparsable or not http(s)/ws(s).
+ * @throws {TypeError} When the URL is empty, unparsable, not http(s)/ws(s),
+ *   or carries credentials.
  */
 export function normalizeRegistryUrl(registry: string): string {
   const trimmed = registry.trim();
@@ -81,6 +82,14 @@ export function normalizeRegistryUrl(registry: string): string {
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new TypeError(
       `Cannot use registry URL: scheme ${url.protocol} is not http, https, ws or wss`,
+    );
+  }
+  if (url.username !== "" || url.password !== "") {
+    // Sent as Basic credentials, they would replace the bearer token: the
+    // rendezvous then answers 401, which reads as a refused token.
+    throw new TypeError(
+      "Cannot use registry URL: it must not carry credentials (user:password@); " +
+        "the token comes from OUTPOST_TOKEN or --token-file",
     );
   }
   url.search = "";
