@@ -1012,6 +1012,14 @@ Deno.test("connect (rendezvous): kill, status, await using and abort settle with
   await unreadOutputDoesNotBlockTheEnd(conn);
 });
 
+Deno.test("connect to a rendezvous's executor path with a good token says it takes a signed URL, not that the token was refused", async () => {
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  await assert.rejects(
+    connect(`${rendezvous.url}/executor/box-1`, { token: SERVER_TOKEN }),
+    /: that is a rendezvous's executor path \(HTTP 401\), which takes only the signed URL an executor registers for; a harness connects to the rendezvous URL with an executor id \(--executor-id\)$/,
+  );
+});
+
 Deno.test("connect refuses a URL with credentials, without naming them", async () => {
   await assert.rejects(
     connect("ws://user:hunter2pw@127.0.0.1:9"),

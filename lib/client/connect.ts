@@ -555,12 +555,20 @@ function busyRendezvous(code: string | undefined): string {
   return `the rendezvous is at a limit (HTTP 503${code === undefined ? "" : ` ${code}`})`;
 }
 
+/** A rendezvous's executor socket path (`/executor/{id}`), under any prefix. */
+const EXECUTOR_PATH = /\/executor\/[^/]+\/?$/;
+
 /** The same for a local executor's socket (`outpost serve`, no executor id). */
 function explainLocalRefusal(error: unknown, url: URL, tokenSent: boolean): unknown {
   const refusal = refusalOf(error);
   const status = refusal?.status;
   let why: string | undefined;
-  if (status === 401) {
+  if (status === 401 && EXECUTOR_PATH.test(url.pathname)) {
+    // Not a local executor: a rendezvous's executor socket, which takes only a signed URL.
+    why = "that is a rendezvous's executor path (HTTP 401), which takes only the signed URL an " +
+      "executor registers for; a harness connects to the rendezvous URL with an executor id " +
+      "(--executor-id)";
+  } else if (status === 401) {
     why = tokenSent
       ? "the executor refused the token (HTTP 401)"
       : "the executor requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
