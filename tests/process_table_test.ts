@@ -14,6 +14,7 @@ import {
 import {
   foregroundGroup,
   killProcesses,
+  leftoverPids,
   MAX_PIDS_PER_KILL,
   pidExists,
   sessionPids,
@@ -822,6 +823,36 @@ Deno.test("ProcessTable terminate kills descendants that outlive an exited leade
   const survivors = livePidsWith(`sleep ${token}`);
   killPids(survivors);
   assert.deepEqual(survivors, []);
+});
+
+Deno.test("leftoverPids lists a group's members only when one started before the program closed, from ps and /proc", async () => {
+  const token = uniqueSleep();
+  try {
+    // A group whose leader (sh) has gone, leaving its background child.
+    const out = await new Deno.Command("setsid", {
+      args: ["sh", "-c", `sleep ${token} >/dev/null 2>&1 & echo $$`],
+      stdout: "piped",
+    }).output();
+    const group = Number(new TextDecoder().decode(out.stdout).trim());
+    const [child] = await waitForPids(`sleep ${token}`, 1);
+    for (const ps of [await psPath(), null]) {
+      const closedJustNow = { groups: [group], session: null, closedAgoMs: 0 };
+      assert.deepEqual(await leftoverPids(ps, [closedJustNow]), [child], `${ps}: ours`);
+      // Had its program closed 5 s ago, a member started since would be a newcomer's, whose
+      // group took over the number once the program's own had emptied: left alone.
+      const closedBefore = { groups: [group], session: null, closedAgoMs: 5_000 };
+      assert.deepEqual(await leftoverPids(ps, [closedBefore]), [], `${ps}: a newcomer's`);
+      assert.deepEqual(
+        await leftoverPids(ps, [closedBefore, closedJustNow]),
+        [child],
+        `${ps}: the latest close of a number decides`,
+      );
+      const asSession = { groups: [], session: group, closedAgoMs: 0 };
+      assert.deepEqual(await leftoverPids(ps, [asSession]), [child], `${ps}: its session`);
+    }
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+  }
 });
 
 Deno.test("pidExists tells a live pid from a freed one; foregroundGroup needs a session with a terminal", async () => {

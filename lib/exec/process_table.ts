@@ -56,11 +56,11 @@ import { isInside, realPathOrNull } from "./_paths.ts";
 import { clipped } from "./_params.ts";
 import { DEFAULT_RETAINED_OUTPUT_BYTES, OutputBuffer, type OutputStream } from "./output_buffer.ts";
 import {
+  type ClosedProgramGroups,
   foregroundGroup,
   killProcesses,
   killProcessGroups,
-  orphanedMembers,
-  pidExists,
+  leftoverPids,
   sessionGroups,
   sessionPids,
 } from "./tree_kill.ts";
@@ -376,6 +376,8 @@ interface ProcessRecord {
   droppedOutputBytes: number;
   /** When it closed, in the order processes closed (0 until then): eviction takes the first. */
   closedOrder: number;
+  /** When it closed (`performance.now()`), null until then: tells its leftovers from newcomers. */
+  closedAt: number | null;
   readonly argv: string[];
   readonly buffer: OutputBuffer;
   readonly tty: boolean;
@@ -474,7 +476,7 @@ export class ProcessTable implements AsyncDisposable {
    * at most {@linkcode MAX_FORGOTTEN_GROUPS}: the table's close kills what is
    * left in them, as it does for the processes it still holds.
    */
-  #forgotten: { groups: number[]; session: number | null }[] = [];
+  #forgotten: { groups: number[]; session: number | null; closedAt: number }[] = [];
 
   /**
    * Creates an empty table.
@@ -1371,6 +1373,7 @@ export class ProcessTable implements AsyncDisposable {
     if (record.state !== "exited" || record.openStreams > 0) return;
     record.state = "closed";
     record.closedOrder = ++this.#closedCount;
+    record.closedAt = performance.now();
     record.closedSeq = record.buffer.takeSeq();
     record.resolvePtyReady();
     if (record.writer) {
@@ -1465,29 +1468,26 @@ export class ProcessTable implements AsyncDisposable {
    * fails quietly).
    */
   #killLeftovers(record: ProcessRecord): void {
-    const leaders = this.#groups(record);
-    if (leaders.length === 0) return;
-    this.#track(
-      (async () => {
-        const helper = await this.#helper();
-        if (helper === null) return;
-        // The leaders are gone and reaped: a live process under one of their
-        // pids is a newcomer reusing it, whose group and session are not ours.
-        // (The kernel keeps a pid unused while it still names a group or
-        // session, so members found under a free pid are ours.)
-        const ps = await this.#psHelper();
-        const free = async (pid: number) => !(await pidExists(ps, pid));
-        const groups = [];
-        for (const pid of leaders) if (await free(pid)) groups.push(pid);
-        const sid = record.pty?.pid;
-        const sessionFree = sid !== undefined &&
-          (leaders.includes(sid) ? groups.includes(sid) : await free(sid));
-        await Promise.all([
-          groups.length > 0 ? killProcessGroups(helper, groups, "SIGKILL") : undefined,
-          sessionFree ? this.#killSession(record, helper, "SIGKILL") : undefined,
-        ]);
-      })().catch(() => {}),
-    );
+    const program = this.#closedProgram(record);
+    if (program.groups.length === 0) return;
+    this.#track(this.#killLeftoversOf([program]).catch(() => {}));
+  }
+
+  /** What {@linkcode leftoverPids} needs to know of a closed record. */
+  #closedProgram(record: ProcessRecord): ClosedProgramGroups {
+    return {
+      groups: this.#groups(record),
+      session: record.tty ? record.pty?.pid ?? null : null,
+      closedAgoMs: performance.now() - (record.closedAt ?? performance.now()),
+    };
+  }
+
+  /** KILLs what closed programs left (see {@linkcode leftoverPids}): one listing, one kill run. */
+  async #killLeftoversOf(programs: ClosedProgramGroups[]): Promise<void> {
+    const helper = await this.#helper();
+    if (helper === null) return;
+    const pids = await leftoverPids(await this.#psHelper(), programs);
+    if (pids !== null && pids.length > 0) await killProcesses(helper, pids, "SIGKILL");
   }
 
   /**
@@ -1607,7 +1607,8 @@ export class ProcessTable implements AsyncDisposable {
     this.#records.delete(record.id);
     const groups = this.#groups(record);
     if (groups.length === 0) return;
-    this.#forgotten.push({ groups, session: record.tty ? record.pty?.pid ?? null : null });
+    const session = record.tty ? record.pty?.pid ?? null : null;
+    this.#forgotten.push({ groups, session, closedAt: record.closedAt ?? performance.now() });
     if (this.#forgotten.length > MAX_FORGOTTEN_GROUPS) this.#forgotten.shift();
   }
 
@@ -1616,14 +1617,14 @@ export class ProcessTable implements AsyncDisposable {
     const forgotten = this.#forgotten;
     this.#forgotten = [];
     if (forgotten.length === 0) return;
-    const helper = await this.#helper();
-    if (helper === null) return;
-    const pids = await orphanedMembers(
-      await this.#psHelper(),
-      forgotten.flatMap((each) => each.groups),
-      forgotten.flatMap((each) => each.session === null ? [] : [each.session]),
+    const now = performance.now();
+    await this.#killLeftoversOf(
+      forgotten.map(({ groups, session, closedAt }) => ({
+        groups,
+        session,
+        closedAgoMs: now - closedAt,
+      })),
     );
-    if (pids !== null && pids.length > 0) await killProcesses(helper, pids, "SIGKILL");
   }
 
   /** Forgets the processes that closed first (not started first) until there is room. */
@@ -1687,6 +1688,7 @@ export class ProcessTable implements AsyncDisposable {
       closingBytes: 0,
       droppedOutputBytes: 0,
       closedOrder: 0,
+      closedAt: null,
       argv,
       buffer: new OutputBuffer({ capBytes: this.#retainedOutputBytes }),
       tty,

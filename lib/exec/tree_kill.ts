@@ -136,35 +136,65 @@ async function sessionMembers(ps: string | null, sid: number): Promise<ProcessRo
   return members.filter((row) => row.pid > 1);
 }
 
+/** The process groups and terminal session a closed program had, and when it closed. */
+export interface ClosedProgramGroups {
+  /** Its process groups (their leaders' pids). */
+  readonly groups: readonly number[];
+  /** Its terminal's session (the session leader's pid), or null. */
+  readonly session: number | null;
+  /** How long ago the program closed, in ms of a monotonic clock. */
+  readonly closedAgoMs: number;
+}
+
 /**
- * What is left of process groups and terminal sessions whose leaders are
- * gone: the members of each group in `groups` and of each session in
- * `sessions` whose leader's pid no process has (a pid is not reused while it
- * still names a group or session, so such members are the leader's own
- * descendants). One listing for all of them. Pid 1 and the executor are never
- * listed, nor anything of a group or session the executor belongs to.
+ * What closed programs left in their process groups and terminal sessions:
+ * the members of each group (or session) whose leader's pid no process has,
+ * provided one of them started no later than a second after the program
+ * closed. A group or session id is reused only once it has emptied, so such
+ * a member proves it never did: the group is still the program's, and every
+ * member is a descendant (a leftover's later workers too). A group that
+ * emptied and went to a newcomer holds only processes started after the
+ * program closed (pids do not wrap around within a second), and is left
+ * alone. One process listing for all; pid 1, the executor, and groups or
+ * sessions the executor belongs to are never listed.
  *
  * @param ps The granted `ps` program, or null to read `/proc` instead.
- * @param groups Process group ids (their leaders' pids).
- * @param sessions Session ids (their leaders' pids).
+ * @param programs The closed programs.
  * @returns The pids, or null when neither `ps` nor `/proc` could list them.
  */
-export async function orphanedMembers(
+export async function leftoverPids(
   ps: string | null,
-  groups: readonly number[],
-  sessions: readonly number[],
+  programs: readonly ClosedProgramGroups[],
 ): Promise<number[] | null> {
-  if (groups.length === 0 && sessions.length === 0) return [];
-  const rows = await listProcesses(ps);
+  if (programs.length === 0) return [];
+  const rows = await listProcesses(ps, undefined, true);
   if (rows === null) return null;
   const live = new Set(rows.map((row) => row.pid));
   const own = rows.find((row) => row.pid === Deno.pid);
-  const freeGroups = new Set(groups.filter((id) => id > 1 && !live.has(id) && id !== own?.pgid));
-  const freeSessions = new Set(
-    sessions.filter((id) => id > 1 && !live.has(id) && id !== own?.sid),
-  );
+  /** Group (or session) id -> the fewest seconds a member proving it ours has run. */
+  const groups = new Map<number, number>();
+  const sessions = new Map<number, number>();
+  const note = (ids: Map<number, number>, id: number, closedAgoMs: number, ownId?: number) => {
+    if (id <= 1 || live.has(id) || id === ownId) return;
+    const seconds = Math.floor(closedAgoMs / 1000);
+    ids.set(id, Math.min(ids.get(id) ?? Infinity, seconds));
+  };
+  for (const program of programs) {
+    for (const id of program.groups) note(groups, id, program.closedAgoMs, own?.pgid);
+    if (program.session !== null) note(sessions, program.session, program.closedAgoMs, own?.sid);
+  }
+  const proven = (ids: Map<number, number>, idOf: (row: ProcessRow) => number) => {
+    const ours = new Set<number>();
+    for (const row of rows) {
+      const seconds = ids.get(idOf(row));
+      if (seconds !== undefined && (row.elapsedS ?? -1) >= seconds) ours.add(idOf(row));
+    }
+    return ours;
+  };
+  const ourGroups = proven(groups, (row) => row.pgid);
+  const ourSessions = proven(sessions, (row) => row.sid);
   return rows
-    .filter((row) => freeGroups.has(row.pgid) || freeSessions.has(row.sid))
+    .filter((row) => ourGroups.has(row.pgid) || ourSessions.has(row.sid))
     .map((row) => row.pid)
     .filter((pid) => pid > 1 && pid !== Deno.pid);
 }
@@ -207,15 +237,21 @@ interface ProcessRow {
   sid: number;
   /** The foreground group of its controlling terminal; -1 without one. */
   tpgid: number;
+  /** Whole seconds since it started (only when asked for). */
+  elapsedS?: number;
 }
 
 /**
  * Every process (or only `pid`), from `ps`, or when it is missing from
  * `/proc`. Null when neither can be read.
  */
-async function listProcesses(ps: string | null, pid?: number): Promise<ProcessRow[] | null> {
-  const rows = ps === null ? undefined : await runPs(ps, pid);
-  return rows === undefined ? await readProc(pid) : rows;
+async function listProcesses(
+  ps: string | null,
+  pid?: number,
+  elapsed = false,
+): Promise<ProcessRow[] | null> {
+  const rows = ps === null ? undefined : await runPs(ps, pid, elapsed);
+  return rows === undefined ? await readProc(pid, elapsed) : rows;
 }
 
 /**
@@ -223,8 +259,12 @@ async function listProcesses(ps: string | null, pid?: number): Promise<ProcessRo
  * cannot be run (not installed: a whole run grant resolves a missing program
  * to its bare name).
  */
-async function runPs(ps: string, pid?: number): Promise<ProcessRow[] | null | undefined> {
-  const columns = ["-o", "pid=,pgid=,sid=,tpgid="];
+async function runPs(
+  ps: string,
+  pid?: number,
+  elapsed = false,
+): Promise<ProcessRow[] | null | undefined> {
+  const columns = ["-o", `pid=,pgid=,sid=,tpgid=${elapsed ? ",etimes=" : ""}`];
   let output: Deno.CommandOutput;
   try {
     output = await new Deno.Command(ps, {
@@ -243,9 +283,11 @@ async function runPs(ps: string, pid?: number): Promise<ProcessRow[] | null | un
   const rows: ProcessRow[] = [];
   for (const line of text === "" ? [] : text.split("\n")) {
     const fields = line.trim().split(/\s+/).map(Number);
-    if (fields.length !== 4 || !fields.every(Number.isSafeInteger)) return null;
-    const [rowPid, pgid, sid, tpgid] = fields;
-    rows.push({ pid: rowPid, pgid, sid, tpgid });
+    if (fields.length !== (elapsed ? 5 : 4) || !fields.every(Number.isSafeInteger)) return null;
+    const [rowPid, pgid, sid, tpgid, elapsedS] = fields;
+    rows.push(
+      elapsed ? { pid: rowPid, pgid, sid, tpgid, elapsedS } : { pid: rowPid, pgid, sid, tpgid },
+    );
   }
   return rows;
 }
@@ -255,12 +297,14 @@ async function runPs(ps: string, pid?: number): Promise<ProcessRow[] | null | un
  * fields taken after the name's last `)`, so no name can forge them). Deno
  * allows that only under `--allow-all`; null when it refuses.
  */
-async function readProc(pid?: number): Promise<ProcessRow[] | null> {
+async function readProc(pid?: number, elapsed = false): Promise<ProcessRow[] | null> {
   // Asked first: reading without the grant would stop an executor run from a
   // terminal at Deno's permission prompt.
   if (!(await isGrantedValue({ name: "read", path: "/proc" }))) return null;
   const rows: ProcessRow[] = [];
   try {
+    // Seconds since boot, as `ps` computes `etimes` (start times are in clock ticks, 100 a second).
+    const uptime = elapsed ? Number((await Deno.readTextFile("/proc/uptime")).split(" ")[0]) : 0;
     const pids: number[] = [];
     if (pid !== undefined) pids.push(pid);
     else {
@@ -276,9 +320,11 @@ async function readProc(pid?: number): Promise<ProcessRow[] | null> {
         if (error instanceof Deno.errors.NotFound) continue; // it exited, or never was
         throw error;
       }
-      // After the name: state, ppid, pgrp, session, tty_nr, tpgid.
+      // After the name: state, ppid, pgrp, session, tty_nr, tpgid, ...; starttime is the 20th.
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
-      rows.push({ pid: each, pgid: fields[2], sid: fields[3], tpgid: fields[5] });
+      const row: ProcessRow = { pid: each, pgid: fields[2], sid: fields[3], tpgid: fields[5] };
+      if (elapsed) row.elapsedS = Math.floor(uptime - fields[19] / 100);
+      rows.push(row);
     }
   } catch {
     return null;
