@@ -175,8 +175,8 @@ Example:
 
 Registers with the registry, connects to the signed rendezvous URL it returns and
 serves every stream routed to it. Reconnects with backoff (1 s doubling to 30 s,
-jittered) and registers afresh each time; streams resume within 30 s. A refused
-token is fatal.
+jittered; at most 5 s apart for the 30 s after a lost socket) and registers
+afresh each time; streams resume within 30 s. A refused token is fatal.
 
 ${TOKEN_EXPOSURE_HELP}
 

@@ -18,7 +18,7 @@ import {
   type RendezvousServer,
   serveRendezvous,
 } from "../lib/server/rendezvous_server.ts";
-import { RegistrationError, runExecutor } from "../lib/server/executor_loop.ts";
+import { RegistrationError, RESUME_RETRY_MS, runExecutor } from "../lib/server/executor_loop.ts";
 import type {
   RemoteExecutorEvent,
   RemoteExecutorHandle,
@@ -370,6 +370,36 @@ Deno.test("runExecutor retries a failed socket connect and resets backoff after 
   assert.deepEqual(delays, [1000, 2000, 1000, 2000]);
   assert.ok(events.includes("connected"));
   assert.ok(events.includes("disconnected"));
+});
+
+Deno.test("runExecutor retries at most RESUME_RETRY_MS apart for the detach window after a lost socket, then backs off to the maximum", async () => {
+  // A rendezvous that accepts the socket and loses it at once, then a registry that is down.
+  const ws = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    socket.onopen = () => socket.close(1000, "bye");
+    return response;
+  });
+  const good = `ws://127.0.0.1:${ws.addr.port}/executor/box-1?role=executor&sig=s`;
+  await using registry = fakeRegistry((_request, n) =>
+    n === 1
+      ? json({ executor_id: "box-1", url: good })
+      : json({ error: { code: "unavailable", message: "down" } }, 503)
+  );
+  const delays: number[] = [];
+  const stop = new AbortController();
+  const handle = runExecutor({
+    registry: registry.url,
+    executorId: "box-1",
+    token: TOKEN,
+    jitter: 0,
+    signal: stop.signal,
+    sleep: recordingSleep(delays, 10, () => stop.abort()),
+  });
+  await withDeadline(handle.closed, 10_000, "stop after 10 waits");
+  await ws.shutdown();
+  assert.equal(RESUME_RETRY_MS, 5_000);
+  // Within 30 s of the loss (by the waits): doubling, capped at 5 s; past it, the grown backoff.
+  assert.deepEqual(delays, [1000, 2000, 4000, 5000, 5000, 5000, 5000, 5000, 30000, 30000]);
 });
 
 Deno.test("runExecutor says why the rendezvous refused its socket: HTTP 401 for a signed URL that expired on the way", async () => {

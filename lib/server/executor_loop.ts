@@ -13,7 +13,7 @@ import { refusalText, RelayClosedError } from "../errors.ts";
 import { Executor } from "../exec/executor.ts";
 import { CLOSE_REPLACED } from "../mux/relay_router.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES as MAX_STREAM_MESSAGE_BYTES } from "../mux/reliable_stream.ts";
-import { StreamMux } from "../mux/stream_mux.ts";
+import { DEFAULT_DETACH_WINDOW_MS, StreamMux } from "../mux/stream_mux.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import { RelaySocket } from "../relay/relay_socket.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
@@ -51,6 +51,12 @@ export type RemoteExecutorEvent =
  * replace each other about once per backoff delay).
  */
 const REPLACED_AGAIN_MS = 60_000;
+/**
+ * The longest reconnect delay while a lost socket's streams can still resume
+ * (within the detach window): the backoff may have grown to 30 s, and one
+ * such wait would outlast the window.
+ */
+export const RESUME_RETRY_MS = 5_000;
 
 /** Options of {@linkcode runExecutor}. */
 export interface RunExecutorOptions {
@@ -176,7 +182,9 @@ function checkRange(name: string, value: number, min: number, max: number): numb
  *
  * Retry policy: a lost or failed socket, a registry that cannot be reached,
  * and registry answers 5xx/408/429 are retried with backoff (1 s doubling to
- * 30 s, jittered, reset after a good connect), registering afresh each time.
+ * 30 s, jittered, reset after a good connect), registering afresh each time;
+ * for the detach window after a lost socket, while its streams can still
+ * resume, at most {@linkcode RESUME_RETRY_MS} (5 s) apart.
  * A refused token (401/403), any other 4xx, an answer naming another
  * executor, and a registry host Deno grants no net access to are fatal:
  * `closed` rejects with the error. So is a second socket within a minute
@@ -254,6 +262,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
     MIN_MAX_MESSAGE_BYTES,
     MAX_STREAM_MESSAGE_BYTES,
   );
+  const detachWindowMs = options.detachWindowMs ?? DEFAULT_DETACH_WINDOW_MS;
   const sleep = options.sleep ?? defaultSleep;
   const random = options.random ?? Math.random;
   const emit = (event: RemoteExecutorEvent): void => {
@@ -290,12 +299,25 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
   let status: RemoteExecutorStatus = "registering";
   let socket: RelaySocket | undefined;
 
+  /** When the last socket was lost (performance.now()), while no new one is up. */
+  let lostAt: number | null = null;
+  /** The delays waited since then: the time that passed, as far as the waits tell. */
+  let waitedSinceLoss = 0;
+
   async function wait(delayMs: number, error?: Error): Promise<void> {
-    const spread = delayMs * jitter * (2 * random() - 1);
-    const actual = Math.max(0, Math.min(maxBackoffMs, Math.round(delayMs + spread)));
+    // While the lost socket's streams can still resume, retry often enough
+    // to come back inside the detach window, however far the backoff grew.
+    const sinceLoss = lostAt === null
+      ? Infinity
+      : Math.max(performance.now() - lostAt, waitedSinceLoss);
+    const cap = sinceLoss < detachWindowMs ? Math.min(maxBackoffMs, RESUME_RETRY_MS) : maxBackoffMs;
+    const capped = Math.min(delayMs, cap);
+    const spread = capped * jitter * (2 * random() - 1);
+    const actual = Math.max(0, Math.min(cap, Math.round(capped + spread)));
     status = "waiting";
     emit({ type: "retrying", delayMs: actual, ...(error ? { error } : {}) });
     await sleep(actual, stop.signal);
+    if (lostAt !== null) waitedSinceLoss += actual;
   }
 
   async function loop(): Promise<void> {
@@ -344,6 +366,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
         continue;
       }
       delayMs = initialBackoffMs;
+      lostAt = null;
       status = "connected";
       mux.attach(socket);
       emit({ type: "connected", executorId });
@@ -354,6 +377,8 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
         return; // stopping: `done` resets the streams on this socket, then closes it
       }
       socket = undefined;
+      lostAt = performance.now();
+      waitedSinceLoss = 0;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
       if (info.reason === CLOSE_REPLACED) {
         const now = performance.now();
