@@ -1430,6 +1430,39 @@ Deno.test("connect says why it closed when the rendezvous stays unreachable past
   assert.match(conn.closeReason ?? "", /^detach_expired: /);
 });
 
+Deno.test("connect backs off, and gives up at the detach window, when every new socket closes as it opens", async () => {
+  await using proxy = new PathPrefixProxy("/p");
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-flap",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  let reconnected = 0;
+  await using conn = await connect(proxy.url, {
+    executorId: "box-flap",
+    token: SERVER_TOKEN,
+    detachWindowMs: 3_000,
+    onEvent: (event) => {
+      if (event.type === "reconnected") reconnected++;
+    },
+  });
+  const child = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
+  await child.started;
+  proxy.acceptAndDrop = true;
+  const before = proxy.upgrades;
+  proxy.cut();
+  await assert.rejects(withDeadline(child.status, 15_000, "status"), /detach_expired/);
+  assert.match(conn.closeReason ?? "", /^detach_expired: /);
+  // 100 ms doubling while the sockets keep dropping: a handful in 3 s, where it used to reconnect
+  // at once, 500-1,200 times a second, and never give up.
+  const sockets = proxy.upgrades - before;
+  assert.ok(sockets >= 2 && sockets <= 12, `${sockets} sockets in the window`);
+  assert.ok(reconnected <= sockets);
+});
+
 Deno.test("connect claims no outage while it reconnects, nor after the caller closes it meanwhile", async () => {
   const rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
   await using executor = runExecutor({

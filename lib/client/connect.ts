@@ -22,6 +22,13 @@ import { MAX_TIMER_MS } from "../_limits.ts";
 
 /** Default timeout of connect plus `initialize`, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * How long a reconnected socket must stay up to end an outage: one that
+ * closes sooner (a proxy that accepts and drops at once) is reconnected
+ * after a growing delay, and the detach window still runs from the first
+ * loss, so such flapping neither spins nor goes on for ever.
+ */
+export const STABLE_SOCKET_MS = 5_000;
 
 /** Something the connection did, for logs. Never carries a token. */
 export type ConnectionEvent =
@@ -627,18 +634,45 @@ async function openRendezvous(
   let gaveUp: string | undefined;
   // Keeps the physical socket up: on loss, reconnect with backoff within the detach window.
   const supervise = (async () => {
+    /** When the socket last went up (Date.now()). */
+    let upSince = Date.now();
+    /**
+     * The outage's start and backoff: a socket that closes within
+     * STABLE_SOCKET_MS of opening (a proxy that accepts and drops) does not
+     * end the outage, so such flapping backs off and still gives up.
+     */
+    let outageSince: number | null = null;
+    let wait = 100;
     while (!stop.signal.aborted) {
       // abortable, not a race with a fresh abort listener: one listener per
       // reconnect would pile up on `stop.signal` for the connection's life.
       const info = await abortable(socket.closed, stop.signal).catch(() => null);
       if (info === null || stop.signal.aborted) return;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
-      const giveUpAt = Date.now() + detachWindowMs;
-      let wait = 100;
+      const flapped = outageSince !== null && Date.now() - upSince < STABLE_SOCKET_MS;
+      if (!flapped) {
+        outageSince = Date.now();
+        wait = 100;
+      }
+      const giveUpAt = outageSince! + detachWindowMs;
       let attempt = 0;
       let next: RelaySocket | undefined;
       let lastError: Error | undefined;
       let refused: Error | undefined;
+      if (flapped) {
+        // The last socket did not hold: wait before the next, as after a failed connect.
+        const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
+        emit({
+          type: "reconnecting",
+          attempt: 0,
+          delayMs: jittered,
+          error: new Error(
+            `the socket closed ${Date.now() - upSince} ms after it opened`,
+          ),
+        });
+        await delay(Math.min(jittered, Math.max(0, giveUpAt - Date.now())), stop.signal);
+        wait = Math.min(5_000, wait * 2);
+      }
       while (!stop.signal.aborted && Date.now() < giveUpAt) {
         attempt++;
         try {
@@ -679,6 +713,7 @@ async function openRendezvous(
         return;
       }
       socket = next;
+      upSince = Date.now();
       mux.attach(socket);
       emit({ type: "reconnected", attempt });
     }

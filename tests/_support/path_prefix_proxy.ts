@@ -3,7 +3,9 @@
  * and strips the prefix before passing a request on, as a TLS proxy in front
  * of a rendezvous started with `--public-url wss://HOST/PREFIX` does. HTTP
  * requests are forwarded with `fetch`; WebSocket upgrades are bridged
- * message by message (the `Authorization` header passed on).
+ * message by message (the `Authorization` header passed on). It can also
+ * cut every bridged socket, and accept new ones only to close them at once,
+ * as a failing proxy does.
  *
  * @module
  */
@@ -19,6 +21,10 @@ export class PathPrefixProxy implements AsyncDisposable {
    * may need the proxy's URL to start). Until then requests get 502.
    */
   upstreamPort: number | undefined;
+  /** While true, a WebSocket upgrade is accepted and the socket closed as soon as it opens. */
+  acceptAndDrop = false;
+  /** WebSocket upgrades accepted so far, dropped ones included. */
+  upgrades = 0;
 
   /** @param prefix The path prefix, e.g. `/prefix` (no trailing slash). */
   constructor(readonly prefix: string) {
@@ -51,6 +57,13 @@ export class PathPrefixProxy implements AsyncDisposable {
         body: request.body,
       });
     }
+    if (this.acceptAndDrop) {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      this.upgrades++;
+      this.#track(socket);
+      socket.onopen = () => socket.close(1011, "proxy dropped it");
+      return response;
+    }
     const headers: Record<string, string> = {};
     const auth = request.headers.get("authorization");
     if (auth !== null) headers.authorization = auth;
@@ -63,6 +76,7 @@ export class PathPrefixProxy implements AsyncDisposable {
     });
     if (!opened) return new Response("upstream refused", { status: 502 });
     const { socket, response } = Deno.upgradeWebSocket(request);
+    this.upgrades++;
     socket.binaryType = "arraybuffer";
     this.#track(socket);
     socket.onmessage = (event) => {
@@ -76,6 +90,17 @@ export class PathPrefixProxy implements AsyncDisposable {
       if (socket.readyState === WebSocket.OPEN) socket.close();
     };
     return response;
+  }
+
+  /** Closes every socket it holds, both sides of each bridge. */
+  cut(): void {
+    for (const socket of this.#sockets) {
+      try {
+        socket.close();
+      } catch {
+        // Not open yet, or closing.
+      }
+    }
   }
 
   #track(socket: WebSocket): void {
