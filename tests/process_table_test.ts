@@ -825,6 +825,67 @@ Deno.test("ProcessTable terminate kills descendants that outlive an exited leade
   assert.deepEqual(survivors, []);
 });
 
+/** Whether this machine lets us run in a new user and pid namespace (`unshare -Urpf`). */
+const canUnshare = (() => {
+  try {
+    return new Deno.Command("unshare", { args: ["-Urpf", "--mount-proc", "true"] }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name:
+    "killProcessGroups reaches a group whose id is 64 or less (a pid namespace's first programs)",
+  ignore: !canUnshare,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "outpost_small_pgid_" });
+    try {
+      const treeKill = new URL("../lib/exec/tree_kill.ts", import.meta.url).href;
+      const probe = `${dir}/probe.ts`;
+      // In a new pid namespace the first ids are small; procps-ng 4.0.2 read `-s TERM -- -10`
+      // as a signal number. The probe is pid 1 there: what it kills stays a zombie (state Z).
+      await Deno.writeTextFile(
+        probe,
+        `import { killProcessGroups } from ${JSON.stringify(treeKill)};
+const out = new Deno.Command("setsid", {
+  args: ["sh", "-c", "sleep 1000 >/dev/null 2>&1 & echo $! $$"],
+  stdout: "piped",
+}).outputSync();
+const [child, group] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
+const state = () =>
+  new TextDecoder().decode(
+    new Deno.Command("ps", { args: ["-o", "stat=", "-p", String(child)], stdout: "piped" })
+      .outputSync().stdout,
+  ).trim();
+const sent = await killProcessGroups("/usr/bin/kill", [group], "SIGTERM");
+for (let i = 0; i < 100 && !state().startsWith("Z") && state() !== ""; i++) {
+  await new Promise((r) => setTimeout(r, 20));
+}
+console.log(JSON.stringify({ group, sent, state: state() }));
+`,
+      );
+      const { code, stdout, stderr } = await withDeadline(
+        new Deno.Command("unshare", {
+          args: ["-Urpf", "--mount-proc", Deno.execPath(), "run", "-A", probe],
+          stdout: "piped",
+          stderr: "piped",
+        }).output(),
+        30_000,
+        "probe",
+      );
+      assert.equal(code, 0, new TextDecoder().decode(stderr));
+      const result = JSON.parse(new TextDecoder().decode(stdout));
+      assert.ok(result.group <= 64, `a small group id: ${result.group}`);
+      assert.equal(result.sent, true);
+      assert.ok(result.state === "" || result.state.startsWith("Z"), `killed: ${result.state}`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("leftoverPids lists a group's members only when one started before the program closed, from ps and /proc", async () => {
   const token = uniqueSleep();
   try {
@@ -836,19 +897,33 @@ Deno.test("leftoverPids lists a group's members only when one started before the
     const group = Number(new TextDecoder().decode(out.stdout).trim());
     const [child] = await waitForPids(`sleep ${token}`, 1);
     for (const ps of [await psPath(), null]) {
-      const closedJustNow = { groups: [group], session: null, closedAgoMs: 0 };
+      const closedJustNow = { groups: [group], session: null, exitedAgoMs: 0 };
       assert.deepEqual(await leftoverPids(ps, [closedJustNow]), [child], `${ps}: ours`);
       // Had its program closed 5 s ago, a member started since would be a newcomer's, whose
       // group took over the number once the program's own had emptied: left alone.
-      const closedBefore = { groups: [group], session: null, closedAgoMs: 5_000 };
+      const closedBefore = { groups: [group], session: null, exitedAgoMs: 5_000 };
       assert.deepEqual(await leftoverPids(ps, [closedBefore]), [], `${ps}: a newcomer's`);
       assert.deepEqual(
         await leftoverPids(ps, [closedBefore, closedJustNow]),
         [child],
         `${ps}: the latest close of a number decides`,
       );
-      const asSession = { groups: [], session: group, closedAgoMs: 0 };
+      const asSession = { groups: [], session: group, exitedAgoMs: 0 };
       assert.deepEqual(await leftoverPids(ps, [asSession]), [child], `${ps}: its session`);
+    }
+    // A ps without `etimes` (procps before 3.3): from /proc, which this test may read (-A).
+    const oldPs = `${await Deno.makeTempDir({ prefix: "outpost_old_ps_" })}/ps`;
+    await Deno.writeTextFile(
+      oldPs,
+      `#!/bin/sh\nfor a in "$@"; do case "$a" in *etimes*) echo "unknown format" >&2; exit 1;; esac; done\n` +
+        `exec ${await psPath()} "$@"\n`,
+    );
+    await Deno.chmod(oldPs, 0o755);
+    try {
+      const closedJustNow = { groups: [group], session: null, exitedAgoMs: 0 };
+      assert.deepEqual(await leftoverPids(oldPs, [closedJustNow]), [child], "ps without etimes");
+    } finally {
+      await Deno.remove(oldPs.replace(/\/ps$/, ""), { recursive: true });
     }
   } finally {
     killPids(livePidsWith(`sleep ${token}`));
@@ -1058,9 +1133,9 @@ Deno.test("sessionPids answers null when ps cannot run or lists something else, 
 Deno.test("killProcesses runs the kill helper with at most MAX_PIDS_PER_KILL pids at a time", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outpost_kill_" });
   try {
-    // A stand-in for the helper that records how many pids each run got.
+    // A stand-in for the helper that records how many pids each run got (after `-TERM --`).
     const helper = `${dir}/kill`;
-    await Deno.writeTextFile(helper, `#!/bin/sh\necho $(($# - 3)) >> ${dir}/runs\n`, {
+    await Deno.writeTextFile(helper, `#!/bin/sh\necho $(($# - 2)) >> ${dir}/runs\n`, {
       mode: 0o755,
     });
     const runs = async (count: number): Promise<string> => {

@@ -56,7 +56,7 @@ import { isInside, realPathOrNull } from "./_paths.ts";
 import { clipped } from "./_params.ts";
 import { DEFAULT_RETAINED_OUTPUT_BYTES, OutputBuffer, type OutputStream } from "./output_buffer.ts";
 import {
-  type ClosedProgramGroups,
+  type EndedProgramGroups,
   foregroundGroup,
   killProcesses,
   killProcessGroups,
@@ -376,8 +376,11 @@ interface ProcessRecord {
   droppedOutputBytes: number;
   /** When it closed, in the order processes closed (0 until then): eviction takes the first. */
   closedOrder: number;
-  /** When it closed (`performance.now()`), null until then: tells its leftovers from newcomers. */
-  closedAt: number | null;
+  /**
+   * When its leader's exit was seen (`performance.now()`), null until then:
+   * its group cannot have emptied, and gone to a newcomer, before that.
+   */
+  exitedAt: number | null;
   readonly argv: string[];
   readonly buffer: OutputBuffer;
   readonly tty: boolean;
@@ -476,7 +479,7 @@ export class ProcessTable implements AsyncDisposable {
    * at most {@linkcode MAX_FORGOTTEN_GROUPS}: the table's close kills what is
    * left in them, as it does for the processes it still holds.
    */
-  #forgotten: { groups: number[]; session: number | null; closedAt: number }[] = [];
+  #forgotten: { groups: number[]; session: number | null; exitedAt: number }[] = [];
 
   /**
    * Creates an empty table.
@@ -1344,6 +1347,7 @@ export class ProcessTable implements AsyncDisposable {
 
   #onExit(record: ProcessRecord, code: number, signal: string | null): void {
     record.state = "exited";
+    record.exitedAt = performance.now();
     record.exitCode = record.timedOut ? TIMEOUT_EXIT_CODE : code;
     record.signal = signal;
     record.exitSeq = record.buffer.takeSeq();
@@ -1373,7 +1377,6 @@ export class ProcessTable implements AsyncDisposable {
     if (record.state !== "exited" || record.openStreams > 0) return;
     record.state = "closed";
     record.closedOrder = ++this.#closedCount;
-    record.closedAt = performance.now();
     record.closedSeq = record.buffer.takeSeq();
     record.resolvePtyReady();
     if (record.writer) {
@@ -1468,26 +1471,33 @@ export class ProcessTable implements AsyncDisposable {
    * fails quietly).
    */
   #killLeftovers(record: ProcessRecord): void {
-    const program = this.#closedProgram(record);
+    const program = this.#endedProgram(record);
     if (program.groups.length === 0) return;
     this.#track(this.#killLeftoversOf([program]).catch(() => {}));
   }
 
   /** What {@linkcode leftoverPids} needs to know of a closed record. */
-  #closedProgram(record: ProcessRecord): ClosedProgramGroups {
+  #endedProgram(record: ProcessRecord): EndedProgramGroups {
     return {
       groups: this.#groups(record),
       session: record.tty ? record.pty?.pid ?? null : null,
-      closedAgoMs: performance.now() - (record.closedAt ?? performance.now()),
+      exitedAgoMs: performance.now() - (record.exitedAt ?? performance.now()),
     };
   }
 
   /** KILLs what closed programs left (see {@linkcode leftoverPids}): one listing, one kill run. */
-  async #killLeftoversOf(programs: ClosedProgramGroups[]): Promise<void> {
+  async #killLeftoversOf(programs: EndedProgramGroups[]): Promise<void> {
+    await this.#signalLeftovers(programs, "SIGKILL");
+  }
+
+  /** Signals what ended programs left (see {@linkcode leftoverPids}): one listing, one kill run. */
+  async #signalLeftovers(programs: EndedProgramGroups[], signal: Deno.Signal): Promise<boolean> {
     const helper = await this.#helper();
-    if (helper === null) return;
+    if (helper === null) return false;
     const pids = await leftoverPids(await this.#psHelper(), programs);
-    if (pids !== null && pids.length > 0) await killProcesses(helper, pids, "SIGKILL");
+    if (pids === null || pids.length === 0) return false;
+    await killProcesses(helper, pids, signal);
+    return true;
   }
 
   /**
@@ -1504,6 +1514,13 @@ export class ProcessTable implements AsyncDisposable {
    * program that does not ignore SIGHUP.
    */
   async #signalTree(record: ProcessRecord, signal: Deno.Signal): Promise<void> {
+    if (record.state === "exited") {
+      // The leader is gone (a descendant holds its output open): its group's
+      // number may belong to a newcomer now, so only what is provably its own
+      // is signalled.
+      await this.#signalLeftovers([this.#endedProgram(record)], signal);
+      return;
+    }
     const helper = await this.#helper();
     if (record.tty && signal !== "SIGKILL") {
       if (record.pty === null) await record.ptyReady;
@@ -1608,7 +1625,7 @@ export class ProcessTable implements AsyncDisposable {
     const groups = this.#groups(record);
     if (groups.length === 0) return;
     const session = record.tty ? record.pty?.pid ?? null : null;
-    this.#forgotten.push({ groups, session, closedAt: record.closedAt ?? performance.now() });
+    this.#forgotten.push({ groups, session, exitedAt: record.exitedAt ?? performance.now() });
     if (this.#forgotten.length > MAX_FORGOTTEN_GROUPS) this.#forgotten.shift();
   }
 
@@ -1619,10 +1636,10 @@ export class ProcessTable implements AsyncDisposable {
     if (forgotten.length === 0) return;
     const now = performance.now();
     await this.#killLeftoversOf(
-      forgotten.map(({ groups, session, closedAt }) => ({
+      forgotten.map(({ groups, session, exitedAt }) => ({
         groups,
         session,
-        closedAgoMs: now - closedAt,
+        exitedAgoMs: now - exitedAt,
       })),
     );
   }
@@ -1688,7 +1705,7 @@ export class ProcessTable implements AsyncDisposable {
       closingBytes: 0,
       droppedOutputBytes: 0,
       closedOrder: 0,
-      closedAt: null,
+      exitedAt: null,
       argv,
       buffer: new OutputBuffer({ capBytes: this.#retainedOutputBytes }),
       tty,

@@ -5,7 +5,7 @@
  * fork), so its descendants share its process group id. Deno lets a
  * scoped `--allow-run` signal only its own `ChildProcess`; signalling a group
  * (`Deno.kill(-pgid)`) needs the unscoped grant. outpost therefore signals
- * groups through the `kill` helper program (`kill -s TERM -- -PGID`) when the
+ * groups through the `kill` helper program (`kill -TERM -- -PGID`) when the
  * operator grants it (`--allow-run=kill`), and falls back to signalling the
  * direct child only, reporting `treeKill: false`.
  *
@@ -46,12 +46,7 @@ export async function killProcessGroups(
 ): Promise<boolean> {
   checkIds(pgids, "process group");
   if (pgids.length === 0) return false;
-  return await runQuietly(helper, [
-    "-s",
-    signalName(signal),
-    "--",
-    ...pgids.map((pgid) => `-${pgid}`),
-  ]);
+  return await runQuietly(helper, [signalFlag(signal), "--", ...pgids.map((pgid) => `-${pgid}`)]);
 }
 
 /** The most pids one run of the `kill` helper is given (keeps its argv small). */
@@ -80,7 +75,7 @@ export async function killProcesses(
   checkIds(pids, "process");
   for (let i = 0; i < pids.length; i += MAX_PIDS_PER_KILL) {
     const batch = pids.slice(i, i + MAX_PIDS_PER_KILL).map(String);
-    await runQuietly(helper, ["-s", signalName(signal), "--", ...batch]);
+    await runQuietly(helper, [signalFlag(signal), "--", ...batch]);
   }
 }
 
@@ -136,35 +131,35 @@ async function sessionMembers(ps: string | null, sid: number): Promise<ProcessRo
   return members.filter((row) => row.pid > 1);
 }
 
-/** The process groups and terminal session a closed program had, and when it closed. */
-export interface ClosedProgramGroups {
+/** The process groups and terminal session an ended program had, and when its leader exited. */
+export interface EndedProgramGroups {
   /** Its process groups (their leaders' pids). */
   readonly groups: readonly number[];
   /** Its terminal's session (the session leader's pid), or null. */
   readonly session: number | null;
-  /** How long ago the program closed, in ms of a monotonic clock. */
-  readonly closedAgoMs: number;
+  /** How long ago its leader exited, in ms of a monotonic clock. */
+  readonly exitedAgoMs: number;
 }
 
 /**
- * What closed programs left in their process groups and terminal sessions:
+ * What ended programs left in their process groups and terminal sessions:
  * the members of each group (or session) whose leader's pid no process has,
- * provided one of them started no later than a second after the program
- * closed. A group or session id is reused only once it has emptied, so such
- * a member proves it never did: the group is still the program's, and every
- * member is a descendant (a leftover's later workers too). A group that
- * emptied and went to a newcomer holds only processes started after the
- * program closed (pids do not wrap around within a second), and is left
- * alone. One process listing for all; pid 1, the executor, and groups or
+ * provided one of them started no later than a second after the leader
+ * exited. A group or session id is reused only once it has emptied, which is
+ * not before its leader exits, so such a member proves it never did: the
+ * group is still the program's, and every member is a descendant (a
+ * leftover's later workers too). A group that emptied and went to a newcomer
+ * holds only processes started after that (pids do not wrap around within a
+ * second), and is left alone. One process listing for all; pid 1, the executor, and groups or
  * sessions the executor belongs to are never listed.
  *
  * @param ps The granted `ps` program, or null to read `/proc` instead.
- * @param programs The closed programs.
+ * @param programs The ended programs.
  * @returns The pids, or null when neither `ps` nor `/proc` could list them.
  */
 export async function leftoverPids(
   ps: string | null,
-  programs: readonly ClosedProgramGroups[],
+  programs: readonly EndedProgramGroups[],
 ): Promise<number[] | null> {
   if (programs.length === 0) return [];
   const rows = await listProcesses(ps, undefined, true);
@@ -174,14 +169,14 @@ export async function leftoverPids(
   /** Group (or session) id -> the fewest seconds a member proving it ours has run. */
   const groups = new Map<number, number>();
   const sessions = new Map<number, number>();
-  const note = (ids: Map<number, number>, id: number, closedAgoMs: number, ownId?: number) => {
+  const note = (ids: Map<number, number>, id: number, exitedAgoMs: number, ownId?: number) => {
     if (id <= 1 || live.has(id) || id === ownId) return;
-    const seconds = Math.floor(closedAgoMs / 1000);
+    const seconds = Math.floor(exitedAgoMs / 1000);
     ids.set(id, Math.min(ids.get(id) ?? Infinity, seconds));
   };
   for (const program of programs) {
-    for (const id of program.groups) note(groups, id, program.closedAgoMs, own?.pgid);
-    if (program.session !== null) note(sessions, program.session, program.closedAgoMs, own?.sid);
+    for (const id of program.groups) note(groups, id, program.exitedAgoMs, own?.pgid);
+    if (program.session !== null) note(sessions, program.session, program.exitedAgoMs, own?.sid);
   }
   const proven = (ids: Map<number, number>, idOf: (row: ProcessRow) => number) => {
     const ours = new Set<number>();
@@ -251,7 +246,9 @@ async function listProcesses(
   elapsed = false,
 ): Promise<ProcessRow[] | null> {
   const rows = ps === null ? undefined : await runPs(ps, pid, elapsed);
-  return rows === undefined ? await readProc(pid, elapsed) : rows;
+  // A `ps` that prints something else (one without `etimes`: procps before
+  // 3.3) leaves `/proc`, readable under `--allow-all`.
+  return rows === undefined || (rows === null && elapsed) ? await readProc(pid, elapsed) : rows;
 }
 
 /**
@@ -341,6 +338,12 @@ function checkIds(ids: readonly number[], what: string): void {
   }
 }
 
-function signalName(signal: Deno.Signal): string {
-  return signal.startsWith("SIG") ? signal.slice(3) : signal;
+/**
+ * The signal as `kill`'s `-NAME` option. Not `-s NAME`: procps-ng 4.0.2's
+ * `kill -s TERM -- -10` reads a group id of 64 or less as a signal number and
+ * fails (usage, exit 1), so in a pid namespace, where programs get small
+ * ids, group signals missed every early program.
+ */
+function signalFlag(signal: Deno.Signal): string {
+  return `-${signal.startsWith("SIG") ? signal.slice(3) : signal}`;
 }
