@@ -478,6 +478,15 @@ Deno.test("cli: credentials in exec's --url or executor's --registry are a usage
   assert.equal((await executor.finished()).code, 2, executor.stderr);
   assert.match(executor.stderr, /Cannot use registry URL: it must not carry credentials/);
   for (const log of [run.stderr, executor.stderr]) assert.doesNotMatch(log, /hunter2pw/);
+  // Nor when the password makes the URL unparsable, or the scheme is wrong too.
+  for (const url of ["ws://user:hunter2/pw@127.0.0.1:9", "ftp://user:hunter2pw@127.0.0.1:9"]) {
+    await using bad = exec(["--url", url, "--", "true"]);
+    assert.equal((await bad.finished()).code, 2, bad.stderr);
+    assert.doesNotMatch(bad.stderr, /hunter2/);
+    await using badRegistry = startExecutor(url, "box-cred");
+    assert.equal((await badRegistry.finished()).code, 2, badRegistry.stderr);
+    assert.doesNotMatch(badRegistry.stderr, /hunter2/);
+  }
 });
 
 Deno.test("cli: serve --max-sessions and --max-processes hold the executor to them, and refuse what is not a positive integer", async () => {
