@@ -1046,6 +1046,9 @@ Deno.test("connect keeps the path of a rendezvous served under a prefix by a pro
       [proxy.url, "px"],
       [`${proxy.url}/`, "px"],
       [`${proxy.url}/harness/other?role=harness`, "px"],
+      // The rendezvous's own routes end the prefix, whatever follows.
+      [`${proxy.url}/executor/px`, "px"],
+      [`${proxy.url}/cloud/executor/px/connect`, "px"],
       [`${proxy.url}/harness/px`, undefined],
     ] as const
   ) {

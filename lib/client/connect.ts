@@ -426,6 +426,8 @@ export class Connection implements AsyncDisposable, ProcessTransport {
  */
 /** A harness path, after any prefix a path-stripping proxy serves the rendezvous under. */
 const HARNESS_PATH = /\/harness\/[^/]+\/?$/;
+/** Where the rendezvous's own routes begin in a path; what comes before is a proxy's prefix. */
+const RENDEZVOUS_ROUTE = /\/(?:harness|executor|cloud)(?:\/|$)/;
 
 function isHarnessUrl(url: URL): boolean {
   return url.searchParams.get("role") === "harness" || HARNESS_PATH.test(url.pathname);
@@ -436,7 +438,8 @@ function isHarnessUrl(url: URL): boolean {
  *
  * @param url The rendezvous URL or a full harness URL. Its path is kept as a
  *   prefix (a rendezvous behind a proxy that serves it under a path and strips
- *   it, as `--public-url` allows), less a `/harness/{id}` it ends with.
+ *   it, as `--public-url` allows), up to the first of the rendezvous's own
+ *   routes (`/harness/`, `/executor/`, `/cloud/`), which is dropped.
  * @param executorId The executor id, or undefined when `url` already is a harness URL.
  * @returns The harness URL.
  * @throws {TypeError} When neither an executor id nor a harness URL
@@ -456,7 +459,8 @@ export function harnessUrl(url: URL, executorId: string | undefined): string {
       `Cannot use executor id "${executorId}": only 1..256 ASCII letters, digits, "-" and "_" are allowed`,
     );
   }
-  const prefix = url.pathname.replace(HARNESS_PATH, "").replace(/\/+$/, "");
+  const route = url.pathname.search(RENDEZVOUS_ROUTE);
+  const prefix = (route < 0 ? url.pathname : url.pathname.slice(0, route)).replace(/\/+$/, "");
   return `${url.protocol}//${url.host}${prefix}/harness/${executorId}?role=harness`;
 }
 
@@ -541,7 +545,9 @@ function explainRefusal(error: unknown, url: string): unknown {
   else if (status === 503) why = busyRendezvous(refusal?.code);
   else if (status === 404) {
     why =
-      "no rendezvous route answers there (HTTP 404); for a local executor (outpost serve), connect without an executor id";
+      `no rendezvous route answers at ${where.pathname} (HTTP 404): a path in the URL is kept ` +
+      "as the prefix of a rendezvous behind a proxy that strips it; for a local executor " +
+      "(outpost serve), connect without an executor id";
   } else if (status !== undefined) why = `the rendezvous answered HTTP ${status}`;
   if (why === undefined) return error;
   return new RelayClosedError(`Cannot connect to ${target} at ${where.host}: ${why}`, {
