@@ -136,6 +136,46 @@ Deno.test("FsOps removes a tree whose paths reach the system's 4,095 bytes and r
   await new Deno.Command("rm", { args: ["-rf", "past"], cwd: f.dir }).output();
 });
 
+Deno.test("FsOps refuses to remove or copy a tree holding a name that is not valid UTF-8, and copies a real U+FFFD name", async () => {
+  await using f = await fixture();
+  // Made by a program (Deno's paths are strings): `t\xff/a`, and `x\xff` beside a real `x\ufffd`.
+  const made = await new Deno.Command("sh", {
+    args: [
+      "-c",
+      `mkdir -p "tree/t$(printf '\\377')/a" copied && : > "copied/x$(printf '\\377')" && ` +
+      `printf real > "copied/x\u{FFFD}" && mkdir fine && printf ok > "fine/y\u{FFFD}"`,
+    ],
+    cwd: f.dir,
+  }).output();
+  assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+  // Listed as `t\ufffd`, which names nothing: its depth could not be checked.
+  await rpcFails(
+    f.call("fs/remove", { path: `${f.dir}/tree`, recursive: true }),
+    -32602,
+    "not valid UTF-8",
+  );
+  assert.ok((await Deno.lstat(`${f.dir}/tree`)).isDirectory, "nothing was removed");
+  // Two entries listed under one name: one would be lost, or copied as the other.
+  await rpcFails(
+    f.call("fs/copy", {
+      sourcePath: `${f.dir}/copied`,
+      destinationPath: `${f.dir}/to`,
+      recursive: true,
+    }),
+    -32602,
+    "not valid UTF-8",
+  );
+  assert.deepEqual(
+    await f.call("fs/copy", {
+      sourcePath: `${f.dir}/fine`,
+      destinationPath: `${f.dir}/fine2`,
+      recursive: true,
+    }),
+    {},
+  );
+  assert.equal(await Deno.readTextFile(`${f.dir}/fine2/y\u{FFFD}`), "ok");
+});
+
 Deno.test("FsOps removes a link to a directory as a link, reading nothing below it", async () => {
   await using f = await fixture();
   // The target is past the walk's limit and outside the grants: neither matters to the link.

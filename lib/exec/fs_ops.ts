@@ -123,16 +123,54 @@ const WALK_READS_AT_ONCE = 8;
  * could still crash an executor it could kill anyway: below `os` it runs as
  * the executor's user; at `os` the remove runs `rm`.)
  */
+/**
+ * The first name of a listing that does not name its entry: Deno lists a
+ * name that is not valid UTF-8 with U+FFFD in place of the bad bytes, so
+ * that name leads nowhere, or to another entry (`x\xff` listed beside a real
+ * `x\ufffd`). Such an entry cannot be walked, copied or removed by name.
+ *
+ * @param directory The directory listed.
+ * @param names The names it listed.
+ * @returns The first such name, or null.
+ */
+async function unnamableEntry(directory: string, names: string[]): Promise<string | null> {
+  const seen = new Set<string>();
+  for (const name of names) {
+    if (!name.includes("\uFFFD")) continue;
+    if (seen.has(name)) return name;
+    seen.add(name);
+    const found = await Deno.lstat(`${directory}/${name}`).then(() => true, () => false);
+    if (!found) return name;
+  }
+  return null;
+}
+
+/** Refuses a tree that holds an entry the fs methods cannot name (see `unnamableEntry`). */
+function unnamableError(action: string, shown: string, name: string): RpcError {
+  return new RpcError(
+    INVALID_PARAMS,
+    `Cannot ${action} "${shownPath(shown)}": it holds ${
+      JSON.stringify(name)
+    }, a name that is not valid UTF-8, which the fs methods cannot name; use a program (cp, rm)`,
+  );
+}
+
 async function checkRemoveDepth(shown: string, root: string): Promise<void> {
   const info = await Deno.lstat(root).catch(() => null);
   if (info === null || !info.isDirectory) return; // a link, a file, or gone: the remove says
   const pending = [root];
   let tooDeep = false;
+  let unnamable: string | null = null;
   const read = async (directory: string): Promise<void> => {
     try {
+      const names: string[] = [];
       for await (const entry of Deno.readDir(directory)) {
+        names.push(entry.name);
         if (entry.isDirectory) pending.push(`${directory}/${entry.name}`);
       }
+      // A directory under a name that leads nowhere would go unwalked: its
+      // depth unchecked, the remove could overflow the stack (it aborted the executor).
+      unnamable ??= await unnamableEntry(directory, names);
     } catch (error) {
       // Anything else, or the path itself too long: the remove says why.
       if (directory !== root && (error as { code?: string })?.code === "ENAMETOOLONG") {
@@ -144,17 +182,18 @@ async function checkRemoveDepth(shown: string, root: string): Promise<void> {
   await new Promise<void>((done) => {
     let active = 0;
     const fill = (): void => {
-      while (!tooDeep && active < WALK_READS_AT_ONCE && pending.length > 0) {
+      while (!tooDeep && unnamable === null && active < WALK_READS_AT_ONCE && pending.length > 0) {
         active++;
         read(pending.pop()!).then(() => {
           active--;
-          if (active === 0 && (tooDeep || pending.length === 0)) done();
+          if (active === 0 && (tooDeep || unnamable !== null || pending.length === 0)) done();
           else fill();
         });
       }
     };
     fill();
   });
+  if (unnamable !== null) throw unnamableError("remove", shown, unnamable);
   if (tooDeep) {
     throw new RpcError(
       INVALID_PARAMS,
@@ -685,6 +724,9 @@ export class FsOps {
     await io("list", source, async () => {
       for await (const entry of Deno.readDir(source)) entries.push(entry);
     });
+    // Else such files were copied under another file's name, or not at all, and reported done.
+    const unnamable = await unnamableEntry(source, entries.map((entry) => entry.name));
+    if (unnamable !== null) throw unnamableError("copy", source, unnamable);
     for (const entry of entries) {
       const from = `${source}/${entry.name}`;
       const to = `${target}/${entry.name}`;
