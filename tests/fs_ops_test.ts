@@ -2,13 +2,14 @@ import assert from "node:assert/strict";
 import { RpcError, SandboxDeniedError } from "../lib/errors.ts";
 import { type Confinement, detectCapabilities } from "../lib/exec/confinement.ts";
 import { FsOps, LISTING_ENTRY_BYTES } from "../lib/exec/fs_ops.ts";
+import { ConfinedFs } from "../lib/exec/_confined_fs.ts";
 import {
   MAX_PATH_BYTES,
   MAX_SHOWN_PATH_CHARS,
   type PermissionQuery,
   SandboxPolicy,
 } from "../lib/exec/sandbox_policy.ts";
-import { withDeadline } from "./_support/deadline.ts";
+import { until, withDeadline } from "./_support/deadline.ts";
 
 /** bubblewrap works here: the `os` variants run (they are reported ignored otherwise). */
 const OS_WORKS = (await detectCapabilities()).confinements.includes("os");
@@ -174,6 +175,40 @@ Deno.test("FsOps refuses to remove or copy a tree holding a name that is not val
     {},
   );
   assert.equal(await Deno.readTextFile(`${f.dir}/fine2/y\u{FFFD}`), "ok");
+});
+
+Deno.test({
+  name: "ConfinedFs kills a helper blocked on a FIFO when the request's signal aborts (os)",
+  ignore: !OS_WORKS,
+  async fn() {
+    const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fifo_" }));
+    try {
+      // What a program swapping a FIFO in for the file, after the regular-file check, leaves.
+      const made = await new Deno.Command("mkfifo", { args: [`${root}/f`] }).output();
+      assert.equal(made.code, 0);
+      const bwraps = async () =>
+        new TextDecoder().decode(
+          (await new Deno.Command("ps", { args: ["-eo", "args="], stdout: "piped" }).output())
+            .stdout,
+        ).split("\n").filter((line) => line.includes("bwrap") && line.includes(root)).length;
+      const stop = new AbortController();
+      const writing = new ConfinedFs([root]).writeFile(
+        "write",
+        `${root}/f`,
+        `${root}/f`,
+        new TextEncoder().encode("data"),
+        stop.signal,
+      );
+      writing.catch(() => {});
+      // The helper waits for a reader that never comes.
+      await until(async () => (await bwraps()) > 0, 10_000, "the helper running");
+      stop.abort(new Error("the connection closed"));
+      await assert.rejects(withDeadline(writing, 10_000, "the write"), /the connection closed/);
+      await until(async () => (await bwraps()) === 0, 10_000, "the helper gone");
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
 });
 
 Deno.test("FsOps removes a link to a directory as a link, reading nothing below it", async () => {

@@ -134,6 +134,7 @@ export class ConfinedFs {
    * @param shown The path as the request gave it.
    * @param resolved The checked, resolved path.
    * @param data The content.
+   * @param signal Kills the helper when it aborts (the request's connection closed).
    * @throws {SandboxDeniedError} When a helper is not granted or the sandbox refuses the write.
    * @throws {RpcError} -32004 when a parent is missing, -32603 for other failures.
    */
@@ -142,6 +143,7 @@ export class ConfinedFs {
     shown: string,
     resolved: string,
     data: ConfinedData,
+    signal?: AbortSignal,
   ): Promise<void> {
     let prepared: Prepared;
     try {
@@ -152,7 +154,7 @@ export class ConfinedFs {
     }
     const { paths: [bwrap, sh, cat], roots } = prepared;
     const command = [sh, "-c", 'exec "$1" > "$2"', "sh", cat, resolved];
-    await this.#run(action, shown, bwrap, roots, command, data);
+    await this.#run(action, shown, bwrap, roots, command, signal, data);
   }
 
   /**
@@ -161,14 +163,20 @@ export class ConfinedFs {
    * @param shown The path as the request gave it.
    * @param resolved The checked, resolved path.
    * @param recursive Create missing parents and accept an existing directory.
+   * @param signal Kills the helper when it aborts.
    * @throws {SandboxDeniedError} When a helper is not granted or the sandbox refuses it.
    * @throws {RpcError} -32004 when a parent is missing, -32603 for other failures.
    */
-  async mkdir(shown: string, resolved: string, recursive: boolean): Promise<void> {
+  async mkdir(
+    shown: string,
+    resolved: string,
+    recursive: boolean,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const action = "create directory";
     const { paths: [bwrap, mkdir], roots } = await this.#prepare(action, shown, resolved, "mkdir");
     const command = [mkdir, ...(recursive ? ["-p"] : []), "--", resolved];
-    await this.#run(action, shown, bwrap, roots, command);
+    await this.#run(action, shown, bwrap, roots, command, signal);
   }
 
   /**
@@ -178,15 +186,22 @@ export class ConfinedFs {
    * @param resolved The checked path (its final link not followed).
    * @param recursive Remove a directory with its content.
    * @param force Succeed when the path does not exist.
+   * @param signal Kills the helper when it aborts.
    * @throws {SandboxDeniedError} When a helper is not granted or the sandbox refuses it.
    * @throws {RpcError} -32004 when the path is missing (and not `force`), -32602 for a non-empty
    *   directory without `recursive`, -32603 for other failures.
    */
-  async remove(shown: string, resolved: string, recursive: boolean, force: boolean): Promise<void> {
+  async remove(
+    shown: string,
+    resolved: string,
+    recursive: boolean,
+    force: boolean,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const action = "remove";
     const { paths: [bwrap, rm], roots } = await this.#prepare(action, shown, resolved, "remove");
     const flags = (recursive ? "-r" : "-d") + (force ? "f" : "");
-    await this.#run(action, shown, bwrap, roots, [rm, flags, "--", resolved]);
+    await this.#run(action, shown, bwrap, roots, [rm, flags, "--", resolved], signal);
   }
 
   async #prepare(
@@ -224,6 +239,7 @@ export class ConfinedFs {
     bwrap: string,
     roots: readonly string[],
     command: string[],
+    signal: AbortSignal | undefined,
     data?: ConfinedData,
   ): Promise<void> {
     const args = bwrapArgs({ writeRoots: roots, allowNetwork: false });
@@ -247,12 +263,26 @@ export class ConfinedFs {
         `Cannot ${action} "${shownPath(shown)}": cannot start the sandbox: ${detail}`,
       );
     }
+    // A helper can block for good (a FIFO swapped in for the file: `cat >`
+    // waits for a reader): once nobody waits for the answer, it goes, and
+    // bubblewrap's --die-with-parent takes the sandbox along.
+    const kill = (): void => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    };
+    signal?.addEventListener("abort", kill, { once: true });
+    if (signal?.aborted) kill();
     const feeding = data === undefined ? Promise.resolve(null) : feed(child.stdin, data);
-    const [stderr, status, fed] = await Promise.all([
-      readCapped(child.stderr),
-      child.status,
-      feeding,
-    ]);
+    let stderr: string, status: Deno.CommandStatus, fed: unknown;
+    try {
+      [stderr, status, fed] = await Promise.all([readCapped(child.stderr), child.status, feeding]);
+    } finally {
+      signal?.removeEventListener("abort", kill);
+    }
+    signal?.throwIfAborted();
     if (!status.success) throw helperError(action, shown, stderr, status.code);
     if (fed !== null) {
       // The helper wrote what it got, but the data did not all arrive (a source read failed).

@@ -418,25 +418,30 @@ export class FsOps {
    *   without `recursive`; -32004 for a missing path; -32603 for I/O failures.
    * @throws {SandboxDeniedError} When the sandbox refuses the path.
    */
-  call(method: string, rawParams: unknown): Promise<unknown> {
+  call(method: string, rawParams: unknown, signal?: AbortSignal): Promise<unknown> {
     try {
-      return this.#call(method, rawParams);
+      return this.#call(method, rawParams, signal);
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  #call(method: string, rawParams: unknown): Promise<unknown> {
+  #call(method: string, rawParams: unknown, signal?: AbortSignal): Promise<unknown> {
     const params = paramsObject(rawParams);
     switch (method) {
       case "fs/readFile":
         return this.readFile(absolutePath(params, "path"));
       case "fs/writeFile":
-        return this.writeFile(absolutePath(params, "path"), base64Bytes(params, "dataBase64"));
+        return this.writeFile(
+          absolutePath(params, "path"),
+          base64Bytes(params, "dataBase64"),
+          signal,
+        );
       case "fs/createDirectory":
         return this.createDirectory(
           absolutePath(params, "path"),
           optionalBoolean(params, "recursive", true),
+          signal,
         );
       case "fs/getMetadata":
         return this.getMetadata(absolutePath(params, "path"));
@@ -447,12 +452,14 @@ export class FsOps {
           absolutePath(params, "path"),
           optionalBoolean(params, "recursive", true),
           optionalBoolean(params, "force", true),
+          signal,
         );
       case "fs/copy":
         return this.copy(
           absolutePath(params, "sourcePath"),
           absolutePath(params, "destinationPath"),
           optionalBoolean(params, "recursive", false),
+          signal,
         );
       case "fs/canonicalize":
         return this.canonicalize(absolutePath(params, "path"));
@@ -521,12 +528,17 @@ export class FsOps {
    *
    * @param path Absolute path.
    * @param data The content.
+   * @param signal Stops a confined helper (`os`) still at work when it aborts.
    * @returns `{}`.
    */
-  async writeFile(path: string, data: Uint8Array): Promise<Record<string, never>> {
+  async writeFile(
+    path: string,
+    data: Uint8Array,
+    signal?: AbortSignal,
+  ): Promise<Record<string, never>> {
     const resolved = await this.#checkWrite("write", path);
     await requireRegularFile("write", path, resolved, true);
-    await this.#write("write", path, resolved, data);
+    await this.#write("write", path, resolved, data, signal);
     return {};
   }
 
@@ -535,11 +547,16 @@ export class FsOps {
    *
    * @param path Absolute path.
    * @param recursive Create missing parents (and accept an existing directory).
+   * @param signal Stops a confined helper (`os`) still at work when it aborts.
    * @returns `{}`.
    */
-  async createDirectory(path: string, recursive: boolean): Promise<Record<string, never>> {
+  async createDirectory(
+    path: string,
+    recursive: boolean,
+    signal?: AbortSignal,
+  ): Promise<Record<string, never>> {
     const resolved = await this.#checkWrite("create directory", path);
-    await this.#mkdir(path, resolved, recursive);
+    await this.#mkdir(path, resolved, recursive, signal);
     return {};
   }
 
@@ -630,9 +647,15 @@ export class FsOps {
    * @param path Absolute path.
    * @param recursive Remove a non-empty directory with its content.
    * @param force Succeed when the path does not exist.
+   * @param signal Stops a confined helper (`os`) still at work when it aborts.
    * @returns `{}`.
    */
-  async remove(path: string, recursive: boolean, force: boolean): Promise<Record<string, never>> {
+  async remove(
+    path: string,
+    recursive: boolean,
+    force: boolean,
+    signal?: AbortSignal,
+  ): Promise<Record<string, never>> {
     const resolved = await this.#checkWrite("remove", path, false);
     if (/\/\.\.?\/*$/.test(path)) {
       // After the grant check, so a path outside it is refused as such. The
@@ -665,7 +688,7 @@ export class FsOps {
           throw fsError("remove", path, error);
         }
       });
-      await this.#confined.remove(path, resolved, recursive, force);
+      await this.#confined.remove(path, resolved, recursive, force, signal);
       return {};
     }
     if (recursive) await checkRemoveDepth(path, resolved);
@@ -684,18 +707,20 @@ export class FsOps {
    * @param sourcePath Absolute source path.
    * @param destinationPath Absolute destination path.
    * @param recursive Copy a directory with its content.
+   * @param signal Stops a confined helper (`os`) still at work when it aborts.
    * @returns `{}`.
    */
   async copy(
     sourcePath: string,
     destinationPath: string,
     recursive: boolean,
+    signal?: AbortSignal,
   ): Promise<Record<string, never>> {
     const source = await this.#checkRead("copy", sourcePath);
     const destination = await this.#checkWrite("copy to", destinationPath);
     const info = await io("copy", sourcePath, () => Deno.stat(source));
     if (!info.isDirectory) {
-      await this.#copyFile(sourcePath, source, destinationPath, destination);
+      await this.#copyFile(sourcePath, source, destinationPath, destination, signal);
       return {};
     }
     if (!recursive) {
@@ -712,14 +737,19 @@ export class FsOps {
         }" is inside it`,
       );
     }
-    await this.#copyTree(source, destination, destinationPath);
+    await this.#copyTree(source, destination, destinationPath, signal);
     return {};
   }
 
-  async #copyTree(source: string, destination: string, shown: string): Promise<void> {
+  async #copyTree(
+    source: string,
+    destination: string,
+    shown: string,
+    signal?: AbortSignal,
+  ): Promise<void> {
     // Each destination is checked again: an existing tree may hold links that lead elsewhere.
     const target = await this.#checkWrite("copy to", destination);
-    await this.#mkdir(shown, target, true);
+    await this.#mkdir(shown, target, true, signal);
     const entries: Deno.DirEntry[] = [];
     await io("list", source, async () => {
       for await (const entry of Deno.readDir(source)) entries.push(entry);
@@ -737,10 +767,12 @@ export class FsOps {
         );
       }
       if (entry.isDirectory) {
-        await this.#copyTree(from, to, `${shown}/${entry.name}`);
+        signal?.throwIfAborted();
+        await this.#copyTree(from, to, `${shown}/${entry.name}`, signal);
       } else {
         const checked = await this.#checkWrite("copy to", to);
-        await this.#copyFile(from, from, `${shown}/${entry.name}`, checked);
+        signal?.throwIfAborted();
+        await this.#copyFile(from, from, `${shown}/${entry.name}`, checked, signal);
       }
     }
   }
@@ -767,13 +799,19 @@ export class FsOps {
     return io(action, path, () => this.#policy.checkWrite(path, { action, followFinal }));
   }
 
-  #write(action: string, shown: string, resolved: string, data: ConfinedData): Promise<void> {
-    if (this.#confined) return this.#confined.writeFile(action, shown, resolved, data);
+  #write(
+    action: string,
+    shown: string,
+    resolved: string,
+    data: ConfinedData,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    if (this.#confined) return this.#confined.writeFile(action, shown, resolved, data, signal);
     return io(action, shown, () => Deno.writeFile(resolved, data));
   }
 
-  #mkdir(shown: string, resolved: string, recursive: boolean): Promise<void> {
-    if (this.#confined) return this.#confined.mkdir(shown, resolved, recursive);
+  #mkdir(shown: string, resolved: string, recursive: boolean, signal?: AbortSignal): Promise<void> {
+    if (this.#confined) return this.#confined.mkdir(shown, resolved, recursive, signal);
     return io("create directory", shown, () => Deno.mkdir(resolved, { recursive }));
   }
 
@@ -783,6 +821,7 @@ export class FsOps {
     source: string,
     destinationShown: string,
     destination: string,
+    signal?: AbortSignal,
   ): Promise<void> {
     await requireRegularFile("copy", sourceShown, source, false);
     await requireRegularFile("copy to", destinationShown, destination, true);
@@ -814,7 +853,7 @@ export class FsOps {
       return;
     }
     const file = await io("copy", sourceShown, () => Deno.open(source, { read: true }));
-    await this.#confined.writeFile("copy to", destinationShown, destination, file.readable);
+    await this.#confined.writeFile("copy to", destinationShown, destination, file.readable, signal);
   }
 
   #tooLarge(path: string, size: number, limit?: { maxBytes: number; why: string }): RpcError {

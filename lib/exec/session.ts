@@ -475,7 +475,7 @@ class SessionConnection implements SessionAttachment {
       if (raw !== null && typeof raw === "object") refuseCodexSandbox(raw as Params);
       if (method === "fs/readFile") return this.#readFile(raw, request.id);
       if (method === "fs/readDirectory") return this.#readDirectory(raw, request.id);
-      return this.#context.fs.call(method, raw);
+      return this.#context.fs.call(method, raw, request.signal);
     }
     throw new RpcError(
       METHOD_NOT_FOUND,
