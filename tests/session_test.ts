@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { RpcError } from "../lib/errors.ts";
-import { Executor, type ExecutorOptions } from "../lib/exec/executor.ts";
+import { Executor, type ExecutorOptions, MAX_FS_CALLS_IN_FLIGHT } from "../lib/exec/executor.ts";
 import { FsOps } from "../lib/exec/fs_ops.ts";
 import { ProcessTable } from "../lib/exec/process_table.ts";
 import { SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
 import {
+  MAX_FS_CALLS_PER_CONNECTION,
   MAX_UNCOUNTED_READ_WAITS,
   serveSession,
   type SessionContext,
@@ -234,6 +235,104 @@ Deno.test("Session: past MAX_UNCOUNTED_READ_WAITS long polls count, and 64 that 
     1_000,
   );
   assert.ok(answered > 0, "the terminate waited for a counted poll to end");
+});
+
+/**
+ * Holds a write lease on `path` (perl's fcntl F_SETLEASE, SIGIO ignored): an
+ * open of the file blocks until the holder ends (or the kernel's 45 s).
+ */
+async function leaseHolder(path: string): Promise<Deno.ChildProcess> {
+  const holder = new Deno.Command("perl", {
+    args: [
+      "-e",
+      'open(my $f, "+<", $ARGV[0]) or die "open: $!"; $SIG{IO} = "IGNORE"; ' +
+      'fcntl($f, 1024, 1) or die "lease: $!"; $| = 1; print "held\\n"; sleep 60',
+      path,
+    ],
+    stdout: "piped",
+  }).spawn();
+  const reader = holder.stdout.getReader();
+  const { value } = await withDeadline(reader.read(), D, "the lease");
+  assert.equal(new TextDecoder().decode(value), "held\n");
+  reader.releaseLock();
+  holder.stdout.cancel();
+  return holder;
+}
+
+/**
+ * Blocks fs/readFile calls on a leased file, `blocked[i]` on connection i,
+ * then asks for another file's metadata on the first connection (or, with
+ * `fresh`, on a new one): resolves with whether that was answered while the
+ * reads stayed blocked (watched for 2 s: a stat takes milliseconds).
+ */
+async function metadataBesideBlockedReads(blocked: number[], fresh = false): Promise<boolean> {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_lease_" });
+  await Deno.writeTextFile(`${dir}/leased`, "x");
+  await Deno.writeTextFile(`${dir}/other`, "y");
+  await using executor = useExecutor();
+  const conns = Array.from({ length: blocked.length + (fresh ? 1 : 0) }, () => connect(executor));
+  for (const conn of conns) await conn.init();
+  const holder = await leaseHolder(`${dir}/leased`);
+  let watch: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const reads = blocked.flatMap((count, i) =>
+      Array.from(
+        { length: count },
+        () =>
+          conns[i].peer.request("fs/readFile", { path: `${dir}/leased` }, { timeoutMs: 60_000 }),
+      )
+    );
+    // A connection serves its requests in order: once a later one is answered, its reads hold slots.
+    for (let i = 0; i < blocked.length; i++) await conns[i].call("process/list", {});
+    const asker = conns[fresh ? blocked.length : 0];
+    const metadata = asker.peer.request("fs/getMetadata", { path: `${dir}/other` });
+    const answered = await Promise.race([
+      metadata.then(() => true),
+      new Promise<false>((resolve) => watch = setTimeout(() => resolve(false), 2_000)),
+    ]);
+    holder.kill("SIGKILL");
+    await holder.status;
+    await withDeadline(
+      Promise.all([...reads, metadata]),
+      10_000,
+      "every call once the lease ended",
+    );
+    return answered;
+  } finally {
+    clearTimeout(watch);
+    try {
+      holder.kill("SIGKILL");
+    } catch {
+      // Gone.
+    }
+    await holder.status;
+    for (const conn of conns) await conn[Symbol.asyncDispose]();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("Session: a connection's fs calls beyond MAX_FS_CALLS_PER_CONNECTION wait for a slot; below it they do not", async () => {
+  assert.equal(MAX_FS_CALLS_PER_CONNECTION, 8);
+  assert.equal(
+    await metadataBesideBlockedReads([MAX_FS_CALLS_PER_CONNECTION - 1]),
+    true,
+    "with a slot free, answered while the reads were blocked",
+  );
+  assert.equal(
+    await metadataBesideBlockedReads([MAX_FS_CALLS_PER_CONNECTION]),
+    false,
+    "with every slot taken by a blocked read, it waited",
+  );
+});
+
+Deno.test("Session: fs calls beyond the executor's MAX_FS_CALLS_IN_FLIGHT, all connections together, wait for a slot", async () => {
+  assert.equal(MAX_FS_CALLS_IN_FLIGHT, 16);
+  const full = Array(MAX_FS_CALLS_IN_FLIGHT / MAX_FS_CALLS_PER_CONNECTION).fill(
+    MAX_FS_CALLS_PER_CONNECTION,
+  );
+  const oneShort = [...full.slice(0, -1), MAX_FS_CALLS_PER_CONNECTION - 1];
+  assert.equal(await metadataBesideBlockedReads(oneShort, true), true, "one slot free");
+  assert.equal(await metadataBesideBlockedReads(full, true), false, "every slot taken");
 });
 
 Deno.test("Session ids are UUIDs, one per connection", async () => {

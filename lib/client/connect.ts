@@ -544,10 +544,13 @@ function explainRefusal(error: unknown, url: string): unknown {
   } else if (status === 403) why = "the rendezvous refused the token (HTTP 403)";
   else if (status === 503) why = busyRendezvous(refusal?.code);
   else if (status === 404) {
-    why =
-      `no rendezvous route answers at ${where.pathname} (HTTP 404): a path in the URL is kept ` +
-      "as the prefix of a rendezvous behind a proxy that strips it; for a local executor " +
-      "(outpost serve), connect without an executor id";
+    const prefix = where.pathname.replace(HARNESS_PATH, "");
+    why = prefix === ""
+      ? "no rendezvous route answers there (HTTP 404); for a local executor (outpost serve), " +
+        "connect without an executor id"
+      : `no rendezvous route answers at ${where.pathname} (HTTP 404): the URL's path ${prefix} ` +
+        "is kept as the prefix of a rendezvous behind a proxy that strips it; for a local " +
+        "executor (outpost serve), connect without an executor id";
   } else if (status !== undefined) why = `the rendezvous answered HTTP ${status}`;
   if (why === undefined) return error;
   return new RelayClosedError(`Cannot connect to ${target} at ${where.host}: ${why}`, {

@@ -20,12 +20,22 @@ import {
 import { FsOps } from "./fs_ops.ts";
 import { ProcessLimiter, ProcessTable } from "./process_table.ts";
 import { SandboxPolicy } from "./sandbox_policy.ts";
+import { CallSlots } from "./_call_slots.ts";
 import { DEFAULT_MAX_WAIT_MS, serveSession } from "./session.ts";
 import {
   DEFAULT_MAX_SESSIONS,
   DEFAULT_SESSION_TTL_MS,
   SessionRegistry,
 } from "./session_registry.ts";
+
+/**
+ * The most fs calls in flight on one executor, all connections together.
+ * Deno 2.9 runs at most 32 blocking file operations at once (measured: with
+ * 32 opens waiting out a file lease, every `Deno.stat` of the process
+ * waited too), so calls that never return may take half of them, and the
+ * executor's own file work (starting programs, checking paths) keeps the rest.
+ */
+export const MAX_FS_CALLS_IN_FLIGHT = 16;
 
 /** The default number of live processes per executor, over all sessions. */
 export const DEFAULT_MAX_EXECUTOR_PROCESSES: number = 256;
@@ -123,6 +133,8 @@ function checkOptions(options: ExecutorOptions): void {
 export class Executor implements AsyncDisposable {
   #registry: SessionRegistry;
   #fs: FsOps;
+  /** fs calls in flight over all connections (see {@linkcode MAX_FS_CALLS_IN_FLIGHT}). */
+  #fsSlots = new CallSlots(MAX_FS_CALLS_IN_FLIGHT);
   #cwd: string;
   #minConfinement: Confinement;
   #maxMessageBytes: number;
@@ -224,6 +236,7 @@ export class Executor implements AsyncDisposable {
     const served = serveSession(channel, {
       registry: this.#registry,
       fs: this.#fs,
+      fsSlots: this.#fsSlots,
       environmentInfo: () => this.#info(),
       maxMessageBytes: this.#maxMessageBytes,
       maxWaitMs: this.#maxWaitMs,

@@ -43,6 +43,7 @@ import type {
   ReadResult,
 } from "./process_table.ts";
 import type { SessionAttachment, SessionRecord, SessionRegistry } from "./session_registry.ts";
+import { CallSlots } from "./_call_slots.ts";
 import {
   absolutePath,
   base64Bytes,
@@ -58,6 +59,14 @@ import {
   stringRecord,
   wellFormed,
 } from "./_params.ts";
+
+/**
+ * The most fs calls one connection has in flight; more wait their turn. With
+ * the executor's own bound (see {@linkcode SessionContext.fsSlots}) this keeps
+ * calls that never return (an open waiting out a file lease, a FIFO) from
+ * taking every blocking thread of the executor.
+ */
+export const MAX_FS_CALLS_PER_CONNECTION = 8;
 
 /** The default cap on `waitMs` of `process/read`: 30 s. */
 export const DEFAULT_MAX_WAIT_MS: number = 30_000;
@@ -143,6 +152,11 @@ export interface SessionContext {
   registry: SessionRegistry;
   /** The fs method handler. */
   fs: FsOps;
+  /**
+   * The executor's bound on fs calls in flight, all connections together
+   * (each connection also keeps to {@linkcode MAX_FS_CALLS_PER_CONNECTION}).
+   */
+  fsSlots?: CallSlots;
   /** Produces the `environment/info` result. */
   environmentInfo: () => Promise<EnvironmentInfo>;
   /** The message size limit of the connection. */
@@ -326,6 +340,8 @@ class SessionConnection implements SessionAttachment {
   #phase: Phase = "new";
   #session: SessionRecord | null = null;
   #maxWaitMs: number;
+  /** This connection's fs calls in flight (see {@linkcode MAX_FS_CALLS_PER_CONNECTION}). */
+  #fsSlots = new CallSlots(MAX_FS_CALLS_PER_CONNECTION);
   /** Long polls waiting uncounted (see {@linkcode MAX_UNCOUNTED_READ_WAITS}). */
   #uncountedReadWaits = 0;
   #starting = new Set<string>();
@@ -473,9 +489,16 @@ class SessionConnection implements SessionAttachment {
     if (FS_METHODS.has(method)) {
       this.#requireReady(method);
       if (raw !== null && typeof raw === "object") refuseCodexSandbox(raw as Params);
-      if (method === "fs/readFile") return this.#readFile(raw, request.id);
-      if (method === "fs/readDirectory") return this.#readDirectory(raw, request.id);
-      return this.#context.fs.call(method, raw, request.signal);
+      const call = (): Promise<unknown> => {
+        if (method === "fs/readFile") return this.#readFile(raw, request.id);
+        if (method === "fs/readDirectory") return this.#readDirectory(raw, request.id);
+        return this.#context.fs.call(method, raw, request.signal);
+      };
+      const executorWide = this.#context.fsSlots;
+      return this.#fsSlots.run(
+        () => executorWide ? executorWide.run(call, request.signal) : call(),
+        request.signal,
+      );
     }
     throw new RpcError(
       METHOD_NOT_FOUND,
