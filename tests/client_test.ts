@@ -1466,6 +1466,41 @@ Deno.test("connect backs off, and gives up at the detach window, when every new 
   assert.ok(reconnected <= sockets);
 });
 
+Deno.test("connect keeps a session whose sockets carry output but drop every second, past the detach window", async () => {
+  await using proxy = new PathPrefixProxy("/p");
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-drops",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using conn = await connect(proxy.url, {
+    executorId: "box-drops",
+    token: SERVER_TOKEN,
+    detachWindowMs: 2_000,
+  });
+  // 12 lines, 0.5 s apart: 6 s, three windows; the socket is cut after every second line.
+  const child = new RemoteCommand(conn, "sh", {
+    args: ["-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo $i; sleep 0.5; done"],
+  }).spawn();
+  let text = "";
+  let cuts = 0;
+  for await (const chunk of child.stdout) {
+    text += new TextDecoder().decode(chunk);
+    const lines = text.split("\n").length - 1;
+    if (lines >= 2 * (cuts + 1) && lines < 12) {
+      cuts++;
+      proxy.cut();
+    }
+  }
+  assert.equal((await withDeadline(child.status, 10_000, "status")).code, 0);
+  assert.equal(text, "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n12\n");
+  assert.ok(cuts >= 4, `${cuts} cuts`);
+  assert.equal(conn.closeReason, undefined);
+});
+
 Deno.test("connect claims no outage while it reconnects, nor after the caller closes it meanwhile", async () => {
   const rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
   await using executor = runExecutor({

@@ -24,10 +24,11 @@ import { MAX_TIMER_MS } from "../_limits.ts";
 /** Default timeout of connect plus `initialize`, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /**
- * How long a reconnected socket must stay up to end an outage: one that
- * closes sooner (a proxy that accepts and drops at once) is reconnected
- * after a growing delay, and the detach window still runs from the first
- * loss, so such flapping neither spins nor goes on for ever.
+ * How long a reconnected socket that received nothing must stay up to end
+ * an outage: one that closes sooner without a frame (a proxy that accepts and
+ * drops at once) is reconnected after a growing delay, and the detach window
+ * still runs from the first loss, so such flapping neither spins nor goes on
+ * for ever. A socket that carried frames ends the outage however short-lived.
  */
 export const STABLE_SOCKET_MS = 5_000;
 
@@ -659,7 +660,9 @@ async function openRendezvous(
       const info = await abortable(socket.closed, stop.signal).catch(() => null);
       if (info === null || stop.signal.aborted) return;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
-      const flapped = outageSince !== null && Date.now() - upSince < STABLE_SOCKET_MS;
+      // Short-lived and silent: nothing came back on it (not even the peer's resume).
+      const flapped = outageSince !== null && Date.now() - upSince < STABLE_SOCKET_MS &&
+        socket.framesReceived === 0;
       if (!flapped) {
         outageSince = Date.now();
         wait = 100;
