@@ -535,6 +535,42 @@ Deno.test("ProcessTable forgets the processes that closed first, not those start
   await collect(table, "next");
 });
 
+Deno.test("ProcessTable terminate soon after the leader exited kills a worker its leftover forked after the exit", async () => {
+  const token = uniqueSleep();
+  const dir = await Deno.makeTempDir({ prefix: "outpost_late_" });
+  await using table = new ProcessTable({ killGraceMs: 500 });
+  try {
+    // A helper (started before the exit) forks the worker once the leader has exited, marks it,
+    // and exits: no member that started before the exit is left, and the worker holds stdout.
+    await table.start({
+      processId: "p",
+      argv: [
+        "sh",
+        "-c",
+        `(while [ ! -e ${dir}/go ]; do sleep 0.05; done; sleep ${token} & : > ${dir}/forked) & echo ready`,
+      ],
+    });
+    await until(
+      async () => (await table.read("p", { maxBytes: 0 })).exited,
+      5_000,
+      "the leader exited",
+    );
+    // Pacing, not a wait for an event: the worker starts over a second after the exit, so no
+    // start time proves the group the program's (what counts once the exit is long past).
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await Deno.writeTextFile(`${dir}/go`, "");
+    await until(() => exists(`${dir}/forked`), 5_000, "the worker forked");
+    await waitForPids(`sleep ${token}`, 1);
+    assert.equal((await table.read("p", { maxBytes: 0 })).closed, false, "its stdout still held");
+    await table.terminate("p");
+    await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "the worker killed");
+    assert.equal((await collect(table, "p")).last.closed, true);
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("ProcessTable close kills what forgotten processes left: a background child and a terminal's job", async () => {
   const plain = uniqueSleep();
   const job = uniqueSleep();

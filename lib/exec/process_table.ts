@@ -120,6 +120,13 @@ const MAX_PIPE_BYTES = 1024 * 1024;
  * many short programs keeps a bounded list, and its end one `ps` run.
  */
 export const MAX_FORGOTTEN_GROUPS = 1024;
+/**
+ * For this long after a program's leader exited, its group (and session)
+ * number is taken to be its own still: a newcomer could have it only if the
+ * pids wrapped around (pid_max of them, 32,768 at least) since. Later, only
+ * members that prove the group never emptied are signalled (see `leftoverPids`).
+ */
+const GROUP_REUSE_SAFE_MS = 10_000;
 /** The end-of-file key a terminal's line discipline reads (`VEOF`, Ctrl-D). */
 const CTRL_D = new Uint8Array([0x04]);
 /**
@@ -1473,7 +1480,28 @@ export class ProcessTable implements AsyncDisposable {
   #killLeftovers(record: ProcessRecord): void {
     const program = this.#endedProgram(record);
     if (program.groups.length === 0) return;
-    this.#track(this.#killLeftoversOf([program]).catch(() => {}));
+    const recent = program.exitedAgoMs < GROUP_REUSE_SAFE_MS;
+    this.#track(
+      (recent
+        ? this.#killRecentLeftovers(record, program.groups)
+        : this.#killLeftoversOf([program]))
+        .catch(() => {}),
+    );
+  }
+
+  /**
+   * KILLs a program's groups (and terminal session) whole, soon after its
+   * leader exited: their numbers cannot name a newcomer's yet, so members
+   * that started after the exit (a worker a leftover forked later) are its
+   * own too, and no `ps` is needed.
+   */
+  async #killRecentLeftovers(record: ProcessRecord, groups: readonly number[]): Promise<void> {
+    const helper = await this.#helper();
+    if (helper === null) return;
+    await Promise.all([
+      killProcessGroups(helper, groups, "SIGKILL"),
+      this.#killSession(record, helper, "SIGKILL"),
+    ]);
   }
 
   /** What {@linkcode leftoverPids} needs to know of a closed record. */
@@ -1514,11 +1542,12 @@ export class ProcessTable implements AsyncDisposable {
    * program that does not ignore SIGHUP.
    */
   async #signalTree(record: ProcessRecord, signal: Deno.Signal): Promise<void> {
-    if (record.state === "exited") {
-      // The leader is gone (a descendant holds its output open): its group's
-      // number may belong to a newcomer now, so only what is provably its own
-      // is signalled.
-      await this.#signalLeftovers([this.#endedProgram(record)], signal);
+    const ended = record.state === "exited" ? this.#endedProgram(record) : null;
+    if (ended !== null && ended.exitedAgoMs >= GROUP_REUSE_SAFE_MS) {
+      // The leader is long gone (a descendant holds its output open): its
+      // group's number may belong to a newcomer now, so only what is provably
+      // its own is signalled.
+      await this.#signalLeftovers([ended], signal);
       return;
     }
     const helper = await this.#helper();
