@@ -23,7 +23,7 @@ import { RemoteCommand } from "./lib/client/remote_command.ts";
 import { type RemoteProcess, signalExitCode } from "./lib/client/remote_process.ts";
 import { RpcError } from "./lib/errors.ts";
 import type { Executor } from "./lib/exec/executor.ts";
-import { withoutUserinfo } from "./lib/_userinfo.ts";
+import { shownUnparsedUrl } from "./lib/_userinfo.ts";
 import { createLogger } from "./lib/server/_logger.ts";
 import type { LogFormat, Logger, LogLevel } from "./lib/server/_logger.ts";
 import { readToken } from "./lib/server/_token.ts";
@@ -896,7 +896,7 @@ function checkExecTarget(url: string, executorId: string | undefined, cwd: strin
   try {
     parsed = new URL(url);
   } catch {
-    throw new UsageError(`Cannot use --url ${withoutUserinfo(url)}: it is not a URL`);
+    throw new UsageError(`Cannot use --url ${shownUnparsedUrl(url)}: it is not a URL`);
   }
   if (parsed.username !== "" || parsed.password !== "") {
     // Not echoed: the message would print the password.

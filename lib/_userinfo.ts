@@ -1,23 +1,23 @@
 /**
  * Keeps a URL's user and password out of messages, for strings that may not
- * even parse as a URL (`ws://alice:pa/ss@host` does not): whatever stands
- * between the scheme's `//` and the last `@` before the path.
+ * even parse as a URL (`ws://alice:pa/ss@host` does not, nor `ws:/a:b@host`),
+ * where no rule can tell reliably which part is a password: such a string is
+ * not shown at all when it holds an `@`.
  *
  * @module
  */
 
-const USERINFO = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^@]*@/;
-
 /**
- * The text with a URL's user information replaced by `[redacted]`.
+ * `raw` as it may appear in a message.
  *
- * @param raw A URL, or what was meant to be one.
- * @returns `raw` without its user information.
+ * @param raw What was meant to be a URL (and did not parse).
+ * @returns `raw` when it holds no `@`; otherwise a note in its place.
  * @example
  * ```ts ignore
- * withoutUserinfo("ws://alice:s3cret@host:1/x"); // "ws://[redacted]@host:1/x"
+ * shownUnparsedUrl("ws://host:99999"); // "ws://host:99999"
+ * shownUnparsedUrl("ws://alice:pa/ss@host"); // "(not shown: it holds an @, as a password would)"
  * ```
  */
-export function withoutUserinfo(raw: string): string {
-  return raw.replace(USERINFO, "$1[redacted]@");
+export function shownUnparsedUrl(raw: string): string {
+  return raw.includes("@") ? "(not shown: it holds an @, as a password would)" : raw;
 }

@@ -479,7 +479,14 @@ Deno.test("cli: credentials in exec's --url or executor's --registry are a usage
   assert.match(executor.stderr, /Cannot use registry URL: it must not carry credentials/);
   for (const log of [run.stderr, executor.stderr]) assert.doesNotMatch(log, /hunter2pw/);
   // Nor when the password makes the URL unparsable, or the scheme is wrong too.
-  for (const url of ["ws://user:hunter2/pw@127.0.0.1:9", "ftp://user:hunter2pw@127.0.0.1:9"]) {
+  for (
+    const url of [
+      "ws://user:hunter2/pw@127.0.0.1:9",
+      "ws:user:hunter2/pw@127.0.0.1:9",
+      "ws://user:a@b:hunter2/pw@127.0.0.1:9",
+      "ftp://user:hunter2pw@127.0.0.1:9",
+    ]
+  ) {
     await using bad = exec(["--url", url, "--", "true"]);
     assert.equal((await bad.finished()).code, 2, bad.stderr);
     assert.doesNotMatch(bad.stderr, /hunter2/);

@@ -18,7 +18,7 @@ import { GatedChannel } from "./_gated_channel.ts";
 import { openWebSocketChannel } from "./_websocket_channel.ts";
 import { RemoteFs } from "./remote_fs.ts";
 import type { ProcessTransport } from "./remote_process.ts";
-import { withoutUserinfo } from "../_userinfo.ts";
+import { shownUnparsedUrl } from "../_userinfo.ts";
 import { MAX_TIMER_MS } from "../_limits.ts";
 
 /** Default timeout of connect plus `initialize`, in milliseconds. */
@@ -487,7 +487,7 @@ function parseUrl(raw: string | URL): URL {
   try {
     url = new URL(raw);
   } catch {
-    throw new TypeError(`Cannot connect: "${withoutUserinfo(String(raw))}" is not a URL`);
+    throw new TypeError(`Cannot connect: "${shownUnparsedUrl(String(raw))}" is not a URL`);
   }
   if (url.protocol === "http:") url.protocol = "ws:";
   else if (url.protocol === "https:") url.protocol = "wss:";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { withoutUserinfo } from "../_userinfo.ts";
+import { shownUnparsedUrl } from "../_userinfo.ts";
 import { ProtocolError } from "../errors.ts";
 
 /** Longest executor id accepted (it becomes one URL path segment). */
@@ -76,7 +76,7 @@ export function normalizeRegistryUrl(registry: string): string {
   try {
     url = new URL(trimmed);
   } catch {
-    throw new TypeError(`Cannot use registry URL: "${withoutUserinfo(trimmed)}" is not a URL`);
+    throw new TypeError(`Cannot use registry URL: "${shownUnparsedUrl(trimmed)}" is not a URL`);
   }
   if (url.protocol === "ws:") url.protocol = "http:";
   else if (url.protocol === "wss:") url.protocol = "https:";
