@@ -427,8 +427,13 @@ export class Connection implements AsyncDisposable, ProcessTransport {
  */
 /** A harness path, after any prefix a path-stripping proxy serves the rendezvous under. */
 const HARNESS_PATH = /\/harness\/[^/]+\/?$/;
-/** Where the rendezvous's own routes begin in a path; what comes before is a proxy's prefix. */
-const RENDEZVOUS_ROUTE = /\/(?:harness|executor|cloud)(?:\/|$)/;
+/**
+ * A rendezvous route at the end of a path (a harness or executor socket, a
+ * registry call); what comes before is a proxy's prefix, which may itself
+ * hold such words (`/cloud/outpost`).
+ */
+const RENDEZVOUS_ROUTE =
+  /\/(?:harness\/[^/]+|executor\/[^/]+|cloud\/(?:executor|environment)\/[^/]+\/[^/]+)\/?$/;
 
 function isHarnessUrl(url: URL): boolean {
   return url.searchParams.get("role") === "harness" || HARNESS_PATH.test(url.pathname);
@@ -439,8 +444,8 @@ function isHarnessUrl(url: URL): boolean {
  *
  * @param url The rendezvous URL or a full harness URL. Its path is kept as a
  *   prefix (a rendezvous behind a proxy that serves it under a path and strips
- *   it, as `--public-url` allows), up to the first of the rendezvous's own
- *   routes (`/harness/`, `/executor/`, `/cloud/`), which is dropped.
+ *   it, as `--public-url` allows), less a route of the rendezvous's own it
+ *   ends with (`/harness/ID`, `/executor/ID`, `/cloud/executor/ID/connect`).
  * @param executorId The executor id, or undefined when `url` already is a harness URL.
  * @returns The harness URL.
  * @throws {TypeError} When neither an executor id nor a harness URL
@@ -460,8 +465,7 @@ export function harnessUrl(url: URL, executorId: string | undefined): string {
       `Cannot use executor id "${executorId}": only 1..256 ASCII letters, digits, "-" and "_" are allowed`,
     );
   }
-  const route = url.pathname.search(RENDEZVOUS_ROUTE);
-  const prefix = (route < 0 ? url.pathname : url.pathname.slice(0, route)).replace(/\/+$/, "");
+  const prefix = url.pathname.replace(RENDEZVOUS_ROUTE, "").replace(/\/+$/, "");
   return `${url.protocol}//${url.host}${prefix}/harness/${executorId}?role=harness`;
 }
 
