@@ -156,6 +156,14 @@ Deno.test("FsOps refuses to remove or copy a tree holding a name that is not val
     "not valid UTF-8",
   );
   assert.ok((await Deno.lstat(`${f.dir}/tree`)).isDirectory, "nothing was removed");
+  // A file under such a name has no depth to check: removed with the rest.
+  const file = await new Deno.Command("sh", {
+    args: ["-c", `mkdir build && : > "build/caf$(printf '\\351').txt"`],
+    cwd: f.dir,
+  }).output();
+  assert.equal(file.code, 0);
+  assert.deepEqual(await f.call("fs/remove", { path: `${f.dir}/build`, recursive: true }), {});
+  await assert.rejects(Deno.lstat(`${f.dir}/build`), Deno.errors.NotFound);
   // Two entries listed under one name: one would be lost, or copied as the other.
   await rpcFails(
     f.call("fs/copy", {

@@ -163,14 +163,16 @@ async function checkRemoveDepth(shown: string, root: string): Promise<void> {
   let unnamable: string | null = null;
   const read = async (directory: string): Promise<void> => {
     try {
-      const names: string[] = [];
+      const directories: string[] = [];
       for await (const entry of Deno.readDir(directory)) {
-        names.push(entry.name);
-        if (entry.isDirectory) pending.push(`${directory}/${entry.name}`);
+        if (!entry.isDirectory) continue;
+        directories.push(entry.name);
+        pending.push(`${directory}/${entry.name}`);
       }
       // A directory under a name that leads nowhere would go unwalked: its
-      // depth unchecked, the remove could overflow the stack (it aborted the executor).
-      unnamable ??= await unnamableEntry(directory, names);
+      // depth unchecked, the remove could overflow the stack (it aborted the
+      // executor). Files have no depth: the remove takes them by their bytes.
+      unnamable ??= await unnamableEntry(directory, directories);
     } catch (error) {
       // Anything else, or the path itself too long: the remove says why.
       if (directory !== root && (error as { code?: string })?.code === "ENAMETOOLONG") {
