@@ -1473,9 +1473,10 @@ export class ProcessTable implements AsyncDisposable {
    * background children that outlived it with the output redirected
    * (`sh -c 'daemon >/dev/null &'`).
    * While the record is retained (forgotten ones wait for the table's close:
-   * see `#killForgottenLeftovers`), and only groups (and a session) whose
-   * leader's pid is still free; an empty group gets nothing (the helper's kill
-   * fails quietly).
+   * see `#killForgottenLeftovers`). Within {@linkcode GROUP_REUSE_SAFE_MS} of
+   * the leader's exit the groups are killed whole; later, only what
+   * {@linkcode leftoverPids} proves the program's. An empty group gets nothing
+   * (the helper's kill fails quietly).
    */
   #killLeftovers(record: ProcessRecord): void {
     const program = this.#endedProgram(record);
