@@ -9,6 +9,7 @@ import {
   type ProcessEvent,
   ProcessLimiter,
   ProcessTable,
+  type ReadResult,
   TIMEOUT_EXIT_CODE,
 } from "../lib/exec/process_table.ts";
 import {
@@ -458,21 +459,7 @@ Deno.test("ProcessTable terminate keeps a program's own output in the pipe for a
     // Pacing: the reader starts once the pipe's cancel is due (KILL plus a grace),
     await new Promise((resolve) => setTimeout(resolve, grace * 3));
     // then takes 8 KiB every 50 ms (pacing): 160 KB/s, slower than a 64 KiB pipe per 100 ms grace.
-    const got = await withDeadline(
-      (async () => {
-        let afterSeq = 0;
-        let bytes = 0;
-        for (;;) {
-          const result = await table.read("p", { afterSeq, maxBytes: 8192, waitMs: 1_000 });
-          for (const chunk of result.chunks) bytes += chunk.chunk.byteLength;
-          afterSeq = result.nextSeq - 1;
-          if (result.closed) return { bytes, result };
-          await new Promise((resolve) => setTimeout(resolve, 50));
-        }
-      })(),
-      20_000,
-      "reading it all",
-    );
+    const got = await readSlowly(table, "p", 50);
     assert.equal(got.bytes, total);
     assert.equal(got.result.failure, null);
   } finally {
@@ -732,6 +719,32 @@ Deno.test("ProcessTable closes a terminated process whose escaped writer keeps i
   }
 });
 
+/**
+ * Reads a process to its close, 8 KiB at a time with `pauseMs` between reads
+ * (pacing: a reader slower than the pipe), within 20 s.
+ */
+function readSlowly(
+  table: ProcessTable,
+  processId: string,
+  pauseMs: number,
+): Promise<{ bytes: number; result: ReadResult }> {
+  return withDeadline(
+    (async () => {
+      let afterSeq = 0;
+      let bytes = 0;
+      for (;;) {
+        const result = await table.read(processId, { afterSeq, maxBytes: 8192, waitMs: 1_000 });
+        for (const chunk of result.chunks) bytes += chunk.chunk.byteLength;
+        afterSeq = result.nextSeq - 1;
+        if (result.closed) return { bytes, result };
+        await new Promise((resolve) => setTimeout(resolve, pauseMs));
+      }
+    })(),
+    20_000,
+    "reading it all",
+  );
+}
+
 /** Whether a path exists (a mark file a test's program leaves). */
 async function exists(path: string): Promise<boolean> {
   try {
@@ -815,21 +828,7 @@ Deno.test("ProcessTable terminate keeps a full 1 MiB pipe, the most a program ma
     // Pacing: the reader starts once the pipe's cancel is due (KILL plus a grace),
     await new Promise((resolve) => setTimeout(resolve, grace * 3));
     // then takes 8 KiB every 10 ms (pacing): the 1 MiB in the pipe lasts many graces.
-    const got = await withDeadline(
-      (async () => {
-        let afterSeq = 0;
-        let bytes = 0;
-        for (;;) {
-          const result = await table.read("p", { afterSeq, maxBytes: 8192, waitMs: 1_000 });
-          for (const chunk of result.chunks) bytes += chunk.chunk.byteLength;
-          afterSeq = result.nextSeq - 1;
-          if (result.closed) return { bytes, result };
-          await new Promise((resolve) => setTimeout(resolve, 10));
-        }
-      })(),
-      20_000,
-      "reading it all",
-    );
+    const got = await readSlowly(table, "p", 10);
     assert.equal(got.bytes, total, "all of the program's own output, the full pipe included");
     assert.equal(got.result.exitCode, 143);
     assert.equal(got.result.failure, null);
