@@ -156,6 +156,17 @@ Deno.test("FsOps refuses to remove or copy a tree holding a name that is not val
     "not valid UTF-8",
   );
   assert.ok((await Deno.lstat(`${f.dir}/tree`)).isDirectory, "nothing was removed");
+  // Nor when a real file holds the name the directory is listed under.
+  const mixed = await new Deno.Command("sh", {
+    args: ["-c", `mkdir -p "mixed/t$(printf '\\377')/a" && : > "mixed/t\u{FFFD}"`],
+    cwd: f.dir,
+  }).output();
+  assert.equal(mixed.code, 0);
+  await rpcFails(
+    f.call("fs/remove", { path: `${f.dir}/mixed`, recursive: true }),
+    -32602,
+    "not valid UTF-8",
+  );
   // A file under such a name has no depth to check: removed with the rest.
   const file = await new Deno.Command("sh", {
     args: ["-c", `mkdir build && : > "build/caf$(printf '\\351').txt"`],

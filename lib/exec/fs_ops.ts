@@ -112,35 +112,32 @@ export const LISTING_ENTRY_BYTES = 67;
 const WALK_READS_AT_ONCE = 8;
 
 /**
- * Refuses a recursive remove of a tree whose paths grow past the 4,095 bytes
- * the system takes, before anything is removed: Deno's recursive remove
- * reaches deeper (relative to each directory) but recurses once per level on
- * a thread whose stack overflows past about 10,000 levels, which aborts the
- * whole executor; paths within the system's limit stay near 2,000 levels.
- * Walks directories only, never through a link (a link, even to a directory,
- * is removed as a link: nothing below it is read), {@linkcode
- * WALK_READS_AT_ONCE} at a time. (A program that deepens the tree meanwhile
- * could still crash an executor it could kill anyway: below `os` it runs as
- * the executor's user; at `os` the remove runs `rm`.)
- */
-/**
  * The first name of a listing that does not name its entry: Deno lists a
  * name that is not valid UTF-8 with U+FFFD in place of the bad bytes, so
  * that name leads nowhere, or to another entry (`x\xff` listed beside a real
  * `x\ufffd`). Such an entry cannot be walked, copied or removed by name.
  *
  * @param directory The directory listed.
- * @param names The names it listed.
- * @returns The first such name, or null.
+ * @param entries What it listed.
+ * @param which The entries that matter (all, by default).
+ * @returns The first such name among them, or null.
  */
-async function unnamableEntry(directory: string, names: string[]): Promise<string | null> {
-  const seen = new Set<string>();
-  for (const name of names) {
-    if (!name.includes("\uFFFD")) continue;
-    if (seen.has(name)) return name;
-    seen.add(name);
-    const found = await Deno.lstat(`${directory}/${name}`).then(() => true, () => false);
-    if (!found) return name;
+async function unnamableEntry(
+  directory: string,
+  entries: Deno.DirEntry[],
+  which: (entry: Deno.DirEntry) => boolean = () => true,
+): Promise<string | null> {
+  // Duplicates among all the names: a directory listed as `t\ufffd` beside a
+  // real file `t\ufffd` is as unnamable as one that leads nowhere.
+  const counts = new Map<string, number>();
+  for (const { name } of entries) {
+    if (name.includes("\uFFFD")) counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  for (const entry of entries) {
+    if (!counts.has(entry.name) || !which(entry)) continue;
+    if (counts.get(entry.name)! > 1) return entry.name;
+    const info = await Deno.lstat(`${directory}/${entry.name}`).catch(() => null);
+    if (info === null || info.isDirectory !== entry.isDirectory) return entry.name;
   }
   return null;
 }
@@ -155,6 +152,18 @@ function unnamableError(action: string, shown: string, name: string): RpcError {
   );
 }
 
+/**
+ * Refuses a recursive remove of a tree whose paths grow past the 4,095 bytes
+ * the system takes, before anything is removed: Deno's recursive remove
+ * reaches deeper (relative to each directory) but recurses once per level on
+ * a thread whose stack overflows past about 10,000 levels, which aborts the
+ * whole executor; paths within the system's limit stay near 2,000 levels.
+ * Walks directories only, never through a link (a link, even to a directory,
+ * is removed as a link: nothing below it is read), {@linkcode
+ * WALK_READS_AT_ONCE} at a time. (A program that deepens the tree meanwhile
+ * could still crash an executor it could kill anyway: below `os` it runs as
+ * the executor's user; at `os` the remove runs `rm`.)
+ */
 async function checkRemoveDepth(shown: string, root: string): Promise<void> {
   const info = await Deno.lstat(root).catch(() => null);
   if (info === null || !info.isDirectory) return; // a link, a file, or gone: the remove says
@@ -163,16 +172,15 @@ async function checkRemoveDepth(shown: string, root: string): Promise<void> {
   let unnamable: string | null = null;
   const read = async (directory: string): Promise<void> => {
     try {
-      const directories: string[] = [];
+      const entries: Deno.DirEntry[] = [];
       for await (const entry of Deno.readDir(directory)) {
-        if (!entry.isDirectory) continue;
-        directories.push(entry.name);
-        pending.push(`${directory}/${entry.name}`);
+        entries.push(entry);
+        if (entry.isDirectory) pending.push(`${directory}/${entry.name}`);
       }
       // A directory under a name that leads nowhere would go unwalked: its
       // depth unchecked, the remove could overflow the stack (it aborted the
       // executor). Files have no depth: the remove takes them by their bytes.
-      unnamable ??= await unnamableEntry(directory, directories);
+      unnamable ??= await unnamableEntry(directory, entries, (entry) => entry.isDirectory);
     } catch (error) {
       // Anything else, or the path itself too long: the remove says why.
       if (directory !== root && (error as { code?: string })?.code === "ENAMETOOLONG") {
@@ -757,7 +765,7 @@ export class FsOps {
       for await (const entry of Deno.readDir(source)) entries.push(entry);
     });
     // Else such files were copied under another file's name, or not at all, and reported done.
-    const unnamable = await unnamableEntry(source, entries.map((entry) => entry.name));
+    const unnamable = await unnamableEntry(source, entries);
     if (unnamable !== null) throw unnamableError("copy", source, unnamable);
     for (const entry of entries) {
       const from = `${source}/${entry.name}`;
