@@ -28,9 +28,15 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
  * an outage: one that closes sooner without a frame (a proxy that accepts and
  * drops at once) is reconnected after a growing delay, and the detach window
  * still runs from the first loss, so such flapping neither spins nor goes on
- * for ever. A socket that carried frames ends the outage however short-lived.
+ * for ever. One that carried frames needs only {@linkcode USEFUL_SOCKET_MS}.
  */
 export const STABLE_SOCKET_MS = 5_000;
+/**
+ * How long a reconnected socket that received frames must stay up to end an
+ * outage: a link that drops every few seconds but carries output keeps its
+ * session; a proxy that passes one frame and drops does not spin the client.
+ */
+export const USEFUL_SOCKET_MS = 500;
 
 /** Something the connection did, for logs. Never carries a token. */
 export type ConnectionEvent =
@@ -664,9 +670,13 @@ async function openRendezvous(
       const info = await abortable(socket.closed, stop.signal).catch(() => null);
       if (info === null || stop.signal.aborted) return;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
-      // Short-lived and silent: nothing came back on it (not even the peer's resume).
-      const flapped = outageSince !== null && Date.now() - upSince < STABLE_SOCKET_MS &&
-        socket.framesReceived === 0;
+      // A socket that held (STABLE_SOCKET_MS), or carried frames for a while
+      // (USEFUL_SOCKET_MS), ends the outage; one that closed sooner (a proxy
+      // that accepts and drops, even after passing a frame on) does not: the
+      // next waits, and the window still runs from the first loss.
+      const lived = Date.now() - upSince;
+      const flapped = outageSince !== null && lived < STABLE_SOCKET_MS &&
+        !(socket.framesReceived > 0 && lived >= USEFUL_SOCKET_MS);
       if (!flapped) {
         outageSince = Date.now();
         wait = 100;

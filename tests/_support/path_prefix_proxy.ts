@@ -25,6 +25,8 @@ export class PathPrefixProxy implements AsyncDisposable {
   acceptAndDrop = false;
   /** WebSocket upgrades accepted so far, dropped ones included. */
   upgrades = 0;
+  /** When set, each new bridge closes right after passing this many messages down. */
+  dropAfterMessagesDown: number | null = null;
 
   /** @param prefix The path prefix, e.g. `/prefix` (no trailing slash). */
   constructor(readonly prefix: string) {
@@ -82,8 +84,12 @@ export class PathPrefixProxy implements AsyncDisposable {
     socket.onmessage = (event) => {
       if (upstream.readyState === WebSocket.OPEN) upstream.send(event.data);
     };
+    const limit = this.dropAfterMessagesDown;
+    let down = 0;
     upstream.onmessage = (event) => {
-      if (socket.readyState === WebSocket.OPEN) socket.send(event.data);
+      if (socket.readyState !== WebSocket.OPEN) return;
+      socket.send(event.data);
+      if (limit !== null && ++down >= limit) socket.close(1011, "proxy dropped it");
     };
     socket.onclose = () => upstream.close();
     upstream.onclose = () => {
