@@ -408,18 +408,22 @@ function isLoopbackHost(hostname: string): boolean {
 
 function parseListen(command: string, value: string | undefined): string {
   const listen = value ?? "ws://127.0.0.1:0";
+  const shown = shownUnparsedUrl(listen); // an @ may be a password's
   let url: URL;
   try {
     url = new URL(listen);
   } catch {
-    throw new UsageError(`Cannot use --listen ${listen}: it is not a ws://HOST:PORT URL`);
+    throw new UsageError(`Cannot use --listen ${shown}: it is not a ws://HOST:PORT URL`);
   }
   if (url.protocol !== "ws:") {
-    throw new UsageError(`Cannot use --listen ${listen}: ${command} listens on ws:// only`);
+    throw new UsageError(`Cannot use --listen ${shown}: ${command} listens on ws:// only`);
   }
-  if (url.pathname !== "/" || url.search !== "" || url.hash !== "" || url.username !== "") {
+  if (
+    url.pathname !== "/" || url.search !== "" || url.hash !== "" || url.username !== "" ||
+    url.password !== ""
+  ) {
     throw new UsageError(
-      `Cannot use --listen ${listen}: it must be a bare ws://HOST:PORT, without a path or query`,
+      `Cannot use --listen ${shown}: it must be a bare ws://HOST:PORT, without a path, query or credentials`,
     );
   }
   return listen;
@@ -559,16 +563,17 @@ async function runServe(args: string[], context: Context): Promise<number> {
  */
 function parsePublicUrl(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
+  const shown = shownUnparsedUrl(value); // an @ may be a password's
   let url: URL;
   try {
     url = new URL(value);
   } catch {
     throw new UsageError(
-      `Cannot use --public-url ${value}: it is not a URL (expected wss://HOST[:PORT][/PATH])`,
+      `Cannot use --public-url ${shown}: it is not a URL (expected wss://HOST[:PORT][/PATH])`,
     );
   }
   const fail = (why: string): never => {
-    throw new UsageError(`Cannot use --public-url ${value}: ${why}`);
+    throw new UsageError(`Cannot use --public-url ${shown}: ${why}`);
   };
   if (url.protocol !== "ws:" && url.protocol !== "wss:") {
     fail(`the scheme must be ws:// or wss://, not ${url.protocol}//`);

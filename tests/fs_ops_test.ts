@@ -197,6 +197,41 @@ Deno.test("FsOps refuses to remove or copy a tree holding a name that is not val
 });
 
 Deno.test({
+  name: "ConfinedFs lets a write in progress finish when its request's signal aborts (os)",
+  ignore: !OS_WORKS,
+  async fn() {
+    const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_abortwrite_" }));
+    try {
+      await Deno.writeTextFile(`${root}/f`, "old content");
+      const stop = new AbortController();
+      const piece = new Uint8Array(64 * 1024).fill(120);
+      let sent = 0;
+      // 16 pieces, the connection closing after the first: the file must not end up cut short.
+      const data = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (sent === 1) stop.abort(new Error("the connection closed"));
+          if (sent === 16) return controller.close();
+          sent++;
+          await new Promise((resolve) => setTimeout(resolve, 20)); // pacing: a slow source
+          controller.enqueue(piece);
+        },
+      });
+      const writing = new ConfinedFs([root]).writeFile(
+        "write",
+        `${root}/f`,
+        `${root}/f`,
+        data,
+        stop.signal,
+      );
+      await assert.rejects(withDeadline(writing, 10_000, "the write"), /the connection closed/);
+      assert.equal((await Deno.stat(`${root}/f`)).size, 16 * piece.length, "written in full");
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "ConfinedFs kills a helper blocked on a FIFO when the request's signal aborts (os)",
   ignore: !OS_WORKS,
   async fn() {

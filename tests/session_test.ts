@@ -6,6 +6,7 @@ import { ProcessTable } from "../lib/exec/process_table.ts";
 import { SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
 import {
   MAX_FS_CALLS_PER_CONNECTION,
+  MAX_UNCOUNTED_FS_CALLS,
   MAX_UNCOUNTED_READ_WAITS,
   serveSession,
   type SessionContext,
@@ -333,6 +334,56 @@ Deno.test("Session: fs calls beyond the executor's MAX_FS_CALLS_IN_FLIGHT, all c
   const oneShort = [...full.slice(0, -1), MAX_FS_CALLS_PER_CONNECTION - 1];
   assert.equal(await metadataBesideBlockedReads(oneShort, true), true, "one slot free");
   assert.equal(await metadataBesideBlockedReads(full, true), false, "every slot taken");
+});
+
+/**
+ * Sends 8 reads that wait out a lease (the connection's fs slots) and
+ * `total - 8` stats queued behind them, then `process/list`: resolves with
+ * whether that was answered while they all waited (watched for 2 s).
+ */
+async function listAnsweredBesideQueuedFsCalls(total: number): Promise<boolean> {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_lease_" });
+  await Deno.writeTextFile(`${dir}/leased`, "x");
+  await Deno.writeTextFile(`${dir}/other`, "y");
+  await using executor = useExecutor();
+  await using conn = connect(executor);
+  await conn.init();
+  const holder = await leaseHolder(`${dir}/leased`);
+  let watch: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const blocked = Array.from(
+      { length: total },
+      (_, i) =>
+        i < MAX_FS_CALLS_PER_CONNECTION
+          ? conn.peer.request("fs/readFile", { path: `${dir}/leased` }, { timeoutMs: 60_000 })
+          : conn.peer.request("fs/getMetadata", { path: `${dir}/other` }, { timeoutMs: 60_000 }),
+    );
+    const list = conn.peer.request("process/list", {});
+    const answered = await Promise.race([
+      list.then(() => true),
+      new Promise<false>((resolve) => watch = setTimeout(() => resolve(false), 2_000)),
+    ]);
+    holder.kill("SIGKILL");
+    await holder.status;
+    await withDeadline(Promise.all([...blocked, list]), 10_000, "every call once the lease ended");
+    return answered;
+  } finally {
+    clearTimeout(watch);
+    try {
+      holder.kill("SIGKILL");
+    } catch {
+      // Gone.
+    }
+    await holder.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("Session: MAX_UNCOUNTED_FS_CALLS fs calls queued behind blocked ones leave the connection room for its other requests; past them they count", async () => {
+  assert.equal(MAX_UNCOUNTED_FS_CALLS, 32);
+  // 32 uncounted and 63 counted: one of the 64 request slots is free.
+  assert.equal(await listAnsweredBesideQueuedFsCalls(MAX_UNCOUNTED_FS_CALLS + 63), true);
+  assert.equal(await listAnsweredBesideQueuedFsCalls(MAX_UNCOUNTED_FS_CALLS + 64), false);
 });
 
 Deno.test("Session ids are UUIDs, one per connection", async () => {

@@ -104,6 +104,13 @@ interface Prepared {
 }
 
 /** Runs writing fs operations inside a bubblewrap sandbox limited to the write roots. */
+/**
+ * How long a helper still at work when its request's connection closed may
+ * go on before it is killed: a write in progress finishes (killed, `cat >`
+ * would leave the file cut short), one blocked for good (a FIFO) does not stay.
+ */
+export const ABORT_GRACE_MS = 5_000;
+
 export class ConfinedFs {
   #writeRoots: readonly string[];
 
@@ -264,14 +271,19 @@ export class ConfinedFs {
       );
     }
     // A helper can block for good (a FIFO swapped in for the file: `cat >`
-    // waits for a reader): once nobody waits for the answer, it goes, and
-    // bubblewrap's --die-with-parent takes the sandbox along.
+    // waits for a reader): once nobody waits for the answer, it is given
+    // ABORT_GRACE_MS to finish (a write cut short would leave the file
+    // truncated), then it goes, and bubblewrap's --die-with-parent takes the
+    // sandbox along.
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
     const kill = (): void => {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
+      graceTimer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }, ABORT_GRACE_MS);
     };
     signal?.addEventListener("abort", kill, { once: true });
     if (signal?.aborted) kill();
@@ -281,6 +293,7 @@ export class ConfinedFs {
       [stderr, status, fed] = await Promise.all([readCapped(child.stderr), child.status, feeding]);
     } finally {
       signal?.removeEventListener("abort", kill);
+      clearTimeout(graceTimer);
     }
     signal?.throwIfAborted();
     if (!status.success) throw helperError(action, shown, stderr, status.code);

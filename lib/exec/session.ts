@@ -68,6 +68,12 @@ import {
  */
 export const MAX_FS_CALLS_PER_CONNECTION = 8;
 
+/**
+ * fs calls per connection that do not count against its 64-request cap while
+ * they run or wait for a slot (their replies do); past this many they count.
+ */
+export const MAX_UNCOUNTED_FS_CALLS = 32;
+
 /** The default cap on `waitMs` of `process/read`: 30 s. */
 export const DEFAULT_MAX_WAIT_MS: number = 30_000;
 
@@ -342,6 +348,8 @@ class SessionConnection implements SessionAttachment {
   #maxWaitMs: number;
   /** This connection's fs calls in flight (see {@linkcode MAX_FS_CALLS_PER_CONNECTION}). */
   #fsSlots = new CallSlots(MAX_FS_CALLS_PER_CONNECTION);
+  /** fs calls not counted against the request cap now (see {@linkcode MAX_UNCOUNTED_FS_CALLS}). */
+  #uncountedFsCalls = 0;
   /** Long polls waiting uncounted (see {@linkcode MAX_UNCOUNTED_READ_WAITS}). */
   #uncountedReadWaits = 0;
   #starting = new Set<string>();
@@ -494,11 +502,7 @@ class SessionConnection implements SessionAttachment {
         if (method === "fs/readDirectory") return this.#readDirectory(raw, request.id);
         return this.#context.fs.call(method, raw, request.signal);
       };
-      const executorWide = this.#context.fsSlots;
-      return this.#fsSlots.run(
-        () => executorWide ? executorWide.run(call, request.signal) : call(),
-        request.signal,
-      );
+      return this.#boundedFsCall(call, request);
     }
     throw new RpcError(
       METHOD_NOT_FOUND,
@@ -644,6 +648,30 @@ class SessionConnection implements SessionAttachment {
       this.#starting.delete(processId);
     }
     return { processId };
+  }
+
+  /**
+   * Runs an fs call within this connection's and the executor's bounds on
+   * calls in flight. Up to {@linkcode MAX_UNCOUNTED_FS_CALLS} of them do not
+   * count against the connection's request cap meanwhile (their replies do):
+   * calls queued behind ones a program keeps waiting (a file lease) must not
+   * keep the connection from reading the request that ends that program.
+   */
+  async #boundedFsCall(call: () => Promise<unknown>, request: RequestContext): Promise<unknown> {
+    const uncounted = this.#uncountedFsCalls < MAX_UNCOUNTED_FS_CALLS;
+    if (uncounted) {
+      this.#uncountedFsCalls++;
+      request.release();
+    }
+    try {
+      const executorWide = this.#context.fsSlots;
+      return await this.#fsSlots.run(
+        () => executorWide ? executorWide.run(call, request.signal) : call(),
+        request.signal,
+      );
+    } finally {
+      if (uncounted) this.#uncountedFsCalls--;
+    }
   }
 
   /**
