@@ -242,7 +242,7 @@ Deno.test("Session: past MAX_UNCOUNTED_READ_WAITS long polls count, and 64 that 
  * Holds a write lease on `path` (perl's fcntl F_SETLEASE, SIGIO ignored): an
  * open of the file blocks until the holder ends (or the kernel's 45 s).
  */
-async function leaseHolder(path: string): Promise<Deno.ChildProcess> {
+async function leaseHolder(path: string): Promise<{ release: () => Promise<void> }> {
   const holder = new Deno.Command("perl", {
     args: [
       "-e",
@@ -257,7 +257,39 @@ async function leaseHolder(path: string): Promise<Deno.ChildProcess> {
   assert.equal(new TextDecoder().decode(value), "held\n");
   reader.releaseLock();
   holder.stdout.cancel();
-  return holder;
+  // Ends the lease (the holder goes); idempotent.
+  const release = async (): Promise<void> => {
+    try {
+      holder.kill("SIGKILL");
+    } catch {
+      // Gone.
+    }
+    await holder.status;
+  };
+  return { release };
+}
+
+/**
+ * Whether `probe` is answered within 2 s (a watch: the lease is still held);
+ * then ends the lease and waits for `probe` and every `pending` call.
+ */
+async function answeredWhileLeased(
+  lease: { release: () => Promise<void> },
+  probe: Promise<unknown>,
+  pending: Promise<unknown>[],
+): Promise<boolean> {
+  let watch: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const answered = await Promise.race([
+      probe.then(() => true),
+      new Promise<false>((resolve) => watch = setTimeout(() => resolve(false), 2_000)),
+    ]);
+    await lease.release();
+    await withDeadline(Promise.all([...pending, probe]), 10_000, "every call once the lease ended");
+    return answered;
+  } finally {
+    clearTimeout(watch);
+  }
 }
 
 /**
@@ -273,8 +305,7 @@ async function metadataBesideBlockedReads(blocked: number[], fresh = false): Pro
   await using executor = useExecutor();
   const conns = Array.from({ length: blocked.length + (fresh ? 1 : 0) }, () => connect(executor));
   for (const conn of conns) await conn.init();
-  const holder = await leaseHolder(`${dir}/leased`);
-  let watch: ReturnType<typeof setTimeout> | undefined;
+  const lease = await leaseHolder(`${dir}/leased`);
   try {
     const reads = blocked.flatMap((count, i) =>
       Array.from(
@@ -287,26 +318,9 @@ async function metadataBesideBlockedReads(blocked: number[], fresh = false): Pro
     for (let i = 0; i < blocked.length; i++) await conns[i].call("process/list", {});
     const asker = conns[fresh ? blocked.length : 0];
     const metadata = asker.peer.request("fs/getMetadata", { path: `${dir}/other` });
-    const answered = await Promise.race([
-      metadata.then(() => true),
-      new Promise<false>((resolve) => watch = setTimeout(() => resolve(false), 2_000)),
-    ]);
-    holder.kill("SIGKILL");
-    await holder.status;
-    await withDeadline(
-      Promise.all([...reads, metadata]),
-      10_000,
-      "every call once the lease ended",
-    );
-    return answered;
+    return await answeredWhileLeased(lease, metadata, reads);
   } finally {
-    clearTimeout(watch);
-    try {
-      holder.kill("SIGKILL");
-    } catch {
-      // Gone.
-    }
-    await holder.status;
+    await lease.release();
     for (const conn of conns) await conn[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true });
   }
@@ -348,8 +362,7 @@ async function listAnsweredBesideQueuedFsCalls(total: number): Promise<boolean> 
   await using executor = useExecutor();
   await using conn = connect(executor);
   await conn.init();
-  const holder = await leaseHolder(`${dir}/leased`);
-  let watch: ReturnType<typeof setTimeout> | undefined;
+  const lease = await leaseHolder(`${dir}/leased`);
   try {
     const blocked = Array.from(
       { length: total },
@@ -358,23 +371,9 @@ async function listAnsweredBesideQueuedFsCalls(total: number): Promise<boolean> 
           ? conn.peer.request("fs/readFile", { path: `${dir}/leased` }, { timeoutMs: 60_000 })
           : conn.peer.request("fs/getMetadata", { path: `${dir}/other` }, { timeoutMs: 60_000 }),
     );
-    const list = conn.peer.request("process/list", {});
-    const answered = await Promise.race([
-      list.then(() => true),
-      new Promise<false>((resolve) => watch = setTimeout(() => resolve(false), 2_000)),
-    ]);
-    holder.kill("SIGKILL");
-    await holder.status;
-    await withDeadline(Promise.all([...blocked, list]), 10_000, "every call once the lease ended");
-    return answered;
+    return await answeredWhileLeased(lease, conn.peer.request("process/list", {}), blocked);
   } finally {
-    clearTimeout(watch);
-    try {
-      holder.kill("SIGKILL");
-    } catch {
-      // Gone.
-    }
-    await holder.status;
+    await lease.release();
     await Deno.remove(dir, { recursive: true });
   }
 }
