@@ -910,7 +910,9 @@ function checkExecTarget(url: string, executorId: string | undefined, cwd: strin
     );
   }
   if (!["ws:", "wss:", "http:", "https:"].includes(parsed.protocol)) {
-    throw new UsageError(`Cannot use --url ${url}: the scheme must be ws, wss, http or https`);
+    throw new UsageError(
+      `Cannot use --url ${shownUnparsedUrl(url)}: the scheme must be ws, wss, http or https`,
+    );
   }
   if (executorId !== undefined) {
     try {

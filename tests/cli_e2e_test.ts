@@ -485,6 +485,7 @@ Deno.test("cli: credentials in exec's --url or executor's --registry are a usage
       "ws:user:hunter2/pw@127.0.0.1:9",
       "ws://user:a@b:hunter2/pw@127.0.0.1:9",
       "ftp://user:hunter2pw@127.0.0.1:9",
+      "user:hunter2pw@127.0.0.1:9",
     ]
   ) {
     await using bad = exec(["--url", url, "--", "true"]);

@@ -1467,31 +1467,34 @@ Deno.test("connect backs off, and gives up at the detach window, when every new 
   assert.ok(reconnected <= sockets);
 });
 
-Deno.test("connect backs off and gives up when every new socket passes one frame and drops", async () => {
-  await using proxy = new PathPrefixProxy("/p");
-  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
-  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
-  await using executor = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-one-frame",
-    token: SERVER_TOKEN,
+for (const delayMs of [0, 600]) {
+  Deno.test(`connect backs off and gives up when every new socket passes one frame and drops ${delayMs} ms later`, async () => {
+    await using proxy = new PathPrefixProxy("/p");
+    await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+    proxy.upstreamPort = Number(new URL(rendezvous.url).port);
+    await using executor = runExecutor({
+      registry: rendezvous.registryUrl,
+      executorId: "box-one-frame",
+      token: SERVER_TOKEN,
+    });
+    await until(() => executor.status === "connected", 10_000, "executor connected");
+    await using conn = await connect(proxy.url, {
+      executorId: "box-one-frame",
+      token: SERVER_TOKEN,
+      detachWindowMs: 3_000,
+    });
+    const child = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
+    await child.started;
+    // Each new socket gets the executor's answer to its resume, then goes.
+    proxy.dropAfterMessagesDown = 1;
+    proxy.dropDelayMs = delayMs;
+    const before = proxy.upgrades;
+    proxy.cut();
+    await assert.rejects(withDeadline(child.status, 15_000, "status"), /detach_expired/);
+    const sockets = proxy.upgrades - before;
+    assert.ok(sockets >= 2 && sockets <= 12, `${sockets} sockets in the window`);
   });
-  await until(() => executor.status === "connected", 10_000, "executor connected");
-  await using conn = await connect(proxy.url, {
-    executorId: "box-one-frame",
-    token: SERVER_TOKEN,
-    detachWindowMs: 3_000,
-  });
-  const child = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
-  await child.started;
-  // Each new socket gets the executor's answer to its resume, then goes.
-  proxy.dropAfterMessagesDown = 1;
-  const before = proxy.upgrades;
-  proxy.cut();
-  await assert.rejects(withDeadline(child.status, 15_000, "status"), /detach_expired/);
-  const sockets = proxy.upgrades - before;
-  assert.ok(sockets >= 2 && sockets <= 12, `${sockets} sockets in the window`);
-});
+}
 
 Deno.test("connect keeps a session whose sockets carry output but drop every second, past the detach window", async () => {
   await using proxy = new PathPrefixProxy("/p");

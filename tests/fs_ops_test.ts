@@ -197,6 +197,36 @@ Deno.test("FsOps refuses to remove or copy a tree holding a name that is not val
 });
 
 Deno.test({
+  name: "ConfinedFs.stopAll kills a blocked helper at once, without the abort's grace (os)",
+  ignore: !OS_WORKS,
+  async fn() {
+    const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_stopall_" }));
+    try {
+      const made = await new Deno.Command("mkfifo", { args: [`${root}/f`] }).output();
+      assert.equal(made.code, 0);
+      const confined = new ConfinedFs([root]);
+      const stop = new AbortController();
+      const writing = confined.writeFile(
+        "write",
+        `${root}/f`,
+        `${root}/f`,
+        new Uint8Array(4),
+        stop.signal,
+      );
+      writing.catch(() => {});
+      stop.abort(new Error("the connection closed")); // the grace starts: 5 s
+      await new Promise((resolve) => setTimeout(resolve, 200)); // pacing: the helper is blocked
+      const stopped = performance.now();
+      confined.stopAll(); // the executor closes
+      await assert.rejects(withDeadline(writing, 10_000, "the write"), /the connection closed/);
+      assert.ok(performance.now() - stopped < 3_000, "not after the 5 s grace");
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "ConfinedFs lets a write in progress finish when its request's signal aborts (os)",
   ignore: !OS_WORKS,
   async fn() {

@@ -24,19 +24,14 @@ import { MAX_TIMER_MS } from "../_limits.ts";
 /** Default timeout of connect plus `initialize`, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /**
- * How long a reconnected socket that received nothing must stay up to end
- * an outage: one that closes sooner without a frame (a proxy that accepts and
- * drops at once) is reconnected after a growing delay, and the detach window
- * still runs from the first loss, so such flapping neither spins nor goes on
- * for ever. One that carried frames needs only {@linkcode USEFUL_SOCKET_MS}.
+ * How long a reconnected socket that brought no new data of the session
+ * must stay up to end an outage: one that closes sooner (a proxy that accepts
+ * and drops, at once or after a frame or two) is reconnected after a growing
+ * delay, and the detach window still runs from the first loss, so such
+ * flapping neither spins nor goes on for ever. A socket that brought new data
+ * ends the outage however short it lived.
  */
 export const STABLE_SOCKET_MS = 5_000;
-/**
- * How long a reconnected socket that received frames must stay up to end an
- * outage: a link that drops every few seconds but carries output keeps its
- * session; a proxy that passes one frame and drops does not spin the client.
- */
-export const USEFUL_SOCKET_MS = 500;
 
 /** Something the connection did, for logs. Never carries a token. */
 export type ConnectionEvent =
@@ -655,8 +650,9 @@ async function openRendezvous(
   let gaveUp: string | undefined;
   // Keeps the physical socket up: on loss, reconnect with backoff within the detach window.
   const supervise = (async () => {
-    /** When the socket last went up (Date.now()). */
+    /** When the socket last went up (Date.now()), and the data received by then. */
     let upSince = Date.now();
+    let receivedBefore = stream.stats.segmentsReceived;
     /**
      * The outage's start and backoff: a socket that closes within
      * STABLE_SOCKET_MS of opening (a proxy that accepts and drops) does not
@@ -670,13 +666,15 @@ async function openRendezvous(
       const info = await abortable(socket.closed, stop.signal).catch(() => null);
       if (info === null || stop.signal.aborted) return;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
-      // A socket that held (STABLE_SOCKET_MS), or carried frames for a while
-      // (USEFUL_SOCKET_MS), ends the outage; one that closed sooner (a proxy
-      // that accepts and drops, even after passing a frame on) does not: the
-      // next waits, and the window still runs from the first loss.
+      // A socket that held (STABLE_SOCKET_MS), or brought new data of the
+      // session, ends the outage; one that closed sooner having brought none
+      // (a proxy that accepts and drops, even after passing the answer to the
+      // resume on) does not: the next waits, and the window still runs from
+      // the first loss. Only new data counts: no timing or frame count is
+      // beyond a proxy's reach.
       const lived = Date.now() - upSince;
-      const flapped = outageSince !== null && lived < STABLE_SOCKET_MS &&
-        !(socket.framesReceived > 0 && lived >= USEFUL_SOCKET_MS);
+      const progressed = stream.stats.segmentsReceived > receivedBefore;
+      const flapped = outageSince !== null && lived < STABLE_SOCKET_MS && !progressed;
       if (!flapped) {
         outageSince = Date.now();
         wait = 100;
@@ -741,6 +739,7 @@ async function openRendezvous(
       }
       socket = next;
       upSince = Date.now();
+      receivedBefore = stream.stats.segmentsReceived;
       mux.attach(socket);
       emit({ type: "reconnected", attempt });
     }

@@ -113,6 +113,19 @@ export const ABORT_GRACE_MS = 5_000;
 
 export class ConfinedFs {
   #writeRoots: readonly string[];
+  /** Helpers at work now (see {@linkcode ConfinedFs.stopAll}). */
+  #running = new Set<Deno.ChildProcess>();
+
+  /** Kills every helper still at work (the executor is closing). */
+  stopAll(): void {
+    for (const child of this.#running) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    }
+  }
 
   /**
    * @param writeRoots The configured write roots (only those that exist and
@@ -287,6 +300,7 @@ export class ConfinedFs {
     };
     signal?.addEventListener("abort", kill, { once: true });
     if (signal?.aborted) kill();
+    this.#running.add(child);
     const feeding = data === undefined ? Promise.resolve(null) : feed(child.stdin, data);
     let stderr: string, status: Deno.CommandStatus, fed: unknown;
     try {
@@ -294,6 +308,7 @@ export class ConfinedFs {
     } finally {
       signal?.removeEventListener("abort", kill);
       clearTimeout(graceTimer);
+      this.#running.delete(child);
     }
     signal?.throwIfAborted();
     if (!status.success) throw helperError(action, shown, stderr, status.code);

@@ -308,6 +308,8 @@ export class Executor implements AsyncDisposable {
       // Handlers waiting on a process end with it.
       await this.endPrograms();
       await Promise.allSettled([...this.#channels].map((c) => c.close("executor closed")));
+      // Nobody waits for their answers now: no grace for confined fs helpers.
+      this.#fs.stopHelpers();
       while (this.#serving.size > 0) await Promise.allSettled([...this.#serving]);
       await this.#probe;
     })();

@@ -428,6 +428,14 @@ export class FsOps {
    *   without `recursive`; -32004 for a missing path; -32603 for I/O failures.
    * @throws {SandboxDeniedError} When the sandbox refuses the path.
    */
+  /**
+   * Kills the confined (`os`) helpers still at work, at once, without the
+   * grace a closed connection gives them: for an executor that is closing.
+   */
+  stopHelpers(): void {
+    this.#confined?.stopAll();
+  }
+
   call(method: string, rawParams: unknown, signal?: AbortSignal): Promise<unknown> {
     try {
       return this.#call(method, rawParams, signal);

@@ -14,6 +14,7 @@
 export class PathPrefixProxy implements AsyncDisposable {
   readonly #server: Deno.HttpServer<Deno.NetAddr>;
   readonly #sockets = new Set<WebSocket>();
+  readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   /** Paths (with query) of the requests it received, in order. */
   readonly seen: string[] = [];
   /**
@@ -25,8 +26,10 @@ export class PathPrefixProxy implements AsyncDisposable {
   acceptAndDrop = false;
   /** WebSocket upgrades accepted so far, dropped ones included. */
   upgrades = 0;
-  /** When set, each new bridge closes right after passing this many messages down. */
+  /** When set, each new bridge closes after passing this many messages down... */
   dropAfterMessagesDown: number | null = null;
+  /** ...and this many milliseconds more. */
+  dropDelayMs = 0;
 
   /** @param prefix The path prefix, e.g. `/prefix` (no trailing slash). */
   constructor(readonly prefix: string) {
@@ -85,11 +88,18 @@ export class PathPrefixProxy implements AsyncDisposable {
       if (upstream.readyState === WebSocket.OPEN) upstream.send(event.data);
     };
     const limit = this.dropAfterMessagesDown;
+    const delay = this.dropDelayMs;
     let down = 0;
+    const drop = () => {
+      if (socket.readyState === WebSocket.OPEN) socket.close(1011, "proxy dropped it");
+    };
     upstream.onmessage = (event) => {
-      if (socket.readyState !== WebSocket.OPEN) return;
+      if (socket.readyState !== WebSocket.OPEN || (limit !== null && down >= limit)) return;
       socket.send(event.data);
-      if (limit !== null && ++down >= limit) socket.close(1011, "proxy dropped it");
+      if (limit !== null && ++down === limit) {
+        if (delay === 0) drop();
+        else this.#timers.add(setTimeout(drop, delay));
+      }
     };
     socket.onclose = () => upstream.close();
     upstream.onclose = () => {
@@ -116,6 +126,7 @@ export class PathPrefixProxy implements AsyncDisposable {
 
   /** Closes every bridged socket, waits for their close, and stops listening. */
   async [Symbol.asyncDispose](): Promise<void> {
+    for (const timer of this.#timers) clearTimeout(timer);
     const closed = [...this.#sockets].map((socket) =>
       new Promise<void>((resolve) => {
         if (socket.readyState === WebSocket.CLOSED) return resolve();
