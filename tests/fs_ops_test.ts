@@ -220,6 +220,19 @@ Deno.test({
       confined.stopAll(); // the executor closes
       await assert.rejects(withDeadline(writing, 10_000, "the write"), /the connection closed/);
       assert.ok(performance.now() - stopped < 3_000, "not after the 5 s grace");
+      // A call that starts its helper after stopAll (it was still preparing) is killed at once.
+      const later = new AbortController();
+      later.abort(new Error("the connection closed"));
+      const started = performance.now();
+      await assert.rejects(
+        withDeadline(
+          confined.writeFile("write", `${root}/f`, `${root}/f`, new Uint8Array(4), later.signal),
+          10_000,
+          "the late write",
+        ),
+        /the connection closed/,
+      );
+      assert.ok(performance.now() - started < 3_000, "the late helper not left to its grace");
     } finally {
       await Deno.remove(root, { recursive: true });
     }

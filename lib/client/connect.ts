@@ -24,14 +24,15 @@ import { MAX_TIMER_MS } from "../_limits.ts";
 /** Default timeout of connect plus `initialize`, in milliseconds. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /**
- * How long a reconnected socket that brought no new data of the session
- * must stay up to end an outage: one that closes sooner (a proxy that accepts
- * and drops, at once or after a frame or two) is reconnected after a growing
- * delay, and the detach window still runs from the first loss, so such
- * flapping neither spins nor goes on for ever. A socket that brought new data
- * ends the outage however short it lived.
+ * How long a reconnected socket must stay up before a loss starts from the
+ * shortest delay again: one that closes sooner (a proxy that accepts and
+ * drops, at once or after some frames) is reconnected after a growing delay,
+ * up to 5 s, so flapping never spins; and if it received nothing, not even
+ * the answer to its resume, the detach window still runs from the first loss.
  */
 export const STABLE_SOCKET_MS = 5_000;
+/** How long before the detach window ends its last reconnect attempt is made. */
+const LAST_ATTEMPT_LEAD_MS = 250;
 
 /** Something the connection did, for logs. Never carries a token. */
 export type ConnectionEvent =
@@ -650,34 +651,31 @@ async function openRendezvous(
   let gaveUp: string | undefined;
   // Keeps the physical socket up: on loss, reconnect with backoff within the detach window.
   const supervise = (async () => {
-    /** When the socket last went up (Date.now()), and the data received by then. */
+    /** When the socket last went up (Date.now()). */
     let upSince = Date.now();
-    let receivedBefore = stream.stats.segmentsReceived;
     /**
-     * The outage's start and backoff: a socket that closes within
-     * STABLE_SOCKET_MS of opening (a proxy that accepts and drops) does not
-     * end the outage, so such flapping backs off and still gives up.
+     * The outage's start and the backoff. A socket that received a frame (the
+     * peer's answer to the resume, at least) shows the link and the session
+     * alive: the window starts over. Only one that stayed up
+     * STABLE_SOCKET_MS resets the backoff: until then each reconnect waits
+     * longer (up to 5 s), so no proxy can make the client spin.
      */
     let outageSince: number | null = null;
     let wait = 100;
+    /** The window's last attempt, made just before its end when the backoff would pass it. */
+    let lastChanceTaken = false;
     while (!stop.signal.aborted) {
       // abortable, not a race with a fresh abort listener: one listener per
       // reconnect would pile up on `stop.signal` for the connection's life.
       const info = await abortable(socket.closed, stop.signal).catch(() => null);
       if (info === null || stop.signal.aborted) return;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
-      // A socket that held (STABLE_SOCKET_MS), or brought new data of the
-      // session, ends the outage; one that closed sooner having brought none
-      // (a proxy that accepts and drops, even after passing the answer to the
-      // resume on) does not: the next waits, and the window still runs from
-      // the first loss. Only new data counts: no timing or frame count is
-      // beyond a proxy's reach.
       const lived = Date.now() - upSince;
-      const progressed = stream.stats.segmentsReceived > receivedBefore;
-      const flapped = outageSince !== null && lived < STABLE_SOCKET_MS && !progressed;
-      if (!flapped) {
+      const flapped = outageSince !== null && lived < STABLE_SOCKET_MS;
+      if (!flapped) wait = 100;
+      if (!flapped || socket.framesReceived > 0) {
         outageSince = Date.now();
-        wait = 100;
+        lastChanceTaken = false;
       }
       const giveUpAt = outageSince! + detachWindowMs;
       let attempt = 0;
@@ -695,7 +693,16 @@ async function openRendezvous(
             `the socket closed ${Date.now() - upSince} ms after it opened`,
           ),
         });
-        await delay(Math.min(jittered, Math.max(0, giveUpAt - Date.now())), stop.signal);
+        const room = giveUpAt - Date.now();
+        if (jittered < room) {
+          await delay(jittered, stop.signal);
+        } else if (!lastChanceTaken) {
+          // The backoff passes the window's end: one attempt just before it.
+          lastChanceTaken = true;
+          await delay(Math.max(0, room - LAST_ATTEMPT_LEAD_MS), stop.signal);
+        } else {
+          await delay(Math.max(0, room), stop.signal); // the window ends: give up
+        }
         wait = Math.min(5_000, wait * 2);
       }
       while (!stop.signal.aborted && Date.now() < giveUpAt) {
@@ -739,7 +746,6 @@ async function openRendezvous(
       }
       socket = next;
       upSince = Date.now();
-      receivedBefore = stream.stats.segmentsReceived;
       mux.attach(socket);
       emit({ type: "reconnected", attempt });
     }

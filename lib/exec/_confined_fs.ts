@@ -116,8 +116,12 @@ export class ConfinedFs {
   /** Helpers at work now (see {@linkcode ConfinedFs.stopAll}). */
   #running = new Set<Deno.ChildProcess>();
 
-  /** Kills every helper still at work (the executor is closing). */
+  /** Set by {@linkcode ConfinedFs.stopAll}: a helper started later is killed at once. */
+  #stopped = false;
+
+  /** Kills every helper still at work, and any started from now on (the executor is closing). */
   stopAll(): void {
+    this.#stopped = true;
     for (const child of this.#running) {
       try {
         child.kill("SIGKILL");
@@ -299,8 +303,15 @@ export class ConfinedFs {
       }, ABORT_GRACE_MS);
     };
     signal?.addEventListener("abort", kill, { once: true });
-    if (signal?.aborted) kill();
     this.#running.add(child);
+    if (this.#stopped) {
+      // A call that was still preparing when the executor began to close.
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Already gone.
+      }
+    } else if (signal?.aborted) kill();
     const feeding = data === undefined ? Promise.resolve(null) : feed(child.stdin, data);
     let stderr: string, status: Deno.CommandStatus, fed: unknown;
     try {

@@ -261,6 +261,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   #readingPaused = false;
   #queueHead = 0;
   #queuedBytes = 0;
+  #framesReceived = 0;
   #readers: WaitingReader[] = [];
 
   #closeError: RelayClosedError | undefined;
@@ -484,6 +485,11 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   /** Bytes handed to the WebSocket but not yet written to the network. */
   get bufferedAmount(): number {
     return this.#ws.bufferedAmount;
+  }
+
+  /** Well-formed frames received so far (a socket that carried something, not only opened). */
+  get framesReceived(): number {
+    return this.#framesReceived;
   }
 
   /** Resolves once the socket has closed, by either side; never rejects. */
@@ -747,6 +753,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     }
     (frame as { bytes?: Uint8Array }).bytes = bytes;
     const received = frame as ReceivedFrame;
+    this.#framesReceived++;
     const reader = this.#readers.shift();
     if (reader !== undefined) {
       reader.resolve({ done: false, value: received });
