@@ -654,16 +654,21 @@ async function openRendezvous(
     /** When the socket last went up (Date.now()). */
     let upSince = Date.now();
     /**
-     * The outage's start and the backoff. A socket that received a frame (the
-     * peer's answer to the resume, at least) shows the link and the session
-     * alive: the window starts over. Only one that stayed up
-     * STABLE_SOCKET_MS resets the backoff: until then each reconnect waits
-     * longer (up to 5 s), so no proxy can make the client spin.
+     * The outage's start and the backoff. Only a socket that received a frame
+     * (the peer's answer to the resume, at least) shows the link and the
+     * session alive and starts the window over; only one that stayed up
+     * STABLE_SOCKET_MS resets the backoff. Every wait is at most half the
+     * window, so an attempt always fits in it.
      */
     let outageSince: number | null = null;
     let wait = 100;
-    /** The window's last attempt, made just before its end when the backoff would pass it. */
-    let lastChanceTaken = false;
+    /** Why the last socket did not hold, for the reason given on giving up. */
+    let lastFlap: string | undefined;
+    const backoff = (): number => {
+      const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
+      wait = Math.min(5_000, wait * 2);
+      return Math.min(jittered, detachWindowMs / 2);
+    };
     while (!stop.signal.aborted) {
       // abortable, not a race with a fresh abort listener: one listener per
       // reconnect would pile up on `stop.signal` for the connection's life.
@@ -671,41 +676,34 @@ async function openRendezvous(
       if (info === null || stop.signal.aborted) return;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
       const lived = Date.now() - upSince;
-      const flapped = outageSince !== null && lived < STABLE_SOCKET_MS;
+      const flapped = lived < STABLE_SOCKET_MS;
       if (!flapped) wait = 100;
-      if (!flapped || socket.framesReceived > 0) {
-        outageSince = Date.now();
-        lastChanceTaken = false;
-      }
-      const giveUpAt = outageSince! + detachWindowMs;
+      if (outageSince === null || socket.framesReceived > 0) outageSince = Date.now();
+      lastFlap = socket.framesReceived > 0
+        ? undefined
+        : `every socket closed without a frame, the last ${lived} ms after it opened`;
+      const giveUpAt = outageSince + detachWindowMs;
       let attempt = 0;
       let next: RelaySocket | undefined;
       let lastError: Error | undefined;
       let refused: Error | undefined;
+      /** No attempt fits in what is left of the window. */
+      let exhausted = false;
+      /** Waits `ms`, or until just before the window ends; false once no attempt fits. */
+      const pause = async (ms: number, error: Error): Promise<boolean> => {
+        const room = giveUpAt - Date.now() - Math.min(LAST_ATTEMPT_LEAD_MS, detachWindowMs / 4);
+        if (room <= 0) return false;
+        const delayMs = Math.min(ms, room);
+        emit({ type: "reconnecting", attempt, delayMs, error });
+        await delay(delayMs, stop.signal);
+        return true;
+      };
       if (flapped) {
         // The last socket did not hold: wait before the next, as after a failed connect.
-        const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
-        emit({
-          type: "reconnecting",
-          attempt: 0,
-          delayMs: jittered,
-          error: new Error(
-            `the socket closed ${Date.now() - upSince} ms after it opened`,
-          ),
-        });
-        const room = giveUpAt - Date.now();
-        if (jittered < room) {
-          await delay(jittered, stop.signal);
-        } else if (!lastChanceTaken) {
-          // The backoff passes the window's end: one attempt just before it.
-          lastChanceTaken = true;
-          await delay(Math.max(0, room - LAST_ATTEMPT_LEAD_MS), stop.signal);
-        } else {
-          await delay(Math.max(0, room), stop.signal); // the window ends: give up
-        }
-        wait = Math.min(5_000, wait * 2);
+        const error = new Error(`the socket closed ${lived} ms after it opened`);
+        exhausted = !(await pause(backoff(), error));
       }
-      while (!stop.signal.aborted && Date.now() < giveUpAt) {
+      while (!exhausted && !stop.signal.aborted && Date.now() < giveUpAt) {
         attempt++;
         try {
           next = await connectOnce(
@@ -723,19 +721,17 @@ async function openRendezvous(
             refused = explainRefusal(error, url) as Error;
             break;
           }
-          const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
-          emit({ type: "reconnecting", attempt, delayMs: jittered, error: error as Error });
-          await delay(Math.min(jittered, Math.max(0, giveUpAt - Date.now())), stop.signal);
-          wait = Math.min(5_000, wait * 2);
+          exhausted = !(await pause(backoff(), lastError));
         }
       }
       if (next === undefined) {
         if (!stop.signal.aborted) {
           // Set before the stream ends: what fails on its end reads the reason.
+          const why = lastError?.message ?? lastFlap;
           gaveUp = refused
             ? `refused: the rendezvous refused to take the connection back (${refused.message})`
             : `detach_expired: the rendezvous could not be reached again within ${detachWindowMs} ms` +
-              (lastError ? ` (${lastError.message})` : "");
+              (why ? ` (${why})` : "");
           stream.reset(RESET_DETACH_EXPIRED);
         }
         return;

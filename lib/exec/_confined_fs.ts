@@ -116,10 +116,10 @@ export class ConfinedFs {
   /** Helpers at work now (see {@linkcode ConfinedFs.stopAll}). */
   #running = new Set<Deno.ChildProcess>();
 
-  /** Set by {@linkcode ConfinedFs.stopAll}: a helper started later is killed at once. */
+  /** Set by {@linkcode ConfinedFs.stopAll}: no helper is started from then on. */
   #stopped = false;
 
-  /** Kills every helper still at work, and any started from now on (the executor is closing). */
+  /** Kills every helper still at work, and refuses to start more (the executor is closing). */
   stopAll(): void {
     this.#stopped = true;
     for (const child of this.#running) {
@@ -269,6 +269,15 @@ export class ConfinedFs {
     const args = bwrapArgs({ writeRoots: roots, allowNetwork: false });
     // A fresh session: no controlling terminal of the executor is reachable.
     args.splice(args.length - 1, 0, "--new-session");
+    if (this.#stopped) {
+      // A call that was still preparing when the executor began to close:
+      // no helper now (one killed as it starts could leave its sandbox).
+      if (data !== undefined && !(data instanceof Uint8Array)) await data.cancel().catch(() => {});
+      throw new RpcError(
+        INTERNAL_ERROR,
+        `Cannot ${action} "${shownPath(shown)}": the executor is closing`,
+      );
+    }
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(bwrap, {
@@ -304,14 +313,7 @@ export class ConfinedFs {
     };
     signal?.addEventListener("abort", kill, { once: true });
     this.#running.add(child);
-    if (this.#stopped) {
-      // A call that was still preparing when the executor began to close.
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // Already gone.
-      }
-    } else if (signal?.aborted) kill();
+    if (signal?.aborted) kill();
     const feeding = data === undefined ? Promise.resolve(null) : feed(child.stdin, data);
     let stderr: string, status: Deno.CommandStatus, fed: unknown;
     try {
