@@ -1510,6 +1510,30 @@ for (const delayMs of [0, 600]) {
   });
 }
 
+Deno.test("connect gives up at the detach window on a reconnected socket that stays open but brings nothing", async () => {
+  await using proxy = new PathPrefixProxy("/p");
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-silent",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using conn = await connect(proxy.url, {
+    executorId: "box-silent",
+    token: SERVER_TOKEN,
+    detachWindowMs: 2_000,
+  });
+  const child = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
+  await child.started;
+  // A front end whose upstream hangs: it takes the socket, answers its pings, passes nothing.
+  proxy.holdSilent = true;
+  proxy.cut();
+  await assert.rejects(withDeadline(child.status, 10_000, "status"), /detach_expired/);
+  assert.match(conn.closeReason ?? "", /^detach_expired: .*every socket closed without a frame/);
+});
+
 Deno.test("connect keeps a session whose sockets carry output but drop every second, past the detach window", async () => {
   await using proxy = new PathPrefixProxy("/p");
   await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });

@@ -664,6 +664,8 @@ async function openRendezvous(
     let wait = 100;
     /** Why the last socket did not hold, for the reason given on giving up. */
     let lastFlap: string | undefined;
+    /** Closes a reconnected socket that brought no frame by the window's end. */
+    let silentUntil: ReturnType<typeof setTimeout> | undefined;
     const backoff = (): number => {
       const jittered = Math.round(wait * (0.8 + 0.4 * Math.random()));
       wait = Math.min(5_000, wait * 2);
@@ -673,10 +675,12 @@ async function openRendezvous(
       // abortable, not a race with a fresh abort listener: one listener per
       // reconnect would pile up on `stop.signal` for the connection's life.
       const info = await abortable(socket.closed, stop.signal).catch(() => null);
+      clearTimeout(silentUntil);
       if (info === null || stop.signal.aborted) return;
       emit({ type: "disconnected", code: info.code, reason: info.reason });
       const lived = Date.now() - upSince;
-      const flapped = lived < STABLE_SOCKET_MS;
+      // The first loss is retried at once, however young the connection.
+      const flapped = outageSince !== null && lived < STABLE_SOCKET_MS;
       if (!flapped) wait = 100;
       if (outageSince === null || socket.framesReceived > 0) outageSince = Date.now();
       lastFlap = socket.framesReceived > 0
@@ -744,6 +748,15 @@ async function openRendezvous(
       upSince = Date.now();
       mux.attach(socket);
       emit({ type: "reconnected", attempt });
+      // A socket that stays open but brings nothing (a front end whose
+      // upstream hangs, answering pings itself) must not hold the outage open:
+      // closed at the window's end if no frame came, the loop gives up.
+      const silent = next;
+      silentUntil = setTimeout(() => {
+        if (silent.framesReceived === 0) {
+          silent.close("no frame within the detach window").catch(() => {});
+        }
+      }, Math.max(0, giveUpAt - Date.now()));
     }
   })();
 

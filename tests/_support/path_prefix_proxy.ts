@@ -24,6 +24,8 @@ export class PathPrefixProxy implements AsyncDisposable {
   upstreamPort: number | undefined;
   /** While true, a WebSocket upgrade is accepted and the socket closed as soon as it opens. */
   acceptAndDrop = false;
+  /** While true, a WebSocket upgrade is accepted and held open, passing nothing (pings answered). */
+  holdSilent = false;
   /** WebSocket upgrades accepted so far, dropped ones included. */
   upgrades = 0;
   /** When set, each new bridge closes after passing this many messages down... */
@@ -61,6 +63,12 @@ export class PathPrefixProxy implements AsyncDisposable {
         headers,
         body: request.body,
       });
+    }
+    if (this.holdSilent) {
+      const { socket, response } = Deno.upgradeWebSocket(request);
+      this.upgrades++;
+      this.#track(socket);
+      return response;
     }
     if (this.acceptAndDrop) {
       const { socket, response } = Deno.upgradeWebSocket(request);
