@@ -142,8 +142,6 @@ export interface ReliableStreamOptions {
 export interface ReliableStreamStats {
   /** Data frames sent for the first time. */
   segmentsSent: number;
-  /** Data frames received for the first time (duplicates not counted). */
-  segmentsReceived: number;
   /** Data frames sent again (timeout, fast retransmit or resume). */
   retransmits: number;
   /**
@@ -332,7 +330,6 @@ export class ReliableStream {
   #endNotified = false;
   #stats = {
     segmentsSent: 0,
-    segmentsReceived: 0,
     retransmits: 0,
     fastRetransmits: 0,
     timeouts: 0,
@@ -1044,7 +1041,6 @@ export class ReliableStream {
     const payload = ownBytes(body.payload);
     this.#held.set(seq, payload === body.payload ? body : { ...body, payload });
     this.#heldBytes += length;
-    this.#stats.segmentsReceived++;
     if (seq !== this.#recvNext) {
       this.#ackNow(); // out of order: tell the sender at once
       return;
