@@ -457,13 +457,13 @@ function startError(listen: string, error: unknown): unknown {
   return error;
 }
 
-/** Waits for SIGINT or SIGTERM; returns the name and a cleanup. */
 /** What closing an executor (`serve`, `executor`) does, for the second signal's log line. */
 const PROGRAMS_STOPPING = "programs get SIGTERM, then SIGKILL after 2 s";
 
 /**
- * The first SIGINT or SIGTERM; later ones are logged and ignored.
- * `stopping` says what the close does, for that log line.
+ * Waits for SIGINT or SIGTERM (the first; later ones are logged and ignored);
+ * returns the name and a cleanup. `stopping` says what the close does, for
+ * that log line.
  */
 function shutdownSignal(
   log: Logger,
