@@ -17,7 +17,6 @@ import {
   killProcesses,
   leftoverPids,
   MAX_PIDS_PER_KILL,
-  pidExists,
   sessionPids,
 } from "../lib/exec/tree_kill.ts";
 import {
@@ -965,17 +964,10 @@ Deno.test("leftoverPids lists a group's members only when one started before the
   }
 });
 
-Deno.test("pidExists tells a live pid from a freed one; foregroundGroup needs a session with a terminal", async () => {
+Deno.test("foregroundGroup needs a session with a terminal, and a live leader", async () => {
   const ps = await psPath();
-  assert.equal(await pidExists(ps, Deno.pid), true);
   const child = new Deno.Command("true").spawn();
   await child.status; // reaped: the pid is free now
-  assert.equal(await pidExists(ps, child.pid), false);
-  // A ps that cannot be spawned (not installed): from /proc.
-  assert.equal(await pidExists("/nonexistent/ps", child.pid), false);
-  // Without ps, from /proc (this test runs with --allow-all).
-  assert.equal(await pidExists(null, Deno.pid), true);
-  assert.equal(await pidExists(null, child.pid), false);
   // A process that leads a session without a terminal has no foreground group.
   const leader = new Deno.Command("setsid", { args: ["sleep", "30"], stdout: "null" }).spawn();
   try {
@@ -1138,9 +1130,9 @@ Deno.test("sessionPids answers null when ps cannot run or lists something else, 
     const treeKill = new URL("../lib/exec/tree_kill.ts", import.meta.url).href;
     await Deno.writeTextFile(
       `${probeDir}/probe.ts`,
-      `import { pidExists, sessionPids } from ${JSON.stringify(treeKill)};\n` +
+      `import { foregroundGroup, sessionPids } from ${JSON.stringify(treeKill)};\n` +
         "console.log(JSON.stringify([await sessionPids(null, Deno.pid), " +
-        "await pidExists(null, 2 ** 22 + 1)]));\n",
+        "await foregroundGroup(null, Deno.pid)]));\n",
     );
     // Read granted whole, as under -P=executor: Deno still refuses /proc.
     const printed = await runProbe([
@@ -1149,8 +1141,8 @@ Deno.test("sessionPids answers null when ps cannot run or lists something else, 
       "--allow-read",
       `${probeDir}/probe.ts`,
     ]);
-    // Nothing listed, and a pid that cannot be told free counts as taken.
-    assert.equal(printed, "[null,true]");
+    // Nothing listed, and no foreground group told.
+    assert.equal(printed, "[null,null]");
   } finally {
     await Deno.remove(probeDir, { recursive: true });
   }

@@ -1485,7 +1485,7 @@ export class ProcessTable implements AsyncDisposable {
     this.#track(
       (recent
         ? this.#killRecentLeftovers(record, program.groups)
-        : this.#killLeftoversOf([program]))
+        : this.#signalLeftovers([program], "SIGKILL"))
         .catch(() => {}),
     );
   }
@@ -1512,11 +1512,6 @@ export class ProcessTable implements AsyncDisposable {
       session: record.tty ? record.pty?.pid ?? null : null,
       exitedAgoMs: performance.now() - (record.exitedAt ?? performance.now()),
     };
-  }
-
-  /** KILLs what closed programs left (see {@linkcode leftoverPids}): one listing, one kill run. */
-  async #killLeftoversOf(programs: EndedProgramGroups[]): Promise<void> {
-    await this.#signalLeftovers(programs, "SIGKILL");
   }
 
   /** Signals what ended programs left (see {@linkcode leftoverPids}): one listing, one kill run. */
@@ -1665,12 +1660,13 @@ export class ProcessTable implements AsyncDisposable {
     this.#forgotten = [];
     if (forgotten.length === 0) return;
     const now = performance.now();
-    await this.#killLeftoversOf(
+    await this.#signalLeftovers(
       forgotten.map(({ groups, session, exitedAt }) => ({
         groups,
         session,
         exitedAgoMs: now - exitedAt,
       })),
+      "SIGKILL",
     );
   }
 

@@ -162,7 +162,7 @@ export async function leftoverPids(
   programs: readonly EndedProgramGroups[],
 ): Promise<number[] | null> {
   if (programs.length === 0) return [];
-  const rows = await listProcesses(ps, undefined, true);
+  const rows = await listProcesses(ps, true);
   if (rows === null) return null;
   const live = new Set(rows.map((row) => row.pid));
   const own = rows.find((row) => row.pid === Deno.pid);
@@ -205,24 +205,9 @@ export async function leftoverPids(
  */
 export async function foregroundGroup(ps: string | null, sid: number): Promise<number | null> {
   checkIds([sid], "session");
-  const leader = (await listProcesses(ps, sid))?.[0];
+  const leader = (await listProcesses(ps))?.find((row) => row.pid === sid);
   if (leader === undefined || leader.sid !== sid) return null;
   return leader.tpgid > 1 ? leader.tpgid : null;
-}
-
-/**
- * Whether a process `pid` exists now (a zombie counts). A closed process's
- * leader is gone and reaped, so a live process under its pid is a newcomer
- * that merely reuses the number: its group and session must not be signalled.
- * Unknown (neither `ps` nor `/proc` could tell) counts as existing, to be safe.
- *
- * @param ps The granted `ps` program, or null to read `/proc` instead.
- * @param pid A process id.
- * @returns True when it exists or cannot be told.
- */
-export async function pidExists(ps: string | null, pid: number): Promise<boolean> {
-  const rows = await listProcesses(ps, pid);
-  return rows === null || rows.length > 0;
 }
 
 /** One process as `ps` lists it. */
@@ -237,18 +222,14 @@ interface ProcessRow {
 }
 
 /**
- * Every process (or only `pid`), from `ps`, or when it is missing from
- * `/proc`. Null when neither can be read.
+ * Every process, from `ps`, or when it is missing from `/proc` (`elapsed`:
+ * with each one's `etimes`). Null when neither can be read.
  */
-async function listProcesses(
-  ps: string | null,
-  pid?: number,
-  elapsed = false,
-): Promise<ProcessRow[] | null> {
-  const rows = ps === null ? undefined : await runPs(ps, pid, elapsed);
+async function listProcesses(ps: string | null, elapsed = false): Promise<ProcessRow[] | null> {
+  const rows = ps === null ? undefined : await runPs(ps, elapsed);
   // A `ps` that prints something else (one without `etimes`: procps before
   // 3.3) leaves `/proc`, readable under `--allow-all`.
-  return rows === undefined || (rows === null && elapsed) ? await readProc(pid, elapsed) : rows;
+  return rows === undefined || (rows === null && elapsed) ? await readProc(elapsed) : rows;
 }
 
 /**
@@ -256,16 +237,12 @@ async function listProcesses(
  * cannot be run (not installed: a whole run grant resolves a missing program
  * to its bare name).
  */
-async function runPs(
-  ps: string,
-  pid?: number,
-  elapsed = false,
-): Promise<ProcessRow[] | null | undefined> {
+async function runPs(ps: string, elapsed: boolean): Promise<ProcessRow[] | null | undefined> {
   const columns = ["-o", `pid=,pgid=,sid=,tpgid=${elapsed ? ",etimes=" : ""}`];
   let output: Deno.CommandOutput;
   try {
     output = await new Deno.Command(ps, {
-      args: pid === undefined ? ["-e", ...columns] : [...columns, "-p", String(pid)],
+      args: ["-e", ...columns],
       clearEnv: true,
       stdin: "null",
       stdout: "piped",
@@ -275,8 +252,7 @@ async function runPs(
     return undefined;
   }
   const text = new TextDecoder().decode(output.stdout).trim();
-  // `ps -p` of a pid that does not exist lists nothing and exits 1.
-  if (!output.success) return pid !== undefined && output.code === 1 && text === "" ? [] : null;
+  if (!output.success) return null;
   const rows: ProcessRow[] = [];
   for (const line of text === "" ? [] : text.split("\n")) {
     const fields = line.trim().split(/\s+/).map(Number);
@@ -294,7 +270,7 @@ async function runPs(
  * fields taken after the name's last `)`, so no name can forge them). Deno
  * allows that only under `--allow-all`; null when it refuses.
  */
-async function readProc(pid?: number, elapsed = false): Promise<ProcessRow[] | null> {
+async function readProc(elapsed: boolean): Promise<ProcessRow[] | null> {
   // Asked first: reading without the grant would stop an executor run from a
   // terminal at Deno's permission prompt.
   if (!(await isGrantedValue({ name: "read", path: "/proc" }))) return null;
@@ -303,11 +279,8 @@ async function readProc(pid?: number, elapsed = false): Promise<ProcessRow[] | n
     // Seconds since boot, as `ps` computes `etimes` (start times are in clock ticks, 100 a second).
     const uptime = elapsed ? Number((await Deno.readTextFile("/proc/uptime")).split(" ")[0]) : 0;
     const pids: number[] = [];
-    if (pid !== undefined) pids.push(pid);
-    else {
-      for await (const entry of Deno.readDir("/proc")) {
-        if (/^\d+$/.test(entry.name)) pids.push(Number(entry.name));
-      }
+    for await (const entry of Deno.readDir("/proc")) {
+      if (/^\d+$/.test(entry.name)) pids.push(Number(entry.name));
     }
     for (const each of pids) {
       let stat: string;
