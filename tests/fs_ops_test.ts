@@ -196,12 +196,46 @@ Deno.test("FsOps refuses to remove or copy a tree holding a name that is not val
   assert.equal(await Deno.readTextFile(`${f.dir}/fine2/y\u{FFFD}`), "ok");
 });
 
-/** How many `bwrap` processes name `root` in their arguments. */
-async function bwrapsFor(root: string): Promise<number> {
+/** How many processes name `root` in their arguments (a helper's `bwrap`, `sh` or `cat`). */
+async function processesNaming(root: string): Promise<number> {
   const out = await new Deno.Command("ps", { args: ["-eo", "args="], stdout: "piped" }).output();
   return new TextDecoder().decode(out.stdout).split("\n")
-    .filter((line) => line.includes("bwrap") && line.includes(root)).length;
+    .filter((line) => line.includes(root)).length;
 }
+
+Deno.test({
+  name: "ConfinedFs.stopAll at any moment of a helper's start leaves no sandbox behind (os)",
+  ignore: !OS_WORKS,
+  async fn() {
+    const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_stopstart_" }));
+    try {
+      const made = await new Deno.Command("mkfifo", { args: [`${root}/f`] }).output();
+      assert.equal(made.code, 0);
+      // bubblewrap arms --die-with-parent part way through its set-up: a kill
+      // 2 to 5 ms after the spawn used to leave its sandbox blocked on the FIFO.
+      for (let delayMs = 0; delayMs <= 20; delayMs++) {
+        const confined = new ConfinedFs([root]);
+        const writing = confined.writeFile("write", `${root}/f`, `${root}/f`, new Uint8Array(4));
+        const timer = setTimeout(() => confined.stopAll(), delayMs);
+        try {
+          await assert.rejects(
+            withDeadline(writing, 5_000, `the write stopped after ${delayMs} ms`),
+            /the executor is closing/,
+          );
+        } finally {
+          clearTimeout(timer);
+        }
+        await until(
+          async () => (await processesNaming(root)) === 0,
+          5_000,
+          `no sandbox left after a stop at ${delayMs} ms`,
+        );
+      }
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
 
 Deno.test({
   name: "ConfinedFs.stopAll kills a blocked helper at once, without the abort's grace (os)",
@@ -223,7 +257,7 @@ Deno.test({
       writing.catch(() => {});
       stop.abort(new Error("the connection closed")); // the grace starts: 5 s
       // The helper runs, blocked on the FIFO.
-      await until(async () => (await bwrapsFor(root)) > 0, 10_000, "the helper running");
+      await until(async () => (await processesNaming(root)) > 0, 10_000, "the helper running");
       const stopped = performance.now();
       confined.stopAll(); // the executor closes
       await assert.rejects(withDeadline(writing, 10_000, "the write"), /the connection closed/);
@@ -291,7 +325,7 @@ Deno.test({
       // What a program swapping a FIFO in for the file, after the regular-file check, leaves.
       const made = await new Deno.Command("mkfifo", { args: [`${root}/f`] }).output();
       assert.equal(made.code, 0);
-      const bwraps = () => bwrapsFor(root);
+      const bwraps = () => processesNaming(root);
       const stop = new AbortController();
       const writing = new ConfinedFs([root]).writeFile(
         "write",
