@@ -1314,6 +1314,8 @@ async function execReadByHand(url: string, program: string): Promise<{
   child: Deno.ChildProcess;
   reader: ReadableStreamDefaultReader<Uint8Array>;
   stderr: Promise<string>;
+  /** What exec has written to its stderr so far. */
+  stderrSoFar: () => string;
   headBytes: number;
 }> {
   const child = new Deno.Command(Deno.execPath(), {
@@ -1325,7 +1327,11 @@ async function execReadByHand(url: string, program: string): Promise<{
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const stderr = new Response(child.stderr).text();
+  let stderrText = "";
+  const stderr = (async () => {
+    for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) stderrText += text;
+    return stderrText;
+  })();
   const reader = child.stdout.getReader();
   let head = "";
   let headBytes = 0;
@@ -1335,7 +1341,7 @@ async function execReadByHand(url: string, program: string): Promise<{
     headBytes += value.byteLength;
     head += new TextDecoder().decode(value);
   }
-  return { child, reader, stderr, headBytes };
+  return { child, reader, stderr, stderrSoFar: () => stderrText, headBytes };
 }
 
 Deno.test("cli: exec keeps every byte and the exit code of a program that answers SIGTERM by exiting while its output drains slowly", async () => {
@@ -1369,11 +1375,14 @@ Deno.test("cli: exec keeps every byte and the exit code of a program that answer
 Deno.test("cli: exec leaves after SIGTERM when its program has ended but our stdout takes nothing for 2 s", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = await serve.firstLine();
-  const { child, reader, stderr } = await execReadByHand(
+  const { child, reader, stderr, stderrSoFar } = await execReadByHand(
     url,
-    'trap "exit 7" TERM; echo ready; head -c 3000000 /dev/zero; sleep 30',
+    'trap "exit 7" TERM; echo ready; head -c 3000000 /dev/zero; echo sent >&2; sleep 30',
   );
   // From here on nothing reads exec's stdout: a stalled pipe, as behind a stuck consumer.
+  // Once the program has sent it all, exec holds far more than its stdout pipe takes (a TERM
+  // sooner could end the program before its output fills the pipe, and exec would just finish).
+  await until(() => stderrSoFar().includes("sent"), 15_000, "the program's output sent");
   child.kill("SIGTERM");
   const status = await withDeadline(child.status, 15_000, "exec leaving");
   await reader.cancel();
