@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { RpcError, SandboxDeniedError } from "../lib/errors.ts";
 import { type Confinement, detectCapabilities } from "../lib/exec/confinement.ts";
 import { FsOps, LISTING_ENTRY_BYTES } from "../lib/exec/fs_ops.ts";
-import { ConfinedFs } from "../lib/exec/_confined_fs.ts";
+import { ABORT_GRACE_MS, ConfinedFs } from "../lib/exec/_confined_fs.ts";
 import {
   MAX_PATH_BYTES,
   MAX_SHOWN_PATH_CHARS,
@@ -337,8 +337,12 @@ Deno.test({
       writing.catch(() => {});
       // The helper waits for a reader that never comes.
       await until(async () => (await bwraps()) > 0, 10_000, "the helper running");
+      const aborted = performance.now();
       stop.abort(new Error("the connection closed"));
       await assert.rejects(withDeadline(writing, 10_000, "the write"), /the connection closed/);
+      // At the limit the helper still had its grace; past it, it is gone.
+      const waited = performance.now() - aborted;
+      assert.ok(waited >= ABORT_GRACE_MS - 5, `killed after ${waited} ms, within the grace`);
       await until(async () => (await bwraps()) === 0, 10_000, "the helper gone");
     } finally {
       await Deno.remove(root, { recursive: true });

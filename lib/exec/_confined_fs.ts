@@ -381,7 +381,11 @@ const STARTED = "printf .";
  * stream ends without one (the sandbox failed before its command).
  */
 async function awaitStarted(stdout: ReadableStream<Uint8Array>): Promise<void> {
-  for await (const _ of stdout) break;
+  try {
+    for await (const _ of stdout) break;
+  } catch {
+    // A failed read: the helper's status tells what happened.
+  }
 }
 
 /**
