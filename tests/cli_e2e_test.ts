@@ -1166,6 +1166,20 @@ Deno.test("cli: the rendezvous outlives running out of file descriptors: it warn
   } finally {
     for (const conn of idle) conn.close();
   }
+  // The listener comes back at its next attempt (100 ms, doubled after each
+  // one that found the descriptors still taken): until then a connect is refused.
+  await until(
+    async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    15_000,
+    "the listener back",
+  );
   // Free again: an exec opens a new harness socket through the same process,
   // to the executor that stayed connected.
   await using run = exec([
