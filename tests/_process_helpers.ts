@@ -143,6 +143,23 @@ export function killPids(pids: number[]): void {
 }
 
 /**
+ * Asserts that no live process starts with `token` within `ms`: processes a
+ * kill reached are dead soon after, not at once (a signalled process still has
+ * to be scheduled to exit), so this waits for it. What is left is killed, and
+ * named in the failure.
+ */
+export async function assertNoneLeft(token: string, ms = 5_000): Promise<void> {
+  let pids: number[] = [];
+  try {
+    await until(() => (pids = livePidsWith(token)).length === 0, ms, `no "${token}" left`);
+  } catch (error) {
+    if (!(error instanceof DeadlineError)) throw error;
+    killPids(pids);
+    throw new Error(`Processes "${token}" outlived the kill: ${pids.join(", ")}`, { cause: error });
+  }
+}
+
+/**
  * Polls /proc through `until()` (bounded by `ms`) until `count` live processes
  * start with `token`. These are grandchildren a test's shell spawns: the OS
  * gives no event for their start, so there is nothing to await.

@@ -12,9 +12,8 @@ import {
 } from "../lib/exec/confinement.ts";
 import { type DenoPermissions, ProcessTable } from "../lib/exec/process_table.ts";
 import {
+  assertNoneLeft,
   collect,
-  killPids,
-  livePidsWith,
   readUntil,
   runProcessFixture,
   uniqueSleep,
@@ -306,9 +305,7 @@ Deno.test("os confinement kills even descendants that left the process group", a
   await waitForPids(`sleep ${token}`, 2);
   assert.equal(await table.terminate("escape"), true);
   await collect(table, "escape");
-  const survivors = livePidsWith(`sleep ${token}`);
-  killPids(survivors);
-  assert.deepEqual(survivors, []);
+  await assertNoneLeft(`sleep ${token}`);
 });
 
 Deno.test("os confinement works with a terminal and arg0", async () => {

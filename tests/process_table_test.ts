@@ -20,6 +20,7 @@ import {
   sessionPids,
 } from "../lib/exec/tree_kill.ts";
 import {
+  assertNoneLeft,
   collect,
   killPids,
   livePidsWith,
@@ -332,9 +333,7 @@ Deno.test("ProcessTable terminate kills the whole process tree", async () => {
   assert.equal(await table.terminate("tree"), true);
   const { last } = await collect(table, "tree");
   assert.equal(last.exitCode, 143);
-  const survivors = livePidsWith(`sleep ${token}`);
-  killPids(survivors);
-  assert.deepEqual(survivors, []);
+  await assertNoneLeft(`sleep ${token}`);
   assert.equal(await table.terminate("tree"), false, "closed: not running");
   assert.equal(await table.terminate("nope"), false);
 });
@@ -401,9 +400,7 @@ Deno.test("ProcessTable escalates to KILL after the grace period", async () => {
   await table.terminate("stubborn");
   const { last } = await collect(table, "stubborn");
   assert.equal(last.exitCode, 137);
-  const survivors = livePidsWith(`sleep ${token}`);
-  killPids(survivors);
-  assert.deepEqual(survivors, []);
+  await assertNoneLeft(`sleep ${token}`);
 });
 
 /**
@@ -857,9 +854,7 @@ Deno.test("ProcessTable terminate kills descendants that outlive an exited leade
   assert.equal(exited.closed, false, "the background sleep holds the pipes");
   assert.equal(await table.terminate("p"), false, "the leader is no longer running");
   await collect(table, "p");
-  const survivors = livePidsWith(`sleep ${token}`);
-  killPids(survivors);
-  assert.deepEqual(survivors, []);
+  await assertNoneLeft(`sleep ${token}`);
 });
 
 /** Whether this machine lets us run in a new user and pid namespace (`unshare -Urpf`). */
@@ -1423,9 +1418,7 @@ Deno.test("ProcessTable close kills everything and refuses new starts", async ()
   await table.start({ processId: "c", argv: ["cat"], pipeStdin: true });
   await withDeadline(table.close(), 5_000, "close");
   await table.close();
-  const survivors = livePidsWith(`sleep ${token}`);
-  killPids(survivors);
-  assert.deepEqual(survivors, []);
+  await assertNoneLeft(`sleep ${token}`);
   await assert.rejects(table.start({ processId: "d", argv: ["true"] }), /process table is closed/);
 });
 
@@ -1546,9 +1539,7 @@ for (const setsid of [false, true]) {
         ok: { setsid, childOfExecutor: true, groupLeader: true, sessionLeader: true },
       });
       assert.deepEqual(results.tree, { ok: { running: true, exitCode: 143 } });
-      const survivors = livePidsWith(`sleep ${token}`);
-      killPids(survivors);
-      assert.deepEqual(survivors, []);
+      await assertNoneLeft(`sleep ${token}`);
       assert.deepEqual(results.tty, { ok: "tty\r\n" });
       assert.match(results.os.ok, /Read-only file system/);
     },

@@ -3,6 +3,7 @@ import { ProcessTable } from "../lib/exec/process_table.ts";
 import { PtyMarkerParser, ttyCommand } from "../lib/exec/tty.ts";
 import { until } from "./_support/deadline.ts";
 import {
+  assertNoneLeft,
   collect,
   killPids,
   livePidsWith,
@@ -220,9 +221,7 @@ Deno.test("tty terminate kills the terminal's whole session", async () => {
   assert.equal((await waitForPids(`sleep ${token}`, 2)).length, 2);
   assert.equal(await table.terminate("t"), true);
   await collect(table, "t");
-  const survivors = livePidsWith(`sleep ${token}`);
-  killPids(survivors);
-  assert.deepEqual(survivors, []);
+  await assertNoneLeft(`sleep ${token}`);
 });
 
 /** Starts an interactive bash whose two jobs job control puts in process groups of their own. */
@@ -243,17 +242,6 @@ async function startJobControlShell(
   assert.equal(new Set(groups).size, 2, "each job leads a process group of its own");
   assert.ok(jobs.every((pid) => statFields(pid).pgrp === pid));
   return jobs;
-}
-
-/** Waits until no live process runs `sleep TOKEN`; kills the survivors and fails if some remain. */
-async function assertJobsGone(token: string, label: string): Promise<void> {
-  try {
-    await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, label);
-  } catch (error) {
-    const survivors = livePidsWith(`sleep ${token}`);
-    killPids(survivors);
-    assert.deepEqual(survivors, [], `${label}: ${error}`);
-  }
 }
 
 /** Fields 5 and 6 of /proc/PID/stat. */
@@ -279,7 +267,7 @@ Deno.test("tty terminate kills the jobs of an interactive shell (groups of their
   await startJobControlShell(table, token);
   assert.equal(await table.terminate("t"), true);
   await collect(table, "t");
-  await assertJobsGone(token, "jobs after terminate");
+  await assertNoneLeft(`sleep ${token}`);
 });
 
 Deno.test("tty timeout kills the jobs of an interactive shell", async () => {
@@ -289,7 +277,7 @@ Deno.test("tty timeout kills the jobs of an interactive shell", async () => {
   await startJobControlShell(table, token, 3_000);
   const { last } = await collect(table, "t");
   assert.equal(last.timedOut, true);
-  await assertJobsGone(token, "jobs after the timeout");
+  await assertNoneLeft(`sleep ${token}`);
 });
 
 Deno.test("tty close kills the jobs of an interactive shell", async () => {
@@ -302,7 +290,7 @@ Deno.test("tty close kills the jobs of an interactive shell", async () => {
     throw error;
   }
   await withDeadline(table.close(), 5_000, "close");
-  await assertJobsGone(token, "jobs after close");
+  await assertNoneLeft(`sleep ${token}`);
 });
 
 Deno.test("tty process/signal reaches the terminal's foreground job, as Ctrl-C does, and not the shell", async () => {
@@ -322,7 +310,7 @@ Deno.test("tty process/signal reaches the terminal's foreground job, as Ctrl-C d
   const [job] = await waitForPids(`sleep ${token}`, 1);
   assert.equal(statFields(job).pgrp, job, "the job leads its own group");
   assert.equal(await table.signal("t", "SIGINT"), true);
-  await assertJobsGone(token, "the foreground job after SIGINT");
+  await assertNoneLeft(`sleep ${token}`);
   // The shell lives on and still answers.
   assert.equal(await table.write("t", encoder.encode("echo shell-$((20+22))\n")), "accepted");
   await readUntil(table, "t", "shell-42");
