@@ -753,7 +753,9 @@ Deno.test("cli: exec kills a program that outlives a SIGTERM by 2 s (SIGKILL, ex
 Deno.test("cli: exec --tty gives the program the local terminal's size and forwards SIGWINCH", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = await serve.firstLine();
-  const program = "trap 'echo resized-to $(stty size); exit 0' WINCH; " +
+  // stty sets columns and rows in two steps, each with its SIGWINCH: the first shows 40 100.
+  const program =
+    `trap 's=$(stty size); echo resized-to $s; [ "$s" = "30 100" ] && exit 0' WINCH; ` +
     "echo started-at $(stty size); while :; do sleep 0.05; done";
   // exec runs in a 120x40 terminal of its own (script's), which this test can resize.
   await using run = new Cli("client", ["exec", "--url", url, "--tty", "--", "sh", "-c", program], {
@@ -1391,7 +1393,9 @@ Deno.test("cli: exec leaves after SIGTERM when its program has ended but our std
   const url = await serve.firstLine();
   const { child, reader, stderr, stderrSoFar } = await execReadByHand(
     url,
-    'trap "exit 7" TERM; echo ready; head -c 3000000 /dev/zero; echo sent >&2; sleep 30',
+    // `wait`, not a sleep in the foreground: a TERM that comes before the sleep has started
+    // would be held until it ends (a shell runs its trap after the foreground command).
+    'trap "exit 7" TERM; echo ready; head -c 3000000 /dev/zero; echo sent >&2; sleep 30 & wait',
   );
   // From here on nothing reads exec's stdout: a stalled pipe, as behind a stuck consumer.
   // Once the program has sent it all, exec holds far more than its stdout pipe takes (a TERM

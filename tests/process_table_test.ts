@@ -643,8 +643,11 @@ Deno.test("ProcessTable keeps a terminate's grace for what a closed process left
       argv: ["sh", "-c", `(${child}) >/dev/null 2>&1 & echo ready; wait`],
     });
     await readUntil(table, "t", "ready");
-    // Its trap is set (a TERM before that would end it at once, with no cleanup).
+    // Its trap is set (a TERM before that would end it at once, with no cleanup), and its sleep
+    // has started: a TERM to the group before then misses the sleep, and the shell runs its trap
+    // only once its foreground command ends.
     await until(() => exists(trapped), 5_000, "the child's trap set");
+    await waitForPids(`sleep ${token}`, 1);
     await table.terminate("t");
     await collect(table, "t");
     for (const id of ["a", "b", "c", "d"]) {

@@ -54,7 +54,13 @@ Deno.test("tty delivers SIGWINCH to the program on resize", async () => {
   await using table = new ProcessTable();
   await table.start({
     processId: "t",
-    argv: ["sh", "-c", "trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done"],
+    // A resize comes as two steps (columns, then rows), each with its SIGWINCH.
+    argv: [
+      "sh",
+      "-c",
+      `trap 's=$(stty size); echo $s; [ "$s" = "20 90" ] && exit 0' WINCH; echo ready; ` +
+      "while :; do sleep 0.05; done",
+    ],
     tty: true,
   });
   const first = await readUntil(table, "t", "ready");
