@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { FaultProxy, type FaultRates } from "./_support/fault_proxy.ts";
-import { DeadlineError, withDeadline } from "./_support/deadline.ts";
+import { DeadlineError, until, withDeadline } from "./_support/deadline.ts";
 import { JsonLinesProcess } from "./_support/json_lines_process.ts";
 import { record } from "./_support/report.ts";
 import { Prng, soakMode } from "./_support/prng.ts";
@@ -433,10 +433,15 @@ Deno.test({
 function cutAt(rig: Rig, hops: ("A" | "B")[], halfOpen: boolean) {
   let cuts = 0;
   const during = async (reached: (bytes: number) => Promise<void>): Promise<void> => {
+    const proxies = hops.map((hop) => hop === "A" ? rig.proxyA : rig.proxyB);
     for (const fraction of [0.2, 0.5, 0.8]) {
       await reached(SIZE * fraction);
-      if (hops.includes("A")) cuts += rig.proxyA.cutAll({ halfOpen });
-      if (hops.includes("B")) cuts += rig.proxyB.cutAll({ halfOpen });
+      // The client may have received what is read now before the last cut (its output queue
+      // holds 4 MiB): each cut waits for the socket that replaced the one cut before.
+      for (const proxy of proxies) {
+        await until(() => proxy.uncutConnections > 0, 30_000, "a socket back to cut");
+        cuts += proxy.cutAll({ halfOpen });
+      }
     }
   };
   return { during, cuts: () => cuts };

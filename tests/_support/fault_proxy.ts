@@ -213,6 +213,13 @@ export class FaultProxy implements AsyncDisposable {
     return this.#links.size;
   }
 
+  /** Live WebSocket connections not cut yet (a cut one lingers until both sides closed). */
+  get uncutConnections(): number {
+    let n = 0;
+    for (const link of this.#links) if (!link.cut) n++;
+    return n;
+  }
+
   /**
    * Changes the fault rates of new and existing connections.
    *
@@ -236,7 +243,7 @@ export class FaultProxy implements AsyncDisposable {
   }
 
   /**
-   * Cuts every live connection now: both sockets closed, or with
+   * Cuts every live connection not cut yet: both sockets closed, or with
    * `halfOpen` only the client's, while the upstream socket stays open and
    * silent (a NAT or network drop the server has not noticed yet) until the
    * proxy closes.
@@ -247,6 +254,7 @@ export class FaultProxy implements AsyncDisposable {
   cutAll(options: { halfOpen?: boolean } = {}): number {
     let n = 0;
     for (const link of this.#links) {
+      if (link.cut) continue;
       if (options.halfOpen) this.#cutHalfOpen(link);
       else this.#cut(link);
       n++;
