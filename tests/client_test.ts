@@ -15,7 +15,7 @@ import {
 } from "../lib/client/remote_process.ts";
 import type { RemoteProcess } from "../lib/client/remote_process.ts";
 import type { ProcessTransport } from "../lib/client/remote_process.ts";
-import { connect, type Connection } from "../lib/client/connect.ts";
+import { connect, type Connection, STABLE_SOCKET_MS } from "../lib/client/connect.ts";
 import { openWebSocketChannel } from "../lib/client/_websocket_channel.ts";
 import { GatedChannel } from "../lib/client/_gated_channel.ts";
 import { loopback } from "./_mux_loopback.ts";
@@ -1509,6 +1509,47 @@ for (const delayMs of [0, 600]) {
     assert.equal(new TextDecoder().decode(out.stdout), "got hello\n");
   });
 }
+
+Deno.test("connect resets its backoff after a socket that stayed up STABLE_SOCKET_MS, not after one a second short of it", async () => {
+  await using proxy = new PathPrefixProxy("/p");
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-stable",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  let reconnected = 0;
+  /** Waits taken because the last socket did not stay up long enough. */
+  const flapWaits: number[] = [];
+  await using conn = await connect(proxy.url, {
+    executorId: "box-stable",
+    token: SERVER_TOKEN,
+    detachWindowMs: 30_000,
+    onEvent: (event) => {
+      if (event.type === "reconnected") reconnected++;
+      if (event.type === "reconnecting" && /after it opened/.test(event.error?.message ?? "")) {
+        flapWaits.push(event.delayMs);
+      }
+    },
+  });
+  const child = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
+  await child.started;
+  proxy.cut(); // the first loss: retried at once
+  await until(() => reconnected === 1, 10_000, "the first reconnect");
+  assert.deepEqual(flapWaits, []);
+  // Pacing, not a wait for an event: how long each socket stays up before its cut.
+  await new Promise((resolve) => setTimeout(resolve, STABLE_SOCKET_MS - 1_000));
+  proxy.cut(); // short of the limit: a flap, so a backoff wait comes first
+  await until(() => reconnected === 2, 10_000, "the second reconnect");
+  assert.equal(flapWaits.length, 1, "a socket up less than STABLE_SOCKET_MS is a flap");
+  await new Promise((resolve) => setTimeout(resolve, STABLE_SOCKET_MS + 1_000));
+  proxy.cut(); // past the limit: the link held, so the backoff starts over and no wait comes first
+  await until(() => reconnected === 3, 10_000, "the third reconnect");
+  assert.equal(flapWaits.length, 1, "a socket up past STABLE_SOCKET_MS resets the backoff");
+  assert.equal(conn.closeReason, undefined);
+});
 
 Deno.test("connect gives up at the detach window on a reconnected socket that stays open but brings nothing", async () => {
   await using proxy = new PathPrefixProxy("/p");
