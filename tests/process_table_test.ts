@@ -3,6 +3,7 @@ import { SandboxDeniedError } from "../lib/errors.ts";
 import { detectSessionHelper, resolveGrantedProgram } from "../lib/exec/confinement.ts";
 import {
   DEFAULT_MAX_ARGV_BYTES,
+  GROUP_REUSE_SAFE_MS,
   MAX_FORGOTTEN_GROUPS,
   MAX_QUEUED_STDIN_BYTES,
   MAX_QUEUED_STDIN_WRITES,
@@ -548,6 +549,45 @@ Deno.test("ProcessTable terminate soon after the leader exited kills a worker it
     await table.terminate("p");
     await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "the worker killed");
     assert.equal((await collect(table, "p")).last.closed, true);
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ProcessTable terminate past GROUP_REUSE_SAFE_MS after the leader exited leaves a worker forked after the exit: nothing proves its group the program's", async () => {
+  const token = uniqueSleep();
+  const dir = await Deno.makeTempDir({ prefix: "outpost_late_" });
+  const killGraceMs = 500;
+  await using table = new ProcessTable({ killGraceMs });
+  try {
+    // As in the test before: a worker forked 1.5 s after the leader's exit holds stdout.
+    await table.start({
+      processId: "p",
+      argv: [
+        "sh",
+        "-c",
+        `(while [ ! -e ${dir}/go ]; do sleep 0.05; done; sleep ${token} & : > ${dir}/forked) & echo ready`,
+      ],
+    });
+    await until(
+      async () => (await table.read("p", { maxBytes: 0 })).exited,
+      5_000,
+      "the leader exited",
+    );
+    const exitSeen = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // pacing, as before
+    await Deno.writeTextFile(`${dir}/go`, "");
+    await until(() => exists(`${dir}/forked`), 5_000, "the worker forked");
+    await waitForPids(`sleep ${token}`, 1);
+    // Pacing: past the limit (seen from here, later than the exit itself), the group number
+    // could be a newcomer's, and its only member started well after the exit.
+    const past = exitSeen + GROUP_REUSE_SAFE_MS + 1_000 - performance.now();
+    await new Promise((resolve) => setTimeout(resolve, past));
+    await table.terminate("p");
+    // An observation window: the TERM, and the KILL at the end of the grace, leave it alone.
+    await new Promise((resolve) => setTimeout(resolve, killGraceMs + 1_000));
+    assert.equal(livePidsWith(`sleep ${token}`).length, 1, "the worker was left alone");
   } finally {
     killPids(livePidsWith(`sleep ${token}`));
     await Deno.remove(dir, { recursive: true });

@@ -126,7 +126,7 @@ export const MAX_FORGOTTEN_GROUPS = 1024;
  * pids wrapped around (pid_max of them, 32,768 at least) since. Later, only
  * members that prove the group never emptied are signalled (see `leftoverPids`).
  */
-const GROUP_REUSE_SAFE_MS = 10_000;
+export const GROUP_REUSE_SAFE_MS = 10_000;
 /** The end-of-file key a terminal's line discipline reads (`VEOF`, Ctrl-D). */
 const CTRL_D = new Uint8Array([0x04]);
 /**
