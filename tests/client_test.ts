@@ -15,7 +15,12 @@ import {
 } from "../lib/client/remote_process.ts";
 import type { RemoteProcess } from "../lib/client/remote_process.ts";
 import type { ProcessTransport } from "../lib/client/remote_process.ts";
-import { connect, type Connection, STABLE_SOCKET_MS } from "../lib/client/connect.ts";
+import {
+  connect,
+  type Connection,
+  LAST_ATTEMPT_LEAD_MS,
+  STABLE_SOCKET_MS,
+} from "../lib/client/connect.ts";
 import { openWebSocketChannel } from "../lib/client/_websocket_channel.ts";
 import { GatedChannel } from "../lib/client/_gated_channel.ts";
 import { loopback } from "./_mux_loopback.ts";
@@ -1465,6 +1470,46 @@ Deno.test("connect backs off, and gives up at the detach window, when every new 
   const sockets = proxy.upgrades - before;
   assert.ok(sockets >= 2 && sockets <= 12, `${sockets} sockets in the window`);
   assert.ok(reconnected <= sockets);
+});
+
+Deno.test("connect makes its last reconnect attempt LAST_ATTEMPT_LEAD_MS before the detach window ends, and none after", async () => {
+  await using proxy = new PathPrefixProxy("/p");
+  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
+  await using executor = runExecutor({
+    registry: rendezvous.registryUrl,
+    executorId: "box-lead",
+    token: SERVER_TOKEN,
+  });
+  await until(() => executor.status === "connected", 10_000, "executor connected");
+  const windowMs = 3_000; // a lead of 250 ms is under a quarter of it
+  let lostAt: number | undefined;
+  /** When each reconnect attempt was planned for, in ms after the loss. */
+  const attemptsAt: number[] = [];
+  await using conn = await connect(proxy.url, {
+    executorId: "box-lead",
+    token: SERVER_TOKEN,
+    detachWindowMs: windowMs,
+    onEvent: (event) => {
+      // Events are emitted synchronously, as the client decides: this clock is its clock.
+      if (event.type === "disconnected") lostAt ??= performance.now();
+      if (event.type === "reconnecting" && lostAt !== undefined) {
+        attemptsAt.push(performance.now() - lostAt + event.delayMs);
+      }
+    },
+  });
+  const child = new RemoteCommand(conn, "sleep", { args: ["30"] }).spawn();
+  await child.started;
+  // Every new socket closes as it opens (no frame): the window runs from the first loss.
+  proxy.acceptAndDrop = true;
+  proxy.cut();
+  await assert.rejects(withDeadline(child.status, 15_000, "status"), /detach_expired/);
+  const last = Math.max(...attemptsAt);
+  const due = windowMs - LAST_ATTEMPT_LEAD_MS;
+  // At the lead: the backoff's next wait would overshoot, so the last one is cut to end there.
+  assert.ok(Math.abs(last - due) <= 25, `last attempt at ${last.toFixed(0)} ms, due at ${due}`);
+  // Past it: no attempt planned later.
+  assert.ok(attemptsAt.every((at) => at <= due + 25), `attempts at ${attemptsAt.join(", ")}`);
 });
 
 for (const delayMs of [0, 600]) {

@@ -31,8 +31,11 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
  * the answer to its resume, the detach window still runs from the first loss.
  */
 export const STABLE_SOCKET_MS = 5_000;
-/** How long before the detach window ends its last reconnect attempt is made. */
-const LAST_ATTEMPT_LEAD_MS = 250;
+/**
+ * How long before the detach window ends its last reconnect attempt is made
+ * (at most a quarter of the window).
+ */
+export const LAST_ATTEMPT_LEAD_MS = 250;
 
 /** Something the connection did, for logs. Never carries a token. */
 export type ConnectionEvent =
