@@ -238,6 +238,50 @@ Deno.test({
 });
 
 Deno.test({
+  name: "ConfinedFs.stopAll before a helper's sandbox is up never begins its operation (os)",
+  ignore: !OS_WORKS,
+  async fn() {
+    const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_notbegun_" }));
+    try {
+      // A bubblewrap slow to start: every stop comes before any sandbox is up. The stop used to
+      // wait for the helper to report in, then land just as its shell opened the file (`>`).
+      const real = await new Deno.Command("sh", { args: ["-c", "command -v bwrap"] }).output();
+      const bwrap = new TextDecoder().decode(real.stdout).trim();
+      await Deno.mkdir(`${root}/bin`);
+      await Deno.writeTextFile(`${root}/bin/bwrap`, `#!/bin/sh\nsleep 0.5\nexec ${bwrap} "$@"\n`, {
+        mode: 0o755,
+      });
+      for (let i = 0; i < 8; i++) await Deno.writeTextFile(`${root}/old${i}`, "old content");
+      await Deno.writeTextFile(`${root}/keep`, "keep");
+      const run = await withDeadline(
+        new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", "-q", "tests/_support/confined_stop_before_start.ts", root],
+          cwd: new URL("..", import.meta.url).pathname,
+          env: { PATH: `${root}/bin:${Deno.env.get("PATH")}` },
+          stdout: "piped",
+          stderr: "piped",
+        }).output(),
+        30_000,
+        "the stopped calls",
+      );
+      const stderr = new TextDecoder().decode(run.stderr);
+      assert.equal(run.code, 0, stderr);
+      const outcomes: string[] = JSON.parse(new TextDecoder().decode(run.stdout));
+      assert.equal(outcomes.length, 10);
+      for (const outcome of outcomes) assert.match(outcome, /the executor is closing/);
+      for (let i = 0; i < 8; i++) {
+        assert.equal(await Deno.readTextFile(`${root}/old${i}`), "old content", `old${i}`);
+      }
+      assert.equal(await Deno.readTextFile(`${root}/keep`), "keep", "not removed");
+      await assert.rejects(Deno.lstat(`${root}/made`), Deno.errors.NotFound, "not made");
+      await until(async () => (await processesNaming(root)) === 0, 5_000, "no sandbox left");
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "ConfinedFs.stopAll kills a blocked helper at once, without the abort's grace (os)",
   ignore: !OS_WORKS,
   async fn() {

@@ -13,12 +13,15 @@
  * (`--allow-run`). A missing grant refuses the operation; it never falls
  * back to an unconfined write.
  *
- * Each helper's shell prints one byte before it execs the operation. Until
- * that byte arrives bubblewrap may still be setting up, and killed then it
- * leaves its sandbox running: its `--die-with-parent` is armed only part way
- * through (measured: 29 of 30 sandboxes outlived a kill 2 to 5 ms after the
- * spawn). A kill asked for earlier waits for the byte, or for the helper's
- * end.
+ * Each helper starts with a handshake: its shell prints one byte, then waits
+ * for a line on stdin before it execs the operation. Until that byte
+ * arrives bubblewrap may still be setting up, and killed then it leaves its
+ * sandbox running: its `--die-with-parent` is armed only part way through
+ * (measured: 29 of 30 sandboxes outlived a kill 2 to 5 ms after the spawn).
+ * So a kill asked for earlier waits for the byte, and then the helper is
+ * killed instead of being let go: the operation never begins (a kill as it
+ * began would leave a file emptied by the shell's `>`, or a directory made
+ * while the call reports failure).
  *
  * @module
  */
@@ -178,7 +181,7 @@ export class ConfinedFs {
       throw error;
     }
     const { paths: [bwrap, sh, cat], roots } = prepared;
-    const command = [sh, "-c", `${STARTED} && exec "$1" > "$2"`, "sh", cat, resolved];
+    const command = [sh, "-c", `${HANDSHAKE} && exec "$1" > "$2"`, "sh", cat, resolved];
     await this.#run(action, shown, bwrap, roots, command, signal, data);
   }
 
@@ -205,7 +208,7 @@ export class ConfinedFs {
       resolved,
       "mkdir",
     );
-    const command = [sh, "-c", `${STARTED} && exec "$@"`, "sh", mkdir];
+    const command = [sh, "-c", `${HANDSHAKE} && exec "$@"`, "sh", mkdir];
     command.push(...(recursive ? ["-p"] : []), "--", resolved);
     await this.#run(action, shown, bwrap, roots, command, signal);
   }
@@ -237,7 +240,7 @@ export class ConfinedFs {
       "remove",
     );
     const flags = (recursive ? "-r" : "-d") + (force ? "f" : "");
-    const command = [sh, "-c", `${STARTED} && exec "$@"`, "sh", rm, flags, "--", resolved];
+    const command = [sh, "-c", `${HANDSHAKE} && exec "$@"`, "sh", rm, flags, "--", resolved];
     await this.#run(action, shown, bwrap, roots, command, signal);
   }
 
@@ -297,8 +300,8 @@ export class ConfinedFs {
         args: [...args, ...command],
         clearEnv: true,
         env: { LC_ALL: "C" },
-        stdin: data === undefined ? "null" : "piped",
-        stdout: "piped", // the STARTED byte
+        stdin: "piped", // the go-ahead, then the data
+        stdout: "piped", // the handshake's byte
         stderr: "piped",
       }).spawn();
     } catch (error) {
@@ -310,7 +313,8 @@ export class ConfinedFs {
       );
     }
     // Killed, bubblewrap's --die-with-parent takes the sandbox along, once
-    // the helper has started (module doc): a kill asked for before waits.
+    // the helper has started (module doc): a kill asked for before waits, and
+    // the helper is then killed before it is let go.
     let started = false, killAsked = false, stoppedHere = false;
     const killNow = (): void => {
       try {
@@ -327,9 +331,14 @@ export class ConfinedFs {
       stoppedHere = true;
       kill();
     };
-    const starting = awaitStarted(child.stdout).then(() => {
+    const feeding = awaitStarted(child.stdout).then((byte): Promise<unknown> => {
       started = true;
-      if (killAsked) killNow();
+      if (killAsked || !byte) {
+        // Stopped before it began, or the sandbox failed before its command.
+        if (killAsked) killNow();
+        return refuse(child.stdin, data);
+      }
+      return feed(child.stdin, data);
     });
     // A helper can block for good (a FIFO swapped in for the file: `cat >`
     // waits for a reader): once nobody waits for the answer, it is given
@@ -342,15 +351,9 @@ export class ConfinedFs {
     signal?.addEventListener("abort", killAfterGrace, { once: true });
     this.#running.add(stop);
     if (signal?.aborted) killAfterGrace();
-    const feeding = data === undefined ? Promise.resolve(null) : feed(child.stdin, data);
     let stderr: string, status: Deno.CommandStatus, fed: unknown;
     try {
-      [stderr, status, fed] = await Promise.all([
-        readCapped(child.stderr),
-        child.status,
-        feeding,
-        starting,
-      ]);
+      [stderr, status, fed] = await Promise.all([readCapped(child.stderr), child.status, feeding]);
     } finally {
       signal?.removeEventListener("abort", killAfterGrace);
       clearTimeout(graceTimer);
@@ -372,45 +375,64 @@ export class ConfinedFs {
   }
 }
 
-/** What each helper's shell runs first, once its sandbox is set up: one byte to stdout. */
-const STARTED = "printf .";
+/**
+ * What each helper's shell runs first, once its sandbox is set up: one byte
+ * to stdout, then one line from stdin, the go-ahead (a shell reads a pipe a
+ * byte at a time, so the data after it is left to the operation).
+ */
+const HANDSHAKE = "printf . && read -r go";
+
+/** The go-ahead line. */
+const GO = new Uint8Array([0x0a]);
 
 /**
- * Settles when the helper's first byte arrives, then closes the stream (the
- * operations write nothing to stdout: `cat`'s goes to the file), or when the
- * stream ends without one (the sandbox failed before its command).
+ * Whether the helper's byte arrived; false when the stream ended without it
+ * (the sandbox failed before its command). The stream is closed after the
+ * byte: the operations write nothing to stdout (`cat`'s goes to the file).
  */
-async function awaitStarted(stdout: ReadableStream<Uint8Array>): Promise<void> {
+async function awaitStarted(stdout: ReadableStream<Uint8Array>): Promise<boolean> {
   try {
-    for await (const _ of stdout) break;
+    for await (const _ of stdout) return true;
   } catch {
     // A failed read: the helper's status tells what happened.
   }
+  return false;
 }
 
 /**
- * Writes the data to the helper's stdin. Returns the failure, if any, for the
- * caller to judge with the helper's status: a helper that exits early breaks
- * the pipe, a source that fails to read leaves the helper a short input.
+ * Lets the helper go: the go-ahead, then the data. Returns the failure, if
+ * any, for the caller to judge with the helper's status: a helper that exits
+ * early breaks the pipe, a source that fails to read leaves the helper a
+ * short input.
  */
-async function feed(stdin: WritableStream<Uint8Array>, data: ConfinedData): Promise<unknown> {
-  if (data instanceof Uint8Array) {
-    const writer = stdin.getWriter();
-    try {
-      await writer.write(data);
+async function feed(stdin: WritableStream<Uint8Array>, data?: ConfinedData): Promise<unknown> {
+  const writer = stdin.getWriter();
+  try {
+    await writer.write(GO);
+    if (data instanceof Uint8Array) await writer.write(data);
+    if (data === undefined || data instanceof Uint8Array) {
       await writer.close();
       return null;
-    } catch (error) {
-      await writer.abort().catch(() => {});
-      return error ?? new Error("the data did not reach the sandbox");
     }
+  } catch (error) {
+    await writer.abort().catch(() => {});
+    if (data !== undefined && !(data instanceof Uint8Array)) await data.cancel().catch(() => {});
+    return error ?? new Error("the data did not reach the sandbox");
   }
+  writer.releaseLock();
   try {
     await data.pipeTo(stdin);
     return null;
   } catch (error) {
     return error ?? new Error("the data did not reach the sandbox");
   }
+}
+
+/** Holds the helper back: no go-ahead, stdin closed, a data stream cancelled. */
+async function refuse(stdin: WritableStream<Uint8Array>, data?: ConfinedData): Promise<null> {
+  await stdin.close().catch(() => {});
+  if (data !== undefined && !(data instanceof Uint8Array)) await data.cancel().catch(() => {});
+  return null;
 }
 
 /** Reads a stream to its end, keeping its first bytes only. */
