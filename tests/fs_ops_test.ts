@@ -282,6 +282,37 @@ Deno.test({
 });
 
 Deno.test({
+  name: "ConfinedFs.stopAll settles a write whose data stream stalled (os)",
+  ignore: !OS_WORKS,
+  async fn() {
+    const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_stall_" }));
+    try {
+      const confined = new ConfinedFs([root]);
+      let pulls = 0;
+      // One chunk, then a source that never produces again (nor ends).
+      const stalled = new ReadableStream<Uint8Array>({
+        pull(controller): Promise<void> | void {
+          if (pulls++ > 0) return new Promise<void>(() => {});
+          controller.enqueue(new Uint8Array(3));
+        },
+      });
+      const writing = confined.writeFile("copy to", `${root}/f`, `${root}/f`, stalled);
+      writing.catch(() => {});
+      // The helper was let go and took the first chunk: the copy waits on its source.
+      await until(() => pulls >= 2, 10_000, "the second pull");
+      confined.stopAll();
+      await assert.rejects(
+        withDeadline(writing, 5_000, "the stalled write"),
+        /the executor is closing/,
+      );
+      await until(async () => (await processesNaming(root)) === 0, 5_000, "no sandbox left");
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "ConfinedFs.stopAll kills a blocked helper at once, without the abort's grace (os)",
   ignore: !OS_WORKS,
   async fn() {

@@ -316,7 +316,10 @@ export class ConfinedFs {
     // the helper has started (module doc): a kill asked for before waits, and
     // the helper is then killed before it is let go.
     let started = false, killAsked = false, stoppedHere = false;
+    /** Stops feeding a data stream (one that stalls would otherwise hold the call). */
+    const feedStop = new AbortController();
     const killNow = (): void => {
+      feedStop.abort();
       try {
         child.kill("SIGKILL");
       } catch {
@@ -338,7 +341,7 @@ export class ConfinedFs {
         if (killAsked) killNow();
         return refuse(child.stdin, data);
       }
-      return feed(child.stdin, data);
+      return feed(child.stdin, data, feedStop.signal);
     });
     // A helper can block for good (a FIFO swapped in for the file: `cat >`
     // waits for a reader): once nobody waits for the answer, it is given
@@ -405,7 +408,11 @@ async function awaitStarted(stdout: ReadableStream<Uint8Array>): Promise<boolean
  * early breaks the pipe, a source that fails to read leaves the helper a
  * short input.
  */
-async function feed(stdin: WritableStream<Uint8Array>, data?: ConfinedData): Promise<unknown> {
+async function feed(
+  stdin: WritableStream<Uint8Array>,
+  data: ConfinedData | undefined,
+  signal: AbortSignal,
+): Promise<unknown> {
   const writer = stdin.getWriter();
   try {
     await writer.write(GO);
@@ -421,7 +428,7 @@ async function feed(stdin: WritableStream<Uint8Array>, data?: ConfinedData): Pro
   }
   writer.releaseLock();
   try {
-    await data.pipeTo(stdin);
+    await data.pipeTo(stdin, { signal });
     return null;
   } catch (error) {
     return error ?? new Error("the data did not reach the sandbox");
