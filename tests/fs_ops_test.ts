@@ -282,6 +282,49 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "ConfinedFs reports a sandbox that ended before its operation started as a failure, even with status 0 (os)",
+  ignore: !OS_WORKS,
+  async fn() {
+    const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_notstarted_" }));
+    try {
+      // A wrapper that hides bubblewrap's failure: it exits 0 and runs nothing.
+      await Deno.mkdir(`${root}/bin`);
+      await Deno.writeTextFile(`${root}/bin/bwrap`, "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+      for (let i = 0; i < 8; i++) await Deno.writeTextFile(`${root}/old${i}`, "old content");
+      await Deno.writeTextFile(`${root}/keep`, "keep");
+      const run = await withDeadline(
+        new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            "-q",
+            "tests/_support/confined_stop_before_start.ts",
+            root,
+            "--no-stop",
+          ],
+          cwd: new URL("..", import.meta.url).pathname,
+          env: { PATH: `${root}/bin:${Deno.env.get("PATH")}` },
+          stdout: "piped",
+          stderr: "piped",
+        }).output(),
+        30_000,
+        "the calls",
+      );
+      assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+      const outcomes: string[] = JSON.parse(new TextDecoder().decode(run.stdout));
+      assert.equal(outcomes.length, 10);
+      for (const outcome of outcomes) {
+        assert.match(outcome, /the sandbox ended before the operation started/);
+      }
+      assert.equal(await Deno.readTextFile(`${root}/old0`), "old content");
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name: "ConfinedFs.stopAll settles a write whose data stream stalled (os)",
   ignore: !OS_WORKS,
   async fn() {

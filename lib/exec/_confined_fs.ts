@@ -315,7 +315,7 @@ export class ConfinedFs {
     // Killed, bubblewrap's --die-with-parent takes the sandbox along, once
     // the helper has started (module doc): a kill asked for before waits, and
     // the helper is then killed before it is let go.
-    let started = false, killAsked = false, stoppedHere = false;
+    let started = false, killAsked = false, stoppedHere = false, letGo = false;
     /** Stops feeding a data stream (one that stalls would otherwise hold the call). */
     const feedStop = new AbortController();
     const killNow = (): void => {
@@ -341,6 +341,7 @@ export class ConfinedFs {
         if (killAsked) killNow();
         return refuse(child.stdin, data);
       }
+      letGo = true;
       return feed(child.stdin, data, feedStop.signal);
     });
     // A helper can block for good (a FIFO swapped in for the file: `cat >`
@@ -370,6 +371,13 @@ export class ConfinedFs {
       );
     }
     if (!status.success) throw helperError(action, shown, stderr, status.code);
+    if (!letGo) {
+      // Nothing ran, whatever the status says (a wrapper that hides bubblewrap's failure).
+      throw new RpcError(
+        INTERNAL_ERROR,
+        `Cannot ${action} "${shownPath(shown)}": the sandbox ended before the operation started`,
+      );
+    }
     if (fed !== null) {
       // The helper wrote what it got, but the data did not all arrive (a source read failed).
       const detail = fed instanceof Error ? fed.message : String(fed);
