@@ -237,6 +237,38 @@ Deno.test({
   },
 });
 
+/**
+ * Runs `tests/_support/confined_stop_before_start.ts` in a process whose PATH
+ * finds `bwrapScript` as `bwrap` first, over files it prepares in `root`
+ * (`old0`..`old7` holding "old content", `keep`), and returns its ten
+ * calls' outcomes.
+ */
+async function confinedCallsWith(
+  root: string,
+  bwrapScript: string,
+  args: string[] = [],
+): Promise<string[]> {
+  await Deno.mkdir(`${root}/bin`);
+  await Deno.writeTextFile(`${root}/bin/bwrap`, bwrapScript, { mode: 0o755 });
+  for (let i = 0; i < 8; i++) await Deno.writeTextFile(`${root}/old${i}`, "old content");
+  await Deno.writeTextFile(`${root}/keep`, "keep");
+  const run = await withDeadline(
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "-q", "tests/_support/confined_stop_before_start.ts", root, ...args],
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { PATH: `${root}/bin:${Deno.env.get("PATH")}` },
+      stdout: "piped",
+      stderr: "piped",
+    }).output(),
+    30_000,
+    "the confined calls",
+  );
+  assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+  const outcomes: string[] = JSON.parse(new TextDecoder().decode(run.stdout));
+  assert.equal(outcomes.length, 10);
+  return outcomes;
+}
+
 Deno.test({
   name: "ConfinedFs.stopAll before a helper's sandbox is up never begins its operation (os)",
   ignore: !OS_WORKS,
@@ -247,27 +279,7 @@ Deno.test({
       // wait for the helper to report in, then land just as its shell opened the file (`>`).
       const real = await new Deno.Command("sh", { args: ["-c", "command -v bwrap"] }).output();
       const bwrap = new TextDecoder().decode(real.stdout).trim();
-      await Deno.mkdir(`${root}/bin`);
-      await Deno.writeTextFile(`${root}/bin/bwrap`, `#!/bin/sh\nsleep 0.5\nexec ${bwrap} "$@"\n`, {
-        mode: 0o755,
-      });
-      for (let i = 0; i < 8; i++) await Deno.writeTextFile(`${root}/old${i}`, "old content");
-      await Deno.writeTextFile(`${root}/keep`, "keep");
-      const run = await withDeadline(
-        new Deno.Command(Deno.execPath(), {
-          args: ["run", "-A", "-q", "tests/_support/confined_stop_before_start.ts", root],
-          cwd: new URL("..", import.meta.url).pathname,
-          env: { PATH: `${root}/bin:${Deno.env.get("PATH")}` },
-          stdout: "piped",
-          stderr: "piped",
-        }).output(),
-        30_000,
-        "the stopped calls",
-      );
-      const stderr = new TextDecoder().decode(run.stderr);
-      assert.equal(run.code, 0, stderr);
-      const outcomes: string[] = JSON.parse(new TextDecoder().decode(run.stdout));
-      assert.equal(outcomes.length, 10);
+      const outcomes = await confinedCallsWith(root, `#!/bin/sh\nsleep 0.5\nexec ${bwrap} "$@"\n`);
       for (const outcome of outcomes) assert.match(outcome, /the executor is closing/);
       for (let i = 0; i < 8; i++) {
         assert.equal(await Deno.readTextFile(`${root}/old${i}`), "old content", `old${i}`);
@@ -289,35 +301,12 @@ Deno.test({
     const root = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_notstarted_" }));
     try {
       // A wrapper that hides bubblewrap's failure: it exits 0 and runs nothing.
-      await Deno.mkdir(`${root}/bin`);
-      await Deno.writeTextFile(`${root}/bin/bwrap`, "#!/bin/sh\nexit 0\n", { mode: 0o755 });
-      for (let i = 0; i < 8; i++) await Deno.writeTextFile(`${root}/old${i}`, "old content");
-      await Deno.writeTextFile(`${root}/keep`, "keep");
-      const run = await withDeadline(
-        new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            "-A",
-            "-q",
-            "tests/_support/confined_stop_before_start.ts",
-            root,
-            "--no-stop",
-          ],
-          cwd: new URL("..", import.meta.url).pathname,
-          env: { PATH: `${root}/bin:${Deno.env.get("PATH")}` },
-          stdout: "piped",
-          stderr: "piped",
-        }).output(),
-        30_000,
-        "the calls",
-      );
-      assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
-      const outcomes: string[] = JSON.parse(new TextDecoder().decode(run.stdout));
-      assert.equal(outcomes.length, 10);
+      const outcomes = await confinedCallsWith(root, "#!/bin/sh\nexit 0\n", ["--no-stop"]);
       for (const outcome of outcomes) {
         assert.match(outcome, /the sandbox ended before the operation started/);
       }
       assert.equal(await Deno.readTextFile(`${root}/old0`), "old content");
+      assert.equal(await Deno.readTextFile(`${root}/keep`), "keep", "not removed");
     } finally {
       await Deno.remove(root, { recursive: true });
     }

@@ -519,33 +519,44 @@ Deno.test("ProcessTable forgets the processes that closed first, not those start
   await collect(table, "next");
 });
 
+/**
+ * Starts "p": a helper (started before the exit) forks the worker `sleep
+ * TOKEN` 1.5 s after the leader has exited, marks it, and exits, so no member
+ * that started before the exit is left, and the worker holds stdout.
+ *
+ * @returns When the test saw the leader's exit (`performance.now()`), once the worker runs.
+ */
+async function startLateWorker(table: ProcessTable, token: string, dir: string): Promise<number> {
+  await table.start({
+    processId: "p",
+    argv: [
+      "sh",
+      "-c",
+      `(while [ ! -e ${dir}/go ]; do sleep 0.05; done; sleep ${token} & : > ${dir}/forked) & echo ready`,
+    ],
+  });
+  await until(
+    async () => (await table.read("p", { maxBytes: 0 })).exited,
+    5_000,
+    "the leader exited",
+  );
+  const exitSeen = performance.now();
+  // Pacing, not a wait for an event: the worker starts over a second after the exit, so no
+  // start time proves the group the program's (what counts once the exit is long past).
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  await Deno.writeTextFile(`${dir}/go`, "");
+  await until(() => exists(`${dir}/forked`), 5_000, "the worker forked");
+  await waitForPids(`sleep ${token}`, 1);
+  assert.equal((await table.read("p", { maxBytes: 0 })).closed, false, "its stdout still held");
+  return exitSeen;
+}
+
 Deno.test("ProcessTable terminate soon after the leader exited kills a worker its leftover forked after the exit", async () => {
   const token = uniqueSleep();
   const dir = await Deno.makeTempDir({ prefix: "outpost_late_" });
   await using table = new ProcessTable({ killGraceMs: 500 });
   try {
-    // A helper (started before the exit) forks the worker once the leader has exited, marks it,
-    // and exits: no member that started before the exit is left, and the worker holds stdout.
-    await table.start({
-      processId: "p",
-      argv: [
-        "sh",
-        "-c",
-        `(while [ ! -e ${dir}/go ]; do sleep 0.05; done; sleep ${token} & : > ${dir}/forked) & echo ready`,
-      ],
-    });
-    await until(
-      async () => (await table.read("p", { maxBytes: 0 })).exited,
-      5_000,
-      "the leader exited",
-    );
-    // Pacing, not a wait for an event: the worker starts over a second after the exit, so no
-    // start time proves the group the program's (what counts once the exit is long past).
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
-    await Deno.writeTextFile(`${dir}/go`, "");
-    await until(() => exists(`${dir}/forked`), 5_000, "the worker forked");
-    await waitForPids(`sleep ${token}`, 1);
-    assert.equal((await table.read("p", { maxBytes: 0 })).closed, false, "its stdout still held");
+    await startLateWorker(table, token, dir);
     await table.terminate("p");
     await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "the worker killed");
     assert.equal((await collect(table, "p")).last.closed, true);
@@ -561,25 +572,7 @@ Deno.test("ProcessTable terminate past GROUP_REUSE_SAFE_MS after the leader exit
   const killGraceMs = 500;
   await using table = new ProcessTable({ killGraceMs });
   try {
-    // As in the test before: a worker forked 1.5 s after the leader's exit holds stdout.
-    await table.start({
-      processId: "p",
-      argv: [
-        "sh",
-        "-c",
-        `(while [ ! -e ${dir}/go ]; do sleep 0.05; done; sleep ${token} & : > ${dir}/forked) & echo ready`,
-      ],
-    });
-    await until(
-      async () => (await table.read("p", { maxBytes: 0 })).exited,
-      5_000,
-      "the leader exited",
-    );
-    const exitSeen = performance.now();
-    await new Promise((resolve) => setTimeout(resolve, 1_500)); // pacing, as before
-    await Deno.writeTextFile(`${dir}/go`, "");
-    await until(() => exists(`${dir}/forked`), 5_000, "the worker forked");
-    await waitForPids(`sleep ${token}`, 1);
+    const exitSeen = await startLateWorker(table, token, dir);
     // Pacing: past the limit (seen from here, later than the exit itself), the group number
     // could be a newcomer's, and its only member started well after the exit.
     const past = exitSeen + GROUP_REUSE_SAFE_MS + 1_000 - performance.now();
