@@ -120,6 +120,45 @@ function recordingSleep(delays: number[], stopAfter: number, stop: () => void) {
   };
 }
 
+/**
+ * Runs an executor for box-1 (no jitter unless `options` sets it) until it
+ * has waited `count` times, and returns those waits; nothing really waits.
+ */
+async function waitsTaken(
+  options: Partial<RunExecutorOptions> & { registry: string },
+  count: number,
+): Promise<number[]> {
+  const delays: number[] = [];
+  const stop = new AbortController();
+  const handle = runExecutor({
+    executorId: "box-1",
+    token: TOKEN,
+    jitter: 0,
+    signal: stop.signal,
+    sleep: recordingSleep(delays, count, () => stop.abort()),
+    ...options,
+  });
+  await withDeadline(handle.closed, 10_000, `stop after ${count} waits`);
+  return delays;
+}
+
+/** A rendezvous stand-in that accepts each WebSocket and closes it as it opens; counts them. */
+function closingRendezvous(): {
+  server: Deno.HttpServer<Deno.NetAddr>;
+  url: string;
+  accepted: () => number;
+} {
+  let accepted = 0;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    accepted++;
+    socket.onopen = () => socket.close(1000, "bye");
+    return response;
+  });
+  const url = `ws://127.0.0.1:${server.addr.port}/executor/box-1?role=executor&sig=s`;
+  return { server, url, accepted: () => accepted };
+}
+
 /** A free loopback port with nothing listening on it. */
 function closedPort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -304,68 +343,36 @@ Deno.test("runExecutor retries 5xx answers with doubling backoff capped at the m
   await using registry = fakeRegistry(() =>
     json({ error: { code: "unavailable", message: "busy" } }, 503)
   );
-  const delays: number[] = [];
-  const stop = new AbortController();
-  const handle = runExecutor({
-    registry: registry.url,
-    executorId: "box-1",
-    token: TOKEN,
-    jitter: 0,
-    signal: stop.signal,
-    sleep: recordingSleep(delays, 7, () => stop.abort()),
-  });
-  await withDeadline(handle.closed, 5000, "stop after 7 retries");
+  const delays = await waitsTaken({ registry: registry.url }, 7);
   assert.deepEqual(delays, [1000, 2000, 4000, 8000, 16000, 30000, 30000]);
   assert.equal(registry.seen.length, 7);
 });
 
 Deno.test("runExecutor retries an unreachable registry and applies jitter within bounds", async () => {
-  const delays: number[] = [];
-  const stop = new AbortController();
   let flip = 0;
-  const handle = runExecutor({
+  const delays = await waitsTaken({
     registry: `http://127.0.0.1:${closedPort()}`,
-    executorId: "box-1",
-    token: TOKEN,
     jitter: 0.2,
     random: () => (flip++ % 2 === 0 ? 0 : 0.999999),
-    signal: stop.signal,
-    sleep: recordingSleep(delays, 4, () => stop.abort()),
-  });
-  await withDeadline(handle.closed, 5000, "stop after 4 retries");
+  }, 4);
   assert.deepEqual(delays, [800, 2400, 3200, 9600]);
 });
 
 Deno.test("runExecutor retries a failed socket connect and resets backoff after a good connect", async () => {
   // The rendezvous side: a WebSocket endpoint that accepts and then closes at once.
-  let accepted = 0;
-  const ws = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
-    const { socket, response } = Deno.upgradeWebSocket(request);
-    accepted++;
-    socket.onopen = () => socket.close(1000, "bye");
-    return response;
-  });
-  const good = `ws://127.0.0.1:${ws.addr.port}/executor/box-1?role=executor&sig=s`;
+  const { server: ws, url: good, accepted } = closingRendezvous();
   const bad = `ws://127.0.0.1:${closedPort()}/executor/box-1?role=executor&sig=s`;
   // Registrations 1 and 2 hand out a dead URL, 3 a good one, 4 a dead one again.
   await using registry = fakeRegistry((_request, n) =>
     json({ executor_id: "box-1", url: n === 3 ? good : bad })
   );
-  const delays: number[] = [];
   const events: string[] = [];
-  const stop = new AbortController();
-  const handle = runExecutor({
-    registry: registry.url,
-    executorId: "box-1",
-    token: TOKEN,
-    jitter: 0,
-    signal: stop.signal,
-    onEvent: (event) => events.push(event.type),
-    sleep: recordingSleep(delays, 4, () => stop.abort()),
-  });
-  await withDeadline(handle.closed, 10_000, "stop after 4 waits");
+  const delays = await waitsTaken(
+    { registry: registry.url, onEvent: (event) => events.push(event.type) },
+    4,
+  );
   await ws.shutdown();
-  assert.equal(accepted, 1);
+  assert.equal(accepted(), 1);
   // dead, dead (doubling), good connect then loss (reset to 1 s), dead (doubling from 1 s).
   assert.deepEqual(delays, [1000, 2000, 1000, 2000]);
   assert.ok(events.includes("connected"));
@@ -374,28 +381,13 @@ Deno.test("runExecutor retries a failed socket connect and resets backoff after 
 
 Deno.test("runExecutor retries at most RESUME_RETRY_MS apart for the detach window after a lost socket, then backs off to the maximum", async () => {
   // A rendezvous that accepts the socket and loses it at once, then a registry that is down.
-  const ws = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
-    const { socket, response } = Deno.upgradeWebSocket(request);
-    socket.onopen = () => socket.close(1000, "bye");
-    return response;
-  });
-  const good = `ws://127.0.0.1:${ws.addr.port}/executor/box-1?role=executor&sig=s`;
+  const { server: ws, url: good } = closingRendezvous();
   await using registry = fakeRegistry((_request, n) =>
     n === 1
       ? json({ executor_id: "box-1", url: good })
       : json({ error: { code: "unavailable", message: "down" } }, 503)
   );
-  const delays: number[] = [];
-  const stop = new AbortController();
-  const handle = runExecutor({
-    registry: registry.url,
-    executorId: "box-1",
-    token: TOKEN,
-    jitter: 0,
-    signal: stop.signal,
-    sleep: recordingSleep(delays, 10, () => stop.abort()),
-  });
-  await withDeadline(handle.closed, 10_000, "stop after 10 waits");
+  const delays = await waitsTaken({ registry: registry.url }, 10);
   await ws.shutdown();
   assert.equal(RESUME_RETRY_MS, 5_000);
   // Within 30 s of the loss (by the waits): doubling, capped at 5 s; past it, the grown backoff.

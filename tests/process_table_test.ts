@@ -934,17 +934,9 @@ for (let i = 0; i < 100 && !state().startsWith("Z") && state() !== ""; i++) {
 console.log(JSON.stringify({ group, sent, state: state() }));
 `,
       );
-      const { code, stdout, stderr } = await withDeadline(
-        new Deno.Command("unshare", {
-          args: ["-Urpf", "--mount-proc", Deno.execPath(), "run", "-A", probe],
-          stdout: "piped",
-          stderr: "piped",
-        }).output(),
-        30_000,
-        "probe",
+      const result = JSON.parse(
+        await runProbe(["-A", probe], { via: ["unshare", "-Urpf", "--mount-proc"] }),
       );
-      assert.equal(code, 0, new TextDecoder().decode(stderr));
-      const result = JSON.parse(new TextDecoder().decode(stdout));
       assert.ok(result.group <= 64, `a small group id: ${result.group}`);
       assert.equal(result.sent, true);
       assert.ok(result.state === "" || result.state.startsWith("Z"), `killed: ${result.state}`);
@@ -1727,15 +1719,20 @@ async function psPath(): Promise<string> {
   return path;
 }
 
-/** Runs `deno run ARGS` (a probe module) and returns what it printed, failing on a non-zero exit. */
+/**
+ * Runs `deno run ARGS` (a probe module), under the `via` command when given,
+ * and returns what it printed, failing on a non-zero exit.
+ */
 async function runProbe(
   args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
+  options: { cwd?: string; env?: Record<string, string>; via?: string[] } = {},
 ): Promise<string> {
+  const { via = [], ...spawn } = options;
+  const argv = [...via, Deno.execPath(), "run", ...args];
   const { code, stdout, stderr } = await withDeadline(
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", ...args],
-      ...options,
+    new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      ...spawn,
       stdout: "piped",
       stderr: "piped",
     }).output(),
