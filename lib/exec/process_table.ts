@@ -486,7 +486,7 @@ export class ProcessTable implements AsyncDisposable {
    * at most {@linkcode MAX_FORGOTTEN_GROUPS}: the table's close kills what is
    * left in them, as it does for the processes it still holds.
    */
-  #forgotten: { groups: number[]; session: number | null; exitedAt: number }[] = [];
+  #forgotten: { groups: readonly number[]; session: number | null; exitedAt: number }[] = [];
 
   /**
    * Creates an empty table.
@@ -1647,9 +1647,8 @@ export class ProcessTable implements AsyncDisposable {
   /** Drops a closed record, keeping its groups for the close's leftover kill. */
   #forget(record: ProcessRecord): void {
     this.#records.delete(record.id);
-    const groups = this.#groups(record);
+    const { groups, session } = this.#endedProgram(record);
     if (groups.length === 0) return;
-    const session = record.tty ? record.pty?.pid ?? null : null;
     this.#forgotten.push({ groups, session, exitedAt: record.exitedAt ?? performance.now() });
     if (this.#forgotten.length > MAX_FORGOTTEN_GROUPS) this.#forgotten.shift();
   }
