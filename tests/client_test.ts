@@ -1439,16 +1439,39 @@ Deno.test("connect says why it closed when the rendezvous stays unreachable past
   assert.match(conn.closeReason ?? "", /^detach_expired: /);
 });
 
-Deno.test("connect backs off, and gives up at the detach window, when every new socket closes as it opens", async () => {
-  await using proxy = new PathPrefixProxy("/p");
-  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
+/**
+ * A rendezvous with executor `executorId` connected to it, and a
+ * PathPrefixProxy under `/p` in front of it for the harness to connect
+ * through (`rig.proxy.url`), whose faults the test sets.
+ */
+async function executorBehindProxy(
+  executorId: string,
+): Promise<{ proxy: PathPrefixProxy } & AsyncDisposable> {
+  const proxy = new PathPrefixProxy("/p");
+  const rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
   proxy.upstreamPort = Number(new URL(rendezvous.url).port);
-  await using executor = runExecutor({
+  const executor = runExecutor({
     registry: rendezvous.registryUrl,
-    executorId: "box-flap",
+    executorId,
     token: SERVER_TOKEN,
   });
-  await until(() => executor.status === "connected", 10_000, "executor connected");
+  const dispose = async (): Promise<void> => {
+    await executor[Symbol.asyncDispose]();
+    await rendezvous[Symbol.asyncDispose]();
+    await proxy[Symbol.asyncDispose]();
+  };
+  try {
+    await until(() => executor.status === "connected", 10_000, "executor connected");
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+  return { proxy, [Symbol.asyncDispose]: dispose };
+}
+
+Deno.test("connect backs off, and gives up at the detach window, when every new socket closes as it opens", async () => {
+  await using rig = await executorBehindProxy("box-flap");
+  const proxy = rig.proxy;
   let reconnected = 0;
   await using conn = await connect(proxy.url, {
     executorId: "box-flap",
@@ -1473,15 +1496,8 @@ Deno.test("connect backs off, and gives up at the detach window, when every new 
 });
 
 Deno.test("connect makes its last reconnect attempt LAST_ATTEMPT_LEAD_MS before the detach window ends, and none after", async () => {
-  await using proxy = new PathPrefixProxy("/p");
-  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
-  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
-  await using executor = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-lead",
-    token: SERVER_TOKEN,
-  });
-  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using rig = await executorBehindProxy("box-lead");
+  const proxy = rig.proxy;
   const windowMs = 3_000; // a lead of 250 ms is under a quarter of it
   let lostAt: number | undefined;
   /** When each reconnect attempt was planned for, in ms after the loss. */
@@ -1514,15 +1530,8 @@ Deno.test("connect makes its last reconnect attempt LAST_ATTEMPT_LEAD_MS before 
 
 for (const delayMs of [0, 600]) {
   Deno.test(`connect keeps the session, reconnecting no faster than its backoff, when every new socket passes one frame and drops ${delayMs} ms later`, async () => {
-    await using proxy = new PathPrefixProxy("/p");
-    await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
-    proxy.upstreamPort = Number(new URL(rendezvous.url).port);
-    await using executor = runExecutor({
-      registry: rendezvous.registryUrl,
-      executorId: "box-one-frame",
-      token: SERVER_TOKEN,
-    });
-    await until(() => executor.status === "connected", 10_000, "executor connected");
+    await using rig = await executorBehindProxy("box-one-frame");
+    const proxy = rig.proxy;
     await using conn = await connect(proxy.url, {
       executorId: "box-one-frame",
       token: SERVER_TOKEN,
@@ -1556,15 +1565,8 @@ for (const delayMs of [0, 600]) {
 }
 
 Deno.test("connect resets its backoff after a socket that stayed up STABLE_SOCKET_MS, not after one a second short of it", async () => {
-  await using proxy = new PathPrefixProxy("/p");
-  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
-  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
-  await using executor = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-stable",
-    token: SERVER_TOKEN,
-  });
-  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using rig = await executorBehindProxy("box-stable");
+  const proxy = rig.proxy;
   let reconnected = 0;
   /** Waits taken because the last socket did not stay up long enough. */
   const flapWaits: number[] = [];
@@ -1597,15 +1599,8 @@ Deno.test("connect resets its backoff after a socket that stayed up STABLE_SOCKE
 });
 
 Deno.test("connect gives up at the detach window on a reconnected socket that stays open but brings nothing", async () => {
-  await using proxy = new PathPrefixProxy("/p");
-  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
-  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
-  await using executor = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-silent",
-    token: SERVER_TOKEN,
-  });
-  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using rig = await executorBehindProxy("box-silent");
+  const proxy = rig.proxy;
   await using conn = await connect(proxy.url, {
     executorId: "box-silent",
     token: SERVER_TOKEN,
@@ -1621,15 +1616,8 @@ Deno.test("connect gives up at the detach window on a reconnected socket that st
 });
 
 Deno.test("connect keeps a session whose sockets carry output but drop every second, past the detach window", async () => {
-  await using proxy = new PathPrefixProxy("/p");
-  await using rendezvous = await serveRendezvous({ token: SERVER_TOKEN });
-  proxy.upstreamPort = Number(new URL(rendezvous.url).port);
-  await using executor = runExecutor({
-    registry: rendezvous.registryUrl,
-    executorId: "box-drops",
-    token: SERVER_TOKEN,
-  });
-  await until(() => executor.status === "connected", 10_000, "executor connected");
+  await using rig = await executorBehindProxy("box-drops");
+  const proxy = rig.proxy;
   await using conn = await connect(proxy.url, {
     executorId: "box-drops",
     token: SERVER_TOKEN,
