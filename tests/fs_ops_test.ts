@@ -10,6 +10,7 @@ import {
   SandboxPolicy,
 } from "../lib/exec/sandbox_policy.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
+import { CAN_LEASE, holdLease } from "./_support/file_lease.ts";
 
 /** bubblewrap works here: the `os` variants run (they are reported ignored otherwise). */
 const OS_WORKS = (await detectCapabilities()).confinements.includes("os");
@@ -1037,6 +1038,38 @@ Deno.test("FsOps names the kind of a non-regular file it refuses: directory, soc
     '"/dev/null": it is a character device',
   );
 });
+
+for (const level of LEVELS) {
+  Deno.test({
+    name:
+      `FsOps answers at once for a file another process holds a lease on (min confinement ${level})`,
+    ignore: !CAN_LEASE || (level === "os" && !OS_WORKS),
+    async fn() {
+      await using f = await fixture(undefined, level);
+      const leased = `${f.dir}/leased`;
+      await Deno.writeTextFile(leased, "kept");
+      const attempts: [string, Record<string, unknown>][] = [
+        ["fs/readFile", { path: leased }],
+        ["fs/copy", { sourcePath: leased, destinationPath: `${f.dir}/copy` }],
+      ];
+      // Under `os` a write opens the file inside bubblewrap (`cat >`), which waits out the lease.
+      if (level === "none") attempts.push(["fs/writeFile", { path: leased, dataBase64: b64("x") }]);
+      {
+        await using _lease = await holdLease(leased);
+        for (const [method, params] of attempts) {
+          // Before, each waited the kernel's lease-break time (45 s) on one of Deno's blocking threads.
+          await withDeadline(
+            rpcFails(f.call(method, params), -32603, `"${leased}": another process holds a lease`),
+            5_000,
+            method,
+          );
+        }
+      }
+      assert.equal(await Deno.readTextFile(leased), "kept");
+      await assert.rejects(Deno.lstat(`${f.dir}/copy`), Deno.errors.NotFound);
+    },
+  });
+}
 
 /** Asserts the message does not carry Deno's raw text (which repeats the whole path). */
 async function clearFailure(

@@ -15,6 +15,12 @@ import { SessionRegistry } from "../lib/exec/session_registry.ts";
 import type { EnvironmentInfo } from "../lib/exec/environment_info.ts";
 import { DEFAULT_MAX_CONCURRENT_REQUESTS, JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
+import { CAN_LEASE, type HeldLease, holdLease } from "./_support/file_lease.ts";
+import { detectCapabilities } from "../lib/exec/confinement.ts";
+
+/** The fs slot tests hold slots with confined writes that wait out a lease (bubblewrap, perl). */
+const LEASED_WRITES_WAIT = CAN_LEASE &&
+  (await detectCapabilities()).confinements.includes("os");
 import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
 import { killPids, livePidsWith, uniqueSleep, waitForPids } from "./_process_helpers.ts";
 
@@ -239,42 +245,11 @@ Deno.test("Session: past MAX_UNCOUNTED_READ_WAITS long polls count, and 64 that 
 });
 
 /**
- * Holds a write lease on `path` (perl's fcntl F_SETLEASE, SIGIO ignored): an
- * open of the file blocks until the holder ends (or the kernel's 45 s).
- */
-async function leaseHolder(path: string): Promise<{ release: () => Promise<void> }> {
-  const holder = new Deno.Command("perl", {
-    args: [
-      "-e",
-      'open(my $f, "+<", $ARGV[0]) or die "open: $!"; $SIG{IO} = "IGNORE"; ' +
-      'fcntl($f, 1024, 1) or die "lease: $!"; $| = 1; print "held\\n"; sleep 60',
-      path,
-    ],
-    stdout: "piped",
-  }).spawn();
-  const reader = holder.stdout.getReader();
-  const { value } = await withDeadline(reader.read(), D, "the lease");
-  assert.equal(new TextDecoder().decode(value), "held\n");
-  reader.releaseLock();
-  holder.stdout.cancel();
-  // Ends the lease (the holder goes); idempotent.
-  const release = async (): Promise<void> => {
-    try {
-      holder.kill("SIGKILL");
-    } catch {
-      // Gone.
-    }
-    await holder.status;
-  };
-  return { release };
-}
-
-/**
  * Whether `probe` is answered within 2 s (a watch: the lease is still held);
  * then ends the lease and waits for `probe` and every `pending` call.
  */
 async function answeredWhileLeased(
-  lease: { release: () => Promise<void> },
+  lease: HeldLease,
   probe: Promise<unknown>,
   pending: Promise<unknown>[],
 ): Promise<boolean> {
@@ -293,96 +268,126 @@ async function answeredWhileLeased(
 }
 
 /**
- * Blocks fs/readFile calls on a leased file, `blocked[i]` on connection i,
- * then asks for another file's metadata on the first connection (or, with
- * `fresh`, on a new one): resolves with whether that was answered while the
- * reads stayed blocked (watched for 2 s: a stat takes milliseconds).
+ * Starts an executor whose writes run in bubblewrap (`os`), with a file under
+ * another process's write lease in its write root: a write to that file waits
+ * in its helper (`cat >`) until the lease ends, holding its fs slot. (The
+ * executor's own opens do not wait on a lease: `fs/readFile` is refused.)
  */
-async function metadataBesideBlockedReads(blocked: number[], fresh = false): Promise<boolean> {
-  const dir = await Deno.makeTempDir({ prefix: "outpost_lease_" });
+async function leasedFileExecutor() {
+  const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_lease_" }));
   await Deno.writeTextFile(`${dir}/leased`, "x");
   await Deno.writeTextFile(`${dir}/other`, "y");
-  await using executor = useExecutor();
-  const conns = Array.from({ length: blocked.length + (fresh ? 1 : 0) }, () => connect(executor));
-  for (const conn of conns) await conn.init();
-  const lease = await leaseHolder(`${dir}/leased`);
+  const executor = useExecutor({ minConfinement: "os", writeRoots: [dir] });
+  return {
+    executor,
+    dir,
+    lease: await holdLease(`${dir}/leased`),
+    /** A write that waits out the lease. */
+    blockedWrite: (conn: Conn) =>
+      conn.peer.request("fs/writeFile", { path: `${dir}/leased`, dataBase64: "eQ==" }, {
+        timeoutMs: 60_000,
+      }),
+    async [Symbol.asyncDispose]() {
+      await this.lease.release();
+      await executor[Symbol.asyncDispose]();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/**
+ * Blocks fs/writeFile calls on a leased file, `blocked[i]` on connection i,
+ * then asks for another file's metadata on the first connection (or, with
+ * `fresh`, on a new one): resolves with whether that was answered while the
+ * writes stayed blocked (watched for 2 s: a stat takes milliseconds).
+ */
+async function metadataBesideBlockedWrites(blocked: number[], fresh = false): Promise<boolean> {
+  await using leased = await leasedFileExecutor();
+  const conns = Array.from(
+    { length: blocked.length + (fresh ? 1 : 0) },
+    () => connect(leased.executor),
+  );
   try {
-    const reads = blocked.flatMap((count, i) =>
-      Array.from(
-        { length: count },
-        () =>
-          conns[i].peer.request("fs/readFile", { path: `${dir}/leased` }, { timeoutMs: 60_000 }),
-      )
+    for (const conn of conns) await conn.init();
+    const writes = blocked.flatMap((count, i) =>
+      Array.from({ length: count }, () => leased.blockedWrite(conns[i]))
     );
-    // A connection serves its requests in order: once a later one is answered, its reads hold slots.
+    // A connection serves its requests in order: once a later one is answered, its writes hold slots.
     for (let i = 0; i < blocked.length; i++) await conns[i].call("process/list", {});
     const asker = conns[fresh ? blocked.length : 0];
-    const metadata = asker.peer.request("fs/getMetadata", { path: `${dir}/other` });
-    return await answeredWhileLeased(lease, metadata, reads);
+    const metadata = asker.peer.request("fs/getMetadata", { path: `${leased.dir}/other` });
+    return await answeredWhileLeased(leased.lease, metadata, writes);
   } finally {
-    await lease.release();
+    await leased.lease.release();
     for (const conn of conns) await conn[Symbol.asyncDispose]();
-    await Deno.remove(dir, { recursive: true });
   }
 }
 
-Deno.test("Session: a connection's fs calls beyond MAX_FS_CALLS_PER_CONNECTION wait for a slot; below it they do not", async () => {
-  assert.equal(MAX_FS_CALLS_PER_CONNECTION, 8);
-  assert.equal(
-    await metadataBesideBlockedReads([MAX_FS_CALLS_PER_CONNECTION - 1]),
-    true,
-    "with a slot free, answered while the reads were blocked",
-  );
-  assert.equal(
-    await metadataBesideBlockedReads([MAX_FS_CALLS_PER_CONNECTION]),
-    false,
-    "with every slot taken by a blocked read, it waited",
-  );
+Deno.test({
+  name:
+    "Session: a connection's fs calls beyond MAX_FS_CALLS_PER_CONNECTION wait for a slot; below it they do not",
+  ignore: !LEASED_WRITES_WAIT,
+  async fn() {
+    assert.equal(MAX_FS_CALLS_PER_CONNECTION, 8);
+    assert.equal(
+      await metadataBesideBlockedWrites([MAX_FS_CALLS_PER_CONNECTION - 1]),
+      true,
+      "with a slot free, answered while the reads were blocked",
+    );
+    assert.equal(
+      await metadataBesideBlockedWrites([MAX_FS_CALLS_PER_CONNECTION]),
+      false,
+      "with every slot taken by a blocked read, it waited",
+    );
+  },
 });
 
-Deno.test("Session: fs calls beyond the executor's MAX_FS_CALLS_IN_FLIGHT, all connections together, wait for a slot", async () => {
-  assert.equal(MAX_FS_CALLS_IN_FLIGHT, 16);
-  const full = Array(MAX_FS_CALLS_IN_FLIGHT / MAX_FS_CALLS_PER_CONNECTION).fill(
-    MAX_FS_CALLS_PER_CONNECTION,
-  );
-  const oneShort = [...full.slice(0, -1), MAX_FS_CALLS_PER_CONNECTION - 1];
-  assert.equal(await metadataBesideBlockedReads(oneShort, true), true, "one slot free");
-  assert.equal(await metadataBesideBlockedReads(full, true), false, "every slot taken");
+Deno.test({
+  name:
+    "Session: fs calls beyond the executor's MAX_FS_CALLS_IN_FLIGHT, all connections together, wait for a slot",
+  ignore: !LEASED_WRITES_WAIT,
+  async fn() {
+    assert.equal(MAX_FS_CALLS_IN_FLIGHT, 16);
+    const full = Array(MAX_FS_CALLS_IN_FLIGHT / MAX_FS_CALLS_PER_CONNECTION).fill(
+      MAX_FS_CALLS_PER_CONNECTION,
+    );
+    const oneShort = [...full.slice(0, -1), MAX_FS_CALLS_PER_CONNECTION - 1];
+    assert.equal(await metadataBesideBlockedWrites(oneShort, true), true, "one slot free");
+    assert.equal(await metadataBesideBlockedWrites(full, true), false, "every slot taken");
+  },
 });
 
 /**
- * Sends 8 reads that wait out a lease (the connection's fs slots) and
+ * Sends 8 writes that wait out a lease (the connection's fs slots) and
  * `total - 8` stats queued behind them, then `process/list`: resolves with
  * whether that was answered while they all waited (watched for 2 s).
  */
 async function listAnsweredBesideQueuedFsCalls(total: number): Promise<boolean> {
-  const dir = await Deno.makeTempDir({ prefix: "outpost_lease_" });
-  await Deno.writeTextFile(`${dir}/leased`, "x");
-  await Deno.writeTextFile(`${dir}/other`, "y");
-  await using executor = useExecutor();
-  await using conn = connect(executor);
+  await using leased = await leasedFileExecutor();
+  await using conn = connect(leased.executor);
   await conn.init();
-  const lease = await leaseHolder(`${dir}/leased`);
-  try {
-    const blocked = Array.from(
-      { length: total },
-      (_, i) =>
-        i < MAX_FS_CALLS_PER_CONNECTION
-          ? conn.peer.request("fs/readFile", { path: `${dir}/leased` }, { timeoutMs: 60_000 })
-          : conn.peer.request("fs/getMetadata", { path: `${dir}/other` }, { timeoutMs: 60_000 }),
-    );
-    return await answeredWhileLeased(lease, conn.peer.request("process/list", {}), blocked);
-  } finally {
-    await lease.release();
-    await Deno.remove(dir, { recursive: true });
-  }
+  const blocked = Array.from(
+    { length: total },
+    (_, i) =>
+      i < MAX_FS_CALLS_PER_CONNECTION
+        ? leased.blockedWrite(conn)
+        : conn.peer.request("fs/getMetadata", { path: `${leased.dir}/other` }, {
+          timeoutMs: 60_000,
+        }),
+  );
+  return await answeredWhileLeased(leased.lease, conn.peer.request("process/list", {}), blocked);
 }
 
-Deno.test("Session: MAX_UNCOUNTED_FS_CALLS fs calls queued behind blocked ones leave the connection room for its other requests; past them they count", async () => {
-  assert.equal(MAX_UNCOUNTED_FS_CALLS, 32);
-  // 32 uncounted and 63 counted: one of the 64 request slots is free.
-  assert.equal(await listAnsweredBesideQueuedFsCalls(MAX_UNCOUNTED_FS_CALLS + 63), true);
-  assert.equal(await listAnsweredBesideQueuedFsCalls(MAX_UNCOUNTED_FS_CALLS + 64), false);
+Deno.test({
+  name:
+    "Session: MAX_UNCOUNTED_FS_CALLS fs calls queued behind blocked ones leave the connection room for its other requests; past them they count",
+  ignore: !LEASED_WRITES_WAIT,
+  async fn() {
+    assert.equal(MAX_UNCOUNTED_FS_CALLS, 32);
+    // 32 uncounted and 63 counted: one of the 64 request slots is free.
+    assert.equal(await listAnsweredBesideQueuedFsCalls(MAX_UNCOUNTED_FS_CALLS + 63), true);
+    assert.equal(await listAnsweredBesideQueuedFsCalls(MAX_UNCOUNTED_FS_CALLS + 64), false);
+  },
 });
 
 Deno.test("Session ids are UUIDs, one per connection", async () => {

@@ -1,8 +1,9 @@
 /**
  * A bound on calls in flight, with a first-come queue for the rest. The fs
  * methods run on Deno's blocking file operations (at most 32 at once in Deno
- * 2.9): a call that never returns holds one for good (an open that waits out
- * a file lease, 45 s at a time, again and again), and 32 of them froze every
+ * 2.9): a call that does not return holds one as long as it waits (a file on
+ * a mount that stopped answering; before opens were made non-blocking, an
+ * open waiting out a file lease, 45 s at a time), and 32 of them froze every
  * file operation of the executor. Bounded, such calls only make later fs
  * calls wait.
  *

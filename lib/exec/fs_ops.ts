@@ -13,7 +13,9 @@
  * Only regular files are read or written: opening a FIFO blocks until its
  * other end opens, holding one of Deno's blocking threads (shared by the fs
  * and process work of every session), and a device such as `/dev/zero` never
- * ends, so the other kinds are refused with -32602 before they are opened.
+ * ends, so the other kinds are refused with -32602: by a stat first, for a
+ * clear answer before anything is touched, and on the open file itself, which
+ * is opened without waiting on a FIFO or a lease (see `_regular_file.ts`).
  *
  * @module
  */
@@ -29,6 +31,15 @@ import {
 } from "./sandbox_policy.ts";
 import type { Confinement } from "./confinement.ts";
 import { isInside } from "./_paths.ts";
+import {
+  FileLeasedError,
+  kindOf,
+  NotRegularFileError,
+  openRegularFile,
+  readableOf,
+  type RegularFile,
+  writeAll,
+} from "./_regular_file.ts";
 import { type ConfinedData, ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
 import {
   absolutePath,
@@ -227,6 +238,14 @@ async function io<T>(action: string, path: string, run: () => Promise<T>): Promi
 
 function fsError(action: string, path: string, error: unknown): unknown {
   if (error instanceof RpcError || error instanceof SandboxDeniedError) return error;
+  if (error instanceof NotRegularFileError) return notRegularFile(action, path, error.kind);
+  if (error instanceof FileLeasedError) {
+    return new RpcError(
+      INTERNAL_ERROR,
+      `Cannot ${action} "${shownPath(path)}": another process holds a lease on it; try again ` +
+        "once it lets go (fs methods do not wait for a lease to break)",
+    );
+  }
   if (error instanceof Deno.errors.NotCapable) {
     return new RpcError(
       SANDBOX_DENIED,
@@ -236,22 +255,35 @@ function fsError(action: string, path: string, error: unknown): unknown {
   const code = pathErrorCode(error);
   if (code !== undefined) return pathError(action, path, code);
   // Deno's text is the C library's, then "(os error N)" and the (possibly huge) path, which
-  // the message names already: keep the C text only.
+  // the message names already: keep the C text only. node:fs says "CODE: text, open 'path'".
   const text = error instanceof Error ? error.message : String(error);
-  const detail = /^(.*?) \(os error \d+\)/s.exec(text)?.[1] ?? text;
+  const detail = /^(.*?) \(os error \d+\)/s.exec(text)?.[1] ??
+    /^[A-Z0-9]+: (.*?), [a-z]+ '/s.exec(text)?.[1] ?? text;
   return new RpcError(
     INTERNAL_ERROR,
     `Cannot ${action} "${shownPath(path)}": ${shownPath(detail)}`,
   );
 }
 
+const NODE_PATH_ERROR_CODES: ReadonlySet<string> = new Set<PathErrorCode>([
+  "ENOENT",
+  "ENOTDIR",
+  "EEXIST",
+  "ELOOP",
+  "ENAMETOOLONG",
+  "ENOTEMPTY",
+]);
+
 function pathErrorCode(error: unknown): PathErrorCode | undefined {
   if (error instanceof Deno.errors.NotFound) return "ENOENT";
   if (error instanceof Deno.errors.NotADirectory) return "ENOTDIR";
   if (error instanceof Deno.errors.AlreadyExists) return "EEXIST";
   if (error instanceof Deno.errors.FilesystemLoop) return "ELOOP";
+  // node:fs (see _regular_file.ts) reports every failure by its code.
   const code = (error as { code?: unknown } | null)?.code;
-  return code === "ENAMETOOLONG" || code === "ELOOP" || code === "ENOTEMPTY" ? code : undefined;
+  return typeof code === "string" && NODE_PATH_ERROR_CODES.has(code)
+    ? code as PathErrorCode
+    : undefined;
 }
 
 /** `fs/join`'s `path`: any string without NUL, empty included; absolute replaces the base. */
@@ -294,21 +326,10 @@ function parentPath(path: string): string | null {
   return full.slice(0, full.lastIndexOf("/")) || "/";
 }
 
-/** The kind of a path that is not a regular file, for the refusal. */
-function kindOf(info: Deno.FileInfo): string {
-  if (info.isFile) return "a regular file";
-  if (info.isDirectory) return "a directory";
-  if (info.isFifo) return "a FIFO";
-  if (info.isSocket) return "a socket";
-  if (info.isCharDevice) return "a character device";
-  if (info.isBlockDevice) return "a block device";
-  return "a special file";
-}
-
-function notRegularFile(action: string, path: string, info: Deno.FileInfo): RpcError {
+function notRegularFile(action: string, path: string, kind: string): RpcError {
   return new RpcError(
     INVALID_PARAMS,
-    `Cannot ${action} "${shownPath(path)}": it is ${kindOf(info)}, not a regular file ` +
+    `Cannot ${action} "${shownPath(path)}": it is ${kind}, not a regular file ` +
       `(fs methods read and write regular files only)`,
   );
 }
@@ -321,8 +342,9 @@ function notDirectory(action: string, path: string, info: Deno.FileInfo): RpcErr
 }
 
 /**
- * Refuses a path that is not a regular file, before anything opens it (stat
- * does not block on a FIFO; open does).
+ * Refuses a path that is not a regular file, with a clear answer before
+ * anything is opened or created; {@linkcode openRegularFile} checks again on
+ * the file it opens, since the path can change in between.
  *
  * @param mayBeMissing A missing path passes (a write creates it).
  */
@@ -346,7 +368,7 @@ async function requireRegularFile(
     if (mayBeMissing && error instanceof Deno.errors.NotFound) return;
     throw fsError(action, shown, error);
   }
-  if (!info.isFile) throw notRegularFile(action, shown, info);
+  if (!info.isFile) throw notRegularFile(action, shown, kindOf(info));
 }
 
 /** Whether a path ends in "/" after a name: the system reads it as a directory. */
@@ -518,25 +540,27 @@ export class FsOps {
     const resolved = await this.#checkRead("read", path);
     await requireRegularFile("read", path, resolved, false);
     const data = await io("read", path, async () => {
-      using file = await Deno.open(resolved, { read: true });
-      const info = await file.stat();
-      if (!info.isFile) throw notRegularFile("read", path, info); // swapped since the stat
-      const max = Math.min(this.#maxFileBytes, limit?.maxBytes ?? Infinity);
-      if (info.size > max) throw tooLarge(info.size);
-      let buffer = new Uint8Array(info.size + 1); // one spare byte detects growth
-      let length = 0;
-      while (true) {
-        if (length === buffer.length) {
-          if (length > max) throw tooLarge(length);
-          const grown = new Uint8Array(Math.min(length * 2, max + 1));
-          grown.set(buffer);
-          buffer = grown;
+      const { handle, size } = await openRegularFile(resolved, "read");
+      try {
+        const max = Math.min(this.#maxFileBytes, limit?.maxBytes ?? Infinity);
+        if (size > max) throw tooLarge(size);
+        let buffer = new Uint8Array(size + 1); // one spare byte detects growth
+        let length = 0;
+        while (true) {
+          if (length === buffer.length) {
+            if (length > max) throw tooLarge(length);
+            const grown = new Uint8Array(Math.min(length * 2, max + 1));
+            grown.set(buffer);
+            buffer = grown;
+          }
+          const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+          if (bytesRead === 0) break;
+          length += bytesRead;
         }
-        const n = await file.read(buffer.subarray(length));
-        if (n === null) break;
-        length += n;
+        return buffer.subarray(0, length);
+      } finally {
+        await handle.close();
       }
-      return buffer.subarray(0, length);
     });
     return { dataBase64: data.toBase64() };
   }
@@ -825,7 +849,14 @@ export class FsOps {
     signal?: AbortSignal,
   ): Promise<void> {
     if (this.#confined) return this.#confined.writeFile(action, shown, resolved, data, signal);
-    return io(action, shown, () => Deno.writeFile(resolved, data));
+    return io(action, shown, async () => {
+      const { handle } = await openRegularFile(resolved, "write");
+      try {
+        await writeAll(handle, data);
+      } finally {
+        await handle.close();
+      }
+    });
   }
 
   #mkdir(shown: string, resolved: string, recursive: boolean, signal?: AbortSignal): Promise<void> {
@@ -843,11 +874,14 @@ export class FsOps {
   ): Promise<void> {
     await requireRegularFile("copy", sourceShown, source, false);
     await requireRegularFile("copy to", destinationShown, destination, true);
-    const [from, to] = await Promise.all([
+    const [sourceInfo, destinationInfo] = await Promise.all([
       Deno.stat(source).catch(() => null),
       Deno.stat(destination).catch(() => null),
     ]);
-    if (from !== null && to !== null && from.dev === to.dev && from.ino === to.ino) {
+    if (
+      sourceInfo !== null && destinationInfo !== null &&
+      sourceInfo.dev === destinationInfo.dev && sourceInfo.ino === destinationInfo.ino
+    ) {
       // Copying would truncate the source before reading it (the confined
       // copy streams it into `cat > destination`).
       throw new RpcError(
@@ -856,22 +890,28 @@ export class FsOps {
           "they are the same file",
       );
     }
-    if (!this.#confined) {
-      try {
-        await Deno.copyFile(source, destination);
-      } catch (error) {
-        // The source was just found a regular file: a missing or non-directory
-        // component now is on the destination's side (its directory is missing).
-        const code = pathErrorCode(error);
-        const theirs = from !== null && (code === "ENOENT" || code === "ENOTDIR");
-        throw theirs
-          ? fsError("copy to", destinationShown, error)
-          : fsError("copy", sourceShown, error);
-      }
+    const from = await io("copy", sourceShown, () => openRegularFile(source, "read"));
+    const data = readableOf(from.handle);
+    if (this.#confined) {
+      await this.#confined.writeFile("copy to", destinationShown, destination, data, signal);
       return;
     }
-    const file = await io("copy", sourceShown, () => Deno.open(source, { read: true }));
-    await this.#confined.writeFile("copy to", destinationShown, destination, file.readable, signal);
+    let to: RegularFile;
+    try {
+      to = await io("copy to", destinationShown, () => openRegularFile(destination, "write"));
+    } catch (error) {
+      await data.cancel();
+      throw error;
+    }
+    try {
+      await io("copy to", destinationShown, async () => {
+        // Like cp without -p, the copy keeps the permission bits but not set-id bits.
+        await to.handle.chmod(from.permissions);
+        await writeAll(to.handle, data);
+      });
+    } finally {
+      await to.handle.close();
+    }
   }
 
   #tooLarge(path: string, size: number, limit?: { maxBytes: number; why: string }): RpcError {

@@ -63,8 +63,9 @@ import {
 /**
  * The most fs calls one connection has in flight; more wait their turn. With
  * the executor's own bound (see {@linkcode SessionContext.fsSlots}) this keeps
- * calls that never return (an open waiting out a file lease, a FIFO) from
- * taking every blocking thread of the executor.
+ * calls that do not return (a confined write waiting out a file lease in its
+ * sandbox, a file on a mount that stopped answering) from taking every
+ * blocking thread of the executor.
  */
 export const MAX_FS_CALLS_PER_CONNECTION = 8;
 
@@ -654,7 +655,7 @@ class SessionConnection implements SessionAttachment {
    * Runs an fs call within this connection's and the executor's bounds on
    * calls in flight. Up to {@linkcode MAX_UNCOUNTED_FS_CALLS} of them do not
    * count against the connection's request cap meanwhile (their replies do):
-   * calls queued behind ones a program keeps waiting (a file lease) must not
+   * calls queued behind ones a program keeps waiting (a lease against a confined write) must not
    * keep the connection from reading the request that ends that program.
    */
   async #boundedFsCall(call: () => Promise<unknown>, request: RequestContext): Promise<unknown> {

@@ -1,0 +1,178 @@
+/**
+ * Opening a regular file in a way nothing can make wait.
+ *
+ * A plain open blocks on a FIFO until its other end opens, and on a file
+ * under another process's write lease (`fcntl F_SETLEASE`) for the kernel's
+ * lease-break time (45 s by default), in both cases on one of Deno's few
+ * blocking threads. A stat before the open cannot rule that out: the path can
+ * change in between. So the open here is `O_NONBLOCK` (on a FIFO it returns
+ * at once, or fails with ENXIO for writing with no reader; on a leased file
+ * it fails with EWOULDBLOCK; on a regular file it changes nothing), and the
+ * kind is checked on the open descriptor.
+ *
+ * Deno's `open` takes no flags, so this uses `node:fs`, which checks Deno's
+ * permissions the same way and opens with close-on-exec.
+ *
+ * @module
+ */
+
+import { constants, promises as fsPromises } from "node:fs";
+import type { FileHandle } from "node:fs/promises";
+
+/** What kind of file a path is; `Deno.FileInfo` has this shape. */
+export interface FileKind {
+  readonly isFile: boolean;
+  readonly isDirectory: boolean;
+  readonly isFifo: boolean | null;
+  readonly isSocket: boolean | null;
+  readonly isCharDevice: boolean | null;
+  readonly isBlockDevice: boolean | null;
+}
+
+/** A file's kind in words, for refusals: "a regular file", "a FIFO", … */
+export function kindOf(info: FileKind): string {
+  if (info.isFile) return "a regular file";
+  if (info.isDirectory) return "a directory";
+  if (info.isFifo) return "a FIFO";
+  if (info.isSocket) return "a socket";
+  if (info.isCharDevice) return "a character device";
+  if (info.isBlockDevice) return "a block device";
+  return "a special file";
+}
+
+/** The path opened is not a regular file; `kind` says what it is. */
+export class NotRegularFileError extends Error {
+  /** @param kind As {@linkcode kindOf} words it. */
+  constructor(readonly kind: string) {
+    super(`it is ${kind}, not a regular file`);
+    this.name = "NotRegularFileError";
+  }
+}
+
+/** Another process holds a lease on the file, so opening it would have to wait. */
+export class FileLeasedError extends Error {
+  constructor() {
+    super("another process holds a lease on it");
+    this.name = "FileLeasedError";
+  }
+}
+
+/** An open regular file, with its size and permission bits when opened. */
+export interface RegularFile {
+  readonly handle: FileHandle;
+  readonly size: number;
+  /** The permission bits (`0o777`), without set-id and sticky bits. */
+  readonly permissions: number;
+}
+
+const FLAGS = {
+  read: constants.O_RDONLY | constants.O_NONBLOCK,
+  // Created like Deno.writeFile's files (0o666 less the umask); truncated like it too.
+  write: constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NONBLOCK,
+} as const;
+
+/**
+ * Opens `path` for reading, or for writing (created or truncated), only if it
+ * is a regular file, without waiting on a FIFO or a lease.
+ *
+ * @param path A path already checked against the sandbox policy.
+ * @param purpose `"write"` creates a missing file and empties an existing one.
+ * @throws {NotRegularFileError} for a FIFO, socket, device or directory.
+ * @throws {FileLeasedError} while another process holds a lease on it.
+ * @throws Node's error (with its `code`, e.g. `ENOENT`) or `Deno.errors.NotCapable`.
+ */
+export async function openRegularFile(
+  path: string,
+  purpose: "read" | "write",
+): Promise<RegularFile> {
+  let handle: FileHandle;
+  try {
+    handle = await fsPromises.open(path, FLAGS[purpose], 0o666);
+  } catch (error) {
+    throw await openFailure(path, error);
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new NotRegularFileError(kindOf(kindOfStats(info)));
+    return { handle, size: info.size, permissions: info.mode & 0o777 };
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+}
+
+/** The open's failure in the terms of this module where it has one. */
+async function openFailure(path: string, error: unknown): Promise<unknown> {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === "EAGAIN" || code === "EWOULDBLOCK") return new FileLeasedError();
+  if (code === "EISDIR") return new NotRegularFileError("a directory");
+  if (code === "ENXIO") {
+    // Writing to a FIFO with no reader, or opening a socket: say which it is.
+    const info = await Deno.stat(path).catch(() => null);
+    if (info !== null && !info.isFile) return new NotRegularFileError(kindOf(info));
+  }
+  return error;
+}
+
+function kindOfStats(info: Awaited<ReturnType<FileHandle["stat"]>>): FileKind {
+  return {
+    isFile: info.isFile(),
+    isDirectory: info.isDirectory(),
+    isFifo: info.isFIFO(),
+    isSocket: info.isSocket(),
+    isCharDevice: info.isCharacterDevice(),
+    isBlockDevice: info.isBlockDevice(),
+  };
+}
+
+/**
+ * The rest of an open file as a byte stream, closing the file when the
+ * stream ends or is cancelled.
+ *
+ * @param chunkBytes The largest piece read at a time.
+ */
+export function readableOf(
+  handle: FileHandle,
+  chunkBytes = 256 * 1024,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const buffer = new Uint8Array(chunkBytes);
+      try {
+        const { bytesRead } = await handle.read(buffer, 0, chunkBytes, null);
+        if (bytesRead === 0) {
+          await handle.close();
+          controller.close();
+        } else {
+          controller.enqueue(buffer.subarray(0, bytesRead));
+        }
+      } catch (error) {
+        await handle.close().catch(() => {});
+        controller.error(error);
+      }
+    },
+    async cancel() {
+      await handle.close();
+    },
+  });
+}
+
+/** Writes all of `data` (bytes or a stream of them) at the file's position. */
+export async function writeAll(
+  handle: FileHandle,
+  data: Uint8Array | ReadableStream<Uint8Array>,
+): Promise<void> {
+  if (data instanceof Uint8Array) {
+    await writeBytes(handle, data);
+    return;
+  }
+  for await (const chunk of data) await writeBytes(handle, chunk);
+}
+
+async function writeBytes(handle: FileHandle, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset, null);
+    offset += bytesWritten;
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * A write lease (`fcntl F_SETLEASE`, `F_WRLCK`) held on a file by a perl
+ * process, the far side of the boundary for tests of opens that must not wait
+ * on one. The holder ignores SIGIO, the kernel's notice to let go, so a plain
+ * open of the file waits the kernel's lease-break time (45 s by default).
+ *
+ * @module
+ */
+
+import { withDeadline } from "./deadline.ts";
+
+/** Whether perl (Debian's perl-base) is here to hold a lease. */
+export const CAN_LEASE = await new Deno.Command("perl", { args: ["-e", "1"] }).output()
+  .then((out) => out.success, () => false);
+
+const HOLDER = `
+use Fcntl;
+$SIG{IO} = 'IGNORE';
+open(my $fh, '+<', $ARGV[0]) or die "open: $!";
+fcntl($fh, 1024, F_WRLCK) or die "F_SETLEASE: $!";
+$| = 1;
+print "held\\n";
+<STDIN>;
+`;
+
+/** A lease held: `release` (or disposal, which does the same) ends it; idempotent. */
+export interface HeldLease extends AsyncDisposable {
+  release(): Promise<void>;
+}
+
+/** Holds a write lease on `path` until released. */
+export async function holdLease(path: string): Promise<HeldLease> {
+  const holder = new Deno.Command("perl", {
+    args: ["-e", HOLDER, path],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(holder.stderr).text();
+  const reader = holder.stdout.getReader();
+  const first = await withDeadline(reader.read(), 5_000, "the lease holder's start");
+  reader.releaseLock();
+  await holder.stdout.cancel();
+  const said = new TextDecoder().decode(first.value ?? new Uint8Array());
+  if (said !== "held\n") {
+    await holder.stdin.close();
+    await holder.status;
+    throw new Error(`perl could not lease ${path}: ${await stderr}`);
+  }
+  let released: Promise<void> | undefined;
+  const release = () =>
+    released ??= (async () => {
+      await holder.stdin.close(); // its <STDIN> ends, and it exits
+      await holder.status;
+      await stderr;
+    })();
+  return { release, [Symbol.asyncDispose]: release };
+}

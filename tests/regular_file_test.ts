@@ -1,0 +1,175 @@
+import assert from "node:assert/strict";
+import { constants, promises as fsPromises } from "node:fs";
+import {
+  FileLeasedError,
+  NotRegularFileError,
+  openRegularFile,
+  readableOf,
+  writeAll,
+} from "../lib/exec/_regular_file.ts";
+import { withDeadline } from "./_support/deadline.ts";
+import { CAN_LEASE, holdLease } from "./_support/file_lease.ts";
+
+/** An open that waits on a FIFO or a lease fails here instead of hanging the test. */
+const PROMPTLY_MS = 5_000;
+
+async function tempDir(): Promise<AsyncDisposable & { path: string }> {
+  const path = await Deno.makeTempDir({ prefix: "outpost_regular_" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
+async function mkfifo(path: string): Promise<void> {
+  const { success } = await new Deno.Command("mkfifo", { args: [path] }).output();
+  assert.ok(success, `mkfifo ${path}`);
+}
+
+async function refusedAs(
+  opening: Promise<unknown>,
+  expected: new (...args: never[]) => Error,
+  what: string,
+  mention?: string,
+): Promise<void> {
+  await assert.rejects(withDeadline(opening, PROMPTLY_MS, what), (error: unknown) => {
+    assert.ok(error instanceof expected, `${what}: ${error}`);
+    if (mention !== undefined) assert.match(error.message, new RegExp(mention), what);
+    return true;
+  });
+}
+
+Deno.test("openRegularFile refuses a FIFO with no other end at once, to read and to write", async () => {
+  await using dir = await tempDir();
+  const fifo = `${dir.path}/fifo`;
+  await mkfifo(fifo);
+  await refusedAs(openRegularFile(fifo, "read"), NotRegularFileError, "read", "it is a FIFO");
+  // The kernel refuses a non-blocking open for writing (ENXIO): the kind is looked up.
+  await refusedAs(openRegularFile(fifo, "write"), NotRegularFileError, "write", "it is a FIFO");
+});
+
+Deno.test("openRegularFile refuses a FIFO whose reader is there, before writing a byte", async () => {
+  await using dir = await tempDir();
+  const fifo = `${dir.path}/fifo`;
+  await mkfifo(fifo);
+  const reader = await fsPromises.open(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    await refusedAs(openRegularFile(fifo, "write"), NotRegularFileError, "write", "it is a FIFO");
+    // Nothing came through: with no writer left, the read end is at its end at once.
+    const { bytesRead } = await reader.read(new Uint8Array(16), 0, 16, null);
+    assert.equal(bytesRead, 0);
+  } finally {
+    await reader.close();
+  }
+});
+
+Deno.test("openRegularFile names directories, sockets and devices", async () => {
+  await using dir = await tempDir();
+  await refusedAs(openRegularFile(dir.path, "read"), NotRegularFileError, "dir", "a directory");
+  await refusedAs(openRegularFile(dir.path, "write"), NotRegularFileError, "dir", "a directory");
+  const socketPath = `${dir.path}/socket`;
+  using _listener = Deno.listen({ transport: "unix", path: socketPath });
+  await refusedAs(openRegularFile(socketPath, "read"), NotRegularFileError, "socket", "a socket");
+  await refusedAs(openRegularFile("/dev/null", "read"), NotRegularFileError, "null", "character");
+  await refusedAs(openRegularFile("/dev/null", "write"), NotRegularFileError, "null", "character");
+});
+
+Deno.test("openRegularFile passes on a missing path's error with its code", async () => {
+  await using dir = await tempDir();
+  await assert.rejects(openRegularFile(`${dir.path}/missing`, "read"), { code: "ENOENT" });
+  await assert.rejects(openRegularFile(`${dir.path}/missing/file`, "write"), { code: "ENOENT" });
+});
+
+Deno.test({
+  name: "openRegularFile does not wait out another process's lease, to read or to write",
+  ignore: !CAN_LEASE,
+  async fn() {
+    await using dir = await tempDir();
+    const path = `${dir.path}/leased`;
+    await Deno.writeTextFile(path, "kept");
+    {
+      await using _lease = await holdLease(path);
+      // A plain open waits the kernel's lease-break time here (45 s by default).
+      await refusedAs(openRegularFile(path, "read"), FileLeasedError, "read", "holds a lease");
+      await refusedAs(openRegularFile(path, "write"), FileLeasedError, "write", "holds a lease");
+    }
+    assert.equal(await Deno.readTextFile(path), "kept", "the refused write truncated nothing");
+  },
+});
+
+Deno.test("openRegularFile reads a regular file and reports its size", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/a`;
+  await Deno.writeTextFile(path, "hello");
+  const file = await openRegularFile(path, "read");
+  try {
+    assert.equal(file.size, 5);
+    const buffer = new Uint8Array(8);
+    const { bytesRead } = await file.handle.read(buffer, 0, 8, null);
+    assert.equal(new TextDecoder().decode(buffer.subarray(0, bytesRead)), "hello");
+  } finally {
+    await file.handle.close();
+  }
+});
+
+Deno.test("openRegularFile for writing creates or empties, and drops set-id bits from permissions", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/a`;
+  await Deno.writeTextFile(path, "old content");
+  await Deno.chmod(path, 0o4755);
+  const file = await openRegularFile(path, "write");
+  try {
+    assert.equal(file.size, 0, "emptied");
+    assert.equal(file.permissions, 0o755);
+    await writeAll(file.handle, new TextEncoder().encode("new"));
+  } finally {
+    await file.handle.close();
+  }
+  assert.equal(await Deno.readTextFile(path), "new");
+  const created = await openRegularFile(`${dir.path}/b`, "write");
+  await created.handle.close();
+  assert.equal((await Deno.stat(`${dir.path}/b`)).size, 0);
+});
+
+Deno.test("readableOf streams a whole file in chunks and closes it at the end", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/a`;
+  const data = new Uint8Array(100_000).map((_, i) => i % 251);
+  await Deno.writeFile(path, data);
+  const file = await openRegularFile(path, "read");
+  const read = new Uint8Array(data.length);
+  let length = 0;
+  for await (const chunk of readableOf(file.handle, 4096)) {
+    assert.ok(chunk.length <= 4096);
+    read.set(chunk, length);
+    length += chunk.length;
+  }
+  assert.equal(length, data.length);
+  assert.deepEqual(read, data);
+  assert.equal(file.handle.fd, -1, "closed once read to the end");
+});
+
+Deno.test("readableOf closes the file when the stream is cancelled", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/a`;
+  await Deno.writeFile(path, new Uint8Array(10_000));
+  const file = await openRegularFile(path, "read");
+  const stream = readableOf(file.handle, 1000);
+  const reader = stream.getReader();
+  assert.equal((await reader.read()).value?.length, 1000);
+  await reader.cancel();
+  assert.equal(file.handle.fd, -1, "closed on cancel");
+});
+
+Deno.test("writeAll writes bytes and a stream of them in order", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/a`;
+  const file = await openRegularFile(path, "write");
+  try {
+    await writeAll(file.handle, new TextEncoder().encode("one,"));
+    await writeAll(
+      file.handle,
+      ReadableStream.from(["two,", "three"].map((s) => new TextEncoder().encode(s))),
+    );
+  } finally {
+    await file.handle.close();
+  }
+  assert.equal(await Deno.readTextFile(path), "one,two,three");
+});
