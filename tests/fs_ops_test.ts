@@ -1071,6 +1071,34 @@ for (const level of LEVELS) {
   });
 }
 
+for (const level of LEVELS) {
+  Deno.test({
+    name: `FsOps copies keep a private file private, and no set-id bits (min confinement ${level})`,
+    ignore: level === "os" && !OS_WORKS,
+    async fn() {
+      await using f = await fixture(undefined, level);
+      // Under os the copy is written by `cat` in the sandbox: it cannot set execute bits.
+      const cases: [number, number][] = level === "none"
+        ? [[0o600, 0o600], [0o640, 0o640], [0o755, 0o755], [0o4755, 0o755], [0o2750, 0o750]]
+        : [[0o600, 0o600], [0o640, 0o640], [0o755, 0o644], [0o4755, 0o644], [0o2750, 0o640]];
+      for (const [source, copied] of cases) {
+        const from = `${f.dir}/from_${source.toString(8)}`;
+        await Deno.writeTextFile(from, "secret");
+        await Deno.chmod(from, source);
+        const to = `${f.dir}/to_${source.toString(8)}`;
+        await f.call("fs/copy", { sourcePath: from, destinationPath: to });
+        const mode = (await Deno.stat(to)).mode! & 0o7777;
+        assert.equal(
+          mode.toString(8),
+          copied.toString(8),
+          `a copy of a ${source.toString(8)} file`,
+        );
+        assert.equal(await Deno.readTextFile(to), "secret");
+      }
+    },
+  });
+}
+
 /** Asserts the message does not carry Deno's raw text (which repeats the whole path). */
 async function clearFailure(
   promise: Promise<unknown>,

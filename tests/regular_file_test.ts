@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { constants, promises as fsPromises } from "node:fs";
 import {
+  copyAll,
   FileLeasedError,
+  LEASE_WAIT_MS,
   NotRegularFileError,
   openRegularFile,
   readableOf,
@@ -78,7 +80,7 @@ Deno.test("openRegularFile passes on a missing path's error with its code", asyn
 });
 
 Deno.test({
-  name: "openRegularFile does not wait out another process's lease, to read or to write",
+  name: "openRegularFile does not wait out a lease whose holder keeps it, to read or to write",
   ignore: !CAN_LEASE,
   async fn() {
     await using dir = await tempDir();
@@ -87,10 +89,37 @@ Deno.test({
     {
       await using _lease = await holdLease(path);
       // A plain open waits the kernel's lease-break time here (45 s by default).
-      await refusedAs(openRegularFile(path, "read"), FileLeasedError, "read", "holds a lease");
-      await refusedAs(openRegularFile(path, "write"), FileLeasedError, "write", "holds a lease");
+      for (const purpose of ["read", "write"] as const) {
+        const started = performance.now();
+        await refusedAs(openRegularFile(path, purpose), FileLeasedError, purpose, "holds a lease");
+        const waited = performance.now() - started;
+        assert.ok(waited >= LEASE_WAIT_MS - 1, `${purpose}: gave up after ${waited} ms`);
+      }
     }
     assert.equal(await Deno.readTextFile(path), "kept", "the refused write truncated nothing");
+  },
+});
+
+Deno.test({
+  name: "openRegularFile gets a file whose lease holder lets go within LEASE_WAIT_MS, not past it",
+  ignore: !CAN_LEASE,
+  async fn() {
+    assert.equal(LEASE_WAIT_MS, 2_000);
+    await using dir = await tempDir();
+    const path = `${dir.path}/leased`;
+    await Deno.writeTextFile(path, "kept");
+    // The holder is told to let go at the first attempt; the margins cover a busy machine.
+    for (const letGoAfterMs of [0, 1_400]) {
+      await using _lease = await holdLease(path, letGoAfterMs);
+      const opening = openRegularFile(path, "read");
+      const file = await withDeadline(opening, PROMPTLY_MS, `let go after ${letGoAfterMs} ms`);
+      await file.handle.close();
+    }
+    {
+      await using _lease = await holdLease(path, 3_000);
+      await refusedAs(openRegularFile(path, "write"), FileLeasedError, "past", "holds a lease");
+    }
+    assert.equal(await Deno.readTextFile(path), "kept");
   },
 });
 
@@ -156,6 +185,30 @@ Deno.test("readableOf closes the file when the stream is cancelled", async () =>
   assert.equal((await reader.read()).value?.length, 1000);
   await reader.cancel();
   assert.equal(file.handle.fd, -1, "closed on cancel");
+});
+
+Deno.test("openRegularFile creates a file with the mode asked for, less the umask", async () => {
+  await using dir = await tempDir();
+  const file = await openRegularFile(`${dir.path}/private`, "write", 0o600);
+  await file.handle.close();
+  assert.equal((await Deno.stat(`${dir.path}/private`)).mode! & 0o777, 0o600);
+});
+
+Deno.test("copyAll copies the rest of a file through its buffer, whatever its size", async () => {
+  await using dir = await tempDir();
+  for (const size of [0, 1, 4095, 4096, 4097, 100_000]) {
+    const data = new Uint8Array(size).map((_, i) => (i * 7) % 256);
+    await Deno.writeFile(`${dir.path}/from`, data);
+    const from = await openRegularFile(`${dir.path}/from`, "read");
+    const to = await openRegularFile(`${dir.path}/to`, "write");
+    try {
+      await copyAll(from.handle, to.handle, 4096);
+    } finally {
+      await from.handle.close();
+      await to.handle.close();
+    }
+    assert.deepEqual(await Deno.readFile(`${dir.path}/to`), data, `${size} bytes`);
+  }
 });
 
 Deno.test("writeAll writes bytes and a stream of them in order", async () => {

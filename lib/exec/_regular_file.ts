@@ -7,8 +7,13 @@
  * blocking threads. A stat before the open cannot rule that out: the path can
  * change in between. So the open here is `O_NONBLOCK` (on a FIFO it returns
  * at once, or fails with ENXIO for writing with no reader; on a leased file
- * it fails with EWOULDBLOCK; on a regular file it changes nothing), and the
- * kind is checked on the open descriptor.
+ * it fails with EWOULDBLOCK; on a regular file under no lease it changes
+ * nothing), and the kind is checked on the open descriptor.
+ *
+ * A failed open starts the lease break, and a holder that cooperates (as
+ * Samba's oplocks and the kernel NFS server's delegations do) lets go within
+ * milliseconds of its signal, so a leased file is tried again, with timers in
+ * between that hold no thread, for up to {@linkcode LEASE_WAIT_MS}.
  *
  * Deno's `open` takes no flags, so this uses `node:fs`, which checks Deno's
  * permissions the same way and opens with close-on-exec.
@@ -65,31 +70,52 @@ export interface RegularFile {
   readonly permissions: number;
 }
 
+/**
+ * How long an open waits, at most, for another process to let go of its
+ * lease on the file (the kernel itself would wait 45 s by default).
+ */
+export const LEASE_WAIT_MS = 2_000;
+
+/** The pause before the first retry of a leased file; it doubles up to a quarter second. */
+const FIRST_LEASE_RETRY_MS = 2;
+
 const FLAGS = {
   read: constants.O_RDONLY | constants.O_NONBLOCK,
-  // Created like Deno.writeFile's files (0o666 less the umask); truncated like it too.
+  // Truncated, like Deno.writeFile's files.
   write: constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NONBLOCK,
 } as const;
 
 /**
  * Opens `path` for reading, or for writing (created or truncated), only if it
- * is a regular file, without waiting on a FIFO or a lease.
+ * is a regular file, without waiting on a FIFO and waiting for a lease only
+ * as long as {@linkcode LEASE_WAIT_MS}, on timers.
  *
  * @param path A path already checked against the sandbox policy.
  * @param purpose `"write"` creates a missing file and empties an existing one.
+ * @param createMode The permission bits of a file `"write"` creates, less the
+ *   umask; a copy passes its source's, so a private file's copy is never
+ *   readable by others, not even for a moment.
  * @throws {NotRegularFileError} for a FIFO, socket, device or directory.
- * @throws {FileLeasedError} while another process holds a lease on it.
+ * @throws {FileLeasedError} when another process kept its lease on the file.
  * @throws Node's error (with its `code`, e.g. `ENOENT`) or `Deno.errors.NotCapable`.
  */
 export async function openRegularFile(
   path: string,
   purpose: "read" | "write",
+  createMode = 0o666,
 ): Promise<RegularFile> {
   let handle: FileHandle;
-  try {
-    handle = await fsPromises.open(path, FLAGS[purpose], 0o666);
-  } catch (error) {
-    throw await openFailure(path, error);
+  const giveUpAt = performance.now() + LEASE_WAIT_MS;
+  for (let pause = FIRST_LEASE_RETRY_MS;; pause = Math.min(pause * 2, 250)) {
+    try {
+      handle = await fsPromises.open(path, FLAGS[purpose], createMode);
+      break;
+    } catch (error) {
+      const failure = await openFailure(path, error);
+      const left = giveUpAt - performance.now();
+      if (!(failure instanceof FileLeasedError) || left <= 0) throw failure;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, left)));
+    }
   }
   try {
     const info = await handle.stat();
@@ -155,6 +181,25 @@ export function readableOf(
       await handle.close();
     },
   });
+}
+
+/**
+ * Copies the rest of one open file into another, through one reused buffer
+ * (Deno has no `copy_file_range` on descriptors).
+ *
+ * @param chunkBytes The buffer's size.
+ */
+export async function copyAll(
+  from: FileHandle,
+  to: FileHandle,
+  chunkBytes = 1024 * 1024,
+): Promise<void> {
+  const buffer = new Uint8Array(chunkBytes);
+  while (true) {
+    const { bytesRead } = await from.read(buffer, 0, chunkBytes, null);
+    if (bytesRead === 0) return;
+    await writeBytes(to, buffer.subarray(0, bytesRead));
+  }
 }
 
 /** Writes all of `data` (bytes or a stream of them) at the file's position. */

@@ -32,12 +32,12 @@ import {
 import type { Confinement } from "./confinement.ts";
 import { isInside } from "./_paths.ts";
 import {
+  copyAll,
   FileLeasedError,
   kindOf,
   NotRegularFileError,
   openRegularFile,
   readableOf,
-  type RegularFile,
   writeAll,
 } from "./_regular_file.ts";
 import { type ConfinedData, ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
@@ -255,10 +255,12 @@ function fsError(action: string, path: string, error: unknown): unknown {
   const code = pathErrorCode(error);
   if (code !== undefined) return pathError(action, path, code);
   // Deno's text is the C library's, then "(os error N)" and the (possibly huge) path, which
-  // the message names already: keep the C text only. node:fs says "CODE: text, open 'path'".
+  // the message names already: keep the C text only. node:fs says "CODE: text, open 'path'",
+  // its text in lower case: it is given the C library's capital.
   const text = error instanceof Error ? error.message : String(error);
+  const nodeText = /^[A-Z0-9]+: (.*?), [a-z]+ '/s.exec(text)?.[1];
   const detail = /^(.*?) \(os error \d+\)/s.exec(text)?.[1] ??
-    /^[A-Z0-9]+: (.*?), [a-z]+ '/s.exec(text)?.[1] ?? text;
+    (nodeText === undefined ? text : nodeText.charAt(0).toUpperCase() + nodeText.slice(1));
   return new RpcError(
     INTERNAL_ERROR,
     `Cannot ${action} "${shownPath(path)}": ${shownPath(detail)}`,
@@ -891,26 +893,38 @@ export class FsOps {
       );
     }
     const from = await io("copy", sourceShown, () => openRegularFile(source, "read"));
-    const data = readableOf(from.handle);
     if (this.#confined) {
-      await this.#confined.writeFile("copy to", destinationShown, destination, data, signal);
+      const data = readableOf(from.handle); // it closes the source
+      await this.#confined.writeFile(
+        "copy to",
+        destinationShown,
+        destination,
+        data,
+        signal,
+        from.permissions,
+      );
       return;
     }
-    let to: RegularFile;
     try {
-      to = await io("copy to", destinationShown, () => openRegularFile(destination, "write"));
-    } catch (error) {
-      await data.cancel();
-      throw error;
-    }
-    try {
-      await io("copy to", destinationShown, async () => {
-        // Like cp without -p, the copy keeps the permission bits but not set-id bits.
-        await to.handle.chmod(from.permissions);
-        await writeAll(to.handle, data);
-      });
+      // Created with the source's permission bits, so a private file's copy is never readable
+      // by others, not even before the chmod.
+      const to = await io(
+        "copy to",
+        destinationShown,
+        () => openRegularFile(destination, "write", from.permissions),
+      );
+      try {
+        await io("copy to", destinationShown, async () => {
+          // An existing destination takes them too, as Deno.copyFile did, but no set-id or
+          // sticky bits: a copy made by the executor is not a privileged program.
+          await to.handle.chmod(from.permissions);
+          await copyAll(from.handle, to.handle);
+        });
+      } finally {
+        await to.handle.close();
+      }
     } finally {
-      await to.handle.close();
+      await from.handle.close();
     }
   }
 

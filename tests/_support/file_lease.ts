@@ -1,8 +1,10 @@
 /**
  * A write lease (`fcntl F_SETLEASE`, `F_WRLCK`) held on a file by a perl
  * process, the far side of the boundary for tests of opens that must not wait
- * on one. The holder ignores SIGIO, the kernel's notice to let go, so a plain
- * open of the file waits the kernel's lease-break time (45 s by default).
+ * on one. By default the holder ignores SIGIO, the kernel's notice to let go,
+ * so a plain open of the file waits the kernel's lease-break time (45 s by
+ * default); with `letGoAfterMs` it lets go that long after the notice, as a
+ * cooperating holder (Samba, the NFS server) does.
  *
  * @module
  */
@@ -15,8 +17,12 @@ export const CAN_LEASE = await new Deno.Command("perl", { args: ["-e", "1"] }).o
 
 const HOLDER = `
 use Fcntl;
-$SIG{IO} = 'IGNORE';
 open(my $fh, '+<', $ARGV[0]) or die "open: $!";
+my $delay = $ARGV[1];
+$SIG{IO} = $delay < 0 ? 'IGNORE' : sub {
+  select(undef, undef, undef, $delay);
+  fcntl($fh, 1024, F_UNLCK) or die "F_UNLCK: $!";
+};
 fcntl($fh, 1024, F_WRLCK) or die "F_SETLEASE: $!";
 $| = 1;
 print "held\\n";
@@ -28,10 +34,15 @@ export interface HeldLease extends AsyncDisposable {
   release(): Promise<void>;
 }
 
-/** Holds a write lease on `path` until released. */
-export async function holdLease(path: string): Promise<HeldLease> {
+/**
+ * Holds a write lease on `path` until released.
+ *
+ * @param letGoAfterMs Let go this long after the kernel's notice; by default never.
+ */
+export async function holdLease(path: string, letGoAfterMs?: number): Promise<HeldLease> {
+  const delay = letGoAfterMs === undefined ? "-1" : String(letGoAfterMs / 1000);
   const holder = new Deno.Command("perl", {
-    args: ["-e", HOLDER, path],
+    args: ["-e", HOLDER, path, delay],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
