@@ -1077,10 +1077,20 @@ for (const level of LEVELS) {
     ignore: level === "os" && !OS_WORKS,
     async fn() {
       await using f = await fixture(undefined, level);
-      // Under os the copy is written by `cat` in the sandbox: it cannot set execute bits.
-      const cases: [number, number][] = level === "none"
-        ? [[0o600, 0o600], [0o640, 0o640], [0o755, 0o755], [0o4755, 0o755], [0o2750, 0o750]]
-        : [[0o600, 0o600], [0o640, 0o640], [0o755, 0o644], [0o4755, 0o644], [0o2750, 0o640]];
+      // [source, copy below os, copy under os]: under os `cat` in the sandbox creates the copy,
+      // without execute bits, and its owner keeps read and write (without capabilities even root
+      // could not write a read-only copy again). Below os the executor, root here, can.
+      const modes: [number, number, number][] = [
+        [0o600, 0o600, 0o600],
+        [0o640, 0o640, 0o640],
+        [0o755, 0o755, 0o644],
+        [0o4755, 0o755, 0o644],
+        [0o2750, 0o750, 0o640],
+        [0o444, 0o444, 0o644],
+        [0o400, 0o400, 0o600],
+        [0o000, 0o000, 0o600],
+      ];
+      const cases = modes.map(([source, none, os]) => [source, level === "none" ? none : os]);
       for (const [source, copied] of cases) {
         const from = `${f.dir}/from_${source.toString(8)}`;
         await Deno.writeTextFile(from, "secret");
@@ -1094,6 +1104,10 @@ for (const level of LEVELS) {
           `a copy of a ${source.toString(8)} file`,
         );
         assert.equal(await Deno.readTextFile(to), "secret");
+        // Written again, by a copy and by a write.
+        await f.call("fs/copy", { sourcePath: from, destinationPath: to });
+        await f.call("fs/writeFile", { path: to, dataBase64: b64("again") });
+        assert.equal(await Deno.readTextFile(to), "again");
       }
     },
   });

@@ -163,9 +163,10 @@ export class ConfinedFs {
    * @param resolved The checked, resolved path.
    * @param data The content.
    * @param signal Kills the helper when it aborts (the request's connection closed).
-   * @param createMode The most permission bits a file the write creates gets
-   *   (a copy passes its source's; `cat` creates without execute bits, and an
-   *   existing file keeps its own). By default the executor's umask decides.
+   * @param createMode The most permission bits a file the write creates gets,
+   *   besides the owner's read and write (a copy passes its source's; `cat`
+   *   creates without execute bits, and an existing file keeps its own). By
+   *   default the executor's umask decides.
    * @throws {SandboxDeniedError} When a helper is not granted or the sandbox refuses the write.
    * @throws {RpcError} -32004 when a parent is missing, -32603 for other failures.
    */
@@ -187,7 +188,10 @@ export class ConfinedFs {
     const { paths: [bwrap, sh, cat], roots } = prepared;
     // The shell's umask is what the file is created with: a copy of a private
     // file stays private.
-    const umask = createMode === undefined ? "" : `umask ${(~createMode & 0o777).toString(8)} && `;
+    // The owner keeps read and write: the sandbox has no capabilities, so a
+    // read-only copy could not be written again, not even by root.
+    const bits = createMode === undefined ? undefined : createMode | 0o600;
+    const umask = bits === undefined ? "" : `umask ${(~bits & 0o777).toString(8)} && `;
     const command = [sh, "-c", `${HANDSHAKE} && ${umask}exec "$1" > "$2"`, "sh", cat, resolved];
     await this.#run(action, shown, bwrap, roots, command, signal, data);
   }

@@ -35,6 +35,7 @@ import {
   copyAll,
   FileLeasedError,
   kindOf,
+  LEASE_WAIT_MS,
   NotRegularFileError,
   openRegularFile,
   readableOf,
@@ -242,8 +243,8 @@ function fsError(action: string, path: string, error: unknown): unknown {
   if (error instanceof FileLeasedError) {
     return new RpcError(
       INTERNAL_ERROR,
-      `Cannot ${action} "${shownPath(path)}": another process holds a lease on it; try again ` +
-        "once it lets go (fs methods do not wait for a lease to break)",
+      `Cannot ${action} "${shownPath(path)}": another process holds a lease on it and did not ` +
+        `let go within ${LEASE_WAIT_MS} ms; try again later`,
     );
   }
   if (error instanceof Deno.errors.NotCapable) {
