@@ -1064,6 +1064,15 @@ for (const level of LEVELS) {
             method,
           );
         }
+        // A call whose connection closed stops waiting for the lease at once.
+        const started = performance.now();
+        await rpcFails(
+          f.fs.call("fs/readFile", { path: leased }, AbortSignal.abort()),
+          -32603,
+          "holds a lease",
+        );
+        const waited = performance.now() - started;
+        assert.ok(waited < 1_000, `an aborted read waited ${waited} ms`);
       }
       assert.equal(await Deno.readTextFile(leased), "kept");
       await assert.rejects(Deno.lstat(`${f.dir}/copy`), Deno.errors.NotFound);

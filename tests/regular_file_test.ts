@@ -123,6 +123,29 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "openRegularFile stops waiting for a lease when its signal aborts",
+  ignore: !CAN_LEASE,
+  async fn() {
+    await using dir = await tempDir();
+    const path = `${dir.path}/leased`;
+    await Deno.writeTextFile(path, "kept");
+    await using _lease = await holdLease(path);
+    const aborted = new AbortController();
+    const started = performance.now();
+    const opening = openRegularFile(path, "read", { signal: aborted.signal });
+    // Aborted while it waits between tries (one has failed by then).
+    const abortLater = setTimeout(() => aborted.abort(), 300);
+    try {
+      await refusedAs(opening, FileLeasedError, "aborted", "holds a lease");
+    } finally {
+      clearTimeout(abortLater);
+    }
+    const waited = performance.now() - started;
+    assert.ok(waited < LEASE_WAIT_MS / 2, `gave up ${waited} ms after its start, aborted at 300`);
+  },
+});
+
 Deno.test("openRegularFile reads a regular file and reports its size", async () => {
   await using dir = await tempDir();
   const path = `${dir.path}/a`;
@@ -189,7 +212,7 @@ Deno.test("readableOf closes the file when the stream is cancelled", async () =>
 
 Deno.test("openRegularFile creates a file with the mode asked for, less the umask", async () => {
   await using dir = await tempDir();
-  const file = await openRegularFile(`${dir.path}/private`, "write", 0o600);
+  const file = await openRegularFile(`${dir.path}/private`, "write", { createMode: 0o600 });
   await file.handle.close();
   assert.equal((await Deno.stat(`${dir.path}/private`)).mode! & 0o777, 0o600);
 });

@@ -79,6 +79,18 @@ export const LEASE_WAIT_MS = 2_000;
 /** The pause before the first retry of a leased file; it doubles up to a quarter second. */
 const FIRST_LEASE_RETRY_MS = 2;
 
+/** How {@linkcode openRegularFile} creates a file and how long it may wait. */
+export interface OpenOptions {
+  /**
+   * The permission bits of a file `"write"` creates, less the umask; a copy
+   * passes its source's, so a private file's copy is never readable by
+   * others, not even for a moment. @default {0o666}
+   */
+  createMode?: number;
+  /** Ends a wait for a lease at once (the request's connection closed). */
+  signal?: AbortSignal;
+}
+
 const FLAGS = {
   read: constants.O_RDONLY | constants.O_NONBLOCK,
   // Truncated, like Deno.writeFile's files.
@@ -92,9 +104,7 @@ const FLAGS = {
  *
  * @param path A path already checked against the sandbox policy.
  * @param purpose `"write"` creates a missing file and empties an existing one.
- * @param createMode The permission bits of a file `"write"` creates, less the
- *   umask; a copy passes its source's, so a private file's copy is never
- *   readable by others, not even for a moment.
+ * @param options The new file's mode, and a signal that ends a lease wait.
  * @throws {NotRegularFileError} for a FIFO, socket, device or directory.
  * @throws {FileLeasedError} when another process kept its lease on the file.
  * @throws Node's error (with its `code`, e.g. `ENOENT`) or `Deno.errors.NotCapable`.
@@ -102,7 +112,7 @@ const FLAGS = {
 export async function openRegularFile(
   path: string,
   purpose: "read" | "write",
-  createMode = 0o666,
+  { createMode = 0o666, signal }: OpenOptions = {},
 ): Promise<RegularFile> {
   let handle: FileHandle;
   const giveUpAt = performance.now() + LEASE_WAIT_MS;
@@ -113,8 +123,8 @@ export async function openRegularFile(
     } catch (error) {
       const failure = await openFailure(path, error);
       const left = giveUpAt - performance.now();
-      if (!(failure instanceof FileLeasedError) || left <= 0) throw failure;
-      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, left)));
+      if (!(failure instanceof FileLeasedError) || left <= 0 || signal?.aborted) throw failure;
+      await pauseUnlessAborted(Math.min(pause, left), signal);
     }
   }
   try {
@@ -125,6 +135,19 @@ export async function openRegularFile(
     await handle.close();
     throw error;
   }
+}
+
+/** Resolves after `ms`, or as soon as `signal` aborts. */
+function pauseUnlessAborted(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** The open's failure in the terms of this module where it has one. */

@@ -443,6 +443,14 @@ export class FsOps {
   }
 
   /**
+   * Kills the confined (`os`) helpers still at work, at once, without the
+   * grace a closed connection gives them: for an executor that is closing.
+   */
+  stopHelpers(): void {
+    this.#confined?.stopAll();
+  }
+
+  /**
    * Serves one fs method.
    *
    * @param method One of {@linkcode FS_METHODS}.
@@ -453,14 +461,6 @@ export class FsOps {
    *   without `recursive`; -32004 for a missing path; -32603 for I/O failures.
    * @throws {SandboxDeniedError} When the sandbox refuses the path.
    */
-  /**
-   * Kills the confined (`os`) helpers still at work, at once, without the
-   * grace a closed connection gives them: for an executor that is closing.
-   */
-  stopHelpers(): void {
-    this.#confined?.stopAll();
-  }
-
   call(method: string, rawParams: unknown, signal?: AbortSignal): Promise<unknown> {
     try {
       return this.#call(method, rawParams, signal);
@@ -473,7 +473,7 @@ export class FsOps {
     const params = paramsObject(rawParams);
     switch (method) {
       case "fs/readFile":
-        return this.readFile(absolutePath(params, "path"));
+        return this.readFile(absolutePath(params, "path"), undefined, signal);
       case "fs/writeFile":
         return this.writeFile(
           absolutePath(params, "path"),
@@ -533,17 +533,19 @@ export class FsOps {
    * @param path Absolute path.
    * @param limit A smaller size limit for this read (e.g. what fits the
    *   caller's connection) and why it applies, for the refusal.
+   * @param signal Ends a wait for another process's lease on the file.
    * @returns `{dataBase64}`.
    */
   async readFile(
     path: string,
     limit?: { maxBytes: number; why: string },
+    signal?: AbortSignal,
   ): Promise<{ dataBase64: string }> {
     const tooLarge = (size: number) => this.#tooLarge(path, size, limit);
     const resolved = await this.#checkRead("read", path);
     await requireRegularFile("read", path, resolved, false);
     const data = await io("read", path, async () => {
-      const { handle, size } = await openRegularFile(resolved, "read");
+      const { handle, size } = await openRegularFile(resolved, "read", { signal });
       try {
         const max = Math.min(this.#maxFileBytes, limit?.maxBytes ?? Infinity);
         if (size > max) throw tooLarge(size);
@@ -573,7 +575,8 @@ export class FsOps {
    *
    * @param path Absolute path.
    * @param data The content.
-   * @param signal Stops a confined helper (`os`) still at work when it aborts.
+   * @param signal Stops a confined helper (`os`) still at work, or a wait for
+   *   a lease, when it aborts.
    * @returns `{}`.
    */
   async writeFile(
@@ -752,7 +755,8 @@ export class FsOps {
    * @param sourcePath Absolute source path.
    * @param destinationPath Absolute destination path.
    * @param recursive Copy a directory with its content.
-   * @param signal Stops a confined helper (`os`) still at work when it aborts.
+   * @param signal Stops a confined helper (`os`) still at work, or a wait for
+   *   a lease, when it aborts.
    * @returns `{}`.
    */
   async copy(
@@ -853,7 +857,7 @@ export class FsOps {
   ): Promise<void> {
     if (this.#confined) return this.#confined.writeFile(action, shown, resolved, data, signal);
     return io(action, shown, async () => {
-      const { handle } = await openRegularFile(resolved, "write");
+      const { handle } = await openRegularFile(resolved, "write", { signal });
       try {
         await writeAll(handle, data);
       } finally {
@@ -893,7 +897,7 @@ export class FsOps {
           "they are the same file",
       );
     }
-    const from = await io("copy", sourceShown, () => openRegularFile(source, "read"));
+    const from = await io("copy", sourceShown, () => openRegularFile(source, "read", { signal }));
     if (this.#confined) {
       const data = readableOf(from.handle); // it closes the source
       await this.#confined.writeFile(
@@ -912,7 +916,7 @@ export class FsOps {
       const to = await io(
         "copy to",
         destinationShown,
-        () => openRegularFile(destination, "write", from.permissions),
+        () => openRegularFile(destination, "write", { createMode: from.permissions, signal }),
       );
       try {
         await io("copy to", destinationShown, async () => {

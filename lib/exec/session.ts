@@ -499,7 +499,7 @@ class SessionConnection implements SessionAttachment {
       this.#requireReady(method);
       if (raw !== null && typeof raw === "object") refuseCodexSandbox(raw as Params);
       const call = (): Promise<unknown> => {
-        if (method === "fs/readFile") return this.#readFile(raw, request.id);
+        if (method === "fs/readFile") return this.#readFile(raw, request.id, request.signal);
         if (method === "fs/readDirectory") return this.#readDirectory(raw, request.id);
         return this.#context.fs.call(method, raw, request.signal);
       };
@@ -680,14 +680,14 @@ class SessionConnection implements SessionAttachment {
    * partial reads upstream; a Codex v1 stream carries one relay frame per
    * message): a larger file is refused with -32602 before it is read.
    */
-  #readFile(raw: unknown, id: string | number): Promise<unknown> {
+  #readFile(raw: unknown, id: string | number, signal?: AbortSignal): Promise<unknown> {
     const path = absolutePath(paramsObject(raw), "path");
     const limit = this.#replyLimit();
     const envelope = replyEnvelopeBytes(id) + '{"dataBase64":""}'.length;
     return this.#context.fs.readFile(path, {
       maxBytes: Math.max(0, Math.floor((limit - envelope) / 4) * 3),
       why: `on this stream, whose message limit is ${limit} bytes (base64 grows 4/3)`,
-    });
+    }, signal);
   }
 
   /** `fs/readDirectory` limited to what fits one reply on this connection. */
