@@ -1042,7 +1042,7 @@ Deno.test("FsOps names the kind of a non-regular file it refuses: directory, soc
 for (const level of LEVELS) {
   Deno.test({
     name:
-      `FsOps answers at once for a file another process holds a lease on (min confinement ${level})`,
+      `FsOps gives up on a file whose lease is kept, after LEASE_WAIT_MS or on abort (min confinement ${level})`,
     ignore: !CAN_LEASE || (level === "os" && !OS_WORKS),
     async fn() {
       await using f = await fixture(undefined, level);
