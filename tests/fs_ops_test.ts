@@ -1042,7 +1042,7 @@ Deno.test("FsOps names the kind of a non-regular file it refuses: directory, soc
 for (const level of LEVELS) {
   Deno.test({
     name:
-      `FsOps gives up on a file whose lease is kept, after LEASE_WAIT_MS or on abort (min confinement ${level})`,
+      `FsOps gives up on a file whose lease is kept, after LEASE_WAIT_MS (min confinement ${level})`,
     ignore: !CAN_LEASE || (level === "os" && !OS_WORKS),
     async fn() {
       await using f = await fixture(undefined, level);
@@ -1064,15 +1064,6 @@ for (const level of LEVELS) {
             method,
           );
         }
-        // A call whose connection closed stops waiting for the lease at once.
-        const started = performance.now();
-        await rpcFails(
-          f.fs.call("fs/readFile", { path: leased }, AbortSignal.abort()),
-          -32603,
-          "holds a lease",
-        );
-        const waited = performance.now() - started;
-        assert.ok(waited < 1_000, `an aborted read waited ${waited} ms`);
       }
       assert.equal(await Deno.readTextFile(leased), "kept");
       await assert.rejects(Deno.lstat(`${f.dir}/copy`), Deno.errors.NotFound);
@@ -1088,7 +1079,7 @@ for (const level of LEVELS) {
       await using f = await fixture(undefined, level);
       // [source, copy below os, copy under os]: under os `cat` in the sandbox creates the copy,
       // without execute bits, and its owner keeps read and write (without capabilities even root
-      // could not write a read-only copy again). Below os the executor, root here, can.
+      // could not write a read-only copy again). Below os the executor, when root, can.
       const modes: [number, number, number][] = [
         [0o600, 0o600, 0o600],
         [0o640, 0o640, 0o640],
@@ -1100,7 +1091,10 @@ for (const level of LEVELS) {
         [0o000, 0o000, 0o600],
       ];
       const cases = modes.map(([source, none, os]) => [source, level === "none" ? none : os]);
+      const root = Deno.uid() === 0;
       for (const [source, copied] of cases) {
+        // Not as root, a source its owner cannot read cannot be copied.
+        if (!root && (source & 0o400) === 0) continue;
         const from = `${f.dir}/from_${source.toString(8)}`;
         await Deno.writeTextFile(from, "secret");
         await Deno.chmod(from, source);
@@ -1113,7 +1107,8 @@ for (const level of LEVELS) {
           `a copy of a ${source.toString(8)} file`,
         );
         assert.equal(await Deno.readTextFile(to), "secret");
-        // Written again, by a copy and by a write.
+        // Written again, by a copy and by a write (not as root, a read-only copy below os is not).
+        if (!root && level === "none" && (copied & 0o200) === 0) continue;
         await f.call("fs/copy", { sourcePath: from, destinationPath: to });
         await f.call("fs/writeFile", { path: to, dataBase64: b64("again") });
         assert.equal(await Deno.readTextFile(to), "again");

@@ -1,14 +1,13 @@
 import assert from "node:assert/strict";
 import { constants, promises as fsPromises } from "node:fs";
 import {
-  copyAll,
   FileLeasedError,
   LEASE_WAIT_MS,
   NotRegularFileError,
   openRegularFile,
-  readableOf,
-  writeAll,
+  pauseUnlessAborted,
 } from "../lib/exec/_regular_file.ts";
+import { copyAll, readableOf, writeAll } from "../lib/exec/_file_io.ts";
 import { withDeadline } from "./_support/deadline.ts";
 import { CAN_LEASE, holdLease } from "./_support/file_lease.ts";
 
@@ -124,26 +123,44 @@ Deno.test({
 });
 
 Deno.test({
-  name: "openRegularFile stops waiting for a lease when its signal aborts",
+  name: "openRegularFile stops waiting for a lease when its signal aborts, with its reason",
   ignore: !CAN_LEASE,
   async fn() {
     await using dir = await tempDir();
     const path = `${dir.path}/leased`;
     await Deno.writeTextFile(path, "kept");
     await using _lease = await holdLease(path);
+    const closed = new Error("the connection closed");
+    // Aborted before it starts: one try, and the reason.
+    await assert.rejects(
+      openRegularFile(path, "read", { signal: AbortSignal.abort(closed) }),
+      closed,
+    );
+    // Aborted while it waits between tries.
     const aborted = new AbortController();
     const started = performance.now();
     const opening = openRegularFile(path, "read", { signal: aborted.signal });
-    // Aborted while it waits between tries (one has failed by then).
-    const abortLater = setTimeout(() => aborted.abort(), 300);
+    const abortLater = setTimeout(() => aborted.abort(closed), 300);
     try {
-      await refusedAs(opening, FileLeasedError, "aborted", "holds a lease");
+      await assert.rejects(withDeadline(opening, PROMPTLY_MS, "aborted"), closed);
     } finally {
       clearTimeout(abortLater);
     }
     const waited = performance.now() - started;
     assert.ok(waited < LEASE_WAIT_MS / 2, `gave up ${waited} ms after its start, aborted at 300`);
   },
+});
+
+Deno.test("pauseUnlessAborted ends at its time, or at once when its signal aborts", async () => {
+  const started = performance.now();
+  await pauseUnlessAborted(20);
+  assert.ok(performance.now() - started >= 19, "waited its time");
+  const aborted = new AbortController();
+  const pause = pauseUnlessAborted(60_000, aborted.signal);
+  aborted.abort();
+  // Without the abort this would pass its deadline; the pause's own timer is cleared.
+  await withDeadline(pause, PROMPTLY_MS, "the aborted pause");
+  await withDeadline(pauseUnlessAborted(60_000, aborted.signal), PROMPTLY_MS, "already aborted");
 });
 
 Deno.test("openRegularFile reads a regular file and reports its size", async () => {

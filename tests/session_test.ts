@@ -17,12 +17,13 @@ import { DEFAULT_MAX_CONCURRENT_REQUESTS, JsonRpcPeer } from "../lib/rpc/json_rp
 import { until, withDeadline } from "./_support/deadline.ts";
 import { CAN_LEASE, type HeldLease, holdLease } from "./_support/file_lease.ts";
 import { detectCapabilities } from "../lib/exec/confinement.ts";
+import { LEASE_WAIT_MS } from "../lib/exec/_regular_file.ts";
+import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
+import { killPids, livePidsWith, uniqueSleep, waitForPids } from "./_process_helpers.ts";
 
 /** The fs slot tests hold slots with confined writes that wait out a lease (bubblewrap, perl). */
 const LEASED_WRITES_WAIT = CAN_LEASE &&
   (await detectCapabilities()).confinements.includes("os");
-import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
-import { killPids, livePidsWith, uniqueSleep, waitForPids } from "./_process_helpers.ts";
 
 const D = 5_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -271,7 +272,7 @@ async function answeredWhileLeased(
  * Starts an executor whose writes run in bubblewrap (`os`), with a file under
  * another process's write lease in its write root: a write to that file waits
  * in its helper (`cat >`) until the lease ends, holding its fs slot. (The
- * executor's own opens do not wait on a lease: `fs/readFile` is refused.)
+ * executor's own opens give up on a lease after `LEASE_WAIT_MS`.)
  */
 async function leasedFileExecutor() {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_lease_" }));
@@ -294,6 +295,45 @@ async function leasedFileExecutor() {
     },
   };
 }
+
+Deno.test({
+  name:
+    "Session: fs calls waiting for a lease stop when their connection closes, freeing its slots",
+  ignore: !CAN_LEASE,
+  async fn() {
+    const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_lease_" }));
+    await Deno.writeTextFile(`${dir}/leased`, "x");
+    await using executor = useExecutor();
+    await using lease = await holdLease(`${dir}/leased`);
+    try {
+      for (
+        const [method, params] of [
+          ["fs/readFile", { path: `${dir}/leased` }],
+          ["fs/writeFile", { path: `${dir}/leased`, dataBase64: "eQ==" }],
+          ["fs/copy", { sourcePath: `${dir}/leased`, destinationPath: `${dir}/copy` }],
+        ] as const
+      ) {
+        const conn = connect(executor);
+        await conn.init();
+        const waiting = conn.peer.request(method, params).catch(() => "refused");
+        // A connection serves requests in order: once this is answered, the call is under way.
+        await conn.call("process/list", {});
+        const closed = performance.now();
+        await conn[Symbol.asyncDispose]();
+        await withDeadline(conn.served, D, `${method}: serving ends`);
+        const took = performance.now() - closed;
+        // Without the signal the call waits out LEASE_WAIT_MS before serving can end.
+        assert.ok(took < LEASE_WAIT_MS / 2, `${method}: serving ended ${took} ms after the close`);
+        await waiting;
+      }
+      await lease.release(); // a plain read of the file would wait the kernel's 45 s
+      assert.equal(await Deno.readTextFile(`${dir}/leased`), "x");
+    } finally {
+      await lease.release();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
 
 /**
  * Blocks fs/writeFile calls on a leased file, `blocked[i]` on connection i,
@@ -332,12 +372,12 @@ Deno.test({
     assert.equal(
       await metadataBesideBlockedWrites([MAX_FS_CALLS_PER_CONNECTION - 1]),
       true,
-      "with a slot free, answered while the reads were blocked",
+      "with a slot free, answered while the writes were blocked",
     );
     assert.equal(
       await metadataBesideBlockedWrites([MAX_FS_CALLS_PER_CONNECTION]),
       false,
-      "with every slot taken by a blocked read, it waited",
+      "with every slot taken by a blocked write, it waited",
     );
   },
 });

@@ -163,10 +163,10 @@ export class ConfinedFs {
    * @param resolved The checked, resolved path.
    * @param data The content.
    * @param signal Kills the helper when it aborts (the request's connection closed).
-   * @param createMode The most permission bits a file the write creates gets,
-   *   besides the owner's read and write (a copy passes its source's; `cat`
-   *   creates without execute bits, and an existing file keeps its own). By
-   *   default the executor's umask decides.
+   * @param createMode The permission bits a file the write creates may have
+   *   (a copy passes its source's); its owner always gets read and write, and
+   *   `cat` sets no execute bits. An existing file keeps its own. By default
+   *   the executor's umask decides.
    * @throws {SandboxDeniedError} When a helper is not granted or the sandbox refuses the write.
    * @throws {RpcError} -32004 when a parent is missing, -32603 for other failures.
    */

@@ -54,8 +54,9 @@ export class NotRegularFileError extends Error {
   }
 }
 
-/** Another process holds a lease on the file, so opening it would have to wait. */
+/** Another process holds a lease on the file, and kept it while the open tried again. */
 export class FileLeasedError extends Error {
+  /** The message names no path: the caller's refusal does. */
   constructor() {
     super("another process holds a lease on it");
     this.name = "FileLeasedError";
@@ -76,15 +77,20 @@ export interface RegularFile {
  */
 export const LEASE_WAIT_MS = 2_000;
 
-/** The pause before the first retry of a leased file; it doubles up to a quarter second. */
+/** The pause before the first retry of a leased file; it doubles from there. */
 const FIRST_LEASE_RETRY_MS = 2;
+
+/** The longest pause between tries of a leased file. */
+const MAX_LEASE_RETRY_MS = 250;
 
 /** How {@linkcode openRegularFile} creates a file and how long it may wait. */
 export interface OpenOptions {
   /**
    * The permission bits of a file `"write"` creates, less the umask; a copy
    * passes its source's, so a private file's copy is never readable by
-   * others, not even for a moment. @default {0o666}
+   * others, not even for a moment.
+   *
+   * @default {0o666}
    */
   createMode?: number;
   /** Ends a wait for a lease at once (the request's connection closed). */
@@ -107,6 +113,7 @@ const FLAGS = {
  * @param options The new file's mode, and a signal that ends a lease wait.
  * @throws {NotRegularFileError} for a FIFO, socket, device or directory.
  * @throws {FileLeasedError} when another process kept its lease on the file.
+ * @throws The signal's reason when it aborts while the open waits for a lease.
  * @throws Node's error (with its `code`, e.g. `ENOENT`) or `Deno.errors.NotCapable`.
  */
 export async function openRegularFile(
@@ -116,15 +123,17 @@ export async function openRegularFile(
 ): Promise<RegularFile> {
   let handle: FileHandle;
   const giveUpAt = performance.now() + LEASE_WAIT_MS;
-  for (let pause = FIRST_LEASE_RETRY_MS;; pause = Math.min(pause * 2, 250)) {
+  for (let pause = FIRST_LEASE_RETRY_MS;; pause = Math.min(pause * 2, MAX_LEASE_RETRY_MS)) {
     try {
       handle = await fsPromises.open(path, FLAGS[purpose], createMode);
       break;
     } catch (error) {
       const failure = await openFailure(path, error);
       const left = giveUpAt - performance.now();
-      if (!(failure instanceof FileLeasedError) || left <= 0 || signal?.aborted) throw failure;
+      if (!(failure instanceof FileLeasedError) || left <= 0) throw failure;
+      signal?.throwIfAborted(); // the request's connection closed: nobody waits for the answer
       await pauseUnlessAborted(Math.min(pause, left), signal);
+      signal?.throwIfAborted();
     }
   }
   try {
@@ -137,8 +146,9 @@ export async function openRegularFile(
   }
 }
 
-/** Resolves after `ms`, or as soon as `signal` aborts. */
-function pauseUnlessAborted(ms: number, signal?: AbortSignal): Promise<void> {
+/** Resolves after `ms`, or as soon as `signal` aborts (the caller looks which). */
+export function pauseUnlessAborted(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
@@ -163,6 +173,7 @@ async function openFailure(path: string, error: unknown): Promise<unknown> {
   return error;
 }
 
+/** A `node:fs` stat's kind, in `Deno.FileInfo`'s shape for {@linkcode kindOf}. */
 function kindOfStats(info: Awaited<ReturnType<FileHandle["stat"]>>): FileKind {
   return {
     isFile: info.isFile(),
@@ -172,75 +183,4 @@ function kindOfStats(info: Awaited<ReturnType<FileHandle["stat"]>>): FileKind {
     isCharDevice: info.isCharacterDevice(),
     isBlockDevice: info.isBlockDevice(),
   };
-}
-
-/**
- * The rest of an open file as a byte stream, closing the file when the
- * stream ends or is cancelled.
- *
- * @param chunkBytes The largest piece read at a time.
- */
-export function readableOf(
-  handle: FileHandle,
-  chunkBytes = 256 * 1024,
-): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const buffer = new Uint8Array(chunkBytes);
-      try {
-        const { bytesRead } = await handle.read(buffer, 0, chunkBytes, null);
-        if (bytesRead === 0) {
-          await handle.close();
-          controller.close();
-        } else {
-          controller.enqueue(buffer.subarray(0, bytesRead));
-        }
-      } catch (error) {
-        await handle.close().catch(() => {});
-        controller.error(error);
-      }
-    },
-    async cancel() {
-      await handle.close();
-    },
-  });
-}
-
-/**
- * Copies the rest of one open file into another, through one reused buffer
- * (Deno has no `copy_file_range` on descriptors).
- *
- * @param chunkBytes The buffer's size.
- */
-export async function copyAll(
-  from: FileHandle,
-  to: FileHandle,
-  chunkBytes = 1024 * 1024,
-): Promise<void> {
-  const buffer = new Uint8Array(chunkBytes);
-  while (true) {
-    const { bytesRead } = await from.read(buffer, 0, chunkBytes, null);
-    if (bytesRead === 0) return;
-    await writeBytes(to, buffer.subarray(0, bytesRead));
-  }
-}
-
-/** Writes all of `data` (bytes or a stream of them) at the file's position. */
-export async function writeAll(
-  handle: FileHandle,
-  data: Uint8Array | ReadableStream<Uint8Array>,
-): Promise<void> {
-  if (data instanceof Uint8Array) {
-    await writeBytes(handle, data);
-    return;
-  }
-  for await (const chunk of data) await writeBytes(handle, chunk);
-}
-
-async function writeBytes(handle: FileHandle, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) {
-    const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset, null);
-    offset += bytesWritten;
-  }
 }

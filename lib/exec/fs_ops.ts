@@ -32,15 +32,13 @@ import {
 import type { Confinement } from "./confinement.ts";
 import { isInside } from "./_paths.ts";
 import {
-  copyAll,
   FileLeasedError,
   kindOf,
   LEASE_WAIT_MS,
   NotRegularFileError,
   openRegularFile,
-  readableOf,
-  writeAll,
 } from "./_regular_file.ts";
+import { copyAll, readableOf, writeAll } from "./_file_io.ts";
 import { type ConfinedData, ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
 import {
   absolutePath,
@@ -473,7 +471,7 @@ export class FsOps {
     const params = paramsObject(rawParams);
     switch (method) {
       case "fs/readFile":
-        return this.readFile(absolutePath(params, "path"), undefined, signal);
+        return this.readFile(absolutePath(params, "path"), { signal });
       case "fs/writeFile":
         return this.writeFile(
           absolutePath(params, "path"),
@@ -531,15 +529,14 @@ export class FsOps {
    * `fs/readFile`: reads a whole file.
    *
    * @param path Absolute path.
-   * @param limit A smaller size limit for this read (e.g. what fits the
-   *   caller's connection) and why it applies, for the refusal.
-   * @param signal Ends a wait for another process's lease on the file.
+   * @param options `limit`: a smaller size limit for this read (e.g. what fits
+   *   the caller's connection) and why it applies, for the refusal; `signal`
+   *   ends a wait for another process's lease on the file.
    * @returns `{dataBase64}`.
    */
   async readFile(
     path: string,
-    limit?: { maxBytes: number; why: string },
-    signal?: AbortSignal,
+    { limit, signal }: { limit?: { maxBytes: number; why: string }; signal?: AbortSignal } = {},
   ): Promise<{ dataBase64: string }> {
     const tooLarge = (size: number) => this.#tooLarge(path, size, limit);
     const resolved = await this.#checkRead("read", path);

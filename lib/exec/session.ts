@@ -655,8 +655,9 @@ class SessionConnection implements SessionAttachment {
    * Runs an fs call within this connection's and the executor's bounds on
    * calls in flight. Up to {@linkcode MAX_UNCOUNTED_FS_CALLS} of them do not
    * count against the connection's request cap meanwhile (their replies do):
-   * calls queued behind ones a program keeps waiting (a lease against a confined write) must not
-   * keep the connection from reading the request that ends that program.
+   * calls queued behind ones a program keeps waiting (a lease against a
+   * confined write) must not keep the connection from reading the request
+   * that ends that program.
    */
   async #boundedFsCall(call: () => Promise<unknown>, request: RequestContext): Promise<unknown> {
     const uncounted = this.#uncountedFsCalls < MAX_UNCOUNTED_FS_CALLS;
@@ -685,9 +686,12 @@ class SessionConnection implements SessionAttachment {
     const limit = this.#replyLimit();
     const envelope = replyEnvelopeBytes(id) + '{"dataBase64":""}'.length;
     return this.#context.fs.readFile(path, {
-      maxBytes: Math.max(0, Math.floor((limit - envelope) / 4) * 3),
-      why: `on this stream, whose message limit is ${limit} bytes (base64 grows 4/3)`,
-    }, signal);
+      limit: {
+        maxBytes: Math.max(0, Math.floor((limit - envelope) / 4) * 3),
+        why: `on this stream, whose message limit is ${limit} bytes (base64 grows 4/3)`,
+      },
+      signal,
+    });
   }
 
   /** `fs/readDirectory` limited to what fits one reply on this connection. */
