@@ -7,7 +7,6 @@ import {
   openRegularFile,
   pauseUnlessAborted,
 } from "../lib/exec/_regular_file.ts";
-import { copyAll, readableOf, writeAll } from "../lib/exec/_file_io.ts";
 import { withDeadline } from "./_support/deadline.ts";
 import { CAN_LEASE, holdLease } from "./_support/file_lease.ts";
 
@@ -187,7 +186,7 @@ Deno.test("openRegularFile for writing creates or empties, and drops set-id bits
   try {
     assert.equal(file.size, 0, "emptied");
     assert.equal(file.permissions, 0o755);
-    await writeAll(file.handle, new TextEncoder().encode("new"));
+    await file.handle.write(new TextEncoder().encode("new"));
   } finally {
     await file.handle.close();
   }
@@ -197,72 +196,9 @@ Deno.test("openRegularFile for writing creates or empties, and drops set-id bits
   assert.equal((await Deno.stat(`${dir.path}/b`)).size, 0);
 });
 
-Deno.test("readableOf streams a whole file in chunks and closes it at the end", async () => {
-  await using dir = await tempDir();
-  const path = `${dir.path}/a`;
-  const data = new Uint8Array(100_000).map((_, i) => i % 251);
-  await Deno.writeFile(path, data);
-  const file = await openRegularFile(path, "read");
-  const read = new Uint8Array(data.length);
-  let length = 0;
-  for await (const chunk of readableOf(file.handle, 4096)) {
-    assert.ok(chunk.length <= 4096);
-    read.set(chunk, length);
-    length += chunk.length;
-  }
-  assert.equal(length, data.length);
-  assert.deepEqual(read, data);
-  assert.equal(file.handle.fd, -1, "closed once read to the end");
-});
-
-Deno.test("readableOf closes the file when the stream is cancelled", async () => {
-  await using dir = await tempDir();
-  const path = `${dir.path}/a`;
-  await Deno.writeFile(path, new Uint8Array(10_000));
-  const file = await openRegularFile(path, "read");
-  const stream = readableOf(file.handle, 1000);
-  const reader = stream.getReader();
-  assert.equal((await reader.read()).value?.length, 1000);
-  await reader.cancel();
-  assert.equal(file.handle.fd, -1, "closed on cancel");
-});
-
 Deno.test("openRegularFile creates a file with the mode asked for, less the umask", async () => {
   await using dir = await tempDir();
   const file = await openRegularFile(`${dir.path}/private`, "write", { createMode: 0o600 });
   await file.handle.close();
   assert.equal((await Deno.stat(`${dir.path}/private`)).mode! & 0o777, 0o600);
-});
-
-Deno.test("copyAll copies the rest of a file through its buffer, whatever its size", async () => {
-  await using dir = await tempDir();
-  for (const size of [0, 1, 4095, 4096, 4097, 100_000]) {
-    const data = new Uint8Array(size).map((_, i) => (i * 7) % 256);
-    await Deno.writeFile(`${dir.path}/from`, data);
-    const from = await openRegularFile(`${dir.path}/from`, "read");
-    const to = await openRegularFile(`${dir.path}/to`, "write");
-    try {
-      await copyAll(from.handle, to.handle, 4096);
-    } finally {
-      await from.handle.close();
-      await to.handle.close();
-    }
-    assert.deepEqual(await Deno.readFile(`${dir.path}/to`), data, `${size} bytes`);
-  }
-});
-
-Deno.test("writeAll writes bytes and a stream of them in order", async () => {
-  await using dir = await tempDir();
-  const path = `${dir.path}/a`;
-  const file = await openRegularFile(path, "write");
-  try {
-    await writeAll(file.handle, new TextEncoder().encode("one,"));
-    await writeAll(
-      file.handle,
-      ReadableStream.from(["two,", "three"].map((s) => new TextEncoder().encode(s))),
-    );
-  } finally {
-    await file.handle.close();
-  }
-  assert.equal(await Deno.readTextFile(path), "one,two,three");
 });
