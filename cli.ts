@@ -303,7 +303,7 @@ async function warnIfShared(log: Logger, file: string): Promise<void> {
   const octal = (mode & 0o777).toString(8).padStart(4, "0");
   log.warn(
     `token file ${file} is open to other users (mode ${octal}): anyone who can read it can ` +
-      `act as this server's clients; chmod 600 it`,
+      `use the token; chmod 600 it`,
   );
 }
 

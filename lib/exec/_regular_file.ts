@@ -166,9 +166,10 @@ async function openFailure(path: string, error: unknown): Promise<unknown> {
   if (code === "EAGAIN" || code === "EWOULDBLOCK") return new FileLeasedError();
   if (code === "EISDIR") return new NotRegularFileError("a directory");
   if (code === "ENXIO") {
-    // Writing to a FIFO with no reader, or opening a socket: say which it is.
+    // Writing to a FIFO with no reader, or opening a socket or a device with
+    // nothing behind it; never a regular file. Say which, if it still is one.
     const info = await Deno.stat(path).catch(() => null);
-    if (info !== null && !info.isFile) return new NotRegularFileError(kindOf(info));
+    return new NotRegularFileError(info === null || info.isFile ? "a special file" : kindOf(info));
   }
   return error;
 }
