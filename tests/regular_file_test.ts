@@ -18,6 +18,14 @@ async function tempDir(): Promise<AsyncDisposable & { path: string }> {
   return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
 }
 
+/** A file holding "kept", in a temporary directory removed on disposal. */
+async function keptFile(): Promise<AsyncDisposable & { path: string }> {
+  const dir = await tempDir();
+  const path = `${dir.path}/leased`;
+  await Deno.writeTextFile(path, "kept");
+  return { path, [Symbol.asyncDispose]: () => dir[Symbol.asyncDispose]() };
+}
+
 async function mkfifo(path: string): Promise<void> {
   const { success } = await new Deno.Command("mkfifo", { args: [path] }).output();
   assert.ok(success, `mkfifo ${path}`);
@@ -81,9 +89,8 @@ Deno.test({
   name: "openRegularFile does not wait out a lease whose holder keeps it, to read or to write",
   ignore: !CAN_LEASE,
   async fn() {
-    await using dir = await tempDir();
-    const path = `${dir.path}/leased`;
-    await Deno.writeTextFile(path, "kept");
+    await using kept = await keptFile();
+    const path = kept.path;
     {
       await using _lease = await holdLease(path);
       // A plain open waits the kernel's lease-break time here (45 s by default).
@@ -103,15 +110,14 @@ Deno.test({
   ignore: !CAN_LEASE,
   async fn() {
     assert.equal(LEASE_WAIT_MS, 2_000);
-    await using dir = await tempDir();
-    const path = `${dir.path}/leased`;
-    await Deno.writeTextFile(path, "kept");
+    await using kept = await keptFile();
+    const path = kept.path;
     // The holder is told to let go at the first attempt; the margins cover a busy machine.
     for (const letGoAfterMs of [0, 1_400]) {
       await using _lease = await holdLease(path, letGoAfterMs);
       const opening = openRegularFile(path, "read");
-      const file = await withDeadline(opening, PROMPTLY_MS, `let go after ${letGoAfterMs} ms`);
-      await file.handle.close();
+      const opened = await withDeadline(opening, PROMPTLY_MS, `let go after ${letGoAfterMs} ms`);
+      await opened.handle.close();
     }
     {
       await using _lease = await holdLease(path, 3_000);
@@ -125,9 +131,8 @@ Deno.test({
   name: "openRegularFile stops waiting for a lease when its signal aborts, with its reason",
   ignore: !CAN_LEASE,
   async fn() {
-    await using dir = await tempDir();
-    const path = `${dir.path}/leased`;
-    await Deno.writeTextFile(path, "kept");
+    await using kept = await keptFile();
+    const path = kept.path;
     await using _lease = await holdLease(path);
     const closed = new Error("the connection closed");
     // Aborted before it starts: one try, and the reason.
