@@ -1,5 +1,6 @@
 /**
- * Opening a regular file in a way nothing can make wait.
+ * Opening a regular file without waiting on a FIFO, or on another process's
+ * lease longer than {@linkcode LEASE_WAIT_MS}.
  *
  * A plain open blocks on a FIFO until its other end opens, and on a file
  * under another process's write lease (`fcntl F_SETLEASE`) for the kernel's
