@@ -186,12 +186,12 @@ export class ConfinedFs {
       throw error;
     }
     const { paths: [bwrap, sh, cat], roots } = prepared;
-    // The shell's umask is what the file is created with: a copy of a private
-    // file stays private.
-    // The owner keeps read and write: the sandbox has no capabilities, so a
-    // read-only copy could not be written again, not even by root.
-    const bits = createMode === undefined ? undefined : createMode | 0o600;
-    const umask = bits === undefined ? "" : `umask ${(~bits & 0o777).toString(8)} && `;
+    // The shell's umask is what the file is created with, so a copy of a
+    // private file stays private; its owner keeps read and write, since the
+    // sandbox has no capabilities and could not write a read-only copy again.
+    const umask = createMode === undefined
+      ? ""
+      : `umask ${(~(createMode | 0o600) & 0o777).toString(8)} && `;
     const command = [sh, "-c", `${HANDSHAKE} && ${umask}exec "$1" > "$2"`, "sh", cat, resolved];
     await this.#run(action, shown, bwrap, roots, command, signal, data);
   }

@@ -1,7 +1,7 @@
 /**
  * Moving bytes between open files (`node:fs` handles, as
  * `openRegularFile` gives them): as a stream for a confined write's
- * helper, from a stream or bytes into a file, and from file to file.
+ * helper, from bytes into a file, and from file to file.
  *
  * @module
  */
@@ -55,23 +55,12 @@ export async function copyAll(
   while (true) {
     const { bytesRead } = await from.read(buffer, 0, chunkBytes, null);
     if (bytesRead === 0) return;
-    await writeBytes(to, buffer.subarray(0, bytesRead));
+    await writeAll(to, buffer.subarray(0, bytesRead));
   }
 }
 
-/** Writes all of `data` (bytes or a stream of them) at the file's position. */
-export async function writeAll(
-  handle: FileHandle,
-  data: Uint8Array | ReadableStream<Uint8Array>,
-): Promise<void> {
-  if (data instanceof Uint8Array) {
-    await writeBytes(handle, data);
-    return;
-  }
-  for await (const chunk of data) await writeBytes(handle, chunk);
-}
-
-async function writeBytes(handle: FileHandle, bytes: Uint8Array): Promise<void> {
+/** Writes all of `bytes` at the file's position (a write may take only part). */
+export async function writeAll(handle: FileHandle, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) {
     const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset, null);

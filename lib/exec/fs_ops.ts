@@ -39,7 +39,7 @@ import {
   openRegularFile,
 } from "./_regular_file.ts";
 import { copyAll, readableOf, writeAll } from "./_file_io.ts";
-import { type ConfinedData, ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
+import { ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
 import {
   absolutePath,
   base64Bytes,
@@ -849,7 +849,7 @@ export class FsOps {
     action: string,
     shown: string,
     resolved: string,
-    data: ConfinedData,
+    data: Uint8Array,
     signal?: AbortSignal,
   ): Promise<void> {
     if (this.#confined) return this.#confined.writeFile(action, shown, resolved, data, signal);
