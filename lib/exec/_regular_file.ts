@@ -11,10 +11,10 @@
  * it fails with EWOULDBLOCK; on a regular file under no lease it changes
  * nothing), and the kind is checked on the open descriptor.
  *
- * A failed open starts the lease break, and a holder that cooperates (as
- * Samba's oplocks and the kernel NFS server's delegations do) lets go within
- * milliseconds of its signal, so a leased file is tried again, with timers in
- * between that hold no thread, for up to {@linkcode LEASE_WAIT_MS}.
+ * A failed open starts the lease break, and a holder that cooperates lets go
+ * on its signal (a test holder that does: opened in about 4 ms), so a leased
+ * file is tried again, with timers in between that hold no thread, for up to
+ * {@linkcode LEASE_WAIT_MS}.
  *
  * Deno's `open` takes no flags, so this uses `node:fs`, which checks Deno's
  * permissions the same way and opens with close-on-exec.
