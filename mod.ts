@@ -118,6 +118,11 @@ export type {
   StreamMode,
 } from "./lib/mux/reliable_stream.ts";
 export * from "./lib/mux/reset_reasons.ts";
+export {
+  type BudgetHolder,
+  DEFAULT_RECEIVE_BUDGET_BYTES,
+  ReceiveBudget,
+} from "./lib/mux/receive_budget.ts";
 
 // Sandboxed executor (lib/exec)
 export { Executor } from "./lib/exec/executor.ts";

@@ -657,6 +657,21 @@ Deno.test("runExecutor refuses a maxMessageBytes outside 1 KiB..64 MiB", () => {
   assert.throws(() => runExecutor({ ...base, maxMessageBytes: 64 * 1024 * 1024 + 1 }), RangeError);
 });
 
+Deno.test("runExecutor refuses a receiveBudgetBytes below its maxMessageBytes at once, and takes one at it", async () => {
+  const base = { registry: "http://127.0.0.1:1", executorId: "box-1", token: TOKEN };
+  assert.throws(
+    () => runExecutor({ ...base, maxMessageBytes: 4096, receiveBudgetBytes: 4095 }),
+    /receiveBudgetBytes 4095 is outside 4096\.\.9007199254740991/,
+  );
+  assert.throws(
+    () => runExecutor({ ...base, receiveBudgetBytes: 16 * 1024 * 1024 - 1 }),
+    /receiveBudgetBytes 16777215 is outside 16777216\./,
+  );
+  const handle = runExecutor({ ...base, maxMessageBytes: 4096, receiveBudgetBytes: 4096 });
+  await withDeadline(handle.close(), 5_000, "close");
+  await withDeadline(handle.closed, 5_000, "closed resolves");
+});
+
 Deno.test("runExecutor refuses an idleTimeoutMs outside 0..2^31-1 at once, instead of failing every connect", () => {
   const base = { registry: "http://127.0.0.1:1", executorId: "box-1", token: TOKEN };
   for (const bad of [-1, 2 ** 31]) {

@@ -17,6 +17,7 @@
 import { MAX_UINT32, RELAY_FRAME_VERSION } from "../relay/frame_codec.ts";
 import type { DataBody, FrameBody, RelayFrame } from "../relay/frame_codec.ts";
 import { ProtocolError, StreamResetError } from "../errors.ts";
+import type { ReceiveBudget } from "./receive_budget.ts";
 import {
   RESET_INBOX_OVERFLOW,
   RESET_MESSAGE_TOO_LARGE,
@@ -136,6 +137,12 @@ export interface ReliableStreamOptions {
   onReadable?: () => void;
   /** Called once when the stream has ended and has nothing left to send. */
   onEnd?: () => void;
+  /**
+   * Shared with the other streams of an endpoint: this stream reports the
+   * bytes it holds for its consumer (inbox, reassembly, held segments), and
+   * the budget may shed it (see {@linkcode ReliableStream.shed}).
+   */
+  budget?: ReceiveBudget;
 }
 
 /** Counters of one stream, for tests, benchmarks and diagnostics. */
@@ -251,6 +258,9 @@ export class ReliableStream {
   #onOutput: () => void;
   #onReadable: () => void;
   #onEnd: () => void;
+  #budget: ReceiveBudget | undefined;
+  /** What this stream last reported to `#budget`. */
+  #budgeted = 0;
   // limits
   #segmentBytes: number;
   #windowSegments: number;
@@ -351,6 +361,7 @@ export class ReliableStream {
     this.#onOutput = options.onOutput ?? NOOP;
     this.#onReadable = options.onReadable ?? NOOP;
     this.#onEnd = options.onEnd ?? NOOP;
+    this.#budget = options.budget;
     this.#segmentBytes = positive("segmentBytes", options.segmentBytes, DEFAULT_SEGMENT_BYTES);
     this.#windowSegments = positive(
       "windowSegments",
@@ -529,7 +540,29 @@ export class ReliableStream {
       // The consumer made room: accept held segments and open the sender's window.
       if (this.#drain()) this.#ackNow();
     }
+    this.#reportHeld();
     return message;
+  }
+
+  /**
+   * Drops the messages the consumer has not read and resets the stream with
+   * `inbox_overflow` (the endpoint's {@linkcode ReceiveBudget} ran out and
+   * this stream held the most). Reads fail with that reset at once, also on
+   * a stream that had already ended with messages left unread.
+   */
+  shed(): void {
+    const error = new StreamResetError(RESET_INBOX_OVERFLOW);
+    this.#inbox = [];
+    this.#inboxHead = 0;
+    this.#inboxBytes = 0;
+    if (this.#error === undefined) {
+      this.#resetReason = RESET_INBOX_OVERFLOW;
+      this.#finish(error, true);
+    } else {
+      this.#error = error;
+      this.#reportHeld();
+      this.#onReadable();
+    }
   }
 
   /**
@@ -540,6 +573,11 @@ export class ReliableStream {
    */
   receive(frame: RelayFrame): void {
     if (this.#error !== undefined) return;
+    this.#receive(frame);
+    this.#reportHeld();
+  }
+
+  #receive(frame: RelayFrame): void {
     const body = frame.body;
     switch (body.kind) {
       case "data":
@@ -1188,9 +1226,19 @@ export class ReliableStream {
     this.#waiters = [];
     this.#waitersHead = 0;
     for (let i = head; i < waiters.length; i++) waiters[i].done(error);
+    this.#reportHeld();
     this.#onReadable();
     if (sendReset) this.#onOutput();
     else this.#notifyEnd();
+  }
+
+  /** Tells the budget what this stream holds for its consumer now. */
+  #reportHeld(): void {
+    if (this.#budget === undefined) return;
+    const held = this.#heldBytes + this.#partialBytes + this.#inboxBytes;
+    if (held === this.#budgeted) return;
+    this.#budgeted = held;
+    this.#budget.hold(this, held);
   }
 
   #notifyEnd(): void {

@@ -19,7 +19,11 @@ export const RESET_CLOSE_TIMEOUT = "close_timeout";
 export const RESET_PROTOCOL_ERROR = "protocol_error";
 /** The executor refused a new stream because it already serves its maximum. */
 export const RESET_TOO_MANY_STREAMS = "too_many_streams";
-/** A legacy stream's consumer fell behind and its bounded inbox overflowed. */
+/**
+ * A legacy stream's consumer fell behind and its bounded inbox overflowed,
+ * or the stream held the most when its endpoint's receive budget ran out
+ * (see `receive_budget.ts`); its unread messages were dropped.
+ */
 export const RESET_INBOX_OVERFLOW = "inbox_overflow";
 /** A segment arrived too far ahead of the expected seq, or the reorder buffer was full. */
 export const RESET_REORDER_OVERFLOW = "reorder_overflow";

@@ -25,6 +25,7 @@ import {
   type ReliableStreamStats,
   type StreamMode,
 } from "./reliable_stream.ts";
+import { DEFAULT_RECEIVE_BUDGET_BYTES, ReceiveBudget } from "./receive_budget.ts";
 import {
   RESET_CLOSE_TIMEOUT,
   RESET_DETACH_EXPIRED,
@@ -86,8 +87,20 @@ export interface StreamMuxOptions {
   windowBytes?: number;
   /** How long `MuxStream.close()` waits for its sent data to be acked. @default {5000} */
   closeTimeoutMs?: number;
+  /**
+   * Bytes all streams together may hold for their consumers (inboxes,
+   * messages being reassembled, held segments). Each stream's own bounds add
+   * up to about 28 MiB with the defaults; past this sum the stream holding
+   * the most is reset with `inbox_overflow` and its unread messages dropped
+   * (see {@linkcode ReceiveBudget}). At least the streams' `maxMessageBytes`.
+   * @default {268435456}
+   */
+  receiveBudgetBytes?: number;
   /** Any other per-stream limit or timer of {@linkcode ReliableStreamOptions}. */
-  stream?: Omit<ReliableStreamOptions, "mode" | "now" | "onOutput" | "onReadable" | "onEnd">;
+  stream?: Omit<
+    ReliableStreamOptions,
+    "mode" | "now" | "onOutput" | "onReadable" | "onEnd" | "budget"
+  >;
   /**
    * The clock for the streams' timers, in milliseconds.
    * @default {performance.now}
@@ -423,6 +436,7 @@ export class StreamMux implements AsyncDisposable {
   #detachWindowMs: number;
   #closeTimeoutMs: number;
   #streamOptions: ReliableStreamOptions;
+  #budget: ReceiveBudget;
   #now: () => number;
   #streams = new Map<string, Slot>();
   #retired = new Map<string, string>();
@@ -495,7 +509,27 @@ export class StreamMux implements AsyncDisposable {
     };
     // Validate the stream limits once, up front.
     new ReliableStream("probe", this.#streamOptions);
+    const maxMessageBytes = this.#streamOptions.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const budgetBytes = options.receiveBudgetBytes ?? DEFAULT_RECEIVE_BUDGET_BYTES;
+    if (
+      !Number.isSafeInteger(budgetBytes) || budgetBytes < maxMessageBytes
+    ) {
+      throw new RangeError(
+        `Cannot create stream mux: receiveBudgetBytes ${budgetBytes} is not an integer of at least maxMessageBytes (${maxMessageBytes})`,
+      );
+    }
+    this.#budget = new ReceiveBudget(budgetBytes);
+    this.#streamOptions.budget = this.#budget;
     this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
+  }
+
+  /**
+   * The receive budget's state: bytes all streams hold for their consumers
+   * now, its limit, and how many streams were shed for it.
+   */
+  get receiveBudget(): { used: number; limit: number; shedCount: number } {
+    const budget = this.#budget;
+    return { used: budget.used, limit: budget.limit, shedCount: budget.shedCount };
   }
 
   /** How many streams are open (including detached ones). */

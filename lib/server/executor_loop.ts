@@ -14,6 +14,7 @@ import { Executor } from "../exec/executor.ts";
 import { CLOSE_REPLACED } from "../mux/relay_router.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES as MAX_STREAM_MESSAGE_BYTES } from "../mux/reliable_stream.ts";
 import { DEFAULT_DETACH_WINDOW_MS, StreamMux } from "../mux/stream_mux.ts";
+import { DEFAULT_RECEIVE_BUDGET_BYTES } from "../mux/receive_budget.ts";
 import type { MuxStream } from "../mux/stream_mux.ts";
 import { RelaySocket } from "../relay/relay_socket.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
@@ -93,6 +94,14 @@ export interface RunExecutorOptions {
   detachWindowMs?: number;
   /** Most concurrent streams; beyond it new streams are reset. Mux default when absent. */
   maxStreams?: number;
+  /**
+   * Bytes all streams together may hold for their sessions (see
+   * `StreamMuxOptions.receiveBudgetBytes`): past it the stream
+   * holding the most is reset with `inbox_overflow`. At least
+   * `maxMessageBytes`.
+   * @default {268435456}
+   */
+  receiveBudgetBytes?: number;
   /**
    * The largest JSON-RPC message, in bytes: a stream is reset with
    * `message_too_large` as soon as a message grows past it, before it is
@@ -200,7 +209,8 @@ function checkRange(name: string, value: number, min: number, max: number): numb
  * @param options Registry, id, token and tuning.
  * @returns A handle to the running loop.
  * @throws {TypeError} When the registry URL, executor id or token is unusable.
- * @throws {RangeError} When a backoff option or `maxMessageBytes` is out of range.
+ * @throws {RangeError} When a backoff option, `maxMessageBytes` or
+ * `receiveBudgetBytes` is out of range.
  * @example
  * ```ts ignore
  * import { runExecutor } from "@outpost/exec";
@@ -262,6 +272,13 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
     MIN_MAX_MESSAGE_BYTES,
     MAX_STREAM_MESSAGE_BYTES,
   );
+  // Checked here, before anything is started: the mux would refuse it too.
+  const receiveBudgetBytes = Math.floor(checkRange(
+    "receiveBudgetBytes",
+    options.receiveBudgetBytes ?? Math.max(DEFAULT_RECEIVE_BUDGET_BYTES, maxMessageBytes),
+    maxMessageBytes,
+    Number.MAX_SAFE_INTEGER,
+  ));
   const detachWindowMs = options.detachWindowMs ?? DEFAULT_DETACH_WINDOW_MS;
   const sleep = options.sleep ?? defaultSleep;
   const random = options.random ?? Math.random;
@@ -287,6 +304,7 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
     stream: { maxMessageBytes },
     ...(options.detachWindowMs !== undefined ? { detachWindowMs: options.detachWindowMs } : {}),
     ...(options.maxStreams !== undefined ? { maxStreams: options.maxStreams } : {}),
+    receiveBudgetBytes,
     onStream: (stream: MuxStream) => {
       const run = executor.serve(stream).catch((error: Error) => {
         emit({ type: "stream_error", streamId: stream.id, error });

@@ -1,0 +1,121 @@
+/**
+ * One bound on the bytes all streams of a mux hold for their consumers.
+ *
+ * Each stream bounds what it holds (its inbox, the message it is
+ * reassembling, segments waiting for inbox room), but a peer that keeps many
+ * consumers from reading could make every stream of an endpoint hold its
+ * bound at once. The streams of one mux therefore report what they hold to a
+ * shared budget; once the sum passes the budget's limit, the stream holding
+ * the most is shed (its unread messages dropped and the stream reset with
+ * `inbox_overflow`) until the sum is back within it. The stream that holds
+ * the most is the one whose consumer is furthest behind, or whose peer sends
+ * the largest messages: shedding it spares the streams that keep up.
+ * @module
+ */
+
+/** Default {@linkcode ReceiveBudget} limit: 256 MiB. */
+export const DEFAULT_RECEIVE_BUDGET_BYTES = 256 * 1024 * 1024;
+
+/** What a {@linkcode ReceiveBudget} sheds: a stream holding bytes for its consumer. */
+export interface BudgetHolder {
+  /**
+   * Drops everything held and ends the holder; it must report 0 held bytes
+   * before returning (the budget stops counting it either way).
+   */
+  shed(): void;
+}
+
+/**
+ * Counts the bytes a set of holders hold and sheds the largest holder while
+ * the sum is past the limit.
+ *
+ * @example Two holders sharing 100 bytes
+ * ```ts
+ * import { ReceiveBudget } from "@outpost/exec";
+ * const budget = new ReceiveBudget(100);
+ * const small = { shed: () => budget.hold(small, 0) };
+ * const large = { shed: () => budget.hold(large, 0) };
+ * budget.hold(small, 30);
+ * budget.hold(large, 80); // 110 > 100: `large` holds the most and is shed
+ * console.log(budget.used, budget.shedCount); // 30 1
+ * ```
+ */
+export class ReceiveBudget {
+  /** The most bytes all holders may hold together. */
+  readonly limit: number;
+  #used = 0;
+  #held = new Map<BudgetHolder, number>();
+  #shedding = false;
+  #shedCount = 0;
+
+  /**
+   * Creates an empty budget.
+   *
+   * @param limit Bytes all holders may hold together: a positive safe integer.
+   * @throws {RangeError} If the limit is not a positive safe integer.
+   */
+  constructor(limit: number = DEFAULT_RECEIVE_BUDGET_BYTES) {
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new RangeError(
+        `Cannot create receive budget: limit ${limit} is not a positive safe integer`,
+      );
+    }
+    this.limit = limit;
+  }
+
+  /** Bytes held now, all holders together. */
+  get used(): number {
+    return this.#used;
+  }
+
+  /** How many holders were shed so far. */
+  get shedCount(): number {
+    return this.#shedCount;
+  }
+
+  /**
+   * Records that `holder` now holds `bytes`. Past the limit, sheds the
+   * holders that hold the most (possibly `holder` itself) before returning.
+   *
+   * @param holder Who holds the bytes.
+   * @param bytes What it holds now (not a change).
+   */
+  hold(holder: BudgetHolder, bytes: number): void {
+    const before = this.#held.get(holder) ?? 0;
+    if (bytes === before) return;
+    this.#used += bytes - before;
+    if (bytes === 0) this.#held.delete(holder);
+    else this.#held.set(holder, bytes);
+    if (this.#used > this.limit && !this.#shedding) this.#shed();
+  }
+
+  #shed(): void {
+    this.#shedding = true;
+    try {
+      while (this.#used > this.limit) {
+        let largest: BudgetHolder | undefined;
+        let most = 0;
+        for (const [holder, bytes] of this.#held) {
+          if (bytes > most) {
+            largest = holder;
+            most = bytes;
+          }
+        }
+        if (largest === undefined) break;
+        this.#shedCount++;
+        try {
+          largest.shed();
+        } finally {
+          // However the holder behaved, it is no longer counted: the loop ends.
+          const left = this.#held.get(largest);
+          if (left !== undefined) {
+            this.#used -= left;
+            this.#held.delete(largest);
+          }
+        }
+      }
+    } finally {
+      this.#shedding = false;
+    }
+  }
+}
