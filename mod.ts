@@ -105,7 +105,12 @@ export {
 } from "./lib/rpc/error_codes.ts";
 
 // Stream mux (lib/mux)
-export { DEFAULT_DETACH_WINDOW_MS, MuxStream, StreamMux } from "./lib/mux/stream_mux.ts";
+export {
+  DEFAULT_DETACH_WINDOW_MS,
+  DEFAULT_RECEIVE_BUDGET_BYTES,
+  MuxStream,
+  StreamMux,
+} from "./lib/mux/stream_mux.ts";
 export type {
   MuxStreamOptions,
   OpenStreamOptions,
@@ -118,11 +123,7 @@ export type {
   StreamMode,
 } from "./lib/mux/reliable_stream.ts";
 export * from "./lib/mux/reset_reasons.ts";
-export {
-  type BudgetHolder,
-  DEFAULT_RECEIVE_BUDGET_BYTES,
-  ReceiveBudget,
-} from "./lib/mux/receive_budget.ts";
+export { type BudgetHolder, ByteBudget } from "./lib/_byte_budget.ts";
 
 // Sandboxed executor (lib/exec)
 export { Executor } from "./lib/exec/executor.ts";

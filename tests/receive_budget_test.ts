@@ -1,94 +1,23 @@
 /**
  * The receive budget: one bound on what all streams of a mux hold for their
- * consumers. The class on its own, then an executor mux behind a real
- * loopback WebSocket whose consumers stop reading.
+ * consumers, with an executor mux behind a real loopback WebSocket whose
+ * consumers stop reading.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import { type BudgetHolder, ReceiveBudget } from "../lib/mux/receive_budget.ts";
 import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { StreamResetError } from "../lib/errors.ts";
 import { RESET_INBOX_OVERFLOW } from "../lib/mux/reset_reasons.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { echo, loopback } from "./_mux_loopback.ts";
 
-/** A holder that reports 0 to `budget` when shed, and remembers it was. */
-function holder(budget: ReceiveBudget): BudgetHolder & { shedded: boolean } {
-  const self = {
-    shedded: false,
-    shed() {
-      self.shedded = true;
-      budget.hold(self, 0);
-    },
-  };
-  return self;
-}
-
 async function nextMessage(stream: MuxStream): Promise<string> {
   const result = await stream[Symbol.asyncIterator]().next();
   if (result.done) throw new Error(`Stream ${stream.id} ended`);
   return result.value;
 }
-
-Deno.test("ReceiveBudget sheds nothing at its limit and the largest holder one byte past it", () => {
-  const budget = new ReceiveBudget(100);
-  const [a, b, c] = [holder(budget), holder(budget), holder(budget)];
-  budget.hold(a, 50);
-  budget.hold(b, 30);
-  budget.hold(c, 20);
-  assert.equal(budget.used, 100);
-  assert.equal(budget.shedCount, 0);
-  // Growth by the smallest holder sheds the largest, not the one that grew.
-  budget.hold(c, 21);
-  assert.deepEqual([a.shedded, b.shedded, c.shedded], [true, false, false]);
-  assert.equal(budget.used, 51);
-  assert.equal(budget.shedCount, 1);
-  // A holder that reports less is counted at what it reports.
-  budget.hold(b, 0);
-  assert.equal(budget.used, 21);
-});
-
-Deno.test("ReceiveBudget sheds as many holders as it takes, the one that grew too when it holds the most", () => {
-  const budget = new ReceiveBudget(100);
-  const holders = [holder(budget), holder(budget), holder(budget)];
-  holders.forEach((h, i) => budget.hold(h, 30 + i)); // 30, 31, 32
-  const grower = holders[0];
-  budget.hold(grower, 99); // 99 + 31 + 32: shed 99, then 63 is within
-  assert.deepEqual(holders.map((h) => h.shedded), [true, false, false]);
-  assert.equal(budget.used, 63);
-  const big = holder(budget);
-  budget.hold(big, 200); // alone past the limit: shed, and then within
-  assert.ok(big.shedded);
-  assert.equal(budget.used, 63);
-  assert.equal(budget.shedCount, 2);
-});
-
-Deno.test("ReceiveBudget stops counting a holder whose shed neither reports 0 nor returns", () => {
-  const budget = new ReceiveBudget(10);
-  const stubborn: BudgetHolder = {
-    shed() {
-      throw new Error("stubborn holder");
-    },
-  };
-  const quiet = holder(budget);
-  budget.hold(quiet, 4);
-  assert.throws(() => budget.hold(stubborn, 11), /stubborn holder/);
-  assert.equal(budget.used, 4);
-  assert.equal(quiet.shedded, false);
-  // The budget still works afterwards.
-  budget.hold(quiet, 11);
-  assert.ok(quiet.shedded);
-  assert.equal(budget.used, 0);
-});
-
-Deno.test("ReceiveBudget refuses a limit that is not a positive safe integer", () => {
-  for (const limit of [0, -1, 1.5, Number.NaN, 2 ** 53]) {
-    assert.throws(() => new ReceiveBudget(limit), RangeError, `limit ${limit}`);
-  }
-  assert.equal(new ReceiveBudget(1).limit, 1);
-});
 
 Deno.test("StreamMux refuses a receive budget below its streams' message limit", () => {
   assert.throws(

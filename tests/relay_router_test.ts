@@ -7,8 +7,10 @@ import assert from "node:assert/strict";
 import { decodeFrame, encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import {
+  CLOSE_CODE_OVER_BUDGET,
   CLOSE_CODE_REPLACED,
   CLOSE_CODE_SLOW_PEER,
+  CLOSE_OVER_BUDGET,
   RelayRouter,
   type RelayRouterOptions,
   ROUTER_FRAME_OVERHEAD_BYTES,
@@ -106,7 +108,8 @@ class RouterHost {
       const refusal = this.router.admits(role, match[2]);
       if (refusal !== undefined) return new Response(refusal, { status: 503 });
       const { socket, response } = Deno.upgradeWebSocket(req);
-      const relay = RelaySocket.accept(socket, { maxFrameBytes });
+      // As the rendezvous does: unread received frames count against the router's budget.
+      const relay = RelaySocket.accept(socket, { maxFrameBytes, budget: this.router.queueBudget });
       if (role === "executor") this.router.addExecutor(match[2], relay);
       else this.router.addHarness(match[2], relay);
       return response;
@@ -1324,4 +1327,130 @@ Deno.test("RelayRouter queues its answers to late executor frames within the exe
     reason: "slow_peer",
   });
   assert.equal(h.router.stats().parkedStreams, 0);
+});
+
+Deno.test("RelayRouter refuses a queue budget below one socket's queue bound", () => {
+  assert.throws(
+    () => new RelayRouter({ maxPeerQueueBytes: 1000, queueBudgetBytes: 999 }),
+    /queueBudgetBytes 999 is not an integer of at least maxPeerQueueBytes \(1000\)/,
+  );
+  const router = new RelayRouter({ maxPeerQueueBytes: 1000, queueBudgetBytes: 1000 });
+  assert.equal(router.queueBudget.limit, 1000);
+});
+
+Deno.test("RelayRouter holds one queue budget over all sockets: at the limit every queue is kept, one byte past it the socket queueing the most is dropped over_budget and the others go on", async () => {
+  const charge = 64 * 1024 + ROUTER_FRAME_OVERHEAD_BYTES;
+  const tiny = data("b", "x", 1);
+  const tinyCharge = encodeFrame(tiny).length + ROUTER_FRAME_OVERHEAD_BYTES;
+  const budget = 4 * charge;
+  await using h = await host({
+    queueBudgetBytes: budget,
+    maxPeerQueueBytes: budget,
+    slowPeerTimeoutMs: 60_000,
+  });
+  const executor = await h.connect("executor");
+  const [a, b] = [new StalledHarnessSocket(), new StalledHarnessSocket()];
+  h.router.addHarness("e1", a as unknown as RelaySocket);
+  h.router.addHarness("e1", b as unknown as RelaySocket);
+  // Legacy streams: their data is never shed, so it queues whole.
+  a.receive(data("a", "hello", 0));
+  b.receive(data("b", "hello", 0));
+  const opened = [await executor.inbox.next("a"), await executor.inbox.next("b")];
+  assert.deepEqual(opened.map((f) => f.streamId).sort(), ["a", "b"]);
+  // The first frame to each stalls in its send (no longer queued); the rest queue:
+  // three on `a`, one on `b`, exactly the budget.
+  for (let i = 0; i < 4; i++) await executor.socket.sendBytes(frameOfSize("a", 64 * 1024));
+  for (let i = 0; i < 2; i++) await executor.socket.sendBytes(frameOfSize("b", 64 * 1024));
+  await until(() => h.router.queueBudget.used === budget, DEADLINE_MS, "queues at the budget");
+  assert.deepEqual(h.events.filter((e) => e.type === "peer_dropped"), []);
+  // One small frame more for `b`, the smaller queue: `a` holds the most and goes.
+  await executor.socket.sendBytes(encodeFrame(tiny));
+  assert.deepEqual(await h.event((e) => e.type === "peer_dropped", "a dropped"), {
+    type: "peer_dropped",
+    executorId: "e1",
+    role: "harness",
+    reason: CLOSE_OVER_BUDGET,
+  });
+  assert.deepEqual(await a.closeInfo.promise, {
+    reason: CLOSE_OVER_BUDGET,
+    code: CLOSE_CODE_OVER_BUDGET,
+  });
+  const ended = await executor.inbox.next("a's stream ended");
+  assert.deepEqual([ended.streamId, resetReason(ended)], ["a", "harness_disconnected"]);
+  assert.equal(h.router.queueBudget.used, charge + tinyCharge);
+  // `b` lost nothing: released, it gets its two frames and the small one.
+  b.release();
+  await until(() => b.sent.length === 3, DEADLINE_MS, "b's frames");
+  assert.equal(payloadOf(decodeFrame(b.sent[2])), "x");
+  assert.equal(h.router.stats().harnessSockets, 1);
+  await until(() => h.router.queueBudget.used === 0, DEADLINE_MS, "b's queue drained");
+});
+
+Deno.test("RelayRouter's queue budget covers frames held for away executors: the id holding the most loses its held frames, the others keep theirs", async () => {
+  const frames = 3;
+  const charge = 32 * 1024 + ROUTER_FRAME_OVERHEAD_BYTES;
+  const budget = 4 * charge;
+  await using h = await host({
+    queueBudgetBytes: budget,
+    maxPeerQueueBytes: budget,
+    maxOfflineQueueBytes: budget,
+    detachWindowMs: 10_000,
+  });
+  const harness = await h.connect("harness", "big");
+  const other = await h.connect("harness", "small");
+  for (const [id, peer] of [["big", harness], ["small", other]] as const) {
+    const executor = await h.connect("executor", id);
+    await through(peer, executor, data(id, "open"));
+    await executor.socket.close();
+    await h.event((e) => e.type === "executor_detached" && e.executorId === id);
+  }
+  const held = (id: string, seq: number) => {
+    const bytes = frameOfSize(id, 32 * 1024);
+    const frame = decodeFrame(bytes);
+    return { ...frame, body: { ...frame.body, seq } } as RelayFrame;
+  };
+  for (let i = 0; i < frames; i++) await harness.socket.send(held("big", 2 + i));
+  await other.socket.send(held("small", 2));
+  await until(() => h.router.queueBudget.used === budget, DEADLINE_MS, "held frames at the budget");
+  assert.deepEqual(h.events.filter((e) => e.type === "frames_dropped"), []);
+  await other.socket.send(data("small", "one more", 3));
+  assert.deepEqual(await h.event((e) => e.type === "frames_dropped", "big's frames dropped"), {
+    type: "frames_dropped",
+    executorId: "big",
+    reason: "over_budget",
+  });
+  const back = await h.connect("executor", "small");
+  assert.equal((await back.inbox.next("small's held frame")).body.kind, "data");
+  assert.equal(payloadOf(await back.inbox.next("small's last frame")), "one more");
+});
+
+Deno.test("RelayRouter's queue budget covers frames a harness sent while the executor is behind: past it that harness socket is dropped, the executor kept", async () => {
+  const frameBytes = 64 * 1024;
+  const budget = 16 * (frameBytes + ROUTER_FRAME_OVERHEAD_BYTES);
+  await using h = await host({
+    queueBudgetBytes: budget,
+    maxPeerQueueBytes: budget,
+    peerHighWaterBytes: 2 * frameBytes,
+    slowPeerTimeoutMs: 60_000,
+  });
+  // An executor that stopped reading: the router takes no more from the harness.
+  const executor = new StalledHarnessSocket();
+  h.router.addExecutor("e1", executor as unknown as RelaySocket);
+  const harness = await h.connect("harness");
+  const flood = frameOfSize("f", frameBytes);
+  const dropped = h.event((e) => e.type === "peer_dropped", "harness dropped");
+  // 4 MiB: a quarter of the socket's own inbound bound, four times the budget.
+  for (let i = 0; i < 64 && !h.events.some((e) => e.type === "peer_dropped"); i++) {
+    await harness.socket.sendBytes(flood);
+  }
+  assert.deepEqual(await dropped, {
+    type: "peer_dropped",
+    executorId: "e1",
+    role: "harness",
+    reason: CLOSE_OVER_BUDGET,
+  });
+  // Its close frame (1008) may be lost behind the frames it was still sending (1006 then).
+  await withDeadline(harness.socket.closed, DEADLINE_MS, "harness closed");
+  assert.equal(h.router.stats().executorSockets, 1);
+  assert.ok(h.router.queueBudget.used <= budget, `${h.router.queueBudget.used}`);
 });

@@ -30,7 +30,10 @@
  * executor, and each socket's outbound queue (a socket that stays behind is
  * dropped, never buffered without end). The queues count each frame as its
  * length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}, so tiny frames cannot
- * hold far more memory than the byte limits say.
+ * hold far more memory than the byte limits say. Those bounds are per socket
+ * and per id, so their sum is bounded too: all queues share one budget
+ * ({@linkcode RelayRouterOptions.queueBudgetBytes}), and past it the socket
+ * or offline queue holding the most is dropped.
  *
  * Shedding: one harness socket may carry many busy reliable streams, each
  * with up to a send window (2 MiB) in flight, more in sum than a queue
@@ -46,6 +49,7 @@
 
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, resetFrame } from "../relay/frame_codec.ts";
 import type { ReceivedFrame, RelaySocket } from "../relay/relay_socket.ts";
+import { type BudgetHolder, ByteBudget } from "../_byte_budget.ts";
 import {
   RESET_EXECUTOR_DISCONNECTED,
   RESET_EXECUTOR_OFFLINE,
@@ -62,11 +66,18 @@ export const CLOSE_REPLACED = "replaced";
 export const CLOSE_SLOW_PEER = "slow_peer";
 /** Close reason of every socket when the router shuts down. */
 export const CLOSE_SHUTDOWN = "shutdown";
+/**
+ * Close reason of the socket queueing the most when the router's queue
+ * budget ran out (see {@linkcode RelayRouterOptions.queueBudgetBytes}).
+ */
+export const CLOSE_OVER_BUDGET = "over_budget";
 
 /** WebSocket close code for {@linkcode CLOSE_REPLACED} (application range). */
 export const CLOSE_CODE_REPLACED = 4000;
 /** WebSocket close code for {@linkcode CLOSE_SLOW_PEER} (application range). */
 export const CLOSE_CODE_SLOW_PEER = 4001;
+/** WebSocket close code for {@linkcode CLOSE_OVER_BUDGET} (application range). */
+export const CLOSE_CODE_OVER_BUDGET = 4002;
 /** WebSocket close code for {@linkcode CLOSE_SHUTDOWN} (going away). */
 export const CLOSE_CODE_SHUTDOWN = 1001;
 
@@ -176,6 +187,19 @@ export interface RelayRouterOptions {
    */
   maxOfflineQueueBytes?: number;
   /**
+   * Bytes all queues together may hold: every socket's outbound queue, the
+   * frames held for offline executors, and, for sockets given
+   * {@linkcode RelayRouter.queueBudget} (the rendezvous does), their
+   * received frames not yet routed. The per-socket and per-id bounds above
+   * would otherwise add up over every socket and id. Past it the socket (or
+   * offline queue) holding the most is dropped (closed
+   * {@linkcode CLOSE_OVER_BUDGET}; an offline queue's frames are dropped and
+   * reported as `frames_dropped`) until the sum is back within it. At least
+   * `maxPeerQueueBytes`.
+   * @default {1073741824}
+   */
+  queueBudgetBytes?: number;
+  /**
    * For this long after the router starts, a harness stream for an executor
    * id that has no executor socket is held for the detach window (as if the
    * executor were reconnecting) instead of being reset `executor_offline`, so
@@ -247,6 +271,8 @@ interface Site {
   /** What `offline` is charged: each frame's length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}. */
   offlineCharge: number;
   offlineOverflowReported: boolean;
+  /** What reports `offlineCharge` to the router's queue budget. */
+  readonly offlineHolder: BudgetHolder;
   /** Pending harness-parking timers. */
   readonly parkTimers: Set<Timer>;
   /**
@@ -260,7 +286,7 @@ interface Site {
 }
 
 /** One socket and its bounded outbound queue. */
-class Peer {
+class Peer implements BudgetHolder {
   readonly role: RouterRole;
   readonly socket: RelaySocket;
   readonly site: Site;
@@ -287,19 +313,36 @@ class Peer {
   #lowWater: number;
   #drain: PromiseWithResolvers<void> | undefined;
   #onSendFailure: (peer: Peer) => void;
+  #budget: ByteBudget;
+  #onShed: (peer: Peer) => void;
 
   constructor(
     role: RouterRole,
     socket: RelaySocket,
     site: Site,
     lowWater: number,
+    budget: ByteBudget,
     onSendFailure: (peer: Peer) => void,
+    onShed: (peer: Peer) => void,
   ) {
     this.role = role;
     this.socket = socket;
     this.site = site;
     this.#lowWater = lowWater;
+    this.#budget = budget;
     this.#onSendFailure = onSendFailure;
+    this.#onShed = onShed;
+  }
+
+  /**
+   * The router's queue budget ran out and this queue held the most: the
+   * queue goes at once, the socket a moment later (`onShed`), since the
+   * router may be in the middle of routing when the budget sheds.
+   */
+  shed(): void {
+    if (this.dead) return;
+    this.kill();
+    this.#onShed(this);
   }
 
   /** Bytes waiting for this socket: the queue's charge plus the socket's buffer. */
@@ -311,6 +354,8 @@ class Peer {
     if (this.dead) return;
     this.#queue.push(bytes);
     this.queuedCharge += chargeOf(bytes);
+    this.#budget.hold(this, this.queuedCharge);
+    if (this.dead) return; // shed: the frame went with the queue
     if (!this.#pumping) this.#pump();
   }
 
@@ -327,6 +372,7 @@ class Peer {
     this.#queue = [];
     this.#head = 0;
     this.queuedCharge = 0;
+    this.#budget.hold(this, 0);
     this.#releaseDrain();
   }
 
@@ -349,6 +395,7 @@ class Peer {
           this.#head = 0;
         }
         this.queuedCharge -= chargeOf(bytes);
+        this.#budget.hold(this, this.queuedCharge);
         this.sentSinceCheck = true;
         if (this.#drain !== undefined && this.queuedCharge <= this.#lowWater) this.#releaseDrain();
         await this.socket.sendBytes(bytes);
@@ -408,6 +455,7 @@ export class RelayRouter implements AsyncDisposable {
   #maxQueue: number;
   #slowMs: number;
   #maxOffline: number;
+  #budget: ByteBudget;
   #onEvent: ((event: RouterEvent) => void) | undefined;
   #sites = new Map<string, Site>();
   #peers = new Set<Peer>();
@@ -449,6 +497,13 @@ export class RelayRouter implements AsyncDisposable {
     this.#maxQueue = positive(options.maxPeerQueueBytes, 16 << 20, "maxPeerQueueBytes");
     this.#slowMs = positive(options.slowPeerTimeoutMs, 15_000, "slowPeerTimeoutMs");
     this.#maxOffline = positive(options.maxOfflineQueueBytes, 4 << 20, "maxOfflineQueueBytes");
+    const budgetBytes = positive(options.queueBudgetBytes, 1 << 30, "queueBudgetBytes");
+    if (!Number.isSafeInteger(budgetBytes) || budgetBytes < this.#maxQueue) {
+      throw new RangeError(
+        `Cannot create router: queueBudgetBytes ${budgetBytes} is not an integer of at least maxPeerQueueBytes (${this.#maxQueue})`,
+      );
+    }
+    this.#budget = new ByteBudget(budgetBytes);
     this.#startupGraceMs = options.startupGraceMs ?? 0;
     if (!Number.isFinite(this.#startupGraceMs) || this.#startupGraceMs < 0) {
       throw new RangeError(
@@ -456,6 +511,15 @@ export class RelayRouter implements AsyncDisposable {
       );
     }
     this.#onEvent = options.onEvent;
+  }
+
+  /**
+   * The budget all queues share. Give it to each socket's
+   * `RelaySocketOptions.budget` so that frames received and not yet routed
+   * count too (the rendezvous does).
+   */
+  get queueBudget(): ByteBudget {
+    return this.#budget;
   }
 
   /** Settles once {@linkcode RelayRouter.close} has closed every socket. */
@@ -526,8 +590,7 @@ export class RelayRouter implements AsyncDisposable {
         : undefined;
     }
     const held = site.offline;
-    site.offline = [];
-    site.offlineCharge = 0;
+    this.#clearOffline(site);
     site.offlineOverflowReported = false;
     for (const bytes of held) peer.enqueue(bytes);
     this.#emit({ type: "executor_attached", executorId, replaced: previous !== undefined });
@@ -593,6 +656,7 @@ export class RelayRouter implements AsyncDisposable {
       }
       await Promise.allSettled(closing);
       while (this.#loops.size > 0) await Promise.allSettled([...this.#loops]);
+      for (const site of this.#sites.values()) this.#clearOffline(site);
       this.#sites.clear();
       this.#stopWatchdog();
       this.#closed.resolve();
@@ -627,7 +691,7 @@ export class RelayRouter implements AsyncDisposable {
     }
     let site = this.#sites.get(executorId);
     if (site === undefined) {
-      site = {
+      const created: Site = {
         id: executorId,
         executor: undefined,
         executorAway: false,
@@ -638,12 +702,26 @@ export class RelayRouter implements AsyncDisposable {
         offline: [],
         offlineCharge: 0,
         offlineOverflowReported: false,
+        offlineHolder: { shed: () => this.#shedOffline(created) },
         parkTimers: new Set(),
         ended: new Set(),
       };
+      site = created;
       this.#sites.set(executorId, site);
     }
     return site;
+  }
+
+  #clearOffline(site: Site): void {
+    site.offline = [];
+    site.offlineCharge = 0;
+    this.#budget.hold(site.offlineHolder, 0);
+  }
+
+  /** The queue budget ran out and this offline queue held the most: drop its frames. */
+  #shedOffline(site: Site): void {
+    this.#clearOffline(site);
+    this.#emit({ type: "frames_dropped", executorId: site.id, reason: "over_budget" });
   }
 
   #newPeer(role: RouterRole, socket: RelaySocket, site: Site): Peer {
@@ -652,12 +730,16 @@ export class RelayRouter implements AsyncDisposable {
       socket,
       site,
       this.#highWater / 2,
+      this.#budget,
       (p) => {
         // The socket closed under a pending send; its reader loop cleans up.
         p.kill();
         p.socket.close().catch(() => {});
       },
+      (p) => queueMicrotask(() => this.#closeDropped(p, CLOSE_OVER_BUDGET, CLOSE_CODE_OVER_BUDGET)),
     );
+    // The socket shed its own unread frames (given `queueBudget`): drop the peer with them.
+    socket.onShed = () => peer.shed();
     socket.onOversizedFrame = (streamId) => {
       if (!peer.dead) this.#oversize(peer, streamId);
     };
@@ -670,6 +752,12 @@ export class RelayRouter implements AsyncDisposable {
   #dropPeer(peer: Peer, reason: string, code: number): void {
     if (peer.dead) return;
     peer.kill();
+    this.#closeDropped(peer, reason, code);
+  }
+
+  /** Reports, closes and forgets a socket whose queue was killed. */
+  #closeDropped(peer: Peer, reason: string, code: number): void {
+    if (peer.gone) return;
     if (reason !== CLOSE_REPLACED) {
       this.#emit({ type: "peer_dropped", executorId: peer.site.id, role: peer.role, reason });
     }
@@ -718,6 +806,7 @@ export class RelayRouter implements AsyncDisposable {
     }
     site.offline.push(bytes);
     site.offlineCharge += charge;
+    this.#budget.hold(site.offlineHolder, site.offlineCharge);
   }
 
   /**
@@ -916,8 +1005,7 @@ export class RelayRouter implements AsyncDisposable {
   #executorExpired(site: Site): void {
     site.executorTimer = undefined;
     site.executorAway = false;
-    site.offline = [];
-    site.offlineCharge = 0;
+    this.#clearOffline(site);
     const streams = site.routes.size;
     for (const [streamId, route] of site.routes) {
       this.#unpark(site, route);
@@ -1042,6 +1130,7 @@ export class RelayRouter implements AsyncDisposable {
       site.harnesses.size === 0 && site.routes.size === 0 && site.parkTimers.size === 0 &&
       this.#sites.get(site.id) === site
     ) {
+      this.#clearOffline(site);
       this.#sites.delete(site.id);
     }
     if (this.#peers.size === 0) this.#stopWatchdog();

@@ -17,7 +17,7 @@
 import { MAX_UINT32, RELAY_FRAME_VERSION } from "../relay/frame_codec.ts";
 import type { DataBody, FrameBody, RelayFrame } from "../relay/frame_codec.ts";
 import { ProtocolError, StreamResetError } from "../errors.ts";
-import type { ReceiveBudget } from "./receive_budget.ts";
+import type { ByteBudget } from "../_byte_budget.ts";
 import {
   RESET_INBOX_OVERFLOW,
   RESET_MESSAGE_TOO_LARGE,
@@ -142,7 +142,7 @@ export interface ReliableStreamOptions {
    * bytes it holds for its consumer (inbox, reassembly, held segments), and
    * the budget may shed it (see {@linkcode ReliableStream.shed}).
    */
-  budget?: ReceiveBudget;
+  budget?: ByteBudget;
 }
 
 /** Counters of one stream, for tests, benchmarks and diagnostics. */
@@ -258,7 +258,7 @@ export class ReliableStream {
   #onOutput: () => void;
   #onReadable: () => void;
   #onEnd: () => void;
-  #budget: ReceiveBudget | undefined;
+  #budget: ByteBudget | undefined;
   /** What this stream last reported to `#budget`. */
   #budgeted = 0;
   // limits
@@ -546,7 +546,7 @@ export class ReliableStream {
 
   /**
    * Drops the messages the consumer has not read and resets the stream with
-   * `inbox_overflow` (the endpoint's {@linkcode ReceiveBudget} ran out and
+   * `inbox_overflow` (the endpoint's {@linkcode ByteBudget} ran out and
    * this stream held the most). Reads fail with that reset at once, also on
    * a stream that had already ended with messages left unread.
    */

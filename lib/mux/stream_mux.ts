@@ -25,7 +25,7 @@ import {
   type ReliableStreamStats,
   type StreamMode,
 } from "./reliable_stream.ts";
-import { DEFAULT_RECEIVE_BUDGET_BYTES, ReceiveBudget } from "./receive_budget.ts";
+import { ByteBudget } from "../_byte_budget.ts";
 import {
   RESET_CLOSE_TIMEOUT,
   RESET_DETACH_EXPIRED,
@@ -39,6 +39,8 @@ import {
 
 /** Default {@linkcode StreamMuxOptions.detachWindowMs}: 30 s. */
 export const DEFAULT_DETACH_WINDOW_MS = 30_000;
+/** Default {@linkcode StreamMuxOptions.receiveBudgetBytes}: 256 MiB. */
+export const DEFAULT_RECEIVE_BUDGET_BYTES = 256 * 1024 * 1024;
 /** Default {@linkcode StreamMuxOptions.maxStreams} (executor side). */
 export const DEFAULT_MAX_STREAMS = 1024;
 /** Default {@linkcode StreamMuxOptions.closeTimeoutMs}: how long `close()` waits for acks. */
@@ -92,7 +94,7 @@ export interface StreamMuxOptions {
    * messages being reassembled, held segments). Each stream's own bounds add
    * up to about 28 MiB with the defaults; past this sum the stream holding
    * the most is reset with `inbox_overflow` and its unread messages dropped
-   * (see {@linkcode ReceiveBudget}). At least the streams' `maxMessageBytes`.
+   * (see {@linkcode ByteBudget}). At least the streams' `maxMessageBytes`.
    * @default {268435456}
    */
   receiveBudgetBytes?: number;
@@ -436,7 +438,7 @@ export class StreamMux implements AsyncDisposable {
   #detachWindowMs: number;
   #closeTimeoutMs: number;
   #streamOptions: ReliableStreamOptions;
-  #budget: ReceiveBudget;
+  #budget: ByteBudget;
   #now: () => number;
   #streams = new Map<string, Slot>();
   #retired = new Map<string, string>();
@@ -518,7 +520,7 @@ export class StreamMux implements AsyncDisposable {
         `Cannot create stream mux: receiveBudgetBytes ${budgetBytes} is not an integer of at least maxMessageBytes (${maxMessageBytes})`,
       );
     }
-    this.#budget = new ReceiveBudget(budgetBytes);
+    this.#budget = new ByteBudget(budgetBytes);
     this.#streamOptions.budget = this.#budget;
     this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
   }

@@ -22,6 +22,7 @@
 
 import { ProtocolError, RelayClosedError } from "../errors.ts";
 import { DrainPoller } from "./_backpressure.ts";
+import type { BudgetHolder, ByteBudget } from "../_byte_budget.ts";
 import {
   decodeFrame,
   DEFAULT_MAX_FRAME_BYTES,
@@ -89,6 +90,13 @@ export interface RelaySocketOptions {
    * @default {4096}
    */
   maxQueuedFrames?: number;
+  /**
+   * Shared with other sockets (a rendezvous's router passes its queue
+   * budget): the bytes of received frames not yet taken count against it,
+   * and when the budget sheds this socket those frames are dropped and the
+   * socket closes like {@linkcode RelaySocketOptions.maxQueuedBytes}.
+   */
+  budget?: ByteBudget;
   /**
    * How long `close()` waits for the closing handshake before it gives up and
    * reports code 1006.
@@ -238,6 +246,12 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
    * never come. The stream mux and the rendezvous router set it.
    */
   onOversizedFrame: ((streamId: string) => void) | undefined = undefined;
+  /**
+   * Called when the shared {@linkcode RelaySocketOptions.budget} shed this
+   * socket (its unread frames were dropped and it is closing), so its owner
+   * can say why. The rendezvous router sets it. Exceptions are ignored.
+   */
+  onShed: (() => void) | undefined = undefined;
   #ws: WebSocket;
   #role: Role;
   #maxFrameBytes: number;
@@ -245,6 +259,9 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   #low: number;
   #maxQueuedBytes: number;
   #maxQueuedFrames: number;
+  #budget: ByteBudget | undefined;
+  /** This socket's unread frames, as the budget sees them. */
+  #budgetHolder: BudgetHolder = { shed: () => this.#shedQueue() };
   #closeTimeoutMs: number;
   #onProtocolError: ((error: ProtocolError) => void) | undefined;
 
@@ -314,6 +331,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
       options.maxQueuedFrames,
       DEFAULT_MAX_QUEUED_FRAMES,
     );
+    this.#budget = options.budget;
     this.#closeTimeoutMs = positiveOption(
       "closeTimeoutMs",
       options.closeTimeoutMs,
@@ -630,6 +648,8 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     const frame = this.#queue[this.#queueHead];
     this.#queue[this.#queueHead++] = undefined as unknown as ReceivedFrame;
     this.#queuedBytes -= frame.bytes.length;
+    // Once closed, what is left is the consumer's to drain or drop: no longer counted.
+    if (this.#info === undefined) this.#budget?.hold(this.#budgetHolder, this.#queuedBytes);
     if (
       this.#readingPaused && (this.#queue.length - this.#queueHead) * 4 <= this.#maxQueuedFrames &&
       this.#queuedBytes * 4 <= this.#maxQueuedBytes
@@ -770,6 +790,10 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     }
     this.#queue.push(received);
     this.#queuedBytes = queuedBytes;
+    if (this.#budget !== undefined) {
+      this.#budget.hold(this.#budgetHolder, queuedBytes);
+      if (this.#closeError !== undefined) return; // shed
+    }
     // Our own client transport can stop reading: a slow reader then holds
     // the peer back (TCP flow control) instead of overflowing this queue.
     if (
@@ -780,6 +804,28 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
       this.#tcp.pauseReading();
     }
   };
+
+  /** The shared budget ran out and this socket's unread frames were the most: drop them. */
+  #shedQueue(): void {
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.#queuedBytes = 0;
+    this.#budget?.hold(this.#budgetHolder, 0);
+    if (this.#readingPaused) {
+      // The peer's closing handshake must not wait behind frames that are gone.
+      this.#readingPaused = false;
+      this.#tcp!.resumeReading();
+    }
+    this.#startClose(
+      "inbound queue dropped: the shared queue budget ran out",
+      this.#role === "server" ? 1008 : 4008,
+    );
+    try {
+      this.onShed?.();
+    } catch {
+      // An observer must not break the budget's shedding.
+    }
+  }
 
   #reportProtocolError(error: ProtocolError): void {
     try {
@@ -834,6 +880,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   #finish(info: RelayCloseInfo): void {
     if (this.#info !== undefined) return;
     this.#info = info;
+    this.#budget?.hold(this.#budgetHolder, 0);
     clearTimeout(this.#closeTimer);
     this.#closeTimer = undefined;
     const detail = info.reason !== ""

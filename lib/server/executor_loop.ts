@@ -13,8 +13,12 @@ import { refusalText, RelayClosedError } from "../errors.ts";
 import { Executor } from "../exec/executor.ts";
 import { CLOSE_REPLACED } from "../mux/relay_router.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES as MAX_STREAM_MESSAGE_BYTES } from "../mux/reliable_stream.ts";
-import { DEFAULT_DETACH_WINDOW_MS, StreamMux } from "../mux/stream_mux.ts";
-import { DEFAULT_RECEIVE_BUDGET_BYTES } from "../mux/receive_budget.ts";
+import {
+  DEFAULT_DETACH_WINDOW_MS,
+  DEFAULT_RECEIVE_BUDGET_BYTES,
+  StreamMux,
+} from "../mux/stream_mux.ts";
+
 import type { MuxStream } from "../mux/stream_mux.ts";
 import { RelaySocket } from "../relay/relay_socket.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";

@@ -402,10 +402,12 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     maxPeerQueueBytes: options.maxPeerQueueBytes,
     slowPeerTimeoutMs: options.slowPeerTimeoutMs,
     maxOfflineQueueBytes: options.maxOfflineQueueBytes,
+    queueBudgetBytes: options.queueBudgetBytes,
     startupGraceMs: options.startupGraceMs ?? detachWindowMs,
     onEvent: emit,
   });
-  const socketOptions = { maxFrameBytes };
+  // Frames received and not yet routed count against the router's budget too.
+  const socketOptions = { maxFrameBytes, budget: router.queueBudget };
 
   function baseUrl(request: Request, server: string): string {
     if (publicUrl !== undefined) return publicUrl;

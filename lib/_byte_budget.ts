@@ -1,22 +1,19 @@
 /**
- * One bound on the bytes all streams of a mux hold for their consumers.
+ * One bound on the bytes many holders hold together, where each holder also
+ * bounds its own: the streams of a mux (what each holds for its consumer),
+ * the sockets of a rendezvous (what each queues, in and out).
  *
- * Each stream bounds what it holds (its inbox, the message it is
- * reassembling, segments waiting for inbox room), but a peer that keeps many
- * consumers from reading could make every stream of an endpoint hold its
- * bound at once. The streams of one mux therefore report what they hold to a
- * shared budget; once the sum passes the budget's limit, the stream holding
- * the most is shed (its unread messages dropped and the stream reset with
- * `inbox_overflow`) until the sum is back within it. The stream that holds
- * the most is the one whose consumer is furthest behind, or whose peer sends
- * the largest messages: shedding it spares the streams that keep up.
+ * Per-holder bounds alone add up: a peer that keeps many consumers from
+ * reading could make every holder reach its bound at once. The holders
+ * therefore report what they hold to a shared budget; once the sum passes
+ * the limit, the holder holding the most is shed (it drops what it holds and
+ * ends: a stream is reset, a socket dropped) until the sum is back within
+ * it. The one holding the most is the one furthest behind, or the one sent
+ * the most: shedding it spares the holders that keep up.
  * @module
  */
 
-/** Default {@linkcode ReceiveBudget} limit: 256 MiB. */
-export const DEFAULT_RECEIVE_BUDGET_BYTES = 256 * 1024 * 1024;
-
-/** What a {@linkcode ReceiveBudget} sheds: a stream holding bytes for its consumer. */
+/** What a {@linkcode ByteBudget} sheds: a stream or socket holding bytes. */
 export interface BudgetHolder {
   /**
    * Drops everything held and ends the holder; it must report 0 held bytes
@@ -31,8 +28,8 @@ export interface BudgetHolder {
  *
  * @example Two holders sharing 100 bytes
  * ```ts
- * import { ReceiveBudget } from "@outpost/exec";
- * const budget = new ReceiveBudget(100);
+ * import { ByteBudget } from "@outpost/exec";
+ * const budget = new ByteBudget(100);
  * const small = { shed: () => budget.hold(small, 0) };
  * const large = { shed: () => budget.hold(large, 0) };
  * budget.hold(small, 30);
@@ -40,7 +37,7 @@ export interface BudgetHolder {
  * console.log(budget.used, budget.shedCount); // 30 1
  * ```
  */
-export class ReceiveBudget {
+export class ByteBudget {
   /** The most bytes all holders may hold together. */
   readonly limit: number;
   #used = 0;
@@ -54,10 +51,10 @@ export class ReceiveBudget {
    * @param limit Bytes all holders may hold together: a positive safe integer.
    * @throws {RangeError} If the limit is not a positive safe integer.
    */
-  constructor(limit: number = DEFAULT_RECEIVE_BUDGET_BYTES) {
+  constructor(limit: number) {
     if (!Number.isSafeInteger(limit) || limit < 1) {
       throw new RangeError(
-        `Cannot create receive budget: limit ${limit} is not a positive safe integer`,
+        `Cannot create byte budget: limit ${limit} is not a positive safe integer`,
       );
     }
     this.limit = limit;
