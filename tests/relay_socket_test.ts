@@ -9,6 +9,7 @@ import {
   type RelayConnectOptions,
   RelaySocket,
 } from "../lib/relay/relay_socket.ts";
+import { ByteBudget } from "../lib/_byte_budget.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { dataFrame } from "./_support/frames.ts";
 import { completeHandshake, RawTcpServer } from "./_support/raw_websocket.ts";
@@ -462,6 +463,40 @@ Deno.test("RelaySocket inbound byte budget: at the limit it serves, one past it 
     for await (const _ of receiver) count++;
     assert.equal(count, 0);
   }
+});
+
+Deno.test("RelaySocket sockets sharing a budget: at its limit all keep their unread frames; one byte past it the socket holding the most drops them and closes, the others keep theirs", async () => {
+  await using server = new WsServer();
+  const frame = encodeFrame(dataFrame("s-1", 1, new Uint8Array(100)));
+  const tiny = encodeFrame(dataFrame("s-1", 2, "x"));
+  const budget = new ByteBudget(3 * frame.length);
+  const pair = async () => {
+    const connecting = RelaySocket.connect(server.url);
+    const receiver = RelaySocket.accept(await server.next(), { budget });
+    return { sender: await connecting, receiver };
+  };
+  const [large, small] = [await pair(), await pair()];
+  let shed = 0;
+  large.receiver.onShed = () => shed++;
+  await large.sender.sendBytes(frame);
+  await large.sender.sendBytes(frame);
+  await small.sender.sendBytes(frame);
+  await until(() => budget.used === 3 * frame.length, DEADLINE, "three frames unread");
+  assert.equal(shed, 0);
+  await small.sender.sendBytes(tiny);
+  const info = await withDeadline(large.receiver.closed, DEADLINE, "large closed");
+  assert.equal(info.code, 1008);
+  assert.equal(shed, 1);
+  let dropped = 0;
+  for await (const _ of large.receiver) dropped++;
+  assert.equal(dropped, 0);
+  assert.equal(budget.used, frame.length + tiny.length);
+  const frames = small.receiver[Symbol.asyncIterator]();
+  assert.equal((await take(frames, "small's frame")).bytes.length, frame.length);
+  assert.equal((await take(frames, "small's tiny frame")).bytes.length, tiny.length);
+  assert.equal(budget.used, 0);
+  await small.sender.close("done", 4000);
+  assert.equal((await withDeadline(small.receiver.closed, DEADLINE, "small closed")).code, 4000);
 });
 
 for (const budget of ["frames", "bytes"] as const) {

@@ -792,7 +792,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     this.#queuedBytes = queuedBytes;
     if (this.#budget !== undefined) {
       this.#budget.hold(this.#budgetHolder, queuedBytes);
-      if (this.#closeError !== undefined) return; // shed
+      if (this.#queue.length === 0) return; // shed, this frame with the rest
     }
     // Our own client transport can stop reading: a slow reader then holds
     // the peer back (TCP flow control) instead of overflowing this queue.
