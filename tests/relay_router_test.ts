@@ -783,6 +783,11 @@ class StalledHarnessSocket implements AsyncIterable<ReceivedFrame> {
     return send.promise;
   }
 
+  /** The router stopped reading this socket: its unread frames go. */
+  dropUnread(): void {
+    this.#inbound.length = 0;
+  }
+
   /** Completes the oldest send in progress (a harness reading one frame). */
   drainOne(): void {
     this.#pending.shift()?.resolve();
@@ -1342,7 +1347,7 @@ Deno.test("RelayRouter holds one queue budget over all sockets: at the limit eve
   const charge = 64 * 1024 + ROUTER_FRAME_OVERHEAD_BYTES;
   const tiny = data("b", "x", 1);
   const tinyCharge = encodeFrame(tiny).length + ROUTER_FRAME_OVERHEAD_BYTES;
-  const budget = 4 * charge;
+  const budget = 6 * charge;
   await using h = await host({
     queueBudgetBytes: budget,
     maxPeerQueueBytes: budget,
@@ -1357,8 +1362,8 @@ Deno.test("RelayRouter holds one queue budget over all sockets: at the limit eve
   b.receive(data("b", "hello", 0));
   const opened = [await executor.inbox.next("a"), await executor.inbox.next("b")];
   assert.deepEqual(opened.map((f) => f.streamId).sort(), ["a", "b"]);
-  // The first frame to each stalls in its send (no longer queued); the rest queue:
-  // three on `a`, one on `b`, exactly the budget.
+  // The first frame to each stalls in its send (still counted); the rest queue:
+  // four on `a`, two on `b`, exactly the budget.
   for (let i = 0; i < 4; i++) await executor.socket.sendBytes(frameOfSize("a", 64 * 1024));
   for (let i = 0; i < 2; i++) await executor.socket.sendBytes(frameOfSize("b", 64 * 1024));
   await until(() => h.router.queueBudget.used === budget, DEADLINE_MS, "queues at the budget");
@@ -1377,7 +1382,7 @@ Deno.test("RelayRouter holds one queue budget over all sockets: at the limit eve
   });
   const ended = await executor.inbox.next("a's stream ended");
   assert.deepEqual([ended.streamId, resetReason(ended)], ["a", "harness_disconnected"]);
-  assert.equal(h.router.queueBudget.used, charge + tinyCharge);
+  assert.equal(h.router.queueBudget.used, 2 * charge + tinyCharge);
   // `b` lost nothing: released, it gets its two frames and the small one.
   b.release();
   await until(() => b.sent.length === 3, DEADLINE_MS, "b's frames");
@@ -1453,4 +1458,39 @@ Deno.test("RelayRouter's queue budget covers frames a harness sent while the exe
   await withDeadline(harness.socket.closed, DEADLINE_MS, "harness closed");
   assert.equal(h.router.stats().executorSockets, 1);
   assert.ok(h.router.queueBudget.used <= budget, `${h.router.queueBudget.used}`);
+});
+
+Deno.test("RelayRouter's queue budget still counts the frames of a harness socket that closed while the executor was behind, until they are routed", async () => {
+  const frameBytes = 64 * 1024;
+  const charge = frameBytes + ROUTER_FRAME_OVERHEAD_BYTES;
+  const budget = 24 * charge;
+  await using h = await host({
+    queueBudgetBytes: budget,
+    maxPeerQueueBytes: budget,
+    peerHighWaterBytes: 2 * frameBytes,
+    slowPeerTimeoutMs: 60_000,
+  });
+  const executor = new StalledHarnessSocket();
+  h.router.addExecutor("e1", executor as unknown as RelaySocket);
+  // Three harnesses, one after another, each sends 10 frames (under half the
+  // budget) and closes: only together are they past it. The executor's queue
+  // takes one frame from each (a few in all), the harness sockets the rest.
+  for (let k = 0; k < 3; k++) {
+    const harness = await h.connect("harness");
+    const flood = frameOfSize(`f-${k}`, frameBytes);
+    for (let i = 0; i < 10; i++) await harness.socket.sendBytes(flood);
+    await withDeadline(harness.socket.close(), DEADLINE_MS, `harness ${k} closed`);
+    assert.ok(h.router.queueBudget.used <= budget, `${h.router.queueBudget.used}`);
+  }
+  assert.deepEqual(
+    await h.event(
+      (e) => e.type === "peer_dropped" && e.reason === CLOSE_OVER_BUDGET,
+      "a closed harness's frames shed",
+    ),
+    { type: "peer_dropped", executorId: "e1", role: "harness", reason: CLOSE_OVER_BUDGET },
+  );
+  executor.release();
+  await until(() => h.router.queueBudget.used === 0, DEADLINE_MS, "everything routed or dropped");
+  const routed = executor.sent.filter((bytes) => decodeFrame(bytes).streamId.startsWith("f-"));
+  assert.ok(routed.length < 30, `${routed.length} of 30 frames routed`);
 });

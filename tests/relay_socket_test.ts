@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { ProtocolError, RelayClosedError } from "../lib/errors.ts";
 import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import {
+  QUEUED_FRAME_OVERHEAD_BYTES,
   type ReceivedFrame,
   type RelayConnectOptions,
   RelaySocket,
@@ -469,7 +470,8 @@ Deno.test("RelaySocket sockets sharing a budget: at its limit all keep their unr
   await using server = new WsServer();
   const frame = encodeFrame(dataFrame("s-1", 1, new Uint8Array(100)));
   const tiny = encodeFrame(dataFrame("s-1", 2, "x"));
-  const budget = new ByteBudget(3 * frame.length);
+  const charge = (bytes: Uint8Array) => bytes.length + QUEUED_FRAME_OVERHEAD_BYTES;
+  const budget = new ByteBudget(3 * charge(frame));
   const pair = async () => {
     const connecting = RelaySocket.connect(server.url);
     const receiver = RelaySocket.accept(await server.next(), { budget });
@@ -481,7 +483,7 @@ Deno.test("RelaySocket sockets sharing a budget: at its limit all keep their unr
   await large.sender.sendBytes(frame);
   await large.sender.sendBytes(frame);
   await small.sender.sendBytes(frame);
-  await until(() => budget.used === 3 * frame.length, DEADLINE, "three frames unread");
+  await until(() => budget.used === 3 * charge(frame), DEADLINE, "three frames unread");
   assert.equal(shed, 0);
   await small.sender.sendBytes(tiny);
   const info = await withDeadline(large.receiver.closed, DEADLINE, "large closed");
@@ -490,13 +492,33 @@ Deno.test("RelaySocket sockets sharing a budget: at its limit all keep their unr
   let dropped = 0;
   for await (const _ of large.receiver) dropped++;
   assert.equal(dropped, 0);
-  assert.equal(budget.used, frame.length + tiny.length);
+  assert.equal(budget.used, charge(frame) + charge(tiny));
   const frames = small.receiver[Symbol.asyncIterator]();
   assert.equal((await take(frames, "small's frame")).bytes.length, frame.length);
   assert.equal((await take(frames, "small's tiny frame")).bytes.length, tiny.length);
   assert.equal(budget.used, 0);
   await small.sender.close("done", 4000);
   assert.equal((await withDeadline(small.receiver.closed, DEADLINE, "small closed")).code, 4000);
+});
+
+Deno.test("RelaySocket counts a closed socket's unread frames against its budget until dropUnread drops them", async () => {
+  await using server = new WsServer();
+  const frame = encodeFrame(dataFrame("s-1", 1, new Uint8Array(100)));
+  const budget = new ByteBudget(1024 * 1024);
+  const connecting = RelaySocket.connect(server.url);
+  const receiver = RelaySocket.accept(await server.next(), { budget });
+  const sender = await connecting;
+  await sender.sendBytes(frame);
+  await sender.sendBytes(frame);
+  await sender.close("done", 4000);
+  assert.equal((await withDeadline(receiver.closed, DEADLINE, "closed")).code, 4000);
+  assert.equal(budget.used, 2 * (frame.length + QUEUED_FRAME_OVERHEAD_BYTES));
+  const frames = receiver[Symbol.asyncIterator]();
+  await take(frames, "first frame");
+  assert.equal(budget.used, frame.length + QUEUED_FRAME_OVERHEAD_BYTES);
+  receiver.dropUnread();
+  assert.equal(budget.used, 0);
+  assert.equal((await withDeadline(frames.next(), DEADLINE, "end")).done, true);
 });
 
 for (const budget of ["frames", "bytes"] as const) {

@@ -31,9 +31,12 @@
  * dropped, never buffered without end). The queues count each frame as its
  * length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}, so tiny frames cannot
  * hold far more memory than the byte limits say. Those bounds are per socket
- * and per id, so their sum is bounded too: all queues share one budget
+ * and per id; their sum has a bound of its own: all queues (a socket's
+ * unread received frames too, when it was given {@linkcode
+ * RelayRouter.queueBudget}) share one budget
  * ({@linkcode RelayRouterOptions.queueBudgetBytes}), and past it the socket
- * or offline queue holding the most is dropped.
+ * or offline queue holding the most is dropped. What a WebSocket has taken
+ * to send (up to its high water mark) and the kernel's buffers are outside it.
  *
  * Shedding: one harness socket may carry many busy reliable streams, each
  * with up to a send window (2 MiB) in flight, more in sum than a queue
@@ -314,6 +317,8 @@ class Peer implements BudgetHolder {
   #drain: PromiseWithResolvers<void> | undefined;
   #onSendFailure: (peer: Peer) => void;
   #budget: ByteBudget;
+  /** The charge of the frame the socket is sending now (0 between sends). */
+  #inFlight = 0;
   #onShed: (peer: Peer) => void;
 
   constructor(
@@ -354,7 +359,7 @@ class Peer implements BudgetHolder {
     if (this.dead) return;
     this.#queue.push(bytes);
     this.queuedCharge += chargeOf(bytes);
-    this.#budget.hold(this, this.queuedCharge);
+    this.#budget.hold(this, this.queuedCharge + this.#inFlight);
     if (this.dead) return; // shed: the frame went with the queue
     if (!this.#pumping) this.#pump();
   }
@@ -394,15 +399,22 @@ class Peer implements BudgetHolder {
           this.#queue.splice(0, this.#head);
           this.#head = 0;
         }
-        this.queuedCharge -= chargeOf(bytes);
-        this.#budget.hold(this, this.queuedCharge);
+        const charge = chargeOf(bytes);
+        this.queuedCharge -= charge;
+        // The frame in the socket's hands still counts against the budget until it is sent.
+        this.#inFlight = charge;
+        this.#budget.hold(this, this.queuedCharge + charge);
         this.sentSinceCheck = true;
         if (this.#drain !== undefined && this.queuedCharge <= this.#lowWater) this.#releaseDrain();
         await this.socket.sendBytes(bytes);
+        this.#inFlight = 0;
+        if (!this.dead) this.#budget.hold(this, this.queuedCharge);
       }
     } catch {
       if (!this.dead) this.#onSendFailure(this);
     } finally {
+      this.#inFlight = 0;
+      if (!this.dead) this.#budget.hold(this, this.queuedCharge);
       this.#pumping = false;
       if (this.#head >= this.#queue.length) {
         this.#queue.length = 0;
@@ -837,6 +849,8 @@ export class RelayRouter implements AsyncDisposable {
     } catch {
       // The socket failed; treat it as gone.
     } finally {
+      // Nobody reads this socket again: what it still holds goes (and stops counting).
+      peer.socket.dropUnread();
       this.#peerGone(peer);
     }
   }

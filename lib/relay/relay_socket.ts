@@ -92,9 +92,12 @@ export interface RelaySocketOptions {
   maxQueuedFrames?: number;
   /**
    * Shared with other sockets (a rendezvous's router passes its queue
-   * budget): the bytes of received frames not yet taken count against it,
-   * and when the budget sheds this socket those frames are dropped and the
-   * socket closes like {@linkcode RelaySocketOptions.maxQueuedBytes}.
+   * budget): received frames not yet taken count against it, each as its
+   * length plus {@linkcode QUEUED_FRAME_OVERHEAD_BYTES}, also once the
+   * socket has closed, until they are read or dropped
+   * ({@linkcode RelaySocket.dropUnread}). When the budget sheds this socket
+   * those frames are dropped and the socket closes like
+   * {@linkcode RelaySocketOptions.maxQueuedBytes}.
    */
   budget?: ByteBudget;
   /**
@@ -150,6 +153,13 @@ export interface RelayConnectOptions extends RelaySocketOptions {
 export const DEFAULT_HIGH_WATER_MARK: number = 1024 * 1024;
 /** Default {@linkcode RelaySocketOptions.lowWaterMark}: 256 KiB. */
 export const DEFAULT_LOW_WATER_MARK: number = 256 * 1024;
+/**
+ * What each unread frame counts against a shared
+ * {@linkcode RelaySocketOptions.budget} besides its length: a queued frame
+ * costs its decoded object too (the router charges its queued frames the
+ * same).
+ */
+export const QUEUED_FRAME_OVERHEAD_BYTES = 256;
 /** Default {@linkcode RelaySocketOptions.maxQueuedBytes}: 16 MiB. */
 export const DEFAULT_MAX_QUEUED_BYTES: number = 16 * 1024 * 1024;
 /** Default {@linkcode RelaySocketOptions.maxQueuedFrames}. */
@@ -648,8 +658,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     const frame = this.#queue[this.#queueHead];
     this.#queue[this.#queueHead++] = undefined as unknown as ReceivedFrame;
     this.#queuedBytes -= frame.bytes.length;
-    // Once closed, what is left is the consumer's to drain or drop: no longer counted.
-    if (this.#info === undefined) this.#budget?.hold(this.#budgetHolder, this.#queuedBytes);
+    if (this.#budget !== undefined) this.#reportQueued();
     if (
       this.#readingPaused && (this.#queue.length - this.#queueHead) * 4 <= this.#maxQueuedFrames &&
       this.#queuedBytes * 4 <= this.#maxQueuedBytes
@@ -791,7 +800,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     this.#queue.push(received);
     this.#queuedBytes = queuedBytes;
     if (this.#budget !== undefined) {
-      this.#budget.hold(this.#budgetHolder, queuedBytes);
+      this.#reportQueued();
       if (this.#queue.length === 0) return; // shed, this frame with the rest
     }
     // Our own client transport can stop reading: a slow reader then holds
@@ -805,8 +814,22 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     }
   };
 
-  /** The shared budget ran out and this socket's unread frames were the most: drop them. */
-  #shedQueue(): void {
+  /** What the unread frames count against the budget: their bytes and their overhead. */
+  #reportQueued(): void {
+    const frames = this.#queue.length - this.#queueHead;
+    this.#budget!.hold(
+      this.#budgetHolder,
+      this.#queuedBytes + frames * QUEUED_FRAME_OVERHEAD_BYTES,
+    );
+  }
+
+  /**
+   * Drops the frames received and not yet read, for an owner that stops
+   * reading before the end (the socket stays as it is): they no longer
+   * count against {@linkcode RelaySocketOptions.budget}, which counts a
+   * closed socket's unread frames until they are read or dropped.
+   */
+  dropUnread(): void {
     this.#queue = [];
     this.#queueHead = 0;
     this.#queuedBytes = 0;
@@ -816,6 +839,11 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
       this.#readingPaused = false;
       this.#tcp!.resumeReading();
     }
+  }
+
+  /** The shared budget ran out and this socket's unread frames were the most: drop them. */
+  #shedQueue(): void {
+    this.dropUnread();
     this.#startClose(
       "inbound queue dropped: the shared queue budget ran out",
       this.#role === "server" ? 1008 : 4008,
@@ -880,7 +908,6 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   #finish(info: RelayCloseInfo): void {
     if (this.#info !== undefined) return;
     this.#info = info;
-    this.#budget?.hold(this.#budgetHolder, 0);
     clearTimeout(this.#closeTimer);
     this.#closeTimer = undefined;
     const detail = info.reason !== ""
