@@ -6,10 +6,12 @@
  * Per-holder bounds alone add up: a peer that keeps many consumers from
  * reading could make every holder reach its bound at once. The holders
  * therefore report what they hold to a shared budget; once the sum passes
- * the limit, the holder holding the most is shed (it drops what it holds and
- * ends: a stream is reset, a socket dropped) until the sum is back within
- * it. The one holding the most is the one furthest behind, or the one sent
- * the most: shedding it spares the holders that keep up.
+ * the limit, a holder is shed (it drops what it holds and ends: a stream is
+ * reset, a socket dropped) until the sum is back within it. The one shed is
+ * the one with the most bytes waiting for a reader that has not taken them
+ * (furthest behind); only when no holder has such bytes, the one holding the
+ * most (a stream reassembling the largest messages, say). Shedding it spares
+ * the holders that keep up.
  * @module
  */
 
@@ -23,8 +25,8 @@ export interface BudgetHolder {
 }
 
 /**
- * Counts the bytes a set of holders hold and sheds the largest holder while
- * the sum is past the limit.
+ * Counts the bytes a set of holders hold and sheds the holder furthest
+ * behind (else the largest) while the sum is past the limit.
  *
  * @example Two holders sharing 100 bytes
  * ```ts
@@ -41,7 +43,8 @@ export class ByteBudget {
   /** The most bytes all holders may hold together. */
   readonly limit: number;
   #used = 0;
-  #held = new Map<BudgetHolder, number>();
+  /** What each holder holds, and how much of it waits for a reader. */
+  #held = new Map<BudgetHolder, { bytes: number; unread: number }>();
   #shedding = false;
   #shedCount = 0;
 
@@ -71,43 +74,52 @@ export class ByteBudget {
   }
 
   /**
-   * Records that `holder` now holds `bytes`. Past the limit, sheds the
-   * holders that hold the most (possibly `holder` itself) before returning.
+   * Records that `holder` now holds `bytes`, of which `unread` wait for a
+   * reader that has not taken them yet. Past the limit, sheds holders
+   * (possibly `holder` itself) before returning.
    *
    * @param holder Who holds the bytes.
    * @param bytes What it holds now (not a change).
+   * @param unread The part of `bytes` waiting for its reader; all of it by default.
    */
-  hold(holder: BudgetHolder, bytes: number): void {
-    const before = this.#held.get(holder) ?? 0;
-    if (bytes === before) return;
+  hold(holder: BudgetHolder, bytes: number, unread: number = bytes): void {
+    const entry = this.#held.get(holder);
+    const before = entry?.bytes ?? 0;
     this.#used += bytes - before;
     if (bytes === 0) this.#held.delete(holder);
-    else this.#held.set(holder, bytes);
-    if (this.#used > this.limit && !this.#shedding) this.#shed();
+    else if (entry === undefined) this.#held.set(holder, { bytes, unread });
+    else {
+      entry.bytes = bytes;
+      entry.unread = unread;
+    }
+    if (bytes > before && this.#used > this.limit && !this.#shedding) this.#shed();
   }
 
   #shed(): void {
     this.#shedding = true;
     try {
       while (this.#used > this.limit) {
-        let largest: BudgetHolder | undefined;
+        // Furthest behind first; among equals (none behind, say) the largest.
+        let chosen: BudgetHolder | undefined;
+        let mostUnread = -1;
         let most = 0;
-        for (const [holder, bytes] of this.#held) {
-          if (bytes > most) {
-            largest = holder;
+        for (const [holder, { bytes, unread }] of this.#held) {
+          if (unread > mostUnread || (unread === mostUnread && bytes > most)) {
+            chosen = holder;
+            mostUnread = unread;
             most = bytes;
           }
         }
-        if (largest === undefined) break;
+        if (chosen === undefined) break;
         this.#shedCount++;
         try {
-          largest.shed();
+          chosen.shed();
         } finally {
           // However the holder behaved, it is no longer counted: the loop ends.
-          const left = this.#held.get(largest);
+          const left = this.#held.get(chosen);
           if (left !== undefined) {
-            this.#used -= left;
-            this.#held.delete(largest);
+            this.#used -= left.bytes;
+            this.#held.delete(chosen);
           }
         }
       }

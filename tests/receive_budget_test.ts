@@ -12,6 +12,7 @@ import { StreamResetError } from "../lib/errors.ts";
 import { RESET_INBOX_OVERFLOW } from "../lib/mux/reset_reasons.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { echo, loopback } from "./_mux_loopback.ts";
+import { Executor } from "../lib/exec/executor.ts";
 
 async function nextMessage(stream: MuxStream): Promise<string> {
   const result = await stream[Symbol.asyncIterator]().next();
@@ -166,4 +167,71 @@ Deno.test("StreamMux sheds a stream that ended with messages its consumer has no
     "b".repeat(size + 1),
   );
   assert.equal(executor.receiveBudget.used, 0);
+});
+
+Deno.test("StreamMux stops counting a session's unread messages once the session closes its stream: an executor at its request cap whose harness resets the stream gives the budget back", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using lb = loopback({ onStream: (stream) => void executor.serve(stream).catch(() => {}) });
+  const budget = () => lb.executor.receiveBudget;
+  const harness = await lb.harness();
+  const stream = harness.open();
+  const replies = stream[Symbol.asyncIterator]();
+  let id = 1;
+  const call = async (method: string, params: unknown) => {
+    await stream.send(JSON.stringify({ jsonrpc: "2.0", id: id++, method, params }));
+    return JSON.parse(await withDeadline(replies.next(), 5_000, method).then((r) => r.value));
+  };
+  assert.ok((await call("initialize", { clientName: "budget" })).result);
+  await stream.send(JSON.stringify({ jsonrpc: "2.0", method: "initialized" }));
+  assert.ok((await call("process/start", { processId: "p", argv: ["sleep", "30"] })).result);
+  // Long polls up to the session's request cap and past it: it stops reading.
+  for (let i = 0; i < 130; i++) {
+    await stream.send(JSON.stringify({
+      jsonrpc: "2.0",
+      id: id++,
+      method: "process/read",
+      params: { processId: "p", afterSeq: 1000, waitMs: 20_000 },
+    }));
+  }
+  const pad = "x".repeat(60_000);
+  for (let i = 0; i < 20; i++) {
+    await stream.send(JSON.stringify({ jsonrpc: "2.0", method: "noop", params: { pad } }));
+  }
+  await until(() => budget().used > 20 * 60_000, 5_000, "the unread messages counted");
+  stream.reset("shutdown");
+  await until(() => budget().used === 0, 5_000, "the session's unread messages given back");
+  assert.equal(budget().shedCount, 0);
+});
+
+Deno.test("StreamMux sheds the stream whose consumer is behind before a larger one whose consumer keeps up: a message being reassembled is not unread", async () => {
+  const limit = 1024 * 1024;
+  const served = new Map<string, MuxStream>();
+  const uploads: string[] = [];
+  await using lb = loopback({
+    receiveBudgetBytes: limit,
+    stream: { maxMessageBytes: 800 * 1024 },
+    onStream: (stream) => {
+      served.set(stream.id, stream);
+      if (stream.id !== "upload") return; // "stalled" is never read
+      (async () => {
+        for await (const message of stream) uploads.push(message);
+      })().catch(() => {});
+    },
+  });
+  const harness = await lb.harness();
+  const stalled = harness.open({ id: "stalled" });
+  for (let i = 0; i < 5; i++) await stalled.send("s".repeat(60_000));
+  await until(() => lb.executor.receiveBudget.used === 300_000, 5_000, "the stalled inbox");
+  // 760 KiB in 13 segments: with the stalled 300,000 bytes, past the budget
+  // while it is reassembled, though its consumer keeps up.
+  const upload = harness.open({ id: "upload" });
+  const big = "u".repeat(760 * 1024);
+  await upload.send(big);
+  const refused = await withDeadline(nextMessage(stalled).catch((e) => e), 5_000, "stalled reset");
+  assert.ok(refused instanceof StreamResetError, String(refused));
+  assert.equal(refused.reason, RESET_INBOX_OVERFLOW);
+  await until(() => uploads.length === 1, 5_000, "the upload delivered");
+  assert.equal(uploads[0], big);
+  assert.equal(lb.executor.receiveBudget.shedCount, 1);
+  assert.equal(lb.executor.receiveBudget.used, 0);
 });

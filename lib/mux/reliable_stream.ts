@@ -259,8 +259,13 @@ export class ReliableStream {
   #onReadable: () => void;
   #onEnd: () => void;
   #budget: ByteBudget | undefined;
-  /** What this stream last reported to `#budget`. */
+  /** What this stream last reported to `#budget`: all it holds, and the unread part. */
   #budgeted = 0;
+  #budgetedUnread = 0;
+  /** The length of the message delivered last, while it waits in the inbox. */
+  #newestBytes = 0;
+  /** The consumer reads no more: messages are dropped as they complete. */
+  #discarding = false;
   // limits
   #segmentBytes: number;
   #windowSegments: number;
@@ -536,6 +541,7 @@ export class ReliableStream {
       this.#inboxHead = 0;
     }
     this.#inboxBytes -= message.length;
+    if (this.#inboxBytes === 0) this.#newestBytes = 0;
     if (this.#error === undefined && this.#held.has(this.#recvNext)) {
       // The consumer made room: accept held segments and open the sender's window.
       if (this.#drain()) this.#ackNow();
@@ -545,9 +551,28 @@ export class ReliableStream {
   }
 
   /**
+   * The consumer will read no more (it closed its end): drops the messages
+   * waiting for it, and from now on each message as it completes. The stream
+   * still accepts and acknowledges data, so its peer is not held back, and
+   * what it dropped no longer counts against its budget. Idempotent.
+   */
+  discardUnread(): void {
+    this.#discarding = true;
+    this.#inbox = [];
+    this.#inboxHead = 0;
+    this.#inboxBytes = 0;
+    this.#newestBytes = 0;
+    if (this.#error === undefined && this.#held.has(this.#recvNext)) {
+      if (this.#drain()) this.#ackNow();
+    }
+    this.#reportHeld();
+  }
+
+  /**
    * Drops the messages the consumer has not read and resets the stream with
    * `inbox_overflow` (the endpoint's {@linkcode ByteBudget} ran out and
-   * this stream held the most). Reads fail with that reset at once, also on
+   * this stream was furthest behind, or held the most). Reads fail with that
+   * reset at once, also on
    * a stream that had already ended with messages left unread.
    */
   shed(): void {
@@ -555,6 +580,7 @@ export class ReliableStream {
     this.#inbox = [];
     this.#inboxHead = 0;
     this.#inboxBytes = 0;
+    this.#newestBytes = 0;
     if (this.#error === undefined) {
       this.#resetReason = RESET_INBOX_OVERFLOW;
       this.#finish(error, true);
@@ -1176,8 +1202,10 @@ export class ReliableStream {
   }
 
   #deliver(message: Uint8Array): void {
+    if (this.#discarding) return;
     this.#inbox.push(message);
     this.#inboxBytes += message.length;
+    this.#newestBytes = message.length;
     this.#onReadable();
   }
 
@@ -1232,13 +1260,21 @@ export class ReliableStream {
     else this.#notifyEnd();
   }
 
-  /** Tells the budget what this stream holds for its consumer now. */
+  /**
+   * Tells the budget what this stream holds for its consumer now, and how
+   * much of it shows the consumer behind: whole messages but the newest
+   * (one waiting is a consumer keeping up, not yet scheduled to read), and
+   * segments held for inbox room. A message being reassembled waits for
+   * its sender, not its consumer.
+   */
   #reportHeld(): void {
     if (this.#budget === undefined) return;
-    const held = this.#heldBytes + this.#partialBytes + this.#inboxBytes;
-    if (held === this.#budgeted) return;
+    const unread = this.#heldBytes + this.#inboxBytes - this.#newestBytes;
+    const held = this.#heldBytes + this.#inboxBytes + this.#partialBytes;
+    if (held === this.#budgeted && unread === this.#budgetedUnread) return;
     this.#budgeted = held;
-    this.#budget.hold(this, held);
+    this.#budgetedUnread = unread;
+    this.#budget.hold(this, held, unread);
   }
 
   #notifyEnd(): void {

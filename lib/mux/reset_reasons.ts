@@ -21,7 +21,8 @@ export const RESET_PROTOCOL_ERROR = "protocol_error";
 export const RESET_TOO_MANY_STREAMS = "too_many_streams";
 /**
  * A legacy stream's consumer fell behind and its bounded inbox overflowed,
- * or the stream held the most when its endpoint's receive budget ran out
+ * or the stream was furthest behind (or held the most) when its endpoint's
+ * receive budget ran out
  * (see `_byte_budget.ts`); its unread messages were dropped.
  */
 export const RESET_INBOX_OVERFLOW = "inbox_overflow";

@@ -92,9 +92,11 @@ export interface StreamMuxOptions {
   /**
    * Bytes all streams together may hold for their consumers (inboxes,
    * messages being reassembled, held segments). Each stream's own bounds add
-   * up to about 28 MiB with the defaults; past this sum the stream holding
-   * the most is reset with `inbox_overflow` and its unread messages dropped
-   * (see {@linkcode ByteBudget}). At least the streams' `maxMessageBytes`.
+   * up to about 28 MiB with the defaults; past this sum the stream furthest
+   * behind (most unread: whole messages but the newest, segments held for
+   * inbox room), else the one holding the most, is reset with
+   * `inbox_overflow` and its unread messages dropped (see
+   * {@linkcode ByteBudget}). At least the streams' `maxMessageBytes`.
    * @default {268435456}
    */
   receiveBudgetBytes?: number;
@@ -333,6 +335,8 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
    */
   close(reason: string = RESET_STREAM_CLOSED): Promise<void> {
     this.#closedLocally = true;
+    // Nobody reads them now: unread messages must not keep holding memory and budget.
+    this.#core.discardUnread();
     this.#wakeReaders();
     this.#closing ??= this.#close(reason);
     return this.#closing;

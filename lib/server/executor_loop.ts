@@ -101,7 +101,8 @@ export interface RunExecutorOptions {
   /**
    * Bytes all streams together may hold for their sessions (see
    * `StreamMuxOptions.receiveBudgetBytes`): past it the stream
-   * holding the most is reset with `inbox_overflow`. At least
+   * furthest behind (else the one holding the most) is reset with
+   * `inbox_overflow`. At least
    * `maxMessageBytes`.
    * @default {268435456}
    */
