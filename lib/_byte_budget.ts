@@ -8,15 +8,20 @@
  * therefore report what they hold to a shared budget; once the sum passes
  * the limit, a holder is shed (it drops what it holds and ends: a stream is
  * reset, a socket dropped) until the sum is back within it. The one shed is
- * the one with the most bytes waiting for a reader that has not taken them
- * (furthest behind); only when no holder has such bytes, the one holding the
- * most (a stream reassembling the largest messages, say). Shedding it spares
- * the holders that keep up.
+ * the one furthest behind (the most bytes its reader has left waiting, as the
+ * holder judges it when asked); only when no holder is behind, the one holding
+ * the most (a stream reassembling the largest messages, say). Shedding it
+ * spares the holders that keep up.
  * @module
  */
 
 /** What a {@linkcode ByteBudget} sheds: a stream or socket holding bytes. */
 export interface BudgetHolder {
+  /**
+   * How many of the bytes it holds show its reader behind (left waiting),
+   * asked only when the budget must shed. All of them when absent.
+   */
+  behind?(): number;
   /**
    * Drops everything held and ends the holder; it must report 0 held bytes
    * before returning (the budget stops counting it either way).
@@ -43,8 +48,7 @@ export class ByteBudget {
   /** The most bytes all holders may hold together. */
   readonly limit: number;
   #used = 0;
-  /** What each holder holds, and how much of it waits for a reader. */
-  #held = new Map<BudgetHolder, { bytes: number; unread: number }>();
+  #held = new Map<BudgetHolder, number>();
   #shedding = false;
   #shedCount = 0;
 
@@ -74,24 +78,18 @@ export class ByteBudget {
   }
 
   /**
-   * Records that `holder` now holds `bytes`, of which `unread` wait for a
-   * reader that has not taken them yet. Past the limit, sheds holders
+   * Records that `holder` now holds `bytes`. Past the limit, sheds holders
    * (possibly `holder` itself) before returning.
    *
    * @param holder Who holds the bytes.
    * @param bytes What it holds now (not a change).
-   * @param unread The part of `bytes` waiting for its reader; all of it by default.
    */
-  hold(holder: BudgetHolder, bytes: number, unread: number = bytes): void {
-    const entry = this.#held.get(holder);
-    const before = entry?.bytes ?? 0;
+  hold(holder: BudgetHolder, bytes: number): void {
+    const before = this.#held.get(holder) ?? 0;
+    if (bytes === before) return;
     this.#used += bytes - before;
     if (bytes === 0) this.#held.delete(holder);
-    else if (entry === undefined) this.#held.set(holder, { bytes, unread });
-    else {
-      entry.bytes = bytes;
-      entry.unread = unread;
-    }
+    else this.#held.set(holder, bytes);
     if (bytes > before && this.#used > this.limit && !this.#shedding) this.#shed();
   }
 
@@ -101,12 +99,13 @@ export class ByteBudget {
       while (this.#used > this.limit) {
         // Furthest behind first; among equals (none behind, say) the largest.
         let chosen: BudgetHolder | undefined;
-        let mostUnread = -1;
+        let mostBehind = -1;
         let most = 0;
-        for (const [holder, { bytes, unread }] of this.#held) {
-          if (unread > mostUnread || (unread === mostUnread && bytes > most)) {
+        for (const [holder, bytes] of this.#held) {
+          const behind = holder.behind?.() ?? bytes;
+          if (behind > mostBehind || (behind === mostBehind && bytes > most)) {
             chosen = holder;
-            mostUnread = unread;
+            mostBehind = behind;
             most = bytes;
           }
         }
@@ -118,7 +117,7 @@ export class ByteBudget {
           // However the holder behaved, it is no longer counted: the loop ends.
           const left = this.#held.get(chosen);
           if (left !== undefined) {
-            this.#used -= left.bytes;
+            this.#used -= left;
             this.#held.delete(chosen);
           }
         }

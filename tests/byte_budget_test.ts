@@ -77,18 +77,30 @@ Deno.test("ByteBudget refuses a limit that is not a positive safe integer", () =
   assert.equal(new ByteBudget(1).limit, 1);
 });
 
-Deno.test("ByteBudget sheds the holder with the most unread bytes first, and the largest only among holders with none", () => {
+Deno.test("ByteBudget sheds the holder furthest behind first, and the largest only among holders not behind", () => {
   const budget = new ByteBudget(100);
-  const [behind, large, idle] = [holder(budget), holder(budget), holder(budget)];
-  budget.hold(behind, 30, 30); // all of it waits for its reader
-  budget.hold(large, 60, 0); // a message being reassembled: nothing unread
-  budget.hold(idle, 10, 0);
-  budget.hold(large, 61, 0); // 101: `behind` goes, though `large` holds more
+  const behindBy = new Map<BudgetHolder, number>();
+  const judged = () => {
+    const self: BudgetHolder & { shedded: boolean } = {
+      shedded: false,
+      behind: () => behindBy.get(self) ?? 0,
+      shed() {
+        self.shedded = true;
+        budget.hold(self, 0);
+      },
+    };
+    return self;
+  };
+  const [behind, large, idle] = [judged(), judged(), judged()];
+  behindBy.set(behind, 30); // all it holds waits for its reader
+  budget.hold(behind, 30);
+  budget.hold(large, 60); // a message being reassembled: not behind
+  budget.hold(idle, 10);
+  budget.hold(large, 61); // 101: `behind` goes, though `large` holds more
   assert.deepEqual([behind.shedded, large.shedded, idle.shedded], [true, false, false]);
   assert.equal(budget.used, 71);
-  budget.hold(idle, 40, 0); // 101 again, nobody behind: the largest goes
+  budget.hold(idle, 40); // 101 again, nobody behind: the largest goes
   assert.deepEqual([large.shedded, idle.shedded], [true, false]);
   assert.equal(budget.used, 40);
-  // A holder that only shrinks never sheds anyone, whatever the sum.
   assert.equal(budget.shedCount, 2);
 });

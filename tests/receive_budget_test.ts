@@ -11,6 +11,8 @@ import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { StreamResetError } from "../lib/errors.ts";
 import { RESET_INBOX_OVERFLOW } from "../lib/mux/reset_reasons.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
+import { bodyFrame } from "./_support/frames.ts";
+import { RelaySocket } from "../lib/relay/relay_socket.ts";
 import { echo, loopback } from "./_mux_loopback.ts";
 import { Executor } from "../lib/exec/executor.ts";
 
@@ -234,4 +236,110 @@ Deno.test("StreamMux sheds the stream whose consumer is behind before a larger o
   assert.equal(uploads[0], big);
   assert.equal(lb.executor.receiveBudget.shedCount, 1);
   assert.equal(lb.executor.receiveBudget.used, 0);
+});
+
+Deno.test("StreamMux counts a full inbox whole as behind: a stalled stream holding one message past its inbox bound goes before a stream one message behind", async () => {
+  const limit = 1024 * 1024;
+  const served = new Map<string, MuxStream>();
+  await using lb = loopback({
+    receiveBudgetBytes: limit,
+    stream: { maxMessageBytes: 700 * 1024, inboxBytes: 128 * 1024 },
+    onStream: (stream) => void served.set(stream.id, stream),
+  });
+  const harness = await lb.harness();
+  // Never read: one message past the inbox's byte bound, then small ones held behind it.
+  const stalled = harness.open({ id: "stalled" });
+  await stalled.send("s".repeat(700 * 1024));
+  for (let i = 0; i < 20; i++) await stalled.send("t".repeat(1000));
+  // Not read yet either: four messages, three behind the newest.
+  const slow = harness.open({ id: "slow" });
+  for (let i = 0; i < 4; i++) await slow.send("w".repeat(60_000));
+  await until(
+    () => lb.executor.receiveBudget.used === 700 * 1024 + 20 * 1000 + 240_000,
+    5_000,
+    "both streams' bytes held",
+  );
+  const upload = harness.open({ id: "upload" });
+  await upload.send("u".repeat(200 * 1024));
+  const refused = await withDeadline(nextMessage(stalled).catch((e) => e), 5_000, "stalled reset");
+  assert.ok(refused instanceof StreamResetError, String(refused));
+  assert.equal(refused.reason, RESET_INBOX_OVERFLOW);
+  assert.equal(lb.executor.receiveBudget.shedCount, 1);
+  for (let i = 0; i < 4; i++) {
+    assert.equal(
+      await withDeadline(nextMessage(served.get("slow")!), 1_000, `slow ${i}`),
+      "w".repeat(60_000),
+    );
+  }
+  assert.equal(
+    await withDeadline(nextMessage(served.get("upload")!), 1_000, "upload"),
+    "u".repeat(200 * 1024),
+  );
+});
+
+Deno.test("StreamMux counts a message that stopped growing for 10 s as behind: its stream goes before one a message behind", async () => {
+  const limit = 1024 * 1024;
+  const segment = 60 * 1024;
+  let skew = 0;
+  const served = new Map<string, MuxStream>();
+  await using lb = loopback({
+    receiveBudgetBytes: limit,
+    stream: { maxMessageBytes: limit },
+    now: () => performance.now() + skew,
+    onStream: (stream) => void served.set(stream.id, stream),
+  });
+  // One raw peer: a message on "partial" that stops after 8 of its 16
+  // segments, and three whole messages on "slow" that nobody reads yet.
+  await using raw = await RelaySocket.connect(lb.url);
+  const send = (streamId: string, seq: number, index: number, count: number, size: number) =>
+    raw.send(bodyFrame(streamId, {
+      kind: "data",
+      seq,
+      segmentIndex: index,
+      segmentCount: count,
+      payload: new Uint8Array(size).fill(0x61),
+    }));
+  for (let seq = 1; seq <= 8; seq++) await send("partial", seq, seq - 1, 16, segment);
+  for (let seq = 1; seq <= 3; seq++) await send("slow", seq, 0, 1, 60_000);
+  await until(
+    () => lb.executor.receiveBudget.used === 8 * segment + 180_000,
+    5_000,
+    "the partial message and the slow stream's messages",
+  );
+  skew = 10_000; // the partial message has not grown for 10 s
+  // One more message on "slow" takes the sum past the budget: without the
+  // staleness rule "slow" (three messages behind) would go.
+  const rest = limit - 8 * segment - 180_000;
+  for (let seq = 4, left = rest + 1; left > 0; seq++, left -= segment) {
+    await send("slow", seq, seq - 4, Math.ceil((rest + 1) / segment), Math.min(segment, left));
+  }
+  await until(() => lb.executor.receiveBudget.shedCount === 1, 5_000, "one stream shed");
+  assert.equal(served.get("partial")!.resetReason, RESET_INBOX_OVERFLOW);
+  assert.equal(served.get("slow")!.resetReason, undefined);
+  const slow = served.get("slow")!;
+  for (let i = 0; i < 3; i++) {
+    const message = await withDeadline(nextMessage(slow), 1_000, `slow ${i}`);
+    assert.equal(message, "a".repeat(60_000));
+  }
+  assert.equal((await withDeadline(nextMessage(slow), 1_000, "slow's last")).length, rest + 1);
+});
+
+Deno.test("StreamMux counts a message being reassembled at its buffer's size, not the bytes received so far", async () => {
+  const segment = 60 * 1024;
+  await using lb = loopback({ onStream: () => {} });
+  await using raw = await RelaySocket.connect(lb.url);
+  // Five of sixteen segments: the buffer started at two segments and doubled to eight.
+  for (let seq = 1; seq <= 5; seq++) {
+    await raw.send(bodyFrame("partial", {
+      kind: "data",
+      seq,
+      segmentIndex: seq - 1,
+      segmentCount: 16,
+      payload: new Uint8Array(segment),
+    }));
+  }
+  await until(() => lb.executor.receiveBudget.used > 0, 5_000, "the partial message counted");
+  await until(() => lb.executor.streams === 1, 5_000, "the stream");
+  const expected = 8 * segment;
+  await until(() => lb.executor.receiveBudget.used === expected, 5_000, `${expected} counted`);
 });

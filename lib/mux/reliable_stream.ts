@@ -216,6 +216,12 @@ const EMPTY = new Uint8Array(0);
  * `segment_count` claims.
  */
 const REASSEMBLY_START_BYTES = 64 * 1024;
+/**
+ * A message being reassembled that has not grown for this long counts as
+ * left waiting (see {@linkcode ReliableStream.behind}): an honest sender's
+ * segments come at least every retransmission timeout cap (5 s).
+ */
+const STALE_PARTIAL_MS = 10_000;
 
 /**
  * A payload to keep past the current call. A decoded payload is a view into
@@ -259,9 +265,10 @@ export class ReliableStream {
   #onReadable: () => void;
   #onEnd: () => void;
   #budget: ByteBudget | undefined;
-  /** What this stream last reported to `#budget`: all it holds, and the unread part. */
+  /** What this stream last reported to `#budget`. */
   #budgeted = 0;
-  #budgetedUnread = 0;
+  /** When the message being reassembled last grew (`#now()`). */
+  #partialGrewAt = 0;
   /** The length of the message delivered last, while it waits in the inbox. */
   #newestBytes = 0;
   /** The consumer reads no more: messages are dropped as they complete. */
@@ -548,6 +555,26 @@ export class ReliableStream {
     }
     this.#reportHeld();
     return message;
+  }
+
+  /**
+   * The bytes this stream holds that show it left behind, for its budget:
+   * segments held (out of order, or for inbox room) and whole messages, but
+   * the newest while the inbox has room (one message waiting is a consumer
+   * keeping up that has not been scheduled to read yet; a full inbox, or one
+   * past its byte bound, is a consumer that stopped), and a message being
+   * reassembled that has not grown for 10 s (a sender that stopped).
+   *
+   * @returns Bytes, at most what the stream holds.
+   */
+  behind(): number {
+    const inboxFull = this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
+      this.#inboxBytes >= this.#inboxBytesLimit;
+    let behind = this.#heldBytes + this.#inboxBytes - (inboxFull ? 0 : this.#newestBytes);
+    if (this.#partial.length > 0 && this.#now() - this.#partialGrewAt >= STALE_PARTIAL_MS) {
+      behind += this.#partial.length;
+    }
+    return behind;
   }
 
   /**
@@ -1184,6 +1211,7 @@ export class ReliableStream {
     }
     this.#partial.set(payload, this.#partialBytes);
     this.#partialBytes = total;
+    this.#partialGrewAt = this.#now();
     this.#partialIndex++;
     if (this.#partialIndex === this.#partialCount) {
       // The inbox counts the message's length: copy it out of a buffer
@@ -1261,20 +1289,16 @@ export class ReliableStream {
   }
 
   /**
-   * Tells the budget what this stream holds for its consumer now, and how
-   * much of it shows the consumer behind: whole messages but the newest
-   * (one waiting is a consumer keeping up, not yet scheduled to read), and
-   * segments held for inbox room. A message being reassembled waits for
-   * its sender, not its consumer.
+   * Tells the budget what this stream holds for its consumer now: held
+   * segments, whole messages, and the buffer of the message being
+   * reassembled (its size, not just the bytes received so far).
    */
   #reportHeld(): void {
     if (this.#budget === undefined) return;
-    const unread = this.#heldBytes + this.#inboxBytes - this.#newestBytes;
-    const held = this.#heldBytes + this.#inboxBytes + this.#partialBytes;
-    if (held === this.#budgeted && unread === this.#budgetedUnread) return;
+    const held = this.#heldBytes + this.#inboxBytes + this.#partial.length;
+    if (held === this.#budgeted) return;
     this.#budgeted = held;
-    this.#budgetedUnread = unread;
-    this.#budget.hold(this, held, unread);
+    this.#budget.hold(this, held);
   }
 
   #notifyEnd(): void {

@@ -324,7 +324,8 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
   /**
    * Closes gracefully: waits (up to the close timeout) until everything sent
    * is acknowledged, then sends `reset{reason}` (default `stream_closed`).
-   * Local reads end. Idempotent. When the timeout passes first, the peer may
+   * Local reads end: messages already received and not read are dropped,
+   * and so is each later one. Idempotent. When the timeout passes first, the peer may
    * not have everything: the stream is reset `close_timeout` instead, so the
    * peer's reads fail rather than end cleanly, and this rejects.
    *
