@@ -1429,18 +1429,28 @@ Deno.test("RelayRouter's queue budget covers frames held for away executors: the
   assert.equal(payloadOf(await back.inbox.next("small's last frame")), "one more");
 });
 
-Deno.test("RelayRouter's queue budget covers frames a harness sent while the executor is behind: past it that harness socket is dropped, the executor kept", async () => {
+/**
+ * A router whose queue budget is `frames` 64 KiB frames, with a high water
+ * mark of two, and an executor socket that never reads: the router stops
+ * taking frames from harnesses, which then wait in their sockets.
+ */
+async function behindExecutor(frames: number) {
   const frameBytes = 64 * 1024;
-  const budget = 16 * (frameBytes + ROUTER_FRAME_OVERHEAD_BYTES);
-  await using h = await host({
+  const budget = frames * (frameBytes + ROUTER_FRAME_OVERHEAD_BYTES);
+  const h = await host({
     queueBudgetBytes: budget,
     maxPeerQueueBytes: budget,
     peerHighWaterBytes: 2 * frameBytes,
     slowPeerTimeoutMs: 60_000,
   });
-  // An executor that stopped reading: the router takes no more from the harness.
   const executor = new StalledHarnessSocket();
   h.router.addExecutor("e1", executor as unknown as RelaySocket);
+  return { h, executor, budget, frameBytes };
+}
+
+Deno.test("RelayRouter's queue budget covers frames a harness sent while the executor is behind: past it that harness socket is dropped, the executor kept", async () => {
+  const { h, budget, frameBytes } = await behindExecutor(16);
+  await using _ = h;
   const harness = await h.connect("harness");
   const flood = frameOfSize("f", frameBytes);
   const dropped = h.event((e) => e.type === "peer_dropped", "harness dropped");
@@ -1461,17 +1471,8 @@ Deno.test("RelayRouter's queue budget covers frames a harness sent while the exe
 });
 
 Deno.test("RelayRouter's queue budget still counts the frames of a harness socket that closed while the executor was behind, until they are routed", async () => {
-  const frameBytes = 64 * 1024;
-  const charge = frameBytes + ROUTER_FRAME_OVERHEAD_BYTES;
-  const budget = 24 * charge;
-  await using h = await host({
-    queueBudgetBytes: budget,
-    maxPeerQueueBytes: budget,
-    peerHighWaterBytes: 2 * frameBytes,
-    slowPeerTimeoutMs: 60_000,
-  });
-  const executor = new StalledHarnessSocket();
-  h.router.addExecutor("e1", executor as unknown as RelaySocket);
+  const { h, executor, budget, frameBytes } = await behindExecutor(24);
+  await using _ = h;
   // Three harnesses, one after another, each sends 10 frames (under half the
   // budget) and closes: only together are they past it. The executor's queue
   // takes one frame from each (a few in all), the harness sockets the rest.
