@@ -97,30 +97,31 @@ export class ByteBudget {
     this.#shedding = true;
     try {
       while (this.#used > this.limit) {
-        // Furthest behind first; among equals (none behind, say) the largest.
-        let chosen: BudgetHolder | undefined;
-        let mostBehind = -1;
-        let most = 0;
+        // Each holder is asked once per round: furthest behind first, and
+        // among equals (none behind, say) the largest.
+        const ranked: { holder: BudgetHolder; bytes: number; behind: number }[] = [];
         for (const [holder, bytes] of this.#held) {
-          const behind = holder.behind?.() ?? bytes;
-          if (behind > mostBehind || (behind === mostBehind && bytes > most)) {
-            chosen = holder;
-            mostBehind = behind;
-            most = bytes;
+          ranked.push({ holder, bytes, behind: holder.behind?.() ?? bytes });
+        }
+        ranked.sort((a, b) => b.behind - a.behind || b.bytes - a.bytes);
+        let shed = false;
+        for (const { holder } of ranked) {
+          if (this.#used <= this.limit) break;
+          if (!this.#held.has(holder)) continue;
+          shed = true;
+          this.#shedCount++;
+          try {
+            holder.shed();
+          } finally {
+            // However the holder behaved, it is no longer counted: the loop ends.
+            const left = this.#held.get(holder);
+            if (left !== undefined) {
+              this.#used -= left;
+              this.#held.delete(holder);
+            }
           }
         }
-        if (chosen === undefined) break;
-        this.#shedCount++;
-        try {
-          chosen.shed();
-        } finally {
-          // However the holder behaved, it is no longer counted: the loop ends.
-          const left = this.#held.get(chosen);
-          if (left !== undefined) {
-            this.#used -= left;
-            this.#held.delete(chosen);
-          }
-        }
+        if (!shed) break;
       }
     } finally {
       this.#shedding = false;

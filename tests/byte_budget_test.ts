@@ -104,3 +104,25 @@ Deno.test("ByteBudget sheds the holder furthest behind first, and the largest on
   assert.equal(budget.used, 40);
   assert.equal(budget.shedCount, 2);
 });
+
+Deno.test("ByteBudget asks each holder how far behind it is once per round, however many it sheds", () => {
+  const count = 1_000;
+  const budget = new ByteBudget(count);
+  let asked = 0;
+  const holders = Array.from({ length: count }, (_, i) => {
+    const self: BudgetHolder = {
+      behind: () => {
+        asked++;
+        return i === 0 ? 0 : 1; // the first keeps up; the others are one byte behind
+      },
+      shed: () => budget.hold(self, 0),
+    };
+    budget.hold(self, 1);
+    return self;
+  });
+  // 499 bytes more for the one keeping up: 499 of the others must go.
+  budget.hold(holders[0], 500);
+  assert.equal(budget.shedCount, 499);
+  assert.equal(budget.used, count);
+  assert.ok(asked <= 2 * count, `${asked} questions for ${budget.shedCount} sheds`);
+});

@@ -277,7 +277,7 @@ Deno.test("StreamMux counts a full inbox whole as behind: a stalled stream holdi
   );
 });
 
-Deno.test("StreamMux counts a message that stopped growing for 10 s as behind: its stream goes before one a message behind", async () => {
+Deno.test("StreamMux counts a message still being reassembled 30 s after its first segment as behind, though it keeps growing: its stream goes before one a message behind", async () => {
   const limit = 1024 * 1024;
   const segment = 60 * 1024;
   let skew = 0;
@@ -306,9 +306,12 @@ Deno.test("StreamMux counts a message that stopped growing for 10 s as behind: i
     5_000,
     "the partial message and the slow stream's messages",
   );
-  skew = 10_000; // the partial message has not grown for 10 s
-  // One more message on "slow" takes the sum past the budget: without the
-  // staleness rule "slow" (three messages behind) would go.
+  skew = 30_000; // the partial message started 30 s ago
+  // It still grows (a trickling sender): that does not make it current. Its
+  // buffer doubles for one more byte, which takes the sum past the budget.
+  await send("partial", 9, 8, 16, 1);
+  // Without the staleness rule "slow" (three messages behind) would have
+  // gone; it keeps its messages and takes a fourth.
   const rest = limit - 8 * segment - 180_000;
   for (let seq = 4, left = rest + 1; left > 0; seq++, left -= segment) {
     await send("slow", seq, seq - 4, Math.ceil((rest + 1) / segment), Math.min(segment, left));
@@ -342,4 +345,37 @@ Deno.test("StreamMux counts a message being reassembled at its buffer's size, no
   await until(() => lb.executor.streams === 1, 5_000, "the stream");
   const expected = 8 * segment;
   await until(() => lb.executor.receiveBudget.used === expected, 5_000, `${expected} counted`);
+});
+
+Deno.test("StreamMux counts a never-read stream's only message as behind after its first second: it goes before an upload whose consumer keeps up", async () => {
+  const limit = 1024 * 1024;
+  let skew = 0;
+  const served = new Map<string, MuxStream>();
+  const uploads: string[] = [];
+  await using lb = loopback({
+    receiveBudgetBytes: limit,
+    stream: { maxMessageBytes: limit },
+    now: () => performance.now() + skew,
+    onStream: (stream) => {
+      served.set(stream.id, stream);
+      if (stream.id !== "upload") return; // "parked" is never read
+      (async () => {
+        for await (const message of stream) uploads.push(message);
+      })().catch(() => {});
+    },
+  });
+  const harness = await lb.harness();
+  const parked = harness.open({ id: "parked" });
+  await parked.send("p".repeat(500_000));
+  await until(() => lb.executor.receiveBudget.used >= 500_000, 5_000, "the parked message");
+  skew = 1_000; // it has waited a second for a consumer that does not read
+  const upload = harness.open({ id: "upload" });
+  const big = "u".repeat(600_000);
+  await upload.send(big);
+  const refused = await withDeadline(nextMessage(parked).catch((e) => e), 5_000, "parked reset");
+  assert.ok(refused instanceof StreamResetError, String(refused));
+  assert.equal(refused.reason, RESET_INBOX_OVERFLOW);
+  await until(() => uploads.length === 1, 5_000, "the upload delivered");
+  assert.equal(uploads[0], big);
+  assert.equal(lb.executor.receiveBudget.shedCount, 1);
 });

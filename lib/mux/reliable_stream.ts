@@ -217,11 +217,18 @@ const EMPTY = new Uint8Array(0);
  */
 const REASSEMBLY_START_BYTES = 64 * 1024;
 /**
- * A message being reassembled that has not grown for this long counts as
- * left waiting (see {@linkcode ReliableStream.behind}): an honest sender's
- * segments come at least every retransmission timeout cap (5 s).
+ * A message still being reassembled this long after its first segment
+ * counts as left waiting (see {@linkcode ReliableStream.behind}): growth
+ * alone proves nothing, since a sender can trickle one byte at a time, and
+ * an honest sender finishes a message within the detach window (30 s) of a
+ * socket's loss.
  */
-const STALE_PARTIAL_MS = 10_000;
+const STALE_PARTIAL_MS = 30_000;
+/**
+ * How long the newest whole message may wait for its consumer and still
+ * count as a consumer keeping up that has not been scheduled yet.
+ */
+const NEWEST_GRACE_MS = 1_000;
 
 /**
  * A payload to keep past the current call. A decoded payload is a view into
@@ -267,10 +274,11 @@ export class ReliableStream {
   #budget: ByteBudget | undefined;
   /** What this stream last reported to `#budget`. */
   #budgeted = 0;
-  /** When the message being reassembled last grew (`#now()`). */
-  #partialGrewAt = 0;
-  /** The length of the message delivered last, while it waits in the inbox. */
+  /** When the message being reassembled got its first segment (`#now()`). */
+  #partialStartedAt = 0;
+  /** The length of the message delivered last, while it waits in the inbox, and when. */
   #newestBytes = 0;
+  #newestAt = 0;
   /** The consumer reads no more: messages are dropped as they complete. */
   #discarding = false;
   // limits
@@ -559,19 +567,22 @@ export class ReliableStream {
 
   /**
    * The bytes this stream holds that show it left behind, for its budget:
-   * segments held (out of order, or for inbox room) and whole messages, but
-   * the newest while the inbox has room (one message waiting is a consumer
-   * keeping up that has not been scheduled to read yet; a full inbox, or one
-   * past its byte bound, is a consumer that stopped), and a message being
-   * reassembled that has not grown for 10 s (a sender that stopped).
+   * segments held (out of order, or for inbox room); whole messages, but the
+   * newest for its first second while the inbox has room (a consumer keeping
+   * up that has not been scheduled to read yet; a full inbox, or one past
+   * its byte bound, is a consumer that stopped); and a message being
+   * reassembled 30 s after its first segment (a sender that stopped, or
+   * trickles).
    *
    * @returns Bytes, at most what the stream holds.
    */
   behind(): number {
+    const now = this.#now();
     const inboxFull = this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
       this.#inboxBytes >= this.#inboxBytesLimit;
-    let behind = this.#heldBytes + this.#inboxBytes - (inboxFull ? 0 : this.#newestBytes);
-    if (this.#partial.length > 0 && this.#now() - this.#partialGrewAt >= STALE_PARTIAL_MS) {
+    const newestExcused = !inboxFull && now - this.#newestAt < NEWEST_GRACE_MS;
+    let behind = this.#heldBytes + this.#inboxBytes - (newestExcused ? this.#newestBytes : 0);
+    if (this.#partial.length > 0 && now - this.#partialStartedAt >= STALE_PARTIAL_MS) {
       behind += this.#partial.length;
     }
     return behind;
@@ -1181,6 +1192,7 @@ export class ReliableStream {
       // last, so growth stops at count × first; a claim is never allocated
       // ahead of the bytes that back it.
       this.#partialCount = body.segmentCount;
+      this.#partialStartedAt = this.#now();
       this.#partialExpected = Math.min(body.segmentCount * payload.length, this.#maxMessageBytes);
       this.#partial = new Uint8Array(
         Math.min(this.#partialExpected, Math.max(2 * payload.length, REASSEMBLY_START_BYTES)),
@@ -1211,7 +1223,6 @@ export class ReliableStream {
     }
     this.#partial.set(payload, this.#partialBytes);
     this.#partialBytes = total;
-    this.#partialGrewAt = this.#now();
     this.#partialIndex++;
     if (this.#partialIndex === this.#partialCount) {
       // The inbox counts the message's length: copy it out of a buffer
@@ -1234,6 +1245,7 @@ export class ReliableStream {
     this.#inbox.push(message);
     this.#inboxBytes += message.length;
     this.#newestBytes = message.length;
+    if (this.#budget !== undefined) this.#newestAt = this.#now();
     this.#onReadable();
   }
 

@@ -93,9 +93,8 @@ export interface StreamMuxOptions {
    * Bytes all streams together may hold for their consumers (inboxes,
    * messages being reassembled, held segments). Each stream's own bounds add
    * up to about 28 MiB with the defaults; past this sum the stream furthest
-   * behind (most unread: whole messages but the newest, segments held for
-   * inbox room), else the one holding the most, is reset with
-   * `inbox_overflow` and its unread messages dropped (see
+   * behind (see `ReliableStream.behind`), else the one holding the most, is
+   * reset with `inbox_overflow` and its unread messages dropped (see
    * {@linkcode ByteBudget}). At least the streams' `maxMessageBytes`.
    * @default {268435456}
    */
