@@ -7,21 +7,25 @@
  * reading could make every holder reach its bound at once. The holders
  * therefore report what they hold to a shared budget; once the sum passes
  * the limit, a holder is shed (it drops what it holds and ends: a stream is
- * reset, a socket dropped) until the sum is back within it. The one shed is
- * the one furthest behind (the most bytes its reader has left waiting, as the
- * holder judges it when asked); only when no holder is behind, the one holding
- * the most (a stream reassembling the largest messages, say). Shedding it
- * spares the holders that keep up.
+ * reset, a socket dropped) until the sum is back within it. Which goes first
+ * is the holders' to say when asked ({@linkcode BudgetHolder.shedOrder}: a
+ * stream whose reader has left data waiting longest goes before one that
+ * keeps up); among equals, and for holders that say nothing, the one
+ * holding the most. Shedding it spares the holders that keep up.
  * @module
  */
 
 /** What a {@linkcode ByteBudget} sheds: a stream or socket holding bytes. */
 export interface BudgetHolder {
   /**
-   * How many of the bytes it holds show its reader behind (left waiting),
-   * asked only when the budget must shed. All of them when absent.
+   * Where it stands in the order of shedding, asked only when the budget
+   * must shed: holders in a higher tier go first, and within a tier the one
+   * with the higher key. Absent: tier 0, keyed by the bytes it holds.
+   *
+   * @param bytes What it holds, as the budget counts it.
+   * @returns Its tier and its key within the tier.
    */
-  behind?(): number;
+  shedOrder?(bytes: number): readonly [tier: number, key: number];
   /**
    * Drops everything held and ends the holder; it must report 0 held bytes
    * before returning (the budget stops counting it either way).
@@ -30,8 +34,8 @@ export interface BudgetHolder {
 }
 
 /**
- * Counts the bytes a set of holders hold and sheds the holder furthest
- * behind (else the largest) while the sum is past the limit.
+ * Counts the bytes a set of holders hold and sheds holders, first in their
+ * own order and else the largest, while the sum is past the limit.
  *
  * @example Two holders sharing 100 bytes
  * ```ts
@@ -97,13 +101,13 @@ export class ByteBudget {
     this.#shedding = true;
     try {
       while (this.#used > this.limit) {
-        // Each holder is asked once per round: furthest behind first, and
-        // among equals (none behind, say) the largest.
-        const ranked: { holder: BudgetHolder; bytes: number; behind: number }[] = [];
+        // Each holder is asked once per round; among equals the largest goes first.
+        const ranked: { holder: BudgetHolder; bytes: number; tier: number; key: number }[] = [];
         for (const [holder, bytes] of this.#held) {
-          ranked.push({ holder, bytes, behind: holder.behind?.() ?? bytes });
+          const [tier, key] = holder.shedOrder?.(bytes) ?? [0, bytes];
+          ranked.push({ holder, bytes, tier, key });
         }
-        ranked.sort((a, b) => b.behind - a.behind || b.bytes - a.bytes);
+        ranked.sort((a, b) => b.tier - a.tier || b.key - a.key || b.bytes - a.bytes);
         let shed = false;
         for (const { holder } of ranked) {
           if (this.#used <= this.limit) break;

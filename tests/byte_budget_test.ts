@@ -77,13 +77,13 @@ Deno.test("ByteBudget refuses a limit that is not a positive safe integer", () =
   assert.equal(new ByteBudget(1).limit, 1);
 });
 
-Deno.test("ByteBudget sheds the holder furthest behind first, and the largest only among holders not behind", () => {
+Deno.test("ByteBudget sheds in the holders' own order, tier first, then key, then size; the largest first among holders that give none", () => {
   const budget = new ByteBudget(100);
-  const behindBy = new Map<BudgetHolder, number>();
-  const judged = () => {
+  const order = new Map<BudgetHolder, readonly [number, number]>();
+  const ordered = () => {
     const self: BudgetHolder & { shedded: boolean } = {
       shedded: false,
-      behind: () => behindBy.get(self) ?? 0,
+      shedOrder: (bytes) => order.get(self) ?? [0, bytes],
       shed() {
         self.shedded = true;
         budget.hold(self, 0);
@@ -91,18 +91,26 @@ Deno.test("ByteBudget sheds the holder furthest behind first, and the largest on
     };
     return self;
   };
-  const [behind, large, idle] = [judged(), judged(), judged()];
-  behindBy.set(behind, 30); // all it holds waits for its reader
-  budget.hold(behind, 30);
-  budget.hold(large, 60); // a message being reassembled: not behind
-  budget.hold(idle, 10);
-  budget.hold(large, 61); // 101: `behind` goes, though `large` holds more
-  assert.deepEqual([behind.shedded, large.shedded, idle.shedded], [true, false, false]);
-  assert.equal(budget.used, 71);
-  budget.hold(idle, 40); // 101 again, nobody behind: the largest goes
-  assert.deepEqual([large.shedded, idle.shedded], [true, false]);
+  const [stalled, waiting, large, plain] = [ordered(), ordered(), ordered(), holder(budget)];
+  order.set(stalled, [2, 10]);
+  order.set(waiting, [1, 500]);
+  budget.hold(stalled, 10);
+  budget.hold(waiting, 20);
+  budget.hold(large, 50);
+  budget.hold(plain, 20); // 100
+  budget.hold(large, 51); // 101: the highest tier goes, though it holds the least
+  assert.deepEqual([stalled.shedded, waiting.shedded, large.shedded, plain.shedded], [
+    true,
+    false,
+    false,
+    false,
+  ]);
+  budget.hold(large, 61); // 101 again: tier 1 next
+  assert.equal(waiting.shedded, true);
+  budget.hold(plain, 40); // 101: in tier 0 the largest key, here the bytes (61 against 40)
+  assert.deepEqual([large.shedded, plain.shedded], [true, false]);
   assert.equal(budget.used, 40);
-  assert.equal(budget.shedCount, 2);
+  assert.equal(budget.shedCount, 3);
 });
 
 Deno.test("ByteBudget asks each holder how far behind it is once per round, however many it sheds", () => {
@@ -111,9 +119,9 @@ Deno.test("ByteBudget asks each holder how far behind it is once per round, howe
   let asked = 0;
   const holders = Array.from({ length: count }, (_, i) => {
     const self: BudgetHolder = {
-      behind: () => {
+      shedOrder: (bytes) => {
         asked++;
-        return i === 0 ? 0 : 1; // the first keeps up; the others are one byte behind
+        return i === 0 ? [0, bytes] : [2, bytes]; // the first keeps up; the others stopped
       },
       shed: () => budget.hold(self, 0),
     };

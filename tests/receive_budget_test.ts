@@ -379,3 +379,31 @@ Deno.test("StreamMux counts a never-read stream's only message as behind after i
   assert.equal(uploads[0], big);
   assert.equal(lb.executor.receiveBudget.shedCount, 1);
 });
+
+Deno.test("StreamMux sheds, among streams whose data waited less than a second, the one whose data waited longest, though it holds less", async () => {
+  const limit = 1024 * 1024;
+  let skew = 0;
+  const served = new Map<string, MuxStream>();
+  await using lb = loopback({
+    receiveBudgetBytes: limit,
+    stream: { maxMessageBytes: limit },
+    now: () => performance.now() + skew,
+    onStream: (stream) => void served.set(stream.id, stream), // neither is read
+  });
+  const harness = await lb.harness();
+  const earlier = harness.open({ id: "earlier" });
+  await earlier.send("e".repeat(400_000));
+  await until(() => lb.executor.receiveBudget.used >= 400_000, 5_000, "the earlier message");
+  skew = 500; // it has waited half a second
+  const fresh = harness.open({ id: "fresh" });
+  for (let i = 0; i < 12; i++) await fresh.send("f".repeat(60_000)); // 720,000: past the budget
+  await until(() => lb.executor.receiveBudget.shedCount === 1, 5_000, "one stream shed");
+  assert.equal(served.get("earlier")!.resetReason, RESET_INBOX_OVERFLOW);
+  assert.equal(served.get("fresh")!.resetReason, undefined);
+  for (let i = 0; i < 12; i++) {
+    assert.equal(
+      await withDeadline(nextMessage(served.get("fresh")!), 1_000, `fresh ${i}`),
+      "f".repeat(60_000),
+    );
+  }
+});

@@ -218,17 +218,17 @@ const EMPTY = new Uint8Array(0);
 const REASSEMBLY_START_BYTES = 64 * 1024;
 /**
  * A message still being reassembled this long after its first segment
- * counts as left waiting (see {@linkcode ReliableStream.behind}): growth
+ * counts as left waiting (see {@linkcode ReliableStream.shedOrder}): growth
  * alone proves nothing, since a sender can trickle one byte at a time, and
  * an honest sender finishes a message within the detach window (30 s) of a
  * socket's loss.
  */
 const STALE_PARTIAL_MS = 30_000;
 /**
- * How long the newest whole message may wait for its consumer and still
- * count as a consumer keeping up that has not been scheduled yet.
+ * A consumer that has left data waiting this long without reading has
+ * stopped, not fallen a turn behind (see {@linkcode ReliableStream.shedOrder}).
  */
-const NEWEST_GRACE_MS = 1_000;
+const STALLED_MS = 1_000;
 
 /**
  * A payload to keep past the current call. A decoded payload is a view into
@@ -276,9 +276,11 @@ export class ReliableStream {
   #budgeted = 0;
   /** When the message being reassembled got its first segment (`#now()`). */
   #partialStartedAt = 0;
-  /** The length of the message delivered last, while it waits in the inbox, and when. */
-  #newestBytes = 0;
-  #newestAt = 0;
+  /**
+   * Since when data has waited for the consumer without a read (`#now()`),
+   * or NaN while nothing waits. Kept only with a budget.
+   */
+  #waitingSince = Number.NaN;
   /** The consumer reads no more: messages are dropped as they complete. */
   #discarding = false;
   // limits
@@ -556,7 +558,10 @@ export class ReliableStream {
       this.#inboxHead = 0;
     }
     this.#inboxBytes -= message.length;
-    if (this.#inboxBytes === 0) this.#newestBytes = 0;
+    // The consumer reads: what is left has waited since now.
+    if (this.#budget !== undefined && this.#inboxBytes + this.#heldBytes > 0) {
+      this.#waitingSince = this.#now();
+    }
     if (this.#error === undefined && this.#held.has(this.#recvNext)) {
       // The consumer made room: accept held segments and open the sender's window.
       if (this.#drain()) this.#ackNow();
@@ -566,26 +571,27 @@ export class ReliableStream {
   }
 
   /**
-   * The bytes this stream holds that show it left behind, for its budget:
-   * segments held (out of order, or for inbox room); whole messages, but the
-   * newest for its first second while the inbox has room (a consumer keeping
-   * up that has not been scheduled to read yet; a full inbox, or one past
-   * its byte bound, is a consumer that stopped); and a message being
-   * reassembled 30 s after its first segment (a sender that stopped, or
-   * trickles).
+   * Where this stream stands when its budget must shed (see
+   * {@linkcode ByteBudget}): a consumer that has left data waiting (whole
+   * messages, held segments) for a second or more without reading has
+   * stopped, and goes first, the largest first; then one that has left data
+   * waiting for less, the longest waiting first; then the rest, the largest
+   * first. A message still being reassembled 30 s after its first segment
+   * counts as waiting since then (a sender that stopped, or trickles).
    *
-   * @returns Bytes, at most what the stream holds.
+   * @param bytes What the stream holds, as the budget counts it.
+   * @returns Tier 2, 1 or 0, and the key within it.
    */
-  behind(): number {
+  shedOrder(bytes: number): readonly [tier: number, key: number] {
     const now = this.#now();
-    const inboxFull = this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
-      this.#inboxBytes >= this.#inboxBytesLimit;
-    const newestExcused = !inboxFull && now - this.#newestAt < NEWEST_GRACE_MS;
-    let behind = this.#heldBytes + this.#inboxBytes - (newestExcused ? this.#newestBytes : 0);
-    if (this.#partial.length > 0 && now - this.#partialStartedAt >= STALE_PARTIAL_MS) {
-      behind += this.#partial.length;
+    let waited = Number.isNaN(this.#waitingSince) ? 0 : now - this.#waitingSince;
+    if (this.#partial.length > 0) {
+      const age = now - this.#partialStartedAt;
+      if (age >= STALE_PARTIAL_MS && age > waited) waited = age;
     }
-    return behind;
+    if (waited >= STALLED_MS) return [2, bytes];
+    if (waited > 0) return [1, waited];
+    return [0, bytes];
   }
 
   /**
@@ -599,7 +605,6 @@ export class ReliableStream {
     this.#inbox = [];
     this.#inboxHead = 0;
     this.#inboxBytes = 0;
-    this.#newestBytes = 0;
     if (this.#error === undefined && this.#held.has(this.#recvNext)) {
       if (this.#drain()) this.#ackNow();
     }
@@ -609,16 +614,15 @@ export class ReliableStream {
   /**
    * Drops the messages the consumer has not read and resets the stream with
    * `inbox_overflow` (the endpoint's {@linkcode ByteBudget} ran out and
-   * this stream was furthest behind, or held the most). Reads fail with that
-   * reset at once, also on
-   * a stream that had already ended with messages left unread.
+   * this stream came first in its order, see {@linkcode shedOrder}). Reads
+   * fail with that reset at once, also on a stream that had already ended
+   * with messages left unread.
    */
   shed(): void {
     const error = new StreamResetError(RESET_INBOX_OVERFLOW);
     this.#inbox = [];
     this.#inboxHead = 0;
     this.#inboxBytes = 0;
-    this.#newestBytes = 0;
     if (this.#error === undefined) {
       this.#resetReason = RESET_INBOX_OVERFLOW;
       this.#finish(error, true);
@@ -1244,8 +1248,6 @@ export class ReliableStream {
     if (this.#discarding) return;
     this.#inbox.push(message);
     this.#inboxBytes += message.length;
-    this.#newestBytes = message.length;
-    if (this.#budget !== undefined) this.#newestAt = this.#now();
     this.#onReadable();
   }
 
@@ -1307,7 +1309,10 @@ export class ReliableStream {
    */
   #reportHeld(): void {
     if (this.#budget === undefined) return;
-    const held = this.#heldBytes + this.#inboxBytes + this.#partial.length;
+    const waiting = this.#heldBytes + this.#inboxBytes;
+    if (waiting === 0) this.#waitingSince = Number.NaN;
+    else if (Number.isNaN(this.#waitingSince)) this.#waitingSince = this.#now();
+    const held = waiting + this.#partial.length;
     if (held === this.#budgeted) return;
     this.#budgeted = held;
     this.#budget.hold(this, held);

@@ -21,7 +21,7 @@ export const RESET_PROTOCOL_ERROR = "protocol_error";
 export const RESET_TOO_MANY_STREAMS = "too_many_streams";
 /**
  * A legacy stream's consumer fell behind and its bounded inbox overflowed,
- * or the stream was furthest behind (or held the most) when its endpoint's
+ * or the stream came first in the order of shedding when its endpoint's
  * receive budget ran out
  * (see `_byte_budget.ts`); its unread messages were dropped.
  */

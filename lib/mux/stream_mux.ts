@@ -92,9 +92,9 @@ export interface StreamMuxOptions {
   /**
    * Bytes all streams together may hold for their consumers (inboxes,
    * messages being reassembled, held segments). Each stream's own bounds add
-   * up to about 28 MiB with the defaults; past this sum the stream furthest
-   * behind (see `ReliableStream.behind`), else the one holding the most, is
-   * reset with `inbox_overflow` and its unread messages dropped (see
+   * up to about 28 MiB with the defaults; past this sum streams are reset
+   * with `inbox_overflow` and their unread messages dropped, those whose
+   * consumers stopped reading first (see `ReliableStream.shedOrder` and
    * {@linkcode ByteBudget}). At least the streams' `maxMessageBytes`.
    * @default {268435456}
    */

@@ -100,9 +100,9 @@ export interface RunExecutorOptions {
   maxStreams?: number;
   /**
    * Bytes all streams together may hold for their sessions (see
-   * `StreamMuxOptions.receiveBudgetBytes`): past it the stream
-   * furthest behind (else the one holding the most) is reset with
-   * `inbox_overflow`. At least
+   * `StreamMuxOptions.receiveBudgetBytes`): past it streams are reset
+   * with `inbox_overflow`, those whose sessions stopped reading first. At
+   * least
    * `maxMessageBytes`.
    * @default {268435456}
    */
