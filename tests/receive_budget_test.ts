@@ -205,13 +205,15 @@ Deno.test("StreamMux stops counting a session's unread messages once the session
   assert.equal(budget().shedCount, 0);
 });
 
-Deno.test("StreamMux sheds the stream whose consumer is behind before a larger one whose consumer keeps up: a message being reassembled is not unread", async () => {
+Deno.test("StreamMux sheds a stream whose consumer stopped (data waiting a second) before a larger one whose consumer keeps up", async () => {
   const limit = 1024 * 1024;
+  let skew = 0;
   const served = new Map<string, MuxStream>();
   const uploads: string[] = [];
   await using lb = loopback({
     receiveBudgetBytes: limit,
     stream: { maxMessageBytes: 800 * 1024 },
+    now: () => performance.now() + skew,
     onStream: (stream) => {
       served.set(stream.id, stream);
       if (stream.id !== "upload") return; // "stalled" is never read
@@ -224,6 +226,7 @@ Deno.test("StreamMux sheds the stream whose consumer is behind before a larger o
   const stalled = harness.open({ id: "stalled" });
   for (let i = 0; i < 5; i++) await stalled.send("s".repeat(60_000));
   await until(() => lb.executor.receiveBudget.used === 300_000, 5_000, "the stalled inbox");
+  skew = 1_000; // its messages have waited a second
   // 760 KiB in 13 segments: with the stalled 300,000 bytes, past the budget
   // while it is reassembled, though its consumer keeps up.
   const upload = harness.open({ id: "upload" });
@@ -238,12 +241,14 @@ Deno.test("StreamMux sheds the stream whose consumer is behind before a larger o
   assert.equal(lb.executor.receiveBudget.used, 0);
 });
 
-Deno.test("StreamMux counts a full inbox whole as behind: a stalled stream holding one message past its inbox bound goes before a stream one message behind", async () => {
+Deno.test("StreamMux sheds among stopped streams the largest first (one holding a message past its inbox bound), and keeps the others and an upload", async () => {
   const limit = 1024 * 1024;
+  let skew = 0;
   const served = new Map<string, MuxStream>();
   await using lb = loopback({
     receiveBudgetBytes: limit,
     stream: { maxMessageBytes: 700 * 1024, inboxBytes: 128 * 1024 },
+    now: () => performance.now() + skew,
     onStream: (stream) => void served.set(stream.id, stream),
   });
   const harness = await lb.harness();
@@ -251,7 +256,7 @@ Deno.test("StreamMux counts a full inbox whole as behind: a stalled stream holdi
   const stalled = harness.open({ id: "stalled" });
   await stalled.send("s".repeat(700 * 1024));
   for (let i = 0; i < 20; i++) await stalled.send("t".repeat(1000));
-  // Not read yet either: four messages, three behind the newest.
+  // Not read yet either: four messages.
   const slow = harness.open({ id: "slow" });
   for (let i = 0; i < 4; i++) await slow.send("w".repeat(60_000));
   await until(
@@ -259,6 +264,7 @@ Deno.test("StreamMux counts a full inbox whole as behind: a stalled stream holdi
     5_000,
     "both streams' bytes held",
   );
+  skew = 1_000; // both have left their data waiting a second
   const upload = harness.open({ id: "upload" });
   await upload.send("u".repeat(200 * 1024));
   const refused = await withDeadline(nextMessage(stalled).catch((e) => e), 5_000, "stalled reset");
@@ -277,7 +283,7 @@ Deno.test("StreamMux counts a full inbox whole as behind: a stalled stream holdi
   );
 });
 
-Deno.test("StreamMux counts a message still being reassembled 30 s after its first segment as behind, though it keeps growing: its stream goes before one a message behind", async () => {
+Deno.test("StreamMux counts a message still incomplete after its size takes at 1 MiB/s as stopped, though it keeps growing: the larger stopped stream goes first", async () => {
   const limit = 1024 * 1024;
   const segment = 60 * 1024;
   let skew = 0;
@@ -306,12 +312,12 @@ Deno.test("StreamMux counts a message still being reassembled 30 s after its fir
     5_000,
     "the partial message and the slow stream's messages",
   );
-  skew = 30_000; // the partial message started 30 s ago
+  skew = 2_000; // the partial message (983,040 bytes claimed) started 2 s ago
   // It still grows (a trickling sender): that does not make it current. Its
   // buffer doubles for one more byte, which takes the sum past the budget.
   await send("partial", 9, 8, 16, 1);
-  // Without the staleness rule "slow" (three messages behind) would have
-  // gone; it keeps its messages and takes a fourth.
+  // "slow" has left its messages waiting 2 s too; without the arrival rule
+  // it would have gone alone. It keeps them and takes a fourth.
   const rest = limit - 8 * segment - 180_000;
   for (let seq = 4, left = rest + 1; left > 0; seq++, left -= segment) {
     await send("slow", seq, seq - 4, Math.ceil((rest + 1) / segment), Math.min(segment, left));
@@ -380,7 +386,7 @@ Deno.test("StreamMux counts a never-read stream's only message as behind after i
   assert.equal(lb.executor.receiveBudget.shedCount, 1);
 });
 
-Deno.test("StreamMux sheds, among streams whose data waited less than a second, the one whose data waited longest, though it holds less", async () => {
+Deno.test("StreamMux ranks streams whose data waited under a second by size with the rest: a consumer a turn behind does not go before a larger holder", async () => {
   const limit = 1024 * 1024;
   let skew = 0;
   const served = new Map<string, MuxStream>();
@@ -394,16 +400,14 @@ Deno.test("StreamMux sheds, among streams whose data waited less than a second, 
   const earlier = harness.open({ id: "earlier" });
   await earlier.send("e".repeat(400_000));
   await until(() => lb.executor.receiveBudget.used >= 400_000, 5_000, "the earlier message");
-  skew = 500; // it has waited half a second
+  skew = 500; // it has waited half a second: not yet a consumer that stopped
   const fresh = harness.open({ id: "fresh" });
   for (let i = 0; i < 12; i++) await fresh.send("f".repeat(60_000)); // 720,000: past the budget
   await until(() => lb.executor.receiveBudget.shedCount === 1, 5_000, "one stream shed");
-  assert.equal(served.get("earlier")!.resetReason, RESET_INBOX_OVERFLOW);
-  assert.equal(served.get("fresh")!.resetReason, undefined);
-  for (let i = 0; i < 12; i++) {
-    assert.equal(
-      await withDeadline(nextMessage(served.get("fresh")!), 1_000, `fresh ${i}`),
-      "f".repeat(60_000),
-    );
-  }
+  assert.equal(served.get("fresh")!.resetReason, RESET_INBOX_OVERFLOW);
+  assert.equal(served.get("earlier")!.resetReason, undefined);
+  assert.equal(
+    await withDeadline(nextMessage(served.get("earlier")!), 1_000, "earlier"),
+    "e".repeat(400_000),
+  );
 });

@@ -217,18 +217,18 @@ const EMPTY = new Uint8Array(0);
  */
 const REASSEMBLY_START_BYTES = 64 * 1024;
 /**
- * A message still being reassembled this long after its first segment
- * counts as left waiting (see {@linkcode ReliableStream.shedOrder}): growth
- * alone proves nothing, since a sender can trickle one byte at a time, and
- * an honest sender finishes a message within the detach window (30 s) of a
- * socket's loss.
- */
-const STALE_PARTIAL_MS = 30_000;
-/**
  * A consumer that has left data waiting this long without reading has
- * stopped, not fallen a turn behind (see {@linkcode ReliableStream.shedOrder}).
+ * stopped, not fallen a turn behind; a message still incomplete this long
+ * after its first segment (at the least) has a sender that stopped (see
+ * {@linkcode ReliableStream.shedOrder}).
  */
 const STALLED_MS = 1_000;
+/**
+ * The slowest rate, in bytes per millisecond (1 MiB/s), at which a message
+ * being reassembled still counts as arriving: growth alone proves nothing,
+ * since a sender can trickle one byte at a time.
+ */
+const MIN_ARRIVAL_BYTES_PER_MS = 1024 * 1024 / 1000;
 
 /**
  * A payload to keep past the current call. A decoded payload is a view into
@@ -572,25 +572,26 @@ export class ReliableStream {
 
   /**
    * Where this stream stands when its budget must shed (see
-   * {@linkcode ByteBudget}): a consumer that has left data waiting (whole
-   * messages, held segments) for a second or more without reading has
-   * stopped, and goes first, the largest first; then one that has left data
-   * waiting for less, the longest waiting first; then the rest, the largest
-   * first. A message still being reassembled 30 s after its first segment
-   * counts as waiting since then (a sender that stopped, or trickles).
+   * {@linkcode ByteBudget}). A stream that has stopped goes first: its
+   * consumer has left data (whole messages, held segments) waiting a second
+   * or more without reading, or its sender has left a message incomplete
+   * for longer than the message's size takes at 1 MiB/s (at least a second)
+   * since its first segment. Among stopped streams, and among the others,
+   * the largest goes first. A few milliseconds of waiting is a consumer that
+   * has not been scheduled yet, not a reason to go first.
    *
    * @param bytes What the stream holds, as the budget counts it.
-   * @returns Tier 2, 1 or 0, and the key within it.
+   * @returns Tier 1 (stopped) or 0, keyed by `bytes`.
    */
   shedOrder(bytes: number): readonly [tier: number, key: number] {
     const now = this.#now();
-    let waited = Number.isNaN(this.#waitingSince) ? 0 : now - this.#waitingSince;
-    if (this.#partial.length > 0) {
-      const age = now - this.#partialStartedAt;
-      if (age >= STALE_PARTIAL_MS && age > waited) waited = age;
+    if (!Number.isNaN(this.#waitingSince) && now - this.#waitingSince >= STALLED_MS) {
+      return [1, bytes];
     }
-    if (waited >= STALLED_MS) return [2, bytes];
-    if (waited > 0) return [1, waited];
+    if (this.#partial.length > 0) {
+      const allowance = Math.max(STALLED_MS, this.#partialExpected / MIN_ARRIVAL_BYTES_PER_MS);
+      if (now - this.#partialStartedAt >= allowance) return [1, bytes];
+    }
     return [0, bytes];
   }
 
