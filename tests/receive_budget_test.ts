@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
+import { type MuxStream, StreamMux, type StreamMuxOptions } from "../lib/mux/stream_mux.ts";
 import { StreamResetError } from "../lib/errors.ts";
 import { RESET_INBOX_OVERFLOW } from "../lib/mux/reset_reasons.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
@@ -205,28 +205,43 @@ Deno.test("StreamMux stops counting a session's unread messages once the session
   assert.equal(budget().shedCount, 0);
 });
 
-Deno.test("StreamMux sheds a stream whose consumer stopped (data waiting a second) before a larger one whose consumer keeps up", async () => {
+/**
+ * An executor mux with a 1 MiB receive budget, a clock the test moves ahead
+ * (`clock.skew`, ms), and its streams by id; `onStream` may read some.
+ */
+function budgeted(
+  stream: StreamMuxOptions["stream"] = {},
+  onStream?: (stream: MuxStream) => void,
+) {
   const limit = 1024 * 1024;
-  let skew = 0;
+  const clock = { skew: 0 };
   const served = new Map<string, MuxStream>();
-  const uploads: string[] = [];
-  await using lb = loopback({
+  const lb = loopback({
     receiveBudgetBytes: limit,
-    stream: { maxMessageBytes: 800 * 1024 },
-    now: () => performance.now() + skew,
-    onStream: (stream) => {
-      served.set(stream.id, stream);
-      if (stream.id !== "upload") return; // "stalled" is never read
-      (async () => {
-        for await (const message of stream) uploads.push(message);
-      })().catch(() => {});
+    stream: { maxMessageBytes: limit, ...stream },
+    now: () => performance.now() + clock.skew,
+    onStream: (accepted) => {
+      served.set(accepted.id, accepted);
+      onStream?.(accepted);
     },
   });
+  return { lb, served, clock, limit };
+}
+
+Deno.test("StreamMux sheds a stream whose consumer stopped (data waiting a second) before a larger one whose consumer keeps up", async () => {
+  const uploads: string[] = [];
+  const { lb, clock } = budgeted({ maxMessageBytes: 800 * 1024 }, (stream) => {
+    if (stream.id !== "upload") return; // "stalled" is never read
+    (async () => {
+      for await (const message of stream) uploads.push(message);
+    })().catch(() => {});
+  });
+  await using _ = lb;
   const harness = await lb.harness();
   const stalled = harness.open({ id: "stalled" });
   for (let i = 0; i < 5; i++) await stalled.send("s".repeat(60_000));
   await until(() => lb.executor.receiveBudget.used === 300_000, 5_000, "the stalled inbox");
-  skew = 1_000; // its messages have waited a second
+  clock.skew = 1_000; // its messages have waited a second
   // 760 KiB in 13 segments: with the stalled 300,000 bytes, past the budget
   // while it is reassembled, though its consumer keeps up.
   const upload = harness.open({ id: "upload" });
@@ -242,15 +257,8 @@ Deno.test("StreamMux sheds a stream whose consumer stopped (data waiting a secon
 });
 
 Deno.test("StreamMux sheds among stopped streams the largest first (one holding a message past its inbox bound), and keeps the others and an upload", async () => {
-  const limit = 1024 * 1024;
-  let skew = 0;
-  const served = new Map<string, MuxStream>();
-  await using lb = loopback({
-    receiveBudgetBytes: limit,
-    stream: { maxMessageBytes: 700 * 1024, inboxBytes: 128 * 1024 },
-    now: () => performance.now() + skew,
-    onStream: (stream) => void served.set(stream.id, stream),
-  });
+  const { lb, served, clock } = budgeted({ maxMessageBytes: 700 * 1024, inboxBytes: 128 * 1024 });
+  await using _ = lb;
   const harness = await lb.harness();
   // Never read: one message past the inbox's byte bound, then small ones held behind it.
   const stalled = harness.open({ id: "stalled" });
@@ -264,7 +272,7 @@ Deno.test("StreamMux sheds among stopped streams the largest first (one holding 
     5_000,
     "both streams' bytes held",
   );
-  skew = 1_000; // both have left their data waiting a second
+  clock.skew = 1_000; // both have left their data waiting a second
   const upload = harness.open({ id: "upload" });
   await upload.send("u".repeat(200 * 1024));
   const refused = await withDeadline(nextMessage(stalled).catch((e) => e), 5_000, "stalled reset");
@@ -284,16 +292,9 @@ Deno.test("StreamMux sheds among stopped streams the largest first (one holding 
 });
 
 Deno.test("StreamMux counts a message still incomplete after its size takes at 1 MiB/s as stopped, though it keeps growing: the larger stopped stream goes first", async () => {
-  const limit = 1024 * 1024;
   const segment = 60 * 1024;
-  let skew = 0;
-  const served = new Map<string, MuxStream>();
-  await using lb = loopback({
-    receiveBudgetBytes: limit,
-    stream: { maxMessageBytes: limit },
-    now: () => performance.now() + skew,
-    onStream: (stream) => void served.set(stream.id, stream),
-  });
+  const { lb, served, clock, limit } = budgeted();
+  await using _ = lb;
   // One raw peer: a message on "partial" that stops after 8 of its 16
   // segments, and three whole messages on "slow" that nobody reads yet.
   await using raw = await RelaySocket.connect(lb.url);
@@ -312,7 +313,7 @@ Deno.test("StreamMux counts a message still incomplete after its size takes at 1
     5_000,
     "the partial message and the slow stream's messages",
   );
-  skew = 2_000; // the partial message (983,040 bytes claimed) started 2 s ago
+  clock.skew = 2_000; // the partial message (983,040 bytes claimed) started 2 s ago
   // It still grows (a trickling sender): that does not make it current. Its
   // buffer doubles for one more byte, which takes the sum past the budget.
   await send("partial", 9, 8, 16, 1);
@@ -353,54 +354,14 @@ Deno.test("StreamMux counts a message being reassembled at its buffer's size, no
   await until(() => lb.executor.receiveBudget.used === expected, 5_000, `${expected} counted`);
 });
 
-Deno.test("StreamMux counts a never-read stream's only message as behind after its first second: it goes before an upload whose consumer keeps up", async () => {
-  const limit = 1024 * 1024;
-  let skew = 0;
-  const served = new Map<string, MuxStream>();
-  const uploads: string[] = [];
-  await using lb = loopback({
-    receiveBudgetBytes: limit,
-    stream: { maxMessageBytes: limit },
-    now: () => performance.now() + skew,
-    onStream: (stream) => {
-      served.set(stream.id, stream);
-      if (stream.id !== "upload") return; // "parked" is never read
-      (async () => {
-        for await (const message of stream) uploads.push(message);
-      })().catch(() => {});
-    },
-  });
-  const harness = await lb.harness();
-  const parked = harness.open({ id: "parked" });
-  await parked.send("p".repeat(500_000));
-  await until(() => lb.executor.receiveBudget.used >= 500_000, 5_000, "the parked message");
-  skew = 1_000; // it has waited a second for a consumer that does not read
-  const upload = harness.open({ id: "upload" });
-  const big = "u".repeat(600_000);
-  await upload.send(big);
-  const refused = await withDeadline(nextMessage(parked).catch((e) => e), 5_000, "parked reset");
-  assert.ok(refused instanceof StreamResetError, String(refused));
-  assert.equal(refused.reason, RESET_INBOX_OVERFLOW);
-  await until(() => uploads.length === 1, 5_000, "the upload delivered");
-  assert.equal(uploads[0], big);
-  assert.equal(lb.executor.receiveBudget.shedCount, 1);
-});
-
 Deno.test("StreamMux ranks streams whose data waited under a second by size with the rest: a consumer a turn behind does not go before a larger holder", async () => {
-  const limit = 1024 * 1024;
-  let skew = 0;
-  const served = new Map<string, MuxStream>();
-  await using lb = loopback({
-    receiveBudgetBytes: limit,
-    stream: { maxMessageBytes: limit },
-    now: () => performance.now() + skew,
-    onStream: (stream) => void served.set(stream.id, stream), // neither is read
-  });
+  const { lb, served, clock } = budgeted();
+  await using _ = lb;
   const harness = await lb.harness();
   const earlier = harness.open({ id: "earlier" });
   await earlier.send("e".repeat(400_000));
   await until(() => lb.executor.receiveBudget.used >= 400_000, 5_000, "the earlier message");
-  skew = 500; // it has waited half a second: not yet a consumer that stopped
+  clock.skew = 500; // it has waited half a second: not yet a consumer that stopped
   const fresh = harness.open({ id: "fresh" });
   for (let i = 0; i < 12; i++) await fresh.send("f".repeat(60_000)); // 720,000: past the budget
   await until(() => lb.executor.receiveBudget.shedCount === 1, 5_000, "one stream shed");
