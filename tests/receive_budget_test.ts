@@ -15,6 +15,8 @@ import { bodyFrame } from "./_support/frames.ts";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
 import { echo, loopback } from "./_mux_loopback.ts";
 import { Executor } from "../lib/exec/executor.ts";
+import { ByteBudget } from "../lib/_byte_budget.ts";
+import { ReliableStream } from "../lib/mux/reliable_stream.ts";
 
 async function nextMessage(stream: MuxStream): Promise<string> {
   const result = await stream[Symbol.asyncIterator]().next();
@@ -371,4 +373,34 @@ Deno.test("StreamMux ranks streams whose data waited under a second by size with
     await withDeadline(nextMessage(served.get("earlier")!), 1_000, "earlier"),
     "e".repeat(400_000),
   );
+});
+
+Deno.test("ReliableStream counts a consumer as stopped only once whole messages have waited a second: segments held behind a gap wait for the sender", () => {
+  let now = 0;
+  const budget = new ByteBudget(1024 * 1024);
+  const stream = new ReliableStream("gap", { mode: "reliable", budget, now: () => now });
+  const segment = (seq: number) =>
+    bodyFrame("gap", {
+      kind: "data",
+      seq,
+      segmentIndex: 0,
+      segmentCount: 1,
+      payload: new Uint8Array(1000),
+    });
+  stream.receive(segment(2)); // seq 1 is missing: nothing to read
+  assert.equal(stream.readable, false);
+  now = 1_100;
+  assert.deepEqual(stream.shedOrder(budget.used), [0, budget.used]);
+  stream.receive(segment(1)); // now two messages wait
+  assert.equal(stream.readable, true);
+  assert.deepEqual(stream.shedOrder(budget.used), [0, 2000]);
+  now = 2_100;
+  assert.deepEqual(stream.shedOrder(budget.used), [1, 2000]);
+  stream.read(); // the consumer reads one: the other waits from now
+  assert.deepEqual(stream.shedOrder(budget.used), [0, 1000]);
+  now = 3_100;
+  assert.deepEqual(stream.shedOrder(budget.used), [1, 1000]);
+  stream.read();
+  assert.equal(budget.used, 0);
+  stream.close();
 });

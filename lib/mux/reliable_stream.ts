@@ -217,7 +217,7 @@ const EMPTY = new Uint8Array(0);
  */
 const REASSEMBLY_START_BYTES = 64 * 1024;
 /**
- * A consumer that has left data waiting this long without reading has
+ * A consumer that has left whole messages waiting this long unread has
  * stopped, not fallen a turn behind; a message still incomplete this long
  * after its first segment (at the least) has a sender that stopped (see
  * {@linkcode ReliableStream.shedOrder}).
@@ -277,8 +277,8 @@ export class ReliableStream {
   /** When the message being reassembled got its first segment (`#now()`). */
   #partialStartedAt = 0;
   /**
-   * Since when data has waited for the consumer without a read (`#now()`),
-   * or NaN while nothing waits. Kept only with a budget.
+   * Since when whole messages have waited for the consumer without a read
+   * (`#now()`), or NaN while none waits. Kept only with a budget.
    */
   #waitingSince = Number.NaN;
   /** The consumer reads no more: messages are dropped as they complete. */
@@ -558,10 +558,8 @@ export class ReliableStream {
       this.#inboxHead = 0;
     }
     this.#inboxBytes -= message.length;
-    // The consumer reads: what is left has waited since now.
-    if (this.#budget !== undefined && this.#inboxBytes + this.#heldBytes > 0) {
-      this.#waitingSince = this.#now();
-    }
+    // The consumer reads: whatever is left (or drained in below) waits from now.
+    this.#waitingSince = Number.NaN;
     if (this.#error === undefined && this.#held.has(this.#recvNext)) {
       // The consumer made room: accept held segments and open the sender's window.
       if (this.#drain()) this.#ackNow();
@@ -573,8 +571,8 @@ export class ReliableStream {
   /**
    * Where this stream stands when its budget must shed (see
    * {@linkcode ByteBudget}). A stream that has stopped goes first: its
-   * consumer has left data (whole messages, held segments) waiting a second
-   * or more without reading, or its sender has left a message incomplete
+   * consumer has left whole messages waiting a second or more without
+   * reading, or its sender has left a message incomplete
    * for longer than the message's size takes at 1 MiB/s (at least a second)
    * since its first segment. Among stopped streams, and among the others,
    * the largest goes first. A few milliseconds of waiting is a consumer that
@@ -1310,10 +1308,11 @@ export class ReliableStream {
    */
   #reportHeld(): void {
     if (this.#budget === undefined) return;
-    const waiting = this.#heldBytes + this.#inboxBytes;
-    if (waiting === 0) this.#waitingSince = Number.NaN;
+    // The consumer is left waiting on only while it has a whole message to
+    // read: segments held behind a gap wait for the sender, not for it.
+    if (this.#inboxHead === this.#inbox.length) this.#waitingSince = Number.NaN;
     else if (Number.isNaN(this.#waitingSince)) this.#waitingSince = this.#now();
-    const held = waiting + this.#partial.length;
+    const held = this.#heldBytes + this.#inboxBytes + this.#partial.length;
     if (held === this.#budgeted) return;
     this.#budgeted = held;
     this.#budget.hold(this, held);

@@ -92,7 +92,9 @@ export interface StreamMuxOptions {
   /**
    * Bytes all streams together may hold for their consumers (inboxes,
    * messages being reassembled, held segments). Each stream's own bounds add
-   * up to about 28 MiB with the defaults; past this sum streams are reset
+   * up to its inbox (8 MiB) plus one message past it plus 4 MiB of held
+   * segments: about 28 MiB with the executor's 16 MiB messages, about 76 MiB
+   * with the 64 MiB default; past this sum streams are reset
    * with `inbox_overflow` and their unread messages dropped, those whose
    * consumers stopped reading first (see `ReliableStream.shedOrder` and
    * {@linkcode ByteBudget}). At least the streams' `maxMessageBytes`.
