@@ -9,8 +9,9 @@
  * the limit, a holder is shed (it drops what it holds and ends: a stream is
  * reset, a socket dropped) until the sum is back within it. Which goes first
  * is the holders' to say when asked ({@linkcode BudgetHolder.shedOrder}: a
- * stream whose reader stopped goes before one that keeps up); among equals, and for holders that say nothing, the one
- * holding the most. The sum stays bounded whatever the order.
+ * stream whose reader stopped goes before one that keeps up); among equals,
+ * and for holders that say nothing, the one holding the most. The sum stays
+ * bounded whatever the order.
  * @module
  */
 

@@ -407,8 +407,8 @@ class Peer implements BudgetHolder {
         this.sentSinceCheck = true;
         if (this.#drain !== undefined && this.queuedCharge <= this.#lowWater) this.#releaseDrain();
         await this.socket.sendBytes(bytes);
+        // The next turn (or `finally`, once the queue is empty) reports it sent.
         this.#inFlight = 0;
-        if (!this.dead) this.#budget.hold(this, this.queuedCharge);
       }
     } catch {
       if (!this.dead) this.#onSendFailure(this);

@@ -572,11 +572,11 @@ export class ReliableStream {
    * Where this stream stands when its budget must shed (see
    * {@linkcode ByteBudget}). A stream that has stopped goes first: its
    * consumer has left whole messages waiting a second or more without
-   * reading, or its sender has left a message incomplete
-   * for longer than the message's size takes at 1 MiB/s (at least a second)
-   * since its first segment. Among stopped streams, and among the others,
-   * the largest goes first. A few milliseconds of waiting is a consumer that
-   * has not been scheduled yet, not a reason to go first.
+   * reading, or its sender has left a message incomplete for longer than the
+   * message's size takes at 1 MiB/s (at least a second) since its first
+   * segment. Among stopped streams, and among the others, the largest goes
+   * first. A few milliseconds of waiting is a consumer that has not been
+   * scheduled yet, not a reason to go first.
    *
    * @param bytes What the stream holds, as the budget counts it.
    * @returns Tier 1 (stopped) or 0, keyed by `bytes`.
@@ -601,9 +601,7 @@ export class ReliableStream {
    */
   discardUnread(): void {
     this.#discarding = true;
-    this.#inbox = [];
-    this.#inboxHead = 0;
-    this.#inboxBytes = 0;
+    this.#dropInbox();
     if (this.#error === undefined && this.#held.has(this.#recvNext)) {
       if (this.#drain()) this.#ackNow();
     }
@@ -619,9 +617,7 @@ export class ReliableStream {
    */
   shed(): void {
     const error = new StreamResetError(RESET_INBOX_OVERFLOW);
-    this.#inbox = [];
-    this.#inboxHead = 0;
-    this.#inboxBytes = 0;
+    this.#dropInbox();
     if (this.#error === undefined) {
       this.#resetReason = RESET_INBOX_OVERFLOW;
       this.#finish(error, true);
@@ -630,6 +626,12 @@ export class ReliableStream {
       this.#reportHeld();
       this.#onReadable();
     }
+  }
+
+  #dropInbox(): void {
+    this.#inbox = [];
+    this.#inboxHead = 0;
+    this.#inboxBytes = 0;
   }
 
   /**

@@ -22,8 +22,8 @@ export const RESET_TOO_MANY_STREAMS = "too_many_streams";
 /**
  * A legacy stream's consumer fell behind and its bounded inbox overflowed,
  * or the stream came first in the order of shedding when its endpoint's
- * receive budget ran out
- * (see `_byte_budget.ts`); its unread messages were dropped.
+ * receive budget ran out (see `_byte_budget.ts`); its unread messages were
+ * dropped.
  */
 export const RESET_INBOX_OVERFLOW = "inbox_overflow";
 /** A segment arrived too far ahead of the expected seq, or the reorder buffer was full. */

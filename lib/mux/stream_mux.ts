@@ -94,8 +94,8 @@ export interface StreamMuxOptions {
    * messages being reassembled, held segments). Each stream's own bounds add
    * up to its inbox (8 MiB) plus one message past it plus 4 MiB of held
    * segments: about 28 MiB with the executor's 16 MiB messages, about 76 MiB
-   * with the 64 MiB default; past this sum streams are reset
-   * with `inbox_overflow` and their unread messages dropped, those whose
+   * with the 64 MiB default. Past this sum streams are reset with
+   * `inbox_overflow` and their unread messages dropped, those whose
    * consumers stopped reading first (see `ReliableStream.shedOrder` and
    * {@linkcode ByteBudget}). At least the streams' `maxMessageBytes`.
    * @default {268435456}
@@ -326,9 +326,10 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
    * Closes gracefully: waits (up to the close timeout) until everything sent
    * is acknowledged, then sends `reset{reason}` (default `stream_closed`).
    * Local reads end: messages already received and not read are dropped,
-   * and so is each later one. Idempotent. When the timeout passes first, the peer may
-   * not have everything: the stream is reset `close_timeout` instead, so the
-   * peer's reads fail rather than end cleanly, and this rejects.
+   * and so is each later one. Idempotent. When the timeout passes first, the
+   * peer may not have everything: the stream is reset `close_timeout`
+   * instead, so the peer's reads fail rather than end cleanly, and this
+   * rejects.
    *
    * @param reason The reset reason sent to the peer.
    * @returns Resolves once the stream has ended.

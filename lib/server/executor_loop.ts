@@ -18,7 +18,6 @@ import {
   DEFAULT_RECEIVE_BUDGET_BYTES,
   StreamMux,
 } from "../mux/stream_mux.ts";
-
 import type { MuxStream } from "../mux/stream_mux.ts";
 import { RelaySocket } from "../relay/relay_socket.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
@@ -100,9 +99,8 @@ export interface RunExecutorOptions {
   maxStreams?: number;
   /**
    * Bytes all streams together may hold for their sessions (see
-   * `StreamMuxOptions.receiveBudgetBytes`): past it streams are reset
-   * with `inbox_overflow`, those whose sessions stopped reading first. At
-   * least
+   * `StreamMuxOptions.receiveBudgetBytes`): past it streams are reset with
+   * `inbox_overflow`, those whose sessions stopped reading first. At least
    * `maxMessageBytes`.
    * @default {268435456}
    */
