@@ -146,6 +146,7 @@ export {
   TIMEOUT_EXIT_CODE,
 } from "./lib/exec/process_table.ts";
 export type {
+  EventSinkOptions,
   ProcessEvent,
   ProcessEventSink,
   ProcessInfo,

@@ -170,3 +170,28 @@ Deno.test("OutputBuffer compacts a long history without losing order", () => {
   assert.equal(seqs.length, 50);
   assert.deepEqual(seqs, Array.from({ length: 50 }, (_, i) => 4951 + i));
 });
+
+Deno.test("OutputBuffer keeps output taken but not delivered past its cap, and evicts it once confirmed", () => {
+  const buffer = new OutputBuffer({ capBytes: 10 });
+  buffer.pushOutput("stdout", bytes(6)); // 1
+  buffer.pushOutput("stdout", bytes(6)); // 2
+  buffer.take(2); // a sink took both; its far end has confirmed neither
+  assert.equal(buffer.consumedSeq, 2);
+  assert.equal(buffer.deliveredSeq, 0);
+  assert.equal(buffer.unreadBytes, 0);
+  assert.ok(buffer.writable, "taking frees room for the producer");
+  buffer.pushOutput("stdout", bytes(6)); // 3
+  assert.equal(buffer.retainedBytes, 18, "nothing taken and unconfirmed is evicted");
+  assert.deepEqual(buffer.retainedAfter(buffer.deliveredSeq).map((c) => c.seq), [1, 2, 3]);
+  buffer.confirm(1);
+  assert.deepEqual(buffer.retainedAfter(0).map((c) => c.seq), [2, 3], "seq 1, confirmed, goes");
+  assert.equal(buffer.deliveredSeq, 1);
+  buffer.confirm(2);
+  assert.deepEqual(buffer.retainedAfter(0).map((c) => c.seq), [3], "back within the cap");
+  // Confirming implies taking; a read consumes and delivers at once.
+  buffer.confirm(3);
+  assert.equal(buffer.consumedSeq, 3);
+  buffer.pushOutput("stdout", bytes(6)); // 4
+  assert.deepEqual(buffer.read(3, Infinity).chunks.map((c) => c.seq), [4]);
+  assert.equal(buffer.deliveredSeq, 4);
+});

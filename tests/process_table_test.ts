@@ -1514,6 +1514,35 @@ Deno.test("ProcessTable redelivers unconsumed events to a newly attached sink", 
   assert.deepEqual(again, [], "consumed events are not redelivered");
 });
 
+Deno.test("ProcessTable redelivers events a confirming sink took but never confirmed, and not those it confirmed", async () => {
+  await using table = new ProcessTable();
+  const first: { event: ProcessEvent; delivered: () => void }[] = [];
+  table.setEventSink((event, delivered) => void first.push({ event, delivered }), {
+    confirmsDelivery: true,
+  });
+  await table.start({ processId: "p", argv: ["sh", "-c", "echo one; echo two >&2; exit 2"] });
+  await until(() => first.some((f) => f.event.type === "closed"), 5_000, "close");
+  first[0].delivered(); // the first sink's far end has the first event only
+  const again: ProcessEvent[] = [];
+  table.setEventSink((e) => void again.push(e), { confirmsDelivery: true });
+  assert.deepEqual(
+    again.map((e) => e.seq),
+    first.slice(1).map((f) => f.event.seq),
+    "everything after the confirmed event, again, in order",
+  );
+  assert.equal(again.at(-1)?.type, "closed");
+  const third: ProcessEvent[] = [];
+  table.setEventSink((e) => void third.push(e));
+  assert.equal(
+    third.length,
+    again.length,
+    "a sink that took them without confirming confirmed nothing",
+  );
+  const fourth: ProcessEvent[] = [];
+  table.setEventSink((e) => void fourth.push(e));
+  assert.deepEqual(fourth, [], "a sink that does not confirm delivery delivers as it takes");
+});
+
 Deno.test("ProcessTable refuses programs the executor may not run", async () => {
   const results = JSON.parse(await runProcessFixture(["--allow-run=sh"], ["run"]));
   assert.deepEqual(results.ls, {

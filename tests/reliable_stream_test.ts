@@ -414,6 +414,56 @@ Deno.test("ReliableStream retransmits early when later seqs are acknowledged pas
   b.close();
 });
 
+Deno.test("ReliableStream calls a message's delivered callback once its last segment is cumulatively acknowledged, not on a selective ack, and never after a reset", () => {
+  const clock = new Clock();
+  const a = new ReliableStream("s", { mode: "reliable", now: clock.now, segmentBytes: 4 });
+  const b = new ReliableStream("s", { now: clock.now, ackDelayMs: 0 });
+  const delivered: string[] = [];
+  const report = (name: string) => () => void delivered.push(name);
+  a.write(new TextEncoder().encode("first..."), undefined, report("first")); // seqs 1, 2
+  a.write(new TextEncoder().encode("two"), undefined, report("two")); // seq 3
+  a.write(new TextEncoder().encode("none")); // seq 4, no callback
+  const frames: RelayFrame[] = [];
+  for (let f = a.poll(); f; f = a.poll()) frames.push(f);
+  assert.equal(frames.length, 4);
+  // seq 2 is lost: 1, 3 and 4 arrive and are acked (1 cumulatively, 3 and 4 selectively).
+  for (const f of [frames[0], frames[2], frames[3]]) b.receive(f);
+  a.receive(b.poll()!);
+  assert.deepEqual(
+    delivered,
+    [],
+    "the first message's last segment and the later ones wait behind the gap",
+  );
+  b.receive(frames[1]);
+  b.tick();
+  a.receive(b.poll()!);
+  assert.deepEqual(delivered, ["first", "two"]);
+  // A message still unacknowledged when the stream is reset is never reported delivered.
+  a.write(new TextEncoder().encode("lost"), undefined, report("lost"));
+  a.poll();
+  a.reset("shutdown");
+  b.receive(a.poll()!);
+  assert.deepEqual(delivered, ["first", "two"]);
+  a.close();
+  b.close();
+});
+
+Deno.test("ReliableStream in legacy mode (no acks) reports a message delivered once it went to the socket", () => {
+  const a = new ReliableStream("s");
+  a.receive(data(0, new Uint8Array([9]))); // a Codex v1 harness's first frame: seq 0
+  assert.equal(a.mode, "legacy");
+  const delivered: number[] = [];
+  const report = (n: number) => () => void delivered.push(n);
+  a.write(new Uint8Array([1]), undefined, report(1));
+  a.write(new Uint8Array([2]), undefined, report(2));
+  assert.deepEqual(delivered, []);
+  a.poll();
+  assert.deepEqual(delivered, [1]);
+  a.poll();
+  assert.deepEqual(delivered, [1, 2]);
+  a.close();
+});
+
 Deno.test("ReliableStream adapts its timeout to the RTT, with a floor, backoff and a cap", () => {
   const clock = new Clock();
   const a = new ReliableStream("s", { mode: "reliable", now: clock.now, ackDelayMs: 0 });

@@ -5,13 +5,18 @@
  * that drives backpressure on the child's pipes.
  *
  * Retention rule (documented in the README): a chunk counts as *consumed* once
- * a `read()` returned it or an event sink acknowledged its delivery. Unread
- * (unconsumed) output is never evicted: when it reaches the cap, the producer
- * waits in {@linkcode OutputBuffer.waitWritable} (the child then blocks on its
- * write). Consumed output stays retained for replay until newer output pushes
- * the retained total over the cap, oldest first. The number of chunks is
- * capped the same way, so a child writing a byte at a time cannot make the
- * bookkeeping of a million one-byte chunks outweigh the bytes themselves.
+ * a `read()` returned it or an event sink took it, and as *delivered* once a
+ * `read()` returned it or the sink's far end confirmed it has it (a sink on a
+ * channel that cannot tell confirms as it takes). Unread (unconsumed) output
+ * is never evicted: when it reaches the cap, the producer waits in
+ * {@linkcode OutputBuffer.waitWritable} (the child then blocks on its write).
+ * Output taken but not delivered is never evicted either: it is what a lost
+ * connection may not have passed on, replayed to the next sink (it is bounded
+ * by what that connection had in flight). Delivered output stays retained for
+ * replay until newer output pushes the retained total over the cap, oldest
+ * first. The number of chunks is capped the same way, so a child writing a
+ * byte at a time cannot make the bookkeeping of a million one-byte chunks
+ * outweigh the bytes themselves.
  *
  * @module
  */
@@ -83,10 +88,14 @@ export class OutputBuffer {
   #head = 0;
   #nextSeq = 1;
   #consumedSeq = 0;
+  /** The highest seq delivered (at most #consumedSeq). */
+  #deliveredSeq = 0;
   #retainedBytes = 0;
   #unreadBytes = 0;
   /** Index into #chunks of the first chunk with seq > #consumedSeq. */
   #unreadIndex = 0;
+  /** Index into #chunks of the first chunk with seq > #deliveredSeq (eviction stops there). */
+  #undeliveredIndex = 0;
   #discarding = false;
   #changeWaiters: (() => void)[] = [];
   #writableWaiters: (() => void)[] = [];
@@ -123,6 +132,11 @@ export class OutputBuffer {
   /** The highest seq consumed by a reader or an event sink. */
   get consumedSeq(): number {
     return this.#consumedSeq;
+  }
+
+  /** The highest seq delivered: read, or confirmed by a sink's far end. */
+  get deliveredSeq(): number {
+    return this.#deliveredSeq;
   }
 
   /** Bytes of output currently retained (consumed and unread). */
@@ -229,12 +243,25 @@ export class OutputBuffer {
   }
 
   /**
-   * Marks everything up to and including `seq` as consumed; frees room for the
-   * producer and makes consumed chunks eligible for eviction.
+   * Marks everything up to and including `seq` as consumed and delivered
+   * (a read returned it): frees room for the producer and makes the chunks
+   * eligible for eviction.
    *
    * @param seq The highest consumed seq.
    */
   consume(seq: number): void {
+    this.take(seq);
+    this.confirm(seq);
+  }
+
+  /**
+   * Marks everything up to and including `seq` as consumed but not yet
+   * delivered (an event sink took it): frees room for the producer; the
+   * chunks stay retained until {@linkcode OutputBuffer.confirm}.
+   *
+   * @param seq The highest taken seq.
+   */
+  take(seq: number): void {
     if (seq <= this.#consumedSeq) return;
     this.#consumedSeq = Math.min(seq, this.#nextSeq - 1);
     while (
@@ -244,8 +271,26 @@ export class OutputBuffer {
       this.#unreadBytes -= this.#chunks[this.#unreadIndex].chunk.byteLength;
       this.#unreadIndex++;
     }
-    this.#evict();
     if (this.writable) this.#notifyWritable();
+  }
+
+  /**
+   * Marks everything up to and including `seq` as delivered (and so consumed):
+   * the chunks become eligible for eviction.
+   *
+   * @param seq The highest delivered seq.
+   */
+  confirm(seq: number): void {
+    if (seq > this.#consumedSeq) this.take(seq);
+    if (seq <= this.#deliveredSeq) return;
+    this.#deliveredSeq = Math.min(seq, this.#consumedSeq);
+    while (
+      this.#undeliveredIndex < this.#unreadIndex &&
+      this.#chunks[this.#undeliveredIndex].seq <= this.#deliveredSeq
+    ) {
+      this.#undeliveredIndex++;
+    }
+    this.#evict();
   }
 
   /**
@@ -317,7 +362,7 @@ export class OutputBuffer {
   #evict(): void {
     while (
       (this.#retainedBytes > this.#cap || this.#chunks.length - this.#head > this.#maxChunks) &&
-      this.#head < this.#unreadIndex
+      this.#head < this.#undeliveredIndex
     ) {
       this.#retainedBytes -= this.#chunks[this.#head].chunk.byteLength;
       this.#chunks[this.#head] = EVICTED;
@@ -326,6 +371,7 @@ export class OutputBuffer {
     if (this.#head >= 64 && this.#head * 2 >= this.#chunks.length) {
       this.#chunks = this.#chunks.slice(this.#head);
       this.#unreadIndex -= this.#head;
+      this.#undeliveredIndex -= this.#head;
       this.#head = 0;
     }
   }

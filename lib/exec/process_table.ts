@@ -144,6 +144,8 @@ const OUTPUT_HEADROOM_BYTES = BINARY_OUTPUT_FIXED_BYTES + MAX_BINARY_PROCESS_ID_
  */
 const OUTPUT_ENVELOPE_BYTES = 512;
 const utf8 = new TextEncoder();
+/** The `delivered` callback given to a sink that does not confirm delivery. */
+const NO_CONFIRMATION = (): void => {};
 
 /** A copy of `bytes` with the binary header's room free in front of it. */
 function withHeadroom(bytes: Uint8Array): Uint8Array {
@@ -223,9 +225,27 @@ export type ProcessEvent =
 /**
  * Receives events. If it returns a promise, the event counts as consumed (for
  * backpressure) once the promise fulfils; a rejected delivery is redelivered
- * to the next sink attached.
+ * to the next sink attached. A sink attached with `confirmsDelivery` calls
+ * `delivered` once its far end has the event: until then the event stays
+ * retained, and a later sink gets it again if this one ends first (see
+ * {@linkcode ProcessTable.setEventSink}).
  */
-export type ProcessEventSink = (event: ProcessEvent) => void | Promise<void>;
+export type ProcessEventSink = (
+  event: ProcessEvent,
+  delivered: () => void,
+) => void | Promise<void>;
+
+/** How a sink attached with {@linkcode ProcessTable.setEventSink} reports delivery. */
+export interface EventSinkOptions {
+  /**
+   * True when the sink calls `delivered` for every event once its far end has
+   * it (a reliable mux stream: the peer acknowledged it). Otherwise an event
+   * counts as delivered once the sink took it.
+   *
+   * @default {false}
+   */
+  confirmsDelivery?: boolean;
+}
 
 /** A chunk in a {@linkcode ReadResult}. */
 export interface ReadChunk {
@@ -371,7 +391,7 @@ export interface ProcessTableOptions {
    * @default {16777216}
    */
   maxMessageBytes?: number;
-  /** The initial event sink. */
+  /** The initial event sink (it does not confirm delivery). */
   onEvent?: ProcessEventSink | null;
 }
 
@@ -476,6 +496,8 @@ export class ProcessTable implements AsyncDisposable {
   readonly #maxWaitMs: number;
   readonly #pending = new Set<Promise<unknown>>();
   #sink: ProcessEventSink | null;
+  /** Whether {@linkcode ProcessTable.#sink} confirms delivery. */
+  #sinkConfirms = false;
   #killHelper: Promise<string | null> | undefined;
   #ps: Promise<string | null> | undefined;
   #closing: Promise<void> | undefined;
@@ -950,16 +972,19 @@ export class ProcessTable implements AsyncDisposable {
   /**
    * Attaches (or with null detaches) the event sink. A newly attached sink
    * first receives, per process in seq order, every retained event not yet
-   * consumed (at-least-once delivery: dedupe by seq).
+   * delivered: not consumed, or taken by an earlier sink that confirms
+   * delivery and never confirmed it (at-least-once delivery: dedupe by seq).
    *
    * @param sink The sink, or null.
+   * @param options Whether the sink confirms delivery.
    */
-  setEventSink(sink: ProcessEventSink | null): void {
+  setEventSink(sink: ProcessEventSink | null, options: EventSinkOptions = {}): void {
     const changed = sink !== this.#sink;
     this.#sink = sink;
+    this.#sinkConfirms = sink !== null && options.confirmsDelivery === true;
     if (!sink || !changed) return;
     for (const record of this.#records.values()) {
-      const after = record.buffer.consumedSeq;
+      const after = record.buffer.deliveredSeq;
       const events: ProcessEvent[] = record.buffer.retainedAfter(after).map((c) => ({
         type: "output",
         processId: record.id,
@@ -1422,16 +1447,24 @@ export class ProcessTable implements AsyncDisposable {
   #deliver(record: ProcessRecord, event: ProcessEvent): void {
     const sink = this.#sink;
     if (!sink) return;
+    const buffer = record.buffer;
+    const seq = event.seq;
+    const confirms = this.#sinkConfirms;
     let result: void | Promise<void>;
     try {
-      result = sink(event);
+      result = sink(event, confirms ? () => buffer.confirm(seq) : NO_CONFIRMATION);
     } catch {
       return;
     }
     if (result && typeof (result as Promise<void>).then === "function") {
-      (result as Promise<void>).then(() => record.buffer.consume(event.seq), () => {});
+      (result as Promise<void>).then(
+        confirms ? () => buffer.take(seq) : () => buffer.consume(seq),
+        () => {},
+      );
+    } else if (confirms) {
+      buffer.take(seq);
     } else {
-      record.buffer.consume(event.seq);
+      buffer.consume(seq);
     }
   }
 

@@ -364,18 +364,23 @@ class SessionConnection implements SessionAttachment {
    * Events that reached this connection while its resume's reply was not yet
    * sent (the session's retained ones, and any new): sent right after it.
    */
-  #heldEvents: { event: ProcessEvent; sent: PromiseWithResolvers<void> }[] | null = null;
+  #heldEvents:
+    | { event: ProcessEvent; delivered: () => void; sent: PromiseWithResolvers<void> }[]
+    | null = null;
   readonly closed: Promise<void>;
-  readonly sink: (event: ProcessEvent) => Promise<void>;
+  readonly sink: (event: ProcessEvent, delivered: () => void) => Promise<void>;
+  /** True on a channel that knows when the harness has a message (a mux stream). */
+  readonly confirmsDelivery: boolean;
 
   constructor(channel: MessageChannel, context: SessionContext) {
     this.#context = context;
     this.#channel = channel;
     this.#maxWaitMs = context.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
-    this.sink = (event) => {
-      if (this.#heldEvents === null) return this.#send(event);
+    this.confirmsDelivery = channel.tracksDelivery === true;
+    this.sink = (event, delivered) => {
+      if (this.#heldEvents === null) return this.#send(event, delivered);
       const held = Promise.withResolvers<void>();
-      this.#heldEvents.push({ event, sent: held });
+      this.#heldEvents.push({ event, delivered, sent: held });
       return held.promise;
     };
     this.#peer = new JsonRpcPeer(channel, {
@@ -553,25 +558,28 @@ class SessionConnection implements SessionAttachment {
   }
 
   /** Sends one process event as its notification (or binary output message). */
-  #send(event: ProcessEvent): Promise<void> {
+  #send(event: ProcessEvent, delivered: () => void): Promise<void> {
     if (event.type === "output") {
       const id = this.#binaryOutput ? binaryProcessId(event.processId) : null;
       if (id !== null) {
         return this.#peer.sendBinary(
           encodeBinaryOutput(id, event.seq, event.stream, event.chunk, event.headroom),
+          delivered,
         );
       }
-      return this.#peer.notifyJson("process/output", outputParamsJson(event));
+      return this.#peer.notifyJson("process/output", outputParamsJson(event), delivered);
     }
     const [method, params] = encodeEvent(event);
-    return this.#peer.notify(method, params);
+    return this.#peer.notify(method, params, delivered);
   }
 
   /** Sends the events held while a resume's reply was on its way, in order. */
   #releaseHeldEvents(): void {
     const held = this.#heldEvents;
     this.#heldEvents = null;
-    for (const { event, sent } of held ?? []) this.#send(event).then(sent.resolve, sent.reject);
+    for (const { event, delivered, sent } of held ?? []) {
+      this.#send(event, delivered).then(sent.resolve, sent.reject);
+    }
   }
 
   /**

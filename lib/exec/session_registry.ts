@@ -26,6 +26,8 @@ export const DEFAULT_MAX_SESSIONS: number = 256;
 export interface SessionAttachment {
   /** Receives the session's process events while attached. */
   readonly sink: ProcessEventSink;
+  /** True when the sink confirms delivery (see `ProcessTable.setEventSink`). */
+  readonly confirmsDelivery?: boolean;
 }
 
 /** One session: its id, its processes, and the connection attached to it. */
@@ -126,7 +128,7 @@ export class SessionRegistry implements AsyncDisposable {
       timer: null,
     };
     this.#sessions.set(entry.id, entry);
-    entry.table.setEventSink(attachment.sink);
+    entry.table.setEventSink(attachment.sink, { confirmsDelivery: attachment.confirmsDelivery });
     return entry;
   }
 
@@ -155,7 +157,7 @@ export class SessionRegistry implements AsyncDisposable {
     if (entry.timer !== null) clearTimeout(entry.timer);
     entry.timer = null;
     entry.attachment = attachment;
-    entry.table.setEventSink(attachment.sink);
+    entry.table.setEventSink(attachment.sink, { confirmsDelivery: attachment.confirmsDelivery });
     return entry;
   }
 

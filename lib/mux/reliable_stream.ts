@@ -207,6 +207,12 @@ interface Waiter {
   done: (error?: Error) => void;
 }
 
+/** A message whose sender asked to hear when the peer has it (see `write`). */
+interface DeliveryWaiter {
+  end: number;
+  delivered: () => void;
+}
+
 const ACK_BODY: FrameBody = Object.freeze({ kind: "ack" }) as FrameBody;
 const NOOP = (): void => {};
 const EMPTY = new Uint8Array(0);
@@ -305,6 +311,13 @@ export class ReliableStream {
   #waitersHead = 0;
   #enqueuedTotal = 0;
   #admittedTotal = 0;
+  /**
+   * Bytes of written messages the peer has: cumulatively acknowledged in
+   * reliable mode, handed to the socket in legacy mode (no acks there).
+   */
+  #deliveredTotal = 0;
+  #deliveryWaiters: DeliveryWaiter[] = [];
+  #deliveryWaitersHead = 0;
   #nextSeq = 1;
   #legacySeq = 0;
   #peerAck = 0;
@@ -508,13 +521,22 @@ export class ReliableStream {
   /**
    * Queues one whole message. `done` is called (once) when the message is
    * accepted: when the bytes queued ahead of its end fit the send buffer, or
-   * with an error if the stream ends first.
+   * with an error if the stream ends first. `delivered`, when given, is
+   * called once the peer has the whole message: when its last segment is
+   * cumulatively acknowledged (reliable mode), or when it is handed to the
+   * socket (legacy mode, which has no acks). It is never called if the
+   * stream ends first.
    *
    * @param message The message bytes (not copied; do not modify them afterwards).
    * @param done Acceptance callback; receives an error if the stream ended.
+   * @param delivered Delivery callback.
    * @throws {RangeError} If the message is empty, or too large for the mode.
    */
-  write(message: Uint8Array, done: (error?: Error) => void = NOOP): void {
+  write(
+    message: Uint8Array,
+    done: (error?: Error) => void = NOOP,
+    delivered?: () => void,
+  ): void {
     if (this.#error !== undefined) {
       done(this.#error);
       return;
@@ -536,6 +558,9 @@ export class ReliableStream {
     this.#queue.push({ bytes: message, offset: 0, index: 0, count });
     this.#enqueuedTotal += message.length;
     this.#waiters.push({ end: this.#enqueuedTotal, done });
+    if (delivered !== undefined) {
+      this.#deliveryWaiters.push({ end: this.#enqueuedTotal, delivered });
+    }
     this.#settleWaiters();
     this.#onOutput();
   }
@@ -863,8 +888,10 @@ export class ReliableStream {
     const seq = this.#legacySeq;
     this.#legacySeq = (this.#legacySeq + 1) >>> 0;
     this.#admittedTotal += out.bytes.length;
+    this.#deliveredTotal += out.bytes.length;
     this.#stats.segmentsSent++;
     this.#settleWaiters();
+    this.#settleDeliveryWaiters();
     return this.#frame({
       kind: "data",
       seq,
@@ -1010,6 +1037,24 @@ export class ReliableStream {
     }
   }
 
+  #settleDeliveryWaiters(): void {
+    const waiters = this.#deliveryWaiters;
+    while (this.#deliveryWaitersHead < waiters.length) {
+      const waiter = waiters[this.#deliveryWaitersHead];
+      if (waiter.end > this.#deliveredTotal) break;
+      waiters[this.#deliveryWaitersHead++] = undefined as unknown as DeliveryWaiter;
+      try {
+        waiter.delivered();
+      } catch {
+        // A sender's callback must not break the stream's ack processing.
+      }
+    }
+    if (this.#deliveryWaitersHead === waiters.length) {
+      waiters.length = 0;
+      this.#deliveryWaitersHead = 0;
+    }
+  }
+
   #receiveLegacy(body: DataBody): void {
     if (body.segmentCount !== 1) {
       this.#protocolError(`legacy data has segment_count ${body.segmentCount}`);
@@ -1056,6 +1101,7 @@ export class ReliableStream {
           if (length !== undefined) {
             this.#sacked.delete(seq);
             this.#spanBytes -= length;
+            this.#deliveredTotal += length;
           }
           continue;
         }
@@ -1063,9 +1109,11 @@ export class ReliableStream {
         if (rtt >= 0) sample = rtt;
         this.#free(seq, segment);
         this.#spanBytes -= segment.body.payload.length;
+        this.#deliveredTotal += segment.body.payload.length;
         freed = true;
       }
       this.#peerAck = ack;
+      this.#settleDeliveryWaiters();
     }
     if (bits !== 0) {
       for (let rest = bits >>> 1, seq = ack + 2; rest !== 0; rest >>>= 1, seq++) {
@@ -1297,6 +1345,8 @@ export class ReliableStream {
     this.#waiters = [];
     this.#waitersHead = 0;
     for (let i = head; i < waiters.length; i++) waiters[i].done(error);
+    this.#deliveryWaiters = [];
+    this.#deliveryWaitersHead = 0;
     this.#reportHeld();
     this.#onReadable();
     if (sendReset) this.#onOutput();

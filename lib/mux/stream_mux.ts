@@ -248,24 +248,30 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
     return this.#closed;
   }
 
+  /** Always true: `send` calls `onDelivered` (see {@linkcode MessageChannel.tracksDelivery}). */
+  readonly tracksDelivery = true;
+
   /**
    * Sends one whole message (a reliable stream segments it as needed).
    *
    * @param message The message text.
+   * @param onDelivered Called once the peer has the message: its endpoint
+   *   acknowledged it (reliable mode), or it went to the socket (legacy mode,
+   *   which has no acks). Never called if the stream ends first.
    * @returns Resolves once the stream's send buffer accepted the message.
    * @throws {TypeError} If `message` is not a string.
    * @throws {RangeError} If the message is empty or over the mode's size limit.
    * @throws {StreamResetError} If the stream was reset (the reason is on the error).
    * @throws {RelayClosedError} If the stream ended with its transport.
    */
-  send(message: string): Promise<void> {
+  send(message: string, onDelivered?: () => void): Promise<void> {
     if (typeof message !== "string") {
       return Promise.reject(new TypeError("Cannot send message: it is not a string"));
     }
     if (this.#closedLocally && !this.#core.ended) {
       return Promise.reject(new StreamResetError(RESET_STREAM_CLOSED));
     }
-    return this.#write(encoder.encode(message));
+    return this.#write(encoder.encode(message), onDelivered);
   }
 
   /**
@@ -276,14 +282,14 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
    * decodes such bytes as U+FFFD).
    */
   readonly binary: BinaryLane = {
-    send: (message: Uint8Array): Promise<void> => {
+    send: (message: Uint8Array, onDelivered?: () => void): Promise<void> => {
       if (!(message instanceof Uint8Array)) {
         return Promise.reject(new TypeError("Cannot send binary message: it is not a Uint8Array"));
       }
       if (this.#closedLocally && !this.#core.ended) {
         return Promise.reject(new StreamResetError(RESET_STREAM_CLOSED));
       }
-      return this.#write(message);
+      return this.#write(message, onDelivered);
     },
     invalidTextAsBytes: true,
     messages: (): AsyncIterable<string | Uint8Array> => ({
@@ -294,10 +300,10 @@ export class MuxStream implements MessageChannel, AsyncDisposable {
     }),
   };
 
-  #write(bytes: Uint8Array): Promise<void> {
+  #write(bytes: Uint8Array, onDelivered: (() => void) | undefined): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       try {
-        this.#core.write(bytes, (error) => error ? reject(error) : resolve());
+        this.#core.write(bytes, (error) => error ? reject(error) : resolve(), onDelivered);
       } catch (error) {
         reject(error);
       }

@@ -365,15 +365,17 @@ export class JsonRpcPeer implements AsyncDisposable {
    *
    * @param method The method name.
    * @param params The params (omitted when `undefined`).
+   * @param onDelivered Called once the far end has the message, where the
+   *   channel tracks delivery ({@linkcode MessageChannel.tracksDelivery}).
    * @returns Resolves once the channel has accepted the message.
    * @throws {RelayClosedError} When the channel is closed.
    * @throws {RangeError} When the message exceeds `maxMessageBytes`.
    */
-  async notify(method: string, params?: unknown): Promise<void> {
+  async notify(method: string, params?: unknown, onDelivered?: () => void): Promise<void> {
     if (this.#closedError) throw this.#closedError;
     const message: Record<string, unknown> = { jsonrpc: "2.0", method };
     if (params !== undefined) message.params = params;
-    await this.#sendNotification(this.#encode(message, `notification "${method}"`));
+    await this.#sendNotification(this.#encode(message, `notification "${method}"`), onDelivered);
   }
 
   /**
@@ -384,6 +386,8 @@ export class JsonRpcPeer implements AsyncDisposable {
    * @param method The method name.
    * @param paramsJson The params as the JSON text of one object; the caller
    *   guarantees it is valid JSON.
+   * @param onDelivered Called once the far end has the message, where the
+   *   channel tracks delivery ({@linkcode MessageChannel.tracksDelivery}).
    * @returns Resolves once the channel has accepted the message.
    * @throws {RelayClosedError} When the channel is closed.
    * @throws {RangeError} When the message exceeds `maxMessageBytes`.
@@ -392,11 +396,15 @@ export class JsonRpcPeer implements AsyncDisposable {
    * await peer.notifyJson("process/output", `{"processId":"p1","seq":1,"chunk":"aGk="}`);
    * ```
    */
-  async notifyJson(method: string, paramsJson: string): Promise<void> {
+  async notifyJson(
+    method: string,
+    paramsJson: string,
+    onDelivered?: () => void,
+  ): Promise<void> {
     if (this.#closedError) throw this.#closedError;
     const text = `{"jsonrpc":"2.0","method":${JSON.stringify(method)},"params":${paramsJson}}`;
     this.#checkSize(text, `notification "${method}"`);
-    await this.#sendNotification(text);
+    await this.#sendNotification(text, onDelivered);
   }
 
   /** True when the channel carries binary messages (see {@linkcode JsonRpcPeer.sendBinary}). */
@@ -409,12 +417,14 @@ export class JsonRpcPeer implements AsyncDisposable {
    * to it), in order with notifications and replies.
    *
    * @param message The message; its first byte is `0x00`.
+   * @param onDelivered Called once the far end has the message, where the
+   *   channel tracks delivery ({@linkcode MessageChannel.tracksDelivery}).
    * @returns Resolves once the channel has accepted it.
    * @throws {TypeError} When the channel carries no binary messages.
    * @throws {RelayClosedError} When the channel is closed.
    * @throws {RangeError} When the message exceeds `maxMessageBytes`.
    */
-  async sendBinary(message: Uint8Array): Promise<void> {
+  async sendBinary(message: Uint8Array, onDelivered?: () => void): Promise<void> {
     if (this.#closedError) throw this.#closedError;
     const lane = this.#channel.binary;
     if (lane === undefined) {
@@ -426,16 +436,16 @@ export class JsonRpcPeer implements AsyncDisposable {
       );
     }
     try {
-      await lane.send(message);
+      await lane.send(message, onDelivered);
     } catch (cause) {
       throw this.#closedError ??
         new RelayClosedError("Cannot send binary message: the channel is closed", { cause });
     }
   }
 
-  async #sendNotification(text: string): Promise<void> {
+  async #sendNotification(text: string, onDelivered?: () => void): Promise<void> {
     try {
-      await this.#channel.send(text);
+      await this.#channel.send(text, onDelivered);
     } catch (cause) {
       throw this.#closedError ??
         new RelayClosedError("Cannot send notification: the channel is closed", { cause });

@@ -11,8 +11,17 @@ export interface MessageChannel extends AsyncIterable<string> {
   /**
    * Sends one whole message. Resolves once the transport has accepted it
    * (this is where backpressure is felt); rejects once the channel is closed.
+   * Where {@linkcode MessageChannel.tracksDelivery} is true, `onDelivered` is
+   * called once the far end has the message (never if the channel ends
+   * first); other channels ignore it.
    */
-  send(message: string): Promise<void>;
+  send(message: string, onDelivered?: () => void): Promise<void>;
+  /**
+   * True when `send` and `binary.send` call their `onDelivered` callback: the
+   * transport knows when the far end has a message (a mux stream, whose peer
+   * acknowledges). Sessions keep an event retained for replay until then.
+   */
+  readonly tracksDelivery?: boolean;
   /** Closes the channel; idempotent. Pending sends and reads end. */
   close(reason?: string): Promise<void>;
   /** Settles once the channel is closed, by either side or by its transport. */
@@ -38,9 +47,10 @@ export interface MessageChannel extends AsyncIterable<string> {
 export interface BinaryLane {
   /**
    * Sends one binary message (its first byte is `0x00`), in call order with
-   * text sends and with the same backpressure.
+   * text sends and with the same backpressure; `onDelivered` as for
+   * {@linkcode MessageChannel.send}.
    */
-  send(message: Uint8Array): Promise<void>;
+  send(message: Uint8Array, onDelivered?: () => void): Promise<void>;
   /**
    * Iterates every received message in order, text as strings and binary as
    * bytes; use it instead of the channel's own (text only) iterator. On a mux
