@@ -8,6 +8,27 @@
 /** The longest delay a timer takes (2^31 - 1 ms): the bound of every `timeoutMs`. */
 export const MAX_TIMER_MS = 2_147_483_647;
 
+/**
+ * Checks a delay that is handed to a timer. Past {@linkcode MAX_TIMER_MS} a
+ * timer fires after 1 ms, the opposite of the long delay asked for, so such a
+ * value is refused instead.
+ *
+ * @param what What is being created, for the message ("Cannot create …").
+ * @param name The option's name.
+ * @param value The delay in milliseconds.
+ * @param min The smallest delay the option takes.
+ * @returns The value.
+ * @throws {RangeError} When it is not a number from `min` to {@linkcode MAX_TIMER_MS}.
+ */
+export function checkTimerMs(what: string, name: string, value: number, min: number): number {
+  if (!(value >= min && value <= MAX_TIMER_MS)) {
+    throw new RangeError(
+      `${what}: ${name} ${value} is not a number from ${min} to ${MAX_TIMER_MS}`,
+    );
+  }
+  return value;
+}
+
 /** The largest terminal side, in columns or rows (the winsize fields are 16-bit). */
 export const MAX_TERMINAL_SIDE = 65_535;
 

@@ -333,11 +333,22 @@ Deno.test("Executor refuses options every request would fail under, at and one p
       [{ maxFileBytes: 0 }, /maxFileBytes 0 is not an integer of at least 1/],
       [{ inheritEnv: ["PATH", "A=B"] }, /inheritEnv names a variable "A=B"/],
       [{ inheritEnv: [""] }, /inheritEnv names a variable ""/],
+      // Past 2^31 - 1 ms a timer fires at once: a detached session would be
+      // killed at once, a long poll would answer at once.
+      [{ sessionTtlMs: 2 ** 31 }, /sessionTtlMs 2147483648 is not a number from 0 to 2147483647/],
+      [{ sessionTtlMs: -1 }, /sessionTtlMs -1 is not an integer of at least 0/],
+      [{ maxWaitMs: 2 ** 31 }, /maxWaitMs 2147483648 is not a number from 1 to 2147483647/],
+      [{ maxWaitMs: 0 }, /maxWaitMs 0 is not an integer of at least 1/],
     ] as [ExecutorOptions, RegExp][]
   ) {
     assert.throws(() => new Executor(options), message, JSON.stringify(options));
   }
-  await using atLimits = new Executor({ maxMessageBytes: 1024, maxFileBytes: 1 });
+  await using atLimits = new Executor({
+    maxMessageBytes: 1024,
+    maxFileBytes: 1,
+    sessionTtlMs: 2 ** 31 - 1,
+    maxWaitMs: 2 ** 31 - 1,
+  });
   assert.equal(atLimits.maxMessageBytes, 1024);
 });
 

@@ -1334,6 +1334,16 @@ Deno.test("RelayRouter queues its answers to late executor frames within the exe
   assert.equal(h.router.stats().parkedStreams, 0);
 });
 
+Deno.test("RelayRouter takes a detachWindowMs and a slowPeerTimeoutMs up to 2^31 - 1 and refuses one past it (its timer would fire at once)", async () => {
+  for (const name of ["detachWindowMs", "slowPeerTimeoutMs"]) {
+    assert.throws(
+      () => new RelayRouter({ [name]: 2 ** 31 }),
+      new RegExp(`${name} 2147483648 is not a number from 1 to 2147483647`),
+    );
+    await new RelayRouter({ [name]: 2 ** 31 - 1 }).close();
+  }
+});
+
 Deno.test("RelayRouter refuses a queue budget below one socket's queue bound", () => {
   assert.throws(
     () => new RelayRouter({ maxPeerQueueBytes: 1000, queueBudgetBytes: 999 }),

@@ -599,6 +599,21 @@ Deno.test("RelaySocket.connect times out when the server never answers", async (
   await accepted;
 });
 
+Deno.test("RelaySocket.connect takes a timeoutMs and a closeTimeoutMs up to 2^31 - 1 and refuses one past it (its timer would fire at once)", async () => {
+  for (const name of ["timeoutMs", "closeTimeoutMs"]) {
+    await assert.rejects(
+      async () => await RelaySocket.connect("ws://127.0.0.1:9/", { [name]: 2 ** 31 }),
+      new RegExp(`${name} 2147483648 is not a number from 0 to 2147483647`),
+    );
+  }
+  await using server = new WsServer();
+  const socket = await RelaySocket.connect(server.url, {
+    timeoutMs: 2 ** 31 - 1,
+    closeTimeoutMs: 2 ** 31 - 1,
+  });
+  await socket.close();
+});
+
 Deno.test("RelaySocket.connect rejects with the abort reason", async () => {
   await using raw = new RawTcpServer();
   const reason = new Error("caller gave up");

@@ -659,16 +659,21 @@ Deno.test("TcpWebSocket counts data as a sign of life: a server that sends but n
   await closeCleanly(ws, server, conn);
 });
 
-Deno.test("TcpWebSocket takes an idleTimeoutMs from 0 to 2^31 - 1 and refuses one outside", async () => {
-  for (const bad of [-1, 2 ** 31, Infinity]) {
-    assert.throws(
-      () => new TcpWebSocket("ws://127.0.0.1:9/", { idleTimeoutMs: bad }),
-      new RegExp(`idleTimeoutMs ${bad} is not a number from 0 to 2147483647`),
-    );
+Deno.test("TcpWebSocket takes an idleTimeoutMs and a closeTimeoutMs from 0 to 2^31 - 1 and refuses one outside", async () => {
+  for (const name of ["idleTimeoutMs", "closeTimeoutMs"]) {
+    for (const bad of [-1, 2 ** 31, Infinity, NaN]) {
+      assert.throws(
+        () => new TcpWebSocket("ws://127.0.0.1:9/", { [name]: bad }),
+        new RegExp(`${name} ${bad} is not a number from 0 to 2147483647`),
+      );
+    }
   }
   // At the bound: taken, and no check fires while the connection is open.
   await using server = new RawWsServer();
-  const { ws, conn } = await openPair(server, { idleTimeoutMs: 2 ** 31 - 1 });
+  const { ws, conn } = await openPair(server, {
+    idleTimeoutMs: 2 ** 31 - 1,
+    closeTimeoutMs: 2 ** 31 - 1,
+  });
   await writeAll(conn, serverFrame(2, new Uint8Array([1])));
   await nextEvent(ws, "message");
   assert.equal(ws.readyState, TcpWebSocket.OPEN);

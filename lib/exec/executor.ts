@@ -7,6 +7,7 @@
  */
 
 import { isEnvName } from "../_env.ts";
+import { checkTimerMs } from "../_limits.ts";
 import type { MessageChannel } from "../rpc/message_channel.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, MIN_MAX_MESSAGE_BYTES } from "../rpc/json_rpc_peer.ts";
 import { type Capabilities, type Confinement, detectCapabilities } from "./confinement.ts";
@@ -109,6 +110,19 @@ function checkOptions(options: ExecutorOptions): void {
   };
   integerFrom("maxMessageBytes", options.maxMessageBytes, MIN_MAX_MESSAGE_BYTES);
   integerFrom("maxFileBytes", options.maxFileBytes, 1);
+  // These become timers: past MAX_TIMER_MS one fires at once (a detached
+  // session would be killed at once, a long poll would return at once).
+  for (
+    const [name, value, min] of [
+      ["sessionTtlMs", options.sessionTtlMs, 0],
+      ["maxWaitMs", options.maxWaitMs, 1],
+    ] as const
+  ) {
+    if (value !== undefined) {
+      integerFrom(name, value, min);
+      checkTimerMs("Cannot create executor", name, value, min);
+    }
+  }
   for (const name of options.inheritEnv ?? []) {
     if (typeof name !== "string" || !isEnvName(name)) {
       throw new TypeError(

@@ -74,7 +74,7 @@ import {
   ttyCommand,
 } from "./tty.ts";
 import { abortable } from "../_abortable.ts";
-import { MAX_TIMER_MS } from "../_limits.ts";
+import { checkTimerMs, MAX_TIMER_MS } from "../_limits.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
 
@@ -535,7 +535,12 @@ export class ProcessTable implements AsyncDisposable {
     );
     this.#maxArgvBytes = positive("maxArgvBytes", options.maxArgvBytes ?? DEFAULT_MAX_ARGV_BYTES);
     this.#maxEnvBytes = positive("maxEnvBytes", options.maxEnvBytes ?? DEFAULT_MAX_ENV_BYTES);
-    this.#maxWaitMs = positive("maxWaitMs", options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS);
+    this.#maxWaitMs = checkTimerMs(
+      "Cannot create process table",
+      "maxWaitMs",
+      positive("maxWaitMs", options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS),
+      1,
+    );
     this.#writeRoots = [...(options.writeRoots ?? [])];
     this.#allowNetwork = options.allowNetwork ?? false;
     const min = options.minConfinement ?? "none";

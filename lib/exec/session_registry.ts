@@ -12,6 +12,7 @@
  * @module
  */
 
+import { MAX_TIMER_MS } from "../_limits.ts";
 import { RpcError } from "../errors.ts";
 import { INVALID_REQUEST, SESSION_ATTACHED_ELSEWHERE } from "../rpc/error_codes.ts";
 import type { ProcessEventSink, ProcessTable } from "./process_table.ts";
@@ -83,9 +84,10 @@ export class SessionRegistry implements AsyncDisposable {
     this.#createTable = options.createTable;
     this.#ttlMs = options.ttlMs ?? DEFAULT_SESSION_TTL_MS;
     this.#maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
-    if (!Number.isSafeInteger(this.#ttlMs) || this.#ttlMs < 0) {
+    if (!Number.isInteger(this.#ttlMs) || !(this.#ttlMs >= 0 && this.#ttlMs <= MAX_TIMER_MS)) {
+      // Past MAX_TIMER_MS the TTL's timer would fire at once: a detached session would go at once.
       throw new RangeError(
-        `Cannot create session registry: ttlMs ${this.#ttlMs} is not a non-negative integer`,
+        `Cannot create session registry: ttlMs ${this.#ttlMs} is not an integer from 0 to ${MAX_TIMER_MS}`,
       );
     }
     if (!Number.isSafeInteger(this.#maxSessions) || this.#maxSessions < 1) {

@@ -53,6 +53,7 @@
 import { DEFAULT_MAX_FRAME_BYTES, encodeFrame, resetFrame } from "../relay/frame_codec.ts";
 import type { ReceivedFrame, RelaySocket } from "../relay/relay_socket.ts";
 import { type BudgetHolder, ByteBudget } from "../_byte_budget.ts";
+import { checkTimerMs } from "../_limits.ts";
 import {
   RESET_EXECUTOR_DISCONNECTED,
   RESET_EXECUTOR_OFFLINE,
@@ -485,7 +486,12 @@ export class RelayRouter implements AsyncDisposable {
    * @throws {RangeError} When a limit is not a positive number.
    */
   constructor(options: RelayRouterOptions = {}) {
-    this.#detachWindowMs = positive(options.detachWindowMs, 30_000, "detachWindowMs");
+    this.#detachWindowMs = checkTimerMs(
+      "Cannot create router",
+      "detachWindowMs",
+      positive(options.detachWindowMs, 30_000, "detachWindowMs"),
+      1,
+    );
     this.#maxExecutors = positive(options.maxExecutors, 1024, "maxExecutors");
     this.#maxHarnessSockets = positive(options.maxHarnessSockets, 64, "maxHarnessSockets");
     this.#maxStreams = positive(options.maxStreams, 4096, "maxStreams");
@@ -507,7 +513,12 @@ export class RelayRouter implements AsyncDisposable {
     );
     this.#highWater = positive(options.peerHighWaterBytes, 1 << 20, "peerHighWaterBytes");
     this.#maxQueue = positive(options.maxPeerQueueBytes, 16 << 20, "maxPeerQueueBytes");
-    this.#slowMs = positive(options.slowPeerTimeoutMs, 15_000, "slowPeerTimeoutMs");
+    this.#slowMs = checkTimerMs(
+      "Cannot create router",
+      "slowPeerTimeoutMs",
+      positive(options.slowPeerTimeoutMs, 15_000, "slowPeerTimeoutMs"),
+      1,
+    );
     this.#maxOffline = positive(options.maxOfflineQueueBytes, 4 << 20, "maxOfflineQueueBytes");
     const budgetBytes = positive(options.queueBudgetBytes, 1 << 30, "queueBudgetBytes");
     if (!Number.isSafeInteger(budgetBytes) || budgetBytes < this.#maxQueue) {

@@ -39,7 +39,7 @@
  * @module
  */
 
-import { MAX_TIMER_MS } from "../_limits.ts";
+import { checkTimerMs } from "../_limits.ts";
 import { refusalText, type RelayClosedError } from "../errors.ts";
 
 /** A refused upgrade, as {@linkcode RelayClosedError.refusal} carries it. */
@@ -313,15 +313,19 @@ export class TcpWebSocket extends EventTarget implements WebSocket {
     if (parsed.hash !== "") parsed.hash = "";
     this.url = parsed.href;
     this.#maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-    this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
-    const idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    this.#closeTimeoutMs = checkTimerMs(
+      "Cannot open WebSocket",
+      "closeTimeoutMs",
+      options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS,
+      0,
+    );
     // Past MAX_TIMER_MS a timer fires at once: the check would spin.
-    if (!Number.isFinite(idleTimeoutMs) || idleTimeoutMs < 0 || idleTimeoutMs > MAX_TIMER_MS) {
-      throw new RangeError(
-        `Cannot open WebSocket: idleTimeoutMs ${idleTimeoutMs} is not a number from 0 to ${MAX_TIMER_MS}`,
-      );
-    }
-    this.#idleTimeoutMs = idleTimeoutMs;
+    this.#idleTimeoutMs = checkTimerMs(
+      "Cannot open WebSocket",
+      "idleTimeoutMs",
+      options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      0,
+    );
     this.#run(parsed, new Headers(options.headers), options.protocols ?? []);
   }
 

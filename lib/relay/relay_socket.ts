@@ -22,6 +22,7 @@
 
 import { ProtocolError, RelayClosedError } from "../errors.ts";
 import { DrainPoller } from "./_backpressure.ts";
+import { checkTimerMs } from "../_limits.ts";
 import type { BudgetHolder, ByteBudget } from "../_byte_budget.ts";
 import {
   decodeFrame,
@@ -211,6 +212,11 @@ function clampCloseReason(reason: string): string {
   return out;
 }
 
+/** A {@linkcode positiveOption} that becomes a timer's delay (at most `MAX_TIMER_MS`). */
+function timerOption(name: string, value: number | undefined, fallback: number): number {
+  return checkTimerMs("Cannot create relay socket", name, positiveOption(name, value, fallback), 0);
+}
+
 function positiveOption(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isFinite(value) || value < 0) {
@@ -342,7 +348,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
       DEFAULT_MAX_QUEUED_FRAMES,
     );
     this.#budget = options.budget;
-    this.#closeTimeoutMs = positiveOption(
+    this.#closeTimeoutMs = timerOption(
       "closeTimeoutMs",
       options.closeTimeoutMs,
       DEFAULT_CLOSE_TIMEOUT_MS,
@@ -417,7 +423,7 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   static connect(url: string | URL, options: RelayConnectOptions = {}): Promise<RelaySocket> {
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
-    const timeoutMs = positiveOption("timeoutMs", options.timeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
+    const timeoutMs = timerOption("timeoutMs", options.timeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
     const where = printableUrl(url);
     let ws: WebSocket;
     try {
@@ -428,12 +434,12 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
         : new TcpWebSocket(url, {
           headers,
           protocols: options.protocols,
-          closeTimeoutMs: positiveOption(
+          closeTimeoutMs: timerOption(
             "closeTimeoutMs",
             options.closeTimeoutMs,
             DEFAULT_CLOSE_TIMEOUT_MS,
           ),
-          idleTimeoutMs: positiveOption(
+          idleTimeoutMs: timerOption(
             "idleTimeoutMs",
             options.idleTimeoutMs,
             DEFAULT_IDLE_TIMEOUT_MS,
