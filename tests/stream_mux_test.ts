@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
-import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
+import { DEFAULT_IDLE_STREAM_MS, type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelayClosedError, StreamResetError } from "../lib/errors.ts";
 import {
   RESET_CLOSE_TIMEOUT,
@@ -199,6 +199,47 @@ Deno.test("StreamMux resets new streams past maxStreams, and serves at the limit
   await withDeadline(c.closed, 1_000, "closed");
   assert.equal(lb.executor.streams, 2);
   assert.equal(harness.streams, 2);
+});
+
+Deno.test("StreamMux at maxStreams lets a new stream take the place of one idle for idleStreamMs (a harness gone without a reset), and refuses it while each was active within that", async () => {
+  const clock = { skew: 0 };
+  await using lb = loopback({
+    onStream: echo(),
+    maxStreams: 2,
+    now: () => performance.now() + clock.skew,
+  });
+  const harness = await lb.harness();
+  const echoes = async (stream: MuxStream) => {
+    await stream.send("hi");
+    return await withDeadline(nextMessage(stream), 5_000, "echo");
+  };
+  const [gone, busy] = [harness.open(), harness.open()];
+  assert.equal(await echoes(gone), "echo:hi");
+  assert.equal(await echoes(busy), "echo:hi");
+  const refusedAfter = async (skew: number) => {
+    clock.skew = skew;
+    const late = harness.open();
+    await late.send("hi");
+    const error = await withDeadline(nextMessage(late).catch((e) => e), 5_000, "reset");
+    assert.ok(error instanceof StreamResetError, String(error));
+    assert.equal(error.reason, RESET_TOO_MANY_STREAMS);
+  };
+  // `gone` is silent from now on; `busy` goes on 30 s later.
+  await refusedAfter(DEFAULT_IDLE_STREAM_MS / 2);
+  assert.equal(await echoes(busy), "echo:hi");
+  // Just under idleStreamMs since `gone`'s last frame: still refused.
+  await refusedAfter(DEFAULT_IDLE_STREAM_MS - 1_000);
+  // Past it: the new stream takes `gone`'s place, which is reset; `busy` goes on.
+  clock.skew = DEFAULT_IDLE_STREAM_MS + 1_000;
+  const fresh = harness.open();
+  assert.equal(await echoes(fresh), "echo:hi");
+  const error = await withDeadline(nextMessage(gone).catch((e) => e), 5_000, "gone reset");
+  assert.ok(error instanceof StreamResetError, String(error));
+  assert.equal(error.reason, RESET_TOO_MANY_STREAMS);
+  assert.equal(await echoes(busy), "echo:hi");
+  assert.equal(lb.executor.streams, 2);
+  // `busy` and `fresh` were both active just now: the next one is refused.
+  await refusedAfter(DEFAULT_IDLE_STREAM_MS + 1_000);
 });
 
 Deno.test("StreamMux reset ends one stream on both sides and leaves the others", async () => {

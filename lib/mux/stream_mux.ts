@@ -43,6 +43,11 @@ export const DEFAULT_DETACH_WINDOW_MS = 30_000;
 export const DEFAULT_RECEIVE_BUDGET_BYTES = 256 * 1024 * 1024;
 /** Default {@linkcode StreamMuxOptions.maxStreams} (executor side). */
 export const DEFAULT_MAX_STREAMS = 1024;
+/**
+ * How long a stream must have gone without a frame, either way, before a new
+ * stream at the limit may take its place: 60 s.
+ */
+export const DEFAULT_IDLE_STREAM_MS = 60_000;
 /** Default {@linkcode StreamMuxOptions.closeTimeoutMs}: how long `close()` waits for acks. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 
@@ -68,11 +73,21 @@ export interface StreamMuxOptions {
   /** Executor side: called with each new stream when its `stream_id` first appears. */
   onStream?: (stream: MuxStream) => void;
   /**
-   * Executor side: most streams at once; a new stream past it gets
+   * Executor side: most streams at once. At the limit a new stream takes the
+   * place of the stream that has gone the longest without a frame either way,
+   * once that is at least `idleStreamMs` (the old one is reset
+   * `too_many_streams`: a Codex v1 harness that went away without a reset, or
+   * a stream opened and never used); otherwise the new stream gets
    * `reset{too_many_streams}`.
    * @default {1024}
    */
   maxStreams?: number;
+  /**
+   * Executor side: how long a stream must have gone without a frame before a
+   * new stream at `maxStreams` may take its place.
+   * @default {60000}
+   */
+  idleStreamMs?: number;
   /**
    * How long stream state survives a lost socket waiting for
    * {@linkcode StreamMux.attach}; then the streams fail with `RelayClosedError`.
@@ -153,6 +168,8 @@ interface Slot {
   handle: MuxStream;
   queued: boolean;
   armed: boolean;
+  /** When a frame of this stream last went either way (`#now()`). */
+  activeAt: number;
 }
 
 function idDefect(id: unknown): string | undefined {
@@ -448,6 +465,9 @@ export class StreamMux implements AsyncDisposable {
   #role: "executor" | "harness";
   #onStream: ((stream: MuxStream) => void) | undefined;
   #maxStreams: number;
+  #idleStreamMs: number;
+  /** No stream can have been idle `#idleStreamMs` before this time (`#now()`). */
+  #noIdleStreamBefore = -Infinity;
   #detachWindowMs: number;
   #closeTimeoutMs: number;
   #streamOptions: ReliableStreamOptions;
@@ -496,6 +516,12 @@ export class StreamMux implements AsyncDisposable {
     this.#role = options.role;
     this.#onStream = options.onStream;
     this.#maxStreams = options.maxStreams ?? DEFAULT_MAX_STREAMS;
+    this.#idleStreamMs = options.idleStreamMs ?? DEFAULT_IDLE_STREAM_MS;
+    if (!(this.#idleStreamMs >= 0)) {
+      throw new RangeError(
+        `Cannot create stream mux: idleStreamMs ${this.#idleStreamMs} is not a non-negative number`,
+      );
+    }
     this.#detachWindowMs = options.detachWindowMs ?? DEFAULT_DETACH_WINDOW_MS;
     this.#closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
     for (
@@ -666,7 +692,7 @@ export class StreamMux implements AsyncDisposable {
   // ---- streams ----
 
   #create(id: string, mode: "pending" | "reliable"): Slot {
-    const slot = { queued: false, armed: false } as Slot;
+    const slot = { queued: false, armed: false, activeAt: this.#now() } as Slot;
     slot.core = new ReliableStream(id, {
       ...this.#streamOptions,
       mode,
@@ -770,7 +796,7 @@ export class StreamMux implements AsyncDisposable {
         this.#sendControl(id, RESET_UNKNOWN_STREAM);
         return;
       }
-      if (this.#streams.size >= this.#maxStreams) {
+      if (this.#streams.size >= this.#maxStreams && !this.#replaceIdleStream()) {
         this.#sendControl(id, RESET_TOO_MANY_STREAMS);
         return;
       }
@@ -782,7 +808,34 @@ export class StreamMux implements AsyncDisposable {
         return;
       }
     }
+    slot.activeAt = this.#now();
     slot.core.receive(frame);
+  }
+
+  /**
+   * At the stream limit: resets the stream that has gone the longest without
+   * a frame, if that is at least `idleStreamMs`, to make room. A Codex v1
+   * harness that closes its socket sends no reset, and a rendezvous other
+   * than outpost's may not send one for it either: without this its streams
+   * would fill the table for good.
+   *
+   * @returns Whether a stream made room.
+   */
+  #replaceIdleStream(): boolean {
+    const now = this.#now();
+    if (now < this.#noIdleStreamBefore) return false;
+    let idlest: Slot | undefined;
+    for (const slot of this.#streams.values()) {
+      if (idlest === undefined || slot.activeAt < idlest.activeAt) idlest = slot;
+    }
+    if (idlest === undefined) return false;
+    if (now - idlest.activeAt < this.#idleStreamMs) {
+      // Streams only become more recent: no need to look again before then.
+      this.#noIdleStreamBefore = idlest.activeAt + this.#idleStreamMs;
+      return false;
+    }
+    idlest.core.reset(RESET_TOO_MANY_STREAMS);
+    return true;
   }
 
   /**
@@ -850,6 +903,7 @@ export class StreamMux implements AsyncDisposable {
             this.#readyHead = 0;
           }
           frame = slot.core.poll();
+          if (frame !== undefined) slot.activeAt = this.#now();
           if (frame !== undefined && slot.core.hasOutput) {
             this.#ready.push(slot); // round robin: back of the line
           } else {
