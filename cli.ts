@@ -653,6 +653,9 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
           context.log.warn("executor socket replaced by a newer one for the same id", {
             executorId: event.executorId,
           });
+        } else if (event.type === "bad_frames") {
+          const { type: _, ...fields } = event;
+          context.log.warn("dropped bad relay frames", fields);
         } else if (event.type === "peer_dropped" || event.type === "frames_dropped") {
           // A socket that fell too far behind, or data shed for one: what an
           // operator looks for when a harness says it was disconnected.
@@ -727,6 +730,12 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
             break;
           case "stream_error":
             log.warn("stream failed", { streamId: event.streamId, error: event.error.message });
+            break;
+          case "bad_frames":
+            log.warn("dropped bad relay frames", {
+              dropped: event.dropped,
+              error: event.error.message,
+            });
             break;
           case "closed":
             break;

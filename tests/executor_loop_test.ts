@@ -707,6 +707,36 @@ Deno.test("registerExecutor says why a connection failed, and gives up on a port
   assert.match(blocked.message, /port 10080.*run the rendezvous on another/);
 });
 
+Deno.test("runExecutor reports bad frames from its rendezvous as one bad_frames event, and keeps serving the socket", async () => {
+  // A rendezvous (not outpost's) that sends three frames that are not relay frames.
+  const sent = Promise.withResolvers<void>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    socket.onopen = () => {
+      for (let i = 0; i < 3; i++) socket.send(new Uint8Array([0xff, 0xff, 0xff]));
+      sent.resolve();
+    };
+    return response;
+  });
+  const url = `ws://127.0.0.1:${server.addr.port}/executor/box-1?role=executor&sig=s`;
+  await using registry = fakeRegistry(() => json({ executor_id: "box-1", url }));
+  const events: RemoteExecutorEvent[] = [];
+  const handle = runExecutor({
+    registry: registry.url,
+    executorId: "box-1",
+    token: TOKEN,
+    onEvent: (event) => events.push(event),
+  });
+  await withDeadline(sent.promise, 10_000, "garbage sent");
+  await until(() => events.some((e) => e.type === "bad_frames"), 10_000, "bad_frames");
+  const reports = events.filter((e) => e.type === "bad_frames");
+  assert.equal(reports.length, 1);
+  assert.equal(reports[0].type === "bad_frames" && reports[0].dropped, 1);
+  assert.equal(handle.status, "connected", "the socket is still served");
+  await handle.close();
+  await server.shutdown();
+});
+
 Deno.test("runExecutor replaces a socket that went silent without closing and is reachable again", async () => {
   await using rendezvous = await serveRendezvous({ token: TOKEN });
   // Registered through the proxy, the executor's signed URL points through it too.

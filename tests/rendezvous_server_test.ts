@@ -4,7 +4,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { RelayFrame } from "../lib/relay/frame_codec.ts";
+import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import { TcpWebSocket } from "../lib/relay/_tcp_websocket.ts";
 import {
@@ -144,6 +144,29 @@ Deno.test("serveRendezvous registers an executor with a signed URL and routes a 
       parkedStreams: 0,
     });
     assert.ok(events.some((e) => e.type === "registered" && e.executorId === "exec-1"));
+  });
+});
+
+Deno.test("serveRendezvous reports a socket's bad frames (dropped, the socket serving on) as one bad_frames event per socket", async () => {
+  await withRendezvous({}, async (rz, events) => {
+    const executor = await executorSocket(rz, "exec-bad");
+    const ws = new WebSocket(harnessUrl(rz, "exec-bad"), {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
+    ws.binaryType = "arraybuffer";
+    await withDeadline(new Promise((resolve) => ws.onopen = resolve), 5_000, "harness open");
+    for (let i = 0; i < 3; i++) ws.send(new Uint8Array([0xff, 0xff, 0xff]));
+    ws.send(encodeFrame(data("s-1", "after")));
+    assert.equal(payloadOf(await nextFrame(executor, "the good frame routed")), "after");
+    const reports = events.filter((e) => e.type === "bad_frames");
+    assert.deepEqual(reports.map((e) => e.type === "bad_frames" && [e.role, e.id, e.dropped]), [
+      ["harness", "exec-bad", 1],
+    ]);
+    assert.match((reports[0] as { message: string }).message, /Cannot decode frame/);
+    const closed = new Promise((resolve) => ws.onclose = resolve);
+    ws.close();
+    await withDeadline(closed, 5_000, "harness closed");
+    await executor.close();
   });
 });
 

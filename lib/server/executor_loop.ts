@@ -9,7 +9,7 @@
  */
 
 import { MAX_TIMER_MS } from "../_limits.ts";
-import { refusalText, RelayClosedError } from "../errors.ts";
+import { type ProtocolError, refusalText, RelayClosedError } from "../errors.ts";
 import { Executor } from "../exec/executor.ts";
 import { CLOSE_REPLACED } from "../mux/relay_router.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES as MAX_STREAM_MESSAGE_BYTES } from "../mux/reliable_stream.ts";
@@ -29,6 +29,7 @@ import {
   validateExecutorId,
 } from "./_registration.ts";
 import { abortable } from "../_abortable.ts";
+import { badFrameReporter } from "./_bad_frame_reporter.ts";
 
 export { RegistrationError } from "./_registration.ts";
 
@@ -47,6 +48,12 @@ export type RemoteExecutorEvent =
   | { type: "disconnected"; code: number; reason: string }
   | { type: "retrying"; delayMs: number; error?: Error }
   | { type: "stream_error"; streamId: string; error: Error }
+  /**
+   * The rendezvous socket carried frames that are not valid relay frames
+   * (dropped; the socket keeps serving): at most one report per 10 s, with
+   * how many were dropped since the last one and the latest's error.
+   */
+  | { type: "bad_frames"; dropped: number; error: ProtocolError }
   | { type: "closed"; error?: Error };
 
 /**
@@ -374,6 +381,9 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
         socket = await RelaySocket.connect(url, {
           signal: stop.signal,
           timeoutMs: connectTimeoutMs,
+          onProtocolError: badFrameReporter((error, dropped) =>
+            emit({ type: "bad_frames", dropped, error })
+          ),
           ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
         });
       } catch (error) {

@@ -35,6 +35,7 @@ import {
   type RelayRouterStats,
   type RouterEvent,
 } from "../mux/relay_router.ts";
+import { badFrameReporter } from "./_bad_frame_reporter.ts";
 import { errorResponse } from "./_error_response.ts";
 import { UrlSigner } from "./_signed_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
@@ -78,6 +79,21 @@ export const MIN_URL_TTL_MS = 1_000;
 export type RendezvousEvent =
   | RouterEvent
   | { type: "registered"; executorId: string }
+  | {
+    /**
+     * A socket carried frames that are not valid relay frames (dropped; the
+     * socket keeps serving): at most one report per socket per 10 s.
+     */
+    type: "bad_frames";
+    /** Which side's socket. */
+    role: "executor" | "harness";
+    /** The executor id the socket is for. */
+    id: string;
+    /** Frames dropped since the socket's last report, this one included. */
+    dropped: number;
+    /** Why the latest was refused. */
+    message: string;
+  }
   | {
     /**
      * The listener stopped accepting connections (Deno.serve ends its accept
@@ -562,7 +578,12 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
       );
     }
     const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout });
-    const relay = RelaySocket.accept(socket, socketOptions);
+    const relay = RelaySocket.accept(socket, {
+      ...socketOptions,
+      onProtocolError: badFrameReporter((error, dropped) =>
+        emit({ type: "bad_frames", role, id, dropped, message: error.message })
+      ),
+    });
     // A JSON-RPC client dialled a relay path (a `serve` URL's way of talking):
     // tell it at once instead of dropping its messages until it times out.
     socket.addEventListener("message", (event) => {
