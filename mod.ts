@@ -73,6 +73,7 @@ export type {
 export type { BinaryLane, MessageChannel } from "./lib/rpc/message_channel.ts";
 export {
   DEFAULT_MAX_MESSAGE_BYTES,
+  JsonResult,
   JsonRpcPeer,
   MIN_MAX_MESSAGE_BYTES,
 } from "./lib/rpc/json_rpc_peer.ts";

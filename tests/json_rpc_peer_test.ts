@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { RelayClosedError, RpcError } from "../lib/errors.ts";
-import { DEFAULT_MAX_CONCURRENT_REQUESTS, JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
+import {
+  DEFAULT_MAX_CONCURRENT_REQUESTS,
+  JsonResult,
+  JsonRpcPeer,
+} from "../lib/rpc/json_rpc_peer.ts";
 import type { MessageChannel } from "../lib/rpc/message_channel.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
@@ -497,6 +501,42 @@ Deno.test("JsonRpcPeer notifyJson splices ready JSON params and keeps the size l
   );
   await peer.close();
   await assert.rejects(peer.notifyJson("m", "{}"), RelayClosedError);
+});
+
+Deno.test("JsonRpcPeer splices a JsonResult into the reply as the serialized result would be, and keeps the size limit at and one past it", async () => {
+  const [raw, server] = channelPair();
+  const limit = 1024;
+  const overhead = '{"jsonrpc":"2.0","id":1,"result":{"x":""}}'.length;
+  const results = new Map<number, unknown>([
+    [1, new JsonResult(`{"x":"${"a".repeat(limit - overhead)}"}`, { ascii: true })],
+    [3, new JsonResult(`{"x":"${"é".repeat((limit - overhead) / 2)}"}`)],
+    [4, new JsonResult(`{"x":"${"é".repeat((limit - overhead) / 2)}e"}`)],
+    [5, new JsonResult(`{"x":"${"a".repeat(limit - overhead + 1)}"}`, { ascii: true })],
+  ]);
+  const peer = new JsonRpcPeer(server, {
+    maxMessageBytes: limit,
+    onRequest: (_method, _params, { id }) => results.get(id as number),
+  });
+  const it = raw[Symbol.asyncIterator]();
+  const ask = async (id: number) => {
+    await raw.send(JSON.stringify({ jsonrpc: "2.0", id, method: "m" }));
+    return await withDeadline(nextJson(it), D) as Record<string, unknown>;
+  };
+  const atLimit = await ask(1);
+  assert.equal(JSON.stringify(atLimit).length, limit);
+  assert.deepEqual(atLimit, { jsonrpc: "2.0", id: 1, result: { x: "a".repeat(limit - overhead) } });
+  const twoByte = await ask(3);
+  assert.equal(
+    new TextEncoder().encode(JSON.stringify(twoByte)).length,
+    limit,
+    "measured in UTF-8",
+  );
+  for (const id of [4, 5]) {
+    const past = await ask(id);
+    assert.equal((past.error as { code: number }).code, -32603, `id ${id}: one byte past`);
+    assert.match((past.error as { message: string }).message, /exceeds the 1024 byte limit/);
+  }
+  await peer.close();
 });
 
 /**
