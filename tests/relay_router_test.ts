@@ -1505,3 +1505,101 @@ Deno.test("RelayRouter's queue budget still counts the frames of a harness socke
   const routed = executor.sent.filter((bytes) => decodeFrame(bytes).streamId.startsWith("f-"));
   assert.ok(routed.length < 30, `${routed.length} of 30 frames routed`);
 });
+
+/**
+ * The router's end of a harness socket the test scripts frame by frame, with
+ * `isClosed` set by the test: a socket that has closed while the router has
+ * not read all it received yet (its reader waited for a slow executor).
+ */
+class ScriptedHarnessSocket implements AsyncIterable<ReceivedFrame> {
+  readonly bufferedAmount = 0;
+  readonly sent: RelayFrame[] = [];
+  isClosed = false;
+  #inbound: ReceivedFrame[] = [];
+  #wake: (() => void) | undefined;
+  #ended = false;
+
+  /** Delivers a frame to the router as if the harness had sent it. */
+  receive(frame: RelayFrame): void {
+    this.#inbound.push({ ...frame, bytes: encodeFrame(frame) });
+    this.#wake?.();
+  }
+
+  sendBytes(bytes: Uint8Array): Promise<void> {
+    this.sent.push(decodeFrame(bytes));
+    return Promise.resolve();
+  }
+
+  dropUnread(): void {
+    this.#inbound.length = 0;
+  }
+
+  /** The router reads no more after what it has (its close is processed). */
+  end(): void {
+    this.#ended = true;
+    this.#wake?.();
+  }
+
+  close(): Promise<void> {
+    this.isClosed = true;
+    this.end();
+    return Promise.resolve();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ReceivedFrame> {
+    for (;;) {
+      const frame = this.#inbound.shift();
+      if (frame !== undefined) yield frame;
+      else if (this.#ended) return;
+      else {
+        await new Promise<void>((resolve) => this.#wake = resolve);
+        this.#wake = undefined;
+      }
+    }
+  }
+}
+
+Deno.test("RelayRouter never hands a stream back to an older harness socket: its resume, read after a newer socket resumed, gets stream_in_use and the newer one keeps the stream", async () => {
+  await using h = await host();
+  const executor = await h.connect("executor");
+  const old = new ScriptedHarnessSocket();
+  h.router.addHarness("e1", old as unknown as RelaySocket);
+  old.receive(data("s", "first"));
+  assert.equal(payloadOf(await executor.inbox.next("first")), "first");
+  // The harness reconnected; the old socket looks open still (half-open).
+  const fresh = await h.connect("harness");
+  assert.equal((await through(fresh, executor, resume("s", 2))).body.kind, "resume");
+  // A resume the old socket had sent before, read only now.
+  old.receive(resume("s", 2));
+  old.receive(data("marker", "after the stale resume"));
+  assert.equal(payloadOf(await executor.inbox.next("marker")), "after the stale resume");
+  assert.deepEqual(old.sent.map((f) => [f.streamId, resetReason(f)]), [["s", "stream_in_use"]]);
+  assert.equal(payloadOf(await through(fresh, executor, data("s", "second", 2))), "second");
+  await executor.socket.send(data("s", "to the newer socket"));
+  assert.equal(payloadOf(await fresh.inbox.next("reply")), "to the newer socket");
+  old.end();
+});
+
+Deno.test("RelayRouter: once a harness socket has closed, a newer one takes its streams with any frame, and the closed one's late frames open or take nothing", async () => {
+  await using h = await host();
+  const executor = await h.connect("executor");
+  const old = new ScriptedHarnessSocket();
+  h.router.addHarness("e1", old as unknown as RelaySocket);
+  old.receive(data("s", "first"));
+  assert.equal(payloadOf(await executor.inbox.next("first")), "first");
+  old.isClosed = true; // closed; its reader has not caught up yet
+  const fresh = await h.connect("harness");
+  // Data before any resume (the resume was lost, say): taken, not refused.
+  assert.equal(payloadOf(await through(fresh, executor, data("s", "second", 2))), "second");
+  // What the closed socket still had unread: a frame for a new stream and a
+  // resume for the taken one. Neither reaches the executor nor moves a stream.
+  old.receive(data("t", "late"));
+  old.receive(resume("s", 2));
+  old.end();
+  await h.event((e) => e.type === "harness_detached", "the old socket gone");
+  assert.equal(payloadOf(await through(fresh, executor, data("marker", "after"))), "after");
+  await executor.socket.send(data("s", "reply"));
+  assert.equal(payloadOf(await fresh.inbox.next("reply")), "reply");
+  assert.equal(h.router.stats().streams, 2, "s and marker; no route for t");
+  assert.deepEqual(old.sent, [], "nothing answered to the closed socket");
+});

@@ -242,6 +242,40 @@ Deno.test("StreamMux at maxStreams lets a new stream take the place of one idle 
   await refusedAfter(DEFAULT_IDLE_STREAM_MS + 1_000);
 });
 
+Deno.test("StreamMux (harness) sends every stream's resume on a new socket before any of its data, also for data queued while detached", async () => {
+  await using lb = loopback({}, false);
+  const harness = new StreamMux({ role: "harness" });
+  try {
+    let accepted = lb.nextAccepted();
+    harness.attach(await RelaySocket.connect(lb.url));
+    const first = await accepted;
+    const streams = Array.from({ length: 8 }, () => harness.open());
+    for (const stream of streams) await stream.send("before");
+    const seenFirst = new Set<string>();
+    const frames = first[Symbol.asyncIterator]();
+    while (seenFirst.size < streams.length) {
+      const frame = await withDeadline(frames.next(), 5_000, "first socket's frames");
+      seenFirst.add(frame.value.streamId);
+    }
+    // The socket is lost; data queued meanwhile waits for the next one.
+    await first.close();
+    await withDeadline(harness.detached, 5_000, "detached");
+    for (const stream of streams.slice(1)) void stream.send("while detached").catch(() => {});
+    accepted = lb.nextAccepted();
+    harness.attach(await RelaySocket.connect(lb.url));
+    const second = await accepted;
+    const firstKinds = new Map<string, string>();
+    const next = second[Symbol.asyncIterator]();
+    while (firstKinds.size < streams.length) {
+      const frame = (await withDeadline(next.next(), 5_000, "second socket's frames")).value;
+      if (!firstKinds.has(frame.streamId)) firstKinds.set(frame.streamId, frame.body.kind);
+    }
+    assert.deepEqual([...new Set(firstKinds.values())], ["resume"]);
+  } finally {
+    await harness.close();
+  }
+});
+
 Deno.test("StreamMux reset ends one stream on both sides and leaves the others", async () => {
   const executorSide = new Map<string, Promise<unknown>>();
   await using lb = loopback({

@@ -289,11 +289,16 @@ interface Site {
   readonly ended: Set<string>;
 }
 
+/** Numbers peers in the order their sockets were attached (see `Peer.serial`). */
+let peerSerial = 0;
+
 /** One socket and its bounded outbound queue. */
 class Peer implements BudgetHolder {
   readonly role: RouterRole;
   readonly socket: RelaySocket;
   readonly site: Site;
+  /** Attach order: a larger serial is a newer socket. */
+  readonly serial = ++peerSerial;
   /** Streams this harness socket owns. */
   readonly streams = new Set<string>();
   /** What the queue is charged: each frame's length plus {@linkcode ROUTER_FRAME_OVERHEAD_BYTES}. */
@@ -922,6 +927,10 @@ export class RelayRouter implements AsyncDisposable {
         this.#toExecutor(site, frame.bytes);
         return true;
       }
+      // A frame its socket sent before it closed, read late (the reader waited
+      // for the executor's queue to drain): its harness is on another socket
+      // by now, or gone, and the stream would be owned by a socket nobody reads.
+      if (peer.socket.isClosed) return false;
       if (site.executor === undefined && !site.executorAway) {
         if (performance.now() - this.#startedAt >= this.#startupGraceMs) {
           this.#toHarness(peer, resetBytes(streamId, RESET_EXECUTOR_OFFLINE));
@@ -943,15 +952,24 @@ export class RelayRouter implements AsyncDisposable {
       site.ended.delete(streamId);
       peer.streams.add(streamId);
     } else if (route.owner !== peer) {
+      // A closed socket's late frames take nothing (see above).
+      if (peer.socket.isClosed) return false;
       const previous = route.owner;
       if (previous !== undefined) {
-        if (frame.body.kind !== "resume") {
+        // A harness that reconnected before its old socket was seen to go
+        // resumes on the new one: the new socket takes the stream over and the
+        // old one loses it. Any frame does once the old socket has closed (its
+        // reader may not have caught up with the close yet); while it looks
+        // open (half-open, a close still in flight) only a resume from a
+        // newer socket does. Never the other way: a resume the old socket
+        // sent before it went, read late, would hand the stream back to a
+        // socket nobody reads, and the live one would get `stream_in_use`.
+        const takesOver = previous.socket.isClosed ||
+          (frame.body.kind === "resume" && peer.serial > previous.serial);
+        if (!takesOver) {
           if (!isReset) this.#toHarness(peer, resetBytes(streamId, RESET_STREAM_IN_USE));
           return false;
         }
-        // A harness that reconnected before its old socket was seen to go
-        // (half-open, or a close still in flight) resumes on the new one: the
-        // new socket takes the stream over and the old one loses it.
         previous.streams.delete(streamId);
       }
       // A parked or resumed stream: this socket takes it (back).

@@ -614,15 +614,18 @@ export class StreamMux implements AsyncDisposable {
     }
     clearTimeout(this.#detachTimer);
     this.#detachTimer = undefined;
+    // Every stream's resume is queued before the socket is: a resume wakes the
+    // writer, which would otherwise start at once and could send a stream's
+    // data (queued before the loss) ahead of that stream's resume, and the
+    // rendezvous, still counting the old socket as the stream's owner,
+    // would refuse it `stream_in_use`.
+    for (const slot of this.#streams.values()) slot.core.resume();
     this.#socket = socket;
     socket.onOversizedFrame = (id) => {
       if (this.#socket === socket) this.#refuseOversized(id);
     };
     this.#detached = new Promise((resolve) => this.#resolveDetached = resolve);
-    for (const slot of this.#streams.values()) {
-      slot.core.resume();
-      this.#wake(slot);
-    }
+    for (const slot of this.#streams.values()) this.#wake(slot);
     this.#read(socket);
     this.#pump();
   }

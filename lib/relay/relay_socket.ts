@@ -521,6 +521,14 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     return this.#ws.bufferedAmount;
   }
 
+  /**
+   * True once the socket has closed, by either side. Frames it received
+   * before may still be unread (the iterator yields them).
+   */
+  get isClosed(): boolean {
+    return this.#info !== undefined;
+  }
+
   /** Well-formed frames received so far (a socket that carried something, not only opened). */
   get framesReceived(): number {
     return this.#framesReceived;
