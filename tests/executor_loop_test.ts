@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { ProtocolError, StreamResetError } from "../lib/errors.ts";
+import { ProtocolError, RelayClosedError, StreamResetError } from "../lib/errors.ts";
 import { RESET_MESSAGE_TOO_LARGE } from "../lib/mux/reset_reasons.ts";
 import { StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
@@ -845,6 +845,26 @@ Deno.test("runExecutor closed while a harness runs a program ends it first (the 
   assert.equal(status.code, 143);
   await withDeadline(conn.closed, 5_000, "the harness hearing of the shutdown");
   assert.equal(conn.closeReason, "shutdown");
+});
+
+Deno.test("a harness asking for an executor that shut down gets executor_offline at once, not the rendezvous' detach window of silence", async () => {
+  // A detach window longer than the connect's timeout: waited for, the
+  // connect would fail on its timeout, not with the reset. (No startup grace:
+  // a rendezvous in its first detach window waits for any executor.)
+  await using box = await box1({ detachWindowMs: 60_000, startupGraceMs: 0 });
+  await box.handle.close();
+  await withDeadline(
+    assert.rejects(
+      connect(box.rendezvous.url, { executorId: "box-1", token: TOKEN, timeoutMs: 30_000 }),
+      (error: unknown) => {
+        assert.ok(error instanceof RelayClosedError, String(error));
+        assert.match(error.message, /executor_offline/);
+        return true;
+      },
+    ),
+    20_000,
+    "connect refused",
+  );
 });
 
 Deno.test("runExecutor stops with a clear error when another executor takes its id, instead of taking it back for ever", async () => {

@@ -1036,6 +1036,14 @@ export class RelayRouter implements AsyncDisposable {
     site.confirmTimer = undefined;
     this.#emit({ type: "executor_detached", executorId: site.id });
     if (this.#closing) return;
+    // An executor that said it is shutting down (outpost's closes its socket
+    // `shutdown` once its streams are reset) is not waited for: a harness
+    // asking for it now gets `executor_offline` at once, not a detach window
+    // of silence.
+    if (peer.socket.closeInfo?.reason === CLOSE_SHUTDOWN) {
+      this.#executorExpired(site);
+      return;
+    }
     this.#awaitExecutor(site);
   }
 

@@ -529,6 +529,11 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
     return this.#info !== undefined;
   }
 
+  /** How the socket closed, once it has (the `closed` promise's value); else `undefined`. */
+  get closeInfo(): RelayCloseInfo | undefined {
+    return this.#info;
+  }
+
   /** Well-formed frames received so far (a socket that carried something, not only opened). */
   get framesReceived(): number {
     return this.#framesReceived;
