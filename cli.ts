@@ -41,11 +41,12 @@ const EXECUTOR_FLAGS = {
 } as const;
 
 const EXECUTOR_FLAGS_HELP =
-  `  --cwd DIR                Default working directory of programs (default: the current one)
-  --write-root DIR         Confine fs writes (and os-confined programs) to DIR (repeatable)
-  --min-confinement KIND   Weakest confinement a request may use: none, deno or os (default none)
-  --max-sessions N         Sessions held at once, connected or waiting to resume (default 256)
-  --max-processes N        Live processes over all sessions (default 256; 64 per session)`;
+  `  --cwd DIR           Default working directory of programs (default: the current one)
+  --write-root DIR    Confine fs writes (and os-confined programs) to DIR (repeatable)
+  --min-confinement KIND
+                      Weakest confinement a request may use: none, deno or os (default none)
+  --max-sessions N    Sessions held at once, connected or waiting to resume (default 256)
+  --max-processes N   Live processes over all sessions (default 256; 64 per session)`;
 
 // Defect 7 (SECURITY_TESTS.md): a warning at start-up recommending
 // --token-file would mislead, since a same-user program can read the token
@@ -99,7 +100,7 @@ const GLOBAL_HELP = `outpost ${VERSION}: a Deno-native remote executor
 
 Usage:
   outpost [serve] [--listen ws://127.0.0.1:0] [--allow-remote]
-  outpost rendezvous [--listen ws://HOST:PORT]
+  outpost rendezvous [--listen ws://HOST:PORT] [--public-url URL] [--url-ttl-ms N]
   outpost executor --registry URL --executor-id ID [--name NAME]
   outpost exec --url URL [--executor-id ID] [--cwd DIR] [--env K=V]... [--tty] -- PROGRAM [ARGS...]
 
@@ -143,7 +144,8 @@ Example:
   deno task start
 `,
   rendezvous:
-    `Usage: outpost rendezvous [--listen ws://HOST:PORT] [--public-url URL] [--token-file FILE]
+    `Usage: outpost rendezvous [--listen ws://HOST:PORT] [--public-url URL] [--url-ttl-ms N]
+                          [--token-file FILE]
 
 Runs the relay and the executor registry in one server. Executors register with
 POST /cloud/executor/{id}/register and get a short-lived signed URL; harnesses

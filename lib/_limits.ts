@@ -29,6 +29,18 @@ export function checkTimerMs(what: string, name: string, value: number, min: num
   return value;
 }
 
+/**
+ * A count with its noun, singular for one: "1 session", "2 sessions".
+ *
+ * @param n The count.
+ * @param one The noun for one.
+ * @param many The noun for other counts (default: `one` + "s").
+ * @returns The phrase.
+ */
+export function counted(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 /** The largest terminal side, in columns or rows (the winsize fields are 16-bit). */
 export const MAX_TERMINAL_SIDE = 65_535;
 

@@ -509,8 +509,8 @@ Deno.test("cli: serve --max-sessions and --max-processes hold the executor to th
   const program = ["--", "sh", "-c", "echo ready; sleep 30"];
   for (
     const [flag, refusal] of [
-      ["--max-sessions", /the limit of 1 sessions is reached/],
-      ["--max-processes", /the executor-wide limit of 1 processes is reached/],
+      ["--max-sessions", /the limit of 1 session is reached/],
+      ["--max-processes", /the executor-wide limit of 1 process is reached/],
     ] as const
   ) {
     await using serve = new Cli("executor", ["serve", flag, "1"]);

@@ -813,7 +813,7 @@ Deno.test("connect (local) refuses a missing or wrong token with a clear error",
   await using server = await serveLocal({ token: SERVER_TOKEN });
   await assert.rejects(
     connect(server.url),
-    /^RelayClosedError: Cannot connect to 127\.0\.0\.1:\d+: the executor requires a token \(HTTP 401\); set OUTPOST_TOKEN or --token-file$/,
+    /^RelayClosedError: Cannot connect to 127\.0\.0\.1:\d+: the executor requires a token \(HTTP 401\); pass `token` \(the CLI: OUTPOST_TOKEN or --token-file\)$/,
   );
   await assert.rejects(
     connect(server.url, { token: "wrong-token-0123456789abc" }),

@@ -550,7 +550,8 @@ function explainRefusal(error: unknown, url: string): unknown {
       "harness URL for this executor, or the rendezvous restarted with a new signing key " +
       "(set OUTPOST_SIGNING_KEY to keep it)";
   } else if (status === 401) {
-    why = "the rendezvous requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
+    why =
+      "the rendezvous requires a token (HTTP 401); pass `token` (the CLI: OUTPOST_TOKEN or --token-file)";
   } else if (status === 403) why = "the rendezvous refused the token (HTTP 403)";
   else if (status === 503) why = busyRendezvous(refusal?.code);
   else if (status === 404) {
@@ -598,7 +599,7 @@ function explainLocalRefusal(error: unknown, url: URL, tokenSent: boolean): unkn
   } else if (status === 401) {
     why = tokenSent
       ? "the executor refused the token (HTTP 401)"
-      : "the executor requires a token (HTTP 401); set OUTPOST_TOKEN or --token-file";
+      : "the executor requires a token (HTTP 401); pass `token` (the CLI: OUTPOST_TOKEN or --token-file)";
   } else if (status === 404) {
     // A rendezvous answers 404 outside its routes; serve answers any other path.
     why = "no executor answers there (HTTP 404); a rendezvous URL needs an executor id " +

@@ -74,7 +74,7 @@ import {
   ttyCommand,
 } from "./tty.ts";
 import { abortable } from "../_abortable.ts";
-import { checkTimerMs, MAX_TIMER_MS } from "../_limits.ts";
+import { checkTimerMs, counted, MAX_TIMER_MS } from "../_limits.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
 
@@ -617,12 +617,16 @@ export class ProcessTable implements AsyncDisposable {
     for (const record of this.#records.values()) if (record.state !== "closed") live++;
     if (live >= this.#maxProcesses) {
       throw new RangeError(
-        `${what}: the limit of ${this.#maxProcesses} processes per session is reached`,
+        `${what}: the limit of ${
+          counted(this.#maxProcesses, "process", "processes")
+        } per session is reached`,
       );
     }
     if (this.#limiter && !this.#limiter.tryAcquire()) {
       throw new RangeError(
-        `${what}: the executor-wide limit of ${this.#limiter.max} processes is reached`,
+        `${what}: the executor-wide limit of ${
+          counted(this.#limiter.max, "process", "processes")
+        } is reached`,
       );
     }
     const record = this.#newRecord(id, argv, tty);

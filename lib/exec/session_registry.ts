@@ -12,7 +12,7 @@
  * @module
  */
 
-import { MAX_TIMER_MS } from "../_limits.ts";
+import { counted, MAX_TIMER_MS } from "../_limits.ts";
 import { RpcError } from "../errors.ts";
 import { INVALID_REQUEST, SESSION_ATTACHED_ELSEWHERE } from "../rpc/error_codes.ts";
 import type { ProcessEventSink, ProcessTable } from "./process_table.ts";
@@ -119,7 +119,7 @@ export class SessionRegistry implements AsyncDisposable {
     if (this.#sessions.size >= this.#maxSessions && !this.#dropIdleDetached()) {
       throw new RpcError(
         INVALID_REQUEST,
-        `Cannot initialize: the limit of ${this.#maxSessions} sessions is reached, ` +
+        `Cannot initialize: the limit of ${counted(this.#maxSessions, "session")} is reached, ` +
           "each attached or with a process not yet closed",
       );
     }

@@ -90,7 +90,7 @@ export function normalizeRegistryUrl(registry: string): string {
     // rendezvous then answers 401, which reads as a refused token.
     throw new TypeError(
       "Cannot use registry URL: it must not carry credentials (user:password@); " +
-        "the token comes from OUTPOST_TOKEN or --token-file",
+        "pass the token as `token` (the CLI: OUTPOST_TOKEN or --token-file)",
     );
   }
   url.search = "";
