@@ -153,10 +153,12 @@ export function connectionOver(url: string, channel: GatedChannel): Connection {
  * An initialized JSON-RPC session with one executor, from {@linkcode connect}.
  *
  * @example
- * ```ts ignore
- * import { connect } from "@outpost/exec";
- * await using conn = await connect("ws://127.0.0.1:8765");
- * const info = await conn.request("environment/info");
+ * ```ts
+ * import { connect, serveLocal } from "@outpost/exec";
+ * await using server = await serveLocal(); // an executor on a free loopback port
+ * await using conn = await connect(server.url);
+ * const info = await conn.request<{ shell: unknown }>("environment/info");
+ * console.log(conn.sessionId, info.shell !== undefined); // UUID true
  * ```
  */
 export class Connection implements AsyncDisposable, ProcessTransport {
@@ -807,13 +809,18 @@ async function openRendezvous(
  * @throws {RelayClosedError} When the socket cannot be opened or is refused.
  * @throws {RpcError} When the executor refuses `initialize`.
  * @example
- * ```ts ignore
- * import { connect } from "@outpost/exec";
- * await using conn = await connect("ws://127.0.0.1:8700", {
+ * ```ts
+ * import { connect, runExecutor, serveRendezvous } from "@outpost/exec";
+ * const token = crypto.randomUUID(); // in real use: from OUTPOST_TOKEN or a file
+ * await using rendezvous = await serveRendezvous({ token });
+ * await using executor = runExecutor({
+ *   registry: rendezvous.registryUrl,
  *   executorId: "build-box",
- *   token: Deno.env.get("OUTPOST_TOKEN"),
+ *   token,
  * });
- * console.log(conn.sessionId);
+ * // Through the rendezvous: the executor id picks the executor.
+ * await using conn = await connect(rendezvous.url, { executorId: "build-box", token });
+ * console.log(conn.mode, executor.status); // rendezvous connected
  * ```
  */
 export async function connect(

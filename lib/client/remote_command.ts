@@ -67,9 +67,10 @@ export interface RemoteCommandOptions {
  * A program to run on an executor, like `Deno.Command` but remote.
  *
  * @example
- * ```ts ignore
- * import { connect, RemoteCommand } from "@outpost/exec";
- * await using conn = await connect("ws://127.0.0.1:8765");
+ * ```ts
+ * import { connect, RemoteCommand, serveLocal } from "@outpost/exec";
+ * await using server = await serveLocal();
+ * await using conn = await connect(server.url);
  * const { code, stdout } = await new RemoteCommand(conn, "sh", {
  *   args: ["-c", "echo hello"],
  * }).output();

@@ -73,11 +73,15 @@ function encodeBase64(bytes: Uint8Array): string {
  * `-32004` when the path does not exist).
  *
  * @example
- * ```ts ignore
- * import { connect } from "@outpost/exec";
- * await using conn = await connect("ws://127.0.0.1:8765");
- * await conn.fs.writeTextFile("/tmp/hello.txt", "hi");
- * console.log(await conn.fs.readTextFile("/tmp/hello.txt"));
+ * ```ts
+ * import { connect, serveLocal } from "@outpost/exec";
+ * await using server = await serveLocal();
+ * await using conn = await connect(server.url);
+ * // Paths are the executor's, absolute, and within what its sandbox grants.
+ * const dir = await Deno.makeTempDir();
+ * await conn.fs.writeTextFile(`${dir}/hello.txt`, "hi");
+ * console.log(await conn.fs.readTextFile(`${dir}/hello.txt`)); // hi
+ * await conn.fs.remove(dir, { recursive: true });
  * ```
  */
 export class RemoteFs {

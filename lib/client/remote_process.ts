@@ -236,11 +236,13 @@ function toStatus(
  * `output()`, `kill()` and `await using`; `resize()` sizes its terminal.
  *
  * @example
- * ```ts ignore
- * import { connect, RemoteCommand } from "@outpost/exec";
- * await using conn = await connect("ws://127.0.0.1:8765");
+ * ```ts
+ * import { connect, RemoteCommand, serveLocal } from "@outpost/exec";
+ * await using server = await serveLocal();
+ * await using conn = await connect(server.url);
  * const child = new RemoteCommand(conn, "sh", { args: ["-c", "echo hi"] }).spawn();
  * const { code, stdout } = await child.output();
+ * console.log(code, new TextDecoder().decode(stdout)); // 0 "hi\n"
  * ```
  */
 export class RemoteProcess implements AsyncDisposable {

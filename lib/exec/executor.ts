@@ -138,10 +138,15 @@ function checkOptions(options: ExecutorOptions): void {
  * the sandbox of the executor's own Deno permissions.
  *
  * @example Serve one session over a channel
- * ```ts ignore
- * import { Executor } from "@outpost/exec";
+ * ```ts
+ * import { connect, Executor, RemoteCommand, serveLocal } from "@outpost/exec";
  * await using executor = new Executor({ sessionTtlMs: 30_000 });
- * await executor.serve(channel); // returns when the channel closes
+ * // serveLocal (or a stream mux, runExecutor) calls executor.serve(channel)
+ * // for each connection; it returns when the channel closes.
+ * await using server = await serveLocal({ executor });
+ * await using conn = await connect(server.url);
+ * const { code } = await new RemoteCommand(conn, "true").output();
+ * console.log(code); // 0
  * ```
  */
 export class Executor implements AsyncDisposable {

@@ -404,10 +404,15 @@ async function requireDirectoryForSlash(
  * Serves the `fs/*` methods for one executor.
  *
  * @example Read a file through the sandbox
- * ```ts ignore
- * import { FsOps, SandboxPolicy } from "@outpost/exec";
+ * ```ts
+ * import { FsOps } from "./fs_ops.ts";
+ * import { SandboxPolicy } from "./sandbox_policy.ts";
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeTextFile(path, "hi");
  * const fs = new FsOps(new SandboxPolicy());
- * const { dataBase64 } = await fs.call("fs/readFile", { path: "/tmp/a.txt" }) as { dataBase64: string };
+ * const { dataBase64 } = await fs.call("fs/readFile", { path }) as { dataBase64: string };
+ * console.log(atob(dataBase64)); // hi
+ * await Deno.remove(path);
  * ```
  */
 export class FsOps {

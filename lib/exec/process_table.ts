@@ -462,7 +462,7 @@ interface Pump {
  * The processes of one session.
  *
  * @example Run a command and read its output
- * ```ts ignore
+ * ```ts
  * import { ProcessTable } from "./process_table.ts";
  * await using table = new ProcessTable({});
  * await table.start({ processId: "p1", argv: ["sh", "-c", "echo hi"] });

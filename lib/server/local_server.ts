@@ -306,7 +306,7 @@ class WebSocketChannel implements MessageChannel {
  * message, one session per connection.
  *
  * @example Serve on a free loopback port
- * ```ts ignore
+ * ```ts
  * import { serveLocal } from "@outpost/exec";
  * await using server = await serveLocal();
  * console.log(server.url); // ws://127.0.0.1:PORT
