@@ -310,17 +310,23 @@ Deno.test("normalizeRegistryUrl and validateExecutorId check their input", () =>
   assert.throws(() => validateExecutorId(" a"), /only ASCII letters/);
 });
 
-Deno.test("runExecutor stops with a clear error when the registry refuses the token", async () => {
-  await using registry = fakeRegistry(() =>
-    json({ error: { code: "forbidden", message: "Wrong token" } }, 403)
-  );
+/** `runExecutor` for box-1 at `registry`, recording its events. */
+function recordedExecutor(registry: string) {
   const events: RemoteExecutorEvent[] = [];
   const handle = runExecutor({
-    registry: registry.url,
+    registry,
     executorId: "box-1",
     token: TOKEN,
     onEvent: (event) => events.push(event),
   });
+  return { handle, events };
+}
+
+Deno.test("runExecutor stops with a clear error when the registry refuses the token", async () => {
+  await using registry = fakeRegistry(() =>
+    json({ error: { code: "forbidden", message: "Wrong token" } }, 403)
+  );
+  const { handle, events } = recordedExecutor(registry.url);
   const error = await withDeadline(handle.closed.catch((e) => e), 5000, "fatal stop");
   assert.ok(error instanceof RegistrationError);
   assert.match(error.message, /refused the token \(403 forbidden\): Wrong token/);
@@ -720,13 +726,7 @@ Deno.test("runExecutor reports bad frames from its rendezvous as one bad_frames 
   });
   const url = `ws://127.0.0.1:${server.addr.port}/executor/box-1?role=executor&sig=s`;
   await using registry = fakeRegistry(() => json({ executor_id: "box-1", url }));
-  const events: RemoteExecutorEvent[] = [];
-  const handle = runExecutor({
-    registry: registry.url,
-    executorId: "box-1",
-    token: TOKEN,
-    onEvent: (event) => events.push(event),
-  });
+  const { handle, events } = recordedExecutor(registry.url);
   await withDeadline(sent.promise, 10_000, "garbage sent");
   await until(() => events.some((e) => e.type === "bad_frames"), 10_000, "bad_frames");
   const reports = events.filter((e) => e.type === "bad_frames");

@@ -1559,13 +1559,19 @@ class ScriptedHarnessSocket implements AsyncIterable<ReceivedFrame> {
   }
 }
 
-Deno.test("RelayRouter never hands a stream back to an older harness socket: its resume, read after a newer socket resumed, gets stream_in_use and the newer one keeps the stream", async () => {
-  await using h = await host();
+/** An executor socket, and a scripted harness socket that has opened stream `s` to it. */
+async function streamOnScriptedSocket(h: RouterHost) {
   const executor = await h.connect("executor");
   const old = new ScriptedHarnessSocket();
   h.router.addHarness("e1", old as unknown as RelaySocket);
   old.receive(data("s", "first"));
   assert.equal(payloadOf(await executor.inbox.next("first")), "first");
+  return { executor, old };
+}
+
+Deno.test("RelayRouter never hands a stream back to an older harness socket: its resume, read after a newer socket resumed, gets stream_in_use and the newer one keeps the stream", async () => {
+  await using h = await host();
+  const { executor, old } = await streamOnScriptedSocket(h);
   // The harness reconnected; the old socket looks open still (half-open).
   const fresh = await h.connect("harness");
   assert.equal((await through(fresh, executor, resume("s", 2))).body.kind, "resume");
@@ -1582,11 +1588,7 @@ Deno.test("RelayRouter never hands a stream back to an older harness socket: its
 
 Deno.test("RelayRouter: once a harness socket has closed, a newer one takes its streams with any frame, and the closed one's late frames open or take nothing", async () => {
   await using h = await host();
-  const executor = await h.connect("executor");
-  const old = new ScriptedHarnessSocket();
-  h.router.addHarness("e1", old as unknown as RelaySocket);
-  old.receive(data("s", "first"));
-  assert.equal(payloadOf(await executor.inbox.next("first")), "first");
+  const { executor, old } = await streamOnScriptedSocket(h);
   old.isClosed = true; // closed; its reader has not caught up yet
   const fresh = await h.connect("harness");
   // Data before any resume (the resume was lost, say): taken, not refused.
