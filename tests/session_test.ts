@@ -787,7 +787,7 @@ Deno.test("Executor at its session limit keeps a detached session whose exited p
   const pids = await waitForPids(`sleep ${token}`, 1);
   await first[Symbol.asyncDispose](); // detached, its process exited but not closed
   await using second = connect(executor);
-  await second.fails("initialize", { clientName: "second" }, -32600, "limit of 1 sessions");
+  await second.fails("initialize", { clientName: "second" }, -32600, "limit of 1 session ");
   assert.deepEqual(livePidsWith(`sleep ${token}`), pids, "the child outlives the refusal");
   // Once the child ends, the process closes and the session makes room.
   const back = connect(executor);
