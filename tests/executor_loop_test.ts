@@ -847,7 +847,7 @@ Deno.test("runExecutor closed while a harness runs a program ends it first (the 
   assert.equal(conn.closeReason, "shutdown");
 });
 
-Deno.test("a harness asking for an executor that shut down gets executor_offline at once, not the rendezvous' detach window of silence", async () => {
+Deno.test("a harness asking for an executor that shut down gets executor_offline within SHUTDOWN_WAIT_MS, not the rendezvous' detach window of silence; one that restarts by then serves it", async () => {
   // A detach window longer than the connect's timeout: waited for, the
   // connect would fail on its timeout, not with the reset. (No startup grace:
   // a rendezvous in its first detach window waits for any executor.)
@@ -865,6 +865,23 @@ Deno.test("a harness asking for an executor that shut down gets executor_offline
     20_000,
     "connect refused",
   );
+  // Shut down again, and asked for before a new executor of the id arrives.
+  await using again = runExecutor({
+    registry: box.rendezvous.registryUrl,
+    executorId: "box-1",
+    token: TOKEN,
+  });
+  await until(() => again.status === "connected", 10_000, "the executor back");
+  await again.close();
+  const asking = connect(box.rendezvous.url, { executorId: "box-1", token: TOKEN });
+  await using restarted = runExecutor({
+    registry: box.rendezvous.registryUrl,
+    executorId: "box-1",
+    token: TOKEN,
+  });
+  await using conn = await withDeadline(asking, 10_000, "served by the restarted executor");
+  assert.equal(conn.mode, "rendezvous");
+  assert.equal(restarted.status, "connected");
 });
 
 Deno.test("runExecutor stops with a clear error when another executor takes its id, instead of taking it back for ever", async () => {

@@ -431,6 +431,13 @@ class Peer implements BudgetHolder {
 }
 
 const EMPTY = new Uint8Array(0);
+/**
+ * How long streams for an executor that closed its socket `shutdown` wait for
+ * it to come back (a restart) before `executor_offline`: 5 s, under a
+ * harness's 10 s connect timeout.
+ */
+export const SHUTDOWN_WAIT_MS = 5_000;
+
 /** Ended streams remembered per executor id (see `Site.ended`): late frames come within a round trip. */
 const MAX_ENDED_STREAMS = 1024;
 
@@ -1037,23 +1044,37 @@ export class RelayRouter implements AsyncDisposable {
     this.#emit({ type: "executor_detached", executorId: site.id });
     if (this.#closing) return;
     // An executor that said it is shutting down (outpost's closes its socket
-    // `shutdown` once its streams are reset) is not waited for: a harness
-    // asking for it now gets `executor_offline` at once, not a detach window
-    // of silence.
+    // `shutdown` once its streams are reset) is waited for briefly, not for
+    // the detach window: a restart that brings it back at once still serves
+    // a harness that asked meanwhile, and otherwise the harness gets
+    // `executor_offline` in seconds instead of timing out in silence.
     if (peer.socket.closeInfo?.reason === CLOSE_SHUTDOWN) {
-      this.#executorExpired(site);
-      return;
+      // Its streams were reset: what waits now are new streams, which never
+      // reached an executor.
+      this.#awaitExecutor(
+        site,
+        Math.min(SHUTDOWN_WAIT_MS, this.#detachWindowMs),
+        RESET_EXECUTOR_OFFLINE,
+      );
+    } else {
+      this.#awaitExecutor(site);
     }
-    this.#awaitExecutor(site);
   }
 
-  /** Holds the site's streams for the detach window, waiting for an executor socket. */
-  #awaitExecutor(site: Site): void {
+  /**
+   * Holds the site's streams for `waitMs` (the detach window by default),
+   * waiting for an executor socket; then resets them with `reason`.
+   */
+  #awaitExecutor(
+    site: Site,
+    waitMs = this.#detachWindowMs,
+    reason = RESET_EXECUTOR_DISCONNECTED,
+  ): void {
     site.executorAway = true;
-    site.executorTimer = setTimeout(() => this.#executorExpired(site), this.#detachWindowMs);
+    site.executorTimer = setTimeout(() => this.#executorExpired(site, reason), waitMs);
   }
 
-  #executorExpired(site: Site): void {
+  #executorExpired(site: Site, reason: string): void {
     site.executorTimer = undefined;
     site.executorAway = false;
     this.#clearOffline(site);
@@ -1063,7 +1084,7 @@ export class RelayRouter implements AsyncDisposable {
       const owner = route.owner;
       if (owner !== undefined) {
         owner.streams.delete(streamId);
-        this.#toHarness(owner, resetBytes(streamId, RESET_EXECUTOR_DISCONNECTED));
+        this.#toHarness(owner, resetBytes(streamId, reason));
       }
     }
     site.routes.clear();
