@@ -713,7 +713,7 @@ Deno.test("registerExecutor says why a connection failed, and gives up on a port
   assert.match(blocked.message, /port 10080.*run the rendezvous on another/);
 });
 
-Deno.test("runExecutor reports bad frames from its rendezvous as one bad_frames event, and keeps serving the socket", async () => {
+Deno.test("runExecutor reports bad frames from its rendezvous (the first at once, the rest when the socket closes), and keeps serving the socket", async () => {
   // A rendezvous (not outpost's) that sends three frames that are not relay frames.
   const sent = Promise.withResolvers<void>();
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
@@ -734,6 +734,8 @@ Deno.test("runExecutor reports bad frames from its rendezvous as one bad_frames 
   assert.equal(reports[0].type === "bad_frames" && reports[0].dropped, 1);
   assert.equal(handle.status, "connected", "the socket is still served");
   await handle.close();
+  const dropped = events.flatMap((e) => e.type === "bad_frames" ? [e.dropped] : []);
+  assert.deepEqual(dropped, [1, 2], "all three reported, in two reports");
   await server.shutdown();
 });
 

@@ -147,7 +147,7 @@ Deno.test("serveRendezvous registers an executor with a signed URL and routes a 
   });
 });
 
-Deno.test("serveRendezvous reports a socket's bad frames (dropped, the socket serving on) as one bad_frames event per socket", async () => {
+Deno.test("serveRendezvous reports a socket's bad frames (dropped, the socket serving on): the first at once, the rest of the burst when the socket closes", async () => {
   await withRendezvous({}, async (rz, events) => {
     const executor = await executorSocket(rz, "exec-bad");
     const ws = new WebSocket(harnessUrl(rz, "exec-bad"), {
@@ -166,6 +166,13 @@ Deno.test("serveRendezvous reports a socket's bad frames (dropped, the socket se
     const closed = new Promise((resolve) => ws.onclose = resolve);
     ws.close();
     await withDeadline(closed, 5_000, "harness closed");
+    await until(
+      () => events.filter((e) => e.type === "bad_frames").length === 2,
+      5_000,
+      "the rest reported",
+    );
+    const rest = events.filter((e) => e.type === "bad_frames")[1];
+    assert.deepEqual(rest.type === "bad_frames" && [rest.role, rest.dropped], ["harness", 2]);
     await executor.close();
   });
 });

@@ -29,7 +29,7 @@ import {
   validateExecutorId,
 } from "./_registration.ts";
 import { abortable } from "../_abortable.ts";
-import { badFrameReporter } from "./_bad_frame_reporter.ts";
+import { BadFrameReporter } from "./_bad_frame_reporter.ts";
 
 export { RegistrationError } from "./_registration.ts";
 
@@ -51,7 +51,8 @@ export type RemoteExecutorEvent =
   /**
    * The rendezvous socket carried frames that are not valid relay frames
    * (dropped; the socket keeps serving): at most one report per 10 s, with
-   * how many were dropped since the last one and the latest's error.
+   * how many were dropped since the last one and the latest's error; what a
+   * burst leaves unreported comes when its 10 s end, or when the socket closes.
    */
   | { type: "bad_frames"; dropped: number; error: ProtocolError }
   | { type: "closed"; error?: Error };
@@ -377,16 +378,19 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
       }
       emit({ type: "registered", executorId });
       status = "connecting";
+      const badFrames = new BadFrameReporter((error, dropped) =>
+        emit({ type: "bad_frames", dropped, error })
+      );
       try {
         socket = await RelaySocket.connect(url, {
           signal: stop.signal,
           timeoutMs: connectTimeoutMs,
-          onProtocolError: badFrameReporter((error, dropped) =>
-            emit({ type: "bad_frames", dropped, error })
-          ),
+          onProtocolError: badFrames.onProtocolError,
           ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
         });
+        socket.closed.then(() => badFrames.close());
       } catch (error) {
+        badFrames.close();
         if (stop.signal.aborted) return;
         // Refused, it never arrives; timed out, it may yet, until its URL expires.
         if (error instanceof DOMException && error.name === "TimeoutError") {

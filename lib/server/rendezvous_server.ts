@@ -35,7 +35,7 @@ import {
   type RelayRouterStats,
   type RouterEvent,
 } from "../mux/relay_router.ts";
-import { badFrameReporter } from "./_bad_frame_reporter.ts";
+import { BadFrameReporter } from "./_bad_frame_reporter.ts";
 import { errorResponse } from "./_error_response.ts";
 import { UrlSigner } from "./_signed_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
@@ -82,7 +82,9 @@ export type RendezvousEvent =
   | {
     /**
      * A socket carried frames that are not valid relay frames (dropped; the
-     * socket keeps serving): at most one report per socket per 10 s.
+     * socket keeps serving): at most one report per socket per 10 s; what a
+     * burst leaves unreported comes when its 10 s end, or when the socket
+     * closes.
      */
     type: "bad_frames";
     /** Which side's socket. */
@@ -578,12 +580,14 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
       );
     }
     const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout });
+    const badFrames = new BadFrameReporter((error, dropped) =>
+      emit({ type: "bad_frames", role, id, dropped, message: error.message })
+    );
     const relay = RelaySocket.accept(socket, {
       ...socketOptions,
-      onProtocolError: badFrameReporter((error, dropped) =>
-        emit({ type: "bad_frames", role, id, dropped, message: error.message })
-      ),
+      onProtocolError: badFrames.onProtocolError,
     });
+    relay.closed.then(() => badFrames.close());
     // A JSON-RPC client dialled a relay path (a `serve` URL's way of talking):
     // tell it at once instead of dropping its messages until it times out.
     socket.addEventListener("message", (event) => {
