@@ -7,6 +7,8 @@
 
 import assert from "node:assert/strict";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
+import { Executor } from "../lib/exec/executor.ts";
+import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
 import { DEFAULT_IDLE_STREAM_MS, type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelayClosedError, StreamResetError } from "../lib/errors.ts";
 import {
@@ -240,6 +242,66 @@ Deno.test("StreamMux at maxStreams lets a new stream take the place of one idle 
   assert.equal(lb.executor.streams, 2);
   // `busy` and `fresh` were both active just now: the next one is refused.
   await refusedAfter(DEFAULT_IDLE_STREAM_MS + 1_000);
+});
+
+Deno.test("StreamMux at maxStreams does not replace an idle stream whose session waits on a long poll or a live program (Executor.isQuiet), only a quiet one", async () => {
+  const clock = { skew: 0 };
+  const served: MuxStream[] = [];
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using lb = loopback({
+    maxStreams: 2,
+    now: () => performance.now() + clock.skew,
+    canReplace: (stream) => executor.isQuiet(stream),
+    onStream: (stream) => {
+      served.push(stream);
+      executor.serve(stream).catch(() => {});
+    },
+  });
+  const harness = await lb.harness();
+  const opened: MuxStream[] = [];
+  const session = async () => {
+    const stream = harness.open();
+    opened.push(stream);
+    const peer = new JsonRpcPeer(stream);
+    await withDeadline(peer.request("initialize", { clientName: "quiet" }), 5_000, "initialize");
+    await peer.notify("initialized");
+    return peer;
+  };
+  const waiting = await session();
+  await withDeadline(
+    waiting.request("process/start", { processId: "p", argv: ["sleep", "30"] }),
+    5_000,
+    "start",
+  );
+  const poll = waiting.request<{ exited: boolean }>("process/read", {
+    processId: "p",
+    afterSeq: 0,
+    waitMs: 20_000,
+  });
+  poll.catch(() => {}); // awaited below; a failure before must not go unhandled
+  // The quiet session's last frame comes after the waiting one's: the
+  // waiting one is the idlest.
+  await until(() => !executor.isQuiet(served[0]), 5_000, "the long poll waiting");
+  const quiet = await session();
+  // Nothing left to acknowledge either way: no frame stamps them active later.
+  await until(
+    () => [...served, ...opened].every((stream) => stream.stats.unackedSegments === 0),
+    5_000,
+    "quiet links",
+  );
+  // Both have been silent for longer than idleStreamMs.
+  clock.skew = DEFAULT_IDLE_STREAM_MS + 1_000;
+  const fresh = await session();
+  await withDeadline(quiet.closed, 5_000, "the quiet session's stream replaced");
+  // The waiting one stays; with the fresh one active, a fourth is refused.
+  await assert.rejects(
+    withDeadline(session(), 5_000, "refused"),
+    (error) => error instanceof Error && /too_many_streams/.test(String(error.cause ?? error)),
+  );
+  await withDeadline(waiting.request("process/terminate", { processId: "p" }), 5_000, "terminate");
+  assert.equal((await withDeadline(poll, 5_000, "the long poll answered")).exited, true);
+  await waiting.close();
+  await fresh.close();
 });
 
 Deno.test("StreamMux (harness) sends every stream's resume on a new socket before any of its data, also for data queued while detached", async () => {

@@ -22,7 +22,7 @@ import { FsOps } from "./fs_ops.ts";
 import { ProcessLimiter, ProcessTable } from "./process_table.ts";
 import { SandboxPolicy } from "./sandbox_policy.ts";
 import { CallSlots } from "./_call_slots.ts";
-import { DEFAULT_MAX_WAIT_MS, serveSession } from "./session.ts";
+import { DEFAULT_MAX_WAIT_MS, isQuietChannel, serveSession } from "./session.ts";
 import {
   DEFAULT_MAX_SESSIONS,
   DEFAULT_SESSION_TTL_MS,
@@ -237,6 +237,19 @@ export class Executor implements AsyncDisposable {
       },
       () => {},
     );
+  }
+
+  /**
+   * Whether the connection served on `channel` could be dropped without
+   * cutting anything short: no request being answered, and no process of its
+   * session that has not closed. A stream mux at its stream limit asks this
+   * before it gives a new stream the place of an idle one.
+   *
+   * @param channel A channel passed to {@linkcode Executor.serve}.
+   * @returns Whether it is quiet (true for a channel not served here).
+   */
+  isQuiet(channel: MessageChannel): boolean {
+    return isQuietChannel(channel);
   }
 
   /**

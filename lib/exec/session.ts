@@ -338,7 +338,25 @@ export async function serveSession(
   context: SessionContext,
 ): Promise<void> {
   const connection = new SessionConnection(channel, context);
+  connections.set(channel, connection);
   await connection.closed;
+}
+
+/** The connection served on each channel (see {@linkcode isQuietChannel}). */
+const connections = new WeakMap<MessageChannel, SessionConnection>();
+
+/**
+ * Whether the connection served on `channel` could be dropped without cutting
+ * anything short: no request of its harness is being answered, and its
+ * session has no process that has not closed (a harness may wait quietly for
+ * a long poll's answer or a silent program's output). True for a channel
+ * not served here.
+ *
+ * @param channel A channel given to {@linkcode serveSession}.
+ * @returns Whether it is quiet.
+ */
+export function isQuietChannel(channel: MessageChannel): boolean {
+  return connections.get(channel)?.quiet ?? true;
 }
 
 class SessionConnection implements SessionAttachment {
@@ -399,6 +417,13 @@ class SessionConnection implements SessionAttachment {
     // keep the session from being resumed by another connection.
     channel.closed.then(detach, detach);
     this.closed = this.#peer.closed.then(detach);
+  }
+
+  /** See {@linkcode isQuietChannel}. */
+  get quiet(): boolean {
+    if (this.#peer.answering > 0 || this.#starting.size > 0) return false;
+    const session = this.#session;
+    return session === null || session.attachment !== this || !session.table.busy;
   }
 
   /**

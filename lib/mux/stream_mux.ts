@@ -48,6 +48,8 @@ export const DEFAULT_MAX_STREAMS = 1024;
  * stream at the limit may take its place: 60 s.
  */
 export const DEFAULT_IDLE_STREAM_MS = 60_000;
+/** How soon the stream limit looks again at idle streams that were busy. */
+const BUSY_RECHECK_MS = 1_000;
 /** Default {@linkcode StreamMuxOptions.closeTimeoutMs}: how long `close()` waits for acks. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 
@@ -75,9 +77,9 @@ export interface StreamMuxOptions {
   /**
    * Executor side: most streams at once. At the limit a new stream takes the
    * place of the stream that has gone the longest without a frame either way,
-   * once that is at least `idleStreamMs` (the old one is reset
-   * `too_many_streams`: a Codex v1 harness that went away without a reset, or
-   * a stream opened and never used); otherwise the new stream gets
+   * once that is at least `idleStreamMs` and `canReplace` agrees (the old one
+   * is reset `too_many_streams`: a Codex v1 harness that went away without a
+   * reset, or a stream opened and never used); otherwise the new stream gets
    * `reset{too_many_streams}`.
    * @default {1024}
    */
@@ -88,6 +90,12 @@ export interface StreamMuxOptions {
    * @default {60000}
    */
   idleStreamMs?: number;
+  /**
+   * Executor side: asked before an idle stream gives its place to a new one
+   * at `maxStreams`; false keeps it (its session waits quietly on a request
+   * or a live program). By default every idle stream may be replaced.
+   */
+  canReplace?: (stream: MuxStream) => boolean;
   /**
    * How long stream state survives a lost socket waiting for
    * {@linkcode StreamMux.attach}; then the streams fail with `RelayClosedError`.
@@ -466,6 +474,7 @@ export class StreamMux implements AsyncDisposable {
   #onStream: ((stream: MuxStream) => void) | undefined;
   #maxStreams: number;
   #idleStreamMs: number;
+  #canReplace: (stream: MuxStream) => boolean;
   /** No stream can have been idle `#idleStreamMs` before this time (`#now()`). */
   #noIdleStreamBefore = -Infinity;
   #detachWindowMs: number;
@@ -517,6 +526,7 @@ export class StreamMux implements AsyncDisposable {
     this.#onStream = options.onStream;
     this.#maxStreams = options.maxStreams ?? DEFAULT_MAX_STREAMS;
     this.#idleStreamMs = options.idleStreamMs ?? DEFAULT_IDLE_STREAM_MS;
+    this.#canReplace = options.canReplace ?? (() => true);
     if (!(this.#idleStreamMs >= 0)) {
       throw new RangeError(
         `Cannot create stream mux: idleStreamMs ${this.#idleStreamMs} is not a non-negative number`,
@@ -817,7 +827,8 @@ export class StreamMux implements AsyncDisposable {
 
   /**
    * At the stream limit: resets the stream that has gone the longest without
-   * a frame, if that is at least `idleStreamMs`, to make room. A Codex v1
+   * a frame, if that is at least `idleStreamMs` and `canReplace` agrees, to
+   * make room. A Codex v1
    * harness that closes its socket sends no reset, and a rendezvous other
    * than outpost's may not send one for it either: without this its streams
    * would fill the table for good.
@@ -828,13 +839,19 @@ export class StreamMux implements AsyncDisposable {
     const now = this.#now();
     if (now < this.#noIdleStreamBefore) return false;
     let idlest: Slot | undefined;
+    let nextIdle = Infinity;
     for (const slot of this.#streams.values()) {
-      if (idlest === undefined || slot.activeAt < idlest.activeAt) idlest = slot;
+      if (now - slot.activeAt < this.#idleStreamMs) {
+        nextIdle = Math.min(nextIdle, slot.activeAt + this.#idleStreamMs);
+      } else if (idlest === undefined || slot.activeAt < idlest.activeAt) {
+        if (this.#canReplace(slot.handle)) idlest = slot;
+        // Busy now, it may be quiet in a moment (its program ends).
+        else nextIdle = Math.min(nextIdle, now + BUSY_RECHECK_MS);
+      }
     }
-    if (idlest === undefined) return false;
-    if (now - idlest.activeAt < this.#idleStreamMs) {
+    if (idlest === undefined) {
       // Streams only become more recent: no need to look again before then.
-      this.#noIdleStreamBefore = idlest.activeAt + this.#idleStreamMs;
+      this.#noIdleStreamBefore = nextIdle;
       return false;
     }
     idlest.core.reset(RESET_TOO_MANY_STREAMS);

@@ -266,6 +266,11 @@ export class JsonRpcPeer implements AsyncDisposable {
     return this.#closed;
   }
 
+  /** Requests from the peer being answered now (and error replies not yet sent). */
+  get answering(): number {
+    return this.#inFlight.size + (this.#released?.size ?? 0);
+  }
+
   /**
    * Sends a request and awaits its result.
    *

@@ -316,6 +316,9 @@ export function runExecutor(options: RunExecutorOptions): RemoteExecutorHandle {
     ...(options.detachWindowMs !== undefined ? { detachWindowMs: options.detachWindowMs } : {}),
     ...(options.maxStreams !== undefined ? { maxStreams: options.maxStreams } : {}),
     receiveBudgetBytes,
+    // At the stream limit an idle stream gives its place only when its
+    // session waits on nothing (no request, no live process).
+    canReplace: (stream: MuxStream) => executor.isQuiet(stream),
     onStream: (stream: MuxStream) => {
       const run = executor.serve(stream).catch((error: Error) => {
         emit({ type: "stream_error", streamId: stream.id, error });
