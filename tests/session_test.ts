@@ -11,7 +11,7 @@ import {
   serveSession,
   type SessionContext,
 } from "../lib/exec/session.ts";
-import { SessionRegistry } from "../lib/exec/session_registry.ts";
+import { DEFAULT_IDLE_ATTACHED_MS, SessionRegistry } from "../lib/exec/session_registry.ts";
 import type { EnvironmentInfo } from "../lib/exec/environment_info.ts";
 import { DEFAULT_MAX_CONCURRENT_REQUESTS, JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
@@ -797,6 +797,83 @@ Deno.test("Executor at its session limit keeps a detached session whose exited p
   await back[Symbol.asyncDispose]();
   await using third = connect(executor);
   await third.init();
+});
+
+Deno.test("Executor at its session limit ends an attached session whose connection waited on nothing for idleAttachedMs, all its processes closed (a harness gone without closing), and no other", async () => {
+  const clock = { skew: 0 };
+  await using registry = new SessionRegistry({
+    createTable: () => new ProcessTable(),
+    maxSessions: 2,
+    now: () => performance.now() + clock.skew,
+  });
+  const context: SessionContext = {
+    registry,
+    fs: new FsOps(new SandboxPolicy()),
+    environmentInfo: () => Promise.reject(new Error("not used")),
+  };
+  const open = () => {
+    const [client, server] = channelPair();
+    const served = serveSession(server, context);
+    const peer = new JsonRpcPeer(client);
+    const init = peer.request("initialize", { clientName: "idle" });
+    return { peer, served, init };
+  };
+  const refused = async () => {
+    const late = open();
+    await assert.rejects(withDeadline(late.init, D, "initialize"), /limit of 2 sessions/);
+    await late.peer.close();
+  };
+  const gone = open();
+  await withDeadline(gone.init, D, "gone's initialize");
+  await gone.peer.notify("initialized");
+  await withDeadline(
+    gone.peer.request("process/start", { processId: "p", argv: ["true"] }),
+    D,
+    "gone's start",
+  );
+  const busy = open();
+  await withDeadline(busy.init, D, "busy's initialize");
+  await busy.peer.notify("initialized");
+  await withDeadline(
+    busy.peer.request("process/start", { processId: "p", argv: ["sleep", "30"] }),
+    D,
+    "busy's start",
+  );
+  // `gone`'s program has closed; its connection says nothing from now on.
+  await withDeadline(
+    gone.peer.request("process/read", { processId: "p", afterSeq: 0, waitMs: 5_000 }),
+    D,
+    "gone's program ran",
+  );
+  await until(
+    async () => ((await gone.peer.request<{ closed: boolean }>("process/read", {
+      processId: "p",
+      afterSeq: 100,
+    }))
+      .closed),
+    D,
+    "gone's program closed",
+  );
+  clock.skew = DEFAULT_IDLE_ATTACHED_MS - 1_000;
+  await refused();
+  clock.skew = DEFAULT_IDLE_ATTACHED_MS + 1_000;
+  const fresh = open();
+  await withDeadline(fresh.init, D, "fresh's initialize: it took gone's place");
+  await withDeadline(gone.served, D, "gone's connection ended");
+  // `busy` waits on a live program: it keeps its session.
+  assert.equal(
+    (await withDeadline(
+      busy.peer.request<{ running: boolean }>("process/terminate", { processId: "p" }),
+      D,
+      "terminate",
+    )).running,
+    true,
+  );
+  await refused();
+  for (const conn of [busy, fresh]) {
+    await conn.peer.close();
+    await withDeadline(conn.served, D, "served");
+  }
 });
 
 Deno.test("Executor at its session limit replaces the session detached the longest, not the oldest created", async () => {

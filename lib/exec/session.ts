@@ -390,12 +390,15 @@ class SessionConnection implements SessionAttachment {
   readonly sink: (event: ProcessEvent, delivered: () => void) => Promise<void>;
   /** True on a channel that knows when the harness has a message (a mux stream). */
   readonly confirmsDelivery: boolean;
+  /** When a message last went either way (the registry's clock). */
+  activeAt: number;
 
   constructor(channel: MessageChannel, context: SessionContext) {
     this.#context = context;
     this.#channel = channel;
     this.#maxWaitMs = context.maxWaitMs ?? DEFAULT_MAX_WAIT_MS;
     this.confirmsDelivery = channel.tracksDelivery === true;
+    this.activeAt = context.registry.now();
     this.sink = (event, delivered) => {
       if (this.#heldEvents === null) return this.#send(event, delivered);
       const held = Promise.withResolvers<void>();
@@ -419,6 +422,11 @@ class SessionConnection implements SessionAttachment {
     this.closed = this.#peer.closed.then(detach);
   }
 
+  /** The registry gave this connection's session to a new one: end it. */
+  evict(): void {
+    this.#peer.close().catch(() => {});
+  }
+
   /** See {@linkcode isQuietChannel}. */
   get quiet(): boolean {
     if (this.#peer.answering > 0 || this.#starting.size > 0) return false;
@@ -436,6 +444,7 @@ class SessionConnection implements SessionAttachment {
   }
 
   #notification(method: string): void {
+    this.#stamp();
     if (method === "initialized") {
       if (this.#phase === "new") {
         this.#peer.sendError(
@@ -459,11 +468,19 @@ class SessionConnection implements SessionAttachment {
   }
 
   async #handle(method: string, params: unknown, request: RequestContext): Promise<unknown> {
+    this.#stamp();
     try {
       return await this.#dispatch(method, params, request);
     } catch (error) {
       throw toRpcError(error, method);
+    } finally {
+      this.#stamp(); // its reply goes out now
     }
+  }
+
+  /** Notes a message going either way (see `activeAt`). */
+  #stamp(): void {
+    this.activeAt = this.#context.registry.now();
   }
 
   #requireReady(method: string): SessionRecord {
@@ -585,6 +602,7 @@ class SessionConnection implements SessionAttachment {
 
   /** Sends one process event as its notification (or binary output message). */
   #send(event: ProcessEvent, delivered: () => void): Promise<void> {
+    this.#stamp();
     if (event.type === "output") {
       const id = this.#binaryOutput ? binaryProcessId(event.processId) : null;
       if (id !== null) {
@@ -613,6 +631,7 @@ class SessionConnection implements SessionAttachment {
    * input was negotiated (served like the JSON method, answered in JSON).
    */
   #binaryRequest(message: Uint8Array): BinaryRequest {
+    this.#stamp();
     if (!this.#binaryInput) {
       throw new TypeError(
         "binary messages were not negotiated; send each JSON-RPC message as text",

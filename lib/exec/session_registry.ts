@@ -29,6 +29,15 @@ export interface SessionAttachment {
   readonly sink: ProcessEventSink;
   /** True when the sink confirms delivery (see `ProcessTable.setEventSink`). */
   readonly confirmsDelivery?: boolean;
+  /**
+   * True while the connection waits on nothing: no request being answered,
+   * no process starting. (The registry checks the processes itself.)
+   */
+  readonly quiet?: boolean;
+  /** When a message last went either way on the connection (`performance.now()`). */
+  readonly activeAt?: number;
+  /** Ends the connection: the registry gave its session's place to a new one. */
+  evict?(): void;
 }
 
 /** One session: its id, its processes, and the connection attached to it. */
@@ -54,7 +63,19 @@ export interface SessionRegistryOptions {
   ttlMs?: number;
   /** Sessions per executor, attached or detached. @default {256} */
   maxSessions?: number;
+  /**
+   * At the session limit, an attached session whose connection has been
+   * quiet this long, with every process closed, may give its place to a new
+   * one (its harness went away without closing, behind a rendezvous that
+   * does not say so). @default {60000}
+   */
+  idleAttachedMs?: number;
+  /** The clock for `idleAttachedMs` (tests move it). @default {performance.now} */
+  now?: () => number;
 }
+
+/** The default of {@linkcode SessionRegistryOptions.idleAttachedMs}: 60 s. */
+export const DEFAULT_IDLE_ATTACHED_MS = 60_000;
 
 /**
  * Keeps the sessions of one executor.
@@ -71,6 +92,8 @@ export class SessionRegistry implements AsyncDisposable {
   #createTable: () => ProcessTable;
   #ttlMs: number;
   #maxSessions: number;
+  #idleAttachedMs: number;
+  #now: () => number;
   #closing: Promise<void> | null = null;
   #expiring = new Set<Promise<void>>();
 
@@ -84,6 +107,13 @@ export class SessionRegistry implements AsyncDisposable {
     this.#createTable = options.createTable;
     this.#ttlMs = options.ttlMs ?? DEFAULT_SESSION_TTL_MS;
     this.#maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    this.#idleAttachedMs = options.idleAttachedMs ?? DEFAULT_IDLE_ATTACHED_MS;
+    this.#now = options.now ?? (() => performance.now());
+    if (!(this.#idleAttachedMs >= 0)) {
+      throw new RangeError(
+        `Cannot create session registry: idleAttachedMs ${this.#idleAttachedMs} is not a non-negative number`,
+      );
+    }
     if (!Number.isInteger(this.#ttlMs) || !(this.#ttlMs >= 0 && this.#ttlMs <= MAX_TIMER_MS)) {
       // Past MAX_TIMER_MS the TTL's timer would fire at once: a detached session would go at once.
       throw new RangeError(
@@ -97,6 +127,11 @@ export class SessionRegistry implements AsyncDisposable {
     }
   }
 
+  /** The registry's clock, which connections stamp their `activeAt` with. */
+  now(): number {
+    return this.#now();
+  }
+
   /** Sessions now held (attached and detached). */
   get size(): number {
     return this.#sessions.size;
@@ -105,7 +140,9 @@ export class SessionRegistry implements AsyncDisposable {
   /**
    * Creates a session attached to `attachment`.
    * At the limit it replaces the session detached the longest whose
-   * processes are all closed.
+   * processes are all closed, or else the attached session whose connection
+   * has waited on nothing for `idleAttachedMs` or more, the longest, with
+   * every process closed (that connection is ended).
    *
    * @param attachment The connection.
    * @returns The session.
@@ -116,7 +153,10 @@ export class SessionRegistry implements AsyncDisposable {
     if (this.#closing) {
       throw new RpcError(INVALID_REQUEST, "Cannot initialize: the executor is closing");
     }
-    if (this.#sessions.size >= this.#maxSessions && !this.#dropIdleDetached()) {
+    if (
+      this.#sessions.size >= this.#maxSessions && !this.#dropIdleDetached() &&
+      !this.#dropIdleAttached()
+    ) {
       throw new RpcError(
         INVALID_REQUEST,
         `Cannot initialize: the limit of ${counted(this.#maxSessions, "session")} is reached, ` +
@@ -198,6 +238,33 @@ export class SessionRegistry implements AsyncDisposable {
       return true;
     }
     return false;
+  }
+
+  /**
+   * Ends the attached session idle the longest, if its connection has waited
+   * on nothing for `idleAttachedMs` and its processes have all closed.
+   */
+  #dropIdleAttached(): boolean {
+    const now = this.#now();
+    let idlest: Entry | undefined;
+    for (const entry of this.#sessions.values()) {
+      const attachment = entry.attachment;
+      if (attachment === null || attachment.quiet !== true || attachment.activeAt === undefined) {
+        continue;
+      }
+      if (now - attachment.activeAt < this.#idleAttachedMs || entry.table.busy) continue;
+      if (idlest === undefined || attachment.activeAt < idlest.attachment!.activeAt!) {
+        idlest = entry;
+      }
+    }
+    if (idlest === undefined) return false;
+    const attachment = idlest.attachment!;
+    idlest.attachment = null;
+    idlest.table.setEventSink(null);
+    this.#sessions.delete(idlest.id);
+    this.#expire(idlest);
+    attachment.evict?.();
+    return true;
   }
 
   /** Closes a forgotten session's table, tracked so `close` waits for it. */
