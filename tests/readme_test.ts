@@ -4,7 +4,8 @@
  * PROTOCOL.md's table of reset reasons lists exactly the ones outpost sends.
  */
 import assert from "node:assert/strict";
-import { RESET_REASONS } from "../lib/mux/reset_reasons.ts";
+import { RESET_REASONS, RESET_SESSION_LIMIT } from "../lib/mux/reset_reasons.ts";
+import { SESSION_LIMIT_REASON } from "../lib/exec/session.ts";
 
 const root = new URL("../", import.meta.url);
 const readme = await Deno.readTextFile(new URL("README.md", root));
@@ -49,4 +50,6 @@ Deno.test("PROTOCOL.md's reset reason table lists exactly RESET_REASONS, in orde
   const protocol = await Deno.readTextFile(new URL("PROTOCOL.md", root));
   const rows = [...protocol.matchAll(/^\| `([a-z_]+)` +\| ([a-z, ]+?) +\|/gm)].map((m) => m[1]);
   assert.deepEqual(rows, [...RESET_REASONS]);
+  // The session layer (which imports no mux code) names the same reason.
+  assert.equal(SESSION_LIMIT_REASON, RESET_SESSION_LIMIT);
 });

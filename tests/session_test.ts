@@ -9,6 +9,7 @@ import {
   MAX_UNCOUNTED_FS_CALLS,
   MAX_UNCOUNTED_READ_WAITS,
   serveSession,
+  SESSION_LIMIT_REASON,
   type SessionContext,
 } from "../lib/exec/session.ts";
 import { DEFAULT_IDLE_ATTACHED_MS, SessionRegistry } from "../lib/exec/session_registry.ts";
@@ -19,6 +20,7 @@ import { CAN_LEASE, type HeldLease, holdLease } from "./_support/file_lease.ts";
 import { detectCapabilities } from "../lib/exec/confinement.ts";
 import { LEASE_WAIT_MS } from "../lib/exec/_regular_file.ts";
 import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
+import type { MessageChannel } from "../lib/rpc/message_channel.ts";
 import { killPids, livePidsWith, uniqueSleep, waitForPids } from "./_process_helpers.ts";
 
 /** The fs slot tests hold slots with confined writes that wait out a lease (bubblewrap, perl). */
@@ -816,7 +818,7 @@ Deno.test("Executor at its session limit ends an attached session whose connecti
     const served = serveSession(server, context);
     const peer = new JsonRpcPeer(client);
     const init = peer.request("initialize", { clientName: "idle" });
-    return { peer, served, init };
+    return { peer, served, init, server };
   };
   const refused = async () => {
     const late = open();
@@ -860,6 +862,7 @@ Deno.test("Executor at its session limit ends an attached session whose connecti
   const fresh = open();
   await withDeadline(fresh.init, D, "fresh's initialize: it took gone's place");
   await withDeadline(gone.served, D, "gone's connection ended");
+  assert.equal(gone.server.closeReason, SESSION_LIMIT_REASON, "it is told why");
   // `busy` waits on a live program: it keeps its session.
   assert.equal(
     (await withDeadline(
@@ -873,6 +876,75 @@ Deno.test("Executor at its session limit ends an attached session whose connecti
   for (const conn of [busy, fresh]) {
     await conn.peer.close();
     await withDeadline(conn.served, D, "served");
+  }
+});
+
+Deno.test("Executor at its session limit counts a connection active until its output has gone to the channel: a harness still receiving on a slow link keeps its session", async () => {
+  const clock = { skew: 0 };
+  await using registry = new SessionRegistry({
+    createTable: () => new ProcessTable(),
+    maxSessions: 1,
+    now: () => performance.now() + clock.skew,
+  });
+  const context: SessionContext = {
+    registry,
+    fs: new FsOps(new SandboxPolicy()),
+    environmentInfo: () => Promise.reject(new Error("not used")),
+  };
+  // The executor's end of the slow link: while `held`, sends wait for release.
+  const [client, server] = channelPair();
+  let held: PromiseWithResolvers<void> | null = null;
+  let waiting = 0;
+  const slow: MessageChannel = {
+    send: async (message) => {
+      if (held !== null) {
+        waiting++;
+        await held.promise;
+      }
+      return await server.send(message);
+    },
+    close: (reason) => server.close(reason),
+    get closed() {
+      return server.closed;
+    },
+    [Symbol.asyncIterator]: () => server[Symbol.asyncIterator](),
+  };
+  const served = serveSession(slow, context);
+  const peer = new JsonRpcPeer(client, {
+    onNotification: (method) => method === "process/closed" && closed.resolve(),
+  });
+  const closed = Promise.withResolvers<void>();
+  await withDeadline(peer.request("initialize", { clientName: "slow" }), D, "initialize");
+  await peer.notify("initialized");
+  held = Promise.withResolvers<void>();
+  const started = peer.request("process/start", { processId: "p", argv: ["sh", "-c", "echo hi"] });
+  // The start's reply, the output, the exit and the close wait on the slow
+  // link, for longer than idleAttachedMs.
+  await until(() => waiting === 4, D, "everything waiting on the link");
+  clock.skew = DEFAULT_IDLE_ATTACHED_MS + 1_000;
+  held.resolve();
+  held = null;
+  await withDeadline(started, D, "the start's reply");
+  await withDeadline(closed.promise, D, "the output and the close delivered");
+  const [otherClient, otherServer] = channelPair();
+  const otherServed = serveSession(otherServer, context);
+  const other = new JsonRpcPeer(otherClient);
+  await assert.rejects(
+    withDeadline(other.request("initialize", { clientName: "other" }), D, "other"),
+    /limit of 1 session/,
+  );
+  assert.deepEqual(
+    (await withDeadline(
+      peer.request<{ exited: boolean }>("process/read", { processId: "p" }),
+      D,
+      "read",
+    )).exited,
+    true,
+    "the slow harness keeps its session",
+  );
+  for (const [p, done] of [[peer, served], [other, otherServed]] as const) {
+    await p.close();
+    await withDeadline(done, D, "served");
   }
 });
 

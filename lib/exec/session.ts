@@ -342,6 +342,12 @@ export async function serveSession(
   await connection.closed;
 }
 
+/**
+ * Why a connection was ended to make room at the session limit (its channel's
+ * close reason; on a mux stream, the reset's).
+ */
+export const SESSION_LIMIT_REASON = "session_limit";
+
 /** The connection served on each channel (see {@linkcode isQuietChannel}). */
 const connections = new WeakMap<MessageChannel, SessionConnection>();
 
@@ -422,9 +428,12 @@ class SessionConnection implements SessionAttachment {
     this.closed = this.#peer.closed.then(detach);
   }
 
-  /** The registry gave this connection's session to a new one: end it. */
+  /**
+   * The registry gave this connection's session to a new one: end it, saying
+   * why (on a mux stream the reset's reason, on a WebSocket the close reason).
+   */
   evict(): void {
-    this.#peer.close().catch(() => {});
+    this.#channel.close(SESSION_LIMIT_REASON).catch(() => {});
   }
 
   /** See {@linkcode isQuietChannel}. */
@@ -469,12 +478,13 @@ class SessionConnection implements SessionAttachment {
 
   async #handle(method: string, params: unknown, request: RequestContext): Promise<unknown> {
     this.#stamp();
+    // Until its reply has gone to the channel the request counts as being
+    // answered; from then on the connection is idle.
+    request.afterReply(() => this.#stamp());
     try {
       return await this.#dispatch(method, params, request);
     } catch (error) {
       throw toRpcError(error, method);
-    } finally {
-      this.#stamp(); // its reply goes out now
     }
   }
 
@@ -603,19 +613,31 @@ class SessionConnection implements SessionAttachment {
   /** Sends one process event as its notification (or binary output message). */
   #send(event: ProcessEvent, delivered: () => void): Promise<void> {
     this.#stamp();
+    // Stamped again as the channel takes it and as the harness confirms it: a
+    // harness still receiving output on a slow link is not idle.
+    const onDelivered = () => {
+      this.#stamp();
+      delivered();
+    };
+    let sent: Promise<void>;
     if (event.type === "output") {
       const id = this.#binaryOutput ? binaryProcessId(event.processId) : null;
-      if (id !== null) {
-        return this.#peer.sendBinary(
+      sent = id !== null
+        ? this.#peer.sendBinary(
           encodeBinaryOutput(id, event.seq, event.stream, event.chunk, event.headroom),
-          delivered,
-        );
-      }
-      return this.#peer.notifyJson("process/output", outputParamsJson(event), delivered);
+          onDelivered,
+        )
+        : this.#peer.notifyJson("process/output", outputParamsJson(event), onDelivered);
+    } else {
+      const [method, params] = encodeEvent(event);
+      sent = this.#peer.notify(method, params, onDelivered);
     }
-    const [method, params] = encodeEvent(event);
-    return this.#peer.notify(method, params, delivered);
+    sent.then(this.#stamped, this.#stamped);
+    return sent;
   }
+
+  /** `#stamp` as a callback, made once. */
+  readonly #stamped = (): void => this.#stamp();
 
   /** Sends the events held while a resume's reply was on its way, in order. */
   #releaseHeldEvents(): void {

@@ -50,6 +50,11 @@ export const RESET_EXECUTOR_OFFLINE = "executor_offline";
 export const RESET_STREAM_IN_USE = "stream_in_use";
 /** The endpoint (its mux) is shutting down, or a harness gave up a stream it had just opened. */
 export const RESET_SHUTDOWN = "shutdown";
+/**
+ * Executor: at its session limit it ended this stream's session connection
+ * for a new session (the session layer's `SESSION_LIMIT_REASON`).
+ */
+export const RESET_SESSION_LIMIT = "session_limit";
 
 /** Every reset reason outpost sends, in the order PROTOCOL.md lists them. */
 export const RESET_REASONS: readonly string[] = Object.freeze([
@@ -67,4 +72,5 @@ export const RESET_REASONS: readonly string[] = Object.freeze([
   RESET_EXECUTOR_OFFLINE,
   RESET_STREAM_IN_USE,
   RESET_SHUTDOWN,
+  RESET_SESSION_LIMIT,
 ]);

@@ -15,6 +15,8 @@ class End implements MessageChannel {
   peer!: End;
   /** Every message sent by this end, in order. */
   sent: string[] = [];
+  /** The reason this end was closed with, if it closed the pair with one. */
+  closeReason: string | undefined;
 
   get closed(): Promise<void> {
     return this.#closed.promise;
@@ -40,7 +42,8 @@ class End implements MessageChannel {
     this.#closed.resolve();
   }
 
-  close(): Promise<void> {
+  close(reason?: string): Promise<void> {
+    if (!this.#done) this.closeReason = reason;
     this.#end();
     this.peer.#end();
     return Promise.resolve();
