@@ -801,11 +801,12 @@ Deno.test("Executor at its session limit keeps a detached session whose exited p
   await third.init();
 });
 
-Deno.test("Executor at its session limit ends an attached session whose connection waited on nothing for idleAttachedMs, all its processes closed (a harness gone without closing), and no other", async () => {
+/** Sessions up to `maxSessions` on a registry whose clock the test moves ahead (`clock.skew`, ms). */
+function clockedSessions(maxSessions: number) {
   const clock = { skew: 0 };
-  await using registry = new SessionRegistry({
+  const registry = new SessionRegistry({
     createTable: () => new ProcessTable(),
-    maxSessions: 2,
+    maxSessions,
     now: () => performance.now() + clock.skew,
   });
   const context: SessionContext = {
@@ -813,6 +814,12 @@ Deno.test("Executor at its session limit ends an attached session whose connecti
     fs: new FsOps(new SandboxPolicy()),
     environmentInfo: () => Promise.reject(new Error("not used")),
   };
+  return { clock, registry, context, [Symbol.asyncDispose]: () => registry.close() };
+}
+
+Deno.test("Executor at its session limit ends an attached session whose connection waited on nothing for idleAttachedMs, all its processes closed (a harness gone without closing), and no other", async () => {
+  await using limited = clockedSessions(2);
+  const { clock, context } = limited;
   const open = () => {
     const [client, server] = channelPair();
     const served = serveSession(server, context);
@@ -880,17 +887,8 @@ Deno.test("Executor at its session limit ends an attached session whose connecti
 });
 
 Deno.test("Executor at its session limit counts a connection active until its output has gone to the channel: a harness still receiving on a slow link keeps its session", async () => {
-  const clock = { skew: 0 };
-  await using registry = new SessionRegistry({
-    createTable: () => new ProcessTable(),
-    maxSessions: 1,
-    now: () => performance.now() + clock.skew,
-  });
-  const context: SessionContext = {
-    registry,
-    fs: new FsOps(new SandboxPolicy()),
-    environmentInfo: () => Promise.reject(new Error("not used")),
-  };
+  await using limited = clockedSessions(1);
+  const { clock, context } = limited;
   // The executor's end of the slow link: while `held`, sends wait for release.
   const [client, server] = channelPair();
   let held: PromiseWithResolvers<void> | null = null;
