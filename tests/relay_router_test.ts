@@ -760,7 +760,7 @@ Deno.test("RelayRouter charges held frames their overhead: many tiny frames up t
 class StalledHarnessSocket implements AsyncIterable<ReceivedFrame> {
   readonly bufferedAmount = 0;
   readonly sent: Uint8Array[] = [];
-  readonly closeInfo = Promise.withResolvers<{ reason?: string; code?: number }>();
+  readonly closeCall = Promise.withResolvers<{ reason?: string; code?: number }>();
   #inbound: ReceivedFrame[] = [];
   #wake: (() => void) | undefined;
   #closed = false;
@@ -803,7 +803,7 @@ class StalledHarnessSocket implements AsyncIterable<ReceivedFrame> {
     if (!this.#closed) {
       this.#closed = true;
       for (const send of this.#pending.splice(0)) send.reject(new Error("closed"));
-      this.closeInfo.resolve({ reason, code });
+      this.closeCall.resolve({ reason, code });
       this.#wake?.();
     }
     return Promise.resolve();
@@ -855,7 +855,7 @@ Deno.test("RelayRouter charges queued frames their overhead: many tiny frames up
     role: "harness",
     reason: "slow_peer",
   });
-  assert.deepEqual(await withDeadline(stalled.closeInfo.promise, DEADLINE_MS, "close"), {
+  assert.deepEqual(await withDeadline(stalled.closeCall.promise, DEADLINE_MS, "close"), {
     reason: "slow_peer",
     code: CLOSE_CODE_SLOW_PEER,
   });
@@ -1386,7 +1386,7 @@ Deno.test("RelayRouter holds one queue budget over all sockets: at the limit eve
     role: "harness",
     reason: CLOSE_OVER_BUDGET,
   });
-  assert.deepEqual(await a.closeInfo.promise, {
+  assert.deepEqual(await a.closeCall.promise, {
     reason: CLOSE_OVER_BUDGET,
     code: CLOSE_CODE_OVER_BUDGET,
   });
@@ -1508,13 +1508,13 @@ Deno.test("RelayRouter's queue budget still counts the frames of a harness socke
 
 /**
  * The router's end of a harness socket the test scripts frame by frame, with
- * `isClosed` set by the test: a socket that has closed while the router has
+ * `closeInfo` set by the test: a socket that has closed while the router has
  * not read all it received yet (its reader waited for a slow executor).
  */
 class ScriptedHarnessSocket implements AsyncIterable<ReceivedFrame> {
   readonly bufferedAmount = 0;
   readonly sent: RelayFrame[] = [];
-  isClosed = false;
+  closeInfo: { code: number; reason: string; wasClean: boolean } | undefined;
   #inbound: ReceivedFrame[] = [];
   #wake: (() => void) | undefined;
   #ended = false;
@@ -1541,7 +1541,7 @@ class ScriptedHarnessSocket implements AsyncIterable<ReceivedFrame> {
   }
 
   close(): Promise<void> {
-    this.isClosed = true;
+    this.closeInfo ??= { code: 1000, reason: "", wasClean: true };
     this.end();
     return Promise.resolve();
   }
@@ -1589,7 +1589,7 @@ Deno.test("RelayRouter never hands a stream back to an older harness socket: its
 Deno.test("RelayRouter: once a harness socket has closed, a newer one takes its streams with any frame, and the closed one's late frames open or take nothing", async () => {
   await using h = await host();
   const { executor, old } = await streamOnScriptedSocket(h);
-  old.isClosed = true; // closed; its reader has not caught up yet
+  old.closeInfo = { code: 1006, reason: "", wasClean: false }; // closed; its reader has not caught up yet
   const fresh = await h.connect("harness");
   // Data before any resume (the resume was lost, say): taken, not refused.
   assert.equal(payloadOf(await through(fresh, executor, data("s", "second", 2))), "second");

@@ -613,12 +613,16 @@ class SessionConnection implements SessionAttachment {
   /** Sends one process event as its notification (or binary output message). */
   #send(event: ProcessEvent, delivered: () => void): Promise<void> {
     this.#stamp();
-    // Stamped again as the channel takes it and as the harness confirms it: a
-    // harness still receiving output on a slow link is not idle.
-    const onDelivered = () => {
-      this.#stamp();
-      delivered();
-    };
+    // Stamped again once the harness has it (a harness still receiving output
+    // on a slow link is not idle): when it acknowledges it on a channel that
+    // confirms delivery, else when the channel takes it. One of the two only.
+    const confirms = this.confirmsDelivery;
+    const onDelivered = confirms
+      ? () => {
+        this.#stamp();
+        delivered();
+      }
+      : delivered;
     let sent: Promise<void>;
     if (event.type === "output") {
       const id = this.#binaryOutput ? binaryProcessId(event.processId) : null;
@@ -632,7 +636,7 @@ class SessionConnection implements SessionAttachment {
       const [method, params] = encodeEvent(event);
       sent = this.#peer.notify(method, params, onDelivered);
     }
-    sent.then(this.#stamped, this.#stamped);
+    if (!confirms) sent.then(this.#stamped, this.#stamped);
     return sent;
   }
 

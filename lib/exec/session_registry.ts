@@ -12,7 +12,7 @@
  * @module
  */
 
-import { counted, MAX_TIMER_MS } from "../_limits.ts";
+import { checkTimerMs, counted } from "../_limits.ts";
 import { RpcError } from "../errors.ts";
 import { INVALID_REQUEST, SESSION_ATTACHED_ELSEWHERE } from "../rpc/error_codes.ts";
 import type { ProcessEventSink, ProcessTable } from "./process_table.ts";
@@ -114,12 +114,8 @@ export class SessionRegistry implements AsyncDisposable {
         `Cannot create session registry: idleAttachedMs ${this.#idleAttachedMs} is not a non-negative number`,
       );
     }
-    if (!Number.isInteger(this.#ttlMs) || !(this.#ttlMs >= 0 && this.#ttlMs <= MAX_TIMER_MS)) {
-      // Past MAX_TIMER_MS the TTL's timer would fire at once: a detached session would go at once.
-      throw new RangeError(
-        `Cannot create session registry: ttlMs ${this.#ttlMs} is not an integer from 0 to ${MAX_TIMER_MS}`,
-      );
-    }
+    // Past MAX_TIMER_MS the TTL's timer would fire at once: a detached session would go at once.
+    checkTimerMs("Cannot create session registry", "ttlMs", this.#ttlMs, 0);
     if (!Number.isSafeInteger(this.#maxSessions) || this.#maxSessions < 1) {
       throw new RangeError(
         `Cannot create session registry: maxSessions ${this.#maxSessions} is not a positive integer`,

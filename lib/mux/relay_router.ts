@@ -449,6 +449,11 @@ function positive(value: number | undefined, fallback: number, name: string): nu
   return v;
 }
 
+/** A {@linkcode positive} option that becomes a timer's delay: 1 ms to `MAX_TIMER_MS`. */
+function timerOption(value: number | undefined, fallback: number, name: string): number {
+  return checkTimerMs("Cannot create router", name, value ?? fallback, 1);
+}
+
 function resetBytes(streamId: string, reason: string): Uint8Array {
   return encodeFrame(resetFrame(streamId, reason));
 }
@@ -498,12 +503,7 @@ export class RelayRouter implements AsyncDisposable {
    * @throws {RangeError} When a limit is not a positive number.
    */
   constructor(options: RelayRouterOptions = {}) {
-    this.#detachWindowMs = checkTimerMs(
-      "Cannot create router",
-      "detachWindowMs",
-      positive(options.detachWindowMs, 30_000, "detachWindowMs"),
-      1,
-    );
+    this.#detachWindowMs = timerOption(options.detachWindowMs, 30_000, "detachWindowMs");
     this.#maxExecutors = positive(options.maxExecutors, 1024, "maxExecutors");
     this.#maxHarnessSockets = positive(options.maxHarnessSockets, 64, "maxHarnessSockets");
     this.#maxStreams = positive(options.maxStreams, 4096, "maxStreams");
@@ -525,12 +525,7 @@ export class RelayRouter implements AsyncDisposable {
     );
     this.#highWater = positive(options.peerHighWaterBytes, 1 << 20, "peerHighWaterBytes");
     this.#maxQueue = positive(options.maxPeerQueueBytes, 16 << 20, "maxPeerQueueBytes");
-    this.#slowMs = checkTimerMs(
-      "Cannot create router",
-      "slowPeerTimeoutMs",
-      positive(options.slowPeerTimeoutMs, 15_000, "slowPeerTimeoutMs"),
-      1,
-    );
+    this.#slowMs = timerOption(options.slowPeerTimeoutMs, 15_000, "slowPeerTimeoutMs");
     this.#maxOffline = positive(options.maxOfflineQueueBytes, 4 << 20, "maxOfflineQueueBytes");
     const budgetBytes = positive(options.queueBudgetBytes, 1 << 30, "queueBudgetBytes");
     if (!Number.isSafeInteger(budgetBytes) || budgetBytes < this.#maxQueue) {
@@ -937,7 +932,7 @@ export class RelayRouter implements AsyncDisposable {
       // A frame its socket sent before it closed, read late (the reader waited
       // for the executor's queue to drain): its harness is on another socket
       // by now, or gone, and the stream would be owned by a socket nobody reads.
-      if (peer.socket.isClosed) return false;
+      if (peer.socket.closeInfo !== undefined) return false;
       if (site.executor === undefined && !site.executorAway) {
         if (performance.now() - this.#startedAt >= this.#startupGraceMs) {
           this.#toHarness(peer, resetBytes(streamId, RESET_EXECUTOR_OFFLINE));
@@ -960,7 +955,7 @@ export class RelayRouter implements AsyncDisposable {
       peer.streams.add(streamId);
     } else if (route.owner !== peer) {
       // A closed socket's late frames take nothing (see above).
-      if (peer.socket.isClosed) return false;
+      if (peer.socket.closeInfo !== undefined) return false;
       const previous = route.owner;
       if (previous !== undefined) {
         // A harness that reconnected before its old socket was seen to go
@@ -971,7 +966,7 @@ export class RelayRouter implements AsyncDisposable {
         // newer socket does. Never the other way: a resume the old socket
         // sent before it went, read late, would hand the stream back to a
         // socket nobody reads, and the live one would get `stream_in_use`.
-        const takesOver = previous.socket.isClosed ||
+        const takesOver = previous.socket.closeInfo !== undefined ||
           (frame.body.kind === "resume" && peer.serial > previous.serial);
         if (!takesOver) {
           if (!isReset) this.#toHarness(peer, resetBytes(streamId, RESET_STREAM_IN_USE));

@@ -522,14 +522,10 @@ export class RelaySocket implements AsyncIterable<ReceivedFrame>, AsyncDisposabl
   }
 
   /**
-   * True once the socket has closed, by either side. Frames it received
-   * before may still be unread (the iterator yields them).
+   * How the socket closed, once it has, by either side (the `closed`
+   * promise's value); `undefined` while it is open. Frames it received before
+   * may still be unread (the iterator yields them).
    */
-  get isClosed(): boolean {
-    return this.#info !== undefined;
-  }
-
-  /** How the socket closed, once it has (the `closed` promise's value); else `undefined`. */
   get closeInfo(): RelayCloseInfo | undefined {
     return this.#info;
   }
