@@ -401,8 +401,6 @@ interface ProcessRecord {
   closingBytes: number;
   /** Output bytes dropped while closing, past that bound. */
   droppedOutputBytes: number;
-  /** When it closed, in the order processes closed (0 until then): eviction takes the first. */
-  closedOrder: number;
   /**
    * When its leader's exit was seen (`performance.now()`), null until then:
    * its group cannot have emptied, and gone to a newcomer, before that.
@@ -501,8 +499,11 @@ export class ProcessTable implements AsyncDisposable {
   #killHelper: Promise<string | null> | undefined;
   #ps: Promise<string | null> | undefined;
   #closing: Promise<void> | undefined;
-  /** Processes closed so far (numbers their close order). */
-  #closedCount = 0;
+  /**
+   * The closed records still held, in the order they closed (a `Set` keeps
+   * insertion order): eviction takes the first, without scanning the table.
+   */
+  #closedInOrder = new Set<ProcessRecord>();
   /**
    * The groups (and terminal sessions) of forgotten processes, newest last,
    * at most {@linkcode MAX_FORGOTTEN_GROUPS}: the table's close kills what is
@@ -1059,6 +1060,7 @@ export class ProcessTable implements AsyncDisposable {
     this.#leftoverKills?.clear();
     this.#track(this.#killForgottenLeftovers().catch(() => {}));
     this.#records.clear();
+    this.#closedInOrder.clear();
     this.#sink = null;
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
   }
@@ -1417,7 +1419,7 @@ export class ProcessTable implements AsyncDisposable {
   #maybeClosed(record: ProcessRecord): void {
     if (record.state !== "exited" || record.openStreams > 0) return;
     record.state = "closed";
-    record.closedOrder = ++this.#closedCount;
+    this.#closedInOrder.add(record);
     record.closedSeq = record.buffer.takeSeq();
     record.resolvePtyReady();
     if (record.writer) {
@@ -1689,6 +1691,7 @@ export class ProcessTable implements AsyncDisposable {
   /** Drops a closed record, keeping its groups for the close's leftover kill. */
   #forget(record: ProcessRecord): void {
     this.#records.delete(record.id);
+    this.#closedInOrder.delete(record);
     const { groups, session } = this.#endedProgram(record);
     if (groups.length === 0) return;
     this.#forgotten.push({ groups, session, exitedAt: record.exitedAt ?? performance.now() });
@@ -1714,9 +1717,7 @@ export class ProcessTable implements AsyncDisposable {
   /** Forgets the processes that closed first (not started first) until there is room. */
   #evictClosed(): void {
     if (this.#records.size < this.#maxProcesses * 2) return;
-    const closed = [...this.#records.values()].filter((record) => record.state === "closed");
-    closed.sort((a, b) => a.closedOrder - b.closedOrder);
-    for (const record of closed) {
+    for (const record of this.#closedInOrder) {
       for (const timer of record.timers) clearTimeout(timer);
       record.timers.clear();
       this.#forget(record);
@@ -1771,7 +1772,6 @@ export class ProcessTable implements AsyncDisposable {
       id,
       closingBytes: 0,
       droppedOutputBytes: 0,
-      closedOrder: 0,
       exitedAt: null,
       argv,
       buffer: new OutputBuffer({ capBytes: this.#retainedOutputBytes }),
