@@ -12,6 +12,12 @@
  * stream whose reader stopped goes before one that keeps up); among equals,
  * and for holders that say nothing, the one holding the most. The sum stays
  * bounded whatever the order.
+ *
+ * Shedding is for what nobody announced. A holder that knows ahead how much
+ * it is about to take (a stream whose first segment announces a large
+ * message) asks first with {@linkcode ByteBudget.admit}, and waits its turn
+ * while that does not fit: so many honest large messages at once are slowed
+ * down, not shed.
  * @module
  */
 
@@ -20,7 +26,8 @@ export interface BudgetHolder {
   /**
    * Where it stands in the order of shedding, asked only when the budget
    * must shed: holders in a higher tier go first, and within a tier the one
-   * with the higher key. Absent: tier 0, keyed by the bytes it holds.
+   * with the higher key. Absent: tier 0, keyed by the bytes it holds. Tier 1
+   * and up also means "stopped" to {@linkcode ByteBudget.admit}.
    *
    * @param bytes What it holds, as the budget counts it.
    * @returns Its tier and its key within the tier.
@@ -31,11 +38,18 @@ export interface BudgetHolder {
    * before returning (the budget stops counting it either way).
    */
   shed(): void;
+  /**
+   * Called, in a microtask, when this holder is first in line for
+   * {@linkcode ByteBudget.admit} and its request now fits: it should ask
+   * again at once (else it loses its turn).
+   */
+  retryAdmission?(): void;
 }
 
 /**
  * Counts the bytes a set of holders hold and sheds holders, first in their
- * own order and else the largest, while the sum is past the limit.
+ * own order and else the largest, while the sum is past the limit; admits
+ * announced bytes first come, first served.
  *
  * @example Two holders sharing 100 bytes
  * ```ts
@@ -55,6 +69,16 @@ export class ByteBudget {
   #held = new Map<BudgetHolder, number>();
   #shedding = false;
   #shedCount = 0;
+  /**
+   * Admitted holders whose announced bytes have not all arrived, with what
+   * they still expect (at least 1 while they do).
+   */
+  #expected = new Map<BudgetHolder, number>();
+  /** Holders waiting for admission with what each asked, first come first (in insertion order). */
+  #waiting = new Map<BudgetHolder, number>();
+  /** The first waiter, called back because its request fitted, until it asks again. */
+  #granted: BudgetHolder | undefined;
+  #wakeQueued = false;
 
   /**
    * Creates an empty budget.
@@ -81,54 +105,205 @@ export class ByteBudget {
     return this.#shedCount;
   }
 
+  /** Bytes admitted holders still expect to take (see {@linkcode ByteBudget.admit}). */
+  get expected(): number {
+    let sum = 0;
+    for (const bytes of this.#expected.values()) sum += bytes;
+    return sum;
+  }
+
+  /** How many holders wait for admission. */
+  get waiting(): number {
+    return this.#waiting.size;
+  }
+
   /**
    * Records that `holder` now holds `bytes`. Past the limit, sheds holders
    * (possibly `holder` itself) before returning.
    *
    * @param holder Who holds the bytes.
    * @param bytes What it holds now (not a change).
+   * @param expected What it still expects of what it was admitted for (see
+   *   {@linkcode ByteBudget.admit}), when it says: 0 once all has arrived.
    */
-  hold(holder: BudgetHolder, bytes: number): void {
+  hold(holder: BudgetHolder, bytes: number, expected?: number): void {
+    if (expected !== undefined) this.#setExpected(holder, expected);
     const before = this.#held.get(holder) ?? 0;
     if (bytes === before) return;
     this.#used += bytes - before;
     if (bytes === 0) this.#held.delete(holder);
     else this.#held.set(holder, bytes);
     if (bytes > before && this.#used > this.limit && !this.#shedding) this.#shed();
+    if (bytes < before) this.#queueWake();
+  }
+
+  /**
+   * Asks room for `bytes` that `holder` is about to take (it then reports
+   * what it still expects with each {@linkcode ByteBudget.hold}). Room means
+   * that what all holders hold, plus what admitted holders that have not
+   * stopped still expect, plus `bytes`, stays within three quarters of the
+   * limit (the rest is for bytes nobody announces), or within the whole
+   * limit while no other admitted holder expects more (so one request up to
+   * the limit always gets in at last). The expected bytes of a holder that
+   * has stopped (tier 1 or more in its `shedOrder`) do not count: if they
+   * come after all, the limit's shedding takes that holder first.
+   *
+   * Refused, the holder joins the line (once) and its `retryAdmission` is
+   * called when it is first and its request fits; a holder behind others
+   * waits even if it would fit now. When the first in line does not fit,
+   * holders that have stopped and expect nothing are shed, in their order,
+   * until it does (as the limit would shed them once its bytes came).
+   *
+   * @param holder Who asks.
+   * @param bytes How many bytes it is about to take (its earlier request,
+   *   if any, is replaced).
+   * @returns Whether it may take them now.
+   */
+  admit(holder: BudgetHolder, bytes: number): boolean {
+    if (this.#granted === holder) {
+      this.#granted = undefined;
+    } else {
+      const first = this.#waiting.keys().next().value;
+      if ((first !== undefined && first !== holder) || !this.#fits(holder, bytes)) {
+        this.#waiting.set(holder, bytes);
+        return false;
+      }
+    }
+    this.#waiting.delete(holder);
+    this.#setExpected(holder, bytes);
+    // The next in line may fit too.
+    this.#queueWake();
+    return true;
+  }
+
+  /**
+   * Takes `holder` out of the line and stops counting what it expected: for
+   * a holder that will take no more. What it holds stays counted until it
+   * reports otherwise.
+   *
+   * @param holder The holder.
+   */
+  leave(holder: BudgetHolder): void {
+    this.#waiting.delete(holder);
+    if (this.#granted === holder) this.#granted = undefined;
+    this.#setExpected(holder, 0);
+    this.#queueWake();
+  }
+
+  #setExpected(holder: BudgetHolder, bytes: number): void {
+    const before = this.#expected.get(holder) ?? 0;
+    if (bytes === before) return;
+    if (bytes === 0) this.#expected.delete(holder);
+    else this.#expected.set(holder, bytes);
+    if (bytes < before) this.#queueWake();
+  }
+
+  #stopped(holder: BudgetHolder): boolean {
+    return (holder.shedOrder?.(this.#held.get(holder) ?? 0)[0] ?? 0) >= 1;
+  }
+
+  /** Whether `bytes` for `holder` fit now (see {@linkcode ByteBudget.admit}). */
+  #admits(holder: BudgetHolder, bytes: number): boolean {
+    let others = 0;
+    for (const [other, expected] of this.#expected) {
+      if (other !== holder && !this.#stopped(other)) others += expected;
+    }
+    const after = this.#used + others + bytes;
+    return after <= this.limit - Math.floor(this.limit / 4) ||
+      (others === 0 && after <= this.limit);
+  }
+
+  /** {@linkcode ByteBudget.#admits}, after shedding stopped holders that expect nothing if needed. */
+  #fits(holder: BudgetHolder, bytes: number): boolean {
+    if (this.#admits(holder, bytes)) return true;
+    if (this.#shedding) return false;
+    this.#shedding = true;
+    try {
+      this.#shedRound(
+        (other, tier) => tier >= 1 && other !== holder && !this.#expected.has(other),
+        () => this.#admits(holder, bytes),
+      );
+    } finally {
+      this.#shedding = false;
+    }
+    return this.#admits(holder, bytes);
+  }
+
+  #queueWake(): void {
+    if (this.#wakeQueued || this.#waiting.size === 0) return;
+    this.#wakeQueued = true;
+    queueMicrotask(() => {
+      this.#wakeQueued = false;
+      this.#wake();
+    });
+  }
+
+  /** Calls the first in line back if its request fits now (it asks again from there). */
+  #wake(): void {
+    if (this.#granted !== undefined) return;
+    const next = this.#waiting.entries().next().value;
+    if (next === undefined) return;
+    const [first, bytes] = next;
+    if (!this.#fits(first, bytes)) return;
+    this.#waiting.delete(first);
+    this.#granted = first;
+    try {
+      first.retryAdmission?.();
+    } finally {
+      // One that did not ask again (it ended) gives up its turn.
+      if (this.#granted === first) {
+        this.#granted = undefined;
+        this.#queueWake();
+      }
+    }
   }
 
   #shed(): void {
     this.#shedding = true;
     try {
       while (this.#used > this.limit) {
-        // Each holder is asked once per round; among equals the largest goes first.
-        const ranked: { holder: BudgetHolder; bytes: number; tier: number; key: number }[] = [];
-        for (const [holder, bytes] of this.#held) {
-          const [tier, key] = holder.shedOrder?.(bytes) ?? [0, bytes];
-          ranked.push({ holder, bytes, tier, key });
-        }
-        ranked.sort((a, b) => b.tier - a.tier || b.key - a.key || b.bytes - a.bytes);
-        let shed = false;
-        for (const { holder } of ranked) {
-          if (this.#used <= this.limit) break;
-          if (!this.#held.has(holder)) continue;
-          shed = true;
-          this.#shedCount++;
-          try {
-            holder.shed();
-          } finally {
-            // However the holder behaved, it is no longer counted: the loop ends.
-            const left = this.#held.get(holder);
-            if (left !== undefined) {
-              this.#used -= left;
-              this.#held.delete(holder);
-            }
-          }
-        }
-        if (!shed) break;
+        if (!this.#shedRound(() => true, () => this.#used <= this.limit)) break;
       }
     } finally {
       this.#shedding = false;
     }
+  }
+
+  /**
+   * One round of shedding in the holders' order, among those `eligible`,
+   * until `enough()`. True if it shed any.
+   */
+  #shedRound(
+    eligible: (holder: BudgetHolder, tier: number) => boolean,
+    enough: () => boolean,
+  ): boolean {
+    // Each holder is asked once per round; among equals the largest goes first.
+    const ranked: { holder: BudgetHolder; bytes: number; tier: number; key: number }[] = [];
+    for (const [holder, bytes] of this.#held) {
+      const [tier, key] = holder.shedOrder?.(bytes) ?? [0, bytes];
+      if (eligible(holder, tier)) ranked.push({ holder, bytes, tier, key });
+    }
+    ranked.sort((a, b) => b.tier - a.tier || b.key - a.key || b.bytes - a.bytes);
+    let shed = false;
+    for (const { holder } of ranked) {
+      if (enough()) break;
+      if (!this.#held.has(holder)) continue;
+      shed = true;
+      this.#shedCount++;
+      try {
+        holder.shed();
+      } finally {
+        // However the holder behaved, it is no longer counted: the loop ends.
+        const left = this.#held.get(holder);
+        if (left !== undefined) {
+          this.#used -= left;
+          this.#held.delete(holder);
+        }
+        this.#waiting.delete(holder);
+        if (this.#granted === holder) this.#granted = undefined;
+        this.#expected.delete(holder);
+      }
+    }
+    return shed;
   }
 }

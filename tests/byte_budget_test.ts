@@ -134,3 +134,127 @@ Deno.test("ByteBudget asks each holder how far behind it is once per round, howe
   assert.equal(budget.used, count);
   assert.ok(asked <= 2 * count, `${asked} questions for ${budget.shedCount} sheds`);
 });
+
+/**
+ * A holder that asks for admission as a stream does: called back, it asks
+ * again at once for what it asked last (unless `gone`), and remembers the answer.
+ */
+function asker(budget: ByteBudget): BudgetHolder & {
+  ask(bytes: number): boolean;
+  retries: number;
+  admitted: boolean;
+  stopped: boolean;
+  gone: boolean;
+} {
+  let asked = 0;
+  const self = {
+    retries: 0,
+    admitted: false,
+    stopped: false,
+    gone: false,
+    ask(bytes: number) {
+      asked = bytes;
+      self.admitted = budget.admit(self, bytes);
+      return self.admitted;
+    },
+    shedOrder: (bytes: number) => [self.stopped ? 1 : 0, bytes] as const,
+    shed() {
+      budget.hold(self, 0);
+    },
+    retryAdmission() {
+      self.retries++;
+      if (!self.gone) self.ask(asked);
+    },
+  };
+  return self;
+}
+
+/** Lets queued microtasks (the budget's call-backs) run. */
+const settle = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+Deno.test("ByteBudget admits announced bytes up to three quarters of its limit, and one byte past it waits", async () => {
+  const budget = new ByteBudget(400);
+  const [a, b, c] = [asker(budget), asker(budget), asker(budget)];
+  budget.hold(a, 100);
+  assert.equal(a.ask(100), true); // 100 held + 100 expected
+  assert.equal(b.ask(100), true); // 300 of 300: at the bound
+  assert.equal(budget.expected, 200);
+  assert.equal(c.ask(1), false, "301 is past three quarters of 400");
+  assert.equal(budget.waiting, 1);
+  await settle();
+  assert.equal(c.retries, 0, "no room came: no call-back");
+  // a's bytes arrive (expected turns into held, the sum is unchanged): still no room.
+  budget.hold(a, 200, 0);
+  await settle();
+  assert.equal(c.retries, 0);
+  // b takes nothing after all: room for c, which is called back and gets in.
+  budget.leave(b);
+  await settle();
+  assert.equal(c.retries, 1);
+  assert.equal(c.admitted, true);
+  assert.equal(budget.waiting, 0);
+  assert.equal(budget.expected, 1);
+  assert.equal(budget.shedCount, 0);
+});
+
+Deno.test("ByteBudget admits one request up to its whole limit while no other admitted holder expects more, and waits one byte past it", async () => {
+  const budget = new ByteBudget(400);
+  const [a, b] = [asker(budget), asker(budget)];
+  budget.hold(a, 100);
+  assert.equal(b.ask(300), true, "100 held + 300 alone: the whole limit");
+  budget.leave(b);
+  assert.equal(b.ask(301), false, "one byte past the limit waits, alone too");
+  budget.hold(a, 99);
+  await settle();
+  assert.equal(b.retries, 1);
+  assert.equal(b.admitted, true);
+  assert.equal(budget.shedCount, 0);
+});
+
+Deno.test("ByteBudget admits first come first served: a small request waits behind a large one that does not fit yet", async () => {
+  const budget = new ByteBudget(400);
+  const [holding, large, small] = [asker(budget), asker(budget), asker(budget)];
+  assert.equal(holding.ask(200), true);
+  assert.equal(large.ask(200), false);
+  assert.equal(small.ask(10), false, "10 would fit, but large came first");
+  assert.equal(budget.waiting, 2);
+  assert.equal(small.ask(10), false, "asking again keeps its place behind large");
+  budget.leave(holding);
+  await settle();
+  assert.deepEqual([large.admitted, small.admitted], [true, true]);
+  assert.deepEqual([large.retries, small.retries], [1, 1]);
+  assert.equal(budget.expected, 210);
+});
+
+Deno.test("ByteBudget gives the turn of a waiter that does not ask again (it ended) to the next in line", async () => {
+  const budget = new ByteBudget(400);
+  const [holding, gone, next] = [asker(budget), asker(budget), asker(budget)];
+  assert.equal(holding.ask(300), true);
+  assert.equal(gone.ask(100), false);
+  assert.equal(next.ask(100), false);
+  gone.gone = true;
+  budget.leave(holding);
+  await settle();
+  assert.equal(gone.retries, 1);
+  assert.equal(next.admitted, true, "gone never asked again: next got its turn");
+  assert.equal(budget.waiting, 0);
+});
+
+Deno.test("ByteBudget does not count what a stopped holder still expects, and sheds stopped holders that expect nothing to admit the first in line", () => {
+  const budget = new ByteBudget(400);
+  const [slow, idle, upload] = [asker(budget), asker(budget), asker(budget)];
+  assert.equal(slow.ask(250), true);
+  budget.hold(slow, 10, 240);
+  budget.hold(idle, 100);
+  assert.equal(upload.ask(100), false, "110 held + 240 expected + 100 is past 300");
+  slow.stopped = true; // its sender stopped: its 240 expected bytes do not hold the line
+  assert.equal(upload.ask(100), true, "110 + 100 fits");
+  budget.leave(upload);
+  assert.equal(upload.ask(300), false, "110 + 300 is past the whole limit");
+  assert.equal(budget.shedCount, 0);
+  idle.stopped = true; // its consumer stopped: it expects nothing and is shed for the upload
+  assert.equal(upload.ask(300), true);
+  assert.equal(budget.shedCount, 1);
+  assert.equal(budget.used, 10, "only slow's bytes are left");
+  assert.equal(budget.expected, 240 + 300);
+});

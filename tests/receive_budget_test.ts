@@ -39,7 +39,13 @@ Deno.test("StreamMux refuses a receive budget below its streams' message limit",
     receiveBudgetBytes: 65_536,
     stream: { maxMessageBytes: 65_536 },
   });
-  assert.deepEqual(mux.receiveBudget, { used: 0, limit: 65_536, shedCount: 0 });
+  assert.deepEqual(mux.receiveBudget, {
+    used: 0,
+    limit: 65_536,
+    shedCount: 0,
+    expected: 0,
+    waiting: 0,
+  });
 });
 
 Deno.test("StreamMux holds its receive budget across streams whose consumers do not read: at the limit all keep their messages, one byte past it the stream holding the most is reset and the others go on", async () => {
@@ -403,4 +409,59 @@ Deno.test("ReliableStream counts a consumer as stopped only once whole messages 
   stream.read();
   assert.equal(budget.used, 0);
   stream.close();
+});
+
+Deno.test("StreamMux slows concurrent large messages past its receive budget instead of resetting them: every one arrives whole", async () => {
+  // Eight 1 MiB messages (18 segments each) at once against a 4 MiB budget:
+  // reassembled together they would hold 8 MiB.
+  const limit = 4 * 1024 * 1024;
+  const uploads = 8;
+  const size = 1024 * 1024;
+  let peak = 0;
+  const served: MuxStream[] = [];
+  await using lb = loopback({
+    receiveBudgetBytes: limit,
+    stream: { maxMessageBytes: size },
+    onStream: (stream) => {
+      served.push(stream);
+      (async () => {
+        for await (const message of stream) {
+          peak = Math.max(peak, lb.executor.receiveBudget.used);
+          await stream.send(`${stream.id}:${message.length}:${message.at(-1)}`);
+        }
+      })().catch(() => {});
+    },
+  });
+  const harness = await lb.harness();
+  const streams = Array.from({ length: uploads }, (_, i) => harness.open({ id: `up-${i}` }));
+  const replies = await withDeadline(
+    Promise.all(streams.map(async (stream, i) => {
+      const fill = String.fromCharCode(97 + i);
+      await stream.send(fill.repeat(size));
+      return await nextMessage(stream).catch((e) => `${stream.id} failed: ${e}`);
+    })),
+    20_000,
+    "uploads",
+  );
+  assert.deepEqual(
+    replies,
+    streams.map((s, i) => `${s.id}:${size}:${String.fromCharCode(97 + i)}`),
+  );
+  assert.equal(lb.executor.receiveBudget.shedCount, 0);
+  assert.ok(peak <= limit, `peak ${peak}`);
+  // Some waited: each held one segment and dropped the rest of its sender's
+  // window unacknowledged, and was sent it again once admitted.
+  const deferred = served.reduce((sum, stream) => sum + stream.stats.deferredDropped, 0);
+  assert.ok(deferred > 0, "no stream waited for room");
+  // Asked again by `resume`, the senders resent those at once: not one
+  // segment per retransmission timeout.
+  const timeouts = streams.reduce((sum, stream) => sum + stream.stats.timeouts, 0);
+  assert.ok(timeouts * 2 < deferred, `${timeouts} timeouts for ${deferred} dropped segments`);
+  assert.deepEqual(lb.executor.receiveBudget, {
+    used: 0,
+    limit,
+    shedCount: 0,
+    expected: 0,
+    waiting: 0,
+  });
 });

@@ -162,6 +162,11 @@ export interface ReliableStreamStats {
   acksSent: number;
   /** Inbound data frames dropped as duplicates. */
   duplicatesDropped: number;
+  /**
+   * Inbound data frames dropped unacknowledged while the stream waited for
+   * its budget's room to start a message (the sender resends them).
+   */
+  deferredDropped: number;
   /** Segments sent and not yet acknowledged. */
   unackedSegments: number;
   /** Their payload bytes. */
@@ -278,8 +283,22 @@ export class ReliableStream {
   #onReadable: () => void;
   #onEnd: () => void;
   #budget: ByteBudget | undefined;
-  /** What this stream last reported to `#budget`. */
+  /** What this stream last reported to `#budget`: bytes held, and expected. */
   #budgeted = 0;
+  #budgetedExpected = 0;
+  /**
+   * Bytes the budget admitted for the message starting at `#recvNext`, until
+   * that message starts (see `#admit`); 0 when none was asked for.
+   */
+  #admittedBytes = 0;
+  /**
+   * Waiting for the budget's room to start the message at `#recvNext`: only
+   * that segment is held meanwhile, later ones are dropped unacknowledged
+   * (a waiting stream holds one segment, not its sender's whole window).
+   */
+  #awaitingRoom = false;
+  /** Segments were dropped while waiting: once admitted, `resume` asks for them again. */
+  #droppedWhileWaiting = false;
   /** When the message being reassembled got its first segment (`#now()`). */
   #partialStartedAt = 0;
   /**
@@ -380,6 +399,7 @@ export class ReliableStream {
     timeouts: 0,
     acksSent: 0,
     duplicatesDropped: 0,
+    deferredDropped: 0,
   };
 
   /**
@@ -627,6 +647,18 @@ export class ReliableStream {
   discardUnread(): void {
     this.#discarding = true;
     this.#dropInbox();
+    if (this.#error === undefined && this.#held.has(this.#recvNext)) {
+      if (this.#drain()) this.#ackNow();
+    }
+    this.#reportHeld();
+  }
+
+  /**
+   * The budget's call back when this stream waits to start a large message
+   * and its turn came (see {@linkcode ByteBudget.admit}): accepts what it
+   * holds and acknowledges it, opening the sender's window again.
+   */
+  retryAdmission(): void {
     if (this.#error === undefined && this.#held.has(this.#recvNext)) {
       if (this.#drain()) this.#ackNow();
     }
@@ -1177,6 +1209,9 @@ export class ReliableStream {
     }
     if (seq < this.#recvNext || this.#held.has(seq)) {
       this.#stats.duplicatesDropped++;
+      // The sender resends what waits for the budget's room: ask again (a
+      // consumer may have stopped since, and its bytes can be shed for it).
+      if (seq === this.#recvNext && this.#partialCount === 0) this.#drain();
       this.#ackNow();
       return;
     }
@@ -1186,6 +1221,11 @@ export class ReliableStream {
     }
     if (body.segmentIndex >= seq) {
       this.#protocolError(`segment_index ${body.segmentIndex} is not below seq ${seq}`);
+      return;
+    }
+    if (this.#awaitingRoom && seq !== this.#recvNext) {
+      this.#stats.deferredDropped++;
+      this.#droppedWhileWaiting = true;
       return;
     }
     const length = body.payload.length;
@@ -1216,6 +1256,7 @@ export class ReliableStream {
     while (this.#error === undefined) {
       const body = this.#held.get(this.#recvNext);
       if (body === undefined) break;
+      if (this.#partialCount === 0 && !this.#admit(body)) break;
       if (
         this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
         this.#inboxBytes >= this.#inboxBytesLimit
@@ -1228,6 +1269,33 @@ export class ReliableStream {
       this.#accept(body);
     }
     return progressed;
+  }
+
+  /**
+   * Asks the budget for room for the message `body` starts, when it has more
+   * than one segment: its announced size (segments × the first one's bytes,
+   * at most the message limit). Not admitted, the segment stays held, unacked,
+   * so the sender stops at its window and resends later, and the budget
+   * calls {@linkcode retryAdmission} at this stream's turn.
+   */
+  #admit(body: DataBody): boolean {
+    if (this.#budget === undefined || body.segmentCount <= 1 || this.#admittedBytes > 0) {
+      return true;
+    }
+    const bytes = Math.min(body.segmentCount * body.payload.length, this.#maxMessageBytes);
+    if (bytes === 0) return true;
+    this.#awaitingRoom = !this.#budget.admit(this, bytes);
+    // Shedding to make room may have ended this very stream.
+    if (this.#awaitingRoom || this.#error !== undefined) return false;
+    this.#admittedBytes = bytes;
+    if (this.#droppedWhileWaiting) {
+      // `resume` makes the sender resend everything unacknowledged now, not
+      // one segment per retransmission timeout (no hole is there to report).
+      this.#droppedWhileWaiting = false;
+      this.#resumePending = true;
+      this.#onOutput();
+    }
+    return true;
   }
 
   #accept(body: DataBody): void {
@@ -1246,6 +1314,7 @@ export class ReliableStream {
       // ahead of the bytes that back it.
       this.#partialCount = body.segmentCount;
       this.#partialStartedAt = this.#now();
+      this.#admittedBytes = 0;
       this.#partialExpected = Math.min(body.segmentCount * payload.length, this.#maxMessageBytes);
       this.#partial = new Uint8Array(
         Math.min(this.#partialExpected, Math.max(2 * payload.length, REASSEMBLY_START_BYTES)),
@@ -1337,6 +1406,10 @@ export class ReliableStream {
     this.#partialCount = 0;
     this.#partialBytes = 0;
     this.#partialExpected = 0;
+    this.#admittedBytes = 0;
+    this.#awaitingRoom = false;
+    this.#droppedWhileWaiting = false;
+    this.#budget?.leave(this);
     this.#ackDue = false;
     this.#ackDeadline = Infinity;
     this.#rtoDeadline = Infinity;
@@ -1365,9 +1438,15 @@ export class ReliableStream {
     if (this.#inboxHead === this.#inbox.length) this.#waitingSince = Number.NaN;
     else if (Number.isNaN(this.#waitingSince)) this.#waitingSince = this.#now();
     const held = this.#heldBytes + this.#inboxBytes + this.#partial.length;
-    if (held === this.#budgeted) return;
+    // A message being reassembled expects the rest of its buffer's growth,
+    // and at least a byte until it is whole.
+    const expected = this.#partialCount > 0
+      ? Math.max(1, this.#partialExpected - this.#partial.length)
+      : this.#admittedBytes;
+    if (held === this.#budgeted && expected === this.#budgetedExpected) return;
     this.#budgeted = held;
-    this.#budget.hold(this, held);
+    this.#budgetedExpected = expected;
+    this.#budget.hold(this, held, expected);
   }
 
   #notifyEnd(): void {

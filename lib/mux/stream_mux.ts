@@ -576,11 +576,25 @@ export class StreamMux implements AsyncDisposable {
 
   /**
    * The receive budget's state: bytes all streams hold for their consumers
-   * now, its limit, and how many streams were shed for it.
+   * now, its limit, how many streams were shed for it, the bytes of large
+   * messages admitted but not yet arrived, and how many streams wait to
+   * start one.
    */
-  get receiveBudget(): { used: number; limit: number; shedCount: number } {
+  get receiveBudget(): {
+    used: number;
+    limit: number;
+    shedCount: number;
+    expected: number;
+    waiting: number;
+  } {
     const budget = this.#budget;
-    return { used: budget.used, limit: budget.limit, shedCount: budget.shedCount };
+    return {
+      used: budget.used,
+      limit: budget.limit,
+      shedCount: budget.shedCount,
+      expected: budget.expected,
+      waiting: budget.waiting,
+    };
   }
 
   /** How many streams are open (including detached ones). */
