@@ -33,6 +33,7 @@ import {
   withDeadline,
 } from "./_process_helpers.ts";
 import { until } from "./_support/deadline.ts";
+import { ByteBudget } from "../lib/_byte_budget.ts";
 
 const encoder = new TextEncoder();
 
@@ -517,6 +518,50 @@ Deno.test("ProcessTable forgets the processes that closed first, not those start
   assert.equal((await collect(table, "long")).text.stdout, "late", "long is still readable");
   await collect(table, "q2");
   await collect(table, "next");
+});
+
+Deno.test("ProcessTables sharing a closed-output budget keep closed processes' output up to its limit, and one byte past it forget the one that closed first, in whichever table", async () => {
+  const size = 100_000;
+  const budget = new ByteBudget(3 * size);
+  await using first = new ProcessTable({ closedOutputBudget: budget });
+  await using second = new ProcessTable({ closedOutputBudget: budget });
+  const run = async (table: ProcessTable, id: string, bytes: number) => {
+    await table.start({ processId: id, argv: ["head", "-c", String(bytes), "/dev/zero"] });
+    assert.equal((await collect(table, id)).bytes.stdout.length, bytes);
+  };
+  await run(first, "a", size);
+  await run(second, "b", size);
+  await run(first, "c", size);
+  // At the limit: all three keep their output for a reader that comes back.
+  assert.equal(budget.used, 3 * size);
+  for (const [table, id] of [[first, "a"], [second, "b"], [first, "c"]] as const) {
+    assert.equal((await table.read(id, { afterSeq: 0 })).chunks.length > 0, true, id);
+  }
+  // One byte past it: "a" closed first and is forgotten; the others are kept.
+  await run(second, "d", 1);
+  await assert.rejects(
+    first.read("a", {}),
+    Deno.errors.NotFound,
+    `closed processes' output passes ${3 * size} bytes`,
+  );
+  assert.equal(budget.used, 2 * size + 1);
+  assert.equal((await collect(first, "c")).bytes.stdout.length, size);
+  assert.equal((await collect(second, "b")).bytes.stdout.length, size);
+  assert.equal(budget.shedCount, 1);
+});
+
+Deno.test("ProcessTable gives its closed processes' share of the budget back when they are forgotten or it closes", async () => {
+  const budget = new ByteBudget(1024 * 1024);
+  const table = new ProcessTable({ closedOutputBudget: budget, exitedRetentionMs: 100 });
+  await table.start({ processId: "x", argv: ["head", "-c", "1000", "/dev/zero"] });
+  await collect(table, "x");
+  assert.equal(budget.used, 1000);
+  await until(() => budget.used === 0, 5_000, "x forgotten after its retention");
+  await table.start({ processId: "y", argv: ["head", "-c", "2000", "/dev/zero"] });
+  await collect(table, "y");
+  assert.equal(budget.used, 2000);
+  await table.close();
+  assert.equal(budget.used, 0);
 });
 
 /**

@@ -20,6 +20,7 @@ import {
 } from "./environment_info.ts";
 import { FsOps } from "./fs_ops.ts";
 import { ProcessLimiter, ProcessTable } from "./process_table.ts";
+import { ByteBudget } from "../_byte_budget.ts";
 import { SandboxPolicy } from "./sandbox_policy.ts";
 import { CallSlots } from "./_call_slots.ts";
 import { DEFAULT_MAX_WAIT_MS, isQuietChannel, serveSession } from "./session.ts";
@@ -40,6 +41,8 @@ export const MAX_FS_CALLS_IN_FLIGHT = 16;
 
 /** The default number of live processes per executor, over all sessions. */
 export const DEFAULT_MAX_EXECUTOR_PROCESSES: number = 256;
+/** Default {@linkcode ExecutorOptions.maxClosedOutputBytes}: 256 MiB. */
+export const DEFAULT_MAX_CLOSED_OUTPUT_BYTES: number = 256 * 1024 * 1024;
 
 /** Options of {@linkcode Executor}. */
 export interface ExecutorOptions {
@@ -73,6 +76,12 @@ export interface ExecutorOptions {
   killGraceMs?: number;
   /** How long a closed process stays readable. @default {30000} */
   exitedRetentionMs?: number;
+  /**
+   * Output that closed processes keep for reading after their exit, all
+   * sessions together, in bytes: past it the processes that closed first
+   * are forgotten (each session's own bounds still apply). @default {268435456}
+   */
+  maxClosedOutputBytes?: number;
   /** Give `os`-confined processes the network. @default {false} */
   allowNetwork?: boolean;
   /** The largest file `fs/readFile` returns. @default {about 3/4 of maxMessageBytes} */
@@ -110,6 +119,7 @@ function checkOptions(options: ExecutorOptions): void {
   };
   integerFrom("maxMessageBytes", options.maxMessageBytes, MIN_MAX_MESSAGE_BYTES);
   integerFrom("maxFileBytes", options.maxFileBytes, 1);
+  integerFrom("maxClosedOutputBytes", options.maxClosedOutputBytes, 1);
   // These become timers: past MAX_TIMER_MS one fires at once (a detached
   // session would be killed at once, a long poll would return at once).
   for (
@@ -196,8 +206,12 @@ export class Executor implements AsyncDisposable {
       minConfinement: this.#minConfinement,
     });
     const limiter = new ProcessLimiter(options.maxProcesses ?? DEFAULT_MAX_EXECUTOR_PROCESSES);
+    const closedOutputBudget = new ByteBudget(
+      options.maxClosedOutputBytes ?? DEFAULT_MAX_CLOSED_OUTPUT_BYTES,
+    );
     const tableOptions = {
       limiter,
+      closedOutputBudget,
       cwd: this.#cwd,
       minConfinement: this.#minConfinement,
       maxWaitMs: this.#maxWaitMs,

@@ -74,6 +74,7 @@ import {
   ttyCommand,
 } from "./tty.ts";
 import { abortable } from "../_abortable.ts";
+import type { BudgetHolder, ByteBudget } from "../_byte_budget.ts";
 import { checkTimerMs, counted, MAX_TIMER_MS } from "../_limits.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
@@ -362,6 +363,13 @@ export interface ProcessTableOptions {
   maxProcesses?: number;
   /** A counter shared across tables (the executor-wide limit). */
   limiter?: ProcessLimiter;
+  /**
+   * Bounds the output that closed processes keep, shared across tables (the
+   * executor-wide bound): a closed process counts its retained output until
+   * it is forgotten, and past the limit the processes that closed first (in
+   * any table) are forgotten. Without it only each table's own bounds apply.
+   */
+  closedOutputBudget?: ByteBudget;
   /** Retained output per process, also the unread cap that pauses the child. @default {1048576} */
   retainedOutputBytes?: number;
   /** Grace between TERM and KILL. @default {2000} */
@@ -406,6 +414,8 @@ interface ProcessRecord {
    * its group cannot have emptied, and gone to a newcomer, before that.
    */
   exitedAt: number | null;
+  /** Counts its retained output against the closed-output budget once closed. */
+  budgetHolder: BudgetHolder | null;
   readonly argv: string[];
   readonly buffer: OutputBuffer;
   readonly tty: boolean;
@@ -472,6 +482,7 @@ export class ProcessTable implements AsyncDisposable {
   readonly #records = new Map<string, ProcessRecord>();
   readonly #maxProcesses: number;
   readonly #limiter: ProcessLimiter | undefined;
+  readonly #closedOutputBudget: ByteBudget | undefined;
   readonly #retainedOutputBytes: number;
   readonly #maxMessageBytes: number;
   readonly #killGraceMs: number;
@@ -521,6 +532,7 @@ export class ProcessTable implements AsyncDisposable {
   constructor(options: ProcessTableOptions = {}) {
     this.#maxProcesses = positive("maxProcesses", options.maxProcesses ?? DEFAULT_MAX_PROCESSES);
     this.#limiter = options.limiter;
+    this.#closedOutputBudget = options.closedOutputBudget;
     this.#retainedOutputBytes = positive(
       "retainedOutputBytes",
       options.retainedOutputBytes ?? DEFAULT_RETAINED_OUTPUT_BYTES,
@@ -1059,6 +1071,10 @@ export class ProcessTable implements AsyncDisposable {
     }
     this.#leftoverKills?.clear();
     this.#track(this.#killForgottenLeftovers().catch(() => {}));
+    for (const record of this.#closedInOrder) {
+      if (record.budgetHolder !== null) this.#closedOutputBudget?.hold(record.budgetHolder, 0);
+      record.budgetHolder = null;
+    }
     this.#records.clear();
     this.#closedInOrder.clear();
     this.#sink = null;
@@ -1452,7 +1468,30 @@ export class ProcessTable implements AsyncDisposable {
         if (this.#records.get(record.id) === record) this.#forget(record);
         record.buffer.wake();
       });
+      this.#countClosedOutput(record);
     }
+  }
+
+  /**
+   * Counts a closed record's retained output against the executor-wide
+   * budget, last (the budget may forget records of any table, this one's
+   * included, before it returns): the budget forgets the records that
+   * closed first.
+   */
+  #countClosedOutput(record: ProcessRecord): void {
+    const budget = this.#closedOutputBudget;
+    if (budget === undefined) return;
+    const closedAt = performance.now();
+    const holder: BudgetHolder = {
+      // The key orders within a tier, highest first: the earliest closed.
+      shedOrder: () => [0, -closedAt],
+      shed: () => {
+        if (this.#records.get(record.id) === record) this.#drop(record);
+        budget.hold(holder, 0);
+      },
+    };
+    record.budgetHolder = holder;
+    budget.hold(holder, record.buffer.retainedBytes);
   }
 
   #deliver(record: ProcessRecord, event: ProcessEvent): void {
@@ -1692,6 +1731,10 @@ export class ProcessTable implements AsyncDisposable {
   #forget(record: ProcessRecord): void {
     this.#records.delete(record.id);
     this.#closedInOrder.delete(record);
+    if (record.budgetHolder !== null) {
+      this.#closedOutputBudget?.hold(record.budgetHolder, 0);
+      record.budgetHolder = null;
+    }
     const { groups, session } = this.#endedProgram(record);
     if (groups.length === 0) return;
     this.#forgotten.push({ groups, session, exitedAt: record.exitedAt ?? performance.now() });
@@ -1718,12 +1761,17 @@ export class ProcessTable implements AsyncDisposable {
   #evictClosed(): void {
     if (this.#records.size < this.#maxProcesses * 2) return;
     for (const record of this.#closedInOrder) {
-      for (const timer of record.timers) clearTimeout(timer);
-      record.timers.clear();
-      this.#forget(record);
-      record.buffer.wake();
+      this.#drop(record);
       if (this.#records.size < this.#maxProcesses * 2) return;
     }
+  }
+
+  /** Forgets a closed record before its time: its timers go, and readers waiting on it wake. */
+  #drop(record: ProcessRecord): void {
+    for (const timer of record.timers) clearTimeout(timer);
+    record.timers.clear();
+    this.#forget(record);
+    record.buffer.wake();
   }
 
   #get(processId: string, action: string): ProcessRecord {
@@ -1734,7 +1782,11 @@ export class ProcessTable implements AsyncDisposable {
           JSON.stringify(clipped(processId, MAX_PROCESS_ID_LENGTH))
         }: unknown process (a closed process is kept ${
           Math.round(this.#exitedRetentionMs / 1000)
-        } s, and only the latest while a session holds ${this.#maxProcesses * 2})`,
+        } s, and only the latest while a session holds ${this.#maxProcesses * 2}${
+          this.#closedOutputBudget === undefined
+            ? ""
+            : ` or closed processes' output passes ${this.#closedOutputBudget.limit} bytes`
+        })`,
       );
     }
     return record;
@@ -1773,6 +1825,7 @@ export class ProcessTable implements AsyncDisposable {
       closingBytes: 0,
       droppedOutputBytes: 0,
       exitedAt: null,
+      budgetHolder: null,
       argv,
       buffer: new OutputBuffer({ capBytes: this.#retainedOutputBytes }),
       tty,
