@@ -144,6 +144,7 @@ export {
   MAX_QUEUED_STDIN_BYTES,
   ProcessLimiter,
   ProcessTable,
+  QueuedStdinLimit,
   TIMEOUT_EXIT_CODE,
 } from "./lib/exec/process_table.ts";
 export type {

@@ -340,6 +340,7 @@ Deno.test("Executor refuses options every request would fail under, at and one p
       [{ maxWaitMs: 2 ** 31 }, /maxWaitMs 2147483648 is not a number from 1 to 2147483647/],
       [{ maxWaitMs: 0 }, /maxWaitMs 0 is not an integer of at least 1/],
       [{ maxClosedOutputBytes: 0 }, /maxClosedOutputBytes 0 is not an integer of at least 1/],
+      [{ maxQueuedStdinBytes: 0 }, /maxQueuedStdinBytes 0 is not an integer of at least 1/],
     ] as [ExecutorOptions, RegExp][]
   ) {
     assert.throws(() => new Executor(options), message, JSON.stringify(options));
@@ -350,6 +351,7 @@ Deno.test("Executor refuses options every request would fail under, at and one p
     sessionTtlMs: 2 ** 31 - 1,
     maxWaitMs: 2 ** 31 - 1,
     maxClosedOutputBytes: 1,
+    maxQueuedStdinBytes: 1,
   });
   assert.equal(atLimits.maxMessageBytes, 1024);
 });

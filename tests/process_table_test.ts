@@ -10,6 +10,7 @@ import {
   type ProcessEvent,
   ProcessLimiter,
   ProcessTable,
+  QueuedStdinLimit,
   type ReadResult,
   TIMEOUT_EXIT_CODE,
 } from "../lib/exec/process_table.ts";
@@ -518,6 +519,38 @@ Deno.test("ProcessTable forgets the processes that closed first, not those start
   assert.equal((await collect(table, "long")).text.stdout, "late", "long is still readable");
   await collect(table, "q2");
   await collect(table, "next");
+});
+
+Deno.test("ProcessTables sharing a stdin limit queue stdin for children that do not read up to it, and refuse a byte more in either table", async () => {
+  const size = 200_000;
+  const limit = new QueuedStdinLimit(2 * size);
+  await using first = new ProcessTable({ stdinLimit: limit });
+  await using second = new ProcessTable({ stdinLimit: limit });
+  await startStdinCounter(first);
+  await startStdinCounter(second);
+  // More than a pipe holds, so each write waits for its child: at the limit together.
+  const waiting = [first.write("p", new Uint8Array(size)), second.write("p", new Uint8Array(size))];
+  assert.equal(limit.used, 2 * size);
+  for (const table of [first, second]) {
+    await assert.rejects(
+      withDeadline(table.write("p", new Uint8Array(1)), 10_000, "the refusal"),
+      (e: Error) =>
+        e instanceof RangeError &&
+        e.message.includes(`${2 * size} bytes of stdin already wait for this executor's`) &&
+        e.message.includes(`its limit of ${2 * size}`),
+    );
+  }
+  for (const table of [first, second]) assert.equal(await table.signal("p", "SIGHUP"), true);
+  assert.deepEqual(await Promise.all(waiting), ["accepted", "accepted"]);
+  assert.equal(limit.used, 0, "written: counted no more");
+  for (const table of [first, second]) {
+    assert.equal(await table.write("p", new Uint8Array(0), { eof: true }), "accepted");
+    assert.equal(
+      (await collect(table, "p")).text.stdout,
+      `ready\n${size}\n`,
+      "nothing refused was queued",
+    );
+  }
 });
 
 Deno.test("ProcessTables sharing a closed-output budget keep closed processes' output up to its limit, and one byte past it forget the one that closed first, in whichever table", async () => {

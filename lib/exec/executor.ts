@@ -19,7 +19,7 @@ import {
   type ShellInfo,
 } from "./environment_info.ts";
 import { FsOps } from "./fs_ops.ts";
-import { ProcessLimiter, ProcessTable } from "./process_table.ts";
+import { ProcessLimiter, ProcessTable, QueuedStdinLimit } from "./process_table.ts";
 import { ByteBudget } from "../_byte_budget.ts";
 import { SandboxPolicy } from "./sandbox_policy.ts";
 import { CallSlots } from "./_call_slots.ts";
@@ -41,6 +41,8 @@ export const MAX_FS_CALLS_IN_FLIGHT = 16;
 
 /** The default number of live processes per executor, over all sessions. */
 export const DEFAULT_MAX_EXECUTOR_PROCESSES: number = 256;
+/** Default {@linkcode ExecutorOptions.maxQueuedStdinBytes}: 256 MiB. */
+export const DEFAULT_MAX_QUEUED_STDIN_BYTES: number = 256 * 1024 * 1024;
 /** Default {@linkcode ExecutorOptions.maxClosedOutputBytes}: 256 MiB. */
 export const DEFAULT_MAX_CLOSED_OUTPUT_BYTES: number = 256 * 1024 * 1024;
 
@@ -82,6 +84,13 @@ export interface ExecutorOptions {
    * are forgotten (each session's own bounds still apply). @default {268435456}
    */
   maxClosedOutputBytes?: number;
+  /**
+   * Stdin waiting for children to read, all sessions together, in bytes: a
+   * `process/write` past it is refused (each process's own 16 MiB still
+   * applies; outpost's client has at most about 1 MiB waiting per process).
+   * @default {268435456}
+   */
+  maxQueuedStdinBytes?: number;
   /** Give `os`-confined processes the network. @default {false} */
   allowNetwork?: boolean;
   /** The largest file `fs/readFile` returns. @default {about 3/4 of maxMessageBytes} */
@@ -120,6 +129,7 @@ function checkOptions(options: ExecutorOptions): void {
   integerFrom("maxMessageBytes", options.maxMessageBytes, MIN_MAX_MESSAGE_BYTES);
   integerFrom("maxFileBytes", options.maxFileBytes, 1);
   integerFrom("maxClosedOutputBytes", options.maxClosedOutputBytes, 1);
+  integerFrom("maxQueuedStdinBytes", options.maxQueuedStdinBytes, 1);
   // These become timers: past MAX_TIMER_MS one fires at once (a detached
   // session would be killed at once, a long poll would return at once).
   for (
@@ -209,9 +219,13 @@ export class Executor implements AsyncDisposable {
     const closedOutputBudget = new ByteBudget(
       options.maxClosedOutputBytes ?? DEFAULT_MAX_CLOSED_OUTPUT_BYTES,
     );
+    const stdinLimit = new QueuedStdinLimit(
+      options.maxQueuedStdinBytes ?? DEFAULT_MAX_QUEUED_STDIN_BYTES,
+    );
     const tableOptions = {
       limiter,
       closedOutputBudget,
+      stdinLimit,
       cwd: this.#cwd,
       minConfinement: this.#minConfinement,
       maxWaitMs: this.#maxWaitMs,

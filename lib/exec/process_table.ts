@@ -357,6 +357,59 @@ export class ProcessLimiter {
   }
 }
 
+/**
+ * Stdin bytes waiting for children to read, counted across every table of
+ * one executor: each table bounds its own processes' queues, and this bounds
+ * their sum.
+ *
+ * @example
+ * ```ts
+ * import { QueuedStdinLimit } from "@outpost/exec";
+ * const limit = new QueuedStdinLimit(100);
+ * console.log(limit.tryTake(60), limit.tryTake(41), limit.used); // true false 60
+ * limit.give(60);
+ * ```
+ */
+export class QueuedStdinLimit {
+  /** The most bytes that may wait, all tables together. */
+  readonly max: number;
+  #used = 0;
+
+  /**
+   * Creates a limit.
+   *
+   * @param max Bytes that may wait at once: a positive safe integer.
+   * @throws {RangeError} If `max` is not a positive safe integer.
+   */
+  constructor(max: number) {
+    if (!Number.isSafeInteger(max) || max < 1) {
+      throw new RangeError(`Cannot create stdin limit: ${max} is not a positive integer`);
+    }
+    this.max = max;
+  }
+
+  /** Bytes waiting now. */
+  get used(): number {
+    return this.#used;
+  }
+
+  /**
+   * Counts `bytes` more if they fit.
+   *
+   * @returns False (counting nothing) when they would pass the limit.
+   */
+  tryTake(bytes: number): boolean {
+    if (this.#used + bytes > this.max) return false;
+    this.#used += bytes;
+    return true;
+  }
+
+  /** Stops counting `bytes` (they were written, or given up). */
+  give(bytes: number): void {
+    this.#used = Math.max(0, this.#used - bytes);
+  }
+}
+
 /** Options for {@linkcode ProcessTable}. */
 export interface ProcessTableOptions {
   /** Live processes per table. @default {64} */
@@ -370,6 +423,12 @@ export interface ProcessTableOptions {
    * any table) are forgotten. Without it only each table's own bounds apply.
    */
   closedOutputBudget?: ByteBudget;
+  /**
+   * Bounds the stdin waiting for children to read, shared across tables (the
+   * executor-wide bound): a write past it is refused, as one past a
+   * process's own {@linkcode MAX_QUEUED_STDIN_BYTES} is.
+   */
+  stdinLimit?: QueuedStdinLimit;
   /** Retained output per process, also the unread cap that pauses the child. @default {1048576} */
   retainedOutputBytes?: number;
   /** Grace between TERM and KILL. @default {2000} */
@@ -483,6 +542,7 @@ export class ProcessTable implements AsyncDisposable {
   readonly #maxProcesses: number;
   readonly #limiter: ProcessLimiter | undefined;
   readonly #closedOutputBudget: ByteBudget | undefined;
+  readonly #stdinLimit: QueuedStdinLimit | undefined;
   readonly #retainedOutputBytes: number;
   readonly #maxMessageBytes: number;
   readonly #killGraceMs: number;
@@ -533,6 +593,7 @@ export class ProcessTable implements AsyncDisposable {
     this.#maxProcesses = positive("maxProcesses", options.maxProcesses ?? DEFAULT_MAX_PROCESSES);
     this.#limiter = options.limiter;
     this.#closedOutputBudget = options.closedOutputBudget;
+    this.#stdinLimit = options.stdinLimit;
     this.#retainedOutputBytes = positive(
       "retainedOutputBytes",
       options.retainedOutputBytes ?? DEFAULT_RETAINED_OUTPUT_BYTES,
@@ -805,6 +866,14 @@ export class ProcessTable implements AsyncDisposable {
           `more would pass the limit of ${MAX_QUEUED_STDIN_BYTES}; wait for earlier writes' replies`,
       );
     }
+    const shared = this.#stdinLimit;
+    if (shared !== undefined && !shared.tryTake(held)) {
+      throw new RangeError(
+        `Cannot write to process ${JSON.stringify(clipped(processId, 64))}: ` +
+          `${shared.used} bytes of stdin already wait for this executor's processes to read, and ` +
+          `${held} more would pass its limit of ${shared.max}; wait for earlier writes' replies`,
+      );
+    }
     const eof = options.eof === true;
     if (eof) record.stdinClosed = true;
     if (record.tty && chunk.byteLength > 0) {
@@ -842,6 +911,7 @@ export class ProcessTable implements AsyncDisposable {
     } finally {
       record.stdinQueued -= held;
       this.#stdinWrites--;
+      this.#stdinLimit?.give(held);
     }
   }
 
