@@ -39,6 +39,12 @@ export interface BudgetHolder {
    */
   shed(): void;
   /**
+   * What it still expects to take of what it was admitted for, now: asked
+   * when an admission is decided, so a holder whose bytes stopped coming can
+   * say 0 (its room goes to others). Absent: what it last reported.
+   */
+  expecting?(): number;
+  /**
    * Called, in a microtask, when this holder is first in line for
    * {@linkcode ByteBudget.admit} and its request now fits: it should ask
    * again at once (else it loses its turn).
@@ -140,19 +146,19 @@ export class ByteBudget {
   /**
    * Asks room for `bytes` that `holder` is about to take (it then reports
    * what it still expects with each {@linkcode ByteBudget.hold}). Room means
-   * that what all holders hold, plus what admitted holders that have not
-   * stopped still expect, plus `bytes`, stays within three quarters of the
-   * limit (the rest is for bytes nobody announces), or within the whole
-   * limit while no other admitted holder expects more (so one request up to
-   * the limit always gets in at last). The expected bytes of a holder that
-   * has stopped (tier 1 or more in its `shedOrder`) do not count: if they
-   * come after all, the limit's shedding takes that holder first.
+   * that what all holders hold, plus what admitted holders still expect
+   * (as their `expecting` says now: a holder whose bytes stopped coming
+   * says 0), plus `bytes`, stays within three quarters of the limit (the
+   * rest is for bytes nobody announces), or within the whole limit while no
+   * other admitted holder expects more (so one request up to the limit gets
+   * in once the others are done).
    *
    * Refused, the holder joins the line (once) and its `retryAdmission` is
    * called when it is first and its request fits; a holder behind others
-   * waits even if it would fit now. When the first in line does not fit,
-   * holders that have stopped and expect nothing are shed, in their order,
-   * until it does (as the limit would shed them once its bytes came).
+   * waits even if it would fit now (its asking again makes the first look
+   * again). When the first in line does not fit, holders that have stopped
+   * are shed, in their order, until it does (as the limit would shed them
+   * once its bytes came).
    *
    * @param holder Who asks.
    * @param bytes How many bytes it is about to take (its earlier request,
@@ -164,7 +170,14 @@ export class ByteBudget {
       this.#granted = undefined;
     } else {
       const first = this.#waiting.keys().next().value;
-      if ((first !== undefined && first !== holder) || !this.#fits(holder, bytes)) {
+      if (first !== undefined && first !== holder) {
+        this.#waiting.set(holder, bytes);
+        // Time may have made room (a holder counts as stopped after a
+        // while, with no event to say so): the first in line looks again.
+        this.#queueWake();
+        return false;
+      }
+      if (!this.#fits(holder, bytes)) {
         this.#waiting.set(holder, bytes);
         return false;
       }
@@ -174,6 +187,15 @@ export class ByteBudget {
     // The next in line may fit too.
     this.#queueWake();
     return true;
+  }
+
+  /**
+   * Has the first in line look again: time alone can make room (a holder
+   * counts as stopped after a while, with no event to say so), so an owner
+   * calls this now and then while {@linkcode ByteBudget.waiting} is not 0.
+   */
+  recheck(): void {
+    this.#queueWake();
   }
 
   /**
@@ -198,29 +220,25 @@ export class ByteBudget {
     if (bytes < before) this.#queueWake();
   }
 
-  #stopped(holder: BudgetHolder): boolean {
-    return (holder.shedOrder?.(this.#held.get(holder) ?? 0)[0] ?? 0) >= 1;
-  }
-
   /** Whether `bytes` for `holder` fit now (see {@linkcode ByteBudget.admit}). */
   #admits(holder: BudgetHolder, bytes: number): boolean {
     let others = 0;
     for (const [other, expected] of this.#expected) {
-      if (other !== holder && !this.#stopped(other)) others += expected;
+      if (other !== holder) others += other.expecting?.() ?? expected;
     }
     const after = this.#used + others + bytes;
     return after <= this.limit - Math.floor(this.limit / 4) ||
       (others === 0 && after <= this.limit);
   }
 
-  /** {@linkcode ByteBudget.#admits}, after shedding stopped holders that expect nothing if needed. */
+  /** {@linkcode ByteBudget.#admits}, after shedding holders that have stopped if needed. */
   #fits(holder: BudgetHolder, bytes: number): boolean {
     if (this.#admits(holder, bytes)) return true;
     if (this.#shedding) return false;
     this.#shedding = true;
     try {
       this.#shedRound(
-        (other, tier) => tier >= 1 && other !== holder && !this.#expected.has(other),
+        (other, tier) => tier >= 1 && other !== holder,
         () => this.#admits(holder, bytes),
       );
     } finally {

@@ -240,21 +240,26 @@ Deno.test("ByteBudget gives the turn of a waiter that does not ask again (it end
   assert.equal(budget.waiting, 0);
 });
 
-Deno.test("ByteBudget does not count what a stopped holder still expects, and sheds stopped holders that expect nothing to admit the first in line", () => {
+Deno.test("ByteBudget does not count what a stopped holder still expects, and sheds stopped holders (a sender that stopped too) to admit the first in line, not others", () => {
   const budget = new ByteBudget(400);
   const [slow, idle, upload] = [asker(budget), asker(budget), asker(budget)];
   assert.equal(slow.ask(250), true);
   budget.hold(slow, 10, 240);
+  // What it expects now, as a stream says: nothing once its sender stopped.
+  slow.expecting = () => slow.stopped ? 0 : 240;
   budget.hold(idle, 100);
   assert.equal(upload.ask(100), false, "110 held + 240 expected + 100 is past 300");
   slow.stopped = true; // its sender stopped: its 240 expected bytes do not hold the line
   assert.equal(upload.ask(100), true, "110 + 100 fits");
-  budget.leave(upload);
-  assert.equal(upload.ask(300), false, "110 + 300 is past the whole limit");
   assert.equal(budget.shedCount, 0);
-  idle.stopped = true; // its consumer stopped: it expects nothing and is shed for the upload
+  budget.leave(upload);
+  // 110 + 300 is past the whole limit: slow, stopped, is shed for it; idle,
+  // which has not stopped, is kept.
   assert.equal(upload.ask(300), true);
   assert.equal(budget.shedCount, 1);
-  assert.equal(budget.used, 10, "only slow's bytes are left");
-  assert.equal(budget.expected, 240 + 300);
+  assert.equal(budget.used, 100, "idle's bytes are left");
+  assert.equal(budget.expected, 300);
+  budget.leave(upload);
+  assert.equal(upload.ask(301), false, "100 + 301 is past the whole limit, and nobody has stopped");
+  assert.equal(budget.shedCount, 1);
 });

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { DEFAULT_RETAINED_OUTPUT_BYTES, OutputBuffer } from "../lib/exec/output_buffer.ts";
+import {
+  DEFAULT_RETAINED_OUTPUT_BYTES,
+  OUTPUT_CHUNK_OVERHEAD_BYTES,
+  OutputBuffer,
+} from "../lib/exec/output_buffer.ts";
 import { withDeadline } from "./_process_helpers.ts";
 
 function bytes(n: number, fill = 0x61): Uint8Array {
@@ -194,4 +198,18 @@ Deno.test("OutputBuffer keeps output taken but not delivered past its cap, and e
   buffer.pushOutput("stdout", bytes(6)); // 4
   assert.deepEqual(buffer.read(3, Infinity).chunks.map((c) => c.seq), [4]);
   assert.equal(buffer.deliveredSeq, 4);
+});
+
+Deno.test("OutputBuffer counts the footprint of what it retains: each chunk's whole buffer plus its overhead, until evicted", () => {
+  const buffer = new OutputBuffer({ capBytes: 4 });
+  buffer.pushOutput("stdout", new Uint8Array(1));
+  assert.equal(buffer.footprintBytes, 1 + OUTPUT_CHUNK_OVERHEAD_BYTES);
+  // A view keeps its whole buffer alive (a chunk with room for a header).
+  buffer.pushOutput("stdout", new Uint8Array(100).subarray(96));
+  assert.equal(buffer.retainedBytes, 5);
+  assert.equal(buffer.footprintBytes, 1 + 100 + 2 * OUTPUT_CHUNK_OVERHEAD_BYTES);
+  // Delivered, the first chunk is evicted past the 4-byte cap.
+  buffer.consume(2);
+  assert.equal(buffer.retainedBytes, 4);
+  assert.equal(buffer.footprintBytes, 100 + OUTPUT_CHUNK_OVERHEAD_BYTES);
 });

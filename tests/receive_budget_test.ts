@@ -465,3 +465,112 @@ Deno.test("StreamMux slows concurrent large messages past its receive budget ins
     waiting: 0,
   });
 });
+
+/**
+ * A sender and a budgeted receiver joined by hand, on one clock: `pump`
+ * moves frames both ways until neither has any (`drop` loses the sender's
+ * data frames it matches).
+ */
+function joined(
+  id: string,
+  budget: ByteBudget,
+  clock: () => number,
+  options: { segmentBytes?: number; maxMessageBytes?: number } = {},
+) {
+  const sender = new ReliableStream(id, { mode: "reliable", now: clock, ...options });
+  const receiver = new ReliableStream(id, { mode: "reliable", budget, now: clock, ...options });
+  const pump = (drop: (seq: number) => boolean = () => false) => {
+    for (let moved = true; moved;) {
+      moved = false;
+      for (let frame = sender.poll(); frame; frame = sender.poll()) {
+        moved = true;
+        if (frame.body.kind !== "data" || !drop(frame.body.seq)) receiver.receive(frame);
+      }
+      for (let frame = receiver.poll(); frame; frame = receiver.poll()) {
+        moved = true;
+        sender.receive(frame);
+      }
+    }
+  };
+  return { sender, receiver, pump };
+}
+
+/** Lets queued microtasks (the budget's call-backs) run. */
+const settle = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+Deno.test("ReliableStream admits messages as large as the whole budget one after another: each arrives whole, none is reset", async () => {
+  const now = 0;
+  const size = 4_000;
+  const budget = new ByteBudget(size);
+  const options = { segmentBytes: 1_000, maxMessageBytes: size };
+  const [a, b] = [joined("a", budget, () => now, options), joined("b", budget, () => now, options)];
+  a.sender.write(new Uint8Array(size).fill(1));
+  b.sender.write(new Uint8Array(size).fill(2));
+  a.pump();
+  b.pump();
+  assert.equal(budget.waiting, 1, "b waits for a's room");
+  assert.equal(budget.used, size, "b holds nothing while it waits");
+  assert.equal(a.receiver.read()?.length, size);
+  await settle(); // b's turn: it asks its sender to resend
+  b.pump();
+  assert.deepEqual(b.receiver.read(), new Uint8Array(size).fill(2));
+  assert.equal(budget.shedCount, 0);
+  assert.equal(budget.used, 0);
+  for (const pair of [a, b]) pair.sender.close(), pair.receiver.close();
+});
+
+Deno.test("ReliableStream sheds messages whose sender stopped for the first in line, as many as it takes", async () => {
+  let now = 0;
+  const budget = new ByteBudget(11_000);
+  const options = { segmentBytes: 1_000, maxMessageBytes: 4_000 };
+  // Two senders stop one segment short of their 4,000-byte messages.
+  const stale = [
+    joined("s1", budget, () => now, options),
+    joined("s2", budget, () => now, options),
+  ];
+  for (const pair of stale) {
+    pair.sender.write(new Uint8Array(4_000));
+    pair.pump((seq) => seq === 4);
+  }
+  const honest = joined("h", budget, () => now, options);
+  honest.sender.write(new Uint8Array(4_000).fill(7));
+  honest.pump();
+  assert.equal(budget.waiting, 1, "8,000 held + 2 expected + 4,000 is past 11,000");
+  now = 1_000; // the stale senders have stopped: one of them is shed for the upload
+  budget.recheck();
+  await settle();
+  honest.pump();
+  assert.deepEqual(honest.receiver.read(), new Uint8Array(4_000).fill(7));
+  assert.equal(budget.shedCount, 1);
+  const reasons = stale.map((pair) => pair.receiver.resetReason);
+  assert.deepEqual(reasons.filter((r) => r === RESET_INBOX_OVERFLOW).length, 1, `${reasons}`);
+  for (const pair of [...stale, honest]) pair.sender.close(), pair.receiver.close();
+});
+
+Deno.test("ReliableStream gives the room of a message announced and not begun within a second to the next in line", async () => {
+  let now = 0;
+  const budget = new ByteBudget(6_000);
+  const options = { segmentBytes: 1_000, maxMessageBytes: 4_000 };
+  const holding = joined("holding", budget, () => now, options);
+  holding.sender.write(new Uint8Array(4_000));
+  holding.pump();
+  // Announced (its first segment) and never sent again: it waits holding nothing.
+  const silent = joined("silent", budget, () => now, options);
+  silent.sender.write(new Uint8Array(4_000));
+  silent.pump((seq) => seq > 1);
+  const honest = joined("honest", budget, () => now, options);
+  honest.sender.write(new Uint8Array(4_000).fill(9));
+  honest.pump();
+  assert.equal(budget.waiting, 2);
+  assert.equal(budget.used, 4_000);
+  holding.receiver.read(); // room: silent's turn; it is admitted, and asks for its message
+  await settle();
+  assert.equal(budget.waiting, 1, "honest still waits behind silent's admission");
+  now = 1_000; // silent has not begun its message: its room goes to honest
+  budget.recheck();
+  await settle();
+  honest.pump();
+  assert.deepEqual(honest.receiver.read(), new Uint8Array(4_000).fill(9));
+  assert.equal(budget.shedCount, 0);
+  for (const pair of [holding, silent, honest]) pair.sender.close(), pair.receiver.close();
+});

@@ -41,8 +41,12 @@ export const MAX_FS_CALLS_IN_FLIGHT = 16;
 
 /** The default number of live processes per executor, over all sessions. */
 export const DEFAULT_MAX_EXECUTOR_PROCESSES: number = 256;
-/** Default {@linkcode ExecutorOptions.maxQueuedStdinBytes}: 256 MiB. */
-export const DEFAULT_MAX_QUEUED_STDIN_BYTES: number = 256 * 1024 * 1024;
+/**
+ * Default {@linkcode ExecutorOptions.maxQueuedStdinBytes}: 512 MiB, twice what
+ * outpost's client can leave waiting for every live process at the default
+ * limit (16 binary writes of 64 KiB each, counted with their headers).
+ */
+export const DEFAULT_MAX_QUEUED_STDIN_BYTES: number = 512 * 1024 * 1024;
 /** Default {@linkcode ExecutorOptions.maxClosedOutputBytes}: 256 MiB. */
 export const DEFAULT_MAX_CLOSED_OUTPUT_BYTES: number = 256 * 1024 * 1024;
 
@@ -87,8 +91,9 @@ export interface ExecutorOptions {
   /**
    * Stdin waiting for children to read, all sessions together, in bytes: a
    * `process/write` past it is refused (each process's own 16 MiB still
-   * applies; outpost's client has at most about 1 MiB waiting per process).
-   * @default {268435456}
+   * applies; outpost's client leaves at most 16 writes of 64 KiB waiting per
+   * process, each counted with its message's header).
+   * @default {536870912}
    */
   maxQueuedStdinBytes?: number;
   /** Give `os`-confined processes the network. @default {false} */

@@ -67,6 +67,17 @@ const MIN_DEFAULT_CHUNKS = 1024;
 /** Payload bytes per chunk the default chunk cap allows for on average. */
 const BYTES_PER_DEFAULT_CHUNK = 128;
 
+/**
+ * What one retained chunk costs besides its buffer (the typed array, the
+ * buffer object and the chunk record), as counted by
+ * {@linkcode OutputBuffer.footprintBytes}: about what V8 takes for them.
+ */
+export const OUTPUT_CHUNK_OVERHEAD_BYTES = 256;
+
+function footprint(chunk: Uint8Array): number {
+  return chunk.buffer.byteLength + OUTPUT_CHUNK_OVERHEAD_BYTES;
+}
+
 const EVICTED: OutputChunk = Object.freeze({ seq: 0, stream: "stdout", chunk: new Uint8Array(0) });
 
 /**
@@ -91,6 +102,8 @@ export class OutputBuffer {
   /** The highest seq delivered (at most #consumedSeq). */
   #deliveredSeq = 0;
   #retainedBytes = 0;
+  /** What the retained chunks keep alive: see {@linkcode OutputBuffer.footprintBytes}. */
+  #footprintBytes = 0;
   #unreadBytes = 0;
   /** Index into #chunks of the first chunk with seq > #consumedSeq. */
   #unreadIndex = 0;
@@ -144,6 +157,16 @@ export class OutputBuffer {
     return this.#retainedBytes;
   }
 
+  /**
+   * What the retained chunks keep alive: each chunk's whole buffer (a chunk
+   * may be a view with room for a header) plus
+   * {@linkcode OUTPUT_CHUNK_OVERHEAD_BYTES} for the objects around it, so a
+   * child writing a byte at a time is counted near what it costs.
+   */
+  get footprintBytes(): number {
+    return this.#footprintBytes;
+  }
+
   /** Bytes of retained output not yet consumed. */
   get unreadBytes(): number {
     return this.#unreadBytes;
@@ -182,6 +205,7 @@ export class OutputBuffer {
     const seq = this.#nextSeq++;
     this.#chunks.push({ seq, stream, chunk });
     this.#retainedBytes += chunk.byteLength;
+    this.#footprintBytes += footprint(chunk);
     this.#unreadBytes += chunk.byteLength;
     if (this.#discarding) this.consume(seq);
     this.#evict();
@@ -365,6 +389,7 @@ export class OutputBuffer {
       this.#head < this.#undeliveredIndex
     ) {
       this.#retainedBytes -= this.#chunks[this.#head].chunk.byteLength;
+      this.#footprintBytes -= footprint(this.#chunks[this.#head].chunk);
       this.#chunks[this.#head] = EVICTED;
       this.#head++;
     }

@@ -1561,7 +1561,9 @@ export class ProcessTable implements AsyncDisposable {
       },
     };
     record.budgetHolder = holder;
-    budget.hold(holder, record.buffer.retainedBytes);
+    // What its chunks keep alive, not only their bytes: a child writing a
+    // byte at a time leaves a few hundred bytes per chunk.
+    budget.hold(holder, record.buffer.footprintBytes);
   }
 
   #deliver(record: ProcessRecord, event: ProcessEvent): void {

@@ -291,14 +291,16 @@ export class ReliableStream {
    * that message starts (see `#admit`); 0 when none was asked for.
    */
   #admittedBytes = 0;
+  /** When `#admittedBytes` was admitted (`#now()`). */
+  #admittedAt = 0;
   /**
-   * Waiting for the budget's room to start the message at `#recvNext`: only
-   * that segment is held meanwhile, later ones are dropped unacknowledged
-   * (a waiting stream holds one segment, not its sender's whole window).
+   * Waiting for the budget's room to start a message of `#requestedBytes` at
+   * `#recvNext`: meanwhile the stream holds none of it (its segments are
+   * dropped unacknowledged, the first too), so a waiting stream costs the
+   * budget nothing; once admitted, `resume` asks its sender for them again.
    */
   #awaitingRoom = false;
-  /** Segments were dropped while waiting: once admitted, `resume` asks for them again. */
-  #droppedWhileWaiting = false;
+  #requestedBytes = 0;
   /** When the message being reassembled got its first segment (`#now()`). */
   #partialStartedAt = 0;
   /**
@@ -623,19 +625,51 @@ export class ReliableStream {
    * first. A few milliseconds of waiting is a consumer that has not been
    * scheduled yet, not a reason to go first.
    *
+   * A message the budget admitted, arriving and not stopped, goes last: it
+   * was promised its room (see {@linkcode ByteBudget.admit}).
+   *
    * @param bytes What the stream holds, as the budget counts it.
-   * @returns Tier 1 (stopped) or 0, keyed by `bytes`.
+   * @returns Tier 1 (stopped), 0, or -1 (an admitted message arriving), keyed by `bytes`.
    */
   shedOrder(bytes: number): readonly [tier: number, key: number] {
     const now = this.#now();
     if (!Number.isNaN(this.#waitingSince) && now - this.#waitingSince >= STALLED_MS) {
       return [1, bytes];
     }
-    if (this.#partial.length > 0) {
-      const allowance = Math.max(STALLED_MS, this.#partialExpected / MIN_ARRIVAL_BYTES_PER_MS);
-      if (now - this.#partialStartedAt >= allowance) return [1, bytes];
+    if (this.#partialCount > 0) {
+      if (this.#senderStopped(now)) return [1, bytes];
+      if (this.#budget !== undefined) return [-1, bytes];
     }
     return [0, bytes];
+  }
+
+  /**
+   * What this stream still expects to take of what its budget admitted, now
+   * (see {@linkcode ByteBudget.admit}): the rest of the message being
+   * reassembled (at least a byte until it is whole), 0 once its sender has
+   * stopped; or a message admitted and not yet begun, 0 once it has not
+   * begun for a second (its room goes to others, and it asks again when it
+   * begins).
+   *
+   * @returns Bytes.
+   */
+  expecting(): number {
+    const now = this.#now();
+    if (this.#partialCount > 0) {
+      if (this.#senderStopped(now)) return 0;
+      return Math.max(1, this.#partialExpected - this.#partial.length);
+    }
+    if (this.#admittedBytes > 0 && now - this.#admittedAt < STALLED_MS) return this.#admittedBytes;
+    return 0;
+  }
+
+  /**
+   * Whether the sender of the message being reassembled has stopped: it is
+   * incomplete for longer than its size takes at 1 MiB/s, at least a second.
+   */
+  #senderStopped(now: number): boolean {
+    const allowance = Math.max(STALLED_MS, this.#partialExpected / MIN_ARRIVAL_BYTES_PER_MS);
+    return now - this.#partialStartedAt >= allowance;
   }
 
   /**
@@ -655,13 +689,11 @@ export class ReliableStream {
 
   /**
    * The budget's call back when this stream waits to start a large message
-   * and its turn came (see {@linkcode ByteBudget.admit}): accepts what it
-   * holds and acknowledges it, opening the sender's window again.
+   * and its turn came (see {@linkcode ByteBudget.admit}): asks again, and
+   * once admitted has its sender resend what it dropped meanwhile.
    */
   retryAdmission(): void {
-    if (this.#error === undefined && this.#held.has(this.#recvNext)) {
-      if (this.#drain()) this.#ackNow();
-    }
+    if (this.#error === undefined && this.#awaitingRoom) this.#askRoom(this.#requestedBytes);
     this.#reportHeld();
   }
 
@@ -1209,9 +1241,6 @@ export class ReliableStream {
     }
     if (seq < this.#recvNext || this.#held.has(seq)) {
       this.#stats.duplicatesDropped++;
-      // The sender resends what waits for the budget's room: ask again (a
-      // consumer may have stopped since, and its bytes can be shed for it).
-      if (seq === this.#recvNext && this.#partialCount === 0) this.#drain();
       this.#ackNow();
       return;
     }
@@ -1225,7 +1254,6 @@ export class ReliableStream {
     }
     if (this.#awaitingRoom && seq !== this.#recvNext) {
       this.#stats.deferredDropped++;
-      this.#droppedWhileWaiting = true;
       return;
     }
     const length = body.payload.length;
@@ -1256,7 +1284,16 @@ export class ReliableStream {
     while (this.#error === undefined) {
       const body = this.#held.get(this.#recvNext);
       if (body === undefined) break;
-      if (this.#partialCount === 0 && !this.#admit(body)) break;
+      if (this.#partialCount === 0 && !this.#admit(body)) {
+        if (this.#awaitingRoom) {
+          // Wait holding nothing: the sender resends it (at its timeouts,
+          // which also ask again, and at once after the admission's `resume`).
+          this.#held.delete(this.#recvNext);
+          this.#heldBytes -= body.payload.length;
+          this.#stats.deferredDropped++;
+        }
+        break;
+      }
       if (
         this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
         this.#inboxBytes >= this.#inboxBytesLimit
@@ -1274,24 +1311,31 @@ export class ReliableStream {
   /**
    * Asks the budget for room for the message `body` starts, when it has more
    * than one segment: its announced size (segments × the first one's bytes,
-   * at most the message limit). Not admitted, the segment stays held, unacked,
-   * so the sender stops at its window and resends later, and the budget
-   * calls {@linkcode retryAdmission} at this stream's turn.
+   * at most the message limit). Not admitted, the stream waits (see
+   * `#awaitingRoom`) and the budget calls {@linkcode retryAdmission} at its turn.
    */
   #admit(body: DataBody): boolean {
-    if (this.#budget === undefined || body.segmentCount <= 1 || this.#admittedBytes > 0) {
-      return true;
+    if (this.#budget === undefined || body.segmentCount <= 1) return true;
+    if (this.#admittedBytes > 0) {
+      // Admitted, and begun within a second; else its room went to others.
+      if (this.#now() - this.#admittedAt < STALLED_MS) return true;
+      this.#admittedBytes = 0;
     }
     const bytes = Math.min(body.segmentCount * body.payload.length, this.#maxMessageBytes);
-    if (bytes === 0) return true;
-    this.#awaitingRoom = !this.#budget.admit(this, bytes);
+    return bytes === 0 || this.#askRoom(bytes);
+  }
+
+  #askRoom(bytes: number): boolean {
+    const waited = this.#awaitingRoom;
+    this.#requestedBytes = bytes;
+    this.#awaitingRoom = !this.#budget!.admit(this, bytes);
     // Shedding to make room may have ended this very stream.
     if (this.#awaitingRoom || this.#error !== undefined) return false;
     this.#admittedBytes = bytes;
-    if (this.#droppedWhileWaiting) {
-      // `resume` makes the sender resend everything unacknowledged now, not
-      // one segment per retransmission timeout (no hole is there to report).
-      this.#droppedWhileWaiting = false;
+    this.#admittedAt = this.#now();
+    if (waited) {
+      // `resume` makes the sender resend everything unacknowledged now (what
+      // was dropped while waiting), not one segment per retransmission timeout.
       this.#resumePending = true;
       this.#onOutput();
     }
@@ -1408,7 +1452,6 @@ export class ReliableStream {
     this.#partialExpected = 0;
     this.#admittedBytes = 0;
     this.#awaitingRoom = false;
-    this.#droppedWhileWaiting = false;
     this.#budget?.leave(this);
     this.#ackDue = false;
     this.#ackDeadline = Infinity;

@@ -39,6 +39,8 @@ import {
 
 /** Default {@linkcode StreamMuxOptions.detachWindowMs}: 30 s. */
 export const DEFAULT_DETACH_WINDOW_MS = 30_000;
+/** How often the receive budget's line is looked at again while streams wait in it. */
+export const BUDGET_RECHECK_MS = 250;
 /** Default {@linkcode StreamMuxOptions.receiveBudgetBytes}: 256 MiB. */
 export const DEFAULT_RECEIVE_BUDGET_BYTES = 256 * 1024 * 1024;
 /** Default {@linkcode StreamMuxOptions.maxStreams} (executor side). */
@@ -500,6 +502,8 @@ export class StreamMux implements AsyncDisposable {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #detachTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Has the receive budget's line looked at again while streams wait in it. */
+  #budgetTimer: ReturnType<typeof setTimeout> | undefined;
   #detached: Promise<RelayCloseInfo> = Promise.resolve({
     code: 1006,
     reason: "not attached",
@@ -689,6 +693,8 @@ export class StreamMux implements AsyncDisposable {
     this.#closing = true;
     clearTimeout(this.#detachTimer);
     this.#detachTimer = undefined;
+    clearTimeout(this.#budgetTimer);
+    this.#budgetTimer = undefined;
     for (const slot of [...this.#streams.values()]) slot.core.reset(RESET_SHUTDOWN);
     const socket = this.#socket;
     if (socket !== undefined) {
@@ -837,6 +843,21 @@ export class StreamMux implements AsyncDisposable {
     }
     slot.activeAt = this.#now();
     slot.core.receive(frame);
+    if (this.#budget.waiting > 0 && this.#budgetTimer === undefined) this.#recheckBudgetSoon();
+  }
+
+  /**
+   * While streams wait in the receive budget's line, has it look again every
+   * {@linkcode BUDGET_RECHECK_MS}: room can come from time alone (a holder
+   * counts as stopped after a second), which no frame announces.
+   */
+  #recheckBudgetSoon(): void {
+    this.#budgetTimer = setTimeout(() => {
+      this.#budgetTimer = undefined;
+      if (this.#closing || this.#budget.waiting === 0) return;
+      this.#budget.recheck();
+      this.#recheckBudgetSoon();
+    }, BUDGET_RECHECK_MS);
   }
 
   /**
