@@ -13,11 +13,11 @@
  * and for holders that say nothing, the one holding the most. The sum stays
  * bounded whatever the order.
  *
- * Shedding is for what nobody announced. A holder that knows ahead how much
- * it is about to take (a stream whose first segment announces a large
- * message) asks first with {@linkcode ByteBudget.admit}, and waits its turn
- * while that does not fit: so many honest large messages at once are slowed
- * down, not shed.
+ * A holder that knows ahead how much it is about to take (a stream whose
+ * first segment announces a large message) asks first with
+ * {@linkcode ByteBudget.admit}, and waits its turn while others that expect
+ * more would not leave room: so many honest large messages at once are
+ * taken in turn, not all at once and then shed.
  * @module
  */
 
@@ -26,8 +26,7 @@ export interface BudgetHolder {
   /**
    * Where it stands in the order of shedding, asked only when the budget
    * must shed: holders in a higher tier go first, and within a tier the one
-   * with the higher key. Absent: tier 0, keyed by the bytes it holds. Tier 1
-   * and up also means "stopped" to {@linkcode ByteBudget.admit}.
+   * with the higher key. Absent: tier 0, keyed by the bytes it holds.
    *
    * @param bytes What it holds, as the budget counts it.
    * @returns Its tier and its key within the tier.
@@ -111,10 +110,10 @@ export class ByteBudget {
     return this.#shedCount;
   }
 
-  /** Bytes admitted holders still expect to take (see {@linkcode ByteBudget.admit}). */
+  /** Bytes admitted holders still expect to take now (see {@linkcode ByteBudget.admit}). */
   get expected(): number {
     let sum = 0;
-    for (const bytes of this.#expected.values()) sum += bytes;
+    for (const [holder, bytes] of this.#expected) sum += holder.expecting?.() ?? bytes;
     return sum;
   }
 
@@ -145,20 +144,21 @@ export class ByteBudget {
 
   /**
    * Asks room for `bytes` that `holder` is about to take (it then reports
-   * what it still expects with each {@linkcode ByteBudget.hold}). Room means
-   * that what all holders hold, plus what admitted holders still expect
-   * (as their `expecting` says now: a holder whose bytes stopped coming
-   * says 0), plus `bytes`, stays within three quarters of the limit (the
-   * rest is for bytes nobody announces), or within the whole limit while no
-   * other admitted holder expects more (so one request up to the limit gets
-   * in once the others are done).
+   * what it still expects with each {@linkcode ByteBudget.hold}). It is
+   * admitted when what all holders hold, plus what the other admitted
+   * holders expect now (as their `expecting` says: one whose bytes stopped
+   * coming says 0), plus `bytes`, stays within three quarters of the limit
+   * (the rest is for bytes nobody announces); or, while no other admitted
+   * holder expects more, within the whole limit, counting as free what
+   * holders that have stopped (tier 1 or more in their `shedOrder`) hold:
+   * the limit sheds those first once its bytes come. Admission itself sheds
+   * nothing: it only decides who goes on, so holders that keep sending,
+   * however slowly, are not cut short for newcomers.
    *
    * Refused, the holder joins the line (once) and its `retryAdmission` is
    * called when it is first and its request fits; a holder behind others
    * waits even if it would fit now (its asking again makes the first look
-   * again). When the first in line does not fit, holders that have stopped
-   * are shed, in their order, until it does (as the limit would shed them
-   * once its bytes came).
+   * again).
    *
    * @param holder Who asks.
    * @param bytes How many bytes it is about to take (its earlier request,
@@ -221,30 +221,21 @@ export class ByteBudget {
   }
 
   /** Whether `bytes` for `holder` fit now (see {@linkcode ByteBudget.admit}). */
-  #admits(holder: BudgetHolder, bytes: number): boolean {
+  #fits(holder: BudgetHolder, bytes: number): boolean {
     let others = 0;
     for (const [other, expected] of this.#expected) {
       if (other !== holder) others += other.expecting?.() ?? expected;
     }
-    const after = this.#used + others + bytes;
-    return after <= this.limit - Math.floor(this.limit / 4) ||
-      (others === 0 && after <= this.limit);
-  }
-
-  /** {@linkcode ByteBudget.#admits}, after shedding holders that have stopped if needed. */
-  #fits(holder: BudgetHolder, bytes: number): boolean {
-    if (this.#admits(holder, bytes)) return true;
-    if (this.#shedding) return false;
-    this.#shedding = true;
-    try {
-      this.#shedRound(
-        (other, tier) => tier >= 1 && other !== holder,
-        () => this.#admits(holder, bytes),
-      );
-    } finally {
-      this.#shedding = false;
+    if (this.#used + others + bytes <= this.limit - Math.floor(this.limit / 4)) return true;
+    if (others > 0) return false;
+    // Alone, it may take up to the limit, counting as free what holders that
+    // have stopped hold: the limit sheds those first once its bytes come.
+    if (this.#used + bytes <= this.limit) return true;
+    let stopped = 0;
+    for (const [other, held] of this.#held) {
+      if (other !== holder && (other.shedOrder?.(held)[0] ?? 0) >= 1) stopped += held;
     }
-    return this.#admits(holder, bytes);
+    return this.#used - stopped + bytes <= this.limit;
   }
 
   #queueWake(): void {
@@ -280,26 +271,20 @@ export class ByteBudget {
     this.#shedding = true;
     try {
       while (this.#used > this.limit) {
-        if (!this.#shedRound(() => true, () => this.#used <= this.limit)) break;
+        if (!this.#shedRound(() => this.#used <= this.limit)) break;
       }
     } finally {
       this.#shedding = false;
     }
   }
 
-  /**
-   * One round of shedding in the holders' order, among those `eligible`,
-   * until `enough()`. True if it shed any.
-   */
-  #shedRound(
-    eligible: (holder: BudgetHolder, tier: number) => boolean,
-    enough: () => boolean,
-  ): boolean {
+  /** One round of shedding in the holders' order until `enough()`. True if it shed any. */
+  #shedRound(enough: () => boolean): boolean {
     // Each holder is asked once per round; among equals the largest goes first.
     const ranked: { holder: BudgetHolder; bytes: number; tier: number; key: number }[] = [];
     for (const [holder, bytes] of this.#held) {
       const [tier, key] = holder.shedOrder?.(bytes) ?? [0, bytes];
-      if (eligible(holder, tier)) ranked.push({ holder, bytes, tier, key });
+      ranked.push({ holder, bytes, tier, key });
     }
     ranked.sort((a, b) => b.tier - a.tier || b.key - a.key || b.bytes - a.bytes);
     let shed = false;

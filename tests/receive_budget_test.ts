@@ -519,7 +519,7 @@ Deno.test("ReliableStream admits messages as large as the whole budget one after
   for (const pair of [a, b]) pair.sender.close(), pair.receiver.close();
 });
 
-Deno.test("ReliableStream sheds messages whose sender stopped for the first in line, as many as it takes", async () => {
+Deno.test("ReliableStream lets the first in line in over messages whose sender stopped, and the limit sheds as many of those as its bytes need", async () => {
   let now = 0;
   const budget = new ByteBudget(11_000);
   const options = { segmentBytes: 1_000, maxMessageBytes: 4_000 };
@@ -536,7 +536,7 @@ Deno.test("ReliableStream sheds messages whose sender stopped for the first in l
   honest.sender.write(new Uint8Array(4_000).fill(7));
   honest.pump();
   assert.equal(budget.waiting, 1, "8,000 held + 2 expected + 4,000 is past 11,000");
-  now = 1_000; // the stale senders have stopped: one of them is shed for the upload
+  now = 1_000; // the stale senders have stopped: the upload goes in, and one of them is shed for its bytes
   budget.recheck();
   await settle();
   honest.pump();

@@ -293,6 +293,8 @@ export class ReliableStream {
   #admittedBytes = 0;
   /** When `#admittedBytes` was admitted (`#now()`). */
   #admittedAt = 0;
+  /** When the message being reassembled last got a segment (`#now()`). */
+  #partialActiveAt = 0;
   /**
    * Waiting for the budget's room to start a message of `#requestedBytes` at
    * `#recvNext`: meanwhile the stream holds none of it (its segments are
@@ -646,17 +648,17 @@ export class ReliableStream {
   /**
    * What this stream still expects to take of what its budget admitted, now
    * (see {@linkcode ByteBudget.admit}): the rest of the message being
-   * reassembled (at least a byte until it is whole), 0 once its sender has
-   * stopped; or a message admitted and not yet begun, 0 once it has not
-   * begun for a second (its room goes to others, and it asks again when it
-   * begins).
+   * reassembled (at least a byte until it is whole) while segments keep
+   * coming, however slowly, 0 once none has come for a second; or a message
+   * admitted and not yet begun, 0 once it has not begun for a second (its
+   * room goes to others, and it asks again when it begins).
    *
    * @returns Bytes.
    */
   expecting(): number {
     const now = this.#now();
     if (this.#partialCount > 0) {
-      if (this.#senderStopped(now)) return 0;
+      if (now - this.#partialActiveAt >= STALLED_MS) return 0;
       return Math.max(1, this.#partialExpected - this.#partial.length);
     }
     if (this.#admittedBytes > 0 && now - this.#admittedAt < STALLED_MS) return this.#admittedBytes;
@@ -1389,6 +1391,7 @@ export class ReliableStream {
     }
     this.#partial.set(payload, this.#partialBytes);
     this.#partialBytes = total;
+    this.#partialActiveAt = this.#now();
     this.#partialIndex++;
     if (this.#partialIndex === this.#partialCount) {
       // The inbox counts the message's length: copy it out of a buffer
