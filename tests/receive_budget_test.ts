@@ -574,3 +574,77 @@ Deno.test("ReliableStream gives the room of a message announced and not begun wi
   assert.equal(budget.shedCount, 0);
   for (const pair of [holding, silent, honest]) pair.sender.close(), pair.receiver.close();
 });
+
+Deno.test("ReliableStream gives up the room of a message whose sender trickles slower than its size allows, so the next in line gets in", async () => {
+  let now = 0;
+  const budget = new ByteBudget(5 * 1024 * 1024);
+  const size = 1024 * 1024;
+  // Three messages announce 1 MiB each, then come a byte at a time.
+  const trickles = ["t1", "t2", "t3"].map((id) =>
+    new ReliableStream(id, { mode: "reliable", budget, now: () => now })
+  );
+  const segment = (id: string, seq: number, payload: number) =>
+    bodyFrame(id, {
+      kind: "data",
+      seq,
+      segmentIndex: seq - 1,
+      segmentCount: Math.ceil(size / 61_440),
+      payload: new Uint8Array(payload),
+    });
+  for (const stream of trickles) stream.receive(segment(stream.id, 1, 61_440));
+  const honest = joined("honest", budget, () => now);
+  honest.sender.write(new Uint8Array(size).fill(5));
+  honest.pump();
+  assert.equal(budget.waiting, 1, "three announced MiB and one more are past 3.75 MiB");
+  now = 800;
+  for (const stream of trickles) stream.receive(segment(stream.id, 2, 1));
+  now = 1_100; // 18 segments' worth takes 1.05 s at 1 MiB/s: these count as stopped
+  budget.recheck();
+  await settle();
+  honest.pump();
+  const got = honest.receiver.read();
+  assert.ok(got?.length === size && got.every((b) => b === 5), `honest got ${got?.length} bytes`);
+  for (const stream of [...trickles, honest.sender, honest.receiver]) stream.close();
+});
+
+Deno.test("ReliableStream counts segments held behind a missing one past the retransmission timeout's cap as stopped, so they are shed for the next in line", async () => {
+  let now = 0;
+  const budget = new ByteBudget(4 * 1024 * 1024);
+  // Three streams hold 18 segments each behind a seq that never comes.
+  const gapped = ["g1", "g2", "g3"].map((id) =>
+    new ReliableStream(id, { mode: "reliable", budget, now: () => now })
+  );
+  for (const stream of gapped) {
+    for (let seq = 3; seq <= 20; seq++) {
+      stream.receive(
+        bodyFrame(stream.id, {
+          kind: "data",
+          seq,
+          segmentIndex: 0,
+          segmentCount: 1,
+          payload: new Uint8Array(61_440),
+        }),
+      );
+    }
+  }
+  const honest = joined("honest", budget, () => now);
+  honest.sender.write(new Uint8Array(1024 * 1024).fill(3));
+  honest.pump();
+  assert.equal(budget.waiting, 1);
+  now = 4_999;
+  budget.recheck();
+  await settle();
+  assert.equal(budget.waiting, 1, "within the timeout's cap the sender may still resend");
+  now = 5_000;
+  budget.recheck();
+  await settle();
+  honest.pump();
+  const got3 = honest.receiver.read();
+  assert.ok(
+    got3?.length === 1024 * 1024 && got3.every((b) => b === 3),
+    `honest got ${got3?.length} bytes`,
+  );
+  assert.ok(budget.shedCount >= 1, "the limit shed held segments for the upload's bytes");
+  assert.ok(budget.used <= budget.limit);
+  for (const stream of [...gapped, honest.sender, honest.receiver]) stream.close();
+});

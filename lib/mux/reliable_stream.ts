@@ -295,6 +295,8 @@ export class ReliableStream {
   #admittedAt = 0;
   /** When the message being reassembled last got a segment (`#now()`). */
   #partialActiveAt = 0;
+  /** Since when segments have been held behind a missing one (`#now()`), or NaN. */
+  #gapSince = Number.NaN;
   /**
    * Waiting for the budget's room to start a message of `#requestedBytes` at
    * `#recvNext`: meanwhile the stream holds none of it (its segments are
@@ -627,21 +629,21 @@ export class ReliableStream {
    * first. A few milliseconds of waiting is a consumer that has not been
    * scheduled yet, not a reason to go first.
    *
-   * A message the budget admitted, arriving and not stopped, goes last: it
-   * was promised its room (see {@linkcode ByteBudget.admit}).
+   * Segments held behind a missing one longer than the retransmission
+   * timeout's cap count as stopped too.
    *
    * @param bytes What the stream holds, as the budget counts it.
-   * @returns Tier 1 (stopped), 0, or -1 (an admitted message arriving), keyed by `bytes`.
+   * @returns Tier 1 (stopped) or 0, keyed by `bytes`.
    */
   shedOrder(bytes: number): readonly [tier: number, key: number] {
     const now = this.#now();
     if (!Number.isNaN(this.#waitingSince) && now - this.#waitingSince >= STALLED_MS) {
       return [1, bytes];
     }
-    if (this.#partialCount > 0) {
-      if (this.#senderStopped(now)) return [1, bytes];
-      if (this.#budget !== undefined) return [-1, bytes];
-    }
+    if (this.#partialCount > 0 && this.#senderStopped(now)) return [1, bytes];
+    // A missing segment is resent within the sender's timeout cap (ours by
+    // default): held behind it longer, the sender has stopped.
+    if (!Number.isNaN(this.#gapSince) && now - this.#gapSince >= this.#rtoMax) return [1, bytes];
     return [0, bytes];
   }
 
@@ -649,16 +651,17 @@ export class ReliableStream {
    * What this stream still expects to take of what its budget admitted, now
    * (see {@linkcode ByteBudget.admit}): the rest of the message being
    * reassembled (at least a byte until it is whole) while segments keep
-   * coming, however slowly, 0 once none has come for a second; or a message
-   * admitted and not yet begun, 0 once it has not begun for a second (its
-   * room goes to others, and it asks again when it begins).
+   * coming, 0 once none has come for a second or its sender counts as
+   * stopped (see {@linkcode shedOrder}: a trickle does not keep the room);
+   * or a message admitted and not yet begun, 0 once it has not begun for a
+   * second (its room goes to others, and it asks again when it begins).
    *
    * @returns Bytes.
    */
   expecting(): number {
     const now = this.#now();
     if (this.#partialCount > 0) {
-      if (now - this.#partialActiveAt >= STALLED_MS) return 0;
+      if (now - this.#partialActiveAt >= STALLED_MS || this.#senderStopped(now)) return 0;
       return Math.max(1, this.#partialExpected - this.#partial.length);
     }
     if (this.#admittedBytes > 0 && now - this.#admittedAt < STALLED_MS) return this.#admittedBytes;
@@ -1479,6 +1482,8 @@ export class ReliableStream {
    */
   #reportHeld(): void {
     if (this.#budget === undefined) return;
+    if (this.#held.size === 0 || this.#held.has(this.#recvNext)) this.#gapSince = Number.NaN;
+    else if (Number.isNaN(this.#gapSince)) this.#gapSince = this.#now();
     // The consumer is left waiting on only while it has a whole message to
     // read: segments held behind a gap wait for the sender, not for it.
     if (this.#inboxHead === this.#inbox.length) this.#waitingSince = Number.NaN;
