@@ -271,15 +271,15 @@ export class ByteBudget {
     this.#shedding = true;
     try {
       while (this.#used > this.limit) {
-        if (!this.#shedRound(() => this.#used <= this.limit)) break;
+        if (!this.#shedRound()) break;
       }
     } finally {
       this.#shedding = false;
     }
   }
 
-  /** One round of shedding in the holders' order until `enough()`. True if it shed any. */
-  #shedRound(enough: () => boolean): boolean {
+  /** One round of shedding in the holders' order until the sum is within the limit. True if it shed any. */
+  #shedRound(): boolean {
     // Each holder is asked once per round; among equals the largest goes first.
     const ranked: { holder: BudgetHolder; bytes: number; tier: number; key: number }[] = [];
     for (const [holder, bytes] of this.#held) {
@@ -289,7 +289,7 @@ export class ByteBudget {
     ranked.sort((a, b) => b.tier - a.tier || b.key - a.key || b.bytes - a.bytes);
     let shed = false;
     for (const { holder } of ranked) {
-      if (enough()) break;
+      if (this.#used <= this.limit) break;
       if (!this.#held.has(holder)) continue;
       shed = true;
       this.#shedCount++;

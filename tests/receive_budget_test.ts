@@ -648,3 +648,24 @@ Deno.test("ReliableStream counts segments held behind a missing one past the ret
   assert.ok(budget.used <= budget.limit);
   for (const stream of [...gapped, honest.sender, honest.receiver]) stream.close();
 });
+
+Deno.test("ReliableStream asks for a large message's room only once its inbox could take it", () => {
+  const now = 0;
+  const budget = new ByteBudget(20_000);
+  const options = { segmentBytes: 1_500, maxMessageBytes: 6_000, inboxMessages: 1 };
+  const full = joined("full", budget, () => now, options);
+  full.sender.write(new Uint8Array(10)); // one message nobody reads: the inbox is full
+  full.sender.write(new Uint8Array(6_000));
+  full.pump();
+  // It holds its sender's window of segments, as a full inbox does, but no room for the message.
+  assert.equal(budget.used, 10 + 6_000);
+  assert.equal(budget.expected, 0, "no room taken for a message it cannot accept");
+  const honest = joined("honest", budget, () => now, options);
+  honest.sender.write(new Uint8Array(4_000).fill(4));
+  honest.pump();
+  assert.deepEqual(honest.receiver.read(), new Uint8Array(4_000).fill(4));
+  full.receiver.read(); // room now: the held segment asks, and its message comes in
+  full.pump();
+  assert.equal(full.receiver.read()?.length, 6_000);
+  for (const pair of [full, honest]) pair.sender.close(), pair.receiver.close();
+});

@@ -418,9 +418,11 @@ export interface ProcessTableOptions {
   limiter?: ProcessLimiter;
   /**
    * Bounds the output that closed processes keep, shared across tables (the
-   * executor-wide bound): a closed process counts its retained output until
-   * it is forgotten, and past the limit the processes that closed first (in
-   * any table) are forgotten. Without it only each table's own bounds apply.
+   * executor-wide bound): a closed process counts what its retained output
+   * keeps alive when it closes ({@linkcode OutputBuffer.footprintBytes}; a
+   * later eviction is not subtracted) until it is forgotten, and past the
+   * limit the processes that closed first (in any table) are forgotten.
+   * Without it only each table's own bounds apply.
    */
   closedOutputBudget?: ByteBudget;
   /**

@@ -295,8 +295,12 @@ export class ReliableStream {
   #admittedAt = 0;
   /** When the message being reassembled last got a segment (`#now()`). */
   #partialActiveAt = 0;
-  /** Since when segments have been held behind a missing one (`#now()`), or NaN. */
+  /**
+   * Since when segments have been held behind the missing `#gapAt`
+   * (`#now()`), or NaN: a gap filled and another opened starts anew.
+   */
   #gapSince = Number.NaN;
+  #gapAt = 0;
   /**
    * Waiting for the budget's room to start a message of `#requestedBytes` at
    * `#recvNext`: meanwhile the stream holds none of it (its segments are
@@ -698,7 +702,13 @@ export class ReliableStream {
    * once admitted has its sender resend what it dropped meanwhile.
    */
   retryAdmission(): void {
-    if (this.#error === undefined && this.#awaitingRoom) this.#askRoom(this.#requestedBytes);
+    // With its inbox full it could not accept the message yet: it gives up
+    // its turn and asks again when a resend finds room.
+    const full = this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
+      this.#inboxBytes >= this.#inboxBytesLimit;
+    if (this.#error === undefined && this.#awaitingRoom && !full) {
+      this.#askRoom(this.#requestedBytes);
+    }
     this.#reportHeld();
   }
 
@@ -1289,20 +1299,20 @@ export class ReliableStream {
     while (this.#error === undefined) {
       const body = this.#held.get(this.#recvNext);
       if (body === undefined) break;
-      if (this.#partialCount === 0 && !this.#admit(body)) {
-        if (this.#awaitingRoom) {
-          // Wait holding nothing: the sender resends it (at its timeouts,
-          // which also ask again, and at once after the admission's `resume`).
-          this.#held.delete(this.#recvNext);
-          this.#heldBytes -= body.payload.length;
-          this.#stats.deferredDropped++;
-        }
-        break;
-      }
       if (
         this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
         this.#inboxBytes >= this.#inboxBytesLimit
       ) break;
+      // Asked only once the segment could be accepted: a stream whose
+      // consumer stopped must not hold room it cannot use.
+      if (this.#partialCount === 0 && !this.#admit(body)) {
+        // Wait holding no more of it: the sender resends it (at its timeouts,
+        // which also ask again, and at once after the admission's `resume`).
+        this.#held.delete(this.#recvNext);
+        this.#heldBytes -= body.payload.length;
+        this.#stats.deferredDropped++;
+        break;
+      }
       this.#held.delete(this.#recvNext);
       this.#heldBytes -= body.payload.length;
       this.#recvNext++;
@@ -1326,16 +1336,17 @@ export class ReliableStream {
       if (this.#now() - this.#admittedAt < STALLED_MS) return true;
       this.#admittedBytes = 0;
     }
-    const bytes = Math.min(body.segmentCount * body.payload.length, this.#maxMessageBytes);
-    return bytes === 0 || this.#askRoom(bytes);
+    // An empty first segment announces nothing: count it at the largest message.
+    const bytes = Math.min(body.segmentCount * body.payload.length, this.#maxMessageBytes) ||
+      this.#maxMessageBytes;
+    return this.#askRoom(bytes);
   }
 
   #askRoom(bytes: number): boolean {
     const waited = this.#awaitingRoom;
     this.#requestedBytes = bytes;
     this.#awaitingRoom = !this.#budget!.admit(this, bytes);
-    // Shedding to make room may have ended this very stream.
-    if (this.#awaitingRoom || this.#error !== undefined) return false;
+    if (this.#awaitingRoom) return false;
     this.#admittedBytes = bytes;
     this.#admittedAt = this.#now();
     if (waited) {
@@ -1482,8 +1493,12 @@ export class ReliableStream {
    */
   #reportHeld(): void {
     if (this.#budget === undefined) return;
-    if (this.#held.size === 0 || this.#held.has(this.#recvNext)) this.#gapSince = Number.NaN;
-    else if (Number.isNaN(this.#gapSince)) this.#gapSince = this.#now();
+    if (this.#held.size === 0 || this.#held.has(this.#recvNext)) {
+      this.#gapSince = Number.NaN;
+    } else if (Number.isNaN(this.#gapSince) || this.#gapAt !== this.#recvNext) {
+      this.#gapSince = this.#now();
+      this.#gapAt = this.#recvNext;
+    }
     // The consumer is left waiting on only while it has a whole message to
     // read: segments held behind a gap wait for the sender, not for it.
     if (this.#inboxHead === this.#inbox.length) this.#waitingSince = Number.NaN;
