@@ -633,7 +633,7 @@ export class ReliableStream {
    * first. A few milliseconds of waiting is a consumer that has not been
    * scheduled yet, not a reason to go first.
    *
-   * Segments held behind a missing one longer than the retransmission
+   * Segments held behind a missing one for twice the retransmission
    * timeout's cap count as stopped too.
    *
    * @param bytes What the stream holds, as the budget counts it.
@@ -646,8 +646,10 @@ export class ReliableStream {
     }
     if (this.#partialCount > 0 && this.#senderStopped(now)) return [1, bytes];
     // A missing segment is resent within the sender's timeout cap (ours by
-    // default): held behind it longer, the sender has stopped.
-    if (!Number.isNaN(this.#gapSince) && now - this.#gapSince >= this.#rtoMax) return [1, bytes];
+    // default): held behind it for twice that, the sender has stopped.
+    if (!Number.isNaN(this.#gapSince) && now - this.#gapSince >= 2 * this.#rtoMax) {
+      return [1, bytes];
+    }
     return [0, bytes];
   }
 
