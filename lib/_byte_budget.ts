@@ -112,8 +112,15 @@ export class ByteBudget {
 
   /** Bytes admitted holders still expect to take now (see {@linkcode ByteBudget.admit}). */
   get expected(): number {
+    return this.#expectedBy(undefined);
+  }
+
+  /** What admitted holders other than `except` expect now (as their `expecting` says). */
+  #expectedBy(except: BudgetHolder | undefined): number {
     let sum = 0;
-    for (const [holder, bytes] of this.#expected) sum += holder.expecting?.() ?? bytes;
+    for (const [holder, bytes] of this.#expected) {
+      if (holder !== except) sum += holder.expecting?.() ?? bytes;
+    }
     return sum;
   }
 
@@ -222,10 +229,7 @@ export class ByteBudget {
 
   /** Whether `bytes` for `holder` fit now (see {@linkcode ByteBudget.admit}). */
   #fits(holder: BudgetHolder, bytes: number): boolean {
-    let others = 0;
-    for (const [other, expected] of this.#expected) {
-      if (other !== holder) others += other.expecting?.() ?? expected;
-    }
+    const others = this.#expectedBy(holder);
     if (this.#used + others + bytes <= this.limit - Math.floor(this.limit / 4)) return true;
     if (others > 0) return false;
     // Alone, it may take up to the limit, counting as free what holders that
@@ -271,42 +275,35 @@ export class ByteBudget {
     this.#shedding = true;
     try {
       while (this.#used > this.limit) {
-        if (!this.#shedRound()) break;
+        // Each holder is asked once per round; among equals the largest goes first.
+        const ranked: { holder: BudgetHolder; bytes: number; tier: number; key: number }[] = [];
+        for (const [holder, bytes] of this.#held) {
+          const [tier, key] = holder.shedOrder?.(bytes) ?? [0, bytes];
+          ranked.push({ holder, bytes, tier, key });
+        }
+        ranked.sort((a, b) => b.tier - a.tier || b.key - a.key || b.bytes - a.bytes);
+        let shed = false;
+        for (const { holder } of ranked) {
+          if (this.#used <= this.limit) break;
+          if (!this.#held.has(holder)) continue;
+          shed = true;
+          this.#shedCount++;
+          try {
+            holder.shed();
+          } finally {
+            // However the holder behaved, it is no longer counted: the loop ends.
+            const left = this.#held.get(holder);
+            if (left !== undefined) {
+              this.#used -= left;
+              this.#held.delete(holder);
+            }
+            this.leave(holder);
+          }
+        }
+        if (!shed) break;
       }
     } finally {
       this.#shedding = false;
     }
-  }
-
-  /** One round of shedding in the holders' order until the sum is within the limit. True if it shed any. */
-  #shedRound(): boolean {
-    // Each holder is asked once per round; among equals the largest goes first.
-    const ranked: { holder: BudgetHolder; bytes: number; tier: number; key: number }[] = [];
-    for (const [holder, bytes] of this.#held) {
-      const [tier, key] = holder.shedOrder?.(bytes) ?? [0, bytes];
-      ranked.push({ holder, bytes, tier, key });
-    }
-    ranked.sort((a, b) => b.tier - a.tier || b.key - a.key || b.bytes - a.bytes);
-    let shed = false;
-    for (const { holder } of ranked) {
-      if (this.#used <= this.limit) break;
-      if (!this.#held.has(holder)) continue;
-      shed = true;
-      this.#shedCount++;
-      try {
-        holder.shed();
-      } finally {
-        // However the holder behaved, it is no longer counted: the loop ends.
-        const left = this.#held.get(holder);
-        if (left !== undefined) {
-          this.#used -= left;
-          this.#held.delete(holder);
-        }
-        this.#waiting.delete(holder);
-        if (this.#granted === holder) this.#granted = undefined;
-        this.#expected.delete(holder);
-      }
-    }
-    return shed;
   }
 }

@@ -406,7 +406,7 @@ export class QueuedStdinLimit {
 
   /** Stops counting `bytes` (they were written, or given up). */
   give(bytes: number): void {
-    this.#used = Math.max(0, this.#used - bytes);
+    this.#used -= bytes;
   }
 }
 
@@ -1143,10 +1143,7 @@ export class ProcessTable implements AsyncDisposable {
     }
     this.#leftoverKills?.clear();
     this.#track(this.#killForgottenLeftovers().catch(() => {}));
-    for (const record of this.#closedInOrder) {
-      if (record.budgetHolder !== null) this.#closedOutputBudget?.hold(record.budgetHolder, 0);
-      record.budgetHolder = null;
-    }
+    for (const record of this.#closedInOrder) this.#uncountClosedOutput(record);
     this.#records.clear();
     this.#closedInOrder.clear();
     this.#sink = null;
@@ -1805,10 +1802,7 @@ export class ProcessTable implements AsyncDisposable {
   #forget(record: ProcessRecord): void {
     this.#records.delete(record.id);
     this.#closedInOrder.delete(record);
-    if (record.budgetHolder !== null) {
-      this.#closedOutputBudget?.hold(record.budgetHolder, 0);
-      record.budgetHolder = null;
-    }
+    this.#uncountClosedOutput(record);
     const { groups, session } = this.#endedProgram(record);
     if (groups.length === 0) return;
     this.#forgotten.push({ groups, session, exitedAt: record.exitedAt ?? performance.now() });
@@ -1838,6 +1832,12 @@ export class ProcessTable implements AsyncDisposable {
       this.#drop(record);
       if (this.#records.size < this.#maxProcesses * 2) return;
     }
+  }
+
+  #uncountClosedOutput(record: ProcessRecord): void {
+    if (record.budgetHolder === null) return;
+    this.#closedOutputBudget?.hold(record.budgetHolder, 0);
+    record.budgetHolder = null;
   }
 
   /** Forgets a closed record before its time: its timers go, and readers waiting on it wake. */

@@ -668,7 +668,7 @@ export class ReliableStream {
     const now = this.#now();
     if (this.#partialCount > 0) {
       if (now - this.#partialActiveAt >= STALLED_MS || this.#senderStopped(now)) return 0;
-      return Math.max(1, this.#partialExpected - this.#partial.length);
+      return this.#partialLeft();
     }
     if (this.#admittedBytes > 0 && now - this.#admittedAt < STALLED_MS) return this.#admittedBytes;
     return 0;
@@ -706,9 +706,7 @@ export class ReliableStream {
   retryAdmission(): void {
     // With its inbox full it could not accept the message yet: it gives up
     // its turn and asks again when a resend finds room.
-    const full = this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
-      this.#inboxBytes >= this.#inboxBytesLimit;
-    if (this.#error === undefined && this.#awaitingRoom && !full) {
+    if (this.#error === undefined && this.#awaitingRoom && !this.#inboxFull()) {
       this.#askRoom(this.#requestedBytes);
     }
     this.#reportHeld();
@@ -1300,29 +1298,38 @@ export class ReliableStream {
     let progressed = false;
     while (this.#error === undefined) {
       const body = this.#held.get(this.#recvNext);
-      if (body === undefined) break;
-      if (
-        this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
-        this.#inboxBytes >= this.#inboxBytesLimit
-      ) break;
+      if (body === undefined || this.#inboxFull()) break;
+      this.#held.delete(this.#recvNext);
+      this.#heldBytes -= body.payload.length;
       // Asked only once the segment could be accepted: a stream whose
       // consumer stopped must not hold room it cannot use.
       if (this.#partialCount === 0 && !this.#admit(body)) {
         // Wait holding no more of it: the sender resends it (at its timeouts,
         // which also ask again, and at once after the admission's `resume`).
-        this.#held.delete(this.#recvNext);
-        this.#heldBytes -= body.payload.length;
         this.#stats.deferredDropped++;
         break;
       }
-      this.#held.delete(this.#recvNext);
-      this.#heldBytes -= body.payload.length;
       this.#recvNext++;
       this.#sinceAck++;
       progressed = true;
       this.#accept(body);
     }
     return progressed;
+  }
+
+  /** Whether the inbox has no room for another message (count or bytes). */
+  #inboxFull(): boolean {
+    return this.#inbox.length - this.#inboxHead >= this.#inboxLimit ||
+      this.#inboxBytes >= this.#inboxBytesLimit;
+  }
+
+  /**
+   * What the message being reassembled still announces past its buffer's
+   * size: the budget counts the buffer as held and this as expected (at
+   * least a byte until the message is whole).
+   */
+  #partialLeft(): number {
+    return Math.max(1, this.#partialExpected - this.#partial.length);
   }
 
   /**
@@ -1506,11 +1513,7 @@ export class ReliableStream {
     if (this.#inboxHead === this.#inbox.length) this.#waitingSince = Number.NaN;
     else if (Number.isNaN(this.#waitingSince)) this.#waitingSince = this.#now();
     const held = this.#heldBytes + this.#inboxBytes + this.#partial.length;
-    // A message being reassembled expects the rest of its buffer's growth,
-    // and at least a byte until it is whole.
-    const expected = this.#partialCount > 0
-      ? Math.max(1, this.#partialExpected - this.#partial.length)
-      : this.#admittedBytes;
+    const expected = this.#partialCount > 0 ? this.#partialLeft() : this.#admittedBytes;
     if (held === this.#budgeted && expected === this.#budgetedExpected) return;
     this.#budgeted = held;
     this.#budgetedExpected = expected;
