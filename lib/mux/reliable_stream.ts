@@ -222,9 +222,9 @@ const ACK_BODY: FrameBody = Object.freeze({ kind: "ack" }) as FrameBody;
 const NOOP = (): void => {};
 const EMPTY = new Uint8Array(0);
 /**
- * Reassembly starts at twice the first segment (or this, if more) and doubles
- * as bytes arrive, so memory follows what was received, not what
- * `segment_count` claims.
+ * Reassembly grows to twice the first segment (or this, if more) at the
+ * second and doubles as bytes arrive, so memory follows what was received,
+ * not what `segment_count` claims.
  */
 const REASSEMBLY_START_BYTES = 64 * 1024;
 /**
@@ -1378,16 +1378,18 @@ export class ReliableStream {
         this.#deliver(payload);
         return;
       }
-      // One buffer per message. An honest sender's segments are equal but the
-      // last, so growth stops at count × first; a claim is never allocated
-      // ahead of the bytes that back it.
+      // The first segment is kept as received, not copied: the buffer is made
+      // at the next one, of the exact size when that one is the last (a
+      // 64 KiB stdin write is two segments).
       this.#partialCount = body.segmentCount;
       this.#partialStartedAt = this.#now();
       this.#admittedBytes = 0;
       this.#partialExpected = Math.min(body.segmentCount * payload.length, this.#maxMessageBytes);
-      this.#partial = new Uint8Array(
-        Math.min(this.#partialExpected, Math.max(2 * payload.length, REASSEMBLY_START_BYTES)),
-      );
+      this.#partial = payload;
+      this.#partialBytes = payload.length;
+      this.#partialActiveAt = this.#partialStartedAt;
+      this.#partialIndex = 1;
+      return;
     } else if (
       body.segmentCount !== this.#partialCount || body.segmentIndex !== this.#partialIndex
     ) {
@@ -1404,8 +1406,13 @@ export class ReliableStream {
       return;
     }
     if (total > this.#partial.length) {
-      const doubled = this.#partial.length * 2;
-      const target = total <= this.#partialExpected
+      // One buffer per message, sized exactly by the last segment. Before it,
+      // an honest sender's segments are equal, so growth stops at count ×
+      // first; a claim is never allocated ahead of the bytes that back it.
+      const doubled = Math.max(this.#partial.length * 2, REASSEMBLY_START_BYTES);
+      const target = this.#partialIndex + 1 === this.#partialCount
+        ? total
+        : total <= this.#partialExpected
         ? Math.min(doubled, this.#partialExpected)
         : doubled;
       const grown = new Uint8Array(Math.min(Math.max(total, target), this.#maxMessageBytes));
