@@ -669,3 +669,51 @@ Deno.test("ReliableStream asks for a large message's room only once its inbox co
   assert.equal(full.receiver.read()?.length, 6_000);
   for (const pair of [full, honest]) pair.sender.close(), pair.receiver.close();
 });
+
+Deno.test("StreamMux looks at its receive budget's line again on its own while streams wait: room that time alone frees (a sender that stopped) goes to the next in line with no frame to prompt it", async () => {
+  const { lb, served, clock, limit } = budgeted();
+  await using _ = lb;
+  await using raw = await RelaySocket.connect(lb.url);
+  const frames = raw[Symbol.asyncIterator]();
+  const segment = 60 * 1024;
+  const data = (id: string, seq: number, count: number) =>
+    bodyFrame(id, {
+      kind: "data",
+      seq,
+      segmentIndex: seq - 1,
+      segmentCount: count,
+      payload: new Uint8Array(segment).fill(seq),
+    });
+  // Admitted: it announces 12 segments (720 KiB) and stops after the first.
+  await raw.send(data("stalled", 1, 12));
+  await until(() => lb.executor.receiveBudget.expected > 0, 5_000, "the stalled message admitted");
+  // 720 KiB expected and 600 KiB more are past three quarters of the 1 MiB
+  // budget: the waiter waits, holding nothing.
+  for (let seq = 1; seq <= 10; seq++) await raw.send(data("waiter", seq, 10));
+  await until(() => lb.executor.receiveBudget.waiting === 1, 5_000, "the waiter in line");
+  assert.equal(lb.executor.receiveBudget.used, segment);
+  // A second on, the stalled sender counts as stopped. No frame moves: only
+  // the mux's own re-check lets the waiter in, and it asks for a resend.
+  clock.skew = 1_100;
+  const resume = await withDeadline(
+    (async () => {
+      for (let next = await frames.next(); !next.done; next = await frames.next()) {
+        if (next.value.streamId === "waiter" && next.value.body.kind === "resume") return true;
+      }
+      return false;
+    })(),
+    5_000,
+    "the waiter's resume",
+  );
+  assert.equal(resume, true);
+  for (let seq = 1; seq <= 10; seq++) await raw.send(data("waiter", seq, 10));
+  const message = await withDeadline(
+    served.get("waiter")![Symbol.asyncIterator]().next(),
+    5_000,
+    "the waiter's message",
+  );
+  assert.equal(message.value?.length, 10 * segment);
+  assert.equal(served.get("stalled")!.resetReason, undefined);
+  assert.equal(lb.executor.receiveBudget.waiting, 0);
+  assert.ok(lb.executor.receiveBudget.used <= limit);
+});
