@@ -368,15 +368,23 @@ if (want("bulk") || want("layers")) {
 interface OutpostFigures {
   zero: Figure<Throughput>;
   /** CPU time per process (ms) during the zero run, and the run's wall time. */
-  zeroCpu: Figure<{ cpuMs: Record<string, number>; wallMs: number }>;
+  zeroCpu: Figure<CpuSpent>;
   random: Figure<Throughput>;
   stdin: Figure<Throughput>;
+  /** The same during the stdin run. */
+  stdinCpu: Figure<CpuSpent>;
   rtt: Figure<Latency>;
   rttBesideBulk: Figure<{ latency: Latency; bulk: Throughput }>;
   trueLatency: Figure<Latency>;
   streams: Figure<{ streams: number; errors: number; ms: number; firstError?: string }>;
   idleStream: Figure<{ n: number; rssPerItem: number; heapPerItem: number }>;
   idleSession: Figure<{ n: number; rssPerItem: number; heapPerItem: number }>;
+}
+
+/** CPU time per process (ms) over a run, and the run's wall time. */
+interface CpuSpent {
+  cpuMs: Record<string, number>;
+  wallMs: number;
 }
 
 /** The bench executor's raised limits (library options), once _outpost.ts has loaded. */
@@ -388,6 +396,7 @@ async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
     zeroCpu: skipped("not run"),
     random: skipped("not run"),
     stdin: skipped("not run"),
+    stdinCpu: skipped("not run"),
     rtt: skipped("not run"),
     rttBesideBulk: skipped("not run"),
     trueLatency: skipped("not run"),
@@ -424,26 +433,32 @@ async function runOutpost(mode: OutpostMode): Promise<OutpostFigures> {
         () => t.idleSessionMemory(plan.idleSessions),
       );
     }
-    if (want("bulk")) {
+    // Where the CPU goes: on two cores, every process of the path competes for them.
+    const withCpu = async <T>(label: string, run: () => Promise<T>) => {
       const servers0 = t.serverCpuMs();
       const harness0 = process.cpuUsage();
       const wall0 = performance.now();
-      figures.zero = await measure(`outpost ${mode} head /dev/zero`, () => t.bulkOutput(zeroCmd));
-      if (figures.zero.ok) {
-        // Where the CPU goes: on two cores, every process of the path competes for them.
-        const harness = process.cpuUsage(harness0);
-        const cpuMs: Record<string, number> = { harness: (harness.user + harness.system) / 1000 };
-        for (const [role, ms] of Object.entries(t.serverCpuMs())) cpuMs[role] = ms - servers0[role];
-        figures.zeroCpu = { ok: true, value: { cpuMs, wallMs: performance.now() - wall0 } };
-        log(`outpost ${mode} CPU during head /dev/zero: ${JSON.stringify(figures.zeroCpu.value)}`);
-      }
+      const figure = await measure(`outpost ${mode} ${label}`, run);
+      if (!figure.ok) return { figure, cpu: skipped<CpuSpent>(figure.reason) };
+      const harness = process.cpuUsage(harness0);
+      const cpuMs: Record<string, number> = { harness: (harness.user + harness.system) / 1000 };
+      for (const [role, ms] of Object.entries(t.serverCpuMs())) cpuMs[role] = ms - servers0[role];
+      const value = { cpuMs, wallMs: performance.now() - wall0 };
+      log(`outpost ${mode} CPU during ${label}: ${JSON.stringify(value)}`);
+      return { figure, cpu: { ok: true, value } as Figure<CpuSpent> };
+    };
+    if (want("bulk")) {
+      ({ figure: figures.zero, cpu: figures.zeroCpu } = await withCpu(
+        "head /dev/zero",
+        () => t.bulkOutput(zeroCmd),
+      ));
       figures.random = await measure(`outpost ${mode} cat random`, () => t.bulkOutput(randomCmd));
     }
     if (want("stdin")) {
-      figures.stdin = await measure(
-        `outpost ${mode} stdin`,
+      ({ figure: figures.stdin, cpu: figures.stdinCpu } = await withCpu(
+        "stdin",
         () => t.bulkStdin("cat > /dev/null", stdinData),
-      );
+      ));
     }
     if (want("rtt")) {
       figures.rtt = await measure(
@@ -508,6 +523,24 @@ function lat(f: Figure<Latency>): string {
 
 function verdict(ok: boolean | undefined): string {
   return ok === undefined ? "n/a" : ok ? "met" : "missed";
+}
+
+/** A row of the CPU each process spent on a workload, when it was measured. */
+function cpuRow(workload: string, cpu: Figure<CpuSpent>): void {
+  if (!cpu.ok) return;
+  const parts = Object.entries(cpu.value.cpuMs).map(([role, ms]) => `${role} ${fmt(ms)} ms`);
+  const total = Object.values(cpu.value.cpuMs).reduce((a, b) => a + b, 0);
+  rows.push({
+    workload: `CPU time during ${workload}`,
+    outpost: `${parts.join(", ")}; ${fmt(total / cpu.value.wallMs)} cores busy over ${
+      fmt(cpu.value.wallMs)
+    } ms`,
+    peer: "",
+    peerFigure: "",
+    ratio: "",
+    target: "",
+    met: "",
+  });
 }
 
 function bulkRows(
@@ -637,22 +670,7 @@ function trueRows(mode: OutpostMode, mine: Figure<Latency>): void {
 for (const mode of ["rendezvous", "serve"] as const) {
   const o = outpost[mode];
   bulkRows("bulk output head -c /dev/zero", mode, o.zero, peers.sshZero, mode === "rendezvous");
-  const cpu = o.zeroCpu;
-  if (cpu.ok) {
-    const parts = Object.entries(cpu.value.cpuMs).map(([role, ms]) => `${role} ${fmt(ms)} ms`);
-    const total = Object.values(cpu.value.cpuMs).reduce((a, b) => a + b, 0);
-    rows.push({
-      workload: `CPU time during bulk output head -c /dev/zero via ${mode}`,
-      outpost: `${parts.join(", ")}; ${fmt(total / cpu.value.wallMs)} cores busy over ${
-        fmt(cpu.value.wallMs)
-      } ms`,
-      peer: "",
-      peerFigure: "",
-      ratio: "",
-      target: "",
-      met: "",
-    });
-  }
+  cpuRow(`bulk output head -c /dev/zero via ${mode}`, o.zeroCpu);
   bulkRows("bulk output cat random file", mode, o.random, peers.sshRandom, false);
   const stdin = o.stdin;
   const sshStdin = peers.sshStdin;
@@ -667,6 +685,7 @@ for (const mode of ["rendezvous", "serve"] as const) {
     target: "",
     met: "",
   });
+  cpuRow(`bulk stdin into cat > /dev/null via ${mode}`, o.stdinCpu);
   rttRows(mode, o.rtt);
   besideRows(mode, o.rtt, o.rttBesideBulk);
   trueRows(mode, o.trueLatency);
