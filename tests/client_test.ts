@@ -1219,6 +1219,28 @@ Deno.test("RemoteFs calls, kill and resize take a signal and a timeout: an execu
   }
 });
 
+Deno.test("RemoteProcess stdin errors when the connection closes with no write in flight: an idle writer's closed rejects and its next write is refused, not taken as delivered", async () => {
+  await using server = await serveLocal();
+  await using proxy = new TcpProxy(Number(new URL(server.url).port));
+  await using conn = await connect(`ws://127.0.0.1:${proxy.port}`);
+  const child = new RemoteCommand(conn, "cat", { stdin: "piped", stderr: "null" }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(encoder.encode("x"));
+  const reader = child.stdout.getReader();
+  const echoed = await withDeadline(reader.read(), 5_000, "the echo");
+  assert.equal(decoder.decode(echoed.value), "x"); // the write was applied: none is in flight
+  proxy.cut();
+  await withDeadline(conn.closed, 5_000, "connection closed");
+  await withDeadline(
+    assert.rejects(writer.closed, /Cannot follow process: the connection closed/),
+    5_000,
+    "the idle writer's closed",
+  );
+  await assert.rejects(writer.write(encoder.encode("lost")), RelayClosedError);
+  await assert.rejects(child.status, RelayClosedError);
+  await reader.cancel().catch(() => {});
+});
+
 Deno.test("Connection requests fail with RelayClosedError once the server goes away", async () => {
   const server = await serveLocal();
   await using conn = await connect(server.url);

@@ -777,6 +777,8 @@ export class RemoteProcess implements AsyncDisposable {
   #fail(error: unknown): void {
     if (!this.#stopFollowing()) return;
     this.#failure = { error };
+    // An idle writer hears it too: its next write must not look delivered.
+    this.#failStdin(error);
     for (const controller of [this.#stdoutController, this.#stderrController]) {
       if (controller !== null) this.#errorWhenRead(controller);
     }
