@@ -1219,6 +1219,30 @@ Deno.test("RemoteFs calls, kill and resize take a signal and a timeout: an execu
   }
 });
 
+Deno.test("RemoteProcess: cancelling a piped output stream closes the program's pipe on the executor, as for a local child: a program flooding it ends (SIGPIPE) instead of streaming to no one", async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  for (const pipe of ["stdout", "stderr"] as const) {
+    const child = new RemoteCommand(conn, "sh", {
+      args: ["-c", pipe === "stdout" ? "exec yes" : "exec yes >&2"],
+    }).spawn();
+    const reader = child[pipe].getReader();
+    assert.equal((await withDeadline(reader.read(), 5_000, "the first output")).done, false);
+    await reader.cancel();
+    const status = await withDeadline(child.status, 5_000, `the exit after ${pipe}'s cancel`);
+    assert.deepEqual(status, { success: false, code: 141, signal: "SIGPIPE" });
+    await child[pipe === "stdout" ? "stderr" : "stdout"].cancel();
+  }
+  // Disposing still kills: its own cancels do not close pipes first.
+  const disposed = new RemoteCommand(conn, "sh", { args: ["-c", "exec yes"] }).spawn();
+  await disposed.started;
+  await disposed[Symbol.asyncDispose]();
+  assert.equal((await disposed.status).signal, "SIGKILL");
+  // The connection goes on serving.
+  const { stdout } = await new RemoteCommand(conn, "echo", { args: ["still here"] }).output();
+  assert.equal(decoder.decode(stdout), "still here\n");
+});
+
 Deno.test("RemoteProcess stdin errors when the connection closes with no write in flight: an idle writer's closed rejects and its next write is refused, not taken as delivered", async () => {
   await using server = await serveLocal();
   await using proxy = new TcpProxy(Number(new URL(server.url).port));

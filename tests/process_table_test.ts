@@ -324,6 +324,31 @@ Deno.test("ProcessTable emits closed only after every output event", async () =>
   assert.equal(total, 500000);
 });
 
+Deno.test("ProcessTable closeOutput closes the program's pipe: its next write there fails (SIGPIPE); what was read before stays readable, the other pipe stays open", async () => {
+  await using table = new ProcessTable();
+  for (const pipe of ["stdout", "stderr"] as const) {
+    const id = `close-${pipe}`;
+    const other = pipe === "stdout" ? "stderr" : "stdout";
+    // It prints a line on each pipe, then floods the one closed.
+    const flood = pipe === "stdout" ? "exec yes" : "exec yes >&2";
+    await table.start({
+      processId: id,
+      argv: ["sh", "-c", `echo first; echo second >&2; ${flood}`],
+    });
+    await readUntil(table, id, "second");
+    assert.equal(await table.closeOutput(id, pipe), true);
+    assert.equal(await table.closeOutput(id, pipe), false, "already closed");
+    const { text, last } = await collect(table, id);
+    assert.equal(last.signal, "SIGPIPE", `${pipe}: ${JSON.stringify(last)}`);
+    assert.equal(last.exitCode, 141);
+    assert.ok(text.stdout.startsWith("first\n"), text.stdout.slice(0, 20));
+    assert.ok(text.stderr.startsWith("second\n"), text.stderr.slice(0, 20));
+    assert.equal(text[other], pipe === "stdout" ? "second\n" : "first\n", "the other pipe");
+    assert.equal(await table.closeOutput(id, other), false, "a closed process");
+  }
+  assert.equal(await table.closeOutput("nope", "stdout"), false);
+});
+
 Deno.test("ProcessTable terminate kills the whole process tree", async () => {
   const token = uniqueSleep();
   await using table = new ProcessTable();

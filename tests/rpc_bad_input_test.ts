@@ -142,6 +142,7 @@ const WRONG: Record<string, unknown[]> = {
   base64: [42, [], {}, "a", "!!!!", "ab=c", "YQ==YQ==", "-_-_", "éééé"],
   signal: [42, [], {}, "", "SIGNOPE", "KILL; rm -rf /"],
   confinement: [42, [], {}, "root", "NONE "],
+  pipe: [42, [], {}, null, "", "pty", "STDOUT", "stdin"],
 };
 
 interface MethodSpec {
@@ -192,6 +193,11 @@ function methodSpecs(dir: string): MethodSpec[] {
       method: "process/resize",
       base: () => ({ processId: "live", cols: 80, rows: 24 }),
       params: { processId: "string", cols: "uint", rows: "uint" },
+    },
+    {
+      method: "process/closeOutput",
+      base: () => ({ processId: "live", stream: "stderr" }),
+      params: { processId: "string", stream: "pipe" },
     },
     { method: "fs/readFile", base: () => ({ path: file }), params: { path: "path" } },
     {
@@ -258,7 +264,7 @@ Deno.test("every param of every method refuses wrong types and out-of-range valu
       if (
         kind === "string" || kind === "path" || kind === "argv" || kind === "base64" ||
         kind === "uint" ||
-        kind === "signal"
+        kind === "signal" || kind === "pipe"
       ) {
         const params: Record<string, unknown> = spec.base(`bad-${n++}`);
         delete params[name];

@@ -30,6 +30,24 @@ Deno.test("tty gives the child a real terminal and reports stream pty", async ()
   assert.equal(last.exitCode, 0);
 });
 
+Deno.test("tty closeOutput of stdout hangs the terminal up: a program that prints nothing more ends too; stderr carries nothing to close", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable();
+  await table.start({
+    processId: "t",
+    argv: ["sh", "-c", `echo ready; exec sleep ${token}`],
+    tty: true,
+  });
+  await readUntil(table, "t", "ready");
+  await waitForPids(`sleep ${token}`, 1);
+  assert.equal(await table.closeOutput("t", "stderr"), false);
+  assert.equal(await table.closeOutput("t", "stdout"), true);
+  const { last } = await collect(table, "t");
+  assert.equal(last.exited, true);
+  assert.notEqual(last.exitCode, 0);
+  await assertNoneLeft(`sleep ${token}`);
+});
+
 Deno.test("tty applies the initial size and resizes on request", async () => {
   await using table = new ProcessTable();
   await table.start({

@@ -265,6 +265,8 @@ export class RemoteProcess implements AsyncDisposable {
   #droppedOutputBytes = 0;
   #finished = false;
   #exited = false;
+  /** Set by dispose: its cancels are followed by a kill, not by `process/closeOutput`. */
+  #disposing = false;
   #unsubscribe: (() => void) | null = null;
   #status: Promise<RemoteProcessStatus>;
   #resolveStatus!: (status: RemoteProcessStatus) => void;
@@ -310,12 +312,12 @@ export class RemoteProcess implements AsyncDisposable {
       size: (chunk) => chunk.byteLength + OUTPUT_CHUNK_OVERHEAD_BYTES,
     };
     if (stdio.stdout === "piped") {
-      this.#stdout = this.#outputStream(strategy, (controller) => {
+      this.#stdout = this.#outputStream("stdout", strategy, (controller) => {
         this.#stdoutController = controller;
       });
     }
     if (stdio.stderr === "piped") {
-      this.#stderr = this.#outputStream(strategy, (controller) => {
+      this.#stderr = this.#outputStream("stderr", strategy, (controller) => {
         this.#stderrController = controller;
       });
     }
@@ -392,6 +394,9 @@ export class RemoteProcess implements AsyncDisposable {
 
   /**
    * The process's stdout (with `tty`, everything the terminal shows).
+   * Cancelling it closes the program's stdout pipe on the executor, as for a
+   * local child: its next write there fails (SIGPIPE); under `tty` the
+   * terminal is hung up (SIGHUP). Output still arriving is discarded.
    *
    * @throws {TypeError} When stdout is not `"piped"`.
    */
@@ -401,7 +406,8 @@ export class RemoteProcess implements AsyncDisposable {
   }
 
   /**
-   * The process's stderr.
+   * The process's stderr. Cancelling it closes the program's stderr pipe on
+   * the executor (as stdout's cancel does; under `tty` stderr carries nothing).
    *
    * @throws {TypeError} When stderr is not `"piped"`.
    */
@@ -513,6 +519,7 @@ export class RemoteProcess implements AsyncDisposable {
    * process (SIGKILL) unless it has exited, then waits for its status.
    */
   async [Symbol.asyncDispose](): Promise<void> {
+    this.#disposing = true;
     for (const stream of [this.#stdout, this.#stderr]) {
       // Cancelling runs the stream's cancel at once, which releases a hold.
       if (stream && !stream.locked) stream.cancel().catch(() => {});
@@ -611,9 +618,12 @@ export class RemoteProcess implements AsyncDisposable {
 
   /**
    * A piped output stream: `setController` keeps its controller (null once
-   * cancelled), and a read or a cancel may resume held inbound output.
+   * cancelled), and a read or a cancel may resume held inbound output. A
+   * cancel also closes the program's pipe on the executor (see
+   * {@linkcode RemoteProcess.stdout}).
    */
   #outputStream(
+    pipe: "stdout" | "stderr",
     strategy: QueuingStrategy<Uint8Array>,
     setController: (controller: ReadableStreamDefaultController<Uint8Array> | null) => void,
   ): ReadableStream<Uint8Array> {
@@ -626,8 +636,25 @@ export class RemoteProcess implements AsyncDisposable {
       cancel: () => {
         setController(null);
         this.#maybeResume();
+        this.#closeOutput(pipe);
       },
     }, strategy);
+  }
+
+  /**
+   * Asks the executor to close a pipe whose reader was cancelled, so the
+   * program hears that no one reads it, as a local child would, instead of
+   * running on with its output sent only to be dropped. Not awaited, and a
+   * failure is ignored (an executor without the method, a process that
+   * ended meanwhile): the output is discarded here either way.
+   */
+  #closeOutput(pipe: "stdout" | "stderr"): void {
+    if (this.#finished || this.#disposing) return;
+    this.#started
+      .then(() =>
+        this.#transport.request("process/closeOutput", { processId: this.id, stream: pipe })
+      )
+      .catch(() => {});
   }
 
   #deliver(stream: "stdout" | "stderr" | "pty", bytes: Uint8Array): void {

@@ -518,7 +518,11 @@ interface ProcessRecord {
 
 /** One output pipe's reader, as a terminate's cancel of it needs to know it. */
 interface Pump {
+  /** The child's pipe it reads (under a terminal, `stdout` carries the terminal's output). */
+  pipe: "stdout" | "stderr";
   reader: ReadableStreamBYOBReader;
+  /** Its reading is over: the pipe ended, or `closeOutput` cancelled the reader. */
+  ended: boolean;
   /** Waiting for room in the output buffer, not reading the pipe. */
   paused: boolean;
   /** To be looked at again once it reads again: the pipe may still hold output. */
@@ -964,6 +968,45 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   /**
+   * Closes the executor's end of a process's stdout or stderr pipe, for a
+   * harness that will read no more of it: the program's next write there
+   * fails (SIGPIPE, which ends most programs), as a `Deno.ChildProcess`'s
+   * does once its reader is cancelled, and its output stops costing the
+   * connection. What was read before stays readable. Under a terminal,
+   * `stdout` is the terminal's output: closing it hangs the terminal up
+   * (SIGHUP to its session leader and its foreground group, as the kernel
+   * does when a terminal goes away), since the terminal helper would go on
+   * reading and discarding; its `stderr` carries no program output.
+   *
+   * @param processId The process.
+   * @param pipe `stdout` or `stderr`.
+   * @returns True when the pipe was open and this call closed it; false for
+   *   an unknown or closed process, a pipe already ended or closed, and a
+   *   terminal's `stderr`.
+   */
+  async closeOutput(processId: string, pipe: "stdout" | "stderr"): Promise<boolean> {
+    const record = await this.#started(processId);
+    if (!record || record.state === "closed" || (record.tty && pipe === "stderr")) return false;
+    const pump = record.pumps.find((each) => each.pipe === pipe);
+    if (pump === undefined || pump.ended) return false;
+    pump.ended = true;
+    this.#track(pump.reader.cancel().catch(() => {}));
+    if (record.tty && record.state === "running") {
+      await record.ptyReady;
+      const leader = record.pty?.pid;
+      if (leader !== undefined) {
+        const ps = await this.#psHelper();
+        const foreground = await foregroundGroup(ps, leader);
+        const groups = foreground === null || foreground === leader
+          ? [leader]
+          : [leader, foreground];
+        await this.#signalGroups(record, groups, "SIGHUP");
+      }
+    }
+    return true;
+  }
+
+  /**
    * The record of a process, once its start has spawned it: a signal or
    * terminate sent right after `process/start`, before its reply, applies to
    * the process instead of being dropped. Undefined when unknown or the
@@ -1357,8 +1400,8 @@ export class ProcessTable implements AsyncDisposable {
     record.resolveSpawned();
     if (!record.tty) record.resolvePtyReady();
     const parser = record.tty ? new PtyMarkerParser() : undefined;
-    this.#pump(record, child.stdout, record.tty ? "pty" : "stdout", parser);
-    this.#pump(record, child.stderr, record.tty ? "pty" : "stderr");
+    this.#pump(record, "stdout", child.stdout, record.tty ? "pty" : "stdout", parser);
+    this.#pump(record, "stderr", child.stderr, record.tty ? "pty" : "stderr");
     if (timeoutMs !== undefined) {
       this.#timer(record, timeoutMs, () => {
         // A terminate asked for earlier is not a timeout.
@@ -1377,12 +1420,20 @@ export class ProcessTable implements AsyncDisposable {
 
   async #pump(
     record: ProcessRecord,
+    pipe: "stdout" | "stderr",
     stream: ReadableStream<Uint8Array>,
     name: OutputStream,
     parser?: PtyMarkerParser,
   ): Promise<void> {
     const reader = stream.getReader({ mode: "byob" });
-    const pump: Pump = { reader, paused: false, cancelOnResume: false, readSinceCancelDue: null };
+    const pump: Pump = {
+      pipe,
+      reader,
+      ended: false,
+      paused: false,
+      cancelOnResume: false,
+      readSinceCancelDue: null,
+    };
     record.pumps.push(pump);
     const readBytes = this.#outputReadBytes(record.id);
     let buffer = new ArrayBuffer(OUTPUT_HEADROOM_BYTES + readBytes);
@@ -1430,6 +1481,7 @@ export class ProcessTable implements AsyncDisposable {
         this.#onMarker(record, null);
         if (rest.byteLength > 0) this.#output(record, name, rest);
       }
+      pump.ended = true;
       reader.releaseLock();
       record.openStreams--;
       this.#maybeClosed(record);

@@ -118,6 +118,7 @@ const REQUEST_METHODS: ReadonlySet<string> = new Set([
   "process/signal",
   "process/terminate",
   "process/resize",
+  "process/closeOutput",
   "process/list",
 ]);
 const DENO_PERMISSION_NAMES: readonly string[] = [
@@ -549,6 +550,8 @@ class SessionConnection implements SessionAttachment {
         return this.#terminate(this.#requireReady(method), paramsObject(raw));
       case "process/resize":
         return this.#resize(this.#requireReady(method), paramsObject(raw));
+      case "process/closeOutput":
+        return this.#closeOutput(this.#requireReady(method), paramsObject(raw));
       case "process/list":
         paramsObject(raw);
         return { processes: this.#requireReady(method).table.list() };
@@ -908,5 +911,14 @@ class SessionConnection implements SessionAttachment {
     if (rows === undefined) throw invalidParam("rows", "is required");
     await session.table.resize(processId, cols, rows);
     return {};
+  }
+
+  async #closeOutput(session: SessionRecord, params: Params): Promise<{ closed: boolean }> {
+    const processId = requiredString(params, "processId");
+    const stream = requiredString(params, "stream");
+    if (stream !== "stdout" && stream !== "stderr") {
+      throw invalidParam("stream", "must be stdout or stderr", stream);
+    }
+    return { closed: await session.table.closeOutput(processId, stream) };
   }
 }
