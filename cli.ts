@@ -19,7 +19,7 @@
 import { parseArgs } from "node:util";
 import { connect, harnessUrl } from "./lib/client/connect.ts";
 import type { Connection } from "./lib/client/connect.ts";
-import { RemoteCommand } from "./lib/client/remote_command.ts";
+import { MAX_COMMAND_TIMEOUT_MS, RemoteCommand } from "./lib/client/remote_command.ts";
 import { type RemoteProcess, signalExitCode } from "./lib/client/remote_process.ts";
 import { RpcError } from "./lib/errors.ts";
 import type { Executor } from "./lib/exec/executor.ts";
@@ -151,8 +151,9 @@ Runs the relay and the executor registry in one server. Executors register with
 POST /cloud/executor/{id}/register and get a short-lived signed URL; harnesses
 connect to /harness/{id}?role=harness. Both authenticate with the bearer token
 (OUTPOST_TOKEN or --token-file); a harness may instead use a short-lived signed
-URL from POST /cloud/executor/{id}/connect (asked for with the token). Set OUTPOST_SIGNING_KEY to keep signed URLs
-valid across restarts (a random key is used otherwise). Prints the URL it listens on.
+URL from POST /cloud/executor/{id}/connect (asked for with the token). Set
+OUTPOST_SIGNING_KEY (32+ characters) to keep signed URLs valid across restarts
+(a random key is used otherwise). Prints the URL it listens on.
 
 For the first 30 s after it starts (the detach window), a harness stream for an
 executor id with no executor socket waits for that executor instead of failing
@@ -162,11 +163,13 @@ up to 30 s instead of failing fast.
 
 Options:
   --listen URL        ws://HOST:PORT to listen on (default ws://127.0.0.1:0)
-  --url-ttl-ms N      Lifetime of a signed executor or harness URL, at least 1000 (default 60000)
+  --url-ttl-ms N      Lifetime of a signed executor or harness URL, from 1000 to
+                      86400000 (a day; default 60000)
   --public-url URL    Base of the signed URLs handed out, as clients reach this
                       server: wss://HOST[:PORT][/PATH] behind a TLS proxy (ws://
-                      or wss://, no query or fragment; a PATH is for a proxy
-                      that strips it; default ws:// and the request's Host header)
+                      or wss://, no query, fragment or credentials, not port 0;
+                      a PATH is for a proxy that strips it; default ws:// and
+                      the request's Host header)
   --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN; required)
   --log-format, --log-level, -h/--help as for every command
 
@@ -217,7 +220,7 @@ Options:
   --cwd DIR           Working directory on the executor (absolute)
   --env K=V           Set an environment variable for the program (repeatable)
   --tty               Run under a terminal (stdout carries the terminal)
-  --timeout-ms N      Have the executor kill the program after N ms
+  --timeout-ms N      Have the executor kill the program after N ms (exit 124)
   --confinement LEVEL Ask for none, deno (PROGRAM is a Deno module) or os;
                       else the executor's minimum applies
   --token-file FILE   Read the token from FILE (else OUTPOST_TOKEN)
@@ -595,9 +598,11 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
   });
   requireNoPositionals("rendezvous", positionals);
   const listen = parseListen("rendezvous", values.listen);
-  const urlTtlMs = positiveInteger("--url-ttl-ms", values["url-ttl-ms"]);
   const publicUrl = parsePublicUrl(values["public-url"]);
-  const { MIN_URL_TTL_MS, serveRendezvous } = await import("./lib/server/rendezvous_server.ts");
+  const { MAX_URL_TTL_MS, MIN_URL_TTL_MS, serveRendezvous } = await import(
+    "./lib/server/rendezvous_server.ts"
+  );
+  const urlTtlMs = positiveInteger("--url-ttl-ms", values["url-ttl-ms"], MAX_URL_TTL_MS);
   if (urlTtlMs !== undefined && urlTtlMs < MIN_URL_TTL_MS) {
     throw new UsageError(
       `Cannot use --url-ttl-ms ${urlTtlMs}: a signed URL must live at least ${MIN_URL_TTL_MS} ms, or it expires before the executor connects with it`,
@@ -609,9 +614,16 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
     name: "env",
     variable: "OUTPOST_SIGNING_KEY",
   });
-  const keyText = keyPermission.state === "granted"
-    ? Deno.env.get("OUTPOST_SIGNING_KEY")?.trim()
-    : undefined;
+  let keyText: string | undefined;
+  if (keyPermission.state === "granted") {
+    keyText = Deno.env.get("OUTPOST_SIGNING_KEY")?.trim();
+  } else {
+    // Whether it is set cannot be told: say so rather than drop it unseen.
+    context.log.warn(
+      "Cannot read OUTPOST_SIGNING_KEY: env access to it is not granted (--allow-env=OUTPOST_SIGNING_KEY, " +
+        "as the rendezvous permission set gives); signed URLs use a random key and end with this process",
+    );
+  }
   if (keyText) {
     if (keyText.length < 32) {
       throw new UsageError("Cannot use OUTPOST_SIGNING_KEY: it must be at least 32 characters");
@@ -772,11 +784,20 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
   return 0;
 }
 
-function positiveInteger(flag: string, value: string | undefined): number | undefined {
+/**
+ * An integer flag written in decimal digits only (`1e3`, `0x10` or `+5`
+ * would hide a typo), at least 1 and at most `max` when one is given.
+ */
+function positiveInteger(
+  flag: string,
+  value: string | undefined,
+  max?: number,
+): number | undefined {
   if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n <= 0) {
-    throw new UsageError(`Cannot use ${flag} ${value}: expected a positive integer`);
+  const n = /^[0-9]+$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n <= 0 || (max !== undefined && n > max)) {
+    const expected = max === undefined ? "a positive integer" : `an integer from 1 to ${max}`;
+    throw new UsageError(`Cannot use ${flag} ${value}: expected ${expected}`);
   }
   return n;
 }
@@ -926,6 +947,11 @@ function checkExecTarget(url: string, executorId: string | undefined, cwd: strin
     );
   }
   if (executorId !== undefined) {
+    if (parsed.searchParams.has("sig")) {
+      throw new UsageError(
+        "Cannot use --executor-id with a signed harness URL: the URL names its executor and needs no token; drop --executor-id",
+      );
+    }
     try {
       harnessUrl(parsed, executorId);
     } catch (error) {
@@ -963,15 +989,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
     throw new UsageError("Cannot run exec: no program given after --");
   }
   const env = parseEnv((values.env ?? []) as string[]);
-  let timeoutMs: number | undefined;
-  if (values["timeout-ms"] !== undefined) {
-    timeoutMs = Number(values["timeout-ms"]);
-    if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
-      throw new UsageError(
-        `Cannot use --timeout-ms ${values["timeout-ms"]}: expected a positive integer`,
-      );
-    }
-  }
+  const timeoutMs = positiveInteger("--timeout-ms", values["timeout-ms"], MAX_COMMAND_TIMEOUT_MS);
   const confinement = values.confinement;
   if (confinement !== undefined && !["none", "deno", "os"].includes(confinement)) {
     throw new UsageError(`Cannot use --confinement ${confinement}: expected none, deno or os`);

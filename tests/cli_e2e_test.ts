@@ -1092,6 +1092,30 @@ Deno.test("cli: rendezvous refuses a --url-ttl-ms under 1000 (exit 2); with 1000
   assert.doesNotMatch(executor.stderr, /retrying/);
 });
 
+Deno.test("cli: a rendezvous that may not read OUTPOST_SIGNING_KEY says so instead of using a random key unseen; under its permission set it reads it", async () => {
+  const key = "k".repeat(32);
+  // A narrower grant than the rendezvous set: the token only.
+  const narrow = (argv: string[]) =>
+    argv.flatMap((arg) =>
+      arg === "-P=rendezvous" ? ["--allow-env=OUTPOST_TOKEN", "--allow-net=127.0.0.1"] : [arg]
+    );
+  await using without = new Cli("rendezvous", ["rendezvous", "--listen", "ws://127.0.0.1:0"], {
+    env: { OUTPOST_TOKEN: TOKEN, OUTPOST_SIGNING_KEY: key },
+    via: narrow,
+  });
+  await without.firstLine();
+  await without.waitFor(
+    () => without.stderr.includes("Cannot read OUTPOST_SIGNING_KEY"),
+    10_000,
+    "the warning",
+  );
+  assert.match(without.stderr, /signed URLs use a random key and end with this process/);
+  assert.doesNotMatch(without.stderr, new RegExp(key));
+  const granted = await startRendezvous();
+  await using _g = granted.cli;
+  assert.doesNotMatch(granted.cli.stderr, /OUTPOST_SIGNING_KEY/);
+});
+
 Deno.test("cli: rendezvous --public-url hands out signed URLs on that base; a bad one is a usage error (exit 2)", async () => {
   const rendezvous = await startRendezvous(["--public-url", "wss://relay.example.com/outpost/"]);
   await using _r = rendezvous.cli;
@@ -1459,6 +1483,10 @@ Deno.test("cli: a registry host the permission set does not grant is fatal, not 
     executor.stderr,
     /Cannot register executor box-net at http:\/\/10\.255\.255\.1:8700: Requires net access to "10\.255\.255\.1:8700"/,
   );
+  assert.match(
+    executor.stderr,
+    /\(run deno with --allow-net=10\.255\.255\.1:8700: the executor permission set grants only 127\.0\.0\.1 and localhost\)/,
+  );
   assert.doesNotMatch(executor.stderr, /retrying/);
 });
 
@@ -1518,6 +1546,83 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   await using missing = new Cli("executor", ["executor", "--registry", "http://127.0.0.1:1"]);
   assert.equal((await missing.finished()).code, 2);
   assert.match(missing.stderr, /--executor-id ID is required/);
+
+  // A signed harness URL names its executor: --executor-id with it is a mistake, said so.
+  await using signed = new Cli("client", [
+    "exec",
+    "--url",
+    "ws://127.0.0.1:1/harness/b6?role=harness&exp=1&sig=00",
+    "--executor-id",
+    "b6",
+    "--",
+    "true",
+  ]);
+  assert.equal((await signed.finished()).code, 2);
+  assert.match(
+    signed.stderr,
+    /Cannot use --executor-id with a signed harness URL: .*drop --executor-id/,
+  );
+  await using noToken = new Cli("client", [
+    "exec",
+    "--url",
+    "ws://127.0.0.1:1",
+    "--executor-id",
+    "b6",
+    "--",
+    "true",
+  ]);
+  assert.equal((await noToken.finished()).code, 2);
+  assert.match(noToken.stderr, /Cannot find a token: set OUTPOST_TOKEN or pass --token-file FILE/);
+});
+
+Deno.test("cli: integer flags take decimal digits only, within their range: at each bound and one past it", async () => {
+  const cases: [string, string, string[], string, string][] = [
+    // [set, command, other args, flag, the range the refusal names]
+    [
+      "client",
+      "exec",
+      ["--url", "ws://127.0.0.1:1", "--", "true"],
+      "--timeout-ms",
+      "an integer from 1 to 2147483647",
+    ],
+    ["rendezvous", "rendezvous", [], "--url-ttl-ms", "an integer from 1 to 86400000"],
+    ["executor", "serve", [], "--max-sessions", "a positive integer"],
+  ];
+  for (const [set, command, rest, flag, range] of cases) {
+    const past = flag === "--timeout-ms"
+      ? "2147483648"
+      : flag === "--url-ttl-ms"
+      ? "86400001"
+      : "0";
+    for (const value of ["1e3", "0x10", "+5", " 5", "5.0", past]) {
+      await using bad = new Cli(set, [command, flag, value, ...rest], {
+        env: { OUTPOST_TOKEN: TOKEN },
+      });
+      assert.equal((await bad.finished()).code, 2, `${flag} ${value}: ${bad.stderr}`);
+      assert.ok(
+        bad.stderr.startsWith(`Cannot use ${flag} ${value}: expected ${range}`),
+        bad.stderr,
+      );
+    }
+  }
+  // At the bounds: a day of URL lifetime and the longest timer are taken.
+  const rendezvous = await startRendezvous(["--url-ttl-ms", "86400000"]);
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-day");
+  await waitConnected(executor);
+  await using longest = exec([
+    "--url",
+    rendezvous.url,
+    "--executor-id",
+    "box-day",
+    "--timeout-ms",
+    "2147483647",
+    "--",
+    "sh",
+    "-c",
+    "exit 3",
+  ], { env: { OUTPOST_TOKEN: TOKEN } });
+  assert.equal((await longest.finished()).code, 3, longest.stderr);
 });
 
 Deno.test("cli: serve and rendezvous on a port in use exit 1 naming the port", async () => {
@@ -1587,6 +1692,12 @@ Deno.test("logger redacts credentials in text and JSON lines", () => {
     });
     log.debug("hidden at info level");
   }
+  // A message's own colon after a URL stays (the value ends before it).
+  text.warn("Cannot connect to ws://h/?token=SECRETQUERY: refused; ws://h/?sig=SECRETSIG2.");
+  assert.equal(
+    lines.pop(),
+    "1970-01-01T00:00:00.000Z WARN  Cannot connect to ws://h/?token=[redacted]: refused; ws://h/?sig=[redacted].",
+  );
   assert.equal(lines.length, 2);
   for (const line of lines) assert.ok(!/SECRET/.test(line), line);
   assert.equal(

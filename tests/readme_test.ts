@@ -1,5 +1,6 @@
 /**
- * Keeps README.md true: its TypeScript example runs against this checkout,
+ * Keeps README.md true: its TypeScript example runs against this checkout
+ * (with its deno.json, and from elsewhere importing mod.ts by path),
  * and every `deno task` it tells people to run exists in deno.json; and
  * PROTOCOL.md's table of reset reasons lists exactly the ones outpost sends.
  */
@@ -10,18 +11,20 @@ import { SESSION_LIMIT_REASON } from "../lib/exec/session.ts";
 const root = new URL("../", import.meta.url);
 const readme = await Deno.readTextFile(new URL("README.md", root));
 
-Deno.test("README's TypeScript examples run against this checkout and print what they say", async () => {
+Deno.test("README's TypeScript examples run against this checkout and print what they say, with its deno.json and from another project that imports mod.ts by path", async () => {
   const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
   assert.ok(blocks.length > 0, "README.md has no ```ts example");
   const modUrl = new URL("mod.ts", root).href;
-  for (const block of blocks) {
+  const configs = [["--config", new URL("deno.json", root).pathname], ["--no-config"]];
+  for (const [block, config] of blocks.flatMap((b) => configs.map((c) => [b, c] as const))) {
     const expected = [...block.matchAll(/console\.log\(.*\); \/\/ (.*)$/gm)].map((m) => m[1]);
     const dir = await Deno.makeTempDir({ prefix: "outpost-readme-" });
     try {
       const file = `${dir}/example.ts`;
       await Deno.writeTextFile(file, block.replaceAll('"@outpost/exec"', JSON.stringify(modUrl)));
       const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", "--config", new URL("deno.json", root).pathname, file],
+        args: ["run", "-A", ...config, file],
+        cwd: dir,
         stdout: "piped",
         stderr: "piped",
         signal: AbortSignal.timeout(60_000),

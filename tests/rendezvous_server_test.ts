@@ -8,6 +8,7 @@ import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import { TcpWebSocket } from "../lib/relay/_tcp_websocket.ts";
 import {
+  MAX_URL_TTL_MS,
   MIN_URL_TTL_MS,
   type RendezvousEvent,
   type RendezvousOptions,
@@ -363,6 +364,24 @@ Deno.test("serveRendezvous refuses an executor URL replayed after it expired (40
     // Registering again gives a fresh URL.
     const again = await register(rz, "exec-1");
     const executor = await RelaySocket.connect(again.body.url as string);
+    await executor.close();
+  });
+});
+
+Deno.test("serveRendezvous takes a URL lifetime of a day, and refuses a millisecond more: a signed URL cannot be revoked", async () => {
+  assert.equal(MAX_URL_TTL_MS, 86_400_000);
+  await assert.rejects(
+    serveRendezvous({ token: TOKEN, urlTtlMs: MAX_URL_TTL_MS + 1 }),
+    (error: Error) =>
+      error instanceof RangeError &&
+      /urlTtlMs 86400001 is above 86400000 ms \(a day\)/.test(error.message),
+  );
+  await withRendezvous({ urlTtlMs: MAX_URL_TTL_MS }, async (rz) => {
+    const before = Date.now();
+    const answer = await register(rz, "exec-1");
+    const exp = Number(new URL(answer.body.url as string).searchParams.get("exp"));
+    assert.ok(exp >= before + MAX_URL_TTL_MS, "the URL lives the whole day");
+    const executor = await RelaySocket.connect(answer.body.url as string);
     await executor.close();
   });
 });

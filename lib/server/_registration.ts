@@ -227,6 +227,10 @@ export async function registerExecutor(
       /Requests to port \d+ are blocked/.test(message);
     const hint = blockedPort
       ? " (fetch never connects to that port: run the rendezvous on another)"
+      : error instanceof Deno.errors.NotCapable
+      ? ` (run deno with --allow-net=${
+        new URL(endpoint).host
+      }: the executor permission set grants only 127.0.0.1 and localhost)`
       : "";
     const retryable = !blockedPort && !(error instanceof Deno.errors.NotCapable);
     return new RegistrationError(`${what}: ${why}${hint}`, status, retryable, undefined, {

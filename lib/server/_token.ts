@@ -147,7 +147,7 @@ export async function readToken(options: ReadTokenOptions = {}): Promise<string 
   if (value === undefined || value === "") {
     if (options.required) {
       throw new TypeError(
-        `Cannot find a token: set ${envVar} or pass a token file` +
+        `Cannot find a token: set ${envVar} or pass --token-file FILE` +
           (permission.state === "granted" ? "" : ` (env access to ${envVar} is not granted)`),
       );
     }

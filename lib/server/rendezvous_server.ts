@@ -71,6 +71,12 @@ const DEFAULT_DETACH_WINDOW_MS = 30_000;
  * on every attempt and the executor never comes online.
  */
 export const MIN_URL_TTL_MS = 1_000;
+/**
+ * Longest signed-URL lifetime accepted (a day): a signed URL is a credential
+ * that cannot be revoked short of changing the signing key, so it must not
+ * outlive its use by years.
+ */
+export const MAX_URL_TTL_MS = 24 * 60 * 60 * 1000;
 
 /**
  * Something the rendezvous did: a router event, a registration, a refusal, or
@@ -151,7 +157,8 @@ export interface RendezvousOptions extends Omit<RelayRouterOptions, "onEvent" | 
   signingKey?: Uint8Array;
   /**
    * How long a signed executor or harness URL stays valid, in milliseconds;
-   * at least 1000, so the executor can connect with it after registering.
+   * at least 1000, so the executor can connect with it after registering, and
+   * at most a day ({@linkcode MAX_URL_TTL_MS}).
    * @default {60000}
    */
   urlTtlMs?: number;
@@ -376,7 +383,7 @@ async function drainBody(request: Request, limit: number, what: string): Promise
  * @returns The running server.
  * @throws {TypeError} When the token, listen URL or public URL is unusable.
  * @throws {RangeError} When a limit is not a positive number, `urlTtlMs` is below
- *   1000 ms or the signing key is too short.
+ *   1000 ms or above a day, or the signing key is too short.
  * @throws {Deno.errors.AddrInUse} When the port is taken.
  */
 export async function serveRendezvous(options: RendezvousOptions): Promise<RendezvousServer> {
@@ -388,6 +395,11 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
   if (urlTtlMs < MIN_URL_TTL_MS) {
     throw new RangeError(
       `Cannot serve rendezvous: urlTtlMs ${urlTtlMs} is below ${MIN_URL_TTL_MS} ms, too short for an executor to connect after registering`,
+    );
+  }
+  if (urlTtlMs > MAX_URL_TTL_MS) {
+    throw new RangeError(
+      `Cannot serve rendezvous: urlTtlMs ${urlTtlMs} is above ${MAX_URL_TTL_MS} ms (a day): a signed URL is a credential that cannot be revoked`,
     );
   }
   const idleTimeout = positiveOption("idleTimeoutSeconds", options.idleTimeoutSeconds, 30);
