@@ -1219,6 +1219,26 @@ Deno.test("RemoteFs calls, kill and resize take a signal and a timeout: an execu
   }
 });
 
+Deno.test('RemoteCommand stdout or stderr "null" is /dev/null on the executor: the program\'s writes succeed and nothing crosses the connection', async () => {
+  await using server = await serveLocal();
+  await using conn = await connect(server.url);
+  const noOut = await new RemoteCommand(conn, "sh", {
+    args: ["-c", "head -c 1000000 /dev/zero; readlink /proc/self/fd/3 3>&1 >&2"],
+    stdout: "null",
+  }).output();
+  assert.equal(noOut.code, 0);
+  assert.equal(decoder.decode(noOut.stderr), "/dev/null\n");
+  const noErr = await new RemoteCommand(conn, "sh", {
+    args: ["-c", "readlink /proc/self/fd/3 3>&2"],
+    stderr: "null",
+  }).output();
+  assert.equal(decoder.decode(noErr.stdout), "/dev/null\n");
+  // Under a terminal the output is one stream: still shown when stdout is piped.
+  const tty = await new RemoteCommand(conn, "echo", { args: ["shown"], tty: true, stderr: "null" })
+    .output();
+  assert.match(decoder.decode(tty.stdout), /shown/);
+});
+
 Deno.test("RemoteProcess: cancelling a piped output stream closes the program's pipe on the executor, as for a local child: a program flooding it ends (SIGPIPE) instead of streaming to no one", async () => {
   await using server = await serveLocal();
   await using conn = await connect(server.url);

@@ -69,6 +69,41 @@ Deno.test("ProcessTable separates stdout and stderr and reports the exit code", 
   assert.equal(last.timedOut, false);
 });
 
+Deno.test("ProcessTable sends output no one will read to /dev/null on the executor (pipeStdout, pipeStderr false): no pipe, no chunks, closed at the exit", async () => {
+  await using table = new ProcessTable();
+  // Each reports where its other stream goes, on the stream that is kept.
+  await table.start({
+    processId: "no-out",
+    argv: ["sh", "-c", "echo lost; readlink /proc/self/fd/3 3>&1 >&2; exit 3"],
+    pipeStdout: false,
+  });
+  await table.start({
+    processId: "no-err",
+    argv: ["sh", "-c", "echo lost >&2; readlink /proc/self/fd/3 3>&2"],
+    pipeStderr: false,
+  });
+  await table.start({
+    processId: "neither",
+    argv: ["sh", "-c", "echo lost; echo lost >&2; exit 4"],
+    pipeStdout: false,
+    pipeStderr: false,
+  });
+  const noOut = await collect(table, "no-out");
+  assert.deepEqual(noOut.text, { stderr: "/dev/null\n" });
+  assert.equal(noOut.last.exitCode, 3);
+  assert.equal((await collect(table, "no-err")).text.stdout, "/dev/null\n");
+  assert.equal((await collect(table, "no-err")).text.stderr, undefined);
+  const neither = await collect(table, "neither");
+  assert.equal(neither.chunks.length, 0);
+  assert.equal(neither.last.exitCode, 4);
+  // Numbered as ever: the exit is seq 1, the close seq 2.
+  assert.equal(neither.last.nextSeq, 3);
+  assert.equal(await table.closeOutput("neither", "stdout"), false);
+  // A terminal's output is one stream: kept whatever is asked.
+  await table.start({ processId: "t", argv: ["echo", "shown"], tty: true, pipeStdout: false });
+  assert.match((await collect(table, "t")).text.pty, /shown/);
+});
+
 Deno.test("ProcessTable numbers output, exit and closed with one counter from 1", async () => {
   const events: ProcessEvent[] = [];
   await using table = new ProcessTable({ onEvent: (e) => void events.push(e) });

@@ -164,6 +164,8 @@ function methodSpecs(dir: string): MethodSpec[] {
         env: "env",
         tty: "optBool",
         pipeStdin: "optBool",
+        pipeStdout: "optBool",
+        pipeStderr: "optBool",
         arg0: "nullableString",
         timeoutMs: "optUint",
         confinement: "confinement",

@@ -32,9 +32,13 @@ export interface RemoteCommandOptions {
    * @default {"null"}
    */
   stdin?: "piped" | "null";
-  /** `"piped"` gives a readable `stdout`; `"null"` discards it. @default {"piped"} */
+  /**
+   * `"piped"` gives a readable `stdout`; `"null"` sends it to `/dev/null` on
+   * the executor (`pipeStdout: false`; under `tty`, where the terminal's
+   * output is one stream, it is discarded here instead). @default {"piped"}
+   */
   stdout?: "piped" | "null";
-  /** `"piped"` gives a readable `stderr`; `"null"` discards it. @default {"piped"} */
+  /** As `stdout`, for stderr (`pipeStderr: false`). @default {"piped"} */
   stderr?: "piped" | "null";
   /** Run under a terminal; stdout then carries everything the terminal shows. @default {false} */
   tty?: boolean;
@@ -124,6 +128,12 @@ export class RemoteCommand {
       pipeStdin: stdin === "piped",
       inheritEnv: options.inheritEnv ?? true,
     };
+    // Output no one reads goes to /dev/null on the executor, as a local
+    // child's would (a terminal's output is one stream, and always kept).
+    if (!options.tty) {
+      if (options.stdout === "null") params.pipeStdout = false;
+      if (options.stderr === "null") params.pipeStderr = false;
+    }
     if (options.cwd !== undefined) params.cwd = options.cwd;
     if (options.timeoutMs !== undefined) params.timeoutMs = options.timeoutMs;
     if (options.confinement !== undefined) params.confinement = options.confinement;

@@ -172,6 +172,14 @@ export interface StartProcessOptions {
   tty?: boolean;
   /** Keep stdin open for writes (always true with a tty). @default {false} */
   pipeStdin?: boolean;
+  /**
+   * Keep stdout for the harness; false sends it to `/dev/null` on the
+   * executor, as `Deno.Command`'s `stdout: "null"` does (no pipe, nothing
+   * sent). Ignored under a tty. @default {true}
+   */
+  pipeStdout?: boolean;
+  /** As {@linkcode StartProcessOptions.pipeStdout}, for stderr. @default {true} */
+  pipeStderr?: boolean;
   /** argv[0] as the program sees it (needs the `bash` helper: `exec -a`). */
   arg0?: string | null;
   /** Kill the process tree after this many milliseconds; the exit is reported as timed out. */
@@ -726,7 +734,11 @@ export class ProcessTable implements AsyncDisposable {
       };
       let plan = await this.#plan(argv, planOptions);
       const setsid = await detectSessionHelper();
-      const stdin = tty || options.pipeStdin === true;
+      const stdio = {
+        stdin: tty || options.pipeStdin === true,
+        stdout: tty || options.pipeStdout !== false,
+        stderr: tty || options.pipeStderr !== false,
+      };
       for (let attempt = 1;; attempt++) {
         if (this.#closing) throw new Error(`${what}: the process table is closed`);
         try {
@@ -734,7 +746,7 @@ export class ProcessTable implements AsyncDisposable {
           if (setsid !== null) await checkProgramFile(plan.program);
           // close() may have begun during the await: it terminates only spawned processes.
           if (this.#closing) break;
-          this.#spawn(record, plan, setsid, stdin, timeoutMs);
+          this.#spawn(record, plan, setsid, stdio, timeoutMs);
           break;
         } catch (error) {
           if (error instanceof Deno.errors.NotCapable) throw error;
@@ -1379,7 +1391,7 @@ export class ProcessTable implements AsyncDisposable {
     record: ProcessRecord,
     plan: { program: string; args: string[]; env: Record<string, string>; cwd?: string },
     setsid: string | null,
-    stdin: boolean,
+    stdio: { stdin: boolean; stdout: boolean; stderr: boolean },
     timeoutMs: number | undefined,
   ): void {
     // Either way the child leads a new session and process group (see the module doc).
@@ -1388,20 +1400,23 @@ export class ProcessTable implements AsyncDisposable {
       cwd: plan.cwd,
       clearEnv: true,
       env: plan.env,
-      stdin: stdin ? "piped" : "null",
-      stdout: "piped",
-      stderr: "piped",
+      stdin: stdio.stdin ? "piped" : "null",
+      stdout: stdio.stdout ? "piped" : "null",
+      stderr: stdio.stderr ? "piped" : "null",
       detached: setsid === null,
     }).spawn();
     record.child = child;
     record.pid = child.pid;
     record.state = "running";
-    record.writer = stdin ? child.stdin.getWriter() : null;
+    record.writer = stdio.stdin ? child.stdin.getWriter() : null;
+    record.openStreams = Number(stdio.stdout) + Number(stdio.stderr);
     record.resolveSpawned();
     if (!record.tty) record.resolvePtyReady();
     const parser = record.tty ? new PtyMarkerParser() : undefined;
-    this.#pump(record, "stdout", child.stdout, record.tty ? "pty" : "stdout", parser);
-    this.#pump(record, "stderr", child.stderr, record.tty ? "pty" : "stderr");
+    if (stdio.stdout) {
+      this.#pump(record, "stdout", child.stdout, record.tty ? "pty" : "stdout", parser);
+    }
+    if (stdio.stderr) this.#pump(record, "stderr", child.stderr, record.tty ? "pty" : "stderr");
     if (timeoutMs !== undefined) {
       this.#timer(record, timeoutMs, () => {
         // A terminate asked for earlier is not a timeout.

@@ -679,6 +679,9 @@ class SessionConnection implements SessionAttachment {
     const env = stringRecord(params, "env");
     const tty = optionalBoolean(params, "tty", false);
     const pipeStdin = optionalBoolean(params, "pipeStdin", false);
+    // outpost's extension: output the harness will not read stays on the executor.
+    const pipeStdout = optionalBoolean(params, "pipeStdout", true);
+    const pipeStderr = optionalBoolean(params, "pipeStderr", true);
     const arg0 = optionalString(params, "arg0");
     if (arg0 !== undefined) wellFormed("arg0", arg0);
     const timeoutMs = optionalInteger(params, "timeoutMs", { min: 1, max: MAX_TIMER_MS });
@@ -714,6 +717,8 @@ class SessionConnection implements SessionAttachment {
         argv,
         tty,
         pipeStdin,
+        pipeStdout,
+        pipeStderr,
         inheritEnv,
         ...(envPolicy !== undefined ? { envPolicy } : {}),
         ...(cwd !== undefined ? { cwd } : {}),
