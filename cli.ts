@@ -602,12 +602,13 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
   const { MAX_URL_TTL_MS, MIN_URL_TTL_MS, serveRendezvous } = await import(
     "./lib/server/rendezvous_server.ts"
   );
-  const urlTtlMs = positiveInteger("--url-ttl-ms", values["url-ttl-ms"], MAX_URL_TTL_MS);
-  if (urlTtlMs !== undefined && urlTtlMs < MIN_URL_TTL_MS) {
-    throw new UsageError(
-      `Cannot use --url-ttl-ms ${urlTtlMs}: a signed URL must live at least ${MIN_URL_TTL_MS} ms, or it expires before the executor connects with it`,
-    );
-  }
+  // At least a second, or the URL expires before the executor connects with it.
+  const urlTtlMs = positiveInteger(
+    "--url-ttl-ms",
+    values["url-ttl-ms"],
+    MAX_URL_TTL_MS,
+    MIN_URL_TTL_MS,
+  );
   const token = (await loadToken(context, true))!;
   let signingKey: Uint8Array | undefined;
   const keyPermission = await Deno.permissions.query({
@@ -786,17 +787,18 @@ async function runExecutorCommand(args: string[], context: Context): Promise<num
 
 /**
  * An integer flag written in decimal digits only (`1e3`, `0x10` or `+5`
- * would hide a typo), at least 1 and at most `max` when one is given.
+ * would hide a typo), from `min` (1 unless given) to `max` when one is given.
  */
 function positiveInteger(
   flag: string,
   value: string | undefined,
   max?: number,
+  min = 1,
 ): number | undefined {
   if (value === undefined) return undefined;
   const n = /^[0-9]+$/.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n <= 0 || (max !== undefined && n > max)) {
-    const expected = max === undefined ? "a positive integer" : `an integer from 1 to ${max}`;
+  if (!Number.isSafeInteger(n) || n < min || (max !== undefined && n > max)) {
+    const expected = max === undefined ? "a positive integer" : `an integer from ${min} to ${max}`;
     throw new UsageError(`Cannot use ${flag} ${value}: expected ${expected}`);
   }
   return n;

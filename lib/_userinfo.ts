@@ -1,11 +1,32 @@
 /**
- * Keeps a URL's user and password out of messages, for strings that may not
+ * Keeps credentials out of messages: a URL's user and password, and its
+ * query (a signed URL's `sig`, a `token`). Also for strings that may not
  * even parse as a URL (`ws://alice:pa/ss@host` does not, nor `ws:/a:b@host`),
  * where no rule can tell reliably which part is a password: such a string is
  * not shown at all when it holds an `@`.
  *
  * @module
  */
+
+/**
+ * A URL as error messages show it: scheme, host and path, without its query
+ * (which may hold a `sig` or `token`) or credentials.
+ *
+ * @param url The URL.
+ * @returns The printable part, or `<invalid url>`.
+ * @example
+ * ```ts ignore
+ * printableUrl("ws://h:1/harness/b?role=harness&sig=ab"); // "ws://h:1/harness/b"
+ * ```
+ */
+export function printableUrl(url: string | URL): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
+  } catch {
+    return "<invalid url>";
+  }
+}
 
 /**
  * `raw` as it may appear in a message.

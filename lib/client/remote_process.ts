@@ -396,7 +396,9 @@ export class RemoteProcess implements AsyncDisposable {
    * The process's stdout (with `tty`, everything the terminal shows).
    * Cancelling it closes the program's stdout pipe on the executor, as for a
    * local child: its next write there fails (SIGPIPE); under `tty` the
-   * terminal is hung up (SIGHUP). Output still arriving is discarded.
+   * terminal is hung up (SIGHUP). Output still arriving is discarded. Read
+   * or cancel it: left unread, once its queue holds 4 MiB it holds the
+   * connection's output for every process (nothing is lost meanwhile).
    *
    * @throws {TypeError} When stdout is not `"piped"`.
    */
@@ -408,6 +410,7 @@ export class RemoteProcess implements AsyncDisposable {
   /**
    * The process's stderr. Cancelling it closes the program's stderr pipe on
    * the executor (as stdout's cancel does; under `tty` stderr carries nothing).
+   * Read or cancel it, as stdout.
    *
    * @throws {TypeError} When stderr is not `"piped"`.
    */

@@ -999,12 +999,15 @@ export class ProcessTable implements AsyncDisposable {
   async closeOutput(processId: string, pipe: "stdout" | "stderr"): Promise<boolean> {
     const record = await this.#started(processId);
     if (!record || record.state === "closed" || (record.tty && pipe === "stderr")) return false;
+    // A terminal's session leader is known from the wrapper's marker, its
+    // first output on this very pipe: read it before the pipe closes, or the
+    // hang-up below would have no one to reach.
+    if (record.tty) await record.ptyReady;
     const pump = record.pumps.find((each) => each.pipe === pipe);
     if (pump === undefined || pump.ended) return false;
     pump.ended = true;
     this.#track(pump.reader.cancel().catch(() => {}));
     if (record.tty && record.state === "running") {
-      await record.ptyReady;
       const leader = record.pty?.pid;
       if (leader !== undefined) {
         const ps = await this.#psHelper();

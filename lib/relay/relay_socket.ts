@@ -23,6 +23,7 @@
 import { ProtocolError, RelayClosedError } from "../errors.ts";
 import { DrainPoller } from "./_backpressure.ts";
 import { checkTimerMs } from "../_limits.ts";
+import { printableUrl } from "../_userinfo.ts";
 import type { BudgetHolder, ByteBudget } from "../_byte_budget.ts";
 import {
   decodeFrame,
@@ -188,16 +189,6 @@ interface WaitingReader {
 }
 
 type Role = "client" | "server";
-
-/** The URL without query or credentials, safe to put in error messages. */
-function printableUrl(url: string | URL): string {
-  try {
-    const parsed = new URL(url);
-    return `${parsed.protocol}//${parsed.host}${parsed.pathname}`;
-  } catch {
-    return "<invalid url>";
-  }
-}
 
 /** Cuts a close reason to the 123 bytes WebSocket allows, on a character boundary. */
 function clampCloseReason(reason: string): string {

@@ -47,12 +47,7 @@ export interface Logger {
 
 const LEVEL_RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 const SECRET_KEY = /token|authori[sz]ation|secret|password|passwd|signing.?key|credential|cookie/i;
-/**
- * A credential query value, up to the next `&`, quote or space; a `:` or
- * other punctuation right before a space or the end is the message's own
- * (`Cannot connect to URL: why`), not the value's, and is kept.
- */
-const SECRET_QUERY = /([?&](?:sig|token|access_token)=)[^&\s"']*?(?=[:,.;)]?(?:[&\s"']|$))/gi;
+const SECRET_QUERY = /([?&](?:sig|token|access_token)=)[^&\s"']*/gi;
 const BEARER = /(bearer\s+)[^\s"']+/gi;
 /** The user and password part of a URL (`http://user:pw@host`). */
 const USERINFO = /(\b[a-z][a-z0-9+.-]*:\/\/)[^/\s@"']*@/gi;
