@@ -384,6 +384,32 @@ Deno.test("ProcessTable closeOutput closes the program's pipe: its next write th
   assert.equal(await table.closeOutput("nope", "stdout"), false);
 });
 
+Deno.test("ProcessTable timeoutMs still reaches a child the program left behind once the program has closed (output not piped, or redirected): killed when the timeout comes due, not before", async () => {
+  await using table = new ProcessTable({ killGraceMs: 300 });
+  const cases = [
+    { pipeStdout: false, pipeStderr: false, redirect: "" },
+    { pipeStdout: true, pipeStderr: true, redirect: " >/dev/null 2>&1" },
+  ];
+  for (const [i, { redirect, ...pipes }] of cases.entries()) {
+    const token = uniqueSleep();
+    const started = performance.now();
+    await table.start({
+      processId: `left-${i}`,
+      argv: ["sh", "-c", `sleep ${token}${redirect} & exit 0`],
+      timeoutMs: 1_500,
+      ...pipes,
+    });
+    const { last } = await collect(table, `left-${i}`);
+    assert.equal(last.exitCode, 0);
+    assert.equal(last.timedOut, false);
+    await waitForPids(`sleep ${token}`, 1);
+    // Closed, and the timeout not yet due: the child is left alone.
+    if (performance.now() - started < 1_000) assert.equal(livePidsWith(`sleep ${token}`).length, 1);
+    await assertNoneLeft(`sleep ${token}`);
+    assert.ok(performance.now() - started >= 1_500, "killed before the timeout");
+  }
+});
+
 Deno.test("ProcessTable terminate kills the whole process tree", async () => {
   const token = uniqueSleep();
   await using table = new ProcessTable();

@@ -518,6 +518,8 @@ interface ProcessRecord {
   terminating: boolean;
   /** When (`performance.now()`) a terminate's KILL is due; null once sent or when none is. */
   killDueAt: number | null;
+  /** When (`performance.now()`) its `timeoutMs` comes due; null once it has or when none was set. */
+  timeoutDueAt: number | null;
   timers: Set<ReturnType<typeof setTimeout>>;
   done: Promise<void>;
   resolveDone: () => void;
@@ -595,6 +597,21 @@ export class ProcessTable implements AsyncDisposable {
    * left in them, as it does for the processes it still holds.
    */
   #forgotten: { groups: readonly number[]; session: number | null; exitedAt: number }[] = [];
+  /**
+   * Programs that closed before their `timeoutMs` came due (a child left
+   * running with its output redirected, or not piped at all, holds nothing
+   * open): what they left is killed when it does, as the timeout promised.
+   * Their groups only, not the records; at most
+   * {@linkcode MAX_FORGOTTEN_GROUPS} (past it the earliest go, and what they
+   * left waits for the table's close). One timer, for the earliest.
+   */
+  #timeoutKills?: {
+    groups: readonly number[];
+    session: number | null;
+    exitedAt: number;
+    dueAt: number;
+  }[];
+  #timeoutKillTimer?: ReturnType<typeof setTimeout>;
 
   /**
    * Creates an empty table.
@@ -1200,6 +1217,9 @@ export class ProcessTable implements AsyncDisposable {
       this.#killLeftovers(record);
     }
     this.#leftoverKills?.clear();
+    // Their records are retained or forgotten: the kills above and below reach them.
+    clearTimeout(this.#timeoutKillTimer);
+    this.#timeoutKills = undefined;
     this.#track(this.#killForgottenLeftovers().catch(() => {}));
     for (const record of this.#closedInOrder) this.#uncountClosedOutput(record);
     this.#records.clear();
@@ -1421,7 +1441,9 @@ export class ProcessTable implements AsyncDisposable {
     }
     if (stdio.stderr) this.#pump(record, "stderr", child.stderr, record.tty ? "pty" : "stderr");
     if (timeoutMs !== undefined) {
+      record.timeoutDueAt = performance.now() + timeoutMs;
       this.#timer(record, timeoutMs, () => {
+        record.timeoutDueAt = null;
         // A terminate asked for earlier is not a timeout.
         if (record.state === "running" && !record.terminating) record.timedOut = true;
         this.#terminate(record);
@@ -1600,6 +1622,7 @@ export class ProcessTable implements AsyncDisposable {
         (this.#leftoverKills ??= new Map()).set(timer, record);
       }
     }
+    if (record.timeoutDueAt !== null && !this.#closing) this.#killAtTimeout(record);
     this.#deliver(record, this.#closedEvent(record, record.closedSeq));
     record.resolveDone();
     if (!this.#closing) {
@@ -1895,6 +1918,45 @@ export class ProcessTable implements AsyncDisposable {
     );
   }
 
+  /** Keeps a closed program's groups for its timeout (see `#timeoutKills`). */
+  #killAtTimeout(record: ProcessRecord): void {
+    const { groups, session } = this.#endedProgram(record);
+    if (groups.length === 0) return;
+    const pending = this.#timeoutKills ??= [];
+    const exitedAt = record.exitedAt ?? performance.now();
+    pending.push({ groups, session, exitedAt, dueAt: record.timeoutDueAt! });
+    record.timeoutDueAt = null;
+    if (pending.length > MAX_FORGOTTEN_GROUPS) pending.shift();
+    this.#armTimeoutKills();
+  }
+
+  #armTimeoutKills(): void {
+    clearTimeout(this.#timeoutKillTimer);
+    this.#timeoutKillTimer = undefined;
+    const pending = this.#timeoutKills ?? [];
+    if (pending.length === 0) return;
+    const next = pending.reduce((earliest, each) => Math.min(earliest, each.dueAt), Infinity);
+    const wait = Math.min(Math.max(0, next - performance.now()), MAX_TIMER_MS);
+    this.#timeoutKillTimer = setTimeout(() => this.#killDueTimeouts(), wait);
+  }
+
+  /** Kills what the programs whose timeouts are due left: one listing, one kill run. */
+  #killDueTimeouts(): void {
+    this.#timeoutKillTimer = undefined;
+    const now = performance.now();
+    const pending = this.#timeoutKills ?? [];
+    const due = pending.filter((each) => each.dueAt <= now);
+    this.#timeoutKills = pending.filter((each) => each.dueAt > now);
+    this.#armTimeoutKills();
+    if (due.length === 0) return;
+    const programs = due.map(({ groups, session, exitedAt }) => ({
+      groups,
+      session,
+      exitedAgoMs: now - exitedAt,
+    }));
+    this.#track(this.#signalLeftovers(programs, "SIGKILL").catch(() => {}));
+  }
+
   /** Forgets the processes that closed first (not started first) until there is room. */
   #evictClosed(): void {
     if (this.#records.size < this.#maxProcesses * 2) return;
@@ -1997,6 +2059,7 @@ export class ProcessTable implements AsyncDisposable {
       failure: null,
       terminating: false,
       killDueAt: null,
+      timeoutDueAt: null,
       timers: new Set(),
       done,
       resolveDone,
