@@ -410,6 +410,41 @@ Deno.test("ProcessTable timeoutMs still reaches a child the program left behind 
   }
 });
 
+Deno.test("ProcessTable keeps the timeouts of maxTimeoutKills closed programs for what they left, not one more: past it the earliest is dropped, and what it left waits for the close", async () => {
+  assert.throws(
+    () => new ProcessTable({ maxTimeoutKills: 0 }),
+    /maxTimeoutKills 0 is not a positive integer/,
+  );
+  for (const [others, killedAtTimeout] of [[1, true], [2, false]] as const) {
+    const token = uniqueSleep();
+    const table = new ProcessTable({ maxTimeoutKills: 2 });
+    try {
+      const started = performance.now();
+      await table.start({
+        processId: "first",
+        argv: ["sh", "-c", `sleep ${token} >/dev/null 2>&1 & exit 0`],
+        timeoutMs: 1_000,
+      });
+      await collect(table, "first");
+      await waitForPids(`sleep ${token}`, 1);
+      // Quick ones that close long before their own timeouts: each keeps one.
+      for (let i = 0; i < others; i++) {
+        await table.start({ processId: `q${i}`, argv: ["true"], timeoutMs: 600_000 });
+        await collect(table, `q${i}`);
+      }
+      const killed = await until(() => livePidsWith(`sleep ${token}`).length === 0, 3_000)
+        .then(() => true, () => false);
+      assert.equal(killed, killedAtTimeout, `${others} others`);
+      if (killed) assert.ok(performance.now() - started >= 1_000, "killed before its timeout");
+      await withDeadline(table.close(), 10_000, "close");
+      await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "killed by the close");
+    } finally {
+      killPids(livePidsWith(`sleep ${token}`));
+      await table.close();
+    }
+  }
+});
+
 Deno.test("ProcessTable terminate kills the whole process tree", async () => {
   const token = uniqueSleep();
   await using table = new ProcessTable();

@@ -445,6 +445,13 @@ export interface ProcessTableOptions {
   killGraceMs?: number;
   /** How long a closed process stays readable. @default {30000} */
   exitedRetentionMs?: number;
+  /**
+   * Programs that closed before their `timeoutMs` came due whose groups are
+   * kept to kill what they left when it does; past it the earliest are
+   * dropped (what they left waits for the table's close).
+   * @default {1024}
+   */
+  maxTimeoutKills?: number;
   /** Directories bound writable for `os` confinement (only those that exist and the executor may write; others are dropped silently). @default {[]} */
   writeRoots?: readonly string[];
   /** Give `os`-confined processes the network. @default {false} */
@@ -571,6 +578,7 @@ export class ProcessTable implements AsyncDisposable {
    */
   #leftoverKills?: Map<ReturnType<typeof setTimeout>, ProcessRecord>;
   readonly #exitedRetentionMs: number;
+  readonly #maxTimeoutKills: number;
   readonly #writeRoots: readonly string[];
   readonly #allowNetwork: boolean;
   readonly #minConfinement: Confinement;
@@ -601,9 +609,9 @@ export class ProcessTable implements AsyncDisposable {
    * Programs that closed before their `timeoutMs` came due (a child left
    * running with its output redirected, or not piped at all, holds nothing
    * open): what they left is killed when it does, as the timeout promised.
-   * Their groups only, not the records; at most
-   * {@linkcode MAX_FORGOTTEN_GROUPS} (past it the earliest go, and what they
-   * left waits for the table's close). One timer, for the earliest.
+   * Their groups only, not the records; at most `maxTimeoutKills` (past it
+   * the earliest go, and what they left waits for the table's close). One
+   * timer, for the earliest due.
    */
   #timeoutKills?: {
     groups: readonly number[];
@@ -637,6 +645,10 @@ export class ProcessTable implements AsyncDisposable {
     this.#exitedRetentionMs = positive(
       "exitedRetentionMs",
       options.exitedRetentionMs ?? DEFAULT_EXITED_RETENTION_MS,
+    );
+    this.#maxTimeoutKills = positive(
+      "maxTimeoutKills",
+      options.maxTimeoutKills ?? MAX_FORGOTTEN_GROUPS,
     );
     this.#maxArgvBytes = positive("maxArgvBytes", options.maxArgvBytes ?? DEFAULT_MAX_ARGV_BYTES);
     this.#maxEnvBytes = positive("maxEnvBytes", options.maxEnvBytes ?? DEFAULT_MAX_ENV_BYTES);
@@ -1926,7 +1938,7 @@ export class ProcessTable implements AsyncDisposable {
     const exitedAt = record.exitedAt ?? performance.now();
     pending.push({ groups, session, exitedAt, dueAt: record.timeoutDueAt! });
     record.timeoutDueAt = null;
-    if (pending.length > MAX_FORGOTTEN_GROUPS) pending.shift();
+    if (pending.length > this.#maxTimeoutKills) pending.shift();
     this.#armTimeoutKills();
   }
 
