@@ -60,6 +60,7 @@ export {
   DEFAULT_LOW_WATER_MARK,
   DEFAULT_MAX_QUEUED_BYTES,
   DEFAULT_MAX_QUEUED_FRAMES,
+  QUEUED_FRAME_OVERHEAD_BYTES,
   RelaySocket,
 } from "./lib/relay/relay_socket.ts";
 export type {
@@ -142,6 +143,7 @@ export type { Capabilities, DenoPermissions } from "./lib/exec/confinement.ts";
 export type { EnvPolicy } from "./lib/exec/child_env.ts";
 export {
   MAX_QUEUED_STDIN_BYTES,
+  MAX_QUEUED_STDIN_WRITES,
   ProcessLimiter,
   ProcessTable,
   QueuedStdinLimit,
@@ -159,24 +161,25 @@ export type {
   StartProcessOptions,
 } from "./lib/exec/process_table.ts";
 export type { OutputStream } from "./lib/exec/output_buffer.ts";
-export { DEFAULT_INHERITED_ENV } from "./lib/exec/child_env.ts";
+export { CORE_ENV, DEFAULT_INHERITED_ENV } from "./lib/exec/child_env.ts";
 
 // Servers (lib/server)
 export { serveLocal } from "./lib/server/local_server.ts";
 export type { LocalServer, ServeLocalOptions } from "./lib/server/local_server.ts";
-export { serveRendezvous } from "./lib/server/rendezvous_server.ts";
+export { MAX_URL_TTL_MS, MIN_URL_TTL_MS, serveRendezvous } from "./lib/server/rendezvous_server.ts";
 export type {
   RendezvousEvent,
   RendezvousOptions,
   RendezvousServer,
 } from "./lib/server/rendezvous_server.ts";
+export { CLOSE_OVER_BUDGET, ROUTER_FRAME_OVERHEAD_BYTES } from "./lib/mux/relay_router.ts";
 export type {
   RelayRouterOptions,
   RelayRouterStats,
   RouterEvent,
   RouterRole,
 } from "./lib/mux/relay_router.ts";
-export { RegistrationError, runExecutor } from "./lib/server/executor_loop.ts";
+export { RegistrationError, RESUME_RETRY_MS, runExecutor } from "./lib/server/executor_loop.ts";
 export type {
   RemoteExecutorEvent,
   RemoteExecutorHandle,

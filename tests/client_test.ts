@@ -346,7 +346,7 @@ Deno.test("RemoteProcess stdin write fails clearly when the executor reports std
   const wrote = writer.write(encoder.encode("x")).catch((error) => error);
   await assert.rejects(
     withDeadline(writer.closed, 2000, "stdin errored"),
-    /Cannot write to process .*: stdinClosed/,
+    /Cannot write to process .*: its stdin is closed \(the program exited or closed it\): stdinClosed/,
   );
   await wrote;
   await assert.rejects(writer.write(encoder.encode("y")), /stdinClosed/);
@@ -699,6 +699,7 @@ Deno.test("RemoteCommand checks each option's type and range", () => {
   bad({ env: { "": "x" } }, TypeError, /env name "" is empty/);
   bad({ env: { A: "x\0y" } }, TypeError, /env value of A holds NUL/);
   bad({ cwd: 7 }, TypeError, /cwd must be a string/);
+  bad({ cwd: "work/dir" }, TypeError, /cwd "work\/dir" must be an absolute path/);
   bad({ signal: { aborted: false } }, TypeError, /signal must be an AbortSignal/);
   bad({ tty: "yes" }, TypeError, /tty must be a boolean/);
   bad({ inheritEnv: 0 }, TypeError, /inheritEnv must be a boolean/);
@@ -1135,6 +1136,13 @@ Deno.test("Connection.fs reads, writes, lists and removes files on the executor"
       conn.fs.writeFile(`${dir}/big`, new Uint8Array(12 * 1024 * 1024)),
       (e: Error) =>
         e instanceof RangeError && /do not fit one fs\/writeFile message/.test(e.message),
+    );
+    // Text given where bytes go is refused clearly (a JavaScript caller's mistake).
+    await assert.rejects(
+      conn.fs.writeFile(`${dir}/text`, "hi" as unknown as Uint8Array),
+      (e: Error) =>
+        e instanceof TypeError &&
+        /must be a Uint8Array \(text: use writeTextFile\)/.test(e.message),
     );
     // Another RangeError keeps its own reason.
     await assert.rejects(

@@ -333,6 +333,10 @@ Deno.test("Executor refuses options every request would fail under, at and one p
       [{ maxFileBytes: 0 }, /maxFileBytes 0 is not an integer of at least 1/],
       [{ inheritEnv: ["PATH", "A=B"] }, /inheritEnv names a variable "A=B"/],
       [{ inheritEnv: [""] }, /inheritEnv names a variable ""/],
+      // A string would be taken a character at a time ("PATH" as P, A, T, H; "/srv" as /, s, r, v).
+      [{ inheritEnv: "PATH" }, /inheritEnv must be an array of strings/],
+      [{ writeRoots: "/tmp" }, /writeRoots must be an array of strings/],
+      [{ writeRoots: ["/tmp", 1] }, /writeRoots must be an array of strings/],
       // Past 2^31 - 1 ms a timer fires at once: a detached session would be
       // killed at once, a long poll would answer at once.
       [{ sessionTtlMs: 2 ** 31 }, /sessionTtlMs 2147483648 is not a number from 0 to 2147483647/],

@@ -10,6 +10,7 @@ import {
   type ProcessEvent,
   ProcessLimiter,
   ProcessTable,
+  type ProcessTableOptions,
   QueuedStdinLimit,
   type ReadResult,
   TIMEOUT_EXIT_CODE,
@@ -35,6 +36,7 @@ import {
 } from "./_process_helpers.ts";
 import { until } from "./_support/deadline.ts";
 import { ByteBudget } from "../lib/_byte_budget.ts";
+import { SandboxPolicy } from "../lib/exec/sandbox_policy.ts";
 
 const encoder = new TextEncoder();
 
@@ -408,6 +410,20 @@ Deno.test("ProcessTable timeoutMs still reaches a child the program left behind 
     await assertNoneLeft(`sleep ${token}`);
     assert.ok(performance.now() - started >= 1_500, "killed before the timeout");
   }
+});
+
+Deno.test('ProcessTable and SandboxPolicy refuse a list option given as a string, which would be read a character at a time ("/srv" as the write roots /, s, r, v)', () => {
+  // List options given as a string are refused, not read a character at a time.
+  for (const name of ["writeRoots", "inheritEnv"]) {
+    assert.throws(
+      () => new ProcessTable({ [name]: "/srv" } as unknown as ProcessTableOptions),
+      new RegExp(`${name} must be an array of strings`),
+    );
+  }
+  assert.throws(
+    () => new SandboxPolicy({ writeRoots: "/srv" } as unknown as { writeRoots: string[] }),
+    /writeRoots must be an array of strings/,
+  );
 });
 
 Deno.test("ProcessTable keeps the timeouts of maxTimeoutKills closed programs for what they left, not one more: past it the earliest is dropped, and what it left waits for the close", async () => {

@@ -266,6 +266,8 @@ export class Connection implements AsyncDisposable, ProcessTransport {
    * ends with {@linkcode Connection.closeReason} (e.g. a reset reason such as
    * `stream_in_use`) and its `cause` chain holds the transport's error (a
    * `StreamResetError` when the relay reset the session's stream).
+   * @throws {DOMException} `TimeoutError` when `options.timeoutMs` passes;
+   *   the signal's reason (`AbortError`) when `options.signal` aborts.
    */
   request<T = unknown>(
     method: string,
@@ -808,6 +810,9 @@ async function openRendezvous(
  * finite number (`timeoutMs` also at most 2147483647).
  * @throws {RelayClosedError} When the socket cannot be opened or is refused.
  * @throws {RpcError} When the executor refuses `initialize`.
+ * @throws {DOMException} `TimeoutError` when `timeoutMs` passes first (no
+ *   answer to `initialize`, a silent server); the signal's reason
+ *   (`AbortError`) when `signal` aborts.
  * @example
  * ```ts
  * import { connect, runExecutor, serveRendezvous } from "@outpost/exec";

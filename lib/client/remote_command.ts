@@ -57,7 +57,12 @@ export interface RemoteCommandOptions {
    * limit when absent.
    */
   timeoutMs?: number;
-  /** Confinement the executor must apply (`"none"`, `"deno"` or `"os"`). Executor default when absent. */
+  /**
+   * Confinement the executor must apply (`"none"`, `"deno"` or `"os"`).
+   * Absent, the executor's minimum applies (`"os"` confines the program
+   * then); under a `"deno"` minimum a program that does not ask for `"deno"`
+   * is refused, since only a Deno module can run so.
+   */
   confinement?: "none" | "deno" | "os";
   /**
    * Start from the executor operator's allowlist of harmless variables (PATH,
@@ -191,6 +196,8 @@ function checkedOptions(options: RemoteCommandOptions): RemoteCommandOptions {
   }
   if (cwd !== undefined) {
     if (typeof cwd !== "string") fail("cwd must be a string");
+    // The executor would refuse it too, but only once the command is run.
+    if (!cwd.startsWith("/")) fail(`cwd ${JSON.stringify(cwd)} must be an absolute path`);
     copy.cwd = cwd;
   }
   if (env !== undefined) {

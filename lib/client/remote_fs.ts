@@ -12,7 +12,11 @@ import { DEFAULT_MAX_MESSAGE_BYTES, type RequestOptions } from "../rpc/json_rpc_
  * What every {@linkcode RemoteFs} call takes besides its own options: a
  * signal that abandons the call, and a timeout. Without them a call waits as
  * long as the connection lives (through a rendezvous, a frozen executor is
- * noticed only after the idle check and the detach window).
+ * noticed only after the idle check and the detach window). Besides the
+ * errors each call lists, every call rejects with a `DOMException`
+ * `TimeoutError` when the timeout passes, with the signal's reason
+ * (`AbortError`) when it aborts, and with `RelayClosedError` when the
+ * connection closes first.
  */
 export type FsCallOptions = RequestOptions;
 
@@ -139,8 +143,16 @@ export class RemoteFs {
    * @returns When written.
    * @throws {RpcError} When the executor refuses.
    * @throws {RangeError} When the data does not fit one message.
+   * @throws {TypeError} When `data` is not a `Uint8Array` (text goes through `writeTextFile`).
    */
   async writeFile(path: string, data: Uint8Array, options?: FsCallOptions): Promise<void> {
+    if (!(data instanceof Uint8Array)) {
+      throw new TypeError(
+        `Cannot write ${
+          JSON.stringify(path)
+        }: the data must be a Uint8Array (text: use writeTextFile)`,
+      );
+    }
     const dataBase64 = encodeBase64(data);
     // Checked here, not left to the peer's limit, so that only this case gets this advice.
     const envelope = encoder.encode(JSON.stringify({
@@ -267,7 +279,7 @@ export class RemoteFs {
   /**
    * Resolves a path to its canonical absolute form.
    *
-   * @param path Path on the executor.
+   * @param path Absolute path on the executor.
    * @param options A signal and a timeout for the call.
    * @returns The canonical path.
    * @throws {RpcError} When the executor refuses or the path is missing.

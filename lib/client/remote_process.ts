@@ -27,10 +27,12 @@ export interface RemoteProcessStatus {
    * `timeoutMs` reports 124 instead, with the signal that ended it:
    * `"SIGTERM"`, or `"SIGKILL"` when it outlived the executor's kill grace
    * (2 s by default), so that status can come up to `timeoutMs` + 2 s after
-   * the start.
+   * the start. Under `tty` the status is the terminal helper's (`script`
+   * reports its program's end as an exit code): 128 + n and `signal` null
+   * for a signal, and 124 with `signal` null for a timeout.
    */
   code: number;
-  /** The signal that ended the process, or null. */
+  /** The signal that ended the process, or null (always null under `tty`). */
   signal: Deno.Signal | null;
 }
 
@@ -76,6 +78,20 @@ export interface KillOptions extends RequestOptions {
    * reads everything. @default {false}
    */
   keepOutput?: boolean;
+}
+
+/** Why a `process/write` was not accepted, from its status (kept in the text for matching). */
+function writeRefusal(status: string | undefined): string {
+  switch (status) {
+    case "stdinClosed":
+      return "its stdin is closed (the program exited or closed it): stdinClosed";
+    case "unknownProcess":
+      return "the executor does not know it (it ended and was forgotten): unknownProcess";
+    case "starting":
+      return "it is still starting: starting";
+    default:
+      return status ?? "no status";
+  }
 }
 
 /** The request's own options out of a call's options. */
@@ -472,7 +488,12 @@ export class RemoteProcess implements AsyncDisposable {
    * @param options A signal that abandons waiting for the answer, a timeout,
    *   and `keepOutput`.
    * @returns When the executor has delivered it.
-   * @throws {RpcError} When the executor refuses.
+   * @throws {RpcError} When the executor refuses; among Deno's signals it
+   *   takes SIGINT, SIGTERM, SIGKILL, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
+   *   SIGCONT, SIGSTOP, SIGTSTP and SIGWINCH (-32602 for the others).
+   * @throws {RelayClosedError} When the connection closes first.
+   * @throws {DOMException} `TimeoutError` when `options.timeoutMs` passes;
+   *   the signal's reason (`AbortError`) when `options.signal` aborts.
    */
   async kill(signal: Deno.Signal = "SIGTERM", options?: KillOptions): Promise<void> {
     options?.signal?.throwIfAborted();
@@ -508,6 +529,8 @@ export class RemoteProcess implements AsyncDisposable {
    * @returns When the executor has applied the size.
    * @throws {RangeError} When a size is out of range.
    * @throws {RpcError} When the executor refuses (no terminal, or no resize helper).
+   * @throws {RelayClosedError} When the connection closes first.
+   * @throws {DOMException} `TimeoutError` or `AbortError`, as for `kill`.
    */
   async resize(cols: number, rows: number, options?: RequestOptions): Promise<void> {
     checkTerminalSide("cols", cols);
@@ -551,7 +574,7 @@ export class RemoteProcess implements AsyncDisposable {
       this.#sendStdin(piece, false).then((result) => {
         if (result?.status !== "accepted") {
           this.#failStdin(
-            new TypeError(`Cannot write to process ${this.id}: ${result?.status ?? "no status"}`),
+            new TypeError(`Cannot write to process ${this.id}: ${writeRefusal(result?.status)}`),
           );
         }
       }, (error) => this.#failStdin(error)).finally(() => {
@@ -571,7 +594,7 @@ export class RemoteProcess implements AsyncDisposable {
     const result = await this.#sendStdin(new Uint8Array(0), true);
     // Already closed (the program exited, say) is what close asked for.
     if (result?.status !== "accepted" && result?.status !== "stdinClosed") {
-      throw new TypeError(`Cannot write to process ${this.id}: ${result?.status ?? "no status"}`);
+      throw new TypeError(`Cannot write to process ${this.id}: ${writeRefusal(result?.status)}`);
     }
   }
 

@@ -61,7 +61,7 @@ export interface DenoPermissions {
   ffi?: boolean | string[];
 }
 
-/** What this executor can offer, as found by {@linkcode detectCapabilities}. */
+/** What this executor can offer, as found once per executor process (`environment/info` reports it). */
 export interface Capabilities {
   /** Levels that work here, `none` always included. */
   confinements: Confinement[];

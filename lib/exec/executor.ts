@@ -29,6 +29,7 @@ import {
   DEFAULT_SESSION_TTL_MS,
   SessionRegistry,
 } from "./session_registry.ts";
+import { stringListOption } from "./_options.ts";
 
 /**
  * The most fs calls in flight on one executor, all connections together.
@@ -148,7 +149,8 @@ function checkOptions(options: ExecutorOptions): void {
       checkTimerMs("Cannot create executor", name, value, min);
     }
   }
-  for (const name of options.inheritEnv ?? []) {
+  stringListOption("executor", "writeRoots", options.writeRoots);
+  for (const name of stringListOption("executor", "inheritEnv", options.inheritEnv) ?? []) {
     if (typeof name !== "string" || !isEnvName(name)) {
       throw new TypeError(
         `Cannot create executor: inheritEnv names a variable ${JSON.stringify(name)} the system ` +

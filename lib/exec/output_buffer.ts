@@ -44,7 +44,7 @@ export interface OutputSlice {
   readonly complete: boolean;
 }
 
-/** Options for {@linkcode OutputBuffer}. */
+/** Options for `OutputBuffer`. */
 export interface OutputBufferOptions {
   /**
    * Retained output cap in bytes; also the unread cap that pauses the producer.

@@ -76,6 +76,7 @@ import {
 import { abortable } from "../_abortable.ts";
 import type { BudgetHolder, ByteBudget } from "../_byte_budget.ts";
 import { checkTimerMs, counted, MAX_TIMER_MS } from "../_limits.ts";
+import { stringListOption } from "./_options.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
 
@@ -315,7 +316,7 @@ export interface ProcessInfo {
  *
  * @example
  * ```ts
- * import { ProcessLimiter } from "./process_table.ts";
+ * import { ProcessLimiter } from "@outpost/exec";
  * const limiter = new ProcessLimiter(1);
  * console.log(limiter.tryAcquire(), limiter.tryAcquire()); // true false
  * limiter.release();
@@ -427,7 +428,7 @@ export interface ProcessTableOptions {
   /**
    * Bounds the output that closed processes keep, shared across tables (the
    * executor-wide bound): a closed process counts what its retained output
-   * keeps alive when it closes ({@linkcode OutputBuffer.footprintBytes}; a
+   * keeps alive when it closes (`OutputBuffer.footprintBytes`; a
    * later eviction is not subtracted) until it is forgotten, and past the
    * limit the processes that closed first (in any table) are forgotten.
    * Without it only each table's own bounds apply.
@@ -553,7 +554,7 @@ interface Pump {
  *
  * @example Run a command and read its output
  * ```ts
- * import { ProcessTable } from "./process_table.ts";
+ * import { ProcessTable } from "@outpost/exec";
  * await using table = new ProcessTable({});
  * await table.start({ processId: "p1", argv: ["sh", "-c", "echo hi"] });
  * const result = await table.read("p1", { waitMs: 1000 });
@@ -658,7 +659,9 @@ export class ProcessTable implements AsyncDisposable {
       positive("maxWaitMs", options.maxWaitMs ?? DEFAULT_MAX_WAIT_MS),
       1,
     );
-    this.#writeRoots = [...(options.writeRoots ?? [])];
+    this.#writeRoots = [
+      ...(stringListOption("process table", "writeRoots", options.writeRoots) ?? []),
+    ];
     this.#allowNetwork = options.allowNetwork ?? false;
     const min = options.minConfinement ?? "none";
     if (!CONFINEMENTS.includes(min)) {
@@ -667,7 +670,10 @@ export class ProcessTable implements AsyncDisposable {
       );
     }
     this.#minConfinement = min;
-    this.#inheritEnv = [...(options.inheritEnv ?? DEFAULT_INHERITED_ENV)];
+    this.#inheritEnv = [
+      ...(stringListOption("process table", "inheritEnv", options.inheritEnv) ??
+        DEFAULT_INHERITED_ENV),
+    ];
     if (options.cwd !== undefined && !options.cwd.startsWith("/")) {
       throw new TypeError(
         `Cannot create process table: cwd ${JSON.stringify(options.cwd)} is not absolute`,

@@ -12,6 +12,7 @@
 
 import { SandboxDeniedError } from "../errors.ts";
 import { isInside } from "./_paths.ts";
+import { stringListOption } from "./_options.ts";
 
 /** The kind of file access checked. */
 export type AccessKind = "read" | "write";
@@ -223,8 +224,9 @@ export class SandboxPolicy {
    */
   constructor(options: SandboxPolicyOptions = {}) {
     this.#query = options.query ?? defaultQuery;
-    if (options.writeRoots) {
-      this.#writeRoots = options.writeRoots.map((root) => {
+    const writeRoots = stringListOption("sandbox policy", "writeRoots", options.writeRoots);
+    if (writeRoots) {
+      this.#writeRoots = writeRoots.map((root) => {
         if (!root.startsWith("/")) {
           throw new TypeError(`Cannot use write root "${root}": it must be an absolute path`);
         }

@@ -116,7 +116,7 @@ export type RouterEvent =
   | { type: "peer_dropped"; executorId: string; role: RouterRole; reason: string }
   | { type: "frames_dropped"; executorId: string; reason: string };
 
-/** Limits and timing of a {@linkcode RelayRouter}; every field is optional. */
+/** Limits and timing of the rendezvous' router (`RelayRouter`); every field is optional. */
 export interface RelayRouterOptions {
   /**
    * How long a departed socket's streams stay parked, waiting for it to
@@ -193,7 +193,7 @@ export interface RelayRouterOptions {
   /**
    * Bytes all queues together may hold: every socket's outbound queue, the
    * frames held for offline executors, and, for sockets given
-   * {@linkcode RelayRouter.queueBudget} (the rendezvous does), their
+   * `RelayRouter.queueBudget` (the rendezvous does), their
    * received frames not yet routed. The per-socket and per-id bounds above
    * would otherwise add up over every socket and id. Past it the socket (or
    * offline queue) holding the most is dropped (closed

@@ -88,7 +88,7 @@ export function binaryProcessId(processId: string): Uint8Array | null {
  * @returns The message.
  * @example
  * ```ts
- * import { binaryProcessId, decodeBinaryOutput, encodeBinaryOutput } from "./binary_messages.ts";
+ * import { binaryProcessId, decodeBinaryOutput, encodeBinaryOutput } from "@outpost/exec";
  * const message = encodeBinaryOutput(binaryProcessId("p1")!, 7, "stdout", new Uint8Array([104, 105]));
  * console.log(decodeBinaryOutput(message).seq); // 7
  * ```
@@ -146,7 +146,7 @@ export interface BinaryWrite {
  * @returns The message.
  * @example
  * ```ts
- * import { binaryProcessId, decodeBinaryWrite, encodeBinaryWrite } from "./binary_messages.ts";
+ * import { binaryProcessId, decodeBinaryWrite, encodeBinaryWrite } from "@outpost/exec";
  * const message = encodeBinaryWrite(binaryProcessId("p1")!, 3, false, new Uint8Array([104, 105]));
  * console.log(decodeBinaryWrite(message).requestId); // 3
  * ```

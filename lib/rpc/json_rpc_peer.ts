@@ -38,7 +38,7 @@ export const DEFAULT_MAX_PENDING_REQUESTS: number = 1024;
  *
  * @example
  * ```ts
- * import { JsonResult } from "./json_rpc_peer.ts";
+ * import { JsonResult } from "@outpost/exec";
  * const result = new JsonResult(`{"dataBase64":"aGk="}`, { ascii: true });
  * console.log(JSON.parse(result.json).dataBase64); // aGk=
  * ```

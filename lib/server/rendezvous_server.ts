@@ -12,7 +12,7 @@
  * - `GET /harness/{id}?role=harness` with `Authorization: Bearer <token>`, or
  *   with the `exp` and `sig` of such a URL, upgrades a harness socket.
  *
- * Frames are routed by {@linkcode RelayRouter}. Every refusal happens before
+ * Frames are routed by the mux layer's `RelayRouter`. Every refusal happens before
  * the upgrade, as JSON `{"error": {"code", "message"}}`.
  *
  * Running out of file descriptors does not stop it. Deno.serve (2.9) ends its
