@@ -15,8 +15,9 @@
  * @param url The URL.
  * @returns The printable part, or `<invalid url>`.
  * @example
- * ```ts ignore
- * printableUrl("ws://h:1/harness/b?role=harness&sig=ab"); // "ws://h:1/harness/b"
+ * ```ts
+ * import { printableUrl } from "./_userinfo.ts";
+ * console.log(printableUrl("ws://h:1/harness/b?role=harness&sig=ab")); // "ws://h:1/harness/b"
  * ```
  */
 export function printableUrl(url: string | URL): string {
