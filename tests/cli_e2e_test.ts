@@ -1516,20 +1516,29 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   assert.equal((await noDashes.finished()).code, 2);
   assert.match(noDashes.stderr, /put the program after "--"/);
 
-  await using tokenFile = new Cli("client", [
-    "exec",
-    "--url",
-    "ws://127.0.0.1:1",
-    "--token-file",
-    "/tmp/outpost-no-such-token",
-    "--",
-    "true",
-  ]);
-  assert.equal((await tokenFile.finished()).code, 2);
-  assert.match(
-    tokenFile.stderr,
-    /Cannot read token file \/tmp\/outpost-no-such-token: read access is not granted; add --allow-read=/,
-  );
+  // exec usage errors, each exit 2 with its message.
+  for (
+    const [args, message] of [
+      // A token file the client set may not read.
+      [
+        ["--url", "ws://127.0.0.1:1", "--token-file", "/tmp/outpost-no-such-token"],
+        /Cannot read token file \/tmp\/outpost-no-such-token: read access is not granted; add --allow-read=/,
+      ],
+      // A signed harness URL names its executor: --executor-id with it is a mistake, said so.
+      [
+        ["--url", "ws://127.0.0.1:1/harness/b6?role=harness&exp=1&sig=00", "--executor-id", "b6"],
+        /Cannot use --executor-id with a signed harness URL: .*drop --executor-id/,
+      ],
+      [
+        ["--url", "ws://127.0.0.1:1", "--executor-id", "b6"],
+        /Cannot find a token: set OUTPOST_TOKEN or pass --token-file FILE/,
+      ],
+    ] as const
+  ) {
+    await using run = new Cli("client", ["exec", ...args, "--", "true"]);
+    assert.equal((await run.finished()).code, 2, run.stderr);
+    assert.match(run.stderr, message);
+  }
 
   // A token file the set may read (serve: read all) that is missing, or a directory.
   for (
@@ -1546,33 +1555,6 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   await using missing = new Cli("executor", ["executor", "--registry", "http://127.0.0.1:1"]);
   assert.equal((await missing.finished()).code, 2);
   assert.match(missing.stderr, /--executor-id ID is required/);
-
-  // A signed harness URL names its executor: --executor-id with it is a mistake, said so.
-  await using signed = new Cli("client", [
-    "exec",
-    "--url",
-    "ws://127.0.0.1:1/harness/b6?role=harness&exp=1&sig=00",
-    "--executor-id",
-    "b6",
-    "--",
-    "true",
-  ]);
-  assert.equal((await signed.finished()).code, 2);
-  assert.match(
-    signed.stderr,
-    /Cannot use --executor-id with a signed harness URL: .*drop --executor-id/,
-  );
-  await using noToken = new Cli("client", [
-    "exec",
-    "--url",
-    "ws://127.0.0.1:1",
-    "--executor-id",
-    "b6",
-    "--",
-    "true",
-  ]);
-  assert.equal((await noToken.finished()).code, 2);
-  assert.match(noToken.stderr, /Cannot find a token: set OUTPOST_TOKEN or pass --token-file FILE/);
 });
 
 Deno.test("cli: integer flags take decimal digits only, within their range: at each bound and one past it", async () => {
