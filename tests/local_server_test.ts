@@ -284,6 +284,15 @@ Deno.test("serveLocal refuses a non-loopback address unless allowRemote and a to
     serveLocal({ listen: "ws://0.0.0.0:0", token: "local-token-0123456789abcdef" }),
     /not a loopback address/,
   );
+  // A flag given as the string "false" is refused, not taken as set.
+  await assert.rejects(
+    serveLocal({
+      listen: "ws://0.0.0.0:0",
+      allowRemote: "false" as unknown as boolean,
+      token: "local-token-0123456789abcdef",
+    }),
+    /allowRemote must be a boolean/,
+  );
   await assert.rejects(serveLocal({ listen: "wss://127.0.0.1:0" }), /only ws:/);
   await assert.rejects(serveLocal({ listen: "ws://127.0.0.1:0/path" }), /without a path/);
   await using executor = new Executor({ sessionTtlMs: 0 });
@@ -337,6 +346,10 @@ Deno.test("Executor refuses options every request would fail under, at and one p
       [{ inheritEnv: "PATH" }, /inheritEnv must be an array of strings/],
       [{ writeRoots: "/tmp" }, /writeRoots must be an array of strings/],
       [{ writeRoots: ["/tmp", 1] }, /writeRoots must be an array of strings/],
+      // deno-lint-ignore no-sparse-arrays -- a hole is what is checked
+      [{ writeRoots: [, "/tmp"] }, /writeRoots must be an array of strings/],
+      // "false" would count as set: the network for `os` programs.
+      [{ allowNetwork: "false" }, /allowNetwork must be a boolean/],
       // Past 2^31 - 1 ms a timer fires at once: a detached session would be
       // killed at once, a long poll would answer at once.
       [{ sessionTtlMs: 2 ** 31 }, /sessionTtlMs 2147483648 is not a number from 0 to 2147483647/],

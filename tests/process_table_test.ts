@@ -424,9 +424,13 @@ Deno.test('ProcessTable and SandboxPolicy refuse a list option given as a string
     () => new SandboxPolicy({ writeRoots: "/srv" } as unknown as { writeRoots: string[] }),
     /writeRoots must be an array of strings/,
   );
+  assert.throws(
+    () => new ProcessTable({ allowNetwork: "false" } as unknown as ProcessTableOptions),
+    /allowNetwork must be a boolean/,
+  );
 });
 
-Deno.test("ProcessTable keeps the timeouts of maxTimeoutKills closed programs for what they left, not one more: past it the earliest is dropped, and what it left waits for the close", async () => {
+Deno.test("ProcessTable keeps the timeouts of maxTimeoutKills closed programs for what they left, not one more: past it the one due last is dropped, and what it left waits for the close", async () => {
   assert.throws(
     () => new ProcessTable({ maxTimeoutKills: 0 }),
     /maxTimeoutKills 0 is not a positive integer/,
@@ -439,25 +443,44 @@ Deno.test("ProcessTable keeps the timeouts of maxTimeoutKills closed programs fo
       await table.start({
         processId: "first",
         argv: ["sh", "-c", `sleep ${token} >/dev/null 2>&1 & exit 0`],
-        timeoutMs: 1_000,
+        timeoutMs: 1_500,
       });
       await collect(table, "first");
       await waitForPids(`sleep ${token}`, 1);
-      // Quick ones that close long before their own timeouts: each keeps one.
+      // Quick ones due before "first" (each closes long before its own timeout).
       for (let i = 0; i < others; i++) {
-        await table.start({ processId: `q${i}`, argv: ["true"], timeoutMs: 600_000 });
+        await table.start({ processId: `q${i}`, argv: ["true"], timeoutMs: 200 });
         await collect(table, `q${i}`);
       }
-      const killed = await until(() => livePidsWith(`sleep ${token}`).length === 0, 3_000)
+      const killed = await until(() => livePidsWith(`sleep ${token}`).length === 0, 4_000)
         .then(() => true, () => false);
       assert.equal(killed, killedAtTimeout, `${others} others`);
-      if (killed) assert.ok(performance.now() - started >= 1_000, "killed before its timeout");
+      if (killed) assert.ok(performance.now() - started >= 1_500, "killed before its timeout");
       await withDeadline(table.close(), 10_000, "close");
       await until(() => livePidsWith(`sleep ${token}`).length === 0, 5_000, "killed by the close");
     } finally {
       killPids(livePidsWith(`sleep ${token}`));
       await table.close();
     }
+  }
+});
+
+Deno.test("ProcessTable timeoutMs due soon after a closed program's exit kills its groups whole: a worker forked after the exit is killed too, with no `ps` proof needed", async () => {
+  const token = uniqueSleep();
+  await using table = new ProcessTable();
+  try {
+    // The worker starts two seconds after the program exits (past the second
+    // `leftoverPids` allows), its parent gone by then.
+    await table.start({
+      processId: "late",
+      argv: ["sh", "-c", `(sleep 2; sleep ${token} >/dev/null 2>&1 &) >/dev/null 2>&1 & exit 0`],
+      timeoutMs: 4_000,
+    });
+    await collect(table, "late");
+    await waitForPids(`sleep ${token}`, 1);
+    await assertNoneLeft(`sleep ${token}`, 6_000);
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
   }
 });
 

@@ -528,6 +528,11 @@ Deno.test("serveRendezvous signs with a given key so URLs survive a restart", as
     serveRendezvous({ token: TOKEN, signingKey: new Uint8Array(15) }),
     RangeError,
   );
+  // A string of 32+ digits would pass the length check and key the HMAC with their values.
+  await assert.rejects(
+    serveRendezvous({ token: TOKEN, signingKey: "0".repeat(64) as unknown as Uint8Array }),
+    /signing key: it must be a Uint8Array/,
+  );
 });
 
 Deno.test("serveRendezvous checks its options", async () => {

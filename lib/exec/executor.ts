@@ -29,7 +29,7 @@ import {
   DEFAULT_SESSION_TTL_MS,
   SessionRegistry,
 } from "./session_registry.ts";
-import { stringListOption } from "./_options.ts";
+import { booleanOption, stringListOption } from "./_options.ts";
 
 /**
  * The most fs calls in flight on one executor, all connections together.
@@ -150,6 +150,7 @@ function checkOptions(options: ExecutorOptions): void {
     }
   }
   stringListOption("executor", "writeRoots", options.writeRoots);
+  booleanOption("executor", "allowNetwork", options.allowNetwork);
   for (const name of stringListOption("executor", "inheritEnv", options.inheritEnv) ?? []) {
     if (typeof name !== "string" || !isEnvName(name)) {
       throw new TypeError(

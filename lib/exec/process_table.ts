@@ -76,7 +76,7 @@ import {
 import { abortable } from "../_abortable.ts";
 import type { BudgetHolder, ByteBudget } from "../_byte_budget.ts";
 import { checkTimerMs, counted, MAX_TIMER_MS } from "../_limits.ts";
-import { stringListOption } from "./_options.ts";
+import { booleanOption, stringListOption } from "./_options.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
 
@@ -448,8 +448,8 @@ export interface ProcessTableOptions {
   exitedRetentionMs?: number;
   /**
    * Programs that closed before their `timeoutMs` came due whose groups are
-   * kept to kill what they left when it does; past it the earliest are
-   * dropped (what they left waits for the table's close).
+   * kept to kill what they left when it does; past it the one due last is
+   * dropped (what it left waits for the table's close).
    * @default {1024}
    */
   maxTimeoutKills?: number;
@@ -611,8 +611,8 @@ export class ProcessTable implements AsyncDisposable {
    * running with its output redirected, or not piped at all, holds nothing
    * open): what they left is killed when it does, as the timeout promised.
    * Their groups only, not the records; at most `maxTimeoutKills` (past it
-   * the earliest go, and what they left waits for the table's close). One
-   * timer, for the earliest due.
+   * the one due last goes, and what it left waits for the table's close).
+   * One timer, for the earliest due.
    */
   #timeoutKills?: {
     groups: readonly number[];
@@ -662,7 +662,8 @@ export class ProcessTable implements AsyncDisposable {
     this.#writeRoots = [
       ...(stringListOption("process table", "writeRoots", options.writeRoots) ?? []),
     ];
-    this.#allowNetwork = options.allowNetwork ?? false;
+    this.#allowNetwork = booleanOption("process table", "allowNetwork", options.allowNetwork) ??
+      false;
     const min = options.minConfinement ?? "none";
     if (!CONFINEMENTS.includes(min)) {
       throw new TypeError(
@@ -1219,26 +1220,39 @@ export class ProcessTable implements AsyncDisposable {
     // a connected harness. Output is no longer kept for reading (nor waited
     // for: a harness that does not read cannot hold the close up).
     const records = [...this.#records.values()];
+    // What closed processes left, retained or forgotten: killed in one go
+    // (one `kill` run, one `ps` listing), not one run per process.
+    const ended: ProcessRecord[] = [];
     for (const record of records) {
       record.buffer.discard();
       if (record.state === "running" || record.state === "exited") this.#terminate(record);
-      else if (record.state === "closed") this.#killLeftovers(record);
+      else if (record.state === "closed") ended.push(record);
     }
+    for (const [timer, record] of this.#leftoverKills ?? []) {
+      clearTimeout(timer);
+      if (!ended.includes(record)) ended.push(record);
+    }
+    this.#leftoverKills?.clear();
+    // Their records are among these: the timeouts' kills come now.
+    clearTimeout(this.#timeoutKillTimer);
+    this.#timeoutKills = undefined;
+    const now = performance.now();
+    const programs = [
+      ...ended.map((record) => this.#endedProgram(record)),
+      ...this.#forgotten.map(({ groups, session, exitedAt }) => ({
+        groups,
+        session,
+        exitedAgoMs: now - exitedAt,
+      })),
+    ].filter((program) => program.groups.length > 0);
+    this.#forgotten = [];
+    if (programs.length > 0) this.#track(this.#killLeftoversOf(programs).catch(() => {}));
     // A start in progress sees #closing before it would spawn and settles `done` by failing.
     await Promise.all(records.map((record) => record.done));
     for (const record of records) {
       for (const timer of record.timers) clearTimeout(timer);
       record.timers.clear();
     }
-    for (const [timer, record] of this.#leftoverKills ?? []) {
-      clearTimeout(timer);
-      this.#killLeftovers(record);
-    }
-    this.#leftoverKills?.clear();
-    // Their records are retained or forgotten: the kills above and below reach them.
-    clearTimeout(this.#timeoutKillTimer);
-    this.#timeoutKills = undefined;
-    this.#track(this.#killForgottenLeftovers().catch(() => {}));
     for (const record of this.#closedInOrder) this.#uncountClosedOutput(record);
     this.#records.clear();
     this.#closedInOrder.clear();
@@ -1737,44 +1751,49 @@ export class ProcessTable implements AsyncDisposable {
    * Kills what is left in a closed process's group (and terminal session):
    * background children that outlived it with the output redirected
    * (`sh -c 'daemon >/dev/null &'`).
-   * While the record is retained (forgotten ones wait for the table's close:
-   * see `#killForgottenLeftovers`). Within {@linkcode GROUP_REUSE_SAFE_MS} of
-   * the leader's exit the groups are killed whole; later, only what
-   * {@linkcode leftoverPids} proves the program's. An empty group gets nothing
-   * (the helper's kill fails quietly).
+   * While the record is retained (forgotten ones wait for the table's close,
+   * which kills them all in one go), as `#killLeftoversOf` does. An empty
+   * group gets nothing (the helper's kill fails quietly).
    */
   #killLeftovers(record: ProcessRecord): void {
     const program = this.#endedProgram(record);
     if (program.groups.length === 0) return;
-    const recent = program.exitedAgoMs < GROUP_REUSE_SAFE_MS;
-    this.#track(
-      (recent
-        ? this.#killRecentLeftovers(record, program.groups)
-        : this.#signalLeftovers([program], "SIGKILL"))
-        .catch(() => {}),
-    );
+    this.#track(this.#killLeftoversOf([program]).catch(() => {}));
   }
 
   /**
-   * KILLs a program's groups (and terminal session) whole, soon after its
-   * leader exited: their numbers cannot name a newcomer's yet, so members
-   * that started after the exit (a worker a leftover forked later) are its
-   * own too, and no `ps` is needed.
+   * KILLs what ended programs left: within {@linkcode GROUP_REUSE_SAFE_MS}
+   * of a leader's exit its groups (and terminal session) whole, since their
+   * numbers cannot name a newcomer's yet, so members that started after the
+   * exit (a worker a leftover forked later) are its own too and no `ps` is
+   * needed; later, only what {@linkcode leftoverPids} proves theirs (one
+   * listing for all).
    */
-  async #killRecentLeftovers(record: ProcessRecord, groups: readonly number[]): Promise<void> {
-    const helper = await this.#helper();
-    if (helper === null) return;
+  async #killLeftoversOf(programs: readonly EndedProgramGroups[]): Promise<void> {
+    const recent = programs.filter((each) => each.exitedAgoMs < GROUP_REUSE_SAFE_MS);
+    const older = programs.filter((each) => each.exitedAgoMs >= GROUP_REUSE_SAFE_MS);
+    const helper = recent.length > 0 ? await this.#helper() : null;
     await Promise.all([
-      killProcessGroups(helper, groups, "SIGKILL"),
-      this.#killSession(record, helper, "SIGKILL"),
+      helper === null
+        ? undefined
+        : killProcessGroups(helper, recent.flatMap((each) => each.groups), "SIGKILL"),
+      ...recent.map((each) =>
+        helper === null ? undefined : this.#killSession(each.session, helper, "SIGKILL")
+      ),
+      older.length > 0 ? this.#signalLeftovers(older, "SIGKILL") : undefined,
     ]);
+  }
+
+  /** A terminal's session (its leader's pid, from the marker), or null. */
+  #session(record: ProcessRecord): number | null {
+    return record.tty ? record.pty?.pid ?? null : null;
   }
 
   /** What {@linkcode leftoverPids} needs to know of a closed record. */
   #endedProgram(record: ProcessRecord): EndedProgramGroups {
     return {
       groups: this.#groups(record),
-      session: record.tty ? record.pty?.pid ?? null : null,
+      session: this.#session(record),
       exitedAgoMs: performance.now() - (record.exitedAt ?? performance.now()),
     };
   }
@@ -1830,7 +1849,7 @@ export class ProcessTable implements AsyncDisposable {
     }
     await Promise.all([
       this.#signalGroups(record, this.#groups(record), signal),
-      helper === null ? undefined : this.#killSession(record, helper, signal),
+      helper === null ? undefined : this.#killSession(this.#session(record), helper, signal),
     ]);
   }
 
@@ -1842,10 +1861,10 @@ export class ProcessTable implements AsyncDisposable {
    * helper, and without `--allow-all` to read `/proc`, only the groups are
    * signalled.
    */
-  async #killSession(record: ProcessRecord, helper: string, signal: Deno.Signal): Promise<void> {
-    if (!record.tty || record.pty === null) return;
+  async #killSession(session: number | null, helper: string, signal: Deno.Signal): Promise<void> {
+    if (session === null) return;
     const ps = await this.#psHelper();
-    const pids = await sessionPids(ps, record.pty.pid).catch(() => null);
+    const pids = await sessionPids(ps, session).catch(() => null);
     if (pids !== null && pids.length > 0) await killProcesses(helper, pids, signal);
   }
 
@@ -1920,31 +1939,26 @@ export class ProcessTable implements AsyncDisposable {
     if (this.#forgotten.length > MAX_FORGOTTEN_GROUPS) this.#forgotten.shift();
   }
 
-  /** Kills what forgotten processes left in their groups and terminal sessions. */
-  async #killForgottenLeftovers(): Promise<void> {
-    const forgotten = this.#forgotten;
-    this.#forgotten = [];
-    if (forgotten.length === 0) return;
-    const now = performance.now();
-    await this.#signalLeftovers(
-      forgotten.map(({ groups, session, exitedAt }) => ({
-        groups,
-        session,
-        exitedAgoMs: now - exitedAt,
-      })),
-      "SIGKILL",
-    );
-  }
-
   /** Keeps a closed program's groups for its timeout (see `#timeoutKills`). */
   #killAtTimeout(record: ProcessRecord): void {
     const { groups, session } = this.#endedProgram(record);
     if (groups.length === 0) return;
     const pending = this.#timeoutKills ??= [];
     const exitedAt = record.exitedAt ?? performance.now();
-    pending.push({ groups, session, exitedAt, dueAt: record.timeoutDueAt! });
+    // Due times rounded up to the next whole second: programs that closed
+    // together share one kill run (a `ps` listing once their exits are old),
+    // at most a second after their timeouts.
+    const dueAt = Math.ceil(record.timeoutDueAt! / 1000) * 1000;
     record.timeoutDueAt = null;
-    if (pending.length > this.#maxTimeoutKills) pending.shift();
+    pending.push({ groups, session, exitedAt, dueAt });
+    if (pending.length > this.#maxTimeoutKills) {
+      // The one due last goes: the table's close may well come first.
+      let latest = 0;
+      for (let i = 1; i < pending.length; i++) {
+        if (pending[i].dueAt > pending[latest].dueAt) latest = i;
+      }
+      pending.splice(latest, 1);
+    }
     this.#armTimeoutKills();
   }
 
@@ -1958,7 +1972,7 @@ export class ProcessTable implements AsyncDisposable {
     this.#timeoutKillTimer = setTimeout(() => this.#killDueTimeouts(), wait);
   }
 
-  /** Kills what the programs whose timeouts are due left: one listing, one kill run. */
+  /** Kills what the programs whose timeouts are due left (see `#killLeftoversOf`). */
   #killDueTimeouts(): void {
     this.#timeoutKillTimer = undefined;
     const now = performance.now();
@@ -1972,7 +1986,7 @@ export class ProcessTable implements AsyncDisposable {
       session,
       exitedAgoMs: now - exitedAt,
     }));
-    this.#track(this.#signalLeftovers(programs, "SIGKILL").catch(() => {}));
+    this.#track(this.#killLeftoversOf(programs).catch(() => {}));
   }
 
   /** Forgets the processes that closed first (not started first) until there is room. */

@@ -62,6 +62,10 @@ export class UrlSigner {
     if (rawKey === undefined) {
       raw = crypto.getRandomValues(new Uint8Array(SIGNING_KEY_BYTES));
     } else {
+      // A string would pass the length check and become a key of its digits' values.
+      if (!(rawKey instanceof Uint8Array)) {
+        throw new TypeError("Cannot use signing key: it must be a Uint8Array");
+      }
       if (rawKey.length < MIN_SIGNING_KEY_BYTES) {
         throw new RangeError(
           `Cannot use signing key: length ${rawKey.length} is below the ${MIN_SIGNING_KEY_BYTES} byte minimum`,

@@ -13,6 +13,7 @@ import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 import { INVALID_REQUEST } from "../rpc/error_codes.ts";
 import { errorResponse } from "./_error_response.ts";
 import { checkBearer, validateToken } from "./_token.ts";
+import { booleanOption } from "../exec/_options.ts";
 
 /** The default listen address: loopback, a free port. */
 export const DEFAULT_LOCAL_LISTEN: string = "ws://127.0.0.1:0";
@@ -323,8 +324,9 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
   const listen = options.listen ?? DEFAULT_LOCAL_LISTEN;
   const { hostname, port } = parseListen(listen);
   const token = options.token === undefined ? undefined : validateToken(options.token);
+  const allowRemote = booleanOption("local server", "allowRemote", options.allowRemote);
   if (!isLoopback(hostname)) {
-    if (!options.allowRemote || token === undefined) {
+    if (!allowRemote || token === undefined) {
       throw new TypeError(
         `Cannot listen on "${listen}": ${hostname} is not a loopback address; pass allowRemote and a token to expose the executor`,
       );
