@@ -1772,16 +1772,14 @@ export class ProcessTable implements AsyncDisposable {
   async #killLeftoversOf(programs: readonly EndedProgramGroups[]): Promise<void> {
     const recent = programs.filter((each) => each.exitedAgoMs < GROUP_REUSE_SAFE_MS);
     const older = programs.filter((each) => each.exitedAgoMs >= GROUP_REUSE_SAFE_MS);
+    const kills: Promise<unknown>[] = [];
     const helper = recent.length > 0 ? await this.#helper() : null;
-    await Promise.all([
-      helper === null
-        ? undefined
-        : killProcessGroups(helper, recent.flatMap((each) => each.groups), "SIGKILL"),
-      ...recent.map((each) =>
-        helper === null ? undefined : this.#killSession(each.session, helper, "SIGKILL")
-      ),
-      older.length > 0 ? this.#signalLeftovers(older, "SIGKILL") : undefined,
-    ]);
+    if (helper !== null) {
+      kills.push(killProcessGroups(helper, recent.flatMap((each) => each.groups), "SIGKILL"));
+      for (const each of recent) kills.push(this.#killSession(each.session, helper, "SIGKILL"));
+    }
+    if (older.length > 0) kills.push(this.#signalLeftovers(older, "SIGKILL"));
+    await Promise.all(kills);
   }
 
   /** A terminal's session (its leader's pid, from the marker), or null. */
