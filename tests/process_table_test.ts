@@ -872,12 +872,13 @@ Deno.test("ProcessTable close kills what forgotten processes left: a background 
 });
 
 /**
- * Starts a program that leaves a background child, then `more` quick ones
+ * Starts a program that leaves a background child (with `timeoutMs`, if
+ * given), then `more` quick ones
  * (each start past the second forgets the record that closed first), then
  * one more; closes the table and says whether the child died within 2 s
  * (the close signals it; it is not the table's child, so its end is not awaited).
  */
-async function leftoverKilledAfter(more: number): Promise<boolean> {
+async function leftoverKilledAfter(more: number, timeoutMs?: number): Promise<boolean> {
   const token = uniqueSleep();
   // One live process, two records: every start forgets the record before the last.
   const table = new ProcessTable({ maxProcesses: 1 });
@@ -885,6 +886,7 @@ async function leftoverKilledAfter(more: number): Promise<boolean> {
     await table.start({
       processId: "first",
       argv: ["sh", "-c", `sleep ${token} >/dev/null 2>&1 &`],
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     });
     await collect(table, "first");
     await waitForPids(`sleep ${token}`, 1);
@@ -906,6 +908,12 @@ Deno.test("ProcessTable close kills the leftovers of the last MAX_FORGOTTEN_GROU
   // With `more` quick ones, `more` records are forgotten ("first" among them); two are held.
   assert.equal(await leftoverKilledAfter(MAX_FORGOTTEN_GROUPS), true, "at the limit");
   assert.equal(await leftoverKilledAfter(MAX_FORGOTTEN_GROUPS + 1), false, "one past it");
+  // One whose timeout is still pending is kept for it, and the close kills for it too.
+  assert.equal(
+    await leftoverKilledAfter(MAX_FORGOTTEN_GROUPS + 1, 600_000),
+    true,
+    "kept for its timeout",
+  );
 });
 
 Deno.test("ProcessTable keeps a terminate's grace for what a closed process left even when its record is evicted", async () => {

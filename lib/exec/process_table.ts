@@ -62,7 +62,7 @@ import {
   killProcessGroups,
   leftoverPids,
   sessionGroups,
-  sessionPids,
+  sessionsPids,
 } from "./tree_kill.ts";
 import {
   checkTtySize,
@@ -119,13 +119,13 @@ const MAX_PIPE_BYTES = 1024 * 1024;
 /**
  * The most forgotten processes (retention ended, or evicted) whose groups the
  * table's close still looks at: numbers only, so a long session that ran
- * many short programs keeps a bounded list, and its end one `ps` run.
+ * many short programs keeps a bounded list, and its end a bounded kill.
  */
 export const MAX_FORGOTTEN_GROUPS = 1024;
 /**
  * For this long after a program's leader exited, its group (and session)
  * number is taken to be its own still: a newcomer could have it only if the
- * pids wrapped around (pid_max of them, 32,768 at least) since. Later, only
+ * pids wrapped around (pid_max of them, 32,768 by default) since. Later, only
  * members that prove the group never emptied are signalled (see `leftoverPids`).
  */
 export const GROUP_REUSE_SAFE_MS = 10_000;
@@ -1220,8 +1220,9 @@ export class ProcessTable implements AsyncDisposable {
     // a connected harness. Output is no longer kept for reading (nor waited
     // for: a harness that does not read cannot hold the close up).
     const records = [...this.#records.values()];
-    // What closed processes left, retained or forgotten: killed in one go
-    // (one `kill` run, one `ps` listing), not one run per process.
+    // What closed processes left, retained, forgotten or kept for a timeout:
+    // killed in one go (a `kill` run for the groups, a `ps` listing for the
+    // terminals' sessions and one for the proof), not runs per process.
     const ended: ProcessRecord[] = [];
     for (const record of records) {
       record.buffer.discard();
@@ -1233,20 +1234,23 @@ export class ProcessTable implements AsyncDisposable {
       if (!ended.includes(record)) ended.push(record);
     }
     this.#leftoverKills?.clear();
-    // Their records are among these: the timeouts' kills come now.
     clearTimeout(this.#timeoutKillTimer);
-    this.#timeoutKills = undefined;
     const now = performance.now();
-    const programs = [
-      ...ended.map((record) => this.#endedProgram(record)),
-      ...this.#forgotten.map(({ groups, session, exitedAt }) => ({
-        groups,
-        session,
-        exitedAgoMs: now - exitedAt,
-      })),
-    ].filter((program) => program.groups.length > 0);
+    const programs = new Map<string, EndedProgramGroups>();
+    const add = (program: EndedProgramGroups): void => {
+      const key = `${program.groups.join(",")}/${program.session}`;
+      if (program.groups.length > 0 && !programs.has(key)) programs.set(key, program);
+    };
+    for (const record of ended) add(this.#endedProgram(record));
+    // Forgotten ones, and ones kept for their timeouts (which may be forgotten past the last 1,024).
+    for (const { groups, session, exitedAt } of [...this.#forgotten, ...this.#timeoutKills ?? []]) {
+      add({ groups, session, exitedAgoMs: now - exitedAt });
+    }
     this.#forgotten = [];
-    if (programs.length > 0) this.#track(this.#killLeftoversOf(programs).catch(() => {}));
+    this.#timeoutKills = undefined;
+    if (programs.size > 0) {
+      this.#track(this.#killLeftoversOf([...programs.values()]).catch(() => {}));
+    }
     // A start in progress sees #closing before it would spawn and settles `done` by failing.
     await Promise.all(records.map((record) => record.done));
     for (const record of records) {
@@ -1750,10 +1754,10 @@ export class ProcessTable implements AsyncDisposable {
   /**
    * Kills what is left in a closed process's group (and terminal session):
    * background children that outlived it with the output redirected
-   * (`sh -c 'daemon >/dev/null &'`).
-   * While the record is retained (forgotten ones wait for the table's close,
-   * which kills them all in one go), as `#killLeftoversOf` does. An empty
-   * group gets nothing (the helper's kill fails quietly).
+   * (`sh -c 'daemon >/dev/null &'`), as `#killLeftoversOf` does; for a
+   * terminate of a closed process, and a terminate's KILL due after the
+   * process closed (its record may be forgotten by then). An empty group
+   * gets nothing (the helper's kill fails quietly).
    */
   #killLeftovers(record: ProcessRecord): void {
     const program = this.#endedProgram(record);
@@ -1776,7 +1780,8 @@ export class ProcessTable implements AsyncDisposable {
     const helper = recent.length > 0 ? await this.#helper() : null;
     if (helper !== null) {
       kills.push(killProcessGroups(helper, recent.flatMap((each) => each.groups), "SIGKILL"));
-      for (const each of recent) kills.push(this.#killSession(each.session, helper, "SIGKILL"));
+      const sessions = recent.flatMap((each) => each.session === null ? [] : [each.session]);
+      if (sessions.length > 0) kills.push(this.#killSessions(sessions, helper, "SIGKILL"));
     }
     if (older.length > 0) kills.push(this.#signalLeftovers(older, "SIGKILL"));
     await Promise.all(kills);
@@ -1860,9 +1865,17 @@ export class ProcessTable implements AsyncDisposable {
    * signalled.
    */
   async #killSession(session: number | null, helper: string, signal: Deno.Signal): Promise<void> {
-    if (session === null) return;
+    if (session !== null) await this.#killSessions([session], helper, signal);
+  }
+
+  /** `#killSession` for several sessions: one listing, one kill run. */
+  async #killSessions(
+    sessions: readonly number[],
+    helper: string,
+    signal: Deno.Signal,
+  ): Promise<void> {
     const ps = await this.#psHelper();
-    const pids = await sessionPids(ps, session).catch(() => null);
+    const pids = await sessionsPids(ps, sessions).catch(() => null);
     if (pids !== null && pids.length > 0) await killProcesses(helper, pids, signal);
   }
 

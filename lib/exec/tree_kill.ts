@@ -102,7 +102,23 @@ export async function killProcesses(
  * ```
  */
 export async function sessionPids(ps: string | null, sid: number): Promise<number[] | null> {
-  const members = await sessionMembers(ps, sid);
+  return await sessionsPids(ps, [sid]);
+}
+
+/**
+ * The processes of several sessions, from one listing (see
+ * {@linkcode sessionPids}): a close that ends many terminals lists once.
+ *
+ * @param ps The granted `ps` program, or null to read `/proc` instead.
+ * @param sids The session ids (each greater than 1).
+ * @returns The pids, or null when neither `ps` nor `/proc` could list them.
+ * @throws {RangeError} When a session id is not an integer greater than 1.
+ */
+export async function sessionsPids(
+  ps: string | null,
+  sids: readonly number[],
+): Promise<number[] | null> {
+  const members = await sessionMembers(ps, sids);
   return members === null ? null : members.map((row) => row.pid);
 }
 
@@ -117,18 +133,23 @@ export async function sessionPids(ps: string | null, sid: number): Promise<numbe
  * @throws {RangeError} When `sid` is not an integer greater than 1.
  */
 export async function sessionGroups(ps: string | null, sid: number): Promise<number[] | null> {
-  const members = await sessionMembers(ps, sid);
+  const members = await sessionMembers(ps, [sid]);
   if (members === null) return null;
   return [...new Set(members.map((row) => row.pgid))].filter((pgid) => pgid > 1);
 }
 
-async function sessionMembers(ps: string | null, sid: number): Promise<ProcessRow[] | null> {
-  checkIds([sid], "session");
+async function sessionMembers(
+  ps: string | null,
+  sids: readonly number[],
+): Promise<ProcessRow[] | null> {
+  checkIds(sids, "session");
+  if (sids.length === 0) return [];
   const rows = await listProcesses(ps);
   if (rows === null) return null;
-  const members = rows.filter((row) => row.sid === sid);
-  if (members.some((row) => row.pid === Deno.pid)) return [];
-  return members.filter((row) => row.pid > 1);
+  const wanted = new Set(sids);
+  // A session that holds the executor itself is never ours to end.
+  const ours = new Set(rows.filter((row) => row.pid === Deno.pid).map((row) => row.sid));
+  return rows.filter((row) => wanted.has(row.sid) && !ours.has(row.sid) && row.pid > 1);
 }
 
 /** The process groups and terminal session an ended program had, and when its leader exited. */
