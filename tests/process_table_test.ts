@@ -501,28 +501,6 @@ Deno.test("ProcessTable terminate kills the whole process tree", async () => {
   assert.equal(await table.terminate("nope"), false);
 });
 
-Deno.test("ProcessTable terminate, a timeout and the close reach a job a program put in a group of its own without a terminal (job control): it stays in the program's session", async () => {
-  for (const how of ["terminate", "timeout", "close"] as const) {
-    const token = uniqueSleep();
-    const table = new ProcessTable({ killGraceMs: 300 });
-    try {
-      await table.start({
-        processId: "jobs",
-        argv: ["bash", "-c", `set -m; sleep ${token} >/dev/null 2>&1 & echo ready; wait`],
-        ...(how === "timeout" ? { timeoutMs: 1_000 } : {}),
-      });
-      await readUntil(table, "jobs", "ready");
-      await waitForPids(`sleep ${token}`, 1);
-      if (how === "terminate") await table.terminate("jobs");
-      if (how === "close") await withDeadline(table.close(), 10_000, "close");
-      await assertNoneLeft(`sleep ${token}`);
-    } finally {
-      killPids(livePidsWith(`sleep ${token}`));
-      await table.close();
-    }
-  }
-});
-
 Deno.test("ProcessTable terminate and signal sent before the start settles apply to the process", async () => {
   await using table = new ProcessTable();
   for (const how of ["terminate", "signal"] as const) {

@@ -1787,16 +1787,9 @@ export class ProcessTable implements AsyncDisposable {
     await Promise.all(kills);
   }
 
-  /**
-   * The program's session: a terminal's (its leader's pid, from the marker;
-   * null until known), else the program's own, since every child starts as
-   * the leader of a new session (`setsid`, or `detached`). Job control puts
-   * jobs in groups of their own, with or without a terminal; they stay in
-   * the session.
-   */
+  /** A terminal's session (its leader's pid, from the marker), or null. */
   #session(record: ProcessRecord): number | null {
-    if (record.tty) return record.pty?.pid ?? null;
-    return record.pid > 1 ? record.pid : null;
+    return record.tty ? record.pty?.pid ?? null : null;
   }
 
   /** What {@linkcode leftoverPids} needs to know of a closed record. */
@@ -1819,9 +1812,7 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   /**
-   * Signals the process's groups and its whole session: a terminal's, or
-   * without one the program's own (every child leads a session), so a job a
-   * program put in a group of its own is reached too. A
+   * Signals the process's groups and, for a terminal, its whole session. A
    * terminal's program is asked to end through that session only (known
    * once the terminal has reported it; a signal sent earlier waits for
    * that): `script`, signalled itself, prints a notice of its own into the
@@ -1848,40 +1839,21 @@ export class ProcessTable implements AsyncDisposable {
       if (record.state === "closed" || record.state === "starting") return;
       if (record.pty !== null) {
         if (helper === null) return;
-        await this.#signalSessionGroups(helper, record.pty.pid, [], signal);
+        // Every group of the session as a whole (job control puts jobs in
+        // groups of their own; a child forked in one meanwhile is a member):
+        // each process gets the signal once.
+        const sid = record.pty.pid;
+        const ps = await this.#psHelper();
+        const groups = new Set(await sessionGroups(ps, sid).catch(() => null) ?? []);
+        groups.add(sid);
+        await killProcessGroups(helper, [...groups], signal);
         return;
       }
-    }
-    const sid = record.tty ? null : this.#session(record);
-    if (helper !== null && sid !== null && record.state !== "closed") {
-      // Without a terminal too: a job the program put in a group of its own.
-      if (await this.#signalSessionGroups(helper, sid, this.#groups(record), signal)) return;
     }
     await Promise.all([
       this.#signalGroups(record, this.#groups(record), signal),
       helper === null ? undefined : this.#killSession(this.#session(record), helper, signal),
     ]);
-  }
-
-  /**
-   * Signals every group of session `sid` as a whole, and `groups` (job
-   * control puts jobs in groups of their own; a child forked in one meanwhile
-   * is a member): each process gets the signal once. Without `ps` (or `/proc`
-   * under `--allow-all`) only the session leader's group and `groups`.
-   *
-   * @returns Whether the `kill` helper reached them.
-   */
-  async #signalSessionGroups(
-    helper: string,
-    sid: number,
-    groups: readonly number[],
-    signal: Deno.Signal,
-  ): Promise<boolean> {
-    const ps = await this.#psHelper();
-    const all = new Set(await sessionGroups(ps, sid).catch(() => null) ?? []);
-    all.add(sid);
-    for (const group of groups) all.add(group);
-    return await killProcessGroups(helper, [...all], signal);
   }
 
   /**
