@@ -29,7 +29,7 @@ import {
   DEFAULT_SESSION_TTL_MS,
   SessionRegistry,
 } from "./session_registry.ts";
-import { booleanOption, stringListOption } from "./_options.ts";
+import { booleanOption, stringListOption } from "../_options.ts";
 
 /**
  * The most fs calls in flight on one executor, all connections together.

@@ -76,7 +76,7 @@ import {
 import { abortable } from "../_abortable.ts";
 import type { BudgetHolder, ByteBudget } from "../_byte_budget.ts";
 import { checkTimerMs, counted, MAX_TIMER_MS } from "../_limits.ts";
-import { booleanOption, stringListOption } from "./_options.ts";
+import { booleanOption, stringListOption } from "../_options.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
 
@@ -1231,7 +1231,7 @@ export class ProcessTable implements AsyncDisposable {
     }
     for (const [timer, record] of this.#leftoverKills ?? []) {
       clearTimeout(timer);
-      if (!ended.includes(record)) ended.push(record);
+      ended.push(record); // the programs below are keyed: once each
     }
     this.#leftoverKills?.clear();
     clearTimeout(this.#timeoutKillTimer);

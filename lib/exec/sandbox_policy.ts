@@ -12,7 +12,7 @@
 
 import { SandboxDeniedError } from "../errors.ts";
 import { isInside } from "./_paths.ts";
-import { stringListOption } from "./_options.ts";
+import { stringListOption } from "../_options.ts";
 
 /** The kind of file access checked. */
 export type AccessKind = "read" | "write";

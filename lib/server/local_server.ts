@@ -13,7 +13,7 @@ import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 import { INVALID_REQUEST } from "../rpc/error_codes.ts";
 import { errorResponse } from "./_error_response.ts";
 import { checkBearer, validateToken } from "./_token.ts";
-import { booleanOption } from "../exec/_options.ts";
+import { booleanOption } from "../_options.ts";
 
 /** The default listen address: loopback, a free port. */
 export const DEFAULT_LOCAL_LISTEN: string = "ws://127.0.0.1:0";
