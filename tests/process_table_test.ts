@@ -501,6 +501,80 @@ Deno.test("ProcessTable terminate kills the whole process tree", async () => {
   assert.equal(await table.terminate("nope"), false);
 });
 
+Deno.test("ProcessTable terminate, a timeout and the close reach a job a program put in a group of its own without a terminal (job control): it stays in the program's session", async () => {
+  for (const how of ["terminate", "timeout", "close"] as const) {
+    const token = uniqueSleep();
+    const table = new ProcessTable({ killGraceMs: 300 });
+    try {
+      await table.start({
+        processId: "jobs",
+        argv: ["bash", "-c", `set -m; sleep ${token} >/dev/null 2>&1 & echo ready; wait`],
+        ...(how === "timeout" ? { timeoutMs: 1_000 } : {}),
+      });
+      await readUntil(table, "jobs", "ready");
+      await waitForPids(`sleep ${token}`, 1);
+      if (how === "terminate") await table.terminate("jobs");
+      if (how === "close") await withDeadline(table.close(), 10_000, "close");
+      await assertNoneLeft(`sleep ${token}`);
+    } finally {
+      killPids(livePidsWith(`sleep ${token}`));
+      await table.close();
+    }
+  }
+});
+
+Deno.test("ProcessTable close lists the sessions of many programs in a few ps runs, not one per program, and kills their jobs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_sweep_" });
+  const token = uniqueSleep();
+  const programs = 30;
+  try {
+    // `ps` and `kill` that log each run, ahead of what else the table needs on PATH.
+    await Deno.mkdir(`${dir}/bin`);
+    for (const name of ["bash", "setsid", "sleep", "ps", "kill"]) {
+      const path = await resolveGrantedProgram(name);
+      assert.ok(path !== null && path.startsWith("/"), name);
+      if (name === "ps" || name === "kill") {
+        const script = `#!/bin/sh\necho run >> ${dir}/${name}.log\nexec ${path} "$@"\n`;
+        await Deno.writeTextFile(`${dir}/bin/${name}`, script, { mode: 0o755 });
+      } else await Deno.symlink(path, `${dir}/bin/${name}`);
+    }
+    const table = new URL("../lib/exec/process_table.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      `${dir}/probe.ts`,
+      `import { ProcessTable } from ${JSON.stringify(table)};
+const table = new ProcessTable({ killGraceMs: 500 });
+for (let i = 0; i < ${programs}; i++) {
+  await table.start({ processId: "p" + i, argv: ["bash", "-c", "set -m; sleep ${token} & wait"] });
+}
+// Every job running (bounded by the test's deadline on this probe).
+const jobs = () => [...Deno.readDirSync("/proc")].filter((entry) => {
+  try {
+    return Deno.readTextFileSync("/proc/" + entry.name + "/cmdline").startsWith("sleep\\u0000${token}");
+  } catch {
+    return false;
+  }
+}).length;
+while (jobs() < ${programs}) await new Promise((resolve) => setTimeout(resolve, 10));
+await Deno.writeTextFile(${JSON.stringify(`${dir}/ps.log`)}, "");
+await table.close();
+console.log("closed");
+`,
+    );
+    const printed = await runProbe(["--no-prompt", "--no-config", "-A", `${dir}/probe.ts`], {
+      env: { PATH: `${dir}/bin` },
+    });
+    assert.equal(printed, "closed");
+    await assertNoneLeft(`sleep ${token}`);
+    const psRuns = (await Deno.readTextFile(`${dir}/ps.log`)).split("\n").filter(Boolean).length;
+    // A listing for the TERM's batch, and the next for what asked meanwhile; a few for the
+    // KILLs of programs that closed within the grace, as they close.
+    assert.ok(psRuns >= 1 && psRuns <= 8, `${psRuns} ps runs for ${programs} programs`);
+  } finally {
+    killPids(livePidsWith(`sleep ${token}`));
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("ProcessTable terminate and signal sent before the start settles apply to the process", async () => {
   await using table = new ProcessTable();
   for (const how of ["terminate", "signal"] as const) {

@@ -53,6 +53,7 @@ import {
   resolveGrantedProgram,
 } from "./confinement.ts";
 import { isInside, realPathOrNull } from "./_paths.ts";
+import { SessionSweeper } from "./_session_sweeper.ts";
 import { clipped } from "./_params.ts";
 import { DEFAULT_RETAINED_OUTPUT_BYTES, OutputBuffer, type OutputStream } from "./output_buffer.ts";
 import {
@@ -61,8 +62,6 @@ import {
   killProcesses,
   killProcessGroups,
   leftoverPids,
-  sessionGroups,
-  sessionsPids,
 } from "./tree_kill.ts";
 import {
   checkTtySize,
@@ -594,6 +593,8 @@ export class ProcessTable implements AsyncDisposable {
   #sinkConfirms = false;
   #killHelper: Promise<string | null> | undefined;
   #ps: Promise<string | null> | undefined;
+  /** Signals the other groups of programs' sessions, one listing per batch. */
+  readonly #sweeper = new SessionSweeper(() => this.#psHelper(), () => this.#helper());
   #closing: Promise<void> | undefined;
   /**
    * The closed records still held, in the order they closed (a `Set` keeps
@@ -601,7 +602,7 @@ export class ProcessTable implements AsyncDisposable {
    */
   #closedInOrder = new Set<ProcessRecord>();
   /**
-   * The groups (and terminal sessions) of forgotten processes, newest last,
+   * The groups (and sessions) of forgotten processes, newest last,
    * at most {@linkcode MAX_FORGOTTEN_GROUPS}: the table's close kills what is
    * left in them, as it does for the processes it still holds.
    */
@@ -1222,7 +1223,7 @@ export class ProcessTable implements AsyncDisposable {
     const records = [...this.#records.values()];
     // What closed processes left, retained, forgotten or kept for a timeout:
     // killed in one go (a `kill` run for the groups, a `ps` listing for the
-    // terminals' sessions and one for the proof), not runs per process.
+    // sessions' other groups and one for the proof), not runs per process.
     const ended: ProcessRecord[] = [];
     for (const record of records) {
       record.buffer.discard();
@@ -1752,7 +1753,7 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   /**
-   * Kills what is left in a closed process's group (and terminal session):
+   * Kills what is left in a closed process's group (and session):
    * background children that outlived it with the output redirected
    * (`sh -c 'daemon >/dev/null &'`), as `#killLeftoversOf` does; for a
    * terminate of a closed process, and a terminate's KILL due after the
@@ -1767,11 +1768,12 @@ export class ProcessTable implements AsyncDisposable {
 
   /**
    * KILLs what ended programs left: within {@linkcode GROUP_REUSE_SAFE_MS}
-   * of a leader's exit its groups (and terminal session) whole, since their
-   * numbers cannot name a newcomer's yet, so members that started after the
-   * exit (a worker a leftover forked later) are its own too and no `ps` is
-   * needed; later, only what {@linkcode leftoverPids} proves theirs (one
-   * listing for all).
+   * of a leader's exit its groups and its session's other groups whole,
+   * since their numbers cannot name a newcomer's yet, so members that
+   * started after the exit (a worker a leftover forked later) are its own
+   * too (its groups need no `ps`; the session's take a listing a batch);
+   * later, only what {@linkcode leftoverPids} proves theirs (one listing for
+   * all).
    */
   async #killLeftoversOf(programs: readonly EndedProgramGroups[]): Promise<void> {
     const recent = programs.filter((each) => each.exitedAgoMs < GROUP_REUSE_SAFE_MS);
@@ -1780,16 +1782,26 @@ export class ProcessTable implements AsyncDisposable {
     const helper = recent.length > 0 ? await this.#helper() : null;
     if (helper !== null) {
       kills.push(killProcessGroups(helper, recent.flatMap((each) => each.groups), "SIGKILL"));
-      const sessions = recent.flatMap((each) => each.session === null ? [] : [each.session]);
-      if (sessions.length > 0) kills.push(this.#killSessions(sessions, helper, "SIGKILL"));
+      for (const { session, groups } of recent) {
+        if (session !== null) {
+          kills.push(this.#sweeper.signal({ sid: session, signal: "SIGKILL", skip: groups }));
+        }
+      }
     }
     if (older.length > 0) kills.push(this.#signalLeftovers(older, "SIGKILL"));
     await Promise.all(kills);
   }
 
-  /** A terminal's session (its leader's pid, from the marker), or null. */
+  /**
+   * The program's session: a terminal's (its leader's pid, from the marker;
+   * null until known), else the program's own, since every child starts as
+   * the leader of a session of its own (`setsid`, or `detached`). Job control
+   * puts jobs in groups of their own, with a terminal or without one
+   * (`bash -c 'set -m; job & wait'`); they stay in the session.
+   */
   #session(record: ProcessRecord): number | null {
-    return record.tty ? record.pty?.pid ?? null : null;
+    if (record.tty) return record.pty?.pid ?? null;
+    return record.pid > 1 ? record.pid : null;
   }
 
   /** What {@linkcode leftoverPids} needs to know of a closed record. */
@@ -1812,7 +1824,8 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   /**
-   * Signals the process's groups and, for a terminal, its whole session. A
+   * Signals the process's groups and the other groups of its session (jobs
+   * job control put in groups of their own; see {@linkcode SessionSweeper}). A
    * terminal's program is asked to end through that session only (known
    * once the terminal has reported it; a signal sent earlier waits for
    * that): `script`, signalled itself, prints a notice of its own into the
@@ -1843,40 +1856,19 @@ export class ProcessTable implements AsyncDisposable {
         // groups of their own; a child forked in one meanwhile is a member):
         // each process gets the signal once.
         const sid = record.pty.pid;
-        const ps = await this.#psHelper();
-        const groups = new Set(await sessionGroups(ps, sid).catch(() => null) ?? []);
-        groups.add(sid);
-        await killProcessGroups(helper, [...groups], signal);
+        await this.#sweeper.signal({ sid, signal, include: [sid] });
         return;
       }
     }
+    const groups = this.#groups(record);
+    const session = this.#session(record);
     await Promise.all([
-      this.#signalGroups(record, this.#groups(record), signal),
-      helper === null ? undefined : this.#killSession(this.#session(record), helper, signal),
+      this.#signalGroups(record, groups, signal),
+      // The session's other groups: jobs job control put in groups of their own.
+      helper === null || session === null
+        ? undefined
+        : this.#sweeper.signal({ sid: session, signal, skip: groups }),
     ]);
-  }
-
-  /**
-   * Signals every process in a terminal's session: shell job control puts
-   * jobs in groups of their own, which a group kill misses, but they stay in
-   * the session. The wrapper's pid in the marker is the session id (`script`
-   * runs it as a session leader, and it execs in place). Without the `ps`
-   * helper, and without `--allow-all` to read `/proc`, only the groups are
-   * signalled.
-   */
-  async #killSession(session: number | null, helper: string, signal: Deno.Signal): Promise<void> {
-    if (session !== null) await this.#killSessions([session], helper, signal);
-  }
-
-  /** `#killSession` for several sessions: one listing, one kill run. */
-  async #killSessions(
-    sessions: readonly number[],
-    helper: string,
-    signal: Deno.Signal,
-  ): Promise<void> {
-    const ps = await this.#psHelper();
-    const pids = await sessionsPids(ps, sessions).catch(() => null);
-    if (pids !== null && pids.length > 0) await killProcesses(helper, pids, signal);
   }
 
   #groups(record: ProcessRecord): number[] {
@@ -1912,7 +1904,7 @@ export class ProcessTable implements AsyncDisposable {
   }
 
   /**
-   * The granted `ps`, which finds a terminal's session members and tells a
+   * The granted `ps`, which finds a session's groups and tells a
    * pid free; null reads `/proc` instead (Deno allows it under `--allow-all`).
    */
   #psHelper(): Promise<string | null> {

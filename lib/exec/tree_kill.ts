@@ -9,10 +9,11 @@
  * operator grants it (`--allow-run=kill`), and falls back to signalling the
  * direct child only, reporting `treeKill: false`.
  *
- * A terminal's programs also move to groups of their own (shell job
- * control), but never out of the terminal's session: for a `tty` process
- * outpost also signals every member of that session, found by one run of the
- * `ps` helper per signal ({@linkcode sessionPids}) when it is granted
+ * Job control moves a program's jobs to groups of their own (a terminal's
+ * shell; `bash -c 'set -m; …'` without one), but never out of its session
+ * (a terminal's, else the program's own): outpost also signals every group
+ * of that session, found by the `ps` helper ({@linkcode sessionsGroups};
+ * `SessionSweeper` batches the listings) when it is granted
  * (`--allow-run=ps`), else in `/proc`, which Deno lets only `--allow-all` read.
  *
  * What that does not reach: a descendant that started a session of its own
@@ -102,40 +103,36 @@ export async function killProcesses(
  * ```
  */
 export async function sessionPids(ps: string | null, sid: number): Promise<number[] | null> {
-  return await sessionsPids(ps, [sid]);
-}
-
-/**
- * The processes of several sessions, from one listing (see
- * {@linkcode sessionPids}): a close that ends many terminals lists once.
- *
- * @param ps The granted `ps` program, or null to read `/proc` instead.
- * @param sids The session ids (each greater than 1).
- * @returns The pids, or null when neither `ps` nor `/proc` could list them.
- * @throws {RangeError} When a session id is not an integer greater than 1.
- */
-export async function sessionsPids(
-  ps: string | null,
-  sids: readonly number[],
-): Promise<number[] | null> {
-  const members = await sessionMembers(ps, sids);
+  const members = await sessionMembers(ps, [sid]);
   return members === null ? null : members.map((row) => row.pid);
 }
 
 /**
- * The process groups of session `sid` (see {@linkcode sessionPids}). A
- * group never spans two sessions, so a group kill of each reaches every
- * member once, a child forked after the scan into one of them included.
+ * The process groups of several sessions, from one listing (see
+ * {@linkcode sessionPids}). A group never spans two sessions, so a group
+ * kill of each reaches every member once, a child forked after the scan
+ * into one of them included.
  *
  * @param ps The granted `ps` program, or null to read `/proc` instead.
- * @param sid The session id (greater than 1).
- * @returns The group ids, or null when neither `ps` nor `/proc` could list them.
- * @throws {RangeError} When `sid` is not an integer greater than 1.
+ * @param sids The session ids (each greater than 1).
+ * @returns Each listed session's group ids (a session with no process is
+ *   missing), or null when neither `ps` nor `/proc` could list them.
+ * @throws {RangeError} When a session id is not an integer greater than 1.
  */
-export async function sessionGroups(ps: string | null, sid: number): Promise<number[] | null> {
-  const members = await sessionMembers(ps, [sid]);
+export async function sessionsGroups(
+  ps: string | null,
+  sids: readonly number[],
+): Promise<Map<number, number[]> | null> {
+  const members = await sessionMembers(ps, sids);
   if (members === null) return null;
-  return [...new Set(members.map((row) => row.pgid))].filter((pgid) => pgid > 1);
+  const groups = new Map<number, Set<number>>();
+  for (const row of members) {
+    if (row.pgid <= 1) continue;
+    let ofSession = groups.get(row.sid);
+    if (ofSession === undefined) groups.set(row.sid, ofSession = new Set());
+    ofSession.add(row.pgid);
+  }
+  return new Map([...groups].map(([sid, ofSession]) => [sid, [...ofSession]]));
 }
 
 async function sessionMembers(
@@ -152,18 +149,18 @@ async function sessionMembers(
   return rows.filter((row) => wanted.has(row.sid) && !ours.has(row.sid) && row.pid > 1);
 }
 
-/** The process groups and terminal session an ended program had, and when its leader exited. */
+/** The process groups and session an ended program had, and when its leader exited. */
 export interface EndedProgramGroups {
   /** Its process groups (their leaders' pids). */
   readonly groups: readonly number[];
-  /** Its terminal's session (the session leader's pid), or null. */
+  /** Its session (a terminal's, else its own: the session leader's pid), or null. */
   readonly session: number | null;
   /** How long ago its leader exited, in ms of a monotonic clock. */
   readonly exitedAgoMs: number;
 }
 
 /**
- * What ended programs left in their process groups and terminal sessions:
+ * What ended programs left in their process groups and sessions:
  * the members of each group (or session) whose leader's pid no process has,
  * provided one of them started no later than a second after the leader
  * exited. A group or session id is reused only once it has emptied, which is
