@@ -20,6 +20,7 @@ import {
   killProcesses,
   leftoverPids,
   MAX_PIDS_PER_KILL,
+  PS_DEADLINE_MS,
   sessionPids,
 } from "../lib/exec/tree_kill.ts";
 import {
@@ -1509,6 +1510,29 @@ Deno.test("sessionPids answers null when ps cannot run or lists something else, 
     const fake = `${dir}/ps`;
     await Deno.writeTextFile(fake, "#!/bin/sh\necho '12 12 12345 -1 extra'\n", { mode: 0o755 });
     assert.equal(await sessionPids(fake, 12345), null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sessionPids takes a ps listing that answers within PS_DEADLINE_MS, and counts one that hangs past it as none", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_ps_" });
+  try {
+    const slow = `${dir}/slow-ps`;
+    const seconds = (PS_DEADLINE_MS - 1_500) / 1000;
+    await Deno.writeTextFile(slow, `#!/bin/sh\nsleep ${seconds}\necho '12345 12345 12345 -1'\n`, {
+      mode: 0o755,
+    });
+    assert.deepEqual(await sessionPids(slow, 12345), [12345], "late, but within the deadline");
+    const hung = `${dir}/hung-ps`;
+    const token = uniqueSleep();
+    await Deno.writeTextFile(hung, `#!/bin/sh\nexec sleep ${token}\n`, { mode: 0o755 });
+    const started = performance.now();
+    assert.equal(await sessionPids(hung, 12345), null, "no listing");
+    const waited = performance.now() - started;
+    assert.ok(waited >= PS_DEADLINE_MS - 50, `gave up after ${waited} ms`);
+    // The hung one was killed, not left running (the sanitizers would see its pipe too).
+    assert.deepEqual(livePidsWith(`sleep ${token}`), []);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

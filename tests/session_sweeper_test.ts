@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
-import { SessionSweeper } from "../lib/exec/_session_sweeper.ts";
+import { MAX_KILL_ROUNDS, SessionSweeper } from "../lib/exec/_session_sweeper.ts";
 import { resolveGrantedProgram } from "../lib/exec/confinement.ts";
 import { MAX_PIDS_PER_KILL } from "../lib/exec/tree_kill.ts";
-import { killPids, livePidsWith, uniqueSleep, waitForPids } from "./_process_helpers.ts";
+import {
+  assertNoneLeft,
+  killPids,
+  livePidsWith,
+  uniqueSleep,
+  waitForPids,
+} from "./_process_helpers.ts";
 
 /** The `ps`, `kill` and `setsid` the sweeper and these tests use, and a log of their runs. */
 interface Helpers {
@@ -123,7 +129,8 @@ Deno.test("SessionSweeper counts a group gone before its kill run as done, and s
     const second = sweeper.signal({ sid, signal: "SIGKILL", skip: [sid] });
     release();
     await Promise.all([first, second]);
-    assert.equal((await lines(`${dir}/ps.log`)).length, 2, "a listing each");
+    // The KILL found jobs, so it lists once more (for jobs forked meanwhile: none).
+    assert.equal((await lines(`${dir}/ps.log`)).length, 3, "a listing each, and the KILL's second");
     assert.deepEqual(await lines(`${dir}/kill.log`), [
       `-TERM -- -${gone.pid}`,
       `-KILL -- ${jobs.map((pid) => `-${pid}`).join(" ")}`,
@@ -153,7 +160,8 @@ Deno.test("SessionSweeper signals only the included groups without a listing, at
     const runs = async (count: number) => {
       await Deno.writeTextFile(`${dir}/kill.log`, "");
       await sweeper.signal({ sid: 999_999, signal: "SIGTERM", include: groups(count) });
-      return (await lines(`${dir}/kill.log`)).join(",");
+      // The runs of one batch go side by side: their order is not kept.
+      return (await lines(`${dir}/kill.log`)).map(Number).sort((a, b) => b - a).join(",");
     };
     assert.equal(await runs(MAX_PIDS_PER_KILL), "1024");
     assert.equal(await runs(MAX_PIDS_PER_KILL + 1), "1024,1");
@@ -165,6 +173,67 @@ Deno.test("SessionSweeper signals only the included groups without a listing, at
     await Deno.writeTextFile(`${dir}/kill.log`, "");
     await none.signal({ sid: 999_999, signal: "SIGTERM", include: [1_000_000] });
     assert.deepEqual(await lines(`${dir}/kill.log`), [], "without kill, nothing");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SessionSweeper's KILL lists a session with jobs again for jobs forked between the listing and the kill run", async () => {
+  const { dir, ps, kill } = await helpers();
+  const token = uniqueSleep();
+  // A TERM-proof job that starts a job of its own (a group each) every 3 ms.
+  const child = new Deno.Command("setsid", {
+    args: [
+      "bash",
+      "-c",
+      `set -m; bash -c "trap '' TERM; set -m; while :; do sleep ${token} & sleep 0.003; done" & wait`,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitForPids(`sleep ${token}`, 3);
+    const sweeper = new SessionSweeper(() => Promise.resolve(ps), () => Promise.resolve(kill));
+    await sweeper.signal({ sid: child.pid, signal: "SIGKILL", skip: [child.pid] });
+    await assertNoneLeft(`sleep ${token}`);
+    const listings = (await lines(`${dir}/ps.log`)).length;
+    assert.ok(listings >= 2 && listings <= MAX_KILL_ROUNDS, `${listings} listings`);
+    assert.equal((await child.status).signal, null, "bash, skipped, ends with its jobs");
+  } finally {
+    killPids([...livePidsWith(`sleep ${token}`), child.pid]);
+    await child.status;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SessionSweeper's KILL stops listing again after MAX_KILL_ROUNDS listings", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outpost_sweeper_" });
+  try {
+    // Far sides faked: every listing shows one more group in session 999999; `kill` only logs.
+    await Deno.writeTextFile(
+      `${dir}/ps`,
+      `#!/bin/sh\necho run >> ${dir}/ps.log\nn=$(wc -l < ${dir}/ps.log)\n` +
+        `i=0; while [ $i -lt $n ]; do echo "$((2000000 + i)) $((2000000 + i)) 999999 -1"; i=$((i + 1)); done\n`,
+    );
+    await Deno.writeTextFile(`${dir}/kill`, `#!/bin/sh\necho "$*" >> ${dir}/kill.log\n`);
+    await Deno.chmod(`${dir}/ps`, 0o755);
+    await Deno.chmod(`${dir}/kill`, 0o755);
+    const sweeper = new SessionSweeper(
+      () => Promise.resolve(`${dir}/ps`),
+      () => Promise.resolve(`${dir}/kill`),
+    );
+    await sweeper.signal({ sid: 999_999, signal: "SIGKILL" });
+    assert.equal((await lines(`${dir}/ps.log`)).length, MAX_KILL_ROUNDS);
+    assert.deepEqual(
+      await lines(`${dir}/kill.log`),
+      ["-KILL -- -2000000", "-KILL -- -2000001", "-KILL -- -2000002"].slice(0, MAX_KILL_ROUNDS),
+      "each round the groups the one before did not kill",
+    );
+    await Deno.writeTextFile(`${dir}/ps.log`, "");
+    await Deno.writeTextFile(`${dir}/kill.log`, "");
+    await sweeper.signal({ sid: 999_999, signal: "SIGTERM" });
+    assert.equal((await lines(`${dir}/ps.log`)).length, 1, "a TERM lists once");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

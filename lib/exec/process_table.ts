@@ -11,7 +11,8 @@
  *   else with `detached: true` (which makes Deno fork the whole executor, far
  *   slower in a large process); terminate and timeouts signal the group (TERM,
  *   then KILL after a grace period) through the granted `kill` helper, and
- *   for a terminal every process of its session too (see `tree_kill.ts`).
+ *   the other groups of its session too (a terminal's, else its own: jobs
+ *   job control put in groups of their own; see `tree_kill.ts`).
  * - Output is never cut off at exit: `closed` is emitted only once both
  *   output streams reached end-of-file and the exit status is known.
  * - Unread output is never evicted: at the retention cap the table stops

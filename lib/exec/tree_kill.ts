@@ -228,6 +228,13 @@ export async function foregroundGroup(ps: string | null, sid: number): Promise<n
   return leader.tpgid > 1 ? leader.tpgid : null;
 }
 
+/**
+ * How long a `ps` listing may take before it counts as none: the kills
+ * that wait for it, and a close that waits for them, are not held up by a
+ * `ps` that hangs. Listings take milliseconds.
+ */
+export const PS_DEADLINE_MS = 5_000;
+
 /** One process as `ps` lists it. */
 interface ProcessRow {
   pid: number;
@@ -257,17 +264,38 @@ async function listProcesses(ps: string | null, elapsed = false): Promise<Proces
  */
 async function runPs(ps: string, elapsed: boolean): Promise<ProcessRow[] | null | undefined> {
   const columns = ["-o", `pid=,pgid=,sid=,tpgid=${elapsed ? ",etimes=" : ""}`];
-  let output: Deno.CommandOutput;
+  let child: Deno.ChildProcess;
   try {
-    output = await new Deno.Command(ps, {
+    child = new Deno.Command(ps, {
       args: ["-e", ...columns],
       clearEnv: true,
       stdin: "null",
       stdout: "piped",
       stderr: "null",
-    }).output();
+    }).spawn();
   } catch {
     return undefined;
+  }
+  const running = child.output();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((resolve) => timer = setTimeout(resolve, PS_DEADLINE_MS, null));
+  const output = await Promise.race([running, late]).finally(() => clearTimeout(timer));
+  if (output === null) {
+    // A hung `ps` counts as no listing, and is not left behind.
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // It ended meanwhile.
+    }
+    // Bounded again: a grandchild could hold its output open.
+    await Promise.race([
+      running.catch(() => {}),
+      new Promise((resolve) => {
+        const grace = setTimeout(resolve, PS_DEADLINE_MS);
+        running.finally(() => clearTimeout(grace)).catch(() => {});
+      }),
+    ]);
+    return null;
   }
   const text = new TextDecoder().decode(output.stdout).trim();
   if (!output.success) return null;
