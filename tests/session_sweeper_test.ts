@@ -9,6 +9,7 @@ import {
   uniqueSleep,
   waitForPids,
 } from "./_process_helpers.ts";
+import { until } from "./_support/deadline.ts";
 
 /** The `ps`, `kill` and `setsid` the sweeper and these tests use, and a log of their runs. */
 interface Helpers {
@@ -181,13 +182,11 @@ Deno.test("SessionSweeper signals only the included groups without a listing, at
 Deno.test("SessionSweeper's KILL lists a session with jobs again for jobs forked between the listing and the kill run", async () => {
   const { dir, ps, kill } = await helpers();
   const token = uniqueSleep();
-  // A TERM-proof job that starts a job of its own (a group each) every 3 ms.
+  // A TERM-proof job that starts a job of its own (a group each) every 3 ms;
+  // bounded (3,000 jobs at most), so a failure cannot fill the process table.
+  const loop = `for i in {1..3000}; do sleep ${token} & sleep 0.003; done`;
   const child = new Deno.Command("setsid", {
-    args: [
-      "bash",
-      "-c",
-      `set -m; bash -c "trap '' TERM; set -m; while :; do sleep ${token} & sleep 0.003; done" & wait`,
-    ],
+    args: ["bash", "-c", `set -m; bash -c "trap '' TERM; set -m; ${loop}" & wait`],
     stdin: "null",
     stdout: "null",
     stderr: "null",
@@ -201,11 +200,38 @@ Deno.test("SessionSweeper's KILL lists a session with jobs again for jobs forked
     assert.ok(listings >= 2 && listings <= MAX_KILL_ROUNDS, `${listings} listings`);
     assert.equal((await child.status).signal, null, "bash, skipped, ends with its jobs");
   } finally {
-    killPids([...livePidsWith(`sleep ${token}`), child.pid]);
+    await killSession(child.pid);
     await child.status;
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Test cleanup: KILLs every process of session `sid`, found in /proc, until none is left (5 s at most). */
+async function killSession(sid: number): Promise<void> {
+  const members = (): number[] => {
+    const pids: number[] = [];
+    for (const entry of Deno.readDirSync("/proc")) {
+      if (!/^\d+$/.test(entry.name)) continue;
+      try {
+        const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+        const [state, , , session] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        if (Number(session) === sid && state !== "Z") pids.push(Number(entry.name));
+      } catch {
+        // It went away while we looked.
+      }
+    }
+    return pids;
+  };
+  await until(
+    () => {
+      const pids = members();
+      killPids(pids);
+      return pids.length === 0;
+    },
+    5_000,
+    `session ${sid} emptied`,
+  ).catch(() => {});
+}
 
 Deno.test("SessionSweeper's KILL stops listing again after MAX_KILL_ROUNDS listings", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outpost_sweeper_" });
