@@ -1515,27 +1515,45 @@ Deno.test("sessionPids answers null when ps cannot run or lists something else, 
   }
 });
 
-Deno.test("sessionPids takes a ps listing that answers within PS_DEADLINE_MS, and counts one that hangs past it as none", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "outpost_ps_" });
-  try {
-    const slow = `${dir}/slow-ps`;
-    const seconds = (PS_DEADLINE_MS - 1_500) / 1000;
-    await Deno.writeTextFile(slow, `#!/bin/sh\nsleep ${seconds}\necho '12345 12345 12345 -1'\n`, {
-      mode: 0o755,
-    });
-    assert.deepEqual(await sessionPids(slow, 12345), [12345], "late, but within the deadline");
-    const hung = `${dir}/hung-ps`;
+Deno.test({
+  name:
+    "sessionPids takes a ps listing that answers within PS_DEADLINE_MS, and counts one that hangs past it as none, leaving nothing pending",
+  // On explicitly (Deno 2.9 runs them only when asked): the hung `ps`'s pipe and exit must not leak.
+  sanitizeOps: true,
+  sanitizeResources: true,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "outpost_ps_" });
     const token = uniqueSleep();
-    await Deno.writeTextFile(hung, `#!/bin/sh\nexec sleep ${token}\n`, { mode: 0o755 });
-    const started = performance.now();
-    assert.equal(await sessionPids(hung, 12345), null, "no listing");
-    const waited = performance.now() - started;
-    assert.ok(waited >= PS_DEADLINE_MS - 50, `gave up after ${waited} ms`);
-    // The hung one was killed, not left running (the sanitizers would see its pipe too).
-    assert.deepEqual(livePidsWith(`sleep ${token}`), []);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+    try {
+      const slow = `${dir}/slow-ps`;
+      const seconds = (PS_DEADLINE_MS - 1_500) / 1000;
+      await Deno.writeTextFile(slow, `#!/bin/sh\nsleep ${seconds}\necho '12345 12345 12345 -1'\n`, {
+        mode: 0o755,
+      });
+      assert.deepEqual(await sessionPids(slow, 12345), [12345], "late, but within the deadline");
+      // One that hangs, and one whose child holds its output open after it is killed.
+      const hung = `${dir}/hung-ps`;
+      await Deno.writeTextFile(hung, `#!/bin/sh\nexec sleep ${token}\n`, { mode: 0o755 });
+      const forked = `${dir}/forked-ps`;
+      await Deno.writeTextFile(forked, `#!/bin/sh\nsleep ${token} &\nexec sleep ${token}\n`, {
+        mode: 0o755,
+      });
+      for (const ps of [hung, forked]) {
+        const started = performance.now();
+        assert.equal(await sessionPids(ps, 12345), null, "no listing");
+        const waited = performance.now() - started;
+        assert.ok(
+          waited >= PS_DEADLINE_MS - 50 && waited < PS_DEADLINE_MS + 1_000,
+          `gave up after ${waited} ms`,
+        );
+      }
+      // The hung ones were killed; the forked one's child is not ours to find (it is cleaned up below).
+      assert.equal(livePidsWith(`sleep ${token}`).length, 1);
+    } finally {
+      killPids(livePidsWith(`sleep ${token}`));
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
 
 Deno.test("killProcesses runs the kill helper with at most MAX_PIDS_PER_KILL pids at a time", async () => {
