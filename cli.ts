@@ -215,7 +215,8 @@ terminal gets our size and follows its changes.
 
 Options:
   --url URL           The serve URL, the rendezvous URL with --executor-id, or a
-                      signed harness URL from the rendezvous (no token needed)
+                      signed harness URL from the rendezvous (no token needed,
+                      and none is sent with it)
   --executor-id ID    Run through the rendezvous on this executor
   --cwd DIR           Working directory on the executor (absolute)
   --env K=V           Set an environment variable for the program (repeatable)
@@ -998,7 +999,16 @@ async function runExec(args: string[], context: Context): Promise<number> {
   }
   const executorId = values["executor-id"];
   checkExecTarget(values.url, executorId, values.cwd);
-  const token = await loadToken(context, executorId !== undefined);
+  // A signed harness URL is its own credential, and may come from someone
+  // else: the token (OUTPOST_TOKEN, or a --token-file) never goes to the
+  // host it names.
+  const signed = new URL(values.url!).searchParams.has("sig");
+  if (signed && context.tokenFile !== undefined) {
+    throw new UsageError(
+      "Cannot use --token-file with a signed harness URL: the URL is its own credential and is sent no token; drop --token-file",
+    );
+  }
+  const token = signed ? undefined : await loadToken(context, executorId !== undefined);
   const log = context.log;
   const tty = values.tty ?? false;
   const stdinIsTerminal = Deno.stdin.isTerminal();

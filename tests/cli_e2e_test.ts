@@ -1690,3 +1690,36 @@ Deno.test("logger redacts credentials in text and JSON lines", () => {
     n: 3,
   });
 });
+
+Deno.test("cli: exec sends no token with a signed harness URL (the URL may name someone else's host), and refuses --token-file with one", async () => {
+  const seen: (string | null)[] = [];
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    seen.push(request.headers.get("authorization"));
+    return Response.json({ error: { code: "forbidden", message: "no" } }, { status: 403 });
+  });
+  const base = `ws://127.0.0.1:${server.addr.port}/harness/b6?role=harness`;
+  const signed = `${base}&exp=99999999999999&sig=${"0".repeat(64)}`;
+  for (const url of [signed, base]) {
+    await using run = new Cli("client", ["exec", "--url", url, "--", "true"], {
+      env: { OUTPOST_TOKEN: TOKEN },
+    });
+    assert.equal((await run.finished()).code, 255, run.stderr);
+    assert.match(run.stderr, /refused the (signed URL|token) \(HTTP 403/);
+  }
+  assert.deepEqual(seen, [null, `Bearer ${TOKEN}`], "the token went only with the unsigned URL");
+  await using withFile = new Cli("client", [
+    "exec",
+    "--url",
+    signed,
+    "--token-file",
+    "/tmp/outpost-no-such-token",
+    "--",
+    "true",
+  ]);
+  assert.equal((await withFile.finished()).code, 2, withFile.stderr);
+  assert.match(
+    withFile.stderr,
+    /Cannot use --token-file with a signed harness URL: .*drop --token-file/,
+  );
+  assert.deepEqual(seen.length, 2, "nothing was sent");
+});

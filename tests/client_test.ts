@@ -2410,3 +2410,18 @@ Deno.test("connect takes a harness URL by its path (/harness/{id}) without role=
   const output = await new RemoteCommand(conn, "sh", { args: ["-c", "echo via-path"] }).output();
   assert.equal(decoder.decode(output.stdout), "via-path\n");
 });
+
+Deno.test("connect says a refused signed harness URL was refused, not a token", async () => {
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    return Response.json({ error: { code: "unauthorized", message: "no" } }, { status: 401 });
+  });
+  const base = `ws://127.0.0.1:${server.addr.port}/harness/box-1?role=harness`;
+  await assert.rejects(
+    connect(`${base}&sig=${"0".repeat(64)}`, { timeoutMs: 5_000 }),
+    /: the rendezvous refused the signed URL \(HTTP 401 unauthorized\); ask the rendezvous for a new one/,
+  );
+  await assert.rejects(
+    connect(base, { timeoutMs: 5_000 }),
+    /: the rendezvous requires a token \(HTTP 401\)/,
+  );
+});

@@ -161,7 +161,7 @@ Deno.test("ids with path traversal or odd characters are refused on every route"
   });
 });
 
-Deno.test("executor sockets refuse unsigned, forged, expired and other-id URLs, and a replay replaces the socket", async () => {
+Deno.test("executor sockets refuse unsigned, forged, expired and other-id URLs, and a replay (url_used)", async () => {
   const { server, port } = await start({ urlTtlMs: 60_000 });
   const reg = await rawHttp(port, register("exec-a", `Bearer ${TOKEN}`));
   assert.equal(reg.status, 200, reg.body);
@@ -206,13 +206,13 @@ Deno.test("executor sockets refuse unsigned, forged, expired and other-id URLs, 
     const r = await rawHttp(port, upgradeHead(path));
     assertRefusal(r, statuses, what);
   }
-  // The real URL works (101), and so does a replay of it within its lifetime:
-  // the signature binds id, role and expiry, not a single use. The replay
-  // replaces the earlier executor socket (documented router behaviour).
+  // The real URL works (101), once: a replay within its lifetime (from a
+  // proxy's log, say) is refused, and cannot replace the executor's socket.
   const first = await rawHttp(port, upgradeHead(`${url.pathname}${url.search}`));
   assert.equal(first.status, 101);
   const replay = await rawHttp(port, upgradeHead(`${url.pathname}${url.search}`));
-  assert.equal(replay.status, 101);
+  assertRefusal(replay, [403], "replay");
+  assert.equal(JSON.parse(replay.body).error.code, "url_used");
   await assertStillServing(port, "signed URL abuse");
   await server.close();
   record({
@@ -221,8 +221,8 @@ Deno.test("executor sockets refuse unsigned, forged, expired and other-id URLs, 
       "executor sockets: unsigned, forged, extended, expired, other-id, other-role signed URLs; replay",
     cases: cases.length + 2,
     result:
-      "401/403/400 with JSON errors; a replay within the URL lifetime is accepted and replaces " +
-      "the earlier executor socket (signature binds id, role, expiry; not single-use)",
+      "401/403/400 with JSON errors; a replay within the URL lifetime is refused 403 url_used " +
+      "(each signed executor URL opens one socket)",
   });
 });
 

@@ -4,6 +4,7 @@
  */
 
 import assert from "node:assert/strict";
+import { RelayClosedError } from "../lib/errors.ts";
 import { encodeFrame, type RelayFrame } from "../lib/relay/frame_codec.ts";
 import { type ReceivedFrame, RelaySocket } from "../lib/relay/relay_socket.ts";
 import { TcpWebSocket } from "../lib/relay/_tcp_websocket.ts";
@@ -350,11 +351,43 @@ Deno.test("serveRendezvous refuses executor URLs that are unsigned, tampered wit
   });
 });
 
+Deno.test("serveRendezvous opens one executor socket per signed URL: a replay before it expires is refused 403 url_used, and the executor keeps its socket", async () => {
+  await withRendezvous({ urlTtlMs: 60_000 }, async (rz, events) => {
+    const answer = await register(rz, "exec-1");
+    const url = new URL(answer.body.url as string);
+    // Asking without upgrading does not use the URL up.
+    assertError(await call(url.href.replace("ws:", "http:")), 426, "upgrade_required");
+    await using executor = await RelaySocket.connect(url);
+    // Replayed (from a proxy's log, say), with or without the query spelled another way.
+    const respelled = new URL(url);
+    respelled.searchParams.set("exp", `0${url.searchParams.get("exp")}`);
+    for (const replay of [url, respelled]) {
+      const refused = await RelaySocket.connect(replay).then(
+        () => assert.fail("a replayed executor URL opened a socket"),
+        (error) => error,
+      );
+      assert.ok(refused instanceof RelayClosedError, String(refused));
+      assert.deepEqual([refused.refusal?.status, refused.refusal?.code], [403, "url_used"]);
+    }
+    assert.ok(
+      !events.some((e) => e.type === "executor_attached" && e.replaced),
+      "no socket was replaced",
+    );
+    // The executor's socket still carries its streams.
+    await using harness = await RelaySocket.connect(harnessUrl(rz, "exec-1"), { token: TOKEN });
+    await harness.send(data("s1", "ping"));
+    assert.equal(payloadOf(await nextFrame(executor, "ping")), "ping");
+    // A fresh registration gives a fresh URL, which opens a socket (replacing this one).
+    const again = await register(rz, "exec-1");
+    const next = await RelaySocket.connect(again.body.url as string);
+    await next.close();
+  });
+});
+
 Deno.test("serveRendezvous refuses an executor URL replayed after it expired (401 url_expired)", async () => {
   await withRendezvous({ urlTtlMs: MIN_URL_TTL_MS }, async (rz) => {
     const answer = await register(rz, "exec-1");
     const url = new URL(answer.body.url as string);
-    // Replays before expiry are fine (an executor may reconnect quickly).
     const first = await RelaySocket.connect(url);
     await first.close();
     const exp = Number(url.searchParams.get("exp"));

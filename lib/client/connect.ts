@@ -553,6 +553,11 @@ function explainRefusal(error: unknown, url: string): unknown {
     why = "the rendezvous refused the URL's signature (HTTP 403 bad_signature): it is not a " +
       "harness URL for this executor, or the rendezvous restarted with a new signing key " +
       "(set OUTPOST_SIGNING_KEY to keep it)";
+  } else if ((status === 401 || status === 403) && where.searchParams.has("sig")) {
+    // A token sent with it would have admitted it: the URL itself was refused.
+    why = `the rendezvous refused the signed URL (HTTP ${status}${
+      refusal?.code === undefined ? "" : ` ${refusal.code}`
+    }); ask the rendezvous for a new one (POST /cloud/executor/{id}/connect)`;
   } else if (status === 401) {
     why =
       "the rendezvous requires a token (HTTP 401); pass `token` (the CLI: OUTPOST_TOKEN or --token-file)";
@@ -799,8 +804,9 @@ async function openRendezvous(
  * virtual stream on it, reconnected and resumed within `detachWindowMs` when
  * the socket drops. A full harness URL
  * may be a signed one from the rendezvous (`POST /cloud/executor/{id}/connect`),
- * which needs no token until its `exp`; with `executorId` the URL is only
- * the rendezvous's base, and its query is not used.
+ * which needs no token until its `exp` (a token given too is sent, and
+ * admits a reconnect after `exp`); with `executorId` the URL is only the
+ * rendezvous's base, and its query is not used.
  *
  * @param url The `serve` URL, the rendezvous URL, or a full (maybe signed) harness URL.
  * @param options Token, executor id, signal, timeout and client name.

@@ -5,7 +5,8 @@
  *   answers `{"id": id, "executor_id": id, "url": "ws://HOST:PORT/executor/{id}?role=executor&exp=…&sig=…"}`,
  *   a URL signed with HMAC-SHA256 that expires after `urlTtlMs`.
  * - `GET /executor/{id}?role=executor&exp=…&sig=…` upgrades the executor
- *   socket (the signed URL is its credential; no token on this socket).
+ *   socket (the signed URL is its credential, good for one socket; no token
+ *   on this socket).
  * - `POST /cloud/executor/{id}/connect` with the token answers
  *   `{"executor_id": id, "url": "ws://HOST:PORT/harness/{id}?role=harness&exp=…&sig=…"}`:
  *   a signed harness URL, for a harness that is handed a URL and sends no headers.
@@ -37,6 +38,7 @@ import {
 } from "../mux/relay_router.ts";
 import { BadFrameReporter } from "./_bad_frame_reporter.ts";
 import { errorResponse } from "./_error_response.ts";
+import { UsedUrls } from "./_used_urls.ts";
 import { UrlSigner } from "./_signed_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 
@@ -410,6 +412,8 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     DEFAULT_MAX_FRAME_BYTES,
   );
   const signer = await UrlSigner.create(options.signingKey);
+  // Each signed executor URL opens one socket (a replayed one would take the executor's id).
+  const usedUrls = new UsedUrls();
   const onEvent = options.onEvent;
   const emit = (event: RendezvousEvent): void => {
     if (onEvent === undefined) return;
@@ -590,6 +594,16 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
         "upgrade_required",
         `Cannot open ${role} socket: a WebSocket upgrade is required`,
       );
+    }
+    if (role === "executor") {
+      const params = url.searchParams;
+      if (!usedUrls.claim(params.get("sig")!, Number(params.get("exp")), Date.now())) {
+        throw new HttpError(
+          403,
+          "url_used",
+          "Cannot open executor socket: the signed URL was used already; register again",
+        );
+      }
     }
     const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout });
     const badFrames = new BadFrameReporter((error, dropped) =>
