@@ -318,6 +318,8 @@ async function loadToken(context: Context, required: boolean): Promise<string | 
   const file = context.tokenFile;
   try {
     const token = await readToken({ required, ...(file !== undefined ? { tokenFile: file } : {}) });
+    // A registry's error body or the id it confirms may quote the token.
+    if (token !== undefined) context.log.addSecret(token);
     if (file !== undefined) await warnIfShared(context.log, file);
     return token;
   } catch (error) {
@@ -538,6 +540,10 @@ async function runServe(args: string[], context: Context): Promise<number> {
       executor,
       ...(token !== undefined ? { token } : {}),
       onEvent: (event) => {
+        if (event.type === "failed") {
+          context.log.error("cannot serve a request", { error: event.message });
+          return;
+        }
         const { type: _type, ...fields } = event;
         context.log.warn("refused a request", fields);
       },
@@ -626,7 +632,14 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
         "as the rendezvous permission set gives); signed URLs use a random key and end with this process",
     );
   }
+  if (keyText === "") {
+    // Set but blank (an unfilled template): a random key would end signed URLs at a restart, unseen.
+    throw new UsageError(
+      "Cannot use OUTPOST_SIGNING_KEY: it is set but blank; set 32+ characters, or unset it for a random key",
+    );
+  }
   if (keyText) {
+    context.log.addSecret(keyText);
     if (keyText.length < 32) {
       throw new UsageError("Cannot use OUTPOST_SIGNING_KEY: it must be at least 32 characters");
     }

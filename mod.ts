@@ -165,7 +165,11 @@ export { CORE_ENV, DEFAULT_INHERITED_ENV } from "./lib/exec/child_env.ts";
 
 // Servers (lib/server)
 export { serveLocal } from "./lib/server/local_server.ts";
-export type { LocalServer, ServeLocalOptions } from "./lib/server/local_server.ts";
+export type {
+  LocalServer,
+  LocalServerEvent,
+  ServeLocalOptions,
+} from "./lib/server/local_server.ts";
 export { MAX_URL_TTL_MS, MIN_URL_TTL_MS, serveRendezvous } from "./lib/server/rendezvous_server.ts";
 export type {
   RendezvousEvent,

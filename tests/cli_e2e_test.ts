@@ -1345,6 +1345,152 @@ Deno.test("cli: serve logs each refused request as the rendezvous does, never th
   assert.ok(!serve.stderr.includes(TOKEN));
 });
 
+Deno.test("cli: serve answers malformed upgrades 400 and a request it fails on 500 in its JSON shape, and its JSON log stays JSON", async () => {
+  await using serve = new Cli("executor", ["serve", "--log-format", "json"]);
+  const port = Number(new URL(await serve.firstLine()).port);
+  const head = upgradeHead("/").split("\r\n");
+  const noKey = head.filter((line) => !line.startsWith("Sec-WebSocket-Key:")).join("\r\n");
+  const noUpgrade = upgradeHead("/").replace("Connection: Upgrade", "Connection: keep-alive");
+  const badHost = upgradeHead("/").replace("Host: 127.0.0.1", "Host: a b");
+  for (
+    const [request, status, code] of [
+      [noKey, 400, "bad_upgrade"],
+      [noUpgrade, 400, "bad_upgrade"],
+      [badHost, 500, "internal_error"],
+    ] as const
+  ) {
+    const r = await rawHttp(port, request);
+    assert.equal(r.status, status, r.body);
+    assert.match(r.headers.get("content-type") ?? "", /^application\/json/);
+    assert.equal(JSON.parse(r.body).error.code, code);
+  }
+  const logged = () => serve.stderr.split("\n").filter((line) => line !== "");
+  await serve.waitFor(
+    () => serve.stderr.includes('"msg":"cannot serve a request"'),
+    5_000,
+    "the failure logged",
+  );
+  await serve[Symbol.asyncDispose](); // stopped: all of stderr is in
+  // Each line is one JSON object: no stack trace, no plain text.
+  const lines = logged().map((line) => JSON.parse(line));
+  const refused = lines.filter((line) => line.msg === "refused a request");
+  assert.deepEqual(refused.map((line) => [line.status, line.code]), [
+    [400, "bad_upgrade"],
+    [400, "bad_upgrade"],
+  ]);
+  const failed = lines.filter((line) => line.msg === "cannot serve a request");
+  assert.deepEqual(failed.map((line) => [line.level, line.error]), [
+    ["error", "Invalid URL: 'http://a b/'"],
+  ]);
+});
+
+Deno.test("cli: the executor's log never carries the token a registry echoes, in JSON and text", async () => {
+  // A registry (or another service at --registry) that quotes the token it was sent.
+  const answers: Record<string, (token: string) => Response> = {
+    "echo-400": (token) =>
+      Response.json({ error: { code: "bad_request", message: `unknown ${token}` } }, {
+        status: 400,
+      }),
+    "echo-401": (token) =>
+      Response.json({ error: { code: "x", message: `token ${token} refused` } }, { status: 401 }),
+    "other-id": (token) => Response.json({ executor_id: `box-${token}`, url: "ws://x" }),
+  };
+  const abort = new AbortController();
+  const registry = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    signal: abort.signal,
+    onListen: () => {},
+  }, async (request) => {
+    await request.body?.cancel();
+    const id = new URL(request.url).pathname.split("/")[3];
+    const token = request.headers.get("authorization")?.replace(/^Bearer /, "") ?? "";
+    return answers[id]?.(token) ?? new Response(null, { status: 404 });
+  });
+  try {
+    const url = `http://127.0.0.1:${registry.addr.port}`;
+    for (const format of ["json", "text"]) {
+      for (const id of Object.keys(answers)) {
+        await using executor = new Cli(
+          "executor",
+          ["executor", "--registry", url, "--executor-id", id, "--log-format", format],
+          { env: { OUTPOST_TOKEN: TOKEN } },
+        );
+        assert.equal((await executor.finished(15_000)).code, 1, executor.stderr);
+        assert.match(executor.stderr, /Cannot register executor/, `${format} ${id}`);
+        assert.ok(!executor.stderr.includes(TOKEN), `${format} ${id}: ${executor.stderr}`);
+        assert.match(executor.stderr, /\[redacted\]/, `${format} ${id}`);
+      }
+    }
+  } finally {
+    abort.abort();
+    await registry.finished;
+  }
+});
+
+Deno.test("cli: a set but blank OUTPOST_TOKEN or OUTPOST_SIGNING_KEY is a usage error (exit 2) in every command that reads it", async () => {
+  const commands: [string, string[]][] = [
+    ["executor", ["serve"]],
+    ["rendezvous", ["rendezvous"]],
+    ["executor", ["executor", "--registry", "http://127.0.0.1:1", "--executor-id", "box-1"]],
+    ["client", ["exec", "--url", "ws://127.0.0.1:1", "--", "true"]],
+  ];
+  const runs: Promise<void>[] = [];
+  for (const blank of ["", "   ", "\t\n"]) {
+    for (const [set, args] of commands) {
+      runs.push((async () => {
+        await using cli = new Cli(set, args, { env: { OUTPOST_TOKEN: blank } });
+        const label = `${args[0]} with OUTPOST_TOKEN=${JSON.stringify(blank)}`;
+        assert.equal((await cli.finished()).code, 2, `${label}: ${cli.stderr}`);
+        assert.match(cli.stderr, /^Cannot use OUTPOST_TOKEN: it is set but blank; set a token/);
+      })());
+    }
+    runs.push((async () => {
+      await using cli = new Cli("rendezvous", ["rendezvous"], {
+        env: { OUTPOST_TOKEN: TOKEN, OUTPOST_SIGNING_KEY: blank },
+      });
+      assert.equal((await cli.finished()).code, 2, cli.stderr);
+      assert.match(cli.stderr, /^Cannot use OUTPOST_SIGNING_KEY: it is set but blank/);
+    })());
+  }
+  await Promise.all(runs);
+});
+
+Deno.test("cli: a token file is read only when it is a regular file of at most 4101 bytes: a FIFO, a device or a longer file is a usage error", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const longest = "t".repeat(4096);
+    // The longest token with a byte order mark and a CRLF: 4101 bytes, taken.
+    await Deno.writeTextFile(`${dir}/at-limit`, `\ufeff${longest}\r\n`);
+    await Deno.writeTextFile(`${dir}/one-past`, `\ufeff${longest}\r\n\n`);
+    await Deno.symlink(`${dir}/at-limit`, `${dir}/link`);
+    await Deno.symlink("/dev/zero", `${dir}/zero`);
+    await new Deno.Command("mkfifo", { args: [`${dir}/fifo`] }).output();
+    for (const name of ["at-limit", "link"]) {
+      await Deno.chmod(`${dir}/${name}`, 0o600);
+      await using serve = new Cli("executor", ["serve", "--token-file", `${dir}/${name}`]);
+      assert.match(await serve.firstLine(), /^ws:\/\/127\.0\.0\.1:\d+/, name);
+    }
+    for (
+      const [name, why] of [
+        ["one-past", "it is longer than 4101 bytes \\(a token is at most 4096\\)"],
+        ["zero", "it is a character device, not a regular file"],
+        ["fifo", "it is a FIFO, not a regular file"],
+      ]
+    ) {
+      await using serve = new Cli("executor", ["serve", "--token-file", `${dir}/${name}`]);
+      assert.equal((await serve.finished()).code, 2, `${name}: ${serve.stderr}`);
+      assert.match(
+        serve.stderr,
+        new RegExp(`^Cannot (use|read) token file ${dir}/${name}: ${why}\n`),
+      );
+      assert.ok(!serve.stderr.includes("ttttttttttttttttt"), "the content is never printed");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /**
  * Runs `exec … -- sh -c program` with its stdout read by the test itself
  * (the Cli helper reads as fast as it can), and reads up to the program's
@@ -1544,7 +1690,7 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   for (
     const [file, why] of [
       ["/tmp/outpost-no-such-token", "does not exist"],
-      ["/tmp", "Is a directory"],
+      ["/tmp", "it is a directory, not a regular file"],
     ]
   ) {
     await using serveFile = new Cli("executor", ["serve", "--token-file", file]);
@@ -1722,4 +1868,46 @@ Deno.test("cli: exec sends no token with a signed harness URL (the URL may name 
     /Cannot use --token-file with a signed harness URL: .*drop --token-file/,
   );
   assert.deepEqual(seen.length, 2, "nothing was sent");
+});
+
+Deno.test("logger masks the literal values of its secrets in every format, level and field", () => {
+  const lines: string[] = [];
+  const now = () => new Date(0);
+  // A token may hold `"` and a backslash, which JSON escapes.
+  const token = 'tok"en\\0123456789abcdef';
+  const key = "signing-key-0123456789abcdef0123456789";
+  const text = createLogger({ write: (l) => lines.push(l), now, secrets: [token] });
+  const json = createLogger({ format: "json", level: "debug", write: (l) => lines.push(l), now });
+  json.addSecret(token);
+  json.addSecret("");
+  for (const log of [text, json]) {
+    log.addSecret(key);
+    log.error(`registry said: unknown credential ${token}`, {
+      executorId: `box-${token}`,
+      error: new Error(`key ${key} refused`),
+      url: new URL(`http://h/${encodeURIComponent("x")}?k=${key}`),
+      nested: { echoed: [token, key] },
+    });
+    log.debug(`${key}${token}`);
+  }
+  assert.equal(lines.length, 3);
+  for (const line of lines) {
+    for (const form of [token, JSON.stringify(token).slice(1, -1), key, "0123456789abcdef"]) {
+      assert.ok(!line.includes(form), line);
+    }
+  }
+  assert.equal(
+    lines[0],
+    '1970-01-01T00:00:00.000Z ERROR registry said: unknown credential [redacted] executorId=box-[redacted] error="key [redacted] refused" url="http://h/x?k=[redacted]" nested="{\\"echoed\\":[\\"[redacted]\\",\\"[redacted]\\"]}"',
+  );
+  assert.deepEqual(JSON.parse(lines[1]), {
+    time: "1970-01-01T00:00:00.000Z",
+    level: "error",
+    msg: "registry said: unknown credential [redacted]",
+    executorId: "box-[redacted]",
+    error: "key [redacted] refused",
+    url: "http://h/x?k=[redacted]",
+    nested: { echoed: ["[redacted]", "[redacted]"] },
+  });
+  assert.equal(JSON.parse(lines[2]).msg, "[redacted][redacted]");
 });

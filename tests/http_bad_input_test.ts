@@ -307,6 +307,82 @@ Deno.test("serve refuses WebSocket upgrades from web pages (an Origin header) un
   });
 });
 
+/** Upgrade requests Deno cannot upgrade: no `Sec-WebSocket-Key`, or `Connection` without `Upgrade`. */
+function malformedUpgrades(path: string, extra: string[]): string[] {
+  const head = upgradeHead(path, extra).split("\r\n");
+  return [
+    head.filter((line) => !line.startsWith("Sec-WebSocket-Key:")).join("\r\n"),
+    head.map((line) => line === "Connection: Upgrade" ? "Connection: keep-alive" : line).join(
+      "\r\n",
+    ),
+  ];
+}
+
+Deno.test("serve and the rendezvous answer a malformed WebSocket upgrade 400 bad_upgrade in their JSON shape", async () => {
+  const events: unknown[] = [];
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using local = await serveLocal({ executor, onEvent: (event) => events.push(event) });
+  const { server, port } = await start();
+  const targets: [string, number, string, string[]][] = [
+    ["serve", Number(new URL(local.url).port), "/", []],
+    ["rendezvous", port, "/harness/exec-a?role=harness", [`Authorization: Bearer ${TOKEN}`]],
+  ];
+  for (const [name, at, path, extra] of targets) {
+    for (const head of malformedUpgrades(path, extra)) {
+      const r = await rawHttp(at, head);
+      assertRefusal(r, [400], `${name}: ${head.split("\r\n").slice(2, 4).join(" ")}`);
+      assert.match(r.headers.get("content-type") ?? "", /json/, name);
+      const body = JSON.parse(r.body) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, "bad_upgrade", name);
+      assert.match(body.error.message, /^Cannot upgrade to a WebSocket: '[a-z-]+' header must/);
+    }
+    // A well-formed upgrade still succeeds.
+    assert.equal((await rawHttp(at, upgradeHead(path, extra))).status, 101, name);
+  }
+  await server.close();
+  assert.deepEqual(events, [
+    { type: "refused", status: 400, code: "bad_upgrade" },
+    { type: "refused", status: 400, code: "bad_upgrade" },
+  ]);
+  record({
+    area: "bad input",
+    name: "serve and rendezvous: upgrades without Sec-WebSocket-Key, or Connection without Upgrade",
+    cases: 4,
+    result: "400 bad_upgrade with JSON errors (was a plain-text 500 and a stack trace)",
+  });
+});
+
+Deno.test("serve refuses WebSocket upgrades with any method but GET (405), as the rendezvous does", async () => {
+  const token = "serve-token-0123456789abcdef";
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using local = await serveLocal({ executor, token });
+  const at = Number(new URL(local.url).port);
+  const bearer = `Authorization: Bearer ${token}`;
+  const methods = ["POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH"];
+  for (const method of methods) {
+    // Connection: close ends the answer to HEAD, which has a length but no body.
+    const head = upgradeHead("/", [bearer]).replace(/^GET /, `${method} `)
+      .replace("Connection: Upgrade", "Connection: Upgrade, close");
+    const r = await rawHttp(at, head);
+    assert.equal(r.status, 405, method);
+    assert.equal(r.headers.get("allow"), "GET", method);
+    if (method !== "HEAD") {
+      assert.deepEqual(JSON.parse(r.body).error, {
+        code: "method_not_allowed",
+        message: `Cannot ${method} a WebSocket: use GET`,
+      });
+    }
+  }
+  assert.equal((await rawHttp(at, upgradeHead("/", [bearer]))).status, 101);
+  record({
+    area: "bad input",
+    name: "serve: WebSocket upgrades with POST, PUT, DELETE, OPTIONS, HEAD, PATCH",
+    cases: methods.length,
+    result:
+      "405 method_not_allowed with Allow: GET (PUT, DELETE, OPTIONS and HEAD were upgraded: 101)",
+  });
+});
+
 Deno.test("oversized headers and bodies are refused and the server keeps serving", async () => {
   const limit = 1024;
   const { server, port } = await start({ maxRequestBodyBytes: limit });
@@ -372,4 +448,21 @@ Deno.test("oversized headers and bodies are refused and the server keeps serving
     result:
       "at the limit accepted; over refused 413/400/431 or connection closed; server kept serving",
   });
+});
+
+Deno.test("the rendezvous answers a request whose Host header is no URL's 400 bad_request in its JSON shape, and serves on", async () => {
+  const { server, port } = await start();
+  try {
+    for (const path of ["/", "/harness/exec-a?role=harness", "/cloud/executor/exec-a/register"]) {
+      const r = await rawHttp(port, upgradeHead(path).replace("Host: 127.0.0.1", "Host: a b"));
+      assert.equal(r.status, 400, `${path}: ${r.body}`);
+      assert.deepEqual(JSON.parse(r.body).error, {
+        code: "bad_request",
+        message: "Cannot serve the request: its Host header is not valid",
+      });
+    }
+    await assertStillServing(port, "bad Host");
+  } finally {
+    await server.close();
+  }
 });

@@ -18,3 +18,18 @@ export function errorResponse(
     headers: { "cache-control": "no-store", ...headers },
   });
 }
+
+/** The code of a WebSocket upgrade Deno refuses: a client's mistake, answered 400. */
+export const BAD_UPGRADE = "bad_upgrade";
+
+/**
+ * Why Deno refused a WebSocket upgrade (no `Sec-WebSocket-Key`, a `Connection`
+ * without `Upgrade`), as the message of a 400 `bad_upgrade`.
+ */
+export function badUpgradeMessage(error: unknown): string {
+  const why = (error instanceof Error ? error.message : String(error)).replace(
+    /^Invalid Header: /,
+    "",
+  );
+  return `Cannot upgrade to a WebSocket: ${why}`;
+}

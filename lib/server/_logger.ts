@@ -7,7 +7,10 @@
  * Secrets never reach the output: fields whose name looks like a credential
  * (`token`, `authorization`, `secret`, `password`, `signingKey`, ...) are
  * replaced by `[redacted]`, and the `sig`/`token` query parameters of any URL
- * in a message or field value are masked.
+ * in a message or field value are masked. The literal values of the secrets
+ * the logger is given (the token, a signing key) are masked wherever they
+ * appear, since text from elsewhere (a registry's error body, an id it
+ * confirms) can quote them in any form.
  *
  * @module
  */
@@ -31,6 +34,8 @@ export interface LoggerOptions {
   write: (line: string) => void;
   /** Clock for timestamps. @default {() => new Date()} */
   now?: () => Date;
+  /** Literal values masked wherever they appear in a line; more with {@linkcode Logger.addSecret}. @default {[]} */
+  secrets?: readonly string[];
 }
 
 /** A structured logger; see {@linkcode createLogger}. */
@@ -43,6 +48,11 @@ export interface Logger {
   warn(message: string, fields?: LogFields): void;
   /** Writes an error line. */
   error(message: string, fields?: LogFields): void;
+  /**
+   * Masks `secret` in every later line. The CLI creates its logger before it
+   * reads the token, so secrets arrive after the logger. An empty string is ignored.
+   */
+  addSecret(secret: string): void;
 }
 
 const LEVEL_RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -65,11 +75,35 @@ export function redactText(text: string): string {
     .replace(USERINFO, `$1${REDACTED}@`);
 }
 
-function redactValue(key: string, value: unknown): unknown {
+/** Replaces each literal secret in `text` (longest first, so one that contains another goes whole). */
+function maskSecrets(text: string, secrets: readonly string[]): string {
+  for (const secret of secrets) text = text.replaceAll(secret, REDACTED);
+  return text;
+}
+
+/**
+ * An object or array field as the JSON it is written as, its keys and
+ * strings masked before they are escaped (an escaped `"` in a token would
+ * no longer match).
+ */
+function maskData(value: unknown, secrets: readonly string[]): unknown {
+  if (typeof value === "string") return maskSecrets(value, secrets);
+  if (Array.isArray(value)) return value.map((item) => maskData(item, secrets));
+  if (value === null || typeof value !== "object") return value;
+  return Object.fromEntries(
+    Object.entries(value).map(([k, v]) => [maskSecrets(k, secrets), maskData(v, secrets)]),
+  );
+}
+
+function redactValue(key: string, value: unknown, secrets: readonly string[]): unknown {
   if (SECRET_KEY.test(key)) return REDACTED;
-  if (typeof value === "string") return redactText(value);
-  if (value instanceof Error) return redactText(value.message);
-  if (value instanceof URL) return redactText(value.href);
+  if (typeof value === "string") return redactText(maskSecrets(value, secrets));
+  if (value instanceof Error) return redactText(maskSecrets(value.message, secrets));
+  if (value instanceof URL) return redactText(maskSecrets(value.href, secrets));
+  if (value !== null && typeof value === "object" && secrets.length > 0) {
+    const json = JSON.stringify(value); // undefined for an object whose toJSON says nothing
+    return json === undefined ? value : maskData(JSON.parse(json), secrets);
+  }
   return value;
 }
 
@@ -118,15 +152,21 @@ export function createLogger(options: LoggerOptions): Logger {
   const format = options.format ?? "text";
   const min = LEVEL_RANK[options.level ?? "info"];
   const now = options.now ?? (() => new Date());
+  let secrets: string[] = [];
+  const addSecret = (secret: string): void => {
+    if (secret === "" || secrets.includes(secret)) return;
+    secrets = [...secrets, secret].sort((a, b) => b.length - a.length);
+  };
+  for (const secret of options.secrets ?? []) addSecret(secret);
   const write = options.write;
   const emit = (level: LogLevel, message: string, fields: LogFields = {}): void => {
     if (LEVEL_RANK[level] < min) return;
     const clean: LogFields = {};
     for (const [key, value] of Object.entries(fields)) {
-      if (value !== undefined) clean[key] = redactValue(key, value);
+      if (value !== undefined) clean[key] = redactValue(key, value, secrets);
     }
     const time = now().toISOString();
-    const msg = redactText(message);
+    const msg = redactText(maskSecrets(message, secrets));
     if (format === "json") {
       write(JSON.stringify({ time, level, msg, ...clean }));
       return;
@@ -140,5 +180,6 @@ export function createLogger(options: LoggerOptions): Logger {
     info: (message, fields) => emit("info", message, fields),
     warn: (message, fields) => emit("warn", message, fields),
     error: (message, fields) => emit("error", message, fields),
+    addSecret,
   };
 }

@@ -6,12 +6,25 @@
  * @module
  */
 
+import {
+  FileLeasedError,
+  NotRegularFileError,
+  openRegularFile,
+  type RegularFile,
+} from "../exec/_regular_file.ts";
+
 /** The environment variable a token is read from when no token file is given. */
 export const TOKEN_ENV_VAR = "OUTPOST_TOKEN";
 /** Longest token accepted, in bytes. */
 export const MAX_TOKEN_BYTES = 4096;
 /** Shortest token accepted, in bytes (a guessable token is a mistake). */
 export const MIN_TOKEN_BYTES = 16;
+/**
+ * Longest token file read, in bytes: the longest token plus a UTF-8 byte
+ * order mark and a CRLF, as an editor may save it. A longer file is refused
+ * before it is read whole (a 1 GiB file, `/dev/zero` through a symlink).
+ */
+export const MAX_TOKEN_FILE_BYTES = MAX_TOKEN_BYTES + 5;
 
 /** Visible ASCII without spaces: what can ride in an `Authorization` header unchanged. */
 const TOKEN_CHARS = /^[\x21-\x7e]+$/;
@@ -121,30 +134,28 @@ export interface ReadTokenOptions {
  *
  * @param options The token file, the variable name, and whether a token is required.
  * @returns The token, or undefined when none is configured and none is required.
- * @throws {TypeError} When the file or variable holds an unusable token, or a required token is missing.
+ * @throws {TypeError} When the file or variable holds an unusable token (a set but blank
+ *   variable included), the file is not a regular file or is longer than
+ *   {@linkcode MAX_TOKEN_FILE_BYTES}, or a required token is missing.
  * @throws {Deno.errors.NotFound} When the token file does not exist.
  */
 export async function readToken(options: ReadTokenOptions = {}): Promise<string | undefined> {
   const envVar = options.envVar ?? TOKEN_ENV_VAR;
   if (options.tokenFile !== undefined) {
-    let text: string;
-    try {
-      text = await Deno.readTextFile(options.tokenFile);
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) {
-        throw new Deno.errors.NotFound(
-          `Cannot read token file: ${options.tokenFile} does not exist`,
-          { cause: error },
-        );
-      }
-      throw error;
-    }
+    const text = await readTokenFile(options.tokenFile);
     return validateToken(text.trim(), `token file ${options.tokenFile}`);
   }
   let value: string | undefined;
   const permission = await Deno.permissions.query({ name: "env", variable: envVar });
-  if (permission.state === "granted") value = Deno.env.get(envVar)?.trim();
-  if (value === undefined || value === "") {
+  if (permission.state === "granted") value = Deno.env.get(envVar);
+  if (value !== undefined && value.trim() === "") {
+    // Set but blank (an unfilled template): running without a token instead would be unseen.
+    throw new TypeError(
+      `Cannot use ${envVar}: it is set but blank; set a token, or unset it` +
+        (options.required ? " and pass --token-file FILE" : ""),
+    );
+  }
+  if (value === undefined) {
     if (options.required) {
       throw new TypeError(
         `Cannot find a token: set ${envVar} or pass --token-file FILE` +
@@ -153,5 +164,44 @@ export async function readToken(options: ReadTokenOptions = {}): Promise<string 
     }
     return undefined;
   }
-  return validateToken(value, envVar);
+  return validateToken(value.trim(), envVar);
+}
+
+/**
+ * Reads a token file: only a regular file (a symlink is followed), opened
+ * without waiting on a FIFO, and at most {@linkcode MAX_TOKEN_FILE_BYTES}.
+ */
+async function readTokenFile(path: string): Promise<string> {
+  let file: RegularFile;
+  try {
+    file = await openRegularFile(path, "read");
+  } catch (error) {
+    const code = (error as { code?: unknown } | null)?.code;
+    if (code === "ENOENT") {
+      throw new Deno.errors.NotFound(`Cannot read token file: ${path} does not exist`, {
+        cause: error,
+      });
+    }
+    if (error instanceof NotRegularFileError || error instanceof FileLeasedError) {
+      throw new TypeError(`Cannot read token file ${path}: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
+  try {
+    const buffer = new Uint8Array(MAX_TOKEN_FILE_BYTES + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const { bytesRead } = await file.handle.read(buffer, length, buffer.length - length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    if (length > MAX_TOKEN_FILE_BYTES) {
+      throw new TypeError(
+        `Cannot use token file ${path}: it is longer than ${MAX_TOKEN_FILE_BYTES} bytes (a token is at most ${MAX_TOKEN_BYTES})`,
+      );
+    }
+    return new TextDecoder().decode(buffer.subarray(0, length));
+  } finally {
+    await file.handle.close();
+  }
 }

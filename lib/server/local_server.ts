@@ -11,7 +11,7 @@ import { Executor } from "../exec/executor.ts";
 import { DrainPoller } from "../relay/_backpressure.ts";
 import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 import { INVALID_REQUEST } from "../rpc/error_codes.ts";
-import { errorResponse } from "./_error_response.ts";
+import { BAD_UPGRADE, badUpgradeMessage, errorResponse } from "./_error_response.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 import { booleanOption } from "../_options.ts";
 
@@ -77,11 +77,19 @@ export interface ServeLocalOptions {
   allowedOrigins?: string[];
   /**
    * Receives each refused request (a wrong or missing token, a foreign
-   * `Origin`, a rendezvous path, plain HTTP): its HTTP status and error code,
-   * and the `Origin` it carried when that was the reason. Never the token.
+   * `Origin`, a rendezvous path, plain HTTP, a method other than GET, a
+   * malformed upgrade): its HTTP status and error code, and the `Origin` it
+   * carried when that was the reason. Never the token. A request the server
+   * failed on (answered 500 `internal_error`) comes as `failed` with the
+   * error's message, for the caller's log: the server prints nothing.
    */
-  onEvent?: (event: { type: "refused"; status: number; code: string; origin?: string }) => void;
+  onEvent?: (event: LocalServerEvent) => void;
 }
+
+/** What {@linkcode ServeLocalOptions.onEvent} receives. */
+export type LocalServerEvent =
+  | { type: "refused"; status: number; code: string; origin?: string }
+  | { type: "failed"; message: string };
 
 /** A running local server, from {@linkcode serveLocal}. */
 export interface LocalServer extends AsyncDisposable {
@@ -347,6 +355,13 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
   const abort = new AbortController();
   let stopping = false;
 
+  const report = (event: LocalServerEvent): void => {
+    try {
+      options.onEvent?.(event);
+    } catch {
+      // An event sink must not break serving.
+    }
+  };
   /** Answers a refused request and tells the event sink (code and status, never the token). */
   const refuse = (
     status: number,
@@ -354,16 +369,7 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
     message: string,
     extra: { origin?: string; headers?: Record<string, string> } = {},
   ): Response => {
-    try {
-      options.onEvent?.({
-        type: "refused",
-        status,
-        code,
-        ...(extra.origin ? { origin: extra.origin } : {}),
-      });
-    } catch {
-      // An event sink must not break serving.
-    }
+    report({ type: "refused", status, code, ...(extra.origin ? { origin: extra.origin } : {}) });
     return errorResponse(status, code, message, extra.headers);
   };
   const handler = (request: Request): Response => {
@@ -405,12 +411,28 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
         }: this is a local executor (outpost serve), not a rendezvous; connect to its URL without an executor id`,
       );
     }
+    // Deno upgrades any method; a WebSocket opens with GET (RFC 6455), as the rendezvous requires.
+    if (request.method !== "GET") {
+      return refuse(
+        405,
+        "method_not_allowed",
+        `Cannot ${request.method.slice(0, 20)} a WebSocket: use GET`,
+        { headers: { allow: "GET" } },
+      );
+    }
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return refuse(426, "upgrade_required", "Cannot serve plain HTTP: connect with a WebSocket", {
         headers: { upgrade: "websocket" },
       });
     }
-    const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout: IDLE_TIMEOUT_S });
+    let upgraded: { socket: WebSocket; response: Response };
+    try {
+      upgraded = Deno.upgradeWebSocket(request, { idleTimeout: IDLE_TIMEOUT_S });
+    } catch (error) {
+      // A header missing or wrong: the client's mistake, not a 500 with a stack trace.
+      return refuse(400, BAD_UPGRADE, badUpgradeMessage(error));
+    }
+    const { socket, response } = upgraded;
     const channel = new WebSocketChannel(socket, maxQueuedBytes);
     channels.add(channel);
     const served = executor.serve(channel).catch(() => {}).finally(() => {
@@ -421,9 +443,17 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
     return response;
   };
 
+  /** Deno's own `onError` prints the stack and answers plain text: a 500 in the one shape instead. */
+  const onError = (error: unknown): Response => {
+    report({ type: "failed", message: error instanceof Error ? error.message : String(error) });
+    return errorResponse(500, "internal_error", "Cannot serve the request: internal error");
+  };
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
-    server = Deno.serve({ hostname, port, signal: abort.signal, onListen: () => {} }, handler);
+    server = Deno.serve(
+      { hostname, port, signal: abort.signal, onListen: () => {}, onError },
+      handler,
+    );
   } catch (error) {
     if (ownsExecutor) await executor.close();
     throw error;

@@ -37,7 +37,7 @@ import {
   type RouterEvent,
 } from "../mux/relay_router.ts";
 import { BadFrameReporter } from "./_bad_frame_reporter.ts";
-import { errorResponse } from "./_error_response.ts";
+import { BAD_UPGRADE, badUpgradeMessage, errorResponse } from "./_error_response.ts";
 import { UsedUrls } from "./_used_urls.ts";
 import { UrlSigner } from "./_signed_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
@@ -221,6 +221,23 @@ export interface RendezvousServer extends AsyncDisposable {
    * @returns Once everything is closed.
    */
   close(): Promise<void>;
+}
+
+/**
+ * The request's path. Deno builds `request.url` from the `Host` header, so a
+ * host that is no URL's (`Host: a b`) makes it unparsable: the client's
+ * mistake, answered 400 like any other.
+ */
+function requestPath(request: Request): string {
+  try {
+    return new URL(request.url).pathname;
+  } catch {
+    throw new HttpError(
+      400,
+      "bad_request",
+      "Cannot serve the request: its Host header is not valid",
+    );
+  }
 }
 
 class HttpError extends Error {
@@ -605,7 +622,14 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
         );
       }
     }
-    const { socket, response } = Deno.upgradeWebSocket(request, { idleTimeout });
+    let upgraded: { socket: WebSocket; response: Response };
+    try {
+      upgraded = Deno.upgradeWebSocket(request, { idleTimeout });
+    } catch (error) {
+      // A header missing or wrong: the client's mistake, not an internal error.
+      throw new HttpError(400, BAD_UPGRADE, badUpgradeMessage(error));
+    }
+    const { socket, response } = upgraded;
     const badFrames = new BadFrameReporter((error, dropped) =>
       emit({ type: "bad_frames", role, id, dropped, message: error.message })
     );
@@ -628,9 +652,9 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
 
   let serverUrl = "";
   const handler = async (request: Request): Promise<Response> => {
-    const path = new URL(request.url).pathname;
     let target: "register" | "connect" | "executor" | "harness" | "other" = "other";
     try {
+      const path = requestPath(request);
       const registration = REGISTER_PATH.exec(path);
       if (registration !== null) {
         target = registration[3] === "connect" ? "connect" : "register";
