@@ -82,8 +82,11 @@ class RouterHost {
   readonly events: RouterEvent[] = [];
   readonly url: string;
   readonly #server: Deno.HttpServer<Deno.NetAddr>;
-  readonly #waiters: { match: (e: RouterEvent) => boolean; resolve: (e: RouterEvent) => void }[] =
-    [];
+  readonly #waiters: {
+    match: (e: RouterEvent) => boolean;
+    resolve: (e: RouterEvent) => void;
+    reject: (error: Error) => void;
+  }[] = [];
   readonly #sockets: RelaySocket[] = [];
 
   /** `socketMaxFrameBytes`: the sockets' own limit, when it differs from the router's. */
@@ -126,7 +129,7 @@ class RouterHost {
     const seen = this.events.find(match);
     if (seen !== undefined) return Promise.resolve(seen);
     return withDeadline(
-      new Promise<RouterEvent>((resolve) => this.#waiters.push({ match, resolve })),
+      new Promise<RouterEvent>((resolve, reject) => this.#waiters.push({ match, resolve, reject })),
       DEADLINE_MS,
       label,
     );
@@ -148,6 +151,10 @@ class RouterHost {
     await Promise.all(this.#sockets.map((s) => s.close()));
     await this.router.close();
     await this.#server.shutdown();
+    // An event that never came (a test proving its absence): its wait and timer end here.
+    for (const waiter of this.#waiters.splice(0)) {
+      waiter.reject(new Error("the router host closed"));
+    }
   }
 
   [Symbol.asyncDispose](): Promise<void> {
