@@ -1837,6 +1837,30 @@ Deno.test("logger redacts credentials in text and JSON lines", () => {
   });
 });
 
+Deno.test("cli: exec runs through a rendezvous on a signed harness URL alone, OUTPOST_TOKEN set or not", async () => {
+  const rendezvous = await startRendezvous();
+  await using _r = rendezvous.cli;
+  await using executor = startExecutor(rendezvous.url, "box-1");
+  await waitConnected(executor);
+  const response = await fetch(
+    `${rendezvous.url.replace("ws:", "http:")}/cloud/executor/box-1/connect`,
+    { method: "POST", headers: { authorization: `Bearer ${TOKEN}` } },
+  );
+  assert.equal(response.status, 200);
+  const { url } = await response.json();
+  for (const env of [{}, { OUTPOST_TOKEN: TOKEN }] as Record<string, string>[]) {
+    await using run = new Cli(
+      "client",
+      ["exec", "--url", url, "--", "sh", "-c", "echo hi; exit 3"],
+      {
+        env,
+      },
+    );
+    assert.equal((await run.finished()).code, 3, run.stderr);
+    assert.equal(run.stdout, "hi\n");
+  }
+});
+
 Deno.test("cli: exec sends no token with a signed harness URL (the URL may name someone else's host), and refuses --token-file with one", async () => {
   const seen: (string | null)[] = [];
   await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
