@@ -208,6 +208,12 @@ Deno.test("executor sockets refuse unsigned, forged, expired and other-id URLs, 
   }
   // The real URL works (101), once: a replay within its lifetime (from a
   // proxy's log, say) is refused, and cannot replace the executor's socket.
+  // An upgrade Deno would refuse (no key) is refused before the URL counts as used.
+  const keyless = upgradeHead(`${url.pathname}${url.search}`)
+    .replace(/\r\nSec-WebSocket-Key: [^\r]*/, "");
+  const malformed = await rawHttp(port, keyless);
+  assertRefusal(malformed, [400], "no Sec-WebSocket-Key");
+  assert.equal(JSON.parse(malformed.body).error.code, "bad_upgrade");
   const first = await rawHttp(port, upgradeHead(`${url.pathname}${url.search}`));
   assert.equal(first.status, 101);
   const replay = await rawHttp(port, upgradeHead(`${url.pathname}${url.search}`));

@@ -445,20 +445,20 @@ Deno.test("serveLocal reports each refused request to onEvent, never the token",
   assert.ok(!JSON.stringify(events).includes(token));
 });
 
-Deno.test("serveLocal answers a request it fails on 500 internal_error in its JSON shape and reports it to onEvent", async () => {
+Deno.test("serveLocal answers a request whose Host header is no URL's 400 bad_request in its JSON shape, and reports the refusal", async () => {
   const events: unknown[] = [];
   await using executor = new Executor({ sessionTtlMs: 0 });
   await using server = await serveLocal({ executor, onEvent: (event) => events.push(event) });
   const port = Number(new URL(server.url).port);
   // Deno builds request.url from a Host header it does not check: "http://a b/" is no URL.
   const r = await rawHttp(port, upgradeHead("/").replace("Host: 127.0.0.1", "Host: a b"));
-  assert.equal(r.status, 500);
+  assert.equal(r.status, 400);
   assert.equal(r.headers.get("cache-control"), "no-store");
   assert.deepEqual(JSON.parse(r.body).error, {
-    code: "internal_error",
-    message: "Cannot serve the request: internal error",
+    code: "bad_request",
+    message: "Cannot serve the request: its Host header is not valid",
   });
-  assert.deepEqual(events, [{ type: "failed", message: "Invalid URL: 'http://a b/'" }]);
+  assert.deepEqual(events, [{ type: "refused", status: 400, code: "bad_request" }]);
   assert.equal((await rawHttp(port, upgradeHead("/"))).status, 101, "still serving");
 });
 

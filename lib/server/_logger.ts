@@ -154,8 +154,11 @@ export function createLogger(options: LoggerOptions): Logger {
   const now = options.now ?? (() => new Date());
   let secrets: string[] = [];
   const addSecret = (secret: string): void => {
-    if (secret === "" || secrets.includes(secret)) return;
-    secrets = [...secrets, secret].sort((a, b) => b.length - a.length);
+    if (secret === "") return;
+    // As quoted in a JSON body, and percent-encoded in a URL, too.
+    const forms = [secret, JSON.stringify(secret).slice(1, -1), encodeURIComponent(secret)];
+    const added = forms.filter((form, i) => forms.indexOf(form) === i && !secrets.includes(form));
+    if (added.length > 0) secrets = [...secrets, ...added].sort((a, b) => b.length - a.length);
   };
   for (const secret of options.secrets ?? []) addSecret(secret);
   const write = options.write;

@@ -4,49 +4,54 @@
  * signature stays good until its `exp`; replayed, it would replace the
  * executor's socket and take its streams (and a second replacement within a
  * minute stops the real executor for good). An executor registers afresh for
- * every connect, so it never needs a URL twice.
+ * every connect, and each registration's URL expires later than the one
+ * before, so for each executor id only a URL issued after the last one used
+ * is taken: one number per id, whatever the URLs' lifetime.
  *
  * @module
  */
 
-/** The most used URLs remembered; past it the oldest is forgotten (its replay needs a flood of registrations, each with the token). */
+/** The most executor ids remembered; past it the one used longest ago is forgotten. */
 export const MAX_USED_URLS = 65_536;
 
-/** Remembers used signatures until their URLs expire, at most {@linkcode MAX_USED_URLS}. */
+/** Remembers, per executor id, the expiry of the last signed URL used, until it passes. */
 export class UsedUrls {
-  /** Signature -> its URL's `exp` (ms since the epoch), in the order they were used. */
-  readonly #used = new Map<string, number>();
+  /** Executor id -> the last used URL's `exp` (ms since the epoch), least recently used first. */
+  readonly #lastExp = new Map<string, number>();
   readonly #max: number;
 
-  /** @param max The most signatures kept (tests use a small one). */
+  /** @param max The most ids kept (tests use a small one). */
   constructor(max = MAX_USED_URLS) {
     this.#max = max;
   }
 
-  /** How many signatures are remembered now. */
+  /** How many ids are remembered now. */
   get size(): number {
-    return this.#used.size;
+    return this.#lastExp.size;
   }
 
   /**
-   * Marks a verified URL's signature used.
+   * Takes a verified URL for an executor id, unless a URL issued no earlier
+   * (expiring no earlier) was used for that id.
    *
-   * @param sig The URL's signature (verified: one spelling per URL).
-   * @param exp The URL's expiry, ms since the epoch.
+   * @param id The executor id the URL is signed for.
+   * @param exp The URL's expiry, ms since the epoch (verified: it is signed).
    * @param now The time now, ms since the epoch.
-   * @returns False when it was used before (and has not expired since).
+   * @returns False when this URL, or a later one, was used before.
    */
-  claim(sig: string, exp: number, now: number): boolean {
-    // Used in about the order they were issued, so the expired ones lead.
-    for (const [each, expires] of this.#used) {
+  claim(id: string, exp: number, now: number): boolean {
+    // Least recently used first; those whose last URL has expired lead.
+    for (const [each, expires] of this.#lastExp) {
       if (expires > now) break;
-      this.#used.delete(each);
+      this.#lastExp.delete(each);
     }
-    if (this.#used.has(sig)) return false;
-    if (this.#used.size >= this.#max) {
-      this.#used.delete(this.#used.keys().next().value!);
+    const last = this.#lastExp.get(id);
+    if (last !== undefined && exp <= last) return false;
+    this.#lastExp.delete(id);
+    if (this.#lastExp.size >= this.#max) {
+      this.#lastExp.delete(this.#lastExp.keys().next().value!);
     }
-    this.#used.set(sig, exp);
+    this.#lastExp.set(id, exp);
     return true;
   }
 }

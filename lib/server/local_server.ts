@@ -12,6 +12,7 @@ import { DrainPoller } from "../relay/_backpressure.ts";
 import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 import { INVALID_REQUEST } from "../rpc/error_codes.ts";
 import { BAD_UPGRADE, badUpgradeMessage, errorResponse } from "./_error_response.ts";
+import { BAD_HOST_MESSAGE, requestUrl } from "./_request_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 import { booleanOption } from "../_options.ts";
 
@@ -401,7 +402,9 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
     }
     // A client that thinks this is a rendezvous (`exec --executor-id` on a
     // serve URL) would otherwise speak relay frames into a JSON-RPC session.
-    const path = new URL(request.url).pathname;
+    const url = requestUrl(request);
+    if (url === null) return refuse(400, "bad_request", BAD_HOST_MESSAGE);
+    const path = url.pathname;
     if (/^\/(harness|executor|cloud)\//.test(path)) {
       return refuse(
         404,

@@ -38,6 +38,7 @@ import {
 } from "../mux/relay_router.ts";
 import { BadFrameReporter } from "./_bad_frame_reporter.ts";
 import { BAD_UPGRADE, badUpgradeMessage, errorResponse } from "./_error_response.ts";
+import { BAD_HOST_MESSAGE, requestUrl } from "./_request_url.ts";
 import { UsedUrls } from "./_used_urls.ts";
 import { UrlSigner } from "./_signed_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
@@ -223,21 +224,11 @@ export interface RendezvousServer extends AsyncDisposable {
   close(): Promise<void>;
 }
 
-/**
- * The request's path. Deno builds `request.url` from the `Host` header, so a
- * host that is no URL's (`Host: a b`) makes it unparsable: the client's
- * mistake, answered 400 like any other.
- */
+/** The request's path; a `Host` header that makes it no URL is refused 400. */
 function requestPath(request: Request): string {
-  try {
-    return new URL(request.url).pathname;
-  } catch {
-    throw new HttpError(
-      400,
-      "bad_request",
-      "Cannot serve the request: its Host header is not valid",
-    );
-  }
+  const url = requestUrl(request);
+  if (url === null) throw new HttpError(400, "bad_request", BAD_HOST_MESSAGE);
+  return url.pathname;
 }
 
 class HttpError extends Error {
@@ -612,13 +603,28 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
         `Cannot open ${role} socket: a WebSocket upgrade is required`,
       );
     }
+    // What Deno's upgrade checks besides, so a request it would refuse does not use a URL up.
+    const connection = request.headers.get("connection")?.toLowerCase().split(",") ?? [];
+    if (!connection.some((each) => each.trim() === "upgrade")) {
+      throw new HttpError(
+        400,
+        BAD_UPGRADE,
+        "Cannot upgrade to a WebSocket: 'connection' header must contain 'Upgrade'",
+      );
+    }
+    if (!request.headers.get("sec-websocket-key")) {
+      throw new HttpError(
+        400,
+        BAD_UPGRADE,
+        "Cannot upgrade to a WebSocket: 'sec-websocket-key' header must be set",
+      );
+    }
     if (role === "executor") {
-      const params = url.searchParams;
-      if (!usedUrls.claim(params.get("sig")!, Number(params.get("exp")), Date.now())) {
+      if (!usedUrls.claim(id, Number(url.searchParams.get("exp")), Date.now())) {
         throw new HttpError(
           403,
           "url_used",
-          "Cannot open executor socket: the signed URL was used already; register again",
+          "Cannot open executor socket: this signed URL, or a later one for the executor, was used already; register again",
         );
       }
     }
