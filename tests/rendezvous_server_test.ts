@@ -806,3 +806,21 @@ Deno.test("serveRendezvous outlives running out of file descriptors: open socket
   await harness.send(data("s1", "after"));
   assert.equal(payloadOf(await nextFrame(executor, "after")), "after");
 });
+
+Deno.test("serveRendezvous issues URLs that expire strictly later one after another, so an executor's newest URL connects even when two were issued in one millisecond", async () => {
+  await withRendezvous({ urlTtlMs: 60_000 }, async (rz) => {
+    const answers = await Promise.all(Array.from({ length: 8 }, () => register(rz, "exec-1")));
+    const urls = answers.map((answer) => new URL(answer.body.url as string));
+    const exps = urls.map((url) => Number(url.searchParams.get("exp")));
+    assert.equal(new Set(exps).size, exps.length, `distinct expiries: ${exps}`);
+    // Used in the order issued, each one outranks the last: every one connects.
+    for (
+      const url of [...urls].sort((a, b) =>
+        Number(a.searchParams.get("exp")) - Number(b.searchParams.get("exp"))
+      )
+    ) {
+      const socket = await RelaySocket.connect(url);
+      await socket.close();
+    }
+  });
+});

@@ -4,9 +4,10 @@
  * signature stays good until its `exp`; replayed, it would replace the
  * executor's socket and take its streams (and a second replacement within a
  * minute stops the real executor for good). An executor registers afresh for
- * every connect, and each registration's URL expires later than the one
- * before, so for each executor id only a URL issued after the last one used
- * is taken: one number per id, whatever the URLs' lifetime.
+ * every connect, and the rendezvous gives each URL it issues a later expiry
+ * than the one before (even after its clock steps back), so for each
+ * executor id only a URL issued after the last one used is taken: one
+ * number per id, whatever the URLs' lifetime.
  *
  * @module
  */
