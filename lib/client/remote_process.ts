@@ -13,6 +13,7 @@
  */
 
 import { RelayClosedError } from "../errors.ts";
+import { concatBytes } from "../_bytes.ts";
 import { checkTerminalSide, MAX_TIMER_MS } from "../_limits.ts";
 import type { RequestOptions } from "../rpc/json_rpc_peer.ts";
 import { abortable } from "../_abortable.ts";
@@ -222,18 +223,6 @@ function decodeBase64(text: string): Uint8Array {
 
 function encodeBase64(bytes: Uint8Array): string {
   return (bytes as unknown as { toBase64(): string }).toBase64();
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const chunk of chunks) length += chunk.byteLength;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
 }
 
 function toStatus(
@@ -454,7 +443,7 @@ export class RemoteProcess implements AsyncDisposable {
       for (let next = await reader.read(); !next.done; next = await reader.read()) {
         chunks.push(next.value);
       }
-      return concat(chunks);
+      return concatBytes(chunks);
     };
     const [stdout, stderr, status] = await Promise.all([
       collect(this.#stdout),

@@ -24,6 +24,7 @@
  */
 
 import { isGrantedValue } from "./_permissions.ts";
+import { concatBytes } from "../_bytes.ts";
 import { runQuietly } from "./_run_quietly.ts";
 
 /**
@@ -302,7 +303,7 @@ async function runPs(ps: string, elapsed: boolean): Promise<ProcessRow[] | null 
     return null;
   }
   if (!status.success) return null;
-  const text = new TextDecoder().decode(concat(chunks)).trim();
+  const text = new TextDecoder().decode(concatBytes(chunks)).trim();
   const rows: ProcessRow[] = [];
   for (const line of text === "" ? [] : text.split("\n")) {
     const fields = line.trim().split(/\s+/).map(Number);
@@ -378,15 +379,4 @@ async function withinMs<T>(promise: Promise<T>, ms: number): Promise<T | undefin
     timer = setTimeout(() => resolve(undefined), ms)
   );
   return await Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const whole = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    whole.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return whole;
 }
