@@ -917,7 +917,11 @@ function localTerminalSize(): { cols: number; rows: number } | undefined {
  * `process/resize` in flight: sizes that arrive meanwhile collapse into the
  * latest. Returns the function that stops listening.
  */
-function forwardResizes(child: RemoteProcess, log: Logger): () => void {
+function forwardResizes(
+  child: RemoteProcess,
+  log: Logger,
+  sent: { cols: number; rows: number },
+): () => void {
   let sending = false;
   let pending = false;
   const send = async (): Promise<void> => {
@@ -940,6 +944,10 @@ function forwardResizes(child: RemoteProcess, log: Logger): () => void {
     if (!sending) void send();
   };
   Deno.addSignalListener("SIGWINCH", onResize);
+  // A resize while the program started (before this listener) went unheard:
+  // the size the start carried may be stale already.
+  const now = localTerminalSize();
+  if (now !== undefined && (now.cols !== sent.cols || now.rows !== sent.rows)) onResize();
   return () => Deno.removeSignalListener("SIGWINCH", onResize);
 }
 
@@ -1159,7 +1167,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
       }
       Deno.stdin.readable.pipeTo(child.stdin).catch(() => {});
     }
-    if (size !== undefined) stopResizes = forwardResizes(child, log);
+    if (size !== undefined) stopResizes = forwardResizes(child, log, size);
     let outcome;
     try {
       outcome = await Promise.all([

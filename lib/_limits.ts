@@ -58,3 +58,11 @@ export function checkTerminalSide(name: "cols" | "rows", value: number): void {
     );
   }
 }
+
+/**
+ * The largest file `fs/readFile` returns by default, and the largest
+ * `RemoteFs.writeFile` sends: 12 MiB minus a little, so its base64 fits one
+ * 16 MiB message with its envelope, and whatever the client writes it can
+ * read back.
+ */
+export const DEFAULT_MAX_FILE_BYTES: number = Math.floor((16 * 1024 * 1024 - 1024) / 4) * 3;

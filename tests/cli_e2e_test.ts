@@ -780,6 +780,67 @@ Deno.test("cli: exec --tty gives the program the local terminal's size and forwa
   assert.equal((await run.finished()).code, 0, run.stdout);
 });
 
+Deno.test("cli: exec --tty sends a resize that came while the program was starting (before exec listened for SIGWINCH)", async () => {
+  // A fake executor (the far side) that holds the start's reply until the test has resized
+  // exec's terminal, and records every request.
+  const requests: { method: string; params: Record<string, unknown> }[] = [];
+  let releaseStart!: () => void;
+  const startHeld = new Promise<void>((resolve) => releaseStart = resolve);
+  let startSeen!: () => void;
+  const startArrived = new Promise<void>((resolve) => startSeen = resolve);
+  let resizeSeen!: () => void;
+  const resizeArrived = new Promise<void>((resolve) => resizeSeen = resolve);
+  await using server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    socket.onmessage = async (event) => {
+      const message = JSON.parse(event.data as string);
+      if (message.id === undefined) return;
+      requests.push({ method: message.method, params: message.params ?? {} });
+      const reply = (result: unknown) => socket.send(JSON.stringify({ id: message.id, result }));
+      if (message.method === "initialize") return reply({ sessionId: "fake" });
+      if (message.method === "process/start") {
+        startSeen();
+        await startHeld;
+        return reply({});
+      }
+      reply({});
+      if (message.method === "process/resize") {
+        resizeSeen();
+        const processId = message.params.processId;
+        for (const [method, seq] of [["process/exited", 1], ["process/closed", 2]] as const) {
+          socket.send(JSON.stringify({ method, params: { processId, seq, exitCode: 0 } }));
+        }
+      }
+    };
+    return response;
+  });
+  const url = `ws://127.0.0.1:${server.addr.port}`;
+  await using run = new Cli("client", ["exec", "--url", url, "--tty", "--", "true"], {
+    stdin: "piped",
+    via: (argv) => [
+      "script",
+      "-qfec",
+      `tty; stty cols 120 rows 40; exec ${argv.map(shellQuote).join(" ")}`,
+      "/dev/null",
+    ],
+  });
+  await withDeadline(startArrived, 15_000, "the start");
+  await run.waitFor(() => /\/dev\/pts\/\d+/.test(run.stdout), 5_000, "the terminal's name");
+  const start = requests.find((each) => each.method === "process/start")!;
+  assert.deepEqual([start.params.cols, start.params.rows], [120, 40]);
+  const device = run.stdout.split(/\r?\n/)[0].trim();
+  assert.match(device, /^\/dev\/pts\/\d+$/);
+  const resized = await new Deno.Command("stty", {
+    args: ["-F", device, "cols", "100", "rows", "30"],
+  }).output();
+  assert.equal(resized.code, 0, decoder.decode(resized.stderr));
+  releaseStart();
+  await withDeadline(resizeArrived, 10_000, "the resize after the start");
+  const resize = requests.find((each) => each.method === "process/resize")!;
+  assert.deepEqual([resize.params.cols, resize.params.rows], [100, 30]);
+  assert.equal((await run.finished()).code, 0, run.stderr);
+});
+
 Deno.test("cli: exec --confinement deno runs a Deno module on a serve that requires it; without it the refusal names the program", async () => {
   await using serve = new Cli("executor", ["serve", "--min-confinement", "deno"]);
   const url = await serve.firstLine();

@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { DEFAULT_MAX_FILE_BYTES } from "../lib/_limits.ts";
 import { MAX_COMMAND_TIMEOUT_MS, RemoteCommand } from "../lib/client/remote_command.ts";
 import {
   MAX_WRITES_IN_FLIGHT,
@@ -1128,15 +1129,22 @@ Deno.test("Connection.fs reads, writes, lists and removes files on the executor"
     await conn.fs.remove(`${dir}/sub`, { recursive: true });
     await assert.rejects(conn.fs.stat(`${dir}/sub`), RpcError);
     await conn.fs.remove(`${dir}/sub`, { recursive: true, force: true });
-    // One 16 MiB message carries the base64: 12 MiB less 4 KiB fits, 12 MiB does not, and says so.
-    const fits = 12 * 1024 * 1024 - 4096;
-    await conn.fs.writeFile(`${dir}/big`, new Uint8Array(fits));
-    assert.equal((await conn.fs.stat(`${dir}/big`)).size, fits);
-    await assert.rejects(
-      conn.fs.writeFile(`${dir}/big`, new Uint8Array(12 * 1024 * 1024)),
-      (e: Error) =>
-        e instanceof RangeError && /do not fit one fs\/writeFile message/.test(e.message),
-    );
+    // One 16 MiB message carries the base64, and what is written can be read back: exactly
+    // DEFAULT_MAX_FILE_BYTES (fs/readFile's limit) fits and reads back; one byte more does not,
+    // though its base64 would fit the message (a review wrote 12,582,712 bytes it could not read).
+    await conn.fs.writeFile(`${dir}/big`, new Uint8Array(DEFAULT_MAX_FILE_BYTES));
+    assert.equal((await conn.fs.readFile(`${dir}/big`)).byteLength, DEFAULT_MAX_FILE_BYTES);
+    for (const size of [DEFAULT_MAX_FILE_BYTES + 1, 12 * 1024 * 1024]) {
+      await assert.rejects(
+        conn.fs.writeFile(`${dir}/big`, new Uint8Array(size)),
+        (e: Error) =>
+          e instanceof RangeError &&
+          new RegExp(
+            `${size} bytes do not fit one fs/writeFile message .*at most ` +
+              `${DEFAULT_MAX_FILE_BYTES} bytes of data, what fs/readFile returns`,
+          ).test(e.message),
+      );
+    }
     // Text given where bytes go is refused clearly (a JavaScript caller's mistake).
     await assert.rejects(
       conn.fs.writeFile(`${dir}/text`, "hi" as unknown as Uint8Array),

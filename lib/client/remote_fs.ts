@@ -7,6 +7,7 @@
  */
 
 import { DEFAULT_MAX_MESSAGE_BYTES, type RequestOptions } from "../rpc/json_rpc_peer.ts";
+import { DEFAULT_MAX_FILE_BYTES } from "../_limits.ts";
 
 /**
  * What every {@linkcode RemoteFs} call takes besides its own options: a
@@ -137,8 +138,9 @@ export class RemoteFs {
    * Writes a whole file, replacing it.
    *
    * @param path Absolute path on the executor.
-   * @param data The bytes: about 12 MiB at most, since they travel as base64
-   *   in one message of at most 16 MiB.
+   * @param data The bytes: at most {@linkcode DEFAULT_MAX_FILE_BYTES} (about
+   *   12 MiB, what `readFile` returns), since they travel as base64 in one
+   *   message of at most 16 MiB.
    * @param options A signal and a timeout for the call.
    * @returns When written.
    * @throws {RpcError} When the executor refuses.
@@ -153,21 +155,24 @@ export class RemoteFs {
         }: the data must be a Uint8Array (text: use writeTextFile)`,
       );
     }
+    // Checked here, not left to the peer's limit, so that only this case gets this advice;
+    // no larger than fs/readFile returns, so what is written can be read back.
+    const tooLarge = (): RangeError =>
+      new RangeError(
+        `Cannot write ${JSON.stringify(path)}: ${data.byteLength} bytes do not fit one ` +
+          `fs/writeFile message (base64 in at most 16 MiB: at most ${DEFAULT_MAX_FILE_BYTES} ` +
+          `bytes of data, what fs/readFile returns); write it through a program's stdin ` +
+          `instead (e.g. cat > FILE)`,
+      );
+    if (data.byteLength > DEFAULT_MAX_FILE_BYTES) throw tooLarge();
     const dataBase64 = encodeBase64(data);
-    // Checked here, not left to the peer's limit, so that only this case gets this advice.
     const envelope = encoder.encode(JSON.stringify({
       jsonrpc: "2.0",
       id: Number.MAX_SAFE_INTEGER,
       method: "fs/writeFile",
       params: { path, dataBase64: "" },
     })).length;
-    if (envelope + dataBase64.length > DEFAULT_MAX_MESSAGE_BYTES) {
-      throw new RangeError(
-        `Cannot write ${JSON.stringify(path)}: ${data.byteLength} bytes do not fit one ` +
-          `fs/writeFile message (base64 in at most 16 MiB: about 12 MiB of data); write it ` +
-          `through a program's stdin instead (e.g. cat > FILE)`,
-      );
-    }
+    if (envelope + dataBase64.length > DEFAULT_MAX_MESSAGE_BYTES) throw tooLarge();
     await this.#call("fs/writeFile", { path, dataBase64 }, options);
   }
 

@@ -515,7 +515,8 @@ export class RemoteProcess implements AsyncDisposable {
    * @param cols Columns, 1..65535.
    * @param rows Rows, 1..65535.
    * @param options A signal that abandons waiting for the answer, and a timeout.
-   * @returns When the executor has applied the size.
+   * @returns When the executor has applied the size (at once, applying
+   *   nothing, once the process has exited).
    * @throws {RangeError} When a size is out of range.
    * @throws {RpcError} When the executor refuses (no terminal, or no resize helper).
    * @throws {RelayClosedError} When the connection closes first.

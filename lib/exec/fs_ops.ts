@@ -21,6 +21,7 @@
  */
 
 import { RpcError, SandboxDeniedError } from "../errors.ts";
+import { DEFAULT_MAX_FILE_BYTES } from "../_limits.ts";
 import { INTERNAL_ERROR, INVALID_PARAMS, NOT_FOUND, SANDBOX_DENIED } from "../rpc/error_codes.ts";
 import {
   isTooLong,
@@ -50,8 +51,7 @@ import {
   wellFormed,
 } from "./_params.ts";
 
-/** The default largest file `fs/readFile` returns: 12 MiB minus a little (fits a 16 MiB message). */
-export const DEFAULT_MAX_FILE_BYTES: number = Math.floor((16 * 1024 * 1024 - 1024) / 4) * 3;
+export { DEFAULT_MAX_FILE_BYTES };
 
 /** The fs methods served by {@linkcode FsOps}. */
 export const FS_METHODS: ReadonlySet<string> = new Set([
