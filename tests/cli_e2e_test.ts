@@ -1961,9 +1961,18 @@ Deno.test("logger masks its secrets as a JSON body quotes them and as a URL perc
   // As a registry's raw error body and a redirect's query would carry them.
   log.warn(`HTTP 400: ${JSON.stringify({ detail: `token ${token} is not known` })}`);
   log.warn(`moved to http://h/x?next=${encodeURIComponent(token)}`);
+  // Other encoders' spellings: `/` escaped in JSON, URLSearchParams, lowercase hex.
+  const other = "tok~en!('x')/0123456789abcdef";
+  log.addSecret(other);
+  log.warn(JSON.stringify(other).replaceAll("/", "\\/"));
+  log.warn(new URLSearchParams({ q: other }).toString());
+  log.warn(encodeURIComponent(other).replace(/%[0-9A-F]{2}/g, (hex) => hex.toLowerCase()));
   assert.deepEqual(lines, [
     '1970-01-01T00:00:00.000Z WARN  HTTP 400: {"detail":"token [redacted] is not known"}',
     "1970-01-01T00:00:00.000Z WARN  moved to http://h/x?next=[redacted]",
+    '1970-01-01T00:00:00.000Z WARN  "[redacted]"',
+    "1970-01-01T00:00:00.000Z WARN  q=[redacted]",
+    "1970-01-01T00:00:00.000Z WARN  [redacted]",
   ]);
 });
 

@@ -807,7 +807,7 @@ Deno.test("serveRendezvous outlives running out of file descriptors: open socket
   assert.equal(payloadOf(await nextFrame(executor, "after")), "after");
 });
 
-Deno.test("serveRendezvous issues URLs that expire strictly later one after another, so an executor's newest URL connects even when two were issued in one millisecond", async () => {
+Deno.test("serveRendezvous issues an executor's URLs expiring strictly later one after another, so its newest URL connects even when two were issued in one millisecond", async () => {
   await withRendezvous({ urlTtlMs: 60_000 }, async (rz) => {
     const answers = await Promise.all(Array.from({ length: 8 }, () => register(rz, "exec-1")));
     const urls = answers.map((answer) => new URL(answer.body.url as string));
@@ -823,4 +823,24 @@ Deno.test("serveRendezvous issues URLs that expire strictly later one after anot
       await socket.close();
     }
   });
+});
+
+Deno.test("serveRendezvous restarted with the same signing key takes an old executor URL once, and the executor's next registration takes its id back", async () => {
+  const signingKey = crypto.getRandomValues(new Uint8Array(32));
+  let old: URL;
+  {
+    // The first run issued a URL with a longer lifetime (its --url-ttl-ms was higher), used.
+    await using before = await serveRendezvous({ token: TOKEN, signingKey, urlTtlMs: 600_000 });
+    old = new URL((await register(before, "exec-1")).body.url as string);
+    await (await RelaySocket.connect(old)).close();
+  }
+  await using rz = await serveRendezvous({ token: TOKEN, signingKey, urlTtlMs: 60_000 });
+  const replayed = new URL(old.href);
+  replayed.host = new URL(rz.url).host;
+  replayed.searchParams.sort();
+  await using taken = await RelaySocket.connect(replayed);
+  const fresh = new URL((await register(rz, "exec-1")).body.url as string);
+  assert.ok(Number(fresh.searchParams.get("exp")) > Number(old.searchParams.get("exp")));
+  await using _honest = await RelaySocket.connect(fresh);
+  await withDeadline(taken.closed, DEADLINE_MS, "the replayed socket replaced");
 });

@@ -75,6 +75,29 @@ export function redactText(text: string): string {
     .replace(USERINFO, `$1${REDACTED}@`);
 }
 
+/**
+ * How a secret may be quoted by text from elsewhere: JSON-escaped (also with
+ * `/` as `\/`) and percent-encoded (as `encodeURIComponent` and
+ * `URLSearchParams` write it, in either case of hex).
+ */
+function encodedForms(secret: string): string[] {
+  const json = JSON.stringify(secret).slice(1, -1);
+  const forms = [json, json.replaceAll("/", "\\/")];
+  try {
+    for (
+      const encoded of [
+        encodeURIComponent(secret),
+        new URLSearchParams({ s: secret }).toString().slice(2),
+      ]
+    ) {
+      forms.push(encoded, encoded.replace(/%[0-9A-F]{2}/g, (hex) => hex.toLowerCase()));
+    }
+  } catch {
+    // A lone surrogate cannot be percent-encoded: no such form to mask.
+  }
+  return forms;
+}
+
 /** Replaces each literal secret in `text` (longest first, so one that contains another goes whole). */
 function maskSecrets(text: string, secrets: readonly string[]): string {
   for (const secret of secrets) text = text.replaceAll(secret, REDACTED);
@@ -156,7 +179,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const addSecret = (secret: string): void => {
     if (secret === "") return;
     // As quoted in a JSON body, and percent-encoded in a URL, too.
-    const forms = [secret, JSON.stringify(secret).slice(1, -1), encodeURIComponent(secret)];
+    const forms = [secret, ...encodedForms(secret)];
     const added = forms.filter((form, i) => forms.indexOf(form) === i && !secrets.includes(form));
     if (added.length > 0) secrets = [...secrets, ...added].sort((a, b) => b.length - a.length);
   };

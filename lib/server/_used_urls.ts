@@ -1,13 +1,15 @@
 /**
- * Signed executor URLs already used, so each opens one socket. A signed URL
+ * The order of signed executor URLs, so each opens one socket. A signed URL
  * travels in a request line that proxies and access logs keep, and its
  * signature stays good until its `exp`; replayed, it would replace the
  * executor's socket and take its streams (and a second replacement within a
  * minute stops the real executor for good). An executor registers afresh for
- * every connect, and the rendezvous gives each URL it issues a later expiry
- * than the one before (even after its clock steps back), so for each
- * executor id only a URL issued after the last one used is taken: one
- * number per id, whatever the URLs' lifetime.
+ * every connect, so for each executor id the rendezvous issues URLs that
+ * expire strictly later one after another, later too than any URL used for
+ * the id, and takes only a URL that expires later than the last one used:
+ * two numbers per id, whatever the URLs' lifetime. After a restart (with the
+ * signing key kept) an old URL may be taken once more, but the executor's
+ * next registration outranks it and takes the id back.
  *
  * @module
  */
@@ -15,10 +17,18 @@
 /** The most executor ids remembered; past it the one used longest ago is forgotten. */
 export const MAX_USED_URLS = 65_536;
 
-/** Remembers, per executor id, the expiry of the last signed URL used, until it passes. */
+/** What is remembered of an executor id's URLs (ms since the epoch). */
+interface UrlOrder {
+  /** The expiry of the last URL issued. */
+  issued: number;
+  /** The expiry of the last URL used, or 0. */
+  used: number;
+}
+
+/** Issues and takes signed executor URLs in order, per executor id, until they expire. */
 export class UsedUrls {
-  /** Executor id -> the last used URL's `exp` (ms since the epoch), least recently used first. */
-  readonly #lastExp = new Map<string, number>();
+  /** Executor id -> its URLs' order, least recently touched first. */
+  readonly #ids = new Map<string, UrlOrder>();
   readonly #max: number;
 
   /** @param max The most ids kept (tests use a small one). */
@@ -28,12 +38,30 @@ export class UsedUrls {
 
   /** How many ids are remembered now. */
   get size(): number {
-    return this.#lastExp.size;
+    return this.#ids.size;
   }
 
   /**
-   * Takes a verified URL for an executor id, unless a URL issued no earlier
-   * (expiring no earlier) was used for that id.
+   * The expiry of a new URL for `id`: `now + ttlMs`, or just after the last
+   * URL issued or used for it when that expires later (registrations within
+   * one millisecond, a clock that stepped back, a URL from before a restart
+   * used since).
+   *
+   * @param id The executor id.
+   * @param now The time now, ms since the epoch.
+   * @param ttlMs The URL lifetime.
+   * @returns The expiry, ms since the epoch.
+   */
+  issue(id: string, now: number, ttlMs: number): number {
+    const order = this.#take(id, now);
+    const exp = Math.max(now + ttlMs, order.issued + 1, order.used + 1);
+    order.issued = exp;
+    return exp;
+  }
+
+  /**
+   * Takes a verified URL for an executor id, unless a URL expiring no
+   * earlier was used for it.
    *
    * @param id The executor id the URL is signed for.
    * @param exp The URL's expiry, ms since the epoch (verified: it is signed).
@@ -41,18 +69,23 @@ export class UsedUrls {
    * @returns False when this URL, or a later one, was used before.
    */
   claim(id: string, exp: number, now: number): boolean {
-    // Least recently used first; those whose last URL has expired lead.
-    for (const [each, expires] of this.#lastExp) {
-      if (expires > now) break;
-      this.#lastExp.delete(each);
-    }
-    const last = this.#lastExp.get(id);
-    if (last !== undefined && exp <= last) return false;
-    this.#lastExp.delete(id);
-    if (this.#lastExp.size >= this.#max) {
-      this.#lastExp.delete(this.#lastExp.keys().next().value!);
-    }
-    this.#lastExp.set(id, exp);
+    const order = this.#take(id, now);
+    if (exp <= order.used) return false;
+    order.used = exp;
+    order.issued = Math.max(order.issued, exp);
     return true;
+  }
+
+  /** The id's record, now the most recently touched; expired ones go first. */
+  #take(id: string, now: number): UrlOrder {
+    for (const [each, order] of this.#ids) {
+      if (Math.max(order.issued, order.used) > now) break;
+      this.#ids.delete(each);
+    }
+    const order = this.#ids.get(id) ?? { issued: 0, used: 0 };
+    this.#ids.delete(id);
+    if (this.#ids.size >= this.#max) this.#ids.delete(this.#ids.keys().next().value!);
+    this.#ids.set(id, order);
+    return order;
   }
 }

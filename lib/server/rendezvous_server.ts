@@ -422,7 +422,6 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
   const signer = await UrlSigner.create(options.signingKey);
   // Each signed executor URL opens one socket (a replayed one would take the executor's id).
   const usedUrls = new UsedUrls();
-  let lastIssuedExp = 0;
   const onEvent = options.onEvent;
   const emit = (event: RendezvousEvent): void => {
     if (onEvent === undefined) return;
@@ -498,11 +497,11 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
         `Cannot ${what}: ${refusal.replaceAll("_", " ")}`,
       );
     }
-    // Strictly later than any URL issued before, even in one millisecond or
-    // after the clock stepped back: an executor's next URL must outrank the
-    // one it used last (see UsedUrls).
-    const exp = Math.max(Date.now() + urlTtlMs, lastIssuedExp + 1);
-    lastIssuedExp = exp;
+    // An executor's URLs expire later one after another, and later than any
+    // used for its id (see UsedUrls); a harness URL needs no order.
+    const exp = role === "executor"
+      ? usedUrls.issue(id, Date.now(), urlTtlMs)
+      : Date.now() + urlTtlMs;
     const sig = await signer.sign(role, id, exp);
     const url = `${baseUrl(request, server)}/${role}/${id}?role=${role}&exp=${exp}&sig=${sig}`;
     if (role === "executor") emit({ type: "registered", executorId: id });
