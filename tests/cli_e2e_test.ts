@@ -1967,11 +1967,20 @@ Deno.test("logger masks its secrets as a JSON body quotes them and as a URL perc
   log.warn(JSON.stringify(other).replaceAll("/", "\\/"));
   log.warn(new URLSearchParams({ q: other }).toString());
   log.warn(encodeURIComponent(other).replace(/%[0-9A-F]{2}/g, (hex) => hex.toLowerCase()));
+  // Go's encoding/json escapes <, > and & as \u00XX; a WHATWG URL's path, encodeURI.
+  const go = "t<o>k&en'0123456789abcdef";
+  log.addSecret(go);
+  log.warn(JSON.stringify(go).replace(/[<>&']/g, (c) => `\\u00${c.charCodeAt(0).toString(16)}`));
+  log.warn(new URL(`http://h/${go}`).pathname);
+  log.warn(encodeURI(go));
   assert.deepEqual(lines, [
     '1970-01-01T00:00:00.000Z WARN  HTTP 400: {"detail":"token [redacted] is not known"}',
     "1970-01-01T00:00:00.000Z WARN  moved to http://h/x?next=[redacted]",
     '1970-01-01T00:00:00.000Z WARN  "[redacted]"',
     "1970-01-01T00:00:00.000Z WARN  q=[redacted]",
+    "1970-01-01T00:00:00.000Z WARN  [redacted]",
+    '1970-01-01T00:00:00.000Z WARN  "[redacted]"',
+    "1970-01-01T00:00:00.000Z WARN  /[redacted]",
     "1970-01-01T00:00:00.000Z WARN  [redacted]",
   ]);
 });

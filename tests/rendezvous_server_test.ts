@@ -825,22 +825,31 @@ Deno.test("serveRendezvous issues an executor's URLs expiring strictly later one
   });
 });
 
-Deno.test("serveRendezvous restarted with the same signing key takes an old executor URL once, and the executor's next registration takes its id back", async () => {
+Deno.test("serveRendezvous restarted with the same signing key refuses an older run's URL that expires later than it issues, and takes one within its lifetime once, until the executor's next registration", async () => {
   const signingKey = crypto.getRandomValues(new Uint8Array(32));
-  let old: URL;
-  {
-    // The first run issued a URL with a longer lifetime (its --url-ttl-ms was higher), used.
-    await using before = await serveRendezvous({ token: TOKEN, signingKey, urlTtlMs: 600_000 });
-    old = new URL((await register(before, "exec-1")).body.url as string);
-    await (await RelaySocket.connect(old)).close();
+  const oldUrls: URL[] = [];
+  for (const urlTtlMs of [600_000, 60_000]) {
+    // Earlier runs, one with a longer lifetime: each issued a URL that was used.
+    await using before = await serveRendezvous({ token: TOKEN, signingKey, urlTtlMs });
+    const url = new URL((await register(before, "exec-1")).body.url as string);
+    await (await RelaySocket.connect(url)).close();
+    oldUrls.push(url);
   }
   await using rz = await serveRendezvous({ token: TOKEN, signingKey, urlTtlMs: 60_000 });
-  const replayed = new URL(old.href);
-  replayed.host = new URL(rz.url).host;
-  replayed.searchParams.sort();
-  await using taken = await RelaySocket.connect(replayed);
+  const here = (url: URL) => {
+    const moved = new URL(url.href);
+    moved.host = new URL(rz.url).host;
+    return moved;
+  };
+  const [longer, within] = oldUrls.map(here);
+  const refused = await RelaySocket.connect(longer).then(
+    () => assert.fail("a URL expiring later than this run issues opened a socket"),
+    (error) => error,
+  );
+  assert.deepEqual([refused.refusal?.status, refused.refusal?.code], [403, "url_used"]);
+  await using taken = await RelaySocket.connect(within);
   const fresh = new URL((await register(rz, "exec-1")).body.url as string);
-  assert.ok(Number(fresh.searchParams.get("exp")) > Number(old.searchParams.get("exp")));
+  assert.ok(Number(fresh.searchParams.get("exp")) > Number(within.searchParams.get("exp")));
   await using _honest = await RelaySocket.connect(fresh);
   await withDeadline(taken.closed, DEADLINE_MS, "the replayed socket replaced");
 });

@@ -76,21 +76,29 @@ export function redactText(text: string): string {
 }
 
 /**
- * How a secret may be quoted by text from elsewhere: JSON-escaped (also with
- * `/` as `\/`) and percent-encoded (as `encodeURIComponent` and
- * `URLSearchParams` write it, in either case of hex).
+ * How common encoders quote a secret: JSON as `JSON.stringify` writes it,
+ * with `/` as `\/`, and with `<`, `>`, `&` and `'` as `\u` escapes (Go's
+ * `encoding/json` and others); percent-encoded as `encodeURIComponent`,
+ * `encodeURI`, `URLSearchParams` and `URL` (path and query) write it, in
+ * either case of hex. Other spellings are not recognized.
  */
 function encodedForms(secret: string): string[] {
   const json = JSON.stringify(secret).slice(1, -1);
-  const forms = [json, json.replaceAll("/", "\\/")];
+  const unicode = json.replace(
+    /[<>&']/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+  const forms = [json, json.replaceAll("/", "\\/"), unicode, unicode.replaceAll("/", "\\/")];
   try {
-    for (
-      const encoded of [
-        encodeURIComponent(secret),
-        new URLSearchParams({ s: secret }).toString().slice(2),
-      ]
-    ) {
-      forms.push(encoded, encoded.replace(/%[0-9A-F]{2}/g, (hex) => hex.toLowerCase()));
+    const encoded = [
+      encodeURIComponent(secret),
+      encodeURI(secret),
+      new URLSearchParams({ s: secret }).toString().slice(2),
+      new URL(`http://h/${secret}`).pathname.slice(1),
+      new URL(`http://h/?${secret}`).search.slice(1),
+    ];
+    for (const each of encoded) {
+      forms.push(each, each.replace(/%[0-9A-F]{2}/g, (hex) => hex.toLowerCase()));
     }
   } catch {
     // A lone surrogate cannot be percent-encoded: no such form to mask.

@@ -7,9 +7,11 @@
  * every connect, so for each executor id the rendezvous issues URLs that
  * expire strictly later one after another, later too than any URL used for
  * the id, and takes only a URL that expires later than the last one used:
- * two numbers per id, whatever the URLs' lifetime. After a restart (with the
- * signing key kept) an old URL may be taken once more, but the executor's
- * next registration outranks it and takes the id back.
+ * two numbers per id, whatever the URLs' lifetime. A URL that expires later
+ * than this run could have issued one (a previous run's with a longer
+ * lifetime, or another clock) is refused; after a restart (with the signing
+ * key kept) a previous run's URL within this run's lifetime may be taken
+ * once more, until the executor's next registration outranks it.
  *
  * @module
  */
@@ -66,11 +68,16 @@ export class UsedUrls {
    * @param id The executor id the URL is signed for.
    * @param exp The URL's expiry, ms since the epoch (verified: it is signed).
    * @param now The time now, ms since the epoch.
-   * @returns False when this URL, or a later one, was used before.
+   * @param ttlMs The URL lifetime this run issues.
+   * @returns False when this URL, or a later one, was used before, or it
+   *   expires later than this run could have issued it.
    */
-  claim(id: string, exp: number, now: number): boolean {
+  claim(id: string, exp: number, now: number, ttlMs: number): boolean {
     const order = this.#take(id, now);
     if (exp <= order.used) return false;
+    // Expiring later than this run could have issued: an older run's URL
+    // (a longer lifetime, another clock), which could outrank the executor's.
+    if (exp > Math.max(now + ttlMs, order.issued)) return false;
     order.used = exp;
     order.issued = Math.max(order.issued, exp);
     return true;

@@ -624,7 +624,7 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
       );
     }
     if (role === "executor") {
-      if (!usedUrls.claim(id, Number(url.searchParams.get("exp")), Date.now())) {
+      if (!usedUrls.claim(id, Number(url.searchParams.get("exp")), Date.now(), urlTtlMs)) {
         throw new HttpError(
           403,
           "url_used",
