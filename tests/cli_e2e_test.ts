@@ -198,6 +198,28 @@ async function waitConnected(executor: Cli): Promise<void> {
   );
 }
 
+/**
+ * A CLI rendezvous with a CLI executor connected to it as `executorId`.
+ * Disposing stops the executor, then the rendezvous.
+ */
+async function startBox(executorId: string, rendezvousArgs: string[] = []): Promise<
+  { rendezvous: { cli: Cli; url: string }; executor: Cli } & AsyncDisposable
+> {
+  const rendezvous = await startRendezvous(rendezvousArgs);
+  const executor = startExecutor(rendezvous.url, executorId);
+  const stop = async () => {
+    await executor[Symbol.asyncDispose]();
+    await rendezvous.cli[Symbol.asyncDispose]();
+  };
+  try {
+    await waitConnected(executor);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { rendezvous, executor, [Symbol.asyncDispose]: stop };
+}
+
 function exec(args: string[], options: CliOptions = {}): Cli {
   return new Cli("client", ["exec", ...args], {
     ...options,
@@ -289,10 +311,8 @@ async function makeBlob(bytes: number): Promise<{ dir: string; path: string; sha
 // ---------------------------------------------------------------------------
 
 Deno.test("cli: exec through rendezvous to executor returns output and exit code", async () => {
-  const rendezvous = await startRendezvous();
-  await using _r = rendezvous.cli;
-  await using executor = startExecutor(rendezvous.url, "box-1");
-  await waitConnected(executor);
+  await using box = await startBox("box-1");
+  const { rendezvous, executor } = box;
   await using run = exec([
     "--url",
     rendezvous.url,
@@ -346,10 +366,8 @@ Deno.test("cli: a harness that reaches a fresh rendezvous before its executor wa
 });
 
 Deno.test("cli: exec pipes stdin to the remote program and closes it at EOF", async () => {
-  const rendezvous = await startRendezvous();
-  await using _r = rendezvous.cli;
-  await using executor = startExecutor(rendezvous.url, "box-stdin");
-  await waitConnected(executor);
+  await using box = await startBox("box-stdin");
+  const { rendezvous } = box;
   await using run = exec(
     ["--url", rendezvous.url, "--executor-id", "box-stdin", "--", "sh", "-c", "wc -c; cat"],
     { stdin: "piped" },
@@ -365,10 +383,8 @@ Deno.test("cli: exec pipes stdin to the remote program and closes it at EOF", as
 });
 
 Deno.test("cli: Ctrl-C on exec reaches the remote program and exits 130", async () => {
-  const rendezvous = await startRendezvous();
-  await using _r = rendezvous.cli;
-  await using executor = startExecutor(rendezvous.url, "box-int");
-  await waitConnected(executor);
+  await using box = await startBox("box-int");
+  const { rendezvous } = box;
   await using run = exec([
     "--url",
     rendezvous.url,
@@ -389,10 +405,8 @@ Deno.test("cli: Ctrl-C on exec reaches the remote program and exits 130", async 
 Deno.test("cli: a 64 MiB output arrives byte-identical through the rendezvous", async () => {
   const blob = await makeBlob(64 * 1024 * 1024);
   try {
-    const rendezvous = await startRendezvous();
-    await using _r = rendezvous.cli;
-    await using executor = startExecutor(rendezvous.url, "box-big");
-    await waitConnected(executor);
+    await using box = await startBox("box-big");
+    const { rendezvous } = box;
     await using run = exec(
       ["--url", rendezvous.url, "--executor-id", "box-big", "--", "cat", blob.path],
       { hashStdout: true },
@@ -983,10 +997,8 @@ Deno.test("cli: a wrong token at registration is fatal and not retried", async (
 });
 
 Deno.test("cli: a wrong token at the harness socket is refused", async () => {
-  const rendezvous = await startRendezvous();
-  await using _r = rendezvous.cli;
-  await using executor = startExecutor(rendezvous.url, "box-h");
-  await waitConnected(executor);
+  await using box = await startBox("box-h");
+  const { rendezvous } = box;
   await using run = exec(
     ["--url", rendezvous.url, "--executor-id", "box-h", "--", "true"],
     { env: { OUTPOST_TOKEN: "wrong-token-0123456789abcdef" } },
@@ -1146,10 +1158,8 @@ Deno.test("cli: rendezvous refuses a --url-ttl-ms under 1000 (exit 2); with 1000
     short.stderr,
     /Cannot use --url-ttl-ms 999: expected an integer from 1000 to 86400000/,
   );
-  const rendezvous = await startRendezvous(["--url-ttl-ms", "1000"]);
-  await using _r = rendezvous.cli;
-  await using executor = startExecutor(rendezvous.url, "box-ttl");
-  await waitConnected(executor);
+  await using box = await startBox("box-ttl", ["--url-ttl-ms", "1000"]);
+  const { executor } = box;
   assert.doesNotMatch(executor.stderr, /retrying/);
 });
 
@@ -1292,10 +1302,8 @@ Deno.test("cli: the rendezvous outlives running out of file descriptors: it warn
 });
 
 Deno.test("cli: the rendezvous warns, with the reason, when it drops a harness socket that fell behind", async () => {
-  const rendezvous = await startRendezvous();
-  await using _r = rendezvous.cli;
-  await using executor = startExecutor(rendezvous.url, "box-slow");
-  await waitConnected(executor);
+  await using box = await startBox("box-slow");
+  const { rendezvous, executor } = box;
   // A Codex v1 harness (legacy frames, seq from 0, never acked) starts an
   // endless output and reads nothing: its socket stops reading once its queue
   // is half full.
@@ -1672,10 +1680,8 @@ Deno.test("cli: a second Ctrl-C while serve stops does not cut its close short: 
 });
 
 Deno.test("cli: the executor's exit summary names the signal it stopped on", async () => {
-  const rendezvous = await startRendezvous();
-  await using _r = rendezvous.cli;
-  await using executor = startExecutor(rendezvous.url, "box-sig");
-  await waitConnected(executor);
+  await using box = await startBox("box-sig");
+  const { executor } = box;
   executor.child.kill("SIGTERM");
   assert.equal((await executor.finished()).code, 0, executor.stderr);
   assert.match(executor.stderr, /outpost executor: stopped \(SIGTERM\) after [\d.]+ s, 1 connects/);
@@ -1793,10 +1799,8 @@ Deno.test("cli: integer flags take decimal digits only, within their range: at e
     }
   }
   // At the bounds: a day of URL lifetime and the longest timer are taken.
-  const rendezvous = await startRendezvous(["--url-ttl-ms", "86400000"]);
-  await using _r = rendezvous.cli;
-  await using executor = startExecutor(rendezvous.url, "box-day");
-  await waitConnected(executor);
+  await using box = await startBox("box-day", ["--url-ttl-ms", "86400000"]);
+  const { rendezvous } = box;
   await using longest = exec([
     "--url",
     rendezvous.url,
@@ -1897,10 +1901,8 @@ Deno.test("logger redacts credentials in text and JSON lines", () => {
 });
 
 Deno.test("cli: exec runs through a rendezvous on a signed harness URL alone, OUTPOST_TOKEN set or not", async () => {
-  const rendezvous = await startRendezvous();
-  await using _r = rendezvous.cli;
-  await using executor = startExecutor(rendezvous.url, "box-1");
-  await waitConnected(executor);
+  await using box = await startBox("box-1");
+  const { rendezvous } = box;
   const response = await fetch(
     `${rendezvous.url.replace("ws:", "http:")}/cloud/executor/box-1/connect`,
     { method: "POST", headers: { authorization: `Bearer ${TOKEN}` } },
