@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { openRegularFile } from "../lib/exec/_regular_file.ts";
+import { openRegularFile } from "../lib/_regular_file.ts";
 import { copyAll, readableOf, writeAll } from "../lib/exec/_file_io.ts";
 
 async function tempDir(): Promise<AsyncDisposable & { path: string }> {

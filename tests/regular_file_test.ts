@@ -6,7 +6,7 @@ import {
   NotRegularFileError,
   openRegularFile,
   pauseUnlessAborted,
-} from "../lib/exec/_regular_file.ts";
+} from "../lib/_regular_file.ts";
 import { withDeadline } from "./_support/deadline.ts";
 import { CAN_LEASE, holdLease } from "./_support/file_lease.ts";
 

@@ -18,7 +18,7 @@ import { DEFAULT_MAX_CONCURRENT_REQUESTS, JsonRpcPeer } from "../lib/rpc/json_rp
 import { until, withDeadline } from "./_support/deadline.ts";
 import { CAN_LEASE, type HeldLease, holdLease } from "./_support/file_lease.ts";
 import { detectCapabilities } from "../lib/exec/confinement.ts";
-import { LEASE_WAIT_MS } from "../lib/exec/_regular_file.ts";
+import { LEASE_WAIT_MS } from "../lib/_regular_file.ts";
 import { channelPair, nextJson } from "./_fixtures/channel_pair.ts";
 import type { MessageChannel } from "../lib/rpc/message_channel.ts";
 import { killPids, livePidsWith, uniqueSleep, waitForPids } from "./_process_helpers.ts";

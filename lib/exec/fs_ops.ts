@@ -15,7 +15,7 @@
  * and process work of every session), and a device such as `/dev/zero` never
  * ends, so the other kinds are refused with -32602: by a stat first, for a
  * clear answer before anything is touched, and on the open file itself, which
- * is opened without waiting on a FIFO or a lease (see `_regular_file.ts`).
+ * is opened without waiting on a FIFO or a lease (see `lib/_regular_file.ts`).
  *
  * @module
  */
@@ -38,7 +38,7 @@ import {
   LEASE_WAIT_MS,
   NotRegularFileError,
   openRegularFile,
-} from "./_regular_file.ts";
+} from "../_regular_file.ts";
 import { copyAll, readableOf, writeAll } from "./_file_io.ts";
 import { ConfinedFs, pathError, type PathErrorCode } from "./_confined_fs.ts";
 import {
@@ -280,7 +280,7 @@ function pathErrorCode(error: unknown): PathErrorCode | undefined {
   if (error instanceof Deno.errors.NotADirectory) return "ENOTDIR";
   if (error instanceof Deno.errors.AlreadyExists) return "EEXIST";
   if (error instanceof Deno.errors.FilesystemLoop) return "ELOOP";
-  // node:fs (see _regular_file.ts) reports every failure by its code.
+  // node:fs (see lib/_regular_file.ts) reports every failure by its code.
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "string" && NODE_PATH_ERROR_CODES.has(code)
     ? code as PathErrorCode

@@ -11,7 +11,7 @@ import {
   NotRegularFileError,
   openRegularFile,
   type RegularFile,
-} from "../exec/_regular_file.ts";
+} from "../_regular_file.ts";
 
 /** The environment variable a token is read from when no token file is given. */
 export const TOKEN_ENV_VAR = "OUTPOST_TOKEN";
