@@ -17,6 +17,7 @@ import { echo, loopback } from "./_mux_loopback.ts";
 import { Executor } from "../lib/exec/executor.ts";
 import { ByteBudget } from "../lib/_byte_budget.ts";
 import { ReliableStream } from "../lib/mux/reliable_stream.ts";
+import type { RelayFrame } from "../lib/relay/frame_codec.ts";
 
 async function nextMessage(stream: MuxStream): Promise<string> {
   const result = await stream[Symbol.asyncIterator]().next();
@@ -716,4 +717,54 @@ Deno.test("StreamMux looks at its receive budget's line again on its own while s
   assert.equal(served.get("stalled")!.resetReason, undefined);
   assert.equal(lb.executor.receiveBudget.waiting, 0);
   assert.ok(lb.executor.receiveBudget.used <= limit);
+});
+
+Deno.test("ReliableStream keeps a segment it acknowledged in ack_bits while the message it starts waits for budget room, and delivers it once admitted (its sender no longer has it)", async () => {
+  let now = 0;
+  const clock = () => now;
+  const limit = 1024 * 1024;
+  const budget = new ByteBudget(limit);
+  // Another stream's consumer holds nearly all of the budget for a while.
+  const other = { shed: () => budget.hold(other, 0), shedOrder: (b: number) => [0, b] as const };
+  budget.hold(other, limit - 3_000);
+  const options = { segmentBytes: 1_000, maxMessageBytes: limit };
+  const { sender, receiver } = joined("sacked", budget, clock, options);
+  const text = new TextEncoder();
+  sender.write(text.encode("A")); // seq 1
+  sender.write(new Uint8Array(2_000).fill(66)); // seqs 2 and 3: one message
+  sender.write(text.encode("C")); // seq 4
+  const frames: RelayFrame[] = [];
+  for (let frame = sender.poll(); frame; frame = sender.poll()) frames.push(frame);
+  assert.equal(frames.length, 4);
+  const toSender = () => {
+    for (let frame = receiver.poll(); frame; frame = receiver.poll()) sender.receive(frame);
+  };
+  // The link reorders: seqs 2-4 come before seq 1, and are acknowledged in ack_bits.
+  for (const frame of [frames[1], frames[2], frames[3]]) receiver.receive(frame), toSender();
+  assert.equal(sender.stats.unackedSegments, 1, "the sender freed seqs 2-4 on the selective acks");
+  receiver.receive(frames[0]);
+  toSender();
+  const read: number[] = [];
+  const readAll = () => {
+    for (let message = receiver.read(); message; message = receiver.read()) {
+      read.push(message.length);
+    }
+  };
+  readAll();
+  assert.deepEqual(read, [1], "the two-segment message waits for room");
+  budget.hold(other, 0); // room again
+  await settle();
+  for (let step = 0; step < 100 && read.length < 3; step++) {
+    now += 100;
+    sender.tick();
+    receiver.tick();
+    for (let frame = sender.poll(); frame; frame = sender.poll()) receiver.receive(frame);
+    toSender();
+    readAll();
+  }
+  assert.deepEqual(read, [1, 2_000, 1], "every message arrives once admitted");
+  assert.equal(receiver.stats.heldSegments, 0);
+  assert.ok(sender.flushed);
+  sender.close();
+  receiver.close();
 });

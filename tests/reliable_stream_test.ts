@@ -1132,3 +1132,40 @@ Deno.test("ReliableStream with default limits never overflows the reorder budget
     assert.ok(r.maxHeldSegments <= DEFAULT_WINDOW_SEGMENTS, `seed ${seed}`);
   }
 });
+
+Deno.test("ReliableStream is not flushed while the peer holds a segment it acknowledged only in ack_bits (behind a full inbox), and says so once the cumulative ack passes it", () => {
+  const clock = new Clock();
+  let outputs = 0;
+  const sender = new ReliableStream("s", {
+    mode: "reliable",
+    now: clock.now,
+    onOutput: () => outputs++,
+  });
+  const receiver = new ReliableStream("s", { mode: "reliable", now: clock.now, inboxMessages: 2 });
+  for (const text of ["m1", "m2", "m3"]) sender.write(new TextEncoder().encode(text));
+  const frames: RelayFrame[] = [];
+  for (let frame = sender.poll(); frame; frame = sender.poll()) frames.push(frame);
+  const toSender = () => {
+    for (let frame = receiver.poll(); frame; frame = receiver.poll()) sender.receive(frame);
+  };
+  // Seqs 2 and 3 overtake seq 1: both acknowledged in ack_bits.
+  receiver.receive(frames[1]);
+  receiver.receive(frames[2]);
+  toSender();
+  receiver.receive(frames[0]); // takes seqs 1 and 2; seq 3 waits for inbox room
+  clock.t += 100; // the delayed ack
+  receiver.tick();
+  toSender();
+  assert.equal(sender.stats.unackedSegments, 0, "nothing left to resend");
+  assert.equal(receiver.stats.heldSegments, 1, "the peer still holds seq 3");
+  assert.equal(sender.flushed, false, "seq 3 is not delivered yet");
+  receiver.read(); // room: seq 3 goes in and the cumulative ack passes it
+  const before = outputs;
+  clock.t += 100;
+  receiver.tick();
+  toSender();
+  assert.ok(sender.flushed);
+  assert.ok(outputs > before, "the sender's owner hears of it (a close waiting on flushed wakes)");
+  sender.close();
+  receiver.close();
+});

@@ -354,8 +354,13 @@ export class ReliableStream {
   #unackedBytes = 0;
   /** Payload bytes of seqs past the peer's cumulative ack, sent or selectively acked. */
   #spanBytes = 0;
-  /** Selectively acknowledged seqs past the cumulative ack, with their payload bytes. */
-  #sacked = new Map<number, number>();
+  /**
+   * Selectively acknowledged seqs past the cumulative ack. Kept until the
+   * cumulative ack passes them: if the ack that would have done so is lost,
+   * the retransmission timer resends one as a probe, whose duplicate the
+   * peer answers with its ack (see {@linkcode tick}).
+   */
+  #sacked = new Map<number, Segment>();
   #xmitCounter = 0;
   /** Transmission order of the latest-sent acknowledged segment (RACK). */
   #rackXmit = 0;
@@ -383,6 +388,12 @@ export class ReliableStream {
   #recvNext = 1;
   #held = new Map<number, DataBody>();
   #heldBytes = 0;
+  /**
+   * Held seqs that came out of order, so an ack may have reported them in
+   * `ack_bits`; the sender frees what those report, so they are never
+   * dropped while the stream waits for budget room (see {@linkcode #drain}).
+   */
+  #heldReported = new Set<number>();
   #partial: Uint8Array = EMPTY;
   #partialIndex = 0;
   #partialCount = 0;
@@ -507,9 +518,15 @@ export class ReliableStream {
     return this.#resetSent ? this.#resetReason : undefined;
   }
 
-  /** Whether all written messages were sent and (in reliable mode) acknowledged. */
+  /**
+   * Whether all written messages were sent and (in reliable mode) acknowledged
+   * by the peer's cumulative ack. A segment acknowledged only in `ack_bits`
+   * is held by the peer behind a missing one, or for a full inbox: not yet
+   * delivered, and lost if the stream ends now.
+   */
   get flushed(): boolean {
-    return this.#queueHead === this.#queue.length && this.#unacked.size === 0;
+    return this.#queueHead === this.#queue.length && this.#unacked.size === 0 &&
+      this.#sacked.size === 0;
   }
 
   /** Whether the consumer has a whole message to {@linkcode read}. */
@@ -708,6 +725,8 @@ export class ReliableStream {
     // its turn and asks again when a resend finds room.
     if (this.#error === undefined && this.#awaitingRoom && !this.#inboxFull()) {
       this.#askRoom(this.#requestedBytes);
+      // A segment kept while it waited (see #drain) is accepted now.
+      if (!this.#awaitingRoom && this.#held.has(this.#recvNext) && this.#drain()) this.#ackNow();
     }
     this.#reportHeld();
   }
@@ -816,7 +835,7 @@ export class ReliableStream {
         this.#resend.length = 0;
         this.#resendHead = 0;
       }
-      const segment = this.#unacked.get(seq);
+      const segment = this.#unacked.get(seq) ?? this.#sacked.get(seq);
       if (segment === undefined || !segment.queued) continue;
       segment.queued = false;
       segment.retransmitted = true;
@@ -887,6 +906,10 @@ export class ReliableStream {
       if (this.#unacked.size > 0) {
         this.#stats.timeouts++;
         this.#timeout(now);
+        output = true;
+      } else if (this.#sacked.size > 0) {
+        this.#stats.timeouts++;
+        this.#probeSacked(now);
         output = true;
       }
     }
@@ -1015,8 +1038,10 @@ export class ReliableStream {
    * segment the bitmap can describe that has waited a whole timeout is resent
    * with it (a burst of at most {@linkcode SACK_SPAN}). Without selective
    * acks the resend is a probe: the receiver may just be holding segments for
-   * a full inbox, and if they were lost, the probe's ack makes the others
-   * overdue for {@linkcode #detectLosses}. The timeout keeps its value while
+   * a full inbox, which an ack does not tell from their loss. So when the
+   * last segments in flight were all lost, each is resent at a timeout of
+   * its own (a lost tail of n segments takes n timeouts; PROTOCOL.md §5,
+   * SECURITY_TESTS row 240). The timeout keeps its value while
    * acks still arrive and doubles (up to its cap) only when nothing at all
    * was acknowledged since the last expiry.
    */
@@ -1038,6 +1063,22 @@ export class ReliableStream {
       const [seq, segment] = this.#unacked.entries().next().value!;
       this.#queueResend(seq, segment);
     }
+    this.#ackedSinceTimeout = false;
+    this.#rtoDeadline = now + this.#rto;
+  }
+
+  /**
+   * The retransmission timer expired with nothing unacknowledged but seqs the
+   * peer acknowledged only selectively: either the ack that passed them was
+   * lost, or the peer still holds them (a full inbox). The lowest is resent;
+   * the peer drops the duplicate and acks again. The timeout doubles while
+   * nothing is acknowledged, as in {@linkcode #timeout}.
+   */
+  #probeSacked(now: number): void {
+    let lowest = Infinity;
+    for (const seq of this.#sacked.keys()) if (seq < lowest) lowest = seq;
+    this.#queueResend(lowest, this.#sacked.get(lowest)!);
+    if (!this.#ackedSinceTimeout) this.#rto = Math.min(this.#rto * 2, this.#rtoMax);
     this.#ackedSinceTimeout = false;
     this.#rtoDeadline = now + this.#rto;
   }
@@ -1172,15 +1213,17 @@ export class ReliableStream {
     const now = this.#now();
     let sample = -1;
     let freed = false;
+    let sackedPassed = false;
     if (ack > this.#peerAck) {
       for (let seq = this.#peerAck + 1; seq <= ack; seq++) {
         const segment = this.#unacked.get(seq);
         if (segment === undefined) {
-          const length = this.#sacked.get(seq);
-          if (length !== undefined) {
+          const sacked = this.#sacked.get(seq);
+          if (sacked !== undefined) {
             this.#sacked.delete(seq);
-            this.#spanBytes -= length;
-            this.#deliveredTotal += length;
+            this.#spanBytes -= sacked.body.payload.length;
+            this.#deliveredTotal += sacked.body.payload.length;
+            sackedPassed = true;
           }
           continue;
         }
@@ -1203,7 +1246,7 @@ export class ReliableStream {
         if (rtt >= 0) sample = rtt;
         this.#free(seq, segment);
         // Still in the window until the cumulative ack passes it: the peer holds it.
-        this.#sacked.set(seq, segment.body.payload.length);
+        this.#sacked.set(seq, segment);
         freed = true;
       }
     }
@@ -1211,9 +1254,14 @@ export class ReliableStream {
       this.#ackedSinceTimeout = true;
       if (sample >= 0) this.#sampleRtt(sample);
       this.#rto = this.#rtoBase;
-      this.#rtoDeadline = this.#unacked.size > 0 ? now + this.#rto : Infinity;
+      this.#rtoDeadline = this.#unacked.size > 0 || this.#sacked.size > 0
+        ? now + this.#rto
+        : Infinity;
       this.#detectLosses(now, top > ack ? top : ack);
       this.#onOutput();
+    } else if (sackedPassed) {
+      if (this.#unacked.size === 0 && this.#sacked.size === 0) this.#rtoDeadline = Infinity;
+      this.#onOutput(); // may have become flushed
     }
     return true;
   }
@@ -1280,6 +1328,7 @@ export class ReliableStream {
     this.#held.set(seq, payload === body.payload ? body : { ...body, payload });
     this.#heldBytes += length;
     if (seq !== this.#recvNext) {
+      this.#heldReported.add(seq);
       this.#ackNow(); // out of order: tell the sender at once
       return;
     }
@@ -1297,18 +1346,28 @@ export class ReliableStream {
   #drain(): boolean {
     let progressed = false;
     while (this.#error === undefined) {
-      const body = this.#held.get(this.#recvNext);
+      const seq = this.#recvNext;
+      const body = this.#held.get(seq);
       if (body === undefined || this.#inboxFull()) break;
-      this.#held.delete(this.#recvNext);
-      this.#heldBytes -= body.payload.length;
       // Asked only once the segment could be accepted: a stream whose
       // consumer stopped must not hold room it cannot use.
       if (this.#partialCount === 0 && !this.#admit(body)) {
-        // Wait holding no more of it: the sender resends it (at its timeouts,
-        // which also ask again, and at once after the admission's `resume`).
-        this.#stats.deferredDropped++;
+        // A segment that came out of order may have been acknowledged in
+        // `ack_bits`, and its sender no longer keeps it: it waits here and is
+        // accepted once admitted (see retryAdmission). One that came in order
+        // never was: wait holding no more of it, and the sender resends it (at
+        // its timeouts, which also ask again, and at once after the
+        // admission's `resume`).
+        if (!this.#heldReported.has(seq)) {
+          this.#held.delete(seq);
+          this.#heldBytes -= body.payload.length;
+          this.#stats.deferredDropped++;
+        }
         break;
       }
+      this.#held.delete(seq);
+      this.#heldReported.delete(seq);
+      this.#heldBytes -= body.payload.length;
       this.#recvNext++;
       this.#sinceAck++;
       progressed = true;
@@ -1477,6 +1536,7 @@ export class ReliableStream {
     this.#resend = [];
     this.#resendHead = 0;
     this.#held.clear();
+    this.#heldReported.clear();
     this.#heldBytes = 0;
     this.#partial = EMPTY;
     this.#partialIndex = 0;
