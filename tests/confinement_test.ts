@@ -234,6 +234,35 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "os confinement keeps the kernel's settings read-only, also for a program running as root",
+  ignore: !OS_WORKS || Deno.uid() !== 0,
+  async fn() {
+    await using table = new ProcessTable();
+    // `test -w` asks without writing: as uid 0 without capabilities the
+    // owner's write bit grants it, unless the mount is read-only.
+    const files = [
+      "/proc/sys/kernel/core_pattern",
+      "/proc/sys/kernel/printk",
+      "/proc/sys/vm/overcommit_memory",
+    ];
+    await table.start({
+      processId: "sys",
+      confinement: "os",
+      argv: [
+        "sh",
+        "-c",
+        'for f in "$@"; do test -w "$f" && echo "writable:$f" || echo "read-only:$f"; done',
+        "sh",
+        ...files,
+      ],
+    });
+    const { text, last } = await collect(table, "sys");
+    assert.equal(last.exitCode, 0);
+    assert.deepEqual(text.stdout.trim().split("\n"), files.map((file) => `read-only:${file}`));
+  },
+});
+
 Deno.test("os confinement has no network unless the operator allows it", async () => {
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const script =

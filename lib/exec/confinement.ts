@@ -321,6 +321,9 @@ export function hiddenInSandbox(path: string, allowNetwork: boolean): string | n
   return null;
 }
 
+/** The host-wide parts of `/proc` an `os` program sees read-only (those that exist). */
+const PROC_READ_ONLY = ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"];
+
 /**
  * The bubblewrap arguments for the `os` level, ending with `--`; append the
  * program's absolute path and arguments.
@@ -337,17 +340,12 @@ export function hiddenInSandbox(path: string, allowNetwork: boolean): string | n
  * @returns The arguments.
  */
 export function bwrapArgs(options: BwrapOptions): string[] {
-  const args = [
-    "--ro-bind",
-    "/",
-    "/",
-    "--dev",
-    "/dev",
-    "--proc",
-    "/proc",
-    "--tmpfs",
-    "/tmp",
-  ];
+  const args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"];
+  // A fresh /proc still holds the kernel's settings for the whole host, which
+  // a program running as uid 0 may write, capabilities dropped or not
+  // (`kernel.core_pattern` runs a program as root on the host): read-only.
+  for (const path of PROC_READ_ONLY) args.push("--ro-bind-try", path, path);
+  args.push("--tmpfs", "/tmp");
   // Without network, also no system services: their Unix sockets (D-Bus,
   // Docker, ...) live under /run (and /var/run, a link to it), and connecting
   // to a socket file needs no write access. With network allowed /run stays,
