@@ -244,6 +244,43 @@ Deno.test("StreamMux at maxStreams lets a new stream take the place of one idle 
   await refusedAfter(DEFAULT_IDLE_STREAM_MS + 1_000);
 });
 
+Deno.test("StreamMux at maxStreams counts only frames from the harness as a stream's activity: one whose replies are never acknowledged goes idle though the executor keeps resending them", async () => {
+  const clock = { skew: 0 };
+  await using lb = loopback({
+    onStream: echo(),
+    maxStreams: 1,
+    now: () => performance.now() + clock.skew,
+  });
+  await using raw = await RelaySocket.connect(lb.url);
+  const frames = raw[Symbol.asyncIterator]();
+  const nextData = async (what: string) => {
+    for (;;) {
+      const { value } = await withDeadline(frames.next(), 10_000, what);
+      if (value?.body.kind === "data" || value?.body.kind === "reset") return value;
+    }
+  };
+  await raw.send(dataFrame("hog", 1, "hi"));
+  const first = await nextData("the echo");
+  assert.equal(first.streamId, "hog");
+  // The harness never acks; past idleStreamMs the executor resends the echo.
+  clock.skew = DEFAULT_IDLE_STREAM_MS + 1_000;
+  const resent = await nextData("the resent echo");
+  assert.ok(resent.body.kind === "data" && resent.body.seq === 1, "a retransmission");
+  await raw.send(dataFrame("new", 1, "hi"));
+  const seen = new Map<string, string>();
+  // Bounded: the hog's resends keep coming until it is reset.
+  for (let frames = 0; frames < 20 && seen.size < 2; frames++) {
+    const frame = await nextData("the new stream's echo and the hog's reset");
+    if (frame.body.kind === "reset") seen.set(frame.streamId, `reset:${frame.body.reason}`);
+    else if (frame.streamId === "new") seen.set("new", "data");
+    if (seen.get("new")?.startsWith("reset")) break;
+  }
+  assert.deepEqual(Object.fromEntries(seen), {
+    hog: `reset:${RESET_TOO_MANY_STREAMS}`,
+    new: "data",
+  });
+});
+
 Deno.test("StreamMux at maxStreams does not replace an idle stream whose session waits on a long poll or a live program (Executor.isQuiet), only a quiet one", async () => {
   const clock = { skew: 0 };
   const served: MuxStream[] = [];

@@ -78,7 +78,7 @@ export interface StreamMuxOptions {
   onStream?: (stream: MuxStream) => void;
   /**
    * Executor side: most streams at once. At the limit a new stream takes the
-   * place of the stream that has gone the longest without a frame either way,
+   * place of the stream that has gone the longest without a frame from its peer,
    * once that is at least `idleStreamMs` and `canReplace` agrees (the old one
    * is reset `too_many_streams`: a Codex v1 harness that went away without a
    * reset, or a stream opened and never used); otherwise the new stream gets
@@ -87,7 +87,7 @@ export interface StreamMuxOptions {
    */
   maxStreams?: number;
   /**
-   * Executor side: how long a stream must have gone without a frame before a
+   * Executor side: how long a stream must have gone without a frame from its peer before a
    * new stream at `maxStreams` may take its place.
    * @default {60000}
    */
@@ -178,7 +178,10 @@ interface Slot {
   handle: MuxStream;
   queued: boolean;
   armed: boolean;
-  /** When a frame of this stream last went either way (`#now()`). */
+  /**
+   * When this stream last received a frame (`#now()`). What it sends does not
+   * count: it resends unacknowledged data for as long as its peer stays away.
+   */
   activeAt: number;
 }
 
@@ -958,7 +961,6 @@ export class StreamMux implements AsyncDisposable {
             this.#readyHead = 0;
           }
           frame = slot.core.poll();
-          if (frame !== undefined) slot.activeAt = this.#now();
           if (frame !== undefined && slot.core.hasOutput) {
             this.#ready.push(slot); // round robin: back of the line
           } else {
