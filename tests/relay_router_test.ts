@@ -1210,6 +1210,22 @@ Deno.test("RelayRouter holds harness streams during its startup grace until the 
   const gone = await other.inbox.next("executor_disconnected");
   assert.deepEqual([gone.streamId, resetReason(gone)], ["t", "executor_disconnected"]);
 });
+Deno.test("RelayRouter answers a new stream executor_offline once its startup grace has passed, while one asked during the grace still waits for the executor", async () => {
+  const graceMs = 300;
+  await using h = await host({ detachWindowMs: 60_000, startupGraceMs: graceMs });
+  const graceEnds = performance.now() + graceMs;
+  const harness = await h.connect("harness");
+  await harness.socket.send(data("early", "asked in the grace"));
+  // The grace is a span of time: wait it out.
+  await new Promise((resolve) =>
+    setTimeout(resolve, Math.max(0, graceEnds - performance.now()) + 20)
+  );
+  await harness.socket.send(data("late", "asked after it"));
+  const answer = await harness.inbox.next("late's reset");
+  assert.deepEqual([answer.streamId, resetReason(answer)], ["late", "executor_offline"]);
+  const executor = await h.connect("executor");
+  assert.equal(payloadOf(await executor.inbox.next("the held request")), "asked in the grace");
+});
 Deno.test("RelayRouter answers executor frames that crossed a harness's reset with unknown_stream, for the newest 1,024 ended streams, instead of parking them again", async () => {
   await using h = await host();
   const executor = await h.connect("executor");

@@ -266,6 +266,12 @@ interface Site {
   executor: Peer | undefined;
   /** An executor was here and its detach window has not passed. */
   executorAway: boolean;
+  /**
+   * The wait began in the startup grace with no executor seen since: past
+   * the grace, new streams are answered `executor_offline` at once, while
+   * those held go on waiting their window.
+   */
+  graceWait: boolean;
   executorTimer: Timer | undefined;
   /** Ends the window in which a newly attached executor must resume the routed streams. */
   confirmTimer: Timer | undefined;
@@ -601,6 +607,7 @@ export class RelayRouter implements AsyncDisposable {
       site.executorTimer = undefined;
     }
     site.executorAway = false;
+    site.graceWait = false;
     // The socket may come from the same executor (it resumes every stream at
     // once) or from a restarted one that knows none of them: a harness
     // waiting on such a stream would wait forever, so streams the executor
@@ -725,6 +732,7 @@ export class RelayRouter implements AsyncDisposable {
         id: executorId,
         executor: undefined,
         executorAway: false,
+        graceWait: false,
         executorTimer: undefined,
         confirmTimer: undefined,
         harnesses: new Set(),
@@ -933,13 +941,16 @@ export class RelayRouter implements AsyncDisposable {
       // for the executor's queue to drain): its harness is on another socket
       // by now, or gone, and the stream would be owned by a socket nobody reads.
       if (peer.socket.closeInfo !== undefined) return false;
-      if (site.executor === undefined && !site.executorAway) {
+      if (site.executor === undefined && (!site.executorAway || site.graceWait)) {
         if (performance.now() - this.#startedAt >= this.#startupGraceMs) {
           this.#toHarness(peer, resetBytes(streamId, RESET_EXECUTOR_OFFLINE));
           return false;
         }
-        // Just started (perhaps restarted): the executor may be on its way back.
-        this.#awaitExecutor(site);
+        if (!site.executorAway) {
+          // Just started (perhaps restarted): the executor may be on its way back.
+          this.#awaitExecutor(site);
+          site.graceWait = true;
+        }
       }
       const owned = peer.streams.size;
       if (
@@ -1072,6 +1083,7 @@ export class RelayRouter implements AsyncDisposable {
   #executorExpired(site: Site, reason: string): void {
     site.executorTimer = undefined;
     site.executorAway = false;
+    site.graceWait = false;
     this.#clearOffline(site);
     const streams = site.routes.size;
     for (const [streamId, route] of site.routes) {

@@ -180,8 +180,8 @@ export interface RendezvousOptions extends Omit<RelayRouterOptions, "onEvent" | 
    * The trade-off: during that first window a harness naming an executor id
    * that is not coming (a typo, an executor that is down) waits up to the
    * detach window and then gets `executor_disconnected`, instead of failing
-   * fast with `executor_offline`. After the grace, unknown ids fail fast
-   * again. Set 0 for a rendezvous that is never restarted under live
+   * fast with `executor_offline`. After the grace, new streams for an id
+   * with no executor fail fast again, also for an id asked about during it. Set 0 for a rendezvous that is never restarted under live
    * sessions, or when fast failure matters more.
    * @default {detachWindowMs}
    */
