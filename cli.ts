@@ -278,7 +278,11 @@ function parse<
     });
   } catch (error) {
     const message = (error as Error).message.replace(/\. To specify a positional.*$/s, "");
-    throw new UsageError(`Cannot parse ${command} options: ${message}`);
+    // `exec --url U sh -c …` without `--`: the program's own flags look like exec's.
+    const hint = command === "exec" && !args.includes("--")
+      ? `; put the program and its arguments after "--", e.g. outpost exec --url URL -- sh -c '…'`
+      : "";
+    throw new UsageError(`Cannot parse ${command} options: ${message}${hint}`);
   }
 }
 
@@ -313,6 +317,15 @@ async function warnIfShared(log: Logger, file: string): Promise<void> {
   );
 }
 
+/** The `host:port` of a URL for a hint, or `HOST` when it does not parse. */
+function urlHost(url: string): string {
+  try {
+    return new URL(url).host || "HOST";
+  } catch {
+    return "HOST";
+  }
+}
+
 /** Reads the token from --token-file or OUTPOST_TOKEN, with a hint when read access is missing. */
 async function loadToken(context: Context, required: boolean): Promise<string | undefined> {
   const file = context.tokenFile;
@@ -325,7 +338,7 @@ async function loadToken(context: Context, required: boolean): Promise<string | 
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable && file !== undefined) {
       throw new UsageError(
-        `Cannot read token file ${file}: read access is not granted; add --allow-read=${file} to the deno command`,
+        `Cannot read token file ${file}: read access is not granted; run deno run -P=NAME --allow-read=${file} cli.ts … (a deno task cannot take the flag)`,
       );
     }
     if (error instanceof TypeError || error instanceof Deno.errors.NotFound) {
@@ -1051,7 +1064,15 @@ async function runExec(args: string[], context: Context): Promise<number> {
       },
     });
   } catch (error) {
-    log.error((error as Error).message);
+    // Deno's refusal reaches us as an error event's text, not a NotCapable.
+    const notGranted = error instanceof Deno.errors.NotCapable ||
+      /Requires net access to/.test((error as Error).message);
+    const hint = notGranted
+      ? ` (run deno run -P=client --allow-net=${
+        urlHost(values.url)
+      } cli.ts exec …: the client permission set grants only 127.0.0.1 and localhost)`
+      : "";
+    log.error(`${(error as Error).message}${hint}`);
     return EXIT_EXEC_FAILURE;
   }
   const [program, ...programArgs] = command;

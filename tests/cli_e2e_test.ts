@@ -1727,13 +1727,33 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   assert.equal((await noDashes.finished()).code, 2);
   assert.match(noDashes.stderr, /put the program after "--"/);
 
+  // The program's own flags before "--" look like exec's: the hint says where they go.
+  await using flagsNoDashes = new Cli("client", [
+    "exec",
+    "--url",
+    "ws://127.0.0.1:1",
+    "sh",
+    "-c",
+    "true",
+  ]);
+  assert.equal((await flagsNoDashes.finished()).code, 2);
+  assert.match(
+    flagsNoDashes.stderr,
+    /Unknown option '-c'; put the program and its arguments after "--"/,
+  );
+
+  // A host the client set does not grant: how to grant it, not Deno's bare --allow-net advice.
+  await using farHost = new Cli("client", ["exec", "--url", "ws://example.com:8700", "--", "true"]);
+  assert.equal((await farHost.finished()).code, 255);
+  assert.match(farHost.stderr, /deno run -P=client --allow-net=example\.com:8700 cli\.ts exec/);
+
   // exec usage errors, each exit 2 with its message.
   for (
     const [args, message] of [
       // A token file the client set may not read.
       [
         ["--url", "ws://127.0.0.1:1", "--token-file", "/tmp/outpost-no-such-token"],
-        /Cannot read token file \/tmp\/outpost-no-such-token: read access is not granted; add --allow-read=/,
+        /Cannot read token file \/tmp\/outpost-no-such-token: read access is not granted; run deno run -P=NAME --allow-read=\/tmp\/outpost-no-such-token cli\.ts/,
       ],
       // A signed harness URL names its executor: --executor-id with it is a mistake, said so.
       [
