@@ -66,3 +66,16 @@ export function checkTerminalSide(name: "cols" | "rows", value: number): void {
  * read back.
  */
 export const DEFAULT_MAX_FILE_BYTES: number = Math.floor((16 * 1024 * 1024 - 1024) / 4) * 3;
+
+/**
+ * The longest single string a child's argv or environment can hold, in UTF-8
+ * bytes: Linux refuses the exec (E2BIG, "Argument list too long") when any
+ * one string with its NUL passes MAX_ARG_STRLEN (32 pages, 131,072 bytes),
+ * however small the total. For an environment entry the string is the whole
+ * `NAME=value`. The executor checks the request's strings and those it
+ * builds from them (a `deno` program's `--allow-*=` flags, the one command
+ * line `script` runs under tty) before spawning, so such a request is
+ * refused naming the string rather than failing in the exec of a helper
+ * (`setsid`) the request never named.
+ */
+export const MAX_ARG_STRING_BYTES = 131_071;

@@ -9,7 +9,9 @@
  */
 
 import assert from "node:assert/strict";
-import { MAX_DENO_PERMISSION_VALUES } from "../lib/exec/confinement.ts";
+import { MAX_DENO_PERMISSION_VALUES, resolveGrantedProgram } from "../lib/exec/confinement.ts";
+import { ttyCommand } from "../lib/exec/tty.ts";
+import { MAX_ARG_STRING_BYTES } from "../lib/_limits.ts";
 import { clipped } from "../lib/exec/_params.ts";
 import { Executor } from "../lib/exec/executor.ts";
 import { serveExecutor } from "./_support/ws_channel.ts";
@@ -401,6 +403,142 @@ Deno.test("denoPermissions lists are bounded: 1,024 values are taken, one more i
   const lone = await start(["/tmp/a\ud800"]);
   assertError(lone, [INVALID_PARAMS], "a lone surrogate", "well-formed");
   await assertServing(rpc, "denoPermissions");
+});
+
+/** Reads a process's output (stdout, or pty) until it closed; returns it and the exit code. */
+async function output(rpc: RawRpc, processId: string): Promise<{ text: string; exitCode: number }> {
+  let text = "";
+  let afterSeq = 0;
+  const decoder = new TextDecoder();
+  for (let reads = 1;; reads++) {
+    assert.ok(reads <= 1_000, `${processId}: reads end`);
+    const r = await rpc.request("process/read", { processId, afterSeq, waitMs: 2000 }, 10_000);
+    assert.ok(r.result, `${processId}: ${JSON.stringify(r.error)}`);
+    const result = r.result as {
+      chunks: { stream: string; chunk: string }[];
+      nextSeq: number;
+      closed: boolean;
+      exitCode: number;
+    };
+    for (const { stream, chunk } of result.chunks) {
+      if (stream !== "stderr") text += decoder.decode(Uint8Array.fromBase64(chunk));
+    }
+    afterSeq = result.nextSeq - 1;
+    if (result.closed) return { text, exitCode: result.exitCode };
+  }
+}
+
+/**
+ * A session for the tests of {@linkcode MAX_ARG_STRING_BYTES}: `runs` starts
+ * a process and checks its output, `refused` checks a start gets -32602
+ * naming the string and that the session still serves.
+ */
+async function argStringRig() {
+  const h = await startServer();
+  const rpc = await h.session();
+  let n = 0;
+  const start = (params: Record<string, unknown>) =>
+    rpc.request("process/start", { processId: `arg-${n++}`, ...params }, 30_000);
+  return {
+    dir: h.dir,
+    async runs(params: Record<string, unknown>, expected: string, context: string): Promise<void> {
+      const r = await start(params);
+      assert.ok(r.result, `${context}: ${JSON.stringify(r.error)}`);
+      const { text, exitCode } = await output(rpc, (r.result as { processId: string }).processId);
+      assert.equal(exitCode, 0, `${context}: ${text.slice(0, 300)}`);
+      assert.equal(text.trim(), expected, context);
+    },
+    async refused(params: Record<string, unknown>, context: string, names: string): Promise<void> {
+      assertError(await start(params), [INVALID_PARAMS], context, names);
+      await assertServing(rpc, context);
+    },
+    [Symbol.asyncDispose]: () => h[Symbol.asyncDispose](),
+  };
+}
+
+const LIMIT = MAX_ARG_STRING_BYTES;
+const PAST = `${LIMIT + 1} bytes, over the ${LIMIT} byte limit`;
+/** Prints the byte count of its first argument. */
+const COUNT = 'printf %s "$1" | wc -c';
+
+Deno.test("one argv string is at most 131,071 bytes (Linux's MAX_ARG_STRLEN less the NUL): it runs at the limit, one byte past is refused with -32602 naming it", async () => {
+  assert.equal(LIMIT, 131_071);
+  await using rig = await argStringRig();
+  // UTF-8 bytes count: "é" is 2.
+  const at = "é".repeat(1000) + "x".repeat(LIMIT - 2000);
+  await rig.runs({ argv: ["sh", "-c", COUNT, "sh", at] }, String(LIMIT), "argv at the limit");
+  await rig.refused(
+    { argv: ["sh", "-c", COUNT, "sh", at + "x"] },
+    "argv past",
+    `argv[4] is ${PAST}`,
+  );
+});
+
+Deno.test("arg0 (passed through bash's exec -a) is at most 131,071 bytes: it runs at the limit, one byte past is refused with -32602 naming it", async () => {
+  await using rig = await argStringRig();
+  const zero = "z".repeat(LIMIT);
+  const show = 'printf %s "$0" | wc -c';
+  await rig.runs({ argv: ["sh", "-c", show], arg0: zero }, String(LIMIT), "arg0 at the limit");
+  await rig.refused({ argv: ["sh", "-c", show], arg0: zero + "z" }, "arg0 past", `arg0 is ${PAST}`);
+});
+
+Deno.test("one environment entry (NAME=value) is at most 131,071 bytes: it runs at the limit, one byte past is refused with -32602 naming it", async () => {
+  await using rig = await argStringRig();
+  const value = "v".repeat(LIMIT - "BIG=".length);
+  const show = 'printf %s "$BIG" | wc -c';
+  await rig.runs({ argv: ["sh", "-c", show], env: { BIG: value } }, String(value.length), "env at");
+  await rig.refused(
+    { argv: ["sh", "-c", show], env: { BIG: value + "v" } },
+    "env past",
+    `"BIG" (NAME=value) is ${PAST}`,
+  );
+});
+
+Deno.test("a deno program's --allow-read=a,b,… flag is at most 131,071 bytes: it runs at the limit, one byte past is refused with -32602 naming the permission", async () => {
+  await using rig = await argStringRig();
+  const module = `${rig.dir}/ran.ts`;
+  await Deno.writeTextFile(module, 'console.log("ran");\n');
+  // About 1,016 values of some 128 bytes each, making a flag of `flagBytes`.
+  const readValues = (flagBytes: number) => {
+    const values = Math.ceil((flagBytes - "--allow-read=".length + 1) / 129);
+    const total = flagBytes - "--allow-read=".length - (values - 1);
+    const base = Math.floor(total / values);
+    return Array.from({ length: values }, (_, i) => {
+      const prefix = `/tmp/outpost-argmax-${i}-`;
+      return prefix + "p".repeat(base + (i < total % values ? 1 : 0) - prefix.length);
+    });
+  };
+  const deno = (read: string[]) => ({
+    argv: [module],
+    confinement: "deno",
+    denoPermissions: { read },
+  });
+  const at = readValues(LIMIT);
+  assert.equal(`--allow-read=${at.join(",")}`.length, LIMIT);
+  await rig.runs(deno(at), "ran", "deno flag at the limit");
+  const past = readValues(LIMIT + 1);
+  assert.equal(`--allow-read=${past.join(",")}`.length, LIMIT + 1);
+  await rig.refused(
+    deno(past),
+    "deno flag past",
+    `denoPermissions.read makes the flag --allow-read=… ${LIMIT + 1} bytes long, over the ${LIMIT}`,
+  );
+});
+
+Deno.test("under tty the argv, quoted into one command line for script, is at most 131,071 bytes: it runs at the limit, one byte past is refused with -32602 saying so", async () => {
+  await using rig = await argStringRig();
+  const sh = await resolveGrantedProgram("sh");
+  assert.ok(sh !== null);
+  const line = (pad: string) =>
+    ttyCommand([sh, "-c", COUNT, "sh", pad], { cols: 80, rows: 24 })[1].length;
+  const pad = "t".repeat(LIMIT - line("t") + 1);
+  assert.equal(line(pad), LIMIT);
+  await rig.runs({ argv: [sh, "-c", COUNT, "sh", pad], tty: true }, String(pad.length), "tty at");
+  await rig.refused(
+    { argv: [sh, "-c", COUNT, "sh", pad + "t"], tty: true },
+    "tty past",
+    `one shell command line (quoted, for script), here ${PAST}`,
+  );
 });
 
 Deno.test("unknown ids are not echoed whole: a 100,000-character processId or resumeSessionId gets a short error", async () => {

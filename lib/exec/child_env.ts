@@ -10,6 +10,8 @@
 
 import { isGrantedSync } from "./_permissions.ts";
 import { isEnvName } from "../_env.ts";
+import { MAX_ARG_STRING_BYTES } from "../_limits.ts";
+import { clipped } from "./_params.ts";
 
 /**
  * The default inherited allowlist: variables a program commonly needs to find
@@ -134,7 +136,8 @@ const ENCODER = new TextEncoder();
  * @param options Inheritance and size limit.
  * @returns The child's environment.
  * @throws {TypeError} When a name is empty or holds `=` or NUL, or a value holds NUL.
- * @throws {RangeError} When the request's environment exceeds `maxEnvBytes`.
+ * @throws {RangeError} When the request's environment exceeds `maxEnvBytes`, or one
+ * entry (`NAME=value`) exceeds {@linkcode MAX_ARG_STRING_BYTES}.
  * @example
  * ```ts
  * import { buildChildEnv } from "./child_env.ts";
@@ -235,7 +238,16 @@ function addRequested(
         } has a lone surrogate`,
       );
     }
-    bytes += utf8Length(name) + utf8Length(value) + 2;
+    const entryBytes = utf8Length(name) + 1 + utf8Length(value);
+    if (entryBytes > MAX_ARG_STRING_BYTES) {
+      throw new RangeError(
+        `Cannot build child environment: ${
+          JSON.stringify(clipped(name, 256))
+        } (NAME=value) is ${entryBytes} bytes, over the ${MAX_ARG_STRING_BYTES} byte limit of ` +
+          "one environment entry (Linux's MAX_ARG_STRLEN)",
+      );
+    }
+    bytes += entryBytes + 1;
     if (bytes > maxBytes) {
       throw new RangeError(
         `Cannot build child environment: it exceeds the ${maxBytes} byte limit`,

@@ -24,6 +24,8 @@
  */
 
 import { SandboxDeniedError } from "../errors.ts";
+import { MAX_ARG_STRING_BYTES } from "../_limits.ts";
+import { utf8Length } from "./child_env.ts";
 import { BoundedCache } from "./_bounded_cache.ts";
 import { realPathOrNull } from "./_paths.ts";
 import { grantOf, isGranted, isGrantedValue, isGrantedValueSync } from "./_permissions.ts";
@@ -547,6 +549,8 @@ export const MAX_DENO_PERMISSION_VALUES = 1024;
  * @param cwd The directory relative paths are resolved against.
  * @returns The flags, `--no-prompt` and friends first.
  * @throws {TypeError} When a permission value is malformed.
+ * @throws {RangeError} When a list holds too many values, or makes a flag
+ * longer than {@linkcode MAX_ARG_STRING_BYTES}.
  * @throws {SandboxDeniedError} When the program asks for more than the executor holds.
  */
 export async function denoRunFlags(
@@ -634,7 +638,16 @@ export async function denoRunFlags(
       }
       values.push(value);
     }
-    flags.push(`--allow-${name}=${values.join(",")}`);
+    const flag = `--allow-${name}=${values.join(",")}`;
+    const bytes = utf8Length(flag);
+    if (bytes > MAX_ARG_STRING_BYTES) {
+      throw new RangeError(
+        `${subject}: denoPermissions.${name} makes the flag --allow-${name}=… ${bytes} bytes ` +
+          `long, over the ${MAX_ARG_STRING_BYTES} byte limit of one argument (Linux's ` +
+          "MAX_ARG_STRLEN); grant fewer or shorter values (a parent directory, say)",
+      );
+    }
+    flags.push(flag);
   }
   return flags;
 }

@@ -75,7 +75,7 @@ import {
 } from "./tty.ts";
 import { abortable } from "../_abortable.ts";
 import type { BudgetHolder, ByteBudget } from "../_byte_budget.ts";
-import { checkTimerMs, counted, MAX_TIMER_MS } from "../_limits.ts";
+import { checkTimerMs, counted, MAX_ARG_STRING_BYTES, MAX_TIMER_MS } from "../_limits.ts";
 import { booleanOption, stringListOption } from "../_options.ts";
 
 export type { Capabilities, Confinement, DenoPermissions, OutputStream };
@@ -734,6 +734,7 @@ export class ProcessTable implements AsyncDisposable {
     ) {
       throw new TypeError(`${what}: arg0 is not a well-formed string without NUL`);
     }
+    if (arg0 !== null) checkArgString(what, "arg0", utf8Length(arg0));
     const confinement = this.#chooseConfinement(options, what);
     if (this.#records.has(id)) {
       throw new Deno.errors.AlreadyExists(`${what}: process already exists`);
@@ -1400,6 +1401,15 @@ export class ProcessTable implements AsyncDisposable {
         subject,
       );
       const args = ttyCommand(base, { cols: p.cols, rows: p.rows, shell: env.SHELL });
+      // The whole command, quoted, is one argument of `script`.
+      const line = utf8Length(args[1]);
+      if (line > MAX_ARG_STRING_BYTES) {
+        throw new RangeError(
+          `Cannot start ${JSON.stringify(clipped(subject, 256))}: under tty its argv runs as ` +
+            `one shell command line (quoted, for script), here ${line} bytes, over the ` +
+            `${MAX_ARG_STRING_BYTES} byte limit of one argument (Linux's MAX_ARG_STRLEN)`,
+        );
+      }
       return { program: script, args, env: { ...env, SHELL: "/bin/sh" }, cwd: p.cwd };
     }
     return { program: base[0], args: base.slice(1), env, cwd: p.cwd };
@@ -2039,12 +2049,14 @@ export class ProcessTable implements AsyncDisposable {
       throw new TypeError(`${what}: argv must be a non-empty array of strings`);
     }
     let bytes = 0;
-    for (const arg of argv) {
+    for (const [index, arg] of argv.entries()) {
       // A lone surrogate would reach the program as U+FFFD: another file name.
       if (typeof arg !== "string" || arg.includes("\0") || !arg.isWellFormed()) {
         throw new TypeError(`${what}: argv must hold well-formed strings without NUL`);
       }
-      bytes += utf8Length(arg) + 1;
+      const length = utf8Length(arg);
+      checkArgString(what, `argv[${index}]`, length);
+      bytes += length + 1;
     }
     if (argv[0].length === 0) throw new TypeError(`${what}: argv[0] is empty`);
     if (bytes > this.#maxArgvBytes) {
@@ -2142,6 +2154,19 @@ function checkProcessId(id: unknown): string {
     );
   }
   return id;
+}
+
+/**
+ * Refuses a string the system would refuse to exec with (see
+ * {@linkcode MAX_ARG_STRING_BYTES}), naming it.
+ */
+function checkArgString(what: string, name: string, bytes: number): void {
+  if (bytes > MAX_ARG_STRING_BYTES) {
+    throw new RangeError(
+      `${what}: ${name} is ${bytes} bytes, over the ${MAX_ARG_STRING_BYTES} byte limit of ` +
+        "one argument (Linux's MAX_ARG_STRLEN)",
+    );
+  }
 }
 
 function positive(name: string, value: number): number {
