@@ -27,6 +27,8 @@ import { shownUnparsedUrl } from "./lib/_userinfo.ts";
 import { createLogger } from "./lib/server/_logger.ts";
 import type { LogFormat, Logger, LogLevel } from "./lib/server/_logger.ts";
 import { readToken } from "./lib/server/_token.ts";
+import type { ListenerEvent } from "./lib/server/_listener.ts";
+import { MAX_TIMER_MS } from "./lib/_limits.ts";
 
 // The server modules are imported by the commands that run them: `exec`
 // should not pay for loading the executor, the rendezvous and protobufjs.
@@ -124,6 +126,7 @@ Tokens are never accepted as flags. Run "outpost COMMAND --help" for details.
 const HELP: Record<string, string> = {
   serve:
     `Usage: outpost serve [--listen URL] [--allow-remote] [--allow-origin ORIGIN]... [--token-file FILE]
+                     [--initialize-timeout-ms N]
 
 Runs a local executor: a WebSocket listener where each text message is one
 JSON-RPC message (the Codex local transport). Prints the URL it listens on.
@@ -137,6 +140,9 @@ Options:
                       trailing slash, no "*"; any other request carrying an
                       Origin header (a web page) is refused
   --token-file FILE   Require this bearer token from clients (else OUTPOST_TOKEN, if set)
+  --initialize-timeout-ms N
+                      Close a connection that has not sent initialize within N ms
+                      (default 30000; at most 256 such connections wait at once)
 ${EXECUTOR_FLAGS_HELP}
   --log-format, --log-level, -h/--help as for every command
 
@@ -522,10 +528,16 @@ async function runServe(args: string[], context: Context): Promise<number> {
     listen: { type: "string" },
     "allow-remote": { type: "boolean" },
     "allow-origin": { type: "string", multiple: true },
+    "initialize-timeout-ms": { type: "string" },
     ...EXECUTOR_FLAGS,
   });
   requireNoPositionals("serve", positionals);
   const listen = parseListen("serve", values.listen);
+  const initializeTimeoutMs = positiveInteger(
+    "--initialize-timeout-ms",
+    values["initialize-timeout-ms"],
+    MAX_TIMER_MS,
+  );
   const allowRemote = values["allow-remote"] ?? false;
   const token = await loadToken(context, false);
   const host = new URL(listen).hostname;
@@ -552,13 +564,16 @@ async function runServe(args: string[], context: Context): Promise<number> {
       allowedOrigins: values["allow-origin"] ?? [],
       executor,
       ...(token !== undefined ? { token } : {}),
+      ...(initializeTimeoutMs !== undefined ? { initializeTimeoutMs } : {}),
       onEvent: (event) => {
         if (event.type === "failed") {
           context.log.error("cannot serve a request", { error: event.message });
-          return;
+        } else if (event.type === "refused") {
+          const { type: _type, ...fields } = event;
+          context.log.warn("refused a request", fields);
+        } else {
+          logListenerEvent(context.log, event);
         }
-        const { type: _type, ...fields } = event;
-        context.log.warn("refused a request", fields);
       },
     });
   } catch (error) {
@@ -608,6 +623,21 @@ function parsePublicUrl(value: string | undefined): string | undefined {
   if (url.username !== "" || url.password !== "") fail("it must not carry credentials");
   if (url.port === "0") fail("port 0 is not one clients can reach");
   return value;
+}
+
+/** Logs a server's listener failing (out of file descriptors) and coming back: `serve` and `rendezvous`. */
+function logListenerEvent(log: Logger, event: ListenerEvent): void {
+  if (event.type === "listener_failed") {
+    // Out of file descriptors (idle connections nobody closes, see the
+    // README), or the port taken meanwhile: open connections are still served.
+    log.warn(
+      "stopped accepting connections, still serving open ones; listening again",
+      { error: event.message, retryInMs: event.retryInMs },
+    );
+  } else {
+    // As loud as the warning it answers.
+    log.warn("accepting connections again", { downMs: event.downMs, attempts: event.attempts });
+  }
 }
 
 async function runRendezvousCommand(args: string[], context: Context): Promise<number> {
@@ -676,19 +706,8 @@ async function runRendezvousCommand(args: string[], context: Context): Promise<n
           });
         } else if (event.type === "registered") {
           context.log.info("executor registered", { executorId: event.executorId });
-        } else if (event.type === "listener_failed") {
-          // Out of file descriptors (idle connections nobody closes, see the
-          // README), or the port taken meanwhile: open sockets are still served.
-          context.log.warn(
-            "stopped accepting connections, still serving open ones; listening again",
-            { error: event.message, retryInMs: event.retryInMs },
-          );
-        } else if (event.type === "accepting_again") {
-          // As loud as the warning it answers.
-          context.log.warn("accepting connections again", {
-            downMs: event.downMs,
-            attempts: event.attempts,
-          });
+        } else if (event.type === "listener_failed" || event.type === "accepting_again") {
+          logListenerEvent(context.log, event);
         } else if (event.type === "executor_attached" && event.replaced) {
           // A reconnect whose old socket was still open, or two executors
           // sharing an id (the replaced one stops).

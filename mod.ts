@@ -166,8 +166,10 @@ export { CORE_ENV, DEFAULT_INHERITED_ENV } from "./lib/exec/child_env.ts";
 // Servers (lib/server)
 export { serveLocal } from "./lib/server/local_server.ts";
 export type {
+  ListenerEvent,
   LocalServer,
   LocalServerEvent,
+  LocalServerStats,
   ServeLocalOptions,
 } from "./lib/server/local_server.ts";
 export { MAX_URL_TTL_MS, MIN_URL_TTL_MS, serveRendezvous } from "./lib/server/rendezvous_server.ts";

@@ -1,7 +1,8 @@
 /**
  * One bound on the bytes many holders hold together, where each holder also
  * bounds its own: the streams of a mux (what each holds for its consumer),
- * the sockets of a rendezvous (what each queues, in and out).
+ * the sockets of a rendezvous (what each queues, in and out), the
+ * connections of `serve` (what each has received and not yet read).
  *
  * Per-holder bounds alone add up: a peer that keeps many consumers from
  * reading could make every holder reach its bound at once. The holders

@@ -537,6 +537,23 @@ Deno.test("cli: serve --max-sessions and --max-processes hold the executor to th
   }
 });
 
+Deno.test("cli: serve --initialize-timeout-ms closes a connection that has not initialized by then, and refuses what is not a timer's delay", async () => {
+  await using bad = new Cli("executor", ["serve", "--initialize-timeout-ms", "0"]);
+  assert.equal((await bad.finished()).code, 2, bad.stderr);
+  assert.ok(
+    bad.stderr.startsWith(
+      "Cannot use --initialize-timeout-ms 0: expected an integer from 1 to 2147483647",
+    ),
+    bad.stderr,
+  );
+  await using serve = new Cli("executor", ["serve", "--initialize-timeout-ms", "300"]);
+  const ws = new WebSocket(await serve.firstLine());
+  const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
+  const event = await withDeadline(closed, 10_000, "the idle connection closed");
+  assert.equal(event.code, 1008);
+  assert.equal(event.reason, "Cannot serve: no initialize within 300 ms");
+});
+
 Deno.test("cli: serve stopped by SIGTERM exits though a client no longer answers", async () => {
   await using serve = new Cli("executor", ["serve"]);
   const url = new URL(await serve.firstLine());
@@ -1297,6 +1314,76 @@ Deno.test("cli: the rendezvous outlives running out of file descriptors: it warn
     "accepting again",
   );
   assert.doesNotMatch(executor.stderr, /lost rendezvous socket/);
+  cli.child.kill("SIGTERM");
+  assert.equal((await cli.finished()).code, 0, cli.stderr);
+});
+
+Deno.test("cli: serve outlives running out of file descriptors: it warns, its session's program runs on, and it accepts again", async () => {
+  // As for the rendezvous: a small descriptor limit, and connections that send nothing.
+  const cli = new Cli("executor", ["serve", "--listen", "ws://127.0.0.1:0"], {
+    via: (argv) => ["sh", "-c", 'ulimit -n 128 && exec "$@"', "sh", ...argv],
+  });
+  await using _s = cli;
+  const url = await cli.firstLine();
+  const port = Number(new URL(url).port);
+  const dir = await Deno.makeTempDir({ prefix: "outpost_e2e_fd_" });
+  const go = `${dir}/go`;
+  try {
+    // A session whose program waits for the test: it must outlive the exhaustion.
+    await using run = exec([
+      "--url",
+      url,
+      "--",
+      "sh",
+      "-c",
+      `echo ready; while [ ! -e ${go} ]; do sleep 0.05; done; echo after`,
+    ]);
+    await run.waitFor(() => run.stdout.includes("ready\n"), 10_000, "the program");
+    const idle: Deno.TcpConn[] = [];
+    const warned = () => cli.stderr.includes("stopped accepting connections");
+    try {
+      for (let i = 0; i < 1_000 && !warned(); i++) {
+        try {
+          idle.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+        } catch {
+          break; // refused: the listener is gone
+        }
+      }
+      await cli.waitFor(warned, 15_000, "the warning");
+      assert.match(
+        cli.stderr,
+        /WARN {2}stopped accepting connections, still serving open ones; listening again error="Too many open files \(os error 24\)" retryInMs=100\n/,
+      );
+      // Still out of descriptors: the session's connection is served all the same.
+      await Deno.writeTextFile(go, "");
+      assert.equal((await run.finished()).code, 0, run.stderr);
+      assert.equal(run.stdout, "ready\nafter\n");
+    } finally {
+      for (const conn of idle) conn.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  await until(
+    async () => {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    15_000,
+    "the listener back",
+  );
+  await using again = exec(["--url", url, "--", "sh", "-c", "echo still here"]);
+  assert.equal((await again.finished()).code, 0, again.stderr);
+  assert.equal(again.stdout, "still here\n");
+  await cli.waitFor(
+    () => cli.stderr.includes("accepting connections again"),
+    15_000,
+    "accepting again",
+  );
   cli.child.kill("SIGTERM");
   assert.equal((await cli.finished()).code, 0, cli.stderr);
 });

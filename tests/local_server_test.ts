@@ -609,6 +609,8 @@ function lateReader(readFirst = 0) {
       served.push(done);
       return done;
     },
+    // Never initialized, but not to be closed for it within a test.
+    hasSession: () => true,
   } as unknown as Executor;
   return { executor, read, served };
 }
@@ -783,4 +785,132 @@ Deno.test("serveLocal with an executor of its own ends the programs first on clo
   } finally {
     if (!closed) await server.close();
   }
+});
+
+Deno.test("serveLocal lets maxUninitialized connections wait for initialize, closes the one waiting longest one past it (1013), and counts initialized ones no more", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using server = await serveLocal({ executor, maxUninitialized: 2 });
+  await using session = await WsRpc.open(server.url);
+  await session.initialize();
+  await using a = await WsRpc.open(server.url);
+  await using b = await WsRpc.open(server.url);
+  // At the bound: both wait, and are served (a request before initialize is refused, not dropped).
+  assert.equal(server.stats().uninitialized, 2);
+  for (const rpc of [a, b]) {
+    assert.match((await rpc.request("process/list")).error!.message, /must call initialize/);
+  }
+  // One past: the one waiting longest is closed, the others go on.
+  await using c = await WsRpc.open(server.url);
+  const event = await withDeadline(a.closed, D, "the longest waiting connection closed");
+  assert.equal(event.code, 1013);
+  assert.equal(
+    event.reason,
+    "Cannot wait for initialize: 2 connections wait, this one the longest",
+  );
+  await b.initialize();
+  await c.initialize();
+  // Initialized, they count as sessions: two more may wait, and nobody is closed.
+  await using d = await WsRpc.open(server.url);
+  await using e = await WsRpc.open(server.url);
+  assert.equal(server.stats().uninitialized, 2);
+  for (const rpc of [session, b, c]) {
+    assert.deepEqual(await rpc.call("process/list"), { processes: [] });
+  }
+  await d.initialize();
+  await e.initialize();
+  assert.equal(server.stats().uninitialized, 0);
+});
+
+Deno.test("serveLocal closes a connection that has not initialized within initializeTimeoutMs (1008), and not one that has", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0 });
+  await using server = await serveLocal({ executor, initializeTimeoutMs: 200 });
+  await using prompt = await WsRpc.open(server.url);
+  await prompt.initialize();
+  await using idle = await WsRpc.open(server.url);
+  const event = await withDeadline(idle.closed, D, "the idle connection closed");
+  assert.equal(event.code, 1008);
+  assert.equal(event.reason, "Cannot serve: no initialize within 200 ms");
+  // The prompt one's deadline passed before the idle one's: it is served on.
+  assert.deepEqual(await prompt.call("process/list"), { processes: [] });
+  assert.equal(server.stats().uninitialized, 0);
+  for (
+    const options of [
+      { initializeTimeoutMs: 0 },
+      { initializeTimeoutMs: 2 ** 31 },
+      { maxUninitialized: 0 },
+      { maxUninitialized: 1.5 },
+      { queueBudgetBytes: 1024, maxQueuedBytes: 1025 },
+    ]
+  ) {
+    await assert.rejects(serveLocal({ executor, ...options }), RangeError);
+  }
+});
+
+/** A plain WebSocket that sends what it is told, with its close event. */
+async function openSocket(url: string): Promise<{ ws: WebSocket; closed: Promise<CloseEvent> }> {
+  const ws = new WebSocket(url);
+  const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
+  await withDeadline(new Promise((resolve) => (ws.onopen = resolve)), D, "open");
+  return { ws, closed };
+}
+
+Deno.test("serveLocal bounds what all connections queue together: at queueBudgetBytes all stay, one byte past it the one queueing the most is closed (1009) and only that one", async () => {
+  const per = 64 * 1024;
+  const { executor, read, served } = lateReader();
+  await using server = await serveLocal({
+    executor,
+    maxQueuedBytes: per,
+    queueBudgetBytes: 2 * per,
+  });
+  const flood = await openSocket(server.url);
+  const calm = [await openSocket(server.url), await openSocket(server.url)];
+  flood.ws.send("f".repeat(per));
+  calm[0].ws.send("a".repeat(per / 2));
+  calm[1].ws.send("b".repeat(per / 2));
+  // Exactly the budget: every message stays queued.
+  await until(() => server.stats().queuedBytes === 2 * per, D, "the budget full");
+  assert.equal(server.stats().connections, 3);
+  // One byte past it: the connection queueing the most goes, with what it queued.
+  calm[1].ws.send("x");
+  const event = await withDeadline(flood.closed, D, "the flood closed");
+  assert.equal(event.code, 1009);
+  assert.equal(
+    event.reason,
+    `Cannot keep up: queued messages over all connections exceed ${2 * per} bytes`,
+  );
+  assert.equal(server.stats().queuedBytes, per + 1);
+  // The others go on: everything they sent is read.
+  for (const { ws, closed } of calm) {
+    ws.close(1000, "done");
+    assert.equal((await withDeadline(closed, D, "close")).code, 1000);
+  }
+  await withDeadline(Promise.all(served), D, "every connection read");
+  assert.deepEqual(read.map((messages) => messages.map((m) => m.length)), [
+    [],
+    [per / 2],
+    [per / 2, 1],
+  ]);
+  assert.equal(server.stats().queuedBytes, 0);
+});
+
+Deno.test("serveLocal counts a queued text message as it takes memory: two bytes a code unit once one is past U+00FF, one below", async () => {
+  const budget = 64 * 1024;
+  const { executor, read, served } = lateReader();
+  await using server = await serveLocal({ executor, maxQueuedBytes: budget });
+  // 16,384 euro signs take 32 KiB: two fill the budget.
+  const euros = "€".repeat(budget / 4);
+  const atLimit = await sendAll(server.url, [euros, euros], true);
+  assert.equal(atLimit.code, 1000);
+  await withDeadline(served[0], D, "first connection read");
+  assert.equal(read[0].length, 2);
+  // One byte past it: closed with 1009.
+  const past = await sendAll(server.url, [euros, euros, "x"], false);
+  assert.equal(past.code, 1009);
+  assert.equal(past.reason, `Cannot keep up: queued messages exceed ${budget} bytes`);
+  // Latin-1 letters past ASCII take a byte each, as ASCII does.
+  const latin = "é".repeat(budget / 2);
+  const fits = await sendAll(server.url, [latin, latin], true);
+  assert.equal(fits.code, 1000);
+  await withDeadline(served[2], D, "third connection read");
+  assert.equal(read[2].length, 2);
 });

@@ -23,7 +23,7 @@ import { ProcessLimiter, ProcessTable, QueuedStdinLimit } from "./process_table.
 import { ByteBudget } from "../_byte_budget.ts";
 import { SandboxPolicy } from "./sandbox_policy.ts";
 import { CallSlots } from "./_call_slots.ts";
-import { DEFAULT_MAX_WAIT_MS, isQuietChannel, serveSession } from "./session.ts";
+import { DEFAULT_MAX_WAIT_MS, hasSessionChannel, isQuietChannel, serveSession } from "./session.ts";
 import {
   DEFAULT_MAX_SESSIONS,
   DEFAULT_SESSION_TTL_MS,
@@ -286,6 +286,18 @@ export class Executor implements AsyncDisposable {
    */
   isQuiet(channel: MessageChannel): boolean {
     return isQuietChannel(channel);
+  }
+
+  /**
+   * Whether the connection served on `channel` has initialized: its
+   * `initialize` was answered with a session (which counts against
+   * `maxSessions`). `serveLocal` closes connections that take too long.
+   *
+   * @param channel A channel passed to {@linkcode Executor.serve}.
+   * @returns Whether it has a session (false for a channel not served here).
+   */
+  hasSession(channel: MessageChannel): boolean {
+    return hasSessionChannel(channel);
   }
 
   /**

@@ -366,6 +366,17 @@ export function isQuietChannel(channel: MessageChannel): boolean {
   return connections.get(channel)?.quiet ?? true;
 }
 
+/**
+ * Whether the connection served on `channel` has a session: its `initialize`
+ * was answered. False for a channel not served here.
+ *
+ * @param channel A channel given to {@linkcode serveSession}.
+ * @returns Whether it has initialized.
+ */
+export function hasSessionChannel(channel: MessageChannel): boolean {
+  return connections.get(channel)?.hasSession ?? false;
+}
+
 class SessionConnection implements SessionAttachment {
   #context: SessionContext;
   #channel: MessageChannel;
@@ -435,6 +446,11 @@ class SessionConnection implements SessionAttachment {
    */
   evict(): void {
     this.#channel.close(SESSION_LIMIT_REASON).catch(() => {});
+  }
+
+  /** See {@linkcode hasSessionChannel}. */
+  get hasSession(): boolean {
+    return this.#session !== null;
   }
 
   /** See {@linkcode isQuietChannel}. */

@@ -4,10 +4,20 @@
  * Loopback only unless the operator both allows remote clients and sets a
  * token. It prints nothing.
  *
+ * What it holds is bounded: each connection's unread inbound messages, and
+ * all connections' together ({@linkcode ServeLocalOptions.queueBudgetBytes});
+ * connections that have not sent `initialize` (so hold no session, which
+ * `maxSessions` would bound) are closed after a deadline, and at most
+ * {@linkcode ServeLocalOptions.maxUninitialized} wait at once. Running out of
+ * file descriptors does not stop it: it keeps serving its connections and
+ * listens again (see `_listener.ts`, shared with the rendezvous).
+ *
  * @module
  */
 
 import { Executor } from "../exec/executor.ts";
+import { type BudgetHolder, ByteBudget } from "../_byte_budget.ts";
+import { checkTimerMs } from "../_limits.ts";
 import { DrainPoller } from "../relay/_backpressure.ts";
 import type { BinaryLane, MessageChannel } from "../rpc/message_channel.ts";
 import { INVALID_REQUEST } from "../rpc/error_codes.ts";
@@ -15,6 +25,9 @@ import { BAD_UPGRADE, badUpgradeMessage, errorResponse } from "./_error_response
 import { BAD_HOST_MESSAGE, requestUrl } from "./_request_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 import { booleanOption } from "../_options.ts";
+import { Listener, type ListenerEvent } from "./_listener.ts";
+
+export type { ListenerEvent } from "./_listener.ts";
 
 /** The default listen address: loopback, a free port. */
 export const DEFAULT_LOCAL_LISTEN: string = "ws://127.0.0.1:0";
@@ -26,6 +39,16 @@ export const MAX_QUEUED_MESSAGES: number = 1024;
  * pile up while the executor is busy.
  */
 export const MAX_QUEUED_BYTES: number = 32 * 1024 * 1024;
+/**
+ * Default {@linkcode ServeLocalOptions.queueBudgetBytes}: eight connections'
+ * full queues, so a few busy harnesses never meet it and a flood over many
+ * connections stays bounded.
+ */
+export const QUEUE_BUDGET_BYTES: number = 256 * 1024 * 1024;
+/** Default {@linkcode ServeLocalOptions.initializeTimeoutMs}, as long as the ping check. */
+export const INITIALIZE_TIMEOUT_MS: number = 30_000;
+/** Default {@linkcode ServeLocalOptions.maxUninitialized}: the executor's default session limit. */
+export const MAX_UNINITIALIZED: number = 256;
 
 /** Sends wait once a connection's send buffer holds more than this. */
 const HIGH_WATER_BYTES = 8 * 1024 * 1024;
@@ -58,13 +81,39 @@ export interface ServeLocalOptions {
   /** Closes the server when aborted. */
   signal?: AbortSignal;
   /**
-   * Bytes of inbound messages queued per connection (text counted in UTF-16
-   * code units, never more than its UTF-8 size) before it is closed with 1009.
-   * A message into an empty queue is always taken, so the executor's own
-   * message limit answers a single oversized one.
+   * Bytes of inbound messages queued per connection before it is closed with
+   * 1009. Counted as they take memory: a text message one byte per UTF-16
+   * code unit when every character is below U+0100, two otherwise (as the
+   * JavaScript engine stores it); a binary message its length. A message
+   * into an empty queue is always taken, so the executor's own message limit
+   * answers a single oversized one.
    * @default {33554432}
    */
   maxQueuedBytes?: number;
+  /**
+   * Bytes of inbound messages queued over all connections together, counted
+   * as for `maxQueuedBytes` (at least that). Past it the connection queueing
+   * the most is closed with 1009 and its queued messages dropped, until the
+   * sum is back within it; the others go on.
+   * @default {268435456}
+   */
+  queueBudgetBytes?: number;
+  /**
+   * Milliseconds a connection may stay open without its `initialize` answered
+   * (a session made); then it is closed with 1008. Until then it holds no
+   * session, so `maxSessions` does not bound it.
+   * @default {30000}
+   */
+  initializeTimeoutMs?: number;
+  /**
+   * Connections open at once without their `initialize` answered. One more
+   * closes the one that has waited longest, with 1013: an honest client
+   * initializes within milliseconds of opening, so that one is the likeliest
+   * to be idle, and refusing newcomers instead would let whoever holds the
+   * bound lock every new client out until the deadline.
+   * @default {256}
+   */
+  maxUninitialized?: number;
   /**
    * Web origins allowed to connect (exact `Origin` header values, e.g.
    * `https://tool.example`). A request carrying any other `Origin` is refused
@@ -82,7 +131,8 @@ export interface ServeLocalOptions {
    * malformed upgrade): its HTTP status and error code, and the `Origin` it
    * carried when that was the reason. Never the token. A request the server
    * failed on (answered 500 `internal_error`) comes as `failed` with the
-   * error's message, for the caller's log: the server prints nothing.
+   * error's message, for the caller's log: the server prints nothing. So
+   * do the listener failing (out of file descriptors) and accepting again.
    */
   onEvent?: (event: LocalServerEvent) => void;
 }
@@ -90,7 +140,18 @@ export interface ServeLocalOptions {
 /** What {@linkcode ServeLocalOptions.onEvent} receives. */
 export type LocalServerEvent =
   | { type: "refused"; status: number; code: string; origin?: string }
-  | { type: "failed"; message: string };
+  | { type: "failed"; message: string }
+  | ListenerEvent;
+
+/** What {@linkcode LocalServer.stats} counts. */
+export interface LocalServerStats {
+  /** Open connections. */
+  connections: number;
+  /** Open connections whose `initialize` has not been answered. */
+  uninitialized: number;
+  /** Bytes of inbound messages queued over all connections (see `maxQueuedBytes`). */
+  queuedBytes: number;
+}
 
 /** A running local server, from {@linkcode serveLocal}. */
 export interface LocalServer extends AsyncDisposable {
@@ -100,6 +161,12 @@ export interface LocalServer extends AsyncDisposable {
   readonly closed: Promise<void>;
   /** Stops listening, closes every connection (their sessions detach). Idempotent. */
   close(): Promise<void>;
+  /**
+   * Counts connections and what they queue.
+   *
+   * @returns The counts.
+   */
+  stats(): LocalServerStats;
 }
 
 function isLoopback(host: string): boolean {
@@ -131,6 +198,14 @@ function checkOrigin(origin: string): string {
   return origin;
 }
 
+function positiveInteger(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < 1) {
+    throw new RangeError(`Cannot serve: ${name} ${v} is not a positive integer`);
+  }
+  return v;
+}
+
 function parseListen(listen: string): { hostname: string; port: number } {
   const text = listen.includes("://") ? listen : `ws://${listen}`;
   let url: URL;
@@ -151,16 +226,32 @@ function parseListen(listen: string): { hostname: string; port: number } {
   return { hostname, port };
 }
 
+/** A string with a UTF-16 code unit above U+00FF, which the engine stores in two bytes each. */
+const TWO_BYTE_TEXT = /[\u0100-\uffff]/;
+
+/**
+ * What a queued message takes in memory: a binary one its length; a text one
+ * a byte per UTF-16 code unit when every character is below U+0100, two
+ * otherwise (V8 keeps a string in one byte per character only then; a
+ * message padded with `€` held 87.6 MiB under a 32 MiB count of code units).
+ */
+function memoryBytes(message: string | Uint8Array): number {
+  if (typeof message !== "string") return message.byteLength;
+  return TWO_BYTE_TEXT.test(message) ? message.length * 2 : message.length;
+}
+
 /**
  * Adapts a server-side WebSocket into a MessageChannel: text messages are
  * JSON-RPC; binary messages are outpost's negotiated binary messages, refused
- * here unless the reader iterates `binary.messages()`.
+ * here unless the reader iterates `binary.messages()`. What it queues counts
+ * against its own bound and the server's budget, which may shed it.
  */
-class WebSocketChannel implements MessageChannel {
+class WebSocketChannel implements MessageChannel, BudgetHolder {
   #socket: WebSocket;
-  #queue: (string | Uint8Array)[] = [];
+  #queue: { message: string | Uint8Array; bytes: number }[] = [];
   #queuedBytes = 0;
   #maxQueuedBytes: number;
+  #budget: ByteBudget;
   /** True once read through `binary.messages()`: binary messages are then queued, not refused. */
   #binaryIterated = false;
   #waiter: PromiseWithResolvers<void> | null = null;
@@ -176,9 +267,10 @@ class WebSocketChannel implements MessageChannel {
     messages: () => this.#messages(true),
   };
 
-  constructor(socket: WebSocket, maxQueuedBytes: number) {
+  constructor(socket: WebSocket, maxQueuedBytes: number, budget: ByteBudget) {
     this.#socket = socket;
     this.#maxQueuedBytes = maxQueuedBytes;
+    this.#budget = budget;
     socket.binaryType = "arraybuffer";
     this.#drain = new DrainPoller(
       () => this.#socket.bufferedAmount,
@@ -211,17 +303,41 @@ class WebSocketChannel implements MessageChannel {
       this.#closeSocket(1008, "Cannot keep up: too many queued messages");
       return;
     }
-    const size = typeof message === "string" ? message.length : message.byteLength;
-    if (this.#queue.length > 0 && this.#queuedBytes + size > this.#maxQueuedBytes) {
+    const bytes = memoryBytes(message);
+    if (this.#queue.length > 0 && this.#queuedBytes + bytes > this.#maxQueuedBytes) {
       this.#closeSocket(
         1009,
         `Cannot keep up: queued messages exceed ${this.#maxQueuedBytes} bytes`,
       );
       return;
     }
-    this.#queuedBytes += size;
-    this.#queue.push(message);
+    this.#queuedBytes += bytes;
+    this.#queue.push({ message, bytes });
     this.#waiter?.resolve();
+    // Past the budget this sheds the connection queueing the most, maybe this one.
+    this.#budget.hold(this, this.#queuedBytes);
+  }
+
+  /** The server's budget ran out and this connection queues the most: drop it and its queue. */
+  shed(): void {
+    this.release();
+    this.#closeSocket(
+      1009,
+      `Cannot keep up: queued messages over all connections exceed ${this.#budget.limit} bytes`,
+    );
+    this.#finish();
+  }
+
+  /** Drops what is queued (the connection's session has ended, or it was shed). */
+  release(): void {
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#budget.hold(this, 0);
+  }
+
+  /** Closes with `code` (1008, 1013): the server gave up waiting for its `initialize`. */
+  closeWith(code: number, reason: string): void {
+    this.#closeSocket(code, reason);
   }
 
   #onOpen(): void {
@@ -298,8 +414,9 @@ class WebSocketChannel implements MessageChannel {
     this.#binaryIterated = binary;
     while (true) {
       if (this.#queue.length > 0) {
-        const message = this.#queue.shift()!;
-        this.#queuedBytes -= typeof message === "string" ? message.length : message.byteLength;
+        const { message, bytes } = this.#queue.shift()!;
+        this.#queuedBytes -= bytes;
+        this.#budget.hold(this, this.#queuedBytes);
         yield message;
         continue;
       }
@@ -327,7 +444,9 @@ class WebSocketChannel implements MessageChannel {
  * @throws {TypeError} For a bad listen address, a non-loopback address without
  *   `allowRemote` and a token, an unusable token, or an allowed origin that is
  *   not `scheme://host[:port]`.
- * @throws {RangeError} When `maxQueuedBytes` is not a positive integer.
+ * @throws {RangeError} When `maxQueuedBytes`, `queueBudgetBytes` (at least
+ *   `maxQueuedBytes`) or `maxUninitialized` is not a positive integer, or
+ *   `initializeTimeoutMs` is not from 1 to 2^31 - 1.
  */
 export async function serveLocal(options: ServeLocalOptions = {}): Promise<LocalServer> {
   const listen = options.listen ?? DEFAULT_LOCAL_LISTEN;
@@ -341,19 +460,41 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
       );
     }
   }
-  const maxQueuedBytes = options.maxQueuedBytes ?? MAX_QUEUED_BYTES;
-  if (!Number.isSafeInteger(maxQueuedBytes) || maxQueuedBytes < 1) {
+  const maxQueuedBytes = positiveInteger(
+    "maxQueuedBytes",
+    options.maxQueuedBytes,
+    MAX_QUEUED_BYTES,
+  );
+  const queueBudgetBytes = positiveInteger(
+    "queueBudgetBytes",
+    options.queueBudgetBytes,
+    Math.max(QUEUE_BUDGET_BYTES, maxQueuedBytes),
+  );
+  if (queueBudgetBytes < maxQueuedBytes) {
     throw new RangeError(
-      `Cannot serve: maxQueuedBytes ${maxQueuedBytes} is not a positive integer`,
+      `Cannot serve: queueBudgetBytes ${queueBudgetBytes} is below maxQueuedBytes ${maxQueuedBytes}`,
     );
   }
+  const maxUninitialized = positiveInteger(
+    "maxUninitialized",
+    options.maxUninitialized,
+    MAX_UNINITIALIZED,
+  );
+  const initializeTimeoutMs = checkTimerMs(
+    "Cannot serve",
+    "initializeTimeoutMs",
+    options.initializeTimeoutMs ?? INITIALIZE_TIMEOUT_MS,
+    1,
+  );
   const allowedOrigins = new Set((options.allowedOrigins ?? []).map(checkOrigin));
   options.signal?.throwIfAborted();
   const ownsExecutor = options.executor === undefined;
   const executor = options.executor ?? new Executor();
   const channels = new Set<WebSocketChannel>();
   const serving = new Set<Promise<void>>();
-  const abort = new AbortController();
+  const budget = new ByteBudget(queueBudgetBytes);
+  /** Connections not known to have initialized, oldest first, with their deadline's timer. */
+  const uninitialized = new Map<WebSocketChannel, ReturnType<typeof setTimeout>>();
   let stopping = false;
 
   const report = (event: LocalServerEvent): void => {
@@ -372,6 +513,38 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
   ): Response => {
     report({ type: "refused", status, code, ...(extra.origin ? { origin: extra.origin } : {}) });
     return errorResponse(status, code, message, extra.headers);
+  };
+  /** Forgets a connection's deadline (it initialized, or ended). */
+  const settled = (channel: WebSocketChannel): void => {
+    clearTimeout(uninitialized.get(channel));
+    uninitialized.delete(channel);
+  };
+  /** Forgets the connections that have initialized since: they count as sessions now. */
+  const pruneInitialized = (): void => {
+    for (const channel of uninitialized.keys()) {
+      if (executor.hasSession(channel)) settled(channel);
+    }
+  };
+  /** Gives a new connection its deadline, closing the longest waiting past the bound. */
+  const awaitInitialize = (channel: WebSocketChannel): void => {
+    pruneInitialized();
+    for (const oldest of uninitialized.keys()) {
+      if (uninitialized.size < maxUninitialized) break;
+      settled(oldest);
+      oldest.closeWith(
+        1013,
+        `Cannot wait for initialize: ${maxUninitialized} connections wait, this one the longest`,
+      );
+    }
+    uninitialized.set(
+      channel,
+      setTimeout(() => {
+        uninitialized.delete(channel);
+        if (!executor.hasSession(channel)) {
+          channel.closeWith(1008, `Cannot serve: no initialize within ${initializeTimeoutMs} ms`);
+        }
+      }, initializeTimeoutMs),
+    );
   };
   const handler = (request: Request): Response => {
     if (stopping) return errorResponse(503, "shutdown", "Cannot connect: the server is closing");
@@ -436,9 +609,13 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
       return refuse(400, BAD_UPGRADE, badUpgradeMessage(error));
     }
     const { socket, response } = upgraded;
-    const channel = new WebSocketChannel(socket, maxQueuedBytes);
+    const channel = new WebSocketChannel(socket, maxQueuedBytes, budget);
     channels.add(channel);
+    awaitInitialize(channel);
     const served = executor.serve(channel).catch(() => {}).finally(() => {
+      settled(channel);
+      // Nothing reads it any more: what it still queues is freed, and uncounted.
+      channel.release();
       channels.delete(channel);
       serving.delete(served);
     });
@@ -451,21 +628,20 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
     report({ type: "failed", message: error instanceof Error ? error.message : String(error) });
     return errorResponse(500, "internal_error", "Cannot serve the request: internal error");
   };
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  let listener: Listener;
   try {
-    server = Deno.serve(
-      { hostname, port, signal: abort.signal, onListen: () => {}, onError },
-      handler,
-    );
+    // Out of file descriptors, it keeps serving what it has and listens again.
+    listener = new Listener({ hostname, port, handler, onError, onEvent: report });
   } catch (error) {
     if (ownsExecutor) await executor.close();
     throw error;
   }
-  const address = server.addr;
+  const address = listener.addr;
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
   const url = `ws://${host}:${address.port}`;
 
   let closing: Promise<void> | null = null;
+  const closed = Promise.withResolvers<void>();
   const close = (): Promise<void> => {
     closing ??= (async () => {
       stopping = true;
@@ -473,22 +649,31 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
       // An executor of its own ends its programs while their connections are
       // up, so their last output and exit reach the harnesses.
       if (ownsExecutor) await executor.endPrograms();
-      abort.abort();
+      const stopped = listener.close();
+      for (const channel of [...uninitialized.keys()]) settled(channel);
       await Promise.allSettled([...channels].map((c) => c.close("server closed")));
       while (serving.size > 0) await Promise.allSettled([...serving]);
-      await server.finished;
+      await stopped;
       if (ownsExecutor) await executor.close();
+      closed.resolve();
     })();
     return closing;
   };
   const onAbort = (): void => void close();
   options.signal?.addEventListener("abort", onAbort, { once: true });
-  const closed = server.finished.then(() => close());
 
   return {
     url,
-    closed,
+    closed: closed.promise,
     close,
+    stats: () => {
+      pruneInitialized();
+      return {
+        connections: channels.size,
+        uninitialized: uninitialized.size,
+        queuedBytes: budget.used,
+      };
+    },
     [Symbol.asyncDispose]: close,
   };
 }

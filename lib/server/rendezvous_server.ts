@@ -20,7 +20,7 @@
  * accept loop at the first failed accept (`Too many open files`) while the
  * connections it holds go on being served; the rendezvous then reports a
  * `listener_failed` event and listens again on the same address (100 ms
- * doubling to 2 s) until it can. Deno offers no header-read or idle timeout
+ * doubling to 2 s) until it can (see `_listener.ts`, which `serve` shares). Deno offers no header-read or idle timeout
  * and no connection limit, and a handler cannot close a kept-alive
  * connection, so connections that never complete a request are not bounded
  * here: see the README for what to put in front.
@@ -39,21 +39,18 @@ import {
 import { BadFrameReporter } from "./_bad_frame_reporter.ts";
 import { BAD_UPGRADE, badUpgradeMessage, errorResponse } from "./_error_response.ts";
 import { BAD_HOST_MESSAGE, requestUrl } from "./_request_url.ts";
+import { Listener, type ListenerEvent } from "./_listener.ts";
 import { UsedUrls } from "./_used_urls.ts";
 import { UrlSigner } from "./_signed_url.ts";
 import { checkBearer, validateToken } from "./_token.ts";
 
+export type { ListenerEvent } from "./_listener.ts";
 export type {
   RelayRouterOptions,
   RelayRouterStats,
   RouterEvent,
   RouterRole,
 } from "../mux/relay_router.ts";
-
-/** First wait before listening again after the listener failed; it doubles up to the maximum. */
-const RELISTEN_FIRST_DELAY_MS = 100;
-/** Longest wait between attempts to listen again. */
-const RELISTEN_MAX_DELAY_MS = 2_000;
 
 /** Longest executor id accepted. */
 const MAX_EXECUTOR_ID_LENGTH = 256;
@@ -105,31 +102,7 @@ export type RendezvousEvent =
     /** Why the latest was refused. */
     message: string;
   }
-  | {
-    /**
-     * The listener stopped accepting connections (Deno.serve ends its accept
-     * loop on a failed accept, such as `Too many open files`), or an attempt
-     * to listen again failed for a new reason (reported once per outage and
-     * reason). Open connections are still served; the next attempt to listen
-     * again follows after `retryInMs`.
-     */
-    type: "listener_failed";
-    /** Why, e.g. `Too many open files (os error 24)`. */
-    message: string;
-    /** Milliseconds until the next attempt to listen again. */
-    retryInMs: number;
-  }
-  | {
-    /**
-     * After `listener_failed`: a listener started since then accepted a
-     * connection and got a request (reported with that first request).
-     */
-    type: "accepting_again";
-    /** Milliseconds from the failure to that request. */
-    downMs: number;
-    /** Attempts to listen again it took. */
-    attempts: number;
-  }
+  | ListenerEvent
   | {
     type: "refused";
     /** What was asked for. */
@@ -278,33 +251,6 @@ function parsePublicUrl(publicUrl: string): string {
   url.search = "";
   url.hash = "";
   return url.href.replace(/\/+$/, "");
-}
-
-let signalHandlingReady = false;
-
-/**
- * Sets up Deno's signal handling now, while file descriptors are to be had.
- * Deno 2.9 sets it up on first use (a self-pipe) and panics when that fails:
- * a plain Deno.serve process with no signal listener that listened again
- * during descriptor exhaustion aborted in `ext/signals` (measured with Deno
- * 2.9.6); the same process with its signal handling set up beforehand did not.
- */
-function readySignalHandling(): void {
-  if (signalHandlingReady || Deno.build.os === "windows") return;
-  signalHandlingReady = true;
-  const ignore = (): void => {};
-  try {
-    // SIGWINCH's default action is to ignore it, as is done with no listener left.
-    Deno.addSignalListener("SIGWINCH", ignore);
-    Deno.removeSignalListener("SIGWINCH", ignore);
-  } catch {
-    // No signals here: nothing to set up.
-  }
-}
-
-function messageOf(error: unknown): string {
-  // Deno.serve wraps the accept error: "Error: Too many open files (os error 24)".
-  return (error instanceof Error ? error.message : String(error)).replace(/^Error: /, "");
 }
 
 function hostUrl(hostname: string, port: number): string {
@@ -698,82 +644,15 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     }
   };
 
-  // Every listener started, the failed ones too: Deno keeps serving the
-  // connections a failed listener accepted (executor and harness sockets
-  // among them) until it is shut down, which closes them.
-  const servers = new Set<Deno.HttpServer<Deno.NetAddr>>();
-  /** Listeners started so far, and which of them accepts connections (0: none). */
-  let generations = 0;
-  let accepting = 0;
-  let closing: Promise<void> | undefined;
-  let relistenTimer: ReturnType<typeof setTimeout> | undefined;
-  let relistenDelay = RELISTEN_FIRST_DELAY_MS;
-  /** Set from the listener's failure until the newest listener serves a request. */
-  let outage: { since: number; attempts: number; message: string } | undefined;
-
-  function listen(at: { hostname: string; port: number }): Deno.HttpServer<Deno.NetAddr> {
-    const generation = ++generations;
-    const server = Deno.serve({
-      ...at,
-      onListen: () => {},
-      handler: (request) => {
-        // A request on the listener started since: it accepts connections
-        // again. (A failed one still serves requests on the connections it had.)
-        if (outage !== undefined && generation === accepting) acceptingAgain();
-        return handler(request);
-      },
-    });
-    accepting = generation;
-    servers.add(server);
-    const ended = (error: unknown): void => {
-      if (closing === undefined && generation === accepting) {
-        accepting = 0;
-        failed(error ?? new Error("the listener stopped"));
-      }
-    };
-    server.finished.then(() => ended(undefined), ended);
-    return server;
+  // Out of file descriptors, it keeps serving what it has and listens again (see `Listener`).
+  let listener: Listener;
+  try {
+    listener = new Listener({ hostname, port, handler, onEvent: emit });
+  } catch (error) {
+    await router.close();
+    throw error;
   }
-
-  /** The newest listener stopped, or listening again failed: try again later. */
-  function failed(error: unknown): void {
-    const message = messageOf(error);
-    if (outage === undefined) {
-      outage = { since: performance.now(), attempts: 0, message };
-      relistenDelay = RELISTEN_FIRST_DELAY_MS;
-      emit({ type: "listener_failed", message, retryInMs: relistenDelay });
-    } else if (message !== outage.message) {
-      // One report per outage and reason, not one per attempt.
-      outage.message = message;
-      emit({ type: "listener_failed", message, retryInMs: relistenDelay });
-    }
-    relistenTimer = setTimeout(relisten, relistenDelay);
-  }
-
-  function relisten(): void {
-    relistenTimer = undefined;
-    if (closing !== undefined || outage === undefined) return;
-    outage.attempts++;
-    // Doubled whatever comes of it: a new listener that fails again at once
-    // (every descriptor still taken) makes the next attempt wait longer.
-    relistenDelay = Math.min(relistenDelay * 2, RELISTEN_MAX_DELAY_MS);
-    try {
-      listen({ hostname: addr.hostname, port: addr.port });
-    } catch (error) {
-      // Still out of descriptors, or the port was taken meanwhile.
-      failed(error);
-    }
-  }
-
-  function acceptingAgain(): void {
-    const { since, attempts } = outage!;
-    outage = undefined;
-    relistenDelay = RELISTEN_FIRST_DELAY_MS;
-    emit({ type: "accepting_again", downMs: Math.round(performance.now() - since), attempts });
-  }
-
-  readySignalHandling();
-  const addr = listen({ hostname, port }).addr;
+  const addr = listener.addr;
   serverUrl = `ws://${hostUrl(addr.hostname, addr.port)}`;
   const url = serverUrl;
   const registryUrl = `http://${hostUrl(addr.hostname, addr.port)}`;
@@ -783,17 +662,12 @@ export async function serveRendezvous(options: RendezvousOptions): Promise<Rende
     close();
   };
   const closedSignal = Promise.withResolvers<void>();
+  let closing: Promise<void> | undefined;
   function close(): Promise<void> {
     closing ??= (async () => {
       signal?.removeEventListener("abort", onAbort);
-      clearTimeout(relistenTimer);
-      relistenTimer = undefined;
       await router.close();
-      await Promise.all([...servers].map(async (server) => {
-        await server.shutdown().catch(() => {});
-        // A failed listener's `finished` rejected already; it was reported then.
-        await server.finished.catch(() => {});
-      }));
+      await listener.close();
       closedSignal.resolve();
     })();
     return closing;
