@@ -768,3 +768,44 @@ Deno.test("ReliableStream keeps a segment it acknowledged in ack_bits while the 
   sender.close();
   receiver.close();
 });
+
+Deno.test("ReliableStream counts a stream whose kept head segment waits for room as held behind a gap: streams stuck so are shed after twice the timeout's cap and the line moves on", async () => {
+  let now = 0;
+  const clock = () => now;
+  const segment = 61_440;
+  const budget = new ByteBudget(8 * 1024 * 1024);
+  const options = { now: clock, budget, maxMessageBytes: 8 * 1024 * 1024 };
+  const frame = (id: string, seq: number, index: number, count: number, bytes: number) =>
+    bodyFrame(id, {
+      kind: "data",
+      seq,
+      segmentIndex: index,
+      segmentCount: count,
+      payload: new Uint8Array(bytes),
+    });
+  // Four senders that never answer: each sends 25 segments of a 68-segment
+  // message ahead of the one-segment message before it, which comes last.
+  const stuck = Array.from({ length: 4 }, (_, i) => new ReliableStream(`stuck${i}`, options));
+  for (const [i, stream] of stuck.entries()) {
+    for (let s = 0; s < 25; s++) stream.receive(frame(`stuck${i}`, 2 + s, s, 68, segment));
+  }
+  for (const [i, stream] of stuck.entries()) stream.receive(frame(`stuck${i}`, 1, 0, 1, 10));
+  for (const stream of stuck) while (stream.read());
+  await settle();
+  assert.ok(budget.waiting >= 1, "the stuck streams wait in the line");
+  const honest = joined("honest", budget, clock);
+  honest.sender.write(new Uint8Array(1024 * 1024).fill(7));
+  let got: Uint8Array | undefined;
+  for (let ms = 0; ms < 60_000 && got === undefined; ms += 10) {
+    now += 10;
+    for (const stream of [...stuck, honest.sender, honest.receiver]) stream.tick();
+    for (const stream of stuck) while (stream.poll()); // their senders ignore every answer
+    honest.pump();
+    got = honest.receiver.read();
+    if (budget.waiting > 0 && ms % 250 === 0) budget.recheck(); // as StreamMux does
+    await settle();
+  }
+  assert.equal(got?.length, 1024 * 1024, "the honest message got in");
+  assert.ok(budget.shedCount >= 1, "stuck streams were shed for it");
+  for (const stream of [...stuck, honest.sender, honest.receiver]) stream.close();
+});

@@ -1169,3 +1169,45 @@ Deno.test("ReliableStream is not flushed while the peer holds a segment it ackno
   sender.close();
   receiver.close();
 });
+
+Deno.test("ReliableStream probes for the cumulative ack after a resume that left only selectively acked segments outstanding", () => {
+  const clock = new Clock();
+  const sender = new ReliableStream("s", { mode: "reliable", now: clock.now });
+  const receiver = new ReliableStream("s", { mode: "reliable", now: clock.now, inboxMessages: 2 });
+  for (const text of ["m1", "m2", "m3"]) sender.write(new TextEncoder().encode(text));
+  const frames: RelayFrame[] = [];
+  for (let frame = sender.poll(); frame; frame = sender.poll()) frames.push(frame);
+  const toSender = () => {
+    for (let frame = receiver.poll(); frame; frame = receiver.poll()) sender.receive(frame);
+  };
+  receiver.receive(frames[1]);
+  receiver.receive(frames[2]);
+  toSender(); // seqs 2 and 3 acknowledged in ack_bits
+  receiver.receive(frames[0]); // seq 3 waits for inbox room
+  clock.t += 100;
+  receiver.tick();
+  toSender();
+  assert.equal(sender.stats.unackedSegments, 0);
+  // A new socket: both sides resume; then the ack for seq 3 is lost.
+  sender.resume();
+  receiver.resume();
+  for (let frame = sender.poll(); frame; frame = sender.poll()) receiver.receive(frame);
+  toSender();
+  receiver.read();
+  receiver.read();
+  receiver.read();
+  clock.t += 100;
+  receiver.tick();
+  while (receiver.poll()); // lost
+  assert.equal(sender.flushed, false);
+  for (let step = 0; step < 20 && !sender.flushed; step++) {
+    clock.t = Math.max(clock.t + 1, Math.min(sender.deadline, clock.t + 10_000));
+    sender.tick();
+    for (let frame = sender.poll(); frame; frame = sender.poll()) receiver.receive(frame);
+    receiver.tick();
+    toSender();
+  }
+  assert.ok(sender.flushed, "the probe's duplicate brought the ack");
+  sender.close();
+  receiver.close();
+});

@@ -390,8 +390,8 @@ export class ReliableStream {
   #heldBytes = 0;
   /**
    * Held seqs that came out of order, so an ack may have reported them in
-   * `ack_bits`; the sender frees what those report, so they are never
-   * dropped while the stream waits for budget room (see {@linkcode #drain}).
+   * `ack_bits`; the sender does not resend what those report, so they are
+   * never dropped while the stream waits for budget room (see {@linkcode #drain}).
    */
   #heldReported = new Set<number>();
   #partial: Uint8Array = EMPTY;
@@ -925,7 +925,11 @@ export class ReliableStream {
     this.#resumePending = true;
     this.#resendAll();
     this.#rto = this.#rtoBase;
-    this.#rtoDeadline = Infinity;
+    // Resends arm the timer as they go out; with only selectively acked seqs
+    // left, nothing goes out, and the timer must still probe for the ack.
+    this.#rtoDeadline = this.#unacked.size === 0 && this.#sacked.size > 0
+      ? this.#now() + this.#rto
+      : Infinity;
     this.#onOutput();
   }
 
@@ -1569,7 +1573,9 @@ export class ReliableStream {
    */
   #reportHeld(): void {
     if (this.#budget === undefined) return;
-    if (this.#held.size === 0 || this.#held.has(this.#recvNext)) {
+    // A segment kept at the head while its message waits for room (see
+    // #drain) is as good as missing: what is held behind it waits all the same.
+    if (this.#held.size === 0 || (this.#held.has(this.#recvNext) && !this.#awaitingRoom)) {
       this.#gapSince = Number.NaN;
     } else if (Number.isNaN(this.#gapSince) || this.#gapAt !== this.#recvNext) {
       this.#gapSince = this.#now();

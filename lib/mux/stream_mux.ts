@@ -81,8 +81,9 @@ export interface StreamMuxOptions {
    * place of the stream that has gone the longest without a frame from its peer,
    * once that is at least `idleStreamMs` and `canReplace` agrees (the old one
    * is reset `too_many_streams`: a Codex v1 harness that went away without a
-   * reset, or a stream opened and never used); otherwise the new stream gets
-   * `reset{too_many_streams}`.
+   * reset, or a stream opened and never used; a Codex v1 stream whose harness
+   * only listens counts as idle too, as legacy mode has no acks, hence
+   * `canReplace`); otherwise the new stream gets `reset{too_many_streams}`.
    * @default {1024}
    */
   maxStreams?: number;
