@@ -1133,13 +1133,17 @@ Deno.test("ReliableStream with default limits never overflows the reorder budget
   }
 });
 
-Deno.test("ReliableStream is not flushed while the peer holds a segment it acknowledged only in ack_bits (behind a full inbox), and says so once the cumulative ack passes it", () => {
+/**
+ * A sender whose seqs 2 and 3 overtook seq 1 (both acknowledged in
+ * `ack_bits`), and a receiver with room for two messages that took seqs 1
+ * and 2 and holds seq 3: the sender has nothing left to resend.
+ */
+function sackedBehindFullInbox(onOutput?: () => void) {
   const clock = new Clock();
-  let outputs = 0;
   const sender = new ReliableStream("s", {
     mode: "reliable",
     now: clock.now,
-    onOutput: () => outputs++,
+    ...(onOutput ? { onOutput } : {}),
   });
   const receiver = new ReliableStream("s", { mode: "reliable", now: clock.now, inboxMessages: 2 });
   for (const text of ["m1", "m2", "m3"]) sender.write(new TextEncoder().encode(text));
@@ -1148,16 +1152,21 @@ Deno.test("ReliableStream is not flushed while the peer holds a segment it ackno
   const toSender = () => {
     for (let frame = receiver.poll(); frame; frame = receiver.poll()) sender.receive(frame);
   };
-  // Seqs 2 and 3 overtake seq 1: both acknowledged in ack_bits.
   receiver.receive(frames[1]);
   receiver.receive(frames[2]);
   toSender();
-  receiver.receive(frames[0]); // takes seqs 1 and 2; seq 3 waits for inbox room
+  receiver.receive(frames[0]);
   clock.t += 100; // the delayed ack
   receiver.tick();
   toSender();
   assert.equal(sender.stats.unackedSegments, 0, "nothing left to resend");
-  assert.equal(receiver.stats.heldSegments, 1, "the peer still holds seq 3");
+  assert.equal(receiver.stats.heldSegments, 1, "the receiver still holds seq 3");
+  return { clock, sender, receiver, toSender };
+}
+
+Deno.test("ReliableStream is not flushed while the peer holds a segment it acknowledged only in ack_bits (behind a full inbox), and says so once the cumulative ack passes it", () => {
+  let outputs = 0;
+  const { clock, sender, receiver, toSender } = sackedBehindFullInbox(() => outputs++);
   assert.equal(sender.flushed, false, "seq 3 is not delivered yet");
   receiver.read(); // room: seq 3 goes in and the cumulative ack passes it
   const before = outputs;
@@ -1171,23 +1180,7 @@ Deno.test("ReliableStream is not flushed while the peer holds a segment it ackno
 });
 
 Deno.test("ReliableStream probes for the cumulative ack after a resume that left only selectively acked segments outstanding", () => {
-  const clock = new Clock();
-  const sender = new ReliableStream("s", { mode: "reliable", now: clock.now });
-  const receiver = new ReliableStream("s", { mode: "reliable", now: clock.now, inboxMessages: 2 });
-  for (const text of ["m1", "m2", "m3"]) sender.write(new TextEncoder().encode(text));
-  const frames: RelayFrame[] = [];
-  for (let frame = sender.poll(); frame; frame = sender.poll()) frames.push(frame);
-  const toSender = () => {
-    for (let frame = receiver.poll(); frame; frame = receiver.poll()) sender.receive(frame);
-  };
-  receiver.receive(frames[1]);
-  receiver.receive(frames[2]);
-  toSender(); // seqs 2 and 3 acknowledged in ack_bits
-  receiver.receive(frames[0]); // seq 3 waits for inbox room
-  clock.t += 100;
-  receiver.tick();
-  toSender();
-  assert.equal(sender.stats.unackedSegments, 0);
+  const { clock, sender, receiver, toSender } = sackedBehindFullInbox();
   // A new socket: both sides resume; then the ack for seq 3 is lost.
   sender.resume();
   receiver.resume();
