@@ -23,6 +23,7 @@ import { MAX_COMMAND_TIMEOUT_MS, RemoteCommand } from "./lib/client/remote_comma
 import { type RemoteProcess, signalExitCode } from "./lib/client/remote_process.ts";
 import { RpcError } from "./lib/errors.ts";
 import type { Executor } from "./lib/exec/executor.ts";
+import { shellQuote } from "./lib/exec/confinement.ts";
 import { shownUnparsedUrl } from "./lib/_userinfo.ts";
 import { createLogger } from "./lib/server/_logger.ts";
 import type { LogFormat, Logger, LogLevel } from "./lib/server/_logger.ts";
@@ -323,6 +324,11 @@ async function warnIfShared(log: Logger, file: string): Promise<void> {
   );
 }
 
+/** A value as a hint shows it in a command: quoted for the shell unless plainly safe. */
+function shellWord(value: string): string {
+  return /^[\w.:\/@%+,-]+$/.test(value) ? value : shellQuote(value);
+}
+
 /** The `host:port` of a URL for a hint, or `HOST` when it does not parse. */
 function urlHost(url: string): string {
   try {
@@ -344,7 +350,9 @@ async function loadToken(context: Context, required: boolean): Promise<string | 
   } catch (error) {
     if (error instanceof Deno.errors.NotCapable && file !== undefined) {
       throw new UsageError(
-        `Cannot read token file ${file}: read access is not granted; run deno run -P=NAME --allow-read=${file} cli.ts … (a deno task cannot take the flag)`,
+        `Cannot read token file ${file}: read access is not granted; run deno run -P=NAME --allow-read=${
+          shellWord(file)
+        } cli.ts … (a deno task cannot take the flag)`,
       );
     }
     if (error instanceof TypeError || error instanceof Deno.errors.NotFound) {
@@ -1088,7 +1096,7 @@ async function runExec(args: string[], context: Context): Promise<number> {
       /Requires net access to/.test((error as Error).message);
     const hint = notGranted
       ? ` (run deno run -P=client --allow-net=${
-        urlHost(values.url)
+        shellWord(urlHost(values.url))
       } cli.ts exec …: the client permission set grants only 127.0.0.1 and localhost)`
       : "";
     log.error(`${(error as Error).message}${hint}`);

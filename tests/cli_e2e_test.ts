@@ -1826,6 +1826,16 @@ Deno.test("cli: --help on each command, bad flags and token flags fail clearly",
   await using farHost = new Cli("client", ["exec", "--url", "ws://example.com:8700", "--", "true"]);
   assert.equal((await farHost.finished()).code, 255);
   assert.match(farHost.stderr, /deno run -P=client --allow-net=example\.com:8700 cli\.ts exec/);
+  // An IPv6 host is quoted for the shell (its brackets would glob).
+  await using farHost6 = new Cli("client", [
+    "exec",
+    "--url",
+    "ws://[2001:db8::1]:8700",
+    "--",
+    "true",
+  ]);
+  assert.equal((await farHost6.finished()).code, 255);
+  assert.match(farHost6.stderr, /--allow-net='\[2001:db8::1\]:8700' cli\.ts exec/);
 
   // exec usage errors, each exit 2 with its message.
   for (
