@@ -142,8 +142,9 @@ Options:
                       Origin header (a web page) is refused
   --token-file FILE   Require this bearer token from clients (else OUTPOST_TOKEN, if set)
   --initialize-timeout-ms N
-                      Close a connection that has not sent initialize within N ms
-                      (default 30000; at most 256 such connections wait at once)
+                      Close a connection whose initialize has not been answered
+                      within N ms (default 30000; at most --max-sessions such
+                      connections wait at once)
 ${EXECUTOR_FLAGS_HELP}
   --log-format, --log-level, -h/--help as for every command
 

@@ -821,6 +821,22 @@ Deno.test("serveLocal lets maxUninitialized connections wait for initialize, clo
   assert.equal(server.stats().uninitialized, 0);
 });
 
+Deno.test("serveLocal lets a burst of honest clients wait for initialize up to the executor's session limit, not only 256", async () => {
+  await using executor = new Executor({ sessionTtlMs: 0, maxSessions: 400 });
+  await using server = await serveLocal({ executor });
+  // 300 connections open before any initialize is read, as a burst of clients does.
+  const clients: WsRpc[] = [];
+  try {
+    for (let i = 0; i < 300; i++) clients.push(await WsRpc.open(server.url));
+    assert.equal(server.stats().uninitialized, 300);
+    await Promise.all(clients.map((rpc) => rpc.initialize()));
+    assert.equal(server.stats().uninitialized, 0);
+    assert.equal(server.stats().connections, 300);
+  } finally {
+    await Promise.all(clients.map((rpc) => rpc[Symbol.asyncDispose]()));
+  }
+});
+
 Deno.test("serveLocal closes a connection that has not initialized within initializeTimeoutMs (1008), and not one that has", async () => {
   await using executor = new Executor({ sessionTtlMs: 0 });
   await using server = await serveLocal({ executor, initializeTimeoutMs: 200 });

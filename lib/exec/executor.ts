@@ -179,6 +179,7 @@ function checkOptions(options: ExecutorOptions): void {
  */
 export class Executor implements AsyncDisposable {
   #registry: SessionRegistry;
+  #maxSessions: number;
   #fs: FsOps;
   /** fs calls in flight over all connections (see {@linkcode MAX_FS_CALLS_IN_FLIGHT}). */
   #fsSlots = new CallSlots(MAX_FS_CALLS_IN_FLIGHT);
@@ -254,10 +255,11 @@ export class Executor implements AsyncDisposable {
     };
     // Fail fast on bad table options rather than at the first initialize.
     new ProcessTable(tableOptions).close();
+    this.#maxSessions = options.maxSessions ?? DEFAULT_MAX_SESSIONS;
     this.#registry = new SessionRegistry({
       createTable: () => new ProcessTable(tableOptions),
       ttlMs: options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS,
-      maxSessions: options.maxSessions ?? DEFAULT_MAX_SESSIONS,
+      maxSessions: this.#maxSessions,
     });
     this.#probe = Promise.all([
       detectCapabilities(),
@@ -273,6 +275,11 @@ export class Executor implements AsyncDisposable {
       },
       () => {},
     );
+  }
+
+  /** The most sessions this executor holds at once (`maxSessions`). */
+  get maxSessions(): number {
+    return this.#maxSessions;
   }
 
   /**

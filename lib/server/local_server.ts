@@ -47,7 +47,10 @@ export const MAX_QUEUED_BYTES: number = 32 * 1024 * 1024;
 export const QUEUE_BUDGET_BYTES: number = 256 * 1024 * 1024;
 /** Default {@linkcode ServeLocalOptions.initializeTimeoutMs}, as long as the ping check. */
 export const INITIALIZE_TIMEOUT_MS: number = 30_000;
-/** Default {@linkcode ServeLocalOptions.maxUninitialized}: the executor's default session limit. */
+/**
+ * The least {@linkcode ServeLocalOptions.maxUninitialized} defaults to (the
+ * executor's default session limit); an executor with more sessions raises it.
+ */
 export const MAX_UNINITIALIZED: number = 256;
 
 /** Sends wait once a connection's send buffer holds more than this. */
@@ -107,11 +110,12 @@ export interface ServeLocalOptions {
   initializeTimeoutMs?: number;
   /**
    * Connections open at once without their `initialize` answered. One more
-   * closes the one that has waited longest, with 1013: an honest client
-   * initializes within milliseconds of opening, so that one is the likeliest
-   * to be idle, and refusing newcomers instead would let whoever holds the
-   * bound lock every new client out until the deadline.
-   * @default {256}
+   * closes the one that has waited longest, with 1013: refusing newcomers
+   * instead would let whoever holds the bound lock every new client out until
+   * the deadline. Honest clients that connect in a burst wait too, for their
+   * `initialize` to be read, so the default follows the executor's session
+   * limit: a burst that passes it would pass that limit as well.
+   * @default {Math.max(256, executor.maxSessions)}
    */
   maxUninitialized?: number;
   /**
@@ -478,7 +482,7 @@ export async function serveLocal(options: ServeLocalOptions = {}): Promise<Local
   const maxUninitialized = positiveInteger(
     "maxUninitialized",
     options.maxUninitialized,
-    MAX_UNINITIALIZED,
+    Math.max(MAX_UNINITIALIZED, options.executor?.maxSessions ?? MAX_UNINITIALIZED),
   );
   const initializeTimeoutMs = checkTimerMs(
     "Cannot serve",
