@@ -358,7 +358,8 @@ export class ReliableStream {
    * Selectively acknowledged seqs past the cumulative ack. Kept until the
    * cumulative ack passes them: if the ack that would have done so is lost,
    * the retransmission timer resends one as a probe, whose duplicate the
-   * peer answers with its ack (see {@linkcode tick}).
+   * peer answers with its ack (see {@linkcode tick}); a `resume` of the peer
+   * that no longer reports them makes them unacknowledged again (#unsack).
    */
   #sacked = new Map<number, Segment>();
   #xmitCounter = 0;
@@ -388,12 +389,6 @@ export class ReliableStream {
   #recvNext = 1;
   #held = new Map<number, DataBody>();
   #heldBytes = 0;
-  /**
-   * Held seqs that came out of order, so an ack may have reported them in
-   * `ack_bits`; the sender does not resend what those report, so they are
-   * never dropped while the stream waits for budget room (see {@linkcode #drain}).
-   */
-  #heldReported = new Set<number>();
   #partial: Uint8Array = EMPTY;
   #partialIndex = 0;
   #partialCount = 0;
@@ -725,8 +720,6 @@ export class ReliableStream {
     // its turn and asks again when a resend finds room.
     if (this.#error === undefined && this.#awaitingRoom && !this.#inboxFull()) {
       this.#askRoom(this.#requestedBytes);
-      // A segment kept while it waited (see #drain) is accepted now.
-      if (!this.#awaitingRoom && this.#held.has(this.#recvNext) && this.#drain()) this.#ackNow();
     }
     this.#reportHeld();
   }
@@ -796,6 +789,7 @@ export class ReliableStream {
           return;
         }
         if (!this.#receiveAck(frame)) return;
+        this.#unsack(frame);
         this.#resendAll();
         this.#ackNow();
         return;
@@ -1300,6 +1294,25 @@ export class ReliableStream {
     if (this.#unacked.size > 0) this.#onOutput();
   }
 
+  /**
+   * The peer sent `resume`: it may have dropped segments it had acknowledged
+   * only in `ack_bits` (while waiting for budget room it holds nothing, see
+   * #drain). Those the resume's own `ack_bits` do not report again are
+   * unacknowledged again, in seq order, and so resent.
+   */
+  #unsack(frame: RelayFrame): void {
+    if (this.#sacked.size === 0) return;
+    const bits = frame.ackBits >>> 0;
+    for (const [seq, segment] of this.#sacked) {
+      const bit = seq - frame.ack - 1;
+      if (bit > 0 && bit < 32 && (bits >>> bit) & 1) continue; // still held there
+      this.#sacked.delete(seq);
+      this.#unacked.set(seq, segment);
+      this.#unackedBytes += segment.body.payload.length;
+    }
+    this.#unacked = new Map([...this.#unacked].sort(([a], [b]) => a - b));
+  }
+
   #receiveData(body: DataBody): void {
     const seq = body.seq;
     if (seq === 0) {
@@ -1332,7 +1345,6 @@ export class ReliableStream {
     this.#held.set(seq, payload === body.payload ? body : { ...body, payload });
     this.#heldBytes += length;
     if (seq !== this.#recvNext) {
-      this.#heldReported.add(seq);
       this.#ackNow(); // out of order: tell the sender at once
       return;
     }
@@ -1356,21 +1368,17 @@ export class ReliableStream {
       // Asked only once the segment could be accepted: a stream whose
       // consumer stopped must not hold room it cannot use.
       if (this.#partialCount === 0 && !this.#admit(body)) {
-        // A segment that came out of order may have been acknowledged in
-        // `ack_bits`, and its sender no longer keeps it: it waits here and is
-        // accepted once admitted (see retryAdmission). One that came in order
-        // never was: wait holding no more of it, and the sender resends it (at
-        // its timeouts, which also ask again, and at once after the
-        // admission's `resume`).
-        if (!this.#heldReported.has(seq)) {
-          this.#held.delete(seq);
-          this.#heldBytes -= body.payload.length;
-          this.#stats.deferredDropped++;
-        }
+        // Wait holding nothing: every held segment is dropped, those already
+        // acknowledged in `ack_bits` too. The sender keeps those until the
+        // cumulative ack passes them, and the admission's `resume` has it
+        // resend everything past that ack (see #unsack); until then its
+        // timeouts resend the first, which asks again.
+        this.#stats.deferredDropped += this.#held.size;
+        this.#held.clear();
+        this.#heldBytes = 0;
         break;
       }
       this.#held.delete(seq);
-      this.#heldReported.delete(seq);
       this.#heldBytes -= body.payload.length;
       this.#recvNext++;
       this.#sinceAck++;
@@ -1540,7 +1548,6 @@ export class ReliableStream {
     this.#resend = [];
     this.#resendHead = 0;
     this.#held.clear();
-    this.#heldReported.clear();
     this.#heldBytes = 0;
     this.#partial = EMPTY;
     this.#partialIndex = 0;
@@ -1573,9 +1580,7 @@ export class ReliableStream {
    */
   #reportHeld(): void {
     if (this.#budget === undefined) return;
-    // A segment kept at the head while its message waits for room (see
-    // #drain) is as good as missing: what is held behind it waits all the same.
-    if (this.#held.size === 0 || (this.#held.has(this.#recvNext) && !this.#awaitingRoom)) {
+    if (this.#held.size === 0 || this.#held.has(this.#recvNext)) {
       this.#gapSince = Number.NaN;
     } else if (Number.isNaN(this.#gapSince) || this.#gapAt !== this.#recvNext) {
       this.#gapSince = this.#now();
