@@ -816,3 +816,46 @@ Deno.test("ReliableStream streams waiting for room hold nothing, so senders that
   assert.equal(got?.length, 1024 * 1024, "the honest message got in");
   for (const stream of [...stuck, honest.sender, honest.receiver]) stream.close();
 });
+
+Deno.test("ReliableStream resends selectively acked segments its waiting receiver dropped though the admission's resume was lost: the next cumulative ack that leaves them out says so", async () => {
+  let now = 0;
+  const clock = () => now;
+  const limit = 1024 * 1024;
+  const budget = new ByteBudget(limit);
+  const other = { shed: () => budget.hold(other, 0), shedOrder: (b: number) => [0, b] as const };
+  budget.hold(other, limit - 30_000);
+  const options = { segmentBytes: 1_000, maxMessageBytes: limit };
+  const { sender, receiver } = joined("lost-resume", budget, clock, options);
+  sender.write(new TextEncoder().encode("A")); // seq 1
+  sender.write(new Uint8Array(20_000).fill(5)); // seqs 2-21
+  const frames: RelayFrame[] = [];
+  for (let frame = sender.poll(); frame; frame = sender.poll()) frames.push(frame);
+  const toSender = (dropResume: boolean) => {
+    for (let frame = receiver.poll(); frame; frame = receiver.poll()) {
+      if (dropResume && frame.body.kind === "resume") continue;
+      sender.receive(frame);
+    }
+  };
+  // Seqs 2-21 overtake seq 1 and are acknowledged in ack_bits; the message waits for room.
+  for (const frame of frames.slice(1)) receiver.receive(frame), toSender(false);
+  receiver.receive(frames[0]);
+  toSender(false);
+  assert.equal(receiver.read()?.length, 1);
+  assert.equal(receiver.stats.heldSegments, 0, "it waits holding nothing");
+  budget.hold(other, 0);
+  await settle(); // admitted: its resume is lost on the way
+  toSender(true);
+  let got: Uint8Array | undefined;
+  for (let step = 0; step < 300 && got === undefined; step++) {
+    now += 100;
+    sender.tick();
+    receiver.tick();
+    for (let frame = sender.poll(); frame; frame = sender.poll()) receiver.receive(frame);
+    toSender(false);
+    got = receiver.read();
+  }
+  assert.equal(got?.length, 20_000);
+  assert.ok(sender.stats.timeouts <= 3, `${sender.stats.timeouts} timeouts, not one per segment`);
+  sender.close();
+  receiver.close();
+});

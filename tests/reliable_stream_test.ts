@@ -1204,3 +1204,31 @@ Deno.test("ReliableStream probes for the cumulative ack after a resume that left
   sender.close();
   receiver.close();
 });
+
+Deno.test("ReliableStream keeps its resend list within what could be resent while a peer selectively acks and resumes over and over, unpolled", () => {
+  const clock = new Clock();
+  const sender = new ReliableStream("s", { mode: "reliable", now: clock.now, segmentBytes: 100 });
+  for (let i = 0; i < 20; i++) sender.write(new Uint8Array(100));
+  let sent = 0;
+  while (sender.poll()) sent++;
+  assert.equal(sent, 20);
+  const peer = (body: RelayFrame["body"], ackBits: number): RelayFrame => ({
+    version: 1,
+    streamId: "s",
+    ack: 0,
+    ackBits,
+    body,
+  });
+  // Seqs 2-20 selectively acked, then a resume that no longer reports them,
+  // 10,000 times, while the sender's writer never takes a frame.
+  const sacks = 0xffffe; // bits 1-19: seqs 2-20
+  for (let i = 0; i < 10_000; i++) {
+    sender.receive(peer({ kind: "ack" }, sacks));
+    sender.receive(peer({ kind: "resume", nextSeq: 1 }, 0));
+  }
+  assert.ok(sender.stats.resendQueued <= 2 * 20 + 64, `${sender.stats.resendQueued} queued`);
+  let resent = 0;
+  while (sender.poll()) resent++;
+  assert.ok(resent <= 21, `${resent} frames once the writer takes them`);
+  sender.close();
+});

@@ -167,6 +167,8 @@ export interface ReliableStreamStats {
    * its budget's room to start a message (the sender resends them).
    */
   deferredDropped: number;
+  /** Entries waiting in the resend list (bounded: stale ones are compacted away). */
+  resendQueued: number;
   /** Segments sent and not yet acknowledged. */
   unackedSegments: number;
   /** Their payload bytes. */
@@ -539,6 +541,7 @@ export class ReliableStream {
   get stats(): ReliableStreamStats {
     return {
       ...this.#stats,
+      resendQueued: this.#resend.length - this.#resendHead,
       unackedSegments: this.#unacked.size,
       unackedBytes: this.#unackedBytes,
       inFlightBytes: this.#spanBytes,
@@ -789,7 +792,7 @@ export class ReliableStream {
           return;
         }
         if (!this.#receiveAck(frame)) return;
-        this.#unsack(frame);
+        this.#unsack(frame.ack, frame.ackBits >>> 0, true);
         this.#resendAll();
         this.#ackNow();
         return;
@@ -1208,6 +1211,7 @@ export class ReliableStream {
       return false;
     }
     if (ack >= this.#peerAck) this.#peerHoles = bits !== 0;
+    const advanced = ack > this.#peerAck;
     const now = this.#now();
     let sample = -1;
     let freed = false;
@@ -1248,6 +1252,9 @@ export class ReliableStream {
         freed = true;
       }
     }
+    // A receiver that dropped what it reported (it waited for room) says so
+    // by leaving it out of a later bitmap; its `resume` may have been lost.
+    if (advanced) this.#unsack(ack, bits, false);
     if (freed) {
       this.#ackedSinceTimeout = true;
       if (sample >= 0) this.#sampleRtt(sample);
@@ -1287,6 +1294,22 @@ export class ReliableStream {
     if (segment.queued) return;
     segment.queued = true;
     this.#resend.push(seq);
+    // A segment selectively acked, then made unacknowledged again, leaves a
+    // stale entry behind: keep the list within what could be resent.
+    const pending = this.#resend.length - this.#resendHead;
+    if (pending > 2 * (this.#unacked.size + this.#sacked.size) + 64) this.#compactResend();
+  }
+
+  /** Drops entries of segments no longer queued for resending, and repeats. */
+  #compactResend(): void {
+    const kept = new Set<number>();
+    for (let i = this.#resendHead; i < this.#resend.length; i++) {
+      const seq = this.#resend[i];
+      const segment = this.#unacked.get(seq) ?? this.#sacked.get(seq);
+      if (segment?.queued) kept.add(seq);
+    }
+    this.#resend = [...kept];
+    this.#resendHead = 0;
   }
 
   #resendAll(): void {
@@ -1295,22 +1318,29 @@ export class ReliableStream {
   }
 
   /**
-   * The peer sent `resume`: it may have dropped segments it had acknowledged
-   * only in `ack_bits` (while waiting for budget room it holds nothing, see
-   * #drain). Those the resume's own `ack_bits` do not report again are
-   * unacknowledged again, in seq order, and so resent.
+   * The peer may have dropped segments it had acknowledged only in
+   * `ack_bits` (while waiting for budget room it holds nothing, see #drain):
+   * those an ack's bitmap could report and does not are unacknowledged again,
+   * in seq order, and resent. After a `resume` every such seq counts (`all`);
+   * after an ack that advanced, only those the bitmap covers, and not the next
+   * seq, which a receiver holding it for a full inbox cannot report.
    */
-  #unsack(frame: RelayFrame): void {
+  #unsack(ack: number, bits: number, all: boolean): void {
     if (this.#sacked.size === 0) return;
-    const bits = frame.ackBits >>> 0;
+    let moved = false;
     for (const [seq, segment] of this.#sacked) {
-      const bit = seq - frame.ack - 1;
+      const bit = seq - ack - 1;
       if (bit > 0 && bit < 32 && (bits >>> bit) & 1) continue; // still held there
+      if (!all && (bit === 0 || bit >= 32)) continue;
       this.#sacked.delete(seq);
       this.#unacked.set(seq, segment);
       this.#unackedBytes += segment.body.payload.length;
+      this.#queueResend(seq, segment);
+      moved = true;
     }
+    if (!moved) return;
     this.#unacked = new Map([...this.#unacked].sort(([a], [b]) => a - b));
+    this.#onOutput();
   }
 
   #receiveData(body: DataBody): void {
