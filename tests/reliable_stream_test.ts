@@ -1232,3 +1232,37 @@ Deno.test("ReliableStream keeps its resend list within what could be resent whil
   assert.ok(resent <= 21, `${resent} frames once the writer takes them`);
   sender.close();
 });
+
+Deno.test("ReliableStream does not resend what a receiver holding its next seq for a full inbox still holds, though that receiver's advancing acks report nothing", () => {
+  const clock = new Clock();
+  const sender = new ReliableStream("s", { mode: "reliable", now: clock.now });
+  const receiver = new ReliableStream("s", { mode: "reliable", now: clock.now, inboxMessages: 1 });
+  const count = 33;
+  for (let i = 1; i <= count; i++) sender.write(new Uint8Array([i]));
+  const frames: RelayFrame[] = [];
+  for (let frame = sender.poll(); frame; frame = sender.poll()) frames.push(frame);
+  const toSender = () => {
+    for (let frame = receiver.poll(); frame; frame = receiver.poll()) sender.receive(frame);
+  };
+  const toReceiver = () => {
+    for (let frame = sender.poll(); frame; frame = sender.poll()) receiver.receive(frame);
+  };
+  for (const frame of frames.slice(2)) receiver.receive(frame); // seqs 3.. overtake 1 and 2
+  toSender(); // acknowledged in ack_bits
+  receiver.receive(frames[0]); // accepted: the inbox is full
+  receiver.receive(frames[1]); // held for it
+  const got: number[] = [];
+  for (let step = 0; step < count + 25; step++) {
+    const message = receiver.read(); // one message every 50 ms
+    if (message) got.push(message[0]);
+    clock.t += 50;
+    sender.tick();
+    receiver.tick();
+    toReceiver();
+    toSender();
+  }
+  assert.deepEqual(got, Array.from({ length: count }, (_, i) => i + 1));
+  assert.ok(sender.stats.retransmits <= 5, `${sender.stats.retransmits} resends`);
+  sender.close();
+  receiver.close();
+});

@@ -391,6 +391,14 @@ export class ReliableStream {
   #recvNext = 1;
   #held = new Map<number, DataBody>();
   #heldBytes = 0;
+  /**
+   * When this stream sent the `resume` that asks for segments it dropped
+   * while waiting for room (NaN when none is outstanding): if the sender then
+   * only probes with the next seq a round of timeouts later, that `resume`
+   * was lost (the rendezvous drops frames to a parked stream), and it is sent
+   * again.
+   */
+  #resumeAskedAt = Number.NaN;
   #partial: Uint8Array = EMPTY;
   #partialIndex = 0;
   #partialCount = 0;
@@ -1253,8 +1261,11 @@ export class ReliableStream {
       }
     }
     // A receiver that dropped what it reported (it waited for room) says so
-    // by leaving it out of a later bitmap; its `resume` may have been lost.
-    if (advanced) this.#unsack(ack, bits, false);
+    // by leaving it out of a later bitmap that reports something: a bitmap
+    // of 0 may as well be one holding the next seq for a full inbox, which
+    // reports nothing (a lost admission `resume` is asked again instead,
+    // see #receiveData).
+    if (advanced && bits !== 0) this.#unsack(ack, bits, false);
     if (freed) {
       this.#ackedSinceTimeout = true;
       if (sample >= 0) this.#sampleRtt(sample);
@@ -1322,8 +1333,8 @@ export class ReliableStream {
    * `ack_bits` (while waiting for budget room it holds nothing, see #drain):
    * those an ack's bitmap could report and does not are unacknowledged again,
    * in seq order, and resent. After a `resume` every such seq counts (`all`);
-   * after an ack that advanced, only those the bitmap covers, and not the next
-   * seq, which a receiver holding it for a full inbox cannot report.
+   * after an ack that advanced and reports something, only those its bitmap
+   * covers, and not the next seq.
    */
   #unsack(ack: number, bits: number, all: boolean): void {
     if (this.#sacked.size === 0) return;
@@ -1345,6 +1356,16 @@ export class ReliableStream {
 
   #receiveData(body: DataBody): void {
     const seq = body.seq;
+    if (!Number.isNaN(this.#resumeAskedAt) && !this.#awaitingRoom) {
+      if (seq > this.#recvNext) {
+        this.#resumeAskedAt = Number.NaN; // the sender resends past the next seq: it was heard
+      } else if (seq === this.#recvNext && this.#now() - this.#resumeAskedAt >= this.#rtoMin) {
+        // Only the next seq, a timeout later: a probe, so the resume was lost.
+        this.#resumePending = true;
+        this.#resumeAskedAt = this.#now();
+        this.#onOutput();
+      }
+    }
     if (seq === 0) {
       this.#protocolError("data seq 0 on a reliable stream");
       return;
@@ -1463,6 +1484,7 @@ export class ReliableStream {
       // `resume` makes the sender resend everything unacknowledged now (what
       // was dropped while waiting), not one segment per retransmission timeout.
       this.#resumePending = true;
+      this.#resumeAskedAt = this.#now();
       this.#onOutput();
     }
     return true;
