@@ -20,6 +20,7 @@ import { killPids, livePidsWith, uniqueSleep } from "./_process_helpers.ts";
 import { type MuxStream, StreamMux } from "../lib/mux/stream_mux.ts";
 import { RelaySocket } from "../lib/relay/relay_socket.ts";
 import { JsonRpcPeer } from "../lib/rpc/json_rpc_peer.ts";
+import { portBelowEphemeral } from "./_support/ports.ts";
 
 /** An upstream that echoes every message back and counts connections. */
 function startEcho(): { server: Deno.HttpServer<Deno.NetAddr>; url: string; headers: Headers[] } {
@@ -195,13 +196,6 @@ function peakRssMiB(pid: number): number {
   }
 }
 
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = l.addr.port;
-  l.close();
-  return port;
-}
-
 interface Rig extends AsyncDisposable {
   dir: string;
   port: number;
@@ -218,7 +212,7 @@ async function startRig(
   options: { rdvDetachMs?: number; executorDetachMs?: number; startupGraceMs?: number } = {},
 ): Promise<Rig> {
   const dir = await Deno.realPath(await Deno.makeTempDir({ prefix: "outpost_fault_" }));
-  const port = freePort();
+  const port = portBelowEphemeral(); // the rendezvous restarts on it
   const rdvArgs = [
     String(port),
     TOKEN,

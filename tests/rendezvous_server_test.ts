@@ -20,6 +20,7 @@ import { checkBearer, parseBearer, readToken, tokensEqual } from "../lib/server/
 import { UrlSigner } from "../lib/server/_signed_url.ts";
 import { until, withDeadline } from "./_support/deadline.ts";
 import { JsonLinesProcess } from "./_support/json_lines_process.ts";
+import { portBelowEphemeral } from "./_support/ports.ts";
 
 const TOKEN = "test-token-0123456789abcdef";
 const DEADLINE_MS = 5_000;
@@ -542,7 +543,12 @@ Deno.test("serveRendezvous hands out publicUrl and the environment naming of the
 
 Deno.test("serveRendezvous signs with a given key so URLs survive a restart", async () => {
   const signingKey = crypto.getRandomValues(new Uint8Array(32));
-  const first = await serveRendezvous({ token: TOKEN, signingKey });
+  // The second server takes the first one's port: one no client socket takes meanwhile.
+  const first = await serveRendezvous({
+    token: TOKEN,
+    signingKey,
+    listen: `ws://127.0.0.1:${portBelowEphemeral()}`,
+  });
   const answer = await register(first, "exec-1");
   const port = new URL(first.url).port;
   await first.close();
