@@ -719,16 +719,23 @@ Deno.test("StreamMux looks at its receive budget's line again on its own while s
   assert.ok(lb.executor.receiveBudget.used <= limit);
 });
 
-Deno.test("ReliableStream waits for budget room holding nothing, segments it acknowledged in ack_bits included, and its sender resends those after the admission's resume", async () => {
-  let now = 0;
-  const clock = () => now;
+/**
+ * A 1 MiB budget that another stream's consumer holds all but `free` bytes
+ * of (it lets go with `budget.hold(other, 0)`), and stream options of
+ * 1,000-byte segments.
+ */
+function crowdedBudget(free: number) {
   const limit = 1024 * 1024;
   const budget = new ByteBudget(limit);
-  // Another stream's consumer holds nearly all of the budget for a while.
   const other = { shed: () => budget.hold(other, 0), shedOrder: (b: number) => [0, b] as const };
-  budget.hold(other, limit - 3_000);
-  const options = { segmentBytes: 1_000, maxMessageBytes: limit };
-  const { sender, receiver } = joined("sacked", budget, clock, options);
+  budget.hold(other, limit - free);
+  return { budget, other, options: { segmentBytes: 1_000, maxMessageBytes: limit } };
+}
+
+Deno.test("ReliableStream waits for budget room holding nothing, segments it acknowledged in ack_bits included, and its sender resends those after the admission's resume", async () => {
+  let now = 0;
+  const { budget, other, options } = crowdedBudget(3_000);
+  const { sender, receiver } = joined("sacked", budget, () => now, options);
   const text = new TextEncoder();
   sender.write(text.encode("A")); // seq 1
   sender.write(new Uint8Array(2_000).fill(66)); // seqs 2 and 3: one message
@@ -817,15 +824,10 @@ Deno.test("ReliableStream streams waiting for room hold nothing, so senders that
   for (const stream of [...stuck, honest.sender, honest.receiver]) stream.close();
 });
 
-Deno.test("ReliableStream resends selectively acked segments its waiting receiver dropped though the admission's resume was lost: the next cumulative ack that leaves them out says so", async () => {
+Deno.test("ReliableStream resends selectively acked segments its waiting receiver dropped though the admission's resume was lost: the receiver asks again when the sender's probe arrives", async () => {
   let now = 0;
-  const clock = () => now;
-  const limit = 1024 * 1024;
-  const budget = new ByteBudget(limit);
-  const other = { shed: () => budget.hold(other, 0), shedOrder: (b: number) => [0, b] as const };
-  budget.hold(other, limit - 30_000);
-  const options = { segmentBytes: 1_000, maxMessageBytes: limit };
-  const { sender, receiver } = joined("lost-resume", budget, clock, options);
+  const { budget, other, options } = crowdedBudget(30_000);
+  const { sender, receiver } = joined("lost-resume", budget, () => now, options);
   sender.write(new TextEncoder().encode("A")); // seq 1
   sender.write(new Uint8Array(20_000).fill(5)); // seqs 2-21
   const frames: RelayFrame[] = [];
